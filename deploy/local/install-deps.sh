@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages LLM-Sentinel builds and tests with.
+# Idempotent: packages already present are not touched, and `apt-get update`
+# runs at most once per invocation, only when something is missing.
+set -euo pipefail
+
+# Build toolchain and libraries (see docs/dependencies.md for why each one).
+BUILD_PKGS=(
+    build-essential cmake pkg-config
+    libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
+    nanopb libnanopb-dev python3-protobuf
+    libuv1-dev libjansson-dev libzstd-dev zlib1g-dev libhiredis-dev libyaml-dev
+    libcurl4-openssl-dev libmicrohttpd-dev libsqlite3-dev
+    check libsubunit-dev
+)
+# Tools the tests use: the official OpenTelemetry JS SDK runs on Node.js.
+TEST_PKGS=(nodejs npm)
+
+want=("${BUILD_PKGS[@]}")
+if [ "${1:-}" != "--build-only" ]; then
+    want+=("${TEST_PKGS[@]}")
+fi
+
+missing=()
+for p in "${want[@]}"; do
+    # nodejs/npm may come from outside Debian's packages (a preinstalled toolchain):
+    # a working binary on PATH is as good as the package.
+    case "$p" in
+    nodejs) command -v node >/dev/null 2>&1 && continue ;;
+    npm) command -v npm >/dev/null 2>&1 && continue ;;
+    esac
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    echo "install-deps: all ${#want[@]} packages present"
+    exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+echo "install-deps: installing ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"

@@ -1,0 +1,64 @@
+/*
+ * genai.h -- turns span and resource attributes into LLM facts.
+ *
+ * Accepts the three conventions of contracts.md (OpenTelemetry GenAI, old names included;
+ * OpenInference; OpenLLMetry). The OTLP decoder streams attributes through these calls one at a
+ * time, so nothing here allocates or keeps a pointer to the caller's bytes: values are copied
+ * (truncated) into the event.
+ *
+ * Order of use for one span:
+ *   sn_event ev = resource template (sn_genai_resource_attr applied to a fresh sn_event);
+ *   the decoder sets start/end time, ids, and is_error from the span status;
+ *   sn_genai_span_attr() for each span attribute;
+ *   if (sn_genai_finish(&ev, prices)) -> ev is an LLM event.
+ */
+#ifndef SN_GENAI_H
+#define SN_GENAI_H
+
+#include "event.h"
+#include "price.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum sn_attr_type {
+    SN_ATTR_STRING = 0,
+    SN_ATTR_BOOL,
+    SN_ATTR_INT,
+    SN_ATTR_DOUBLE,
+    SN_ATTR_BYTES /* passed for completeness; no LLM fact is bytes */
+} sn_attr_type;
+
+/* One attribute value as the decoder sees it. Strings are not NUL-terminated. An array value is
+ * delivered as one call per element with the same key (e.g. gen_ai.response.finish_reasons). */
+typedef struct sn_attr_value {
+    sn_attr_type type;
+    const char *str; /* STRING and BYTES: the bytes, borrowed for the call only */
+    size_t len;
+    int64_t i; /* INT */
+    double d;  /* DOUBLE */
+    bool b;    /* BOOL */
+} sn_attr_value;
+
+/* Applies one resource attribute (service.name, service.version, cloud.region, k8s.pod.name) to
+ * a template event that every span of that resource starts from. Unknown keys are ignored. */
+void sn_genai_resource_attr(sn_event *tmpl, const char *key, size_t keylen,
+                            const sn_attr_value *v);
+
+/* Applies one span attribute. Returns true when the key belongs to an LLM convention (the bit is
+ * then set in ev->conventions). Values of the wrong type that can be read sensibly are converted
+ * (an integer-valued string for a token count, an int for a double); others are ignored. */
+bool sn_genai_span_attr(sn_event *ev, const char *key, size_t keylen, const sn_attr_value *v);
+
+/* Completes an event after all attributes: latency from start/end, provider normalisation,
+ * total tokens when only parts are known, the model from request/response names, and cost from
+ * the price table when the span carried none (prices may be NULL: cost stays unknown).
+ * Returns true when the span is an LLM call (some convention was seen). */
+bool sn_genai_finish(sn_event *ev, const sn_price_table *prices);
+
+/* Normalises a provider name in place ("az.ai.openai" -> "azure.ai.openai",
+ * "vertex_ai" -> "gcp.vertex_ai", ...). */
+void sn_genai_normalize_provider(char *provider, size_t size);
+
+#endif
