@@ -1,0 +1,120 @@
+/*
+ * ensemble.c -- several detectors on one value; strongest verdict and agreement (see
+ * ensemble.h for the rules).
+ */
+#include "detect/ensemble.h"
+
+#include <math.h>
+#include <stddef.h>
+
+void sn_ensemble_config_defaults(sn_ensemble_config *cfg)
+{
+    cfg->zscore_enabled = true;
+    sn_zscore_config_defaults(&cfg->zscore);
+    cfg->iqr_enabled = true;
+    sn_iqr_config_defaults(&cfg->iqr);
+    cfg->mad_enabled = true;
+    sn_mad_config_defaults(&cfg->mad);
+    cfg->cusum_enabled = true;
+    sn_cusum_config_defaults(&cfg->cusum);
+    cfg->threshold_enabled = false;
+    sn_threshold_config_defaults(&cfg->threshold);
+    cfg->min_agree = 1;
+}
+
+const char *sn_ensemble_config_validate(const sn_ensemble_config *cfg, sn_detector_kind *which)
+{
+    sn_detector_kind bad = SN_DETECT_KIND_COUNT;
+    const char *err = NULL;
+    if (cfg->zscore_enabled && (err = sn_zscore_config_validate(&cfg->zscore)) != NULL)
+        bad = SN_DETECT_ZSCORE;
+    else if (cfg->iqr_enabled && (err = sn_iqr_config_validate(&cfg->iqr)) != NULL)
+        bad = SN_DETECT_IQR;
+    else if (cfg->mad_enabled && (err = sn_mad_config_validate(&cfg->mad)) != NULL)
+        bad = SN_DETECT_MAD;
+    else if (cfg->cusum_enabled && (err = sn_cusum_config_validate(&cfg->cusum)) != NULL)
+        bad = SN_DETECT_CUSUM;
+    else if (cfg->threshold_enabled &&
+             (err = sn_threshold_config_validate(&cfg->threshold)) != NULL)
+        bad = SN_DETECT_THRESHOLD;
+    else if (!cfg->zscore_enabled && !cfg->iqr_enabled && !cfg->mad_enabled &&
+             !cfg->cusum_enabled && !cfg->threshold_enabled)
+        err = "at least one detector must be enabled";
+    else if (cfg->min_agree < 1)
+        err = "min_agree must be >= 1";
+    if (err != NULL && which != NULL)
+        *which = bad;
+    return err;
+}
+
+void sn_ensemble_init(sn_ensemble *st)
+{
+    sn_cusum_init(&st->cusum);
+}
+
+/* True when a is a stronger verdict than b (see ensemble.h); earlier kinds win exact ties
+ * because the caller only replaces on strictly stronger. */
+static bool stronger(const sn_verdict *a, const sn_verdict *b)
+{
+    if (a->anomaly != b->anomaly)
+        return a->anomaly;
+    if (a->severity != b->severity)
+        return a->severity > b->severity;
+    return a->score > b->score;
+}
+
+bool sn_ensemble_evaluate(sn_ensemble *st, const sn_ensemble_config *cfg, const sn_summary *b,
+                          double x, sn_ensemble_result *out)
+{
+    out->ready = 0;
+    out->fired = 0;
+    out->agreed = 0;
+    for (int k = 0; k < SN_DETECT_KIND_COUNT; k++)
+        sn_verdict_init(&out->each[k], (sn_detector_kind)k, x);
+    sn_verdict_init(&out->best, SN_DETECT_ZSCORE, x);
+    if (sn_ensemble_config_validate(cfg, NULL) != NULL)
+        return false;
+
+    if (cfg->zscore_enabled)
+        sn_zscore_score(&cfg->zscore, b, x, &out->each[SN_DETECT_ZSCORE]);
+    if (cfg->iqr_enabled)
+        sn_iqr_score(&cfg->iqr, b, x, &out->each[SN_DETECT_IQR]);
+    if (cfg->mad_enabled)
+        sn_mad_score(&cfg->mad, b, x, &out->each[SN_DETECT_MAD]);
+    if (cfg->cusum_enabled)
+        sn_cusum_step(&st->cusum, &cfg->cusum, b, x, &out->each[SN_DETECT_CUSUM]);
+    if (cfg->threshold_enabled)
+        sn_threshold_check(&cfg->threshold, x, &out->each[SN_DETECT_THRESHOLD]);
+
+    const sn_verdict *best = NULL;
+    for (int k = 0; k < SN_DETECT_KIND_COUNT; k++) {
+        const sn_verdict *v = &out->each[k];
+        if (!v->ready)
+            continue;
+        out->ready++;
+        if (v->anomaly)
+            out->fired++;
+        if (best == NULL || stronger(v, best))
+            best = v;
+    }
+    if (best == NULL)
+        return false;
+    out->best = *best;
+    if (!best->anomaly)
+        return false;
+
+    for (int k = 0; k < SN_DETECT_KIND_COUNT; k++) {
+        const sn_verdict *v = &out->each[k];
+        if (v->ready && v->anomaly && v->direction == best->direction)
+            out->agreed++;
+    }
+    if (out->agreed < cfg->min_agree) {
+        out->best.anomaly = false;
+        out->best.severity = SN_SEV_NONE;
+        out->best.confidence = 0.0;
+        return false;
+    }
+    double c = 0.99 - (0.99 - best->confidence) * ldexp(1.0, -(int)(out->agreed - 1));
+    out->best.confidence = c > 0.99 ? 0.99 : (c < 0.5 ? 0.5 : c);
+    return true;
+}
