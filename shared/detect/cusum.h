@@ -58,10 +58,10 @@ void sn_cusum_init(sn_cusum *st);
 
 /* Feeds x, standardised against b, into st and fills *out (always). Not ready -- and st left
  * exactly as it was -- during cold start (b->n < min_samples), when x, b->mean or b->stddev
- * is not finite, when b->stddev < 0, or when cfg is invalid. When ready: out->deviation is
- * the estimated shift k + S/N in sigmas of the larger sum (signed), out->threshold is h,
- * out->baseline the mean, out->score sn_detect_score(S / h). Returns out->anomaly (the sums
- * were reset). st is owned by the caller; cfg and b are only read. */
+ * is not finite, when b->stddev < 0, when the floored stddev is 0, or when cfg is invalid. When
+ * ready: out->deviation is the estimated shift k + S/N in sigmas of the larger sum (signed),
+ * out->threshold is h, out->baseline the mean, out->score sn_detect_score(S / h). Returns
+ * out->anomaly (the sums were reset). st is owned by the caller; cfg and b are only read. */
 bool sn_cusum_step(sn_cusum *st, const sn_cusum_config *cfg, const sn_summary *b, double x,
                    sn_verdict *out);
 

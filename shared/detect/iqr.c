@@ -51,6 +51,8 @@ bool sn_iqr_score(const sn_iqr_config *cfg, const sn_summary *b, double x, sn_ve
     /* q3 - q1 of two finite doubles can overflow: halve first. */
     double half = b->q3 * 0.5 - b->q1 * 0.5;
     double iqr = half > DBL_MAX / 2.0 ? DBL_MAX : half * 2.0;
+    if (!(iqr > 0.0) && isfinite(b->stddev) && b->stddev > 0.0)
+        iqr = b->stddev > DBL_MAX / IQR_PER_SIGMA ? DBL_MAX : b->stddev * IQR_PER_SIGMA;
     iqr = sn__floor_scale(iqr, b->median, cfg->min_iqr, cfg->min_iqr_rel);
     if (!(iqr > 0.0))
         return false;

@@ -6,9 +6,12 @@
  * [Q1 - 1.5 IQR, Q3 + 1.5 IQR]). Severity: d >= critical_k (3.0, at or beyond Q3 + 3 IQR /
  * Q1 - 3 IQR) critical; d >= high_k (2.25, half-way between the fences) high; otherwise medium.
  *
- * Zero IQR (at least half the baseline is one value): IQR is raised to
- * max(IQR, min_iqr, min_iqr_rel * |median|), as the Z-score floors its stddev; a baseline
- * constant at 100 gets IQR = 1, so fences at 98.5 / 101.5 and 103 or more is critical.
+ * Zero IQR (at least half the baseline is one value): the IQR a normal distribution with the
+ * baseline's stddev would have, 1.349 * stddev, is used instead when the stddev is finite and
+ * > 0 (a metric that is 0 80 % of the time still gets a data-driven width). The result is then
+ * raised to max(IQR, min_iqr, min_iqr_rel * |median|), as the Z-score floors its stddev; a
+ * baseline constant at 100 gets IQR = 1, so fences at 98.5 / 101.5, and 103 or more is
+ * critical. With both floors 0 and nothing to fall back on there is no verdict.
  *
  * deviation reports (x - median) / (IQR / 1.349): distance in robust sigmas (for normal data
  * the IQR is 1.349 sigma).
@@ -38,10 +41,10 @@ void sn_iqr_config_defaults(sn_iqr_config *cfg);
 const char *sn_iqr_config_validate(const sn_iqr_config *cfg);
 
 /* Scores x against b's quartiles and fills *out (always). Not ready (returns false) during
- * cold start, when x, b->q1, b->q3 or b->median is not finite, when q1 > q3, or when cfg is
- * invalid. out->baseline is the median, out->threshold the fence on the value's side
- * (Q3 + k IQR or Q1 - k IQR), out->score is sn_detect_score(d / k). Returns out->anomaly.
- * Nothing is kept; cfg and b are only read. */
+ * cold start, when x, b->q1, b->q3 or b->median is not finite, when q1 > q3, when the width
+ * is 0 after the fallback and floors, or when cfg is invalid. out->baseline is the median,
+ * out->threshold the fence on the value's side (Q3 + k IQR or Q1 - k IQR), out->score is
+ * sn_detect_score(d / k). Returns out->anomaly. Nothing is kept; cfg and b are only read. */
 bool sn_iqr_score(const sn_iqr_config *cfg, const sn_summary *b, double x, sn_verdict *out);
 
 #endif

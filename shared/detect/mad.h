@@ -42,7 +42,8 @@ const char *sn_mad_config_validate(const sn_mad_config *cfg);
 
 /* Scores x against b's median and MAD and fills *out (always). Not ready (returns false)
  * during cold start, when x, b->median or b->mad is not finite, when b->mad < 0, or when cfg
- * is invalid. A MAD of 0 uses the fallbacks above (q1/q3 and stddev only when finite).
+ * is invalid. A MAD of 0 uses the fallbacks above (q1/q3 and stddev only when finite); if the
+ * scale is still 0 (both floors 0, nothing to fall back on) there is no verdict.
  * out->baseline is the median, out->deviation is M, out->threshold is median +- threshold * s.
  * Returns out->anomaly. Nothing is kept; cfg and b are only read. */
 bool sn_mad_score(const sn_mad_config *cfg, const sn_summary *b, double x, sn_verdict *out);

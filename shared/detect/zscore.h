@@ -37,7 +37,8 @@ const char *sn_zscore_config_validate(const sn_zscore_config *cfg);
 
 /* Scores x against baseline b and fills *out (always). out->ready is false -- and the return
  * value false -- during cold start (b->n < min_samples), when x, b->mean or b->stddev is not
- * finite, when b->stddev < 0, or when cfg is invalid. Otherwise out->baseline is the mean,
+ * finite, when b->stddev < 0, when the floored stddev is 0 (both floors set to 0), or when cfg
+ * is invalid. Otherwise out->baseline is the mean,
  * out->deviation is z, out->threshold is mean +- threshold * s on the value's side. Returns
  * out->anomaly. Nothing is kept; cfg and b are only read. */
 bool sn_zscore_score(const sn_zscore_config *cfg, const sn_summary *b, double x, sn_verdict *out);
