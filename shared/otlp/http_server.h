@@ -1,0 +1,93 @@
+/*
+ * http_server.h -- the OTLP/HTTP transport: POST /v1/traces, /v1/metrics and /v1/logs on
+ * libmicrohttpd.
+ *
+ * The server reads one request body (identity or gzip, in application/x-protobuf or
+ * application/json) into a bounded buffer, calls the program's sn_otlp_handler (receiver.h) on
+ * one of its own threads, and answers per the handler's sn_otlp_result: 200 with an
+ * Export*ServiceResponse in the request's format (partial success when rejected > 0), 400 with a
+ * google.rpc.Status, 429/503 with Retry-After, 413, 500. Other media types and encodings get 415,
+ * other methods 405 (with Allow), other paths 404 -- unless an extra route claims them, which
+ * lets the admin endpoints or a REST API share the same server.
+ *
+ * Threads: libmicrohttpd's internal thread pool (`threads` workers, each polling its share of
+ * the connections), so the thread count is fixed at start. The handler and the route callback
+ * run on those threads, concurrently; they must be thread-safe and must not block for long.
+ *
+ * Size: the body is limited to max_body_bytes on the wire and again after gzip decompression.
+ * A Content-Length over the limit is refused before the body is read; a body that crosses the
+ * limit while arriving (chunked, or a gzip bomb) stops being buffered or inflated at once, the
+ * rest of the upload is read and thrown away (at most another max_body_bytes, after which the
+ * connection is closed) and the answer is 413. The handler never sees an oversized body.
+ */
+#ifndef SN_OTLP_HTTP_SERVER_H
+#define SN_OTLP_HTTP_SERVER_H
+
+#include "otlp/receiver.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SN_HTTP_DEFAULT_MAX_BODY       (16u * 1024u * 1024u) /* bytes, wire and decompressed */
+#define SN_HTTP_DEFAULT_CONNECTIONS    64u
+#define SN_HTTP_DEFAULT_TIMEOUT_S      30u
+#define SN_HTTP_DEFAULT_THREADS        2u
+#define SN_HTTP_REPLY_CONTENT_TYPE_MAX 64
+
+typedef struct sn_http_server sn_http_server;
+
+/* What an extra route answers. The server hands it in with status 200, content type
+ * "text/plain; charset=utf-8" and no body. `body` must be malloc'd by the route (or NULL); the
+ * server takes it over and frees it, whatever the outcome. */
+typedef struct sn_http_reply {
+    unsigned status;
+    char content_type[SN_HTTP_REPLY_CONTENT_TYPE_MAX];
+    char *body;
+    size_t len;
+} sn_http_reply;
+
+/* An extra route: called for every request whose path is not an OTLP route, once its body
+ * (bounded like any other) has arrived. `method` and `path` (without the query string) are
+ * NUL-terminated; `body` is borrowed for the call. Returns false when the path is not the
+ * route's (the server answers 404); true when it filled `reply`. Runs on server threads. */
+typedef bool (*sn_http_route_fn)(const char *method, const char *path, const uint8_t *body,
+                                 size_t len, sn_http_reply *reply, void *ud);
+
+typedef struct sn_http_server_config {
+    const char *listen;            /* "host:port", "[v6addr]:port" or ":port"; port 0 = any */
+    size_t max_body_bytes;         /* 0: SN_HTTP_DEFAULT_MAX_BODY */
+    unsigned max_connections;      /* 0: SN_HTTP_DEFAULT_CONNECTIONS */
+    unsigned connection_timeout_s; /* idle connection timeout; 0: SN_HTTP_DEFAULT_TIMEOUT_S */
+    unsigned threads;              /* worker threads; 0: SN_HTTP_DEFAULT_THREADS */
+    sn_otlp_handler handler;       /* required */
+    void *handler_ud;
+    sn_http_route_fn route; /* optional */
+    void *route_ud;
+} sn_http_server_config;
+
+/* Validates the configuration and copies it (the listen string included) into a new server,
+ * which is not listening yet. Returns 0 and sets *out, or -EINVAL (bad listen address, no
+ * handler, a limit out of range) / -ENOMEM with a message in err (errlen bytes, may be NULL).
+ * The caller frees the server with sn_http_server_destroy(). */
+int sn_http_server_create(const sn_http_server_config *cfg, sn_http_server **out, char *err,
+                          size_t errlen);
+
+/* Resolves and binds the listen address and starts the worker threads. Returns 0, or a negative
+ * errno (-EADDRINUSE, -EACCES, -EADDRNOTAVAIL, ...; -EALREADY when started) with a message in
+ * err. On failure nothing is left listening and start may be called again. */
+int sn_http_server_start(sn_http_server *s, char *err, size_t errlen);
+
+/* The bound TCP port once started (the real port when the configured one was 0); 0 before. */
+uint16_t sn_http_server_port(const sn_http_server *s);
+
+/* Stops accepting, closes every connection and joins the worker threads. A handler call in
+ * progress finishes first; requests not yet answered are dropped with their connection, which
+ * OTLP clients retry. Safe to call when not started or already stopped. Not to be called from a
+ * handler or route. */
+void sn_http_server_stop(sn_http_server *s);
+
+/* Stops the server if needed and frees it. NULL is allowed. */
+void sn_http_server_destroy(sn_http_server *s);
+
+#endif
