@@ -1,6 +1,11 @@
 /*
  * stats.h -- running statistics: Welford mean/variance, EWMA, and the summary of a baseline
  * that detectors score against.
+ *
+ * sn_welford and sn_ewma are small value types (no heap, no pointers) meant to be embedded in
+ * other state and copied freely. Their fields may be read; change them only through the
+ * functions below. Every function that takes a sample refuses NaN and +-Inf with -EINVAL and
+ * leaves the accumulator unchanged, so one bad value can never poison a baseline.
  */
 #ifndef SN_STATS_H
 #define SN_STATS_H
@@ -23,5 +28,59 @@ typedef struct sn_summary {
     double p99;
     double mad; /* median absolute deviation from the median, unscaled */
 } sn_summary;
+
+/* Sets every field of a summary to "no data": n = 0, stddev = 0, everything else NAN. */
+void sn_summary_clear(sn_summary *s);
+
+/* Running mean and variance (Welford 1962), plus exact min and max. Mergeable: two accumulators
+ * over disjoint samples combine into the accumulator of their union (Chan et al. 1979). */
+typedef struct sn_welford {
+    uint64_t n;
+    double mean; /* NAN when n == 0 */
+    double m2;   /* sum of squared deviations from the mean */
+    double min;  /* NAN when n == 0 */
+    double max;  /* NAN when n == 0 */
+} sn_welford;
+
+/* Resets w to the empty accumulator. Cannot fail. */
+void sn_welford_init(sn_welford *w);
+
+/* Adds sample x. Returns 0, or -EINVAL (w unchanged) when x is NaN or infinite. O(1). */
+int sn_welford_add(sn_welford *w, double x);
+
+/* Folds src into dst so dst describes the union of both sample sets (Chan's parallel formula).
+ * src is not modified and may be empty; dst == src is allowed (doubles every sample). */
+void sn_welford_merge(sn_welford *dst, const sn_welford *src);
+
+/* The mean; NAN when empty. */
+double sn_welford_mean(const sn_welford *w);
+
+/* The sample variance m2 / (n - 1); 0 when n < 2. */
+double sn_welford_variance(const sn_welford *w);
+
+/* The sample standard deviation; 0 when n < 2. */
+double sn_welford_stddev(const sn_welford *w);
+
+/* Exponentially weighted moving mean and variance. After the first sample (which sets
+ * mean = x, var = 0) each sample x updates
+ *     d = x - mean;  mean += alpha * d;  var = (1 - alpha) * (var + alpha * d * d)
+ * which equals the weighted mean and weighted (population) variance of all samples with
+ * weights alpha * (1 - alpha)^age (the first sample carries the remaining weight). */
+typedef struct sn_ewma {
+    double alpha; /* weight of the newest sample, in (0, 1] */
+    double mean;  /* NAN before the first sample */
+    double var;   /* 0 before the first sample */
+    uint64_t n;   /* samples seen */
+} sn_ewma;
+
+/* Resets e with smoothing factor alpha. Returns 0, or -EINVAL (e untouched) unless
+ * 0 < alpha <= 1. */
+int sn_ewma_init(sn_ewma *e, double alpha);
+
+/* Adds sample x. Returns 0, or -EINVAL (e unchanged) when x is NaN or infinite. O(1). */
+int sn_ewma_add(sn_ewma *e, double x);
+
+/* The weighted standard deviation sqrt(var); 0 before the second sample. */
+double sn_ewma_stddev(const sn_ewma *e);
 
 #endif
