@@ -86,15 +86,16 @@ bool sn_cusum_step(sn_cusum *st, const sn_cusum_config *cfg, const sn_summary *b
         z = STEP_CAP;
     else if (z < -STEP_CAP)
         z = -STEP_CAP;
-    accumulate(&st->s_hi, &st->n_hi, z - cfg->k);
-    accumulate(&st->s_lo, &st->n_lo, -z - cfg->k);
+    /* A side the direction setting excludes is held at 0 (it would only grow without end). */
+    accumulate(&st->s_hi, &st->n_hi,
+               sn__direction_allows(cfg->direction, 1) ? z - cfg->k : -HUGE_VAL);
+    accumulate(&st->s_lo, &st->n_lo,
+               sn__direction_allows(cfg->direction, -1) ? -z - cfg->k : -HUGE_VAL);
     st->steps++;
 
-    /* Report the side with more evidence that the direction setting allows. */
-    bool hi_ok = sn__direction_allows(cfg->direction, 1);
-    bool lo_ok = sn__direction_allows(cfg->direction, -1);
-    double sh = hi_ok ? st->s_hi : 0.0;
-    double sl = lo_ok ? st->s_lo : 0.0;
+    /* Report the side with more evidence. */
+    double sh = st->s_hi;
+    double sl = st->s_lo;
     int dir = sh >= sl ? 1 : -1;
     double sum = dir > 0 ? sh : sl;
     uint64_t n = dir > 0 ? st->n_hi : st->n_lo;

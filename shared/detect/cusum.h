@@ -32,7 +32,8 @@ typedef struct sn_cusum_config {
     double critical;        /* sum at or above: critical; >= high; default 10.0 */
     uint64_t min_samples;   /* no update and no verdict while the baseline has fewer; >= 1;
                                default 10 */
-    sn_direction direction; /* sides that may fire; default both (both sums always run) */
+    sn_direction direction; /* sides that run and may fire (the other sum stays 0);
+                               default both */
     double min_stddev;      /* floors as in sn_zscore_config; defaults 1e-9 and 0.01 */
     double min_stddev_rel;
 } sn_cusum_config;

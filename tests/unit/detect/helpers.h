@@ -67,8 +67,17 @@ static inline void summarise(const double *xs, size_t n, sn_summary *out)
 static inline sn_summary mk_summary(uint64_t n, double mean, double stddev, double median,
                                     double q1, double q3, double mad)
 {
-    sn_summary s = {.n = n, .mean = mean, .stddev = stddev, .min = NAN, .max = NAN,
-                    .median = median, .q1 = q1, .q3 = q3, .p95 = NAN, .p99 = NAN, .mad = mad};
+    sn_summary s = {.n = n,
+                    .mean = mean,
+                    .stddev = stddev,
+                    .min = NAN,
+                    .max = NAN,
+                    .median = median,
+                    .q1 = q1,
+                    .q3 = q3,
+                    .p95 = NAN,
+                    .p99 = NAN,
+                    .mad = mad};
     return s;
 }
 

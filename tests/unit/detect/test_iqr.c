@@ -70,15 +70,14 @@ START_TEST(severity_boundaries)
         bool anomaly;
         sn_severity sev;
     } cases[] = {
-        {15.0, false, SN_SEV_NONE},   {34.99, false, SN_SEV_NONE},
+        {15.0, false, SN_SEV_NONE},     {34.99, false, SN_SEV_NONE},
         {35.0, false, SN_SEV_NONE}, /* on the fence: outside is strict */
-        {35.01, true, SN_SEV_MEDIUM}, {42.49, true, SN_SEV_MEDIUM},
-        {42.5, true, SN_SEV_HIGH},    {49.99, true, SN_SEV_HIGH},
-        {50.0, true, SN_SEV_CRITICAL}, {-4.99, false, SN_SEV_NONE},
-        {-5.0, false, SN_SEV_NONE},   {-5.01, true, SN_SEV_MEDIUM},
-        {-12.5, true, SN_SEV_HIGH},   {-19.99, true, SN_SEV_HIGH},
-        {-20.0, true, SN_SEV_CRITICAL},
-        {-1e6, true, SN_SEV_CRITICAL},
+        {35.01, true, SN_SEV_MEDIUM},   {42.49, true, SN_SEV_MEDIUM},
+        {42.5, true, SN_SEV_HIGH},      {49.99, true, SN_SEV_HIGH},
+        {50.0, true, SN_SEV_CRITICAL},  {-4.99, false, SN_SEV_NONE},
+        {-5.0, false, SN_SEV_NONE},     {-5.01, true, SN_SEV_MEDIUM},
+        {-12.5, true, SN_SEV_HIGH},     {-19.99, true, SN_SEV_HIGH},
+        {-20.0, true, SN_SEV_CRITICAL}, {-1e6, true, SN_SEV_CRITICAL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ck_assert_msg(sn_iqr_score(&cfg, &b, cases[i].x, &v) == cases[i].anomaly, "x=%g",

@@ -326,8 +326,11 @@ START_TEST(noise_with_injected_spikes)
         int at;
         double sigmas;
         sn_severity sev;
-    } spikes[] = {{50, 3.6, SN_SEV_MEDIUM}, {100, 4.8, SN_SEV_HIGH}, {250, 8.0, SN_SEV_CRITICAL},
-                  {400, -7.0, SN_SEV_CRITICAL}, {550, 30.0, SN_SEV_CRITICAL}};
+    } spikes[] = {{50, 3.6, SN_SEV_MEDIUM},
+                  {100, 4.8, SN_SEV_HIGH},
+                  {250, 8.0, SN_SEV_CRITICAL},
+                  {400, -7.0, SN_SEV_CRITICAL},
+                  {550, 30.0, SN_SEV_CRITICAL}};
     int false_alarms = 0, caught = 0;
     sn_verdict v;
     for (int t = 0; t < 600; t++) {
