@@ -1,7 +1,286 @@
-/* Unit tests for shared/detect/ensemble.c (being written). */
+/* Unit tests for shared/detect/ensemble.c. */
 #include "detect/ensemble.h"
+#include "detect/helpers.h"
+
+#include <check.h>
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+static sn_ensemble_config cfg;
+static sn_ensemble st;
+
+static void setup(void)
+{
+    sn_ensemble_config_defaults(&cfg);
+    sn_ensemble_init(&st);
+}
+
+/* A normal-looking baseline: mean = median = 100, stddev 10, quartiles 93.26 / 106.74 (IQR
+ * 13.49 = 1.349 sigma), MAD 6.745 (= 0.6745 sigma). All three robust scales say sigma = 10. */
+static sn_summary normal_baseline(void)
+{
+    return mk_summary(1000, 100.0, 10.0, 100.0, 93.255, 106.745, 6.745);
+}
+
+START_TEST(defaults)
+{
+    ck_assert(cfg.zscore_enabled && cfg.iqr_enabled && cfg.mad_enabled && cfg.cusum_enabled);
+    ck_assert(!cfg.threshold_enabled);
+    ck_assert_uint_eq(cfg.min_agree, 1);
+    ck_assert_double_eq(cfg.zscore.threshold, 3.0);
+    ck_assert_double_eq(cfg.mad.threshold, 3.5);
+    ck_assert_double_eq(cfg.cusum.h, 5.0);
+    ck_assert_ptr_null(sn_ensemble_config_validate(&cfg, NULL));
+}
+END_TEST
+
+START_TEST(validate_says_which_detector)
+{
+    sn_detector_kind which = SN_DETECT_BUDGET;
+    sn_ensemble_config c = cfg;
+    c.mad.threshold = 0.0;
+    ck_assert_ptr_nonnull(strstr(sn_ensemble_config_validate(&c, &which), "threshold"));
+    ck_assert_int_eq(which, SN_DETECT_MAD);
+    c.mad_enabled = false; /* disabled configs are not checked */
+    ck_assert_ptr_null(sn_ensemble_config_validate(&c, &which));
+    c = cfg;
+    c.cusum.h = -1.0;
+    ck_assert_ptr_nonnull(sn_ensemble_config_validate(&c, &which));
+    ck_assert_int_eq(which, SN_DETECT_CUSUM);
+    c = cfg;
+    c.threshold_enabled = true;
+    c.threshold.upper_warn = INFINITY;
+    ck_assert_ptr_nonnull(sn_ensemble_config_validate(&c, &which));
+    ck_assert_int_eq(which, SN_DETECT_THRESHOLD);
+    c = cfg;
+    c.min_agree = 0;
+    ck_assert_ptr_nonnull(strstr(sn_ensemble_config_validate(&c, &which), "min_agree"));
+    ck_assert_int_eq(which, SN_DETECT_KIND_COUNT);
+    c = cfg;
+    c.zscore_enabled = c.iqr_enabled = c.mad_enabled = c.cusum_enabled = false;
+    ck_assert_ptr_nonnull(strstr(sn_ensemble_config_validate(&c, NULL), "enabled"));
+    sn_summary b = normal_baseline();
+    sn_ensemble_result r;
+    ck_assert(!sn_ensemble_evaluate(&st, &c, &b, 500.0, &r));
+    ck_assert(!r.best.ready);
+    ck_assert_uint_eq(r.ready, 0);
+}
+END_TEST
+
+START_TEST(quiet_value)
+{
+    sn_summary b = normal_baseline();
+    sn_ensemble_result r;
+    ck_assert(!sn_ensemble_evaluate(&st, &cfg, &b, 105.0, &r));
+    ck_assert(r.best.ready);
+    ck_assert(!r.best.anomaly);
+    ck_assert_uint_eq(r.ready, 4);
+    ck_assert_uint_eq(r.fired, 0);
+    ck_assert_uint_eq(r.agreed, 0);
+    ck_assert_double_eq(r.best.confidence, 0.0);
+    ck_assert(!r.each[SN_DETECT_THRESHOLD].ready); /* disabled */
+    ck_assert(!r.each[SN_DETECT_BUDGET].ready);
+    /* The most suspicious verdict is still reported, with its score. */
+    for (int k = 0; k < SN_DETECT_KIND_COUNT; k++)
+        ck_assert(r.best.score >= r.each[k].score);
+}
+END_TEST
+
+START_TEST(agreement_raises_confidence)
+{
+    sn_summary b = normal_baseline();
+    sn_ensemble_result r;
+    /* 190 = 9 sigma: Z-score, IQR, MAD all critical, CUSUM jumps to 8.5 (high). */
+    ck_assert(sn_ensemble_evaluate(&st, &cfg, &b, 190.0, &r));
+    ck_assert_uint_eq(r.ready, 4);
+    ck_assert_uint_eq(r.fired, 4);
+    ck_assert_uint_eq(r.agreed, 4);
+    ck_assert_int_eq(r.best.severity, SN_SEV_CRITICAL);
+    ck_assert_int_eq(r.best.direction, 1);
+    /* Among the critical ones the highest score wins: that is the IQR (d = 5.67 fences vs
+     * z/3 = 3 and M/3.5 = 2.57). */
+    ck_assert_int_eq(r.best.method, SN_DETECT_IQR);
+    double c = r.each[SN_DETECT_IQR].confidence;
+    ck_assert_double_eq_tol(r.best.confidence, 0.99 - (0.99 - c) * 0.125, 1e-12);
+    ck_assert(r.best.confidence > c);
+    ck_assert(r.best.confidence <= 0.99);
+
+    /* Just past the Z-score threshold only: one detector, its own confidence. The MAD
+     * (threshold 3.5) and IQR (fence at 2.7 sigma -- so it fires too) differ: use a value
+     * between the fence and 3 sigma to get IQR alone. */
+    sn_ensemble_init(&st);
+    ck_assert(sn_ensemble_evaluate(&st, &cfg, &b, 128.0, &r)); /* 2.8 sigma */
+    ck_assert_uint_eq(r.fired, 1);
+    ck_assert_uint_eq(r.agreed, 1);
+    ck_assert_int_eq(r.best.method, SN_DETECT_IQR);
+    ck_assert_double_eq(r.best.confidence, r.each[SN_DETECT_IQR].confidence);
+    /* 3.2 sigma: IQR and Z-score agree, MAD does not (3.2 < 3.5). */
+    sn_ensemble_init(&st);
+    ck_assert(sn_ensemble_evaluate(&st, &cfg, &b, 132.0, &r));
+    ck_assert_uint_eq(r.agreed, 2);
+    ck_assert(!r.each[SN_DETECT_MAD].anomaly);
+    double best_own = r.each[r.best.method].confidence;
+    ck_assert_double_eq_tol(r.best.confidence, 0.99 - (0.99 - best_own) * 0.5, 1e-12);
+}
+END_TEST
+
+START_TEST(min_agree)
+{
+    sn_summary b = normal_baseline();
+    sn_ensemble_result r;
+    cfg.min_agree = 2;
+    ck_assert(!sn_ensemble_evaluate(&st, &cfg, &b, 128.0, &r)); /* IQR alone */
+    ck_assert(r.best.ready);
+    ck_assert(!r.best.anomaly);
+    ck_assert_int_eq(r.best.severity, SN_SEV_NONE);
+    ck_assert_uint_eq(r.fired, 1);
+    ck_assert(r.best.score > 0.5); /* still reported as the most suspicious */
+    sn_ensemble_init(&st);
+    ck_assert(sn_ensemble_evaluate(&st, &cfg, &b, 132.0, &r));
+    ck_assert_uint_eq(r.agreed, 2);
+}
+END_TEST
+
+START_TEST(strongest_by_severity_then_direction_count)
+{
+    sn_summary b = normal_baseline();
+    sn_ensemble_result r;
+    /* A static threshold with a critical level at 120 outranks the statistical detectors'
+     * medium verdicts at 132 (3.2 sigma). */
+    cfg.threshold_enabled = true;
+    cfg.threshold.upper_critical = 120.0;
+    ck_assert(sn_ensemble_evaluate(&st, &cfg, &b, 132.0, &r));
+    ck_assert_int_eq(r.best.method, SN_DETECT_THRESHOLD);
+    ck_assert_int_eq(r.best.severity, SN_SEV_CRITICAL);
+    ck_assert_uint_eq(r.agreed, 3); /* threshold, IQR, Z-score */
+    ck_assert_double_eq(r.best.confidence, 0.99);
+    /* Opposite sides do not agree: a lower static level fires for a value the CUSUM (fed
+     * a long upward run first) reports on the upper side. */
+    sn_ensemble_config_defaults(&cfg);
+    cfg.zscore_enabled = cfg.iqr_enabled = cfg.mad_enabled = false;
+    cfg.threshold_enabled = true;
+    cfg.threshold.lower_warn = 200.0; /* everything below 200 is "too low" */
+    sn_ensemble_init(&st);
+    for (int i = 0; i < 3; i++)
+        sn_ensemble_evaluate(&st, &cfg, &b, 125.0, &r); /* CUSUM S+ = 2, 4, 6 -> fires */
+    ck_assert(r.each[SN_DETECT_CUSUM].anomaly);
+    ck_assert_int_eq(r.each[SN_DETECT_CUSUM].direction, 1);
+    ck_assert(r.each[SN_DETECT_THRESHOLD].anomaly);
+    ck_assert_int_eq(r.each[SN_DETECT_THRESHOLD].direction, -1);
+    ck_assert_uint_eq(r.fired, 2);
+    ck_assert_uint_eq(r.agreed, 1);
+}
+END_TEST
+
+START_TEST(cold_start_and_non_finite)
+{
+    sn_summary b = normal_baseline();
+    b.n = 5;
+    sn_ensemble_result r;
+    ck_assert(!sn_ensemble_evaluate(&st, &cfg, &b, 1e6, &r));
+    ck_assert(!r.best.ready && !r.best.anomaly);
+    ck_assert_uint_eq(r.ready, 0);
+    ck_assert_double_eq(st.cusum.s_hi, 0.0);
+    /* A static threshold has no cold start: it still answers. */
+    cfg.threshold_enabled = true;
+    cfg.threshold.upper_warn = 1000.0;
+    ck_assert(sn_ensemble_evaluate(&st, &cfg, &b, 1e6, &r));
+    ck_assert_uint_eq(r.ready, 1);
+    ck_assert_int_eq(r.best.method, SN_DETECT_THRESHOLD);
+    b = normal_baseline();
+    double bad[] = {NAN, INFINITY, -INFINITY};
+    for (int i = 0; i < 3; i++) {
+        ck_assert(!sn_ensemble_evaluate(&st, &cfg, &b, bad[i], &r));
+        ck_assert(!r.best.ready);
+        ck_assert_uint_eq(r.ready, 0);
+    }
+    sn_summary nb = b;
+    nb.mean = nb.stddev = nb.median = nb.q1 = nb.q3 = nb.mad = NAN;
+    cfg.threshold_enabled = false;
+    ck_assert(!sn_ensemble_evaluate(&st, &cfg, &nb, 120.0, &r));
+    ck_assert(!r.best.ready);
+}
+END_TEST
+
+START_TEST(huge_values)
+{
+    sn_summary b = normal_baseline();
+    sn_ensemble_result r;
+    double xs[] = {DBL_MAX, -DBL_MAX, 1e300};
+    for (int i = 0; i < 3; i++) {
+        ck_assert(sn_ensemble_evaluate(&st, &cfg, &b, xs[i], &r));
+        ck_assert_int_eq(r.best.severity, SN_SEV_CRITICAL);
+        ck_assert(r.best.score >= 0.0 && r.best.score <= 1.0);
+        ck_assert(r.best.confidence >= 0.5 && r.best.confidence <= 0.99);
+        ck_assert(isfinite(r.best.deviation));
+    }
+}
+END_TEST
+
+START_TEST(labelled_series)
+{
+    /* Normal latency with three injected spikes and one slow ramp: the ensemble flags the
+     * spikes (several detectors agreeing) and the ramp (CUSUM), and little else. */
+    static double base[1000];
+    helper_rng g = {UINT64_C(0x1234abcd)};
+    for (int i = 0; i < 1000; i++)
+        base[i] = 2000.0 + 200.0 * rng_normal(&g);
+    sn_summary b;
+    summarise(base, 1000, &b);
+    sn_ensemble_result r;
+    int spikes_caught = 0, ramp_caught = 0, other = 0;
+    for (int t = 0; t < 400; t++) {
+        double x = 2000.0 + 200.0 * rng_normal(&g);
+        bool spike = (t == 100 || t == 200 || t == 300);
+        bool ramp = (t >= 350);
+        if (spike)
+            x = 2000.0 + 10.0 * 200.0;
+        if (ramp)
+            x = 2000.0 + 200.0 * 0.1 * (t - 349) + 20.0 * rng_normal(&g);
+        bool fired = sn_ensemble_evaluate(&st, &cfg, &b, x, &r);
+        if (spike) {
+            ck_assert(fired);
+            ck_assert_int_eq(r.best.severity, SN_SEV_CRITICAL);
+            ck_assert_uint_ge(r.agreed, 3);
+            ck_assert(r.best.confidence > 0.9);
+            spikes_caught++;
+        } else if (ramp) {
+            if (fired && r.each[SN_DETECT_CUSUM].anomaly)
+                ramp_caught++;
+        } else if (fired) {
+            other++;
+        }
+    }
+    ck_assert_int_eq(spikes_caught, 3);
+    ck_assert_int_ge(ramp_caught, 1);
+    ck_assert_int_le(other, 25); /* IQR's 0.7 %, Z 0.27 %, a few CUSUM runs */
+}
+END_TEST
+
+static Suite *ensemble_suite(void)
+{
+    Suite *s = suite_create("detect_ensemble");
+    TCase *tc = tcase_create("core");
+    tcase_add_checked_fixture(tc, setup, NULL);
+    tcase_add_test(tc, defaults);
+    tcase_add_test(tc, validate_says_which_detector);
+    tcase_add_test(tc, quiet_value);
+    tcase_add_test(tc, agreement_raises_confidence);
+    tcase_add_test(tc, min_agree);
+    tcase_add_test(tc, strongest_by_severity_then_direction_count);
+    tcase_add_test(tc, cold_start_and_non_finite);
+    tcase_add_test(tc, huge_values);
+    tcase_add_test(tc, labelled_series);
+    suite_add_tcase(s, tc);
+    return s;
+}
 
 int main(void)
 {
-    return 0;
+    SRunner *sr = srunner_create(ensemble_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
 }
