@@ -30,6 +30,7 @@ void sn_event_init(sn_event *ev)
     ev->reasoning_tokens = SN_UNKNOWN_COUNT;
     ev->cost_usd = NAN;
     ev->cost_source = SN_COST_UNKNOWN;
+    ev->fact_ranks = 0;
 }
 
 static bool count_metric(int64_t v, double *out)

@@ -72,6 +72,10 @@ typedef struct sn_event {
     uint8_t cost_source;        /* sn_cost_source */
     bool is_error;              /* span status ERROR or an error.type attribute */
     uint32_t conventions;       /* SN_CONV_* bits seen */
+    /* Bookkeeping of genai.c while attributes arrive: 4 bits per fact recording the rank of the
+     * attribute that set it (so the response model beats the request model and a current GenAI
+     * name beats an old one whatever their order); read through sn_genai_model_from_response. */
+    uint64_t fact_ranks;
 } sn_event;
 
 /* Resets every field to "unknown" (empty strings, SN_UNKNOWN_COUNT, NAN). */

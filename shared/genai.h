@@ -61,4 +61,14 @@ bool sn_genai_finish(sn_event *ev, const sn_price_table *prices);
  * "vertex_ai" -> "gcp.vertex_ai", ...). */
 void sn_genai_normalize_provider(char *provider, size_t size);
 
+/* True when the key carries prompt or response text (gen_ai.prompt.*, gen_ai.input.messages,
+ * llm.input_messages.*, input.value, ...): such values are never LLM facts, and whoever forwards
+ * spans must drop them unless content export is enabled. */
+bool sn_genai_is_content_key(const char *key, size_t keylen);
+
+/* True when ev->model came from the response (gen_ai.response.model, or OpenInference's
+ * llm.model_name), false when from the request or unknown. Valid during and after the span's
+ * attributes, until the event is re-initialised. */
+bool sn_genai_model_from_response(const sn_event *ev);
+
 #endif

@@ -1,0 +1,715 @@
+/* Unit tests for shared/genai.c: attribute conventions to LLM facts. */
+#include "genai.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* --- helpers: one attribute of each type --- */
+
+static bool s_attr(sn_event *ev, const char *key, const char *val)
+{
+    sn_attr_value v = {.type = SN_ATTR_STRING, .str = val, .len = strlen(val)};
+    return sn_genai_span_attr(ev, key, strlen(key), &v);
+}
+
+static bool i_attr(sn_event *ev, const char *key, int64_t val)
+{
+    sn_attr_value v = {.type = SN_ATTR_INT, .i = val};
+    return sn_genai_span_attr(ev, key, strlen(key), &v);
+}
+
+static bool d_attr(sn_event *ev, const char *key, double val)
+{
+    sn_attr_value v = {.type = SN_ATTR_DOUBLE, .d = val};
+    return sn_genai_span_attr(ev, key, strlen(key), &v);
+}
+
+static bool b_attr(sn_event *ev, const char *key, bool val)
+{
+    sn_attr_value v = {.type = SN_ATTR_BOOL, .b = val};
+    return sn_genai_span_attr(ev, key, strlen(key), &v);
+}
+
+static void r_attr(sn_event *ev, const char *key, const char *val)
+{
+    sn_attr_value v = {.type = SN_ATTR_STRING, .str = val, .len = strlen(val)};
+    sn_genai_resource_attr(ev, key, strlen(key), &v);
+}
+
+static sn_event fresh(void)
+{
+    sn_event ev;
+    sn_event_init(&ev);
+    ev.start_unix_nano = INT64_C(1750000000) * 1000000000;
+    ev.end_unix_nano = ev.start_unix_nano + INT64_C(2500) * 1000000; /* 2.5 s */
+    return ev;
+}
+
+static sn_price_table *prices(void)
+{
+    char err[256];
+    sn_price_table *t = sn_price_table_default(err, sizeof err);
+    ck_assert_msg(t != NULL, "%s", err);
+    return t;
+}
+
+/* --- one test per convention, every attribute --- */
+
+START_TEST(genai_convention_every_attribute)
+{
+    sn_event ev = fresh();
+    ck_assert(s_attr(&ev, "gen_ai.operation.name", "chat"));
+    ck_assert(s_attr(&ev, "gen_ai.provider.name", "openai"));
+    ck_assert(s_attr(&ev, "gen_ai.request.model", "gpt-4o"));
+    ck_assert(s_attr(&ev, "gen_ai.response.model", "gpt-4o-2024-08-06"));
+    ck_assert(i_attr(&ev, "gen_ai.usage.input_tokens", 1200));
+    ck_assert(i_attr(&ev, "gen_ai.usage.output_tokens", 300));
+    ck_assert(i_attr(&ev, "gen_ai.usage.cache_read.input_tokens", 1000));
+    ck_assert(i_attr(&ev, "gen_ai.usage.cache_creation.input_tokens", 100));
+    ck_assert(i_attr(&ev, "gen_ai.usage.reasoning.output_tokens", 50));
+    ck_assert(s_attr(&ev, "gen_ai.response.finish_reasons", "stop"));
+    ck_assert(s_attr(&ev, "gen_ai.response.finish_reasons", "length")); /* 2nd element */
+    ck_assert(d_attr(&ev, "gen_ai.response.time_to_first_chunk", 0.35));
+    ck_assert(!s_attr(&ev, "error.type", "timeout")); /* not an LLM convention by itself */
+    ck_assert_uint_eq(ev.conventions, SN_CONV_GENAI);
+
+    sn_price_table *t = prices();
+    ck_assert(sn_genai_finish(&ev, t));
+    ck_assert_str_eq(ev.operation, "chat");
+    ck_assert_str_eq(ev.provider, "openai");
+    ck_assert_str_eq(ev.model, "gpt-4o-2024-08-06");
+    ck_assert(sn_genai_model_from_response(&ev));
+    ck_assert_int_eq(ev.input_tokens, 1200);
+    ck_assert_int_eq(ev.output_tokens, 300);
+    ck_assert_int_eq(ev.total_tokens, 1500); /* derived */
+    ck_assert_int_eq(ev.cache_read_tokens, 1000);
+    ck_assert_int_eq(ev.cache_write_tokens, 100);
+    ck_assert_int_eq(ev.reasoning_tokens, 50);
+    ck_assert_str_eq(ev.finish_reason, "stop");
+    ck_assert_double_eq_tol(ev.ttft_ms, 350.0, 1e-9);
+    ck_assert_str_eq(ev.error_type, "timeout");
+    ck_assert(ev.is_error);
+    ck_assert_double_eq_tol(ev.latency_ms, 2500.0, 1e-9);
+    /* gpt-4o-2024-08-06: in 2.50, cache read 1.25, no cache write price (input), out 10. */
+    ck_assert_int_eq(ev.cost_source, SN_COST_PRICE_TABLE);
+    ck_assert_double_eq_tol(ev.cost_usd, (100 * 2.5 + 1000 * 1.25 + 100 * 2.5 + 300 * 10.0) / 1e6,
+                            1e-12);
+    sn_price_table_destroy(t);
+}
+END_TEST
+
+START_TEST(genai_old_names)
+{
+    sn_event ev = fresh();
+    ck_assert(s_attr(&ev, "gen_ai.system", "az.ai.openai"));
+    ck_assert(i_attr(&ev, "gen_ai.usage.prompt_tokens", 10));
+    ck_assert(i_attr(&ev, "gen_ai.usage.completion_tokens", 20));
+    ck_assert(i_attr(&ev, "gen_ai.usage.cache_write.input_tokens", 5));
+    ck_assert(d_attr(&ev, "gen_ai.server.time_to_first_token", 1.5));
+    ck_assert(d_attr(&ev, "gen_ai.usage.cost", 0.01));
+    ck_assert(sn_genai_finish(&ev, NULL));
+    ck_assert_str_eq(ev.provider, "azure.ai.openai");
+    ck_assert_int_eq(ev.input_tokens, 10);
+    ck_assert_int_eq(ev.output_tokens, 20);
+    ck_assert_int_eq(ev.total_tokens, 30);
+    ck_assert_int_eq(ev.cache_write_tokens, 5);
+    ck_assert_double_eq_tol(ev.ttft_ms, 1500.0, 1e-9);
+    ck_assert_int_eq(ev.cost_source, SN_COST_SPAN);
+    ck_assert_double_eq(ev.cost_usd, 0.01);
+    ck_assert(!ev.is_error);
+}
+END_TEST
+
+START_TEST(openinference_every_attribute)
+{
+    sn_event ev = fresh();
+    ck_assert(s_attr(&ev, "openinference.span.kind", "LLM"));
+    ck_assert(s_attr(&ev, "llm.model_name", "claude-3-5-sonnet-20241022"));
+    ck_assert(s_attr(&ev, "llm.system", "anthropic"));
+    ck_assert(s_attr(&ev, "llm.provider", "anthropic"));
+    ck_assert(i_attr(&ev, "llm.token_count.prompt", 5000));
+    ck_assert(i_attr(&ev, "llm.token_count.completion", 400));
+    ck_assert(i_attr(&ev, "llm.token_count.total", 5400));
+    ck_assert(i_attr(&ev, "llm.token_count.prompt_details.cache_read", 3000));
+    ck_assert(i_attr(&ev, "llm.token_count.prompt_details.cache_write", 1000));
+    ck_assert(i_attr(&ev, "llm.token_count.completion_details.reasoning", 0));
+    ck_assert(d_attr(&ev, "llm.cost.total", 0.0123));
+    ck_assert(!s_attr(&ev, "user.id", "user-42"));
+    ck_assert_uint_eq(ev.conventions, SN_CONV_OPENINFERENCE);
+
+    sn_price_table *t = prices();
+    ck_assert(sn_genai_finish(&ev, t));
+    ck_assert_str_eq(ev.model, "claude-3-5-sonnet-20241022");
+    ck_assert_str_eq(ev.provider, "anthropic");
+    ck_assert_int_eq(ev.input_tokens, 5000);
+    ck_assert_int_eq(ev.output_tokens, 400);
+    ck_assert_int_eq(ev.total_tokens, 5400);
+    ck_assert_int_eq(ev.cache_read_tokens, 3000);
+    ck_assert_int_eq(ev.cache_write_tokens, 1000);
+    ck_assert_int_eq(ev.reasoning_tokens, 0);
+    ck_assert_str_eq(ev.user, "user-42");
+    /* The span's own cost wins over the price table. */
+    ck_assert_int_eq(ev.cost_source, SN_COST_SPAN);
+    ck_assert_double_eq(ev.cost_usd, 0.0123);
+    sn_price_table_destroy(t);
+
+    /* EMBEDDING is a model call too; llm.provider beats llm.system. */
+    ev = fresh();
+    ck_assert(s_attr(&ev, "openinference.span.kind", "EMBEDDING"));
+    ck_assert(s_attr(&ev, "llm.provider", "azure"));
+    ck_assert(s_attr(&ev, "llm.system", "openai"));
+    ck_assert(sn_genai_finish(&ev, NULL));
+    ck_assert_str_eq(ev.provider, "azure.ai.openai");
+}
+END_TEST
+
+START_TEST(openllmetry_every_attribute)
+{
+    sn_event ev = fresh();
+    ck_assert(s_attr(&ev, "llm.request.type", "completion"));
+    ck_assert(s_attr(&ev, "gen_ai.system", "OpenAI"));
+    ck_assert(s_attr(&ev, "gen_ai.request.model", "gpt-4o-mini"));
+    ck_assert(i_attr(&ev, "gen_ai.usage.prompt_tokens", 2000));
+    ck_assert(i_attr(&ev, "gen_ai.usage.completion_tokens", 100));
+    ck_assert(i_attr(&ev, "llm.usage.total_tokens", 2100));
+    ck_assert(i_attr(&ev, "gen_ai.usage.cache_read_input_tokens", 1500));
+    ck_assert(i_attr(&ev, "gen_ai.usage.cache_creation_input_tokens", 0));
+    ck_assert(i_attr(&ev, "gen_ai.usage.reasoning_tokens", 7));
+    ck_assert(s_attr(&ev, "gen_ai.completion.0.finish_reason", "stop"));
+    ck_assert(!s_attr(&ev, "llm.user", "alice"));
+    ck_assert(!s_attr(&ev, "traceloop.span.kind", "llm")); /* not an agent/tool kind: no veto */
+    ck_assert_uint_eq(ev.conventions, SN_CONV_GENAI | SN_CONV_OPENLLMETRY);
+
+    sn_price_table *t = prices();
+    ck_assert(sn_genai_finish(&ev, t));
+    ck_assert_str_eq(ev.operation, "text_completion");
+    ck_assert_str_eq(ev.provider, "openai");
+    ck_assert_str_eq(ev.model, "gpt-4o-mini");
+    ck_assert(!sn_genai_model_from_response(&ev));
+    ck_assert_int_eq(ev.input_tokens, 2000);
+    ck_assert_int_eq(ev.output_tokens, 100);
+    ck_assert_int_eq(ev.total_tokens, 2100);
+    ck_assert_int_eq(ev.cache_read_tokens, 1500);
+    ck_assert_int_eq(ev.cache_write_tokens, 0);
+    ck_assert_int_eq(ev.reasoning_tokens, 7);
+    ck_assert_str_eq(ev.finish_reason, "stop");
+    ck_assert_str_eq(ev.user, "alice");
+    ck_assert_int_eq(ev.cost_source, SN_COST_PRICE_TABLE);
+    ck_assert_double_eq_tol(ev.cost_usd, (500 * 0.15 + 1500 * 0.075 + 100 * 0.60) / 1e6, 1e-12);
+    sn_price_table_destroy(t);
+
+    /* The newer OpenLLMetry total and the older llm.usage.* counts. */
+    ev = fresh();
+    ck_assert(i_attr(&ev, "gen_ai.usage.total_tokens", 99));
+    ck_assert(i_attr(&ev, "llm.usage.total_tokens", 11));
+    ck_assert(i_attr(&ev, "llm.usage.prompt_tokens", 60));
+    ck_assert(i_attr(&ev, "llm.usage.completion_tokens", 39));
+    ck_assert(s_attr(&ev, "llm.request.type", "embedding"));
+    ck_assert(sn_genai_finish(&ev, NULL));
+    ck_assert_int_eq(ev.total_tokens, 99);
+    ck_assert_int_eq(ev.input_tokens, 60);
+    ck_assert_int_eq(ev.output_tokens, 39);
+    ck_assert_str_eq(ev.operation, "embeddings");
+    ck_assert_uint_eq(ev.conventions, SN_CONV_OPENLLMETRY);
+}
+END_TEST
+
+START_TEST(resource_attributes)
+{
+    sn_event tmpl;
+    sn_event_init(&tmpl);
+    r_attr(&tmpl, "service.name", "chatbot-api");
+    r_attr(&tmpl, "service.version", "1.4.2");
+    r_attr(&tmpl, "cloud.region", "us-east-1");
+    r_attr(&tmpl, "k8s.pod.name", "chatbot-api-7d9f-abcde");
+    r_attr(&tmpl, "host.name", "ignored");
+    sn_attr_value iv = {.type = SN_ATTR_INT, .i = 3};
+    sn_genai_resource_attr(&tmpl, "service.version", 15, &iv); /* wrong type: ignored */
+    ck_assert_str_eq(tmpl.service, "chatbot-api");
+    ck_assert_str_eq(tmpl.service_version, "1.4.2");
+    ck_assert_str_eq(tmpl.region, "us-east-1");
+    ck_assert_str_eq(tmpl.pod, "chatbot-api-7d9f-abcde");
+    ck_assert_uint_eq(tmpl.conventions, 0);
+}
+END_TEST
+
+/* --- precedence --- */
+
+START_TEST(response_model_beats_request_model_in_any_order)
+{
+    const char *keys[3] = {"gen_ai.request.model", "llm.model_name", "gen_ai.response.model"};
+    const char *vals[3] = {"req", "oi", "resp"};
+    /* Every order of the three names ends with the response model. */
+    static const int orders[6][3] = {{0, 1, 2}, {0, 2, 1}, {1, 0, 2},
+                                     {1, 2, 0}, {2, 0, 1}, {2, 1, 0}};
+    for (int o = 0; o < 6; o++) {
+        sn_event ev = fresh();
+        for (int j = 0; j < 3; j++)
+            s_attr(&ev, keys[orders[o][j]], vals[orders[o][j]]);
+        ck_assert(sn_genai_finish(&ev, NULL));
+        ck_assert_str_eq(ev.model, "resp");
+        ck_assert(sn_genai_model_from_response(&ev));
+    }
+    /* OpenInference's model name beats the request model. */
+    sn_event ev = fresh();
+    s_attr(&ev, "llm.model_name", "oi");
+    s_attr(&ev, "gen_ai.request.model", "req");
+    ck_assert_str_eq(ev.model, "oi");
+    ev = fresh();
+    s_attr(&ev, "gen_ai.request.model", "req");
+    ck_assert_str_eq(ev.model, "req");
+    ck_assert(!sn_genai_model_from_response(&ev));
+    /* An empty response model does not erase the request model. */
+    s_attr(&ev, "gen_ai.response.model", "");
+    ck_assert_str_eq(ev.model, "req");
+}
+END_TEST
+
+START_TEST(new_genai_names_beat_old_ones_in_any_order)
+{
+    for (int order = 0; order < 2; order++) {
+        sn_event ev = fresh();
+        if (order == 0) {
+            i_attr(&ev, "gen_ai.usage.input_tokens", 100);
+            i_attr(&ev, "gen_ai.usage.prompt_tokens", 1);
+            i_attr(&ev, "gen_ai.usage.output_tokens", 200);
+            i_attr(&ev, "gen_ai.usage.completion_tokens", 2);
+            s_attr(&ev, "gen_ai.provider.name", "gcp.vertex_ai");
+            s_attr(&ev, "gen_ai.system", "vertex_ai_old");
+            i_attr(&ev, "gen_ai.usage.cache_creation.input_tokens", 30);
+            i_attr(&ev, "gen_ai.usage.cache_write.input_tokens", 3);
+            i_attr(&ev, "gen_ai.usage.cache_read.input_tokens", 40);
+            i_attr(&ev, "gen_ai.usage.cache_read_input_tokens", 4);
+            d_attr(&ev, "gen_ai.response.time_to_first_chunk", 0.5);
+            d_attr(&ev, "gen_ai.server.time_to_first_token", 9.0);
+            s_attr(&ev, "gen_ai.operation.name", "chat");
+            s_attr(&ev, "llm.request.type", "completion");
+            s_attr(&ev, "user.id", "u-new");
+            s_attr(&ev, "enduser.id", "u-old");
+            s_attr(&ev, "llm.user", "u-oldest");
+        } else {
+            s_attr(&ev, "llm.user", "u-oldest");
+            s_attr(&ev, "enduser.id", "u-old");
+            s_attr(&ev, "user.id", "u-new");
+            s_attr(&ev, "llm.request.type", "completion");
+            s_attr(&ev, "gen_ai.operation.name", "chat");
+            d_attr(&ev, "gen_ai.server.time_to_first_token", 9.0);
+            d_attr(&ev, "gen_ai.response.time_to_first_chunk", 0.5);
+            i_attr(&ev, "gen_ai.usage.cache_read_input_tokens", 4);
+            i_attr(&ev, "gen_ai.usage.cache_read.input_tokens", 40);
+            i_attr(&ev, "gen_ai.usage.cache_write.input_tokens", 3);
+            i_attr(&ev, "gen_ai.usage.cache_creation.input_tokens", 30);
+            s_attr(&ev, "gen_ai.system", "vertex_ai_old");
+            s_attr(&ev, "gen_ai.provider.name", "gcp.vertex_ai");
+            i_attr(&ev, "gen_ai.usage.completion_tokens", 2);
+            i_attr(&ev, "gen_ai.usage.output_tokens", 200);
+            i_attr(&ev, "gen_ai.usage.prompt_tokens", 1);
+            i_attr(&ev, "gen_ai.usage.input_tokens", 100);
+        }
+        ck_assert(sn_genai_finish(&ev, NULL));
+        ck_assert_int_eq(ev.input_tokens, 100);
+        ck_assert_int_eq(ev.output_tokens, 200);
+        ck_assert_str_eq(ev.provider, "gcp.vertex_ai");
+        ck_assert_int_eq(ev.cache_write_tokens, 30);
+        ck_assert_int_eq(ev.cache_read_tokens, 40);
+        ck_assert_double_eq_tol(ev.ttft_ms, 500.0, 1e-9);
+        ck_assert_str_eq(ev.operation, "chat");
+        ck_assert_str_eq(ev.user, "u-new");
+    }
+    /* GenAI counts beat OpenInference ones whatever the order. */
+    sn_event ev = fresh();
+    i_attr(&ev, "gen_ai.usage.input_tokens", 7);
+    i_attr(&ev, "llm.token_count.prompt", 8);
+    ck_assert_int_eq(ev.input_tokens, 7);
+    ev = fresh();
+    i_attr(&ev, "llm.token_count.prompt", 8);
+    i_attr(&ev, "gen_ai.usage.input_tokens", 7);
+    ck_assert_int_eq(ev.input_tokens, 7);
+    /* A span cost attribute: OpenInference's llm.cost.total beats gen_ai.usage.cost. */
+    ev = fresh();
+    d_attr(&ev, "llm.cost.total", 0.5);
+    d_attr(&ev, "gen_ai.usage.cost", 0.7);
+    ck_assert_double_eq(ev.cost_usd, 0.5);
+}
+END_TEST
+
+/* --- value types --- */
+
+START_TEST(token_counts_accept_numeric_strings_and_integral_doubles)
+{
+    sn_event ev = fresh();
+    s_attr(&ev, "gen_ai.usage.input_tokens", "123");
+    d_attr(&ev, "gen_ai.usage.output_tokens", 45.0);
+    s_attr(&ev, "gen_ai.usage.cache_read.input_tokens", "100.00");
+    s_attr(&ev, "gen_ai.usage.reasoning.output_tokens", "0");
+    ck_assert_int_eq(ev.input_tokens, 123);
+    ck_assert_int_eq(ev.output_tokens, 45);
+    ck_assert_int_eq(ev.cache_read_tokens, 100);
+    ck_assert_int_eq(ev.reasoning_tokens, 0);
+    /* TTFT and cost also from strings. */
+    s_attr(&ev, "gen_ai.response.time_to_first_chunk", "0.25");
+    s_attr(&ev, "llm.cost.total", "1.5e-3");
+    ck_assert_double_eq_tol(ev.ttft_ms, 250.0, 1e-9);
+    ck_assert_double_eq_tol(ev.cost_usd, 0.0015, 1e-15);
+    ck_assert_int_eq(ev.cost_source, SN_COST_SPAN);
+    /* An int TTFT in seconds. */
+    ev = fresh();
+    i_attr(&ev, "gen_ai.response.time_to_first_chunk", 2);
+    ck_assert_double_eq(ev.ttft_ms, 2000.0);
+}
+END_TEST
+
+START_TEST(wrong_types_and_bad_values_are_ignored)
+{
+    sn_event ev = fresh();
+    /* Negative, fractional, non-numeric, boolean, bytes, overflowing, non-finite: ignored. */
+    i_attr(&ev, "gen_ai.usage.input_tokens", -5);
+    s_attr(&ev, "gen_ai.usage.input_tokens", "-5");
+    d_attr(&ev, "gen_ai.usage.input_tokens", 12.5);
+    d_attr(&ev, "gen_ai.usage.input_tokens", -1.0);
+    d_attr(&ev, "gen_ai.usage.input_tokens", NAN);
+    d_attr(&ev, "gen_ai.usage.input_tokens", INFINITY);
+    d_attr(&ev, "gen_ai.usage.input_tokens", 1e300);
+    s_attr(&ev, "gen_ai.usage.input_tokens", "12a");
+    s_attr(&ev, "gen_ai.usage.input_tokens", "");
+    s_attr(&ev, "gen_ai.usage.input_tokens", " 12");
+    s_attr(&ev, "gen_ai.usage.input_tokens", "12.5");
+    s_attr(&ev, "gen_ai.usage.input_tokens", "99999999999999999999999");
+    s_attr(&ev, "gen_ai.usage.input_tokens", "0x10");
+    b_attr(&ev, "gen_ai.usage.input_tokens", true);
+    sn_attr_value bytes = {.type = SN_ATTR_BYTES, .str = "12", .len = 2};
+    sn_genai_span_attr(&ev, "gen_ai.usage.input_tokens", 25, &bytes);
+    ck_assert_int_eq(ev.input_tokens, SN_UNKNOWN_COUNT);
+    /* ...and leave the fact to a lower-ranked valid value. */
+    i_attr(&ev, "llm.token_count.prompt", 77);
+    ck_assert_int_eq(ev.input_tokens, 77);
+
+    /* A model, provider or finish reason that is not a string. */
+    i_attr(&ev, "gen_ai.request.model", 4);
+    b_attr(&ev, "gen_ai.provider.name", true);
+    d_attr(&ev, "gen_ai.response.finish_reasons", 1.0);
+    ck_assert_str_eq(ev.model, "");
+    ck_assert_str_eq(ev.provider, "");
+    ck_assert_str_eq(ev.finish_reason, "");
+    /* Negative or absurd durations and costs. */
+    d_attr(&ev, "gen_ai.response.time_to_first_chunk", -0.1);
+    d_attr(&ev, "gen_ai.response.time_to_first_chunk", 1e9);
+    s_attr(&ev, "gen_ai.response.time_to_first_chunk", "nan");
+    s_attr(&ev, "gen_ai.response.time_to_first_chunk", "inf");
+    d_attr(&ev, "llm.cost.total", -1.0);
+    b_attr(&ev, "llm.cost.total", true);
+    ck_assert(isnan(ev.ttft_ms));
+    ck_assert(isnan(ev.cost_usd));
+    ck_assert_int_eq(ev.cost_source, SN_COST_UNKNOWN);
+    /* A numeric user id is kept as text. */
+    i_attr(&ev, "user.id", 1234);
+    ck_assert_str_eq(ev.user, "1234");
+    /* Keys are matched exactly. */
+    ck_assert(!s_attr(&ev, "gen_ai.request.model.extra", "x"));
+    ck_assert(!s_attr(&ev, "Gen_ai.request.model", "x"));
+    ck_assert(!s_attr(&ev, "gen_ai.request.mode", "x"));
+    ck_assert_str_eq(ev.model, "");
+}
+END_TEST
+
+START_TEST(long_values_are_truncated_on_utf8_boundaries)
+{
+    char model[400];
+    memset(model, 'm', sizeof model);
+    /* A 2-byte character straddling the 127-byte limit is dropped whole. */
+    model[126] = (char)0xc3;
+    model[127] = (char)0xa9;
+    model[sizeof model - 1] = '\0';
+    sn_event ev = fresh();
+    s_attr(&ev, "gen_ai.request.model", model);
+    ck_assert_uint_eq(strlen(ev.model), 126);
+    char longp[200];
+    memset(longp, 'p', sizeof longp);
+    longp[sizeof longp - 1] = '\0';
+    s_attr(&ev, "gen_ai.provider.name", longp);
+    s_attr(&ev, "error.type", longp);
+    s_attr(&ev, "gen_ai.response.finish_reasons", longp);
+    s_attr(&ev, "user.id", longp);
+    s_attr(&ev, "gen_ai.operation.name", longp);
+    ck_assert_uint_eq(strlen(ev.provider), SN_SHORT_MAX - 1);
+    ck_assert_uint_eq(strlen(ev.error_type), SN_SHORT_MAX - 1);
+    ck_assert_uint_eq(strlen(ev.finish_reason), SN_SHORT_MAX - 1);
+    ck_assert_uint_eq(strlen(ev.user), SN_SHORT_MAX - 1);
+    ck_assert_uint_eq(strlen(ev.operation), SN_SHORT_MAX - 1);
+    sn_event tmpl;
+    sn_event_init(&tmpl);
+    r_attr(&tmpl, "service.name", model);
+    r_attr(&tmpl, "k8s.pod.name", longp);
+    ck_assert_uint_eq(strlen(tmpl.service), 126);
+    ck_assert_uint_eq(strlen(tmpl.pod), SN_SHORT_MAX - 1);
+}
+END_TEST
+
+/* --- content --- */
+
+START_TEST(prompt_and_response_text_is_never_copied)
+{
+    static const char *const content_keys[] = {
+        "gen_ai.prompt.0.content",
+        "gen_ai.prompt.0.role",
+        "gen_ai.completion.0.content",
+        "gen_ai.input.messages",
+        "gen_ai.output.messages",
+        "gen_ai.system_instructions",
+        "gen_ai.tool.call.arguments",
+        "gen_ai.tool.call.result",
+        "llm.input_messages.0.message.content",
+        "llm.output_messages.0.message.content",
+        "llm.prompts",
+        "llm.prompt_template.template",
+        "input.value",
+        "output.value",
+        "traceloop.entity.input",
+        "traceloop.entity.output",
+        "retrieval.documents.0.document.content",
+    };
+    const char *secret = "SECRET-PROMPT-7f3a: my password is hunter2";
+    sn_event ev = fresh();
+    s_attr(&ev, "gen_ai.request.model", "gpt-4o");
+    for (size_t i = 0; i < sizeof content_keys / sizeof content_keys[0]; i++) {
+        const char *k = content_keys[i];
+        ck_assert_msg(!s_attr(&ev, k, secret), "%s counted as a fact", k);
+        ck_assert_msg(sn_genai_is_content_key(k, strlen(k)), "%s not content", k);
+    }
+    sn_price_table *t = prices();
+    ck_assert(sn_genai_finish(&ev, t));
+    sn_price_table_destroy(t);
+    ck_assert_ptr_null(memmem(&ev, sizeof ev, "SECRET", 6));
+    ck_assert_ptr_null(memmem(&ev, sizeof ev, "hunter2", 7));
+    /* Fact keys and look-alikes are not content. */
+    ck_assert(!sn_genai_is_content_key("gen_ai.request.model", 20));
+    ck_assert(!sn_genai_is_content_key("gen_ai.prompts_cached", 21));
+    ck_assert(!sn_genai_is_content_key("input.values_count", 18));
+}
+END_TEST
+
+/* --- providers --- */
+
+START_TEST(provider_normalisation_table)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"az.ai.openai", "azure.ai.openai"},
+        {"azure", "azure.ai.openai"},
+        {"Azure", "azure.ai.openai"},
+        {"AzureOpenAI", "azure.ai.openai"},
+        {"azure_openai", "azure.ai.openai"},
+        {"az.ai.inference", "azure.ai.inference"},
+        {"vertex_ai", "gcp.vertex_ai"},
+        {"VertexAI", "gcp.vertex_ai"},
+        {"gemini", "gcp.gemini"},
+        {"Google", "gcp.gen_ai"},
+        {"bedrock", "aws.bedrock"},
+        {"AWS", "aws.bedrock"},
+        {"aws.bedrock", "aws.bedrock"},
+        {"OpenAI", "openai"},
+        {"openai", "openai"},
+        {"Anthropic", "anthropic"},
+        {"MistralAI", "mistral_ai"},
+        {"mistral", "mistral_ai"},
+        {"xai", "x_ai"},
+        {"Watsonx", "ibm.watsonx.ai"},
+        {"  Cohere ", "cohere"},
+        {"groq", "groq"},
+        {"my-gateway", "my-gateway"},
+        {"", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char buf[SN_SHORT_MAX];
+        snprintf(buf, sizeof buf, "%s", cases[i].in);
+        sn_genai_normalize_provider(buf, sizeof buf);
+        ck_assert_msg(strcmp(buf, cases[i].out) == 0, "%s -> %s, want %s", cases[i].in, buf,
+                      cases[i].out);
+        /* Idempotent. */
+        sn_genai_normalize_provider(buf, sizeof buf);
+        ck_assert_str_eq(buf, cases[i].out);
+    }
+    /* A normalised name that does not fit the buffer leaves the lower-cased input. */
+    char small[8] = "AZURE";
+    sn_genai_normalize_provider(small, sizeof small);
+    ck_assert_str_eq(small, "azure");
+}
+END_TEST
+
+/* --- which spans are LLM calls --- */
+
+START_TEST(non_llm_spans_are_rejected)
+{
+    sn_price_table *t = prices();
+    /* No attributes at all; only generic ones. */
+    sn_event ev = fresh();
+    ck_assert(!sn_genai_finish(&ev, t));
+    ck_assert(!s_attr(&ev, "http.request.method", "POST"));
+    ck_assert(!s_attr(&ev, "error.type", "500"));
+    ck_assert(!s_attr(&ev, "user.id", "u1"));
+    ck_assert(!s_attr(&ev, "gen_ai.conversation.id", "c1"));
+    ck_assert(!sn_genai_finish(&ev, t));
+
+    /* An OpenInference CHAIN span -- even one repeating its children's token counts. */
+    ev = fresh();
+    ck_assert(s_attr(&ev, "openinference.span.kind", "CHAIN"));
+    ck_assert(!sn_genai_finish(&ev, t));
+    ck_assert_uint_eq(ev.conventions, 0);
+    static const char *const kinds[] = {"CHAIN",    "AGENT",     "TOOL",     "RETRIEVER",
+                                        "RERANKER", "GUARDRAIL", "EVALUATOR"};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        ev = fresh();
+        s_attr(&ev, "llm.model_name", "gpt-4o");
+        i_attr(&ev, "llm.token_count.total", 500);
+        s_attr(&ev, "openinference.span.kind", kinds[i]);
+        ck_assert_msg(!sn_genai_finish(&ev, t), "%s accepted", kinds[i]);
+    }
+    /* GenAI agent and tool operations. */
+    static const char *const ops[] = {"execute_tool", "invoke_agent", "create_agent"};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        ev = fresh();
+        i_attr(&ev, "gen_ai.usage.input_tokens", 100);
+        s_attr(&ev, "gen_ai.operation.name", ops[i]);
+        ck_assert_msg(!sn_genai_finish(&ev, t), "%s accepted", ops[i]);
+    }
+    /* Traceloop workflow/task/agent/tool spans. */
+    ev = fresh();
+    s_attr(&ev, "traceloop.span.kind", "workflow");
+    i_attr(&ev, "llm.usage.total_tokens", 100);
+    ck_assert(!sn_genai_finish(&ev, t));
+
+    /* The LLM kind alone is enough; UNKNOWN neither marks nor vetoes. */
+    ev = fresh();
+    ck_assert(s_attr(&ev, "openinference.span.kind", "LLM"));
+    ck_assert(sn_genai_finish(&ev, t));
+    ev = fresh();
+    s_attr(&ev, "openinference.span.kind", "UNKNOWN");
+    s_attr(&ev, "llm.model_name", "gpt-4o");
+    ck_assert(sn_genai_finish(&ev, t));
+    sn_price_table_destroy(t);
+}
+END_TEST
+
+/* --- finishing --- */
+
+START_TEST(finish_derives_latency_total_and_cost)
+{
+    sn_price_table *t = prices();
+    /* Unknown model: tokens counted, cost unknown -- never 0. */
+    sn_event ev = fresh();
+    s_attr(&ev, "gen_ai.request.model", "my-private-finetune");
+    i_attr(&ev, "gen_ai.usage.input_tokens", 10);
+    i_attr(&ev, "gen_ai.usage.output_tokens", 5);
+    ck_assert(sn_genai_finish(&ev, t));
+    ck_assert_int_eq(ev.total_tokens, 15);
+    ck_assert(isnan(ev.cost_usd));
+    ck_assert_int_eq(ev.cost_source, SN_COST_UNKNOWN);
+    double v;
+    ck_assert(!sn_event_metric(&ev, SN_METRIC_COST_USD, &v));
+
+    /* No price table: cost unknown. */
+    ev = fresh();
+    s_attr(&ev, "gen_ai.request.model", "gpt-4o");
+    i_attr(&ev, "gen_ai.usage.input_tokens", 10);
+    ck_assert(sn_genai_finish(&ev, NULL));
+    ck_assert(isnan(ev.cost_usd));
+    /* No tokens at all: cost unknown even for a known model. */
+    ev = fresh();
+    s_attr(&ev, "gen_ai.request.model", "gpt-4o");
+    ck_assert(sn_genai_finish(&ev, t));
+    ck_assert(isnan(ev.cost_usd));
+    ck_assert_int_eq(ev.cost_source, SN_COST_UNKNOWN);
+
+    /* Total only when both parts are known; a given total is kept. */
+    ev = fresh();
+    s_attr(&ev, "gen_ai.request.model", "gpt-4o");
+    i_attr(&ev, "gen_ai.usage.input_tokens", 10);
+    ck_assert(sn_genai_finish(&ev, t));
+    ck_assert_int_eq(ev.total_tokens, SN_UNKNOWN_COUNT);
+    ev = fresh();
+    i_attr(&ev, "llm.token_count.total", 1000);
+    i_attr(&ev, "llm.token_count.prompt", 10);
+    i_attr(&ev, "llm.token_count.completion", 10);
+    ck_assert(sn_genai_finish(&ev, t));
+    ck_assert_int_eq(ev.total_tokens, 1000);
+
+    /* The price used is the one in force at the span's end: gpt-4o before/after 2024-10-02. */
+    ev = fresh();
+    ev.end_unix_nano = INT64_C(1725148800) * 1000000000; /* 2024-09-01 */
+    ev.start_unix_nano = ev.end_unix_nano - 1000000000;
+    s_attr(&ev, "gen_ai.response.model", "gpt-4o");
+    i_attr(&ev, "gen_ai.usage.input_tokens", 1000000);
+    i_attr(&ev, "gen_ai.usage.output_tokens", 0);
+    ck_assert(sn_genai_finish(&ev, t));
+    ck_assert_double_eq_tol(ev.cost_usd, 5.0, 1e-9);
+    ck_assert_double_eq_tol(ev.latency_ms, 1000.0, 1e-9);
+    ev.end_unix_nano = INT64_C(1730419200) * 1000000000; /* 2024-11-01 */
+    ev.cost_source = SN_COST_UNKNOWN;
+    ck_assert(sn_genai_finish(&ev, t));
+    ck_assert_double_eq_tol(ev.cost_usd, 2.5, 1e-9);
+
+    /* Latency stays unknown without a start, or with an end before the start. */
+    ev = fresh();
+    ev.start_unix_nano = 0;
+    s_attr(&ev, "gen_ai.request.model", "x");
+    ck_assert(sn_genai_finish(&ev, NULL));
+    ck_assert(isnan(ev.latency_ms));
+    ev = fresh();
+    ev.end_unix_nano = ev.start_unix_nano - 1;
+    s_attr(&ev, "gen_ai.request.model", "x");
+    ck_assert(sn_genai_finish(&ev, NULL));
+    ck_assert(isnan(ev.latency_ms));
+
+    /* Bedrock Llama: priced only with the Bedrock provider, which old names normalise to. */
+    ev = fresh();
+    s_attr(&ev, "gen_ai.system", "AWS");
+    s_attr(&ev, "gen_ai.request.model", "meta.llama3-1-70b-instruct-v1:0");
+    i_attr(&ev, "gen_ai.usage.input_tokens", 1000);
+    i_attr(&ev, "gen_ai.usage.output_tokens", 1000);
+    ck_assert(sn_genai_finish(&ev, t));
+    ck_assert_str_eq(ev.provider, "aws.bedrock");
+    ck_assert_double_eq_tol(ev.cost_usd, 2000 * 0.72 / 1e6, 1e-12);
+    sn_price_table_destroy(t);
+}
+END_TEST
+
+static Suite *genai_suite(void)
+{
+    Suite *s = suite_create("genai");
+    TCase *tc = tcase_create("conventions");
+    tcase_add_test(tc, genai_convention_every_attribute);
+    tcase_add_test(tc, genai_old_names);
+    tcase_add_test(tc, openinference_every_attribute);
+    tcase_add_test(tc, openllmetry_every_attribute);
+    tcase_add_test(tc, resource_attributes);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("precedence");
+    tcase_add_test(tc, response_model_beats_request_model_in_any_order);
+    tcase_add_test(tc, new_genai_names_beat_old_ones_in_any_order);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("values");
+    tcase_add_test(tc, token_counts_accept_numeric_strings_and_integral_doubles);
+    tcase_add_test(tc, wrong_types_and_bad_values_are_ignored);
+    tcase_add_test(tc, long_values_are_truncated_on_utf8_boundaries);
+    tcase_add_test(tc, prompt_and_response_text_is_never_copied);
+    tcase_add_test(tc, provider_normalisation_table);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("finish");
+    tcase_add_test(tc, non_llm_spans_are_rejected);
+    tcase_add_test(tc, finish_derives_latency_total_and_cost);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(genai_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
