@@ -270,6 +270,14 @@ int sn_cli_load(int argc, char **argv, const sn_program_info *info, const sn_con
     res->log_format = SN_LOG_JSON;
     res->log_level = SN_LOG_INFO;
     sn_log_set_component(info->component);
+    /* Errors found before the config is loaded follow SENTINEL_LOG_FORMAT already; programs
+     * without log.* settings still honour both variables (with them, the config checks them). */
+    const char *env_format = getenv("SENTINEL_LOG_FORMAT");
+    const char *env_level = getenv("SENTINEL_LOG_LEVEL");
+    if (env_format != NULL && sn_log_format_from_name(env_format, &res->log_format) == 0)
+        sn_log_set_format(res->log_format);
+    if (env_level != NULL && sn_log_level_from_name(env_level, &res->log_level) != 0)
+        res->log_level = SN_LOG_INFO;
 
     occurrence *occs = calloc((size_t)(argc > 0 ? argc : 1), sizeof *occs);
     res->args = calloc((size_t)(argc > 0 ? argc : 1), sizeof *res->args);

@@ -429,6 +429,22 @@ START_TEST(defaults_only)
 }
 END_TEST
 
+START_TEST(early_errors_follow_env_log_format)
+{
+    setenv("SENTINEL_LOG_FORMAT", "text", 1);
+    prog_cfg c;
+    sn_cli_result res;
+    char *argv[] = {"sentinel-test", "--bogus", NULL};
+    ck_assert_int_eq(run(&c, &res, info(), argv), SN_CLI_USAGE);
+    char *log = read_log();
+    ck_assert_ptr_nonnull(strstr(log, "Z ERROR test: unknown option \"--bogus\" "
+                                      "program=sentinel-test"));
+    free(log);
+    sn_cli_result_cleanup(&res);
+    unsetenv("SENTINEL_LOG_FORMAT");
+}
+END_TEST
+
 static Suite *cli_suite(void)
 {
     Suite *s = suite_create("cli");
@@ -452,6 +468,7 @@ static Suite *cli_suite(void)
     tcase_add_test(tc, validate_callback);
     tcase_add_test(tc, whole_chain_with_precedence);
     tcase_add_test(tc, defaults_only);
+    tcase_add_test(tc, early_errors_follow_env_log_format);
     suite_add_tcase(s, tc);
     return s;
 }
