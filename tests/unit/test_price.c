@@ -3,6 +3,7 @@
 
 #include <check.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -469,6 +470,41 @@ START_TEST(cache_is_bounded_and_correct_beyond_its_size)
 }
 END_TEST
 
+/* Threads share one table; each has its own cache. */
+static void *lookup_worker(void *arg)
+{
+    const sn_price_table *t = arg;
+    char name[32];
+    for (int i = 0; i < 5000; i++) {
+        sn_price p;
+        snprintf(name, sizeof name, "%s-%d", i % 2 ? "odd" : "even", i % 300);
+        if (!sn_price_lookup(t, name, NULL, 0, &p) || p.input != (i % 2 ? 1.0 : 2.0))
+            return (void *)1;
+    }
+    sn_price_cache_stats s = sn_price_cache_stats_get();
+    return s.hits + s.misses == 5000 ? NULL : (void *)1;
+}
+
+START_TEST(threads_share_a_table_with_their_own_caches)
+{
+    const char *yaml = "version: v\nprices:\n"
+                       "  - {model: '^even-[0-9]*$', input: 2, output: 2, effective: 2025-01-01}\n"
+                       "  - {model: '^odd-[0-9]*$', input: 1, output: 1, effective: 2025-01-01}\n";
+    char err[256];
+    sn_price_table *t = parse(yaml, err, sizeof err);
+    ck_assert_msg(t != NULL, "%s", err);
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, lookup_worker, t), 0);
+    for (int i = 0; i < 4; i++) {
+        void *rc = (void *)1;
+        ck_assert_int_eq(pthread_join(th[i], &rc), 0);
+        ck_assert_ptr_null(rc);
+    }
+    sn_price_table_destroy(t);
+}
+END_TEST
+
 static Suite *price_suite(void)
 {
     Suite *s = suite_create("price");
@@ -483,6 +519,7 @@ static Suite *price_suite(void)
     tcase_add_test(tc, malformed_files_name_line_and_field);
     tcase_add_test(tc, bounds_are_enforced);
     tcase_add_test(tc, cache_is_bounded_and_correct_beyond_its_size);
+    tcase_add_test(tc, threads_share_a_table_with_their_own_caches);
     suite_add_tcase(s, tc);
     return s;
 }
