@@ -706,7 +706,10 @@ size_t sn_config_format_value(const sn_config_desc *d, const void *target, char 
     case SN_CONFIG_ENUM: {
         int v;
         memcpy(&v, p, sizeof v);
-        return (size_t)snprintf(buf, len, "%s", d->choices[v]);
+        for (int k = 0; k <= v; k++)
+            if (d->choices[k] == NULL)
+                return (size_t)snprintf(buf, len, "%d", v); /* not a valid index */
+        return (size_t)snprintf(buf, len, "%s", v >= 0 ? d->choices[v] : "?");
     }
     case SN_CONFIG_ADDRESS:
         return sn_config_format_address((const sn_config_address *)p, buf, len);
@@ -1413,7 +1416,7 @@ json_t *sn_config_dump_json(const sn_config *cfg)
         const sn_config_desc *d = &cfg->descs[i];
         json_t *v;
         if ((d->flags & SN_CONFIG_SECRET) && !value_is_empty(d, cfg->target))
-            v = json_string("<redacted>");
+            v = json_string(SN_CONFIG_REDACTED);
         else
             v = value_json(d, cfg->target);
         if (v == NULL || json_set_path(root, d->path, v) != 0) {
@@ -1449,10 +1452,10 @@ static int apply_leaf(apply_ctx *a, size_t i, const json_t *v)
             return -EINVAL;
         }
     }
-    if (!(d->flags & SN_CONFIG_LIVE)) {
-        set_error(a->err, "config: %s: cannot be changed at run time (restart needed)", d->path);
-        return -EINVAL;
-    }
+    /* A dump posted back unchanged must apply: the redaction marker keeps a secret as it is. */
+    if ((d->flags & SN_CONFIG_SECRET) && json_is_string(v) &&
+        strcmp(json_string_value(v), SN_CONFIG_REDACTED) == 0)
+        return 0;
     void *scratch = calloc(1, d->size);
     if (scratch == NULL) {
         set_error(a->err, "config: out of memory");
@@ -1504,6 +1507,16 @@ static int apply_leaf(apply_ctx *a, size_t i, const json_t *v)
             rc = -EINVAL;
             goto out_free_scratch;
         }
+    }
+    if (!(d->flags & SN_CONFIG_LIVE)) {
+        /* Restating the current value is fine; changing it needs a restart. */
+        if (memcmp(scratch, field(a->cfg, i), d->size) == 0) {
+            free(scratch);
+            return 0;
+        }
+        set_error(a->err, "config: %s: cannot be changed at run time (restart needed)", d->path);
+        rc = -EINVAL;
+        goto out_free_scratch;
     }
     a->items[a->count++] = (pending){.idx = i, .value = scratch};
     return 0;

@@ -35,14 +35,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SN_CONFIG_PATH_MAX  128     /* longest dotted path, including the NUL */
-#define SN_CONFIG_VALUE_MAX 4096    /* longest value text from any source */
-#define SN_CONFIG_FILE_MAX  1048576 /* largest YAML file read */
-#define SN_CONFIG_DEPTH_MAX 16      /* deepest YAML nesting */
-#define SN_CONFIG_ERROR_MAX 512     /* error message buffer */
-#define SN_CONFIG_HOST_MAX  256     /* host name or address, including the NUL */
-#define SN_CONFIG_LIST_MAX  32      /* items in a list setting */
-#define SN_CONFIG_ITEM_MAX  128     /* bytes of one list item, including the NUL */
+#define SN_CONFIG_PATH_MAX  128          /* longest dotted path, including the NUL */
+#define SN_CONFIG_VALUE_MAX 4096         /* longest value text from any source */
+#define SN_CONFIG_FILE_MAX  1048576      /* largest YAML file read */
+#define SN_CONFIG_DEPTH_MAX 16           /* deepest YAML nesting */
+#define SN_CONFIG_ERROR_MAX 512          /* error message buffer */
+#define SN_CONFIG_HOST_MAX  256          /* host name or address, including the NUL */
+#define SN_CONFIG_LIST_MAX  32           /* items in a list setting */
+#define SN_CONFIG_ITEM_MAX  128          /* bytes of one list item, including the NUL */
+#define SN_CONFIG_REDACTED  "<redacted>" /* what dumps show for a secret that is set */
 
 typedef enum sn_config_type {
     SN_CONFIG_BOOL = 1,
@@ -202,8 +203,11 @@ int sn_config_set_assignment(sn_config *cfg, const char *assignment, sn_config_e
 json_t *sn_config_dump_json(const sn_config *cfg);
 
 /* Applies a JSON object of changes atomically: keys nested or dotted, values as JSON scalars
- * (or arrays for lists). All are validated first; if any is unknown, not SN_CONFIG_LIVE or
- * bad, nothing changes and -EINVAL is returned with the first problem in err. On success
+ * (or arrays for lists). All are validated first; if any is unknown, bad, or a change to a
+ * setting without SN_CONFIG_LIVE, nothing changes and -EINVAL is returned with the first
+ * problem in err. So that a dump can be edited and posted back, a non-live setting restated
+ * with its current value and a secret given as SN_CONFIG_REDACTED are accepted and left as
+ * they are. On success
  * returns 0 and, when nchanged is not NULL, sets it to the number of settings whose value
  * changed. */
 int sn_config_apply_json(sn_config *cfg, const json_t *changes, size_t *nchanged,

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -211,7 +212,8 @@ static void put_value(line *l, const sn_log_field *f, bool json)
         n = f->len;
         break;
     case SN_LOG_T_ERRNO: {
-        int e = (int)(f->v.i < 0 ? -f->v.i : f->v.i);
+        int64_t e64 = f->v.i < 0 ? (f->v.i < -INT_MAX ? 0 : -f->v.i) : f->v.i;
+        int e = e64 > INT_MAX ? 0 : (int)e64;
         char ebuf[128];
         s = strerror_r(e, ebuf, sizeof ebuf);
         n = strlen(s);
