@@ -119,7 +119,7 @@ static const char *explain(const char *nanopb_msg)
         {"end-of-stream", "truncated message"},
         {"io error", "truncated message"},
         {"parent stream too short", "length runs past the end of its message"},
-        {"varint overflow", "varint longer than 10 bytes"},
+        {"varint overflow", "varint too long or out of range"},
         {"invalid wire_type", "invalid wire type"},
         {"wrong wire type", "wrong wire type for a known field"},
         {"string overflow", "length too large"},

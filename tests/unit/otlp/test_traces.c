@@ -925,7 +925,7 @@ START_TEST(bad_varints_and_lengths)
     put_span(&sc, &attrs);
     put_len(&rs, 2, sc.p, sc.len);
     put_len(&req, 1, rs.p, rs.len);
-    expect_malformed(req.p, req.len, "attribute value: varint longer than 10 bytes");
+    expect_malformed(req.p, req.len, "attribute value: varint too long or out of range");
     free(any.p);
     free(pair.p);
     free(attrs.p);
