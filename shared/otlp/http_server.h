@@ -19,6 +19,8 @@
  * limit while arriving (chunked, or a gzip bomb) stops being buffered or inflated at once, the
  * rest of the upload is read and thrown away (at most another max_body_bytes, after which the
  * connection is closed) and the answer is 413. The handler never sees an oversized body.
+ * (A refusal from the headers closes the connection with the body unread: a client that sends a
+ * large body without "Expect: 100-continue" may see a reset instead of the 413.)
  */
 #ifndef SN_OTLP_HTTP_SERVER_H
 #define SN_OTLP_HTTP_SERVER_H

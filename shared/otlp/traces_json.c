@@ -167,6 +167,7 @@ static bool get_double(const json_t *v, double *out)
     return true;
 }
 
+/* The value of one hex digit, or -1. */
 static int hex_digit(char c)
 {
     if (c >= '0' && c <= '9')
@@ -342,6 +343,7 @@ static bool attributes(decoder *d, const json_t *attrs, const char *where)
 
 /* ---------------------------------------------------------------- spans */
 
+/* Counts a refused span under its reason. */
 static void reject(decoder *d, sn_otlp_reject why)
 {
     d->st->rejected++;
