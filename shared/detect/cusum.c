@@ -8,10 +8,6 @@
 #include <math.h>
 #include <stddef.h>
 
-/* Per-step standardised values are clamped here: far above any sensible h, and small enough
- * that a sum of two stays finite. */
-#define STEP_CAP 1e9
-
 void sn_cusum_config_defaults(sn_cusum_config *cfg)
 {
     cfg->k = 0.5;
@@ -81,11 +77,8 @@ bool sn_cusum_step(sn_cusum *st, const sn_cusum_config *cfg, const sn_summary *b
     if (!(s > 0.0))
         return false;
 
+    /* Capped at +-SN__DEV_CAP, so the sums (at most h + one step) stay finite. */
     double z = sn__standardise(x, b->mean, s);
-    if (z > STEP_CAP)
-        z = STEP_CAP;
-    else if (z < -STEP_CAP)
-        z = -STEP_CAP;
     /* A side the direction setting excludes is held at 0 (it would only grow without end). */
     accumulate(&st->s_hi, &st->n_hi,
                sn__direction_allows(cfg->direction, 1) ? z - cfg->k : -HUGE_VAL);

@@ -39,7 +39,7 @@ typedef struct sn_ensemble_config {
     sn_cusum_config cusum;
     bool threshold_enabled; /* default false (no levels are set by default) */
     sn_threshold_config threshold;
-    unsigned min_agree; /* anomalies need this many agreeing detectors; >= 1; default 1 */
+    uint64_t min_agree; /* anomalies need this many agreeing detectors; >= 1; default 1 */
 } sn_ensemble_config;
 
 /* The ensemble's state: the CUSUM sums (the other detectors keep none). A plain value. */

@@ -202,6 +202,12 @@ START_TEST(negative_and_huge_values)
         ck_assert(v.score >= 0.0 && v.score <= 1.0);
         ck_assert(v.confidence >= 0.5 && v.confidence <= 0.99);
     }
+    /* DBL_MAX against a zero-width box at 0 (the 1e-9 floor): capped, finite. */
+    b = mk_summary(100, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    ck_assert(sn_iqr_score(&cfg, &b, DBL_MAX, &v));
+    ck_assert(isfinite(v.deviation));
+    ck_assert(sn_iqr_score(&cfg, &b, -DBL_MAX, &v));
+    ck_assert(isfinite(v.deviation));
     /* Quartiles at the ends of the double range: the width does not overflow. */
     b = mk_summary(100, 0.0, 1.0, 0.0, -DBL_MAX, DBL_MAX, 1.0);
     ck_assert(!sn_iqr_score(&cfg, &b, 1e308, &v));

@@ -198,6 +198,9 @@ START_TEST(negative_and_huge_values)
         ck_assert(v.score >= 0.0 && v.score <= 1.0);
         ck_assert(v.confidence >= 0.5 && v.confidence <= 0.99);
     }
+    b = mk_summary(100, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0); /* scale: the 1e-9 floor */
+    ck_assert(sn_mad_score(&cfg, &b, DBL_MAX, &v));
+    ck_assert(isfinite(v.deviation) && isfinite(v.threshold));
     b = mk_summary(100, 0.0, 1.0, 0.0, -1.0, 1.0, DBL_MAX);
     ck_assert(!sn_mad_score(&cfg, &b, 1e308, &v));
     ck_assert(v.ready && isfinite(v.threshold));

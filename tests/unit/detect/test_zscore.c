@@ -250,6 +250,13 @@ START_TEST(huge_values_stay_finite)
     ck_assert(v.anomaly);
     ck_assert_int_eq(v.severity, SN_SEV_CRITICAL);
     ck_assert_double_eq_tol(v.confidence, 0.99, 1e-12);
+    /* DBL_MAX against a constant-0 baseline (scale = the 1e-9 floor): z is capped, finite. */
+    b = mk_summary(100, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    ck_assert(sn_zscore_score(&cfg, &b, DBL_MAX, &v));
+    ck_assert(isfinite(v.deviation) && v.deviation > 0.0);
+    ck_assert(sn_zscore_score(&cfg, &b, -DBL_MAX, &v));
+    ck_assert(isfinite(v.deviation) && v.deviation < 0.0);
+    ck_assert_double_eq(v.score, sn_detect_score(fabs(v.deviation) / 3.0));
     /* A huge stddev: nothing is anomalous. */
     b = mk_summary(100, 0.0, DBL_MAX, 0.0, 0.0, 0.0, 0.0);
     ck_assert(!sn_zscore_score(&cfg, &b, 1e300, &v));
