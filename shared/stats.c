@@ -32,7 +32,7 @@ void sn_welford_init(sn_welford *w)
 
 int sn_welford_add(sn_welford *w, double x)
 {
-    if (!isfinite(x))
+    if (!sn_stats_sample_ok(x))
         return -EINVAL;
     if (w->n == 0) {
         w->n = 1;
@@ -106,7 +106,7 @@ int sn_ewma_init(sn_ewma *e, double alpha)
 
 int sn_ewma_add(sn_ewma *e, double x)
 {
-    if (!isfinite(x))
+    if (!sn_stats_sample_ok(x))
         return -EINVAL;
     if (e->n++ == 0) {
         e->mean = x;

@@ -4,12 +4,18 @@
  *
  * sn_welford and sn_ewma are small value types (no heap, no pointers) meant to be embedded in
  * other state and copied freely. Their fields may be read; change them only through the
- * functions below. Every function that takes a sample refuses NaN and +-Inf with -EINVAL and
- * leaves the accumulator unchanged, so one bad value can never poison a baseline.
+ * functions below.
+ *
+ * Samples: every module (here, window, sketch, baseline) accepts exactly the values for which
+ * sn_stats_sample_ok() is true -- finite, with |x| <= SN_STATS_MAX_ABS -- and refuses anything
+ * else with -EINVAL, leaving its state unchanged. The bound keeps squares and sums finite (no
+ * accumulator can overflow to Inf or NaN), and no metric of an LLM call comes near it.
  */
 #ifndef SN_STATS_H
 #define SN_STATS_H
 
+#include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* What a detector needs to know about a baseline. Filled by the window (exact) or the sketch
@@ -29,6 +35,14 @@ typedef struct sn_summary {
     double mad; /* median absolute deviation from the median, unscaled */
 } sn_summary;
 
+#define SN_STATS_MAX_ABS 1e100
+
+/* Whether x is a sample the statistics accept: finite and |x| <= SN_STATS_MAX_ABS. */
+static inline bool sn_stats_sample_ok(double x)
+{
+    return fabs(x) <= SN_STATS_MAX_ABS; /* false for NaN and +-Inf too */
+}
+
 /* Sets every field of a summary to "no data": n = 0, stddev = 0, everything else NAN. */
 void sn_summary_clear(sn_summary *s);
 
@@ -45,7 +59,7 @@ typedef struct sn_welford {
 /* Resets w to the empty accumulator. Cannot fail. */
 void sn_welford_init(sn_welford *w);
 
-/* Adds sample x. Returns 0, or -EINVAL (w unchanged) when x is NaN or infinite. O(1). */
+/* Adds sample x. Returns 0, or -EINVAL (w unchanged) when !sn_stats_sample_ok(x). O(1). */
 int sn_welford_add(sn_welford *w, double x);
 
 /* Folds src into dst so dst describes the union of both sample sets (Chan's parallel formula).
@@ -77,7 +91,7 @@ typedef struct sn_ewma {
  * 0 < alpha <= 1. */
 int sn_ewma_init(sn_ewma *e, double alpha);
 
-/* Adds sample x. Returns 0, or -EINVAL (e unchanged) when x is NaN or infinite. O(1). */
+/* Adds sample x. Returns 0, or -EINVAL (e unchanged) when !sn_stats_sample_ok(x). O(1). */
 int sn_ewma_add(sn_ewma *e, double x);
 
 /* The weighted standard deviation sqrt(var); 0 before the second sample. */

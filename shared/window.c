@@ -134,7 +134,7 @@ static void recompute_moments(sn_window *w)
 
 int sn_window_add(sn_window *w, double x)
 {
-    if (!isfinite(x))
+    if (!sn_stats_sample_ok(x))
         return -EINVAL;
     double *s = SORTED(w);
     if (w->n < w->cap) {

@@ -16,7 +16,8 @@
  *     Q(q) = s[floor(h)] + (h - floor(h)) * (s[floor(h) + 1] - s[floor(h)]).
  * The median is Q(0.5); the MAD is the type-7 median of |s[i] - median|.
  *
- * NaN and +-Inf are refused (never stored). A window is not thread-safe: one owner at a time.
+ * NaN, +-Inf and |x| > SN_STATS_MAX_ABS are refused (never stored; see stats.h). A window is not
+ * thread-safe: one owner at a time.
  */
 #ifndef SN_WINDOW_H
 #define SN_WINDOW_H
@@ -53,7 +54,8 @@ int sn_window_init(sn_window *mem, uint32_t capacity);
 void sn_window_clear(sn_window *w);
 
 /* Adds x; when the window is full the oldest sample leaves. Returns 0, or -EINVAL (window
- * unchanged) when x is NaN or infinite. Never allocates. */
+ * unchanged) when !sn_stats_sample_ok(x) (NaN, +-Inf, |x| > SN_STATS_MAX_ABS). Never
+ * allocates. */
 int sn_window_add(sn_window *w, double x);
 
 /* Samples currently held (at most the capacity). */

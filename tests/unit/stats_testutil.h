@@ -5,10 +5,36 @@
 #ifndef SN_STATS_TESTUTIL_H
 #define SN_STATS_TESTUTIL_H
 
+#include <check.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* An assertion for hot loops: Check records a location message for every ck_assert* call (and
+ * unpacks them all at the end of the test, which gets slow with 10^5 of them); this one only
+ * calls into Check when it fails. */
+#define TU_CHECK(cond)                                                                             \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            ck_abort_msg("%s:%d: check failed: %s", __FILE__, __LINE__, #cond);                    \
+    } while (0)
+
+/* TU_CHECK_EQ(a, b): a == b, printing both as doubles on failure. */
+#define TU_CHECK_EQ(a, b)                                                                          \
+    do {                                                                                           \
+        double tu_a_ = (double)(a), tu_b_ = (double)(b);                                           \
+        if (!(tu_a_ == tu_b_))                                                                     \
+            ck_abort_msg("%s:%d: %s == %s failed: %.17g vs %.17g", __FILE__, __LINE__, #a, #b,     \
+                         tu_a_, tu_b_);                                                            \
+    } while (0)
+
+/* TU_CHECK_MSG(cond, fmt, ...): TU_CHECK with a message. */
+#define TU_CHECK_MSG(cond, ...)                                                                    \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            ck_abort_msg(__VA_ARGS__);                                                             \
+    } while (0)
 
 typedef struct tu_rng {
     uint64_t s;

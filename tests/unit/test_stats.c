@@ -20,7 +20,7 @@ START_TEST(welford_matches_two_pass)
         double min = INFINITY, max = -INFINITY;
         for (int i = 0; i < N; i++) {
             v[i] = tu_sample(&r, dist);
-            ck_assert_int_eq(sn_welford_add(&w, v[i]), 0);
+            TU_CHECK(sn_welford_add(&w, v[i]) == 0);
             min = fmin(min, v[i]);
             max = fmax(max, v[i]);
         }
@@ -66,6 +66,8 @@ START_TEST(welford_refuses_non_finite)
     ck_assert_int_eq(sn_welford_add(&w, NAN), -EINVAL);
     ck_assert_int_eq(sn_welford_add(&w, INFINITY), -EINVAL);
     ck_assert_int_eq(sn_welford_add(&w, -INFINITY), -EINVAL);
+    ck_assert_int_eq(sn_welford_add(&w, 2 * SN_STATS_MAX_ABS), -EINVAL);
+    ck_assert_int_eq(sn_welford_add(&w, -2 * SN_STATS_MAX_ABS), -EINVAL);
     ck_assert_mem_eq(&w, &before, sizeof w);
 }
 END_TEST
@@ -126,7 +128,7 @@ START_TEST(ewma_matches_direct_formula)
             ck_assert_int_eq(sn_ewma_init(&e, a), 0);
             for (int n = 1; n <= 500; n++) {
                 v[n - 1] = tu_sample(&r, dist);
-                ck_assert_int_eq(sn_ewma_add(&e, v[n - 1]), 0);
+                TU_CHECK(sn_ewma_add(&e, v[n - 1]) == 0);
                 if (n % 37 != 0 && n != 1 && n != 500)
                     continue;
                 double mean = 0.0;
@@ -164,10 +166,35 @@ START_TEST(ewma_rejects_bad_input)
     ck_assert_double_eq(sn_ewma_stddev(&e), 0.0);
     ck_assert_int_eq(sn_ewma_add(&e, NAN), -EINVAL);
     ck_assert_int_eq(sn_ewma_add(&e, INFINITY), -EINVAL);
+    ck_assert_int_eq(sn_ewma_add(&e, 1e101), -EINVAL);
     ck_assert_uint_eq(e.n, 0);
     ck_assert_int_eq(sn_ewma_add(&e, -7.0), 0);
     ck_assert_double_eq(e.mean, -7.0);
     ck_assert_double_eq(e.var, 0.0);
+}
+END_TEST
+
+/* The extremes of the accepted range keep every accumulator finite. */
+START_TEST(extremes_stay_finite)
+{
+    ck_assert(sn_stats_sample_ok(SN_STATS_MAX_ABS));
+    ck_assert(sn_stats_sample_ok(-SN_STATS_MAX_ABS));
+    ck_assert(sn_stats_sample_ok(0.0));
+    ck_assert(!sn_stats_sample_ok(NAN));
+    ck_assert(!sn_stats_sample_ok(INFINITY));
+    sn_welford w, w2;
+    sn_ewma e;
+    sn_welford_init(&w);
+    sn_welford_init(&w2);
+    sn_ewma_init(&e, 0.5);
+    for (int i = 0; i < 100000; i++) {
+        double x = i % 2 ? SN_STATS_MAX_ABS : -SN_STATS_MAX_ABS;
+        TU_CHECK(sn_welford_add(i % 3 ? &w : &w2, x) == 0);
+        TU_CHECK(sn_ewma_add(&e, x) == 0);
+    }
+    sn_welford_merge(&w, &w2);
+    ck_assert(isfinite(w.mean) && isfinite(w.m2) && isfinite(sn_welford_stddev(&w)));
+    ck_assert(isfinite(e.mean) && isfinite(e.var));
 }
 END_TEST
 
@@ -193,6 +220,7 @@ static Suite *stats_suite(void)
     tcase_add_test(tc, merge_equals_sequential);
     tcase_add_test(tc, ewma_matches_direct_formula);
     tcase_add_test(tc, ewma_rejects_bad_input);
+    tcase_add_test(tc, extremes_stay_finite);
     tcase_add_test(tc, summary_clear_means_no_data);
     suite_add_tcase(s, tc);
     return s;

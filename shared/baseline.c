@@ -1,0 +1,441 @@
+/*
+ * baseline.c -- hash table of per-key statistics with a memory budget, LRU eviction and expiry.
+ *
+ * Structure: a fixed array of 2^k chain heads (sized at creation from the budget, so it never
+ * rehashes or grows), singly linked chains through entry->hnext, and one doubly linked list
+ * through entry->prev/next in update order (head = least recently updated) for eviction and
+ * iteration. Each entry is ONE allocation:
+ *
+ *     [ sn_baseline_entry | service\0 model\0 | pad to 8 | stats area (window, or two sketches) ]
+ *
+ * Accounting: an entry counts as glibc's malloc chunk for its size (size + 8 rounded up to 16,
+ * at least 32 bytes); the fixed part is the table, the index and (compact) the scratch sketch.
+ * Invariant: bytes_used <= budget after every call.
+ */
+#include "baseline.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdalign.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sketch.h"
+#include "window.h"
+
+#define MAX_INDEX_SLOTS (1u << 22)
+#define MIN_INDEX_SLOTS 16u
+
+struct sn_baseline_entry {
+    sn_baseline_entry *hnext; /* hash chain */
+    sn_baseline_entry *prev;  /* update order: towards the least recently updated */
+    sn_baseline_entry *next;  /* update order: towards the most recently updated */
+    uint64_t hash;
+    int64_t last_seen;
+    uint64_t seen;
+    sn_welford all;
+    sn_ewma ewma;
+    uint32_t bytes;     /* accounted size */
+    uint16_t model_off; /* model string offset from the service string */
+    uint16_t stats_off; /* offset of the stats area from the entry */
+    uint8_t metric;
+    uint8_t cur; /* compact: which of the two sketches is current */
+};
+
+struct sn_baseline {
+    sn_baseline_config cfg;
+    sn_baseline_entry **index;
+    uint32_t mask;      /* index slots - 1 */
+    size_t stats_size;  /* window or two sketches (each sketch rounded to 8 bytes) */
+    size_t sketch_size; /* compact: one sketch, rounded to 8 bytes */
+    size_t fixed;       /* accounted bytes outside entries */
+    size_t used;        /* fixed + entries */
+    uint64_t keys, evicted, expired;
+    sn_baseline_entry *oldest, *newest;
+    sn_sketch *scratch; /* compact: the merge of an entry's two sketches, for summaries */
+};
+
+static size_t round8(size_t n)
+{
+    return (n + 7) & ~(size_t)7;
+}
+
+/* What glibc malloc really uses for a request of n bytes. */
+static size_t chunk_bytes(size_t n)
+{
+    size_t c = (n + 8 + 15) & ~(size_t)15;
+    return c < 32 ? 32 : c;
+}
+
+void sn_baseline_config_init(sn_baseline_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->mode = SN_BASELINE_EXACT;
+    cfg->window = SN_BASELINE_DEFAULT_WINDOW;
+    cfg->sketch_alpha = SN_BASELINE_DEFAULT_SKETCH_ALPHA;
+    cfg->sketch_buckets = SN_BASELINE_DEFAULT_SKETCH_BUCKETS;
+    cfg->ewma_alpha = SN_BASELINE_DEFAULT_EWMA_ALPHA;
+    cfg->memory_budget = SN_BASELINE_DEFAULT_BUDGET;
+    cfg->hash_seed = 0;
+}
+
+/* The entry header is a multiple of 8 bytes, so the strings start right after it. */
+_Static_assert(sizeof(sn_baseline_entry) % 8 == 0, "entry header must keep 8-byte alignment");
+
+static sn_window *entry_window(const sn_baseline_entry *e)
+{
+    return (sn_window *)((char *)e + e->stats_off);
+}
+
+static sn_sketch *entry_sketch(const sn_baseline *b, const sn_baseline_entry *e, unsigned k)
+{
+    return (sn_sketch *)((char *)e + e->stats_off + k * b->sketch_size);
+}
+
+int sn_baseline_create(sn_baseline **out, const sn_baseline_config *cfg)
+{
+    size_t stats_size, sketch_size = 0;
+    if (cfg->mode == SN_BASELINE_EXACT) {
+        stats_size = round8(sn_window_size(cfg->window));
+        if (stats_size == 0)
+            return -EINVAL;
+    } else if (cfg->mode == SN_BASELINE_COMPACT) {
+        if (cfg->window < 2 || cfg->window > SN_WINDOW_MAX_CAPACITY ||
+            !(cfg->sketch_alpha >= SN_SKETCH_MIN_ALPHA && cfg->sketch_alpha <= SN_SKETCH_MAX_ALPHA))
+            return -EINVAL;
+        sketch_size = round8(sn_sketch_size(cfg->sketch_buckets));
+        if (sketch_size == 0)
+            return -EINVAL;
+        stats_size = 2 * sketch_size;
+    } else {
+        return -EINVAL;
+    }
+    if (!(cfg->ewma_alpha > 0.0 && cfg->ewma_alpha <= 1.0))
+        return -EINVAL;
+
+    size_t min_entry = chunk_bytes(round8(sizeof(sn_baseline_entry) + 3) + stats_size);
+    size_t max_entry =
+        chunk_bytes(round8(sizeof(sn_baseline_entry) + 2 * SN_NAME_MAX) + stats_size);
+    size_t est = cfg->memory_budget / min_entry;
+    uint32_t slots = MIN_INDEX_SLOTS;
+    while (slots < est && slots < MAX_INDEX_SLOTS)
+        slots <<= 1;
+    size_t fixed = chunk_bytes(sizeof(sn_baseline)) + chunk_bytes(slots * sizeof(void *));
+    if (cfg->mode == SN_BASELINE_COMPACT)
+        fixed += chunk_bytes(sn_sketch_size(cfg->sketch_buckets));
+    if (cfg->memory_budget < fixed || cfg->memory_budget - fixed < max_entry)
+        return -EINVAL;
+
+    int rc = -ENOMEM;
+    sn_baseline *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        goto out;
+    b->index = calloc(slots, sizeof(*b->index));
+    if (b->index == NULL)
+        goto out_free_table;
+    if (cfg->mode == SN_BASELINE_COMPACT) {
+        rc = sn_sketch_create(&b->scratch, cfg->sketch_alpha, cfg->sketch_buckets);
+        if (rc != 0)
+            goto out_free_index;
+    }
+    b->cfg = *cfg;
+    b->mask = slots - 1;
+    b->stats_size = stats_size;
+    b->sketch_size = sketch_size;
+    b->fixed = fixed;
+    b->used = fixed;
+    *out = b;
+    return 0;
+
+out_free_index:
+    free(b->index);
+out_free_table:
+    free(b);
+out:
+    return rc;
+}
+
+void sn_baseline_destroy(sn_baseline *b)
+{
+    if (b == NULL)
+        return;
+    sn_baseline_entry *e = b->oldest;
+    while (e != NULL) {
+        sn_baseline_entry *next = e->next;
+        free(e);
+        e = next;
+    }
+    sn_sketch_destroy(b->scratch);
+    free(b->index);
+    free(b);
+}
+
+/* FNV-1a over "service \xff model \xff metric", seeded, with a murmur3 finaliser so that the
+ * low bits used by the index are well mixed. */
+static uint64_t key_hash(uint64_t seed, const char *service, size_t slen, const char *model,
+                         size_t mlen, sn_metric metric)
+{
+    uint64_t h = 0xcbf29ce484222325ull ^ (seed * 0x9e3779b97f4a7c15ull);
+    const uint64_t prime = 0x100000001b3ull;
+    for (size_t i = 0; i < slen; i++)
+        h = (h ^ (unsigned char)service[i]) * prime;
+    h = (h ^ 0xff) * prime;
+    for (size_t i = 0; i < mlen; i++)
+        h = (h ^ (unsigned char)model[i]) * prime;
+    h = (h ^ 0xff) * prime;
+    h = (h ^ (unsigned)metric) * prime;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return h;
+}
+
+/* Validates a key and measures its strings. Returns 0, -EINVAL or -ENAMETOOLONG. */
+static int key_check(const char *service, const char *model, sn_metric metric, size_t *slen,
+                     size_t *mlen)
+{
+    if (service == NULL || model == NULL || service[0] == '\0' || (int)metric < 0 ||
+        metric >= SN_METRIC_COUNT)
+        return -EINVAL;
+    *slen = strnlen(service, SN_NAME_MAX);
+    *mlen = strnlen(model, SN_NAME_MAX);
+    if (*slen >= SN_NAME_MAX || *mlen >= SN_NAME_MAX)
+        return -ENAMETOOLONG;
+    return 0;
+}
+
+static sn_baseline_entry *lookup(const sn_baseline *b, uint64_t h, const char *service,
+                                 const char *model, sn_metric metric)
+{
+    for (sn_baseline_entry *e = b->index[h & b->mask]; e != NULL; e = e->hnext) {
+        if (e->hash != h || e->metric != (uint8_t)metric)
+            continue;
+        if (strcmp(sn_baseline_entry_service(e), service) == 0 &&
+            strcmp(sn_baseline_entry_model(e), model) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+sn_baseline_entry *sn_baseline_find(const sn_baseline *b, const char *service, const char *model,
+                                    sn_metric metric)
+{
+    size_t slen, mlen;
+    if (key_check(service, model, metric, &slen, &mlen) != 0)
+        return NULL;
+    return lookup(b, key_hash(b->cfg.hash_seed, service, slen, model, mlen, metric), service, model,
+                  metric);
+}
+
+static void lru_unlink(sn_baseline *b, sn_baseline_entry *e)
+{
+    if (e->prev != NULL)
+        e->prev->next = e->next;
+    else
+        b->oldest = e->next;
+    if (e->next != NULL)
+        e->next->prev = e->prev;
+    else
+        b->newest = e->prev;
+    e->prev = e->next = NULL;
+}
+
+static void lru_append(sn_baseline *b, sn_baseline_entry *e)
+{
+    e->prev = b->newest;
+    e->next = NULL;
+    if (b->newest != NULL)
+        b->newest->next = e;
+    else
+        b->oldest = e;
+    b->newest = e;
+}
+
+void sn_baseline_remove(sn_baseline *b, sn_baseline_entry *e)
+{
+    sn_baseline_entry **pp = &b->index[e->hash & b->mask];
+    while (*pp != e)
+        pp = &(*pp)->hnext;
+    *pp = e->hnext;
+    lru_unlink(b, e);
+    b->used -= e->bytes;
+    b->keys--;
+    free(e);
+}
+
+int sn_baseline_get(sn_baseline *b, const char *service, const char *model, sn_metric metric,
+                    int64_t now, sn_baseline_entry **out)
+{
+    size_t slen, mlen;
+    int rc = key_check(service, model, metric, &slen, &mlen);
+    if (rc != 0)
+        return rc;
+    uint64_t h = key_hash(b->cfg.hash_seed, service, slen, model, mlen, metric);
+    sn_baseline_entry *e = lookup(b, h, service, model, metric);
+    if (e != NULL) {
+        *out = e;
+        return 0;
+    }
+
+    size_t stats_off = round8(sizeof(*e) + slen + 1 + mlen + 1);
+    size_t size = stats_off + b->stats_size;
+    size_t bytes = chunk_bytes(size);
+    while (b->used + bytes > b->cfg.memory_budget && b->oldest != NULL) {
+        sn_baseline_remove(b, b->oldest);
+        b->evicted++;
+    }
+    if (b->used + bytes > b->cfg.memory_budget)
+        return -ENOMEM; /* unreachable: create checked that one entry of any size fits */
+    e = malloc(size);
+    if (e == NULL)
+        return -ENOMEM;
+    memset(e, 0, sizeof(*e));
+    e->hash = h;
+    e->last_seen = now;
+    e->bytes = (uint32_t)bytes;
+    e->metric = (uint8_t)metric;
+    e->model_off = (uint16_t)(slen + 1);
+    e->stats_off = (uint16_t)stats_off;
+    sn_welford_init(&e->all);
+    sn_ewma_init(&e->ewma, b->cfg.ewma_alpha);
+    if (b->cfg.mode == SN_BASELINE_EXACT) {
+        sn_window_init(entry_window(e), b->cfg.window);
+    } else {
+        sn_sketch_init(entry_sketch(b, e, 0), b->cfg.sketch_alpha, b->cfg.sketch_buckets);
+        sn_sketch_init(entry_sketch(b, e, 1), b->cfg.sketch_alpha, b->cfg.sketch_buckets);
+    }
+    char *es = (char *)(e + 1);
+    memcpy(es, service, slen);
+    es[slen] = '\0';
+    memcpy(es + slen + 1, model, mlen);
+    es[slen + 1 + mlen] = '\0';
+
+    sn_baseline_entry **slot = &b->index[h & b->mask];
+    e->hnext = *slot;
+    *slot = e;
+    lru_append(b, e);
+    b->used += bytes;
+    b->keys++;
+    *out = e;
+    return 0;
+}
+
+int sn_baseline_observe(sn_baseline *b, sn_baseline_entry *e, double x, int64_t now)
+{
+    if (!sn_stats_sample_ok(x))
+        return -EINVAL;
+    if (b->cfg.mode == SN_BASELINE_EXACT) {
+        sn_window_add(entry_window(e), x);
+    } else {
+        sn_sketch *cur = entry_sketch(b, e, e->cur);
+        if (sn_sketch_count(cur) >= b->cfg.window / 2) {
+            e->cur ^= 1;
+            cur = entry_sketch(b, e, e->cur);
+            sn_sketch_clear(cur);
+        }
+        sn_sketch_add(cur, x); /* cannot overflow: window/2 < SN_SKETCH_MAX_COUNT */
+    }
+    sn_welford_add(&e->all, x);
+    sn_ewma_add(&e->ewma, x);
+    e->seen++;
+    if (now > e->last_seen)
+        e->last_seen = now;
+    if (b->newest != e) {
+        lru_unlink(b, e);
+        lru_append(b, e);
+    }
+    return 0;
+}
+
+void sn_baseline_summary(sn_baseline *b, const sn_baseline_entry *e, sn_summary *out)
+{
+    if (b->cfg.mode == SN_BASELINE_EXACT) {
+        sn_window_summary(entry_window(e), out);
+        return;
+    }
+    sn_sketch_clear(b->scratch);
+    /* Same alpha, and the scratch sketch has the entries' bucket cap and is empty: no failure. */
+    sn_sketch_merge(b->scratch, entry_sketch(b, e, e->cur ^ 1));
+    sn_sketch_merge(b->scratch, entry_sketch(b, e, e->cur));
+    sn_sketch_summary(b->scratch, out);
+}
+
+uint64_t sn_baseline_expire(sn_baseline *b, int64_t now, int64_t idle_ns)
+{
+    if (idle_ns < 0)
+        return 0;
+    uint64_t removed = 0;
+    sn_baseline_entry *e = b->oldest;
+    while (e != NULL) {
+        sn_baseline_entry *next = e->next;
+        if (now >= e->last_seen && (uint64_t)now - (uint64_t)e->last_seen > (uint64_t)idle_ns) {
+            sn_baseline_remove(b, e);
+            removed++;
+        }
+        e = next;
+    }
+    b->expired += removed;
+    return removed;
+}
+
+int sn_baseline_foreach(const sn_baseline *b, sn_baseline_visit_fn fn, void *arg)
+{
+    for (const sn_baseline_entry *e = b->oldest; e != NULL; e = e->next) {
+        int rc = fn(e, arg);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+void sn_baseline_get_stats(const sn_baseline *b, sn_baseline_stats *out)
+{
+    out->keys = b->keys;
+    out->bytes_used = b->used;
+    out->budget = b->cfg.memory_budget;
+    out->index_bytes = b->fixed;
+    out->evicted = b->evicted;
+    out->expired = b->expired;
+}
+
+const char *sn_baseline_entry_service(const sn_baseline_entry *e)
+{
+    return (const char *)(e + 1);
+}
+
+const char *sn_baseline_entry_model(const sn_baseline_entry *e)
+{
+    return (const char *)(e + 1) + e->model_off;
+}
+
+sn_metric sn_baseline_entry_metric(const sn_baseline_entry *e)
+{
+    return (sn_metric)e->metric;
+}
+
+uint64_t sn_baseline_entry_seen(const sn_baseline_entry *e)
+{
+    return e->seen;
+}
+
+int64_t sn_baseline_entry_last_seen(const sn_baseline_entry *e)
+{
+    return e->last_seen;
+}
+
+const sn_welford *sn_baseline_entry_welford(const sn_baseline_entry *e)
+{
+    return &e->all;
+}
+
+const sn_ewma *sn_baseline_entry_ewma(const sn_baseline_entry *e)
+{
+    return &e->ewma;
+}
+
+size_t sn_baseline_entry_bytes(const sn_baseline_entry *e)
+{
+    return e->bytes;
+}

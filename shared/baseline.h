@@ -1,0 +1,135 @@
+/*
+ * baseline.h -- the baseline table: statistics per (service, model, metric).
+ *
+ * Each entry holds, for one key:
+ *   - a rolling window of recent samples, either
+ *       EXACT:   an sn_window of `window` samples (exact order statistics, 16 bytes per sample), or
+ *       COMPACT: two sn_sketch-es used in rotation -- samples go into the current one, and every
+ *                window/2 samples the older one is emptied and becomes current -- so the summary
+ *                covers between window/2 and window of the latest samples, approximately (see
+ *                sketch.h), in well under 2 KiB per key;
+ *   - Welford moments and an EWMA over every sample ever seen (not only the window);
+ *   - the count of samples ever seen and the last time one was observed.
+ *
+ * The table has a MEMORY BUDGET in bytes covering its index and all entries. Creating a key that
+ * would go over it first evicts the least-recently-updated keys (an update is creation or
+ * observe), which are counted. sn_baseline_expire() removes keys idle for longer than a given
+ * time, also counted. Time is always passed in by the caller (nanoseconds, any epoch): the table
+ * never reads a clock, does no I/O and allocates only when a key is created.
+ *
+ * Keys: service must be non-empty; model may be empty (meaning "unknown model"); both must be
+ * shorter than SN_NAME_MAX bytes (event.h). Otherwise the call fails with -EINVAL (NULL, empty
+ * service, bad metric) or -ENAMETOOLONG.
+ *
+ * Entry pointers stay valid until the entry is removed: by sn_baseline_get() creating another key
+ * (eviction), sn_baseline_expire(), sn_baseline_remove() or sn_baseline_destroy(). Hold them only
+ * for the duration of one piece of work. Not thread-safe: the table has one owner (the loop).
+ */
+#ifndef SN_BASELINE_H
+#define SN_BASELINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+#include "stats.h"
+
+typedef struct sn_baseline sn_baseline;
+typedef struct sn_baseline_entry sn_baseline_entry;
+
+typedef enum sn_baseline_mode {
+    SN_BASELINE_EXACT = 0, /* sn_window per key */
+    SN_BASELINE_COMPACT    /* two rotating sn_sketch-es per key */
+} sn_baseline_mode;
+
+#define SN_BASELINE_DEFAULT_WINDOW         1000u /* contracts.md: rolling baseline window */
+#define SN_BASELINE_DEFAULT_SKETCH_ALPHA   0.02
+#define SN_BASELINE_DEFAULT_SKETCH_BUCKETS 160u
+#define SN_BASELINE_DEFAULT_EWMA_ALPHA     0.05
+#define SN_BASELINE_DEFAULT_BUDGET         ((size_t)256 << 20)
+
+typedef struct sn_baseline_config {
+    sn_baseline_mode mode;
+    uint32_t window;         /* samples in the rolling window; >= 1 (exact) or >= 2 (compact) */
+    double sketch_alpha;     /* compact: relative accuracy of the sketches */
+    uint32_t sketch_buckets; /* compact: bucket cap of each of the two sketches */
+    double ewma_alpha;       /* weight of the newest sample in the EWMA, (0, 1] */
+    size_t memory_budget;    /* bytes for the index and all entries */
+    uint64_t hash_seed;      /* mixed into the key hash; pass a random value so that
+                                crafted names cannot force hash collisions */
+} sn_baseline_config;
+
+/* Counters for /metrics and the API. */
+typedef struct sn_baseline_stats {
+    uint64_t keys;      /* entries now */
+    size_t bytes_used;  /* accounted bytes now: index + entries (see docs/statistics.md) */
+    size_t budget;      /* the memory budget */
+    size_t index_bytes; /* the fixed part: hash index and scratch space */
+    uint64_t evicted;   /* keys evicted to stay within the budget, ever */
+    uint64_t expired;   /* keys removed by sn_baseline_expire, ever */
+} sn_baseline_stats;
+
+/* Fills cfg with the defaults: exact mode, window 1000, sketch alpha 0.02 with 160 buckets,
+ * EWMA alpha 0.05, budget 256 MiB, seed 0. */
+void sn_baseline_config_init(sn_baseline_config *cfg);
+
+/* Creates an empty table and stores it in *out; the caller frees it with sn_baseline_destroy.
+ * cfg is copied. Returns 0; -EINVAL for a bad field (window 0 or above SN_WINDOW_MAX_CAPACITY,
+ * a bad alpha or bucket count, or a budget too small for the index plus one entry); -ENOMEM when
+ * allocation fails. *out is untouched on failure. */
+int sn_baseline_create(sn_baseline **out, const sn_baseline_config *cfg);
+
+/* Frees the table and every entry. NULL is a no-op. */
+void sn_baseline_destroy(sn_baseline *b);
+
+/* Finds the entry for (service, model, metric), creating an empty one (last seen = now) when
+ * there is none, and stores it in *out. Creating may evict least-recently-updated entries to stay
+ * within the budget, which invalidates pointers to them. Returns 0; -EINVAL or -ENAMETOOLONG for
+ * a bad key (see above); -ENOMEM when allocation fails. The table owns the entry. */
+int sn_baseline_get(sn_baseline *b, const char *service, const char *model, sn_metric metric,
+                    int64_t now, sn_baseline_entry **out);
+
+/* The entry for the key, or NULL when there is none or the key is invalid. Does not count as an
+ * update (the LRU order is unchanged). */
+sn_baseline_entry *sn_baseline_find(const sn_baseline *b, const char *service, const char *model,
+                                    sn_metric metric);
+
+/* Adds sample x at time `now` to the entry's window, Welford, EWMA and count, sets last seen
+ * (never moving it backwards) and marks the entry most recently updated. Returns 0, or -EINVAL
+ * (nothing changed) when !sn_stats_sample_ok(x) (NaN, +-Inf, |x| > SN_STATS_MAX_ABS). Never
+ * allocates. */
+int sn_baseline_observe(sn_baseline *b, sn_baseline_entry *e, double x, int64_t now);
+
+/* Fills *out from the entry's rolling window: exact in EXACT mode; in COMPACT mode n, mean,
+ * stddev, min and max are exact over the sketches' samples and the quantiles and MAD are sketch
+ * estimates. Uses scratch space inside the table (so it takes the table), never allocates, and
+ * does not change the entry. An entry with no samples gives n = 0 and NAN fields. */
+void sn_baseline_summary(sn_baseline *b, const sn_baseline_entry *e, sn_summary *out);
+
+/* Removes one entry (not counted as evicted or expired). e is invalid afterwards. */
+void sn_baseline_remove(sn_baseline *b, sn_baseline_entry *e);
+
+/* Removes every entry whose last seen time is more than idle_ns before now, and returns how
+ * many (also added to the expired counter). A negative idle_ns removes nothing. O(keys). */
+uint64_t sn_baseline_expire(sn_baseline *b, int64_t now, int64_t idle_ns);
+
+/* Calls fn(entry, arg) for every entry, least recently updated first, and stops at the first
+ * non-zero return, which it returns (0 when all were visited). fn must not add or remove entries;
+ * it may call sn_baseline_summary. */
+typedef int (*sn_baseline_visit_fn)(const sn_baseline_entry *e, void *arg);
+int sn_baseline_foreach(const sn_baseline *b, sn_baseline_visit_fn fn, void *arg);
+
+/* Fills *out with the table's counters. */
+void sn_baseline_get_stats(const sn_baseline *b, sn_baseline_stats *out);
+
+/* Accessors of an entry. The strings are owned by the entry and live as long as it does. */
+const char *sn_baseline_entry_service(const sn_baseline_entry *e);
+const char *sn_baseline_entry_model(const sn_baseline_entry *e);
+sn_metric sn_baseline_entry_metric(const sn_baseline_entry *e);
+uint64_t sn_baseline_entry_seen(const sn_baseline_entry *e);             /* samples ever observed */
+int64_t sn_baseline_entry_last_seen(const sn_baseline_entry *e);         /* ns, as passed in */
+const sn_welford *sn_baseline_entry_welford(const sn_baseline_entry *e); /* all samples */
+const sn_ewma *sn_baseline_entry_ewma(const sn_baseline_entry *e);
+size_t sn_baseline_entry_bytes(const sn_baseline_entry *e); /* accounted bytes of this entry */
+
+#endif
