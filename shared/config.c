@@ -485,6 +485,8 @@ size_t sn_config_describe(const sn_config_desc *d, char *buf, size_t len)
         break;
     case SN_CONFIG_DOUBLE:
         appendf(buf, len, &pos, "a number");
+        if (d->flags & SN_CONFIG_OPTIONAL)
+            appendf(buf, len, &pos, " (or off)");
         bounded = true;
         break;
     case SN_CONFIG_STRING:
@@ -576,6 +578,11 @@ static int parse_value(const sn_config_desc *d, const char *text, void *dst)
     }
     case SN_CONFIG_DOUBLE: {
         double v;
+        if ((d->flags & SN_CONFIG_OPTIONAL) && (text[0] == '\0' || strcasecmp(text, "off") == 0)) {
+            v = NAN;
+            memcpy(dst, &v, sizeof v);
+            return 0;
+        }
         if (parse_double(text, &v) != 0 || !double_in_bounds(d, v))
             return -EINVAL;
         memcpy(dst, &v, sizeof v);
@@ -696,6 +703,8 @@ size_t sn_config_format_value(const sn_config_desc *d, const void *target, char 
     case SN_CONFIG_DOUBLE: {
         double v;
         memcpy(&v, p, sizeof v);
+        if (isnan(v))
+            return (size_t)snprintf(buf, len, "off");
         int r = snprintf(buf, len, "%.15g", v);
         if (r > 0 && (size_t)r < len && strtod(buf, NULL) != v)
             r = snprintf(buf, len, "%.17g", v);
@@ -1350,6 +1359,8 @@ static json_t *value_json(const sn_config_desc *d, const void *target)
     case SN_CONFIG_DOUBLE: {
         double v;
         memcpy(&v, p, sizeof v);
+        if (isnan(v))
+            return json_null(); /* an optional number that is off */
         return json_real(v);
     }
     case SN_CONFIG_STRING:

@@ -64,7 +64,7 @@ enum {
     SN_CONFIG_HAS_MAX = 1u << 2,  /* imax / dmax is an upper bound */
     SN_CONFIG_MIN_EXCL = 1u << 3, /* the lower bound itself is not allowed (doubles) */
     SN_CONFIG_MAX_EXCL = 1u << 4, /* the upper bound itself is not allowed (doubles) */
-    SN_CONFIG_OPTIONAL = 1u << 5, /* addresses: "" or "off" leaves the address unset */
+    SN_CONFIG_OPTIONAL = 1u << 5, /* addresses and numbers: "" or "off" = unset (NAN) */
     SN_CONFIG_LIVE = 1u << 6,     /* may be changed at run time by sn_config_apply_json */
     SN_CONFIG_ANY_PORT = 1u << 7  /* addresses: port 0 (any free port) is allowed */
 };
