@@ -536,6 +536,8 @@ static void answer(sn_grpc_server *s, sn_grpc_call *c, grpc_status_code status, 
             c->has_trailer = true;
         }
     }
+    /* Initial metadata goes out for errors too: with this gRPC core a batch with only a
+     * status (a trailers-only answer) left the client waiting until its deadline. */
     ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
     n++;
     if (status == GRPC_STATUS_OK) {
