@@ -61,7 +61,8 @@ void sn_grpc_server_config_init(sn_grpc_server_config *cfg);
 /* Creates a server bound to cfg->listen (the port is bound here, so a port conflict fails
  * now, and sn_grpc_server_port is valid on return). `cfg` is copied; cfg->listen need not
  * outlive the call. Returns 0 and sets *out, or a negative errno-style code with a one-line
- * reason in `err` (EINVAL bad config, EADDRINUSE/EADDRNOTAVAIL for a bind failure, ENOMEM).
+ * reason in `err` (EINVAL bad config, EADDRNOTAVAIL when the address cannot be bound -- in
+ * use or not local; gRPC logs which --, ENOMEM).
  * The caller frees *out with sn_grpc_server_destroy. */
 int sn_grpc_server_create(const sn_grpc_server_config *cfg, sn_grpc_server **out, char *err,
                           size_t errlen);
