@@ -124,11 +124,8 @@ static void store_remap(sn_sketch *s, store *st, int32_t new_lo, uint32_t new_le
     uint32_t old_len = st->len;
     uint32_t *ob = store_base(s, st);
     uint64_t low = 0;
-    bool lost = false;
-    for (int64_t i = old_lo; old_len > 0 && i <= old_hi && i < new_lo; i++) {
+    for (int64_t i = old_lo; old_len > 0 && i <= old_hi && i < new_lo; i++)
         low += ob[i - old_lo];
-        lost = true;
-    }
     st->lo = new_lo;
     st->len = new_len;
     uint32_t *nb = store_base(s, st);
@@ -143,8 +140,8 @@ static void store_remap(sn_sketch *s, store *st, int32_t new_lo, uint32_t new_le
         memset(nb, 0, (size_t)new_len * sizeof(uint32_t));
     }
     nb[0] += (uint32_t)low; /* cannot overflow: the total count fits in 32 bits */
-    if (lost)
-        s->collapsed = 1;
+    if (low > 0)
+        s->collapsed = 1; /* samples now sit in a bucket above their own */
 }
 
 /* Makes store st cover [lo, hi] if there is room, else [hi - room + 1, hi] (later additions
@@ -321,34 +318,45 @@ static double ordered_value(const sn_sketch *s, uint32_t p)
     return clamp(s, bucket_value(s, s->pos.lo + (int32_t)(p - s->neg.len - 1)));
 }
 
-/* Estimate of the sorted sample at 0-based rank r < n; exact for the first and last. */
-static double value_at_rank(const sn_sketch *s, uint64_t r)
+/* Estimates of the sorted samples at 0-based ranks r[0] <= r[1] <= ... < n, in one walk over
+ * the buckets; the first and last sample are exact (min and max). */
+static void values_at_ranks(const sn_sketch *s, const uint64_t *r, double *out, int k)
 {
-    if (r == 0)
-        return s->w.min;
-    if (r + 1 >= s->w.n)
-        return s->w.max;
     uint64_t cum = 0;
-    uint32_t len = ordered_len(s);
-    for (uint32_t p = 0; p < len; p++) {
-        cum += ordered_count(s, p);
-        if (cum > r)
-            return ordered_value(s, p);
+    uint32_t p = 0, len = ordered_len(s);
+    for (int j = 0; j < k; j++) {
+        if (r[j] == 0) {
+            out[j] = s->w.min;
+            continue;
+        }
+        if (r[j] + 1 >= s->w.n) {
+            out[j] = s->w.max;
+            continue;
+        }
+        while (p < len && cum + ordered_count(s, p) <= r[j])
+            cum += ordered_count(s, p++);
+        out[j] = p < len ? ordered_value(s, p) : s->w.max;
     }
-    return s->w.max;
+}
+
+/* The type-7 estimate for q from the two ranks around h = q (n - 1) (see sketch.h). */
+static void type7_ranks(const sn_sketch *s, double q, uint64_t r[2], double *frac)
+{
+    double h = q * (double)(s->w.n - 1);
+    r[0] = (uint64_t)h;
+    r[1] = r[0] + 1 < s->w.n ? r[0] + 1 : r[0];
+    *frac = h - (double)r[0];
 }
 
 double sn_sketch_quantile(const sn_sketch *s, double q)
 {
     if (s->w.n == 0 || !(q >= 0.0 && q <= 1.0))
         return NAN;
-    double h = q * (double)(s->w.n - 1);
-    uint64_t lo = (uint64_t)h;
-    double frac = h - (double)lo;
-    double v = value_at_rank(s, lo);
-    if (frac > 0.0 && lo + 1 < s->w.n)
-        v += frac * (value_at_rank(s, lo + 1) - v);
-    return v;
+    uint64_t r[2];
+    double frac, v[2];
+    type7_ranks(s, q, r, &frac);
+    values_at_ranks(s, r, v, 2);
+    return frac > 0.0 ? v[0] + frac * (v[1] - v[0]) : v[0];
 }
 
 /* Next non-empty ordered position at or after p (step +1) or at or before p (step -1);
@@ -360,9 +368,10 @@ static int64_t next_nonempty(const sn_sketch *s, int64_t p, int step, uint32_t l
     return p;
 }
 
-/* The k-th smallest (0-based) |v - m| over the bucket representatives weighted by count: walk
- * outwards from m with one cursor on each side, taking the nearer bucket each time. */
-static double kth_deviation(const sn_sketch *s, double m, uint64_t k)
+/* The k-th and (k+1)-th smallest (0-based) |v - m| over the bucket representatives weighted by
+ * count: walk outwards from m with one cursor on each side, taking the nearer bucket each time.
+ * O(buckets). */
+static void kth_deviations(const sn_sketch *s, double m, uint64_t k, double *dk, double *dk1)
 {
     uint32_t len = ordered_len(s);
     /* Split at the first non-empty bucket whose value is >= m. */
@@ -374,6 +383,8 @@ static double kth_deviation(const sn_sketch *s, double m, uint64_t k)
     double vr = right < (int64_t)len ? ordered_value(s, (uint32_t)right) : 0.0;
     uint64_t cum = 0;
     double last = 0.0;
+    bool have_k = false;
+    *dk = *dk1 = 0.0;
     while (left >= 0 || right < (int64_t)len) {
         bool take_left = right >= (int64_t)len || (left >= 0 && m - vl <= vr - m);
         if (take_left) {
@@ -389,10 +400,18 @@ static double kth_deviation(const sn_sketch *s, double m, uint64_t k)
             if (right < (int64_t)len)
                 vr = ordered_value(s, (uint32_t)right);
         }
-        if (cum > k)
-            return last;
+        if (!have_k && cum > k) {
+            *dk = last;
+            have_k = true;
+        }
+        if (cum > k + 1) {
+            *dk1 = last;
+            return;
+        }
     }
-    return last;
+    if (!have_k)
+        *dk = last;
+    *dk1 = last;
 }
 
 void sn_sketch_summary(const sn_sketch *s, sn_summary *out)
@@ -405,17 +424,25 @@ void sn_sketch_summary(const sn_sketch *s, sn_summary *out)
     out->stddev = sn_welford_stddev(&s->w);
     out->min = s->w.min;
     out->max = s->w.max;
-    out->median = sn_sketch_quantile(s, 0.5);
-    out->q1 = sn_sketch_quantile(s, 0.25);
-    out->q3 = sn_sketch_quantile(s, 0.75);
-    out->p95 = sn_sketch_quantile(s, 0.95);
-    out->p99 = sn_sketch_quantile(s, 0.99);
+    /* All five quantiles in one walk: ranks ascend with q. */
+    static const double qs[5] = {0.25, 0.5, 0.75, 0.95, 0.99};
+    uint64_t r[10];
+    double frac[5], v[10], est[5];
+    for (int i = 0; i < 5; i++)
+        type7_ranks(s, qs[i], r + 2 * i, &frac[i]);
+    values_at_ranks(s, r, v, 10);
+    for (int i = 0; i < 5; i++)
+        est[i] = frac[i] > 0.0 ? v[2 * i] + frac[i] * (v[2 * i + 1] - v[2 * i]) : v[2 * i];
+    out->q1 = est[0];
+    out->median = est[1];
+    out->q3 = est[2];
+    out->p95 = est[3];
+    out->p99 = est[4];
     double h = 0.5 * (double)(s->w.n - 1);
     uint64_t lo = (uint64_t)h;
-    double d = kth_deviation(s, out->median, lo);
-    if (h > (double)lo && lo + 1 < s->w.n)
-        d += (h - (double)lo) * (kth_deviation(s, out->median, lo + 1) - d);
-    out->mad = d;
+    double d0, d1;
+    kth_deviations(s, out->median, lo, &d0, &d1);
+    out->mad = h > (double)lo ? d0 + (h - (double)lo) * (d1 - d0) : d0;
 }
 
 /* ---- serialization ---- */
