@@ -16,7 +16,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdalign.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -282,11 +281,12 @@ int sn_baseline_get(sn_baseline *b, const char *service, const char *model, sn_m
     size_t stats_off = round8(sizeof(*e) + slen + 1 + mlen + 1);
     size_t size = stats_off + b->stats_size;
     size_t bytes = chunk_bytes(size);
-    while (b->used + bytes > b->cfg.memory_budget && b->oldest != NULL) {
+    /* used <= budget always holds, so budget - used cannot wrap. */
+    while (bytes > b->cfg.memory_budget - b->used && b->oldest != NULL) {
         sn_baseline_remove(b, b->oldest);
         b->evicted++;
     }
-    if (b->used + bytes > b->cfg.memory_budget)
+    if (bytes > b->cfg.memory_budget - b->used)
         return -ENOMEM; /* unreachable: create checked that one entry of any size fits */
     e = malloc(size);
     if (e == NULL)
