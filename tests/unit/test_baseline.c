@@ -8,8 +8,37 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "sketch.h"
 #include "stats_testutil.h"
 #include "window.h"
+
+/* Allocation failure injection: the test binary links with -Wl,--wrap=malloc,--wrap=calloc, so
+ * the modules' allocations come here -- and Check's own (it is linked statically), so no ck_*
+ * call may run while failures are armed. fail_after < 0: never fail; otherwise the allocation after
+ * fail_after successful ones fails, and so do all later ones. */
+void *__real_malloc(size_t size);
+void *__real_calloc(size_t n, size_t size);
+void *__wrap_malloc(size_t size);
+void *__wrap_calloc(size_t n, size_t size);
+static long fail_after = -1;
+
+void *__wrap_malloc(size_t size)
+{
+    if (fail_after == 0)
+        return NULL;
+    if (fail_after > 0)
+        fail_after--;
+    return __real_malloc(size);
+}
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+    if (fail_after == 0)
+        return NULL;
+    if (fail_after > 0)
+        fail_after--;
+    return __real_calloc(n, size);
+}
 
 static sn_baseline *make(sn_baseline_mode mode, uint32_t window, size_t budget)
 {
@@ -358,6 +387,81 @@ START_TEST(compact_bytes_per_key)
 }
 END_TEST
 
+/* Every allocation of every module, failed in turn: a clean -ENOMEM, nothing leaked (ASan),
+ * nothing changed. */
+START_TEST(allocation_failures)
+{
+    for (int mode = 0; mode < 2; mode++) {
+        sn_baseline_config cfg;
+        sn_baseline_config_init(&cfg);
+        cfg.mode = (sn_baseline_mode)mode;
+        cfg.memory_budget = 1 << 20;
+        sn_baseline *b = NULL;
+        int rc;
+        long k = 0;
+        do {
+            fail_after = k++;
+            rc = sn_baseline_create(&b, &cfg);
+            fail_after = -1;
+            ck_assert(rc == 0 || rc == -ENOMEM);
+            if (rc != 0)
+                ck_assert_ptr_null(b);
+        } while (rc != 0);
+        ck_assert_int_eq(k, mode == 0 ? 3 : 4); /* table, index (+ scratch sketch) */
+
+        sn_baseline_entry *e = NULL;
+        ck_assert_int_eq(sn_baseline_get(b, "a", "m", SN_METRIC_LATENCY_MS, 0, &e), 0);
+        sn_baseline_observe(b, e, 1.0, 1);
+        e = NULL;
+        fail_after = 0;
+        rc = sn_baseline_get(b, "b", "m", SN_METRIC_LATENCY_MS, 0, &e);
+        fail_after = -1;
+        ck_assert_int_eq(rc, -ENOMEM);
+        ck_assert_ptr_null(e);
+        sn_baseline_stats st;
+        sn_baseline_get_stats(b, &st);
+        ck_assert_uint_eq(st.keys, 1);
+        ck_assert_ptr_null(sn_baseline_find(b, "b", "m", SN_METRIC_LATENCY_MS));
+        e = sn_baseline_find(b, "a", "m", SN_METRIC_LATENCY_MS);
+        ck_assert_ptr_nonnull(e);
+        /* The hot path does not allocate at all. */
+        int bad = 0;
+        fail_after = 0;
+        for (int i = 0; i < 3000; i++)
+            bad += sn_baseline_observe(b, e, (double)i, i) != 0;
+        sn_summary s;
+        sn_baseline_summary(b, e, &s);
+        fail_after = -1;
+        ck_assert_int_eq(bad, 0);
+        ck_assert_uint_eq(s.n, mode == 0 ? 1000 : 501); /* compact: 500 + 1 after rotation */
+        sn_baseline_destroy(b);
+    }
+
+    sn_window *w = NULL;
+    sn_sketch *k = NULL;
+    fail_after = 0;
+    int rc_w = sn_window_create(&w, 10);
+    int rc_k = sn_sketch_create(&k, 0.01, 64);
+    fail_after = -1;
+    ck_assert_int_eq(rc_w, -ENOMEM);
+    ck_assert_int_eq(rc_k, -ENOMEM);
+    ck_assert_ptr_null(w);
+    ck_assert_ptr_null(k);
+    ck_assert_int_eq(sn_sketch_create(&k, 0.01, 64), 0);
+    sn_sketch_add(k, 3.0);
+    uint8_t buf[1024];
+    size_t len;
+    ck_assert_int_eq(sn_sketch_serialize(k, buf, sizeof buf, &len), 0);
+    sn_sketch *copy = NULL;
+    fail_after = 0;
+    int rc_d = sn_sketch_deserialize(&copy, buf, len);
+    fail_after = -1;
+    ck_assert_int_eq(rc_d, -ENOMEM);
+    ck_assert_ptr_null(copy);
+    sn_sketch_destroy(k);
+}
+END_TEST
+
 static Suite *baseline_suite(void)
 {
     Suite *s = suite_create("baseline");
@@ -370,6 +474,7 @@ static Suite *baseline_suite(void)
     tcase_add_test(tc, budget_evicts_least_recently_updated);
     tcase_add_test(tc, expire_and_iterate);
     tcase_add_test(tc, compact_bytes_per_key);
+    tcase_add_test(tc, allocation_failures);
     suite_add_tcase(s, tc);
     return s;
 }
