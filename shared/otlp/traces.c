@@ -97,6 +97,16 @@ typedef struct decoder {
     long fail_at;
 } decoder;
 
+/* The offset of a stream's position in the request, or -1 when the stream reads something else
+ * (nanopb's stack copy of a scalar). Compared as integers: the pointers may be to different
+ * objects. */
+static long offset_in_request(const decoder *d, const pb_istream_t *s)
+{
+    uintptr_t p = (uintptr_t)s->state;
+    uintptr_t lo = (uintptr_t)d->buf, hi = (uintptr_t)d->end;
+    return p >= lo && p <= hi ? (long)(p - lo) : -1;
+}
+
 /* Records the first failure (the innermost: callbacks fail inside out). Always returns false so
  * callers can `return fail(...)`. */
 static bool fail(decoder *d, const pb_istream_t *s, const char *where, const char *what)
@@ -105,8 +115,7 @@ static bool fail(decoder *d, const pb_istream_t *s, const char *where, const cha
         return false;
     d->fail = what;
     d->where = where;
-    const uint8_t *p = (const uint8_t *)s->state;
-    d->fail_at = (p >= d->buf && p <= d->end) ? (long)(p - d->buf) : -1;
+    d->fail_at = offset_in_request(d, s);
     return false;
 }
 
@@ -135,8 +144,7 @@ static const char *explain(const char *nanopb_msg)
  * itself); false when nanopb handed it a scalar copied to its stack. Fails the decode if not. */
 static bool wire_is_len(decoder *d, const pb_istream_t *s, const char *where)
 {
-    const uint8_t *p = (const uint8_t *)s->state;
-    if (p >= d->buf && p <= d->end)
+    if (offset_in_request(d, s) >= 0)
         return true;
     if (!d->fail) { /* the scalar's stack copy has no useful offset */
         d->fail = "wrong wire type (expected a length-delimited field)";
