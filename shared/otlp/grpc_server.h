@@ -1,6 +1,7 @@
 /*
  * grpc_server.h -- the OTLP/gRPC transport: serves the three OTLP Export methods on the gRPC
- * C core and hands each request to an sn_otlp_handler (receiver.h).
+ * C core and hands each request to an sn_otlp_handler (receiver.h). A thin layer on the generic
+ * unary server (grpc_unary.h), which owns the calls, limits, compression and threads below.
  *
  * Threads: two of its own. The completion-queue thread accepts calls, reads the one request
  * message and refuses what is over a limit; it never runs the handler. The handler thread

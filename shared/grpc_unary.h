@@ -1,0 +1,142 @@
+/*
+ * grpc_unary.h -- a generic unary gRPC server on the gRPC C core: a table of method paths, one
+ * handler, bounded calls, request decompression with a hard output limit, RetryInfo on
+ * retryable refusals, graceful shutdown. The OTLP/gRPC transport (otlp/grpc_server.h) and the
+ * aggregator's sentinel.v1 Ingest service are thin layers on top of it.
+ *
+ * Threads: two of its own. The completion-queue thread accepts calls, matches the method, reads
+ * the one request message and refuses what is over a limit; it never runs the handler. The
+ * handler thread takes admitted requests from a bounded FIFO, undoes the request compression
+ * (gzip, deflate from grpc-encoding; zstd by its frame magic when accept_zstd) with a hard output
+ * limit, calls the handler, and sends the answer. Handlers therefore run one at a time, in the
+ * order requests arrived; a slow handler delays only admitted requests, while new calls are
+ * still accepted and, past the limit of outstanding calls, refused at once with UNAVAILABLE +
+ * google.rpc.RetryInfo.
+ *
+ * gRPC library state: sn_grpc_unary_create calls grpc_init() and sn_grpc_unary_destroy calls
+ * grpc_shutdown(); the library counts these. See docs/otlp-receiver.md ("Threads", "Life cycle").
+ */
+#ifndef SN_GRPC_UNARY_H
+#define SN_GRPC_UNARY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SN_GRPC_UNARY_MAX_METHODS   16u
+#define SN_GRPC_UNARY_MESSAGE_MAX   256u /* status message bytes, NUL included */
+#define SN_GRPC_UNARY_DEFAULT_REPLY 4096u
+
+typedef struct sn_grpc_unary sn_grpc_unary;
+
+/* gRPC status codes (the values of the gRPC specification, same as grpc_status_code), so users
+ * of this module need no gRPC header. */
+typedef enum sn_grpc_code {
+    SN_GRPC_OK = 0,
+    SN_GRPC_CANCELLED = 1,
+    SN_GRPC_UNKNOWN = 2,
+    SN_GRPC_INVALID_ARGUMENT = 3,
+    SN_GRPC_DEADLINE_EXCEEDED = 4,
+    SN_GRPC_NOT_FOUND = 5,
+    SN_GRPC_ALREADY_EXISTS = 6,
+    SN_GRPC_PERMISSION_DENIED = 7,
+    SN_GRPC_RESOURCE_EXHAUSTED = 8,
+    SN_GRPC_FAILED_PRECONDITION = 9,
+    SN_GRPC_ABORTED = 10,
+    SN_GRPC_OUT_OF_RANGE = 11,
+    SN_GRPC_UNIMPLEMENTED = 12,
+    SN_GRPC_INTERNAL = 13,
+    SN_GRPC_UNAVAILABLE = 14,
+    SN_GRPC_DATA_LOSS = 15,
+    SN_GRPC_UNAUTHENTICATED = 16,
+    SN_GRPC_CODE_COUNT
+} sn_grpc_code;
+
+/* What a handler answers. The server hands it over zeroed except for `response` and
+ * `response_cap`. */
+typedef struct sn_grpc_reply {
+    sn_grpc_code code;                       /* the call's status */
+    char message[SN_GRPC_UNARY_MESSAGE_MAX]; /* grpc-message; may be empty */
+    /* With SN_GRPC_OK: the response message. The handler writes at most response_cap bytes
+     * into `response` (a server-owned buffer, valid during the call) and sets response_len. */
+    uint8_t *response;
+    size_t response_cap;
+    size_t response_len;
+    /* With an error code: true adds google.rpc.Status + RetryInfo{retry_after_ms} to the
+     * trailers (retry_after_ms 0 = the server's busy_retry_ms). */
+    bool retry;
+    uint32_t retry_after_ms;
+} sn_grpc_reply;
+
+/* Called on the handler thread for every admitted, decompressed request. `method` is the index
+ * of the call's path in the method table; `body` is borrowed for the call only. Handlers run
+ * one at a time (never concurrently with each other) and may block, which delays the calls
+ * queued behind. */
+typedef void (*sn_grpc_unary_handler)(unsigned method, const uint8_t *body, size_t len,
+                                      sn_grpc_reply *reply, void *ud);
+
+typedef struct sn_grpc_unary_config {
+    const char *name;              /* prefix of error messages ("otlp grpc"); NULL = "grpc" */
+    const char *listen;            /* "host:port" (IPv6 as "[::1]:4317"); port 0 picks a free one */
+    const char *const *methods;    /* full paths "/pkg.Service/Method"; index = handler's method */
+    unsigned nmethods;             /* 1..SN_GRPC_UNARY_MAX_METHODS */
+    size_t max_message_bytes;      /* request size limit, on the wire and after decompression */
+    unsigned max_calls;            /* admitted calls at once (reading, queued, in the handler) */
+    size_t max_queued_bytes;       /* received bytes waiting for the handler; a message that would
+                                      go over it is refused (one message is always let in) */
+    unsigned max_streams;          /* HTTP/2 concurrent streams per connection */
+    size_t max_reply_bytes;        /* capacity of sn_grpc_reply.response */
+    uint32_t busy_retry_ms;        /* RetryInfo delay for busy refusals and retry_after_ms == 0 */
+    bool accept_zstd;              /* decode request messages that start with a zstd frame magic */
+    sn_grpc_unary_handler handler; /* required */
+    void *handler_ud;
+} sn_grpc_unary_config;
+
+/* Counters, read with sn_grpc_unary_stats_get; each only grows. */
+typedef struct sn_grpc_unary_stats {
+    uint64_t requests[SN_GRPC_UNARY_MAX_METHODS]; /* handed to the handler, by method */
+    uint64_t answers[SN_GRPC_CODE_COUNT];         /* handler answers by status code */
+    uint64_t refused_busy;                        /* UNAVAILABLE: over max_calls / queued bytes */
+    uint64_t refused_too_large;                   /* RESOURCE_EXHAUSTED after decompression */
+    uint64_t refused_bad_encoding;                /* undecodable compressed message */
+    uint64_t unimplemented;                       /* unknown method */
+    uint64_t expired;                             /* deadline passed before the handler ran */
+    uint64_t bytes_in;  /* request bytes as received (compressed), handled requests */
+    uint64_t bytes_out; /* the same requests after decompression */
+} sn_grpc_unary_stats;
+
+/* Fills `cfg` with the defaults: 16 MiB messages, 64 calls, 4 x max_message queued, 100
+ * streams, 4 KiB replies, 1 s retry, accept_zstd true; no listen address, methods or handler.
+ * Never fails. */
+void sn_grpc_unary_config_init(sn_grpc_unary_config *cfg);
+
+/* Creates a server bound to cfg->listen (the port is bound here, so a conflict fails now and
+ * sn_grpc_unary_port is valid on return). `cfg` is copied, with the listen address and name;
+ * the method table and its strings must outlive the server. Returns 0 and sets *out, or a
+ * negative errno with a one-line reason in `err` (EINVAL bad config, EADDRNOTAVAIL when the
+ * address cannot be bound, ENOMEM). The caller frees *out with sn_grpc_unary_destroy. */
+int sn_grpc_unary_create(const sn_grpc_unary_config *cfg, sn_grpc_unary **out, char *err,
+                         size_t errlen);
+
+/* The bound TCP port (useful after listening on port 0). */
+int sn_grpc_unary_port(const sn_grpc_unary *s);
+
+/* Starts the two threads (which block every signal) and begins serving. Returns 0, -EALREADY
+ * if already started or shut down, or a negative errno if a thread cannot be started (the
+ * server is then left stopped). */
+int sn_grpc_unary_start(sn_grpc_unary *s);
+
+/* Graceful stop: no new calls are accepted; calls in flight (queued ones included) finish
+ * normally for up to `grace_ms`, after which the rest are cancelled (clients see CANCELLED or
+ * UNAVAILABLE). Blocks until every call is finished and both threads have exited. Idempotent;
+ * a server never started is simply marked stopped. Must not be called from the handler. */
+void sn_grpc_unary_shutdown(sn_grpc_unary *s, uint32_t grace_ms);
+
+/* Copies the counters into *out. Safe from any thread, at any time before destroy. */
+void sn_grpc_unary_stats_get(const sn_grpc_unary *s, sn_grpc_unary_stats *out);
+
+/* Shuts down (grace 0 if still running), frees the server and releases its grpc_init
+ * reference. NULL is a no-op. */
+void sn_grpc_unary_destroy(sn_grpc_unary *s);
+
+#endif
