@@ -1,0 +1,178 @@
+/* Unit tests for sidecar/local_detect.c. */
+#include "local_detect.h"
+
+#include <check.h>
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+
+static sn_local_detect *make(sn_local_detect_config *cfg)
+{
+    sn_local_detect *ld = NULL;
+    ck_assert_int_eq(sn_local_detect_create(cfg, 42, &ld), 0);
+    return ld;
+}
+
+/* A chat call of `model` with the given latency and output tokens at time t (ms). */
+static void call(sn_event *ev, const char *model, double latency, int64_t out_tokens, int64_t t)
+{
+    sn_event_init(ev);
+    memcpy(ev->service, "chatbot", 8);
+    snprintf(ev->model, sizeof ev->model, "%s", model);
+    ev->end_unix_nano = t * 1000000;
+    ev->latency_ms = latency;
+    ev->output_tokens = out_tokens;
+}
+
+START_TEST(quiet_during_cold_start_and_on_normal_traffic)
+{
+    sn_local_detect_config cfg;
+    sn_local_detect_config_defaults(&cfg);
+    sn_local_detect *ld = make(&cfg);
+    sn_local_alert a[4];
+    sn_event ev;
+    /* A wild first value: no verdict without a baseline. */
+    call(&ev, "gpt-4o", 90000.0, 100, 0);
+    ck_assert_uint_eq(sn_local_detect_event(ld, &ev, a, 4), 0);
+    for (int i = 1; i < 200; i++) {
+        call(&ev, "gpt-4o", 1000.0 + (i % 7) * 10.0, 200 + i % 5, i);
+        ck_assert_uint_eq(sn_local_detect_event(ld, &ev, a, 4), 0);
+    }
+    uint64_t keys, bytes;
+    sn_local_detect_usage(ld, &keys, &bytes);
+    /* latency, output tokens and tokens per second are scored per (service, model). */
+    ck_assert_uint_eq(keys, 3);
+    ck_assert_uint_gt(bytes, 0);
+    sn_local_detect_destroy(ld);
+}
+END_TEST
+
+START_TEST(latency_spike_is_an_alert_and_stays_out_of_the_baseline)
+{
+    sn_local_detect_config cfg;
+    sn_local_detect_config_defaults(&cfg);
+    sn_local_detect *ld = make(&cfg);
+    sn_local_alert a[4];
+    sn_event ev;
+    for (int i = 0; i < 100; i++) {
+        call(&ev, "gpt-4o", 1000.0 + (i % 10) * 20.0, 200, i);
+        ck_assert_uint_eq(sn_local_detect_event(ld, &ev, a, 4), 0);
+    }
+    for (int round = 0; round < 2; round++) {
+        call(&ev, "gpt-4o", 12000.0, 200, 100 + round);
+        /* Latency spikes, and with it tokens per second drops. */
+        size_t n = sn_local_detect_event(ld, &ev, a, 4);
+        ck_assert_uint_eq(n, 2);
+        ck_assert_int_eq(a[0].metric, SN_METRIC_LATENCY_MS);
+        ck_assert_int_eq(a[0].anomaly_type, SN_ANOMALY_LATENCY_SPIKE);
+        ck_assert_int_eq(a[0].detector, SN_DETECT_ZSCORE);
+        ck_assert_int_eq(a[0].severity, SN_SEV_CRITICAL);
+        ck_assert_double_eq(a[0].value, 12000.0);
+        ck_assert(a[0].baseline > 1000.0 && a[0].baseline < 1200.0);
+        ck_assert(a[0].deviation > 6.0);
+        ck_assert_str_eq(a[0].model, "gpt-4o");
+        ck_assert_str_eq(a[0].service, "chatbot");
+        ck_assert_int_eq(a[1].metric, SN_METRIC_TOKENS_PER_SECOND);
+        ck_assert_int_eq(a[1].anomaly_type, SN_ANOMALY_THROUGHPUT_DROP);
+    }
+    /* Another model has its own baseline: its first calls are cold. */
+    call(&ev, "claude-sonnet-4", 12000.0, 200, 200);
+    ck_assert_uint_eq(sn_local_detect_event(ld, &ev, a, 4), 0);
+    sn_local_detect_destroy(ld);
+}
+END_TEST
+
+START_TEST(static_threshold_fires_without_a_baseline)
+{
+    sn_local_detect_config cfg;
+    sn_local_detect_config_defaults(&cfg);
+    cfg.thresholds[SN_METRIC_OUTPUT_TOKENS].upper_warn = 1000.0;
+    cfg.thresholds[SN_METRIC_OUTPUT_TOKENS].upper_critical = 4000.0;
+    cfg.thresholds[SN_METRIC_ERROR_RATE].upper_warn = 0.5;
+    sn_local_detect *ld = make(&cfg);
+    sn_local_alert a[4];
+    sn_event ev;
+    call(&ev, "gpt-4o", 1000.0, 5000, 0);
+    ck_assert_uint_eq(sn_local_detect_event(ld, &ev, a, 4), 1);
+    ck_assert_int_eq(a[0].metric, SN_METRIC_OUTPUT_TOKENS);
+    ck_assert_int_eq(a[0].detector, SN_DETECT_THRESHOLD);
+    ck_assert_int_eq(a[0].severity, SN_SEV_CRITICAL);
+    ck_assert_int_eq(a[0].anomaly_type, SN_ANOMALY_TOKEN_SPIKE);
+    call(&ev, "gpt-4o", 1000.0, 2000, 1);
+    ck_assert_uint_eq(sn_local_detect_event(ld, &ev, a, 4), 1);
+    ck_assert_int_eq(a[0].severity, SN_SEV_MEDIUM);
+    /* An error crosses the error_rate level (1.0 > 0.5). */
+    call(&ev, "gpt-4o", 1000.0, 10, 2);
+    ev.is_error = true;
+    ck_assert_uint_eq(sn_local_detect_event(ld, &ev, a, 4), 1);
+    ck_assert_int_eq(a[0].anomaly_type, SN_ANOMALY_ERROR_RATE);
+    sn_local_detect_destroy(ld);
+}
+END_TEST
+
+START_TEST(alerts_beyond_max_are_counted_not_written)
+{
+    sn_local_detect_config cfg;
+    sn_local_detect_config_defaults(&cfg);
+    cfg.thresholds[SN_METRIC_LATENCY_MS].upper_warn = 10.0;
+    cfg.thresholds[SN_METRIC_OUTPUT_TOKENS].upper_warn = 10.0;
+    sn_local_detect *ld = make(&cfg);
+    sn_local_alert a[1];
+    memset(a, 0, sizeof a);
+    sn_event ev;
+    call(&ev, "m", 100.0, 100, 0);
+    ck_assert_uint_eq(sn_local_detect_event(ld, &ev, a, 1), 2);
+    ck_assert_int_eq(a[0].metric, SN_METRIC_LATENCY_MS);
+    ck_assert_uint_eq(sn_local_detect_event(ld, &ev, NULL, 0), 2);
+    sn_local_detect_destroy(ld);
+}
+END_TEST
+
+START_TEST(disabled_finds_nothing_and_bad_config_is_named)
+{
+    sn_local_detect_config cfg;
+    sn_local_detect_config_defaults(&cfg);
+    cfg.enabled = false;
+    cfg.thresholds[SN_METRIC_LATENCY_MS].upper_warn = 10.0;
+    sn_local_detect *ld = make(&cfg);
+    sn_event ev;
+    sn_local_alert a[1];
+    call(&ev, "m", 100.0, 100, 0);
+    ck_assert_uint_eq(sn_local_detect_event(ld, &ev, a, 1), 0);
+    sn_local_detect_destroy(ld);
+
+    sn_local_detect_config_defaults(&cfg);
+    cfg.thresholds[SN_METRIC_COST_USD].upper_warn = 5.0;
+    cfg.thresholds[SN_METRIC_COST_USD].upper_critical = 1.0;
+    sn_config_error err;
+    ck_assert_int_eq(sn_local_detect_config_validate(&cfg, "local", &err), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "local.thresholds.cost_usd."));
+    ck_assert_int_eq(sn_local_detect_create(&cfg, 1, &ld), -EINVAL);
+    sn_local_detect_config_defaults(&cfg);
+    cfg.zscore.threshold = -1;
+    ck_assert_int_eq(sn_local_detect_config_validate(&cfg, "local", &err), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.msg, "local.zscore.threshold"));
+}
+END_TEST
+
+static Suite *local_detect_suite(void)
+{
+    Suite *s = suite_create("local_detect");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, quiet_during_cold_start_and_on_normal_traffic);
+    tcase_add_test(tc, latency_spike_is_an_alert_and_stays_out_of_the_baseline);
+    tcase_add_test(tc, static_threshold_fires_without_a_baseline);
+    tcase_add_test(tc, alerts_beyond_max_are_counted_not_written);
+    tcase_add_test(tc, disabled_finds_nothing_and_bad_config_is_named);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(local_detect_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
