@@ -1,0 +1,308 @@
+/*
+ * logs.c -- streaming OTLP logs decoder on nanopb callbacks (see logs.h).
+ *
+ *   ExportLogsServiceRequest -> ResourceLogs -> ScopeLogs -> LogRecord -> event_name (prefix)
+ *                                                                      -> KeyValue -> key
+ *                                                                                  -> value
+ *                                                                                     => AnyValue
+ * Only the value of an `event.name` attribute is looked at, and only its first bytes. As in
+ * traces.c, a callback checks that its substream points into the request (a scalar where a
+ * length-delimited field belongs is a wrong wire type), a value before its key is read in a
+ * second pass, and a 0 tag that stopped nanopb early is an error.
+ */
+#include "otlp/logs.h"
+
+#include "opentelemetry/proto/collector/logs/v1/logs_service.pb.h"
+#include "opentelemetry/proto/common/v1/common.pb.h"
+#include "opentelemetry/proto/logs/v1/logs.pb.h"
+
+#include <pb_decode.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#if defined(PB_FIELD_32BIT) || defined(PB_NO_ERRMSG) || defined(PB_BUFFER_ONLY)
+#error "libprotobuf-nanopb.a is built without PB_FIELD_32BIT, PB_NO_ERRMSG and PB_BUFFER_ONLY"
+#endif
+
+#define GENAI_PREFIX     "gen_ai."
+#define GENAI_PREFIX_LEN 7
+#define EVENT_NAME_KEY   "event.name"
+
+typedef enum key_state { KEY_NONE, KEY_EVENT_NAME, KEY_OTHER } key_state;
+
+bool sn_otlp_is_genai_event(const char *name, size_t len)
+{
+    return len >= GENAI_PREFIX_LEN && memcmp(name, GENAI_PREFIX, GENAI_PREFIX_LEN) == 0;
+}
+
+/* One decode call's state; lives on the caller's stack. */
+typedef struct decoder {
+    const uint8_t *buf;
+    const uint8_t *end;
+    sn_otlp_log_stats *st;
+    bool genai;          /* the current record is a GenAI event (event_name field) */
+    bool genai_attr;     /* ... by its event.name attribute */
+    bool has_event_name; /* the record has a non-empty event_name field (it wins) */
+    key_state key;
+    bool value_before_key;
+    const char *fail;
+    const char *where;
+    long fail_at;
+} decoder;
+
+/* Records the first failure (the innermost). Always returns false. */
+static bool fail(decoder *d, const pb_istream_t *s, const char *where, const char *what)
+{
+    if (d->fail)
+        return false;
+    d->fail = what;
+    d->where = where;
+    const uint8_t *p = (const uint8_t *)s->state;
+    d->fail_at = (p >= d->buf && p <= d->end) ? (long)(p - d->buf) : -1;
+    return false;
+}
+
+/* nanopb's error strings, said in the terms of the protobuf encoding. */
+static const char *explain(const char *nanopb_msg)
+{
+    static const struct {
+        const char *from, *to;
+    } map[] = {
+        {"end-of-stream", "truncated message"},
+        {"io error", "truncated message"},
+        {"parent stream too short", "length runs past the end of its message"},
+        {"varint overflow", "varint too long or out of range"},
+        {"invalid wire_type", "invalid wire type"},
+        {"wrong wire type", "wrong wire type for a known field"},
+        {"string overflow", "length too large"},
+        {"zero tag", "field number 0"},
+    };
+    if (nanopb_msg == NULL)
+        return "malformed";
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if (strcmp(nanopb_msg, map[i].from) == 0)
+            return map[i].to;
+    return nanopb_msg;
+}
+
+/* True when the callback's substream is a length-delimited field of the request. */
+static bool wire_is_len(decoder *d, const pb_istream_t *s, const char *where)
+{
+    const uint8_t *p = (const uint8_t *)s->state;
+    if (p >= d->buf && p <= d->end)
+        return true;
+    if (!d->fail) {
+        d->fail = "wrong wire type (expected a length-delimited field)";
+        d->where = where;
+        d->fail_at = -1;
+    }
+    return false;
+}
+
+/* Decodes one submessage from its whole substream; a 0 tag that stopped nanopb is an error. */
+static bool decode_sub(decoder *d, pb_istream_t *s, const pb_msgdesc_t *fields, void *msg,
+                       const char *where)
+{
+    if (!pb_decode_ex(s, fields, msg, PB_DECODE_NOINIT))
+        return fail(d, s, where, explain(PB_GET_ERROR(s)));
+    if (s->bytes_left != 0)
+        return fail(d, s, where, "field number 0");
+    return true;
+}
+
+/* Reads the first bytes of a string (s holds exactly it) and tells whether it names a GenAI
+ * event; the rest is left for nanopb to skip. */
+static bool read_prefix(decoder *d, pb_istream_t *s, bool *genai, const char *where)
+{
+    char head[GENAI_PREFIX_LEN];
+    size_t n = s->bytes_left < sizeof head ? s->bytes_left : sizeof head;
+    if (!pb_read(s, (pb_byte_t *)head, n))
+        return fail(d, s, where, explain(PB_GET_ERROR(s)));
+    *genai = sn_otlp_is_genai_event(head, n);
+    return true;
+}
+
+/* LogRecord.event_name. */
+static bool on_event_name(pb_istream_t *s, const pb_field_t *field, void **arg)
+{
+    (void)field;
+    decoder *d = *arg;
+    if (!wire_is_len(d, s, "event_name"))
+        return false;
+    if (s->bytes_left == 0)
+        return true; /* empty: not an event name */
+    d->has_event_name = true;
+    return read_prefix(d, s, &d->genai, "event_name");
+}
+
+/* KeyValue.key: only whether it is event.name matters. */
+static bool on_key(pb_istream_t *s, const pb_field_t *field, void **arg)
+{
+    (void)field;
+    decoder *d = *arg;
+    if (!wire_is_len(d, s, "attribute key"))
+        return false;
+    char key[sizeof EVENT_NAME_KEY - 1];
+    d->key = KEY_OTHER;
+    if (s->bytes_left != sizeof key)
+        return true; /* nanopb skips it */
+    if (!pb_read(s, (pb_byte_t *)key, sizeof key))
+        return fail(d, s, "attribute key", explain(PB_GET_ERROR(s)));
+    if (memcmp(key, EVENT_NAME_KEY, sizeof key) == 0)
+        d->key = KEY_EVENT_NAME;
+    return true;
+}
+
+/* The AnyValue of an event.name attribute (s holds exactly it): its string's prefix. Other
+ * members are skipped. */
+static bool read_event_name_value(decoder *d, pb_istream_t *s)
+{
+    while (s->bytes_left > 0) {
+        pb_wire_type_t wt;
+        uint32_t tag;
+        bool eof;
+        if (!pb_decode_tag(s, &wt, &tag, &eof))
+            return fail(d, s, "attribute value", eof ? "field number 0" : explain(PB_GET_ERROR(s)));
+        if (tag == 0)
+            return fail(d, s, "attribute value", "field number 0");
+        if (tag != 1) {
+            if (!pb_skip_field(s, wt))
+                return fail(d, s, "attribute value", explain(PB_GET_ERROR(s)));
+            continue;
+        }
+        if (wt != PB_WT_STRING)
+            return fail(d, s, "attribute value", "wrong wire type for an AnyValue member");
+        pb_istream_t sub;
+        if (!pb_make_string_substream(s, &sub))
+            return fail(d, s, "attribute value", explain(PB_GET_ERROR(s)));
+        if (!read_prefix(d, &sub, &d->genai_attr, "attribute value"))
+            return false;
+        if (!pb_close_string_substream(s, &sub))
+            return fail(d, s, "attribute value", explain(PB_GET_ERROR(s)));
+    }
+    return true;
+}
+
+/* KeyValue.value: read only for event.name; noted for a second pass when before its key. */
+static bool on_value(pb_istream_t *s, const pb_field_t *field, void **arg)
+{
+    (void)field;
+    decoder *d = *arg;
+    if (!wire_is_len(d, s, "attribute value"))
+        return false;
+    if (d->key == KEY_NONE) {
+        d->value_before_key = true;
+        return true;
+    }
+    if (d->key != KEY_EVENT_NAME)
+        return true; /* never read: may be prompt or response text */
+    return read_event_name_value(d, s);
+}
+
+/* One KeyValue of a log record. */
+static bool on_attribute(pb_istream_t *s, const pb_field_t *field, void **arg)
+{
+    (void)field;
+    decoder *d = *arg;
+    if (!wire_is_len(d, s, "attribute"))
+        return false;
+    pb_istream_t again = *s;
+    opentelemetry_proto_common_v1_KeyValue kv = opentelemetry_proto_common_v1_KeyValue_init_zero;
+    kv.key.funcs.decode = on_key;
+    kv.key.arg = d;
+    kv.value.funcs.decode = on_value;
+    kv.value.arg = d;
+    d->key = KEY_NONE;
+    d->value_before_key = false;
+    if (!decode_sub(d, s, opentelemetry_proto_common_v1_KeyValue_fields, &kv, "attribute"))
+        return false;
+    if (d->value_before_key && d->key == KEY_EVENT_NAME) {
+        kv.key.funcs.decode = NULL; /* pass 2: the value only */
+        if (!decode_sub(d, &again, opentelemetry_proto_common_v1_KeyValue_fields, &kv, "attribute"))
+            return false;
+    }
+    return true;
+}
+
+/* One LogRecord: counted, and counted again when it is a GenAI event. */
+static bool on_record(pb_istream_t *s, const pb_field_t *field, void **arg)
+{
+    (void)field;
+    decoder *d = *arg;
+    if (!wire_is_len(d, s, "log record"))
+        return false;
+    d->st->log_records++;
+    d->genai = d->genai_attr = d->has_event_name = false;
+    opentelemetry_proto_logs_v1_LogRecord r = opentelemetry_proto_logs_v1_LogRecord_init_zero;
+    r.attributes.funcs.decode = on_attribute;
+    r.attributes.arg = d;
+    r.event_name.funcs.decode = on_event_name;
+    r.event_name.arg = d;
+    if (!decode_sub(d, s, opentelemetry_proto_logs_v1_LogRecord_fields, &r, "log record"))
+        return false;
+    if (d->has_event_name ? d->genai : d->genai_attr)
+        d->st->genai_events++;
+    return true;
+}
+
+/* One ScopeLogs: its records. */
+static bool on_scope_logs(pb_istream_t *s, const pb_field_t *field, void **arg)
+{
+    (void)field;
+    decoder *d = *arg;
+    if (!wire_is_len(d, s, "scope_logs"))
+        return false;
+    d->st->scope_logs++;
+    opentelemetry_proto_logs_v1_ScopeLogs sl = opentelemetry_proto_logs_v1_ScopeLogs_init_zero;
+    sl.log_records.funcs.decode = on_record;
+    sl.log_records.arg = d;
+    return decode_sub(d, s, opentelemetry_proto_logs_v1_ScopeLogs_fields, &sl, "scope_logs");
+}
+
+/* One ResourceLogs: its scopes (the resource is skipped unread). */
+static bool on_resource_logs(pb_istream_t *s, const pb_field_t *field, void **arg)
+{
+    (void)field;
+    decoder *d = *arg;
+    if (!wire_is_len(d, s, "resource_logs"))
+        return false;
+    d->st->resource_logs++;
+    opentelemetry_proto_logs_v1_ResourceLogs rl =
+        opentelemetry_proto_logs_v1_ResourceLogs_init_zero;
+    rl.scope_logs.funcs.decode = on_scope_logs;
+    rl.scope_logs.arg = d;
+    return decode_sub(d, s, opentelemetry_proto_logs_v1_ResourceLogs_fields, &rl, "resource_logs");
+}
+
+int sn_otlp_decode_logs(const uint8_t *buf, size_t len, sn_otlp_log_stats *stats, char *err,
+                        size_t errsize)
+{
+    static const uint8_t empty[1];
+    sn_otlp_log_stats scratch;
+    decoder d;
+    memset(&d, 0, sizeof(d));
+    if (!buf)
+        buf = empty;
+    d.buf = buf;
+    d.end = buf + len;
+    d.st = stats ? stats : &scratch;
+    memset(d.st, 0, sizeof(*d.st));
+
+    pb_istream_t s = pb_istream_from_buffer(buf, len);
+    opentelemetry_proto_collector_logs_v1_ExportLogsServiceRequest req =
+        opentelemetry_proto_collector_logs_v1_ExportLogsServiceRequest_init_zero;
+    req.resource_logs.funcs.decode = on_resource_logs;
+    req.resource_logs.arg = &d;
+    if (decode_sub(&d, &s, opentelemetry_proto_collector_logs_v1_ExportLogsServiceRequest_fields,
+                   &req, "request"))
+        return 0;
+    if (err && errsize > 0) {
+        if (d.fail_at >= 0)
+            snprintf(err, errsize, "malformed OTLP logs request: %s: %s (near byte %ld)", d.where,
+                     d.fail, d.fail_at);
+        else
+            snprintf(err, errsize, "malformed OTLP logs request: %s: %s", d.where, d.fail);
+    }
+    return -1;
+}
