@@ -1,0 +1,705 @@
+/*
+ * ingest.c -- sentinel.v1.Aggregator/Ingest on the generic unary gRPC server (see ingest.h and
+ * docs/aggregator.md).
+ *
+ * Everything below the public API runs on the unary server's single handler thread, so the
+ * decoding buffers, the zstd context and the event arrays belong to that thread. The one piece
+ * of state shared with other threads is the de-duplication table (export/import from the state
+ * store), guarded by `seq_mu`; the counters are atomics.
+ */
+#include "ingest.h"
+
+#include "grpc_unary.h"
+#include "log.h"
+#include "sentinel/v1/sentinel.pb-c.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zstd.h>
+
+#define SN_INGEST_ARRAY_KEEP (1024u * 1024u) /* event/alert arrays above this are freed after use  \
+                                              */
+#define SN_INGEST_PB_SLACK (1024u * 1024u)   /* decoder budget beyond the per-item allowance */
+
+static const char *const ingest_methods[1] = {SN_INGEST_METHOD};
+
+/* A protobuf-c allocator with a byte budget: decoding a hostile batch fails instead of growing
+ * without bound. Each block carries its size in a header so that frees give the budget back. */
+typedef struct pb_budget {
+    size_t used;
+    size_t limit;
+    bool exceeded;
+} pb_budget;
+
+typedef union pb_header {
+    size_t size;
+    max_align_t align;
+} pb_header;
+
+struct sn_ingest {
+    sn_ingest_config cfg;
+    char *listen;
+    sn_grpc_unary *server;
+
+    /* handler thread only */
+    ZSTD_DCtx *dctx;
+    sn_event *events;
+    size_t events_cap;
+    sn_local_alert *alerts;
+    size_t alerts_cap;
+    size_t pb_limit;
+    time_t last_warn;
+
+    pthread_mutex_t seq_mu;
+    sn_seqtab *seq;
+
+    _Atomic uint64_t st_batches;
+    _Atomic uint64_t st_events;
+    _Atomic uint64_t st_alerts;
+    _Atomic uint64_t st_duplicates;
+    _Atomic uint64_t st_refused[SN_INGEST_REFUSED_COUNT];
+    _Atomic uint64_t st_bytes_in;
+    _Atomic uint64_t st_bytes_out;
+};
+
+/* ---- bounded protobuf-c allocator ------------------------------------------------------ */
+
+/* Allocates from the budget; NULL (and `exceeded`) once the budget would be passed. */
+static void *pb_alloc(void *ud, size_t size)
+{
+    pb_budget *b = ud;
+    size_t total = size + sizeof(pb_header);
+    if (total < size || total > b->limit - b->used) {
+        b->exceeded = true;
+        return NULL;
+    }
+    pb_header *h = malloc(total);
+    if (h == NULL)
+        return NULL;
+    h->size = total;
+    b->used += total;
+    return h + 1;
+}
+
+/* Frees a block from pb_alloc and returns its bytes to the budget. NULL is a no-op. */
+static void pb_free(void *ud, void *p)
+{
+    pb_budget *b = ud;
+    if (p == NULL)
+        return;
+    pb_header *h = (pb_header *)p - 1;
+    b->used -= h->size;
+    free(h);
+}
+
+/* ---- answers ------------------------------------------------------------------------------ */
+
+/* Monotonic-enough wall-clock time in ns (the de-duplication table keeps wall time so that an
+ * exported table means something after a restart). */
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Refuses the request with gRPC status `code` and a formatted message, counts it under
+ * `reason`, and logs it (at most one warning per second; the rest at debug level). */
+__attribute__((format(printf, 5, 6))) static void refuse(sn_ingest *in, sn_grpc_reply *reply,
+                                                         sn_ingest_refusal reason,
+                                                         sn_grpc_code code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reply->message, sizeof reply->message, fmt, ap);
+    va_end(ap);
+    reply->code = code;
+    atomic_fetch_add(&in->st_refused[reason], 1);
+    time_t now = time(NULL);
+    if (now != in->last_warn) {
+        in->last_warn = now;
+        sn_log_warn("ingest request refused", SN_LOG_STR("reason", reply->message),
+                    SN_LOG_INT("grpc_status", code));
+    } else {
+        sn_log_debug("ingest request refused", SN_LOG_STR("reason", reply->message),
+                     SN_LOG_INT("grpc_status", code));
+    }
+}
+
+/* Answers gRPC OK with IngestResponse{status, acknowledged_sequence, retry_after_ms, message}. */
+static void respond(sn_grpc_reply *reply, Sentinel__V1__IngestStatus status, uint64_t ack,
+                    uint32_t retry_ms, const char *msg)
+{
+    Sentinel__V1__IngestResponse resp = SENTINEL__V1__INGEST_RESPONSE__INIT;
+    resp.status = status;
+    resp.acknowledged_sequence = ack;
+    resp.retry_after_ms = retry_ms;
+    resp.message = (char *)msg;
+    size_t n = sentinel__v1__ingest_response__get_packed_size(&resp);
+    if (n > reply->response_cap) { /* cannot happen: the message is short */
+        reply->code = SN_GRPC_INTERNAL;
+        snprintf(reply->message, sizeof reply->message, "response too large");
+        return;
+    }
+    reply->code = SN_GRPC_OK;
+    reply->response_len = sentinel__v1__ingest_response__pack(&resp, reply->response);
+}
+
+/* ---- payload -------------------------------------------------------------------------------- */
+
+/* Decompresses one zstd frame of exactly `declared` bytes into a new buffer (*out, freed by the
+ * caller). The declared size is within the limit (checked by the caller); the frame's own
+ * content size, when present, must equal it, and streamed output stops one byte past it, so no
+ * more than declared + 1 bytes are ever allocated. Returns 0, or -EINVAL (corrupt, sizes differ)
+ * with a reason in why, or -ENOMEM. */
+static int unzstd_payload(sn_ingest *in, const uint8_t *src, size_t srclen, size_t declared,
+                          uint8_t **out, const char **why)
+{
+    *out = NULL;
+    unsigned long long content = ZSTD_getFrameContentSize(src, srclen);
+    if (content == ZSTD_CONTENTSIZE_ERROR) {
+        *why = "payload is not a zstd frame";
+        return -EINVAL;
+    }
+    if (content != ZSTD_CONTENTSIZE_UNKNOWN && content != declared) {
+        *why = "zstd frame content size differs from uncompressed_size";
+        return -EINVAL;
+    }
+    size_t frame = ZSTD_findFrameCompressedSize(src, srclen);
+    if (ZSTD_isError(frame)) {
+        *why = "corrupt or truncated zstd frame";
+        return -EINVAL;
+    }
+    if (frame != srclen) {
+        *why = "data after the zstd frame";
+        return -EINVAL;
+    }
+    if (in->dctx == NULL) {
+        in->dctx = ZSTD_createDCtx();
+        if (in->dctx == NULL)
+            return -ENOMEM;
+    }
+    ZSTD_DCtx_reset(in->dctx, ZSTD_reset_session_and_parameters);
+    int wlog = 10;
+    while (wlog < 27 && ((size_t)1 << wlog) < declared)
+        wlog++;
+    ZSTD_DCtx_setParameter(in->dctx, ZSTD_d_windowLogMax, wlog);
+
+    uint8_t *buf = malloc(declared + 1);
+    if (buf == NULL)
+        return -ENOMEM;
+    ZSTD_inBuffer zin = {src, srclen, 0};
+    ZSTD_outBuffer zout = {buf, declared + 1, 0};
+    size_t zrc;
+    do {
+        size_t before_in = zin.pos, before_out = zout.pos;
+        zrc = ZSTD_decompressStream(in->dctx, &zout, &zin);
+        if (ZSTD_isError(zrc)) {
+            *why = "corrupt zstd frame";
+            goto out_free_buf;
+        }
+        if (zout.pos > declared) {
+            *why = "zstd frame larger than uncompressed_size";
+            goto out_free_buf;
+        }
+        if (zrc != 0 && zin.pos == before_in && zout.pos == before_out) {
+            *why = "truncated zstd frame";
+            goto out_free_buf;
+        }
+    } while (zrc != 0);
+    if (zout.pos != declared) {
+        *why = "zstd frame smaller than uncompressed_size";
+        goto out_free_buf;
+    }
+    *out = buf;
+    return 0;
+
+out_free_buf:
+    free(buf);
+    return -EINVAL;
+}
+
+/* ---- Batch -> sn_event / sn_local_alert --------------------------------------------------- */
+
+/* Makes room for n items of `size` bytes in *arr (capacity *cap). Returns 0 or -ENOMEM. */
+static int reserve(void **arr, size_t *cap, size_t n, size_t size)
+{
+    if (n <= *cap)
+        return 0;
+    void *p = realloc(*arr, n * size);
+    if (p == NULL)
+        return -ENOMEM;
+    *arr = p;
+    *cap = n;
+    return 0;
+}
+
+/* Frees an array that grew past SN_INGEST_ARRAY_KEEP, so one huge batch does not pin memory. */
+static void trim(void **arr, size_t *cap, size_t size)
+{
+    if (*cap * size > SN_INGEST_ARRAY_KEEP) {
+        free(*arr);
+        *arr = NULL;
+        *cap = 0;
+    }
+}
+
+/* Copies a protobuf-c string into a fixed field, truncated at a UTF-8 boundary. */
+static void copy_str(char *dst, size_t size, const char *src)
+{
+    sn_copy_truncated(dst, size, src, strlen(src));
+}
+
+/* Copies a 0- or n-byte id. Returns false for any other length. */
+static bool copy_id(uint8_t *dst, size_t n, const ProtobufCBinaryData *src)
+{
+    if (src->len == 0)
+        return true;
+    if (src->len != n)
+        return false;
+    memcpy(dst, src->data, n);
+    return true;
+}
+
+/* Converts one LlmEvent. Returns NULL, or a static reason for refusing the batch. */
+static const char *convert_event(const Sentinel__V1__LlmEvent *e, sn_event *ev)
+{
+    sn_event_init(ev);
+    ev->start_unix_nano = e->start_unix_nano;
+    ev->end_unix_nano = e->end_unix_nano;
+    copy_str(ev->service, sizeof ev->service, e->service);
+    copy_str(ev->model, sizeof ev->model, e->model);
+    copy_str(ev->provider, sizeof ev->provider, e->provider);
+    copy_str(ev->operation, sizeof ev->operation, e->operation);
+    copy_str(ev->region, sizeof ev->region, e->region);
+    copy_str(ev->service_version, sizeof ev->service_version, e->service_version);
+    copy_str(ev->pod, sizeof ev->pod, e->pod);
+    copy_str(ev->user, sizeof ev->user, e->user);
+    copy_str(ev->error_type, sizeof ev->error_type, e->error_type);
+    copy_str(ev->finish_reason, sizeof ev->finish_reason, e->finish_reason);
+    if (!copy_id(ev->trace_id, sizeof ev->trace_id, &e->trace_id))
+        return "trace_id must be empty or 16 bytes";
+    if (!copy_id(ev->span_id, sizeof ev->span_id, &e->span_id))
+        return "span_id must be empty or 8 bytes";
+
+    if (e->_latency_ms_case == SENTINEL__V1__LLM_EVENT___LATENCY_MS_LATENCY_MS)
+        ev->latency_ms = e->latency_ms;
+    if (e->_ttft_ms_case == SENTINEL__V1__LLM_EVENT___TTFT_MS_TTFT_MS)
+        ev->ttft_ms = e->ttft_ms;
+    if ((!isnan(ev->latency_ms) && ev->latency_ms < 0) || (!isnan(ev->ttft_ms) && ev->ttft_ms < 0))
+        return "latency_ms and ttft_ms must not be negative";
+
+    struct {
+        int present;
+        int64_t value;
+        int64_t *dst;
+    } counts[] = {
+        {e->_input_tokens_case != 0, e->input_tokens, &ev->input_tokens},
+        {e->_output_tokens_case != 0, e->output_tokens, &ev->output_tokens},
+        {e->_total_tokens_case != 0, e->total_tokens, &ev->total_tokens},
+        {e->_cache_read_tokens_case != 0, e->cache_read_tokens, &ev->cache_read_tokens},
+        {e->_cache_write_tokens_case != 0, e->cache_write_tokens, &ev->cache_write_tokens},
+        {e->_reasoning_tokens_case != 0, e->reasoning_tokens, &ev->reasoning_tokens},
+    };
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+        if (!counts[i].present)
+            continue;
+        if (counts[i].value < 0)
+            return "token counts must not be negative";
+        *counts[i].dst = counts[i].value;
+    }
+
+    bool has_cost = e->_cost_usd_case == SENTINEL__V1__LLM_EVENT___COST_USD_COST_USD;
+    switch (e->cost_source) {
+    case SENTINEL__V1__COST_SOURCE__COST_SOURCE_UNKNOWN:
+        if (has_cost)
+            return "cost_usd set with cost_source UNKNOWN";
+        break;
+    case SENTINEL__V1__COST_SOURCE__COST_SOURCE_SPAN:
+    case SENTINEL__V1__COST_SOURCE__COST_SOURCE_PRICE_TABLE:
+        if (!has_cost || !isfinite(e->cost_usd) || e->cost_usd < 0)
+            return "cost_source set without a finite cost_usd >= 0";
+        ev->cost_usd = e->cost_usd;
+        ev->cost_source = (uint8_t)e->cost_source;
+        break;
+    default:
+        return "unknown cost_source";
+    }
+    ev->is_error = e->is_error != 0;
+    ev->conventions = e->conventions;
+    return NULL;
+}
+
+/* Converts one LocalAlert. Returns NULL, or a static reason for refusing the batch. */
+static const char *convert_alert(const Sentinel__V1__LocalAlert *a, sn_local_alert *al)
+{
+    memset(al, 0, sizeof *al);
+    size_t idlen = strlen(a->alert_id);
+    if (idlen > SN_ALERT_ID_LEN)
+        return "alert_id longer than a UUID";
+    memcpy(al->alert_id, a->alert_id, idlen);
+    al->time_unix_nano = a->time_unix_nano;
+    copy_str(al->service, sizeof al->service, a->service);
+    copy_str(al->model, sizeof al->model, a->model);
+    copy_str(al->region, sizeof al->region, a->region);
+    if (sn_metric_from_name(a->metric, &al->metric) != 0)
+        return "unknown metric";
+    if (sn_anomaly_type_from_name(a->anomaly_type, &al->anomaly_type) != 0)
+        return "unknown anomaly_type";
+    if (sn_detector_from_name(a->detector, &al->detector) != 0)
+        return "unknown detector";
+    switch (a->severity) {
+    case SENTINEL__V1__SEVERITY__SEVERITY_LOW:
+        al->severity = SN_SEV_LOW;
+        break;
+    case SENTINEL__V1__SEVERITY__SEVERITY_MEDIUM:
+        al->severity = SN_SEV_MEDIUM;
+        break;
+    case SENTINEL__V1__SEVERITY__SEVERITY_HIGH:
+        al->severity = SN_SEV_HIGH;
+        break;
+    case SENTINEL__V1__SEVERITY__SEVERITY_CRITICAL:
+        al->severity = SN_SEV_CRITICAL;
+        break;
+    default:
+        return "severity must be LOW, MEDIUM, HIGH or CRITICAL";
+    }
+    al->value = a->value;
+    al->baseline = a->baseline;
+    al->threshold = a->threshold;
+    al->deviation = a->deviation;
+    al->confidence = a->confidence;
+    if (!copy_id(al->trace_id, sizeof al->trace_id, &a->trace_id))
+        return "trace_id must be empty or 16 bytes";
+    return NULL;
+}
+
+/* ---- the handler ----------------------------------------------------------------------------- */
+
+/* Decodes, validates and converts a Batch, then de-duplicates and applies it; fills reply. */
+static void handle_batch(sn_ingest *in, const Sentinel__V1__Batch *b, sn_grpc_reply *reply)
+{
+    size_t idlen = strlen(b->sidecar_id);
+    if (idlen == 0 || idlen > SN_SEQ_ID_MAX) {
+        refuse(in, reply, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT,
+               "batch: sidecar_id must be 1 to %u bytes", SN_SEQ_ID_MAX);
+        return;
+    }
+    if (b->sequence == 0) {
+        refuse(in, reply, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT,
+               "batch: sequence must be >= 1");
+        return;
+    }
+    if (b->n_events > in->cfg.max_batch_events || b->n_alerts > in->cfg.max_batch_alerts) {
+        refuse(in, reply, SN_INGEST_REFUSED_TOO_LARGE, SN_GRPC_RESOURCE_EXHAUSTED,
+               "batch: more than %zu events or %zu alerts", in->cfg.max_batch_events,
+               in->cfg.max_batch_alerts);
+        return;
+    }
+
+    /* A replay is answered before any conversion work. */
+    int64_t now = now_ns();
+    pthread_mutex_lock(&in->seq_mu);
+    uint64_t last = sn_seqtab_get(in->seq, b->sidecar_id, idlen, now);
+    pthread_mutex_unlock(&in->seq_mu);
+    if (b->sequence <= last) {
+        atomic_fetch_add(&in->st_duplicates, 1);
+        sn_log_debug("ingest duplicate batch", SN_LOG_STR("sidecar_id", b->sidecar_id),
+                     SN_LOG_UINT("sequence", b->sequence), SN_LOG_UINT("applied", last));
+        respond(reply, SENTINEL__V1__INGEST_STATUS__INGEST_STATUS_DUPLICATE, last, 0,
+                "already applied");
+        return;
+    }
+
+    if (reserve((void **)&in->events, &in->events_cap, b->n_events, sizeof *in->events) != 0 ||
+        reserve((void **)&in->alerts, &in->alerts_cap, b->n_alerts, sizeof *in->alerts) != 0) {
+        refuse(in, reply, SN_INGEST_REFUSED_INTERNAL, SN_GRPC_UNAVAILABLE,
+               "aggregator out of memory");
+        reply->retry = true;
+        return;
+    }
+    for (size_t i = 0; i < b->n_events; i++) {
+        const char *why = convert_event(b->events[i], &in->events[i]);
+        if (why != NULL) {
+            refuse(in, reply, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT,
+                   "batch: event %zu: %s", i, why);
+            return;
+        }
+    }
+    for (size_t i = 0; i < b->n_alerts; i++) {
+        const char *why = convert_alert(b->alerts[i], &in->alerts[i]);
+        if (why != NULL) {
+            refuse(in, reply, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT,
+                   "batch: alert %zu: %s", i, why);
+            return;
+        }
+    }
+
+    sn_ingest_batch batch = {
+        .sidecar_id = b->sidecar_id,
+        .sequence = b->sequence,
+        .created_unix_nano = b->created_unix_nano,
+        .dropped_events = b->dropped_events,
+        .events = in->events,
+        .nevents = b->n_events,
+        .alerts = in->alerts,
+        .nalerts = b->n_alerts,
+    };
+    int rc = in->cfg.apply(&batch, in->cfg.apply_ud);
+    if (rc == -EAGAIN) {
+        atomic_fetch_add(&in->st_refused[SN_INGEST_REFUSED_RETRY], 1);
+        respond(reply, SENTINEL__V1__INGEST_STATUS__INGEST_STATUS_RETRY_AFTER, last,
+                in->cfg.retry_after_ms, "aggregator busy");
+        return;
+    }
+    if (rc != 0) {
+        refuse(in, reply, SN_INGEST_REFUSED_INTERNAL, SN_GRPC_INTERNAL,
+               "batch could not be applied: %s", strerror(rc < 0 ? -rc : rc));
+        return;
+    }
+    pthread_mutex_lock(&in->seq_mu);
+    sn_seqtab_put(in->seq, b->sidecar_id, idlen, b->sequence, now);
+    pthread_mutex_unlock(&in->seq_mu);
+    atomic_fetch_add(&in->st_batches, 1);
+    atomic_fetch_add(&in->st_events, b->n_events);
+    atomic_fetch_add(&in->st_alerts, b->n_alerts);
+    respond(reply, SENTINEL__V1__INGEST_STATUS__INGEST_STATUS_OK, b->sequence, 0, "");
+}
+
+/* The unary server's handler: envelope -> payload -> Batch -> handle_batch. */
+static void ingest_handler(unsigned method, const uint8_t *body, size_t len, sn_grpc_reply *reply,
+                           void *ud)
+{
+    (void)method;
+    sn_ingest *in = ud;
+    size_t limit = in->cfg.max_message_bytes;
+    pb_budget budget = {0, in->pb_limit, false};
+    ProtobufCAllocator alloc = {pb_alloc, pb_free, &budget};
+    uint8_t *plain = NULL;
+
+    Sentinel__V1__IngestRequest *req = sentinel__v1__ingest_request__unpack(&alloc, len, body);
+    if (req == NULL) {
+        refuse(in, reply, SN_INGEST_REFUSED_MALFORMED, SN_GRPC_INVALID_ARGUMENT,
+               "request is not a sentinel.v1.IngestRequest");
+        return;
+    }
+    const uint8_t *payload = req->payload.data;
+    size_t plen = req->payload.len;
+    atomic_fetch_add(&in->st_bytes_in, plen);
+    switch (req->compression) {
+    case SENTINEL__V1__COMPRESSION__COMPRESSION_NONE:
+        if (req->uncompressed_size != 0 && req->uncompressed_size != plen) {
+            refuse(in, reply, SN_INGEST_REFUSED_DECOMPRESS, SN_GRPC_INVALID_ARGUMENT,
+                   "uncompressed_size %llu differs from the payload's %zu bytes",
+                   (unsigned long long)req->uncompressed_size, plen);
+            goto out_free_request;
+        }
+        break;
+    case SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD: {
+        if (req->uncompressed_size == 0) {
+            refuse(in, reply, SN_INGEST_REFUSED_DECOMPRESS, SN_GRPC_INVALID_ARGUMENT,
+                   "uncompressed_size is required with zstd");
+            goto out_free_request;
+        }
+        if (req->uncompressed_size > limit) {
+            refuse(in, reply, SN_INGEST_REFUSED_TOO_LARGE, SN_GRPC_RESOURCE_EXHAUSTED,
+                   "uncompressed_size %llu over the limit of %zu bytes",
+                   (unsigned long long)req->uncompressed_size, limit);
+            goto out_free_request;
+        }
+        const char *why = NULL;
+        int rc = unzstd_payload(in, payload, plen, (size_t)req->uncompressed_size, &plain, &why);
+        if (rc == -ENOMEM) {
+            refuse(in, reply, SN_INGEST_REFUSED_INTERNAL, SN_GRPC_UNAVAILABLE,
+                   "aggregator out of memory");
+            reply->retry = true;
+            goto out_free_request;
+        }
+        if (rc != 0) {
+            refuse(in, reply, SN_INGEST_REFUSED_DECOMPRESS, SN_GRPC_INVALID_ARGUMENT, "%s", why);
+            goto out_free_request;
+        }
+        payload = plain;
+        plen = (size_t)req->uncompressed_size;
+        break;
+    }
+    default:
+        refuse(in, reply, SN_INGEST_REFUSED_MALFORMED, SN_GRPC_INVALID_ARGUMENT,
+               "unknown compression %d", (int)req->compression);
+        goto out_free_request;
+    }
+    atomic_fetch_add(&in->st_bytes_out, plen);
+
+    Sentinel__V1__Batch *b = sentinel__v1__batch__unpack(&alloc, plen, payload);
+    if (b == NULL) {
+        if (budget.exceeded)
+            refuse(in, reply, SN_INGEST_REFUSED_TOO_LARGE, SN_GRPC_RESOURCE_EXHAUSTED,
+                   "batch needs more than %zu bytes to decode", in->pb_limit);
+        else
+            refuse(in, reply, SN_INGEST_REFUSED_MALFORMED, SN_GRPC_INVALID_ARGUMENT,
+                   "payload is not a sentinel.v1.Batch");
+        goto out_free_plain;
+    }
+    handle_batch(in, b, reply);
+    sentinel__v1__batch__free_unpacked(b, &alloc);
+    trim((void **)&in->events, &in->events_cap, sizeof *in->events);
+    trim((void **)&in->alerts, &in->alerts_cap, sizeof *in->alerts);
+
+out_free_plain:
+    free(plain);
+out_free_request:
+    sentinel__v1__ingest_request__free_unpacked(req, &alloc);
+}
+
+/* ---- public API ------------------------------------------------------------------------------ */
+
+void sn_ingest_config_init(sn_ingest_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->listen = "0.0.0.0:9090";
+    cfg->max_message_bytes = SN_INGEST_DEFAULT_MAX_MESSAGE;
+    cfg->max_calls = SN_INGEST_DEFAULT_MAX_CALLS;
+    cfg->max_batch_events = SN_INGEST_DEFAULT_MAX_EVENTS;
+    cfg->max_batch_alerts = SN_INGEST_DEFAULT_MAX_ALERTS;
+    cfg->max_sidecars = SN_INGEST_DEFAULT_MAX_SIDECARS;
+    cfg->sidecar_idle_ns = SN_INGEST_DEFAULT_IDLE_NS;
+    cfg->retry_after_ms = SN_INGEST_DEFAULT_RETRY_MS;
+}
+
+int sn_ingest_create(const sn_ingest_config *cfg, sn_ingest **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (cfg->apply == NULL) {
+        snprintf(err, errlen, "ingest: no apply callback");
+        return -EINVAL;
+    }
+    if (cfg->max_batch_events == 0 || cfg->max_batch_alerts == 0 || cfg->max_sidecars == 0 ||
+        cfg->sidecar_idle_ns <= 0 || cfg->max_batch_events > (1u << 24) ||
+        cfg->max_batch_alerts > (1u << 24)) {
+        snprintf(err, errlen, "ingest: batch limits, max sidecars and idle time must be > 0");
+        return -EINVAL;
+    }
+    sn_ingest *in = calloc(1, sizeof *in);
+    if (in == NULL) {
+        snprintf(err, errlen, "ingest: out of memory");
+        return -ENOMEM;
+    }
+    in->cfg = *cfg;
+    if (in->cfg.retry_after_ms == 0)
+        in->cfg.retry_after_ms = SN_INGEST_DEFAULT_RETRY_MS;
+    if (in->cfg.max_message_bytes == 0)
+        in->cfg.max_message_bytes = SN_INGEST_DEFAULT_MAX_MESSAGE;
+    /* The decoder may hold the payload, the strings (at most the payload again) and one struct
+     * per item. */
+    in->pb_limit =
+        2 * in->cfg.max_message_bytes +
+        in->cfg.max_batch_events * (sizeof(Sentinel__V1__LlmEvent) + 2 * sizeof(pb_header)) +
+        in->cfg.max_batch_alerts * (sizeof(Sentinel__V1__LocalAlert) + 2 * sizeof(pb_header)) +
+        SN_INGEST_PB_SLACK;
+    int rc = sn_seqtab_create(cfg->max_sidecars, cfg->sidecar_idle_ns, &in->seq);
+    if (rc != 0) {
+        snprintf(err, errlen, "ingest: cannot create the sequence table: %s", strerror(-rc));
+        goto out_free_ingest;
+    }
+    pthread_mutex_init(&in->seq_mu, NULL);
+
+    sn_grpc_unary_config u;
+    sn_grpc_unary_config_init(&u);
+    u.name = "ingest grpc";
+    u.listen = cfg->listen;
+    u.methods = ingest_methods;
+    u.nmethods = 1;
+    u.max_message_bytes = in->cfg.max_message_bytes;
+    u.max_calls = cfg->max_calls;
+    u.busy_retry_ms = in->cfg.retry_after_ms;
+    u.accept_zstd = false; /* zstd travels inside the IngestRequest envelope */
+    u.handler = ingest_handler;
+    u.handler_ud = in;
+    rc = sn_grpc_unary_create(&u, &in->server, err, errlen);
+    if (rc != 0)
+        goto out_destroy_seq;
+    *out = in;
+    return 0;
+
+out_destroy_seq:
+    pthread_mutex_destroy(&in->seq_mu);
+    sn_seqtab_destroy(in->seq);
+out_free_ingest:
+    free(in);
+    return rc;
+}
+
+int sn_ingest_port(const sn_ingest *in)
+{
+    return sn_grpc_unary_port(in->server);
+}
+
+int sn_ingest_start(sn_ingest *in)
+{
+    return sn_grpc_unary_start(in->server);
+}
+
+void sn_ingest_shutdown(sn_ingest *in, uint32_t grace_ms)
+{
+    sn_grpc_unary_shutdown(in->server, grace_ms);
+}
+
+void sn_ingest_stats_get(sn_ingest *in, sn_ingest_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    out->batches = atomic_load(&in->st_batches);
+    out->events = atomic_load(&in->st_events);
+    out->alerts = atomic_load(&in->st_alerts);
+    out->duplicates = atomic_load(&in->st_duplicates);
+    for (int i = 0; i < SN_INGEST_REFUSED_COUNT; i++)
+        out->refused[i] = atomic_load(&in->st_refused[i]);
+    out->bytes_in = atomic_load(&in->st_bytes_in);
+    out->bytes_out = atomic_load(&in->st_bytes_out);
+    sn_seqtab_stats ss;
+    pthread_mutex_lock(&in->seq_mu);
+    sn_seqtab_stats_get(in->seq, &ss);
+    pthread_mutex_unlock(&in->seq_mu);
+    out->sidecars = ss.entries;
+    out->sidecars_expired = ss.expired;
+    out->sidecars_evicted = ss.evicted;
+    sn_grpc_unary_stats us;
+    sn_grpc_unary_stats_get(in->server, &us);
+    out->transport_refused = us.refused_busy + us.refused_too_large + us.refused_bad_encoding;
+}
+
+int sn_ingest_sequences_export(sn_ingest *in, sn_seqtab_visit cb, void *ud)
+{
+    pthread_mutex_lock(&in->seq_mu);
+    int rc = sn_seqtab_export(in->seq, cb, ud);
+    pthread_mutex_unlock(&in->seq_mu);
+    return rc;
+}
+
+int sn_ingest_sequences_import(sn_ingest *in, const char *sidecar_id, uint64_t seq,
+                               int64_t last_seen_ns)
+{
+    pthread_mutex_lock(&in->seq_mu);
+    int rc = sn_seqtab_import(in->seq, sidecar_id, seq, last_seen_ns);
+    pthread_mutex_unlock(&in->seq_mu);
+    return rc;
+}
+
+void sn_ingest_destroy(sn_ingest *in)
+{
+    if (in == NULL)
+        return;
+    sn_grpc_unary_destroy(in->server);
+    ZSTD_freeDCtx(in->dctx);
+    free(in->events);
+    free(in->alerts);
+    pthread_mutex_destroy(&in->seq_mu);
+    sn_seqtab_destroy(in->seq);
+    free(in);
+}

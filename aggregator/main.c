@@ -1,0 +1,518 @@
+/*
+ * main.c -- sentinel-aggregator: the central service. This first version receives sidecar
+ * batches (aggregator/ingest.h) and applies them on its libuv loop; detection, alerting, the
+ * REST API and the state store grow around the same loop.
+ *
+ * Threads: the loop thread owns all state (counters, the event log). The ingest service's
+ * handler thread hands each batch over through a locked queue plus uv_async_send, then waits on
+ * a condition variable until the loop has applied it. A batch still queued when
+ * ingest.apply_timeout passes is taken back and answered RETRY_AFTER (never applied); one the
+ * loop has started is always waited for, so an acknowledgement is only ever sent for a batch
+ * that was applied.
+ *
+ * Shutdown (SIGTERM, SIGINT): the ingest service stops accepting calls and finishes those in
+ * flight (a thread-pool job, since they need the loop to apply their batches), then the loop
+ * closes its handles, the event log is flushed and closed, and the program exits 0.
+ */
+#include "cli.h"
+#include "ingest.h"
+#include "log.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+#define SN_APPLY_QUEUE_MAX 64 /* batches waiting for the loop (one handler thread: at most 1) */
+
+typedef struct agg_settings {
+    sn_config_address ingest_endpoint;
+    int64_t max_message_bytes;
+    int64_t max_calls;
+    int64_t max_batch_events;
+    int64_t max_batch_alerts;
+    int64_t max_sidecars;
+    int64_t sidecar_idle_ns;
+    int64_t apply_timeout_ns;
+    int64_t retry_after_ns;
+    int64_t shutdown_grace_ns;
+    char event_log[1024];
+    sn_cli_log_settings log;
+} agg_settings;
+
+static const sn_config_desc descriptors[] = {
+    {SN__CFG("ingest.endpoint", SN_CONFIG_ADDRESS, agg_settings, ingest_endpoint, "0.0.0.0:9090",
+             "sidecar ingest listen address (gRPC sentinel.v1.Aggregator); port 0 picks one"),
+     .env = "SENTINEL_INGEST_ENDPOINT", .flags = SN_CONFIG_ANY_PORT},
+    SN_CFG_SIZE("ingest.max_message_bytes", agg_settings, max_message_bytes, "16MiB", 1024,
+                INT64_C(1) << 30, "largest ingest request, on the wire and after decompression"),
+    SN_CFG_INT("ingest.max_calls", agg_settings, max_calls, "64", 1, 65536,
+               "ingest calls admitted at once; more are refused with UNAVAILABLE + RetryInfo"),
+    SN_CFG_INT("ingest.max_batch_events", agg_settings, max_batch_events, "16384", 1, 1 << 24,
+               "most events in one batch"),
+    SN_CFG_INT("ingest.max_batch_alerts", agg_settings, max_batch_alerts, "4096", 1, 1 << 24,
+               "most local alerts in one batch"),
+    SN_CFG_INT("ingest.max_sidecars", agg_settings, max_sidecars, "16384", 1, 1 << 24,
+               "sidecar ids remembered for de-duplication (least recently seen evicted)"),
+    SN_CFG_DURATION("ingest.sidecar_idle", agg_settings, sidecar_idle_ns, "7d", SN_NS_PER_SEC,
+                    INT64_C(365) * 24 * 3600 * SN_NS_PER_SEC,
+                    "a sidecar id not seen this long is forgotten by de-duplication"),
+    SN_CFG_DURATION("ingest.apply_timeout", agg_settings, apply_timeout_ns, "5s", SN_NS_PER_MS,
+                    600 * SN_NS_PER_SEC,
+                    "how long a batch may wait for the loop before it is answered RETRY_AFTER"),
+    SN_CFG_DURATION("ingest.retry_after", agg_settings, retry_after_ns, "1s", SN_NS_PER_MS,
+                    3600 * SN_NS_PER_SEC,
+                    "delay asked of sidecars in RETRY_AFTER and busy answers"),
+    SN_CFG_DURATION("ingest.shutdown_grace", agg_settings, shutdown_grace_ns, "10s", 0,
+                    600 * SN_NS_PER_SEC,
+                    "on SIGTERM, how long calls in flight may take before they are cancelled"),
+    SN_CFG_STRING("debug.event_log", agg_settings, event_log, "",
+                  "debugging aid: append every applied event and alert as a JSON line to this "
+                  "file (empty: off)"),
+    SN_CLI_LOG_DESCRIPTORS(agg_settings, log),
+};
+
+/* A batch waiting for the loop; lives on the handler thread's stack. */
+typedef enum apply_state { APPLY_QUEUED = 0, APPLY_TAKEN, APPLY_DONE } apply_state;
+
+typedef struct pending_apply {
+    const sn_ingest_batch *batch;
+    apply_state state;
+    int rc;
+    struct pending_apply *next;
+} pending_apply;
+
+typedef struct aggregator {
+    const agg_settings *set;
+    uv_loop_t loop;
+    uv_async_t wake;
+    uv_signal_t sigterm;
+    uv_signal_t sigint;
+    uv_work_t stop_work;
+    bool stopping;
+    sn_ingest *ingest;
+
+    /* the hand-off from the ingest handler thread: guarded by mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pending_apply *q_head;
+    pending_apply *q_tail;
+    size_t q_len;
+
+    /* loop thread only */
+    FILE *event_log;
+    uint64_t batches;
+    uint64_t events;
+    uint64_t alerts;
+} aggregator;
+
+/* ---- the event log (debug.event_log) ------------------------------------------------------ */
+
+/* A JSON string, or a marker when the bytes are not valid UTF-8 (jansson refuses those). */
+static json_t *jstr(const char *s)
+{
+    json_t *j = json_string(s);
+    return j != NULL ? j : json_string("<invalid utf-8>");
+}
+
+/* A JSON number, or null when unknown (NAN / infinite). */
+static json_t *jreal(double v)
+{
+    return isfinite(v) ? json_real(v) : json_null();
+}
+
+/* A count, or null when unknown (negative). */
+static json_t *jcount(int64_t v)
+{
+    return v >= 0 ? json_integer(v) : json_null();
+}
+
+/* Lower-case hex of n bytes, or "" when they are all zero (unknown id). */
+static json_t *jhex(const uint8_t *p, size_t n)
+{
+    char buf[2 * 16 + 1];
+    bool any = false;
+    for (size_t i = 0; i < n && i < 16; i++) {
+        static const char hex[] = "0123456789abcdef";
+        buf[2 * i] = hex[p[i] >> 4];
+        buf[2 * i + 1] = hex[p[i] & 15];
+        any = any || p[i] != 0;
+    }
+    buf[any ? 2 * n : 0] = '\0';
+    return json_string(buf);
+}
+
+static const char *const cost_source_names[] = {"unknown", "span", "price_table"};
+
+/* One event as a JSON object with every fact (new reference; NULL when out of memory). */
+static json_t *event_json(const sn_ingest_batch *b, size_t i)
+{
+    const sn_event *e = &b->events[i];
+    json_t *o = json_object();
+    if (o == NULL)
+        return NULL;
+    json_object_set_new(o, "type", json_string("event"));
+    json_object_set_new(o, "sidecar_id", jstr(b->sidecar_id));
+    json_object_set_new(o, "sequence", json_integer((json_int_t)b->sequence));
+    json_object_set_new(o, "index", json_integer((json_int_t)i));
+    json_object_set_new(o, "start_unix_nano", json_integer(e->start_unix_nano));
+    json_object_set_new(o, "end_unix_nano", json_integer(e->end_unix_nano));
+    json_object_set_new(o, "service", jstr(e->service));
+    json_object_set_new(o, "model", jstr(e->model));
+    json_object_set_new(o, "provider", jstr(e->provider));
+    json_object_set_new(o, "operation", jstr(e->operation));
+    json_object_set_new(o, "region", jstr(e->region));
+    json_object_set_new(o, "service_version", jstr(e->service_version));
+    json_object_set_new(o, "pod", jstr(e->pod));
+    json_object_set_new(o, "user", jstr(e->user));
+    json_object_set_new(o, "error_type", jstr(e->error_type));
+    json_object_set_new(o, "finish_reason", jstr(e->finish_reason));
+    json_object_set_new(o, "trace_id", jhex(e->trace_id, sizeof e->trace_id));
+    json_object_set_new(o, "span_id", jhex(e->span_id, sizeof e->span_id));
+    json_object_set_new(o, "latency_ms", jreal(e->latency_ms));
+    json_object_set_new(o, "ttft_ms", jreal(e->ttft_ms));
+    json_object_set_new(o, "input_tokens", jcount(e->input_tokens));
+    json_object_set_new(o, "output_tokens", jcount(e->output_tokens));
+    json_object_set_new(o, "total_tokens", jcount(e->total_tokens));
+    json_object_set_new(o, "cache_read_tokens", jcount(e->cache_read_tokens));
+    json_object_set_new(o, "cache_write_tokens", jcount(e->cache_write_tokens));
+    json_object_set_new(o, "reasoning_tokens", jcount(e->reasoning_tokens));
+    json_object_set_new(o, "cost_usd", jreal(e->cost_usd));
+    json_object_set_new(o, "cost_source",
+                        json_string(e->cost_source <= SN_COST_PRICE_TABLE
+                                        ? cost_source_names[e->cost_source]
+                                        : "unknown"));
+    json_object_set_new(o, "is_error", json_boolean(e->is_error));
+    json_object_set_new(o, "conventions", json_integer(e->conventions));
+    return o;
+}
+
+/* One local alert as a JSON object (new reference; NULL when out of memory). */
+static json_t *alert_json(const sn_ingest_batch *b, size_t i)
+{
+    const sn_local_alert *a = &b->alerts[i];
+    json_t *o = json_object();
+    if (o == NULL)
+        return NULL;
+    json_object_set_new(o, "type", json_string("alert"));
+    json_object_set_new(o, "sidecar_id", jstr(b->sidecar_id));
+    json_object_set_new(o, "sequence", json_integer((json_int_t)b->sequence));
+    json_object_set_new(o, "index", json_integer((json_int_t)i));
+    json_object_set_new(o, "alert_id", jstr(a->alert_id));
+    json_object_set_new(o, "time_unix_nano", json_integer(a->time_unix_nano));
+    json_object_set_new(o, "service", jstr(a->service));
+    json_object_set_new(o, "model", jstr(a->model));
+    json_object_set_new(o, "region", jstr(a->region));
+    json_object_set_new(o, "metric", json_string(sn_metric_name(a->metric)));
+    json_object_set_new(o, "anomaly_type", json_string(sn_anomaly_type_name(a->anomaly_type)));
+    json_object_set_new(o, "detection_method", json_string(sn_detector_name(a->detector)));
+    json_object_set_new(o, "severity", json_string(sn_severity_name(a->severity)));
+    json_object_set_new(o, "value", jreal(a->value));
+    json_object_set_new(o, "baseline", jreal(a->baseline));
+    json_object_set_new(o, "threshold", jreal(a->threshold));
+    json_object_set_new(o, "deviation", jreal(a->deviation));
+    json_object_set_new(o, "confidence", jreal(a->confidence));
+    json_object_set_new(o, "trace_id", jhex(a->trace_id, sizeof a->trace_id));
+    return o;
+}
+
+/* Writes one object as a line and releases it. Returns 0 or -EIO / -ENOMEM. */
+static int write_line(FILE *f, json_t *o)
+{
+    if (o == NULL)
+        return -ENOMEM;
+    int rc = json_dumpf(o, f, JSON_COMPACT) == 0 && fputc('\n', f) != EOF ? 0 : -EIO;
+    json_decref(o);
+    return rc;
+}
+
+/* Appends a batch line, then one line per event and per alert, and flushes. */
+static int log_batch(FILE *f, const sn_ingest_batch *b)
+{
+    json_t *o = json_object();
+    if (o != NULL) {
+        json_object_set_new(o, "type", json_string("batch"));
+        json_object_set_new(o, "sidecar_id", jstr(b->sidecar_id));
+        json_object_set_new(o, "sequence", json_integer((json_int_t)b->sequence));
+        json_object_set_new(o, "created_unix_nano", json_integer(b->created_unix_nano));
+        json_object_set_new(o, "dropped_events", json_integer((json_int_t)b->dropped_events));
+        json_object_set_new(o, "events", json_integer((json_int_t)b->nevents));
+        json_object_set_new(o, "alerts", json_integer((json_int_t)b->nalerts));
+    }
+    int rc = write_line(f, o);
+    for (size_t i = 0; rc == 0 && i < b->nevents; i++)
+        rc = write_line(f, event_json(b, i));
+    for (size_t i = 0; rc == 0 && i < b->nalerts; i++)
+        rc = write_line(f, alert_json(b, i));
+    if (rc == 0 && fflush(f) != 0)
+        rc = -EIO;
+    return rc;
+}
+
+/* ---- applying batches on the loop ------------------------------------------------------------ */
+
+/* Loop thread: applies one batch. For now "applied" means counted and, with debug.event_log,
+ * written to the log. Returns 0 or a negative errno (answered INTERNAL). */
+static int apply_on_loop(aggregator *a, const sn_ingest_batch *b)
+{
+    if (a->event_log != NULL) {
+        int rc = log_batch(a->event_log, b);
+        if (rc != 0) {
+            sn_log_error("cannot write the event log", SN_LOG_STR("path", a->set->event_log),
+                         SN_LOG_ERRNO(rc));
+            return rc;
+        }
+    }
+    a->batches++;
+    a->events += b->nevents;
+    a->alerts += b->nalerts;
+    return 0;
+}
+
+/* Loop thread: takes every queued batch (libuv coalesces wake-ups) and applies each. */
+static void on_wake(uv_async_t *h)
+{
+    aggregator *a = h->data;
+    pthread_mutex_lock(&a->mu);
+    pending_apply *p = a->q_head;
+    a->q_head = a->q_tail = NULL;
+    a->q_len = 0;
+    for (pending_apply *x = p; x != NULL; x = x->next)
+        x->state = APPLY_TAKEN;
+    pthread_mutex_unlock(&a->mu);
+
+    while (p != NULL) {
+        pending_apply *next = p->next; /* p is gone once marked done */
+        int rc = apply_on_loop(a, p->batch);
+        pthread_mutex_lock(&a->mu);
+        p->rc = rc;
+        p->state = APPLY_DONE;
+        pthread_cond_broadcast(&a->cv);
+        pthread_mutex_unlock(&a->mu);
+        p = next;
+    }
+}
+
+/* Ingest handler thread: hands the batch to the loop and waits until it was applied, or until
+ * ingest.apply_timeout passed while it was still queued (then it is taken back: -EAGAIN). */
+static int apply_from_ingest(const sn_ingest_batch *b, void *ud)
+{
+    aggregator *a = ud;
+    pending_apply p = {.batch = b, .state = APPLY_QUEUED, .rc = 0, .next = NULL};
+
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    int64_t ns = until.tv_nsec + a->set->apply_timeout_ns % SN_NS_PER_SEC;
+    until.tv_sec += (time_t)(a->set->apply_timeout_ns / SN_NS_PER_SEC + ns / SN_NS_PER_SEC);
+    until.tv_nsec = (long)(ns % SN_NS_PER_SEC);
+
+    pthread_mutex_lock(&a->mu);
+    if (a->q_len >= SN_APPLY_QUEUE_MAX) {
+        pthread_mutex_unlock(&a->mu);
+        return -EAGAIN;
+    }
+    if (a->q_tail != NULL)
+        a->q_tail->next = &p;
+    else
+        a->q_head = &p;
+    a->q_tail = &p;
+    a->q_len++;
+    pthread_mutex_unlock(&a->mu);
+    uv_async_send(&a->wake);
+
+    pthread_mutex_lock(&a->mu);
+    while (p.state != APPLY_DONE) {
+        if (p.state == APPLY_TAKEN) {
+            pthread_cond_wait(&a->cv, &a->mu); /* being applied: always wait for the outcome */
+            continue;
+        }
+        if (pthread_cond_timedwait(&a->cv, &a->mu, &until) == ETIMEDOUT &&
+            p.state == APPLY_QUEUED) {
+            /* Take it back: the loop has not seen it and never will. */
+            pending_apply **link = &a->q_head, *prev = NULL;
+            while (*link != &p) {
+                prev = *link;
+                link = &(*link)->next;
+            }
+            *link = p.next;
+            if (a->q_tail == &p)
+                a->q_tail = prev;
+            a->q_len--;
+            pthread_mutex_unlock(&a->mu);
+            sn_log_warn("batch not applied in time; answered RETRY_AFTER",
+                        SN_LOG_STR("sidecar_id", b->sidecar_id),
+                        SN_LOG_UINT("sequence", b->sequence));
+            return -EAGAIN;
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
+    return p.rc;
+}
+
+/* ---- shutdown
+ * ------------------------------------------------------------------------------------ */
+
+/* Thread pool: stops the ingest service; its calls in flight still need the loop. */
+static void stop_ingest(uv_work_t *w)
+{
+    aggregator *a = w->data;
+    sn_ingest_shutdown(a->ingest, (uint32_t)(a->set->shutdown_grace_ns / SN_NS_PER_MS));
+}
+
+/* Loop thread: ingest has stopped; apply what is left and let the loop end. */
+static void stopped_ingest(uv_work_t *w, int status)
+{
+    (void)status;
+    aggregator *a = w->data;
+    on_wake(&a->wake);
+    uv_close((uv_handle_t *)&a->wake, NULL);
+    uv_close((uv_handle_t *)&a->sigterm, NULL);
+    uv_close((uv_handle_t *)&a->sigint, NULL);
+}
+
+/* Loop thread: SIGTERM or SIGINT starts the graceful shutdown once. */
+static void on_signal(uv_signal_t *h, int signum)
+{
+    aggregator *a = h->data;
+    if (a->stopping)
+        return;
+    a->stopping = true;
+    sn_log_info("shutting down", SN_LOG_STR("signal", signum == SIGTERM ? "SIGTERM" : "SIGINT"));
+    uv_signal_stop(&a->sigterm);
+    uv_signal_stop(&a->sigint);
+    a->stop_work.data = a;
+    int rc = uv_queue_work(&a->loop, &a->stop_work, stop_ingest, stopped_ingest);
+    if (rc != 0) { /* no thread pool: stop inline (calls in flight are then cancelled) */
+        sn_ingest_shutdown(a->ingest, 0);
+        stopped_ingest(&a->stop_work, rc);
+    }
+}
+
+/* ---- main
+ * ------------------------------------------------------------------------------------------ */
+
+/* Opens the event log for appending. Returns 0, or 2 after logging a config error. */
+static int open_event_log(aggregator *a)
+{
+    if (a->set->event_log[0] == '\0')
+        return 0;
+    a->event_log = fopen(a->set->event_log, "a");
+    if (a->event_log == NULL) {
+        int e = errno;
+        sn_log_error("config: debug.event_log: cannot open the file",
+                     SN_LOG_STR("path", a->set->event_log), SN_LOG_ERRNO(e));
+        return 2;
+    }
+    return 0;
+}
+
+/* Creates and starts the ingest service. Returns 0, or 1 after logging why. */
+static int start_ingest(aggregator *a)
+{
+    const agg_settings *s = a->set;
+    char addr[SN_CONFIG_HOST_MAX + 16], err[256];
+    sn_config_format_address(&s->ingest_endpoint, addr, sizeof addr);
+    sn_ingest_config cfg;
+    sn_ingest_config_init(&cfg);
+    cfg.listen = addr;
+    cfg.max_message_bytes = (size_t)s->max_message_bytes;
+    cfg.max_calls = (unsigned)s->max_calls;
+    cfg.max_batch_events = (size_t)s->max_batch_events;
+    cfg.max_batch_alerts = (size_t)s->max_batch_alerts;
+    cfg.max_sidecars = (size_t)s->max_sidecars;
+    cfg.sidecar_idle_ns = s->sidecar_idle_ns;
+    cfg.retry_after_ms = (uint32_t)(s->retry_after_ns / SN_NS_PER_MS);
+    cfg.apply = apply_from_ingest;
+    cfg.apply_ud = a;
+    int rc = sn_ingest_create(&cfg, &a->ingest, err, sizeof err);
+    if (rc == 0)
+        rc = sn_ingest_start(a->ingest);
+    if (rc != 0) {
+        sn_log_error("cannot start the ingest service",
+                     SN_LOG_STR("reason", err[0] != '\0' ? err : strerror(-rc)),
+                     SN_LOG_STR("endpoint", addr));
+        return 1;
+    }
+    sn_log_info("ingest listening", SN_LOG_STR("host", s->ingest_endpoint.host),
+                SN_LOG_INT("port", sn_ingest_port(a->ingest)));
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const sn_program_info info = {
+        .name = "sentinel-aggregator",
+        .version = SENTINEL_VERSION,
+        .component = "aggregator",
+        .summary = "central LLM-Sentinel service: receives sidecar batches (sentinel.v1 Ingest)",
+    };
+    static agg_settings s;
+    static aggregator a;
+    sn_cli_result res;
+    int outcome = sn_cli_load(argc, argv, &info, descriptors,
+                              sizeof descriptors / sizeof descriptors[0], &s, &res);
+    if (outcome != SN_CLI_RUN)
+        return sn_cli_exit_status(outcome);
+
+    int rc = 1;
+    a.set = &s;
+    pthread_mutex_init(&a.mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&a.cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (uv_loop_init(&a.loop) != 0) {
+        sn_log_error("cannot create the event loop");
+        goto out_destroy_sync;
+    }
+    a.wake.data = a.sigterm.data = a.sigint.data = &a;
+    uv_async_init(&a.loop, &a.wake, on_wake);
+    uv_signal_init(&a.loop, &a.sigterm);
+    uv_signal_init(&a.loop, &a.sigint);
+    uv_signal_start(&a.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&a.sigint, on_signal, SIGINT);
+
+    rc = open_event_log(&a);
+    if (rc == 0)
+        rc = start_ingest(&a);
+    if (rc != 0) {
+        uv_close((uv_handle_t *)&a.wake, NULL);
+        uv_close((uv_handle_t *)&a.sigterm, NULL);
+        uv_close((uv_handle_t *)&a.sigint, NULL);
+        uv_run(&a.loop, UV_RUN_DEFAULT);
+        goto out_close_loop;
+    }
+
+    uv_run(&a.loop, UV_RUN_DEFAULT);
+
+    sn_ingest_stats st;
+    sn_ingest_stats_get(a.ingest, &st);
+    sn_log_info("stopped", SN_LOG_UINT("batches", a.batches), SN_LOG_UINT("events", a.events),
+                SN_LOG_UINT("alerts", a.alerts), SN_LOG_UINT("duplicates", st.duplicates),
+                SN_LOG_UINT("refused_malformed", st.refused[SN_INGEST_REFUSED_MALFORMED]),
+                SN_LOG_UINT("refused_invalid", st.refused[SN_INGEST_REFUSED_INVALID]),
+                SN_LOG_UINT("refused_too_large", st.refused[SN_INGEST_REFUSED_TOO_LARGE]),
+                SN_LOG_UINT("refused_decompress", st.refused[SN_INGEST_REFUSED_DECOMPRESS]),
+                SN_LOG_UINT("retry_after", st.refused[SN_INGEST_REFUSED_RETRY]),
+                SN_LOG_UINT("refused_internal", st.refused[SN_INGEST_REFUSED_INTERNAL]));
+    rc = 0;
+
+out_close_loop:
+    sn_ingest_destroy(a.ingest);
+    if (a.event_log != NULL && fclose(a.event_log) != 0 && rc == 0) {
+        sn_log_error("cannot close the event log", SN_LOG_ERRNO(errno));
+        rc = 1;
+    }
+    uv_loop_close(&a.loop);
+out_destroy_sync:
+    pthread_cond_destroy(&a.cv);
+    pthread_mutex_destroy(&a.mu);
+    sn_cli_result_cleanup(&res);
+    return rc;
+}
