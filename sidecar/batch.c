@@ -1,0 +1,573 @@
+/*
+ * batch.c -- sentinel.v1 Batch / IngestRequest encoding on nanopb, and journal records (see
+ * batch.h and docs/sidecar.md, "Shipping to the aggregator").
+ *
+ * The repeated fields and the sidecar id are nanopb encode callbacks over the caller's arrays:
+ * each event or alert is converted into a fixed-size generated struct on the stack and written
+ * as a submessage, so no tree of messages is ever built. Encoding a batch runs the callbacks
+ * twice (pb_get_encoded_size, then the real pass) into a buffer of exactly the right size.
+ */
+#include "batch.h"
+
+#include "sentinel/v1/sentinel.pb.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pb_decode.h>
+#include <pb_encode.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+/* Same nanopb build settings as Debian's libprotobuf-nanopb.a (see proto/CMakeLists.txt). */
+#if defined(PB_FIELD_32BIT) || defined(PB_NO_ERRMSG) || defined(PB_BUFFER_ONLY)
+#error "libprotobuf-nanopb.a is built without PB_FIELD_32BIT, PB_NO_ERRMSG and PB_BUFFER_ONLY"
+#endif
+
+/* The generated strings must hold event.h's and alert.h's strings whole. */
+_Static_assert(sizeof(((sentinel_v1_LlmEvent *)0)->service) == SN_NAME_MAX, "service size");
+_Static_assert(sizeof(((sentinel_v1_LlmEvent *)0)->provider) == SN_SHORT_MAX, "provider size");
+_Static_assert(sizeof(((sentinel_v1_LocalAlert *)0)->alert_id) == SN_ALERT_ID_LEN + 1, "id size");
+_Static_assert(sizeof(((sentinel_v1_LocalAlert *)0)->region) == SN_SHORT_MAX, "region size");
+/* One event in a record: tag (1 byte) + length (2 bytes, < 16384) + the message. */
+_Static_assert(sentinel_v1_LlmEvent_size < 16384, "event length takes two varint bytes");
+#define SN_RECORD_PER_EVENT (sentinel_v1_LlmEvent_size + 3u)
+
+struct sn_batch_encoder {
+    sn_batch_config cfg;
+    ZSTD_CCtx *zctx; /* NULL when zstd_level is 0 */
+    uint8_t *batch_buf;
+    size_t batch_cap;
+    uint8_t *z_buf;
+    size_t z_cap;
+    uint8_t *req_buf;
+    size_t req_cap;
+};
+
+/* What the events and alerts callbacks iterate. */
+typedef struct sn_items {
+    const sn_event *events;
+    size_t n_events;
+    const sn_local_alert *alerts;
+    size_t n_alerts;
+} sn_items;
+
+/* What the event decode callback fills. */
+typedef struct sn_record_sink {
+    sn_event *events;
+    size_t cap;
+    size_t n;
+    bool overflow;
+    const char *why; /* a static reason when a decoded event is invalid */
+} sn_record_sink;
+
+typedef struct sn_bytes {
+    const uint8_t *data;
+    size_t len;
+} sn_bytes;
+
+static void set_err(char *err, size_t errlen, const char *msg)
+{
+    if (err != NULL && errlen > 0)
+        snprintf(err, errlen, "%s", msg);
+}
+
+/* Copies a NUL-terminated field of at most dstsize-1 bytes (src need not be terminated). */
+static void copy_str(char *dst, size_t dstsize, const char *src, size_t srcsize)
+{
+    size_t n = strnlen(src, srcsize < dstsize ? srcsize : dstsize - 1);
+    if (n > dstsize - 1)
+        n = dstsize - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != 0)
+            return false;
+    return true;
+}
+
+/* ---- sn_event <-> LlmEvent ---------------------------------------------------------------- */
+
+#define SET_COUNT(m, ev, name)                                                                     \
+    do {                                                                                           \
+        if ((ev)->name >= 0) {                                                                     \
+            (m)->which__##name = sentinel_v1_LlmEvent_##name##_tag;                                \
+            (m)->_##name.name = (ev)->name;                                                        \
+        }                                                                                          \
+    } while (0)
+#define SET_REAL(m, ev, name)                                                                      \
+    do {                                                                                           \
+        if (isfinite((ev)->name)) {                                                                \
+            (m)->which__##name = sentinel_v1_LlmEvent_##name##_tag;                                \
+            (m)->_##name.name = (ev)->name;                                                        \
+        }                                                                                          \
+    } while (0)
+#define STR_FIELD(m, ev, name) copy_str((m)->name, sizeof(m)->name, (ev)->name, sizeof(ev)->name)
+
+static void event_to_pb(sentinel_v1_LlmEvent *m, const sn_event *ev)
+{
+    memset(m, 0, sizeof *m);
+    STR_FIELD(m, ev, service);
+    STR_FIELD(m, ev, model);
+    STR_FIELD(m, ev, provider);
+    STR_FIELD(m, ev, operation);
+    STR_FIELD(m, ev, region);
+    STR_FIELD(m, ev, service_version);
+    STR_FIELD(m, ev, pod);
+    STR_FIELD(m, ev, user);
+    STR_FIELD(m, ev, error_type);
+    STR_FIELD(m, ev, finish_reason);
+    if (!all_zero(ev->trace_id, sizeof ev->trace_id)) {
+        m->trace_id.size = sizeof ev->trace_id;
+        memcpy(m->trace_id.bytes, ev->trace_id, sizeof ev->trace_id);
+    }
+    if (!all_zero(ev->span_id, sizeof ev->span_id)) {
+        m->span_id.size = sizeof ev->span_id;
+        memcpy(m->span_id.bytes, ev->span_id, sizeof ev->span_id);
+    }
+    m->start_unix_nano = ev->start_unix_nano;
+    m->end_unix_nano = ev->end_unix_nano;
+    SET_REAL(m, ev, latency_ms);
+    SET_REAL(m, ev, ttft_ms);
+    SET_COUNT(m, ev, input_tokens);
+    SET_COUNT(m, ev, output_tokens);
+    SET_COUNT(m, ev, total_tokens);
+    SET_COUNT(m, ev, cache_read_tokens);
+    SET_COUNT(m, ev, cache_write_tokens);
+    SET_COUNT(m, ev, reasoning_tokens);
+    /* cost_usd is set exactly when cost_source is known (sentinel.proto). */
+    if ((ev->cost_source == SN_COST_SPAN || ev->cost_source == SN_COST_PRICE_TABLE) &&
+        isfinite(ev->cost_usd)) {
+        m->which__cost_usd = sentinel_v1_LlmEvent_cost_usd_tag;
+        m->_cost_usd.cost_usd = ev->cost_usd;
+        m->cost_source = ev->cost_source == SN_COST_SPAN
+                             ? sentinel_v1_CostSource_COST_SOURCE_SPAN
+                             : sentinel_v1_CostSource_COST_SOURCE_PRICE_TABLE;
+    }
+    m->is_error = ev->is_error;
+    m->conventions = ev->conventions;
+}
+
+#define GET_COUNT(ev, m, name)                                                                     \
+    do {                                                                                           \
+        if ((m)->which__##name == sentinel_v1_LlmEvent_##name##_tag && (m)->_##name.name >= 0)     \
+            (ev)->name = (m)->_##name.name;                                                        \
+    } while (0)
+#define GET_REAL(ev, m, name)                                                                      \
+    do {                                                                                           \
+        if ((m)->which__##name == sentinel_v1_LlmEvent_##name##_tag)                               \
+            (ev)->name = (m)->_##name.name;                                                        \
+    } while (0)
+
+/* Fills ev from a decoded LlmEvent. Returns NULL, or a static reason the message is invalid. */
+static const char *event_from_pb(sn_event *ev, const sentinel_v1_LlmEvent *m)
+{
+    sn_event_init(ev);
+    if (m->trace_id.size != 0 && m->trace_id.size != sizeof ev->trace_id)
+        return "trace_id is not 16 bytes";
+    if (m->span_id.size != 0 && m->span_id.size != sizeof ev->span_id)
+        return "span_id is not 8 bytes";
+    /* nanopb NUL-terminates decoded strings within their max_size, which equals ours. */
+    STR_FIELD(ev, m, service);
+    STR_FIELD(ev, m, model);
+    STR_FIELD(ev, m, provider);
+    STR_FIELD(ev, m, operation);
+    STR_FIELD(ev, m, region);
+    STR_FIELD(ev, m, service_version);
+    STR_FIELD(ev, m, pod);
+    STR_FIELD(ev, m, user);
+    STR_FIELD(ev, m, error_type);
+    STR_FIELD(ev, m, finish_reason);
+    memcpy(ev->trace_id, m->trace_id.bytes, m->trace_id.size);
+    memcpy(ev->span_id, m->span_id.bytes, m->span_id.size);
+    ev->start_unix_nano = m->start_unix_nano;
+    ev->end_unix_nano = m->end_unix_nano;
+    GET_REAL(ev, m, latency_ms);
+    GET_REAL(ev, m, ttft_ms);
+    GET_COUNT(ev, m, input_tokens);
+    GET_COUNT(ev, m, output_tokens);
+    GET_COUNT(ev, m, total_tokens);
+    GET_COUNT(ev, m, cache_read_tokens);
+    GET_COUNT(ev, m, cache_write_tokens);
+    GET_COUNT(ev, m, reasoning_tokens);
+    if (m->which__cost_usd == sentinel_v1_LlmEvent_cost_usd_tag &&
+        (m->cost_source == sentinel_v1_CostSource_COST_SOURCE_SPAN ||
+         m->cost_source == sentinel_v1_CostSource_COST_SOURCE_PRICE_TABLE)) {
+        ev->cost_usd = m->_cost_usd.cost_usd;
+        ev->cost_source = m->cost_source == sentinel_v1_CostSource_COST_SOURCE_SPAN
+                              ? SN_COST_SPAN
+                              : SN_COST_PRICE_TABLE;
+    }
+    ev->is_error = m->is_error;
+    ev->conventions = m->conventions;
+    return NULL;
+}
+
+static sentinel_v1_Severity severity_to_pb(sn_severity s)
+{
+    switch (s) {
+    case SN_SEV_LOW:
+        return sentinel_v1_Severity_SEVERITY_LOW;
+    case SN_SEV_MEDIUM:
+        return sentinel_v1_Severity_SEVERITY_MEDIUM;
+    case SN_SEV_HIGH:
+        return sentinel_v1_Severity_SEVERITY_HIGH;
+    case SN_SEV_CRITICAL:
+        return sentinel_v1_Severity_SEVERITY_CRITICAL;
+    case SN_SEV_NONE:
+        break;
+    }
+    return sentinel_v1_Severity_SEVERITY_UNSPECIFIED;
+}
+
+static void alert_to_pb(sentinel_v1_LocalAlert *m, const sn_local_alert *a)
+{
+    memset(m, 0, sizeof *m);
+    const char *det = sn_detector_name(a->detector);
+    const char *met = sn_metric_name(a->metric);
+    const char *typ = sn_anomaly_type_name(a->anomaly_type);
+    copy_str(m->detector, sizeof m->detector, det, strlen(det));
+    copy_str(m->metric, sizeof m->metric, met, strlen(met));
+    copy_str(m->anomaly_type, sizeof m->anomaly_type, typ, strlen(typ));
+    m->severity = severity_to_pb(a->severity);
+    m->value = a->value;
+    m->baseline = a->baseline;
+    m->threshold = a->threshold;
+    m->deviation = a->deviation;
+    m->confidence = a->confidence;
+    if (!all_zero(a->trace_id, sizeof a->trace_id)) {
+        m->trace_id.size = sizeof a->trace_id;
+        memcpy(m->trace_id.bytes, a->trace_id, sizeof a->trace_id);
+    }
+    m->time_unix_nano = a->time_unix_nano;
+    copy_str(m->service, sizeof m->service, a->service, sizeof a->service);
+    copy_str(m->model, sizeof m->model, a->model, sizeof a->model);
+    copy_str(m->region, sizeof m->region, a->region, sizeof a->region);
+    copy_str(m->alert_id, sizeof m->alert_id, a->alert_id, sizeof a->alert_id);
+}
+
+/* ---- nanopb callbacks --------------------------------------------------------------------- */
+
+static bool encode_string_cb(pb_ostream_t *s, const pb_field_t *f, void *const *arg)
+{
+    const char *str = *arg;
+    return pb_encode_tag_for_field(s, f) &&
+           pb_encode_string(s, (const pb_byte_t *)str, strlen(str));
+}
+
+static bool encode_bytes_cb(pb_ostream_t *s, const pb_field_t *f, void *const *arg)
+{
+    const sn_bytes *b = *arg;
+    return pb_encode_tag_for_field(s, f) && pb_encode_string(s, b->data, b->len);
+}
+
+static bool encode_events_cb(pb_ostream_t *s, const pb_field_t *f, void *const *arg)
+{
+    const sn_items *it = *arg;
+    sentinel_v1_LlmEvent m;
+    for (size_t i = 0; i < it->n_events; i++) {
+        event_to_pb(&m, &it->events[i]);
+        if (!pb_encode_tag_for_field(s, f) ||
+            !pb_encode_submessage(s, sentinel_v1_LlmEvent_fields, &m))
+            return false;
+    }
+    return true;
+}
+
+static bool encode_alerts_cb(pb_ostream_t *s, const pb_field_t *f, void *const *arg)
+{
+    const sn_items *it = *arg;
+    sentinel_v1_LocalAlert m;
+    for (size_t i = 0; i < it->n_alerts; i++) {
+        alert_to_pb(&m, &it->alerts[i]);
+        if (!pb_encode_tag_for_field(s, f) ||
+            !pb_encode_submessage(s, sentinel_v1_LocalAlert_fields, &m))
+            return false;
+    }
+    return true;
+}
+
+/* Called once per events element: decodes one LlmEvent into the next slot. */
+static bool decode_event_cb(pb_istream_t *s, const pb_field_t *f, void **arg)
+{
+    (void)f;
+    sn_record_sink *sink = *arg;
+    if (sink->n >= sink->cap) {
+        sink->overflow = true;
+        PB_RETURN_ERROR(s, "too many events");
+    }
+    sentinel_v1_LlmEvent m = sentinel_v1_LlmEvent_init_zero;
+    if (!pb_decode(s, sentinel_v1_LlmEvent_fields, &m))
+        return false;
+    const char *why = event_from_pb(&sink->events[sink->n], &m);
+    if (why != NULL) {
+        sink->why = why;
+        PB_RETURN_ERROR(s, "invalid event");
+    }
+    sink->n++;
+    return true;
+}
+
+/* ---- encoder ------------------------------------------------------------------------------ */
+
+void sn_batch_config_init(sn_batch_config *cfg)
+{
+    cfg->zstd_level = SN_BATCH_ZSTD_LEVEL_DEFAULT;
+    cfg->max_events = SN_BATCH_MAX_EVENTS_DEFAULT;
+    cfg->max_alerts = SN_BATCH_MAX_ALERTS_DEFAULT;
+    cfg->max_message_bytes = SN_BATCH_MAX_MESSAGE_DEFAULT;
+}
+
+int sn_batch_encoder_create(const sn_batch_config *cfg, sn_batch_encoder **out, char *err,
+                            size_t errlen)
+{
+    if (cfg->zstd_level < 0 || cfg->zstd_level > ZSTD_maxCLevel()) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "batch: zstd_level must be 0 (none) to %d", ZSTD_maxCLevel());
+        return -EINVAL;
+    }
+    if (cfg->max_events < 1 || cfg->max_events > SN_BATCH_MAX_COUNT_LIMIT) {
+        set_err(err, errlen, "batch: max_events must be 1 to 1000000");
+        return -EINVAL;
+    }
+    if (cfg->max_alerts > SN_BATCH_MAX_COUNT_LIMIT) {
+        set_err(err, errlen, "batch: max_alerts must be 0 to 1000000");
+        return -EINVAL;
+    }
+    if (cfg->max_message_bytes < 1024 || cfg->max_message_bytes > SN_BATCH_MAX_MESSAGE_LIMIT) {
+        set_err(err, errlen, "batch: max_message_bytes must be 1 KiB to 256 MiB");
+        return -EINVAL;
+    }
+    sn_batch_encoder *enc = calloc(1, sizeof *enc);
+    if (enc == NULL)
+        goto out_nomem;
+    enc->cfg = *cfg;
+    if (cfg->zstd_level > 0) {
+        enc->zctx = ZSTD_createCCtx();
+        if (enc->zctx == NULL)
+            goto out_free_enc;
+    }
+    *out = enc;
+    return 0;
+
+out_free_enc:
+    free(enc);
+out_nomem:
+    set_err(err, errlen, "batch: out of memory");
+    return -ENOMEM;
+}
+
+void sn_batch_encoder_destroy(sn_batch_encoder *enc)
+{
+    if (enc == NULL)
+        return;
+    ZSTD_freeCCtx(enc->zctx);
+    free(enc->batch_buf);
+    free(enc->z_buf);
+    free(enc->req_buf);
+    free(enc);
+}
+
+/* Makes *buf hold at least need bytes (need is already bounded by the caller). Buffers only
+ * grow: a steady batch size reuses them. Returns false when out of memory (buffer untouched). */
+static bool reserve(uint8_t **buf, size_t *cap, size_t need)
+{
+    if (*cap >= need)
+        return true;
+    size_t want = *cap * 2 > need ? *cap * 2 : need;
+    uint8_t *p = realloc(*buf, want);
+    if (p == NULL && want > need)
+        p = realloc(*buf, want = need);
+    if (p == NULL)
+        return false;
+    *buf = p;
+    *cap = want;
+    return true;
+}
+
+static int check_batch(const sn_batch_encoder *enc, const sn_batch *b, char *err, size_t errlen)
+{
+    size_t idlen = b->sidecar_id != NULL ? strnlen(b->sidecar_id, SN_BATCH_ID_MAX) : 0;
+    if (idlen == 0 || idlen >= SN_BATCH_ID_MAX) {
+        set_err(err, errlen, "batch: sidecar_id must be 1 to 255 bytes");
+        return -EINVAL;
+    }
+    if (b->sequence == 0) {
+        set_err(err, errlen, "batch: sequence must be >= 1");
+        return -EINVAL;
+    }
+    if ((b->n_events > 0 && b->events == NULL) || (b->n_alerts > 0 && b->alerts == NULL)) {
+        set_err(err, errlen, "batch: NULL events or alerts with a count");
+        return -EINVAL;
+    }
+    if (b->n_events > enc->cfg.max_events) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "batch: %zu events, more than max_events %zu", b->n_events,
+                     enc->cfg.max_events);
+        return -EINVAL;
+    }
+    if (b->n_alerts > enc->cfg.max_alerts) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "batch: %zu alerts, more than max_alerts %zu", b->n_alerts,
+                     enc->cfg.max_alerts);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int sn_batch_encode(sn_batch_encoder *enc, const sn_batch *b, const uint8_t **out, size_t *out_len,
+                    size_t *batch_len, char *err, size_t errlen)
+{
+    int rc = check_batch(enc, b, err, errlen);
+    if (rc != 0)
+        return rc;
+    size_t max = enc->cfg.max_message_bytes;
+
+    sn_items items = {b->events, b->n_events, b->alerts, b->n_alerts};
+    sentinel_v1_Batch msg = sentinel_v1_Batch_init_zero;
+    msg.sidecar_id.funcs.encode = encode_string_cb;
+    msg.sidecar_id.arg = (void *)b->sidecar_id;
+    msg.sequence = b->sequence;
+    msg.events.funcs.encode = encode_events_cb;
+    msg.events.arg = &items;
+    msg.alerts.funcs.encode = encode_alerts_cb;
+    msg.alerts.arg = &items;
+    msg.created_unix_nano = b->created_unix_nano;
+    msg.dropped_events = b->dropped_events;
+
+    /* 1. The Batch, into a buffer of exactly its size. */
+    size_t blen = 0;
+    if (!pb_get_encoded_size(&blen, sentinel_v1_Batch_fields, &msg)) {
+        set_err(err, errlen, "batch: sizing the batch failed");
+        return -EIO;
+    }
+    if (blen > max) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "batch: %zu bytes, over max_message_bytes %zu", blen, max);
+        return -EMSGSIZE;
+    }
+    if (!reserve(&enc->batch_buf, &enc->batch_cap, blen > 0 ? blen : 1)) {
+        set_err(err, errlen, "batch: out of memory");
+        return -ENOMEM;
+    }
+    pb_ostream_t os = pb_ostream_from_buffer(enc->batch_buf, blen);
+    if (!pb_encode(&os, sentinel_v1_Batch_fields, &msg) || os.bytes_written != blen) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "batch: encoding failed: %s", PB_GET_ERROR(&os));
+        return -EIO;
+    }
+
+    /* 2. The payload: the Batch itself or one zstd frame of it (with its content size). */
+    sn_bytes payload = {enc->batch_buf, blen};
+    sentinel_v1_IngestRequest req = sentinel_v1_IngestRequest_init_zero;
+    req.compression = sentinel_v1_Compression_COMPRESSION_NONE;
+    req.uncompressed_size = blen;
+    if (enc->zctx != NULL) {
+        size_t bound = ZSTD_compressBound(blen);
+        if (!reserve(&enc->z_buf, &enc->z_cap, bound)) {
+            set_err(err, errlen, "batch: out of memory");
+            return -ENOMEM;
+        }
+        size_t zn = ZSTD_compressCCtx(enc->zctx, enc->z_buf, bound, enc->batch_buf, blen,
+                                      enc->cfg.zstd_level);
+        if (ZSTD_isError(zn)) {
+            if (err != NULL && errlen > 0)
+                snprintf(err, errlen, "batch: zstd: %s", ZSTD_getErrorName(zn));
+            return -EIO;
+        }
+        payload.data = enc->z_buf;
+        payload.len = zn;
+        req.compression = sentinel_v1_Compression_COMPRESSION_ZSTD;
+    }
+    req.payload.funcs.encode = encode_bytes_cb;
+    req.payload.arg = &payload;
+
+    /* 3. The envelope. */
+    size_t rlen = 0;
+    if (!pb_get_encoded_size(&rlen, sentinel_v1_IngestRequest_fields, &req)) {
+        set_err(err, errlen, "batch: sizing the request failed");
+        return -EIO;
+    }
+    if (rlen > max) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "batch: request of %zu bytes, over max_message_bytes %zu", rlen,
+                     max);
+        return -EMSGSIZE;
+    }
+    if (!reserve(&enc->req_buf, &enc->req_cap, rlen)) {
+        set_err(err, errlen, "batch: out of memory");
+        return -ENOMEM;
+    }
+    os = pb_ostream_from_buffer(enc->req_buf, rlen);
+    if (!pb_encode(&os, sentinel_v1_IngestRequest_fields, &req) || os.bytes_written != rlen) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "batch: encoding the request failed: %s", PB_GET_ERROR(&os));
+        return -EIO;
+    }
+    *out = enc->req_buf;
+    *out_len = rlen;
+    if (batch_len != NULL)
+        *batch_len = blen;
+    return 0;
+}
+
+/* ---- journal records ---------------------------------------------------------------------- */
+
+size_t sn_batch_event_record_bound(size_t n)
+{
+    if (n > SIZE_MAX / SN_RECORD_PER_EVENT)
+        return SIZE_MAX;
+    return n * SN_RECORD_PER_EVENT;
+}
+
+int sn_batch_encode_event_record(const sn_event *events, size_t n, uint8_t *buf, size_t cap,
+                                 size_t *len)
+{
+    if (n > 0 && events == NULL)
+        return -EINVAL;
+    sn_items items = {events, n, NULL, 0};
+    sentinel_v1_Batch msg = sentinel_v1_Batch_init_zero;
+    msg.events.funcs.encode = encode_events_cb;
+    msg.events.arg = &items;
+    pb_ostream_t os = pb_ostream_from_buffer(buf, cap);
+    if (pb_encode(&os, sentinel_v1_Batch_fields, &msg)) {
+        *len = os.bytes_written;
+        return 0;
+    }
+    size_t need = 0;
+    if (pb_get_encoded_size(&need, sentinel_v1_Batch_fields, &msg) && need > cap) {
+        *len = need;
+        return -ENOBUFS;
+    }
+    return -EIO;
+}
+
+int sn_batch_decode_event_record(const uint8_t *buf, size_t len, sn_event *events, size_t cap,
+                                 size_t *n, char *err, size_t errlen)
+{
+    sn_record_sink sink = {events, cap, 0, false, NULL};
+    sentinel_v1_Batch msg = sentinel_v1_Batch_init_zero;
+    msg.events.funcs.decode = decode_event_cb;
+    msg.events.arg = &sink;
+    /* sidecar_id and alerts have no decode callback: nanopb skips them. */
+    pb_istream_t is = pb_istream_from_buffer(buf, len);
+    if (!pb_decode(&is, sentinel_v1_Batch_fields, &msg)) {
+        if (sink.overflow) {
+            if (err != NULL && errlen > 0)
+                snprintf(err, errlen, "journal record: more than %zu events", cap);
+            return -ENOBUFS;
+        }
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "journal record: %s",
+                     sink.why != NULL ? sink.why : PB_GET_ERROR(&is));
+        return -EINVAL;
+    }
+    *n = sink.n;
+    return 0;
+}

@@ -1,0 +1,110 @@
+/*
+ * batch.h -- the sidecar's wire encoding: sealed batches (sentinel.v1.Batch wrapped in an
+ * IngestRequest, zstd-compressed) and the compact event records of the write-ahead journal.
+ *
+ *   sn_batch_encode               {sidecar_id, sequence, events, alerts, created, dropped}
+ *                                 -> Batch -> zstd (or none) -> IngestRequest bytes, ready for
+ *                                 the spool and sn_ship_send. Output lives in the encoder.
+ *   sn_batch_encode_event_record  events -> a Batch holding only events (no id, no sequence):
+ *   sn_batch_decode_event_record  the journal's record of one accepted request, and back.
+ *
+ * Mapping (proto/sentinel/v1/sentinel.proto): every sn_event and sn_local_alert field has a
+ * wire field of the same name. What the event does not know is absent on the wire, never 0:
+ * counts below 0 (SN_UNKNOWN_COUNT) and non-finite reals (NAN; an infinity is no measurement
+ * either) leave their oneof unset; cost_usd is sent exactly when cost_source is known and the
+ * cost finite (otherwise both are unknown). An all-zero trace or span id is sent empty. Alerts
+ * carry names, not numbers: detector ("z_score"), metric ("latency_ms"), anomaly_type
+ * ("latency_spike"); severity is the Severity enum (SN_SEV_NONE -> UNSPECIFIED). genai.c's
+ * bookkeeping (sn_event.fact_ranks) is not sent.
+ *
+ * Bounds: at most max_events events and max_alerts alerts per batch; the serialized Batch and
+ * the IngestRequest are each at most max_message_bytes (the aggregator's limit, 16 MiB by
+ * default, applies to the uncompressed Batch). Buffers are sized exactly with
+ * pb_get_encoded_size and ZSTD_compressBound, grow only up to those limits and are reused from
+ * one batch to the next, so a steady sidecar allocates nothing per batch.
+ *
+ * Not thread-safe: an encoder belongs to one thread (the loop). The record functions keep no
+ * state and may be called from any thread.
+ */
+#ifndef SN_SIDECAR_BATCH_H
+#define SN_SIDECAR_BATCH_H
+
+#include "alert.h"
+#include "event.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SN_BATCH_ZSTD_LEVEL_DEFAULT  3
+#define SN_BATCH_MAX_EVENTS_DEFAULT  10000u
+#define SN_BATCH_MAX_ALERTS_DEFAULT  1000u
+#define SN_BATCH_MAX_MESSAGE_DEFAULT ((size_t)16 << 20) /* 16 MiB */
+#define SN_BATCH_MAX_MESSAGE_LIMIT   ((size_t)256 << 20)
+#define SN_BATCH_MAX_COUNT_LIMIT     1000000u /* max_events, max_alerts */
+#define SN_BATCH_ID_MAX              256u     /* sidecar_id bytes, NUL included */
+
+typedef struct sn_batch_config {
+    int zstd_level;           /* 0: COMPRESSION_NONE; 1..ZSTD_maxCLevel(): zstd at that level */
+    size_t max_events;        /* events per batch, 1..SN_BATCH_MAX_COUNT_LIMIT */
+    size_t max_alerts;        /* alerts per batch, 0..SN_BATCH_MAX_COUNT_LIMIT */
+    size_t max_message_bytes; /* limit on the Batch and on the IngestRequest, 1 KiB..256 MiB */
+} sn_batch_config;
+
+/* One batch to seal. Everything is borrowed for the duration of sn_batch_encode. */
+typedef struct sn_batch {
+    const char *sidecar_id; /* "<pod or host>/<random hex>", 1..SN_BATCH_ID_MAX-1 bytes, UTF-8 */
+    uint64_t sequence;      /* >= 1 */
+    const sn_event *events; /* n_events of them (may be NULL when n_events is 0) */
+    size_t n_events;
+    const sn_local_alert *alerts;
+    size_t n_alerts;
+    int64_t created_unix_nano; /* when the batch was sealed */
+    uint64_t dropped_events;   /* events refused since the previous batch */
+} sn_batch;
+
+typedef struct sn_batch_encoder sn_batch_encoder;
+
+/* Fills cfg with the defaults: zstd level 3, 10000 events, 1000 alerts, 16 MiB. */
+void sn_batch_config_init(sn_batch_config *cfg);
+
+/* Creates an encoder (with its zstd context) for cfg, which is copied. Returns 0 and sets *out,
+ * -EINVAL with a one-line reason naming the field in err for a bad config, -ENOMEM. Free with
+ * sn_batch_encoder_destroy. */
+int sn_batch_encoder_create(const sn_batch_config *cfg, sn_batch_encoder **out, char *err,
+                            size_t errlen);
+
+/* Frees the encoder and its buffers (any output it returned becomes invalid). NULL is a no-op. */
+void sn_batch_encoder_destroy(sn_batch_encoder *enc);
+
+/* Encodes b as an IngestRequest. On success returns 0 and points *out / *out_len at the bytes,
+ * which belong to the encoder and stay valid until the next sn_batch_encode or destroy (copy
+ * them -- the spool does -- before encoding again). *batch_len (may be NULL) gets the size of
+ * the serialized Batch before compression. Errors, with a one-line reason in err:
+ *   -EINVAL    bad batch: empty or too long sidecar_id, sequence 0, more than max_events
+ *              events or max_alerts alerts, NULL arrays with a count;
+ *   -EMSGSIZE  the Batch or the IngestRequest would be larger than max_message_bytes (seal
+ *              smaller batches);
+ *   -ENOMEM    a buffer could not grow;
+ *   -EIO       nanopb or zstd failed (a bug).
+ * On error *out is untouched and the encoder stays usable. */
+int sn_batch_encode(sn_batch_encoder *enc, const sn_batch *b, const uint8_t **out, size_t *out_len,
+                    size_t *batch_len, char *err, size_t errlen);
+
+/* The most bytes sn_batch_encode_event_record can need for n events (about 950 per event;
+ * real records are far smaller). */
+size_t sn_batch_event_record_bound(size_t n);
+
+/* Encodes events[0..n) as a journal record (a Batch with only events) into buf. Returns 0 and
+ * sets *len; -ENOBUFS when cap is too small (then *len is the size needed); -EINVAL when
+ * events is NULL with n > 0; -EIO on an encoder failure. Allocates nothing; thread-safe. */
+int sn_batch_encode_event_record(const sn_event *events, size_t n, uint8_t *buf, size_t cap,
+                                 size_t *len);
+
+/* Decodes a journal record into events[0..cap). Returns 0 and sets *n; every event is fully
+ * initialised (unknown facts as sn_event_init leaves them). -ENOBUFS when the record holds
+ * more than cap events, -EINVAL when it is malformed (one-line reason in err; err may be NULL).
+ * On error the contents of events[] are unspecified and *n is untouched. Allocates nothing. */
+int sn_batch_decode_event_record(const uint8_t *buf, size_t len, sn_event *events, size_t cap,
+                                 size_t *n, char *err, size_t errlen);
+
+#endif

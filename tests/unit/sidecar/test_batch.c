@@ -1,0 +1,738 @@
+/* Unit tests for sidecar/batch.c: nanopb encoding checked by an independent decoder (protoc-c)
+ * after decompression with libzstd; journal records round trip. */
+#include "batch.h"
+
+#include "sentinel/v1/sentinel.pb-c.h"
+
+#include <check.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+#define ID "pod-a/0123456789abcdef"
+
+/* Every field set, all distinct; strings at their longest in event 0 (UTF-8 intact). */
+static void full_event(sn_event *ev, int i)
+{
+    sn_event_init(ev);
+    ev->start_unix_nano = 1700000000000000000 + i;
+    ev->end_unix_nano = 1700000000250000000 + i;
+    if (i == 0) {
+        memset(ev->service, 's', SN_NAME_MAX - 3);
+        memcpy(ev->service + SN_NAME_MAX - 3, "\xc3\xa9", 2); /* é as the last character */
+        memset(ev->model, 'm', SN_NAME_MAX - 1);
+        memset(ev->finish_reason, 'f', SN_SHORT_MAX - 1);
+    } else {
+        snprintf(ev->service, sizeof ev->service, "chatbot-%d", i);
+        snprintf(ev->model, sizeof ev->model, "gpt-4o-%d", i);
+        snprintf(ev->finish_reason, sizeof ev->finish_reason, "stop");
+    }
+    snprintf(ev->service_version, sizeof ev->service_version, "1.2.%d", i);
+    snprintf(ev->provider, sizeof ev->provider, "azure.ai.openai");
+    snprintf(ev->operation, sizeof ev->operation, "chat");
+    snprintf(ev->region, sizeof ev->region, "us-east-%d", i);
+    snprintf(ev->pod, sizeof ev->pod, "pod-%d", i);
+    snprintf(ev->user, sizeof ev->user, "user-%d", i);
+    snprintf(ev->error_type, sizeof ev->error_type, "timeout");
+    for (int k = 0; k < 16; k++)
+        ev->trace_id[k] = (uint8_t)(0xa0 + k + i);
+    for (int k = 0; k < 8; k++)
+        ev->span_id[k] = (uint8_t)(0x10 + k + i);
+    ev->latency_ms = 250.5 + i;
+    ev->ttft_ms = 80.25 + i;
+    ev->input_tokens = 1000 + i;
+    ev->output_tokens = 500 + i;
+    ev->total_tokens = 1500 + 2 * i;
+    ev->cache_read_tokens = 300 + i;
+    ev->cache_write_tokens = 7 + i;
+    ev->reasoning_tokens = 40 + i;
+    ev->cost_usd = 0.0125 * (i + 1);
+    ev->cost_source = i % 2 == 0 ? SN_COST_PRICE_TABLE : SN_COST_SPAN;
+    ev->is_error = i % 2 == 1;
+    ev->conventions = SN_CONV_GENAI | SN_CONV_OPENLLMETRY;
+}
+
+static void full_alert(sn_local_alert *a, int i)
+{
+    memset(a, 0, sizeof *a);
+    snprintf(a->alert_id, sizeof a->alert_id, "0f8fad5b-d9cb-469f-a165-70867728950%c",
+             (char)('0' + i % 10));
+    a->time_unix_nano = 1700000000250000000 + i;
+    snprintf(a->service, sizeof a->service, "chatbot-%d", i);
+    snprintf(a->model, sizeof a->model, "gpt-4o");
+    snprintf(a->region, sizeof a->region, "eu-west-1");
+    a->metric = SN_METRIC_LATENCY_MS;
+    a->anomaly_type = SN_ANOMALY_LATENCY_SPIKE;
+    a->detector = SN_DETECT_ZSCORE;
+    a->severity = SN_SEV_HIGH;
+    a->value = 12000.0 + i;
+    a->baseline = 2000.0;
+    a->threshold = 6000.0;
+    a->deviation = 5.2;
+    a->confidence = 0.95;
+    for (int k = 0; k < 16; k++)
+        a->trace_id[k] = (uint8_t)(0xc0 + k);
+}
+
+/* protoc-c's view of an IngestRequest: checks the envelope, decompresses, unpacks the Batch.
+ * The caller frees with sentinel__v1__batch__free_unpacked. */
+static Sentinel__V1__Batch *open_request(const uint8_t *req, size_t len, int want_compression,
+                                         size_t want_batch_len)
+{
+    Sentinel__V1__IngestRequest *r = sentinel__v1__ingest_request__unpack(NULL, len, req);
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(r->compression, want_compression);
+    ck_assert_uint_eq(r->uncompressed_size, want_batch_len);
+    uint8_t *plain = malloc(want_batch_len + 1);
+    ck_assert_ptr_nonnull(plain);
+    size_t plain_len;
+    if (want_compression == SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD) {
+        /* One frame that records its content size. */
+        ck_assert_uint_eq(ZSTD_getFrameContentSize(r->payload.data, r->payload.len),
+                          want_batch_len);
+        plain_len = ZSTD_decompress(plain, want_batch_len + 1, r->payload.data, r->payload.len);
+        ck_assert(!ZSTD_isError(plain_len));
+    } else {
+        memcpy(plain, r->payload.data, r->payload.len);
+        plain_len = r->payload.len;
+    }
+    ck_assert_uint_eq(plain_len, want_batch_len);
+    Sentinel__V1__Batch *b = sentinel__v1__batch__unpack(NULL, plain_len, plain);
+    ck_assert_ptr_nonnull(b);
+    free(plain);
+    sentinel__v1__ingest_request__free_unpacked(r, NULL);
+    return b;
+}
+
+static bool zero16(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return false;
+    return true;
+}
+
+#define CHECK_COUNT(m, ev, name, CASE)                                                             \
+    do {                                                                                           \
+        if ((ev)->name >= 0) {                                                                     \
+            ck_assert_int_eq((m)->_##name##_case, CASE);                                           \
+            ck_assert_int_eq((m)->name, (ev)->name);                                               \
+        } else {                                                                                   \
+            ck_assert_int_eq((m)->_##name##_case, 0);                                              \
+        }                                                                                          \
+    } while (0)
+
+/* Every field of a protoc-c-decoded LlmEvent against the event it came from. */
+static void check_event(const Sentinel__V1__LlmEvent *m, const sn_event *ev)
+{
+    ck_assert_str_eq(m->service, ev->service);
+    ck_assert_str_eq(m->model, ev->model);
+    ck_assert_str_eq(m->provider, ev->provider);
+    ck_assert_str_eq(m->operation, ev->operation);
+    ck_assert_str_eq(m->region, ev->region);
+    ck_assert_str_eq(m->service_version, ev->service_version);
+    ck_assert_str_eq(m->pod, ev->pod);
+    ck_assert_str_eq(m->user, ev->user);
+    ck_assert_str_eq(m->error_type, ev->error_type);
+    ck_assert_str_eq(m->finish_reason, ev->finish_reason);
+    if (zero16(ev->trace_id, 16)) {
+        ck_assert_uint_eq(m->trace_id.len, 0);
+    } else {
+        ck_assert_uint_eq(m->trace_id.len, 16);
+        ck_assert_mem_eq(m->trace_id.data, ev->trace_id, 16);
+    }
+    if (zero16(ev->span_id, 8)) {
+        ck_assert_uint_eq(m->span_id.len, 0);
+    } else {
+        ck_assert_uint_eq(m->span_id.len, 8);
+        ck_assert_mem_eq(m->span_id.data, ev->span_id, 8);
+    }
+    ck_assert_int_eq(m->start_unix_nano, ev->start_unix_nano);
+    ck_assert_int_eq(m->end_unix_nano, ev->end_unix_nano);
+    if (isfinite(ev->latency_ms)) {
+        ck_assert_int_eq(m->_latency_ms_case, SENTINEL__V1__LLM_EVENT___LATENCY_MS_LATENCY_MS);
+        ck_assert_double_eq(m->latency_ms, ev->latency_ms);
+    } else {
+        ck_assert_int_eq(m->_latency_ms_case, SENTINEL__V1__LLM_EVENT___LATENCY_MS__NOT_SET);
+    }
+    if (isfinite(ev->ttft_ms)) {
+        ck_assert_int_eq(m->_ttft_ms_case, SENTINEL__V1__LLM_EVENT___TTFT_MS_TTFT_MS);
+        ck_assert_double_eq(m->ttft_ms, ev->ttft_ms);
+    } else {
+        ck_assert_int_eq(m->_ttft_ms_case, SENTINEL__V1__LLM_EVENT___TTFT_MS__NOT_SET);
+    }
+    CHECK_COUNT(m, ev, input_tokens, SENTINEL__V1__LLM_EVENT___INPUT_TOKENS_INPUT_TOKENS);
+    CHECK_COUNT(m, ev, output_tokens, SENTINEL__V1__LLM_EVENT___OUTPUT_TOKENS_OUTPUT_TOKENS);
+    CHECK_COUNT(m, ev, total_tokens, SENTINEL__V1__LLM_EVENT___TOTAL_TOKENS_TOTAL_TOKENS);
+    CHECK_COUNT(m, ev, cache_read_tokens,
+                SENTINEL__V1__LLM_EVENT___CACHE_READ_TOKENS_CACHE_READ_TOKENS);
+    CHECK_COUNT(m, ev, cache_write_tokens,
+                SENTINEL__V1__LLM_EVENT___CACHE_WRITE_TOKENS_CACHE_WRITE_TOKENS);
+    CHECK_COUNT(m, ev, reasoning_tokens,
+                SENTINEL__V1__LLM_EVENT___REASONING_TOKENS_REASONING_TOKENS);
+    if (ev->cost_source != SN_COST_UNKNOWN && isfinite(ev->cost_usd)) {
+        ck_assert_int_eq(m->_cost_usd_case, SENTINEL__V1__LLM_EVENT___COST_USD_COST_USD);
+        ck_assert_double_eq(m->cost_usd, ev->cost_usd);
+        ck_assert_int_eq(m->cost_source, ev->cost_source == SN_COST_SPAN
+                                             ? SENTINEL__V1__COST_SOURCE__COST_SOURCE_SPAN
+                                             : SENTINEL__V1__COST_SOURCE__COST_SOURCE_PRICE_TABLE);
+    } else {
+        ck_assert_int_eq(m->_cost_usd_case, SENTINEL__V1__LLM_EVENT___COST_USD__NOT_SET);
+        ck_assert_int_eq(m->cost_source, SENTINEL__V1__COST_SOURCE__COST_SOURCE_UNKNOWN);
+    }
+    ck_assert_int_eq(m->is_error, ev->is_error);
+    ck_assert_uint_eq(m->conventions, ev->conventions);
+}
+
+static void check_alert(const Sentinel__V1__LocalAlert *m, const sn_local_alert *a)
+{
+    ck_assert_str_eq(m->alert_id, a->alert_id);
+    ck_assert_str_eq(m->detector, sn_detector_name(a->detector));
+    ck_assert_str_eq(m->metric, sn_metric_name(a->metric));
+    ck_assert_str_eq(m->anomaly_type, sn_anomaly_type_name(a->anomaly_type));
+    ck_assert_int_eq(m->severity, (int)a->severity); /* the enums share their numbers */
+    ck_assert_double_eq(m->value, a->value);
+    ck_assert_double_eq(m->baseline, a->baseline);
+    ck_assert_double_eq(m->threshold, a->threshold);
+    if (isnan(a->deviation))
+        ck_assert(isnan(m->deviation));
+    else
+        ck_assert_double_eq(m->deviation, a->deviation);
+    ck_assert_double_eq(m->confidence, a->confidence);
+    if (zero16(a->trace_id, 16)) {
+        ck_assert_uint_eq(m->trace_id.len, 0);
+    } else {
+        ck_assert_uint_eq(m->trace_id.len, 16);
+        ck_assert_mem_eq(m->trace_id.data, a->trace_id, 16);
+    }
+    ck_assert_int_eq(m->time_unix_nano, a->time_unix_nano);
+    ck_assert_str_eq(m->service, a->service);
+    ck_assert_str_eq(m->model, a->model);
+    ck_assert_str_eq(m->region, a->region);
+}
+
+static sn_batch_encoder *encoder(int level, size_t max_events, size_t max_message)
+{
+    sn_batch_config cfg;
+    sn_batch_config_init(&cfg);
+    cfg.zstd_level = level;
+    cfg.max_events = max_events;
+    cfg.max_message_bytes = max_message;
+    sn_batch_encoder *enc = NULL;
+    char err[128];
+    ck_assert_int_eq(sn_batch_encoder_create(&cfg, &enc, err, sizeof err), 0);
+    return enc;
+}
+
+START_TEST(defaults_are_the_documented_ones)
+{
+    sn_batch_config cfg;
+    sn_batch_config_init(&cfg);
+    ck_assert_int_eq(cfg.zstd_level, 3);
+    ck_assert_uint_eq(cfg.max_message_bytes, 16u << 20);
+    ck_assert_uint_eq(cfg.max_events, 10000);
+    ck_assert_uint_eq(cfg.max_alerts, 1000);
+}
+END_TEST
+
+START_TEST(full_batch_matches_protoc_c_field_by_field)
+{
+    enum { NE = 5, NA = 3 };
+    sn_event ev[NE];
+    for (int i = 0; i < NE; i++)
+        full_event(&ev[i], i);
+    sn_local_alert al[NA];
+    for (int i = 0; i < NA; i++)
+        full_alert(&al[i], i);
+    al[1].detector = SN_DETECT_THRESHOLD;
+    al[1].metric = SN_METRIC_COST_USD;
+    al[1].anomaly_type = SN_ANOMALY_COST_SPIKE;
+    al[1].severity = SN_SEV_CRITICAL;
+    al[1].deviation = NAN;
+    memset(al[1].trace_id, 0, sizeof al[1].trace_id);
+    al[2].detector = SN_DETECT_CUSUM;
+    al[2].metric = SN_METRIC_TOKENS_PER_SECOND;
+    al[2].anomaly_type = SN_ANOMALY_THROUGHPUT_DROP;
+    al[2].severity = SN_SEV_LOW;
+
+    sn_batch_encoder *enc = encoder(3, 100, 1u << 20);
+    sn_batch b = {.sidecar_id = ID,
+                  .sequence = 42,
+                  .events = ev,
+                  .n_events = NE,
+                  .alerts = al,
+                  .n_alerts = NA,
+                  .created_unix_nano = 1700000001000000000,
+                  .dropped_events = 7};
+    const uint8_t *out = NULL;
+    size_t len = 0, blen = 0;
+    char err[128] = "";
+    ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, &blen, err, sizeof err), 0);
+    ck_assert_uint_gt(blen, NE * 200); /* every event's strings are in there */
+    ck_assert_uint_lt(len, blen);      /* and zstd made it smaller */
+
+    Sentinel__V1__Batch *pb =
+        open_request(out, len, SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD, blen);
+    ck_assert_str_eq(pb->sidecar_id, ID);
+    ck_assert_uint_eq(pb->sequence, 42);
+    ck_assert_int_eq(pb->created_unix_nano, 1700000001000000000);
+    ck_assert_uint_eq(pb->dropped_events, 7);
+    ck_assert_uint_eq(pb->n_events, NE);
+    ck_assert_uint_eq(pb->n_alerts, NA);
+    for (int i = 0; i < NE; i++)
+        check_event(pb->events[i], &ev[i]);
+    for (int i = 0; i < NA; i++)
+        check_alert(pb->alerts[i], &al[i]);
+
+    /* Literal expectations, independent of the helpers' rules. */
+    ck_assert_uint_eq(strlen(pb->events[0]->service), SN_NAME_MAX - 1);
+    ck_assert_str_eq(pb->events[0]->service + SN_NAME_MAX - 3, "\xc3\xa9");
+    ck_assert_str_eq(pb->events[1]->service, "chatbot-1");
+    ck_assert_int_eq(pb->events[1]->input_tokens, 1001);
+    ck_assert_double_eq(pb->events[1]->cost_usd, 0.025);
+    ck_assert_int_eq(pb->events[1]->cost_source, SENTINEL__V1__COST_SOURCE__COST_SOURCE_SPAN);
+    ck_assert_int_eq(pb->events[2]->cost_source,
+                     SENTINEL__V1__COST_SOURCE__COST_SOURCE_PRICE_TABLE);
+    ck_assert(pb->events[1]->is_error);
+    ck_assert_uint_eq(pb->events[1]->conventions, 5);
+    ck_assert_str_eq(pb->alerts[0]->detector, "z_score");
+    ck_assert_str_eq(pb->alerts[0]->metric, "latency_ms");
+    ck_assert_str_eq(pb->alerts[0]->anomaly_type, "latency_spike");
+    ck_assert_int_eq(pb->alerts[0]->severity, SENTINEL__V1__SEVERITY__SEVERITY_HIGH);
+    ck_assert_str_eq(pb->alerts[0]->alert_id, "0f8fad5b-d9cb-469f-a165-708677289500");
+    ck_assert_str_eq(pb->alerts[1]->detector, "threshold");
+    ck_assert_str_eq(pb->alerts[1]->metric, "cost_usd");
+    ck_assert_str_eq(pb->alerts[1]->anomaly_type, "cost_spike");
+    ck_assert_int_eq(pb->alerts[1]->severity, SENTINEL__V1__SEVERITY__SEVERITY_CRITICAL);
+    ck_assert_uint_eq(pb->alerts[1]->trace_id.len, 0);
+    ck_assert_str_eq(pb->alerts[2]->detector, "cusum");
+    ck_assert_str_eq(pb->alerts[2]->metric, "tokens_per_second");
+    ck_assert_str_eq(pb->alerts[2]->anomaly_type, "throughput_drop");
+    ck_assert_int_eq(pb->alerts[2]->severity, SENTINEL__V1__SEVERITY__SEVERITY_LOW);
+    sentinel__v1__batch__free_unpacked(pb, NULL);
+    sn_batch_encoder_destroy(enc);
+}
+END_TEST
+
+START_TEST(unknown_facts_are_absent_and_zero_is_a_value)
+{
+    sn_event ev[3];
+    sn_event_init(&ev[0]); /* everything unknown */
+    snprintf(ev[0].service, sizeof ev[0].service, "svc");
+    ev[0].end_unix_nano = 5;
+    ev[0].cost_usd = 1.5; /* a cost with no source is unknown */
+    sn_event_init(&ev[1]);
+    ev[1].input_tokens = 0; /* zero counts and reals are values */
+    ev[1].output_tokens = 0;
+    ev[1].latency_ms = 0.0;
+    ev[1].cost_usd = 0.0;
+    ev[1].cost_source = SN_COST_PRICE_TABLE;
+    ev[1].trace_id[15] = 1; /* not all zero */
+    sn_event_init(&ev[2]);
+    ev[2].latency_ms = INFINITY; /* not a measurement */
+    ev[2].ttft_ms = -INFINITY;
+    ev[2].cost_source = SN_COST_SPAN; /* a source with no cost: both unknown */
+    ev[2].total_tokens = -7;          /* any negative count is unknown */
+
+    sn_batch_encoder *enc = encoder(1, 10, 1u << 20);
+    sn_batch b = {.sidecar_id = ID, .sequence = 1, .events = ev, .n_events = 3};
+    const uint8_t *out;
+    size_t len, blen;
+    ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, &blen, NULL, 0), 0);
+    Sentinel__V1__Batch *pb =
+        open_request(out, len, SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD, blen);
+    ck_assert_uint_eq(pb->n_events, 3);
+    const Sentinel__V1__LlmEvent *e0 = pb->events[0], *e1 = pb->events[1], *e2 = pb->events[2];
+    ck_assert_str_eq(e0->service, "svc");
+    ck_assert_int_eq(e0->_latency_ms_case, SENTINEL__V1__LLM_EVENT___LATENCY_MS__NOT_SET);
+    ck_assert_int_eq(e0->_ttft_ms_case, SENTINEL__V1__LLM_EVENT___TTFT_MS__NOT_SET);
+    ck_assert_int_eq(e0->_input_tokens_case, SENTINEL__V1__LLM_EVENT___INPUT_TOKENS__NOT_SET);
+    ck_assert_int_eq(e0->_output_tokens_case, SENTINEL__V1__LLM_EVENT___OUTPUT_TOKENS__NOT_SET);
+    ck_assert_int_eq(e0->_total_tokens_case, SENTINEL__V1__LLM_EVENT___TOTAL_TOKENS__NOT_SET);
+    ck_assert_int_eq(e0->_cache_read_tokens_case,
+                     SENTINEL__V1__LLM_EVENT___CACHE_READ_TOKENS__NOT_SET);
+    ck_assert_int_eq(e0->_cache_write_tokens_case,
+                     SENTINEL__V1__LLM_EVENT___CACHE_WRITE_TOKENS__NOT_SET);
+    ck_assert_int_eq(e0->_reasoning_tokens_case,
+                     SENTINEL__V1__LLM_EVENT___REASONING_TOKENS__NOT_SET);
+    ck_assert_int_eq(e0->_cost_usd_case, SENTINEL__V1__LLM_EVENT___COST_USD__NOT_SET);
+    ck_assert_int_eq(e0->cost_source, SENTINEL__V1__COST_SOURCE__COST_SOURCE_UNKNOWN);
+    ck_assert_uint_eq(e0->trace_id.len, 0);
+    ck_assert_uint_eq(e0->span_id.len, 0);
+
+    ck_assert_int_eq(e1->_input_tokens_case, SENTINEL__V1__LLM_EVENT___INPUT_TOKENS_INPUT_TOKENS);
+    ck_assert_int_eq(e1->input_tokens, 0);
+    ck_assert_int_eq(e1->_output_tokens_case,
+                     SENTINEL__V1__LLM_EVENT___OUTPUT_TOKENS_OUTPUT_TOKENS);
+    ck_assert_int_eq(e1->_latency_ms_case, SENTINEL__V1__LLM_EVENT___LATENCY_MS_LATENCY_MS);
+    ck_assert_double_eq(e1->latency_ms, 0.0);
+    ck_assert_int_eq(e1->_cost_usd_case, SENTINEL__V1__LLM_EVENT___COST_USD_COST_USD);
+    ck_assert_double_eq(e1->cost_usd, 0.0);
+    ck_assert_int_eq(e1->cost_source, SENTINEL__V1__COST_SOURCE__COST_SOURCE_PRICE_TABLE);
+    ck_assert_int_eq(e1->_total_tokens_case, SENTINEL__V1__LLM_EVENT___TOTAL_TOKENS__NOT_SET);
+    ck_assert_uint_eq(e1->trace_id.len, 16);
+    ck_assert_uint_eq(e1->trace_id.data[15], 1);
+
+    ck_assert_int_eq(e2->_latency_ms_case, SENTINEL__V1__LLM_EVENT___LATENCY_MS__NOT_SET);
+    ck_assert_int_eq(e2->_ttft_ms_case, SENTINEL__V1__LLM_EVENT___TTFT_MS__NOT_SET);
+    ck_assert_int_eq(e2->_cost_usd_case, SENTINEL__V1__LLM_EVENT___COST_USD__NOT_SET);
+    ck_assert_int_eq(e2->cost_source, SENTINEL__V1__COST_SOURCE__COST_SOURCE_UNKNOWN);
+    ck_assert_int_eq(e2->_total_tokens_case, SENTINEL__V1__LLM_EVENT___TOTAL_TOKENS__NOT_SET);
+    sentinel__v1__batch__free_unpacked(pb, NULL);
+    sn_batch_encoder_destroy(enc);
+}
+END_TEST
+
+START_TEST(level_zero_sends_the_batch_uncompressed)
+{
+    sn_event ev[2];
+    full_event(&ev[0], 1);
+    full_event(&ev[1], 2);
+    sn_batch_encoder *enc = encoder(0, 10, 1u << 20);
+    sn_batch b = {.sidecar_id = ID, .sequence = 9, .events = ev, .n_events = 2};
+    const uint8_t *out;
+    size_t len, blen;
+    ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, &blen, NULL, 0), 0);
+    ck_assert_uint_gt(len, blen); /* the envelope adds a few bytes */
+    ck_assert_uint_lt(len, blen + 16);
+    Sentinel__V1__Batch *pb =
+        open_request(out, len, SENTINEL__V1__COMPRESSION__COMPRESSION_NONE, blen);
+    ck_assert_uint_eq(pb->sequence, 9);
+    ck_assert_uint_eq(pb->n_events, 2);
+    check_event(pb->events[0], &ev[0]);
+    check_event(pb->events[1], &ev[1]);
+    sentinel__v1__batch__free_unpacked(pb, NULL);
+    sn_batch_encoder_destroy(enc);
+}
+END_TEST
+
+START_TEST(empty_batch_carries_id_and_sequence)
+{
+    sn_batch_encoder *enc = encoder(3, 10, 4096);
+    sn_batch b = {.sidecar_id = ID, .sequence = UINT64_MAX, .dropped_events = 3};
+    const uint8_t *out;
+    size_t len, blen;
+    ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, &blen, NULL, 0), 0);
+    Sentinel__V1__Batch *pb =
+        open_request(out, len, SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD, blen);
+    ck_assert_str_eq(pb->sidecar_id, ID);
+    ck_assert_uint_eq(pb->sequence, UINT64_MAX);
+    ck_assert_uint_eq(pb->dropped_events, 3);
+    ck_assert_uint_eq(pb->n_events, 0);
+    ck_assert_uint_eq(pb->n_alerts, 0);
+    ck_assert_int_eq(pb->created_unix_nano, 0);
+    sentinel__v1__batch__free_unpacked(pb, NULL);
+    sn_batch_encoder_destroy(enc);
+}
+END_TEST
+
+START_TEST(bad_batches_are_refused_with_a_reason)
+{
+    sn_event ev[3];
+    for (int i = 0; i < 3; i++)
+        full_event(&ev[i], i);
+    sn_batch_encoder *enc = encoder(3, 2, 1u << 20);
+    const uint8_t *out = (const uint8_t *)"untouched";
+    size_t len = 0;
+    char err[128];
+    char long_id[SN_BATCH_ID_MAX + 1];
+    memset(long_id, 'x', SN_BATCH_ID_MAX);
+    long_id[SN_BATCH_ID_MAX] = '\0';
+
+    sn_batch b = {.sidecar_id = ID, .sequence = 0};
+    ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err), -EINVAL);
+    ck_assert_str_eq(err, "batch: sequence must be >= 1");
+    b = (sn_batch){.sidecar_id = "", .sequence = 1};
+    ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err), -EINVAL);
+    ck_assert_str_eq(err, "batch: sidecar_id must be 1 to 255 bytes");
+    b.sidecar_id = NULL;
+    ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err), -EINVAL);
+    b.sidecar_id = long_id;
+    ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err), -EINVAL);
+    long_id[SN_BATCH_ID_MAX - 1] = '\0'; /* 255 bytes: the longest accepted */
+    ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err), 0);
+    out = (const uint8_t *)"untouched";
+
+    b = (sn_batch){.sidecar_id = ID, .sequence = 1, .events = ev, .n_events = 3};
+    ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err), -EINVAL);
+    ck_assert_str_eq(err, "batch: 3 events, more than max_events 2");
+    b = (sn_batch){.sidecar_id = ID, .sequence = 1, .events = NULL, .n_events = 1};
+    ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err), -EINVAL);
+    ck_assert_str_eq(err, "batch: NULL events or alerts with a count");
+    sn_local_alert al[1];
+    full_alert(&al[0], 0);
+    b = (sn_batch){.sidecar_id = ID, .sequence = 1, .alerts = al, .n_alerts = 1001};
+    ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err), -EINVAL);
+    ck_assert_str_eq(err, "batch: 1001 alerts, more than max_alerts 1000");
+    ck_assert_str_eq((const char *)out, "untouched");
+    sn_batch_encoder_destroy(enc);
+}
+END_TEST
+
+START_TEST(config_is_validated)
+{
+    sn_batch_config cfg;
+    sn_batch_encoder *enc = NULL;
+    char err[128];
+    sn_batch_config_init(&cfg);
+    cfg.zstd_level = -1;
+    ck_assert_int_eq(sn_batch_encoder_create(&cfg, &enc, err, sizeof err), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "zstd_level"));
+    cfg.zstd_level = ZSTD_maxCLevel() + 1;
+    ck_assert_int_eq(sn_batch_encoder_create(&cfg, &enc, err, sizeof err), -EINVAL);
+    sn_batch_config_init(&cfg);
+    cfg.max_events = 0;
+    ck_assert_int_eq(sn_batch_encoder_create(&cfg, &enc, err, sizeof err), -EINVAL);
+    ck_assert_str_eq(err, "batch: max_events must be 1 to 1000000");
+    sn_batch_config_init(&cfg);
+    cfg.max_message_bytes = 1023;
+    ck_assert_int_eq(sn_batch_encoder_create(&cfg, &enc, err, sizeof err), -EINVAL);
+    ck_assert_str_eq(err, "batch: max_message_bytes must be 1 KiB to 256 MiB");
+    cfg.max_message_bytes = SN_BATCH_MAX_MESSAGE_LIMIT + 1;
+    ck_assert_int_eq(sn_batch_encoder_create(&cfg, &enc, err, sizeof err), -EINVAL);
+    sn_batch_config_init(&cfg);
+    cfg.max_alerts = SN_BATCH_MAX_COUNT_LIMIT + 1;
+    ck_assert_int_eq(sn_batch_encoder_create(&cfg, &enc, err, sizeof err), -EINVAL);
+    ck_assert_ptr_null(enc);
+}
+END_TEST
+
+START_TEST(over_the_message_limit_is_emsgsize_and_the_encoder_survives)
+{
+    enum { NE = 20 }; /* about 4 KiB */
+    sn_event ev[NE];
+    for (int i = 0; i < NE; i++)
+        full_event(&ev[i], i);
+    sn_batch_encoder *enc = encoder(3, 100, 2048);
+    sn_batch b = {.sidecar_id = ID, .sequence = 1, .events = ev, .n_events = NE};
+    const uint8_t *out = NULL;
+    size_t len, blen;
+    char err[128];
+    ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, &blen, err, sizeof err), -EMSGSIZE);
+    ck_assert_ptr_nonnull(strstr(err, "over max_message_bytes 2048"));
+    ck_assert_ptr_null(out);
+    /* A smaller batch still goes through. */
+    b.n_events = 2;
+    ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, &blen, err, sizeof err), 0);
+    ck_assert_uint_le(blen, 2048);
+    Sentinel__V1__Batch *pb =
+        open_request(out, len, SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD, blen);
+    ck_assert_uint_eq(pb->n_events, 2);
+    check_event(pb->events[1], &ev[1]);
+    sentinel__v1__batch__free_unpacked(pb, NULL);
+    sn_batch_encoder_destroy(enc);
+}
+END_TEST
+
+START_TEST(uncompressed_request_over_the_limit_is_emsgsize)
+{
+    /* Find a sidecar id length for which the Batch is exactly the limit: it fits, but its
+     * envelope (level 0: the Batch plus a few bytes) does not. */
+    enum { MAX = 1024 };
+    sn_event ev;
+    sn_event_init(&ev);
+    memset(ev.service, 's', 100); /* 103 bytes per event on the wire */
+    sn_batch_encoder *big = encoder(0, 100, 1u << 20);
+    sn_batch_encoder *enc = encoder(0, 100, MAX);
+    char id[SN_BATCH_ID_MAX];
+    bool hit = false;
+    for (int events = 1; events <= 100 && !hit; events++) {
+        sn_event many[100];
+        for (int i = 0; i < events; i++)
+            many[i] = ev;
+        for (size_t idlen = 1; idlen < SN_BATCH_ID_MAX && !hit; idlen++) {
+            memset(id, 'i', idlen);
+            id[idlen] = '\0';
+            sn_batch b = {.sidecar_id = id, .sequence = 1, .events = many, .n_events = events};
+            const uint8_t *out;
+            size_t len, blen;
+            ck_assert_int_eq(sn_batch_encode(big, &b, &out, &len, &blen, NULL, 0), 0);
+            if (blen != MAX)
+                continue;
+            hit = true;
+            char err[128];
+            ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, &blen, err, sizeof err),
+                             -EMSGSIZE);
+            ck_assert_ptr_nonnull(strstr(err, "request of"));
+        }
+    }
+    ck_assert(hit);
+    sn_batch_encoder_destroy(big);
+    sn_batch_encoder_destroy(enc);
+}
+END_TEST
+
+static void check_same_event(const sn_event *a, const sn_event *b)
+{
+    ck_assert_str_eq(a->service, b->service);
+    ck_assert_str_eq(a->model, b->model);
+    ck_assert_str_eq(a->provider, b->provider);
+    ck_assert_str_eq(a->operation, b->operation);
+    ck_assert_str_eq(a->region, b->region);
+    ck_assert_str_eq(a->service_version, b->service_version);
+    ck_assert_str_eq(a->pod, b->pod);
+    ck_assert_str_eq(a->user, b->user);
+    ck_assert_str_eq(a->error_type, b->error_type);
+    ck_assert_str_eq(a->finish_reason, b->finish_reason);
+    ck_assert_mem_eq(a->trace_id, b->trace_id, 16);
+    ck_assert_mem_eq(a->span_id, b->span_id, 8);
+    ck_assert_int_eq(a->start_unix_nano, b->start_unix_nano);
+    ck_assert_int_eq(a->end_unix_nano, b->end_unix_nano);
+#define SAME_REAL(f) ck_assert(isnan(a->f) ? isnan(b->f) : a->f == b->f)
+    SAME_REAL(latency_ms);
+    SAME_REAL(ttft_ms);
+    SAME_REAL(cost_usd);
+#undef SAME_REAL
+    ck_assert_int_eq(a->input_tokens, b->input_tokens);
+    ck_assert_int_eq(a->output_tokens, b->output_tokens);
+    ck_assert_int_eq(a->total_tokens, b->total_tokens);
+    ck_assert_int_eq(a->cache_read_tokens, b->cache_read_tokens);
+    ck_assert_int_eq(a->cache_write_tokens, b->cache_write_tokens);
+    ck_assert_int_eq(a->reasoning_tokens, b->reasoning_tokens);
+    ck_assert_int_eq(a->cost_source, b->cost_source);
+    ck_assert_int_eq(a->is_error, b->is_error);
+    ck_assert_uint_eq(a->conventions, b->conventions);
+}
+
+START_TEST(journal_record_round_trips)
+{
+    enum { NE = 4 };
+    sn_event ev[NE];
+    for (int i = 0; i < 3; i++)
+        full_event(&ev[i], i);
+    sn_event_init(&ev[3]);     /* all unknown */
+    ev[0].fact_ranks = 0x1234; /* bookkeeping is not part of the record */
+
+    size_t cap = sn_batch_event_record_bound(NE);
+    uint8_t *buf = malloc(cap);
+    size_t len = 0;
+    ck_assert_int_eq(sn_batch_encode_event_record(ev, NE, buf, cap, &len), 0);
+    ck_assert_uint_gt(len, 0);
+    ck_assert_uint_le(len, cap);
+
+    sn_event back[NE + 2];
+    memset(back, 0xAB, sizeof back);
+    size_t n = 0;
+    char err[128];
+    ck_assert_int_eq(sn_batch_decode_event_record(buf, len, back, NE + 2, &n, err, sizeof err), 0);
+    ck_assert_uint_eq(n, NE);
+    for (int i = 0; i < NE; i++)
+        check_same_event(&back[i], &ev[i]);
+    ck_assert_uint_eq(back[0].fact_ranks, 0);
+    ck_assert_int_eq(back[3].input_tokens, SN_UNKNOWN_COUNT);
+    ck_assert(isnan(back[3].latency_ms));
+
+    /* The record is an ordinary Batch with only events, for any protobuf reader. */
+    Sentinel__V1__Batch *pb = sentinel__v1__batch__unpack(NULL, len, buf);
+    ck_assert_ptr_nonnull(pb);
+    ck_assert_uint_eq(pb->n_events, NE);
+    ck_assert_str_eq(pb->sidecar_id, "");
+    ck_assert_uint_eq(pb->sequence, 0);
+    for (int i = 0; i < NE; i++)
+        check_event(pb->events[i], &ev[i]);
+    sentinel__v1__batch__free_unpacked(pb, NULL);
+
+    /* Too small a buffer says how much is needed; too few slots is -ENOBUFS. */
+    size_t need = 0;
+    ck_assert_int_eq(sn_batch_encode_event_record(ev, NE, buf, len - 1, &need), -ENOBUFS);
+    ck_assert_uint_eq(need, len);
+    ck_assert_int_eq(sn_batch_decode_event_record(buf, len, back, NE - 1, &n, err, sizeof err),
+                     -ENOBUFS);
+    ck_assert_ptr_nonnull(strstr(err, "more than 3 events"));
+    ck_assert_int_eq(sn_batch_encode_event_record(NULL, 1, buf, cap, &need), -EINVAL);
+
+    /* Nothing: an empty record. */
+    ck_assert_int_eq(sn_batch_encode_event_record(NULL, 0, buf, cap, &len), 0);
+    ck_assert_uint_eq(len, 0);
+    n = 99;
+    ck_assert_int_eq(sn_batch_decode_event_record(buf, 0, back, 1, &n, NULL, 0), 0);
+    ck_assert_uint_eq(n, 0);
+    free(buf);
+}
+END_TEST
+
+START_TEST(malformed_journal_records_are_einval)
+{
+    sn_event ev[2];
+    full_event(&ev[0], 1);
+    full_event(&ev[1], 2);
+    uint8_t buf[4096];
+    size_t len;
+    ck_assert_int_eq(sn_batch_encode_event_record(ev, 2, buf, sizeof buf, &len), 0);
+    sn_event back[2];
+    size_t n = 77;
+    char err[128];
+    /* Cut anywhere inside an event: never a silent partial event. (Cut exactly between two
+     * events it is a shorter valid record -- the spool frames records, not this format.) */
+    size_t first_len;
+    ck_assert_int_eq(sn_batch_encode_event_record(ev, 1, buf, sizeof buf, &first_len), 0);
+    ck_assert_int_eq(sn_batch_encode_event_record(ev, 2, buf, sizeof buf, &len), 0);
+    ck_assert_int_eq(sn_batch_decode_event_record(buf, first_len, back, 2, &n, err, sizeof err), 0);
+    ck_assert_uint_eq(n, 1);
+    n = 77;
+    for (size_t cut = 1; cut < len; cut++) {
+        if (cut == first_len)
+            continue;
+        int rc = sn_batch_decode_event_record(buf, cut, back, 2, &n, err, sizeof err);
+        ck_assert_int_eq(rc, -EINVAL);
+        ck_assert_ptr_nonnull(strstr(err, "journal record: "));
+    }
+    ck_assert_uint_eq(n, 77);
+
+    /* A trace id of the wrong length, written by protoc-c. */
+    Sentinel__V1__LlmEvent e = SENTINEL__V1__LLM_EVENT__INIT;
+    uint8_t tid[5] = {1, 2, 3, 4, 5};
+    e.trace_id.data = tid;
+    e.trace_id.len = sizeof tid;
+    Sentinel__V1__LlmEvent *ep = &e;
+    Sentinel__V1__Batch bm = SENTINEL__V1__BATCH__INIT;
+    bm.n_events = 1;
+    bm.events = &ep;
+    size_t plen = sentinel__v1__batch__pack(&bm, buf);
+    ck_assert_int_eq(sn_batch_decode_event_record(buf, plen, back, 2, &n, err, sizeof err),
+                     -EINVAL);
+    ck_assert_str_eq(err, "journal record: trace_id is not 16 bytes");
+
+    /* A string longer than the event's field. */
+    char longsvc[200];
+    memset(longsvc, 'a', sizeof longsvc - 1);
+    longsvc[sizeof longsvc - 1] = '\0';
+    e.trace_id.len = 0;
+    e.service = longsvc;
+    plen = sentinel__v1__batch__pack(&bm, buf);
+    ck_assert_int_eq(sn_batch_decode_event_record(buf, plen, back, 2, &n, err, sizeof err),
+                     -EINVAL);
+    ck_assert_uint_eq(n, 77);
+}
+END_TEST
+
+static Suite *batch_suite(void)
+{
+    Suite *s = suite_create("batch");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, defaults_are_the_documented_ones);
+    tcase_add_test(tc, full_batch_matches_protoc_c_field_by_field);
+    tcase_add_test(tc, unknown_facts_are_absent_and_zero_is_a_value);
+    tcase_add_test(tc, level_zero_sends_the_batch_uncompressed);
+    tcase_add_test(tc, empty_batch_carries_id_and_sequence);
+    tcase_add_test(tc, bad_batches_are_refused_with_a_reason);
+    tcase_add_test(tc, config_is_validated);
+    tcase_add_test(tc, over_the_message_limit_is_emsgsize_and_the_encoder_survives);
+    tcase_add_test(tc, uncompressed_request_over_the_limit_is_emsgsize);
+    tcase_add_test(tc, journal_record_round_trips);
+    tcase_add_test(tc, malformed_journal_records_are_einval);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(batch_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
