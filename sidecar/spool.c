@@ -1,0 +1,1487 @@
+/*
+ * spool.c -- the sidecar's durable on-disk state: ordered segments of sealed records, the ack
+ * cursor and the write-ahead journal of the open batch. Layout and rules: docs/spool.md.
+ *
+ * Invariants (checked where they matter):
+ *   - segs[] is ordered by record id; every segment in it holds at least one record not yet
+ *     popped, except a segment created by an append that is still in progress;
+ *   - segs[0].first_off is the offset of the oldest record not yet popped (the head);
+ *   - only the last segment takes appends, and only when it is not `broken`;
+ *   - count/bytes are the sums of the segments' nrec/nbytes;
+ *   - every journal generation <= covered_gen is covered by a sealed record (appended, found
+ *     at open or popped); journal files of such generations are never read back.
+ */
+#include "spool.h"
+
+#include "log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <zlib.h>
+
+/* "SPR1", "JNR1", "SNJ1", "SNA1" as little-endian 32-bit words. */
+#define SEG_MAGIC      0x31525053u
+#define JREC_MAGIC     0x31524e4au
+#define JFILE_MAGIC    0x314a4e53u
+#define ACK_MAGIC      0x31414e53u
+#define FORMAT_VERSION 1u
+#define ACK_SIZE       32u
+#define SCRATCH_BYTES  65536u /* recovery reads payloads in chunks of this size */
+#define PENDING_MAX    32u    /* journal files waiting for a sync before deletion */
+#define NAME_DIGITS    20u    /* decimal digits of a uint64_t in file names */
+#define NAME_MAX_LEN   40u
+#define ACK_NAME       "ack"
+#define ACK_TMP_NAME   "ack.tmp"
+#define LOCK_NAME      "LOCK"
+#define SEG_PREFIX     "seg-"
+#define SEG_SUFFIX     ".log"
+#define JOURNAL_PREFIX "journal-"
+
+const char *const sn_spool_fsync_names[] = {"interval", "always", NULL};
+
+typedef struct seg {
+    uint64_t base;      /* the id in the file name: the id of its first record */
+    int fd;             /* -1 when closed */
+    uint64_t size;      /* bytes in the file (where the next append goes) */
+    uint64_t end;       /* end of the readable records (< size after a skipped bad record) */
+    uint64_t first_off; /* offset of the oldest record not yet popped */
+    uint64_t nrec;      /* records not yet popped */
+    uint64_t nbytes;    /* their bytes, headers included */
+    uint64_t last_id;   /* id of the last readable record */
+    bool broken;        /* takes no appends: a bad record was skipped or a write not undone */
+    bool dirty;         /* written since the last fdatasync */
+} seg;
+
+typedef struct jfile {
+    uint64_t gen;
+    uint64_t end; /* bytes recovered at open: the records sn_spool_recover_journal replays */
+} jfile;
+
+struct sn_spool {
+    sn_spool_config cfg;
+    char *dir; /* for messages */
+    int dirfd;
+    int lockfd;
+
+    seg *segs;
+    size_t nsegs, capsegs;
+    uint64_t count, bytes;
+    uint64_t next_id;
+    uint64_t acked_id, acked_gen; /* what the ack file says (or will say) */
+    uint64_t covered_gen;
+
+    uint8_t *buf; /* peek and journal replay buffer, grown to the largest record read */
+    size_t bufcap;
+    bool peeked; /* buf holds the head record */
+    uint64_t peek_id, peek_gen;
+    size_t peek_len;
+
+    uint64_t jgen;     /* current generation */
+    int jfd;           /* its file */
+    uint64_t jsize;    /* bytes in its file */
+    uint64_t jbytes;   /* bytes in files of uncovered generations (limit: journal_max_bytes) */
+    uint64_t jrecords; /* records in them */
+    bool jdirty;       /* current file written since the last fdatasync */
+    int jstale;        /* non-zero: a reset failed with this error and must be redone */
+    jfile *recovered;  /* files of uncovered generations found at open, oldest first */
+    size_t nrecovered;
+    uint64_t pending[PENDING_MAX]; /* covered generations whose files wait for a sync */
+    size_t npending;
+    bool dir_dirty; /* entries created, renamed or removed since the last directory fsync */
+
+    sn_spool_stats st;
+};
+
+/* ---- small helpers ---- */
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* CRC-32 (zlib, IEEE polynomial) continued over p[0..n). */
+static uint32_t crc_update(uint32_t crc, const uint8_t *p, size_t n)
+{
+    return (uint32_t)crc32_z(crc, p, n);
+}
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Writes one line into err (when given). */
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err == NULL || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* Reads up to len bytes at off, retrying short reads. Returns the bytes read (fewer only at end
+ * of file) or a negative errno. */
+static ssize_t pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pread(fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            break;
+        done += (size_t)n;
+    }
+    return (ssize_t)done;
+}
+
+/* Writes a then b at off, retrying short writes. Returns 0 or a negative errno (some bytes may
+ * have been written: the caller truncates them away). */
+static int pwrite2(int fd, const void *a, size_t alen, const void *b, size_t blen, uint64_t off)
+{
+    struct iovec iov[2] = {{(void *)a, alen}, {(void *)b, blen}};
+    int i = 0;
+    while (i < 2) {
+        if (iov[i].iov_len == 0) {
+            i++;
+            continue;
+        }
+        ssize_t n = pwritev(fd, &iov[i], 2 - i, (off_t)off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            return -EIO;
+        off += (uint64_t)n;
+        size_t left = (size_t)n;
+        while (i < 2 && left >= iov[i].iov_len) {
+            left -= iov[i].iov_len;
+            iov[i].iov_len = 0;
+            i++;
+        }
+        if (i < 2) {
+            iov[i].iov_base = (uint8_t *)iov[i].iov_base + left;
+            iov[i].iov_len -= left;
+        }
+    }
+    return 0;
+}
+
+/* fdatasync (or fsync for directories) counted in the stats. Returns 0 or a negative errno. */
+static int sync_fd(sn_spool *s, int fd, bool full)
+{
+    s->st.fsyncs++;
+    int rc = full ? fsync(fd) : fdatasync(fd);
+    return rc == 0 ? 0 : -errno;
+}
+
+static void seg_name(char *buf, size_t len, uint64_t base)
+{
+    snprintf(buf, len, SEG_PREFIX "%020" PRIu64 SEG_SUFFIX, base);
+}
+
+static void journal_name(char *buf, size_t len, uint64_t gen)
+{
+    snprintf(buf, len, JOURNAL_PREFIX "%020" PRIu64, gen);
+}
+
+/* Parses exactly NAME_DIGITS decimal digits at p. Returns 0 or -1. */
+static int parse_digits(const char *p, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (unsigned i = 0; i < NAME_DIGITS; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        unsigned d = (unsigned)(p[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Makes buf hold at least len bytes. Returns 0 or -ENOMEM (buf unchanged). */
+static int buf_reserve(sn_spool *s, size_t len)
+{
+    if (len <= s->bufcap && s->buf != NULL)
+        return 0;
+    size_t cap = len < 4096 ? 4096 : len;
+    uint8_t *nb = realloc(s->buf, cap);
+    if (nb == NULL)
+        return -ENOMEM;
+    s->buf = nb;
+    s->bufcap = cap;
+    return 0;
+}
+
+/* CRC over len bytes of fd at off, continued from crc, read through scratch. Returns 0, 1 when
+ * the file ends first, or a negative errno. */
+static int crc_file_range(int fd, uint64_t off, uint64_t len, uint32_t *crc, uint8_t *scratch)
+{
+    while (len > 0) {
+        size_t chunk = len > SCRATCH_BYTES ? SCRATCH_BYTES : (size_t)len;
+        ssize_t n = pread_full(fd, scratch, chunk, off);
+        if (n < 0)
+            return (int)n;
+        if ((size_t)n < chunk)
+            return 1;
+        *crc = crc_update(*crc, scratch, chunk);
+        off += chunk;
+        len -= chunk;
+    }
+    return 0;
+}
+
+/* True when every byte of fd in [off, size) is zero (a tail the file system extended but never
+ * wrote, as after a power loss). Errors count as not zero. */
+static bool rest_is_zero(int fd, uint64_t off, uint64_t size, uint8_t *scratch)
+{
+    while (off < size) {
+        size_t chunk = size - off > SCRATCH_BYTES ? SCRATCH_BYTES : (size_t)(size - off);
+        ssize_t n = pread_full(fd, scratch, chunk, off);
+        if (n <= 0)
+            return false;
+        for (ssize_t i = 0; i < n; i++)
+            if (scratch[i] != 0)
+                return false;
+        off += (uint64_t)n;
+    }
+    return true;
+}
+
+static uint64_t file_size(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size < 0)
+        return 0;
+    return (uint64_t)st.st_size;
+}
+
+/* ---- configuration ---- */
+
+void sn_spool_config_defaults(sn_spool_config *cfg)
+{
+    cfg->max_bytes = SN_SPOOL_DEFAULT_MAX_BYTES;
+    cfg->segment_bytes = SN_SPOOL_DEFAULT_SEGMENT_BYTES;
+    cfg->max_record_bytes = SN_SPOOL_DEFAULT_MAX_RECORD;
+    cfg->journal_max_bytes = SN_SPOOL_DEFAULT_JOURNAL_MAX;
+    cfg->fsync = SN_SPOOL_FSYNC_INTERVAL;
+}
+
+/* Checks one setting's range. Returns 0 or -EINVAL with err naming it. */
+static int check_range(const char *name, int64_t v, int64_t lo, int64_t hi, char *err,
+                       size_t errlen)
+{
+    if (v >= lo && v <= hi)
+        return 0;
+    set_err(err, errlen,
+            "spool: %s must be between %" PRId64 " and %" PRId64 " bytes (got %" PRId64 ")", name,
+            lo, hi, v);
+    return -EINVAL;
+}
+
+static int check_config(const sn_spool_config *c, char *err, size_t errlen)
+{
+    int rc;
+    if ((rc = check_range("max_bytes", c->max_bytes, SN_SPOOL_MIN_BYTES, SN_SPOOL_MAX_BYTES, err,
+                          errlen)) != 0 ||
+        (rc = check_range("segment_bytes", c->segment_bytes, SN_SPOOL_MIN_SEGMENT_BYTES,
+                          SN_SPOOL_MAX_SEGMENT_BYTES, err, errlen)) != 0 ||
+        (rc = check_range("max_record_bytes", c->max_record_bytes, SN_SPOOL_MIN_RECORD,
+                          SN_SPOOL_MAX_RECORD, err, errlen)) != 0 ||
+        (rc = check_range("journal_max_bytes", c->journal_max_bytes, SN_SPOOL_MIN_JOURNAL_BYTES,
+                          SN_SPOOL_MAX_BYTES, err, errlen)) != 0)
+        return rc;
+    if (c->max_record_bytes + (int64_t)SN_SPOOL_RECORD_HEADER > c->max_bytes) {
+        set_err(err, errlen, "spool: max_record_bytes must leave room in max_bytes");
+        return -EINVAL;
+    }
+    if (c->fsync != SN_SPOOL_FSYNC_INTERVAL && c->fsync != SN_SPOOL_FSYNC_ALWAYS) {
+        set_err(err, errlen, "spool: fsync must be interval or always");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* ---- segments ---- */
+
+/* Opens segment i's file if it is closed. Returns 0 or a negative errno. */
+static int seg_open(sn_spool *s, seg *g)
+{
+    if (g->fd >= 0)
+        return 0;
+    char name[NAME_MAX_LEN];
+    seg_name(name, sizeof name, g->base);
+    g->fd = openat(s->dirfd, name, O_RDWR | O_CLOEXEC);
+    return g->fd >= 0 ? 0 : -errno;
+}
+
+/* Closes and deletes segs[0] (every record in it popped or skipped) and makes the next
+ * segment the head. */
+static void drop_head_segment(sn_spool *s)
+{
+    seg *g = &s->segs[0];
+    char name[NAME_MAX_LEN];
+    seg_name(name, sizeof name, g->base);
+    if (g->fd >= 0)
+        close(g->fd);
+    if (unlinkat(s->dirfd, name, 0) != 0 && errno != ENOENT)
+        sn_log_warn("spool: cannot delete segment", SN_LOG_STR("dir", s->dir),
+                    SN_LOG_STR("file", name), SN_LOG_ERRNO(errno));
+    s->dir_dirty = true;
+    memmove(&s->segs[0], &s->segs[1], (s->nsegs - 1) * sizeof s->segs[0]);
+    s->nsegs--;
+    s->peeked = false;
+}
+
+/* Gives up on the rest of the head segment after a bad record at its head: its records are
+ * counted as skipped and the segment is deleted. */
+static void skip_head_segment(sn_spool *s, const char *why)
+{
+    seg *g = &s->segs[0];
+    char name[NAME_MAX_LEN];
+    seg_name(name, sizeof name, g->base);
+    uint64_t skipped = g->end > g->first_off ? g->end - g->first_off : 0;
+    sn_log_error("spool: bad record, skipping the rest of the segment", SN_LOG_STR("dir", s->dir),
+                 SN_LOG_STR("file", name), SN_LOG_STR("reason", why),
+                 SN_LOG_UINT("offset", g->first_off), SN_LOG_UINT("records", g->nrec),
+                 SN_LOG_UINT("bytes", skipped));
+    s->st.corrupt_segments++;
+    s->st.skipped_bytes += skipped;
+    s->count -= g->nrec;
+    s->bytes -= g->nbytes;
+    g->nrec = 0;
+    g->nbytes = 0;
+    drop_head_segment(s);
+}
+
+/* Appends an empty segment named after the next record id. Returns 0 or a negative errno. */
+static int seg_create(sn_spool *s)
+{
+    if (s->nsegs == s->capsegs) {
+        size_t cap = s->capsegs ? s->capsegs * 2 : 16;
+        seg *ns = realloc(s->segs, cap * sizeof *ns);
+        if (ns == NULL)
+            return -ENOMEM;
+        s->segs = ns;
+        s->capsegs = cap;
+    }
+    char name[NAME_MAX_LEN];
+    seg_name(name, sizeof name, s->next_id);
+    int fd = openat(s->dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return -errno;
+    s->segs[s->nsegs++] = (seg){.base = s->next_id, .fd = fd, .last_id = 0};
+    s->dir_dirty = true;
+    return 0;
+}
+
+/* Removes the last segment, just created and still empty, after a failed append. */
+static void seg_uncreate(sn_spool *s)
+{
+    seg *g = &s->segs[s->nsegs - 1];
+    char name[NAME_MAX_LEN];
+    seg_name(name, sizeof name, g->base);
+    close(g->fd);
+    unlinkat(s->dirfd, name, 0);
+    s->nsegs--;
+}
+
+/* ---- ack file ---- */
+
+/* Rewrites the ack file (write to ack.tmp, rename). Returns 0 or a negative errno. */
+static int write_ack(sn_spool *s)
+{
+    uint8_t b[ACK_SIZE] = {0};
+    put_u32(b, ACK_MAGIC);
+    put_u32(b + 4, FORMAT_VERSION);
+    put_u64(b + 8, s->acked_id);
+    put_u64(b + 16, s->acked_gen);
+    put_u32(b + 28, crc_update(0, b, 28));
+    int fd = openat(s->dirfd, ACK_TMP_NAME, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return -errno;
+    int rc = pwrite2(fd, b, sizeof b, NULL, 0, 0);
+    if (rc == 0 && s->cfg.fsync == SN_SPOOL_FSYNC_ALWAYS)
+        rc = sync_fd(s, fd, false);
+    close(fd);
+    if (rc == 0 && renameat(s->dirfd, ACK_TMP_NAME, s->dirfd, ACK_NAME) != 0)
+        rc = -errno;
+    if (rc != 0) {
+        unlinkat(s->dirfd, ACK_TMP_NAME, 0);
+        return rc;
+    }
+    s->dir_dirty = true;
+    if (s->cfg.fsync == SN_SPOOL_FSYNC_ALWAYS && sync_fd(s, s->dirfd, true) == 0)
+        s->dir_dirty = false;
+    return 0;
+}
+
+/* Reads the ack file into acked_id/acked_gen; a missing file means nothing was popped, a bad one
+ * is logged and treated the same (records are then sent again, never lost). */
+static void read_ack(sn_spool *s)
+{
+    uint8_t b[ACK_SIZE];
+    int fd = openat(s->dirfd, ACK_NAME, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno != ENOENT)
+            sn_log_warn("spool: cannot read the ack file; unacknowledged records are sent again",
+                        SN_LOG_STR("dir", s->dir), SN_LOG_ERRNO(errno));
+        return;
+    }
+    ssize_t n = pread_full(fd, b, sizeof b, 0);
+    close(fd);
+    if (n != (ssize_t)sizeof b || get_u32(b) != ACK_MAGIC || get_u32(b + 4) != FORMAT_VERSION ||
+        get_u32(b + 28) != crc_update(0, b, 28)) {
+        sn_log_warn("spool: bad ack file ignored; records are sent again from the oldest",
+                    SN_LOG_STR("dir", s->dir), SN_LOG_INT("size", n));
+        return;
+    }
+    s->acked_id = get_u64(b + 8);
+    s->acked_gen = get_u64(b + 16);
+}
+
+/* ---- journal ---- */
+
+/* Creates the file of generation gen with its header and opens it for appends into s->jfd.
+ * Returns 0 or a negative errno (no file left behind). */
+static int journal_create(sn_spool *s, uint64_t gen, int *fd_out)
+{
+    char name[NAME_MAX_LEN];
+    journal_name(name, sizeof name, gen);
+    uint8_t h[SN_SPOOL_JOURNAL_FILE_HEADER] = {0};
+    put_u32(h, JFILE_MAGIC);
+    put_u32(h + 4, FORMAT_VERSION);
+    put_u64(h + 8, gen);
+    put_u32(h + 20, crc_update(0, h, 20));
+    int fd = openat(s->dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    if (fd < 0)
+        return -errno;
+    int rc = pwrite2(fd, h, sizeof h, NULL, 0, 0);
+    if (rc == 0 && s->cfg.fsync == SN_SPOOL_FSYNC_ALWAYS) {
+        rc = sync_fd(s, fd, false);
+        if (rc == 0)
+            rc = sync_fd(s, s->dirfd, true);
+    }
+    if (rc != 0) {
+        close(fd);
+        unlinkat(s->dirfd, name, 0);
+        return rc;
+    }
+    if (s->cfg.fsync != SN_SPOOL_FSYNC_ALWAYS)
+        s->dir_dirty = true;
+    *fd_out = fd;
+    return 0;
+}
+
+/* Deletes the journal file of a covered generation. */
+static void journal_unlink(sn_spool *s, uint64_t gen)
+{
+    char name[NAME_MAX_LEN];
+    journal_name(name, sizeof name, gen);
+    if (unlinkat(s->dirfd, name, 0) != 0 && errno != ENOENT)
+        sn_log_warn("spool: cannot delete a covered journal file", SN_LOG_STR("dir", s->dir),
+                    SN_LOG_STR("file", name), SN_LOG_ERRNO(errno));
+}
+
+/* fdatasyncs the segments written since the last sync. Returns 0 or the first error. */
+static int sync_segments(sn_spool *s)
+{
+    int first = 0;
+    for (size_t i = 0; i < s->nsegs; i++) {
+        seg *g = &s->segs[i];
+        if (!g->dirty || g->fd < 0)
+            continue;
+        int rc = sync_fd(s, g->fd, false);
+        if (rc == 0)
+            g->dirty = false;
+        else if (first == 0)
+            first = rc;
+    }
+    return first;
+}
+
+static bool segments_durable(const sn_spool *s)
+{
+    for (size_t i = 0; i < s->nsegs; i++)
+        if (s->segs[i].dirty)
+            return false;
+    return true;
+}
+
+/* Deletes the journal files waiting for the segments to be durable. */
+static void delete_pending(sn_spool *s)
+{
+    for (size_t i = 0; i < s->npending; i++)
+        journal_unlink(s, s->pending[i]);
+    s->npending = 0;
+}
+
+/* Marks journal generation gen covered and obsolete: deleted now if the sealed records covering
+ * it are durable, else at the next sync (or now, after syncing the segments, when the pending
+ * list is full). */
+static void journal_retire(sn_spool *s, uint64_t gen)
+{
+    if (segments_durable(s)) {
+        journal_unlink(s, gen);
+        return;
+    }
+    if (s->npending == PENDING_MAX) {
+        if (sync_segments(s) == 0)
+            delete_pending(s);
+        else
+            /* Keep the file: it is discarded at open as covered, so keeping it is safe. */
+            return;
+    }
+    if (segments_durable(s))
+        journal_unlink(s, gen);
+    else
+        s->pending[s->npending++] = gen;
+}
+
+/* Starts generation jgen + 1 with an empty file and retires the covered files. On failure the
+ * generation is unchanged, jstale holds the error and the next journal append retries. */
+static int journal_rotate(sn_spool *s)
+{
+    int fd = -1;
+    int rc = journal_create(s, s->jgen + 1, &fd);
+    if (rc != 0) {
+        s->jstale = rc;
+        sn_log_error("spool: cannot start a new journal generation", SN_LOG_STR("dir", s->dir),
+                     SN_LOG_UINT("generation", s->jgen + 1), SN_LOG_ERRNO(rc));
+        return rc;
+    }
+    for (size_t i = 0; i < s->nrecovered; i++)
+        if (s->recovered[i].gen != s->jgen)
+            journal_retire(s, s->recovered[i].gen);
+    free(s->recovered);
+    s->recovered = NULL;
+    s->nrecovered = 0;
+    close(s->jfd);
+    journal_retire(s, s->jgen);
+    s->jfd = fd;
+    s->jgen++;
+    s->jsize = SN_SPOOL_JOURNAL_FILE_HEADER;
+    s->jbytes = SN_SPOOL_JOURNAL_FILE_HEADER;
+    s->jrecords = 0;
+    s->jdirty = s->cfg.fsync != SN_SPOOL_FSYNC_ALWAYS;
+    s->jstale = 0;
+    return 0;
+}
+
+/* ---- recovery ---- */
+
+typedef enum scan_result { SCAN_OK = 0, SCAN_SHORT, SCAN_BAD } scan_result;
+
+/* Reads and checks the sealed record at off (header, length, id order, CRC over the payload).
+ * Returns SCAN_OK with the header fields, SCAN_SHORT when the file ends inside the record,
+ * SCAN_BAD otherwise; a read error is returned as a negative errno. why says what was wrong. */
+static int scan_seg_record(int fd, uint64_t off, uint64_t size, uint64_t prev_id, uint8_t *scratch,
+                           uint32_t *len, uint64_t *id, uint64_t *gen, const char **why)
+{
+    uint8_t h[SN_SPOOL_RECORD_HEADER];
+    if (size - off < SN_SPOOL_RECORD_HEADER) {
+        *why = "short header";
+        return SCAN_SHORT;
+    }
+    ssize_t n = pread_full(fd, h, sizeof h, off);
+    if (n < 0)
+        return (int)n;
+    if ((size_t)n < sizeof h) {
+        *why = "short header";
+        return SCAN_SHORT;
+    }
+    if (get_u32(h) != SEG_MAGIC) {
+        *why = "bad magic";
+        return SCAN_BAD;
+    }
+    *len = get_u32(h + 4);
+    *id = get_u64(h + 8);
+    *gen = get_u64(h + 16);
+    if (*len > SN_SPOOL_MAX_RECORD) {
+        *why = "bad length";
+        return SCAN_BAD;
+    }
+    if (size - off - SN_SPOOL_RECORD_HEADER < *len) {
+        *why = "short record";
+        return SCAN_SHORT;
+    }
+    uint32_t crc = crc_update(0, h, 28);
+    int rc = crc_file_range(fd, off + SN_SPOOL_RECORD_HEADER, *len, &crc, scratch);
+    if (rc < 0)
+        return rc;
+    if (rc == 1) {
+        *why = "short record";
+        return SCAN_SHORT;
+    }
+    if (crc != get_u32(h + 28)) {
+        *why = "bad checksum";
+        return SCAN_BAD;
+    }
+    if (*id <= prev_id) {
+        *why = "record id out of order";
+        return SCAN_BAD;
+    }
+    return SCAN_OK;
+}
+
+/* Scans segment g (already in segs[], fd open): counts its unacknowledged records, finds its
+ * head, and deals with a bad record -- a torn tail of the last segment is truncated, anything
+ * else skips the rest of the segment. Returns 0 or a negative errno (read error). */
+static int recover_segment(sn_spool *s, seg *g, bool is_last, uint64_t *prev_id, uint8_t *scratch)
+{
+    char name[NAME_MAX_LEN];
+    seg_name(name, sizeof name, g->base);
+    uint64_t size = file_size(g->fd);
+    uint64_t off = 0;
+    bool seen_unacked = false;
+    g->size = size;
+    while (off < size) {
+        uint32_t len = 0;
+        uint64_t id = 0, gen = 0;
+        const char *why = "";
+        int r = scan_seg_record(g->fd, off, size, *prev_id, scratch, &len, &id, &gen, &why);
+        if (r < 0) {
+            sn_log_error("spool: cannot read segment", SN_LOG_STR("dir", s->dir),
+                         SN_LOG_STR("file", name), SN_LOG_ERRNO(r));
+            return r;
+        }
+        if (r == SCAN_OK) {
+            uint64_t rec = SN_SPOOL_RECORD_HEADER + (uint64_t)len;
+            *prev_id = id;
+            g->last_id = id;
+            if (gen > s->covered_gen)
+                s->covered_gen = gen;
+            if (id > s->acked_id) {
+                if (!seen_unacked)
+                    g->first_off = off;
+                seen_unacked = true;
+                g->nrec++;
+                g->nbytes += rec;
+            }
+            off += rec;
+            continue;
+        }
+        /* A bad record: a tail (nothing readable could follow it) is cut off; otherwise the
+         * rest of the segment is skipped. */
+        bool tail = is_last && (r == SCAN_SHORT || off + SN_SPOOL_RECORD_HEADER + len == size ||
+                                rest_is_zero(g->fd, off, size, scratch));
+        if (tail) {
+            if (ftruncate(g->fd, (off_t)off) != 0) {
+                int e = -errno;
+                sn_log_error("spool: cannot truncate a torn segment tail",
+                             SN_LOG_STR("dir", s->dir), SN_LOG_STR("file", name), SN_LOG_ERRNO(e));
+                return e;
+            }
+            sn_log_warn("spool: truncated a torn segment tail", SN_LOG_STR("dir", s->dir),
+                        SN_LOG_STR("file", name), SN_LOG_STR("reason", why),
+                        SN_LOG_UINT("offset", off), SN_LOG_UINT("bytes", size - off),
+                        SN_LOG_UINT("records_kept", g->nrec));
+            s->st.torn_tails++;
+            s->st.truncated_bytes += size - off;
+            g->size = off;
+            g->dirty = true;
+        } else {
+            sn_log_error("spool: bad record, skipping the rest of the segment",
+                         SN_LOG_STR("dir", s->dir), SN_LOG_STR("file", name),
+                         SN_LOG_STR("reason", why), SN_LOG_UINT("offset", off),
+                         SN_LOG_UINT("bytes", size - off), SN_LOG_UINT("records_kept", g->nrec));
+            s->st.corrupt_segments++;
+            s->st.skipped_bytes += size - off;
+            g->broken = true;
+        }
+        break;
+    }
+    g->end = off;
+    if (!seen_unacked)
+        g->first_off = off;
+    return 0;
+}
+
+/* Reads the journal file of an uncovered generation: checks its header, counts its records and
+ * truncates it at the first bad one. Returns 0 and the file's good length, or a negative errno.
+ * A file too short for its header (a crash while it was created) gets its header rewritten. */
+static int recover_journal_file(sn_spool *s, int fd, uint64_t gen, uint8_t *scratch, uint64_t *end,
+                                uint64_t *records)
+{
+    char name[NAME_MAX_LEN];
+    journal_name(name, sizeof name, gen);
+    uint64_t size = file_size(fd);
+    uint8_t h[SN_SPOOL_JOURNAL_FILE_HEADER];
+    uint64_t off = SN_SPOOL_JOURNAL_FILE_HEADER;
+    const char *why = NULL;
+    *records = 0;
+    ssize_t n = pread_full(fd, h, sizeof h, 0);
+    if (n < 0)
+        return (int)n;
+    if ((size_t)n < sizeof h) {
+        why = "short file header";
+        off = 0;
+    } else if (get_u32(h) != JFILE_MAGIC || get_u32(h + 4) != FORMAT_VERSION ||
+               get_u64(h + 8) != gen || get_u32(h + 20) != crc_update(0, h, 20)) {
+        why = "bad file header";
+        off = 0;
+    }
+    while (why == NULL && off < size) {
+        uint8_t r[SN_SPOOL_JOURNAL_HEADER];
+        n = pread_full(fd, r, sizeof r, off);
+        if (n < 0)
+            return (int)n;
+        if ((size_t)n < sizeof r) {
+            why = "short header";
+            break;
+        }
+        uint32_t len = get_u32(r + 4);
+        if (get_u32(r) != JREC_MAGIC || len > SN_SPOOL_MAX_RECORD) {
+            why = "bad header";
+            break;
+        }
+        if (size - off - SN_SPOOL_JOURNAL_HEADER < len) {
+            why = "short record";
+            break;
+        }
+        uint32_t crc = crc_update(0, r, 12);
+        int rc = crc_file_range(fd, off + SN_SPOOL_JOURNAL_HEADER, len, &crc, scratch);
+        if (rc < 0)
+            return rc;
+        if (rc == 1 || crc != get_u32(r + 12)) {
+            why = rc == 1 ? "short record" : "bad checksum";
+            break;
+        }
+        off += SN_SPOOL_JOURNAL_HEADER + (uint64_t)len;
+        (*records)++;
+    }
+    if (why != NULL) {
+        if (ftruncate(fd, (off_t)off) != 0)
+            return -errno;
+        sn_log_warn("spool: truncated a torn journal tail", SN_LOG_STR("dir", s->dir),
+                    SN_LOG_STR("file", name), SN_LOG_STR("reason", why), SN_LOG_UINT("offset", off),
+                    SN_LOG_UINT("bytes", size - off), SN_LOG_UINT("records_kept", *records));
+        s->st.torn_tails++;
+        s->st.truncated_bytes += size - off;
+        if (off == 0) {
+            put_u32(h, JFILE_MAGIC);
+            put_u32(h + 4, FORMAT_VERSION);
+            put_u64(h + 8, gen);
+            put_u32(h + 16, 0);
+            put_u32(h + 20, crc_update(0, h, 20));
+            int rc = pwrite2(fd, h, sizeof h, NULL, 0, 0);
+            if (rc != 0)
+                return rc;
+            off = SN_SPOOL_JOURNAL_FILE_HEADER;
+        }
+    }
+    *end = off;
+    return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Lists the directory: segment bases and journal generations, sorted; removes a leftover
+ * ack.tmp. The arrays are malloc'ed (caller frees). Returns 0 or a negative errno. */
+static int list_dir(sn_spool *s, uint64_t **segs, size_t *nsegs, uint64_t **gens, size_t *ngens)
+{
+    int rc = 0;
+    size_t cs = 0, cg = 0;
+    *segs = NULL;
+    *gens = NULL;
+    *nsegs = *ngens = 0;
+    int fd = openat(s->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    struct dirent *e;
+    errno = 0;
+    while ((e = readdir(d)) != NULL) {
+        size_t nl = strlen(e->d_name);
+        uint64_t v;
+        uint64_t **arr = NULL;
+        size_t *n = NULL, *cap = NULL;
+        if (nl == strlen(SEG_PREFIX) + NAME_DIGITS + strlen(SEG_SUFFIX) &&
+            memcmp(e->d_name, SEG_PREFIX, strlen(SEG_PREFIX)) == 0 &&
+            memcmp(e->d_name + nl - strlen(SEG_SUFFIX), SEG_SUFFIX, strlen(SEG_SUFFIX)) == 0 &&
+            parse_digits(e->d_name + strlen(SEG_PREFIX), &v) == 0) {
+            arr = segs, n = nsegs, cap = &cs;
+        } else if (nl == strlen(JOURNAL_PREFIX) + NAME_DIGITS &&
+                   memcmp(e->d_name, JOURNAL_PREFIX, strlen(JOURNAL_PREFIX)) == 0 &&
+                   parse_digits(e->d_name + strlen(JOURNAL_PREFIX), &v) == 0) {
+            arr = gens, n = ngens, cap = &cg;
+        } else if (strcmp(e->d_name, ACK_TMP_NAME) == 0) {
+            unlinkat(s->dirfd, ACK_TMP_NAME, 0);
+        }
+        if (arr != NULL) {
+            if (*n == *cap) {
+                size_t nc = *cap ? *cap * 2 : 16;
+                uint64_t *na = realloc(*arr, nc * sizeof *na);
+                if (na == NULL) {
+                    rc = -ENOMEM;
+                    goto out_closedir;
+                }
+                *arr = na;
+                *cap = nc;
+            }
+            (*arr)[(*n)++] = v;
+        }
+        errno = 0;
+    }
+    if (errno != 0)
+        rc = -errno;
+    if (*nsegs > 1)
+        qsort(*segs, *nsegs, sizeof **segs, cmp_u64);
+    if (*ngens > 1)
+        qsort(*gens, *ngens, sizeof **gens, cmp_u64);
+out_closedir:
+    closedir(d);
+    if (rc != 0) {
+        free(*segs);
+        free(*gens);
+        *segs = *gens = NULL;
+    }
+    return rc;
+}
+
+/* Recovers the segments named in bases (sorted). Returns 0 or a negative errno with err set. */
+static int recover_segments(sn_spool *s, const uint64_t *bases, size_t n, uint8_t *scratch,
+                            char *err, size_t errlen)
+{
+    uint64_t prev_id = 0;
+    s->segs = calloc(n ? n : 1, sizeof *s->segs);
+    if (s->segs == NULL)
+        return -ENOMEM;
+    s->capsegs = n ? n : 1;
+    for (size_t i = 0; i < n; i++) {
+        seg *g = &s->segs[s->nsegs];
+        *g = (seg){.base = bases[i], .fd = -1};
+        int rc = seg_open(s, g);
+        if (rc != 0) {
+            set_err(err, errlen, "spool: cannot open segment %" PRIu64 " in %s: %s", bases[i],
+                    s->dir, strerror(-rc));
+            return rc;
+        }
+        s->nsegs++;
+        rc = recover_segment(s, g, i + 1 == n, &prev_id, scratch);
+        if (rc != 0) {
+            set_err(err, errlen, "spool: cannot read segment %" PRIu64 " in %s: %s", bases[i],
+                    s->dir, strerror(-rc));
+            return rc;
+        }
+        if (g->last_id >= s->next_id)
+            s->next_id = g->last_id + 1;
+        if (g->nrec == 0) {
+            /* Nothing left to send in it: every record popped, or none readable. */
+            char name[NAME_MAX_LEN];
+            seg_name(name, sizeof name, g->base);
+            close(g->fd);
+            if (unlinkat(s->dirfd, name, 0) != 0 && errno != ENOENT)
+                sn_log_warn("spool: cannot delete segment", SN_LOG_STR("dir", s->dir),
+                            SN_LOG_STR("file", name), SN_LOG_ERRNO(errno));
+            s->dir_dirty = true;
+            s->nsegs--;
+            continue;
+        }
+        s->count += g->nrec;
+        s->bytes += g->nbytes;
+        /* Keep only the head's and the last segment's files open. */
+        if (s->nsegs > 2) {
+            seg *mid = &s->segs[s->nsegs - 2];
+            if (mid->fd >= 0 && !mid->dirty) {
+                close(mid->fd);
+                mid->fd = -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Recovers the journal files (generations in gens, sorted): covered ones are deleted, uncovered
+ * ones checked and kept for sn_spool_recover_journal; the newest uncovered one (or a new file)
+ * becomes the current generation. Returns 0 or a negative errno with err set. */
+static int recover_journals(sn_spool *s, const uint64_t *gens, size_t n, uint8_t *scratch,
+                            char *err, size_t errlen)
+{
+    uint64_t maxgen = s->covered_gen;
+    s->recovered = calloc(n ? n : 1, sizeof *s->recovered);
+    if (s->recovered == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t gen = gens[i];
+        if (gen > maxgen)
+            maxgen = gen;
+        if (gen <= s->covered_gen) {
+            journal_unlink(s, gen);
+            s->st.discarded_journal++;
+            s->dir_dirty = true;
+            continue;
+        }
+        char name[NAME_MAX_LEN];
+        journal_name(name, sizeof name, gen);
+        int fd = openat(s->dirfd, name, O_RDWR | O_CLOEXEC);
+        if (fd < 0) {
+            int e = -errno;
+            set_err(err, errlen, "spool: cannot open journal %s in %s: %s", name, s->dir,
+                    strerror(-e));
+            return e;
+        }
+        uint64_t end = 0, records = 0;
+        int rc = recover_journal_file(s, fd, gen, scratch, &end, &records);
+        if (rc != 0) {
+            close(fd);
+            set_err(err, errlen, "spool: cannot recover journal %s in %s: %s", name, s->dir,
+                    strerror(-rc));
+            return rc;
+        }
+        s->recovered[s->nrecovered++] = (jfile){.gen = gen, .end = end};
+        s->jbytes += end;
+        s->jrecords += records;
+        s->st.recovered_journal += records;
+        if (i + 1 == n) {
+            s->jfd = fd;
+            s->jgen = gen;
+            s->jsize = end;
+        } else {
+            close(fd);
+        }
+    }
+    if (s->st.discarded_journal > 0)
+        sn_log_info("spool: discarded journal files of generations already sealed",
+                    SN_LOG_STR("dir", s->dir), SN_LOG_UINT("files", s->st.discarded_journal),
+                    SN_LOG_UINT("covered_generation", s->covered_gen));
+    if (s->jfd >= 0)
+        return 0;
+    /* Every generation found is covered: start a new one above all of them. */
+    int rc = journal_create(s, maxgen + 1, &s->jfd);
+    if (rc != 0) {
+        set_err(err, errlen, "spool: cannot create a journal in %s: %s", s->dir, strerror(-rc));
+        return rc;
+    }
+    s->jgen = maxgen + 1;
+    s->jsize = SN_SPOOL_JOURNAL_FILE_HEADER;
+    s->jbytes = SN_SPOOL_JOURNAL_FILE_HEADER;
+    return 0;
+}
+
+/* Creates (mode 0750) and opens the directory. Returns 0 or a negative errno with err set. */
+static int open_dir(sn_spool *s, const char *dir, char *err, size_t errlen)
+{
+    if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
+        int e = -errno;
+        set_err(err, errlen, "spool: cannot create directory %s: %s", dir, strerror(-e));
+        return e;
+    }
+    s->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (s->dirfd < 0) {
+        int e = -errno;
+        if (e == -ENOTDIR)
+            set_err(err, errlen, "spool: %s is not a directory", dir);
+        else
+            set_err(err, errlen, "spool: cannot open directory %s: %s", dir, strerror(-e));
+        return e;
+    }
+    return 0;
+}
+
+/* Takes the exclusive lock on dir/LOCK and writes our pid into it. Returns 0 or a negative
+ * errno (-EBUSY when someone else holds it) with err set. */
+static int take_lock(sn_spool *s, char *err, size_t errlen)
+{
+    s->lockfd = openat(s->dirfd, LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (s->lockfd < 0) {
+        int e = -errno;
+        set_err(err, errlen, "spool: cannot create lock file in %s: %s", s->dir, strerror(-e));
+        return e;
+    }
+    if (flock(s->lockfd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        if (e == EWOULDBLOCK) {
+            char pid[24] = {0};
+            ssize_t n = pread_full(s->lockfd, pid, sizeof pid - 1, 0);
+            while (n > 0 && (pid[n - 1] == '\n' || pid[n - 1] == '\0'))
+                pid[--n] = '\0';
+            set_err(err, errlen,
+                    "spool: directory %s is in use by another process (pid %s); each sidecar "
+                    "needs its own spool directory",
+                    s->dir, n > 0 ? pid : "unknown");
+            return -EBUSY;
+        }
+        set_err(err, errlen, "spool: cannot lock %s: %s", s->dir, strerror(e));
+        return -e;
+    }
+    char pid[24];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(s->lockfd, 0) == 0 && n > 0)
+        (void)pwrite2(s->lockfd, pid, (size_t)n, NULL, 0, 0);
+    return 0;
+}
+
+int sn_spool_open(const char *dir, const sn_spool_config *cfg, sn_spool **out, char *err,
+                  size_t errlen)
+{
+    sn_spool_config defaults;
+    int rc;
+    uint64_t *bases = NULL, *gens = NULL;
+    size_t nbases = 0, ngens = 0;
+    uint8_t *scratch = NULL;
+
+    set_err(err, errlen, "%s", "");
+    *out = NULL;
+    if (cfg == NULL) {
+        sn_spool_config_defaults(&defaults);
+        cfg = &defaults;
+    }
+    if (dir == NULL || dir[0] == '\0') {
+        set_err(err, errlen, "spool: no directory given");
+        return -EINVAL;
+    }
+    if ((rc = check_config(cfg, err, errlen)) != 0)
+        return rc;
+    sn_spool *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        goto out_nomem;
+    s->cfg = *cfg;
+    s->dirfd = s->lockfd = s->jfd = -1;
+    s->next_id = 1;
+    s->dir = strdup(dir);
+    if (s->dir == NULL)
+        goto out_nomem_spool;
+    if ((rc = open_dir(s, dir, err, errlen)) != 0 || (rc = take_lock(s, err, errlen)) != 0)
+        goto out_close_spool;
+
+    read_ack(s);
+    s->covered_gen = s->acked_gen;
+    if (s->acked_id >= s->next_id)
+        s->next_id = s->acked_id + 1;
+    scratch = malloc(SCRATCH_BYTES);
+    if (scratch == NULL)
+        goto out_nomem_spool;
+    if ((rc = list_dir(s, &bases, &nbases, &gens, &ngens)) != 0) {
+        set_err(err, errlen, "spool: cannot list %s: %s", dir, strerror(-rc));
+        goto out_free_scratch;
+    }
+    if ((rc = recover_segments(s, bases, nbases, scratch, err, errlen)) != 0 ||
+        (rc = recover_journals(s, gens, ngens, scratch, err, errlen)) != 0)
+        goto out_free_lists;
+    s->st.recovered_records = s->count;
+    free(scratch);
+    free(bases);
+    free(gens);
+    if (s->bytes > (uint64_t)s->cfg.max_bytes)
+        sn_log_warn("spool: recovered more than max_bytes; new batches are refused until the "
+                    "aggregator has taken enough",
+                    SN_LOG_STR("dir", s->dir), SN_LOG_UINT("bytes", s->bytes),
+                    SN_LOG_INT("max_bytes", s->cfg.max_bytes));
+    sn_log_info("spool: opened", SN_LOG_STR("dir", s->dir), SN_LOG_UINT("records", s->count),
+                SN_LOG_UINT("bytes", s->bytes), SN_LOG_UINT("segments", s->nsegs),
+                SN_LOG_UINT("journal_generation", s->jgen),
+                SN_LOG_UINT("journal_records", s->jrecords),
+                SN_LOG_UINT("covered_generation", s->covered_gen));
+    *out = s;
+    return 0;
+
+out_free_lists:
+    free(bases);
+    free(gens);
+out_free_scratch:
+    free(scratch);
+out_close_spool:
+    sn_spool_close(s);
+    return rc;
+out_nomem_spool:
+    free(scratch);
+    sn_spool_close(s);
+out_nomem:
+    set_err(err, errlen, "spool: out of memory");
+    return -ENOMEM;
+}
+
+/* Closes every file of s and frees it, without syncing. */
+static void spool_free(sn_spool *s)
+{
+    for (size_t i = 0; i < s->nsegs; i++)
+        if (s->segs[i].fd >= 0)
+            close(s->segs[i].fd);
+    if (s->jfd >= 0)
+        close(s->jfd);
+    if (s->lockfd >= 0)
+        close(s->lockfd); /* releases the flock */
+    if (s->dirfd >= 0)
+        close(s->dirfd);
+    free(s->segs);
+    free(s->recovered);
+    free(s->buf);
+    free(s->dir);
+    free(s);
+}
+
+void sn_spool_close(sn_spool *s)
+{
+    if (s == NULL)
+        return;
+    if (s->lockfd >= 0 && s->jfd >= 0) {
+        int rc = sn_spool_sync(s);
+        if (rc != 0)
+            sn_log_warn("spool: sync at close failed", SN_LOG_STR("dir", s->dir), SN_LOG_ERRNO(rc));
+    }
+    spool_free(s);
+}
+
+/* ---- sealed records ---- */
+
+int sn_spool_append(sn_spool *s, const uint8_t *data, size_t len, uint64_t journal_gen)
+{
+    if (data == NULL && len > 0)
+        return -EINVAL;
+    if (len > (uint64_t)s->cfg.max_record_bytes)
+        return -EMSGSIZE;
+    if (journal_gen > s->jgen)
+        return -EINVAL;
+    uint64_t rec = SN_SPOOL_RECORD_HEADER + (uint64_t)len;
+    if (s->bytes + rec > (uint64_t)s->cfg.max_bytes) {
+        s->st.refused_full++;
+        return -ENOSPC;
+    }
+    int rc;
+    bool created = false;
+    seg *g = s->nsegs > 0 ? &s->segs[s->nsegs - 1] : NULL;
+    if (g == NULL || g->broken || (g->size > 0 && g->size + rec > (uint64_t)s->cfg.segment_bytes)) {
+        /* Close the full segment: make it durable now so sync only looks at the last one, and
+         * keep its file open only if it is the head. */
+        if (g != NULL && g->dirty && !g->broken) {
+            if ((rc = sync_fd(s, g->fd, false)) != 0)
+                return rc;
+            g->dirty = false;
+        }
+        if (g != NULL && s->nsegs > 1 && g->fd >= 0 && !g->dirty) {
+            close(g->fd);
+            g->fd = -1;
+        }
+        if ((rc = seg_create(s)) != 0) {
+            sn_log_error("spool: cannot create a segment", SN_LOG_STR("dir", s->dir),
+                         SN_LOG_ERRNO(rc));
+            return rc;
+        }
+        created = true;
+        g = &s->segs[s->nsegs - 1];
+    }
+
+    uint8_t h[SN_SPOOL_RECORD_HEADER] = {0};
+    put_u32(h, SEG_MAGIC);
+    put_u32(h + 4, (uint32_t)len);
+    put_u64(h + 8, s->next_id);
+    put_u64(h + 16, journal_gen);
+    uint32_t crc = crc_update(0, h, 28);
+    if (len > 0)
+        crc = crc_update(crc, data, len);
+    put_u32(h + 28, crc);
+
+    rc = pwrite2(g->fd, h, sizeof h, data, len, g->size);
+    if (rc == 0 && s->cfg.fsync == SN_SPOOL_FSYNC_ALWAYS) {
+        rc = sync_fd(s, g->fd, false);
+        if (rc == 0 && created && sync_fd(s, s->dirfd, true) == 0)
+            s->dir_dirty = false;
+    }
+    if (rc != 0) {
+        /* Leave nothing of the record behind; if that fails too, stop appending here (the
+         * partial record reads as a bad tail at recovery). */
+        if (created) {
+            seg_uncreate(s);
+        } else if (ftruncate(g->fd, (off_t)g->size) != 0) {
+            g->broken = true;
+            g->dirty = true;
+        }
+        sn_log_error("spool: cannot append a record", SN_LOG_STR("dir", s->dir),
+                     SN_LOG_UINT("bytes", rec), SN_LOG_ERRNO(rc));
+        return rc;
+    }
+    if (g->nrec == 0)
+        g->first_off = g->size;
+    g->size += rec;
+    g->end = g->size;
+    g->nrec++;
+    g->nbytes += rec;
+    g->last_id = s->next_id;
+    g->dirty = s->cfg.fsync != SN_SPOOL_FSYNC_ALWAYS;
+    s->next_id++;
+    s->count++;
+    s->bytes += rec;
+    if (journal_gen > s->covered_gen)
+        s->covered_gen = journal_gen;
+    return 0;
+}
+
+int sn_spool_peek(sn_spool *s, const uint8_t **data, size_t *len, uint64_t *id)
+{
+    for (;;) {
+        if (s->count == 0)
+            return -ENOENT;
+        seg *g = &s->segs[0];
+        if (!s->peeked) {
+            int rc = seg_open(s, g);
+            if (rc != 0)
+                return rc;
+            uint8_t h[SN_SPOOL_RECORD_HEADER];
+            uint64_t off = g->first_off;
+            ssize_t n = pread_full(g->fd, h, sizeof h, off);
+            if (n < 0)
+                return (int)n;
+            uint32_t rlen = get_u32(h + 4);
+            const char *why = NULL;
+            if ((size_t)n < sizeof h || off + sizeof h > g->end)
+                why = "short header";
+            else if (get_u32(h) != SEG_MAGIC)
+                why = "bad magic";
+            else if (rlen > g->end - off - sizeof h)
+                why = "bad length";
+            if (why == NULL && (rc = buf_reserve(s, rlen)) != 0)
+                return rc;
+            if (why == NULL) {
+                n = pread_full(g->fd, s->buf, rlen, off + sizeof h);
+                if (n < 0)
+                    return (int)n;
+                if ((size_t)n < rlen)
+                    why = "short record";
+                else if (crc_update(crc_update(0, h, 28), s->buf, rlen) != get_u32(h + 28))
+                    why = "bad checksum";
+                else if (get_u64(h + 8) <= s->acked_id)
+                    why = "record id out of order";
+            }
+            if (why != NULL) {
+                skip_head_segment(s, why);
+                continue;
+            }
+            s->peeked = true;
+            s->peek_id = get_u64(h + 8);
+            s->peek_gen = get_u64(h + 16);
+            s->peek_len = rlen;
+        }
+        *data = s->buf;
+        *len = s->peek_len;
+        if (id != NULL)
+            *id = s->peek_id;
+        return 0;
+    }
+}
+
+int sn_spool_pop(sn_spool *s)
+{
+    if (s->count == 0)
+        return -ENOENT;
+    if (!s->peeked) {
+        const uint8_t *d;
+        size_t l;
+        int rc = sn_spool_peek(s, &d, &l, NULL);
+        if (rc != 0)
+            return rc;
+    }
+    seg *g = &s->segs[0];
+    uint64_t rec = SN_SPOOL_RECORD_HEADER + (uint64_t)s->peek_len;
+    g->first_off += rec;
+    g->nrec--;
+    g->nbytes -= rec;
+    s->count--;
+    s->bytes -= rec;
+    s->acked_id = s->peek_id;
+    if (s->peek_gen > s->acked_gen)
+        s->acked_gen = s->peek_gen;
+    s->peeked = false;
+    /* The ack file goes first: a segment is deleted only once the ack file is past it. */
+    int rc = write_ack(s);
+    if (rc != 0) {
+        s->st.ack_write_errors++;
+        sn_log_warn("spool: cannot write the ack file; the record may be sent again after a "
+                    "restart",
+                    SN_LOG_STR("dir", s->dir), SN_LOG_UINT("id", s->acked_id), SN_LOG_ERRNO(rc));
+    }
+    if (g->nrec == 0)
+        drop_head_segment(s);
+    return 0;
+}
+
+uint64_t sn_spool_bytes(const sn_spool *s)
+{
+    return s->bytes;
+}
+
+uint64_t sn_spool_count(const sn_spool *s)
+{
+    return s->count;
+}
+
+/* ---- journal ---- */
+
+int sn_spool_journal_append(sn_spool *s, const uint8_t *data, size_t len)
+{
+    if (data == NULL && len > 0)
+        return -EINVAL;
+    if (len > (uint64_t)s->cfg.max_record_bytes)
+        return -EMSGSIZE;
+    uint64_t rec = SN_SPOOL_JOURNAL_HEADER + (uint64_t)len;
+    if (s->jbytes + rec > (uint64_t)s->cfg.journal_max_bytes) {
+        s->st.refused_full++;
+        return -ENOSPC;
+    }
+    int rc;
+    if (s->jstale != 0 && (rc = journal_rotate(s)) != 0)
+        return rc;
+    uint8_t h[SN_SPOOL_JOURNAL_HEADER] = {0};
+    put_u32(h, JREC_MAGIC);
+    put_u32(h + 4, (uint32_t)len);
+    uint32_t crc = crc_update(0, h, 12);
+    if (len > 0)
+        crc = crc_update(crc, data, len);
+    put_u32(h + 12, crc);
+    rc = pwrite2(s->jfd, h, sizeof h, data, len, s->jsize);
+    if (rc == 0 && s->cfg.fsync == SN_SPOOL_FSYNC_ALWAYS)
+        rc = sync_fd(s, s->jfd, false);
+    if (rc != 0) {
+        if (ftruncate(s->jfd, (off_t)s->jsize) != 0) {
+            /* The partial record stays; start a new generation file for the next append, and
+             * until then refuse. Both files stay uncovered, so nothing is lost. */
+            s->jstale = rc;
+        }
+        sn_log_error("spool: cannot append to the journal", SN_LOG_STR("dir", s->dir),
+                     SN_LOG_UINT("bytes", rec), SN_LOG_ERRNO(rc));
+        return rc;
+    }
+    s->jsize += rec;
+    s->jbytes += rec;
+    s->jrecords++;
+    s->jdirty = s->cfg.fsync != SN_SPOOL_FSYNC_ALWAYS;
+    return 0;
+}
+
+uint64_t sn_spool_journal_generation(const sn_spool *s)
+{
+    return s->jgen;
+}
+
+int sn_spool_journal_reset(sn_spool *s)
+{
+    if (s->covered_gen < s->jgen && s->jrecords > 0)
+        return -EINVAL;
+    return journal_rotate(s);
+}
+
+int sn_spool_recover_journal(sn_spool *s, sn_spool_journal_fn fn, void *ud)
+{
+    s->peeked = false; /* buf is reused below */
+    for (size_t i = 0; i < s->nrecovered; i++) {
+        const jfile *f = &s->recovered[i];
+        int fd = s->jfd;
+        if (f->gen != s->jgen) {
+            char name[NAME_MAX_LEN];
+            journal_name(name, sizeof name, f->gen);
+            fd = openat(s->dirfd, name, O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                return -errno;
+        }
+        int rc = 0;
+        uint64_t off = SN_SPOOL_JOURNAL_FILE_HEADER;
+        while (rc == 0 && off + SN_SPOOL_JOURNAL_HEADER <= f->end) {
+            uint8_t h[SN_SPOOL_JOURNAL_HEADER];
+            ssize_t n = pread_full(fd, h, sizeof h, off);
+            uint32_t len = get_u32(h + 4);
+            if (n != (ssize_t)sizeof h || get_u32(h) != JREC_MAGIC ||
+                len > f->end - off - sizeof h) {
+                rc = n < 0 ? (int)n : -EIO;
+                break;
+            }
+            if ((rc = buf_reserve(s, len)) != 0)
+                break;
+            n = pread_full(fd, s->buf, len, off + sizeof h);
+            if (n != (ssize_t)len ||
+                crc_update(crc_update(0, h, 12), s->buf, len) != get_u32(h + 12)) {
+                rc = n < 0 ? (int)n : -EIO;
+                break;
+            }
+            rc = fn(ud, s->buf, len, f->gen);
+            off += sizeof h + len;
+        }
+        if (fd != s->jfd)
+            close(fd);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- durability ---- */
+
+int sn_spool_sync(sn_spool *s)
+{
+    int first = sync_segments(s);
+    int rc;
+    if (s->jdirty) {
+        if ((rc = sync_fd(s, s->jfd, false)) == 0)
+            s->jdirty = false;
+        else if (first == 0)
+            first = rc;
+    }
+    if (s->dir_dirty) {
+        if ((rc = sync_fd(s, s->dirfd, true)) == 0)
+            s->dir_dirty = false;
+        else if (first == 0)
+            first = rc;
+    }
+    if (segments_durable(s))
+        delete_pending(s);
+    return first;
+}
+
+void sn_spool_get_stats(const sn_spool *s, sn_spool_stats *out)
+{
+    *out = s->st;
+    out->count = s->count;
+    out->bytes = s->bytes;
+    out->segments = s->nsegs;
+    out->journal_bytes = s->jbytes;
+    out->journal_records = s->jrecords;
+    out->journal_generation = s->jgen;
+}

@@ -1,0 +1,1238 @@
+/* Unit tests for sidecar/spool.c: ordering, limits, restart and crash recovery, torn and corrupt
+ * files, journal generations, the lock, sync modes and bad directories. */
+#include "spool.h"
+
+#include "config.h"
+#include "log.h"
+
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ---- helpers ---- */
+
+static char g_root[64]; /* mkdtemp directory of the current test */
+static char g_dir[128]; /* the spool directory inside it */
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void setup(void)
+{
+    snprintf(g_root, sizeof g_root, "/tmp/sn-spool-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(g_root));
+    snprintf(g_dir, sizeof g_dir, "%s/spool", g_root);
+    sn_log_set_level(SN_LOG_OFF);
+}
+
+static void teardown(void)
+{
+    chmod(g_root, 0700);
+    nftw(g_root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Record i's payload: its index in the first 8 bytes, then a pattern; length varies with i. */
+static size_t rec_len(uint64_t i)
+{
+    return 8 + (size_t)((i * 37) % 900);
+}
+
+static void rec_fill(uint8_t *buf, uint64_t i)
+{
+    size_t len = rec_len(i);
+    memcpy(buf, &i, 8);
+    for (size_t k = 8; k < len; k++)
+        buf[k] = (uint8_t)(i * 131 + k);
+}
+
+static bool rec_check(const uint8_t *data, size_t len, uint64_t i)
+{
+    uint8_t want[1024];
+    if (len != rec_len(i))
+        return false;
+    rec_fill(want, i);
+    return memcmp(data, want, len) == 0;
+}
+
+static void append_rec(sn_spool *s, uint64_t i, uint64_t gen)
+{
+    uint8_t buf[1024];
+    rec_fill(buf, i);
+    ck_assert_int_eq(sn_spool_append(s, buf, rec_len(i), gen), 0);
+}
+
+/* Peeks and checks record i (and its id when id != 0), then pops it. */
+static void expect_pop(sn_spool *s, uint64_t i, uint64_t id)
+{
+    const uint8_t *d = NULL;
+    size_t len = 0;
+    uint64_t got = 0;
+    ck_assert_int_eq(sn_spool_peek(s, &d, &len, &got), 0);
+    ck_assert_msg(rec_check(d, len, i), "record %llu has the wrong bytes", (unsigned long long)i);
+    if (id != 0)
+        ck_assert_uint_eq(got, id);
+    ck_assert_int_eq(sn_spool_pop(s), 0);
+}
+
+static sn_spool *open_ok(const sn_spool_config *cfg)
+{
+    sn_spool *s = NULL;
+    char err[256];
+    int rc = sn_spool_open(g_dir, cfg, &s, err, sizeof err);
+    ck_assert_msg(rc == 0, "open: %d %s", rc, err);
+    ck_assert_ptr_nonnull(s);
+    return s;
+}
+
+static sn_spool_config small_cfg(void)
+{
+    sn_spool_config c;
+    sn_spool_config_defaults(&c);
+    c.max_bytes = SN_SPOOL_MIN_BYTES;
+    c.segment_bytes = 4096;
+    c.max_record_bytes = 64 * 1024;
+    c.journal_max_bytes = 64 * 1024;
+    return c;
+}
+
+static char *path_in(char *buf, size_t len, const char *name)
+{
+    snprintf(buf, len, "%s/%s", g_dir, name);
+    return buf;
+}
+
+static char *seg_path(char *buf, size_t len, uint64_t base)
+{
+    snprintf(buf, len, "%s/seg-%020llu.log", g_dir, (unsigned long long)base);
+    return buf;
+}
+
+static char *journal_path(char *buf, size_t len, uint64_t gen)
+{
+    snprintf(buf, len, "%s/journal-%020llu", g_dir, (unsigned long long)gen);
+    return buf;
+}
+
+static bool exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static off_t size_of(const char *path)
+{
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    return st.st_size;
+}
+
+/* Files in the spool directory whose names start with prefix. */
+static int count_files(const char *prefix)
+{
+    DIR *d = opendir(g_dir);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (strncmp(e->d_name, prefix, strlen(prefix)) == 0)
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* Flips one byte of a file at off. */
+static void flip_byte(const char *path, off_t off)
+{
+    int fd = open(path, O_RDWR);
+    ck_assert_int_ge(fd, 0);
+    uint8_t b;
+    ck_assert_int_eq(pread(fd, &b, 1, off), 1);
+    b ^= 0x5a;
+    ck_assert_int_eq(pwrite(fd, &b, 1, off), 1);
+    close(fd);
+}
+
+typedef struct collected {
+    uint64_t n;
+    uint64_t idx[64];
+    uint64_t gen[64];
+    bool bad;
+} collected;
+
+/* Journal callback: records payloads made by rec_fill, remembering their indexes. */
+static int collect(void *ud, const uint8_t *data, size_t len, uint64_t gen)
+{
+    collected *c = ud;
+    uint64_t i;
+    if (len < 8 || c->n >= 64) {
+        c->bad = true;
+        return 0;
+    }
+    memcpy(&i, data, 8);
+    if (!rec_check(data, len, i))
+        c->bad = true;
+    c->idx[c->n] = i;
+    c->gen[c->n] = gen;
+    c->n++;
+    return 0;
+}
+
+typedef struct sequence {
+    uint64_t next;
+    bool bad;
+} sequence;
+
+/* Journal callback: payloads must be records next, next+1, ... */
+static int check_sequence(void *ud, const uint8_t *data, size_t len, uint64_t gen)
+{
+    sequence *q = ud;
+    if (gen != 1 || !rec_check(data, len, q->next))
+        q->bad = true;
+    q->next++;
+    return 0;
+}
+
+static void journal_rec(sn_spool *s, uint64_t i)
+{
+    uint8_t buf[1024];
+    rec_fill(buf, i);
+    ck_assert_int_eq(sn_spool_journal_append(s, buf, rec_len(i)), 0);
+}
+
+/* ---- configuration ---- */
+
+typedef struct test_cfg {
+    sn_spool_config spool;
+} test_cfg;
+
+START_TEST(descriptor_defaults_match)
+{
+    static const sn_config_desc descs[] = {SN_SPOOL_DESCRIPTORS("spool", test_cfg, spool)};
+    test_cfg t;
+    memset(&t, 0xff, sizeof t);
+    sn_config *cfg = NULL;
+    sn_config_error err;
+    ck_assert_int_eq(sn_config_create(&cfg, descs, sizeof descs / sizeof descs[0], &t, &err), 0);
+    sn_spool_config d;
+    sn_spool_config_defaults(&d);
+    ck_assert_int_eq(t.spool.max_bytes, d.max_bytes);
+    ck_assert_int_eq(t.spool.segment_bytes, d.segment_bytes);
+    ck_assert_int_eq(t.spool.max_record_bytes, d.max_record_bytes);
+    ck_assert_int_eq(t.spool.journal_max_bytes, d.journal_max_bytes);
+    ck_assert_int_eq(t.spool.fsync, d.fsync);
+    ck_assert_int_eq(sn_config_set(cfg, "spool.fsync", "always", NULL, &err), 0);
+    ck_assert_int_eq(t.spool.fsync, SN_SPOOL_FSYNC_ALWAYS);
+    ck_assert_int_eq(sn_config_set(cfg, "spool.max_bytes", "1MiB", NULL, &err), -EINVAL);
+    sn_config_destroy(cfg);
+}
+END_TEST
+
+START_TEST(bad_settings_are_refused)
+{
+    sn_spool_config c = small_cfg();
+    sn_spool *s = (sn_spool *)1;
+    char err[256];
+    c.max_bytes = SN_SPOOL_MIN_BYTES - 1;
+    ck_assert_int_eq(sn_spool_open(g_dir, &c, &s, err, sizeof err), -EINVAL);
+    ck_assert_ptr_null(s);
+    ck_assert_ptr_nonnull(strstr(err, "max_bytes"));
+    c = small_cfg();
+    c.segment_bytes = 100;
+    ck_assert_int_eq(sn_spool_open(g_dir, &c, &s, err, sizeof err), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "segment_bytes"));
+    c = small_cfg();
+    c.fsync = 7;
+    ck_assert_int_eq(sn_spool_open(g_dir, &c, &s, err, sizeof err), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "fsync"));
+    ck_assert(!exists(g_dir)); /* refused before touching the disk */
+}
+END_TEST
+
+/* ---- ordering ---- */
+
+START_TEST(order_across_many_segments)
+{
+    sn_spool_config c = small_cfg();
+    sn_spool *s = open_ok(&c);
+    const uint8_t *d;
+    size_t len;
+    ck_assert_int_eq(sn_spool_peek(s, &d, &len, NULL), -ENOENT);
+    ck_assert_int_eq(sn_spool_pop(s), -ENOENT);
+    uint64_t bytes = 0;
+    for (uint64_t i = 1; i <= 400; i++) {
+        append_rec(s, i, 0);
+        bytes += SN_SPOOL_RECORD_HEADER + rec_len(i);
+    }
+    ck_assert_uint_eq(sn_spool_count(s), 400);
+    ck_assert_uint_eq(sn_spool_bytes(s), bytes);
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_ge(st.segments, 40);
+    ck_assert_int_eq(count_files("seg-"), (int)st.segments);
+    /* Interleave pops and appends: order stays append order. */
+    uint64_t next_pop = 1;
+    for (uint64_t i = 401; i <= 600; i++) {
+        expect_pop(s, next_pop, next_pop);
+        next_pop++;
+        append_rec(s, i, 0);
+    }
+    while (next_pop <= 600) {
+        /* A repeated peek returns the same record. */
+        const uint8_t *d1, *d2;
+        size_t l1, l2;
+        uint64_t id1, id2;
+        ck_assert_int_eq(sn_spool_peek(s, &d1, &l1, &id1), 0);
+        ck_assert_int_eq(sn_spool_peek(s, &d2, &l2, &id2), 0);
+        ck_assert_uint_eq(id1, id2);
+        ck_assert_uint_eq(l1, l2);
+        expect_pop(s, next_pop, next_pop);
+        next_pop++;
+    }
+    ck_assert_uint_eq(sn_spool_count(s), 0);
+    ck_assert_uint_eq(sn_spool_bytes(s), 0);
+    ck_assert_int_eq(sn_spool_peek(s, &d, &len, NULL), -ENOENT);
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.segments, 0);
+    ck_assert_int_eq(count_files("seg-"), 0); /* acknowledged segments are deleted */
+    sn_spool_close(s);
+}
+END_TEST
+
+START_TEST(empty_and_bad_arguments)
+{
+    sn_spool_config c = small_cfg();
+    sn_spool *s = open_ok(&c);
+    ck_assert_int_eq(sn_spool_append(s, NULL, 5, 0), -EINVAL);
+    ck_assert_int_eq(sn_spool_append(s, NULL, 0, 0), 0); /* an empty record is a record */
+    const uint8_t *d;
+    size_t len = 99;
+    uint64_t id = 0;
+    ck_assert_int_eq(sn_spool_peek(s, &d, &len, &id), 0);
+    ck_assert_uint_eq(len, 0);
+    ck_assert_uint_eq(id, 1);
+    ck_assert_int_eq(sn_spool_pop(s), 0);
+    ck_assert_int_eq(sn_spool_journal_append(s, NULL, 3), -EINVAL);
+    /* A sealed record cannot cover a generation that has not started. */
+    uint8_t b = 1;
+    ck_assert_int_eq(sn_spool_append(s, &b, 1, sn_spool_journal_generation(s) + 1), -EINVAL);
+    sn_spool_close(s);
+    sn_spool_close(NULL);
+}
+END_TEST
+
+/* ---- limits ---- */
+
+START_TEST(size_limit_refuses_exactly_when_over)
+{
+    sn_spool_config c = small_cfg();
+    c.segment_bytes = 256 * 1024;
+    sn_spool *s = open_ok(&c);
+    static uint8_t big[65536];
+    const size_t len = 65536 - SN_SPOOL_RECORD_HEADER; /* 64 KiB with its header */
+    int n = 0;
+    for (; n < 32; n++) {
+        memset(big, n, len);
+        ck_assert_int_eq(sn_spool_append(s, big, len, 0), 0);
+    }
+    ck_assert_uint_eq(sn_spool_bytes(s), (uint64_t)c.max_bytes); /* exactly full */
+    ck_assert_int_eq(sn_spool_append(s, big, len, 0), -ENOSPC);
+    ck_assert_int_eq(sn_spool_append(s, big, 0, 0), -ENOSPC); /* even a header is over */
+    ck_assert_uint_eq(sn_spool_count(s), 32);
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.refused_full, 2);
+    /* A record over max_record_bytes is refused as too large, not as full. */
+    static uint8_t huge[64 * 1024 + 1];
+    ck_assert_int_eq(sn_spool_append(s, huge, sizeof huge, 0), -EMSGSIZE);
+    ck_assert_int_eq(sn_spool_pop(s), 0);
+    memset(big, 77, len);
+    ck_assert_int_eq(sn_spool_append(s, big, len, 0), 0); /* room again */
+    ck_assert_int_eq(sn_spool_append(s, big, 0, 0), -ENOSPC);
+    /* Nothing was dropped: records 1..31 and the new one, in order. */
+    for (int i = 1; i <= 32; i++) {
+        const uint8_t *d;
+        size_t l;
+        ck_assert_int_eq(sn_spool_peek(s, &d, &l, NULL), 0);
+        ck_assert_uint_eq(l, len);
+        ck_assert_uint_eq(d[0], i < 32 ? i : 77);
+        ck_assert_uint_eq(d[len - 1], i < 32 ? i : 77);
+        ck_assert_int_eq(sn_spool_pop(s), 0);
+    }
+    sn_spool_close(s);
+}
+END_TEST
+
+START_TEST(journal_limit)
+{
+    sn_spool_config c = small_cfg(); /* journal_max_bytes 64 KiB */
+    sn_spool *s = open_ok(&c);
+    static uint8_t rec[16362]; /* 4 records + headers + file header = 64 KiB exactly */
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(sn_spool_journal_append(s, rec, sizeof rec), 0);
+    ck_assert_int_eq(sn_spool_journal_append(s, rec, 0), -ENOSPC);
+    static uint8_t huge[64 * 1024 + 1];
+    ck_assert_int_eq(sn_spool_journal_append(s, huge, sizeof huge), -EMSGSIZE);
+    uint8_t b = 1;
+    ck_assert_int_eq(sn_spool_append(s, &b, 1, sn_spool_journal_generation(s)), 0);
+    ck_assert_int_eq(sn_spool_journal_reset(s), 0);
+    ck_assert_int_eq(sn_spool_journal_append(s, rec, sizeof rec), 0);
+    sn_spool_close(s);
+}
+END_TEST
+
+/* ---- restart ---- */
+
+START_TEST(restart_keeps_order_and_pops)
+{
+    sn_spool_config c = small_cfg();
+    sn_spool *s = open_ok(&c);
+    for (uint64_t i = 1; i <= 50; i++)
+        append_rec(s, i, 0);
+    for (uint64_t i = 1; i <= 20; i++)
+        expect_pop(s, i, i);
+    uint64_t bytes = sn_spool_bytes(s);
+    sn_spool_close(s);
+
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_count(s), 30);
+    ck_assert_uint_eq(sn_spool_bytes(s), bytes);
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.recovered_records, 30);
+    expect_pop(s, 21, 21);
+    for (uint64_t i = 51; i <= 60; i++)
+        append_rec(s, i, 0);
+    sn_spool_close(s);
+
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_count(s), 39);
+    for (uint64_t i = 22; i <= 60; i++)
+        expect_pop(s, i, i); /* ids continue where they were */
+    sn_spool_close(s);
+
+    /* Everything popped: no segment left, and ids still go on from the ack file. */
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_count(s), 0);
+    ck_assert_int_eq(count_files("seg-"), 0);
+    append_rec(s, 61, 0);
+    expect_pop(s, 61, 61);
+    sn_spool_close(s);
+}
+END_TEST
+
+START_TEST(bad_ack_file_sends_again)
+{
+    sn_spool_config c = small_cfg();
+    sn_spool *s = open_ok(&c);
+    for (uint64_t i = 1; i <= 10; i++)
+        append_rec(s, i, 0);
+    for (uint64_t i = 1; i <= 3; i++)
+        expect_pop(s, i, i);
+    sn_spool_close(s);
+    char path[256];
+    flip_byte(path_in(path, sizeof path, "ack"), 9);
+    s = open_ok(&c);
+    /* Records not yet deleted come back (sent again, de-duplicated upstream); none is lost. */
+    ck_assert_uint_ge(sn_spool_count(s), 7);
+    const uint8_t *d;
+    size_t len;
+    uint64_t id;
+    ck_assert_int_eq(sn_spool_peek(s, &d, &len, &id), 0);
+    ck_assert_uint_le(id, 4);
+    uint64_t first = id;
+    for (uint64_t i = first; i <= 10; i++)
+        expect_pop(s, i, i);
+    sn_spool_close(s);
+}
+END_TEST
+
+/* ---- crash ---- */
+
+typedef struct progress {
+    uint64_t appended; /* records 1..appended returned 0 from append */
+    uint64_t popped;   /* records 1..popped returned 0 from pop */
+    uint64_t journaled;
+} progress;
+
+/* Child: appends, pops and journals in a loop, reporting each completed call on fd. */
+static void crash_child(int fd)
+{
+    sn_spool_config c = small_cfg();
+    c.max_bytes = 64 << 20;
+    c.journal_max_bytes = 64 << 20;
+    sn_spool *s = NULL;
+    char err[256];
+    if (sn_spool_open(g_dir, &c, &s, err, sizeof err) != 0)
+        _exit(3);
+    progress p = {0, 0, 0};
+    uint8_t buf[1024];
+    for (;;) {
+        rec_fill(buf, p.appended + 1);
+        if (sn_spool_append(s, buf, rec_len(p.appended + 1), 0) != 0)
+            _exit(4);
+        p.appended++;
+        if (p.appended % 3 == 0) {
+            if (sn_spool_pop(s) != 0)
+                _exit(5);
+            p.popped++;
+        }
+        rec_fill(buf, p.journaled + 1);
+        if (sn_spool_journal_append(s, buf, rec_len(p.journaled + 1)) != 0)
+            _exit(6);
+        p.journaled++;
+        if (write(fd, &p, sizeof p) != (ssize_t)sizeof p)
+            _exit(7);
+    }
+}
+
+START_TEST(kill9_loses_nothing_reported)
+{
+    int pfd[2];
+    ck_assert_int_eq(pipe(pfd), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        crash_child(pfd[1]);
+    }
+    close(pfd[1]);
+    progress last = {0, 0, 0}, p;
+    while (last.appended < 1500 && read(pfd[0], &p, sizeof p) == (ssize_t)sizeof p)
+        last = p;
+    kill(pid, SIGKILL);
+    /* Drain what the child reported before it died. */
+    while (read(pfd[0], &p, sizeof p) == (ssize_t)sizeof p)
+        last = p;
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFSIGNALED(status));
+    close(pfd[0]);
+    ck_assert_uint_ge(last.appended, 1500);
+
+    sn_spool_config c = small_cfg();
+    c.max_bytes = 64 << 20;
+    c.journal_max_bytes = 64 << 20;
+    sn_spool *s = open_ok(&c);
+    /* The first record is the one after the last reported pop, or one later (a pop done but
+     * not reported); the last is the last reported append, or one later. */
+    const uint8_t *d;
+    size_t len;
+    uint64_t id;
+    ck_assert_int_eq(sn_spool_peek(s, &d, &len, &id), 0);
+    ck_assert_uint_ge(id, last.popped + 1);
+    ck_assert_uint_le(id, last.popped + 2);
+    uint64_t first = id;
+    uint64_t n = sn_spool_count(s);
+    ck_assert_uint_ge(first + n - 1, last.appended);
+    ck_assert_uint_le(first + n - 1, last.appended + 1);
+    for (uint64_t i = first; i < first + n; i++)
+        expect_pop(s, i, i);
+    /* Every reported journal record comes back, intact and in order. */
+    sequence seq = {1, false};
+    ck_assert_int_eq(sn_spool_recover_journal(s, check_sequence, &seq), 0);
+    ck_assert(!seq.bad);
+    ck_assert_uint_ge(seq.next - 1, last.journaled);
+    ck_assert_uint_le(seq.next - 1, last.journaled + 1);
+    sn_spool_close(s);
+}
+END_TEST
+
+START_TEST(kill9_journal_comes_back)
+{
+    int pfd[2];
+    ck_assert_int_eq(pipe(pfd), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        sn_spool_config c = small_cfg();
+        sn_spool *s = NULL;
+        char err[256];
+        if (sn_spool_open(g_dir, &c, &s, err, sizeof err) != 0)
+            _exit(3);
+        uint8_t buf[1024];
+        for (uint64_t i = 1;; i++) {
+            rec_fill(buf, i);
+            if (sn_spool_journal_append(s, buf, rec_len(i)) != 0)
+                _exit(4);
+            if (write(pfd[1], &i, sizeof i) != (ssize_t)sizeof i)
+                _exit(5);
+            if (i == 40)
+                pause(); /* wait for the kill */
+        }
+    }
+    close(pfd[1]);
+    uint64_t last = 0, v;
+    while (last < 40 && read(pfd[0], &v, sizeof v) == (ssize_t)sizeof v)
+        last = v;
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    close(pfd[0]);
+    ck_assert_uint_eq(last, 40);
+
+    sn_spool *s = open_ok(NULL);
+    ck_assert_uint_eq(sn_spool_journal_generation(s), 1);
+    collected col = {0};
+    ck_assert_int_eq(sn_spool_recover_journal(s, collect, &col), 0);
+    ck_assert(!col.bad);
+    ck_assert_uint_eq(col.n, 40);
+    for (uint64_t i = 0; i < 40; i++) {
+        ck_assert_uint_eq(col.idx[i], i + 1);
+        ck_assert_uint_eq(col.gen[i], 1);
+    }
+    sn_spool_close(s);
+}
+END_TEST
+
+/* ---- torn and corrupt files ---- */
+
+START_TEST(torn_tail_is_truncated)
+{
+    sn_spool_config c = small_cfg();
+    c.segment_bytes = 1 << 20;
+    sn_spool *s = open_ok(&c);
+    off_t good = 0;
+    for (uint64_t i = 1; i <= 10; i++) {
+        append_rec(s, i, 0);
+        if (i == 9)
+            good = (off_t)sn_spool_bytes(s);
+    }
+    sn_spool_close(s);
+    char path[256];
+    seg_path(path, sizeof path, 1);
+    off_t full = size_of(path);
+    ck_assert_int_eq(truncate(path, full - 10), 0); /* cut inside record 10 */
+
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_count(s), 9);
+    ck_assert_int_eq(size_of(path), good);
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.torn_tails, 1);
+    ck_assert_uint_eq(st.truncated_bytes, (uint64_t)(full - 10 - good));
+    ck_assert_uint_eq(st.corrupt_segments, 0);
+    append_rec(s, 100, 0); /* appends continue after the last good record */
+    for (uint64_t i = 1; i <= 9; i++)
+        expect_pop(s, i, i);
+    expect_pop(s, 100, 10);
+    sn_spool_close(s);
+}
+END_TEST
+
+START_TEST(torn_header_and_zero_tail)
+{
+    sn_spool_config c = small_cfg();
+    c.segment_bytes = 1 << 20;
+    sn_spool *s = open_ok(&c);
+    for (uint64_t i = 1; i <= 5; i++)
+        append_rec(s, i, 0);
+    sn_spool_close(s);
+    char path[256];
+    seg_path(path, sizeof path, 1);
+    off_t good = size_of(path);
+    /* A power loss can leave a tail of zeros: not a record, and nothing follows. */
+    int fd = open(path, O_WRONLY | O_APPEND);
+    ck_assert_int_ge(fd, 0);
+    static const uint8_t zeros[5000];
+    ck_assert_int_eq(write(fd, zeros, sizeof zeros), (ssize_t)sizeof zeros);
+    close(fd);
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_count(s), 5);
+    ck_assert_int_eq(size_of(path), good);
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.torn_tails, 1);
+    ck_assert_uint_eq(st.corrupt_segments, 0);
+    sn_spool_close(s);
+    /* Half a header. */
+    fd = open(path, O_WRONLY | O_APPEND);
+    ck_assert_int_eq(write(fd, "SPR1abc", 7), 7);
+    close(fd);
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_count(s), 5);
+    ck_assert_int_eq(size_of(path), good);
+    for (uint64_t i = 1; i <= 5; i++)
+        expect_pop(s, i, i);
+    sn_spool_close(s);
+}
+END_TEST
+
+START_TEST(bad_checksum_at_the_tail_is_truncated)
+{
+    sn_spool_config c = small_cfg();
+    c.segment_bytes = 1 << 20;
+    sn_spool *s = open_ok(&c);
+    for (uint64_t i = 1; i <= 6; i++)
+        append_rec(s, i, 0);
+    sn_spool_close(s);
+    char path[256];
+    seg_path(path, sizeof path, 1);
+    flip_byte(path, size_of(path) - 1); /* last byte of the last record */
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_count(s), 5);
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.torn_tails, 1);
+    for (uint64_t i = 1; i <= 5; i++)
+        expect_pop(s, i, i);
+    sn_spool_close(s);
+}
+END_TEST
+
+/* Appends records 1..n with 4 KiB segments and returns the segment bases (up to max). */
+static size_t fill_segments(const sn_spool_config *c, uint64_t n, uint64_t *bases, size_t max)
+{
+    sn_spool *s = open_ok(c);
+    for (uint64_t i = 1; i <= n; i++)
+        append_rec(s, i, 0);
+    sn_spool_close(s);
+    size_t k = 0;
+    char path[256];
+    for (uint64_t b = 1; b <= n && k < max; b++)
+        if (exists(seg_path(path, sizeof path, b)))
+            bases[k++] = b;
+    return k;
+}
+
+START_TEST(corrupt_middle_skips_to_next_segment)
+{
+    sn_spool_config c = small_cfg();
+    uint64_t bases[64];
+    size_t nb = fill_segments(&c, 60, bases, 64);
+    ck_assert_uint_ge(nb, 4);
+    /* Corrupt the second record of the second segment (its payload, past the header). */
+    uint64_t b = bases[1];
+    char path[256];
+    seg_path(path, sizeof path, b);
+    off_t second = (off_t)(SN_SPOOL_RECORD_HEADER + rec_len(b) + SN_SPOOL_RECORD_HEADER + 9);
+    flip_byte(path, second);
+    uint64_t skipped = bases[2] - b - 1; /* records b+1 .. bases[2]-1 */
+
+    sn_spool *s = open_ok(&c);
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.corrupt_segments, 1);
+    ck_assert_uint_eq(st.torn_tails, 0);
+    ck_assert_uint_gt(st.skipped_bytes, 0);
+    ck_assert_uint_eq(sn_spool_count(s), 60 - skipped);
+    for (uint64_t i = 1; i <= b; i++)
+        expect_pop(s, i, i);
+    for (uint64_t i = bases[2]; i <= 60; i++)
+        expect_pop(s, i, i);
+    ck_assert_uint_eq(sn_spool_count(s), 0);
+    sn_spool_close(s);
+    ck_assert(!exists(path)); /* deleted once passed */
+}
+END_TEST
+
+START_TEST(corrupt_middle_of_last_segment)
+{
+    sn_spool_config c = small_cfg();
+    c.segment_bytes = 1 << 20;
+    sn_spool *s = open_ok(&c);
+    for (uint64_t i = 1; i <= 8; i++)
+        append_rec(s, i, 0);
+    sn_spool_close(s);
+    char path[256];
+    seg_path(path, sizeof path, 1);
+    off_t size = size_of(path);
+    /* Record 3's header magic: bytes follow it, so this is not a torn tail. */
+    off_t off3 = (off_t)(2 * SN_SPOOL_RECORD_HEADER + rec_len(1) + rec_len(2));
+    flip_byte(path, off3);
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_count(s), 2);
+    ck_assert_int_eq(size_of(path), size); /* nothing truncated */
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.corrupt_segments, 1);
+    ck_assert_uint_eq(st.skipped_bytes, (uint64_t)(size - off3));
+    /* New records go to a new segment, after the readable ones; ids go on from the last
+     * readable record (those of the skipped ones are unknown). */
+    append_rec(s, 9, 0);
+    sn_spool_close(s);
+    ck_assert(exists(seg_path(path, sizeof path, 3)));
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_count(s), 3);
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.corrupt_segments, 1); /* still skipped, still counted */
+    expect_pop(s, 1, 1);
+    expect_pop(s, 2, 2);
+    expect_pop(s, 9, 3);
+    sn_spool_close(s);
+}
+END_TEST
+
+START_TEST(corruption_found_by_peek)
+{
+    sn_spool_config c = small_cfg();
+    uint64_t bases[64];
+    size_t nb = fill_segments(&c, 30, bases, 64);
+    ck_assert_uint_ge(nb, 2);
+    sn_spool *s = open_ok(&c);
+    char path[256];
+    flip_byte(seg_path(path, sizeof path, 1), SN_SPOOL_RECORD_HEADER + 3); /* record 1 */
+    const uint8_t *d;
+    size_t len;
+    uint64_t id;
+    ck_assert_int_eq(sn_spool_peek(s, &d, &len, &id), 0);
+    ck_assert_uint_eq(id, bases[1]);
+    ck_assert(rec_check(d, len, bases[1]));
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.corrupt_segments, 1);
+    ck_assert_uint_eq(sn_spool_count(s), 30 - (bases[1] - 1));
+    sn_spool_close(s);
+}
+END_TEST
+
+START_TEST(torn_journal_tail)
+{
+    sn_spool *s = open_ok(NULL);
+    for (uint64_t i = 1; i <= 5; i++)
+        journal_rec(s, i);
+    sn_spool_close(s);
+    char path[256];
+    journal_path(path, sizeof path, 1);
+    ck_assert_int_eq(truncate(path, size_of(path) - 3), 0);
+    s = open_ok(NULL);
+    collected col = {0};
+    ck_assert_int_eq(sn_spool_recover_journal(s, collect, &col), 0);
+    ck_assert_uint_eq(col.n, 4);
+    ck_assert(!col.bad);
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.torn_tails, 1);
+    ck_assert_uint_eq(st.journal_records, 4);
+    /* Appends continue after the good records. */
+    journal_rec(s, 6);
+    sn_spool_close(s);
+    s = open_ok(NULL);
+    collected col2 = {0};
+    ck_assert_int_eq(sn_spool_recover_journal(s, collect, &col2), 0);
+    ck_assert_uint_eq(col2.n, 5);
+    ck_assert_uint_eq(col2.idx[4], 6);
+    sn_spool_close(s);
+}
+END_TEST
+
+/* ---- journal generations ---- */
+
+static int stop_at_two(void *ud, const uint8_t *data, size_t len, uint64_t gen)
+{
+    (void)data;
+    (void)len;
+    (void)gen;
+    int *n = ud;
+    return ++*n == 2 ? 42 : 0;
+}
+
+START_TEST(journal_uncovered_comes_back)
+{
+    sn_spool_config c = small_cfg();
+    sn_spool *s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_journal_generation(s), 1);
+    for (uint64_t i = 1; i <= 3; i++)
+        journal_rec(s, i);
+    /* Not covered: a reset would orphan the records. */
+    ck_assert_int_eq(sn_spool_journal_reset(s), -EINVAL);
+    sn_spool_close(s);
+
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_journal_generation(s), 1);
+    collected col = {0};
+    ck_assert_int_eq(sn_spool_recover_journal(s, collect, &col), 0);
+    ck_assert_uint_eq(col.n, 3);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_uint_eq(col.idx[i], (uint64_t)i + 1);
+        ck_assert_uint_eq(col.gen[i], 1);
+    }
+    int calls = 0;
+    ck_assert_int_eq(sn_spool_recover_journal(s, stop_at_two, &calls), 42);
+    ck_assert_int_eq(calls, 2);
+    /* New records join the same generation; a replay still gives only the recovered ones. */
+    journal_rec(s, 4);
+    collected again = {0};
+    ck_assert_int_eq(sn_spool_recover_journal(s, collect, &again), 0);
+    ck_assert_uint_eq(again.n, 3);
+    /* The pipeline seals them, then resets. */
+    append_rec(s, 500, 1);
+    ck_assert_int_eq(sn_spool_journal_reset(s), 0);
+    ck_assert_uint_eq(sn_spool_journal_generation(s), 2);
+    collected none = {0};
+    ck_assert_int_eq(sn_spool_recover_journal(s, collect, &none), 0);
+    ck_assert_uint_eq(none.n, 0);
+    journal_rec(s, 5);
+    sn_spool_close(s);
+
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_journal_generation(s), 2);
+    collected after = {0};
+    ck_assert_int_eq(sn_spool_recover_journal(s, collect, &after), 0);
+    ck_assert_uint_eq(after.n, 1);
+    ck_assert_uint_eq(after.idx[0], 5);
+    ck_assert_uint_eq(after.gen[0], 2);
+    sn_spool_close(s);
+}
+END_TEST
+
+/* Runs body in a child that then exits without closing the spool (a crash after the calls). */
+#define CRASH_AFTER(body)                                                                          \
+    do {                                                                                           \
+        pid_t pid_ = fork();                                                                       \
+        ck_assert_int_ge(pid_, 0);                                                                 \
+        if (pid_ == 0) {                                                                           \
+            sn_spool_config c_ = small_cfg();                                                      \
+            sn_spool *s = NULL;                                                                    \
+            char err_[256];                                                                        \
+            if (sn_spool_open(g_dir, &c_, &s, err_, sizeof err_) != 0)                             \
+                _exit(3);                                                                          \
+            body;                                                                                  \
+            _exit(0);                                                                              \
+        }                                                                                          \
+        int st_;                                                                                   \
+        ck_assert_int_eq(waitpid(pid_, &st_, 0), pid_);                                            \
+        ck_assert(WIFEXITED(st_) && WEXITSTATUS(st_) == 0);                                        \
+    } while (0)
+
+static void child_journal(sn_spool *s, uint64_t i)
+{
+    uint8_t buf[1024];
+    rec_fill(buf, i);
+    if (sn_spool_journal_append(s, buf, rec_len(i)) != 0)
+        _exit(10);
+}
+
+static void child_append(sn_spool *s, uint64_t i, uint64_t gen)
+{
+    uint8_t buf[1024];
+    rec_fill(buf, i);
+    if (sn_spool_append(s, buf, rec_len(i), gen) != 0)
+        _exit(11);
+}
+
+START_TEST(journal_covered_by_sealed_record_is_discarded)
+{
+    /* Crash between sealing and resetting: the journal is covered by the sealed record. */
+    CRASH_AFTER({
+        child_journal(s, 1);
+        child_journal(s, 2);
+        child_append(s, 100, 1);
+    });
+    sn_spool_config c = small_cfg();
+    sn_spool *s = open_ok(&c);
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.discarded_journal, 1);
+    ck_assert_uint_eq(sn_spool_journal_generation(s), 2);
+    collected col = {0};
+    ck_assert_int_eq(sn_spool_recover_journal(s, collect, &col), 0);
+    ck_assert_uint_eq(col.n, 0);
+    expect_pop(s, 100, 1);
+    sn_spool_close(s);
+    char path[256];
+    ck_assert(!exists(journal_path(path, sizeof path, 1)));
+}
+END_TEST
+
+START_TEST(journal_covered_by_popped_record_is_discarded)
+{
+    /* The sealed record was acknowledged and its segment deleted before the crash: the ack file
+     * still says generation 1 is covered. */
+    CRASH_AFTER({
+        child_journal(s, 1);
+        child_append(s, 100, 1);
+        if (sn_spool_pop(s) != 0)
+            _exit(12);
+    });
+    sn_spool_config c = small_cfg();
+    sn_spool *s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_count(s), 0);
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.discarded_journal, 1);
+    collected col = {0};
+    ck_assert_int_eq(sn_spool_recover_journal(s, collect, &col), 0);
+    ck_assert_uint_eq(col.n, 0);
+    ck_assert_uint_eq(sn_spool_journal_generation(s), 2);
+    sn_spool_close(s);
+}
+END_TEST
+
+START_TEST(journal_reset_then_crash)
+{
+    /* Sealed, reset, more events, crash before any sync: the old generation's file may still
+     * be there (its deletion waits for a sync) and is discarded; the new one comes back. */
+    CRASH_AFTER({
+        child_journal(s, 1);
+        child_append(s, 100, 1);
+        if (sn_spool_journal_reset(s) != 0)
+            _exit(13);
+        child_journal(s, 2);
+        child_journal(s, 3);
+    });
+    char path[256];
+    ck_assert(exists(journal_path(path, sizeof path, 1))); /* waiting for a sync */
+    sn_spool_config c = small_cfg();
+    sn_spool *s = open_ok(&c);
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.discarded_journal, 1);
+    ck_assert_uint_eq(sn_spool_journal_generation(s), 2);
+    collected col = {0};
+    ck_assert_int_eq(sn_spool_recover_journal(s, collect, &col), 0);
+    ck_assert_uint_eq(col.n, 2);
+    ck_assert_uint_eq(col.idx[0], 2);
+    ck_assert_uint_eq(col.idx[1], 3);
+    ck_assert_uint_eq(col.gen[0], 2);
+    expect_pop(s, 100, 1);
+    sn_spool_close(s);
+}
+END_TEST
+
+START_TEST(lost_sealed_record_uncovers_journals)
+{
+    /* As after a power loss that kept the journal reset but not the sealed record: both
+     * generations come back, and one sealed record covering the newest covers both. */
+    CRASH_AFTER({
+        child_journal(s, 1);
+        child_append(s, 100, 1);
+        if (sn_spool_journal_reset(s) != 0)
+            _exit(13);
+        child_journal(s, 2);
+    });
+    char path[256];
+    ck_assert_int_eq(unlink(seg_path(path, sizeof path, 1)), 0);
+    sn_spool_config c = small_cfg();
+    sn_spool *s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_count(s), 0);
+    ck_assert_uint_eq(sn_spool_journal_generation(s), 2);
+    collected col = {0};
+    ck_assert_int_eq(sn_spool_recover_journal(s, collect, &col), 0);
+    ck_assert_uint_eq(col.n, 2);
+    ck_assert_uint_eq(col.idx[0], 1);
+    ck_assert_uint_eq(col.gen[0], 1);
+    ck_assert_uint_eq(col.idx[1], 2);
+    ck_assert_uint_eq(col.gen[1], 2);
+    append_rec(s, 200, 2);
+    ck_assert_int_eq(sn_spool_journal_reset(s), 0);
+    ck_assert_int_eq(sn_spool_sync(s), 0);
+    ck_assert(!exists(journal_path(path, sizeof path, 1)));
+    ck_assert(!exists(journal_path(path, sizeof path, 2)));
+    sn_spool_close(s);
+    s = open_ok(&c);
+    collected none = {0};
+    ck_assert_int_eq(sn_spool_recover_journal(s, collect, &none), 0);
+    ck_assert_uint_eq(none.n, 0);
+    ck_assert_uint_eq(sn_spool_journal_generation(s), 3);
+    sn_spool_close(s);
+}
+END_TEST
+
+/* ---- lock ---- */
+
+START_TEST(second_open_is_refused)
+{
+    sn_spool *a = open_ok(NULL);
+    sn_spool *b = (sn_spool *)1;
+    char err[256];
+    ck_assert_int_eq(sn_spool_open(g_dir, NULL, &b, err, sizeof err), -EBUSY);
+    ck_assert_ptr_null(b);
+    ck_assert_ptr_nonnull(strstr(err, "in use by another process"));
+    char pid[32];
+    snprintf(pid, sizeof pid, "pid %ld", (long)getpid());
+    ck_assert_ptr_nonnull(strstr(err, pid));
+    ck_assert_ptr_nonnull(strstr(err, g_dir));
+    /* Another process is refused too. */
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        sn_spool *x = NULL;
+        _exit(sn_spool_open(g_dir, NULL, &x, err, sizeof err) == -EBUSY ? 0 : 1);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(child, &st, 0), child);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    sn_spool_close(a);
+    b = open_ok(NULL); /* released by close */
+    sn_spool_close(b);
+}
+END_TEST
+
+/* ---- sync modes ---- */
+
+START_TEST(interval_mode_syncs_on_request)
+{
+    sn_spool_config c = small_cfg();
+    c.segment_bytes = 1 << 20;
+    sn_spool *s = open_ok(&c);
+    sn_spool_stats st;
+    ck_assert_int_eq(sn_spool_sync(s), 0);
+    sn_spool_get_stats(s, &st);
+    uint64_t base = st.fsyncs;
+    for (uint64_t i = 1; i <= 5; i++) {
+        append_rec(s, i, 0);
+        journal_rec(s, i);
+    }
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.fsyncs, base); /* write(2) only */
+    ck_assert_int_eq(sn_spool_sync(s), 0);
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.fsyncs, base + 3); /* the segment, the journal, the new entry */
+    ck_assert_int_eq(sn_spool_sync(s), 0);
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.fsyncs, base + 3); /* nothing dirty */
+    /* The covered journal file goes only once the sealed record is durable. */
+    append_rec(s, 6, 1);
+    ck_assert_int_eq(sn_spool_journal_reset(s), 0);
+    char path[256];
+    ck_assert(exists(journal_path(path, sizeof path, 1)));
+    ck_assert_int_eq(sn_spool_sync(s), 0);
+    ck_assert(!exists(journal_path(path, sizeof path, 1)));
+    ck_assert(exists(journal_path(path, sizeof path, 2)));
+    sn_spool_close(s);
+}
+END_TEST
+
+START_TEST(always_mode_syncs_every_write)
+{
+    sn_spool_config c = small_cfg();
+    c.segment_bytes = 1 << 20;
+    c.fsync = SN_SPOOL_FSYNC_ALWAYS;
+    sn_spool *s = open_ok(&c);
+    sn_spool_stats st;
+    append_rec(s, 1, 0); /* creates the segment */
+    sn_spool_get_stats(s, &st);
+    uint64_t base = st.fsyncs;
+    append_rec(s, 2, 0);
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.fsyncs, base + 1);
+    journal_rec(s, 1);
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.fsyncs, base + 2);
+    ck_assert_int_eq(sn_spool_sync(s), 0);
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.fsyncs, base + 2); /* nothing left to sync */
+    /* The covered journal goes at once: its sealed record is already durable. */
+    append_rec(s, 3, 1);
+    ck_assert_int_eq(sn_spool_journal_reset(s), 0);
+    char path[256];
+    ck_assert(!exists(journal_path(path, sizeof path, 1)));
+    sn_spool_close(s);
+}
+END_TEST
+
+/* ---- bad directories ---- */
+
+START_TEST(directory_is_a_file)
+{
+    int fd = open(g_dir, O_CREAT | O_WRONLY, 0600);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    sn_spool *s = (sn_spool *)1;
+    char err[256];
+    ck_assert_int_eq(sn_spool_open(g_dir, NULL, &s, err, sizeof err), -ENOTDIR);
+    ck_assert_ptr_null(s);
+    ck_assert_ptr_nonnull(strstr(err, "is not a directory"));
+    ck_assert_ptr_nonnull(strstr(err, g_dir));
+    /* A missing parent is not created. */
+    char deep[256];
+    snprintf(deep, sizeof deep, "%s/missing/spool", g_root);
+    ck_assert_int_eq(sn_spool_open(deep, NULL, &s, err, sizeof err), -ENOENT);
+    ck_assert_ptr_nonnull(strstr(err, "cannot create directory"));
+    ck_assert_int_eq(sn_spool_open("", NULL, &s, err, sizeof err), -EINVAL);
+}
+END_TEST
+
+START_TEST(directory_without_permission)
+{
+    /* Root ignores permissions, so the attempt runs as an unprivileged user when we are root. */
+    sn_spool *s = open_ok(NULL);
+    sn_spool_close(s);
+    ck_assert_int_eq(chmod(g_dir, 0500), 0);
+    ck_assert_int_eq(chmod(g_root, 0755), 0);
+    int pfd[2];
+    ck_assert_int_eq(pipe(pfd), 0);
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        close(pfd[0]);
+        if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0))
+            _exit(2);
+        char err[256] = "";
+        sn_spool *x = NULL;
+        int rc = sn_spool_open(g_dir, NULL, &x, err, sizeof err);
+        if (write(pfd[1], err, strlen(err) + 1) < 0)
+            _exit(3);
+        _exit(rc == -EACCES ? 0 : 1);
+    }
+    close(pfd[1]);
+    char msg[256] = "";
+    ssize_t n = read(pfd[0], msg, sizeof msg - 1);
+    close(pfd[0]);
+    msg[n > 0 ? n : 0] = '\0';
+    int st;
+    ck_assert_int_eq(waitpid(child, &st, 0), child);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child: %d, %s", WEXITSTATUS(st), msg);
+    ck_assert_ptr_nonnull(strstr(msg, "Permission denied"));
+}
+END_TEST
+
+static Suite *spool_suite(void)
+{
+    Suite *s = suite_create("spool");
+    TCase *tc = tcase_create("core");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, descriptor_defaults_match);
+    tcase_add_test(tc, bad_settings_are_refused);
+    tcase_add_test(tc, order_across_many_segments);
+    tcase_add_test(tc, empty_and_bad_arguments);
+    tcase_add_test(tc, size_limit_refuses_exactly_when_over);
+    tcase_add_test(tc, journal_limit);
+    tcase_add_test(tc, restart_keeps_order_and_pops);
+    tcase_add_test(tc, bad_ack_file_sends_again);
+    tcase_add_test(tc, kill9_loses_nothing_reported);
+    tcase_add_test(tc, kill9_journal_comes_back);
+    tcase_add_test(tc, torn_tail_is_truncated);
+    tcase_add_test(tc, torn_header_and_zero_tail);
+    tcase_add_test(tc, bad_checksum_at_the_tail_is_truncated);
+    tcase_add_test(tc, corrupt_middle_skips_to_next_segment);
+    tcase_add_test(tc, corrupt_middle_of_last_segment);
+    tcase_add_test(tc, corruption_found_by_peek);
+    tcase_add_test(tc, torn_journal_tail);
+    tcase_add_test(tc, journal_uncovered_comes_back);
+    tcase_add_test(tc, journal_covered_by_sealed_record_is_discarded);
+    tcase_add_test(tc, journal_covered_by_popped_record_is_discarded);
+    tcase_add_test(tc, journal_reset_then_crash);
+    tcase_add_test(tc, lost_sealed_record_uncovers_journals);
+    tcase_add_test(tc, second_open_is_refused);
+    tcase_add_test(tc, interval_mode_syncs_on_request);
+    tcase_add_test(tc, always_mode_syncs_every_write);
+    tcase_add_test(tc, directory_is_a_file);
+    tcase_add_test(tc, directory_without_permission);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(spool_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
