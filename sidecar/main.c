@@ -1,0 +1,450 @@
+/*
+ * main.c -- sentinel-sidecar: the per-pod OTLP receiver.
+ *
+ * Wires the pieces together and owns their lifetimes: configuration (shared/cli.h), the spool,
+ * the batch encoder, the shipper, local detection, the optional tee, the metrics registry, the
+ * pipeline (the loop's state), the admin endpoints and the two OTLP transports. SIGTERM/SIGINT
+ * drain: new requests are refused with retryable statuses, the open batch is sealed, the spool
+ * is shipped for up to shutdown.drain_timeout, and what is left stays spooled for the next
+ * start. Exit status 0 after a clean shutdown, 1 when starting failed, 2 for bad usage/config.
+ */
+#include "admin.h"
+#include "batch.h"
+#include "cli.h"
+#include "local_detect.h"
+#include "log.h"
+#include "metrics.h"
+#include "otlp/grpc_server.h"
+#include "otlp/http_server.h"
+#include "pipeline.h"
+#include "price.h"
+#include "ship.h"
+#include "spool.h"
+#include "tee.h"
+
+#include <errno.h>
+#include <grpc/support/log.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+#include <uv.h>
+
+static const char *const mode_names[] = {"sidecar", NULL};
+
+typedef struct sidecar_settings {
+    int mode;
+    sn_config_address otlp_grpc;
+    sn_config_address otlp_http;
+    int64_t max_message_bytes;
+    int64_t max_requests;
+    sn_config_address admin;
+    sn_config_address aggregator;
+    int64_t ship_deadline;
+    char spool_dir[1024];
+    sn_spool_config spool;
+    int64_t sync_interval;
+    char upstream[1024];
+    int64_t flush_interval;
+    int64_t batch_max_events;
+    int64_t zstd_level;
+    char name[128];
+    char prices_file[1024];
+    int64_t drain_timeout;
+    sn_local_detect_config local;
+    sn_cli_log_settings log;
+} sidecar_settings;
+
+static const sn_config_desc descriptors[] = {
+    {SN__CFG("mode", SN_CONFIG_ENUM, sidecar_settings, mode, "sidecar",
+             "how this program runs (set by the injector)"),
+     .env = "SENTINEL_MODE", .choices = mode_names},
+    {SN__CFG("otlp.grpc_endpoint", SN_CONFIG_ADDRESS, sidecar_settings, otlp_grpc, "127.0.0.1:4317",
+             "OTLP/gRPC listen address (off to disable)"),
+     .env = "SENTINEL_OTLP_GRPC_ENDPOINT", .flags = SN_CONFIG_OPTIONAL | SN_CONFIG_ANY_PORT},
+    {SN__CFG("otlp.http_endpoint", SN_CONFIG_ADDRESS, sidecar_settings, otlp_http, "127.0.0.1:4318",
+             "OTLP/HTTP listen address (off to disable)"),
+     .env = "SENTINEL_OTLP_HTTP_ENDPOINT", .flags = SN_CONFIG_OPTIONAL | SN_CONFIG_ANY_PORT},
+    SN_CFG_SIZE("otlp.max_message_bytes", sidecar_settings, max_message_bytes, "16MiB", 65536,
+                (int64_t)256 << 20,
+                "largest OTLP request, on the wire and after decompression (over it: "
+                "RESOURCE_EXHAUSTED / 413)"),
+    SN_CFG_INT("otlp.max_concurrent_requests", sidecar_settings, max_requests, "64", 1, 10000,
+               "OTLP requests in progress at once; more are refused with a retryable status"),
+    {SN__CFG("admin.endpoint", SN_CONFIG_ADDRESS, sidecar_settings, admin, "0.0.0.0:8081",
+             "/healthz, /readyz and /metrics listen address (off to disable)"),
+     .env = "SENTINEL_ADMIN_ENDPOINT", .flags = SN_CONFIG_OPTIONAL | SN_CONFIG_ANY_PORT},
+    {SN__CFG("aggregator.endpoint", SN_CONFIG_ADDRESS, sidecar_settings, aggregator,
+             "localhost:9090", "the aggregator's sidecar ingest address (host:port)"),
+     .env = "SENTINEL_AGGREGATOR"},
+    SN_CFG_DURATION("aggregator.deadline", sidecar_settings, ship_deadline, "5s", 10000000,
+                    600LL * 1000000000, "deadline of one Ingest call to the aggregator"),
+    {SN__CFG("spool.dir", SN_CONFIG_STRING, sidecar_settings, spool_dir, "/var/lib/sentinel/spool",
+             "directory of the on-disk spool and journal (one sidecar per directory)"),
+     .env = "SENTINEL_SPOOL_DIR"},
+    SN_SPOOL_DESCRIPTORS("spool", sidecar_settings, spool),
+    SN_CFG_DURATION("spool.sync_interval", sidecar_settings, sync_interval, "1s", 1000000,
+                    3600LL * 1000000000,
+                    "how often the spool is fsynced (a process crash loses nothing either way)"),
+    {SN__CFG("upstream.otlp", SN_CONFIG_STRING, sidecar_settings, upstream, "",
+             "forward every accepted OTLP request unchanged to this collector "
+             "(http://host:4317 gRPC, http://host:4318 HTTP); empty: off"),
+     .env = "SENTINEL_UPSTREAM_OTLP"},
+    SN_CFG_DURATION("batch.flush_interval", sidecar_settings, flush_interval, "200ms", 1000000,
+                    60LL * 1000000000, "seal and ship the open batch this often"),
+    SN_CFG_INT("batch.max_events", sidecar_settings, batch_max_events, "2000", 1, 100000,
+               "LLM events per batch (and per OTLP request)"),
+    SN_CFG_INT("batch.zstd_level", sidecar_settings, zstd_level, "3", 0, 19,
+               "zstd level of batches (0: uncompressed)"),
+    {SN__CFG("sidecar.name", SN_CONFIG_STRING, sidecar_settings, name, "",
+             "this sidecar's name in batches (default: $POD_NAME, else the host name)"),
+     .env = "SENTINEL_SIDECAR_NAME"},
+    {SN__CFG("prices.file", SN_CONFIG_STRING, sidecar_settings, prices_file, "",
+             "model price table (YAML); empty: the built-in table"),
+     .env = "SENTINEL_PRICES_FILE"},
+    SN_CFG_DURATION("shutdown.drain_timeout", sidecar_settings, drain_timeout, "5s", 0,
+                    600LL * 1000000000,
+                    "on SIGTERM, how long to keep shipping the spool before exiting"),
+    SN_LOCAL_DETECT_DESCRIPTORS("local", sidecar_settings, local),
+    SN_CLI_LOG_DESCRIPTORS(sidecar_settings, log),
+};
+
+static const sn_cli_flag flags[] = {
+    {.name = "aggregator",
+     .takes_value = true,
+     .metavar = "HOST:PORT",
+     .path = "aggregator.endpoint"},
+    {.name = "spool-dir", .takes_value = true, .metavar = "DIR", .path = "spool.dir"},
+};
+
+static int validate_settings(void *config, sn_config_error *err)
+{
+    sidecar_settings *s = config;
+    if (s->otlp_grpc.host[0] == '\0' && s->otlp_http.host[0] == '\0') {
+        snprintf(err->msg, sizeof err->msg,
+                 "config: otlp.grpc_endpoint: OTLP/gRPC and OTLP/HTTP are both off; enable one");
+        return -EINVAL;
+    }
+    if (s->aggregator.host[0] == '\0' || s->aggregator.port == 0) {
+        snprintf(err->msg, sizeof err->msg, "config: aggregator.endpoint: must be host:port");
+        return -EINVAL;
+    }
+    if (s->spool_dir[0] == '\0') {
+        snprintf(err->msg, sizeof err->msg, "config: spool.dir: must not be empty");
+        return -EINVAL;
+    }
+    return sn_local_detect_config_validate(&s->local, "local", err);
+}
+
+/* Everything the program owns, torn down in reverse order. */
+typedef struct sidecar {
+    sidecar_settings s;
+    uv_loop_t loop;
+    uv_signal_t sigterm, sigint;
+    sn_price_table *prices;
+    sn_spool *spool;
+    sn_batch_encoder *encoder;
+    sn_ship *ship;
+    sn_local_detect *detect;
+    sn_tee *tee;
+    sn_metrics *metrics;
+    sn_pipeline *pipeline;
+    sn_admin *admin;
+    sn_grpc_server *grpc;
+    sn_http_server *http;
+    bool shutting_down;
+} sidecar;
+
+/* gRPC's own log lines, as ours (it logs e.g. unknown grpc-encoding values at ERROR). */
+static void grpc_log(gpr_log_func_args *args)
+{
+    sn_log_level lvl = args->severity == GPR_LOG_SEVERITY_ERROR ? SN_LOG_WARN : SN_LOG_DEBUG;
+    sn_log(lvl, "grpc", SN_LOG_STR("message", args->message), SN_LOG_STR("file", args->file),
+           SN_LOG_INT("line", args->line));
+}
+
+static void on_drained(void *ud)
+{
+    sidecar *sc = ud;
+    int rc = sn_spool_sync(sc->spool);
+    if (rc != 0)
+        sn_log_error("final spool fsync failed", SN_LOG_ERRNO(rc));
+    sn_log_info("drained", SN_LOG_UINT("batches_left", sn_spool_count(sc->spool)));
+    /* The shipper first: its last callback still finds the pipeline. */
+    sn_ship_destroy(sc->ship);
+    sc->ship = NULL;
+    sn_pipeline_destroy(sc->pipeline);
+    sc->pipeline = NULL;
+    uv_close((uv_handle_t *)&sc->sigterm, NULL);
+    uv_close((uv_handle_t *)&sc->sigint, NULL);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    sidecar *sc = h->data;
+    if (sc->shutting_down) {
+        sn_log_warn("second signal: shutting down without waiting");
+        return;
+    }
+    sc->shutting_down = true;
+    sn_log_info("shutting down", SN_LOG_STR("signal", signum == SIGTERM ? "SIGTERM" : "SIGINT"));
+    /* Refuse new work first, so no transport thread waits for the loop while the transports
+     * are stopped below (that stop blocks this thread). */
+    sn_pipeline_drain(sc->pipeline, (uint64_t)(sc->s.drain_timeout / 1000000), on_drained, sc);
+    if (sc->grpc != NULL)
+        sn_grpc_server_shutdown(sc->grpc, 2000);
+    if (sc->http != NULL)
+        sn_http_server_stop(sc->http);
+    if (sc->admin != NULL)
+        sn_admin_stop(sc->admin);
+}
+
+/* "<name>/<16 hex digits>": a new id per start, so sequences restart at 1 without colliding
+ * with batches an earlier run left in the spool. */
+static void make_sidecar_id(const char *name, char *out, size_t len)
+{
+    char host[128] = "";
+    if (name[0] == '\0') {
+        const char *pod = getenv("POD_NAME");
+        if (pod != NULL && pod[0] != '\0')
+            snprintf(host, sizeof host, "%s", pod);
+        else if (gethostname(host, sizeof host) != 0 || host[0] == '\0')
+            snprintf(host, sizeof host, "sidecar");
+        host[sizeof host - 1] = '\0';
+        name = host;
+    }
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+        r = (uint64_t)getpid() ^ (uint64_t)uv_hrtime();
+    snprintf(out, len, "%s/%016" PRIx64, name, r);
+}
+
+/* Starts everything. Returns 0, or 1 after logging what failed. */
+static int start(sidecar *sc)
+{
+    char err[512];
+    char addr[300];
+    sidecar_settings *s = &sc->s;
+    int rc;
+
+    if (s->prices_file[0] != '\0')
+        sc->prices = sn_price_table_load(s->prices_file, err, sizeof err);
+    else
+        sc->prices = sn_price_table_default(err, sizeof err);
+    if (sc->prices == NULL) {
+        sn_log_error("cannot load the price table", SN_LOG_STR("error", err));
+        return 1;
+    }
+
+    if ((rc = sn_spool_open(s->spool_dir, &s->spool, &sc->spool, err, sizeof err)) != 0) {
+        sn_log_error("cannot open the spool", SN_LOG_STR("dir", s->spool_dir),
+                     SN_LOG_STR("error", err));
+        return 1;
+    }
+
+    sn_batch_config bc;
+    sn_batch_config_init(&bc);
+    bc.zstd_level = (int)s->zstd_level;
+    bc.max_events = (size_t)s->batch_max_events * 2;
+    bc.max_message_bytes = (size_t)s->max_message_bytes;
+    if (bc.max_message_bytes > (size_t)s->spool.max_record_bytes)
+        bc.max_message_bytes = (size_t)s->spool.max_record_bytes;
+    if ((rc = sn_batch_encoder_create(&bc, &sc->encoder, err, sizeof err)) != 0) {
+        sn_log_error("cannot create the batch encoder", SN_LOG_STR("error", err));
+        return 1;
+    }
+
+    sn_config_format_address(&s->aggregator, addr, sizeof addr);
+    sn_ship_config shc;
+    sn_ship_config_init(&shc);
+    shc.aggregator = addr;
+    shc.deadline_ms = (uint32_t)(s->ship_deadline / 1000000);
+    shc.max_message_bytes = bc.max_message_bytes + 4096;
+    if ((rc = sn_ship_create(&shc, &sc->loop, &sc->ship, err, sizeof err)) != 0) {
+        sn_log_error("cannot create the aggregator client", SN_LOG_STR("aggregator", addr),
+                     SN_LOG_STR("error", err));
+        return 1;
+    }
+
+    uint64_t seed = 0;
+    (void)getrandom(&seed, sizeof seed, 0);
+    if ((rc = sn_local_detect_create(&s->local, seed, &sc->detect)) != 0) {
+        sn_log_error("cannot create local detection", SN_LOG_ERRNO(rc));
+        return 1;
+    }
+
+    if (s->upstream[0] != '\0') {
+        sn_tee_config tc;
+        sn_tee_config_init(&tc);
+        tc.url = s->upstream;
+        if ((rc = sn_tee_create(&tc, &sc->tee, err, sizeof err)) != 0) {
+            sn_log_error("cannot set up the upstream tee", SN_LOG_STR("error", err));
+            return 1;
+        }
+    }
+
+    if ((rc = sn_metrics_create(NULL, &sc->metrics, err, sizeof err)) != 0 ||
+        (rc = sn_metrics_register_process(sc->metrics, err, sizeof err)) != 0) {
+        sn_log_error("cannot create the metrics registry", SN_LOG_STR("error", err));
+        return 1;
+    }
+
+    char sidecar_id[SN_BATCH_ID_MAX];
+    make_sidecar_id(s->name, sidecar_id, sizeof sidecar_id);
+    sn_pipeline_config pc;
+    sn_pipeline_config_defaults(&pc);
+    pc.sidecar_id = sidecar_id;
+    pc.flush_interval_ns = s->flush_interval;
+    pc.sync_interval_ns = s->sync_interval;
+    pc.max_batch_events = (size_t)s->batch_max_events;
+    pc.spool_max_bytes = (uint64_t)s->spool.max_bytes;
+    pc.journal_max_bytes = (uint64_t)s->spool.journal_max_bytes;
+    sn_pipeline_deps deps = {
+        .loop = &sc->loop,
+        .spool = sc->spool,
+        .encoder = sc->encoder,
+        .ship = sc->ship,
+        .detect = sc->detect,
+        .tee = sc->tee,
+        .metrics = sc->metrics,
+        .prices = sc->prices,
+    };
+    if ((rc = sn_pipeline_create(&pc, &deps, &sc->pipeline, err, sizeof err)) != 0) {
+        sn_log_error("cannot start the pipeline", SN_LOG_STR("error", err));
+        return 1;
+    }
+
+    if (s->admin.host[0] != '\0') {
+        sn_config_format_address(&s->admin, addr, sizeof addr);
+        sn_admin_config ac = {.listen = addr,
+                              .metrics = sc->metrics,
+                              .ready = sn_pipeline_ready,
+                              .ready_ud = sc->pipeline};
+        if ((rc = sn_admin_create(&ac, &sc->admin, err, sizeof err)) != 0 ||
+            (rc = sn_admin_start(sc->admin, err, sizeof err)) != 0) {
+            sn_log_error("cannot serve the admin endpoints", SN_LOG_STR("listen", addr),
+                         SN_LOG_STR("error", err));
+            return 1;
+        }
+        sn_log_info("admin endpoints listening", SN_LOG_STR("listen", addr),
+                    SN_LOG_UINT("port", sn_admin_port(sc->admin)));
+    }
+
+    if (s->otlp_grpc.host[0] != '\0') {
+        sn_config_format_address(&s->otlp_grpc, addr, sizeof addr);
+        sn_grpc_server_config gc;
+        sn_grpc_server_config_init(&gc);
+        gc.listen = addr;
+        gc.max_message_bytes = (size_t)s->max_message_bytes;
+        gc.max_calls = (unsigned)s->max_requests;
+        gc.handler = sn_pipeline_otlp_handler;
+        gc.handler_ud = sn_pipeline_handler_ud(sc->pipeline, SN_PIPELINE_GRPC);
+        if ((rc = sn_grpc_server_create(&gc, &sc->grpc, err, sizeof err)) != 0 ||
+            (rc = sn_grpc_server_start(sc->grpc)) != 0) {
+            sn_log_error("cannot serve OTLP/gRPC", SN_LOG_STR("listen", addr),
+                         SN_LOG_STR("error", err));
+            return 1;
+        }
+        sn_log_info("OTLP/gRPC listening", SN_LOG_STR("listen", addr),
+                    SN_LOG_INT("port", sn_grpc_server_port(sc->grpc)));
+    }
+    if (s->otlp_http.host[0] != '\0') {
+        sn_config_format_address(&s->otlp_http, addr, sizeof addr);
+        sn_http_server_config hc = {
+            .listen = addr,
+            .max_body_bytes = (size_t)s->max_message_bytes,
+            .max_connections = (unsigned)s->max_requests,
+            .handler = sn_pipeline_otlp_handler,
+            .handler_ud = sn_pipeline_handler_ud(sc->pipeline, SN_PIPELINE_HTTP),
+        };
+        if ((rc = sn_http_server_create(&hc, &sc->http, err, sizeof err)) != 0 ||
+            (rc = sn_http_server_start(sc->http, err, sizeof err)) != 0) {
+            sn_log_error("cannot serve OTLP/HTTP", SN_LOG_STR("listen", addr),
+                         SN_LOG_STR("error", err));
+            return 1;
+        }
+        sn_log_info("OTLP/HTTP listening", SN_LOG_STR("listen", addr),
+                    SN_LOG_UINT("port", sn_http_server_port(sc->http)));
+    }
+
+    uv_signal_init(&sc->loop, &sc->sigterm);
+    uv_signal_init(&sc->loop, &sc->sigint);
+    sc->sigterm.data = sc->sigint.data = sc;
+    uv_signal_start(&sc->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&sc->sigint, on_signal, SIGINT);
+    sn_config_format_address(&s->aggregator, addr, sizeof addr);
+    sn_log_info("sentinel-sidecar started", SN_LOG_STR("version", SENTINEL_VERSION),
+                SN_LOG_STR("sidecar_id", sidecar_id), SN_LOG_STR("aggregator", addr),
+                SN_LOG_STR("spool", s->spool_dir),
+                SN_LOG_UINT("spooled_batches", sn_spool_count(sc->spool)));
+    return 0;
+}
+
+/* Frees whatever start() created, in reverse order; safe on a partly started sidecar. */
+static void teardown(sidecar *sc)
+{
+    if (sc->grpc != NULL)
+        sn_grpc_server_destroy(sc->grpc);
+    if (sc->http != NULL)
+        sn_http_server_destroy(sc->http);
+    if (sc->admin != NULL)
+        sn_admin_destroy(sc->admin);
+    if (sc->ship != NULL)
+        sn_ship_destroy(sc->ship);
+    if (sc->pipeline != NULL)
+        sn_pipeline_destroy(sc->pipeline);
+    /* Let the closed handles' callbacks run (the pipeline frees itself in them). */
+    uv_run(&sc->loop, UV_RUN_DEFAULT);
+    if (sc->tee != NULL)
+        sn_tee_destroy(sc->tee, 2000, NULL);
+    sn_metrics_destroy(sc->metrics);
+    sn_local_detect_destroy(sc->detect);
+    sn_batch_encoder_destroy(sc->encoder);
+    if (sc->spool != NULL) {
+        (void)sn_spool_sync(sc->spool);
+        sn_spool_close(sc->spool);
+    }
+    sn_price_table_destroy(sc->prices);
+}
+
+int main(int argc, char **argv)
+{
+    static const sn_program_info info = {
+        .name = "sentinel-sidecar",
+        .version = SENTINEL_VERSION,
+        .component = "sidecar",
+        .summary = "per-pod OTLP receiver: LLM facts, local detection, batches to the aggregator",
+        .flags = flags,
+        .nflags = sizeof flags / sizeof flags[0],
+        .validate = validate_settings,
+    };
+    static sidecar sc; /* large (settings); zeroed */
+    sn_local_detect_config_defaults(&sc.s.local);
+    sn_cli_result res;
+    int outcome = sn_cli_load(argc, argv, &info, descriptors,
+                              sizeof descriptors / sizeof descriptors[0], &sc.s, &res);
+    if (outcome != SN_CLI_RUN)
+        return sn_cli_exit_status(outcome);
+    signal(SIGPIPE, SIG_IGN);
+    gpr_set_log_function(grpc_log);
+
+    int rc = 1;
+    if (uv_loop_init(&sc.loop) != 0) {
+        sn_log_error("cannot create the event loop");
+        goto out_cleanup;
+    }
+    if (start(&sc) == 0) {
+        uv_run(&sc.loop, UV_RUN_DEFAULT);
+        rc = 0;
+    }
+    teardown(&sc);
+    uv_loop_close(&sc.loop);
+    if (rc == 0)
+        sn_log_info("sentinel-sidecar stopped");
+out_cleanup:
+    sn_cli_result_cleanup(&res);
+    return rc;
+}

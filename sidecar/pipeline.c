@@ -1,0 +1,973 @@
+/*
+ * pipeline.c -- the sidecar's loop: hand-off from the transports, the open batch, the journal,
+ * local detection, sealing into the spool and shipping to the aggregator.
+ *
+ * States of a work item (a transport thread's request waiting for the loop):
+ *
+ *   QUEUED --(loop takes the list)--> TAKEN --(loop answered)--> DONE
+ *      \--(the transport thread timed out while still queued: unlinked, answered RETRY)
+ *
+ * A TAKEN item is always finished by the loop, so its transport thread waits for DONE without
+ * a timeout: the request body it borrows stays alive until the loop is done with it.
+ *
+ * Invariants on the loop thread:
+ *   - events[0..n_events) is the open batch; events[journaled..n_events) are not yet in the
+ *     journal (only ever during one request's processing, or after a journal write failed);
+ *   - a sealed batch is appended to the spool before the journal is reset, so at every instant
+ *     an accepted event is in the journal or in the spool (or in the caller's request, before
+ *     the answer went out);
+ *   - at most one Ingest call is in flight, always for the spool's oldest record.
+ */
+#include "pipeline.h"
+
+#include "backoff.h"
+#include "log.h"
+#include "otlp/logs.h"
+#include "otlp/metrics.h"
+#include "otlp/metrics_json.h"
+#include "otlp/traces.h"
+#include "otlp/traces_json.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+enum work_state { W_QUEUED = 0, W_TAKEN, W_DONE };
+
+typedef struct work {
+    struct work *next;
+    const uint8_t *body; /* the request, borrowed from the transport thread */
+    size_t len;
+    sn_otlp_encoding encoding;
+    uint64_t expect_events; /* LLM events the validation pass counted */
+    enum work_state state;
+    sn_otlp_result result;
+    pthread_cond_t cond;
+} work;
+
+typedef struct proto_ud {
+    sn_pipeline *p;
+    sn_pipeline_protocol protocol;
+} proto_ud;
+
+#define N_OUTCOMES (SN_OTLP_INTERNAL + 1)
+
+enum refusal {
+    REFUSED_SPOOL_FULL = 0,
+    REFUSED_QUEUE_FULL,
+    REFUSED_STOPPING,
+    REFUSED_TIMEOUT,
+    REFUSED_COUNT
+};
+static const char *const refusal_names[REFUSED_COUNT] = {"spool_full", "queue_full", "stopping",
+                                                         "timeout"};
+enum ship_result { SHIP_ACKED = 0, SHIP_DUPLICATE, SHIP_RETRY_AFTER, SHIP_FAILED, SHIP_COUNT };
+static const char *const ship_result_names[SHIP_COUNT] = {"acked", "duplicate", "retry_after",
+                                                          "failed"};
+static const char *const signal_names[SN_OTLP_SIGNAL_COUNT] = {"traces", "metrics", "logs"};
+static const char *const protocol_names[2] = {"grpc", "http"};
+static const char *const outcome_names[N_OUTCOMES] = {
+    "ok", "invalid", "retry", "resource_exhausted", "too_large", "internal"};
+
+struct sn_pipeline {
+    sn_pipeline_config cfg;
+    char sidecar_id[SN_BATCH_ID_MAX];
+    sn_pipeline_deps d;
+    proto_ud uds[2];
+
+    /* Shared with the transport threads, under mu. */
+    pthread_mutex_t mu;
+    work *head, *tail;
+    size_t pending;
+    bool stopping;
+    atomic_bool spool_full; /* read by /readyz */
+
+    /* libuv handles (loop thread). */
+    uv_async_t wake;
+    uv_timer_t flush_timer, sync_timer, ship_timer, drain_timer;
+    int open_handles;
+
+    /* The open batch (loop thread). */
+    sn_event *events;
+    size_t n_events;
+    size_t journaled; /* events[0..journaled) are in the journal (or sealed) */
+    sn_local_alert *alerts;
+    size_t n_alerts;
+    bool urgent;       /* holds an alert: seal now */
+    uint64_t next_seq; /* of the next sealed batch */
+    uint8_t *rec_buf;  /* journal record scratch, for max_batch_events events */
+    size_t rec_cap;
+    sn_local_alert scratch_alerts[8];
+
+    /* Shipping (loop thread). */
+    bool in_flight;
+    uint64_t ship_started; /* uv_hrtime() of the call in flight */
+    bool waiting;          /* a backoff or retry-after timer runs */
+    sn_backoff backoff;
+    sn_backoff_config backoff_cfg;
+
+    /* Draining (loop thread). */
+    bool draining;
+    void (*drain_done)(void *ud);
+    void *drain_ud;
+
+    /* Metrics (series handles resolved at create). */
+    sn_counter *requests[SN_OTLP_SIGNAL_COUNT][2][N_OUTCOMES];
+    sn_counter *refused[REFUSED_COUNT];
+    sn_counter *shipped[SHIP_COUNT];
+    sn_counter *spans, *rejected_spans, *llm_events, *metric_points, *metric_facts, *log_records,
+        *genai_log_events, *sealed, *journal_errors;
+    sn_metrics_family *alerts_family;
+    sn_gauge *spool_bytes, *spool_batches, *journal_bytes, *baseline_keys, *pending_gauge;
+    sn_histogram *ship_seconds;
+};
+
+static void ship_kick(sn_pipeline *p);
+static int seal(sn_pipeline *p, uint64_t journal_gen);
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static uint64_t random_u64(void)
+{
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r)
+        r = (uint64_t)now_ns() * 0x9E3779B97F4A7C15ull;
+    return r;
+}
+
+void sn_pipeline_config_defaults(sn_pipeline_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->flush_interval_ns = 200 * 1000000LL;
+    cfg->sync_interval_ns = 1000 * 1000000LL;
+    cfg->max_batch_events = 2000;
+    cfg->max_batch_alerts = 256;
+    cfg->max_pending = 256;
+    cfg->retry_after_ms = 1000;
+    cfg->wait_timeout_ns = 10LL * 1000000000;
+    cfg->backoff_initial_ms = 100;
+    cfg->backoff_max_ms = 30000;
+    cfg->spool_max_bytes = 256ull << 20;
+    cfg->journal_max_bytes = 64ull << 20;
+}
+
+/* --- metrics --- */
+
+static int register_counter(sn_pipeline *p, const char *name, const char *help, sn_counter **out,
+                            char *err, size_t errlen)
+{
+    sn_metrics_family *f;
+    sn_metrics_desc d = {.type = SN_METRICS_COUNTER, .name = name, .help = help};
+    int rc = sn_metrics_register(p->d.metrics, &d, &f, err, errlen);
+    if (rc != 0)
+        return rc;
+    *out = sn_metrics_counter(f, NULL);
+    return *out == NULL ? -ENOMEM : 0;
+}
+
+static int register_gauge(sn_pipeline *p, const char *name, const char *help, sn_gauge **out,
+                          char *err, size_t errlen)
+{
+    sn_metrics_family *f;
+    sn_metrics_desc d = {.type = SN_METRICS_GAUGE, .name = name, .help = help};
+    int rc = sn_metrics_register(p->d.metrics, &d, &f, err, errlen);
+    if (rc != 0)
+        return rc;
+    *out = sn_metrics_gauge(f, NULL);
+    return *out == NULL ? -ENOMEM : 0;
+}
+
+/* Registers every family and resolves the series used on hot paths. */
+static int register_metrics(sn_pipeline *p, char *err, size_t errlen)
+{
+    int rc;
+    sn_metrics_family *f;
+    sn_metrics_desc req = {.type = SN_METRICS_COUNTER,
+                           .name = "sentinel_sidecar_otlp_requests_total",
+                           .help = "OTLP export requests by signal, protocol and outcome",
+                           .labels = {"signal", "protocol", "outcome"}};
+    if ((rc = sn_metrics_register(p->d.metrics, &req, &f, err, errlen)) != 0)
+        return rc;
+    for (int s = 0; s < SN_OTLP_SIGNAL_COUNT; s++)
+        for (int pr = 0; pr < 2; pr++)
+            for (int o = 0; o < N_OUTCOMES; o++) {
+                const char *v[] = {signal_names[s], protocol_names[pr], outcome_names[o]};
+                if ((p->requests[s][pr][o] = sn_metrics_counter(f, v)) == NULL)
+                    return -ENOMEM;
+            }
+    sn_metrics_desc ref = {.type = SN_METRICS_COUNTER,
+                           .name = "sentinel_sidecar_refused_total",
+                           .help = "requests refused with a retryable status, by reason",
+                           .labels = {"reason"}};
+    if ((rc = sn_metrics_register(p->d.metrics, &ref, &f, err, errlen)) != 0)
+        return rc;
+    for (int r = 0; r < REFUSED_COUNT; r++) {
+        const char *v[] = {refusal_names[r]};
+        if ((p->refused[r] = sn_metrics_counter(f, v)) == NULL)
+            return -ENOMEM;
+    }
+    sn_metrics_desc sh = {.type = SN_METRICS_COUNTER,
+                          .name = "sentinel_sidecar_batches_shipped_total",
+                          .help = "Ingest calls to the aggregator by result",
+                          .labels = {"result"}};
+    if ((rc = sn_metrics_register(p->d.metrics, &sh, &f, err, errlen)) != 0)
+        return rc;
+    for (int r = 0; r < SHIP_COUNT; r++) {
+        const char *v[] = {ship_result_names[r]};
+        if ((p->shipped[r] = sn_metrics_counter(f, v)) == NULL)
+            return -ENOMEM;
+    }
+    sn_metrics_desc al = {.type = SN_METRICS_COUNTER,
+                          .name = "sentinel_sidecar_local_alerts_total",
+                          .help = "local alerts raised, by anomaly type and severity",
+                          .labels = {"type", "severity"}};
+    if ((rc = sn_metrics_register(p->d.metrics, &al, &p->alerts_family, err, errlen)) != 0)
+        return rc;
+    static const double ship_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                          0.1,   0.25,   0.5,   1,    2.5,   5};
+    sn_metrics_desc hs = {.type = SN_METRICS_HISTOGRAM,
+                          .name = "sentinel_sidecar_ship_duration_seconds",
+                          .help = "time of one Ingest call to the aggregator",
+                          .buckets = ship_buckets,
+                          .bucket_count = sizeof ship_buckets / sizeof ship_buckets[0]};
+    if ((rc = sn_metrics_register(p->d.metrics, &hs, &f, err, errlen)) != 0)
+        return rc;
+    if ((p->ship_seconds = sn_metrics_histogram(f, NULL)) == NULL)
+        return -ENOMEM;
+
+    struct {
+        const char *name, *help;
+        sn_counter **c;
+    } counters[] = {
+        {"sentinel_sidecar_spans_received_total", "spans received in trace requests", &p->spans},
+        {"sentinel_sidecar_spans_rejected_total",
+         "spans refused as invalid (bad ids or times) and reported as partial success",
+         &p->rejected_spans},
+        {"sentinel_sidecar_llm_events_total", "LLM calls extracted from spans and accepted",
+         &p->llm_events},
+        {"sentinel_sidecar_metric_points_total", "metric data points received", &p->metric_points},
+        {"sentinel_sidecar_genai_metric_points_total",
+         "GenAI histogram points (token usage, durations) received", &p->metric_facts},
+        {"sentinel_sidecar_log_records_total", "log records received", &p->log_records},
+        {"sentinel_sidecar_genai_log_events_total", "log records that are GenAI events",
+         &p->genai_log_events},
+        {"sentinel_sidecar_batches_sealed_total", "batches sealed into the spool", &p->sealed},
+        {"sentinel_sidecar_journal_errors_total",
+         "journal writes that failed (the events stay in the open batch)", &p->journal_errors},
+    };
+    for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
+        if ((rc = register_counter(p, counters[i].name, counters[i].help, counters[i].c, err,
+                                   errlen)) != 0)
+            return rc;
+    struct {
+        const char *name, *help;
+        sn_gauge **g;
+    } gauges[] = {
+        {"sentinel_sidecar_spool_bytes", "bytes of sealed batches waiting for the aggregator",
+         &p->spool_bytes},
+        {"sentinel_sidecar_spool_batches", "sealed batches waiting for the aggregator",
+         &p->spool_batches},
+        {"sentinel_sidecar_journal_bytes", "bytes in the journal of the open batch",
+         &p->journal_bytes},
+        {"sentinel_sidecar_baseline_keys", "local baselines (service, model, metric)",
+         &p->baseline_keys},
+        {"sentinel_sidecar_pending_requests", "requests waiting for the loop", &p->pending_gauge},
+    };
+    for (size_t i = 0; i < sizeof gauges / sizeof gauges[0]; i++)
+        if ((rc = register_gauge(p, gauges[i].name, gauges[i].help, gauges[i].g, err, errlen)) != 0)
+            return rc;
+    return 0;
+}
+
+/* Refreshes the gauges that mirror loop state. Loop thread. */
+static void update_gauges(sn_pipeline *p)
+{
+    sn_spool_stats st;
+    sn_spool_get_stats(p->d.spool, &st);
+    sn_gauge_set(p->spool_bytes, (double)st.bytes);
+    sn_gauge_set(p->spool_batches, (double)st.count);
+    sn_gauge_set(p->journal_bytes, (double)st.journal_bytes);
+    uint64_t keys, bytes;
+    sn_local_detect_usage(p->d.detect, &keys, &bytes);
+    sn_gauge_set(p->baseline_keys, (double)keys);
+}
+
+/* --- the open batch (loop thread) --- */
+
+/* Writes events[journaled..n_events) to the journal as one record. A failure is logged and
+ * counted: the events stay in the open batch and are sealed with it. */
+static void journal_rest(sn_pipeline *p)
+{
+    if (p->journaled >= p->n_events)
+        return;
+    size_t len;
+    int rc = sn_batch_encode_event_record(p->events + p->journaled, p->n_events - p->journaled,
+                                          p->rec_buf, p->rec_cap, &len);
+    if (rc == 0)
+        rc = sn_spool_journal_append(p->d.spool, p->rec_buf, len);
+    if (rc != 0) {
+        sn_counter_inc(p->journal_errors);
+        sn_log_error("journal write failed; events stay in the open batch",
+                     SN_LOG_UINT("events", p->n_events - p->journaled), SN_LOG_ERRNO(rc));
+    }
+    p->journaled = p->n_events;
+}
+
+/* Seals the open batch into the spool. journal_gen is the journal generation the sealed record
+ * covers (the current one, or 0 while re-sealing recovered records). Returns 0 (also when there
+ * was nothing to seal) or the spool's error, in which case the batch stays open. */
+static int seal(sn_pipeline *p, uint64_t journal_gen)
+{
+    if (p->n_events == 0 && p->n_alerts == 0)
+        return 0;
+    sn_batch b = {
+        .sidecar_id = p->sidecar_id,
+        .sequence = p->next_seq,
+        .events = p->events,
+        .n_events = p->n_events,
+        .alerts = p->alerts,
+        .n_alerts = p->n_alerts,
+        .created_unix_nano = now_ns(),
+    };
+    const uint8_t *out;
+    size_t out_len, batch_len;
+    char err[256];
+    int rc = sn_batch_encode(p->d.encoder, &b, &out, &out_len, &batch_len, err, sizeof err);
+    if (rc != 0) {
+        sn_log_error("cannot encode a batch", SN_LOG_STR("error", err));
+        return rc;
+    }
+    rc = sn_spool_append(p->d.spool, out, out_len, journal_gen);
+    if (rc != 0) {
+        if (rc == -ENOSPC) {
+            if (!atomic_exchange(&p->spool_full, true))
+                sn_log_warn("spool full: refusing new data until the aggregator catches up",
+                            SN_LOG_UINT("spool_bytes", sn_spool_bytes(p->d.spool)));
+        } else {
+            sn_log_error("cannot append a batch to the spool", SN_LOG_ERRNO(rc));
+        }
+        return rc;
+    }
+    if (journal_gen != 0) {
+        int jrc = sn_spool_journal_reset(p->d.spool);
+        if (jrc != 0)
+            sn_log_error("cannot start a new journal generation", SN_LOG_ERRNO(jrc));
+    }
+    sn_log_debug("batch sealed", SN_LOG_UINT("sequence", p->next_seq),
+                 SN_LOG_UINT("events", p->n_events), SN_LOG_UINT("alerts", p->n_alerts),
+                 SN_LOG_UINT("bytes", out_len), SN_LOG_UINT("uncompressed", batch_len));
+    sn_counter_inc(p->sealed);
+    p->next_seq++;
+    p->n_events = 0;
+    p->journaled = 0;
+    p->n_alerts = 0;
+    p->urgent = false;
+    ship_kick(p);
+    return 0;
+}
+
+/* Gives each new local alert an id, logs and counts it, and puts it in the open batch. */
+static void take_alerts(sn_pipeline *p, const sn_local_alert *found, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p->n_alerts >= p->cfg.max_batch_alerts) {
+            journal_rest(p);
+            if (seal(p, sn_spool_journal_generation(p->d.spool)) != 0)
+                return; /* the spool is full: the alert is logged below next time */
+        }
+        sn_local_alert *a = &p->alerts[p->n_alerts++];
+        *a = found[i];
+        uint8_t r[16];
+        uint64_t r1 = random_u64(), r2 = random_u64();
+        memcpy(r, &r1, 8);
+        memcpy(r + 8, &r2, 8);
+        sn_uuid_format(r, a->alert_id);
+        const char *labels[] = {sn_anomaly_type_name(a->anomaly_type),
+                                sn_severity_name(a->severity)};
+        sn_counter_inc(sn_metrics_counter(p->alerts_family, labels));
+        sn_log_warn("local alert", SN_LOG_STR("alert_id", a->alert_id),
+                    SN_LOG_STR("anomaly_type", sn_anomaly_type_name(a->anomaly_type)),
+                    SN_LOG_STR("severity", sn_severity_name(a->severity)),
+                    SN_LOG_STR("service", a->service), SN_LOG_STR("model", a->model),
+                    SN_LOG_STR("metric", sn_metric_name(a->metric)),
+                    SN_LOG_STR("detector", sn_detector_name(a->detector)),
+                    SN_LOG_DBL("value", a->value), SN_LOG_DBL("baseline", a->baseline),
+                    SN_LOG_DBL("threshold", a->threshold));
+        p->urgent = true;
+    }
+}
+
+/* The decoder's callback on the loop thread: one accepted LLM event. */
+static void on_event(const sn_event *ev, void *ud)
+{
+    sn_pipeline *p = ud;
+    if (p->n_events >= p->cfg.max_batch_events) {
+        /* Full: the part of this request already in the batch is sealed with it. */
+        journal_rest(p);
+        (void)seal(p, sn_spool_journal_generation(p->d.spool));
+        /* Capacity was checked before decoding, so a failure here means the spool filled up
+         * underneath (a bug or another writer); the batch stays open and grows past its
+         * target by the rest of this request, which fits the allocation below. */
+    }
+    if (p->n_events >= p->cfg.max_batch_events * 2)
+        return; /* cannot happen: see capacity_ok */
+    p->events[p->n_events++] = *ev;
+    sn_counter_inc(p->llm_events);
+    size_t n = sn_local_detect_event(p->d.detect, ev, p->scratch_alerts,
+                                     sizeof p->scratch_alerts / sizeof p->scratch_alerts[0]);
+    if (n > 0)
+        take_alerts(p, p->scratch_alerts,
+                    n < sizeof p->scratch_alerts / sizeof p->scratch_alerts[0]
+                        ? n
+                        : sizeof p->scratch_alerts / sizeof p->scratch_alerts[0]);
+}
+
+/* Whether a request with `events` LLM events can be taken without risking a refusal half way:
+ * the journal must have room for its record and the spool for the batches it may seal (a sealed
+ * batch is never larger than its uncompressed event records, so two of those bound it). */
+static bool capacity_ok(sn_pipeline *p, uint64_t events)
+{
+    if (atomic_load(&p->spool_full))
+        return false;
+    sn_spool_stats st;
+    sn_spool_get_stats(p->d.spool, &st);
+    uint64_t record = (uint64_t)sn_batch_event_record_bound((size_t)events) + 4096;
+    uint64_t batch = (uint64_t)sn_batch_event_record_bound(p->cfg.max_batch_events) +
+                     (uint64_t)p->cfg.max_batch_alerts * 1024 + 65536;
+    if (st.journal_bytes + record > p->cfg.journal_max_bytes)
+        return false;
+    return st.bytes + 2 * batch <= p->cfg.spool_max_bytes;
+}
+
+/* Handles one queued trace request on the loop thread. */
+static void process_traces(sn_pipeline *p, work *w)
+{
+    if (p->draining) {
+        w->result.outcome = SN_OTLP_RETRY;
+        w->result.retry_after_ms = p->cfg.retry_after_ms;
+        snprintf(w->result.message, sizeof w->result.message, "sidecar is shutting down");
+        sn_counter_inc(p->refused[REFUSED_STOPPING]);
+        return;
+    }
+    if (!capacity_ok(p, w->expect_events)) {
+        w->result.outcome = SN_OTLP_RETRY;
+        w->result.retry_after_ms = p->cfg.retry_after_ms;
+        snprintf(w->result.message, sizeof w->result.message,
+                 "sidecar spool is full (aggregator unreachable?); retry later");
+        sn_counter_inc(p->refused[REFUSED_SPOOL_FULL]);
+        return;
+    }
+    char err[SN_OTLP_ERR_MAX];
+    int rc = w->encoding == SN_OTLP_JSON
+                 ? sn_otlp_decode_traces_json(w->body, w->len, p->d.prices, on_event, p, NULL, err,
+                                              sizeof err)
+                 : sn_otlp_decode_traces(w->body, w->len, p->d.prices, on_event, p, NULL, err,
+                                         sizeof err);
+    /* It was validated on the transport thread, so rc != 0 would be a decoder bug; the
+     * events it produced are kept either way (they were valid spans). */
+    if (rc != 0)
+        sn_log_error("a validated request failed to decode", SN_LOG_STR("error", err));
+    journal_rest(p);
+    if (p->urgent)
+        (void)seal(p, sn_spool_journal_generation(p->d.spool));
+    w->result.outcome = SN_OTLP_OK;
+}
+
+/* The async callback: takes every queued item, answers each. */
+static void on_wake(uv_async_t *h)
+{
+    sn_pipeline *p = h->data;
+    pthread_mutex_lock(&p->mu);
+    work *list = p->head;
+    p->head = p->tail = NULL;
+    for (work *w = list; w != NULL; w = w->next)
+        w->state = W_TAKEN;
+    pthread_mutex_unlock(&p->mu);
+
+    while (list != NULL) {
+        work *w = list;
+        list = w->next;
+        process_traces(p, w);
+        pthread_mutex_lock(&p->mu);
+        p->pending--;
+        w->state = W_DONE;
+        pthread_cond_signal(&w->cond);
+        pthread_mutex_unlock(&p->mu);
+    }
+    sn_gauge_set(p->pending_gauge, (double)p->pending);
+}
+
+/* --- shipping (loop thread) --- */
+
+static void on_ship_timer(uv_timer_t *t)
+{
+    sn_pipeline *p = t->data;
+    p->waiting = false;
+    ship_kick(p);
+}
+
+static void wait_then_ship(sn_pipeline *p, uint64_t delay_ms)
+{
+    p->waiting = true;
+    uv_timer_start(&p->ship_timer, on_ship_timer, delay_ms, 0);
+}
+
+static void maybe_finish_drain(sn_pipeline *p);
+
+static void on_ship_done(sn_ship *ship, const sn_ship_result *r, void *ud)
+{
+    (void)ship;
+    sn_pipeline *p = ud;
+    p->in_flight = false;
+    sn_histogram_observe(p->ship_seconds, (double)(uv_hrtime() - p->ship_started) / 1e9);
+    switch (r->outcome) {
+    case SN_SHIP_ACKED:
+    case SN_SHIP_DUPLICATE:
+        sn_counter_inc(p->shipped[r->outcome == SN_SHIP_ACKED ? SHIP_ACKED : SHIP_DUPLICATE]);
+        sn_spool_pop(p->d.spool);
+        sn_backoff_reset(&p->backoff);
+        if (atomic_load(&p->spool_full) && seal(p, sn_spool_journal_generation(p->d.spool)) == 0) {
+            atomic_store(&p->spool_full, false);
+            sn_log_info("spool has room again: accepting data");
+        }
+        ship_kick(p);
+        break;
+    case SN_SHIP_RETRY_AFTER:
+        sn_counter_inc(p->shipped[SHIP_RETRY_AFTER]);
+        wait_then_ship(p, r->retry_after_ms > 0
+                              ? r->retry_after_ms
+                              : sn_backoff_next(&p->backoff, &p->backoff_cfg, random_u64()));
+        break;
+    default:
+        sn_counter_inc(p->shipped[SHIP_FAILED]);
+        if (p->backoff.attempts == 0)
+            sn_log_warn("cannot reach the aggregator; spooling and retrying",
+                        SN_LOG_STR("error", r->message));
+        wait_then_ship(p, sn_backoff_next(&p->backoff, &p->backoff_cfg, random_u64()));
+        break;
+    }
+    update_gauges(p);
+    maybe_finish_drain(p);
+}
+
+/* Sends the spool's oldest record when nothing is in flight and no timer is pending. */
+static void ship_kick(sn_pipeline *p)
+{
+    if (p->in_flight || p->waiting)
+        return;
+    const uint8_t *data;
+    size_t len;
+    int rc = sn_spool_peek(p->d.spool, &data, &len, NULL);
+    if (rc == -ENOENT) {
+        maybe_finish_drain(p);
+        return;
+    }
+    if (rc != 0) {
+        sn_log_error("cannot read the spool", SN_LOG_ERRNO(rc));
+        wait_then_ship(p, sn_backoff_next(&p->backoff, &p->backoff_cfg, random_u64()));
+        return;
+    }
+    rc = sn_ship_send(p->d.ship, data, len, on_ship_done, p);
+    if (rc != 0) {
+        sn_log_error("cannot start an Ingest call", SN_LOG_ERRNO(rc));
+        wait_then_ship(p, sn_backoff_next(&p->backoff, &p->backoff_cfg, random_u64()));
+        return;
+    }
+    p->in_flight = true;
+    p->ship_started = uv_hrtime();
+}
+
+/* --- timers --- */
+
+static void on_flush_timer(uv_timer_t *t)
+{
+    sn_pipeline *p = t->data;
+    journal_rest(p);
+    (void)seal(p, sn_spool_journal_generation(p->d.spool));
+    update_gauges(p);
+}
+
+static void on_sync_timer(uv_timer_t *t)
+{
+    sn_pipeline *p = t->data;
+    int rc = sn_spool_sync(p->d.spool);
+    if (rc != 0)
+        sn_log_error("spool fsync failed", SN_LOG_ERRNO(rc));
+}
+
+/* --- draining --- */
+
+static void drain_finished(sn_pipeline *p)
+{
+    if (p->drain_done == NULL)
+        return;
+    void (*done)(void *) = p->drain_done;
+    p->drain_done = NULL;
+    uv_timer_stop(&p->drain_timer);
+    done(p->drain_ud);
+}
+
+static void maybe_finish_drain(sn_pipeline *p)
+{
+    if (p->draining && !p->in_flight && sn_spool_count(p->d.spool) == 0 && p->n_events == 0 &&
+        p->n_alerts == 0)
+        drain_finished(p);
+}
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+    sn_pipeline *p = t->data;
+    sn_log_warn("drain timed out; the rest stays in the spool for the next start",
+                SN_LOG_UINT("batches", sn_spool_count(p->d.spool)));
+    drain_finished(p);
+}
+
+void sn_pipeline_drain(sn_pipeline *p, uint64_t timeout_ms, void (*done)(void *ud), void *ud)
+{
+    pthread_mutex_lock(&p->mu);
+    p->stopping = true;
+    pthread_mutex_unlock(&p->mu);
+    p->draining = true;
+    p->drain_done = done;
+    p->drain_ud = ud;
+    on_wake(&p->wake); /* answer whatever is queued (refused: stopping) */
+    journal_rest(p);
+    (void)seal(p, sn_spool_journal_generation(p->d.spool));
+    uv_timer_stop(&p->flush_timer);
+    uv_timer_start(&p->drain_timer, on_drain_timeout, timeout_ms, 0);
+    /* Skip a pending backoff: the drain is the last chance to ship. */
+    if (p->waiting) {
+        uv_timer_stop(&p->ship_timer);
+        p->waiting = false;
+    }
+    ship_kick(p);
+    maybe_finish_drain(p);
+}
+
+/* --- the transport side --- */
+
+static void answer_refusal(sn_pipeline *p, sn_otlp_result *res, enum refusal why)
+{
+    res->outcome = SN_OTLP_RETRY;
+    res->retry_after_ms = p->cfg.retry_after_ms;
+    snprintf(res->message, sizeof res->message, "sidecar busy (%s); retry later",
+             refusal_names[why]);
+    sn_counter_inc(p->refused[why]);
+}
+
+/* Queues a validated trace request for the loop and waits for its answer. */
+static void submit_and_wait(sn_pipeline *p, const uint8_t *body, size_t len,
+                            sn_otlp_encoding encoding, uint64_t events, sn_otlp_result *res)
+{
+    work w = {.body = body, .len = len, .encoding = encoding, .expect_events = events};
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w.cond, &ca);
+    pthread_condattr_destroy(&ca);
+
+    pthread_mutex_lock(&p->mu);
+    if (p->stopping) {
+        pthread_mutex_unlock(&p->mu);
+        answer_refusal(p, res, REFUSED_STOPPING);
+        goto out_destroy_cond;
+    }
+    if (p->pending >= p->cfg.max_pending) {
+        pthread_mutex_unlock(&p->mu);
+        answer_refusal(p, res, REFUSED_QUEUE_FULL);
+        goto out_destroy_cond;
+    }
+    bool was_empty = p->head == NULL;
+    if (p->tail != NULL)
+        p->tail->next = &w;
+    else
+        p->head = &w;
+    p->tail = &w;
+    p->pending++;
+    if (was_empty)
+        uv_async_send(&p->wake);
+
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    int64_t ns = deadline.tv_nsec + p->cfg.wait_timeout_ns;
+    deadline.tv_sec += ns / 1000000000;
+    deadline.tv_nsec = ns % 1000000000;
+    while (w.state != W_DONE) {
+        if (w.state == W_QUEUED &&
+            pthread_cond_timedwait(&w.cond, &p->mu, &deadline) == ETIMEDOUT &&
+            w.state == W_QUEUED) {
+            /* Still queued: unlink it, so the loop never touches it. */
+            work **pp = &p->head;
+            work *prev = NULL;
+            while (*pp != &w) {
+                prev = *pp;
+                pp = &(*pp)->next;
+            }
+            *pp = w.next;
+            if (p->tail == &w)
+                p->tail = prev;
+            p->pending--;
+            pthread_mutex_unlock(&p->mu);
+            answer_refusal(p, res, REFUSED_TIMEOUT);
+            goto out_destroy_cond;
+        }
+        if (w.state == W_TAKEN)
+            pthread_cond_wait(&w.cond, &p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+    *res = w.result;
+
+out_destroy_cond:
+    pthread_cond_destroy(&w.cond);
+}
+
+static void handle_traces(sn_pipeline *p, sn_otlp_encoding encoding, const uint8_t *body,
+                          size_t len, sn_otlp_result *res)
+{
+    sn_otlp_trace_stats st;
+    char err[SN_OTLP_ERR_MAX];
+    int rc =
+        encoding == SN_OTLP_JSON
+            ? sn_otlp_decode_traces_json(body, len, p->d.prices, NULL, NULL, &st, err, sizeof err)
+            : sn_otlp_decode_traces(body, len, p->d.prices, NULL, NULL, &st, err, sizeof err);
+    if (rc != 0) {
+        res->outcome = SN_OTLP_INVALID;
+        snprintf(res->message, sizeof res->message, "%s", err);
+        return;
+    }
+    sn_counter_add(p->spans, st.spans);
+    if (st.llm_events > p->cfg.max_batch_events) {
+        res->outcome = SN_OTLP_TOO_LARGE;
+        snprintf(res->message, sizeof res->message,
+                 "request holds %" PRIu64 " LLM spans; at most %zu per request (split the "
+                 "export batch)",
+                 st.llm_events, p->cfg.max_batch_events);
+        return;
+    }
+    if (st.llm_events > 0)
+        submit_and_wait(p, body, len, encoding, st.llm_events, res);
+    if (res->outcome == SN_OTLP_OK && st.rejected > 0) {
+        res->rejected = (int64_t)st.rejected;
+        snprintf(res->message, sizeof res->message,
+                 "%" PRIu64 " spans rejected: invalid trace id, span id or times", st.rejected);
+        sn_counter_add(p->rejected_spans, st.rejected);
+    }
+}
+
+static void handle_metrics(sn_pipeline *p, sn_otlp_encoding encoding, const uint8_t *body,
+                           size_t len, sn_otlp_result *res)
+{
+    sn_otlp_metric_stats st;
+    char err[SN_OTLP_ERR_MAX];
+    int rc = encoding == SN_OTLP_JSON
+                 ? sn_otlp_decode_metrics_json(body, len, NULL, NULL, &st, err, sizeof err)
+                 : sn_otlp_decode_metrics(body, len, NULL, NULL, &st, err, sizeof err);
+    if (rc != 0) {
+        res->outcome = SN_OTLP_INVALID;
+        snprintf(res->message, sizeof res->message, "%s", err);
+        return;
+    }
+    sn_counter_add(p->metric_points, st.data_points);
+    sn_counter_add(p->metric_facts, st.facts);
+    if (st.rejected > 0) {
+        res->rejected = (int64_t)st.rejected;
+        snprintf(res->message, sizeof res->message, "%" PRIu64 " GenAI data points rejected",
+                 st.rejected);
+    }
+}
+
+static void handle_logs(sn_pipeline *p, sn_otlp_encoding encoding, const uint8_t *body, size_t len,
+                        sn_otlp_result *res)
+{
+    sn_otlp_log_stats st;
+    char err[SN_OTLP_ERR_MAX];
+    int rc = encoding == SN_OTLP_JSON ? sn_otlp_decode_logs_json(body, len, &st, err, sizeof err)
+                                      : sn_otlp_decode_logs(body, len, &st, err, sizeof err);
+    if (rc != 0) {
+        res->outcome = SN_OTLP_INVALID;
+        snprintf(res->message, sizeof res->message, "%s", err);
+        return;
+    }
+    sn_counter_add(p->log_records, st.log_records);
+    sn_counter_add(p->genai_log_events, st.genai_events);
+}
+
+void sn_pipeline_otlp_handler(sn_otlp_signal signal, sn_otlp_encoding encoding, const uint8_t *body,
+                              size_t len, sn_otlp_result *res, void *ud)
+{
+    proto_ud *pu = ud;
+    sn_pipeline *p = pu->p;
+    switch (signal) {
+    case SN_OTLP_TRACES:
+        handle_traces(p, encoding, body, len, res);
+        break;
+    case SN_OTLP_METRICS:
+        handle_metrics(p, encoding, body, len, res);
+        break;
+    case SN_OTLP_LOGS:
+        handle_logs(p, encoding, body, len, res);
+        break;
+    default:
+        res->outcome = SN_OTLP_INVALID;
+        snprintf(res->message, sizeof res->message, "unknown signal");
+        return;
+    }
+    if ((int)res->outcome >= 0 && res->outcome < N_OUTCOMES)
+        sn_counter_inc(p->requests[signal][pu->protocol][res->outcome]);
+    /* The user's collector gets what we accepted, unchanged; a refused request comes back. */
+    if (p->d.tee != NULL && res->outcome == SN_OTLP_OK)
+        (void)sn_tee_submit(p->d.tee, signal, encoding, body, len);
+}
+
+void *sn_pipeline_handler_ud(sn_pipeline *p, sn_pipeline_protocol protocol)
+{
+    return &p->uds[protocol == SN_PIPELINE_HTTP ? 1 : 0];
+}
+
+bool sn_pipeline_ready(char *reason, size_t reasonlen, void *ud)
+{
+    sn_pipeline *p = ud;
+    pthread_mutex_lock(&p->mu);
+    bool stopping = p->stopping;
+    pthread_mutex_unlock(&p->mu);
+    if (stopping) {
+        snprintf(reason, reasonlen, "shutting down");
+        return false;
+    }
+    if (atomic_load(&p->spool_full)) {
+        snprintf(reason, reasonlen, "spool full: the aggregator is unreachable or slow");
+        return false;
+    }
+    return true;
+}
+
+/* --- recovery, create, destroy --- */
+
+/* Re-seals the events of one journal record a previous run accepted but did not seal. */
+static int on_recovered(void *ud, const uint8_t *data, size_t len, uint64_t generation)
+{
+    sn_pipeline *p = ud;
+    char err[256];
+    size_t n;
+    if (p->n_events >= p->cfg.max_batch_events && seal(p, 0) != 0)
+        return -ENOSPC;
+    int rc = sn_batch_decode_event_record(data, len, p->events + p->n_events,
+                                          p->cfg.max_batch_events * 2 - p->n_events, &n, err,
+                                          sizeof err);
+    if (rc != 0) {
+        sn_log_error("unreadable journal record skipped", SN_LOG_UINT("generation", generation),
+                     SN_LOG_STR("error", err));
+        return 0;
+    }
+    p->n_events += n;
+    p->journaled = p->n_events; /* they are in the journal already */
+    return 0;
+}
+
+static void on_close(uv_handle_t *h)
+{
+    sn_pipeline *p = h->data;
+    if (--p->open_handles == 0) {
+        pthread_mutex_destroy(&p->mu);
+        free(p->events);
+        free(p->alerts);
+        free(p->rec_buf);
+        free(p);
+    }
+}
+
+int sn_pipeline_create(const sn_pipeline_config *cfg, const sn_pipeline_deps *deps,
+                       sn_pipeline **out, char *err, size_t errlen)
+{
+    int rc = -ENOMEM;
+    sn_pipeline *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    p->cfg = *cfg;
+    p->d = *deps;
+    snprintf(p->sidecar_id, sizeof p->sidecar_id, "%s", cfg->sidecar_id);
+    p->uds[0] = (proto_ud){p, SN_PIPELINE_GRPC};
+    p->uds[1] = (proto_ud){p, SN_PIPELINE_HTTP};
+    p->next_seq = 1;
+    atomic_init(&p->spool_full, false);
+    pthread_mutex_init(&p->mu, NULL);
+    sn_backoff_config_defaults(&p->backoff_cfg);
+    p->backoff_cfg.initial_ms = cfg->backoff_initial_ms;
+    p->backoff_cfg.max_ms = cfg->backoff_max_ms;
+    /* Twice the target: one request may finish in the batch after a seal failed (on_event). */
+    p->events = calloc(cfg->max_batch_events * 2, sizeof(*p->events));
+    p->alerts = calloc(cfg->max_batch_alerts, sizeof(*p->alerts));
+    p->rec_cap = sn_batch_event_record_bound(cfg->max_batch_events * 2);
+    p->rec_buf = malloc(p->rec_cap);
+    if (p->events == NULL || p->alerts == NULL || p->rec_buf == NULL) {
+        snprintf(err, errlen, "out of memory for a batch of %zu events", cfg->max_batch_events);
+        goto out_free;
+    }
+    if ((rc = register_metrics(p, err, errlen)) != 0)
+        goto out_free;
+
+    /* Journal records a previous run accepted but never sealed: seal them now. */
+    rc = sn_spool_recover_journal(p->d.spool, on_recovered, p);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot recover the journal: %s", strerror(-rc));
+        goto out_free;
+    }
+    if (p->n_events > 0) {
+        sn_log_info("re-sealing events a previous run accepted",
+                    SN_LOG_UINT("events", p->n_events));
+        if ((rc = seal(p, sn_spool_journal_generation(p->d.spool))) != 0) {
+            snprintf(err, errlen, "cannot seal recovered events: %s", strerror(-rc));
+            goto out_free;
+        }
+    }
+
+    uv_async_init(deps->loop, &p->wake, on_wake);
+    uv_timer_init(deps->loop, &p->flush_timer);
+    uv_timer_init(deps->loop, &p->sync_timer);
+    uv_timer_init(deps->loop, &p->ship_timer);
+    uv_timer_init(deps->loop, &p->drain_timer);
+    p->wake.data = p->flush_timer.data = p->sync_timer.data = p->ship_timer.data =
+        p->drain_timer.data = p;
+    p->open_handles = 5;
+    uint64_t flush_ms = (uint64_t)(cfg->flush_interval_ns / 1000000);
+    uint64_t sync_ms = (uint64_t)(cfg->sync_interval_ns / 1000000);
+    uv_timer_start(&p->flush_timer, on_flush_timer, flush_ms ? flush_ms : 1,
+                   flush_ms ? flush_ms : 1);
+    uv_timer_start(&p->sync_timer, on_sync_timer, sync_ms ? sync_ms : 1, sync_ms ? sync_ms : 1);
+    update_gauges(p);
+    ship_kick(p);
+    *out = p;
+    return 0;
+
+out_free:
+    pthread_mutex_destroy(&p->mu);
+    free(p->events);
+    free(p->alerts);
+    free(p->rec_buf);
+    free(p);
+    return rc;
+}
+
+void sn_pipeline_destroy(sn_pipeline *p)
+{
+    if (p == NULL)
+        return;
+    uv_close((uv_handle_t *)&p->wake, on_close);
+    uv_close((uv_handle_t *)&p->flush_timer, on_close);
+    uv_close((uv_handle_t *)&p->sync_timer, on_close);
+    uv_close((uv_handle_t *)&p->ship_timer, on_close);
+    uv_close((uv_handle_t *)&p->drain_timer, on_close);
+}
