@@ -23,10 +23,12 @@
 #include <string.h>
 #include <time.h>
 #include <zstd.h>
+#include <zstd_errors.h>
 
-#define SN_INGEST_ARRAY_KEEP (1024u * 1024u) /* event/alert arrays above this are freed after use  \
-                                              */
-#define SN_INGEST_PB_SLACK (1024u * 1024u)   /* decoder budget beyond the per-item allowance */
+#define SN_INGEST_ARRAY_KEEP                                                                       \
+    (1024u * 1024u)                        /* event/alert arrays above this are freed after use    \
+                                            */
+#define SN_INGEST_PB_SLACK (1024u * 1024u) /* decoder budget beyond the per-item allowance */
 
 static const char *const ingest_methods[1] = {SN_INGEST_METHOD};
 
@@ -187,8 +189,10 @@ static int unzstd_payload(sn_ingest *in, const uint8_t *src, size_t srclen, size
             return -ENOMEM;
     }
     ZSTD_DCtx_reset(in->dctx, ZSTD_reset_session_and_parameters);
+    /* The decoder's window is bounded by the message limit (not by `declared`: a sidecar that
+     * streams without a pledged size gets the level's default window even for small data). */
     int wlog = 10;
-    while (wlog < 27 && ((size_t)1 << wlog) < declared)
+    while (wlog < 27 && ((size_t)1 << wlog) < in->cfg.max_message_bytes)
         wlog++;
     ZSTD_DCtx_setParameter(in->dctx, ZSTD_d_windowLogMax, wlog);
 
@@ -202,7 +206,9 @@ static int unzstd_payload(sn_ingest *in, const uint8_t *src, size_t srclen, size
         size_t before_in = zin.pos, before_out = zout.pos;
         zrc = ZSTD_decompressStream(in->dctx, &zout, &zin);
         if (ZSTD_isError(zrc)) {
-            *why = "corrupt zstd frame";
+            *why = ZSTD_getErrorCode(zrc) == ZSTD_error_frameParameter_windowTooLarge
+                       ? "zstd window larger than the message limit"
+                       : "corrupt zstd frame";
             goto out_free_buf;
         }
         if (zout.pos > declared) {

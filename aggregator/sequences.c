@@ -166,7 +166,14 @@ uint64_t sn_seqtab_get(sn_seqtab *t, const char *id, size_t idlen, int64_t now_n
         return 0;
     sn_seqtab_expire(t, now_ns);
     uint32_t i = find(t, id, idlen, hash_id(id, idlen));
-    return i == NONE ? 0 : t->e[i].seq;
+    if (i == NONE)
+        return 0;
+    if (now_ns - t->e[i].last_seen_ns > t->idle_ns) { /* imported out of order: not at the tail */
+        remove_entry(t, i);
+        t->expired++;
+        return 0;
+    }
+    return t->e[i].seq;
 }
 
 /* Inserts or updates id; `import` keeps the later of two times and does not expire. */

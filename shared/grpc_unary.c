@@ -546,7 +546,8 @@ static void answer(sn_grpc_unary *s, sn_grpc_call *c, grpc_status_code status, c
 }
 
 /* Sends the handler's reply: the response message with OK, else the code and message (with
- * RetryInfo when the handler asked for it). */
+ * RetryInfo when the handler asked for it). An unknown code or a response claimed larger than
+ * its buffer is a handler bug, answered INTERNAL. */
 static void answer_reply(sn_grpc_unary *s, sn_grpc_call *c, sn_grpc_reply *r)
 {
     r->message[sizeof r->message - 1] = '\0';
@@ -554,10 +555,13 @@ static void answer_reply(sn_grpc_unary *s, sn_grpc_call *c, sn_grpc_reply *r)
         r->code = SN_GRPC_INTERNAL;
         snprintf(r->message, sizeof r->message, "handler answered an unknown status");
     }
+    if (r->code == SN_GRPC_OK && r->response_len > r->response_cap) {
+        r->code = SN_GRPC_INTERNAL;
+        snprintf(r->message, sizeof r->message, "handler reply larger than max_reply_bytes");
+    }
     atomic_fetch_add(&s->st_answers[r->code], 1);
     if (r->code == SN_GRPC_OK) {
-        size_t n = r->response_len <= r->response_cap ? r->response_len : 0;
-        answer(s, c, GRPC_STATUS_OK, "", -1, r->response, n);
+        answer(s, c, GRPC_STATUS_OK, "", -1, r->response, r->response_len);
         return;
     }
     int64_t retry = -1;

@@ -58,7 +58,8 @@ typedef struct sn_grpc_reply {
     sn_grpc_code code;                       /* the call's status */
     char message[SN_GRPC_UNARY_MESSAGE_MAX]; /* grpc-message; may be empty */
     /* With SN_GRPC_OK: the response message. The handler writes at most response_cap bytes
-     * into `response` (a server-owned buffer, valid during the call) and sets response_len. */
+     * into `response` (a server-owned buffer, valid during the call) and sets response_len
+     * (more than response_cap is answered INTERNAL). */
     uint8_t *response;
     size_t response_cap;
     size_t response_len;

@@ -1,0 +1,315 @@
+/* Unit tests for shared/grpc_unary.c, the generic unary gRPC server: what its users rely on
+ * beyond the OTLP layer (tests/unit/otlp/test_grpc_server.c covers limits, compression, busy
+ * refusals and shutdown through that layer): the method table, response bytes, any status with
+ * or without RetryInfo, configuration checks and counters. */
+#include "grpc_unary.h"
+#include "ingest_rpc.h"
+
+#include <check.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+#include <grpc/grpc.h>
+
+static const char *const methods[] = {"/test.v1.Echo/Call", "/test.v1.Echo/Fail",
+                                      "/test.v1.Other/Call"};
+
+typedef struct seen {
+    pthread_mutex_t mu;
+    int calls;
+    unsigned method;
+    size_t len;
+    uint8_t first;
+    sn_grpc_reply answer; /* code, message, retry fields to answer with */
+    size_t response_len;  /* > cap tests the overflow path */
+} seen;
+
+static seen g_seen;
+static sn_grpc_unary *g_srv;
+static char g_target[64];
+
+/* Echoes the body back as the response (or answers g_seen.answer's error). */
+static void handler(unsigned method, const uint8_t *body, size_t len, sn_grpc_reply *reply,
+                    void *ud)
+{
+    seen *s = ud;
+    ck_assert_int_eq(reply->code, SN_GRPC_OK);
+    ck_assert_uint_eq(reply->response_len, 0);
+    ck_assert_uint_eq(reply->response_cap, 64);
+    pthread_mutex_lock(&s->mu);
+    s->calls++;
+    s->method = method;
+    s->len = len;
+    s->first = len > 0 ? body[0] : 0;
+    reply->code = s->answer.code;
+    memcpy(reply->message, s->answer.message, sizeof reply->message);
+    reply->retry = s->answer.retry;
+    reply->retry_after_ms = s->answer.retry_after_ms;
+    size_t n = len < reply->response_cap ? len : reply->response_cap;
+    memcpy(reply->response, body, n);
+    reply->response_len = s->response_len > 0 ? s->response_len : n;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void start(bool accept_zstd)
+{
+    sn_grpc_unary_config cfg;
+    sn_grpc_unary_config_init(&cfg);
+    cfg.name = "test grpc";
+    cfg.listen = "127.0.0.1:0";
+    cfg.methods = methods;
+    cfg.nmethods = 3;
+    cfg.max_reply_bytes = 64;
+    cfg.accept_zstd = accept_zstd;
+    cfg.handler = handler;
+    cfg.handler_ud = &g_seen;
+    char err[256];
+    ck_assert_int_eq(sn_grpc_unary_create(&cfg, &g_srv, err, sizeof err), 0);
+    ck_assert_int_eq(sn_grpc_unary_start(g_srv), 0);
+    ck_assert_int_eq(sn_grpc_unary_start(g_srv), -EALREADY);
+    snprintf(g_target, sizeof g_target, "127.0.0.1:%d", sn_grpc_unary_port(g_srv));
+}
+
+static void setup(void)
+{
+    memset(&g_seen, 0, sizeof g_seen);
+    pthread_mutex_init(&g_seen.mu, NULL);
+    g_srv = NULL;
+    grpc_init();
+}
+
+static void teardown(void)
+{
+    sn_grpc_unary_destroy(g_srv);
+    g_srv = NULL;
+    grpc_shutdown_blocking();
+    pthread_mutex_destroy(&g_seen.mu);
+}
+
+static grpc_test_reply call(const char *method, const void *body, size_t len)
+{
+    grpc_test_reply r;
+    ck_assert_int_eq(grpc_test_call(g_target, method, body, len, 10000, &r), 0);
+    return r;
+}
+
+/* Reads a varint at *pos of p (bounded by n). */
+static uint64_t varint(const uint8_t *p, size_t n, size_t *pos)
+{
+    uint64_t v = 0;
+    for (int shift = 0; *pos < n && shift < 64; shift += 7) {
+        uint8_t b = p[(*pos)++];
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return v;
+    }
+    ck_abort_msg("bad varint");
+    return 0;
+}
+
+/* Finds RetryInfo.retry_delay in a google.rpc.Status and returns it in ms (-1 when absent). */
+static int64_t retry_ms_of(const grpc_test_reply *r)
+{
+    static const char url[] = "type.googleapis.com/google.rpc.RetryInfo";
+    const uint8_t *p = r->status_bin;
+    size_t n = r->status_bin_len;
+    const uint8_t *hit = memmem(p, n, url, sizeof url - 1);
+    if (hit == NULL)
+        return -1;
+    /* Any.value (field 2) follows the type_url: RetryInfo{1: Duration{1: s, 2: ns}}. */
+    size_t pos = (size_t)(hit - p) + sizeof url - 1;
+    ck_assert_uint_eq(p[pos++], 0x12);
+    varint(p, n, &pos);
+    ck_assert_uint_eq(p[pos++], 0x0a);
+    size_t dlen = (size_t)varint(p, n, &pos), end = pos + dlen;
+    int64_t ms = 0;
+    while (pos < end) {
+        uint8_t tag = p[pos++];
+        uint64_t v = varint(p, n, &pos);
+        ms += tag == 0x08 ? (int64_t)v * 1000 : (int64_t)(v / 1000000);
+    }
+    return ms;
+}
+
+START_TEST(methods_dispatch_by_index_and_echo)
+{
+    start(true);
+    for (unsigned m = 0; m < 3; m++) {
+        uint8_t body[10];
+        memset(body, (int)('a' + m), sizeof body);
+        grpc_test_reply r = call(methods[m], body, sizeof body);
+        ck_assert_int_eq(r.grpc_status, 0);
+        ck_assert_uint_eq(g_seen.method, m);
+        ck_assert(r.got_message);
+        ck_assert_uint_eq(r.message_len, sizeof body);
+        ck_assert_mem_eq(r.message, body, sizeof body);
+        grpc_test_reply_free(&r);
+    }
+    grpc_test_reply r = call("/test.v1.Echo/Nope", "x", 1);
+    ck_assert_int_eq(r.grpc_status, SN_GRPC_UNIMPLEMENTED);
+    grpc_test_reply_free(&r);
+    ck_assert_int_eq(g_seen.calls, 3);
+
+    sn_grpc_unary_stats st;
+    sn_grpc_unary_stats_get(g_srv, &st);
+    ck_assert_uint_eq(st.requests[0], 1);
+    ck_assert_uint_eq(st.requests[1], 1);
+    ck_assert_uint_eq(st.requests[2], 1);
+    ck_assert_uint_eq(st.answers[SN_GRPC_OK], 3);
+    ck_assert_uint_eq(st.unimplemented, 1);
+    ck_assert_uint_eq(st.bytes_in, 30);
+    ck_assert_uint_eq(st.bytes_out, 30);
+}
+END_TEST
+
+START_TEST(any_status_with_and_without_retry_info)
+{
+    start(true);
+    g_seen.answer.code = SN_GRPC_FAILED_PRECONDITION;
+    snprintf(g_seen.answer.message, sizeof g_seen.answer.message, "not ready yet");
+    grpc_test_reply r = call(methods[1], "q", 1);
+    ck_assert_int_eq(r.grpc_status, SN_GRPC_FAILED_PRECONDITION);
+    ck_assert_str_eq(r.details, "not ready yet");
+    ck_assert(!r.has_status_bin);
+    ck_assert_uint_eq(r.message_len, 0); /* no response message with an error */
+    grpc_test_reply_free(&r);
+
+    g_seen.answer.code = SN_GRPC_UNAVAILABLE;
+    g_seen.answer.retry = true;
+    g_seen.answer.retry_after_ms = 2500;
+    r = call(methods[1], "q", 1);
+    ck_assert_int_eq(r.grpc_status, SN_GRPC_UNAVAILABLE);
+    ck_assert(r.has_status_bin);
+    ck_assert_int_eq(retry_ms_of(&r), 2500);
+    grpc_test_reply_free(&r);
+
+    g_seen.answer.retry_after_ms = 0; /* the server's busy_retry_ms (1 s) */
+    r = call(methods[1], "q", 1);
+    ck_assert_int_eq(retry_ms_of(&r), 1000);
+    grpc_test_reply_free(&r);
+
+    /* An out-of-range code is a handler bug: INTERNAL. */
+    g_seen.answer.code = (sn_grpc_code)99;
+    g_seen.answer.retry = false;
+    r = call(methods[1], "q", 1);
+    ck_assert_int_eq(r.grpc_status, SN_GRPC_INTERNAL);
+    grpc_test_reply_free(&r);
+
+    sn_grpc_unary_stats st;
+    sn_grpc_unary_stats_get(g_srv, &st);
+    ck_assert_uint_eq(st.answers[SN_GRPC_FAILED_PRECONDITION], 1);
+    ck_assert_uint_eq(st.answers[SN_GRPC_UNAVAILABLE], 2);
+    ck_assert_uint_eq(st.answers[SN_GRPC_INTERNAL], 1);
+}
+END_TEST
+
+START_TEST(reply_over_capacity_is_internal)
+{
+    start(true);
+    g_seen.response_len = 65; /* claims more than the 64-byte buffer */
+    grpc_test_reply r = call(methods[0], "abc", 3);
+    ck_assert_int_eq(r.grpc_status, SN_GRPC_INTERNAL);
+    ck_assert(strstr(r.details, "max_reply_bytes") != NULL);
+    ck_assert_uint_eq(r.message_len, 0);
+    grpc_test_reply_free(&r);
+}
+END_TEST
+
+START_TEST(zstd_sniffing_follows_accept_zstd)
+{
+    size_t n = 5000;
+    uint8_t *plain = calloc(1, n);
+    size_t cap = ZSTD_compressBound(n);
+    uint8_t *z = malloc(cap);
+    size_t zl = ZSTD_compress(z, cap, plain, n, 3);
+    ck_assert(!ZSTD_isError(zl));
+
+    start(true);
+    grpc_test_reply r = call(methods[0], z, zl);
+    ck_assert_int_eq(r.grpc_status, 0);
+    ck_assert_uint_eq(g_seen.len, n); /* decompressed */
+    grpc_test_reply_free(&r);
+    sn_grpc_unary_destroy(g_srv);
+
+    g_srv = NULL;
+    start(false);
+    r = call(methods[0], z, zl);
+    ck_assert_int_eq(r.grpc_status, 0);
+    ck_assert_uint_eq(g_seen.len, zl); /* handed over as received */
+    ck_assert_uint_eq(g_seen.first, 0x28);
+    grpc_test_reply_free(&r);
+    free(z);
+    free(plain);
+}
+END_TEST
+
+START_TEST(bad_config_is_refused_with_the_name)
+{
+    sn_grpc_unary_config cfg;
+    sn_grpc_unary_config_init(&cfg);
+    cfg.name = "my grpc";
+    cfg.listen = "127.0.0.1:0";
+    cfg.handler = handler;
+    sn_grpc_unary *s = NULL;
+    char err[256];
+    ck_assert_int_eq(sn_grpc_unary_create(&cfg, &s, err, sizeof err), -EINVAL);
+    ck_assert_ptr_null(s);
+    ck_assert(strstr(err, "my grpc: ") == err);
+    ck_assert(strstr(err, "methods") != NULL);
+    static const char *const bad[] = {"no-slash"};
+    cfg.methods = bad;
+    cfg.nmethods = 1;
+    ck_assert_int_eq(sn_grpc_unary_create(&cfg, &s, err, sizeof err), -EINVAL);
+    ck_assert(strstr(err, "method 0") != NULL);
+    cfg.methods = methods;
+    cfg.nmethods = SN_GRPC_UNARY_MAX_METHODS + 1;
+    ck_assert_int_eq(sn_grpc_unary_create(&cfg, &s, err, sizeof err), -EINVAL);
+    cfg.nmethods = 3;
+    cfg.max_reply_bytes = (size_t)1 << 30;
+    ck_assert_int_eq(sn_grpc_unary_create(&cfg, &s, err, sizeof err), -EINVAL);
+    ck_assert(strstr(err, "reply") != NULL);
+    cfg.max_reply_bytes = 0;
+    cfg.handler = NULL;
+    ck_assert_int_eq(sn_grpc_unary_create(&cfg, &s, err, sizeof err), -EINVAL);
+    ck_assert(strstr(err, "handler") != NULL);
+    cfg.handler = handler;
+    cfg.name = NULL; /* defaults to "grpc" */
+    cfg.listen = "nowhere";
+    ck_assert_int_eq(sn_grpc_unary_create(&cfg, &s, err, sizeof err), -EINVAL);
+    ck_assert(strstr(err, "grpc: listen") == err);
+    /* Created, then shut down without ever starting, then destroyed. */
+    cfg.listen = "127.0.0.1:0";
+    ck_assert_int_eq(sn_grpc_unary_create(&cfg, &s, err, sizeof err), 0);
+    sn_grpc_unary_shutdown(s, 0);
+    ck_assert_int_eq(sn_grpc_unary_start(s), -EALREADY);
+    sn_grpc_unary_destroy(s);
+}
+END_TEST
+
+static Suite *grpc_unary_suite(void)
+{
+    Suite *s = suite_create("grpc_unary");
+    TCase *tc = tcase_create("core");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, methods_dispatch_by_index_and_echo);
+    tcase_add_test(tc, any_status_with_and_without_retry_info);
+    tcase_add_test(tc, reply_over_capacity_is_internal);
+    tcase_add_test(tc, zstd_sniffing_follows_accept_zstd);
+    tcase_add_test(tc, bad_config_is_refused_with_the_name);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(grpc_unary_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
