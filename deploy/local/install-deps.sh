@@ -13,8 +13,9 @@ BUILD_PKGS=(
     libcurl4-openssl-dev libmicrohttpd-dev libsqlite3-dev
     check libsubunit-dev
 )
-# Tools the tests use: the official OpenTelemetry JS SDK runs on Node.js.
-TEST_PKGS=(nodejs npm)
+# Tools the tests use: the official OpenTelemetry JS SDK runs on Node.js; promtool (package
+# prometheus, whose service is installed but not started here) checks the /metrics format.
+TEST_PKGS=(nodejs npm prometheus)
 
 want=("${BUILD_PKGS[@]}")
 if [ "${1:-}" != "--build-only" ]; then
@@ -28,6 +29,7 @@ for p in "${want[@]}"; do
     case "$p" in
     nodejs) command -v node >/dev/null 2>&1 && continue ;;
     npm) command -v npm >/dev/null 2>&1 && continue ;;
+    prometheus) command -v promtool >/dev/null 2>&1 && continue ;;
     esac
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
         missing+=("$p")
@@ -46,4 +48,12 @@ fi
 echo "install-deps: installing ${missing[*]}"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Only promtool is wanted from prometheus: its server would hold port 9090 (the aggregator's).
+case " ${missing[*]} " in
+*" prometheus "*)
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        $SUDO systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    fi
+    ;;
+esac
 echo "install-deps: done"

@@ -498,7 +498,7 @@ static enum MHD_Result begin_request(sn_http_server *s, struct MHD_Connection *c
                                      const char *url, const char *method, void **req_cls)
 {
     sn_otlp_signal signal = SN_OTLP_TRACES;
-    bool is_otlp = otlp_route(url, &signal);
+    bool is_otlp = s->cfg.handler != NULL && otlp_route(url, &signal);
     if (!is_otlp && s->cfg.route == NULL)
         return answer_text(conn, MHD_HTTP_NOT_FOUND, "not found\n", NULL);
     if (is_otlp && strcmp(method, MHD_HTTP_METHOD_POST) != 0)
@@ -609,7 +609,7 @@ static enum MHD_Result finish_request(sn_http_server *s, struct MHD_Connection *
         reply.content_type[sizeof reply.content_type - 1] = '\0';
         enum MHD_Result q =
             answer(conn, reply.status, reply.content_type, reply.body ? reply.body : "",
-                   reply.body ? reply.len : 0, 0, NULL);
+                   reply.body ? reply.len : 0, 0, reply.allow);
         free(reply.body);
         return q;
     }
@@ -725,8 +725,8 @@ int sn_http_server_create(const sn_http_server_config *cfg, sn_http_server **out
 {
     int rc;
     *out = NULL;
-    if (cfg == NULL || cfg->handler == NULL || cfg->listen == NULL) {
-        set_err(err, errlen, "OTLP/HTTP server needs a listen address and a handler");
+    if (cfg == NULL || (cfg->handler == NULL && cfg->route == NULL) || cfg->listen == NULL) {
+        set_err(err, errlen, "HTTP server needs a listen address and a handler or a route");
         return -EINVAL;
     }
     sn_http_server *s = calloc(1, sizeof *s);

@@ -47,6 +47,7 @@ typedef struct sn_http_reply {
     char content_type[SN_HTTP_REPLY_CONTENT_TYPE_MAX];
     char *body;
     size_t len;
+    const char *allow; /* optional Allow header value (a static string), e.g. with a 405 */
 } sn_http_reply;
 
 /* An extra route: called for every request whose path is not an OTLP route, once its body
@@ -62,16 +63,16 @@ typedef struct sn_http_server_config {
     unsigned max_connections;      /* 0: SN_HTTP_DEFAULT_CONNECTIONS */
     unsigned connection_timeout_s; /* idle connection timeout; 0: SN_HTTP_DEFAULT_TIMEOUT_S */
     unsigned threads;              /* worker threads; 0: SN_HTTP_DEFAULT_THREADS */
-    sn_otlp_handler handler;       /* required */
+    sn_otlp_handler handler;       /* NULL: no OTLP routes, every path goes to `route` */
     void *handler_ud;
-    sn_http_route_fn route; /* optional */
+    sn_http_route_fn route; /* optional; required when there is no handler */
     void *route_ud;
 } sn_http_server_config;
 
 /* Validates the configuration and copies it (the listen string included) into a new server,
- * which is not listening yet. Returns 0 and sets *out, or -EINVAL (bad listen address, no
- * handler, a limit out of range) / -ENOMEM with a message in err (errlen bytes, may be NULL).
- * The caller frees the server with sn_http_server_destroy(). */
+ * which is not listening yet. Returns 0 and sets *out, or -EINVAL (bad listen address, neither
+ * handler nor route, a limit out of range) / -ENOMEM with a message in err (errlen bytes, may be
+ * NULL). The caller frees the server with sn_http_server_destroy(). */
 int sn_http_server_create(const sn_http_server_config *cfg, sn_http_server **out, char *err,
                           size_t errlen);
 

@@ -760,6 +760,45 @@ START_TEST(stop_with_requests_in_flight)
 }
 END_TEST
 
+/* A route for a server without OTLP handler: it claims /v1/traces, which it can only see
+ * because there are no OTLP routes, and answers 405 with an Allow header. */
+static bool route_only(const char *method, const char *path, const uint8_t *body, size_t len,
+                       sn_http_reply *out, void *ud)
+{
+    (void)method;
+    (void)body;
+    (void)len;
+    (void)ud;
+    if (strcmp(path, "/v1/traces") != 0)
+        return false;
+    out->status = 405;
+    out->allow = "GET, HEAD";
+    return true;
+}
+
+START_TEST(server_without_otlp_routes)
+{
+    char err[256];
+    sn_http_server *s;
+    sn_http_server_config cfg = {.listen = "127.0.0.1:0", .route = route_only};
+    ck_assert_int_eq(sn_http_server_create(&cfg, &s, err, sizeof err), 0);
+    ck_assert_msg(sn_http_server_start(s, err, sizeof err) == 0, "%s", err);
+    uint16_t saved = g_port;
+    g_port = sn_http_server_port(s);
+    reply r = post("/v1/traces", "application/x-protobuf", "", 0);
+    ck_assert_int_eq(r.status, 405);
+    ck_assert_str_eq(r.allow, "GET, HEAD");
+    ck_assert_uint_eq(r.len, 0);
+    reply_free(&r);
+    r = post("/v1/metrics", "application/x-protobuf", "", 0);
+    ck_assert_int_eq(r.status, 404);
+    reply_free(&r);
+    g_port = saved;
+    sn_http_server_destroy(s);
+    ck_assert_int_eq(atomic_load(&g_seen.calls), 0);
+}
+END_TEST
+
 START_TEST(configuration_errors)
 {
     char err[256];
@@ -818,6 +857,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, malformed_requests_on_raw_sockets);
     tcase_add_test(tc, many_concurrent_requests);
     tcase_add_test(tc, stop_with_requests_in_flight);
+    tcase_add_test(tc, server_without_otlp_routes);
     tcase_add_test(tc, configuration_errors);
     suite_add_tcase(s, tc);
     return s;
