@@ -111,13 +111,16 @@ static bool decode_sub(decoder *d, pb_istream_t *s, const pb_msgdesc_t *fields, 
     return true;
 }
 
-/* Reads the first bytes of a string (s holds exactly it) and tells whether it names a GenAI
- * event; the rest is left for nanopb to skip. */
+/* Reads the first bytes of a string (s holds exactly it), tells whether it names a GenAI
+ * event, and skips the rest: the whole string is consumed, since nanopb calls a callback again
+ * on whatever it leaves. */
 static bool read_prefix(decoder *d, pb_istream_t *s, bool *genai, const char *where)
 {
     char head[GENAI_PREFIX_LEN];
     size_t n = s->bytes_left < sizeof head ? s->bytes_left : sizeof head;
     if (!pb_read(s, (pb_byte_t *)head, n))
+        return fail(d, s, where, explain(PB_GET_ERROR(s)));
+    if (!pb_read(s, NULL, s->bytes_left))
         return fail(d, s, where, explain(PB_GET_ERROR(s)));
     *genai = sn_otlp_is_genai_event(head, n);
     return true;
