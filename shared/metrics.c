@@ -108,6 +108,7 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
+/* The IEEE-754 bit pattern of d: how doubles live in _Atomic uint64_t fields. */
 static uint64_t dbl_bits(double d)
 {
     uint64_t u;
@@ -115,6 +116,7 @@ static uint64_t dbl_bits(double d)
     return u;
 }
 
+/* The double whose bit pattern is u. */
 static double bits_dbl(uint64_t u)
 {
     double d;
@@ -838,6 +840,7 @@ static void put(sink *s, const char *p, size_t n)
     s->len += n;
 }
 
+/* Appends a NUL-terminated string. */
 static void puts_(sink *s, const char *str)
 {
     put(s, str, strlen(str));
