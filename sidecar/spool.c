@@ -97,7 +97,8 @@ struct sn_spool {
     size_t nrecovered;
     uint64_t pending[PENDING_MAX]; /* covered generations whose files wait for a sync */
     size_t npending;
-    bool dir_dirty; /* entries created, renamed or removed since the last directory fsync */
+    bool dir_dirty;    /* entries created, renamed or removed since the last directory fsync */
+    bool keep_covered; /* a recovered segment could not be synced: keep covered journals */
 
     sn_spool_stats st;
 };
@@ -929,6 +930,14 @@ static int recover_segments(sn_spool *s, const uint64_t *bases, size_t n, uint8_
         }
         s->count += g->nrec;
         s->bytes += g->nbytes;
+        /* The crashed owner may not have synced it: make it durable before the journal files
+         * its records cover are deleted below. */
+        if ((rc = sync_fd(s, g->fd, false)) != 0) {
+            sn_log_warn("spool: cannot sync a recovered segment; keeping covered journal files",
+                        SN_LOG_STR("dir", s->dir), SN_LOG_UINT("segment", g->base),
+                        SN_LOG_ERRNO(rc));
+            s->keep_covered = true;
+        }
         /* Keep only the head's and the last segment's files open. */
         if (s->nsegs > 2) {
             seg *mid = &s->segs[s->nsegs - 2];
@@ -956,7 +965,8 @@ static int recover_journals(sn_spool *s, const uint64_t *gens, size_t n, uint8_t
         if (gen > maxgen)
             maxgen = gen;
         if (gen <= s->covered_gen) {
-            journal_unlink(s, gen);
+            if (!s->keep_covered)
+                journal_unlink(s, gen);
             s->st.discarded_journal++;
             s->dir_dirty = true;
             continue;
@@ -1381,11 +1391,12 @@ int sn_spool_journal_append(sn_spool *s, const uint8_t *data, size_t len)
     if (rc == 0 && s->cfg.fsync == SN_SPOOL_FSYNC_ALWAYS)
         rc = sync_fd(s, s->jfd, false);
     if (rc != 0) {
-        if (ftruncate(s->jfd, (off_t)s->jsize) != 0) {
-            /* The partial record stays; start a new generation file for the next append, and
-             * until then refuse. Both files stay uncovered, so nothing is lost. */
-            s->jstale = rc;
-        }
+        /* Cut off what was written. Should that fail too, the next append overwrites it (it
+         * goes at jsize), and what might remain past the last record reads as a torn tail. */
+        if (ftruncate(s->jfd, (off_t)s->jsize) != 0)
+            sn_log_warn("spool: cannot cut off a failed journal write; the next append "
+                        "overwrites it",
+                        SN_LOG_STR("dir", s->dir), SN_LOG_ERRNO(errno));
         sn_log_error("spool: cannot append to the journal", SN_LOG_STR("dir", s->dir),
                      SN_LOG_UINT("bytes", rec), SN_LOG_ERRNO(rc));
         return rc;

@@ -20,8 +20,9 @@
 
 /* ---- helpers ---- */
 
-static char g_root[64]; /* mkdtemp directory of the current test */
-static char g_dir[128]; /* the spool directory inside it */
+static char g_base[64];  /* mkdtemp directory of the whole run, removed by main */
+static char g_root[128]; /* mkdtemp directory of the current test, inside g_base */
+static char g_dir[160];  /* the spool directory inside it */
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -33,7 +34,7 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 
 static void setup(void)
 {
-    snprintf(g_root, sizeof g_root, "/tmp/sn-spool-XXXXXX");
+    snprintf(g_root, sizeof g_root, "%s/t-XXXXXX", g_base);
     ck_assert_ptr_nonnull(mkdtemp(g_root));
     snprintf(g_dir, sizeof g_dir, "%s/spool", g_root);
     sn_log_set_level(SN_LOG_OFF);
@@ -1230,9 +1231,17 @@ static Suite *spool_suite(void)
 
 int main(void)
 {
+    /* Tests that fail skip their teardown; everything they left goes with g_base. */
+    snprintf(g_base, sizeof g_base, "/tmp/sn-spool-XXXXXX");
+    if (mkdtemp(g_base) == NULL) {
+        perror("mkdtemp");
+        return 1;
+    }
+    chmod(g_base, 0755); /* the permission test's unprivileged child must pass through */
     SRunner *sr = srunner_create(spool_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
+    nftw(g_base, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     return failed == 0 ? 0 : 1;
 }
