@@ -932,7 +932,9 @@ static int recover_segments(sn_spool *s, const uint64_t *bases, size_t n, uint8_
         s->bytes += g->nbytes;
         /* The crashed owner may not have synced it: make it durable before the journal files
          * its records cover are deleted below. */
-        if ((rc = sync_fd(s, g->fd, false)) != 0) {
+        if ((rc = sync_fd(s, g->fd, false)) == 0) {
+            g->dirty = false;
+        } else {
             sn_log_warn("spool: cannot sync a recovered segment; keeping covered journal files",
                         SN_LOG_STR("dir", s->dir), SN_LOG_UINT("segment", g->base),
                         SN_LOG_ERRNO(rc));
@@ -1274,6 +1276,11 @@ int sn_spool_peek(sn_spool *s, const uint8_t **data, size_t *len, uint64_t *id)
         seg *g = &s->segs[0];
         if (!s->peeked) {
             int rc = seg_open(s, g);
+            if (rc == -ENOENT) {
+                /* Removed behind our back: its records are gone; do not stall on them. */
+                skip_head_segment(s, "segment file missing");
+                continue;
+            }
             if (rc != 0)
                 return rc;
             uint8_t h[SN_SPOOL_RECORD_HEADER];

@@ -796,6 +796,16 @@ START_TEST(corruption_found_by_peek)
     sn_spool_get_stats(s, &st);
     ck_assert_uint_eq(st.corrupt_segments, 1);
     ck_assert_uint_eq(sn_spool_count(s), 30 - (bases[1] - 1));
+    /* A segment file removed behind the spool's back is skipped too, not waited on. */
+    ck_assert_uint_ge(nb, 4);
+    ck_assert_int_eq(unlink(seg_path(path, sizeof path, bases[2])), 0);
+    for (uint64_t i = bases[1]; i < bases[2]; i++)
+        expect_pop(s, i, i);
+    ck_assert_int_eq(sn_spool_peek(s, &d, &len, &id), 0);
+    ck_assert_uint_eq(id, bases[3]);
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.corrupt_segments, 2);
+    ck_assert_uint_eq(sn_spool_count(s), 30 - (bases[3] - 1));
     sn_spool_close(s);
 }
 END_TEST
