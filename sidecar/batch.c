@@ -103,7 +103,7 @@ static bool all_zero(const uint8_t *p, size_t n)
     } while (0)
 #define SET_REAL(m, ev, name)                                                                      \
     do {                                                                                           \
-        if (isfinite((ev)->name)) {                                                                \
+        if (isfinite((ev)->name) && (ev)->name >= 0.0) {                                           \
             (m)->which__##name = sentinel_v1_LlmEvent_##name##_tag;                                \
             (m)->_##name.name = (ev)->name;                                                        \
         }                                                                                          \
@@ -143,7 +143,7 @@ static void event_to_pb(sentinel_v1_LlmEvent *m, const sn_event *ev)
     SET_COUNT(m, ev, reasoning_tokens);
     /* cost_usd is set exactly when cost_source is known (sentinel.proto). */
     if ((ev->cost_source == SN_COST_SPAN || ev->cost_source == SN_COST_PRICE_TABLE) &&
-        isfinite(ev->cost_usd)) {
+        isfinite(ev->cost_usd) && ev->cost_usd >= 0.0) {
         m->which__cost_usd = sentinel_v1_LlmEvent_cost_usd_tag;
         m->_cost_usd.cost_usd = ev->cost_usd;
         m->cost_source = ev->cost_source == SN_COST_SPAN
@@ -224,6 +224,20 @@ static sentinel_v1_Severity severity_to_pb(sn_severity s)
         break;
     }
     return sentinel_v1_Severity_SEVERITY_UNSPECIFIED;
+}
+
+/* NULL when the aggregator accepts the alert's enums, else a static reason. */
+static const char *alert_problem(const sn_local_alert *a)
+{
+    if (a->severity < SN_SEV_LOW || a->severity > SN_SEV_CRITICAL)
+        return "severity must be low..critical";
+    if ((int)a->metric < 0 || a->metric >= SN_METRIC_COUNT)
+        return "unknown metric";
+    if ((int)a->detector < 0 || a->detector >= SN_DETECT_KIND_COUNT)
+        return "unknown detector";
+    if ((int)a->anomaly_type < 0 || a->anomaly_type >= SN_ANOMALY_TYPE_COUNT)
+        return "unknown anomaly_type";
+    return NULL;
 }
 
 static void alert_to_pb(sentinel_v1_LocalAlert *m, const sn_local_alert *a)
@@ -395,7 +409,7 @@ static int check_batch(const sn_batch_encoder *enc, const sn_batch *b, char *err
 {
     size_t idlen = b->sidecar_id != NULL ? strnlen(b->sidecar_id, SN_BATCH_ID_MAX) : 0;
     if (idlen == 0 || idlen >= SN_BATCH_ID_MAX) {
-        set_err(err, errlen, "batch: sidecar_id must be 1 to 255 bytes");
+        set_err(err, errlen, "batch: sidecar_id must be 1 to 128 bytes");
         return -EINVAL;
     }
     if (b->sequence == 0) {
@@ -417,6 +431,14 @@ static int check_batch(const sn_batch_encoder *enc, const sn_batch *b, char *err
             snprintf(err, errlen, "batch: %zu alerts, more than max_alerts %zu", b->n_alerts,
                      enc->cfg.max_alerts);
         return -EINVAL;
+    }
+    for (size_t i = 0; i < b->n_alerts; i++) {
+        const char *why = alert_problem(&b->alerts[i]);
+        if (why != NULL) {
+            if (err != NULL && errlen > 0)
+                snprintf(err, errlen, "batch: alert %zu: %s", i, why);
+            return -EINVAL;
+        }
     }
     return 0;
 }

@@ -10,11 +10,16 @@
  *
  * Mapping (proto/sentinel/v1/sentinel.proto): every sn_event and sn_local_alert field has a
  * wire field of the same name. What the event does not know is absent on the wire, never 0:
- * counts below 0 (SN_UNKNOWN_COUNT) and non-finite reals (NAN; an infinity is no measurement
- * either) leave their oneof unset; cost_usd is sent exactly when cost_source is known and the
- * cost finite (otherwise both are unknown). An all-zero trace or span id is sent empty. Alerts
- * carry names, not numbers: detector ("z_score"), metric ("latency_ms"), anomaly_type
- * ("latency_spike"); severity is the Severity enum (SN_SEV_NONE -> UNSPECIFIED). genai.c's
+ * counts below 0 (SN_UNKNOWN_COUNT) and reals that are not finite and >= 0 (NAN; an infinity
+ * or a negative latency from a skewed clock is no measurement either) leave their oneof unset;
+ * cost_usd is sent exactly when cost_source is known and the cost finite and >= 0 (otherwise
+ * both are unknown). These are the aggregator's validation rules (docs/aggregator.md), so an
+ * encoded batch is never refused for an event's value. An all-zero trace or span id is sent empty.
+ * Alerts carry names, not numbers: detector ("z_score"), metric ("latency_ms"), anomaly_type
+ * ("latency_spike"); severity is the Severity enum. An alert the aggregator would refuse
+ * (severity SN_SEV_NONE, an out-of-range metric, detector or anomaly type) makes
+ * sn_batch_encode fail with -EINVAL rather than poison the spool with a batch that is never
+ * accepted. genai.c's
  * bookkeeping (sn_event.fact_ranks) is not sent.
  *
  * Bounds: at most max_events events and max_alerts alerts per batch; the serialized Batch and
@@ -41,7 +46,7 @@
 #define SN_BATCH_MAX_MESSAGE_DEFAULT ((size_t)16 << 20) /* 16 MiB */
 #define SN_BATCH_MAX_MESSAGE_LIMIT   ((size_t)256 << 20)
 #define SN_BATCH_MAX_COUNT_LIMIT     1000000u /* max_events, max_alerts */
-#define SN_BATCH_ID_MAX              256u     /* sidecar_id bytes, NUL included */
+#define SN_BATCH_ID_MAX              129u /* sidecar_id bytes, NUL included (aggregator: 1..128) */
 
 typedef struct sn_batch_config {
     int zstd_level;           /* 0: COMPRESSION_NONE; 1..ZSTD_maxCLevel(): zstd at that level */
@@ -52,7 +57,7 @@ typedef struct sn_batch_config {
 
 /* One batch to seal. Everything is borrowed for the duration of sn_batch_encode. */
 typedef struct sn_batch {
-    const char *sidecar_id; /* "<pod or host>/<random hex>", 1..SN_BATCH_ID_MAX-1 bytes, UTF-8 */
+    const char *sidecar_id; /* "<pod or host>/<random hex>", 1..128 bytes, UTF-8 */
     uint64_t sequence;      /* >= 1 */
     const sn_event *events; /* n_events of them (may be NULL when n_events is 0) */
     size_t n_events;
@@ -81,7 +86,8 @@ void sn_batch_encoder_destroy(sn_batch_encoder *enc);
  * them -- the spool does -- before encoding again). *batch_len (may be NULL) gets the size of
  * the serialized Batch before compression. Errors, with a one-line reason in err:
  *   -EINVAL    bad batch: empty or too long sidecar_id, sequence 0, more than max_events
- *              events or max_alerts alerts, NULL arrays with a count;
+ *              events or max_alerts alerts, NULL arrays with a count, an invalid alert (the
+ *              message names its index);
  *   -EMSGSIZE  the Batch or the IngestRequest would be larger than max_message_bytes (seal
  *              smaller batches);
  *   -ENOMEM    a buffer could not grow;

@@ -152,13 +152,13 @@ static void check_event(const Sentinel__V1__LlmEvent *m, const sn_event *ev)
     }
     ck_assert_int_eq(m->start_unix_nano, ev->start_unix_nano);
     ck_assert_int_eq(m->end_unix_nano, ev->end_unix_nano);
-    if (isfinite(ev->latency_ms)) {
+    if (isfinite(ev->latency_ms) && ev->latency_ms >= 0) {
         ck_assert_int_eq(m->_latency_ms_case, SENTINEL__V1__LLM_EVENT___LATENCY_MS_LATENCY_MS);
         ck_assert_double_eq(m->latency_ms, ev->latency_ms);
     } else {
         ck_assert_int_eq(m->_latency_ms_case, SENTINEL__V1__LLM_EVENT___LATENCY_MS__NOT_SET);
     }
-    if (isfinite(ev->ttft_ms)) {
+    if (isfinite(ev->ttft_ms) && ev->ttft_ms >= 0) {
         ck_assert_int_eq(m->_ttft_ms_case, SENTINEL__V1__LLM_EVENT___TTFT_MS_TTFT_MS);
         ck_assert_double_eq(m->ttft_ms, ev->ttft_ms);
     } else {
@@ -173,7 +173,7 @@ static void check_event(const Sentinel__V1__LlmEvent *m, const sn_event *ev)
                 SENTINEL__V1__LLM_EVENT___CACHE_WRITE_TOKENS_CACHE_WRITE_TOKENS);
     CHECK_COUNT(m, ev, reasoning_tokens,
                 SENTINEL__V1__LLM_EVENT___REASONING_TOKENS_REASONING_TOKENS);
-    if (ev->cost_source != SN_COST_UNKNOWN && isfinite(ev->cost_usd)) {
+    if (ev->cost_source != SN_COST_UNKNOWN && isfinite(ev->cost_usd) && ev->cost_usd >= 0) {
         ck_assert_int_eq(m->_cost_usd_case, SENTINEL__V1__LLM_EVENT___COST_USD_COST_USD);
         ck_assert_double_eq(m->cost_usd, ev->cost_usd);
         ck_assert_int_eq(m->cost_source, ev->cost_source == SN_COST_SPAN
@@ -319,11 +319,12 @@ END_TEST
 
 START_TEST(unknown_facts_are_absent_and_zero_is_a_value)
 {
-    sn_event ev[3];
+    sn_event ev[4];
     sn_event_init(&ev[0]); /* everything unknown */
     snprintf(ev[0].service, sizeof ev[0].service, "svc");
     ev[0].end_unix_nano = 5;
-    ev[0].cost_usd = 1.5; /* a cost with no source is unknown */
+    ev[0].cost_source = SN_COST_SPAN; /* a negative cost is no cost */
+    ev[0].cost_usd = -1.5;
     sn_event_init(&ev[1]);
     ev[1].input_tokens = 0; /* zero counts and reals are values */
     ev[1].output_tokens = 0;
@@ -336,15 +337,20 @@ START_TEST(unknown_facts_are_absent_and_zero_is_a_value)
     ev[2].ttft_ms = -INFINITY;
     ev[2].cost_source = SN_COST_SPAN; /* a source with no cost: both unknown */
     ev[2].total_tokens = -7;          /* any negative count is unknown */
+    ev[1].ttft_ms = -3.0;             /* a skewed clock: no measurement */
+    sn_event_init(&ev[3]);
+    ev[3].cost_usd = 1.5; /* a cost with no source is unknown */
 
     sn_batch_encoder *enc = encoder(1, 10, 1u << 20);
-    sn_batch b = {.sidecar_id = ID, .sequence = 1, .events = ev, .n_events = 3};
+    sn_batch b = {.sidecar_id = ID, .sequence = 1, .events = ev, .n_events = 4};
     const uint8_t *out;
     size_t len, blen;
     ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, &blen, NULL, 0), 0);
     Sentinel__V1__Batch *pb =
         open_request(out, len, SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD, blen);
-    ck_assert_uint_eq(pb->n_events, 3);
+    ck_assert_uint_eq(pb->n_events, 4);
+    ck_assert_int_eq(pb->events[3]->_cost_usd_case, SENTINEL__V1__LLM_EVENT___COST_USD__NOT_SET);
+    ck_assert_int_eq(pb->events[3]->cost_source, SENTINEL__V1__COST_SOURCE__COST_SOURCE_UNKNOWN);
     const Sentinel__V1__LlmEvent *e0 = pb->events[0], *e1 = pb->events[1], *e2 = pb->events[2];
     ck_assert_str_eq(e0->service, "svc");
     ck_assert_int_eq(e0->_latency_ms_case, SENTINEL__V1__LLM_EVENT___LATENCY_MS__NOT_SET);
@@ -373,6 +379,7 @@ START_TEST(unknown_facts_are_absent_and_zero_is_a_value)
     ck_assert_double_eq(e1->cost_usd, 0.0);
     ck_assert_int_eq(e1->cost_source, SENTINEL__V1__COST_SOURCE__COST_SOURCE_PRICE_TABLE);
     ck_assert_int_eq(e1->_total_tokens_case, SENTINEL__V1__LLM_EVENT___TOTAL_TOKENS__NOT_SET);
+    ck_assert_int_eq(e1->_ttft_ms_case, SENTINEL__V1__LLM_EVENT___TTFT_MS__NOT_SET);
     ck_assert_uint_eq(e1->trace_id.len, 16);
     ck_assert_uint_eq(e1->trace_id.data[15], 1);
 
@@ -447,12 +454,12 @@ START_TEST(bad_batches_are_refused_with_a_reason)
     ck_assert_str_eq(err, "batch: sequence must be >= 1");
     b = (sn_batch){.sidecar_id = "", .sequence = 1};
     ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err), -EINVAL);
-    ck_assert_str_eq(err, "batch: sidecar_id must be 1 to 255 bytes");
+    ck_assert_str_eq(err, "batch: sidecar_id must be 1 to 128 bytes");
     b.sidecar_id = NULL;
     ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err), -EINVAL);
     b.sidecar_id = long_id;
     ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err), -EINVAL);
-    long_id[SN_BATCH_ID_MAX - 1] = '\0'; /* 255 bytes: the longest accepted */
+    long_id[SN_BATCH_ID_MAX - 1] = '\0'; /* 128 bytes: the longest accepted */
     ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err), 0);
     out = (const uint8_t *)"untouched";
 
@@ -467,6 +474,26 @@ START_TEST(bad_batches_are_refused_with_a_reason)
     b = (sn_batch){.sidecar_id = ID, .sequence = 1, .alerts = al, .n_alerts = 1001};
     ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err), -EINVAL);
     ck_assert_str_eq(err, "batch: 1001 alerts, more than max_alerts 1000");
+    /* Alerts the aggregator would refuse are refused here, naming the alert. */
+    sn_local_alert bad[3];
+    for (int i = 0; i < 3; i++)
+        full_alert(&bad[i], i);
+    b = (sn_batch){.sidecar_id = ID, .sequence = 1, .alerts = bad, .n_alerts = 3};
+    bad[2].severity = SN_SEV_NONE;
+    ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err), -EINVAL);
+    ck_assert_str_eq(err, "batch: alert 2: severity must be low..critical");
+    bad[2].severity = SN_SEV_LOW;
+    bad[1].metric = SN_METRIC_COUNT;
+    ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err), -EINVAL);
+    ck_assert_str_eq(err, "batch: alert 1: unknown metric");
+    bad[1].metric = SN_METRIC_TTFT_MS;
+    bad[0].detector = SN_DETECT_KIND_COUNT;
+    ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err), -EINVAL);
+    ck_assert_str_eq(err, "batch: alert 0: unknown detector");
+    bad[0].detector = SN_DETECT_MAD;
+    bad[0].anomaly_type = SN_ANOMALY_TYPE_COUNT;
+    ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err), -EINVAL);
+    ck_assert_str_eq(err, "batch: alert 0: unknown anomaly_type");
     ck_assert_str_eq((const char *)out, "untouched");
     sn_batch_encoder_destroy(enc);
 }
