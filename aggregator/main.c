@@ -316,6 +316,7 @@ static int apply_from_ingest(const sn_ingest_batch *b, void *ud)
         pthread_mutex_unlock(&a->mu);
         return -EAGAIN;
     }
+    bool was_empty = a->q_head == NULL;
     if (a->q_tail != NULL)
         a->q_tail->next = &p;
     else
@@ -323,7 +324,8 @@ static int apply_from_ingest(const sn_ingest_batch *b, void *ud)
     a->q_tail = &p;
     a->q_len++;
     pthread_mutex_unlock(&a->mu);
-    uv_async_send(&a->wake);
+    if (was_empty) /* otherwise a wake-up is already pending and drains the whole queue */
+        uv_async_send(&a->wake);
 
     pthread_mutex_lock(&a->mu);
     while (p.state != APPLY_DONE) {
