@@ -132,6 +132,116 @@ static long flatten(grpc_byte_buffer *bb, uint8_t *buf, size_t cap)
     return (long)off;
 }
 
+/* ---- google.rpc.RetryInfo from the trailers ------------------------------------------------ */
+
+/* Reads a length-delimited field's bytes as a substream. */
+static bool sub_of(pb_istream_t *s, pb_istream_t *sub)
+{
+    uint32_t n;
+    if (!pb_decode_varint32(s, &n) || n > s->bytes_left)
+        return false;
+    *sub = pb_istream_from_buffer((const pb_byte_t *)s->state, n);
+    return pb_read(s, NULL, n);
+}
+
+/* RetryInfo { Duration retry_delay = 1 } with Duration { int64 seconds = 1; int32 nanos = 2 }.
+ * Returns the delay in ms (saturated), or -1. */
+static int64_t retry_info_ms(pb_istream_t *s)
+{
+    int64_t ms = -1;
+    while (s->bytes_left > 0) {
+        pb_wire_type_t wt;
+        uint32_t tag;
+        bool eof;
+        if (!pb_decode_tag(s, &wt, &tag, &eof))
+            return -1;
+        if (tag != 1 || wt != PB_WT_STRING) {
+            if (!pb_skip_field(s, wt))
+                return -1;
+            continue;
+        }
+        pb_istream_t d;
+        if (!sub_of(s, &d))
+            return -1;
+        int64_t sec = 0, nanos = 0;
+        while (d.bytes_left > 0) {
+            if (!pb_decode_tag(&d, &wt, &tag, &eof))
+                return -1;
+            uint64_t v;
+            if ((tag == 1 || tag == 2) && wt == PB_WT_VARINT) {
+                if (!pb_decode_varint(&d, &v))
+                    return -1;
+                if (tag == 1)
+                    sec = (int64_t)v;
+                else
+                    nanos = (int32_t)(uint32_t)v;
+            } else if (!pb_skip_field(&d, wt)) {
+                return -1;
+            }
+        }
+        if (sec < 0 || nanos < 0)
+            return -1;
+        ms = sec > INT64_MAX / 2000 ? INT64_MAX / 2 : sec * 1000 + nanos / 1000000;
+    }
+    return ms;
+}
+
+/* google.rpc.Status { ..., repeated Any details = 3 } with Any { string type_url = 1; bytes
+ * value = 2 }: the first RetryInfo's delay in ms, or -1. */
+static int64_t status_retry_ms(const uint8_t *p, size_t n)
+{
+    static const char url[] = "type.googleapis.com/google.rpc.RetryInfo";
+    pb_istream_t s = pb_istream_from_buffer(p, n);
+    while (s.bytes_left > 0) {
+        pb_wire_type_t wt;
+        uint32_t tag;
+        bool eof;
+        if (!pb_decode_tag(&s, &wt, &tag, &eof))
+            return -1;
+        if (tag != 3 || wt != PB_WT_STRING) {
+            if (!pb_skip_field(&s, wt))
+                return -1;
+            continue;
+        }
+        pb_istream_t any, value = {0};
+        if (!sub_of(&s, &any))
+            return -1;
+        bool is_retry = false, has_value = false;
+        while (any.bytes_left > 0) {
+            if (!pb_decode_tag(&any, &wt, &tag, &eof))
+                return -1;
+            pb_istream_t f;
+            if (wt != PB_WT_STRING) {
+                if (!pb_skip_field(&any, wt))
+                    return -1;
+                continue;
+            }
+            if (!sub_of(&any, &f))
+                return -1;
+            if (tag == 1)
+                is_retry =
+                    f.bytes_left == sizeof url - 1 && memcmp(f.state, url, sizeof url - 1) == 0;
+            else if (tag == 2) {
+                value = f;
+                has_value = true;
+            }
+        }
+        if (is_retry && has_value)
+            return retry_info_ms(&value);
+    }
+    return -1;
+}
+
+/* The RetryInfo delay of a failed call's trailers, or -1. */
+static int64_t trailer_retry_ms(const grpc_metadata_array *md)
+{
+    for (size_t i = 0; i < md->count; i++)
+        if (grpc_slice_str_cmp(md->metadata[i].key, "grpc-status-details-bin") == 0)
+            return status_retry_ms(GRPC_SLICE_START_PTR(md->metadata[i].value),
+                                   GRPC_SLICE_LENGTH(md->metadata[i].value));
+    return -1;
+}
+
 /* Turns the finished call into a result. */
 static void parse_result(const sn_ship_call *c, bool batch_ok, sn_ship_result *r)
 {
@@ -146,6 +256,9 @@ static void parse_result(const sn_ship_call *c, bool batch_ok, sn_ship_result *r
         r->grpc_status = (int)c->status;
         set_message(r, (const char *)GRPC_SLICE_START_PTR(c->details),
                     GRPC_SLICE_LENGTH(c->details));
+        int64_t ms = trailer_retry_ms(&c->trailing_md);
+        if (ms >= 0)
+            r->retry_after_ms = ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
         return;
     }
     r->grpc_status = GRPC_STATUS_OK;

@@ -60,7 +60,9 @@ typedef enum sn_ship_outcome {
 typedef struct sn_ship_result {
     sn_ship_outcome outcome;
     uint64_t acknowledged_sequence; /* from the response (0 when FAILED) */
-    uint32_t retry_after_ms;        /* with RETRY_AFTER: the aggregator's delay (may be 0) */
+    /* With RETRY_AFTER: the aggregator's delay (may be 0). With FAILED: the delay of a
+     * google.rpc.RetryInfo in the trailers (a busy aggregator's UNAVAILABLE), else 0. */
+    uint32_t retry_after_ms;
     /* The call's gRPC status code (the values of sn_grpc_code in grpc_unary.h: 14 UNAVAILABLE
      * when the aggregator is down, 4 DEADLINE_EXCEEDED, 1 CANCELLED by sn_ship_destroy, 3
      * INVALID_ARGUMENT for a batch the aggregator refuses for good). 0 (OK) with FAILED means

@@ -23,7 +23,8 @@ typedef enum agg_mode {
     AGG_ANSWER = 0, /* an IngestResponse with the scripted status */
     AGG_ERROR,      /* a gRPC error status */
     AGG_HANG,       /* no answer until released */
-    AGG_GARBAGE     /* an undecodable response message */
+    AGG_GARBAGE,    /* an undecodable response message */
+    AGG_BUSY        /* UNAVAILABLE with google.rpc.RetryInfo */
 } agg_mode;
 
 typedef struct agg {
@@ -79,6 +80,12 @@ static void agg_handler(unsigned method, const uint8_t *body, size_t len, sn_grp
     case AGG_ERROR:
         reply->code = SN_GRPC_INVALID_ARGUMENT;
         snprintf(reply->message, sizeof reply->message, "bad batch");
+        break;
+    case AGG_BUSY:
+        reply->code = SN_GRPC_UNAVAILABLE;
+        snprintf(reply->message, sizeof reply->message, "busy");
+        reply->retry = true;
+        reply->retry_after_ms = 2750;
         break;
     case AGG_HANG:
         reply->code = SN_GRPC_UNAVAILABLE;
@@ -286,7 +293,7 @@ START_TEST(duplicate_and_retry_after_are_reported)
 }
 END_TEST
 
-START_TEST(grpc_error_status_is_failed_with_code_and_message)
+START_TEST(grpc_error_status_is_failed_with_code_message_and_retry_info)
 {
     agg *a = agg_start(AGG_ERROR, 0, 0);
     uv_loop_t loop;
@@ -296,6 +303,18 @@ START_TEST(grpc_error_status_is_failed_with_code_and_message)
     ck_assert_int_eq(d.res.outcome, SN_SHIP_FAILED);
     ck_assert_int_eq(d.res.grpc_status, SN_GRPC_INVALID_ARGUMENT);
     ck_assert_str_eq(d.res.message, "bad batch");
+    ck_assert_uint_eq(d.res.retry_after_ms, 0);
+
+    /* A busy refusal's RetryInfo delay is passed on. */
+    pthread_mutex_lock(&a->mu);
+    a->mode = AGG_BUSY;
+    pthread_mutex_unlock(&a->mu);
+    d = (done){0};
+    send_and_wait(ship, &loop, &d);
+    ck_assert_int_eq(d.res.outcome, SN_SHIP_FAILED);
+    ck_assert_int_eq(d.res.grpc_status, SN_GRPC_UNAVAILABLE);
+    ck_assert_str_eq(d.res.message, "busy");
+    ck_assert_uint_eq(d.res.retry_after_ms, 2750);
     ship_free(ship, &loop);
     agg_stop(a);
 }
@@ -465,7 +484,7 @@ static Suite *ship_suite(void)
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, ok_is_acked_with_the_sequence_and_the_exact_bytes);
     tcase_add_test(tc, duplicate_and_retry_after_are_reported);
-    tcase_add_test(tc, grpc_error_status_is_failed_with_code_and_message);
+    tcase_add_test(tc, grpc_error_status_is_failed_with_code_message_and_retry_info);
     tcase_add_test(tc, aggregator_down_fails_fast_with_unavailable);
     tcase_add_test(tc, silent_aggregator_hits_the_deadline);
     tcase_add_test(tc, one_call_at_a_time_and_sends_chain_in_order);
