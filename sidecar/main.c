@@ -219,7 +219,8 @@ static void make_sidecar_id(const char *name, char *out, size_t len)
     uint64_t r = 0;
     if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
         r = (uint64_t)getpid() ^ (uint64_t)uv_hrtime();
-    snprintf(out, len, "%s/%016" PRIx64, name, r);
+    /* The aggregator accepts ids of up to 128 bytes: keep the name to 100. */
+    snprintf(out, len, "%.100s/%016" PRIx64, name, r);
 }
 
 /* Starts everything. Returns 0, or 1 after logging what failed. */

@@ -67,9 +67,16 @@ enum refusal {
 };
 static const char *const refusal_names[REFUSED_COUNT] = {"spool_full", "queue_full", "stopping",
                                                          "timeout"};
-enum ship_result { SHIP_ACKED = 0, SHIP_DUPLICATE, SHIP_RETRY_AFTER, SHIP_FAILED, SHIP_COUNT };
+enum ship_result {
+    SHIP_ACKED = 0,
+    SHIP_DUPLICATE,
+    SHIP_RETRY_AFTER,
+    SHIP_FAILED,
+    SHIP_REJECTED,
+    SHIP_COUNT
+};
 static const char *const ship_result_names[SHIP_COUNT] = {"acked", "duplicate", "retry_after",
-                                                          "failed"};
+                                                          "failed", "rejected"};
 static const char *const signal_names[SN_OTLP_SIGNAL_COUNT] = {"traces", "metrics", "logs"};
 static const char *const protocol_names[2] = {"grpc", "http"};
 static const char *const outcome_names[N_OUTCOMES] = {
@@ -551,6 +558,22 @@ static void on_ship_done(sn_ship *ship, const sn_ship_result *r, void *ud)
         break;
     default:
         sn_counter_inc(p->shipped[SHIP_FAILED]);
+        if (r->grpc_status == 3 /* INVALID_ARGUMENT */ ||
+            (r->grpc_status == 8 /* RESOURCE_EXHAUSTED */ && r->retry_after_ms == 0)) {
+            /* Refused for good: resending the same bytes can never succeed, and keeping the
+             * record would block every batch behind it. */
+            sn_counter_inc(p->shipped[SHIP_REJECTED]);
+            sn_log_error("the aggregator refused a batch for good; dropping it from the spool",
+                         SN_LOG_INT("grpc_status", r->grpc_status),
+                         SN_LOG_STR("error", r->message));
+            sn_spool_pop(p->d.spool);
+            ship_kick(p);
+            break;
+        }
+        if (r->retry_after_ms > 0) {
+            wait_then_ship(p, r->retry_after_ms);
+            break;
+        }
         if (p->backoff.attempts == 0)
             sn_log_warn("cannot reach the aggregator; spooling and retrying",
                         SN_LOG_STR("error", r->message));
