@@ -5,15 +5,22 @@
 #include "otlp/http_server.h"
 #include "tee.h"
 
+#include <arpa/inet.h>
 #include <check.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #define REC_MAX 64
 
@@ -427,6 +434,213 @@ START_TEST(http_url_path_is_a_base)
     sn_tee_destroy(t, 0, NULL);
     upstream_stop(&u);
     rec_free(&u.r);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- a raw HTTP upstream */
+
+/* A one-connection-at-a-time HTTP/1.1 listener that records each request's head and body and
+ * answers with scripted status lines ("502 Bad Gateway", "503 x\r\nRetry-After: 1"), then 200.
+ * It sees the bytes on the wire, before any decompression. */
+typedef struct raw {
+    int fd;
+    int port;
+    pthread_t th;
+    atomic_bool stop;
+    const char *answers[4];
+    pthread_mutex_t mu;
+    int served;
+    char head[4][2048];
+    uint8_t *body[4];
+    size_t len[4];
+} raw;
+
+static void *raw_main(void *arg)
+{
+    raw *r = arg;
+    while (!atomic_load(&r->stop)) {
+        struct pollfd pfd = {r->fd, POLLIN, 0};
+        if (poll(&pfd, 1, 20) <= 0)
+            continue;
+        int c = accept(r->fd, NULL, NULL);
+        if (c < 0)
+            continue;
+        static char buf[1 << 16];
+        size_t n = 0;
+        char *end = NULL;
+        while (end == NULL && n < sizeof buf - 1) {
+            ssize_t k = read(c, buf + n, sizeof buf - 1 - n);
+            if (k <= 0)
+                break;
+            n += (size_t)k;
+            buf[n] = '\0';
+            end = strstr(buf, "\r\n\r\n");
+        }
+        if (end == NULL) {
+            close(c);
+            continue;
+        }
+        size_t head_len = (size_t)(end + 4 - buf), clen = 0;
+        for (char *p = buf; p < end; p++)
+            if (strncasecmp(p, "\r\ncontent-length:", 17) == 0) {
+                for (p += 17; *p == ' '; p++)
+                    ;
+                for (; *p >= '0' && *p <= '9'; p++)
+                    clen = clen * 10 + (size_t)(*p - '0');
+                break;
+            }
+        while (n < head_len + clen && n < sizeof buf) {
+            ssize_t k = read(c, buf + n, sizeof buf - n);
+            if (k <= 0)
+                break;
+            n += (size_t)k;
+        }
+        pthread_mutex_lock(&r->mu);
+        int i = r->served < 4 ? r->served : 3;
+        snprintf(r->head[i], sizeof r->head[i], "%.*s", (int)head_len, buf);
+        free(r->body[i]);
+        r->body[i] = malloc(clen ? clen : 1);
+        memcpy(r->body[i], buf + head_len, clen);
+        r->len[i] = clen;
+        const char *ans = r->served < 4 && r->answers[r->served] ? r->answers[r->served] : "200 OK";
+        r->served++;
+        pthread_mutex_unlock(&r->mu);
+        char out[512];
+        int m = snprintf(out, sizeof out,
+                         "HTTP/1.1 %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", ans);
+        ck_assert_int_eq(write(c, out, (size_t)m), m);
+        close(c);
+    }
+    return NULL;
+}
+
+static void raw_start(raw *r)
+{
+    r->fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(r->fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(bind(r->fd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(listen(r->fd, 8), 0);
+    socklen_t al = sizeof a;
+    ck_assert_int_eq(getsockname(r->fd, (struct sockaddr *)&a, &al), 0);
+    r->port = ntohs(a.sin_port);
+    pthread_mutex_init(&r->mu, NULL);
+    atomic_init(&r->stop, false);
+    ck_assert_int_eq(pthread_create(&r->th, NULL, raw_main, r), 0);
+}
+
+static void raw_stop(raw *r)
+{
+    atomic_store(&r->stop, true);
+    pthread_join(r->th, NULL);
+    close(r->fd);
+    for (int i = 0; i < 4; i++)
+        free(r->body[i]);
+    pthread_mutex_destroy(&r->mu);
+}
+
+static sn_tee *tee_to_raw(const raw *r, const char *path, bool gzip, uint32_t backoff_ms)
+{
+    char url[128], err[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", r->port, path);
+    sn_tee_config cfg;
+    sn_tee_config_init(&cfg);
+    cfg.url = url;
+    cfg.workers = 1;
+    cfg.gzip = gzip;
+    cfg.backoff_ms = backoff_ms;
+    cfg.max_backoff_ms = backoff_ms;
+    sn_tee *t = NULL;
+    ck_assert_msg(sn_tee_create(&cfg, &t, err, sizeof err) == 0, "%s", err);
+    return t;
+}
+
+/* Inflates a gzip member. Returns its length, or (size_t)-1. */
+static size_t gunzip(const uint8_t *in, size_t len, uint8_t *out, size_t cap)
+{
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    if (inflateInit2(&zs, 15 + 16) != Z_OK)
+        return (size_t)-1;
+    zs.next_in = (Bytef *)(uintptr_t)in;
+    zs.avail_in = (uInt)len;
+    zs.next_out = out;
+    zs.avail_out = (uInt)cap;
+    int rc = inflate(&zs, Z_FINISH);
+    size_t n = zs.total_out;
+    inflateEnd(&zs);
+    return rc == Z_STREAM_END ? n : (size_t)-1;
+}
+
+START_TEST(http_wire_has_content_type_and_gzip)
+{
+    raw r = {0};
+    raw_start(&r);
+    sn_tee *t = tee_to_raw(&r, "/base", true, 20);
+    uint8_t body[512], out[1024];
+    size_t len = make_body(body, sizeof body, 7, 0);
+    ck_assert_int_eq(sn_tee_submit(t, SN_OTLP_LOGS, SN_OTLP_JSON, body, len), 0);
+    WAIT_STAT(t, delivered, 1, 5000);
+    ck_assert_int_eq(sn_tee_submit(t, SN_OTLP_METRICS, SN_OTLP_PROTOBUF, body, len), 0);
+    WAIT_STAT(t, delivered, 2, 5000);
+    sn_tee_destroy(t, 0, NULL);
+
+    pthread_mutex_lock(&r.mu);
+    ck_assert_int_eq(r.served, 2);
+    ck_assert_msg(strncmp(r.head[0], "POST /base/v1/logs HTTP/1.1\r\n", 29) == 0, "%s", r.head[0]);
+    ck_assert_ptr_nonnull(strcasestr(r.head[0], "\r\nContent-Type: application/json\r\n"));
+    ck_assert_ptr_nonnull(strcasestr(r.head[0], "\r\nContent-Encoding: gzip\r\n"));
+    ck_assert_ptr_null(strcasestr(r.head[0], "\r\nExpect:"));
+    ck_assert_ptr_nonnull(strcasestr(r.head[1], "\r\nContent-Type: application/x-protobuf\r\n"));
+    ck_assert_msg(strncmp(r.head[1], "POST /base/v1/metrics ", 22) == 0, "%s", r.head[1]);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_uint_ne(r.len[i], len); /* compressed on the wire ... */
+        ck_assert_uint_lt(r.len[i], len);
+        ck_assert_uint_eq(gunzip(r.body[i], r.len[i], out, sizeof out), len); /* ... losslessly */
+        ck_assert_mem_eq(out, body, len);
+    }
+    pthread_mutex_unlock(&r.mu);
+    raw_stop(&r);
+}
+END_TEST
+
+START_TEST(http_502_and_504_are_retried)
+{
+    raw r = {.answers = {"502 Bad Gateway", "504 Gateway Timeout"}};
+    raw_start(&r);
+    sn_tee *t = tee_to_raw(&r, "", false, 20);
+    const uint8_t body[] = "abc";
+    ck_assert_int_eq(sn_tee_submit(t, SN_OTLP_TRACES, SN_OTLP_PROTOBUF, body, 3), 0);
+    sn_tee_stats st = WAIT_STAT(t, delivered, 1, 5000);
+    ck_assert_uint_eq(st.retries, 2);
+    sn_tee_destroy(t, 0, NULL);
+    pthread_mutex_lock(&r.mu);
+    ck_assert_int_eq(r.served, 3);
+    for (int i = 0; i < 3; i++)
+        ck_assert(r.len[i] == 3 && memcmp(r.body[i], body, 3) == 0); /* the same bytes each time */
+    pthread_mutex_unlock(&r.mu);
+    raw_stop(&r);
+}
+END_TEST
+
+/* Retry-After as an HTTP date (1-2 s ahead) is honoured although the backoff is 20 s. */
+START_TEST(http_retry_after_date_is_honoured)
+{
+    char ans[128];
+    time_t when = time(NULL) + 1;
+    struct tm tm;
+    gmtime_r(&when, &tm);
+    size_t n = strftime(ans, sizeof ans, "503 Busy\r\nRetry-After: %a, %d %b %Y %H:%M:%S GMT", &tm);
+    ck_assert_uint_gt(n, 0);
+    raw r = {.answers = {ans}};
+    raw_start(&r);
+    sn_tee *t = tee_to_raw(&r, "", false, 20000);
+    const uint8_t body[] = "abc";
+    ck_assert_int_eq(sn_tee_submit(t, SN_OTLP_TRACES, SN_OTLP_PROTOBUF, body, 3), 0);
+    sn_tee_stats st = WAIT_STAT(t, delivered, 1, 6000);
+    ck_assert_uint_eq(st.retries, 1);
+    sn_tee_destroy(t, 0, NULL);
+    raw_stop(&r);
 }
 END_TEST
 
@@ -857,6 +1071,9 @@ static Suite *tee_suite(void)
     tcase_add_test(tc, http_forwards_both_encodings_unchanged);
     tcase_add_test(tc, http_gzip_forwards_unchanged);
     tcase_add_test(tc, http_url_path_is_a_base);
+    tcase_add_test(tc, http_wire_has_content_type_and_gzip);
+    tcase_add_test(tc, http_502_and_504_are_retried);
+    tcase_add_test(tc, http_retry_after_date_is_honoured);
     tcase_add_test(tc, grpc_unavailable_then_ok_is_delivered_once);
     tcase_add_test(tc, grpc_resource_exhausted_with_retry_info_is_retried);
     tcase_add_test(tc, http_503_then_ok_is_delivered_once);
