@@ -86,6 +86,21 @@ typedef enum sn_attempt {
     SN_ATTEMPT_ABORT   /* cancelled by the end of the grace period */
 } sn_attempt;
 
+/* The outcome label of sentinel_sidecar_tee_requests_total, one per final counter. */
+typedef enum sn_out {
+    SN_OUT_DELIVERED = 0,
+    SN_OUT_QUEUE_FULL,
+    SN_OUT_TOO_LARGE,
+    SN_OUT_REJECTED,
+    SN_OUT_EXPIRED,
+    SN_OUT_SHUTDOWN,
+    SN_OUT_NOT_FORWARDED,
+    SN_OUT_COUNT
+} sn_out;
+
+static const char *const sn_out_names[SN_OUT_COUNT] = {
+    "delivered", "queue_full", "too_large", "rejected", "expired", "shutdown", "not_forwarded"};
+
 /* How a delivered-or-not request is finally counted. */
 typedef enum sn_fate {
     SN_FATE_DELIVERED = 0,
@@ -139,6 +154,12 @@ struct sn_tee {
     /* gRPC */
     grpc_channel *channel;
     bool grpc_inited;
+
+    /* metrics (all NULL without a registry; the update functions accept NULL) */
+    sn_counter *m_outcome[SN_OUT_COUNT];
+    sn_counter *m_retries;
+    sn_gauge *m_queued;
+    sn_gauge *m_queued_bytes;
 
     unsigned nworkers;
     sn_tee_worker workers[SN_TEE_MAX_WORKERS];
@@ -331,7 +352,15 @@ static void drop_head_locked(sn_tee *t)
     t->st.queued--;
     t->st.queued_bytes -= it->len;
     t->st.dropped_overflow++;
+    sn_counter_inc(t->m_outcome[SN_OUT_QUEUE_FULL]);
     free(it);
+}
+
+/* Brings the queue gauges up to date with the counters. */
+static void queue_gauges_locked(sn_tee *t)
+{
+    sn_gauge_set(t->m_queued, (double)t->st.queued);
+    sn_gauge_set(t->m_queued_bytes, (double)t->st.queued_bytes);
 }
 
 /* Counts a request that left a worker. */
@@ -341,15 +370,19 @@ static void count_fate_locked(sn_tee *t, sn_fate fate)
     switch (fate) {
     case SN_FATE_DELIVERED:
         t->st.delivered++;
+        sn_counter_inc(t->m_outcome[SN_OUT_DELIVERED]);
         break;
     case SN_FATE_REJECTED:
         t->st.dropped_rejected++;
+        sn_counter_inc(t->m_outcome[SN_OUT_REJECTED]);
         break;
     case SN_FATE_EXPIRED:
         t->st.dropped_expired++;
+        sn_counter_inc(t->m_outcome[SN_OUT_EXPIRED]);
         break;
     case SN_FATE_SHUTDOWN:
         t->st.dropped_shutdown++;
+        sn_counter_inc(t->m_outcome[SN_OUT_SHUTDOWN]);
         break;
     }
 }
@@ -778,8 +811,10 @@ static sn_fate deliver(sn_tee *t, sn_tee_worker *w, const sn_tee_item *it)
             break;
         pthread_mutex_lock(&t->mu);
         t->st.attempts++;
-        if (retry > 0)
+        if (retry > 0) {
             t->st.retries++;
+            sn_counter_inc(t->m_retries);
+        }
         pthread_mutex_unlock(&t->mu);
 
         int64_t hint = -1;
@@ -834,6 +869,7 @@ static void *worker_main(void *arg)
         t->st.queued--;
         t->st.queued_bytes -= it->len;
         t->st.in_flight++;
+        queue_gauges_locked(t);
         pthread_mutex_unlock(&t->mu);
 
         sn_fate fate = deliver(t, w, it);
@@ -980,6 +1016,47 @@ static void tee_free(sn_tee *t)
     free(t);
 }
 
+/* Registers the tee's metric families in `m` and looks up every series once. Returns 0, or the
+ * registry's negative errno (-EEXIST when a tee already registered them) with a message. */
+static int metrics_register(sn_tee *t, sn_metrics *m, char *err, size_t errlen)
+{
+    sn_metrics_family *req, *retries, *queued, *bytes;
+    int rc;
+    if ((rc = sn_metrics_register(
+             m,
+             &(sn_metrics_desc){.type = SN_METRICS_COUNTER,
+                                .name = "sentinel_sidecar_tee_requests_total",
+                                .help = "OTLP requests given to the tee, by how they ended: "
+                                        "delivered upstream or why not.",
+                                .labels = {"outcome"}},
+             &req, err, errlen)) != 0 ||
+        (rc = sn_metrics_register(
+             m,
+             &(sn_metrics_desc){.type = SN_METRICS_COUNTER,
+                                .name = "sentinel_sidecar_tee_retries_total",
+                                .help = "Tee attempts made after a retryable failure."},
+             &retries, err, errlen)) != 0 ||
+        (rc = sn_metrics_register(
+             m,
+             &(sn_metrics_desc){.type = SN_METRICS_GAUGE,
+                                .name = "sentinel_sidecar_tee_queue_requests",
+                                .help = "OTLP requests waiting in the tee's queue."},
+             &queued, err, errlen)) != 0 ||
+        (rc = sn_metrics_register(
+             m,
+             &(sn_metrics_desc){.type = SN_METRICS_GAUGE,
+                                .name = "sentinel_sidecar_tee_queue_bytes",
+                                .help = "Bytes of the OTLP requests waiting in the tee's queue."},
+             &bytes, err, errlen)) != 0)
+        return rc;
+    for (int i = 0; i < SN_OUT_COUNT; i++)
+        t->m_outcome[i] = sn_metrics_counter(req, (const char *[]){sn_out_names[i]});
+    t->m_retries = sn_metrics_counter(retries, NULL);
+    t->m_queued = sn_metrics_gauge(queued, NULL);
+    t->m_queued_bytes = sn_metrics_gauge(bytes, NULL);
+    return 0;
+}
+
 /* Builds the HTTP header lists: Content-Type by encoding, Content-Encoding: gzip for the
  * compressed variant, and no "Expect: 100-continue" (a round trip for nothing). Returns 0 or
  * -ENOMEM (lists built so far are freed by tee_free). */
@@ -1033,6 +1110,11 @@ int sn_tee_create(const sn_tee_config *cfg_in, sn_tee **out, char *err, size_t e
     pthread_cond_init(&t->stop_cv, &ca);
     pthread_condattr_destroy(&ca);
     atomic_init(&t->abort, false);
+
+    if (cfg.metrics != NULL && (rc = metrics_register(t, cfg.metrics, err, errlen)) != 0) {
+        tee_free(t);
+        return rc;
+    }
 
     t->nworkers = cfg.workers;
     if (target.protocol == SN_TEE_HTTP) {
@@ -1096,6 +1178,7 @@ int sn_tee_submit(sn_tee *t, sn_otlp_signal signal, sn_otlp_encoding encoding, c
         pthread_mutex_lock(&t->mu);
         t->st.submitted++;
         t->st.not_forwarded++;
+        sn_counter_inc(t->m_outcome[SN_OUT_NOT_FORWARDED]);
         pthread_mutex_unlock(&t->mu);
         return -ENOTSUP;
     }
@@ -1103,6 +1186,7 @@ int sn_tee_submit(sn_tee *t, sn_otlp_signal signal, sn_otlp_encoding encoding, c
         pthread_mutex_lock(&t->mu);
         t->st.submitted++;
         t->st.dropped_too_large++;
+        sn_counter_inc(t->m_outcome[SN_OUT_TOO_LARGE]);
         pthread_mutex_unlock(&t->mu);
         return -EMSGSIZE;
     }
@@ -1122,9 +1206,11 @@ int sn_tee_submit(sn_tee *t, sn_otlp_signal signal, sn_otlp_encoding encoding, c
     t->st.submitted++;
     if (it == NULL) {
         t->st.dropped_overflow++; /* no memory: counted like a full queue */
+        sn_counter_inc(t->m_outcome[SN_OUT_QUEUE_FULL]);
         rc = -ENOMEM;
     } else if (t->stopping) {
         t->st.dropped_shutdown++;
+        sn_counter_inc(t->m_outcome[SN_OUT_SHUTDOWN]);
         rc = -ESHUTDOWN;
     } else {
         while (t->head != NULL && (t->st.queued + 1 > t->cfg.max_queue_requests ||
@@ -1137,6 +1223,7 @@ int sn_tee_submit(sn_tee *t, sn_otlp_signal signal, sn_otlp_encoding encoding, c
         t->tail = it;
         t->st.queued++;
         t->st.queued_bytes += len;
+        queue_gauges_locked(t);
         pthread_cond_signal(&t->cv);
         it = NULL;
     }
@@ -1194,9 +1281,11 @@ void sn_tee_destroy(sn_tee *t, uint32_t grace_ms, sn_tee_stats *final)
         t->st.queued--;
         t->st.queued_bytes -= it->len;
         t->st.dropped_shutdown++;
+        sn_counter_inc(t->m_outcome[SN_OUT_SHUTDOWN]);
         free(it);
     }
     t->tail = NULL;
+    queue_gauges_locked(t);
     sn_tee_stats st = t->st;
     pthread_mutex_unlock(&t->mu);
     if (st.dropped_shutdown > 0)

@@ -25,6 +25,7 @@
 #ifndef SN_SIDECAR_TEE_H
 #define SN_SIDECAR_TEE_H
 
+#include "metrics.h"
 #include "otlp/receiver.h"
 
 #include <stdbool.h>
@@ -65,6 +66,11 @@ typedef struct sn_tee_config {
                                   dropped (dropped_expired); 0: default */
     unsigned workers;          /* sending threads (requests in flight at once); 0: default */
     bool gzip;                 /* compress what is sent (gRPC message / HTTP body) with gzip */
+    sn_metrics *metrics;       /* optional: the tee registers and keeps up to date
+                                  sentinel_sidecar_tee_requests_total{outcome},
+                                  sentinel_sidecar_tee_retries_total,
+                                  sentinel_sidecar_tee_queue_requests and _queue_bytes there
+                                  (docs/sidecar.md); the registry must outlive the tee */
 } sn_tee_config;
 
 /* Counters and gauges, read with sn_tee_stats_get. Every submitted request ends in exactly one
@@ -95,8 +101,9 @@ void sn_tee_config_init(sn_tee_config *cfg);
  * is not an error. `cfg` is copied; the URL need not outlive the call. Returns 0 and sets
  * *out, or -EINVAL with a one-line message naming SENTINEL_UPSTREAM_OTLP in `err` (bad URL:
  * scheme other than http/https, userinfo, query, fragment, bad port, a path with a forced gRPC
- * protocol; a limit out of range), -ENOMEM, or the negative errno of pthread_create. The
- * caller frees *out with sn_tee_destroy. */
+ * protocol; a limit out of range), -ENOMEM, the metrics registry's error (-EEXIST when its
+ * families are registered already), or the negative errno of pthread_create. The caller frees
+ * *out with sn_tee_destroy. */
 int sn_tee_create(const sn_tee_config *cfg, sn_tee **out, char *err, size_t errlen);
 
 /* Queues a copy of one received request (the decompressed body, as the transport handed it)

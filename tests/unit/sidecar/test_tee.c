@@ -936,6 +936,95 @@ START_TEST(byte_limit_drops_oldest_and_too_large)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- metrics */
+
+/* The value of one sample line ("name{labels} value") in an exposition, or -1. */
+static double sample(const char *text, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *p = text; (p = strstr(p, series)) != NULL; p += n)
+        if ((p == text || p[-1] == '\n') && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+    return -1;
+}
+
+START_TEST(metrics_follow_the_counters)
+{
+    char err[256];
+    sn_metrics *m = NULL;
+    ck_assert_int_eq(sn_metrics_create(NULL, &m, err, sizeof err), 0);
+    raw r = {.answers = {"400 Bad Request", "503 Busy"}};
+    raw_start(&r);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", r.port);
+    sn_tee_config cfg;
+    sn_tee_config_init(&cfg);
+    cfg.url = url;
+    cfg.workers = 1;
+    cfg.backoff_ms = 20;
+    cfg.max_queue_bytes = 1000;
+    cfg.metrics = m;
+    sn_tee *t = NULL;
+    ck_assert_msg(sn_tee_create(&cfg, &t, err, sizeof err) == 0, "%s", err);
+    sn_tee *t2 = NULL; /* the families are there already */
+    ck_assert_int_eq(sn_tee_create(&cfg, &t2, err, sizeof err), -EEXIST);
+    ck_assert_ptr_null(t2);
+
+    uint8_t b[1001] = {0};
+    ck_assert_int_eq(sn_tee_submit(t, SN_OTLP_TRACES, SN_OTLP_PROTOBUF, b, 10), 0); /* 400 */
+    WAIT_STAT(t, dropped_rejected, 1, 5000);
+    ck_assert_int_eq(sn_tee_submit(t, SN_OTLP_TRACES, SN_OTLP_PROTOBUF, b, 10), 0); /* 503, 200 */
+    WAIT_STAT(t, delivered, 1, 5000);
+    ck_assert_int_eq(sn_tee_submit(t, SN_OTLP_TRACES, SN_OTLP_PROTOBUF, b, 1001), -EMSGSIZE);
+
+    char *text = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(sn_metrics_render_alloc(m, &text, &len), 0);
+    ck_assert_double_eq(sample(text, "sentinel_sidecar_tee_requests_total{outcome=\"delivered\"}"),
+                        1);
+    ck_assert_double_eq(sample(text, "sentinel_sidecar_tee_requests_total{outcome=\"rejected\"}"),
+                        1);
+    ck_assert_double_eq(sample(text, "sentinel_sidecar_tee_requests_total{outcome=\"too_large\"}"),
+                        1);
+    ck_assert_double_eq(sample(text, "sentinel_sidecar_tee_requests_total{outcome=\"queue_full\"}"),
+                        0);
+    ck_assert_double_eq(sample(text, "sentinel_sidecar_tee_retries_total"), 1);
+    ck_assert_double_eq(sample(text, "sentinel_sidecar_tee_queue_requests"), 0);
+    free(text);
+    sn_tee_destroy(t, 0, NULL);
+    raw_stop(&r);
+
+    /* a down upstream: the queue gauges show what waits; the drop of the oldest is counted */
+    int port = free_port(HTTP);
+    sn_metrics *m2 = NULL;
+    ck_assert_int_eq(sn_metrics_create(NULL, &m2, err, sizeof err), 0);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
+    cfg.metrics = m2;
+    cfg.max_queue_requests = 2;
+    cfg.backoff_ms = 1000;
+    cfg.max_backoff_ms = 1000;
+    ck_assert_msg(sn_tee_create(&cfg, &t, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(sn_tee_submit(t, SN_OTLP_LOGS, SN_OTLP_JSON, b, 7), 0);
+    WAIT_STAT(t, in_flight, 1, 2000);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(sn_tee_submit(t, SN_OTLP_LOGS, SN_OTLP_JSON, b, 7), 0);
+    ck_assert_int_eq(sn_metrics_render_alloc(m2, &text, &len), 0);
+    ck_assert_double_eq(sample(text, "sentinel_sidecar_tee_queue_requests"), 2);
+    ck_assert_double_eq(sample(text, "sentinel_sidecar_tee_queue_bytes"), 14);
+    ck_assert_double_eq(sample(text, "sentinel_sidecar_tee_requests_total{outcome=\"queue_full\"}"),
+                        1);
+    free(text);
+    sn_tee_destroy(t, 0, NULL);
+    ck_assert_int_eq(sn_metrics_render_alloc(m2, &text, &len), 0);
+    ck_assert_double_eq(sample(text, "sentinel_sidecar_tee_requests_total{outcome=\"shutdown\"}"),
+                        3);
+    ck_assert_double_eq(sample(text, "sentinel_sidecar_tee_queue_requests"), 0);
+    free(text);
+    sn_metrics_destroy(m2);
+    sn_metrics_destroy(m);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- shutdown */
 
 /* With the upstream up, destroy keeps sending until the queue is empty. */
@@ -1091,6 +1180,7 @@ static Suite *tee_suite(void)
     tcase_add_test(tc, grpc_destroy_cuts_off_after_grace);
     tcase_add_test(tc, http_destroy_cuts_off_after_grace);
     tcase_add_test(tc, concurrent_submitters_are_all_accounted_for);
+    tcase_add_test(tc, metrics_follow_the_counters);
     suite_add_tcase(s, tc);
     return s;
 }
