@@ -385,11 +385,11 @@ export const pb = {
     b.writeBigUInt64LE(BigInt(n));
     return Buffer.concat([pb.tag(field, 1), b]);
   },
-  // A KeyValue with a string / int value as field `field` of the enclosing message.
-  kvString(key, value, field = 7) {
+  // A KeyValue with a string / int value as field `field` of the enclosing message (Span: 9).
+  kvString(key, value, field = 9) {
     return pb.bytes(field, Buffer.concat([pb.bytes(1, key), pb.bytes(2, pb.bytes(1, value))]));
   },
-  kvInt(key, value, field = 7) {
+  kvInt(key, value, field = 9) {
     return pb.bytes(field, Buffer.concat([pb.bytes(1, key), pb.bytes(2, pb.uint(3, value))]));
   },
 };
