@@ -37,6 +37,7 @@ struct sn_baseline_entry {
     uint32_t bytes;     /* accounted size */
     uint16_t model_off; /* model string offset from the service string */
     uint16_t stats_off; /* offset of the stats area from the entry */
+    uint16_t user_off;  /* offset of the caller's area (user_bytes, rounded to 8) */
     uint8_t metric;
     uint8_t cur; /* compact: which of the two sketches is current */
 };
@@ -46,6 +47,7 @@ struct sn_baseline {
     sn_baseline_entry **index;
     uint32_t mask;      /* index slots - 1 */
     size_t stats_size;  /* window or two sketches (each sketch rounded to 8 bytes) */
+    size_t user_size;   /* the caller's area per entry: user_bytes rounded to 8 */
     size_t sketch_size; /* compact: one sketch, rounded to 8 bytes */
     size_t fixed;       /* accounted bytes outside entries */
     size_t used;        /* fixed + entries */
@@ -76,6 +78,7 @@ void sn_baseline_config_init(sn_baseline_config *cfg)
     cfg->ewma_alpha = SN_BASELINE_DEFAULT_EWMA_ALPHA;
     cfg->memory_budget = SN_BASELINE_DEFAULT_BUDGET;
     cfg->hash_seed = 0;
+    cfg->user_bytes = 0;
 }
 
 /* The entry header is a multiple of 8 bytes, so the strings start right after it. */
@@ -111,10 +114,13 @@ int sn_baseline_create(sn_baseline **out, const sn_baseline_config *cfg)
     }
     if (!(cfg->ewma_alpha > 0.0 && cfg->ewma_alpha <= 1.0))
         return -EINVAL;
+    if (cfg->user_bytes > SN_BASELINE_USER_MAX)
+        return -EINVAL;
+    size_t user_size = round8(cfg->user_bytes);
 
-    size_t min_entry = chunk_bytes(round8(sizeof(sn_baseline_entry) + 3) + stats_size);
+    size_t min_entry = chunk_bytes(round8(sizeof(sn_baseline_entry) + 3) + user_size + stats_size);
     size_t max_entry =
-        chunk_bytes(round8(sizeof(sn_baseline_entry) + 2 * SN_NAME_MAX) + stats_size);
+        chunk_bytes(round8(sizeof(sn_baseline_entry) + 2 * SN_NAME_MAX) + user_size + stats_size);
     size_t est = cfg->memory_budget / min_entry;
     uint32_t slots = MIN_INDEX_SLOTS;
     while (slots < est && slots < MAX_INDEX_SLOTS)
@@ -140,6 +146,7 @@ int sn_baseline_create(sn_baseline **out, const sn_baseline_config *cfg)
     b->cfg = *cfg;
     b->mask = slots - 1;
     b->stats_size = stats_size;
+    b->user_size = user_size;
     b->sketch_size = sketch_size;
     b->fixed = fixed;
     b->used = fixed;
@@ -278,7 +285,8 @@ int sn_baseline_get(sn_baseline *b, const char *service, const char *model, sn_m
         return 0;
     }
 
-    size_t stats_off = round8(sizeof(*e) + slen + 1 + mlen + 1);
+    size_t user_off = round8(sizeof(*e) + slen + 1 + mlen + 1);
+    size_t stats_off = user_off + b->user_size;
     size_t size = stats_off + b->stats_size;
     size_t bytes = chunk_bytes(size);
     /* used <= budget always holds, so budget - used cannot wrap. */
@@ -298,6 +306,9 @@ int sn_baseline_get(sn_baseline *b, const char *service, const char *model, sn_m
     e->metric = (uint8_t)metric;
     e->model_off = (uint16_t)(slen + 1);
     e->stats_off = (uint16_t)stats_off;
+    e->user_off = (uint16_t)user_off;
+    if (b->user_size > 0)
+        memset((char *)e + user_off, 0, b->user_size);
     sn_welford_init(&e->all);
     sn_ewma_init(&e->ewma, b->cfg.ewma_alpha);
     if (b->cfg.mode == SN_BASELINE_EXACT) {
@@ -438,4 +449,11 @@ const sn_ewma *sn_baseline_entry_ewma(const sn_baseline_entry *e)
 size_t sn_baseline_entry_bytes(const sn_baseline_entry *e)
 {
     return e->bytes;
+}
+
+void *sn_baseline_entry_user(sn_baseline_entry *e)
+{
+    if (e->user_off == e->stats_off)
+        return NULL;
+    return (char *)e + e->user_off;
 }

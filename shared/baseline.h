@@ -47,6 +47,7 @@ typedef enum sn_baseline_mode {
 #define SN_BASELINE_DEFAULT_SKETCH_BUCKETS 160u
 #define SN_BASELINE_DEFAULT_EWMA_ALPHA     0.05
 #define SN_BASELINE_DEFAULT_BUDGET         ((size_t)256 << 20)
+#define SN_BASELINE_USER_MAX               4096u /* largest user_bytes */
 
 typedef struct sn_baseline_config {
     sn_baseline_mode mode;
@@ -57,6 +58,9 @@ typedef struct sn_baseline_config {
     size_t memory_budget;    /* bytes for the index and all entries */
     uint64_t hash_seed;      /* mixed into the key hash; pass a random value so that
                                 crafted names cannot force hash collisions */
+    size_t user_bytes;       /* a caller's area of this many bytes in every entry (per-key
+                                detector state), zeroed when the entry is created and freed
+                                with it; counted in the budget; 0..SN_BASELINE_USER_MAX */
 } sn_baseline_config;
 
 /* Counters for /metrics and the API. */
@@ -70,13 +74,13 @@ typedef struct sn_baseline_stats {
 } sn_baseline_stats;
 
 /* Fills cfg with the defaults: exact mode, window 1000, sketch alpha 0.02 with 160 buckets,
- * EWMA alpha 0.05, budget 256 MiB, seed 0. */
+ * EWMA alpha 0.05, budget 256 MiB, seed 0, no user area. */
 void sn_baseline_config_init(sn_baseline_config *cfg);
 
 /* Creates an empty table and stores it in *out; the caller frees it with sn_baseline_destroy.
  * cfg is copied. Returns 0; -EINVAL for a bad field (window 0 or above SN_WINDOW_MAX_CAPACITY,
- * a bad alpha or bucket count, or a budget too small for the index plus one entry); -ENOMEM when
- * allocation fails. *out is untouched on failure. */
+ * a bad alpha or bucket count, user_bytes above SN_BASELINE_USER_MAX, or a budget too small for
+ * the index plus one entry); -ENOMEM when allocation fails. *out is untouched on failure. */
 int sn_baseline_create(sn_baseline **out, const sn_baseline_config *cfg);
 
 /* Frees the table and every entry. NULL is a no-op. */
@@ -131,5 +135,10 @@ int64_t sn_baseline_entry_last_seen(const sn_baseline_entry *e);         /* ns, 
 const sn_welford *sn_baseline_entry_welford(const sn_baseline_entry *e); /* all samples */
 const sn_ewma *sn_baseline_entry_ewma(const sn_baseline_entry *e);
 size_t sn_baseline_entry_bytes(const sn_baseline_entry *e); /* accounted bytes of this entry */
+
+/* The entry's user area (cfg.user_bytes bytes, 8-byte aligned, zeroed at creation), or NULL
+ * when user_bytes is 0. The caller keeps per-key state there (detector sums, counters); it lives
+ * and dies with the entry -- eviction and expiry drop it without telling the caller. */
+void *sn_baseline_entry_user(sn_baseline_entry *e);
 
 #endif

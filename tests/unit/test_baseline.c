@@ -7,6 +7,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <stdint.h>
 
 #include "sketch.h"
 #include "stats_testutil.h"
@@ -389,6 +391,61 @@ END_TEST
 
 /* Every allocation of every module, failed in turn: a clean -ENOMEM, nothing leaked (ASan),
  * nothing changed. */
+START_TEST(user_area_per_entry)
+{
+    sn_baseline_config cfg;
+    sn_baseline_config_init(&cfg);
+    cfg.mode = SN_BASELINE_COMPACT;
+    cfg.user_bytes = SN_BASELINE_USER_MAX + 1;
+    sn_baseline *b = NULL;
+    ck_assert_int_eq(sn_baseline_create(&b, &cfg), -EINVAL);
+    ck_assert_ptr_null(b);
+
+    /* Without a user area there is none. */
+    cfg.user_bytes = 0;
+    ck_assert_int_eq(sn_baseline_create(&b, &cfg), 0);
+    sn_baseline_entry *e;
+    ck_assert_int_eq(sn_baseline_get(b, "svc", "m", SN_METRIC_LATENCY_MS, 1, &e), 0);
+    ck_assert_ptr_null(sn_baseline_entry_user(e));
+    size_t plain = sn_baseline_entry_bytes(e);
+    sn_baseline_destroy(b);
+
+    /* 13 bytes become 16, zeroed, aligned, separate per key, and survive observe. */
+    cfg.user_bytes = 13;
+    ck_assert_int_eq(sn_baseline_create(&b, &cfg), 0);
+    sn_baseline_entry *e1, *e2;
+    ck_assert_int_eq(sn_baseline_get(b, "svc", "m", SN_METRIC_LATENCY_MS, 1, &e1), 0);
+    ck_assert_int_eq(sn_baseline_get(b, "svc", "m", SN_METRIC_COST_USD, 1, &e2), 0);
+    ck_assert_uint_eq(sn_baseline_entry_bytes(e1), plain + 16);
+    unsigned char *u1 = sn_baseline_entry_user(e1), *u2 = sn_baseline_entry_user(e2);
+    ck_assert_ptr_nonnull(u1);
+    ck_assert_ptr_ne(u1, u2);
+    ck_assert_uint_eq((uintptr_t)u1 % 8, 0);
+    for (int i = 0; i < 16; i++)
+        ck_assert_uint_eq(u1[i], 0);
+    memset(u1, 0xab, 16);
+    for (int i = 0; i < 100; i++)
+        ck_assert_int_eq(sn_baseline_observe(b, e1, 100.0 + i, 2), 0);
+    sn_summary s;
+    sn_baseline_summary(b, e1, &s);
+    ck_assert_uint_eq(s.n, 100);
+    ck_assert(fabs(s.mean - 149.5) < 1e-9);
+    ck_assert_str_eq(sn_baseline_entry_service(e1), "svc");
+    ck_assert_str_eq(sn_baseline_entry_model(e1), "m");
+    for (int i = 0; i < 16; i++) {
+        ck_assert_uint_eq(u1[i], 0xab);
+        ck_assert_uint_eq(u2[i], 0);
+    }
+    /* A key created again after removal starts with a zeroed area. */
+    sn_baseline_remove(b, e1);
+    ck_assert_int_eq(sn_baseline_get(b, "svc", "m", SN_METRIC_LATENCY_MS, 3, &e1), 0);
+    u1 = sn_baseline_entry_user(e1);
+    for (int i = 0; i < 16; i++)
+        ck_assert_uint_eq(u1[i], 0);
+    sn_baseline_destroy(b);
+}
+END_TEST
+
 START_TEST(allocation_failures)
 {
     for (int mode = 0; mode < 2; mode++) {
@@ -474,6 +531,7 @@ static Suite *baseline_suite(void)
     tcase_add_test(tc, budget_evicts_least_recently_updated);
     tcase_add_test(tc, expire_and_iterate);
     tcase_add_test(tc, compact_bytes_per_key);
+    tcase_add_test(tc, user_area_per_entry);
     tcase_add_test(tc, allocation_failures);
     suite_add_tcase(s, tc);
     return s;
