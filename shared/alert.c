@@ -18,6 +18,8 @@ static const char *const type_names[SN_ANOMALY_TYPE_COUNT] = {
     [SN_ANOMALY_THROUGHPUT_DROP] = "throughput_drop",
     [SN_ANOMALY_THROUGHPUT_SPIKE] = "throughput_spike",
     [SN_ANOMALY_BUDGET] = "budget",
+    [SN_ANOMALY_TOKEN_DRIFT] = "token_distribution_drift",
+    [SN_ANOMALY_FINISH_REASON_DRIFT] = "finish_reason_drift",
 };
 
 const char *sn_anomaly_type_name(sn_anomaly_type t)

@@ -14,17 +14,19 @@
 
 /* The alert JSON's anomaly_type values. */
 typedef enum sn_anomaly_type {
-    SN_ANOMALY_LATENCY_SPIKE = 0, /* latency or time to first token too high */
-    SN_ANOMALY_LATENCY_DROP,      /* latency far below its baseline (truncated answers?) */
-    SN_ANOMALY_TOKEN_SPIKE,       /* input, output or total tokens too high */
-    SN_ANOMALY_TOKEN_DROP,        /* tokens far below their baseline */
-    SN_ANOMALY_COST_SPIKE,        /* cost per call too high */
-    SN_ANOMALY_COST_DRIFT,        /* cost creeping up (CUSUM) */
-    SN_ANOMALY_LATENCY_DRIFT,     /* latency creeping up (CUSUM) */
-    SN_ANOMALY_ERROR_RATE,        /* errors above their baseline or threshold */
-    SN_ANOMALY_THROUGHPUT_DROP,   /* tokens per second below the baseline */
-    SN_ANOMALY_THROUGHPUT_SPIKE,  /* tokens per second far above the baseline */
-    SN_ANOMALY_BUDGET,            /* a cost budget's soft or hard limit */
+    SN_ANOMALY_LATENCY_SPIKE = 0,   /* latency or time to first token too high */
+    SN_ANOMALY_LATENCY_DROP,        /* latency far below its baseline (truncated answers?) */
+    SN_ANOMALY_TOKEN_SPIKE,         /* input, output or total tokens too high */
+    SN_ANOMALY_TOKEN_DROP,          /* tokens far below their baseline */
+    SN_ANOMALY_COST_SPIKE,          /* cost per call too high */
+    SN_ANOMALY_COST_DRIFT,          /* cost creeping up (CUSUM) */
+    SN_ANOMALY_LATENCY_DRIFT,       /* latency creeping up (CUSUM) */
+    SN_ANOMALY_ERROR_RATE,          /* errors above their baseline or threshold */
+    SN_ANOMALY_THROUGHPUT_DROP,     /* tokens per second below the baseline */
+    SN_ANOMALY_THROUGHPUT_SPIKE,    /* tokens per second far above the baseline */
+    SN_ANOMALY_BUDGET,              /* a cost budget's soft or hard limit */
+    SN_ANOMALY_TOKEN_DRIFT,         /* the input-token distribution moved (PSI) */
+    SN_ANOMALY_FINISH_REASON_DRIFT, /* the mix of finish reasons moved (Jensen-Shannon) */
     SN_ANOMALY_TYPE_COUNT
 } sn_anomaly_type;
 

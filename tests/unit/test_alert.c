@@ -17,6 +17,13 @@ START_TEST(type_names_round_trip)
     ck_assert_int_eq(sn_anomaly_type_from_name("nope", &t), -1);
     ck_assert_int_eq(t, SN_ANOMALY_BUDGET);
     ck_assert_str_eq(sn_anomaly_type_name(SN_ANOMALY_TYPE_COUNT), "unknown");
+    /* The drift types of the aggregator's engine. */
+    ck_assert_str_eq(sn_anomaly_type_name(SN_ANOMALY_TOKEN_DRIFT), "token_distribution_drift");
+    ck_assert_str_eq(sn_anomaly_type_name(SN_ANOMALY_FINISH_REASON_DRIFT), "finish_reason_drift");
+    ck_assert_int_eq(sn_anomaly_type_from_name("finish_reason_drift", &t), 0);
+    ck_assert_int_eq(t, SN_ANOMALY_FINISH_REASON_DRIFT);
+    ck_assert_int_eq(sn_anomaly_type_from_name("token_distribution_drift", &t), 0);
+    ck_assert_int_eq(t, SN_ANOMALY_TOKEN_DRIFT);
 }
 END_TEST
 
