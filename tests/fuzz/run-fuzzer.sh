@@ -1,0 +1,10 @@
+#!/bin/sh
+# Runs one libFuzzer target for ctest: run-fuzzer.sh FUZZER ARTIFACT_PREFIX CORPUS_DIR...
+# The first corpus dir receives new inputs; a crash is saved under ARTIFACT_PREFIX and fails
+# the test. SENTINEL_FUZZ_SECONDS (default 10) is how long it fuzzes after the corpus.
+set -eu
+fuzzer=$1
+prefix=$2
+shift 2
+exec "$fuzzer" -max_total_time="${SENTINEL_FUZZ_SECONDS:-10}" -timeout=25 -rss_limit_mb=2048 \
+    -print_final_stats=1 -artifact_prefix="$prefix" "$@"
