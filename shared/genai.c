@@ -669,39 +669,49 @@ void sn_genai_normalize_provider(char *provider, size_t size)
 
 /* --- content keys --- */
 
-/* Key prefixes that carry prompt or response text (or tool arguments, retrieved documents). */
-static const char *const content_prefixes[] = {
-    "gen_ai.prompt",
-    "gen_ai.completion",
-    "gen_ai.input.messages",
-    "gen_ai.output.messages",
-    "gen_ai.system_instructions",
-    "gen_ai.tool.call.arguments",
-    "gen_ai.tool.call.result",
-    "gen_ai.content",
-    "llm.input_messages",
-    "llm.output_messages",
-    "llm.prompts",
-    "llm.prompt_template",
-    "llm.completions",
-    "input.value",
-    "output.value",
-    "traceloop.entity.input",
-    "traceloop.entity.output",
-    "retrieval.documents",
-    "reranker.input_documents",
-    "reranker.output_documents",
-    "reranker.query",
-    "embedding.embeddings",
-    "tool.parameters",
-    "tool_call.function.arguments",
+/* Key prefixes that carry prompt or response text (or tool arguments, retrieved documents),
+ * with their lengths: this runs for every attribute of every span, so no strlen per call. */
+#define CONTENT_PREFIX(s)                                                                          \
+    {                                                                                              \
+        s, sizeof(s) - 1                                                                           \
+    }
+static const struct {
+    const char *s;
+    size_t n;
+} content_prefixes[] = {
+    CONTENT_PREFIX("gen_ai.prompt"),
+    CONTENT_PREFIX("gen_ai.completion"),
+    CONTENT_PREFIX("gen_ai.input.messages"),
+    CONTENT_PREFIX("gen_ai.output.messages"),
+    CONTENT_PREFIX("gen_ai.system_instructions"),
+    CONTENT_PREFIX("gen_ai.tool.call.arguments"),
+    CONTENT_PREFIX("gen_ai.tool.call.result"),
+    CONTENT_PREFIX("gen_ai.content"),
+    CONTENT_PREFIX("llm.input_messages"),
+    CONTENT_PREFIX("llm.output_messages"),
+    CONTENT_PREFIX("llm.prompts"),
+    CONTENT_PREFIX("llm.prompt_template"),
+    CONTENT_PREFIX("llm.completions"),
+    CONTENT_PREFIX("input.value"),
+    CONTENT_PREFIX("output.value"),
+    CONTENT_PREFIX("traceloop.entity.input"),
+    CONTENT_PREFIX("traceloop.entity.output"),
+    CONTENT_PREFIX("retrieval.documents"),
+    CONTENT_PREFIX("reranker.input_documents"),
+    CONTENT_PREFIX("reranker.output_documents"),
+    CONTENT_PREFIX("reranker.query"),
+    CONTENT_PREFIX("embedding.embeddings"),
+    CONTENT_PREFIX("tool.parameters"),
+    CONTENT_PREFIX("tool_call.function.arguments"),
 };
+#undef CONTENT_PREFIX
 
 bool sn_genai_is_content_key(const char *key, size_t keylen)
 {
     for (size_t i = 0; i < sizeof content_prefixes / sizeof content_prefixes[0]; i++) {
-        size_t n = strlen(content_prefixes[i]);
-        if (keylen >= n && memcmp(key, content_prefixes[i], n) == 0 &&
+        size_t n = content_prefixes[i].n;
+        if (keylen >= n && key[0] == content_prefixes[i].s[0] &&
+            memcmp(key, content_prefixes[i].s, n) == 0 &&
             (keylen == n || key[n] == '.' || key[n] == '['))
             return true;
     }

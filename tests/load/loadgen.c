@@ -79,6 +79,7 @@ typedef struct loadgen_settings {
     int64_t timeout;
     int64_t services;
     double error_rate;
+    double spread;
     int64_t seed;
     bool allow_remote;
     int report;
@@ -108,6 +109,9 @@ static const sn_config_desc descriptors[] = {
                "distinct service.name resources"),
     SN_CFG_DOUBLE("load.error_rate", loadgen_settings, error_rate, "0.02", 0.0, 1.0,
                   "share of spans with an error status and error.type"),
+    SN_CFG_DOUBLE("load.spread", loadgen_settings, spread, "1", 0.0, 4.0,
+                  "width of the log-normal latencies and token counts, relative to typical "
+                  "traffic (0: every span alike, so local detection never fires)"),
     SN_CFG_INT("load.seed", loadgen_settings, seed, "1", 0, INT64_MAX,
                "random seed of the generated spans"),
     SN_CFG_BOOL("load.allow_remote", loadgen_settings, allow_remote, "false",
@@ -251,7 +255,8 @@ static void hex(char *out, const uint8_t *b, size_t n)
 }
 
 /* Fills one GenAI chat span (about 20 attributes). Strings point into `p` or static tables. */
-static void make_span(lg_span_parts *p, lg_rng *r, uint64_t now_ns, double error_rate)
+static void make_span(lg_span_parts *p, lg_rng *r, uint64_t now_ns, double error_rate,
+                      double spread)
 {
     const lg_model *m = &models[rng_next(r) % LG_NMODELS];
     lg_span *s = &p->span;
@@ -273,14 +278,15 @@ static void make_span(lg_span_parts *p, lg_rng *r, uint64_t now_ns, double error
     s->name = p->name;
     s->kind = OPENTELEMETRY__PROTO__TRACE__V1__SPAN__SPAN_KIND__SPAN_KIND_CLIENT;
 
-    double latency_ms = rng_lognormal(r, log(m->latency_median_ms), 0.5);
-    double ttft_s = latency_ms / 1000.0 * (0.1 + 0.3 * rng_unit(r));
+    double latency_ms = rng_lognormal(r, log(m->latency_median_ms), 0.5 * spread);
+    double ttft_s =
+        latency_ms / 1000.0 * (0.25 + 0.15 * (2.0 * rng_unit(r) - 1.0) * fmin(spread, 1.0));
     uint64_t dur = (uint64_t)(latency_ms * 1e6);
     s->end_time_unix_nano = now_ns - (rng_next(r) % (60 * (uint64_t)SN_NS_PER_SEC));
     s->start_time_unix_nano = s->end_time_unix_nano - dur;
-    int64_t in_tok = (int64_t)rng_lognormal(r, log(m->input_median), 0.7) + 1;
-    int64_t out_tok = (int64_t)rng_lognormal(r, log(m->output_median), 0.6) + 1;
-    int64_t cache_read = (int64_t)((double)in_tok * 0.3 * rng_unit(r));
+    int64_t in_tok = (int64_t)rng_lognormal(r, log(m->input_median), 0.7 * spread) + 1;
+    int64_t out_tok = (int64_t)rng_lognormal(r, log(m->output_median), 0.6 * spread) + 1;
+    int64_t cache_read = (int64_t)((double)in_tok * 0.3 * (spread > 0 ? rng_unit(r) : 0.5));
     bool error = rng_unit(r) < error_rate;
 
     uint8_t rid[12];
@@ -338,7 +344,7 @@ static void make_span(lg_span_parts *p, lg_rng *r, uint64_t now_ns, double error
  * offset of every span's trace_id in the bytes. Returns 0 or -ENOMEM; on failure `e` holds
  * nothing to free. */
 static int make_entry(lg_entry *e, size_t nspans, unsigned service, lg_rng *r, uint64_t now_ns,
-                      double error_rate)
+                      double error_rate, double spread)
 {
     int rc = -ENOMEM;
     lg_span_parts *parts = calloc(nspans, sizeof *parts);
@@ -347,7 +353,7 @@ static int make_entry(lg_entry *e, size_t nspans, unsigned service, lg_rng *r, u
     if (parts == NULL || spanp == NULL || e->id_off == NULL)
         goto out_free_parts;
     for (size_t i = 0; i < nspans; i++) {
-        make_span(&parts[i], r, now_ns, error_rate);
+        make_span(&parts[i], r, now_ns, error_rate, spread);
         spanp[i] = &parts[i].span;
     }
 
@@ -1130,7 +1136,7 @@ int main(int argc, char **argv)
     size_t bytes = 0;
     for (size_t i = 0; i < run->npool; i++) {
         if (make_entry(&run->pool[i], (size_t)s.batch, (unsigned)(i % (size_t)s.services), &rng,
-                       wall_ns, s.error_rate) != 0) {
+                       wall_ns, s.error_rate, s.spread) != 0) {
             sn_log_error("out of memory while encoding the request pool");
             goto out_free_pool;
         }
