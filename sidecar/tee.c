@@ -147,6 +147,7 @@ struct sn_tee {
     sn_tee_stats st;
     bool upstream_down; /* last attempt failed retryably: logged once per transition */
     int64_t last_reject_log_ns;
+    bool json_logged; /* the one warning about JSON with a gRPC upstream */
 
     /* HTTP */
     struct curl_slist *headers[2][2]; /* by sn_otlp_encoding, then gzip'd body or not */
@@ -1179,7 +1180,13 @@ int sn_tee_submit(sn_tee *t, sn_otlp_signal signal, sn_otlp_encoding encoding, c
         t->st.submitted++;
         t->st.not_forwarded++;
         sn_counter_inc(t->m_outcome[SN_OUT_NOT_FORWARDED]);
+        bool log = !t->json_logged;
+        t->json_logged = true;
         pthread_mutex_unlock(&t->mu);
+        if (log)
+            sn_log_warn("tee: OTLP/JSON requests are not forwarded to a gRPC upstream; point "
+                        "SENTINEL_UPSTREAM_OTLP at the collector's OTLP/HTTP port to keep them",
+                        SN_LOG_STR("upstream", t->cfg.url));
         return -ENOTSUP;
     }
     if (len > t->cfg.max_queue_bytes) {
