@@ -113,8 +113,9 @@ static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
     return era * 146097 + (int64_t)doe - 719468;
 }
 
-/* Parses exactly "YYYY-MM-DD" (years 1970..2999) into UTC midnight in Unix nanoseconds. Returns
- * false on any other text or an impossible date. */
+/* Parses exactly "YYYY-MM-DD" (1970-01-01 .. 2262-04-11, the last day whose midnight fits in int64
+ * Unix nanoseconds) into UTC midnight in Unix nanoseconds. Returns false on any other text, an
+ * impossible date or one out of that range. */
 static bool parse_date(const char *s, size_t len, int64_t *out)
 {
     static const unsigned mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
@@ -132,7 +133,10 @@ static bool parse_date(const char *s, size_t len, int64_t *out)
     bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     if (m == 2 && d == 29 && !leap)
         return false;
-    *out = days_from_civil(y, m, d) * 86400 * INT64_C(1000000000);
+    int64_t days = days_from_civil(y, m, d);
+    if (days > INT64_MAX / (86400 * INT64_C(1000000000)))
+        return false;
+    *out = days * 86400 * INT64_C(1000000000);
     return true;
 }
 

@@ -9,6 +9,21 @@
 #include <stdio.h>
 #include <string.h>
 
+void sn_otlp_json_syntax_error(const json_error_t *e, char *err, size_t errsize)
+{
+    if (errsize == 0)
+        return;
+    int n = snprintf(err, errsize, "invalid JSON at line %d column %d: ", e->line, e->column);
+    if (n < 0 || (size_t)n >= errsize)
+        return;
+    size_t i = (size_t)n;
+    for (const char *t = e->text; *t != '\0' && i + 1 < errsize; t++, i++) {
+        unsigned char c = (unsigned char)*t;
+        err[i] = c >= 0x20 && c < 0x7f ? (char)c : '?';
+    }
+    err[i] = '\0';
+}
+
 int sn_otlp_json_prescan(const uint8_t *p, size_t len, char *err, size_t errsize)
 {
     size_t depth = 0, nodes = 0;

@@ -1,6 +1,6 @@
 /*
- * json_util.h -- small pieces the OTLP/JSON metrics and logs decoders share: the bounds check
- * before parsing, the proto3 JSON number forms, and AnyValue scalars.
+ * json_util.h -- small pieces the OTLP/JSON decoders share: the bounds check before parsing,
+ * parse error messages, the proto3 JSON number forms, and AnyValue scalars.
  */
 #ifndef SN_OTLP_JSON_UTIL_H
 #define SN_OTLP_JSON_UTIL_H
@@ -17,6 +17,12 @@
  * (otlp/traces_json.h). Returns 0, or -1 with a one-line message in err. Malformed JSON is left
  * to the parser. */
 int sn_otlp_json_prescan(const uint8_t *p, size_t len, char *err, size_t errsize);
+
+/* Writes "invalid JSON at line L column C: TEXT" for a jansson parse error into err (errsize
+ * bytes). jansson's text quotes the input near the error, so every byte of it that is not
+ * printable ASCII (a line break, a control character, a byte of a UTF-8 sequence that may be cut)
+ * becomes '?': the message stays one line of plain text whatever the input. */
+void sn_otlp_json_syntax_error(const json_error_t *e, char *err, size_t errsize);
 
 /* An int64 given as a JSON integer, an integral real, or a decimal string. */
 bool sn_otlp_json_int64(const json_t *v, int64_t *out);

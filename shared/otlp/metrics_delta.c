@@ -131,6 +131,7 @@ int sn_metric_delta_apply(sn_metric_delta *t, const sn_metric_fact *in, sn_metri
         }
         if (out != in)
             *out = *in;
+        out->temporality = SN_METRIC_TEMPORALITY_DELTA;
         t->st.emitted++;
         return SN_METRIC_DELTA_EMIT;
     }
@@ -146,6 +147,7 @@ int sn_metric_delta_apply(sn_metric_delta *t, const sn_metric_fact *in, sn_metri
         remember(s, in);
         if (out != in)
             *out = *in;
+        out->temporality = SN_METRIC_TEMPORALITY_DELTA;
         t->st.emitted++;
         return SN_METRIC_DELTA_EMIT;
     }

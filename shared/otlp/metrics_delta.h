@@ -16,8 +16,9 @@
  *     the new baseline;
  *   - a point not later than the last one is out of order or repeated: ignored;
  *   - a point with the same count as the last has nothing new: not emitted (time advances).
- * A delta's min and max are unknown (NAN) unless the point is emitted in full: a cumulative
- * min/max covers the whole series, not the interval.
+ * Every point emitted is marked DELTA, those emitted in full included. A delta's min and max are
+ * unknown (NAN) unless the point is emitted in full: a cumulative min/max covers the whole
+ * series, not the interval.
  *
  * Bounds: at most max_series series. A new series when the table is full is refused
  * (-ENOSPC) rather than evicting one silently; sn_metric_delta_expire() forgets series idle

@@ -329,8 +329,7 @@ int sn_otlp_decode_metrics_json(const uint8_t *buf, size_t len, sn_otlp_metric_f
     json_error_t jerr;
     json_t *root = json_loadb((const char *)buf, len, 0, &jerr);
     if (root == NULL) {
-        snprintf(err, errsize, "invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
-                 jerr.text);
+        sn_otlp_json_syntax_error(&jerr, err, errsize);
         return -1;
     }
     int rc = -1;

@@ -399,6 +399,31 @@ START_TEST(bounds_are_enforced)
 }
 END_TEST
 
+/* Found by fuzz_price: a date past 2262-04-11 overflowed int64 nanoseconds (UBSan). Such a date is
+ * refused; the last representable day is accepted. */
+START_TEST(dates_past_int64_nanoseconds_are_refused)
+{
+    char err[256];
+    sn_price_table *t = parse("version: v\nprices:\n"
+                              "  - {model: m, input: 1, output: 1, effective: 2571-07-26}\n",
+                              err, sizeof err);
+    ck_assert(t == NULL);
+    ck_assert_msg(strstr(err, "test.yaml:3: prices[0].effective: not a date") != NULL, "%s", err);
+    t = parse("version: v\nprices:\n"
+              "  - {model: m, input: 1, output: 1, effective: 2262-04-12}\n",
+              err, sizeof err);
+    ck_assert(t == NULL);
+    t = parse("version: v\nprices:\n"
+              "  - {model: m, input: 1, output: 2, effective: 2262-04-11}\n",
+              err, sizeof err);
+    ck_assert_msg(t != NULL, "%s", err);
+    sn_price p;
+    ck_assert(sn_price_lookup(t, "m", NULL, 0, &p));
+    ck_assert_int_eq(p.effective_unix_nano, INT64_C(9223286400000000000));
+    sn_price_table_destroy(t);
+}
+END_TEST
+
 START_TEST(cache_is_bounded_and_correct_beyond_its_size)
 {
     const char *yaml = "version: v\nprices:\n"
@@ -518,6 +543,7 @@ static Suite *price_suite(void)
     tcase_add_test(tc, cost_charges_cached_tokens_once);
     tcase_add_test(tc, malformed_files_name_line_and_field);
     tcase_add_test(tc, bounds_are_enforced);
+    tcase_add_test(tc, dates_past_int64_nanoseconds_are_refused);
     tcase_add_test(tc, cache_is_bounded_and_correct_beyond_its_size);
     tcase_add_test(tc, threads_share_a_table_with_their_own_caches);
     suite_add_tcase(s, tc);

@@ -375,6 +375,23 @@ START_TEST(json_counts_and_errors)
 }
 END_TEST
 
+/* Found by fuzz_otlp_logs_json: jansson's error text quotes the input, so a line break or a raw
+ * byte near a syntax error reached the one-line message (and the log and the HTTP 400 body). */
+START_TEST(json_syntax_errors_are_one_line_of_ascii)
+{
+    static const uint8_t crash[] = {'"', '\\', '\n', 0xa5, '\r', 'b'};
+    char err[SN_OTLP_ERR_MAX];
+    ck_assert_int_eq(sn_otlp_decode_logs_json(crash, sizeof crash, NULL, err, sizeof err), -1);
+    ck_assert_msg(strncmp(err, "invalid JSON at line 2", 22) == 0, "%s", err);
+    for (const char *c = err; *c != '\0'; c++)
+        ck_assert_msg(*c >= 0x20 && *c < 0x7f, "byte 0x%02x in '%s'", (unsigned char)*c, err);
+    /* Cut to a small buffer: still terminated. */
+    char small[24];
+    ck_assert_int_eq(sn_otlp_decode_logs_json(crash, sizeof crash, NULL, small, sizeof small), -1);
+    ck_assert_uint_eq(strlen(small), sizeof small - 1);
+}
+END_TEST
+
 static Suite *logs_suite(void)
 {
     Suite *s = suite_create("otlp_logs");
@@ -386,6 +403,7 @@ static Suite *logs_suite(void)
     tcase_add_test(tc, truncated_and_corrupted);
     tcase_add_test(tc, wrong_wire_types_and_lengths);
     tcase_add_test(tc, json_counts_and_errors);
+    tcase_add_test(tc, json_syntax_errors_are_one_line_of_ascii);
     suite_add_tcase(s, tc);
     return s;
 }

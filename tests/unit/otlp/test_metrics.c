@@ -1004,6 +1004,44 @@ START_TEST(delta_table_many_series)
 }
 END_TEST
 
+/* Found by fuzz_otlp_logs_json (the JSON decoders share the message): a line break or a raw byte
+ * of the input quoted by jansson's error text reached the one-line message. */
+START_TEST(json_syntax_errors_are_one_line_of_ascii)
+{
+    static const uint8_t crash[] = {'{', '"', '\\', '\n', 0xa5, '\r', 'b'};
+    char err[SN_OTLP_ERR_MAX];
+    ck_assert_int_eq(
+        sn_otlp_decode_metrics_json(crash, sizeof crash, NULL, NULL, NULL, err, sizeof err), -1);
+    ck_assert_msg(strncmp(err, "invalid JSON at line", 20) == 0, "%s", err);
+    for (const char *c = err; *c != '\0'; c++)
+        ck_assert_msg(*c >= 0x20 && *c < 0x7f, "byte 0x%02x in '%s'", (unsigned char)*c, err);
+}
+END_TEST
+
+/* Found by fuzz_otlp_metrics_delta: a point emitted in full (the first of a series that started
+ * while the table watched, or a reset) kept CUMULATIVE, though EMIT promises a delta point. */
+START_TEST(delta_points_emitted_in_full_are_deltas)
+{
+    sn_metric_delta *t;
+    ck_assert_int_eq(sn_metric_delta_create(4, 0, &t), 0);
+    sn_metric_fact in = cumulative(1, T0, T0 + 10, 3, 300), out;
+    ck_assert_int_eq(sn_metric_delta_apply(t, &in, &out), SN_METRIC_DELTA_EMIT);
+    ck_assert_int_eq(out.temporality, SN_METRIC_TEMPORALITY_DELTA);
+    ck_assert_uint_eq(out.count, 3);
+    ck_assert_int_eq(out.start_unix_nano, T0);
+    /* A reset (the count falls): in full, as a delta from its own start. */
+    in = cumulative(1, T0, T0 + 20, 1, 50);
+    ck_assert_int_eq(sn_metric_delta_apply(t, &in, &out), SN_METRIC_DELTA_EMIT);
+    ck_assert_int_eq(out.temporality, SN_METRIC_TEMPORALITY_DELTA);
+    ck_assert_uint_eq(out.count, 1);
+    /* In place too. */
+    in = cumulative(2, T0, T0 + 10, 2, 20);
+    ck_assert_int_eq(sn_metric_delta_apply(t, &in, &in), SN_METRIC_DELTA_EMIT);
+    ck_assert_int_eq(in.temporality, SN_METRIC_TEMPORALITY_DELTA);
+    sn_metric_delta_destroy(t);
+}
+END_TEST
+
 static Suite *metrics_suite(void)
 {
     Suite *s = suite_create("otlp_metrics");
@@ -1025,10 +1063,12 @@ static Suite *metrics_suite(void)
     tcase_add_test(bad, wrong_wire_types_and_lengths);
     tcase_add_test(bad, json_malformed_structure);
     tcase_add_test(bad, json_bad_numbers_and_cuts);
+    tcase_add_test(bad, json_syntax_errors_are_one_line_of_ascii);
     suite_add_tcase(s, bad);
     TCase *delta = tcase_create("delta");
     tcase_add_test(delta, delta_from_cumulative_with_resets);
     tcase_add_test(delta, delta_table_many_series);
+    tcase_add_test(delta, delta_points_emitted_in_full_are_deltas);
     suite_add_tcase(s, delta);
     return s;
 }

@@ -500,6 +500,21 @@ START_TEST(a_large_real_request_decodes)
 }
 END_TEST
 
+/* Found by fuzz_otlp_logs_json (the JSON decoders share the message): a line break or a raw byte
+ * of the input quoted by jansson's error text reached the one-line message. */
+START_TEST(syntax_errors_are_one_line_of_ascii)
+{
+    static const uint8_t crash[] = {'{', '"', '\\', '\n', 0xa5, '\r', 'b'};
+    char err[SN_OTLP_ERR_MAX];
+    ck_assert_int_eq(
+        sn_otlp_decode_traces_json(crash, sizeof crash, NULL, NULL, NULL, NULL, err, sizeof err),
+        -1);
+    ck_assert_msg(strncmp(err, "invalid JSON at line", 20) == 0, "%s", err);
+    for (const char *c = err; *c != '\0'; c++)
+        ck_assert_msg(*c >= 0x20 && *c < 0x7f, "byte 0x%02x in '%s'", (unsigned char)*c, err);
+}
+END_TEST
+
 static Suite *json_suite(void)
 {
     Suite *s = suite_create("otlp_json");
@@ -509,6 +524,7 @@ static Suite *json_suite(void)
     tcase_add_test(tc, int64_as_string_or_number);
     tcase_add_test(tc, bad_ids_reject_only_their_span);
     tcase_add_test(tc, malformed_documents_are_errors);
+    tcase_add_test(tc, syntax_errors_are_one_line_of_ascii);
     tcase_add_test(tc, odd_values_are_ignored_not_fatal);
     tcase_add_test(tc, deep_nesting_and_huge_documents_are_bounded);
     tcase_add_test(tc, a_large_real_request_decodes);
