@@ -277,20 +277,21 @@ static int start(sidecar *sc)
         return 1;
     }
 
-    if (s->upstream[0] != '\0') {
-        sn_tee_config tc;
-        sn_tee_config_init(&tc);
-        tc.url = s->upstream;
-        if ((rc = sn_tee_create(&tc, &sc->tee, err, sizeof err)) != 0) {
-            sn_log_error("cannot set up the upstream tee", SN_LOG_STR("error", err));
-            return 1;
-        }
-    }
-
     if ((rc = sn_metrics_create(NULL, &sc->metrics, err, sizeof err)) != 0 ||
         (rc = sn_metrics_register_process(sc->metrics, err, sizeof err)) != 0) {
         sn_log_error("cannot create the metrics registry", SN_LOG_STR("error", err));
         return 1;
+    }
+
+    if (s->upstream[0] != '\0') {
+        sn_tee_config tc;
+        sn_tee_config_init(&tc);
+        tc.url = s->upstream;
+        tc.metrics = sc->metrics;
+        if ((rc = sn_tee_create(&tc, &sc->tee, err, sizeof err)) != 0) {
+            sn_log_error("cannot set up the upstream tee", SN_LOG_STR("error", err));
+            return 1;
+        }
     }
 
     char sidecar_id[SN_BATCH_ID_MAX];
