@@ -710,7 +710,9 @@ bool sn_genai_is_content_key(const char *key, size_t keylen)
 {
     for (size_t i = 0; i < sizeof content_prefixes / sizeof content_prefixes[0]; i++) {
         size_t n = content_prefixes[i].n;
+        /* First and last bytes first: most keys differ from most prefixes there. */
         if (keylen >= n && key[0] == content_prefixes[i].s[0] &&
+            key[n - 1] == content_prefixes[i].s[n - 1] &&
             memcmp(key, content_prefixes[i].s, n) == 0 &&
             (keylen == n || key[n] == '.' || key[n] == '['))
             return true;
