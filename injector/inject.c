@@ -563,7 +563,9 @@ static int add_app_env(json_t *patch, const json_t *containers, const pod_settin
                 env = NULL;
             }
             char item[SN_JSONPATCH_POINTER_MAX];
-            snprintf(item, sizeof item, "%s/-", path);
+            memcpy(item, path, sizeof item);
+            if (sn_jsonpointer_append(item, sizeof item, "-") != 0)
+                return -E2BIG;
             rc = sn_jsonpatch_add_op(patch, "add", item, env_var(vars[v][0], vars[v][1]));
             if (rc != 0)
                 return rc;
