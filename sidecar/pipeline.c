@@ -453,8 +453,15 @@ static bool capacity_ok(sn_pipeline *p, uint64_t events)
     uint64_t batch = (uint64_t)sn_batch_event_record_bound(p->cfg.max_batch_events) +
                      (uint64_t)p->cfg.max_batch_alerts * 1024 + 65536;
     if (st.journal_bytes + record > p->cfg.journal_max_bytes)
-        return false;
-    return st.bytes + 2 * batch <= p->cfg.spool_max_bytes;
+        return false; /* the next seal empties the journal: not a reason to turn unready */
+    if (st.bytes + 2 * batch <= p->cfg.spool_max_bytes)
+        return true;
+    /* The spool cannot take what this request may seal: refuse until the aggregator catches up,
+     * and say so on /readyz (cleared by the next acknowledgement). */
+    if (!atomic_exchange(&p->spool_full, true))
+        sn_log_warn("spool full: refusing new data until the aggregator catches up",
+                    SN_LOG_UINT("spool_bytes", st.bytes));
+    return false;
 }
 
 /* Handles one queued trace request on the loop thread. */
