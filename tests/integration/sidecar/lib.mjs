@@ -221,20 +221,20 @@ export async function freePort() {
 }
 
 // Starts sentinel-aggregator on 127.0.0.1:port (0: any) with an event log; resolves when it listens.
-export async function startAggregator({ port = 0, eventLog, extra = [], prefix } = {}) {
+export async function startAggregator({ port = 0, eventLog, extra = [], prefix, waitMs = 15000 } = {}) {
   const a = new Proc('aggregator', AGGREGATOR, [
     '--set', `ingest.endpoint=127.0.0.1:${port}`,
     '--set', `debug.event_log=${eventLog}`,
     ...extra,
   ], { prefix });
-  const l = await a.waitLog((j) => j.msg === 'ingest listening', 15000, 'ingest listening');
+  const l = await a.waitLog((j) => j.msg === 'ingest listening', waitMs, 'ingest listening');
   a.port = l.port;
   return a;
 }
 
 // Starts sentinel-sidecar on any free loopback ports; resolves with .grpcPort, .httpPort,
 // .adminPort and .sidecarId once it has started.
-export async function startSidecar({ aggregatorPort, spoolDir, extra = [], prefix, grpcPort = 0, httpPort = 0 } = {}) {
+export async function startSidecar({ aggregatorPort, spoolDir, extra = [], prefix, grpcPort = 0, httpPort = 0, waitMs = 20000 } = {}) {
   const s = new Proc('sidecar', SIDECAR, [
     '--aggregator', `127.0.0.1:${aggregatorPort}`,
     '--spool-dir', spoolDir,
@@ -244,7 +244,7 @@ export async function startSidecar({ aggregatorPort, spoolDir, extra = [], prefi
     '--set', 'sidecar.name=it-sidecar',
     ...extra,
   ], { prefix });
-  const started = await s.waitLog((j) => j.msg === 'sentinel-sidecar started', 20000, 'started');
+  const started = await s.waitLog((j) => j.msg === 'sentinel-sidecar started', waitMs, 'started');
   s.sidecarId = started.sidecar_id;
   s.grpcPort = s.logs.find((j) => j.msg === 'OTLP/gRPC listening').port;
   s.httpPort = s.logs.find((j) => j.msg === 'OTLP/HTTP listening').port;
@@ -297,7 +297,9 @@ export function readEventLog(file) {
   } catch {
     return [];
   }
+  // A line being written has no newline yet: it is read next time.
   return text
+    .slice(0, text.lastIndexOf('\n') + 1)
     .split('\n')
     .filter((l) => l.trim() !== '')
     .map((l) => {
