@@ -46,6 +46,9 @@
 #define SEG_PREFIX     "seg-"
 #define SEG_SUFFIX     ".log"
 #define JOURNAL_PREFIX "journal-"
+/* Record ids and journal generations on disk go up to this; a larger one is corrupt (its
+ * successor could wrap to 0, which means "none"). 2^63 appends are never reached. */
+#define SPOOL_COUNTER_MAX ((uint64_t)INT64_MAX)
 
 const char *const sn_spool_fsync_names[] = {"interval", "always", NULL};
 
@@ -224,7 +227,8 @@ static void journal_name(char *buf, size_t len, uint64_t gen)
     snprintf(buf, len, JOURNAL_PREFIX "%020" PRIu64, gen);
 }
 
-/* Parses exactly NAME_DIGITS decimal digits at p. Returns 0 or -1. */
+/* Parses exactly NAME_DIGITS decimal digits at p into a value up to SPOOL_COUNTER_MAX. Returns 0
+ * or -1. */
 static int parse_digits(const char *p, uint64_t *out)
 {
     uint64_t v = 0;
@@ -236,6 +240,8 @@ static int parse_digits(const char *p, uint64_t *out)
             return -1;
         v = v * 10 + d;
     }
+    if (v > SPOOL_COUNTER_MAX)
+        return -1;
     *out = v;
     return 0;
 }
@@ -472,7 +478,8 @@ static void read_ack(sn_spool *s)
     ssize_t n = pread_full(fd, b, sizeof b, 0);
     close(fd);
     if (n != (ssize_t)sizeof b || get_u32(b) != ACK_MAGIC || get_u32(b + 4) != FORMAT_VERSION ||
-        get_u32(b + 28) != crc_update(0, b, 28)) {
+        get_u32(b + 28) != crc_update(0, b, 28) || get_u64(b + 8) > SPOOL_COUNTER_MAX ||
+        get_u64(b + 16) > SPOOL_COUNTER_MAX) {
         sn_log_warn("spool: bad ack file ignored; records are sent again from the oldest",
                     SN_LOG_STR("dir", s->dir), SN_LOG_INT("size", n));
         return;
@@ -640,6 +647,10 @@ static int scan_seg_record(int fd, uint64_t off, uint64_t size, uint64_t prev_id
     *gen = get_u64(h + 16);
     if (*len > SN_SPOOL_MAX_RECORD) {
         *why = "bad length";
+        return SCAN_BAD;
+    }
+    if (*id > SPOOL_COUNTER_MAX || *gen > SPOOL_COUNTER_MAX) {
+        *why = "record id or generation out of range";
         return SCAN_BAD;
     }
     if (size - off - SN_SPOOL_RECORD_HEADER < *len) {

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
 /* ---- helpers ---- */
 
@@ -694,6 +695,65 @@ START_TEST(bad_checksum_at_the_tail_is_truncated)
 }
 END_TEST
 
+/* Writes v little-endian into p. */
+static void le64(uint8_t *p, uint64_t v)
+{
+    for (int k = 0; k < 8; k++)
+        p[k] = (uint8_t)(v >> (8 * k));
+}
+
+/* Found by fuzz_spool: a record (checksum intact) or an ack file naming journal generation
+ * UINT64_MAX made the next generation wrap to 0 ("none"). Such counters are corrupt now. */
+START_TEST(generation_at_the_counter_limit_is_corrupt)
+{
+    sn_spool_config c = small_cfg();
+    c.segment_bytes = 1 << 20;
+    sn_spool *s = open_ok(&c);
+    for (uint64_t i = 1; i <= 3; i++)
+        append_rec(s, i, 0);
+    sn_spool_close(s);
+
+    /* The last record claims generation UINT64_MAX, with a valid CRC. */
+    char path[256];
+    seg_path(path, sizeof path, 1);
+    off_t off = (off_t)(2 * SN_SPOOL_RECORD_HEADER + rec_len(1) + rec_len(2));
+    size_t len = SN_SPOOL_RECORD_HEADER + rec_len(3);
+    uint8_t rec[SN_SPOOL_RECORD_HEADER + 1024];
+    int fd = open(path, O_RDWR);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(pread(fd, rec, len, off), (ssize_t)len);
+    le64(rec + 16, UINT64_MAX);
+    uLong crc = crc32(crc32(0L, rec, 28), rec + SN_SPOOL_RECORD_HEADER, (uInt)rec_len(3));
+    for (int k = 0; k < 4; k++)
+        rec[28 + k] = (uint8_t)(crc >> (8 * k));
+    ck_assert_int_eq(pwrite(fd, rec, len, off), (ssize_t)len);
+    close(fd);
+    /* An ack file (valid CRC) saying record 1 was popped, covering generation UINT64_MAX. */
+    uint8_t ack[32] = {'S', 'N', 'A', '1', 1};
+    le64(ack + 8, 1);
+    le64(ack + 16, UINT64_MAX);
+    crc = crc32(0L, ack, 28);
+    for (int k = 0; k < 4; k++)
+        ack[28 + k] = (uint8_t)(crc >> (8 * k));
+    path_in(path, sizeof path, "ack");
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0640);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, ack, sizeof ack), (ssize_t)sizeof ack);
+    close(fd);
+
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_journal_generation(s), 1);
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.torn_tails, 1); /* the bad record was the tail */
+    /* The ack file was ignored: both good records are still there. */
+    ck_assert_uint_eq(sn_spool_count(s), 2);
+    expect_pop(s, 1, 1);
+    expect_pop(s, 2, 2);
+    sn_spool_close(s);
+}
+END_TEST
+
 /* Appends records 1..n with 4 KiB segments and returns the segment bases (up to max). */
 static size_t fill_segments(const sn_spool_config *c, uint64_t n, uint64_t *bases, size_t max)
 {
@@ -1221,6 +1281,7 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, torn_tail_is_truncated);
     tcase_add_test(tc, torn_header_and_zero_tail);
     tcase_add_test(tc, bad_checksum_at_the_tail_is_truncated);
+    tcase_add_test(tc, generation_at_the_counter_limit_is_corrupt);
     tcase_add_test(tc, corrupt_middle_skips_to_next_segment);
     tcase_add_test(tc, corrupt_middle_of_last_segment);
     tcase_add_test(tc, corruption_found_by_peek);
