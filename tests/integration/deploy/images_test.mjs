@@ -1,0 +1,91 @@
+// The runtime stage of each deploy/docker/*.Dockerfile installs every shared library its program
+// links: the program's DT_NEEDED entries are resolved (ldd) to files and the files to Debian
+// packages (dpkg -S) on this Debian 12 machine, and each package must be in the stage's
+// `apt-get install` list (or be part of debian:12-slim itself). Programs not built are skipped.
+// A control checks that a list without libgrpc29 is caught.
+//   node images_test.mjs --root REPO --program NAME=BIN [--program NAME=BIN ...]
+import { readFileSync, realpathSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { check, finish } from './lib.mjs';
+
+const args = process.argv.slice(2);
+const root = args[args.indexOf('--root') + 1];
+const programs = [];
+for (let i = 0; i < args.length; i++) {
+    if (args[i] === '--program') {
+        const [name, bin] = args[i + 1].split('=');
+        programs.push({ name, bin });
+    }
+}
+// Essential packages of debian:12-slim (libc, libgcc, libstdc++ come with apt and dpkg).
+const IN_BASE = new Set(['libc6', 'libgcc-s1', 'libstdc++6', 'zlib1g']);
+
+/** Debian packages that own the libraries `bin` names in DT_NEEDED. */
+function neededPackages(bin) {
+    const dyn = execFileSync('readelf', ['-d', bin], { encoding: 'utf8' });
+    const needed = [...dyn.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1]);
+    const ldd = execFileSync('ldd', [bin], { encoding: 'utf8' });
+    const where = Object.fromEntries([...ldd.matchAll(/^\s*(\S+) => (\S+)/gm)].map((m) => [m[1], m[2]]));
+    const pkgs = new Map();
+    for (const lib of needed) {
+        check(where[lib], `${bin}: ${lib} not found by ldd`);
+        if (!where[lib]) continue;
+        const real = realpathSync(where[lib]);
+        // Debian 12 is usr-merged: dpkg may know the file under /lib or /usr/lib.
+        const candidates = [real, real.replace(/^\/usr\/lib\//, '/lib/'), where[lib], where[lib].replace(/^\/lib\//, '/usr/lib/')];
+        let owner = null;
+        for (const c of candidates) {
+            try {
+                owner = execFileSync('dpkg', ['-S', c], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split(':')[0].trim();
+                break;
+            } catch {
+                /* try the next spelling */
+            }
+        }
+        check(owner, `${bin}: no Debian package owns ${lib} (${real})`);
+        if (owner) pkgs.set(lib, owner);
+    }
+    return pkgs;
+}
+
+/** Packages installed by the runtime stage (the last FROM) of a Dockerfile. */
+function runtimePackages(dockerfile) {
+    const text = readFileSync(dockerfile, 'utf8').replace(/\\\n/g, ' ');
+    const stages = text.split(/^FROM /m);
+    const runtime = stages[stages.length - 1];
+    const install = runtime.match(/apt-get install ([^&\n]*)/);
+    check(install, `${dockerfile}: runtime stage has no apt-get install`);
+    return new Set((install?.[1] ?? '').split(/\s+/).filter((w) => w && !w.startsWith('-')));
+}
+
+// Sanitizer runtimes (an ASan build of the programs) are never part of an image.
+const SANITIZER = /^lib(asan|ubsan|tsan|lsan)\d+$/;
+
+function missing(pkgs, listed) {
+    return [...pkgs].filter(([, p]) => !listed.has(p) && !IN_BASE.has(p) && !SANITIZER.test(p)).map(([lib, p]) => `${p} (${lib})`);
+}
+
+let checkedPrograms = 0;
+for (const { name, bin } of programs) {
+    const dockerfile = join(root, 'deploy', 'docker', `${name}.Dockerfile`);
+    check(existsSync(dockerfile), `${dockerfile} missing`);
+    if (!existsSync(bin)) {
+        console.log(`${name}: ${bin} not built, skipped`);
+        continue;
+    }
+    checkedPrograms++;
+    const pkgs = neededPackages(bin);
+    check(pkgs.size >= 3, `${name}: ${pkgs.size} libraries resolved`);
+    const listed = runtimePackages(dockerfile);
+    const miss = missing(pkgs, listed);
+    check(miss.length === 0, `${name}.Dockerfile: runtime stage lacks ${miss.join(', ')}`);
+    console.log(`${name}: links ${[...new Set(pkgs.values())].sort().join(' ')}`);
+    if (name === 'sidecar') {
+        // Control: the same check on a list without gRPC must report it.
+        const without = new Set([...listed].filter((p) => p !== 'libgrpc29'));
+        check(missing(pkgs, without).some((m) => m.startsWith('libgrpc29')), 'control: a missing libgrpc29 is caught');
+    }
+}
+check(checkedPrograms >= 2, `${checkedPrograms} programs checked (sidecar and aggregator at least)`);
+finish('deploy images');
