@@ -386,15 +386,19 @@ static double clamp_confidence(double c)
     return c < 0.0 ? 0.0 : c > 1.0 ? 1.0 : c;
 }
 
-/* True when the anomaly's enums and names are usable. */
+/* True when a fixed-size string field holds its NUL. */
+#define TERMINATED(field) (memchr((field), '\0', sizeof(field)) != NULL)
+
+/* True when the anomaly's enums and names are usable (every string terminated). */
 static bool anomaly_valid(const sn_anomaly *an)
 {
     return an->severity >= SN_SEV_LOW && an->severity <= SN_SEV_CRITICAL &&
            (unsigned)an->anomaly_type < SN_ANOMALY_TYPE_COUNT &&
            (unsigned)an->metric < SN_METRIC_COUNT && (unsigned)an->method < SN_DETECT_KIND_COUNT &&
            (an->source == SN_SOURCE_AGGREGATOR || an->source == SN_SOURCE_SIDECAR) &&
-           an->service[0] != '\0' && memchr(an->service, '\0', sizeof an->service) != NULL &&
-           memchr(an->model, '\0', sizeof an->model) != NULL;
+           an->service[0] != '\0' && TERMINATED(an->service) && TERMINATED(an->model) &&
+           TERMINATED(an->region) && TERMINATED(an->time_window) && TERMINATED(an->error_type) &&
+           TERMINATED(an->finish_reason) && TERMINATED(an->related_metric);
 }
 
 /* Copies the latest anomaly's details and context into the alert. */

@@ -435,9 +435,12 @@ START_TEST(invalid_anomalies_are_refused)
     ck_assert_int_eq(sn_alerts_observe(m, &an, T0), -EINVAL);
     an = anomaly("svc", "m", SN_ANOMALY_LATENCY_SPIKE, (sn_severity)9);
     ck_assert_int_eq(sn_alerts_observe(m, &an, T0), -EINVAL);
+    an = anomaly("svc", "m", SN_ANOMALY_LATENCY_SPIKE, SN_SEV_LOW);
+    memset(an.error_type, 'x', sizeof an.error_type); /* no NUL: never read past it */
+    ck_assert_int_eq(sn_alerts_observe(m, &an, T0), -EINVAL);
     sn_alerts_stats st;
     sn_alerts_stats_get(m, &st);
-    ck_assert_uint_eq(st.invalid, 6);
+    ck_assert_uint_eq(st.invalid, 7);
     ck_assert_uint_eq(st.fired, 0);
     ck_assert_uint_eq(g_rec.n, 0);
     /* A NaN confidence is kept as 0.5 rather than losing the alert. */
