@@ -134,7 +134,8 @@ static int load_json(const char *text, size_t len, json_t **docs, char *err, siz
 }
 
 int sn_inject_stream(const sn_inject_config *cfg, const char *text, size_t len, const char *ns,
-                     char **out, size_t *outlen, sn_inject_stats *stats, char *err, size_t errlen)
+                     sn_inject_format format, char **out, size_t *outlen, sn_inject_stats *stats,
+                     char *err, size_t errlen)
 {
     memset(stats, 0, sizeof *stats);
     *out = NULL;
@@ -155,7 +156,7 @@ int sn_inject_stream(const sn_inject_config *cfg, const char *text, size_t len, 
         if (rc != 0)
             goto out_free_docs;
     }
-    if (!json) {
+    if (format == SN_INJECT_FORMAT_YAML || (format == SN_INJECT_FORMAT_AUTO && !json)) {
         rc = sn_yaml_dump(docs, out, outlen, err, errlen);
         goto out_free_docs;
     }

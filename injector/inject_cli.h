@@ -34,10 +34,18 @@ typedef struct sn_inject_stats {
 int sn_inject_document(const sn_inject_config *cfg, json_t **doc, const char *ns,
                        sn_inject_stats *stats, char *err, size_t errlen);
 
+/* Output format of sn_inject_stream. */
+typedef enum sn_inject_format {
+    SN_INJECT_FORMAT_AUTO = 0, /* the input's */
+    SN_INJECT_FORMAT_YAML,
+    SN_INJECT_FORMAT_JSON /* each document two-space indented, one after the other */
+} sn_inject_format;
+
 /* The whole command on a buffer: parses text (len bytes), injects every document and writes
- * the result into a malloc'd buffer (caller frees). Returns 0, or -EINVAL (input that does not
- * parse), -E2BIG, -ENOMEM, with a message in err. */
+ * the result in format into a malloc'd buffer (caller frees). Returns 0, or -EINVAL (input that
+ * does not parse), -E2BIG, -ENOMEM, with a message in err. */
 int sn_inject_stream(const sn_inject_config *cfg, const char *text, size_t len, const char *ns,
-                     char **out, size_t *outlen, sn_inject_stats *stats, char *err, size_t errlen);
+                     sn_inject_format format, char **out, size_t *outlen, sn_inject_stats *stats,
+                     char *err, size_t errlen);
 
 #endif

@@ -70,6 +70,7 @@ static struct {
     const char *file;
     const char *output;
     const char *ns;
+    sn_inject_format format;
 } offline;
 
 static int set_file(void *ud, const char *value, sn_config_error *err)
@@ -99,6 +100,21 @@ static int set_namespace(void *ud, const char *value, sn_config_error *err)
     return 0;
 }
 
+static int set_format(void *ud, const char *value, sn_config_error *err)
+{
+    (void)ud;
+    if (strcmp(value, "yaml") == 0) {
+        offline.format = SN_INJECT_FORMAT_YAML;
+    } else if (strcmp(value, "json") == 0) {
+        offline.format = SN_INJECT_FORMAT_JSON;
+    } else {
+        snprintf(err->msg, sizeof err->msg, "--output-format: must be yaml or json (got \"%s\")",
+                 value);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 static const sn_cli_flag flags[] = {
     {.name = "filename",
      .short_name = 'f',
@@ -112,6 +128,11 @@ static const sn_cli_flag flags[] = {
      .metavar = "FILE",
      .cb = set_output,
      .help = "inject: write here instead of stdout"},
+    {.name = "output-format",
+     .takes_value = true,
+     .metavar = "yaml|json",
+     .cb = set_format,
+     .help = "inject: output format (default: the input's)"},
     {.name = "namespace",
      .short_name = 'n',
      .takes_value = true,
@@ -208,7 +229,8 @@ static int run_inject(const injector_settings *s)
     size_t outlen = 0;
     sn_inject_stats st;
     char err[512];
-    rc = sn_inject_stream(&s->inject, text, len, offline.ns, &out, &outlen, &st, err, sizeof err);
+    rc = sn_inject_stream(&s->inject, text, len, offline.ns, offline.format, &out, &outlen, &st,
+                          err, sizeof err);
     free(text);
     if (rc != 0) {
         sn_log_error("cannot inject the manifest", SN_LOG_STR("file", name),

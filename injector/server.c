@@ -55,6 +55,7 @@ struct sn_injector_server {
     struct MHD_Daemon *daemon;
     cert_pair current; /* the pair the daemon serves (its memory must outlive the daemon) */
     cert_pair refused; /* the last pair that did not load, not retried until it changes */
+    cert_pair pending; /* a pair that did not load once: refused if seen again next poll */
 
     sn_counter *requests;
     sn_counter *injected_native, *injected_regular;
@@ -625,6 +626,14 @@ int sn_injector_server_reload(sn_injector_server *s)
     }
     double expiry;
     if (check_pair(&p, &expiry, why, sizeof why) != 0) {
+        /* Files written one after the other do not match for a moment: give the pair one more
+         * poll before calling it bad. */
+        if (!cert_pair_equal(&p, &s->pending)) {
+            cert_pair_free(&s->pending);
+            s->pending = p;
+            return 0;
+        }
+        cert_pair_free(&s->pending);
         sn_counter_inc(s->reload_failed);
         sn_log_warn("new certificate refused; still serving the old one",
                     SN_LOG_STR("cert", s->cert_file), SN_LOG_STR("key", s->key_file),
@@ -662,6 +671,7 @@ int sn_injector_server_reload(sn_injector_server *s)
     cert_pair_free(&s->current);
     s->current = p;
     cert_pair_free(&s->refused);
+    cert_pair_free(&s->pending);
     sn_counter_inc(s->reload_ok);
     sn_gauge_set(s->cert_expiry, expiry);
     sn_log_info("certificate reloaded", SN_LOG_STR("cert", s->cert_file),
@@ -690,5 +700,6 @@ void sn_injector_server_destroy(sn_injector_server *s)
     sn_injector_server_stop(s, 0);
     cert_pair_free(&s->current);
     cert_pair_free(&s->refused);
+    cert_pair_free(&s->pending);
     free(s);
 }

@@ -15,8 +15,9 @@
  * content changed and the new pair is valid (GnuTLS loads it and the key matches), a new daemon
  * is started on the same listening socket (the old one is quiesced first, so no connection is
  * refused), the old daemon gets up to two seconds to finish its requests and is stopped.
- * A pair that does not load is logged and counted once per content, and the old certificate
- * stays in use.
+ * A pair that does not load on two polls in a row (files written one after the other do not
+ * match for a moment) is logged and counted once per content, and the old certificate stays
+ * in use.
  *
  * Threads: libmicrohttpd's thread pool; request handlers only read the immutable settings and
  * update metrics (atomics). create/start/reload/stop/destroy belong to one thread (main).

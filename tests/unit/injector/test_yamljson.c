@@ -120,8 +120,9 @@ START_TEST(offline_injects_templates_and_is_idempotent)
     char *out1, *out2, err[256];
     size_t l1, l2;
     sn_inject_stats st;
-    ck_assert_int_eq(
-        sn_inject_stream(&s.inject, in, strlen(in), NULL, &out1, &l1, &st, err, sizeof err), 0);
+    ck_assert_int_eq(sn_inject_stream(&s.inject, in, strlen(in), NULL, SN_INJECT_FORMAT_AUTO, &out1,
+                                      &l1, &st, err, sizeof err),
+                     0);
     ck_assert_int_eq(st.documents, 3);
     ck_assert_int_eq(st.templates, 2);
     ck_assert_int_eq(st.injected, 1);
@@ -134,7 +135,8 @@ START_TEST(offline_injects_templates_and_is_idempotent)
     ck_assert_str_eq(json_string_value(sn_jsonpointer_get(docs, "/1/data/k")), "1");
     ck_assert_ptr_null(sn_jsonpointer_get(docs, "/2/spec/containers/1"));
     json_decref(docs);
-    ck_assert_int_eq(sn_inject_stream(&s.inject, out1, l1, NULL, &out2, &l2, &st, err, sizeof err),
+    ck_assert_int_eq(sn_inject_stream(&s.inject, out1, l1, NULL, SN_INJECT_FORMAT_AUTO, &out2, &l2,
+                                      &st, err, sizeof err),
                      0);
     ck_assert_int_eq(st.injected, 0);
     ck_assert_str_eq(out1, out2);
@@ -144,8 +146,9 @@ START_TEST(offline_injects_templates_and_is_idempotent)
     /* JSON in, JSON out */
     const char *j = "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"x\"},"
                     "\"spec\":{\"containers\":[{\"name\":\"a\"}]}}";
-    ck_assert_int_eq(
-        sn_inject_stream(&s.inject, j, strlen(j), "apps", &out1, &l1, &st, err, sizeof err), 0);
+    ck_assert_int_eq(sn_inject_stream(&s.inject, j, strlen(j), "apps", SN_INJECT_FORMAT_AUTO, &out1,
+                                      &l1, &st, err, sizeof err),
+                     0);
     json_error_t je;
     json_t *v = json_loads(out1, 0, &je);
     ck_assert_ptr_nonnull(v);
@@ -153,8 +156,9 @@ START_TEST(offline_injects_templates_and_is_idempotent)
                      "sentinel-sidecar");
     json_decref(v);
     free(out1);
-    ck_assert_int_eq(
-        sn_inject_stream(&s.inject, "{\"a\":", 5, NULL, &out1, &l1, &st, err, sizeof err), -EINVAL);
+    ck_assert_int_eq(sn_inject_stream(&s.inject, "{\"a\":", 5, NULL, SN_INJECT_FORMAT_AUTO, &out1,
+                                      &l1, &st, err, sizeof err),
+                     -EINVAL);
 }
 END_TEST
 
