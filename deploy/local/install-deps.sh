@@ -10,12 +10,13 @@ BUILD_PKGS=(
     libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
     nanopb libnanopb-dev python3-protobuf
     libuv1-dev libjansson-dev libzstd-dev zlib1g-dev libhiredis-dev libyaml-dev
-    libcurl4-openssl-dev libmicrohttpd-dev libsqlite3-dev
+    libcurl4-openssl-dev libmicrohttpd-dev libsqlite3-dev libgnutls28-dev
     check libsubunit-dev
 )
 # Tools the tests use: the official OpenTelemetry JS SDK runs on Node.js; promtool (package
-# prometheus, whose service is installed but not started here) checks the /metrics format.
-TEST_PKGS=(nodejs npm prometheus)
+# prometheus, whose service is installed but not started here) checks the /metrics format;
+# the injector's TLS test makes its certificates with openssl and talks to it with curl.
+TEST_PKGS=(nodejs npm prometheus openssl curl)
 
 want=("${BUILD_PKGS[@]}")
 if [ "${1:-}" != "--build-only" ]; then
