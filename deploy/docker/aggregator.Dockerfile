@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # sentinel-aggregator: central service: global baselines, detectors, alerts, REST API.
 # Build from the repository root (the build context is the whole source tree):
-#   docker build -f deploy/docker/aggregator.Dockerfile -t llm-sentinel/sentinel-aggregator:dev .
+#   docker build -f deploy/docker/aggregator.Dockerfile -t ghcr.io/llm-devops/sentinel-aggregator:dev .
 
 # ---- build: Debian 12 with the -dev packages the project's own installer lists ----
 FROM debian:12 AS build

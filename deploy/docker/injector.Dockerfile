@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # sentinel-injector: Kubernetes mutating admission webhook that adds the sidecar to annotated pods.
 # Build from the repository root (the build context is the whole source tree):
-#   docker build -f deploy/docker/injector.Dockerfile -t llm-sentinel/sentinel-injector:dev .
+#   docker build -f deploy/docker/injector.Dockerfile -t ghcr.io/llm-devops/sentinel-injector:dev .
 
 # ---- build: Debian 12 with the -dev packages the project's own installer lists ----
 FROM debian:12 AS build
@@ -23,7 +23,7 @@ LABEL org.opencontainers.image.title="sentinel-injector" \
       org.opencontainers.image.description="LLM-Sentinel Kubernetes mutating admission webhook that adds the sidecar to annotated pods" \
       org.opencontainers.image.version="${VERSION}"
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates libgrpc29 libjansson4 libmicrohttpd12 libuv1 libyaml-0-2 libzstd1 zlib1g \
+ && apt-get install -y --no-install-recommends libgnutls30 libjansson4 libmicrohttpd12 libyaml-0-2 zlib1g \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/usr/local/bin/sentinel-injector /usr/local/bin/sentinel-injector
 COPY --from=build --chown=65532:65532 /out/var/lib/sentinel /var/lib/sentinel

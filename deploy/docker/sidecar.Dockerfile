@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # sentinel-sidecar: per-pod OTLP receiver: LLM facts, local detection, batches to the aggregator.
 # Build from the repository root (the build context is the whole source tree):
-#   docker build -f deploy/docker/sidecar.Dockerfile -t llm-sentinel/sentinel-sidecar:dev .
+#   docker build -f deploy/docker/sidecar.Dockerfile -t ghcr.io/llm-devops/sentinel-sidecar:dev .
 
 # ---- build: Debian 12 with the -dev packages the project's own installer lists ----
 FROM debian:12 AS build

@@ -24,7 +24,7 @@ if (!root) {
     process.exit(2);
 }
 const deploy = join(root, 'deploy');
-const NS = 'sentinel';
+const NS = 'sentinel-system';
 const SYSTEM_NS = ['kube-system', 'kube-public', 'kube-node-lease'];
 const CLUSTER_KINDS = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding', 'MutatingWebhookConfiguration']);
 
@@ -179,8 +179,7 @@ function checkBase() {
     }
     const idx = indexObjects(objs);
     const want = [
-        ['Namespace', 'sentinel'], ['ServiceAccount', 'sentinel-aggregator'], ['ServiceAccount', 'sentinel-injector'],
-        ['ClusterRole', 'sentinel-injector'], ['ClusterRoleBinding', 'sentinel-injector'],
+        ['Namespace', NS], ['ServiceAccount', 'sentinel-aggregator'], ['ServiceAccount', 'sentinel-injector'],
         ['ConfigMap', 'sentinel-aggregator'], ['PersistentVolumeClaim', 'sentinel-aggregator-data'],
         ['Deployment', 'sentinel-aggregator'], ['Service', 'sentinel-aggregator'], ['PodDisruptionBudget', 'sentinel-aggregator'],
         ['Deployment', 'sentinel-injector'], ['Service', 'sentinel-injector'], ['PodDisruptionBudget', 'sentinel-injector'],
@@ -227,7 +226,12 @@ function checkBase() {
     const tlsMount = ic?.volumeMounts?.find((m) => m.name === 'tls')?.mountPath;
     check(ienv.SENTINEL_TLS_CERT === `${tlsMount}/tls.crt` && ienv.SENTINEL_TLS_KEY === `${tlsMount}/tls.key`,
         'base: SENTINEL_TLS_CERT/KEY point into the mounted Secret');
-    check(ienv.SENTINEL_INJECT_AGGREGATOR === 'sentinel-aggregator.sentinel.svc:9090', 'base: sidecars ship to the aggregator Service');
+    check(ienv.SENTINEL_SIDECAR_AGGREGATOR === `${get(idx, 'Service', 'sentinel-aggregator')?.metadata.name}.${NS}.svc:9090`,
+        'base: sidecars ship to the aggregator Service');
+    check(ienv.SENTINEL_SIDECAR_MODE === 'auto' && ienv.SENTINEL_KUBERNETES_VERSION === '',
+        'base: sidecar mode auto, regular until the cluster version is set');
+    check(podSpec(inj)?.automountServiceAccountToken === false && podSpec(agg)?.automountServiceAccountToken === false,
+        'base: no API token in the pods');
     check(ic?.readinessProbe?.httpGet?.scheme === 'HTTPS' && ic?.readinessProbe?.httpGet?.path === '/healthz', 'base: injector probes HTTPS /healthz');
     const secretName = podSpec(inj)?.volumes?.find((v) => v.name === 'tls')?.secret?.secretName;
     const cert = get(idx, 'Certificate', 'sentinel-injector');
@@ -391,7 +395,7 @@ function checkChart(baseIdx) {
     }
     const want = {
         ConfigMap: 1, PersistentVolumeClaim: 1, Deployment: 2, Service: 3, PodDisruptionBudget: 2,
-        HorizontalPodAutoscaler: 1, StatefulSet: 1, ServiceAccount: 3, ClusterRole: 1, ClusterRoleBinding: 1,
+        HorizontalPodAutoscaler: 1, StatefulSet: 1, ServiceAccount: 3,
         MutatingWebhookConfiguration: 1, Secret: 1, Certificate: 2, Issuer: 2, NetworkPolicy: 3,
         ServiceMonitor: 2, PodMonitor: 1,
     };

@@ -1,12 +1,14 @@
 // The configurations deploy/ ships are accepted by the real programs: each one is started with it
 // (listen addresses moved to 127.0.0.1 port 0, the spool to a temp dir), must log that it
-// listens, and must exit 0 on SIGTERM. Controls: the same file with a misspelt key, or a bad
-// value, must be refused with exit status 2 naming the setting.
-//   node configs_test.mjs --root REPO --aggregator BIN --sidecar BIN
-import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+// listens, and must exit 0 on SIGTERM. The injector runs `serve` with the environment of the
+// manifests' Deployment (and a certificate made by openssl), so the names it sets are the
+// injector's. Controls: a misspelt key, or a bad value, must be refused with exit status 2
+// naming the setting.
+//   node configs_test.mjs --root REPO --aggregator BIN --sidecar BIN [--injector BIN --openssl BIN]
+import { readFileSync, writeFileSync, mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import { parse, stringify } from 'yaml';
 import { check, finish, loadDocs } from './lib.mjs';
 
@@ -18,6 +20,8 @@ const opt = (name) => {
 const root = opt('--root');
 const aggregatorBin = opt('--aggregator');
 const sidecarBin = opt('--sidecar');
+const injectorBin = opt('--injector');
+const openssl = opt('--openssl');
 if (!root || !aggregatorBin || !sidecarBin) {
     console.error('usage: configs_test.mjs --root REPO --aggregator BIN --sidecar BIN');
     process.exit(2);
@@ -105,6 +109,34 @@ async function main() {
     writeFileSync(sfile, sidecarCfg.replace(/max_bytes: .*/, 'max_bytes: 1KiB'));
     r = await runProgram(sidecarBin, sidecarArgs, {}, null);
     check(r.code === 2 && r.stderr.includes('spool.max_bytes'), `control: sidecar refuses spool.max_bytes 1KiB with exit 2 (exit ${r.code})`);
+
+    if (injectorBin && openssl && existsSync(injectorBin)) await injector();
+    else console.log('injector: not built or no openssl, skipped');
+}
+
+// sentinel-injector serve with the base Deployment's env (TLS files from openssl); then the
+// same with a bad sidecar mode, which must be refused naming sidecar.mode.
+async function injector() {
+    const key = join(work, 'tls.key');
+    const crt = join(work, 'tls.crt');
+    execFileSync(openssl, ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+        '-keyout', key, '-out', crt, '-days', '1', '-subj', '/CN=sentinel-injector.sentinel-system.svc',
+        '-addext', 'subjectAltName=DNS:sentinel-injector.sentinel-system.svc'], { stdio: 'ignore' });
+    const dep = loadDocs(join(root, 'deploy/kubernetes/base/injector.yaml')).find((o) => o.kind === 'Deployment');
+    const c = dep.spec.template.spec.containers[0];
+    const env = Object.fromEntries(c.env.map((e) => [e.name, e.value]));
+    check(env.SENTINEL_TLS_CERT && env.SENTINEL_TLS_KEY, 'injector: the Deployment sets the TLS files');
+    env.SENTINEL_TLS_CERT = crt;
+    env.SENTINEL_TLS_KEY = key;
+    const argv = [...c.args, '--set', 'injector.endpoint=127.0.0.1:0', '--log-format', 'text'];
+    let r = await runProgram(injectorBin, argv, env, /listening/);
+    check(r.signalled && r.code === 0, `base injector Deployment env: injector served and stopped cleanly (exit ${r.code})\n${r.stderr}`);
+    check(r.stderr.includes(`sidecar_image=${env.SENTINEL_SIDECAR_IMAGE}`) && r.stderr.includes('sidecar_mode=regular'),
+        `injector: took the manifest's sidecar image ${env.SENTINEL_SIDECAR_IMAGE}, regular mode without a cluster version`);
+    r = await runProgram(injectorBin, argv, { ...env, SENTINEL_KUBERNETES_VERSION: '1.30' }, /listening/);
+    check(r.code === 0 && r.stderr.includes('sidecar_mode=native'), 'injector: auto mode is native for Kubernetes 1.30');
+    r = await runProgram(injectorBin, argv, { ...env, SENTINEL_SIDECAR_MODE: 'sometimes' }, null);
+    check(r.code === 2 && r.stderr.includes('sidecar.mode'), `control: injector refuses SENTINEL_SIDECAR_MODE=sometimes (exit ${r.code})\n${r.stderr}`);
 }
 
 try {
