@@ -157,12 +157,13 @@ static void respond(sn_grpc_reply *reply, Sentinel__V1__IngestStatus status, uin
 /* ---- payload -------------------------------------------------------------------------------- */
 
 /* Decompresses one zstd frame of exactly `declared` bytes into a new buffer (*out, freed by the
- * caller). The declared size is within the limit (checked by the caller); the frame's own
+ * caller), with *dctx (created on first use, kept by the caller). The declared size is within
+ * the limit (checked by the caller), and the window within max_message; the frame's own
  * content size, when present, must equal it, and streamed output stops one byte past it, so no
  * more than declared + 1 bytes are ever allocated. Returns 0, or -EINVAL (corrupt, sizes differ)
  * with a reason in why, or -ENOMEM. */
-static int unzstd_payload(sn_ingest *in, const uint8_t *src, size_t srclen, size_t declared,
-                          uint8_t **out, const char **why)
+static int unzstd_payload(ZSTD_DCtx **dctx, size_t max_message, const uint8_t *src, size_t srclen,
+                          size_t declared, uint8_t **out, const char **why)
 {
     *out = NULL;
     unsigned long long content = ZSTD_getFrameContentSize(src, srclen);
@@ -183,18 +184,18 @@ static int unzstd_payload(sn_ingest *in, const uint8_t *src, size_t srclen, size
         *why = "data after the zstd frame";
         return -EINVAL;
     }
-    if (in->dctx == NULL) {
-        in->dctx = ZSTD_createDCtx();
-        if (in->dctx == NULL)
+    if (*dctx == NULL) {
+        *dctx = ZSTD_createDCtx();
+        if (*dctx == NULL)
             return -ENOMEM;
     }
-    ZSTD_DCtx_reset(in->dctx, ZSTD_reset_session_and_parameters);
+    ZSTD_DCtx_reset(*dctx, ZSTD_reset_session_and_parameters);
     /* The decoder's window is bounded by the message limit (not by `declared`: a sidecar that
      * streams without a pledged size gets the level's default window even for small data). */
     int wlog = 10;
-    while (wlog < 27 && ((size_t)1 << wlog) < in->cfg.max_message_bytes)
+    while (wlog < 27 && ((size_t)1 << wlog) < max_message)
         wlog++;
-    ZSTD_DCtx_setParameter(in->dctx, ZSTD_d_windowLogMax, wlog);
+    ZSTD_DCtx_setParameter(*dctx, ZSTD_d_windowLogMax, wlog);
 
     uint8_t *buf = malloc(declared + 1);
     if (buf == NULL)
@@ -204,7 +205,7 @@ static int unzstd_payload(sn_ingest *in, const uint8_t *src, size_t srclen, size
     size_t zrc;
     do {
         size_t before_in = zin.pos, before_out = zout.pos;
-        zrc = ZSTD_decompressStream(in->dctx, &zout, &zin);
+        zrc = ZSTD_decompressStream(*dctx, &zout, &zin);
         if (ZSTD_isError(zrc)) {
             *why = ZSTD_getErrorCode(zrc) == ZSTD_error_frameParameter_windowTooLarge
                        ? "zstd window larger than the message limit"
@@ -387,28 +388,187 @@ static const char *convert_alert(const Sentinel__V1__LocalAlert *a, sn_local_ale
     return NULL;
 }
 
+/* ---- decoding: envelope -> payload -> Batch -> events and alerts --------------------------- */
+
+/* One request being decoded, by the service's handler or by sn_ingest_decode_request: the
+ * limits, a zstd context and event/alert arrays reused from call to call (owned by whoever set
+ * the pointers), the protobuf-c objects of this request (freed by decode_end), and on failure
+ * the refusal. */
+typedef struct decode_ctx {
+    size_t max_message; /* request and decompressed payload */
+    size_t max_events, max_alerts;
+    ZSTD_DCtx **dctx;
+    sn_event **events;
+    size_t *events_cap;
+    sn_local_alert **alerts;
+    size_t *alerts_cap;
+    pb_budget budget;
+    ProtobufCAllocator alloc;
+    Sentinel__V1__IngestRequest *req;
+    uint8_t *plain;
+    Sentinel__V1__Batch *batch;
+    uint64_t bytes_in, bytes_out; /* payload before and after decompression, once known */
+    sn_ingest_refusal reason;     /* the refusal, when a step returned -1 */
+    sn_grpc_code code;
+    bool retry;
+    char msg[SN_GRPC_UNARY_MESSAGE_MAX];
+} decode_ctx;
+
+/* The decoder's byte budget: the payload, the strings (at most the payload again) and one
+ * struct per item. */
+static size_t decode_budget(size_t max_message, size_t max_events, size_t max_alerts)
+{
+    return 2 * max_message + max_events * (sizeof(Sentinel__V1__LlmEvent) + 2 * sizeof(pb_header)) +
+           max_alerts * (sizeof(Sentinel__V1__LocalAlert) + 2 * sizeof(pb_header)) +
+           SN_INGEST_PB_SLACK;
+}
+
+/* Records a refusal in c (reason, gRPC code, formatted message). Returns -1. */
+__attribute__((format(printf, 4, 5))) static int fail(decode_ctx *c, sn_ingest_refusal reason,
+                                                      sn_grpc_code code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->msg, sizeof c->msg, fmt, ap);
+    va_end(ap);
+    c->reason = reason;
+    c->code = code;
+    return -1;
+}
+
+/* Decodes the envelope, decompresses its payload and decodes the Batch into c->batch. Returns 0,
+ * or -1 with the refusal in c. What was decoded is freed by decode_end, in either case. */
+static int decode_payload(decode_ctx *c, const uint8_t *body, size_t len)
+{
+    c->alloc = (ProtobufCAllocator){pb_alloc, pb_free, &c->budget};
+    c->req = sentinel__v1__ingest_request__unpack(&c->alloc, len, body);
+    if (c->req == NULL)
+        return fail(c, SN_INGEST_REFUSED_MALFORMED, SN_GRPC_INVALID_ARGUMENT,
+                    "request is not a sentinel.v1.IngestRequest");
+    const Sentinel__V1__IngestRequest *req = c->req;
+    const uint8_t *payload = req->payload.data;
+    size_t plen = req->payload.len;
+    c->bytes_in = plen;
+    switch (req->compression) {
+    case SENTINEL__V1__COMPRESSION__COMPRESSION_NONE:
+        if (req->uncompressed_size != 0 && req->uncompressed_size != plen)
+            return fail(c, SN_INGEST_REFUSED_DECOMPRESS, SN_GRPC_INVALID_ARGUMENT,
+                        "uncompressed_size %llu differs from the payload's %zu bytes",
+                        (unsigned long long)req->uncompressed_size, plen);
+        break;
+    case SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD: {
+        if (req->uncompressed_size == 0)
+            return fail(c, SN_INGEST_REFUSED_DECOMPRESS, SN_GRPC_INVALID_ARGUMENT,
+                        "uncompressed_size is required with zstd");
+        if (req->uncompressed_size > c->max_message)
+            return fail(c, SN_INGEST_REFUSED_TOO_LARGE, SN_GRPC_RESOURCE_EXHAUSTED,
+                        "uncompressed_size %llu over the limit of %zu bytes",
+                        (unsigned long long)req->uncompressed_size, c->max_message);
+        const char *why = NULL;
+        int rc = unzstd_payload(c->dctx, c->max_message, payload, plen,
+                                (size_t)req->uncompressed_size, &c->plain, &why);
+        if (rc == -ENOMEM) {
+            c->retry = true;
+            return fail(c, SN_INGEST_REFUSED_INTERNAL, SN_GRPC_UNAVAILABLE,
+                        "aggregator out of memory");
+        }
+        if (rc != 0)
+            return fail(c, SN_INGEST_REFUSED_DECOMPRESS, SN_GRPC_INVALID_ARGUMENT, "%s", why);
+        payload = c->plain;
+        plen = (size_t)req->uncompressed_size;
+        break;
+    }
+    default:
+        return fail(c, SN_INGEST_REFUSED_MALFORMED, SN_GRPC_INVALID_ARGUMENT,
+                    "unknown compression %d", (int)req->compression);
+    }
+    c->bytes_out = plen;
+
+    c->batch = sentinel__v1__batch__unpack(&c->alloc, plen, payload);
+    if (c->batch == NULL) {
+        if (c->budget.exceeded)
+            return fail(c, SN_INGEST_REFUSED_TOO_LARGE, SN_GRPC_RESOURCE_EXHAUSTED,
+                        "batch needs more than %zu bytes to decode", c->budget.limit);
+        return fail(c, SN_INGEST_REFUSED_MALFORMED, SN_GRPC_INVALID_ARGUMENT,
+                    "payload is not a sentinel.v1.Batch");
+    }
+    return 0;
+}
+
+/* Checks the decoded Batch's identity and size. Returns 0, or -1 with the refusal in c. */
+static int check_batch(decode_ctx *c)
+{
+    const Sentinel__V1__Batch *b = c->batch;
+    size_t idlen = strlen(b->sidecar_id);
+    if (idlen == 0 || idlen > SN_SEQ_ID_MAX)
+        return fail(c, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT,
+                    "batch: sidecar_id must be 1 to %u bytes", SN_SEQ_ID_MAX);
+    if (b->sequence == 0)
+        return fail(c, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT,
+                    "batch: sequence must be >= 1");
+    if (b->n_events > c->max_events || b->n_alerts > c->max_alerts)
+        return fail(c, SN_INGEST_REFUSED_TOO_LARGE, SN_GRPC_RESOURCE_EXHAUSTED,
+                    "batch: more than %zu events or %zu alerts", c->max_events, c->max_alerts);
+    return 0;
+}
+
+/* Converts the Batch's events and alerts into *c->events and *c->alerts (grown as needed).
+ * Returns 0, or -1 with the refusal in c (an invalid item, or out of memory). */
+static int convert_batch(decode_ctx *c)
+{
+    const Sentinel__V1__Batch *b = c->batch;
+    if (reserve((void **)c->events, c->events_cap, b->n_events, sizeof **c->events) != 0 ||
+        reserve((void **)c->alerts, c->alerts_cap, b->n_alerts, sizeof **c->alerts) != 0) {
+        c->retry = true;
+        return fail(c, SN_INGEST_REFUSED_INTERNAL, SN_GRPC_UNAVAILABLE, "aggregator out of memory");
+    }
+    for (size_t i = 0; i < b->n_events; i++) {
+        const char *why = convert_event(b->events[i], &(*c->events)[i]);
+        if (why != NULL)
+            return fail(c, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT,
+                        "batch: event %zu: %s", i, why);
+    }
+    for (size_t i = 0; i < b->n_alerts; i++) {
+        const char *why = convert_alert(b->alerts[i], &(*c->alerts)[i]);
+        if (why != NULL)
+            return fail(c, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT,
+                        "batch: alert %zu: %s", i, why);
+    }
+    return 0;
+}
+
+/* Frees what decode_payload decoded (not the reused context and arrays). */
+static void decode_end(decode_ctx *c)
+{
+    if (c->batch != NULL)
+        sentinel__v1__batch__free_unpacked(c->batch, &c->alloc);
+    free(c->plain);
+    if (c->req != NULL)
+        sentinel__v1__ingest_request__free_unpacked(c->req, &c->alloc);
+    c->batch = NULL;
+    c->plain = NULL;
+    c->req = NULL;
+}
+
 /* ---- the handler ----------------------------------------------------------------------------- */
 
-/* Decodes, validates and converts a Batch, then de-duplicates and applies it; fills reply. */
-static void handle_batch(sn_ingest *in, const Sentinel__V1__Batch *b, sn_grpc_reply *reply)
+/* Answers the refusal recorded in c (counted and logged by refuse). */
+static void refuse_decode(sn_ingest *in, sn_grpc_reply *reply, const decode_ctx *c)
 {
+    refuse(in, reply, c->reason, c->code, "%s", c->msg);
+    if (c->retry)
+        reply->retry = true;
+}
+
+/* Validates, de-duplicates, converts and applies the decoded Batch in c; fills reply. */
+static void handle_batch(sn_ingest *in, decode_ctx *c, sn_grpc_reply *reply)
+{
+    const Sentinel__V1__Batch *b = c->batch;
+    if (check_batch(c) != 0) {
+        refuse_decode(in, reply, c);
+        return;
+    }
     size_t idlen = strlen(b->sidecar_id);
-    if (idlen == 0 || idlen > SN_SEQ_ID_MAX) {
-        refuse(in, reply, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT,
-               "batch: sidecar_id must be 1 to %u bytes", SN_SEQ_ID_MAX);
-        return;
-    }
-    if (b->sequence == 0) {
-        refuse(in, reply, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT,
-               "batch: sequence must be >= 1");
-        return;
-    }
-    if (b->n_events > in->cfg.max_batch_events || b->n_alerts > in->cfg.max_batch_alerts) {
-        refuse(in, reply, SN_INGEST_REFUSED_TOO_LARGE, SN_GRPC_RESOURCE_EXHAUSTED,
-               "batch: more than %zu events or %zu alerts", in->cfg.max_batch_events,
-               in->cfg.max_batch_alerts);
-        return;
-    }
 
     /* A replay is answered before any conversion work. */
     int64_t now = now_ns();
@@ -424,28 +584,9 @@ static void handle_batch(sn_ingest *in, const Sentinel__V1__Batch *b, sn_grpc_re
         return;
     }
 
-    if (reserve((void **)&in->events, &in->events_cap, b->n_events, sizeof *in->events) != 0 ||
-        reserve((void **)&in->alerts, &in->alerts_cap, b->n_alerts, sizeof *in->alerts) != 0) {
-        refuse(in, reply, SN_INGEST_REFUSED_INTERNAL, SN_GRPC_UNAVAILABLE,
-               "aggregator out of memory");
-        reply->retry = true;
+    if (convert_batch(c) != 0) {
+        refuse_decode(in, reply, c);
         return;
-    }
-    for (size_t i = 0; i < b->n_events; i++) {
-        const char *why = convert_event(b->events[i], &in->events[i]);
-        if (why != NULL) {
-            refuse(in, reply, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT,
-                   "batch: event %zu: %s", i, why);
-            return;
-        }
-    }
-    for (size_t i = 0; i < b->n_alerts; i++) {
-        const char *why = convert_alert(b->alerts[i], &in->alerts[i]);
-        if (why != NULL) {
-            refuse(in, reply, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT,
-                   "batch: alert %zu: %s", i, why);
-            return;
-        }
     }
 
     sn_ingest_batch batch = {
@@ -485,83 +626,25 @@ static void ingest_handler(unsigned method, const uint8_t *body, size_t len, sn_
 {
     (void)method;
     sn_ingest *in = ud;
-    size_t limit = in->cfg.max_message_bytes;
-    pb_budget budget = {0, in->pb_limit, false};
-    ProtobufCAllocator alloc = {pb_alloc, pb_free, &budget};
-    uint8_t *plain = NULL;
-
-    Sentinel__V1__IngestRequest *req = sentinel__v1__ingest_request__unpack(&alloc, len, body);
-    if (req == NULL) {
-        refuse(in, reply, SN_INGEST_REFUSED_MALFORMED, SN_GRPC_INVALID_ARGUMENT,
-               "request is not a sentinel.v1.IngestRequest");
-        return;
-    }
-    const uint8_t *payload = req->payload.data;
-    size_t plen = req->payload.len;
-    atomic_fetch_add(&in->st_bytes_in, plen);
-    switch (req->compression) {
-    case SENTINEL__V1__COMPRESSION__COMPRESSION_NONE:
-        if (req->uncompressed_size != 0 && req->uncompressed_size != plen) {
-            refuse(in, reply, SN_INGEST_REFUSED_DECOMPRESS, SN_GRPC_INVALID_ARGUMENT,
-                   "uncompressed_size %llu differs from the payload's %zu bytes",
-                   (unsigned long long)req->uncompressed_size, plen);
-            goto out_free_request;
-        }
-        break;
-    case SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD: {
-        if (req->uncompressed_size == 0) {
-            refuse(in, reply, SN_INGEST_REFUSED_DECOMPRESS, SN_GRPC_INVALID_ARGUMENT,
-                   "uncompressed_size is required with zstd");
-            goto out_free_request;
-        }
-        if (req->uncompressed_size > limit) {
-            refuse(in, reply, SN_INGEST_REFUSED_TOO_LARGE, SN_GRPC_RESOURCE_EXHAUSTED,
-                   "uncompressed_size %llu over the limit of %zu bytes",
-                   (unsigned long long)req->uncompressed_size, limit);
-            goto out_free_request;
-        }
-        const char *why = NULL;
-        int rc = unzstd_payload(in, payload, plen, (size_t)req->uncompressed_size, &plain, &why);
-        if (rc == -ENOMEM) {
-            refuse(in, reply, SN_INGEST_REFUSED_INTERNAL, SN_GRPC_UNAVAILABLE,
-                   "aggregator out of memory");
-            reply->retry = true;
-            goto out_free_request;
-        }
-        if (rc != 0) {
-            refuse(in, reply, SN_INGEST_REFUSED_DECOMPRESS, SN_GRPC_INVALID_ARGUMENT, "%s", why);
-            goto out_free_request;
-        }
-        payload = plain;
-        plen = (size_t)req->uncompressed_size;
-        break;
-    }
-    default:
-        refuse(in, reply, SN_INGEST_REFUSED_MALFORMED, SN_GRPC_INVALID_ARGUMENT,
-               "unknown compression %d", (int)req->compression);
-        goto out_free_request;
-    }
-    atomic_fetch_add(&in->st_bytes_out, plen);
-
-    Sentinel__V1__Batch *b = sentinel__v1__batch__unpack(&alloc, plen, payload);
-    if (b == NULL) {
-        if (budget.exceeded)
-            refuse(in, reply, SN_INGEST_REFUSED_TOO_LARGE, SN_GRPC_RESOURCE_EXHAUSTED,
-                   "batch needs more than %zu bytes to decode", in->pb_limit);
-        else
-            refuse(in, reply, SN_INGEST_REFUSED_MALFORMED, SN_GRPC_INVALID_ARGUMENT,
-                   "payload is not a sentinel.v1.Batch");
-        goto out_free_plain;
-    }
-    handle_batch(in, b, reply);
-    sentinel__v1__batch__free_unpacked(b, &alloc);
+    decode_ctx c = {.max_message = in->cfg.max_message_bytes,
+                    .max_events = in->cfg.max_batch_events,
+                    .max_alerts = in->cfg.max_batch_alerts,
+                    .dctx = &in->dctx,
+                    .events = &in->events,
+                    .events_cap = &in->events_cap,
+                    .alerts = &in->alerts,
+                    .alerts_cap = &in->alerts_cap,
+                    .budget = {0, in->pb_limit, false}};
+    int rc = decode_payload(&c, body, len);
+    atomic_fetch_add(&in->st_bytes_in, c.bytes_in);
+    atomic_fetch_add(&in->st_bytes_out, c.bytes_out);
+    if (rc == 0)
+        handle_batch(in, &c, reply);
+    else
+        refuse_decode(in, reply, &c);
+    decode_end(&c);
     trim((void **)&in->events, &in->events_cap, sizeof *in->events);
     trim((void **)&in->alerts, &in->alerts_cap, sizeof *in->alerts);
-
-out_free_plain:
-    free(plain);
-out_free_request:
-    sentinel__v1__ingest_request__free_unpacked(req, &alloc);
 }
 
 /* ---- public API ------------------------------------------------------------------------------ */
@@ -602,13 +685,8 @@ int sn_ingest_create(const sn_ingest_config *cfg, sn_ingest **out, char *err, si
         in->cfg.retry_after_ms = SN_INGEST_DEFAULT_RETRY_MS;
     if (in->cfg.max_message_bytes == 0)
         in->cfg.max_message_bytes = SN_INGEST_DEFAULT_MAX_MESSAGE;
-    /* The decoder may hold the payload, the strings (at most the payload again) and one struct
-     * per item. */
-    in->pb_limit =
-        2 * in->cfg.max_message_bytes +
-        in->cfg.max_batch_events * (sizeof(Sentinel__V1__LlmEvent) + 2 * sizeof(pb_header)) +
-        in->cfg.max_batch_alerts * (sizeof(Sentinel__V1__LocalAlert) + 2 * sizeof(pb_header)) +
-        SN_INGEST_PB_SLACK;
+    in->pb_limit = decode_budget(in->cfg.max_message_bytes, in->cfg.max_batch_events,
+                                 in->cfg.max_batch_alerts);
     int rc = sn_seqtab_create(cfg->max_sidecars, cfg->sidecar_idle_ns, &in->seq);
     if (rc != 0) {
         snprintf(err, errlen, "ingest: cannot create the sequence table: %s", strerror(-rc));
@@ -708,4 +786,69 @@ void sn_ingest_destroy(sn_ingest *in)
     pthread_mutex_destroy(&in->seq_mu);
     sn_seqtab_destroy(in->seq);
     free(in);
+}
+
+int sn_ingest_decode_request(const uint8_t *body, size_t len, const sn_ingest_config *cfg,
+                             sn_ingest_decoded *out, sn_ingest_refusal *why, char *err,
+                             size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    size_t max_message =
+        cfg->max_message_bytes != 0 ? cfg->max_message_bytes : SN_INGEST_DEFAULT_MAX_MESSAGE;
+    ZSTD_DCtx *dctx = NULL;
+    sn_event *events = NULL;
+    sn_local_alert *alerts = NULL;
+    size_t events_cap = 0, alerts_cap = 0;
+    decode_ctx c = {
+        .max_message = max_message,
+        .max_events = cfg->max_batch_events,
+        .max_alerts = cfg->max_batch_alerts,
+        .dctx = &dctx,
+        .events = &events,
+        .events_cap = &events_cap,
+        .alerts = &alerts,
+        .alerts_cap = &alerts_cap,
+        .budget = {0, decode_budget(max_message, cfg->max_batch_events, cfg->max_batch_alerts),
+                   false}};
+    int rc = decode_payload(&c, body, len);
+    if (rc == 0)
+        rc = check_batch(&c);
+    if (rc == 0)
+        rc = convert_batch(&c);
+    if (rc == 0) {
+        const Sentinel__V1__Batch *b = c.batch;
+        memcpy(out->sidecar_id, b->sidecar_id, strlen(b->sidecar_id) + 1);
+        out->events = events;
+        out->alerts = alerts;
+        out->batch = (sn_ingest_batch){.sidecar_id = out->sidecar_id,
+                                       .sequence = b->sequence,
+                                       .created_unix_nano = b->created_unix_nano,
+                                       .dropped_events = b->dropped_events,
+                                       .events = events,
+                                       .nevents = b->n_events,
+                                       .alerts = alerts,
+                                       .nalerts = b->n_alerts};
+        events = NULL;
+        alerts = NULL;
+    } else {
+        if (why != NULL)
+            *why = c.reason;
+        if (errlen > 0)
+            snprintf(err, errlen, "%s", c.msg);
+        rc = c.reason == SN_INGEST_REFUSED_INTERNAL ? -ENOMEM : -EINVAL;
+    }
+    decode_end(&c);
+    ZSTD_freeDCtx(dctx);
+    free(events);
+    free(alerts);
+    return rc;
+}
+
+void sn_ingest_decoded_free(sn_ingest_decoded *d)
+{
+    if (d == NULL)
+        return;
+    free(d->events);
+    free(d->alerts);
+    memset(d, 0, sizeof *d);
 }

@@ -129,4 +129,27 @@ int sn_ingest_sequences_import(sn_ingest *in, const char *sidecar_id, uint64_t s
 /* Shuts down (grace 0) and frees. NULL is a no-op. */
 void sn_ingest_destroy(sn_ingest *in);
 
+/* One IngestRequest decoded and validated by sn_ingest_decode_request: batch points into the
+ * other fields, which the value owns. */
+typedef struct sn_ingest_decoded {
+    sn_ingest_batch batch;
+    char sidecar_id[SN_SEQ_ID_MAX + 1];
+    sn_event *events;       /* batch.nevents of them (malloc'ed; NULL when none) */
+    sn_local_alert *alerts; /* batch.nalerts of them (malloc'ed; NULL when none) */
+} sn_ingest_decoded;
+
+/* Decodes the bytes of one Ingest call exactly as the service does before de-duplication and
+ * apply (steps 1 to 3 above, and the batch's id, sequence and count checks) under cfg's
+ * max_message_bytes (0: the default), max_batch_events and max_batch_alerts; nothing else of
+ * cfg is used. Pure: no server, no shared state, no I/O; any thread.
+ * Returns 0 and fills *out (free it with sn_ingest_decoded_free), or -EINVAL for a request the
+ * service refuses, or -ENOMEM; then *why (may be NULL) is the refusal's reason, err holds the
+ * message the service would answer with, and *out is empty. */
+int sn_ingest_decode_request(const uint8_t *body, size_t len, const sn_ingest_config *cfg,
+                             sn_ingest_decoded *out, sn_ingest_refusal *why, char *err,
+                             size_t errlen);
+
+/* Frees what sn_ingest_decode_request put in d and empties it. NULL is a no-op. */
+void sn_ingest_decoded_free(sn_ingest_decoded *d);
+
 #endif

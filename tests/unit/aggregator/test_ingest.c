@@ -811,6 +811,101 @@ START_TEST(sequence_table_is_bounded_and_expires)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- the pure decoder */
+
+/* sn_ingest_decode_request gives what apply would see, for plain and zstd requests, and owns it. */
+START_TEST(decode_request_gives_the_batch_apply_sees)
+{
+    sn_ingest_config cfg;
+    sn_ingest_config_init(&cfg);
+    batch_buf bb;
+    Sentinel__V1__Batch *b = small_batch(&bb, "pod-a/1", 9, 2);
+    full_event(&bb.ev[1]);
+    full_alert(&bb.al[0]);
+    bb.alp[0] = &bb.al[0];
+    b->n_alerts = 1;
+    b->alerts = bb.alp;
+    b->created_unix_nano = 1700000002000000000;
+    b->dropped_events = 3;
+    for (int zstd = 0; zstd <= 1; zstd++) {
+        size_t len;
+        uint8_t *req = ingest_rpc_request(b, zstd, &len);
+        ck_assert_ptr_nonnull(req);
+        sn_ingest_decoded d;
+        sn_ingest_refusal why = SN_INGEST_REFUSED_COUNT;
+        char err[256] = "";
+        ck_assert_int_eq(sn_ingest_decode_request(req, len, &cfg, &d, &why, err, sizeof err), 0);
+        free(req);
+        ck_assert_int_eq(why, SN_INGEST_REFUSED_COUNT); /* untouched */
+        ck_assert_str_eq(d.batch.sidecar_id, "pod-a/1");
+        ck_assert_ptr_eq(d.batch.sidecar_id, d.sidecar_id);
+        ck_assert_uint_eq(d.batch.sequence, 9);
+        ck_assert_int_eq(d.batch.created_unix_nano, 1700000002000000000);
+        ck_assert_uint_eq(d.batch.dropped_events, 3);
+        ck_assert_uint_eq(d.batch.nevents, 2);
+        ck_assert_uint_eq(d.batch.nalerts, 1);
+        ck_assert_str_eq(d.batch.events[0].service, "svc");
+        ck_assert_str_eq(d.batch.events[1].model, "gpt-4o");
+        ck_assert_int_eq(memcmp(d.batch.events[1].trace_id, trace_bytes, 16), 0);
+        ck_assert_str_eq(d.batch.alerts[0].model, bb.al[0].model);
+        sn_ingest_decoded_free(&d);
+        ck_assert_ptr_null(d.events);
+        sn_ingest_decoded_free(NULL);
+    }
+}
+END_TEST
+
+/* Refusals come with the service's reason and message, and leave nothing to free. */
+START_TEST(decode_request_refuses_like_the_service)
+{
+    sn_ingest_config cfg;
+    sn_ingest_config_init(&cfg);
+    cfg.max_batch_events = 2;
+    sn_ingest_decoded d;
+    sn_ingest_refusal why;
+    char err[256];
+
+    static const uint8_t junk[] = {0xff, 0xff, 0xff};
+    ck_assert_int_eq(sn_ingest_decode_request(junk, sizeof junk, &cfg, &d, &why, err, sizeof err),
+                     -EINVAL);
+    ck_assert_int_eq(why, SN_INGEST_REFUSED_MALFORMED);
+    ck_assert_str_eq(err, "request is not a sentinel.v1.IngestRequest");
+    ck_assert_ptr_null(d.events);
+
+    size_t len;
+    uint8_t *req = ingest_rpc_envelope(1, 10, "not zstd!!", 10, &len);
+    ck_assert_int_eq(sn_ingest_decode_request(req, len, &cfg, &d, &why, err, sizeof err), -EINVAL);
+    free(req);
+    ck_assert_int_eq(why, SN_INGEST_REFUSED_DECOMPRESS);
+
+    batch_buf bb;
+    Sentinel__V1__Batch *b = small_batch(&bb, "pod-a/1", 1, 3);
+    req = ingest_rpc_request(b, false, &len);
+    ck_assert_int_eq(sn_ingest_decode_request(req, len, &cfg, &d, &why, err, sizeof err), -EINVAL);
+    free(req);
+    ck_assert_int_eq(why, SN_INGEST_REFUSED_TOO_LARGE);
+    ck_assert_msg(strstr(err, "more than 2 events") != NULL, "%s", err);
+
+    b = small_batch(&bb, "pod-a/1", 0, 1);
+    req = ingest_rpc_request(b, false, &len);
+    ck_assert_int_eq(sn_ingest_decode_request(req, len, &cfg, &d, &why, err, sizeof err), -EINVAL);
+    free(req);
+    ck_assert_int_eq(why, SN_INGEST_REFUSED_INVALID);
+    ck_assert_str_eq(err, "batch: sequence must be >= 1");
+
+    b = small_batch(&bb, "pod-a/1", 1, 2);
+    bb.ev[1].span_id.len = 3;
+    bb.ev[1].span_id.data = span_bytes;
+    req = ingest_rpc_request(b, true, &len);
+    ck_assert_int_eq(sn_ingest_decode_request(req, len, &cfg, &d, &why, err, sizeof err), -EINVAL);
+    free(req);
+    ck_assert_int_eq(why, SN_INGEST_REFUSED_INVALID);
+    ck_assert_str_eq(err, "batch: event 1: span_id must be empty or 8 bytes");
+    ck_assert_ptr_null(d.events);
+    ck_assert_uint_eq(d.batch.nevents, 0);
+}
+END_TEST
+
 static Suite *ingest_suite(void)
 {
     Suite *s = suite_create("ingest");
@@ -829,6 +924,10 @@ static Suite *ingest_suite(void)
     tcase_add_test(tc, bad_config_fails_cleanly);
     tcase_add_test(tc, sequence_import_makes_replays_duplicates);
     suite_add_tcase(s, tc);
+    TCase *td = tcase_create("decode");
+    tcase_add_test(td, decode_request_gives_the_batch_apply_sees);
+    tcase_add_test(td, decode_request_refuses_like_the_service);
+    suite_add_tcase(s, td);
     TCase *tt = tcase_create("sequences");
     tcase_add_test(tt, sequence_table_is_bounded_and_expires);
     suite_add_tcase(s, tt);
