@@ -180,14 +180,17 @@ int sn_inject_parse_quantity(const char *text, double *out)
     return 0;
 }
 
-/* True when text is a positive finite number, or "off". */
-static bool threshold_valid(const char *text)
+/* True when text is a positive finite number, or "off" when allowed (the sidecar's optional
+ * thresholds; its Z-score threshold must be a number). */
+static bool threshold_valid(const char *text, bool allow_off)
 {
-    if (strcmp(text, "off") == 0)
+    if (allow_off && strcmp(text, "off") == 0)
         return true;
+    if (!((text[0] >= '0' && text[0] <= '9') || text[0] == '.') || strpbrk(text, "xX") != NULL)
+        return false;
     char *end;
     double v = strtod(text, &end);
-    return end != text && *end == '\0' && isfinite(v) && v > 0;
+    return *end == '\0' && isfinite(v) && v > 0;
 }
 
 /* True for an image reference without spaces or control characters. */
@@ -415,7 +418,8 @@ static void read_overrides(const sn_inject_config *cfg, const json_t *annotation
             if (strcmp(name, thresholds[i].annotation) != 0)
                 continue;
             done = true;
-            if (!threshold_valid(v))
+            if (!threshold_valid(v,
+                                 strncmp(thresholds[i].env, "SENTINEL_LOCAL_THRESHOLDS_", 26) == 0))
                 warn(warnings, "annotation %s: \"%.40s\" is not a number > 0; ignored", key, v);
             else
                 ps->threshold[i] = v;

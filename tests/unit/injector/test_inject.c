@@ -274,6 +274,8 @@ START_TEST(overrides_and_warnings)
                       "\"sentinel.llm-devops.io/log-level\":\"loud\","
                       "\"sentinel.llm-devops.io/latency-critical-ms\":\"2500\","
                       "\"sentinel.llm-devops.io/cost-warn-usd\":\"-1\","
+                      "\"sentinel.llm-devops.io/zscore-threshold\":\"off\","
+                      "\"sentinel.llm-devops.io/tokens-warn\":\"off\","
                       "\"sentinel.llm-devops.io/frobnicate\":\"1\","
                       "\"sentinel.llm-devops.io/otel-containers\":\"api, ghost\","
                       "\"kubectl.kubernetes.io/default-container\":\"worker\"}},"
@@ -293,8 +295,11 @@ START_TEST(overrides_and_warnings)
     ck_assert(warned(&res, "log-level"));
     ck_assert(warned(&res, "cost-warn-usd"));
     ck_assert(warned(&res, "frobnicate"));
+    ck_assert(warned(&res, "zscore-threshold"));
+    ck_assert_ptr_null(env_of(sc, "SENTINEL_LOCAL_ZSCORE_THRESHOLD"));
+    ck_assert_str_eq(env_of(sc, "SENTINEL_LOCAL_THRESHOLDS_TOTAL_TOKENS_UPPER_WARN"), "off");
     ck_assert(warned(&res, "\"ghost\""));
-    ck_assert_int_eq(json_array_size(res.warnings), 5);
+    ck_assert_int_eq(json_array_size(res.warnings), 6);
     /* only the named container gets the OTLP variables; default-container is kept */
     ck_assert_ptr_null(
         env_of(container(pod, "/spec/containers", "worker"), "OTEL_EXPORTER_OTLP_ENDPOINT"));
