@@ -15,8 +15,10 @@ BUILD_PKGS=(
 )
 # Tools the tests use: the official OpenTelemetry JS SDK runs on Node.js; promtool (package
 # prometheus, whose service is installed but not started here) checks the /metrics format;
-# the injector's TLS test makes its certificates with openssl and talks to it with curl.
-TEST_PKGS=(nodejs npm prometheus openssl curl)
+# the injector's TLS test makes its certificates with openssl and talks to it with curl;
+# the fuzz targets (tests/fuzz, `make test` and `make fuzz`) need clang with libFuzzer's runtime
+# (libclang-rt-14-dev on Debian 12) and llvm-symbolizer (llvm) for readable crash reports.
+TEST_PKGS=(nodejs npm prometheus openssl curl clang libclang-rt-14-dev llvm)
 
 want=("${BUILD_PKGS[@]}")
 if [ "${1:-}" != "--build-only" ]; then

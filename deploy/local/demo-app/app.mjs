@@ -97,11 +97,11 @@ function gaussian() {
   const u = 1 - random();
   return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * random());
 }
-// A log-normal draw around `median` with log-sd `sigma`, cut at +-2.5 sigma.
-function lognormal(median, sigma) {
+// A log-normal draw around `median` with log-sd `sigma`, cut at +-`cut` sigma.
+function lognormal(median, sigma, cut = 2.5) {
   let z;
   do z = gaussian();
-  while (Math.abs(z) > 2.5);
+  while (Math.abs(z) > cut);
   return median * Math.exp(sigma * z);
 }
 function pick(items) {
@@ -216,8 +216,9 @@ function simulateCall(svc, call, nowMs, elapsedS) {
   const active = incidents.filter((inc) => inc.active && appliesTo(inc, svc, call.model));
   let ttft = lognormal(m.ttftMs, 0.2);
   let tps = lognormal(m.tps, 0.15);
-  let input = lognormal(call.input, 0.3);
-  let output = lognormal(call.output, 0.35);
+  // Token counts end sooner: prompts come from templates, answers from max_tokens and stop rules.
+  let input = lognormal(call.input, 0.3, 2);
+  let output = lognormal(call.output, 0.3, 2);
   let failure = null;
   for (const inc of active) {
     switch (inc.type) {

@@ -127,7 +127,6 @@ function checkWebhook(mwc, where, injectorSvc, namespace) {
         if (w.failurePolicy !== 'TEMPLATE') check(w.failurePolicy === 'Ignore', `${id}: failurePolicy Ignore`);
         if (w.timeoutSeconds !== 'TEMPLATE') check(w.timeoutSeconds >= 1 && w.timeoutSeconds <= 10, `${id}: timeoutSeconds 1..10`);
         const svc = w.clientConfig?.service;
-        check(svc?.path === '/mutate', `${id}: path /mutate`);
         if (injectorSvc) {
             check(svc?.name === injectorSvc.metadata.name && svc?.namespace === namespace, `${id}: service ${svc?.name}`);
             check(injectorSvc.spec.ports.some((p) => p.port === svc?.port), `${id}: port ${svc?.port} not on the Service`);
@@ -144,19 +143,23 @@ function checkWebhook(mwc, where, injectorSvc, namespace) {
             check(excluded !== undefined, `${id}: excludes system namespaces`);
         }
         const inject = nsExpr.find((e) => e.key === 'sentinel.llm-devops.io/inject');
+        const optOut = w.objectSelector?.matchExpressions?.find((e) => e.key === 'sentinel.llm-devops.io/inject');
+        const podLabel = w.objectSelector?.matchLabels?.['sentinel.llm-devops.io/inject'] === 'true';
+        check(podLabel || (optOut?.operator === 'NotIn' && JSON.stringify(optOut.values) === '["false"]'),
+            `${id}: pods labelled inject=false are not sent`);
         if (inject?.operator === 'In' && JSON.stringify(inject.values) === '["enabled"]') {
             nsWebhook = true;
-            const obj = w.objectSelector?.matchExpressions?.find((e) => e.key === 'sentinel.llm-devops.io/inject');
-            check(obj?.operator === 'NotIn' && JSON.stringify(obj.values) === '["false"]', `${id}: pods labelled inject=false opt out`);
-        }
-        if (w.objectSelector?.matchLabels?.['sentinel.llm-devops.io/inject'] === 'true') {
+            check(svc?.path === '/mutate/namespace', `${id}: enabled namespaces go to /mutate/namespace (inject unless opted out)`);
+            check(!podLabel, `${id}: every pod of an enabled namespace is sent`);
+        } else {
             podWebhook = true;
+            check(svc?.path === '/mutate', `${id}: other namespaces go to /mutate (pods opt in themselves)`);
             check(inject?.operator === 'NotIn' && inject.values.includes('enabled') && inject.values.includes('disabled'),
                 `${id}: skips enabled namespaces (no double call) and disabled ones`);
         }
     }
     check(nsWebhook, `${where}: a webhook selects namespaces labelled sentinel.llm-devops.io/inject=enabled`);
-    check(podWebhook, `${where}: a webhook selects pods labelled sentinel.llm-devops.io/inject=true`);
+    check(podWebhook, `${where}: a webhook sends the pods of other namespaces to /mutate`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -223,6 +226,7 @@ function checkBase() {
     check(inj?.spec.replicas === 2, 'base: injector has 2 replicas');
     check(JSON.stringify(ic?.args) === '["serve"]', 'base: injector runs serve');
     check(ienv.SENTINEL_INJECTOR_ENDPOINT === '0.0.0.0:8443', 'base: SENTINEL_INJECTOR_ENDPOINT');
+    check(podTemplate(inj)?.metadata.labels['sidecar.istio.io/inject'] === 'false', 'base: injector pods stay out of Istio');
     const tlsMount = ic?.volumeMounts?.find((m) => m.name === 'tls')?.mountPath;
     check(ienv.SENTINEL_TLS_CERT === `${tlsMount}/tls.crt` && ienv.SENTINEL_TLS_KEY === `${tlsMount}/tls.key`,
         'base: SENTINEL_TLS_CERT/KEY point into the mounted Secret');

@@ -72,7 +72,7 @@ export function metricNames(expr) {
  */
 export function documentedMetrics(root) {
     const out = new Map();
-    for (const doc of ['docs/sidecar.md', 'docs/observability.md', 'docs/aggregator.md']) {
+    for (const doc of ['docs/sidecar.md', 'docs/observability.md', 'docs/aggregator.md', 'docs/injector.md']) {
         let text;
         try {
             text = readFileSync(join(root, doc), 'utf8');
@@ -83,7 +83,7 @@ export function documentedMetrics(root) {
             if (!line.startsWith('|')) continue;
             for (const m of line.matchAll(/`((?:sentinel|process)_[a-z0-9_]+)(?:\{[^`]*\})?`/g)) {
                 const prev = out.get(m[1]);
-                out.set(m[1], { histogram: (prev && prev.histogram) || /\|\s*histogram\s*\|/.test(line) });
+                out.set(m[1], { histogram: (prev && prev.histogram) || /\|\s*histogram\b/.test(line) });
             }
         }
     }
