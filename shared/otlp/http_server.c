@@ -79,6 +79,10 @@ typedef struct sn_http_request {
     z_stream z;
 } sn_http_request;
 
+/* The connection whose route callback runs on this thread (NULL elsewhere), for
+ * sn_http_request_header() and sn_http_request_args(). */
+static _Thread_local struct MHD_Connection *t_route_conn;
+
 /* ---------------------------------------------------------------- small helpers */
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -297,6 +301,47 @@ static enum MHD_Result answer(struct MHD_Connection *conn, unsigned status,
     enum MHD_Result q = MHD_queue_response(conn, status, r);
     MHD_destroy_response(r);
     return q;
+}
+
+/* A route's answer: answer() plus the reply's extra headers. */
+static enum MHD_Result answer_reply(struct MHD_Connection *conn, const sn_http_reply *reply)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(reply->body ? reply->len : 0,
+                                                             reply->body ? reply->body : (void *)"",
+                                                             MHD_RESPMEM_MUST_COPY);
+    if (r == NULL)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, reply->content_type);
+    if (reply->retry_after_s > 0) {
+        char v[16];
+        snprintf(v, sizeof v, "%u", reply->retry_after_s);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, v);
+    }
+    if (reply->allow != NULL)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, reply->allow);
+    for (unsigned i = 0; i < SN_HTTP_REPLY_HEADERS_MAX; i++) {
+        if (reply->headers[i].name != NULL && reply->headers[i].value != NULL)
+            MHD_add_response_header(r, reply->headers[i].name, reply->headers[i].value);
+    }
+    enum MHD_Result q = MHD_queue_response(conn, reply->status, r);
+    MHD_destroy_response(r);
+    return q;
+}
+
+/* The server's own refusal of a route request: {"error":"..."} when route_json_errors is set
+ * (`text` is a fixed message without quotes or backslashes), else plain text. */
+static enum MHD_Result answer_route_error(const sn_http_server *s, struct MHD_Connection *conn,
+                                          unsigned status, const char *text, unsigned retry_after_s)
+{
+    if (!s->cfg.route_json_errors) {
+        char line[160];
+        int n = snprintf(line, sizeof line, "%s\n", text);
+        return answer(conn, status, "text/plain; charset=utf-8", line, (size_t)n, retry_after_s,
+                      NULL);
+    }
+    char body[192];
+    int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}", text);
+    return answer(conn, status, "application/json", body, (size_t)n, retry_after_s, NULL);
 }
 
 /* A plain-text answer for requests whose format is unknown (404, 405, 415). */
@@ -553,7 +598,8 @@ static enum MHD_Result begin_request(sn_http_server *s, struct MHD_Connection *c
             if (is_otlp)
                 return answer_status(conn, MHD_HTTP_CONTENT_TOO_LARGE, enc, RPC_RESOURCE_EXHAUSTED,
                                      "request body larger than the server's limit", 0);
-            return answer_text(conn, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large\n", NULL);
+            return answer_route_error(s, conn, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large",
+                                      0);
         }
     }
 
@@ -589,27 +635,27 @@ static enum MHD_Result finish_request(sn_http_server *s, struct MHD_Connection *
     if (req->kind == REQ_ROUTE) {
         switch (req->fault) {
         case FAULT_TOO_LARGE:
-            return answer_text(conn, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large\n", NULL);
+            return answer_route_error(s, conn, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large",
+                                      0);
         case FAULT_BAD_GZIP:
-            return answer_text(conn, MHD_HTTP_BAD_REQUEST, "invalid gzip body\n", NULL);
+            return answer_route_error(s, conn, MHD_HTTP_BAD_REQUEST, "invalid gzip body", 0);
         case FAULT_NO_MEMORY:
-            return answer(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain; charset=utf-8",
-                          "out of memory\n", 14, 1, NULL);
+            return answer_route_error(s, conn, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory", 1);
         case FAULT_NONE:
             break;
         }
         sn_http_reply reply = {.status = MHD_HTTP_OK};
         snprintf(reply.content_type, sizeof reply.content_type, "text/plain; charset=utf-8");
+        t_route_conn = conn;
         bool found = s->cfg.route(method, url, req->buf ? req->buf : empty, req->len, &reply,
                                   s->cfg.route_ud);
+        t_route_conn = NULL;
         if (!found) {
             free(reply.body);
-            return answer_text(conn, MHD_HTTP_NOT_FOUND, "not found\n", NULL);
+            return answer_route_error(s, conn, MHD_HTTP_NOT_FOUND, "not found", 0);
         }
         reply.content_type[sizeof reply.content_type - 1] = '\0';
-        enum MHD_Result q =
-            answer(conn, reply.status, reply.content_type, reply.body ? reply.body : "",
-                   reply.body ? reply.len : 0, 0, reply.allow);
+        enum MHD_Result q = answer_reply(conn, &reply);
         free(reply.body);
         return q;
     }
@@ -637,6 +683,38 @@ static enum MHD_Result finish_request(sn_http_server *s, struct MHD_Connection *
                    s->cfg.handler_ud);
     res.message[sizeof res.message - 1] = '\0';
     return answer_result(conn, req, &res);
+}
+
+const char *sn_http_request_header(const char *name)
+{
+    if (t_route_conn == NULL || name == NULL)
+        return NULL;
+    return MHD_lookup_connection_value(t_route_conn, MHD_HEADER_KIND, name);
+}
+
+typedef struct arg_walk {
+    sn_http_arg_fn fn;
+    void *ud;
+    int n;
+} arg_walk;
+
+/* libmicrohttpd's iterator over GET arguments, forwarding to the caller's function. */
+static enum MHD_Result arg_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+                              const char *value)
+{
+    (void)kind;
+    arg_walk *w = cls;
+    w->n++;
+    return w->fn(key, value, w->ud) ? MHD_YES : MHD_NO;
+}
+
+int sn_http_request_args(sn_http_arg_fn fn, void *ud)
+{
+    if (t_route_conn == NULL || fn == NULL)
+        return -EPERM;
+    arg_walk w = {.fn = fn, .ud = ud, .n = 0};
+    MHD_get_connection_values(t_route_conn, MHD_GET_ARGUMENT_KIND, arg_cb, &w);
+    return w.n;
 }
 
 /* libmicrohttpd's access handler: called for the headers, each body chunk and the end. */

@@ -37,7 +37,17 @@
 #define SN_HTTP_DEFAULT_THREADS        2u
 #define SN_HTTP_REPLY_CONTENT_TYPE_MAX 64
 
+#define SN_HTTP_REPLY_HEADERS_MAX 4u
+
 typedef struct sn_http_server sn_http_server;
+
+/* One extra response header of a route's reply. Both strings must stay valid until the server
+ * has queued the answer (after the route returns): static strings, or strings owned by the
+ * route's user data for the server's lifetime. */
+typedef struct sn_http_header {
+    const char *name; /* NULL: unused slot */
+    const char *value;
+} sn_http_header;
 
 /* What an extra route answers. The server hands it in with status 200, content type
  * "text/plain; charset=utf-8" and no body. `body` must be malloc'd by the route (or NULL); the
@@ -47,7 +57,9 @@ typedef struct sn_http_reply {
     char content_type[SN_HTTP_REPLY_CONTENT_TYPE_MAX];
     char *body;
     size_t len;
-    const char *allow; /* optional Allow header value (a static string), e.g. with a 405 */
+    const char *allow;      /* optional Allow header value (a static string), e.g. with a 405 */
+    unsigned retry_after_s; /* > 0: a Retry-After header with these seconds */
+    sn_http_header headers[SN_HTTP_REPLY_HEADERS_MAX]; /* optional extra headers */
 } sn_http_reply;
 
 /* An extra route: called for every request whose path is not an OTLP route, once its body
@@ -56,6 +68,18 @@ typedef struct sn_http_reply {
  * route's (the server answers 404); true when it filled `reply`. Runs on server threads. */
 typedef bool (*sn_http_route_fn)(const char *method, const char *path, const uint8_t *body,
                                  size_t len, sn_http_reply *reply, void *ud);
+
+/* Inside a route callback only (on the thread running it): the value of the request header
+ * `name` (case-insensitive), or NULL when absent or when called outside a route. Valid until the
+ * route returns. */
+const char *sn_http_request_header(const char *name);
+
+/* Inside a route callback only: calls fn once per query-string argument, in request order, with
+ * the percent-decoded key and value (value NULL for "?key" without '='), until fn returns false.
+ * Returns the number of arguments visited, or -EPERM outside a route. The strings are valid
+ * until the route returns. */
+typedef bool (*sn_http_arg_fn)(const char *key, const char *value, void *ud);
+int sn_http_request_args(sn_http_arg_fn fn, void *ud);
 
 typedef struct sn_http_server_config {
     const char *listen;            /* "host:port", "[v6addr]:port" or ":port"; port 0 = any */
@@ -67,6 +91,9 @@ typedef struct sn_http_server_config {
     void *handler_ud;
     sn_http_route_fn route; /* optional; required when there is no handler */
     void *route_ud;
+    /* true: the server's own refusals of route requests (413 body too large, 400 bad gzip, 503
+     * out of memory, 404 when the route declines) are JSON {"error":"..."} instead of text. */
+    bool route_json_errors;
 } sn_http_server_config;
 
 /* Validates the configuration and copies it (the listen string included) into a new server,
