@@ -289,7 +289,8 @@ export async function metrics(adminPort) {
 
 // --- the aggregator's event log ---
 
-// Every line of the event log, parsed; 64-bit times are kept exact as strings (*_raw).
+// Every line of the event log, parsed; 64-bit times are kept exact as strings (*_raw). A line
+// that is not JSON is returned as {type: 'torn', raw}.
 export function readEventLog(file) {
   let text;
   try {
@@ -303,7 +304,12 @@ export function readEventLog(file) {
     .split('\n')
     .filter((l) => l.trim() !== '')
     .map((l) => {
-      const j = JSON.parse(l);
+      let j;
+      try {
+        j = JSON.parse(l);
+      } catch {
+        return { type: 'torn', raw: l }; // cut by a SIGKILL mid-write, then appended to
+      }
       for (const k of ['start_unix_nano', 'end_unix_nano', 'time_unix_nano', 'created_unix_nano']) {
         const m = l.match(new RegExp(`"${k}":(\\d+)`));
         if (m) j[`${k}_raw`] = m[1];
@@ -328,7 +334,7 @@ export const randomHex = (bytes) => crypto.randomBytes(bytes).toString('hex');
 export const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 // One OTLP/JSON ExportTraceServiceRequest with one GenAI span per entry of spans:
-// {traceId, spanId, startNs (BigInt), latencyMs, model, inputTokens, outputTokens}.
+// {traceId, spanId, startNs (BigInt), latencyMs, model, inputTokens, outputTokens, user}.
 export function otlpJson(spans, service = 'load-api') {
   return JSON.stringify({
     resourceSpans: [
@@ -350,6 +356,7 @@ export function otlpJson(spans, service = 'load-api') {
                 { key: 'gen_ai.request.model', value: { stringValue: s.model } },
                 { key: 'gen_ai.usage.input_tokens', value: { intValue: String(s.inputTokens ?? 100) } },
                 { key: 'gen_ai.usage.output_tokens', value: { intValue: String(s.outputTokens ?? 50) } },
+                ...(s.user ? [{ key: 'user.id', value: { stringValue: s.user } }] : []),
               ],
             })),
           },
