@@ -738,9 +738,21 @@ int sn_inject_pod(const sn_inject_config *cfg, const json_t *pod, const char *ns
         return 0;
     }
 
+    /* A regular sidecar container never exits, so a pod meant to run to completion (a Job's)
+     * would never complete: such pods need the native sidecar, which the kubelet stops once the
+     * app containers are done. */
+    res->native = sn_inject_native(cfg);
+    const char *restart = member_str(spec, "restartPolicy");
+    if (!res->native && restart != NULL && strcmp(restart, "Always") != 0) {
+        warn(res->warnings,
+             "restartPolicy %.20s: the sentinel sidecar needs native sidecars (Kubernetes >= "
+             "1.29) in pods that run to completion; not injected",
+             restart);
+        res->skip_reason = "needs_native_sidecar";
+        return 0;
+    }
     pod_settings ps;
     read_overrides(cfg, annotations, containers, &ps, res->warnings);
-    res->native = sn_inject_native(cfg);
     res->patch = json_array();
     int rc = res->patch != NULL ? build_patch(cfg, pod, &ps, res->native, res->patch) : -ENOMEM;
     if (rc != 0) {

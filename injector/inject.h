@@ -15,6 +15,8 @@
  *   host_network      spec.hostNetwork is true (the sidecar's ports would be the node's)
  *   not_opted_in      policy OPT_IN, the pod does not say "true" and its namespace is not
  *                     in namespaces
+ *   needs_native_sidecar  the sidecar would be a regular container and spec.restartPolicy is
+ *                     Never or OnFailure (a Job's pod would never complete; warned)
  * Annotation values that are not valid are ignored (the default is used) and reported in
  * res->warnings; they never stop the pod from being admitted.
  */

@@ -25,9 +25,9 @@
 #include <unistd.h>
 
 /* Reasons counted; the handles are looked up once at create. */
-static const char *const skip_reasons[] = {"invalid_pod",   "already_injected", "system_namespace",
-                                           "opted_out",     "host_network",     "not_opted_in",
-                                           "not_pod_create"};
+static const char *const skip_reasons[] = {
+    "invalid_pod",  "already_injected", "system_namespace", "opted_out",
+    "host_network", "not_opted_in",     "not_pod_create",   "needs_native_sidecar"};
 static const char *const fail_reasons[] = {"internal",     "invalid_object", "parse",
                                            "not_a_review", "no_uid",         "too_large",
                                            "media_type",   "method"};

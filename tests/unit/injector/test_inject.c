@@ -179,7 +179,8 @@ START_TEST(native_injection_by_version)
     json_t *pod = run(&cfg,
                       "{\"metadata\":{\"generateName\":\"web-\",\"labels\":{"
                       "\"sentinel.llm-devops.io/inject\":\"true\"}},\"spec\":{\"initContainers\":"
-                      "[{\"name\":\"migrate\",\"image\":\"m\"}],\"containers\":[{\"name\":\"web\","
+                      "[{\"name\":\"migrate\",\"image\":\"m\"}],\"restartPolicy\":\"Never\","
+                      "\"containers\":[{\"name\":\"web\","
                       "\"image\":\"w\"}]}}",
                       "default", SN_INJECT_OPT_IN, &res);
     ck_assert(res.inject && res.native);
@@ -240,6 +241,10 @@ START_TEST(decisions)
         {"{\"metadata\":{\"annotations\":{\"sentinel.llm-devops.io/inject\":\"true\"}},"
          "\"spec\":{}}",
          "apps", SN_INJECT_OPT_IN, "invalid_pod"},
+        {"{\"spec\":{\"restartPolicy\":\"Never\",\"containers\":[{\"name\":\"a\"}]}}", "apps",
+         SN_INJECT_ENABLED, "needs_native_sidecar"},
+        {"{\"spec\":{\"restartPolicy\":\"Always\",\"containers\":[{\"name\":\"a\"}]}}", "apps",
+         SN_INJECT_ENABLED, NULL},
         {"{\"metadata\":{\"annotations\":{\"sentinel.llm-devops.io/inject\":\"yes\"}},"
          "\"spec\":{\"containers\":[{\"name\":\"a\"}]}}",
          "apps", SN_INJECT_OPT_IN, "not_opted_in"},

@@ -120,6 +120,15 @@ START_TEST(offline_injects_templates_and_is_idempotent)
     char *out1, *out2, err[256];
     size_t l1, l2;
     sn_inject_stats st;
+    /* regular sidecars would keep the CronJob's pods from completing: not injected */
+    ck_assert_int_eq(sn_inject_stream(&s.inject, in, strlen(in), NULL, SN_INJECT_FORMAT_AUTO, &out1,
+                                      &l1, &st, err, sizeof err),
+                     0);
+    ck_assert_int_eq(st.injected, 0);
+    ck_assert_int_eq(st.skipped, 2);
+    ck_assert_int_eq(st.warnings, 1);
+    free(out1);
+    s.inject.mode = SN_INJECT_MODE_NATIVE;
     ck_assert_int_eq(sn_inject_stream(&s.inject, in, strlen(in), NULL, SN_INJECT_FORMAT_AUTO, &out1,
                                       &l1, &st, err, sizeof err),
                      0);
@@ -129,7 +138,7 @@ START_TEST(offline_injects_templates_and_is_idempotent)
     ck_assert_int_eq(st.skipped, 1);
     json_t *docs = load(out1);
     ck_assert_str_eq(json_string_value(sn_jsonpointer_get(
-                         docs, "/0/spec/jobTemplate/spec/template/spec/containers/1/name")),
+                         docs, "/0/spec/jobTemplate/spec/template/spec/initContainers/0/name")),
                      "sentinel-sidecar");
     ck_assert_str_eq(json_string_value(sn_jsonpointer_get(docs, "/0/spec/schedule")), "0 3 * * *");
     ck_assert_str_eq(json_string_value(sn_jsonpointer_get(docs, "/1/data/k")), "1");
@@ -152,7 +161,7 @@ START_TEST(offline_injects_templates_and_is_idempotent)
     json_error_t je;
     json_t *v = json_loads(out1, 0, &je);
     ck_assert_ptr_nonnull(v);
-    ck_assert_str_eq(json_string_value(sn_jsonpointer_get(v, "/spec/containers/1/name")),
+    ck_assert_str_eq(json_string_value(sn_jsonpointer_get(v, "/spec/initContainers/0/name")),
                      "sentinel-sidecar");
     json_decref(v);
     free(out1);
