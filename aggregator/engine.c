@@ -1,0 +1,1882 @@
+/*
+ * engine.c -- the aggregator's detection engine (see engine.h and docs/aggregator.md,
+ * "Detection").
+ *
+ * State, all owned by the loop thread:
+ *
+ *   global    sn_baseline per (service, model, metric); each entry's user area is a key_state
+ *             (CUSUM sums, persistence streaks, a cached summary);
+ *   seasonal  optional second sn_baseline keyed by (service, model + "\x1f" + slot, metric);
+ *   pairs     one pair_state per (service, model): error window, throughput buckets, drift
+ *             histograms; a chained hash plus an update-ordered list (idle expiry), at most
+ *             max_pairs;
+ *   budgets   one budget_state per (rule, service[, user]); same structure, max_budget_keys.
+ *
+ * Invariants: a pair's tp_closed only grows, and every ring slot it reads has idx > tp_closed or
+ * is stale; counters only grow; `bytes` of each ktable is the sum of its nodes' chunk sizes plus
+ * its index.
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "detect/threshold.h"
+
+#define ERR_SLOTS    6 /* the error window is six buckets */
+#define TP_SLOTS     8 /* open throughput buckets per pair */
+#define PSI_EDGES    (SN_ENGINE_DRIFT_BINS - 1)
+#define DRIFT_EPS    1e-4
+#define HOUR_NS      (INT64_C(3600) * SN_NS_PER_SEC)
+#define KT_MAX_SLOTS (1u << 20)
+
+const char *const sn_engine_tristate_names[] = {"inherit", "true", "false", NULL};
+const char *const sn_engine_direction_names[] = {"inherit", "both", "upper", "lower", NULL};
+const char *const sn_engine_transform_names[] = {"none", "log", NULL};
+const char *const sn_engine_mode_names[] = {"exact", "compact", NULL};
+const char *const sn_engine_seasonal_names[] = {"hour_of_week", "hour_of_day", NULL};
+
+static const char *const check_names[SN_CHECK_COUNT] = {
+    [SN_CHECK_ZSCORE] = "z_score",
+    [SN_CHECK_IQR] = "iqr",
+    [SN_CHECK_MAD] = "mad",
+    [SN_CHECK_CUSUM] = "cusum",
+    [SN_CHECK_THRESHOLD] = "threshold",
+    [SN_CHECK_BUDGET] = "budget",
+    [SN_CHECK_ERROR_RATE] = "error_rate",
+    [SN_CHECK_THROUGHPUT] = "throughput",
+    [SN_CHECK_TOKEN_DRIFT] = "token_drift",
+    [SN_CHECK_FINISH_DRIFT] = "finish_reason_drift",
+    [SN_CHECK_LOCAL] = "local_alert",
+};
+
+static const char *const finish_names[SN_ENGINE_FINISH_CATS] = {"stop", "length", "tool_calls",
+                                                                "content_filter", "other"};
+
+/* ---- per-key state (the baseline entry's user area) ---------------------------------------- */
+
+typedef struct key_state {
+    sn_cusum cusum;
+    double lmean, lvar;     /* log transform: moments of ln(1 + x) over about a window */
+    float cache[10];        /* the scoring summary (see key_summary), as floats */
+    uint32_t cache_n;       /* its n */
+    uint32_t since_summary; /* samples learnt since the summary was computed */
+    uint16_t anomalous_run; /* emitted anomalies in a row */
+    uint8_t streak[SN_DETECT_KIND_COUNT]; /* consecutive violations per detector */
+    uint8_t summary_ok;
+} key_state;
+
+/* ---- keyed tables with an update-ordered list ----------------------------------------------- */
+
+typedef struct knode {
+    struct knode *hnext, *prev, *next;
+    uint64_t hash;
+    int64_t last_seen;
+    uint32_t bytes; /* accounted chunk size */
+} knode;
+
+typedef struct ktable {
+    knode **index;
+    uint32_t mask;
+    uint64_t count, max;
+    size_t bytes; /* index + nodes */
+    knode *oldest, *newest;
+} ktable;
+
+typedef struct err_slot {
+    int64_t idx;
+    uint32_t calls, errors;
+} err_slot;
+
+typedef struct tp_slot {
+    int64_t idx;
+    double tokens;
+    uint32_t calls;
+} tp_slot;
+
+typedef struct etype_slot {
+    char name[SN_SHORT_MAX];
+    float count;
+} etype_slot;
+
+typedef struct pair_state {
+    knode node;
+    /* error window */
+    err_slot err[ERR_SLOTS];
+    int64_t err_head; /* newest bucket index seen */
+    int64_t err_last_emit;
+    double err_base;     /* baseline error rate: EWMA of closed buckets' rates */
+    uint32_t err_base_n; /* buckets learnt */
+    etype_slot etypes[SN_ENGINE_ERROR_TYPES];
+    bool err_elevated;
+    /* throughput */
+    bool tp_started;
+    bool tp_fired;
+    tp_slot tp[TP_SLOTS];
+    int64_t tp_closed;    /* last closed bucket index */
+    int64_t tp_low_since; /* start of the first low bucket of the current run; 0 = not low */
+    int64_t tp_last_emit;
+    double tp_rate, tp_calls; /* EWMA of the bucket rate (tokens/s) and calls per bucket */
+    uint32_t tp_learnt;
+    /* input-token PSI: phase 0 no bins yet, 1 filling the reference, 2 recent windows */
+    uint8_t psi_phase;
+    uint8_t fr_phase; /* finish reasons: 1 reference, 2 recent (0 = never set: treated as 1) */
+    uint16_t psi_n, fr_n;
+    uint16_t psi_cur[SN_ENGINE_DRIFT_BINS];
+    uint16_t fr_cur[SN_ENGINE_FINISH_CATS];
+    float psi_ref[SN_ENGINE_DRIFT_BINS];
+    float fr_ref[SN_ENGINE_FINISH_CATS];
+    double psi_edges[PSI_EDGES];
+    uint16_t model_off; /* names follow the struct: service NUL model NUL */
+} pair_state;
+
+typedef struct budget_rule {
+    char service[SN_NAME_MAX]; /* "*" = every service */
+    bool any;
+    bool per_user;
+    sn_budget_config bc;
+} budget_rule;
+
+typedef struct budget_state {
+    knode node;
+    uint8_t rule;
+    sn_budget st;
+    char service[SN_NAME_MAX];
+    char user[SN_SHORT_MAX];
+} budget_state;
+
+struct sn_engine {
+    sn_engine_config cfg;
+    sn_ensemble_config ens[SN_METRIC_COUNT];
+    int64_t persist[SN_METRIC_COUNT][SN_DETECT_KIND_COUNT];
+    budget_rule rules[SN_ENGINE_BUDGETS_MAX];
+    unsigned nrules;
+    sn_baseline *global;
+    sn_baseline *seasonal;
+    ktable pairs;
+    ktable budgets;
+    uint64_t seed;
+    int64_t tp_tick_bucket; /* last closable bucket the tick walked to */
+    int64_t last_expire;    /* when the tick last expired idle keys; 0 = never */
+    sn_engine_stats st;
+};
+
+/* glibc malloc chunk of a request of n bytes (as shared/baseline.c counts). */
+static size_t chunk_bytes(size_t n)
+{
+    size_t c = (n + 8 + 15) & ~(size_t)15;
+    return c < 32 ? 32 : c;
+}
+
+static uint64_t hash_bytes(uint64_t h, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
+    return (h ^ 0xff) * 0x100000001b3ull;
+}
+
+static uint64_t hash_final(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return h;
+}
+
+static uint64_t hash_seed(uint64_t seed)
+{
+    return 0xcbf29ce484222325ull ^ (seed * 0x9e3779b97f4a7c15ull);
+}
+
+/* Allocates the index of a table holding at most max nodes. Returns 0 or -ENOMEM. */
+static int kt_init(ktable *t, uint64_t max)
+{
+    uint32_t slots = 64;
+    while (slots < max && slots < KT_MAX_SLOTS)
+        slots <<= 1;
+    memset(t, 0, sizeof(*t));
+    t->index = calloc(slots, sizeof(*t->index));
+    if (t->index == NULL)
+        return -ENOMEM;
+    t->mask = slots - 1;
+    t->max = max;
+    t->bytes = chunk_bytes(slots * sizeof(*t->index));
+    return 0;
+}
+
+static void kt_unlink_lru(ktable *t, knode *n)
+{
+    if (n->prev != NULL)
+        n->prev->next = n->next;
+    else
+        t->oldest = n->next;
+    if (n->next != NULL)
+        n->next->prev = n->prev;
+    else
+        t->newest = n->prev;
+    n->prev = n->next = NULL;
+}
+
+static void kt_append_lru(ktable *t, knode *n)
+{
+    n->prev = t->newest;
+    n->next = NULL;
+    if (t->newest != NULL)
+        t->newest->next = n;
+    else
+        t->oldest = n;
+    t->newest = n;
+}
+
+/* Links a node the caller allocated (hash and bytes set). */
+static void kt_insert(ktable *t, knode *n)
+{
+    knode **slot = &t->index[n->hash & t->mask];
+    n->hnext = *slot;
+    *slot = n;
+    kt_append_lru(t, n);
+    t->count++;
+    t->bytes += n->bytes;
+}
+
+/* Unlinks and frees a node. */
+static void kt_remove(ktable *t, knode *n)
+{
+    knode **pp = &t->index[n->hash & t->mask];
+    while (*pp != n)
+        pp = &(*pp)->hnext;
+    *pp = n->hnext;
+    kt_unlink_lru(t, n);
+    t->count--;
+    t->bytes -= n->bytes;
+    free(n);
+}
+
+/* Marks n most recently updated at time now. */
+static void kt_touch(ktable *t, knode *n, int64_t now)
+{
+    if (now > n->last_seen)
+        n->last_seen = now;
+    if (t->newest != n) {
+        kt_unlink_lru(t, n);
+        kt_append_lru(t, n);
+    }
+}
+
+/* Removes nodes idle for longer than idle_ns. Returns how many. */
+static uint64_t kt_expire(ktable *t, int64_t now, int64_t idle_ns)
+{
+    uint64_t removed = 0;
+    knode *n = t->oldest;
+    while (n != NULL) {
+        knode *next = n->next;
+        if (now >= n->last_seen && (uint64_t)now - (uint64_t)n->last_seen > (uint64_t)idle_ns) {
+            kt_remove(t, n);
+            removed++;
+        }
+        n = next;
+    }
+    return removed;
+}
+
+static void kt_free(ktable *t)
+{
+    knode *n = t->oldest;
+    while (n != NULL) {
+        knode *next = n->next;
+        free(n);
+        n = next;
+    }
+    free(t->index);
+    memset(t, 0, sizeof(*t));
+}
+
+/* ---- configuration ------------------------------------------------------------------------- */
+
+const char *sn_engine_check_name(sn_engine_check c)
+{
+    if ((int)c < 0 || c >= SN_CHECK_COUNT)
+        return "unknown";
+    return check_names[c];
+}
+
+void sn_engine_config_defaults(sn_engine_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->baseline_mode = SN_BASELINE_COMPACT;
+    cfg->window = SN_BASELINE_DEFAULT_WINDOW;
+    cfg->memory_budget = (int64_t)SN_BASELINE_DEFAULT_BUDGET;
+    cfg->max_pairs = 100000;
+    cfg->max_budget_keys = 100000;
+    cfg->idle_expiry = INT64_C(24) * HOUR_NS;
+    cfg->seasonal = false;
+    cfg->seasonal_slots = 0;
+    sn_ensemble_config_defaults(&cfg->detect);
+    cfg->persist[SN_DETECT_ZSCORE] = 2;
+    cfg->persist[SN_DETECT_IQR] = 2;
+    cfg->persist[SN_DETECT_MAD] = 2;
+    cfg->persist[SN_DETECT_CUSUM] = 1;
+    cfg->persist[SN_DETECT_THRESHOLD] = 1;
+    cfg->persist[SN_DETECT_BUDGET] = 1;
+    cfg->persist_critical = 1;
+    cfg->resume_learning = 50;
+    cfg->warmup = 100;
+    cfg->summary_refresh = 8;
+    for (int m = 0; m < SN_METRIC_COUNT; m++) {
+        sn_engine_metric_config *mc = &cfg->metrics[m];
+        mc->enabled = true;
+        mc->transform = SN_TRANSFORM_LOG;
+        mc->direction = 1 + SN_DIR_UPPER;
+        sn_engine_detector_override *d[] = {&mc->zscore, &mc->iqr, &mc->mad, &mc->cusum};
+        for (int i = 0; i < 4; i++) {
+            d[i]->enabled = SN_ENGINE_INHERIT;
+            d[i]->threshold = d[i]->high = d[i]->critical = NAN;
+            d[i]->min_samples = 0;
+            d[i]->persistence = 0;
+        }
+        mc->cusum.enabled = SN_ENGINE_OFF;
+        mc->cusum_k = NAN;
+        mc->threshold_enabled = SN_ENGINE_INHERIT;
+        mc->upper_warn = mc->upper_critical = mc->lower_warn = mc->lower_critical = NAN;
+    }
+    /* CUSUM watches latency and cost for slow drift; throughput's bad side is low. */
+    cfg->metrics[SN_METRIC_LATENCY_MS].cusum.enabled = SN_ENGINE_INHERIT;
+    cfg->metrics[SN_METRIC_COST_USD].cusum.enabled = SN_ENGINE_INHERIT;
+    cfg->metrics[SN_METRIC_TOKENS_PER_SECOND].direction = 1 + SN_DIR_LOWER;
+    cfg->metrics[SN_METRIC_ERROR_RATE].transform = SN_TRANSFORM_NONE;
+    cfg->metrics[SN_METRIC_ERROR_RATE].direction = SN_ENGINE_INHERIT;
+    cfg->error_enabled = true;
+    cfg->error_window = 60 * SN_NS_PER_SEC;
+    cfg->error_min_calls = 20;
+    cfg->error_floor = 0.05;
+    cfg->error_k = 2.0;
+    cfg->error_z = 3.0;
+    cfg->throughput_enabled = true;
+    cfg->tp_bucket = 10 * SN_NS_PER_SEC;
+    cfg->tp_duration = 60 * SN_NS_PER_SEC;
+    cfg->tp_ratio = 0.5;
+    cfg->tp_alpha = 0.1;
+    cfg->tp_min_buckets = 30;
+    cfg->tp_min_calls = 5.0;
+    cfg->tp_grace = 5 * SN_NS_PER_SEC;
+    cfg->tp_relearn = 15 * 60 * SN_NS_PER_SEC;
+    cfg->drift_enabled = true;
+    cfg->drift_window = 500;
+    cfg->drift_min_baseline = 200;
+    cfg->psi_threshold = 0.2;
+    cfg->js_threshold = 0.1;
+    cfg->budget_soft_ratio = 0.8;
+    cfg->cold_trust = 0.8;
+}
+
+static void apply_det(const sn_engine_detector_override *o, bool *enabled, double *thr,
+                      double *high, double *crit, uint64_t *min_samples, int64_t *persist)
+{
+    if (o->enabled == SN_ENGINE_ON)
+        *enabled = true;
+    else if (o->enabled == SN_ENGINE_OFF)
+        *enabled = false;
+    if (!isnan(o->threshold))
+        *thr = o->threshold;
+    if (!isnan(o->high))
+        *high = o->high;
+    if (!isnan(o->critical))
+        *crit = o->critical;
+    if (o->min_samples > 0)
+        *min_samples = (uint64_t)o->min_samples;
+    if (o->persistence > 0)
+        *persist = o->persistence;
+}
+
+void sn_engine_config_resolve(const sn_engine_config *cfg, sn_metric m, sn_ensemble_config *out,
+                              int64_t persist[SN_DETECT_KIND_COUNT])
+{
+    *out = cfg->detect;
+    for (int k = 0; k < SN_DETECT_KIND_COUNT; k++)
+        persist[k] = cfg->persist[k];
+    if ((int)m < 0 || m >= SN_METRIC_COUNT)
+        return;
+    const sn_engine_metric_config *mc = &cfg->metrics[m];
+    apply_det(&mc->zscore, &out->zscore_enabled, &out->zscore.threshold, &out->zscore.high,
+              &out->zscore.critical, &out->zscore.min_samples, &persist[SN_DETECT_ZSCORE]);
+    apply_det(&mc->iqr, &out->iqr_enabled, &out->iqr.k, &out->iqr.high_k, &out->iqr.critical_k,
+              &out->iqr.min_samples, &persist[SN_DETECT_IQR]);
+    apply_det(&mc->mad, &out->mad_enabled, &out->mad.threshold, &out->mad.high, &out->mad.critical,
+              &out->mad.min_samples, &persist[SN_DETECT_MAD]);
+    apply_det(&mc->cusum, &out->cusum_enabled, &out->cusum.h, &out->cusum.high,
+              &out->cusum.critical, &out->cusum.min_samples, &persist[SN_DETECT_CUSUM]);
+    if (!isnan(mc->cusum_k))
+        out->cusum.k = mc->cusum_k;
+    if (mc->direction > 0 && mc->direction <= 3) {
+        sn_direction d = (sn_direction)(mc->direction - 1);
+        out->zscore.direction = out->iqr.direction = out->mad.direction = d;
+        out->cusum.direction = d;
+    }
+    if (mc->threshold_enabled == SN_ENGINE_ON)
+        out->threshold_enabled = true;
+    else if (mc->threshold_enabled == SN_ENGINE_OFF)
+        out->threshold_enabled = false;
+    if (!isnan(mc->upper_warn))
+        out->threshold.upper_warn = mc->upper_warn;
+    if (!isnan(mc->upper_critical))
+        out->threshold.upper_critical = mc->upper_critical;
+    if (!isnan(mc->lower_warn))
+        out->threshold.lower_warn = mc->lower_warn;
+    if (!isnan(mc->lower_critical))
+        out->threshold.lower_critical = mc->lower_critical;
+    if (mc->transform == SN_TRANSFORM_LOG) {
+        /* In log space a scale floor relative to |mean| means nothing; an absolute 0.01 is a 1 %
+         * change of the value: a constant baseline still alerts on a few percent, not on 0.1 %.
+         * In compact mode quantiles are sketch buckets (relative accuracy alpha, so +-alpha in
+         * log space): the quantile detectors cannot resolve an IQR below a few bucket widths,
+         * so their scale is floored there (6 alpha for the IQR, 3 alpha for the MAD scale). */
+        double q = cfg->baseline_mode == SN_BASELINE_COMPACT ? SN_BASELINE_DEFAULT_SKETCH_ALPHA : 0;
+        out->zscore.min_stddev = out->cusum.min_stddev = 0.01;
+        out->mad.min_scale = fmax(0.01, 3.0 * q);
+        out->iqr.min_iqr = fmax(0.01 * 1.349, 6.0 * q);
+        out->zscore.min_stddev_rel = out->cusum.min_stddev_rel = 0.0;
+        out->mad.min_scale_rel = out->iqr.min_iqr_rel = 0.0;
+    }
+}
+
+static int fail(sn_config_error *err, const char *prefix, const char *field, const char *msg)
+{
+    if (err != NULL)
+        snprintf(err->msg, sizeof err->msg, "config: %s.%s: %s", prefix, field, msg);
+    return -EINVAL;
+}
+
+/* Parses one budget rule "service:period:amount[:per_user]" (split from the right so service
+ * names may hold ':'). Returns NULL or a static message. */
+static const char *parse_budget(const char *text, double soft_ratio, budget_rule *out)
+{
+    char buf[SN_CONFIG_ITEM_MAX];
+    size_t len = strnlen(text, sizeof buf);
+    if (len >= sizeof buf)
+        return "too long";
+    memcpy(buf, text, len + 1);
+    memset(out, 0, sizeof(*out));
+    char *last = strrchr(buf, ':');
+    if (last != NULL && strcmp(last + 1, "per_user") == 0) {
+        out->per_user = true;
+        *last = '\0';
+    }
+    char *amount = strrchr(buf, ':');
+    if (amount == NULL)
+        return "must be service:period:amount_usd[:per_user]";
+    *amount++ = '\0';
+    char *period = strrchr(buf, ':');
+    if (period == NULL)
+        return "must be service:period:amount_usd[:per_user]";
+    *period++ = '\0';
+    if (buf[0] == '\0')
+        return "service must not be empty (use * for every service)";
+    if (strlen(buf) >= SN_NAME_MAX)
+        return "service name too long";
+    sn_budget_config_defaults(&out->bc);
+    if (sn_period_from_name(period, &out->bc.period) != 0)
+        return "period must be minute, hour, day or month";
+    char *end = NULL;
+    errno = 0;
+    double a = strtod(amount, &end);
+    if (errno != 0 || end == amount || *end != '\0' || !(a > 0.0) || !isfinite(a))
+        return "amount_usd must be a number > 0";
+    out->bc.amount = a;
+    out->bc.soft_ratio = soft_ratio;
+    out->bc.hard_ratio = 1.0;
+    memcpy(out->service, buf, strlen(buf) + 1);
+    out->any = strcmp(buf, "*") == 0;
+    return NULL;
+}
+
+int sn_engine_config_validate(const sn_engine_config *cfg, const char *prefix, sn_config_error *err)
+{
+    char path[SN_CONFIG_PATH_MAX];
+    if (prefix == NULL)
+        prefix = "engine";
+    if (cfg->baseline_mode != SN_BASELINE_EXACT && cfg->baseline_mode != SN_BASELINE_COMPACT)
+        return fail(err, prefix, "baseline.mode", "must be exact or compact");
+    if (cfg->window < 2 || cfg->window > 1000000)
+        return fail(err, prefix, "baseline.window", "must be an integer between 2 and 1000000");
+    if (cfg->memory_budget < (1 << 20))
+        return fail(err, prefix, "baseline.memory_budget", "must be at least 1MiB");
+    if (cfg->max_pairs < 1 || cfg->max_budget_keys < 1)
+        return fail(err, prefix,
+                    cfg->max_pairs < 1 ? "baseline.max_pairs" : "baseline.max_budget_keys",
+                    "must be >= 1");
+    if (cfg->idle_expiry < SN_NS_PER_SEC)
+        return fail(err, prefix, "baseline.idle_expiry", "must be at least 1s");
+    if (cfg->seasonal_slots != 0 && cfg->seasonal_slots != 1)
+        return fail(err, prefix, "seasonal.period", "must be hour_of_week or hour_of_day");
+    snprintf(path, sizeof path, "%s.detect", prefix);
+    int rc = sn_ensemble_settings_validate(&cfg->detect, path, err);
+    if (rc != 0)
+        return rc;
+    for (int k = 0; k < SN_DETECT_KIND_COUNT; k++) {
+        if (cfg->persist[k] < 1 || cfg->persist[k] > 255) {
+            char f[64];
+            snprintf(f, sizeof f, "detect.%s.persistence",
+                     k == SN_DETECT_ZSCORE ? "zscore" : sn_detector_name((sn_detector_kind)k));
+            return fail(err, prefix, f, "must be an integer between 1 and 255");
+        }
+    }
+    if (cfg->persist_critical < 1 || cfg->persist_critical > 255)
+        return fail(err, prefix, "detect.persistence_critical", "must be between 1 and 255");
+    if (cfg->resume_learning < 1 || cfg->resume_learning > 65535)
+        return fail(err, prefix, "detect.resume_learning", "must be between 1 and 65535");
+    if (cfg->warmup < 0 || cfg->warmup > 100000000)
+        return fail(err, prefix, "detect.warmup", "must be between 0 and 100000000");
+    if (cfg->summary_refresh < 1 || cfg->summary_refresh > 1000)
+        return fail(err, prefix, "detect.summary_refresh", "must be between 1 and 1000");
+    for (int m = 0; m < SN_METRIC_COUNT; m++) {
+        if (m == SN_METRIC_ERROR_RATE)
+            continue;
+        const sn_engine_metric_config *mc = &cfg->metrics[m];
+        const char *name = sn_metric_name((sn_metric)m);
+        char f[96];
+        if (mc->transform != SN_TRANSFORM_NONE && mc->transform != SN_TRANSFORM_LOG) {
+            snprintf(f, sizeof f, "metrics.%s.transform", name);
+            return fail(err, prefix, f, "must be none or log");
+        }
+        if (mc->direction < 0 || mc->direction > 3) {
+            snprintf(f, sizeof f, "metrics.%s.direction", name);
+            return fail(err, prefix, f, "must be inherit, both, upper or lower");
+        }
+        const sn_engine_detector_override *d[] = {&mc->zscore, &mc->iqr, &mc->mad, &mc->cusum};
+        static const char *const seg[] = {"zscore", "iqr", "mad", "cusum"};
+        for (int i = 0; i < 4; i++) {
+            if (d[i]->persistence < 0 || d[i]->persistence > 255) {
+                snprintf(f, sizeof f, "metrics.%s.%s.persistence", name, seg[i]);
+                return fail(err, prefix, f, "must be an integer between 0 and 255");
+            }
+            if (d[i]->min_samples < 0) {
+                snprintf(f, sizeof f, "metrics.%s.%s.min_samples", name, seg[i]);
+                return fail(err, prefix, f, "must be >= 0");
+            }
+        }
+        sn_ensemble_config r;
+        int64_t persist[SN_DETECT_KIND_COUNT];
+        sn_engine_config_resolve(cfg, (sn_metric)m, &r, persist);
+        snprintf(path, sizeof path, "%s.metrics.%s", prefix, name);
+        rc = sn_ensemble_settings_validate(&r, path, err);
+        if (rc != 0)
+            return rc;
+    }
+    if (cfg->error_window < ERR_SLOTS * SN_NS_PER_MS)
+        return fail(err, prefix, "error_rate.window", "must be at least 6ms");
+    if (cfg->error_min_calls < 1)
+        return fail(err, prefix, "error_rate.min_calls", "must be >= 1");
+    if (!(cfg->error_floor >= 0.0 && cfg->error_floor < 1.0))
+        return fail(err, prefix, "error_rate.floor", "must be in [0, 1)");
+    if (!(cfg->error_k >= 0.0 && cfg->error_k <= 1000.0))
+        return fail(err, prefix, "error_rate.k", "must be between 0 and 1000");
+    if (!(cfg->error_z > 0.0 && isfinite(cfg->error_z)))
+        return fail(err, prefix, "error_rate.z", "must be a number > 0");
+    if (cfg->tp_bucket < SN_NS_PER_MS)
+        return fail(err, prefix, "throughput.bucket", "must be at least 1ms");
+    if (cfg->tp_duration < cfg->tp_bucket)
+        return fail(err, prefix, "throughput.duration", "must be at least one bucket");
+    if (!(cfg->tp_ratio > 0.0 && cfg->tp_ratio < 1.0))
+        return fail(err, prefix, "throughput.ratio", "must be in (0, 1)");
+    if (!(cfg->tp_alpha > 0.0 && cfg->tp_alpha <= 1.0))
+        return fail(err, prefix, "throughput.alpha", "must be in (0, 1]");
+    if (cfg->tp_min_buckets < 1)
+        return fail(err, prefix, "throughput.min_buckets", "must be >= 1");
+    if (!(cfg->tp_min_calls >= 0.0 && isfinite(cfg->tp_min_calls)))
+        return fail(err, prefix, "throughput.min_calls", "must be >= 0");
+    if (cfg->tp_grace < 0)
+        return fail(err, prefix, "throughput.grace", "must be >= 0");
+    if (cfg->tp_relearn < cfg->tp_duration)
+        return fail(err, prefix, "throughput.relearn", "must be >= throughput.duration");
+    if (cfg->drift_window < 50 || cfg->drift_window > 65535)
+        return fail(err, prefix, "drift.window", "must be an integer between 50 and 65535");
+    if (cfg->drift_min_baseline < 10)
+        return fail(err, prefix, "drift.min_baseline", "must be >= 10");
+    if (!(cfg->psi_threshold > 0.0 && isfinite(cfg->psi_threshold)))
+        return fail(err, prefix, "drift.psi_threshold", "must be a number > 0");
+    if (!(cfg->js_threshold > 0.0 && cfg->js_threshold < 1.0))
+        return fail(err, prefix, "drift.js_threshold", "must be in (0, 1)");
+    if (!(cfg->budget_soft_ratio > 0.0 && cfg->budget_soft_ratio <= 1.0))
+        return fail(err, prefix, "budget_soft_ratio", "must be in (0, 1]");
+    if (cfg->budgets.count > SN_ENGINE_BUDGETS_MAX)
+        return fail(err, prefix, "budgets", "too many rules");
+    for (uint32_t i = 0; i < cfg->budgets.count; i++) {
+        budget_rule r;
+        const char *msg = parse_budget(cfg->budgets.items[i], cfg->budget_soft_ratio, &r);
+        if (msg != NULL) {
+            char f[64];
+            snprintf(f, sizeof f, "budgets[%u]", (unsigned)i);
+            char m2[SN_CONFIG_ERROR_MAX / 2];
+            snprintf(m2, sizeof m2, "%s (got \"%.80s\")", msg, cfg->budgets.items[i]);
+            return fail(err, prefix, f, m2);
+        }
+    }
+    if (!(cfg->cold_trust >= 0.0 && cfg->cold_trust <= 1.0))
+        return fail(err, prefix, "local_alerts.cold_trust", "must be in [0, 1]");
+    return 0;
+}
+
+static double to_model(const sn_engine *e, sn_metric m, double x);
+
+/* Derives the resolved per-metric ensembles and the budget rules. cfg must be valid. */
+static void derive(sn_engine *e)
+{
+    for (int m = 0; m < SN_METRIC_COUNT; m++) {
+        sn_engine_config_resolve(&e->cfg, (sn_metric)m, &e->ens[m], e->persist[m]);
+        /* Static levels are written in the metric's unit; the ensemble scores in its space. */
+        sn_threshold_config *th = &e->ens[m].threshold;
+        double *lv[] = {&th->upper_warn, &th->upper_critical, &th->lower_warn, &th->lower_critical};
+        for (int i = 0; i < 4; i++)
+            if (!isnan(*lv[i]))
+                *lv[i] = to_model(e, (sn_metric)m, *lv[i]);
+    }
+    e->nrules = 0;
+    for (uint32_t i = 0; i < e->cfg.budgets.count; i++)
+        if (parse_budget(e->cfg.budgets.items[i], e->cfg.budget_soft_ratio, &e->rules[e->nrules]) ==
+            NULL)
+            e->nrules++;
+}
+
+static int make_baseline(sn_baseline **out, const sn_engine_config *cfg, uint64_t seed)
+{
+    sn_baseline_config bc;
+    sn_baseline_config_init(&bc);
+    bc.mode = (sn_baseline_mode)cfg->baseline_mode;
+    bc.window = (uint32_t)cfg->window;
+    bc.memory_budget = (size_t)cfg->memory_budget;
+    bc.hash_seed = seed;
+    bc.user_bytes = sizeof(key_state);
+    return sn_baseline_create(out, &bc);
+}
+
+int sn_engine_create(sn_engine **out, const sn_engine_config *cfg, uint64_t seed,
+                     sn_config_error *err)
+{
+    int rc = sn_engine_config_validate(cfg, "engine", err);
+    if (rc != 0)
+        return rc;
+    sn_engine *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return -ENOMEM;
+    e->cfg = *cfg;
+    e->seed = seed;
+    e->tp_tick_bucket = INT64_MIN;
+    derive(e);
+    rc = make_baseline(&e->global, cfg, seed);
+    if (rc != 0) {
+        fail(err, "engine", "baseline.memory_budget",
+             rc == -EINVAL ? "too small for one key" : "out of memory");
+        goto out_free_engine;
+    }
+    if (cfg->seasonal) {
+        rc = make_baseline(&e->seasonal, cfg, seed ^ 0x5ea5011a1ull);
+        if (rc != 0)
+            goto out_free_global;
+    }
+    rc = kt_init(&e->pairs, (uint64_t)cfg->max_pairs);
+    if (rc != 0)
+        goto out_free_seasonal;
+    rc = kt_init(&e->budgets, (uint64_t)cfg->max_budget_keys);
+    if (rc != 0)
+        goto out_free_pairs;
+    *out = e;
+    return 0;
+
+out_free_pairs:
+    kt_free(&e->pairs);
+out_free_seasonal:
+    sn_baseline_destroy(e->seasonal);
+out_free_global:
+    sn_baseline_destroy(e->global);
+out_free_engine:
+    free(e);
+    return rc;
+}
+
+void sn_engine_destroy(sn_engine *e)
+{
+    if (e == NULL)
+        return;
+    kt_free(&e->budgets);
+    kt_free(&e->pairs);
+    sn_baseline_destroy(e->seasonal);
+    sn_baseline_destroy(e->global);
+    free(e);
+}
+
+/* Re-keys budget state after the rules changed: state whose (service pattern, period,
+ * per_user) still has a rule moves to it; the rest is dropped. */
+static void remap_budgets(sn_engine *e, const budget_rule *old, unsigned nold)
+{
+    knode *n = e->budgets.oldest;
+    /* Collect first: re-inserting changes the list we walk. */
+    knode *moved = NULL;
+    while (n != NULL) {
+        knode *next = n->next;
+        budget_state *b = (budget_state *)n;
+        int found = -1;
+        if (b->rule < nold) {
+            const budget_rule *o = &old[b->rule];
+            for (unsigned i = 0; i < e->nrules; i++) {
+                const budget_rule *r = &e->rules[i];
+                if (r->per_user == o->per_user && r->bc.period == o->bc.period &&
+                    strcmp(r->service, o->service) == 0) {
+                    found = (int)i;
+                    break;
+                }
+            }
+        }
+        if (found < 0) {
+            kt_remove(&e->budgets, n);
+        } else if ((unsigned)found != b->rule) {
+            /* unlink without freeing, fix the key, re-insert below */
+            knode **pp = &e->budgets.index[n->hash & e->budgets.mask];
+            while (*pp != n)
+                pp = &(*pp)->hnext;
+            *pp = n->hnext;
+            kt_unlink_lru(&e->budgets, n);
+            e->budgets.count--;
+            e->budgets.bytes -= n->bytes;
+            b->rule = (uint8_t)found;
+            uint64_t h = hash_seed(e->seed) ^ (uint64_t)found;
+            h = hash_bytes(h, b->service, strlen(b->service));
+            h = hash_bytes(h, b->user, strlen(b->user));
+            n->hash = hash_final(h);
+            n->hnext = moved;
+            moved = n;
+        }
+        n = next;
+    }
+    while (moved != NULL) {
+        knode *next = moved->hnext;
+        kt_insert(&e->budgets, moved);
+        moved = next;
+    }
+}
+
+int sn_engine_set_config(sn_engine *e, const sn_engine_config *cfg, sn_config_error *err)
+{
+    int rc = sn_engine_config_validate(cfg, "engine", err);
+    if (rc != 0)
+        return rc;
+    const sn_engine_config *o = &e->cfg;
+    if (cfg->baseline_mode != o->baseline_mode)
+        return fail(err, "engine", "baseline.mode", "cannot change at run time");
+    if (cfg->window != o->window)
+        return fail(err, "engine", "baseline.window", "cannot change at run time");
+    if (cfg->memory_budget != o->memory_budget)
+        return fail(err, "engine", "baseline.memory_budget", "cannot change at run time");
+    if (cfg->max_pairs != o->max_pairs)
+        return fail(err, "engine", "baseline.max_pairs", "cannot change at run time");
+    if (cfg->max_budget_keys != o->max_budget_keys)
+        return fail(err, "engine", "baseline.max_budget_keys", "cannot change at run time");
+    if (cfg->seasonal != o->seasonal || cfg->seasonal_slots != o->seasonal_slots)
+        return fail(err, "engine", "seasonal.enabled", "cannot change at run time");
+    for (int m = 0; m < SN_METRIC_COUNT; m++) {
+        if (cfg->metrics[m].transform != o->metrics[m].transform) {
+            char f[64];
+            snprintf(f, sizeof f, "metrics.%s.transform", sn_metric_name((sn_metric)m));
+            return fail(err, "engine", f, "cannot change at run time");
+        }
+    }
+    budget_rule old[SN_ENGINE_BUDGETS_MAX];
+    unsigned nold = e->nrules;
+    memcpy(old, e->rules, sizeof(budget_rule) * nold);
+    e->cfg = *cfg;
+    derive(e);
+    remap_budgets(e, old, nold);
+    return 0;
+}
+
+const sn_engine_config *sn_engine_get_config(const sn_engine *e)
+{
+    return &e->cfg;
+}
+
+sn_baseline *sn_engine_baselines(sn_engine *e)
+{
+    return e->global;
+}
+
+sn_engine_transform sn_engine_metric_transform(const sn_engine *e, sn_metric m)
+{
+    if ((int)m < 0 || m >= SN_METRIC_COUNT)
+        return SN_TRANSFORM_NONE;
+    return (sn_engine_transform)e->cfg.metrics[m].transform;
+}
+
+/* ---- helpers --------------------------------------------------------------------------------- */
+
+/* The log transform's unit: ln(1 + x / u). Costs are fractions of a dollar, so they are counted
+ * in micro-dollars (ln(1 + x) of 0.003 would be linear, not a log). */
+static double log_unit(sn_metric m)
+{
+    return m == SN_METRIC_COST_USD ? 1e-6 : 1.0;
+}
+
+static double to_model(const sn_engine *e, sn_metric m, double x)
+{
+    if (e->cfg.metrics[m].transform == SN_TRANSFORM_LOG)
+        return x >= 0.0 ? log1p(x / log_unit(m)) : NAN;
+    return x;
+}
+
+static double from_model(const sn_engine *e, sn_metric m, double y)
+{
+    if (e->cfg.metrics[m].transform == SN_TRANSFORM_LOG)
+        return isfinite(y) ? expm1(y) * log_unit(m) : y;
+    return y;
+}
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+static int slot_of(int64_t idx, int n)
+{
+    int64_t r = idx % n;
+    return (int)(r < 0 ? r + n : r);
+}
+
+/* The agreement rule of the ensemble: each agreeing opinion beyond the first halves the
+ * distance to 0.99. */
+static double agree_confidence(double c, unsigned agreed)
+{
+    if (c < 0.5)
+        c = 0.5;
+    for (unsigned i = 1; i < agreed && i < 16; i++)
+        c = 0.99 - (0.99 - c) * 0.5;
+    return c > 0.99 ? 0.99 : c;
+}
+
+static void anomaly_init(sn_anomaly *a, int64_t t, const char *service, const char *model)
+{
+    memset(a, 0, sizeof(*a));
+    a->time_unix_nano = t;
+    sn_copy_truncated(a->service, sizeof a->service, service, strnlen(service, SN_NAME_MAX));
+    sn_copy_truncated(a->model, sizeof a->model, model, strnlen(model, SN_NAME_MAX));
+    a->source = SN_SOURCE_AGGREGATOR;
+    a->agreed = 1;
+    a->deviation_sigma = NAN;
+    a->baseline = NAN;
+    a->threshold = NAN;
+}
+
+static void emit_one(sn_engine *e, sn_engine_check check, const sn_anomaly *a,
+                     sn_engine_emit_fn emit, void *ud, unsigned *count)
+{
+    e->st.anomalies[check]++;
+    if ((int)a->anomaly_type >= 0 && a->anomaly_type < SN_ANOMALY_TYPE_COUNT)
+        e->st.anomalies_by_type[a->anomaly_type]++;
+    (*count)++;
+    if (emit != NULL)
+        emit(a, ud);
+}
+
+static const char *pair_model(const pair_state *p)
+{
+    return (const char *)(p + 1) + p->model_off;
+}
+
+static const char *pair_service(const pair_state *p)
+{
+    return (const char *)(p + 1);
+}
+
+/* Finds or creates the pair state of (service, model). NULL when the table is full (counted)
+ * or allocation fails. */
+static pair_state *pair_get(sn_engine *e, const char *service, const char *model, int64_t t)
+{
+    size_t slen = strnlen(service, SN_NAME_MAX), mlen = strnlen(model, SN_NAME_MAX);
+    uint64_t h = hash_bytes(hash_seed(e->seed), service, slen);
+    h = hash_final(hash_bytes(h, model, mlen));
+    for (knode *n = e->pairs.index[h & e->pairs.mask]; n != NULL; n = n->hnext) {
+        pair_state *p = (pair_state *)n;
+        if (n->hash == h && strcmp(pair_service(p), service) == 0 &&
+            strcmp(pair_model(p), model) == 0) {
+            kt_touch(&e->pairs, n, t);
+            return p;
+        }
+    }
+    if (e->pairs.count >= e->pairs.max) {
+        e->st.refused++;
+        return NULL;
+    }
+    size_t size = sizeof(pair_state) + slen + 1 + mlen + 1;
+    pair_state *p = calloc(1, size);
+    if (p == NULL) {
+        e->st.refused++;
+        return NULL;
+    }
+    char *names = (char *)(p + 1);
+    memcpy(names, service, slen);
+    memcpy(names + slen + 1, model, mlen);
+    p->model_off = (uint16_t)(slen + 1);
+    p->node.hash = h;
+    p->node.last_seen = t;
+    p->node.bytes = (uint32_t)chunk_bytes(size);
+    for (int i = 0; i < ERR_SLOTS; i++)
+        p->err[i].idx = INT64_MIN;
+    p->err_head = INT64_MIN;
+    p->err_last_emit = INT64_MIN;
+    for (int i = 0; i < TP_SLOTS; i++)
+        p->tp[i].idx = INT64_MIN;
+    p->fr_phase = 1;
+    kt_insert(&e->pairs, &p->node);
+    return p;
+}
+
+/* The summary a key's values are scored against, in the metric's scoring space: the rolling
+ * window's summary, or with the log transform its quantiles mapped through ln(1 + q) (exact:
+ * quantiles commute with monotonic maps), MAD estimated as half the log IQR and mean/stddev from
+ * the key's own moments of ln(1 + x). The baseline itself keeps raw values, so relative-accuracy
+ * sketches keep their resolution and the API shows real units. Cached as floats in the key and
+ * recomputed every summary_refresh samples (every sample while the window fills). */
+static void key_summary(sn_engine *e, sn_baseline *b, sn_baseline_entry *en, key_state *ks,
+                        sn_metric m, sn_summary *out)
+{
+    if (!ks->summary_ok || sn_baseline_entry_seen(en) < (uint64_t)e->cfg.window ||
+        ks->since_summary >= (uint64_t)e->cfg.summary_refresh) {
+        sn_summary r;
+        sn_baseline_summary(b, en, &r);
+        if (e->cfg.metrics[m].transform == SN_TRANSFORM_LOG && r.n > 0) {
+            r.min = to_model(e, m, r.min);
+            r.max = to_model(e, m, r.max);
+            r.median = to_model(e, m, r.median);
+            r.q1 = to_model(e, m, r.q1);
+            r.q3 = to_model(e, m, r.q3);
+            r.p95 = to_model(e, m, r.p95);
+            r.p99 = to_model(e, m, r.p99);
+            r.mad = (r.q3 - r.q1) / 2.0;
+            uint64_t n = sn_baseline_entry_seen(en);
+            r.mean = ks->lmean;
+            r.stddev = n >= 2 ? sqrt(ks->lvar * (double)n / (double)(n - 1)) : 0.0;
+        }
+        double f[10] = {r.mean, r.stddev, r.min, r.max, r.median, r.q1, r.q3, r.p95, r.p99, r.mad};
+        for (int i = 0; i < 10; i++)
+            ks->cache[i] = (float)f[i];
+        ks->cache_n = r.n > UINT32_MAX ? UINT32_MAX : (uint32_t)r.n;
+        ks->summary_ok = 1;
+        ks->since_summary = 0;
+    }
+    out->n = ks->cache_n;
+    out->mean = ks->cache[0];
+    out->stddev = ks->cache[1];
+    out->min = ks->cache[2];
+    out->max = ks->cache[3];
+    out->median = ks->cache[4];
+    out->q1 = ks->cache[5];
+    out->q3 = ks->cache[6];
+    out->p95 = ks->cache[7];
+    out->p99 = ks->cache[8];
+    out->mad = ks->cache[9];
+}
+
+/* Learns raw value x (scored as y) into the key. */
+static void key_learn(sn_engine *e, sn_baseline *b, sn_baseline_entry *en, key_state *ks,
+                      sn_metric m, double x, double y, int64_t t)
+{
+    if (sn_baseline_observe(b, en, x, t) != 0)
+        return;
+    ks->since_summary++;
+    if (e->cfg.metrics[m].transform == SN_TRANSFORM_LOG) {
+        /* exact mean and population variance for the first samples, then an EWMA spanning
+         * about a window */
+        uint64_t n = sn_baseline_entry_seen(en);
+        double a = fmax(1.0 / (double)n, 2.0 / ((double)e->cfg.window + 1.0));
+        double d = y - ks->lmean;
+        ks->lmean += a * d;
+        ks->lvar = (1.0 - a) * (ks->lvar + a * d * d);
+    }
+}
+
+/* ---- error rate --------------------------------------------------------------------------------
+ */
+
+static void etype_add(pair_state *p, const char *type)
+{
+    if (type[0] == '\0')
+        return;
+    int min = 0;
+    for (int i = 0; i < SN_ENGINE_ERROR_TYPES; i++) {
+        if (p->etypes[i].count > 0.0f && strcmp(p->etypes[i].name, type) == 0) {
+            p->etypes[i].count += 1.0f;
+            return;
+        }
+        if (p->etypes[i].count < p->etypes[min].count)
+            min = i;
+    }
+    /* Space-saving: the weakest slot is taken over and keeps its count as an error bound. */
+    etype_slot *s = &p->etypes[min];
+    sn_copy_truncated(s->name, sizeof s->name, type, strnlen(type, SN_SHORT_MAX));
+    s->count += 1.0f;
+}
+
+static const char *etype_top(const pair_state *p)
+{
+    int best = -1;
+    for (int i = 0; i < SN_ENGINE_ERROR_TYPES; i++)
+        if (p->etypes[i].count > 0.5f && (best < 0 || p->etypes[i].count > p->etypes[best].count))
+            best = i;
+    return best < 0 ? "" : p->etypes[best].name;
+}
+
+static void error_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_engine_emit_fn emit,
+                          void *ud, unsigned *count)
+{
+    int64_t bl = e->cfg.error_window / ERR_SLOTS;
+    int64_t t = ev->end_unix_nano;
+    int64_t idx = floor_div(t, bl);
+    if (p->err_head != INT64_MIN && idx <= p->err_head - ERR_SLOTS)
+        return; /* older than the window */
+    if (p->err_head == INT64_MIN || idx > p->err_head) {
+        if (p->err_head != INT64_MIN) {
+            /* The bucket that just ended feeds the baseline rate (an EWMA over buckets, about
+             * 50 buckets long), unless the window was elevated: a burst is not learnt. */
+            const err_slot *h = &p->err[slot_of(p->err_head, ERR_SLOTS)];
+            if (h->idx == p->err_head && h->calls > 0 && !p->err_elevated) {
+                double r = (double)h->errors / h->calls;
+                double a = fmax(1.0 / (p->err_base_n + 1.0), 0.02);
+                p->err_base += a * (r - p->err_base);
+                if (p->err_base_n < UINT32_MAX)
+                    p->err_base_n++;
+            }
+            /* error.type counts fade by half per window */
+            int64_t d = idx - p->err_head;
+            float f = d >= 64 ? 0.0f : (float)pow(0.5, (double)d / ERR_SLOTS);
+            for (int i = 0; i < SN_ENGINE_ERROR_TYPES; i++)
+                p->etypes[i].count *= f;
+        }
+        p->err_head = idx;
+    }
+    err_slot *s = &p->err[slot_of(idx, ERR_SLOTS)];
+    if (s->idx != idx) {
+        s->idx = idx;
+        s->calls = s->errors = 0;
+    }
+    s->calls++;
+    if (ev->is_error) {
+        s->errors++;
+        etype_add(p, ev->error_type);
+    }
+
+    uint64_t n = 0, errs = 0;
+    for (int i = 0; i < ERR_SLOTS; i++) {
+        if (p->err[i].idx != INT64_MIN && p->err[i].idx > p->err_head - ERR_SLOTS) {
+            n += p->err[i].calls;
+            errs += p->err[i].errors;
+        }
+    }
+    if (n < (uint64_t)e->cfg.error_min_calls) {
+        p->err_elevated = false;
+        return;
+    }
+    e->st.evaluations[SN_CHECK_ERROR_RATE]++;
+    double base = p->err_base_n >= ERR_SLOTS ? p->err_base : 0.0;
+    double p0 = fmax(e->cfg.error_floor, e->cfg.error_k * base);
+    double rate = (double)errs / (double)n;
+    double z;
+    if (p0 >= 1.0) {
+        z = 0.0;
+    } else if (p0 <= 0.0) {
+        z = errs > 0 ? INFINITY : 0.0;
+    } else {
+        z = ((double)errs - (double)n * p0) / sqrt((double)n * p0 * (1.0 - p0));
+    }
+    bool high = rate > p0 && z > e->cfg.error_z;
+    if (!high) {
+        p->err_elevated = false;
+        return;
+    }
+    e->st.violations[SN_CHECK_ERROR_RATE]++;
+    bool was = p->err_elevated;
+    p->err_elevated = true;
+    /* One anomaly when the window turns bad, then at most one per window while it stays bad. */
+    if (was && p->err_last_emit != INT64_MIN && t - p->err_last_emit < e->cfg.error_window)
+        return;
+    p->err_last_emit = t;
+    sn_anomaly a;
+    anomaly_init(&a, t, pair_service(p), pair_model(p));
+    a.anomaly_type = SN_ANOMALY_ERROR_RATE;
+    a.method = SN_DETECT_THRESHOLD;
+    a.metric = SN_METRIC_ERROR_RATE;
+    a.value = rate;
+    a.baseline = base;
+    a.threshold = p0;
+    a.deviation_sigma = isfinite(z) ? z : NAN;
+    a.severity = rate >= 4.0 * p0 || rate >= 0.5    ? SN_SEV_CRITICAL
+                 : rate >= 2.0 * p0 || rate >= 0.25 ? SN_SEV_HIGH
+                                                    : SN_SEV_MEDIUM;
+    a.confidence = sn_detect_confidence(isfinite(z) ? z / e->cfg.error_z : 10.0);
+    sn_copy_truncated(a.error_type, sizeof a.error_type, etype_top(p),
+                      strnlen(etype_top(p), SN_SHORT_MAX));
+    sn_copy_truncated(a.region, sizeof a.region, ev->region, strnlen(ev->region, SN_SHORT_MAX));
+    snprintf(a.time_window, sizeof a.time_window, "last_%llds",
+             (long long)(e->cfg.error_window / SN_NS_PER_SEC));
+    emit_one(e, SN_CHECK_ERROR_RATE, &a, emit, ud, count);
+}
+
+/* ---- throughput ------------------------------------------------------------------------------ */
+
+/* Closes bucket b of pair p: judges it against the baseline rate and learns it. */
+static void tp_close(sn_engine *e, pair_state *p, int64_t b, sn_engine_emit_fn emit, void *ud,
+                     unsigned *count)
+{
+    const sn_engine_config *c = &e->cfg;
+    tp_slot *s = &p->tp[slot_of(b, TP_SLOTS)];
+    double tokens = 0.0, calls = 0.0;
+    if (s->idx == b) {
+        tokens = s->tokens;
+        calls = s->calls;
+        s->idx = INT64_MIN;
+    }
+    double secs = (double)c->tp_bucket / (double)SN_NS_PER_SEC;
+    double rate = tokens / secs;
+    p->tp_closed = b;
+    int64_t bstart = b * c->tp_bucket, bend = bstart + c->tp_bucket;
+    if (p->tp_learnt < (uint64_t)c->tp_min_buckets || p->tp_calls < c->tp_min_calls ||
+        !(p->tp_rate > 0.0)) {
+        /* still learning, or too quiet to judge */
+        if (p->tp_learnt == 0) {
+            p->tp_rate = rate;
+            p->tp_calls = calls;
+        } else {
+            p->tp_rate += c->tp_alpha * (rate - p->tp_rate);
+            p->tp_calls += c->tp_alpha * (calls - p->tp_calls);
+        }
+        if (p->tp_learnt < UINT32_MAX)
+            p->tp_learnt++;
+        p->tp_low_since = 0;
+        p->tp_fired = false;
+        return;
+    }
+    e->st.evaluations[SN_CHECK_THROUGHPUT]++;
+    double limit = c->tp_ratio * p->tp_rate;
+    if (rate >= limit) {
+        p->tp_low_since = 0;
+        p->tp_fired = false;
+        p->tp_rate += c->tp_alpha * (rate - p->tp_rate);
+        p->tp_calls += c->tp_alpha * (calls - p->tp_calls);
+        return;
+    }
+    e->st.violations[SN_CHECK_THROUGHPUT]++;
+    if (p->tp_low_since == 0)
+        p->tp_low_since = bstart;
+    int64_t low_for = bend - p->tp_low_since;
+    if (low_for >= c->tp_relearn) {
+        /* The low rate has lasted: it is the new normal. */
+        p->tp_rate = rate;
+        p->tp_calls = calls;
+        p->tp_low_since = 0;
+        p->tp_fired = false;
+        e->st.relearned++;
+        return;
+    }
+    if (low_for < c->tp_duration)
+        return;
+    if (p->tp_fired && bend - p->tp_last_emit < c->tp_duration)
+        return;
+    p->tp_fired = true;
+    p->tp_last_emit = bend;
+    sn_anomaly a;
+    anomaly_init(&a, bend, pair_service(p), pair_model(p));
+    a.anomaly_type = SN_ANOMALY_THROUGHPUT_DROP;
+    a.method = SN_DETECT_THRESHOLD;
+    a.metric = SN_METRIC_TOKENS_PER_SECOND;
+    a.value = rate;
+    a.baseline = p->tp_rate;
+    a.threshold = limit;
+    double frac = rate / p->tp_rate;
+    a.severity = frac <= 0.1 ? SN_SEV_CRITICAL : frac <= 0.25 ? SN_SEV_HIGH : SN_SEV_MEDIUM;
+    a.confidence = sn_detect_confidence(1.0 + (c->tp_ratio - frac) / c->tp_ratio * 2.0);
+    snprintf(a.time_window, sizeof a.time_window, "last_%llds",
+             (long long)(low_for / SN_NS_PER_SEC));
+    emit_one(e, SN_CHECK_THROUGHPUT, &a, emit, ud, count);
+}
+
+static void tp_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_engine_emit_fn emit,
+                       void *ud, unsigned *count)
+{
+    int64_t idx = floor_div(ev->end_unix_nano, e->cfg.tp_bucket);
+    if (!p->tp_started) {
+        p->tp_started = true;
+        p->tp_closed = idx - 1;
+    }
+    if (idx <= p->tp_closed) {
+        e->st.late++;
+        return;
+    }
+    /* Keep the ring ahead: close what no longer fits (when ticks lag behind event time). */
+    while (idx - p->tp_closed > TP_SLOTS)
+        tp_close(e, p, p->tp_closed + 1, emit, ud, count);
+    tp_slot *s = &p->tp[slot_of(idx, TP_SLOTS)];
+    if (s->idx != idx) {
+        s->idx = idx;
+        s->tokens = 0.0;
+        s->calls = 0;
+    }
+    double tok = NAN;
+    if (ev->total_tokens >= 0)
+        tok = (double)ev->total_tokens;
+    else if (ev->input_tokens >= 0 || ev->output_tokens >= 0)
+        tok = (double)(ev->input_tokens > 0 ? ev->input_tokens : 0) +
+              (double)(ev->output_tokens > 0 ? ev->output_tokens : 0);
+    if (isfinite(tok))
+        s->tokens += tok;
+    s->calls++;
+}
+
+/* ---- drift ----------------------------------------------------------------------------------- */
+
+static int finish_category(const char *r)
+{
+    static const char *const stop[] = {"stop", "end_turn", "stop_sequence", "complete",
+                                       "eos",  "finished", "end",           NULL};
+    static const char *const length[] = {"length",     "max_tokens",  "max_output_tokens",
+                                         "max_length", "token_limit", NULL};
+    static const char *const tools[] = {"tool_calls", "tool_use",       "function_call",
+                                        "tool_call",  "function_calls", NULL};
+    static const char *const filter[] = {"content_filter",     "safety", "recitation", "blocklist",
+                                         "prohibited_content", "spii",   "refusal",    NULL};
+    const char *const *sets[] = {stop, length, tools, filter};
+    for (int c = 0; c < 4; c++)
+        for (int i = 0; sets[c][i] != NULL; i++)
+            if (strcasecmp(r, sets[c][i]) == 0)
+                return c;
+    return 4;
+}
+
+/* PSI of counts cur (n) against reference proportions ref; proportions floored at DRIFT_EPS. */
+static double psi(const uint16_t *cur, unsigned n, const float *ref, int bins)
+{
+    double s = 0.0;
+    for (int i = 0; i < bins; i++) {
+        double a = fmax((double)cur[i] / n, DRIFT_EPS), b = fmax((double)ref[i], DRIFT_EPS);
+        s += (a - b) * log(a / b);
+    }
+    return s;
+}
+
+/* Jensen-Shannon divergence in bits (in [0, 1]). */
+static double js_divergence(const uint16_t *cur, unsigned n, const float *ref, int cats)
+{
+    double s = 0.0;
+    for (int i = 0; i < cats; i++) {
+        double p = (double)cur[i] / n, q = ref[i], m = 0.5 * (p + q);
+        if (p > 0.0)
+            s += 0.5 * p * log2(p / m);
+        if (q > 0.0)
+            s += 0.5 * q * log2(q / m);
+    }
+    return s < 0.0 ? 0.0 : s;
+}
+
+static sn_severity drift_severity(double v, double thr)
+{
+    return v >= 4.0 * thr ? SN_SEV_CRITICAL : v >= 2.0 * thr ? SN_SEV_HIGH : SN_SEV_MEDIUM;
+}
+
+static void psi_observe(sn_engine *e, pair_state *p, const sn_summary *base, double y, int64_t t,
+                        sn_engine_emit_fn emit, void *ud, unsigned *count)
+{
+    const unsigned w = (unsigned)e->cfg.drift_window;
+    if (p->psi_phase == 0) {
+        if (base->n < (uint64_t)e->cfg.drift_min_baseline)
+            return;
+        double q[PSI_EDGES] = {base->q1, base->median, base->q3, base->p95, base->p99};
+        for (int i = 0; i < PSI_EDGES; i++)
+            if (!isfinite(q[i]) || (i > 0 && q[i] < q[i - 1]))
+                return;
+        memcpy(p->psi_edges, q, sizeof q);
+        p->psi_phase = 1;
+        p->psi_n = 0;
+        memset(p->psi_cur, 0, sizeof p->psi_cur);
+    }
+    int bin = 0;
+    while (bin < PSI_EDGES && y > p->psi_edges[bin])
+        bin++;
+    p->psi_cur[bin]++;
+    if (++p->psi_n < w)
+        return;
+    if (p->psi_phase == 1) {
+        for (int i = 0; i < SN_ENGINE_DRIFT_BINS; i++)
+            p->psi_ref[i] = (float)p->psi_cur[i] / (float)w;
+        p->psi_phase = 2;
+    } else {
+        e->st.evaluations[SN_CHECK_TOKEN_DRIFT]++;
+        double v = psi(p->psi_cur, w, p->psi_ref, SN_ENGINE_DRIFT_BINS);
+        double keep = 0.9;
+        if (v > e->cfg.psi_threshold) {
+            e->st.violations[SN_CHECK_TOKEN_DRIFT]++;
+            keep = 0.0; /* adopt the new distribution: one drift, one anomaly */
+            sn_anomaly a;
+            anomaly_init(&a, t, pair_service(p), pair_model(p));
+            a.anomaly_type = SN_ANOMALY_TOKEN_DRIFT;
+            a.method = SN_DETECT_THRESHOLD;
+            a.metric = SN_METRIC_INPUT_TOKENS;
+            a.value = v;
+            a.baseline = 0.0;
+            a.threshold = e->cfg.psi_threshold;
+            a.severity = drift_severity(v, e->cfg.psi_threshold);
+            a.confidence = sn_detect_confidence(v / e->cfg.psi_threshold);
+            snprintf(a.time_window, sizeof a.time_window, "last_%u_calls", w);
+            emit_one(e, SN_CHECK_TOKEN_DRIFT, &a, emit, ud, count);
+        }
+        for (int i = 0; i < SN_ENGINE_DRIFT_BINS; i++)
+            p->psi_ref[i] = (float)(keep * p->psi_ref[i] + (1.0 - keep) * p->psi_cur[i] / w);
+    }
+    p->psi_n = 0;
+    memset(p->psi_cur, 0, sizeof p->psi_cur);
+}
+
+static void finish_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_engine_emit_fn emit,
+                           void *ud, unsigned *count)
+{
+    if (ev->finish_reason[0] == '\0')
+        return;
+    const unsigned w = (unsigned)e->cfg.drift_window;
+    p->fr_cur[finish_category(ev->finish_reason)]++;
+    if (++p->fr_n < w)
+        return;
+    if (p->fr_phase != 2) {
+        for (int i = 0; i < SN_ENGINE_FINISH_CATS; i++)
+            p->fr_ref[i] = (float)p->fr_cur[i] / (float)w;
+        p->fr_phase = 2;
+    } else {
+        e->st.evaluations[SN_CHECK_FINISH_DRIFT]++;
+        double v = js_divergence(p->fr_cur, w, p->fr_ref, SN_ENGINE_FINISH_CATS);
+        double keep = 0.9;
+        if (v > e->cfg.js_threshold) {
+            e->st.violations[SN_CHECK_FINISH_DRIFT]++;
+            keep = 0.0;
+            int grew = 0;
+            double most = -2.0;
+            for (int i = 0; i < SN_ENGINE_FINISH_CATS; i++) {
+                double d = (double)p->fr_cur[i] / w - p->fr_ref[i];
+                if (d > most) {
+                    most = d;
+                    grew = i;
+                }
+            }
+            sn_anomaly a;
+            anomaly_init(&a, ev->end_unix_nano, pair_service(p), pair_model(p));
+            a.anomaly_type = SN_ANOMALY_FINISH_REASON_DRIFT;
+            a.method = SN_DETECT_THRESHOLD;
+            a.metric = SN_METRIC_OUTPUT_TOKENS; /* finish reasons describe how outputs end */
+            a.value = v;
+            a.baseline = 0.0;
+            a.threshold = e->cfg.js_threshold;
+            a.severity = drift_severity(v, e->cfg.js_threshold);
+            a.confidence = sn_detect_confidence(v / e->cfg.js_threshold);
+            sn_copy_truncated(a.finish_reason, sizeof a.finish_reason, finish_names[grew],
+                              strlen(finish_names[grew]));
+            snprintf(a.time_window, sizeof a.time_window, "last_%u_calls", w);
+            emit_one(e, SN_CHECK_FINISH_DRIFT, &a, emit, ud, count);
+        }
+        for (int i = 0; i < SN_ENGINE_FINISH_CATS; i++)
+            p->fr_ref[i] = (float)(keep * p->fr_ref[i] + (1.0 - keep) * p->fr_cur[i] / w);
+    }
+    p->fr_n = 0;
+    memset(p->fr_cur, 0, sizeof p->fr_cur);
+}
+
+/* ---- budgets --------------------------------------------------------------------------------- */
+
+static budget_state *budget_get(sn_engine *e, unsigned rule, const char *service, const char *user,
+                                int64_t t)
+{
+    size_t slen = strnlen(service, SN_NAME_MAX), ulen = strnlen(user, SN_SHORT_MAX);
+    if (slen >= SN_NAME_MAX || ulen >= SN_SHORT_MAX)
+        return NULL;
+    uint64_t h = hash_seed(e->seed) ^ (uint64_t)rule;
+    h = hash_bytes(h, service, slen);
+    h = hash_final(hash_bytes(h, user, ulen));
+    for (knode *n = e->budgets.index[h & e->budgets.mask]; n != NULL; n = n->hnext) {
+        budget_state *b = (budget_state *)n;
+        if (n->hash == h && b->rule == rule && strcmp(b->service, service) == 0 &&
+            strcmp(b->user, user) == 0) {
+            kt_touch(&e->budgets, n, t);
+            return b;
+        }
+    }
+    if (e->budgets.count >= e->budgets.max)
+        return NULL;
+    budget_state *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        return NULL;
+    b->rule = (uint8_t)rule;
+    memcpy(b->service, service, slen);
+    memcpy(b->user, user, ulen);
+    sn_budget_init(&b->st);
+    b->node.hash = h;
+    b->node.last_seen = t;
+    b->node.bytes = (uint32_t)chunk_bytes(sizeof(*b));
+    kt_insert(&e->budgets, &b->node);
+    return b;
+}
+
+static void budget_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn emit, void *ud,
+                           unsigned *count)
+{
+    if (e->nrules == 0 || !(ev->cost_usd >= 0.0) || !isfinite(ev->cost_usd))
+        return;
+    for (unsigned i = 0; i < e->nrules; i++) {
+        const budget_rule *r = &e->rules[i];
+        if (!r->any && strcmp(r->service, ev->service) != 0)
+            continue;
+        if (r->per_user && ev->user[0] == '\0')
+            continue;
+        budget_state *b =
+            budget_get(e, i, ev->service, r->per_user ? ev->user : "", ev->end_unix_nano);
+        if (b == NULL) {
+            e->st.refused++;
+            continue;
+        }
+        sn_verdict v;
+        sn_budget_add(&b->st, &r->bc, ev->end_unix_nano, ev->cost_usd, &v);
+        if (!v.ready)
+            continue;
+        e->st.evaluations[SN_CHECK_BUDGET]++;
+        if (!v.anomaly)
+            continue;
+        e->st.violations[SN_CHECK_BUDGET]++;
+        sn_anomaly a;
+        anomaly_init(&a, ev->end_unix_nano, ev->service, "");
+        a.anomaly_type = SN_ANOMALY_BUDGET;
+        a.method = SN_DETECT_BUDGET;
+        a.metric = SN_METRIC_COST_USD;
+        a.severity = v.severity;
+        a.confidence = v.confidence;
+        a.value = v.value;
+        a.baseline = v.baseline;
+        a.threshold = v.threshold;
+        if (r->per_user)
+            sn_copy_truncated(a.user, sizeof a.user, ev->user, strnlen(ev->user, SN_SHORT_MAX));
+        snprintf(a.time_window, sizeof a.time_window, "current_%s", sn_period_name(r->bc.period));
+        emit_one(e, SN_CHECK_BUDGET, &a, emit, ud, count);
+    }
+}
+
+/* ---- per-event metrics ------------------------------------------------------------------------
+ */
+
+/* The seasonal slot of time t. */
+static int season_slot(const sn_engine *e, int64_t t)
+{
+    int64_t hours = floor_div(t, HOUR_NS);
+    if (e->cfg.seasonal_slots == 1)
+        return slot_of(hours, 24);
+    return slot_of(hours + 72, 168); /* 1970-01-01 was a Thursday: slot 0 is Monday 00:00 UTC */
+}
+
+/* Writes the seasonal model key (model \x1f slot) into buf. Returns false when it does not
+ * fit SN_NAME_MAX. */
+static bool season_model(const sn_engine *e, const char *model, int64_t t, char *buf, size_t size)
+{
+    int n = snprintf(buf, size, "%s\x1fh%03d", model, season_slot(e, t));
+    return n > 0 && (size_t)n < size && (size_t)n < SN_NAME_MAX;
+}
+
+typedef struct pending {
+    bool fire;
+    sn_anomaly a;
+} pending;
+
+/* Scores one value of metric m; fills *out when an anomaly passed persistence. Returns true
+ * when the value was anomalous (emitted or held back). */
+static void metric_observe(sn_engine *e, const sn_event *ev, sn_metric m, double x, pending *out,
+                           sn_summary *gsum_out)
+{
+    int64_t t = ev->end_unix_nano;
+    double y = to_model(e, m, x);
+    if (!sn_stats_sample_ok(y))
+        return;
+    sn_baseline_entry *gen;
+    if (sn_baseline_get(e->global, ev->service, ev->model, m, t, &gen) != 0) {
+        e->st.refused++;
+        return;
+    }
+    e->st.values++;
+    key_state *gks = sn_baseline_entry_user(gen);
+    sn_summary gsum, ssum;
+    key_summary(e, e->global, gen, gks, m, &gsum);
+    if (gsum_out != NULL)
+        *gsum_out = gsum;
+    const sn_ensemble_config *ec = &e->ens[m];
+
+    /* Seasonal: score against the slot's baseline once it has enough samples. */
+    sn_baseline_entry *sen = NULL;
+    key_state *sks = NULL;
+    if (e->seasonal != NULL) {
+        char smodel[SN_NAME_MAX + 16];
+        if (season_model(e, ev->model, t, smodel, sizeof smodel) &&
+            sn_baseline_get(e->seasonal, ev->service, smodel, m, t, &sen) == 0) {
+            sks = sn_baseline_entry_user(sen);
+            key_summary(e, e->seasonal, sen, sks, m, &ssum);
+        } else {
+            sen = NULL;
+        }
+    }
+    key_state *ks = gks;
+    const sn_summary *sum = &gsum;
+    if (sen != NULL && ssum.n >= ec->zscore.min_samples) {
+        ks = sks;
+        sum = &ssum;
+    }
+
+    sn_ensemble st = {.cusum = ks->cusum};
+    sn_ensemble_result res;
+    sn_ensemble_evaluate(&st, ec, sum, y, &res);
+    ks->cusum = st.cusum;
+
+    const int64_t *persist = e->persist[m];
+    bool passing[SN_DETECT_KIND_COUNT] = {false};
+    bool any_pass = false;
+    for (int k = 0; k < SN_DETECT_KIND_COUNT; k++) {
+        const sn_verdict *v = &res.each[k];
+        if (!v->ready)
+            continue;
+        e->st.evaluations[k]++;
+        if (!v->anomaly) {
+            ks->streak[k] = 0;
+            continue;
+        }
+        e->st.violations[k]++;
+        if (ks->streak[k] < 255)
+            ks->streak[k]++;
+        passing[k] = ks->streak[k] >= persist[k] ||
+                     (v->severity == SN_SEV_CRITICAL && ks->streak[k] >= e->cfg.persist_critical);
+        any_pass = any_pass || passing[k];
+    }
+    bool anomalous = res.best.anomaly;
+
+    if (anomalous && any_pass) {
+        /* The strongest passing verdict on the ensemble's side. */
+        int best = -1;
+        for (int k = 0; k < SN_DETECT_KIND_COUNT; k++) {
+            const sn_verdict *v = &res.each[k];
+            if (!passing[k] || v->direction != res.best.direction)
+                continue;
+            if (best < 0 || v->severity > res.each[best].severity ||
+                (v->severity == res.each[best].severity && v->score > res.each[best].score))
+                best = k;
+        }
+        if (best >= 0) {
+            const sn_verdict *v = &res.each[best];
+            pending *pd = out;
+            pd->fire = true;
+            sn_anomaly *a = &pd->a;
+            anomaly_init(a, t, ev->service, ev->model);
+            a->anomaly_type = sn_anomaly_type_for(m, v->method, v->direction);
+            a->method = v->method;
+            a->severity = v->severity;
+            a->agreed = res.agreed;
+            a->confidence = agree_confidence(v->confidence, res.agreed);
+            a->metric = m;
+            a->value = x;
+            a->baseline = from_model(e, m, v->baseline);
+            a->threshold =
+                v->method == SN_DETECT_CUSUM ? v->threshold : from_model(e, m, v->threshold);
+            a->deviation_sigma = v->deviation;
+            memcpy(a->trace_id, ev->trace_id, sizeof a->trace_id);
+            sn_copy_truncated(a->region, sizeof a->region, ev->region,
+                              strnlen(ev->region, SN_SHORT_MAX));
+            if (ev->is_error)
+                sn_copy_truncated(a->error_type, sizeof a->error_type, ev->error_type,
+                                  strnlen(ev->error_type, SN_SHORT_MAX));
+            sn_copy_truncated(a->finish_reason, sizeof a->finish_reason, ev->finish_reason,
+                              strnlen(ev->finish_reason, SN_SHORT_MAX));
+            snprintf(a->time_window, sizeof a->time_window, "%s",
+                     ks == sks ? "same_hour_baseline" : "last_1000_calls");
+            if (ks != sks && e->cfg.window != 1000)
+                snprintf(a->time_window, sizeof a->time_window, "last_%lld_calls",
+                         (long long)e->cfg.window);
+        }
+    } else if (anomalous) {
+        e->st.suppressed++;
+    }
+
+    /* Learn unless reported -- but a long run of anomalies is the new normal, and a young
+     * baseline (fewer than warmup samples) learns everything. Values held back by persistence
+     * are learnt: leaving out every borderline value, or the tails a baseline of 20 samples
+     * happens not to have seen, would narrow the baseline until normal traffic looks
+     * anomalous. */
+    bool reported = out->fire;
+    if (reported && ks->anomalous_run < UINT16_MAX)
+        ks->anomalous_run++;
+    else if (!reported)
+        ks->anomalous_run = 0;
+    bool young = sn_baseline_entry_seen(gen) < (uint64_t)e->cfg.warmup;
+    if (!reported || young || ks->anomalous_run >= (uint64_t)e->cfg.resume_learning) {
+        if (reported && !young && ks->anomalous_run == (uint64_t)e->cfg.resume_learning)
+            e->st.relearned++;
+        key_learn(e, e->global, gen, gks, m, x, y, t);
+        if (sen != NULL)
+            key_learn(e, e->seasonal, sen, sks, m, x, y, t);
+    } else if (sen != NULL && ks != sks) {
+        /* Judged by the global baseline while the slot was cold: the slot learns it anyway, or
+         * a daily peak the global baseline flags would never get a baseline of its own. */
+        key_learn(e, e->seasonal, sen, sks, m, x, y, t);
+    }
+}
+
+static void relate(pending *pd, const char *metric)
+{
+    if (pd->a.related_metric[0] != '\0')
+        return;
+    snprintf(pd->a.related_metric, sizeof pd->a.related_metric, "%s", metric);
+    pd->a.agreed++;
+    pd->a.confidence = agree_confidence(pd->a.confidence, 2);
+}
+
+unsigned sn_engine_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn emit, void *ud)
+{
+    unsigned count = 0;
+    e->st.events++;
+    if (ev->service[0] == '\0' || strnlen(ev->service, SN_NAME_MAX) >= SN_NAME_MAX ||
+        strnlen(ev->model, SN_NAME_MAX) >= SN_NAME_MAX) {
+        e->st.refused++;
+        return 0;
+    }
+    int64_t t = ev->end_unix_nano;
+    pair_state *p = pair_get(e, ev->service, ev->model, t);
+    if (p != NULL && e->cfg.error_enabled)
+        error_observe(e, p, ev, emit, ud, &count);
+
+    pending pd[SN_METRIC_COUNT];
+    sn_summary input_sum;
+    sn_summary_clear(&input_sum);
+    bool have_input = false;
+    for (int m = 0; m < SN_METRIC_COUNT; m++) {
+        pd[m].fire = false;
+        double x;
+        if (m == SN_METRIC_ERROR_RATE || !e->cfg.metrics[m].enabled ||
+            !sn_event_metric(ev, (sn_metric)m, &x))
+            continue;
+        metric_observe(e, ev, (sn_metric)m, x, &pd[m],
+                       m == SN_METRIC_INPUT_TOKENS ? &input_sum : NULL);
+        have_input = have_input || m == SN_METRIC_INPUT_TOKENS;
+    }
+    /* The error rate baseline learns every call unless the window is elevated. */
+    sn_baseline_entry *en;
+    if (!(p != NULL && p->err_elevated) &&
+        sn_baseline_get(e->global, ev->service, ev->model, SN_METRIC_ERROR_RATE, t, &en) == 0)
+        key_learn(e, e->global, en, sn_baseline_entry_user(en), SN_METRIC_ERROR_RATE,
+                  ev->is_error ? 1.0 : 0.0, ev->is_error ? 1.0 : 0.0, t);
+
+    /* Related metrics raise confidence. */
+    bool err_high = p != NULL && p->err_elevated;
+    for (int m = SN_METRIC_LATENCY_MS; m <= SN_METRIC_TTFT_MS; m++)
+        if (pd[m].fire && err_high)
+            relate(&pd[m], "error_rate");
+    if (pd[SN_METRIC_COST_USD].fire) {
+        for (int m = SN_METRIC_INPUT_TOKENS; m <= SN_METRIC_TOTAL_TOKENS; m++) {
+            if (pd[m].fire) {
+                relate(&pd[SN_METRIC_COST_USD], sn_metric_name((sn_metric)m));
+                relate(&pd[m], "cost_usd");
+            }
+        }
+    }
+    if (pd[SN_METRIC_TOKENS_PER_SECOND].fire && pd[SN_METRIC_LATENCY_MS].fire)
+        relate(&pd[SN_METRIC_TOKENS_PER_SECOND], "latency_ms");
+    for (int m = 0; m < SN_METRIC_COUNT; m++)
+        if (pd[m].fire)
+            emit_one(e, (sn_engine_check)pd[m].a.method, &pd[m].a, emit, ud, &count);
+
+    budget_observe(e, ev, emit, ud, &count);
+    if (p != NULL) {
+        if (e->cfg.drift_enabled) {
+            double x;
+            if (have_input && sn_event_metric(ev, SN_METRIC_INPUT_TOKENS, &x))
+                psi_observe(e, p, &input_sum, to_model(e, SN_METRIC_INPUT_TOKENS, x), t, emit, ud,
+                            &count);
+            finish_observe(e, p, ev, emit, ud, &count);
+        }
+        if (e->cfg.throughput_enabled)
+            tp_observe(e, p, ev, emit, ud, &count);
+    }
+    return count;
+}
+
+/* ---- local alerts -----------------------------------------------------------------------------
+ */
+
+int sn_engine_local_alert(sn_engine *e, const sn_local_alert *a, int64_t now,
+                          sn_engine_emit_fn emit, void *ud)
+{
+    (void)now;
+    unsigned count = 0;
+    e->st.evaluations[SN_CHECK_LOCAL]++;
+    sn_metric m = a->metric;
+    if (a->service[0] == '\0' || (int)m < 0 || m >= SN_METRIC_COUNT) {
+        e->st.refused++;
+        return 0;
+    }
+    sn_anomaly an;
+    anomaly_init(&an, a->time_unix_nano, a->service, a->model);
+    an.source = SN_SOURCE_SIDECAR;
+    an.anomaly_type = a->anomaly_type;
+    an.method = a->detector;
+    an.severity = a->severity;
+    an.metric = m;
+    an.value = a->value;
+    an.baseline = a->baseline;
+    an.threshold = a->threshold;
+    an.deviation_sigma = a->deviation;
+    memcpy(an.trace_id, a->trace_id, sizeof an.trace_id);
+    sn_copy_truncated(an.region, sizeof an.region, a->region, strnlen(a->region, SN_SHORT_MAX));
+    snprintf(an.time_window, sizeof an.time_window, "%s", "single_call");
+
+    bool cold = true, confirmed = false;
+    double gconf = 0.0;
+    unsigned agreed = 1;
+    if (m == SN_METRIC_ERROR_RATE) {
+        /* An error alert is judged by the pair's error window. */
+        size_t slen = strnlen(a->service, SN_NAME_MAX), mlen = strnlen(a->model, SN_NAME_MAX);
+        uint64_t h = hash_bytes(hash_seed(e->seed), a->service, slen);
+        h = hash_final(hash_bytes(h, a->model, mlen));
+        for (knode *n = e->pairs.index[h & e->pairs.mask]; n != NULL; n = n->hnext) {
+            pair_state *p = (pair_state *)n;
+            if (n->hash == h && strcmp(pair_service(p), a->service) == 0 &&
+                strcmp(pair_model(p), a->model) == 0) {
+                cold = false;
+                confirmed = p->err_elevated;
+                gconf = 0.5;
+                agreed = 2;
+            }
+        }
+    } else if (e->cfg.metrics[m].enabled) {
+        sn_baseline_entry *en = sn_baseline_find(e->global, a->service, a->model, m);
+        double y = to_model(e, m, a->value);
+        if (en != NULL && sn_stats_sample_ok(y)) {
+            key_state *ks = sn_baseline_entry_user(en);
+            sn_summary sm;
+            key_summary(e, e->global, en, ks, m, &sm);
+            const sn_summary *s = &sm;
+            sn_ensemble_config ec = e->ens[m];
+            ec.cusum_enabled = false; /* one value says nothing about drift; sums untouched */
+            sn_ensemble st;
+            sn_ensemble_init(&st);
+            sn_ensemble_result res;
+            sn_ensemble_evaluate(&st, &ec, s, y, &res);
+            if (res.ready > 0) {
+                cold = false;
+                confirmed = res.best.anomaly;
+                if (confirmed) {
+                    gconf = res.best.confidence;
+                    agreed = res.agreed + 1;
+                    an.method = res.best.method;
+                    if (res.best.severity > an.severity)
+                        an.severity = res.best.severity;
+                    an.baseline = from_model(e, m, res.best.baseline);
+                    an.threshold = from_model(e, m, res.best.threshold);
+                    an.deviation_sigma = res.best.deviation;
+                }
+            }
+        }
+    }
+    if (cold) {
+        e->st.local_trusted++;
+        double c = a->confidence * e->cfg.cold_trust;
+        an.confidence = c < 0.5 ? 0.5 : c > 0.99 ? 0.99 : c;
+        an.agreed = 1;
+    } else if (confirmed) {
+        e->st.local_confirmed++;
+        e->st.violations[SN_CHECK_LOCAL]++;
+        an.agreed = agreed;
+        an.confidence = agree_confidence(fmax(gconf, a->confidence), agreed);
+    } else {
+        e->st.local_discarded++;
+        return 0;
+    }
+    if (an.severity == SN_SEV_NONE)
+        an.severity = SN_SEV_MEDIUM;
+    emit_one(e, SN_CHECK_LOCAL, &an, emit, ud, &count);
+    return 1;
+}
+
+/* ---- tick ------------------------------------------------------------------------------------ */
+
+/* Removes budget state idle for longer than idle_ns whose period has ended (a month's spend is
+ * kept however long the key is quiet within the month). Returns how many. */
+static uint64_t budget_expire(sn_engine *e, int64_t now, int64_t idle_ns)
+{
+    uint64_t removed = 0;
+    knode *n = e->budgets.oldest;
+    while (n != NULL) {
+        knode *next = n->next;
+        budget_state *b = (budget_state *)n;
+        bool ended = b->rule >= e->nrules || !b->st.started ||
+                     sn_period_index(e->rules[b->rule].bc.period, now) > b->st.period;
+        if (ended && now >= n->last_seen &&
+            (uint64_t)now - (uint64_t)n->last_seen > (uint64_t)idle_ns) {
+            kt_remove(&e->budgets, n);
+            removed++;
+        }
+        n = next;
+    }
+    return removed;
+}
+
+unsigned sn_engine_tick(sn_engine *e, int64_t now, sn_engine_emit_fn emit, void *ud)
+{
+    unsigned count = 0;
+    if (e->cfg.throughput_enabled) {
+        /* Buckets that ended before now - grace can be closed. Walk the pairs only when that
+         * moved. */
+        int64_t closable = floor_div(now - e->cfg.tp_grace, e->cfg.tp_bucket) - 1;
+        if (closable != e->tp_tick_bucket) {
+            e->tp_tick_bucket = closable;
+            for (knode *n = e->pairs.oldest; n != NULL; n = n->next) {
+                pair_state *p = (pair_state *)n;
+                if (!p->tp_started)
+                    continue;
+                /* A long silence: judge at most relearn's worth of buckets one by one. */
+                int64_t max_steps = e->cfg.tp_relearn / e->cfg.tp_bucket + 2;
+                if (closable - p->tp_closed > max_steps)
+                    p->tp_closed = closable - max_steps;
+                while (p->tp_closed < closable)
+                    tp_close(e, p, p->tp_closed + 1, emit, ud, &count);
+            }
+        }
+    }
+    /* Expiry walks every key: once a minute is enough for an idle time of seconds to days. */
+    if (e->last_expire == 0 || now - e->last_expire >= 60 * SN_NS_PER_SEC || now < e->last_expire) {
+        e->last_expire = now;
+        int64_t idle = e->cfg.idle_expiry;
+        e->st.expired += kt_expire(&e->pairs, now, idle);
+        e->st.expired += budget_expire(e, now, idle);
+        e->st.expired += sn_baseline_expire(e->global, now, idle);
+        /* a seasonal slot is visited once a week at most */
+        if (e->seasonal != NULL)
+            e->st.expired += sn_baseline_expire(e->seasonal, now, idle + 168 * HOUR_NS);
+    }
+    return count;
+}
+
+void sn_engine_get_stats(const sn_engine *e, sn_engine_stats *out)
+{
+    *out = e->st;
+    sn_baseline_stats bs;
+    sn_baseline_get_stats(e->global, &bs);
+    out->keys = bs.keys;
+    out->bytes = bs.bytes_used;
+    out->evictions = bs.evicted;
+    if (e->seasonal != NULL) {
+        sn_baseline_get_stats(e->seasonal, &bs);
+        out->keys += bs.keys;
+        out->bytes += bs.bytes_used;
+        out->evictions += bs.evicted;
+    }
+    out->bytes += e->pairs.bytes + e->budgets.bytes + chunk_bytes(sizeof(*e));
+    out->pairs = e->pairs.count;
+    out->budget_keys = e->budgets.count;
+}
