@@ -474,7 +474,7 @@ START_TEST(quiet_on_normal_traffic)
     ck_assert_uint_gt(st.evaluations[SN_CHECK_THROUGHPUT], 100);
     ck_assert_uint_gt(st.evaluations[SN_CHECK_TOKEN_DRIFT], 10);
     ck_assert_uint_gt(st.evaluations[SN_CHECK_FINISH_DRIFT], 10);
-    ck_assert_msg(s.total < n / 200, "%u false positives in %d events", s.total, n);
+    ck_assert_msg(s.total < (unsigned)n / 200, "%u false positives in %d events", s.total, n);
     ck_assert_uint_eq(st.anomalies[SN_CHECK_ERROR_RATE], 0);
     ck_assert_uint_eq(st.anomalies[SN_CHECK_THROUGHPUT], 0);
     ck_assert_uint_eq(st.anomalies[SN_CHECK_TOKEN_DRIFT], 0);
