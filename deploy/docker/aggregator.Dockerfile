@@ -24,7 +24,7 @@ LABEL org.opencontainers.image.title="sentinel-aggregator" \
       org.opencontainers.image.description="LLM-Sentinel central service: global baselines, detectors, alerts, REST API" \
       org.opencontainers.image.version="${VERSION}"
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates libcurl4 libgrpc29 libhiredis0.14 libjansson4 libmicrohttpd12 libprotobuf-c1 libsqlite3-0 libuv1 libyaml-0-2 libzstd1 zlib1g \
+ && apt-get install -y --no-install-recommends ca-certificates libatomic1 libcurl4 libgrpc29 libhiredis0.14 libjansson4 libmicrohttpd12 libprotobuf-c1 libsqlite3-0 libuv1 libyaml-0-2 libzstd1 zlib1g \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/usr/local/bin/sentinel-aggregator /usr/local/bin/sentinel-aggregator
 COPY --from=build --chown=65532:65532 /out/var/lib/sentinel /var/lib/sentinel

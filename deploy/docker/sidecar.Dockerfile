@@ -23,7 +23,7 @@ LABEL org.opencontainers.image.title="sentinel-sidecar" \
       org.opencontainers.image.description="LLM-Sentinel per-pod OTLP receiver: LLM facts, local detection, batches to the aggregator" \
       org.opencontainers.image.version="${VERSION}"
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates libcurl4 libgrpc29 libjansson4 libmicrohttpd12 libuv1 libyaml-0-2 libzstd1 zlib1g \
+ && apt-get install -y --no-install-recommends ca-certificates libatomic1 libcurl4 libgrpc29 libjansson4 libmicrohttpd12 libuv1 libyaml-0-2 libzstd1 zlib1g \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/usr/local/bin/sentinel-sidecar /usr/local/bin/sentinel-sidecar
 COPY --from=build --chown=65532:65532 /out/var/lib/sentinel /var/lib/sentinel

@@ -62,8 +62,36 @@ function runtimePackages(dockerfile) {
 // Sanitizer runtimes (an ASan build of the programs) are never part of an image.
 const SANITIZER = /^lib(asan|ubsan|tsan|lsan)\d+$/;
 
+/**
+ * The listed packages and everything they depend on (installed packages' Depends, recursively):
+ * a library pulled in by a listed one (libgrpc29 brings abseil, re2, c-ares, OpenSSL) is in the
+ * image too. Builds without --as-needed name such libraries directly.
+ */
+function closure(listed) {
+    const seen = new Set(listed);
+    const todo = [...listed];
+    while (todo.length > 0) {
+        const p = todo.pop();
+        let deps = '';
+        try {
+            deps = execFileSync('dpkg-query', ['-W', '-f=${Depends}', p], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+        } catch {
+            continue; /* not installed here: its own name still counts */
+        }
+        for (const alt of deps.split(',')) {
+            const name = alt.trim().split(/[\s|(:]/)[0];
+            if (name && !seen.has(name)) {
+                seen.add(name);
+                todo.push(name);
+            }
+        }
+    }
+    return seen;
+}
+
 function missing(pkgs, listed) {
-    return [...pkgs].filter(([, p]) => !listed.has(p) && !IN_BASE.has(p) && !SANITIZER.test(p)).map(([lib, p]) => `${p} (${lib})`);
+    const covered = closure(listed);
+    return [...pkgs].filter(([, p]) => !covered.has(p) && !IN_BASE.has(p) && !SANITIZER.test(p)).map(([lib, p]) => `${p} (${lib})`);
 }
 
 let checkedPrograms = 0;
