@@ -6,7 +6,7 @@
 //   node images_test.mjs --root REPO --program NAME=BIN [--program NAME=BIN ...]
 import { readFileSync, realpathSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { check, finish } from './lib.mjs';
 
 const args = process.argv.slice(2);
@@ -27,24 +27,27 @@ function neededPackages(bin) {
     const needed = [...dyn.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1]);
     const ldd = execFileSync('ldd', [bin], { encoding: 'utf8' });
     const where = Object.fromEntries([...ldd.matchAll(/^\s*(\S+) => (\S+)/gm)].map((m) => [m[1], m[2]]));
-    const pkgs = new Map();
+    // Debian 12 is usr-merged: dpkg may know a file under /lib or /usr/lib. One dpkg -S for all.
+    const spellings = new Map();
     for (const lib of needed) {
         check(where[lib], `${bin}: ${lib} not found by ldd`);
         if (!where[lib]) continue;
         const real = realpathSync(where[lib]);
-        // Debian 12 is usr-merged: dpkg may know the file under /lib or /usr/lib.
-        const candidates = [real, real.replace(/^\/usr\/lib\//, '/lib/'), where[lib], where[lib].replace(/^\/lib\//, '/usr/lib/')];
-        let owner = null;
-        for (const c of candidates) {
-            try {
-                owner = execFileSync('dpkg', ['-S', c], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split(':')[0].trim();
-                break;
-            } catch {
-                /* try the next spelling */
-            }
-        }
-        check(owner, `${bin}: no Debian package owns ${lib} (${real})`);
-        if (owner) pkgs.set(lib, owner);
+        spellings.set(lib, [...new Set([real, real.replace(/^\/usr\/lib\//, '/lib/'), where[lib],
+            where[lib].replace(/^\/lib\//, '/usr/lib/')])]);
+    }
+    const all = [...spellings.values()].flat();
+    const r = spawnSync('dpkg', ['-S', ...all], { encoding: 'utf8' });
+    const owner = new Map();
+    for (const line of r.stdout.split('\n')) {
+        const m = line.match(/^([^:,\s]+)(?::[^:\s]+)?: (\/.*)$/);
+        if (m) owner.set(m[2], m[1]);
+    }
+    const pkgs = new Map();
+    for (const [lib, paths] of spellings) {
+        const p = paths.map((x) => owner.get(x)).find(Boolean);
+        check(p, `${bin}: no Debian package owns ${lib} (${paths[0]})`);
+        if (p) pkgs.set(lib, p);
     }
     return pkgs;
 }
@@ -67,20 +70,26 @@ const SANITIZER = /^lib(asan|ubsan|tsan|lsan)\d+$/;
  * a library pulled in by a listed one (libgrpc29 brings abseil, re2, c-ares, OpenSSL) is in the
  * image too. Builds without --as-needed name such libraries directly.
  */
-function closure(listed) {
-    const seen = new Set(listed);
-    const todo = [...listed];
-    while (todo.length > 0) {
-        const p = todo.pop();
+const dependsCache = new Map();
+function dependsOf(p) {
+    if (!dependsCache.has(p)) {
         let deps = '';
         try {
             deps = execFileSync('dpkg-query', ['-W', '-f=${Depends}', p], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
         } catch {
-            continue; /* not installed here: its own name still counts */
+            /* not installed here: its own name still counts */
         }
-        for (const alt of deps.split(',')) {
-            const name = alt.trim().split(/[\s|(:]/)[0];
-            if (name && !seen.has(name)) {
+        dependsCache.set(p, deps.split(',').map((alt) => alt.trim().split(/[\s|(:]/)[0]).filter(Boolean));
+    }
+    return dependsCache.get(p);
+}
+
+function closure(listed) {
+    const seen = new Set(listed);
+    const todo = [...listed];
+    while (todo.length > 0) {
+        for (const name of dependsOf(todo.pop())) {
+            if (!seen.has(name)) {
                 seen.add(name);
                 todo.push(name);
             }
