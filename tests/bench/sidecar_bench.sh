@@ -183,11 +183,12 @@ sidecar_metric() {
         awk -v n="$1" '$1 == n { v = $2 } END { print v }'
 }
 
-null_pid="" null_port=""
+null_pid="" null_port="" nnull=0
 # start_null MODE: a do-nothing server; sets null_pid and null_port.
 start_null() {
-    local out="$work/null-$1.out"
-    $pin_server "$null" --mode "$1" --log-level warn > "$out" 2> "$work/null-$1.log" &
+    nnull=$((nnull + 1))
+    local out="$work/null$nnull-$1.out" # a new file: an old one may still hold an old port
+    $pin_server "$null" --mode "$1" --log-level warn > "$out" 2> "$work/null$nnull-$1.log" &
     null_pid=$!
     pids+=("$null_pid")
     local i
