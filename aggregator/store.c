@@ -168,6 +168,7 @@ struct sn_store {
     sqlite3_stmt *stmt[S_COUNT];
     sn_store_options opt;
     unsigned depth; /* sn_store_begin nesting */
+    bool readonly;  /* sn_store_open_readonly: no checkpoint at close */
     char err[256];
 };
 
@@ -418,6 +419,67 @@ out_close:
     return e;
 }
 
+int sn_store_open_readonly(const char *dir, sn_store **out, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    int n = snprintf(path, sizeof path, "%s/%s", dir, SN_STORE_FILE);
+    if (dir[0] == '\0' || n < 0 || (size_t)n >= sizeof path) {
+        snprintf(err, errlen, "store: data directory \"%s\" is empty or too long", dir);
+        return -EINVAL;
+    }
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        int e = errno;
+        snprintf(err, errlen, "store: cannot open %s: %s", path, strerror(e));
+        return -e;
+    }
+    sn_store *st = calloc(1, sizeof *st);
+    if (st == NULL) {
+        snprintf(err, errlen, "store: out of memory");
+        return -ENOMEM;
+    }
+    sn_store_options_init(&st->opt);
+    st->readonly = true;
+    int e;
+    int rc = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        e = fail_db(st, rc, "open");
+        goto out_close;
+    }
+    sqlite3_extended_result_codes(st->db, 0);
+    sqlite3_busy_timeout(st->db, (int)st->opt.busy_timeout_ms);
+    int version = 0;
+    if ((e = read_version(st, &version)) != 0)
+        goto out_close;
+    if (version != SN_STORE_SCHEMA_VERSION) {
+        snprintf(st->err, sizeof st->err,
+                 "store: schema version %d, this program reads %d (the writer migrates it)",
+                 version, SN_STORE_SCHEMA_VERSION);
+        e = -EPROTO;
+        goto out_close;
+    }
+    /* Write statements prepare fine on a read-only connection; running them fails -EACCES. */
+    for (int i = 0; i < S_COUNT; i++) {
+        rc =
+            sqlite3_prepare_v3(st->db, g_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[i], NULL);
+        if (rc != SQLITE_OK) {
+            e = fail_db(st, rc, "preparing statements");
+            goto out_close;
+        }
+    }
+    st->err[0] = '\0';
+    *out = st;
+    return 0;
+
+out_close:
+    snprintf(err, errlen, "%s (%s)", st->err, path);
+    for (int i = 0; i < S_COUNT; i++)
+        sqlite3_finalize(st->stmt[i]);
+    sqlite3_close(st->db);
+    free(st);
+    return e;
+}
+
 void sn_store_close(sn_store *st)
 {
     if (st == NULL)
@@ -426,7 +488,8 @@ void sn_store_close(sn_store *st)
         sn_store_rollback(st);
     for (int i = 0; i < S_COUNT; i++)
         sqlite3_finalize(st->stmt[i]);
-    sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    if (!st->readonly)
+        sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
     sqlite3_close(st->db);
     free(st);
 }
@@ -589,8 +652,9 @@ static void where_clause(const sn_store_alert_filter *f, char *sql, size_t cap)
     } while (0)
     ADD(f->start_ns != 0, "timestamp >= ?1");
     ADD(f->end_ns != 0, "timestamp < ?2");
-    ADD(f->severity != SN_SEV_NONE && f->severity_min, "severity >= ?3");
-    ADD(f->severity != SN_SEV_NONE && !f->severity_min, "severity = ?3");
+    ADD(f->severity_mask != 0, "((?10 >> severity) & 1) = 1");
+    ADD(f->severity_mask == 0 && f->severity != SN_SEV_NONE && f->severity_min, "severity >= ?3");
+    ADD(f->severity_mask == 0 && f->severity != SN_SEV_NONE && !f->severity_min, "severity = ?3");
     ADD(f->service != NULL, "service = ?4");
     ADD(f->model != NULL, "model = ?5");
     ADD(f->status >= 0, "status = ?6");
@@ -605,7 +669,9 @@ static void bind_filter(sqlite3_stmt *s, const sn_store_alert_filter *f)
         sqlite3_bind_int64(s, 1, f->start_ns);
     if (f->end_ns != 0)
         sqlite3_bind_int64(s, 2, f->end_ns);
-    if (f->severity != SN_SEV_NONE)
+    if (f->severity_mask != 0)
+        sqlite3_bind_int(s, 10, (int)f->severity_mask);
+    else if (f->severity != SN_SEV_NONE)
         sqlite3_bind_int(s, 3, (int)f->severity);
     if (f->service != NULL)
         bind_text(s, 4, f->service);
@@ -620,7 +686,8 @@ static void bind_filter(sqlite3_stmt *s, const sn_store_alert_filter *f)
 int sn_store_alert_query(sn_store *st, const sn_store_alert_filter *f, sn_store_json_visit cb,
                          void *ud, uint64_t *total)
 {
-    if (f->limit > 10000 || f->severity > SN_SEV_CRITICAL || f->status > SN_ALERT_RESOLVED ||
+    if (f->limit > 10000 || f->severity > SN_SEV_CRITICAL ||
+        f->severity_mask >= 1u << (SN_SEV_CRITICAL + 1) || f->status > SN_ALERT_RESOLVED ||
         f->anomaly_type >= SN_ANOMALY_TYPE_COUNT || (f->end_ns != 0 && f->end_ns < f->start_ns))
         return fail(st, -EINVAL, "bad alert filter");
     /* Parameters ?1..?7 are the filters, ?8 and ?9 limit and offset. Unused numbered

@@ -60,8 +60,17 @@ void sn_store_options_init(sn_store_options *o);
 int sn_store_open(const char *dir, const sn_store_options *opt, sn_store **out, char *err,
                   size_t errlen);
 
-/* Rolls back an open transaction, finalises the statements, checkpoints and closes. NULL is a
- * no-op. */
+/* Opens DIR/state.db read-only, for readers on other threads than the writer's (the REST API):
+ * in WAL mode they read committed data beside the writer without blocking it. One connection
+ * belongs to one thread at a time (open one per thread, or guard it). The file must exist with
+ * this program's schema version. Only the read calls make sense on it; writes fail -EACCES.
+ * Returns 0 and sets *out, or a negative errno with a one-line message naming the file in err:
+ * -ENOENT (no database yet), -EPROTO (another schema version), -EIO, -EACCES, -ENOMEM. Close
+ * with sn_store_close (no checkpoint). */
+int sn_store_open_readonly(const char *dir, sn_store **out, char *err, size_t errlen);
+
+/* Rolls back an open transaction, finalises the statements, checkpoints (not read-only ones)
+ * and closes. NULL is a no-op. */
 void sn_store_close(sn_store *st);
 
 /* The message of the last failure ("" when none). Valid until the next call. */
@@ -92,15 +101,17 @@ int sn_store_alert_get(sn_store *st, const char *id, sn_alert *out);
 char *sn_store_alert_get_json(sn_store *st, const char *id, int *rc);
 
 typedef struct sn_store_alert_filter {
-    int64_t start_ns;     /* timestamp >= start; 0: no bound */
-    int64_t end_ns;       /* timestamp < end; 0: no bound */
-    sn_severity severity; /* SN_SEV_NONE: any */
-    bool severity_min;    /* true: severity >= .severity; false: equal */
-    const char *service;  /* NULL: any */
-    const char *model;    /* NULL: any */
-    int status;           /* -1: any, else an sn_alert_status */
-    int anomaly_type;     /* -1: any, else an sn_anomaly_type */
-    unsigned limit;       /* rows; 0 means 100; at most 10000 */
+    int64_t start_ns;       /* timestamp >= start; 0: no bound */
+    int64_t end_ns;         /* timestamp < end; 0: no bound */
+    sn_severity severity;   /* SN_SEV_NONE: any */
+    bool severity_min;      /* true: severity >= .severity; false: equal */
+    unsigned severity_mask; /* non-zero: any severity s with bit (1u << s) set; overrides the two
+                               fields above */
+    const char *service;    /* NULL: any */
+    const char *model;      /* NULL: any */
+    int status;             /* -1: any, else an sn_alert_status */
+    int anomaly_type;       /* -1: any, else an sn_anomaly_type */
+    unsigned limit;         /* rows; 0 means 100; at most 10000 */
     unsigned offset;
 } sn_store_alert_filter;
 
