@@ -1,5 +1,6 @@
 # The two commands of the README. Everything else is CMake and ctest.
 #   make demo   install what is missing, build, run LLM-Sentinel locally on a sample workload
+#               (make demo-backtest: the offline backtest of sentinel-detect on a bundled series)
 #   make test   install what is missing, build normally and with ASan+UBSan, run every test,
 #               then build the libFuzzer targets with clang and run each for 10 s
 #   make fuzz   the libFuzzer targets for FUZZ_SECONDS each (default 600; docs/testing.md)
@@ -12,7 +13,7 @@ FUZZ_TEST_SECONDS ?= 10
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build build-asan build-fuzz test test-release test-asan test-fuzz fuzz demo format \
+.PHONY: all deps build build-asan build-fuzz test test-release test-asan test-fuzz fuzz demo demo-backtest format \
 	clean
 
 all: build
@@ -57,6 +58,9 @@ test: test-release test-asan test-fuzz
 
 demo: build
 	@./deploy/local/demo.sh $(BUILD_DIR)
+
+demo-backtest: build
+	@./deploy/local/demo-backtest.sh $(BUILD_DIR)
 
 format:
 	@git ls-files '*.c' '*.h' | xargs clang-format -i

@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
-# make demo: runs what exists of LLM-Sentinel locally on a sample workload.
-# Today: the offline backtest (sentinel-detect) over a bundled latency series with labelled
-# incidents -- latency spikes and a slow provider degradation -- showing what each detector
-# finds. The full system (aggregator, sidecar, a sample app on the OpenTelemetry SDK) joins
-# this demo as it lands.
+# make demo-backtest: the offline backtest (sentinel-detect) over a bundled latency series with
+# labelled incidents -- latency spikes and a slow provider degradation -- showing what each
+# detector finds. (make demo runs the whole system live: demo.sh.)
 set -euo pipefail
 BUILD=${1:-build}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)

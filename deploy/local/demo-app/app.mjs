@@ -119,10 +119,11 @@ const hex = (n) => Array.from({ length: n }, () => Math.floor(random() * 16).toS
 
 // --- the workload: models, services and what each service asks of each model ---
 
+// maxTokens: the max_tokens each request sets (the model's output limit); longer answers stop there.
 const MODELS = {
-  'gpt-4o': { provider: 'openai', response: 'gpt-4o-2024-08-06', server: 'api.openai.com', ttftMs: 450, tps: 85, maxTokens: 4096, cache: 'openai' },
-  'claude-sonnet-4': { provider: 'anthropic', response: 'claude-sonnet-4-20250514', server: 'api.anthropic.com', ttftMs: 700, tps: 60, maxTokens: 4096, cache: 'anthropic' },
-  'gemini-2.5-flash': { provider: 'gcp.vertex_ai', response: 'gemini-2.5-flash', server: 'us-central1-aiplatform.googleapis.com', ttftMs: 300, tps: 160, maxTokens: 8192, cache: null },
+  'gpt-4o': { provider: 'openai', response: 'gpt-4o-2024-08-06', server: 'api.openai.com', ttftMs: 450, tps: 85, maxTokens: 16384, cache: 'openai' },
+  'claude-sonnet-4': { provider: 'anthropic', response: 'claude-sonnet-4-20250514', server: 'api.anthropic.com', ttftMs: 700, tps: 60, maxTokens: 64000, cache: 'anthropic' },
+  'gemini-2.5-flash': { provider: 'gcp.vertex_ai', response: 'gemini-2.5-flash', server: 'us-central1-aiplatform.googleapis.com', ttftMs: 300, tps: 160, maxTokens: 65536, cache: null },
 };
 
 const SERVICES = scenario.services ?? [
@@ -230,13 +231,12 @@ function simulateCall(svc, call, nowMs, elapsedS) {
     }
   }
   input = Math.round(input);
-  output = Math.round(output);
-  const maxTokens = Math.max(m.maxTokens, output);
+  output = Math.min(Math.round(output), m.maxTokens);
   const attributes = {
     [ATTR_GEN_AI_OPERATION_NAME]: 'chat',
     [ATTR_GEN_AI_PROVIDER_NAME]: m.provider,
     [ATTR_GEN_AI_REQUEST_MODEL]: call.model,
-    [ATTR_GEN_AI_REQUEST_MAX_TOKENS]: maxTokens,
+    [ATTR_GEN_AI_REQUEST_MAX_TOKENS]: m.maxTokens,
     [ATTR_GEN_AI_REQUEST_TEMPERATURE]: call.temperature,
     [ATTR_SERVER_ADDRESS]: m.server,
   };
