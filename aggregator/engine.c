@@ -327,7 +327,7 @@ void sn_engine_config_defaults(sn_engine_config *cfg)
     cfg->persist_critical = 1;
     cfg->resume_learning = 50;
     cfg->warmup = 100;
-    cfg->summary_refresh = 8;
+    cfg->summary_refresh = 16;
     for (int m = 0; m < SN_METRIC_COUNT; m++) {
         sn_engine_metric_config *mc = &cfg->metrics[m];
         mc->enabled = true;
@@ -939,11 +939,12 @@ static pair_state *pair_get(sn_engine *e, const char *service, const char *model
  * quantiles commute with monotonic maps), MAD estimated as half the log IQR and mean/stddev from
  * the key's own moments of ln(1 + x). The baseline itself keeps raw values, so relative-accuracy
  * sketches keep their resolution and the API shows real units. Cached as floats in the key and
- * recomputed every summary_refresh samples (every sample while the window fills). */
+ * recomputed every summary_refresh samples (every sample while the key is in its warm-up,
+ * where each sample still moves the statistics). */
 static void key_summary(sn_engine *e, sn_baseline *b, sn_baseline_entry *en, key_state *ks,
                         sn_metric m, sn_summary *out)
 {
-    if (!ks->summary_ok || sn_baseline_entry_seen(en) < (uint64_t)e->cfg.window ||
+    if (!ks->summary_ok || sn_baseline_entry_seen(en) < (uint64_t)e->cfg.warmup ||
         ks->since_summary >= (uint64_t)e->cfg.summary_refresh) {
         sn_summary r;
         sn_baseline_summary(b, en, &r);

@@ -105,8 +105,8 @@ typedef struct sn_engine_config {
                                 (the new normal); default 50 */
     int64_t warmup;          /* a key with fewer samples learns every value, even reported
                                 ones; default 100 */
-    int64_t summary_refresh; /* recompute a key's summary every this many samples once it has
-                                a full window (exact before); default 8 */
+    int64_t summary_refresh; /* recompute a key's summary every this many samples after its
+                                warm-up (every sample before); default 16 */
     sn_engine_metric_config metrics[SN_METRIC_COUNT];
     /* Error rate per (service, model). */
     bool error_enabled;
@@ -405,8 +405,8 @@ extern const char *const sn_engine_seasonal_names[];  /* "hour_of_week", "hour_o
                     "anomalous values in a row after which a key learns them (new normal)"),       \
         SN__ENG_INT(P ".detect.warmup", T, F.warmup, "100", 0, 100000000,                          \
                     "a key with fewer samples learns every value, anomalous or not"),              \
-        SN__ENG_INT(P ".detect.summary_refresh", T, F.summary_refresh, "8", 1, 1000,               \
-                    "recompute a full key's baseline summary every this many samples"),            \
+        SN__ENG_INT(P ".detect.summary_refresh", T, F.summary_refresh, "16", 1, 1000,              \
+                    "recompute a key's baseline summary every this many samples after warm-up"),   \
         SN__ENG_METRIC(P, T, F, "latency_ms", SN_METRIC_LATENCY_MS, "upper", "log", "inherit"),    \
         SN__ENG_METRIC(P, T, F, "ttft_ms", SN_METRIC_TTFT_MS, "upper", "log", "false"),            \
         SN__ENG_METRIC(P, T, F, "input_tokens", SN_METRIC_INPUT_TOKENS, "upper", "log", "false"),  \
