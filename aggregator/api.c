@@ -789,16 +789,14 @@ static void be_answer(sn_api *api, be_call *x, const char *what, sn_http_reply *
     case -ENOENT:
         reply_error(reply, 404, "unknown %s", what);
         break;
-    case -EINVAL: {
-        char m[SN_API_ERR_MAX];
-        quote(m, x->err[0] ? x->err : "invalid request");
-        /* quote() cuts at QUOTE_MAX; keep the backend's whole message when it is plain. */
-        bool plain = true;
-        for (const char *p = x->err; *p != '\0'; p++)
-            plain = plain && *p >= 0x20 && *p < 0x7f;
-        reply_error(reply, 400, "%s", plain && x->err[0] ? x->err : m);
+    case -EINVAL:
+        /* The backend's message, made safe for JSON: control and non-ASCII bytes become '?'. */
+        for (char *p = x->err; *p != '\0'; p++) {
+            if (*p < 0x20 || *p >= 0x7f)
+                *p = '?';
+        }
+        reply_error(reply, 400, "%s", x->err[0] ? x->err : "invalid request");
         break;
-    }
     case -EAGAIN:
     case -EBUSY:
         reply_busy(reply);
@@ -997,6 +995,13 @@ static void handle(sn_api *api, const char *method, const char *path, const uint
     if (*r == R_METRICS || *r == R_HEALTHZ || *r == R_READYZ) {
         if (*r == R_METRICS && api->cfg.metrics == NULL) {
             reply_error(reply, 404, "not found");
+            return;
+        }
+        if (!get) {
+            char m[QUOTE_MAX];
+            quote(m, method);
+            reply_error(reply, 405, "method %s is not allowed here", m);
+            reply->allow = ALLOW_GET;
             return;
         }
         sn_admin_route(api->cfg.metrics, NULL, NULL, method, path, reply);

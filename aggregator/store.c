@@ -683,8 +683,9 @@ static void bind_filter(sqlite3_stmt *s, const sn_store_alert_filter *f)
         bind_text(s, 7, sn_anomaly_type_name((sn_anomaly_type)f->anomaly_type));
 }
 
-int sn_store_alert_query(sn_store *st, const sn_store_alert_filter *f, sn_store_json_visit cb,
-                         void *ud, uint64_t *total)
+/* sn_store_alert_query without the read transaction. */
+static int alert_query(sn_store *st, const sn_store_alert_filter *f, sn_store_json_visit cb,
+                       void *ud, uint64_t *total)
 {
     if (f->limit > 10000 || f->severity > SN_SEV_CRITICAL ||
         f->severity_mask >= 1u << (SN_SEV_CRITICAL + 1) || f->status > SN_ALERT_RESOLVED ||
@@ -728,6 +729,23 @@ int sn_store_alert_query(sn_store *st, const sn_store_alert_filter *f, sn_store_
     else
         e = fail_db(st, rc, "counting alerts");
     sqlite3_finalize(s);
+    return e;
+}
+
+int sn_store_alert_query(sn_store *st, const sn_store_alert_filter *f, sn_store_json_visit cb,
+                         void *ud, uint64_t *total)
+{
+    /* A reader beside the writer: the rows and the count come from one snapshot. (The writer's
+     * own connection sees its own writes only, so it needs none.) */
+    bool snapshot = st->readonly && st->depth == 0 && total != NULL;
+    if (snapshot) {
+        int e = exec_sql(st, "BEGIN", "starting a read");
+        if (e != 0)
+            return e;
+    }
+    int e = alert_query(st, f, cb, ud, total);
+    if (snapshot)
+        sqlite3_exec(st->db, e == 0 ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL);
     return e;
 }
 

@@ -996,11 +996,9 @@ START_TEST(methods_paths_and_the_dashboard)
     struct {
         const char *method, *path, *allow;
     } m[] = {
-        {"DELETE", "/api/v1/anomalies", "GET, HEAD"},
-        {"POST", "/api/v1/anomalies", "GET, HEAD"},
-        {"PUT", "/api/v1/config", "GET, HEAD, POST"},
-        {"POST", "/health", "GET, HEAD"},
-        {"POST", "/", "GET, HEAD"},
+        {"DELETE", "/api/v1/anomalies", "GET, HEAD"},  {"POST", "/api/v1/anomalies", "GET, HEAD"},
+        {"PUT", "/api/v1/config", "GET, HEAD, POST"},  {"POST", "/health", "GET, HEAD"},
+        {"DELETE", "/metrics", "GET, HEAD"},           {"POST", "/", "GET, HEAD"},
         {"OPTIONS", "/api/v1/baselines", "GET, HEAD"},
     };
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) {
