@@ -78,7 +78,8 @@ static atomic_uint_fast64_t next_table_id = 1;
 /* --- errors --- */
 
 /* Writes "name:line: field: message" into err (at most errsize bytes, always terminated). A line
- * of 0 and a NULL field are left out. */
+ * of 0 and a NULL field are left out. Messages quote the file's text, which may hold line breaks
+ * (a quoted or block scalar): control characters become '?', so the message stays one line. */
 __attribute__((format(printf, 6, 7))) static void set_error(char *err, size_t errsize,
                                                             const char *name, size_t line,
                                                             const char *field, const char *fmt, ...)
@@ -98,6 +99,9 @@ __attribute__((format(printf, 6, 7))) static void set_error(char *err, size_t er
     va_start(ap, fmt);
     vsnprintf(err + n, errsize - (size_t)n, fmt, ap);
     va_end(ap);
+    for (char *c = err; *c != '\0'; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = '?';
 }
 
 /* --- small parsers for scalar values --- */

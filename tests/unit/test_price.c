@@ -424,6 +424,23 @@ START_TEST(dates_past_int64_nanoseconds_are_refused)
 }
 END_TEST
 
+/* Found by fuzz_price: an error quoting a value with line breaks (a bad pattern in a quoted
+ * scalar) was not one line. */
+START_TEST(errors_quoting_line_breaks_stay_one_line)
+{
+    char err[256];
+    sn_price_table *t = parse("version: v\nprices:\n"
+                              "  - model: \"^(a\n\n\tb\"\n    input: 1\n    output: 1\n"
+                              "    effective: 2025-01-01\n",
+                              err, sizeof err);
+    ck_assert(t == NULL);
+    ck_assert_msg(strstr(err, "prices[0].model: bad regular expression") != NULL, "%s", err);
+    for (const char *c = err; *c != '\0'; c++)
+        ck_assert_msg((unsigned char)*c >= 0x20 && *c != 0x7f, "byte 0x%02x in '%s'",
+                      (unsigned char)*c, err);
+}
+END_TEST
+
 START_TEST(cache_is_bounded_and_correct_beyond_its_size)
 {
     const char *yaml = "version: v\nprices:\n"
@@ -544,6 +561,7 @@ static Suite *price_suite(void)
     tcase_add_test(tc, malformed_files_name_line_and_field);
     tcase_add_test(tc, bounds_are_enforced);
     tcase_add_test(tc, dates_past_int64_nanoseconds_are_refused);
+    tcase_add_test(tc, errors_quoting_line_breaks_stay_one_line);
     tcase_add_test(tc, cache_is_bounded_and_correct_beyond_its_size);
     tcase_add_test(tc, threads_share_a_table_with_their_own_caches);
     suite_add_tcase(s, tc);
