@@ -225,7 +225,9 @@ unsigned sn_engine_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn e
 /* Confirms a sidecar's local alert against the global baseline of its key: anomalous there ->
  * emitted with source SIDECAR (confidence raised by the agreement); quiet -> discarded and
  * counted; key unknown or in cold start -> emitted trusting the sidecar, confidence x
- * cold_trust. Does not learn and does not step CUSUM. Returns 1 when emitted, 0 otherwise. */
+ * cold_trust. Does not learn and does not step CUSUM. The anomaly keeps the alert's own time;
+ * `now` is the loop's time of arrival (kept for symmetry with tick; not used today). Returns 1
+ * when emitted, 0 otherwise (also for an alert with an empty service or a bad metric). */
 int sn_engine_local_alert(sn_engine *e, const sn_local_alert *a, int64_t now,
                           sn_engine_emit_fn emit, void *ud);
 

@@ -15,6 +15,33 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Allocation failure injection (the binary links with -Wl,--wrap=malloc,--wrap=calloc): the
+ * allocation after fail_after successful ones fails, and all later ones; < 0: never. Check
+ * allocates too, so no ck_* call may run while failures are armed. */
+void *__real_malloc(size_t size);
+void *__real_calloc(size_t n, size_t size);
+void *__wrap_malloc(size_t size);
+void *__wrap_calloc(size_t n, size_t size);
+static long fail_after = -1;
+
+void *__wrap_malloc(size_t size)
+{
+    if (fail_after == 0)
+        return NULL;
+    if (fail_after > 0)
+        fail_after--;
+    return __real_malloc(size);
+}
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+    if (fail_after == 0)
+        return NULL;
+    if (fail_after > 0)
+        fail_after--;
+    return __real_calloc(n, size);
+}
+
 #define SEC  INT64_C(1000000000)
 #define T0   (INT64_C(1767225600) * SEC) /* 2026-01-01 00:00 UTC, a Thursday */
 #define KEEP 512
@@ -1333,6 +1360,57 @@ START_TEST(names_and_null_destroy)
 }
 END_TEST
 
+START_TEST(allocation_failures)
+{
+    sn_engine_config c;
+    sn_engine_config_defaults(&c);
+    c.memory_budget = 64 << 20;
+    c.seasonal = true;
+    c.budgets.count = 1;
+    snprintf(c.budgets.items[0], SN_CONFIG_ITEM_MAX, "*:day:100");
+    /* create: every allocation in turn fails cleanly (ASan finds any leak) */
+    long n;
+    int rc = -1;
+    sn_engine *e = NULL;
+    for (n = 0; n < 64; n++) {
+        sn_config_error err = {{0}};
+        fail_after = n;
+        rc = sn_engine_create(&e, &c, 1, &err);
+        fail_after = -1;
+        if (rc == 0)
+            break;
+        ck_assert_int_eq(rc, -ENOMEM);
+    }
+    ck_assert_int_eq(rc, 0);
+    ck_assert_int_ge(n, 4); /* engine, baselines, pair and budget indexes */
+    /* observe: the pair, the keys and the budget state fail in turn; counted, never fatal */
+    sink s;
+    sink_reset(&s);
+    unsigned refused_runs = 0;
+    for (n = 0; n < 24; n++) {
+        sn_engine_stats before, after;
+        sn_engine_get_stats(e, &before);
+        char svc[32];
+        snprintf(svc, sizeof svc, "svc-%ld", n);
+        sn_event ev = call(svc, "m", T0 + n, 2000, 500, 200, 1.0);
+        fail_after = n;
+        sn_engine_observe(e, &ev, collect, &s);
+        fail_after = -1;
+        sn_engine_get_stats(e, &after);
+        refused_runs += after.refused > before.refused;
+        /* the same event again, with memory: everything missing is created now */
+        sn_engine_observe(e, &ev, collect, &s);
+    }
+    ck_assert_uint_ge(refused_runs, 10);
+    sn_engine_stats st;
+    sn_engine_get_stats(e, &st);
+    ck_assert_uint_eq(st.pairs, 24);
+    ck_assert_uint_eq(st.budget_keys, 24);
+    ck_assert_uint_eq(st.keys, 24 * (7 + 6)); /* global; seasonal has no error_rate keys */
+    sn_engine_destroy(e);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("engine");
@@ -1368,6 +1446,7 @@ int main(void)
     tcase_add_test(mem, memory_per_key_100k);
     tcase_add_test(mem, budget_evicts_and_limits_refuse);
     tcase_add_test(mem, idle_keys_expire_on_tick);
+    tcase_add_test(mem, allocation_failures);
     suite_add_tcase(s, mem);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
