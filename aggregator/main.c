@@ -1,11 +1,16 @@
 /*
- * main.c -- sentinel-aggregator: the central service. This first version receives sidecar
- * batches (aggregator/ingest.h) and applies them on its libuv loop; detection, alerting, the
- * REST API and the state store grow around the same loop.
+ * main.c -- sentinel-aggregator: the central service. It receives sidecar batches
+ * (aggregator/ingest.h) and applies them on its libuv loop: every event goes through the
+ * detection engine (aggregator/engine.h) over global baselines, every sidecar local alert is
+ * confirmed or discarded there, and the anomalies found become alerts (aggregator/alerts.h:
+ * de-duplication, grouping, resolve) that are persisted in the embedded store
+ * (aggregator/store.h, SQLite in WAL mode under SENTINEL_DATA_DIR) together with the ingest
+ * de-duplication state, in one transaction per batch. A one-second tick lets the engine notice
+ * silence (throughput drops) and resolves alerts that went quiet.
  *
- * Threads: the loop thread owns all state (counters, the event log). The ingest service's
- * handler thread hands each batch over through a locked queue plus uv_async_send, then waits on
- * a condition variable until the loop has applied it. A batch still queued when
+ * Threads: the loop thread owns all state (engine, alerts, store, counters, the event log). The
+ * ingest service's handler thread hands each batch over through a locked queue plus uv_async_send,
+ * then waits on a condition variable until the loop has applied it. A batch still queued when
  * ingest.apply_timeout passes is taken back and answered RETRY_AFTER (never applied); one the
  * loop has started is always waited for, so an acknowledgement is only ever sent for a batch
  * that was applied.
@@ -14,9 +19,12 @@
  * flight (a thread-pool job, since they need the loop to apply their batches), then the loop
  * closes its handles, the event log is flushed and closed, and the program exits 0.
  */
+#include "alerts.h"
 #include "cli.h"
+#include "engine.h"
 #include "ingest.h"
 #include "log.h"
+#include "store.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -25,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <uv.h>
 
@@ -42,6 +51,14 @@ typedef struct agg_settings {
     int64_t retry_after_ns;
     int64_t shutdown_grace_ns;
     char event_log[1024];
+    char data_dir[1024];
+    int64_t retention_days;
+    int64_t alerts_max;
+    int64_t dedup_window_ns;
+    int64_t quiet_period_ns;
+    int64_t group_window_ns;
+    char runbook_url[512];
+    sn_engine_config engine;
     sn_cli_log_settings log;
 } agg_settings;
 
@@ -74,8 +91,37 @@ static const sn_config_desc descriptors[] = {
     SN_CFG_STRING("debug.event_log", agg_settings, event_log, "",
                   "debugging aid: append every applied event and alert as a JSON line to this "
                   "file (empty: off)"),
+    {SN__CFG("state.data_dir", SN_CONFIG_STRING, agg_settings, data_dir, "/var/lib/sentinel",
+             "directory of the embedded state (state.db: alerts, de-duplication, history)"),
+     .env = "SENTINEL_DATA_DIR"},
+    SN_CFG_INT("state.retention_days", agg_settings, retention_days, "365", 1, 36500,
+               "anomaly history older than this many days is purged (checked daily)"),
+    SN_CFG_INT("alerts.max_active", agg_settings, alerts_max, "1024", 1, 1000000,
+               "alerts held in memory (firing, and recently resolved for grouping)"),
+    SN_CFG_DURATION("alerts.dedup_window", agg_settings, dedup_window_ns, "5m", SN_NS_PER_SEC,
+                    INT64_C(24) * 3600 * SN_NS_PER_SEC,
+                    "anomalies of one (service, model, type) within this window update one alert"),
+    SN_CFG_DURATION("alerts.quiet_period", agg_settings, quiet_period_ns, "5m", SN_NS_PER_SEC,
+                    INT64_C(24) * 3600 * SN_NS_PER_SEC,
+                    "an alert resolves after its metric was normal for this long"),
+    SN_CFG_DURATION("alerts.group_window", agg_settings, group_window_ns, "2m", 0,
+                    INT64_C(24) * 3600 * SN_NS_PER_SEC,
+                    "alerts of one service firing within this window are related (0: off)"),
+    SN_CFG_STRING("alerts.runbook_url", agg_settings, runbook_url, "",
+                  "runbook URL template; {anomaly_type}, {service} and {model} are replaced"),
+    SN_ENGINE_DESCRIPTORS("engine", agg_settings, engine),
     SN_CLI_LOG_DESCRIPTORS(agg_settings, log),
 };
+
+static int validate_settings(void *config, sn_config_error *err)
+{
+    agg_settings *s = config;
+    if (s->data_dir[0] == '\0') {
+        snprintf(err->msg, sizeof err->msg, "config: state.data_dir: must not be empty");
+        return -EINVAL;
+    }
+    return sn_engine_config_validate(&s->engine, "engine", err);
+}
 
 /* A batch waiting for the loop; lives on the handler thread's stack. */
 typedef enum apply_state { APPLY_QUEUED = 0, APPLY_TAKEN, APPLY_DONE } apply_state;
@@ -96,6 +142,11 @@ typedef struct aggregator {
     uv_work_t stop_work;
     bool stopping;
     sn_ingest *ingest;
+    sn_engine *engine;
+    sn_alerts *alerts;
+    sn_store *store;
+    uv_timer_t tick;
+    int64_t next_purge_ns;
 
     /* the hand-off from the ingest handler thread: guarded by mu */
     pthread_mutex_t mu;
@@ -108,8 +159,17 @@ typedef struct aggregator {
     FILE *event_log;
     uint64_t batches;
     uint64_t events;
-    uint64_t alerts;
+    uint64_t local_alerts;
+    uint64_t anomalies;
+    uint64_t store_errors;
 } aggregator;
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * SN_NS_PER_SEC + ts.tv_nsec;
+}
 
 /* ---- the event log (debug.event_log) ------------------------------------------------------ */
 
@@ -256,10 +316,50 @@ static int log_batch(FILE *f, const sn_ingest_batch *b)
 
 /* ---- applying batches on the loop ------------------------------------------------------------ */
 
-/* Loop thread: applies one batch. For now "applied" means counted and, with debug.event_log,
- * written to the log. Returns 0 or a negative errno (answered INTERNAL). */
+/* Engine callback (loop thread): an anomaly becomes or updates an alert. */
+static void on_anomaly(const sn_anomaly *an, void *ud)
+{
+    aggregator *a = ud;
+    a->anomalies++;
+    int rc = sn_alerts_observe(a->alerts, an, now_ns());
+    if (rc != 0)
+        sn_log_warn("anomaly not turned into an alert", SN_LOG_ERRNO(rc),
+                    SN_LOG_STR("anomaly_type", sn_anomaly_type_name(an->anomaly_type)));
+}
+
+static const char *const change_names[] = {"fired", "updated", "escalated", "resolved"};
+
+/* Alert lifecycle callback (loop thread): persist the alert and say so on the log, one JSON line
+ * per change (what `make demo` shows). */
+static void on_alert_change(sn_alert_change change, const sn_alert *al, void *ud)
+{
+    aggregator *a = ud;
+    if (sn_store_alert_upsert(a->store, al) != 0) {
+        a->store_errors++;
+        sn_log_error("cannot store an alert", SN_LOG_STR("alert_id", al->alert_id),
+                     SN_LOG_STR("error", sn_store_errmsg(a->store)));
+    }
+    sn_log_level lvl = change == SN_ALERT_CHANGE_UPDATED ? SN_LOG_DEBUG : SN_LOG_WARN;
+    sn_log(lvl, "alert", SN_LOG_STR("change", change_names[change]),
+           SN_LOG_STR("status", al->status == SN_ALERT_FIRING ? "firing" : "resolved"),
+           SN_LOG_STR("alert_id", al->alert_id),
+           SN_LOG_STR("anomaly_type", sn_anomaly_type_name(al->anomaly_type)),
+           SN_LOG_STR("severity", sn_severity_name(al->severity)),
+           SN_LOG_STR("service", al->service), SN_LOG_STR("model", al->model),
+           SN_LOG_STR("metric", sn_metric_name(al->metric)), SN_LOG_DBL("value", al->value),
+           SN_LOG_DBL("baseline", al->baseline), SN_LOG_DBL("threshold", al->threshold),
+           SN_LOG_STR("detection_method", sn_detector_name(al->method)),
+           SN_LOG_DBL("confidence", al->confidence), SN_LOG_UINT("occurrences", al->occurrences),
+           SN_LOG_STR("source", al->source == SN_SOURCE_SIDECAR ? "sidecar" : "aggregator"),
+           SN_LOG_STR("root_cause", al->root_cause));
+}
+
+/* Loop thread: applies one batch -- detection on every event and local alert, the alerts that
+ * follow and the sidecar's sequence stored in one transaction (and, with debug.event_log, the
+ * batch logged). Returns 0 or a negative errno (answered INTERNAL, so the sidecar resends). */
 static int apply_on_loop(aggregator *a, const sn_ingest_batch *b)
 {
+    int64_t now = now_ns();
     if (a->event_log != NULL) {
         int rc = log_batch(a->event_log, b);
         if (rc != 0) {
@@ -268,10 +368,54 @@ static int apply_on_loop(aggregator *a, const sn_ingest_batch *b)
             return rc;
         }
     }
+    int rc = sn_store_begin(a->store);
+    if (rc != 0) {
+        sn_log_error("cannot begin a store transaction",
+                     SN_LOG_STR("error", sn_store_errmsg(a->store)));
+        return rc;
+    }
+    for (size_t i = 0; i < b->nevents; i++)
+        sn_engine_observe(a->engine, &b->events[i], on_anomaly, a);
+    for (size_t i = 0; i < b->nalerts; i++)
+        sn_engine_local_alert(a->engine, &b->alerts[i], now, on_anomaly, a);
+    rc = sn_store_seq_put(a->store, b->sidecar_id, b->sequence, now);
+    if (rc == 0)
+        rc = sn_store_commit(a->store);
+    if (rc != 0) {
+        /* The detection already happened; only the persistence failed. Counted and logged:
+         * refusing the batch now would apply its events twice when the sidecar resends. */
+        a->store_errors++;
+        sn_log_error("cannot commit a batch's state", SN_LOG_STR("sidecar_id", b->sidecar_id),
+                     SN_LOG_STR("error", sn_store_errmsg(a->store)));
+        sn_store_rollback(a->store);
+    }
     a->batches++;
     a->events += b->nevents;
-    a->alerts += b->nalerts;
+    a->local_alerts += b->nalerts;
     return 0;
+}
+
+/* Loop thread, every second: silence-driven detection, alerts going quiet, daily purge. */
+static void on_tick(uv_timer_t *t)
+{
+    aggregator *a = t->data;
+    int64_t now = now_ns();
+    if (sn_store_begin(a->store) != 0)
+        return;
+    sn_engine_tick(a->engine, now, on_anomaly, a);
+    sn_alerts_tick(a->alerts, now);
+    if (now >= a->next_purge_ns) {
+        sn_store_purged purged;
+        if (sn_store_purge(a->store, now, (unsigned)a->set->retention_days, &purged) != 0)
+            sn_log_error("purge failed", SN_LOG_STR("error", sn_store_errmsg(a->store)));
+        a->next_purge_ns = now + INT64_C(24) * 3600 * SN_NS_PER_SEC;
+    }
+    if (sn_store_commit(a->store) != 0) {
+        a->store_errors++;
+        sn_log_error("cannot commit the tick's state",
+                     SN_LOG_STR("error", sn_store_errmsg(a->store)));
+        sn_store_rollback(a->store);
+    }
 }
 
 /* Loop thread: takes every queued batch (libuv coalesces wake-ups) and applies each. */
@@ -372,6 +516,7 @@ static void stopped_ingest(uv_work_t *w, int status)
     (void)status;
     aggregator *a = w->data;
     on_wake(&a->wake);
+    uv_close((uv_handle_t *)&a->tick, NULL);
     uv_close((uv_handle_t *)&a->wake, NULL);
     uv_close((uv_handle_t *)&a->sigterm, NULL);
     uv_close((uv_handle_t *)&a->sigint, NULL);
@@ -413,6 +558,80 @@ static int open_event_log(aggregator *a)
     return 0;
 }
 
+static int import_sequence(const char *sidecar_id, uint64_t seq, int64_t last_seen_ns, void *ud)
+{
+    aggregator *a = ud;
+    return sn_ingest_sequences_import(a->ingest, sidecar_id, seq, last_seen_ns);
+}
+
+static int restore_alert(const sn_alert *al, void *ud)
+{
+    aggregator *a = ud;
+    return sn_alerts_restore(a->alerts, al);
+}
+
+static void random_bytes(uint8_t out[16], void *ud)
+{
+    (void)ud;
+    if (getrandom(out, 16, 0) != 16) {
+        uint64_t x = (uint64_t)now_ns() * 0x9E3779B97F4A7C15ull;
+        memcpy(out, &x, 8);
+        x ^= (uint64_t)(uintptr_t)out;
+        memcpy(out + 8, &x, 8);
+    }
+}
+
+/* Opens the store and creates the engine and the alert manager; restores firing alerts.
+ * Returns 0, or 1 after logging why. */
+static int start_detection(aggregator *a)
+{
+    const agg_settings *s = a->set;
+    char err[512];
+    sn_store_options so;
+    sn_store_options_init(&so);
+    int rc = sn_store_open(s->data_dir, &so, &a->store, err, sizeof err);
+    if (rc != 0) {
+        sn_log_error("cannot open the state store", SN_LOG_STR("data_dir", s->data_dir),
+                     SN_LOG_STR("error", err));
+        return 1;
+    }
+    uint64_t seed = 0;
+    (void)getrandom(&seed, sizeof seed, 0);
+    sn_config_error cerr = {{0}};
+    rc = sn_engine_create(&a->engine, &s->engine, seed, &cerr);
+    if (rc != 0) {
+        sn_log_error("cannot create the detection engine", SN_LOG_STR("error", cerr.msg));
+        return 1;
+    }
+    sn_alerts_config ac;
+    sn_alerts_config_init(&ac);
+    ac.max_alerts = (size_t)s->alerts_max;
+    ac.dedup_window_ns = s->dedup_window_ns;
+    ac.quiet_period_ns = s->quiet_period_ns;
+    ac.group_window_ns = s->group_window_ns;
+    ac.runbook_template = s->runbook_url;
+    ac.on_change = on_alert_change;
+    ac.cb_ud = a;
+    ac.random = random_bytes;
+    rc = sn_alerts_create(&ac, &a->alerts, err, sizeof err);
+    if (rc != 0) {
+        sn_log_error("cannot create the alert manager", SN_LOG_STR("error", err));
+        return 1;
+    }
+    size_t skipped = 0;
+    rc = sn_store_alerts_firing(a->store, restore_alert, a, &skipped);
+    if (rc != 0)
+        sn_log_warn("cannot restore firing alerts", SN_LOG_STR("error", sn_store_errmsg(a->store)));
+    sn_alerts_stats ast;
+    sn_alerts_stats_get(a->alerts, &ast);
+    sn_log_info("state opened", SN_LOG_STR("data_dir", s->data_dir),
+                SN_LOG_UINT("firing_alerts", ast.firing), SN_LOG_UINT("skipped_alerts", skipped));
+    uv_timer_init(&a->loop, &a->tick);
+    a->tick.data = a;
+    uv_timer_start(&a->tick, on_tick, 1000, 1000);
+    return 0;
+}
+
 /* Creates and starts the ingest service. Returns 0, or 1 after logging why. */
 static int start_ingest(aggregator *a)
 {
@@ -432,6 +651,14 @@ static int start_ingest(aggregator *a)
     cfg.apply = apply_from_ingest;
     cfg.apply_ud = a;
     int rc = sn_ingest_create(&cfg, &a->ingest, err, sizeof err);
+    if (rc == 0) {
+        /* The de-duplication state of the last run: a batch a sidecar replays after our restart
+         * is then recognised and not applied twice. */
+        rc = sn_store_seq_load_all(a->store, import_sequence, a);
+        if (rc != 0)
+            snprintf(err, sizeof err, "cannot load the de-duplication state: %s",
+                     sn_store_errmsg(a->store));
+    }
     if (rc == 0)
         rc = sn_ingest_start(a->ingest);
     if (rc != 0) {
@@ -451,10 +678,13 @@ int main(int argc, char **argv)
         .name = "sentinel-aggregator",
         .version = SENTINEL_VERSION,
         .component = "aggregator",
-        .summary = "central LLM-Sentinel service: receives sidecar batches (sentinel.v1 Ingest)",
+        .summary = "central LLM-Sentinel service: global baselines, detection and alerts over "
+                   "the batches of every sidecar",
+        .validate = validate_settings,
     };
     static agg_settings s;
     static aggregator a;
+    sn_engine_config_defaults(&s.engine); /* settings the descriptors do not expose */
     sn_cli_result res;
     int outcome = sn_cli_load(argc, argv, &info, descriptors,
                               sizeof descriptors / sizeof descriptors[0], &s, &res);
@@ -482,8 +712,12 @@ int main(int argc, char **argv)
 
     rc = open_event_log(&a);
     if (rc == 0)
+        rc = start_detection(&a);
+    if (rc == 0)
         rc = start_ingest(&a);
     if (rc != 0) {
+        if (uv_is_active((uv_handle_t *)&a.tick))
+            uv_close((uv_handle_t *)&a.tick, NULL);
         uv_close((uv_handle_t *)&a.wake, NULL);
         uv_close((uv_handle_t *)&a.sigterm, NULL);
         uv_close((uv_handle_t *)&a.sigint, NULL);
@@ -496,7 +730,9 @@ int main(int argc, char **argv)
     sn_ingest_stats st;
     sn_ingest_stats_get(a.ingest, &st);
     sn_log_info("stopped", SN_LOG_UINT("batches", a.batches), SN_LOG_UINT("events", a.events),
-                SN_LOG_UINT("alerts", a.alerts), SN_LOG_UINT("duplicates", st.duplicates),
+                SN_LOG_UINT("alerts", a.local_alerts), SN_LOG_UINT("anomalies", a.anomalies),
+                SN_LOG_UINT("store_errors", a.store_errors),
+                SN_LOG_UINT("duplicates", st.duplicates),
                 SN_LOG_UINT("refused_malformed", st.refused[SN_INGEST_REFUSED_MALFORMED]),
                 SN_LOG_UINT("refused_invalid", st.refused[SN_INGEST_REFUSED_INVALID]),
                 SN_LOG_UINT("refused_too_large", st.refused[SN_INGEST_REFUSED_TOO_LARGE]),
@@ -507,6 +743,9 @@ int main(int argc, char **argv)
 
 out_close_loop:
     sn_ingest_destroy(a.ingest);
+    sn_alerts_destroy(a.alerts);
+    sn_engine_destroy(a.engine);
+    sn_store_close(a.store);
     if (a.event_log != NULL && fclose(a.event_log) != 0 && rc == 0) {
         sn_log_error("cannot close the event log", SN_LOG_ERRNO(errno));
         rc = 1;
