@@ -3,6 +3,7 @@
  * backend run on a real libuv loop in a thread of the test through sn_loop_call. */
 #include "api.h"
 
+#include "otlp/http_server.h"
 #include "store.h"
 
 #include <check.h>
@@ -1165,6 +1166,24 @@ START_TEST(parse_time)
 }
 END_TEST
 
+static bool never_called(const char *key, const char *value, void *ud)
+{
+    (void)key;
+    (void)value;
+    (*(int *)ud)++;
+    return true;
+}
+
+/* The HTTP server's request accessors answer only inside a route callback. */
+START_TEST(request_accessors_outside_a_route)
+{
+    int n = 0;
+    ck_assert_int_eq(sn_http_request_args(never_called, &n), -EPERM);
+    ck_assert_int_eq(n, 0);
+    ck_assert_ptr_null(sn_http_request_header("Authorization"));
+}
+END_TEST
+
 static Suite *api_suite(void)
 {
     Suite *s = suite_create("api");
@@ -1191,6 +1210,7 @@ static Suite *api_suite(void)
     suite_add_tcase(s, tc);
     TCase *pure = tcase_create("pure");
     tcase_add_test(pure, parse_time);
+    tcase_add_test(pure, request_accessors_outside_a_route);
     suite_add_tcase(s, pure);
     return s;
 }
