@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# loadgen_test.sh -- sentinel-loadgen against the do-nothing receivers of sentinel-bench-null:
+# every request sent is answered and counted by the server, on all three servers; the request
+# count, the rate and the duration bound a run; non-loopback targets, unreachable targets and bad
+# flags fail with the documented exit status and a message.
+#
+# Usage: loadgen_test.sh LOADGEN NULL_SERVER
+set -euo pipefail
+
+loadgen=${1:?usage: loadgen_test.sh LOADGEN NULL_SERVER}
+null=${2:?usage: loadgen_test.sh LOADGEN NULL_SERVER}
+work=$(mktemp -d "${TMPDIR:-/tmp}/sentinel-loadgen-test.XXXXXX")
+server_pid=""
+cleanup() {
+    if [ -n "$server_pid" ]; then
+        kill -TERM "$server_pid" 2> /dev/null || true
+        wait "$server_pid" 2> /dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+failures=0
+check() { # check DESCRIPTION CONDITION...
+    local what=$1
+    shift
+    if "$@"; then
+        echo "ok: $what"
+    else
+        echo "FAIL: $what" >&2
+        failures=$((failures + 1))
+    fi
+}
+
+# jnum FILE KEY: a number from the loadgen's JSON report.
+jnum() {
+    sed -n "s/.*\"$2\":\([-0-9.]*\).*/\1/p" "$1" | head -n 1
+}
+
+nserver=0
+# start MODE: a do-nothing server on a free port; sets server_pid and port.
+start() {
+    nserver=$((nserver + 1))
+    local out="$work/server$nserver.out"
+    "$null" --mode "$1" --log-level warn > "$out" 2> "$work/server$nserver.err" &
+    server_pid=$!
+    server_out=$out
+    port=""
+    for _ in $(seq 1 300); do
+        port=$(sed -n 's/^port=//p' "$out")
+        [ -n "$port" ] && return 0
+        sleep 0.1
+    done
+    echo "server $1 did not start: $(cat "$work/server$nserver.err")" >&2
+    exit 1
+}
+
+# stop_server: SIGTERM, waits for the exit; sets served to the requests the server answered
+# and server_rc to its exit status.
+stop_server() {
+    kill -TERM "$server_pid"
+    server_rc=0
+    wait "$server_pid" || server_rc=$?
+    server_pid=""
+    served=$(sed -n 's/^requests=//p' "$server_out")
+}
+
+# --- every request answered, and counted by the server, on each receiver ---
+for mode in grpc grpc-raw http; do
+    proto=grpc
+    [ "$mode" = http ] && proto=http
+    start "$mode"
+    rc=0
+    "$loadgen" --protocol "$proto" --target "127.0.0.1:$port" --requests 25 --batch 16 \
+        --concurrency 4 --duration 60s --json --log-level warn > "$work/$mode.json" || rc=$?
+    stop_server
+    check "$mode: exit status 0" [ "$rc" = 0 ]
+    check "$mode: 25 requests sent" [ "$(jnum "$work/$mode.json" sent)" = 25 ]
+    check "$mode: 25 answered ok" [ "$(jnum "$work/$mode.json" ok)" = 25 ]
+    check "$mode: 400 spans acknowledged" [ "$(jnum "$work/$mode.json" spans_ok)" = 400 ]
+    check "$mode: the server answered 25 requests (got $served)" [ "$served" = 25 ]
+    check "$mode: the server exited 0 on SIGTERM" [ "$server_rc" = 0 ]
+    check "$mode: latency percentiles are ordered" awk -v a="$(jnum "$work/$mode.json" p50)" \
+        -v b="$(jnum "$work/$mode.json" p99)" -v c="$(jnum "$work/$mode.json" max)" \
+        'BEGIN { exit !(a > 0 && a <= b && b <= c) }'
+done
+
+# --- a fixed rate: 2000 spans/s in 100-span requests for 1 s is 20 requests, never more than 21 ---
+start grpc
+"$loadgen" --target "127.0.0.1:$port" --rate 2000 --batch 100 --duration 1s --json \
+    --log-level warn > "$work/rate.json"
+stop_server
+sent=$(jnum "$work/rate.json" sent)
+check "rate: at most 21 requests in 1 s at 20 requests/s (sent $sent)" [ "$sent" -le 21 ]
+check "rate: at least 10 requests (sent $sent)" [ "$sent" -ge 10 ]
+check "rate: the server saw every one" [ "$served" = "$sent" ]
+
+# --- refusals ---
+rc=0
+"$loadgen" --target 192.0.2.1:4317 --duration 1s > /dev/null 2> "$work/remote.err" || rc=$?
+check "a non-loopback target is refused with status 2" [ "$rc" = 2 ]
+check "... naming --allow-remote" grep -q -- "--allow-remote" "$work/remote.err"
+
+start grpc
+stop_server # the port is now closed
+for proto in grpc http; do
+    rc=0
+    "$loadgen" --protocol "$proto" --target "127.0.0.1:$port" --duration 1s \
+        > "$work/down-$proto.out" 2> "$work/down-$proto.err" || rc=$?
+    check "$proto: an unreachable target exits 1" [ "$rc" = 1 ]
+    check "$proto: ... with a message" grep -q -i "connect\|no HTTP answer" "$work/down-$proto.err"
+    check "$proto: ... and no report" [ ! -s "$work/down-$proto.out" ]
+done
+
+rc=0
+"$loadgen" --batch 0 > /dev/null 2> "$work/batch.err" || rc=$?
+check "--batch 0 is a usage error (status 2)" [ "$rc" = 2 ]
+check "... naming load.batch" grep -q "load.batch" "$work/batch.err"
+check "--help exits 0 and lists --rate" sh -c "'$loadgen' --help | grep -q -- --rate"
+check "--version prints the version" sh -c "'$loadgen' --version | grep -q '[0-9]\.[0-9]'"
+
+if [ "$failures" -gt 0 ]; then
+    echo "$failures check(s) failed" >&2
+    exit 1
+fi
+echo "all checks passed"
