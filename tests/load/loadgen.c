@@ -1133,7 +1133,7 @@ int main(int argc, char **argv)
     struct timespec wall;
     clock_gettime(CLOCK_REALTIME, &wall);
     uint64_t wall_ns = (uint64_t)wall.tv_sec * 1000000000u + (uint64_t)wall.tv_nsec;
-    size_t bytes = 0;
+    size_t bytes = 0, fixed_ids = 0;
     for (size_t i = 0; i < run->npool; i++) {
         if (make_entry(&run->pool[i], (size_t)s.batch, (unsigned)(i % (size_t)s.services), &rng,
                        wall_ns, s.error_rate, s.spread) != 0) {
@@ -1141,13 +1141,16 @@ int main(int argc, char **argv)
             goto out_free_pool;
         }
         bytes += run->pool[i].len;
+        for (size_t j = 0; j < run->pool[i].nspans; j++)
+            fixed_ids += run->pool[i].id_off[j] == UINT32_MAX;
     }
     /* The id counter starts from the seed's stream, so runs with different seeds differ. */
     run->id_counter = rng_next(&rng) >> 16;
     sn_log_info("request pool ready", SN_LOG_UINT("requests", run->npool),
                 SN_LOG_UINT("spans_per_request", (uint64_t)s.batch),
                 SN_LOG_UINT("mean_request_bytes", bytes / run->npool),
-                SN_LOG_STR("target", run->target),
+                /* spans whose ids could not be found in the encoding repeat on every send */
+                SN_LOG_UINT("spans_with_fixed_ids", fixed_ids), SN_LOG_STR("target", run->target),
                 SN_LOG_STR("protocol", protocol_names[s.protocol]));
 
     struct sigaction sa;

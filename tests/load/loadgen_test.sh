@@ -72,7 +72,7 @@ for mode in grpc grpc-raw http; do
     start "$mode"
     rc=0
     "$loadgen" --protocol "$proto" --target "127.0.0.1:$port" --requests 25 --batch 16 \
-        --concurrency 4 --duration 60s --json --log-level warn > "$work/$mode.json" || rc=$?
+        --concurrency 4 --duration 60s --json > "$work/$mode.json" 2> "$work/$mode.err" || rc=$?
     stop_server
     check "$mode: exit status 0" [ "$rc" = 0 ]
     check "$mode: 25 requests sent" [ "$(jnum "$work/$mode.json" sent)" = 25 ]
@@ -80,6 +80,8 @@ for mode in grpc grpc-raw http; do
     check "$mode: 400 spans acknowledged" [ "$(jnum "$work/$mode.json" spans_ok)" = 400 ]
     check "$mode: the server answered 25 requests (got $served)" [ "$served" = 25 ]
     check "$mode: the server exited 0 on SIGTERM" [ "$server_rc" = 0 ]
+    check "$mode: every span gets fresh ids on each send" \
+        grep -q '"spans_with_fixed_ids":0,' "$work/$mode.err"
     check "$mode: latency percentiles are ordered" awk -v a="$(jnum "$work/$mode.json" p50)" \
         -v b="$(jnum "$work/$mode.json" p99)" -v c="$(jnum "$work/$mode.json" max)" \
         'BEGIN { exit !(a > 0 && a <= b && b <= c) }'
