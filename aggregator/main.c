@@ -20,10 +20,14 @@
  * closes its handles, the event log is flushed and closed, and the program exits 0.
  */
 #include "alerts.h"
+#include "api.h"
+#include "baseline.h"
 #include "cli.h"
 #include "engine.h"
 #include "ingest.h"
 #include "log.h"
+#include "loop_call.h"
+#include "metrics.h"
 #include "store.h"
 
 #include <errno.h>
@@ -58,6 +62,8 @@ typedef struct agg_settings {
     int64_t quiet_period_ns;
     int64_t group_window_ns;
     char runbook_url[512];
+    sn_config_address http_endpoint;
+    char api_token[256];
     sn_engine_config engine;
     sn_cli_log_settings log;
 } agg_settings;
@@ -109,6 +115,12 @@ static const sn_config_desc descriptors[] = {
                     "alerts of one service firing within this window are related (0: off)"),
     SN_CFG_STRING("alerts.runbook_url", agg_settings, runbook_url, "",
                   "runbook URL template; {anomaly_type}, {service} and {model} are replaced"),
+    {SN__CFG("http.endpoint", SN_CONFIG_ADDRESS, agg_settings, http_endpoint, "0.0.0.0:8080",
+             "REST API, /metrics, /health and dashboard listen address (off to disable)"),
+     .env = "SENTINEL_HTTP_ENDPOINT", .flags = SN_CONFIG_OPTIONAL | SN_CONFIG_ANY_PORT},
+    {SN__CFG("http.api_token", SN_CONFIG_STRING, agg_settings, api_token, "",
+             "bearer token required on /api/ (empty: open); /health and /metrics stay open"),
+     .env = "SENTINEL_API_TOKEN", .flags = SN_CONFIG_SECRET},
     SN_ENGINE_DESCRIPTORS("engine", agg_settings, engine),
     SN_CLI_LOG_DESCRIPTORS(agg_settings, log),
 };
@@ -145,6 +157,10 @@ typedef struct aggregator {
     sn_engine *engine;
     sn_alerts *alerts;
     sn_store *store;
+    sn_config *config; /* the live configuration (sn_cli_load's handle) */
+    sn_metrics *metrics;
+    sn_loop_call *loop_call;
+    sn_api *api;
     uv_timer_t tick;
     int64_t next_purge_ns;
 
@@ -507,6 +523,9 @@ static int apply_from_ingest(const sn_ingest_batch *b, void *ud)
 static void stop_ingest(uv_work_t *w)
 {
     aggregator *a = w->data;
+    /* Off the loop: both wait for requests that may need the loop to answer. */
+    if (a->api != NULL)
+        sn_api_stop(a->api);
     sn_ingest_shutdown(a->ingest, (uint32_t)(a->set->shutdown_grace_ns / SN_NS_PER_MS));
 }
 
@@ -516,6 +535,8 @@ static void stopped_ingest(uv_work_t *w, int status)
     (void)status;
     aggregator *a = w->data;
     on_wake(&a->wake);
+    if (a->loop_call != NULL)
+        sn_loop_call_close(a->loop_call);
     uv_close((uv_handle_t *)&a->tick, NULL);
     uv_close((uv_handle_t *)&a->wake, NULL);
     uv_close((uv_handle_t *)&a->sigterm, NULL);
@@ -579,6 +600,244 @@ static void random_bytes(uint8_t out[16], void *ud)
         x ^= (uint64_t)(uintptr_t)out;
         memcpy(out + 8, &x, 8);
     }
+}
+
+/* ---- the REST API's view of the loop's state (called on the loop through sn_loop_call) ---- */
+
+typedef struct baseline_query {
+    aggregator *a;
+    const char *service, *model, *metric;
+    json_t *list;
+} baseline_query;
+
+static json_t *jnum(double v)
+{
+    return isfinite(v) ? json_real(v) : json_null();
+}
+
+static int visit_baseline(const sn_baseline_entry *e, void *arg)
+{
+    baseline_query *q = arg;
+    const char *svc = sn_baseline_entry_service(e), *mdl = sn_baseline_entry_model(e);
+    const char *met = sn_metric_name(sn_baseline_entry_metric(e));
+    if ((q->service != NULL && strcmp(q->service, svc) != 0) ||
+        (q->model != NULL && strcmp(q->model, mdl) != 0) ||
+        (q->metric != NULL && strcmp(q->metric, met) != 0))
+        return 0;
+    if (json_array_size(q->list) >= 1000)
+        return 1; /* bounded answer */
+    sn_summary sm;
+    sn_baseline_summary(sn_engine_baselines(q->a->engine), e, &sm);
+    char last[40] = "";
+    sn_alert_format_time(sn_baseline_entry_last_seen(e), last, sizeof last);
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
+                  "s:o, s:o, s:s}",
+                  "service", svc, "model", mdl, "metric", met, "samples", (json_int_t)sm.n, "seen",
+                  (json_int_t)sn_baseline_entry_seen(e), "mean", jnum(sm.mean), "stddev",
+                  jnum(sm.stddev), "min", jnum(sm.min), "max", jnum(sm.max), "median",
+                  jnum(sm.median), "q1", jnum(sm.q1), "q3", jnum(sm.q3), "p95", jnum(sm.p95), "p99",
+                  jnum(sm.p99), "mad", jnum(sm.mad), "last_seen", last);
+    if (o != NULL)
+        json_array_append_new(q->list, o);
+    return 0;
+}
+
+static int api_baselines(void *ud, const char *service, const char *model, const char *metric,
+                         json_t **out)
+{
+    baseline_query q = {ud, service, model, metric, json_array()};
+    if (q.list == NULL)
+        return -ENOMEM;
+    sn_baseline_foreach(sn_engine_baselines(q.a->engine), visit_baseline, &q);
+    *out =
+        json_pack("{s:o, s:I}", "baselines", q.list, "count", (json_int_t)json_array_size(q.list));
+    return *out == NULL ? -ENOMEM : 0;
+}
+
+typedef struct health_query {
+    const char *service;
+    bool known;
+    unsigned firing[SN_SEV_CRITICAL + 1];
+    json_t *alerts;
+} health_query;
+
+static int visit_service_key(const sn_baseline_entry *e, void *arg)
+{
+    health_query *q = arg;
+    if (strcmp(sn_baseline_entry_service(e), q->service) == 0) {
+        q->known = true;
+        return 1;
+    }
+    return 0;
+}
+
+static int visit_service_alert(const sn_alert *al, void *arg)
+{
+    health_query *q = arg;
+    if (strcmp(al->service, q->service) != 0)
+        return 0;
+    q->known = true;
+    if (al->status != SN_ALERT_FIRING)
+        return 0;
+    q->firing[al->severity]++;
+    if (json_array_size(q->alerts) < 100)
+        json_array_append_new(q->alerts, sn_alert_to_json(al));
+    return 0;
+}
+
+/* Health 0-100: 100 minus a weight per firing alert (critical 40, high 20, medium 10, low 5). */
+static int api_service_health(void *ud, const char *name, json_t **out)
+{
+    aggregator *a = ud;
+    health_query q = {.service = name, .alerts = json_array()};
+    if (q.alerts == NULL)
+        return -ENOMEM;
+    sn_alerts_foreach(a->alerts, visit_service_alert, &q);
+    if (!q.known)
+        sn_baseline_foreach(sn_engine_baselines(a->engine), visit_service_key, &q);
+    if (!q.known) {
+        json_decref(q.alerts);
+        return -ENOENT;
+    }
+    int score = 100 - 40 * (int)q.firing[SN_SEV_CRITICAL] - 20 * (int)q.firing[SN_SEV_HIGH] -
+                10 * (int)q.firing[SN_SEV_MEDIUM] - 5 * (int)q.firing[SN_SEV_LOW];
+    if (score < 0)
+        score = 0;
+    const char *status = score >= 90 ? "healthy" : score >= 60 ? "degraded" : "unhealthy";
+    *out = json_pack("{s:s, s:i, s:s, s:{s:i, s:i, s:i, s:i}, s:o}", "service", name, "health",
+                     score, "status", status, "firing", "critical", (int)q.firing[SN_SEV_CRITICAL],
+                     "high", (int)q.firing[SN_SEV_HIGH], "medium", (int)q.firing[SN_SEV_MEDIUM],
+                     "low", (int)q.firing[SN_SEV_LOW], "alerts", q.alerts);
+    return *out == NULL ? -ENOMEM : 0;
+}
+
+typedef struct summary_query {
+    json_t *by_type;
+    json_t *by_severity;
+} summary_query;
+
+static int visit_summary_alert(const sn_alert *al, void *arg)
+{
+    summary_query *q = arg;
+    if (al->status != SN_ALERT_FIRING)
+        return 0;
+    const char *t = sn_anomaly_type_name(al->anomaly_type);
+    const char *sv = sn_severity_name(al->severity);
+    json_object_set_new(q->by_type, t,
+                        json_integer(json_integer_value(json_object_get(q->by_type, t)) + 1));
+    json_object_set_new(q->by_severity, sv,
+                        json_integer(json_integer_value(json_object_get(q->by_severity, sv)) + 1));
+    return 0;
+}
+
+static int api_summary(void *ud, json_t **out)
+{
+    aggregator *a = ud;
+    summary_query q = {json_object(), json_object()};
+    sn_alerts_foreach(a->alerts, visit_summary_alert, &q);
+    sn_alerts_stats as;
+    sn_alerts_stats_get(a->alerts, &as);
+    sn_engine_stats es;
+    sn_engine_get_stats(a->engine, &es);
+    sn_baseline_stats bs;
+    sn_baseline_get_stats(sn_engine_baselines(a->engine), &bs);
+    *out = json_pack("{s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:o, s:o}, s:{s:I, s:I}}", "batches",
+                     (json_int_t)a->batches, "events", (json_int_t)a->events, "local_alerts",
+                     (json_int_t)a->local_alerts, "anomalies", (json_int_t)a->anomalies, "alerts",
+                     "firing", (json_int_t)as.firing, "fired_total", (json_int_t)as.fired,
+                     "resolved_total", (json_int_t)as.resolved, "firing_by_type", q.by_type,
+                     "firing_by_severity", q.by_severity, "baselines", "keys", (json_int_t)bs.keys,
+                     "bytes", (json_int_t)bs.bytes_used);
+    return *out == NULL ? -ENOMEM : 0;
+}
+
+static int api_config_get(void *ud, json_t **out)
+{
+    aggregator *a = ud;
+    *out = sn_config_dump_json(a->config);
+    return *out == NULL ? -ENOMEM : 0;
+}
+
+/* Applies changes atomically (sn_config_apply_json validates every value first), hands the new
+ * detection settings to the engine, and records the result in the configuration history. */
+static int api_config_post(void *ud, const json_t *changes, json_t **out, char *err, size_t errlen)
+{
+    aggregator *a = ud;
+    agg_settings *s = (agg_settings *)a->set;
+    agg_settings before = *s;
+    sn_config_error cerr = {{0}};
+    size_t n = 0;
+    int rc = sn_config_apply_json(a->config, changes, &n, &cerr);
+    if (rc == 0)
+        rc = sn_engine_config_validate(&s->engine, "engine", &cerr);
+    if (rc == 0)
+        rc = sn_engine_set_config(a->engine, &s->engine, &cerr);
+    if (rc != 0) {
+        *s = before; /* the engine refused what the config accepted: keep both as they were */
+        snprintf(err, errlen, "%s", cerr.msg);
+        return -EINVAL;
+    }
+    json_t *dump = sn_config_dump_json(a->config);
+    char *text = dump != NULL ? json_dumps(dump, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    if (text != NULL && sn_store_config_append(a->store, now_ns(), "api", text) != 0)
+        sn_log_error("cannot record the configuration change",
+                     SN_LOG_STR("error", sn_store_errmsg(a->store)));
+    free(text);
+    sn_log_info("configuration changed through the API", SN_LOG_UINT("settings", n));
+    *out = json_pack("{s:I, s:o}", "applied", (json_int_t)n, "config", dump);
+    return *out == NULL ? -ENOMEM : 0;
+}
+
+/* Starts the REST API (with /metrics and /health) when http.endpoint is set. Returns 0, or 1
+ * after logging why. */
+static int start_api(aggregator *a)
+{
+    const agg_settings *s = a->set;
+    char err[256], addr[SN_CONFIG_HOST_MAX + 16];
+    if (sn_metrics_create(NULL, &a->metrics, err, sizeof err) != 0 ||
+        sn_metrics_register_process(a->metrics, err, sizeof err) != 0) {
+        sn_log_error("cannot create the metrics registry", SN_LOG_STR("error", err));
+        return 1;
+    }
+    if (s->http_endpoint.host[0] == '\0')
+        return 0;
+    sn_loop_call_config lc;
+    memset(&lc, 0, sizeof lc);
+    lc.max_queue = 64;
+    lc.timeout_ns = 2 * SN_NS_PER_SEC;
+    if (sn_loop_call_create(&a->loop, &lc, &a->loop_call, err, sizeof err) != 0) {
+        sn_log_error("cannot create the API hand-off", SN_LOG_STR("error", err));
+        return 1;
+    }
+    static sn_api_backend backend;
+    backend = (sn_api_backend){
+        .baselines = api_baselines,
+        .service_health = api_service_health,
+        .summary = api_summary,
+        .config_get = api_config_get,
+        .config_post = api_config_post,
+        .ud = a,
+        .loop = a->loop_call,
+    };
+    sn_config_format_address(&s->http_endpoint, addr, sizeof addr);
+    sn_api_config ac;
+    memset(&ac, 0, sizeof ac);
+    ac.listen = addr;
+    ac.api_token = s->api_token;
+    ac.store_dir = s->data_dir;
+    ac.metrics = a->metrics;
+    int rc = sn_api_create(&ac, &backend, &a->api, err, sizeof err);
+    if (rc == 0)
+        rc = sn_api_start(a->api, err, sizeof err);
+    if (rc != 0) {
+        sn_log_error("cannot serve the REST API", SN_LOG_STR("listen", addr),
+                     SN_LOG_STR("error", err));
+        return 1;
+    }
+    sn_log_info("REST API listening", SN_LOG_STR("listen", addr),
+                SN_LOG_UINT("port", sn_api_port(a->api)));
+    return 0;
 }
 
 /* Opens the store and creates the engine and the alert manager; restores firing alerts.
@@ -715,7 +974,14 @@ int main(int argc, char **argv)
         rc = start_detection(&a);
     if (rc == 0)
         rc = start_ingest(&a);
+    a.config = res.config;
+    if (rc == 0)
+        rc = start_api(&a);
     if (rc != 0) {
+        if (a.api != NULL)
+            sn_api_stop(a.api);
+        if (a.loop_call != NULL)
+            sn_loop_call_close(a.loop_call);
         if (uv_is_active((uv_handle_t *)&a.tick))
             uv_close((uv_handle_t *)&a.tick, NULL);
         uv_close((uv_handle_t *)&a.wake, NULL);
@@ -742,10 +1008,13 @@ int main(int argc, char **argv)
     rc = 0;
 
 out_close_loop:
+    sn_api_destroy(a.api);
+    sn_loop_call_destroy(a.loop_call);
     sn_ingest_destroy(a.ingest);
     sn_alerts_destroy(a.alerts);
     sn_engine_destroy(a.engine);
     sn_store_close(a.store);
+    sn_metrics_destroy(a.metrics);
     if (a.event_log != NULL && fclose(a.event_log) != 0 && rc == 0) {
         sn_log_error("cannot close the event log", SN_LOG_ERRNO(errno));
         rc = 1;
