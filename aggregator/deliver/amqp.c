@@ -276,6 +276,8 @@ int sn_sink_amqp_create(const sn_amqp_config *cfg, sn_sink **out, char *err, siz
         snprintf(err, errlen, "amqp: bad url (amqp://user:pass@host:port/vhost; no amqps)");
         return -EINVAL;
     }
+    if (s->ci.vhost == NULL || s->ci.vhost[0] == '\0')
+        s->ci.vhost = "/"; /* "amqp://host/" means the default vhost, as most clients read it */
     s->base.ops = &amqp_ops;
     snprintf(s->base.name, sizeof s->base.name, "%s",
              cfg->sink_name != NULL ? cfg->sink_name : "amqp");

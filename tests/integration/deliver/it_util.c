@@ -59,14 +59,37 @@ int it_free_port(void)
     return ntohs(a.sin_port);
 }
 
+/* The supervisor's SIGUSR1 (its parent, the test, died): kill the whole group. */
+static void on_orphaned(int sig)
+{
+    (void)sig;
+    kill(0, SIGKILL);
+}
+
 pid_t it_spawn(const char *const *argv, const char *const *env, const char *log)
 {
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        setsid();
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* the test died: so does its receiver */
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (pid != 0) {
+        track(pid, true);
+        return pid;
+    }
+    /* The supervisor: leads a new process group, ignores the group's SIGTERM (the program
+     * handles it), and kills the group when the test process dies, however it dies (programs
+     * like rabbitmq-server fork, so the death signal of the direct child alone is not enough). */
+    setsid();
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGUSR1, on_orphaned);
+    prctl(PR_SET_PDEATHSIG, SIGUSR1);
+    if (getppid() == 1)
+        kill(0, SIGKILL);
+    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    pid_t child = fork();
+    if (child < 0)
+        _exit(127);
+    if (child == 0) {
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGUSR1, SIG_DFL);
         if (fd >= 0) {
             dup2(fd, 1);
             dup2(fd, 2);
@@ -77,8 +100,10 @@ pid_t it_spawn(const char *const *argv, const char *const *env, const char *log)
         execv(argv[0], (char *const *)(uintptr_t)argv);
         _exit(127);
     }
-    track(pid, true);
-    return pid;
+    int status = 0;
+    while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
 }
 
 static bool port_open(int port)
