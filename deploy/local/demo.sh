@@ -142,9 +142,11 @@ fi
 # Each program runs in a session of its own (setsid), so a Ctrl-C in the terminal reaches only this
 # script, which then stops them in order: the app flushes, the sidecar drains to the aggregator.
 # SENTINEL_HTTP_ENDPOINT and SENTINEL_DATA_DIR are the aggregator's API address and embedded state
-# (contracts); a build that does not have them yet ignores them.
+# (contracts). The error-rate window is shortened from 60 s to 20 s so that the demo's short error
+# burst stands out; everything else runs on the defaults.
 SENTINEL_HTTP_ENDPOINT=127.0.0.1:$P_HTTP SENTINEL_DATA_DIR=$WORK/data \
     setsid "$AGGREGATOR" --log-format json --set ingest.endpoint=127.0.0.1:"$P_INGEST" \
+    --set engine.error_rate.window=20s --set engine.error_rate.min_calls=10 \
     >"$WORK/aggregator.log" 2>&1 &
 AGG_PID=$!
 mkdir -p "$WORK/data"
