@@ -222,6 +222,14 @@ void sn_deliver_options_init(sn_deliver_options *o)
     o->busy_timeout_ms = SN_STORE_DEFAULT_BUSY_MS;
 }
 
+void sn_deliver_options_from_settings(sn_deliver_options *o, const sn_deliver_settings *s)
+{
+    o->max_attempts = (unsigned)(s->max_attempts > 0 ? s->max_attempts : 0);
+    o->poll_ns = s->poll_ns > 0 ? s->poll_ns : SN_NS_PER_SEC;
+    int64_t ms = s->busy_timeout_ns / SN_NS_PER_MS;
+    o->busy_timeout_ms = (unsigned)(ms > 0 ? (ms > 3600000 ? 3600000 : ms) : 1);
+}
+
 /* ---- the engine ---- */
 
 typedef struct worker {

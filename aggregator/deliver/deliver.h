@@ -269,6 +269,10 @@ typedef struct sn_deliver_options {
 
 void sn_deliver_options_init(sn_deliver_options *o);
 
+/* Copies the engine-wide settings (max_attempts, poll_interval, busy_timeout) into o; the
+ * caller sets store_dir and metrics. Never fails. */
+void sn_deliver_options_from_settings(sn_deliver_options *o, const sn_deliver_settings *s);
+
 typedef struct sn_deliver sn_deliver;
 
 /* Creates an engine without sinks. Returns 0 and sets *out, or -EINVAL (no store_dir, poll)

@@ -489,6 +489,14 @@ START_TEST(settings_defaults_env_and_secrets)
     unsetenv("SENTINEL_WEBHOOK_URL");
     unsetenv("SENTINEL_AMQP_URL");
 
+    sn_deliver_options o;
+    sn_deliver_options_init(&o);
+    t.d.max_attempts = 7;
+    sn_deliver_options_from_settings(&o, &t.d);
+    ck_assert_uint_eq(o.max_attempts, 7);
+    ck_assert_int_eq(o.poll_ns, SEC);
+    ck_assert_uint_eq(o.busy_timeout_ms, 5000);
+
     size_t n;
     ck_assert_ptr_nonnull(sn_deliver_descriptors(&n));
     ck_assert_uint_eq(n, sizeof table / sizeof table[0]);
