@@ -71,9 +71,13 @@ static json_t *am_alert(const sn_alert *a, sn_severity sev, int64_t ends_ns,
               set_str(labels, "severity", sn_severity_name(sev)) &&
               set_str(labels, "service", a->service) && set_str(labels, "model", a->model) &&
               set_str(labels, "anomaly_type", sn_anomaly_type_name(a->anomaly_type));
-    snprintf(text, sizeof text, "%s on %s/%s: %s %.6g (baseline %.6g)",
-             sn_anomaly_type_name(a->anomaly_type), a->service, a->model, sn_metric_name(a->metric),
-             a->value, a->baseline);
+    if (isfinite(a->value) && isfinite(a->baseline))
+        snprintf(text, sizeof text, "%s on %s/%s: %s %.6g (baseline %.6g)",
+                 sn_anomaly_type_name(a->anomaly_type), a->service, a->model,
+                 sn_metric_name(a->metric), a->value, a->baseline);
+    else
+        snprintf(text, sizeof text, "%s on %s/%s: %s", sn_anomaly_type_name(a->anomaly_type),
+                 a->service, a->model, sn_metric_name(a->metric));
     ok = ok && set_str(ann, "summary", text) && set_str(ann, "description", a->root_cause) &&
          set_str(ann, "root_cause", a->root_cause) && set_str(ann, "runbook_url", a->runbook_url) &&
          set_str(ann, "alert_id", a->alert_id) &&

@@ -357,6 +357,12 @@ START_TEST(alertmanager_escalation_ends_lower_severities)
     ck_assert_str_eq(lbl(json_array_get(j, 0), "severity"), "critical");
     ck_assert_ptr_null(json_object_get(json_array_get(j, 0), "endsAt"));
     ck_assert_ptr_null(ann(json_array_get(j, 0), "deviation_sigma"));
+    json_decref(j);
+    a.value = NAN;
+    j = am_parse(&a, SN_ALERT_CHANGE_ESCALATED, NULL);
+    ck_assert_str_eq(ann(json_array_get(j, 0), "summary"),
+                     "latency_spike on chatbot/gpt-4o: latency_ms");
+    ck_assert_ptr_null(ann(json_array_get(j, 0), "value"));
     const char *lower[] = {"low", "medium", "high"};
     char t[40];
     sn_alert_format_time(a.last_seen_ns, t, sizeof t);
