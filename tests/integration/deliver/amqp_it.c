@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define RABBIT_BIN "/usr/lib/rabbitmq/bin/rabbitmq-server"
@@ -34,13 +35,23 @@ static void rabbit_start(void)
         env[i] = g_env[i];
     env[12] = NULL;
     const char *argv[] = {RABBIT_BIN, NULL};
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     g_rabbit = it_spawn(argv, env, g_log);
     ck_assert_msg(it_wait_port(g_port, 60000), "rabbitmq-server did not start (see %s)", g_log);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    fprintf(stderr, "amqp_it: broker up in %.1f s\n",
+            (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 }
 
 static void rabbit_stop(void)
 {
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     it_stop(g_rabbit, 30000);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    fprintf(stderr, "amqp_it: broker stopped in %.1f s\n",
+            (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
     g_rabbit = 0;
     ck_assert(it_wait_port_closed(g_port, 10000));
 }
@@ -86,7 +97,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    it_stop(g_rabbit, 30000);
+    it_stop(g_rabbit, 0); /* SIGKILL: the data is thrown away anyway */
     it_stop(g_epmd_pid, 5000);
     it_rmrf(g_dir);
 }
