@@ -50,6 +50,8 @@ struct sn_batch_encoder {
 typedef struct sn_items {
     const sn_event *events;
     size_t n_events;
+    const uint8_t *records; /* already-encoded events entries, written as they are */
+    size_t records_len;
     const sn_local_alert *alerts;
     size_t n_alerts;
 } sn_items;
@@ -291,6 +293,9 @@ static bool encode_events_cb(pb_ostream_t *s, const pb_field_t *f, void *const *
             !pb_encode_submessage(s, sentinel_v1_LlmEvent_fields, &m))
             return false;
     }
+    /* Journal records are runs of complete events entries (tag included): copied unchanged. */
+    if (it->records_len > 0 && !pb_write(s, it->records, it->records_len))
+        return false;
     return true;
 }
 
@@ -420,10 +425,15 @@ static int check_batch(const sn_batch_encoder *enc, const sn_batch *b, char *err
         set_err(err, errlen, "batch: NULL events or alerts with a count");
         return -EINVAL;
     }
-    if (b->n_events > enc->cfg.max_events) {
+    if (b->event_records_len > 0 && b->event_records == NULL) {
+        set_err(err, errlen, "batch: NULL event records with a length");
+        return -EINVAL;
+    }
+    if (b->n_events > enc->cfg.max_events ||
+        b->n_record_events > enc->cfg.max_events - b->n_events) {
         if (err != NULL && errlen > 0)
-            snprintf(err, errlen, "batch: %zu events, more than max_events %zu", b->n_events,
-                     enc->cfg.max_events);
+            snprintf(err, errlen, "batch: %zu events, more than max_events %zu",
+                     b->n_events + b->n_record_events, enc->cfg.max_events);
         return -EINVAL;
     }
     if (b->n_alerts > enc->cfg.max_alerts) {
@@ -451,7 +461,8 @@ int sn_batch_encode(sn_batch_encoder *enc, const sn_batch *b, const uint8_t **ou
         return rc;
     size_t max = enc->cfg.max_message_bytes;
 
-    sn_items items = {b->events, b->n_events, b->alerts, b->n_alerts};
+    sn_items items = {b->events, b->n_events, b->event_records, b->event_records_len,
+                      b->alerts, b->n_alerts};
     sentinel_v1_Batch msg = sentinel_v1_Batch_init_zero;
     msg.sidecar_id.funcs.encode = encode_string_cb;
     msg.sidecar_id.arg = (void *)b->sidecar_id;
@@ -553,7 +564,7 @@ int sn_batch_encode_event_record(const sn_event *events, size_t n, uint8_t *buf,
 {
     if (n > 0 && events == NULL)
         return -EINVAL;
-    sn_items items = {events, n, NULL, 0};
+    sn_items items = {events, n, NULL, 0, NULL, 0};
     sentinel_v1_Batch msg = sentinel_v1_Batch_init_zero;
     msg.events.funcs.encode = encode_events_cb;
     msg.events.arg = &items;
@@ -585,6 +596,85 @@ int sn_batch_decode_event_record(const uint8_t *buf, size_t len, sn_event *event
                 snprintf(err, errlen, "journal record: more than %zu events", cap);
             return -ENOBUFS;
         }
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "journal record: %s",
+                     sink.why != NULL ? sink.why : PB_GET_ERROR(&is));
+        return -EINVAL;
+    }
+    *n = sink.n;
+    return 0;
+}
+
+int sn_batch_append_event_record(const sn_event *ev, uint8_t *buf, size_t cap, size_t *len)
+{
+    if (ev == NULL || buf == NULL || *len > cap)
+        return -EINVAL;
+    sentinel_v1_LlmEvent m;
+    event_to_pb(&m, ev);
+    size_t size = 0;
+    if (!pb_get_encoded_size(&size, sentinel_v1_LlmEvent_fields, &m))
+        return -EIO;
+    /* tag (1 byte: field 3, length-delimited) + length (at most 2 bytes, see above) + message */
+    size_t need = 1 + (size < 128 ? 1 : 2) + size;
+    if (cap - *len < need)
+        return -ENOBUFS;
+    pb_ostream_t os = pb_ostream_from_buffer(buf + *len, need);
+    if (!pb_encode_tag(&os, PB_WT_STRING, sentinel_v1_Batch_events_tag) ||
+        !pb_encode_varint(&os, size) || !pb_encode(&os, sentinel_v1_LlmEvent_fields, &m) ||
+        os.bytes_written != need)
+        return -EIO;
+    *len += need;
+    return 0;
+}
+
+/* Called once per events element while scanning: decodes it into a scratch event (checked like
+ * decode_event_cb, kept nowhere) and counts it. */
+static bool scan_event_cb(pb_istream_t *s, const pb_field_t *f, void **arg)
+{
+    (void)f;
+    sn_record_sink *sink = *arg;
+    sentinel_v1_LlmEvent m = sentinel_v1_LlmEvent_init_zero;
+    if (!pb_decode(s, sentinel_v1_LlmEvent_fields, &m))
+        return false;
+    const char *why = event_from_pb(sink->events, &m);
+    if (why != NULL) {
+        sink->why = why;
+        PB_RETURN_ERROR(s, "invalid event");
+    }
+    sink->n++;
+    return true;
+}
+
+int sn_batch_scan_event_record(const uint8_t *buf, size_t len, size_t *n, char *err, size_t errlen)
+{
+    /* Only events entries may be copied into a sealed batch: a stray sidecar_id or sequence
+     * would override the batch's own. */
+    pb_istream_t is = pb_istream_from_buffer(buf, len);
+    while (is.bytes_left > 0) {
+        pb_wire_type_t wt;
+        uint32_t tag;
+        bool eof;
+        if (!pb_decode_tag(&is, &wt, &tag, &eof) || eof) {
+            set_err(err, errlen, "journal record: bad tag");
+            return -EINVAL;
+        }
+        if (tag != sentinel_v1_Batch_events_tag || wt != PB_WT_STRING) {
+            if (err != NULL && errlen > 0)
+                snprintf(err, errlen, "journal record: field %u is not an event", (unsigned)tag);
+            return -EINVAL;
+        }
+        if (!pb_skip_field(&is, wt)) {
+            set_err(err, errlen, "journal record: truncated event");
+            return -EINVAL;
+        }
+    }
+    sn_event scratch;
+    sn_record_sink sink = {&scratch, 1, 0, false, NULL};
+    sentinel_v1_Batch msg = sentinel_v1_Batch_init_zero;
+    msg.events.funcs.decode = scan_event_cb;
+    msg.events.arg = &sink;
+    is = pb_istream_from_buffer(buf, len);
+    if (!pb_decode(&is, sentinel_v1_Batch_fields, &msg)) {
         if (err != NULL && errlen > 0)
             snprintf(err, errlen, "journal record: %s",
                      sink.why != NULL ? sink.why : PB_GET_ERROR(&is));

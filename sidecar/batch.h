@@ -7,6 +7,11 @@
  *                                 the spool and sn_ship_send. Output lives in the encoder.
  *   sn_batch_encode_event_record  events -> a Batch holding only events (no id, no sequence):
  *   sn_batch_decode_event_record  the journal's record of one accepted request, and back.
+ *   sn_batch_append_event_record  one event appended to a record being built (records
+ *                                 concatenate: a record is a run of events entries).
+ *
+ * A sealed batch may take its events as journal-record bytes (sn_batch.event_records): they are
+ * copied into the Batch unchanged, so each event is encoded once, when it is accepted.
  *
  * Mapping (proto/sentinel/v1/sentinel.proto): every sn_event and sn_local_alert field has a
  * wire field of the same name. What the event does not know is absent on the wire, never 0:
@@ -61,6 +66,14 @@ typedef struct sn_batch {
     uint64_t sequence;      /* >= 1 */
     const sn_event *events; /* n_events of them (may be NULL when n_events is 0) */
     size_t n_events;
+    /* Events already encoded: the concatenation of journal records (sn_batch_append_event_record
+     * / sn_batch_encode_event_record output), holding n_record_events events. They are written
+     * after events[] as they are -- a repeated field is the concatenation of its elements -- so
+     * sealing costs a copy, not a re-encode. NULL / 0 when unused. The caller vouches for the
+     * bytes (sn_batch_scan_event_record checks records read back from disk). */
+    const uint8_t *event_records;
+    size_t event_records_len;
+    size_t n_record_events;
     const sn_local_alert *alerts;
     size_t n_alerts;
     int64_t created_unix_nano; /* when the batch was sealed */
@@ -105,6 +118,18 @@ size_t sn_batch_event_record_bound(size_t n);
  * events is NULL with n > 0; -EIO on an encoder failure. Allocates nothing; thread-safe. */
 int sn_batch_encode_event_record(const sn_event *events, size_t n, uint8_t *buf, size_t cap,
                                  size_t *len);
+
+/* Appends ev to a journal record being built in buf[*len..cap): one events entry (tag, length,
+ * LlmEvent), so a record is any concatenation of these. Returns 0 and advances *len; -ENOBUFS
+ * when the entry does not fit (*len untouched; sn_batch_event_record_bound(1) always fits);
+ * -EIO on an encoder failure. Allocates nothing; thread-safe. */
+int sn_batch_append_event_record(const sn_event *ev, uint8_t *buf, size_t cap, size_t *len);
+
+/* Checks a journal record read back from disk without keeping its events: every top-level field
+ * is an events entry that decodes as an LlmEvent sn_batch_decode_event_record would accept.
+ * Returns 0 and sets *n to the number of events, or -EINVAL with a one-line reason in err (err
+ * may be NULL). Allocates nothing; thread-safe. */
+int sn_batch_scan_event_record(const uint8_t *buf, size_t len, size_t *n, char *err, size_t errlen);
 
 /* Decodes a journal record into events[0..cap). Returns 0 and sets *n; every event is fully
  * initialised (unknown facts as sn_event_init leaves them). -ENOBUFS when the record holds

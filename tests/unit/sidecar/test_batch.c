@@ -736,6 +736,166 @@ START_TEST(malformed_journal_records_are_einval)
 }
 END_TEST
 
+START_TEST(sealing_journal_records_equals_encoding_the_events)
+{
+    enum { NE = 5 };
+    sn_event ev[NE];
+    for (int i = 0; i < NE - 1; i++)
+        full_event(&ev[i], i);
+    sn_event_init(&ev[NE - 1]); /* all unknown */
+    sn_local_alert al[2];
+    full_alert(&al[0], 0);
+    full_alert(&al[1], 1);
+
+    /* Records built one event at a time, in two "requests" (records concatenate). */
+    size_t cap = sn_batch_event_record_bound(NE);
+    uint8_t *rec = malloc(cap);
+    size_t len = 0;
+    for (int i = 0; i < NE; i++)
+        ck_assert_int_eq(sn_batch_append_event_record(&ev[i], rec, cap, &len), 0);
+    /* The same bytes as the whole-record encoder. */
+    uint8_t *whole = malloc(cap);
+    size_t wlen = 0;
+    ck_assert_int_eq(sn_batch_encode_event_record(ev, NE, whole, cap, &wlen), 0);
+    ck_assert_uint_eq(wlen, len);
+    ck_assert_mem_eq(whole, rec, len);
+
+    sn_batch_config cfg;
+    sn_batch_config_init(&cfg);
+    cfg.zstd_level = 0;
+    sn_batch_encoder *enc;
+    char err[256];
+    ck_assert_int_eq(sn_batch_encoder_create(&cfg, &enc, err, sizeof err), 0);
+    sn_batch classic = {.sidecar_id = ID,
+                        .sequence = 9,
+                        .events = ev,
+                        .n_events = NE,
+                        .alerts = al,
+                        .n_alerts = 2,
+                        .created_unix_nano = 1700000001000000000,
+                        .dropped_events = 3};
+    const uint8_t *out;
+    size_t out_len, blen;
+    ck_assert_int_eq(sn_batch_encode(enc, &classic, &out, &out_len, &blen, err, sizeof err), 0);
+    uint8_t *first = malloc(out_len);
+    memcpy(first, out, out_len);
+    size_t first_len = out_len;
+
+    /* Events as records: byte for byte the same IngestRequest. */
+    sn_batch raw = classic;
+    raw.events = NULL;
+    raw.n_events = 0;
+    raw.event_records = rec;
+    raw.event_records_len = len;
+    raw.n_record_events = NE;
+    ck_assert_int_eq(sn_batch_encode(enc, &raw, &out, &out_len, &blen, err, sizeof err), 0);
+    ck_assert_uint_eq(out_len, first_len);
+    ck_assert_mem_eq(out, first, out_len);
+    /* ... which protoc-c reads field by field. */
+    Sentinel__V1__Batch *pb =
+        open_request(out, out_len, SENTINEL__V1__COMPRESSION__COMPRESSION_NONE, blen);
+    ck_assert_str_eq(pb->sidecar_id, ID);
+    ck_assert_uint_eq(pb->sequence, 9);
+    ck_assert_uint_eq(pb->n_events, NE);
+    for (int i = 0; i < NE; i++)
+        check_event(pb->events[i], &ev[i]);
+    ck_assert_uint_eq(pb->n_alerts, 2);
+    ck_assert_uint_eq(pb->dropped_events, 3);
+    sentinel__v1__batch__free_unpacked(pb, NULL);
+
+    /* Mixed: two events as structs, three as records -- in that order. */
+    size_t tail = 0;
+    for (int i = 2; i < NE; i++)
+        ck_assert_int_eq(sn_batch_append_event_record(&ev[i], rec, cap, &tail), 0);
+    sn_batch mixed = classic;
+    mixed.n_events = 2;
+    mixed.event_records = rec;
+    mixed.event_records_len = tail;
+    mixed.n_record_events = NE - 2;
+    ck_assert_int_eq(sn_batch_encode(enc, &mixed, &out, &out_len, &blen, err, sizeof err), 0);
+    ck_assert_mem_eq(out, first, first_len);
+
+    /* The count of record events counts towards max_events; NULL records with a length. */
+    raw.n_record_events = cfg.max_events + 1;
+    ck_assert_int_eq(sn_batch_encode(enc, &raw, &out, &out_len, &blen, err, sizeof err), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "more than max_events"));
+    raw.n_record_events = NE;
+    raw.event_records = NULL;
+    ck_assert_int_eq(sn_batch_encode(enc, &raw, &out, &out_len, &blen, err, sizeof err), -EINVAL);
+
+    /* Appending into too small a buffer leaves the length alone. */
+    size_t small = 0;
+    ck_assert_int_eq(sn_batch_append_event_record(&ev[0], rec, 10, &small), -ENOBUFS);
+    ck_assert_uint_eq(small, 0);
+    ck_assert_int_eq(
+        sn_batch_append_event_record(&ev[0], rec, sn_batch_event_record_bound(1), &small), 0);
+    sn_batch_encoder_destroy(enc);
+    free(first);
+    free(whole);
+    free(rec);
+}
+END_TEST
+
+START_TEST(scanning_a_record_counts_and_refuses_what_is_not_an_event)
+{
+    sn_event ev[3];
+    for (int i = 0; i < 3; i++)
+        full_event(&ev[i], i + 1);
+    uint8_t buf[8192];
+    size_t len = 0;
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(sn_batch_append_event_record(&ev[i], buf, sizeof buf, &len), 0);
+    size_t n = 0;
+    char err[128];
+    ck_assert_int_eq(sn_batch_scan_event_record(buf, len, &n, err, sizeof err), 0);
+    ck_assert_uint_eq(n, 3);
+    ck_assert_int_eq(sn_batch_scan_event_record(buf, 0, &n, err, sizeof err), 0);
+    ck_assert_uint_eq(n, 0);
+
+    /* Cut inside any event: refused (between two events it is a shorter valid record). */
+    size_t b1 = 0, b2 = 0;
+    uint8_t tmp[8192];
+    ck_assert_int_eq(sn_batch_append_event_record(&ev[0], tmp, sizeof tmp, &b1), 0);
+    b2 = b1;
+    ck_assert_int_eq(sn_batch_append_event_record(&ev[1], tmp, sizeof tmp, &b2), 0);
+    n = 77;
+    for (size_t cut = 1; cut < len; cut++) {
+        if (cut == b1 || cut == b2)
+            continue;
+        ck_assert_int_eq(sn_batch_scan_event_record(buf, cut, &n, err, sizeof err), -EINVAL);
+        ck_assert_ptr_nonnull(strstr(err, "journal record: "));
+    }
+    ck_assert_int_eq(sn_batch_scan_event_record(buf, len - 1, &n, err, sizeof err), -EINVAL);
+    ck_assert_int_eq(sn_batch_scan_event_record(buf, 2, &n, err, sizeof err), -EINVAL);
+    ck_assert_uint_eq(n, 77);
+
+    /* Any field but events (a sidecar_id or a sequence would override the batch's own). */
+    Sentinel__V1__Batch bm = SENTINEL__V1__BATCH__INIT;
+    bm.sequence = 5;
+    size_t plen = sentinel__v1__batch__pack(&bm, buf);
+    ck_assert_int_eq(sn_batch_scan_event_record(buf, plen, &n, err, sizeof err), -EINVAL);
+    ck_assert_str_eq(err, "journal record: field 2 is not an event");
+    bm.sequence = 0;
+    bm.sidecar_id = "x/1";
+    plen = sentinel__v1__batch__pack(&bm, buf);
+    ck_assert_int_eq(sn_batch_scan_event_record(buf, plen, &n, err, sizeof err), -EINVAL);
+
+    /* An event the decoder would refuse (trace id of 5 bytes). */
+    Sentinel__V1__LlmEvent e = SENTINEL__V1__LLM_EVENT__INIT;
+    uint8_t tid[5] = {1, 2, 3, 4, 5};
+    e.trace_id.data = tid;
+    e.trace_id.len = sizeof tid;
+    Sentinel__V1__LlmEvent *ep = &e;
+    Sentinel__V1__Batch eb = SENTINEL__V1__BATCH__INIT;
+    eb.n_events = 1;
+    eb.events = &ep;
+    plen = sentinel__v1__batch__pack(&eb, buf);
+    ck_assert_int_eq(sn_batch_scan_event_record(buf, plen, &n, err, sizeof err), -EINVAL);
+    ck_assert_str_eq(err, "journal record: trace_id is not 16 bytes");
+    ck_assert_uint_eq(n, 77);
+}
+END_TEST
+
 static Suite *batch_suite(void)
 {
     Suite *s = suite_create("batch");
@@ -751,6 +911,8 @@ static Suite *batch_suite(void)
     tcase_add_test(tc, uncompressed_request_over_the_limit_is_emsgsize);
     tcase_add_test(tc, journal_record_round_trips);
     tcase_add_test(tc, malformed_journal_records_are_einval);
+    tcase_add_test(tc, sealing_journal_records_equals_encoding_the_events);
+    tcase_add_test(tc, scanning_a_record_counts_and_refuses_what_is_not_an_event);
     suite_add_tcase(s, tc);
     return s;
 }
