@@ -290,14 +290,21 @@ static void check_event_log(const char *path, const char *const *users, size_t n
 
 /* ---- bad configurations ---------------------------------------------------------------- */
 
+/* "state.data_dir=<the test's temp dir>/state": no test state in /var/lib/sentinel. */
+static char g_setstate[300];
+
 /* Runs the aggregator with one bad setting; expects exit 2 and `name` in its error line. */
 static void expect_bad_config(const char *bin, const char *set, const char *env, const char *name)
 {
-    char *argv[8];
+    char *argv[12];
     int n = 0;
     argv[n++] = (char *)bin;
     argv[n++] = "--set";
     argv[n++] = "ingest.endpoint=127.0.0.1:0";
+    argv[n++] = "--set";
+    argv[n++] = "http.endpoint=off";
+    argv[n++] = "--set";
+    argv[n++] = g_setstate;
     if (set != NULL) {
         argv[n++] = "--set";
         argv[n++] = (char *)set;
@@ -336,7 +343,10 @@ int main(int argc, char **argv)
     snprintf(logpath, sizeof logpath, "%s/events.jsonl", dir);
     snprintf(setlog, sizeof setlog, "debug.event_log=%s", logpath);
 
-    char *args[] = {(char *)bin, "--set", "ingest.endpoint=127.0.0.1:0", "--set", setlog, NULL};
+    snprintf(g_setstate, sizeof g_setstate, "state.data_dir=%s/state", dir);
+    char *args[] = {(char *)bin, "--set", "ingest.endpoint=127.0.0.1:0", "--set",
+                    setlog,      "--set", "http.endpoint=off",           "--set",
+                    g_setstate,  NULL};
     child c;
     CHECK(spawn(&c, args, NULL) == 0, "spawn");
     int port = wait_port(&c);

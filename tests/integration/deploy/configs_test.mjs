@@ -57,7 +57,8 @@ function cleanEnv() {
     return Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SENTINEL_')));
 }
 
-const AGG_OVERRIDES = ['--set', 'ingest.endpoint=127.0.0.1:0', '--log-format', 'text'];
+const AGG_OVERRIDES = ['--set', 'ingest.endpoint=127.0.0.1:0', '--set', 'http.endpoint=127.0.0.1:0',
+    '--set', `state.data_dir=${join(work, 'aggregator-state')}`, '--log-format', 'text'];
 
 async function aggregatorAccepts(label, configText, env = {}) {
     const file = join(work, `${label.replace(/\W+/g, '_')}.yaml`);

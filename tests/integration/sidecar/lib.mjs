@@ -225,6 +225,10 @@ export async function startAggregator({ port = 0, eventLog, extra = [], prefix, 
   const a = new Proc('aggregator', AGGREGATOR, [
     '--set', `ingest.endpoint=127.0.0.1:${port}`,
     '--set', `debug.event_log=${eventLog}`,
+    // Embedded state next to the event log (kept across restarts of one test), and the REST
+    // API on any free port: nothing of a test may land in /var/lib/sentinel or on 8080.
+    '--set', `state.data_dir=${eventLog}.state`,
+    '--set', 'http.endpoint=127.0.0.1:0',
     ...extra,
   ], { prefix });
   const l = await a.waitLog((j) => j.msg === 'ingest listening', waitMs, 'ingest listening');
