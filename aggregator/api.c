@@ -12,6 +12,7 @@
 #include "admin.h"
 #include "alerts.h"
 #include "event.h"
+#include "live.h"
 #include "log.h"
 #include "otlp/http_server.h"
 #include "store.h"
@@ -54,6 +55,7 @@ typedef enum route {
     R_SUMMARY,
     R_CONFIG,
     R_DASHBOARD,
+    R_LIVE,
     R_OTHER,
     R_COUNT
 } route;
@@ -71,6 +73,7 @@ static const char *const g_route_label[R_COUNT] = {
     [R_SUMMARY] = "/api/v1/statistics/summary",
     [R_CONFIG] = "/api/v1/config",
     [R_DASHBOARD] = "dashboard",
+    [R_LIVE] = SN_LIVE_PATH,
     [R_OTHER] = "other",
 };
 
@@ -953,6 +956,8 @@ static route resolve(const sn_api *api, const char *path, char *param_buf, size_
         return R_SUMMARY;
     if (strcmp(path, "/api/v1/config") == 0)
         return R_CONFIG;
+    if (strcmp(path, SN_LIVE_PATH) == 0 && api->cfg.live != NULL)
+        return R_LIVE;
     for (size_t i = 0; i < api->cfg.nassets; i++) {
         if (strcmp(path, api->cfg.assets[i].path) == 0) {
             *asset = &api->cfg.assets[i];
@@ -1005,6 +1010,10 @@ static void handle(sn_api *api, const char *method, const char *path, const uint
             return;
         }
         sn_admin_route(api->cfg.metrics, NULL, NULL, method, path, reply);
+        return;
+    }
+    if (*r == R_LIVE) { /* the token may come in the query or the first message (live.h) */
+        sn_live_handshake(api->cfg.live, method, reply);
         return;
     }
     if (strcmp(method, "OPTIONS") == 0 && api->origin != NULL) {
@@ -1105,6 +1114,14 @@ static bool api_route(const char *method, const char *path, const uint8_t *body,
     return true;
 }
 
+/* sn_http_upgrade_fn: a live feed connection after its 101. */
+static void api_upgrade(int fd, const uint8_t *extra, size_t extra_len, sn_http_upgraded *h,
+                        void *ud)
+{
+    sn_api *api = ud;
+    sn_live_adopt(api->cfg.live, fd, extra, extra_len, h);
+}
+
 /* ---------------------------------------------------------------- lifecycle */
 
 /* strdup of s, or NULL for NULL/"" (sets *oom when the copy failed). */
@@ -1192,6 +1209,8 @@ int sn_api_create(const sn_api_config *cfg, const sn_api_backend *backend, sn_ap
         .route = api_route,
         .route_ud = api,
         .route_json_errors = true,
+        .upgrade = cfg->live != NULL ? api_upgrade : NULL,
+        .upgrade_ud = api,
     };
     rc = sn_http_server_create(&hc, &api->server, err, errlen);
     if (rc != 0)
@@ -1243,6 +1262,7 @@ void sn_api_stop(sn_api *api)
 {
     if (api == NULL)
         return;
+    sn_live_shutdown(api->cfg.live); /* upgraded connections go back before the server stops */
     sn_http_server_stop(api->server);
     pthread_mutex_lock(&api->pool_mu);
     for (unsigned i = 0; api->pool != NULL && i < api->npool; i++) {

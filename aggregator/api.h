@@ -12,6 +12,7 @@
  *   GET  /api/v1/config                 token  backend.config_get (loop)
  *   POST /api/v1/config                 token  backend.config_post (loop)
  *   GET  /, /index.html, other assets   open   the dashboard's asset table
+ *   GET  /ws/realtime                   token  the live feed (WebSocket; live.h), when given
  *
  * Every error is {"error":"..."} with a fitting status: 400 (bad parameter, naming it), 401
  * (token; with WWW-Authenticate: Bearer), 404, 405 (with Allow), 413, 415, 500, 501 (a backend
@@ -100,6 +101,8 @@ typedef struct sn_api_config {
     const sn_api_asset *assets; /* the dashboard; NULL: sn_api_placeholder_assets() */
     size_t nassets;
     const char *version; /* /health's "version"; NULL: SENTINEL_VERSION */
+    struct sn_live *live; /* the live feed at /ws/realtime (borrowed; NULL: 404); sn_api_stop
+                             shuts it down (sn_live_shutdown) before the server stops */
 } sn_api_config;
 
 /* Validates and copies the configuration (strings included; the backend table is copied, the

@@ -23,8 +23,10 @@
 #include "api.h"
 #include "baseline.h"
 #include "cli.h"
+#include "dashboard.h"
 #include "engine.h"
 #include "ingest.h"
+#include "live.h"
 #include "log.h"
 #include "loop_call.h"
 #include "metrics.h"
@@ -160,6 +162,7 @@ typedef struct aggregator {
     sn_config *config; /* the live configuration (sn_cli_load's handle) */
     sn_metrics *metrics;
     sn_loop_call *loop_call;
+    sn_live *live; /* /ws/realtime */
     sn_api *api;
     uv_timer_t tick;
     int64_t next_purge_ns;
@@ -368,6 +371,7 @@ static void on_alert_change(sn_alert_change change, const sn_alert *al, void *ud
            SN_LOG_DBL("confidence", al->confidence), SN_LOG_UINT("occurrences", al->occurrences),
            SN_LOG_STR("source", al->source == SN_SOURCE_SIDECAR ? "sidecar" : "aggregator"),
            SN_LOG_STR("root_cause", al->root_cause));
+    sn_live_publish(a->live, change, al);
 }
 
 /* Loop thread: applies one batch -- detection on every event and local alert, the alerts that
@@ -827,6 +831,13 @@ static int start_api(aggregator *a)
     ac.api_token = s->api_token;
     ac.store_dir = s->data_dir;
     ac.metrics = a->metrics;
+    sn_live_config lv = {.api_token = s->api_token, .metrics = a->metrics};
+    if (sn_live_create(&lv, &a->live, err, sizeof err) != 0) {
+        sn_log_error("cannot create the live feed", SN_LOG_STR("error", err));
+        return 1;
+    }
+    ac.live = a->live;
+    ac.assets = sn_dashboard_assets(&ac.nassets);
     int rc = sn_api_create(&ac, &backend, &a->api, err, sizeof err);
     if (rc == 0)
         rc = sn_api_start(a->api, err, sizeof err);
@@ -1009,6 +1020,7 @@ int main(int argc, char **argv)
 
 out_close_loop:
     sn_api_destroy(a.api);
+    sn_live_destroy(a.live);
     sn_loop_call_destroy(a.loop_call);
     sn_ingest_destroy(a.ingest);
     sn_alerts_destroy(a.alerts);

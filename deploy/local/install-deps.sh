@@ -11,7 +11,7 @@ BUILD_PKGS=(
     nanopb libnanopb-dev python3-protobuf
     libuv1-dev libjansson-dev libzstd-dev zlib1g-dev libhiredis-dev libyaml-dev
     libcurl4-openssl-dev libmicrohttpd-dev libsqlite3-dev libgnutls28-dev
-    check libsubunit-dev librabbitmq-dev
+    check libsubunit-dev librabbitmq-dev libwslay-dev
 )
 # Tools the tests use: the official OpenTelemetry JS SDK runs on Node.js; promtool (package
 # prometheus, whose service is installed but not started here) checks the /metrics format;
@@ -20,8 +20,10 @@ BUILD_PKGS=(
 # (libclang-rt-14-dev on Debian 12) and llvm-symbolizer (llvm) for readable crash reports.
 # The alert-delivery tests (tests/integration/deliver) start their own private Alertmanager,
 # RabbitMQ and Redis on free loopback ports; the packages' own services are never started here.
+# The dashboard's browser tests (tests/integration/dashboard) drive Debian's chromium, headless,
+# through playwright-core.
 TEST_PKGS=(nodejs npm prometheus openssl curl clang libclang-rt-14-dev llvm
-    prometheus-alertmanager rabbitmq-server redis-server)
+    prometheus-alertmanager rabbitmq-server redis-server chromium)
 # Services of those packages that must not run (they would hold 9093/9094, 5672/25672/4369 and
 # 6379, and the tests start private instances instead).
 NO_SERVICES=(prometheus-alertmanager rabbitmq-server redis-server)

@@ -622,6 +622,41 @@ static enum MHD_Result begin_request(sn_http_server *s, struct MHD_Connection *c
     return MHD_YES;
 }
 
+/* libmicrohttpd's upgrade handler: hands the socket to the server's upgrade callback, with
+ * the request's headers and arguments readable during the call. */
+static void upgrade_cb(void *cls, struct MHD_Connection *conn, void *req_cls, const char *extra,
+                       size_t extra_len, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+{
+    (void)req_cls;
+    const sn_http_server *s = cls;
+    t_route_conn = conn;
+    s->cfg.upgrade((int)sock, (const uint8_t *)extra, extra_len, (sn_http_upgraded *)urh,
+                   s->cfg.upgrade_ud);
+    t_route_conn = NULL;
+}
+
+void sn_http_upgraded_close(sn_http_upgraded *h)
+{
+    if (h != NULL)
+        MHD_upgrade_action((struct MHD_UpgradeResponseHandle *)h, MHD_UPGRADE_ACTION_CLOSE);
+}
+
+/* A route's 101 answer: the reply's headers, no body; upgrade_cb takes the connection. */
+static enum MHD_Result answer_upgrade(sn_http_server *s, struct MHD_Connection *conn,
+                                      const sn_http_reply *reply)
+{
+    struct MHD_Response *r = MHD_create_response_for_upgrade(upgrade_cb, s);
+    if (r == NULL)
+        return MHD_NO;
+    for (unsigned i = 0; i < SN_HTTP_REPLY_HEADERS_MAX; i++) {
+        if (reply->headers[i].name != NULL && reply->headers[i].value != NULL)
+            MHD_add_response_header(r, reply->headers[i].name, reply->headers[i].value);
+    }
+    enum MHD_Result q = MHD_queue_response(conn, MHD_HTTP_SWITCHING_PROTOCOLS, r);
+    MHD_destroy_response(r);
+    return q;
+}
+
 /* Last call of a request: answers a fault, or runs the handler / route and answers for it. */
 static enum MHD_Result finish_request(sn_http_server *s, struct MHD_Connection *conn,
                                       const char *url, const char *method, sn_http_request *req)
@@ -655,6 +690,11 @@ static enum MHD_Result finish_request(sn_http_server *s, struct MHD_Connection *
             return answer_route_error(s, conn, MHD_HTTP_NOT_FOUND, "not found", 0);
         }
         reply.content_type[sizeof reply.content_type - 1] = '\0';
+        if (reply.upgrade && reply.status == MHD_HTTP_SWITCHING_PROTOCOLS &&
+            s->cfg.upgrade != NULL) {
+            free(reply.body);
+            return answer_upgrade(s, conn, &reply);
+        }
         enum MHD_Result q = answer_reply(conn, &reply);
         free(reply.body);
         return q;
@@ -912,6 +952,8 @@ int sn_http_server_start(sn_http_server *s, char *err, size_t errlen)
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC;
     if (family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    if (s->cfg.upgrade != NULL)
+        flags |= MHD_ALLOW_UPGRADE;
     struct MHD_OptionItem pool[] = {
         {s->cfg.threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, s->cfg.threads, NULL},
         {MHD_OPTION_END, 0, NULL}};

@@ -49,6 +49,22 @@ typedef struct sn_http_header {
     const char *value;
 } sn_http_header;
 
+/* A connection taken over by a route after "101 Switching Protocols" (HTTP Upgrade, e.g. a
+ * WebSocket). Opaque; released only with sn_http_upgraded_close(). */
+typedef struct sn_http_upgraded sn_http_upgraded;
+
+/* Called once on a server thread after the 101 answer went out: `fd` is the connection's socket
+ * (owned by the server: never close it, read and write it freely), `extra` the `extra_len` bytes
+ * the client sent after its request that the server already read (borrowed for the call). The
+ * request's headers and query arguments are still readable (sn_http_request_header/args) during
+ * the call. The callee owns `h` from now on and must call sn_http_upgraded_close(h) exactly once,
+ * before the server stops. */
+typedef void (*sn_http_upgrade_fn)(int fd, const uint8_t *extra, size_t extra_len,
+                                   sn_http_upgraded *h, void *ud);
+
+/* Closes an upgraded connection's socket and returns the connection to the server. Any thread. */
+void sn_http_upgraded_close(sn_http_upgraded *h);
+
 /* What an extra route answers. The server hands it in with status 200, content type
  * "text/plain; charset=utf-8" and no body. `body` must be malloc'd by the route (or NULL); the
  * server takes it over and frees it, whatever the outcome. */
@@ -60,6 +76,11 @@ typedef struct sn_http_reply {
     const char *allow;      /* optional Allow header value (a static string), e.g. with a 405 */
     unsigned retry_after_s; /* > 0: a Retry-After header with these seconds */
     sn_http_header headers[SN_HTTP_REPLY_HEADERS_MAX]; /* optional extra headers */
+    /* true with status 101 (on a server configured with `upgrade`): the answer is "101
+     * Switching Protocols" with `headers` (which must include Upgrade and "Connection:
+     * Upgrade") and no body, after which the connection goes to the server's upgrade
+     * callback. */
+    bool upgrade;
 } sn_http_reply;
 
 /* An extra route: called for every request whose path is not an OTLP route, once its body
@@ -69,7 +90,7 @@ typedef struct sn_http_reply {
 typedef bool (*sn_http_route_fn)(const char *method, const char *path, const uint8_t *body,
                                  size_t len, sn_http_reply *reply, void *ud);
 
-/* Inside a route callback only (on the thread running it): the value of the request header
+/* Inside a route callback (or an upgrade callback) only (on the thread running it): the value of the request header
  * `name` (case-insensitive), or NULL when absent or when called outside a route. Valid until the
  * route returns. */
 const char *sn_http_request_header(const char *name);
@@ -94,6 +115,10 @@ typedef struct sn_http_server_config {
     /* true: the server's own refusals of route requests (413 body too large, 400 bad gzip, 503
      * out of memory, 404 when the route declines) are JSON {"error":"..."} instead of text. */
     bool route_json_errors;
+    /* Optional: lets routes answer with an HTTP Upgrade (sn_http_reply.upgrade); the upgraded
+     * connections go to upgrade(..., upgrade_ud). */
+    sn_http_upgrade_fn upgrade;
+    void *upgrade_ud;
 } sn_http_server_config;
 
 /* Validates the configuration and copies it (the listen string included) into a new server,
