@@ -129,7 +129,7 @@ function onLiveAlert(change, a) {
   if (i >= 0) state.stream.splice(i, 1);
   state.stream.unshift(a);
   if (state.stream.length > STREAM_MAX) state.stream.length = STREAM_MAX;
-  if (current === 'overview') { renderStream(); refreshOverviewNumbers(); }
+  if (current === 'overview') { renderStream(); scheduleOverviewRefresh(); }
   if (current === 'drill' && drillKey && a.service_name === drillKey[0] && a.model === drillKey[1]) renderDrill(...drillKey);
 }
 
@@ -150,7 +150,7 @@ function renderStream() {
   const cutoff = Date.now() - HOUR_S * 1000;
   const rows = state.stream.filter((a) => matches(a) && Date.parse(a.timestamp) >= cutoff);
   ul.innerHTML = rows.length ? rows.map((a) => `
-    <li class="${esc(a.status)}${a._new ? ' new' : ''}" data-alert-id="${esc(a.alert_id)}" data-service="${esc(a.service_name)}">
+    <li class="${esc(a.status)}${a._new ? ' new' : ''}" data-alert-id="${esc(a.alert_id)}" data-service="${esc(a.service_name)}" data-type="${esc(a.anomaly_type)}">
       ${sevBadge(a.severity)} <a href="#alert/${esc(a.alert_id)}">${esc(a.anomaly_type)}</a>
       on <a href="${pairHref(a.service_name, a.model)}">${esc(a.service_name)} / ${esc(a.model)}</a>
       — ${esc(a.details?.metric)} ${fmtNum(a.details?.value)} (baseline ${fmtNum(a.details?.baseline)})
@@ -191,22 +191,41 @@ async function renderOverview() {
       </section>
     </div>`;
   await Promise.all([refreshOverviewNumbers(), loadStream().catch(rethrowAuth)]);
-  const bl = await api('/api/v1/baselines');
-  const pairs = new Map();
-  for (const b of bl.body?.baselines || []) pairs.set(`${b.service}\u0000${b.model}`, [b.service, b.model]);
-  for (const a of state.stream) if (a.status === 'firing') pairs.set(`${a.service_name}\u0000${a.model}`, [a.service_name, a.model]);
-  const services = [...new Set([...pairs.values()].map((p) => p[0]))].sort();
-  const models = [...new Set([...pairs.values()].map((p) => p[1]))].sort();
-  fillSelect('#f-service', services, state.filter.service);
-  fillSelect('#f-model', models, state.filter.model);
+  const services = await renderHealth();
+  fillSelect('#f-service', services.services, state.filter.service);
+  fillSelect('#f-model', services.models, state.filter.model);
   $('#f-severity').value = state.filter.severity;
   for (const k of ['service', 'model', 'severity']) {
     $(`#f-${k}`).addEventListener('change', (e) => {
       state.filter[k] = e.target.value;
       resubscribe();
       renderStream();
+      // Alerts the old subscription did not carry come from the store.
+      loadStream().then(renderStream).catch(() => {});
     });
   }
+  renderStream();
+}
+
+// Live alerts refresh the numbers and the health table, at most once a second.
+let overviewTimer = null;
+function scheduleOverviewRefresh() {
+  if (overviewTimer) return;
+  overviewTimer = setTimeout(async () => {
+    overviewTimer = null;
+    if (current !== 'overview') return;
+    await Promise.all([refreshOverviewNumbers(), renderHealth()]).catch(() => {});
+  }, 1000);
+}
+
+// The service health table; returns the services and models seen.
+async function renderHealth() {
+  const bl = await api('/api/v1/baselines');
+  const pairs = new Map();
+  for (const b of bl.body?.baselines || []) pairs.set(`${b.service}\u0000${b.model}`, [b.service, b.model]);
+  for (const a of state.stream) if (a.status === 'firing') pairs.set(`${a.service_name}\u0000${a.model}`, [a.service_name, a.model]);
+  const services = [...new Set([...pairs.values()].map((p) => p[0]))].sort();
+  const models = [...new Set([...pairs.values()].map((p) => p[1]))].sort();
   const health = {};
   await Promise.all(services.map(async (s) => {
     const r = await api(`/api/v1/services/${encodeURIComponent(s)}/health`);
@@ -219,17 +238,19 @@ async function renderOverview() {
     firingByPair[k] = (firingByPair[k] || 0) + HEALTH_WEIGHT[a.severity];
   }
   const rows = [...pairs.values()].sort((x, y) => (x[0] + x[1]).localeCompare(y[0] + y[1]));
-  $('#health tbody').innerHTML = rows.map(([s, m]) => {
+  const tbody = $('#health tbody');
+  if (!tbody) return { services, models };
+  tbody.innerHTML = rows.map(([s, m]) => {
     const ph = Math.max(0, 100 - (firingByPair[`${s}\u0000${m}`] || 0));
     const sh = health[s]?.health ?? 100;
     const f = health[s]?.firing || {};
     return `<tr data-service="${esc(s)}" data-model="${esc(m)}">
       <td>${esc(s)} <span class="health ${healthClass(sh)}" title="service health">${sh}</span></td>
       <td><a href="${pairHref(s, m)}">${esc(m)}</a></td>
-      <td><span class="health ${healthClass(ph)}">${ph}</span> <span class="bar" style="width:${ph}px"></span></td>
+      <td><span class="health ${healthClass(ph)}">${ph}</span> <span class="bar ${healthClass(ph)}" style="width:${ph}px"></span></td>
       <td>${SEVERITIES.filter((x) => f[x]).map((x) => `${sevBadge(x)} ${f[x]}`).join(' ') || '–'}</td></tr>`;
   }).join('') || '<tr><td colspan="4" class="note">No service seen yet.</td></tr>';
-  renderStream();
+  return { services, models };
 }
 
 function fillSelect(sel, values, current) {

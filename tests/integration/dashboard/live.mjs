@@ -163,8 +163,14 @@ async function filters() {
   byQuery.send(Buffer.from([1, 2, 3]));
   const c = await byQuery.closedP;
   check(c.code === 1003, `binary frame: close ${c.code}`);
+  // A message over 4 KiB is refused by wslay with 1009.
+  const big = await client(h.port);
+  big.send(JSON.stringify({ type: 'subscribe', service: 'x'.repeat(5000) }));
+  const bc = await big.closedP;
+  check(bc.code === 1009, `oversized message: close ${bc.code}`);
+  await sleep(100);
   const s = await h.stats();
-  check(s.closed.protocol === 1 && s.clients === 2, `stats ${JSON.stringify(s)}`);
+  check(s.closed.protocol === 1 && s.closed.peer === 1 && s.clients === 2, `stats ${JSON.stringify(s)}`);
   const closing = [all.closedP, bySub.closedP];
   const { code } = await h.quit();
   check(code === 0, `harness exit ${code}`);
