@@ -1,5 +1,12 @@
 /*
  * local_detect.c -- Z-score and static thresholds per (service, model, metric) in one pod.
+ *
+ * The Z-score needs only the count, mean and standard deviation of the last `window` samples.
+ * When the window fits (window <= RING_MAX_WINDOW, the default 1000 does), each baseline entry
+ * keeps them itself, in the entry's user area: a ring of the samples as floats and sums over
+ * them, so a sample costs O(1) instead of a sorted insert into an exact window and a full
+ * summary (order statistics and MAD) per score. The table still owns keys, LRU order and the
+ * memory budget; its own window is then one sample. Larger windows use the table's exact window.
  */
 #include "local_detect.h"
 
@@ -7,16 +14,86 @@
 #include "detect/settings.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Rolling moments of one key's last `window` samples (the head of the entry's user area; the
+ * ring of floats follows). Sums are of (sample - ref), ref being the mean when they were last
+ * recomputed, which keeps the variance free of cancellation; they are recomputed from the ring
+ * every `window` samples so rounding never accumulates. */
+typedef struct ring_hdr {
+    double ref;
+    double sum, sumsq;
+    uint32_t n;     /* samples in the ring */
+    uint32_t head;  /* the slot the next sample goes to */
+    uint32_t since; /* samples since the sums were recomputed */
+    uint32_t pad;
+} ring_hdr;
+
+#define RING_MAX_WINDOW ((SN_BASELINE_USER_MAX - sizeof(ring_hdr)) / sizeof(float))
+
 struct sn_local_detect {
     sn_local_detect_config cfg;
     sn_zscore_config zscore[SN_METRIC_COUNT]; /* cfg.zscore with each metric's direction */
     sn_baseline *baselines;
+    bool ring; /* moments in the entries' user areas (window <= RING_MAX_WINDOW) */
 };
+
+static float *ring_samples(ring_hdr *h)
+{
+    return (float *)(h + 1);
+}
+
+/* The count, mean and standard deviation of the ring; the order statistics are NAN (the Z-score
+ * does not read them). */
+static void ring_summary(const ring_hdr *h, sn_summary *s)
+{
+    s->n = h->n;
+    s->min = s->max = s->median = s->q1 = s->q3 = s->p95 = s->p99 = s->mad = NAN;
+    if (h->n == 0) {
+        s->mean = s->stddev = NAN;
+        return;
+    }
+    double n = (double)h->n;
+    s->mean = h->ref + h->sum / n;
+    double var = h->n > 1 ? (h->sumsq - h->sum * h->sum / n) / (n - 1.0) : 0.0;
+    s->stddev = var > 0.0 ? sqrt(var) : 0.0;
+}
+
+/* Adds x to the ring of `window` samples, replacing the oldest when full. */
+static void ring_add(ring_hdr *h, uint32_t window, double x)
+{
+    float *r = ring_samples(h);
+    float f = x > FLT_MAX ? FLT_MAX : x < -FLT_MAX ? -FLT_MAX : (float)x;
+    if (h->n == 0 && h->since == 0)
+        h->ref = (double)f; /* the first sample: sums start near zero */
+    if (h->n == window) {
+        double old = (double)r[h->head] - h->ref;
+        h->sum -= old;
+        h->sumsq -= old * old;
+    } else {
+        h->n++;
+    }
+    r[h->head] = f;
+    h->head = h->head + 1 == window ? 0 : h->head + 1;
+    double d = (double)f - h->ref;
+    h->sum += d;
+    h->sumsq += d * d;
+    if (++h->since >= window) {
+        /* Samples sit in r[0..n) (the ring fills from slot 0). */
+        h->ref += h->sum / (double)h->n;
+        h->sum = h->sumsq = 0.0;
+        for (uint32_t i = 0; i < h->n; i++) {
+            double e = (double)r[i] - h->ref;
+            h->sum += e;
+            h->sumsq += e * e;
+        }
+        h->since = 0;
+    }
+}
 
 /* The side that is anomalous per metric; SN_DIR_BOTH + learn=false means "not scored". */
 static const struct {
@@ -81,6 +158,11 @@ int sn_local_detect_create(const sn_local_detect_config *cfg, uint64_t hash_seed
     sn_baseline_config_init(&bc);
     bc.mode = SN_BASELINE_EXACT;
     bc.window = (uint32_t)cfg->window;
+    if (cfg->window >= 1 && (uint64_t)cfg->window <= RING_MAX_WINDOW) {
+        ld->ring = true;
+        bc.window = 1; /* the moments live in the user area */
+        bc.user_bytes = sizeof(ring_hdr) + (size_t)cfg->window * sizeof(float);
+    }
     bc.memory_budget = (size_t)cfg->max_bytes;
     bc.hash_seed = hash_seed;
     int rc = sn_baseline_create(&ld->baselines, &bc);
@@ -133,7 +215,10 @@ size_t sn_local_detect_event(sn_local_detect *ld, const sn_event *ev, sn_local_a
         if (metric_rule[m].scored &&
             sn_baseline_get(ld->baselines, ev->service, ev->model, m, ev->end_unix_nano, &e) == 0) {
             sn_summary s;
-            sn_baseline_summary(ld->baselines, e, &s);
+            if (ld->ring)
+                ring_summary(sn_baseline_entry_user(e), &s);
+            else
+                sn_baseline_summary(ld->baselines, e, &s);
             sn_zscore_score(&ld->zscore[m], &s, x, &v);
             keep_stronger(&best, &v);
         }
@@ -143,7 +228,8 @@ size_t sn_local_detect_event(sn_local_detect *ld, const sn_event *ev, sn_local_a
             found++;
         } else if (e != NULL) {
             /* Refusals (a value past 1e100) are not worth an error: no verdict next time. */
-            (void)sn_baseline_observe(ld->baselines, e, x, ev->end_unix_nano);
+            if (sn_baseline_observe(ld->baselines, e, x, ev->end_unix_nano) == 0 && ld->ring)
+                ring_add(sn_baseline_entry_user(e), (uint32_t)ld->cfg.window, x);
         }
     }
     return found;

@@ -2,6 +2,13 @@
  * pipeline.c -- the sidecar's loop: hand-off from the transports, the open batch, the journal,
  * local detection, sealing into the spool and shipping to the aggregator.
  *
+ * A trace request is decoded once, on its transport thread, into a scratch (from a small pool):
+ * the request's journal record (its LLM events, each encoded once as a Batch events entry) and,
+ * per event, the few facts local detection needs (det_item). The loop appends the record bytes
+ * to the journal and to the open batch as they are, runs detection over the items and answers;
+ * sealing copies the open batch's bytes into a Batch (sn_batch.event_records) -- no event is
+ * decoded or encoded again.
+ *
  * States of a work item (a transport thread's request waiting for the loop):
  *
  *   QUEUED --(loop takes the list)--> TAKEN --(loop answered)--> DONE
@@ -11,8 +18,10 @@
  * a timeout: the request body it borrows stays alive until the loop is done with it.
  *
  * Invariants on the loop thread:
- *   - events[0..n_events) is the open batch; events[journaled..n_events) are not yet in the
- *     journal (only ever during one request's processing, or after a journal write failed);
+ *   - open[0..open_len) is the open batch: n_events events as journal-record bytes, every one
+ *     of them already in the journal (a request whose journal write failed is refused and
+ *     leaves nothing behind); n_events <= max_batch_events except after recovering a larger
+ *     record;
  *   - a sealed batch is appended to the spool before the journal is reset, so at every instant
  *     an accepted event is in the journal or in the spool (or in the caller's request, before
  *     the answer went out);
@@ -40,12 +49,43 @@
 
 enum work_state { W_QUEUED = 0, W_TAKEN, W_DONE };
 
+/* The few facts local detection needs about one event (sn_local_detect_event reads these and
+ * nothing else), taken on the transport thread. */
+typedef struct det_item {
+    uint32_t ident; /* index of its service, model and region in the scratch's idents */
+    uint8_t cost_source;
+    bool is_error;
+    uint8_t trace_id[16];
+    int64_t end_unix_nano;
+    double latency_ms, ttft_ms, cost_usd;
+    int64_t input_tokens, output_tokens, total_tokens;
+} det_item;
+
+typedef struct det_ident {
+    char service[SN_NAME_MAX];
+    char model[SN_NAME_MAX];
+    char region[SN_SHORT_MAX];
+} det_ident;
+
+/* One request decoded on a transport thread. Buffers grow to the largest request seen (bounded
+ * by max_batch_events events) and are reused: scratches live in the pipeline's pool. */
+typedef struct scratch {
+    struct scratch *next; /* in the pool */
+    size_t max_events;
+    uint8_t *rec; /* the journal record: one events entry per LLM event */
+    size_t rec_len, rec_cap;
+    det_item *items;
+    size_t n_items, items_cap;
+    det_ident *idents;
+    size_t n_idents, idents_cap;
+    int error; /* first failure while collecting (-ENOMEM, -EIO) */
+} scratch;
+
+#define SCRATCH_POOL_MAX 16 /* idle scratches kept; more are freed */
+
 typedef struct work {
     struct work *next;
-    const uint8_t *body; /* the request, borrowed from the transport thread */
-    size_t len;
-    sn_otlp_encoding encoding;
-    uint64_t expect_events; /* LLM events the validation pass counted */
+    const scratch *req; /* the decoded request, borrowed from the transport thread */
     enum work_state state;
     sn_otlp_result result;
     pthread_cond_t cond;
@@ -100,17 +140,22 @@ struct sn_pipeline {
     uv_timer_t flush_timer, sync_timer, ship_timer, drain_timer;
     int open_handles;
 
+    /* Idle request scratches, under pool_mu. */
+    pthread_mutex_t pool_mu;
+    scratch *pool;
+    size_t pool_n;
+
     /* The open batch (loop thread). */
-    sn_event *events;
+    uint8_t *open; /* journal-record bytes of its events */
+    size_t open_len, open_cap;
     size_t n_events;
-    size_t journaled; /* events[0..journaled) are in the journal (or sealed) */
     sn_local_alert *alerts;
     size_t n_alerts;
     bool urgent;       /* holds an alert: seal now */
     uint64_t next_seq; /* of the next sealed batch */
-    uint8_t *rec_buf;  /* journal record scratch, for max_batch_events events */
-    size_t rec_cap;
+    sn_event det_ev;   /* what local detection reads, refilled from each det_item */
     sn_local_alert scratch_alerts[8];
+    sn_alert_limit *limit;
 
     /* Shipping (loop thread). */
     bool in_flight;
@@ -129,7 +174,7 @@ struct sn_pipeline {
     sn_counter *refused[REFUSED_COUNT];
     sn_counter *shipped[SHIP_COUNT];
     sn_counter *spans, *rejected_spans, *llm_events, *metric_points, *metric_facts, *log_records,
-        *genai_log_events, *sealed, *journal_errors;
+        *genai_log_events, *sealed, *journal_errors, *alerts_suppressed;
     sn_metrics_family *alerts_family;
     sn_gauge *spool_bytes, *spool_batches, *journal_bytes, *baseline_keys, *pending_gauge;
     sn_histogram *ship_seconds;
@@ -167,6 +212,7 @@ void sn_pipeline_config_defaults(sn_pipeline_config *cfg)
     cfg->backoff_max_ms = 30000;
     cfg->spool_max_bytes = 256ull << 20;
     cfg->journal_max_bytes = 64ull << 20;
+    cfg->alert_interval_ms = 10000;
 }
 
 /* --- metrics --- */
@@ -271,7 +317,11 @@ static int register_metrics(sn_pipeline *p, char *err, size_t errlen)
          &p->genai_log_events},
         {"sentinel_sidecar_batches_sealed_total", "batches sealed into the spool", &p->sealed},
         {"sentinel_sidecar_journal_errors_total",
-         "journal writes that failed (the events stay in the open batch)", &p->journal_errors},
+         "journal writes that failed (the request was refused with a retryable status)",
+         &p->journal_errors},
+        {"sentinel_sidecar_local_alerts_suppressed_total",
+         "local alerts held back: one per (service, model, metric, anomaly type) per interval",
+         &p->alerts_suppressed},
     };
     for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
         if ((rc = register_counter(p, counters[i].name, counters[i].help, counters[i].c, err,
@@ -312,23 +362,20 @@ static void update_gauges(sn_pipeline *p)
 
 /* --- the open batch (loop thread) --- */
 
-/* Writes events[journaled..n_events) to the journal as one record. A failure is logged and
- * counted: the events stay in the open batch and are sealed with it. */
-static void journal_rest(sn_pipeline *p)
+/* Makes *buf hold at least need bytes (doubling). Returns 0 or -ENOMEM (buffer untouched). */
+static int reserve_bytes(uint8_t **buf, size_t *cap, size_t need)
 {
-    if (p->journaled >= p->n_events)
-        return;
-    size_t len;
-    int rc = sn_batch_encode_event_record(p->events + p->journaled, p->n_events - p->journaled,
-                                          p->rec_buf, p->rec_cap, &len);
-    if (rc == 0)
-        rc = sn_spool_journal_append(p->d.spool, p->rec_buf, len);
-    if (rc != 0) {
-        sn_counter_inc(p->journal_errors);
-        sn_log_error("journal write failed; events stay in the open batch",
-                     SN_LOG_UINT("events", p->n_events - p->journaled), SN_LOG_ERRNO(rc));
-    }
-    p->journaled = p->n_events;
+    if (*cap >= need)
+        return 0;
+    size_t want = *cap < 4096 ? 4096 : *cap;
+    while (want < need)
+        want = want > SIZE_MAX / 2 ? need : want * 2;
+    uint8_t *nb = realloc(*buf, want);
+    if (nb == NULL)
+        return -ENOMEM;
+    *buf = nb;
+    *cap = want;
+    return 0;
 }
 
 /* Seals the open batch into the spool. journal_gen is the journal generation the sealed record
@@ -341,8 +388,9 @@ static int seal(sn_pipeline *p, uint64_t journal_gen)
     sn_batch b = {
         .sidecar_id = p->sidecar_id,
         .sequence = p->next_seq,
-        .events = p->events,
-        .n_events = p->n_events,
+        .event_records = p->open,
+        .event_records_len = p->open_len,
+        .n_record_events = p->n_events,
         .alerts = p->alerts,
         .n_alerts = p->n_alerts,
         .created_unix_nano = now_ns(),
@@ -377,22 +425,27 @@ static int seal(sn_pipeline *p, uint64_t journal_gen)
     sn_counter_inc(p->sealed);
     p->next_seq++;
     p->n_events = 0;
-    p->journaled = 0;
+    p->open_len = 0;
     p->n_alerts = 0;
     p->urgent = false;
     ship_kick(p);
     return 0;
 }
 
-/* Gives each new local alert an id, logs and counts it, and puts it in the open batch. */
+/* Gives each new local alert that the rate limit lets through an id, logs and counts it, and
+ * puts it in the open batch; the ones held back are counted (and their number goes with the
+ * next alert of the same key). */
 static void take_alerts(sn_pipeline *p, const sn_local_alert *found, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (p->n_alerts >= p->cfg.max_batch_alerts) {
-            journal_rest(p);
-            if (seal(p, sn_spool_journal_generation(p->d.spool)) != 0)
-                return; /* the spool is full: the alert is logged below next time */
+        uint64_t held = 0;
+        if (!sn_alert_limit_admit(p->limit, &found[i], uv_now(p->d.loop), &held)) {
+            sn_counter_inc(p->alerts_suppressed);
+            continue;
         }
+        if (p->n_alerts >= p->cfg.max_batch_alerts &&
+            seal(p, sn_spool_journal_generation(p->d.spool)) != 0)
+            return; /* the spool is full: seal() said so; the alert is lost, the events are not */
         sn_local_alert *a = &p->alerts[p->n_alerts++];
         *a = found[i];
         uint8_t r[16];
@@ -410,46 +463,53 @@ static void take_alerts(sn_pipeline *p, const sn_local_alert *found, size_t n)
                     SN_LOG_STR("metric", sn_metric_name(a->metric)),
                     SN_LOG_STR("detector", sn_detector_name(a->detector)),
                     SN_LOG_DBL("value", a->value), SN_LOG_DBL("baseline", a->baseline),
-                    SN_LOG_DBL("threshold", a->threshold));
+                    SN_LOG_DBL("threshold", a->threshold), SN_LOG_UINT("suppressed", held));
         p->urgent = true;
     }
 }
 
-/* The decoder's callback on the loop thread: one accepted LLM event. */
-static void on_event(const sn_event *ev, void *ud)
+/* Runs local detection over a request's events, in order. */
+static void detect_request(sn_pipeline *p, const scratch *req)
 {
-    sn_pipeline *p = ud;
-    if (p->n_events >= p->cfg.max_batch_events) {
-        /* Full: the part of this request already in the batch is sealed with it. */
-        journal_rest(p);
-        (void)seal(p, sn_spool_journal_generation(p->d.spool));
-        /* Capacity was checked before decoding, so a failure here means the spool filled up
-         * underneath (a bug or another writer); the batch stays open and grows past its
-         * target by the rest of this request, which fits the allocation below. */
+    sn_event *ev = &p->det_ev;
+    uint32_t shown = UINT32_MAX; /* the ident ev holds now */
+    const size_t max_found = sizeof p->scratch_alerts / sizeof p->scratch_alerts[0];
+    for (size_t i = 0; i < req->n_items; i++) {
+        const det_item *it = &req->items[i];
+        if (it->ident != shown) {
+            const det_ident *id = &req->idents[it->ident];
+            memcpy(ev->service, id->service, sizeof ev->service);
+            memcpy(ev->model, id->model, sizeof ev->model);
+            memcpy(ev->region, id->region, sizeof ev->region);
+            shown = it->ident;
+        }
+        memcpy(ev->trace_id, it->trace_id, sizeof ev->trace_id);
+        ev->end_unix_nano = it->end_unix_nano;
+        ev->latency_ms = it->latency_ms;
+        ev->ttft_ms = it->ttft_ms;
+        ev->cost_usd = it->cost_usd;
+        ev->cost_source = it->cost_source;
+        ev->is_error = it->is_error;
+        ev->input_tokens = it->input_tokens;
+        ev->output_tokens = it->output_tokens;
+        ev->total_tokens = it->total_tokens;
+        size_t n = sn_local_detect_event(p->d.detect, ev, p->scratch_alerts, max_found);
+        if (n > 0)
+            take_alerts(p, p->scratch_alerts, n < max_found ? n : max_found);
     }
-    if (p->n_events >= p->cfg.max_batch_events * 2)
-        return; /* cannot happen: see capacity_ok */
-    p->events[p->n_events++] = *ev;
-    sn_counter_inc(p->llm_events);
-    size_t n = sn_local_detect_event(p->d.detect, ev, p->scratch_alerts,
-                                     sizeof p->scratch_alerts / sizeof p->scratch_alerts[0]);
-    if (n > 0)
-        take_alerts(p, p->scratch_alerts,
-                    n < sizeof p->scratch_alerts / sizeof p->scratch_alerts[0]
-                        ? n
-                        : sizeof p->scratch_alerts / sizeof p->scratch_alerts[0]);
 }
 
-/* Whether a request with `events` LLM events can be taken without risking a refusal half way:
- * the journal must have room for its record and the spool for the batches it may seal (a sealed
- * batch is never larger than its uncompressed event records, so two of those bound it). */
-static bool capacity_ok(sn_pipeline *p, uint64_t events)
+/* Whether a request whose journal record is rec_len bytes can be taken without risking a
+ * refusal half way: the journal must have room for its record and the spool for the batches it
+ * may seal (a sealed batch is never larger than its uncompressed event records, so two of those
+ * bound it). */
+static bool capacity_ok(sn_pipeline *p, size_t rec_len)
 {
     if (atomic_load(&p->spool_full))
         return false;
     sn_spool_stats st;
     sn_spool_get_stats(p->d.spool, &st);
-    uint64_t record = (uint64_t)sn_batch_event_record_bound((size_t)events) + 4096;
+    uint64_t record = (uint64_t)rec_len + 4096;
     uint64_t batch = (uint64_t)sn_batch_event_record_bound(p->cfg.max_batch_events) +
                      (uint64_t)p->cfg.max_batch_alerts * 1024 + 65536;
     if (st.journal_bytes + record > p->cfg.journal_max_bytes)
@@ -464,35 +524,53 @@ static bool capacity_ok(sn_pipeline *p, uint64_t events)
     return false;
 }
 
-/* Handles one queued trace request on the loop thread. */
+/* Answers a queued request with a retryable refusal. */
+static void refuse_work(sn_pipeline *p, work *w, enum refusal why, const char *msg)
+{
+    w->result.outcome = SN_OTLP_RETRY;
+    w->result.retry_after_ms = p->cfg.retry_after_ms;
+    snprintf(w->result.message, sizeof w->result.message, "%s", msg);
+    sn_counter_inc(p->refused[why]);
+}
+
+/* Handles one queued trace request on the loop thread: its record goes to the journal, then
+ * into the open batch as it is; detection runs on its items; then the answer. */
 static void process_traces(sn_pipeline *p, work *w)
 {
+    const scratch *req = w->req;
     if (p->draining) {
-        w->result.outcome = SN_OTLP_RETRY;
-        w->result.retry_after_ms = p->cfg.retry_after_ms;
-        snprintf(w->result.message, sizeof w->result.message, "sidecar is shutting down");
-        sn_counter_inc(p->refused[REFUSED_STOPPING]);
+        refuse_work(p, w, REFUSED_STOPPING, "sidecar is shutting down");
         return;
     }
-    if (!capacity_ok(p, w->expect_events)) {
-        w->result.outcome = SN_OTLP_RETRY;
-        w->result.retry_after_ms = p->cfg.retry_after_ms;
-        snprintf(w->result.message, sizeof w->result.message,
-                 "sidecar spool is full (aggregator unreachable?); retry later");
-        sn_counter_inc(p->refused[REFUSED_SPOOL_FULL]);
+    if (!capacity_ok(p, req->rec_len)) {
+        refuse_work(p, w, REFUSED_SPOOL_FULL,
+                    "sidecar spool is full (aggregator unreachable?); retry later");
         return;
     }
-    char err[SN_OTLP_ERR_MAX];
-    int rc = w->encoding == SN_OTLP_JSON
-                 ? sn_otlp_decode_traces_json(w->body, w->len, p->d.prices, on_event, p, NULL, err,
-                                              sizeof err)
-                 : sn_otlp_decode_traces(w->body, w->len, p->d.prices, on_event, p, NULL, err,
-                                         sizeof err);
-    /* It was validated on the transport thread, so rc != 0 would be a decoder bug; the
-     * events it produced are kept either way (they were valid spans). */
-    if (rc != 0)
-        sn_log_error("a validated request failed to decode", SN_LOG_STR("error", err));
-    journal_rest(p);
+    /* A batch never passes max_batch_events: seal first when this request would. */
+    if (p->n_events > 0 && p->n_events + req->n_items > p->cfg.max_batch_events &&
+        seal(p, sn_spool_journal_generation(p->d.spool)) != 0) {
+        refuse_work(p, w, REFUSED_SPOOL_FULL, "sidecar cannot seal its batch; retry later");
+        return;
+    }
+    if (reserve_bytes(&p->open, &p->open_cap, p->open_len + req->rec_len) != 0) {
+        refuse_work(p, w, REFUSED_SPOOL_FULL, "sidecar out of memory; retry later");
+        return;
+    }
+    int rc = sn_spool_journal_append(p->d.spool, req->rec, req->rec_len);
+    if (rc != 0) {
+        /* Nothing of it is in the journal or the batch: the client sends it again. */
+        sn_counter_inc(p->journal_errors);
+        sn_log_error("journal write failed; request refused (retryable)",
+                     SN_LOG_UINT("events", req->n_items), SN_LOG_ERRNO(rc));
+        refuse_work(p, w, REFUSED_SPOOL_FULL, "sidecar cannot write its journal; retry later");
+        return;
+    }
+    memcpy(p->open + p->open_len, req->rec, req->rec_len);
+    p->open_len += req->rec_len;
+    p->n_events += req->n_items;
+    sn_counter_add(p->llm_events, req->n_items);
+    detect_request(p, req);
     if (p->urgent)
         (void)seal(p, sn_spool_journal_generation(p->d.spool));
     w->result.outcome = SN_OTLP_OK;
@@ -623,7 +701,6 @@ static void ship_kick(sn_pipeline *p)
 static void on_flush_timer(uv_timer_t *t)
 {
     sn_pipeline *p = t->data;
-    journal_rest(p);
     (void)seal(p, sn_spool_journal_generation(p->d.spool));
     update_gauges(p);
 }
@@ -672,7 +749,6 @@ void sn_pipeline_drain(sn_pipeline *p, uint64_t timeout_ms, void (*done)(void *u
     p->drain_done = done;
     p->drain_ud = ud;
     on_wake(&p->wake); /* answer whatever is queued (refused: stopping) */
-    journal_rest(p);
     (void)seal(p, sn_spool_journal_generation(p->d.spool));
     uv_timer_stop(&p->flush_timer);
     uv_timer_start(&p->drain_timer, on_drain_timeout, timeout_ms, 0);
@@ -696,11 +772,10 @@ static void answer_refusal(sn_pipeline *p, sn_otlp_result *res, enum refusal why
     sn_counter_inc(p->refused[why]);
 }
 
-/* Queues a validated trace request for the loop and waits for its answer. */
-static void submit_and_wait(sn_pipeline *p, const uint8_t *body, size_t len,
-                            sn_otlp_encoding encoding, uint64_t events, sn_otlp_result *res)
+/* Queues a decoded trace request for the loop and waits for its answer. */
+static void submit_and_wait(sn_pipeline *p, const scratch *req, sn_otlp_result *res)
 {
-    work w = {.body = body, .len = len, .encoding = encoding, .expect_events = events};
+    work w = {.req = req};
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -762,19 +837,145 @@ out_destroy_cond:
     pthread_cond_destroy(&w.cond);
 }
 
+/* --- request scratches (transport threads) --- */
+
+/* Takes an idle scratch from the pool, or makes one. NULL when out of memory. */
+static scratch *scratch_take(sn_pipeline *p)
+{
+    pthread_mutex_lock(&p->pool_mu);
+    scratch *s = p->pool;
+    if (s != NULL) {
+        p->pool = s->next;
+        p->pool_n--;
+    }
+    pthread_mutex_unlock(&p->pool_mu);
+    if (s == NULL && (s = calloc(1, sizeof *s)) == NULL)
+        return NULL;
+    s->next = NULL;
+    s->max_events = p->cfg.max_batch_events;
+    s->rec_len = s->n_items = s->n_idents = 0;
+    s->error = 0;
+    return s;
+}
+
+static void scratch_free(scratch *s)
+{
+    free(s->rec);
+    free(s->items);
+    free(s->idents);
+    free(s);
+}
+
+/* Gives a scratch back to the pool (freed when the pool holds enough). */
+static void scratch_put(sn_pipeline *p, scratch *s)
+{
+    pthread_mutex_lock(&p->pool_mu);
+    if (p->pool_n < SCRATCH_POOL_MAX) {
+        s->next = p->pool;
+        p->pool = s;
+        p->pool_n++;
+        s = NULL;
+    }
+    pthread_mutex_unlock(&p->pool_mu);
+    if (s != NULL)
+        scratch_free(s);
+}
+
+/* Makes an array of elem-sized entries hold at least need of them (doubling, from 64). */
+static int reserve_array(void **arr, size_t *cap, size_t need, size_t elem)
+{
+    if (*cap >= need)
+        return 0;
+    size_t want = *cap < 64 ? 64 : *cap * 2;
+    if (want < need)
+        want = need;
+    void *na = realloc(*arr, want * elem);
+    if (na == NULL)
+        return -ENOMEM;
+    *arr = na;
+    *cap = want;
+    return 0;
+}
+
+/* The index of ev's (service, model, region) in the scratch, added when it is not among the
+ * last few (events of one resource and model come in runs; a miss only costs a duplicate). */
+static int scratch_ident(scratch *s, const sn_event *ev, uint32_t *out)
+{
+    size_t look = s->n_idents < 4 ? s->n_idents : 4;
+    for (size_t k = 1; k <= look; k++) {
+        const det_ident *id = &s->idents[s->n_idents - k];
+        if (strcmp(id->model, ev->model) == 0 && strcmp(id->service, ev->service) == 0 &&
+            strcmp(id->region, ev->region) == 0) {
+            *out = (uint32_t)(s->n_idents - k);
+            return 0;
+        }
+    }
+    if (reserve_array((void **)&s->idents, &s->idents_cap, s->n_idents + 1, sizeof *s->idents))
+        return -ENOMEM;
+    det_ident *id = &s->idents[s->n_idents];
+    memcpy(id->service, ev->service, sizeof id->service);
+    memcpy(id->model, ev->model, sizeof id->model);
+    memcpy(id->region, ev->region, sizeof id->region);
+    *out = (uint32_t)s->n_idents++;
+    return 0;
+}
+
+/* The decoder's callback on the transport thread: one LLM event becomes an events entry of the
+ * request's journal record and a det_item. Past max_events nothing is kept (the request is
+ * refused as too large); a failure is kept in s->error and stops the collection. */
+static void collect_event(const sn_event *ev, void *ud)
+{
+    scratch *s = ud;
+    if (s->error != 0 || s->n_items >= s->max_events)
+        return;
+    size_t per = sn_batch_event_record_bound(1);
+    int rc = reserve_bytes(&s->rec, &s->rec_cap, s->rec_len + per);
+    if (rc == 0)
+        rc = sn_batch_append_event_record(ev, s->rec, s->rec_cap, &s->rec_len);
+    if (rc == 0)
+        rc = reserve_array((void **)&s->items, &s->items_cap, s->n_items + 1, sizeof *s->items);
+    uint32_t ident = 0;
+    if (rc == 0)
+        rc = scratch_ident(s, ev, &ident);
+    if (rc != 0) {
+        s->error = rc;
+        return;
+    }
+    det_item *it = &s->items[s->n_items++];
+    it->ident = ident;
+    it->cost_source = ev->cost_source;
+    it->is_error = ev->is_error;
+    memcpy(it->trace_id, ev->trace_id, sizeof it->trace_id);
+    it->end_unix_nano = ev->end_unix_nano;
+    it->latency_ms = ev->latency_ms;
+    it->ttft_ms = ev->ttft_ms;
+    it->cost_usd = ev->cost_usd;
+    it->input_tokens = ev->input_tokens;
+    it->output_tokens = ev->output_tokens;
+    it->total_tokens = ev->total_tokens;
+}
+
+/* Decodes a trace request once, on the transport thread, into a scratch; malformed and too
+ * large requests are answered here, the rest go to the loop. */
 static void handle_traces(sn_pipeline *p, sn_otlp_encoding encoding, const uint8_t *body,
                           size_t len, sn_otlp_result *res)
 {
+    scratch *req = scratch_take(p);
+    if (req == NULL) {
+        answer_refusal(p, res, REFUSED_QUEUE_FULL);
+        return;
+    }
     sn_otlp_trace_stats st;
     char err[SN_OTLP_ERR_MAX];
-    int rc =
-        encoding == SN_OTLP_JSON
-            ? sn_otlp_decode_traces_json(body, len, p->d.prices, NULL, NULL, &st, err, sizeof err)
-            : sn_otlp_decode_traces(body, len, p->d.prices, NULL, NULL, &st, err, sizeof err);
+    int rc = encoding == SN_OTLP_JSON
+                 ? sn_otlp_decode_traces_json(body, len, p->d.prices, collect_event, req, &st, err,
+                                              sizeof err)
+                 : sn_otlp_decode_traces(body, len, p->d.prices, collect_event, req, &st, err,
+                                         sizeof err);
     if (rc != 0) {
         res->outcome = SN_OTLP_INVALID;
         snprintf(res->message, sizeof res->message, "%s", err);
-        return;
+        goto out_put_scratch;
     }
     sn_counter_add(p->spans, st.spans);
     if (st.llm_events > p->cfg.max_batch_events) {
@@ -783,16 +984,25 @@ static void handle_traces(sn_pipeline *p, sn_otlp_encoding encoding, const uint8
                  "request holds %" PRIu64 " LLM spans; at most %zu per request (split the "
                  "export batch)",
                  st.llm_events, p->cfg.max_batch_events);
-        return;
+        goto out_put_scratch;
     }
-    if (st.llm_events > 0)
-        submit_and_wait(p, body, len, encoding, st.llm_events, res);
+    if (req->error != 0) {
+        /* Out of memory (or an encoder bug): nothing was taken; the client may retry. */
+        sn_log_error("cannot collect a request's events", SN_LOG_ERRNO(req->error));
+        answer_refusal(p, res, REFUSED_QUEUE_FULL);
+        goto out_put_scratch;
+    }
+    if (req->n_items > 0)
+        submit_and_wait(p, req, res);
     if (res->outcome == SN_OTLP_OK && st.rejected > 0) {
         res->rejected = (int64_t)st.rejected;
         snprintf(res->message, sizeof res->message,
                  "%" PRIu64 " spans rejected: invalid trace id, span id or times", st.rejected);
         sn_counter_add(p->rejected_spans, st.rejected);
     }
+
+out_put_scratch:
+    scratch_put(p, req);
 }
 
 static void handle_metrics(sn_pipeline *p, sn_otlp_encoding encoding, const uint8_t *body,
@@ -884,37 +1094,50 @@ bool sn_pipeline_ready(char *reason, size_t reasonlen, void *ud)
 
 /* --- recovery, create, destroy --- */
 
-/* Re-seals the events of one journal record a previous run accepted but did not seal. */
+/* Re-seals the events of one journal record a previous run accepted but did not seal: the
+ * record is checked and its bytes join the open batch as they are. */
 static int on_recovered(void *ud, const uint8_t *data, size_t len, uint64_t generation)
 {
     sn_pipeline *p = ud;
     char err[256];
     size_t n;
-    if (p->n_events >= p->cfg.max_batch_events && seal(p, 0) != 0)
-        return -ENOSPC;
-    int rc = sn_batch_decode_event_record(data, len, p->events + p->n_events,
-                                          p->cfg.max_batch_events * 2 - p->n_events, &n, err,
-                                          sizeof err);
+    int rc = sn_batch_scan_event_record(data, len, &n, err, sizeof err);
     if (rc != 0) {
         sn_log_error("unreadable journal record skipped", SN_LOG_UINT("generation", generation),
                      SN_LOG_STR("error", err));
         return 0;
     }
+    if (p->n_events > 0 && p->n_events + n > p->cfg.max_batch_events && seal(p, 0) != 0)
+        return -ENOSPC;
+    if (reserve_bytes(&p->open, &p->open_cap, p->open_len + len) != 0)
+        return -ENOMEM;
+    memcpy(p->open + p->open_len, data, len);
+    p->open_len += len;
     p->n_events += n;
-    p->journaled = p->n_events; /* they are in the journal already */
     return 0;
+}
+
+/* Frees what create allocated (handles aside). */
+static void free_pipeline(sn_pipeline *p)
+{
+    while (p->pool != NULL) {
+        scratch *s = p->pool;
+        p->pool = s->next;
+        scratch_free(s);
+    }
+    pthread_mutex_destroy(&p->pool_mu);
+    pthread_mutex_destroy(&p->mu);
+    sn_alert_limit_destroy(p->limit);
+    free(p->open);
+    free(p->alerts);
+    free(p);
 }
 
 static void on_close(uv_handle_t *h)
 {
     sn_pipeline *p = h->data;
-    if (--p->open_handles == 0) {
-        pthread_mutex_destroy(&p->mu);
-        free(p->events);
-        free(p->alerts);
-        free(p->rec_buf);
-        free(p);
-    }
+    if (--p->open_handles == 0)
+        free_pipeline(p);
 }
 
 int sn_pipeline_create(const sn_pipeline_config *cfg, const sn_pipeline_deps *deps,
@@ -937,13 +1160,16 @@ int sn_pipeline_create(const sn_pipeline_config *cfg, const sn_pipeline_deps *de
     sn_backoff_config_defaults(&p->backoff_cfg);
     p->backoff_cfg.initial_ms = cfg->backoff_initial_ms;
     p->backoff_cfg.max_ms = cfg->backoff_max_ms;
-    /* Twice the target: one request may finish in the batch after a seal failed (on_event). */
-    p->events = calloc(cfg->max_batch_events * 2, sizeof(*p->events));
+    pthread_mutex_init(&p->pool_mu, NULL);
+    sn_event_init(&p->det_ev);
     p->alerts = calloc(cfg->max_batch_alerts, sizeof(*p->alerts));
-    p->rec_cap = sn_batch_event_record_bound(cfg->max_batch_events * 2);
-    p->rec_buf = malloc(p->rec_cap);
-    if (p->events == NULL || p->alerts == NULL || p->rec_buf == NULL) {
-        snprintf(err, errlen, "out of memory for a batch of %zu events", cfg->max_batch_events);
+    if (p->alerts == NULL) {
+        snprintf(err, errlen, "out of memory for %zu alerts", cfg->max_batch_alerts);
+        goto out_free;
+    }
+    if ((rc = sn_alert_limit_create(SN_ALERT_LIMIT_SLOTS_DEFAULT, cfg->alert_interval_ms,
+                                    random_u64(), &p->limit)) != 0) {
+        snprintf(err, errlen, "cannot create the local alert limit: %s", strerror(-rc));
         goto out_free;
     }
     if ((rc = register_metrics(p, err, errlen)) != 0)
@@ -983,11 +1209,7 @@ int sn_pipeline_create(const sn_pipeline_config *cfg, const sn_pipeline_deps *de
     return 0;
 
 out_free:
-    pthread_mutex_destroy(&p->mu);
-    free(p->events);
-    free(p->alerts);
-    free(p->rec_buf);
-    free(p);
+    free_pipeline(p);
     return rc;
 }
 

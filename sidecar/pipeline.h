@@ -2,19 +2,22 @@
  * pipeline.h -- the sidecar's loop and the state it owns.
  *
  * Threads (design.md, principle 1): the OTLP transports call sn_pipeline_otlp_handler on their
- * own threads. There a request is validated and counted; a request with no LLM call is answered
- * at once; one with LLM calls becomes a work item on a locked queue, the loop is woken with
- * uv_async_send, and the transport thread waits for the loop's verdict. The loop thread owns all
- * mutable state: it decodes the request's LLM events straight into the open batch (no copy of
- * the request, memory bounded by the batch), journals them in the spool (write(2), so an
- * acknowledged event survives kill -9), runs local detection, seals the batch every
- * flush_interval (at once when it holds an alert) into the spool, and ships sealed batches to
- * the aggregator in order, one in flight, with backoff. A full spool or a long queue answers
- * with retryable statuses; nothing accepted is dropped.
+ * own threads. There a request is decoded once: malformed input is answered at once, and the LLM
+ * events become the request's journal record (each event encoded once, into a pooled per-request
+ * scratch) plus the few numbers local detection needs per event. A request with no LLM call is
+ * answered at once; one with LLM calls becomes a work item on a locked queue, the loop is woken
+ * with uv_async_send, and the transport thread waits for the loop's verdict. The loop thread
+ * owns all mutable state: it appends the record to the journal (write(2), so an acknowledged
+ * event survives kill -9) and to the open batch as it is, runs local detection (alerts rate
+ * limited per key), seals the batch every flush_interval (at once when it holds an alert) into
+ * the spool by copying the records' bytes, and ships sealed batches to the aggregator in order,
+ * one in flight, with backoff. A full spool or a long queue answers with retryable statuses;
+ * nothing accepted is dropped.
  */
 #ifndef SN_SIDECAR_PIPELINE_H
 #define SN_SIDECAR_PIPELINE_H
 
+#include "alert_limit.h"
 #include "batch.h"
 #include "local_detect.h"
 #include "metrics.h"
@@ -43,6 +46,8 @@ typedef struct sn_pipeline_config {
     uint32_t backoff_max_ms;
     uint64_t spool_max_bytes; /* the spool's limits (sn_spool_config), for admission */
     uint64_t journal_max_bytes;
+    uint64_t alert_interval_ms; /* one local alert per (service, model, metric, type) per this;
+                                   0: no limit; default 10 s */
 } sn_pipeline_config;
 
 /* What the pipeline uses; all borrowed, all outliving the pipeline. tee may be NULL. */

@@ -155,11 +155,66 @@ START_TEST(disabled_finds_nothing_and_bad_config_is_named)
 }
 END_TEST
 
+/* The exact mean and sample standard deviation of v[from..to). */
+static void moments(const double *v, int from, int to, double *mean, double *sd)
+{
+    double m = 0.0, q = 0.0;
+    for (int i = from; i < to; i++)
+        m += v[i];
+    m /= (to - from);
+    for (int i = from; i < to; i++)
+        q += (v[i] - m) * (v[i] - m);
+    *mean = m;
+    *sd = sqrt(q / (to - from - 1));
+}
+
+/* The Z-score's baseline is the last `window` normal samples -- with the rolling moments (window
+ * 50, 300) and with the table's exact window (window 2000, too large for the moments) alike --
+ * and stays right over many times the window (the sums are recomputed, never drift). */
+START_TEST(zscore_baseline_is_the_mean_and_sd_of_the_last_window)
+{
+    static const int64_t windows[] = {50, 300, 2000};
+    enum { N = 5000 };
+    static double v[N];
+    for (size_t w = 0; w < sizeof windows / sizeof windows[0]; w++) {
+        sn_local_detect_config cfg;
+        sn_local_detect_config_defaults(&cfg);
+        cfg.window = windows[w];
+        cfg.zscore.min_stddev_rel = 0.0; /* the plain z = (x - mean) / sd */
+        sn_local_detect *ld = make(&cfg);
+        sn_local_alert a[4];
+        sn_event ev;
+        for (int i = 0; i < N; i++) {
+            /* A slow drift plus a wobble: the window, not all history, sets the mean. */
+            v[i] = 1000.0 + i * 0.5 + (i % 7) * 3.0;
+            call(&ev, "gpt-4o", v[i], -1, i);
+            ck_assert_uint_eq(sn_local_detect_event(ld, &ev, a, 4), 0);
+        }
+        int from = N - (int)windows[w];
+        double mean, sd;
+        moments(v, from, N, &mean, &sd);
+        double spike = mean + 40.0 * sd; /* z = 40 */
+        call(&ev, "gpt-4o", spike, -1, N);
+        ck_assert_uint_eq(sn_local_detect_event(ld, &ev, a, 4), 1);
+        ck_assert_msg(fabs(a[0].baseline - mean) < 1e-6 * mean, "window %d: baseline %.9g != %.9g",
+                      (int)windows[w], a[0].baseline, mean);
+        ck_assert_msg(fabs(a[0].deviation - 40.0) < 1e-3, "window %d: z %.9g != 40",
+                      (int)windows[w], a[0].deviation);
+        /* The spike did not join: the same baseline next time. */
+        call(&ev, "gpt-4o", spike, -1, N + 1);
+        ck_assert_uint_eq(sn_local_detect_event(ld, &ev, a, 4), 1);
+        ck_assert(fabs(a[0].baseline - mean) < 1e-6 * mean);
+        sn_local_detect_destroy(ld);
+    }
+}
+END_TEST
+
 static Suite *local_detect_suite(void)
 {
     Suite *s = suite_create("local_detect");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, quiet_during_cold_start_and_on_normal_traffic);
+    tcase_add_test(tc, zscore_baseline_is_the_mean_and_sd_of_the_last_window);
     tcase_add_test(tc, latency_spike_is_an_alert_and_stays_out_of_the_baseline);
     tcase_add_test(tc, static_threshold_fires_without_a_baseline);
     tcase_add_test(tc, alerts_beyond_max_are_counted_not_written);
