@@ -618,7 +618,7 @@ static void on_text(live_client *c, const uint8_t *data, size_t len)
                 return;
             }
         }
-        char msg[ERR_MAX] = "";
+        char msg[ERR_MAX - 16] = ""; /* room for the "subscribe: " prefix */
         if (filter_add_json(&f, "service", json_object_get(o, "service"), msg, sizeof msg) != 0 ||
             filter_add_json(&f, "model", json_object_get(o, "model"), msg, sizeof msg) != 0 ||
             filter_add_json(&f, "severity", json_object_get(o, "severity"), msg, sizeof msg) != 0)

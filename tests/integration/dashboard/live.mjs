@@ -45,7 +45,13 @@ async function harness(args = []) {
     port, cmd, exited,
     publish: (change, svc, model, sev, n = 1, pad = 10) => cmd(`publish ${change} ${svc} ${model} ${sev} ${n} ${pad}`),
     stats: () => cmd('stats'),
-    quit: async () => { p.stdin.write('quit\n'); const bye = await next(); const code = await exited; return { bye, code }; },
+    quit: async () => {
+      p.stdin.write('quit\n');
+      const bye = await next();
+      const code = await exited; // sanitizer builds: a leak or error report exits non-zero
+      check(code === 0 && bye.bye === true, `harness exit status ${code}`);
+      return { bye, code };
+    },
   };
 }
 
