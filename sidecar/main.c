@@ -25,7 +25,6 @@
 #include <errno.h>
 #include <grpc/support/log.h>
 #include <inttypes.h>
-#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -439,10 +438,6 @@ int main(int argc, char **argv)
         return sn_cli_exit_status(outcome);
     signal(SIGPIPE, SIG_IGN);
     gpr_set_log_function(grpc_log);
-    /* glibc gives each thread that allocates its own arena (gRPC and HTTP threads, the tee's
-     * workers), each keeping freed memory of its own: two arenas hold the sidecar's resident
-     * set down at no measurable cost in speed (docs/benchmarks.md). */
-    (void)mallopt(M_ARENA_MAX, 2);
 
     int rc = 1;
     if (uv_loop_init(&sc.loop) != 0) {
