@@ -8,7 +8,10 @@ FROM debian:12 AS build
 ENV DEBIAN_FRONTEND=noninteractive
 WORKDIR /src
 COPY deploy/local/install-deps.sh deploy/local/install-deps.sh
-RUN ./deploy/local/install-deps.sh --build-only && rm -rf /var/lib/apt/lists/*
+# npm: the build installs the dashboard's charting library (uPlot) from aggregator/web's lock.
+RUN ./deploy/local/install-deps.sh --build-only \
+ && apt-get update -qq && apt-get install -y -qq --no-install-recommends npm \
+ && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DSENTINEL_BUILD_TESTS=OFF \
  && cmake --build /build -j"$(nproc)" --target sentinel-aggregator \
@@ -24,7 +27,7 @@ LABEL org.opencontainers.image.title="sentinel-aggregator" \
       org.opencontainers.image.description="LLM-Sentinel central service: global baselines, detectors, alerts, REST API" \
       org.opencontainers.image.version="${VERSION}"
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates libatomic1 libcurl4 libgrpc29 libhiredis0.14 libjansson4 libmicrohttpd12 libprotobuf-c1 libsqlite3-0 libuv1 libyaml-0-2 libzstd1 zlib1g \
+ && apt-get install -y --no-install-recommends ca-certificates libatomic1 libcurl4 libgrpc29 libhiredis0.14 libjansson4 libmicrohttpd12 libprotobuf-c1 libsqlite3-0 libuv1 libwslay1 libyaml-0-2 libzstd1 zlib1g \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/usr/local/bin/sentinel-aggregator /usr/local/bin/sentinel-aggregator
 COPY --from=build --chown=65532:65532 /out/var/lib/sentinel /var/lib/sentinel
