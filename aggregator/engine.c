@@ -68,6 +68,10 @@ typedef struct key_state {
     uint16_t anomalous_run; /* emitted anomalies in a row */
     uint8_t streak[SN_DETECT_KIND_COUNT]; /* consecutive violations per detector */
     uint8_t summary_ok;
+    uint8_t dirty;    /* changed since it was last handed to a snapshot: on the dirty list */
+    uint8_t stored;   /* a snapshot of it exists (written or restored): delete it when dropped */
+    uint8_t seasonal; /* which table the entry is in (for the dirty list) */
+    sn_baseline_entry *dprev, *dnext; /* the engine's dirty list (oldest change first) */
 } key_state;
 
 /* ---- keyed tables with an update-ordered list ----------------------------------------------- */
@@ -163,6 +167,13 @@ struct sn_engine {
     int64_t tp_tick_bucket; /* last closable bucket the tick walked to */
     int64_t last_expire;    /* when the tick last expired idle keys; 0 = never */
     sn_engine_stats st;
+    /* snapshots (allocated on first use): one blob buffer and the ring of dropped keys */
+    uint8_t *snap_buf;
+    size_t snap_cap;
+    char (*dropped)[SN_ENGINE_SNAPSHOT_KEY_MAX];
+    unsigned drop_head, drop_count;
+    bool drop_lost;
+    sn_baseline_entry *dirty_head, *dirty_tail; /* keys changed since their last snapshot */
 };
 
 /* glibc malloc chunk of a request of n bytes (as shared/baseline.c counts). */
@@ -643,7 +654,11 @@ static void derive(sn_engine *e)
             e->nrules++;
 }
 
-static int make_baseline(sn_baseline **out, const sn_engine_config *cfg, uint64_t seed)
+static void on_drop_global(const sn_baseline_entry *en, void *ud);
+static void on_drop_seasonal(const sn_baseline_entry *en, void *ud);
+
+static int make_baseline(sn_baseline **out, const sn_engine_config *cfg, uint64_t seed,
+                         sn_engine *e, bool seasonal)
 {
     sn_baseline_config bc;
     sn_baseline_config_init(&bc);
@@ -652,6 +667,8 @@ static int make_baseline(sn_baseline **out, const sn_engine_config *cfg, uint64_
     bc.memory_budget = (size_t)cfg->memory_budget;
     bc.hash_seed = seed;
     bc.user_bytes = sizeof(key_state);
+    bc.on_drop = seasonal ? on_drop_seasonal : on_drop_global;
+    bc.on_drop_ud = e;
     return sn_baseline_create(out, &bc);
 }
 
@@ -668,14 +685,14 @@ int sn_engine_create(sn_engine **out, const sn_engine_config *cfg, uint64_t seed
     e->seed = seed;
     e->tp_tick_bucket = INT64_MIN;
     derive(e);
-    rc = make_baseline(&e->global, cfg, seed);
+    rc = make_baseline(&e->global, cfg, seed, e, false);
     if (rc != 0) {
         fail(err, "engine", "baseline.memory_budget",
              rc == -EINVAL ? "too small for one key" : "out of memory");
         goto out_free_engine;
     }
     if (cfg->seasonal) {
-        rc = make_baseline(&e->seasonal, cfg, seed ^ 0x5ea5011a1ull);
+        rc = make_baseline(&e->seasonal, cfg, seed ^ 0x5ea5011a1ull, e, true);
         if (rc != 0)
             goto out_free_global;
     }
@@ -707,6 +724,8 @@ void sn_engine_destroy(sn_engine *e)
     kt_free(&e->pairs);
     sn_baseline_destroy(e->seasonal);
     sn_baseline_destroy(e->global);
+    free(e->dropped);
+    free(e->snap_buf);
     free(e);
 }
 
@@ -981,12 +1000,15 @@ static void key_summary(sn_engine *e, sn_baseline *b, sn_baseline_entry *en, key
     out->mad = ks->cache[9];
 }
 
+static void key_dirty(sn_engine *e, const sn_baseline *b, sn_baseline_entry *en, key_state *ks);
+
 /* Learns raw value x (scored as y) into the key. */
 static void key_learn(sn_engine *e, sn_baseline *b, sn_baseline_entry *en, key_state *ks,
                       sn_metric m, double x, double y, int64_t t)
 {
     if (sn_baseline_observe(b, en, x, t) != 0)
         return;
+    key_dirty(e, b, en, ks);
     ks->since_summary++;
     if (e->cfg.metrics[m].transform == SN_TRANSFORM_LOG) {
         /* exact mean and population variance for the first samples, then an EWMA spanning
@@ -1507,6 +1529,7 @@ static void metric_observe(sn_engine *e, const sn_event *ev, sn_metric m, double
     }
     e->st.values++;
     key_state *gks = sn_baseline_entry_user(gen);
+    key_dirty(e, e->global, gen, gks); /* scoring steps CUSUM and streaks, learnt or not */
     sn_summary gsum, ssum;
     key_summary(e, e->global, gen, gks, m, &gsum);
     if (gsum_out != NULL)
@@ -1521,6 +1544,7 @@ static void metric_observe(sn_engine *e, const sn_event *ev, sn_metric m, double
         if (season_model(e, ev->model, t, smodel, sizeof smodel) &&
             sn_baseline_get(e->seasonal, ev->service, smodel, m, t, &sen) == 0) {
             sks = sn_baseline_entry_user(sen);
+            key_dirty(e, e->seasonal, sen, sks);
             key_summary(e, e->seasonal, sen, sks, m, &ssum);
         } else {
             sen = NULL;
@@ -1880,4 +1904,250 @@ void sn_engine_get_stats(const sn_engine *e, sn_engine_stats *out)
     out->bytes += e->pairs.bytes + e->budgets.bytes + chunk_bytes(sizeof(*e));
     out->pairs = e->pairs.count;
     out->budget_keys = e->budgets.count;
+}
+
+/* ---- snapshots ------------------------------------------------------------------------------- */
+
+/* Writes the snapshot key of an entry of table `which` ('g' or 's') into buf. */
+static void snapshot_key(char *buf, size_t cap, char which, const sn_baseline_entry *en)
+{
+    const char *svc = sn_baseline_entry_service(en);
+    snprintf(buf, cap, "%c/%s/%zu/%s%s", which, sn_metric_name(sn_baseline_entry_metric(en)),
+             strlen(svc), svc, sn_baseline_entry_model(en));
+}
+
+/* Parses a snapshot key into its table, metric, service and model (buffers of SN_NAME_MAX).
+ * Returns 0 or -EBADMSG. */
+static int parse_snapshot_key(const char *key, char *which, sn_metric *m, char *svc, char *mdl)
+{
+    if (key == NULL || (key[0] != 'g' && key[0] != 's') || key[1] != '/')
+        return -EBADMSG;
+    *which = key[0];
+    const char *p = key + 2, *slash = strchr(p, '/');
+    if (slash == NULL)
+        return -EBADMSG;
+    int found = -1;
+    for (int i = 0; i < SN_METRIC_COUNT; i++) {
+        const char *name = sn_metric_name((sn_metric)i);
+        if (strlen(name) == (size_t)(slash - p) && strncmp(name, p, (size_t)(slash - p)) == 0)
+            found = i;
+    }
+    if (found < 0)
+        return -EBADMSG;
+    *m = (sn_metric)found;
+    p = slash + 1;
+    size_t slen = 0;
+    int digits = 0;
+    for (; *p >= '0' && *p <= '9' && digits < 4; p++, digits++)
+        slen = slen * 10 + (size_t)(*p - '0');
+    if (digits == 0 || *p != '/' || slen == 0 || slen >= SN_NAME_MAX)
+        return -EBADMSG;
+    p++;
+    if (strnlen(p, slen) < slen)
+        return -EBADMSG;
+    size_t mlen = strnlen(p + slen, SN_NAME_MAX);
+    if (mlen >= SN_NAME_MAX)
+        return -EBADMSG;
+    memcpy(svc, p, slen);
+    svc[slen] = '\0';
+    memcpy(mdl, p + slen, mlen + 1);
+    return 0;
+}
+
+/* Allocates the blob buffer and the dropped-key ring on first use. Returns 0 or -ENOMEM. */
+static int snapshot_prepare(sn_engine *e)
+{
+    if (e->snap_buf == NULL) {
+        size_t cap = sn_baseline_serialized_max(e->global);
+        if (e->seasonal != NULL && sn_baseline_serialized_max(e->seasonal) > cap)
+            cap = sn_baseline_serialized_max(e->seasonal);
+        e->snap_buf = malloc(cap);
+        if (e->snap_buf == NULL)
+            return -ENOMEM;
+        e->snap_cap = cap;
+    }
+    if (e->dropped == NULL) {
+        e->dropped = calloc(SN_ENGINE_DROPPED_MAX, sizeof(*e->dropped));
+        if (e->dropped == NULL)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+/* Puts a changed key on the dirty list (once; O(1), no allocation). */
+static void key_dirty(sn_engine *e, const sn_baseline *b, sn_baseline_entry *en, key_state *ks)
+{
+    if (ks->dirty)
+        return;
+    ks->dirty = 1;
+    ks->seasonal = b == e->seasonal;
+    ks->dnext = NULL;
+    ks->dprev = e->dirty_tail;
+    if (e->dirty_tail != NULL)
+        ((key_state *)sn_baseline_entry_user(e->dirty_tail))->dnext = en;
+    else
+        e->dirty_head = en;
+    e->dirty_tail = en;
+}
+
+/* Takes a key off the dirty list (no-op when it is not on it). */
+static void key_clean(sn_engine *e, sn_baseline_entry *en, key_state *ks)
+{
+    if (!ks->dirty)
+        return;
+    if (ks->dprev != NULL)
+        ((key_state *)sn_baseline_entry_user(ks->dprev))->dnext = ks->dnext;
+    else
+        e->dirty_head = ks->dnext;
+    if (ks->dnext != NULL)
+        ((key_state *)sn_baseline_entry_user(ks->dnext))->dprev = ks->dprev;
+    else
+        e->dirty_tail = ks->dprev;
+    ks->dirty = 0;
+    ks->dprev = ks->dnext = NULL;
+    (void)en;
+}
+
+/* The tables' drop callback: the key leaves the dirty list, and one with a stored snapshot
+ * joins the deletion queue. */
+static void on_drop(sn_engine *e, char which, const sn_baseline_entry *cen)
+{
+    sn_baseline_entry *en = (sn_baseline_entry *)cen; /* the table is ours: it is mutable */
+    key_state *ks = sn_baseline_entry_user(en);
+    key_clean(e, en, ks);
+    if (!ks->stored || e->dropped == NULL)
+        return;
+    if (e->drop_count == SN_ENGINE_DROPPED_MAX) {
+        e->drop_lost = true;
+        return;
+    }
+    unsigned slot = (e->drop_head + e->drop_count) % SN_ENGINE_DROPPED_MAX;
+    snapshot_key(e->dropped[slot], sizeof e->dropped[slot], which, en);
+    e->drop_count++;
+}
+
+static void on_drop_global(const sn_baseline_entry *en, void *ud)
+{
+    on_drop(ud, 'g', en);
+}
+
+static void on_drop_seasonal(const sn_baseline_entry *en, void *ud)
+{
+    on_drop(ud, 's', en);
+}
+
+/* Puts every key on the dirty list (a full snapshot). */
+static int mark_dirty(const sn_baseline_entry *en, void *arg)
+{
+    sn_engine *e = arg;
+    sn_baseline_entry *m = (sn_baseline_entry *)en;
+    key_state *ks = sn_baseline_entry_user(m);
+    key_dirty(e, ks->seasonal ? e->seasonal : e->global, m, ks);
+    return 0;
+}
+
+int sn_engine_snapshot(sn_engine *e, bool all, size_t max_keys, sn_engine_snapshot_fn cb, void *ud,
+                       sn_engine_snapshot_result *res)
+{
+    sn_engine_snapshot_result local;
+    if (res == NULL)
+        res = &local;
+    memset(res, 0, sizeof(*res));
+    int rc = snapshot_prepare(e);
+    if (rc != 0)
+        return rc;
+    res->lost_drops = e->drop_lost;
+    e->drop_lost = false;
+    if (all) {
+        sn_baseline_foreach(e->global, mark_dirty, e);
+        if (e->seasonal != NULL)
+            sn_baseline_foreach(e->seasonal, mark_dirty, e);
+    }
+    size_t done = 0;
+    while (e->drop_count > 0 && (max_keys == 0 || done < max_keys)) {
+        rc = cb(e->dropped[e->drop_head], NULL, 0, ud);
+        if (rc != 0)
+            return rc;
+        e->drop_head = (e->drop_head + 1) % SN_ENGINE_DROPPED_MAX;
+        e->drop_count--;
+        done++;
+        res->deleted++;
+    }
+    while (e->dirty_head != NULL && (max_keys == 0 || done < max_keys)) {
+        sn_baseline_entry *en = e->dirty_head;
+        key_state *ks = sn_baseline_entry_user(en);
+        sn_baseline *table = ks->seasonal ? e->seasonal : e->global;
+        /* Off the list first: the blob then holds no list pointers, only zeros. */
+        key_clean(e, en, ks);
+        char key[SN_ENGINE_SNAPSHOT_KEY_MAX];
+        snapshot_key(key, sizeof key, ks->seasonal ? 's' : 'g', en);
+        size_t len;
+        /* cannot fail: the buffer holds the largest blob of either table */
+        sn_baseline_entry_serialize(table, en, e->snap_buf, e->snap_cap, &len);
+        rc = cb(key, e->snap_buf, len, ud);
+        if (rc != 0) {
+            key_dirty(e, table, en, ks); /* written next time */
+            return rc;
+        }
+        ks->stored = 1;
+        done++;
+        res->written++;
+    }
+    res->complete = e->dirty_head == NULL && e->drop_count == 0;
+    return 0;
+}
+
+/* Whether detector state read from a snapshot is in range (the rest of key_state is bytes
+ * and counters any value of which is harmless). */
+static bool key_state_ok(const key_state *ks)
+{
+    const sn_cusum *c = &ks->cusum;
+    return isfinite(c->s_hi) && c->s_hi >= 0.0 && isfinite(c->s_lo) && c->s_lo >= 0.0 &&
+           isfinite(c->drift) && isfinite(ks->lmean) && isfinite(ks->lvar) && ks->lvar >= 0.0;
+}
+
+int sn_engine_restore(sn_engine *e, const char *key, const void *blob, size_t len)
+{
+    char which, svc[SN_NAME_MAX], mdl[SN_NAME_MAX];
+    sn_metric m;
+    int rc = parse_snapshot_key(key, &which, &m, svc, mdl);
+    if (rc != 0)
+        return rc;
+    sn_baseline *table = which == 'g' ? e->global : e->seasonal;
+    if (table == NULL)
+        return -EPROTO;
+    rc = snapshot_prepare(e);
+    if (rc != 0)
+        return rc;
+    sn_baseline_entry *en;
+    rc = sn_baseline_restore(table, blob, len, 0, &en);
+    if (rc != 0)
+        return rc;
+    key_state *ks = sn_baseline_entry_user(en);
+    /* The list fields came from the blob: this entry is on no list. */
+    ks->dirty = 0;
+    ks->dprev = ks->dnext = NULL;
+    ks->seasonal = which == 's';
+    if (sn_baseline_entry_metric(en) != m || strcmp(sn_baseline_entry_service(en), svc) != 0 ||
+        strcmp(sn_baseline_entry_model(en), mdl) != 0 || !key_state_ok(ks)) {
+        sn_baseline_remove(table, en);
+        return -EBADMSG;
+    }
+    /* The cached summary is recomputed from the restored statistics, never trusted. */
+    memset(ks->cache, 0, sizeof ks->cache);
+    ks->cache_n = 0;
+    ks->summary_ok = 0;
+    ks->since_summary = 0;
+    ks->stored = 1;
+    return 0;
+}
+
+bool sn_engine_snapshot_live(const sn_engine *e, const char *key)
+{
+    char which, svc[SN_NAME_MAX], mdl[SN_NAME_MAX];
+    sn_metric m;
+    if (parse_snapshot_key(key, &which, &m, svc, mdl) != 0)
+        return false;
+    const sn_baseline *table = which == 'g' ? e->global : e->seasonal;
+    return table != NULL && sn_baseline_find(table, svc, mdl, m) != NULL;
 }

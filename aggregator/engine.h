@@ -239,6 +239,60 @@ unsigned sn_engine_tick(sn_engine *e, int64_t now, sn_engine_emit_fn emit, void 
 /* Fills *out with the engine's counters. */
 void sn_engine_get_stats(const sn_engine *e, sn_engine_stats *out);
 
+/* ---- snapshots: baselines that survive a restart ---------------------------------------------
+ *
+ * Every baseline key (global and seasonal) can be written out as a blob (shared/baseline.h's
+ * per-entry format, its user area holding the key's detector state) under a text key:
+ *
+ *     "g/<metric>/<service length>/<service><model>"   (global; "s/..." seasonal, model + slot)
+ *
+ * A key that learns or whose detector state changes joins a dirty list (an O(1) link kept in
+ * its per-key state) and leaves it when written, so periodic snapshots write only what changed
+ * and each call costs O(keys written), whatever the size of the table. Keys the engine drops by
+ * itself (evicted for the budget, expired when idle) after they were written are queued (at most
+ * SN_ENGINE_DROPPED_MAX; beyond that the queue is marked lost) and handed out as deletions.
+ * What is not saved: the per-(service, model) windows (error rate, throughput, drift) -- short
+ * windows relearnt within minutes, and a restored throughput baseline would judge the
+ * restart's own silence as a drop -- and the budget spend (a restart starts the current
+ * period's spend from zero). */
+
+#define SN_ENGINE_DROPPED_MAX 1024u /* dropped keys remembered for deletion */
+/* The longest snapshot key text, NUL included. */
+#define SN_ENGINE_SNAPSHOT_KEY_MAX (2 + 32 + 8 + 2 * SN_NAME_MAX + 16)
+
+/* Receives one key: blob != NULL is its current state (len bytes, borrowed for the call) to
+ * store under key; blob == NULL means the key is gone and its snapshot should be deleted. A
+ * non-zero return stops the snapshot (the key stays dirty). */
+typedef int (*sn_engine_snapshot_fn)(const char *key, const void *blob, size_t len, void *ud);
+
+typedef struct sn_engine_snapshot_result {
+    uint64_t written; /* keys handed out with a blob */
+    uint64_t deleted; /* dropped keys handed out for deletion */
+    bool complete;    /* no dirty key or deletion is left (false: call again) */
+    bool lost_drops;  /* the dropped-key queue overflowed since the last call: some snapshots
+                         of gone keys were not handed out (see sn_engine_snapshot_live) */
+} sn_engine_snapshot_result;
+
+/* Hands out pending deletions, then the dirty keys in the order they changed (`all`: every
+ * key is marked dirty first, an O(keys) walk), at most max_keys in all (0: no limit); a key
+ * leaves the dirty list when cb returned 0 for it. Bounded work per call: call again while
+ * !res->complete. Allocates one buffer of the largest blob on first use (kept until destroy).
+ * Returns 0; the first non-zero cb return; -ENOMEM. *res (may be NULL) is filled in every case. */
+int sn_engine_snapshot(sn_engine *e, bool all, size_t max_keys, sn_engine_snapshot_fn cb, void *ud,
+                       sn_engine_snapshot_result *res);
+
+/* Restores one key from a snapshot written by sn_engine_snapshot. The key is restored not
+ * dirty. Returns 0; -EBADMSG for a corrupt blob, a key text that does not parse or does not
+ * match the blob, or detector state out of range; -EPROTO for a blob this configuration cannot
+ * hold (mode, sketch alpha, window, seasonal baselines off, another format version);
+ * -EEXIST when the key is already there; -ENOMEM. Nothing changes on failure. Restore before
+ * the first event: restoring may evict keys like any new key. */
+int sn_engine_restore(sn_engine *e, const char *key, const void *blob, size_t len);
+
+/* Whether a snapshot key names a key the engine holds now (for a full clean-up of stored
+ * snapshots after the dropped-key queue overflowed). A key that does not parse is not live. */
+bool sn_engine_snapshot_live(const sn_engine *e, const char *key);
+
 /* The global baseline table (read-only use: the REST API's baselines), in raw units. Metrics
  * with the log transform are scored in log space (sn_engine_metric_transform). */
 sn_baseline *sn_engine_baselines(sn_engine *e);

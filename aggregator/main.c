@@ -59,6 +59,8 @@ typedef struct agg_settings {
     char event_log[1024];
     char data_dir[1024];
     int64_t retention_days;
+    int64_t snapshot_interval_ns;
+    int64_t snapshot_batch;
     int64_t alerts_max;
     int64_t dedup_window_ns;
     int64_t quiet_period_ns;
@@ -104,6 +106,12 @@ static const sn_config_desc descriptors[] = {
      .env = "SENTINEL_DATA_DIR"},
     SN_CFG_INT("state.retention_days", agg_settings, retention_days, "365", 1, 36500,
                "anomaly history older than this many days is purged (checked daily)"),
+    SN_CFG_DURATION("state.snapshot_interval", agg_settings, snapshot_interval_ns, "60s",
+                    SN_NS_PER_SEC, INT64_C(24) * 3600 * SN_NS_PER_SEC,
+                    "baselines that changed are written to the store this often (and at "
+                    "shutdown), so a restart resumes them instead of starting cold"),
+    SN_CFG_INT("state.snapshot_batch", agg_settings, snapshot_batch, "2000", 1, 1000000,
+               "most baseline keys written per second while a snapshot is in progress"),
     SN_CFG_INT("alerts.max_active", agg_settings, alerts_max, "1024", 1, 1000000,
                "alerts held in memory (firing, and recently resolved for grouping)"),
     SN_CFG_DURATION("alerts.dedup_window", agg_settings, dedup_window_ns, "5m", SN_NS_PER_SEC,
@@ -166,6 +174,12 @@ typedef struct aggregator {
     sn_api *api;
     uv_timer_t tick;
     int64_t next_purge_ns;
+    /* baseline snapshots (loop thread) */
+    int64_t next_snapshot_ns;
+    int64_t snap_started_ns;             /* the round in progress began; 0: none */
+    bool snap_force_all;                 /* a failed commit: the next round writes every key */
+    uint64_t snap_written, snap_deleted; /* this round */
+    uint64_t snap_written_total, snap_deleted_total, snap_failures;
 
     /* the hand-off from the ingest handler thread: guarded by mu */
     pthread_mutex_t mu;
@@ -415,6 +429,153 @@ static int apply_on_loop(aggregator *a, const sn_ingest_batch *b)
     return 0;
 }
 
+/* ---- baseline snapshots ------------------------------------------------------------------------
+ */
+
+/* Engine snapshot callback: stores a key's blob, or deletes the snapshot of a dropped key. */
+static int snapshot_write(const char *key, const void *blob, size_t len, void *ud)
+{
+    aggregator *a = ud;
+    if (blob == NULL) {
+        a->snap_deleted++;
+        return sn_store_baseline_delete(a->store, key);
+    }
+    a->snap_written++;
+    return sn_store_baseline_put(a->store, key, blob, len, now_ns());
+}
+
+/* Store visitor after the engine's dropped-key queue overflowed: deletes every snapshot of a
+ * key the engine no longer holds. */
+static int snapshot_reconcile(const char *key, const void *blob, size_t len, int64_t updated_ns,
+                              void *ud)
+{
+    (void)blob, (void)len, (void)updated_ns;
+    aggregator *a = ud;
+    if (sn_engine_snapshot_live(a->engine, key))
+        return 0;
+    a->snap_deleted++;
+    return sn_store_baseline_delete(a->store, key);
+}
+
+/* Writes at most max_keys changed baselines (0: all) and pending deletions in one transaction.
+ * Returns 1 when nothing is left to write, 0 when more remains, -1 after a failure (logged; the
+ * transaction is rolled back and the next round rewrites every key, since the engine already
+ * counted the failed ones as written). */
+static int snapshot_step(aggregator *a, size_t max_keys)
+{
+    if (sn_store_begin(a->store) != 0) {
+        a->snap_failures++;
+        sn_log_error("cannot begin a snapshot", SN_LOG_STR("error", sn_store_errmsg(a->store)));
+        return -1;
+    }
+    sn_engine_snapshot_result res;
+    int rc = sn_engine_snapshot(a->engine, a->snap_force_all, max_keys, snapshot_write, a, &res);
+    a->snap_force_all = false;
+    if (rc == 0 && res.lost_drops) {
+        sn_log_warn("baseline snapshot: too many keys dropped at once; checking every stored key");
+        rc = sn_store_baseline_foreach(a->store, NULL, snapshot_reconcile, a);
+    }
+    if (rc == 0)
+        rc = sn_store_commit(a->store);
+    if (rc != 0) {
+        sn_log_error(
+            "cannot write the baseline snapshot",
+            SN_LOG_STR("error", rc == -ENOMEM ? "out of memory" : sn_store_errmsg(a->store)));
+        sn_store_rollback(a->store);
+        a->snap_failures++;
+        a->snap_force_all = true;
+        a->snap_written = a->snap_deleted = 0;
+        return -1;
+    }
+    return res.complete ? 1 : 0;
+}
+
+/* Ends a snapshot round: totals and one log line. */
+static void snapshot_done(aggregator *a, int64_t now, const char *why)
+{
+    a->snap_written_total += a->snap_written;
+    a->snap_deleted_total += a->snap_deleted;
+    if (a->snap_written > 0 || a->snap_deleted > 0 || strcmp(why, "shutdown") == 0) {
+        sn_engine_stats es;
+        sn_engine_get_stats(a->engine, &es);
+        sn_log_info("baselines snapshot written", SN_LOG_STR("when", why),
+                    SN_LOG_UINT("written", a->snap_written),
+                    SN_LOG_UINT("deleted", a->snap_deleted), SN_LOG_UINT("keys", es.keys),
+                    SN_LOG_DBL("seconds", (double)(now_ns() - a->snap_started_ns) / 1e9));
+    }
+    a->snap_written = a->snap_deleted = 0;
+    a->snap_started_ns = 0;
+    a->next_snapshot_ns = now + a->set->snapshot_interval_ns;
+}
+
+/* Loop tick: every snapshot_interval a round starts; each tick writes at most snapshot_batch
+ * keys until the round is complete, so a large table never stalls the loop. */
+static void snapshot_tick(aggregator *a, int64_t now)
+{
+    if (a->snap_started_ns == 0) {
+        if (now < a->next_snapshot_ns)
+            return;
+        a->snap_started_ns = now_ns();
+    }
+    int rc = snapshot_step(a, (size_t)a->set->snapshot_batch);
+    if (rc < 0) {
+        a->snap_started_ns = 0;
+        a->next_snapshot_ns = now + a->set->snapshot_interval_ns;
+    } else if (rc == 1) {
+        snapshot_done(a, now, "interval");
+    }
+}
+
+/* At shutdown, after the last batch: every changed key, whatever the batch size. */
+static void snapshot_final(aggregator *a)
+{
+    if (a->engine == NULL || a->store == NULL)
+        return;
+    if (a->snap_started_ns == 0)
+        a->snap_started_ns = now_ns();
+    if (snapshot_step(a, 0) == 1)
+        snapshot_done(a, now_ns(), "shutdown");
+}
+
+/* Store visitor at start: restores one key, counting the outcome; never stops the walk. */
+typedef struct restore_counts {
+    aggregator *a;
+    uint64_t restored, corrupt, incompatible, other;
+} restore_counts;
+
+static int restore_baseline(const char *key, const void *blob, size_t len, int64_t updated_ns,
+                            void *ud)
+{
+    (void)updated_ns;
+    restore_counts *c = ud;
+    int rc = sn_engine_restore(c->a->engine, key, blob, len);
+    if (rc == 0) {
+        c->restored++;
+        return 0;
+    }
+    uint64_t *n = rc == -EBADMSG ? &c->corrupt : rc == -EPROTO ? &c->incompatible : &c->other;
+    if (++*n <= 5) /* a few examples; the counts say the rest */
+        sn_log_warn("baseline snapshot skipped", SN_LOG_STR("key", key), SN_LOG_ERRNO(rc));
+    return 0;
+}
+
+/* Restores every stored baseline into the engine (before ingest starts). Snapshots that were
+ * skipped stay in the store until the key is written again or dropped. */
+static void restore_baselines(aggregator *a)
+{
+    restore_counts c = {.a = a};
+    int64_t t0 = now_ns();
+    int rc = sn_store_baseline_foreach(a->store, NULL, restore_baseline, &c);
+    if (rc != 0)
+        sn_log_error("cannot read the baseline snapshots",
+                     SN_LOG_STR("error", sn_store_errmsg(a->store)));
+    sn_log_info("baselines restored", SN_LOG_UINT("keys", c.restored),
+                SN_LOG_UINT("corrupt", c.corrupt), SN_LOG_UINT("incompatible", c.incompatible),
+                SN_LOG_UINT("failed", c.other),
+                SN_LOG_DBL("seconds", (double)(now_ns() - t0) / 1e9));
+    a->next_snapshot_ns = now_ns() + a->set->snapshot_interval_ns;
+}
+
 /* Loop thread, every second: silence-driven detection, alerts going quiet, daily purge. */
 static void on_tick(uv_timer_t *t)
 {
@@ -436,6 +597,7 @@ static void on_tick(uv_timer_t *t)
                      SN_LOG_STR("error", sn_store_errmsg(a->store)));
         sn_store_rollback(a->store);
     }
+    snapshot_tick(a, now);
 }
 
 /* Loop thread: takes every queued batch (libuv coalesces wake-ups) and applies each. */
@@ -539,6 +701,7 @@ static void stopped_ingest(uv_work_t *w, int status)
     (void)status;
     aggregator *a = w->data;
     on_wake(&a->wake);
+    snapshot_final(a);
     if (a->loop_call != NULL)
         sn_loop_call_close(a->loop_call);
     uv_close((uv_handle_t *)&a->tick, NULL);
@@ -873,6 +1036,7 @@ static int start_detection(aggregator *a)
         sn_log_error("cannot create the detection engine", SN_LOG_STR("error", cerr.msg));
         return 1;
     }
+    restore_baselines(a);
     sn_alerts_config ac;
     sn_alerts_config_init(&ac);
     ac.max_alerts = (size_t)s->alerts_max;

@@ -291,6 +291,8 @@ int sn_baseline_get(sn_baseline *b, const char *service, const char *model, sn_m
     size_t bytes = chunk_bytes(size);
     /* used <= budget always holds, so budget - used cannot wrap. */
     while (bytes > b->cfg.memory_budget - b->used && b->oldest != NULL) {
+        if (b->cfg.on_drop != NULL)
+            b->cfg.on_drop(b->oldest, b->cfg.on_drop_ud);
         sn_baseline_remove(b, b->oldest);
         b->evicted++;
     }
@@ -382,6 +384,8 @@ uint64_t sn_baseline_expire(sn_baseline *b, int64_t now, int64_t idle_ns)
     while (e != NULL) {
         sn_baseline_entry *next = e->next;
         if (now >= e->last_seen && (uint64_t)now - (uint64_t)e->last_seen > (uint64_t)idle_ns) {
+            if (b->cfg.on_drop != NULL)
+                b->cfg.on_drop(e, b->cfg.on_drop_ud);
             sn_baseline_remove(b, e);
             removed++;
         }
@@ -456,4 +460,316 @@ void *sn_baseline_entry_user(sn_baseline_entry *e)
     if (e->user_off == e->stats_off)
         return NULL;
     return (char *)e + e->user_off;
+}
+
+/* ---- persistence ------------------------------------------------------------------------------
+ * Layout in baseline.h. Offsets of the fixed header: */
+#define BLOB_MAGIC     0x31424e53u /* "SNB1" read little-endian */
+#define BLOB_HEADER    108u
+#define BLOB_CRC       4u
+#define BLOB_FLAG_CUR1 0x01u
+#define SAMPLE_CHUNK   256u /* samples copied per step through the stack */
+
+/* CRC-32 (IEEE 802.3, reflected 0xEDB88320), four bits at a time (as shared/sketch.c). */
+static uint32_t blob_crc32(const uint8_t *p, size_t n)
+{
+    static const uint32_t nibble[16] = {0x00000000, 0x1DB71064, 0x3B6E20C8, 0x26D930AC,
+                                        0x76DC4190, 0x6B6B51F4, 0x4DB26158, 0x5005713C,
+                                        0xEDB88320, 0xF00F9344, 0xD6D6A3E8, 0xCB61B38C,
+                                        0x9B64C2B0, 0x86D3D2D4, 0xA00AE278, 0xBDBDF21C};
+    uint32_t crc = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        crc ^= p[i];
+        crc = (crc >> 4) ^ nibble[crc & 15];
+        crc = (crc >> 4) ^ nibble[crc & 15];
+    }
+    return ~crc;
+}
+
+static void put_u16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_f64(uint8_t *p, double d)
+{
+    uint64_t v;
+    memcpy(&v, &d, sizeof v);
+    put_u64(p, v);
+}
+
+static uint16_t get_u16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++)
+        v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static double get_f64(const uint8_t *p)
+{
+    uint64_t v = get_u64(p);
+    double d;
+    memcpy(&d, &v, sizeof d);
+    return d;
+}
+
+/* Serialized size of one sketch of the table's bucket cap at its fullest (sketch.h's
+ * SN_SKETCH_MAX_SERIALIZED formula for cfg.sketch_buckets). */
+static size_t sketch_blob_max(const sn_baseline *b)
+{
+    return 88u + 4u * (size_t)b->cfg.sketch_buckets + 4u;
+}
+
+size_t sn_baseline_serialized_max(const sn_baseline *b)
+{
+    size_t n = BLOB_HEADER + 2 * (SN_NAME_MAX - 1) + b->cfg.user_bytes + BLOB_CRC;
+    if (b->cfg.mode == SN_BASELINE_EXACT)
+        return n + 4 + 8 * (size_t)b->cfg.window;
+    return n + 2 * (4 + sketch_blob_max(b));
+}
+
+size_t sn_baseline_entry_serialized_size(const sn_baseline *b, const sn_baseline_entry *e)
+{
+    const char *svc = sn_baseline_entry_service(e);
+    size_t n =
+        BLOB_HEADER + strlen(svc) + strlen(svc + e->model_off) + b->cfg.user_bytes + BLOB_CRC;
+    if (b->cfg.mode == SN_BASELINE_EXACT)
+        return n + 4 + 8 * (size_t)sn_window_count(entry_window(e));
+    return n + 8 + sn_sketch_serialized_size(entry_sketch(b, e, 0)) +
+           sn_sketch_serialized_size(entry_sketch(b, e, 1));
+}
+
+int sn_baseline_entry_serialize(const sn_baseline *b, const sn_baseline_entry *e, void *buf,
+                                size_t cap, size_t *len)
+{
+    size_t need = sn_baseline_entry_serialized_size(b, e);
+    if (cap < need)
+        return -ENOSPC;
+    uint8_t *p = buf;
+    const char *svc = sn_baseline_entry_service(e), *mdl = sn_baseline_entry_model(e);
+    size_t slen = strlen(svc), mlen = strlen(mdl);
+    memset(p, 0, BLOB_HEADER);
+    put_u32(p + 0, BLOB_MAGIC);
+    put_u16(p + 4, SN_BASELINE_BLOB_VERSION);
+    p[6] = (uint8_t)b->cfg.mode;
+    p[7] = e->metric;
+    put_u16(p + 8, (uint16_t)slen);
+    put_u16(p + 10, (uint16_t)mlen);
+    p[12] = b->cfg.mode == SN_BASELINE_COMPACT && e->cur ? BLOB_FLAG_CUR1 : 0;
+    put_u64(p + 16, e->seen);
+    put_u64(p + 24, (uint64_t)e->last_seen);
+    put_u64(p + 32, e->all.n);
+    put_f64(p + 40, e->all.mean);
+    put_f64(p + 48, e->all.m2);
+    put_f64(p + 56, e->all.min);
+    put_f64(p + 64, e->all.max);
+    put_f64(p + 72, e->ewma.alpha);
+    put_f64(p + 80, e->ewma.mean);
+    put_f64(p + 88, e->ewma.var);
+    put_u64(p + 96, e->ewma.n);
+    put_u32(p + 104, (uint32_t)b->cfg.user_bytes);
+    uint8_t *c = p + BLOB_HEADER;
+    memcpy(c, svc, slen);
+    c += slen;
+    memcpy(c, mdl, mlen);
+    c += mlen;
+    if (b->cfg.user_bytes > 0)
+        memcpy(c, (const char *)e + e->user_off, b->cfg.user_bytes);
+    c += b->cfg.user_bytes;
+    if (b->cfg.mode == SN_BASELINE_EXACT) {
+        const sn_window *w = entry_window(e);
+        uint32_t n = sn_window_count(w);
+        put_u32(c, n);
+        c += 4;
+        double chunk[SAMPLE_CHUNK];
+        for (uint32_t from = 0; from < n;) {
+            uint32_t got = sn_window_samples_from(w, from, chunk, SAMPLE_CHUNK);
+            for (uint32_t i = 0; i < got; i++, c += 8)
+                put_f64(c, chunk[i]);
+            from += got;
+        }
+    } else {
+        for (unsigned k = 0; k < 2; k++) {
+            size_t sl;
+            /* cannot fail: need counted both sketches' exact sizes */
+            sn_sketch_serialize(entry_sketch(b, e, k), c + 4, (size_t)(p + cap - (c + 4)), &sl);
+            put_u32(c, (uint32_t)sl);
+            c += 4 + sl;
+        }
+    }
+    put_u32(c, blob_crc32(p, (size_t)(c - p)));
+    *len = need;
+    return 0;
+}
+
+/* Whether Welford moments read from a blob are self-consistent for n samples. */
+static bool welford_ok(const sn_welford *w)
+{
+    if (w->n == 0)
+        return isnan(w->mean) && isnan(w->min) && isnan(w->max) && w->m2 == 0.0;
+    return sn_stats_sample_ok(w->min) && sn_stats_sample_ok(w->max) && w->min <= w->max &&
+           isfinite(w->mean) && isfinite(w->m2) && w->m2 >= 0.0;
+}
+
+/* Whether an EWMA read from a blob is self-consistent. */
+static bool ewma_ok(const sn_ewma *x)
+{
+    if (!(x->alpha > 0.0 && x->alpha <= 1.0))
+        return false;
+    if (x->n == 0)
+        return isnan(x->mean) && x->var == 0.0;
+    return isfinite(x->mean) && isfinite(x->var) && x->var >= 0.0;
+}
+
+/* Parses one length-prefixed sketch at *off of p[0..end). Returns 0, -EBADMSG or -ENOMEM. */
+static int read_sketch(const uint8_t *p, size_t end, size_t *off, sn_sketch **out)
+{
+    if (end - *off < 4)
+        return -EBADMSG;
+    size_t sl = get_u32(p + *off);
+    *off += 4;
+    if (sl > end - *off)
+        return -EBADMSG;
+    int rc = sn_sketch_deserialize(out, p + *off, sl);
+    *off += sl;
+    return rc;
+}
+
+int sn_baseline_restore(sn_baseline *b, const void *blob, size_t len, int64_t now,
+                        sn_baseline_entry **out)
+{
+    const uint8_t *p = blob;
+    if (blob == NULL || len < BLOB_HEADER + BLOB_CRC || get_u32(p) != BLOB_MAGIC)
+        return -EBADMSG;
+    size_t end = len - BLOB_CRC; /* the checksummed part */
+    if (blob_crc32(p, end) != get_u32(p + end))
+        return -EBADMSG;
+    if (get_u16(p + 4) != SN_BASELINE_BLOB_VERSION)
+        return -EPROTO;
+    unsigned mode = p[6], metric = p[7], flags = p[12];
+    size_t slen = get_u16(p + 8), mlen = get_u16(p + 10);
+    if (mode > SN_BASELINE_COMPACT || metric >= SN_METRIC_COUNT || p[13] != 0 || p[14] != 0 ||
+        p[15] != 0 || (flags & ~BLOB_FLAG_CUR1) != 0 || (mode == SN_BASELINE_EXACT && flags != 0))
+        return -EBADMSG;
+    if (slen == 0 || slen >= SN_NAME_MAX || mlen >= SN_NAME_MAX)
+        return -EBADMSG;
+    if (mode != (unsigned)b->cfg.mode)
+        return -EPROTO;
+    uint64_t seen = get_u64(p + 16);
+    int64_t last_seen = (int64_t)get_u64(p + 24);
+    sn_welford all = {get_u64(p + 32), get_f64(p + 40), get_f64(p + 48), get_f64(p + 56),
+                      get_f64(p + 64)};
+    sn_ewma ew = {get_f64(p + 72), get_f64(p + 80), get_f64(p + 88), get_u64(p + 96)};
+    size_t ulen = get_u32(p + 104);
+    if (all.n != seen || ew.n != seen || !welford_ok(&all) || !ewma_ok(&ew))
+        return -EBADMSG;
+    if (end - BLOB_HEADER < slen + mlen)
+        return -EBADMSG;
+    if (ulen != b->cfg.user_bytes)
+        return ulen > end - BLOB_HEADER - slen - mlen ? -EBADMSG : -EPROTO;
+    if (end - BLOB_HEADER - slen - mlen < ulen)
+        return -EBADMSG;
+    char service[SN_NAME_MAX], model[SN_NAME_MAX];
+    const uint8_t *names = p + BLOB_HEADER;
+    if (memchr(names, '\0', slen + mlen) != NULL)
+        return -EBADMSG;
+    memcpy(service, names, slen);
+    service[slen] = '\0';
+    memcpy(model, names + slen, mlen);
+    model[mlen] = '\0';
+    const uint8_t *user = names + slen + mlen;
+    size_t off = BLOB_HEADER + slen + mlen + ulen;
+
+    /* The statistics: validate everything before the table changes. */
+    uint32_t nsamples = 0;
+    size_t samples_off = 0;
+    sn_sketch *sk[2] = {NULL, NULL};
+    sn_baseline_entry *e;
+    int rc;
+    if (mode == SN_BASELINE_EXACT) {
+        if (end - off < 4)
+            return -EBADMSG;
+        nsamples = get_u32(p + off);
+        off += 4;
+        if (nsamples > SN_WINDOW_MAX_CAPACITY || (size_t)nsamples * 8 != end - off ||
+            nsamples > seen)
+            return -EBADMSG;
+        samples_off = off;
+        for (uint32_t i = 0; i < nsamples; i++)
+            if (!sn_stats_sample_ok(get_f64(p + off + 8 * (size_t)i)))
+                return -EBADMSG;
+    } else {
+        rc = read_sketch(p, end, &off, &sk[0]);
+        if (rc == 0)
+            rc = read_sketch(p, end, &off, &sk[1]);
+        if (rc != 0)
+            goto out_free_sketches;
+        rc = -EBADMSG;
+        if (off != end || sn_sketch_count(sk[0]) + sn_sketch_count(sk[1]) > seen)
+            goto out_free_sketches;
+        rc = -EPROTO;
+        if (sn_sketch_alpha(sk[0]) != b->cfg.sketch_alpha ||
+            sn_sketch_alpha(sk[1]) != b->cfg.sketch_alpha ||
+            sn_sketch_count(sk[0]) > b->cfg.window || sn_sketch_count(sk[1]) > b->cfg.window)
+            goto out_free_sketches;
+    }
+    rc = -EEXIST;
+    if (sn_baseline_find(b, service, model, (sn_metric)metric) != NULL)
+        goto out_free_sketches;
+
+    rc = sn_baseline_get(b, service, model, (sn_metric)metric, now, &e);
+    if (rc != 0)
+        goto out_free_sketches;
+    e->seen = seen;
+    e->last_seen = last_seen;
+    e->all = all;
+    e->ewma = ew;
+    e->ewma.alpha = b->cfg.ewma_alpha; /* the table's smoothing from now on */
+    if (ulen > 0)
+        memcpy((char *)e + e->user_off, user, ulen);
+    if (mode == SN_BASELINE_EXACT) {
+        uint32_t skip = nsamples > b->cfg.window ? nsamples - b->cfg.window : 0;
+        for (uint32_t i = skip; i < nsamples; i++)
+            sn_window_add(entry_window(e), get_f64(p + samples_off + 8 * (size_t)i));
+    } else {
+        /* Same alpha and both counts within the window: the merges cannot fail. */
+        for (unsigned k = 0; k < 2; k++)
+            sn_sketch_merge(entry_sketch(b, e, k), sk[k]);
+        e->cur = (flags & BLOB_FLAG_CUR1) ? 1 : 0;
+    }
+    if (out != NULL)
+        *out = e;
+    rc = 0;
+
+out_free_sketches:
+    sn_sketch_destroy(sk[1]);
+    sn_sketch_destroy(sk[0]);
+    return rc;
 }

@@ -61,6 +61,11 @@ typedef struct sn_baseline_config {
     size_t user_bytes;       /* a caller's area of this many bytes in every entry (per-key
                                 detector state), zeroed when the entry is created and freed
                                 with it; counted in the budget; 0..SN_BASELINE_USER_MAX */
+    /* Optional: called with each entry the table drops by itself -- evicted for the budget or
+     * expired -- just before it is freed (not for sn_baseline_remove or destroy), so the owner
+     * can forget copies of it (e.g. delete its snapshot). It must not call into the table. */
+    void (*on_drop)(const sn_baseline_entry *e, void *ud);
+    void *on_drop_ud;
 } sn_baseline_config;
 
 /* Counters for /metrics and the API. */
@@ -140,5 +145,50 @@ size_t sn_baseline_entry_bytes(const sn_baseline_entry *e); /* accounted bytes o
  * when user_bytes is 0. The caller keeps per-key state there (detector sums, counters); it lives
  * and dies with the entry -- eviction and expiry drop it without telling the caller. */
 void *sn_baseline_entry_user(sn_baseline_entry *e);
+
+/* ---- persistence (snapshots that survive a restart) ------------------------------------------
+ *
+ * One entry serialises to a self-contained, little-endian, versioned, CRC-32 protected blob:
+ *
+ *   magic "SNB1" u32 | version u16 | mode u8 | metric u8 | service length u16 | model length u16
+ *   | flags u8 (bit 0: current sketch) | 3 zero bytes | seen u64 | last_seen i64
+ *   | Welford: n u64, mean, m2, min, max (f64) | EWMA: alpha, mean, var (f64), n u64
+ *   | user length u32 | service bytes | model bytes | user bytes
+ *   | EXACT: sample count u32, samples f64 oldest first
+ *     COMPACT: length u32 + sn_sketch blob, twice (sketch 0, sketch 1)
+ *   | CRC-32 of everything before it, u32.
+ *
+ * The size is bounded by sn_baseline_serialized_max() of the table (EXACT: 8 bytes per window
+ * sample; COMPACT: two sketch blobs). The user area is copied as bytes: its owner (the engine)
+ * validates its own contents after a restore. */
+
+#define SN_BASELINE_BLOB_VERSION 1u
+
+/* The largest blob any entry of this table serialises to (for sizing one reusable buffer). */
+size_t sn_baseline_serialized_max(const sn_baseline *b);
+
+/* The exact size sn_baseline_entry_serialize writes for e. */
+size_t sn_baseline_entry_serialized_size(const sn_baseline *b, const sn_baseline_entry *e);
+
+/* Writes e into buf[0..cap) and stores the length in *len. Returns 0, or -ENOSPC when cap is
+ * below sn_baseline_entry_serialized_size (buf may then be partly written). Never allocates and
+ * does not change the entry or its LRU position. */
+int sn_baseline_entry_serialize(const sn_baseline *b, const sn_baseline_entry *e, void *buf,
+                                size_t cap, size_t *len);
+
+/* Recreates an entry from a blob of sn_baseline_entry_serialize (the whole of blob[0..len)) and
+ * stores it in *out (may be NULL). The entry gets the blob's samples, moments, counts, last seen
+ * time and user area, and becomes the most recently updated entry (restore in last-seen order
+ * to keep the eviction order); `now` is only the creation time of the key while it is filled.
+ * EXACT: when the blob holds more samples than this table's window, the newest are kept.
+ * Every field is validated before anything changes; never reads outside blob[0..len).
+ * Returns 0; -EBADMSG for a truncated, extended or corrupt blob (magic, checksum, lengths,
+ * names, non-finite or out-of-range statistics, counts that do not add up); -EPROTO for a valid
+ * blob this table cannot hold (another version, mode, sketch alpha, user area size, or a sketch
+ * larger than the window); -EEXIST when the key already has an entry (left as it is); -EINVAL
+ * or -ENAMETOOLONG for a bad key; -ENOMEM when allocation fails. The table is unchanged on
+ * failure, except that creating the entry may have evicted others (as sn_baseline_get does). */
+int sn_baseline_restore(sn_baseline *b, const void *blob, size_t len, int64_t now,
+                        sn_baseline_entry **out);
 
 #endif

@@ -293,3 +293,16 @@ uint32_t sn_window_samples(const sn_window *w, double *dst, uint32_t max)
     }
     return n;
 }
+
+uint32_t sn_window_samples_from(const sn_window *w, uint32_t from, double *dst, uint32_t max)
+{
+    if (from >= w->n)
+        return 0;
+    uint32_t n = w->n - from < max ? w->n - from : max;
+    uint64_t idx = ((uint64_t)w->head + from) % w->cap;
+    for (uint32_t i = 0; i < n; i++) {
+        dst[i] = RING(w)[idx];
+        idx = idx + 1 == w->cap ? 0 : idx + 1;
+    }
+    return n;
+}

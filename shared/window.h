@@ -81,4 +81,9 @@ void sn_window_summary(const sn_window *w, sn_summary *out);
  * snapshots). */
 uint32_t sn_window_samples(const sn_window *w, double *dst, uint32_t max);
 
+/* Copies up to `max` samples starting at the from-th oldest (0 = the oldest) into dst, oldest
+ * first, and returns how many were copied (0 when from >= the count): snapshots of any window
+ * size through a small buffer. */
+uint32_t sn_window_samples_from(const sn_window *w, uint32_t from, double *dst, uint32_t max);
+
 #endif
