@@ -2036,13 +2036,17 @@ static void on_drop_seasonal(const sn_baseline_entry *en, void *ud)
     on_drop(ud, 's', en);
 }
 
-/* Puts every key on the dirty list (a full snapshot). */
+/* Puts every key of one table on the dirty list (a full snapshot). */
+typedef struct mark_all {
+    sn_engine *e;
+    sn_baseline *table;
+} mark_all;
+
 static int mark_dirty(const sn_baseline_entry *en, void *arg)
 {
-    sn_engine *e = arg;
-    sn_baseline_entry *m = (sn_baseline_entry *)en;
-    key_state *ks = sn_baseline_entry_user(m);
-    key_dirty(e, ks->seasonal ? e->seasonal : e->global, m, ks);
+    const mark_all *m = arg;
+    sn_baseline_entry *me = (sn_baseline_entry *)en; /* the table is ours: it is mutable */
+    key_dirty(m->e, m->table, me, sn_baseline_entry_user(me));
     return 0;
 }
 
@@ -2059,9 +2063,10 @@ int sn_engine_snapshot(sn_engine *e, bool all, size_t max_keys, sn_engine_snapsh
     res->lost_drops = e->drop_lost;
     e->drop_lost = false;
     if (all) {
-        sn_baseline_foreach(e->global, mark_dirty, e);
+        mark_all g = {e, e->global}, se = {e, e->seasonal};
+        sn_baseline_foreach(e->global, mark_dirty, &g);
         if (e->seasonal != NULL)
-            sn_baseline_foreach(e->seasonal, mark_dirty, e);
+            sn_baseline_foreach(e->seasonal, mark_dirty, &se);
     }
     size_t done = 0;
     while (e->drop_count > 0 && (max_keys == 0 || done < max_keys)) {
