@@ -43,7 +43,7 @@
 #include <stdint.h>
 
 #define SN_LIVE_PATH                  "/ws/realtime"
-#define SN_LIVE_DEFAULT_MAX_CLIENTS   64u
+#define SN_LIVE_DEFAULT_MAX_CLIENTS   32u /* below the API server's 64 connections */
 #define SN_LIVE_DEFAULT_BACKLOG_MSGS  256u
 #define SN_LIVE_DEFAULT_BACKLOG_BYTES (1u << 20) /* 1 MiB */
 #define SN_LIVE_DEFAULT_HEARTBEAT_MS  15000u
