@@ -611,19 +611,30 @@ int sn_batch_append_event_record(const sn_event *ev, uint8_t *buf, size_t cap, s
         return -EINVAL;
     sentinel_v1_LlmEvent m;
     event_to_pb(&m, ev);
-    size_t size = 0;
-    if (!pb_get_encoded_size(&size, sentinel_v1_LlmEvent_fields, &m))
-        return -EIO;
-    /* tag (1 byte: field 3, length-delimited) + length (at most 2 bytes, see above) + message */
-    size_t need = 1 + (size < 128 ? 1 : 2) + size;
-    if (cap - *len < need)
+    /* One pass: the message is written after room for the tag and a two-byte length, then the
+     * tag and length go in front of it (moving it back a byte when the length takes one). */
+    uint8_t *at = buf + *len;
+    size_t room = cap - *len;
+    if (room < 3)
         return -ENOBUFS;
-    pb_ostream_t os = pb_ostream_from_buffer(buf + *len, need);
-    if (!pb_encode_tag(&os, PB_WT_STRING, sentinel_v1_Batch_events_tag) ||
-        !pb_encode_varint(&os, size) || !pb_encode(&os, sentinel_v1_LlmEvent_fields, &m) ||
-        os.bytes_written != need)
+    pb_ostream_t os = pb_ostream_from_buffer(at + 3, room - 3);
+    if (!pb_encode(&os, sentinel_v1_LlmEvent_fields, &m)) {
+        size_t need = 0;
+        if (pb_get_encoded_size(&need, sentinel_v1_LlmEvent_fields, &m) && need + 3 > room)
+            return -ENOBUFS;
         return -EIO;
-    *len += need;
+    }
+    size_t size = os.bytes_written;
+    at[0] = (uint8_t)((sentinel_v1_Batch_events_tag << 3) | PB_WT_STRING);
+    if (size < 128) {
+        at[1] = (uint8_t)size;
+        memmove(at + 2, at + 3, size);
+        *len += 2 + size;
+    } else {
+        at[1] = (uint8_t)(0x80 | (size & 0x7f));
+        at[2] = (uint8_t)(size >> 7); /* < 128: sentinel_v1_LlmEvent_size < 16384 */
+        *len += 3 + size;
+    }
     return 0;
 }
 
