@@ -24,6 +24,7 @@
 #include "baseline.h"
 #include "cli.h"
 #include "dashboard.h"
+#include "deliver/deliver.h"
 #include "engine.h"
 #include "ingest.h"
 #include "live.h"
@@ -69,6 +70,7 @@ typedef struct agg_settings {
     sn_config_address http_endpoint;
     char api_token[256];
     sn_engine_config engine;
+    sn_deliver_settings deliver;
     sn_cli_log_settings log;
 } agg_settings;
 
@@ -132,6 +134,7 @@ static const sn_config_desc descriptors[] = {
              "bearer token required on /api/ (empty: open); /health and /metrics stay open"),
      .env = "SENTINEL_API_TOKEN", .flags = SN_CONFIG_SECRET},
     SN_ENGINE_DESCRIPTORS("engine", agg_settings, engine),
+    SN_DELIVER_DESCRIPTORS(agg_settings, deliver),
     SN_CLI_LOG_DESCRIPTORS(agg_settings, log),
 };
 
@@ -172,6 +175,7 @@ typedef struct aggregator {
     sn_loop_call *loop_call;
     sn_live *live; /* /ws/realtime */
     sn_api *api;
+    sn_deliver *deliver; /* alert sinks; NULL until started */
     uv_timer_t tick;
     int64_t next_purge_ns;
     /* baseline snapshots (loop thread) */
@@ -372,6 +376,12 @@ static void on_alert_change(sn_alert_change change, const sn_alert *al, void *ud
         sn_log_error("cannot store an alert", SN_LOG_STR("alert_id", al->alert_id),
                      SN_LOG_STR("error", sn_store_errmsg(a->store)));
     }
+    /* Queued in the same transaction as the alert (the caller commits), so a restart can lose
+     * neither; the workers are woken after the commit. */
+    if (a->deliver != NULL &&
+        sn_deliver_enqueue(a->deliver, a->store, change, al, now_ns(), NULL) < 0)
+        sn_log_error("cannot queue an alert for delivery", SN_LOG_STR("alert_id", al->alert_id),
+                     SN_LOG_STR("error", sn_store_errmsg(a->store)));
     sn_log_level lvl = change == SN_ALERT_CHANGE_UPDATED ? SN_LOG_DEBUG : SN_LOG_WARN;
     sn_log(lvl, "alert", SN_LOG_STR("change", change_names[change]),
            SN_LOG_STR("status", al->status == SN_ALERT_FIRING ? "firing" : "resolved"),
@@ -415,6 +425,8 @@ static int apply_on_loop(aggregator *a, const sn_ingest_batch *b)
     rc = sn_store_seq_put(a->store, b->sidecar_id, b->sequence, now);
     if (rc == 0)
         rc = sn_store_commit(a->store);
+    if (rc == 0 && a->deliver != NULL)
+        sn_deliver_kick(a->deliver); /* what the batch queued is durable now */
     if (rc != 0) {
         /* The detection already happened; only the persistence failed. Counted and logged:
          * refusing the batch now would apply its events twice when the sidecar resends. */
@@ -591,6 +603,8 @@ static void on_tick(uv_timer_t *t)
             sn_log_error("purge failed", SN_LOG_STR("error", sn_store_errmsg(a->store)));
         a->next_purge_ns = now + INT64_C(24) * 3600 * SN_NS_PER_SEC;
     }
+    if (a->deliver != NULL)
+        sn_deliver_kick(a->deliver);
     if (sn_store_commit(a->store) != 0) {
         a->store_errors++;
         sn_log_error("cannot commit the tick's state",
@@ -956,17 +970,40 @@ static int api_config_post(void *ud, const json_t *changes, json_t **out, char *
     return *out == NULL ? -ENOMEM : 0;
 }
 
+/* Creates the metrics registry and starts alert delivery: one worker per configured sink, with
+ * its own store connection; deliveries pending from an earlier run continue. Runs before ingest,
+ * so no alert is raised before it can be queued. Returns 0, or 1 after logging why. */
+static int start_deliver(aggregator *a)
+{
+    const agg_settings *s = a->set;
+    char err[256];
+    if (sn_metrics_create(NULL, &a->metrics, err, sizeof err) != 0 ||
+        sn_metrics_register_process(a->metrics, err, sizeof err) != 0) {
+        sn_log_error("cannot create the metrics registry", SN_LOG_STR("error", err));
+        return 1;
+    }
+    sn_deliver_options dopt;
+    sn_deliver_options_init(&dopt);
+    sn_deliver_options_from_settings(&dopt, &s->deliver);
+    dopt.store_dir = s->data_dir;
+    dopt.metrics = a->metrics;
+    int n = -1;
+    if (sn_deliver_create(&dopt, &a->deliver, err, sizeof err) != 0 ||
+        (n = sn_deliver_add_configured(a->deliver, &s->deliver, err, sizeof err)) < 0) {
+        sn_log_error("cannot start alert delivery", SN_LOG_STR("error", err));
+        return 1;
+    }
+    sn_log_info("alert delivery", SN_LOG_INT("sinks", n));
+    sn_deliver_kick(a->deliver);
+    return 0;
+}
+
 /* Starts the REST API (with /metrics and /health) when http.endpoint is set. Returns 0, or 1
  * after logging why. */
 static int start_api(aggregator *a)
 {
     const agg_settings *s = a->set;
     char err[256], addr[SN_CONFIG_HOST_MAX + 16];
-    if (sn_metrics_create(NULL, &a->metrics, err, sizeof err) != 0 ||
-        sn_metrics_register_process(a->metrics, err, sizeof err) != 0) {
-        sn_log_error("cannot create the metrics registry", SN_LOG_STR("error", err));
-        return 1;
-    }
     if (s->http_endpoint.host[0] == '\0')
         return 0;
     sn_loop_call_config lc;
@@ -1148,6 +1185,8 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = start_detection(&a);
     if (rc == 0)
+        rc = start_deliver(&a);
+    if (rc == 0)
         rc = start_ingest(&a);
     a.config = res.config;
     if (rc == 0)
@@ -1184,6 +1223,7 @@ int main(int argc, char **argv)
 
 out_close_loop:
     sn_api_destroy(a.api);
+    sn_deliver_destroy(a.deliver);
     sn_live_destroy(a.live);
     sn_loop_call_destroy(a.loop_call);
     sn_ingest_destroy(a.ingest);

@@ -20,14 +20,14 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DSENTINEL_BUILD_TESTS=OFF \
  && install -d -m 0750 /out/var/lib/sentinel
 
 # ---- runtime: only the shared libraries the program links (checked by integration.deploy_images),
-# plus those of the store, sinks and REST API that are being added (hiredis, SQLite, libcurl, libmicrohttpd) ----
+# plus the store, the alert sinks (libcurl, librabbitmq, hiredis), the REST API and the live feed ----
 FROM debian:12-slim AS runtime
 ARG VERSION=dev
 LABEL org.opencontainers.image.title="sentinel-aggregator" \
       org.opencontainers.image.description="LLM-Sentinel central service: global baselines, detectors, alerts, REST API" \
       org.opencontainers.image.version="${VERSION}"
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates libatomic1 libcurl4 libgrpc29 libhiredis0.14 libjansson4 libmicrohttpd12 libprotobuf-c1 libsqlite3-0 libuv1 libwslay1 libyaml-0-2 libzstd1 zlib1g \
+ && apt-get install -y --no-install-recommends ca-certificates libatomic1 libcurl4 libgrpc29 libhiredis0.14 libjansson4 libmicrohttpd12 libprotobuf-c1 librabbitmq4 libsqlite3-0 libuv1 libwslay1 libyaml-0-2 libzstd1 zlib1g \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/usr/local/bin/sentinel-aggregator /usr/local/bin/sentinel-aggregator
 COPY --from=build --chown=65532:65532 /out/var/lib/sentinel /var/lib/sentinel
