@@ -142,11 +142,14 @@ fi
 # Each program runs in a session of its own (setsid), so a Ctrl-C in the terminal reaches only this
 # script, which then stops them in order: the app flushes, the sidecar drains to the aggregator.
 # SENTINEL_HTTP_ENDPOINT and SENTINEL_DATA_DIR are the aggregator's API address and embedded state
-# (contracts). The error-rate window is shortened from 60 s to 20 s so that the demo's short error
-# burst stands out; everything else runs on the defaults.
+# (contracts). Two settings differ from the defaults: the error-rate window is 20 s instead of
+# 60 s so the demo's short error burst stands out, and CUSUM's decision threshold h is 7 instead
+# of 5 -- at 5, with 30 calls/s spread over six (service, model) pairs, CUSUM raises a false drift
+# every few minutes somewhere (docs/aggregator.md, Detection).
 SENTINEL_HTTP_ENDPOINT=127.0.0.1:$P_HTTP SENTINEL_DATA_DIR=$WORK/data \
     setsid "$AGGREGATOR" --log-format json --set ingest.endpoint=127.0.0.1:"$P_INGEST" \
     --set engine.error_rate.window=20s --set engine.error_rate.min_calls=10 \
+    --set engine.detect.cusum.h=7 \
     >"$WORK/aggregator.log" 2>&1 &
 AGG_PID=$!
 mkdir -p "$WORK/data"
