@@ -605,36 +605,162 @@ int sn_batch_decode_event_record(const uint8_t *buf, size_t len, sn_event *event
     return 0;
 }
 
+/* ---- LlmEvent by hand (the journal-record hot path) ----------------------------------------
+ *
+ * The same bytes nanopb writes for event_to_pb's message (the unit test compares them): fields
+ * in field-number order; proto3 scalars and strings only when not empty / not zero; a oneof
+ * member whenever it is set. The caller guarantees SN_RECORD_PER_EVENT bytes of room. */
+
+static uint8_t *put_varint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+static uint8_t *put_tag(uint8_t *p, uint32_t field, pb_wire_type_t wt)
+{
+    return put_varint(p, ((uint64_t)field << 3) | (uint64_t)wt);
+}
+
+/* A string field from a NUL-terminated array of `size` bytes (at most size - 1 are sent, as
+ * copy_str into the generated field of the same size would keep). */
+static uint8_t *put_str(uint8_t *p, uint32_t field, const char *str, size_t size)
+{
+    size_t n = strnlen(str, size - 1);
+    if (n == 0)
+        return p;
+    p = put_tag(p, field, PB_WT_STRING);
+    p = put_varint(p, n);
+    memcpy(p, str, n);
+    return p + n;
+}
+
+static uint8_t *put_fixed64(uint8_t *p, uint32_t field, uint64_t v)
+{
+    p = put_tag(p, field, PB_WT_64BIT);
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+    return p + 8;
+}
+
+static uint8_t *put_double(uint8_t *p, uint32_t field, double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, sizeof u);
+    return put_fixed64(p, field, u);
+}
+
+static uint8_t *put_id(uint8_t *p, uint32_t field, const uint8_t *id, size_t n)
+{
+    if (all_zero(id, n))
+        return p;
+    p = put_tag(p, field, PB_WT_STRING);
+    p = put_varint(p, n);
+    memcpy(p, id, n);
+    return p + n;
+}
+
+#define PUT_STR(p, f, ev, name) ((p) = put_str((p), (f), (ev)->name, sizeof(ev)->name))
+#define PUT_COUNT(p, f, ev, name)                                                                  \
+    do {                                                                                           \
+        if ((ev)->name >= 0) {                                                                     \
+            (p) = put_tag((p), (f), PB_WT_VARINT);                                                 \
+            (p) = put_varint((p), (uint64_t)(ev)->name);                                           \
+        }                                                                                          \
+    } while (0)
+#define PUT_REAL(p, f, ev, name)                                                                   \
+    do {                                                                                           \
+        if (isfinite((ev)->name) && (ev)->name >= 0.0)                                             \
+            (p) = put_double((p), (f), (ev)->name);                                                \
+    } while (0)
+
+/* Writes ev as an LlmEvent message at p; returns the end. */
+static uint8_t *put_event(uint8_t *p, const sn_event *ev)
+{
+    PUT_STR(p, sentinel_v1_LlmEvent_service_tag, ev, service);
+    PUT_STR(p, sentinel_v1_LlmEvent_model_tag, ev, model);
+    PUT_STR(p, sentinel_v1_LlmEvent_provider_tag, ev, provider);
+    PUT_STR(p, sentinel_v1_LlmEvent_operation_tag, ev, operation);
+    PUT_STR(p, sentinel_v1_LlmEvent_region_tag, ev, region);
+    PUT_STR(p, sentinel_v1_LlmEvent_service_version_tag, ev, service_version);
+    PUT_STR(p, sentinel_v1_LlmEvent_pod_tag, ev, pod);
+    PUT_STR(p, sentinel_v1_LlmEvent_user_tag, ev, user);
+    PUT_STR(p, sentinel_v1_LlmEvent_error_type_tag, ev, error_type);
+    PUT_STR(p, sentinel_v1_LlmEvent_finish_reason_tag, ev, finish_reason);
+    p = put_id(p, sentinel_v1_LlmEvent_trace_id_tag, ev->trace_id, sizeof ev->trace_id);
+    p = put_id(p, sentinel_v1_LlmEvent_span_id_tag, ev->span_id, sizeof ev->span_id);
+    if (ev->start_unix_nano != 0)
+        p = put_fixed64(p, sentinel_v1_LlmEvent_start_unix_nano_tag, (uint64_t)ev->start_unix_nano);
+    if (ev->end_unix_nano != 0)
+        p = put_fixed64(p, sentinel_v1_LlmEvent_end_unix_nano_tag, (uint64_t)ev->end_unix_nano);
+    PUT_REAL(p, sentinel_v1_LlmEvent_latency_ms_tag, ev, latency_ms);
+    PUT_REAL(p, sentinel_v1_LlmEvent_ttft_ms_tag, ev, ttft_ms);
+    PUT_COUNT(p, sentinel_v1_LlmEvent_input_tokens_tag, ev, input_tokens);
+    PUT_COUNT(p, sentinel_v1_LlmEvent_output_tokens_tag, ev, output_tokens);
+    PUT_COUNT(p, sentinel_v1_LlmEvent_total_tokens_tag, ev, total_tokens);
+    PUT_COUNT(p, sentinel_v1_LlmEvent_cache_read_tokens_tag, ev, cache_read_tokens);
+    PUT_COUNT(p, sentinel_v1_LlmEvent_cache_write_tokens_tag, ev, cache_write_tokens);
+    PUT_COUNT(p, sentinel_v1_LlmEvent_reasoning_tokens_tag, ev, reasoning_tokens);
+    if ((ev->cost_source == SN_COST_SPAN || ev->cost_source == SN_COST_PRICE_TABLE) &&
+        isfinite(ev->cost_usd) && ev->cost_usd >= 0.0) {
+        p = put_double(p, sentinel_v1_LlmEvent_cost_usd_tag, ev->cost_usd);
+        p = put_tag(p, sentinel_v1_LlmEvent_cost_source_tag, PB_WT_VARINT);
+        p = put_varint(p, ev->cost_source == SN_COST_SPAN
+                              ? sentinel_v1_CostSource_COST_SOURCE_SPAN
+                              : sentinel_v1_CostSource_COST_SOURCE_PRICE_TABLE);
+    }
+    if (ev->is_error) {
+        p = put_tag(p, sentinel_v1_LlmEvent_is_error_tag, PB_WT_VARINT);
+        *p++ = 1;
+    }
+    if (ev->conventions != 0) {
+        p = put_tag(p, sentinel_v1_LlmEvent_conventions_tag, PB_WT_VARINT);
+        p = put_varint(p, ev->conventions);
+    }
+    return p;
+}
+
 int sn_batch_append_event_record(const sn_event *ev, uint8_t *buf, size_t cap, size_t *len)
 {
     if (ev == NULL || buf == NULL || *len > cap)
         return -EINVAL;
-    sentinel_v1_LlmEvent m;
-    event_to_pb(&m, ev);
-    /* One pass: the message is written after room for the tag and a two-byte length, then the
-     * tag and length go in front of it (moving it back a byte when the length takes one). */
     uint8_t *at = buf + *len;
     size_t room = cap - *len;
-    if (room < 3)
-        return -ENOBUFS;
-    pb_ostream_t os = pb_ostream_from_buffer(at + 3, room - 3);
-    if (!pb_encode(&os, sentinel_v1_LlmEvent_fields, &m)) {
-        size_t need = 0;
-        if (pb_get_encoded_size(&need, sentinel_v1_LlmEvent_fields, &m) && need + 3 > room)
-            return -ENOBUFS;
+    if (room >= SN_RECORD_PER_EVENT) {
+        /* The message after room for the tag and a two-byte length; then the tag and length go
+         * in front of it (moving it back a byte when the length takes one). */
+        size_t size = (size_t)(put_event(at + 3, ev) - (at + 3));
+        at[0] = (uint8_t)((sentinel_v1_Batch_events_tag << 3) | PB_WT_STRING);
+        if (size < 128) {
+            at[1] = (uint8_t)size;
+            memmove(at + 2, at + 3, size);
+            *len += 2 + size;
+        } else {
+            at[1] = (uint8_t)(0x80 | (size & 0x7f));
+            at[2] = (uint8_t)(size >> 7); /* < 128: sentinel_v1_LlmEvent_size < 16384 */
+            *len += 3 + size;
+        }
+        return 0;
+    }
+    /* Tight on room: nanopb, which says exactly whether the event fits. */
+    sentinel_v1_LlmEvent m;
+    event_to_pb(&m, ev);
+    size_t size = 0;
+    if (!pb_get_encoded_size(&size, sentinel_v1_LlmEvent_fields, &m))
         return -EIO;
-    }
-    size_t size = os.bytes_written;
-    at[0] = (uint8_t)((sentinel_v1_Batch_events_tag << 3) | PB_WT_STRING);
-    if (size < 128) {
-        at[1] = (uint8_t)size;
-        memmove(at + 2, at + 3, size);
-        *len += 2 + size;
-    } else {
-        at[1] = (uint8_t)(0x80 | (size & 0x7f));
-        at[2] = (uint8_t)(size >> 7); /* < 128: sentinel_v1_LlmEvent_size < 16384 */
-        *len += 3 + size;
-    }
+    size_t need = 1 + (size < 128 ? 1 : 2) + size;
+    if (room < need)
+        return -ENOBUFS;
+    pb_ostream_t os = pb_ostream_from_buffer(at, need);
+    if (!pb_encode_tag(&os, PB_WT_STRING, sentinel_v1_Batch_events_tag) ||
+        !pb_encode_varint(&os, size) || !pb_encode(&os, sentinel_v1_LlmEvent_fields, &m) ||
+        os.bytes_written != need)
+        return -EIO;
+    *len += need;
     return 0;
 }
 

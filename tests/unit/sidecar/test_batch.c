@@ -896,6 +896,63 @@ START_TEST(scanning_a_record_counts_and_refuses_what_is_not_an_event)
 }
 END_TEST
 
+/* The journal-record path writes LlmEvent by hand: byte for byte what nanopb writes, for every
+ * kind of value (known, unknown, zero, edge). */
+START_TEST(hand_encoded_events_are_nanopbs_bytes)
+{
+    enum { NE = 12 };
+    sn_event ev[NE];
+    for (int i = 0; i < NE; i++)
+        full_event(&ev[i], i);
+    sn_event_init(&ev[1]);  /* everything unknown */
+    ev[2].input_tokens = 0; /* zero is a value */
+    ev[2].output_tokens = 0;
+    ev[2].latency_ms = 0.0;
+    ev[2].is_error = false;
+    ev[2].conventions = 0;
+    ev[3].latency_ms = -0.0;               /* a negative zero is >= 0 */
+    ev[3].ttft_ms = INFINITY;              /* not a measurement */
+    ev[3].cost_usd = NAN;                  /* cost unknown with a source */
+    ev[4].latency_ms = -5.0;               /* a skewed clock */
+    ev[4].cost_source = SN_COST_UNKNOWN;   /* a cost without a source is not sent */
+    ev[4].total_tokens = (int64_t)1 << 62; /* a ten-byte varint */
+    ev[5].cost_usd = -1.0;
+    ev[5].conventions = 0xFFFFFFFFu;
+    ev[6].start_unix_nano = 0;
+    ev[6].end_unix_nano = -1; /* sfixed64 of a negative value */
+    memset(ev[7].trace_id, 0, sizeof ev[7].trace_id);
+    memset(ev[7].span_id, 0, sizeof ev[7].span_id);
+    ev[8].service[0] = '\0';
+    ev[8].model[0] = '\0';
+    memset(ev[9].user, 'u', sizeof ev[9].user - 1); /* strings at their longest */
+    memset(ev[9].region, 'r', sizeof ev[9].region - 1);
+    ev[10].cost_usd = 0.0;
+    ev[10].cost_source = SN_COST_SPAN;
+    ev[11].reasoning_tokens = SN_UNKNOWN_COUNT;
+    ev[11].cache_read_tokens = 127; /* one and two varint bytes */
+    ev[11].cache_write_tokens = 128;
+
+    size_t cap = sn_batch_event_record_bound(NE);
+    uint8_t *byhand = malloc(cap), *bynanopb = malloc(cap);
+    for (int i = 0; i < NE; i++) {
+        size_t a = 0, b = 0;
+        ck_assert_int_eq(sn_batch_append_event_record(&ev[i], byhand, cap, &a), 0);
+        ck_assert_int_eq(sn_batch_encode_event_record(&ev[i], 1, bynanopb, cap, &b), 0);
+        ck_assert_msg(a == b, "event %d: %zu bytes by hand, %zu by nanopb", i, a, b);
+        ck_assert_msg(memcmp(byhand, bynanopb, a) == 0, "event %d: bytes differ", i);
+        /* With less room than an event's bound, nanopb writes it: the same bytes. */
+        size_t c = 0;
+        uint8_t *tight = malloc(b);
+        ck_assert_int_eq(sn_batch_append_event_record(&ev[i], tight, b, &c), 0);
+        ck_assert_uint_eq(c, b);
+        ck_assert_mem_eq(tight, bynanopb, b);
+        free(tight);
+    }
+    free(byhand);
+    free(bynanopb);
+}
+END_TEST
+
 static Suite *batch_suite(void)
 {
     Suite *s = suite_create("batch");
@@ -912,6 +969,7 @@ static Suite *batch_suite(void)
     tcase_add_test(tc, journal_record_round_trips);
     tcase_add_test(tc, malformed_journal_records_are_einval);
     tcase_add_test(tc, sealing_journal_records_equals_encoding_the_events);
+    tcase_add_test(tc, hand_encoded_events_are_nanopbs_bytes);
     tcase_add_test(tc, scanning_a_record_counts_and_refuses_what_is_not_an_event);
     suite_add_tcase(s, tc);
     return s;
