@@ -19,6 +19,7 @@
  * flight (a thread-pool job, since they need the loop to apply their batches), then the loop
  * closes its handles, the event log is flushed and closed, and the program exits 0.
  */
+#include "agg_metrics.h"
 #include "alerts.h"
 #include "api.h"
 #include "baseline.h"
@@ -172,6 +173,7 @@ typedef struct aggregator {
     sn_store *store;
     sn_config *config; /* the live configuration (sn_cli_load's handle) */
     sn_metrics *metrics;
+    sn_agg_metrics *agg_metrics; /* the aggregator's own series in metrics */
     sn_loop_call *loop_call;
     sn_live *live; /* /ws/realtime */
     sn_api *api;
@@ -358,7 +360,9 @@ static void on_anomaly(const sn_anomaly *an, void *ud)
 {
     aggregator *a = ud;
     a->anomalies++;
-    int rc = sn_alerts_observe(a->alerts, an, now_ns());
+    int64_t now = now_ns();
+    sn_agg_metrics_anomaly(a->agg_metrics, an, now);
+    int rc = sn_alerts_observe(a->alerts, an, now);
     if (rc != 0)
         sn_log_warn("anomaly not turned into an alert", SN_LOG_ERRNO(rc),
                     SN_LOG_STR("anomaly_type", sn_anomaly_type_name(an->anomaly_type)));
@@ -438,6 +442,7 @@ static int apply_on_loop(aggregator *a, const sn_ingest_batch *b)
     a->batches++;
     a->events += b->nevents;
     a->local_alerts += b->nalerts;
+    sn_agg_metrics_batch(a->agg_metrics, (double)(now_ns() - now) / 1e9);
     return 0;
 }
 
@@ -597,6 +602,15 @@ static void on_tick(uv_timer_t *t)
         return;
     sn_engine_tick(a->engine, now, on_anomaly, a);
     sn_alerts_tick(a->alerts, now);
+    if (a->agg_metrics != NULL && a->ingest != NULL) {
+        sn_ingest_stats ist;
+        sn_engine_stats est;
+        sn_alerts_stats ast;
+        sn_ingest_stats_get(a->ingest, &ist);
+        sn_engine_get_stats(a->engine, &est);
+        sn_alerts_stats_get(a->alerts, &ast);
+        sn_agg_metrics_refresh(a->agg_metrics, &ist, &est, &ast, a->store_errors);
+    }
     if (now >= a->next_purge_ns) {
         sn_store_purged purged;
         if (sn_store_purge(a->store, now, (unsigned)a->set->retention_days, &purged) != 0)
@@ -982,6 +996,10 @@ static int start_deliver(aggregator *a)
         sn_log_error("cannot create the metrics registry", SN_LOG_STR("error", err));
         return 1;
     }
+    if (sn_agg_metrics_create(a->metrics, &a->agg_metrics, err, sizeof err) != 0) {
+        sn_log_error("cannot register the aggregator's metrics", SN_LOG_STR("error", err));
+        return 1;
+    }
     sn_deliver_options dopt;
     sn_deliver_options_init(&dopt);
     sn_deliver_options_from_settings(&dopt, &s->deliver);
@@ -1230,6 +1248,7 @@ out_close_loop:
     sn_alerts_destroy(a.alerts);
     sn_engine_destroy(a.engine);
     sn_store_close(a.store);
+    sn_agg_metrics_destroy(a.agg_metrics);
     sn_metrics_destroy(a.metrics);
     if (a.event_log != NULL && fclose(a.event_log) != 0 && rc == 0) {
         sn_log_error("cannot close the event log", SN_LOG_ERRNO(errno));

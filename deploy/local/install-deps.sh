@@ -22,7 +22,7 @@ BUILD_PKGS=(
 # RabbitMQ and Redis on free loopback ports; the packages' own services are never started here.
 # The dashboard's browser tests (tests/integration/dashboard) drive Debian's chromium, headless,
 # through playwright-core.
-TEST_PKGS=(nodejs npm prometheus openssl curl clang libclang-rt-14-dev llvm
+TEST_PKGS=(nodejs npm prometheus openssl curl jq sqlite3 valgrind clang libclang-rt-14-dev llvm
     prometheus-alertmanager rabbitmq-server redis-server chromium)
 # Services of those packages that must not run (they would hold 9093/9094, 5672/25672/4369 and
 # 6379, and the tests start private instances instead).

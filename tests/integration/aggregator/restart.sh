@@ -198,6 +198,20 @@ api "/api/v1/baselines" | jq -S '[.baselines[] | {service, model, metric, sample
 [ "$(jq length "$TMP/baselines.before")" -ge 3 ] || fail "too few baseline keys before the restart"
 grep -q '"restart-svc"' "$TMP/baselines.before" || fail "no restart-svc baselines"
 
+# The aggregator's own metrics saw the same (contracts.md names; refreshed every second).
+metric_value() { curl -s --max-time 10 "http://127.0.0.1:$HTTP/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+metrics_counted() { [ "$(metric_value sentinel_aggregator_events_ingested_total)" -ge 151 ] 2>/dev/null; }
+wait_for "events counted on /metrics" metrics_counted
+curl -s --max-time 10 "http://127.0.0.1:$HTTP/metrics" >"$TMP/metrics.txt"
+grep -q '^sentinel_anomalies_detected_total{detector="[a-z_]*",type="latency_spike",severity="[a-z]*"} [1-9]' \
+    "$TMP/metrics.txt" || fail "no latency_spike in sentinel_anomalies_detected_total"
+grep -q '^sentinel_detection_delay_seconds_count [1-9]' "$TMP/metrics.txt" ||
+    fail "no detection delay observed"
+grep -q '^sentinel_detector_evaluations_total{detector="z_score"} [1-9]' "$TMP/metrics.txt" ||
+    fail "no Z-score evaluations counted"
+[ "$(metric_value sentinel_baseline_keys)" -ge 3 ] 2>/dev/null || fail "sentinel_baseline_keys below 3"
+[ "$(metric_value sentinel_alerts_firing)" -ge 1 ] 2>/dev/null || fail "sentinel_alerts_firing is 0"
+
 # ---- 4. restart on the same data directory -------------------------------------------------------
 stop_aggregator
 grep -q '"msg":"baselines snapshot written".*"when":"shutdown"' "$TMP/agg.log" ||
