@@ -1,0 +1,479 @@
+/*
+ * shared_state.c -- the replicas' shared state in Redis through hiredis (shared_state.h).
+ *
+ * Every decision is one EVAL of a small Lua script, so it is atomic on the server and costs one
+ * round trip. Sequences are compared as decimal strings (length, then bytes) because Lua
+ * numbers are doubles and a uint64 sequence may not fit in 53 bits.
+ */
+#include "shared_state.h"
+
+#include "log.h"
+#include "sink.h" /* sn_redis_url_parse */
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NS_PER_SEC INT64_C(1000000000)
+#define NS_PER_MS  INT64_C(1000000)
+#define KEY_MAX    1024 /* longest key built here, NUL included */
+
+/* KEYS[1] sequence key; ARGV[1] new sequence, ARGV[2] ttl ms. {1, old} raised, {0, cur} not. */
+static const char SEQ_CLAIM_LUA[] =
+    "local cur = redis.call('GET', KEYS[1])\n"
+    "local new = ARGV[1]\n"
+    "if cur and (#cur > #new or (#cur == #new and cur >= new)) then return {0, cur} end\n"
+    "redis.call('SET', KEYS[1], new, 'PX', ARGV[2])\n"
+    "return {1, cur or '0'}\n";
+
+/* KEYS[1] sequence key; ARGV[1] our claim, ARGV[2] value before it ('0': none), ARGV[3] ttl. */
+static const char SEQ_RELEASE_LUA[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
+    "if ARGV[2] == '0' then redis.call('DEL', KEYS[1])\n"
+    "else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end\n"
+    "return 1\n";
+
+/* KEYS[1] key; ARGV[1] our id, ARGV[2] ttl ms. 1: ours (taken or renewed), 0: someone else's. */
+static const char CLAIM_LUA[] =
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end\n"
+    "if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end\n"
+    "return 0\n";
+
+/* KEYS[1] key; ARGV[1] our id. Deletes the key only while it is ours. */
+static const char RELEASE_LUA[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+                                  "  return redis.call('DEL', KEYS[1]) end\n"
+                                  "return 0\n";
+
+/* One connection and the mutex that serialises its users. */
+typedef struct shared_conn {
+    pthread_mutex_t mu;
+    redisContext *c;         /* NULL while disconnected */
+    int64_t next_connect_ns; /* monotonic; no attempt before */
+    const char *name;        /* "ingest" or "loop", for the log */
+    bool warned;             /* a failure was logged since the last success */
+} shared_conn;
+
+struct sn_shared {
+    sn_redis_url url;
+    char prefix[SN_SHARED_PREFIX_MAX + 1];
+    char id[SN_SHARED_ID_MAX + 1];
+    int64_t timeout_ns, reconnect_ns, lease_ttl_ns, seq_ttl_ns;
+    shared_conn ingest; /* sequences (ingest handler thread) */
+    shared_conn loop;   /* alerts and lease (loop thread) */
+
+    /* lease: guarded by loop.mu */
+    bool leader;
+    int64_t lease_valid_until_ns; /* monotonic */
+
+    _Atomic uint64_t st_seq_claimed, st_seq_duplicates, st_seq_released, st_alert_owned,
+        st_alert_foreign, st_leader_acquired, st_leader_lost, st_fail_open, st_connects,
+        st_connect_failures;
+};
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * NS_PER_SEC + ts.tv_nsec;
+}
+
+void sn_shared_config_init(sn_shared_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->key_prefix = "sentinel:";
+    cfg->timeout_ns = 250 * NS_PER_MS;
+    cfg->reconnect_ns = NS_PER_SEC;
+    cfg->lease_ttl_ns = 10 * NS_PER_SEC;
+    cfg->seq_ttl_ns = INT64_C(7) * 24 * 3600 * NS_PER_SEC;
+}
+
+/* Drops the connection; the next call may reconnect after reconnect_ns. Caller holds mu. */
+static void conn_drop(sn_shared *s, shared_conn *k, const char *why)
+{
+    if (!k->warned)
+        sn_log_warn("shared state: Redis unavailable; falling back to local state",
+                    SN_LOG_STR("connection", k->name), SN_LOG_STR("reason", why));
+    k->warned = true;
+    if (k->c != NULL)
+        redisFree(k->c);
+    k->c = NULL;
+    k->next_connect_ns = mono_ns() + s->reconnect_ns;
+}
+
+/* Connects (AUTH, SELECT) when disconnected and allowed to try. Caller holds mu. Returns 0 or
+ * -ENOTCONN (too soon after a failure, or the attempt failed; logged once per outage). */
+static int conn_ensure(sn_shared *s, shared_conn *k)
+{
+    if (k->c != NULL)
+        return 0;
+    if (mono_ns() < k->next_connect_ns)
+        return -ENOTCONN;
+    struct timeval tv = {.tv_sec = (time_t)(s->timeout_ns / NS_PER_SEC),
+                         .tv_usec = (suseconds_t)(s->timeout_ns % NS_PER_SEC / 1000)};
+    k->c = redisConnectWithTimeout(s->url.host, s->url.port, tv);
+    if (k->c == NULL || k->c->err != 0) {
+        char why[512];
+        snprintf(why, sizeof why, "connecting to %s:%d: %s", s->url.host, s->url.port,
+                 k->c != NULL ? k->c->errstr : "out of memory");
+        atomic_fetch_add(&s->st_connect_failures, 1);
+        conn_drop(s, k, why);
+        return -ENOTCONN;
+    }
+    redisSetTimeout(k->c, tv);
+    char db[16];
+    snprintf(db, sizeof db, "%d", s->url.db);
+    for (int step = 0; step < 2; step++) {
+        const char *argv[3];
+        int argc = 0;
+        if (step == 0 && s->url.password[0] != '\0') {
+            argv[argc++] = "AUTH";
+            if (s->url.user[0] != '\0')
+                argv[argc++] = s->url.user;
+            argv[argc++] = s->url.password;
+        } else if (step == 1 && s->url.db != 0) {
+            argv[argc++] = "SELECT";
+            argv[argc++] = db;
+        } else {
+            continue;
+        }
+        redisReply *rep = redisCommandArgv(k->c, argc, argv, NULL);
+        bool bad = rep == NULL || rep->type == REDIS_REPLY_ERROR;
+        char why[512];
+        if (bad)
+            snprintf(why, sizeof why, "%s: %s", argv[0], rep != NULL ? rep->str : k->c->errstr);
+        if (rep != NULL)
+            freeReplyObject(rep);
+        if (bad) {
+            atomic_fetch_add(&s->st_connect_failures, 1);
+            conn_drop(s, k, why);
+            return -ENOTCONN;
+        }
+    }
+    atomic_fetch_add(&s->st_connects, 1);
+    if (k->warned)
+        sn_log_info("shared state: Redis reachable again", SN_LOG_STR("connection", k->name));
+    k->warned = false;
+    return 0;
+}
+
+/* Runs EVAL script with nkeys keys then args (argv[0..argc)) on k. Caller holds mu. Returns the
+ * reply (the caller frees it) or NULL after dropping the connection (error replies too: the
+ * caller only sees well-formed answers). */
+static redisReply *eval(sn_shared *s, shared_conn *k, const char *script, int argc,
+                        const char **args)
+{
+    if (conn_ensure(s, k) != 0)
+        return NULL;
+    const char *argv[8];
+    argv[0] = "EVAL";
+    argv[1] = script;
+    argv[2] = "1";
+    for (int i = 0; i < argc && i < 5; i++)
+        argv[3 + i] = args[i];
+    redisReply *rep = redisCommandArgv(k->c, 3 + argc, argv, NULL);
+    if (rep == NULL) {
+        conn_drop(s, k, k->c->errstr[0] != '\0' ? k->c->errstr : "no reply");
+        return NULL;
+    }
+    if (rep->type == REDIS_REPLY_ERROR) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", rep->str != NULL ? rep->str : "error reply");
+        freeReplyObject(rep);
+        conn_drop(s, k, why);
+        return NULL;
+    }
+    return rep;
+}
+
+/* prefix + parts joined by ':' into out; -ENAMETOOLONG when it does not fit. */
+static int make_key(const sn_shared *s, char *out, size_t outlen, const char *a, const char *b,
+                    const char *c, const char *d)
+{
+    int n = snprintf(out, outlen, "%s%s%s%s%s%s%s%s", s->prefix, a, b != NULL ? ":" : "",
+                     b != NULL ? b : "", c != NULL ? ":" : "", c != NULL ? c : "",
+                     d != NULL ? ":" : "", d != NULL ? d : "");
+    return n < 0 || (size_t)n >= outlen ? -ENAMETOOLONG : 0;
+}
+
+/* A whole decimal uint64 from a reply string; false when it is not one. */
+static bool parse_seq(const char *str, size_t len, uint64_t *out)
+{
+    if (len == 0 || len > 20)
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (str[i] < '0' || str[i] > '9')
+            return false;
+        uint64_t d = (uint64_t)(str[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return true;
+}
+
+/* The default replica id: hostname-<8 hex>, cut to fit. */
+static void default_id(char *out, size_t outlen)
+{
+    char host[SN_SHARED_ID_MAX];
+    if (gethostname(host, sizeof host) != 0)
+        snprintf(host, sizeof host, "aggregator");
+    host[sizeof host - 1] = '\0';
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+        r = (uint32_t)mono_ns() ^ (uint32_t)getpid();
+    snprintf(out, outlen, "%.54s-%08" PRIx32, host, r);
+}
+
+int sn_shared_create(const sn_shared_config *cfg, sn_shared **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    const char *prefix =
+        cfg->key_prefix != NULL && cfg->key_prefix[0] != '\0' ? cfg->key_prefix : "sentinel:";
+    if (cfg->timeout_ns <= 0 || cfg->reconnect_ns < 0 || cfg->lease_ttl_ns < NS_PER_MS ||
+        cfg->seq_ttl_ns < NS_PER_MS) {
+        snprintf(err, errlen, "redis: timeouts and ttls must be positive");
+        return -EINVAL;
+    }
+    if (strlen(prefix) > SN_SHARED_PREFIX_MAX) {
+        snprintf(err, errlen, "redis.key_prefix: longer than %d bytes", SN_SHARED_PREFIX_MAX);
+        return -EINVAL;
+    }
+    if (cfg->replica_id != NULL && strlen(cfg->replica_id) > SN_SHARED_ID_MAX) {
+        snprintf(err, errlen, "redis.replica_id: longer than %d bytes", SN_SHARED_ID_MAX);
+        return -EINVAL;
+    }
+    sn_shared *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        snprintf(err, errlen, "redis: out of memory");
+        return -ENOMEM;
+    }
+    if (sn_redis_url_parse(cfg->url, &s->url) != 0) {
+        snprintf(err, errlen, "redis.url: not a redis://[[user]:password@]host[:port][/db] URL");
+        free(s);
+        return -EINVAL;
+    }
+    snprintf(s->prefix, sizeof s->prefix, "%s", prefix);
+    if (cfg->replica_id != NULL && cfg->replica_id[0] != '\0')
+        snprintf(s->id, sizeof s->id, "%s", cfg->replica_id);
+    else
+        default_id(s->id, sizeof s->id);
+    s->timeout_ns = cfg->timeout_ns;
+    s->reconnect_ns = cfg->reconnect_ns;
+    s->lease_ttl_ns = cfg->lease_ttl_ns;
+    s->seq_ttl_ns = cfg->seq_ttl_ns;
+    pthread_mutex_init(&s->ingest.mu, NULL);
+    pthread_mutex_init(&s->loop.mu, NULL);
+    s->ingest.name = "ingest";
+    s->loop.name = "loop";
+    *out = s;
+    return 0;
+}
+
+void sn_shared_destroy(sn_shared *s)
+{
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->loop.mu);
+    if (s->leader && s->loop.c != NULL) {
+        char key[KEY_MAX];
+        if (make_key(s, key, sizeof key, "leader", NULL, NULL, NULL) == 0) {
+            const char *args[] = {key, s->id};
+            redisReply *rep = eval(s, &s->loop, RELEASE_LUA, 2, args);
+            if (rep != NULL)
+                freeReplyObject(rep);
+        }
+        s->leader = false;
+    }
+    pthread_mutex_unlock(&s->loop.mu);
+    if (s->ingest.c != NULL)
+        redisFree(s->ingest.c);
+    if (s->loop.c != NULL)
+        redisFree(s->loop.c);
+    pthread_mutex_destroy(&s->ingest.mu);
+    pthread_mutex_destroy(&s->loop.mu);
+    free(s);
+}
+
+const char *sn_shared_replica_id(const sn_shared *s)
+{
+    return s->id;
+}
+
+int sn_shared_seq_claim(sn_shared *s, const char *sidecar_id, uint64_t seq, uint64_t *prev)
+{
+    char key[KEY_MAX], num[24], ttl[24];
+    *prev = 0;
+    if (make_key(s, key, sizeof key, "seq", sidecar_id, NULL, NULL) != 0)
+        return -ENAMETOOLONG;
+    snprintf(num, sizeof num, "%" PRIu64, seq);
+    snprintf(ttl, sizeof ttl, "%" PRId64, s->seq_ttl_ns / NS_PER_MS);
+    const char *args[] = {key, num, ttl};
+    pthread_mutex_lock(&s->ingest.mu);
+    redisReply *rep = eval(s, &s->ingest, SEQ_CLAIM_LUA, 3, args);
+    int rc = -EPROTO;
+    if (rep == NULL) {
+        rc = -ENOTCONN;
+    } else if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+               rep->element[0]->type == REDIS_REPLY_INTEGER &&
+               rep->element[1]->type == REDIS_REPLY_STRING &&
+               parse_seq(rep->element[1]->str, rep->element[1]->len, prev)) {
+        rc = rep->element[0]->integer == 1 ? 0 : 1;
+    }
+    if (rep != NULL)
+        freeReplyObject(rep);
+    pthread_mutex_unlock(&s->ingest.mu);
+    if (rc == 0)
+        atomic_fetch_add(&s->st_seq_claimed, 1);
+    else if (rc == 1)
+        atomic_fetch_add(&s->st_seq_duplicates, 1);
+    else
+        atomic_fetch_add(&s->st_fail_open, 1);
+    return rc;
+}
+
+int sn_shared_seq_release(sn_shared *s, const char *sidecar_id, uint64_t seq, uint64_t prev)
+{
+    char key[KEY_MAX], num[24], old[24], ttl[24];
+    if (make_key(s, key, sizeof key, "seq", sidecar_id, NULL, NULL) != 0)
+        return -ENAMETOOLONG;
+    snprintf(num, sizeof num, "%" PRIu64, seq);
+    snprintf(old, sizeof old, "%" PRIu64, prev);
+    snprintf(ttl, sizeof ttl, "%" PRId64, s->seq_ttl_ns / NS_PER_MS);
+    const char *args[] = {key, num, old, ttl};
+    pthread_mutex_lock(&s->ingest.mu);
+    redisReply *rep = eval(s, &s->ingest, SEQ_RELEASE_LUA, 4, args);
+    int rc = rep == NULL ? -ENOTCONN : rep->type == REDIS_REPLY_INTEGER ? 0 : -EPROTO;
+    if (rep != NULL && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1)
+        atomic_fetch_add(&s->st_seq_released, 1);
+    if (rep != NULL)
+        freeReplyObject(rep);
+    pthread_mutex_unlock(&s->ingest.mu);
+    return rc;
+}
+
+int sn_shared_seq_get(sn_shared *s, const char *sidecar_id, uint64_t *out)
+{
+    char key[KEY_MAX];
+    *out = 0;
+    if (make_key(s, key, sizeof key, "seq", sidecar_id, NULL, NULL) != 0)
+        return -ENAMETOOLONG;
+    pthread_mutex_lock(&s->ingest.mu);
+    int rc = conn_ensure(s, &s->ingest);
+    if (rc == 0) {
+        const char *argv[] = {"GET", key};
+        redisReply *rep = redisCommandArgv(s->ingest.c, 2, argv, NULL);
+        if (rep == NULL) {
+            conn_drop(s, &s->ingest, s->ingest.c->errstr);
+            rc = -ENOTCONN;
+        } else {
+            if (rep->type == REDIS_REPLY_STRING)
+                rc = parse_seq(rep->str, rep->len, out) ? 0 : -EPROTO;
+            else if (rep->type != REDIS_REPLY_NIL)
+                rc = -EPROTO;
+            freeReplyObject(rep);
+        }
+    }
+    pthread_mutex_unlock(&s->ingest.mu);
+    return rc;
+}
+
+/* Runs CLAIM_LUA for key on the loop connection. 1 ours, 0 theirs, negative: no answer. */
+static int claim_locked(sn_shared *s, const char *key, int64_t ttl_ns)
+{
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%" PRId64, ttl_ns / NS_PER_MS > 0 ? ttl_ns / NS_PER_MS : 1);
+    const char *args[] = {key, s->id, ttl};
+    redisReply *rep = eval(s, &s->loop, CLAIM_LUA, 3, args);
+    if (rep == NULL)
+        return -ENOTCONN;
+    int rc = rep->type == REDIS_REPLY_INTEGER ? (rep->integer == 1 ? 1 : 0) : -EPROTO;
+    freeReplyObject(rep);
+    return rc;
+}
+
+int sn_shared_alert_claim(sn_shared *s, const char *service, const char *model, const char *type,
+                          int64_t window_ns)
+{
+    char key[KEY_MAX];
+    if (make_key(s, key, sizeof key, "alert", service, model, type) != 0)
+        return -ENAMETOOLONG;
+    pthread_mutex_lock(&s->loop.mu);
+    int rc = claim_locked(s, key, window_ns);
+    pthread_mutex_unlock(&s->loop.mu);
+    if (rc == 1)
+        atomic_fetch_add(&s->st_alert_owned, 1);
+    else if (rc == 0)
+        atomic_fetch_add(&s->st_alert_foreign, 1);
+    else
+        atomic_fetch_add(&s->st_fail_open, 1);
+    return rc;
+}
+
+int sn_shared_lease_tick(sn_shared *s)
+{
+    char key[KEY_MAX];
+    if (make_key(s, key, sizeof key, "leader", NULL, NULL, NULL) != 0)
+        return -ENAMETOOLONG;
+    pthread_mutex_lock(&s->loop.mu);
+    int64_t sent = mono_ns();
+    int rc = claim_locked(s, key, s->lease_ttl_ns);
+    bool was = s->leader; /* what the last tick said */
+    if (rc == 1) {
+        /* Counted from before the request: the server's expiry is at least this late. A
+         * quarter of the ttl is kept as a margin for clock rate differences. */
+        s->lease_valid_until_ns = sent + s->lease_ttl_ns - s->lease_ttl_ns / 4;
+        s->leader = true;
+    } else if (rc == 0) {
+        s->leader = false;
+    } else {
+        /* Unanswered: keep what we had until its own validity ends (is_leader checks it). */
+        atomic_fetch_add(&s->st_fail_open, 1);
+    }
+    bool now_leader = s->leader && mono_ns() < s->lease_valid_until_ns;
+    if (!now_leader)
+        s->leader = false;
+    pthread_mutex_unlock(&s->loop.mu);
+    if (now_leader && !was) {
+        atomic_fetch_add(&s->st_leader_acquired, 1);
+        sn_log_info("shared state: this replica leads", SN_LOG_STR("replica_id", s->id));
+    } else if (!now_leader && was) {
+        atomic_fetch_add(&s->st_leader_lost, 1);
+        sn_log_warn("shared state: leadership lost", SN_LOG_STR("replica_id", s->id),
+                    SN_LOG_STR("reason", rc == 0 ? "another replica holds the lease"
+                                                 : "the lease could not be renewed"));
+    }
+    return rc < 0 ? rc : now_leader ? 1 : 0;
+}
+
+bool sn_shared_is_leader(sn_shared *s)
+{
+    pthread_mutex_lock(&s->loop.mu);
+    bool l = s->leader && mono_ns() < s->lease_valid_until_ns;
+    pthread_mutex_unlock(&s->loop.mu);
+    return l;
+}
+
+void sn_shared_stats_get(sn_shared *s, sn_shared_stats *out)
+{
+    out->seq_claimed = atomic_load(&s->st_seq_claimed);
+    out->seq_duplicates = atomic_load(&s->st_seq_duplicates);
+    out->seq_released = atomic_load(&s->st_seq_released);
+    out->alert_owned = atomic_load(&s->st_alert_owned);
+    out->alert_foreign = atomic_load(&s->st_alert_foreign);
+    out->leader_acquired = atomic_load(&s->st_leader_acquired);
+    out->leader_lost = atomic_load(&s->st_leader_lost);
+    out->fail_open = atomic_load(&s->st_fail_open);
+    out->connects = atomic_load(&s->st_connects);
+    out->connect_failures = atomic_load(&s->st_connect_failures);
+}

@@ -1,0 +1,108 @@
+/*
+ * shared_state.h -- state that several sentinel-aggregator replicas share through Redis
+ * (redis.url / SENTINEL_REDIS_URL; unset = embedded, this module is then not created).
+ *
+ *   ingest de-duplication  sentinel:seq:<sidecar_id> = highest sequence claimed by any replica.
+ *                          One EVAL per batch compares and raises it atomically *before* the
+ *                          batch is applied; a sequence at or below it is a DUPLICATE. If the
+ *                          apply then fails the claim is given back (compare-and-lower).
+ *   alert de-duplication   sentinel:alert:<service>:<model>:<anomaly type> = replica id, SET
+ *                          only when absent (or renewed by its holder) with PX = the dedup
+ *                          window: the replica holding it owns the alert, the others ignore
+ *                          the anomaly (counted).
+ *   leadership             sentinel:leader = replica id with PX = lease ttl, taken when absent
+ *                          and renewed only by its holder (compare-and-renew); given back at
+ *                          destroy. sn_shared_is_leader() says whether the lease is ours and
+ *                          still valid by our own clock (the renewal time + ttl - 1/4 ttl).
+ *
+ * Failure: every call has a timeout (cfg.timeout_ns); a transport or error reply drops the
+ * connection and the next call reconnects, at most once per reconnect_ns (calls in between fail
+ * at once with -ENOTCONN). Callers fail open on a negative return: the ingest path keeps its
+ * local table, an anomaly becomes a local alert, and leadership is lost when the lease can no
+ * longer be renewed. Every such fallback is counted (sn_shared_stats).
+ *
+ * Threads: two connections, each behind its own mutex: one for the ingest handler thread
+ * (sequences), one for the loop thread (alerts, lease). Any function may be called from any
+ * thread; the blocking time is bounded by timeout_ns per call.
+ */
+#ifndef SN_SHARED_STATE_H
+#define SN_SHARED_STATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SN_SHARED_ID_MAX     64 /* longest replica id, without the NUL */
+#define SN_SHARED_PREFIX_MAX 64 /* longest key prefix, without the NUL */
+
+typedef struct sn_shared sn_shared;
+
+typedef struct sn_shared_config {
+    const char *url;        /* redis://[[user]:password@]host[:port][/db]; required */
+    const char *key_prefix; /* NULL or "": "sentinel:" */
+    const char *replica_id; /* NULL or "": hostname plus a random suffix */
+    int64_t timeout_ns;     /* connect and per-command timeout, > 0 (default 250 ms) */
+    int64_t reconnect_ns;   /* least time between connection attempts (default 1 s) */
+    int64_t lease_ttl_ns;   /* leadership lease, >= 1 ms (default 10 s) */
+    int64_t seq_ttl_ns;     /* a sidecar's sequence key lives this long after its last
+                               batch (default 7 days, like ingest.sidecar_idle) */
+} sn_shared_config;
+
+typedef struct sn_shared_stats {
+    uint64_t seq_claimed;      /* batches this replica claimed */
+    uint64_t seq_duplicates;   /* batches another claim already covered */
+    uint64_t seq_released;     /* claims given back after a failed apply */
+    uint64_t alert_owned;      /* anomalies whose de-dup key is ours */
+    uint64_t alert_foreign;    /* anomalies ignored: another replica owns the alert */
+    uint64_t leader_acquired;  /* times the lease was taken */
+    uint64_t leader_lost;      /* times it was lost (taken over, or not renewable) */
+    uint64_t fail_open;        /* calls answered locally because Redis failed */
+    uint64_t connects;         /* successful connections */
+    uint64_t connect_failures; /* failed connection attempts */
+} sn_shared_stats;
+
+/* Fills the defaults above. Never fails. */
+void sn_shared_config_init(sn_shared_config *cfg);
+
+/* Parses the URL and prepares the module; does not need Redis to be up (the first call
+ * connects). Returns 0 and sets *out, or -EINVAL (bad URL, prefix or id; the field is named in
+ * err) or -ENOMEM. Free with sn_shared_destroy. */
+int sn_shared_create(const sn_shared_config *cfg, sn_shared **out, char *err, size_t errlen);
+
+/* Gives the lease back when it is ours, closes both connections and frees. NULL is a no-op. */
+void sn_shared_destroy(sn_shared *s);
+
+/* This replica's id (NUL-terminated, owned by s). */
+const char *sn_shared_replica_id(const sn_shared *s);
+
+/* Claims batch seq of sidecar_id before it is applied. Returns 0 when claimed (apply it; *prev
+ * is the value it raised, 0 when none), 1 when a claim at or above seq exists (*prev is it:
+ * answer DUPLICATE), or a negative errno when Redis could not answer (fail open: counted). */
+int sn_shared_seq_claim(sn_shared *s, const char *sidecar_id, uint64_t seq, uint64_t *prev);
+
+/* Gives back a claim whose batch was not applied: the key goes back to prev (deleted when 0)
+ * only while it still holds seq. Returns 0 (given back or already moved on) or a negative
+ * errno. */
+int sn_shared_seq_release(sn_shared *s, const char *sidecar_id, uint64_t seq, uint64_t prev);
+
+/* The highest claimed sequence of sidecar_id into *out (0: none). 0 or a negative errno. */
+int sn_shared_seq_get(sn_shared *s, const char *sidecar_id, uint64_t *out);
+
+/* Claims the de-dup key of (service, model, type) for window_ns (or renews it when it is ours).
+ * Returns 1 when this replica owns the alert, 0 when another one does (ignore the anomaly), or
+ * a negative errno when Redis could not answer (fail open: raise it locally; counted). */
+int sn_shared_alert_claim(sn_shared *s, const char *service, const char *model, const char *type,
+                          int64_t window_ns);
+
+/* Takes or renews the lease; call about once a second (well within lease_ttl). Returns 1 when
+ * this replica leads, 0 when another one does, or a negative errno (then not leader). Logs
+ * leadership changes. */
+int sn_shared_lease_tick(sn_shared *s);
+
+/* Whether this replica holds a lease that is still valid by its own clock. */
+bool sn_shared_is_leader(sn_shared *s);
+
+/* Copies the counters. Any thread. */
+void sn_shared_stats_get(sn_shared *s, sn_shared_stats *out);
+
+#endif

@@ -1,0 +1,481 @@
+/* Unit tests for aggregator/shared_state.c against a real redis-server that each test starts on
+ * a free loopback port in its own temp dir (and kills at the end). */
+#include "shared_state.h"
+
+#include <check.h>
+#include <fcntl.h>
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MS INT64_C(1000000)
+
+typedef struct redis_proc {
+    pid_t pid;
+    int port;
+    char dir[64];
+} redis_proc;
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t len = sizeof a;
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* A raw client, for checking what is stored. NULL when the server does not answer. */
+static redisContext *raw(int port)
+{
+    struct timeval tv = {0, 200000};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    if (c != NULL && c->err != 0) {
+        redisFree(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Starts redis-server on r->port (a free one when 0) in r->dir and waits for PING. */
+static void redis_start(redis_proc *r)
+{
+    if (r->dir[0] == '\0') {
+        snprintf(r->dir, sizeof r->dir, "/tmp/sn-shared-XXXXXX");
+        ck_assert_ptr_nonnull(mkdtemp(r->dir));
+    }
+    if (r->port == 0)
+        r->port = free_port();
+    char port[16];
+    snprintf(port, sizeof port, "%d", r->port);
+    r->pid = fork();
+    ck_assert_int_ge(r->pid, 0);
+    if (r->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlives a failed test */
+        int devnull = open("/dev/null", O_WRONLY);
+        dup2(devnull, 1);
+        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", r->dir, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 200; i++) {
+        redisContext *c = raw(r->port);
+        if (c != NULL) {
+            redisReply *rep = redisCommand(c, "PING");
+            bool ok = rep != NULL && rep->type == REDIS_REPLY_STATUS;
+            if (rep != NULL)
+                freeReplyObject(rep);
+            redisFree(c);
+            if (ok)
+                return;
+        }
+        sleep_ms(10);
+    }
+    ck_abort_msg("redis-server did not start on port %d", r->port);
+}
+
+static void redis_kill(redis_proc *r)
+{
+    if (r->pid > 0) {
+        kill(r->pid, SIGKILL);
+        waitpid(r->pid, NULL, 0);
+        r->pid = 0;
+    }
+}
+
+static void redis_stop(redis_proc *r)
+{
+    redis_kill(r);
+    if (r->dir[0] != '\0') {
+        char path[128];
+        snprintf(path, sizeof path, "%s/dump.rdb", r->dir);
+        unlink(path);
+        rmdir(r->dir);
+    }
+}
+
+static sn_shared *replica(int port, const char *id, int64_t lease_ttl_ns)
+{
+    char url[64], err[256] = "";
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+    sn_shared_config cfg;
+    sn_shared_config_init(&cfg);
+    cfg.url = url;
+    cfg.replica_id = id;
+    cfg.reconnect_ns = 50 * MS;
+    if (lease_ttl_ns > 0)
+        cfg.lease_ttl_ns = lease_ttl_ns;
+    sn_shared *s = NULL;
+    ck_assert_msg(sn_shared_create(&cfg, &s, err, sizeof err) == 0, "%s", err);
+    return s;
+}
+
+/* GET key as a string into out ("" when absent). */
+static void raw_get(int port, const char *key, char *out, size_t outlen)
+{
+    redisContext *c = raw(port);
+    ck_assert_ptr_nonnull(c);
+    redisReply *rep = redisCommand(c, "GET %s", key);
+    ck_assert_ptr_nonnull(rep);
+    snprintf(out, outlen, "%s", rep->type == REDIS_REPLY_STRING ? rep->str : "");
+    freeReplyObject(rep);
+    redisFree(c);
+}
+
+START_TEST(sequences_only_go_up)
+{
+    redis_proc r = {0};
+    redis_start(&r);
+    sn_shared *a = replica(r.port, "a", 0);
+    uint64_t prev = 99;
+    ck_assert_int_eq(sn_shared_seq_claim(a, "sc-1", 5, &prev), 0);
+    ck_assert_uint_eq(prev, 0);
+    ck_assert_int_eq(sn_shared_seq_claim(a, "sc-1", 5, &prev), 1); /* replay */
+    ck_assert_uint_eq(prev, 5);
+    ck_assert_int_eq(sn_shared_seq_claim(a, "sc-1", 3, &prev), 1); /* older */
+    ck_assert_uint_eq(prev, 5);
+    ck_assert_int_eq(sn_shared_seq_claim(a, "sc-1", 6, &prev), 0);
+    ck_assert_uint_eq(prev, 5);
+    ck_assert_int_eq(sn_shared_seq_claim(a, "sc-2", 1, &prev), 0); /* ids are independent */
+    /* Compared as numbers, not as doubles or text: 10 > 9, and 2^64-1 > 2^64-2. */
+    ck_assert_int_eq(sn_shared_seq_claim(a, "sc-3", 9, &prev), 0);
+    ck_assert_int_eq(sn_shared_seq_claim(a, "sc-3", 10, &prev), 0);
+    ck_assert_int_eq(sn_shared_seq_claim(a, "sc-3", 9, &prev), 1);
+    ck_assert_int_eq(sn_shared_seq_claim(a, "sc-4", UINT64_MAX - 1, &prev), 0);
+    ck_assert_int_eq(sn_shared_seq_claim(a, "sc-4", UINT64_MAX, &prev), 0);
+    ck_assert_uint_eq(prev, UINT64_MAX - 1);
+    ck_assert_int_eq(sn_shared_seq_claim(a, "sc-4", UINT64_MAX - 1, &prev), 1);
+    ck_assert_uint_eq(prev, UINT64_MAX);
+    char v[32];
+    raw_get(r.port, "sentinel:seq:sc-1", v, sizeof v);
+    ck_assert_str_eq(v, "6");
+    uint64_t got = 0;
+    ck_assert_int_eq(sn_shared_seq_get(a, "sc-1", &got), 0);
+    ck_assert_uint_eq(got, 6);
+    ck_assert_int_eq(sn_shared_seq_get(a, "unknown", &got), 0);
+    ck_assert_uint_eq(got, 0);
+    sn_shared_stats st;
+    sn_shared_stats_get(a, &st);
+    ck_assert_uint_eq(st.seq_claimed, 7);
+    ck_assert_uint_eq(st.seq_duplicates, 4);
+    ck_assert_uint_eq(st.fail_open, 0);
+    sn_shared_destroy(a);
+    redis_stop(&r);
+}
+END_TEST
+
+START_TEST(release_gives_a_claim_back)
+{
+    redis_proc r = {0};
+    redis_start(&r);
+    sn_shared *a = replica(r.port, "a", 0);
+    uint64_t prev;
+    ck_assert_int_eq(sn_shared_seq_claim(a, "sc", 5, &prev), 0);
+    ck_assert_int_eq(sn_shared_seq_claim(a, "sc", 7, &prev), 0);
+    ck_assert_uint_eq(prev, 5);
+    ck_assert_int_eq(sn_shared_seq_release(a, "sc", 7, prev), 0); /* apply failed */
+    uint64_t got;
+    ck_assert_int_eq(sn_shared_seq_get(a, "sc", &got), 0);
+    ck_assert_uint_eq(got, 5);
+    ck_assert_int_eq(sn_shared_seq_claim(a, "sc", 7, &prev), 0); /* the resend is applied */
+    ck_assert_int_eq(sn_shared_seq_claim(a, "sc", 8, &prev), 0);
+    ck_assert_int_eq(sn_shared_seq_release(a, "sc", 7, 5), 0); /* moved on: no effect */
+    ck_assert_int_eq(sn_shared_seq_get(a, "sc", &got), 0);
+    ck_assert_uint_eq(got, 8);
+    ck_assert_int_eq(sn_shared_seq_claim(a, "new", 1, &prev), 0);
+    ck_assert_int_eq(sn_shared_seq_release(a, "new", 1, 0), 0); /* none before: deleted */
+    char v[32];
+    raw_get(r.port, "sentinel:seq:new", v, sizeof v);
+    ck_assert_str_eq(v, "");
+    sn_shared_stats st;
+    sn_shared_stats_get(a, &st);
+    ck_assert_uint_eq(st.seq_released, 2);
+    sn_shared_destroy(a);
+    redis_stop(&r);
+}
+END_TEST
+
+typedef struct racer {
+    sn_shared *s;
+    unsigned char won[401];
+} racer;
+
+static void *race(void *arg)
+{
+    racer *x = arg;
+    uint64_t prev;
+    for (uint64_t seq = 1; seq <= 400; seq++)
+        x->won[seq] = sn_shared_seq_claim(x->s, "raced", seq, &prev) == 0;
+    return NULL;
+}
+
+START_TEST(two_replicas_race_one_wins)
+{
+    redis_proc r = {0};
+    redis_start(&r);
+    racer x = {.s = replica(r.port, "a", 0)}, y = {.s = replica(r.port, "b", 0)};
+    pthread_t tx, ty;
+    pthread_create(&tx, NULL, race, &x);
+    pthread_create(&ty, NULL, race, &y);
+    pthread_join(tx, NULL);
+    pthread_join(ty, NULL);
+    unsigned wins = 0;
+    for (int i = 1; i <= 400; i++) {
+        ck_assert_msg(!(x.won[i] && y.won[i]), "sequence %d claimed by both replicas", i);
+        wins += x.won[i] + y.won[i];
+    }
+    /* Every sequence was offered by both: the first to arrive wins it. */
+    ck_assert_uint_eq(wins, 400);
+    sn_shared_stats sa, sb;
+    sn_shared_stats_get(x.s, &sa);
+    sn_shared_stats_get(y.s, &sb);
+    ck_assert_uint_eq(sa.seq_claimed + sb.seq_claimed, 400);
+    ck_assert_uint_eq(sa.seq_duplicates + sb.seq_duplicates, 400);
+    sn_shared_destroy(x.s);
+    sn_shared_destroy(y.s);
+    redis_stop(&r);
+}
+END_TEST
+
+START_TEST(alert_keys_have_one_owner_per_window)
+{
+    redis_proc r = {0};
+    redis_start(&r);
+    sn_shared *a = replica(r.port, "a", 0), *b = replica(r.port, "b", 0);
+    int64_t window = 300 * MS;
+    ck_assert_int_eq(sn_shared_alert_claim(a, "chat", "gpt-4o", "latency_spike", window), 1);
+    ck_assert_int_eq(sn_shared_alert_claim(b, "chat", "gpt-4o", "latency_spike", window), 0);
+    ck_assert_int_eq(sn_shared_alert_claim(a, "chat", "gpt-4o", "latency_spike", window), 1);
+    /* Another type, model or service is another alert. */
+    ck_assert_int_eq(sn_shared_alert_claim(b, "chat", "gpt-4o", "token_spike", window), 1);
+    ck_assert_int_eq(sn_shared_alert_claim(b, "chat", "gpt-5", "latency_spike", window), 1);
+    char v[32];
+    raw_get(r.port, "sentinel:alert:chat:gpt-4o:latency_spike", v, sizeof v);
+    ck_assert_str_eq(v, "a");
+    /* The holder renews it while it fires; once it goes quiet for the window, b may take it. */
+    sleep_ms(200);
+    ck_assert_int_eq(sn_shared_alert_claim(a, "chat", "gpt-4o", "latency_spike", window), 1);
+    sleep_ms(200);
+    ck_assert_int_eq(sn_shared_alert_claim(b, "chat", "gpt-4o", "latency_spike", window), 0);
+    sleep_ms(350);
+    ck_assert_int_eq(sn_shared_alert_claim(b, "chat", "gpt-4o", "latency_spike", window), 1);
+    ck_assert_int_eq(sn_shared_alert_claim(a, "chat", "gpt-4o", "latency_spike", window), 0);
+    sn_shared_stats sa, sb;
+    sn_shared_stats_get(a, &sa);
+    sn_shared_stats_get(b, &sb);
+    ck_assert_uint_eq(sa.alert_owned, 3);
+    ck_assert_uint_eq(sa.alert_foreign, 1);
+    ck_assert_uint_eq(sb.alert_owned, 3);
+    ck_assert_uint_eq(sb.alert_foreign, 2);
+    sn_shared_destroy(a);
+    sn_shared_destroy(b);
+    redis_stop(&r);
+}
+END_TEST
+
+START_TEST(lease_acquire_renew_expire_takeover)
+{
+    redis_proc r = {0};
+    redis_start(&r);
+    int64_t ttl = 400 * MS;
+    sn_shared *a = replica(r.port, "a", ttl), *b = replica(r.port, "b", ttl);
+    ck_assert(!sn_shared_is_leader(a));
+    ck_assert_int_eq(sn_shared_lease_tick(a), 1);
+    ck_assert(sn_shared_is_leader(a));
+    ck_assert_int_eq(sn_shared_lease_tick(b), 0);
+    ck_assert(!sn_shared_is_leader(b));
+    /* Renewed past the first ttl. */
+    for (int i = 0; i < 6; i++) {
+        sleep_ms(100);
+        ck_assert_int_eq(sn_shared_lease_tick(a), 1);
+        ck_assert_int_eq(sn_shared_lease_tick(b), 0);
+    }
+    char v[32];
+    raw_get(r.port, "sentinel:leader", v, sizeof v);
+    ck_assert_str_eq(v, "a");
+    /* a stops renewing (hung or killed): its own view ends first, then b takes over. */
+    sleep_ms(320);
+    ck_assert(!sn_shared_is_leader(a));
+    sleep_ms(120);
+    ck_assert_int_eq(sn_shared_lease_tick(b), 1);
+    ck_assert(sn_shared_is_leader(b));
+    ck_assert_int_eq(sn_shared_lease_tick(a), 0);
+    ck_assert(!sn_shared_is_leader(a));
+    /* A clean shutdown gives the lease back: a takes it at once. */
+    sn_shared_destroy(b);
+    raw_get(r.port, "sentinel:leader", v, sizeof v);
+    ck_assert_str_eq(v, "");
+    ck_assert_int_eq(sn_shared_lease_tick(a), 1);
+    sn_shared_stats sa;
+    sn_shared_stats_get(a, &sa);
+    ck_assert_uint_eq(sa.leader_acquired, 2);
+    ck_assert_uint_eq(sa.leader_lost, 1);
+    sn_shared_destroy(a);
+    redis_stop(&r);
+}
+END_TEST
+
+START_TEST(fail_open_when_redis_is_down)
+{
+    int port = free_port(); /* nothing listens there */
+    sn_shared *a = replica(port, "a", 0);
+    uint64_t prev = 7;
+    ck_assert_int_lt(sn_shared_seq_claim(a, "sc", 1, &prev), 0);
+    ck_assert_uint_eq(prev, 0);
+    ck_assert_int_lt(sn_shared_alert_claim(a, "s", "m", "latency_spike", 1000 * MS), 0);
+    ck_assert_int_lt(sn_shared_lease_tick(a), 0);
+    ck_assert(!sn_shared_is_leader(a));
+    /* Within reconnect_ns no new attempt is made: answered at once. */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < 100; i++)
+        ck_assert_int_eq(sn_shared_seq_claim(a, "sc", 1, &prev), -ENOTCONN);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ck_assert_int_lt((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000, 40);
+    sn_shared_stats st;
+    sn_shared_stats_get(a, &st);
+    ck_assert_uint_eq(st.fail_open, 103);
+    ck_assert_uint_ge(st.connect_failures, 2); /* the ingest and the loop connection */
+    ck_assert_uint_eq(st.connects, 0);
+    ck_assert_uint_eq(st.seq_claimed, 0);
+    sn_shared_destroy(a);
+}
+END_TEST
+
+START_TEST(reconnects_after_a_redis_restart)
+{
+    redis_proc r = {0};
+    redis_start(&r);
+    sn_shared *a = replica(r.port, "a", 2000 * MS);
+    uint64_t prev;
+    ck_assert_int_eq(sn_shared_seq_claim(a, "sc", 1, &prev), 0);
+    ck_assert_int_eq(sn_shared_lease_tick(a), 1);
+    redis_kill(&r);
+    ck_assert_int_lt(sn_shared_seq_claim(a, "sc", 2, &prev), 0);
+    /* An unanswered renewal keeps the lease until its own validity ends. */
+    ck_assert_int_lt(sn_shared_lease_tick(a), 0);
+    ck_assert(sn_shared_is_leader(a));
+    redis_start(&r); /* same port, empty (no persistence) */
+    sleep_ms(80);    /* past reconnect_ns */
+    ck_assert_int_eq(sn_shared_seq_claim(a, "sc", 2, &prev), 0);
+    ck_assert_uint_eq(prev, 0);
+    ck_assert_int_eq(sn_shared_lease_tick(a), 1);
+    char v[32];
+    raw_get(r.port, "sentinel:seq:sc", v, sizeof v);
+    ck_assert_str_eq(v, "2");
+    sn_shared_stats st;
+    sn_shared_stats_get(a, &st);
+    ck_assert_uint_eq(st.fail_open, 2);
+    ck_assert_uint_ge(st.connects, 4);
+    sn_shared_destroy(a);
+    redis_stop(&r);
+}
+END_TEST
+
+START_TEST(settings_are_checked)
+{
+    char err[256] = "";
+    sn_shared_config cfg;
+    sn_shared_config_init(&cfg);
+    sn_shared *s = NULL;
+    cfg.url = "http://127.0.0.1:6379";
+    ck_assert_int_eq(sn_shared_create(&cfg, &s, err, sizeof err), -EINVAL);
+    ck_assert_ptr_null(s);
+    ck_assert_ptr_nonnull(strstr(err, "redis.url"));
+    cfg.url = "redis://127.0.0.1:1";
+    cfg.key_prefix = "a-prefix-that-is-much-longer-than-sixty-four-bytes-which-is-the-limit:";
+    ck_assert_int_eq(sn_shared_create(&cfg, &s, err, sizeof err), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "redis.key_prefix"));
+    cfg.key_prefix = "t:";
+    cfg.lease_ttl_ns = 0;
+    ck_assert_int_eq(sn_shared_create(&cfg, &s, err, sizeof err), -EINVAL);
+    cfg.lease_ttl_ns = 1000 * MS;
+    ck_assert_int_eq(sn_shared_create(&cfg, &s, err, sizeof err), 0);
+    /* A default id: the host name and a random suffix; two replicas never share one. */
+    sn_shared *t = NULL;
+    ck_assert_int_eq(sn_shared_create(&cfg, &t, err, sizeof err), 0);
+    ck_assert_uint_gt(strlen(sn_shared_replica_id(s)), 9);
+    ck_assert_str_ne(sn_shared_replica_id(s), sn_shared_replica_id(t));
+    sn_shared_destroy(s);
+    sn_shared_destroy(t);
+    sn_shared_destroy(NULL);
+}
+END_TEST
+
+START_TEST(key_prefix_is_used)
+{
+    redis_proc r = {0};
+    redis_start(&r);
+    char url[64], err[256];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/3", r.port);
+    sn_shared_config cfg;
+    sn_shared_config_init(&cfg);
+    cfg.url = url;
+    cfg.key_prefix = "blue:";
+    cfg.replica_id = "x";
+    sn_shared *s = NULL;
+    ck_assert_int_eq(sn_shared_create(&cfg, &s, err, sizeof err), 0);
+    uint64_t prev;
+    ck_assert_int_eq(sn_shared_seq_claim(s, "sc", 4, &prev), 0);
+    ck_assert_int_eq(sn_shared_lease_tick(s), 1);
+    redisContext *c = raw(r.port);
+    ck_assert_ptr_nonnull(c);
+    redisReply *rep = redisCommand(c, "SELECT 3");
+    freeReplyObject(rep);
+    rep = redisCommand(c, "MGET blue:seq:sc blue:leader sentinel:leader");
+    ck_assert_int_eq(rep->type, REDIS_REPLY_ARRAY);
+    ck_assert_str_eq(rep->element[0]->str, "4");
+    ck_assert_str_eq(rep->element[1]->str, "x");
+    ck_assert_int_eq(rep->element[2]->type, REDIS_REPLY_NIL);
+    freeReplyObject(rep);
+    redisFree(c);
+    sn_shared_destroy(s);
+    redis_stop(&r);
+}
+END_TEST
+
+static Suite *shared_suite(void)
+{
+    Suite *s = suite_create("shared_state");
+    TCase *tc = tcase_create("redis");
+    tcase_set_timeout(tc, 20);
+    tcase_add_test(tc, sequences_only_go_up);
+    tcase_add_test(tc, release_gives_a_claim_back);
+    tcase_add_test(tc, two_replicas_race_one_wins);
+    tcase_add_test(tc, alert_keys_have_one_owner_per_window);
+    tcase_add_test(tc, lease_acquire_renew_expire_takeover);
+    tcase_add_test(tc, fail_open_when_redis_is_down);
+    tcase_add_test(tc, reconnects_after_a_redis_restart);
+    tcase_add_test(tc, settings_are_checked);
+    tcase_add_test(tc, key_prefix_is_used);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(shared_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
