@@ -26,6 +26,10 @@ struct sn_agg_metrics {
     sn_ingest_stats last_in;
     sn_engine_stats last_es;
     uint64_t last_store_errors;
+    /* the last SN_AGG_DELAY_WINDOW detection delays, seconds (a ring; next write at delay_pos) */
+    double delays[SN_AGG_DELAY_WINDOW];
+    size_t delay_pos;
+    uint64_t delay_count;
 };
 
 static int family(sn_metrics *m, sn_metrics_type type, const char *name, const char *help,
@@ -154,8 +158,47 @@ void sn_agg_metrics_anomaly(sn_agg_metrics *am, const sn_anomaly *an, int64_t no
     const char *v[] = {sn_detector_name(an->method), sn_anomaly_type_name(an->anomaly_type),
                        sn_severity_name(an->severity)};
     sn_counter_inc(sn_metrics_counter(am->anomalies, v));
-    if (an->time_unix_nano > 0 && now_ns >= an->time_unix_nano)
-        sn_histogram_observe(am->delay, (double)(now_ns - an->time_unix_nano) / 1e9);
+    if (an->time_unix_nano > 0 && now_ns >= an->time_unix_nano) {
+        double s = (double)(now_ns - an->time_unix_nano) / 1e9;
+        sn_histogram_observe(am->delay, s);
+        am->delays[am->delay_pos] = s;
+        am->delay_pos = (am->delay_pos + 1) % SN_AGG_DELAY_WINDOW;
+        am->delay_count++;
+    }
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The q-quantile of sorted v[0..n) (n > 0), interpolating between neighbours. */
+static double quantile(const double *v, size_t n, double q)
+{
+    double pos = q * (double)(n - 1);
+    size_t lo = (size_t)pos;
+    if (lo + 1 >= n)
+        return v[n - 1];
+    return v[lo] + (v[lo + 1] - v[lo]) * (pos - (double)lo);
+}
+
+void sn_agg_metrics_delay(const sn_agg_metrics *am, sn_agg_delay *out)
+{
+    out->p50 = out->p95 = out->p99 = NAN;
+    out->count = am != NULL ? am->delay_count : 0;
+    out->window = 0;
+    if (am == NULL || am->delay_count == 0)
+        return;
+    double v[SN_AGG_DELAY_WINDOW];
+    size_t n =
+        am->delay_count < SN_AGG_DELAY_WINDOW ? (size_t)am->delay_count : SN_AGG_DELAY_WINDOW;
+    memcpy(v, am->delays, n * sizeof v[0]); /* the ring's first n slots are the filled ones */
+    qsort(v, n, sizeof v[0], cmp_double);
+    out->p50 = quantile(v, n, 0.50);
+    out->p95 = quantile(v, n, 0.95);
+    out->p99 = quantile(v, n, 0.99);
+    out->window = n;
 }
 
 void sn_agg_metrics_batch(sn_agg_metrics *am, double seconds)

@@ -28,6 +28,20 @@ void sn_agg_metrics_destroy(sn_agg_metrics *am);
  * detection delay (now - the observation's time) observed when the time is known. */
 void sn_agg_metrics_anomaly(sn_agg_metrics *am, const sn_anomaly *an, int64_t now_ns);
 
+/* The exact detection delays of the last SN_AGG_DELAY_WINDOW anomalies with a known time (a
+ * ring kept beside the histogram, whose buckets are too coarse for percentiles). */
+#define SN_AGG_DELAY_WINDOW 1024u
+
+typedef struct sn_agg_delay {
+    double p50, p95, p99; /* seconds over the window (linear interpolation); NAN when empty */
+    uint64_t count;       /* delays observed since start */
+    size_t window;        /* delays the percentiles are computed from (<= SN_AGG_DELAY_WINDOW) */
+} sn_agg_delay;
+
+/* The delay percentiles (sorts a copy of the window: O(n log n), n <= 1024; loop thread). am
+ * NULL gives an empty result. Never fails. */
+void sn_agg_metrics_delay(const sn_agg_metrics *am, sn_agg_delay *out);
+
 /* One batch applied in `seconds`. */
 void sn_agg_metrics_batch(sn_agg_metrics *am, double seconds);
 

@@ -51,6 +51,7 @@ typedef enum route {
     R_ANOMALIES,
     R_ANOMALY,
     R_BASELINES,
+    R_SERIES,
     R_SERVICE_HEALTH,
     R_SUMMARY,
     R_CONFIG,
@@ -69,6 +70,7 @@ static const char *const g_route_label[R_COUNT] = {
     [R_ANOMALIES] = "/api/v1/anomalies",
     [R_ANOMALY] = "/api/v1/anomalies/{id}",
     [R_BASELINES] = "/api/v1/baselines",
+    [R_SERIES] = "/api/v1/series",
     [R_SERVICE_HEALTH] = "/api/v1/services/{name}/health",
     [R_SUMMARY] = "/api/v1/statistics/summary",
     [R_CONFIG] = "/api/v1/config",
@@ -694,6 +696,7 @@ static void get_anomaly(sn_api *api, const char *id, sn_http_reply *reply)
 
 typedef enum be_kind {
     BE_BASELINES,
+    BE_SERIES,
     BE_SERVICE,
     BE_SUMMARY,
     BE_CONFIG_GET,
@@ -704,6 +707,7 @@ typedef struct be_call {
     const sn_api_backend *be;
     be_kind kind;
     const char *a, *b, *c;
+    unsigned limit;
     const json_t *in;
     json_t *out;
     int rc;
@@ -718,6 +722,9 @@ static void be_run(void *arg)
     switch (x->kind) {
     case BE_BASELINES:
         x->rc = be->baselines(be->ud, x->a, x->b, x->c, &x->out);
+        break;
+    case BE_SERIES:
+        x->rc = be->series(be->ud, x->a, x->b, x->c, x->limit, &x->out);
         break;
     case BE_SERVICE:
         x->rc = be->service_health(be->ud, x->a, &x->out);
@@ -740,6 +747,8 @@ static bool be_has(const sn_api_backend *be, be_kind kind)
     switch (kind) {
     case BE_BASELINES:
         return be->baselines != NULL;
+    case BE_SERIES:
+        return be->series != NULL;
     case BE_SERVICE:
         return be->service_health != NULL;
     case BE_SUMMARY:
@@ -836,6 +845,55 @@ static void get_baselines(sn_api *api, sn_http_reply *reply)
         return;
     }
     be_answer(api, &x, "baselines", reply);
+}
+
+/* GET /api/v1/series?service=&model=&metric=&limit= : all three names required. */
+static void get_series(sn_api *api, sn_http_reply *reply)
+{
+    static const char *const allowed[] = {"service", "model", "metric", "limit", NULL};
+    query_args q;
+    if (!read_args(&q, allowed, reply))
+        return;
+    be_call x = {.kind = BE_SERIES, .limit = SN_API_SERIES_LIMIT_DEFAULT};
+    x.a = arg(&q, "service");
+    x.b = arg(&q, "model");
+    x.c = arg(&q, "metric");
+    const char *limit = arg(&q, "limit");
+    if (x.a == NULL || x.b == NULL || x.c == NULL) {
+        reply_error(reply, 400, "parameter '%s' is required",
+                    x.a == NULL   ? "service"
+                    : x.b == NULL ? "model"
+                                  : "metric");
+        return;
+    }
+    if (!name_ok(x.a) || !name_ok(x.b)) {
+        reply_error(reply, 400,
+                    "parameters 'service' and 'model' must be 1..%d bytes without control "
+                    "characters",
+                    SN_NAME_MAX - 1);
+        return;
+    }
+    sn_metric m;
+    if (sn_metric_from_name(x.c, &m) != 0) {
+        char v[QUOTE_MAX];
+        quote(v, x.c);
+        reply_error(reply, 400, "parameter 'metric' ('%s') is not a known metric", v);
+        return;
+    }
+    uint64_t n;
+    if (limit != NULL) {
+        if (parse_uint(limit, 1, SN_API_SERIES_LIMIT_MAX, &n) != 0) {
+            reply_error(reply, 400, "parameter 'limit' must be an integer in 1..%u",
+                        SN_API_SERIES_LIMIT_MAX);
+            return;
+        }
+        x.limit = (unsigned)n;
+    }
+    char what[2 * QUOTE_MAX + 64], s[QUOTE_MAX], md[QUOTE_MAX];
+    quote(s, x.a);
+    quote(md, x.b);
+    snprintf(what, sizeof what, "series ('%s', '%s', %s)", s, md, sn_metric_name(m));
+    be_answer(api, &x, what, reply);
 }
 
 /* GET /api/v1/services/{name}/health */
@@ -952,6 +1010,8 @@ static route resolve(const sn_api *api, const char *path, char *param_buf, size_
     }
     if (strcmp(path, "/api/v1/baselines") == 0)
         return R_BASELINES;
+    if (strcmp(path, "/api/v1/series") == 0)
+        return R_SERIES;
     if (strcmp(path, "/api/v1/statistics/summary") == 0)
         return R_SUMMARY;
     if (strcmp(path, "/api/v1/config") == 0)
@@ -1073,6 +1133,9 @@ static void handle(sn_api *api, const char *method, const char *path, const uint
         break;
     case R_BASELINES:
         get_baselines(api, reply);
+        break;
+    case R_SERIES:
+        get_series(api, reply);
         break;
     case R_SERVICE_HEALTH:
         get_service_health(api, param, reply);

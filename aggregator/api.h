@@ -8,6 +8,7 @@
  *   GET  /api/v1/anomalies/{id}         token  one stored alert (store, RO)
  *   GET  /api/v1/baselines              token  backend.baselines (loop)
  *   GET  /api/v1/services/{name}/health token  backend.service_health (loop)
+ *   GET  /api/v1/series                 token  backend.series (loop): one key's recent values
  *   GET  /api/v1/statistics/summary     token  backend.summary (loop)
  *   GET  /api/v1/config                 token  backend.config_get (loop)
  *   POST /api/v1/config                 token  backend.config_post (loop)
@@ -36,15 +37,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SN_API_DEFAULT_LISTEN   "0.0.0.0:8080"
-#define SN_API_DEFAULT_MAX_BODY (64u * 1024u) /* bytes of a POST body */
-#define SN_API_DEFAULT_THREADS  2u
-#define SN_API_TOKEN_MAX        512 /* bytes of the bearer token, NUL included */
-#define SN_API_ORIGIN_MAX       256 /* bytes of the CORS origin, NUL included */
-#define SN_API_ERR_MAX          256 /* bytes of a backend's error message, NUL included */
-#define SN_API_LIMIT_DEFAULT    100u
-#define SN_API_LIMIT_MAX        1000u
-#define SN_API_OFFSET_MAX       1000000000u
+#define SN_API_DEFAULT_LISTEN       "0.0.0.0:8080"
+#define SN_API_DEFAULT_MAX_BODY     (64u * 1024u) /* bytes of a POST body */
+#define SN_API_DEFAULT_THREADS      2u
+#define SN_API_TOKEN_MAX            512 /* bytes of the bearer token, NUL included */
+#define SN_API_ORIGIN_MAX           256 /* bytes of the CORS origin, NUL included */
+#define SN_API_ERR_MAX              256 /* bytes of a backend's error message, NUL included */
+#define SN_API_LIMIT_DEFAULT        100u
+#define SN_API_LIMIT_MAX            1000u
+#define SN_API_OFFSET_MAX           1000000000u
+#define SN_API_SERIES_LIMIT_DEFAULT 300u
+#define SN_API_SERIES_LIMIT_MAX     10000u
 
 typedef struct sn_api sn_api;
 
@@ -61,6 +64,11 @@ typedef struct sn_api_backend {
     int (*service_health)(void *ud, const char *name, json_t **out);
     /* The statistics summary. */
     int (*summary)(void *ud, json_t **out);
+    /* The newest `limit` (1..SN_API_SERIES_LIMIT_MAX) recent values of one key, with its
+     * baseline; -ENOENT when the aggregator knows neither. service, model and metric are given
+     * and checked (metric is a known metric name). */
+    int (*series)(void *ud, const char *service, const char *model, const char *metric,
+                  unsigned limit, json_t **out);
     /* The running configuration (sn_config_dump_json). */
     int (*config_get)(void *ud, json_t **out);
     /* Applies `changes` (a JSON object, borrowed) atomically without a restart and records it
@@ -100,7 +108,7 @@ typedef struct sn_api_config {
     sn_metrics *metrics;        /* borrowed; NULL: /metrics is 404 and requests are not counted */
     const sn_api_asset *assets; /* the dashboard; NULL: sn_api_placeholder_assets() */
     size_t nassets;
-    const char *version; /* /health's "version"; NULL: SENTINEL_VERSION */
+    const char *version;  /* /health's "version"; NULL: SENTINEL_VERSION */
     struct sn_live *live; /* the live feed at /ws/realtime (borrowed; NULL: 404); sn_api_stop
                              shuts it down (sn_live_shutdown) before the server stops */
 } sn_api_config;

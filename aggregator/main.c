@@ -32,6 +32,7 @@
 #include "log.h"
 #include "loop_call.h"
 #include "metrics.h"
+#include "recent.h"
 #include "store.h"
 
 #include <errno.h>
@@ -178,6 +179,7 @@ typedef struct aggregator {
     sn_live *live; /* /ws/realtime */
     sn_api *api;
     sn_deliver *deliver; /* alert sinks; NULL until started */
+    sn_recent *recent;   /* recent values per key (GET /api/v1/series); NULL: none kept */
     uv_timer_t tick;
     int64_t next_purge_ns;
     /* baseline snapshots (loop thread) */
@@ -422,8 +424,11 @@ static int apply_on_loop(aggregator *a, const sn_ingest_batch *b)
                      SN_LOG_STR("error", sn_store_errmsg(a->store)));
         return rc;
     }
-    for (size_t i = 0; i < b->nevents; i++)
+    for (size_t i = 0; i < b->nevents; i++) {
         sn_engine_observe(a->engine, &b->events[i], on_anomaly, a);
+        if (a->recent != NULL)
+            sn_recent_add_event(a->recent, &b->events[i]);
+    }
     for (size_t i = 0; i < b->nalerts; i++)
         sn_engine_local_alert(a->engine, &b->alerts[i], now, on_anomaly, a);
     rc = sn_store_seq_put(a->store, b->sidecar_id, b->sequence, now);
@@ -926,6 +931,32 @@ static int visit_summary_alert(const sn_alert *al, void *arg)
     return 0;
 }
 
+static const char *const breaker_names[] = {"closed", "open", "half_open"};
+
+/* Every configured sink's delivery counters, in the order they were added (new reference; an
+ * empty array without sinks; NULL when out of memory). */
+static json_t *sinks_json(sn_deliver *d)
+{
+    json_t *list = json_array();
+    unsigned n = sn_deliver_sink_count(d);
+    for (unsigned i = 0; list != NULL && i < n; i++) {
+        const char *name = sn_deliver_sink_name(d, i);
+        sn_deliver_sink_stats st;
+        if (name == NULL || sn_deliver_sink_stats_get(d, name, &st) != 0)
+            continue;
+        unsigned b = (unsigned)st.breaker < 3 ? (unsigned)st.breaker : 0;
+        json_array_append_new(
+            list, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:b, s:s, s:I, s:o}", "name", name,
+                            "delivered", (json_int_t)st.delivered, "failed", (json_int_t)st.failed,
+                            "retried", (json_int_t)st.retried, "dead_lettered",
+                            (json_int_t)st.dead_lettered, "queue_depth", (json_int_t)st.pending,
+                            "breaker_open", st.breaker == SN_BREAKER_OPEN, "breaker",
+                            breaker_names[b], "breaker_opened", (json_int_t)st.breaker_opened,
+                            "last_error", st.last_error[0] ? jstr(st.last_error) : json_null()));
+    }
+    return list;
+}
+
 static int api_summary(void *ud, json_t **out)
 {
     aggregator *a = ud;
@@ -937,13 +968,65 @@ static int api_summary(void *ud, json_t **out)
     sn_engine_get_stats(a->engine, &es);
     sn_baseline_stats bs;
     sn_baseline_get_stats(sn_engine_baselines(a->engine), &bs);
-    *out = json_pack("{s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:o, s:o}, s:{s:I, s:I}}", "batches",
-                     (json_int_t)a->batches, "events", (json_int_t)a->events, "local_alerts",
-                     (json_int_t)a->local_alerts, "anomalies", (json_int_t)a->anomalies, "alerts",
-                     "firing", (json_int_t)as.firing, "fired_total", (json_int_t)as.fired,
-                     "resolved_total", (json_int_t)as.resolved, "firing_by_type", q.by_type,
-                     "firing_by_severity", q.by_severity, "baselines", "keys", (json_int_t)bs.keys,
-                     "bytes", (json_int_t)bs.bytes_used);
+    sn_agg_delay dl;
+    sn_agg_metrics_delay(a->agg_metrics, &dl);
+    *out = json_pack("{s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:o, s:o}, s:{s:I, s:I}, "
+                     "s:{s:o, s:o, s:o, s:I, s:I}, s:o}",
+                     "batches", (json_int_t)a->batches, "events", (json_int_t)a->events,
+                     "local_alerts", (json_int_t)a->local_alerts, "anomalies",
+                     (json_int_t)a->anomalies, "alerts", "firing", (json_int_t)as.firing,
+                     "fired_total", (json_int_t)as.fired, "resolved_total", (json_int_t)as.resolved,
+                     "firing_by_type", q.by_type, "firing_by_severity", q.by_severity, "baselines",
+                     "keys", (json_int_t)bs.keys, "bytes", (json_int_t)bs.bytes_used,
+                     "detection_delay_seconds", "p50", jnum(dl.p50), "p95", jnum(dl.p95), "p99",
+                     jnum(dl.p99), "count", (json_int_t)dl.count, "window", (json_int_t)dl.window,
+                     "sinks", sinks_json(a->deliver));
+    return *out == NULL ? -ENOMEM : 0;
+}
+
+/* GET /api/v1/series: the key's newest `limit` values (oldest first) and its baseline now. */
+static int api_series(void *ud, const char *service, const char *model, const char *metric,
+                      unsigned limit, json_t **out)
+{
+    aggregator *a = ud;
+    sn_metric m;
+    if (sn_metric_from_name(metric, &m) != 0)
+        return -EINVAL;
+    sn_baseline *bl = sn_engine_baselines(a->engine);
+    sn_baseline_entry *e = sn_baseline_find(bl, service, model, m);
+    long n = -ENOENT;
+    sn_recent_point *pts = NULL;
+    size_t held = a->recent != NULL ? sn_recent_points_per_key(a->recent) : 0;
+    if (limit > held)
+        limit = (unsigned)held;
+    if (a->recent != NULL && limit > 0) {
+        pts = malloc(limit * sizeof *pts);
+        if (pts == NULL)
+            return -ENOMEM;
+        n = sn_recent_get(a->recent, service, model, m, pts, limit);
+    }
+    if (n < 0 && e == NULL) {
+        free(pts);
+        return -ENOENT;
+    }
+    json_t *points = json_array(), *base = json_null();
+    for (long i = 0; points != NULL && i < n; i++) {
+        char t[40] = "";
+        sn_alert_format_time(pts[i].time_unix_nano, t, sizeof t);
+        json_array_append_new(points,
+                              json_pack("{s:s, s:o}", "time", t, "value", jnum(pts[i].value)));
+    }
+    free(pts);
+    if (e != NULL) {
+        sn_summary sm;
+        sn_baseline_summary(bl, e, &sm);
+        base = json_pack("{s:I, s:o, s:o, s:o, s:o, s:o, s:o}", "samples", (json_int_t)sm.n, "mean",
+                         jnum(sm.mean), "stddev", jnum(sm.stddev), "median", jnum(sm.median), "q1",
+                         jnum(sm.q1), "q3", jnum(sm.q3), "p95", jnum(sm.p95));
+    }
+    *out = json_pack("{s:s, s:s, s:s, s:o, s:I, s:I, s:o}", "service", service, "model", model,
+                     "metric", sn_metric_name(m), "points", points, "count",
+                     (json_int_t)(n > 0 ? n : 0), "retained", (json_int_t)held, "baseline", base);
     return *out == NULL ? -ENOMEM : 0;
 }
 
@@ -1037,6 +1120,7 @@ static int start_api(aggregator *a)
         .baselines = api_baselines,
         .service_health = api_service_health,
         .summary = api_summary,
+        .series = api_series,
         .config_get = api_config_get,
         .config_post = api_config_post,
         .ud = a,
@@ -1115,6 +1199,12 @@ static int start_detection(aggregator *a)
     sn_alerts_stats_get(a->alerts, &ast);
     sn_log_info("state opened", SN_LOG_STR("data_dir", s->data_dir),
                 SN_LOG_UINT("firing_alerts", ast.firing), SN_LOG_UINT("skipped_alerts", skipped));
+    sn_recent_config rc_cfg = {0}; /* 300 points per key, 2048 keys, within 16 MiB */
+    rc = sn_recent_create(&rc_cfg, &a->recent, err, sizeof err);
+    if (rc != 0) {
+        sn_log_error("cannot keep recent values", SN_LOG_STR("error", err));
+        return 1;
+    }
     uv_timer_init(&a->loop, &a->tick);
     a->tick.data = a;
     uv_timer_start(&a->tick, on_tick, 1000, 1000);
@@ -1247,6 +1337,7 @@ out_close_loop:
     sn_ingest_destroy(a.ingest);
     sn_alerts_destroy(a.alerts);
     sn_engine_destroy(a.engine);
+    sn_recent_destroy(a.recent);
     sn_store_close(a.store);
     sn_agg_metrics_destroy(a.agg_metrics);
     sn_metrics_destroy(a.metrics);

@@ -250,6 +250,7 @@ typedef struct worker {
     /* counters, any thread */
     _Atomic uint64_t delivered, failed, retried, dead, resent, pending, breaker_opened;
     _Atomic int breaker_state;
+    char last_error[SN_SINK_REASON_MAX]; /* under d->mu */
     /* metrics (NULL without a registry) */
     sn_counter *m_ok, *m_failed, *m_dead, *m_retries;
     sn_gauge *m_depth, *m_open;
@@ -477,6 +478,14 @@ static int resend_one(const sn_alert *a, void *ud)
     return rc->failed ? 1 : 0; /* a receiver that is down: stop, the next round retries */
 }
 
+/* Worker thread: remembers the reason of a failed or refused attempt for the sink's stats. */
+static void set_last_error(worker *w, const char *reason)
+{
+    pthread_mutex_lock(&w->d->mu);
+    snprintf(w->last_error, sizeof w->last_error, "%s", reason[0] ? reason : "unknown");
+    pthread_mutex_unlock(&w->d->mu);
+}
+
 /* One delivery (or a wait). Returns how long to wait before the next step (0: go on now). */
 static int64_t worker_step(worker *w)
 {
@@ -547,6 +556,7 @@ static int64_t worker_step(worker *w)
         break;
     case SN_SINK_RETRY: {
         bool dead = false;
+        set_last_error(w, reason);
         uint32_t delay_ms = sn_backoff_next(&w->backoff, &w->policy.backoff, xorshift(&w->rng));
         /* Due at its old time: it stays the head of the queue; the sink waits instead. */
         e = sn_store_delivery_mark_failed(w->st, dl.id, done, dl.next_attempt_ns, reason, &dead);
@@ -573,6 +583,7 @@ static int64_t worker_step(worker *w)
         break;
     }
     case SN_SINK_PERMANENT:
+        set_last_error(w, reason);
         e = sn_store_delivery_dead_letter(w->st, dl.id, done, reason);
         atomic_fetch_add(&w->dead, 1);
         sn_counter_inc(w->m_dead);
@@ -786,6 +797,9 @@ int sn_deliver_sink_stats_get(sn_deliver *d, const char *name, sn_deliver_sink_s
         out->pending = atomic_load(&w->pending);
         out->breaker = (sn_breaker_state)atomic_load(&w->breaker_state);
         out->breaker_opened = atomic_load(&w->breaker_opened);
+        pthread_mutex_lock(&d->mu);
+        memcpy(out->last_error, w->last_error, sizeof out->last_error);
+        pthread_mutex_unlock(&d->mu);
         return 0;
     }
     return -ENOENT;
@@ -872,4 +886,14 @@ int sn_deliver_add_configured(sn_deliver *d, const sn_deliver_settings *s, char 
         added++;
     }
     return added;
+}
+
+unsigned sn_deliver_sink_count(const sn_deliver *d)
+{
+    return d != NULL ? d->nworkers : 0;
+}
+
+const char *sn_deliver_sink_name(const sn_deliver *d, unsigned i)
+{
+    return d != NULL && i < d->nworkers ? d->workers[i]->sink->name : NULL;
 }

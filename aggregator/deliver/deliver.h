@@ -320,9 +320,15 @@ typedef struct sn_deliver_sink_stats {
     uint64_t pending;       /* the queue's depth at the worker's last look */
     sn_breaker_state breaker;
     uint64_t breaker_opened;
+    char last_error[SN_SINK_REASON_MAX]; /* the last failed or refused attempt's reason; "" */
 } sn_deliver_sink_stats;
 
 /* Counters of the sink named name. Any thread. Returns 0 or -ENOENT. */
 int sn_deliver_sink_stats_get(sn_deliver *d, const char *name, sn_deliver_sink_stats *out);
+
+/* How many sinks were added, and the name of the i-th (0-based; NULL when i is out of range;
+ * valid until sn_deliver_destroy). Call on the thread that adds sinks (the loop). */
+unsigned sn_deliver_sink_count(const sn_deliver *d);
+const char *sn_deliver_sink_name(const sn_deliver *d, unsigned i);
 
 #endif

@@ -100,6 +100,7 @@ typedef struct fake {
     int calls;
     int off_loop; /* calls that did not run on the loop thread */
     char last_service[64], last_model[64], last_metric[64];
+    unsigned last_limit;
     /* a gate that keeps the loop busy */
     bool gate_entered, gate_open;
 } fake;
@@ -139,6 +140,26 @@ static int fake_baselines(void *ud, const char *service, const char *model, cons
     *out = json_pack("{s:[{s:s,s:s,s:s,s:i,s:f}]}", "baselines", "service",
                      service ? service : "chatbot-api", "model", model ? model : "gpt-4o", "metric",
                      metric ? metric : "latency_ms", "count", 1000, "mean", 2000.0);
+    return 0;
+}
+
+/* Knows one key (chatbot-api, gpt-4o, any metric): `limit` points of value i at second i. */
+static int fake_series(void *ud, const char *service, const char *model, const char *metric,
+                       unsigned limit, json_t **out)
+{
+    fake *f = ud;
+    note_call(f);
+    copy_opt(f->last_service, sizeof f->last_service, service);
+    copy_opt(f->last_model, sizeof f->last_model, model);
+    copy_opt(f->last_metric, sizeof f->last_metric, metric);
+    f->last_limit = limit;
+    if (strcmp(service, "chatbot-api") != 0 || strcmp(model, "gpt-4o") != 0)
+        return -ENOENT;
+    json_t *pts = json_array();
+    for (unsigned i = 0; i < limit && i < 50; i++)
+        json_array_append_new(pts, json_pack("{s:i,s:f}", "time", (int)i, "value", (double)i));
+    *out = json_pack("{s:s,s:o,s:{s:f,s:f,s:f}}", "metric", metric, "points", pts, "baseline",
+                     "median", 2.0, "q1", 1.0, "q3", 3.0);
     return 0;
 }
 
@@ -237,6 +258,7 @@ static void start_api(const char *token, const char *origin, bool with_store, bo
         .baselines = fake_baselines,
         .service_health = fake_service_health,
         .summary = full_backend ? fake_summary : NULL,
+        .series = full_backend ? fake_series : NULL,
         .config_get = fake_config_get,
         .config_post = fake_config_post,
         .ud = &g_fake,
@@ -863,6 +885,60 @@ START_TEST(backend_endpoints_run_on_the_loop)
 }
 END_TEST
 
+START_TEST(series_validates_and_runs_on_the_loop)
+{
+    start_api(TOKEN, NULL, true, true);
+    const char *auth = "Bearer " TOKEN;
+    resp r = get("/api/v1/series?service=chatbot-api&model=gpt-4o&metric=ttft_ms&limit=7", auth);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(json_string_value(json_object_get(r.json, "metric")), "ttft_ms");
+    ck_assert_uint_eq(json_array_size(json_object_get(r.json, "points")), 7);
+    ck_assert_double_eq(
+        json_number_value(json_object_get(json_object_get(r.json, "baseline"), "q3")), 3.0);
+    ck_assert_str_eq(g_fake.last_service, "chatbot-api");
+    ck_assert_str_eq(g_fake.last_model, "gpt-4o");
+    ck_assert_str_eq(g_fake.last_metric, "ttft_ms");
+    ck_assert_uint_eq(g_fake.last_limit, 7);
+    resp_free(&r);
+    /* Without a limit: the default; the largest limit is accepted. */
+    r = get("/api/v1/series?service=chatbot-api&model=gpt-4o&metric=latency_ms", auth);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_uint_eq(g_fake.last_limit, SN_API_SERIES_LIMIT_DEFAULT);
+    resp_free(&r);
+    r = get("/api/v1/series?service=chatbot-api&model=gpt-4o&metric=latency_ms&limit=10000", auth);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_uint_eq(g_fake.last_limit, SN_API_SERIES_LIMIT_MAX);
+    resp_free(&r);
+
+    int calls = g_fake.calls;
+    expect_error("/api/v1/series?model=gpt-4o&metric=latency_ms", auth, 400, "'service'");
+    expect_error("/api/v1/series?service=a&metric=latency_ms", auth, 400, "'model'");
+    expect_error("/api/v1/series?service=a&model=b", auth, 400, "'metric'");
+    expect_error("/api/v1/series?service=a&model=b&metric=latency", auth, 400, "known metric");
+    expect_error("/api/v1/series?service=&model=b&metric=latency_ms", auth, 400, "service");
+    expect_error("/api/v1/series?service=a&model=b&metric=latency_ms&limit=0", auth, 400, "limit");
+    expect_error("/api/v1/series?service=a&model=b&metric=latency_ms&limit=10001", auth, 400,
+                 "limit");
+    expect_error("/api/v1/series?service=a&model=b&metric=latency_ms&limit=-1", auth, 400, "limit");
+    expect_error("/api/v1/series?service=a&model=b&metric=latency_ms&limit=5x", auth, 400, "limit");
+    expect_error("/api/v1/series?service=a&model=b&metric=latency_ms&start=1", auth, 400,
+                 "'start'");
+    expect_error("/api/v1/series?service=a&service=b&model=b&metric=latency_ms", auth, 400,
+                 "more than once");
+    ck_assert_int_eq(g_fake.calls, calls); /* refused before the loop */
+    /* An unknown key is 404 naming it; the token is required; only GET. */
+    expect_error("/api/v1/series?service=ghost&model=gpt-4o&metric=cost_usd", auth, 404, "ghost");
+    ck_assert_int_eq(g_fake.calls, calls + 1);
+    expect_error("/api/v1/series?service=chatbot-api&model=gpt-4o&metric=cost_usd", NULL, 401,
+                 NULL);
+    r = request("POST", "/api/v1/series?service=chatbot-api&model=gpt-4o&metric=cost_usd", auth,
+                "{}", 2, "application/json");
+    ck_assert_int_eq(r.status, 405);
+    resp_free(&r);
+    ck_assert_int_eq(g_fake.off_loop, 0);
+}
+END_TEST
+
 START_TEST(config_get_and_post)
 {
     start_api(TOKEN, NULL, true, true);
@@ -945,6 +1021,7 @@ START_TEST(a_missing_backend_callback_is_501)
 {
     start_api(NULL, NULL, true, false);
     expect_error("/api/v1/statistics/summary", NULL, 501, NULL);
+    expect_error("/api/v1/series?service=a&model=b&metric=latency_ms", NULL, 501, NULL);
 }
 END_TEST
 
@@ -1199,6 +1276,7 @@ static Suite *api_suite(void)
     tcase_add_test(tc, anomaly_by_id);
     tcase_add_test(tc, anomalies_without_a_store);
     tcase_add_test(tc, backend_endpoints_run_on_the_loop);
+    tcase_add_test(tc, series_validates_and_runs_on_the_loop);
     tcase_add_test(tc, config_get_and_post);
     tcase_add_test(tc, a_missing_backend_callback_is_501);
     tcase_add_test(tc, a_busy_loop_is_503_and_reads_go_on);
