@@ -48,7 +48,8 @@
 #endif
 _Static_assert(sizeof(pb_istream_t) == 4 * sizeof(void *), "pb_istream_t layout differs");
 
-/* Field numbers of the two messages read by hand (common.proto). */
+/* Field numbers of the three messages read by hand (common.proto). */
+enum { KV_KEY = 1, KV_VALUE = 2 };
 enum {
     ANY_STRING = 1,
     ANY_BOOL = 2,
@@ -371,6 +372,44 @@ static bool on_value(pb_istream_t *s, const pb_field_t *field, void **arg)
     return read_any_value(d, s, false);
 }
 
+/* Reads the fields of one KeyValue (s holds exactly its bytes) by hand -- the hottest message of
+ * a request, about twenty per span, so nanopb's per-message set-up is worth skipping -- with
+ * nanopb's rules: unknown fields skipped, each occurrence of key or value handed to on_key /
+ * on_value (a scalar wire type there is an error), field number 0 an error. values_only: the
+ * second pass, when a value came before its key. */
+static bool read_key_value(decoder *d, pb_istream_t *s, bool values_only)
+{
+    void *arg = d;
+    while (s->bytes_left > 0) {
+        pb_wire_type_t wt;
+        uint32_t tag;
+        bool eof;
+        if (!pb_decode_tag(s, &wt, &tag, &eof))
+            return fail(d, s, "attribute", eof ? "field number 0" : explain(PB_GET_ERROR(s)));
+        if (tag == 0)
+            return fail(d, s, "attribute", "field number 0");
+        if ((tag != KV_KEY && tag != KV_VALUE) || (values_only && tag == KV_KEY)) {
+            if (!pb_skip_field(s, wt))
+                return fail(d, s, "attribute", explain(PB_GET_ERROR(s)));
+            continue;
+        }
+        const char *where = tag == KV_KEY ? "attribute key" : "attribute value";
+        if (wt != PB_WT_STRING) {
+            if (wt != PB_WT_VARINT && wt != PB_WT_64BIT && wt != PB_WT_32BIT)
+                return fail(d, s, "attribute", "invalid wire type");
+            return fail(d, s, where, "wrong wire type (expected a length-delimited field)");
+        }
+        pb_istream_t sub;
+        if (!pb_make_string_substream(s, &sub))
+            return fail(d, s, "attribute", explain(PB_GET_ERROR(s)));
+        if (!(tag == KV_KEY ? on_key(&sub, NULL, &arg) : on_value(&sub, NULL, &arg)))
+            return false;
+        if (!pb_close_string_substream(s, &sub)) /* skips what the callback left unread */
+            return fail(d, s, "attribute", explain(PB_GET_ERROR(s)));
+    }
+    return true;
+}
+
 /* One KeyValue of a resource or a span (d->target says which). */
 static bool on_attribute(pb_istream_t *s, const pb_field_t *field, void **arg)
 {
@@ -379,20 +418,12 @@ static bool on_attribute(pb_istream_t *s, const pb_field_t *field, void **arg)
     if (!wire_is_len(d, s, "attribute"))
         return false;
     pb_istream_t again = *s;
-    opentelemetry_proto_common_v1_KeyValue kv = opentelemetry_proto_common_v1_KeyValue_init_zero;
-    kv.key.funcs.decode = on_key;
-    kv.key.arg = d;
-    kv.value.funcs.decode = on_value;
-    kv.value.arg = d;
     d->key = KEY_NONE;
     d->value_before_key = false;
-    if (!decode_sub(d, s, opentelemetry_proto_common_v1_KeyValue_fields, &kv, "attribute"))
+    if (!read_key_value(d, s, false))
         return false;
-    if (d->value_before_key && d->key == KEY_OK) {
-        kv.key.funcs.decode = NULL; /* pass 2: the value only */
-        if (!decode_sub(d, &again, opentelemetry_proto_common_v1_KeyValue_fields, &kv, "attribute"))
-            return false;
-    }
+    if (d->value_before_key && d->key == KEY_OK && !read_key_value(d, &again, true))
+        return false;
     return true;
 }
 
