@@ -7,6 +7,7 @@ const SEVERITIES = ['critical', 'high', 'medium', 'low'];
 const HEALTH_WEIGHT = { critical: 40, high: 20, medium: 10, low: 5 }; // as the API's service health
 const STREAM_MAX = 500; // rows kept in the live stream
 const HOUR_S = 3600;
+const SERIES_LIMIT = 300; // recent values per chart (the aggregator keeps 300 per key)
 
 // State the tests and a curious operator can look at.
 const state = {
@@ -27,6 +28,8 @@ function esc(s) {
   return String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
 }
 const fmtNum = (v) => (typeof v === 'number' && Number.isFinite(v) ? (Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(4).replace(/\.?0+$/, '')) : '–');
+// A delay in seconds, in ms below one second.
+const fmtDelay = (v) => (typeof v === 'number' && Number.isFinite(v) ? (v < 1 ? `${(v * 1000).toFixed(v < 0.01 ? 1 : 0)} ms` : `${v.toFixed(2)} s`) : '–');
 const fmtTime = (s) => (s ? new Date(s).toLocaleString() : '–');
 const sevBadge = (s) => `<span class="sev ${esc(s)}">${esc(s)}</span>`;
 const pairHref = (svc, model) => `#drill/${encodeURIComponent(svc)}/${encodeURIComponent(model)}`;
@@ -168,6 +171,29 @@ async function refreshOverviewNumbers() {
     `<div class="card"><div class="l">firing</div><div class="n" id="firing-total">${sum.body.alerts?.firing ?? 0}</div></div>` +
     `<div class="card"><div class="l">events</div><div class="n">${sum.body.events ?? 0}</div></div>` +
     `<div class="card"><div class="l">baseline keys</div><div class="n">${sum.body.baselines?.keys ?? 0}</div></div>`;
+  renderDelay(sum.body.detection_delay_seconds || {});
+  renderSinks(sum.body.sinks || []);
+}
+
+// Detection delay percentiles: from the span's end to the anomaly, over the last 1024 anomalies.
+function renderDelay(d) {
+  const box = $('#delay-cards');
+  if (!box) return;
+  box.innerHTML = ['p50', 'p95', 'p99'].map((q) => {
+    const v = typeof d[q] === 'number' && Number.isFinite(d[q]) ? d[q] : null;
+    return `<div class="card" id="delay-${q}" data-value="${v ?? ''}"><div class="l">delay ${q}</div><div class="n">${fmtDelay(v)}</div></div>`;
+  }).join('') + `<div class="card" id="delay-count" data-value="${d.count ?? 0}"><div class="l">anomalies timed</div><div class="n">${d.count ?? 0}</div></div>`;
+}
+
+// Alert sinks: delivered, failed, dead-lettered, queue depth, circuit breaker, last error.
+function renderSinks(sinks) {
+  const tbody = $('#sinks tbody');
+  if (!tbody) return;
+  tbody.innerHTML = sinks.map((k) => `<tr data-sink="${esc(k.name)}" class="${k.breaker_open ? 'bad' : ''}">
+      <td>${esc(k.name)}</td><td class="delivered">${k.delivered}</td><td>${k.failed}</td><td>${k.dead_lettered}</td><td>${k.queue_depth}</td>
+      <td><span class="health ${k.breaker_open ? 'bad' : k.breaker === 'half_open' ? 'mid' : 'good'}">${esc(k.breaker || (k.breaker_open ? 'open' : 'closed'))}</span></td>
+      <td class="note">${esc(k.last_error ?? '–')}</td></tr>`).join('') ||
+    '<tr><td colspan="7" class="note">No alert sink configured (SENTINEL_WEBHOOK_URL, SENTINEL_ALERTMANAGER_URL, SENTINEL_AMQP_URL).</td></tr>';
 }
 
 function healthClass(h) { return h >= 90 ? 'good' : h >= 60 ? 'mid' : 'bad'; }
@@ -175,11 +201,14 @@ function healthClass(h) { return h >= 90 ? 'good' : h >= 60 ? 'mid' : 'bad'; }
 async function renderOverview() {
   view().innerHTML = `
     <h2>Active alerts by severity</h2><div class="grid" id="sev-cards"></div>
+    <h2>Detection delay</h2><div class="grid" id="delay-cards"></div>
     <div class="cols">
       <section><h2>Service health</h2>
         <table id="health"><thead><tr><th>service</th><th>model</th><th>health</th><th>firing</th></tr></thead><tbody></tbody></table>
         <p class="note">Health is 100 minus 40 / 20 / 10 / 5 per firing critical / high / medium / low alert, per service (the API) and per model (the same rule over the firing alerts).
-        Detection delay percentiles and alert-sink health are not exposed by the aggregator yet and are not shown.</p>
+        Detection delay: from the end of the call to the anomaly, percentiles of the last 1024 anomalies.</p>
+        <h2>Alert sinks</h2>
+        <table id="sinks"><thead><tr><th>sink</th><th>delivered</th><th>failed</th><th>dead-lettered</th><th>queued</th><th>breaker</th><th>last error</th></tr></thead><tbody></tbody></table>
       </section>
       <section><h2>Anomaly stream (last hour, live)</h2>
         <div class="filters">
@@ -280,11 +309,17 @@ async function renderDrill(svc, model) {
   for (const a of state.stream) {
     if (a.service_name === svc && a.model === model && !anomalies.some((x) => x.alert_id === a.alert_id)) anomalies.push(a);
   }
+  // Each metric's recent values and its baseline now (/api/v1/series).
+  const series = {};
+  await Promise.all(baselines.map(async (b) => {
+    const r = await api(`/api/v1/series?${q}&metric=${encodeURIComponent(b.metric)}&limit=${SERIES_LIMIT}`);
+    if (r.ok) series[b.metric] = r.body;
+  }));
   for (const c of Object.values(state.charts)) c.destroy();
   state.charts = {};
   view().innerHTML = `<h2>${esc(svc)} / ${esc(model)}</h2>
-    <p class="note">Each chart: the anomalies' values (points) over the last 6 hours against the key's current baseline —
-    the median (line) and the interquartile band Q1–Q3 from /api/v1/baselines. Raw per-call values are not exposed by the API.</p>
+    <p class="note">Each chart: the key's most recent values (grey points, up to ${SERIES_LIMIT} calls from /api/v1/series) with the anomalies among them (red),
+    against the key's current baseline — the median (line) and the interquartile band Q1–Q3. The table lists the anomalies of the last 6 hours.</p>
     <div id="charts"></div>
     <h2>Anomalies</h2>
     <table id="drill-anomalies"><thead><tr><th>time</th><th>severity</th><th>type</th><th>metric</th><th>value</th><th>baseline</th><th>σ</th><th>status</th></tr></thead><tbody>
@@ -294,32 +329,44 @@ async function renderDrill(svc, model) {
   const box = $('#charts');
   if (!baselines.length) box.innerHTML = '<p class="note">No baseline for this pair yet.</p>';
   const now = Date.now() / 1000;
-  for (const b of baselines) {
-    const pts = anomalies.filter((a) => a.details?.metric === b.metric)
-      .map((a) => [Date.parse(a.timestamp) / 1000, a.details.value]).filter(([t, v]) => Number.isFinite(t) && Number.isFinite(v))
+  for (const b0 of baselines) {
+    const sr = series[b0.metric];
+    const b = { ...b0, ...(sr?.baseline || {}) }; // the series' baseline is the newest
+    const recent = (sr?.points || []).map((p) => [Date.parse(p.time) / 1000, p.value])
+      .filter(([t, v]) => Number.isFinite(t) && Number.isFinite(v));
+    // The time axis spans the recent values (6 hours when there are none), a little padded.
+    const first = recent.length ? recent[0][0] : now - 6 * HOUR_S;
+    const marks = anomalies.filter((a) => a.details?.metric === b.metric)
+      .map((a) => [Date.parse(a.timestamp) / 1000, a.details.value]).filter(([t, v]) => Number.isFinite(t) && Number.isFinite(v) && t >= first - 1);
+    const last = recent.length ? Math.max(recent[recent.length - 1][0], ...marks.map((m) => m[0])) : now;
+    const pad = Math.max(1, (last - first) * 0.04);
+    // One x axis: every recent value and anomaly in time order; each series null elsewhere.
+    const rows = [[first - pad, null, null], ...recent.map(([t, v]) => [t, v, null]), ...marks.map(([t, v]) => [t, null, v]), [last + pad, null, null]]
       .sort((x, y) => x[0] - y[0]);
-    const xs = [now - 6 * HOUR_S, ...pts.map((p) => p[0]), now];
-    const vals = [null, ...pts.map((p) => p[1]), null];
+    const xs = rows.map((r) => r[0]);
     const flat = (v) => xs.map(() => (Number.isFinite(v) ? v : null));
-    const data = [xs, vals, flat(b.q1), flat(b.median), flat(b.q3)];
+    const data = [xs, rows.map((r) => r[1]), rows.map((r) => r[2]), flat(b.q1), flat(b.median), flat(b.q3)];
     const div = document.createElement('div');
     div.className = 'chart';
     div.dataset.metric = b.metric;
+    div.dataset.recent = String(recent.length);
+    div.dataset.anomalies = String(marks.length);
     box.appendChild(div);
-    if (typeof window.uPlot !== 'function') { div.textContent = `${b.metric}: median ${fmtNum(b.median)}, Q1 ${fmtNum(b.q1)}, Q3 ${fmtNum(b.q3)} (charts unavailable in this build)`; continue; }
+    if (typeof window.uPlot !== 'function') { div.textContent = `${b.metric}: median ${fmtNum(b.median)}, Q1 ${fmtNum(b.q1)}, Q3 ${fmtNum(b.q3)}, ${recent.length} recent values (charts unavailable in this build)`; continue; }
     const band = 'rgba(58,123,213,0.18)';
     const opts = {
-      title: `${b.metric} — median ${fmtNum(b.median)}, Q1 ${fmtNum(b.q1)}, Q3 ${fmtNum(b.q3)}, ${b.samples} samples`,
+      title: `${b.metric} — median ${fmtNum(b.median)}, Q1 ${fmtNum(b.q1)}, Q3 ${fmtNum(b.q3)}, ${b.samples} samples; ${recent.length} recent values`,
       width: Math.min(1100, box.clientWidth - 20 || 800), height: 220,
       scales: { x: { time: true } },
       series: [
         {},
-        { label: 'anomaly value', stroke: '#b3261e', width: 0, paths: () => null, points: { show: true, size: 9, fill: '#b3261e' } },
+        { label: 'value', stroke: '#5f6b7a', width: 0, paths: () => null, points: { show: true, size: 5, fill: '#5f6b7a' } },
+        { label: 'anomaly', stroke: '#b3261e', width: 0, paths: () => null, points: { show: true, size: 10, fill: '#b3261e' } },
         { label: 'Q1', stroke: 'rgba(58,123,213,0.6)', width: 1, points: { show: false } },
         { label: 'median', stroke: '#3a7bd5', width: 2, points: { show: false } },
         { label: 'Q3', stroke: 'rgba(58,123,213,0.6)', width: 1, points: { show: false } },
       ],
-      bands: [{ series: [4, 2], fill: band }],
+      bands: [{ series: [5, 3], fill: band }],
     };
     state.charts[b.metric] = new window.uPlot(opts, data, div);
   }
@@ -510,3 +557,5 @@ connectLive();
 route();
 // Rows older than an hour leave the stream.
 setInterval(() => { if (current === 'overview') renderStream(); }, 60000);
+// Delivery counters and delays change without alerts: the overview's numbers every 5 s.
+setInterval(() => { if (current === 'overview' && !document.hidden) refreshOverviewNumbers().catch(() => {}); }, 5000);

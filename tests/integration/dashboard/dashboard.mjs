@@ -6,8 +6,12 @@
 //   - a latency spike sent through the sidecar appears in the live stream within 2 s;
 //   - a service filter narrows the stream (another service's new anomaly does not show, the
 //     filtered service's does);
-//   - the drill-down chart has the anomaly's point and the baseline band (Q1..Q3 around the
-//     median) from /api/v1/baselines, drawn on the canvas;
+//   - the overview's detection delay panel shows p50/p95/p99 after the spike, and the alert-sink
+//     panel lists the webhook sink (a tiny receiver on loopback, SENTINEL_WEBHOOK_URL) with the
+//     alert delivered;
+//   - the drill-down chart has the key's recent values from /api/v1/series (more points than
+//     anomalies), the anomaly's point and the baseline band (Q1..Q3 around the median), drawn
+//     on the canvas;
 //   - the alert detail shows value vs baseline, deviation, root cause and trace id;
 //   - the history view counts anomalies and ranks services;
 //   - an invalid configuration edit shows the API's validation error, a valid one is applied.
@@ -15,6 +19,7 @@
 //        [--screenshot FILE]   (also writes the overview's screenshot to FILE, the drill-down's
 //                               to FILE-drill.png)
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 
 import { chromium } from 'playwright-core';
@@ -33,7 +38,17 @@ const post = (port, spans, service) =>
 
 await run('dashboard', async () => {
   const dir = tempDir('dash-');
+  // A webhook receiver on loopback: the aggregator's one alert sink.
+  const hooks = [];
+  const receiver = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => { hooks.push(body); res.writeHead(200, { 'Content-Type': 'application/json' }); res.end('{}'); });
+  });
+  await new Promise((r) => receiver.listen(0, '127.0.0.1', r));
+  process.env.SENTINEL_WEBHOOK_URL = `http://127.0.0.1:${receiver.address().port}/hook`;
   const agg = await startAggregator({ eventLog: path.join(dir, 'events.jsonl'), extra: ['--set', `http.api_token=${TOKEN}`] });
+  delete process.env.SENTINEL_WEBHOOK_URL;
   const apiLine = await agg.waitLog((j) => j.msg === 'REST API listening', 15000, 'REST API listening');
   const apiPort = apiLine.port;
   const sc = await startSidecar({ aggregatorPort: agg.port, spoolDir: path.join(dir, 'spool') });
@@ -115,6 +130,24 @@ await run('dashboard', async () => {
       return td && Number(td.textContent) < 100;
     }, null, { timeout: 5000 }).catch(() => check(false, 'the service health did not follow the alert'));
 
+    // --- detection delay and sink health on the overview ---
+    await page.waitForFunction(() => {
+      const v = (q) => document.querySelector(`#delay-${q}`)?.dataset.value;
+      return ['p50', 'p95', 'p99'].every((q) => v(q) !== '' && Number.isFinite(Number(v(q)))) && Number(v('count')) >= 1;
+    }, null, { timeout: 10000 }).catch(() => check(false, 'the detection delay panel shows no numbers'));
+    const delay = await page.evaluate(() => ['p50', 'p95', 'p99', 'count'].map((q) => Number(document.querySelector(`#delay-${q}`).dataset.value)));
+    const sumDelay = (await apiGet('/api/v1/statistics/summary')).body.detection_delay_seconds;
+    log(`detection delay on the page ${JSON.stringify(delay)}; summary ${JSON.stringify(sumDelay)}`);
+    check(delay[0] >= 0 && delay[0] <= delay[1] && delay[1] <= delay[2] && delay[2] < 10, `delay percentiles ${JSON.stringify(delay)}`);
+    check(/\d/.test(await page.textContent('#delay-p50 .n')), 'the p50 card shows no number');
+    for (let t = Date.now(); hooks.length === 0 && Date.now() - t < 10000;) await sleep(100);
+    check(hooks.length >= 1 && JSON.parse(hooks[0]).alert_id, `the webhook received ${hooks.length} alerts`);
+    await page.waitForFunction(() => Number(document.querySelector('#sinks tr[data-sink="webhook"] td.delivered')?.textContent) >= 1, null, { timeout: 10000 })
+      .catch(() => check(false, 'the sink panel does not show the webhook with a delivery'));
+    const sinkRow = await page.textContent('#sinks tr[data-sink="webhook"]');
+    log(`sink panel: ${sinkRow.replace(/\s+/g, ' ').trim()}`);
+    check(/closed/.test(sinkRow), `the webhook's breaker: ${sinkRow}`);
+
     // --- a filter narrows the stream ---
     await page.selectOption('#f-service', 'other-api');
     await sleep(300); // the new subscription reaches the aggregator
@@ -159,10 +192,17 @@ await run('dashboard', async () => {
         if (a0 > 200 && r0 > 150 && g0 < 80 && b0 < 80) red++;
         if (a0 > 20 && b0 > r0 + 30 && b0 > g0) band++;
       }
-      return { points: u.data[1].filter((v) => v != null), q1: u.data[2][0], median: u.data[3][0], q3: u.data[4][0], bands: (u.bands || []).length, w: c.width, h: c.height, red, band };
+      return { values: u.data[1].filter((v) => v != null), points: u.data[2].filter((v) => v != null), q1: u.data[3][0], median: u.data[4][0], q3: u.data[5][0], bands: (u.bands || []).length, w: c.width, h: c.height, red, band };
     });
+    const series = (await apiGet('/api/v1/series?service=dash-api&model=gpt-4o&metric=latency_ms&limit=300')).body;
     const bl = (await apiGet('/api/v1/baselines?service=dash-api&model=gpt-4o&metric=latency_ms')).body.baselines[0];
-    log(`drill-down chart: ${JSON.stringify(chart)}; baseline ${JSON.stringify({ q1: bl.q1, median: bl.median, q3: bl.q3 })}`);
+    log(`drill-down chart: ${JSON.stringify({ ...chart, values: chart.values.length })}; baseline ${JSON.stringify({ q1: bl.q1, median: bl.median, q3: bl.q3 })}; series ${series.count} points`);
+    // The recent values: every latency the aggregator applied for the key (40 normal calls, the
+    // spike, the token spike's call), many more than the anomalies, the spike among them.
+    check(chart.values.length > chart.points.length && chart.values.length >= 40, `${chart.values.length} recent values vs ${chart.points.length} anomalies`);
+    check(chart.values.length === series.count && series.points.length === series.count, `chart ${chart.values.length} vs /api/v1/series ${series.count}`);
+    check(chart.values.some((v) => Math.abs(v - 20000) < 1e-6) && chart.values.filter((v) => v >= 950 && v < 1050).length >= 40, 'the recent values lack the calls sent');
+    check(Math.abs(series.baseline.median - bl.median) / bl.median < 0.05, `series baseline ${series.baseline.median} vs ${bl.median}`);
     check(chart.points.some((v) => Math.abs(v - 20000) < 1e-6), `chart points ${JSON.stringify(chart.points)}`);
     check(chart.bands === 1 && chart.q1 <= chart.median && chart.median <= chart.q3 && chart.q3 > chart.q1, `band ${chart.q1}..${chart.q3} around ${chart.median}`);
     check(Math.abs(chart.median - bl.median) / bl.median < 0.05 && chart.q1 > 900 && chart.q3 < 1100, `band vs /api/v1/baselines: ${chart.median} vs ${bl.median}`);
@@ -214,4 +254,5 @@ await run('dashboard', async () => {
   }
   check((await sc.kill('SIGTERM')).code === 0, 'sidecar exit status after SIGTERM');
   check((await agg.kill('SIGTERM')).code === 0, 'aggregator exit status after SIGTERM');
+  receiver.close();
 });

@@ -669,7 +669,15 @@ START_TEST(engine_delivers_and_routes)
     ck_assert_int_eq(sn_deliver_sink_stats_get(d, "all", &s), 0);
     ck_assert_uint_eq(s.delivered, 2);
     ck_assert_uint_eq(s.failed, 0);
+    ck_assert_str_eq(s.last_error, ""); /* nothing failed */
     ck_assert_int_eq(sn_deliver_sink_stats_get(d, "nope", &s), -ENOENT);
+    /* the sinks by index, in the order they were added */
+    ck_assert_uint_eq(sn_deliver_sink_count(d), 2);
+    ck_assert_str_eq(sn_deliver_sink_name(d, 0), "all");
+    ck_assert_str_eq(sn_deliver_sink_name(d, 1), "crit");
+    ck_assert_ptr_null(sn_deliver_sink_name(d, 2));
+    ck_assert_uint_eq(sn_deliver_sink_count(NULL), 0);
+    ck_assert_ptr_null(sn_deliver_sink_name(NULL, 0));
     char *text;
     size_t len;
     ck_assert_int_eq(sn_metrics_render_alloc(m, &text, &len), 0);
@@ -730,6 +738,8 @@ START_TEST(engine_retries_in_order_and_dead_letters)
     ck_assert_uint_eq(s.failed, 2);
     ck_assert_uint_eq(s.retried, 2);
     ck_assert_uint_eq(s.dead_lettered, 1);
+    /* the last failure's reason: the 400 came after the two 503s */
+    ck_assert_str_eq(s.last_error, "HTTP 400: bad alert");
     /* the dead letter keeps the receiver's reason */
     sn_store_delivery dl;
     int found = 0;
@@ -803,6 +813,7 @@ START_TEST(engine_breaker_opens_and_recovers)
     sn_deliver_sink_stats_get(d, "flaky", &s);
     ck_assert_uint_eq(s.breaker_opened, 1);
     ck_assert_int_eq(s.breaker, SN_BREAKER_OPEN);
+    ck_assert_str_eq(s.last_error, "HTTP 503: busy");
     /* kicks do not get through an open breaker */
     for (int i = 0; i < 5; i++)
         sn_deliver_kick(d);
