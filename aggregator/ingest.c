@@ -600,6 +600,16 @@ static void handle_batch(sn_ingest *in, decode_ctx *c, sn_grpc_reply *reply)
         .nalerts = b->n_alerts,
     };
     int rc = in->cfg.apply(&batch, in->cfg.apply_ud);
+    if (rc == -EALREADY) {
+        /* Another replica applied it (shared state): remembered here too, then DUPLICATE. */
+        pthread_mutex_lock(&in->seq_mu);
+        sn_seqtab_put(in->seq, b->sidecar_id, idlen, b->sequence, now);
+        pthread_mutex_unlock(&in->seq_mu);
+        atomic_fetch_add(&in->st_duplicates, 1);
+        respond(reply, SENTINEL__V1__INGEST_STATUS__INGEST_STATUS_DUPLICATE, b->sequence, 0,
+                "already applied by another replica");
+        return;
+    }
     if (rc == -EAGAIN) {
         atomic_fetch_add(&in->st_refused[SN_INGEST_REFUSED_RETRY], 1);
         respond(reply, SENTINEL__V1__INGEST_STATUS__INGEST_STATUS_RETRY_AFTER, last,

@@ -54,7 +54,9 @@ typedef struct sn_ingest_batch {
 } sn_ingest_batch;
 
 /* Applies a batch; returns only once it was applied (or refused). 0: applied; -EAGAIN: not now
- * (overload), the sidecar retries later; any other negative errno: failed, answered INTERNAL.
+ * (overload), the sidecar retries later; -EALREADY: already applied elsewhere (another replica,
+ * aggregator/shared_state.h), recorded and answered DUPLICATE; any other negative errno:
+ * failed, answered INTERNAL.
  * Called on the gRPC handler thread, one batch at a time. */
 typedef int (*sn_ingest_apply_fn)(const sn_ingest_batch *b, void *ud);
 

@@ -32,6 +32,8 @@
 #include "log.h"
 #include "loop_call.h"
 #include "metrics.h"
+#include "shared_state.h"
+#include "sink.h" /* sn_redis_url_parse */
 #include "recent.h"
 #include "store.h"
 
@@ -71,6 +73,11 @@ typedef struct agg_settings {
     char runbook_url[512];
     sn_config_address http_endpoint;
     char api_token[256];
+    char redis_url[1024];
+    char redis_key_prefix[SN_SHARED_PREFIX_MAX + 1];
+    char redis_replica_id[SN_SHARED_ID_MAX + 1];
+    int64_t redis_timeout_ns;
+    int64_t redis_lease_ttl_ns;
     sn_engine_config engine;
     sn_deliver_settings deliver;
     sn_cli_log_settings log;
@@ -135,6 +142,20 @@ static const sn_config_desc descriptors[] = {
     {SN__CFG("http.api_token", SN_CONFIG_STRING, agg_settings, api_token, "",
              "bearer token required on /api/ (empty: open); /health and /metrics stay open"),
      .env = "SENTINEL_API_TOKEN", .flags = SN_CONFIG_SECRET},
+    {SN__CFG("redis.url", SN_CONFIG_STRING, agg_settings, redis_url, "",
+             "shared state for several replicas: redis://[[user]:password@]host[:port][/db] "
+             "(empty: embedded, one replica)"),
+     .env = "SENTINEL_REDIS_URL", .flags = SN_CONFIG_SECRET},
+    SN_CFG_STRING("redis.key_prefix", agg_settings, redis_key_prefix,
+                  "sentinel:", "prefix of every shared-state key in Redis"),
+    SN_CFG_STRING("redis.replica_id", agg_settings, redis_replica_id, "",
+                  "this replica's name in Redis (empty: host name and a random suffix)"),
+    SN_CFG_DURATION("redis.timeout", agg_settings, redis_timeout_ns, "250ms", SN_NS_PER_MS,
+                    60 * SN_NS_PER_SEC,
+                    "connect and command timeout; past it the replica falls back to local state"),
+    SN_CFG_DURATION("redis.lease_ttl", agg_settings, redis_lease_ttl_ns, "10s", 2 * SN_NS_PER_SEC,
+                    3600 * SN_NS_PER_SEC,
+                    "leadership lease; a replica that stops renewing it is replaced after this"),
     SN_ENGINE_DESCRIPTORS("engine", agg_settings, engine),
     SN_DELIVER_DESCRIPTORS(agg_settings, deliver),
     SN_CLI_LOG_DESCRIPTORS(agg_settings, log),
@@ -145,6 +166,12 @@ static int validate_settings(void *config, sn_config_error *err)
     agg_settings *s = config;
     if (s->data_dir[0] == '\0') {
         snprintf(err->msg, sizeof err->msg, "config: state.data_dir: must not be empty");
+        return -EINVAL;
+    }
+    sn_redis_url ru;
+    if (s->redis_url[0] != '\0' && sn_redis_url_parse(s->redis_url, &ru) != 0) {
+        snprintf(err->msg, sizeof err->msg,
+                 "config: redis.url: not a redis://[[user]:password@]host[:port][/db] URL");
         return -EINVAL;
     }
     return sn_engine_config_validate(&s->engine, "engine", err);
@@ -178,8 +205,11 @@ typedef struct aggregator {
     sn_loop_call *loop_call;
     sn_live *live; /* /ws/realtime */
     sn_api *api;
-    sn_deliver *deliver; /* alert sinks; NULL until started */
-    sn_recent *recent;   /* recent values per key (GET /api/v1/series); NULL: none kept */
+    sn_deliver *deliver;             /* alert sinks; NULL until started */
+    sn_shared *shared;               /* replicas' shared state; NULL: embedded (redis.url empty) */
+    bool in_tick;                    /* on_tick is running: anomalies come from silence checks */
+    uint64_t tick_anomalies_skipped; /* silence anomalies left to the leader */
+    sn_recent *recent; /* recent values per key (GET /api/v1/series); NULL: none kept */
     uv_timer_t tick;
     int64_t next_purge_ns;
     /* baseline snapshots (loop thread) */
@@ -361,6 +391,18 @@ static int log_batch(FILE *f, const sn_ingest_batch *b)
 static void on_anomaly(const sn_anomaly *an, void *ud)
 {
     aggregator *a = ud;
+    if (a->shared != NULL) {
+        /* Several replicas: silence checks are the leader's; an alert belongs to the replica
+         * holding its de-dup key (fail open: a Redis error raises it here). */
+        if (a->in_tick && !sn_shared_is_leader(a->shared)) {
+            a->tick_anomalies_skipped++;
+            return;
+        }
+        if (sn_shared_alert_claim(a->shared, an->service, an->model,
+                                  sn_anomaly_type_name(an->anomaly_type),
+                                  a->set->dedup_window_ns) == 0)
+            return;
+    }
     a->anomalies++;
     int64_t now = now_ns();
     sn_agg_metrics_anomaly(a->agg_metrics, an, now);
@@ -603,9 +645,13 @@ static void on_tick(uv_timer_t *t)
 {
     aggregator *a = t->data;
     int64_t now = now_ns();
+    if (a->shared != NULL)
+        (void)sn_shared_lease_tick(a->shared); /* logs changes; is_leader says the outcome */
     if (sn_store_begin(a->store) != 0)
         return;
+    a->in_tick = true;
     sn_engine_tick(a->engine, now, on_anomaly, a);
+    a->in_tick = false;
     sn_alerts_tick(a->alerts, now);
     if (a->agg_metrics != NULL && a->ingest != NULL) {
         sn_ingest_stats ist;
@@ -713,6 +759,23 @@ static int apply_from_ingest(const sn_ingest_batch *b, void *ud)
     }
     pthread_mutex_unlock(&a->mu);
     return p.rc;
+}
+
+/* Ingest handler thread, with shared state: claims the batch's sequence in Redis first (one
+ * round trip), so a batch another replica already applied is answered DUPLICATE (-EALREADY);
+ * gives the claim back when the batch was not applied. Redis unreachable: fails open to the
+ * local de-duplication table (counted in the shared state's stats). */
+static int apply_claimed(const sn_ingest_batch *b, void *ud)
+{
+    aggregator *a = ud;
+    uint64_t prev = 0;
+    int claim = sn_shared_seq_claim(a->shared, b->sidecar_id, b->sequence, &prev);
+    if (claim == 1)
+        return -EALREADY;
+    int rc = apply_from_ingest(b, ud);
+    if (rc != 0 && claim == 0)
+        (void)sn_shared_seq_release(a->shared, b->sidecar_id, b->sequence, prev);
+    return rc;
 }
 
 /* ---- shutdown
@@ -1211,6 +1274,35 @@ static int start_detection(aggregator *a)
     return 0;
 }
 
+/* Connects the replicas' shared state when redis.url is set (Redis need not be up yet: calls
+ * fail open until it is). Returns 0, or 2 after logging a config error. */
+static int start_shared(aggregator *a)
+{
+    const agg_settings *s = a->set;
+    if (s->redis_url[0] == '\0')
+        return 0;
+    sn_shared_config sc;
+    sn_shared_config_init(&sc);
+    sc.url = s->redis_url;
+    sc.key_prefix = s->redis_key_prefix;
+    sc.replica_id = s->redis_replica_id;
+    sc.timeout_ns = s->redis_timeout_ns;
+    sc.lease_ttl_ns = s->redis_lease_ttl_ns;
+    sc.seq_ttl_ns = s->sidecar_idle_ns;
+    char err[256];
+    if (sn_shared_create(&sc, &a->shared, err, sizeof err) != 0) {
+        sn_log_error("config: cannot use the shared state", SN_LOG_STR("error", err));
+        return 2;
+    }
+    int lead = sn_shared_lease_tick(a->shared);
+    sn_log_info("shared state in Redis", SN_LOG_STR("replica_id", sn_shared_replica_id(a->shared)),
+                SN_LOG_STR("key_prefix", s->redis_key_prefix),
+                SN_LOG_STR("leader", lead == 1   ? "yes"
+                                     : lead == 0 ? "no"
+                                                 : "unknown"));
+    return 0;
+}
+
 /* Creates and starts the ingest service. Returns 0, or 1 after logging why. */
 static int start_ingest(aggregator *a)
 {
@@ -1227,7 +1319,7 @@ static int start_ingest(aggregator *a)
     cfg.max_sidecars = (size_t)s->max_sidecars;
     cfg.sidecar_idle_ns = s->sidecar_idle_ns;
     cfg.retry_after_ms = (uint32_t)(s->retry_after_ns / SN_NS_PER_MS);
-    cfg.apply = apply_from_ingest;
+    cfg.apply = a->shared != NULL ? apply_claimed : apply_from_ingest;
     cfg.apply_ud = a;
     int rc = sn_ingest_create(&cfg, &a->ingest, err, sizeof err);
     if (rc == 0) {
@@ -1295,6 +1387,8 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = start_deliver(&a);
     if (rc == 0)
+        rc = start_shared(&a);
+    if (rc == 0)
         rc = start_ingest(&a);
     a.config = res.config;
     if (rc == 0)
@@ -1327,6 +1421,19 @@ int main(int argc, char **argv)
                 SN_LOG_UINT("refused_decompress", st.refused[SN_INGEST_REFUSED_DECOMPRESS]),
                 SN_LOG_UINT("retry_after", st.refused[SN_INGEST_REFUSED_RETRY]),
                 SN_LOG_UINT("refused_internal", st.refused[SN_INGEST_REFUSED_INTERNAL]));
+    if (a.shared != NULL) {
+        sn_shared_stats sst;
+        sn_shared_stats_get(a.shared, &sst);
+        sn_log_info("shared state", SN_LOG_UINT("batches_claimed", sst.seq_claimed),
+                    SN_LOG_UINT("duplicates_from_replicas", sst.seq_duplicates),
+                    SN_LOG_UINT("claims_released", sst.seq_released),
+                    SN_LOG_UINT("alerts_owned", sst.alert_owned),
+                    SN_LOG_UINT("alerts_left_to_replicas", sst.alert_foreign),
+                    SN_LOG_UINT("silence_anomalies_left_to_leader", a.tick_anomalies_skipped),
+                    SN_LOG_UINT("leader_acquired", sst.leader_acquired),
+                    SN_LOG_UINT("leader_lost", sst.leader_lost),
+                    SN_LOG_UINT("fail_open", sst.fail_open));
+    }
     rc = 0;
 
 out_close_loop:
@@ -1335,6 +1442,7 @@ out_close_loop:
     sn_live_destroy(a.live);
     sn_loop_call_destroy(a.loop_call);
     sn_ingest_destroy(a.ingest);
+    sn_shared_destroy(a.shared); /* gives the lease back */
     sn_alerts_destroy(a.alerts);
     sn_engine_destroy(a.engine);
     sn_recent_destroy(a.recent);

@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# replicas.sh -- two real sentinel-aggregator replicas sharing one real redis-server (loopback,
+# free ports, temp dirs), fed batches straight through Ingest (ingest_send):
+#
+#   0. a bad redis.url exits 2 naming the setting;
+#   1. exactly one replica holds the leadership lease (sentinel:leader);
+#   2. a batch applied by one replica and replayed to the other is answered DUPLICATE there and
+#      applied once (only the first replica learnt its sample);
+#   3. the same latency spike seen by both replicas yields one alert: one alert id across both
+#      REST APIs, and the alert's de-dup key names the replica that holds it;
+#   4. the leader is killed (SIGKILL): the other takes the lease over within the lease ttl;
+#   5. restart (Redis): both replicas restart on their data dirs; a batch replayed to the
+#      replica that never saw it is still answered DUPLICATE (the sequence lives in Redis), the
+#      alert is still listed by its replica (SQLite);
+#   6. Redis stopped: ingest fails open to the local table (a new batch is applied, OK).
+#
+# Usage: replicas.sh AGGREGATOR INGEST_SEND. Exit 0 when everything held.
+set -u -o pipefail
+
+AGG=$1
+SEND=$2
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/sentinel-replicas.XXXXXX")
+REDIS_PID=""
+A_PID=""
+B_PID=""
+TTL_S=2
+
+cleanup() {
+    for p in "$A_PID" "$B_PID" "$REDIS_PID"; do
+        [ -n "$p" ] && kill -KILL "$p" 2>/dev/null && wait "$p" 2>/dev/null
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+fail() {
+    echo "FAIL: $*" >&2
+    for r in a b; do
+        echo "--- aggregator $r log (tail) ---" >&2
+        tail -n 30 "$TMP/$r.log" >&2 2>/dev/null
+    done
+    exit 1
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+REDIS_PORT=$(free_port)
+A_INGEST=$(free_port)
+A_HTTP=$(free_port)
+B_INGEST=$(free_port)
+B_HTTP=$(free_port)
+
+rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+
+start_redis() {
+    mkdir -p "$TMP/redis"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+        --dir "$TMP/redis" >"$TMP/redis.log" 2>&1 &
+    REDIS_PID=$!
+    for _ in $(seq 1 100); do
+        [ "$(rcli ping 2>/dev/null)" = PONG ] && return 0
+        sleep 0.05
+    done
+    fail "redis-server did not start"
+}
+
+# start R INGEST HTTP: replica R (a or b) with its own data dir; sets A_PID / B_PID.
+start() {
+    local r=$1 ingest=$2 http=$3
+    mkdir -p "$TMP/$r"
+    SENTINEL_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" "$AGG" --set state.data_dir="$TMP/$r" \
+        --set ingest.endpoint=127.0.0.1:"$ingest" --set http.endpoint=127.0.0.1:"$http" \
+        --set redis.replica_id="agg-$r" --set redis.lease_ttl="${TTL_S}s" \
+        --set alerts.quiet_period=1h --set engine.throughput.enabled=false \
+        2>>"$TMP/$r.log" &
+    local pid=$!
+    if [ "$r" = a ]; then A_PID=$pid; else B_PID=$pid; fi
+    for _ in $(seq 1 200); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$http/health")" = 200 ] &&
+            return 0
+        kill -0 "$pid" 2>/dev/null || fail "aggregator $r exited at start"
+        sleep 0.1
+    done
+    fail "aggregator $r did not answer /health"
+}
+
+stop() { # stop PID: SIGTERM, exit 0 expected
+    local rc=0
+    kill -TERM "$1"
+    wait "$1" || rc=$?
+    [ "$rc" = 0 ] || fail "an aggregator exited $rc after SIGTERM"
+}
+
+api() { curl -sS --max-time 10 "http://127.0.0.1:$1$2"; }
+
+# seen HTTP SERVICE: latency_ms samples ever learnt for SERVICE / gpt-4o ("" when none).
+seen() {
+    api "$1" "/api/v1/baselines?service=$2&model=gpt-4o&metric=latency_ms" |
+        jq -r '.baselines[0].seen // empty'
+}
+
+# alert_ids HTTP: the latency_spike alert ids of spike-svc, one a line.
+alert_ids() {
+    api "$1" "/api/v1/anomalies?service=spike-svc" |
+        jq -r '.anomalies[] | select(.anomaly_type == "latency_spike") | .alert_id'
+}
+
+send() { "$SEND" "$@" 2>>"$TMP/send.log"; }
+
+# ---- 0. a bad URL is a configuration error; start ------------------------------------------------
+rc=0
+"$AGG" --set redis.url=http://127.0.0.1:1 --set state.data_dir="$TMP/bad" 2>"$TMP/bad.log" || rc=$?
+[ "$rc" = 2 ] || fail "a bad redis.url exited $rc, want 2"
+grep -q 'redis.url' "$TMP/bad.log" || fail "the error does not name redis.url"
+start_redis
+start a "$A_INGEST" "$A_HTTP"
+start b "$B_INGEST" "$B_HTTP"
+
+# ---- 1. one leader --------------------------------------------------------------------------------
+LEADER=$(rcli get sentinel:leader)
+case "$LEADER" in agg-a | agg-b) ;; *) fail "leader key is '$LEADER'" ;; esac
+sleep 1.5 # a few ticks: the lease is renewed, never taken by the other
+[ "$(rcli get sentinel:leader)" = "$LEADER" ] || fail "the lease changed hands without a failure"
+n=$(grep -l '"this replica leads"\|this replica leads' "$TMP/a.log" "$TMP/b.log" | wc -l)
+[ "$n" = 1 ] || fail "$n replicas logged leadership"
+
+# ---- 2. a replay to the other replica ------------------------------------------------------------
+[ "$(send 127.0.0.1:"$A_INGEST" sc-replay 1 replay-svc gpt-4o 500)" = "OK 1" ] ||
+    fail "the first batch was not answered OK 1 by a"
+[ "$(send 127.0.0.1:"$B_INGEST" sc-replay 1 replay-svc gpt-4o 500)" = "DUPLICATE 1" ] ||
+    fail "the replay to b was not answered DUPLICATE 1"
+[ "$(send 127.0.0.1:"$B_INGEST" sc-replay 1 replay-svc gpt-4o 500)" = "DUPLICATE 1" ] ||
+    fail "a second replay to b was not answered DUPLICATE 1"
+[ "$(seen "$A_HTTP" replay-svc)" = 1 ] || fail "a did not apply the batch once"
+[ -z "$(seen "$B_HTTP" replay-svc)" ] || fail "b applied a replayed batch"
+[ "$(rcli get sentinel:seq:sc-replay)" = 1 ] || fail "sentinel:seq:sc-replay is not 1"
+
+# ---- 3. one spike seen by both: one alert --------------------------------------------------------
+for i in $(seq 1 30); do
+    lat=$((480 + (i * 7) % 41))
+    [ "$(send 127.0.0.1:"$A_INGEST" warm-a "$i" spike-svc gpt-4o "$lat")" = "OK $i" ] ||
+        fail "warm-up batch $i to a"
+    [ "$(send 127.0.0.1:"$B_INGEST" warm-b "$i" spike-svc gpt-4o "$lat")" = "OK $i" ] ||
+        fail "warm-up batch $i to b"
+done
+[ "$(send 127.0.0.1:"$A_INGEST" warm-a 31 spike-svc gpt-4o 30000)" = "OK 31" ] || fail "spike to a"
+[ "$(send 127.0.0.1:"$B_INGEST" warm-b 31 spike-svc gpt-4o 30000)" = "OK 31" ] || fail "spike to b"
+IDS_A=$(alert_ids "$A_HTTP")
+IDS_B=$(alert_ids "$B_HTTP")
+ALL=$(printf '%s\n%s\n' "$IDS_A" "$IDS_B" | sed '/^$/d' | sort -u)
+[ "$(wc -l <<<"$ALL" | tr -d ' ')" = 1 ] && [ -n "$ALL" ] ||
+    fail "want one latency_spike alert across both replicas, got a='$IDS_A' b='$IDS_B'"
+OWNER=$(rcli get sentinel:alert:spike-svc:gpt-4o:latency_spike)
+if [ -n "$IDS_A" ]; then OWNER_HTTP=$A_HTTP; want=agg-a; else OWNER_HTTP=$B_HTTP; want=agg-b; fi
+[ "$OWNER" = "$want" ] || fail "the de-dup key names '$OWNER', the alert is on $want"
+ALERT_ID=$ALL
+# Both replicas saw the spike: the other one left it to the owner (not a cold start).
+for h in "$A_HTTP" "$B_HTTP"; do
+    [ "$(seen "$h" spike-svc)" = 31 ] || fail "a replica did not learn its 31 samples"
+done
+
+# ---- 4. the leader dies: the other takes over within the lease ttl -------------------------------
+if [ "$LEADER" = agg-a ]; then VICTIM=$A_PID; OTHER=agg-b; else VICTIM=$B_PID; OTHER=agg-a; fi
+t0=$(date +%s%N)
+kill -KILL "$VICTIM"
+wait "$VICTIM" 2>/dev/null
+if [ "$VICTIM" = "$A_PID" ]; then A_PID=""; else B_PID=""; fi
+took=""
+for _ in $(seq 1 100); do
+    if [ "$(rcli get sentinel:leader)" = "$OTHER" ]; then
+        took=$((($(date +%s%N) - t0) / 1000000))
+        break
+    fi
+    sleep 0.05
+done
+[ -n "$took" ] || fail "$OTHER did not take the lease over"
+# ttl plus one renewal tick (1 s) plus scheduling slack.
+[ "$took" -le $((TTL_S * 1000 + 1500)) ] || fail "takeover took $took ms (ttl ${TTL_S}s)"
+echo "takeover by $OTHER after $took ms (lease ttl ${TTL_S}s)"
+
+# ---- 5. restart both (Redis): sequences survive in Redis, alerts in SQLite -------------------------
+[ -n "$A_PID" ] && stop "$A_PID" && A_PID=""
+[ -n "$B_PID" ] && stop "$B_PID" && B_PID=""
+[ -z "$(rcli get sentinel:leader)" ] || fail "a clean shutdown did not give the lease back"
+start a "$A_INGEST" "$A_HTTP"
+start b "$B_INGEST" "$B_HTTP"
+[ "$(send 127.0.0.1:"$B_INGEST" sc-replay 1 replay-svc gpt-4o 500)" = "DUPLICATE 1" ] ||
+    fail "after the restart, b did not answer the replay DUPLICATE"
+[ "$(send 127.0.0.1:"$A_INGEST" warm-b 31 spike-svc gpt-4o 30000)" = "DUPLICATE 31" ] ||
+    fail "after the restart, a did not answer b's batch DUPLICATE"
+[ "$(alert_ids "$OWNER_HTTP")" = "$ALERT_ID" ] || fail "the alert is gone after the restart"
+[ "$(api "$OWNER_HTTP" "/api/v1/anomalies/$ALERT_ID" | jq -r .status)" = firing ] ||
+    fail "the alert is not firing after the restart"
+case "$(rcli get sentinel:leader)" in agg-a | agg-b) ;; *) fail "no leader after the restart" ;; esac
+
+# ---- 6. Redis down: fail open to the local table -------------------------------------------------
+kill -KILL "$REDIS_PID"
+wait "$REDIS_PID" 2>/dev/null
+REDIS_PID=""
+[ "$(send 127.0.0.1:"$A_INGEST" sc-replay 2 replay-svc gpt-4o 500)" = "OK 2" ] ||
+    fail "with Redis down, a new batch was not applied"
+[ "$(send 127.0.0.1:"$A_INGEST" sc-replay 2 replay-svc gpt-4o 500)" = "DUPLICATE 2" ] ||
+    fail "with Redis down, the local table did not catch the replay"
+grep -q 'Redis unavailable' "$TMP/a.log" || fail "the fallback was not logged"
+stop "$A_PID"
+A_PID=""
+grep '"shared state"' "$TMP/a.log" | tail -n 1 | jq -e '.fail_open >= 1' >/dev/null ||
+    fail "the fallback was not counted"
+stop "$B_PID"
+B_PID=""
+echo "PASS"
