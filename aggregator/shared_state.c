@@ -22,9 +22,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define NS_PER_SEC INT64_C(1000000000)
-#define NS_PER_MS  INT64_C(1000000)
-#define KEY_MAX    1024 /* longest key built here, NUL included */
+#define NS_PER_SEC  INT64_C(1000000000)
+#define NS_PER_MS   INT64_C(1000000)
+#define KEY_MAX     1024       /* longest key built here, NUL included */
+#define ALERT_CACHE 512        /* alert keys whose last answer is remembered (direct-mapped) */
+#define FOREIGN_MAX NS_PER_SEC /* a "not ours" answer is trusted at most this long */
 
 /* KEYS[1] sequence key; ARGV[1] new sequence, ARGV[2] ttl ms. {1, old} raised, {0, cur} not. */
 static const char SEQ_CLAIM_LUA[] =
@@ -69,6 +71,16 @@ struct sn_shared {
     int64_t timeout_ns, reconnect_ns, lease_ttl_ns, seq_ttl_ns;
     shared_conn ingest; /* sequences (ingest handler thread) */
     shared_conn loop;   /* alerts and lease (loop thread) */
+
+    /* The last answers for alert keys, so a burst of anomalies costs one round trip per key and
+     * interval, not one per anomaly: "ours" is trusted for half the window (the key is then
+     * renewed long before it expires), "not ours" for a quarter of it, at most FOREIGN_MAX.
+     * Guarded by loop.mu. */
+    struct {
+        uint64_t hash; /* FNV-1a of the key; 0: empty */
+        int64_t until_ns;
+        bool owned;
+    } alert_cache[ALERT_CACHE];
 
     /* lease: guarded by loop.mu */
     bool leader;
@@ -408,8 +420,27 @@ int sn_shared_alert_claim(sn_shared *s, const char *service, const char *model, 
     char key[KEY_MAX];
     if (make_key(s, key, sizeof key, "alert", service, model, type) != 0)
         return -ENAMETOOLONG;
+    uint64_t h = UINT64_C(1469598103934665603);
+    for (const char *p = key; *p != '\0'; p++)
+        h = (h ^ (unsigned char)*p) * UINT64_C(1099511628211);
+    h |= 1; /* never 0 (empty) */
     pthread_mutex_lock(&s->loop.mu);
-    int rc = claim_locked(s, key, window_ns);
+    int64_t now = mono_ns();
+    size_t slot = (size_t)(h % ALERT_CACHE);
+    int rc;
+    if (s->alert_cache[slot].hash == h && now < s->alert_cache[slot].until_ns) {
+        rc = s->alert_cache[slot].owned ? 1 : 0;
+    } else {
+        rc = claim_locked(s, key, window_ns);
+        if (rc >= 0) {
+            int64_t keep = rc == 1 ? window_ns / 2 : window_ns / 4;
+            if (rc == 0 && keep > FOREIGN_MAX)
+                keep = FOREIGN_MAX;
+            s->alert_cache[slot].hash = h;
+            s->alert_cache[slot].until_ns = now + keep;
+            s->alert_cache[slot].owned = rc == 1;
+        }
+    }
     pthread_mutex_unlock(&s->loop.mu);
     if (rc == 1)
         atomic_fetch_add(&s->st_alert_owned, 1);

@@ -9,7 +9,9 @@
  *   alert de-duplication   sentinel:alert:<service>:<model>:<anomaly type> = replica id, SET
  *                          only when absent (or renewed by its holder) with PX = the dedup
  *                          window: the replica holding it owns the alert, the others ignore
- *                          the anomaly (counted).
+ *                          the anomaly (counted). Answers are remembered per key (ours: half
+ *                          the window, renewed then; not ours: a quarter, at most 1 s), so a
+ *                          burst of anomalies costs one round trip per key and interval.
  *   leadership             sentinel:leader = replica id with PX = lease ttl, taken when absent
  *                          and renewed only by its holder (compare-and-renew); given back at
  *                          destroy. sn_shared_is_leader() says whether the lease is ours and

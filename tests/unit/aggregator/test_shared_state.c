@@ -292,6 +292,49 @@ START_TEST(alert_keys_have_one_owner_per_window)
 }
 END_TEST
 
+/* EVAL calls the server has run since the last CONFIG RESETSTAT. */
+static long evals(int port)
+{
+    redisContext *c = raw(port);
+    ck_assert_ptr_nonnull(c);
+    redisReply *rep = redisCommand(c, "INFO commandstats");
+    ck_assert_ptr_nonnull(rep);
+    long n = 0;
+    const char *p =
+        rep->type == REDIS_REPLY_STRING ? strstr(rep->str, "cmdstat_eval:calls=") : NULL;
+    if (p != NULL)
+        n = strtol(p + strlen("cmdstat_eval:calls="), NULL, 10);
+    freeReplyObject(rep);
+    redisFree(c);
+    return n;
+}
+
+START_TEST(a_burst_of_anomalies_costs_one_round_trip)
+{
+    redis_proc r = {0};
+    redis_start(&r);
+    sn_shared *a = replica(r.port, "a", 0), *b = replica(r.port, "b", 0);
+    redisContext *c = raw(r.port);
+    freeReplyObject(redisCommand(c, "CONFIG RESETSTAT"));
+    redisFree(c);
+    for (int i = 0; i < 1000; i++)
+        ck_assert_int_eq(sn_shared_alert_claim(a, "s", "m", "token_spike", 10000 * MS), 1);
+    ck_assert_int_eq(evals(r.port), 1);
+    for (int i = 0; i < 1000; i++)
+        ck_assert_int_eq(sn_shared_alert_claim(b, "s", "m", "token_spike", 10000 * MS), 0);
+    ck_assert_int_eq(evals(r.port), 2);
+    /* Another key is asked for. */
+    ck_assert_int_eq(sn_shared_alert_claim(b, "s", "m", "cost_spike", 10000 * MS), 1);
+    ck_assert_int_eq(evals(r.port), 3);
+    sn_shared_stats sa;
+    sn_shared_stats_get(a, &sa);
+    ck_assert_uint_eq(sa.alert_owned, 1000);
+    sn_shared_destroy(a);
+    sn_shared_destroy(b);
+    redis_stop(&r);
+}
+END_TEST
+
 START_TEST(lease_acquire_renew_expire_takeover)
 {
     redis_proc r = {0};
@@ -462,6 +505,7 @@ static Suite *shared_suite(void)
     tcase_add_test(tc, release_gives_a_claim_back);
     tcase_add_test(tc, two_replicas_race_one_wins);
     tcase_add_test(tc, alert_keys_have_one_owner_per_window);
+    tcase_add_test(tc, a_burst_of_anomalies_costs_one_round_trip);
     tcase_add_test(tc, lease_acquire_renew_expire_takeover);
     tcase_add_test(tc, fail_open_when_redis_is_down);
     tcase_add_test(tc, reconnects_after_a_redis_restart);
