@@ -16,11 +16,20 @@
  * Threads: one. Everything runs on main's loop; the gRPC completion queue and curl's multi
  * handle are polled with a timeout up to the next scheduled send.
  *
+ * Scenario mode (--scenario FILE, docs/scenarios.md): instead of the pool, the requests carry
+ * the scenario's events (tests/load/scenario.h), each sent when its simulated time comes up on
+ * the wall clock (--speed N compresses time N-fold; 0 sends as fast as the target answers),
+ * with absolute timestamps: simulated time moved to the run's start. The labelled incidents go
+ * to --labels FILE as JSON lines with the same absolute times, written before the first send.
+ * A request holds up to load.batch events that are due, one ResourceSpans per service.
+ *
  * Safety: only loopback targets unless --allow-remote; every run is bounded by load.duration
- * (at most 1 h) plus one request timeout to drain, and optionally by load.requests.
+ * (at most 1 h; in scenario mode the scenario's duration over --speed, also at most 1 h) plus
+ * one request timeout to drain, and optionally by load.requests.
  */
 #include "cli.h"
 #include "log.h"
+#include "scenario.h"
 
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
 
@@ -83,6 +92,9 @@ typedef struct loadgen_settings {
     int64_t seed;
     bool allow_remote;
     int report;
+    char scenario[1024];
+    char labels[1024];
+    double speed;
     sn_cli_log_settings log;
 } loadgen_settings;
 
@@ -118,6 +130,12 @@ static const sn_config_desc descriptors[] = {
                 "allow a target that is not a loopback address"),
     SN_CFG_ENUM("report.format", loadgen_settings, report, "text", report_names,
                 "final report on stdout: text or json (one object)"),
+    SN_CFG_STRING("scenario.file", loadgen_settings, scenario, "",
+                  "send this scenario's events (docs/scenarios.md) instead of random load"),
+    SN_CFG_STRING("scenario.labels", loadgen_settings, labels, "",
+                  "write the scenario's labelled incidents here (JSON lines, absolute times)"),
+    SN_CFG_DOUBLE("scenario.speed", loadgen_settings, speed, "1", 0.0, 1e6,
+                  "simulated seconds per wall-clock second (0: as fast as the target answers)"),
     SN_CLI_LOG_DESCRIPTORS(loadgen_settings, log),
 };
 
@@ -133,6 +151,9 @@ static const sn_cli_flag flags[] = {
     {.name = "seed", .takes_value = true, .metavar = "N", .path = "load.seed"},
     {.name = "allow-remote", .path = "load.allow_remote", .set_value = "true"},
     {.name = "json", .path = "report.format", .set_value = "json", .help = "report as JSON"},
+    {.name = "scenario", .takes_value = true, .metavar = "FILE", .path = "scenario.file"},
+    {.name = "labels", .takes_value = true, .metavar = "FILE", .path = "scenario.labels"},
+    {.name = "speed", .takes_value = true, .metavar = "FACTOR", .path = "scenario.speed"},
 };
 
 /* ---------------------------------------------------------------- random numbers */
@@ -446,6 +467,164 @@ static void refresh_ids(lg_entry *e, uint64_t *counter)
     }
 }
 
+/* ---------------------------------------------------------------- scenario requests */
+
+#define LG_SCENARIO_BATCH 4096 /* events per scenario request at most */
+
+/* Fills one GenAI span from a scenario event ending at end_ns: the facts the sidecar extracts
+ * (model, provider, tokens, time to first chunk, finish reason, error) plus the event's cost as
+ * llm.cost.total, so the scenario's prices reach the detectors whatever the price table says.
+ * Strings point into ev, which must outlive the encoding. */
+static void make_scenario_span(lg_span_parts *p, const sn_event *ev, int64_t end_ns)
+{
+    lg_span *s = &p->span;
+    opentelemetry__proto__trace__v1__span__init(s);
+    opentelemetry__proto__trace__v1__status__init(&p->status);
+    memcpy(p->trace_id, ev->trace_id, 16);
+    memcpy(p->span_id, ev->span_id, 8);
+    s->trace_id = (ProtobufCBinaryData){16, p->trace_id};
+    s->span_id = (ProtobufCBinaryData){8, p->span_id};
+    snprintf(p->name, sizeof p->name, "chat %s", ev->model);
+    s->name = p->name;
+    s->kind = OPENTELEMETRY__PROTO__TRACE__V1__SPAN__SPAN_KIND__SPAN_KIND_CLIENT;
+    double lat = isnan(ev->latency_ms) ? 0.0 : ev->latency_ms;
+    s->end_time_unix_nano = (uint64_t)end_ns;
+    s->start_time_unix_nano = (uint64_t)(end_ns - (int64_t)(lat * 1e6));
+    size_t n = 0;
+    kv_str(p, &n, "gen_ai.operation.name", ev->operation[0] ? ev->operation : "chat");
+    if (ev->provider[0] != '\0')
+        kv_str(p, &n, "gen_ai.provider.name", ev->provider);
+    kv_str(p, &n, "gen_ai.request.model", ev->model);
+    kv_str(p, &n, "gen_ai.response.model", ev->model);
+    if (ev->input_tokens >= 0)
+        kv_int(p, &n, "gen_ai.usage.input_tokens", ev->input_tokens);
+    if (ev->output_tokens >= 0)
+        kv_int(p, &n, "gen_ai.usage.output_tokens", ev->output_tokens);
+    if (!isnan(ev->ttft_ms))
+        kv_double(p, &n, "gen_ai.response.time_to_first_chunk", ev->ttft_ms / 1000.0);
+    if (!isnan(ev->cost_usd))
+        kv_double(p, &n, "llm.cost.total", ev->cost_usd);
+    if (ev->finish_reason[0] != '\0') {
+        lg_kv *fr = kv_str(p, &n, "gen_ai.response.finish_reasons", "");
+        opentelemetry__proto__common__v1__any_value__init(&p->finish_any);
+        opentelemetry__proto__common__v1__array_value__init(&p->finish_array);
+        p->finish_any.value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE;
+        p->finish_any.string_value = (char *)ev->finish_reason;
+        p->finish_anyp = &p->finish_any;
+        p->finish_array.n_values = 1;
+        p->finish_array.values = &p->finish_anyp;
+        fr->value->value_case = OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_ARRAY_VALUE;
+        fr->value->array_value = &p->finish_array;
+    }
+    if (ev->is_error) {
+        kv_str(p, &n, "error.type", ev->error_type[0] ? ev->error_type : "error");
+        p->status.code = OPENTELEMETRY__PROTO__TRACE__V1__STATUS__STATUS_CODE__STATUS_CODE_ERROR;
+        p->status.message = (char *)"provider returned an error";
+    }
+    s->n_attributes = n;
+    s->attributes = p->kvp;
+    s->status = &p->status;
+}
+
+/* Encodes n scenario events (end times in ends) into e: one ResourceSpans per service, in the
+ * order services first appear. The span ids come from the scenario (unique), so no id offsets
+ * are kept. Returns 0 or -ENOMEM; on failure e holds nothing to free. */
+static int make_scenario_entry(lg_entry *e, const sn_event *evs, const int64_t *ends, size_t n)
+{
+    int rc = -ENOMEM;
+    lg_span_parts *parts = calloc(n ? n : 1, sizeof *parts);
+    lg_span **spanp = calloc(n ? n : 1, sizeof *spanp);
+    size_t *svc_of = calloc(n ? n : 1, sizeof *svc_of);
+    /* Per service: its resource and scope objects (at most n services). */
+    lg_span_parts *rattr = calloc(n ? n : 1, sizeof *rattr);
+    lg_resource *res = calloc(n ? n : 1, sizeof *res);
+    lg_scope_spans *ss = calloc(n ? n : 1, sizeof *ss);
+    lg_scope_spans **ssp = calloc(n ? n : 1, sizeof *ssp);
+    lg_resource_spans *rs = calloc(n ? n : 1, sizeof *rs);
+    lg_resource_spans **rsp = calloc(n ? n : 1, sizeof *rsp);
+    e->id_off = calloc(n ? n : 1, sizeof *e->id_off);
+    if (parts == NULL || spanp == NULL || svc_of == NULL || rattr == NULL || res == NULL ||
+        ss == NULL || ssp == NULL || rs == NULL || rsp == NULL || e->id_off == NULL)
+        goto out_free_parts;
+    size_t nsvc = 0;
+    size_t svc_first[LG_SCENARIO_BATCH]; /* first event of each service */
+    if (n > LG_SCENARIO_BATCH)
+        goto out_free_parts;
+    for (size_t i = 0; i < n; i++) {
+        size_t k;
+        for (k = 0; k < nsvc; k++)
+            if (strcmp(evs[svc_first[k]].service, evs[i].service) == 0)
+                break;
+        if (k == nsvc)
+            svc_first[nsvc++] = i;
+        svc_of[i] = k;
+    }
+    /* Spans grouped by service, each group in time order. */
+    size_t pos = 0;
+    lg_scope scope;
+    opentelemetry__proto__common__v1__instrumentation_scope__init(&scope);
+    scope.name = (char *)"opentelemetry.instrumentation.openai_v2";
+    for (size_t k = 0; k < nsvc; k++) {
+        size_t from = pos;
+        for (size_t i = 0; i < n; i++) {
+            if (svc_of[i] != k)
+                continue;
+            make_scenario_span(&parts[pos], &evs[i], ends[i]);
+            spanp[pos] = &parts[pos].span;
+            e->id_off[pos] = UINT32_MAX;
+            pos++;
+        }
+        const sn_event *first_ev = &evs[svc_first[k]];
+        size_t nr = 0;
+        kv_str(&rattr[k], &nr, "service.name", first_ev->service);
+        if (first_ev->region[0] != '\0')
+            kv_str(&rattr[k], &nr, "cloud.region", first_ev->region);
+        kv_str(&rattr[k], &nr, "telemetry.sdk.name", "opentelemetry");
+        opentelemetry__proto__resource__v1__resource__init(&res[k]);
+        res[k].n_attributes = nr;
+        res[k].attributes = rattr[k].kvp;
+        opentelemetry__proto__trace__v1__scope_spans__init(&ss[k]);
+        ss[k].scope = &scope;
+        ss[k].n_spans = pos - from;
+        ss[k].spans = spanp + from;
+        ssp[k] = &ss[k];
+        opentelemetry__proto__trace__v1__resource_spans__init(&rs[k]);
+        rs[k].resource = &res[k];
+        rs[k].n_scope_spans = 1;
+        rs[k].scope_spans = &ssp[k];
+        rsp[k] = &rs[k];
+    }
+    lg_request req;
+    opentelemetry__proto__collector__trace__v1__export_trace_service_request__init(&req);
+    req.n_resource_spans = nsvc;
+    req.resource_spans = rsp;
+    e->len =
+        opentelemetry__proto__collector__trace__v1__export_trace_service_request__get_packed_size(
+            &req);
+    e->buf = malloc(e->len ? e->len : 1);
+    if (e->buf == NULL)
+        goto out_free_parts;
+    opentelemetry__proto__collector__trace__v1__export_trace_service_request__pack(&req, e->buf);
+    e->nspans = n;
+    rc = 0;
+    goto out_free_parts_only;
+
+out_free_parts:
+    free(e->id_off);
+    e->id_off = NULL;
+out_free_parts_only:
+    free(rsp);
+    free(rs);
+    free(ssp);
+    free(ss);
+    free(res);
+    free(rattr);
+    free(svc_of);
+    free(spanp);
+    free(parts);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- latency histogram */
 
 typedef struct lg_hist {
@@ -526,6 +705,17 @@ typedef struct lg_run {
     uint64_t transport_errors;
     lg_hist hist;
     char target[300];
+    /* Scenario mode: gen is not NULL. */
+    sn_scenario_gen *gen;
+    sn_event pending; /* the next event, read ahead */
+    bool has_pending;
+    int64_t sim_start;   /* the scenario's simulated start */
+    int64_t wall_start;  /* CLOCK_REALTIME at the run's start: the scenario's start in spans */
+    uint64_t scen_mono0; /* now_ns() at that moment */
+    sn_event *evbuf;     /* one request's events (load.batch, at most LG_SCENARIO_BATCH) */
+    int64_t *evtime;     /* their end times in the spans */
+    size_t nevbuf;
+    uint64_t events_sent;
 } lg_run;
 
 static volatile sig_atomic_t interrupted;
@@ -543,26 +733,76 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Scenario mode: the monotonic time at which the pending event is due (its simulated offset
+ * over the speed, from the moment the scenario was placed on the wall clock). */
+static uint64_t scenario_due(const lg_run *run)
+{
+    if (run->s->speed <= 0.0)
+        return 0;
+    double off = (double)(run->pending.end_unix_nano - run->sim_start) / run->s->speed;
+    return run->scen_mono0 + (uint64_t)(off > 0.0 ? off : 0.0);
+}
+
+/* Scenario mode: an event's time in the spans -- simulated time moved to the run's start and
+ * compressed by the speed; at speed 0 the scenario's own absolute times. */
+static int64_t scenario_time(const lg_run *run, int64_t sim)
+{
+    if (run->s->speed <= 0.0)
+        return sim;
+    return run->wall_start + (int64_t)((double)(sim - run->sim_start) / run->s->speed);
+}
+
+/* Scenario mode: fills pool entry e with the events due at `now` (at least one, at most the
+ * batch). On failure (out of memory) the entry is an empty request and the run is stopped. */
+static void scenario_fill(lg_run *run, lg_entry *e, uint64_t now)
+{
+    free(e->buf);
+    free(e->id_off);
+    memset(e, 0, sizeof *e);
+    size_t n = 0;
+    while (run->has_pending && n < run->nevbuf && (n == 0 || scenario_due(run) <= now)) {
+        run->evbuf[n] = run->pending;
+        run->evtime[n] = scenario_time(run, run->pending.end_unix_nano);
+        n++;
+        run->has_pending = sn_scenario_next(run->gen, &run->pending, NULL);
+    }
+    if (make_scenario_entry(e, run->evbuf, run->evtime, n) != 0) {
+        sn_log_error("out of memory while encoding a scenario request");
+        interrupted = 1;
+        e->buf = NULL;
+        e->len = 0;
+        e->nspans = 0;
+        return;
+    }
+    run->events_sent += n;
+}
+
 /* Picks a pool entry that is not in flight (there is always one: the pool is larger than the
- * number of calls in flight), refreshes its ids and marks it busy. */
+ * number of calls in flight), refreshes its ids (scenario mode: fills it with the events due)
+ * and marks it busy. */
 static size_t take_entry(lg_run *run)
 {
     for (;;) {
         size_t i = run->next_entry;
         run->next_entry = (run->next_entry + 1) % run->npool;
         if (!run->pool[i].busy) {
-            refresh_ids(&run->pool[i], &run->id_counter);
+            if (run->gen != NULL)
+                scenario_fill(run, &run->pool[i], now_ns());
+            else
+                refresh_ids(&run->pool[i], &run->id_counter);
             run->pool[i].busy = true;
             return i;
         }
     }
 }
 
-/* Is the run still in its sending phase (not interrupted, within the duration and count)? */
+/* Is the run still in its sending phase (not interrupted, within the duration and count, and
+ * in scenario mode with events left)? */
 static bool sending(const lg_run *run, uint64_t now)
 {
     return !interrupted && now < run->stop_send_ns &&
-           (run->s->requests == 0 || run->sent < (uint64_t)run->s->requests);
+           (run->s->requests == 0 || run->sent < (uint64_t)run->s->requests) &&
+           (run->gen == NULL || run->has_pending);
 }
 
 /* May another request be started now? Updates nothing. */
@@ -572,6 +812,8 @@ static bool may_send(const lg_run *run, uint64_t now)
         return false;
     if (run->inflight >= (uint64_t)run->s->concurrency)
         return false;
+    if (run->gen != NULL)
+        return now >= scenario_due(run);
     return run->interval_ns == 0 || now >= run->next_due_ns;
 }
 
@@ -610,6 +852,8 @@ static uint64_t wait_budget(const lg_run *run, uint64_t now)
     uint64_t until = run->stop_send_ns;
     if (!sending(run, now))
         until = run->stop_send_ns + (uint64_t)run->s->timeout + SN_NS_PER_SEC;
+    else if (run->gen != NULL && run->inflight < (uint64_t)run->s->concurrency)
+        until = scenario_due(run);
     else if (run->interval_ns != 0 && run->inflight < (uint64_t)run->s->concurrency)
         until = run->next_due_ns;
     if (until <= now)
@@ -1072,6 +1316,71 @@ static void report(const lg_run *run)
     printf("\n  transport errors %" PRIu64 "\n", run->transport_errors);
 }
 
+/* Scenario mode: loads the scenario into *out, bounds the run by its duration over the speed
+ * (at most 1 h), places its start at wall_ns (CLOCK_REALTIME, now), writes the labels file and
+ * reads the first event. Returns 0; -EINVAL for a bad file or speed (a usage error); a negative
+ * errno when the labels cannot be written or memory runs out. err names the problem. The caller
+ * frees *out, run->gen and run->evbuf/evtime whatever the result. */
+static int start_scenario(lg_run *run, loadgen_settings *s, sn_scenario **out, uint64_t wall_ns,
+                          char *err, size_t errlen)
+{
+    int rc = sn_scenario_load(out, s->scenario, err, errlen);
+    if (rc != 0)
+        return rc == -ENOENT || rc == -EFBIG ? -EINVAL : rc;
+    const sn_scenario *sc = *out;
+    double wall = (double)sn_scenario_duration(sc) / (s->speed > 0.0 ? s->speed : 1.0);
+    if (s->speed > 0.0 && wall > 3600.0 * (double)SN_NS_PER_SEC) {
+        snprintf(err, errlen,
+                 "config: scenario.speed: the scenario would take %.0f s (at most 3600); "
+                 "raise --speed",
+                 wall / (double)SN_NS_PER_SEC);
+        return -EINVAL;
+    }
+    s->duration = s->speed > 0.0 ? (int64_t)wall + SN_NS_PER_SEC : 3600 * SN_NS_PER_SEC;
+    run->nevbuf = (size_t)s->batch < LG_SCENARIO_BATCH ? (size_t)s->batch : LG_SCENARIO_BATCH;
+    run->evbuf = calloc(run->nevbuf, sizeof *run->evbuf);
+    run->evtime = calloc(run->nevbuf, sizeof *run->evtime);
+    if (run->evbuf == NULL || run->evtime == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    rc = sn_scenario_gen_create(&run->gen, sc);
+    if (rc != 0) {
+        snprintf(err, errlen, "out of memory");
+        return rc;
+    }
+    run->sim_start = sn_scenario_start(sc);
+    run->wall_start = (int64_t)wall_ns;
+    run->scen_mono0 = now_ns();
+    if (s->labels[0] != '\0') {
+        FILE *f = fopen(s->labels, "w");
+        if (f == NULL) {
+            rc = -errno;
+            snprintf(err, errlen, "%.400s: %s", s->labels, strerror(errno));
+            return rc;
+        }
+        int64_t offset = s->speed > 0.0 ? run->wall_start - run->sim_start : 0;
+        double compress = s->speed > 0.0 ? s->speed : 1.0;
+        for (size_t i = 0; i < sn_scenario_label_count(sc); i++) {
+            char line[1024];
+            if (sn_scenario_label_json(sc, sn_scenario_label_at(sc, i), offset, compress, line,
+                                       sizeof line) > 0)
+                fprintf(f, "%s\n", line);
+        }
+        if (ferror(f) | (fclose(f) != 0)) {
+            snprintf(err, errlen, "%.400s: cannot write the labels", s->labels);
+            return -EIO;
+        }
+    }
+    run->has_pending = sn_scenario_next(run->gen, &run->pending, NULL);
+    sn_log_info(
+        "scenario ready", SN_LOG_STR("scenario", sn_scenario_name(sc)),
+        SN_LOG_UINT("incidents", sn_scenario_label_count(sc)),
+        SN_LOG_UINT("simulated_seconds", (uint64_t)(sn_scenario_duration(sc) / SN_NS_PER_SEC)),
+        SN_LOG_STR("target", run->target), SN_LOG_STR("protocol", protocol_names[s->protocol]));
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     loadgen_settings s;
@@ -1090,8 +1399,9 @@ int main(int argc, char **argv)
     if (out != SN_CLI_RUN)
         return sn_cli_exit_status(out);
 
-    int status = 1;
+    int status = 1, rc;
     char err[512] = "";
+    sn_scenario *scenario = NULL;
     lg_run *run = calloc(1, sizeof *run);
     if (run == NULL) {
         sn_log_error("out of memory");
@@ -1133,8 +1443,21 @@ int main(int argc, char **argv)
     struct timespec wall;
     clock_gettime(CLOCK_REALTIME, &wall);
     uint64_t wall_ns = (uint64_t)wall.tv_sec * 1000000000u + (uint64_t)wall.tv_nsec;
+    if (s.labels[0] != '\0' && s.scenario[0] == '\0') {
+        sn_log_error("config: scenario.labels: needs --scenario");
+        status = 2;
+        goto out_free_pool;
+    }
+    if (s.scenario[0] != '\0') {
+        rc = start_scenario(run, &s, &scenario, wall_ns, err, sizeof err);
+        if (rc != 0) {
+            sn_log_error(err);
+            status = rc == -EINVAL ? 2 : 1;
+            goto out_free_pool;
+        }
+    }
     size_t bytes = 0, fixed_ids = 0;
-    for (size_t i = 0; i < run->npool; i++) {
+    for (size_t i = 0; run->gen == NULL && i < run->npool; i++) {
         if (make_entry(&run->pool[i], (size_t)s.batch, (unsigned)(i % (size_t)s.services), &rng,
                        wall_ns, s.error_rate, s.spread) != 0) {
             sn_log_error("out of memory while encoding the request pool");
@@ -1146,12 +1469,14 @@ int main(int argc, char **argv)
     }
     /* The id counter starts from the seed's stream, so runs with different seeds differ. */
     run->id_counter = rng_next(&rng) >> 16;
-    sn_log_info("request pool ready", SN_LOG_UINT("requests", run->npool),
-                SN_LOG_UINT("spans_per_request", (uint64_t)s.batch),
-                SN_LOG_UINT("mean_request_bytes", bytes / run->npool),
-                /* spans whose ids could not be found in the encoding repeat on every send */
-                SN_LOG_UINT("spans_with_fixed_ids", fixed_ids), SN_LOG_STR("target", run->target),
-                SN_LOG_STR("protocol", protocol_names[s.protocol]));
+    if (run->gen == NULL)
+        sn_log_info("request pool ready", SN_LOG_UINT("requests", run->npool),
+                    SN_LOG_UINT("spans_per_request", (uint64_t)s.batch),
+                    SN_LOG_UINT("mean_request_bytes", bytes / run->npool),
+                    /* spans whose ids could not be found in the encoding repeat on every send */
+                    SN_LOG_UINT("spans_with_fixed_ids", fixed_ids),
+                    SN_LOG_STR("target", run->target),
+                    SN_LOG_STR("protocol", protocol_names[s.protocol]));
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -1160,12 +1485,15 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    int rc =
-        s.protocol == PROTO_GRPC ? run_grpc(run, err, sizeof err) : run_http(run, err, sizeof err);
+    rc = s.protocol == PROTO_GRPC ? run_grpc(run, err, sizeof err) : run_http(run, err, sizeof err);
     if (rc != 0) {
         sn_log_error(err, SN_LOG_ERRNO(rc));
         goto out_free_pool;
     }
+    if (run->gen != NULL)
+        sn_log_info("scenario sent", SN_LOG_STR("scenario", sn_scenario_name(scenario)),
+                    SN_LOG_UINT("events", run->events_sent),
+                    SN_LOG_UINT("events_left", run->has_pending ? 1 : 0));
     report(run);
     fflush(stdout);
     status = run->answers[ANS_OK] > 0 ? 0 : 1;
@@ -1178,6 +1506,10 @@ out_free_pool:
         free(run->pool[i].id_off);
     }
     free(run->pool);
+    free(run->evbuf);
+    free(run->evtime);
+    sn_scenario_gen_destroy(run->gen);
+    sn_scenario_destroy(scenario);
 out_free_run:
     free(run);
 out_cleanup_cli:

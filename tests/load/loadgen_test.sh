@@ -97,6 +97,58 @@ check "rate: at most 21 requests in 1 s at 20 requests/s (sent $sent)" [ "$sent"
 check "rate: at least 10 requests (sent $sent)" [ "$sent" -ge 10 ]
 check "rate: the server saw every one" [ "$served" = "$sent" ]
 
+# --- a labelled scenario (docs/scenarios.md): every event sent once, labels on the wall clock ---
+scenario=$(cd "$(dirname "$0")/../data/scenarios/quick" && pwd)/obvious_spike.json
+for proto in grpc http; do
+    mode=$proto
+    start "$mode"
+    t0=$(date +%s)
+    rc=0
+    # 900 simulated seconds at speed 300: 3 s; at speed 0 (http) as fast as the server answers.
+    speed=300
+    [ "$proto" = http ] && speed=0
+    "$loadgen" --protocol "$proto" --target "127.0.0.1:$port" --scenario "$scenario" \
+        --labels "$work/labels-$proto.jsonl" --speed "$speed" --batch 256 --json \
+        > "$work/scen-$proto.json" 2> "$work/scen-$proto.err" || rc=$?
+    t1=$(date +%s)
+    stop_server
+    events=$(sed -n 's/.*"msg":"scenario sent".*"events":\([0-9]*\).*/\1/p' "$work/scen-$proto.err")
+    check "scenario $proto: exit status 0" [ "$rc" = 0 ]
+    check "scenario $proto: 8000..10000 events generated (got $events)" \
+        [ "${events:-0}" -ge 8000 -a "${events:-0}" -le 10000 ]
+    check "scenario $proto: every event acknowledged" \
+        [ "$(jnum "$work/scen-$proto.json" spans_ok)" = "$events" ]
+    check "scenario $proto: the server answered every request" \
+        [ "$served" = "$(jnum "$work/scen-$proto.json" sent)" ]
+    check "scenario $proto: one label line" [ "$(wc -l < "$work/labels-$proto.jsonl")" = 1 ]
+    check "scenario $proto: the label names the incident" \
+        grep -q '"id":"spike","type":"latency_spike","service":"chatbot-api","model":"gpt-4o"' \
+        "$work/labels-$proto.jsonl"
+    lstart=$(sed -n 's/.*"start_unix_nano":\([0-9]*\).*/\1/p' "$work/labels-$proto.jsonl")
+    if [ "$proto" = grpc ]; then
+        # 600 simulated seconds in at speed 300: 2 s after the run's start, on the wall clock.
+        check "scenario grpc: the label starts 2 s into the run" \
+            [ $((lstart / 1000000000)) -ge $((t0 + 1)) -a $((lstart / 1000000000)) -le $((t1 + 1)) ]
+        check "scenario grpc: paced by the scenario (took $((t1 - t0)) s)" [ $((t1 - t0)) -ge 2 ]
+    else
+        # speed 0 keeps the scenario's own times: 2026-01-01T00:10:00Z.
+        check "scenario http: the label keeps the scenario's time" [ "$lstart" = 1767226200000000000 ]
+    fi
+done
+rc=0
+"$loadgen" --labels "$work/x.jsonl" --duration 1s > /dev/null 2> "$work/nolabels.err" || rc=$?
+check "--labels without --scenario is a usage error (status 2)" [ "$rc" = 2 ]
+check "... naming scenario.labels" grep -q "scenario.labels" "$work/nolabels.err"
+echo '{"duration_s": 10, "services": []}' > "$work/bad-scenario.json"
+rc=0
+"$loadgen" --scenario "$work/bad-scenario.json" > /dev/null 2> "$work/badscen.err" || rc=$?
+check "a bad scenario file is a usage error (status 2)" [ "$rc" = 2 ]
+check "... naming the field" grep -q "services" "$work/badscen.err"
+rc=0
+"$loadgen" --scenario "$scenario" --speed 0.1 > /dev/null 2> "$work/slow.err" || rc=$?
+check "a scenario longer than 1 h of wall time is refused (status 2)" [ "$rc" = 2 ]
+check "... naming scenario.speed" grep -q "scenario.speed" "$work/slow.err"
+
 # --- refusals ---
 rc=0
 "$loadgen" --target 192.0.2.1:4317 --duration 1s > /dev/null 2> "$work/remote.err" || rc=$?
