@@ -1294,6 +1294,11 @@ static int start_shared(aggregator *a)
         sn_log_error("config: cannot use the shared state", SN_LOG_STR("error", err));
         return 2;
     }
+    if (a->metrics != NULL &&
+        sn_shared_register_metrics(a->shared, a->metrics, err, sizeof err) != 0) {
+        sn_log_error("cannot register the shared state's metrics", SN_LOG_STR("error", err));
+        return 1;
+    }
     int lead = sn_shared_lease_tick(a->shared);
     sn_log_info("shared state in Redis", SN_LOG_STR("replica_id", sn_shared_replica_id(a->shared)),
                 SN_LOG_STR("key_prefix", s->redis_key_prefix),

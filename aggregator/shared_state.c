@@ -8,6 +8,7 @@
 #include "shared_state.h"
 
 #include "log.h"
+#include "metrics.h"
 #include "sink.h" /* sn_redis_url_parse */
 
 #include <errno.h>
@@ -55,6 +56,29 @@ static const char RELEASE_LUA[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then
                                   "  return redis.call('DEL', KEYS[1]) end\n"
                                   "return 0\n";
 
+typedef enum shared_count {
+    C_SEQ_CLAIMED,
+    C_SEQ_DUPLICATES,
+    C_SEQ_RELEASED,
+    C_ALERT_OWNED,
+    C_ALERT_FOREIGN,
+    C_LEADER_ACQUIRED,
+    C_LEADER_LOST,
+    C_FAIL_OPEN,
+    C_CONNECTS,
+    C_CONNECT_FAILURES,
+    C_COUNT
+} shared_count;
+
+/* The counters' labels in sentinel_aggregator_shared_state_total{operation, outcome}. */
+static const char *const count_labels[C_COUNT][2] = {
+    [C_SEQ_CLAIMED] = {"seq", "claimed"},     [C_SEQ_DUPLICATES] = {"seq", "duplicate"},
+    [C_SEQ_RELEASED] = {"seq", "released"},   [C_ALERT_OWNED] = {"alert", "owned"},
+    [C_ALERT_FOREIGN] = {"alert", "foreign"}, [C_LEADER_ACQUIRED] = {"lease", "acquired"},
+    [C_LEADER_LOST] = {"lease", "lost"},      [C_FAIL_OPEN] = {"any", "fail_open"},
+    [C_CONNECTS] = {"connect", "ok"},         [C_CONNECT_FAILURES] = {"connect", "failed"},
+};
+
 /* One connection and the mutex that serialises its users. */
 typedef struct shared_conn {
     pthread_mutex_t mu;
@@ -86,9 +110,9 @@ struct sn_shared {
     bool leader;
     int64_t lease_valid_until_ns; /* monotonic */
 
-    _Atomic uint64_t st_seq_claimed, st_seq_duplicates, st_seq_released, st_alert_owned,
-        st_alert_foreign, st_leader_acquired, st_leader_lost, st_fail_open, st_connects,
-        st_connect_failures;
+    _Atomic uint64_t st[C_COUNT];
+    sn_counter *mc[C_COUNT]; /* NULL until sn_shared_register_metrics */
+    sn_gauge *m_leader;
 };
 
 static int64_t mono_ns(void)
@@ -96,6 +120,13 @@ static int64_t mono_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * NS_PER_SEC + ts.tv_nsec;
+}
+
+/* Counts one outcome, and on /metrics once registered. Any thread. */
+static void count(sn_shared *s, shared_count c)
+{
+    atomic_fetch_add(&s->st[c], 1);
+    sn_counter_inc(s->mc[c]);
 }
 
 void sn_shared_config_init(sn_shared_config *cfg)
@@ -136,7 +167,7 @@ static int conn_ensure(sn_shared *s, shared_conn *k)
         char why[512];
         snprintf(why, sizeof why, "connecting to %s:%d: %s", s->url.host, s->url.port,
                  k->c != NULL ? k->c->errstr : "out of memory");
-        atomic_fetch_add(&s->st_connect_failures, 1);
+        count(s, C_CONNECT_FAILURES);
         conn_drop(s, k, why);
         return -ENOTCONN;
     }
@@ -165,12 +196,12 @@ static int conn_ensure(sn_shared *s, shared_conn *k)
         if (rep != NULL)
             freeReplyObject(rep);
         if (bad) {
-            atomic_fetch_add(&s->st_connect_failures, 1);
+            count(s, C_CONNECT_FAILURES);
             conn_drop(s, k, why);
             return -ENOTCONN;
         }
     }
-    atomic_fetch_add(&s->st_connects, 1);
+    count(s, C_CONNECTS);
     if (k->warned)
         sn_log_info("shared state: Redis reachable again", SN_LOG_STR("connection", k->name));
     k->warned = false;
@@ -346,11 +377,11 @@ int sn_shared_seq_claim(sn_shared *s, const char *sidecar_id, uint64_t seq, uint
         freeReplyObject(rep);
     pthread_mutex_unlock(&s->ingest.mu);
     if (rc == 0)
-        atomic_fetch_add(&s->st_seq_claimed, 1);
+        count(s, C_SEQ_CLAIMED);
     else if (rc == 1)
-        atomic_fetch_add(&s->st_seq_duplicates, 1);
+        count(s, C_SEQ_DUPLICATES);
     else
-        atomic_fetch_add(&s->st_fail_open, 1);
+        count(s, C_FAIL_OPEN);
     return rc;
 }
 
@@ -367,7 +398,7 @@ int sn_shared_seq_release(sn_shared *s, const char *sidecar_id, uint64_t seq, ui
     redisReply *rep = eval(s, &s->ingest, SEQ_RELEASE_LUA, 4, args);
     int rc = rep == NULL ? -ENOTCONN : rep->type == REDIS_REPLY_INTEGER ? 0 : -EPROTO;
     if (rep != NULL && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1)
-        atomic_fetch_add(&s->st_seq_released, 1);
+        count(s, C_SEQ_RELEASED);
     if (rep != NULL)
         freeReplyObject(rep);
     pthread_mutex_unlock(&s->ingest.mu);
@@ -443,11 +474,11 @@ int sn_shared_alert_claim(sn_shared *s, const char *service, const char *model, 
     }
     pthread_mutex_unlock(&s->loop.mu);
     if (rc == 1)
-        atomic_fetch_add(&s->st_alert_owned, 1);
+        count(s, C_ALERT_OWNED);
     else if (rc == 0)
-        atomic_fetch_add(&s->st_alert_foreign, 1);
+        count(s, C_ALERT_FOREIGN);
     else
-        atomic_fetch_add(&s->st_fail_open, 1);
+        count(s, C_FAIL_OPEN);
     return rc;
 }
 
@@ -469,17 +500,18 @@ int sn_shared_lease_tick(sn_shared *s)
         s->leader = false;
     } else {
         /* Unanswered: keep what we had until its own validity ends (is_leader checks it). */
-        atomic_fetch_add(&s->st_fail_open, 1);
+        count(s, C_FAIL_OPEN);
     }
     bool now_leader = s->leader && mono_ns() < s->lease_valid_until_ns;
     if (!now_leader)
         s->leader = false;
     pthread_mutex_unlock(&s->loop.mu);
+    sn_gauge_set(s->m_leader, now_leader ? 1.0 : 0.0);
     if (now_leader && !was) {
-        atomic_fetch_add(&s->st_leader_acquired, 1);
+        count(s, C_LEADER_ACQUIRED);
         sn_log_info("shared state: this replica leads", SN_LOG_STR("replica_id", s->id));
     } else if (!now_leader && was) {
-        atomic_fetch_add(&s->st_leader_lost, 1);
+        count(s, C_LEADER_LOST);
         sn_log_warn("shared state: leadership lost", SN_LOG_STR("replica_id", s->id),
                     SN_LOG_STR("reason", rc == 0 ? "another replica holds the lease"
                                                  : "the lease could not be renewed"));
@@ -497,14 +529,39 @@ bool sn_shared_is_leader(sn_shared *s)
 
 void sn_shared_stats_get(sn_shared *s, sn_shared_stats *out)
 {
-    out->seq_claimed = atomic_load(&s->st_seq_claimed);
-    out->seq_duplicates = atomic_load(&s->st_seq_duplicates);
-    out->seq_released = atomic_load(&s->st_seq_released);
-    out->alert_owned = atomic_load(&s->st_alert_owned);
-    out->alert_foreign = atomic_load(&s->st_alert_foreign);
-    out->leader_acquired = atomic_load(&s->st_leader_acquired);
-    out->leader_lost = atomic_load(&s->st_leader_lost);
-    out->fail_open = atomic_load(&s->st_fail_open);
-    out->connects = atomic_load(&s->st_connects);
-    out->connect_failures = atomic_load(&s->st_connect_failures);
+    out->seq_claimed = atomic_load(&s->st[C_SEQ_CLAIMED]);
+    out->seq_duplicates = atomic_load(&s->st[C_SEQ_DUPLICATES]);
+    out->seq_released = atomic_load(&s->st[C_SEQ_RELEASED]);
+    out->alert_owned = atomic_load(&s->st[C_ALERT_OWNED]);
+    out->alert_foreign = atomic_load(&s->st[C_ALERT_FOREIGN]);
+    out->leader_acquired = atomic_load(&s->st[C_LEADER_ACQUIRED]);
+    out->leader_lost = atomic_load(&s->st[C_LEADER_LOST]);
+    out->fail_open = atomic_load(&s->st[C_FAIL_OPEN]);
+    out->connects = atomic_load(&s->st[C_CONNECTS]);
+    out->connect_failures = atomic_load(&s->st[C_CONNECT_FAILURES]);
+}
+
+int sn_shared_register_metrics(sn_shared *s, sn_metrics *m, char *err, size_t errlen)
+{
+    sn_metrics_desc cd = {.type = SN_METRICS_COUNTER,
+                          .name = "sentinel_aggregator_shared_state_total",
+                          .help = "shared-state decisions in Redis by operation (seq, alert, "
+                                  "lease, connect, any) and outcome; fail_open: answered locally",
+                          .labels = {"operation", "outcome"}};
+    sn_metrics_desc gd = {.type = SN_METRICS_GAUGE,
+                          .name = "sentinel_aggregator_leader",
+                          .help = "1 while this replica holds the leadership lease in Redis"};
+    sn_metrics_family *fc = NULL, *fg = NULL;
+    int rc = sn_metrics_register(m, &cd, &fc, err, errlen);
+    if (rc == 0)
+        rc = sn_metrics_register(m, &gd, &fg, err, errlen);
+    if (rc != 0)
+        return rc;
+    for (int c = 0; c < C_COUNT; c++) {
+        s->mc[c] = sn_metrics_counter(fc, count_labels[c]);
+        sn_counter_add(s->mc[c], atomic_load(&s->st[c])); /* what happened before */
+    }
+    s->m_leader = sn_metrics_gauge(fg, NULL);
+    sn_gauge_set(s->m_leader, sn_shared_is_leader(s) ? 1.0 : 0.0);
+    return 0;
 }

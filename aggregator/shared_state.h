@@ -30,6 +30,8 @@
 #ifndef SN_SHARED_STATE_H
 #define SN_SHARED_STATE_H
 
+#include "metrics.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -103,6 +105,12 @@ int sn_shared_lease_tick(sn_shared *s);
 
 /* Whether this replica holds a lease that is still valid by its own clock. */
 bool sn_shared_is_leader(sn_shared *s);
+
+/* Registers sentinel_aggregator_shared_state_total{operation, outcome} (the counters of
+ * sn_shared_stats, those so far included) and the gauge sentinel_aggregator_leader in m, which
+ * must outlive s. Call once, before other threads use s. Returns 0 or the error of
+ * sn_metrics_register (message in err). */
+int sn_shared_register_metrics(sn_shared *s, sn_metrics *m, char *err, size_t errlen);
 
 /* Copies the counters. Any thread. */
 void sn_shared_stats_get(sn_shared *s, sn_shared_stats *out);

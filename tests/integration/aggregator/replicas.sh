@@ -124,6 +124,10 @@ sleep 1.5 # a few ticks: the lease is renewed, never taken by the other
 [ "$(rcli get sentinel:leader)" = "$LEADER" ] || fail "the lease changed hands without a failure"
 n=$(grep -l '"this replica leads"\|this replica leads' "$TMP/a.log" "$TMP/b.log" | wc -l)
 [ "$n" = 1 ] || fail "$n replicas logged leadership"
+metric() { api "$1" /metrics | grep -v '^#' | grep -F "$2" | awk '{print $2}'; }
+if [ "$LEADER" = agg-a ]; then L_HTTP=$A_HTTP F_HTTP=$B_HTTP; else L_HTTP=$B_HTTP F_HTTP=$A_HTTP; fi
+[ "$(metric "$L_HTTP" 'sentinel_aggregator_leader ')" = 1 ] || fail "the leader's gauge is not 1"
+[ "$(metric "$F_HTTP" 'sentinel_aggregator_leader ')" = 0 ] || fail "the follower's gauge is not 0"
 
 # ---- 2. a replay to the other replica ------------------------------------------------------------
 [ "$(send 127.0.0.1:"$A_INGEST" sc-replay 1 replay-svc gpt-4o 500)" = "OK 1" ] ||
@@ -134,6 +138,9 @@ n=$(grep -l '"this replica leads"\|this replica leads' "$TMP/a.log" "$TMP/b.log"
     fail "a second replay to b was not answered DUPLICATE 1"
 [ "$(seen "$A_HTTP" replay-svc)" = 1 ] || fail "a did not apply the batch once"
 [ -z "$(seen "$B_HTTP" replay-svc)" ] || fail "b applied a replayed batch"
+# The first replay was decided by Redis, the second by b's own table (remembered from the first).
+[ "$(metric "$B_HTTP" 'shared_state_total{operation="seq",outcome="duplicate"}')" = 1 ] ||
+    fail "b's /metrics does not count the duplicate decided by Redis"
 [ "$(rcli get sentinel:seq:sc-replay)" = 1 ] || fail "sentinel:seq:sc-replay is not 1"
 
 # ---- 3. one spike seen by both: one alert --------------------------------------------------------

@@ -1,5 +1,6 @@
 /* Unit tests for aggregator/shared_state.c against a real redis-server that each test starts on
  * a free loopback port in its own temp dir (and kills at the end). */
+#include "metrics.h"
 #include "shared_state.h"
 
 #include <check.h>
@@ -434,6 +435,47 @@ START_TEST(reconnects_after_a_redis_restart)
 }
 END_TEST
 
+START_TEST(counters_on_metrics)
+{
+    redis_proc r = {0};
+    redis_start(&r);
+    sn_shared *a = replica(r.port, "a", 0);
+    uint64_t prev;
+    ck_assert_int_eq(sn_shared_seq_claim(a, "sc", 1, &prev), 0); /* before registering */
+    sn_metrics *m = NULL;
+    char err[256];
+    ck_assert_int_eq(sn_metrics_create(NULL, &m, err, sizeof err), 0);
+    ck_assert_int_eq(sn_shared_register_metrics(a, m, err, sizeof err), 0);
+    ck_assert_int_eq(sn_shared_register_metrics(a, m, err, sizeof err), -EEXIST);
+    ck_assert_int_eq(sn_shared_seq_claim(a, "sc", 1, &prev), 1);
+    ck_assert_int_eq(sn_shared_seq_claim(a, "sc", 2, &prev), 0);
+    ck_assert_int_eq(sn_shared_lease_tick(a), 1);
+    char *text = NULL;
+    size_t len = 0;
+    ck_assert_int_eq(sn_metrics_render_alloc(m, &text, &len), 0);
+    ck_assert_ptr_nonnull(strstr(
+        text, "sentinel_aggregator_shared_state_total{operation=\"seq\",outcome=\"claimed\"} 2\n"));
+    ck_assert_ptr_nonnull(strstr(
+        text,
+        "sentinel_aggregator_shared_state_total{operation=\"seq\",outcome=\"duplicate\"} 1\n"));
+    ck_assert_ptr_nonnull(strstr(
+        text,
+        "sentinel_aggregator_shared_state_total{operation=\"lease\",outcome=\"acquired\"} 1\n"));
+    ck_assert_ptr_nonnull(strstr(text, "sentinel_aggregator_leader 1\n"));
+    free(text);
+    redis_kill(&r);
+    ck_assert_int_lt(sn_shared_seq_claim(a, "sc", 3, &prev), 0);
+    ck_assert_int_eq(sn_metrics_render_alloc(m, &text, &len), 0);
+    ck_assert_ptr_nonnull(strstr(
+        text,
+        "sentinel_aggregator_shared_state_total{operation=\"any\",outcome=\"fail_open\"} 1\n"));
+    free(text);
+    sn_shared_destroy(a);
+    sn_metrics_destroy(m);
+    redis_stop(&r);
+}
+END_TEST
+
 START_TEST(settings_are_checked)
 {
     char err[256] = "";
@@ -509,6 +551,7 @@ static Suite *shared_suite(void)
     tcase_add_test(tc, lease_acquire_renew_expire_takeover);
     tcase_add_test(tc, fail_open_when_redis_is_down);
     tcase_add_test(tc, reconnects_after_a_redis_restart);
+    tcase_add_test(tc, counters_on_metrics);
     tcase_add_test(tc, settings_are_checked);
     tcase_add_test(tc, key_prefix_is_used);
     suite_add_tcase(s, tc);
