@@ -484,7 +484,7 @@ static void make_scenario_span(lg_span_parts *p, const sn_event *ev, int64_t end
     memcpy(p->span_id, ev->span_id, 8);
     s->trace_id = (ProtobufCBinaryData){16, p->trace_id};
     s->span_id = (ProtobufCBinaryData){8, p->span_id};
-    snprintf(p->name, sizeof p->name, "chat %s", ev->model);
+    snprintf(p->name, sizeof p->name, "chat %.80s", ev->model);
     s->name = p->name;
     s->kind = OPENTELEMETRY__PROTO__TRACE__V1__SPAN__SPAN_KIND__SPAN_KIND_CLIENT;
     double lat = isnan(ev->latency_ms) ? 0.0 : ev->latency_ms;
