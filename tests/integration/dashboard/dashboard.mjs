@@ -38,16 +38,26 @@ const post = (port, spans, service) =>
 
 await run('dashboard', async () => {
   const dir = tempDir('dash-');
-  // A webhook receiver on loopback: the aggregator's one alert sink.
+  // A webhook receiver on loopback: the aggregator's one alert sink. Its first answer is a 503
+  // (a failed attempt the sink panel shows with its reason), then it takes every alert.
   const hooks = [];
+  let refused = 0;
   const receiver = http.createServer((req, res) => {
     let body = '';
     req.on('data', (c) => { body += c; });
-    req.on('end', () => { hooks.push(body); res.writeHead(200, { 'Content-Type': 'application/json' }); res.end('{}'); });
+    req.on('end', () => {
+      if (refused++ === 0) { res.writeHead(503, { 'Content-Type': 'text/plain' }); res.end('warming up'); return; }
+      hooks.push(body);
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end('{}');
+    });
   });
   await new Promise((r) => receiver.listen(0, '127.0.0.1', r));
   process.env.SENTINEL_WEBHOOK_URL = `http://127.0.0.1:${receiver.address().port}/hook`;
-  const agg = await startAggregator({ eventLog: path.join(dir, 'events.jsonl'), extra: ['--set', `http.api_token=${TOKEN}`] });
+  const agg = await startAggregator({
+    eventLog: path.join(dir, 'events.jsonl'),
+    extra: ['--set', `http.api_token=${TOKEN}`, '--set', 'delivery.backoff.initial=200ms'],
+  });
   delete process.env.SENTINEL_WEBHOOK_URL;
   const apiLine = await agg.waitLog((j) => j.msg === 'REST API listening', 15000, 'REST API listening');
   const apiPort = apiLine.port;
@@ -144,9 +154,13 @@ await run('dashboard', async () => {
     check(hooks.length >= 1 && JSON.parse(hooks[0]).alert_id, `the webhook received ${hooks.length} alerts`);
     await page.waitForFunction(() => Number(document.querySelector('#sinks tr[data-sink="webhook"] td.delivered')?.textContent) >= 1, null, { timeout: 10000 })
       .catch(() => check(false, 'the sink panel does not show the webhook with a delivery'));
-    const sinkRow = await page.textContent('#sinks tr[data-sink="webhook"]');
-    log(`sink panel: ${sinkRow.replace(/\s+/g, ' ').trim()}`);
-    check(/closed/.test(sinkRow), `the webhook's breaker: ${sinkRow}`);
+    const sinkCells = await page.$$eval('#sinks tr[data-sink="webhook"] td', (tds) => tds.map((t) => t.textContent.trim()));
+    log(`sink panel: ${JSON.stringify(sinkCells)}`);
+    // name, delivered, failed, dead-lettered, queued, breaker, last error
+    check(Number(sinkCells[2]) >= 1 && Number(sinkCells[3]) === 0 && sinkCells[5] === 'closed', `the webhook's row: ${JSON.stringify(sinkCells)}`);
+    check(/503/.test(sinkCells[6]), `the webhook's last error: ${sinkCells[6]}`);
+    const sumSinks = (await apiGet('/api/v1/statistics/summary')).body.sinks;
+    check(sumSinks.length === 1 && sumSinks[0].name === 'webhook' && sumSinks[0].failed >= 1 && /503/.test(sumSinks[0].last_error), `summary sinks ${JSON.stringify(sumSinks)}`);
 
     // --- a filter narrows the stream ---
     await page.selectOption('#f-service', 'other-api');
