@@ -762,19 +762,26 @@ static int apply_from_ingest(const sn_ingest_batch *b, void *ud)
 }
 
 /* Ingest handler thread, with shared state: claims the batch's sequence in Redis first (one
- * round trip), so a batch another replica already applied is answered DUPLICATE (-EALREADY);
- * gives the claim back when the batch was not applied. Redis unreachable: fails open to the
- * local de-duplication table (counted in the shared state's stats). */
+ * round trip), so a batch another replica already applied is answered DUPLICATE (-EALREADY) and
+ * one in flight there RETRY_AFTER (-EAGAIN); after the apply the claim is committed (the
+ * applied sequence raised) or, when the batch was not applied, released. Redis unreachable:
+ * fails open to the local de-duplication table (counted). */
 static int apply_claimed(const sn_ingest_batch *b, void *ud)
 {
     aggregator *a = ud;
-    uint64_t prev = 0;
-    int claim = sn_shared_seq_claim(a->shared, b->sidecar_id, b->sequence, &prev);
+    uint64_t applied = 0;
+    int claim = sn_shared_seq_claim(a->shared, b->sidecar_id, b->sequence, &applied);
     if (claim == 1)
         return -EALREADY;
+    if (claim == 2)
+        return -EAGAIN;
     int rc = apply_from_ingest(b, ud);
-    if (rc != 0 && claim == 0)
-        (void)sn_shared_seq_release(a->shared, b->sidecar_id, b->sequence, prev);
+    if (claim == 0) {
+        if (rc == 0)
+            (void)sn_shared_seq_commit(a->shared, b->sidecar_id, b->sequence);
+        else
+            (void)sn_shared_seq_release(a->shared, b->sidecar_id, b->sequence);
+    }
     return rc;
 }
 
@@ -1289,6 +1296,8 @@ static int start_shared(aggregator *a)
     sc.timeout_ns = s->redis_timeout_ns;
     sc.lease_ttl_ns = s->redis_lease_ttl_ns;
     sc.seq_ttl_ns = s->sidecar_idle_ns;
+    /* A batch waits at most apply_timeout for the loop, then is applied in well under that. */
+    sc.inflight_ttl_ns = 2 * s->apply_timeout_ns + 5 * SN_NS_PER_SEC;
     char err[256];
     if (sn_shared_create(&sc, &a->shared, err, sizeof err) != 0) {
         sn_log_error("config: cannot use the shared state", SN_LOG_STR("error", err));

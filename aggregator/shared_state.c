@@ -29,20 +29,38 @@
 #define ALERT_CACHE 512        /* alert keys whose last answer is remembered (direct-mapped) */
 #define FOREIGN_MAX NS_PER_SEC /* a "not ours" answer is trusted at most this long */
 
-/* KEYS[1] sequence key; ARGV[1] new sequence, ARGV[2] ttl ms. {1, old} raised, {0, cur} not. */
-static const char SEQ_CLAIM_LUA[] =
-    "local cur = redis.call('GET', KEYS[1])\n"
-    "local new = ARGV[1]\n"
-    "if cur and (#cur > #new or (#cur == #new and cur >= new)) then return {0, cur} end\n"
-    "redis.call('SET', KEYS[1], new, 'PX', ARGV[2])\n"
-    "return {1, cur or '0'}\n";
+/* Sequences compare as decimal strings: longer is larger, then byte order. */
+#define SEQ_GE_LUA "local function ge(a, b) return #a > #b or (#a == #b and a >= b) end\n"
 
-/* KEYS[1] sequence key; ARGV[1] our claim, ARGV[2] value before it ('0': none), ARGV[3] ttl. */
+/* KEYS[1] applied sequence, KEYS[2] in-flight claim ("<seq> <replica>"); ARGV[1] sequence,
+ * ARGV[2] in-flight ttl ms, ARGV[3] replica id. {1, applied}: claimed; {0, applied}: already
+ * applied; {2, applied}: a claim at or above it is in flight (on any replica). */
+static const char SEQ_CLAIM_LUA[] =
+    SEQ_GE_LUA "local cur = redis.call('GET', KEYS[1])\n"
+               "local new = ARGV[1]\n"
+               "if cur and ge(cur, new) then return {0, cur} end\n"
+               "local p = redis.call('GET', KEYS[2])\n"
+               "local ps = p and string.match(p, '^(%d+) ')\n"
+               "if ps and ge(ps, new) then return {2, cur or '0'} end\n"
+               "redis.call('SET', KEYS[2], new .. ' ' .. ARGV[3], 'PX', ARGV[2])\n"
+               "return {1, cur or '0'}\n";
+
+/* KEYS as above; ARGV[1] sequence, ARGV[2] applied ttl ms, ARGV[3] replica id. Raises the
+ * applied sequence (never lowers it) and ends our in-flight claim. */
+static const char SEQ_COMMIT_LUA[] =
+    SEQ_GE_LUA "local cur = redis.call('GET', KEYS[1])\n"
+               "if not cur or not ge(cur, ARGV[1]) then\n"
+               "  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+               "else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end\n"
+               "if redis.call('GET', KEYS[2]) == ARGV[1] .. ' ' .. ARGV[3] then redis.call('DEL', "
+               "KEYS[2]) end\n"
+               "return 1\n";
+
+/* KEYS as above; ARGV[1] sequence, ARGV[2] replica id. Ends our in-flight claim, if still ours. */
 static const char SEQ_RELEASE_LUA[] =
-    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
-    "if ARGV[2] == '0' then redis.call('DEL', KEYS[1])\n"
-    "else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end\n"
-    "return 1\n";
+    "if redis.call('GET', KEYS[2]) == ARGV[1] .. ' ' .. ARGV[2] then\n"
+    "  redis.call('DEL', KEYS[2]) return 1 end\n"
+    "return 0\n";
 
 /* KEYS[1] key; ARGV[1] our id, ARGV[2] ttl ms. 1: ours (taken or renewed), 0: someone else's. */
 static const char CLAIM_LUA[] =
@@ -60,6 +78,7 @@ typedef enum shared_count {
     C_SEQ_CLAIMED,
     C_SEQ_DUPLICATES,
     C_SEQ_RELEASED,
+    C_SEQ_IN_FLIGHT,
     C_ALERT_OWNED,
     C_ALERT_FOREIGN,
     C_LEADER_ACQUIRED,
@@ -72,11 +91,12 @@ typedef enum shared_count {
 
 /* The counters' labels in sentinel_aggregator_shared_state_total{operation, outcome}. */
 static const char *const count_labels[C_COUNT][2] = {
-    [C_SEQ_CLAIMED] = {"seq", "claimed"},     [C_SEQ_DUPLICATES] = {"seq", "duplicate"},
-    [C_SEQ_RELEASED] = {"seq", "released"},   [C_ALERT_OWNED] = {"alert", "owned"},
-    [C_ALERT_FOREIGN] = {"alert", "foreign"}, [C_LEADER_ACQUIRED] = {"lease", "acquired"},
-    [C_LEADER_LOST] = {"lease", "lost"},      [C_FAIL_OPEN] = {"any", "fail_open"},
-    [C_CONNECTS] = {"connect", "ok"},         [C_CONNECT_FAILURES] = {"connect", "failed"},
+    [C_SEQ_CLAIMED] = {"seq", "claimed"},         [C_SEQ_DUPLICATES] = {"seq", "duplicate"},
+    [C_SEQ_RELEASED] = {"seq", "released"},       [C_SEQ_IN_FLIGHT] = {"seq", "in_flight"},
+    [C_ALERT_OWNED] = {"alert", "owned"},         [C_ALERT_FOREIGN] = {"alert", "foreign"},
+    [C_LEADER_ACQUIRED] = {"lease", "acquired"},  [C_LEADER_LOST] = {"lease", "lost"},
+    [C_FAIL_OPEN] = {"any", "fail_open"},         [C_CONNECTS] = {"connect", "ok"},
+    [C_CONNECT_FAILURES] = {"connect", "failed"},
 };
 
 /* One connection and the mutex that serialises its users. */
@@ -92,7 +112,7 @@ struct sn_shared {
     sn_redis_url url;
     char prefix[SN_SHARED_PREFIX_MAX + 1];
     char id[SN_SHARED_ID_MAX + 1];
-    int64_t timeout_ns, reconnect_ns, lease_ttl_ns, seq_ttl_ns;
+    int64_t timeout_ns, reconnect_ns, lease_ttl_ns, seq_ttl_ns, inflight_ttl_ns;
     shared_conn ingest; /* sequences (ingest handler thread) */
     shared_conn loop;   /* alerts and lease (loop thread) */
 
@@ -137,6 +157,7 @@ void sn_shared_config_init(sn_shared_config *cfg)
     cfg->reconnect_ns = NS_PER_SEC;
     cfg->lease_ttl_ns = 10 * NS_PER_SEC;
     cfg->seq_ttl_ns = INT64_C(7) * 24 * 3600 * NS_PER_SEC;
+    cfg->inflight_ttl_ns = 30 * NS_PER_SEC;
 }
 
 /* Drops the connection; the next call may reconnect after reconnect_ns. Caller holds mu. */
@@ -211,7 +232,7 @@ static int conn_ensure(sn_shared *s, shared_conn *k)
 /* Runs EVAL script with nkeys keys then args (argv[0..argc)) on k. Caller holds mu. Returns the
  * reply (the caller frees it) or NULL after dropping the connection (error replies too: the
  * caller only sees well-formed answers). */
-static redisReply *eval(sn_shared *s, shared_conn *k, const char *script, int argc,
+static redisReply *eval(sn_shared *s, shared_conn *k, const char *script, int nkeys, int argc,
                         const char **args)
 {
     if (conn_ensure(s, k) != 0)
@@ -219,7 +240,7 @@ static redisReply *eval(sn_shared *s, shared_conn *k, const char *script, int ar
     const char *argv[8];
     argv[0] = "EVAL";
     argv[1] = script;
-    argv[2] = "1";
+    argv[2] = nkeys == 2 ? "2" : "1";
     for (int i = 0; i < argc && i < 5; i++)
         argv[3 + i] = args[i];
     redisReply *rep = redisCommandArgv(k->c, 3 + argc, argv, NULL);
@@ -284,7 +305,7 @@ int sn_shared_create(const sn_shared_config *cfg, sn_shared **out, char *err, si
     const char *prefix =
         cfg->key_prefix != NULL && cfg->key_prefix[0] != '\0' ? cfg->key_prefix : "sentinel:";
     if (cfg->timeout_ns <= 0 || cfg->reconnect_ns < 0 || cfg->lease_ttl_ns < NS_PER_MS ||
-        cfg->seq_ttl_ns < NS_PER_MS) {
+        cfg->seq_ttl_ns < NS_PER_MS || cfg->inflight_ttl_ns < NS_PER_MS) {
         snprintf(err, errlen, "redis: timeouts and ttls must be positive");
         return -EINVAL;
     }
@@ -315,6 +336,7 @@ int sn_shared_create(const sn_shared_config *cfg, sn_shared **out, char *err, si
     s->reconnect_ns = cfg->reconnect_ns;
     s->lease_ttl_ns = cfg->lease_ttl_ns;
     s->seq_ttl_ns = cfg->seq_ttl_ns;
+    s->inflight_ttl_ns = cfg->inflight_ttl_ns;
     pthread_mutex_init(&s->ingest.mu, NULL);
     pthread_mutex_init(&s->loop.mu, NULL);
     s->ingest.name = "ingest";
@@ -332,7 +354,7 @@ void sn_shared_destroy(sn_shared *s)
         char key[KEY_MAX];
         if (make_key(s, key, sizeof key, "leader", NULL, NULL, NULL) == 0) {
             const char *args[] = {key, s->id};
-            redisReply *rep = eval(s, &s->loop, RELEASE_LUA, 2, args);
+            redisReply *rep = eval(s, &s->loop, RELEASE_LUA, 1, 2, args);
             if (rep != NULL)
                 freeReplyObject(rep);
         }
@@ -353,17 +375,26 @@ const char *sn_shared_replica_id(const sn_shared *s)
     return s->id;
 }
 
+/* The applied and in-flight keys of sidecar_id. */
+static int seq_keys(const sn_shared *s, const char *sidecar_id, char *applied, char *inflight)
+{
+    if (make_key(s, applied, KEY_MAX, "seq", sidecar_id, NULL, NULL) != 0 ||
+        make_key(s, inflight, KEY_MAX, "inflight", sidecar_id, NULL, NULL) != 0)
+        return -ENAMETOOLONG;
+    return 0;
+}
+
 int sn_shared_seq_claim(sn_shared *s, const char *sidecar_id, uint64_t seq, uint64_t *prev)
 {
-    char key[KEY_MAX], num[24], ttl[24];
+    char key[KEY_MAX], pkey[KEY_MAX], num[24], ttl[24];
     *prev = 0;
-    if (make_key(s, key, sizeof key, "seq", sidecar_id, NULL, NULL) != 0)
+    if (seq_keys(s, sidecar_id, key, pkey) != 0)
         return -ENAMETOOLONG;
     snprintf(num, sizeof num, "%" PRIu64, seq);
-    snprintf(ttl, sizeof ttl, "%" PRId64, s->seq_ttl_ns / NS_PER_MS);
-    const char *args[] = {key, num, ttl};
+    snprintf(ttl, sizeof ttl, "%" PRId64, s->inflight_ttl_ns / NS_PER_MS);
+    const char *args[] = {key, pkey, num, ttl, s->id};
     pthread_mutex_lock(&s->ingest.mu);
-    redisReply *rep = eval(s, &s->ingest, SEQ_CLAIM_LUA, 3, args);
+    redisReply *rep = eval(s, &s->ingest, SEQ_CLAIM_LUA, 2, 5, args);
     int rc = -EPROTO;
     if (rep == NULL) {
         rc = -ENOTCONN;
@@ -371,37 +402,54 @@ int sn_shared_seq_claim(sn_shared *s, const char *sidecar_id, uint64_t seq, uint
                rep->element[0]->type == REDIS_REPLY_INTEGER &&
                rep->element[1]->type == REDIS_REPLY_STRING &&
                parse_seq(rep->element[1]->str, rep->element[1]->len, prev)) {
-        rc = rep->element[0]->integer == 1 ? 0 : 1;
+        long long v = rep->element[0]->integer;
+        rc = v == 1 ? 0 : v == 0 ? 1 : 2;
     }
     if (rep != NULL)
         freeReplyObject(rep);
     pthread_mutex_unlock(&s->ingest.mu);
-    if (rc == 0)
-        count(s, C_SEQ_CLAIMED);
-    else if (rc == 1)
-        count(s, C_SEQ_DUPLICATES);
-    else
+    count(s, rc == 0   ? C_SEQ_CLAIMED
+             : rc == 1 ? C_SEQ_DUPLICATES
+             : rc == 2 ? C_SEQ_IN_FLIGHT
+                       : C_FAIL_OPEN);
+    return rc;
+}
+
+int sn_shared_seq_commit(sn_shared *s, const char *sidecar_id, uint64_t seq)
+{
+    char key[KEY_MAX], pkey[KEY_MAX], num[24], ttl[24];
+    if (seq_keys(s, sidecar_id, key, pkey) != 0)
+        return -ENAMETOOLONG;
+    snprintf(num, sizeof num, "%" PRIu64, seq);
+    snprintf(ttl, sizeof ttl, "%" PRId64, s->seq_ttl_ns / NS_PER_MS);
+    const char *args[] = {key, pkey, num, ttl, s->id};
+    pthread_mutex_lock(&s->ingest.mu);
+    redisReply *rep = eval(s, &s->ingest, SEQ_COMMIT_LUA, 2, 5, args);
+    int rc = rep == NULL ? -ENOTCONN : rep->type == REDIS_REPLY_INTEGER ? 0 : -EPROTO;
+    if (rep != NULL)
+        freeReplyObject(rep);
+    pthread_mutex_unlock(&s->ingest.mu);
+    if (rc != 0)
         count(s, C_FAIL_OPEN);
     return rc;
 }
 
-int sn_shared_seq_release(sn_shared *s, const char *sidecar_id, uint64_t seq, uint64_t prev)
+int sn_shared_seq_release(sn_shared *s, const char *sidecar_id, uint64_t seq)
 {
-    char key[KEY_MAX], num[24], old[24], ttl[24];
-    if (make_key(s, key, sizeof key, "seq", sidecar_id, NULL, NULL) != 0)
+    char key[KEY_MAX], pkey[KEY_MAX], num[24];
+    if (seq_keys(s, sidecar_id, key, pkey) != 0)
         return -ENAMETOOLONG;
     snprintf(num, sizeof num, "%" PRIu64, seq);
-    snprintf(old, sizeof old, "%" PRIu64, prev);
-    snprintf(ttl, sizeof ttl, "%" PRId64, s->seq_ttl_ns / NS_PER_MS);
-    const char *args[] = {key, num, old, ttl};
+    const char *args[] = {key, pkey, num, s->id};
     pthread_mutex_lock(&s->ingest.mu);
-    redisReply *rep = eval(s, &s->ingest, SEQ_RELEASE_LUA, 4, args);
+    redisReply *rep = eval(s, &s->ingest, SEQ_RELEASE_LUA, 2, 4, args);
     int rc = rep == NULL ? -ENOTCONN : rep->type == REDIS_REPLY_INTEGER ? 0 : -EPROTO;
-    if (rep != NULL && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1)
-        count(s, C_SEQ_RELEASED);
+    bool released = rc == 0 && rep->integer == 1;
     if (rep != NULL)
         freeReplyObject(rep);
     pthread_mutex_unlock(&s->ingest.mu);
+    if (released)
+        count(s, C_SEQ_RELEASED);
     return rc;
 }
 
@@ -437,7 +485,7 @@ static int claim_locked(sn_shared *s, const char *key, int64_t ttl_ns)
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%" PRId64, ttl_ns / NS_PER_MS > 0 ? ttl_ns / NS_PER_MS : 1);
     const char *args[] = {key, s->id, ttl};
-    redisReply *rep = eval(s, &s->loop, CLAIM_LUA, 3, args);
+    redisReply *rep = eval(s, &s->loop, CLAIM_LUA, 1, 3, args);
     if (rep == NULL)
         return -ENOTCONN;
     int rc = rep->type == REDIS_REPLY_INTEGER ? (rep->integer == 1 ? 1 : 0) : -EPROTO;
@@ -532,6 +580,7 @@ void sn_shared_stats_get(sn_shared *s, sn_shared_stats *out)
     out->seq_claimed = atomic_load(&s->st[C_SEQ_CLAIMED]);
     out->seq_duplicates = atomic_load(&s->st[C_SEQ_DUPLICATES]);
     out->seq_released = atomic_load(&s->st[C_SEQ_RELEASED]);
+    out->seq_in_flight = atomic_load(&s->st[C_SEQ_IN_FLIGHT]);
     out->alert_owned = atomic_load(&s->st[C_ALERT_OWNED]);
     out->alert_foreign = atomic_load(&s->st[C_ALERT_FOREIGN]);
     out->leader_acquired = atomic_load(&s->st[C_LEADER_ACQUIRED]);

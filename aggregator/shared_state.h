@@ -2,10 +2,13 @@
  * shared_state.h -- state that several sentinel-aggregator replicas share through Redis
  * (redis.url / SENTINEL_REDIS_URL; unset = embedded, this module is then not created).
  *
- *   ingest de-duplication  sentinel:seq:<sidecar_id> = highest sequence claimed by any replica.
- *                          One EVAL per batch compares and raises it atomically *before* the
- *                          batch is applied; a sequence at or below it is a DUPLICATE. If the
- *                          apply then fails the claim is given back (compare-and-lower).
+ *   ingest de-duplication  sentinel:seq:<sidecar_id> = highest sequence applied by any replica,
+ *                          sentinel:inflight:<sidecar_id> = "<sequence> <replica id>" of the
+ *                          batch being applied (PX inflight_ttl). Before a batch is applied,
+ *                          one EVAL answers atomically: applied already (DUPLICATE), in flight
+ *                          on some replica (retry later), or claimed (in flight here). After
+ *                          the apply, a second EVAL raises the applied sequence (commit); a
+ *                          failed apply ends the claim (release) so the resend is applied.
  *   alert de-duplication   sentinel:alert:<service>:<model>:<anomaly type> = replica id, SET
  *                          only when absent (or renewed by its holder) with PX = the dedup
  *                          window: the replica holding it owns the alert, the others ignore
@@ -42,20 +45,23 @@
 typedef struct sn_shared sn_shared;
 
 typedef struct sn_shared_config {
-    const char *url;        /* redis://[[user]:password@]host[:port][/db]; required */
-    const char *key_prefix; /* NULL or "": "sentinel:" */
-    const char *replica_id; /* NULL or "": hostname plus a random suffix */
-    int64_t timeout_ns;     /* connect and per-command timeout, > 0 (default 250 ms) */
-    int64_t reconnect_ns;   /* least time between connection attempts (default 1 s) */
-    int64_t lease_ttl_ns;   /* leadership lease, >= 1 ms (default 10 s) */
-    int64_t seq_ttl_ns;     /* a sidecar's sequence key lives this long after its last
-                               batch (default 7 days, like ingest.sidecar_idle) */
+    const char *url;         /* redis://[[user]:password@]host[:port][/db]; required */
+    const char *key_prefix;  /* NULL or "": "sentinel:" */
+    const char *replica_id;  /* NULL or "": hostname plus a random suffix */
+    int64_t timeout_ns;      /* connect and per-command timeout, > 0 (default 250 ms) */
+    int64_t reconnect_ns;    /* least time between connection attempts (default 1 s) */
+    int64_t lease_ttl_ns;    /* leadership lease, >= 1 ms (default 10 s) */
+    int64_t seq_ttl_ns;      /* a sidecar's sequence key lives this long after its last
+                                batch (default 7 days, like ingest.sidecar_idle) */
+    int64_t inflight_ttl_ns; /* an in-flight claim of a replica that died ends after this
+                                (default 30 s; longer than an apply can take) */
 } sn_shared_config;
 
 typedef struct sn_shared_stats {
     uint64_t seq_claimed;      /* batches this replica claimed */
     uint64_t seq_duplicates;   /* batches another claim already covered */
     uint64_t seq_released;     /* claims given back after a failed apply */
+    uint64_t seq_in_flight;    /* batches another claim had in flight (answered retry) */
     uint64_t alert_owned;      /* anomalies whose de-dup key is ours */
     uint64_t alert_foreign;    /* anomalies ignored: another replica owns the alert */
     uint64_t leader_acquired;  /* times the lease was taken */
@@ -79,17 +85,22 @@ void sn_shared_destroy(sn_shared *s);
 /* This replica's id (NUL-terminated, owned by s). */
 const char *sn_shared_replica_id(const sn_shared *s);
 
-/* Claims batch seq of sidecar_id before it is applied. Returns 0 when claimed (apply it; *prev
- * is the value it raised, 0 when none), 1 when a claim at or above seq exists (*prev is it:
- * answer DUPLICATE), or a negative errno when Redis could not answer (fail open: counted). */
+/* Claims batch seq of sidecar_id before it is applied. *prev is the highest applied sequence
+ * (0: none). Returns 0 when claimed (apply it, then commit or release), 1 when seq was applied
+ * already (answer DUPLICATE), 2 when a claim at or above seq is in flight on some replica
+ * (answer retry later), or a negative errno when Redis could not answer (fail open: counted). */
 int sn_shared_seq_claim(sn_shared *s, const char *sidecar_id, uint64_t seq, uint64_t *prev);
 
-/* Gives back a claim whose batch was not applied: the key goes back to prev (deleted when 0)
- * only while it still holds seq. Returns 0 (given back or already moved on) or a negative
- * errno. */
-int sn_shared_seq_release(sn_shared *s, const char *sidecar_id, uint64_t seq, uint64_t prev);
+/* After the claimed batch was applied: raises the applied sequence to seq (never lowers it) and
+ * ends the claim. Returns 0 or a negative errno (counted as fail-open: the claim then expires
+ * after inflight_ttl and a replay to another replica would be applied again). */
+int sn_shared_seq_commit(sn_shared *s, const char *sidecar_id, uint64_t seq);
 
-/* The highest claimed sequence of sidecar_id into *out (0: none). 0 or a negative errno. */
+/* Ends the claim of a batch that was not applied, if it is still this replica's. Returns 0 or a
+ * negative errno (then the claim expires after inflight_ttl). */
+int sn_shared_seq_release(sn_shared *s, const char *sidecar_id, uint64_t seq);
+
+/* The highest applied sequence of sidecar_id into *out (0: none). 0 or a negative errno. */
 int sn_shared_seq_get(sn_shared *s, const char *sidecar_id, uint64_t *out);
 
 /* Claims the de-dup key of (service, model, type) for window_ns (or renews it when it is ours).

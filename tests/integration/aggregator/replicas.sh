@@ -142,6 +142,14 @@ if [ "$LEADER" = agg-a ]; then L_HTTP=$A_HTTP F_HTTP=$B_HTTP; else L_HTTP=$B_HTT
 [ "$(metric "$B_HTTP" 'shared_state_total{operation="seq",outcome="duplicate"}')" = 1 ] ||
     fail "b's /metrics does not count the duplicate decided by Redis"
 [ "$(rcli get sentinel:seq:sc-replay)" = 1 ] || fail "sentinel:seq:sc-replay is not 1"
+[ -z "$(rcli get sentinel:inflight:sc-replay)" ] || fail "the claim was not committed"
+# A batch in flight on another replica (a claim that never committed) is answered RETRY_AFTER.
+rcli set sentinel:inflight:sc-other "5 agg-gone" px 60000 >/dev/null
+[ "$(send 127.0.0.1:"$A_INGEST" sc-other 5 replay-svc gpt-4o 500)" = "RETRY_AFTER 0" ] ||
+    fail "a batch in flight elsewhere was not answered RETRY_AFTER"
+rcli del sentinel:inflight:sc-other >/dev/null
+[ "$(send 127.0.0.1:"$A_INGEST" sc-other 5 replay-svc gpt-4o 500)" = "OK 5" ] ||
+    fail "the batch was not applied once the other claim ended"
 
 # ---- 3. one spike seen by both: one alert --------------------------------------------------------
 for i in $(seq 1 30); do
