@@ -3,11 +3,14 @@
  * scenarios (tests/load/scenario.h, docs/scenarios.md).
  *
  *   sentinel-accuracy [--json] [--grace SEC] [--dedup SEC] [--window SEC] [--require-detected]
- *                     [--verbose] [--set engine.PATH=VALUE]... FILE|DIR ...
+ *                     [--sidecar] [--verbose] [--set engine.PATH=VALUE]... FILE|DIR ...
  *
  * Each scenario's events go through the REAL engine in simulated time, exactly as the
  * aggregator feeds it: sn_engine_observe per event, sn_engine_tick at every simulated second
- * up to the scenario's end. The engine's defaults are
+ * up to the scenario's end. With --sidecar each event also goes through the sidecar's local
+ * detection (sidecar/local_detect.h, defaults; one alert per key per 10 s as the sidecar's
+ * limiter lets through) and its alerts are confirmed by sn_engine_local_alert after the
+ * event, as the aggregator applies a sidecar batch. The engine's defaults are
  * used, plus the scenario's "engine" settings (the aggregator's engine.* paths).
  *
  * Matching (docs/benchmarks.md states the same definitions):
@@ -25,8 +28,10 @@
  * Exit status: 0; 1 with --require-detected when an incident was missed, or on a bad scenario;
  * 2 on bad usage.
  */
+#include "alert_limit.h"
 #include "config.h"
 #include "engine.h"
+#include "local_detect.h"
 #include "scenario.h"
 
 #include <dirent.h>
@@ -38,11 +43,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SEC         INT64_C(1000000000)
-#define DELAYS_MAX  4096 /* detected incidents kept for delay percentiles, per type */
-#define FILES_MAX   256
-#define PATH_MAX_SZ 1024
-#define SETS_MAX    32
+#define SEC                     INT64_C(1000000000)
+#define DELAYS_MAX              4096 /* detected incidents kept for delay percentiles, per type */
+#define FILES_MAX               256
+#define PATH_MAX_SZ             1024
+#define SETS_MAX                32
+#define LOCAL_ALERTS_MAX        16    /* local alerts kept per event (one per metric at most) */
+#define LOCAL_ALERT_INTERVAL_MS 10000 /* the sidecar's default: one per key per 10 s */
 
 typedef struct acc_settings {
     sn_engine_config engine;
@@ -56,6 +63,7 @@ typedef struct acc_options {
     bool json;
     bool require;
     bool verbose;
+    bool sidecar;
     int64_t grace;
     int64_t dedup;
     int64_t window;
@@ -102,6 +110,7 @@ typedef struct acc_run {
     uint8_t *win_clean; /* per stream and window: 1 when no incident touches it */
     unsigned fp_here;   /* false alerts in this scenario */
     unsigned related_here;
+    unsigned from_sidecar; /* anomalies that came from a sidecar's local alert */
 } acc_run;
 
 static size_t stream_of(const sn_scenario *s, const char *service, const char *model)
@@ -132,6 +141,8 @@ static void on_anomaly(const sn_anomaly *a, void *ud)
     sn_anomaly_type type = a->anomaly_type;
     if ((unsigned)type >= SN_ANOMALY_TYPE_COUNT)
         return;
+    if (a->source == SN_SOURCE_SIDECAR)
+        r->from_sidecar++;
     acc_type *row = &r->tot->t[type], *all = &r->tot->t[ROW_ALL];
     bool match = false, inside = false;
     for (size_t i = 0; i < r->nlabels; i++) {
@@ -253,12 +264,26 @@ static int run_scenario(const char *path, const acc_options *o, acc_totals *tot,
     rc = make_engine(s, o, &e, err, errlen);
     if (rc != 0)
         goto out_free_scenario;
+    sn_local_detect *ld = NULL;
+    sn_alert_limit *limit = NULL;
     sn_scenario_gen *g = NULL;
-    rc = sn_scenario_gen_create(&g, s);
-    if (rc != 0)
-        goto out_free_engine;
     static acc_run r;
     memset(&r, 0, sizeof r);
+    if (o->sidecar) {
+        sn_local_detect_config lc;
+        sn_local_detect_config_defaults(&lc);
+        rc = sn_local_detect_create(&lc, 7, &ld);
+        if (rc == 0)
+            rc = sn_alert_limit_create(SN_ALERT_LIMIT_SLOTS_DEFAULT, LOCAL_ALERT_INTERVAL_MS, 7,
+                                       &limit);
+        if (rc != 0) {
+            snprintf(err, errlen, "cannot create the sidecar's local detection");
+            goto out_free_windows;
+        }
+    }
+    rc = sn_scenario_gen_create(&g, s);
+    if (rc != 0)
+        goto out_free_windows;
     r.s = s;
     r.o = o;
     r.tot = tot;
@@ -310,7 +335,19 @@ static int run_scenario(const char *path, const acc_options *o, acc_totals *tot,
             sn_engine_tick(e, next_tick, on_anomaly, &r);
             next_tick += SEC;
         }
+        sn_local_alert found[LOCAL_ALERTS_MAX];
+        size_t nfound = 0;
+        if (ld != NULL) {
+            nfound = sn_local_detect_event(ld, &ev, found, LOCAL_ALERTS_MAX);
+            if (nfound > LOCAL_ALERTS_MAX)
+                nfound = LOCAL_ALERTS_MAX;
+        }
+        /* The aggregator applies a sidecar batch's events, then its alerts. */
         sn_engine_observe(e, &ev, on_anomaly, &r);
+        for (size_t k = 0; k < nfound; k++)
+            if (sn_alert_limit_admit(limit, &found[k], (uint64_t)(ev.end_unix_nano / 1000000),
+                                     NULL))
+                sn_engine_local_alert(e, &found[k], ev.end_unix_nano, on_anomaly, &r);
         size_t si = stream_of(s, ev.service, ev.model);
         size_t w = (size_t)((ev.end_unix_nano - start) / o->window);
         if (si < nstreams && w < r.nwindows && r.win_clean[si * r.nwindows + w])
@@ -363,15 +400,16 @@ static int run_scenario(const char *path, const acc_options *o, acc_totals *tot,
     }
     if (!o->json)
         printf("  %-28s events=%" PRIu64 " incidents=%zu detected=%u false_alerts=%u "
-               "related_anomalies=%u clean_windows=%" PRIu64 "\n",
+               "related_anomalies=%u clean_windows=%" PRIu64 " from_sidecar=%u\n",
                sn_scenario_name(s), events, r.nlabels, detected, r.fp_here, r.related_here,
-               clean_windows);
+               clean_windows, r.from_sidecar);
     rc = 0;
 out_free_windows:
     free(r.win_fp);
     free(r.win_clean);
     sn_scenario_gen_destroy(g);
-out_free_engine:
+    sn_alert_limit_destroy(limit);
+    sn_local_detect_destroy(ld);
     sn_engine_destroy(e);
 out_free_scenario:
     sn_scenario_destroy(s);
@@ -512,22 +550,24 @@ out_too_many:
 
 static int usage(void)
 {
-    fprintf(
-        stderr,
-        "usage: sentinel-accuracy [--json] [--grace SEC] [--dedup SEC] [--window SEC]\n"
-        "                         [--require-detected] [--verbose] [--set engine.PATH=VALUE]...\n"
-        "                         FILE|DIR ...\n"
-        "Runs labelled scenarios (docs/scenarios.md) through the detection engine in\n"
-        "simulated time and reports precision, recall, F1, false-positive rate and\n"
-        "detection delay per anomaly type (docs/benchmarks.md).\n"
-        "  --grace SEC        an anomaly this long after an incident still counts (30)\n"
-        "  --dedup SEC        anomalies of a (service, model, type) closer than this are one\n"
-        "                     alert (300, the alert manager's default)\n"
-        "  --window SEC       clean-window length for the FP rate (60)\n"
-        "  --require-detected exit 1 unless every incident was detected\n"
-        "  --set engine.PATH=VALUE  an engine setting for every scenario (after the\n"
-        "                     scenario's own), e.g. engine.detect.cusum.h=8\n"
-        "  --verbose          print every false alert on stderr\n");
+    fprintf(stderr,
+            "usage: sentinel-accuracy [--json] [--grace SEC] [--dedup SEC] [--window SEC]\n"
+            "                         [--require-detected] [--sidecar] [--verbose]\n"
+            "                         [--set engine.PATH=VALUE]...\n"
+            "                         FILE|DIR ...\n"
+            "Runs labelled scenarios (docs/scenarios.md) through the detection engine in\n"
+            "simulated time and reports precision, recall, F1, false-positive rate and\n"
+            "detection delay per anomaly type (docs/benchmarks.md).\n"
+            "  --grace SEC        an anomaly this long after an incident still counts (30)\n"
+            "  --dedup SEC        anomalies of a (service, model, type) closer than this are one\n"
+            "                     alert (300, the alert manager's default)\n"
+            "  --window SEC       clean-window length for the FP rate (60)\n"
+            "  --require-detected exit 1 unless every incident was detected\n"
+            "  --set engine.PATH=VALUE  an engine setting for every scenario (after the\n"
+            "                     scenario's own), e.g. engine.detect.cusum.h=8\n"
+            "  --sidecar          also run the sidecar's local detection (defaults, one alert\n"
+            "                     per key per 10 s) and confirm its alerts in the engine\n"
+            "  --verbose          print every false alert on stderr\n");
     return 2;
 }
 
@@ -557,6 +597,8 @@ int main(int argc, char **argv)
             o.require = true;
         else if (strcmp(a, "--verbose") == 0)
             o.verbose = true;
+        else if (strcmp(a, "--sidecar") == 0)
+            o.sidecar = true;
         else if (strcmp(a, "--set") == 0 && i + 1 < argc) {
             if (o.nsets == SETS_MAX) {
                 fprintf(stderr, "sentinel-accuracy: more than %d --set\n", SETS_MAX);
