@@ -10,6 +10,7 @@
 #    --require-detected -- the suite does not credit a label it has no evidence for.
 # 3. The same file twice gives the same report (simulated time, fixed seed).
 # 4. A bad scenario file fails with a message naming the field.
+# 5. Engine settings from the scenario and --set reach the engine; bad ones fail, named.
 set -euo pipefail
 acc=$1
 data=$2
@@ -48,4 +49,25 @@ printf '{"duration_s": 60, "services": [{"name": "a", "models": [{"model": "m", 
  "duration_s": 1, "magnitude": 2}]}' >"$tmp/bad.json"
 if "$acc" "$tmp/bad.json" >/dev/null 2>"$tmp/err"; then fail "a bad scenario was accepted"; fi
 grep -q 'incidents\[0\].*type' "$tmp/err" || fail "bad scenario: message does not name the field: $(cat "$tmp/err")"
+# Engine settings: a scenario's own and --set are applied (a bad one fails, naming it).
+jq '.engine = {"detect.zscore.threshold": 0}' "$data/quick/obvious_spike.json" >"$tmp/badeng.json"
+if "$acc" "$tmp/badeng.json" >/dev/null 2>"$tmp/err"; then fail "a bad engine setting was accepted"; fi
+grep -q 'engine.detect.zscore.threshold' "$tmp/err" ||
+    fail "bad engine setting: message does not name it: $(cat "$tmp/err")"
+if "$acc" --set engine.no.such=1 "$data/quick/obvious_spike.json" >/dev/null 2>"$tmp/err"; then
+    fail "an unknown --set path was accepted"
+fi
+grep -q 'engine.no.such' "$tmp/err" || fail "--set: message does not name the path: $(cat "$tmp/err")"
+# Leaving only the static threshold detector on (no levels set) through the scenario makes the
+# spike undetected: the settings really reach the engine.
+jq '.engine = {"detect.zscore.enabled": false, "detect.iqr.enabled": false,
+               "detect.mad.enabled": false, "detect.cusum.enabled": false,
+               "detect.threshold.enabled": true}' \
+    "$data/quick/obvious_spike.json" >"$tmp/off.json"
+if "$acc" --json --require-detected "$tmp/off.json" >"$tmp/off.out" 2>/dev/null; then
+    fail "the spike was detected with only the threshold detector on"
+fi
+row "$tmp/off.out" latency_spike >"$tmp/row.json" || fail "detectors off: no latency_spike row"
+[ "$(jq .detected "$tmp/row.json")" = 0 ] || fail "detectors off: still detected"
+
 echo "accuracy quick: OK ($events events; delay $(jq -r '.types[] | select(.type=="latency_spike") | .delay_p50_s' "$tmp/spike.json") s)"
