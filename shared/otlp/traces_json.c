@@ -48,104 +48,7 @@ static bool fail(decoder *d, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- bounds before parsing */
 
-/* One pass over the raw bytes: nesting depth and weighted node count, strings skipped.
- * Returns 0, or -1 with a message. Malformed JSON is left to the parser. */
-static int prescan(const uint8_t *p, size_t len, char *err, size_t errsize)
-{
-    size_t depth = 0, nodes = 0;
-    bool in_string = false;
-    for (size_t i = 0; i < len; i++) {
-        uint8_t c = p[i];
-        if (in_string) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_string = false;
-            continue;
-        }
-        switch (c) {
-        case '"':
-            in_string = true;
-            nodes++;
-            break;
-        case '{':
-            nodes += SN_OTLP_JSON_OBJECT_WEIGHT;
-            /* fall through */
-        case '[':
-            nodes++;
-            if (++depth > SN_OTLP_JSON_MAX_DEPTH) {
-                snprintf(err, errsize, "JSON nested deeper than %d levels", SN_OTLP_JSON_MAX_DEPTH);
-                return -1;
-            }
-            break;
-        case ']':
-        case '}':
-            if (depth > 0)
-                depth--;
-            break;
-        case ',':
-            nodes++;
-            break;
-        default:
-            break;
-        }
-        if (nodes > SN_OTLP_JSON_MAX_NODES) {
-            snprintf(err, errsize, "JSON document has too many values (limit %u)",
-                     SN_OTLP_JSON_MAX_NODES);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 /* ---------------------------------------------------------------- scalar conversions */
-
-/* Parses an int64 given as a JSON integer or a decimal string (optional '-'). */
-static bool get_int64(const json_t *v, int64_t *out)
-{
-    if (json_is_integer(v)) {
-        *out = (int64_t)json_integer_value(v);
-        return true;
-    }
-    if (json_is_real(v)) {
-        double d = json_real_value(v);
-        if (!(d >= -9.2233720368547758e18 && d < 9.2233720368547758e18) || d != floor(d))
-            return false;
-        *out = (int64_t)d;
-        return true;
-    }
-    if (!json_is_string(v))
-        return false;
-    const char *s = json_string_value(v);
-    size_t n = json_string_length(v);
-    size_t i = 0;
-    bool neg = false;
-    if (n > 0 && s[0] == '-') {
-        neg = true;
-        i = 1;
-    }
-    if (i == n)
-        return false;
-    uint64_t acc = 0;
-    for (; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        uint64_t dgt = (uint64_t)(s[i] - '0');
-        if (acc > (UINT64_MAX - dgt) / 10)
-            return false;
-        acc = acc * 10 + dgt;
-    }
-    if (neg) {
-        if (acc > (uint64_t)INT64_MAX + 1)
-            return false;
-        *out = acc == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)acc;
-    } else {
-        if (acc > (uint64_t)INT64_MAX)
-            return false;
-        *out = (int64_t)acc;
-    }
-    return true;
-}
 
 /* A double given as a JSON number or one of the proto3 JSON special strings. */
 static bool get_double(const json_t *v, double *out)
@@ -271,7 +174,7 @@ static void any_value(decoder *d, const char *key, size_t keylen, const json_t *
         v.type = SN_ATTR_BOOL;
         v.b = json_is_true(x);
     } else if ((x = json_object_get(val, "intValue")) != NULL && !json_is_null(x)) {
-        if (!get_int64(x, &v.i))
+        if (!sn_otlp_json_int64(x, &v.i))
             return;
         v.type = SN_ATTR_INT;
     } else if ((x = json_object_get(val, "doubleValue")) != NULL && !json_is_null(x)) {
@@ -357,7 +260,7 @@ static bool get_time(const json_t *v, int64_t *out)
     *out = 0;
     if (v == NULL || json_is_null(v))
         return true;
-    return get_int64(v, out) && *out >= 0;
+    return sn_otlp_json_int64(v, out) && *out >= 0;
 }
 
 /* One Span object: checked, or turned into an event for the callback. */
@@ -398,7 +301,7 @@ static bool span(decoder *d, const json_t *sp, size_t r, size_t s, size_t k)
         const json_t *code = json_object_get(status, "code");
         int64_t c;
         if ((json_is_string(code) && strcmp(json_string_value(code), "STATUS_CODE_ERROR") == 0) ||
-            (json_is_integer(code) && get_int64(code, &c) && c == 2))
+            (json_is_integer(code) && sn_otlp_json_int64(code, &c) && c == 2))
             d->ev.is_error = true;
     }
     if (!sn_genai_finish(&d->ev, d->prices))
@@ -490,7 +393,7 @@ int sn_otlp_decode_traces_json(const uint8_t *buf, size_t len, const sn_price_ta
         err = scratch;
         errsize = sizeof scratch;
     }
-    if (prescan(buf, len, err, errsize) != 0)
+    if (sn_otlp_json_prescan(buf, len, err, errsize) != 0)
         return -1;
 
     /* Two events and a bytes buffer, a few KiB: on the stack, no allocation per request. */
