@@ -55,6 +55,7 @@ typedef struct acc_settings {
     sn_engine_config engine;
 } acc_settings;
 
+/* The aggregator's engine settings, so scenarios and --set use its paths and checks. */
 static const sn_config_desc descriptors[] = {
     SN_ENGINE_DESCRIPTORS("engine", acc_settings, engine),
 };
@@ -113,6 +114,7 @@ typedef struct acc_run {
     unsigned from_sidecar; /* anomalies that came from a sidecar's local alert */
 } acc_run;
 
+/* Index of the (service, model) stream, or the stream count when it is not one. */
 static size_t stream_of(const sn_scenario *s, const char *service, const char *model)
 {
     size_t n = sn_scenario_stream_count(s);
@@ -199,7 +201,7 @@ static void on_anomaly(const sn_anomaly *a, void *ud)
 static int make_engine(const sn_scenario *s, const acc_options *o, sn_engine **out, char *err,
                        size_t errlen)
 {
-    static acc_settings set;
+    static acc_settings set; /* static: the config handle binds it; one scenario at a time */
     memset(&set, 0, sizeof set);
     sn_engine_config_defaults(&set.engine);
     sn_config *cfg = NULL;
@@ -267,7 +269,7 @@ static int run_scenario(const char *path, const acc_options *o, acc_totals *tot,
     sn_local_detect *ld = NULL;
     sn_alert_limit *limit = NULL;
     sn_scenario_gen *g = NULL;
-    static acc_run r;
+    static acc_run r; /* static: ~8 KiB of dedup state, one scenario at a time */
     memset(&r, 0, sizeof r);
     if (o->sidecar) {
         sn_local_detect_config lc;
@@ -416,6 +418,7 @@ out_free_scenario:
     return rc;
 }
 
+/* qsort order of doubles, ascending. */
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -437,6 +440,8 @@ static json_t *num(double x)
     return isnan(x) ? json_null() : json_real(x);
 }
 
+/* Prints the table (or --json) of every type with incidents or alerts, and the totals row.
+ * Sorts the delays in place. */
 static void report(acc_totals *tot, const acc_options *o)
 {
     json_t *rows = o->json ? json_array() : NULL;
@@ -497,6 +502,7 @@ static void report(acc_totals *tot, const acc_options *o)
            (double)o->dedup / SEC);
 }
 
+/* qsort order of C strings. */
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -548,6 +554,7 @@ out_too_many:
     return -1;
 }
 
+/* Prints the usage on stderr; returns the exit status of bad usage (2). */
 static int usage(void)
 {
     fprintf(stderr,
@@ -583,6 +590,8 @@ static bool seconds(const char *text, int64_t *out)
     return true;
 }
 
+/* Runs every scenario given (files, or the *.json of directories, in name order) and reports
+ * the totals; exit status as in the header. */
 int main(int argc, char **argv)
 {
     acc_options o = {.grace = 30 * SEC, .dedup = 300 * SEC, .window = 60 * SEC};

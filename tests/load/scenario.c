@@ -203,6 +203,8 @@ static int get_finish(const json_t *obj, const char *key, char names[][SN_SHORT_
     return 0;
 }
 
+/* Parses models[j] of service svc (named svc_name) into the next stream. Returns 0 or -EINVAL
+ * with err naming path; the stream count grows only on success. */
 static int parse_model(sn_scenario *s, const json_t *svc, const char *svc_name, const json_t *m,
                        const char *path, const char *name, char *err, size_t errlen)
 {
@@ -263,6 +265,8 @@ static int parse_model(sn_scenario *s, const json_t *svc, const char *svc_name, 
     return 0;
 }
 
+/* Parses one incident into the next label; its (service, model) must already be a stream.
+ * Returns 0 or -EINVAL with err naming path; the incident count grows only on success. */
 static int parse_incident(sn_scenario *s, const json_t *o, const char *path, const char *name,
                           char *err, size_t errlen)
 {
@@ -501,6 +505,7 @@ out_close_fd:
     return rc;
 }
 
+/* Accessors: documented in scenario.h. */
 void sn_scenario_destroy(sn_scenario *s)
 {
     if (s == NULL)
@@ -601,11 +606,13 @@ static double unit(uint64_t *x)
     return ((double)(rng_next(x) >> 11) + 0.5) / 9007199254740992.0;
 }
 
+/* Standard normal (Box-Muller). */
 static double normal(uint64_t *x)
 {
     return sqrt(-2.0 * log(unit(x))) * cos(TWO_PI * unit(x));
 }
 
+/* One draw of distribution d with its median scaled by `scale` (an incident or season). */
 static double sample(uint64_t *x, const dist *d, double scale)
 {
     double v = d->median * scale * exp(d->sigma * normal(x));
@@ -711,6 +718,7 @@ uint64_t sn_scenario_gen_events(const sn_scenario_gen *g)
     return g->events;
 }
 
+/* Draws an index in [0, n) with the given weights (n >= 1, weights sum > 0). */
 static size_t pick(uint64_t *x, const double *w, size_t n)
 {
     double sum = 0.0;
@@ -725,6 +733,7 @@ static size_t pick(uint64_t *x, const double *w, size_t n)
     return n - 1;
 }
 
+/* A sampled token count as an integer in [1, 10^9]. */
 static int64_t tokens(double v)
 {
     if (v < 1.0)
@@ -809,25 +818,22 @@ bool sn_scenario_next(sn_scenario_gen *g, sn_event *ev, uint64_t *active)
     ev->start_unix_nano = bt - (int64_t)(ev->latency_ms * 1e6);
     ev->input_tokens = tokens(sample(x, &st->input, tok_in));
     ev->is_error = unit(x) < err;
-    if (ev->is_error) { /* a failed call reports no usage: its token and cost facts stay unknown */
+    ev->conventions = SN_CONV_GENAI;
+    if (ev->is_error) {
+        /* A failed call reports no usage: its token and cost facts stay unknown. */
         ev->input_tokens = SN_UNKNOWN_COUNT;
         memcpy(ev->error_type, "server_error", 13);
-        advance(g, best);
-        if (active != NULL)
-            *active = mask;
-        return true;
     } else {
         ev->output_tokens = tokens(sample(x, &st->output, tok_out));
         const char(*names)[SN_SHORT_MAX] = finish != NULL ? finish->finish : st->finish;
         size_t fi = finish != NULL ? pick(x, finish->finish_w, finish->nfinish)
                                    : pick(x, st->finish_w, st->nfinish);
         memcpy(ev->finish_reason, names[fi], sizeof ev->finish_reason);
+        ev->total_tokens = ev->input_tokens + ev->output_tokens;
+        ev->cost_usd = price * ((double)ev->input_tokens * st->price_in +
+                                (double)ev->output_tokens * st->price_out);
+        ev->cost_source = SN_COST_PRICE_TABLE;
     }
-    ev->total_tokens = ev->input_tokens + ev->output_tokens;
-    ev->cost_usd = price * ((double)ev->input_tokens * st->price_in +
-                            (double)ev->output_tokens * st->price_out);
-    ev->cost_source = SN_COST_PRICE_TABLE;
-    ev->conventions = SN_CONV_GENAI;
     advance(g, best);
     if (active != NULL)
         *active = mask;
