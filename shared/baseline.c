@@ -13,6 +13,7 @@
  * Invariant: bytes_used <= budget after every call.
  */
 #include "baseline.h"
+#include "bytes.h"
 
 #include <errno.h>
 #include <math.h>
@@ -470,76 +471,6 @@ void *sn_baseline_entry_user(sn_baseline_entry *e)
 #define BLOB_FLAG_CUR1 0x01u
 #define SAMPLE_CHUNK   256u /* samples copied per step through the stack */
 
-/* CRC-32 (IEEE 802.3, reflected 0xEDB88320), four bits at a time (as shared/sketch.c). */
-static uint32_t blob_crc32(const uint8_t *p, size_t n)
-{
-    static const uint32_t nibble[16] = {0x00000000, 0x1DB71064, 0x3B6E20C8, 0x26D930AC,
-                                        0x76DC4190, 0x6B6B51F4, 0x4DB26158, 0x5005713C,
-                                        0xEDB88320, 0xF00F9344, 0xD6D6A3E8, 0xCB61B38C,
-                                        0x9B64C2B0, 0x86D3D2D4, 0xA00AE278, 0xBDBDF21C};
-    uint32_t crc = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; i++) {
-        crc ^= p[i];
-        crc = (crc >> 4) ^ nibble[crc & 15];
-        crc = (crc >> 4) ^ nibble[crc & 15];
-    }
-    return ~crc;
-}
-
-static void put_u16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_f64(uint8_t *p, double d)
-{
-    uint64_t v;
-    memcpy(&v, &d, sizeof v);
-    put_u64(p, v);
-}
-
-static uint16_t get_u16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++)
-        v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
-static double get_f64(const uint8_t *p)
-{
-    uint64_t v = get_u64(p);
-    double d;
-    memcpy(&d, &v, sizeof d);
-    return d;
-}
-
 /* Serialized size of one sketch of the table's bucket cap at its fullest (sketch.h's
  * SN_SKETCH_MAX_SERIALIZED formula for cfg.sketch_buckets). */
 static size_t sketch_blob_max(const sn_baseline *b)
@@ -576,25 +507,25 @@ int sn_baseline_entry_serialize(const sn_baseline *b, const sn_baseline_entry *e
     const char *svc = sn_baseline_entry_service(e), *mdl = sn_baseline_entry_model(e);
     size_t slen = strlen(svc), mlen = strlen(mdl);
     memset(p, 0, BLOB_HEADER);
-    put_u32(p + 0, BLOB_MAGIC);
-    put_u16(p + 4, SN_BASELINE_BLOB_VERSION);
+    sn_le_put_u32(p + 0, BLOB_MAGIC);
+    sn_le_put_u16(p + 4, SN_BASELINE_BLOB_VERSION);
     p[6] = (uint8_t)b->cfg.mode;
     p[7] = e->metric;
-    put_u16(p + 8, (uint16_t)slen);
-    put_u16(p + 10, (uint16_t)mlen);
+    sn_le_put_u16(p + 8, (uint16_t)slen);
+    sn_le_put_u16(p + 10, (uint16_t)mlen);
     p[12] = b->cfg.mode == SN_BASELINE_COMPACT && e->cur ? BLOB_FLAG_CUR1 : 0;
-    put_u64(p + 16, e->seen);
-    put_u64(p + 24, (uint64_t)e->last_seen);
-    put_u64(p + 32, e->all.n);
-    put_f64(p + 40, e->all.mean);
-    put_f64(p + 48, e->all.m2);
-    put_f64(p + 56, e->all.min);
-    put_f64(p + 64, e->all.max);
-    put_f64(p + 72, e->ewma.alpha);
-    put_f64(p + 80, e->ewma.mean);
-    put_f64(p + 88, e->ewma.var);
-    put_u64(p + 96, e->ewma.n);
-    put_u32(p + 104, (uint32_t)b->cfg.user_bytes);
+    sn_le_put_u64(p + 16, e->seen);
+    sn_le_put_u64(p + 24, (uint64_t)e->last_seen);
+    sn_le_put_u64(p + 32, e->all.n);
+    sn_le_put_f64(p + 40, e->all.mean);
+    sn_le_put_f64(p + 48, e->all.m2);
+    sn_le_put_f64(p + 56, e->all.min);
+    sn_le_put_f64(p + 64, e->all.max);
+    sn_le_put_f64(p + 72, e->ewma.alpha);
+    sn_le_put_f64(p + 80, e->ewma.mean);
+    sn_le_put_f64(p + 88, e->ewma.var);
+    sn_le_put_u64(p + 96, e->ewma.n);
+    sn_le_put_u32(p + 104, (uint32_t)b->cfg.user_bytes);
     uint8_t *c = p + BLOB_HEADER;
     memcpy(c, svc, slen);
     c += slen;
@@ -606,13 +537,13 @@ int sn_baseline_entry_serialize(const sn_baseline *b, const sn_baseline_entry *e
     if (b->cfg.mode == SN_BASELINE_EXACT) {
         const sn_window *w = entry_window(e);
         uint32_t n = sn_window_count(w);
-        put_u32(c, n);
+        sn_le_put_u32(c, n);
         c += 4;
         double chunk[SAMPLE_CHUNK];
         for (uint32_t from = 0; from < n;) {
             uint32_t got = sn_window_samples_from(w, from, chunk, SAMPLE_CHUNK);
             for (uint32_t i = 0; i < got; i++, c += 8)
-                put_f64(c, chunk[i]);
+                sn_le_put_f64(c, chunk[i]);
             from += got;
         }
     } else {
@@ -620,11 +551,11 @@ int sn_baseline_entry_serialize(const sn_baseline *b, const sn_baseline_entry *e
             size_t sl;
             /* cannot fail: need counted both sketches' exact sizes */
             sn_sketch_serialize(entry_sketch(b, e, k), c + 4, (size_t)(p + cap - (c + 4)), &sl);
-            put_u32(c, (uint32_t)sl);
+            sn_le_put_u32(c, (uint32_t)sl);
             c += 4 + sl;
         }
     }
-    put_u32(c, blob_crc32(p, (size_t)(c - p)));
+    sn_le_put_u32(c, sn_crc32(0, p, (size_t)(c - p)));
     *len = need;
     return 0;
 }
@@ -653,7 +584,7 @@ static int read_sketch(const uint8_t *p, size_t end, size_t *off, sn_sketch **ou
 {
     if (end - *off < 4)
         return -EBADMSG;
-    size_t sl = get_u32(p + *off);
+    size_t sl = sn_le_get_u32(p + *off);
     *off += 4;
     if (sl > end - *off)
         return -EBADMSG;
@@ -666,15 +597,15 @@ int sn_baseline_restore(sn_baseline *b, const void *blob, size_t len, int64_t no
                         sn_baseline_entry **out)
 {
     const uint8_t *p = blob;
-    if (blob == NULL || len < BLOB_HEADER + BLOB_CRC || get_u32(p) != BLOB_MAGIC)
+    if (blob == NULL || len < BLOB_HEADER + BLOB_CRC || sn_le_get_u32(p) != BLOB_MAGIC)
         return -EBADMSG;
     size_t end = len - BLOB_CRC; /* the checksummed part */
-    if (blob_crc32(p, end) != get_u32(p + end))
+    if (sn_crc32(0, p, end) != sn_le_get_u32(p + end))
         return -EBADMSG;
-    if (get_u16(p + 4) != SN_BASELINE_BLOB_VERSION)
+    if (sn_le_get_u16(p + 4) != SN_BASELINE_BLOB_VERSION)
         return -EPROTO;
     unsigned mode = p[6], metric = p[7], flags = p[12];
-    size_t slen = get_u16(p + 8), mlen = get_u16(p + 10);
+    size_t slen = sn_le_get_u16(p + 8), mlen = sn_le_get_u16(p + 10);
     if (mode > SN_BASELINE_COMPACT || metric >= SN_METRIC_COUNT || p[13] != 0 || p[14] != 0 ||
         p[15] != 0 || (flags & ~BLOB_FLAG_CUR1) != 0 || (mode == SN_BASELINE_EXACT && flags != 0))
         return -EBADMSG;
@@ -682,12 +613,13 @@ int sn_baseline_restore(sn_baseline *b, const void *blob, size_t len, int64_t no
         return -EBADMSG;
     if (mode != (unsigned)b->cfg.mode)
         return -EPROTO;
-    uint64_t seen = get_u64(p + 16);
-    int64_t last_seen = (int64_t)get_u64(p + 24);
-    sn_welford all = {get_u64(p + 32), get_f64(p + 40), get_f64(p + 48), get_f64(p + 56),
-                      get_f64(p + 64)};
-    sn_ewma ew = {get_f64(p + 72), get_f64(p + 80), get_f64(p + 88), get_u64(p + 96)};
-    size_t ulen = get_u32(p + 104);
+    uint64_t seen = sn_le_get_u64(p + 16);
+    int64_t last_seen = (int64_t)sn_le_get_u64(p + 24);
+    sn_welford all = {sn_le_get_u64(p + 32), sn_le_get_f64(p + 40), sn_le_get_f64(p + 48),
+                      sn_le_get_f64(p + 56), sn_le_get_f64(p + 64)};
+    sn_ewma ew = {sn_le_get_f64(p + 72), sn_le_get_f64(p + 80), sn_le_get_f64(p + 88),
+                  sn_le_get_u64(p + 96)};
+    size_t ulen = sn_le_get_u32(p + 104);
     if (all.n != seen || ew.n != seen || !welford_ok(&all) || !ewma_ok(&ew))
         return -EBADMSG;
     if (end - BLOB_HEADER < slen + mlen)
@@ -716,14 +648,14 @@ int sn_baseline_restore(sn_baseline *b, const void *blob, size_t len, int64_t no
     if (mode == SN_BASELINE_EXACT) {
         if (end - off < 4)
             return -EBADMSG;
-        nsamples = get_u32(p + off);
+        nsamples = sn_le_get_u32(p + off);
         off += 4;
         if (nsamples > SN_WINDOW_MAX_CAPACITY || (size_t)nsamples * 8 != end - off ||
             nsamples > seen)
             return -EBADMSG;
         samples_off = off;
         for (uint32_t i = 0; i < nsamples; i++)
-            if (!sn_stats_sample_ok(get_f64(p + off + 8 * (size_t)i)))
+            if (!sn_stats_sample_ok(sn_le_get_f64(p + off + 8 * (size_t)i)))
                 return -EBADMSG;
     } else {
         rc = read_sketch(p, end, &off, &sk[0]);
@@ -757,7 +689,7 @@ int sn_baseline_restore(sn_baseline *b, const void *blob, size_t len, int64_t no
     if (mode == SN_BASELINE_EXACT) {
         uint32_t skip = nsamples > b->cfg.window ? nsamples - b->cfg.window : 0;
         for (uint32_t i = skip; i < nsamples; i++)
-            sn_window_add(entry_window(e), get_f64(p + samples_off + 8 * (size_t)i));
+            sn_window_add(entry_window(e), sn_le_get_f64(p + samples_off + 8 * (size_t)i));
     } else {
         /* Same alpha and both counts within the window: the merges cannot fail. */
         for (unsigned k = 0; k < 2; k++)

@@ -10,6 +10,7 @@
  * pos.len + neg.len <= max_buckets; zero + sum of all counters == w.n <= SN_SKETCH_MAX_COUNT.
  */
 #include "sketch.h"
+#include "bytes.h"
 
 #include <errno.h>
 #include <float.h>
@@ -447,76 +448,6 @@ void sn_sketch_summary(const sn_sketch *s, sn_summary *out)
 
 /* ---- serialization ---- */
 
-/* CRC-32 (IEEE 802.3, reflected 0xEDB88320), four bits at a time. */
-static uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n)
-{
-    static const uint32_t nibble[16] = {0x00000000, 0x1DB71064, 0x3B6E20C8, 0x26D930AC,
-                                        0x76DC4190, 0x6B6B51F4, 0x4DB26158, 0x5005713C,
-                                        0xEDB88320, 0xF00F9344, 0xD6D6A3E8, 0xCB61B38C,
-                                        0x9B64C2B0, 0x86D3D2D4, 0xA00AE278, 0xBDBDF21C};
-    crc = ~crc;
-    for (size_t i = 0; i < n; i++) {
-        crc ^= p[i];
-        crc = (crc >> 4) ^ nibble[crc & 15];
-        crc = (crc >> 4) ^ nibble[crc & 15];
-    }
-    return ~crc;
-}
-
-static void put_u16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_f64(uint8_t *p, double d)
-{
-    uint64_t v;
-    memcpy(&v, &d, sizeof v);
-    put_u64(p, v);
-}
-
-static uint16_t get_u16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++)
-        v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
-static double get_f64(const uint8_t *p)
-{
-    uint64_t v = get_u64(p);
-    double d;
-    memcpy(&d, &v, sizeof d);
-    return d;
-}
-
 size_t sn_sketch_serialized_size(const sn_sketch *s)
 {
     return SER_HEADER + 4u * ((size_t)s->pos.len + s->neg.len) + SER_CRC;
@@ -528,29 +459,29 @@ int sn_sketch_serialize(const sn_sketch *s, void *buf, size_t cap, size_t *len)
     if (cap < need)
         return -ENOSPC;
     uint8_t *p = buf;
-    put_u32(p + 0, SER_MAGIC);
-    put_u16(p + 4, SER_VERSION);
-    put_u16(p + 6, s->collapsed ? FLAG_COLLAPSED : 0);
-    put_f64(p + 8, s->alpha);
-    put_u32(p + 16, s->max_buckets);
-    put_u32(p + 20, s->zero);
-    put_u64(p + 24, s->w.n);
-    put_f64(p + 32, s->sum);
-    put_f64(p + 40, s->w.mean);
-    put_f64(p + 48, s->w.m2);
-    put_f64(p + 56, s->w.min);
-    put_f64(p + 64, s->w.max);
-    put_u32(p + 72, (uint32_t)s->pos.lo);
-    put_u32(p + 76, s->pos.len);
-    put_u32(p + 80, (uint32_t)s->neg.lo);
-    put_u32(p + 84, s->neg.len);
+    sn_le_put_u32(p + 0, SER_MAGIC);
+    sn_le_put_u16(p + 4, SER_VERSION);
+    sn_le_put_u16(p + 6, s->collapsed ? FLAG_COLLAPSED : 0);
+    sn_le_put_f64(p + 8, s->alpha);
+    sn_le_put_u32(p + 16, s->max_buckets);
+    sn_le_put_u32(p + 20, s->zero);
+    sn_le_put_u64(p + 24, s->w.n);
+    sn_le_put_f64(p + 32, s->sum);
+    sn_le_put_f64(p + 40, s->w.mean);
+    sn_le_put_f64(p + 48, s->w.m2);
+    sn_le_put_f64(p + 56, s->w.min);
+    sn_le_put_f64(p + 64, s->w.max);
+    sn_le_put_u32(p + 72, (uint32_t)s->pos.lo);
+    sn_le_put_u32(p + 76, s->pos.len);
+    sn_le_put_u32(p + 80, (uint32_t)s->neg.lo);
+    sn_le_put_u32(p + 84, s->neg.len);
     uint8_t *c = p + SER_HEADER;
     const uint32_t *pb = store_cbase(s, &s->pos), *nb = store_cbase(s, &s->neg);
     for (uint32_t k = 0; k < s->pos.len; k++, c += 4)
-        put_u32(c, pb[k]);
+        sn_le_put_u32(c, pb[k]);
     for (uint32_t k = 0; k < s->neg.len; k++, c += 4)
-        put_u32(c, nb[k]);
-    put_u32(c, crc32_update(0, p, need - SER_CRC));
+        sn_le_put_u32(c, nb[k]);
+    sn_le_put_u32(c, sn_crc32(0, p, need - SER_CRC));
     *len = need;
     return 0;
 }
@@ -573,17 +504,17 @@ int sn_sketch_deserialize(sn_sketch **out, const void *buf, size_t len)
     const uint8_t *p = buf;
     if (buf == NULL || len < SER_HEADER + SER_CRC)
         return -EBADMSG;
-    if (get_u32(p) != SER_MAGIC || get_u16(p + 4) != SER_VERSION ||
-        (get_u16(p + 6) & ~FLAG_COLLAPSED) != 0)
+    if (sn_le_get_u32(p) != SER_MAGIC || sn_le_get_u16(p + 4) != SER_VERSION ||
+        (sn_le_get_u16(p + 6) & ~FLAG_COLLAPSED) != 0)
         return -EBADMSG;
-    double alpha = get_f64(p + 8);
-    uint32_t max_buckets = get_u32(p + 16);
-    uint32_t zero = get_u32(p + 20);
-    uint64_t count = get_u64(p + 24);
-    double sum = get_f64(p + 32), mean = get_f64(p + 40), m2 = get_f64(p + 48);
-    double min = get_f64(p + 56), max = get_f64(p + 64);
-    int32_t pos_lo = (int32_t)get_u32(p + 72), neg_lo = (int32_t)get_u32(p + 80);
-    uint32_t pos_len = get_u32(p + 76), neg_len = get_u32(p + 84);
+    double alpha = sn_le_get_f64(p + 8);
+    uint32_t max_buckets = sn_le_get_u32(p + 16);
+    uint32_t zero = sn_le_get_u32(p + 20);
+    uint64_t count = sn_le_get_u64(p + 24);
+    double sum = sn_le_get_f64(p + 32), mean = sn_le_get_f64(p + 40), m2 = sn_le_get_f64(p + 48);
+    double min = sn_le_get_f64(p + 56), max = sn_le_get_f64(p + 64);
+    int32_t pos_lo = (int32_t)sn_le_get_u32(p + 72), neg_lo = (int32_t)sn_le_get_u32(p + 80);
+    uint32_t pos_len = sn_le_get_u32(p + 76), neg_len = sn_le_get_u32(p + 84);
 
     if (!alpha_ok(alpha) || sn_sketch_size(max_buckets) == 0)
         return -EBADMSG;
@@ -591,7 +522,7 @@ int sn_sketch_deserialize(sn_sketch **out, const void *buf, size_t len)
         return -EBADMSG;
     if (len != SER_HEADER + 4u * ((size_t)pos_len + neg_len) + SER_CRC)
         return -EBADMSG;
-    if (crc32_update(0, p, len - SER_CRC) != get_u32(p + len - SER_CRC))
+    if (sn_crc32(0, p, len - SER_CRC) != sn_le_get_u32(p + len - SER_CRC))
         return -EBADMSG;
     if (count > SN_SKETCH_MAX_COUNT || zero > count)
         return -EBADMSG;
@@ -607,7 +538,7 @@ int sn_sketch_deserialize(sn_sketch **out, const void *buf, size_t len)
     uint64_t total = zero;
     const uint8_t *c = p + SER_HEADER;
     for (uint64_t k = 0; k < (uint64_t)pos_len + neg_len; k++)
-        total += get_u32(c + 4 * k);
+        total += sn_le_get_u32(c + 4 * k);
     if (total != count)
         return -EBADMSG;
 
@@ -615,7 +546,7 @@ int sn_sketch_deserialize(sn_sketch **out, const void *buf, size_t len)
     int rc = sn_sketch_create(&s, alpha, max_buckets);
     if (rc != 0)
         return rc;
-    s->collapsed = (get_u16(p + 6) & FLAG_COLLAPSED) ? 1 : 0;
+    s->collapsed = (sn_le_get_u16(p + 6) & FLAG_COLLAPSED) ? 1 : 0;
     s->zero = zero;
     s->sum = sum;
     s->w.n = count;
@@ -629,9 +560,9 @@ int sn_sketch_deserialize(sn_sketch **out, const void *buf, size_t len)
     s->neg.len = neg_len;
     uint32_t *pb = store_base(s, &s->pos), *nb = store_base(s, &s->neg);
     for (uint32_t k = 0; k < pos_len; k++, c += 4)
-        pb[k] = get_u32(c);
+        pb[k] = sn_le_get_u32(c);
     for (uint32_t k = 0; k < neg_len; k++, c += 4)
-        nb[k] = get_u32(c);
+        nb[k] = sn_le_get_u32(c);
     *out = s;
     return 0;
 }
