@@ -95,6 +95,8 @@ typedef struct acc_totals {
     double clean_hours; /* stream-hours outside incidents */
     unsigned scenarios;
     unsigned missed;
+    json_t *incidents; /* --json: one object per incident (owned; NULL otherwise) */
+    json_t *per_scenario;
 } acc_totals;
 
 /* What one scenario run collects from the engine's callback. */
@@ -253,6 +255,12 @@ out_free_cfg:
     return rc;
 }
 
+/* NAN-safe JSON number: null for NAN. */
+static json_t *num(double x)
+{
+    return isnan(x) ? json_null() : json_real(x);
+}
+
 /* Runs one scenario through the engine and adds its counts to tot. Returns 0, or a negative
  * errno with err filled (bad scenario or engine settings, out of memory). */
 static int run_scenario(const char *path, const acc_options *o, acc_totals *tot, char *err,
@@ -392,6 +400,12 @@ static int run_scenario(const char *path, const acc_options *o, acc_totals *tot,
         } else {
             tot->missed++;
         }
+        if (tot->incidents != NULL)
+            json_array_append_new(
+                tot->incidents,
+                json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:o}", "scenario", sn_scenario_name(s),
+                          "id", l->id, "type", sn_anomaly_type_name(l->type), "service", l->service,
+                          "model", l->model, "detected", hit, "delay_s", num(delay)));
         if (!o->json)
             printf("    %-24s %-24s %s/%s  %s", l->id, sn_anomaly_type_name(l->type), l->service,
                    l->model, hit ? "detected" : "MISSED");
@@ -400,6 +414,14 @@ static int run_scenario(const char *path, const acc_options *o, acc_totals *tot,
         if (!o->json)
             printf("\n");
     }
+    if (tot->per_scenario != NULL)
+        json_array_append_new(
+            tot->per_scenario,
+            json_pack("{s:s, s:I, s:i, s:i, s:i, s:i, s:I, s:i}", "scenario", sn_scenario_name(s),
+                      "events", (json_int_t)events, "incidents", (int)r.nlabels, "detected",
+                      (int)detected, "false_alerts", (int)r.fp_here, "related_anomalies",
+                      (int)r.related_here, "clean_windows", (json_int_t)clean_windows,
+                      "from_sidecar", (int)r.from_sidecar));
     if (!o->json)
         printf("  %-28s events=%" PRIu64 " incidents=%zu detected=%u false_alerts=%u "
                "related_anomalies=%u clean_windows=%" PRIu64 " from_sidecar=%u\n",
@@ -432,12 +454,6 @@ static double pct(const double *v, unsigned n, double p)
         return NAN;
     size_t i = (size_t)ceil(p * n);
     return v[i == 0 ? 0 : i - 1];
-}
-
-/* NAN-safe JSON number: null for NAN. */
-static json_t *num(double x)
-{
-    return isnan(x) ? json_null() : json_real(x);
 }
 
 /* Prints the table (or --json) of every type with incidents or alerts, and the totals row.
@@ -488,6 +504,10 @@ static void report(acc_totals *tot, const acc_options *o)
                                  (json_int_t)tot->clean_windows, "clean_stream_hours",
                                  tot->clean_hours, "grace_s", (double)o->grace / SEC, "dedup_s",
                                  (double)o->dedup / SEC, "window_s", (double)o->window / SEC);
+        if (root != NULL && tot->incidents != NULL && tot->per_scenario != NULL) {
+            json_object_set(root, "incidents", tot->incidents);
+            json_object_set(root, "scenarios_detail", tot->per_scenario);
+        }
         if (root != NULL) {
             json_dumpf(root, stdout, JSON_INDENT(2));
             printf("\n");
@@ -640,6 +660,15 @@ int main(int argc, char **argv)
         goto out_free_files;
     }
     static acc_totals tot;
+    if (o.json) {
+        tot.incidents = json_array();
+        tot.per_scenario = json_array();
+        if (tot.incidents == NULL || tot.per_scenario == NULL) {
+            fprintf(stderr, "sentinel-accuracy: out of memory\n");
+            status = 1;
+            goto out_free_json;
+        }
+    }
     for (size_t i = 0; i < nfiles; i++) {
         char err[512] = "";
         if (!o.json)
@@ -647,7 +676,7 @@ int main(int argc, char **argv)
         if (run_scenario(files[i], &o, &tot, err, sizeof err) != 0) {
             fprintf(stderr, "sentinel-accuracy: %s\n", err);
             status = 1;
-            goto out_free_files;
+            goto out_free_json;
         }
     }
     report(&tot, &o);
@@ -655,6 +684,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "sentinel-accuracy: %u incident(s) not detected\n", tot.missed);
         status = 1;
     }
+out_free_json:
+    json_decref(tot.incidents);
+    json_decref(tot.per_scenario);
 out_free_files:
     for (size_t i = 0; i < nfiles; i++)
         free(files[i]);

@@ -28,6 +28,9 @@ row "$tmp/spike.json" latency_spike >"$tmp/row.json" || fail "no latency_spike r
     fail "obvious spike: recall != 1"
 jq -e '.true_alerts >= 1 and .delay_p50_s >= 0 and .delay_max_s <= 90' "$tmp/row.json" >/dev/null ||
     fail "obvious spike: no true alert or a delay outside the incident: $(cat "$tmp/row.json")"
+jq -e '.incidents == [.incidents[0]] and .incidents[0].id == "spike" and .incidents[0].detected
+       and .incidents[0].delay_s == (.types[] | select(.type == "latency_spike") | .delay_p50_s)' \
+    "$tmp/spike.json" >/dev/null || fail "obvious spike: the per-incident list does not match"
 events=$(jq .events "$tmp/spike.json")
 # 10 calls/s for 900 s (Poisson): far outside 8000..10000 means the generator is broken.
 [ "$events" -ge 8000 ] && [ "$events" -le 10000 ] || fail "obvious spike: $events events"
