@@ -27,6 +27,7 @@ AGG_PID=""
 SC_PID=""
 
 cleanup() {
+    [ -n "$HOOK_PID" ] && kill "$HOOK_PID" 2>/dev/null && wait "$HOOK_PID" 2>/dev/null
     [ -n "$SC_PID" ] && kill "$SC_PID" 2>/dev/null && wait "$SC_PID" 2>/dev/null
     [ -n "$AGG_PID" ] && kill "$AGG_PID" 2>/dev/null && wait "$AGG_PID" 2>/dev/null
     rm -rf "$TMP"
@@ -50,6 +51,7 @@ HTTP=$(free_port)
 OTLP_HTTP=$(free_port)
 OTLP_GRPC=$(free_port)
 ADMIN=$(free_port)
+HOOK=$(free_port) # the webhook receiver: down until after the restart
 
 # api PATH [curl args...]: the REST API with the token; prints the body.
 api() {
@@ -66,7 +68,10 @@ status() {
 }
 
 start_aggregator() {
-    SENTINEL_API_TOKEN=$TOKEN "$AGG" --set state.data_dir="$TMP/data" \
+    SENTINEL_API_TOKEN=$TOKEN SENTINEL_WEBHOOK_URL="http://127.0.0.1:$HOOK/hook" \
+        "$AGG" --set state.data_dir="$TMP/data" \
+        --set delivery.backoff.initial=200ms --set delivery.backoff.max=1s \
+        --set delivery.breaker.cooldown=1s \
         --set ingest.endpoint=127.0.0.1:"$INGEST" --set http.endpoint=127.0.0.1:"$HTTP" \
         --set state.snapshot_interval=1s --set alerts.quiet_period=1h \
         --set engine.throughput.enabled=false 2>>"$TMP/agg.log" &
@@ -230,6 +235,27 @@ diff -u "$TMP/baselines.before" "$TMP/baselines.after" >&2 ||
 [ "$(api "/api/v1/anomalies/$ALERT_ID" | jq -r .status)" = firing ] ||
     fail "the alert is not firing after the restart"
 firing_latency || fail "the alert is not listed with status=firing after the restart"
+
+# The webhook was down while the alert fired, and the aggregator restarted with the delivery
+# pending: once the receiver is up, the alert arrives, exactly once per change.
+node -e '
+const fs = require("fs");
+require("http").createServer((q, r) => {
+  let b = "";
+  q.on("data", (d) => (b += d));
+  q.on("end", () => {
+    const a = JSON.parse(b);
+    fs.appendFileSync(process.argv[1], `${q.headers["x-sentinel-alert-id"]} ${a.alert_id} ${a.status} ${a.occurrences}\n`);
+    r.end("ok");
+  });
+}).listen(Number(process.argv[2]), "127.0.0.1");' "$TMP/hook.log" "$HOOK" &
+HOOK_PID=$!
+hook_has_alert() { grep -q "^$ALERT_ID $ALERT_ID firing 1\$" "$TMP/hook.log" 2>/dev/null; }
+wait_for "the pending delivery after the restart" hook_has_alert
+sleep 2 # room for a duplicate to show up
+[ "$(grep -c "^$ALERT_ID $ALERT_ID firing 1\$" "$TMP/hook.log")" = 1 ] ||
+    fail "the fired alert was delivered $(grep -c "^$ALERT_ID " "$TMP/hook.log") times: $(cat "$TMP/hook.log")"
+[ -z "$(sort "$TMP/hook.log" | uniq -d)" ] || fail "a delivery arrived twice: $(cat "$TMP/hook.log")"
 
 # A spike right after the restart is judged at once: an empty baseline would give no verdict.
 [ "$(api /api/v1/statistics/summary | jq -r .anomalies)" = 0 ] || fail "anomalies before the spike"
