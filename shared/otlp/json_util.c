@@ -200,3 +200,21 @@ bool sn_otlp_json_scalar(const json_t *val, size_t max, sn_attr_value *out, bool
     }
     return false;
 }
+
+json_t *sn_otlp_json_load_request(const uint8_t *buf, size_t len, char *err, size_t errsize)
+{
+    if (sn_otlp_json_prescan(buf, len, err, errsize) != 0)
+        return NULL;
+    json_error_t jerr;
+    json_t *root = json_loadb((const char *)buf, len, 0, &jerr);
+    if (root == NULL) {
+        sn_otlp_json_syntax_error(&jerr, err, errsize);
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        snprintf(err, errsize, "request is not a JSON object");
+        json_decref(root);
+        return NULL;
+    }
+    return root;
+}

@@ -24,6 +24,11 @@ int sn_otlp_json_prescan(const uint8_t *p, size_t len, char *err, size_t errsize
  * becomes '?': the message stays one line of plain text whatever the input. */
 void sn_otlp_json_syntax_error(const json_error_t *e, char *err, size_t errsize);
 
+/* The first steps every OTLP/JSON decoder takes: the bounds pre-scan, parsing, and the check that
+ * the document is an object. Returns the parsed object (a new reference the caller releases with
+ * json_decref), or NULL with a one-line message in err. */
+json_t *sn_otlp_json_load_request(const uint8_t *buf, size_t len, char *err, size_t errsize);
+
 /* An int64 given as a JSON integer, an integral real, or a decimal string. */
 bool sn_otlp_json_int64(const json_t *v, int64_t *out);
 

@@ -130,20 +130,11 @@ int sn_otlp_decode_logs_json(const uint8_t *buf, size_t len, sn_otlp_log_stats *
     memset(stats, 0, sizeof *stats);
     if (buf == NULL)
         buf = (const uint8_t *)"";
-    if (sn_otlp_json_prescan(buf, len, err, errsize) != 0)
+    json_t *root = sn_otlp_json_load_request(buf, len, err, errsize);
+    if (root == NULL)
         return -1;
-    json_error_t jerr;
-    json_t *root = json_loadb((const char *)buf, len, 0, &jerr);
-    if (root == NULL) {
-        sn_otlp_json_syntax_error(&jerr, err, errsize);
-        return -1;
-    }
     int rc = -1;
     sn_otlp_log_stats counted = {0};
-    if (!json_is_object(root)) {
-        snprintf(err, errsize, "request is not a JSON object");
-        goto out_free_root;
-    }
     if (!walk(root, &counted, err, errsize))
         goto out_free_root;
     *stats = counted;

@@ -393,22 +393,13 @@ int sn_otlp_decode_traces_json(const uint8_t *buf, size_t len, const sn_price_ta
         err = scratch;
         errsize = sizeof scratch;
     }
-    if (sn_otlp_json_prescan(buf, len, err, errsize) != 0)
+    json_t *root = sn_otlp_json_load_request(buf, len, err, errsize);
+    if (root == NULL)
         return -1;
 
     /* Two events and a bytes buffer, a few KiB: on the stack, no allocation per request. */
     decoder d = {.prices = prices, .fn = fn, .ud = ud, .st = stats, .err = err, .errsize = errsize};
-    json_error_t jerr;
-    json_t *root = json_loadb((const char *)buf, len, 0, &jerr);
-    if (root == NULL) {
-        sn_otlp_json_syntax_error(&jerr, err, errsize);
-        return -1;
-    }
     int rc = -1;
-    if (!json_is_object(root)) {
-        snprintf(err, errsize, "request is not a JSON object");
-        goto out_free_root;
-    }
     d.emit = false;
     if (!walk(&d, root))
         goto out_free_root;
