@@ -23,6 +23,13 @@
  * to --labels FILE as JSON lines with the same absolute times, written before the first send.
  * A request holds up to load.batch events that are due, one ResourceSpans per service.
  *
+ * Spikes (--spikes N, random load only): N extra services spike-000 ... each get
+ * spikes.warmup normal spans of one model at the start of the run, then one span whose latency
+ * is spikes.factor times normal, spike i at spikes.start + i * spikes.interval, each in a
+ * request of its own sent in between the paced load. --marks FILE gets one JSON line per spike
+ * with its trace id and the wall time (CLOCK_REALTIME) its request was handed to the transport:
+ * the start of the end-to-end delay tests/bench/e2e_bench.sh measures.
+ *
  * Safety: only loopback targets unless --allow-remote; every run is bounded by load.duration
  * (at most 1 h; in scenario mode the scenario's duration over --speed, also at most 1 h) plus
  * one request timeout to drain, and optionally by load.requests.
@@ -59,6 +66,7 @@
 #define LG_HIST_SUB      (1u << LG_HIST_SUB_BITS)
 #define LG_HIST_BUCKETS  (LG_HIST_SUB + (64u - LG_HIST_SUB_BITS) * LG_HIST_SUB)
 #define LG_CONNECT_MS    5000
+#define LG_SPIKES_MAX    1000
 
 typedef struct Opentelemetry__Proto__Collector__Trace__V1__ExportTraceServiceRequest lg_request;
 typedef Opentelemetry__Proto__Trace__V1__ResourceSpans lg_resource_spans;
@@ -95,6 +103,12 @@ typedef struct loadgen_settings {
     char scenario[1024];
     char labels[1024];
     double speed;
+    int64_t spikes;
+    int64_t spike_start;
+    int64_t spike_interval;
+    int64_t spike_warmup;
+    double spike_factor;
+    char marks[1024];
     sn_cli_log_settings log;
 } loadgen_settings;
 
@@ -136,6 +150,19 @@ static const sn_config_desc descriptors[] = {
                   "write the scenario's labelled incidents here (JSON lines, absolute times)"),
     SN_CFG_DOUBLE("scenario.speed", loadgen_settings, speed, "1", 0.0, 1e6,
                   "simulated seconds per wall-clock second (0: as fast as the target answers)"),
+    SN_CFG_INT("spikes.count", loadgen_settings, spikes, "0", 0, LG_SPIKES_MAX,
+               "latency spikes to inject, each on its own service (spike-NNN) warmed up first"),
+    SN_CFG_DURATION("spikes.start", loadgen_settings, spike_start, "3s", 0, 3600 * SN_NS_PER_SEC,
+                    "from the start of the run to the first spike"),
+    SN_CFG_DURATION("spikes.interval", loadgen_settings, spike_interval, "1s", SN_NS_PER_MS,
+                    3600 * SN_NS_PER_SEC, "between two spikes"),
+    SN_CFG_INT("spikes.warmup", loadgen_settings, spike_warmup, "40", 0, 4096,
+               "normal spans of each spike service sent at the start of the run"),
+    SN_CFG_DOUBLE("spikes.factor", loadgen_settings, spike_factor, "50", 1.0, 1e6,
+                  "a spike span's latency and time to first token over its model's median"),
+    SN_CFG_STRING("spikes.marks", loadgen_settings, marks, "",
+                  "write one JSON line per spike: its service, model, trace id and the wall "
+                  "time its request was handed to the transport"),
     SN_CLI_LOG_DESCRIPTORS(loadgen_settings, log),
 };
 
@@ -154,6 +181,12 @@ static const sn_cli_flag flags[] = {
     {.name = "scenario", .takes_value = true, .metavar = "FILE", .path = "scenario.file"},
     {.name = "labels", .takes_value = true, .metavar = "FILE", .path = "scenario.labels"},
     {.name = "speed", .takes_value = true, .metavar = "FACTOR", .path = "scenario.speed"},
+    {.name = "spikes", .takes_value = true, .metavar = "N", .path = "spikes.count"},
+    {.name = "spike-interval",
+     .takes_value = true,
+     .metavar = "DURATION",
+     .path = "spikes.interval"},
+    {.name = "marks", .takes_value = true, .metavar = "FILE", .path = "spikes.marks"},
 };
 
 /* ---------------------------------------------------------------- random numbers */
@@ -275,11 +308,13 @@ static void hex(char *out, const uint8_t *b, size_t n)
     out[2 * n] = '\0';
 }
 
-/* Fills one GenAI chat span (about 20 attributes). Strings point into `p` or static tables. */
+/* Fills one GenAI chat span (about 20 attributes) of model `fixed` (NULL: a random one) whose
+ * latency and time to first token are `factor` times a normal draw. Strings point into `p` or
+ * static tables. */
 static void make_span(lg_span_parts *p, lg_rng *r, uint64_t now_ns, double error_rate,
-                      double spread)
+                      double spread, const lg_model *fixed, double factor)
 {
-    const lg_model *m = &models[rng_next(r) % LG_NMODELS];
+    const lg_model *m = fixed != NULL ? fixed : &models[rng_next(r) % LG_NMODELS];
     lg_span *s = &p->span;
     opentelemetry__proto__trace__v1__span__init(s);
     opentelemetry__proto__trace__v1__status__init(&p->status);
@@ -299,7 +334,7 @@ static void make_span(lg_span_parts *p, lg_rng *r, uint64_t now_ns, double error
     s->name = p->name;
     s->kind = OPENTELEMETRY__PROTO__TRACE__V1__SPAN__SPAN_KIND__SPAN_KIND_CLIENT;
 
-    double latency_ms = rng_lognormal(r, log(m->latency_median_ms), 0.5 * spread);
+    double latency_ms = factor * rng_lognormal(r, log(m->latency_median_ms), 0.5 * spread);
     double ttft_s =
         latency_ms / 1000.0 * (0.25 + 0.15 * (2.0 * rng_unit(r) - 1.0) * fmin(spread, 1.0));
     uint64_t dur = (uint64_t)(latency_ms * 1e6);
@@ -361,12 +396,21 @@ static void make_span(lg_span_parts *p, lg_rng *r, uint64_t now_ns, double error
     s->status = &p->status;
 }
 
-/* Encodes one request of `nspans` spans for service number `service` into `e`, and finds the
- * offset of every span's trace_id in the bytes. Returns 0 or -ENOMEM; on failure `e` holds
- * nothing to free. */
-static int make_entry(lg_entry *e, size_t nspans, unsigned service, lg_rng *r, uint64_t now_ns,
-                      double error_rate, double spread)
+/* How the spans of one request are made (make_entry). */
+typedef struct lg_entry_spec {
+    size_t nspans;
+    unsigned service;      /* service.name llm-app-<service> ... */
+    const char *svc_name;  /* ... unless this is not NULL */
+    const lg_model *model; /* every span of this model; NULL: random models */
+    double factor;         /* latency factor (1: normal traffic) */
+    double error_rate, spread;
+} lg_entry_spec;
+
+/* Encodes one request as `spec` says into `e`, and finds the offset of every span's trace_id in
+ * the bytes. Returns 0 or -ENOMEM; on failure `e` holds nothing to free. */
+static int make_entry(lg_entry *e, const lg_entry_spec *spec, lg_rng *r, uint64_t now_ns)
 {
+    size_t nspans = spec->nspans;
     int rc = -ENOMEM;
     lg_span_parts *parts = calloc(nspans, sizeof *parts);
     lg_span **spanp = calloc(nspans, sizeof *spanp);
@@ -374,12 +418,15 @@ static int make_entry(lg_entry *e, size_t nspans, unsigned service, lg_rng *r, u
     if (parts == NULL || spanp == NULL || e->id_off == NULL)
         goto out_free_parts;
     for (size_t i = 0; i < nspans; i++) {
-        make_span(&parts[i], r, now_ns, error_rate, spread);
+        make_span(&parts[i], r, now_ns, spec->error_rate, spec->spread, spec->model, spec->factor);
         spanp[i] = &parts[i].span;
     }
 
     char svc[64], inst[96];
-    snprintf(svc, sizeof svc, "llm-app-%u", service);
+    if (spec->svc_name != NULL)
+        snprintf(svc, sizeof svc, "%s", spec->svc_name);
+    else
+        snprintf(svc, sizeof svc, "llm-app-%u", spec->service);
     snprintf(inst, sizeof inst, "%s-7f9c%04x", svc, (unsigned)(rng_next(r) & 0xffff));
     lg_span_parts rattr; /* reuses the attribute helpers for the resource */
     size_t nr = 0;
@@ -387,7 +434,7 @@ static int make_entry(lg_entry *e, size_t nspans, unsigned service, lg_rng *r, u
     kv_str(&rattr, &nr, "service.version", "1.4.2");
     kv_str(&rattr, &nr, "service.instance.id", inst);
     kv_str(&rattr, &nr, "deployment.environment.name", "production");
-    kv_str(&rattr, &nr, "cloud.region", regions[service % 3]);
+    kv_str(&rattr, &nr, "cloud.region", regions[spec->service % 3]);
     kv_str(&rattr, &nr, "telemetry.sdk.name", "opentelemetry");
     kv_str(&rattr, &nr, "telemetry.sdk.language", "python");
     kv_str(&rattr, &nr, "telemetry.sdk.version", "1.29.0");
@@ -716,6 +763,11 @@ typedef struct lg_run {
     int64_t *evtime;     /* their end times in the spans */
     size_t nevbuf;
     uint64_t events_sent;
+    /* Spikes (spikes.count): pool[npool ...] holds nwarm warm-up requests, then nspikes spike
+     * requests of one span each; next_extra is the next of them to send. */
+    size_t nwarm, nspikes, next_extra;
+    FILE *marks;
+    uint64_t marks_written;
 } lg_run;
 
 static volatile sig_atomic_t interrupted;
@@ -777,11 +829,36 @@ static void scenario_fill(lg_run *run, lg_entry *e, uint64_t now)
     run->events_sent += n;
 }
 
-/* Picks a pool entry that is not in flight (there is always one: the pool is larger than the
- * number of calls in flight), refreshes its ids (scenario mode: fills it with the events due)
- * and marks it busy. */
+/* Spikes: when the next warm-up or spike request is due (monotonic ns); UINT64_MAX when all
+ * were sent. Warm-ups are due at the start, spike i at spikes.start + i * spikes.interval. */
+static uint64_t extra_due(const lg_run *run)
+{
+    size_t k = run->next_extra;
+    if (k >= run->nwarm + run->nspikes)
+        return UINT64_MAX;
+    if (k < run->nwarm)
+        return run->start_ns;
+    return run->start_ns + (uint64_t)run->s->spike_start +
+           (uint64_t)(k - run->nwarm) * (uint64_t)run->s->spike_interval;
+}
+
+/* The name of spike service i (spike-000 ...) into buf. */
+static void spike_service(char *buf, size_t len, size_t i)
+{
+    snprintf(buf, len, "spike-%03zu", i);
+}
+
+/* Picks the next warm-up or spike request when it is due, else a pool entry that is not in
+ * flight (there is always one: the pool is larger than the number of calls in flight),
+ * refreshes its ids (scenario mode: fills it with the events due) and marks it busy. Spike
+ * requests keep their ids: each is sent once. */
 static size_t take_entry(lg_run *run)
 {
+    if (now_ns() >= extra_due(run)) {
+        size_t i = run->npool + run->next_extra++;
+        run->pool[i].busy = true;
+        return i;
+    }
     for (;;) {
         size_t i = run->next_entry;
         run->next_entry = (run->next_entry + 1) % run->npool;
@@ -812,15 +889,41 @@ static bool may_send(const lg_run *run, uint64_t now)
         return false;
     if (run->inflight >= (uint64_t)run->s->concurrency)
         return false;
+    if (now >= extra_due(run))
+        return true;
     if (run->gen != NULL)
         return now >= scenario_due(run);
     return run->interval_ns == 0 || now >= run->next_due_ns;
 }
 
-/* Bookkeeping of one started request. */
-static void note_sent(lg_run *run, uint64_t now)
+/* Spikes: writes the mark of spike request `entry` -- its number, service, model, trace id and
+ * CLOCK_REALTIME now, the moment it is handed to the transport -- as one JSON line. */
+static void write_mark(lg_run *run, size_t entry)
 {
-    if (run->interval_ns != 0) {
+    size_t i = entry - run->npool - run->nwarm;
+    const lg_entry *e = &run->pool[entry];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    char trace[33] = "";
+    if (e->nspans > 0 && e->id_off[0] != UINT32_MAX)
+        hex(trace, e->buf + e->id_off[0], 16);
+    char svc[32];
+    spike_service(svc, sizeof svc, i);
+    fprintf(run->marks,
+            "{\"spike\":%zu,\"service\":\"%s\",\"model\":\"%s\",\"trace_id\":\"%s\","
+            "\"export_unix_nano\":%" PRIu64 ",\"factor\":%g}\n",
+            i, svc, models[i % LG_NMODELS].request_model, trace,
+            (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec, run->s->spike_factor);
+    fflush(run->marks);
+    run->marks_written++;
+}
+
+/* Bookkeeping of one started request (pool entry or spike request `entry`). */
+static void note_sent(lg_run *run, uint64_t now, size_t entry)
+{
+    if (entry >= run->npool + run->nwarm && run->marks != NULL)
+        write_mark(run, entry);
+    if (entry < run->npool && run->interval_ns != 0) {
         if (now > run->next_due_ns && now - run->next_due_ns > run->max_lag_ns)
             run->max_lag_ns = now - run->next_due_ns;
         run->next_due_ns += run->interval_ns;
@@ -856,6 +959,9 @@ static uint64_t wait_budget(const lg_run *run, uint64_t now)
         until = scenario_due(run);
     else if (run->interval_ns != 0 && run->inflight < (uint64_t)run->s->concurrency)
         until = run->next_due_ns;
+    if (sending(run, now) && run->inflight < (uint64_t)run->s->concurrency &&
+        extra_due(run) < until)
+        until = extra_due(run);
     if (until <= now)
         return 0;
     uint64_t w = until - now;
@@ -949,7 +1055,7 @@ static int grpc_start(lg_run *run, grpc_channel *ch, grpc_completion_queue *cq, 
     ops[5].data.recv_status_on_client.status = &c->status;
     ops[5].data.recv_status_on_client.status_details = &c->details;
     uint64_t t0 = now_ns();
-    note_sent(run, t0);
+    note_sent(run, t0, c->entry);
     c->t0 = t0;
     c->busy = true;
     if (c->call == NULL || grpc_call_start_batch(c->call, ops, 6, c, NULL) != GRPC_CALL_OK)
@@ -1155,7 +1261,7 @@ static int run_http(lg_run *run, char *err, size_t errlen)
             curl_easy_setopt(c->easy, CURLOPT_POSTFIELDS, (const char *)e->buf);
             curl_easy_setopt(c->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)e->len);
             c->t0 = now_ns();
-            note_sent(run, c->t0);
+            note_sent(run, c->t0, c->entry);
             c->busy = true;
             if (curl_multi_add_handle(multi, c->easy) != CURLM_OK) {
                 run->transport_errors++;
@@ -1432,9 +1538,31 @@ int main(int argc, char **argv)
     if (s.rate > 0 && run->interval_ns == 0)
         run->interval_ns = 1;
 
+    if (s.spikes > 0 && s.scenario[0] != '\0') {
+        sn_log_error("config: spikes.count: spikes are injected into random load only, not "
+                     "into a scenario (give the scenario incidents instead)");
+        status = 2;
+        goto out_free_run;
+    }
+    if (s.marks[0] != '\0' && s.spikes == 0) {
+        sn_log_error("config: spikes.marks: needs --spikes");
+        status = 2;
+        goto out_free_run;
+    }
+    if (s.spikes > 0 && s.spike_start + (s.spikes - 1) * s.spike_interval >= s.duration) {
+        sn_log_error(
+            "config: load.duration: too short for the spikes (the last is due at "
+            "spikes.start + (spikes.count - 1) x spikes.interval)",
+            SN_LOG_INT("last_spike_ms",
+                       (s.spike_start + (s.spikes - 1) * s.spike_interval) / SN_NS_PER_MS));
+        status = 2;
+        goto out_free_run;
+    }
     run->npool =
         (size_t)s.pool > (size_t)s.concurrency ? (size_t)s.pool : (size_t)s.concurrency + 1;
-    run->pool = calloc(run->npool, sizeof *run->pool);
+    run->nspikes = (size_t)s.spikes;
+    run->nwarm = s.spike_warmup > 0 ? run->nspikes : 0;
+    run->pool = calloc(run->npool + run->nwarm + run->nspikes, sizeof *run->pool);
     if (run->pool == NULL) {
         sn_log_error("out of memory");
         goto out_free_run;
@@ -1457,12 +1585,31 @@ int main(int argc, char **argv)
         }
     }
     size_t bytes = 0, fixed_ids = 0;
-    for (size_t i = 0; run->gen == NULL && i < run->npool; i++) {
-        if (make_entry(&run->pool[i], (size_t)s.batch, (unsigned)(i % (size_t)s.services), &rng,
-                       wall_ns, s.error_rate, s.spread) != 0) {
+    for (size_t i = 0; run->gen == NULL && i < run->npool + run->nwarm + run->nspikes; i++) {
+        lg_entry_spec spec = {.nspans = (size_t)s.batch,
+                              .service = (unsigned)(i % (size_t)s.services),
+                              .factor = 1.0,
+                              .error_rate = s.error_rate,
+                              .spread = s.spread};
+        char svc[32];
+        if (i >= run->npool) {
+            /* Spike services: normal warm-up calls of one model, then one slow call; no errors,
+             * so the latency spike is the only thing that changes. */
+            size_t k = i - run->npool, sp = k < run->nwarm ? k : k - run->nwarm;
+            spike_service(svc, sizeof svc, sp);
+            spec.svc_name = svc;
+            spec.service = (unsigned)sp;
+            spec.model = &models[sp % LG_NMODELS];
+            spec.error_rate = 0.0;
+            spec.nspans = k < run->nwarm ? (size_t)s.spike_warmup : 1;
+            spec.factor = k < run->nwarm ? 1.0 : s.spike_factor;
+        }
+        if (make_entry(&run->pool[i], &spec, &rng, wall_ns) != 0) {
             sn_log_error("out of memory while encoding the request pool");
             goto out_free_pool;
         }
+        if (i >= run->npool)
+            continue;
         bytes += run->pool[i].len;
         for (size_t j = 0; j < run->pool[i].nspans; j++)
             fixed_ids += run->pool[i].id_off[j] == UINT32_MAX;
@@ -1485,6 +1632,14 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (s.marks[0] != '\0') {
+        run->marks = fopen(s.marks, "w");
+        if (run->marks == NULL) {
+            sn_log_error("spikes.marks: cannot open", SN_LOG_STR("file", s.marks),
+                         SN_LOG_ERRNO(-errno));
+            goto out_free_pool;
+        }
+    }
     rc = s.protocol == PROTO_GRPC ? run_grpc(run, err, sizeof err) : run_http(run, err, sizeof err);
     if (rc != 0) {
         sn_log_error(err, SN_LOG_ERRNO(rc));
@@ -1500,8 +1655,18 @@ int main(int argc, char **argv)
     if (status != 0)
         sn_log_error("no request was accepted");
 
+    if (run->nspikes > 0)
+        sn_log_info(
+            "spikes sent", SN_LOG_UINT("spikes", run->nspikes),
+            SN_LOG_UINT("sent", run->next_extra > run->nwarm ? run->next_extra - run->nwarm : 0),
+            SN_LOG_UINT("marks", run->marks_written));
+
 out_free_pool:
-    for (size_t i = 0; i < run->npool; i++) {
+    if (run->marks != NULL && (ferror(run->marks) | (fclose(run->marks) != 0))) {
+        sn_log_error("spikes.marks: cannot write", SN_LOG_STR("file", s.marks));
+        status = 1;
+    }
+    for (size_t i = 0; i < run->npool + run->nwarm + run->nspikes; i++) {
         free(run->pool[i].buf);
         free(run->pool[i].id_off);
     }

@@ -2,7 +2,8 @@
 # loadgen_test.sh -- sentinel-loadgen against the do-nothing receivers of sentinel-bench-null:
 # every request sent is answered and counted by the server, on all three servers; the request
 # count, the rate and the duration bound a run; non-loopback targets, unreachable targets and bad
-# flags fail with the documented exit status and a message.
+# flags fail with the documented exit status and a message; injected spikes (--spikes) are sent
+# once each, when due, and marked (--marks) with their trace id and export time.
 #
 # Usage: loadgen_test.sh LOADGEN NULL_SERVER
 set -euo pipefail
@@ -148,6 +149,56 @@ rc=0
 "$loadgen" --scenario "$scenario" --speed 0.1 > /dev/null 2> "$work/slow.err" || rc=$?
 check "a scenario longer than 1 h of wall time is refused (status 2)" [ "$rc" = 2 ]
 check "... naming scenario.speed" grep -q "scenario.speed" "$work/slow.err"
+
+# --- injected spikes (--spikes, --marks): one mark per spike, each request sent once ---
+for proto in grpc http; do
+    start "$proto"
+    marks="$work/marks-$proto.jsonl"
+    t0=$(date +%s%N)
+    rc=0
+    "$loadgen" --protocol "$proto" --target "127.0.0.1:$port" --rate 2000 --batch 100 \
+        --duration 2s --spikes 3 --spike-interval 300ms --set spikes.start=500ms \
+        --set spikes.warmup=20 --marks "$marks" --json > "$work/spikes-$proto.json" \
+        2> "$work/spikes-$proto.err" || rc=$?
+    t1=$(date +%s%N)
+    stop_server
+    sent=$(jnum "$work/spikes-$proto.json" sent)
+    check "spikes $proto: exit status 0" [ "$rc" = 0 ]
+    check "spikes $proto: three marks" [ "$(wc -l < "$marks")" = 3 ]
+    for i in 0 1 2; do
+        check "spikes $proto: mark $i names spike-00$i and a 32-digit trace id" grep -Eq \
+            "^\\{\"spike\":$i,\"service\":\"spike-00$i\",\"model\":\"[^\"]+\",\"trace_id\":\"[0-9a-f]{32}\"" \
+            "$marks"
+    done
+    check "spikes $proto: three distinct trace ids" \
+        [ "$(sed -n 's/.*"trace_id":"\([0-9a-f]*\)".*/\1/p' "$marks" | sort -u | wc -l)" = 3 ]
+    # Each spike is sent when due, never before: 500, 800, 1100 ms into the run (which
+    # started after t0), and in order.
+    check "spikes $proto: export times within the run, in order, none before it was due" \
+        awk -v t0="$t0" -v t1="$t1" '{ match($0, /"export_unix_nano":[0-9]+/)
+            t = substr($0, RSTART + 19, RLENGTH - 19) + 0
+            if (t - t0 < (500 + 300 * (NR - 1)) * 1e6 || t > t1 || (NR > 1 && t <= prev)) bad = 1
+            prev = t }
+            END { exit bad || NR != 3 }' "$marks"
+    # 3 warm-up requests of 20 spans and 3 spike requests of one span ride on the paced load.
+    check "spikes $proto: the server saw every request (sent $sent, served $served)" \
+        [ "$served" = "$sent" ]
+    check "spikes $proto: warm-up and spike spans acknowledged on top of the load" \
+        [ $(( $(jnum "$work/spikes-$proto.json" spans_ok) % 100 )) = 63 ]
+    check "spikes $proto: the log counts 3 spikes sent" \
+        grep -q '"msg":"spikes sent","spikes":3,"sent":3,"marks":3' "$work/spikes-$proto.err"
+done
+rc=0
+"$loadgen" --scenario "$scenario" --spikes 2 > /dev/null 2> "$work/spk-scen.err" || rc=$?
+check "--spikes with --scenario is a usage error (status 2)" [ "$rc" = 2 ]
+check "... naming spikes.count" grep -q "spikes.count" "$work/spk-scen.err"
+rc=0
+"$loadgen" --marks "$work/m.jsonl" --duration 1s > /dev/null 2> "$work/marks-only.err" || rc=$?
+check "--marks without --spikes is a usage error (status 2)" [ "$rc" = 2 ]
+rc=0
+"$loadgen" --spikes 5 --duration 4s > /dev/null 2> "$work/spk-short.err" || rc=$?
+check "spikes that do not fit in the duration are a usage error (status 2)" [ "$rc" = 2 ]
+check "... naming load.duration" grep -q "load.duration" "$work/spk-short.err"
 
 # --- refusals ---
 rc=0
