@@ -24,7 +24,8 @@
  * A request holds up to load.batch events that are due, one ResourceSpans per service.
  *
  * Spikes (--spikes N, random load only): N extra services spike-000 ... each get
- * spikes.warmup normal spans of one model at the start of the run, then one span whose latency
+ * spikes.warmup spans of one model at the start of the run, all alike (spread 0: a steady
+ * baseline), then one span whose latency
  * is spikes.factor times normal, spike i at spikes.start + i * spikes.interval, each in a
  * request of its own sent in between the paced load. --marks FILE gets one JSON line per spike
  * with its trace id and the wall time (CLOCK_REALTIME) its request was handed to the transport:
@@ -1593,14 +1594,16 @@ int main(int argc, char **argv)
                               .spread = s.spread};
         char svc[32];
         if (i >= run->npool) {
-            /* Spike services: normal warm-up calls of one model, then one slow call; no errors,
-             * so the latency spike is the only thing that changes. */
+            /* Spike services: warm-up calls of one model, all alike (spread 0, no errors: a
+             * steady baseline that raises no alert of its own), then one slow call, so the
+             * latency spike is the only thing that changes. */
             size_t k = i - run->npool, sp = k < run->nwarm ? k : k - run->nwarm;
             spike_service(svc, sizeof svc, sp);
             spec.svc_name = svc;
             spec.service = (unsigned)sp;
             spec.model = &models[sp % LG_NMODELS];
             spec.error_rate = 0.0;
+            spec.spread = 0.0;
             spec.nspans = k < run->nwarm ? (size_t)s.spike_warmup : 1;
             spec.factor = k < run->nwarm ? 1.0 : s.spike_factor;
         }
