@@ -24,11 +24,12 @@
 # with the first alert at each sink (webhook: by the trace id in the alert's context;
 # Alertmanager: by the service label) and gives export -> arrival delays, p50/p99/max.
 #
+# --runs N (default 3) starts the whole chain afresh N times per rate and pools the spikes.
 # Prints a table; full mode appends a dated section to docs/benchmarks.md. --quick (ctest
 # bench.e2e_quick): 1 K spans/s only, 3 spikes; asserts that every spike was matched by an
 # alert at both sinks -- nothing about time.
 #
-# Usage: tests/bench/e2e_bench.sh [--quick] [--spikes N] [--interval SECONDS] [--rates "R ..."]
+# Usage: tests/bench/e2e_bench.sh [--quick] [--runs N] [--spikes N] [--interval SECONDS] [--rates "R ..."]
 #          [--build-dir DIR] [--sidecar P --aggregator P --loadgen P] [--no-append] [--docs FILE] [--keep]
 # (--keep leaves the temp dir with every log, the marks and the received alerts.)
 # Exit status: 0 when every spike reached both sinks, 1 otherwise or when a step failed, 2 on bad
@@ -39,6 +40,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 quick=0
+runs=3
 spikes=30
 interval=1
 rates="1000 50000"
@@ -58,6 +60,7 @@ die_usage() {
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) quick=1 ;;
+    --runs) runs=${2:?}; shift ;;
     --spikes) spikes=${2:?}; shift ;;
     --interval) interval=${2:?}; shift ;;
     --rates) rates=${2:?}; shift ;;
@@ -77,10 +80,13 @@ while [ $# -gt 0 ]; do
     shift
 done
 if [ "$quick" = 1 ]; then
+    runs=1
     spikes=3
     rates=1000
     append=0
 fi
+case "$runs" in '' | *[!0-9]* | 0) die_usage "--runs must be a positive integer" ;; esac
+[ "$runs" -le 10 ] || die_usage "--runs: at most 10"
 case "$spikes" in '' | *[!0-9]* | 0) die_usage "--spikes must be a positive integer" ;; esac
 case "$interval" in '' | *[!0-9]* | 0) die_usage "--interval must be a positive integer (s)" ;; esac
 [ "$spikes" -le 200 ] || die_usage "--spikes: at most 200"
@@ -106,13 +112,7 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/sentinel-e2e.XXXXXX")
 pids=()
 cleanup() {
-    local p
-    for p in "${pids[@]+"${pids[@]}"}"; do
-        kill -TERM "$p" 2> /dev/null || true
-    done
-    for p in "${pids[@]+"${pids[@]}"}"; do
-        wait "$p" 2> /dev/null || true
-    done
+    stop_all
     if [ "$keep" = 1 ]; then
         echo "e2e_bench.sh: logs kept in $work" >&2
     else
@@ -169,10 +169,10 @@ stop_all() {
     pids=()
 }
 
-# run_rate RATE: the whole chain at RATE spans/s; leaves e2e_match.mjs's JSON in
-# $work/RATE/match.json.
+# run_rate RATE RUN: the whole chain at RATE spans/s, started afresh; leaves e2e_match.mjs's
+# JSON in $work/RATE/RUN/match.json and the loadgen's report in .../loadgen.json.
 run_rate() {
-    local rate=$1 dir="$work/$1"
+    local rate=$1 dir="$work/$1/$2"
     mkdir -p "$dir/state" "$dir/am" "$dir/spool"
     local recv="$dir/received.jsonl" marks="$dir/marks.jsonl"
     : > "$recv"
@@ -228,7 +228,8 @@ EOF
     otlp=$(log_port "$dir/sidecar.log" '"OTLP/gRPC listening"') || fail "the sidecar did not start"
 
     local duration=$((warm_s + (spikes - 1) * interval + 2))
-    echo "rate $rate spans/s: $spikes spikes, one every ${interval}s, ${duration}s of load" >&2
+    echo "rate $rate spans/s, run $2/$runs: $spikes spikes, one every ${interval}s," \
+        "${duration}s of load" >&2
     "$loadgen" --protocol grpc --target "127.0.0.1:$otlp" --rate "$rate" --batch 512 \
         --concurrency 8 --duration "${duration}s" --spikes "$spikes" \
         --spike-interval "${interval}s" --set spikes.start="${warm_s}s" --marks "$marks" \
@@ -244,7 +245,6 @@ EOF
         [ -z "$m" ] && break
         sleep 0.5
     done
-    cp "$dir/loadgen.json" "$work/loadgen-$rate.json"
     stop_all
 }
 
@@ -255,26 +255,33 @@ jnum() { # jnum FILE KEY [NTH]: the NTH (default 1st) number after "KEY": in FIL
 # sinkval FILE SINK KEY: a number of SINK's object in e2e_match.mjs's output.
 sinkval() {
     node -e 'const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-        const v = r[process.argv[2]][process.argv[3]]; console.log(v === null ? "n/a" : v);' "$@"
+        const v = r[process.argv[2]][process.argv[3]];
+        console.log(v === null ? "n/a" : Array.isArray(v) ? v.join(" / ") : v);' "$@"
 }
 
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 status=0
 table="$work/table.md"
 {
-    echo "| background load | sink | spikes matched | p50 ms | p99 ms | max ms |"
-    echo "|---|---|---|---|---|---|"
+    echo "| background load | sink | spikes matched | p50 ms | p99 ms | max ms | p50 of each run, ms |"
+    echo "|---|---|---|---|---|---|---|"
 } > "$table"
 for rate in $rates; do
-    run_rate "$rate"
-    f="$work/$rate/match.json"
-    sent=$(jnum "$work/loadgen-$rate.json" spans_per_s)
+    sent=""
+    for run in $(seq 1 "$runs"); do
+        run_rate "$rate" "$run"
+        sent="$sent${sent:+, }$(jnum "$work/$rate/$run/loadgen.json" spans_per_s)"
+    done
+    f="$work/$rate/all.json"
+    node "$here/e2e_match.mjs" --combine "$work/$rate"/*/match.json > "$f"
     for sink in webhook alertmanager; do
         matched=$(sinkval "$f" "$sink" matched)
-        echo "| $rate spans/s (sent $sent/s) | $sink | $matched / $spikes | $(sinkval "$f" "$sink" p50_ms) |" \
-            "$(sinkval "$f" "$sink" p99_ms) | $(sinkval "$f" "$sink" max_ms) |" >> "$table"
-        if [ "$matched" != "$spikes" ]; then
-            echo "e2e_bench.sh: FAIL: rate $rate: $sink got an alert for $matched of $spikes spikes" >&2
+        echo "| $rate spans/s (sent: $sent/s) | $sink | $matched / $((spikes * runs)) |" \
+            "$(sinkval "$f" "$sink" p50_ms) | $(sinkval "$f" "$sink" p99_ms) |" \
+            "$(sinkval "$f" "$sink" max_ms) | $(sinkval "$f" "$sink" run_p50_ms) |" >> "$table"
+        if [ "$matched" != "$((spikes * runs))" ]; then
+            echo "e2e_bench.sh: FAIL: rate $rate: $sink got an alert for $matched of" \
+                "$((spikes * runs)) spikes" >&2
             status=1
         fi
     done
@@ -294,13 +301,14 @@ if [ "$append" = 1 ] && [ "$status" = 0 ]; then
         echo "### End to end, span export to alert at each sink -- $(date -u +%Y-%m-%d) (commit $commit)"
         echo
         echo "Machine: $(nproc) CPUs ($cpu), shared with other work: load average $load_start at the"
-        echo "start, $load_end at the end. $spikes spikes per rate, one every ${interval} s, each on a"
-        echo "service of its own; \`tests/bench/e2e_bench.sh\` (method above). Delays are wall-clock"
-        echo "times from the spike's Export call to the first byte of the alert at the receiver."
+        echo "start, $load_end at the end. $runs runs per rate, each with $spikes spikes one every"
+        echo "${interval} s, each on a service of its own; \`tests/bench/e2e_bench.sh\` (method above)."
+        echo "Delays are wall-clock times from the spike's Export call to the first byte of the alert at"
+        echo "the receiver; percentiles over the spikes of all runs."
         echo
         cat "$table"
         echo
-        echo "Alerts that were not about a spike (background false positives), per rate:"
+        echo "Alerts that were not about a spike (background false positives), per rate, all runs:"
         sed 's/^/- /' "$work/other.txt"
     } >> "$docs"
     echo "appended to $docs" >&2

@@ -13,11 +13,52 @@
 // false positive of the warm-up, reported under "early"). Percentiles are nearest-rank.
 //
 // Usage: node e2e_match.mjs MARKS RECEIVED
+//        node e2e_match.mjs --combine MATCH.json ...   (pools the delays of several runs: the
+//        same object, "spikes" and "matched" summed, percentiles over every delay, and
+//        "run_p50_ms" per sink, the p50 of each run)
 import { readFileSync, existsSync } from 'node:fs';
+
+const SINKS = ['webhook', 'alertmanager'];
+const r3 = (x) => (x === null ? null : Math.round(x * 1000) / 1000);
+
+function pct(sorted, p) {
+    if (sorted.length === 0) return null;
+    const rank = Math.max(1, Math.ceil((p / 100) * sorted.length));
+    return sorted[rank - 1];
+}
+
+// p50, p99 and max of a list of delays (ms), and the list itself.
+function summary(delays) {
+    const sorted = [...delays].sort((a, b) => a - b);
+    return {
+        matched: delays.length,
+        p50_ms: r3(pct(sorted, 50)),
+        p99_ms: r3(pct(sorted, 99)),
+        max_ms: r3(sorted.length ? sorted[sorted.length - 1] : null),
+        delays_ms: delays.map(r3),
+    };
+}
+
+if (process.argv[2] === '--combine') {
+    const runs = process.argv.slice(3).map((f) => JSON.parse(readFileSync(f, 'utf8')));
+    const out = { runs: runs.length, spikes: 0, unmatched: [], early: [], other_alerts: {} };
+    for (const r of runs) {
+        out.spikes += r.spikes;
+        out.unmatched.push(...r.unmatched);
+        out.early.push(...r.early);
+    }
+    for (const sink of SINKS) {
+        out[sink] = summary(runs.flatMap((r) => r[sink].delays_ms));
+        out[sink].run_p50_ms = runs.map((r) => r[sink].p50_ms);
+        out.other_alerts[sink] = runs.reduce((n, r) => n + r.other_alerts[sink], 0);
+    }
+    process.stdout.write(JSON.stringify(out) + '\n');
+    process.exit(0);
+}
 
 const [marksFile, recvFile] = process.argv.slice(2);
 if (!marksFile || !recvFile) {
-    console.error('usage: node e2e_match.mjs MARKS RECEIVED');
+    console.error('usage: node e2e_match.mjs MARKS RECEIVED | --combine MATCH.json ...');
     process.exit(2);
 }
 function lines(file) {
@@ -40,15 +81,9 @@ function about(r) {
     return alerts.map((a) => ({ service: (a.labels || {}).service, trace: '', status: a.status }));
 }
 
-function pct(sorted, p) {
-    if (sorted.length === 0) return null;
-    const rank = Math.max(1, Math.ceil((p / 100) * sorted.length));
-    return sorted[rank - 1];
-}
-
 const spikeServices = new Set(marks.map((m) => m.service));
 const result = { spikes: marks.length, unmatched: [], early: [] };
-for (const sink of ['webhook', 'alertmanager']) {
+for (const sink of SINKS) {
     const delays = [];
     for (const m of marks) {
         const t0 = BigInt(m.export_unix_nano);
@@ -70,15 +105,7 @@ for (const sink of ['webhook', 'alertmanager']) {
         if (hit === null) result.unmatched.push({ sink, spike: m.spike, service: m.service });
         else delays.push(Number(hit.t - t0) / 1e6);
     }
-    const sorted = [...delays].sort((a, b) => a - b);
-    const r3 = (x) => (x === null ? null : Math.round(x * 1000) / 1000);
-    result[sink] = {
-        matched: delays.length,
-        p50_ms: r3(pct(sorted, 50)),
-        p99_ms: r3(pct(sorted, 99)),
-        max_ms: r3(sorted.length ? sorted[sorted.length - 1] : null),
-        delays_ms: delays.map(r3),
-    };
+    result[sink] = summary(delays);
 }
 // Alerts that arrived but are not about a spike service (background false positives).
 result.other_alerts = { webhook: 0, alertmanager: 0 };
