@@ -23,15 +23,15 @@ typedef struct sn_aggregate {
     char operation[SN_SHORT_MAX];  /* gen_ai.operation.name */
     char region[SN_SHORT_MAX];     /* resource cloud.region */
     char error_type[SN_SHORT_MAX]; /* error.type of the point; empty when its calls succeeded */
-    sn_metric metric;        /* LATENCY_MS, TTFT_MS, INPUT_TOKENS or OUTPUT_TOKENS */
-    int64_t start_unix_nano; /* interval start; 0 unknown */
-    int64_t end_unix_nano;   /* interval end (the point's time) */
-    uint64_t count;          /* values recorded in the interval, >= 1 */
-    double sum;              /* their sum in the metric's unit; NAN unknown */
-    double min;              /* NAN when not sent */
-    double max;              /* NAN when not sent */
-    uint64_t error_count;    /* failed calls among count */
-    double cost_usd;         /* token usage: sum x the model's price; NAN unknown */
+    sn_metric metric;              /* LATENCY_MS, TTFT_MS, INPUT_TOKENS or OUTPUT_TOKENS */
+    int64_t start_unix_nano;       /* interval start; 0 unknown */
+    int64_t end_unix_nano;         /* interval end (the point's time) */
+    uint64_t count;                /* values recorded in the interval, >= 1 */
+    double sum;                    /* their sum in the metric's unit; NAN unknown */
+    double min;                    /* NAN when not sent */
+    double max;                    /* NAN when not sent */
+    uint64_t error_count;          /* failed calls among count */
+    double cost_usd;               /* token usage: sum x the model's price; NAN unknown */
 } sn_aggregate;
 
 #endif

@@ -539,8 +539,8 @@ int sn_batch_encode(sn_batch_encoder *enc, const sn_batch *b, const uint8_t **ou
         return rc;
     size_t max = enc->cfg.max_message_bytes;
 
-    sn_items items = {b->events,     b->n_events,   b->event_records, b->event_records_len,
-                      b->alerts,     b->n_alerts,   b->aggregates,    b->n_aggregates};
+    sn_items items = {b->events, b->n_events, b->event_records, b->event_records_len,
+                      b->alerts, b->n_alerts, b->aggregates,    b->n_aggregates};
     sentinel_v1_Batch msg = sentinel_v1_Batch_init_zero;
     msg.sidecar_id.funcs.encode = encode_string_cb;
     msg.sidecar_id.arg = (void *)b->sidecar_id;

@@ -17,8 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PROBE      8
-#define LIMIT_MAX  ((size_t)1 << 20)
+#define PROBE          8
+#define LIMIT_MAX      ((size_t)1 << 20)
 #define SERIES_IDLE_NS (INT64_C(3600) * 1000000000) /* a series idle this long is forgotten */
 
 typedef struct pair_slot {
@@ -180,18 +180,15 @@ void sn_metric_feed_convert(const sn_metric_fact *fact, const sn_price_table *pr
     out->max = fact->max;
     out->error_count = fact->error_type[0] != '\0' ? fact->count : 0;
     out->cost_usd = NAN;
-    bool tokens =
-        fact->metric == SN_METRIC_INPUT_TOKENS || fact->metric == SN_METRIC_OUTPUT_TOKENS;
+    bool tokens = fact->metric == SN_METRIC_INPUT_TOKENS || fact->metric == SN_METRIC_OUTPUT_TOKENS;
     sn_price price;
-    if (tokens && prices != NULL && isfinite(fact->sum) && fact->sum >= 0 &&
-        fact->sum < 9.0e18 &&
+    if (tokens && prices != NULL && isfinite(fact->sum) && fact->sum >= 0 && fact->sum < 9.0e18 &&
         sn_price_lookup(prices, fact->model, fact->provider, fact->end_unix_nano, &price)) {
         int64_t n = (int64_t)llround(fact->sum);
-        out->cost_usd = fact->metric == SN_METRIC_INPUT_TOKENS
-                            ? sn_price_cost(&price, n, SN_UNKNOWN_COUNT, SN_UNKNOWN_COUNT,
-                                            SN_UNKNOWN_COUNT)
-                            : sn_price_cost(&price, SN_UNKNOWN_COUNT, n, SN_UNKNOWN_COUNT,
-                                            SN_UNKNOWN_COUNT);
+        out->cost_usd =
+            fact->metric == SN_METRIC_INPUT_TOKENS
+                ? sn_price_cost(&price, n, SN_UNKNOWN_COUNT, SN_UNKNOWN_COUNT, SN_UNKNOWN_COUNT)
+                : sn_price_cost(&price, SN_UNKNOWN_COUNT, n, SN_UNKNOWN_COUNT, SN_UNKNOWN_COUNT);
     }
 }
 

@@ -46,15 +46,15 @@ typedef struct sn_metric_feed_config {
 
 /* What happened to the points (counts since create). */
 typedef struct sn_metric_feed_stats {
-    uint64_t aggregates;   /* points turned into aggregates (queued) */
-    uint64_t covered;      /* points of pairs covered by spans: dropped, counted once */
-    uint64_t baselines;    /* first cumulative points: only set the series' baseline */
-    uint64_t unchanged;    /* cumulative points with nothing new, or out of order */
-    uint64_t refused;      /* new series refused: delta table full */
-    uint64_t dropped;      /* aggregates that did not fit the queue */
-    uint64_t evicted;      /* pairs forgotten from the full coverage table */
-    uint64_t pending;      /* aggregates queued now */
-    uint64_t pairs;        /* pairs in the coverage table now */
+    uint64_t aggregates; /* points turned into aggregates (queued) */
+    uint64_t covered;    /* points of pairs covered by spans: dropped, counted once */
+    uint64_t baselines;  /* first cumulative points: only set the series' baseline */
+    uint64_t unchanged;  /* cumulative points with nothing new, or out of order */
+    uint64_t refused;    /* new series refused: delta table full */
+    uint64_t dropped;    /* aggregates that did not fit the queue */
+    uint64_t evicted;    /* pairs forgotten from the full coverage table */
+    uint64_t pending;    /* aggregates queued now */
+    uint64_t pairs;      /* pairs in the coverage table now */
 } sn_metric_feed_stats;
 
 /* Fills the defaults above (since_unix_nano 0). */
