@@ -225,26 +225,7 @@ sn_metric_feed_outcome sn_metric_feed_add(sn_metric_feed *f, const sn_metric_fac
 {
     pthread_mutex_lock(&f->mu);
     sn_metric_feed_outcome o = add_locked(f, fact, now_ns);
-    switch (o) {
-    case SN_METRIC_FEED_QUEUED:
-        f->st.aggregates++;
-        break;
-    case SN_METRIC_FEED_COVERED:
-        f->st.covered++;
-        break;
-    case SN_METRIC_FEED_BASELINE:
-        f->st.baselines++;
-        break;
-    case SN_METRIC_FEED_UNCHANGED:
-        f->st.unchanged++;
-        break;
-    case SN_METRIC_FEED_REFUSED:
-        f->st.refused++;
-        break;
-    default:
-        f->st.dropped++;
-        break;
-    }
+    f->st.outcomes[o]++;
     pthread_mutex_unlock(&f->mu);
     return o;
 }

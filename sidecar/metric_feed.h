@@ -44,19 +44,6 @@ typedef struct sn_metric_feed_config {
     int64_t since_unix_nano; /* the sidecar's start: series starting later are new in full */
 } sn_metric_feed_config;
 
-/* What happened to the points (counts since create). */
-typedef struct sn_metric_feed_stats {
-    uint64_t aggregates; /* points turned into aggregates (queued) */
-    uint64_t covered;    /* points of pairs covered by spans: dropped, counted once */
-    uint64_t baselines;  /* first cumulative points: only set the series' baseline */
-    uint64_t unchanged;  /* cumulative points with nothing new, or out of order */
-    uint64_t refused;    /* new series refused: delta table full */
-    uint64_t dropped;    /* aggregates that did not fit the queue */
-    uint64_t evicted;    /* pairs forgotten from the full coverage table */
-    uint64_t pending;    /* aggregates queued now */
-    uint64_t pairs;      /* pairs in the coverage table now */
-} sn_metric_feed_stats;
-
 /* Fills the defaults above (since_unix_nano 0). */
 void sn_metric_feed_config_defaults(sn_metric_feed_config *cfg);
 
@@ -90,6 +77,14 @@ typedef enum sn_metric_feed_outcome {
 
 /* "queued", "covered", "baseline", "unchanged", "refused", "dropped". Static storage. */
 const char *sn_metric_feed_outcome_name(sn_metric_feed_outcome o);
+
+/* What happened to the points (counts since create). */
+typedef struct sn_metric_feed_stats {
+    uint64_t outcomes[SN_METRIC_FEED_OUTCOME_COUNT]; /* points by sn_metric_feed_outcome */
+    uint64_t evicted; /* pairs forgotten from the full coverage table */
+    uint64_t pending; /* aggregates queued now */
+    uint64_t pairs;   /* pairs in the coverage table now */
+} sn_metric_feed_stats;
 
 /* Takes one decoded point at now_ns (the sidecar's clock): steps 1-4 above. Never fails. */
 sn_metric_feed_outcome sn_metric_feed_add(sn_metric_feed *f, const sn_metric_fact *fact,

@@ -102,18 +102,6 @@ async function until(fn, ms) {
   }
 }
 
-// The aggregator's /metrics as {'name{labels}': value}.
-async function aggMetrics(port) {
-  const r = await httpRequest(port, 'GET', '/metrics');
-  const out = {};
-  for (const line of r.body.toString().split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const i = line.lastIndexOf(' ');
-    out[line.slice(0, i)] = Number(line.slice(i + 1));
-  }
-  return out;
-}
-
 await run('sidecar_genai_metrics', async () => {
   const dir = tempDir('genai-metrics-');
   const eventLog = path.join(dir, 'events.jsonl');
@@ -156,9 +144,9 @@ await run('sidecar_genai_metrics', async () => {
     `sidecar queued ${sm['sentinel_sidecar_genai_metric_facts_total{outcome="queued"}']} aggregates, want 90`);
   // The aggregator's /metrics are refreshed every second.
   let am = await until(async () => {
-    const x = await aggMetrics(restPort);
+    const x = await metrics(restPort);
     return x.sentinel_aggregator_aggregates_applied_total >= 90 ? x : null;
-  }, 5000) ?? (await aggMetrics(restPort));
+  }, 5000) ?? (await metrics(restPort));
   check(am.sentinel_aggregator_aggregates_applied_total === 90, `aggregates applied ${am.sentinel_aggregator_aggregates_applied_total}, want 90`);
   check(am.sentinel_aggregator_aggregate_calls_total === 150, `calls ${am.sentinel_aggregator_aggregate_calls_total}, want 150`);
   const noAlertYet = await api(restPort, `/api/v1/anomalies?service=${svc}`);
@@ -201,7 +189,7 @@ await run('sidecar_genai_metrics', async () => {
   check(sm['sentinel_sidecar_genai_metric_facts_total{outcome="covered"}'] === 3,
     `covered points ${sm['sentinel_sidecar_genai_metric_facts_total{outcome="covered"}']}, want 3`);
   await sleep(1200); // one /metrics refresh
-  am = await aggMetrics(restPort);
+  am = await metrics(restPort);
   check(am.sentinel_aggregator_aggregate_calls_total === 155, `calls from metrics ${am.sentinel_aggregator_aggregate_calls_total}, want 155 (the mixed pair's not counted)`);
   check(!readAggregates(eventLog).some((l) => l.service === mixed), 'aggregates of the span-covered pair reached the aggregator');
 
@@ -236,9 +224,9 @@ await run('sidecar_genai_metrics', async () => {
   // Every held-back count the sidecar shipped (other keys' alerts, e.g. throughput, included).
   const shipped = readEventLog(eventLog).filter((l) => l.type === 'alert').reduce((n, l) => n + l.suppressed, 0);
   am = await until(async () => {
-    const x = await aggMetrics(restPort);
+    const x = await metrics(restPort);
     return x.sentinel_local_alerts_held_back_total >= shipped ? x : null;
-  }, 5000) ?? (await aggMetrics(restPort));
+  }, 5000) ?? (await metrics(restPort));
   check(am.sentinel_local_alerts_held_back_total === shipped,
     `held back total ${am.sentinel_local_alerts_held_back_total}, want ${shipped} (the event log's sum)`);
 

@@ -130,8 +130,8 @@ START_TEST(pairs_with_recent_spans_are_covered)
     sn_metric_feed_expire(f, later);
     sn_metric_feed_get_stats(f, &st);
     ck_assert_uint_eq(st.pairs, 0);
-    ck_assert_uint_eq(st.covered, 1);
-    ck_assert_uint_eq(st.aggregates, 2);
+    ck_assert_uint_eq(st.outcomes[SN_METRIC_FEED_COVERED], 1);
+    ck_assert_uint_eq(st.outcomes[SN_METRIC_FEED_QUEUED], 2);
     ck_assert_uint_eq(st.pending, 2);
     sn_aggregate out[4];
     ck_assert_uint_eq(sn_metric_feed_take(f, out, 4), 2);
@@ -178,7 +178,7 @@ START_TEST(the_queue_is_bounded)
     }
     sn_metric_feed_stats st;
     sn_metric_feed_get_stats(f, &st);
-    ck_assert_uint_eq(st.dropped, 2);
+    ck_assert_uint_eq(st.outcomes[SN_METRIC_FEED_DROPPED], 2);
     sn_aggregate out[3];
     ck_assert_uint_eq(sn_metric_feed_take(f, out, 3), 3);
     ck_assert_double_eq(out[0].sum, 1000.0);
