@@ -1059,8 +1059,12 @@ static void handle_metrics(sn_pipeline *p, sn_otlp_encoding encoding, const uint
         return;
     }
     if (st.facts > 0) {
-        if (sn_metric_feed_busy(p->feed)) {
-            answer_refusal(p, res, REFUSED_QUEUE_FULL);
+        pthread_mutex_lock(&p->mu);
+        bool stopping = p->stopping;
+        pthread_mutex_unlock(&p->mu);
+        if (stopping || sn_metric_feed_busy(p->feed)) {
+            /* after the drain's last seal nothing would ship them */
+            answer_refusal(p, res, stopping ? REFUSED_STOPPING : REFUSED_QUEUE_FULL);
             return;
         }
         /* Well-formed: the second pass cannot fail half way. */
