@@ -912,7 +912,7 @@ static const char *pair_service(const pair_state *p)
 
 /* Finds or creates the pair state of (service, model). NULL when the table is full (counted)
  * or allocation fails. */
-static pair_state *pair_get(sn_engine *e, const char *service, const char *model, int64_t t)
+static inline pair_state *pair_get(sn_engine *e, const char *service, const char *model, int64_t t)
 {
     size_t slen = strnlen(service, SN_NAME_MAX), mlen = strnlen(model, SN_NAME_MAX);
     uint64_t h = hash_bytes(hash_seed(e->seed), service, slen);
@@ -1054,7 +1054,7 @@ static const char *etype_top(const pair_state *p)
 
 /* Adds calls, errors of them (error.type error_type), at time t to the pair's error window and
  * tests the window. */
-static void error_add(sn_engine *e, pair_state *p, int64_t t, uint32_t calls, uint32_t errors,
+static inline void error_add(sn_engine *e, pair_state *p, int64_t t, uint32_t calls, uint32_t errors,
                       const char *error_type, const char *region, sn_engine_emit_fn emit, void *ud,
                       unsigned *count)
 {
@@ -1238,7 +1238,7 @@ static void tp_close(sn_engine *e, pair_state *p, int64_t b, sn_engine_emit_fn e
 }
 
 /* Adds tokens (NAN: unknown) and calls at time t to the pair's throughput bucket. */
-static void tp_add(sn_engine *e, pair_state *p, int64_t t, double tok, uint32_t calls,
+static inline void tp_add(sn_engine *e, pair_state *p, int64_t t, double tok, uint32_t calls,
                    sn_engine_emit_fn emit, void *ud, unsigned *count)
 {
     int64_t idx = floor_div(t, e->cfg.tp_bucket);
