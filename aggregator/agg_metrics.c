@@ -21,6 +21,7 @@ struct sn_agg_metrics {
     sn_counter *evaluations[SN_CHECK_COUNT];
     sn_counter *local[3]; /* confirmed, discarded, trusted */
     sn_counter *suppressed, *evicted, *store_errors;
+    sn_counter *aggregates, *aggregate_calls, *local_held;
     sn_gauge *keys, *bytes, *sidecars, *firing;
     /* what was copied in last time */
     sn_ingest_stats last_in;
@@ -91,6 +92,13 @@ int sn_agg_metrics_create(sn_metrics *m, sn_agg_metrics **out, char *err, size_t
         {"sentinel_baseline_evictions_total",
          "baseline keys evicted to stay within the memory budget", &am->evicted},
         {"sentinel_store_errors_total", "state store writes that failed", &am->store_errors},
+        {"sentinel_aggregator_aggregates_applied_total",
+         "GenAI metric points (LlmAggregate) applied from sidecar batches", &am->aggregates},
+        {"sentinel_aggregator_aggregate_calls_total",
+         "LLM calls counted from GenAI operation-duration points", &am->aggregate_calls},
+        {"sentinel_local_alerts_held_back_total",
+         "local alerts the sidecars' rate limits held back (LocalAlert.suppressed)",
+         &am->local_held},
     };
     for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++) {
         if ((rc = family(m, SN_METRICS_COUNTER, counters[i].name, counters[i].help, NULL, NULL, 0,
@@ -234,6 +242,9 @@ void sn_agg_metrics_refresh(sn_agg_metrics *am, const sn_ingest_stats *in,
     grow(am->local[2], es->local_trusted, &am->last_es.local_trusted);
     grow(am->suppressed, es->suppressed, &am->last_es.suppressed);
     grow(am->evicted, es->evictions, &am->last_es.evictions);
+    grow(am->aggregates, es->aggregates, &am->last_es.aggregates);
+    grow(am->aggregate_calls, es->aggregate_calls, &am->last_es.aggregate_calls);
+    grow(am->local_held, es->local_suppressed, &am->last_es.local_suppressed);
     grow(am->store_errors, store_errors, &am->last_store_errors);
     sn_gauge_set(am->keys, (double)es->keys);
     sn_gauge_set(am->bytes, (double)es->bytes);

@@ -415,6 +415,15 @@ static void take_details(sn_alert *a, const sn_anomaly *an)
     copy_field(a->region, sizeof a->region, an->region);
     copy_field(a->time_window, sizeof a->time_window, an->time_window);
     a->source = an->source;
+    a->calls = an->calls;
+}
+
+/* Folds one anomaly into the alert's occurrence counts: itself and what a sidecar held back. */
+static void add_occurrences(sn_alert *a, const sn_anomaly *an)
+{
+    uint64_t n = (uint64_t)a->occurrences + 1 + an->suppressed;
+    a->occurrences = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+    a->sidecar_suppressed += an->suppressed;
 }
 
 static void notify(sn_alerts *m, sn_alert_change c, const sn_alert *a)
@@ -584,8 +593,7 @@ int sn_alerts_observe(sn_alerts *m, const sn_anomaly *an, int64_t now_ns)
         bool escalated = an->severity > s->a.severity;
         if (escalated)
             s->a.severity = an->severity;
-        if (s->a.occurrences < UINT32_MAX)
-            s->a.occurrences++;
+        add_occurrences(&s->a, an);
         if (now_ns > s->a.last_seen_ns)
             s->a.last_seen_ns = now_ns;
         take_details(&s->a, an);
@@ -622,7 +630,8 @@ int sn_alerts_observe(sn_alerts *m, const sn_anomaly *an, int64_t now_ns)
     apply_rule(a, rule);
     expand_runbook(m, a);
     a->status = SN_ALERT_FIRING;
-    a->occurrences = 1;
+    a->occurrences = 0;
+    add_occurrences(a, an);
     m->nheld++;
     m->nfiring++;
     m->st.fired++;
@@ -871,6 +880,11 @@ json_t *sn_alert_to_json(const sn_alert *a)
     rc |= set_finite(details, "baseline", a->baseline);
     rc |= set_finite(details, "threshold", a->threshold);
     rc |= set_finite(details, "deviation_sigma", a->deviation_sigma);
+    if (a->calls > 0)
+        rc |= json_object_set_new(details, "calls", json_integer((json_int_t)a->calls));
+    if (a->sidecar_suppressed > 0)
+        rc |= json_object_set_new(details, "sidecar_suppressed",
+                                  json_integer((json_int_t)a->sidecar_suppressed));
 
     static const uint8_t zero[16];
     if (memcmp(a->trace_id, zero, sizeof zero) != 0) {
@@ -886,6 +900,8 @@ json_t *sn_alert_to_json(const sn_alert *a)
     rc |= json_object_set_new(ctx, "region", jstr(a->region));
     rc |= json_object_set_new(ctx, "time_window", jstr(a->time_window));
     rc |= json_object_set_new(ctx, "source", json_string(source_name(a->source)));
+    if (a->calls > 0)
+        rc |= json_object_set_new(ctx, "signal", json_string("metrics"));
 
     for (unsigned i = 0; i < a->nremediation && i < SN_ALERT_REMEDIATION_MAX; i++)
         rc |= json_array_append_new(rem, jstr(a->remediation[i]));
@@ -1054,6 +1070,17 @@ int sn_alert_from_json(const json_t *obj, sn_alert *out, char *err, size_t errle
         !get_num(det, "threshold", &a.threshold, err, errlen) ||
         !get_num(det, "deviation_sigma", &a.deviation_sigma, err, errlen))
         return -EINVAL;
+    json_t *calls = json_object_get(det, "calls");
+    json_t *held = json_object_get(det, "sidecar_suppressed");
+    if ((calls != NULL && (!json_is_integer(calls) || json_integer_value(calls) < 0)) ||
+        (held != NULL && (!json_is_integer(held) || json_integer_value(held) < 0))) {
+        snprintf(err, errlen,
+                 "alert: details.calls and details.sidecar_suppressed must be "
+                 "integers >= 0");
+        return -EINVAL;
+    }
+    a.calls = calls != NULL ? (uint64_t)json_integer_value(calls) : 0;
+    a.sidecar_suppressed = held != NULL ? (uint64_t)json_integer_value(held) : 0;
 
     json_t *ctx = json_object_get(obj, "context");
     if (!json_is_object(ctx)) {

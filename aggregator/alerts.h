@@ -79,7 +79,11 @@ typedef struct sn_alert {
     char related[SN_ALERT_RELATED_MAX][SN_ALERT_ID_LEN + 1];
     char runbook_url[SN_ALERT_URL_MAX]; /* "" when no template is configured */
     sn_alert_status status;
-    uint32_t occurrences; /* anomalies folded into this alert (saturates) */
+    uint32_t occurrences; /* anomalies folded into this alert, sidecar-suppressed ones included
+                             (saturates) */
+    uint64_t calls;       /* of the latest anomaly (sn_anomaly.calls); 0: one call */
+    uint64_t sidecar_suppressed; /* local alerts held back by sidecars, folded in (occurrences
+                                    counts them too); details.sidecar_suppressed */
 } sn_alert;
 
 /* What happened to an alert (the callback's `change`). */

@@ -48,6 +48,13 @@ typedef struct sn_anomaly {
     char error_type[SN_SHORT_MAX];
     char finish_reason[SN_SHORT_MAX];
     char related_metric[32]; /* a related metric that moved at the same time ("error_rate") */
+    /* Calls the observation summarises: 0 for one call (a span); a GenAI metric point's call
+     * count when the value is an interval's mean (sn_engine_aggregate; context.signal
+     * "metrics"). */
+    uint64_t calls;
+    /* Sidecar alerts only: alerts of the same key the sidecar's rate limit held back since the
+     * previous one it shipped (LocalAlert.suppressed); they count as occurrences. */
+    uint64_t suppressed;
 } sn_anomaly;
 
 #endif

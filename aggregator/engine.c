@@ -912,7 +912,7 @@ static const char *pair_service(const pair_state *p)
 
 /* Finds or creates the pair state of (service, model). NULL when the table is full (counted)
  * or allocation fails. */
-static pair_state *pair_get(sn_engine *e, const char *service, const char *model, int64_t t)
+static inline pair_state *pair_get(sn_engine *e, const char *service, const char *model, int64_t t)
 {
     size_t slen = strnlen(service, SN_NAME_MAX), mlen = strnlen(model, SN_NAME_MAX);
     uint64_t h = hash_bytes(hash_seed(e->seed), service, slen);
@@ -1024,14 +1024,14 @@ static void key_learn(sn_engine *e, sn_baseline *b, sn_baseline_entry *en, key_s
 /* ---- error rate --------------------------------------------------------------------------------
  */
 
-static void etype_add(pair_state *p, const char *type)
+static void etype_add(pair_state *p, const char *type, float n)
 {
     if (type[0] == '\0')
         return;
     int min = 0;
     for (int i = 0; i < SN_ENGINE_ERROR_TYPES; i++) {
         if (p->etypes[i].count > 0.0f && strcmp(p->etypes[i].name, type) == 0) {
-            p->etypes[i].count += 1.0f;
+            p->etypes[i].count += n;
             return;
         }
         if (p->etypes[i].count < p->etypes[min].count)
@@ -1040,7 +1040,7 @@ static void etype_add(pair_state *p, const char *type)
     /* Space-saving: the weakest slot is taken over and keeps its count as an error bound. */
     etype_slot *s = &p->etypes[min];
     sn_copy_truncated(s->name, sizeof s->name, type, strnlen(type, SN_SHORT_MAX));
-    s->count += 1.0f;
+    s->count += n;
 }
 
 static const char *etype_top(const pair_state *p)
@@ -1052,11 +1052,13 @@ static const char *etype_top(const pair_state *p)
     return best < 0 ? "" : p->etypes[best].name;
 }
 
-static void error_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_engine_emit_fn emit,
-                          void *ud, unsigned *count)
+/* Adds calls, errors of them (error.type error_type), at time t to the pair's error window and
+ * tests the window. */
+static inline void error_add(sn_engine *e, pair_state *p, int64_t t, uint32_t calls, uint32_t errors,
+                      const char *error_type, const char *region, sn_engine_emit_fn emit, void *ud,
+                      unsigned *count)
 {
     int64_t bl = e->cfg.error_window / ERR_SLOTS;
-    int64_t t = ev->end_unix_nano;
     int64_t idx = floor_div(t, bl);
     if (p->err_head != INT64_MIN && idx <= p->err_head - ERR_SLOTS)
         return; /* older than the window */
@@ -1085,10 +1087,13 @@ static void error_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_en
         s->idx = idx;
         s->calls = s->errors = 0;
     }
-    s->calls++;
-    if (ev->is_error) {
-        s->errors++;
-        etype_add(p, ev->error_type);
+    /* saturating; errors <= calls keeps errors <= calls per slot */
+    calls = calls < UINT32_MAX - s->calls ? calls : UINT32_MAX - s->calls;
+    errors = errors < calls ? errors : calls;
+    s->calls += calls;
+    if (errors > 0) {
+        s->errors += errors;
+        etype_add(p, error_type, (float)errors);
     }
 
     uint64_t n = 0, errs = 0;
@@ -1141,10 +1146,17 @@ static void error_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_en
     a.confidence = sn_detect_confidence(isfinite(z) ? z / e->cfg.error_z : 10.0);
     sn_copy_truncated(a.error_type, sizeof a.error_type, etype_top(p),
                       strnlen(etype_top(p), SN_SHORT_MAX));
-    sn_copy_truncated(a.region, sizeof a.region, ev->region, strnlen(ev->region, SN_SHORT_MAX));
+    sn_copy_truncated(a.region, sizeof a.region, region, strnlen(region, SN_SHORT_MAX));
     snprintf(a.time_window, sizeof a.time_window, "last_%llds",
              (long long)(e->cfg.error_window / SN_NS_PER_SEC));
     emit_one(e, SN_CHECK_ERROR_RATE, &a, emit, ud, count);
+}
+
+static void error_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_engine_emit_fn emit,
+                          void *ud, unsigned *count)
+{
+    error_add(e, p, ev->end_unix_nano, 1, ev->is_error ? 1 : 0, ev->error_type, ev->region, emit,
+              ud, count);
 }
 
 /* ---- throughput ------------------------------------------------------------------------------ */
@@ -1225,10 +1237,11 @@ static void tp_close(sn_engine *e, pair_state *p, int64_t b, sn_engine_emit_fn e
     emit_one(e, SN_CHECK_THROUGHPUT, &a, emit, ud, count);
 }
 
-static void tp_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_engine_emit_fn emit,
-                       void *ud, unsigned *count)
+/* Adds tokens (NAN: unknown) and calls at time t to the pair's throughput bucket. */
+static inline void tp_add(sn_engine *e, pair_state *p, int64_t t, double tok, uint32_t calls,
+                   sn_engine_emit_fn emit, void *ud, unsigned *count)
 {
-    int64_t idx = floor_div(ev->end_unix_nano, e->cfg.tp_bucket);
+    int64_t idx = floor_div(t, e->cfg.tp_bucket);
     if (!p->tp_started) {
         p->tp_started = true;
         p->tp_closed = idx - 1;
@@ -1246,15 +1259,21 @@ static void tp_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_engin
         s->tokens = 0.0;
         s->calls = 0;
     }
+    if (isfinite(tok))
+        s->tokens += tok;
+    s->calls += calls < UINT32_MAX - s->calls ? calls : UINT32_MAX - s->calls;
+}
+
+static void tp_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_engine_emit_fn emit,
+                       void *ud, unsigned *count)
+{
     double tok = NAN;
     if (ev->total_tokens >= 0)
         tok = (double)ev->total_tokens;
     else if (ev->input_tokens >= 0 || ev->output_tokens >= 0)
         tok = (double)(ev->input_tokens > 0 ? ev->input_tokens : 0) +
               (double)(ev->output_tokens > 0 ? ev->output_tokens : 0);
-    if (isfinite(tok))
-        s->tokens += tok;
-    s->calls++;
+    tp_add(e, p, ev->end_unix_nano, tok, 1, emit, ud, count);
 }
 
 /* ---- drift ----------------------------------------------------------------------------------- */
@@ -1731,6 +1750,75 @@ unsigned sn_engine_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn e
     return count;
 }
 
+/* ---- GenAI metric aggregates ----------------------------------------------------------------- */
+
+/* A template event for an aggregate's key: service, model, region and time; nothing measured. */
+static void aggregate_event(const sn_aggregate *g, sn_event *ev)
+{
+    sn_event_init(ev);
+    memcpy(ev->service, g->service, sizeof ev->service);
+    memcpy(ev->model, g->model, sizeof ev->model);
+    memcpy(ev->region, g->region, sizeof ev->region);
+    ev->end_unix_nano = g->end_unix_nano;
+}
+
+unsigned sn_engine_aggregate(sn_engine *e, const sn_aggregate *g, sn_engine_emit_fn emit, void *ud)
+{
+    unsigned count = 0;
+    e->st.aggregates++;
+    if (g->service[0] == '\0' || strnlen(g->service, SN_NAME_MAX) >= SN_NAME_MAX ||
+        strnlen(g->model, SN_NAME_MAX) >= SN_NAME_MAX || g->count == 0 || (int)g->metric < 0 ||
+        g->metric >= SN_METRIC_COUNT) {
+        e->st.refused++;
+        return 0;
+    }
+    int64_t t = g->end_unix_nano;
+    bool calls_point = g->metric == SN_METRIC_LATENCY_MS;
+    bool tokens_point = g->metric == SN_METRIC_INPUT_TOKENS || g->metric == SN_METRIC_OUTPUT_TOKENS;
+    uint32_t n = g->count > UINT32_MAX ? UINT32_MAX : (uint32_t)g->count;
+    uint32_t errs = g->error_count < n ? (uint32_t)g->error_count : n;
+    sn_event ev;
+    aggregate_event(g, &ev);
+
+    pair_state *p = pair_get(e, g->service, g->model, t);
+    if (calls_point) {
+        e->st.aggregate_calls += g->count;
+        if (p != NULL && e->cfg.error_enabled)
+            error_add(e, p, t, n, errs, g->error_type, g->region, emit, ud, &count);
+    }
+    if (p != NULL && e->cfg.throughput_enabled && (calls_point || tokens_point)) {
+        int64_t len = g->start_unix_nano > 0 ? t - g->start_unix_nano : -1;
+        if (len >= 0 && len <= e->cfg.tp_bucket)
+            tp_add(e, p, t, tokens_point ? g->sum : NAN, calls_point ? n : 0, emit, ud, &count);
+        else
+            e->st.aggregate_tp_skipped++;
+    }
+    if (tokens_point && isfinite(g->cost_usd) && g->cost_usd >= 0.0) {
+        ev.cost_usd = g->cost_usd;
+        ev.cost_source = SN_COST_PRICE_TABLE;
+        budget_observe(e, &ev, emit, ud, &count);
+        ev.cost_usd = NAN;
+        ev.cost_source = SN_COST_UNKNOWN;
+    }
+    /* The interval's mean, one sample; failed calls' points only count as errors (their
+     * durations are another distribution). */
+    if (errs == 0 && isfinite(g->sum) && g->sum >= 0.0 && g->metric != SN_METRIC_ERROR_RATE &&
+        e->cfg.metrics[g->metric].enabled) {
+        pending pd = {.fire = false};
+        metric_observe(e, &ev, g->metric, g->sum / (double)g->count, &pd, NULL);
+        if (pd.fire) {
+            pd.a.calls = g->count;
+            if (g->start_unix_nano > 0 && t > g->start_unix_nano)
+                snprintf(pd.a.time_window, sizeof pd.a.time_window, "interval_%llds",
+                         (long long)((t - g->start_unix_nano + SN_NS_PER_SEC / 2) / SN_NS_PER_SEC));
+            else
+                snprintf(pd.a.time_window, sizeof pd.a.time_window, "%s", "one_interval");
+            emit_one(e, (sn_engine_check)pd.a.method, &pd.a, emit, ud, &count);
+        }
+    }
+    return count;
+}
+
 /* ---- local alerts -----------------------------------------------------------------------------
  */
 
@@ -1740,6 +1828,7 @@ int sn_engine_local_alert(sn_engine *e, const sn_local_alert *a, int64_t now,
     (void)now;
     unsigned count = 0;
     e->st.evaluations[SN_CHECK_LOCAL]++;
+    e->st.local_suppressed += a->suppressed;
     sn_metric m = a->metric;
     if (a->service[0] == '\0' || (int)m < 0 || m >= SN_METRIC_COUNT) {
         e->st.refused++;
@@ -1756,6 +1845,7 @@ int sn_engine_local_alert(sn_engine *e, const sn_local_alert *a, int64_t now,
     an.baseline = a->baseline;
     an.threshold = a->threshold;
     an.deviation_sigma = a->deviation;
+    an.suppressed = a->suppressed;
     memcpy(an.trace_id, a->trace_id, sizeof an.trace_id);
     sn_copy_truncated(an.region, sizeof an.region, a->region, strnlen(a->region, SN_SHORT_MAX));
     snprintf(an.time_window, sizeof an.time_window, "%s", "single_call");

@@ -30,6 +30,7 @@
 #ifndef SN_ENGINE_H
 #define SN_ENGINE_H
 
+#include "aggregate.h"
 #include "alert.h"
 #include "anomaly.h"
 #include "baseline.h"
@@ -167,19 +168,23 @@ typedef struct sn_engine_stats {
     uint64_t violations[SN_CHECK_COUNT];  /* anomalous verdicts before filtering */
     uint64_t anomalies[SN_CHECK_COUNT];   /* anomalies emitted, by check */
     uint64_t anomalies_by_type[SN_ANOMALY_TYPE_COUNT];
-    uint64_t suppressed;      /* anomalous values held back by persistence filtering */
-    uint64_t local_confirmed; /* local alerts the global baseline agreed with */
-    uint64_t local_discarded; /* local alerts the global baseline found normal */
-    uint64_t local_trusted;   /* local alerts emitted unconfirmed (global cold start) */
-    uint64_t keys;            /* baseline keys now (global + seasonal) */
-    uint64_t bytes;           /* accounted bytes now: baselines + pair and budget states */
-    uint64_t evictions;       /* baseline keys evicted for the budget, ever */
-    uint64_t expired;         /* baseline keys and states removed as idle, ever */
-    uint64_t pairs;           /* (service, model) states now */
-    uint64_t budget_keys;     /* budget states now */
-    uint64_t refused;         /* events/values not tracked: a key limit or a bad key */
-    uint64_t late;            /* events too late for their throughput bucket */
-    uint64_t relearned;       /* keys that adopted a new normal after a long anomaly */
+    uint64_t suppressed;           /* anomalous values held back by persistence filtering */
+    uint64_t local_confirmed;      /* local alerts the global baseline agreed with */
+    uint64_t local_discarded;      /* local alerts the global baseline found normal */
+    uint64_t local_trusted;        /* local alerts emitted unconfirmed (global cold start) */
+    uint64_t local_suppressed;     /* alerts the sidecars' rate limits held back (their counts) */
+    uint64_t keys;                 /* baseline keys now (global + seasonal) */
+    uint64_t bytes;                /* accounted bytes now: baselines + pair and budget states */
+    uint64_t evictions;            /* baseline keys evicted for the budget, ever */
+    uint64_t expired;              /* baseline keys and states removed as idle, ever */
+    uint64_t pairs;                /* (service, model) states now */
+    uint64_t budget_keys;          /* budget states now */
+    uint64_t refused;              /* events/values not tracked: a key limit or a bad key */
+    uint64_t late;                 /* events too late for their throughput bucket */
+    uint64_t relearned;            /* keys that adopted a new normal after a long anomaly */
+    uint64_t aggregates;           /* GenAI metric aggregates applied (sn_engine_aggregate) */
+    uint64_t aggregate_calls;      /* calls they counted (operation duration points) */
+    uint64_t aggregate_tp_skipped; /* aggregates longer than a throughput bucket: not in it */
 } sn_engine_stats;
 
 /* Receives one anomaly; `a` lives until the callback returns. */
@@ -221,6 +226,21 @@ const sn_engine_config *sn_engine_get_config(const sn_engine *e);
  * that pass persistence filtering. Events with an empty service are counted and ignored.
  * Returns the number of anomalies emitted. Allocates only to create keys. */
 unsigned sn_engine_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn emit, void *ud);
+
+/* Applies one GenAI metric aggregate (aggregate.h: one histogram point of a (service, model)
+ * that sent no spans; docs/aggregator.md, "GenAI metrics"):
+ *   latency_ms points (operation duration, one value per call) -- count calls and error_count
+ *     errors to the pair's error-rate window, and the calls to its throughput bucket;
+ *   input_tokens / output_tokens points -- sum tokens to the throughput bucket, cost_usd (when
+ *     known) to the budgets;
+ *   every point of successful calls with a known sum -- its mean (sum / count) is scored by the
+ *     ensemble against the key's baseline (service, model, metric) and learnt as one sample,
+ *     like one event's value; an anomaly carries calls = count (context.signal "metrics").
+ * Throughput takes an aggregate only when its interval fits one bucket (start known and
+ * end - start <= throughput.bucket); longer ones are counted in aggregate_tp_skipped, as their
+ * tokens cannot be placed in time. Points with an empty service or count 0 are refused.
+ * Returns the number of anomalies emitted. Allocates only to create keys. */
+unsigned sn_engine_aggregate(sn_engine *e, const sn_aggregate *g, sn_engine_emit_fn emit, void *ud);
 
 /* Confirms a sidecar's local alert against the global baseline of its key: anomalous there ->
  * emitted with source SIDECAR (confidence raised by the agreement); quiet -> discarded and

@@ -56,6 +56,8 @@ struct sn_ingest {
     size_t events_cap;
     sn_local_alert *alerts;
     size_t alerts_cap;
+    sn_aggregate *aggs;
+    size_t aggs_cap;
     size_t pb_limit;
     time_t last_warn;
 
@@ -385,7 +387,51 @@ static const char *convert_alert(const Sentinel__V1__LocalAlert *a, sn_local_ale
     al->confidence = a->confidence;
     if (!copy_id(al->trace_id, sizeof al->trace_id, &a->trace_id))
         return "trace_id must be empty or 16 bytes";
+    al->suppressed = a->suppressed;
     return NULL;
+}
+
+/* A finite value >= 0, or the reason it is refused. */
+static const char *check_real(double x, const char *what)
+{
+    return isfinite(x) && x >= 0.0 ? NULL : what;
+}
+
+/* Converts one LlmAggregate. Returns NULL, or a static reason for refusing the batch. */
+static const char *convert_aggregate(const Sentinel__V1__LlmAggregate *a, sn_aggregate *g)
+{
+    memset(g, 0, sizeof *g);
+    copy_str(g->service, sizeof g->service, a->service);
+    copy_str(g->model, sizeof g->model, a->model);
+    copy_str(g->provider, sizeof g->provider, a->provider);
+    copy_str(g->operation, sizeof g->operation, a->operation);
+    copy_str(g->region, sizeof g->region, a->region);
+    copy_str(g->error_type, sizeof g->error_type, a->error_type);
+    if (sn_metric_from_name(a->metric, &g->metric) != 0 ||
+        (g->metric != SN_METRIC_LATENCY_MS && g->metric != SN_METRIC_TTFT_MS &&
+         g->metric != SN_METRIC_INPUT_TOKENS && g->metric != SN_METRIC_OUTPUT_TOKENS))
+        return "aggregate metric must be latency_ms, ttft_ms, input_tokens or output_tokens";
+    if (a->count == 0 || a->error_count > a->count)
+        return "aggregate count must be >= 1 and >= error_count";
+    g->start_unix_nano = a->start_unix_nano;
+    g->end_unix_nano = a->end_unix_nano;
+    g->count = a->count;
+    g->error_count = a->error_count;
+    g->sum = g->min = g->max = g->cost_usd = NAN;
+    const char *why = NULL;
+    if (a->_sum_case == SENTINEL__V1__LLM_AGGREGATE___SUM_SUM &&
+        (why = check_real(a->sum, "sum")) == NULL)
+        g->sum = a->sum;
+    if (why == NULL && a->_min_case == SENTINEL__V1__LLM_AGGREGATE___MIN_MIN &&
+        (why = check_real(a->min, "min")) == NULL)
+        g->min = a->min;
+    if (why == NULL && a->_max_case == SENTINEL__V1__LLM_AGGREGATE___MAX_MAX &&
+        (why = check_real(a->max, "max")) == NULL)
+        g->max = a->max;
+    if (why == NULL && a->_cost_usd_case == SENTINEL__V1__LLM_AGGREGATE___COST_USD_COST_USD &&
+        (why = check_real(a->cost_usd, "cost_usd")) == NULL)
+        g->cost_usd = a->cost_usd;
+    return why != NULL ? "aggregate sum, min, max and cost_usd must be finite and >= 0" : NULL;
 }
 
 /* ---- decoding: envelope -> payload -> Batch -> events and alerts --------------------------- */
@@ -402,6 +448,8 @@ typedef struct decode_ctx {
     size_t *events_cap;
     sn_local_alert **alerts;
     size_t *alerts_cap;
+    sn_aggregate **aggs;
+    size_t *aggs_cap;
     pb_budget budget;
     ProtobufCAllocator alloc;
     Sentinel__V1__IngestRequest *req;
@@ -419,6 +467,7 @@ typedef struct decode_ctx {
 static size_t decode_budget(size_t max_message, size_t max_events, size_t max_alerts)
 {
     return 2 * max_message + max_events * (sizeof(Sentinel__V1__LlmEvent) + 2 * sizeof(pb_header)) +
+           max_events * (sizeof(Sentinel__V1__LlmAggregate) + 2 * sizeof(pb_header)) +
            max_alerts * (sizeof(Sentinel__V1__LocalAlert) + 2 * sizeof(pb_header)) +
            SN_INGEST_PB_SLACK;
 }
@@ -506,9 +555,11 @@ static int check_batch(decode_ctx *c)
     if (b->sequence == 0)
         return fail(c, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT,
                     "batch: sequence must be >= 1");
-    if (b->n_events > c->max_events || b->n_alerts > c->max_alerts)
+    if (b->n_events > c->max_events || b->n_alerts > c->max_alerts ||
+        b->n_aggregates > c->max_events)
         return fail(c, SN_INGEST_REFUSED_TOO_LARGE, SN_GRPC_RESOURCE_EXHAUSTED,
-                    "batch: more than %zu events or %zu alerts", c->max_events, c->max_alerts);
+                    "batch: more than %zu events or aggregates, or %zu alerts", c->max_events,
+                    c->max_alerts);
     return 0;
 }
 
@@ -518,7 +569,8 @@ static int convert_batch(decode_ctx *c)
 {
     const Sentinel__V1__Batch *b = c->batch;
     if (reserve((void **)c->events, c->events_cap, b->n_events, sizeof **c->events) != 0 ||
-        reserve((void **)c->alerts, c->alerts_cap, b->n_alerts, sizeof **c->alerts) != 0) {
+        reserve((void **)c->alerts, c->alerts_cap, b->n_alerts, sizeof **c->alerts) != 0 ||
+        reserve((void **)c->aggs, c->aggs_cap, b->n_aggregates, sizeof **c->aggs) != 0) {
         c->retry = true;
         return fail(c, SN_INGEST_REFUSED_INTERNAL, SN_GRPC_UNAVAILABLE, "aggregator out of memory");
     }
@@ -533,6 +585,12 @@ static int convert_batch(decode_ctx *c)
         if (why != NULL)
             return fail(c, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT,
                         "batch: alert %zu: %s", i, why);
+    }
+    for (size_t i = 0; i < b->n_aggregates; i++) {
+        const char *why = convert_aggregate(b->aggregates[i], &(*c->aggs)[i]);
+        if (why != NULL)
+            return fail(c, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT,
+                        "batch: aggregate %zu: %s", i, why);
     }
     return 0;
 }
@@ -598,6 +656,8 @@ static void handle_batch(sn_ingest *in, decode_ctx *c, sn_grpc_reply *reply)
         .nevents = b->n_events,
         .alerts = in->alerts,
         .nalerts = b->n_alerts,
+        .aggregates = in->aggs,
+        .naggregates = b->n_aggregates,
     };
     int rc = in->cfg.apply(&batch, in->cfg.apply_ud);
     if (rc == -EALREADY) {
@@ -644,6 +704,8 @@ static void ingest_handler(unsigned method, const uint8_t *body, size_t len, sn_
                     .events_cap = &in->events_cap,
                     .alerts = &in->alerts,
                     .alerts_cap = &in->alerts_cap,
+                    .aggs = &in->aggs,
+                    .aggs_cap = &in->aggs_cap,
                     .budget = {0, in->pb_limit, false}};
     int rc = decode_payload(&c, body, len);
     atomic_fetch_add(&in->st_bytes_in, c.bytes_in);
@@ -655,6 +717,7 @@ static void ingest_handler(unsigned method, const uint8_t *body, size_t len, sn_
     decode_end(&c);
     trim((void **)&in->events, &in->events_cap, sizeof *in->events);
     trim((void **)&in->alerts, &in->alerts_cap, sizeof *in->alerts);
+    trim((void **)&in->aggs, &in->aggs_cap, sizeof *in->aggs);
 }
 
 /* ---- public API ------------------------------------------------------------------------------ */
@@ -793,6 +856,7 @@ void sn_ingest_destroy(sn_ingest *in)
     ZSTD_freeDCtx(in->dctx);
     free(in->events);
     free(in->alerts);
+    free(in->aggs);
     pthread_mutex_destroy(&in->seq_mu);
     sn_seqtab_destroy(in->seq);
     free(in);
@@ -808,7 +872,8 @@ int sn_ingest_decode_request(const uint8_t *body, size_t len, const sn_ingest_co
     ZSTD_DCtx *dctx = NULL;
     sn_event *events = NULL;
     sn_local_alert *alerts = NULL;
-    size_t events_cap = 0, alerts_cap = 0;
+    sn_aggregate *aggs = NULL;
+    size_t events_cap = 0, alerts_cap = 0, aggs_cap = 0;
     decode_ctx c = {
         .max_message = max_message,
         .max_events = cfg->max_batch_events,
@@ -818,6 +883,8 @@ int sn_ingest_decode_request(const uint8_t *body, size_t len, const sn_ingest_co
         .events_cap = &events_cap,
         .alerts = &alerts,
         .alerts_cap = &alerts_cap,
+        .aggs = &aggs,
+        .aggs_cap = &aggs_cap,
         .budget = {0, decode_budget(max_message, cfg->max_batch_events, cfg->max_batch_alerts),
                    false}};
     int rc = decode_payload(&c, body, len);
@@ -830,6 +897,7 @@ int sn_ingest_decode_request(const uint8_t *body, size_t len, const sn_ingest_co
         memcpy(out->sidecar_id, b->sidecar_id, strlen(b->sidecar_id) + 1);
         out->events = events;
         out->alerts = alerts;
+        out->aggregates = aggs;
         out->batch = (sn_ingest_batch){.sidecar_id = out->sidecar_id,
                                        .sequence = b->sequence,
                                        .created_unix_nano = b->created_unix_nano,
@@ -837,9 +905,12 @@ int sn_ingest_decode_request(const uint8_t *body, size_t len, const sn_ingest_co
                                        .events = events,
                                        .nevents = b->n_events,
                                        .alerts = alerts,
-                                       .nalerts = b->n_alerts};
+                                       .nalerts = b->n_alerts,
+                                       .aggregates = aggs,
+                                       .naggregates = b->n_aggregates};
         events = NULL;
         alerts = NULL;
+        aggs = NULL;
     } else {
         if (why != NULL)
             *why = c.reason;
@@ -851,6 +922,7 @@ int sn_ingest_decode_request(const uint8_t *body, size_t len, const sn_ingest_co
     ZSTD_freeDCtx(dctx);
     free(events);
     free(alerts);
+    free(aggs);
     return rc;
 }
 
@@ -860,5 +932,6 @@ void sn_ingest_decoded_free(sn_ingest_decoded *d)
         return;
     free(d->events);
     free(d->alerts);
+    free(d->aggregates);
     memset(d, 0, sizeof *d);
 }

@@ -21,6 +21,7 @@
 #ifndef SN_INGEST_H
 #define SN_INGEST_H
 
+#include "aggregate.h"
 #include "alert.h"
 #include "event.h"
 #include "sequences.h"
@@ -51,6 +52,8 @@ typedef struct sn_ingest_batch {
     size_t nevents;
     const sn_local_alert *alerts;
     size_t nalerts;
+    const sn_aggregate *aggregates; /* GenAI metric points (sentinel.v1.LlmAggregate) */
+    size_t naggregates;
 } sn_ingest_batch;
 
 /* Applies a batch; returns only once it was applied (or refused). 0: applied; -EAGAIN: not now
@@ -75,7 +78,7 @@ typedef struct sn_ingest_config {
     const char *listen;       /* "host:port"; port 0 picks a free one */
     size_t max_message_bytes; /* request on the wire, and the decompressed payload */
     unsigned max_calls;       /* calls admitted at once (see grpc_unary.h) */
-    size_t max_batch_events;  /* events in one batch */
+    size_t max_batch_events;  /* events in one batch (and, separately, aggregates) */
     size_t max_batch_alerts;  /* alerts in one batch */
     size_t max_sidecars;      /* de-duplication table entries */
     int64_t sidecar_idle_ns;  /* a sidecar_id unseen this long is forgotten */
@@ -136,8 +139,9 @@ void sn_ingest_destroy(sn_ingest *in);
 typedef struct sn_ingest_decoded {
     sn_ingest_batch batch;
     char sidecar_id[SN_SEQ_ID_MAX + 1];
-    sn_event *events;       /* batch.nevents of them (malloc'ed; NULL when none) */
-    sn_local_alert *alerts; /* batch.nalerts of them (malloc'ed; NULL when none) */
+    sn_event *events;         /* batch.nevents of them (malloc'ed; NULL when none) */
+    sn_local_alert *alerts;   /* batch.nalerts of them (malloc'ed; NULL when none) */
+    sn_aggregate *aggregates; /* batch.naggregates of them (malloc'ed; NULL when none) */
 } sn_ingest_decoded;
 
 /* Decodes the bytes of one Ingest call exactly as the service does before de-duplication and

@@ -349,6 +349,36 @@ static json_t *alert_json(const sn_ingest_batch *b, size_t i)
     json_object_set_new(o, "deviation", jreal(a->deviation));
     json_object_set_new(o, "confidence", jreal(a->confidence));
     json_object_set_new(o, "trace_id", jhex(a->trace_id, sizeof a->trace_id));
+    json_object_set_new(o, "suppressed", json_integer((json_int_t)a->suppressed));
+    return o;
+}
+
+/* One GenAI metric aggregate as a JSON object (new reference; NULL when out of memory). */
+static json_t *aggregate_json(const sn_ingest_batch *b, size_t i)
+{
+    const sn_aggregate *g = &b->aggregates[i];
+    json_t *o = json_object();
+    if (o == NULL)
+        return NULL;
+    json_object_set_new(o, "type", json_string("aggregate"));
+    json_object_set_new(o, "sidecar_id", jstr(b->sidecar_id));
+    json_object_set_new(o, "sequence", json_integer((json_int_t)b->sequence));
+    json_object_set_new(o, "index", json_integer((json_int_t)i));
+    json_object_set_new(o, "service", jstr(g->service));
+    json_object_set_new(o, "model", jstr(g->model));
+    json_object_set_new(o, "provider", jstr(g->provider));
+    json_object_set_new(o, "operation", jstr(g->operation));
+    json_object_set_new(o, "region", jstr(g->region));
+    json_object_set_new(o, "error_type", jstr(g->error_type));
+    json_object_set_new(o, "metric", json_string(sn_metric_name(g->metric)));
+    json_object_set_new(o, "start_unix_nano", json_integer(g->start_unix_nano));
+    json_object_set_new(o, "end_unix_nano", json_integer(g->end_unix_nano));
+    json_object_set_new(o, "count", json_integer((json_int_t)g->count));
+    json_object_set_new(o, "sum", jreal(g->sum));
+    json_object_set_new(o, "min", jreal(g->min));
+    json_object_set_new(o, "max", jreal(g->max));
+    json_object_set_new(o, "error_count", json_integer((json_int_t)g->error_count));
+    json_object_set_new(o, "cost_usd", jreal(g->cost_usd));
     return o;
 }
 
@@ -374,12 +404,15 @@ static int log_batch(FILE *f, const sn_ingest_batch *b)
         json_object_set_new(o, "dropped_events", json_integer((json_int_t)b->dropped_events));
         json_object_set_new(o, "events", json_integer((json_int_t)b->nevents));
         json_object_set_new(o, "alerts", json_integer((json_int_t)b->nalerts));
+        json_object_set_new(o, "aggregates", json_integer((json_int_t)b->naggregates));
     }
     int rc = write_line(f, o);
     for (size_t i = 0; rc == 0 && i < b->nevents; i++)
         rc = write_line(f, event_json(b, i));
     for (size_t i = 0; rc == 0 && i < b->nalerts; i++)
         rc = write_line(f, alert_json(b, i));
+    for (size_t i = 0; rc == 0 && i < b->naggregates; i++)
+        rc = write_line(f, aggregate_json(b, i));
     if (rc == 0 && fflush(f) != 0)
         rc = -EIO;
     return rc;
@@ -473,6 +506,8 @@ static int apply_on_loop(aggregator *a, const sn_ingest_batch *b)
     }
     for (size_t i = 0; i < b->nalerts; i++)
         sn_engine_local_alert(a->engine, &b->alerts[i], now, on_anomaly, a);
+    for (size_t i = 0; i < b->naggregates; i++)
+        sn_engine_aggregate(a->engine, &b->aggregates[i], on_anomaly, a);
     rc = sn_store_seq_put(a->store, b->sidecar_id, b->sequence, now);
     if (rc == 0)
         rc = sn_store_commit(a->store);

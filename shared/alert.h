@@ -46,6 +46,8 @@ typedef struct sn_local_alert {
     double deviation; /* sigmas where meaningful, else NAN */
     double confidence;
     uint8_t trace_id[16];
+    uint64_t suppressed; /* alerts of the same key the sidecar's rate limit held back since the
+                            previous one of that key was shipped (sidecar/alert_limit.h) */
 } sn_local_alert;
 
 /* "latency_spike", "token_spike", ...; "unknown" when out of range. Static storage. */

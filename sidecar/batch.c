@@ -54,6 +54,8 @@ typedef struct sn_items {
     size_t records_len;
     const sn_local_alert *alerts;
     size_t n_alerts;
+    const sn_aggregate *aggregates;
+    size_t n_aggregates;
 } sn_items;
 
 /* What the event decode callback fills. */
@@ -266,6 +268,57 @@ static void alert_to_pb(sentinel_v1_LocalAlert *m, const sn_local_alert *a)
     copy_str(m->model, sizeof m->model, a->model, sizeof a->model);
     copy_str(m->region, sizeof m->region, a->region, sizeof a->region);
     copy_str(m->alert_id, sizeof m->alert_id, a->alert_id, sizeof a->alert_id);
+    m->suppressed = a->suppressed;
+}
+
+/* NULL when the aggregator accepts the aggregate, else a static reason. */
+static const char *aggregate_problem(const sn_aggregate *g)
+{
+    if (g->metric != SN_METRIC_LATENCY_MS && g->metric != SN_METRIC_TTFT_MS &&
+        g->metric != SN_METRIC_INPUT_TOKENS && g->metric != SN_METRIC_OUTPUT_TOKENS)
+        return "metric must be latency_ms, ttft_ms, input_tokens or output_tokens";
+    if (g->count == 0 || g->error_count > g->count)
+        return "count must be >= 1 and >= error_count";
+    return NULL;
+}
+
+/* A value the aggregator accepts: finite and >= 0 (else it stays unset, unknown). */
+static bool known(double x)
+{
+    return isfinite(x) && x >= 0.0;
+}
+
+static void aggregate_to_pb(sentinel_v1_LlmAggregate *m, const sn_aggregate *g)
+{
+    memset(m, 0, sizeof *m);
+    const char *met = sn_metric_name(g->metric);
+    copy_str(m->service, sizeof m->service, g->service, sizeof g->service);
+    copy_str(m->model, sizeof m->model, g->model, sizeof g->model);
+    copy_str(m->provider, sizeof m->provider, g->provider, sizeof g->provider);
+    copy_str(m->operation, sizeof m->operation, g->operation, sizeof g->operation);
+    copy_str(m->region, sizeof m->region, g->region, sizeof g->region);
+    copy_str(m->error_type, sizeof m->error_type, g->error_type, sizeof g->error_type);
+    copy_str(m->metric, sizeof m->metric, met, strlen(met));
+    m->start_unix_nano = g->start_unix_nano;
+    m->end_unix_nano = g->end_unix_nano;
+    m->count = g->count;
+    m->error_count = g->error_count;
+    if (known(g->sum)) {
+        m->which__sum = sentinel_v1_LlmAggregate_sum_tag;
+        m->_sum.sum = g->sum;
+    }
+    if (known(g->min)) {
+        m->which__min = sentinel_v1_LlmAggregate_min_tag;
+        m->_min.min = g->min;
+    }
+    if (known(g->max)) {
+        m->which__max = sentinel_v1_LlmAggregate_max_tag;
+        m->_max.max = g->max;
+    }
+    if (known(g->cost_usd)) {
+        m->which__cost_usd = sentinel_v1_LlmAggregate_cost_usd_tag;
+        m->_cost_usd.cost_usd = g->cost_usd;
+    }
 }
 
 /* ---- nanopb callbacks --------------------------------------------------------------------- */
@@ -307,6 +360,19 @@ static bool encode_alerts_cb(pb_ostream_t *s, const pb_field_t *f, void *const *
         alert_to_pb(&m, &it->alerts[i]);
         if (!pb_encode_tag_for_field(s, f) ||
             !pb_encode_submessage(s, sentinel_v1_LocalAlert_fields, &m))
+            return false;
+    }
+    return true;
+}
+
+static bool encode_aggregates_cb(pb_ostream_t *s, const pb_field_t *f, void *const *arg)
+{
+    const sn_items *it = *arg;
+    sentinel_v1_LlmAggregate m;
+    for (size_t i = 0; i < it->n_aggregates; i++) {
+        aggregate_to_pb(&m, &it->aggregates[i]);
+        if (!pb_encode_tag_for_field(s, f) ||
+            !pb_encode_submessage(s, sentinel_v1_LlmAggregate_fields, &m))
             return false;
     }
     return true;
@@ -450,6 +516,18 @@ static int check_batch(const sn_batch_encoder *enc, const sn_batch *b, char *err
             return -EINVAL;
         }
     }
+    if ((b->n_aggregates > 0 && b->aggregates == NULL) || b->n_aggregates > enc->cfg.max_events) {
+        set_err(err, errlen, "batch: NULL aggregates, or more than max_events of them");
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < b->n_aggregates; i++) {
+        const char *why = aggregate_problem(&b->aggregates[i]);
+        if (why != NULL) {
+            if (err != NULL && errlen > 0)
+                snprintf(err, errlen, "batch: aggregate %zu: %s", i, why);
+            return -EINVAL;
+        }
+    }
     return 0;
 }
 
@@ -462,7 +540,7 @@ int sn_batch_encode(sn_batch_encoder *enc, const sn_batch *b, const uint8_t **ou
     size_t max = enc->cfg.max_message_bytes;
 
     sn_items items = {b->events, b->n_events, b->event_records, b->event_records_len,
-                      b->alerts, b->n_alerts};
+                      b->alerts, b->n_alerts, b->aggregates,    b->n_aggregates};
     sentinel_v1_Batch msg = sentinel_v1_Batch_init_zero;
     msg.sidecar_id.funcs.encode = encode_string_cb;
     msg.sidecar_id.arg = (void *)b->sidecar_id;
@@ -471,6 +549,8 @@ int sn_batch_encode(sn_batch_encoder *enc, const sn_batch *b, const uint8_t **ou
     msg.events.arg = &items;
     msg.alerts.funcs.encode = encode_alerts_cb;
     msg.alerts.arg = &items;
+    msg.aggregates.funcs.encode = encode_aggregates_cb;
+    msg.aggregates.arg = &items;
     msg.created_unix_nano = b->created_unix_nano;
     msg.dropped_events = b->dropped_events;
 
@@ -564,7 +644,7 @@ int sn_batch_encode_event_record(const sn_event *events, size_t n, uint8_t *buf,
 {
     if (n > 0 && events == NULL)
         return -EINVAL;
-    sn_items items = {events, n, NULL, 0, NULL, 0};
+    sn_items items = {events, n, NULL, 0, NULL, 0, NULL, 0};
     sentinel_v1_Batch msg = sentinel_v1_Batch_init_zero;
     msg.events.funcs.encode = encode_events_cb;
     msg.events.arg = &items;

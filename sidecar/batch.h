@@ -2,7 +2,8 @@
  * batch.h -- the sidecar's wire encoding: sealed batches (sentinel.v1.Batch wrapped in an
  * IngestRequest, zstd-compressed) and the compact event records of the write-ahead journal.
  *
- *   sn_batch_encode               {sidecar_id, sequence, events, alerts, created, dropped}
+ *   sn_batch_encode               {sidecar_id, sequence, events, alerts, created, dropped,
+ *                                 aggregates}
  *                                 -> Batch -> zstd (or none) -> IngestRequest bytes, ready for
  *                                 the spool and sn_ship_send. Output lives in the encoder.
  *   sn_batch_encode_event_record  events -> a Batch holding only events (no id, no sequence):
@@ -39,6 +40,7 @@
 #ifndef SN_SIDECAR_BATCH_H
 #define SN_SIDECAR_BATCH_H
 
+#include "aggregate.h"
 #include "alert.h"
 #include "event.h"
 
@@ -78,6 +80,9 @@ typedef struct sn_batch {
     size_t n_alerts;
     int64_t created_unix_nano; /* when the batch was sealed */
     uint64_t dropped_events;   /* events refused since the previous batch */
+    /* GenAI metric aggregates (metric_feed.h); at most max_events of them. NULL / 0 when none. */
+    const sn_aggregate *aggregates;
+    size_t n_aggregates;
 } sn_batch;
 
 typedef struct sn_batch_encoder sn_batch_encoder;

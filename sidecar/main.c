@@ -56,6 +56,7 @@ typedef struct sidecar_settings {
     int64_t drain_timeout;
     sn_local_detect_config local;
     int64_t alert_interval;
+    int64_t metrics_span_cover;
     sn_cli_log_settings log;
 } sidecar_settings;
 
@@ -114,6 +115,10 @@ static const sn_config_desc descriptors[] = {
                     3600LL * 1000000000,
                     "at most one local alert per (service, model, metric, anomaly type) this "
                     "often; the ones held back are counted (0: no limit)"),
+    SN_CFG_DURATION("metrics.span_cover", sidecar_settings, metrics_span_cover, "5m", 1000000000LL,
+                    86400LL * 1000000000,
+                    "GenAI metric points of a (service, model) that sent spans this recently are "
+                    "not turned into facts (the spans already count those calls)"),
     SN_CLI_LOG_DESCRIPTORS(sidecar_settings, log),
 };
 
@@ -310,6 +315,7 @@ static int start(sidecar *sc)
     pc.spool_max_bytes = (uint64_t)s->spool.max_bytes;
     pc.journal_max_bytes = (uint64_t)s->spool.journal_max_bytes;
     pc.alert_interval_ms = (uint64_t)(s->alert_interval / 1000000);
+    pc.metric_cover_ns = s->metrics_span_cover;
     sn_pipeline_deps deps = {
         .loop = &sc->loop,
         .spool = sc->spool,

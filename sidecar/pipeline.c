@@ -97,6 +97,7 @@ typedef struct proto_ud {
 } proto_ud;
 
 #define N_OUTCOMES (SN_OTLP_INTERNAL + 1)
+#define AGGS_MAX   1024 /* aggregates per sealed batch */
 
 enum refusal {
     REFUSED_SPOOL_FULL = 0,
@@ -156,6 +157,10 @@ struct sn_pipeline {
     sn_event det_ev;   /* what local detection reads, refilled from each det_item */
     sn_local_alert scratch_alerts[8];
     sn_alert_limit *limit;
+    /* GenAI metric points of pairs without spans (metric_feed.h), and the open batch's share. */
+    sn_metric_feed *feed;
+    sn_aggregate *aggs; /* AGGS_MAX */
+    size_t n_aggs;
 
     /* Shipping (loop thread). */
     bool in_flight;
@@ -176,6 +181,7 @@ struct sn_pipeline {
     sn_counter *spans, *rejected_spans, *llm_events, *metric_points, *metric_facts, *log_records,
         *genai_log_events, *sealed, *journal_errors, *alerts_suppressed;
     sn_metrics_family *alerts_family;
+    sn_counter *metric_outcomes[SN_METRIC_FEED_OUTCOME_COUNT];
     sn_gauge *spool_bytes, *spool_batches, *journal_bytes, *baseline_keys, *pending_gauge;
     sn_histogram *ship_seconds;
 };
@@ -281,6 +287,19 @@ static int register_metrics(sn_pipeline *p, char *err, size_t errlen)
         if ((p->shipped[r] = sn_metrics_counter(f, v)) == NULL)
             return -ENOMEM;
     }
+    sn_metrics_desc mo = {.type = SN_METRICS_COUNTER,
+                          .name = "sentinel_sidecar_genai_metric_facts_total",
+                          .help = "GenAI metric points by what became of them: queued (shipped "
+                                  "as aggregates), covered (the pair sent spans), baseline, "
+                                  "unchanged, refused, dropped",
+                          .labels = {"outcome"}};
+    if ((rc = sn_metrics_register(p->d.metrics, &mo, &f, err, errlen)) != 0)
+        return rc;
+    for (int o = 0; o < SN_METRIC_FEED_OUTCOME_COUNT; o++) {
+        const char *v[] = {sn_metric_feed_outcome_name((sn_metric_feed_outcome)o)};
+        if ((p->metric_outcomes[o] = sn_metrics_counter(f, v)) == NULL)
+            return -ENOMEM;
+    }
     sn_metrics_desc al = {.type = SN_METRICS_COUNTER,
                           .name = "sentinel_sidecar_local_alerts_total",
                           .help = "local alerts raised, by anomaly type and severity",
@@ -383,7 +402,10 @@ static int reserve_bytes(uint8_t **buf, size_t *cap, size_t need)
  * was nothing to seal) or the spool's error, in which case the batch stays open. */
 static int seal(sn_pipeline *p, uint64_t journal_gen)
 {
-    if (p->n_events == 0 && p->n_alerts == 0)
+    /* Aggregates stay in aggs[] until a seal succeeds; the feed's queue refills what is free. */
+    if (p->feed != NULL && p->n_aggs < AGGS_MAX)
+        p->n_aggs += sn_metric_feed_take(p->feed, p->aggs + p->n_aggs, AGGS_MAX - p->n_aggs);
+    if (p->n_events == 0 && p->n_alerts == 0 && p->n_aggs == 0)
         return 0;
     sn_batch b = {
         .sidecar_id = p->sidecar_id,
@@ -394,6 +416,8 @@ static int seal(sn_pipeline *p, uint64_t journal_gen)
         .alerts = p->alerts,
         .n_alerts = p->n_alerts,
         .created_unix_nano = now_ns(),
+        .aggregates = p->aggs,
+        .n_aggregates = p->n_aggs,
     };
     const uint8_t *out;
     size_t out_len, batch_len;
@@ -427,6 +451,7 @@ static int seal(sn_pipeline *p, uint64_t journal_gen)
     p->n_events = 0;
     p->open_len = 0;
     p->n_alerts = 0;
+    p->n_aggs = 0;
     p->urgent = false;
     ship_kick(p);
     return 0;
@@ -448,6 +473,7 @@ static void take_alerts(sn_pipeline *p, const sn_local_alert *found, size_t n)
             return; /* the spool is full: seal() said so; the alert is lost, the events are not */
         sn_local_alert *a = &p->alerts[p->n_alerts++];
         *a = found[i];
+        a->suppressed = held;
         uint8_t r[16];
         uint64_t r1 = random_u64(), r2 = random_u64();
         memcpy(r, &r1, 8);
@@ -711,6 +737,7 @@ static void on_sync_timer(uv_timer_t *t)
     int rc = sn_spool_sync(p->d.spool);
     if (rc != 0)
         sn_log_error("spool fsync failed", SN_LOG_ERRNO(rc));
+    sn_metric_feed_expire(p->feed, now_ns());
 }
 
 /* --- draining --- */
@@ -728,7 +755,7 @@ static void drain_finished(sn_pipeline *p)
 static void maybe_finish_drain(sn_pipeline *p)
 {
     if (p->draining && !p->in_flight && sn_spool_count(p->d.spool) == 0 && p->n_events == 0 &&
-        p->n_alerts == 0)
+        p->n_alerts == 0 && p->n_aggs == 0)
         drain_finished(p);
 }
 
@@ -978,6 +1005,10 @@ static void handle_traces(sn_pipeline *p, sn_otlp_encoding encoding, const uint8
         goto out_put_scratch;
     }
     sn_counter_add(p->spans, st.spans);
+    /* Pairs with spans: their metric points are not turned into facts (metric_feed.h). */
+    int64_t now = now_ns();
+    for (size_t i = 0; i < req->n_idents; i++)
+        sn_metric_feed_note_span(p->feed, req->idents[i].service, req->idents[i].model, now);
     if (st.llm_events > p->cfg.max_batch_events) {
         res->outcome = SN_OTLP_TOO_LARGE;
         snprintf(res->message, sizeof res->message,
@@ -1005,6 +1036,15 @@ out_put_scratch:
     scratch_put(p, req);
 }
 
+/* The metrics decoder's callback: one GenAI point to the feed. */
+static void feed_fact(const sn_metric_fact *f, void *ud)
+{
+    sn_pipeline *p = ud;
+    sn_counter_inc(p->metric_outcomes[sn_metric_feed_add(p->feed, f, now_ns())]);
+}
+
+/* Validates a metrics request, then (when well-formed) hands its GenAI points to the feed, whose
+ * queue the loop empties into the next sealed batch. */
 static void handle_metrics(sn_pipeline *p, sn_otlp_encoding encoding, const uint8_t *body,
                            size_t len, sn_otlp_result *res)
 {
@@ -1017,6 +1057,20 @@ static void handle_metrics(sn_pipeline *p, sn_otlp_encoding encoding, const uint
         res->outcome = SN_OTLP_INVALID;
         snprintf(res->message, sizeof res->message, "%s", err);
         return;
+    }
+    if (st.facts > 0) {
+        pthread_mutex_lock(&p->mu);
+        bool stopping = p->stopping;
+        pthread_mutex_unlock(&p->mu);
+        if (stopping || sn_metric_feed_busy(p->feed)) {
+            /* after the drain's last seal nothing would ship them */
+            answer_refusal(p, res, stopping ? REFUSED_STOPPING : REFUSED_QUEUE_FULL);
+            return;
+        }
+        /* Well-formed: the second pass cannot fail half way. */
+        (void)(encoding == SN_OTLP_JSON
+                   ? sn_otlp_decode_metrics_json(body, len, feed_fact, p, NULL, err, sizeof err)
+                   : sn_otlp_decode_metrics(body, len, feed_fact, p, NULL, err, sizeof err));
     }
     sn_counter_add(p->metric_points, st.data_points);
     sn_counter_add(p->metric_facts, st.facts);
@@ -1128,6 +1182,8 @@ static void free_pipeline(sn_pipeline *p)
     pthread_mutex_destroy(&p->pool_mu);
     pthread_mutex_destroy(&p->mu);
     sn_alert_limit_destroy(p->limit);
+    sn_metric_feed_destroy(p->feed);
+    free(p->aggs);
     free(p->open);
     free(p->alerts);
     free(p);
@@ -1170,6 +1226,17 @@ int sn_pipeline_create(const sn_pipeline_config *cfg, const sn_pipeline_deps *de
     if ((rc = sn_alert_limit_create(SN_ALERT_LIMIT_SLOTS_DEFAULT, cfg->alert_interval_ms,
                                     random_u64(), &p->limit)) != 0) {
         snprintf(err, errlen, "cannot create the local alert limit: %s", strerror(-rc));
+        goto out_free;
+    }
+    sn_metric_feed_config fc;
+    sn_metric_feed_config_defaults(&fc);
+    fc.since_unix_nano = now_ns();
+    if (cfg->metric_cover_ns > 0)
+        fc.cover_ns = cfg->metric_cover_ns;
+    p->aggs = calloc(AGGS_MAX, sizeof(*p->aggs));
+    if (p->aggs == NULL || (rc = sn_metric_feed_create(&fc, deps->prices, &p->feed)) != 0) {
+        rc = p->aggs == NULL ? -ENOMEM : rc;
+        snprintf(err, errlen, "cannot create the metric feed: %s", strerror(-rc));
         goto out_free;
     }
     if ((rc = register_metrics(p, err, errlen)) != 0)

@@ -20,6 +20,7 @@
 #include "alert_limit.h"
 #include "batch.h"
 #include "local_detect.h"
+#include "metric_feed.h"
 #include "metrics.h"
 #include "otlp/receiver.h"
 #include "price.h"
@@ -48,6 +49,8 @@ typedef struct sn_pipeline_config {
     uint64_t journal_max_bytes;
     uint64_t alert_interval_ms; /* one local alert per (service, model, metric, type) per this;
                                    0: no limit; default 10 s */
+    int64_t metric_cover_ns;    /* GenAI metric points of a (service, model) that sent spans this
+                                   recently are not facts (metric_feed.h); 0: default 5 min */
 } sn_pipeline_config;
 
 /* What the pipeline uses; all borrowed, all outliving the pipeline. tee may be NULL. */

@@ -859,6 +859,55 @@ START_TEST(json_leaves_out_nan_and_zero_trace)
 }
 END_TEST
 
+/* A sidecar's held-back alerts count as occurrences and show in details.sidecar_suppressed; an
+ * anomaly from a metric interval says so in context.signal and details.calls; both round-trip. */
+START_TEST(sidecar_suppressed_and_metric_calls_are_shown)
+{
+    sn_alerts *m = make(16, NULL);
+    sn_anomaly an = anomaly("chatbot-api", "gpt-4o", SN_ANOMALY_LATENCY_SPIKE, SN_SEV_HIGH);
+    an.source = SN_SOURCE_SIDECAR;
+    an.suppressed = 3;
+    ck_assert_int_eq(sn_alerts_observe(m, &an, T0), 0);
+    ck_assert_uint_eq(g_rec.alert[0].occurrences, 4);
+    ck_assert_uint_eq(g_rec.alert[0].sidecar_suppressed, 3);
+    an.suppressed = 2;
+    ck_assert_int_eq(sn_alerts_observe(m, &an, T0 + 1000000000), 0);
+    an = anomaly("chatbot-api", "gpt-4o", SN_ANOMALY_LATENCY_SPIKE, SN_SEV_HIGH);
+    an.calls = 25;
+    ck_assert_int_eq(sn_alerts_observe(m, &an, T0 + 2000000000), 0);
+    const sn_alert *a = &g_rec.alert[g_rec.n - 1];
+    ck_assert_uint_eq(a->occurrences, 8); /* 3 anomalies + 3 + 2 held back */
+    ck_assert_uint_eq(a->sidecar_suppressed, 5);
+    ck_assert_uint_eq(a->calls, 25);
+    json_t *o = sn_alert_to_json(a);
+    ck_assert_ptr_nonnull(o);
+    json_t *det = json_object_get(o, "details");
+    ck_assert_int_eq(json_integer_value(json_object_get(det, "sidecar_suppressed")), 5);
+    ck_assert_int_eq(json_integer_value(json_object_get(det, "calls")), 25);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(o, "context"), "signal")),
+                     "metrics");
+    ck_assert_int_eq(json_integer_value(json_object_get(o, "occurrences")), 8);
+    sn_alert b;
+    char err[128];
+    ck_assert_int_eq(sn_alert_from_json(o, &b, err, sizeof err), 0);
+    ck_assert_uint_eq(b.sidecar_suppressed, 5);
+    ck_assert_uint_eq(b.calls, 25);
+    json_object_set_new(det, "calls", json_integer(-1));
+    ck_assert_int_eq(sn_alert_from_json(o, &b, err, sizeof err), -EINVAL);
+    json_decref(o);
+    /* a plain span anomaly has neither */
+    sn_alert plain = *a;
+    plain.calls = 0;
+    plain.sidecar_suppressed = 0;
+    o = sn_alert_to_json(&plain);
+    ck_assert_ptr_null(json_object_get(json_object_get(o, "details"), "calls"));
+    ck_assert_ptr_null(json_object_get(json_object_get(o, "details"), "sidecar_suppressed"));
+    ck_assert_ptr_null(json_object_get(json_object_get(o, "context"), "signal"));
+    json_decref(o);
+    sn_alerts_destroy(m);
+}
+END_TEST
+
 START_TEST(json_round_trips)
 {
     sn_alert a = full_alert();
@@ -1035,6 +1084,7 @@ static Suite *alerts_suite(void)
     tcase_add_test(tj, json_has_the_contract_shape);
     tcase_add_test(tj, json_leaves_out_nan_and_zero_trace);
     tcase_add_test(tj, json_round_trips);
+    tcase_add_test(tj, sidecar_suppressed_and_metric_calls_are_shown);
     tcase_add_test(tj, json_parser_names_the_bad_field);
     tcase_add_test(tj, times_format_and_parse);
     suite_add_tcase(s, tj);
