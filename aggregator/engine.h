@@ -298,6 +298,50 @@ bool sn_engine_snapshot_live(const sn_engine *e, const char *key);
 sn_baseline *sn_engine_baselines(sn_engine *e);
 sn_engine_transform sn_engine_metric_transform(const sn_engine *e, sn_metric m);
 
+/* ---- merged views: one global key's baseline across replicas -----------------------------------
+ *
+ * With several replicas each one learns from the part of the traffic it receives. A replica
+ * publishes its key blobs (sn_engine_view_export) and merges the other replicas' blobs of the
+ * same key into a read-only view (sn_engine_view_merge): the union of every replica's rolling
+ * window (the compact sketches merge exactly, bucket counts add), log-space moments combined
+ * by weight (Chan), and that view becomes the key's scoring summary until the next merge. The
+ * key's own statistics, detector state and snapshots stay local; only the global table is
+ * merged (seasonal keys are not). Compact mode only: a window of raw samples is not merged. */
+
+#define SN_ENGINE_VIEW_MAX 16u /* contributions merged into one view, this replica's included */
+
+typedef struct sn_engine_view {
+    sn_summary raw;    /* the merged window, in the metric's own unit */
+    unsigned replicas; /* contributions merged, this replica's included (1: local only) */
+    unsigned skipped;  /* blobs refused: corrupt, another key or configuration, too many */
+    uint64_t local_n;  /* this replica's window samples */
+} sn_engine_view;
+
+/* The text key of global key (service, model, m) as snapshots and views name it
+ * ("g/<metric>/<service length>/<service><model>") into buf. */
+void sn_engine_global_key(const char *service, const char *model, sn_metric m, char *buf,
+                          size_t cap);
+
+/* Serialises the global key (service, model, m) for other replicas into *blob / *len. The blob is
+ * the engine's (valid until the next engine call). Returns 0, -ENOENT (no such key) or -ENOMEM. */
+int sn_engine_view_export(sn_engine *e, const char *service, const char *model, sn_metric m,
+                          const void **blob, size_t *len);
+
+/* Merges the global key (service, model, m) with n blobs of other replicas (borrowed) into its
+ * scoring view, kept until the next call for that key; with no usable blob the key goes back
+ * to its local summary. Each blob is validated as a snapshot is (a bad one is skipped and
+ * counted in out->skipped); at most SN_ENGINE_VIEW_MAX contributions are merged. Fills *out.
+ * Returns 0; -ENOENT when the key is not here; -EPROTO in exact mode; -ENOMEM. */
+int sn_engine_view_merge(sn_engine *e, const char *service, const char *model, sn_metric m,
+                         unsigned n, const void *const *blobs, const size_t *lens,
+                         sn_engine_view *out);
+
+/* Drops every merged view (each key is scored on its local summary again). O(keys). */
+void sn_engine_view_clear_all(sn_engine *e);
+
+/* Replicas in the key's merged view (0: none, scored locally). en from sn_engine_baselines. */
+unsigned sn_engine_view_replicas(sn_engine *e, const sn_baseline_entry *en);
+
 /* --- configuration descriptors ---------------------------------------------------------- */
 
 extern const char *const sn_engine_tristate_names[];  /* "inherit", "true", "false" */

@@ -23,6 +23,7 @@
 #include "alerts.h"
 #include "api.h"
 #include "baseline.h"
+#include "baseline_share.h"
 #include "cli.h"
 #include "dashboard.h"
 #include "deliver/deliver.h"
@@ -78,6 +79,11 @@ typedef struct agg_settings {
     char redis_replica_id[SN_SHARED_ID_MAX + 1];
     int64_t redis_timeout_ns;
     int64_t redis_lease_ttl_ns;
+    bool redis_share_baselines;
+    int64_t redis_baseline_interval_ns;
+    int64_t redis_baseline_ttl_ns;
+    int64_t redis_baseline_batch;
+    int64_t redis_baseline_max_pairs;
     sn_engine_config engine;
     sn_deliver_settings deliver;
     sn_cli_log_settings log;
@@ -156,6 +162,18 @@ static const sn_config_desc descriptors[] = {
     SN_CFG_DURATION("redis.lease_ttl", agg_settings, redis_lease_ttl_ns, "10s", 2 * SN_NS_PER_SEC,
                     3600 * SN_NS_PER_SEC,
                     "leadership lease; a replica that stops renewing it is replaced after this"),
+    SN_CFG_BOOL("redis.share_baselines", agg_settings, redis_share_baselines, "true",
+                "score against the baselines of every replica merged (compact baselines only)"),
+    SN_CFG_DURATION("redis.baseline_interval", agg_settings, redis_baseline_interval_ns, "5s",
+                    SN_NS_PER_SEC, 3600 * SN_NS_PER_SEC,
+                    "each key scored here is published and merged with the others' this often"),
+    SN_CFG_DURATION("redis.baseline_ttl", agg_settings, redis_baseline_ttl_ns, "30s",
+                    2 * SN_NS_PER_SEC, INT64_C(24) * 3600 * SN_NS_PER_SEC,
+                    "a replica's baselines not republished for this long leave the merged views"),
+    SN_CFG_INT("redis.baseline_batch", agg_settings, redis_baseline_batch, "256", 1,
+               SN_SHARED_EXCHANGE_MAX, "baseline keys exchanged with Redis per second at most"),
+    SN_CFG_INT("redis.baseline_max_pairs", agg_settings, redis_baseline_max_pairs, "4096", 1,
+               1 << 20, "(service, model) pairs shared per round; more wait for a later round"),
     SN_ENGINE_DESCRIPTORS("engine", agg_settings, engine),
     SN_DELIVER_DESCRIPTORS(agg_settings, deliver),
     SN_CLI_LOG_DESCRIPTORS(agg_settings, log),
@@ -207,6 +225,7 @@ typedef struct aggregator {
     sn_api *api;
     sn_deliver *deliver;             /* alert sinks; NULL until started */
     sn_shared *shared;               /* replicas' shared state; NULL: embedded (redis.url empty) */
+    sn_bshare *bshare;               /* shared baselines; NULL: off (embedded, or not wanted) */
     bool in_tick;                    /* on_tick is running: anomalies come from silence checks */
     uint64_t tick_anomalies_skipped; /* silence anomalies left to the leader */
     sn_recent *recent; /* recent values per key (GET /api/v1/series); NULL: none kept */
@@ -234,6 +253,13 @@ typedef struct aggregator {
     uint64_t anomalies;
     uint64_t store_errors;
 } aggregator;
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * SN_NS_PER_SEC + ts.tv_nsec;
+}
 
 static int64_t now_ns(void)
 {
@@ -470,6 +496,8 @@ static int apply_on_loop(aggregator *a, const sn_ingest_batch *b)
         sn_engine_observe(a->engine, &b->events[i], on_anomaly, a);
         if (a->recent != NULL)
             sn_recent_add_event(a->recent, &b->events[i]);
+        if (a->bshare != NULL)
+            sn_bshare_touch(a->bshare, b->events[i].service, b->events[i].model);
     }
     for (size_t i = 0; i < b->nalerts; i++)
         sn_engine_local_alert(a->engine, &b->alerts[i], now, on_anomaly, a);
@@ -677,6 +705,8 @@ static void on_tick(uv_timer_t *t)
         sn_store_rollback(a->store);
     }
     snapshot_tick(a, now);
+    if (a->bshare != NULL)
+        sn_bshare_tick(a->bshare, mono_ns());
 }
 
 /* Loop thread: takes every queued batch (libuv coalesces wake-ups) and applies each. */
@@ -896,8 +926,16 @@ static int visit_baseline(const sn_baseline_entry *e, void *arg)
         return 0;
     if (json_array_size(q->list) >= 1000)
         return 1; /* bounded answer */
+    /* With shared baselines, the merged view this replica scores against (samples of every
+     * replica), else the local window. */
     sn_summary sm;
-    sn_baseline_summary(sn_engine_baselines(q->a->engine), e, &sm);
+    sn_engine_view view = {.replicas = 1};
+    if (q->a->bshare != NULL && sn_bshare_view_get(q->a->bshare, e, &view))
+        sm = view.raw;
+    else
+        sn_baseline_summary(sn_engine_baselines(q->a->engine), e, &sm);
+    if (view.replicas == 1)
+        view.local_n = sm.n;
     char last[40] = "";
     sn_alert_format_time(sn_baseline_entry_last_seen(e), last, sizeof last);
     json_t *o =
@@ -908,8 +946,11 @@ static int visit_baseline(const sn_baseline_entry *e, void *arg)
                   jnum(sm.stddev), "min", jnum(sm.min), "max", jnum(sm.max), "median",
                   jnum(sm.median), "q1", jnum(sm.q1), "q3", jnum(sm.q3), "p95", jnum(sm.p95), "p99",
                   jnum(sm.p99), "mad", jnum(sm.mad), "last_seen", last);
-    if (o != NULL)
+    if (o != NULL) {
+        json_object_set_new(o, "replicas", json_integer((json_int_t)view.replicas));
+        json_object_set_new(o, "local_samples", json_integer((json_int_t)view.local_n));
         json_array_append_new(q->list, o);
+    }
     return 0;
 }
 
@@ -1308,6 +1349,22 @@ static int start_shared(aggregator *a)
         sn_log_error("cannot register the shared state's metrics", SN_LOG_STR("error", err));
         return 1;
     }
+    if (s->redis_share_baselines) {
+        if (s->engine.baseline_mode != SN_BASELINE_COMPACT) {
+            sn_log_warn("shared baselines need engine.baseline.mode compact; scoring locally");
+        } else {
+            sn_bshare_config bc;
+            sn_bshare_config_init(&bc);
+            bc.interval_ns = s->redis_baseline_interval_ns;
+            bc.ttl_ns = s->redis_baseline_ttl_ns;
+            bc.batch = (size_t)s->redis_baseline_batch;
+            bc.max_pairs = (size_t)s->redis_baseline_max_pairs;
+            if (sn_bshare_create(&bc, a->engine, a->shared, &a->bshare, err, sizeof err) != 0) {
+                sn_log_error("config: cannot share baselines", SN_LOG_STR("error", err));
+                return 2;
+            }
+        }
+    }
     int lead = sn_shared_lease_tick(a->shared);
     sn_log_info("shared state in Redis", SN_LOG_STR("replica_id", sn_shared_replica_id(a->shared)),
                 SN_LOG_STR("key_prefix", s->redis_key_prefix),
@@ -1448,6 +1505,15 @@ int main(int argc, char **argv)
                     SN_LOG_UINT("leader_lost", sst.leader_lost),
                     SN_LOG_UINT("fail_open", sst.fail_open));
     }
+    if (a.bshare != NULL) {
+        sn_bshare_stats bst;
+        sn_bshare_stats_get(a.bshare, &bst);
+        sn_log_info(
+            "shared baselines", SN_LOG_UINT("rounds", bst.rounds),
+            SN_LOG_UINT("keys_exchanged", bst.exchanged), SN_LOG_UINT("views_merged", bst.merged),
+            SN_LOG_UINT("blobs_skipped", bst.skipped),
+            SN_LOG_UINT("pairs_dropped", bst.pairs_dropped), SN_LOG_UINT("failures", bst.failures));
+    }
     rc = 0;
 
 out_close_loop:
@@ -1456,6 +1522,7 @@ out_close_loop:
     sn_live_destroy(a.live);
     sn_loop_call_destroy(a.loop_call);
     sn_ingest_destroy(a.ingest);
+    sn_bshare_destroy(a.bshare);
     sn_shared_destroy(a.shared); /* gives the lease back */
     sn_alerts_destroy(a.alerts);
     sn_engine_destroy(a.engine);
