@@ -67,6 +67,7 @@ typedef struct agg_settings {
     int64_t retention_days;
     int64_t snapshot_interval_ns;
     int64_t snapshot_batch;
+    bool reapply_api_config;
     int64_t alerts_max;
     int64_t dedup_window_ns;
     int64_t quiet_period_ns;
@@ -129,6 +130,9 @@ static const sn_config_desc descriptors[] = {
                     "shutdown), so a restart resumes them instead of starting cold"),
     SN_CFG_INT("state.snapshot_batch", agg_settings, snapshot_batch, "2000", 1, 1000000,
                "most baseline keys written per second while a snapshot is in progress"),
+    SN_CFG_BOOL("state.reapply_api_config", agg_settings, reapply_api_config, "true",
+                "at start, apply the settings last changed through POST /api/v1/config on top of "
+                "file, environment and flags (false: drop them)"),
     SN_CFG_INT("alerts.max_active", agg_settings, alerts_max, "1024", 1, 1000000,
                "alerts held in memory (firing, and recently resolved for grouping)"),
     SN_CFG_DURATION("alerts.dedup_window", agg_settings, dedup_window_ns, "5m", SN_NS_PER_SEC,
@@ -1148,8 +1152,120 @@ static int api_config_get(void *ud, json_t **out)
     return *out == NULL ? -ENOMEM : 0;
 }
 
+/* ---- configuration changed through the API, kept across restarts ---------------------------- */
+
+#define API_OVERLAY_SOURCE "api-overlay"
+
+/* The API overlay: every setting whose value now comes from the API, as {"path": value} (lists
+ * as arrays, the rest as canonical text; secrets left out). New reference, or NULL when out of
+ * memory. */
+static json_t *api_overlay(const sn_config *cfg, const void *target)
+{
+    json_t *o = json_object();
+    size_t n = 0;
+    const sn_config_desc *d = sn_config_descriptors(cfg, &n);
+    char origin[64], text[SN_CONFIG_VALUE_MAX + 1];
+    for (size_t i = 0; o != NULL && i < n; i++) {
+        if ((d[i].flags & SN_CONFIG_SECRET) ||
+            sn_config_origin(cfg, d[i].path, origin, sizeof origin) != SN_CONFIG_FROM_API)
+            continue;
+        json_t *v;
+        if (d[i].type == SN_CONFIG_LIST) {
+            const sn_config_list *l = (const sn_config_list *)((const char *)target + d[i].offset);
+            v = json_array();
+            for (uint32_t k = 0; v != NULL && k < l->count; k++)
+                json_array_append_new(v, json_string(l->items[k]));
+        } else {
+            sn_config_format_value(&d[i], target, text, sizeof text);
+            v = json_string(text);
+        }
+        if (v == NULL || json_object_set_new(o, d[i].path, v) != 0) {
+            json_decref(o);
+            o = NULL;
+        }
+    }
+    return o;
+}
+
+/* Records the overlay (source api-overlay) so that the next start can re-apply it. */
+static void api_overlay_record(aggregator *a)
+{
+    json_t *o = api_overlay(a->config, a->set);
+    char *text = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    if (text == NULL || sn_store_config_append(a->store, now_ns(), API_OVERLAY_SOURCE, text) != 0)
+        sn_log_error(
+            "cannot record the configuration changed through the API",
+            SN_LOG_STR("error", text == NULL ? "out of memory" : sn_store_errmsg(a->store)));
+    free(text);
+    json_decref(o);
+}
+
+typedef struct overlay_find {
+    char *json; /* the newest overlay (malloc'd), or NULL */
+    int64_t ts;
+} overlay_find;
+
+static int find_overlay(int64_t ts_ns, const char *source, const char *json, void *ud)
+{
+    overlay_find *f = ud;
+    if (strcmp(source, API_OVERLAY_SOURCE) != 0)
+        return 0;
+    f->json = strdup(json);
+    f->ts = ts_ns;
+    return 1; /* newest first: done */
+}
+
+/* At start, before the engine is created: with state.reapply_api_config, the newest API overlay
+ * is applied on top of file, environment and flags (atomically; refused as a whole when a value
+ * no longer validates, which is logged and the file's configuration runs). Without it, a
+ * non-empty overlay is replaced by an empty one, so the API's changes do not come back later. */
+static void reapply_api_config(aggregator *a)
+{
+    overlay_find f = {NULL, 0};
+    if (sn_store_config_history(a->store, 0, find_overlay, &f) < 0) {
+        sn_log_error("cannot read the configuration history",
+                     SN_LOG_STR("error", sn_store_errmsg(a->store)));
+        return;
+    }
+    json_error_t jerr;
+    json_t *o = f.json != NULL ? json_loads(f.json, 0, &jerr) : NULL;
+    free(f.json);
+    if (o == NULL || !json_is_object(o) || json_object_size(o) == 0) {
+        json_decref(o);
+        return;
+    }
+    char when[40] = "";
+    sn_alert_format_time(f.ts, when, sizeof when);
+    if (!a->set->reapply_api_config) {
+        if (sn_store_config_append(a->store, now_ns(), API_OVERLAY_SOURCE, "{}") == 0)
+            sn_log_info("configuration from the API dropped (state.reapply_api_config=false)",
+                        SN_LOG_UINT("settings", json_object_size(o)), SN_LOG_STR("recorded", when));
+        json_decref(o);
+        return;
+    }
+    agg_settings *s = (agg_settings *)a->set;
+    agg_settings before = *s;
+    sn_config_error cerr = {{0}};
+    size_t n = 0;
+    int rc = sn_config_apply_json(a->config, o, &n, &cerr);
+    if (rc == 0)
+        rc = sn_engine_config_validate(&s->engine, "engine", &cerr);
+    if (rc != 0) {
+        *s = before;
+        sn_log_error("configuration from the API not re-applied", SN_LOG_STR("error", cerr.msg),
+                     SN_LOG_STR("recorded", when));
+    } else {
+        char *keys = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+        sn_log_info("configuration from the API re-applied", SN_LOG_UINT("settings", n),
+                    SN_LOG_STR("recorded", when), SN_LOG_STR("values", keys != NULL ? keys : ""));
+        free(keys);
+    }
+    json_decref(o);
+}
+
 /* Applies changes atomically (sn_config_apply_json validates every value first), hands the new
- * detection settings to the engine, and records the result in the configuration history. */
+ * detection settings to the engine, and records the result in the configuration history (the
+ * API overlay for the next start, then the whole configuration for the audit). */
 static int api_config_post(void *ud, const json_t *changes, json_t **out, char *err, size_t errlen)
 {
     aggregator *a = ud;
@@ -1167,6 +1283,7 @@ static int api_config_post(void *ud, const json_t *changes, json_t **out, char *
         snprintf(err, errlen, "%s", cerr.msg);
         return -EINVAL;
     }
+    api_overlay_record(a);
     json_t *dump = sn_config_dump_json(a->config);
     char *text = dump != NULL ? json_dumps(dump, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     if (text != NULL && sn_store_config_append(a->store, now_ns(), "api", text) != 0)
@@ -1278,6 +1395,7 @@ static int start_detection(aggregator *a)
                      SN_LOG_STR("error", err));
         return 1;
     }
+    reapply_api_config(a);
     uint64_t seed = 0;
     (void)getrandom(&seed, sizeof seed, 0);
     sn_config_error cerr = {{0}};
@@ -1452,6 +1570,7 @@ int main(int argc, char **argv)
     uv_signal_start(&a.sigterm, on_signal, SIGTERM);
     uv_signal_start(&a.sigint, on_signal, SIGINT);
 
+    a.config = res.config; /* start_detection re-applies the API's changes through it */
     rc = open_event_log(&a);
     if (rc == 0)
         rc = start_detection(&a);
@@ -1461,7 +1580,6 @@ int main(int argc, char **argv)
         rc = start_shared(&a);
     if (rc == 0)
         rc = start_ingest(&a);
-    a.config = res.config;
     if (rc == 0)
         rc = start_api(&a);
     if (rc != 0) {

@@ -13,7 +13,10 @@
 #      the same baseline keys with the same sample counts (no cold start), the alert still listed
 #      and firing, a spike right after the restart detected at once, the replayed batch answered
 #      DUPLICATE and applied once, the configuration change still in the history;
-#   5. a corrupt snapshot in the store is skipped with a count, never a crash.
+#      the configuration change re-applied on top of the flags (GET shows it, the log says so);
+#   5. a corrupt snapshot in the store is skipped with a count, never a crash;
+#   6. with state.reapply_api_config=false the API's change is dropped, and stays dropped at the
+#      next normal start.
 #
 # Usage: restart.sh AGGREGATOR SIDECAR INGEST_SEND. Exit 0 when everything held.
 set -u -o pipefail
@@ -74,7 +77,7 @@ start_aggregator() {
         --set delivery.breaker.cooldown=1s \
         --set ingest.endpoint=127.0.0.1:"$INGEST" --set http.endpoint=127.0.0.1:"$HTTP" \
         --set state.snapshot_interval=1s --set alerts.quiet_period=1h \
-        --set engine.throughput.enabled=false 2>>"$TMP/agg.log" &
+        --set engine.throughput.enabled=false "$@" 2>>"$TMP/agg.log" &
     AGG_PID=$!
     for _ in $(seq 1 200); do
         if [ "$(status /health)" = 200 ]; then
@@ -280,6 +283,12 @@ hist=$(sqlite3 "file:$TMP/data/state.db?mode=ro" \
     "SELECT source, json FROM config_history ORDER BY id DESC LIMIT 1")
 grep -q '^api|' <<<"$hist" || fail "no api entry in the configuration history: $hist"
 grep -q '"threshold":3.25' <<<"$hist" || fail "the history lacks the change: $hist"
+# ... and re-applied on top of the flags (state.reapply_api_config defaults to true).
+[ "$(api /api/v1/config | jq -r '.engine.detect.zscore.threshold')" = 3.25 ] ||
+    fail "the API's change was not re-applied after the restart"
+grep '"msg":"configuration from the API re-applied"' "$TMP/agg.log" | tail -n 1 |
+    jq -e '.settings == 1 and (.values | contains("engine.detect.zscore.threshold"))' >/dev/null ||
+    fail "the re-applied configuration is not logged"
 
 # ---- 5. a corrupt snapshot is skipped with a count -----------------------------------------------
 stop_aggregator
@@ -292,5 +301,18 @@ line=$(grep '"msg":"baselines restored"' "$TMP/agg.log")
 [ "$(jq -r .keys <<<"$line")" = $((restored - 1)) ] || fail "other keys not restored: $line"
 grep -q '"msg":"baseline snapshot skipped"' "$TMP/agg.log" || fail "the skipped key is not logged"
 [ "$(latency_seen)" = "" ] || fail "the corrupt key came back: $(latency_seen)"
+[ "$(api /api/v1/config | jq -r '.engine.detect.zscore.threshold')" = 3.25 ] ||
+    fail "the API's change was not re-applied after the second restart"
+stop_aggregator
+
+# ---- 6. state.reapply_api_config=false drops the API's changes for good ----------------------------
+start_aggregator --set state.reapply_api_config=false
+[ "$(api /api/v1/config | jq -r '.engine.detect.zscore.threshold')" = 3 ] ||
+    fail "reapply_api_config=false still applied the API's change"
+grep -q '"msg":"configuration from the API dropped' "$TMP/agg.log" || fail "the drop is not logged"
+stop_aggregator
+start_aggregator
+[ "$(api /api/v1/config | jq -r '.engine.detect.zscore.threshold')" = 3 ] ||
+    fail "a dropped API change came back"
 stop_aggregator
 echo "restart: all checks passed"
