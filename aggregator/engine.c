@@ -154,6 +154,7 @@ typedef struct budget_rule {
 typedef struct budget_state {
     knode node;
     uint8_t rule;
+    bool dirty; /* spent or fired since sn_engine_budgets_export last handed it out */
     sn_budget st;
     char service[SN_NAME_MAX];
     char user[SN_SHORT_MAX];
@@ -1494,6 +1495,7 @@ static void budget_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn e
         sn_budget_add(&b->st, &r->bc, ev->end_unix_nano, ev->cost_usd, &v);
         if (!v.ready)
             continue;
+        b->dirty = true;
         e->st.evaluations[SN_CHECK_BUDGET]++;
         if (!v.anomaly)
             continue;
@@ -2328,4 +2330,66 @@ unsigned sn_engine_view_replicas(sn_engine *e, const sn_baseline_entry *en)
     (void)e; /* the user area is the engine's: asked through it */
     const key_state *ks = sn_baseline_entry_user((sn_baseline_entry *)en);
     return ks->view;
+}
+
+/* ---- budget spend that survives a restart ------------------------------------------------------
+ */
+
+int sn_engine_budgets_export(sn_engine *e, bool all, sn_engine_budget_fn cb, void *ud)
+{
+    for (knode *n = e->budgets.oldest; n != NULL; n = n->next) {
+        budget_state *b = (budget_state *)n;
+        if ((!b->dirty && !all) || !b->st.started || b->rule >= e->nrules)
+            continue;
+        const budget_rule *r = &e->rules[b->rule];
+        sn_engine_budget out = {
+            .rule_service = r->any ? "*" : r->service,
+            .period = r->bc.period,
+            .per_user = r->per_user,
+            .service = b->service,
+            .user = b->user,
+            .period_index = b->st.period,
+            .spent = b->st.spent,
+            .soft_fired = b->st.soft_fired,
+            .hard_fired = b->st.hard_fired,
+            .last_seen = n->last_seen,
+        };
+        int rc = cb(&out, ud);
+        if (rc != 0)
+            return rc;
+        b->dirty = false;
+    }
+    return 0;
+}
+
+int sn_engine_budget_restore(sn_engine *e, const sn_engine_budget *in, int64_t now)
+{
+    if (in->rule_service == NULL || in->service == NULL || in->user == NULL ||
+        !isfinite(in->spent) || in->spent < 0.0 || in->service[0] == '\0')
+        return -EINVAL;
+    unsigned i = 0;
+    for (; i < e->nrules; i++) {
+        const budget_rule *r = &e->rules[i];
+        if (r->bc.period == in->period && r->per_user == in->per_user &&
+            strcmp(r->any ? "*" : r->service, in->rule_service) == 0 &&
+            (r->any || strcmp(r->service, in->service) == 0))
+            break;
+    }
+    if (i == e->nrules || (in->per_user && in->user[0] == '\0') ||
+        (!in->per_user && in->user[0] != '\0'))
+        return -ENOENT;
+    if (sn_period_index(in->period, now) != in->period_index)
+        return -ESTALE; /* that period is over: the new one starts from zero */
+    budget_state *b = budget_get(e, i, in->service, in->user, now);
+    if (b == NULL)
+        return e->budgets.count >= e->budgets.max ? -ENOSPC : -ENOMEM;
+    if (b->st.started)
+        return -EEXIST;
+    b->st.started = true;
+    b->st.period = in->period_index;
+    b->st.spent = in->spent;
+    b->st.soft_fired = in->soft_fired;
+    b->st.hard_fired = in->hard_fired;
+    b->dirty = false;
+    return 0;
 }

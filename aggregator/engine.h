@@ -253,8 +253,7 @@ void sn_engine_get_stats(const sn_engine *e, sn_engine_stats *out);
  * SN_ENGINE_DROPPED_MAX; beyond that the queue is marked lost) and handed out as deletions.
  * What is not saved: the per-(service, model) windows (error rate, throughput, drift) -- short
  * windows relearnt within minutes, and a restored throughput baseline would judge the
- * restart's own silence as a drop -- and the budget spend (a restart starts the current
- * period's spend from zero). */
+ * restart's own silence as a drop. The budget spend is saved apart (sn_engine_budgets_export). */
 
 #define SN_ENGINE_DROPPED_MAX 1024u /* dropped keys remembered for deletion */
 /* The longest snapshot key text, NUL included. */
@@ -297,6 +296,38 @@ bool sn_engine_snapshot_live(const sn_engine *e, const char *key);
  * with the log transform are scored in log space (sn_engine_metric_transform). */
 sn_baseline *sn_engine_baselines(sn_engine *e);
 sn_engine_transform sn_engine_metric_transform(const sn_engine *e, sn_metric m);
+
+/* ---- budget spend that survives a restart ---------------------------------------------------
+ *
+ * Each budget state (rule, service, user) is handed out as plain values; a rule is named by
+ * its (service pattern, period, per_user), as sn_engine_set_config keeps state across rule
+ * changes, so a restored amount follows its rule even when the rule list was reordered or the
+ * amount changed. */
+
+typedef struct sn_engine_budget {
+    const char *rule_service; /* the rule's service, "*" for each service */
+    sn_period period;
+    bool per_user;
+    const char *service;  /* the service spending */
+    const char *user;     /* per-user rules: the user; else "" */
+    int64_t period_index; /* sn_period_index of the period the spend belongs to */
+    double spent;
+    bool soft_fired, hard_fired;
+    int64_t last_seen; /* ns of the last event (export only) */
+} sn_engine_budget;
+
+/* Receives one budget state (strings borrowed for the call); non-zero stops the walk and the
+ * state stays dirty. */
+typedef int (*sn_engine_budget_fn)(const sn_engine_budget *b, void *ud);
+
+/* Hands out every budget state that spent since it was last handed out (`all`: every one),
+ * oldest first. O(budget states). Returns 0 or the first non-zero cb return. */
+int sn_engine_budgets_export(sn_engine *e, bool all, sn_engine_budget_fn cb, void *ud);
+
+/* Restores one budget state (before the first event) when its rule still exists and `now` is in
+ * the same period. Returns 0; -ENOENT (no such rule now); -ESTALE (another period: it starts
+ * from zero); -EEXIST; -EINVAL (bad values); -ENOSPC (max_budget_keys) or -ENOMEM. */
+int sn_engine_budget_restore(sn_engine *e, const sn_engine_budget *b, int64_t now);
 
 /* ---- merged views: one global key's baseline across replicas -----------------------------------
  *

@@ -241,6 +241,7 @@ typedef struct aggregator {
     bool snap_force_all;                 /* a failed commit: the next round writes every key */
     uint64_t snap_written, snap_deleted; /* this round */
     uint64_t snap_written_total, snap_deleted_total, snap_failures;
+    bool budgets_force_all; /* a failed save: the next one writes every budget state */
 
     /* the hand-off from the ingest handler thread: guarded by mu */
     pthread_mutex_t mu;
@@ -586,9 +587,100 @@ static int snapshot_step(aggregator *a, size_t max_keys)
     return res.complete ? 1 : 0;
 }
 
+/* ---- budget spend (saved with every snapshot round, restored at start) ---------------------- */
+
+static int budget_write(const sn_engine_budget *b, void *ud)
+{
+    aggregator *a = ud;
+    sn_store_budget row = {.rule_service = b->rule_service,
+                           .period = sn_period_name(b->period),
+                           .per_user = b->per_user,
+                           .service = b->service,
+                           .user = b->user,
+                           .period_index = b->period_index,
+                           .spent = b->spent,
+                           .soft_fired = b->soft_fired,
+                           .hard_fired = b->hard_fired,
+                           .updated_ns = now_ns()};
+    return sn_store_budget_put(a->store, &row);
+}
+
+/* Writes the budget states that spent since the last call, in one transaction (a failure is
+ * logged and the next call writes them all). */
+static void budgets_save(aggregator *a)
+{
+    if (sn_engine_get_config(a->engine)->budgets.count == 0 && !a->budgets_force_all)
+        return;
+    int rc = sn_store_begin(a->store);
+    if (rc == 0)
+        rc = sn_engine_budgets_export(a->engine, a->budgets_force_all, budget_write, a);
+    if (rc == 0)
+        rc = sn_store_commit(a->store);
+    a->budgets_force_all = rc != 0;
+    if (rc != 0) {
+        sn_log_error("cannot save the budget spend",
+                     SN_LOG_STR("error", sn_store_errmsg(a->store)));
+        sn_store_rollback(a->store);
+    }
+}
+
+typedef struct budget_counts {
+    aggregator *a;
+    int64_t now;
+    uint64_t restored, other_period, no_rule, failed;
+} budget_counts;
+
+static int budget_restore(const sn_store_budget *row, void *ud)
+{
+    budget_counts *c = ud;
+    int p = 0;
+    while (p <= SN_PERIOD_MONTH && strcmp(sn_period_name((sn_period)p), row->period) != 0)
+        p++;
+    sn_engine_budget b = {.rule_service = row->rule_service,
+                          .period = (sn_period)p,
+                          .per_user = row->per_user,
+                          .service = row->service,
+                          .user = row->user,
+                          .period_index = row->period_index,
+                          .spent = row->spent,
+                          .soft_fired = row->soft_fired,
+                          .hard_fired = row->hard_fired};
+    int rc = p <= SN_PERIOD_MONTH ? sn_engine_budget_restore(c->a->engine, &b, c->now) : -ENOENT;
+    if (rc == 0)
+        c->restored++;
+    else if (rc == -ESTALE)
+        c->other_period++;
+    else if (rc == -ENOENT)
+        c->no_rule++;
+    else
+        c->failed++;
+    return 0;
+}
+
+/* At start, before ingest: the spend of the current periods comes back (rows of periods that
+ * are over, or of rules that no longer exist, are not restored; rows not written for 32 days
+ * are deleted). */
+static void restore_budgets(aggregator *a)
+{
+    budget_counts c = {.a = a, .now = now_ns()};
+    uint64_t purged = 0;
+    int rc = sn_store_budget_purge(a->store, c.now - INT64_C(32) * 86400 * SN_NS_PER_SEC, &purged);
+    if (rc == 0)
+        rc = sn_store_budget_foreach(a->store, budget_restore, &c);
+    if (rc != 0)
+        sn_log_error("cannot read the budget spend",
+                     SN_LOG_STR("error", sn_store_errmsg(a->store)));
+    if (c.restored + c.other_period + c.no_rule + c.failed + purged > 0)
+        sn_log_info("budget spend restored", SN_LOG_UINT("budgets", c.restored),
+                    SN_LOG_UINT("other_period", c.other_period),
+                    SN_LOG_UINT("without_rule", c.no_rule), SN_LOG_UINT("failed", c.failed),
+                    SN_LOG_UINT("purged", purged));
+}
+
 /* Ends a snapshot round: totals and one log line. */
 static void snapshot_done(aggregator *a, int64_t now, const char *why)
 {
+    budgets_save(a);
     a->snap_written_total += a->snap_written;
     a->snap_deleted_total += a->snap_deleted;
     if (a->snap_written > 0 || a->snap_deleted > 0 || strcmp(why, "shutdown") == 0) {
@@ -631,6 +723,8 @@ static void snapshot_final(aggregator *a)
         a->snap_started_ns = now_ns();
     if (snapshot_step(a, 0) == 1)
         snapshot_done(a, now_ns(), "shutdown");
+    else
+        budgets_save(a);
 }
 
 /* Store visitor at start: restores one key, counting the outcome; never stops the walk. */
@@ -1405,6 +1499,7 @@ static int start_detection(aggregator *a)
         return 1;
     }
     restore_baselines(a);
+    restore_budgets(a);
     sn_alerts_config ac;
     sn_alerts_config_init(&ac);
     ac.max_alerts = (size_t)s->alerts_max;

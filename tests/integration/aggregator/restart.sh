@@ -14,6 +14,7 @@
 #      and firing, a spike right after the restart detected at once, the replayed batch answered
 #      DUPLICATE and applied once, the configuration change still in the history;
 #      the configuration change re-applied on top of the flags (GET shows it, the log says so);
+#      the month's budget spend kept, so $0.20 more fires the soft budget alert ($0.90 of $1);
 #   5. a corrupt snapshot in the store is skipped with a count, never a crash;
 #   6. with state.reapply_api_config=false the API's change is dropped, and stays dropped at the
 #      next normal start.
@@ -77,7 +78,8 @@ start_aggregator() {
         --set delivery.breaker.cooldown=1s \
         --set ingest.endpoint=127.0.0.1:"$INGEST" --set http.endpoint=127.0.0.1:"$HTTP" \
         --set state.snapshot_interval=1s --set alerts.quiet_period=1h \
-        --set engine.throughput.enabled=false "$@" 2>>"$TMP/agg.log" &
+        --set engine.throughput.enabled=false --set engine.budgets=budget-svc:month:1 \
+        "$@" 2>>"$TMP/agg.log" &
     AGG_PID=$!
     for _ in $(seq 1 200); do
         if [ "$(status /health)" = 200 ]; then
@@ -193,6 +195,15 @@ wait_for "150 latency samples" seen_is 150
 # The replayed batch: its own service, so "applied once" is its sample count.
 [ "$("$SEND" 127.0.0.1:"$INGEST" restart-replay 1 replay-svc gpt-4o 500)" = "OK 1" ] ||
     fail "the direct batch was not answered OK 1"
+# Budget spend before the restart: $0.70 of the month's $1 (soft alert at $0.80: none yet).
+budget_alerts() {
+    api "/api/v1/anomalies?service=budget-svc&anomaly_type=budget" | jq -r '.total'
+}
+for i in 1 2; do
+    [ "$("$SEND" 127.0.0.1:"$INGEST" budget "$i" budget-svc gpt-4o 500 0.35)" = "OK $i" ] ||
+        fail "budget batch $i"
+done
+[ "$(budget_alerts)" = 0 ] || fail "a budget alert before the budget was reached"
 send_spans 1 30000 0
 wait_for "a firing latency_spike alert" firing_latency
 ALERT_ID=$(api "/api/v1/anomalies?service=restart-svc&status=firing" |
@@ -277,6 +288,16 @@ seen_is 150 || fail "restart-svc latency samples: $(latency_seen), want 150"
     fail "the replayed event was applied twice"
 [ "$("$SEND" 127.0.0.1:"$INGEST" restart-replay 2 replay-svc gpt-4o 500)" = "OK 2" ] ||
     fail "the next sequence was not answered OK 2"
+
+# The budget spend survived: $0.20 more crosses the soft level only with the $0.70 kept.
+grep -q '"msg":"budget spend restored".*"budgets":1' "$TMP/agg.log" ||
+    fail "the budget spend restore is not logged"
+[ "$("$SEND" 127.0.0.1:"$INGEST" budget 3 budget-svc gpt-4o 500 0.2)" = "OK 3" ] ||
+    fail "budget batch 3"
+[ "$(budget_alerts)" = 1 ] || fail "the budget alert did not fire after the restart"
+spent=$(api "/api/v1/anomalies?service=budget-svc&anomaly_type=budget" |
+    jq -r '.anomalies[0].details.value')
+awk -v v="$spent" 'BEGIN { exit !(v > 0.89 && v < 0.91) }' || fail "the budget alert says $spent spent"
 
 # The configuration change is in the history across the restart.
 hist=$(sqlite3 "file:$TMP/data/state.db?mode=ro" \
