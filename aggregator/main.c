@@ -1294,6 +1294,23 @@ static void api_overlay_record(aggregator *a)
     json_decref(o);
 }
 
+/* Applies a JSON object of changes atomically and validates the engine's settings as a whole,
+ * then hands them to the engine when it exists. Returns 0, or -EINVAL with err filled and the
+ * settings as they were. */
+static int apply_changes(aggregator *a, const json_t *changes, size_t *n, sn_config_error *err)
+{
+    agg_settings *s = (agg_settings *)a->set;
+    agg_settings before = *s;
+    int rc = sn_config_apply_json(a->config, changes, n, err);
+    if (rc == 0)
+        rc = sn_engine_config_validate(&s->engine, "engine", err);
+    if (rc == 0 && a->engine != NULL)
+        rc = sn_engine_set_config(a->engine, &s->engine, err);
+    if (rc != 0)
+        *s = before; /* the engine refused what the config accepted: keep both as they were */
+    return rc != 0 ? -EINVAL : 0;
+}
+
 typedef struct overlay_find {
     char *json; /* the newest overlay (malloc'd), or NULL */
     int64_t ts;
@@ -1337,15 +1354,9 @@ static void reapply_api_config(aggregator *a)
         json_decref(o);
         return;
     }
-    agg_settings *s = (agg_settings *)a->set;
-    agg_settings before = *s;
     sn_config_error cerr = {{0}};
     size_t n = 0;
-    int rc = sn_config_apply_json(a->config, o, &n, &cerr);
-    if (rc == 0)
-        rc = sn_engine_config_validate(&s->engine, "engine", &cerr);
-    if (rc != 0) {
-        *s = before;
+    if (apply_changes(a, o, &n, &cerr) != 0) {
         sn_log_error("configuration from the API not re-applied", SN_LOG_STR("error", cerr.msg),
                      SN_LOG_STR("recorded", when));
     } else {
@@ -1363,17 +1374,9 @@ static void reapply_api_config(aggregator *a)
 static int api_config_post(void *ud, const json_t *changes, json_t **out, char *err, size_t errlen)
 {
     aggregator *a = ud;
-    agg_settings *s = (agg_settings *)a->set;
-    agg_settings before = *s;
     sn_config_error cerr = {{0}};
     size_t n = 0;
-    int rc = sn_config_apply_json(a->config, changes, &n, &cerr);
-    if (rc == 0)
-        rc = sn_engine_config_validate(&s->engine, "engine", &cerr);
-    if (rc == 0)
-        rc = sn_engine_set_config(a->engine, &s->engine, &cerr);
-    if (rc != 0) {
-        *s = before; /* the engine refused what the config accepted: keep both as they were */
+    if (apply_changes(a, changes, &n, &cerr) != 0) {
         snprintf(err, errlen, "%s", cerr.msg);
         return -EINVAL;
     }

@@ -51,6 +51,15 @@ static double sample(double level, int i)
     return level * (1.0 + 0.1 * (double)((i * 37) % 101 - 50) / 50.0);
 }
 
+/* n calls of svc around `level` ms into e, one a second from t0; returns the next time. */
+static int64_t feed(sn_engine *e, const char *svc, int n, double level)
+{
+    int64_t t = INT64_C(1700000000) * SEC;
+    for (int i = 0; i < n; i++, t += SEC)
+        observe(e, svc, t, sample(level, i));
+    return t;
+}
+
 static int cmp(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -137,12 +146,9 @@ END_TEST
 START_TEST(scoring_uses_the_merged_view)
 {
     sn_engine *a = engine(SN_BASELINE_COMPACT), *b = engine(SN_BASELINE_COMPACT);
-    int64_t t = INT64_C(1700000000) * SEC;
-    for (int i = 0; i < N; i++, t += SEC) {
-        observe(a, "svc", t, sample(1000.0, i));
-        observe(a, "solo", t, sample(1000.0, i));
-        observe(b, "svc", t, sample(5000.0, i));
-    }
+    feed(a, "svc", N, 1000.0);
+    feed(a, "solo", N, 1000.0);
+    int64_t t = feed(b, "svc", N, 5000.0);
     ck_assert_uint_eq(anomalies, 0);
     size_t len;
     uint8_t *blob = export(b, "svc", &len);
@@ -178,12 +184,9 @@ END_TEST
 START_TEST(bad_blobs_are_skipped)
 {
     sn_engine *a = engine(SN_BASELINE_COMPACT), *b = engine(SN_BASELINE_COMPACT);
-    int64_t t = INT64_C(1700000000) * SEC;
-    for (int i = 0; i < 50; i++, t += SEC) {
-        observe(a, "svc", t, sample(1000.0, i));
-        observe(b, "svc", t, sample(1000.0, i));
-        observe(b, "other", t, sample(1000.0, i));
-    }
+    feed(a, "svc", 50, 1000.0);
+    feed(b, "svc", 50, 1000.0);
+    int64_t t = feed(b, "other", 50, 1000.0);
     size_t len, olen;
     uint8_t *good = export(b, "svc", &len), *other = export(b, "other", &olen);
     uint8_t *bad = malloc(len);
@@ -231,11 +234,8 @@ END_TEST
 START_TEST(a_restored_key_has_no_view)
 {
     sn_engine *a = engine(SN_BASELINE_COMPACT), *b = engine(SN_BASELINE_COMPACT);
-    int64_t t = INT64_C(1700000000) * SEC;
-    for (int i = 0; i < 50; i++, t += SEC) {
-        observe(a, "svc", t, sample(1000.0, i));
-        observe(b, "svc", t, sample(3000.0, i));
-    }
+    feed(a, "svc", 50, 1000.0);
+    feed(b, "svc", 50, 3000.0);
     size_t len, alen;
     uint8_t *blob = export(b, "svc", &len);
     const void *blobs[] = {blob};
