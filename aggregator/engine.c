@@ -154,7 +154,10 @@ typedef struct budget_rule {
 typedef struct budget_state {
     knode node;
     uint8_t rule;
-    bool dirty; /* spent or fired since sn_engine_budgets_export last handed it out */
+    bool dirty;    /* spent or fired since sn_engine_budgets_export last handed it out */
+    bool unsynced; /* spent since the last global sync (sn_engine_budgets_sync_*) */
+    double synced; /* the spend right after the last sync, in period synced_period */
+    int64_t synced_period;
     sn_budget st;
     char service[SN_NAME_MAX];
     char user[SN_SHORT_MAX];
@@ -1495,7 +1498,7 @@ static void budget_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn e
         sn_budget_add(&b->st, &r->bc, ev->end_unix_nano, ev->cost_usd, &v);
         if (!v.ready)
             continue;
-        b->dirty = true;
+        b->dirty = b->unsynced = true;
         e->st.evaluations[SN_CHECK_BUDGET]++;
         if (!v.anomaly)
             continue;
@@ -2391,5 +2394,54 @@ int sn_engine_budget_restore(sn_engine *e, const sn_engine_budget *in, int64_t n
     b->st.soft_fired = in->soft_fired;
     b->st.hard_fired = in->hard_fired;
     b->dirty = false;
+    b->synced = in->spent; /* counted globally before the restart, if it was shared */
+    b->synced_period = in->period_index;
     return 0;
+}
+
+/* ---- one budget across replicas ---- */
+
+size_t sn_engine_budgets_sync_collect(sn_engine *e, size_t max, sn_engine_budget_sync *out)
+{
+    size_t n = 0;
+    for (knode *k = e->budgets.oldest; k != NULL && n < max; k = k->next) {
+        budget_state *b = (budget_state *)k;
+        if (!b->unsynced || !b->st.started || b->rule >= e->nrules)
+            continue;
+        const budget_rule *r = &e->rules[b->rule];
+        double base = b->synced_period == b->st.period ? b->synced : 0.0;
+        out[n].b = (sn_engine_budget){
+            .rule_service = r->any ? "*" : r->service,
+            .period = r->bc.period,
+            .per_user = r->per_user,
+            .service = b->service,
+            .user = b->user,
+            .period_index = b->st.period,
+            .spent = b->st.spent,
+            .soft_fired = b->st.soft_fired,
+            .hard_fired = b->st.hard_fired,
+            .last_seen = k->last_seen,
+        };
+        out[n].delta = b->st.spent - base;
+        out[n].state = b;
+        n++;
+    }
+    return n;
+}
+
+void sn_engine_budgets_sync_apply(sn_engine *e, const sn_engine_budget_sync *s, double global)
+{
+    (void)e;
+    budget_state *b = s->state;
+    if (b->st.period != s->b.period_index || !isfinite(global))
+        return; /* the period rolled over meanwhile: the next sync starts it */
+    /* Another replica's spend counts from now; ours never goes down (a Redis that lost the
+     * key restarts the sum from our delta). */
+    if (global > b->st.spent) {
+        b->st.spent = global;
+        b->dirty = true;
+    }
+    b->synced = b->st.spent;
+    b->synced_period = b->st.period;
+    b->unsynced = false;
 }

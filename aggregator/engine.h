@@ -329,6 +329,23 @@ int sn_engine_budgets_export(sn_engine *e, bool all, sn_engine_budget_fn cb, voi
  * from zero); -EEXIST; -EINVAL (bad values); -ENOSPC (max_budget_keys) or -ENOMEM. */
 int sn_engine_budget_restore(sn_engine *e, const sn_engine_budget *b, int64_t now);
 
+/* One budget across replicas: each replica adds what it spent since the last sync to a shared
+ * per-period total (Redis INCRBYFLOAT) and takes the total as its spend, so the levels are
+ * judged on the spend of every replica. collect hands out at most max states that spent since
+ * their last sync, with the amount to add; apply takes the total back. No engine call may come
+ * between the two (the handles point into the engine's state). */
+typedef struct sn_engine_budget_sync {
+    sn_engine_budget b; /* who, and the local view of the period */
+    double delta;       /* spent here since the last sync (in this period) */
+    void *state;        /* the engine's handle, for apply */
+} sn_engine_budget_sync;
+
+size_t sn_engine_budgets_sync_collect(sn_engine *e, size_t max, sn_engine_budget_sync *out);
+
+/* Sets the state's spend to max(its own, global): global is the shared total after adding
+ * s->delta. Ignored when the period rolled over since collect or global is not finite. */
+void sn_engine_budgets_sync_apply(sn_engine *e, const sn_engine_budget_sync *s, double global);
+
 /* ---- merged views: one global key's baseline across replicas -----------------------------------
  *
  * With several replicas each one learns from the part of the traffic it receives. A replica

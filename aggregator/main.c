@@ -39,6 +39,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
@@ -81,6 +82,7 @@ typedef struct agg_settings {
     int64_t redis_timeout_ns;
     int64_t redis_lease_ttl_ns;
     bool redis_share_baselines;
+    bool redis_share_budgets;
     int64_t redis_baseline_interval_ns;
     int64_t redis_baseline_ttl_ns;
     int64_t redis_baseline_batch;
@@ -168,6 +170,8 @@ static const sn_config_desc descriptors[] = {
                     "leadership lease; a replica that stops renewing it is replaced after this"),
     SN_CFG_BOOL("redis.share_baselines", agg_settings, redis_share_baselines, "true",
                 "score against the baselines of every replica merged (compact baselines only)"),
+    SN_CFG_BOOL("redis.share_budgets", agg_settings, redis_share_budgets, "true",
+                "cost budgets count the spend of every replica (a shared total per period)"),
     SN_CFG_DURATION("redis.baseline_interval", agg_settings, redis_baseline_interval_ns, "5s",
                     SN_NS_PER_SEC, 3600 * SN_NS_PER_SEC,
                     "each key scored here is published and merged with the others' this often"),
@@ -677,6 +681,41 @@ static void restore_budgets(aggregator *a)
                     SN_LOG_UINT("purged", purged));
 }
 
+/* With Redis, once a second: what each budget state spent since its last sync is added to the
+ * shared total of its period, and the total becomes its spend (at most BUDGET_SYNC_MAX states
+ * a second; the rest wait). Redis down: each replica keeps counting its own spend. */
+#define BUDGET_SYNC_MAX 64
+#define BUDGET_KEY_MAX  (3 * SN_NAME_MAX + 96)
+
+static void budgets_sync(aggregator *a)
+{
+    static sn_engine_budget_sync items[BUDGET_SYNC_MAX];
+    static char text[BUDGET_SYNC_MAX][BUDGET_KEY_MAX];
+    const char *keys[BUDGET_SYNC_MAX];
+    double delta[BUDGET_SYNC_MAX], totals[BUDGET_SYNC_MAX];
+    int64_t ttl[BUDGET_SYNC_MAX];
+    size_t n = sn_engine_budgets_sync_collect(a->engine, BUDGET_SYNC_MAX, items);
+    if (n == 0)
+        return;
+    int64_t now = now_ns();
+    for (size_t i = 0; i < n; i++) {
+        const sn_engine_budget *b = &items[i].b;
+        /* Lengths make the key unambiguous whatever the names hold. */
+        snprintf(text[i], sizeof text[i], "%s:%d:%" PRId64 ":%zu:%s%zu:%s%s",
+                 sn_period_name(b->period), b->per_user ? 1 : 0, b->period_index,
+                 strlen(b->rule_service), b->rule_service, strlen(b->service), b->service, b->user);
+        keys[i] = text[i];
+        delta[i] = items[i].delta;
+        /* the period, plus a day for clocks and late events */
+        ttl[i] = sn_period_start_ns(b->period, b->period_index + 1) - now +
+                 INT64_C(86400) * SN_NS_PER_SEC;
+    }
+    if (sn_shared_budget_add(a->shared, n, keys, delta, ttl, totals) != 0)
+        return; /* fail open (counted): the states stay unsynced and are added next time */
+    for (size_t i = 0; i < n; i++)
+        sn_engine_budgets_sync_apply(a->engine, &items[i], totals[i]);
+}
+
 /* Ends a snapshot round: totals and one log line. */
 static void snapshot_done(aggregator *a, int64_t now, const char *why)
 {
@@ -805,6 +844,8 @@ static void on_tick(uv_timer_t *t)
     snapshot_tick(a, now);
     if (a->bshare != NULL)
         sn_bshare_tick(a->bshare, mono_ns());
+    if (a->shared != NULL && a->set->redis_share_budgets)
+        budgets_sync(a);
 }
 
 /* Loop thread: takes every queued batch (libuv coalesces wake-ups) and applies each. */

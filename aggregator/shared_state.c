@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -89,6 +90,7 @@ typedef enum shared_count {
     C_BASELINE_PUBLISHED,
     C_BASELINE_READ,
     C_BASELINE_EXPIRED,
+    C_BUDGET_ADDED,
     C_COUNT
 } shared_count;
 
@@ -108,6 +110,7 @@ static const char *const count_labels[C_COUNT][2] = {
     [C_BASELINE_PUBLISHED] = {"baseline", "published"},
     [C_BASELINE_READ] = {"baseline", "read"},
     [C_BASELINE_EXPIRED] = {"baseline", "expired"},
+    [C_BUDGET_ADDED] = {"budget", "added"},
 };
 
 /* One connection and the mutex that serialises its users. */
@@ -607,6 +610,7 @@ void sn_shared_stats_get(sn_shared *s, sn_shared_stats *out)
     out->baseline_published = atomic_load(&s->st[C_BASELINE_PUBLISHED]);
     out->baseline_read = atomic_load(&s->st[C_BASELINE_READ]);
     out->baseline_expired = atomic_load(&s->st[C_BASELINE_EXPIRED]);
+    out->budget_added = atomic_load(&s->st[C_BUDGET_ADDED]);
 }
 
 int sn_shared_register_metrics(sn_shared *s, sn_metrics *m, char *err, size_t errlen)
@@ -809,6 +813,67 @@ int sn_shared_baselines_exchange(sn_shared *s, size_t n, int64_t ttl_ns, sn_shar
     }
 
 out_unlock:
+    pthread_mutex_unlock(&s->loop.mu);
+    if (rc != 0)
+        count(s, C_FAIL_OPEN);
+    return rc;
+}
+
+/* ---- budgets ----------------------------------------------------------------------------------
+ */
+
+int sn_shared_budget_add(sn_shared *s, size_t n, const char *const *keys, const double *delta,
+                         const int64_t *ttl_ns, double *totals)
+{
+    if (n > SN_SHARED_EXCHANGE_MAX)
+        return -EINVAL;
+    int rc = 0;
+    pthread_mutex_lock(&s->loop.mu);
+    int64_t deadline = mono_ns() + 2 * s->timeout_ns;
+    if (conn_ensure(s, &s->loop) != 0) {
+        rc = -ENOTCONN;
+        goto out_unlock;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char key[KEY_MAX], d[40], ttl[24];
+        if (make_key(s, key, sizeof key, "budget", keys[i], NULL, NULL) != 0) {
+            rc = -ENAMETOOLONG;
+            goto out_unlock; /* nothing sent yet for this item: the pipeline is dropped below */
+        }
+        snprintf(d, sizeof d, "%.17g", delta[i]);
+        snprintf(ttl, sizeof ttl, "%" PRId64,
+                 ttl_ns[i] / NS_PER_MS > 0 ? ttl_ns[i] / NS_PER_MS : 1);
+        const char *incr[] = {"INCRBYFLOAT", key, d};
+        const char *pexp[] = {"PEXPIRE", key, ttl};
+        if (redisAppendCommandArgv(s->loop.c, 3, incr, NULL) != REDIS_OK ||
+            redisAppendCommandArgv(s->loop.c, 3, pexp, NULL) != REDIS_OK) {
+            rc = -ENOMEM;
+            goto out_unlock;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        redisReply *rep = exchange_reply(s, deadline);
+        if (rep == NULL) {
+            rc = -ETIMEDOUT;
+            goto out_unlock;
+        }
+        char *end = NULL;
+        totals[i] = rep->type == REDIS_REPLY_STRING ? strtod(rep->str, &end) : NAN;
+        if (end == NULL || *end != '\0')
+            totals[i] = NAN;
+        freeReplyObject(rep);
+        rep = exchange_reply(s, deadline);
+        if (rep == NULL) {
+            rc = -ETIMEDOUT;
+            goto out_unlock;
+        }
+        freeReplyObject(rep);
+        count(s, C_BUDGET_ADDED);
+    }
+
+out_unlock:
+    if (rc == -ENAMETOOLONG || rc == -ENOMEM)
+        conn_drop(s, &s->loop, "cannot queue the budget commands"); /* drops what was queued */
     pthread_mutex_unlock(&s->loop.mu);
     if (rc != 0)
         count(s, C_FAIL_OPEN);

@@ -19,6 +19,8 @@
  *                          "<8-byte little-endian wall ms><engine blob>", PEXPIRE ttl on every
  *                          publish: each replica writes its own field and reads the others'
  *                          (fields older than the ttl are ignored and deleted).
+ *   budgets                sentinel:budget:<rule>:<period>:<per_user>:<service>:<user>:<period
+ *                          index> = the spend of every replica in that period (INCRBYFLOAT).
  *   leadership             sentinel:leader = replica id with PX = lease ttl, taken when absent
  *                          and renewed only by its holder (compare-and-renew); given back at
  *                          destroy. sn_shared_is_leader() says whether the lease is ours and
@@ -76,6 +78,7 @@ typedef struct sn_shared_stats {
     uint64_t baseline_published; /* baseline keys written (and read back) */
     uint64_t baseline_read;      /* other replicas' blobs received */
     uint64_t baseline_expired;   /* stale replica fields deleted */
+    uint64_t budget_added;       /* budget spend added to the shared totals */
 } sn_shared_stats;
 
 /* Fills the defaults above. Never fails. */
@@ -155,6 +158,15 @@ typedef struct sn_shared_exchange_result {
 int sn_shared_baselines_exchange(sn_shared *s, size_t n, int64_t ttl_ns, sn_shared_blob_get_fn get,
                                  sn_shared_blob_put_fn put, void *ud,
                                  sn_shared_exchange_result *res);
+
+/* ---- budgets ---- */
+
+/* Adds delta[i] to the shared total <prefix>budget:<keys[i]> (INCRBYFLOAT) and sets its expiry
+ * to ttl_ns[i], for n (<= SN_SHARED_EXCHANGE_MAX) keys in one pipeline (within 2 x timeout);
+ * totals[i] is the total after the addition (NAN when the reply was not a number). Returns 0 or
+ * a negative errno (fail-open, counted; what was added before the failure stays added). */
+int sn_shared_budget_add(sn_shared *s, size_t n, const char *const *keys, const double *delta,
+                         const int64_t *ttl_ns, double *totals);
 
 /* Registers sentinel_aggregator_shared_state_total{operation, outcome} (the counters of
  * sn_shared_stats, those so far included) and the gauge sentinel_aggregator_leader in m, which

@@ -13,6 +13,9 @@
 #      contributions sit in Redis; 5000 ms sent to b is normal against the merged baseline,
 #      while the same value is a spike for a key only b knows (its half alone); 100000 ms is a
 #      spike against the merged baseline too;
+#   3c. one budget across replicas: $0.45 spent on a and $0.45 on b make a shared total of $0.90
+#      in Redis; $0.01 more on b fires the soft budget alert ($0.80 of $1) with $0.91 spent,
+#      which neither replica's own spend would;
 #   4. the leader is killed (SIGKILL): the other takes the lease over within the lease ttl;
 #   5. restart (Redis): both replicas restart on their data dirs; a batch replayed to the
 #      replica that never saw it is still answered DUPLICATE (the sequence lives in Redis), the
@@ -80,6 +83,7 @@ start() {
         --set redis.replica_id="agg-$r" --set redis.lease_ttl="${TTL_S}s" \
         --set alerts.quiet_period=1h --set engine.throughput.enabled=false \
         --set redis.baseline_interval=1s --set redis.baseline_ttl=5s \
+        --set engine.budgets=gbudget-svc:month:1 \
         2>>"$TMP/$r.log" &
     local pid=$!
     if [ "$r" = a ]; then A_PID=$pid; else B_PID=$pid; fi
@@ -234,6 +238,33 @@ done
 [ "$(spikes "$B_HTTP" share-svc latency_spike)" = 1 ] ||
     fail "1000000 ms was not a spike against the merged baseline"
 echo "shared baselines: merged view of 2 replicas, 80 samples"
+
+# ---- 3c. one budget across replicas ---------------------------------------------------------------
+budget_total() { # the shared total of gbudget-svc this month ("" before the first sync)
+    local k
+    k=$(rcli --scan --pattern 'sentinel:budget:month:*gbudget-svc*' | head -n 1)
+    [ -n "$k" ] && rcli get "$k"
+}
+total_is() { awk -v t="$(budget_total)" -v w="$1" 'BEGIN { exit !(t != "" && t > w - 0.001 && t < w + 0.001) }'; }
+wait_total() {
+    for _ in $(seq 1 50); do
+        total_is "$1" && return 0
+        sleep 0.1
+    done
+    fail "the shared budget total is '$(budget_total)', want $1"
+}
+[ "$(send 127.0.0.1:"$A_INGEST" gb-a 1 gbudget-svc gpt-4o 500 0.45)" = "OK 1" ] || fail "budget batch to a"
+wait_total 0.45
+[ "$(send 127.0.0.1:"$B_INGEST" gb-b 1 gbudget-svc gpt-4o 500 0.45)" = "OK 1" ] || fail "budget batch to b"
+wait_total 0.90 # b added its spend and took the total in the same tick
+[ "$(spikes "$A_HTTP" gbudget-svc budget)" = 0 ] && [ "$(spikes "$B_HTTP" gbudget-svc budget)" = 0 ] ||
+    fail "a budget alert before any replica spent past the soft level"
+[ "$(send 127.0.0.1:"$B_INGEST" gb-b 2 gbudget-svc gpt-4o 500 0.01)" = "OK 2" ] || fail "budget batch 2 to b"
+[ "$(spikes "$B_HTTP" gbudget-svc budget)" = 1 ] || fail "the shared budget did not fire on b"
+spent=$(api "$B_HTTP" "/api/v1/anomalies?service=gbudget-svc&anomaly_type=budget" |
+    jq -r '.anomalies[0].details.value')
+awk -v v="$spent" 'BEGIN { exit !(v > 0.909 && v < 0.911) }' || fail "the budget alert says $spent"
+echo "one budget across replicas: \$0.45 + \$0.45 + \$0.01 fired the soft alert on b"
 
 # ---- 4. the leader dies: the other takes over within the lease ttl -------------------------------
 if [ "$LEADER" = agg-a ]; then VICTIM=$A_PID; OTHER=agg-b; else VICTIM=$B_PID; OTHER=agg-a; fi
