@@ -151,12 +151,53 @@ START_TEST(restore_refusals)
 }
 END_TEST
 
+START_TEST(sync_takes_the_shared_total)
+{
+    /* Two replicas of one rule; a plain double stands for the shared total in Redis. */
+    sn_engine *a = engine("chat:day:1", NULL), *b = engine("chat:day:1", NULL);
+    double total = 0.0;
+    sn_engine_budget_sync it[4];
+    budget_alerts = 0;
+    spend(a, "chat", "", T0, 0.45);
+    spend(b, "chat", "", T0, 0.45);
+    sn_engine *order[] = {a, b};
+    for (int r = 0; r < 2; r++) {
+        size_t n = sn_engine_budgets_sync_collect(order[r], 4, it);
+        ck_assert_uint_eq(n, 1);
+        ck_assert_double_eq_tol(it[0].delta, 0.45, 1e-12);
+        ck_assert_str_eq(it[0].b.service, "chat");
+        total += it[0].delta;
+        sn_engine_budgets_sync_apply(order[r], &it[0], total);
+    }
+    ck_assert_uint_eq(sn_engine_budgets_sync_collect(b, 4, it), 0); /* nothing new */
+    /* b holds the total (0.90): a small spend crosses the soft level there. */
+    spend(b, "chat", "", T0 + SEC, 0.01);
+    ck_assert_uint_eq(budget_alerts, 1);
+    ck_assert_int_eq(last_severity, SN_SEV_HIGH);
+    /* Only the new spend is added next time, and a lower total never lowers the spend. */
+    ck_assert_uint_eq(sn_engine_budgets_sync_collect(b, 4, it), 1);
+    ck_assert_double_eq_tol(it[0].delta, 0.01, 1e-12);
+    sn_engine_budgets_sync_apply(b, &it[0], 0.01); /* a Redis that lost the key */
+    saved s = {0};
+    ck_assert_int_eq(sn_engine_budgets_export(b, true, save, &s), 0);
+    ck_assert_double_eq_tol(s.b[0].spent, 0.91, 1e-12);
+    /* A new period: the first sync adds all of that period's spend. */
+    spend(a, "chat", "", T0 + 86400 * SEC, 0.3);
+    ck_assert_uint_eq(sn_engine_budgets_sync_collect(a, 4, it), 1);
+    ck_assert_double_eq_tol(it[0].delta, 0.3, 1e-12);
+    ck_assert_int_eq(it[0].b.period_index, s.b[0].period_index + 1);
+    sn_engine_destroy(a);
+    sn_engine_destroy(b);
+}
+END_TEST
+
 static Suite *budget_suite(void)
 {
     Suite *s = suite_create("engine_budget_state");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, spend_survives_in_the_same_period);
     tcase_add_test(tc, restore_refusals);
+    tcase_add_test(tc, sync_takes_the_shared_total);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -693,6 +693,36 @@ START_TEST(baselines_are_exchanged_between_replicas)
 }
 END_TEST
 
+START_TEST(budget_totals_are_shared)
+{
+    redis_proc r = {0};
+    redis_start(&r);
+    sn_shared *a = replica(r.port, "agg-a", 0), *b = replica(r.port, "agg-b", 0);
+    const char *keys[] = {"day:0:20000:4:chat4:chat", "day:1:20000:1:*4:chatalice"};
+    double d1[] = {0.45, 0.1}, d2[] = {0.45, 0.2}, tot[2];
+    int64_t ttl[] = {60000 * MS, 60000 * MS};
+    ck_assert_int_eq(sn_shared_budget_add(a, 2, keys, d1, ttl, tot), 0);
+    ck_assert_double_eq_tol(tot[0], 0.45, 1e-12);
+    ck_assert_int_eq(sn_shared_budget_add(b, 2, keys, d2, ttl, tot), 0);
+    ck_assert_double_eq_tol(tot[0], 0.9, 1e-12);
+    ck_assert_double_eq_tol(tot[1], 0.3, 1e-12);
+    redisContext *c = raw(r.port);
+    redisReply *rep = redisCommand(c, "PTTL sentinel:budget:%s", keys[0]);
+    ck_assert_int_gt(rep->integer, 50000);
+    ck_assert_int_le(rep->integer, 60000);
+    freeReplyObject(rep);
+    redisFree(c);
+    sn_shared_stats st;
+    sn_shared_stats_get(b, &st);
+    ck_assert_uint_eq(st.budget_added, 2);
+    redis_kill(&r);
+    ck_assert_int_lt(sn_shared_budget_add(a, 1, keys, d1, ttl, tot), 0);
+    sn_shared_destroy(a);
+    sn_shared_destroy(b);
+    redis_stop(&r);
+}
+END_TEST
+
 static Suite *shared_suite(void)
 {
     Suite *s = suite_create("shared_state");
@@ -711,6 +741,7 @@ static Suite *shared_suite(void)
     tcase_add_test(tc, settings_are_checked);
     tcase_add_test(tc, key_prefix_is_used);
     tcase_add_test(tc, baselines_are_exchanged_between_replicas);
+    tcase_add_test(tc, budget_totals_are_shared);
     suite_add_tcase(s, tc);
     return s;
 }
