@@ -71,8 +71,14 @@ typedef struct key_state {
     uint8_t dirty;    /* changed since it was last handed to a snapshot: on the dirty list */
     uint8_t stored;   /* a snapshot of it exists (written or restored): delete it when dropped */
     uint8_t seasonal; /* which table the entry is in (for the dirty list) */
+    uint8_t view;     /* > 0: the cached summary is a merged view of this many replicas'
+                         windows (sn_engine_view_merge), kept until the next merge */
     sn_baseline_entry *dprev, *dnext; /* the engine's dirty list (oldest change first) */
 } key_state;
+
+/* The view flag sits in what was padding: the user area (and so every stored snapshot) keeps
+ * its size. */
+_Static_assert(sizeof(key_state) == 152, "key_state size is part of the snapshot format");
 
 /* ---- keyed tables with an update-ordered list ----------------------------------------------- */
 
@@ -148,6 +154,10 @@ typedef struct budget_rule {
 typedef struct budget_state {
     knode node;
     uint8_t rule;
+    bool dirty;    /* spent or fired since sn_engine_budgets_export last handed it out */
+    bool unsynced; /* spent since the last global sync (sn_engine_budgets_sync_*) */
+    double synced; /* the spend right after the last sync, in period synced_period */
+    int64_t synced_period;
     sn_budget st;
     char service[SN_NAME_MAX];
     char user[SN_SHORT_MAX];
@@ -174,6 +184,10 @@ struct sn_engine {
     unsigned drop_head, drop_count;
     bool drop_lost;
     sn_baseline_entry *dirty_head, *dirty_tail; /* keys changed since their last snapshot */
+    /* merged views (allocated on first use): a scratch table that validates other replicas'
+     * blobs and the sketch their windows are merged into */
+    sn_baseline *view_table;
+    sn_sketch *view_acc;
 };
 
 /* glibc malloc chunk of a request of n bytes (as shared/baseline.c counts). */
@@ -724,6 +738,8 @@ void sn_engine_destroy(sn_engine *e)
     kt_free(&e->pairs);
     sn_baseline_destroy(e->seasonal);
     sn_baseline_destroy(e->global);
+    sn_baseline_destroy(e->view_table);
+    sn_sketch_destroy(e->view_acc);
     free(e->dropped);
     free(e->snap_buf);
     free(e);
@@ -953,39 +969,54 @@ static inline pair_state *pair_get(sn_engine *e, const char *service, const char
     return p;
 }
 
+/* Maps a raw window summary r into the metric's scoring space (see key_summary); lmean, lvar and
+ * n are the log-space moments and the sample count behind them. */
+static void scoring_summary(const sn_engine *e, sn_metric m, sn_summary *r, double lmean,
+                            double lvar, uint64_t n)
+{
+    if (e->cfg.metrics[m].transform != SN_TRANSFORM_LOG || r->n == 0)
+        return;
+    r->min = to_model(e, m, r->min);
+    r->max = to_model(e, m, r->max);
+    r->median = to_model(e, m, r->median);
+    r->q1 = to_model(e, m, r->q1);
+    r->q3 = to_model(e, m, r->q3);
+    r->p95 = to_model(e, m, r->p95);
+    r->p99 = to_model(e, m, r->p99);
+    r->mad = (r->q3 - r->q1) / 2.0;
+    r->mean = lmean;
+    r->stddev = n >= 2 ? sqrt(lvar * (double)n / (double)(n - 1)) : 0.0;
+}
+
+/* Stores a scoring summary as the key's cached one. */
+static void cache_summary(key_state *ks, const sn_summary *r)
+{
+    double f[10] = {r->mean, r->stddev, r->min, r->max, r->median,
+                    r->q1,   r->q3,     r->p95, r->p99, r->mad};
+    for (int i = 0; i < 10; i++)
+        ks->cache[i] = (float)f[i];
+    ks->cache_n = r->n > UINT32_MAX ? UINT32_MAX : (uint32_t)r->n;
+    ks->summary_ok = 1;
+    ks->since_summary = 0;
+}
+
 /* The summary a key's values are scored against, in the metric's scoring space: the rolling
  * window's summary, or with the log transform its quantiles mapped through ln(1 + q) (exact:
  * quantiles commute with monotonic maps), MAD estimated as half the log IQR and mean/stddev from
  * the key's own moments of ln(1 + x). The baseline itself keeps raw values, so relative-accuracy
  * sketches keep their resolution and the API shows real units. Cached as floats in the key and
  * recomputed every summary_refresh samples (every sample while the key is in its warm-up,
- * where each sample still moves the statistics). */
+ * where each sample still moves the statistics). A merged view of several replicas
+ * (ks->view) stays the cached summary until the next merge replaces or removes it. */
 static void key_summary(sn_engine *e, sn_baseline *b, sn_baseline_entry *en, key_state *ks,
                         sn_metric m, sn_summary *out)
 {
-    if (!ks->summary_ok || sn_baseline_entry_seen(en) < (uint64_t)e->cfg.warmup ||
-        ks->since_summary >= (uint64_t)e->cfg.summary_refresh) {
+    if (ks->view == 0 && (!ks->summary_ok || sn_baseline_entry_seen(en) < (uint64_t)e->cfg.warmup ||
+                          ks->since_summary >= (uint64_t)e->cfg.summary_refresh)) {
         sn_summary r;
         sn_baseline_summary(b, en, &r);
-        if (e->cfg.metrics[m].transform == SN_TRANSFORM_LOG && r.n > 0) {
-            r.min = to_model(e, m, r.min);
-            r.max = to_model(e, m, r.max);
-            r.median = to_model(e, m, r.median);
-            r.q1 = to_model(e, m, r.q1);
-            r.q3 = to_model(e, m, r.q3);
-            r.p95 = to_model(e, m, r.p95);
-            r.p99 = to_model(e, m, r.p99);
-            r.mad = (r.q3 - r.q1) / 2.0;
-            uint64_t n = sn_baseline_entry_seen(en);
-            r.mean = ks->lmean;
-            r.stddev = n >= 2 ? sqrt(ks->lvar * (double)n / (double)(n - 1)) : 0.0;
-        }
-        double f[10] = {r.mean, r.stddev, r.min, r.max, r.median, r.q1, r.q3, r.p95, r.p99, r.mad};
-        for (int i = 0; i < 10; i++)
-            ks->cache[i] = (float)f[i];
-        ks->cache_n = r.n > UINT32_MAX ? UINT32_MAX : (uint32_t)r.n;
-        ks->summary_ok = 1;
-        ks->since_summary = 0;
+        scoring_summary(e, m, &r, ks->lmean, ks->lvar, sn_baseline_entry_seen(en));
+        cache_summary(ks, &r);
     }
     out->n = ks->cache_n;
     out->mean = ks->cache[0];
@@ -1486,6 +1517,7 @@ static void budget_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn e
         sn_budget_add(&b->st, &r->bc, ev->end_unix_nano, ev->cost_usd, &v);
         if (!v.ready)
             continue;
+        b->dirty = b->unsynced = true;
         e->st.evaluations[SN_CHECK_BUDGET]++;
         if (!v.anomaly)
             continue;
@@ -2232,6 +2264,7 @@ int sn_engine_restore(sn_engine *e, const char *key, const void *blob, size_t le
     memset(ks->cache, 0, sizeof ks->cache);
     ks->cache_n = 0;
     ks->summary_ok = 0;
+    ks->view = 0;
     ks->since_summary = 0;
     ks->stored = 1;
     return 0;
@@ -2245,4 +2278,260 @@ bool sn_engine_snapshot_live(const sn_engine *e, const char *key)
         return false;
     const sn_baseline *table = which == 'g' ? e->global : e->seasonal;
     return table != NULL && sn_baseline_find(table, svc, mdl, m) != NULL;
+}
+
+/* ---- merged views across replicas ------------------------------------------------------------ */
+
+void sn_engine_global_key(const char *service, const char *model, sn_metric m, char *buf,
+                          size_t cap)
+{
+    snprintf(buf, cap, "g/%s/%zu/%s%s", sn_metric_name(m), strlen(service), service, model);
+}
+
+int sn_engine_view_export(sn_engine *e, const char *service, const char *model, sn_metric m,
+                          const void **blob, size_t *len)
+{
+    sn_baseline_entry *en = sn_baseline_find(e->global, service, model, m);
+    if (en == NULL)
+        return -ENOENT;
+    int rc = snapshot_prepare(e);
+    if (rc == 0)
+        rc = sn_baseline_entry_serialize(e->global, en, e->snap_buf, e->snap_cap, len);
+    if (rc == 0)
+        *blob = e->snap_buf;
+    return rc;
+}
+
+/* Creates the scratch table and accumulator of merged views on first use. 0, -EPROTO (exact
+ * mode: windows of samples are not merged) or -ENOMEM. */
+static int view_prepare(sn_engine *e)
+{
+    if (e->cfg.baseline_mode != SN_BASELINE_COMPACT)
+        return -EPROTO;
+    if (e->view_table != NULL)
+        return 0;
+    sn_baseline_config bc;
+    sn_baseline_config_init(&bc);
+    bc.mode = SN_BASELINE_COMPACT;
+    bc.window = (uint32_t)e->cfg.window;
+    bc.memory_budget = 1 << 20; /* one entry at a time */
+    bc.hash_seed = e->seed ^ 0x71e3ull;
+    bc.user_bytes = sizeof(key_state);
+    int rc = sn_baseline_create(&e->view_table, &bc);
+    if (rc != 0)
+        return rc == -EINVAL ? -ENOMEM : rc;
+    /* Four times the buckets of one key's sketch: the union of a few replicas' windows keeps
+     * its resolution. */
+    rc = sn_sketch_create(&e->view_acc, SN_BASELINE_DEFAULT_SKETCH_ALPHA,
+                          4 * SN_BASELINE_DEFAULT_SKETCH_BUCKETS);
+    if (rc != 0) {
+        sn_baseline_destroy(e->view_table);
+        e->view_table = NULL;
+    }
+    return rc;
+}
+
+/* Log-space moments of one contribution, weighted by its window's samples. */
+typedef struct view_moments {
+    double w, sum, sumsq; /* sum of w_i m_i and of w_i (v_i + m_i^2) */
+} view_moments;
+
+static void view_add_moments(view_moments *vm, double w, double mean, double var)
+{
+    vm->w += w;
+    vm->sum += w * mean;
+    vm->sumsq += w * (var + mean * mean);
+}
+
+int sn_engine_view_merge(sn_engine *e, const char *service, const char *model, sn_metric m,
+                         unsigned n, const void *const *blobs, const size_t *lens,
+                         sn_engine_view *out)
+{
+    memset(out, 0, sizeof *out);
+    sn_summary_clear(&out->raw);
+    sn_baseline_entry *en = sn_baseline_find(e->global, service, model, m);
+    if (en == NULL)
+        return -ENOENT;
+    key_state *ks = sn_baseline_entry_user(en);
+    int rc = view_prepare(e);
+    if (rc != 0)
+        return rc;
+    sn_sketch_clear(e->view_acc);
+    rc = sn_baseline_entry_merge_window(e->global, en, e->view_acc);
+    if (rc != 0)
+        return rc;
+    out->local_n = sn_sketch_count(e->view_acc);
+    view_moments vm = {0};
+    view_add_moments(&vm, (double)out->local_n, ks->lmean, ks->lvar);
+    out->replicas = 1;
+    for (unsigned i = 0; i < n; i++) {
+        sn_baseline_entry *rn;
+        if (sn_baseline_restore(e->view_table, blobs[i], lens[i], 0, &rn) != 0) {
+            out->skipped++;
+            continue;
+        }
+        const key_state *rs = sn_baseline_entry_user(rn);
+        uint64_t before = sn_sketch_count(e->view_acc);
+        /* Only the same key, with sane moments, and while the union fits. */
+        if (sn_baseline_entry_metric(rn) != m ||
+            strcmp(sn_baseline_entry_service(rn), service) != 0 ||
+            strcmp(sn_baseline_entry_model(rn), model) != 0 || !key_state_ok(rs) ||
+            out->replicas >= SN_ENGINE_VIEW_MAX ||
+            sn_baseline_entry_merge_window(e->view_table, rn, e->view_acc) != 0) {
+            out->skipped++;
+        } else {
+            view_add_moments(&vm, (double)(sn_sketch_count(e->view_acc) - before), rs->lmean,
+                             rs->lvar);
+            out->replicas++;
+        }
+        sn_baseline_remove(e->view_table, rn);
+    }
+    if (out->replicas == 1) { /* nobody else: back to the local summary */
+        ks->view = 0;
+        ks->summary_ok = 0;
+        sn_baseline_summary(e->global, en, &out->raw);
+        return 0;
+    }
+    sn_sketch_summary(e->view_acc, &out->raw);
+    sn_summary r = out->raw;
+    double lmean = vm.w > 0.0 ? vm.sum / vm.w : ks->lmean;
+    double lvar = vm.w > 0.0 ? fmax(0.0, vm.sumsq / vm.w - lmean * lmean) : ks->lvar;
+    scoring_summary(e, m, &r, lmean, lvar, r.n);
+    cache_summary(ks, &r);
+    ks->view = (uint8_t)out->replicas;
+    return 0;
+}
+
+static int view_clear(const sn_baseline_entry *en, void *arg)
+{
+    (void)arg;
+    key_state *ks = sn_baseline_entry_user((sn_baseline_entry *)en);
+    if (ks->view != 0) {
+        ks->view = 0;
+        ks->summary_ok = 0;
+    }
+    return 0;
+}
+
+void sn_engine_view_clear_all(sn_engine *e)
+{
+    sn_baseline_foreach(e->global, view_clear, NULL);
+}
+
+unsigned sn_engine_view_replicas(sn_engine *e, const sn_baseline_entry *en)
+{
+    (void)e; /* the user area is the engine's: asked through it */
+    const key_state *ks = sn_baseline_entry_user((sn_baseline_entry *)en);
+    return ks->view;
+}
+
+/* ---- budget spend that survives a restart ------------------------------------------------------
+ */
+
+int sn_engine_budgets_export(sn_engine *e, bool all, sn_engine_budget_fn cb, void *ud)
+{
+    for (knode *n = e->budgets.oldest; n != NULL; n = n->next) {
+        budget_state *b = (budget_state *)n;
+        if ((!b->dirty && !all) || !b->st.started || b->rule >= e->nrules)
+            continue;
+        const budget_rule *r = &e->rules[b->rule];
+        sn_engine_budget out = {
+            .rule_service = r->any ? "*" : r->service,
+            .period = r->bc.period,
+            .per_user = r->per_user,
+            .service = b->service,
+            .user = b->user,
+            .period_index = b->st.period,
+            .spent = b->st.spent,
+            .soft_fired = b->st.soft_fired,
+            .hard_fired = b->st.hard_fired,
+            .last_seen = n->last_seen,
+        };
+        int rc = cb(&out, ud);
+        if (rc != 0)
+            return rc;
+        b->dirty = false;
+    }
+    return 0;
+}
+
+int sn_engine_budget_restore(sn_engine *e, const sn_engine_budget *in, int64_t now)
+{
+    if (in->rule_service == NULL || in->service == NULL || in->user == NULL ||
+        !isfinite(in->spent) || in->spent < 0.0 || in->service[0] == '\0')
+        return -EINVAL;
+    unsigned i = 0;
+    for (; i < e->nrules; i++) {
+        const budget_rule *r = &e->rules[i];
+        if (r->bc.period == in->period && r->per_user == in->per_user &&
+            strcmp(r->any ? "*" : r->service, in->rule_service) == 0 &&
+            (r->any || strcmp(r->service, in->service) == 0))
+            break;
+    }
+    if (i == e->nrules || (in->per_user && in->user[0] == '\0') ||
+        (!in->per_user && in->user[0] != '\0'))
+        return -ENOENT;
+    if (sn_period_index(in->period, now) != in->period_index)
+        return -ESTALE; /* that period is over: the new one starts from zero */
+    budget_state *b = budget_get(e, i, in->service, in->user, now);
+    if (b == NULL)
+        return e->budgets.count >= e->budgets.max ? -ENOSPC : -ENOMEM;
+    if (b->st.started)
+        return -EEXIST;
+    b->st.started = true;
+    b->st.period = in->period_index;
+    b->st.spent = in->spent;
+    b->st.soft_fired = in->soft_fired;
+    b->st.hard_fired = in->hard_fired;
+    b->dirty = false;
+    b->synced = in->spent; /* counted globally before the restart, if it was shared */
+    b->synced_period = in->period_index;
+    return 0;
+}
+
+/* ---- one budget across replicas ---- */
+
+size_t sn_engine_budgets_sync_collect(sn_engine *e, size_t max, sn_engine_budget_sync *out)
+{
+    size_t n = 0;
+    for (knode *k = e->budgets.oldest; k != NULL && n < max; k = k->next) {
+        budget_state *b = (budget_state *)k;
+        if (!b->unsynced || !b->st.started || b->rule >= e->nrules)
+            continue;
+        const budget_rule *r = &e->rules[b->rule];
+        double base = b->synced_period == b->st.period ? b->synced : 0.0;
+        out[n].b = (sn_engine_budget){
+            .rule_service = r->any ? "*" : r->service,
+            .period = r->bc.period,
+            .per_user = r->per_user,
+            .service = b->service,
+            .user = b->user,
+            .period_index = b->st.period,
+            .spent = b->st.spent,
+            .soft_fired = b->st.soft_fired,
+            .hard_fired = b->st.hard_fired,
+            .last_seen = k->last_seen,
+        };
+        out[n].delta = b->st.spent - base;
+        out[n].state = b;
+        n++;
+    }
+    return n;
+}
+
+void sn_engine_budgets_sync_apply(sn_engine *e, const sn_engine_budget_sync *s, double global)
+{
+    (void)e;
+    budget_state *b = s->state;
+    if (b->st.period != s->b.period_index || !isfinite(global))
+        return; /* the period rolled over meanwhile: the next sync starts it */
+    /* Another replica's spend counts from now; ours never goes down (a Redis that lost the
+     * key restarts the sum from our delta). */
+    if (global > b->st.spent) {
+        b->st.spent = global;
+        b->dirty = true;
+    }
+    b->synced = b->st.spent;
+    b->synced_period = b->st.period;
+    b->unsynced = false;
 }

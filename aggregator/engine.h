@@ -273,8 +273,7 @@ void sn_engine_get_stats(const sn_engine *e, sn_engine_stats *out);
  * SN_ENGINE_DROPPED_MAX; beyond that the queue is marked lost) and handed out as deletions.
  * What is not saved: the per-(service, model) windows (error rate, throughput, drift) -- short
  * windows relearnt within minutes, and a restored throughput baseline would judge the
- * restart's own silence as a drop -- and the budget spend (a restart starts the current
- * period's spend from zero). */
+ * restart's own silence as a drop. The budget spend is saved apart (sn_engine_budgets_export). */
 
 #define SN_ENGINE_DROPPED_MAX 1024u /* dropped keys remembered for deletion */
 /* The longest snapshot key text, NUL included. */
@@ -317,6 +316,99 @@ bool sn_engine_snapshot_live(const sn_engine *e, const char *key);
  * with the log transform are scored in log space (sn_engine_metric_transform). */
 sn_baseline *sn_engine_baselines(sn_engine *e);
 sn_engine_transform sn_engine_metric_transform(const sn_engine *e, sn_metric m);
+
+/* ---- budget spend that survives a restart ---------------------------------------------------
+ *
+ * Each budget state (rule, service, user) is handed out as plain values; a rule is named by
+ * its (service pattern, period, per_user), as sn_engine_set_config keeps state across rule
+ * changes, so a restored amount follows its rule even when the rule list was reordered or the
+ * amount changed. */
+
+typedef struct sn_engine_budget {
+    const char *rule_service; /* the rule's service, "*" for each service */
+    sn_period period;
+    bool per_user;
+    const char *service;  /* the service spending */
+    const char *user;     /* per-user rules: the user; else "" */
+    int64_t period_index; /* sn_period_index of the period the spend belongs to */
+    double spent;
+    bool soft_fired, hard_fired;
+    int64_t last_seen; /* ns of the last event (export only) */
+} sn_engine_budget;
+
+/* Receives one budget state (strings borrowed for the call); non-zero stops the walk and the
+ * state stays dirty. */
+typedef int (*sn_engine_budget_fn)(const sn_engine_budget *b, void *ud);
+
+/* Hands out every budget state that spent since it was last handed out (`all`: every one),
+ * oldest first. O(budget states). Returns 0 or the first non-zero cb return. */
+int sn_engine_budgets_export(sn_engine *e, bool all, sn_engine_budget_fn cb, void *ud);
+
+/* Restores one budget state (before the first event) when its rule still exists and `now` is in
+ * the same period. Returns 0; -ENOENT (no such rule now); -ESTALE (another period: it starts
+ * from zero); -EEXIST; -EINVAL (bad values); -ENOSPC (max_budget_keys) or -ENOMEM. */
+int sn_engine_budget_restore(sn_engine *e, const sn_engine_budget *b, int64_t now);
+
+/* One budget across replicas: each replica adds what it spent since the last sync to a shared
+ * per-period total (Redis INCRBYFLOAT) and takes the total as its spend, so the levels are
+ * judged on the spend of every replica. collect hands out at most max states that spent since
+ * their last sync, with the amount to add; apply takes the total back. No engine call may come
+ * between the two (the handles point into the engine's state). */
+typedef struct sn_engine_budget_sync {
+    sn_engine_budget b; /* who, and the local view of the period */
+    double delta;       /* spent here since the last sync (in this period) */
+    void *state;        /* the engine's handle, for apply */
+} sn_engine_budget_sync;
+
+size_t sn_engine_budgets_sync_collect(sn_engine *e, size_t max, sn_engine_budget_sync *out);
+
+/* Sets the state's spend to max(its own, global): global is the shared total after adding
+ * s->delta. Ignored when the period rolled over since collect or global is not finite. */
+void sn_engine_budgets_sync_apply(sn_engine *e, const sn_engine_budget_sync *s, double global);
+
+/* ---- merged views: one global key's baseline across replicas -----------------------------------
+ *
+ * With several replicas each one learns from the part of the traffic it receives. A replica
+ * publishes its key blobs (sn_engine_view_export) and merges the other replicas' blobs of the
+ * same key into a read-only view (sn_engine_view_merge): the union of every replica's rolling
+ * window (the compact sketches merge exactly, bucket counts add), log-space moments combined
+ * by weight (Chan), and that view becomes the key's scoring summary until the next merge. The
+ * key's own statistics, detector state and snapshots stay local; only the global table is
+ * merged (seasonal keys are not). Compact mode only: a window of raw samples is not merged. */
+
+#define SN_ENGINE_VIEW_MAX 16u /* contributions merged into one view, this replica's included */
+
+typedef struct sn_engine_view {
+    sn_summary raw;    /* the merged window, in the metric's own unit */
+    unsigned replicas; /* contributions merged, this replica's included (1: local only) */
+    unsigned skipped;  /* blobs refused: corrupt, another key or configuration, too many */
+    uint64_t local_n;  /* this replica's window samples */
+} sn_engine_view;
+
+/* The text key of global key (service, model, m) as snapshots and views name it
+ * ("g/<metric>/<service length>/<service><model>") into buf. */
+void sn_engine_global_key(const char *service, const char *model, sn_metric m, char *buf,
+                          size_t cap);
+
+/* Serialises the global key (service, model, m) for other replicas into *blob / *len. The blob is
+ * the engine's (valid until the next engine call). Returns 0, -ENOENT (no such key) or -ENOMEM. */
+int sn_engine_view_export(sn_engine *e, const char *service, const char *model, sn_metric m,
+                          const void **blob, size_t *len);
+
+/* Merges the global key (service, model, m) with n blobs of other replicas (borrowed) into its
+ * scoring view, kept until the next call for that key; with no usable blob the key goes back
+ * to its local summary. Each blob is validated as a snapshot is (a bad one is skipped and
+ * counted in out->skipped); at most SN_ENGINE_VIEW_MAX contributions are merged. Fills *out.
+ * Returns 0; -ENOENT when the key is not here; -EPROTO in exact mode; -ENOMEM. */
+int sn_engine_view_merge(sn_engine *e, const char *service, const char *model, sn_metric m,
+                         unsigned n, const void *const *blobs, const size_t *lens,
+                         sn_engine_view *out);
+
+/* Drops every merged view (each key is scored on its local summary again). O(keys). */
+void sn_engine_view_clear_all(sn_engine *e);
+
+/* Replicas in the key's merged view (0: none, scored locally). en from sn_engine_baselines. */
+unsigned sn_engine_view_replicas(sn_engine *e, const sn_baseline_entry *en);
 
 /* --- configuration descriptors ---------------------------------------------------------- */
 

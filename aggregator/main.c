@@ -23,6 +23,7 @@
 #include "alerts.h"
 #include "api.h"
 #include "baseline.h"
+#include "baseline_share.h"
 #include "cli.h"
 #include "dashboard.h"
 #include "deliver/deliver.h"
@@ -38,6 +39,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
@@ -66,6 +68,7 @@ typedef struct agg_settings {
     int64_t retention_days;
     int64_t snapshot_interval_ns;
     int64_t snapshot_batch;
+    bool reapply_api_config;
     int64_t alerts_max;
     int64_t dedup_window_ns;
     int64_t quiet_period_ns;
@@ -78,6 +81,12 @@ typedef struct agg_settings {
     char redis_replica_id[SN_SHARED_ID_MAX + 1];
     int64_t redis_timeout_ns;
     int64_t redis_lease_ttl_ns;
+    bool redis_share_baselines;
+    bool redis_share_budgets;
+    int64_t redis_baseline_interval_ns;
+    int64_t redis_baseline_ttl_ns;
+    int64_t redis_baseline_batch;
+    int64_t redis_baseline_max_pairs;
     sn_engine_config engine;
     sn_deliver_settings deliver;
     sn_cli_log_settings log;
@@ -123,6 +132,9 @@ static const sn_config_desc descriptors[] = {
                     "shutdown), so a restart resumes them instead of starting cold"),
     SN_CFG_INT("state.snapshot_batch", agg_settings, snapshot_batch, "2000", 1, 1000000,
                "most baseline keys written per second while a snapshot is in progress"),
+    SN_CFG_BOOL("state.reapply_api_config", agg_settings, reapply_api_config, "true",
+                "at start, apply the settings last changed through POST /api/v1/config on top of "
+                "file, environment and flags (false: drop them)"),
     SN_CFG_INT("alerts.max_active", agg_settings, alerts_max, "1024", 1, 1000000,
                "alerts held in memory (firing, and recently resolved for grouping)"),
     SN_CFG_DURATION("alerts.dedup_window", agg_settings, dedup_window_ns, "5m", SN_NS_PER_SEC,
@@ -156,6 +168,20 @@ static const sn_config_desc descriptors[] = {
     SN_CFG_DURATION("redis.lease_ttl", agg_settings, redis_lease_ttl_ns, "10s", 2 * SN_NS_PER_SEC,
                     3600 * SN_NS_PER_SEC,
                     "leadership lease; a replica that stops renewing it is replaced after this"),
+    SN_CFG_BOOL("redis.share_baselines", agg_settings, redis_share_baselines, "true",
+                "score against the baselines of every replica merged (compact baselines only)"),
+    SN_CFG_BOOL("redis.share_budgets", agg_settings, redis_share_budgets, "true",
+                "cost budgets count the spend of every replica (a shared total per period)"),
+    SN_CFG_DURATION("redis.baseline_interval", agg_settings, redis_baseline_interval_ns, "5s",
+                    SN_NS_PER_SEC, 3600 * SN_NS_PER_SEC,
+                    "each key scored here is published and merged with the others' this often"),
+    SN_CFG_DURATION("redis.baseline_ttl", agg_settings, redis_baseline_ttl_ns, "30s",
+                    2 * SN_NS_PER_SEC, INT64_C(24) * 3600 * SN_NS_PER_SEC,
+                    "a replica's baselines not republished for this long leave the merged views"),
+    SN_CFG_INT("redis.baseline_batch", agg_settings, redis_baseline_batch, "256", 1,
+               SN_SHARED_EXCHANGE_MAX, "baseline keys exchanged with Redis per second at most"),
+    SN_CFG_INT("redis.baseline_max_pairs", agg_settings, redis_baseline_max_pairs, "4096", 1,
+               1 << 20, "(service, model) pairs shared per round; more wait for a later round"),
     SN_ENGINE_DESCRIPTORS("engine", agg_settings, engine),
     SN_DELIVER_DESCRIPTORS(agg_settings, deliver),
     SN_CLI_LOG_DESCRIPTORS(agg_settings, log),
@@ -207,6 +233,7 @@ typedef struct aggregator {
     sn_api *api;
     sn_deliver *deliver;             /* alert sinks; NULL until started */
     sn_shared *shared;               /* replicas' shared state; NULL: embedded (redis.url empty) */
+    sn_bshare *bshare;               /* shared baselines; NULL: off (embedded, or not wanted) */
     bool in_tick;                    /* on_tick is running: anomalies come from silence checks */
     uint64_t tick_anomalies_skipped; /* silence anomalies left to the leader */
     sn_recent *recent; /* recent values per key (GET /api/v1/series); NULL: none kept */
@@ -218,6 +245,7 @@ typedef struct aggregator {
     bool snap_force_all;                 /* a failed commit: the next round writes every key */
     uint64_t snap_written, snap_deleted; /* this round */
     uint64_t snap_written_total, snap_deleted_total, snap_failures;
+    bool budgets_force_all; /* a failed save: the next one writes every budget state */
 
     /* the hand-off from the ingest handler thread: guarded by mu */
     pthread_mutex_t mu;
@@ -234,6 +262,13 @@ typedef struct aggregator {
     uint64_t anomalies;
     uint64_t store_errors;
 } aggregator;
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * SN_NS_PER_SEC + ts.tv_nsec;
+}
 
 static int64_t now_ns(void)
 {
@@ -503,6 +538,8 @@ static int apply_on_loop(aggregator *a, const sn_ingest_batch *b)
         sn_engine_observe(a->engine, &b->events[i], on_anomaly, a);
         if (a->recent != NULL)
             sn_recent_add_event(a->recent, &b->events[i]);
+        if (a->bshare != NULL)
+            sn_bshare_touch(a->bshare, b->events[i].service, b->events[i].model);
     }
     for (size_t i = 0; i < b->nalerts; i++)
         sn_engine_local_alert(a->engine, &b->alerts[i], now, on_anomaly, a);
@@ -589,9 +626,135 @@ static int snapshot_step(aggregator *a, size_t max_keys)
     return res.complete ? 1 : 0;
 }
 
+/* ---- budget spend (saved with every snapshot round, restored at start) ---------------------- */
+
+static int budget_write(const sn_engine_budget *b, void *ud)
+{
+    aggregator *a = ud;
+    sn_store_budget row = {.rule_service = b->rule_service,
+                           .period = sn_period_name(b->period),
+                           .per_user = b->per_user,
+                           .service = b->service,
+                           .user = b->user,
+                           .period_index = b->period_index,
+                           .spent = b->spent,
+                           .soft_fired = b->soft_fired,
+                           .hard_fired = b->hard_fired,
+                           .updated_ns = now_ns()};
+    return sn_store_budget_put(a->store, &row);
+}
+
+/* Writes the budget states that spent since the last call, in one transaction (a failure is
+ * logged and the next call writes them all). */
+static void budgets_save(aggregator *a)
+{
+    if (sn_engine_get_config(a->engine)->budgets.count == 0 && !a->budgets_force_all)
+        return;
+    int rc = sn_store_begin(a->store);
+    if (rc == 0)
+        rc = sn_engine_budgets_export(a->engine, a->budgets_force_all, budget_write, a);
+    if (rc == 0)
+        rc = sn_store_commit(a->store);
+    a->budgets_force_all = rc != 0;
+    if (rc != 0) {
+        sn_log_error("cannot save the budget spend",
+                     SN_LOG_STR("error", sn_store_errmsg(a->store)));
+        sn_store_rollback(a->store);
+    }
+}
+
+typedef struct budget_counts {
+    aggregator *a;
+    int64_t now;
+    uint64_t restored, other_period, no_rule, failed;
+} budget_counts;
+
+static int budget_restore(const sn_store_budget *row, void *ud)
+{
+    budget_counts *c = ud;
+    int p = 0;
+    while (p <= SN_PERIOD_MONTH && strcmp(sn_period_name((sn_period)p), row->period) != 0)
+        p++;
+    sn_engine_budget b = {.rule_service = row->rule_service,
+                          .period = (sn_period)p,
+                          .per_user = row->per_user,
+                          .service = row->service,
+                          .user = row->user,
+                          .period_index = row->period_index,
+                          .spent = row->spent,
+                          .soft_fired = row->soft_fired,
+                          .hard_fired = row->hard_fired};
+    int rc = p <= SN_PERIOD_MONTH ? sn_engine_budget_restore(c->a->engine, &b, c->now) : -ENOENT;
+    if (rc == 0)
+        c->restored++;
+    else if (rc == -ESTALE)
+        c->other_period++;
+    else if (rc == -ENOENT)
+        c->no_rule++;
+    else
+        c->failed++;
+    return 0;
+}
+
+/* At start, before ingest: the spend of the current periods comes back (rows of periods that
+ * are over, or of rules that no longer exist, are not restored; rows not written for 32 days
+ * are deleted). */
+static void restore_budgets(aggregator *a)
+{
+    budget_counts c = {.a = a, .now = now_ns()};
+    uint64_t purged = 0;
+    int rc = sn_store_budget_purge(a->store, c.now - INT64_C(32) * 86400 * SN_NS_PER_SEC, &purged);
+    if (rc == 0)
+        rc = sn_store_budget_foreach(a->store, budget_restore, &c);
+    if (rc != 0)
+        sn_log_error("cannot read the budget spend",
+                     SN_LOG_STR("error", sn_store_errmsg(a->store)));
+    if (c.restored + c.other_period + c.no_rule + c.failed + purged > 0)
+        sn_log_info("budget spend restored", SN_LOG_UINT("budgets", c.restored),
+                    SN_LOG_UINT("other_period", c.other_period),
+                    SN_LOG_UINT("without_rule", c.no_rule), SN_LOG_UINT("failed", c.failed),
+                    SN_LOG_UINT("purged", purged));
+}
+
+/* With Redis, once a second: what each budget state spent since its last sync is added to the
+ * shared total of its period, and the total becomes its spend (at most BUDGET_SYNC_MAX states
+ * a second; the rest wait). Redis down: each replica keeps counting its own spend. */
+#define BUDGET_SYNC_MAX 64
+#define BUDGET_KEY_MAX  (3 * SN_NAME_MAX + 96)
+
+static void budgets_sync(aggregator *a)
+{
+    static sn_engine_budget_sync items[BUDGET_SYNC_MAX];
+    static char text[BUDGET_SYNC_MAX][BUDGET_KEY_MAX];
+    const char *keys[BUDGET_SYNC_MAX];
+    double delta[BUDGET_SYNC_MAX], totals[BUDGET_SYNC_MAX];
+    int64_t ttl[BUDGET_SYNC_MAX];
+    size_t n = sn_engine_budgets_sync_collect(a->engine, BUDGET_SYNC_MAX, items);
+    if (n == 0)
+        return;
+    int64_t now = now_ns();
+    for (size_t i = 0; i < n; i++) {
+        const sn_engine_budget *b = &items[i].b;
+        /* Lengths make the key unambiguous whatever the names hold. */
+        snprintf(text[i], sizeof text[i], "%s:%d:%" PRId64 ":%zu:%s%zu:%s%s",
+                 sn_period_name(b->period), b->per_user ? 1 : 0, b->period_index,
+                 strlen(b->rule_service), b->rule_service, strlen(b->service), b->service, b->user);
+        keys[i] = text[i];
+        delta[i] = items[i].delta;
+        /* the period, plus a day for clocks and late events */
+        ttl[i] = sn_period_start_ns(b->period, b->period_index + 1) - now +
+                 INT64_C(86400) * SN_NS_PER_SEC;
+    }
+    if (sn_shared_budget_add(a->shared, n, keys, delta, ttl, totals) != 0)
+        return; /* fail open (counted): the states stay unsynced and are added next time */
+    for (size_t i = 0; i < n; i++)
+        sn_engine_budgets_sync_apply(a->engine, &items[i], totals[i]);
+}
+
 /* Ends a snapshot round: totals and one log line. */
 static void snapshot_done(aggregator *a, int64_t now, const char *why)
 {
+    budgets_save(a);
     a->snap_written_total += a->snap_written;
     a->snap_deleted_total += a->snap_deleted;
     if (a->snap_written > 0 || a->snap_deleted > 0 || strcmp(why, "shutdown") == 0) {
@@ -634,6 +797,8 @@ static void snapshot_final(aggregator *a)
         a->snap_started_ns = now_ns();
     if (snapshot_step(a, 0) == 1)
         snapshot_done(a, now_ns(), "shutdown");
+    else
+        budgets_save(a);
 }
 
 /* Store visitor at start: restores one key, counting the outcome; never stops the walk. */
@@ -712,6 +877,10 @@ static void on_tick(uv_timer_t *t)
         sn_store_rollback(a->store);
     }
     snapshot_tick(a, now);
+    if (a->bshare != NULL)
+        sn_bshare_tick(a->bshare, mono_ns());
+    if (a->shared != NULL && a->set->redis_share_budgets)
+        budgets_sync(a);
 }
 
 /* Loop thread: takes every queued batch (libuv coalesces wake-ups) and applies each. */
@@ -931,8 +1100,16 @@ static int visit_baseline(const sn_baseline_entry *e, void *arg)
         return 0;
     if (json_array_size(q->list) >= 1000)
         return 1; /* bounded answer */
+    /* With shared baselines, the merged view this replica scores against (samples of every
+     * replica), else the local window. */
     sn_summary sm;
-    sn_baseline_summary(sn_engine_baselines(q->a->engine), e, &sm);
+    sn_engine_view view = {.replicas = 1};
+    if (q->a->bshare != NULL && sn_bshare_view_get(q->a->bshare, e, &view))
+        sm = view.raw;
+    else
+        sn_baseline_summary(sn_engine_baselines(q->a->engine), e, &sm);
+    if (view.replicas == 1)
+        view.local_n = sm.n;
     char last[40] = "";
     sn_alert_format_time(sn_baseline_entry_last_seen(e), last, sizeof last);
     json_t *o =
@@ -943,8 +1120,11 @@ static int visit_baseline(const sn_baseline_entry *e, void *arg)
                   jnum(sm.stddev), "min", jnum(sm.min), "max", jnum(sm.max), "median",
                   jnum(sm.median), "q1", jnum(sm.q1), "q3", jnum(sm.q3), "p95", jnum(sm.p95), "p99",
                   jnum(sm.p99), "mad", jnum(sm.mad), "last_seen", last);
-    if (o != NULL)
+    if (o != NULL) {
+        json_object_set_new(o, "replicas", json_integer((json_int_t)view.replicas));
+        json_object_set_new(o, "local_samples", json_integer((json_int_t)view.local_n));
         json_array_append_new(q->list, o);
+    }
     return 0;
 }
 
@@ -1142,25 +1322,141 @@ static int api_config_get(void *ud, json_t **out)
     return *out == NULL ? -ENOMEM : 0;
 }
 
+/* ---- configuration changed through the API, kept across restarts ---------------------------- */
+
+#define API_OVERLAY_SOURCE "api-overlay"
+
+/* The API overlay: every setting whose value now comes from the API, as {"path": value} (lists
+ * as arrays, the rest as canonical text; secrets left out). New reference, or NULL when out of
+ * memory. */
+static json_t *api_overlay(const sn_config *cfg, const void *target)
+{
+    json_t *o = json_object();
+    size_t n = 0;
+    const sn_config_desc *d = sn_config_descriptors(cfg, &n);
+    char origin[64], text[SN_CONFIG_VALUE_MAX + 1];
+    for (size_t i = 0; o != NULL && i < n; i++) {
+        if ((d[i].flags & SN_CONFIG_SECRET) ||
+            sn_config_origin(cfg, d[i].path, origin, sizeof origin) != SN_CONFIG_FROM_API)
+            continue;
+        json_t *v;
+        if (d[i].type == SN_CONFIG_LIST) {
+            const sn_config_list *l = (const sn_config_list *)((const char *)target + d[i].offset);
+            v = json_array();
+            for (uint32_t k = 0; v != NULL && k < l->count; k++)
+                json_array_append_new(v, json_string(l->items[k]));
+        } else {
+            sn_config_format_value(&d[i], target, text, sizeof text);
+            v = json_string(text);
+        }
+        if (v == NULL || json_object_set_new(o, d[i].path, v) != 0) {
+            json_decref(o);
+            o = NULL;
+        }
+    }
+    return o;
+}
+
+/* Records the overlay (source api-overlay) so that the next start can re-apply it. */
+static void api_overlay_record(aggregator *a)
+{
+    json_t *o = api_overlay(a->config, a->set);
+    char *text = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    if (text == NULL || sn_store_config_append(a->store, now_ns(), API_OVERLAY_SOURCE, text) != 0)
+        sn_log_error(
+            "cannot record the configuration changed through the API",
+            SN_LOG_STR("error", text == NULL ? "out of memory" : sn_store_errmsg(a->store)));
+    free(text);
+    json_decref(o);
+}
+
+/* Applies a JSON object of changes atomically and validates the engine's settings as a whole,
+ * then hands them to the engine when it exists. Returns 0, or -EINVAL with err filled and the
+ * settings as they were. */
+static int apply_changes(aggregator *a, const json_t *changes, size_t *n, sn_config_error *err)
+{
+    agg_settings *s = (agg_settings *)a->set;
+    agg_settings before = *s;
+    int rc = sn_config_apply_json(a->config, changes, n, err);
+    if (rc == 0)
+        rc = sn_engine_config_validate(&s->engine, "engine", err);
+    if (rc == 0 && a->engine != NULL)
+        rc = sn_engine_set_config(a->engine, &s->engine, err);
+    if (rc != 0)
+        *s = before; /* the engine refused what the config accepted: keep both as they were */
+    return rc != 0 ? -EINVAL : 0;
+}
+
+typedef struct overlay_find {
+    char *json; /* the newest overlay (malloc'd), or NULL */
+    int64_t ts;
+} overlay_find;
+
+static int find_overlay(int64_t ts_ns, const char *source, const char *json, void *ud)
+{
+    overlay_find *f = ud;
+    if (strcmp(source, API_OVERLAY_SOURCE) != 0)
+        return 0;
+    f->json = strdup(json);
+    f->ts = ts_ns;
+    return 1; /* newest first: done */
+}
+
+/* At start, before the engine is created: with state.reapply_api_config, the newest API overlay
+ * is applied on top of file, environment and flags (atomically; refused as a whole when a value
+ * no longer validates, which is logged and the file's configuration runs). Without it, a
+ * non-empty overlay is replaced by an empty one, so the API's changes do not come back later. */
+static void reapply_api_config(aggregator *a)
+{
+    overlay_find f = {NULL, 0};
+    if (sn_store_config_history(a->store, 0, find_overlay, &f) < 0) {
+        sn_log_error("cannot read the configuration history",
+                     SN_LOG_STR("error", sn_store_errmsg(a->store)));
+        return;
+    }
+    json_error_t jerr;
+    json_t *o = f.json != NULL ? json_loads(f.json, 0, &jerr) : NULL;
+    free(f.json);
+    if (o == NULL || !json_is_object(o) || json_object_size(o) == 0) {
+        json_decref(o);
+        return;
+    }
+    char when[40] = "";
+    sn_alert_format_time(f.ts, when, sizeof when);
+    if (!a->set->reapply_api_config) {
+        if (sn_store_config_append(a->store, now_ns(), API_OVERLAY_SOURCE, "{}") == 0)
+            sn_log_info("configuration from the API dropped (state.reapply_api_config=false)",
+                        SN_LOG_UINT("settings", json_object_size(o)), SN_LOG_STR("recorded", when));
+        json_decref(o);
+        return;
+    }
+    sn_config_error cerr = {{0}};
+    size_t n = 0;
+    if (apply_changes(a, o, &n, &cerr) != 0) {
+        sn_log_error("configuration from the API not re-applied", SN_LOG_STR("error", cerr.msg),
+                     SN_LOG_STR("recorded", when));
+    } else {
+        char *keys = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+        sn_log_info("configuration from the API re-applied", SN_LOG_UINT("settings", n),
+                    SN_LOG_STR("recorded", when), SN_LOG_STR("values", keys != NULL ? keys : ""));
+        free(keys);
+    }
+    json_decref(o);
+}
+
 /* Applies changes atomically (sn_config_apply_json validates every value first), hands the new
- * detection settings to the engine, and records the result in the configuration history. */
+ * detection settings to the engine, and records the result in the configuration history (the
+ * API overlay for the next start, then the whole configuration for the audit). */
 static int api_config_post(void *ud, const json_t *changes, json_t **out, char *err, size_t errlen)
 {
     aggregator *a = ud;
-    agg_settings *s = (agg_settings *)a->set;
-    agg_settings before = *s;
     sn_config_error cerr = {{0}};
     size_t n = 0;
-    int rc = sn_config_apply_json(a->config, changes, &n, &cerr);
-    if (rc == 0)
-        rc = sn_engine_config_validate(&s->engine, "engine", &cerr);
-    if (rc == 0)
-        rc = sn_engine_set_config(a->engine, &s->engine, &cerr);
-    if (rc != 0) {
-        *s = before; /* the engine refused what the config accepted: keep both as they were */
+    if (apply_changes(a, changes, &n, &cerr) != 0) {
         snprintf(err, errlen, "%s", cerr.msg);
         return -EINVAL;
     }
+    api_overlay_record(a);
     json_t *dump = sn_config_dump_json(a->config);
     char *text = dump != NULL ? json_dumps(dump, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     if (text != NULL && sn_store_config_append(a->store, now_ns(), "api", text) != 0)
@@ -1272,6 +1568,7 @@ static int start_detection(aggregator *a)
                      SN_LOG_STR("error", err));
         return 1;
     }
+    reapply_api_config(a);
     uint64_t seed = 0;
     (void)getrandom(&seed, sizeof seed, 0);
     sn_config_error cerr = {{0}};
@@ -1281,6 +1578,7 @@ static int start_detection(aggregator *a)
         return 1;
     }
     restore_baselines(a);
+    restore_budgets(a);
     sn_alerts_config ac;
     sn_alerts_config_init(&ac);
     ac.max_alerts = (size_t)s->alerts_max;
@@ -1342,6 +1640,22 @@ static int start_shared(aggregator *a)
         sn_shared_register_metrics(a->shared, a->metrics, err, sizeof err) != 0) {
         sn_log_error("cannot register the shared state's metrics", SN_LOG_STR("error", err));
         return 1;
+    }
+    if (s->redis_share_baselines) {
+        if (s->engine.baseline_mode != SN_BASELINE_COMPACT) {
+            sn_log_warn("shared baselines need engine.baseline.mode compact; scoring locally");
+        } else {
+            sn_bshare_config bc;
+            sn_bshare_config_init(&bc);
+            bc.interval_ns = s->redis_baseline_interval_ns;
+            bc.ttl_ns = s->redis_baseline_ttl_ns;
+            bc.batch = (size_t)s->redis_baseline_batch;
+            bc.max_pairs = (size_t)s->redis_baseline_max_pairs;
+            if (sn_bshare_create(&bc, a->engine, a->shared, &a->bshare, err, sizeof err) != 0) {
+                sn_log_error("config: cannot share baselines", SN_LOG_STR("error", err));
+                return 2;
+            }
+        }
     }
     int lead = sn_shared_lease_tick(a->shared);
     sn_log_info("shared state in Redis", SN_LOG_STR("replica_id", sn_shared_replica_id(a->shared)),
@@ -1430,6 +1744,7 @@ int main(int argc, char **argv)
     uv_signal_start(&a.sigterm, on_signal, SIGTERM);
     uv_signal_start(&a.sigint, on_signal, SIGINT);
 
+    a.config = res.config; /* start_detection re-applies the API's changes through it */
     rc = open_event_log(&a);
     if (rc == 0)
         rc = start_detection(&a);
@@ -1439,7 +1754,6 @@ int main(int argc, char **argv)
         rc = start_shared(&a);
     if (rc == 0)
         rc = start_ingest(&a);
-    a.config = res.config;
     if (rc == 0)
         rc = start_api(&a);
     if (rc != 0) {
@@ -1483,6 +1797,15 @@ int main(int argc, char **argv)
                     SN_LOG_UINT("leader_lost", sst.leader_lost),
                     SN_LOG_UINT("fail_open", sst.fail_open));
     }
+    if (a.bshare != NULL) {
+        sn_bshare_stats bst;
+        sn_bshare_stats_get(a.bshare, &bst);
+        sn_log_info(
+            "shared baselines", SN_LOG_UINT("rounds", bst.rounds),
+            SN_LOG_UINT("keys_exchanged", bst.exchanged), SN_LOG_UINT("views_merged", bst.merged),
+            SN_LOG_UINT("blobs_skipped", bst.skipped),
+            SN_LOG_UINT("pairs_dropped", bst.pairs_dropped), SN_LOG_UINT("failures", bst.failures));
+    }
     rc = 0;
 
 out_close_loop:
@@ -1491,6 +1814,7 @@ out_close_loop:
     sn_live_destroy(a.live);
     sn_loop_call_destroy(a.loop_call);
     sn_ingest_destroy(a.ingest);
+    sn_bshare_destroy(a.bshare);
     sn_shared_destroy(a.shared); /* gives the lease back */
     sn_alerts_destroy(a.alerts);
     sn_engine_destroy(a.engine);

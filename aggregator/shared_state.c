@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -86,17 +87,30 @@ typedef enum shared_count {
     C_FAIL_OPEN,
     C_CONNECTS,
     C_CONNECT_FAILURES,
+    C_BASELINE_PUBLISHED,
+    C_BASELINE_READ,
+    C_BASELINE_EXPIRED,
+    C_BUDGET_ADDED,
     C_COUNT
 } shared_count;
 
 /* The counters' labels in sentinel_aggregator_shared_state_total{operation, outcome}. */
 static const char *const count_labels[C_COUNT][2] = {
-    [C_SEQ_CLAIMED] = {"seq", "claimed"},         [C_SEQ_DUPLICATES] = {"seq", "duplicate"},
-    [C_SEQ_RELEASED] = {"seq", "released"},       [C_SEQ_IN_FLIGHT] = {"seq", "in_flight"},
-    [C_ALERT_OWNED] = {"alert", "owned"},         [C_ALERT_FOREIGN] = {"alert", "foreign"},
-    [C_LEADER_ACQUIRED] = {"lease", "acquired"},  [C_LEADER_LOST] = {"lease", "lost"},
-    [C_FAIL_OPEN] = {"any", "fail_open"},         [C_CONNECTS] = {"connect", "ok"},
+    [C_SEQ_CLAIMED] = {"seq", "claimed"},
+    [C_SEQ_DUPLICATES] = {"seq", "duplicate"},
+    [C_SEQ_RELEASED] = {"seq", "released"},
+    [C_SEQ_IN_FLIGHT] = {"seq", "in_flight"},
+    [C_ALERT_OWNED] = {"alert", "owned"},
+    [C_ALERT_FOREIGN] = {"alert", "foreign"},
+    [C_LEADER_ACQUIRED] = {"lease", "acquired"},
+    [C_LEADER_LOST] = {"lease", "lost"},
+    [C_FAIL_OPEN] = {"any", "fail_open"},
+    [C_CONNECTS] = {"connect", "ok"},
     [C_CONNECT_FAILURES] = {"connect", "failed"},
+    [C_BASELINE_PUBLISHED] = {"baseline", "published"},
+    [C_BASELINE_READ] = {"baseline", "read"},
+    [C_BASELINE_EXPIRED] = {"baseline", "expired"},
+    [C_BUDGET_ADDED] = {"budget", "added"},
 };
 
 /* One connection and the mutex that serialises its users. */
@@ -129,6 +143,10 @@ struct sn_shared {
     /* lease: guarded by loop.mu */
     bool leader;
     int64_t lease_valid_until_ns; /* monotonic */
+
+    /* baseline exchange (loop thread, under loop.mu): one "<8-byte time><blob>" value */
+    uint8_t *vbuf;
+    size_t vcap;
 
     _Atomic uint64_t st[C_COUNT];
     sn_counter *mc[C_COUNT]; /* NULL until sn_shared_register_metrics */
@@ -367,6 +385,7 @@ void sn_shared_destroy(sn_shared *s)
         redisFree(s->loop.c);
     pthread_mutex_destroy(&s->ingest.mu);
     pthread_mutex_destroy(&s->loop.mu);
+    free(s->vbuf);
     free(s);
 }
 
@@ -588,6 +607,10 @@ void sn_shared_stats_get(sn_shared *s, sn_shared_stats *out)
     out->fail_open = atomic_load(&s->st[C_FAIL_OPEN]);
     out->connects = atomic_load(&s->st[C_CONNECTS]);
     out->connect_failures = atomic_load(&s->st[C_CONNECT_FAILURES]);
+    out->baseline_published = atomic_load(&s->st[C_BASELINE_PUBLISHED]);
+    out->baseline_read = atomic_load(&s->st[C_BASELINE_READ]);
+    out->baseline_expired = atomic_load(&s->st[C_BASELINE_EXPIRED]);
+    out->budget_added = atomic_load(&s->st[C_BUDGET_ADDED]);
 }
 
 int sn_shared_register_metrics(sn_shared *s, sn_metrics *m, char *err, size_t errlen)
@@ -613,4 +636,246 @@ int sn_shared_register_metrics(sn_shared *s, sn_metrics *m, char *err, size_t er
     s->m_leader = sn_metrics_gauge(fg, NULL);
     sn_gauge_set(s->m_leader, sn_shared_is_leader(s) ? 1.0 : 0.0);
     return 0;
+}
+
+/* ---- baselines ------------------------------------------------------------------------------ */
+
+#define EXCHANGE_STALE_MAX 32 /* stale fields removed per exchange */
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / NS_PER_MS;
+}
+
+/* Reads one pipelined reply within the exchange's deadline. Caller holds loop.mu. Returns the
+ * reply (caller frees) or NULL after dropping the connection (no reply, an error reply, or
+ * the deadline passed). */
+static redisReply *exchange_reply(sn_shared *s, int64_t deadline)
+{
+    redisReply *rep = NULL;
+    if (redisGetReply(s->loop.c, (void **)&rep) != REDIS_OK || rep == NULL) {
+        conn_drop(s, &s->loop, s->loop.c->errstr[0] != '\0' ? s->loop.c->errstr : "no reply");
+        return NULL;
+    }
+    if (rep->type == REDIS_REPLY_ERROR || mono_ns() > deadline) {
+        char why[256];
+        snprintf(why, sizeof why, "%s",
+                 rep->type == REDIS_REPLY_ERROR && rep->str != NULL ? rep->str
+                                                                    : "baseline exchange too slow");
+        freeReplyObject(rep);
+        conn_drop(s, &s->loop, why);
+        return NULL;
+    }
+    return rep;
+}
+
+/* Builds "<8-byte little-endian wall ms><blob>" in s->vbuf. 0 or -ENOMEM / -EMSGSIZE. */
+static int exchange_value(sn_shared *s, int64_t now_ms, const void *blob, size_t len)
+{
+    if (len > SN_SHARED_BLOB_MAX)
+        return -EMSGSIZE;
+    if (s->vcap < len + 8) {
+        uint8_t *b = realloc(s->vbuf, len + 8);
+        if (b == NULL)
+            return -ENOMEM;
+        s->vbuf = b;
+        s->vcap = len + 8;
+    }
+    for (int k = 0; k < 8; k++)
+        s->vbuf[k] = (uint8_t)((uint64_t)now_ms >> (8 * k));
+    memcpy(s->vbuf + 8, blob, len);
+    return 0;
+}
+
+int sn_shared_baselines_exchange(sn_shared *s, size_t n, int64_t ttl_ns, sn_shared_blob_get_fn get,
+                                 sn_shared_blob_put_fn put, void *ud,
+                                 sn_shared_exchange_result *res)
+{
+    memset(res, 0, sizeof *res);
+    if (n > SN_SHARED_EXCHANGE_MAX || ttl_ns < NS_PER_MS)
+        return -EINVAL;
+    bool sent[SN_SHARED_EXCHANGE_MAX];
+    char stale_key[EXCHANGE_STALE_MAX][KEY_MAX > 512 ? 512 : KEY_MAX];
+    char stale_field[EXCHANGE_STALE_MAX][SN_SHARED_ID_MAX + 1];
+    unsigned nstale = 0;
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%" PRId64, ttl_ns / NS_PER_MS);
+    int64_t now_ms = wall_ms(), ttl_ms = ttl_ns / NS_PER_MS;
+    int rc = 0;
+
+    pthread_mutex_lock(&s->loop.mu);
+    int64_t deadline = mono_ns() + 2 * s->timeout_ns;
+    if (conn_ensure(s, &s->loop) != 0) {
+        rc = -ENOTCONN;
+        goto out_unlock;
+    }
+    /* Every command first (one write), then every reply. */
+    for (size_t i = 0; i < n; i++) {
+        const char *text;
+        const void *blob;
+        size_t len;
+        char key[KEY_MAX];
+        sent[i] = false;
+        if (get(ud, i, &text, &blob, &len) != 0 ||
+            make_key(s, key, sizeof key, "baseline", text, NULL, NULL) != 0 ||
+            exchange_value(s, now_ms, blob, len) != 0)
+            continue;
+        const char *hset[] = {"HSET", key, s->id, (const char *)s->vbuf};
+        size_t hsetl[] = {4, strlen(key), strlen(s->id), len + 8};
+        const char *pexp[] = {"PEXPIRE", key, ttl};
+        const char *hget[] = {"HGETALL", key};
+        if (redisAppendCommandArgv(s->loop.c, 4, hset, hsetl) != REDIS_OK ||
+            redisAppendCommandArgv(s->loop.c, 3, pexp, NULL) != REDIS_OK ||
+            redisAppendCommandArgv(s->loop.c, 2, hget, NULL) != REDIS_OK) {
+            conn_drop(s, &s->loop, "out of memory");
+            rc = -ENOMEM;
+            goto out_unlock;
+        }
+        sent[i] = true;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!sent[i])
+            continue;
+        redisReply *rep = NULL;
+        for (int k = 0; k < 3; k++) {
+            if (rep != NULL)
+                freeReplyObject(rep);
+            rep = exchange_reply(s, deadline);
+            if (rep == NULL) {
+                rc = -ETIMEDOUT;
+                goto out_unlock;
+            }
+        }
+        res->published++;
+        count(s, C_BASELINE_PUBLISHED);
+        const void *blobs[SN_SHARED_VIEW_MAX];
+        size_t lens[SN_SHARED_VIEW_MAX];
+        unsigned nb = 0;
+        for (size_t f = 0; rep->type == REDIS_REPLY_ARRAY && f + 1 < rep->elements; f += 2) {
+            const redisReply *field = rep->element[f], *val = rep->element[f + 1];
+            if (field->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING ||
+                (field->len == strlen(s->id) && memcmp(field->str, s->id, field->len) == 0))
+                continue;
+            int64_t t = 0;
+            for (int k = 0; val->len >= 8 && k < 8; k++)
+                t |= (int64_t)((uint64_t)(uint8_t)val->str[k] << (8 * k));
+            if (val->len < 8 || now_ms - t > ttl_ms) {
+                /* A replica that stopped publishing (or garbage): removed below. */
+                char key[KEY_MAX];
+                const char *text;
+                const void *blob;
+                size_t len;
+                if (nstale < EXCHANGE_STALE_MAX && field->len <= SN_SHARED_ID_MAX &&
+                    get(ud, i, &text, &blob, &len) == 0 &&
+                    make_key(s, key, sizeof key, "baseline", text, NULL, NULL) == 0 &&
+                    strlen(key) < sizeof stale_key[0]) {
+                    memcpy(stale_key[nstale], key, strlen(key) + 1);
+                    memcpy(stale_field[nstale], field->str, field->len);
+                    stale_field[nstale][field->len] = '\0';
+                    nstale++;
+                }
+                continue;
+            }
+            if (nb < SN_SHARED_VIEW_MAX) {
+                blobs[nb] = val->str + 8;
+                lens[nb] = val->len - 8;
+                nb++;
+            }
+        }
+        res->remote_blobs += nb;
+        for (unsigned k = 0; k < nb; k++)
+            count(s, C_BASELINE_READ);
+        put(ud, i, nb, blobs, lens);
+        freeReplyObject(rep);
+    }
+    /* Fields of replicas silent for longer than the ttl (the hash itself lives while anyone
+     * publishes). A replica that published again in between loses its field until its next
+     * round; it is not read as stale meanwhile, only missing. */
+    for (unsigned k = 0; k < nstale; k++) {
+        const char *argv[] = {"HDEL", stale_key[k], stale_field[k]};
+        if (redisAppendCommandArgv(s->loop.c, 3, argv, NULL) != REDIS_OK) {
+            conn_drop(s, &s->loop, "out of memory");
+            rc = -ENOMEM;
+            goto out_unlock;
+        }
+    }
+    for (unsigned k = 0; k < nstale; k++) {
+        redisReply *rep = exchange_reply(s, deadline);
+        if (rep == NULL) {
+            rc = -ETIMEDOUT;
+            goto out_unlock;
+        }
+        freeReplyObject(rep);
+        res->stale_removed++;
+        count(s, C_BASELINE_EXPIRED);
+    }
+
+out_unlock:
+    pthread_mutex_unlock(&s->loop.mu);
+    if (rc != 0)
+        count(s, C_FAIL_OPEN);
+    return rc;
+}
+
+/* ---- budgets ----------------------------------------------------------------------------------
+ */
+
+int sn_shared_budget_add(sn_shared *s, size_t n, const char *const *keys, const double *delta,
+                         const int64_t *ttl_ns, double *totals)
+{
+    if (n > SN_SHARED_EXCHANGE_MAX)
+        return -EINVAL;
+    int rc = 0;
+    pthread_mutex_lock(&s->loop.mu);
+    int64_t deadline = mono_ns() + 2 * s->timeout_ns;
+    if (conn_ensure(s, &s->loop) != 0) {
+        rc = -ENOTCONN;
+        goto out_unlock;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char key[KEY_MAX], d[40], ttl[24];
+        if (make_key(s, key, sizeof key, "budget", keys[i], NULL, NULL) != 0) {
+            rc = -ENAMETOOLONG;
+            goto out_unlock; /* nothing sent yet for this item: the pipeline is dropped below */
+        }
+        snprintf(d, sizeof d, "%.17g", delta[i]);
+        snprintf(ttl, sizeof ttl, "%" PRId64,
+                 ttl_ns[i] / NS_PER_MS > 0 ? ttl_ns[i] / NS_PER_MS : 1);
+        const char *incr[] = {"INCRBYFLOAT", key, d};
+        const char *pexp[] = {"PEXPIRE", key, ttl};
+        if (redisAppendCommandArgv(s->loop.c, 3, incr, NULL) != REDIS_OK ||
+            redisAppendCommandArgv(s->loop.c, 3, pexp, NULL) != REDIS_OK) {
+            rc = -ENOMEM;
+            goto out_unlock;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        redisReply *rep = exchange_reply(s, deadline);
+        if (rep == NULL) {
+            rc = -ETIMEDOUT;
+            goto out_unlock;
+        }
+        char *end = NULL;
+        totals[i] = rep->type == REDIS_REPLY_STRING ? strtod(rep->str, &end) : NAN;
+        if (end == NULL || *end != '\0')
+            totals[i] = NAN;
+        freeReplyObject(rep);
+        rep = exchange_reply(s, deadline);
+        if (rep == NULL) {
+            rc = -ETIMEDOUT;
+            goto out_unlock;
+        }
+        freeReplyObject(rep);
+        count(s, C_BUDGET_ADDED);
+    }
+
+out_unlock:
+    if (rc == -ENAMETOOLONG || rc == -ENOMEM)
+        conn_drop(s, &s->loop, "cannot queue the budget commands"); /* drops what was queued */
+    pthread_mutex_unlock(&s->loop.mu);
+    if (rc != 0)
+        count(s, C_FAIL_OPEN);
+    return rc;
 }

@@ -15,6 +15,12 @@
  *                          the anomaly (counted). Answers are remembered per key (ours: half
  *                          the window, renewed then; not ours: a quarter, at most 1 s), so a
  *                          burst of anomalies costs one round trip per key and interval.
+ *   baselines              sentinel:baseline:<engine key text> = hash of replica id ->
+ *                          "<8-byte little-endian wall ms><engine blob>", PEXPIRE ttl on every
+ *                          publish: each replica writes its own field and reads the others'
+ *                          (fields older than the ttl are ignored and deleted).
+ *   budgets                sentinel:budget:<rule>:<period>:<per_user>:<service>:<user>:<period
+ *                          index> = the spend of every replica in that period (INCRBYFLOAT).
  *   leadership             sentinel:leader = replica id with PX = lease ttl, taken when absent
  *                          and renewed only by its holder (compare-and-renew); given back at
  *                          destroy. sn_shared_is_leader() says whether the lease is ours and
@@ -58,17 +64,21 @@ typedef struct sn_shared_config {
 } sn_shared_config;
 
 typedef struct sn_shared_stats {
-    uint64_t seq_claimed;      /* batches this replica claimed */
-    uint64_t seq_duplicates;   /* batches another claim already covered */
-    uint64_t seq_released;     /* claims given back after a failed apply */
-    uint64_t seq_in_flight;    /* batches another claim had in flight (answered retry) */
-    uint64_t alert_owned;      /* anomalies whose de-dup key is ours */
-    uint64_t alert_foreign;    /* anomalies ignored: another replica owns the alert */
-    uint64_t leader_acquired;  /* times the lease was taken */
-    uint64_t leader_lost;      /* times it was lost (taken over, or not renewable) */
-    uint64_t fail_open;        /* calls answered locally because Redis failed */
-    uint64_t connects;         /* successful connections */
-    uint64_t connect_failures; /* failed connection attempts */
+    uint64_t seq_claimed;        /* batches this replica claimed */
+    uint64_t seq_duplicates;     /* batches another claim already covered */
+    uint64_t seq_released;       /* claims given back after a failed apply */
+    uint64_t seq_in_flight;      /* batches another claim had in flight (answered retry) */
+    uint64_t alert_owned;        /* anomalies whose de-dup key is ours */
+    uint64_t alert_foreign;      /* anomalies ignored: another replica owns the alert */
+    uint64_t leader_acquired;    /* times the lease was taken */
+    uint64_t leader_lost;        /* times it was lost (taken over, or not renewable) */
+    uint64_t fail_open;          /* calls answered locally because Redis failed */
+    uint64_t connects;           /* successful connections */
+    uint64_t connect_failures;   /* failed connection attempts */
+    uint64_t baseline_published; /* baseline keys written (and read back) */
+    uint64_t baseline_read;      /* other replicas' blobs received */
+    uint64_t baseline_expired;   /* stale replica fields deleted */
+    uint64_t budget_added;       /* budget spend added to the shared totals */
 } sn_shared_stats;
 
 /* Fills the defaults above. Never fails. */
@@ -116,6 +126,47 @@ int sn_shared_lease_tick(sn_shared *s);
 
 /* Whether this replica holds a lease that is still valid by its own clock. */
 bool sn_shared_is_leader(sn_shared *s);
+
+/* ---- baselines ---- */
+
+#define SN_SHARED_EXCHANGE_MAX 1024u      /* keys in one exchange */
+#define SN_SHARED_VIEW_MAX     15u        /* other replicas' blobs handed out per key */
+#define SN_SHARED_BLOB_MAX     (1u << 20) /* largest blob published */
+
+/* Item i of an exchange: its key text (the engine's global key) and this replica's blob, both
+ * valid until the next call of this function. Non-zero: skip the item. May be called again for
+ * the same i (to delete stale fields). */
+typedef int (*sn_shared_blob_get_fn)(void *ud, size_t i, const char **key, const void **blob,
+                                     size_t *len);
+/* The other replicas' live blobs of item i (n may be 0), borrowed for the call. */
+typedef void (*sn_shared_blob_put_fn)(void *ud, size_t i, unsigned n, const void *const *blobs,
+                                      const size_t *lens);
+
+typedef struct sn_shared_exchange_result {
+    size_t published;    /* items written and read back */
+    size_t remote_blobs; /* other replicas' live blobs handed to put */
+    size_t stale_removed;
+} sn_shared_exchange_result;
+
+/* Publishes and reads n (<= SN_SHARED_EXCHANGE_MAX) baseline keys in one pipeline on the loop
+ * connection: per item HSET <prefix>baseline:<key> <replica id> <time+blob>, PEXPIRE ttl,
+ * HGETALL; then put() per item with the other replicas' fields published within ttl_ns (by
+ * their wall clocks: keep clocks within a fraction of the ttl); stale fields are deleted.
+ * The whole exchange must finish within 2 x timeout, or the connection is dropped. Returns 0,
+ * or a negative errno (Redis down or slow: counted as fail-open; items not yet handed to put
+ * are left as they were). */
+int sn_shared_baselines_exchange(sn_shared *s, size_t n, int64_t ttl_ns, sn_shared_blob_get_fn get,
+                                 sn_shared_blob_put_fn put, void *ud,
+                                 sn_shared_exchange_result *res);
+
+/* ---- budgets ---- */
+
+/* Adds delta[i] to the shared total <prefix>budget:<keys[i]> (INCRBYFLOAT) and sets its expiry
+ * to ttl_ns[i], for n (<= SN_SHARED_EXCHANGE_MAX) keys in one pipeline (within 2 x timeout);
+ * totals[i] is the total after the addition (NAN when the reply was not a number). Returns 0 or
+ * a negative errno (fail-open, counted; what was added before the failure stays added). */
+int sn_shared_budget_add(sn_shared *s, size_t n, const char *const *keys, const double *delta,
+                         const int64_t *ttl_ns, double *totals);
 
 /* Registers sentinel_aggregator_shared_state_total{operation, outcome} (the counters of
  * sn_shared_stats, those so far included) and the gauge sentinel_aggregator_leader in m, which

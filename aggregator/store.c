@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,6 +70,20 @@ static const char *const g_migrations[SN_STORE_SCHEMA_VERSION] = {
     ");"
     "CREATE INDEX deliveries_due ON deliveries (sink, state, next_attempt_at);"
     "CREATE INDEX deliveries_by_update ON deliveries (state, updated_at);",
+    /* 2: the engine's budget spend, one row per (rule, service, user) */
+    "CREATE TABLE budget_spend ("
+    "  rule_service TEXT NOT NULL," /* the rule's service, '*' for each service */
+    "  period TEXT NOT NULL,"       /* minute, hour, day, month */
+    "  per_user INTEGER NOT NULL,"
+    "  service TEXT NOT NULL,"
+    "  user TEXT NOT NULL,"
+    "  period_index INTEGER NOT NULL,"
+    "  spent REAL NOT NULL,"
+    "  soft_fired INTEGER NOT NULL,"
+    "  hard_fired INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (rule_service, period, per_user, service, user)"
+    ") WITHOUT ROWID;",
 };
 
 /* ---- prepared statements ---- */
@@ -102,6 +117,9 @@ enum {
     S_DLV_FAILED,
     S_DLV_DEAD,
     S_DLV_DEPTH,
+    S_BUDGET_PUT,
+    S_BUDGET_ALL,
+    S_BUDGET_PURGE,
     S_COUNT
 };
 
@@ -161,6 +179,16 @@ static const char *const g_sql[S_COUNT] = {
     [S_DLV_DEAD] = "UPDATE deliveries SET state = 'dead', reason = ?2, updated_at = ?3 "
                    "WHERE id = ?1 AND state = 'pending'",
     [S_DLV_DEPTH] = "SELECT state, count(*) FROM deliveries WHERE sink = ?1 GROUP BY state",
+    [S_BUDGET_PUT] = "INSERT INTO budget_spend (rule_service, period, per_user, service, user, "
+                     "period_index, spent, soft_fired, hard_fired, updated_at) VALUES "
+                     "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (rule_service, "
+                     "period, per_user, service, user) DO UPDATE SET period_index = "
+                     "excluded.period_index, spent = excluded.spent, soft_fired = "
+                     "excluded.soft_fired, hard_fired = excluded.hard_fired, updated_at = "
+                     "excluded.updated_at",
+    [S_BUDGET_ALL] = "SELECT rule_service, period, per_user, service, user, period_index, spent, "
+                     "soft_fired, hard_fired, updated_at FROM budget_spend",
+    [S_BUDGET_PURGE] = "DELETE FROM budget_spend WHERE updated_at < ?1",
 };
 
 struct sn_store {
@@ -869,6 +897,66 @@ int sn_store_baseline_foreach(sn_store *st, const char *prefix, sn_store_baselin
     if (e == 0 && rc != SQLITE_DONE)
         e = fail_db(st, rc, "reading baselines");
     done(s);
+    return e;
+}
+
+/* ---- budget spend ---- */
+
+int sn_store_budget_put(sn_store *st, const sn_store_budget *b)
+{
+    if (b->rule_service == NULL || b->period == NULL || b->service == NULL || b->user == NULL ||
+        !isfinite(b->spent))
+        return fail(st, -EINVAL, "budget row incomplete");
+    sqlite3_stmt *s = st->stmt[S_BUDGET_PUT];
+    bind_text(s, 1, b->rule_service);
+    bind_text(s, 2, b->period);
+    sqlite3_bind_int(s, 3, b->per_user ? 1 : 0);
+    bind_text(s, 4, b->service);
+    bind_text(s, 5, b->user);
+    sqlite3_bind_int64(s, 6, b->period_index);
+    sqlite3_bind_double(s, 7, b->spent);
+    sqlite3_bind_int(s, 8, b->soft_fired ? 1 : 0);
+    sqlite3_bind_int(s, 9, b->hard_fired ? 1 : 0);
+    sqlite3_bind_int64(s, 10, b->updated_ns);
+    return run(st, S_BUDGET_PUT, "storing budget spend");
+}
+
+int sn_store_budget_foreach(sn_store *st, sn_store_budget_visit cb, void *ud)
+{
+    sqlite3_stmt *s = st->stmt[S_BUDGET_ALL];
+    int rc, e = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *t[5] = {"", "", "", "", ""}; /* the text columns 0, 1, 3, 4 */
+        for (int i = 0; i < 5; i++) {
+            const char *v = i != 2 ? (const char *)sqlite3_column_text(s, i) : NULL;
+            if (v != NULL)
+                t[i] = v;
+        }
+        sn_store_budget b = {.rule_service = t[0],
+                             .period = t[1],
+                             .per_user = sqlite3_column_int(s, 2) != 0,
+                             .service = t[3],
+                             .user = t[4],
+                             .period_index = sqlite3_column_int64(s, 5),
+                             .spent = sqlite3_column_double(s, 6),
+                             .soft_fired = sqlite3_column_int(s, 7) != 0,
+                             .hard_fired = sqlite3_column_int(s, 8) != 0,
+                             .updated_ns = sqlite3_column_int64(s, 9)};
+        if ((e = cb(&b, ud)) != 0)
+            break;
+    }
+    if (e == 0 && rc != SQLITE_DONE)
+        e = fail_db(st, rc, "reading budget spend");
+    done(s);
+    return e;
+}
+
+int sn_store_budget_purge(sn_store *st, int64_t before_ns, uint64_t *removed)
+{
+    sqlite3_bind_int64(st->stmt[S_BUDGET_PURGE], 1, before_ns);
+    int e = run(st, S_BUDGET_PURGE, "purging budget spend");
+    if (e == 0 && removed != NULL)
+        *removed = (uint64_t)sqlite3_changes(st->db);
     return e;
 }
 

@@ -28,7 +28,7 @@
 #include <stdint.h>
 
 #define SN_STORE_FILE                "state.db"
-#define SN_STORE_SCHEMA_VERSION      1
+#define SN_STORE_SCHEMA_VERSION      2
 #define SN_STORE_DEFAULT_RETENTION   365 /* days */
 #define SN_STORE_DEFAULT_QUEUE_MAX   100000u
 #define SN_STORE_DEFAULT_ATTEMPTS    0u /* 0: the caller decides when to dead-letter */
@@ -175,6 +175,31 @@ int sn_store_config_latest(sn_store *st, char **json, int64_t *ts_ns, char *sour
 /* Calls cb for up to `limit` (0: all kept) configurations, newest first. */
 typedef int (*sn_store_config_visit)(int64_t ts_ns, const char *source, const char *json, void *ud);
 int sn_store_config_history(sn_store *st, unsigned limit, sn_store_config_visit cb, void *ud);
+
+/* ---- budget spend (the engine's cost budgets, so a restart keeps what was spent) ---- */
+
+/* One row: the rule (its service pattern, period name and per_user), who spends, and the
+ * period's state. Strings are borrowed. */
+typedef struct sn_store_budget {
+    const char *rule_service, *period, *service, *user;
+    bool per_user;
+    int64_t period_index;
+    double spent;
+    bool soft_fired, hard_fired;
+    int64_t updated_ns;
+} sn_store_budget;
+
+/* Inserts or replaces the row of (rule_service, period, per_user, service, user). 0 or an
+ * error (-EINVAL for a missing string or a non-finite amount). */
+int sn_store_budget_put(sn_store *st, const sn_store_budget *b);
+
+/* Calls cb for every row (strings valid for the call); stops at and returns the first non-zero
+ * cb return. */
+typedef int (*sn_store_budget_visit)(const sn_store_budget *b, void *ud);
+int sn_store_budget_foreach(sn_store *st, sn_store_budget_visit cb, void *ud);
+
+/* Deletes rows not written since before_ns (their periods are over); *removed may be NULL. */
+int sn_store_budget_purge(sn_store *st, int64_t before_ns, uint64_t *removed);
 
 /* ---- ingest de-duplication table ---- */
 

@@ -705,3 +705,13 @@ out_free_sketches:
     sn_sketch_destroy(sk[0]);
     return rc;
 }
+
+int sn_baseline_entry_merge_window(const sn_baseline *b, const sn_baseline_entry *e, sn_sketch *acc)
+{
+    if (b->cfg.mode != SN_BASELINE_COMPACT)
+        return -EPROTO;
+    int rc = sn_sketch_merge(acc, entry_sketch(b, e, e->cur ^ 1));
+    if (rc == 0)
+        rc = sn_sketch_merge(acc, entry_sketch(b, e, e->cur));
+    return rc;
+}

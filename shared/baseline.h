@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "event.h"
+#include "sketch.h"
 #include "stats.h"
 
 typedef struct sn_baseline sn_baseline;
@@ -145,6 +146,14 @@ size_t sn_baseline_entry_bytes(const sn_baseline_entry *e); /* accounted bytes o
  * when user_bytes is 0. The caller keeps per-key state there (detector sums, counters); it lives
  * and dies with the entry -- eviction and expiry drop it without telling the caller. */
 void *sn_baseline_entry_user(sn_baseline_entry *e);
+
+/* Merges the entry's rolling window (COMPACT: both sketches) into the caller's sketch acc, for
+ * building a merged view of one key across several tables (replicas). The entry is unchanged.
+ * Returns 0; -EPROTO in EXACT mode (windows of samples are not merged); -EINVAL when acc's
+ * alpha differs from the table's; -EOVERFLOW when acc would exceed SN_SKETCH_MAX_COUNT (acc is
+ * then unchanged or holds the older half only). */
+int sn_baseline_entry_merge_window(const sn_baseline *b, const sn_baseline_entry *e,
+                                   sn_sketch *acc);
 
 /* ---- persistence (snapshots that survive a restart) ------------------------------------------
  *

@@ -3,7 +3,7 @@
  * prints the answer's status (OK, DUPLICATE, RETRY_AFTER, ...) and acknowledged sequence, for
  * shell integration tests (tests/integration/aggregator/restart.sh).
  *
- * Usage: ingest_send HOST:PORT SIDECAR_ID SEQUENCE SERVICE MODEL LATENCY_MS
+ * Usage: ingest_send HOST:PORT SIDECAR_ID SEQUENCE SERVICE MODEL LATENCY_MS [COST_USD]
  * Exit status: 0 when an IngestResponse arrived, 1 otherwise, 2 on bad usage.
  */
 #include "ingest_rpc.h"
@@ -32,10 +32,18 @@ int main(int argc, char **argv)
 {
     uint64_t seq;
     char *end = NULL;
-    if (argc != 7 || !parse_u64(argv[3], &seq)) {
-        fprintf(stderr,
-                "usage: ingest_send HOST:PORT SIDECAR_ID SEQUENCE SERVICE MODEL LATENCY_MS\n");
+    if ((argc != 7 && argc != 8) || !parse_u64(argv[3], &seq)) {
+        fprintf(stderr, "usage: ingest_send HOST:PORT SIDECAR_ID SEQUENCE SERVICE MODEL LATENCY_MS "
+                        "[COST_USD]\n");
         return 2;
+    }
+    double cost = -1.0;
+    if (argc == 8) {
+        cost = strtod(argv[7], &end);
+        if (end == argv[7] || *end != '\0' || !(cost >= 0.0)) {
+            fprintf(stderr, "ingest_send: COST_USD must be a number >= 0\n");
+            return 2;
+        }
     }
     double latency = strtod(argv[6], &end);
     if (end == argv[6] || *end != '\0') {
@@ -63,6 +71,11 @@ int main(int argc, char **argv)
     ev.end_unix_nano = now;
     ev._latency_ms_case = SENTINEL__V1__LLM_EVENT___LATENCY_MS_LATENCY_MS;
     ev.latency_ms = latency;
+    if (cost >= 0.0) {
+        ev._cost_usd_case = SENTINEL__V1__LLM_EVENT___COST_USD_COST_USD;
+        ev.cost_usd = cost;
+        ev.cost_source = SENTINEL__V1__COST_SOURCE__COST_SOURCE_SPAN;
+    }
     Sentinel__V1__LlmEvent *evp[1] = {&ev};
     Sentinel__V1__Batch b;
     sentinel__v1__batch__init(&b);

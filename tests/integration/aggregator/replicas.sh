@@ -8,11 +8,20 @@
 #      applied once (only the first replica learnt its sample);
 #   3. the same latency spike seen by both replicas yields one alert: one alert id across both
 #      REST APIs, and the alert's de-dup key names the replica that holds it;
+#   3b. shared baselines: one key's traffic split between the replicas (a ~5000 ms, b ~1000 ms):
+#      b's /api/v1/baselines shows the merged view (2 replicas, every sample of both), both
+#      contributions sit in Redis; 5000 ms sent to b is normal against the merged baseline,
+#      while the same value is a spike for a key only b knows (its half alone); 100000 ms is a
+#      spike against the merged baseline too;
+#   3c. one budget across replicas: $0.45 spent on a and $0.45 on b make a shared total of $0.90
+#      in Redis; $0.01 more on b fires the soft budget alert ($0.80 of $1) with $0.91 spent,
+#      which neither replica's own spend would;
 #   4. the leader is killed (SIGKILL): the other takes the lease over within the lease ttl;
 #   5. restart (Redis): both replicas restart on their data dirs; a batch replayed to the
 #      replica that never saw it is still answered DUPLICATE (the sequence lives in Redis), the
 #      alert is still listed by its replica (SQLite);
-#   6. Redis stopped: ingest fails open to the local table (a new batch is applied, OK).
+#   6. Redis stopped: ingest fails open to the local table (a new batch is applied, OK), and the
+#      shared baselines fall back to local ones (logged).
 #
 # Usage: replicas.sh AGGREGATOR INGEST_SEND. Exit 0 when everything held.
 set -u -o pipefail
@@ -73,6 +82,8 @@ start() {
         --set ingest.endpoint=127.0.0.1:"$ingest" --set http.endpoint=127.0.0.1:"$http" \
         --set redis.replica_id="agg-$r" --set redis.lease_ttl="${TTL_S}s" \
         --set alerts.quiet_period=1h --set engine.throughput.enabled=false \
+        --set redis.baseline_interval=1s --set redis.baseline_ttl=5s \
+        --set engine.budgets=gbudget-svc:month:1 \
         2>>"$TMP/$r.log" &
     local pid=$!
     if [ "$r" = a ]; then A_PID=$pid; else B_PID=$pid; fi
@@ -175,6 +186,86 @@ for h in "$A_HTTP" "$B_HTTP"; do
     [ "$(seen "$h" spike-svc)" = 31 ] || fail "a replica did not learn its 31 samples"
 done
 
+# ---- 3b. shared baselines: a merged view scored by b -----------------------------------------------
+# latency_ms baseline of SERVICE on HTTP as "replicas samples local_samples".
+view() {
+    api "$1" "/api/v1/baselines?service=$2&model=gpt-4o&metric=latency_ms" |
+        jq -r '.baselines[0] | "\(.replicas) \(.samples) \(.local_samples)"'
+}
+# spikes HTTP SERVICE [TYPE]: alerts of SERVICE on that replica (of TYPE, default any).
+spikes() {
+    api "$1" "/api/v1/anomalies?service=$2" |
+        jq -r --arg t "${3:-}" '[.anomalies[] | select($t == "" or .anomaly_type == $t)] | length'
+}
+for i in $(seq 1 40); do
+    j=$(((i * 37) % 101 - 50)) # -50..50, spread evenly
+    [ "$(send 127.0.0.1:"$A_INGEST" share-a "$i" share-svc gpt-4o $((5000 + 4 * j)))" = "OK $i" ] ||
+        fail "shared-baseline batch $i to a"
+    [ "$(send 127.0.0.1:"$B_INGEST" share-b "$i" share-svc gpt-4o $((1000 + j)))" = "OK $i" ] ||
+        fail "shared-baseline batch $i to b"
+    [ "$(send 127.0.0.1:"$B_INGEST" solo-b "$i" solo-svc gpt-4o $((1000 + j)))" = "OK $i" ] ||
+        fail "solo batch $i to b"
+done
+merged=""
+for _ in $(seq 1 100); do
+    if [ "$(view "$B_HTTP" share-svc)" = "2 80 40" ] && [ "$(view "$A_HTTP" share-svc)" = "2 80 40" ]; then
+        merged=yes
+        break
+    fi
+    sleep 0.1
+done
+[ -n "$merged" ] || fail "no merged view: a='$(view "$A_HTTP" share-svc)' b='$(view "$B_HTTP" share-svc)'"
+[ "$(view "$B_HTTP" solo-svc)" = "1 40 40" ] || fail "solo-svc is not local: '$(view "$B_HTTP" solo-svc)'"
+[ "$(rcli hkeys 'sentinel:baseline:g/latency_ms/9/share-svcgpt-4o' | sort | tr '\n' ' ')" = "agg-a agg-b " ] ||
+    fail "Redis does not hold both replicas' contributions"
+ttl=$(rcli pttl 'sentinel:baseline:g/latency_ms/9/share-svcgpt-4o')
+[ "$ttl" -gt 0 ] && [ "$ttl" -le 5000 ] || fail "the shared baseline key's ttl is $ttl ms"
+median=$(api "$B_HTTP" "/api/v1/baselines?service=share-svc&model=gpt-4o&metric=latency_ms" |
+    jq -r '.baselines[0].median')
+awk -v m="$median" 'BEGIN { exit !(m > 900 && m < 5300) }' || fail "merged median $median"
+# 5000 ms twice to b (persistence 2): a's normal, so quiet against the merged baseline ...
+for i in 41 42; do
+    [ "$(send 127.0.0.1:"$B_INGEST" share-b "$i" share-svc gpt-4o 5000)" = "OK $i" ] || fail "5000 to b"
+    [ "$(send 127.0.0.1:"$B_INGEST" solo-b "$i" solo-svc gpt-4o 5000)" = "OK $i" ] || fail "5000 to b (solo)"
+done
+# ... but a spike against b's half alone (the same values for the key only b knows).
+[ "$(spikes "$B_HTTP" solo-svc latency_spike)" = 1 ] ||
+    fail "5000 ms was not a spike for b's own baseline"
+[ "$(spikes "$B_HTTP" share-svc)" = 0 ] || fail "5000 ms was an anomaly against the merged baseline"
+# (a may hold a latency_drift alert of its own: its half sits above the merged mean.)
+[ "$(spikes "$A_HTTP" share-svc latency_spike)" = 0 ] || fail "a raised a latency spike"
+[ "$(send 127.0.0.1:"$B_INGEST" share-b 43 share-svc gpt-4o 1000000)" = "OK 43" ] || fail "spike to b"
+[ "$(spikes "$B_HTTP" share-svc latency_spike)" = 1 ] ||
+    fail "1000000 ms was not a spike against the merged baseline"
+echo "shared baselines: merged view of 2 replicas, 80 samples"
+
+# ---- 3c. one budget across replicas ---------------------------------------------------------------
+budget_total() { # the shared total of gbudget-svc this month ("" before the first sync)
+    local k
+    k=$(rcli --scan --pattern 'sentinel:budget:month:*gbudget-svc*' | head -n 1)
+    [ -n "$k" ] && rcli get "$k"
+}
+total_is() { awk -v t="$(budget_total)" -v w="$1" 'BEGIN { exit !(t != "" && t > w - 0.001 && t < w + 0.001) }'; }
+wait_total() {
+    for _ in $(seq 1 50); do
+        total_is "$1" && return 0
+        sleep 0.1
+    done
+    fail "the shared budget total is '$(budget_total)', want $1"
+}
+[ "$(send 127.0.0.1:"$A_INGEST" gb-a 1 gbudget-svc gpt-4o 500 0.45)" = "OK 1" ] || fail "budget batch to a"
+wait_total 0.45
+[ "$(send 127.0.0.1:"$B_INGEST" gb-b 1 gbudget-svc gpt-4o 500 0.45)" = "OK 1" ] || fail "budget batch to b"
+wait_total 0.90 # b added its spend and took the total in the same tick
+[ "$(spikes "$A_HTTP" gbudget-svc budget)" = 0 ] && [ "$(spikes "$B_HTTP" gbudget-svc budget)" = 0 ] ||
+    fail "a budget alert before any replica spent past the soft level"
+[ "$(send 127.0.0.1:"$B_INGEST" gb-b 2 gbudget-svc gpt-4o 500 0.01)" = "OK 2" ] || fail "budget batch 2 to b"
+[ "$(spikes "$B_HTTP" gbudget-svc budget)" = 1 ] || fail "the shared budget did not fire on b"
+spent=$(api "$B_HTTP" "/api/v1/anomalies?service=gbudget-svc&anomaly_type=budget" |
+    jq -r '.anomalies[0].details.value')
+awk -v v="$spent" 'BEGIN { exit !(v > 0.909 && v < 0.911) }' || fail "the budget alert says $spent"
+echo "one budget across replicas: \$0.45 + \$0.45 + \$0.01 fired the soft alert on b"
+
 # ---- 4. the leader dies: the other takes over within the lease ttl -------------------------------
 if [ "$LEADER" = agg-a ]; then VICTIM=$A_PID; OTHER=agg-b; else VICTIM=$B_PID; OTHER=agg-a; fi
 t0=$(date +%s%N)
@@ -218,6 +309,11 @@ REDIS_PID=""
 [ "$(send 127.0.0.1:"$A_INGEST" sc-replay 2 replay-svc gpt-4o 500)" = "DUPLICATE 2" ] ||
     fail "with Redis down, the local table did not catch the replay"
 grep -q 'Redis unavailable' "$TMP/a.log" || fail "the fallback was not logged"
+for _ in $(seq 1 50); do
+    grep -q 'scoring on local baselines' "$TMP/a.log" && break
+    sleep 0.1
+done
+grep -q 'scoring on local baselines' "$TMP/a.log" || fail "the shared baselines did not fall back"
 stop "$A_PID"
 A_PID=""
 grep '"shared state"' "$TMP/a.log" | tail -n 1 | jq -e '.fail_open >= 1' >/dev/null ||

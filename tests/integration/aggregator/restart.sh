@@ -13,7 +13,11 @@
 #      the same baseline keys with the same sample counts (no cold start), the alert still listed
 #      and firing, a spike right after the restart detected at once, the replayed batch answered
 #      DUPLICATE and applied once, the configuration change still in the history;
-#   5. a corrupt snapshot in the store is skipped with a count, never a crash.
+#      the configuration change re-applied on top of the flags (GET shows it, the log says so);
+#      the month's budget spend kept, so $0.20 more fires the soft budget alert ($0.90 of $1);
+#   5. a corrupt snapshot in the store is skipped with a count, never a crash;
+#   6. with state.reapply_api_config=false the API's change is dropped, and stays dropped at the
+#      next normal start.
 #
 # Usage: restart.sh AGGREGATOR SIDECAR INGEST_SEND. Exit 0 when everything held.
 set -u -o pipefail
@@ -74,7 +78,8 @@ start_aggregator() {
         --set delivery.breaker.cooldown=1s \
         --set ingest.endpoint=127.0.0.1:"$INGEST" --set http.endpoint=127.0.0.1:"$HTTP" \
         --set state.snapshot_interval=1s --set alerts.quiet_period=1h \
-        --set engine.throughput.enabled=false 2>>"$TMP/agg.log" &
+        --set engine.throughput.enabled=false --set engine.budgets=budget-svc:month:1 \
+        "$@" 2>>"$TMP/agg.log" &
     AGG_PID=$!
     for _ in $(seq 1 200); do
         if [ "$(status /health)" = 200 ]; then
@@ -190,6 +195,15 @@ wait_for "150 latency samples" seen_is 150
 # The replayed batch: its own service, so "applied once" is its sample count.
 [ "$("$SEND" 127.0.0.1:"$INGEST" restart-replay 1 replay-svc gpt-4o 500)" = "OK 1" ] ||
     fail "the direct batch was not answered OK 1"
+# Budget spend before the restart: $0.70 of the month's $1 (soft alert at $0.80: none yet).
+budget_alerts() {
+    api "/api/v1/anomalies?service=budget-svc&anomaly_type=budget" | jq -r '.total'
+}
+for i in 1 2; do
+    [ "$("$SEND" 127.0.0.1:"$INGEST" budget "$i" budget-svc gpt-4o 500 0.35)" = "OK $i" ] ||
+        fail "budget batch $i"
+done
+[ "$(budget_alerts)" = 0 ] || fail "a budget alert before the budget was reached"
 send_spans 1 30000 0
 wait_for "a firing latency_spike alert" firing_latency
 ALERT_ID=$(api "/api/v1/anomalies?service=restart-svc&status=firing" |
@@ -275,11 +289,27 @@ seen_is 150 || fail "restart-svc latency samples: $(latency_seen), want 150"
 [ "$("$SEND" 127.0.0.1:"$INGEST" restart-replay 2 replay-svc gpt-4o 500)" = "OK 2" ] ||
     fail "the next sequence was not answered OK 2"
 
+# The budget spend survived: $0.20 more crosses the soft level only with the $0.70 kept.
+grep -q '"msg":"budget spend restored".*"budgets":1' "$TMP/agg.log" ||
+    fail "the budget spend restore is not logged"
+[ "$("$SEND" 127.0.0.1:"$INGEST" budget 3 budget-svc gpt-4o 500 0.2)" = "OK 3" ] ||
+    fail "budget batch 3"
+[ "$(budget_alerts)" = 1 ] || fail "the budget alert did not fire after the restart"
+spent=$(api "/api/v1/anomalies?service=budget-svc&anomaly_type=budget" |
+    jq -r '.anomalies[0].details.value')
+awk -v v="$spent" 'BEGIN { exit !(v > 0.89 && v < 0.91) }' || fail "the budget alert says $spent spent"
+
 # The configuration change is in the history across the restart.
 hist=$(sqlite3 "file:$TMP/data/state.db?mode=ro" \
     "SELECT source, json FROM config_history ORDER BY id DESC LIMIT 1")
 grep -q '^api|' <<<"$hist" || fail "no api entry in the configuration history: $hist"
 grep -q '"threshold":3.25' <<<"$hist" || fail "the history lacks the change: $hist"
+# ... and re-applied on top of the flags (state.reapply_api_config defaults to true).
+[ "$(api /api/v1/config | jq -r '.engine.detect.zscore.threshold')" = 3.25 ] ||
+    fail "the API's change was not re-applied after the restart"
+grep '"msg":"configuration from the API re-applied"' "$TMP/agg.log" | tail -n 1 |
+    jq -e '.settings == 1 and (.values | contains("engine.detect.zscore.threshold"))' >/dev/null ||
+    fail "the re-applied configuration is not logged"
 
 # ---- 5. a corrupt snapshot is skipped with a count -----------------------------------------------
 stop_aggregator
@@ -292,5 +322,18 @@ line=$(grep '"msg":"baselines restored"' "$TMP/agg.log")
 [ "$(jq -r .keys <<<"$line")" = $((restored - 1)) ] || fail "other keys not restored: $line"
 grep -q '"msg":"baseline snapshot skipped"' "$TMP/agg.log" || fail "the skipped key is not logged"
 [ "$(latency_seen)" = "" ] || fail "the corrupt key came back: $(latency_seen)"
+[ "$(api /api/v1/config | jq -r '.engine.detect.zscore.threshold')" = 3.25 ] ||
+    fail "the API's change was not re-applied after the second restart"
+stop_aggregator
+
+# ---- 6. state.reapply_api_config=false drops the API's changes for good ----------------------------
+start_aggregator --set state.reapply_api_config=false
+[ "$(api /api/v1/config | jq -r '.engine.detect.zscore.threshold')" = 3 ] ||
+    fail "reapply_api_config=false still applied the API's change"
+grep -q '"msg":"configuration from the API dropped' "$TMP/agg.log" || fail "the drop is not logged"
+stop_aggregator
+start_aggregator
+[ "$(api /api/v1/config | jq -r '.engine.detect.zscore.threshold')" = 3 ] ||
+    fail "a dropped API change came back"
 stop_aggregator
 echo "restart: all checks passed"

@@ -589,6 +589,140 @@ START_TEST(key_prefix_is_used)
 }
 END_TEST
 
+/* An exchange's items and what put() received. */
+typedef struct exchange {
+    const char *keys[3];
+    const char *blobs[3];
+    unsigned got_n[3];
+    char got[3][4][32];
+    unsigned puts;
+} exchange;
+
+static int ex_get(void *ud, size_t i, const char **key, const void **blob, size_t *len)
+{
+    exchange *x = ud;
+    if (x->blobs[i] == NULL)
+        return -ENOENT; /* skipped */
+    *key = x->keys[i];
+    *blob = x->blobs[i];
+    *len = strlen(x->blobs[i]);
+    return 0;
+}
+
+static void ex_put(void *ud, size_t i, unsigned n, const void *const *blobs, const size_t *lens)
+{
+    exchange *x = ud;
+    x->puts++;
+    x->got_n[i] = n;
+    for (unsigned k = 0; k < n && k < 4; k++)
+        snprintf(x->got[i][k], sizeof x->got[i][k], "%.*s", (int)lens[k], (const char *)blobs[k]);
+}
+
+START_TEST(baselines_are_exchanged_between_replicas)
+{
+    redis_proc r = {0};
+    redis_start(&r);
+    sn_shared *a = replica(r.port, "agg-a", 0), *b = replica(r.port, "agg-b", 0);
+    sn_shared_exchange_result res;
+    /* a publishes first: nobody else yet. */
+    exchange xa = {.keys = {"g/latency_ms/1/sm", "g/cost_usd/1/sm"}, .blobs = {"A-lat", "A-cost"}};
+    ck_assert_int_eq(sn_shared_baselines_exchange(a, 2, 5000 * MS, ex_get, ex_put, &xa, &res), 0);
+    ck_assert_uint_eq(res.published, 2);
+    ck_assert_uint_eq(xa.puts, 2);
+    ck_assert_uint_eq(xa.got_n[0] + xa.got_n[1], 0);
+    /* b reads a's latency blob (never its own); a skipped item is neither written nor read. */
+    exchange xb = {.keys = {"g/latency_ms/1/sm", "g/cost_usd/1/sm"}, .blobs = {"B-lat", NULL}};
+    ck_assert_int_eq(sn_shared_baselines_exchange(b, 2, 5000 * MS, ex_get, ex_put, &xb, &res), 0);
+    ck_assert_uint_eq(res.published, 1);
+    ck_assert_uint_eq(res.remote_blobs, 1);
+    ck_assert_uint_eq(xb.puts, 1);
+    ck_assert_uint_eq(xb.got_n[0], 1);
+    ck_assert_str_eq(xb.got[0][0], "A-lat");
+    /* The hash holds both fields and expires with the ttl. */
+    redisContext *c = raw(r.port);
+    redisReply *rep = redisCommand(c, "HLEN sentinel:baseline:g/latency_ms/1/sm");
+    ck_assert_int_eq(rep->integer, 2);
+    freeReplyObject(rep);
+    rep = redisCommand(c, "PTTL sentinel:baseline:g/latency_ms/1/sm");
+    ck_assert_int_gt(rep->integer, 0);
+    ck_assert_int_le(rep->integer, 5000);
+    freeReplyObject(rep);
+    /* A replica that stopped publishing long ago: ignored and its field deleted; garbage too. */
+    const char old[] = "\x01\x00\x00\x00\x00\x00\x00\x00old-blob"; /* 1 ms after the epoch */
+    rep = redisCommand(c, "HSET sentinel:baseline:g/latency_ms/1/sm agg-gone %b agg-junk x", old,
+                       sizeof old - 1);
+    freeReplyObject(rep);
+    memset(&xb, 0, sizeof xb);
+    xb.keys[0] = "g/latency_ms/1/sm";
+    xb.blobs[0] = "B-lat2";
+    ck_assert_int_eq(sn_shared_baselines_exchange(b, 1, 5000 * MS, ex_get, ex_put, &xb, &res), 0);
+    ck_assert_uint_eq(xb.got_n[0], 1);
+    ck_assert_str_eq(xb.got[0][0], "A-lat");
+    ck_assert_uint_eq(res.stale_removed, 2);
+    rep = redisCommand(c, "HLEN sentinel:baseline:g/latency_ms/1/sm");
+    ck_assert_int_eq(rep->integer, 2);
+    freeReplyObject(rep);
+    /* a now reads b's latest. */
+    memset(&xa, 0, sizeof xa);
+    xa.keys[0] = "g/latency_ms/1/sm";
+    xa.blobs[0] = "A-lat";
+    ck_assert_int_eq(sn_shared_baselines_exchange(a, 1, 5000 * MS, ex_get, ex_put, &xa, &res), 0);
+    ck_assert_str_eq(xa.got[0][0], "B-lat2");
+    sn_shared_stats st;
+    sn_shared_stats_get(b, &st);
+    ck_assert_uint_eq(st.baseline_published, 2);
+    ck_assert_uint_eq(st.baseline_read, 2);
+    ck_assert_uint_eq(st.baseline_expired, 2);
+    /* Redis down: an error, nothing handed to put, counted as fail-open. */
+    redis_kill(&r);
+    memset(&xa, 0, sizeof xa);
+    xa.keys[0] = "g/latency_ms/1/sm";
+    xa.blobs[0] = "A-lat";
+    ck_assert_int_lt(sn_shared_baselines_exchange(a, 1, 5000 * MS, ex_get, ex_put, &xa, &res), 0);
+    ck_assert_uint_eq(xa.puts, 0);
+    sn_shared_stats_get(a, &st);
+    ck_assert_uint_ge(st.fail_open, 1);
+    /* Bad arguments. */
+    ck_assert_int_eq(sn_shared_baselines_exchange(a, SN_SHARED_EXCHANGE_MAX + 1, 5000 * MS, ex_get,
+                                                  ex_put, &xa, &res),
+                     -EINVAL);
+    redisFree(c);
+    sn_shared_destroy(a);
+    sn_shared_destroy(b);
+    redis_stop(&r);
+}
+END_TEST
+
+START_TEST(budget_totals_are_shared)
+{
+    redis_proc r = {0};
+    redis_start(&r);
+    sn_shared *a = replica(r.port, "agg-a", 0), *b = replica(r.port, "agg-b", 0);
+    const char *keys[] = {"day:0:20000:4:chat4:chat", "day:1:20000:1:*4:chatalice"};
+    double d1[] = {0.45, 0.1}, d2[] = {0.45, 0.2}, tot[2];
+    int64_t ttl[] = {60000 * MS, 60000 * MS};
+    ck_assert_int_eq(sn_shared_budget_add(a, 2, keys, d1, ttl, tot), 0);
+    ck_assert_double_eq_tol(tot[0], 0.45, 1e-12);
+    ck_assert_int_eq(sn_shared_budget_add(b, 2, keys, d2, ttl, tot), 0);
+    ck_assert_double_eq_tol(tot[0], 0.9, 1e-12);
+    ck_assert_double_eq_tol(tot[1], 0.3, 1e-12);
+    redisContext *c = raw(r.port);
+    redisReply *rep = redisCommand(c, "PTTL sentinel:budget:%s", keys[0]);
+    ck_assert_int_gt(rep->integer, 50000);
+    ck_assert_int_le(rep->integer, 60000);
+    freeReplyObject(rep);
+    redisFree(c);
+    sn_shared_stats st;
+    sn_shared_stats_get(b, &st);
+    ck_assert_uint_eq(st.budget_added, 2);
+    redis_kill(&r);
+    ck_assert_int_lt(sn_shared_budget_add(a, 1, keys, d1, ttl, tot), 0);
+    sn_shared_destroy(a);
+    sn_shared_destroy(b);
+    redis_stop(&r);
+}
+END_TEST
+
 static Suite *shared_suite(void)
 {
     Suite *s = suite_create("shared_state");
@@ -606,6 +740,8 @@ static Suite *shared_suite(void)
     tcase_add_test(tc, counters_on_metrics);
     tcase_add_test(tc, settings_are_checked);
     tcase_add_test(tc, key_prefix_is_used);
+    tcase_add_test(tc, baselines_are_exchanged_between_replicas);
+    tcase_add_test(tc, budget_totals_are_shared);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -661,6 +661,84 @@ START_TEST(config_history_appends_trims_and_reads)
 }
 END_TEST
 
+/* ---- budget spend ---- */
+
+typedef struct seen_budgets {
+    int n;
+    char who[4][64];
+    double spent[4];
+    int64_t period[4];
+    bool soft[4], hard[4], per_user[4];
+} seen_budgets;
+
+static int see_budget(const sn_store_budget *b, void *ud)
+{
+    seen_budgets *s = ud;
+    ck_assert_int_lt(s->n, 4);
+    snprintf(s->who[s->n], sizeof s->who[0], "%s|%s|%s|%s", b->rule_service, b->period, b->service,
+             b->user);
+    s->spent[s->n] = b->spent;
+    s->period[s->n] = b->period_index;
+    s->soft[s->n] = b->soft_fired;
+    s->hard[s->n] = b->hard_fired;
+    s->per_user[s->n] = b->per_user;
+    s->n++;
+    return 0;
+}
+
+START_TEST(budget_spend_put_read_purge)
+{
+    sn_store *st = open_store(NULL);
+    sn_store_budget b = {.rule_service = "*",
+                         .period = "day",
+                         .service = "chat",
+                         .user = "",
+                         .period_index = 20000,
+                         .spent = 1.25,
+                         .updated_ns = T0};
+    ck_assert_int_eq(sn_store_budget_put(st, &b), 0);
+    b.spent = 2.5; /* the same row replaced */
+    b.soft_fired = true;
+    ck_assert_int_eq(sn_store_budget_put(st, &b), 0);
+    sn_store_budget u = {.rule_service = "chat",
+                         .period = "hour",
+                         .per_user = true,
+                         .service = "chat",
+                         .user = "alice",
+                         .period_index = 7,
+                         .spent = 0.5,
+                         .hard_fired = true,
+                         .updated_ns = T0 - 40 * 86400 * SEC};
+    ck_assert_int_eq(sn_store_budget_put(st, &u), 0);
+    u.spent = NAN;
+    ck_assert_int_eq(sn_store_budget_put(st, &u), -EINVAL);
+    u.spent = 0.5;
+    u.user = NULL;
+    ck_assert_int_eq(sn_store_budget_put(st, &u), -EINVAL);
+    sn_store_close(st);
+
+    st = open_store(NULL); /* it survives a reopen */
+    seen_budgets s = {0};
+    ck_assert_int_eq(sn_store_budget_foreach(st, see_budget, &s), 0);
+    ck_assert_int_eq(s.n, 2);
+    int d = strcmp(s.who[0], "*|day|chat|") == 0 ? 0 : 1;
+    ck_assert_str_eq(s.who[d], "*|day|chat|");
+    ck_assert_double_eq(s.spent[d], 2.5);
+    ck_assert_int_eq(s.period[d], 20000);
+    ck_assert(s.soft[d] && !s.hard[d] && !s.per_user[d]);
+    ck_assert_str_eq(s.who[1 - d], "chat|hour|chat|alice");
+    ck_assert(s.hard[1 - d] && s.per_user[1 - d]);
+    uint64_t removed = 0;
+    ck_assert_int_eq(sn_store_budget_purge(st, T0 - 32 * 86400 * SEC, &removed), 0);
+    ck_assert_uint_eq(removed, 1);
+    memset(&s, 0, sizeof s);
+    ck_assert_int_eq(sn_store_budget_foreach(st, see_budget, &s), 0);
+    ck_assert_int_eq(s.n, 1);
+    ck_assert_str_eq(s.who[0], "*|day|chat|");
+    sn_store_close(st);
+}
+END_TEST
+
 /* ---- sequences ---- */
 
 typedef struct seen_seqs {
@@ -937,6 +1015,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, purge_removes_what_is_older_than_retention);
     tcase_add_test(tc, baselines_put_get_delete_foreach);
     tcase_add_test(tc, config_history_appends_trims_and_reads);
+    tcase_add_test(tc, budget_spend_put_read_purge);
     tcase_add_test(tc, sequences_never_go_down_and_load_oldest_first);
     tcase_add_test(tc, delivery_queue_state_machine);
     tcase_add_test(tc, delivery_survives_a_restart);
