@@ -55,18 +55,18 @@ sn_pbw_status sn_pbw_varint32_slow(sn_pbw *r, uint32_t *out)
     return SN_PBW_OK;
 }
 
-/* A 64-bit varint: at most ten bytes, the bits past 64 of the tenth dropped. */
+/* A 64-bit varint: at most ten bytes, the tenth 0 or 1 (the error comes after the bad byte). */
 sn_pbw_status sn_pbw_varint_slow(sn_pbw *r, uint64_t *out)
 {
     uint64_t result = 0;
     unsigned bitpos = 0;
     uint8_t byte;
     do {
-        if (bitpos >= 64)
-            return SN_PBW_VARINT_LONG;
         if (r->p >= r->end)
             return SN_PBW_TRUNCATED;
         byte = *r->p++;
+        if (bitpos >= 63 && (byte & 0xFE) != 0)
+            return SN_PBW_VARINT_LONG;
         result |= (uint64_t)(byte & 0x7F) << bitpos;
         bitpos += 7;
     } while (byte & 0x80);

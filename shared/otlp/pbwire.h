@@ -8,7 +8,7 @@
  * same inputs:
  *   - a tag or a length is a varint that must fit 32 bits (trailing 0x80 / sign-extension bytes
  *     allowed, at most 10 bytes); field number 0 is an error;
- *   - a value varint has at most 10 bytes (the high bits of the 10th are dropped);
+ *   - a value varint has at most 10 bytes, the 10th 0 or 1 (no bits past 64);
  *   - a length past the end of its message is an error when the field is read
  *     (SN_PBW_PAST_END) and a truncation when it is skipped (SN_PBW_TRUNCATED);
  *   - wire types 3, 4 (groups), 6 and 7 are invalid; an unknown field of any other wire type is

@@ -575,6 +575,14 @@ START_TEST(byte_level_cases_match_nanopb)
         {"kind as fixed64", {0x31, 1, 2, 3, 4, 5, 6, 7, 8}, 9},
         {"dropped count 2^32", {0x50, 0x80, 0x80, 0x80, 0x80, 0x10}, 6},
         {"dropped count max", {0x50, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F}, 6},
+        /* found by the differential fuzzer: a 10th varint byte over 1 is an overflow, not a
+         * value too large for uint32 */
+        {"dropped count, 10th byte 5",
+         {0x70, 0xCA, 0xCA, 0xCA, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x05},
+         11},
+        {"int value, 10th byte 1",
+         {0x50, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01},
+         11},
         {"flags as varint", {0x80, 0x01, 0x05}, 3},
         {"flags", {0x85, 0x01, 1, 0, 0, 0}, 6},
         {"start time again, over int64", {0x39, 0, 0, 0, 0, 0, 0, 0, 0x80}, 9},
