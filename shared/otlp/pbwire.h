@@ -163,4 +163,50 @@ static inline sn_pbw_status sn_pbw_uint32(sn_pbw *r, uint32_t *out)
  * as nanopb reads such a value for a callback (a varint of at most 10 bytes). */
 sn_pbw_status sn_pbw_skip_scalar(sn_pbw *r, uint32_t wt);
 
+/* ---------------------------------------------------------------- KeyValue and AnyValue
+ *
+ * The one reader of OTLP attributes (common.proto KeyValue / AnyValue / ArrayValue) for the
+ * trace, metrics and logs decoders. A KeyValue's key is read into a bounded buffer (a key of
+ * SN_PBW_KEY_MAX bytes or more is skipped with its value, counted); its value, when the caller
+ * wants it, is delivered member by member as sn_attr_value (strings and bytes cut at
+ * SN_PBW_VALUE_MAX, counted; scalars keep their presence: an int 0 is a value). A key/value
+ * list, and an array inside an array, are skipped unread (counted), so the depth is fixed by
+ * the schema. A value before its key is read in a second pass over the same bytes.
+ * Errors ("attribute", "attribute key", "attribute value", "attribute array" + what + where):
+ * a key or value that is not length-delimited, an AnyValue member or array element of the wrong
+ * wire type, and everything the wire reader refuses.
+ */
+#define SN_PBW_KEY_MAX   256
+#define SN_PBW_VALUE_MAX 1024
+
+struct sn_attr_value;
+
+typedef struct sn_pbw_kv {
+    /* Set by the caller. want may be NULL (every value is read); it is asked when a value is
+     * about to be read, with its key. deliver receives each value; key and value are borrowed
+     * for the call only. */
+    bool (*want)(void *ud, const char *key, size_t keylen);
+    void (*deliver)(void *ud, const char *key, size_t keylen, const struct sn_attr_value *v);
+    void *ud;
+    bool arrays;   /* an ArrayValue's elements are delivered (true) or it is skipped (false) */
+    bool utf8_cut; /* a cut string also drops a UTF-8 sequence the cut split */
+    uint64_t *keys_skipped, *values_truncated, *values_ignored; /* counters, never NULL */
+
+    /* The first failure, set when sn_pbw_kv_read returns false; at is its position. */
+    const char *where;
+    const char *what;
+    const uint8_t *at;
+
+    /* The reader's own. */
+    int key_state;
+    bool value_before_key;
+    size_t keylen;
+    char keybuf[SN_PBW_KEY_MAX];
+    char valbuf[SN_PBW_VALUE_MAX];
+} sn_pbw_kv;
+
+/* Reads one KeyValue (r covers exactly its bytes). Returns false on malformed input, with
+ * k->where / what / at set. */
+bool sn_pbw_kv_read(sn_pbw_kv *k, sn_pbw r);
+
 #endif

@@ -51,20 +51,10 @@ enum {
     SPAN_FLAGS = 16
 };
 enum { STATUS_CODE = 3, STATUS_CODE_ERROR = 2 };
-enum { KV_KEY = 1, KV_VALUE = 2 };
-enum {
-    ANY_STRING = 1,
-    ANY_BOOL = 2,
-    ANY_INT = 3,
-    ANY_DOUBLE = 4,
-    ANY_ARRAY = 5,
-    ANY_KVLIST = 6,
-    ANY_BYTES = 7,
-    ARRAY_VALUES = 1
-};
-
 typedef enum attr_target { TARGET_RESOURCE, TARGET_SPAN } attr_target;
-typedef enum key_state { KEY_NONE, KEY_OK, KEY_SKIP } key_state;
+
+_Static_assert(SN_OTLP_KEY_MAX == SN_PBW_KEY_MAX && SN_OTLP_VALUE_MAX == SN_PBW_VALUE_MAX,
+               "traces.h documents the attribute reader's bounds");
 
 static const char WRONG_WIRE_KNOWN[] = "wrong wire type for a known field";
 static const char WRONG_WIRE_LEN[] = "wrong wire type (expected a length-delimited field)";
@@ -88,11 +78,7 @@ typedef struct decoder {
 
     /* KeyValue level */
     attr_target target;
-    key_state key;
-    bool value_before_key;
-    size_t keylen;
-    char keybuf[SN_OTLP_KEY_MAX];
-    char valbuf[SN_OTLP_VALUE_MAX];
+    sn_pbw_kv kv;
 
     /* The first failure: what, where, and the byte offset when known. */
     const char *fail;
@@ -163,237 +149,29 @@ static bool read_fixed64(decoder *d, sn_pbw *r, uint32_t wt, const char *level, 
     return st == SN_PBW_OK || fail_wire(d, r, level, st);
 }
 
-/* Hands one attribute value to the conventions module (resource template or current span). */
-static void deliver(decoder *d, const sn_attr_value *v)
+/* The attribute reader's questions: is this value read (never for prompt or response text of a
+ * span), and where does it go (resource template or current span). */
+static bool want_value(void *ud, const char *key, size_t keylen)
 {
+    const decoder *d = ud;
+    return d->target == TARGET_RESOURCE || !sn_genai_is_content_key(key, keylen);
+}
+
+static void deliver(void *ud, const char *key, size_t keylen, const sn_attr_value *v)
+{
+    decoder *d = ud;
     if (d->target == TARGET_RESOURCE)
-        sn_genai_resource_attr(&d->tmpl, d->keybuf, d->keylen, v);
+        sn_genai_resource_attr(&d->tmpl, key, keylen, v);
     else
-        sn_genai_span_attr(&d->ev, d->keybuf, d->keylen, v);
+        sn_genai_span_attr(&d->ev, key, keylen, v);
 }
 
-/* The length of buf[0..n) without a UTF-8 sequence the cut at n left incomplete. */
-static size_t utf8_whole(const char *buf, size_t n)
-{
-    size_t lead = n;
-    while (lead > 0 && ((unsigned char)buf[lead - 1] & 0xC0) == 0x80)
-        lead--;
-    if (lead == 0)
-        return n; /* no lead byte in reach: not UTF-8 text, leave it */
-    unsigned char c = (unsigned char)buf[lead - 1];
-    size_t want = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
-    return n - (lead - 1) < want ? lead - 1 : n;
-}
-
-/* Reads a length-delimited string/bytes value of AnyValue into the bounded value buffer (cut
- * at SN_OTLP_VALUE_MAX bytes, the rest skipped) and delivers it. */
-static bool read_string_value(decoder *d, sn_pbw *r, sn_attr_type type)
-{
-    sn_pbw sub;
-    sn_pbw_status st = sn_pbw_len(r, &sub);
-    if (st != SN_PBW_OK)
-        return fail_wire(d, r, "attribute value", st);
-    size_t n = sn_pbw_left(&sub);
-    bool truncated = n > sizeof(d->valbuf);
-    if (truncated) {
-        n = sizeof(d->valbuf);
-        d->st->values_truncated++;
-    }
-    memcpy(d->valbuf, sub.p, n);
-    if (type == SN_ATTR_STRING && truncated)
-        n = utf8_whole(d->valbuf, n);
-    sn_attr_value v = {.type = type, .str = d->valbuf, .len = n};
-    deliver(d, &v);
-    return true;
-}
-
-static bool read_any_value(decoder *d, sn_pbw *r, bool in_array);
-
-/* Skips a nested value the decoder does not read (counted). */
-static bool skip_ignored(decoder *d, sn_pbw *r, uint32_t wt)
-{
-    d->st->values_ignored++;
-    return skip(d, r, "attribute value", wt);
-}
-
-/* Reads an ArrayValue (r holds exactly its bytes): each element is an AnyValue delivered under
- * the current key; elements that are arrays or key/value lists are skipped. */
-static bool read_array_value(decoder *d, sn_pbw *r)
-{
-    while (sn_pbw_more(r)) {
-        uint32_t field, wt;
-        if (!next_tag(d, r, "attribute array", &field, &wt))
-            return false;
-        if (field != ARRAY_VALUES) {
-            if (!skip(d, r, "attribute array", wt))
-                return false;
-            continue;
-        }
-        if (wt != SN_PBW_LEN)
-            return fail(d, r->p, "attribute array", "wrong wire type for ArrayValue.values");
-        sn_pbw sub;
-        sn_pbw_status st = sn_pbw_len(r, &sub);
-        if (st != SN_PBW_OK)
-            return fail_wire(d, r, "attribute array", st);
-        if (!read_any_value(d, &sub, true))
-            return false;
-    }
-    return true;
-}
-
-/* Reads an AnyValue (r holds exactly its bytes) and delivers each scalar member. in_array: the
- * value is an array element, so a nested array is skipped rather than read. */
-static bool read_any_value(decoder *d, sn_pbw *r, bool in_array)
-{
-    static const uint8_t expect[] = {
-        [ANY_STRING] = SN_PBW_LEN, [ANY_BOOL] = SN_PBW_VARINT, [ANY_INT] = SN_PBW_VARINT,
-        [ANY_DOUBLE] = SN_PBW_I64, [ANY_ARRAY] = SN_PBW_LEN,   [ANY_KVLIST] = SN_PBW_LEN,
-        [ANY_BYTES] = SN_PBW_LEN,
-    };
-    while (sn_pbw_more(r)) {
-        uint32_t field, wt;
-        if (!next_tag(d, r, "attribute value", &field, &wt))
-            return false;
-        if (field > ANY_BYTES) {
-            if (!skip(d, r, "attribute value", wt))
-                return false;
-            continue;
-        }
-        if (wt != expect[field])
-            return fail(d, r->p, "attribute value", "wrong wire type for an AnyValue member");
-        sn_attr_value v = {0};
-        uint64_t u;
-        sn_pbw_status st;
-        switch (field) {
-        case ANY_STRING:
-            if (!read_string_value(d, r, SN_ATTR_STRING))
-                return false;
-            continue;
-        case ANY_BYTES:
-            if (!read_string_value(d, r, SN_ATTR_BYTES))
-                return false;
-            continue;
-        case ANY_BOOL:
-        case ANY_INT:
-            st = sn_pbw_varint(r, &u);
-            if (st != SN_PBW_OK)
-                return fail_wire(d, r, "attribute value", st);
-            if (field == ANY_BOOL) {
-                v.type = SN_ATTR_BOOL;
-                v.b = u != 0;
-            } else {
-                v.type = SN_ATTR_INT;
-                v.i = (int64_t)u; /* int64 is two's complement on the wire */
-            }
-            break;
-        case ANY_DOUBLE:
-            st = sn_pbw_fixed64(r, &u);
-            if (st != SN_PBW_OK)
-                return fail_wire(d, r, "attribute value", st);
-            memcpy(&v.d, &u, sizeof(v.d));
-            v.type = SN_ATTR_DOUBLE;
-            break;
-        case ANY_ARRAY: {
-            if (in_array) { /* an array inside an array carries no LLM fact */
-                if (!skip_ignored(d, r, wt))
-                    return false;
-                continue;
-            }
-            sn_pbw sub;
-            st = sn_pbw_len(r, &sub);
-            if (st != SN_PBW_OK)
-                return fail_wire(d, r, "attribute value", st);
-            if (!read_array_value(d, &sub))
-                return false;
-            continue;
-        }
-        default: /* ANY_KVLIST: nothing in a key/value list is an LLM fact */
-            if (!skip_ignored(d, r, wt))
-                return false;
-            continue;
-        }
-        deliver(d, &v);
-    }
-    return true;
-}
-
-/* KeyValue.key: copied into the key buffer; a key that does not fit marks the attribute
- * skipped (no convention has such a key). */
-static void read_key(decoder *d, const sn_pbw *s)
-{
-    size_t n = sn_pbw_left(s);
-    if (n >= sizeof(d->keybuf)) {
-        d->key = KEY_SKIP;
-        d->st->keys_skipped++;
-        return;
-    }
-    memcpy(d->keybuf, s->p, n);
-    d->keybuf[n] = '\0';
-    d->keylen = n;
-    d->key = KEY_OK;
-}
-
-/* KeyValue.value: read and delivered when the key is known; noted for a second pass when the
- * value came first. */
-static bool read_value(decoder *d, sn_pbw *s)
-{
-    if (d->key == KEY_NONE) {
-        d->value_before_key = true;
-        return true;
-    }
-    if (d->key == KEY_SKIP)
-        return true;
-    if (d->target == TARGET_SPAN && sn_genai_is_content_key(d->keybuf, d->keylen))
-        return true; /* prompt or response text: never a fact, never read */
-    return read_any_value(d, s, false);
-}
-
-/* Reads the fields of one KeyValue (r holds exactly its bytes): unknown fields skipped, each
- * occurrence of key or value handled in turn, a scalar wire type for either an error.
- * values_only: the second pass, when a value came before its key. */
-static bool read_key_value(decoder *d, sn_pbw *r, bool values_only)
-{
-    while (sn_pbw_more(r)) {
-        uint32_t field, wt;
-        if (!next_tag(d, r, "attribute", &field, &wt))
-            return false;
-        if ((field != KV_KEY && field != KV_VALUE) || (values_only && field == KV_KEY)) {
-            if (!skip(d, r, "attribute", wt))
-                return false;
-            continue;
-        }
-        if (wt != SN_PBW_LEN) {
-            if (wt != SN_PBW_VARINT && wt != SN_PBW_I64 && wt != SN_PBW_I32)
-                return fail(d, r->p, "attribute", "invalid wire type");
-            return fail(d, r->p, field == KV_KEY ? "attribute key" : "attribute value",
-                        WRONG_WIRE_LEN);
-        }
-        sn_pbw sub;
-        sn_pbw_status st = sn_pbw_len(r, &sub);
-        if (st != SN_PBW_OK)
-            return fail_wire(d, r, "attribute", st);
-        if (field == KV_KEY)
-            read_key(d, &sub);
-        else if (!read_value(d, &sub))
-            return false;
-    }
-    return true;
-}
-
-/* One KeyValue of a resource or a span (d->target says which). */
+/* One KeyValue of a resource or a span (d->target says which), by the shared reader. */
 static bool read_attribute(decoder *d, const sn_pbw *s)
 {
-    sn_pbw r = *s;
-    d->key = KEY_NONE;
-    d->value_before_key = false;
-    if (!read_key_value(d, &r, false))
-        return false;
-    if (d->value_before_key && d->key == KEY_OK) {
-        r = *s;
-        if (!read_key_value(d, &r, true))
-            return false;
-    }
-    return true;
+    if (sn_pbw_kv_read(&d->kv, *s))
+        return true;
+    return fail(d, d->kv.at, d->kv.where, d->kv.what);
 }
 
 /* Span.trace_id / Span.span_id: kept when exactly the right size and not all zero. */
@@ -645,6 +423,15 @@ int sn_otlp_decode_traces(const uint8_t *buf, size_t len, const sn_price_table *
     d.fail = NULL;
     d.where = NULL;
     d.fail_at = -1;
+    d.target = TARGET_RESOURCE;
+    d.kv.want = want_value;
+    d.kv.deliver = deliver;
+    d.kv.ud = &d;
+    d.kv.arrays = true;
+    d.kv.utf8_cut = true;
+    d.kv.keys_skipped = &d.st->keys_skipped;
+    d.kv.values_truncated = &d.st->values_truncated;
+    d.kv.values_ignored = &d.st->values_ignored;
 
     sn_pbw r = sn_pbw_init(d.buf, len);
     while (sn_pbw_more(&r)) {
