@@ -6,8 +6,9 @@
  *   ExportTraceServiceRequest -> ResourceSpans -> Resource -> KeyValue (resource attribute)
  *                                              -> ScopeSpans -> Span -> trace_id, span_id, times,
  *                                                                       status, KeyValue...
- *   KeyValue -> key (bounded buffer)
- *            -> value -> AnyValue -> string/bool/int/double/bytes, or ArrayValue -> AnyValue...
+ *   KeyValue => sn_pbw_kv_read (pbwire.h, shared with the metrics and logs decoders):
+ *               key (bounded buffer), value -> AnyValue -> string/bool/int/double/bytes, or
+ *               ArrayValue -> AnyValue...
  *
  * The rules are those of the nanopb decoder this replaced (kept as the test reference in
  * tests/tools/otlp_ref_nanopb.c), so the same bytes give the same events, counts and errors:
