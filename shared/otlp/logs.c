@@ -2,15 +2,16 @@
  * logs.c -- streaming OTLP logs decoder on nanopb callbacks (see logs.h).
  *
  *   ExportLogsServiceRequest -> ResourceLogs -> ScopeLogs -> LogRecord -> event_name (prefix)
- *                                                                      -> KeyValue -> key
- *                                                                                  -> value
- *                                                                                     => AnyValue
- * Only the value of an `event.name` attribute is looked at, and only its first bytes. As in
- * traces.c, a callback checks that its substream points into the request (a scalar where a
- * length-delimited field belongs is a wrong wire type), a value before its key is read in a
- * second pass, and a 0 tag that stopped nanopb early is an error.
+ *                                                                      -> KeyValue
+ * KeyValue is read by the shared attribute reader (otlp/pbwire.h); only the value of an
+ * `event.name` attribute is looked at. A callback checks that its substream points into the request
+ * (a scalar where a length-delimited field belongs is a wrong wire type), a value before its key is
+ * read in a second pass, and a 0 tag that stopped nanopb early is an error.
  */
 #include "otlp/logs.h"
+
+#include "genai.h"
+#include "otlp/pbwire.h"
 
 #include "opentelemetry/proto/collector/logs/v1/logs_service.pb.h"
 #include "opentelemetry/proto/common/v1/common.pb.h"
@@ -29,8 +30,6 @@
 #define GENAI_PREFIX_LEN 7
 #define EVENT_NAME_KEY   "event.name"
 
-typedef enum key_state { KEY_NONE, KEY_EVENT_NAME, KEY_OTHER } key_state;
-
 bool sn_otlp_is_genai_event(const char *name, size_t len)
 {
     return len >= GENAI_PREFIX_LEN && memcmp(name, GENAI_PREFIX, GENAI_PREFIX_LEN) == 0;
@@ -41,11 +40,11 @@ typedef struct decoder {
     const uint8_t *buf;
     const uint8_t *end;
     sn_otlp_log_stats *st;
-    bool genai;          /* the current record is a GenAI event (event_name field) */
-    bool genai_attr;     /* ... by its event.name attribute */
-    bool has_event_name; /* the record has a non-empty event_name field (it wins) */
-    key_state key;
-    bool value_before_key;
+    bool genai;            /* the current record is a GenAI event (event_name field) */
+    bool genai_attr;       /* ... by its event.name attribute */
+    bool has_event_name;   /* the record has a non-empty event_name field (it wins) */
+    sn_pbw_kv kv;          /* the attribute reader */
+    uint64_t kv_counts[3]; /* its counts, not reported for logs */
     const char *fail;
     const char *where;
     long fail_at;
@@ -139,93 +138,39 @@ static bool on_event_name(pb_istream_t *s, const pb_field_t *field, void **arg)
     return read_prefix(d, s, &d->genai, "event_name");
 }
 
-/* KeyValue.key: only whether it is event.name matters. */
-static bool on_key(pb_istream_t *s, const pb_field_t *field, void **arg)
+/* The attribute reader's questions: only the value of event.name is read (any other may be
+ * prompt or response text), and only whether its string names a GenAI event matters. */
+static bool want_value(void *ud, const char *key, size_t keylen)
 {
-    (void)field;
-    decoder *d = *arg;
-    if (!wire_is_len(d, s, "attribute key"))
-        return false;
-    char key[sizeof EVENT_NAME_KEY - 1];
-    d->key = KEY_OTHER;
-    if (s->bytes_left != sizeof key)
-        return true; /* nanopb skips it */
-    if (!pb_read(s, (pb_byte_t *)key, sizeof key))
-        return fail(d, s, "attribute key", explain(PB_GET_ERROR(s)));
-    if (memcmp(key, EVENT_NAME_KEY, sizeof key) == 0)
-        d->key = KEY_EVENT_NAME;
-    return true;
+    (void)ud;
+    return keylen == sizeof EVENT_NAME_KEY - 1 && memcmp(key, EVENT_NAME_KEY, keylen) == 0;
 }
 
-/* The AnyValue of an event.name attribute (s holds exactly it): its string's prefix. Other
- * members are skipped. */
-static bool read_event_name_value(decoder *d, pb_istream_t *s)
+static void deliver(void *ud, const char *key, size_t keylen, const sn_attr_value *v)
 {
-    while (s->bytes_left > 0) {
-        pb_wire_type_t wt;
-        uint32_t tag;
-        bool eof;
-        if (!pb_decode_tag(s, &wt, &tag, &eof))
-            return fail(d, s, "attribute value", eof ? "field number 0" : explain(PB_GET_ERROR(s)));
-        if (tag == 0)
-            return fail(d, s, "attribute value", "field number 0");
-        if (tag != 1) {
-            if (!pb_skip_field(s, wt))
-                return fail(d, s, "attribute value", explain(PB_GET_ERROR(s)));
-            continue;
-        }
-        if (wt != PB_WT_STRING)
-            return fail(d, s, "attribute value", "wrong wire type for an AnyValue member");
-        pb_istream_t sub;
-        if (!pb_make_string_substream(s, &sub))
-            return fail(d, s, "attribute value", explain(PB_GET_ERROR(s)));
-        if (!read_prefix(d, &sub, &d->genai_attr, "attribute value"))
-            return false;
-        if (!pb_close_string_substream(s, &sub))
-            return fail(d, s, "attribute value", explain(PB_GET_ERROR(s)));
-    }
-    return true;
+    (void)key;
+    (void)keylen;
+    decoder *d = ud;
+    if (v->type == SN_ATTR_STRING)
+        d->genai_attr = sn_otlp_is_genai_event(v->str, v->len);
 }
 
-/* KeyValue.value: read only for event.name; noted for a second pass when before its key. */
-static bool on_value(pb_istream_t *s, const pb_field_t *field, void **arg)
-{
-    (void)field;
-    decoder *d = *arg;
-    if (!wire_is_len(d, s, "attribute value"))
-        return false;
-    if (d->key == KEY_NONE) {
-        d->value_before_key = true;
-        return true;
-    }
-    if (d->key != KEY_EVENT_NAME)
-        return true; /* never read: may be prompt or response text */
-    return read_event_name_value(d, s);
-}
-
-/* One KeyValue of a log record. */
+/* One KeyValue of a log record, read by the shared attribute reader (otlp/pbwire.h) straight
+ * from the request bytes; nanopb skips them after. */
 static bool on_attribute(pb_istream_t *s, const pb_field_t *field, void **arg)
 {
     (void)field;
     decoder *d = *arg;
     if (!wire_is_len(d, s, "attribute"))
         return false;
-    pb_istream_t again = *s;
-    opentelemetry_proto_common_v1_KeyValue kv = opentelemetry_proto_common_v1_KeyValue_init_zero;
-    kv.key.funcs.decode = on_key;
-    kv.key.arg = d;
-    kv.value.funcs.decode = on_value;
-    kv.value.arg = d;
-    d->key = KEY_NONE;
-    d->value_before_key = false;
-    if (!decode_sub(d, s, opentelemetry_proto_common_v1_KeyValue_fields, &kv, "attribute"))
-        return false;
-    if (d->value_before_key && d->key == KEY_EVENT_NAME) {
-        kv.key.funcs.decode = NULL; /* pass 2: the value only */
-        if (!decode_sub(d, &again, opentelemetry_proto_common_v1_KeyValue_fields, &kv, "attribute"))
-            return false;
+    if (sn_pbw_kv_read(&d->kv, sn_pbw_init((const uint8_t *)s->state, s->bytes_left)))
+        return true;
+    if (!d->fail) {
+        d->fail = d->kv.what;
+        d->where = d->kv.where;
+        d->fail_at = (long)(d->kv.at - d->buf);
     }
-    return true;
+    return false;
 }
 
 /* One LogRecord: counted, and counted again when it is a GenAI event. */
@@ -291,6 +236,12 @@ int sn_otlp_decode_logs(const uint8_t *buf, size_t len, sn_otlp_log_stats *stats
     d.end = buf + len;
     d.st = stats ? stats : &scratch;
     memset(d.st, 0, sizeof(*d.st));
+    d.kv.want = want_value;
+    d.kv.deliver = deliver;
+    d.kv.ud = &d;
+    d.kv.keys_skipped = &d.kv_counts[0];
+    d.kv.values_truncated = &d.kv_counts[1];
+    d.kv.values_ignored = &d.kv_counts[2];
 
     pb_istream_t s = pb_istream_from_buffer(buf, len);
     opentelemetry_proto_collector_logs_v1_ExportLogsServiceRequest req =

@@ -10,8 +10,8 @@
  * (Exponential)Histogram
  *                                                                               -> data point
  *                                                                                  -> KeyValue
- *   KeyValue -> key (bounded buffer)
- *            -> value => AnyValue => string/bool/int/double/bytes (arrays, lists skipped)
+ *   KeyValue => the shared attribute reader of otlp/pbwire.h (the trace decoder's), here with
+ *               arrays and key/value lists skipped and long strings cut bytewise
  *
  * The same three facts about nanopb callbacks as in traces.c shape the code (a callback is not
  * told its wire type, so it checks that its substream points into the request; protobuf does
@@ -25,6 +25,8 @@
  * A skipped length-delimited field costs nanopb a pointer move, so the extra passes are cheap.
  */
 #include "otlp/metrics.h"
+
+#include "otlp/pbwire.h"
 
 #include "opentelemetry/proto/collector/metrics/v1/metrics_service.pb.h"
 #include "opentelemetry/proto/common/v1/common.pb.h"
@@ -40,14 +42,10 @@
 #error "libprotobuf-nanopb.a is built without PB_FIELD_32BIT, PB_NO_ERRMSG and PB_BUFFER_ONLY"
 #endif
 
-/* Field numbers of AnyValue (common.proto), read by hand to keep the presence of scalars. */
-enum { ANY_STRING = 1, ANY_BOOL = 2, ANY_INT = 3, ANY_DOUBLE = 4, ANY_BYTES = 7 };
-
 #define NAME_MAX_LEN 128 /* metric names longer than this are no GenAI metric */
 #define UNIT_MAX_LEN 32
 
 typedef enum attr_target { TARGET_RESOURCE, TARGET_POINT } attr_target;
-typedef enum key_state { KEY_NONE, KEY_OK, KEY_SKIP } key_state;
 
 /* ---------------------------------------------------------------- shared rules */
 
@@ -301,11 +299,7 @@ typedef struct decoder {
 
     /* KeyValue level */
     attr_target target;
-    key_state key;
-    bool value_before_key;
-    size_t keylen;
-    char keybuf[SN_OTLP_KEY_MAX];
-    char valbuf[SN_OTLP_VALUE_MAX];
+    sn_pbw_kv kv; /* the attribute reader: arrays and key/value lists skipped, counted */
 
     /* The first failure: what, where, and the byte offset when known. */
     const char *fail;
@@ -376,155 +370,33 @@ static bool decode_sub(decoder *d, pb_istream_t *s, const pb_msgdesc_t *fields, 
 }
 
 /* Hands one attribute value to the resource template or the current point. */
-static void deliver(decoder *d, const sn_attr_value *v)
+static void deliver(void *ud, const char *key, size_t keylen, const sn_attr_value *v)
 {
+    decoder *d = ud;
     if (d->target == TARGET_RESOURCE) {
-        sn_genai_resource_attr(&d->tmpl, d->keybuf, d->keylen, v);
-        d->res_sum += sn_otlp_attr_hash(d->keybuf, d->keylen, v);
+        sn_genai_resource_attr(&d->tmpl, key, keylen, v);
+        d->res_sum += sn_otlp_attr_hash(key, keylen, v);
     } else {
-        sn_otlp_metric_point_attr(&d->pt, d->keybuf, d->keylen, v);
+        sn_otlp_metric_point_attr(&d->pt, key, keylen, v);
     }
 }
 
-/* Reads a string/bytes member of AnyValue into the bounded value buffer and delivers it. */
-static bool read_string_value(decoder *d, pb_istream_t *s, sn_attr_type type)
-{
-    pb_istream_t sub;
-    if (!pb_make_string_substream(s, &sub))
-        return fail(d, s, "attribute value", explain(PB_GET_ERROR(s)));
-    size_t n = sub.bytes_left;
-    if (n > sizeof(d->valbuf)) {
-        n = sizeof(d->valbuf);
-        d->st->values_truncated++;
-    }
-    if (!pb_read(&sub, (pb_byte_t *)d->valbuf, n))
-        return fail(d, &sub, "attribute value", explain(PB_GET_ERROR(&sub)));
-    if (!pb_close_string_substream(s, &sub))
-        return fail(d, s, "attribute value", explain(PB_GET_ERROR(s)));
-    sn_attr_value v = {.type = type, .str = d->valbuf, .len = n};
-    deliver(d, &v);
-    return true;
-}
-
-/* Reads an AnyValue (s holds exactly its bytes) and delivers its scalar member. Arrays and
- * key/value lists name no GenAI metric attribute: skipped (counted). */
-static bool read_any_value(decoder *d, pb_istream_t *s)
-{
-    while (s->bytes_left > 0) {
-        pb_wire_type_t wt;
-        uint32_t tag;
-        bool eof;
-        if (!pb_decode_tag(s, &wt, &tag, &eof))
-            return fail(d, s, "attribute value", eof ? "field number 0" : explain(PB_GET_ERROR(s)));
-        if (tag == 0)
-            return fail(d, s, "attribute value", "field number 0");
-        sn_attr_value v = {0};
-        uint64_t u;
-        switch (tag) {
-        case ANY_STRING:
-        case ANY_BYTES:
-            if (wt != PB_WT_STRING)
-                return fail(d, s, "attribute value", "wrong wire type for an AnyValue member");
-            if (!read_string_value(d, s, tag == ANY_STRING ? SN_ATTR_STRING : SN_ATTR_BYTES))
-                return false;
-            continue;
-        case ANY_BOOL:
-        case ANY_INT:
-            if (wt != PB_WT_VARINT)
-                return fail(d, s, "attribute value", "wrong wire type for an AnyValue member");
-            if (!pb_decode_varint(s, &u))
-                return fail(d, s, "attribute value", explain(PB_GET_ERROR(s)));
-            if (tag == ANY_BOOL) {
-                v.type = SN_ATTR_BOOL;
-                v.b = u != 0;
-            } else {
-                v.type = SN_ATTR_INT;
-                v.i = (int64_t)u;
-            }
-            break;
-        case ANY_DOUBLE:
-            if (wt != PB_WT_64BIT)
-                return fail(d, s, "attribute value", "wrong wire type for an AnyValue member");
-            if (!pb_decode_fixed64(s, &v.d))
-                return fail(d, s, "attribute value", explain(PB_GET_ERROR(s)));
-            v.type = SN_ATTR_DOUBLE;
-            break;
-        default: /* array, key/value list, or a member this decoder does not know */
-            if (tag == 5 || tag == 6) {
-                if (wt != PB_WT_STRING)
-                    return fail(d, s, "attribute value", "wrong wire type for an AnyValue member");
-                d->st->values_ignored++;
-            }
-            if (!pb_skip_field(s, wt))
-                return fail(d, s, "attribute value", explain(PB_GET_ERROR(s)));
-            continue;
-        }
-        deliver(d, &v);
-    }
-    return true;
-}
-
-/* KeyValue.key: copied into the key buffer; a key that does not fit marks the attribute
- * skipped. */
-static bool on_key(pb_istream_t *s, const pb_field_t *field, void **arg)
-{
-    (void)field;
-    decoder *d = *arg;
-    if (!wire_is_len(d, s, "attribute key"))
-        return false;
-    size_t n = s->bytes_left;
-    if (n >= sizeof(d->keybuf)) {
-        d->key = KEY_SKIP;
-        d->st->keys_skipped++;
-        return true; /* nanopb skips the unread rest */
-    }
-    if (!pb_read(s, (pb_byte_t *)d->keybuf, n))
-        return fail(d, s, "attribute key", explain(PB_GET_ERROR(s)));
-    d->keybuf[n] = '\0';
-    d->keylen = n;
-    d->key = KEY_OK;
-    return true;
-}
-
-/* KeyValue.value: read when the key is known; noted for a second pass when it came first. */
-static bool on_value(pb_istream_t *s, const pb_field_t *field, void **arg)
-{
-    (void)field;
-    decoder *d = *arg;
-    if (!wire_is_len(d, s, "attribute value"))
-        return false;
-    if (d->key == KEY_NONE) {
-        d->value_before_key = true;
-        return true;
-    }
-    if (d->key == KEY_SKIP)
-        return true;
-    return read_any_value(d, s);
-}
-
-/* One KeyValue of a resource or a data point (d->target says which). */
+/* One KeyValue of a resource or a data point (d->target says which), read by the shared
+ * attribute reader (otlp/pbwire.h) straight from the request bytes; nanopb skips them after. */
 static bool on_attribute(pb_istream_t *s, const pb_field_t *field, void **arg)
 {
     (void)field;
     decoder *d = *arg;
     if (!wire_is_len(d, s, "attribute"))
         return false;
-    pb_istream_t again = *s;
-    opentelemetry_proto_common_v1_KeyValue kv = opentelemetry_proto_common_v1_KeyValue_init_zero;
-    kv.key.funcs.decode = on_key;
-    kv.key.arg = d;
-    kv.value.funcs.decode = on_value;
-    kv.value.arg = d;
-    d->key = KEY_NONE;
-    d->value_before_key = false;
-    if (!decode_sub(d, s, opentelemetry_proto_common_v1_KeyValue_fields, &kv, "attribute"))
-        return false;
-    if (d->value_before_key && d->key == KEY_OK) {
-        kv.key.funcs.decode = NULL; /* pass 2: the value only */
-        if (!decode_sub(d, &again, opentelemetry_proto_common_v1_KeyValue_fields, &kv, "attribute"))
-            return false;
+    if (sn_pbw_kv_read(&d->kv, sn_pbw_init((const uint8_t *)s->state, s->bytes_left)))
+        return true;
+    if (!d->fail) {
+        d->fail = d->kv.what;
+        d->where = d->kv.where;
+        d->fail_at = (long)(d->kv.at - d->buf);
     }
-    return true;
+    return false;
 }
 
 /* Counts a refused point. */
@@ -833,6 +705,11 @@ int sn_otlp_decode_metrics(const uint8_t *buf, size_t len, sn_otlp_metric_fn fn,
     d.ud = ud;
     d.st = stats ? stats : &scratch;
     memset(d.st, 0, sizeof(*d.st));
+    d.kv.deliver = deliver;
+    d.kv.ud = &d;
+    d.kv.keys_skipped = &d.st->keys_skipped;
+    d.kv.values_truncated = &d.st->values_truncated;
+    d.kv.values_ignored = &d.st->values_ignored;
 
     pb_istream_t s = pb_istream_from_buffer(buf, len);
     opentelemetry_proto_collector_metrics_v1_ExportMetricsServiceRequest req =

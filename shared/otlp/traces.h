@@ -1,7 +1,8 @@
 /*
  * traces.h -- the streaming OTLP trace decoder: ExportTraceServiceRequest bytes in, LLM events out.
  *
- * The decoder walks the protobuf once (nanopb callbacks, see proto/nanopb/otlp_trace.options)
+ * The decoder walks the protobuf once, read by hand with the bounds-checked wire reader of
+ * otlp/pbwire.h (nanopb 0.4's rules, so the nanopb decoder it replaced gives the same results),
  * and keeps only what becomes an LLM fact: resource attributes, span ids, times, status and
  * attributes. Everything else (names, events, links, scopes, nested key/value lists) is skipped
  * on the wire without being decoded. No object tree is built and nothing is allocated: the event

@@ -1,0 +1,212 @@
+/*
+ * pbwire.h -- a small bounds-checked protobuf wire reader for the hand-written OTLP decoders.
+ *
+ * A sn_pbw is a cursor over one message's bytes [p, end). Every read checks the bound first and
+ * fails with a sn_pbw_status instead of reading past it; nothing is allocated and nothing is
+ * copied (a length-delimited field becomes a sub-cursor over the same bytes). The rules are
+ * nanopb 0.4's, so a decoder moved from nanopb to this reader accepts and refuses exactly the
+ * same inputs:
+ *   - a tag or a length is a varint that must fit 32 bits (trailing 0x80 / sign-extension bytes
+ *     allowed, at most 10 bytes); field number 0 is an error;
+ *   - a value varint has at most 10 bytes, the 10th 0 or 1 (no bits past 64);
+ *   - a length past the end of its message is an error when the field is read
+ *     (SN_PBW_PAST_END) and a truncation when it is skipped (SN_PBW_TRUNCATED);
+ *   - wire types 3, 4 (groups), 6 and 7 are invalid; an unknown field of any other wire type is
+ *     skipped (a skipped varint may be of any length).
+ *
+ * The fast paths are inline; the cursor is a plain value, so a sub-cursor is a copy.
+ * Thread safety: no state besides the caller's cursors.
+ */
+#ifndef SN_OTLP_PBWIRE_H
+#define SN_OTLP_PBWIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef enum sn_pbw_wt {
+    SN_PBW_VARINT = 0,
+    SN_PBW_I64 = 1,
+    SN_PBW_LEN = 2,
+    SN_PBW_I32 = 5
+} sn_pbw_wt;
+
+typedef enum sn_pbw_status {
+    SN_PBW_OK = 0,
+    SN_PBW_TRUNCATED,   /* the message ends inside a value */
+    SN_PBW_PAST_END,    /* a length runs past the end of its message */
+    SN_PBW_VARINT_LONG, /* a varint too long, or a tag/length over 32 bits */
+    SN_PBW_BAD_WIRE,    /* wire type 3, 4, 6 or 7 */
+    SN_PBW_FIELD_ZERO,  /* field number 0 */
+    SN_PBW_TOO_LARGE    /* a value over its field's range (uint32) */
+} sn_pbw_status;
+
+/* A cursor over one message: p is the next byte, end one past the last. */
+typedef struct sn_pbw {
+    const uint8_t *p;
+    const uint8_t *end;
+} sn_pbw;
+
+/* The status in the terms the decoders report ("truncated message", ...); static text. */
+const char *sn_pbw_strerror(sn_pbw_status st);
+
+/* Slow paths of the inline readers below (multi-byte varints). */
+sn_pbw_status sn_pbw_varint32_slow(sn_pbw *r, uint32_t *out);
+sn_pbw_status sn_pbw_varint_slow(sn_pbw *r, uint64_t *out);
+
+/* Skips one field's value of wire type wt (the tag already read). */
+sn_pbw_status sn_pbw_skip(sn_pbw *r, uint32_t wt);
+
+/* A cursor over buf[0..len). */
+static inline sn_pbw sn_pbw_init(const uint8_t *buf, size_t len)
+{
+    sn_pbw r = {buf, buf + len};
+    return r;
+}
+
+static inline bool sn_pbw_more(const sn_pbw *r)
+{
+    return r->p < r->end;
+}
+
+static inline size_t sn_pbw_left(const sn_pbw *r)
+{
+    return (size_t)(r->end - r->p);
+}
+
+/* A varint that must fit 32 bits (tags and lengths). */
+static inline sn_pbw_status sn_pbw_varint32(sn_pbw *r, uint32_t *out)
+{
+    if (r->p < r->end && !(*r->p & 0x80)) {
+        *out = *r->p++;
+        return SN_PBW_OK;
+    }
+    return sn_pbw_varint32_slow(r, out);
+}
+
+/* A 64-bit varint value. */
+static inline sn_pbw_status sn_pbw_varint(sn_pbw *r, uint64_t *out)
+{
+    if (r->p < r->end && !(*r->p & 0x80)) {
+        *out = *r->p++;
+        return SN_PBW_OK;
+    }
+    return sn_pbw_varint_slow(r, out);
+}
+
+/* A tag: *field (never 0 on success) and *wt (0..7; not checked here, see sn_pbw_skip). */
+static inline sn_pbw_status sn_pbw_tag(sn_pbw *r, uint32_t *field, uint32_t *wt)
+{
+    uint32_t t;
+    sn_pbw_status st = sn_pbw_varint32(r, &t);
+    if (st != SN_PBW_OK)
+        return st;
+    *field = t >> 3;
+    *wt = t & 7;
+    return *field == 0 ? SN_PBW_FIELD_ZERO : SN_PBW_OK;
+}
+
+/* A little-endian fixed64 (a double's bits too). The cursor stays put when truncated. */
+static inline sn_pbw_status sn_pbw_fixed64(sn_pbw *r, uint64_t *out)
+{
+    if (r->end - r->p < 8)
+        return SN_PBW_TRUNCATED;
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | r->p[i];
+    r->p += 8;
+    *out = v;
+    return SN_PBW_OK;
+}
+
+static inline sn_pbw_status sn_pbw_fixed32(sn_pbw *r, uint32_t *out)
+{
+    if (r->end - r->p < 4)
+        return SN_PBW_TRUNCATED;
+    *out = (uint32_t)r->p[0] | (uint32_t)r->p[1] << 8 | (uint32_t)r->p[2] << 16 |
+           (uint32_t)r->p[3] << 24;
+    r->p += 4;
+    return SN_PBW_OK;
+}
+
+/* A length-delimited value: *sub covers its bytes and r moves past them. On SN_PBW_PAST_END r
+ * stands after the length. */
+static inline sn_pbw_status sn_pbw_len(sn_pbw *r, sn_pbw *sub)
+{
+    uint32_t n;
+    sn_pbw_status st = sn_pbw_varint32(r, &n);
+    if (st != SN_PBW_OK)
+        return st;
+    if ((size_t)(r->end - r->p) < n)
+        return SN_PBW_PAST_END;
+    sub->p = r->p;
+    sub->end = r->p + n;
+    r->p += n;
+    return SN_PBW_OK;
+}
+
+/* A uint32 varint field (nanopb refuses values over 32 bits with SN_PBW_TOO_LARGE). */
+static inline sn_pbw_status sn_pbw_uint32(sn_pbw *r, uint32_t *out)
+{
+    uint64_t v;
+    sn_pbw_status st = sn_pbw_varint(r, &v);
+    if (st != SN_PBW_OK)
+        return st;
+    if (v > UINT32_MAX)
+        return SN_PBW_TOO_LARGE;
+    *out = (uint32_t)v;
+    return SN_PBW_OK;
+}
+
+/* Skips the value of a scalar field whose wire type is not the expected length-delimited one,
+ * as nanopb reads such a value for a callback (a varint of at most 10 bytes). */
+sn_pbw_status sn_pbw_skip_scalar(sn_pbw *r, uint32_t wt);
+
+/* ---------------------------------------------------------------- KeyValue and AnyValue
+ *
+ * The one reader of OTLP attributes (common.proto KeyValue / AnyValue / ArrayValue) for the
+ * trace, metrics and logs decoders. A KeyValue's key is read into a bounded buffer (a key of
+ * SN_PBW_KEY_MAX bytes or more is skipped with its value, counted); its value, when the caller
+ * wants it, is delivered member by member as sn_attr_value (strings and bytes cut at
+ * SN_PBW_VALUE_MAX, counted; scalars keep their presence: an int 0 is a value). A key/value
+ * list, and an array inside an array, are skipped unread (counted), so the depth is fixed by
+ * the schema. A value before its key is read in a second pass over the same bytes.
+ * Errors ("attribute", "attribute key", "attribute value", "attribute array" + what + where):
+ * a key or value that is not length-delimited, an AnyValue member or array element of the wrong
+ * wire type, and everything the wire reader refuses.
+ */
+#define SN_PBW_KEY_MAX   256
+#define SN_PBW_VALUE_MAX 1024
+
+struct sn_attr_value;
+
+typedef struct sn_pbw_kv {
+    /* Set by the caller. want may be NULL (every value is read); it is asked when a value is
+     * about to be read, with its key. deliver receives each value; key and value are borrowed
+     * for the call only. */
+    bool (*want)(void *ud, const char *key, size_t keylen);
+    void (*deliver)(void *ud, const char *key, size_t keylen, const struct sn_attr_value *v);
+    void *ud;
+    bool arrays;   /* an ArrayValue's elements are delivered (true) or it is skipped (false) */
+    bool utf8_cut; /* a cut string also drops a UTF-8 sequence the cut split */
+    uint64_t *keys_skipped, *values_truncated, *values_ignored; /* counters, never NULL */
+
+    /* The first failure, set when sn_pbw_kv_read returns false; at is its position. */
+    const char *where;
+    const char *what;
+    const uint8_t *at;
+
+    /* The reader's own. */
+    int key_state;
+    bool value_before_key;
+    size_t keylen;
+    char keybuf[SN_PBW_KEY_MAX];
+    char valbuf[SN_PBW_VALUE_MAX];
+} sn_pbw_kv;
+
+/* Reads one KeyValue (r covers exactly its bytes). Returns false on malformed input, with
+ * k->where / what / at set. */
+bool sn_pbw_kv_read(sn_pbw_kv *k, sn_pbw r);
+
+#endif
