@@ -679,40 +679,102 @@ static const struct {
     const char *s;
     size_t n;
 } content_prefixes[] = {
-    CONTENT_PREFIX("gen_ai.prompt"),
-    CONTENT_PREFIX("gen_ai.completion"),
-    CONTENT_PREFIX("gen_ai.input.messages"),
-    CONTENT_PREFIX("gen_ai.output.messages"),
-    CONTENT_PREFIX("gen_ai.system_instructions"),
-    CONTENT_PREFIX("gen_ai.tool.call.arguments"),
-    CONTENT_PREFIX("gen_ai.tool.call.result"),
-    CONTENT_PREFIX("gen_ai.content"),
-    CONTENT_PREFIX("llm.input_messages"),
-    CONTENT_PREFIX("llm.output_messages"),
-    CONTENT_PREFIX("llm.prompts"),
-    CONTENT_PREFIX("llm.prompt_template"),
-    CONTENT_PREFIX("llm.completions"),
-    CONTENT_PREFIX("input.value"),
-    CONTENT_PREFIX("output.value"),
-    CONTENT_PREFIX("traceloop.entity.input"),
-    CONTENT_PREFIX("traceloop.entity.output"),
-    CONTENT_PREFIX("retrieval.documents"),
-    CONTENT_PREFIX("reranker.input_documents"),
-    CONTENT_PREFIX("reranker.output_documents"),
-    CONTENT_PREFIX("reranker.query"),
-    CONTENT_PREFIX("embedding.embeddings"),
-    CONTENT_PREFIX("tool.parameters"),
-    CONTENT_PREFIX("tool_call.function.arguments"),
+    /* Grouped by first byte (content_range relies on it). */
+    CONTENT_PREFIX("embedding.embeddings"),         /* 0: e */
+    CONTENT_PREFIX("gen_ai.prompt"),                /* 1: g */
+    CONTENT_PREFIX("gen_ai.completion"),            /* 2 */
+    CONTENT_PREFIX("gen_ai.input.messages"),        /* 3 */
+    CONTENT_PREFIX("gen_ai.output.messages"),       /* 4 */
+    CONTENT_PREFIX("gen_ai.system_instructions"),   /* 5 */
+    CONTENT_PREFIX("gen_ai.tool.call.arguments"),   /* 6 */
+    CONTENT_PREFIX("gen_ai.tool.call.result"),      /* 7 */
+    CONTENT_PREFIX("gen_ai.content"),               /* 8 */
+    CONTENT_PREFIX("input.value"),                  /* 9: i */
+    CONTENT_PREFIX("llm.input_messages"),           /* 10: l */
+    CONTENT_PREFIX("llm.output_messages"),          /* 11 */
+    CONTENT_PREFIX("llm.prompts"),                  /* 12 */
+    CONTENT_PREFIX("llm.prompt_template"),          /* 13 */
+    CONTENT_PREFIX("llm.completions"),              /* 14 */
+    CONTENT_PREFIX("output.value"),                 /* 15: o */
+    CONTENT_PREFIX("retrieval.documents"),          /* 16: r */
+    CONTENT_PREFIX("reranker.input_documents"),     /* 17 */
+    CONTENT_PREFIX("reranker.output_documents"),    /* 18 */
+    CONTENT_PREFIX("reranker.query"),               /* 19 */
+    CONTENT_PREFIX("traceloop.entity.input"),       /* 20: t */
+    CONTENT_PREFIX("traceloop.entity.output"),      /* 21 */
+    CONTENT_PREFIX("tool.parameters"),              /* 22 */
+    CONTENT_PREFIX("tool_call.function.arguments"), /* 23 */
 };
 #undef CONTENT_PREFIX
+enum { N_CONTENT_PREFIXES = sizeof content_prefixes / sizeof content_prefixes[0] };
+_Static_assert(N_CONTENT_PREFIXES == 24, "content_range covers exactly these prefixes");
+
+/* The slice [*lo, *hi) of content_prefixes that can match key (keylen >= 1): this runs for every
+ * attribute of every span, and most keys start with a byte no prefix has, or share only
+ * "gen_ai." with some, so the byte after "gen_ai." picks among those. */
+static void content_range(const char *key, size_t keylen, size_t *lo, size_t *hi)
+{
+    *lo = *hi = 0;
+    switch (key[0]) {
+    case 'e':
+        *lo = 0, *hi = 1;
+        break;
+    case 'g':
+        if (keylen < 8 || memcmp(key, "gen_ai.", 7) != 0)
+            break;
+        switch (key[7]) {
+        case 'p':
+            *lo = 1, *hi = 2;
+            break;
+        case 'c':
+            *lo = 2, *hi = 9;
+            break; /* completion .. content: 2 and 8 */
+        case 'i':
+            *lo = 3, *hi = 4;
+            break;
+        case 'o':
+            *lo = 4, *hi = 5;
+            break;
+        case 's':
+            *lo = 5, *hi = 6;
+            break;
+        case 't':
+            *lo = 6, *hi = 8;
+            break;
+        default:
+            break;
+        }
+        break;
+    case 'i':
+        *lo = 9, *hi = 10;
+        break;
+    case 'l':
+        *lo = 10, *hi = 15;
+        break;
+    case 'o':
+        *lo = 15, *hi = 16;
+        break;
+    case 'r':
+        *lo = 16, *hi = 20;
+        break;
+    case 't':
+        *lo = 20, *hi = 24;
+        break;
+    default:
+        break;
+    }
+}
 
 bool sn_genai_is_content_key(const char *key, size_t keylen)
 {
-    for (size_t i = 0; i < sizeof content_prefixes / sizeof content_prefixes[0]; i++) {
+    if (keylen == 0)
+        return false;
+    size_t lo, hi;
+    content_range(key, keylen, &lo, &hi);
+    for (size_t i = lo; i < hi; i++) {
         size_t n = content_prefixes[i].n;
-        /* First and last bytes first: most keys differ from most prefixes there. */
-        if (keylen >= n && key[0] == content_prefixes[i].s[0] &&
-            key[n - 1] == content_prefixes[i].s[n - 1] &&
+        /* Last byte first: most keys differ from most prefixes there. */
+        if (keylen >= n && key[n - 1] == content_prefixes[i].s[n - 1] &&
             memcmp(key, content_prefixes[i].s, n) == 0 &&
             (keylen == n || key[n] == '.' || key[n] == '['))
             return true;

@@ -470,6 +470,21 @@ START_TEST(prompt_and_response_text_is_never_copied)
         "traceloop.entity.input",
         "traceloop.entity.output",
         "retrieval.documents.0.document.content",
+        /* every prefix of the table, so each first-byte group is covered */
+        "gen_ai.completion",
+        "gen_ai.input.messages",
+        "gen_ai.output.messages",
+        "gen_ai.system_instructions",
+        "gen_ai.tool.call.arguments",
+        "gen_ai.tool.call.result",
+        "gen_ai.content.0",
+        "llm.completions.0.text",
+        "reranker.input_documents",
+        "reranker.output_documents[0]",
+        "reranker.query",
+        "embedding.embeddings.0.text",
+        "tool.parameters",
+        "tool_call.function.arguments",
     };
     const char *secret = "SECRET-PROMPT-7f3a: my password is hunter2";
     sn_event ev = fresh();
