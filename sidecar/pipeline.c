@@ -81,14 +81,22 @@ typedef struct scratch {
     int error; /* first failure while collecting (-ENOMEM, -EIO) */
 } scratch;
 
-#define SCRATCH_POOL_MAX 16 /* idle scratches kept; more are freed */
+#define SCRATCH_POOL_MAX   16             /* idle scratches kept; more are freed */
+#define SCRATCH_KEEP_BYTES (512u * 1024u) /* an idle scratch's buffers above this are freed */
 
 typedef struct work {
     struct work *next;
     const scratch *req; /* the decoded request, borrowed from the transport thread */
     enum work_state state;
     sn_otlp_result result;
-    pthread_cond_t cond;
+    pthread_cond_t cond; /* a waiting transport thread only (later == NULL) */
+    /* Answered later (the transport gave an sn_otlp_later): the item is heap-allocated, owns
+     * its scratch, and the loop answers, counts, and frees both. */
+    sn_otlp_later *later;
+    scratch *owned;
+    uint64_t rejected; /* spans rejected, for the partial success */
+    size_t bytes;      /* memory it holds, counted in pending_bytes */
+    sn_pipeline_protocol protocol;
 } work;
 
 typedef struct proto_ud {
@@ -132,6 +140,7 @@ struct sn_pipeline {
     pthread_mutex_t mu;
     work *head, *tail;
     size_t pending;
+    size_t pending_bytes; /* scratch memory of the queued items answered later */
     bool stopping;
     atomic_bool spool_full; /* read by /readyz */
 
@@ -206,6 +215,7 @@ void sn_pipeline_config_defaults(sn_pipeline_config *cfg)
     cfg->max_batch_events = 2000;
     cfg->max_batch_alerts = 256;
     cfg->max_pending = 256;
+    cfg->max_pending_bytes = 8u << 20;
     cfg->retry_after_ms = 1000;
     cfg->wait_timeout_ns = 10LL * 1000000000;
     cfg->backoff_initial_ms = 100;
@@ -576,6 +586,24 @@ static void process_traces(sn_pipeline *p, work *w)
     w->result.outcome = SN_OTLP_OK;
 }
 
+static void note_rejected(sn_pipeline *p, sn_otlp_result *res, uint64_t rejected);
+static void scratch_put(sn_pipeline *p, scratch *s);
+
+/* Answers an item the transport left to us (sn_otlp_later), counts it like the handler counts
+ * the others, and frees it and its scratch. Loop thread. */
+static void answer_later(sn_pipeline *p, work *w)
+{
+    sn_otlp_result res = w->result;
+    res.later = NULL;
+    res.deferred = false;
+    note_rejected(p, &res, w->rejected);
+    if ((int)res.outcome >= 0 && res.outcome < N_OUTCOMES)
+        sn_counter_inc(p->requests[SN_OTLP_TRACES][w->protocol][res.outcome]);
+    w->later->finish(w->later, &res);
+    scratch_put(p, w->owned);
+    free(w);
+}
+
 /* The async callback: takes every queued item, answers each. */
 static void on_wake(uv_async_t *h)
 {
@@ -593,6 +621,12 @@ static void on_wake(uv_async_t *h)
         process_traces(p, w);
         pthread_mutex_lock(&p->mu);
         p->pending--;
+        if (w->later != NULL) {
+            p->pending_bytes -= w->bytes;
+            pthread_mutex_unlock(&p->mu);
+            answer_later(p, w);
+            continue;
+        }
         w->state = W_DONE;
         pthread_cond_signal(&w->cond);
         pthread_mutex_unlock(&p->mu);
@@ -772,6 +806,64 @@ static void answer_refusal(sn_pipeline *p, sn_otlp_result *res, enum refusal why
     sn_counter_inc(p->refused[why]);
 }
 
+/* Appends an item to the loop's queue and wakes the loop when the queue was empty. Caller holds
+ * p->mu. */
+static void enqueue_locked(sn_pipeline *p, work *w)
+{
+    bool was_empty = p->head == NULL;
+    if (p->tail != NULL)
+        p->tail->next = w;
+    else
+        p->head = w;
+    p->tail = w;
+    p->pending++;
+    if (was_empty)
+        uv_async_send(&p->wake);
+}
+
+/* The memory a scratch holds. */
+static size_t scratch_bytes(const scratch *s)
+{
+    return s->rec_cap + s->items_cap * sizeof *s->items + s->idents_cap * sizeof *s->idents;
+}
+
+/* Queues a decoded trace request for the loop, which answers it through res->later; the
+ * transport thread returns at once. The item takes `req` (freed by the loop). Returns true when
+ * queued (res->deferred set); false when refused at once (res filled, `req` still the
+ * caller's). Bounded by max_pending items and max_pending_bytes of scratch memory. */
+static bool submit_later(sn_pipeline *p, sn_pipeline_protocol protocol, scratch *req,
+                         uint64_t rejected, sn_otlp_result *res)
+{
+    work *w = calloc(1, sizeof *w);
+    if (w == NULL) {
+        answer_refusal(p, res, REFUSED_QUEUE_FULL);
+        return false;
+    }
+    w->req = w->owned = req;
+    w->later = res->later;
+    w->rejected = rejected;
+    w->bytes = scratch_bytes(req);
+    w->protocol = protocol;
+    pthread_mutex_lock(&p->mu);
+    enum refusal why = REFUSED_COUNT;
+    if (p->stopping)
+        why = REFUSED_STOPPING;
+    else if (p->pending >= p->cfg.max_pending ||
+             (p->pending_bytes > 0 && p->pending_bytes + w->bytes > p->cfg.max_pending_bytes))
+        why = REFUSED_QUEUE_FULL;
+    if (why != REFUSED_COUNT) {
+        pthread_mutex_unlock(&p->mu);
+        free(w);
+        answer_refusal(p, res, why);
+        return false;
+    }
+    p->pending_bytes += w->bytes;
+    enqueue_locked(p, w);
+    pthread_mutex_unlock(&p->mu);
+    res->deferred = true;
+    return true;
+}
+
 /* Queues a decoded trace request for the loop and waits for its answer. */
 static void submit_and_wait(sn_pipeline *p, const scratch *req, sn_otlp_result *res)
 {
@@ -793,15 +885,7 @@ static void submit_and_wait(sn_pipeline *p, const scratch *req, sn_otlp_result *
         answer_refusal(p, res, REFUSED_QUEUE_FULL);
         goto out_destroy_cond;
     }
-    bool was_empty = p->head == NULL;
-    if (p->tail != NULL)
-        p->tail->next = &w;
-    else
-        p->head = &w;
-    p->tail = &w;
-    p->pending++;
-    if (was_empty)
-        uv_async_send(&p->wake);
+    enqueue_locked(p, &w);
 
     struct timespec deadline;
     clock_gettime(CLOCK_MONOTONIC, &deadline);
@@ -869,6 +953,16 @@ static void scratch_free(scratch *s)
 /* Gives a scratch back to the pool (freed when the pool holds enough). */
 static void scratch_put(sn_pipeline *p, scratch *s)
 {
+    if (s->rec_cap > SCRATCH_KEEP_BYTES) {
+        free(s->rec);
+        s->rec = NULL;
+        s->rec_cap = 0;
+    }
+    if (s->items_cap * sizeof *s->items > SCRATCH_KEEP_BYTES) {
+        free(s->items);
+        s->items = NULL;
+        s->items_cap = 0;
+    }
     pthread_mutex_lock(&p->pool_mu);
     if (p->pool_n < SCRATCH_POOL_MAX) {
         s->next = p->pool;
@@ -957,8 +1051,8 @@ static void collect_event(const sn_event *ev, void *ud)
 
 /* Decodes a trace request once, on the transport thread, into a scratch; malformed and too
  * large requests are answered here, the rest go to the loop. */
-static void handle_traces(sn_pipeline *p, sn_otlp_encoding encoding, const uint8_t *body,
-                          size_t len, sn_otlp_result *res)
+static void handle_traces(sn_pipeline *p, sn_pipeline_protocol protocol, sn_otlp_encoding encoding,
+                          const uint8_t *body, size_t len, sn_otlp_result *res)
 {
     scratch *req = scratch_take(p);
     if (req == NULL) {
@@ -992,17 +1086,30 @@ static void handle_traces(sn_pipeline *p, sn_otlp_encoding encoding, const uint8
         answer_refusal(p, res, REFUSED_QUEUE_FULL);
         goto out_put_scratch;
     }
+    /* Answered by the loop when the transport can (the tee needs the body after the answer,
+     * which only a waiting transport thread still has). */
+    if (req->n_items > 0 && res->later != NULL && p->d.tee == NULL) {
+        if (submit_later(p, protocol, req, st.rejected, res))
+            return; /* req is the loop's now */
+        goto out_put_scratch;
+    }
     if (req->n_items > 0)
         submit_and_wait(p, req, res);
-    if (res->outcome == SN_OTLP_OK && st.rejected > 0) {
-        res->rejected = (int64_t)st.rejected;
-        snprintf(res->message, sizeof res->message,
-                 "%" PRIu64 " spans rejected: invalid trace id, span id or times", st.rejected);
-        sn_counter_add(p->rejected_spans, st.rejected);
-    }
+    note_rejected(p, res, st.rejected);
 
 out_put_scratch:
     scratch_put(p, req);
+}
+
+/* Makes an accepted answer a partial success when spans were rejected, and counts them. */
+static void note_rejected(sn_pipeline *p, sn_otlp_result *res, uint64_t rejected)
+{
+    if (res->outcome != SN_OTLP_OK || rejected == 0)
+        return;
+    res->rejected = (int64_t)rejected;
+    snprintf(res->message, sizeof res->message,
+             "%" PRIu64 " spans rejected: invalid trace id, span id or times", rejected);
+    sn_counter_add(p->rejected_spans, rejected);
 }
 
 static void handle_metrics(sn_pipeline *p, sn_otlp_encoding encoding, const uint8_t *body,
@@ -1050,7 +1157,9 @@ void sn_pipeline_otlp_handler(sn_otlp_signal signal, sn_otlp_encoding encoding, 
     sn_pipeline *p = pu->p;
     switch (signal) {
     case SN_OTLP_TRACES:
-        handle_traces(p, encoding, body, len, res);
+        handle_traces(p, pu->protocol, encoding, body, len, res);
+        if (res->deferred)
+            return; /* answered and counted by the loop */
         break;
     case SN_OTLP_METRICS:
         handle_metrics(p, encoding, body, len, res);

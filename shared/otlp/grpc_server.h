@@ -40,6 +40,8 @@ typedef struct sn_grpc_server_config {
     uint32_t busy_retry_ms;   /* RetryInfo delay when refused for max_calls, and the default
                                  when a handler answers RETRY with retry_after_ms == 0 */
     bool accept_zstd;         /* decode zstd request messages (see docs/otlp-receiver.md) */
+    bool allow_deferred;      /* the handler may answer later (sn_otlp_result.later): the
+                                 handler thread then goes on to the next request at once */
     sn_otlp_handler handler;  /* required */
     void *handler_ud;
 } sn_grpc_server_config;

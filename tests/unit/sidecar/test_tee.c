@@ -226,8 +226,8 @@ static sn_tee_stats wait_stat(sn_tee *t, size_t off, uint64_t want, int ms, cons
 static size_t make_body(uint8_t *buf, size_t cap, int tag, int i)
 {
     char head[320]; /* formatted apart, so a small `cap` is a plain cut, not a truncation */
-    int hn = snprintf(head, sizeof head, "{\"tag\":%d,\"i\":%d,\"pad\":\"%0200d\",\"bin\":\"",
-                      tag, i, i);
+    int hn = snprintf(head, sizeof head, "{\"tag\":%d,\"i\":%d,\"pad\":\"%0200d\",\"bin\":\"", tag,
+                      i, i);
     size_t n = hn < 0 ? 0 : (size_t)hn;
     if (n >= sizeof head)
         n = sizeof head - 1;
