@@ -40,6 +40,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,6 +100,24 @@ typedef struct work {
     sn_pipeline_protocol protocol;
 } work;
 
+/* A batch being sealed off the loop: the loop hands the open batch's buffers over (swapping
+ * them with the job's), the sealer thread encodes and compresses, the loop appends the result
+ * to the spool. One at a time; the loop touches the job only while no seal is in flight. */
+typedef struct seal_job {
+    uint8_t *records; /* journal-record bytes of its events (swapped with the open batch's) */
+    size_t records_len, records_cap;
+    size_t n_events;
+    sn_local_alert *alerts; /* max_batch_alerts entries (swapped with the open batch's) */
+    size_t n_alerts;
+    uint64_t sequence;
+    uint64_t journal_gen; /* the generation its records are in; the append covers it */
+    /* Set by the sealer. */
+    int rc;
+    const uint8_t *out; /* the IngestRequest, in the encoder's buffer */
+    size_t out_len, batch_len;
+    char err[256];
+} seal_job;
+
 typedef struct proto_ud {
     sn_pipeline *p;
     sn_pipeline_protocol protocol;
@@ -143,6 +162,17 @@ struct sn_pipeline {
     size_t pending_bytes; /* scratch memory of the queued items answered later */
     bool stopping;
     atomic_bool spool_full; /* read by /readyz */
+
+    /* The sealer thread: seal_mu guards posted/done/sealer_stop. */
+    pthread_t sealer;
+    bool sealer_started;
+    pthread_mutex_t seal_mu;
+    pthread_cond_t seal_cv;
+    bool posted, done, sealer_stop;
+    seal_job job;
+    bool sealing;    /* loop: a job is out (posted, or done and not yet finished) */
+    bool seal_again; /* loop: a seal was asked for while one was out */
+    uv_async_t sealed_wake;
 
     /* libuv handles (loop thread). */
     uv_async_t wake;
@@ -442,6 +472,204 @@ static int seal(sn_pipeline *p, uint64_t journal_gen)
     return 0;
 }
 
+/* The sealer thread: encodes and compresses each posted job (the encoder is used by no one
+ * else while a job is out) and wakes the loop. */
+static void *sealer_main(void *arg)
+{
+    sn_pipeline *p = arg;
+    pthread_setname_np(pthread_self(), "sn-sealer");
+    pthread_mutex_lock(&p->seal_mu);
+    for (;;) {
+        while (!p->posted && !p->sealer_stop)
+            pthread_cond_wait(&p->seal_cv, &p->seal_mu);
+        if (!p->posted)
+            break;
+        pthread_mutex_unlock(&p->seal_mu);
+
+        seal_job *j = &p->job;
+        sn_batch b = {
+            .sidecar_id = p->sidecar_id,
+            .sequence = j->sequence,
+            .event_records = j->records,
+            .event_records_len = j->records_len,
+            .n_record_events = j->n_events,
+            .alerts = j->alerts,
+            .n_alerts = j->n_alerts,
+            .created_unix_nano = now_ns(),
+        };
+        j->err[0] = '\0';
+        j->rc = sn_batch_encode(p->d.encoder, &b, &j->out, &j->out_len, &j->batch_len, j->err,
+                                sizeof j->err);
+
+        pthread_mutex_lock(&p->seal_mu);
+        p->posted = false;
+        p->done = true;
+        pthread_cond_broadcast(&p->seal_cv);
+        uv_async_send(&p->sealed_wake);
+    }
+    pthread_mutex_unlock(&p->seal_mu);
+    return NULL;
+}
+
+/* Puts a failed job's events and alerts back into the open batch (ahead of what came in since),
+ * so the next seal takes them; their journal generation stays uncovered until then. */
+static void seal_merge_back(sn_pipeline *p)
+{
+    seal_job *j = &p->job;
+    if (reserve_bytes(&j->records, &j->records_cap, j->records_len + p->open_len) != 0) {
+        /* Still in the journal (uncovered): a restart seals them. Cannot happen short of
+         * memory for one batch. */
+        sn_log_error("out of memory keeping a batch that could not be sealed; its events stay "
+                     "in the journal until the next start",
+                     SN_LOG_UINT("events", j->n_events));
+    } else {
+        memcpy(j->records + j->records_len, p->open, p->open_len);
+        uint8_t *t = p->open;
+        size_t tcap = p->open_cap;
+        p->open = j->records;
+        p->open_cap = j->records_cap;
+        p->open_len += j->records_len;
+        p->n_events += j->n_events;
+        j->records = t;
+        j->records_cap = tcap;
+    }
+    size_t room = p->cfg.max_batch_alerts - j->n_alerts;
+    size_t keep = p->n_alerts < room ? p->n_alerts : room;
+    if (keep < p->n_alerts)
+        sn_log_error("alerts dropped: the open batch is full of alerts and cannot be sealed",
+                     SN_LOG_UINT("alerts", p->n_alerts - keep));
+    memcpy(j->alerts + j->n_alerts, p->alerts, keep * sizeof *p->alerts);
+    sn_local_alert *ta = p->alerts;
+    p->alerts = j->alerts;
+    p->n_alerts = j->n_alerts + keep;
+    j->alerts = ta;
+    if (p->n_alerts > 0)
+        p->urgent = true;
+}
+
+/* Finishes the job the sealer is done with: appends it to the spool (which covers and retires
+ * its journal generation), or puts it back into the open batch when that fails. Loop thread;
+ * returns 0 or the error. */
+static int seal_finish(sn_pipeline *p)
+{
+    seal_job *j = &p->job;
+    p->sealing = false;
+    pthread_mutex_lock(&p->seal_mu);
+    p->done = false;
+    pthread_mutex_unlock(&p->seal_mu);
+    int rc = j->rc;
+    if (rc != 0)
+        sn_log_error("cannot encode a batch", SN_LOG_STR("error", j->err));
+    else
+        rc = sn_spool_append(p->d.spool, j->out, j->out_len, j->journal_gen);
+    if (rc == 0) {
+        sn_log_debug("batch sealed", SN_LOG_UINT("sequence", j->sequence),
+                     SN_LOG_UINT("events", j->n_events), SN_LOG_UINT("alerts", j->n_alerts),
+                     SN_LOG_UINT("bytes", j->out_len), SN_LOG_UINT("uncompressed", j->batch_len));
+        sn_counter_inc(p->sealed);
+        p->next_seq++;
+        ship_kick(p);
+    } else {
+        if (rc == -ENOSPC) {
+            if (!atomic_exchange(&p->spool_full, true))
+                sn_log_warn("spool full: refusing new data until the aggregator catches up",
+                            SN_LOG_UINT("spool_bytes", sn_spool_bytes(p->d.spool)));
+        } else if (j->rc == 0) {
+            sn_log_error("cannot append a batch to the spool", SN_LOG_ERRNO(rc));
+        }
+        seal_merge_back(p);
+    }
+    j->records_len = 0;
+    j->n_events = 0;
+    j->n_alerts = 0;
+    return rc;
+}
+
+/* Waits for the job that is out, if any, and finishes it. Loop thread. */
+static int seal_wait(sn_pipeline *p)
+{
+    if (!p->sealing)
+        return 0;
+    pthread_mutex_lock(&p->seal_mu);
+    while (!p->done)
+        pthread_cond_wait(&p->seal_cv, &p->seal_mu);
+    pthread_mutex_unlock(&p->seal_mu);
+    return seal_finish(p);
+}
+
+/* Seals the open batch now, on the loop (after the job that is out, if any). */
+static int seal_sync(sn_pipeline *p)
+{
+    (void)seal_wait(p);
+    return seal(p, sn_spool_journal_generation(p->d.spool));
+}
+
+/* Starts sealing the open batch off the loop: the journal moves to a new generation, the open
+ * batch's buffers go to the sealer, and the loop goes on journaling new requests into an empty
+ * batch. With a job already out it only notes that another seal is wanted. Falls back to
+ * sealing on the loop when the journal cannot start a new generation. Returns 0 or the error
+ * of that fallback. */
+static int seal_async(sn_pipeline *p)
+{
+    if (p->sealing) {
+        p->seal_again = true;
+        return 0;
+    }
+    if (p->n_events == 0 && p->n_alerts == 0)
+        return 0;
+    if (!p->sealer_started)
+        return seal(p, sn_spool_journal_generation(p->d.spool));
+    uint64_t gen = sn_spool_journal_generation(p->d.spool);
+    if (sn_spool_journal_next(p->d.spool) != 0)
+        return seal(p, gen);
+    seal_job *j = &p->job;
+    uint8_t *t = j->records;
+    size_t tcap = j->records_cap;
+    j->records = p->open;
+    j->records_cap = p->open_cap;
+    j->records_len = p->open_len;
+    j->n_events = p->n_events;
+    p->open = t;
+    p->open_cap = tcap;
+    sn_local_alert *ta = j->alerts;
+    j->alerts = p->alerts;
+    j->n_alerts = p->n_alerts;
+    p->alerts = ta;
+    j->sequence = p->next_seq;
+    j->journal_gen = gen;
+    p->open_len = 0;
+    p->n_events = 0;
+    p->n_alerts = 0;
+    p->urgent = false;
+    p->seal_again = false;
+    p->sealing = true;
+    pthread_mutex_lock(&p->seal_mu);
+    p->posted = true;
+    pthread_cond_broadcast(&p->seal_cv);
+    pthread_mutex_unlock(&p->seal_mu);
+    return 0;
+}
+
+static void maybe_finish_drain(sn_pipeline *p);
+
+/* The sealer is done: finish its job, and start the next seal if one was asked for meanwhile. */
+static void on_sealed(uv_async_t *h)
+{
+    sn_pipeline *p = h->data;
+    if (!p->sealing)
+        return; /* finished by seal_wait already */
+    pthread_mutex_lock(&p->seal_mu);
+    bool done = p->done;
+    pthread_mutex_unlock(&p->seal_mu);
+    if (!done)
+        return;
+    int rc = seal_finish(p);
+    if (rc == 0 && (p->seal_again || p->urgent))
+        (void)seal_async(p);
+    update_gauges(p);
+    maybe_finish_drain(p);
+}
+
 /* Gives each new local alert that the rate limit lets through an id, logs and counts it, and
  * puts it in the open batch; the ones held back are counted (and their number goes with the
  * next alert of the same key). */
@@ -453,8 +681,7 @@ static void take_alerts(sn_pipeline *p, const sn_local_alert *found, size_t n)
             sn_counter_inc(p->alerts_suppressed);
             continue;
         }
-        if (p->n_alerts >= p->cfg.max_batch_alerts &&
-            seal(p, sn_spool_journal_generation(p->d.spool)) != 0)
+        if (p->n_alerts >= p->cfg.max_batch_alerts && seal_sync(p) != 0)
             return; /* the spool is full: seal() said so; the alert is lost, the events are not */
         sn_local_alert *a = &p->alerts[p->n_alerts++];
         *a = found[i];
@@ -558,10 +785,13 @@ static void process_traces(sn_pipeline *p, work *w)
         return;
     }
     /* A batch never passes max_batch_events: seal first when this request would. */
-    if (p->n_events > 0 && p->n_events + req->n_items > p->cfg.max_batch_events &&
-        seal(p, sn_spool_journal_generation(p->d.spool)) != 0) {
-        refuse_work(p, w, REFUSED_SPOOL_FULL, "sidecar cannot seal its batch; retry later");
-        return;
+    if (p->n_events > 0 && p->n_events + req->n_items > p->cfg.max_batch_events) {
+        (void)seal_wait(p); /* the previous batch must be out of the way first */
+        if (p->n_events > 0 && p->n_events + req->n_items > p->cfg.max_batch_events &&
+            seal_async(p) != 0) {
+            refuse_work(p, w, REFUSED_SPOOL_FULL, "sidecar cannot seal its batch; retry later");
+            return;
+        }
     }
     if (reserve_bytes(&p->open, &p->open_cap, p->open_len + req->rec_len) != 0) {
         refuse_work(p, w, REFUSED_SPOOL_FULL, "sidecar out of memory; retry later");
@@ -580,17 +810,23 @@ static void process_traces(sn_pipeline *p, work *w)
     p->open_len += req->rec_len;
     p->n_events += req->n_items;
     sn_counter_add(p->llm_events, req->n_items);
+    w->result.outcome = SN_OTLP_OK;
+}
+
+/* Local detection over an accepted request; a local alert seals the batch at once. */
+static void detect_accepted(sn_pipeline *p, const scratch *req)
+{
     detect_request(p, req);
     if (p->urgent)
-        (void)seal(p, sn_spool_journal_generation(p->d.spool));
-    w->result.outcome = SN_OTLP_OK;
+        (void)seal_async(p);
 }
 
 static void note_rejected(sn_pipeline *p, sn_otlp_result *res, uint64_t rejected);
 static void scratch_put(sn_pipeline *p, scratch *s);
 
-/* Answers an item the transport left to us (sn_otlp_later), counts it like the handler counts
- * the others, and frees it and its scratch. Loop thread. */
+/* Answers an item the transport left to us (sn_otlp_later) -- its events are journaled, so
+ * before detection runs -- and counts it like the handler counts the others; then runs detection
+ * and frees the item and its scratch. Loop thread. */
 static void answer_later(sn_pipeline *p, work *w)
 {
     sn_otlp_result res = w->result;
@@ -600,6 +836,8 @@ static void answer_later(sn_pipeline *p, work *w)
     if ((int)res.outcome >= 0 && res.outcome < N_OUTCOMES)
         sn_counter_inc(p->requests[SN_OTLP_TRACES][w->protocol][res.outcome]);
     w->later->finish(w->later, &res);
+    if (res.outcome == SN_OTLP_OK)
+        detect_accepted(p, w->req);
     scratch_put(p, w->owned);
     free(w);
 }
@@ -619,6 +857,9 @@ static void on_wake(uv_async_t *h)
         work *w = list;
         list = w->next;
         process_traces(p, w);
+        /* A waiting transport thread frees the scratch once answered: detect first. */
+        if (w->later == NULL && w->result.outcome == SN_OTLP_OK)
+            detect_accepted(p, w->req);
         pthread_mutex_lock(&p->mu);
         p->pending--;
         if (w->later != NULL) {
@@ -649,8 +890,6 @@ static void wait_then_ship(sn_pipeline *p, uint64_t delay_ms)
     uv_timer_start(&p->ship_timer, on_ship_timer, delay_ms, 0);
 }
 
-static void maybe_finish_drain(sn_pipeline *p);
-
 static void on_ship_done(sn_ship *ship, const sn_ship_result *r, void *ud)
 {
     (void)ship;
@@ -663,7 +902,7 @@ static void on_ship_done(sn_ship *ship, const sn_ship_result *r, void *ud)
         sn_counter_inc(p->shipped[r->outcome == SN_SHIP_ACKED ? SHIP_ACKED : SHIP_DUPLICATE]);
         sn_spool_pop(p->d.spool);
         sn_backoff_reset(&p->backoff);
-        if (atomic_load(&p->spool_full) && seal(p, sn_spool_journal_generation(p->d.spool)) == 0) {
+        if (atomic_load(&p->spool_full) && seal_sync(p) == 0) {
             atomic_store(&p->spool_full, false);
             sn_log_info("spool has room again: accepting data");
         }
@@ -735,7 +974,7 @@ static void ship_kick(sn_pipeline *p)
 static void on_flush_timer(uv_timer_t *t)
 {
     sn_pipeline *p = t->data;
-    (void)seal(p, sn_spool_journal_generation(p->d.spool));
+    (void)seal_async(p);
     update_gauges(p);
 }
 
@@ -761,8 +1000,8 @@ static void drain_finished(sn_pipeline *p)
 
 static void maybe_finish_drain(sn_pipeline *p)
 {
-    if (p->draining && !p->in_flight && sn_spool_count(p->d.spool) == 0 && p->n_events == 0 &&
-        p->n_alerts == 0)
+    if (p->draining && !p->in_flight && !p->sealing && sn_spool_count(p->d.spool) == 0 &&
+        p->n_events == 0 && p->n_alerts == 0)
         drain_finished(p);
 }
 
@@ -783,7 +1022,7 @@ void sn_pipeline_drain(sn_pipeline *p, uint64_t timeout_ms, void (*done)(void *u
     p->drain_done = done;
     p->drain_ud = ud;
     on_wake(&p->wake); /* answer whatever is queued (refused: stopping) */
-    (void)seal(p, sn_spool_journal_generation(p->d.spool));
+    (void)seal_sync(p);
     uv_timer_stop(&p->flush_timer);
     uv_timer_start(&p->drain_timer, on_drain_timeout, timeout_ms, 0);
     /* Skip a pending backoff: the drain is the last chance to ship. */
@@ -1236,9 +1475,13 @@ static void free_pipeline(sn_pipeline *p)
     }
     pthread_mutex_destroy(&p->pool_mu);
     pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->seal_cv);
+    pthread_mutex_destroy(&p->seal_mu);
     sn_alert_limit_destroy(p->limit);
     free(p->open);
     free(p->alerts);
+    free(p->job.records);
+    free(p->job.alerts);
     free(p);
 }
 
@@ -1270,9 +1513,12 @@ int sn_pipeline_create(const sn_pipeline_config *cfg, const sn_pipeline_deps *de
     p->backoff_cfg.initial_ms = cfg->backoff_initial_ms;
     p->backoff_cfg.max_ms = cfg->backoff_max_ms;
     pthread_mutex_init(&p->pool_mu, NULL);
+    pthread_mutex_init(&p->seal_mu, NULL);
+    pthread_cond_init(&p->seal_cv, NULL);
     sn_event_init(&p->det_ev);
     p->alerts = calloc(cfg->max_batch_alerts, sizeof(*p->alerts));
-    if (p->alerts == NULL) {
+    p->job.alerts = calloc(cfg->max_batch_alerts, sizeof(*p->job.alerts));
+    if (p->alerts == NULL || p->job.alerts == NULL) {
         snprintf(err, errlen, "out of memory for %zu alerts", cfg->max_batch_alerts);
         goto out_free;
     }
@@ -1300,13 +1546,23 @@ int sn_pipeline_create(const sn_pipeline_config *cfg, const sn_pipeline_deps *de
     }
 
     uv_async_init(deps->loop, &p->wake, on_wake);
+    uv_async_init(deps->loop, &p->sealed_wake, on_sealed);
     uv_timer_init(deps->loop, &p->flush_timer);
     uv_timer_init(deps->loop, &p->sync_timer);
     uv_timer_init(deps->loop, &p->ship_timer);
     uv_timer_init(deps->loop, &p->drain_timer);
-    p->wake.data = p->flush_timer.data = p->sync_timer.data = p->ship_timer.data =
-        p->drain_timer.data = p;
-    p->open_handles = 5;
+    p->wake.data = p->sealed_wake.data = p->flush_timer.data = p->sync_timer.data =
+        p->ship_timer.data = p->drain_timer.data = p;
+    p->open_handles = 6;
+    /* The sealer takes no signals: the loop thread handles them. Without it batches are sealed
+     * on the loop. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    p->sealer_started = pthread_create(&p->sealer, NULL, sealer_main, p) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!p->sealer_started)
+        sn_log_warn("cannot start the sealer thread; sealing batches on the loop");
     uint64_t flush_ms = (uint64_t)(cfg->flush_interval_ns / 1000000);
     uint64_t sync_ms = (uint64_t)(cfg->sync_interval_ns / 1000000);
     uv_timer_start(&p->flush_timer, on_flush_timer, flush_ms ? flush_ms : 1,
@@ -1326,7 +1582,18 @@ void sn_pipeline_destroy(sn_pipeline *p)
 {
     if (p == NULL)
         return;
+    if (p->sealer_started) {
+        /* A job still out (only if the drain was cut short) stays in the journal, uncovered:
+         * the next start seals it again. */
+        pthread_mutex_lock(&p->seal_mu);
+        p->sealer_stop = true;
+        pthread_cond_broadcast(&p->seal_cv);
+        pthread_mutex_unlock(&p->seal_mu);
+        pthread_join(p->sealer, NULL);
+        p->sealer_started = false;
+    }
     uv_close((uv_handle_t *)&p->wake, on_close);
+    uv_close((uv_handle_t *)&p->sealed_wake, on_close);
     uv_close((uv_handle_t *)&p->flush_timer, on_close);
     uv_close((uv_handle_t *)&p->sync_timer, on_close);
     uv_close((uv_handle_t *)&p->ship_timer, on_close);
