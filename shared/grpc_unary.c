@@ -912,7 +912,7 @@ int sn_grpc_unary_create(const sn_grpc_unary_config *cfg_in, sn_grpc_unary **out
     atomic_init(&s->cancel_all, false);
 
     grpc_init();
-    grpc_arg args[5];
+    grpc_arg args[4];
     memset(args, 0, sizeof args);
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -926,23 +926,9 @@ int sn_grpc_unary_create(const sn_grpc_unary_config *cfg_in, sn_grpc_unary **out
     args[3].type = GRPC_ARG_INTEGER;
     args[3].key = GRPC_ARG_ALLOW_REUSEPORT;
     args[3].value.integer = 0; /* a second receiver on the same port must fail, not share */
-    grpc_channel_args chargs = {4, args};
-    grpc_resource_quota *quota = NULL;
-    if (cfg.memory_quota_bytes > 0) {
-        /* gRPC's own buffers (connections, HTTP/2 windows, messages being read) under one
-         * budget: under pressure gRPC shrinks its windows and reclaims buffers. */
-        quota = grpc_resource_quota_create(s->name);
-        grpc_resource_quota_resize(quota, cfg.memory_quota_bytes);
-        args[4].type = GRPC_ARG_POINTER;
-        args[4].key = (char *)GRPC_ARG_RESOURCE_QUOTA;
-        args[4].value.pointer.p = quota;
-        args[4].value.pointer.vtable = grpc_resource_quota_arg_vtable();
-        chargs.num_args = 5;
-    }
+    grpc_channel_args chargs = {sizeof args / sizeof args[0], args};
 
     s->server = grpc_server_create(&chargs, NULL);
-    if (quota != NULL)
-        grpc_resource_quota_unref(quota); /* the server holds its own reference */
     if (s->server == NULL)
         goto out_grpc_shutdown;
     s->cq = grpc_completion_queue_create_for_next(NULL);

@@ -102,8 +102,6 @@ typedef struct sn_grpc_unary_config {
     uint32_t busy_retry_ms;        /* RetryInfo delay for busy refusals and retry_after_ms == 0 */
     bool accept_zstd;              /* decode request messages that start with a zstd frame magic */
     bool allow_deferred;           /* handlers may answer later (sn_grpc_reply.later) */
-    size_t memory_quota_bytes;     /* gRPC resource quota of the server (its connection and
-                                      message buffers); 0: gRPC's default (no limit) */
     sn_grpc_unary_handler handler; /* required */
     void *handler_ud;
 } sn_grpc_unary_config;

@@ -357,7 +357,6 @@ static int start(sidecar *sc)
         gc.max_calls = (unsigned)s->max_requests;
         gc.allow_deferred = true; /* the loop answers; the handler thread decodes the next one */
         gc.max_queued_bytes = (size_t)s->max_inflight_bytes;
-        gc.memory_quota_bytes = (size_t)s->max_inflight_bytes;
         gc.handler = sn_pipeline_otlp_handler;
         gc.handler_ud = sn_pipeline_handler_ud(sc->pipeline, SN_PIPELINE_GRPC);
         if ((rc = sn_grpc_server_create(&gc, &sc->grpc, err, sizeof err)) != 0 ||

@@ -212,7 +212,6 @@ int sn_grpc_server_create(const sn_grpc_server_config *cfg, sn_grpc_server **out
     u.busy_retry_ms = cfg->busy_retry_ms;
     u.accept_zstd = cfg->accept_zstd;
     u.allow_deferred = cfg->allow_deferred;
-    u.memory_quota_bytes = cfg->memory_quota_bytes;
     u.handler = otlp_unary_handler;
     u.handler_ud = s;
     int rc = sn_grpc_unary_create(&u, &s->unary, err, errlen);

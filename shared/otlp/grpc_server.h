@@ -42,7 +42,6 @@ typedef struct sn_grpc_server_config {
     bool accept_zstd;          /* decode zstd request messages (see docs/otlp-receiver.md) */
     bool allow_deferred;       /* the handler may answer later (sn_otlp_result.later): the
                                   handler thread then goes on to the next request at once */
-    size_t memory_quota_bytes; /* gRPC resource quota (grpc_unary.h); 0: none */
     sn_otlp_handler handler;   /* required */
     void *handler_ud;
 } sn_grpc_server_config;
