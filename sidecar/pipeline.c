@@ -418,58 +418,48 @@ static int reserve_bytes(uint8_t **buf, size_t *cap, size_t need)
     return 0;
 }
 
-/* Seals the open batch into the spool. journal_gen is the journal generation the sealed record
- * covers (the current one, or 0 while re-sealing recovered records). Returns 0 (also when there
- * was nothing to seal) or the spool's error, in which case the batch stays open. */
-static int seal(sn_pipeline *p, uint64_t journal_gen)
+/* Moves the open batch into the job (the buffers are swapped, nothing is copied), which covers
+ * journal_gen; the open batch is empty after. Loop thread, no job out. */
+static void seal_take(sn_pipeline *p, uint64_t journal_gen)
 {
-    if (p->n_events == 0 && p->n_alerts == 0)
-        return 0;
-    sn_batch b = {
-        .sidecar_id = p->sidecar_id,
-        .sequence = p->next_seq,
-        .event_records = p->open,
-        .event_records_len = p->open_len,
-        .n_record_events = p->n_events,
-        .alerts = p->alerts,
-        .n_alerts = p->n_alerts,
-        .created_unix_nano = now_ns(),
-    };
-    const uint8_t *out;
-    size_t out_len, batch_len;
-    char err[256];
-    int rc = sn_batch_encode(p->d.encoder, &b, &out, &out_len, &batch_len, err, sizeof err);
-    if (rc != 0) {
-        sn_log_error("cannot encode a batch", SN_LOG_STR("error", err));
-        return rc;
-    }
-    rc = sn_spool_append(p->d.spool, out, out_len, journal_gen);
-    if (rc != 0) {
-        if (rc == -ENOSPC) {
-            if (!atomic_exchange(&p->spool_full, true))
-                sn_log_warn("spool full: refusing new data until the aggregator catches up",
-                            SN_LOG_UINT("spool_bytes", sn_spool_bytes(p->d.spool)));
-        } else {
-            sn_log_error("cannot append a batch to the spool", SN_LOG_ERRNO(rc));
-        }
-        return rc;
-    }
-    if (journal_gen != 0) {
-        int jrc = sn_spool_journal_reset(p->d.spool);
-        if (jrc != 0)
-            sn_log_error("cannot start a new journal generation", SN_LOG_ERRNO(jrc));
-    }
-    sn_log_debug("batch sealed", SN_LOG_UINT("sequence", p->next_seq),
-                 SN_LOG_UINT("events", p->n_events), SN_LOG_UINT("alerts", p->n_alerts),
-                 SN_LOG_UINT("bytes", out_len), SN_LOG_UINT("uncompressed", batch_len));
-    sn_counter_inc(p->sealed);
-    p->next_seq++;
-    p->n_events = 0;
+    seal_job *j = &p->job;
+    uint8_t *t = j->records;
+    size_t tcap = j->records_cap;
+    j->records = p->open;
+    j->records_cap = p->open_cap;
+    j->records_len = p->open_len;
+    j->n_events = p->n_events;
+    p->open = t;
+    p->open_cap = tcap;
+    sn_local_alert *ta = j->alerts;
+    j->alerts = p->alerts;
+    j->n_alerts = p->n_alerts;
+    p->alerts = ta;
+    j->sequence = p->next_seq;
+    j->journal_gen = journal_gen;
     p->open_len = 0;
+    p->n_events = 0;
     p->n_alerts = 0;
     p->urgent = false;
-    ship_kick(p);
-    return 0;
+}
+
+/* Encodes and compresses the job into the encoder's buffer: on the sealer thread, or on the loop
+ * when sealing there. */
+static void seal_encode(sn_pipeline *p, seal_job *j)
+{
+    sn_batch b = {
+        .sidecar_id = p->sidecar_id,
+        .sequence = j->sequence,
+        .event_records = j->records,
+        .event_records_len = j->records_len,
+        .n_record_events = j->n_events,
+        .alerts = j->alerts,
+        .n_alerts = j->n_alerts,
+        .created_unix_nano = now_ns(),
+    };
+    j->err[0] = '\0';
+    j->rc = sn_batch_encode(p->d.encoder, &b, &j->out, &j->out_len, &j->batch_len, j->err,
+                            sizeof j->err);
 }
 
 /* The sealer thread: encodes and compresses each posted job (the encoder is used by no one
@@ -485,22 +475,7 @@ static void *sealer_main(void *arg)
         if (!p->posted)
             break;
         pthread_mutex_unlock(&p->seal_mu);
-
-        seal_job *j = &p->job;
-        sn_batch b = {
-            .sidecar_id = p->sidecar_id,
-            .sequence = j->sequence,
-            .event_records = j->records,
-            .event_records_len = j->records_len,
-            .n_record_events = j->n_events,
-            .alerts = j->alerts,
-            .n_alerts = j->n_alerts,
-            .created_unix_nano = now_ns(),
-        };
-        j->err[0] = '\0';
-        j->rc = sn_batch_encode(p->d.encoder, &b, &j->out, &j->out_len, &j->batch_len, j->err,
-                                sizeof j->err);
-
+        seal_encode(p, &p->job);
         pthread_mutex_lock(&p->seal_mu);
         p->posted = false;
         p->done = true;
@@ -547,9 +522,9 @@ static void seal_merge_back(sn_pipeline *p)
         p->urgent = true;
 }
 
-/* Finishes the job the sealer is done with: appends it to the spool (which covers and retires
- * its journal generation), or puts it back into the open batch when that fails. Loop thread;
- * returns 0 or the error. */
+/* Finishes an encoded job: appends it to the spool (which covers, and for a detached generation
+ * retires, its journal generation), or puts it back into the open batch when that fails. Loop
+ * thread; returns 0 or the error. */
 static int seal_finish(sn_pipeline *p)
 {
     seal_job *j = &p->job;
@@ -585,6 +560,25 @@ static int seal_finish(sn_pipeline *p)
     return rc;
 }
 
+/* Seals the open batch into the spool on the loop, at once (no job may be out: see seal_sync).
+ * journal_gen is the journal generation the sealed record covers (the current one, which is
+ * then reset, or 0 while re-sealing recovered records). Returns 0 (also when there was nothing
+ * to seal) or the error, in which case the batch stays open. */
+static int seal(sn_pipeline *p, uint64_t journal_gen)
+{
+    if (p->n_events == 0 && p->n_alerts == 0)
+        return 0;
+    seal_take(p, journal_gen);
+    seal_encode(p, &p->job);
+    int rc = seal_finish(p);
+    if (rc == 0 && journal_gen != 0) {
+        int jrc = sn_spool_journal_reset(p->d.spool);
+        if (jrc != 0)
+            sn_log_error("cannot start a new journal generation", SN_LOG_ERRNO(jrc));
+    }
+    return rc;
+}
+
 /* Waits for the job that is out, if any, and finishes it. Loop thread. */
 static int seal_wait(sn_pipeline *p)
 {
@@ -617,30 +611,10 @@ static int seal_async(sn_pipeline *p)
     }
     if (p->n_events == 0 && p->n_alerts == 0)
         return 0;
-    if (!p->sealer_started)
-        return seal(p, sn_spool_journal_generation(p->d.spool));
     uint64_t gen = sn_spool_journal_generation(p->d.spool);
-    if (sn_spool_journal_next(p->d.spool) != 0)
+    if (!p->sealer_started || sn_spool_journal_next(p->d.spool) != 0)
         return seal(p, gen);
-    seal_job *j = &p->job;
-    uint8_t *t = j->records;
-    size_t tcap = j->records_cap;
-    j->records = p->open;
-    j->records_cap = p->open_cap;
-    j->records_len = p->open_len;
-    j->n_events = p->n_events;
-    p->open = t;
-    p->open_cap = tcap;
-    sn_local_alert *ta = j->alerts;
-    j->alerts = p->alerts;
-    j->n_alerts = p->n_alerts;
-    p->alerts = ta;
-    j->sequence = p->next_seq;
-    j->journal_gen = gen;
-    p->open_len = 0;
-    p->n_events = 0;
-    p->n_alerts = 0;
-    p->urgent = false;
+    seal_take(p, gen);
     p->seal_again = false;
     p->sealing = true;
     pthread_mutex_lock(&p->seal_mu);

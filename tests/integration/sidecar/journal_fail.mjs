@@ -11,7 +11,7 @@
 import path from 'node:path';
 
 import {
-  check, freePort, randomHex, httpRequest, log, makeSpan, metrics, otlpJson, run, sleep, startAggregator,
+  check, checkExactlyOnce, freePort, randomHex, httpRequest, log, makeSpan, metrics, otlpJson, run, sleep, startAggregator,
   startSidecar, tempDir, waitEventLog,
 } from './lib.mjs';
 
@@ -67,18 +67,6 @@ await run('sidecar_journal_fail', async () => {
   await waitEventLog(eventLog, (ls) => ls.filter((l) => l.type === 'event').length >= want.size, 30000);
   await sleep(300);
   const events = (await waitEventLog(eventLog, () => true, 0)).filter((l) => l.type === 'event');
-  const count = new Map();
-  for (const e of events) count.set(e.span_id, (count.get(e.span_id) || 0) + 1);
-  let missing = 0;
-  let twice = 0;
-  for (const id of want) {
-    const c = count.get(id) || 0;
-    if (c === 0) missing++;
-    if (c > 1) twice++;
-  }
-  check(missing === 0 && twice === 0, `accepted spans: ${missing} missing, ${twice} more than once (of ${want.size})`);
-  const leaked = refusedIds.filter((id) => count.has(id)).length;
-  check(leaked === 0, `${leaked} spans of refused requests reached the aggregator`);
-  check(events.length === want.size, `${events.length} events, ${want.size} accepted spans`);
+  checkExactlyOnce(events, accepted, refusedIds);
   await agg.kill('SIGTERM');
 });
