@@ -5,9 +5,15 @@
  * A trace request is decoded once, on its transport thread, into a scratch (from a small pool):
  * the request's journal record (its LLM events, each encoded once as a Batch events entry) and,
  * per event, the few facts local detection needs (det_item). The loop appends the record bytes
- * to the journal and to the open batch as they are, runs detection over the items and answers;
+ * to the journal and to the open batch as they are, answers and runs detection over the items;
  * sealing copies the open batch's bytes into a Batch (sn_batch.event_records) -- no event is
- * decoded or encoded again.
+ * decoded or encoded again. Sealing runs on the sealer thread (seal_async: the open batch's
+ * buffers are swapped into the one seal_job, the loop appends the result to the spool when the
+ * sealer is done), or on the loop when it must be immediate (seal_sync, recovery).
+ *
+ * A gRPC request (no tee) is answered later: its work item is heap-allocated, owns its scratch,
+ * and the loop answers it through sn_otlp_later, then detects and frees. The transport thread
+ * does not wait. Other requests are work items on the transport thread's stack:
  *
  * States of a work item (a transport thread's request waiting for the loop):
  *
@@ -22,9 +28,12 @@
  *     of them already in the journal (a request whose journal write failed is refused and
  *     leaves nothing behind); n_events <= max_batch_events except after recovering a larger
  *     record;
- *   - a sealed batch is appended to the spool before the journal is reset, so at every instant
- *     an accepted event is in the journal or in the spool (or in the caller's request, before
- *     the answer went out);
+ *   - a journal generation is retired only by the spool append that covers it (a reset after
+ *     the append, or sn_spool_journal_next before the sealer runs, which leaves the generation
+ *     in place until the append), so at every instant an accepted event is in the journal or in
+ *     the spool (or in the caller's request, before the answer went out); the seal job's events
+ *     are in a detached generation until its append, and go back into the open batch if the
+ *     append fails;
  *   - at most one Ingest call is in flight, always for the spool's oldest record.
  */
 #include "pipeline.h"
