@@ -6,9 +6,13 @@
  * the call struct itself is that batch's completion-queue tag:
  *
  *   FREE --post--> WAITING --new call--> READING --message--> QUEUED --handler--> ANSWERING
- *                     |                     |                                       |
- *                     |                     +--- unknown method / busy / bad ------>+
- *                     +--(ok == 0: shutdown)--> FREE                  FREE <--------+
+ *                     |                     |                        |              ^   |
+ *                     |                     |                        +-> DEFERRED --+   |
+ *                     |                     +--- unknown method / busy / bad ------>+   |
+ *                     +--(ok == 0: shutdown)--> FREE                  FREE <------------+
+ *
+ * DEFERRED (allow_deferred): the handler took sn_grpc_reply.later and returned; no batch is
+ * outstanding until sn_grpc_unary_finish, called from whatever thread finished the work.
  *
  * Call structs come from a pool sized at create (2 x max_calls + SN_ACCEPT_SLOTS), so the
  * number of calls this module holds is bounded; when the pool is empty no new call is
@@ -61,6 +65,7 @@ typedef enum sn_call_phase {
     SN_CALL_WAITING,
     SN_CALL_READING,
     SN_CALL_QUEUED,
+    SN_CALL_DEFERRED, /* the handler answers later (sn_grpc_unary_finish) */
     SN_CALL_ANSWERING
 } sn_call_phase;
 
@@ -625,11 +630,26 @@ static void serve(sn_grpc_unary *s, sn_grpc_call *c, sn_buf *a, sn_buf *b, ZSTD_
     memset(&reply, 0, sizeof reply);
     reply.response = s->reply_buf;
     reply.response_cap = s->cfg.max_reply_bytes;
+    if (s->cfg.allow_deferred) {
+        reply.later = (sn_grpc_pending *)c;
+        c->phase = SN_CALL_DEFERRED; /* before the handler: it may finish on another thread */
+    }
     atomic_fetch_add(&s->st_requests[c->method], 1);
     atomic_fetch_add(&s->st_bytes_in, c->request_len);
     atomic_fetch_add(&s->st_bytes_out, len);
     s->cfg.handler(c->method, body, len, &reply, s->cfg.handler_ud);
+    if (reply.deferred && reply.later != NULL)
+        return; /* c may already be answered and released: not touched again here */
     answer_reply(s, c, &reply);
+}
+
+void sn_grpc_unary_finish(sn_grpc_pending *later, sn_grpc_reply *reply)
+{
+    sn_grpc_call *c = (sn_grpc_call *)later;
+    assert(c->phase == SN_CALL_DEFERRED);
+    reply->later = NULL;
+    reply->deferred = false;
+    answer_reply(c->srv, c, reply);
 }
 
 /* The handler thread: drains the FIFO until told to stop with the FIFO empty. */

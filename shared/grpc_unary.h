@@ -8,8 +8,10 @@
  * the one request message and refuses what is over a limit; it never runs the handler. The
  * handler thread takes admitted requests from a bounded FIFO, undoes the request compression
  * (gzip, deflate from grpc-encoding; zstd by its frame magic when accept_zstd) with a hard output
- * limit, calls the handler, and sends the answer. Handlers therefore run one at a time, in the
- * order requests arrived; a slow handler delays only admitted requests, while new calls are
+ * limit, calls the handler, and sends the answer -- or, with allow_deferred, lets the handler
+ * answer later from another thread (sn_grpc_unary_finish), so the handler thread never waits
+ * for the work it handed over. Handlers therefore run one at a time, in the order requests
+ * arrived; a slow handler delays only admitted requests, while new calls are
  * still accepted and, past the limit of outstanding calls, refused at once with UNAVAILABLE +
  * google.rpc.RetryInfo.
  *
@@ -28,6 +30,9 @@
 #define SN_GRPC_UNARY_DEFAULT_REPLY 4096u
 
 typedef struct sn_grpc_unary sn_grpc_unary;
+
+/* A call whose answer the handler gives later (see sn_grpc_reply.later). */
+typedef struct sn_grpc_pending sn_grpc_pending;
 
 /* gRPC status codes (the values of the gRPC specification, same as grpc_status_code), so users
  * of this module need no gRPC header. */
@@ -67,6 +72,13 @@ typedef struct sn_grpc_reply {
      * trailers (retry_after_ms 0 = the server's busy_retry_ms). */
     bool retry;
     uint32_t retry_after_ms;
+    /* Answering later (only when the server was created with allow_deferred; NULL otherwise):
+     * a handler that hands the work elsewhere keeps `later`, sets `deferred` and returns at
+     * once, so the handler thread goes on to the next request. It must then call
+     * sn_grpc_unary_finish(later, ...) exactly once, from any thread, before the server is
+     * shut down; the call keeps its max_calls slot until then. `response` is then not used. */
+    sn_grpc_pending *later;
+    bool deferred;
 } sn_grpc_reply;
 
 /* Called on the handler thread for every admitted, decompressed request. `method` is the index
@@ -89,6 +101,7 @@ typedef struct sn_grpc_unary_config {
     size_t max_reply_bytes;        /* capacity of sn_grpc_reply.response */
     uint32_t busy_retry_ms;        /* RetryInfo delay for busy refusals and retry_after_ms == 0 */
     bool accept_zstd;              /* decode request messages that start with a zstd frame magic */
+    bool allow_deferred;           /* handlers may answer later (sn_grpc_reply.later) */
     sn_grpc_unary_handler handler; /* required */
     void *handler_ud;
 } sn_grpc_unary_config;
@@ -118,6 +131,12 @@ void sn_grpc_unary_config_init(sn_grpc_unary_config *cfg);
  * address cannot be bound, ENOMEM). The caller frees *out with sn_grpc_unary_destroy. */
 int sn_grpc_unary_create(const sn_grpc_unary_config *cfg, sn_grpc_unary **out, char *err,
                          size_t errlen);
+
+/* Answers a call a handler deferred (sn_grpc_reply.deferred): `reply` as a handler fills it,
+ * with `response` pointing at the caller's response bytes (copied here; `later`, `deferred`
+ * ignored). Thread-safe (gRPC core allows grpc_call_start_batch from any thread); `later` is
+ * gone on return. */
+void sn_grpc_unary_finish(sn_grpc_pending *later, sn_grpc_reply *reply);
 
 /* The bound TCP port (useful after listening on port 0). */
 int sn_grpc_unary_port(const sn_grpc_unary *s);

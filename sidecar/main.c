@@ -41,6 +41,7 @@ typedef struct sidecar_settings {
     sn_config_address otlp_http;
     int64_t max_message_bytes;
     int64_t max_requests;
+    int64_t max_inflight_bytes;
     sn_config_address admin;
     sn_config_address aggregator;
     int64_t ship_deadline;
@@ -76,6 +77,11 @@ static const sn_config_desc descriptors[] = {
                 "RESOURCE_EXHAUSTED / 413)"),
     SN_CFG_INT("otlp.max_concurrent_requests", sidecar_settings, max_requests, "64", 1, 10000,
                "OTLP requests in progress at once; more are refused with a retryable status"),
+    SN_CFG_SIZE("otlp.max_inflight_bytes", sidecar_settings, max_inflight_bytes, "16MiB", 65536,
+                (int64_t)1 << 30,
+                "request memory at once, per stage: gRPC's buffers, gRPC messages waiting, "
+                "HTTP bodies, decoded requests waiting for the loop; past it new requests get "
+                "a retryable refusal (one request always fits)"),
     {SN__CFG("admin.endpoint", SN_CONFIG_ADDRESS, sidecar_settings, admin, "0.0.0.0:8081",
              "/healthz, /readyz and /metrics listen address (off to disable)"),
      .env = "SENTINEL_ADMIN_ENDPOINT", .flags = SN_CONFIG_OPTIONAL | SN_CONFIG_ANY_PORT},
@@ -314,6 +320,7 @@ static int start(sidecar *sc)
     pc.max_batch_events = (size_t)s->batch_max_events;
     pc.spool_max_bytes = (uint64_t)s->spool.max_bytes;
     pc.journal_max_bytes = (uint64_t)s->spool.journal_max_bytes;
+    pc.max_pending_bytes = (size_t)s->max_inflight_bytes;
     pc.alert_interval_ms = (uint64_t)(s->alert_interval / 1000000);
     pc.metric_cover_ns = s->metrics_span_cover;
     sn_pipeline_deps deps = {
@@ -354,6 +361,8 @@ static int start(sidecar *sc)
         gc.listen = addr;
         gc.max_message_bytes = (size_t)s->max_message_bytes;
         gc.max_calls = (unsigned)s->max_requests;
+        gc.allow_deferred = true; /* the loop answers; the handler thread decodes the next one */
+        gc.max_queued_bytes = (size_t)s->max_inflight_bytes;
         gc.handler = sn_pipeline_otlp_handler;
         gc.handler_ud = sn_pipeline_handler_ud(sc->pipeline, SN_PIPELINE_GRPC);
         if ((rc = sn_grpc_server_create(&gc, &sc->grpc, err, sizeof err)) != 0 ||
@@ -371,6 +380,7 @@ static int start(sidecar *sc)
             .listen = addr,
             .max_body_bytes = (size_t)s->max_message_bytes,
             .max_connections = (unsigned)s->max_requests,
+            .max_buffered_bytes = (size_t)s->max_inflight_bytes,
             .handler = sn_pipeline_otlp_handler,
             .handler_ud = sn_pipeline_handler_ud(sc->pipeline, SN_PIPELINE_HTTP),
         };

@@ -5,9 +5,15 @@
  * A trace request is decoded once, on its transport thread, into a scratch (from a small pool):
  * the request's journal record (its LLM events, each encoded once as a Batch events entry) and,
  * per event, the few facts local detection needs (det_item). The loop appends the record bytes
- * to the journal and to the open batch as they are, runs detection over the items and answers;
+ * to the journal and to the open batch as they are, answers and runs detection over the items;
  * sealing copies the open batch's bytes into a Batch (sn_batch.event_records) -- no event is
- * decoded or encoded again.
+ * decoded or encoded again. Sealing runs on the sealer thread (seal_async: the open batch's
+ * buffers are swapped into the one seal_job, the loop appends the result to the spool when the
+ * sealer is done), or on the loop when it must be immediate (seal_sync, recovery).
+ *
+ * A gRPC request (no tee) is answered later: its work item is heap-allocated, owns its scratch,
+ * and the loop answers it through sn_otlp_later, then detects and frees. The transport thread
+ * does not wait. Other requests are work items on the transport thread's stack:
  *
  * States of a work item (a transport thread's request waiting for the loop):
  *
@@ -22,9 +28,12 @@
  *     of them already in the journal (a request whose journal write failed is refused and
  *     leaves nothing behind); n_events <= max_batch_events except after recovering a larger
  *     record;
- *   - a sealed batch is appended to the spool before the journal is reset, so at every instant
- *     an accepted event is in the journal or in the spool (or in the caller's request, before
- *     the answer went out);
+ *   - a journal generation is retired only by the spool append that covers it (a reset after
+ *     the append, or sn_spool_journal_next before the sealer runs, which leaves the generation
+ *     in place until the append), so at every instant an accepted event is in the journal or in
+ *     the spool (or in the caller's request, before the answer went out); the seal job's events
+ *     are in a detached generation until its append, and go back into the open batch if the
+ *     append fails;
  *   - at most one Ingest call is in flight, always for the spool's oldest record.
  */
 #include "pipeline.h"
@@ -40,6 +49,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,15 +91,43 @@ typedef struct scratch {
     int error; /* first failure while collecting (-ENOMEM, -EIO) */
 } scratch;
 
-#define SCRATCH_POOL_MAX 16 /* idle scratches kept; more are freed */
+#define SCRATCH_POOL_MAX   16             /* idle scratches kept; more are freed */
+#define SCRATCH_KEEP_BYTES (512u * 1024u) /* an idle scratch's buffers above this are freed */
 
 typedef struct work {
     struct work *next;
     const scratch *req; /* the decoded request, borrowed from the transport thread */
     enum work_state state;
     sn_otlp_result result;
-    pthread_cond_t cond;
+    pthread_cond_t cond; /* a waiting transport thread only (later == NULL) */
+    /* Answered later (the transport gave an sn_otlp_later): the item is heap-allocated, owns
+     * its scratch, and the loop answers, counts, and frees both. */
+    sn_otlp_later *later;
+    scratch *owned;
+    uint64_t rejected; /* spans rejected, for the partial success */
+    size_t bytes;      /* memory it holds, counted in pending_bytes */
+    sn_pipeline_protocol protocol;
 } work;
+
+/* A batch being sealed off the loop: the loop hands the open batch's buffers over (swapping
+ * them with the job's), the sealer thread encodes and compresses, the loop appends the result
+ * to the spool. One at a time; the loop touches the job only while no seal is in flight. */
+typedef struct seal_job {
+    uint8_t *records; /* journal-record bytes of its events (swapped with the open batch's) */
+    size_t records_len, records_cap;
+    size_t n_events;
+    sn_local_alert *alerts; /* max_batch_alerts entries (swapped with the open batch's) */
+    size_t n_alerts;
+    sn_aggregate *aggs; /* AGGS_MAX entries (swapped with the open batch's) */
+    size_t n_aggs;
+    uint64_t sequence;
+    uint64_t journal_gen; /* the generation its records are in; the append covers it */
+    /* Set by the sealer. */
+    int rc;
+    const uint8_t *out; /* the IngestRequest, in the encoder's buffer */
+    size_t out_len, batch_len;
+    char err[256];
+} seal_job;
 
 typedef struct proto_ud {
     sn_pipeline *p;
@@ -133,8 +171,20 @@ struct sn_pipeline {
     pthread_mutex_t mu;
     work *head, *tail;
     size_t pending;
+    size_t pending_bytes; /* scratch memory of the queued items answered later */
     bool stopping;
     atomic_bool spool_full; /* read by /readyz */
+
+    /* The sealer thread: seal_mu guards posted/done/sealer_stop. */
+    pthread_t sealer;
+    bool sealer_started;
+    pthread_mutex_t seal_mu;
+    pthread_cond_t seal_cv;
+    bool posted, done, sealer_stop;
+    seal_job job;
+    bool sealing;    /* loop: a job is out (posted, or done and not yet finished) */
+    bool seal_again; /* loop: a seal was asked for while one was out */
+    uv_async_t sealed_wake;
 
     /* libuv handles (loop thread). */
     uv_async_t wake;
@@ -212,6 +262,7 @@ void sn_pipeline_config_defaults(sn_pipeline_config *cfg)
     cfg->max_batch_events = 2000;
     cfg->max_batch_alerts = 256;
     cfg->max_pending = 256;
+    cfg->max_pending_bytes = 8u << 20;
     cfg->retry_after_ms = 1000;
     cfg->wait_timeout_ns = 10LL * 1000000000;
     cfg->backoff_initial_ms = 100;
@@ -397,64 +448,259 @@ static int reserve_bytes(uint8_t **buf, size_t *cap, size_t need)
     return 0;
 }
 
-/* Seals the open batch into the spool. journal_gen is the journal generation the sealed record
- * covers (the current one, or 0 while re-sealing recovered records). Returns 0 (also when there
- * was nothing to seal) or the spool's error, in which case the batch stays open. */
-static int seal(sn_pipeline *p, uint64_t journal_gen)
+/* Moves what the metric feed has queued into the open batch's aggregates, as far as they fit;
+ * they stay there until a seal succeeds. Loop thread. */
+static void refill_aggs(sn_pipeline *p)
 {
-    /* Aggregates stay in aggs[] until a seal succeeds; the feed's queue refills what is free. */
     if (p->feed != NULL && p->n_aggs < AGGS_MAX)
         p->n_aggs += sn_metric_feed_take(p->feed, p->aggs + p->n_aggs, AGGS_MAX - p->n_aggs);
-    if (p->n_events == 0 && p->n_alerts == 0 && p->n_aggs == 0)
-        return 0;
+}
+
+/* Moves the open batch into the job (the buffers are swapped, nothing is copied), which covers
+ * journal_gen; the open batch is empty after. Loop thread, no job out. */
+static void seal_take(sn_pipeline *p, uint64_t journal_gen)
+{
+    seal_job *j = &p->job;
+    uint8_t *t = j->records;
+    size_t tcap = j->records_cap;
+    j->records = p->open;
+    j->records_cap = p->open_cap;
+    j->records_len = p->open_len;
+    j->n_events = p->n_events;
+    p->open = t;
+    p->open_cap = tcap;
+    sn_local_alert *ta = j->alerts;
+    j->alerts = p->alerts;
+    j->n_alerts = p->n_alerts;
+    p->alerts = ta;
+    sn_aggregate *tg = j->aggs;
+    j->aggs = p->aggs;
+    j->n_aggs = p->n_aggs;
+    p->aggs = tg;
+    p->n_aggs = 0;
+    j->sequence = p->next_seq;
+    j->journal_gen = journal_gen;
+    p->open_len = 0;
+    p->n_events = 0;
+    p->n_alerts = 0;
+    p->urgent = false;
+}
+
+/* Encodes and compresses the job into the encoder's buffer: on the sealer thread, or on the loop
+ * when sealing there. */
+static void seal_encode(sn_pipeline *p, seal_job *j)
+{
     sn_batch b = {
         .sidecar_id = p->sidecar_id,
-        .sequence = p->next_seq,
-        .event_records = p->open,
-        .event_records_len = p->open_len,
-        .n_record_events = p->n_events,
-        .alerts = p->alerts,
-        .n_alerts = p->n_alerts,
+        .sequence = j->sequence,
+        .event_records = j->records,
+        .event_records_len = j->records_len,
+        .n_record_events = j->n_events,
+        .alerts = j->alerts,
+        .n_alerts = j->n_alerts,
         .created_unix_nano = now_ns(),
-        .aggregates = p->aggs,
-        .n_aggregates = p->n_aggs,
+        .aggregates = j->aggs,
+        .n_aggregates = j->n_aggs,
     };
-    const uint8_t *out;
-    size_t out_len, batch_len;
-    char err[256];
-    int rc = sn_batch_encode(p->d.encoder, &b, &out, &out_len, &batch_len, err, sizeof err);
-    if (rc != 0) {
-        sn_log_error("cannot encode a batch", SN_LOG_STR("error", err));
-        return rc;
+    j->err[0] = '\0';
+    j->rc = sn_batch_encode(p->d.encoder, &b, &j->out, &j->out_len, &j->batch_len, j->err,
+                            sizeof j->err);
+}
+
+/* The sealer thread: encodes and compresses each posted job (the encoder is used by no one
+ * else while a job is out) and wakes the loop. */
+static void *sealer_main(void *arg)
+{
+    sn_pipeline *p = arg;
+    pthread_setname_np(pthread_self(), "sn-sealer");
+    pthread_mutex_lock(&p->seal_mu);
+    for (;;) {
+        while (!p->posted && !p->sealer_stop)
+            pthread_cond_wait(&p->seal_cv, &p->seal_mu);
+        if (!p->posted)
+            break;
+        pthread_mutex_unlock(&p->seal_mu);
+        seal_encode(p, &p->job);
+        pthread_mutex_lock(&p->seal_mu);
+        p->posted = false;
+        p->done = true;
+        pthread_cond_broadcast(&p->seal_cv);
+        uv_async_send(&p->sealed_wake);
     }
-    rc = sn_spool_append(p->d.spool, out, out_len, journal_gen);
-    if (rc != 0) {
+    pthread_mutex_unlock(&p->seal_mu);
+    return NULL;
+}
+
+/* Puts a failed job's events and alerts back into the open batch (ahead of what came in since),
+ * so the next seal takes them; their journal generation stays uncovered until then. */
+static void seal_merge_back(sn_pipeline *p)
+{
+    seal_job *j = &p->job;
+    if (reserve_bytes(&j->records, &j->records_cap, j->records_len + p->open_len) != 0) {
+        /* Still in the journal (uncovered): a restart seals them. Cannot happen short of
+         * memory for one batch. */
+        sn_log_error("out of memory keeping a batch that could not be sealed; its events stay "
+                     "in the journal until the next start",
+                     SN_LOG_UINT("events", j->n_events));
+    } else {
+        memcpy(j->records + j->records_len, p->open, p->open_len);
+        uint8_t *t = p->open;
+        size_t tcap = p->open_cap;
+        p->open = j->records;
+        p->open_cap = j->records_cap;
+        p->open_len += j->records_len;
+        p->n_events += j->n_events;
+        j->records = t;
+        j->records_cap = tcap;
+    }
+    size_t room = p->cfg.max_batch_alerts - j->n_alerts;
+    size_t keep = p->n_alerts < room ? p->n_alerts : room;
+    if (keep < p->n_alerts)
+        sn_log_error("alerts dropped: the open batch is full of alerts and cannot be sealed",
+                     SN_LOG_UINT("alerts", p->n_alerts - keep));
+    memcpy(j->alerts + j->n_alerts, p->alerts, keep * sizeof *p->alerts);
+    sn_local_alert *ta = p->alerts;
+    p->alerts = j->alerts;
+    p->n_alerts = j->n_alerts + keep;
+    j->alerts = ta;
+    /* Aggregates: the job's first, then those the open batch took from the feed meanwhile. */
+    size_t groom = AGGS_MAX - j->n_aggs;
+    size_t gkeep = p->n_aggs < groom ? p->n_aggs : groom;
+    if (gkeep < p->n_aggs)
+        sn_log_error("GenAI metric aggregates dropped: the open batch is full and cannot be sealed",
+                     SN_LOG_UINT("aggregates", p->n_aggs - gkeep));
+    memcpy(j->aggs + j->n_aggs, p->aggs, gkeep * sizeof *p->aggs);
+    sn_aggregate *tg = p->aggs;
+    p->aggs = j->aggs;
+    p->n_aggs = j->n_aggs + gkeep;
+    j->aggs = tg;
+    if (p->n_alerts > 0)
+        p->urgent = true;
+}
+
+/* Finishes an encoded job: appends it to the spool (which covers, and for a detached generation
+ * retires, its journal generation), or puts it back into the open batch when that fails. Loop
+ * thread; returns 0 or the error. */
+static int seal_finish(sn_pipeline *p)
+{
+    seal_job *j = &p->job;
+    p->sealing = false;
+    pthread_mutex_lock(&p->seal_mu);
+    p->done = false;
+    pthread_mutex_unlock(&p->seal_mu);
+    int rc = j->rc;
+    if (rc != 0)
+        sn_log_error("cannot encode a batch", SN_LOG_STR("error", j->err));
+    else
+        rc = sn_spool_append(p->d.spool, j->out, j->out_len, j->journal_gen);
+    if (rc == 0) {
+        sn_log_debug("batch sealed", SN_LOG_UINT("sequence", j->sequence),
+                     SN_LOG_UINT("events", j->n_events), SN_LOG_UINT("alerts", j->n_alerts),
+                     SN_LOG_UINT("bytes", j->out_len), SN_LOG_UINT("uncompressed", j->batch_len));
+        sn_counter_inc(p->sealed);
+        p->next_seq++;
+        ship_kick(p);
+    } else {
         if (rc == -ENOSPC) {
             if (!atomic_exchange(&p->spool_full, true))
                 sn_log_warn("spool full: refusing new data until the aggregator catches up",
                             SN_LOG_UINT("spool_bytes", sn_spool_bytes(p->d.spool)));
-        } else {
+        } else if (j->rc == 0) {
             sn_log_error("cannot append a batch to the spool", SN_LOG_ERRNO(rc));
         }
-        return rc;
+        seal_merge_back(p);
     }
-    if (journal_gen != 0) {
+    j->records_len = 0;
+    j->n_events = 0;
+    j->n_alerts = 0;
+    j->n_aggs = 0;
+    return rc;
+}
+
+/* Seals the open batch into the spool on the loop, at once (no job may be out: see seal_sync).
+ * journal_gen is the journal generation the sealed record covers (the current one, which is
+ * then reset, or 0 while re-sealing recovered records). Returns 0 (also when there was nothing
+ * to seal) or the error, in which case the batch stays open. */
+static int seal(sn_pipeline *p, uint64_t journal_gen)
+{
+    refill_aggs(p);
+    if (p->n_events == 0 && p->n_alerts == 0 && p->n_aggs == 0)
+        return 0;
+    seal_take(p, journal_gen);
+    seal_encode(p, &p->job);
+    int rc = seal_finish(p);
+    if (rc == 0 && journal_gen != 0) {
         int jrc = sn_spool_journal_reset(p->d.spool);
         if (jrc != 0)
             sn_log_error("cannot start a new journal generation", SN_LOG_ERRNO(jrc));
     }
-    sn_log_debug("batch sealed", SN_LOG_UINT("sequence", p->next_seq),
-                 SN_LOG_UINT("events", p->n_events), SN_LOG_UINT("alerts", p->n_alerts),
-                 SN_LOG_UINT("bytes", out_len), SN_LOG_UINT("uncompressed", batch_len));
-    sn_counter_inc(p->sealed);
-    p->next_seq++;
-    p->n_events = 0;
-    p->open_len = 0;
-    p->n_alerts = 0;
-    p->n_aggs = 0;
-    p->urgent = false;
-    ship_kick(p);
+    return rc;
+}
+
+/* Waits for the job that is out, if any, and finishes it. Loop thread. */
+static int seal_wait(sn_pipeline *p)
+{
+    if (!p->sealing)
+        return 0;
+    pthread_mutex_lock(&p->seal_mu);
+    while (!p->done)
+        pthread_cond_wait(&p->seal_cv, &p->seal_mu);
+    pthread_mutex_unlock(&p->seal_mu);
+    return seal_finish(p);
+}
+
+/* Seals the open batch now, on the loop (after the job that is out, if any). */
+static int seal_sync(sn_pipeline *p)
+{
+    (void)seal_wait(p);
+    return seal(p, sn_spool_journal_generation(p->d.spool));
+}
+
+/* Starts sealing the open batch off the loop: the journal moves to a new generation, the open
+ * batch's buffers go to the sealer, and the loop goes on journaling new requests into an empty
+ * batch. With a job already out it only notes that another seal is wanted. Falls back to
+ * sealing on the loop when the journal cannot start a new generation. Returns 0 or the error
+ * of that fallback. */
+static int seal_async(sn_pipeline *p)
+{
+    if (p->sealing) {
+        p->seal_again = true;
+        return 0;
+    }
+    refill_aggs(p);
+    if (p->n_events == 0 && p->n_alerts == 0 && p->n_aggs == 0)
+        return 0;
+    uint64_t gen = sn_spool_journal_generation(p->d.spool);
+    if (!p->sealer_started || sn_spool_journal_next(p->d.spool) != 0)
+        return seal(p, gen);
+    seal_take(p, gen);
+    p->seal_again = false;
+    p->sealing = true;
+    pthread_mutex_lock(&p->seal_mu);
+    p->posted = true;
+    pthread_cond_broadcast(&p->seal_cv);
+    pthread_mutex_unlock(&p->seal_mu);
     return 0;
+}
+
+static void maybe_finish_drain(sn_pipeline *p);
+
+/* The sealer is done: finish its job, and start the next seal if one was asked for meanwhile. */
+static void on_sealed(uv_async_t *h)
+{
+    sn_pipeline *p = h->data;
+    if (!p->sealing)
+        return; /* finished by seal_wait already */
+    pthread_mutex_lock(&p->seal_mu);
+    bool done = p->done;
+    pthread_mutex_unlock(&p->seal_mu);
+    if (!done)
+        return;
+    int rc = seal_finish(p);
+    if (rc == 0 && (p->seal_again || p->urgent))
+        (void)seal_async(p);
+    update_gauges(p);
+    maybe_finish_drain(p);
 }
 
 /* Gives each new local alert that the rate limit lets through an id, logs and counts it, and
@@ -468,8 +714,7 @@ static void take_alerts(sn_pipeline *p, const sn_local_alert *found, size_t n)
             sn_counter_inc(p->alerts_suppressed);
             continue;
         }
-        if (p->n_alerts >= p->cfg.max_batch_alerts &&
-            seal(p, sn_spool_journal_generation(p->d.spool)) != 0)
+        if (p->n_alerts >= p->cfg.max_batch_alerts && seal_sync(p) != 0)
             return; /* the spool is full: seal() said so; the alert is lost, the events are not */
         sn_local_alert *a = &p->alerts[p->n_alerts++];
         *a = found[i];
@@ -574,10 +819,13 @@ static void process_traces(sn_pipeline *p, work *w)
         return;
     }
     /* A batch never passes max_batch_events: seal first when this request would. */
-    if (p->n_events > 0 && p->n_events + req->n_items > p->cfg.max_batch_events &&
-        seal(p, sn_spool_journal_generation(p->d.spool)) != 0) {
-        refuse_work(p, w, REFUSED_SPOOL_FULL, "sidecar cannot seal its batch; retry later");
-        return;
+    if (p->n_events > 0 && p->n_events + req->n_items > p->cfg.max_batch_events) {
+        (void)seal_wait(p); /* the previous batch must be out of the way first */
+        if (p->n_events > 0 && p->n_events + req->n_items > p->cfg.max_batch_events &&
+            seal_async(p) != 0) {
+            refuse_work(p, w, REFUSED_SPOOL_FULL, "sidecar cannot seal its batch; retry later");
+            return;
+        }
     }
     if (reserve_bytes(&p->open, &p->open_cap, p->open_len + req->rec_len) != 0) {
         refuse_work(p, w, REFUSED_SPOOL_FULL, "sidecar out of memory; retry later");
@@ -596,10 +844,36 @@ static void process_traces(sn_pipeline *p, work *w)
     p->open_len += req->rec_len;
     p->n_events += req->n_items;
     sn_counter_add(p->llm_events, req->n_items);
+    w->result.outcome = SN_OTLP_OK;
+}
+
+/* Local detection over an accepted request; a local alert seals the batch at once. */
+static void detect_accepted(sn_pipeline *p, const scratch *req)
+{
     detect_request(p, req);
     if (p->urgent)
-        (void)seal(p, sn_spool_journal_generation(p->d.spool));
-    w->result.outcome = SN_OTLP_OK;
+        (void)seal_async(p);
+}
+
+static void note_rejected(sn_pipeline *p, sn_otlp_result *res, uint64_t rejected);
+static void scratch_put(sn_pipeline *p, scratch *s);
+
+/* Answers an item the transport left to us (sn_otlp_later) -- its events are journaled, so
+ * before detection runs -- and counts it like the handler counts the others; then runs detection
+ * and frees the item and its scratch. Loop thread. */
+static void answer_later(sn_pipeline *p, work *w)
+{
+    sn_otlp_result res = w->result;
+    res.later = NULL;
+    res.deferred = false;
+    note_rejected(p, &res, w->rejected);
+    if ((int)res.outcome >= 0 && res.outcome < N_OUTCOMES)
+        sn_counter_inc(p->requests[SN_OTLP_TRACES][w->protocol][res.outcome]);
+    w->later->finish(w->later, &res);
+    if (res.outcome == SN_OTLP_OK)
+        detect_accepted(p, w->req);
+    scratch_put(p, w->owned);
+    free(w);
 }
 
 /* The async callback: takes every queued item, answers each. */
@@ -617,8 +891,17 @@ static void on_wake(uv_async_t *h)
         work *w = list;
         list = w->next;
         process_traces(p, w);
+        /* A waiting transport thread frees the scratch once answered: detect first. */
+        if (w->later == NULL && w->result.outcome == SN_OTLP_OK)
+            detect_accepted(p, w->req);
         pthread_mutex_lock(&p->mu);
         p->pending--;
+        if (w->later != NULL) {
+            p->pending_bytes -= w->bytes;
+            pthread_mutex_unlock(&p->mu);
+            answer_later(p, w);
+            continue;
+        }
         w->state = W_DONE;
         pthread_cond_signal(&w->cond);
         pthread_mutex_unlock(&p->mu);
@@ -641,8 +924,6 @@ static void wait_then_ship(sn_pipeline *p, uint64_t delay_ms)
     uv_timer_start(&p->ship_timer, on_ship_timer, delay_ms, 0);
 }
 
-static void maybe_finish_drain(sn_pipeline *p);
-
 static void on_ship_done(sn_ship *ship, const sn_ship_result *r, void *ud)
 {
     (void)ship;
@@ -655,7 +936,7 @@ static void on_ship_done(sn_ship *ship, const sn_ship_result *r, void *ud)
         sn_counter_inc(p->shipped[r->outcome == SN_SHIP_ACKED ? SHIP_ACKED : SHIP_DUPLICATE]);
         sn_spool_pop(p->d.spool);
         sn_backoff_reset(&p->backoff);
-        if (atomic_load(&p->spool_full) && seal(p, sn_spool_journal_generation(p->d.spool)) == 0) {
+        if (atomic_load(&p->spool_full) && seal_sync(p) == 0) {
             atomic_store(&p->spool_full, false);
             sn_log_info("spool has room again: accepting data");
         }
@@ -727,7 +1008,7 @@ static void ship_kick(sn_pipeline *p)
 static void on_flush_timer(uv_timer_t *t)
 {
     sn_pipeline *p = t->data;
-    (void)seal(p, sn_spool_journal_generation(p->d.spool));
+    (void)seal_async(p);
     update_gauges(p);
 }
 
@@ -754,8 +1035,8 @@ static void drain_finished(sn_pipeline *p)
 
 static void maybe_finish_drain(sn_pipeline *p)
 {
-    if (p->draining && !p->in_flight && sn_spool_count(p->d.spool) == 0 && p->n_events == 0 &&
-        p->n_alerts == 0 && p->n_aggs == 0)
+    if (p->draining && !p->in_flight && !p->sealing && sn_spool_count(p->d.spool) == 0 &&
+        p->n_events == 0 && p->n_alerts == 0 && p->n_aggs == 0)
         drain_finished(p);
 }
 
@@ -776,7 +1057,7 @@ void sn_pipeline_drain(sn_pipeline *p, uint64_t timeout_ms, void (*done)(void *u
     p->drain_done = done;
     p->drain_ud = ud;
     on_wake(&p->wake); /* answer whatever is queued (refused: stopping) */
-    (void)seal(p, sn_spool_journal_generation(p->d.spool));
+    (void)seal_sync(p);
     uv_timer_stop(&p->flush_timer);
     uv_timer_start(&p->drain_timer, on_drain_timeout, timeout_ms, 0);
     /* Skip a pending backoff: the drain is the last chance to ship. */
@@ -797,6 +1078,64 @@ static void answer_refusal(sn_pipeline *p, sn_otlp_result *res, enum refusal why
     snprintf(res->message, sizeof res->message, "sidecar busy (%s); retry later",
              refusal_names[why]);
     sn_counter_inc(p->refused[why]);
+}
+
+/* Appends an item to the loop's queue and wakes the loop when the queue was empty. Caller holds
+ * p->mu. */
+static void enqueue_locked(sn_pipeline *p, work *w)
+{
+    bool was_empty = p->head == NULL;
+    if (p->tail != NULL)
+        p->tail->next = w;
+    else
+        p->head = w;
+    p->tail = w;
+    p->pending++;
+    if (was_empty)
+        uv_async_send(&p->wake);
+}
+
+/* The memory a scratch holds. */
+static size_t scratch_bytes(const scratch *s)
+{
+    return s->rec_cap + s->items_cap * sizeof *s->items + s->idents_cap * sizeof *s->idents;
+}
+
+/* Queues a decoded trace request for the loop, which answers it through res->later; the
+ * transport thread returns at once. The item takes `req` (freed by the loop). Returns true when
+ * queued (res->deferred set); false when refused at once (res filled, `req` still the
+ * caller's). Bounded by max_pending items and max_pending_bytes of scratch memory. */
+static bool submit_later(sn_pipeline *p, sn_pipeline_protocol protocol, scratch *req,
+                         uint64_t rejected, sn_otlp_result *res)
+{
+    work *w = calloc(1, sizeof *w);
+    if (w == NULL) {
+        answer_refusal(p, res, REFUSED_QUEUE_FULL);
+        return false;
+    }
+    w->req = w->owned = req;
+    w->later = res->later;
+    w->rejected = rejected;
+    w->bytes = scratch_bytes(req);
+    w->protocol = protocol;
+    pthread_mutex_lock(&p->mu);
+    enum refusal why = REFUSED_COUNT;
+    if (p->stopping)
+        why = REFUSED_STOPPING;
+    else if (p->pending >= p->cfg.max_pending ||
+             (p->pending_bytes > 0 && p->pending_bytes + w->bytes > p->cfg.max_pending_bytes))
+        why = REFUSED_QUEUE_FULL;
+    if (why != REFUSED_COUNT) {
+        pthread_mutex_unlock(&p->mu);
+        free(w);
+        answer_refusal(p, res, why);
+        return false;
+    }
+    p->pending_bytes += w->bytes;
+    enqueue_locked(p, w);
+    pthread_mutex_unlock(&p->mu);
+    res->deferred = true;
+    return true;
 }
 
 /* Queues a decoded trace request for the loop and waits for its answer. */
@@ -820,15 +1159,7 @@ static void submit_and_wait(sn_pipeline *p, const scratch *req, sn_otlp_result *
         answer_refusal(p, res, REFUSED_QUEUE_FULL);
         goto out_destroy_cond;
     }
-    bool was_empty = p->head == NULL;
-    if (p->tail != NULL)
-        p->tail->next = &w;
-    else
-        p->head = &w;
-    p->tail = &w;
-    p->pending++;
-    if (was_empty)
-        uv_async_send(&p->wake);
+    enqueue_locked(p, &w);
 
     struct timespec deadline;
     clock_gettime(CLOCK_MONOTONIC, &deadline);
@@ -896,6 +1227,16 @@ static void scratch_free(scratch *s)
 /* Gives a scratch back to the pool (freed when the pool holds enough). */
 static void scratch_put(sn_pipeline *p, scratch *s)
 {
+    if (s->rec_cap > SCRATCH_KEEP_BYTES) {
+        free(s->rec);
+        s->rec = NULL;
+        s->rec_cap = 0;
+    }
+    if (s->items_cap * sizeof *s->items > SCRATCH_KEEP_BYTES) {
+        free(s->items);
+        s->items = NULL;
+        s->items_cap = 0;
+    }
     pthread_mutex_lock(&p->pool_mu);
     if (p->pool_n < SCRATCH_POOL_MAX) {
         s->next = p->pool;
@@ -984,8 +1325,8 @@ static void collect_event(const sn_event *ev, void *ud)
 
 /* Decodes a trace request once, on the transport thread, into a scratch; malformed and too
  * large requests are answered here, the rest go to the loop. */
-static void handle_traces(sn_pipeline *p, sn_otlp_encoding encoding, const uint8_t *body,
-                          size_t len, sn_otlp_result *res)
+static void handle_traces(sn_pipeline *p, sn_pipeline_protocol protocol, sn_otlp_encoding encoding,
+                          const uint8_t *body, size_t len, sn_otlp_result *res)
 {
     scratch *req = scratch_take(p);
     if (req == NULL) {
@@ -1023,17 +1364,30 @@ static void handle_traces(sn_pipeline *p, sn_otlp_encoding encoding, const uint8
         answer_refusal(p, res, REFUSED_QUEUE_FULL);
         goto out_put_scratch;
     }
+    /* Answered by the loop when the transport can (the tee needs the body after the answer,
+     * which only a waiting transport thread still has). */
+    if (req->n_items > 0 && res->later != NULL && p->d.tee == NULL) {
+        if (submit_later(p, protocol, req, st.rejected, res))
+            return; /* req is the loop's now */
+        goto out_put_scratch;
+    }
     if (req->n_items > 0)
         submit_and_wait(p, req, res);
-    if (res->outcome == SN_OTLP_OK && st.rejected > 0) {
-        res->rejected = (int64_t)st.rejected;
-        snprintf(res->message, sizeof res->message,
-                 "%" PRIu64 " spans rejected: invalid trace id, span id or times", st.rejected);
-        sn_counter_add(p->rejected_spans, st.rejected);
-    }
+    note_rejected(p, res, st.rejected);
 
 out_put_scratch:
     scratch_put(p, req);
+}
+
+/* Makes an accepted answer a partial success when spans were rejected, and counts them. */
+static void note_rejected(sn_pipeline *p, sn_otlp_result *res, uint64_t rejected)
+{
+    if (res->outcome != SN_OTLP_OK || rejected == 0)
+        return;
+    res->rejected = (int64_t)rejected;
+    snprintf(res->message, sizeof res->message,
+             "%" PRIu64 " spans rejected: invalid trace id, span id or times", rejected);
+    sn_counter_add(p->rejected_spans, rejected);
 }
 
 /* The metrics decoder's callback: one GenAI point to the feed. */
@@ -1104,7 +1458,9 @@ void sn_pipeline_otlp_handler(sn_otlp_signal signal, sn_otlp_encoding encoding, 
     sn_pipeline *p = pu->p;
     switch (signal) {
     case SN_OTLP_TRACES:
-        handle_traces(p, encoding, body, len, res);
+        handle_traces(p, pu->protocol, encoding, body, len, res);
+        if (res->deferred)
+            return; /* answered and counted by the loop */
         break;
     case SN_OTLP_METRICS:
         handle_metrics(p, encoding, body, len, res);
@@ -1181,11 +1537,16 @@ static void free_pipeline(sn_pipeline *p)
     }
     pthread_mutex_destroy(&p->pool_mu);
     pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->seal_cv);
+    pthread_mutex_destroy(&p->seal_mu);
     sn_alert_limit_destroy(p->limit);
     sn_metric_feed_destroy(p->feed);
     free(p->aggs);
     free(p->open);
     free(p->alerts);
+    free(p->job.records);
+    free(p->job.alerts);
+    free(p->job.aggs);
     free(p);
 }
 
@@ -1217,9 +1578,12 @@ int sn_pipeline_create(const sn_pipeline_config *cfg, const sn_pipeline_deps *de
     p->backoff_cfg.initial_ms = cfg->backoff_initial_ms;
     p->backoff_cfg.max_ms = cfg->backoff_max_ms;
     pthread_mutex_init(&p->pool_mu, NULL);
+    pthread_mutex_init(&p->seal_mu, NULL);
+    pthread_cond_init(&p->seal_cv, NULL);
     sn_event_init(&p->det_ev);
     p->alerts = calloc(cfg->max_batch_alerts, sizeof(*p->alerts));
-    if (p->alerts == NULL) {
+    p->job.alerts = calloc(cfg->max_batch_alerts, sizeof(*p->job.alerts));
+    if (p->alerts == NULL || p->job.alerts == NULL) {
         snprintf(err, errlen, "out of memory for %zu alerts", cfg->max_batch_alerts);
         goto out_free;
     }
@@ -1234,8 +1598,10 @@ int sn_pipeline_create(const sn_pipeline_config *cfg, const sn_pipeline_deps *de
     if (cfg->metric_cover_ns > 0)
         fc.cover_ns = cfg->metric_cover_ns;
     p->aggs = calloc(AGGS_MAX, sizeof(*p->aggs));
-    if (p->aggs == NULL || (rc = sn_metric_feed_create(&fc, deps->prices, &p->feed)) != 0) {
-        rc = p->aggs == NULL ? -ENOMEM : rc;
+    p->job.aggs = calloc(AGGS_MAX, sizeof(*p->job.aggs));
+    if (p->aggs == NULL || p->job.aggs == NULL ||
+        (rc = sn_metric_feed_create(&fc, deps->prices, &p->feed)) != 0) {
+        rc = p->aggs == NULL || p->job.aggs == NULL ? -ENOMEM : rc;
         snprintf(err, errlen, "cannot create the metric feed: %s", strerror(-rc));
         goto out_free;
     }
@@ -1258,13 +1624,23 @@ int sn_pipeline_create(const sn_pipeline_config *cfg, const sn_pipeline_deps *de
     }
 
     uv_async_init(deps->loop, &p->wake, on_wake);
+    uv_async_init(deps->loop, &p->sealed_wake, on_sealed);
     uv_timer_init(deps->loop, &p->flush_timer);
     uv_timer_init(deps->loop, &p->sync_timer);
     uv_timer_init(deps->loop, &p->ship_timer);
     uv_timer_init(deps->loop, &p->drain_timer);
-    p->wake.data = p->flush_timer.data = p->sync_timer.data = p->ship_timer.data =
-        p->drain_timer.data = p;
-    p->open_handles = 5;
+    p->wake.data = p->sealed_wake.data = p->flush_timer.data = p->sync_timer.data =
+        p->ship_timer.data = p->drain_timer.data = p;
+    p->open_handles = 6;
+    /* The sealer takes no signals: the loop thread handles them. Without it batches are sealed
+     * on the loop. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    p->sealer_started = pthread_create(&p->sealer, NULL, sealer_main, p) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!p->sealer_started)
+        sn_log_warn("cannot start the sealer thread; sealing batches on the loop");
     uint64_t flush_ms = (uint64_t)(cfg->flush_interval_ns / 1000000);
     uint64_t sync_ms = (uint64_t)(cfg->sync_interval_ns / 1000000);
     uv_timer_start(&p->flush_timer, on_flush_timer, flush_ms ? flush_ms : 1,
@@ -1284,7 +1660,18 @@ void sn_pipeline_destroy(sn_pipeline *p)
 {
     if (p == NULL)
         return;
+    if (p->sealer_started) {
+        /* A job still out (only if the drain was cut short) stays in the journal, uncovered:
+         * the next start seals it again. */
+        pthread_mutex_lock(&p->seal_mu);
+        p->sealer_stop = true;
+        pthread_cond_broadcast(&p->seal_cv);
+        pthread_mutex_unlock(&p->seal_mu);
+        pthread_join(p->sealer, NULL);
+        p->sealer_started = false;
+    }
     uv_close((uv_handle_t *)&p->wake, on_close);
+    uv_close((uv_handle_t *)&p->sealed_wake, on_close);
     uv_close((uv_handle_t *)&p->flush_timer, on_close);
     uv_close((uv_handle_t *)&p->sync_timer, on_close);
     uv_close((uv_handle_t *)&p->ship_timer, on_close);

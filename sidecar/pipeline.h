@@ -5,8 +5,11 @@
  * own threads. There a request is decoded once: malformed input is answered at once, and the LLM
  * events become the request's journal record (each event encoded once, into a pooled per-request
  * scratch) plus the few numbers local detection needs per event. A request with no LLM call is
- * answered at once; one with LLM calls becomes a work item on a locked queue, the loop is woken
- * with uv_async_send, and the transport thread waits for the loop's verdict. The loop thread
+ * answered at once; one with LLM calls becomes a work item on a locked queue and the loop is
+ * woken with uv_async_send. When the transport can answer later (gRPC, sn_otlp_result.later)
+ * and no tee is configured, the transport thread goes on to its next request and the loop
+ * answers once the record is journaled; otherwise the transport thread waits for the loop's
+ * verdict. The loop thread
  * owns all mutable state: it appends the record to the journal (write(2), so an acknowledged
  * event survives kill -9) and to the open batch as it is, runs local detection (alerts rate
  * limited per key), seals the batch every flush_interval (at once when it holds an alert) into
@@ -41,6 +44,8 @@ typedef struct sn_pipeline_config {
     size_t max_batch_events;   /* events per sealed batch */
     size_t max_batch_alerts;   /* alerts per sealed batch */
     size_t max_pending;        /* requests waiting for the loop; more are refused (retryable) */
+    size_t max_pending_bytes;  /* decoded requests the loop answers later (gRPC): their memory at
+                                  once; more is refused (retryable); one is always let in */
     uint32_t retry_after_ms;   /* what refused clients are told */
     int64_t wait_timeout_ns;   /* a transport thread gives up on a queued request after this */
     uint32_t backoff_initial_ms;

@@ -70,6 +70,16 @@ typedef struct jfile {
     uint64_t end; /* bytes recovered at open: the records sn_spool_recover_journal replays */
 } jfile;
 
+/* A generation sn_spool_journal_next rotated out before a sealed record covered it: its file
+ * stays open (synced by sn_spool_sync) and counted until an append covers it. */
+typedef struct jdetached {
+    uint64_t gen;
+    int fd;
+    uint64_t size;
+    uint64_t records;
+    bool dirty;
+} jdetached;
+
 struct sn_spool {
     sn_spool_config cfg;
     char *dir; /* for messages */
@@ -98,6 +108,8 @@ struct sn_spool {
     int jstale;        /* non-zero: a reset failed with this error and must be redone */
     jfile *recovered;  /* files of uncovered generations found at open, oldest first */
     size_t nrecovered;
+    jdetached detached[SN_SPOOL_DETACHED_MAX]; /* oldest first */
+    size_t ndetached;
     uint64_t pending[PENDING_MAX]; /* covered generations whose files wait for a sync */
     size_t npending;
     bool dir_dirty;    /* entries created, renamed or removed since the last directory fsync */
@@ -586,6 +598,23 @@ static void journal_retire(sn_spool *s, uint64_t gen)
         s->pending[s->npending++] = gen;
 }
 
+/* Retires the detached generations <= upto (a sealed record covers them now). */
+static void retire_detached(sn_spool *s, uint64_t upto)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < s->ndetached; i++) {
+        jdetached *d = &s->detached[i];
+        if (d->gen > upto) {
+            s->detached[keep++] = *d;
+            continue;
+        }
+        close(d->fd);
+        s->jbytes -= d->size;
+        journal_retire(s, d->gen);
+    }
+    s->ndetached = keep;
+}
+
 /* Starts generation jgen + 1 with an empty file and retires the covered files. On failure the
  * generation is unchanged, jstale holds the error and the next journal append retries. */
 static int journal_rotate(sn_spool *s)
@@ -606,6 +635,7 @@ static int journal_rotate(sn_spool *s)
     s->nrecovered = 0;
     close(s->jfd);
     journal_retire(s, s->jgen);
+    retire_detached(s, s->covered_gen);
     s->jfd = fd;
     s->jgen++;
     s->jsize = SN_SPOOL_JOURNAL_FILE_HEADER;
@@ -1172,6 +1202,8 @@ static void spool_free(sn_spool *s)
             close(s->segs[i].fd);
     if (s->jfd >= 0)
         close(s->jfd);
+    for (size_t i = 0; i < s->ndetached; i++)
+        close(s->detached[i].fd);
     if (s->lockfd >= 0)
         close(s->lockfd); /* releases the flock */
     if (s->dirfd >= 0)
@@ -1276,6 +1308,7 @@ int sn_spool_append(sn_spool *s, const uint8_t *data, size_t len, uint64_t journ
     s->bytes += rec;
     if (journal_gen > s->covered_gen)
         s->covered_gen = journal_gen;
+    retire_detached(s, journal_gen);
     return 0;
 }
 
@@ -1431,10 +1464,41 @@ uint64_t sn_spool_journal_generation(const sn_spool *s)
     return s->jgen;
 }
 
+int sn_spool_journal_next(sn_spool *s)
+{
+    if (s->jstale != 0)
+        return s->jstale;
+    if (s->ndetached == SN_SPOOL_DETACHED_MAX)
+        return -EBUSY;
+    if (s->jbytes + SN_SPOOL_JOURNAL_FILE_HEADER > (uint64_t)s->cfg.journal_max_bytes) {
+        s->st.refused_full++;
+        return -ENOSPC;
+    }
+    int fd = -1;
+    int rc = journal_create(s, s->jgen + 1, &fd);
+    if (rc != 0) {
+        sn_log_error("spool: cannot start a new journal generation", SN_LOG_STR("dir", s->dir),
+                     SN_LOG_UINT("generation", s->jgen + 1), SN_LOG_ERRNO(rc));
+        return rc;
+    }
+    s->detached[s->ndetached++] = (jdetached){
+        .gen = s->jgen, .fd = s->jfd, .size = s->jsize, .records = s->jrecords, .dirty = s->jdirty};
+    s->jfd = fd;
+    s->jgen++;
+    s->jsize = SN_SPOOL_JOURNAL_FILE_HEADER;
+    s->jbytes += SN_SPOOL_JOURNAL_FILE_HEADER;
+    s->jrecords = 0;
+    s->jdirty = s->cfg.fsync != SN_SPOOL_FSYNC_ALWAYS;
+    return 0;
+}
+
 int sn_spool_journal_reset(sn_spool *s)
 {
     if (s->covered_gen < s->jgen && s->jrecords > 0)
         return -EINVAL;
+    for (size_t i = 0; i < s->ndetached; i++)
+        if (s->detached[i].gen > s->covered_gen && s->detached[i].records > 0)
+            return -EINVAL;
     return journal_rotate(s);
 }
 
@@ -1493,6 +1557,14 @@ int sn_spool_sync(sn_spool *s)
         else if (first == 0)
             first = rc;
     }
+    for (size_t i = 0; i < s->ndetached; i++) {
+        if (!s->detached[i].dirty)
+            continue;
+        if ((rc = sync_fd(s, s->detached[i].fd, false)) == 0)
+            s->detached[i].dirty = false;
+        else if (first == 0)
+            first = rc;
+    }
     if (s->dir_dirty) {
         if ((rc = sync_fd(s, s->dirfd, true)) == 0)
             s->dir_dirty = false;
@@ -1512,5 +1584,7 @@ void sn_spool_get_stats(const sn_spool *s, sn_spool_stats *out)
     out->segments = s->nsegs;
     out->journal_bytes = s->jbytes;
     out->journal_records = s->jrecords;
+    for (size_t i = 0; i < s->ndetached; i++)
+        out->journal_records += s->detached[i].records;
     out->journal_generation = s->jgen;
 }

@@ -56,6 +56,7 @@
                                                             record recovery accepts */
 #define SN_SPOOL_MIN_JOURNAL_BYTES   ((int64_t)64 << 10) /* journal_max_bytes */
 #define SN_SPOOL_RECORD_HEADER       32u /* bytes before each sealed record's payload */
+#define SN_SPOOL_DETACHED_MAX        4u  /* generations sn_spool_journal_next leaves waiting */
 #define SN_SPOOL_JOURNAL_HEADER      16u /* bytes before each journal record's payload */
 #define SN_SPOOL_JOURNAL_FILE_HEADER 24u /* bytes at the start of each journal file */
 
@@ -150,6 +151,16 @@ int sn_spool_journal_append(sn_spool *s, const uint8_t *data, size_t len);
 
 /* The current journal generation (>= 1). */
 uint64_t sn_spool_journal_generation(const sn_spool *s);
+
+/* Starts generation + 1 with an empty journal while the current generation is still
+ * uncovered -- its sealed record is being made elsewhere (the sidecar compresses batches off
+ * its loop): journal appends go to the new generation at once, and the old file stays (synced
+ * by sn_spool_sync, counted in journal_bytes, recovered after a crash) until sn_spool_append
+ * covers it, which retires it. At most SN_SPOOL_DETACHED_MAX generations wait so. Returns 0;
+ * -EBUSY when that many wait; -ENOSPC when the journal limit has no room for a new file; the
+ * error of an earlier failed reset (redo it with sn_spool_journal_reset); a file error. On
+ * error nothing changed. */
+int sn_spool_journal_next(sn_spool *s);
 
 /* Starts generation + 1 with an empty journal, after a sealed record covering the current
  * generation was appended. The journal files of covered generations are deleted once the

@@ -12,6 +12,11 @@
  *                         upstream: gRPC channel (one, shared; one CQ per worker) or
  *                                   libcurl (one multi + easy handle per worker)
  *
+ * libcurl is not linked: an HTTP upstream loads libcurl.so.4 with dlopen at sn_tee_create
+ * (curl_api), so a sidecar without a tee -- or with a gRPC one -- does not map libcurl and the
+ * libraries it pulls in (Kerberos, LDAP, SSH, ...; about 1 MiB resident). The header gives the
+ * types and constants only.
+ *
  * A request lives in exactly one place: the FIFO (queued), a worker (in_flight), or it has
  * been counted in one final counter and freed. All counters and the FIFO are guarded by `mu`.
  *
@@ -37,7 +42,9 @@
 #include <strings.h>
 #include <time.h>
 
+#define CURL_DISABLE_TYPECHECK /* curl_easy_setopt is called through a pointer */
 #include <curl/curl.h>
+#include <dlfcn.h>
 #include <grpc/byte_buffer.h>
 #include <grpc/compression.h>
 #include <grpc/grpc.h>
@@ -51,6 +58,86 @@
 #include <grpc/support/time.h>
 #include <zlib.h>
 
+/* The libcurl functions the tee uses, loaded by curl_load. */
+typedef struct curl_api {
+    CURLcode (*global_init)(long flags);
+    void (*global_cleanup)(void);
+    CURL *(*easy_init)(void);
+    CURLcode (*easy_setopt)(CURL *e, CURLoption opt, ...);
+    CURLcode (*easy_getinfo)(CURL *e, CURLINFO info, ...);
+    const char *(*easy_strerror)(CURLcode code);
+    void (*easy_cleanup)(CURL *e);
+    CURLM *(*multi_init)(void);
+    CURLMcode (*multi_add_handle)(CURLM *m, CURL *e);
+    CURLMcode (*multi_remove_handle)(CURLM *m, CURL *e);
+    CURLMcode (*multi_perform)(CURLM *m, int *running);
+    CURLMsg *(*multi_info_read)(CURLM *m, int *left);
+    CURLMcode (*multi_poll)(CURLM *m, struct curl_waitfd fds[], unsigned n, int timeout_ms,
+                            int *numfds);
+    CURLMcode (*multi_wakeup)(CURLM *m);
+    CURLMcode (*multi_cleanup)(CURLM *m);
+    struct curl_slist *(*slist_append)(struct curl_slist *l, const char *s);
+    void (*slist_free_all)(struct curl_slist *l);
+} curl_api;
+
+static curl_api g_curl;
+static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
+static char g_curl_error[256] = "libcurl not loaded"; /* empty once loaded */
+
+/* Loads libcurl.so.4 and its functions, once per process (the library stays loaded). */
+static void curl_load_once(void)
+{
+    void *h = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL) {
+        const char *why = dlerror();
+        snprintf(g_curl_error, sizeof g_curl_error, "cannot load libcurl.so.4: %s",
+                 why != NULL ? why : "unknown error");
+        return;
+    }
+    struct {
+        const char *name;
+        void **slot;
+    } fns[] = {
+        {"curl_global_init", (void **)&g_curl.global_init},
+        {"curl_global_cleanup", (void **)&g_curl.global_cleanup},
+        {"curl_easy_init", (void **)&g_curl.easy_init},
+        {"curl_easy_setopt", (void **)&g_curl.easy_setopt},
+        {"curl_easy_getinfo", (void **)&g_curl.easy_getinfo},
+        {"curl_easy_strerror", (void **)&g_curl.easy_strerror},
+        {"curl_easy_cleanup", (void **)&g_curl.easy_cleanup},
+        {"curl_multi_init", (void **)&g_curl.multi_init},
+        {"curl_multi_add_handle", (void **)&g_curl.multi_add_handle},
+        {"curl_multi_remove_handle", (void **)&g_curl.multi_remove_handle},
+        {"curl_multi_perform", (void **)&g_curl.multi_perform},
+        {"curl_multi_info_read", (void **)&g_curl.multi_info_read},
+        {"curl_multi_poll", (void **)&g_curl.multi_poll},
+        {"curl_multi_wakeup", (void **)&g_curl.multi_wakeup},
+        {"curl_multi_cleanup", (void **)&g_curl.multi_cleanup},
+        {"curl_slist_append", (void **)&g_curl.slist_append},
+        {"curl_slist_free_all", (void **)&g_curl.slist_free_all},
+    };
+    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+        /* POSIX: a function pointer may be read through a void * (dlsym's contract). */
+        *fns[i].slot = dlsym(h, fns[i].name);
+        if (*fns[i].slot == NULL) {
+            snprintf(g_curl_error, sizeof g_curl_error, "libcurl.so.4 has no %s (too old?)",
+                     fns[i].name);
+            return;
+        }
+    }
+    g_curl_error[0] = '\0';
+}
+
+/* Makes g_curl usable. Returns 0, or -ENOENT with the reason in err. Thread-safe. */
+static int curl_load(char *err, size_t errlen)
+{
+    pthread_once(&g_curl_once, curl_load_once);
+    if (g_curl_error[0] == '\0')
+        return 0;
+    if (err != NULL && errlen > 0)
+        snprintf(err, errlen, "tee: an HTTP upstream needs libcurl: %s", g_curl_error);
+    return -ENOENT;
+}
 #define SN_TEE_GRPC_PORT      4317u
 #define SN_TEE_POLL_MS        50 /* gRPC: how often a waiting worker looks at `abort` */
 #define SN_TEE_LOG_EVERY_NS   (10LL * 1000000000LL) /* at most one rejection log per 10 s */
@@ -460,19 +547,19 @@ out_end:
 /* Prepares a worker's libcurl handles. Returns 0 or -ENOMEM. */
 static int http_worker_init(sn_tee *t, sn_tee_worker *w)
 {
-    w->multi = curl_multi_init();
-    w->easy = curl_easy_init();
+    w->multi = g_curl.multi_init();
+    w->easy = g_curl.easy_init();
     if (w->multi == NULL || w->easy == NULL)
         return -ENOMEM;
     CURL *e = w->easy;
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_POST, 1L);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_body);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, SN_TEE_USER_AGENT);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)t->cfg.timeout_ms);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)t->cfg.timeout_ms);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    g_curl.easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    g_curl.easy_setopt(e, CURLOPT_POST, 1L);
+    g_curl.easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_body);
+    g_curl.easy_setopt(e, CURLOPT_USERAGENT, SN_TEE_USER_AGENT);
+    g_curl.easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)t->cfg.timeout_ms);
+    g_curl.easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)t->cfg.timeout_ms);
+    g_curl.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    g_curl.easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     return 0;
 }
 
@@ -483,12 +570,12 @@ static sn_attempt http_attempt(sn_tee *t, sn_tee_worker *w, const sn_tee_item *i
 {
     CURL *e = w->easy;
     *retry_ms = -1;
-    curl_easy_setopt(e, CURLOPT_URL, t->target.urls[it->signal]);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers[it->encoding][body != it->data]);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, (const char *)body);
+    g_curl.easy_setopt(e, CURLOPT_URL, t->target.urls[it->signal]);
+    g_curl.easy_setopt(e, CURLOPT_HTTPHEADER, t->headers[it->encoding][body != it->data]);
+    g_curl.easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    g_curl.easy_setopt(e, CURLOPT_POSTFIELDS, (const char *)body);
 
-    if (curl_multi_add_handle(w->multi, e) != CURLM_OK) {
+    if (g_curl.multi_add_handle(w->multi, e) != CURLM_OK) {
         snprintf(w->detail, sizeof w->detail, "libcurl: cannot start a transfer");
         return SN_ATTEMPT_RETRY;
     }
@@ -496,13 +583,13 @@ static sn_attempt http_attempt(sn_tee *t, sn_tee_worker *w, const sn_tee_item *i
     bool done = false, aborted = false;
     while (!done) {
         int running = 0;
-        if (curl_multi_perform(w->multi, &running) != CURLM_OK) {
+        if (g_curl.multi_perform(w->multi, &running) != CURLM_OK) {
             cc = CURLE_FAILED_INIT;
             break;
         }
         int left;
         CURLMsg *m;
-        while ((m = curl_multi_info_read(w->multi, &left)) != NULL)
+        while ((m = g_curl.multi_info_read(w->multi, &left)) != NULL)
             if (m->msg == CURLMSG_DONE) {
                 cc = m->data.result;
                 done = true;
@@ -513,24 +600,24 @@ static sn_attempt http_attempt(sn_tee *t, sn_tee_worker *w, const sn_tee_item *i
             aborted = true;
             break;
         }
-        curl_multi_poll(w->multi, NULL, 0, 1000, NULL);
+        g_curl.multi_poll(w->multi, NULL, 0, 1000, NULL);
     }
-    curl_multi_remove_handle(w->multi, e);
+    g_curl.multi_remove_handle(w->multi, e);
     if (aborted)
         return SN_ATTEMPT_ABORT;
     if (!done || cc != CURLE_OK) {
         snprintf(w->detail, sizeof w->detail, "%s",
-                 done ? curl_easy_strerror(cc) : "libcurl: transfer failed");
+                 done ? g_curl.easy_strerror(cc) : "libcurl: transfer failed");
         return SN_ATTEMPT_RETRY; /* connection refused, timeout, reset: all worth a retry */
     }
     long code = 0;
-    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+    g_curl.easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
     if (code >= 200 && code < 300)
         return SN_ATTEMPT_OK;
     snprintf(w->detail, sizeof w->detail, "HTTP status %ld", code);
     if (code == 429 || code == 502 || code == 503 || code == 504) {
         curl_off_t after = -1;
-        if (curl_easy_getinfo(e, CURLINFO_RETRY_AFTER, &after) == CURLE_OK && after > 0)
+        if (g_curl.easy_getinfo(e, CURLINFO_RETRY_AFTER, &after) == CURLE_OK && after > 0)
             *retry_ms = after > INT32_MAX / 1000 ? (int64_t)INT32_MAX : (int64_t)after * 1000;
         return SN_ATTEMPT_RETRY;
     }
@@ -983,9 +1070,9 @@ static void tee_free(sn_tee *t)
     for (unsigned i = 0; i < t->nworkers; i++) {
         sn_tee_worker *w = &t->workers[i];
         if (w->easy != NULL)
-            curl_easy_cleanup(w->easy);
+            g_curl.easy_cleanup(w->easy);
         if (w->multi != NULL)
-            curl_multi_cleanup(w->multi);
+            g_curl.multi_cleanup(w->multi);
         if (w->cq != NULL) {
             grpc_completion_queue_shutdown(w->cq);
             while (
@@ -997,13 +1084,14 @@ static void tee_free(sn_tee *t)
     }
     for (int e = 0; e < 2; e++)
         for (int z = 0; z < 2; z++)
-            curl_slist_free_all(t->headers[e][z]);
+            if (t->headers[e][z] != NULL) /* none without an HTTP upstream (nor libcurl) */
+                g_curl.slist_free_all(t->headers[e][z]);
     if (t->channel != NULL)
         grpc_channel_destroy(t->channel);
     if (t->grpc_inited)
         grpc_shutdown();
     if (t->curl_inited)
-        curl_global_cleanup();
+        g_curl.global_cleanup();
     while (t->head != NULL) {
         sn_tee_item *it = t->head;
         t->head = it->next;
@@ -1067,12 +1155,12 @@ static int http_headers(sn_tee *t)
                                          "Content-Type: application/json"};
     for (int e = 0; e < 2; e++)
         for (int z = 0; z < 2; z++) {
-            struct curl_slist *l = curl_slist_append(NULL, types[e]);
-            struct curl_slist *l2 = l != NULL ? curl_slist_append(l, "Expect:") : NULL;
+            struct curl_slist *l = g_curl.slist_append(NULL, types[e]);
+            struct curl_slist *l2 = l != NULL ? g_curl.slist_append(l, "Expect:") : NULL;
             if (l2 != NULL && z == 1)
-                l2 = curl_slist_append(l2, "Content-Encoding: gzip");
+                l2 = g_curl.slist_append(l2, "Content-Encoding: gzip");
             if (l2 == NULL) {
-                curl_slist_free_all(l);
+                g_curl.slist_free_all(l);
                 return -ENOMEM;
             }
             t->headers[e][z] = l2;
@@ -1119,7 +1207,11 @@ int sn_tee_create(const sn_tee_config *cfg_in, sn_tee **out, char *err, size_t e
 
     t->nworkers = cfg.workers;
     if (target.protocol == SN_TEE_HTTP) {
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        if ((rc = curl_load(err, errlen)) != 0) {
+            tee_free(t);
+            return rc;
+        }
+        if (g_curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
             goto out_free_tee_nomem;
         t->curl_inited = true;
         if (http_headers(t) != 0)
@@ -1274,7 +1366,7 @@ void sn_tee_destroy(sn_tee *t, uint32_t grace_ms, sn_tee_stats *final)
     if (cut)
         for (unsigned i = 0; i < t->nworkers; i++)
             if (t->workers[i].multi != NULL)
-                curl_multi_wakeup(t->workers[i].multi);
+                g_curl.multi_wakeup(t->workers[i].multi);
 
     for (unsigned i = 0; i < t->nworkers; i++)
         if (t->workers[i].started)

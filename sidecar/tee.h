@@ -101,7 +101,8 @@ void sn_tee_config_init(sn_tee_config *cfg);
  * is not an error. `cfg` is copied; the URL need not outlive the call. Returns 0 and sets
  * *out, or -EINVAL with a one-line message naming SENTINEL_UPSTREAM_OTLP in `err` (bad URL:
  * scheme other than http/https, userinfo, query, fragment, bad port, a path with a forced gRPC
- * protocol; a limit out of range), -ENOMEM, the metrics registry's error (-EEXIST when its
+ * protocol; a limit out of range), -ENOENT when an HTTP upstream cannot load libcurl.so.4
+ * (loaded with dlopen, not linked), -ENOMEM, the metrics registry's error (-EEXIST when its
  * families are registered already), or the negative errno of pthread_create. The caller frees
  * *out with sn_tee_destroy. */
 int sn_tee_create(const sn_tee_config *cfg, sn_tee **out, char *err, size_t errlen);

@@ -72,15 +72,58 @@ static size_t encode_partial_success(uint8_t *out, size_t cap, int64_t rejected,
     return olen + ilen;
 }
 
+/* A deferred OTLP call: what sn_otlp_later.finish needs to answer it. */
+typedef struct otlp_later {
+    sn_otlp_later base; /* first: the handler sees &base */
+    sn_grpc_server *srv;
+    sn_grpc_pending *pending;
+} otlp_later;
+
+static void fill_reply(sn_grpc_server *s, const sn_otlp_result *res, sn_grpc_reply *reply);
+
+/* sn_otlp_later.finish: maps the result and answers the call; frees the later. Any thread. */
+static void otlp_finish(sn_otlp_later *later, const sn_otlp_result *res)
+{
+    otlp_later *l = (otlp_later *)later;
+    uint8_t resp[SN_OTLP_RESPONSE_MAX];
+    sn_grpc_reply reply;
+    memset(&reply, 0, sizeof reply);
+    reply.response = resp;
+    reply.response_cap = sizeof resp;
+    fill_reply(l->srv, res, &reply);
+    sn_grpc_unary_finish(l->pending, &reply);
+    free(l);
+}
+
 /* The unary server's handler: runs the OTLP handler and maps its outcome (status table in
- * docs/otlp-receiver.md). */
+ * docs/otlp-receiver.md), or leaves the answer to the OTLP handler's later->finish. */
 static void otlp_unary_handler(unsigned method, const uint8_t *body, size_t len,
                                sn_grpc_reply *reply, void *ud)
 {
     sn_grpc_server *s = ud;
     sn_otlp_result res;
     memset(&res, 0, sizeof res);
+    otlp_later *l = NULL;
+    if (reply->later != NULL && (l = malloc(sizeof *l)) != NULL) {
+        l->base.finish = otlp_finish;
+        l->srv = s;
+        l->pending = reply->later;
+        res.later = &l->base;
+    }
     s->handler((sn_otlp_signal)method, SN_OTLP_PROTOBUF, body, len, &res, s->handler_ud);
+    if (l != NULL && res.deferred) {
+        reply->deferred = true; /* l belongs to the handler now, and may be gone already */
+        return;
+    }
+    free(l);
+    fill_reply(s, &res, reply);
+}
+
+/* Turns an OTLP result into the gRPC reply (status, message, RetryInfo, partial success) and
+ * counts the outcome. */
+static void fill_reply(sn_grpc_server *s, const sn_otlp_result *src, sn_grpc_reply *reply)
+{
+    const sn_otlp_result res = *src;
     if ((unsigned)res.outcome <= SN_OTLP_INTERNAL)
         atomic_fetch_add(&s->st_outcomes[res.outcome], 1);
 
@@ -168,6 +211,7 @@ int sn_grpc_server_create(const sn_grpc_server_config *cfg, sn_grpc_server **out
     u.max_reply_bytes = SN_OTLP_RESPONSE_MAX;
     u.busy_retry_ms = cfg->busy_retry_ms;
     u.accept_zstd = cfg->accept_zstd;
+    u.allow_deferred = cfg->allow_deferred;
     u.handler = otlp_unary_handler;
     u.handler_ud = s;
     int rc = sn_grpc_unary_create(&u, &s->unary, err, errlen);

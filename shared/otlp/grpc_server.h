@@ -31,16 +31,18 @@
 typedef struct sn_grpc_server sn_grpc_server;
 
 typedef struct sn_grpc_server_config {
-    const char *listen;       /* "host:port" (IPv6 as "[::1]:4317"); port 0 picks a free one */
-    size_t max_message_bytes; /* request size limit, on the wire and after decompression */
-    unsigned max_calls;       /* admitted calls at once (reading, queued, in the handler) */
-    size_t max_queued_bytes;  /* received bytes waiting for the handler; a message that would
-                                 go over it is refused (one message is always let in) */
-    unsigned max_streams;     /* HTTP/2 concurrent streams per connection */
-    uint32_t busy_retry_ms;   /* RetryInfo delay when refused for max_calls, and the default
-                                 when a handler answers RETRY with retry_after_ms == 0 */
-    bool accept_zstd;         /* decode zstd request messages (see docs/otlp-receiver.md) */
-    sn_otlp_handler handler;  /* required */
+    const char *listen;        /* "host:port" (IPv6 as "[::1]:4317"); port 0 picks a free one */
+    size_t max_message_bytes;  /* request size limit, on the wire and after decompression */
+    unsigned max_calls;        /* admitted calls at once (reading, queued, in the handler) */
+    size_t max_queued_bytes;   /* received bytes waiting for the handler; a message that would
+                                  go over it is refused (one message is always let in) */
+    unsigned max_streams;      /* HTTP/2 concurrent streams per connection */
+    uint32_t busy_retry_ms;    /* RetryInfo delay when refused for max_calls, and the default
+                                  when a handler answers RETRY with retry_after_ms == 0 */
+    bool accept_zstd;          /* decode zstd request messages (see docs/otlp-receiver.md) */
+    bool allow_deferred;       /* the handler may answer later (sn_otlp_result.later): the
+                                  handler thread then goes on to the next request at once */
+    sn_otlp_handler handler;   /* required */
     void *handler_ud;
 } sn_grpc_server_config;
 

@@ -22,6 +22,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -51,6 +52,7 @@ struct sn_http_server {
     struct MHD_Daemon *daemon;
     int listen_fd;
     uint16_t port;
+    _Atomic size_t buffered; /* body buffer bytes of all requests (cfg.max_buffered_bytes) */
 };
 
 typedef enum req_kind { REQ_OTLP = 0, REQ_ROUTE } req_kind;
@@ -59,10 +61,12 @@ typedef enum req_fault {
     FAULT_NONE = 0,
     FAULT_TOO_LARGE, /* 413 */
     FAULT_BAD_GZIP,  /* 400 */
-    FAULT_NO_MEMORY  /* 503, retryable */
+    FAULT_NO_MEMORY, /* 503, retryable */
+    FAULT_BUSY       /* 503, retryable: max_buffered_bytes reached */
 } req_fault;
 
 typedef struct sn_http_request {
+    sn_http_server *srv; /* for the buffered-bytes budget */
     req_kind kind;
     sn_otlp_signal signal;
     sn_otlp_encoding encoding;
@@ -417,6 +421,8 @@ static void request_free(sn_http_request *req)
         return;
     if (req->z_ready)
         inflateEnd(&req->z);
+    if (req->cap > 0)
+        atomic_fetch_sub(&req->srv->buffered, req->cap);
     free(req->buf);
     free(req);
 }
@@ -425,13 +431,17 @@ static void request_free(sn_http_request *req)
 static void request_fault(sn_http_request *req, req_fault fault)
 {
     req->fault = fault;
+    if (req->cap > 0)
+        atomic_fetch_sub(&req->srv->buffered, req->cap);
     free(req->buf);
     req->buf = NULL;
     req->len = req->cap = 0;
 }
 
 /* Makes room for `need` bytes in the body buffer, doubling from INITIAL_BUFFER and never past
- * the request's limit. Returns 0, -E2BIG when need exceeds the limit, -ENOMEM. */
+ * the request's limit, nor the server's max_buffered_bytes over all requests (the growth is
+ * charged first). Returns 0, -E2BIG when need exceeds the limit, -EBUSY over the server's
+ * budget, -ENOMEM. */
 static int request_reserve(sn_http_request *req, size_t need)
 {
     if (need <= req->cap)
@@ -443,9 +453,17 @@ static int request_reserve(sn_http_request *req, size_t need)
         cap = (cap > req->limit / 2) ? req->limit : cap * 2;
     if (cap > req->limit)
         cap = req->limit;
+    size_t grow = cap - req->cap, budget = req->srv->cfg.max_buffered_bytes;
+    size_t before = atomic_fetch_add(&req->srv->buffered, grow);
+    if (budget > 0 && before + grow > budget && before > req->cap) { /* others hold bytes */
+        atomic_fetch_sub(&req->srv->buffered, grow);
+        return -EBUSY;
+    }
     uint8_t *nb = realloc(req->buf, cap);
-    if (nb == NULL)
+    if (nb == NULL) {
+        atomic_fetch_sub(&req->srv->buffered, grow);
         return -ENOMEM;
+    }
     req->buf = nb;
     req->cap = cap;
     return 0;
@@ -456,7 +474,9 @@ static void request_append(sn_http_request *req, const char *data, size_t n)
 {
     int rc = request_reserve(req, req->len + n);
     if (rc != 0) {
-        request_fault(req, rc == -E2BIG ? FAULT_TOO_LARGE : FAULT_NO_MEMORY);
+        request_fault(req, rc == -E2BIG   ? FAULT_TOO_LARGE
+                           : rc == -EBUSY ? FAULT_BUSY
+                                          : FAULT_NO_MEMORY);
         return;
     }
     memcpy(req->buf + req->len, data, n);
@@ -484,8 +504,8 @@ static void request_inflate(sn_http_request *req, const char *data, size_t n)
         bool at_limit = false;
         if (req->len == req->cap) {
             int rc = request_reserve(req, req->len + 1);
-            if (rc == -ENOMEM) {
-                request_fault(req, FAULT_NO_MEMORY);
+            if (rc == -ENOMEM || rc == -EBUSY) {
+                request_fault(req, rc == -EBUSY ? FAULT_BUSY : FAULT_NO_MEMORY);
                 return;
             }
             at_limit = rc != 0;
@@ -606,6 +626,7 @@ static enum MHD_Result begin_request(sn_http_server *s, struct MHD_Connection *c
     sn_http_request *req = calloc(1, sizeof *req);
     if (req == NULL)
         return MHD_NO;
+    req->srv = s;
     req->kind = is_otlp ? REQ_OTLP : REQ_ROUTE;
     req->signal = signal;
     req->encoding = enc;
@@ -676,6 +697,9 @@ static enum MHD_Result finish_request(sn_http_server *s, struct MHD_Connection *
             return answer_route_error(s, conn, MHD_HTTP_BAD_REQUEST, "invalid gzip body", 0);
         case FAULT_NO_MEMORY:
             return answer_route_error(s, conn, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory", 1);
+        case FAULT_BUSY:
+            return answer_route_error(s, conn, MHD_HTTP_SERVICE_UNAVAILABLE,
+                                      "server busy: too many request bytes in progress", 1);
         case FAULT_NONE:
             break;
         }
@@ -714,6 +738,9 @@ static enum MHD_Result finish_request(sn_http_server *s, struct MHD_Connection *
     case FAULT_NO_MEMORY:
         return answer_status(conn, MHD_HTTP_SERVICE_UNAVAILABLE, req->encoding, RPC_UNAVAILABLE,
                              "out of memory, retry later", 1);
+    case FAULT_BUSY:
+        return answer_status(conn, MHD_HTTP_SERVICE_UNAVAILABLE, req->encoding, RPC_UNAVAILABLE,
+                             "receiver busy: too many request bytes in progress, retry later", 1);
     case FAULT_NONE:
         break;
     }

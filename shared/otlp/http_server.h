@@ -90,9 +90,9 @@ typedef struct sn_http_reply {
 typedef bool (*sn_http_route_fn)(const char *method, const char *path, const uint8_t *body,
                                  size_t len, sn_http_reply *reply, void *ud);
 
-/* Inside a route callback (or an upgrade callback) only (on the thread running it): the value of the request header
- * `name` (case-insensitive), or NULL when absent or when called outside a route. Valid until the
- * route returns. */
+/* Inside a route callback (or an upgrade callback) only (on the thread running it): the value of
+ * the request header `name` (case-insensitive), or NULL when absent or when called outside a route.
+ * Valid until the route returns. */
 const char *sn_http_request_header(const char *name);
 
 /* Inside a route callback only: calls fn once per query-string argument, in request order, with
@@ -106,6 +106,8 @@ typedef struct sn_http_server_config {
     const char *listen;            /* "host:port", "[v6addr]:port" or ":port"; port 0 = any */
     size_t max_body_bytes;         /* 0: SN_HTTP_DEFAULT_MAX_BODY */
     unsigned max_connections;      /* 0: SN_HTTP_DEFAULT_CONNECTIONS */
+    size_t max_buffered_bytes;     /* body buffers of all requests at once; growing past it gets
+                                      503 + Retry-After (one request always fits); 0: no limit */
     unsigned connection_timeout_s; /* idle connection timeout; 0: SN_HTTP_DEFAULT_TIMEOUT_S */
     unsigned threads;              /* worker threads; 0: SN_HTTP_DEFAULT_THREADS */
     sn_otlp_handler handler;       /* NULL: no OTLP routes, every path goes to `route` */

@@ -153,7 +153,10 @@ jnum() {
 
 # --- the aggregator: one for the whole benchmark ---
 agg_log="$work/aggregator.log"
-SENTINEL_INGEST_ENDPOINT=127.0.0.1:0 $pin_load "$aggregator" > "$agg_log" 2>&1 &
+# Its state and REST API in the temp dir / on any free port: nothing may land in
+# /var/lib/sentinel or on port 8080.
+SENTINEL_INGEST_ENDPOINT=127.0.0.1:0 $pin_load "$aggregator" --set "state.data_dir=$work/aggregator" \
+    --set http.endpoint=127.0.0.1:0 > "$agg_log" 2>&1 &
 pids+=($!)
 agg_port=$(wait_port "$agg_log" '"ingest listening"') || fail "the aggregator did not start"
 

@@ -55,7 +55,38 @@ static void handler(unsigned method, const uint8_t *body, size_t len, sn_grpc_re
     pthread_mutex_unlock(&s->mu);
 }
 
-static void start(bool accept_zstd)
+/* Deferred answers: the handler keeps each call's `later` and a copy of its body; the test
+ * answers them from its own thread. */
+#define N_DEFERRED 2
+typedef struct deferred {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int n;
+    sn_grpc_pending *later[N_DEFERRED];
+    uint8_t body[N_DEFERRED][8];
+    size_t len[N_DEFERRED];
+} deferred;
+
+static deferred g_def;
+
+static void deferring_handler(unsigned method, const uint8_t *body, size_t len,
+                              sn_grpc_reply *reply, void *ud)
+{
+    deferred *d = ud;
+    (void)method;
+    ck_assert_ptr_nonnull(reply->later);
+    pthread_mutex_lock(&d->mu);
+    ck_assert_int_lt(d->n, N_DEFERRED);
+    int i = d->n++;
+    d->later[i] = reply->later;
+    d->len[i] = len < sizeof d->body[i] ? len : sizeof d->body[i];
+    memcpy(d->body[i], body, d->len[i]);
+    pthread_cond_broadcast(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+    reply->deferred = true;
+}
+
+static void start_with(bool accept_zstd, sn_grpc_unary_handler h, void *ud, bool allow_deferred)
 {
     sn_grpc_unary_config cfg;
     sn_grpc_unary_config_init(&cfg);
@@ -65,13 +96,19 @@ static void start(bool accept_zstd)
     cfg.nmethods = 3;
     cfg.max_reply_bytes = 64;
     cfg.accept_zstd = accept_zstd;
-    cfg.handler = handler;
-    cfg.handler_ud = &g_seen;
+    cfg.allow_deferred = allow_deferred;
+    cfg.handler = h;
+    cfg.handler_ud = ud;
     char err[256];
     ck_assert_int_eq(sn_grpc_unary_create(&cfg, &g_srv, err, sizeof err), 0);
     ck_assert_int_eq(sn_grpc_unary_start(g_srv), 0);
     ck_assert_int_eq(sn_grpc_unary_start(g_srv), -EALREADY);
     snprintf(g_target, sizeof g_target, "127.0.0.1:%d", sn_grpc_unary_port(g_srv));
+}
+
+static void start(bool accept_zstd)
+{
+    start_with(accept_zstd, handler, &g_seen, false);
 }
 
 static void setup(void)
@@ -219,6 +256,64 @@ START_TEST(reply_over_capacity_is_internal)
 }
 END_TEST
 
+typedef struct client_call {
+    pthread_t th;
+    char body[8];
+    grpc_test_reply r;
+    int rc;
+} client_call;
+
+static void *client_main(void *arg)
+{
+    client_call *c = arg;
+    c->rc = grpc_test_call(g_target, methods[0], c->body, strlen(c->body), 10000, &c->r);
+    return NULL;
+}
+
+/* With allow_deferred the handler thread hands a call over and takes the next one: two calls
+ * are both in the handler's hands before either is answered, and the answers, given later from
+ * this thread in the reverse order, reach the right clients. */
+START_TEST(deferred_answers_come_from_another_thread)
+{
+    memset(&g_def, 0, sizeof g_def);
+    pthread_mutex_init(&g_def.mu, NULL);
+    pthread_cond_init(&g_def.cv, NULL);
+    start_with(true, deferring_handler, &g_def, true);
+    client_call c[N_DEFERRED];
+    memset(c, 0, sizeof c);
+    for (int i = 0; i < N_DEFERRED; i++) {
+        snprintf(c[i].body, sizeof c[i].body, "call-%d", i);
+        ck_assert_int_eq(pthread_create(&c[i].th, NULL, client_main, &c[i]), 0);
+    }
+    pthread_mutex_lock(&g_def.mu);
+    while (g_def.n < N_DEFERRED)
+        pthread_cond_wait(&g_def.cv, &g_def.mu); /* hangs (test timeout) if the handler waited */
+    pthread_mutex_unlock(&g_def.mu);
+    for (int i = N_DEFERRED - 1; i >= 0; i--) {
+        sn_grpc_reply reply;
+        memset(&reply, 0, sizeof reply);
+        reply.code = SN_GRPC_OK;
+        reply.response = g_def.body[i];
+        reply.response_cap = sizeof g_def.body[i];
+        reply.response_len = g_def.len[i];
+        sn_grpc_unary_finish(g_def.later[i], &reply);
+    }
+    for (int i = 0; i < N_DEFERRED; i++) {
+        pthread_join(c[i].th, NULL);
+        ck_assert_int_eq(c[i].rc, 0);
+        ck_assert_int_eq(c[i].r.grpc_status, 0);
+        ck_assert_uint_eq(c[i].r.message_len, strlen(c[i].body));
+        ck_assert_mem_eq(c[i].r.message, c[i].body, strlen(c[i].body));
+        grpc_test_reply_free(&c[i].r);
+    }
+    sn_grpc_unary_stats st;
+    sn_grpc_unary_stats_get(g_srv, &st);
+    ck_assert_uint_eq(st.answers[SN_GRPC_OK], N_DEFERRED);
+    pthread_cond_destroy(&g_def.cv);
+    pthread_mutex_destroy(&g_def.mu);
+}
+END_TEST
+
 START_TEST(zstd_sniffing_follows_accept_zstd)
 {
     size_t n = 5000;
@@ -300,6 +395,7 @@ static Suite *grpc_unary_suite(void)
     tcase_add_test(tc, any_status_with_and_without_retry_info);
     tcase_add_test(tc, reply_over_capacity_is_internal);
     tcase_add_test(tc, zstd_sniffing_follows_accept_zstd);
+    tcase_add_test(tc, deferred_answers_come_from_another_thread);
     tcase_add_test(tc, bad_config_is_refused_with_the_name);
     suite_add_tcase(s, tc);
     return s;

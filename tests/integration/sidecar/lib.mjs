@@ -462,3 +462,23 @@ export function makeSpan(model, latencyMs, extra = {}) {
   const startNs = BigInt(Date.now()) * 1000000n - BigInt(Math.round(latencyMs * 1e6));
   return { traceId: randomHex(16), spanId: randomHex(8), startNs, latencyMs, model, ...extra };
 }
+
+// Checks that every span id of `accepted` is among the events exactly once, that none of
+// `refused` is, and that there are no other events. Returns the count per span id.
+export function checkExactlyOnce(events, accepted, refused = []) {
+  const count = new Map();
+  for (const e of events) count.set(e.span_id, (count.get(e.span_id) || 0) + 1);
+  const want = new Set(accepted);
+  let missing = 0;
+  let twice = 0;
+  for (const id of want) {
+    const c = count.get(id) || 0;
+    if (c === 0) missing++;
+    if (c > 1) twice++;
+  }
+  check(missing === 0 && twice === 0, `accepted spans: ${missing} missing, ${twice} more than once (of ${want.size})`);
+  const leaked = refused.filter((id) => count.has(id)).length;
+  check(leaked === 0, `${leaked} spans of refused requests reached the aggregator`);
+  check(events.length === want.size, `${events.length} events, ${want.size} accepted spans`);
+  return count;
+}

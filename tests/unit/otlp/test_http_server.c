@@ -29,6 +29,10 @@ typedef struct seen {
     size_t len;
     sn_otlp_result answer; /* what the handler answers */
     int sleep_ms;
+    bool gated; /* the handler waits for `open` */
+    bool open;
+    atomic_int in_handler; /* handlers running */
+    pthread_cond_t cv;
 } seen;
 
 static seen g_seen;
@@ -37,6 +41,11 @@ static void test_handler(sn_otlp_signal signal, sn_otlp_encoding encoding, const
                          size_t len, sn_otlp_result *res, void *ud)
 {
     seen *s = ud;
+    atomic_fetch_add(&s->in_handler, 1);
+    pthread_mutex_lock(&s->mu);
+    while (s->gated && !s->open)
+        pthread_cond_wait(&s->cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
     if (s->sleep_ms > 0) {
         struct timespec ts = {s->sleep_ms / 1000, (long)(s->sleep_ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
@@ -80,13 +89,16 @@ static uint16_t g_port;
 /* Send "Expect: 100-continue" (curl's default for large bodies) instead of suppressing it. */
 static bool g_expect_continue;
 
-static void start_server(size_t max_body, unsigned threads, bool with_route)
+static void start_server_buffered(size_t max_body, unsigned threads, bool with_route,
+                                  size_t max_buffered)
 {
     memset(&g_seen, 0, sizeof g_seen);
     pthread_mutex_init(&g_seen.mu, NULL);
+    pthread_cond_init(&g_seen.cv, NULL);
     sn_http_server_config cfg = {
         .listen = "127.0.0.1:0",
         .max_body_bytes = max_body,
+        .max_buffered_bytes = max_buffered,
         .threads = threads,
         .handler = test_handler,
         .handler_ud = &g_seen,
@@ -98,6 +110,11 @@ static void start_server(size_t max_body, unsigned threads, bool with_route)
     ck_assert_msg(sn_http_server_start(g_srv, err, sizeof err) == 0, "%s", err);
     g_port = sn_http_server_port(g_srv);
     ck_assert_int_ne(g_port, 0);
+}
+
+static void start_server(size_t max_body, unsigned threads, bool with_route)
+{
+    start_server_buffered(max_body, threads, with_route, 0);
 }
 
 static void setup(void)
@@ -728,6 +745,58 @@ START_TEST(many_concurrent_requests)
 }
 END_TEST
 
+typedef struct big_post {
+    size_t len;
+    reply r;
+} big_post;
+
+static void *big_post_thread(void *p)
+{
+    big_post *b = p;
+    uint8_t *body = calloc(1, b->len);
+    b->r = post("/v1/traces", "application/x-protobuf", body, b->len);
+    free(body);
+    return NULL;
+}
+
+/* max_buffered_bytes bounds the body bytes of all requests at once: one request always fits,
+ * a second one that would pass the budget while the first is held gets 503 + Retry-After, and
+ * once the first is answered there is room again. */
+START_TEST(buffered_bytes_budget_refuses_retryable)
+{
+    sn_http_server_destroy(g_srv);
+    free(g_seen.body);
+    start_server_buffered(1024 * 1024, 4, true, 64 * 1024);
+    g_seen.gated = true;
+    big_post a = {.len = 100 * 1024};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, big_post_thread, &a), 0);
+    while (atomic_load(&g_seen.in_handler) == 0) {
+        struct timespec ts = {0, 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    big_post b = {.len = 100 * 1024};
+    big_post_thread(&b);
+    ck_assert_int_eq(b.r.status, 503);
+    ck_assert_str_ne(b.r.retry_after, "");
+    reply_free(&b.r);
+
+    pthread_mutex_lock(&g_seen.mu);
+    g_seen.open = true;
+    pthread_cond_broadcast(&g_seen.cv);
+    pthread_mutex_unlock(&g_seen.mu);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(a.r.status, 200);
+    reply_free(&a.r);
+
+    big_post c = {.len = 100 * 1024};
+    big_post_thread(&c);
+    ck_assert_int_eq(c.r.status, 200);
+    reply_free(&c.r);
+    ck_assert_int_eq(atomic_load(&g_seen.calls), 2);
+}
+END_TEST
+
 START_TEST(stop_with_requests_in_flight)
 {
     g_seen.sleep_ms = 200;
@@ -856,6 +925,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, wrong_method_and_unknown_path);
     tcase_add_test(tc, malformed_requests_on_raw_sockets);
     tcase_add_test(tc, many_concurrent_requests);
+    tcase_add_test(tc, buffered_bytes_budget_refuses_retryable);
     tcase_add_test(tc, stop_with_requests_in_flight);
     tcase_add_test(tc, server_without_otlp_routes);
     tcase_add_test(tc, configuration_errors);

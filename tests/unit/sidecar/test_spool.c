@@ -600,6 +600,57 @@ START_TEST(kill9_journal_comes_back)
 }
 END_TEST
 
+/* sn_spool_journal_next (the sidecar seals off its loop): the rotated-out generation stays
+ * recoverable until a sealed record covers it, and then only it is retired. */
+START_TEST(journal_next_keeps_the_detached_generation_until_covered)
+{
+    char path[512];
+    sn_spool *s = open_ok(NULL);
+    journal_rec(s, 1);
+    journal_rec(s, 2);
+    ck_assert_int_eq(sn_spool_journal_next(s), 0);
+    ck_assert_uint_eq(sn_spool_journal_generation(s), 2);
+    journal_rec(s, 3);
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.journal_records, 3);
+    uint64_t before = st.journal_bytes;
+    /* The sealed record of generation 1 lands after the rotation: it retires generation 1. */
+    uint8_t b = 1;
+    ck_assert_int_eq(sn_spool_append(s, &b, 1, 1), 0);
+    ck_assert_int_eq(sn_spool_sync(s), 0);
+    ck_assert(!exists(journal_path(path, sizeof path, 1)));
+    ck_assert(exists(journal_path(path, sizeof path, 2)));
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_lt(st.journal_bytes, before);
+    ck_assert_uint_eq(st.journal_records, 1);
+
+    /* Generation 2 rotated out, its seal not done: no reset, and a crash keeps it. */
+    ck_assert_int_eq(sn_spool_journal_next(s), 0);
+    journal_rec(s, 4);
+    ck_assert_int_eq(sn_spool_journal_reset(s), -EINVAL);
+    sn_spool_close(s);
+
+    s = open_ok(NULL);
+    collected col = {0};
+    ck_assert_int_eq(sn_spool_recover_journal(s, collect, &col), 0);
+    ck_assert(!col.bad);
+    ck_assert_uint_eq(col.n, 2);
+    ck_assert_uint_eq(col.idx[0], 3);
+    ck_assert_uint_eq(col.gen[0], 2);
+    ck_assert_uint_eq(col.idx[1], 4);
+    ck_assert_uint_eq(col.gen[1], 3);
+
+    /* A bounded number of generations may wait. */
+    int rc = 0, n = 0;
+    while ((rc = sn_spool_journal_next(s)) == 0)
+        n++;
+    ck_assert_int_eq(rc, -EBUSY);
+    ck_assert_int_eq(n, SN_SPOOL_DETACHED_MAX);
+    sn_spool_close(s);
+}
+END_TEST
+
 /* ---- torn and corrupt files ---- */
 
 START_TEST(torn_tail_is_truncated)
@@ -1278,6 +1329,7 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, bad_ack_file_sends_again);
     tcase_add_test(tc, kill9_loses_nothing_reported);
     tcase_add_test(tc, kill9_journal_comes_back);
+    tcase_add_test(tc, journal_next_keeps_the_detached_generation_until_covered);
     tcase_add_test(tc, torn_tail_is_truncated);
     tcase_add_test(tc, torn_header_and_zero_tail);
     tcase_add_test(tc, bad_checksum_at_the_tail_is_truncated);

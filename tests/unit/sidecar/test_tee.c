@@ -225,10 +225,17 @@ static sn_tee_stats wait_stat(sn_tee *t, size_t off, uint64_t want, int ms, cons
 /* A body that is distinct per (tag, i) and not trivially short. */
 static size_t make_body(uint8_t *buf, size_t cap, int tag, int i)
 {
-    size_t n = (size_t)snprintf((char *)buf, cap,
-                                "{\"tag\":%d,\"i\":%d,\"pad\":\"%0200d\",\"bin\":\"", tag, i, i);
+    char head[320]; /* formatted apart, so a small `cap` is a plain cut, not a truncation */
+    int hn = snprintf(head, sizeof head, "{\"tag\":%d,\"i\":%d,\"pad\":\"%0200d\",\"bin\":\"", tag,
+                      i, i);
+    size_t n = hn < 0 ? 0 : (size_t)hn;
+    if (n >= sizeof head)
+        n = sizeof head - 1;
+    if (cap == 0)
+        return 0;
     if (n >= cap)
         n = cap - 1;
+    memcpy(buf, head, n);
     for (int k = 0; k < 32 && n < cap; k++)
         buf[n++] = (uint8_t)(tag * 31 + i * 7 + k); /* includes NUL and high bytes */
     return n;
