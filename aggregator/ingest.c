@@ -45,18 +45,28 @@ typedef union pb_header {
     max_align_t align;
 } pb_header;
 
+/* What decoding keeps from one request to the next (one owner thread): the limits, the zstd
+ * context, the event/alert arrays, and the last decoded batch (sn_ingest_decoder_decode). */
+struct sn_ingest_decoder {
+    size_t max_message; /* request and decompressed payload */
+    size_t max_events, max_alerts;
+    size_t pb_limit; /* protobuf-c's byte budget (decode_budget) */
+    ZSTD_DCtx *dctx;
+    sn_event *events;
+    size_t events_cap;
+    sn_local_alert *alerts;
+    size_t alerts_cap;
+    char sidecar_id[SN_SEQ_ID_MAX + 1];
+    sn_ingest_batch batch;
+};
+
 struct sn_ingest {
     sn_ingest_config cfg;
     char *listen;
     sn_grpc_unary *server;
 
     /* handler thread only */
-    ZSTD_DCtx *dctx;
-    sn_event *events;
-    size_t events_cap;
-    sn_local_alert *alerts;
-    size_t alerts_cap;
-    size_t pb_limit;
+    sn_ingest_decoder dec;
     time_t last_warn;
 
     pthread_mutex_t seq_mu;
@@ -423,6 +433,44 @@ static size_t decode_budget(size_t max_message, size_t max_events, size_t max_al
            SN_INGEST_PB_SLACK;
 }
 
+/* Sets the decoder's limits (0 max_message: the default). Returns 0 or -EINVAL. */
+static int decoder_init(sn_ingest_decoder *d, const sn_ingest_config *cfg)
+{
+    memset(d, 0, sizeof *d);
+    if (cfg->max_batch_events == 0 || cfg->max_batch_alerts == 0 ||
+        cfg->max_batch_events > (1u << 24) || cfg->max_batch_alerts > (1u << 24))
+        return -EINVAL;
+    d->max_message =
+        cfg->max_message_bytes != 0 ? cfg->max_message_bytes : SN_INGEST_DEFAULT_MAX_MESSAGE;
+    d->max_events = cfg->max_batch_events;
+    d->max_alerts = cfg->max_batch_alerts;
+    d->pb_limit = decode_budget(d->max_message, d->max_events, d->max_alerts);
+    return 0;
+}
+
+/* Frees what the decoder holds (not d itself). */
+static void decoder_fini(sn_ingest_decoder *d)
+{
+    ZSTD_freeDCtx(d->dctx);
+    free(d->events);
+    free(d->alerts);
+    memset(d, 0, sizeof *d);
+}
+
+/* A decode context over the decoder's reused state. */
+static decode_ctx decoder_ctx(sn_ingest_decoder *d)
+{
+    return (decode_ctx){.max_message = d->max_message,
+                        .max_events = d->max_events,
+                        .max_alerts = d->max_alerts,
+                        .dctx = &d->dctx,
+                        .events = &d->events,
+                        .events_cap = &d->events_cap,
+                        .alerts = &d->alerts,
+                        .alerts_cap = &d->alerts_cap,
+                        .budget = {0, d->pb_limit, false}};
+}
+
 /* Records a refusal in c (reason, gRPC code, formatted message). Returns -1. */
 __attribute__((format(printf, 4, 5))) static int fail(decode_ctx *c, sn_ingest_refusal reason,
                                                       sn_grpc_code code, const char *fmt, ...)
@@ -594,9 +642,9 @@ static void handle_batch(sn_ingest *in, decode_ctx *c, sn_grpc_reply *reply)
         .sequence = b->sequence,
         .created_unix_nano = b->created_unix_nano,
         .dropped_events = b->dropped_events,
-        .events = in->events,
+        .events = in->dec.events,
         .nevents = b->n_events,
-        .alerts = in->alerts,
+        .alerts = in->dec.alerts,
         .nalerts = b->n_alerts,
     };
     int rc = in->cfg.apply(&batch, in->cfg.apply_ud);
@@ -636,15 +684,7 @@ static void ingest_handler(unsigned method, const uint8_t *body, size_t len, sn_
 {
     (void)method;
     sn_ingest *in = ud;
-    decode_ctx c = {.max_message = in->cfg.max_message_bytes,
-                    .max_events = in->cfg.max_batch_events,
-                    .max_alerts = in->cfg.max_batch_alerts,
-                    .dctx = &in->dctx,
-                    .events = &in->events,
-                    .events_cap = &in->events_cap,
-                    .alerts = &in->alerts,
-                    .alerts_cap = &in->alerts_cap,
-                    .budget = {0, in->pb_limit, false}};
+    decode_ctx c = decoder_ctx(&in->dec);
     int rc = decode_payload(&c, body, len);
     atomic_fetch_add(&in->st_bytes_in, c.bytes_in);
     atomic_fetch_add(&in->st_bytes_out, c.bytes_out);
@@ -653,8 +693,8 @@ static void ingest_handler(unsigned method, const uint8_t *body, size_t len, sn_
     else
         refuse_decode(in, reply, &c);
     decode_end(&c);
-    trim((void **)&in->events, &in->events_cap, sizeof *in->events);
-    trim((void **)&in->alerts, &in->alerts_cap, sizeof *in->alerts);
+    trim((void **)&in->dec.events, &in->dec.events_cap, sizeof *in->dec.events);
+    trim((void **)&in->dec.alerts, &in->dec.alerts_cap, sizeof *in->dec.alerts);
 }
 
 /* ---- public API ------------------------------------------------------------------------------ */
@@ -695,8 +735,7 @@ int sn_ingest_create(const sn_ingest_config *cfg, sn_ingest **out, char *err, si
         in->cfg.retry_after_ms = SN_INGEST_DEFAULT_RETRY_MS;
     if (in->cfg.max_message_bytes == 0)
         in->cfg.max_message_bytes = SN_INGEST_DEFAULT_MAX_MESSAGE;
-    in->pb_limit = decode_budget(in->cfg.max_message_bytes, in->cfg.max_batch_events,
-                                 in->cfg.max_batch_alerts);
+    decoder_init(&in->dec, &in->cfg); /* the limits were checked above */
     int rc = sn_seqtab_create(cfg->max_sidecars, cfg->sidecar_idle_ns, &in->seq);
     if (rc != 0) {
         snprintf(err, errlen, "ingest: cannot create the sequence table: %s", strerror(-rc));
@@ -790,12 +829,45 @@ void sn_ingest_destroy(sn_ingest *in)
     if (in == NULL)
         return;
     sn_grpc_unary_destroy(in->server);
-    ZSTD_freeDCtx(in->dctx);
-    free(in->events);
-    free(in->alerts);
+    decoder_fini(&in->dec);
     pthread_mutex_destroy(&in->seq_mu);
     sn_seqtab_destroy(in->seq);
     free(in);
+}
+
+/* Decodes, checks and converts one request with d's reused state; on success d->batch is the
+ * result. Returns 0 or -1 with the refusal in *c (which the caller has set up from d). */
+static int decoder_run(sn_ingest_decoder *d, decode_ctx *c, const uint8_t *body, size_t len)
+{
+    int rc = decode_payload(c, body, len);
+    if (rc == 0)
+        rc = check_batch(c);
+    if (rc == 0)
+        rc = convert_batch(c);
+    if (rc == 0) {
+        const Sentinel__V1__Batch *b = c->batch;
+        memcpy(d->sidecar_id, b->sidecar_id, strlen(b->sidecar_id) + 1);
+        d->batch = (sn_ingest_batch){.sidecar_id = d->sidecar_id,
+                                     .sequence = b->sequence,
+                                     .created_unix_nano = b->created_unix_nano,
+                                     .dropped_events = b->dropped_events,
+                                     .events = d->events,
+                                     .nevents = b->n_events,
+                                     .alerts = d->alerts,
+                                     .nalerts = b->n_alerts};
+    }
+    decode_end(c);
+    return rc;
+}
+
+/* Reports the refusal of c to the caller of the public functions. Returns -ENOMEM or -EINVAL. */
+static int decoder_refusal(const decode_ctx *c, sn_ingest_refusal *why, char *err, size_t errlen)
+{
+    if (why != NULL)
+        *why = c->reason;
+    if (errlen > 0)
+        snprintf(err, errlen, "%s", c->msg);
+    return c->reason == SN_INGEST_REFUSED_INTERNAL ? -ENOMEM : -EINVAL;
 }
 
 int sn_ingest_decode_request(const uint8_t *body, size_t len, const sn_ingest_config *cfg,
@@ -803,55 +875,65 @@ int sn_ingest_decode_request(const uint8_t *body, size_t len, const sn_ingest_co
                              size_t errlen)
 {
     memset(out, 0, sizeof *out);
-    size_t max_message =
-        cfg->max_message_bytes != 0 ? cfg->max_message_bytes : SN_INGEST_DEFAULT_MAX_MESSAGE;
-    ZSTD_DCtx *dctx = NULL;
-    sn_event *events = NULL;
-    sn_local_alert *alerts = NULL;
-    size_t events_cap = 0, alerts_cap = 0;
-    decode_ctx c = {
-        .max_message = max_message,
-        .max_events = cfg->max_batch_events,
-        .max_alerts = cfg->max_batch_alerts,
-        .dctx = &dctx,
-        .events = &events,
-        .events_cap = &events_cap,
-        .alerts = &alerts,
-        .alerts_cap = &alerts_cap,
-        .budget = {0, decode_budget(max_message, cfg->max_batch_events, cfg->max_batch_alerts),
-                   false}};
-    int rc = decode_payload(&c, body, len);
-    if (rc == 0)
-        rc = check_batch(&c);
-    if (rc == 0)
-        rc = convert_batch(&c);
-    if (rc == 0) {
-        const Sentinel__V1__Batch *b = c.batch;
-        memcpy(out->sidecar_id, b->sidecar_id, strlen(b->sidecar_id) + 1);
-        out->events = events;
-        out->alerts = alerts;
-        out->batch = (sn_ingest_batch){.sidecar_id = out->sidecar_id,
-                                       .sequence = b->sequence,
-                                       .created_unix_nano = b->created_unix_nano,
-                                       .dropped_events = b->dropped_events,
-                                       .events = events,
-                                       .nevents = b->n_events,
-                                       .alerts = alerts,
-                                       .nalerts = b->n_alerts};
-        events = NULL;
-        alerts = NULL;
-    } else {
+    sn_ingest_decoder d;
+    if (decoder_init(&d, cfg) != 0) {
         if (why != NULL)
-            *why = c.reason;
+            *why = SN_INGEST_REFUSED_TOO_LARGE;
         if (errlen > 0)
-            snprintf(err, errlen, "%s", c.msg);
-        rc = c.reason == SN_INGEST_REFUSED_INTERNAL ? -ENOMEM : -EINVAL;
+            snprintf(err, errlen, "batch limits must be 1 to %u items", 1u << 24);
+        return -EINVAL;
     }
-    decode_end(&c);
-    ZSTD_freeDCtx(dctx);
-    free(events);
-    free(alerts);
+    decode_ctx c = decoder_ctx(&d);
+    int rc = decoder_run(&d, &c, body, len);
+    if (rc == 0) {
+        memcpy(out->sidecar_id, d.sidecar_id, sizeof out->sidecar_id);
+        out->batch = d.batch;
+        out->batch.sidecar_id = out->sidecar_id;
+        out->events = d.events; /* the arrays move to out */
+        out->alerts = d.alerts;
+        d.events = NULL;
+        d.alerts = NULL;
+    } else {
+        rc = decoder_refusal(&c, why, err, errlen);
+    }
+    decoder_fini(&d);
     return rc;
+}
+
+int sn_ingest_decoder_create(const sn_ingest_config *cfg, sn_ingest_decoder **out, char *err,
+                             size_t errlen)
+{
+    sn_ingest_decoder *d = malloc(sizeof *d);
+    if (d == NULL) {
+        snprintf(err, errlen, "ingest decoder: out of memory");
+        return -ENOMEM;
+    }
+    if (decoder_init(d, cfg) != 0) {
+        snprintf(err, errlen, "ingest decoder: batch limits must be 1 to %u items", 1u << 24);
+        free(d);
+        return -EINVAL;
+    }
+    *out = d;
+    return 0;
+}
+
+int sn_ingest_decoder_decode(sn_ingest_decoder *d, const uint8_t *body, size_t len,
+                             const sn_ingest_batch **out, sn_ingest_refusal *why, char *err,
+                             size_t errlen)
+{
+    decode_ctx c = decoder_ctx(d);
+    if (decoder_run(d, &c, body, len) != 0)
+        return decoder_refusal(&c, why, err, errlen);
+    *out = &d->batch;
+    return 0;
+}
+
+void sn_ingest_decoder_destroy(sn_ingest_decoder *d)
+{
+    if (d == NULL)
+        return;
+    decoder_fini(d);
+    free(d);
 }
 
 void sn_ingest_decoded_free(sn_ingest_decoded *d)

@@ -154,4 +154,28 @@ int sn_ingest_decode_request(const uint8_t *body, size_t len, const sn_ingest_co
 /* Frees what sn_ingest_decode_request put in d and empties it. NULL is a no-op. */
 void sn_ingest_decoded_free(sn_ingest_decoded *d);
 
+/* A reusable decoder: the service's steps 1 to 3 (and the batch's id, sequence and count checks)
+ * with the zstd context, the decoding arena and the event/alert arrays kept from one request to
+ * the next, so a steady stream of batches allocates nothing. Used by the service's handler and
+ * by benchmarks; one owner thread. */
+typedef struct sn_ingest_decoder sn_ingest_decoder;
+
+/* Creates a decoder for cfg's max_message_bytes (0: the default), max_batch_events and
+ * max_batch_alerts (nothing else of cfg is used). Returns 0 and sets *out (free it with
+ * sn_ingest_decoder_destroy), -EINVAL (a limit of 0 or above 2^24 items; reason in err) or
+ * -ENOMEM. */
+int sn_ingest_decoder_create(const sn_ingest_config *cfg, sn_ingest_decoder **out, char *err,
+                             size_t errlen);
+
+/* Decodes one request as sn_ingest_decode_request does and points *out at the result, which
+ * the decoder owns: valid (and writable through the arrays, for the owner) until the next
+ * decode or destroy. Returns 0, or -EINVAL / -ENOMEM with *why (may be NULL) and err set as
+ * sn_ingest_decode_request does; *out is then untouched. */
+int sn_ingest_decoder_decode(sn_ingest_decoder *d, const uint8_t *body, size_t len,
+                             const sn_ingest_batch **out, sn_ingest_refusal *why, char *err,
+                             size_t errlen);
+
+/* Frees the decoder and everything it holds. NULL is a no-op. */
+void sn_ingest_decoder_destroy(sn_ingest_decoder *d);
+
 #endif
