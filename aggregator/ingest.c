@@ -32,26 +32,36 @@
 
 static const char *const ingest_methods[1] = {SN_INGEST_METHOD};
 
-/* A protobuf-c allocator with a byte budget: decoding a hostile batch fails instead of growing
- * without bound. Each block carries its size in a header so that frees give the budget back. */
-typedef struct pb_budget {
-    size_t used;
-    size_t limit;
-    bool exceeded;
-} pb_budget;
+#define PB_ARENA_BLOCK (64u * 1024u)        /* the arena's first block */
+#define PB_ARENA_KEEP  (4u * 1024u * 1024u) /* a larger block is freed after the request */
+#define PB_ALIGN       sizeof(max_align_t)
 
-typedef union pb_header {
-    size_t size;
-    max_align_t align;
-} pb_header;
+/* protobuf-c's allocator: a bump arena with a byte budget, reset after each request, so that
+ * decoding a batch costs no malloc per field and a hostile batch fails instead of growing
+ * without bound. Blocks grow (each at least twice the last); the reset keeps the newest (the
+ * largest) unless it is over PB_ARENA_KEEP. Frees are no-ops: everything goes at the reset. */
+typedef struct pb_block {
+    struct pb_block *next; /* older blocks */
+    size_t size, used;
+    max_align_t data[];
+} pb_block;
+
+typedef struct pb_arena {
+    size_t used;  /* bytes handed out since the last reset (what the budget counts) */
+    size_t limit; /* the budget */
+    bool exceeded;
+    pb_block *head; /* the block being filled; NULL before the first allocation */
+} pb_arena;
 
 /* What decoding keeps from one request to the next (one owner thread): the limits, the zstd
  * context, the event/alert arrays, and the last decoded batch (sn_ingest_decoder_decode). */
 struct sn_ingest_decoder {
     size_t max_message; /* request and decompressed payload */
     size_t max_events, max_alerts;
-    size_t pb_limit; /* protobuf-c's byte budget (decode_budget) */
+    pb_arena arena; /* protobuf-c's memory, budget decode_budget() */
     ZSTD_DCtx *dctx;
+    uint8_t *plain; /* the decompressed payload */
+    size_t plain_cap;
     sn_event *events;
     size_t events_cap;
     sn_local_alert *alerts;
@@ -83,32 +93,61 @@ struct sn_ingest {
 
 /* ---- bounded protobuf-c allocator ------------------------------------------------------ */
 
-/* Allocates from the budget; NULL (and `exceeded`) once the budget would be passed. */
+/* Allocates from the arena; NULL (and `exceeded`) once the budget would be passed, NULL when
+ * malloc fails. */
 static void *pb_alloc(void *ud, size_t size)
 {
-    pb_budget *b = ud;
-    size_t total = size + sizeof(pb_header);
-    if (total < size || total > b->limit - b->used) {
-        b->exceeded = true;
+    pb_arena *a = ud;
+    size_t need = (size + PB_ALIGN - 1) & ~(PB_ALIGN - 1);
+    if (need < size || need > a->limit - a->used) {
+        a->exceeded = true;
         return NULL;
     }
-    pb_header *h = malloc(total);
-    if (h == NULL)
-        return NULL;
-    h->size = total;
-    b->used += total;
-    return h + 1;
+    pb_block *b = a->head;
+    if (b == NULL || b->size - b->used < need) {
+        size_t bsize = b == NULL ? PB_ARENA_BLOCK : 2 * b->size;
+        if (bsize < need)
+            bsize = need;
+        pb_block *nb = malloc(sizeof *nb + bsize);
+        if (nb == NULL)
+            return NULL;
+        nb->next = b;
+        nb->size = bsize;
+        nb->used = 0;
+        a->head = b = nb;
+    }
+    void *p = (char *)b->data + b->used;
+    b->used += need;
+    a->used += need;
+    return p;
 }
 
-/* Frees a block from pb_alloc and returns its bytes to the budget. NULL is a no-op. */
+/* Arena memory is given back by pb_reset, not one block at a time. */
 static void pb_free(void *ud, void *p)
 {
-    pb_budget *b = ud;
-    if (p == NULL)
-        return;
-    pb_header *h = (pb_header *)p - 1;
-    b->used -= h->size;
-    free(h);
+    (void)ud;
+    (void)p;
+}
+
+/* Forgets everything allocated: keeps the newest block (unless it is over PB_ARENA_KEEP, or
+ * keep is false) and frees the older ones. */
+static void pb_reset(pb_arena *a, bool keep)
+{
+    pb_block *b = a->head;
+    if (b != NULL && (!keep || b->size > PB_ARENA_KEEP)) {
+        a->head = NULL;
+    } else if (b != NULL) {
+        b->used = 0;
+        b = b->next;
+        a->head->next = NULL;
+    }
+    while (b != NULL) {
+        pb_block *next = b->next;
+        free(b);
+        b = next;
+    }
+    a->used = 0;
+    a->exceeded = false;
 }
 
 /* ---- answers ------------------------------------------------------------------------------ */
@@ -166,16 +205,15 @@ static void respond(sn_grpc_reply *reply, Sentinel__V1__IngestStatus status, uin
 
 /* ---- payload -------------------------------------------------------------------------------- */
 
-/* Decompresses one zstd frame of exactly `declared` bytes into a new buffer (*out, freed by the
- * caller), with *dctx (created on first use, kept by the caller). The declared size is within
- * the limit (checked by the caller), and the window within max_message; the frame's own
- * content size, when present, must equal it, and streamed output stops one byte past it, so no
- * more than declared + 1 bytes are ever allocated. Returns 0, or -EINVAL (corrupt, sizes differ)
- * with a reason in why, or -ENOMEM. */
+/* Decompresses one zstd frame of exactly `declared` bytes into *buf (capacity *cap; grown to
+ * declared + 1 when smaller; the caller keeps and frees it), with *dctx (created on first use,
+ * kept by the caller). The declared size is within the limit (checked by the caller), and the
+ * window within max_message; the frame's own content size, when present, must equal it, and
+ * streamed output stops one byte past it, so no more than declared + 1 bytes are ever needed.
+ * Returns 0, or -EINVAL (corrupt, sizes differ) with a reason in why, or -ENOMEM. */
 static int unzstd_payload(ZSTD_DCtx **dctx, size_t max_message, const uint8_t *src, size_t srclen,
-                          size_t declared, uint8_t **out, const char **why)
+                          size_t declared, uint8_t **buf, size_t *cap, const char **why)
 {
-    *out = NULL;
     unsigned long long content = ZSTD_getFrameContentSize(src, srclen);
     if (content == ZSTD_CONTENTSIZE_ERROR) {
         *why = "payload is not a zstd frame";
@@ -207,11 +245,16 @@ static int unzstd_payload(ZSTD_DCtx **dctx, size_t max_message, const uint8_t *s
         wlog++;
     ZSTD_DCtx_setParameter(*dctx, ZSTD_d_windowLogMax, wlog);
 
-    uint8_t *buf = malloc(declared + 1);
-    if (buf == NULL)
-        return -ENOMEM;
+    if (*cap < declared + 1) {
+        free(*buf);
+        *cap = 0;
+        *buf = malloc(declared + 1);
+        if (*buf == NULL)
+            return -ENOMEM;
+        *cap = declared + 1;
+    }
     ZSTD_inBuffer zin = {src, srclen, 0};
-    ZSTD_outBuffer zout = {buf, declared + 1, 0};
+    ZSTD_outBuffer zout = {*buf, declared + 1, 0};
     size_t zrc;
     do {
         size_t before_in = zin.pos, before_out = zout.pos;
@@ -220,27 +263,22 @@ static int unzstd_payload(ZSTD_DCtx **dctx, size_t max_message, const uint8_t *s
             *why = ZSTD_getErrorCode(zrc) == ZSTD_error_frameParameter_windowTooLarge
                        ? "zstd window larger than the message limit"
                        : "corrupt zstd frame";
-            goto out_free_buf;
+            return -EINVAL;
         }
         if (zout.pos > declared) {
             *why = "zstd frame larger than uncompressed_size";
-            goto out_free_buf;
+            return -EINVAL;
         }
         if (zrc != 0 && zin.pos == before_in && zout.pos == before_out) {
             *why = "truncated zstd frame";
-            goto out_free_buf;
+            return -EINVAL;
         }
     } while (zrc != 0);
     if (zout.pos != declared) {
         *why = "zstd frame smaller than uncompressed_size";
-        goto out_free_buf;
+        return -EINVAL;
     }
-    *out = buf;
     return 0;
-
-out_free_buf:
-    free(buf);
-    return -EINVAL;
 }
 
 /* ---- Batch -> sn_event / sn_local_alert --------------------------------------------------- */
@@ -412,10 +450,11 @@ typedef struct decode_ctx {
     size_t *events_cap;
     sn_local_alert **alerts;
     size_t *alerts_cap;
-    pb_budget budget;
+    pb_arena *arena;
     ProtobufCAllocator alloc;
     Sentinel__V1__IngestRequest *req;
-    uint8_t *plain;
+    uint8_t **plain;
+    size_t *plain_cap;
     Sentinel__V1__Batch *batch;
     uint64_t bytes_in, bytes_out; /* payload before and after decompression, once known */
     sn_ingest_refusal reason;     /* the refusal, when a step returned -1 */
@@ -428,9 +467,8 @@ typedef struct decode_ctx {
  * struct per item. */
 static size_t decode_budget(size_t max_message, size_t max_events, size_t max_alerts)
 {
-    return 2 * max_message + max_events * (sizeof(Sentinel__V1__LlmEvent) + 2 * sizeof(pb_header)) +
-           max_alerts * (sizeof(Sentinel__V1__LocalAlert) + 2 * sizeof(pb_header)) +
-           SN_INGEST_PB_SLACK;
+    return 2 * max_message + max_events * (sizeof(Sentinel__V1__LlmEvent) + 2 * PB_ALIGN) +
+           max_alerts * (sizeof(Sentinel__V1__LocalAlert) + 2 * PB_ALIGN) + SN_INGEST_PB_SLACK;
 }
 
 /* Sets the decoder's limits (0 max_message: the default). Returns 0 or -EINVAL. */
@@ -444,7 +482,7 @@ static int decoder_init(sn_ingest_decoder *d, const sn_ingest_config *cfg)
         cfg->max_message_bytes != 0 ? cfg->max_message_bytes : SN_INGEST_DEFAULT_MAX_MESSAGE;
     d->max_events = cfg->max_batch_events;
     d->max_alerts = cfg->max_batch_alerts;
-    d->pb_limit = decode_budget(d->max_message, d->max_events, d->max_alerts);
+    d->arena.limit = decode_budget(d->max_message, d->max_events, d->max_alerts);
     return 0;
 }
 
@@ -452,6 +490,8 @@ static int decoder_init(sn_ingest_decoder *d, const sn_ingest_config *cfg)
 static void decoder_fini(sn_ingest_decoder *d)
 {
     ZSTD_freeDCtx(d->dctx);
+    pb_reset(&d->arena, false);
+    free(d->plain);
     free(d->events);
     free(d->alerts);
     memset(d, 0, sizeof *d);
@@ -468,7 +508,9 @@ static decode_ctx decoder_ctx(sn_ingest_decoder *d)
                         .events_cap = &d->events_cap,
                         .alerts = &d->alerts,
                         .alerts_cap = &d->alerts_cap,
-                        .budget = {0, d->pb_limit, false}};
+                        .arena = &d->arena,
+                        .plain = &d->plain,
+                        .plain_cap = &d->plain_cap};
 }
 
 /* Records a refusal in c (reason, gRPC code, formatted message). Returns -1. */
@@ -488,7 +530,7 @@ __attribute__((format(printf, 4, 5))) static int fail(decode_ctx *c, sn_ingest_r
  * or -1 with the refusal in c. What was decoded is freed by decode_end, in either case. */
 static int decode_payload(decode_ctx *c, const uint8_t *body, size_t len)
 {
-    c->alloc = (ProtobufCAllocator){pb_alloc, pb_free, &c->budget};
+    c->alloc = (ProtobufCAllocator){pb_alloc, pb_free, c->arena};
     c->req = sentinel__v1__ingest_request__unpack(&c->alloc, len, body);
     if (c->req == NULL)
         return fail(c, SN_INGEST_REFUSED_MALFORMED, SN_GRPC_INVALID_ARGUMENT,
@@ -514,7 +556,7 @@ static int decode_payload(decode_ctx *c, const uint8_t *body, size_t len)
                         (unsigned long long)req->uncompressed_size, c->max_message);
         const char *why = NULL;
         int rc = unzstd_payload(c->dctx, c->max_message, payload, plen,
-                                (size_t)req->uncompressed_size, &c->plain, &why);
+                                (size_t)req->uncompressed_size, c->plain, c->plain_cap, &why);
         if (rc == -ENOMEM) {
             c->retry = true;
             return fail(c, SN_INGEST_REFUSED_INTERNAL, SN_GRPC_UNAVAILABLE,
@@ -522,7 +564,7 @@ static int decode_payload(decode_ctx *c, const uint8_t *body, size_t len)
         }
         if (rc != 0)
             return fail(c, SN_INGEST_REFUSED_DECOMPRESS, SN_GRPC_INVALID_ARGUMENT, "%s", why);
-        payload = c->plain;
+        payload = *c->plain;
         plen = (size_t)req->uncompressed_size;
         break;
     }
@@ -534,9 +576,9 @@ static int decode_payload(decode_ctx *c, const uint8_t *body, size_t len)
 
     c->batch = sentinel__v1__batch__unpack(&c->alloc, plen, payload);
     if (c->batch == NULL) {
-        if (c->budget.exceeded)
+        if (c->arena->exceeded)
             return fail(c, SN_INGEST_REFUSED_TOO_LARGE, SN_GRPC_RESOURCE_EXHAUSTED,
-                        "batch needs more than %zu bytes to decode", c->budget.limit);
+                        "batch needs more than %zu bytes to decode", c->arena->limit);
         return fail(c, SN_INGEST_REFUSED_MALFORMED, SN_GRPC_INVALID_ARGUMENT,
                     "payload is not a sentinel.v1.Batch");
     }
@@ -585,16 +627,13 @@ static int convert_batch(decode_ctx *c)
     return 0;
 }
 
-/* Frees what decode_payload decoded (not the reused context and arrays). */
+/* Forgets what decode_payload decoded (the arena is reset; the reused context, payload buffer
+ * and arrays stay, trimmed when one huge request grew them). */
 static void decode_end(decode_ctx *c)
 {
-    if (c->batch != NULL)
-        sentinel__v1__batch__free_unpacked(c->batch, &c->alloc);
-    free(c->plain);
-    if (c->req != NULL)
-        sentinel__v1__ingest_request__free_unpacked(c->req, &c->alloc);
+    pb_reset(c->arena, true);
+    trim((void **)c->plain, c->plain_cap, 1);
     c->batch = NULL;
-    c->plain = NULL;
     c->req = NULL;
 }
 
