@@ -8,8 +8,10 @@
  *   2. payload: COMPRESSION_ZSTD is decompressed into exactly uncompressed_size bytes (a frame
  *      declaring another content size is refused first; streamed output is stopped the moment
  *      it passes the declared size) -- a decompression bomb is never allocated;
- *   3. Batch: decoded with protobuf-c through an allocator with a byte budget; validated and
- *      converted into sn_event / sn_local_alert arrays (strings truncated to the event's fields);
+ *   3. Batch: read by hand straight into sn_event (protobuf-c's rules: refused exactly when
+ *      protobuf-c would refuse it), local alerts with protobuf-c from a bump arena with a byte
+ *      budget; validated and converted into sn_event / sn_local_alert arrays (strings
+ *      truncated to the event's fields);
  *   4. de-duplication on (sidecar_id, sequence) (sequences.h): a sequence at or below the highest
  *      applied for that id is answered DUPLICATE and not applied again;
  *   5. apply: the batch is handed to the program (usually to its loop thread); the answer waits
