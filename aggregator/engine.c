@@ -915,12 +915,17 @@ static const char *pair_service(const pair_state *p)
     return (const char *)(p + 1);
 }
 
-/* The pair state of (service, model), or NULL; not an update (no LRU move). */
-static pair_state *pair_find(const sn_engine *e, const char *service, const char *model)
+static uint64_t pair_hash(const sn_engine *e, const char *service, size_t slen, const char *model,
+                          size_t mlen)
 {
-    size_t slen = strnlen(service, SN_NAME_MAX), mlen = strnlen(model, SN_NAME_MAX);
     uint64_t h = hash_bytes(hash_seed(e->seed), service, slen);
-    h = hash_final(hash_bytes(h, model, mlen));
+    return hash_final(hash_bytes(h, model, mlen));
+}
+
+/* The pair state of (service, model) whose pair_hash is h, or NULL. */
+static pair_state *pair_lookup(const sn_engine *e, uint64_t h, const char *service,
+                               const char *model)
+{
     for (knode *n = e->pairs.index[h & e->pairs.mask]; n != NULL; n = n->hnext) {
         pair_state *p = (pair_state *)n;
         if (n->hash == h && strcmp(pair_service(p), service) == 0 &&
@@ -928,6 +933,13 @@ static pair_state *pair_find(const sn_engine *e, const char *service, const char
             return p;
     }
     return NULL;
+}
+
+/* The pair state of (service, model), or NULL; not an update (no LRU move). */
+static pair_state *pair_find(const sn_engine *e, const char *service, const char *model)
+{
+    size_t slen = strnlen(service, SN_NAME_MAX), mlen = strnlen(model, SN_NAME_MAX);
+    return pair_lookup(e, pair_hash(e, service, slen, model, mlen), service, model);
 }
 
 /* Forgets the pair's cached pointer to global entry en (about to be removed). */
@@ -960,15 +972,11 @@ static int global_entry(sn_engine *e, pair_state *p, const sn_event *ev, sn_metr
 static pair_state *pair_get(sn_engine *e, const char *service, const char *model, int64_t t)
 {
     size_t slen = strnlen(service, SN_NAME_MAX), mlen = strnlen(model, SN_NAME_MAX);
-    uint64_t h = hash_bytes(hash_seed(e->seed), service, slen);
-    h = hash_final(hash_bytes(h, model, mlen));
-    for (knode *n = e->pairs.index[h & e->pairs.mask]; n != NULL; n = n->hnext) {
-        pair_state *p = (pair_state *)n;
-        if (n->hash == h && strcmp(pair_service(p), service) == 0 &&
-            strcmp(pair_model(p), model) == 0) {
-            kt_touch(&e->pairs, n, t);
-            return p;
-        }
+    uint64_t h = pair_hash(e, service, slen, model, mlen);
+    pair_state *found = pair_lookup(e, h, service, model);
+    if (found != NULL) {
+        kt_touch(&e->pairs, &found->node, t);
+        return found;
     }
     if (e->pairs.count >= e->pairs.max) {
         e->st.refused++;
