@@ -141,6 +141,11 @@ typedef struct pair_state {
     float psi_ref[SN_ENGINE_DRIFT_BINS];
     float fr_ref[SN_ENGINE_FINISH_CATS];
     double psi_edges[PSI_EDGES];
+    /* The pair's global baseline entries, one per metric, found once and kept (NULL: not looked
+     * up yet): one hashed look-up per event instead of one per metric. An entry the table drops
+     * (evicted, expired) is cleared here first by on_drop (pair_forget_entry); whoever else
+     * removes a global entry must call pair_forget_entry before. */
+    sn_baseline_entry *ent[SN_METRIC_COUNT];
     uint16_t model_off; /* names follow the struct: service NUL model NUL */
 } pair_state;
 
@@ -926,20 +931,68 @@ static const char *pair_service(const pair_state *p)
     return (const char *)(p + 1);
 }
 
+static uint64_t pair_hash(const sn_engine *e, const char *service, size_t slen, const char *model,
+                          size_t mlen)
+{
+    uint64_t h = hash_bytes(hash_seed(e->seed), service, slen);
+    return hash_final(hash_bytes(h, model, mlen));
+}
+
+/* The pair state of (service, model) whose pair_hash is h, or NULL. */
+static pair_state *pair_lookup(const sn_engine *e, uint64_t h, const char *service,
+                               const char *model)
+{
+    for (knode *n = e->pairs.index[h & e->pairs.mask]; n != NULL; n = n->hnext) {
+        pair_state *p = (pair_state *)n;
+        if (n->hash == h && strcmp(pair_service(p), service) == 0 &&
+            strcmp(pair_model(p), model) == 0)
+            return p;
+    }
+    return NULL;
+}
+
+/* The pair state of (service, model), or NULL; not an update (no LRU move). */
+static pair_state *pair_find(const sn_engine *e, const char *service, const char *model)
+{
+    size_t slen = strnlen(service, SN_NAME_MAX), mlen = strnlen(model, SN_NAME_MAX);
+    return pair_lookup(e, pair_hash(e, service, slen, model, mlen), service, model);
+}
+
+/* Forgets the pair's cached pointer to global entry en (about to be removed). */
+static void pair_forget_entry(sn_engine *e, const sn_baseline_entry *en)
+{
+    pair_state *p = pair_find(e, sn_baseline_entry_service(en), sn_baseline_entry_model(en));
+    sn_metric m = sn_baseline_entry_metric(en);
+    if (p != NULL && (int)m >= 0 && m < SN_METRIC_COUNT && p->ent[m] == en)
+        p->ent[m] = NULL;
+}
+
+/* The global baseline entry of metric m for the event's (service, model): the pair's cached
+ * pointer, or sn_baseline_get (creating it), then cached. p may be NULL (pair table full).
+ * Returns 0 or sn_baseline_get's error. */
+static int global_entry(sn_engine *e, pair_state *p, const sn_event *ev, sn_metric m, int64_t t,
+                        sn_baseline_entry **out)
+{
+    if (p != NULL && p->ent[m] != NULL) {
+        *out = p->ent[m];
+        return 0;
+    }
+    int rc = sn_baseline_get(e->global, ev->service, ev->model, m, t, out);
+    if (rc == 0 && p != NULL)
+        p->ent[m] = *out;
+    return rc;
+}
+
 /* Finds or creates the pair state of (service, model). NULL when the table is full (counted)
  * or allocation fails. */
 static inline pair_state *pair_get(sn_engine *e, const char *service, const char *model, int64_t t)
 {
     size_t slen = strnlen(service, SN_NAME_MAX), mlen = strnlen(model, SN_NAME_MAX);
-    uint64_t h = hash_bytes(hash_seed(e->seed), service, slen);
-    h = hash_final(hash_bytes(h, model, mlen));
-    for (knode *n = e->pairs.index[h & e->pairs.mask]; n != NULL; n = n->hnext) {
-        pair_state *p = (pair_state *)n;
-        if (n->hash == h && strcmp(pair_service(p), service) == 0 &&
-            strcmp(pair_model(p), model) == 0) {
-            kt_touch(&e->pairs, n, t);
-            return p;
-        }
+    uint64_t h = pair_hash(e, service, slen, model, mlen);
+    pair_state *found = pair_lookup(e, h, service, model);
+    if (found != NULL) {
+        kt_touch(&e->pairs, &found->node, t);
+        return found;
     }
     if (e->pairs.count >= e->pairs.max) {
         e->st.refused++;
@@ -1014,7 +1067,8 @@ static void key_summary(sn_engine *e, sn_baseline *b, sn_baseline_entry *en, key
     if (ks->view == 0 && (!ks->summary_ok || sn_baseline_entry_seen(en) < (uint64_t)e->cfg.warmup ||
                           ks->since_summary >= (uint64_t)e->cfg.summary_refresh)) {
         sn_summary r;
-        sn_baseline_summary(b, en, &r);
+        bool log_space = e->cfg.metrics[m].transform == SN_TRANSFORM_LOG;
+        sn_baseline_summary_mad(b, en, &r, !log_space); /* log space: MAD from the quartiles */
         scoring_summary(e, m, &r, ks->lmean, ks->lvar, sn_baseline_entry_seen(en));
         cache_summary(ks, &r);
     }
@@ -1085,9 +1139,9 @@ static const char *etype_top(const pair_state *p)
 
 /* Adds calls, errors of them (error.type error_type), at time t to the pair's error window and
  * tests the window. */
-static inline void error_add(sn_engine *e, pair_state *p, int64_t t, uint32_t calls, uint32_t errors,
-                      const char *error_type, const char *region, sn_engine_emit_fn emit, void *ud,
-                      unsigned *count)
+static inline void error_add(sn_engine *e, pair_state *p, int64_t t, uint32_t calls,
+                             uint32_t errors, const char *error_type, const char *region,
+                             sn_engine_emit_fn emit, void *ud, unsigned *count)
 {
     int64_t bl = e->cfg.error_window / ERR_SLOTS;
     int64_t idx = floor_div(t, bl);
@@ -1270,7 +1324,7 @@ static void tp_close(sn_engine *e, pair_state *p, int64_t b, sn_engine_emit_fn e
 
 /* Adds tokens (NAN: unknown) and calls at time t to the pair's throughput bucket. */
 static inline void tp_add(sn_engine *e, pair_state *p, int64_t t, double tok, uint32_t calls,
-                   sn_engine_emit_fn emit, void *ud, unsigned *count)
+                          sn_engine_emit_fn emit, void *ud, unsigned *count)
 {
     int64_t idx = floor_div(t, e->cfg.tp_bucket);
     if (!p->tp_started) {
@@ -1566,15 +1620,15 @@ typedef struct pending {
 
 /* Scores one value of metric m; fills *out when an anomaly passed persistence. Returns true
  * when the value was anomalous (emitted or held back). */
-static void metric_observe(sn_engine *e, const sn_event *ev, sn_metric m, double x, pending *out,
-                           sn_summary *gsum_out)
+static void metric_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_metric m, double x,
+                           pending *out, sn_summary *gsum_out)
 {
     int64_t t = ev->end_unix_nano;
     double y = to_model(e, m, x);
     if (!sn_stats_sample_ok(y))
         return;
     sn_baseline_entry *gen;
-    if (sn_baseline_get(e->global, ev->service, ev->model, m, t, &gen) != 0) {
+    if (global_entry(e, p, ev, m, t, &gen) != 0) {
         e->st.refused++;
         return;
     }
@@ -1737,14 +1791,14 @@ unsigned sn_engine_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn e
         if (m == SN_METRIC_ERROR_RATE || !e->cfg.metrics[m].enabled ||
             !sn_event_metric(ev, (sn_metric)m, &x))
             continue;
-        metric_observe(e, ev, (sn_metric)m, x, &pd[m],
+        metric_observe(e, p, ev, (sn_metric)m, x, &pd[m],
                        m == SN_METRIC_INPUT_TOKENS ? &input_sum : NULL);
         have_input = have_input || m == SN_METRIC_INPUT_TOKENS;
     }
     /* The error rate baseline learns every call unless the window is elevated. */
     sn_baseline_entry *en;
     if (!(p != NULL && p->err_elevated) &&
-        sn_baseline_get(e->global, ev->service, ev->model, SN_METRIC_ERROR_RATE, t, &en) == 0)
+        global_entry(e, p, ev, SN_METRIC_ERROR_RATE, t, &en) == 0)
         key_learn(e, e->global, en, sn_baseline_entry_user(en), SN_METRIC_ERROR_RATE,
                   ev->is_error ? 1.0 : 0.0, ev->is_error ? 1.0 : 0.0, t);
 
@@ -1837,7 +1891,7 @@ unsigned sn_engine_aggregate(sn_engine *e, const sn_aggregate *g, sn_engine_emit
     if (errs == 0 && isfinite(g->sum) && g->sum >= 0.0 && g->metric != SN_METRIC_ERROR_RATE &&
         e->cfg.metrics[g->metric].enabled) {
         pending pd = {.fire = false};
-        metric_observe(e, &ev, g->metric, g->sum / (double)g->count, &pd, NULL);
+        metric_observe(e, p, &ev, g->metric, g->sum / (double)g->count, &pd, NULL);
         if (pd.fire) {
             pd.a.calls = g->count;
             if (g->start_unix_nano > 0 && t > g->start_unix_nano)
@@ -2137,6 +2191,8 @@ static void on_drop(sn_engine *e, char which, const sn_baseline_entry *cen)
     sn_baseline_entry *en = (sn_baseline_entry *)cen; /* the table is ours: it is mutable */
     key_state *ks = sn_baseline_entry_user(en);
     key_clean(e, en, ks);
+    if (which == 'g')
+        pair_forget_entry(e, en);
     if (!ks->stored || e->dropped == NULL)
         return;
     if (e->drop_count == SN_ENGINE_DROPPED_MAX) {
@@ -2257,6 +2313,8 @@ int sn_engine_restore(sn_engine *e, const char *key, const void *blob, size_t le
     ks->seasonal = which == 's';
     if (sn_baseline_entry_metric(en) != m || strcmp(sn_baseline_entry_service(en), svc) != 0 ||
         strcmp(sn_baseline_entry_model(en), mdl) != 0 || !key_state_ok(ks)) {
+        if (table == e->global)
+            pair_forget_entry(e, en);
         sn_baseline_remove(table, en);
         return -EBADMSG;
     }

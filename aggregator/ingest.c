@@ -32,18 +32,45 @@
 
 static const char *const ingest_methods[1] = {SN_INGEST_METHOD};
 
-/* A protobuf-c allocator with a byte budget: decoding a hostile batch fails instead of growing
- * without bound. Each block carries its size in a header so that frees give the budget back. */
-typedef struct pb_budget {
-    size_t used;
-    size_t limit;
-    bool exceeded;
-} pb_budget;
+#define PB_ARENA_BLOCK (64u * 1024u)        /* the arena's first block */
+#define PB_ARENA_KEEP  (4u * 1024u * 1024u) /* a larger block is freed after the request */
+#define PB_ALIGN       sizeof(max_align_t)
 
-typedef union pb_header {
-    size_t size;
-    max_align_t align;
-} pb_header;
+/* protobuf-c's allocator: a bump arena with a byte budget, reset after each request, so that
+ * decoding a batch costs no malloc per field and a hostile batch fails instead of growing
+ * without bound. Blocks grow (each at least twice the last); the reset keeps the newest (the
+ * largest) unless it is over PB_ARENA_KEEP. Frees are no-ops: everything goes at the reset. */
+typedef struct pb_block {
+    struct pb_block *next; /* older blocks */
+    size_t size, used;
+    max_align_t data[];
+} pb_block;
+
+typedef struct pb_arena {
+    size_t used;  /* bytes handed out since the last reset (what the budget counts) */
+    size_t limit; /* the budget */
+    bool exceeded;
+    pb_block *head; /* the block being filled; NULL before the first allocation */
+} pb_arena;
+
+/* What decoding keeps from one request to the next (one owner thread): the limits, the zstd
+ * context, the event/alert arrays, and the last decoded batch (sn_ingest_decoder_decode). */
+struct sn_ingest_decoder {
+    size_t max_message; /* request and decompressed payload */
+    size_t max_events, max_alerts;
+    pb_arena arena; /* protobuf-c's memory, budget decode_budget() */
+    ZSTD_DCtx *dctx;
+    uint8_t *plain; /* the decompressed payload */
+    size_t plain_cap;
+    sn_event *events;
+    size_t events_cap;
+    sn_local_alert *alerts;
+    size_t alerts_cap;
+    sn_aggregate *aggs;
+    size_t aggs_cap;
+    char sidecar_id[SN_SEQ_ID_MAX + 1];
+    sn_ingest_batch batch;
+};
 
 struct sn_ingest {
     sn_ingest_config cfg;
@@ -51,14 +78,7 @@ struct sn_ingest {
     sn_grpc_unary *server;
 
     /* handler thread only */
-    ZSTD_DCtx *dctx;
-    sn_event *events;
-    size_t events_cap;
-    sn_local_alert *alerts;
-    size_t alerts_cap;
-    sn_aggregate *aggs;
-    size_t aggs_cap;
-    size_t pb_limit;
+    sn_ingest_decoder dec;
     time_t last_warn;
 
     pthread_mutex_t seq_mu;
@@ -75,32 +95,61 @@ struct sn_ingest {
 
 /* ---- bounded protobuf-c allocator ------------------------------------------------------ */
 
-/* Allocates from the budget; NULL (and `exceeded`) once the budget would be passed. */
+/* Allocates from the arena; NULL (and `exceeded`) once the budget would be passed, NULL when
+ * malloc fails. */
 static void *pb_alloc(void *ud, size_t size)
 {
-    pb_budget *b = ud;
-    size_t total = size + sizeof(pb_header);
-    if (total < size || total > b->limit - b->used) {
-        b->exceeded = true;
+    pb_arena *a = ud;
+    size_t need = (size + PB_ALIGN - 1) & ~(PB_ALIGN - 1);
+    if (need < size || need > a->limit - a->used) {
+        a->exceeded = true;
         return NULL;
     }
-    pb_header *h = malloc(total);
-    if (h == NULL)
-        return NULL;
-    h->size = total;
-    b->used += total;
-    return h + 1;
+    pb_block *b = a->head;
+    if (b == NULL || b->size - b->used < need) {
+        size_t bsize = b == NULL ? PB_ARENA_BLOCK : 2 * b->size;
+        if (bsize < need)
+            bsize = need;
+        pb_block *nb = malloc(sizeof *nb + bsize);
+        if (nb == NULL)
+            return NULL;
+        nb->next = b;
+        nb->size = bsize;
+        nb->used = 0;
+        a->head = b = nb;
+    }
+    void *p = (char *)b->data + b->used;
+    b->used += need;
+    a->used += need;
+    return p;
 }
 
-/* Frees a block from pb_alloc and returns its bytes to the budget. NULL is a no-op. */
+/* Arena memory is given back by pb_reset, not one block at a time. */
 static void pb_free(void *ud, void *p)
 {
-    pb_budget *b = ud;
-    if (p == NULL)
-        return;
-    pb_header *h = (pb_header *)p - 1;
-    b->used -= h->size;
-    free(h);
+    (void)ud;
+    (void)p;
+}
+
+/* Forgets everything allocated: keeps the newest block (unless it is over PB_ARENA_KEEP, or
+ * keep is false) and frees the older ones. */
+static void pb_reset(pb_arena *a, bool keep)
+{
+    pb_block *b = a->head;
+    if (b != NULL && (!keep || b->size > PB_ARENA_KEEP)) {
+        a->head = NULL;
+    } else if (b != NULL) {
+        b->used = 0;
+        b = b->next;
+        a->head->next = NULL;
+    }
+    while (b != NULL) {
+        pb_block *next = b->next;
+        free(b);
+        b = next;
+    }
+    a->used = 0;
+    a->exceeded = false;
 }
 
 /* ---- answers ------------------------------------------------------------------------------ */
@@ -158,16 +207,15 @@ static void respond(sn_grpc_reply *reply, Sentinel__V1__IngestStatus status, uin
 
 /* ---- payload -------------------------------------------------------------------------------- */
 
-/* Decompresses one zstd frame of exactly `declared` bytes into a new buffer (*out, freed by the
- * caller), with *dctx (created on first use, kept by the caller). The declared size is within
- * the limit (checked by the caller), and the window within max_message; the frame's own
- * content size, when present, must equal it, and streamed output stops one byte past it, so no
- * more than declared + 1 bytes are ever allocated. Returns 0, or -EINVAL (corrupt, sizes differ)
- * with a reason in why, or -ENOMEM. */
+/* Decompresses one zstd frame of exactly `declared` bytes into *buf (capacity *cap; grown to
+ * declared + 1 when smaller; the caller keeps and frees it), with *dctx (created on first use,
+ * kept by the caller). The declared size is within the limit (checked by the caller), and the
+ * window within max_message; the frame's own content size, when present, must equal it, and
+ * streamed output stops one byte past it, so no more than declared + 1 bytes are ever needed.
+ * Returns 0, or -EINVAL (corrupt, sizes differ) with a reason in why, or -ENOMEM. */
 static int unzstd_payload(ZSTD_DCtx **dctx, size_t max_message, const uint8_t *src, size_t srclen,
-                          size_t declared, uint8_t **out, const char **why)
+                          size_t declared, uint8_t **buf, size_t *cap, const char **why)
 {
-    *out = NULL;
     unsigned long long content = ZSTD_getFrameContentSize(src, srclen);
     if (content == ZSTD_CONTENTSIZE_ERROR) {
         *why = "payload is not a zstd frame";
@@ -199,11 +247,16 @@ static int unzstd_payload(ZSTD_DCtx **dctx, size_t max_message, const uint8_t *s
         wlog++;
     ZSTD_DCtx_setParameter(*dctx, ZSTD_d_windowLogMax, wlog);
 
-    uint8_t *buf = malloc(declared + 1);
-    if (buf == NULL)
-        return -ENOMEM;
+    if (*cap < declared + 1) {
+        free(*buf);
+        *cap = 0;
+        *buf = malloc(declared + 1);
+        if (*buf == NULL)
+            return -ENOMEM;
+        *cap = declared + 1;
+    }
     ZSTD_inBuffer zin = {src, srclen, 0};
-    ZSTD_outBuffer zout = {buf, declared + 1, 0};
+    ZSTD_outBuffer zout = {*buf, declared + 1, 0};
     size_t zrc;
     do {
         size_t before_in = zin.pos, before_out = zout.pos;
@@ -212,27 +265,22 @@ static int unzstd_payload(ZSTD_DCtx **dctx, size_t max_message, const uint8_t *s
             *why = ZSTD_getErrorCode(zrc) == ZSTD_error_frameParameter_windowTooLarge
                        ? "zstd window larger than the message limit"
                        : "corrupt zstd frame";
-            goto out_free_buf;
+            return -EINVAL;
         }
         if (zout.pos > declared) {
             *why = "zstd frame larger than uncompressed_size";
-            goto out_free_buf;
+            return -EINVAL;
         }
         if (zrc != 0 && zin.pos == before_in && zout.pos == before_out) {
             *why = "truncated zstd frame";
-            goto out_free_buf;
+            return -EINVAL;
         }
     } while (zrc != 0);
     if (zout.pos != declared) {
         *why = "zstd frame smaller than uncompressed_size";
-        goto out_free_buf;
+        return -EINVAL;
     }
-    *out = buf;
     return 0;
-
-out_free_buf:
-    free(buf);
-    return -EINVAL;
 }
 
 /* ---- Batch -> sn_event / sn_local_alert --------------------------------------------------- */
@@ -266,8 +314,8 @@ static void copy_str(char *dst, size_t size, const char *src)
     sn_copy_truncated(dst, size, src, strlen(src));
 }
 
-/* Copies a 0- or n-byte id. Returns false for any other length. */
-static bool copy_id(uint8_t *dst, size_t n, const ProtobufCBinaryData *src)
+/* Copies a 0- or n-byte protobuf-c id. Returns false for any other length. */
+static bool copy_pb_id(uint8_t *dst, size_t n, const ProtobufCBinaryData *src)
 {
     if (src->len == 0)
         return true;
@@ -277,73 +325,253 @@ static bool copy_id(uint8_t *dst, size_t n, const ProtobufCBinaryData *src)
     return true;
 }
 
-/* Converts one LlmEvent. Returns NULL, or a static reason for refusing the batch. */
-static const char *convert_event(const Sentinel__V1__LlmEvent *e, sn_event *ev)
+/* ---- reading the Batch by hand ---------------------------------------------------------------
+ *
+ * The Batch and its LlmEvents are read straight from the payload into sn_event (protobuf-c's
+ * unpack would allocate every message and string first, and was the larger part of decoding).
+ * The rules are protobuf-c's, so that a payload is refused exactly when protobuf-c would refuse
+ * it: a varint of at most 10 bytes; a tag or length prefix of at most 5 bytes; a tag whose
+ * first byte is below 8 refused (a longer encoding of field 0 is an unknown field there); a
+ * known field only with its own wire type (except a bool, read from any); groups and wire types 6
+ * and 7 refused; a length within what is left; unknown fields skipped; the last value of a field
+ * wins; a string ends at its first NUL byte (protobuf-c's strings are C strings).
+ * tests/unit/aggregator/ test_ingest_decode.c checks this against protobuf-c on mutated payloads.
+ */
+
+enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
+
+typedef struct pbr {
+    const uint8_t *p, *end;
+} pbr;
+
+/* A varint of at most max_bytes bytes. Returns false when malformed. */
+static bool pbr_varint(pbr *r, uint64_t *out, int max_bytes)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < max_bytes && r->p < r->end; i++) {
+        uint8_t b = *r->p++;
+        if (i < 10)
+            v |= (uint64_t)(b & 0x7f) << (7 * i);
+        if ((b & 0x80) == 0) {
+            *out = v;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool pbr_fixed64(pbr *r, uint64_t *out)
+{
+    if (r->end - r->p < 8)
+        return false;
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | r->p[i];
+    r->p += 8;
+    *out = v;
+    return true;
+}
+
+/* A length-delimited field's bytes. */
+static bool pbr_len(pbr *r, const uint8_t **data, size_t *len)
+{
+    uint64_t n;
+    if (!pbr_varint(r, &n, 5) || n > (uint64_t)(r->end - r->p))
+        return false;
+    *data = r->p;
+    *len = (size_t)n;
+    r->p += n;
+    return true;
+}
+
+/* The next tag: field number and wire type. */
+static bool pbr_tag(pbr *r, uint32_t *field, int *wt)
+{
+    uint64_t t;
+    /* protobuf-c refuses a tag whose first byte holds no field bits and no continuation */
+    if (r->p < r->end && (*r->p & 0xf8) == 0)
+        return false;
+    if (!pbr_varint(r, &t, 5))
+        return false;
+    *field = (uint32_t)(t >> 3);
+    *wt = (int)(t & 7);
+    return true;
+}
+
+/* Skips a field of wire type wt (not a known one). */
+static bool pbr_skip(pbr *r, int wt)
+{
+    uint64_t v;
+    const uint8_t *d;
+    size_t n;
+    switch (wt) {
+    case WT_VARINT:
+        return pbr_varint(r, &v, 10);
+    case WT_I64:
+        return pbr_fixed64(r, &v);
+    case WT_LEN:
+        return pbr_len(r, &d, &n);
+    case WT_I32:
+        if (r->end - r->p < 4)
+            return false;
+        r->p += 4;
+        return true;
+    default:
+        return false; /* groups, 6, 7 */
+    }
+}
+
+/* Copies a string field into a fixed one: up to its first NUL, truncated at a UTF-8 boundary. */
+static void copy_field(char *dst, size_t size, const uint8_t *src, size_t len)
+{
+    const char *s = (const char *)src;
+    const char *nul = memchr(s, '\0', len);
+    sn_copy_truncated(dst, size, s, nul != NULL ? (size_t)(nul - s) : len);
+}
+
+/* A 0- or n-byte id. Returns false for any other length. */
+static bool copy_id(uint8_t *dst, size_t n, const uint8_t *src, size_t len)
+{
+    if (len == 0)
+        return true;
+    if (len != n)
+        return false;
+    memcpy(dst, src, n);
+    return true;
+}
+
+static double as_double(uint64_t bits)
+{
+    double d;
+    memcpy(&d, &bits, sizeof d);
+    return d;
+}
+
+/* Reads one LlmEvent from data[0..len) into ev. Returns 1 when the bytes are malformed, else 0
+ * with *why NULL or a static reason for refusing the batch (the event breaks a rule). */
+static int read_event(const uint8_t *data, size_t len, sn_event *ev, const char **why)
 {
     sn_event_init(ev);
-    ev->start_unix_nano = e->start_unix_nano;
-    ev->end_unix_nano = e->end_unix_nano;
-    copy_str(ev->service, sizeof ev->service, e->service);
-    copy_str(ev->model, sizeof ev->model, e->model);
-    copy_str(ev->provider, sizeof ev->provider, e->provider);
-    copy_str(ev->operation, sizeof ev->operation, e->operation);
-    copy_str(ev->region, sizeof ev->region, e->region);
-    copy_str(ev->service_version, sizeof ev->service_version, e->service_version);
-    copy_str(ev->pod, sizeof ev->pod, e->pod);
-    copy_str(ev->user, sizeof ev->user, e->user);
-    copy_str(ev->error_type, sizeof ev->error_type, e->error_type);
-    copy_str(ev->finish_reason, sizeof ev->finish_reason, e->finish_reason);
-    if (!copy_id(ev->trace_id, sizeof ev->trace_id, &e->trace_id))
-        return "trace_id must be empty or 16 bytes";
-    if (!copy_id(ev->span_id, sizeof ev->span_id, &e->span_id))
-        return "span_id must be empty or 8 bytes";
-
-    if (e->_latency_ms_case == SENTINEL__V1__LLM_EVENT___LATENCY_MS_LATENCY_MS)
-        ev->latency_ms = e->latency_ms;
-    if (e->_ttft_ms_case == SENTINEL__V1__LLM_EVENT___TTFT_MS_TTFT_MS)
-        ev->ttft_ms = e->ttft_ms;
-    if ((!isnan(ev->latency_ms) && ev->latency_ms < 0) || (!isnan(ev->ttft_ms) && ev->ttft_ms < 0))
-        return "latency_ms and ttft_ms must not be negative";
-
-    struct {
-        int present;
-        int64_t value;
-        int64_t *dst;
-    } counts[] = {
-        {e->_input_tokens_case != 0, e->input_tokens, &ev->input_tokens},
-        {e->_output_tokens_case != 0, e->output_tokens, &ev->output_tokens},
-        {e->_total_tokens_case != 0, e->total_tokens, &ev->total_tokens},
-        {e->_cache_read_tokens_case != 0, e->cache_read_tokens, &ev->cache_read_tokens},
-        {e->_cache_write_tokens_case != 0, e->cache_write_tokens, &ev->cache_write_tokens},
-        {e->_reasoning_tokens_case != 0, e->reasoning_tokens, &ev->reasoning_tokens},
-    };
-    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
-        if (!counts[i].present)
-            continue;
-        if (counts[i].value < 0)
-            return "token counts must not be negative";
-        *counts[i].dst = counts[i].value;
+    *why = NULL;
+    pbr r = {data, data + len};
+    const uint8_t *trace = NULL, *span = NULL;
+    size_t trace_len = 0, span_len = 0;
+    bool has_lat = false, has_ttft = false, has_cost = false;
+    double lat = 0, ttft = 0, cost = 0;
+    bool has_count[6] = {false};
+    int64_t count[6] = {0};
+    int32_t cost_source = 0;
+    char *const strs[10] = {ev->service,    ev->model,           ev->provider, ev->operation,
+                            ev->region,     ev->service_version, ev->pod,      ev->user,
+                            ev->error_type, ev->finish_reason};
+    const size_t sizes[10] = {sizeof ev->service,    sizeof ev->model,
+                              sizeof ev->provider,   sizeof ev->operation,
+                              sizeof ev->region,     sizeof ev->service_version,
+                              sizeof ev->pod,        sizeof ev->user,
+                              sizeof ev->error_type, sizeof ev->finish_reason};
+    while (r.p < r.end) {
+        uint32_t f;
+        int wt;
+        uint64_t v;
+        const uint8_t *d;
+        size_t n;
+        if (!pbr_tag(&r, &f, &wt))
+            return 1;
+        if (f >= 1 && f <= 12) {
+            if (wt != WT_LEN || !pbr_len(&r, &d, &n))
+                return 1;
+            if (f <= 10)
+                copy_field(strs[f - 1], sizes[f - 1], d, n);
+            else if (f == 11)
+                trace = d, trace_len = n;
+            else
+                span = d, span_len = n;
+        } else if (f == 13 || f == 14 || f == 15 || f == 16 || f == 23) {
+            if (wt != WT_I64 || !pbr_fixed64(&r, &v))
+                return 1;
+            if (f == 13)
+                ev->start_unix_nano = (int64_t)v;
+            else if (f == 14)
+                ev->end_unix_nano = (int64_t)v;
+            else if (f == 15)
+                has_lat = true, lat = as_double(v);
+            else if (f == 16)
+                has_ttft = true, ttft = as_double(v);
+            else
+                has_cost = true, cost = as_double(v);
+        } else if (f == 25) {
+            /* protobuf-c reads a bool from any wire type: true when any byte of the field's
+             * value (a length prefix included) has a low bit set */
+            const uint8_t *from = r.p;
+            if (!pbr_skip(&r, wt))
+                return 1;
+            bool set = false;
+            for (const uint8_t *q = from; q < r.p && !set; q++)
+                set = (*q & 0x7f) != 0;
+            ev->is_error = set;
+        } else if (f >= 17 && f <= 26 && f != 23) {
+            if (wt != WT_VARINT || !pbr_varint(&r, &v, 10))
+                return 1;
+            if (f <= 22) {
+                has_count[f - 17] = true;
+                count[f - 17] = (int64_t)v;
+            } else if (f == 24) {
+                cost_source = (int32_t)(uint32_t)v;
+            } else {
+                ev->conventions = (uint32_t)v;
+            }
+        } else if (!pbr_skip(&r, wt)) {
+            return 1;
+        }
     }
 
-    bool has_cost = e->_cost_usd_case == SENTINEL__V1__LLM_EVENT___COST_USD_COST_USD;
-    switch (e->cost_source) {
+    /* The rules, in the order the batch's refusal names the first broken one. */
+    if (!copy_id(ev->trace_id, sizeof ev->trace_id, trace, trace_len)) {
+        *why = "trace_id must be empty or 16 bytes";
+        return 0;
+    }
+    if (!copy_id(ev->span_id, sizeof ev->span_id, span, span_len)) {
+        *why = "span_id must be empty or 8 bytes";
+        return 0;
+    }
+    if (has_lat)
+        ev->latency_ms = lat;
+    if (has_ttft)
+        ev->ttft_ms = ttft;
+    if ((!isnan(ev->latency_ms) && ev->latency_ms < 0) ||
+        (!isnan(ev->ttft_ms) && ev->ttft_ms < 0)) {
+        *why = "latency_ms and ttft_ms must not be negative";
+        return 0;
+    }
+    int64_t *dst[6] = {&ev->input_tokens,      &ev->output_tokens,      &ev->total_tokens,
+                       &ev->cache_read_tokens, &ev->cache_write_tokens, &ev->reasoning_tokens};
+    for (int i = 0; i < 6; i++) {
+        if (!has_count[i])
+            continue;
+        if (count[i] < 0) {
+            *why = "token counts must not be negative";
+            return 0;
+        }
+        *dst[i] = count[i];
+    }
+    switch (cost_source) {
     case SENTINEL__V1__COST_SOURCE__COST_SOURCE_UNKNOWN:
         if (has_cost)
-            return "cost_usd set with cost_source UNKNOWN";
+            *why = "cost_usd set with cost_source UNKNOWN";
         break;
     case SENTINEL__V1__COST_SOURCE__COST_SOURCE_SPAN:
     case SENTINEL__V1__COST_SOURCE__COST_SOURCE_PRICE_TABLE:
-        if (!has_cost || !isfinite(e->cost_usd) || e->cost_usd < 0)
-            return "cost_source set without a finite cost_usd >= 0";
-        ev->cost_usd = e->cost_usd;
-        ev->cost_source = (uint8_t)e->cost_source;
+        if (!has_cost || !isfinite(cost) || cost < 0) {
+            *why = "cost_source set without a finite cost_usd >= 0";
+            break;
+        }
+        ev->cost_usd = cost;
+        ev->cost_source = (uint8_t)cost_source;
         break;
     default:
-        return "unknown cost_source";
+        *why = "unknown cost_source";
     }
-    ev->is_error = e->is_error != 0;
-    ev->conventions = e->conventions;
-    return NULL;
+    return 0;
 }
 
 /* Converts one LocalAlert. Returns NULL, or a static reason for refusing the batch. */
@@ -385,7 +613,7 @@ static const char *convert_alert(const Sentinel__V1__LocalAlert *a, sn_local_ale
     al->threshold = a->threshold;
     al->deviation = a->deviation;
     al->confidence = a->confidence;
-    if (!copy_id(al->trace_id, sizeof al->trace_id, &a->trace_id))
+    if (!copy_pb_id(al->trace_id, sizeof al->trace_id, &a->trace_id))
         return "trace_id must be empty or 16 bytes";
     al->suppressed = a->suppressed;
     return NULL;
@@ -436,6 +664,23 @@ static const char *convert_aggregate(const Sentinel__V1__LlmAggregate *a, sn_agg
 
 /* ---- decoding: envelope -> payload -> Batch -> events and alerts --------------------------- */
 
+/* What read_batch found besides the events and alerts it wrote into the arrays. */
+typedef struct batch_hdr {
+    char sidecar_id[SN_SEQ_ID_MAX + 2]; /* up to SN_SEQ_ID_MAX + 1 bytes of it, NUL-terminated */
+    size_t id_len;                      /* its length up to its first NUL (may be larger) */
+    uint64_t sequence;
+    int64_t created_unix_nano;
+    uint64_t dropped_events;
+    size_t n_events, n_alerts; /* on the wire (more than the arrays hold when over a limit) */
+    size_t n_aggregates;       /* the same for aggregates */
+    const char *event_why;     /* the first event that breaks a rule: why (NULL: none) */
+    size_t event_bad;          /* and its index */
+    const char *alert_why;     /* the same for alerts */
+    size_t alert_bad;
+    const char *agg_why; /* and for aggregates */
+    size_t agg_bad;
+} batch_hdr;
+
 /* One request being decoded, by the service's handler or by sn_ingest_decode_request: the
  * limits, a zstd context and event/alert arrays reused from call to call (owned by whoever set
  * the pointers), the protobuf-c objects of this request (freed by decode_end), and on failure
@@ -450,11 +695,12 @@ typedef struct decode_ctx {
     size_t *alerts_cap;
     sn_aggregate **aggs;
     size_t *aggs_cap;
-    pb_budget budget;
+    pb_arena *arena;
     ProtobufCAllocator alloc;
     Sentinel__V1__IngestRequest *req;
-    uint8_t *plain;
-    Sentinel__V1__Batch *batch;
+    uint8_t **plain;
+    size_t *plain_cap;
+    batch_hdr b;                  /* the Batch read by read_batch */
     uint64_t bytes_in, bytes_out; /* payload before and after decompression, once known */
     sn_ingest_refusal reason;     /* the refusal, when a step returned -1 */
     sn_grpc_code code;
@@ -466,10 +712,54 @@ typedef struct decode_ctx {
  * struct per item. */
 static size_t decode_budget(size_t max_message, size_t max_events, size_t max_alerts)
 {
-    return 2 * max_message + max_events * (sizeof(Sentinel__V1__LlmEvent) + 2 * sizeof(pb_header)) +
-           max_events * (sizeof(Sentinel__V1__LlmAggregate) + 2 * sizeof(pb_header)) +
-           max_alerts * (sizeof(Sentinel__V1__LocalAlert) + 2 * sizeof(pb_header)) +
-           SN_INGEST_PB_SLACK;
+    return 2 * max_message + max_events * (sizeof(Sentinel__V1__LlmEvent) + 2 * PB_ALIGN) +
+           max_events * (sizeof(Sentinel__V1__LlmAggregate) + 2 * PB_ALIGN) +
+           max_alerts * (sizeof(Sentinel__V1__LocalAlert) + 2 * PB_ALIGN) + SN_INGEST_PB_SLACK;
+}
+
+/* Sets the decoder's limits (0 max_message: the default). Returns 0 or -EINVAL. */
+static int decoder_init(sn_ingest_decoder *d, const sn_ingest_config *cfg)
+{
+    memset(d, 0, sizeof *d);
+    if (cfg->max_batch_events == 0 || cfg->max_batch_alerts == 0 ||
+        cfg->max_batch_events > (1u << 24) || cfg->max_batch_alerts > (1u << 24))
+        return -EINVAL;
+    d->max_message =
+        cfg->max_message_bytes != 0 ? cfg->max_message_bytes : SN_INGEST_DEFAULT_MAX_MESSAGE;
+    d->max_events = cfg->max_batch_events;
+    d->max_alerts = cfg->max_batch_alerts;
+    d->arena.limit = decode_budget(d->max_message, d->max_events, d->max_alerts);
+    return 0;
+}
+
+/* Frees what the decoder holds (not d itself). */
+static void decoder_fini(sn_ingest_decoder *d)
+{
+    ZSTD_freeDCtx(d->dctx);
+    pb_reset(&d->arena, false);
+    free(d->plain);
+    free(d->events);
+    free(d->alerts);
+    free(d->aggs);
+    memset(d, 0, sizeof *d);
+}
+
+/* A decode context over the decoder's reused state. */
+static decode_ctx decoder_ctx(sn_ingest_decoder *d)
+{
+    return (decode_ctx){.max_message = d->max_message,
+                        .max_events = d->max_events,
+                        .max_alerts = d->max_alerts,
+                        .dctx = &d->dctx,
+                        .events = &d->events,
+                        .events_cap = &d->events_cap,
+                        .alerts = &d->alerts,
+                        .alerts_cap = &d->alerts_cap,
+                        .aggs = &d->aggs,
+                        .aggs_cap = &d->aggs_cap,
+                        .arena = &d->arena,
+                        .plain = &d->plain,
+                        .plain_cap = &d->plain_cap};
 }
 
 /* Records a refusal in c (reason, gRPC code, formatted message). Returns -1. */
@@ -485,11 +775,125 @@ __attribute__((format(printf, 4, 5))) static int fail(decode_ctx *c, sn_ingest_r
     return -1;
 }
 
-/* Decodes the envelope, decompresses its payload and decodes the Batch into c->batch. Returns 0,
+/* Room for item i in *arr (capacity *cap), growing by doubling up to max items. Returns 0 or
+ * -ENOMEM. */
+static int grow(void **arr, size_t *cap, size_t i, size_t max, size_t size)
+{
+    if (i < *cap)
+        return 0;
+    size_t n = *cap < 64 ? 64 : 2 * *cap;
+    return reserve(arr, cap, n < max ? n : max, size);
+}
+
+/* Reads the Batch in data[0..len) into c->b and the arrays: events read by hand (read_event),
+ * alerts with protobuf-c from the arena. Items past the count limits are read (the bytes must
+ * be well formed) but not kept; check_batch refuses the batch for them. Returns 0, -EBADMSG
+ * (malformed, or the arena budget -- c->arena->exceeded) or -ENOMEM. */
+static int read_batch(decode_ctx *c, const uint8_t *data, size_t len)
+{
+    batch_hdr *b = &c->b;
+    memset(b, 0, sizeof *b);
+    pbr r = {data, data + len};
+    while (r.p < r.end) {
+        uint32_t f;
+        int wt;
+        uint64_t v;
+        const uint8_t *d;
+        size_t n;
+        if (!pbr_tag(&r, &f, &wt))
+            return -EBADMSG;
+        switch (f) {
+        case 1: /* sidecar_id */
+            if (wt != WT_LEN || !pbr_len(&r, &d, &n))
+                return -EBADMSG;
+            const uint8_t *nul = memchr(d, '\0', n);
+            b->id_len = nul != NULL ? (size_t)(nul - d) : n;
+            n = b->id_len < SN_SEQ_ID_MAX + 1 ? b->id_len : SN_SEQ_ID_MAX + 1;
+            memcpy(b->sidecar_id, d, n);
+            b->sidecar_id[n] = '\0';
+            break;
+        case 2:
+        case 6:
+            if (wt != WT_VARINT || !pbr_varint(&r, &v, 10))
+                return -EBADMSG;
+            if (f == 2)
+                b->sequence = v;
+            else
+                b->dropped_events = v;
+            break;
+        case 5:
+            if (wt != WT_I64 || !pbr_fixed64(&r, &v))
+                return -EBADMSG;
+            b->created_unix_nano = (int64_t)v;
+            break;
+        case 3: {
+            if (wt != WT_LEN || !pbr_len(&r, &d, &n))
+                return -EBADMSG;
+            size_t i = b->n_events++;
+            sn_event scratch, *ev = &scratch;
+            if (i < c->max_events) {
+                if (grow((void **)c->events, c->events_cap, i, c->max_events, sizeof **c->events))
+                    return -ENOMEM;
+                ev = &(*c->events)[i];
+            }
+            const char *why;
+            if (read_event(d, n, ev, &why) != 0)
+                return -EBADMSG;
+            if (why != NULL && b->event_why == NULL) {
+                b->event_why = why;
+                b->event_bad = i;
+            }
+            break;
+        }
+        case 4: {
+            if (wt != WT_LEN || !pbr_len(&r, &d, &n))
+                return -EBADMSG;
+            Sentinel__V1__LocalAlert *a = sentinel__v1__local_alert__unpack(&c->alloc, n, d);
+            if (a == NULL)
+                return -EBADMSG;
+            size_t i = b->n_alerts++;
+            if (i < c->max_alerts) {
+                if (grow((void **)c->alerts, c->alerts_cap, i, c->max_alerts, sizeof **c->alerts))
+                    return -ENOMEM;
+                const char *why = convert_alert(a, &(*c->alerts)[i]);
+                if (why != NULL && b->alert_why == NULL) {
+                    b->alert_why = why;
+                    b->alert_bad = i;
+                }
+            }
+            break;
+        }
+        case 7: {
+            if (wt != WT_LEN || !pbr_len(&r, &d, &n))
+                return -EBADMSG;
+            Sentinel__V1__LlmAggregate *a = sentinel__v1__llm_aggregate__unpack(&c->alloc, n, d);
+            if (a == NULL)
+                return -EBADMSG;
+            size_t i = b->n_aggregates++;
+            if (i < c->max_events) {
+                if (grow((void **)c->aggs, c->aggs_cap, i, c->max_events, sizeof **c->aggs))
+                    return -ENOMEM;
+                const char *why = convert_aggregate(a, &(*c->aggs)[i]);
+                if (why != NULL && b->agg_why == NULL) {
+                    b->agg_why = why;
+                    b->agg_bad = i;
+                }
+            }
+            break;
+        }
+        default:
+            if (!pbr_skip(&r, wt))
+                return -EBADMSG;
+        }
+    }
+    return 0;
+}
+
+/* Decodes the envelope, decompresses its payload and reads the Batch into c->b. Returns 0,
  * or -1 with the refusal in c. What was decoded is freed by decode_end, in either case. */
 static int decode_payload(decode_ctx *c, const uint8_t *body, size_t len)
 {
-    c->alloc = (ProtobufCAllocator){pb_alloc, pb_free, &c->budget};
+    c->alloc = (ProtobufCAllocator){pb_alloc, pb_free, c->arena};
     c->req = sentinel__v1__ingest_request__unpack(&c->alloc, len, body);
     if (c->req == NULL)
         return fail(c, SN_INGEST_REFUSED_MALFORMED, SN_GRPC_INVALID_ARGUMENT,
@@ -515,7 +919,7 @@ static int decode_payload(decode_ctx *c, const uint8_t *body, size_t len)
                         (unsigned long long)req->uncompressed_size, c->max_message);
         const char *why = NULL;
         int rc = unzstd_payload(c->dctx, c->max_message, payload, plen,
-                                (size_t)req->uncompressed_size, &c->plain, &why);
+                                (size_t)req->uncompressed_size, c->plain, c->plain_cap, &why);
         if (rc == -ENOMEM) {
             c->retry = true;
             return fail(c, SN_INGEST_REFUSED_INTERNAL, SN_GRPC_UNAVAILABLE,
@@ -523,7 +927,7 @@ static int decode_payload(decode_ctx *c, const uint8_t *body, size_t len)
         }
         if (rc != 0)
             return fail(c, SN_INGEST_REFUSED_DECOMPRESS, SN_GRPC_INVALID_ARGUMENT, "%s", why);
-        payload = c->plain;
+        payload = *c->plain;
         plen = (size_t)req->uncompressed_size;
         break;
     }
@@ -533,11 +937,15 @@ static int decode_payload(decode_ctx *c, const uint8_t *body, size_t len)
     }
     c->bytes_out = plen;
 
-    c->batch = sentinel__v1__batch__unpack(&c->alloc, plen, payload);
-    if (c->batch == NULL) {
-        if (c->budget.exceeded)
+    int rc = read_batch(c, payload, plen);
+    if (rc == -ENOMEM) {
+        c->retry = true;
+        return fail(c, SN_INGEST_REFUSED_INTERNAL, SN_GRPC_UNAVAILABLE, "aggregator out of memory");
+    }
+    if (rc != 0) {
+        if (c->arena->exceeded)
             return fail(c, SN_INGEST_REFUSED_TOO_LARGE, SN_GRPC_RESOURCE_EXHAUSTED,
-                        "batch needs more than %zu bytes to decode", c->budget.limit);
+                        "batch needs more than %zu bytes to decode", c->arena->limit);
         return fail(c, SN_INGEST_REFUSED_MALFORMED, SN_GRPC_INVALID_ARGUMENT,
                     "payload is not a sentinel.v1.Batch");
     }
@@ -547,9 +955,8 @@ static int decode_payload(decode_ctx *c, const uint8_t *body, size_t len)
 /* Checks the decoded Batch's identity and size. Returns 0, or -1 with the refusal in c. */
 static int check_batch(decode_ctx *c)
 {
-    const Sentinel__V1__Batch *b = c->batch;
-    size_t idlen = strlen(b->sidecar_id);
-    if (idlen == 0 || idlen > SN_SEQ_ID_MAX)
+    const batch_hdr *b = &c->b;
+    if (b->id_len == 0 || b->id_len > SN_SEQ_ID_MAX)
         return fail(c, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT,
                     "batch: sidecar_id must be 1 to %u bytes", SN_SEQ_ID_MAX);
     if (b->sequence == 0)
@@ -563,48 +970,29 @@ static int check_batch(decode_ctx *c)
     return 0;
 }
 
-/* Converts the Batch's events and alerts into *c->events and *c->alerts (grown as needed).
- * Returns 0, or -1 with the refusal in c (an invalid item, or out of memory). */
+/* Refuses the batch for its first event, then its first alert, then its first aggregate, that broke
+ * a rule (read_batch converted them). Returns 0, or -1 with the refusal in c. */
 static int convert_batch(decode_ctx *c)
 {
-    const Sentinel__V1__Batch *b = c->batch;
-    if (reserve((void **)c->events, c->events_cap, b->n_events, sizeof **c->events) != 0 ||
-        reserve((void **)c->alerts, c->alerts_cap, b->n_alerts, sizeof **c->alerts) != 0 ||
-        reserve((void **)c->aggs, c->aggs_cap, b->n_aggregates, sizeof **c->aggs) != 0) {
-        c->retry = true;
-        return fail(c, SN_INGEST_REFUSED_INTERNAL, SN_GRPC_UNAVAILABLE, "aggregator out of memory");
-    }
-    for (size_t i = 0; i < b->n_events; i++) {
-        const char *why = convert_event(b->events[i], &(*c->events)[i]);
-        if (why != NULL)
-            return fail(c, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT,
-                        "batch: event %zu: %s", i, why);
-    }
-    for (size_t i = 0; i < b->n_alerts; i++) {
-        const char *why = convert_alert(b->alerts[i], &(*c->alerts)[i]);
-        if (why != NULL)
-            return fail(c, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT,
-                        "batch: alert %zu: %s", i, why);
-    }
-    for (size_t i = 0; i < b->n_aggregates; i++) {
-        const char *why = convert_aggregate(b->aggregates[i], &(*c->aggs)[i]);
-        if (why != NULL)
-            return fail(c, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT,
-                        "batch: aggregate %zu: %s", i, why);
-    }
+    const batch_hdr *b = &c->b;
+    if (b->event_why != NULL)
+        return fail(c, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT, "batch: event %zu: %s",
+                    b->event_bad, b->event_why);
+    if (b->alert_why != NULL)
+        return fail(c, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT, "batch: alert %zu: %s",
+                    b->alert_bad, b->alert_why);
+    if (b->agg_why != NULL)
+        return fail(c, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT,
+                    "batch: aggregate %zu: %s", b->agg_bad, b->agg_why);
     return 0;
 }
 
-/* Frees what decode_payload decoded (not the reused context and arrays). */
+/* Forgets what decode_payload decoded (the arena is reset; the reused context, payload buffer
+ * and arrays stay, trimmed when one huge request grew them). */
 static void decode_end(decode_ctx *c)
 {
-    if (c->batch != NULL)
-        sentinel__v1__batch__free_unpacked(c->batch, &c->alloc);
-    free(c->plain);
-    if (c->req != NULL)
-        sentinel__v1__ingest_request__free_unpacked(c->req, &c->alloc);
-    c->batch = NULL;
-    c->plain = NULL;
+    pb_reset(c->arena, true);
+    trim((void **)c->plain, c->plain_cap, 1);
     c->req = NULL;
 }
 
@@ -621,14 +1009,14 @@ static void refuse_decode(sn_ingest *in, sn_grpc_reply *reply, const decode_ctx 
 /* Validates, de-duplicates, converts and applies the decoded Batch in c; fills reply. */
 static void handle_batch(sn_ingest *in, decode_ctx *c, sn_grpc_reply *reply)
 {
-    const Sentinel__V1__Batch *b = c->batch;
+    const batch_hdr *b = &c->b;
     if (check_batch(c) != 0) {
         refuse_decode(in, reply, c);
         return;
     }
-    size_t idlen = strlen(b->sidecar_id);
+    size_t idlen = b->id_len;
 
-    /* A replay is answered before any conversion work. */
+    /* A replay is answered before its events are judged (they were read with the Batch). */
     int64_t now = now_ns();
     pthread_mutex_lock(&in->seq_mu);
     uint64_t last = sn_seqtab_get(in->seq, b->sidecar_id, idlen, now);
@@ -652,11 +1040,11 @@ static void handle_batch(sn_ingest *in, decode_ctx *c, sn_grpc_reply *reply)
         .sequence = b->sequence,
         .created_unix_nano = b->created_unix_nano,
         .dropped_events = b->dropped_events,
-        .events = in->events,
+        .events = in->dec.events,
         .nevents = b->n_events,
-        .alerts = in->alerts,
+        .alerts = in->dec.alerts,
         .nalerts = b->n_alerts,
-        .aggregates = in->aggs,
+        .aggregates = in->dec.aggs,
         .naggregates = b->n_aggregates,
     };
     int rc = in->cfg.apply(&batch, in->cfg.apply_ud);
@@ -696,17 +1084,7 @@ static void ingest_handler(unsigned method, const uint8_t *body, size_t len, sn_
 {
     (void)method;
     sn_ingest *in = ud;
-    decode_ctx c = {.max_message = in->cfg.max_message_bytes,
-                    .max_events = in->cfg.max_batch_events,
-                    .max_alerts = in->cfg.max_batch_alerts,
-                    .dctx = &in->dctx,
-                    .events = &in->events,
-                    .events_cap = &in->events_cap,
-                    .alerts = &in->alerts,
-                    .alerts_cap = &in->alerts_cap,
-                    .aggs = &in->aggs,
-                    .aggs_cap = &in->aggs_cap,
-                    .budget = {0, in->pb_limit, false}};
+    decode_ctx c = decoder_ctx(&in->dec);
     int rc = decode_payload(&c, body, len);
     atomic_fetch_add(&in->st_bytes_in, c.bytes_in);
     atomic_fetch_add(&in->st_bytes_out, c.bytes_out);
@@ -715,9 +1093,9 @@ static void ingest_handler(unsigned method, const uint8_t *body, size_t len, sn_
     else
         refuse_decode(in, reply, &c);
     decode_end(&c);
-    trim((void **)&in->events, &in->events_cap, sizeof *in->events);
-    trim((void **)&in->alerts, &in->alerts_cap, sizeof *in->alerts);
-    trim((void **)&in->aggs, &in->aggs_cap, sizeof *in->aggs);
+    trim((void **)&in->dec.events, &in->dec.events_cap, sizeof *in->dec.events);
+    trim((void **)&in->dec.alerts, &in->dec.alerts_cap, sizeof *in->dec.alerts);
+    trim((void **)&in->dec.aggs, &in->dec.aggs_cap, sizeof *in->dec.aggs);
 }
 
 /* ---- public API ------------------------------------------------------------------------------ */
@@ -758,8 +1136,7 @@ int sn_ingest_create(const sn_ingest_config *cfg, sn_ingest **out, char *err, si
         in->cfg.retry_after_ms = SN_INGEST_DEFAULT_RETRY_MS;
     if (in->cfg.max_message_bytes == 0)
         in->cfg.max_message_bytes = SN_INGEST_DEFAULT_MAX_MESSAGE;
-    in->pb_limit = decode_budget(in->cfg.max_message_bytes, in->cfg.max_batch_events,
-                                 in->cfg.max_batch_alerts);
+    decoder_init(&in->dec, &in->cfg); /* the limits were checked above */
     int rc = sn_seqtab_create(cfg->max_sidecars, cfg->sidecar_idle_ns, &in->seq);
     if (rc != 0) {
         snprintf(err, errlen, "ingest: cannot create the sequence table: %s", strerror(-rc));
@@ -853,13 +1230,47 @@ void sn_ingest_destroy(sn_ingest *in)
     if (in == NULL)
         return;
     sn_grpc_unary_destroy(in->server);
-    ZSTD_freeDCtx(in->dctx);
-    free(in->events);
-    free(in->alerts);
-    free(in->aggs);
+    decoder_fini(&in->dec);
     pthread_mutex_destroy(&in->seq_mu);
     sn_seqtab_destroy(in->seq);
     free(in);
+}
+
+/* Decodes, checks and converts one request with d's reused state; on success d->batch is the
+ * result. Returns 0 or -1 with the refusal in *c (which the caller has set up from d). */
+static int decoder_run(sn_ingest_decoder *d, decode_ctx *c, const uint8_t *body, size_t len)
+{
+    int rc = decode_payload(c, body, len);
+    if (rc == 0)
+        rc = check_batch(c);
+    if (rc == 0)
+        rc = convert_batch(c);
+    if (rc == 0) {
+        const batch_hdr *b = &c->b;
+        memcpy(d->sidecar_id, b->sidecar_id, b->id_len + 1);
+        d->batch = (sn_ingest_batch){.sidecar_id = d->sidecar_id,
+                                     .sequence = b->sequence,
+                                     .created_unix_nano = b->created_unix_nano,
+                                     .dropped_events = b->dropped_events,
+                                     .events = d->events,
+                                     .nevents = b->n_events,
+                                     .alerts = d->alerts,
+                                     .nalerts = b->n_alerts,
+                                     .aggregates = d->aggs,
+                                     .naggregates = b->n_aggregates};
+    }
+    decode_end(c);
+    return rc;
+}
+
+/* Reports the refusal of c to the caller of the public functions. Returns -ENOMEM or -EINVAL. */
+static int decoder_refusal(const decode_ctx *c, sn_ingest_refusal *why, char *err, size_t errlen)
+{
+    if (why != NULL)
+        *why = c->reason;
+    if (errlen > 0)
+        snprintf(err, errlen, "%s", c->msg);
+    return c->reason == SN_INGEST_REFUSED_INTERNAL ? -ENOMEM : -EINVAL;
 }
 
 int sn_ingest_decode_request(const uint8_t *body, size_t len, const sn_ingest_config *cfg,
@@ -867,63 +1278,67 @@ int sn_ingest_decode_request(const uint8_t *body, size_t len, const sn_ingest_co
                              size_t errlen)
 {
     memset(out, 0, sizeof *out);
-    size_t max_message =
-        cfg->max_message_bytes != 0 ? cfg->max_message_bytes : SN_INGEST_DEFAULT_MAX_MESSAGE;
-    ZSTD_DCtx *dctx = NULL;
-    sn_event *events = NULL;
-    sn_local_alert *alerts = NULL;
-    sn_aggregate *aggs = NULL;
-    size_t events_cap = 0, alerts_cap = 0, aggs_cap = 0;
-    decode_ctx c = {
-        .max_message = max_message,
-        .max_events = cfg->max_batch_events,
-        .max_alerts = cfg->max_batch_alerts,
-        .dctx = &dctx,
-        .events = &events,
-        .events_cap = &events_cap,
-        .alerts = &alerts,
-        .alerts_cap = &alerts_cap,
-        .aggs = &aggs,
-        .aggs_cap = &aggs_cap,
-        .budget = {0, decode_budget(max_message, cfg->max_batch_events, cfg->max_batch_alerts),
-                   false}};
-    int rc = decode_payload(&c, body, len);
-    if (rc == 0)
-        rc = check_batch(&c);
-    if (rc == 0)
-        rc = convert_batch(&c);
-    if (rc == 0) {
-        const Sentinel__V1__Batch *b = c.batch;
-        memcpy(out->sidecar_id, b->sidecar_id, strlen(b->sidecar_id) + 1);
-        out->events = events;
-        out->alerts = alerts;
-        out->aggregates = aggs;
-        out->batch = (sn_ingest_batch){.sidecar_id = out->sidecar_id,
-                                       .sequence = b->sequence,
-                                       .created_unix_nano = b->created_unix_nano,
-                                       .dropped_events = b->dropped_events,
-                                       .events = events,
-                                       .nevents = b->n_events,
-                                       .alerts = alerts,
-                                       .nalerts = b->n_alerts,
-                                       .aggregates = aggs,
-                                       .naggregates = b->n_aggregates};
-        events = NULL;
-        alerts = NULL;
-        aggs = NULL;
-    } else {
+    sn_ingest_decoder d;
+    if (decoder_init(&d, cfg) != 0) {
         if (why != NULL)
-            *why = c.reason;
+            *why = SN_INGEST_REFUSED_TOO_LARGE;
         if (errlen > 0)
-            snprintf(err, errlen, "%s", c.msg);
-        rc = c.reason == SN_INGEST_REFUSED_INTERNAL ? -ENOMEM : -EINVAL;
+            snprintf(err, errlen, "batch limits must be 1 to %u items", 1u << 24);
+        return -EINVAL;
     }
-    decode_end(&c);
-    ZSTD_freeDCtx(dctx);
-    free(events);
-    free(alerts);
-    free(aggs);
+    decode_ctx c = decoder_ctx(&d);
+    int rc = decoder_run(&d, &c, body, len);
+    if (rc == 0) {
+        memcpy(out->sidecar_id, d.sidecar_id, sizeof out->sidecar_id);
+        out->batch = d.batch;
+        out->batch.sidecar_id = out->sidecar_id;
+        out->events = d.events; /* the arrays move to out */
+        out->alerts = d.alerts;
+        out->aggregates = d.aggs;
+        d.events = NULL;
+        d.alerts = NULL;
+        d.aggs = NULL;
+    } else {
+        rc = decoder_refusal(&c, why, err, errlen);
+    }
+    decoder_fini(&d);
     return rc;
+}
+
+int sn_ingest_decoder_create(const sn_ingest_config *cfg, sn_ingest_decoder **out, char *err,
+                             size_t errlen)
+{
+    sn_ingest_decoder *d = malloc(sizeof *d);
+    if (d == NULL) {
+        snprintf(err, errlen, "ingest decoder: out of memory");
+        return -ENOMEM;
+    }
+    if (decoder_init(d, cfg) != 0) {
+        snprintf(err, errlen, "ingest decoder: batch limits must be 1 to %u items", 1u << 24);
+        free(d);
+        return -EINVAL;
+    }
+    *out = d;
+    return 0;
+}
+
+int sn_ingest_decoder_decode(sn_ingest_decoder *d, const uint8_t *body, size_t len,
+                             const sn_ingest_batch **out, sn_ingest_refusal *why, char *err,
+                             size_t errlen)
+{
+    decode_ctx c = decoder_ctx(d);
+    if (decoder_run(d, &c, body, len) != 0)
+        return decoder_refusal(&c, why, err, errlen);
+    *out = &d->batch;
+    return 0;
+}
+
+void sn_ingest_decoder_destroy(sn_ingest_decoder *d)
+{
+    if (d == NULL)
+        return;
+    decoder_fini(d);
+    free(d);
 }
 
 void sn_ingest_decoded_free(sn_ingest_decoded *d)

@@ -8,8 +8,10 @@
  *   2. payload: COMPRESSION_ZSTD is decompressed into exactly uncompressed_size bytes (a frame
  *      declaring another content size is refused first; streamed output is stopped the moment
  *      it passes the declared size) -- a decompression bomb is never allocated;
- *   3. Batch: decoded with protobuf-c through an allocator with a byte budget; validated and
- *      converted into sn_event / sn_local_alert arrays (strings truncated to the event's fields);
+ *   3. Batch: read by hand straight into sn_event (protobuf-c's rules: refused exactly when
+ *      protobuf-c would refuse it), local alerts with protobuf-c from a bump arena with a byte
+ *      budget; validated and converted into sn_event / sn_local_alert arrays (strings
+ *      truncated to the event's fields);
  *   4. de-duplication on (sidecar_id, sequence) (sequences.h): a sequence at or below the highest
  *      applied for that id is answered DUPLICATE and not applied again;
  *   5. apply: the batch is handed to the program (usually to its loop thread); the answer waits
@@ -157,5 +159,29 @@ int sn_ingest_decode_request(const uint8_t *body, size_t len, const sn_ingest_co
 
 /* Frees what sn_ingest_decode_request put in d and empties it. NULL is a no-op. */
 void sn_ingest_decoded_free(sn_ingest_decoded *d);
+
+/* A reusable decoder: the service's steps 1 to 3 (and the batch's id, sequence and count checks)
+ * with the zstd context, the decoding arena and the event/alert arrays kept from one request to
+ * the next, so a steady stream of batches allocates nothing. Used by the service's handler and
+ * by benchmarks; one owner thread. */
+typedef struct sn_ingest_decoder sn_ingest_decoder;
+
+/* Creates a decoder for cfg's max_message_bytes (0: the default), max_batch_events and
+ * max_batch_alerts (nothing else of cfg is used). Returns 0 and sets *out (free it with
+ * sn_ingest_decoder_destroy), -EINVAL (a limit of 0 or above 2^24 items; reason in err) or
+ * -ENOMEM. */
+int sn_ingest_decoder_create(const sn_ingest_config *cfg, sn_ingest_decoder **out, char *err,
+                             size_t errlen);
+
+/* Decodes one request as sn_ingest_decode_request does and points *out at the result, which
+ * the decoder owns: valid (and writable through the arrays, for the owner) until the next
+ * decode or destroy. Returns 0, or -EINVAL / -ENOMEM with *why (may be NULL) and err set as
+ * sn_ingest_decode_request does; *out is then untouched. */
+int sn_ingest_decoder_decode(sn_ingest_decoder *d, const uint8_t *body, size_t len,
+                             const sn_ingest_batch **out, sn_ingest_refusal *why, char *err,
+                             size_t errlen);
+
+/* Frees the decoder and everything it holds. NULL is a no-op. */
+void sn_ingest_decoder_destroy(sn_ingest_decoder *d);
 
 #endif

@@ -365,6 +365,12 @@ int sn_baseline_observe(sn_baseline *b, sn_baseline_entry *e, double x, int64_t 
 
 void sn_baseline_summary(sn_baseline *b, const sn_baseline_entry *e, sn_summary *out)
 {
+    sn_baseline_summary_mad(b, e, out, true);
+}
+
+void sn_baseline_summary_mad(sn_baseline *b, const sn_baseline_entry *e, sn_summary *out,
+                             bool with_mad)
+{
     if (b->cfg.mode == SN_BASELINE_EXACT) {
         sn_window_summary(entry_window(e), out);
         return;
@@ -373,7 +379,7 @@ void sn_baseline_summary(sn_baseline *b, const sn_baseline_entry *e, sn_summary 
     /* Same alpha, and the scratch sketch has the entries' bucket cap and is empty: no failure. */
     sn_sketch_merge(b->scratch, entry_sketch(b, e, e->cur ^ 1));
     sn_sketch_merge(b->scratch, entry_sketch(b, e, e->cur));
-    sn_sketch_summary(b->scratch, out);
+    sn_sketch_summary_mad(b->scratch, out, with_mad);
 }
 
 uint64_t sn_baseline_expire(sn_baseline *b, int64_t now, int64_t idle_ns)

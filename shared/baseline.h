@@ -28,6 +28,7 @@
 #ifndef SN_BASELINE_H
 #define SN_BASELINE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -115,6 +116,11 @@ int sn_baseline_observe(sn_baseline *b, sn_baseline_entry *e, double x, int64_t 
  * estimates. Uses scratch space inside the table (so it takes the table), never allocates, and
  * does not change the entry. An entry with no samples gives n = 0 and NAN fields. */
 void sn_baseline_summary(sn_baseline *b, const sn_baseline_entry *e, sn_summary *out);
+
+/* sn_baseline_summary; with with_mad false, COMPACT mode leaves mad NAN and skips its bucket
+ * walk (EXACT mode computes it anyway: it is O(log n) there). Every other field is the same. */
+void sn_baseline_summary_mad(sn_baseline *b, const sn_baseline_entry *e, sn_summary *out,
+                             bool with_mad);
 
 /* Removes one entry (not counted as evicted or expired). e is invalid afterwards. */
 void sn_baseline_remove(sn_baseline *b, sn_baseline_entry *e);

@@ -99,11 +99,18 @@ static int32_t bucket_index(const sn_sketch *s, double x)
     return (int32_t)ceil(log(x) * s->inv_log_gamma);
 }
 
-/* The value a bucket reports: 2 gamma^i / (gamma + 1), the point of least relative error. */
-static double bucket_value(const sn_sketch *s, int32_t i)
+/* 2 / (gamma + 1): the factor of every bucket value (bucket_value), computed once per walk. */
+static double value_scale(const sn_sketch *s)
 {
     double gamma = exp(s->log_gamma);
-    return exp((double)i * s->log_gamma) * (2.0 / (1.0 + gamma));
+    return 2.0 / (1.0 + gamma);
+}
+
+/* The value a bucket reports: 2 gamma^i / (gamma + 1), the point of least relative error;
+ * scale is value_scale(s). */
+static double bucket_value(const sn_sketch *s, int32_t i, double scale)
+{
+    return exp((double)i * s->log_gamma) * scale;
 }
 
 static uint32_t *store_base(sn_sketch *s, const store *st)
@@ -309,14 +316,15 @@ static uint32_t ordered_count(const sn_sketch *s, uint32_t p)
     return s->counts[p - s->neg.len - 1];
 }
 
-/* Representative value at ordered position p, clamped to [min, max]. */
-static double ordered_value(const sn_sketch *s, uint32_t p)
+/* Representative value at ordered position p, clamped to [min, max]; scale is
+ * value_scale(s). */
+static double ordered_value(const sn_sketch *s, uint32_t p, double scale)
 {
     if (p < s->neg.len)
-        return clamp(s, -bucket_value(s, s->neg.lo + (int32_t)(s->neg.len - 1 - p)));
+        return clamp(s, -bucket_value(s, s->neg.lo + (int32_t)(s->neg.len - 1 - p), scale));
     if (p == s->neg.len)
         return clamp(s, 0.0);
-    return clamp(s, bucket_value(s, s->pos.lo + (int32_t)(p - s->neg.len - 1)));
+    return clamp(s, bucket_value(s, s->pos.lo + (int32_t)(p - s->neg.len - 1), scale));
 }
 
 /* Estimates of the sorted samples at 0-based ranks r[0] <= r[1] <= ... < n, in one walk over
@@ -325,6 +333,7 @@ static void values_at_ranks(const sn_sketch *s, const uint64_t *r, double *out, 
 {
     uint64_t cum = 0;
     uint32_t p = 0, len = ordered_len(s);
+    double scale = value_scale(s);
     for (int j = 0; j < k; j++) {
         if (r[j] == 0) {
             out[j] = s->w.min;
@@ -336,7 +345,7 @@ static void values_at_ranks(const sn_sketch *s, const uint64_t *r, double *out, 
         }
         while (p < len && cum + ordered_count(s, p) <= r[j])
             cum += ordered_count(s, p++);
-        out[j] = p < len ? ordered_value(s, p) : s->w.max;
+        out[j] = p < len ? ordered_value(s, p, scale) : s->w.max;
     }
 }
 
@@ -375,13 +384,14 @@ static int64_t next_nonempty(const sn_sketch *s, int64_t p, int step, uint32_t l
 static void kth_deviations(const sn_sketch *s, double m, uint64_t k, double *dk, double *dk1)
 {
     uint32_t len = ordered_len(s);
+    double scale = value_scale(s);
     /* Split at the first non-empty bucket whose value is >= m. */
     int64_t right = next_nonempty(s, 0, 1, len);
-    while (right < (int64_t)len && ordered_value(s, (uint32_t)right) < m)
+    while (right < (int64_t)len && ordered_value(s, (uint32_t)right, scale) < m)
         right = next_nonempty(s, right + 1, 1, len);
     int64_t left = next_nonempty(s, right - 1, -1, len);
-    double vl = left >= 0 ? ordered_value(s, (uint32_t)left) : 0.0;
-    double vr = right < (int64_t)len ? ordered_value(s, (uint32_t)right) : 0.0;
+    double vl = left >= 0 ? ordered_value(s, (uint32_t)left, scale) : 0.0;
+    double vr = right < (int64_t)len ? ordered_value(s, (uint32_t)right, scale) : 0.0;
     uint64_t cum = 0;
     double last = 0.0;
     bool have_k = false;
@@ -393,13 +403,13 @@ static void kth_deviations(const sn_sketch *s, double m, uint64_t k, double *dk,
             cum += ordered_count(s, (uint32_t)left);
             left = next_nonempty(s, left - 1, -1, len);
             if (left >= 0)
-                vl = ordered_value(s, (uint32_t)left);
+                vl = ordered_value(s, (uint32_t)left, scale);
         } else {
             last = vr - m;
             cum += ordered_count(s, (uint32_t)right);
             right = next_nonempty(s, right + 1, 1, len);
             if (right < (int64_t)len)
-                vr = ordered_value(s, (uint32_t)right);
+                vr = ordered_value(s, (uint32_t)right, scale);
         }
         if (!have_k && cum > k) {
             *dk = last;
@@ -416,6 +426,11 @@ static void kth_deviations(const sn_sketch *s, double m, uint64_t k, double *dk,
 }
 
 void sn_sketch_summary(const sn_sketch *s, sn_summary *out)
+{
+    sn_sketch_summary_mad(s, out, true);
+}
+
+void sn_sketch_summary_mad(const sn_sketch *s, sn_summary *out, bool with_mad)
 {
     sn_summary_clear(out);
     if (s->w.n == 0)
@@ -439,6 +454,8 @@ void sn_sketch_summary(const sn_sketch *s, sn_summary *out)
     out->q3 = est[2];
     out->p95 = est[3];
     out->p99 = est[4];
+    if (!with_mad)
+        return; /* mad stays NAN */
     double h = 0.5 * (double)(s->w.n - 1);
     uint64_t lo = (uint64_t)h;
     double d0, d1;

@@ -110,6 +110,11 @@ double sn_sketch_quantile(const sn_sketch *s, double q);
  * n = 0 and NAN fields (stddev 0). Cannot fail. O(max_buckets). */
 void sn_sketch_summary(const sn_sketch *s, sn_summary *out);
 
+/* sn_sketch_summary, or without the MAD (left NAN) when with_mad is false: the MAD is a second
+ * walk over the buckets, which a caller that does not use it (the engine's log-space scoring
+ * derives its own from the quartiles) need not pay for. Every other field is the same. */
+void sn_sketch_summary_mad(const sn_sketch *s, sn_summary *out, bool with_mad);
+
 /* Exact number of bytes sn_sketch_serialize will write (<= SN_SKETCH_MAX_SERIALIZED). */
 size_t sn_sketch_serialized_size(const sn_sketch *s);
 

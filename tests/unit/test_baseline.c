@@ -257,6 +257,33 @@ START_TEST(compact_mode_rolls_and_approximates)
 }
 END_TEST
 
+/* sn_baseline_summary_mad without the MAD: the same summary with mad NAN (compact), the full
+ * summary (exact, where the MAD costs nothing extra). */
+START_TEST(summary_without_mad)
+{
+    for (int mode = SN_BASELINE_EXACT; mode <= SN_BASELINE_COMPACT; mode++) {
+        sn_baseline *b = make((sn_baseline_mode)mode, 1000, 1 << 22);
+        sn_baseline_entry *e;
+        ck_assert_int_eq(sn_baseline_get(b, "agent", "gpt-4o", SN_METRIC_LATENCY_MS, 0, &e), 0);
+        tu_rng r = {.s = 5};
+        for (int i = 0; i < 2500; i++) {
+            ck_assert_int_eq(sn_baseline_observe(b, e, tu_sample(&r, TU_LOGNORMAL), i), 0);
+            if (i % 333 != 0)
+                continue;
+            sn_summary full, part;
+            sn_baseline_summary(b, e, &full);
+            sn_baseline_summary_mad(b, e, &part, false);
+            if (mode == SN_BASELINE_COMPACT) {
+                ck_assert(isnan(part.mad));
+                part.mad = full.mad;
+            }
+            ck_assert_mem_eq(&part, &full, sizeof full);
+        }
+        sn_baseline_destroy(b);
+    }
+}
+END_TEST
+
 START_TEST(budget_evicts_least_recently_updated)
 {
     sn_baseline *b = make(SN_BASELINE_EXACT, 100, 64 * 1024);
@@ -528,6 +555,7 @@ static Suite *baseline_suite(void)
     tcase_add_test(tc, keys_and_lookup);
     tcase_add_test(tc, exact_mode_statistics);
     tcase_add_test(tc, compact_mode_rolls_and_approximates);
+    tcase_add_test(tc, summary_without_mad);
     tcase_add_test(tc, budget_evicts_least_recently_updated);
     tcase_add_test(tc, expire_and_iterate);
     tcase_add_test(tc, compact_bytes_per_key);

@@ -152,6 +152,35 @@ START_TEST(refuses_bad_input)
 }
 END_TEST
 
+/* The summary without the MAD has every other field bit for bit the same as the full one, on
+ * positive, negative, mixed and zero samples. */
+START_TEST(summary_without_mad_equals_full_summary)
+{
+    tu_rng r = {.s = 77};
+    const double shift[] = {0.0, -3000.0, -1000.0, 0.0};
+    for (int c = 0; c < 4; c++) {
+        sn_sketch *s = NULL;
+        ck_assert_int_eq(sn_sketch_create(&s, 0.02, 160), 0);
+        for (int i = 0; i < 5000; i++) {
+            double x = c == 3 && i % 7 == 0 ? 0.0 : tu_sample(&r, TU_LOGNORMAL) * 1000.0;
+            ck_assert_int_eq(sn_sketch_add(s, x + shift[c]), 0);
+            if (i % 250 != 0 && i != 4999)
+                continue;
+            sn_summary full, part;
+            sn_sketch_summary(s, &full);
+            sn_sketch_summary_mad(s, &part, false);
+            ck_assert(isnan(part.mad));
+            ck_assert(!isnan(full.mad));
+            part.mad = full.mad;
+            ck_assert_mem_eq(&part, &full, sizeof full);
+            sn_sketch_summary_mad(s, &part, true);
+            ck_assert_mem_eq(&part, &full, sizeof full);
+        }
+        sn_sketch_destroy(s);
+    }
+}
+END_TEST
+
 START_TEST(merge_equals_sketch_of_union)
 {
     for (int dist = 0; dist < TU_DIST_COUNT; dist++) {
@@ -478,6 +507,7 @@ static Suite *sketch_suite(void)
     tcase_add_test(tc, relative_error_guarantee);
     tcase_add_test(tc, small_counts_and_zero);
     tcase_add_test(tc, refuses_bad_input);
+    tcase_add_test(tc, summary_without_mad_equals_full_summary);
     tcase_add_test(tc, merge_equals_sketch_of_union);
     tcase_add_test(tc, bucket_cap_respected);
     tcase_add_test(tc, serialize_round_trip);
