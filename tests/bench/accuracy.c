@@ -186,10 +186,14 @@ static void on_anomaly(const sn_anomaly *a, void *ud)
         all->fp_alerts++;
         r->fp_here++;
         if (r->o->verbose)
-            fprintf(stderr, "  false %s %s/%s at +%.1fs metric=%s value=%g baseline=%g\n",
+            fprintf(stderr,
+                    "  false %s %s/%s at +%.1fs metric=%s value=%g baseline=%g method=%s "
+                    "severity=%s agreed=%u sigma=%.2f%s\n",
                     sn_anomaly_type_name(type), a->service, a->model,
                     (double)(a->time_unix_nano - sn_scenario_start(s)) / (double)SEC,
-                    sn_metric_name(a->metric), a->value, a->baseline);
+                    sn_metric_name(a->metric), a->value, a->baseline, sn_detector_name(a->method),
+                    sn_severity_name(a->severity), a->agreed, a->deviation_sigma,
+                    a->source == SN_SOURCE_SIDECAR ? " (sidecar)" : "");
     }
     if (si < sn_scenario_stream_count(s)) {
         int64_t off = a->time_unix_nano - sn_scenario_start(s);
