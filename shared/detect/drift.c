@@ -89,11 +89,8 @@ static bool close_interval(sn_drift *st, const sn_drift_config *cfg, sn_verdict 
     }
     double se2 = var_w / n;
     double sd = sqrt(st->ref_var > se2 ? st->ref_var : se2);
-    sn_summary b;
-    sn_summary_clear(&b);
-    b.n = st->ref_n;
-    b.mean = st->ref_mean;
-    b.stddev = sd;
+    /* The CUSUM reads only n, mean and stddev. */
+    sn_summary b = {.n = st->ref_n, .mean = st->ref_mean, .stddev = sd};
     bool fired = sn_cusum_step(&st->cusum, &cfg->cusum, &b, m, out);
     double half = cfg->cusum.h / 2.0;
     if (!fired && st->cusum.s_hi <= half && st->cusum.s_lo <= half)
