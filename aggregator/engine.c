@@ -1851,6 +1851,25 @@ unsigned sn_engine_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn e
 /* ---- local alerts -----------------------------------------------------------------------------
  */
 
+/* Whether the global baseline confirms a local alert on a value scored as res: the value must
+ * break the engine's own spike rule -- agreement of min_agree detectors, and critical by that
+ * many or a run of violations of the key that already meets persistence (the aggregator has
+ * observed the batch's events before it judges the batch's alerts). So a sidecar's alert never
+ * reports what the engine alone would have held back. */
+static bool local_confirms(const sn_engine *e, sn_metric m, const key_state *ks,
+                           const sn_ensemble_result *res)
+{
+    bool viol[SN_DETECT_KIND_COUNT] = {false}, crit = false;
+    spike_agreement(e, m, res, viol, &crit);
+    for (int k = 0; k < SN_DETECT_KIND_COUNT; k++) {
+        if (!viol[k])
+            continue;
+        if (crit || ks->streak[k] >= e->persist[m][k])
+            return true;
+    }
+    return false;
+}
+
 int sn_engine_local_alert(sn_engine *e, const sn_local_alert *a, int64_t now,
                           sn_engine_emit_fn emit, void *ud)
 {
@@ -1895,7 +1914,11 @@ int sn_engine_local_alert(sn_engine *e, const sn_local_alert *a, int64_t now,
                 agreed = 2;
             }
         }
-    } else if (e->cfg.metrics[m].enabled) {
+    } else if (!e->cfg.metrics[m].enabled) {
+        /* The engine does not alert on this metric's single calls (tokens_per_second by
+         * default): neither does a sidecar through it. */
+        cold = false;
+    } else {
         sn_baseline_entry *en = sn_baseline_find(e->global, a->service, a->model, m);
         double y = to_model(e, m, a->value);
         if (en != NULL && sn_stats_sample_ok(y)) {
@@ -1911,7 +1934,7 @@ int sn_engine_local_alert(sn_engine *e, const sn_local_alert *a, int64_t now,
             sn_ensemble_evaluate(&st, &ec, s, y, &res);
             if (res.ready > 0) {
                 cold = false;
-                confirmed = res.best.anomaly;
+                confirmed = local_confirms(e, m, ks, &res);
                 if (confirmed) {
                     gconf = res.best.confidence;
                     agreed = res.agreed + 1;
