@@ -1545,8 +1545,10 @@ typedef struct pending {
  * detect.min_agree of the statistical detectors (Z-score, IQR, MAD; fewer when fewer are
  * enabled) find it anomalous on the same side; the static threshold is a level the user set and
  * violates alone. Sets viol[k] for every detector whose verdict counts as a violation, and *crit
- * when at least min_agree of the agreeing detectors rate the value critical (such a value may
- * pass persistence alone). Returns how many statistical detectors agreed (0 if none fired). */
+ * when every enabled statistical detector rates the value critical -- about 7 sigma on the log
+ * scale (Z >= 6, beyond Q3 + 3 IQR, MAD score >= 7): such a value may pass persistence alone.
+ * (Critical by two, i.e. from 6 sigma, let 2-3 times more single calls of heavy-tailed traffic
+ * through: docs/benchmarks.md.) Returns how many statistical detectors agreed (0 if none). */
 static unsigned spike_agreement(const sn_engine *e, sn_metric m, const sn_ensemble_result *res,
                                 bool viol[SN_DETECT_KIND_COUNT], bool *crit)
 {
@@ -1582,7 +1584,7 @@ static unsigned spike_agreement(const sn_engine *e, sn_metric m, const sn_ensemb
     }
     viol[SN_DETECT_THRESHOLD] =
         res->each[SN_DETECT_THRESHOLD].ready && res->each[SN_DETECT_THRESHOLD].anomaly;
-    *crit = best != NULL && agreed >= need && ncrit >= need;
+    *crit = best != NULL && agreed >= need && ncrit >= enabled;
     return agreed;
 }
 

@@ -554,7 +554,7 @@ START_TEST(log_transform_is_what_keeps_heavy_tails_quiet)
         sink s;
         sink_reset(&s);
         int64_t t = T0;
-        for (int i = 0; i < 5000; i++) {
+        for (int i = 0; i < 20000; i++) {
             sn_event ev = call("rag", "claude", t, 1500.0 * exp(0.6 * normal()), 400, 150, 0.003);
             sn_engine_observe(e, &ev, collect, &s);
             t += SEC / 5;
@@ -562,7 +562,7 @@ START_TEST(log_transform_is_what_keeps_heavy_tails_quiet)
         total[raw] = s.total;
         sn_engine_destroy(e);
     }
-    ck_assert_msg(total[1] > 15 && total[1] > 5 * total[0], "raw %u, log %u", total[1], total[0]);
+    ck_assert_msg(total[1] > 10 && total[1] > 5 * total[0], "raw %u, log %u", total[1], total[0]);
 }
 END_TEST
 
@@ -761,9 +761,9 @@ START_TEST(persistence_filters_single_violations)
 }
 END_TEST
 
-/* The spike rule: one call 3.5 sigma out is no alert, one 6.5 sigma out -- critical for two
- * detectors -- is, on its own. */
-START_TEST(single_call_alerts_only_when_critical_by_two)
+/* The spike rule: one call 3.5 sigma out is no alert, one 8 sigma out -- critical for
+ * all three detectors -- is, on its own. */
+START_TEST(single_call_alerts_only_when_critical_for_all)
 {
     for (int extreme = 0; extreme < 2; extreme++) {
         seed(16);
@@ -779,7 +779,7 @@ START_TEST(single_call_alerts_only_when_critical_by_two)
         ck_assert_uint_eq(s.by_type[SN_ANOMALY_LATENCY_SPIKE], 0);
         sn_engine_stats st0, st1;
         sn_engine_get_stats(e, &st0);
-        sn_event ev = call("svc", "m", t, 2000 * exp(0.3 * (extreme ? 6.5 : 3.5)), 500, 200, 0.003);
+        sn_event ev = call("svc", "m", t, 2000 * exp(0.3 * (extreme ? 8.0 : 3.5)), 500, 200, 0.003);
         sn_engine_observe(e, &ev, collect, &s);
         sn_engine_get_stats(e, &st1);
         ck_assert_uint_gt(st1.violations[SN_CHECK_ZSCORE], st0.violations[SN_CHECK_ZSCORE]);
@@ -1501,7 +1501,7 @@ int main(void)
     tcase_add_test(det, token_and_cost_spike_are_related);
     tcase_add_test(det, slow_cost_drift_fires_cusum);
     tcase_add_test(det, persistence_filters_single_violations);
-    tcase_add_test(det, single_call_alerts_only_when_critical_by_two);
+    tcase_add_test(det, single_call_alerts_only_when_critical_for_all);
     tcase_add_test(det, new_normal_is_learnt_after_a_long_run);
     tcase_add_test(det, error_burst_fires_with_the_common_error_type);
     tcase_add_test(det, latency_spike_during_errors_is_related);
