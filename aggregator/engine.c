@@ -550,6 +550,14 @@ int sn_engine_config_validate(const sn_engine_config *cfg, const char *prefix, s
     }
     if (cfg->persist_critical < 1 || cfg->persist_critical > 255)
         return fail(err, prefix, "detect.persistence_critical", "must be between 1 and 255");
+    if (cfg->detect.min_agree < 1 || cfg->detect.min_agree > 3)
+        return fail(err, prefix, "detect.min_agree", "must be between 1 and 3");
+    if (cfg->drift_interval < SN_NS_PER_SEC)
+        return fail(err, prefix, "detect.cusum.interval", "must be at least 1s");
+    if (cfg->drift_min_calls < 2 || cfg->drift_min_calls > 1000000)
+        return fail(err, prefix, "detect.cusum.min_calls", "must be between 2 and 1000000");
+    if (cfg->drift_reference < 1 || cfg->drift_reference > 1000000)
+        return fail(err, prefix, "detect.cusum.reference", "must be between 1 and 1000000");
     if (cfg->resume_learning < 1 || cfg->resume_learning > 65535)
         return fail(err, prefix, "detect.resume_learning", "must be between 1 and 65535");
     if (cfg->warmup < 0 || cfg->warmup > 100000000)
@@ -1854,8 +1862,8 @@ unsigned sn_engine_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn e
  */
 
 /* Whether the global baseline confirms a local alert on a value scored as res: the value must
- * break the engine's own spike rule -- agreement of min_agree detectors, and critical by that
- * many or a run of violations of the key that already meets persistence (the aggregator has
+ * break the engine's own spike rule -- agreement of min_agree detectors, and critical for every
+ * one of them or a run of violations of the key that already meets persistence (the aggregator has
  * observed the batch's events before it judges the batch's alerts). So a sidecar's alert never
  * reports what the engine alone would have held back. */
 static bool local_confirms(const sn_engine *e, sn_metric m, const key_state *ks,
