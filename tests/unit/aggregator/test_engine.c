@@ -761,6 +761,23 @@ START_TEST(persistence_filters_single_violations)
 }
 END_TEST
 
+/* Feeds n calls of key svc/m, latency log-normal (median 2000 ms, sigma in log space), one a
+ * second from *t; *t advances. */
+static void lognormal_calls(sn_engine *e, double sigma, int n, int64_t *t, sink *s)
+{
+    for (int i = 0; i < n; i++, *t += SEC) {
+        sn_event ev = call("svc", "m", *t, 2000 * exp(sigma * normal()), 500, 200, 0.003);
+        sn_engine_observe(e, &ev, collect, s);
+    }
+}
+
+/* One call of key svc/m at `sigmas` log-space sigmas above the median of lognormal_calls. */
+static void call_at_sigmas(sn_engine *e, double sigma, double sigmas, int64_t t, sink *s)
+{
+    sn_event ev = call("svc", "m", t, 2000 * exp(sigma * sigmas), 500, 200, 0.003);
+    sn_engine_observe(e, &ev, collect, s);
+}
+
 /* The spike rule: one call 3.5 sigma out is no alert, one 8 sigma out -- critical for
  * all three detectors -- is, on its own. */
 START_TEST(single_call_alerts_only_when_critical_for_all)
@@ -771,16 +788,11 @@ START_TEST(single_call_alerts_only_when_critical_for_all)
         sink s;
         sink_reset(&s);
         int64_t t = T0;
-        for (int i = 0; i < 800; i++) {
-            sn_event ev = call("svc", "m", t, 2000 * exp(0.3 * normal()), 500, 200, 0.003);
-            sn_engine_observe(e, &ev, collect, &s);
-            t += SEC;
-        }
+        lognormal_calls(e, 0.3, 800, &t, &s);
         ck_assert_uint_eq(s.by_type[SN_ANOMALY_LATENCY_SPIKE], 0);
         sn_engine_stats st0, st1;
         sn_engine_get_stats(e, &st0);
-        sn_event ev = call("svc", "m", t, 2000 * exp(0.3 * (extreme ? 8.0 : 3.5)), 500, 200, 0.003);
-        sn_engine_observe(e, &ev, collect, &s);
+        call_at_sigmas(e, 0.3, extreme ? 8.0 : 3.5, t, &s);
         sn_engine_get_stats(e, &st1);
         ck_assert_uint_gt(st1.violations[SN_CHECK_ZSCORE], st0.violations[SN_CHECK_ZSCORE]);
         ck_assert_uint_eq(s.by_type[SN_ANOMALY_LATENCY_SPIKE], (unsigned)extreme);
@@ -802,16 +814,10 @@ START_TEST(single_call_alerts_only_when_critical_for_all)
     sink s;
     sink_reset(&s);
     int64_t t = T0;
-    for (int i = 0; i < 800; i++) {
-        sn_event ev = call("svc", "m", t, 2000 * exp(0.3 * normal()), 500, 200, 0.003);
-        sn_engine_observe(e, &ev, collect, &s);
-        t += SEC;
-    }
+    lognormal_calls(e, 0.3, 800, &t, &s);
     sink_reset(&s);
-    for (int i = 0; i < 3; i++, t += SEC) {
-        sn_event ev = call("svc", "m", t, 2000 * exp(0.3 * 3.5), 500, 200, 0.003);
-        sn_engine_observe(e, &ev, collect, &s);
-    }
+    for (int i = 0; i < 3; i++, t += SEC)
+        call_at_sigmas(e, 0.3, 3.5, t, &s);
     ck_assert_uint_eq(s.by_type[SN_ANOMALY_LATENCY_SPIKE], 1);
     sn_engine_destroy(e);
 }
