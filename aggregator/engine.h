@@ -10,10 +10,12 @@
  * keys are refused and counted when full). Allocation happens only when a key is created.
  *
  * What it detects (docs/aggregator.md, "Detection"):
- *   per event and metric   the ensemble (Z-score, IQR, MAD, CUSUM, static threshold) against the
- *                          key's global baseline (or its hour-of-week baseline when seasonal
- *                          baselines are on), then persistence filtering per detector; the value
- *                          is learnt unless it was anomalous;
+ *   per event and metric   Z-score, IQR, MAD and static threshold against the key's global
+ *                          baseline (or its hour-of-week baseline when seasonal baselines are
+ *                          on), combined by the spike rule (min_agree detectors agreeing,
+ *                          persistence, critical-for-all passes alone); the value is learnt
+ *                          unless it was reported; latency and cost also feed a CUSUM on
+ *                          interval means (shared/detect/drift.h) for slow drift;
  *   per (service, model)   the error rate of a sliding time window (binomial z-test against
  *                          max(floor, k x the baseline rate)); throughput (tokens per second of
  *                          wall time in fixed buckets) below a fraction of its EWMA for long
@@ -98,8 +100,8 @@ typedef struct sn_engine_config {
     int seasonal_slots;      /* 0: hour of week (168 slots), 1: hour of day (24) */
     /* Detection defaults for every metric. */
     sn_ensemble_config detect;
-    int64_t persist[SN_DETECT_KIND_COUNT]; /* consecutive violations; zscore/iqr/mad 2, cusum 1,
-                                              threshold 1 (budget unused) */
+    int64_t persist[SN_DETECT_KIND_COUNT]; /* consecutive violations; zscore/iqr/mad 3, cusum 1
+                                              (unused: see drift_*), threshold 1 */
     int64_t persist_critical;              /* a critical verdict needs only this many; default 1 */
     int64_t drift_interval;  /* CUSUM: interval whose mean is one step; ns; default 60 s */
     int64_t drift_min_calls; /* CUSUM: values per interval at least; default 30 */
