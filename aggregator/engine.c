@@ -25,10 +25,12 @@
 #include <string.h>
 #include <strings.h>
 
+#include "detect/drift.h"
 #include "detect/threshold.h"
 
-#define ERR_SLOTS    6 /* the error window is six buckets */
-#define TP_SLOTS     8 /* open throughput buckets per pair */
+#define ERR_SLOTS    6   /* the error window is six buckets */
+#define TP_SLOTS     8   /* open throughput buckets per pair */
+#define TP_LEARN_CAP 1.5 /* a bucket learnt into the throughput baseline counts at most this x */
 #define PSI_EDGES    (SN_ENGINE_DRIFT_BINS - 1)
 #define DRIFT_EPS    1e-4
 #define HOUR_NS      (INT64_C(3600) * SN_NS_PER_SEC)
@@ -60,7 +62,7 @@ static const char *const finish_names[SN_ENGINE_FINISH_CATS] = {"stop", "length"
 /* ---- per-key state (the baseline entry's user area) ---------------------------------------- */
 
 typedef struct key_state {
-    sn_cusum cusum;
+    sn_drift drift;         /* CUSUM on interval means (latency and cost drift) */
     double lmean, lvar;     /* log transform: moments of ln(1 + x) over about a window */
     float cache[10];        /* the scoring summary (see key_summary), as floats */
     uint32_t cache_n;       /* its n */
@@ -76,9 +78,10 @@ typedef struct key_state {
     sn_baseline_entry *dprev, *dnext; /* the engine's dirty list (oldest change first) */
 } key_state;
 
-/* The view flag sits in what was padding: the user area (and so every stored snapshot) keeps
- * its size. */
-_Static_assert(sizeof(key_state) == 152, "key_state size is part of the snapshot format");
+/* The user area (and so every stored snapshot) has this size; snapshots of another size are
+ * refused as incompatible at restore (a cold start for those keys), so a change here is a
+ * format change: 152 bytes with the per-call CUSUM, 216 with the interval-mean drift state. */
+_Static_assert(sizeof(key_state) == 216, "key_state size is part of the snapshot format");
 
 /* ---- keyed tables with an update-ordered list ----------------------------------------------- */
 
@@ -170,7 +173,10 @@ typedef struct budget_state {
 
 struct sn_engine {
     sn_engine_config cfg;
-    sn_ensemble_config ens[SN_METRIC_COUNT];
+    sn_ensemble_config ens[SN_METRIC_COUNT]; /* per-call detectors (CUSUM off: see drift) */
+    uint64_t agree;                          /* detect.min_agree: the spike rule's agreement */
+    bool drift_on[SN_METRIC_COUNT];          /* CUSUM enabled: run it on interval means */
+    sn_drift_config drift[SN_METRIC_COUNT];
     int64_t persist[SN_METRIC_COUNT][SN_DETECT_KIND_COUNT];
     budget_rule rules[SN_ENGINE_BUDGETS_MAX];
     unsigned nrules;
@@ -348,13 +354,17 @@ void sn_engine_config_defaults(sn_engine_config *cfg)
     cfg->seasonal = false;
     cfg->seasonal_slots = 0;
     sn_ensemble_config_defaults(&cfg->detect);
-    cfg->persist[SN_DETECT_ZSCORE] = 2;
-    cfg->persist[SN_DETECT_IQR] = 2;
-    cfg->persist[SN_DETECT_MAD] = 2;
+    cfg->detect.min_agree = 2; /* the spike rule: two of Z-score, IQR and MAD */
+    cfg->persist[SN_DETECT_ZSCORE] = 3;
+    cfg->persist[SN_DETECT_IQR] = 3;
+    cfg->persist[SN_DETECT_MAD] = 3;
     cfg->persist[SN_DETECT_CUSUM] = 1;
     cfg->persist[SN_DETECT_THRESHOLD] = 1;
     cfg->persist[SN_DETECT_BUDGET] = 1;
     cfg->persist_critical = 1;
+    cfg->drift_interval = 60 * SN_NS_PER_SEC;
+    cfg->drift_min_calls = 30;
+    cfg->drift_reference = 60;
     cfg->resume_learning = 50;
     cfg->warmup = 100;
     cfg->summary_refresh = 16;
@@ -379,6 +389,8 @@ void sn_engine_config_defaults(sn_engine_config *cfg)
     cfg->metrics[SN_METRIC_LATENCY_MS].cusum.enabled = SN_ENGINE_INHERIT;
     cfg->metrics[SN_METRIC_COST_USD].cusum.enabled = SN_ENGINE_INHERIT;
     cfg->metrics[SN_METRIC_TOKENS_PER_SECOND].direction = 1 + SN_DIR_LOWER;
+    /* A slow call is a latency matter; throughput drops come from the bucketed check. */
+    cfg->metrics[SN_METRIC_TOKENS_PER_SECOND].enabled = false;
     cfg->metrics[SN_METRIC_ERROR_RATE].transform = SN_TRANSFORM_NONE;
     cfg->metrics[SN_METRIC_ERROR_RATE].direction = SN_ENGINE_INHERIT;
     cfg->error_enabled = true;
@@ -558,6 +570,14 @@ int sn_engine_config_validate(const sn_engine_config *cfg, const char *prefix, s
     }
     if (cfg->persist_critical < 1 || cfg->persist_critical > 255)
         return fail(err, prefix, "detect.persistence_critical", "must be between 1 and 255");
+    if (cfg->detect.min_agree < 1 || cfg->detect.min_agree > 3)
+        return fail(err, prefix, "detect.min_agree", "must be between 1 and 3");
+    if (cfg->drift_interval < SN_NS_PER_SEC)
+        return fail(err, prefix, "detect.cusum.interval", "must be at least 1s");
+    if (cfg->drift_min_calls < 2 || cfg->drift_min_calls > 1000000)
+        return fail(err, prefix, "detect.cusum.min_calls", "must be between 2 and 1000000");
+    if (cfg->drift_reference < 1 || cfg->drift_reference > 1000000)
+        return fail(err, prefix, "detect.cusum.reference", "must be between 1 and 1000000");
     if (cfg->resume_learning < 1 || cfg->resume_learning > 65535)
         return fail(err, prefix, "detect.resume_learning", "must be between 1 and 65535");
     if (cfg->warmup < 0 || cfg->warmup > 100000000)
@@ -659,6 +679,17 @@ static void derive(sn_engine *e)
 {
     for (int m = 0; m < SN_METRIC_COUNT; m++) {
         sn_engine_config_resolve(&e->cfg, (sn_metric)m, &e->ens[m], e->persist[m]);
+        /* Agreement is the engine's own rule (spike_agreement): the ensemble reports every
+         * verdict. */
+        e->ens[m].min_agree = 1;
+        /* CUSUM runs on interval means (sn_drift), not on single calls. */
+        e->drift_on[m] = e->ens[m].cusum_enabled;
+        e->ens[m].cusum_enabled = false;
+        sn_drift_config_defaults(&e->drift[m]);
+        e->drift[m].cusum = e->ens[m].cusum;
+        e->drift[m].interval = e->cfg.drift_interval;
+        e->drift[m].min_calls = (uint32_t)e->cfg.drift_min_calls;
+        e->drift[m].ref_intervals = (uint32_t)e->cfg.drift_reference;
         /* Static levels are written in the metric's unit; the ensemble scores in its space. */
         sn_threshold_config *th = &e->ens[m].threshold;
         double *lv[] = {&th->upper_warn, &th->upper_critical, &th->lower_warn, &th->lower_critical};
@@ -666,6 +697,7 @@ static void derive(sn_engine *e)
             if (!isnan(*lv[i]))
                 *lv[i] = to_model(e, (sn_metric)m, *lv[i]);
     }
+    e->agree = e->cfg.detect.min_agree;
     e->nrules = 0;
     for (uint32_t i = 0; i < e->cfg.budgets.count; i++)
         if (parse_budget(e->cfg.budgets.items[i], e->cfg.budget_soft_ratio, &e->rules[e->nrules]) ==
@@ -1281,9 +1313,12 @@ static void tp_close(sn_engine *e, pair_state *p, int64_t b, sn_engine_emit_fn e
     e->st.evaluations[SN_CHECK_THROUGHPUT]++;
     double limit = c->tp_ratio * p->tp_rate;
     if (rate >= limit) {
+        /* A burst (a token spike) counts at most TP_LEARN_CAP x the baseline, so it does not
+         * raise the bar the next minutes are held to; a lasting rise still lifts it. */
+        double cap = TP_LEARN_CAP * p->tp_rate;
         p->tp_low_since = 0;
         p->tp_fired = false;
-        p->tp_rate += c->tp_alpha * (rate - p->tp_rate);
+        p->tp_rate += c->tp_alpha * ((rate < cap ? rate : cap) - p->tp_rate);
         p->tp_calls += c->tp_alpha * (calls - p->tp_calls);
         return;
     }
@@ -1615,8 +1650,89 @@ static bool season_model(const sn_engine *e, const char *model, int64_t t, char 
 
 typedef struct pending {
     bool fire;
+    bool drift_fire;
     sn_anomaly a;
+    sn_anomaly drift; /* a CUSUM alarm of an interval that closed with this value */
 } pending;
+
+/* The per-call (spike) rule, docs/aggregator.md "Detection": a value violates when at least
+ * detect.min_agree of the statistical detectors (Z-score, IQR, MAD; fewer when fewer are
+ * enabled) find it anomalous on the same side; the static threshold is a level the user set and
+ * violates alone. Sets viol[k] for every detector whose verdict counts as a violation, and *crit
+ * when every enabled statistical detector rates the value critical -- about 7 sigma on the log
+ * scale (Z >= 6, beyond Q3 + 3 IQR, MAD score >= 7): such a value may pass persistence alone.
+ * (Critical by two, i.e. from 6 sigma, let 2-3 times more single calls of heavy-tailed traffic
+ * through: docs/benchmarks.md.) Returns how many statistical detectors agreed (0 if none). */
+static unsigned spike_agreement(const sn_engine *e, sn_metric m, const sn_ensemble_result *res,
+                                bool viol[SN_DETECT_KIND_COUNT], bool *crit)
+{
+    static const sn_detector_kind stat[] = {SN_DETECT_ZSCORE, SN_DETECT_IQR, SN_DETECT_MAD};
+    const sn_ensemble_config *ec = &e->ens[m];
+    const bool on[] = {ec->zscore_enabled, ec->iqr_enabled, ec->mad_enabled};
+    unsigned enabled = 0, agreed = 0, ncrit = 0;
+    const sn_verdict *best = NULL;
+    for (int i = 0; i < 3; i++) {
+        const sn_verdict *v = &res->each[stat[i]];
+        enabled += on[i];
+        if (v->ready && v->anomaly &&
+            (best == NULL || v->severity > best->severity ||
+             (v->severity == best->severity && v->score > best->score)))
+            best = v;
+    }
+    if (best != NULL) {
+        for (int i = 0; i < 3; i++) {
+            const sn_verdict *v = &res->each[stat[i]];
+            if (v->ready && v->anomaly && v->direction == best->direction) {
+                agreed++;
+                ncrit += v->severity == SN_SEV_CRITICAL;
+            }
+        }
+    }
+    uint64_t need = e->agree < enabled ? e->agree : enabled;
+    if (need < 1)
+        need = 1;
+    for (int i = 0; i < 3; i++) {
+        const sn_verdict *v = &res->each[stat[i]];
+        viol[stat[i]] = best != NULL && agreed >= need && v->ready && v->anomaly &&
+                        v->direction == best->direction;
+    }
+    viol[SN_DETECT_THRESHOLD] =
+        res->each[SN_DETECT_THRESHOLD].ready && res->each[SN_DETECT_THRESHOLD].anomaly;
+    *crit = best != NULL && agreed >= need && ncrit >= enabled;
+    return agreed;
+}
+
+/* Feeds y to the key's interval-mean CUSUM (sn_drift); fills out->drift when the interval that
+ * this value closes raised a drift. An interval holding a reported spike is dropped. */
+static void drift_observe(sn_engine *e, const sn_event *ev, sn_metric m, key_state *ks, double y,
+                          pending *out)
+{
+    sn_verdict v;
+    bool scored = sn_drift_add(&ks->drift, &e->drift[m], ev->end_unix_nano, y, &v);
+    if (out->fire)
+        sn_drift_explain(&ks->drift);
+    if (!scored)
+        return;
+    e->st.evaluations[SN_CHECK_CUSUM]++;
+    if (!v.anomaly)
+        return;
+    e->st.violations[SN_CHECK_CUSUM]++;
+    out->drift_fire = true;
+    sn_anomaly *a = &out->drift;
+    anomaly_init(a, ev->end_unix_nano, ev->service, ev->model);
+    a->anomaly_type = sn_anomaly_type_for(m, SN_DETECT_CUSUM, v.direction);
+    a->method = SN_DETECT_CUSUM;
+    a->severity = v.severity;
+    a->confidence = v.confidence;
+    a->metric = m;
+    a->value = from_model(e, m, v.value);
+    a->baseline = from_model(e, m, v.baseline);
+    a->threshold = v.threshold;
+    a->deviation_sigma = v.deviation;
+    sn_copy_truncated(a->region, sizeof a->region, ev->region, strnlen(ev->region, SN_SHORT_MAX));
+    snprintf(a->time_window, sizeof a->time_window, "interval_mean_%llds",
+             (long long)(e->drift[m].interval / SN_NS_PER_SEC));
+}
 
 /* Scores one value of metric m; fills *out when an anomaly passed persistence. Returns true
  * when the value was anomalous (emitted or held back). */
@@ -1662,38 +1778,43 @@ static void metric_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_m
         sum = &ssum;
     }
 
-    sn_ensemble st = {.cusum = ks->cusum};
+    sn_ensemble st; /* CUSUM is off in ec: no state to keep */
+    sn_ensemble_init(&st);
     sn_ensemble_result res;
     sn_ensemble_evaluate(&st, ec, sum, y, &res);
-    ks->cusum = st.cusum;
 
     const int64_t *persist = e->persist[m];
     bool passing[SN_DETECT_KIND_COUNT] = {false};
-    bool any_pass = false;
+    bool viol[SN_DETECT_KIND_COUNT] = {false};
+    bool crit = false;
+    unsigned agreed = spike_agreement(e, m, &res, viol, &crit);
+    bool any_pass = false, anomalous = false;
     for (int k = 0; k < SN_DETECT_KIND_COUNT; k++) {
         const sn_verdict *v = &res.each[k];
         if (!v->ready)
             continue;
         e->st.evaluations[k]++;
-        if (!v->anomaly) {
+        if (v->anomaly)
+            e->st.violations[k]++;
+        if (!viol[k]) {
             ks->streak[k] = 0;
             continue;
         }
-        e->st.violations[k]++;
+        anomalous = true;
         if (ks->streak[k] < 255)
             ks->streak[k]++;
         passing[k] = ks->streak[k] >= persist[k] ||
-                     (v->severity == SN_SEV_CRITICAL && ks->streak[k] >= e->cfg.persist_critical);
+                     (v->severity == SN_SEV_CRITICAL && (crit || k == SN_DETECT_THRESHOLD) &&
+                      ks->streak[k] >= e->cfg.persist_critical);
         any_pass = any_pass || passing[k];
     }
-    bool anomalous = res.best.anomaly;
 
     if (anomalous && any_pass) {
         /* The strongest passing verdict on the ensemble's side. */
         int best = -1;
         for (int k = 0; k < SN_DETECT_KIND_COUNT; k++) {
             const sn_verdict *v = &res.each[k];
-            if (!passing[k] || v->direction != res.best.direction)
+            if (!passing[k])
                 continue;
             if (best < 0 || v->severity > res.each[best].severity ||
                 (v->severity == res.each[best].severity && v->score > res.each[best].score))
@@ -1708,8 +1829,8 @@ static void metric_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_m
             a->anomaly_type = sn_anomaly_type_for(m, v->method, v->direction);
             a->method = v->method;
             a->severity = v->severity;
-            a->agreed = res.agreed;
-            a->confidence = agree_confidence(v->confidence, res.agreed);
+            a->agreed = agreed > 0 ? agreed : 1;
+            a->confidence = agree_confidence(v->confidence, a->agreed);
             a->metric = m;
             a->value = x;
             a->baseline = from_model(e, m, v->baseline);
@@ -1733,6 +1854,9 @@ static void metric_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_m
     } else if (anomalous) {
         e->st.suppressed++;
     }
+
+    if (e->drift_on[m])
+        drift_observe(e, ev, m, gks, y, out);
 
     /* Learn unless reported -- but a long run of anomalies is the new normal, and a young
      * baseline (fewer than warmup samples) learns everything. Values held back by persistence
@@ -1787,6 +1911,7 @@ unsigned sn_engine_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn e
     bool have_input = false;
     for (int m = 0; m < SN_METRIC_COUNT; m++) {
         pd[m].fire = false;
+        pd[m].drift_fire = false;
         double x;
         if (m == SN_METRIC_ERROR_RATE || !e->cfg.metrics[m].enabled ||
             !sn_event_metric(ev, (sn_metric)m, &x))
@@ -1817,9 +1942,12 @@ unsigned sn_engine_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn e
     }
     if (pd[SN_METRIC_TOKENS_PER_SECOND].fire && pd[SN_METRIC_LATENCY_MS].fire)
         relate(&pd[SN_METRIC_TOKENS_PER_SECOND], "latency_ms");
-    for (int m = 0; m < SN_METRIC_COUNT; m++)
+    for (int m = 0; m < SN_METRIC_COUNT; m++) {
         if (pd[m].fire)
             emit_one(e, (sn_engine_check)pd[m].a.method, &pd[m].a, emit, ud, &count);
+        if (pd[m].drift_fire)
+            emit_one(e, SN_CHECK_CUSUM, &pd[m].drift, emit, ud, &count);
+    }
 
     budget_observe(e, ev, emit, ud, &count);
     if (p != NULL) {
@@ -1908,6 +2036,25 @@ unsigned sn_engine_aggregate(sn_engine *e, const sn_aggregate *g, sn_engine_emit
 /* ---- local alerts -----------------------------------------------------------------------------
  */
 
+/* Whether the global baseline confirms a local alert on a value scored as res: the value must
+ * break the engine's own spike rule -- agreement of min_agree detectors, and critical for every
+ * one of them or a run of violations of the key that already meets persistence (the aggregator has
+ * observed the batch's events before it judges the batch's alerts). So a sidecar's alert never
+ * reports what the engine alone would have held back. */
+static bool local_confirms(const sn_engine *e, sn_metric m, const key_state *ks,
+                           const sn_ensemble_result *res)
+{
+    bool viol[SN_DETECT_KIND_COUNT] = {false}, crit = false;
+    spike_agreement(e, m, res, viol, &crit);
+    for (int k = 0; k < SN_DETECT_KIND_COUNT; k++) {
+        if (!viol[k])
+            continue;
+        if (crit || ks->streak[k] >= e->persist[m][k])
+            return true;
+    }
+    return false;
+}
+
 int sn_engine_local_alert(sn_engine *e, const sn_local_alert *a, int64_t now,
                           sn_engine_emit_fn emit, void *ud)
 {
@@ -1954,7 +2101,11 @@ int sn_engine_local_alert(sn_engine *e, const sn_local_alert *a, int64_t now,
                 agreed = 2;
             }
         }
-    } else if (e->cfg.metrics[m].enabled) {
+    } else if (!e->cfg.metrics[m].enabled) {
+        /* The engine does not alert on this metric's single calls (tokens_per_second by
+         * default): neither does a sidecar through it. */
+        cold = false;
+    } else {
         sn_baseline_entry *en = sn_baseline_find(e->global, a->service, a->model, m);
         double y = to_model(e, m, a->value);
         if (en != NULL && sn_stats_sample_ok(y)) {
@@ -1970,7 +2121,7 @@ int sn_engine_local_alert(sn_engine *e, const sn_local_alert *a, int64_t now,
             sn_ensemble_evaluate(&st, &ec, s, y, &res);
             if (res.ready > 0) {
                 cold = false;
-                confirmed = res.best.anomaly;
+                confirmed = local_confirms(e, m, ks, &res);
                 if (confirmed) {
                     gconf = res.best.confidence;
                     agreed = res.agreed + 1;
@@ -2284,9 +2435,12 @@ int sn_engine_snapshot(sn_engine *e, bool all, size_t max_keys, sn_engine_snapsh
  * and counters any value of which is harmless). */
 static bool key_state_ok(const key_state *ks)
 {
-    const sn_cusum *c = &ks->cusum;
+    const sn_cusum *c = &ks->drift.cusum;
+    const sn_drift *d = &ks->drift;
     return isfinite(c->s_hi) && c->s_hi >= 0.0 && isfinite(c->s_lo) && c->s_lo >= 0.0 &&
-           isfinite(c->drift) && isfinite(ks->lmean) && isfinite(ks->lvar) && ks->lvar >= 0.0;
+           isfinite(c->drift) && isfinite(ks->lmean) && isfinite(ks->lvar) && ks->lvar >= 0.0 &&
+           isfinite(d->sum) && isfinite(d->sumsq) && isfinite(d->shift) && isfinite(d->ref_mean) &&
+           isfinite(d->ref_var) && d->ref_var >= 0.0;
 }
 
 int sn_engine_restore(sn_engine *e, const char *key, const void *blob, size_t len)

@@ -10,10 +10,12 @@
  * keys are refused and counted when full). Allocation happens only when a key is created.
  *
  * What it detects (docs/aggregator.md, "Detection"):
- *   per event and metric   the ensemble (Z-score, IQR, MAD, CUSUM, static threshold) against the
- *                          key's global baseline (or its hour-of-week baseline when seasonal
- *                          baselines are on), then persistence filtering per detector; the value
- *                          is learnt unless it was anomalous;
+ *   per event and metric   Z-score, IQR, MAD and static threshold against the key's global
+ *                          baseline (or its hour-of-week baseline when seasonal baselines are
+ *                          on), combined by the spike rule (min_agree detectors agreeing,
+ *                          persistence, critical-for-all passes alone); the value is learnt
+ *                          unless it was reported; latency and cost also feed a CUSUM on
+ *                          interval means (shared/detect/drift.h) for slow drift;
  *   per (service, model)   the error rate of a sliding time window (binomial z-test against
  *                          max(floor, k x the baseline rate)); throughput (tokens per second of
  *                          wall time in fixed buckets) below a fraction of its EWMA for long
@@ -99,9 +101,12 @@ typedef struct sn_engine_config {
     int seasonal_slots;      /* 0: hour of week (168 slots), 1: hour of day (24) */
     /* Detection defaults for every metric. */
     sn_ensemble_config detect;
-    int64_t persist[SN_DETECT_KIND_COUNT]; /* consecutive violations; zscore/iqr/mad 2, cusum 1,
-                                              threshold 1 (budget unused) */
+    int64_t persist[SN_DETECT_KIND_COUNT]; /* consecutive violations; zscore/iqr/mad 3, cusum 1
+                                              (unused: see drift_*), threshold 1 */
     int64_t persist_critical;              /* a critical verdict needs only this many; default 1 */
+    int64_t drift_interval;  /* CUSUM: interval whose mean is one step; ns; default 60 s */
+    int64_t drift_min_calls; /* CUSUM: values per interval at least; default 30 */
+    int64_t drift_reference; /* CUSUM: reference span in intervals; default 60 */
     int64_t resume_learning; /* after this many anomalous values in a row the key learns them
                                 (the new normal); default 50 */
     int64_t warmup;          /* a key with fewer samples learns every value, even reported
@@ -493,10 +498,10 @@ extern const char *const sn_engine_seasonal_names[];  /* "hour_of_week", "hour_o
                     #name ": consecutive violations before an anomaly (0 = inherit)")
 
 /* The settings of metric M (a literal such as "latency_ms", index I) under P ".metrics." M;
- * DIR, TR and CUSUM are its default direction, transform and cusum.enabled. */
-#define SN__ENG_METRIC(P, T, F, M, I, DIR, TR, CUSUM)                                              \
-    SN__ENG_BOOL(P ".metrics." M ".enabled", T, F.metrics[I].enabled, "true",                      \
-                 "score this metric"),                                                             \
+ * DIR, TR, CUSUM and EN are its default direction, transform, cusum.enabled and enabled. */
+#define SN__ENG_METRIC(P, T, F, M, I, DIR, TR, CUSUM, EN)                                          \
+    SN__ENG_BOOL(P ".metrics." M ".enabled", T, F.metrics[I].enabled, EN,                          \
+                 "score this metric's single calls"),                                              \
         SN__ENG_ENUM(P ".metrics." M ".transform", T, F.metrics[I].transform, TR,                  \
                      sn_engine_transform_names,                                                    \
                      "none, or log: score ln(1 + x) (heavy-tailed metrics)", 0),                   \
@@ -552,21 +557,27 @@ extern const char *const sn_engine_seasonal_names[];  /* "hour_of_week", "hour_o
         SN__ENG_ENUM(P ".seasonal.period", T, F.seasonal_slots, "hour_of_week",                    \
                      sn_engine_seasonal_names, "seasonal slots: hour_of_week or hour_of_day", 0),  \
         SN__ENG_DEFAULTS(P ".detect", T, F, zscore, SN_DETECT_ZSCORE, threshold, high, critical,   \
-                         "3.0", "4.0", "6.0", "2"),                                                \
+                         "3.0", "4.0", "6.0", "3"),                                                \
         SN__ENG_DEFAULTS(P ".detect", T, F, iqr, SN_DETECT_IQR, k, high_k, critical_k, "1.5",      \
-                         "2.25", "3.0", "2"),                                                      \
+                         "2.25", "3.0", "3"),                                                      \
         SN__ENG_DEFAULTS(P ".detect", T, F, mad, SN_DETECT_MAD, threshold, high, critical, "3.5",  \
-                         "5.0", "7.0", "2"),                                                       \
+                         "5.0", "7.0", "3"),                                                       \
         SN__ENG_DEFAULTS(P ".detect", T, F, cusum, SN_DETECT_CUSUM, h, high, critical, "5.0",      \
                          "7.5", "10.0", "1"),                                                      \
         SN__ENG_DBL(P ".detect.cusum.k", T, F.detect.cusum.k, "0.5", 0.0, 1000.0,                  \
                     "cusum: slack per step, in standard deviations"),                              \
+        SN__ENG_DUR(P ".detect.cusum.interval", T, F.drift_interval, "60s", SN_NS_PER_SEC,         \
+                    INT64_C(86400) * SN_NS_PER_SEC, "cusum: one step is the mean of this long"),   \
+        SN__ENG_INT(P ".detect.cusum.min_calls", T, F.drift_min_calls, "30", 2, 1000000,           \
+                    "cusum: values per interval at least (quiet keys get longer intervals)"),      \
+        SN__ENG_INT(P ".detect.cusum.reference", T, F.drift_reference, "60", 1, 1000000,           \
+                    "cusum: the in-control reference spans about this many intervals"),            \
         SN__ENG_BOOL(P ".detect.threshold.enabled", T, F.detect.threshold_enabled, "false",        \
                      "run the static threshold detector (levels per metric)"),                     \
         SN__ENG_INT(P ".detect.threshold.persistence", T, F.persist[SN_DETECT_THRESHOLD], "1", 1,  \
                     255, "threshold: consecutive violations before an anomaly"),                   \
-        SN__ENG_INT(P ".detect.min_agree", T, F.detect.min_agree, "1", 1, SN_DETECT_KIND_COUNT,    \
-                    "detectors that must agree before a value is an anomaly"),                     \
+        SN__ENG_INT(P ".detect.min_agree", T, F.detect.min_agree, "2", 1, 3,                       \
+                    "statistical detectors (Z-score, IQR, MAD) that must agree on a value"),       \
         SN__ENG_INT(P ".detect.persistence_critical", T, F.persist_critical, "1", 1, 255,          \
                     "consecutive critical verdicts before an anomaly"),                            \
         SN__ENG_INT(P ".detect.resume_learning", T, F.resume_learning, "50", 1, 1000000,           \
@@ -575,15 +586,19 @@ extern const char *const sn_engine_seasonal_names[];  /* "hour_of_week", "hour_o
                     "a key with fewer samples learns every value, anomalous or not"),              \
         SN__ENG_INT(P ".detect.summary_refresh", T, F.summary_refresh, "16", 1, 1000,              \
                     "recompute a key's baseline summary every this many samples after warm-up"),   \
-        SN__ENG_METRIC(P, T, F, "latency_ms", SN_METRIC_LATENCY_MS, "upper", "log", "inherit"),    \
-        SN__ENG_METRIC(P, T, F, "ttft_ms", SN_METRIC_TTFT_MS, "upper", "log", "false"),            \
-        SN__ENG_METRIC(P, T, F, "input_tokens", SN_METRIC_INPUT_TOKENS, "upper", "log", "false"),  \
-        SN__ENG_METRIC(P, T, F, "output_tokens", SN_METRIC_OUTPUT_TOKENS, "upper", "log",          \
-                       "false"),                                                                   \
-        SN__ENG_METRIC(P, T, F, "total_tokens", SN_METRIC_TOTAL_TOKENS, "upper", "log", "false"),  \
-        SN__ENG_METRIC(P, T, F, "cost_usd", SN_METRIC_COST_USD, "upper", "log", "inherit"),        \
+        SN__ENG_METRIC(P, T, F, "latency_ms", SN_METRIC_LATENCY_MS, "upper", "log", "inherit",     \
+                       "true"),                                                                    \
+        SN__ENG_METRIC(P, T, F, "ttft_ms", SN_METRIC_TTFT_MS, "upper", "log", "false", "true"),    \
+        SN__ENG_METRIC(P, T, F, "input_tokens", SN_METRIC_INPUT_TOKENS, "upper", "log", "false",   \
+                       "true"),                                                                    \
+        SN__ENG_METRIC(P, T, F, "output_tokens", SN_METRIC_OUTPUT_TOKENS, "upper", "log", "false", \
+                       "true"),                                                                    \
+        SN__ENG_METRIC(P, T, F, "total_tokens", SN_METRIC_TOTAL_TOKENS, "upper", "log", "false",   \
+                       "true"),                                                                    \
+        SN__ENG_METRIC(P, T, F, "cost_usd", SN_METRIC_COST_USD, "upper", "log", "inherit",         \
+                       "true"),                                                                    \
         SN__ENG_METRIC(P, T, F, "tokens_per_second", SN_METRIC_TOKENS_PER_SECOND, "lower", "log",  \
-                       "false"),                                                                   \
+                       "false", "false"),                                                          \
         SN__ENG_BOOL(P ".error_rate.enabled", T, F.error_enabled, "true",                          \
                      "error rate of a sliding window per (service, model)"),                       \
         SN__ENG_DUR(P ".error_rate.window", T, F.error_window, "60s", SN_NS_PER_SEC,               \

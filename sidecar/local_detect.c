@@ -110,10 +110,34 @@ static const struct {
     [SN_METRIC_TOKENS_PER_SECOND] = {true, SN_DIR_LOWER},
 };
 
+/* The log scale's unit: ln(1 + x / u), costs in micro-dollars (as the aggregator's engine). */
+static double log_unit(sn_metric m)
+{
+    return m == SN_METRIC_COST_USD ? 1e-6 : 1.0;
+}
+
+/* The value scored for metric m: x, or ln(1 + x / unit) on the log scale (NAN for x < 0). */
+static double to_scale(const sn_local_detect *ld, sn_metric m, double x)
+{
+    if (!ld->cfg.log_scale)
+        return x;
+    return x >= 0.0 ? log1p(x / log_unit(m)) : NAN;
+}
+
+/* Back to the metric's unit (the alert reports real units). */
+static double from_scale(const sn_local_detect *ld, sn_metric m, double y)
+{
+    if (!ld->cfg.log_scale || !isfinite(y))
+        return y;
+    double x = expm1(y) * log_unit(m);
+    return x > 0.0 ? x : 0.0;
+}
+
 void sn_local_detect_config_defaults(sn_local_detect_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->enabled = true;
+    cfg->log_scale = true;
     cfg->window = 1000;
     cfg->max_bytes = 16 << 20;
     sn_zscore_config_defaults(&cfg->zscore);
@@ -212,14 +236,19 @@ size_t sn_local_detect_event(sn_local_detect *ld, const sn_event *ev, sn_local_a
         sn_threshold_check(&ld->cfg.thresholds[m], x, &v);
         keep_stronger(&best, &v);
         sn_baseline_entry *e = NULL;
-        if (metric_rule[m].scored &&
+        double y = to_scale(ld, m, x);
+        if (metric_rule[m].scored && isfinite(y) &&
             sn_baseline_get(ld->baselines, ev->service, ev->model, m, ev->end_unix_nano, &e) == 0) {
             sn_summary s;
             if (ld->ring)
                 ring_summary(sn_baseline_entry_user(e), &s);
             else
                 sn_baseline_summary(ld->baselines, e, &s);
-            sn_zscore_score(&ld->zscore[m], &s, x, &v);
+            sn_zscore_score(&ld->zscore[m], &s, y, &v);
+            /* the alert speaks the metric's unit; the deviation stays in sigmas */
+            v.value = x;
+            v.baseline = from_scale(ld, m, v.baseline);
+            v.threshold = from_scale(ld, m, v.threshold);
             keep_stronger(&best, &v);
         }
         if (best.anomaly) {
@@ -228,8 +257,8 @@ size_t sn_local_detect_event(sn_local_detect *ld, const sn_event *ev, sn_local_a
             found++;
         } else if (e != NULL) {
             /* Refusals (a value past 1e100) are not worth an error: no verdict next time. */
-            if (sn_baseline_observe(ld->baselines, e, x, ev->end_unix_nano) == 0 && ld->ring)
-                ring_add(sn_baseline_entry_user(e), (uint32_t)ld->cfg.window, x);
+            if (sn_baseline_observe(ld->baselines, e, y, ev->end_unix_nano) == 0 && ld->ring)
+                ring_add(sn_baseline_entry_user(e), (uint32_t)ld->cfg.window, y);
         }
     }
     return found;

@@ -12,6 +12,10 @@
  *   tokens_per_second                                                          lower
  * error_rate is judged by the aggregator over a sliding window (one call is 0 or 1).
  * Anomalous values do not join the baseline, so a burst does not teach it to accept itself.
+ * With log_scale (the default) the Z-score is computed on ln(1 + x) (costs in micro-dollars), as
+ * the aggregator does: these metrics are log-normal, and a raw-value Z-score flags ordinary
+ * calls of their long upper tail. Alerts still report values, baselines and thresholds in the
+ * metric's unit; static thresholds are always on raw values.
  */
 #ifndef SN_SIDECAR_LOCAL_DETECT_H
 #define SN_SIDECAR_LOCAL_DETECT_H
@@ -32,6 +36,7 @@ typedef struct sn_local_detect_config {
     bool enabled;
     int64_t window;          /* samples per baseline; default 1000 */
     int64_t max_bytes;       /* memory for all baselines; the least recently used go first */
+    bool log_scale;          /* score ln(1 + x) (heavy-tailed LLM metrics); default true */
     sn_zscore_config zscore; /* direction is set per metric (see above) */
     sn_threshold_config thresholds[SN_METRIC_COUNT]; /* static levels per metric; NAN = none */
 } sn_local_detect_config;
@@ -82,6 +87,8 @@ void sn_local_detect_usage(const sn_local_detect *ld, uint64_t *keys, uint64_t *
                    "samples in each local baseline (per service, model and metric)"),              \
         SN_CFG_SIZE(P ".max_bytes", T, F.max_bytes, "16MiB", 65536, (int64_t)1 << 32,              \
                     "memory for the local baselines; the least recently used are evicted"),        \
+        SN_CFG_BOOL(P ".log_scale", T, F.log_scale, "true",                                        \
+                    "score ln(1 + x) instead of x (latency, tokens and cost are log-normal)"),     \
         SN_CFG_POSITIVE(P ".zscore.threshold", T, F.zscore.threshold, "3.0",                       \
                         "local Z-score: anomaly from here (medium)"),                              \
         SN_CFG_POSITIVE(P ".zscore.high", T, F.zscore.high, "4.0",                                 \

@@ -23,7 +23,9 @@
  *   with no anomaly for --dedup seconds starts a new alert. Precision = true alerts / (true +
  *   false alerts); recall = detected incidents / incidents; F1 their harmonic mean.
  *   FP rate = the share of clean windows (--window seconds of one (service, model) stream with
- *   no incident on it, grace included) holding at least one false anomaly of the type.
+ *   no incident on it, grace included) holding at least one false anomaly of the type;
+ *   FP/Mcall = false anomalies of the type per million calls in clean windows (JSON:
+ *   fp_per_call, the fraction).
  *
  * Exit status: 0; 1 with --require-detected when an incident was missed, or on a bad scenario;
  * 2 on bad usage.
@@ -186,10 +188,14 @@ static void on_anomaly(const sn_anomaly *a, void *ud)
         all->fp_alerts++;
         r->fp_here++;
         if (r->o->verbose)
-            fprintf(stderr, "  false %s %s/%s at +%.1fs metric=%s value=%g baseline=%g\n",
+            fprintf(stderr,
+                    "  false %s %s/%s at +%.1fs metric=%s value=%g baseline=%g method=%s "
+                    "severity=%s agreed=%u sigma=%.2f%s\n",
                     sn_anomaly_type_name(type), a->service, a->model,
                     (double)(a->time_unix_nano - sn_scenario_start(s)) / (double)SEC,
-                    sn_metric_name(a->metric), a->value, a->baseline);
+                    sn_metric_name(a->metric), a->value, a->baseline, sn_detector_name(a->method),
+                    sn_severity_name(a->severity), a->agreed, a->deviation_sigma,
+                    a->source == SN_SOURCE_SIDECAR ? " (sidecar)" : "");
     }
     if (si < sn_scenario_stream_count(s)) {
         int64_t off = a->time_unix_nano - sn_scenario_start(s);
@@ -462,9 +468,9 @@ static void report(acc_totals *tot, const acc_options *o)
 {
     json_t *rows = o->json ? json_array() : NULL;
     if (!o->json)
-        printf("\n%-26s %6s %8s %7s %7s %7s %9s %6s %9s %8s %8s %8s\n", "anomaly type", "incid.",
-               "detected", "recall", "alerts", "false", "precision", "F1", "FP rate", "FP/hour",
-               "delay50", "delaymax");
+        printf("\n%-26s %6s %8s %7s %7s %7s %9s %6s %9s %9s %8s %8s %8s\n", "anomaly type",
+               "incid.", "detected", "recall", "alerts", "false", "precision", "F1", "FP rate",
+               "FP/Mcall", "FP/hour", "delay50", "delaymax");
     for (unsigned t = 0; t <= SN_ANOMALY_TYPE_COUNT; t++) {
         acc_type *a = &tot->t[t];
         if (t != ROW_ALL && a->labels == 0 && a->fp_alerts == 0 && a->tp_alerts == 0)
@@ -477,25 +483,26 @@ static void report(acc_totals *tot, const acc_options *o)
         double f1 = (recall + prec > 0.0) ? 2.0 * recall * prec / (recall + prec) : NAN;
         double fpr = tot->clean_windows ? (double)a->fp_windows / (double)tot->clean_windows : NAN;
         double fph = tot->clean_hours > 0.0 ? a->fp_alerts / tot->clean_hours : NAN;
+        double fpc = tot->clean_events ? (double)a->fp_anomalies / (double)tot->clean_events : NAN;
         double p50 = pct(a->delays, a->ndelays, 0.5);
         double dmax = a->ndelays ? a->delays[a->ndelays - 1] : NAN;
         const char *name = t == ROW_ALL ? "all" : sn_anomaly_type_name((sn_anomaly_type)t);
         if (o->json) {
             json_t *r = json_pack(
                 "{s:s, s:i, s:i, s:o, s:i, s:i, s:o, s:o, s:I, s:o, s:o, s:o, "
-                "s:o, s:i}",
+                "s:o, s:i, s:o}",
                 "type", name, "incidents", a->labels, "detected", a->detected, "recall",
                 num(recall), "true_alerts", a->tp_alerts, "false_alerts", a->fp_alerts, "precision",
                 num(prec), "f1", num(f1), "false_anomalies", (json_int_t)a->fp_anomalies, "fp_rate",
                 num(fpr), "fp_per_hour", num(fph), "delay_p50_s", num(p50), "delay_max_s",
-                num(dmax), "related_anomalies", a->related);
+                num(dmax), "related_anomalies", a->related, "fp_per_call", num(fpc));
             if (r != NULL)
                 json_array_append_new(rows, r);
             continue;
         }
-        printf("%-26s %6u %8u %7.3f %7u %7u %9.3f %6.3f %8.3f%% %8.3f %8.2f %8.2f\n", name,
+        printf("%-26s %6u %8u %7.3f %7u %7u %9.3f %6.3f %8.3f%% %9.2f %8.3f %8.2f %8.2f\n", name,
                a->labels, a->detected, recall, a->tp_alerts, a->fp_alerts, prec, f1, 100.0 * fpr,
-               fph, p50, dmax);
+               1e6 * fpc, fph, p50, dmax);
     }
     if (o->json) {
         json_t *root = json_pack("{s:o, s:i, s:I, s:I, s:I, s:f, s:f, s:f, s:f}", "types", rows,

@@ -55,7 +55,8 @@ typedef struct stream {
 
 typedef struct incident {
     sn_scenario_label label;
-    size_t stream; /* index of the affected stream */
+    size_t stream;      /* index of the affected stream */
+    uint32_t max_calls; /* "calls": only the first this many calls in the window; 0 = all */
     size_t nfinish;
     char finish[SN_SCENARIO_FINISH_MAX][SN_SHORT_MAX];
     double finish_w[SN_SCENARIO_FINISH_MAX];
@@ -86,6 +87,7 @@ struct sn_scenario_gen {
     const sn_scenario *s;
     uint64_t events;
     gen_stream st[SN_SCENARIO_STREAMS_MAX];
+    uint32_t hits[SN_SCENARIO_INCIDENTS_MAX]; /* calls each incident affected so far */
 };
 
 /* ---------------------------------------------------------------- parsing */
@@ -328,6 +330,10 @@ static int parse_incident(sn_scenario *s, const json_t *o, const char *path, con
         else
             return fail(err, errlen, name, path, "shape: must be \"step\" or \"ramp\"");
     }
+    double calls = 0;
+    if (rc == 0)
+        rc = get_num(o, "calls", &calls, 1.0, 1e9, false, name, path, err, errlen);
+    in->max_calls = (uint32_t)calls;
     if (rc == 0)
         rc = get_finish(o, "finish_reasons", in->finish, in->finish_w, &in->nfinish, name, path,
                         err, errlen);
@@ -769,6 +775,9 @@ bool sn_scenario_next(sn_scenario_gen *g, sn_event *ev, uint64_t *active)
         double p;
         if (in->stream != best || (p = progress(in, bt)) < 0.0)
             continue;
+        if (in->max_calls > 0 && g->hits[k] >= in->max_calls)
+            continue;
+        g->hits[k]++;
         mask |= UINT64_C(1) << k;
         double f = factor(in->label.magnitude, p);
         switch (in->label.type) {

@@ -148,6 +148,14 @@ START_TEST(incidents_change_what_they_label)
     ck_assert_double_eq_tol(st.cost_ratio[1] / (double)(st.n[1] - st.errors[1]), 5.0, 1e-9);
     sn_scenario_destroy(s);
 
+    /* "calls": only the first call of the window is affected (a one-call blow-up) */
+    s = make_ok(1, "{\"id\": \"c1\", \"type\": \"cost_spike\", \"service\": \"svc\", \"model\": "
+                   "\"m1\", \"start_s\": 300, \"duration_s\": 60, \"magnitude\": 5, \"calls\": 1}");
+    run(s, "m1", &st);
+    ck_assert_uint_eq(st.n[1], 1);
+    ck_assert_double_eq_tol(st.cost_ratio[1], 5.0, 1e-9);
+    sn_scenario_destroy(s);
+
     s = make_ok(1, "{\"id\": \"e\", \"type\": \"error_rate\", \"service\": \"svc\", \"model\": "
                    "\"m1\", \"start_s\": 300, \"duration_s\": 60, \"magnitude\": 0.5}");
     run(s, "m1", &st);
