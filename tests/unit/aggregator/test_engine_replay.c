@@ -5,7 +5,7 @@
  * and keys between bursts -- must give exactly the anomalies and counters recorded before the
  * look-up and summary caches existed. The digests below were written by this test built
  * against an engine without those caches and with the current detection rules (spike
- * agreement, persistence 3, interval-mean drift: branch h/accuracy at 7b05b4c, which the caches
+ * agreement, persistence 3, interval-mean drift: branch h/accuracy at 1e7da60, which the caches
  * had not reached), and the cached engine gives the same. A digest mismatch means a
  * detector's result changed.
  * Under ASan the eviction and expiry regimes also catch a stale cached entry pointer.
