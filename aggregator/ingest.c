@@ -785,6 +785,30 @@ static int grow(void **arr, size_t *cap, size_t i, size_t max, size_t size)
     return reserve(arr, cap, n < max ? n : max, size);
 }
 
+/* Counts one more item of a kind (*n) and, while the count is within max, points *slot at its
+ * place in *arr (grown as needed); past max *slot is NULL (the item is read, not kept). Returns
+ * 0 or -ENOMEM. */
+static int next_slot(void **arr, size_t *cap, size_t *n, size_t max, size_t size, void **slot)
+{
+    size_t i = (*n)++;
+    *slot = NULL;
+    if (i >= max)
+        return 0;
+    if (grow(arr, cap, i, max, size))
+        return -ENOMEM;
+    *slot = (uint8_t *)*arr + i * size;
+    return 0;
+}
+
+/* Remembers the first item (index i) that broke a rule, and why; why NULL: it broke none. */
+static void note_why(const char *why, size_t i, const char **first_why, size_t *first_bad)
+{
+    if (why != NULL && *first_why == NULL) {
+        *first_why = why;
+        *first_bad = i;
+    }
+}
+
 /* Reads the Batch in data[0..len) into c->b and the arrays: events read by hand (read_event),
  * alerts with protobuf-c from the arena. Items past the count limits are read (the bytes must
  * be well formed) but not kept; check_batch refuses the batch for them. Returns 0, -EBADMSG
@@ -849,36 +873,28 @@ static int read_batch(decode_ctx *c, const uint8_t *data, size_t len)
             if (wt != WT_LEN || !pbr_len(&r, &d, &n))
                 return -EBADMSG;
             Sentinel__V1__LocalAlert *a = sentinel__v1__local_alert__unpack(&c->alloc, n, d);
+            sn_local_alert *slot;
             if (a == NULL)
                 return -EBADMSG;
-            size_t i = b->n_alerts++;
-            if (i < c->max_alerts) {
-                if (grow((void **)c->alerts, c->alerts_cap, i, c->max_alerts, sizeof **c->alerts))
-                    return -ENOMEM;
-                const char *why = convert_alert(a, &(*c->alerts)[i]);
-                if (why != NULL && b->alert_why == NULL) {
-                    b->alert_why = why;
-                    b->alert_bad = i;
-                }
-            }
+            if (next_slot((void **)c->alerts, c->alerts_cap, &b->n_alerts, c->max_alerts,
+                          sizeof **c->alerts, (void **)&slot) != 0)
+                return -ENOMEM;
+            if (slot != NULL)
+                note_why(convert_alert(a, slot), b->n_alerts - 1, &b->alert_why, &b->alert_bad);
             break;
         }
         case 7: {
             if (wt != WT_LEN || !pbr_len(&r, &d, &n))
                 return -EBADMSG;
             Sentinel__V1__LlmAggregate *a = sentinel__v1__llm_aggregate__unpack(&c->alloc, n, d);
+            sn_aggregate *slot;
             if (a == NULL)
                 return -EBADMSG;
-            size_t i = b->n_aggregates++;
-            if (i < c->max_events) {
-                if (grow((void **)c->aggs, c->aggs_cap, i, c->max_events, sizeof **c->aggs))
-                    return -ENOMEM;
-                const char *why = convert_aggregate(a, &(*c->aggs)[i]);
-                if (why != NULL && b->agg_why == NULL) {
-                    b->agg_why = why;
-                    b->agg_bad = i;
-                }
-            }
+            if (next_slot((void **)c->aggs, c->aggs_cap, &b->n_aggregates, c->max_events,
+                          sizeof **c->aggs, (void **)&slot) != 0)
+                return -ENOMEM;
+            if (slot != NULL)
+                note_why(convert_aggregate(a, slot), b->n_aggregates - 1, &b->agg_why, &b->agg_bad);
             break;
         }
         default:
