@@ -2637,6 +2637,23 @@ unsigned sn_engine_view_replicas(sn_engine *e, const sn_baseline_entry *en)
     return ks->view;
 }
 
+/* A budget state as the engine's export shows it (pointers into r and b, valid while they are). */
+static sn_engine_budget budget_view(const budget_rule *r, const budget_state *b, int64_t last_seen)
+{
+    return (sn_engine_budget){
+        .rule_service = r->any ? "*" : r->service,
+        .period = r->bc.period,
+        .per_user = r->per_user,
+        .service = b->service,
+        .user = b->user,
+        .period_index = b->st.period,
+        .spent = b->st.spent,
+        .soft_fired = b->st.soft_fired,
+        .hard_fired = b->st.hard_fired,
+        .last_seen = last_seen,
+    };
+}
+
 /* ---- budget spend that survives a restart ------------------------------------------------------
  */
 
@@ -2647,18 +2664,7 @@ int sn_engine_budgets_export(sn_engine *e, bool all, sn_engine_budget_fn cb, voi
         if ((!b->dirty && !all) || !b->st.started || b->rule >= e->nrules)
             continue;
         const budget_rule *r = &e->rules[b->rule];
-        sn_engine_budget out = {
-            .rule_service = r->any ? "*" : r->service,
-            .period = r->bc.period,
-            .per_user = r->per_user,
-            .service = b->service,
-            .user = b->user,
-            .period_index = b->st.period,
-            .spent = b->st.spent,
-            .soft_fired = b->st.soft_fired,
-            .hard_fired = b->st.hard_fired,
-            .last_seen = n->last_seen,
-        };
+        sn_engine_budget out = budget_view(r, b, n->last_seen);
         int rc = cb(&out, ud);
         if (rc != 0)
             return rc;
@@ -2712,18 +2718,7 @@ size_t sn_engine_budgets_sync_collect(sn_engine *e, size_t max, sn_engine_budget
             continue;
         const budget_rule *r = &e->rules[b->rule];
         double base = b->synced_period == b->st.period ? b->synced : 0.0;
-        out[n].b = (sn_engine_budget){
-            .rule_service = r->any ? "*" : r->service,
-            .period = r->bc.period,
-            .per_user = r->per_user,
-            .service = b->service,
-            .user = b->user,
-            .period_index = b->st.period,
-            .spent = b->st.spent,
-            .soft_fired = b->st.soft_fired,
-            .hard_fired = b->st.hard_fired,
-            .last_seen = k->last_seen,
-        };
+        out[n].b = budget_view(r, b, k->last_seen);
         out[n].delta = b->st.spent - base;
         out[n].state = b;
         n++;
