@@ -134,6 +134,111 @@ START_TEST(the_encoder_refuses_invalid_aggregates)
 }
 END_TEST
 
+/* Aggregates journaled as records (the metrics path): the record bytes are the aggregates
+ * entries sn_batch_encode writes, a sealed batch copies them unchanged, the aggregator reads
+ * them, the scan used by recovery counts them and refuses what the aggregator would. */
+START_TEST(aggregates_in_journal_records_round_trip)
+{
+    sn_aggregate g[2] = {aggregate(SN_METRIC_LATENCY_MS), aggregate(SN_METRIC_INPUT_TOKENS)};
+    g[1].cost_usd = 0.5;
+    g[1].min = NAN;
+    size_t cap = sn_batch_aggregate_record_bound(2), len = 0;
+    uint8_t *rec = malloc(cap);
+    ck_assert_ptr_nonnull(rec);
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(sn_batch_append_aggregate_record(&g[i], rec, cap, &len), 0);
+    size_t ne = 9, na = 9;
+    char err[256] = "";
+    ck_assert_int_eq(sn_batch_scan_record(rec, len, &ne, &na, err, sizeof err), 0);
+    ck_assert_uint_eq(ne, 0);
+    ck_assert_uint_eq(na, 2);
+
+    /* The same IngestRequest whether the aggregates come as structs or as record bytes. */
+    sn_batch_config bc;
+    sn_batch_config_init(&bc);
+    sn_batch_encoder *enc = NULL;
+    ck_assert_int_eq(sn_batch_encoder_create(&bc, &enc, err, sizeof err), 0);
+    sn_batch as_structs = {
+        .sidecar_id = "pod/1", .sequence = 4, .aggregates = g, .n_aggregates = 2};
+    const uint8_t *out;
+    size_t out_len;
+    ck_assert_int_eq(sn_batch_encode(enc, &as_structs, &out, &out_len, NULL, err, sizeof err), 0);
+    uint8_t *first = malloc(out_len);
+    ck_assert_ptr_nonnull(first);
+    memcpy(first, out, out_len);
+    size_t first_len = out_len;
+    sn_batch as_records = {.sidecar_id = "pod/1",
+                           .sequence = 4,
+                           .records = rec,
+                           .records_len = len,
+                           .n_record_aggregates = 2};
+    ck_assert_int_eq(sn_batch_encode(enc, &as_records, &out, &out_len, NULL, err, sizeof err), 0);
+    ck_assert_uint_eq(out_len, first_len);
+    ck_assert_mem_eq(out, first, out_len);
+    /* The aggregate limit counts record aggregates. */
+    as_records.n_record_aggregates = bc.max_events + 1;
+    ck_assert_int_eq(sn_batch_encode(enc, &as_records, &out, &out_len, NULL, err, sizeof err),
+                     -EINVAL);
+    as_records.n_record_aggregates = 2;
+    sn_batch_encoder_destroy(enc);
+
+    sn_ingest_decoded d;
+    ck_assert_int_eq(round_trip(&as_records, &d), 0);
+    ck_assert_uint_eq(d.batch.naggregates, 2);
+    ck_assert_uint_eq(d.batch.aggregates[0].count, 12);
+    ck_assert_double_eq(d.batch.aggregates[0].min, 700.25);
+    ck_assert_int_eq(d.batch.aggregates[1].metric, SN_METRIC_INPUT_TOKENS);
+    ck_assert_double_eq(d.batch.aggregates[1].cost_usd, 0.5);
+    ck_assert(isnan(d.batch.aggregates[1].min));
+    sn_ingest_decoded_free(&d);
+
+    /* Cut anywhere inside an entry: refused. */
+    size_t one = 0;
+    ck_assert_int_eq(sn_batch_append_aggregate_record(&g[0], first, first_len, &one), 0);
+    for (size_t cut = 1; cut < len; cut++) {
+        if (cut == one)
+            continue;
+        ck_assert_int_eq(sn_batch_scan_record(rec, cut, &ne, &na, err, sizeof err), -EINVAL);
+    }
+    /* What the aggregator refuses is refused, by the encoder and by the scan. */
+    sn_aggregate bad = aggregate(SN_METRIC_LATENCY_MS);
+    bad.count = 0;
+    size_t blen = 0;
+    ck_assert_int_eq(sn_batch_append_aggregate_record(&bad, rec, cap, &blen), -EINVAL);
+    ck_assert_uint_eq(blen, 0);
+    Sentinel__V1__LlmAggregate pa = SENTINEL__V1__LLM_AGGREGATE__INIT;
+    pa.metric = "latency_ms";
+    pa.count = 2;
+    pa.error_count = 3;
+    Sentinel__V1__LlmAggregate *list[1] = {&pa};
+    Sentinel__V1__Batch pb = SENTINEL__V1__BATCH__INIT;
+    pb.n_aggregates = 1;
+    pb.aggregates = list;
+    size_t plen = sentinel__v1__batch__pack(&pb, rec);
+    ck_assert_int_eq(sn_batch_scan_record(rec, plen, &ne, &na, err, sizeof err), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "count"));
+    pa.error_count = 0;
+    pa.metric = "total_tokens";
+    plen = sentinel__v1__batch__pack(&pb, rec);
+    ck_assert_int_eq(sn_batch_scan_record(rec, plen, &ne, &na, err, sizeof err), -EINVAL);
+    pa.metric = "ttft_ms";
+    pa._sum_case = SENTINEL__V1__LLM_AGGREGATE___SUM_SUM;
+    pa.sum = -1.0;
+    plen = sentinel__v1__batch__pack(&pb, rec);
+    ck_assert_int_eq(sn_batch_scan_record(rec, plen, &ne, &na, err, sizeof err), -EINVAL);
+    pa.sum = 1.0;
+    plen = sentinel__v1__batch__pack(&pb, rec);
+    ck_assert_int_eq(sn_batch_scan_record(rec, plen, &ne, &na, err, sizeof err), 0);
+    ck_assert_uint_eq(na, 1);
+    /* Too little room: -ENOBUFS, the length untouched. */
+    blen = 0;
+    ck_assert_int_eq(sn_batch_append_aggregate_record(&g[0], rec, 20, &blen), -ENOBUFS);
+    ck_assert_uint_eq(blen, 0);
+    free(first);
+    free(rec);
+}
+END_TEST
+
 /* A Batch with one hand-made aggregate, wrapped in an uncompressed IngestRequest. */
 static int decode_one(Sentinel__V1__LlmAggregate *a, char *err, size_t errlen)
 {
@@ -198,6 +303,7 @@ static Suite *suite(void)
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, aggregates_and_suppressed_arrive_as_sent);
     tcase_add_test(tc, the_encoder_refuses_invalid_aggregates);
+    tcase_add_test(tc, aggregates_in_journal_records_round_trip);
     tcase_add_test(tc, the_decoder_refuses_invalid_aggregates);
     suite_add_tcase(s, tc);
     return s;
