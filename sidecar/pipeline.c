@@ -6,10 +6,14 @@
  * the request's journal record (its LLM events, each encoded once as a Batch events entry) and,
  * per event, the few facts local detection needs (det_item). The loop appends the record bytes
  * to the journal and to the open batch as they are, answers and runs detection over the items;
- * sealing copies the open batch's bytes into a Batch (sn_batch.event_records) -- no event is
- * decoded or encoded again. Sealing runs on the sealer thread (seal_async: the open batch's
- * buffers are swapped into the one seal_job, the loop appends the result to the spool when the
- * sealer is done), or on the loop when it must be immediate (seal_sync, recovery).
+ * sealing copies the open batch's bytes into a Batch (sn_batch.records) -- no event is
+ * decoded or encoded again. A metrics request with GenAI points is checked on its transport
+ * thread and waits there while the loop feeds its points (metric_feed.h) into a journal record
+ * of Batch.aggregates entries, journals it and adds it to the open batch the same way; when the
+ * journal write fails the points are taken back from the feed (process_metrics). Sealing runs on
+ * the sealer thread (seal_async: the open batch's buffers are swapped into the one seal_job, the
+ * loop appends the result to the spool when the sealer is done), or on the loop when it must be
+ * immediate (seal_sync, recovery).
  *
  * A gRPC request (no tee) is answered later: its work item is heap-allocated, owns its scratch,
  * and the loop answers it through sn_otlp_later, then detects and frees. The transport thread
@@ -24,10 +28,10 @@
  * a timeout: the request body it borrows stays alive until the loop is done with it.
  *
  * Invariants on the loop thread:
- *   - open[0..open_len) is the open batch: n_events events as journal-record bytes, every one
- *     of them already in the journal (a request whose journal write failed is refused and
- *     leaves nothing behind); n_events <= max_batch_events except after recovering a larger
- *     record;
+ *   - open[0..open_len) is the open batch: n_events events and n_aggs aggregates as
+ *     journal-record bytes, every one of them already in the journal (a request whose journal
+ *     write failed is refused and leaves nothing behind); n_events and n_aggs <=
+ *     max_batch_events except after recovering a larger record;
  *   - a journal generation is retired only by the spool append that covers it (a reset after
  *     the append, or sn_spool_journal_next before the sealer runs, which leaves the generation
  *     in place until the append), so at every instant an accepted event is in the journal or in
