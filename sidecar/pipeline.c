@@ -1422,6 +1422,19 @@ static void collect_event(const sn_event *ev, void *ud)
     it->total_tokens = ev->total_tokens;
 }
 
+/* Answers a request holding n items (what names them) as too large when n is more than a batch
+ * may hold. Returns whether it did. */
+static bool too_large(sn_pipeline *p, sn_otlp_result *res, uint64_t n, const char *what)
+{
+    if (n <= p->cfg.max_batch_events)
+        return false;
+    res->outcome = SN_OTLP_TOO_LARGE;
+    snprintf(res->message, sizeof res->message,
+             "request holds %" PRIu64 " %s; at most %zu per request (split the export batch)", n,
+             what, p->cfg.max_batch_events);
+    return true;
+}
+
 /* Decodes a trace request once, on the transport thread, into a scratch; malformed and too
  * large requests are answered here, the rest go to the loop. */
 static void handle_traces(sn_pipeline *p, sn_pipeline_protocol protocol, sn_otlp_encoding encoding,
@@ -1449,14 +1462,8 @@ static void handle_traces(sn_pipeline *p, sn_pipeline_protocol protocol, sn_otlp
     int64_t now = now_ns();
     for (size_t i = 0; i < req->n_idents; i++)
         sn_metric_feed_note_span(p->feed, req->idents[i].service, req->idents[i].model, now);
-    if (st.llm_events > p->cfg.max_batch_events) {
-        res->outcome = SN_OTLP_TOO_LARGE;
-        snprintf(res->message, sizeof res->message,
-                 "request holds %" PRIu64 " LLM spans; at most %zu per request (split the "
-                 "export batch)",
-                 st.llm_events, p->cfg.max_batch_events);
+    if (too_large(p, res, st.llm_events, "LLM spans"))
         goto out_put_scratch;
-    }
     if (req->error != 0) {
         /* Out of memory (or an encoder bug): nothing was taken; the client may retry. */
         sn_log_error("cannot collect a request's events", SN_LOG_ERRNO(req->error));
@@ -1506,14 +1513,8 @@ static void handle_metrics(sn_pipeline *p, sn_otlp_encoding encoding, const uint
         snprintf(res->message, sizeof res->message, "%s", err);
         return;
     }
-    if (st.facts > p->cfg.max_batch_events) {
-        res->outcome = SN_OTLP_TOO_LARGE;
-        snprintf(res->message, sizeof res->message,
-                 "request holds %" PRIu64 " GenAI data points; at most %zu per request (split "
-                 "the export batch)",
-                 st.facts, p->cfg.max_batch_events);
+    if (too_large(p, res, st.facts, "GenAI data points"))
         return;
-    }
     if (st.facts > 0) {
         /* Well-formed: the loop's second pass cannot fail half way. */
         work w = {.body = body, .body_len = len, .encoding = encoding, .n_facts = st.facts};
