@@ -33,6 +33,7 @@ _Static_assert(sizeof(((sentinel_v1_LocalAlert *)0)->alert_id) == SN_ALERT_ID_LE
 _Static_assert(sizeof(((sentinel_v1_LocalAlert *)0)->region) == SN_SHORT_MAX, "region size");
 /* One event in a record: tag (1 byte) + length (2 bytes, < 16384) + the message. */
 _Static_assert(sentinel_v1_LlmEvent_size < 16384, "event length takes two varint bytes");
+_Static_assert(sentinel_v1_LlmAggregate_size < 16384, "aggregate length takes two varint bytes");
 #define SN_RECORD_PER_EVENT (sentinel_v1_LlmEvent_size + 3u)
 
 struct sn_batch_encoder {
@@ -64,7 +65,8 @@ typedef struct sn_record_sink {
     size_t cap;
     size_t n;
     bool overflow;
-    const char *why; /* a static reason when a decoded event is invalid */
+    const char *why;     /* a static reason when a decoded event is invalid */
+    size_t n_aggregates; /* aggregates counted by the scan */
 } sn_record_sink;
 
 typedef struct sn_bytes {
@@ -346,7 +348,8 @@ static bool encode_events_cb(pb_ostream_t *s, const pb_field_t *f, void *const *
             !pb_encode_submessage(s, sentinel_v1_LlmEvent_fields, &m))
             return false;
     }
-    /* Journal records are runs of complete events entries (tag included): copied unchanged. */
+    /* Journal records are runs of complete events and aggregates entries (tags included):
+     * copied unchanged -- a repeated field may come in any number of runs. */
     if (it->records_len > 0 && !pb_write(s, it->records, it->records_len))
         return false;
     return true;
@@ -365,16 +368,23 @@ static bool encode_alerts_cb(pb_ostream_t *s, const pb_field_t *f, void *const *
     return true;
 }
 
+/* One Batch.aggregates entry (tag, length, LlmAggregate): the one encoding of an aggregate, for
+ * sealed batches and journal records alike. */
+static bool encode_aggregate_entry(pb_ostream_t *s, const sn_aggregate *g)
+{
+    sentinel_v1_LlmAggregate m;
+    aggregate_to_pb(&m, g);
+    return pb_encode_tag(s, PB_WT_STRING, sentinel_v1_Batch_aggregates_tag) &&
+           pb_encode_submessage(s, sentinel_v1_LlmAggregate_fields, &m);
+}
+
 static bool encode_aggregates_cb(pb_ostream_t *s, const pb_field_t *f, void *const *arg)
 {
+    (void)f;
     const sn_items *it = *arg;
-    sentinel_v1_LlmAggregate m;
-    for (size_t i = 0; i < it->n_aggregates; i++) {
-        aggregate_to_pb(&m, &it->aggregates[i]);
-        if (!pb_encode_tag_for_field(s, f) ||
-            !pb_encode_submessage(s, sentinel_v1_LlmAggregate_fields, &m))
+    for (size_t i = 0; i < it->n_aggregates; i++)
+        if (!encode_aggregate_entry(s, &it->aggregates[i]))
             return false;
-    }
     return true;
 }
 
@@ -491,8 +501,8 @@ static int check_batch(const sn_batch_encoder *enc, const sn_batch *b, char *err
         set_err(err, errlen, "batch: NULL events or alerts with a count");
         return -EINVAL;
     }
-    if (b->event_records_len > 0 && b->event_records == NULL) {
-        set_err(err, errlen, "batch: NULL event records with a length");
+    if (b->records_len > 0 && b->records == NULL) {
+        set_err(err, errlen, "batch: NULL records with a length");
         return -EINVAL;
     }
     if (b->n_events > enc->cfg.max_events ||
@@ -516,7 +526,8 @@ static int check_batch(const sn_batch_encoder *enc, const sn_batch *b, char *err
             return -EINVAL;
         }
     }
-    if ((b->n_aggregates > 0 && b->aggregates == NULL) || b->n_aggregates > enc->cfg.max_events) {
+    if ((b->n_aggregates > 0 && b->aggregates == NULL) || b->n_aggregates > enc->cfg.max_events ||
+        b->n_record_aggregates > enc->cfg.max_events - b->n_aggregates) {
         set_err(err, errlen, "batch: NULL aggregates, or more than max_events of them");
         return -EINVAL;
     }
@@ -539,8 +550,8 @@ int sn_batch_encode(sn_batch_encoder *enc, const sn_batch *b, const uint8_t **ou
         return rc;
     size_t max = enc->cfg.max_message_bytes;
 
-    sn_items items = {b->events, b->n_events, b->event_records, b->event_records_len,
-                      b->alerts, b->n_alerts, b->aggregates,    b->n_aggregates};
+    sn_items items = {b->events, b->n_events, b->records,    b->records_len,
+                      b->alerts, b->n_alerts, b->aggregates, b->n_aggregates};
     sentinel_v1_Batch msg = sentinel_v1_Batch_init_zero;
     msg.sidecar_id.funcs.encode = encode_string_cb;
     msg.sidecar_id.arg = (void *)b->sidecar_id;
@@ -664,7 +675,7 @@ int sn_batch_encode_event_record(const sn_event *events, size_t n, uint8_t *buf,
 int sn_batch_decode_event_record(const uint8_t *buf, size_t len, sn_event *events, size_t cap,
                                  size_t *n, char *err, size_t errlen)
 {
-    sn_record_sink sink = {events, cap, 0, false, NULL};
+    sn_record_sink sink = {events, cap, 0, false, NULL, 0};
     sentinel_v1_Batch msg = sentinel_v1_Batch_init_zero;
     msg.events.funcs.decode = decode_event_cb;
     msg.events.arg = &sink;
@@ -862,10 +873,54 @@ static bool scan_event_cb(pb_istream_t *s, const pb_field_t *f, void **arg)
     return true;
 }
 
-int sn_batch_scan_event_record(const uint8_t *buf, size_t len, size_t *n, char *err, size_t errlen)
+/* Whether a set oneof real is one the aggregator accepts (finite and >= 0). */
+static bool real_ok(pb_size_t which, double x)
 {
-    /* Only events entries may be copied into a sealed batch: a stray sidecar_id or sequence
-     * would override the batch's own. */
+    return which == 0 || known(x);
+}
+
+/* NULL when the aggregator accepts a decoded LlmAggregate (its validation rules), else a static
+ * reason. */
+static const char *aggregate_pb_problem(const sentinel_v1_LlmAggregate *m)
+{
+    sn_aggregate g;
+    memset(&g, 0, sizeof g);
+    if (sn_metric_from_name(m->metric, &g.metric) != 0)
+        return "aggregate metric must be latency_ms, ttft_ms, input_tokens or output_tokens";
+    g.count = m->count;
+    g.error_count = m->error_count;
+    const char *why = aggregate_problem(&g);
+    if (why != NULL)
+        return why;
+    if (!real_ok(m->which__sum, m->_sum.sum) || !real_ok(m->which__min, m->_min.min) ||
+        !real_ok(m->which__max, m->_max.max) || !real_ok(m->which__cost_usd, m->_cost_usd.cost_usd))
+        return "aggregate sum, min, max and cost_usd must be finite and >= 0";
+    return NULL;
+}
+
+/* Called once per aggregates element while scanning: checks it as the aggregator would and
+ * counts it. */
+static bool scan_aggregate_cb(pb_istream_t *s, const pb_field_t *f, void **arg)
+{
+    (void)f;
+    sn_record_sink *sink = *arg;
+    sentinel_v1_LlmAggregate m = sentinel_v1_LlmAggregate_init_zero;
+    if (!pb_decode(s, sentinel_v1_LlmAggregate_fields, &m))
+        return false;
+    const char *why = aggregate_pb_problem(&m);
+    if (why != NULL) {
+        sink->why = why;
+        PB_RETURN_ERROR(s, "invalid aggregate");
+    }
+    sink->n_aggregates++;
+    return true;
+}
+
+int sn_batch_scan_record(const uint8_t *buf, size_t len, size_t *n_events, size_t *n_aggregates,
+                         char *err, size_t errlen)
+{
+    /* Only events and aggregates entries may be copied into a sealed batch: a stray sidecar_id
+     * or sequence would override the batch's own. */
     pb_istream_t is = pb_istream_from_buffer(buf, len);
     while (is.bytes_left > 0) {
         pb_wire_type_t wt;
@@ -875,21 +930,25 @@ int sn_batch_scan_event_record(const uint8_t *buf, size_t len, size_t *n, char *
             set_err(err, errlen, "journal record: bad tag");
             return -EINVAL;
         }
-        if (tag != sentinel_v1_Batch_events_tag || wt != PB_WT_STRING) {
+        if ((tag != sentinel_v1_Batch_events_tag && tag != sentinel_v1_Batch_aggregates_tag) ||
+            wt != PB_WT_STRING) {
             if (err != NULL && errlen > 0)
-                snprintf(err, errlen, "journal record: field %u is not an event", (unsigned)tag);
+                snprintf(err, errlen, "journal record: field %u is not an event or an aggregate",
+                         (unsigned)tag);
             return -EINVAL;
         }
         if (!pb_skip_field(&is, wt)) {
-            set_err(err, errlen, "journal record: truncated event");
+            set_err(err, errlen, "journal record: truncated entry");
             return -EINVAL;
         }
     }
     sn_event scratch;
-    sn_record_sink sink = {&scratch, 1, 0, false, NULL};
+    sn_record_sink sink = {&scratch, 1, 0, false, NULL, 0};
     sentinel_v1_Batch msg = sentinel_v1_Batch_init_zero;
     msg.events.funcs.decode = scan_event_cb;
     msg.events.arg = &sink;
+    msg.aggregates.funcs.decode = scan_aggregate_cb;
+    msg.aggregates.arg = &sink;
     is = pb_istream_from_buffer(buf, len);
     if (!pb_decode(&is, sentinel_v1_Batch_fields, &msg)) {
         if (err != NULL && errlen > 0)
@@ -897,6 +956,38 @@ int sn_batch_scan_event_record(const uint8_t *buf, size_t len, size_t *n, char *
                      sink.why != NULL ? sink.why : PB_GET_ERROR(&is));
         return -EINVAL;
     }
-    *n = sink.n;
+    *n_events = sink.n;
+    *n_aggregates = sink.n_aggregates;
+    return 0;
+}
+
+/* ---- aggregates in journal records --------------------------------------------------------- */
+
+size_t sn_batch_aggregate_record_bound(size_t n)
+{
+    const size_t per = sentinel_v1_LlmAggregate_size + 3u; /* tag + two-byte length + message */
+    if (n > SIZE_MAX / per)
+        return SIZE_MAX;
+    return n * per;
+}
+
+int sn_batch_append_aggregate_record(const sn_aggregate *g, uint8_t *buf, size_t cap, size_t *len)
+{
+    if (g == NULL || buf == NULL || *len > cap)
+        return -EINVAL;
+    if (aggregate_problem(g) != NULL)
+        return -EINVAL;
+    sentinel_v1_LlmAggregate m;
+    aggregate_to_pb(&m, g);
+    size_t size = 0;
+    if (!pb_get_encoded_size(&size, sentinel_v1_LlmAggregate_fields, &m))
+        return -EIO;
+    size_t need = 1 + (size < 128 ? 1 : 2) + size; /* size < 16384: LlmAggregate_size */
+    if (cap - *len < need)
+        return -ENOBUFS;
+    pb_ostream_t os = pb_ostream_from_buffer(buf + *len, need);
+    if (!encode_aggregate_entry(&os, g) || os.bytes_written != need)
+        return -EIO;
+    *len += os.bytes_written;
     return 0;
 }

@@ -10,9 +10,13 @@
  *   sn_batch_decode_event_record  the journal's record of one accepted request, and back.
  *   sn_batch_append_event_record  one event appended to a record being built (records
  *                                 concatenate: a record is a run of events entries).
+ *   sn_batch_append_aggregate_record  one GenAI metric aggregate appended to a record (a
+ *                                 Batch.aggregates entry, the bytes sn_batch_encode writes).
+ *   sn_batch_scan_record          checks a record read back from disk; counts its events and
+ *                                 aggregates (a record may hold both).
  *
- * A sealed batch may take its events as journal-record bytes (sn_batch.event_records): they are
- * copied into the Batch unchanged, so each event is encoded once, when it is accepted.
+ * A sealed batch may take its events and aggregates as journal-record bytes (sn_batch.records):
+ * they are copied into the Batch unchanged, so each is encoded once, when it is accepted.
  *
  * Mapping (proto/sentinel/v1/sentinel.proto): every sn_event and sn_local_alert field has a
  * wire field of the same name. What the event does not know is absent on the wire, never 0:
@@ -68,19 +72,23 @@ typedef struct sn_batch {
     uint64_t sequence;      /* >= 1 */
     const sn_event *events; /* n_events of them (may be NULL when n_events is 0) */
     size_t n_events;
-    /* Events already encoded: the concatenation of journal records (sn_batch_append_event_record
-     * / sn_batch_encode_event_record output), holding n_record_events events. They are written
-     * after events[] as they are -- a repeated field is the concatenation of its elements -- so
-     * sealing costs a copy, not a re-encode. NULL / 0 when unused. The caller vouches for the
-     * bytes (sn_batch_scan_event_record checks records read back from disk). */
-    const uint8_t *event_records;
-    size_t event_records_len;
+    /* Events and aggregates already encoded: the concatenation of journal records
+     * (sn_batch_append_event_record / sn_batch_encode_event_record /
+     * sn_batch_append_aggregate_record output), holding n_record_events events and
+     * n_record_aggregates aggregates. They are written as they are -- a repeated field is the
+     * concatenation of its elements, in any number of runs -- so sealing costs a copy, not a
+     * re-encode. NULL / 0 when unused. The caller vouches for the bytes (sn_batch_scan_record
+     * checks records read back from disk). */
+    const uint8_t *records;
+    size_t records_len;
     size_t n_record_events;
+    size_t n_record_aggregates;
     const sn_local_alert *alerts;
     size_t n_alerts;
     int64_t created_unix_nano; /* when the batch was sealed */
     uint64_t dropped_events;   /* events refused since the previous batch */
-    /* GenAI metric aggregates (metric_feed.h); at most max_events of them. NULL / 0 when none. */
+    /* GenAI metric aggregates (metric_feed.h); with n_record_aggregates at most max_events of
+     * them. NULL / 0 when none. */
     const sn_aggregate *aggregates;
     size_t n_aggregates;
 } sn_batch;
@@ -104,8 +112,8 @@ void sn_batch_encoder_destroy(sn_batch_encoder *enc);
  * them -- the spool does -- before encoding again). *batch_len (may be NULL) gets the size of
  * the serialized Batch before compression. Errors, with a one-line reason in err:
  *   -EINVAL    bad batch: empty or too long sidecar_id, sequence 0, more than max_events
- *              events or max_alerts alerts, NULL arrays with a count, an invalid alert (the
- *              message names its index);
+ *              events, max_events aggregates or max_alerts alerts, NULL arrays with a count, an
+ *              invalid alert or aggregate (the message names its index);
  *   -EMSGSIZE  the Batch or the IngestRequest would be larger than max_message_bytes (seal
  *              smaller batches);
  *   -ENOMEM    a buffer could not grow;
@@ -130,16 +138,30 @@ int sn_batch_encode_event_record(const sn_event *events, size_t n, uint8_t *buf,
  * -EIO on an encoder failure. Allocates nothing; thread-safe. */
 int sn_batch_append_event_record(const sn_event *ev, uint8_t *buf, size_t cap, size_t *len);
 
-/* Checks a journal record read back from disk without keeping its events: every top-level field
- * is an events entry that decodes as an LlmEvent sn_batch_decode_event_record would accept.
- * Returns 0 and sets *n to the number of events, or -EINVAL with a one-line reason in err (err
- * may be NULL). Allocates nothing; thread-safe. */
-int sn_batch_scan_event_record(const uint8_t *buf, size_t len, size_t *n, char *err, size_t errlen);
+/* Checks a journal record read back from disk without keeping what it holds: every top-level
+ * field is an events entry that decodes as an LlmEvent sn_batch_decode_event_record would accept
+ * or an aggregates entry the aggregator would accept. Returns 0 and sets *n_events and
+ * *n_aggregates, or -EINVAL with a one-line reason in err (err may be NULL). Allocates nothing;
+ * thread-safe. */
+int sn_batch_scan_record(const uint8_t *buf, size_t len, size_t *n_events, size_t *n_aggregates,
+                         char *err, size_t errlen);
 
-/* Decodes a journal record into events[0..cap). Returns 0 and sets *n; every event is fully
- * initialised (unknown facts as sn_event_init leaves them). -ENOBUFS when the record holds
- * more than cap events, -EINVAL when it is malformed (one-line reason in err; err may be NULL).
- * On error the contents of events[] are unspecified and *n is untouched. Allocates nothing. */
+/* The most bytes sn_batch_append_aggregate_record can need for n aggregates (about 630 each). */
+size_t sn_batch_aggregate_record_bound(size_t n);
+
+/* Appends g to a journal record being built in buf[*len..cap): one aggregates entry (tag,
+ * length, LlmAggregate), encoded as sn_batch_encode encodes it. Returns 0 and advances *len;
+ * -ENOBUFS when the entry does not fit (*len untouched; sn_batch_aggregate_record_bound(1)
+ * always fits); -EINVAL for NULL arguments or an aggregate the aggregator would refuse (metric
+ * not latency_ms, ttft_ms, input_tokens or output_tokens; count 0 or below error_count); -EIO on
+ * an encoder failure. Allocates nothing; thread-safe. */
+int sn_batch_append_aggregate_record(const sn_aggregate *g, uint8_t *buf, size_t cap, size_t *len);
+
+/* Decodes a journal record into events[0..cap) (aggregates entries are skipped). Returns 0 and sets
+ * *n; every event is fully initialised (unknown facts as sn_event_init leaves them). -ENOBUFS when
+ * the record holds more than cap events, -EINVAL when it is malformed (one-line reason in err; err
+ * may be NULL). On error the contents of events[] are unspecified and *n is untouched. Allocates
+ * nothing. */
 int sn_batch_decode_event_record(const uint8_t *buf, size_t len, sn_event *events, size_t cap,
                                  size_t *n, char *err, size_t errlen);
 

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,8 +34,6 @@ struct sn_metric_feed {
     pair_slot *pairs;
     size_t mask;
     sn_metric_delta *delta;
-    sn_aggregate *queue; /* ring of max_pending */
-    size_t head, n;
     sn_metric_feed_stats st;
 };
 
@@ -44,15 +43,13 @@ void sn_metric_feed_config_defaults(sn_metric_feed_config *cfg)
     cfg->max_pairs = 4096;
     cfg->cover_ns = INT64_C(300) * 1000000000;
     cfg->max_series = 4096;
-    cfg->max_pending = 1024;
 }
 
 int sn_metric_feed_create(const sn_metric_feed_config *cfg, const sn_price_table *prices,
                           sn_metric_feed **out)
 {
     if (cfg->max_pairs == 0 || cfg->max_pairs > LIMIT_MAX || cfg->max_series == 0 ||
-        cfg->max_series > LIMIT_MAX || cfg->max_pending == 0 || cfg->max_pending > LIMIT_MAX ||
-        cfg->cover_ns < 0)
+        cfg->max_series > LIMIT_MAX || cfg->cover_ns < 0)
         return -EINVAL;
     sn_metric_feed *f = calloc(1, sizeof *f);
     if (f == NULL)
@@ -64,8 +61,7 @@ int sn_metric_feed_create(const sn_metric_feed_config *cfg, const sn_price_table
         slots <<= 1;
     f->mask = slots - 1;
     f->pairs = calloc(slots, sizeof *f->pairs);
-    f->queue = calloc(cfg->max_pending, sizeof *f->queue);
-    if (f->pairs == NULL || f->queue == NULL)
+    if (f->pairs == NULL)
         goto fail;
     if (sn_metric_delta_create(cfg->max_series, cfg->since_unix_nano, &f->delta) != 0)
         goto fail;
@@ -77,7 +73,6 @@ int sn_metric_feed_create(const sn_metric_feed_config *cfg, const sn_price_table
 fail:
     sn_metric_delta_destroy(f->delta);
     free(f->pairs);
-    free(f->queue);
     free(f);
     return -ENOMEM;
 }
@@ -89,7 +84,6 @@ void sn_metric_feed_destroy(sn_metric_feed *f)
     pthread_mutex_destroy(&f->mu);
     sn_metric_delta_destroy(f->delta);
     free(f->pairs);
-    free(f->queue);
     free(f);
 }
 
@@ -194,61 +188,50 @@ void sn_metric_feed_convert(const sn_metric_fact *fact, const sn_price_table *pr
 
 const char *sn_metric_feed_outcome_name(sn_metric_feed_outcome o)
 {
-    static const char *const names[SN_METRIC_FEED_OUTCOME_COUNT] = {
-        "queued", "covered", "baseline", "unchanged", "refused", "dropped"};
+    static const char *const names[SN_METRIC_FEED_OUTCOME_COUNT] = {"queued", "covered", "baseline",
+                                                                    "unchanged", "refused"};
     return (int)o >= 0 && o < SN_METRIC_FEED_OUTCOME_COUNT ? names[o] : "unknown";
 }
 
-/* Steps 1-4 of metric_feed.h. Caller holds mu. */
+/* Steps 1-3 of metric_feed.h. Caller holds mu. */
 static sn_metric_feed_outcome add_locked(sn_metric_feed *f, const sn_metric_fact *fact,
-                                         int64_t now_ns)
+                                         int64_t now_ns, sn_aggregate *out,
+                                         sn_metric_delta_change *ch)
 {
+    ch->slot = SIZE_MAX;
     if (covered_locked(f, pair_hash(fact->service, fact->model), now_ns))
         return SN_METRIC_FEED_COVERED;
     sn_metric_fact d;
-    int rc = sn_metric_delta_apply(f->delta, fact, &d);
+    int rc = sn_metric_delta_apply_undoable(f->delta, fact, &d, ch);
     if (rc == -ENOSPC)
         return SN_METRIC_FEED_REFUSED;
     if (rc == SN_METRIC_DELTA_BASELINE)
         return SN_METRIC_FEED_BASELINE;
     if (rc != SN_METRIC_DELTA_EMIT || d.count == 0)
         return SN_METRIC_FEED_UNCHANGED;
-    if (f->n >= f->cfg.max_pending)
-        return SN_METRIC_FEED_DROPPED;
-    sn_metric_feed_convert(&d, f->prices, &f->queue[(f->head + f->n) % f->cfg.max_pending]);
-    f->n++;
+    sn_metric_feed_convert(&d, f->prices, out);
     return SN_METRIC_FEED_QUEUED;
 }
 
 sn_metric_feed_outcome sn_metric_feed_add(sn_metric_feed *f, const sn_metric_fact *fact,
-                                          int64_t now_ns)
+                                          int64_t now_ns, sn_aggregate *out,
+                                          sn_metric_delta_change *ch)
 {
     pthread_mutex_lock(&f->mu);
-    sn_metric_feed_outcome o = add_locked(f, fact, now_ns);
+    sn_metric_feed_outcome o = add_locked(f, fact, now_ns, out, ch);
     f->st.outcomes[o]++;
     pthread_mutex_unlock(&f->mu);
     return o;
 }
 
-bool sn_metric_feed_busy(sn_metric_feed *f)
+void sn_metric_feed_undo(sn_metric_feed *f, sn_metric_feed_outcome o,
+                         const sn_metric_delta_change *ch)
 {
     pthread_mutex_lock(&f->mu);
-    bool busy = f->n * 2 > f->cfg.max_pending;
+    sn_metric_delta_undo(f->delta, ch);
+    if ((int)o >= 0 && o < SN_METRIC_FEED_OUTCOME_COUNT && f->st.outcomes[o] > 0)
+        f->st.outcomes[o]--;
     pthread_mutex_unlock(&f->mu);
-    return busy;
-}
-
-size_t sn_metric_feed_take(sn_metric_feed *f, sn_aggregate *out, size_t cap)
-{
-    pthread_mutex_lock(&f->mu);
-    size_t k = 0;
-    while (k < cap && f->n > 0) {
-        out[k++] = f->queue[f->head];
-        f->head = (f->head + 1) % f->cfg.max_pending;
-        f->n--;
-    }
-    pthread_mutex_unlock(&f->mu);
-    return k;
 }
 
 void sn_metric_feed_expire(sn_metric_feed *f, int64_t now_ns)
@@ -270,6 +253,5 @@ void sn_metric_feed_get_stats(sn_metric_feed *f, sn_metric_feed_stats *out)
 {
     pthread_mutex_lock(&f->mu);
     *out = f->st;
-    out->pending = f->n;
     pthread_mutex_unlock(&f->mu);
 }

@@ -12,21 +12,25 @@
  *   3. conversion: the delta point becomes an sn_aggregate (count, sum, min/max, errors = count
  *      when the point has an error.type; for token usage the cost from the price table when the
  *      model is known, else unknown);
- *   4. the aggregate waits in a bounded queue until the loop takes it into the next batch.
+ *   4. the caller (the pipeline's loop) journals the aggregate as a Batch.aggregates entry
+ *      and answers; when it refuses the request after all (journal write failed), it takes the
+ *      request's points back with sn_metric_feed_undo, newest first, so the delta state is as if
+ *      the request never came and the client's retry counts every call once.
  *
  * Bounds: the coverage table holds `max_pairs` pairs (a full probe window forgets the pair seen
  * longest ago: counted as evicted), the delta table `max_series` series (new series refused when
- * full, counted), the queue `max_pending` aggregates (a point that does not fit is dropped and
- * counted; sn_metric_feed_busy says when to refuse requests before that happens). Memory is
- * allocated at create only.
+ * full, counted). The feed keeps no aggregates: they go into the journal record of their
+ * request. Memory is allocated at create only.
  *
- * Thread safety: every function takes the feed's mutex -- the transports call note_span and add
- * on their threads, the loop calls take and expire.
+ * Thread safety: every function takes the feed's mutex -- the transports call note_span on their
+ * threads, the loop calls add, undo and expire. add and undo must come from one thread (the
+ * loop): an undo is only exact when nothing was added since.
  */
 #ifndef SN_SIDECAR_METRIC_FEED_H
 #define SN_SIDECAR_METRIC_FEED_H
 
 #include "aggregate.h"
+#include "otlp/metrics_delta.h"
 #include "otlp/metrics.h"
 #include "price.h"
 
@@ -40,7 +44,6 @@ typedef struct sn_metric_feed_config {
     size_t max_pairs;        /* span-coverage table; default 4096 */
     int64_t cover_ns;        /* a pair is covered this long after its last span; default 5 min */
     size_t max_series;       /* cumulative series differenced; default 4096 */
-    size_t max_pending;      /* aggregates waiting for a batch; default 1024 */
     int64_t since_unix_nano; /* the sidecar's start: series starting later are new in full */
 } sn_metric_feed_config;
 
@@ -66,36 +69,36 @@ bool sn_metric_feed_covered(sn_metric_feed *f, const char *service, const char *
 
 /* What sn_metric_feed_add did with a point (each is also counted in the stats). */
 typedef enum sn_metric_feed_outcome {
-    SN_METRIC_FEED_QUEUED = 0, /* an aggregate is queued */
+    SN_METRIC_FEED_QUEUED = 0, /* an aggregate is made (journaled and shipped by the caller) */
     SN_METRIC_FEED_COVERED,    /* the pair sent spans: dropped */
     SN_METRIC_FEED_BASELINE,   /* first cumulative point of a series: nothing new yet */
     SN_METRIC_FEED_UNCHANGED,  /* nothing new, or out of order */
     SN_METRIC_FEED_REFUSED,    /* new series, delta table full */
-    SN_METRIC_FEED_DROPPED,    /* the queue is full */
     SN_METRIC_FEED_OUTCOME_COUNT
 } sn_metric_feed_outcome;
 
-/* "queued", "covered", "baseline", "unchanged", "refused", "dropped". Static storage. */
+/* "queued", "covered", "baseline", "unchanged", "refused". Static storage. */
 const char *sn_metric_feed_outcome_name(sn_metric_feed_outcome o);
 
 /* What happened to the points (counts since create). */
 typedef struct sn_metric_feed_stats {
     uint64_t outcomes[SN_METRIC_FEED_OUTCOME_COUNT]; /* points by sn_metric_feed_outcome */
     uint64_t evicted; /* pairs forgotten from the full coverage table */
-    uint64_t pending; /* aggregates queued now */
     uint64_t pairs;   /* pairs in the coverage table now */
 } sn_metric_feed_stats;
 
-/* Takes one decoded point at now_ns (the sidecar's clock): steps 1-4 above. Never fails. */
+/* Takes one decoded point at now_ns (the sidecar's clock): steps 1-3 above. For
+ * SN_METRIC_FEED_QUEUED *out holds the aggregate; *ch always gets what the point changed in the
+ * delta state (for sn_metric_feed_undo). Never fails. */
 sn_metric_feed_outcome sn_metric_feed_add(sn_metric_feed *f, const sn_metric_fact *fact,
-                                          int64_t now_ns);
+                                          int64_t now_ns, sn_aggregate *out,
+                                          sn_metric_delta_change *ch);
 
-/* Whether the queue is over half full: the caller should refuse metric requests (retryable)
- * until the loop has taken the queue. */
-bool sn_metric_feed_busy(sn_metric_feed *f);
-
-/* Moves up to cap queued aggregates, oldest first, into out. Returns how many. */
-size_t sn_metric_feed_take(sn_metric_feed *f, sn_aggregate *out, size_t cap);
+/* Takes back one point sn_metric_feed_add took (its outcome and change), for a request refused
+ * after its points went through add: undo them newest first, with no add or expire in between.
+ * The stats forget the point too. */
+void sn_metric_feed_undo(sn_metric_feed *f, sn_metric_feed_outcome o,
+                         const sn_metric_delta_change *ch);
 
 /* Forgets pairs and series idle since before_unix_nano / before the cover window. */
 void sn_metric_feed_expire(sn_metric_feed *f, int64_t now_ns);

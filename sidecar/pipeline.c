@@ -6,10 +6,14 @@
  * the request's journal record (its LLM events, each encoded once as a Batch events entry) and,
  * per event, the few facts local detection needs (det_item). The loop appends the record bytes
  * to the journal and to the open batch as they are, answers and runs detection over the items;
- * sealing copies the open batch's bytes into a Batch (sn_batch.event_records) -- no event is
- * decoded or encoded again. Sealing runs on the sealer thread (seal_async: the open batch's
- * buffers are swapped into the one seal_job, the loop appends the result to the spool when the
- * sealer is done), or on the loop when it must be immediate (seal_sync, recovery).
+ * sealing copies the open batch's bytes into a Batch (sn_batch.records) -- no event is
+ * decoded or encoded again. A metrics request with GenAI points is checked on its transport
+ * thread and waits there while the loop feeds its points (metric_feed.h) into a journal record
+ * of Batch.aggregates entries, journals it and adds it to the open batch the same way; when the
+ * journal write fails the points are taken back from the feed (process_metrics). Sealing runs on
+ * the sealer thread (seal_async: the open batch's buffers are swapped into the one seal_job, the
+ * loop appends the result to the spool when the sealer is done), or on the loop when it must be
+ * immediate (seal_sync, recovery).
  *
  * A gRPC request (no tee) is answered later: its work item is heap-allocated, owns its scratch,
  * and the loop answers it through sn_otlp_later, then detects and frees. The transport thread
@@ -24,10 +28,10 @@
  * a timeout: the request body it borrows stays alive until the loop is done with it.
  *
  * Invariants on the loop thread:
- *   - open[0..open_len) is the open batch: n_events events as journal-record bytes, every one
- *     of them already in the journal (a request whose journal write failed is refused and
- *     leaves nothing behind); n_events <= max_batch_events except after recovering a larger
- *     record;
+ *   - open[0..open_len) is the open batch: n_events events and n_aggs aggregates as
+ *     journal-record bytes, every one of them already in the journal (a request whose journal
+ *     write failed is refused and leaves nothing behind); n_events and n_aggs <=
+ *     max_batch_events except after recovering a larger record;
  *   - a journal generation is retired only by the spool append that covers it (a reset after
  *     the append, or sn_spool_journal_next before the sealer runs, which leaves the generation
  *     in place until the append), so at every instant an accepted event is in the journal or in
@@ -96,7 +100,13 @@ typedef struct scratch {
 
 typedef struct work {
     struct work *next;
-    const scratch *req; /* the decoded request, borrowed from the transport thread */
+    const scratch *req; /* a trace request, decoded, borrowed from the transport thread */
+    /* A metrics request (req NULL): its body, checked well-formed on the transport thread and
+     * borrowed from it, holding n_facts GenAI points; the loop turns them into aggregates. */
+    const uint8_t *body;
+    size_t body_len;
+    sn_otlp_encoding encoding;
+    size_t n_facts;
     enum work_state state;
     sn_otlp_result result;
     pthread_cond_t cond; /* a waiting transport thread only (later == NULL) */
@@ -118,8 +128,7 @@ typedef struct seal_job {
     size_t n_events;
     sn_local_alert *alerts; /* max_batch_alerts entries (swapped with the open batch's) */
     size_t n_alerts;
-    sn_aggregate *aggs; /* AGGS_MAX entries (swapped with the open batch's) */
-    size_t n_aggs;
+    size_t n_aggs; /* aggregates among its records */
     uint64_t sequence;
     uint64_t journal_gen; /* the generation its records are in; the append covers it */
     /* Set by the sealer. */
@@ -135,7 +144,6 @@ typedef struct proto_ud {
 } proto_ud;
 
 #define N_OUTCOMES (SN_OTLP_INTERNAL + 1)
-#define AGGS_MAX   1024 /* aggregates per sealed batch */
 
 enum refusal {
     REFUSED_SPOOL_FULL = 0,
@@ -207,10 +215,19 @@ struct sn_pipeline {
     sn_event det_ev;   /* what local detection reads, refilled from each det_item */
     sn_local_alert scratch_alerts[8];
     sn_alert_limit *limit;
-    /* GenAI metric points of pairs without spans (metric_feed.h), and the open batch's share. */
+    size_t n_aggs; /* GenAI metric aggregates among the open batch's records */
+    /* GenAI metric points of pairs without spans (metric_feed.h), and what the loop uses to turn
+     * one metrics request into a journal record: the record, and per point its outcome and
+     * delta change (to take the request back when its journal write fails). Grown to the largest
+     * request (at most max_batch_events points), reused. */
     sn_metric_feed *feed;
-    sn_aggregate *aggs; /* AGGS_MAX */
-    size_t n_aggs;
+    uint8_t *mrec;
+    size_t mrec_len, mrec_cap;
+    sn_metric_feed_outcome *mout;
+    sn_metric_delta_change *mch;
+    size_t n_m, m_cap;
+    int m_error;
+    int64_t m_now; /* the receive time of the request being journaled */
 
     /* Shipping (loop thread). */
     bool in_flight;
@@ -238,6 +255,7 @@ struct sn_pipeline {
 
 static void ship_kick(sn_pipeline *p);
 static int seal(sn_pipeline *p, uint64_t journal_gen);
+static int reserve_array(void **arr, size_t *cap, size_t need, size_t elem);
 
 static int64_t now_ns(void)
 {
@@ -448,14 +466,6 @@ static int reserve_bytes(uint8_t **buf, size_t *cap, size_t need)
     return 0;
 }
 
-/* Moves what the metric feed has queued into the open batch's aggregates, as far as they fit;
- * they stay there until a seal succeeds. Loop thread. */
-static void refill_aggs(sn_pipeline *p)
-{
-    if (p->feed != NULL && p->n_aggs < AGGS_MAX)
-        p->n_aggs += sn_metric_feed_take(p->feed, p->aggs + p->n_aggs, AGGS_MAX - p->n_aggs);
-}
-
 /* Moves the open batch into the job (the buffers are swapped, nothing is copied), which covers
  * journal_gen; the open batch is empty after. Loop thread, no job out. */
 static void seal_take(sn_pipeline *p, uint64_t journal_gen)
@@ -473,10 +483,7 @@ static void seal_take(sn_pipeline *p, uint64_t journal_gen)
     j->alerts = p->alerts;
     j->n_alerts = p->n_alerts;
     p->alerts = ta;
-    sn_aggregate *tg = j->aggs;
-    j->aggs = p->aggs;
     j->n_aggs = p->n_aggs;
-    p->aggs = tg;
     p->n_aggs = 0;
     j->sequence = p->next_seq;
     j->journal_gen = journal_gen;
@@ -493,14 +500,13 @@ static void seal_encode(sn_pipeline *p, seal_job *j)
     sn_batch b = {
         .sidecar_id = p->sidecar_id,
         .sequence = j->sequence,
-        .event_records = j->records,
-        .event_records_len = j->records_len,
+        .records = j->records,
+        .records_len = j->records_len,
         .n_record_events = j->n_events,
+        .n_record_aggregates = j->n_aggs,
         .alerts = j->alerts,
         .n_alerts = j->n_alerts,
         .created_unix_nano = now_ns(),
-        .aggregates = j->aggs,
-        .n_aggregates = j->n_aggs,
     };
     j->err[0] = '\0';
     j->rc = sn_batch_encode(p->d.encoder, &b, &j->out, &j->out_len, &j->batch_len, j->err,
@@ -539,9 +545,9 @@ static void seal_merge_back(sn_pipeline *p)
     if (reserve_bytes(&j->records, &j->records_cap, j->records_len + p->open_len) != 0) {
         /* Still in the journal (uncovered): a restart seals them. Cannot happen short of
          * memory for one batch. */
-        sn_log_error("out of memory keeping a batch that could not be sealed; its events stay "
-                     "in the journal until the next start",
-                     SN_LOG_UINT("events", j->n_events));
+        sn_log_error("out of memory keeping a batch that could not be sealed; its events and "
+                     "aggregates stay in the journal until the next start",
+                     SN_LOG_UINT("events", j->n_events), SN_LOG_UINT("aggregates", j->n_aggs));
     } else {
         memcpy(j->records + j->records_len, p->open, p->open_len);
         uint8_t *t = p->open;
@@ -550,6 +556,7 @@ static void seal_merge_back(sn_pipeline *p)
         p->open_cap = j->records_cap;
         p->open_len += j->records_len;
         p->n_events += j->n_events;
+        p->n_aggs += j->n_aggs;
         j->records = t;
         j->records_cap = tcap;
     }
@@ -563,17 +570,6 @@ static void seal_merge_back(sn_pipeline *p)
     p->alerts = j->alerts;
     p->n_alerts = j->n_alerts + keep;
     j->alerts = ta;
-    /* Aggregates: the job's first, then those the open batch took from the feed meanwhile. */
-    size_t groom = AGGS_MAX - j->n_aggs;
-    size_t gkeep = p->n_aggs < groom ? p->n_aggs : groom;
-    if (gkeep < p->n_aggs)
-        sn_log_error("GenAI metric aggregates dropped: the open batch is full and cannot be sealed",
-                     SN_LOG_UINT("aggregates", p->n_aggs - gkeep));
-    memcpy(j->aggs + j->n_aggs, p->aggs, gkeep * sizeof *p->aggs);
-    sn_aggregate *tg = p->aggs;
-    p->aggs = j->aggs;
-    p->n_aggs = j->n_aggs + gkeep;
-    j->aggs = tg;
     if (p->n_alerts > 0)
         p->urgent = true;
 }
@@ -623,7 +619,6 @@ static int seal_finish(sn_pipeline *p)
  * to seal) or the error, in which case the batch stays open. */
 static int seal(sn_pipeline *p, uint64_t journal_gen)
 {
-    refill_aggs(p);
     if (p->n_events == 0 && p->n_alerts == 0 && p->n_aggs == 0)
         return 0;
     seal_take(p, journal_gen);
@@ -667,7 +662,6 @@ static int seal_async(sn_pipeline *p)
         p->seal_again = true;
         return 0;
     }
-    refill_aggs(p);
     if (p->n_events == 0 && p->n_alerts == 0 && p->n_aggs == 0)
         return 0;
     uint64_t gen = sn_spool_journal_generation(p->d.spool);
@@ -781,6 +775,9 @@ static bool capacity_ok(sn_pipeline *p, size_t rec_len)
     sn_spool_stats st;
     sn_spool_get_stats(p->d.spool, &st);
     uint64_t record = (uint64_t)rec_len + 4096;
+    /* The bound counts a full batch of events; a batch that also holds GenAI aggregates (at
+     * most about 630 bytes each, usually a few per request) may pass it by their share, which
+     * the spool's own limit catches (seal_finish: -ENOSPC, spool full). */
     uint64_t batch = (uint64_t)sn_batch_event_record_bound(p->cfg.max_batch_events) +
                      (uint64_t)p->cfg.max_batch_alerts * 1024 + 65536;
     if (st.journal_bytes + record > p->cfg.journal_max_bytes)
@@ -804,6 +801,25 @@ static void refuse_work(sn_pipeline *p, work *w, enum refusal why, const char *m
     sn_counter_inc(p->refused[why]);
 }
 
+/* Whether n_events more events and n_aggs more aggregates would take the open batch past
+ * max_batch_events (of either). */
+static bool over_limit(const sn_pipeline *p, size_t n_events, size_t n_aggs)
+{
+    size_t max = p->cfg.max_batch_events;
+    return (p->n_events > 0 && p->n_events + n_events > max) ||
+           (p->n_aggs > 0 && p->n_aggs + n_aggs > max);
+}
+
+/* A batch never passes max_batch_events events or aggregates: seals first when a request of
+ * n_events events and n_aggs aggregates would. Returns false when that seal failed. */
+static bool make_room(sn_pipeline *p, size_t n_events, size_t n_aggs)
+{
+    if (!over_limit(p, n_events, n_aggs))
+        return true;
+    (void)seal_wait(p); /* the previous batch must be out of the way first */
+    return !over_limit(p, n_events, n_aggs) || seal_async(p) == 0;
+}
+
 /* Handles one queued trace request on the loop thread: its record goes to the journal, then
  * into the open batch as it is; detection runs on its items; then the answer. */
 static void process_traces(sn_pipeline *p, work *w)
@@ -818,14 +834,9 @@ static void process_traces(sn_pipeline *p, work *w)
                     "sidecar spool is full (aggregator unreachable?); retry later");
         return;
     }
-    /* A batch never passes max_batch_events: seal first when this request would. */
-    if (p->n_events > 0 && p->n_events + req->n_items > p->cfg.max_batch_events) {
-        (void)seal_wait(p); /* the previous batch must be out of the way first */
-        if (p->n_events > 0 && p->n_events + req->n_items > p->cfg.max_batch_events &&
-            seal_async(p) != 0) {
-            refuse_work(p, w, REFUSED_SPOOL_FULL, "sidecar cannot seal its batch; retry later");
-            return;
-        }
+    if (!make_room(p, req->n_items, 0)) {
+        refuse_work(p, w, REFUSED_SPOOL_FULL, "sidecar cannot seal its batch; retry later");
+        return;
     }
     if (reserve_bytes(&p->open, &p->open_cap, p->open_len + req->rec_len) != 0) {
         refuse_work(p, w, REFUSED_SPOOL_FULL, "sidecar out of memory; retry later");
@@ -844,6 +855,92 @@ static void process_traces(sn_pipeline *p, work *w)
     p->open_len += req->rec_len;
     p->n_events += req->n_items;
     sn_counter_add(p->llm_events, req->n_items);
+    w->result.outcome = SN_OTLP_OK;
+}
+
+/* The metrics decoder's callback on the loop: one GenAI point through the feed; an aggregate
+ * becomes an aggregates entry of the request's journal record (p->mrec). The first failure is
+ * kept in p->m_error. */
+static void journal_fact(const sn_metric_fact *f, void *ud)
+{
+    sn_pipeline *p = ud;
+    if (p->m_error != 0)
+        return;
+    if (p->n_m >= p->m_cap) {
+        p->m_error = -EIO; /* more points than the check on the transport thread counted */
+        return;
+    }
+    sn_aggregate g;
+    sn_metric_feed_outcome o = sn_metric_feed_add(p->feed, f, p->m_now, &g, &p->mch[p->n_m]);
+    p->mout[p->n_m++] = o;
+    if (o == SN_METRIC_FEED_QUEUED)
+        p->m_error = sn_batch_append_aggregate_record(&g, p->mrec, p->mrec_cap, &p->mrec_len);
+}
+
+/* Handles one queued metrics request on the loop thread: its GenAI points go through the feed
+ * into a journal record of aggregates, which goes to the journal and then into the open batch
+ * like a trace request's events. When it is refused after its points went through the feed,
+ * they are taken back (sn_metric_feed_undo): the client's retry counts them once. */
+static void process_metrics(sn_pipeline *p, work *w)
+{
+    if (p->draining) {
+        refuse_work(p, w, REFUSED_STOPPING, "sidecar is shutting down");
+        return;
+    }
+    size_t bound = sn_batch_aggregate_record_bound(w->n_facts);
+    if (!capacity_ok(p, bound)) {
+        refuse_work(p, w, REFUSED_SPOOL_FULL,
+                    "sidecar spool is full (aggregator unreachable?); retry later");
+        return;
+    }
+    if (!make_room(p, 0, w->n_facts)) {
+        refuse_work(p, w, REFUSED_SPOOL_FULL, "sidecar cannot seal its batch; retry later");
+        return;
+    }
+    size_t mc = p->m_cap, cc = p->m_cap;
+    if (reserve_bytes(&p->open, &p->open_cap, p->open_len + bound) != 0 ||
+        reserve_bytes(&p->mrec, &p->mrec_cap, bound) != 0 ||
+        reserve_array((void **)&p->mout, &mc, w->n_facts, sizeof *p->mout) != 0 ||
+        reserve_array((void **)&p->mch, &cc, w->n_facts, sizeof *p->mch) != 0) {
+        p->m_cap = mc < cc ? mc : cc;
+        refuse_work(p, w, REFUSED_SPOOL_FULL, "sidecar out of memory; retry later");
+        return;
+    }
+    p->m_cap = mc < cc ? mc : cc;
+    p->mrec_len = 0;
+    p->n_m = 0;
+    p->m_error = 0;
+    p->m_now = now_ns();
+    char err[SN_OTLP_ERR_MAX];
+    int rc =
+        w->encoding == SN_OTLP_JSON
+            ? sn_otlp_decode_metrics_json(w->body, w->body_len, journal_fact, p, NULL, err,
+                                          sizeof err)
+            : sn_otlp_decode_metrics(w->body, w->body_len, journal_fact, p, NULL, err, sizeof err);
+    if (rc == 0)
+        rc = p->m_error;
+    size_t n_aggs = 0;
+    for (size_t i = 0; i < p->n_m; i++)
+        n_aggs += p->mout[i] == SN_METRIC_FEED_QUEUED;
+    if (rc == 0 && p->mrec_len > 0) {
+        rc = sn_spool_journal_append(p->d.spool, p->mrec, p->mrec_len);
+        if (rc != 0)
+            sn_counter_inc(p->journal_errors);
+    }
+    if (rc != 0) {
+        /* Nothing of it is in the journal or the batch, nor in the feed's delta state. */
+        for (size_t i = p->n_m; i-- > 0;)
+            sn_metric_feed_undo(p->feed, p->mout[i], &p->mch[i]);
+        sn_log_error("cannot journal a metrics request; refused (retryable)",
+                     SN_LOG_UINT("aggregates", n_aggs), SN_LOG_ERRNO(rc));
+        refuse_work(p, w, REFUSED_SPOOL_FULL, "sidecar cannot write its journal; retry later");
+        return;
+    }
+    memcpy(p->open + p->open_len, p->mrec, p->mrec_len);
+    p->open_len += p->mrec_len;
+    p->n_aggs += n_aggs;
+    for (size_t i = 0; i < p->n_m; i++)
+        sn_counter_inc(p->metric_outcomes[p->mout[i]]);
     w->result.outcome = SN_OTLP_OK;
 }
 
@@ -890,9 +987,12 @@ static void on_wake(uv_async_t *h)
     while (list != NULL) {
         work *w = list;
         list = w->next;
-        process_traces(p, w);
+        if (w->req != NULL)
+            process_traces(p, w);
+        else
+            process_metrics(p, w);
         /* A waiting transport thread frees the scratch once answered: detect first. */
-        if (w->later == NULL && w->result.outcome == SN_OTLP_OK)
+        if (w->later == NULL && w->req != NULL && w->result.outcome == SN_OTLP_OK)
             detect_accepted(p, w->req);
         pthread_mutex_lock(&p->mu);
         p->pending--;
@@ -1138,14 +1238,13 @@ static bool submit_later(sn_pipeline *p, sn_pipeline_protocol protocol, scratch 
     return true;
 }
 
-/* Queues a decoded trace request for the loop and waits for its answer. */
-static void submit_and_wait(sn_pipeline *p, const scratch *req, sn_otlp_result *res)
+/* Queues a request for the loop (w, on the caller's stack, holds it) and waits for its answer. */
+static void submit_and_wait(sn_pipeline *p, work *w, sn_otlp_result *res)
 {
-    work w = {.req = req};
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&w.cond, &ca);
+    pthread_cond_init(&w->cond, &ca);
     pthread_condattr_destroy(&ca);
 
     pthread_mutex_lock(&p->mu);
@@ -1159,40 +1258,40 @@ static void submit_and_wait(sn_pipeline *p, const scratch *req, sn_otlp_result *
         answer_refusal(p, res, REFUSED_QUEUE_FULL);
         goto out_destroy_cond;
     }
-    enqueue_locked(p, &w);
+    enqueue_locked(p, w);
 
     struct timespec deadline;
     clock_gettime(CLOCK_MONOTONIC, &deadline);
     int64_t ns = deadline.tv_nsec + p->cfg.wait_timeout_ns;
     deadline.tv_sec += ns / 1000000000;
     deadline.tv_nsec = ns % 1000000000;
-    while (w.state != W_DONE) {
-        if (w.state == W_QUEUED &&
-            pthread_cond_timedwait(&w.cond, &p->mu, &deadline) == ETIMEDOUT &&
-            w.state == W_QUEUED) {
+    while (w->state != W_DONE) {
+        if (w->state == W_QUEUED &&
+            pthread_cond_timedwait(&w->cond, &p->mu, &deadline) == ETIMEDOUT &&
+            w->state == W_QUEUED) {
             /* Still queued: unlink it, so the loop never touches it. */
             work **pp = &p->head;
             work *prev = NULL;
-            while (*pp != &w) {
+            while (*pp != w) {
                 prev = *pp;
                 pp = &(*pp)->next;
             }
-            *pp = w.next;
-            if (p->tail == &w)
+            *pp = w->next;
+            if (p->tail == w)
                 p->tail = prev;
             p->pending--;
             pthread_mutex_unlock(&p->mu);
             answer_refusal(p, res, REFUSED_TIMEOUT);
             goto out_destroy_cond;
         }
-        if (w.state == W_TAKEN)
-            pthread_cond_wait(&w.cond, &p->mu);
+        if (w->state == W_TAKEN)
+            pthread_cond_wait(&w->cond, &p->mu);
     }
     pthread_mutex_unlock(&p->mu);
-    *res = w.result;
+    *res = w->result;
 
 out_destroy_cond:
-    pthread_cond_destroy(&w.cond);
+    pthread_cond_destroy(&w->cond);
 }
 
 /* --- request scratches (transport threads) --- */
@@ -1323,6 +1422,19 @@ static void collect_event(const sn_event *ev, void *ud)
     it->total_tokens = ev->total_tokens;
 }
 
+/* Answers a request holding n items (what names them) as too large when n is more than a batch
+ * may hold. Returns whether it did. */
+static bool too_large(sn_pipeline *p, sn_otlp_result *res, uint64_t n, const char *what)
+{
+    if (n <= p->cfg.max_batch_events)
+        return false;
+    res->outcome = SN_OTLP_TOO_LARGE;
+    snprintf(res->message, sizeof res->message,
+             "request holds %" PRIu64 " %s; at most %zu per request (split the export batch)", n,
+             what, p->cfg.max_batch_events);
+    return true;
+}
+
 /* Decodes a trace request once, on the transport thread, into a scratch; malformed and too
  * large requests are answered here, the rest go to the loop. */
 static void handle_traces(sn_pipeline *p, sn_pipeline_protocol protocol, sn_otlp_encoding encoding,
@@ -1350,14 +1462,8 @@ static void handle_traces(sn_pipeline *p, sn_pipeline_protocol protocol, sn_otlp
     int64_t now = now_ns();
     for (size_t i = 0; i < req->n_idents; i++)
         sn_metric_feed_note_span(p->feed, req->idents[i].service, req->idents[i].model, now);
-    if (st.llm_events > p->cfg.max_batch_events) {
-        res->outcome = SN_OTLP_TOO_LARGE;
-        snprintf(res->message, sizeof res->message,
-                 "request holds %" PRIu64 " LLM spans; at most %zu per request (split the "
-                 "export batch)",
-                 st.llm_events, p->cfg.max_batch_events);
+    if (too_large(p, res, st.llm_events, "LLM spans"))
         goto out_put_scratch;
-    }
     if (req->error != 0) {
         /* Out of memory (or an encoder bug): nothing was taken; the client may retry. */
         sn_log_error("cannot collect a request's events", SN_LOG_ERRNO(req->error));
@@ -1371,8 +1477,10 @@ static void handle_traces(sn_pipeline *p, sn_pipeline_protocol protocol, sn_otlp
             return; /* req is the loop's now */
         goto out_put_scratch;
     }
-    if (req->n_items > 0)
-        submit_and_wait(p, req, res);
+    if (req->n_items > 0) {
+        work w = {.req = req};
+        submit_and_wait(p, &w, res);
+    }
     note_rejected(p, res, st.rejected);
 
 out_put_scratch:
@@ -1390,15 +1498,8 @@ static void note_rejected(sn_pipeline *p, sn_otlp_result *res, uint64_t rejected
     sn_counter_add(p->rejected_spans, rejected);
 }
 
-/* The metrics decoder's callback: one GenAI point to the feed. */
-static void feed_fact(const sn_metric_fact *f, void *ud)
-{
-    sn_pipeline *p = ud;
-    sn_counter_inc(p->metric_outcomes[sn_metric_feed_add(p->feed, f, now_ns())]);
-}
-
-/* Validates a metrics request, then (when well-formed) hands its GenAI points to the feed, whose
- * queue the loop empties into the next sealed batch. */
+/* Checks a metrics request on the transport thread; one with GenAI points goes to the loop,
+ * which journals their aggregates (process_metrics) before the answer. */
 static void handle_metrics(sn_pipeline *p, sn_otlp_encoding encoding, const uint8_t *body,
                            size_t len, sn_otlp_result *res)
 {
@@ -1412,19 +1513,14 @@ static void handle_metrics(sn_pipeline *p, sn_otlp_encoding encoding, const uint
         snprintf(res->message, sizeof res->message, "%s", err);
         return;
     }
+    if (too_large(p, res, st.facts, "GenAI data points"))
+        return;
     if (st.facts > 0) {
-        pthread_mutex_lock(&p->mu);
-        bool stopping = p->stopping;
-        pthread_mutex_unlock(&p->mu);
-        if (stopping || sn_metric_feed_busy(p->feed)) {
-            /* after the drain's last seal nothing would ship them */
-            answer_refusal(p, res, stopping ? REFUSED_STOPPING : REFUSED_QUEUE_FULL);
+        /* Well-formed: the loop's second pass cannot fail half way. */
+        work w = {.body = body, .body_len = len, .encoding = encoding, .n_facts = st.facts};
+        submit_and_wait(p, &w, res);
+        if (res->outcome != SN_OTLP_OK)
             return;
-        }
-        /* Well-formed: the second pass cannot fail half way. */
-        (void)(encoding == SN_OTLP_JSON
-                   ? sn_otlp_decode_metrics_json(body, len, feed_fact, p, NULL, err, sizeof err)
-                   : sn_otlp_decode_metrics(body, len, feed_fact, p, NULL, err, sizeof err));
     }
     sn_counter_add(p->metric_points, st.data_points);
     sn_counter_add(p->metric_facts, st.facts);
@@ -1504,26 +1600,27 @@ bool sn_pipeline_ready(char *reason, size_t reasonlen, void *ud)
 
 /* --- recovery, create, destroy --- */
 
-/* Re-seals the events of one journal record a previous run accepted but did not seal: the
- * record is checked and its bytes join the open batch as they are. */
+/* Re-seals the events and aggregates of one journal record a previous run accepted but did not
+ * seal: the record is checked and its bytes join the open batch as they are. */
 static int on_recovered(void *ud, const uint8_t *data, size_t len, uint64_t generation)
 {
     sn_pipeline *p = ud;
     char err[256];
-    size_t n;
-    int rc = sn_batch_scan_event_record(data, len, &n, err, sizeof err);
+    size_t n, n_aggs;
+    int rc = sn_batch_scan_record(data, len, &n, &n_aggs, err, sizeof err);
     if (rc != 0) {
         sn_log_error("unreadable journal record skipped", SN_LOG_UINT("generation", generation),
                      SN_LOG_STR("error", err));
         return 0;
     }
-    if (p->n_events > 0 && p->n_events + n > p->cfg.max_batch_events && seal(p, 0) != 0)
+    if (over_limit(p, n, n_aggs) && seal(p, 0) != 0)
         return -ENOSPC;
     if (reserve_bytes(&p->open, &p->open_cap, p->open_len + len) != 0)
         return -ENOMEM;
     memcpy(p->open + p->open_len, data, len);
     p->open_len += len;
     p->n_events += n;
+    p->n_aggs += n_aggs;
     return 0;
 }
 
@@ -1541,12 +1638,13 @@ static void free_pipeline(sn_pipeline *p)
     pthread_mutex_destroy(&p->seal_mu);
     sn_alert_limit_destroy(p->limit);
     sn_metric_feed_destroy(p->feed);
-    free(p->aggs);
+    free(p->mrec);
+    free(p->mout);
+    free(p->mch);
     free(p->open);
     free(p->alerts);
     free(p->job.records);
     free(p->job.alerts);
-    free(p->job.aggs);
     free(p);
 }
 
@@ -1597,11 +1695,7 @@ int sn_pipeline_create(const sn_pipeline_config *cfg, const sn_pipeline_deps *de
     fc.since_unix_nano = now_ns();
     if (cfg->metric_cover_ns > 0)
         fc.cover_ns = cfg->metric_cover_ns;
-    p->aggs = calloc(AGGS_MAX, sizeof(*p->aggs));
-    p->job.aggs = calloc(AGGS_MAX, sizeof(*p->job.aggs));
-    if (p->aggs == NULL || p->job.aggs == NULL ||
-        (rc = sn_metric_feed_create(&fc, deps->prices, &p->feed)) != 0) {
-        rc = p->aggs == NULL || p->job.aggs == NULL ? -ENOMEM : rc;
+    if ((rc = sn_metric_feed_create(&fc, deps->prices, &p->feed)) != 0) {
         snprintf(err, errlen, "cannot create the metric feed: %s", strerror(-rc));
         goto out_free;
     }
@@ -1614,9 +1708,9 @@ int sn_pipeline_create(const sn_pipeline_config *cfg, const sn_pipeline_deps *de
         snprintf(err, errlen, "cannot recover the journal: %s", strerror(-rc));
         goto out_free;
     }
-    if (p->n_events > 0) {
-        sn_log_info("re-sealing events a previous run accepted",
-                    SN_LOG_UINT("events", p->n_events));
+    if (p->n_events > 0 || p->n_aggs > 0) {
+        sn_log_info("re-sealing events and aggregates a previous run accepted",
+                    SN_LOG_UINT("events", p->n_events), SN_LOG_UINT("aggregates", p->n_aggs));
         if ((rc = seal(p, sn_spool_journal_generation(p->d.spool))) != 0) {
             snprintf(err, errlen, "cannot seal recovered events: %s", strerror(-rc));
             goto out_free;

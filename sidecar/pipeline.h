@@ -9,7 +9,8 @@
  * woken with uv_async_send. When the transport can answer later (gRPC, sn_otlp_result.later)
  * and no tee is configured, the transport thread goes on to its next request and the loop
  * answers once the record is journaled; otherwise the transport thread waits for the loop's
- * verdict. The loop thread
+ * verdict (always for a metrics request with GenAI points, whose aggregates the loop makes and
+ * journals). The loop thread
  * owns all mutable state: it appends the record to the journal (write(2), so an acknowledged
  * event survives kill -9) and to the open batch as it is, runs local detection (alerts rate
  * limited per key), seals the batch every flush_interval (at once when it holds an alert) into

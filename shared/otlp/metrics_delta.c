@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -103,6 +104,32 @@ static void remember(series *s, const sn_metric_fact *p)
 
 int sn_metric_delta_apply(sn_metric_delta *t, const sn_metric_fact *in, sn_metric_fact *out)
 {
+    sn_metric_delta_change ch;
+    return sn_metric_delta_apply_undoable(t, in, out, &ch);
+}
+
+void sn_metric_delta_undo(sn_metric_delta *t, const sn_metric_delta_change *ch)
+{
+    if (ch->slot > t->mask)
+        return;
+    series *s = &t->slots[ch->slot];
+    if (ch->inserted) {
+        /* The newest insertion ends every probe run it is in: clearing it breaks none. */
+        memset(s, 0, sizeof *s);
+        t->st.series--;
+        return;
+    }
+    s->start = ch->start;
+    s->last = ch->last;
+    s->count = ch->count;
+    s->sum = ch->sum;
+}
+
+int sn_metric_delta_apply_undoable(sn_metric_delta *t, const sn_metric_fact *in,
+                                   sn_metric_fact *out, sn_metric_delta_change *ch)
+{
+    ch->slot = SIZE_MAX;
+    ch->inserted = false;
     if (in->temporality == SN_METRIC_TEMPORALITY_DELTA) {
         if (out != in)
             *out = *in;
@@ -114,8 +141,15 @@ int sn_metric_delta_apply(sn_metric_delta *t, const sn_metric_fact *in, sn_metri
 
     uint8_t metric = (uint8_t)in->metric;
     series *s = find(t, in->series_id, metric);
+    ch->slot = (size_t)(s - t->slots);
+    ch->inserted = !s->used;
+    ch->start = s->start;
+    ch->last = s->last;
+    ch->count = s->count;
+    ch->sum = s->sum;
     if (!s->used) {
         if (t->st.series >= t->max_series) {
+            ch->slot = SIZE_MAX;
             t->st.refused++;
             return -ENOSPC;
         }

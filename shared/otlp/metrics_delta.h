@@ -31,6 +31,7 @@
 
 #include "otlp/metrics.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -70,6 +71,24 @@ void sn_metric_delta_destroy(sn_metric_delta *t);
  * sn_metric_delta_result, or -ENOSPC when the fact starts a new series and the table is full,
  * or -EINVAL when the fact's temporality is neither. */
 int sn_metric_delta_apply(sn_metric_delta *t, const sn_metric_fact *in, sn_metric_fact *out);
+
+/* What one apply changed in the table, so that sn_metric_delta_undo can put it back. */
+typedef struct sn_metric_delta_change {
+    size_t slot;   /* SIZE_MAX: nothing changed (a DELTA point, a refusal, an error) */
+    bool inserted; /* the point started the series */
+    int64_t start, last;
+    uint64_t count;
+    double sum;
+} sn_metric_delta_change;
+
+/* sn_metric_delta_apply that also fills *ch with what it changed. */
+int sn_metric_delta_apply_undoable(sn_metric_delta *t, const sn_metric_fact *in,
+                                   sn_metric_fact *out, sn_metric_delta_change *ch);
+
+/* Puts back what one apply changed. Changes must be undone newest first, with nothing applied
+ * or expired since the newest: then the table is as before the oldest of them (the counts of
+ * sn_metric_delta_get_stats but `series` are not taken back). */
+void sn_metric_delta_undo(sn_metric_delta *t, const sn_metric_delta_change *ch);
 
 /* Forgets every series whose last point is older than before_unix_nano. Returns how many. */
 size_t sn_metric_delta_expire(sn_metric_delta *t, int64_t before_unix_nano);

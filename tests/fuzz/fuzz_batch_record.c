@@ -4,9 +4,10 @@
  *
  * Every input must decode to 0, -ENOBUFS or -EINVAL (with a message), without a sanitizer
  * finding. Decoded events keep the invariants of event.h, and after one encode/decode round
- * the events are a fixed point of encoding and decoding. sn_batch_scan_event_record (recovery)
+ * the events are a fixed point of encoding and decoding. sn_batch_scan_record (recovery)
  * agrees with the decoder: it refuses what the decoder refuses, and counts the same events when
- * it accepts (it may refuse more: any field but events). Events appended one by one with the
+ * it accepts (it may refuse more: any field but events and aggregates, an aggregate the
+ * aggregator would refuse; the decoder skips aggregates). Events appended one by one with the
  * hand-written encoder are byte for byte the record nanopb writes.
  */
 #include "batch.h"
@@ -42,10 +43,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = 0;
     err[0] = '\0';
     int rc = sn_batch_decode_event_record(data, size, events, FUZZ_CAP, &n, err, sizeof err);
-    size_t scanned = 0;
+    size_t scanned = 0, scanned_aggs = 0;
     char serr[256];
     serr[0] = '\0';
-    int src = sn_batch_scan_event_record(data, size, &scanned, serr, sizeof serr);
+    int src = sn_batch_scan_record(data, size, &scanned, &scanned_aggs, serr, sizeof serr);
     if (src == -EINVAL)
         sn_fuzz_check_err(serr, sizeof serr);
     else if (src != 0 || (rc == 0 && scanned != n) || rc == -EINVAL)

@@ -14,6 +14,12 @@
 //      ship one alert and hold back two; a fourth spike after the interval ships with
 //      suppressed = 2, which the event log and the aggregator's alert (details.
 //      sidecar_suppressed) show.
+//   4. acknowledged points survive a kill -9: a second sidecar with a 60 s flush interval takes
+//      10 metric requests (a pair without spans, distinct call counts), answers each 200 --
+//      only after the aggregates are in its journal -- and is killed with SIGKILL before any
+//      seal. Restarted on the same spool directory, it re-seals the journal: at the aggregator
+//      every acknowledged interval's calls arrive exactly once (one aggregate per interval and
+//      metric, calls summing to what was sent), none of them before the restart.
 import path from 'node:path';
 
 import {
@@ -231,6 +237,44 @@ await run('sidecar_genai_metrics', async () => {
     `held back total ${am.sentinel_local_alerts_held_back_total}, want ${shipped} (the event log's sum)`);
 
   check((await sc.kill('SIGTERM')).code === 0, 'sidecar exit status after SIGTERM');
+
+  // --- 4. acknowledged points survive a kill -9 before the seal ---
+  const durable = 'durable-api';
+  const spool2 = path.join(dir, 'spool-kill');
+  const slow = ['--set', 'batch.flush_interval=60s'];
+  let sc2 = await startSidecar({ aggregatorPort: agg.port, spoolDir: spool2, extra: slow });
+  const tk = BigInt(Date.now()) * 1000000n - 200n * SEC;
+  const sent = new Map(); // start time (ns, string) -> calls, for each acknowledged interval
+  for (let i = 0; i < 10; i++) {
+    const start = tk + BigInt(i) * 10n * SEC;
+    const calls = i + 1;
+    r = await post(sc2.httpPort, '/v1/metrics', metricsJson(durable, interval(model, start, start + 10n * SEC, calls, 1.0, 100, 50)));
+    check(r.status === 200, `durable interval ${i}: HTTP ${r.status} ${r.body}`);
+    if (r.status === 200) sent.set(start.toString(), calls);
+  }
+  const sm2 = await metrics(sc2.adminPort);
+  check(sm2['sentinel_sidecar_batches_sealed_total'] === 0, `a batch was sealed before the kill (${sm2['sentinel_sidecar_batches_sealed_total']})`);
+  check((await sc2.kill('SIGKILL')).signal === 'SIGKILL', 'sidecar killed with SIGKILL');
+  await sleep(300);
+  check(!readAggregates(eventLog).some((l) => l.service === durable), 'aggregates of the killed sidecar arrived before its restart');
+  sc2 = await startSidecar({ aggregatorPort: agg.port, spoolDir: spool2, extra: slow });
+  check(sc2.logs.some((j) => j.msg === 're-sealing events and aggregates a previous run accepted' && j.aggregates === 30),
+    'the restarted sidecar did not re-seal the 30 journaled aggregates');
+  const ofDurable = (ls) => ls.filter((l) => l.type === 'aggregate' && l.service === durable);
+  const got = ofDurable(await waitEventLog(eventLog, (ls) => ofDurable(ls).length >= 30, 10000));
+  await sleep(500); // a duplicate would have arrived by now
+  const all = ofDurable(readEventLog(eventLog));
+  log(`after the kill: ${got.length} aggregates of ${durable} arrived, ${all.length} after 0.5 s more`);
+  check(all.length === 30, `${all.length} aggregates of ${durable}, want 30 (10 intervals x 3 metrics, once each)`);
+  for (const metric of ['latency_ms', 'input_tokens', 'output_tokens']) {
+    const byStart = new Map();
+    for (const l of all.filter((x) => x.metric === metric))
+      byStart.set(String(l.start_unix_nano), (byStart.get(String(l.start_unix_nano)) ?? 0) + l.count);
+    for (const [start, calls] of sent)
+      check(byStart.get(start) === calls, `${metric} interval ${start}: ${byStart.get(start)} calls arrived, want ${calls}`);
+    check(byStart.size === sent.size, `${metric}: ${byStart.size} intervals arrived, want ${sent.size}`);
+  }
+  check((await sc2.kill('SIGTERM')).code === 0, 'restarted sidecar exit status after SIGTERM');
   check((await agg.kill('SIGTERM')).code === 0, 'aggregator exit status after SIGTERM');
 });
 

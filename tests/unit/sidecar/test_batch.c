@@ -785,8 +785,8 @@ START_TEST(sealing_journal_records_equals_encoding_the_events)
     sn_batch raw = classic;
     raw.events = NULL;
     raw.n_events = 0;
-    raw.event_records = rec;
-    raw.event_records_len = len;
+    raw.records = rec;
+    raw.records_len = len;
     raw.n_record_events = NE;
     ck_assert_int_eq(sn_batch_encode(enc, &raw, &out, &out_len, &blen, err, sizeof err), 0);
     ck_assert_uint_eq(out_len, first_len);
@@ -809,8 +809,8 @@ START_TEST(sealing_journal_records_equals_encoding_the_events)
         ck_assert_int_eq(sn_batch_append_event_record(&ev[i], rec, cap, &tail), 0);
     sn_batch mixed = classic;
     mixed.n_events = 2;
-    mixed.event_records = rec;
-    mixed.event_records_len = tail;
+    mixed.records = rec;
+    mixed.records_len = tail;
     mixed.n_record_events = NE - 2;
     ck_assert_int_eq(sn_batch_encode(enc, &mixed, &out, &out_len, &blen, err, sizeof err), 0);
     ck_assert_mem_eq(out, first, first_len);
@@ -820,7 +820,7 @@ START_TEST(sealing_journal_records_equals_encoding_the_events)
     ck_assert_int_eq(sn_batch_encode(enc, &raw, &out, &out_len, &blen, err, sizeof err), -EINVAL);
     ck_assert_ptr_nonnull(strstr(err, "more than max_events"));
     raw.n_record_events = NE;
-    raw.event_records = NULL;
+    raw.records = NULL;
     ck_assert_int_eq(sn_batch_encode(enc, &raw, &out, &out_len, &blen, err, sizeof err), -EINVAL);
 
     /* Appending into too small a buffer leaves the length alone. */
@@ -845,12 +845,34 @@ START_TEST(scanning_a_record_counts_and_refuses_what_is_not_an_event)
     size_t len = 0;
     for (int i = 0; i < 3; i++)
         ck_assert_int_eq(sn_batch_append_event_record(&ev[i], buf, sizeof buf, &len), 0);
-    size_t n = 0;
+    size_t n = 0, na = 0;
     char err[128];
-    ck_assert_int_eq(sn_batch_scan_event_record(buf, len, &n, err, sizeof err), 0);
+    ck_assert_int_eq(sn_batch_scan_record(buf, len, &n, &na, err, sizeof err), 0);
     ck_assert_uint_eq(n, 3);
-    ck_assert_int_eq(sn_batch_scan_event_record(buf, 0, &n, err, sizeof err), 0);
+    ck_assert_uint_eq(na, 0);
+    ck_assert_int_eq(sn_batch_scan_record(buf, 0, &n, &na, err, sizeof err), 0);
     ck_assert_uint_eq(n, 0);
+
+    /* A record holding events and an aggregate: each counted; the event decoder skips it. */
+    sn_aggregate g;
+    memset(&g, 0, sizeof g);
+    snprintf(g.service, sizeof g.service, "chat");
+    g.metric = SN_METRIC_OUTPUT_TOKENS;
+    g.count = 3;
+    g.sum = 90;
+    g.min = g.max = g.cost_usd = NAN;
+    uint8_t mixed[8192];
+    size_t mlen = 0;
+    ck_assert_int_eq(sn_batch_append_event_record(&ev[0], mixed, sizeof mixed, &mlen), 0);
+    ck_assert_int_eq(sn_batch_append_aggregate_record(&g, mixed, sizeof mixed, &mlen), 0);
+    ck_assert_int_eq(sn_batch_append_event_record(&ev[1], mixed, sizeof mixed, &mlen), 0);
+    ck_assert_int_eq(sn_batch_scan_record(mixed, mlen, &n, &na, err, sizeof err), 0);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_uint_eq(na, 1);
+    sn_event back[4];
+    ck_assert_int_eq(sn_batch_decode_event_record(mixed, mlen, back, 4, &n, err, sizeof err), 0);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_str_eq(back[1].model, ev[1].model);
 
     /* Cut inside any event: refused (between two events it is a shorter valid record). */
     size_t b1 = 0, b2 = 0;
@@ -862,23 +884,23 @@ START_TEST(scanning_a_record_counts_and_refuses_what_is_not_an_event)
     for (size_t cut = 1; cut < len; cut++) {
         if (cut == b1 || cut == b2)
             continue;
-        ck_assert_int_eq(sn_batch_scan_event_record(buf, cut, &n, err, sizeof err), -EINVAL);
+        ck_assert_int_eq(sn_batch_scan_record(buf, cut, &n, &na, err, sizeof err), -EINVAL);
         ck_assert_ptr_nonnull(strstr(err, "journal record: "));
     }
-    ck_assert_int_eq(sn_batch_scan_event_record(buf, len - 1, &n, err, sizeof err), -EINVAL);
-    ck_assert_int_eq(sn_batch_scan_event_record(buf, 2, &n, err, sizeof err), -EINVAL);
+    ck_assert_int_eq(sn_batch_scan_record(buf, len - 1, &n, &na, err, sizeof err), -EINVAL);
+    ck_assert_int_eq(sn_batch_scan_record(buf, 2, &n, &na, err, sizeof err), -EINVAL);
     ck_assert_uint_eq(n, 77);
 
     /* Any field but events (a sidecar_id or a sequence would override the batch's own). */
     Sentinel__V1__Batch bm = SENTINEL__V1__BATCH__INIT;
     bm.sequence = 5;
     size_t plen = sentinel__v1__batch__pack(&bm, buf);
-    ck_assert_int_eq(sn_batch_scan_event_record(buf, plen, &n, err, sizeof err), -EINVAL);
-    ck_assert_str_eq(err, "journal record: field 2 is not an event");
+    ck_assert_int_eq(sn_batch_scan_record(buf, plen, &n, &na, err, sizeof err), -EINVAL);
+    ck_assert_str_eq(err, "journal record: field 2 is not an event or an aggregate");
     bm.sequence = 0;
     bm.sidecar_id = "x/1";
     plen = sentinel__v1__batch__pack(&bm, buf);
-    ck_assert_int_eq(sn_batch_scan_event_record(buf, plen, &n, err, sizeof err), -EINVAL);
+    ck_assert_int_eq(sn_batch_scan_record(buf, plen, &n, &na, err, sizeof err), -EINVAL);
 
     /* An event the decoder would refuse (trace id of 5 bytes). */
     Sentinel__V1__LlmEvent e = SENTINEL__V1__LLM_EVENT__INIT;
@@ -890,7 +912,7 @@ START_TEST(scanning_a_record_counts_and_refuses_what_is_not_an_event)
     eb.n_events = 1;
     eb.events = &ep;
     plen = sentinel__v1__batch__pack(&eb, buf);
-    ck_assert_int_eq(sn_batch_scan_event_record(buf, plen, &n, err, sizeof err), -EINVAL);
+    ck_assert_int_eq(sn_batch_scan_record(buf, plen, &n, &na, err, sizeof err), -EINVAL);
     ck_assert_str_eq(err, "journal record: trace_id is not 16 bytes");
     ck_assert_uint_eq(n, 77);
 }
