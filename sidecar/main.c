@@ -36,6 +36,18 @@
 #include <uv.h>
 
 #define SIDECAR_MIN_MEMORY_LIMIT ((int64_t)40 << 20)
+/* AddressSanitizer's shadow memory and quarantine make the resident set several times larger
+ * (35 MiB idle): sanitizer builds have no memory limit unless one is set. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SIDECAR_DEFAULT_MEMORY_LIMIT "0"
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SIDECAR_DEFAULT_MEMORY_LIMIT "0"
+#endif
+#endif
+#ifndef SIDECAR_DEFAULT_MEMORY_LIMIT
+#define SIDECAR_DEFAULT_MEMORY_LIMIT "64MiB"
+#endif
 
 static const char *const mode_names[] = {"sidecar", NULL};
 
@@ -97,7 +109,8 @@ static const sn_config_desc descriptors[] = {
     SN_CFG_SIZE("otlp.grpc.window", sidecar_settings, grpc_window, "256KiB", 0, (int64_t)64 << 20,
                 "gRPC flow-control window per stream (and TCP read size); 0: gRPC's own, which "
                 "grows to megabytes per stream"),
-    {SN__CFG("limits.memory", SN_CONFIG_SIZE, sidecar_settings, memory_limit, "64MiB",
+    {SN__CFG("limits.memory", SN_CONFIG_SIZE, sidecar_settings, memory_limit,
+             SIDECAR_DEFAULT_MEMORY_LIMIT,
              "hard limit of the resident set; from limits.memory_refuse_percent of it on, new "
              "requests get a retryable refusal until it is back under (0: off; else at least "
              "40MiB)"),
