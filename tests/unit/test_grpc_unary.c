@@ -87,24 +87,36 @@ static void deferring_handler(unsigned method, const uint8_t *body, size_t len,
     reply->deferred = true;
 }
 
-static void start_with(bool accept_zstd, sn_grpc_unary_handler h, void *ud, bool allow_deferred)
+/* The test server's configuration: three methods, 64-byte replies, handler h(ud). */
+static void base_config(sn_grpc_unary_config *cfg, sn_grpc_unary_handler h, void *ud)
 {
-    sn_grpc_unary_config cfg;
-    sn_grpc_unary_config_init(&cfg);
-    cfg.name = "test grpc";
-    cfg.listen = "127.0.0.1:0";
-    cfg.methods = methods;
-    cfg.nmethods = 3;
-    cfg.max_reply_bytes = 64;
-    cfg.accept_zstd = accept_zstd;
-    cfg.allow_deferred = allow_deferred;
-    cfg.handler = h;
-    cfg.handler_ud = ud;
+    sn_grpc_unary_config_init(cfg);
+    cfg->name = "test grpc";
+    cfg->listen = "127.0.0.1:0";
+    cfg->methods = methods;
+    cfg->nmethods = 3;
+    cfg->max_reply_bytes = 64;
+    cfg->handler = h;
+    cfg->handler_ud = ud;
+}
+
+/* Creates and starts g_srv from cfg and points g_target at it. */
+static void start_config(const sn_grpc_unary_config *cfg)
+{
     char err[256];
-    ck_assert_int_eq(sn_grpc_unary_create(&cfg, &g_srv, err, sizeof err), 0);
+    ck_assert_int_eq(sn_grpc_unary_create(cfg, &g_srv, err, sizeof err), 0);
     ck_assert_int_eq(sn_grpc_unary_start(g_srv), 0);
     ck_assert_int_eq(sn_grpc_unary_start(g_srv), -EALREADY);
     snprintf(g_target, sizeof g_target, "127.0.0.1:%d", sn_grpc_unary_port(g_srv));
+}
+
+static void start_with(bool accept_zstd, sn_grpc_unary_handler h, void *ud, bool allow_deferred)
+{
+    sn_grpc_unary_config cfg;
+    base_config(&cfg, h, ud);
+    cfg.accept_zstd = accept_zstd;
+    cfg.allow_deferred = allow_deferred;
+    start_config(&cfg);
 }
 
 static void start(bool accept_zstd)
@@ -355,21 +367,11 @@ static bool gate(void *ud)
 START_TEST(admit_gate_refuses_before_the_handler_and_small_windows_carry_large_messages)
 {
     sn_grpc_unary_config cfg;
-    sn_grpc_unary_config_init(&cfg);
-    cfg.name = "test grpc";
-    cfg.listen = "127.0.0.1:0";
-    cfg.methods = methods;
-    cfg.nmethods = 3;
-    cfg.max_reply_bytes = 64;
+    base_config(&cfg, handler, &g_seen);
     cfg.max_streams = 2;
     cfg.window_bytes = 1000; /* raised to the HTTP/2 initial window, 65535 */
-    cfg.handler = handler;
-    cfg.handler_ud = &g_seen;
     cfg.admit = gate;
-    char err[256];
-    ck_assert_int_eq(sn_grpc_unary_create(&cfg, &g_srv, err, sizeof err), 0);
-    ck_assert_int_eq(sn_grpc_unary_start(g_srv), 0);
-    snprintf(g_target, sizeof g_target, "127.0.0.1:%d", sn_grpc_unary_port(g_srv));
+    start_config(&cfg);
 
     atomic_store(&g_gate_open, false);
     grpc_test_reply r = call(methods[0], "q", 1);
