@@ -220,6 +220,7 @@ typedef struct sidecar {
     sn_grpc_server *grpc;
     sn_http_server *http;
     sn_memguard *memguard;
+    void *http_ud; /* the pipeline's handler data for OTLP/HTTP */
     bool shutting_down;
 } sidecar;
 
@@ -242,8 +243,7 @@ static void http_handler(sn_otlp_signal signal, sn_otlp_encoding encoding, const
         snprintf(res->message, sizeof res->message, "sidecar over its memory limit; retry later");
         return;
     }
-    sn_pipeline_otlp_handler(signal, encoding, body, len, res,
-                             sn_pipeline_handler_ud(sc->pipeline, SN_PIPELINE_HTTP));
+    sn_pipeline_otlp_handler(signal, encoding, body, len, res, sc->http_ud);
 }
 
 /* /readyz: not ready while over limits.memory, else the pipeline's readiness. */
@@ -469,6 +469,7 @@ static int start(sidecar *sc)
     }
     if (s->otlp_http.host[0] != '\0') {
         sn_config_format_address(&s->otlp_http, addr, sizeof addr);
+        sc->http_ud = sn_pipeline_handler_ud(sc->pipeline, SN_PIPELINE_HTTP);
         sn_http_server_config hc = {
             .listen = addr,
             .max_body_bytes = (size_t)s->max_message_bytes,
