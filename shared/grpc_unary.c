@@ -57,6 +57,8 @@
 #define SN_UNARY_DEFAULT_MAX_CALLS   64u
 #define SN_UNARY_DEFAULT_RETRY_MS    1000u
 #define SN_UNARY_DEFAULT_STREAMS     100u
+#define SN_WINDOW_MIN                65535u /* the HTTP/2 initial window */
+#define SN_WINDOW_MAX                (64u * 1024u * 1024u)
 #define SN_RETRY_INFO_URL            "type.googleapis.com/google.rpc.RetryInfo"
 #define SN_STATUS_BIN_KEY            "grpc-status-details-bin"
 
@@ -137,6 +139,7 @@ struct sn_grpc_unary {
     _Atomic uint64_t st_bytes_in;
     _Atomic uint64_t st_bytes_out;
     _Atomic uint64_t st_busy;
+    _Atomic uint64_t st_gate;
     _Atomic uint64_t st_too_large;
     _Atomic uint64_t st_bad_encoding;
     _Atomic uint64_t st_unimplemented;
@@ -697,10 +700,11 @@ static void on_new_call(sn_grpc_unary *s, sn_grpc_call *c)
             break;
         }
     }
+    bool gated = method >= 0 && s->cfg.admit != NULL && !s->cfg.admit(s->cfg.admit_ud);
     pthread_mutex_lock(&s->mu);
     s->waiting--;
     s->live++;
-    bool admit = method >= 0 && s->admitted < s->cfg.max_calls;
+    bool admit = method >= 0 && !gated && s->admitted < s->cfg.max_calls;
     if (admit) {
         s->admitted++;
         c->admitted = true;
@@ -711,6 +715,13 @@ static void on_new_call(sn_grpc_unary *s, sn_grpc_call *c)
     if (method < 0) {
         atomic_fetch_add(&s->st_unimplemented, 1);
         answer(s, c, GRPC_STATUS_UNIMPLEMENTED, "unknown method", -1, NULL, 0);
+        return;
+    }
+    if (gated) {
+        /* Before the message is read: the refusal costs no request buffer. */
+        atomic_fetch_add(&s->st_gate, 1);
+        answer(s, c, GRPC_STATUS_UNAVAILABLE, "receiver over its memory limit; retry later",
+               (int64_t)s->cfg.busy_retry_ms, NULL, 0);
         return;
     }
     if (!admit) {
@@ -858,6 +869,12 @@ static int check_config(sn_grpc_unary_config *cfg, char *err, size_t errlen)
         cfg->max_streams = SN_UNARY_DEFAULT_STREAMS;
     if (cfg->max_streams > (unsigned)INT32_MAX)
         cfg->max_streams = (unsigned)INT32_MAX;
+    if (cfg->window_bytes > 0 && cfg->window_bytes < SN_WINDOW_MIN)
+        cfg->window_bytes = SN_WINDOW_MIN;
+    if (cfg->window_bytes > SN_WINDOW_MAX) {
+        snprintf(err, errlen, "%s: flow-control window above %u bytes", name, SN_WINDOW_MAX);
+        return -EINVAL;
+    }
     if (cfg->max_reply_bytes == 0)
         cfg->max_reply_bytes = SN_GRPC_UNARY_DEFAULT_REPLY;
     if (cfg->max_reply_bytes > SN_REPLY_CAP) {
@@ -912,7 +929,7 @@ int sn_grpc_unary_create(const sn_grpc_unary_config *cfg_in, sn_grpc_unary **out
     atomic_init(&s->cancel_all, false);
 
     grpc_init();
-    grpc_arg args[4];
+    grpc_arg args[8];
     memset(args, 0, sizeof args);
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -926,7 +943,22 @@ int sn_grpc_unary_create(const sn_grpc_unary_config *cfg_in, sn_grpc_unary **out
     args[3].type = GRPC_ARG_INTEGER;
     args[3].key = GRPC_ARG_ALLOW_REUSEPORT;
     args[3].value.integer = 0; /* a second receiver on the same port must fail, not share */
-    grpc_channel_args chargs = {sizeof args / sizeof args[0], args};
+    size_t nargs = 4;
+    if (cfg.window_bytes > 0) {
+        /* A fixed, small flow-control window: without it BDP probing lets each stream read ahead
+         * megabytes, and TCP reads grow to 4 MiB chunks (docs/otlp-receiver.md, "Memory"). */
+        int win = (int)cfg.window_bytes;
+        args[nargs].type = GRPC_ARG_INTEGER;
+        args[nargs].key = GRPC_ARG_HTTP2_BDP_PROBE;
+        args[nargs++].value.integer = 0;
+        args[nargs].type = GRPC_ARG_INTEGER;
+        args[nargs].key = GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES;
+        args[nargs++].value.integer = win;
+        args[nargs].type = GRPC_ARG_INTEGER;
+        args[nargs].key = GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE;
+        args[nargs++].value.integer = win;
+    }
+    grpc_channel_args chargs = {nargs, args};
 
     s->server = grpc_server_create(&chargs, NULL);
     if (s->server == NULL)
@@ -1092,6 +1124,7 @@ void sn_grpc_unary_stats_get(const sn_grpc_unary *s, sn_grpc_unary_stats *out)
     for (unsigned i = 0; i < SN_GRPC_CODE_COUNT; i++)
         out->answers[i] = atomic_load(&m->st_answers[i]);
     out->refused_busy = atomic_load(&m->st_busy);
+    out->refused_gate = atomic_load(&m->st_gate);
     out->refused_too_large = atomic_load(&m->st_too_large);
     out->refused_bad_encoding = atomic_load(&m->st_bad_encoding);
     out->unimplemented = atomic_load(&m->st_unimplemented);

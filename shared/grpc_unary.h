@@ -81,6 +81,11 @@ typedef struct sn_grpc_reply {
     bool deferred;
 } sn_grpc_reply;
 
+/* Called on the completion-queue thread for every new call before its message is read: false
+ * refuses the call at once with UNAVAILABLE + RetryInfo (busy_retry_ms), e.g. while the process
+ * is over a memory limit. Must be fast and thread-safe. */
+typedef bool (*sn_grpc_unary_admit)(void *ud);
+
 /* Called on the handler thread for every admitted, decompressed request. `method` is the index
  * of the call's path in the method table; `body` is borrowed for the call only. Handlers run
  * one at a time (never concurrently with each other) and may block, which delays the calls
@@ -98,12 +103,17 @@ typedef struct sn_grpc_unary_config {
     size_t max_queued_bytes;       /* received bytes waiting for the handler; a message that would
                                       go over it is refused (one message is always let in) */
     unsigned max_streams;          /* HTTP/2 concurrent streams per connection */
+    size_t window_bytes;           /* 0: gRPC's flow control (BDP probing grows a stream's window
+                                      to megabytes); > 0: BDP probing off, a stream's lookahead and
+                                      the TCP read chunk capped at this (see otlp-receiver.md) */
     size_t max_reply_bytes;        /* capacity of sn_grpc_reply.response */
     uint32_t busy_retry_ms;        /* RetryInfo delay for busy refusals and retry_after_ms == 0 */
     bool accept_zstd;              /* decode request messages that start with a zstd frame magic */
     bool allow_deferred;           /* handlers may answer later (sn_grpc_reply.later) */
     sn_grpc_unary_handler handler; /* required */
     void *handler_ud;
+    sn_grpc_unary_admit admit; /* optional gate for new calls */
+    void *admit_ud;
 } sn_grpc_unary_config;
 
 /* Counters, read with sn_grpc_unary_stats_get; each only grows. */
@@ -111,6 +121,7 @@ typedef struct sn_grpc_unary_stats {
     uint64_t requests[SN_GRPC_UNARY_MAX_METHODS]; /* handed to the handler, by method */
     uint64_t answers[SN_GRPC_CODE_COUNT];         /* handler answers by status code */
     uint64_t refused_busy;                        /* UNAVAILABLE: over max_calls / queued bytes */
+    uint64_t refused_gate;                        /* UNAVAILABLE: refused by cfg.admit */
     uint64_t refused_too_large;                   /* RESOURCE_EXHAUSTED after decompression */
     uint64_t refused_bad_encoding;                /* undecodable compressed message */
     uint64_t unimplemented;                       /* unknown method */
@@ -120,8 +131,8 @@ typedef struct sn_grpc_unary_stats {
 } sn_grpc_unary_stats;
 
 /* Fills `cfg` with the defaults: 16 MiB messages, 64 calls, 4 x max_message queued, 100
- * streams, 4 KiB replies, 1 s retry, accept_zstd true; no listen address, methods or handler.
- * Never fails. */
+ * streams, gRPC's own flow control (window_bytes 0), 4 KiB replies, 1 s retry, accept_zstd
+ * true; no listen address, methods or handler. Never fails. */
 void sn_grpc_unary_config_init(sn_grpc_unary_config *cfg);
 
 /* Creates a server bound to cfg->listen (the port is bound here, so a conflict fails now and

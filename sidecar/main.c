@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "local_detect.h"
 #include "log.h"
+#include "memguard.h"
 #include "metrics.h"
 #include "otlp/grpc_server.h"
 #include "otlp/http_server.h"
@@ -25,6 +26,7 @@
 #include <errno.h>
 #include <grpc/support/log.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +34,20 @@
 #include <sys/random.h>
 #include <unistd.h>
 #include <uv.h>
+
+#define SIDECAR_MIN_MEMORY_LIMIT ((int64_t)40 << 20)
+/* AddressSanitizer's shadow memory and quarantine make the resident set several times larger
+ * (35 MiB idle): sanitizer builds have no memory limit unless one is set. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SIDECAR_DEFAULT_MEMORY_LIMIT "0"
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SIDECAR_DEFAULT_MEMORY_LIMIT "0"
+#endif
+#endif
+#ifndef SIDECAR_DEFAULT_MEMORY_LIMIT
+#define SIDECAR_DEFAULT_MEMORY_LIMIT "64MiB"
+#endif
 
 static const char *const mode_names[] = {"sidecar", NULL};
 
@@ -42,6 +58,11 @@ typedef struct sidecar_settings {
     int64_t max_message_bytes;
     int64_t max_requests;
     int64_t max_inflight_bytes;
+    int64_t grpc_streams;
+    int64_t grpc_window;
+    int64_t memory_limit;
+    int64_t memory_refuse_percent;
+    int64_t malloc_arenas;
     sn_config_address admin;
     sn_config_address aggregator;
     int64_t ship_deadline;
@@ -82,6 +103,26 @@ static const sn_config_desc descriptors[] = {
                 "request memory at once, per stage: gRPC's buffers, gRPC messages waiting, "
                 "HTTP bodies, decoded requests waiting for the loop; past it new requests get "
                 "a retryable refusal (one request always fits)"),
+    SN_CFG_INT("otlp.grpc.max_concurrent_streams", sidecar_settings, grpc_streams, "8", 1, 1000,
+               "HTTP/2 streams a client may have open at once on one gRPC connection; a client "
+               "with more in flight queues them on its side"),
+    SN_CFG_SIZE("otlp.grpc.window", sidecar_settings, grpc_window, "256KiB", 0, (int64_t)64 << 20,
+                "gRPC flow-control window per stream (and TCP read size); 0: gRPC's own, which "
+                "grows to megabytes per stream"),
+    {SN__CFG("limits.memory", SN_CONFIG_SIZE, sidecar_settings, memory_limit,
+             SIDECAR_DEFAULT_MEMORY_LIMIT,
+             "hard limit of the resident set; from limits.memory_refuse_percent of it on, new "
+             "requests get a retryable refusal until it is back under (0: off; else at least "
+             "40MiB)"),
+     .env = "SENTINEL_MEMORY_LIMIT", .flags = SN_CONFIG_HAS_MIN | SN_CONFIG_HAS_MAX, .imin = 0,
+     .imax = (int64_t)1 << 40},
+    SN_CFG_INT("limits.memory_refuse_percent", sidecar_settings, memory_refuse_percent, "75", 1,
+               100,
+               "share of limits.memory from which new requests are refused; the rest is headroom "
+               "for the requests already taken"),
+    SN_CFG_INT("limits.malloc_arenas", sidecar_settings, malloc_arenas, "2", 0, 64,
+               "malloc arenas (M_ARENA_MAX); fewer arenas keep less freed memory per thread "
+               "(0: glibc's default, 8 per core)"),
     {SN__CFG("admin.endpoint", SN_CONFIG_ADDRESS, sidecar_settings, admin, "0.0.0.0:8081",
              "/healthz, /readyz and /metrics listen address (off to disable)"),
      .env = "SENTINEL_ADMIN_ENDPOINT", .flags = SN_CONFIG_OPTIONAL | SN_CONFIG_ANY_PORT},
@@ -148,6 +189,13 @@ static int validate_settings(void *config, sn_config_error *err)
         snprintf(err->msg, sizeof err->msg, "config: aggregator.endpoint: must be host:port");
         return -EINVAL;
     }
+    if (s->memory_limit != 0 && s->memory_limit < SIDECAR_MIN_MEMORY_LIMIT) {
+        /* Below it the resident set after a burst (libraries, gRPC's and malloc's keep) can
+         * stay over the refusal threshold: the sidecar would refuse for good. */
+        snprintf(err->msg, sizeof err->msg,
+                 "config: limits.memory: at least 40MiB (or 0 for no limit)");
+        return -EINVAL;
+    }
     if (s->spool_dir[0] == '\0') {
         snprintf(err->msg, sizeof err->msg, "config: spool.dir: must not be empty");
         return -EINVAL;
@@ -171,8 +219,43 @@ typedef struct sidecar {
     sn_admin *admin;
     sn_grpc_server *grpc;
     sn_http_server *http;
+    sn_memguard *memguard;
+    void *http_ud; /* the pipeline's handler data for OTLP/HTTP */
     bool shutting_down;
 } sidecar;
+
+/* The gRPC transport's gate for new calls: refused while over limits.memory. */
+static bool grpc_admit(void *ud)
+{
+    sidecar *sc = ud;
+    return sc->memguard == NULL || sn_memguard_admit(sc->memguard, SN_MEMGUARD_GRPC);
+}
+
+/* The OTLP/HTTP handler: a retryable refusal while over limits.memory (the body is bounded by
+ * otlp.max_inflight_bytes over all connections), else the pipeline's handler. */
+static void http_handler(sn_otlp_signal signal, sn_otlp_encoding encoding, const uint8_t *body,
+                         size_t len, sn_otlp_result *res, void *ud)
+{
+    sidecar *sc = ud;
+    if (sc->memguard != NULL && !sn_memguard_admit(sc->memguard, SN_MEMGUARD_HTTP)) {
+        res->outcome = SN_OTLP_RETRY;
+        res->retry_after_ms = 1000;
+        snprintf(res->message, sizeof res->message, "sidecar over its memory limit; retry later");
+        return;
+    }
+    sn_pipeline_otlp_handler(signal, encoding, body, len, res, sc->http_ud);
+}
+
+/* /readyz: not ready while over limits.memory, else the pipeline's readiness. */
+static bool sidecar_ready(char *reason, size_t reasonlen, void *ud)
+{
+    sidecar *sc = ud;
+    if (sc->memguard != NULL && sn_memguard_over(sc->memguard)) {
+        snprintf(reason, reasonlen, "over the memory limit (limits.memory)");
+        return false;
+    }
+    return sn_pipeline_ready(reason, reasonlen, sc->pipeline);
+}
 
 /* gRPC's own log lines, as ours (it logs e.g. unknown grpc-encoding values at ERROR). */
 static void grpc_log(gpr_log_func_args *args)
@@ -338,12 +421,18 @@ static int start(sidecar *sc)
         return 1;
     }
 
+    sn_memguard_config mc = {.limit_bytes = (uint64_t)s->memory_limit,
+                             .refuse_percent = (unsigned)s->memory_refuse_percent,
+                             .metrics = sc->metrics};
+    if ((rc = sn_memguard_create(&mc, &sc->loop, &sc->memguard, err, sizeof err)) != 0) {
+        sn_log_error("cannot watch the memory limit", SN_LOG_STR("error", err));
+        return 1;
+    }
+
     if (s->admin.host[0] != '\0') {
         sn_config_format_address(&s->admin, addr, sizeof addr);
-        sn_admin_config ac = {.listen = addr,
-                              .metrics = sc->metrics,
-                              .ready = sn_pipeline_ready,
-                              .ready_ud = sc->pipeline};
+        sn_admin_config ac = {
+            .listen = addr, .metrics = sc->metrics, .ready = sidecar_ready, .ready_ud = sc};
         if ((rc = sn_admin_create(&ac, &sc->admin, err, sizeof err)) != 0 ||
             (rc = sn_admin_start(sc->admin, err, sizeof err)) != 0) {
             sn_log_error("cannot serve the admin endpoints", SN_LOG_STR("listen", addr),
@@ -361,10 +450,14 @@ static int start(sidecar *sc)
         gc.listen = addr;
         gc.max_message_bytes = (size_t)s->max_message_bytes;
         gc.max_calls = (unsigned)s->max_requests;
+        gc.max_streams = (unsigned)s->grpc_streams;
+        gc.window_bytes = (size_t)s->grpc_window;
         gc.allow_deferred = true; /* the loop answers; the handler thread decodes the next one */
         gc.max_queued_bytes = (size_t)s->max_inflight_bytes;
         gc.handler = sn_pipeline_otlp_handler;
         gc.handler_ud = sn_pipeline_handler_ud(sc->pipeline, SN_PIPELINE_GRPC);
+        gc.admit = grpc_admit;
+        gc.admit_ud = sc;
         if ((rc = sn_grpc_server_create(&gc, &sc->grpc, err, sizeof err)) != 0 ||
             (rc = sn_grpc_server_start(sc->grpc)) != 0) {
             sn_log_error("cannot serve OTLP/gRPC", SN_LOG_STR("listen", addr),
@@ -376,13 +469,14 @@ static int start(sidecar *sc)
     }
     if (s->otlp_http.host[0] != '\0') {
         sn_config_format_address(&s->otlp_http, addr, sizeof addr);
+        sc->http_ud = sn_pipeline_handler_ud(sc->pipeline, SN_PIPELINE_HTTP);
         sn_http_server_config hc = {
             .listen = addr,
             .max_body_bytes = (size_t)s->max_message_bytes,
             .max_connections = (unsigned)s->max_requests,
             .max_buffered_bytes = (size_t)s->max_inflight_bytes,
-            .handler = sn_pipeline_otlp_handler,
-            .handler_ud = sn_pipeline_handler_ud(sc->pipeline, SN_PIPELINE_HTTP),
+            .handler = http_handler,
+            .handler_ud = sc,
         };
         if ((rc = sn_http_server_create(&hc, &sc->http, err, sizeof err)) != 0 ||
             (rc = sn_http_server_start(sc->http, err, sizeof err)) != 0) {
@@ -420,6 +514,8 @@ static void teardown(sidecar *sc)
         sn_ship_destroy(sc->ship);
     if (sc->pipeline != NULL)
         sn_pipeline_destroy(sc->pipeline);
+    sn_memguard_close(sc->memguard);
+    sc->memguard = NULL;
     /* Let the closed handles' callbacks run (the pipeline frees itself in them). */
     uv_run(&sc->loop, UV_RUN_DEFAULT);
     if (sc->tee != NULL)
@@ -454,6 +550,9 @@ int main(int argc, char **argv)
         return sn_cli_exit_status(outcome);
     signal(SIGPIPE, SIG_IGN);
     gpr_set_log_function(grpc_log);
+    /* Before any thread exists; MALLOC_ARENA_MAX in the environment wins. */
+    if (sc.s.malloc_arenas > 0 && getenv("MALLOC_ARENA_MAX") == NULL)
+        (void)mallopt(M_ARENA_MAX, (int)sc.s.malloc_arenas);
 
     int rc = 1;
     if (uv_loop_init(&sc.loop) != 0) {

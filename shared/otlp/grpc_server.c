@@ -178,6 +178,7 @@ void sn_grpc_server_config_init(sn_grpc_server_config *cfg)
     cfg->max_calls = u.max_calls;
     cfg->max_queued_bytes = u.max_queued_bytes;
     cfg->max_streams = u.max_streams;
+    cfg->window_bytes = u.window_bytes;
     cfg->busy_retry_ms = u.busy_retry_ms;
     cfg->accept_zstd = true;
 }
@@ -208,12 +209,15 @@ int sn_grpc_server_create(const sn_grpc_server_config *cfg, sn_grpc_server **out
     u.max_calls = cfg->max_calls;
     u.max_queued_bytes = cfg->max_queued_bytes;
     u.max_streams = cfg->max_streams;
+    u.window_bytes = cfg->window_bytes;
     u.max_reply_bytes = SN_OTLP_RESPONSE_MAX;
     u.busy_retry_ms = cfg->busy_retry_ms;
     u.accept_zstd = cfg->accept_zstd;
     u.allow_deferred = cfg->allow_deferred;
     u.handler = otlp_unary_handler;
     u.handler_ud = s;
+    u.admit = cfg->admit;
+    u.admit_ud = cfg->admit_ud;
     int rc = sn_grpc_unary_create(&u, &s->unary, err, errlen);
     if (rc != 0) {
         free(s);
@@ -249,6 +253,7 @@ void sn_grpc_server_stats_get(const sn_grpc_server *s, sn_grpc_server_stats *out
     for (int i = 0; i <= SN_OTLP_INTERNAL; i++)
         out->outcomes[i] = atomic_load(&m->st_outcomes[i]);
     out->refused_busy = u.refused_busy;
+    out->refused_gate = u.refused_gate;
     out->refused_too_large = u.refused_too_large;
     out->refused_bad_encoding = u.refused_bad_encoding;
     out->unimplemented = u.unimplemented;

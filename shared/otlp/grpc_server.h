@@ -31,19 +31,24 @@
 typedef struct sn_grpc_server sn_grpc_server;
 
 typedef struct sn_grpc_server_config {
-    const char *listen;        /* "host:port" (IPv6 as "[::1]:4317"); port 0 picks a free one */
-    size_t max_message_bytes;  /* request size limit, on the wire and after decompression */
-    unsigned max_calls;        /* admitted calls at once (reading, queued, in the handler) */
-    size_t max_queued_bytes;   /* received bytes waiting for the handler; a message that would
-                                  go over it is refused (one message is always let in) */
-    unsigned max_streams;      /* HTTP/2 concurrent streams per connection */
-    uint32_t busy_retry_ms;    /* RetryInfo delay when refused for max_calls, and the default
-                                  when a handler answers RETRY with retry_after_ms == 0 */
-    bool accept_zstd;          /* decode zstd request messages (see docs/otlp-receiver.md) */
-    bool allow_deferred;       /* the handler may answer later (sn_otlp_result.later): the
-                                  handler thread then goes on to the next request at once */
-    sn_otlp_handler handler;   /* required */
+    const char *listen;       /* "host:port" (IPv6 as "[::1]:4317"); port 0 picks a free one */
+    size_t max_message_bytes; /* request size limit, on the wire and after decompression */
+    unsigned max_calls;       /* admitted calls at once (reading, queued, in the handler) */
+    size_t max_queued_bytes;  /* received bytes waiting for the handler; a message that would
+                                 go over it is refused (one message is always let in) */
+    unsigned max_streams;     /* HTTP/2 concurrent streams per connection */
+    size_t window_bytes;      /* 0: gRPC's own flow control; > 0: a fixed per-stream window
+                                 without BDP probing (sn_grpc_unary_config.window_bytes) */
+    uint32_t busy_retry_ms;   /* RetryInfo delay when refused for max_calls, and the default
+                                 when a handler answers RETRY with retry_after_ms == 0 */
+    bool accept_zstd;         /* decode zstd request messages (see docs/otlp-receiver.md) */
+    bool allow_deferred;      /* the handler may answer later (sn_otlp_result.later): the
+                                 handler thread then goes on to the next request at once */
+    sn_otlp_handler handler;  /* required */
     void *handler_ud;
+    bool (*admit)(void *ud); /* optional: false refuses a new call before its message is read
+                                (UNAVAILABLE + RetryInfo), e.g. over a memory limit */
+    void *admit_ud;
 } sn_grpc_server_config;
 
 /* Counters, read with sn_grpc_server_stats; each only grows. */
@@ -51,6 +56,7 @@ typedef struct sn_grpc_server_stats {
     uint64_t requests[SN_OTLP_SIGNAL_COUNT]; /* handed to the handler */
     uint64_t outcomes[SN_OTLP_INTERNAL + 1]; /* handler answers by sn_otlp_outcome */
     uint64_t refused_busy;                   /* UNAVAILABLE: over max_calls */
+    uint64_t refused_gate;                   /* UNAVAILABLE: refused by cfg.admit */
     uint64_t refused_too_large;              /* RESOURCE_EXHAUSTED after decompression */
     uint64_t refused_bad_encoding;           /* undecodable compressed message */
     uint64_t unimplemented;                  /* unknown method */

@@ -8,6 +8,7 @@
 #include <check.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,24 +87,36 @@ static void deferring_handler(unsigned method, const uint8_t *body, size_t len,
     reply->deferred = true;
 }
 
-static void start_with(bool accept_zstd, sn_grpc_unary_handler h, void *ud, bool allow_deferred)
+/* The test server's configuration: three methods, 64-byte replies, handler h(ud). */
+static void base_config(sn_grpc_unary_config *cfg, sn_grpc_unary_handler h, void *ud)
 {
-    sn_grpc_unary_config cfg;
-    sn_grpc_unary_config_init(&cfg);
-    cfg.name = "test grpc";
-    cfg.listen = "127.0.0.1:0";
-    cfg.methods = methods;
-    cfg.nmethods = 3;
-    cfg.max_reply_bytes = 64;
-    cfg.accept_zstd = accept_zstd;
-    cfg.allow_deferred = allow_deferred;
-    cfg.handler = h;
-    cfg.handler_ud = ud;
+    sn_grpc_unary_config_init(cfg);
+    cfg->name = "test grpc";
+    cfg->listen = "127.0.0.1:0";
+    cfg->methods = methods;
+    cfg->nmethods = 3;
+    cfg->max_reply_bytes = 64;
+    cfg->handler = h;
+    cfg->handler_ud = ud;
+}
+
+/* Creates and starts g_srv from cfg and points g_target at it. */
+static void start_config(const sn_grpc_unary_config *cfg)
+{
     char err[256];
-    ck_assert_int_eq(sn_grpc_unary_create(&cfg, &g_srv, err, sizeof err), 0);
+    ck_assert_int_eq(sn_grpc_unary_create(cfg, &g_srv, err, sizeof err), 0);
     ck_assert_int_eq(sn_grpc_unary_start(g_srv), 0);
     ck_assert_int_eq(sn_grpc_unary_start(g_srv), -EALREADY);
     snprintf(g_target, sizeof g_target, "127.0.0.1:%d", sn_grpc_unary_port(g_srv));
+}
+
+static void start_with(bool accept_zstd, sn_grpc_unary_handler h, void *ud, bool allow_deferred)
+{
+    sn_grpc_unary_config cfg;
+    base_config(&cfg, h, ud);
+    cfg.accept_zstd = accept_zstd;
+    cfg.allow_deferred = allow_deferred;
+    start_config(&cfg);
 }
 
 static void start(bool accept_zstd)
@@ -342,6 +355,54 @@ START_TEST(zstd_sniffing_follows_accept_zstd)
 }
 END_TEST
 
+/* The admit gate: toggled by the test. */
+static atomic_bool g_gate_open;
+
+static bool gate(void *ud)
+{
+    (void)ud;
+    return atomic_load(&g_gate_open);
+}
+
+START_TEST(admit_gate_refuses_before_the_handler_and_small_windows_carry_large_messages)
+{
+    sn_grpc_unary_config cfg;
+    base_config(&cfg, handler, &g_seen);
+    cfg.max_streams = 2;
+    cfg.window_bytes = 1000; /* raised to the HTTP/2 initial window, 65535 */
+    cfg.admit = gate;
+    start_config(&cfg);
+
+    atomic_store(&g_gate_open, false);
+    grpc_test_reply r = call(methods[0], "q", 1);
+    ck_assert_int_eq(r.grpc_status, SN_GRPC_UNAVAILABLE);
+    ck_assert(strstr(r.details, "memory") != NULL);
+    ck_assert_int_eq(retry_ms_of(&r), 1000);
+    grpc_test_reply_free(&r);
+    ck_assert_int_eq(g_seen.calls, 0);
+
+    /* Open again: a message 16 times the window arrives whole. */
+    atomic_store(&g_gate_open, true);
+    size_t big = 1024 * 1024;
+    uint8_t *body = malloc(big);
+    ck_assert_ptr_nonnull(body);
+    memset(body, 'b', big);
+    r = call(methods[0], body, big);
+    ck_assert_int_eq(r.grpc_status, SN_GRPC_OK);
+    ck_assert_uint_eq(r.message_len, 64);
+    grpc_test_reply_free(&r);
+    free(body);
+    ck_assert_int_eq(g_seen.calls, 1);
+    ck_assert_uint_eq(g_seen.len, big);
+
+    sn_grpc_unary_stats st;
+    sn_grpc_unary_stats_get(g_srv, &st);
+    ck_assert_uint_eq(st.refused_gate, 1);
+    ck_assert_uint_eq(st.refused_busy, 0);
+    ck_assert_uint_eq(st.requests[0], 1);
+}
+END_TEST
+
 START_TEST(bad_config_is_refused_with_the_name)
 {
     sn_grpc_unary_config cfg;
@@ -368,6 +429,10 @@ START_TEST(bad_config_is_refused_with_the_name)
     ck_assert_int_eq(sn_grpc_unary_create(&cfg, &s, err, sizeof err), -EINVAL);
     ck_assert(strstr(err, "reply") != NULL);
     cfg.max_reply_bytes = 0;
+    cfg.window_bytes = (size_t)1 << 30;
+    ck_assert_int_eq(sn_grpc_unary_create(&cfg, &s, err, sizeof err), -EINVAL);
+    ck_assert(strstr(err, "window") != NULL);
+    cfg.window_bytes = 0;
     cfg.handler = NULL;
     ck_assert_int_eq(sn_grpc_unary_create(&cfg, &s, err, sizeof err), -EINVAL);
     ck_assert(strstr(err, "handler") != NULL);
@@ -396,6 +461,8 @@ static Suite *grpc_unary_suite(void)
     tcase_add_test(tc, reply_over_capacity_is_internal);
     tcase_add_test(tc, zstd_sniffing_follows_accept_zstd);
     tcase_add_test(tc, deferred_answers_come_from_another_thread);
+    tcase_add_test(tc,
+                   admit_gate_refuses_before_the_handler_and_small_windows_carry_large_messages);
     tcase_add_test(tc, bad_config_is_refused_with_the_name);
     suite_add_tcase(s, tc);
     return s;
