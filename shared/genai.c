@@ -595,51 +595,63 @@ void sn_genai_resource_attr(sn_event *tmpl, const char *key, size_t keylen, cons
 typedef struct provider_alias {
     const char *from;
     const char *to;
+    uint8_t from_len; /* strlen(from), computed at compile time */
+    uint8_t to_len;   /* strlen(to) */
 } provider_alias;
 
-/* Values seen in the wild (old GenAI names, OpenInference's llm.provider/llm.system, OpenLLMetry's
- * gen_ai.system, LiteLLM prefixes), lower-cased, and the GenAI well-known name they mean. */
-static const provider_alias provider_aliases[] = {
-    {"az.ai.openai", "azure.ai.openai"},
-    {"azure", "azure.ai.openai"},
-    {"azure_openai", "azure.ai.openai"},
-    {"azure-openai", "azure.ai.openai"},
-    {"azureopenai", "azure.ai.openai"},
-    {"azure.openai", "azure.ai.openai"},
-    {"az.ai.inference", "azure.ai.inference"},
-    {"azure_ai", "azure.ai.inference"},
-    {"azure_ai_inference", "azure.ai.inference"},
-    {"vertex_ai", "gcp.vertex_ai"},
-    {"vertexai", "gcp.vertex_ai"},
-    {"vertex", "gcp.vertex_ai"},
-    {"vertex_ai_beta", "gcp.vertex_ai"},
-    {"google_vertex_ai", "gcp.vertex_ai"},
-    {"gcp.vertexai", "gcp.vertex_ai"},
-    {"gemini", "gcp.gemini"},
-    {"google_gemini", "gcp.gemini"},
-    {"google.gemini", "gcp.gemini"},
-    {"google_ai_studio", "gcp.gemini"},
-    {"google", "gcp.gen_ai"},
-    {"google_genai", "gcp.gen_ai"},
-    {"google.genai", "gcp.gen_ai"},
-    {"bedrock", "aws.bedrock"},
-    {"aws", "aws.bedrock"},
-    {"aws_bedrock", "aws.bedrock"},
-    {"aws-bedrock", "aws.bedrock"},
-    {"amazon_bedrock", "aws.bedrock"},
-    {"amazon-bedrock", "aws.bedrock"},
-    {"mistral", "mistral_ai"},
-    {"mistralai", "mistral_ai"},
-    {"mistral-ai", "mistral_ai"},
-    {"xai", "x_ai"},
-    {"x-ai", "x_ai"},
-    {"watsonx", "ibm.watsonx.ai"},
-    {"ibm", "ibm.watsonx.ai"},
-    {"ibm_watsonx", "ibm.watsonx.ai"},
-    {"ibm.watsonx", "ibm.watsonx.ai"},
-    {"watsonx.ai", "ibm.watsonx.ai"},
-};
+#define ALIAS(f, t)                                                                                \
+    {                                                                                              \
+        f, t, sizeof(f) - 1, sizeof(t) - 1                                                         \
+    }
 
+/* Values seen in the wild (old GenAI names, OpenInference's llm.provider/llm.system, OpenLLMetry's
+ * gen_ai.system, LiteLLM prefixes), lower-cased, and the GenAI well-known name they mean. Every
+ * span's provider is looked up here, and most (openai, anthropic) are in no row: the lengths are
+ * compared first, so only rows of the same length cost a memcmp. */
+static const provider_alias provider_aliases[] = {
+    ALIAS("az.ai.openai", "azure.ai.openai"),
+    ALIAS("azure", "azure.ai.openai"),
+    ALIAS("azure_openai", "azure.ai.openai"),
+    ALIAS("azure-openai", "azure.ai.openai"),
+    ALIAS("azureopenai", "azure.ai.openai"),
+    ALIAS("azure.openai", "azure.ai.openai"),
+    ALIAS("az.ai.inference", "azure.ai.inference"),
+    ALIAS("azure_ai", "azure.ai.inference"),
+    ALIAS("azure_ai_inference", "azure.ai.inference"),
+    ALIAS("vertex_ai", "gcp.vertex_ai"),
+    ALIAS("vertexai", "gcp.vertex_ai"),
+    ALIAS("vertex", "gcp.vertex_ai"),
+    ALIAS("vertex_ai_beta", "gcp.vertex_ai"),
+    ALIAS("google_vertex_ai", "gcp.vertex_ai"),
+    ALIAS("gcp.vertexai", "gcp.vertex_ai"),
+    ALIAS("gemini", "gcp.gemini"),
+    ALIAS("google_gemini", "gcp.gemini"),
+    ALIAS("google.gemini", "gcp.gemini"),
+    ALIAS("google_ai_studio", "gcp.gemini"),
+    ALIAS("google", "gcp.gen_ai"),
+    ALIAS("google_genai", "gcp.gen_ai"),
+    ALIAS("google.genai", "gcp.gen_ai"),
+    ALIAS("bedrock", "aws.bedrock"),
+    ALIAS("aws", "aws.bedrock"),
+    ALIAS("aws_bedrock", "aws.bedrock"),
+    ALIAS("aws-bedrock", "aws.bedrock"),
+    ALIAS("amazon_bedrock", "aws.bedrock"),
+    ALIAS("amazon-bedrock", "aws.bedrock"),
+    ALIAS("mistral", "mistral_ai"),
+    ALIAS("mistralai", "mistral_ai"),
+    ALIAS("mistral-ai", "mistral_ai"),
+    ALIAS("xai", "x_ai"),
+    ALIAS("x-ai", "x_ai"),
+    ALIAS("watsonx", "ibm.watsonx.ai"),
+    ALIAS("ibm", "ibm.watsonx.ai"),
+    ALIAS("ibm_watsonx", "ibm.watsonx.ai"),
+    ALIAS("ibm.watsonx", "ibm.watsonx.ai"),
+    ALIAS("watsonx.ai", "ibm.watsonx.ai"),
+};
+#undef ALIAS
+
+/* Lower-cases and trims a provider name in place, then replaces a known alias by its GenAI name
+ * when that fits. Nothing is allocated; the caller owns the buffer. */
 void sn_genai_normalize_provider(char *provider, size_t size)
 {
     if (provider == NULL || size == 0)
@@ -658,10 +670,10 @@ void sn_genai_normalize_provider(char *provider, size_t size)
     for (size_t i = 0; i < n; i++)
         provider[i] = (char)tolower((unsigned char)provider[i]);
     for (size_t i = 0; i < sizeof provider_aliases / sizeof provider_aliases[0]; i++) {
-        if (strcmp(provider, provider_aliases[i].from) == 0) {
-            size_t len = strlen(provider_aliases[i].to);
-            if (len < size)
-                memcpy(provider, provider_aliases[i].to, len + 1);
+        const provider_alias *a = &provider_aliases[i];
+        if (n == a->from_len && memcmp(provider, a->from, n) == 0) {
+            if (a->to_len < size)
+                memcpy(provider, a->to, (size_t)a->to_len + 1);
             return;
         }
     }

@@ -506,6 +506,237 @@ START_TEST(prompt_and_response_text_is_never_copied)
 }
 END_TEST
 
+/* --- the key table: every key maps to its fact, near misses to nothing --- */
+
+/* One bit per event field a span attribute can set. */
+enum {
+    FB_MODEL = 1 << 0,
+    FB_PROVIDER = 1 << 1,
+    FB_OPERATION = 1 << 2,
+    FB_USER = 1 << 3,
+    FB_FINISH = 1 << 4,
+    FB_ERROR = 1 << 5,
+    FB_INPUT = 1 << 6,
+    FB_OUTPUT = 1 << 7,
+    FB_TOTAL = 1 << 8,
+    FB_CACHE_READ = 1 << 9,
+    FB_CACHE_WRITE = 1 << 10,
+    FB_REASONING = 1 << 11,
+    FB_TTFT = 1 << 12,
+    FB_COST = 1 << 13,
+    FB_KIND = 1 << 14 /* only fact_ranks changed: a span kind */
+};
+
+/* The fields of ev that differ from a fresh event, as FB_* bits; *marked gets the conventions. */
+static unsigned changed_fields(const sn_event *ev, uint32_t *marked)
+{
+    sn_event f = fresh();
+    unsigned m = 0;
+    m |= strcmp(ev->model, f.model) != 0 ? FB_MODEL : 0;
+    m |= strcmp(ev->provider, f.provider) != 0 ? FB_PROVIDER : 0;
+    m |= strcmp(ev->operation, f.operation) != 0 ? FB_OPERATION : 0;
+    m |= strcmp(ev->user, f.user) != 0 ? FB_USER : 0;
+    m |= strcmp(ev->finish_reason, f.finish_reason) != 0 ? FB_FINISH : 0;
+    m |= strcmp(ev->error_type, f.error_type) != 0 || ev->is_error != f.is_error ? FB_ERROR : 0;
+    m |= ev->input_tokens != f.input_tokens ? FB_INPUT : 0;
+    m |= ev->output_tokens != f.output_tokens ? FB_OUTPUT : 0;
+    m |= ev->total_tokens != f.total_tokens ? FB_TOTAL : 0;
+    m |= ev->cache_read_tokens != f.cache_read_tokens ? FB_CACHE_READ : 0;
+    m |= ev->cache_write_tokens != f.cache_write_tokens ? FB_CACHE_WRITE : 0;
+    m |= ev->reasoning_tokens != f.reasoning_tokens ? FB_REASONING : 0;
+    m |= !isnan(ev->ttft_ms) ? FB_TTFT : 0;
+    m |= !isnan(ev->cost_usd) || ev->cost_source != f.cost_source ? FB_COST : 0;
+    if (m == 0 && ev->fact_ranks != f.fact_ranks)
+        m = FB_KIND;
+    *marked = ev->conventions;
+    return m;
+}
+
+/* Applies key with a string ("tool"), an int (7) and a double (0.5), each to a fresh event, and
+ * returns the union of the fields they set; *claimed is true when any call returned true. */
+static unsigned probe_key(const char *key, size_t keylen, bool *claimed, uint32_t *marked)
+{
+    sn_attr_value vals[3] = {
+        {.type = SN_ATTR_STRING, .str = "tool", .len = 4},
+        {.type = SN_ATTR_INT, .i = 7},
+        {.type = SN_ATTR_DOUBLE, .d = 0.5},
+    };
+    unsigned m = 0;
+    *claimed = false;
+    *marked = 0;
+    for (size_t i = 0; i < 3; i++) {
+        sn_event ev = fresh();
+        uint32_t conv = 0;
+        *claimed |= sn_genai_span_attr(&ev, key, keylen, &vals[i]);
+        m |= changed_fields(&ev, &conv);
+        *marked |= conv;
+    }
+    return m;
+}
+
+static const struct {
+    const char *key;
+    unsigned field;
+    uint32_t conv; /* 0: the key sets its fact but is not by itself a sign of an LLM call */
+} span_keys[] = {
+    {"gen_ai.operation.name", FB_OPERATION, SN_CONV_GENAI},
+    {"gen_ai.provider.name", FB_PROVIDER, SN_CONV_GENAI},
+    {"gen_ai.system", FB_PROVIDER, SN_CONV_GENAI},
+    {"gen_ai.request.model", FB_MODEL, SN_CONV_GENAI},
+    {"gen_ai.response.model", FB_MODEL, SN_CONV_GENAI},
+    {"gen_ai.usage.input_tokens", FB_INPUT, SN_CONV_GENAI},
+    {"gen_ai.usage.prompt_tokens", FB_INPUT, SN_CONV_GENAI},
+    {"gen_ai.usage.output_tokens", FB_OUTPUT, SN_CONV_GENAI},
+    {"gen_ai.usage.completion_tokens", FB_OUTPUT, SN_CONV_GENAI},
+    {"gen_ai.usage.cache_read.input_tokens", FB_CACHE_READ, SN_CONV_GENAI},
+    {"gen_ai.usage.cache_creation.input_tokens", FB_CACHE_WRITE, SN_CONV_GENAI},
+    {"gen_ai.usage.cache_write.input_tokens", FB_CACHE_WRITE, SN_CONV_GENAI},
+    {"gen_ai.usage.reasoning.output_tokens", FB_REASONING, SN_CONV_GENAI},
+    {"gen_ai.response.finish_reasons", FB_FINISH, SN_CONV_GENAI},
+    {"gen_ai.response.time_to_first_chunk", FB_TTFT, SN_CONV_GENAI},
+    {"gen_ai.server.time_to_first_token", FB_TTFT, SN_CONV_GENAI},
+    {"gen_ai.usage.cost", FB_COST, SN_CONV_GENAI},
+    {"error.type", FB_ERROR, 0},
+    {"llm.model_name", FB_MODEL, SN_CONV_OPENINFERENCE},
+    {"llm.provider", FB_PROVIDER, SN_CONV_OPENINFERENCE},
+    {"llm.system", FB_PROVIDER, SN_CONV_OPENINFERENCE},
+    {"llm.token_count.prompt", FB_INPUT, SN_CONV_OPENINFERENCE},
+    {"llm.token_count.completion", FB_OUTPUT, SN_CONV_OPENINFERENCE},
+    {"llm.token_count.total", FB_TOTAL, SN_CONV_OPENINFERENCE},
+    {"llm.token_count.prompt_details.cache_read", FB_CACHE_READ, SN_CONV_OPENINFERENCE},
+    {"llm.token_count.prompt_details.cache_write", FB_CACHE_WRITE, SN_CONV_OPENINFERENCE},
+    {"llm.token_count.completion_details.reasoning", FB_REASONING, SN_CONV_OPENINFERENCE},
+    {"llm.cost.total", FB_COST, SN_CONV_OPENINFERENCE},
+    {"openinference.span.kind", FB_KIND, SN_CONV_OPENINFERENCE},
+    {"llm.usage.total_tokens", FB_TOTAL, SN_CONV_OPENLLMETRY},
+    {"gen_ai.usage.total_tokens", FB_TOTAL, SN_CONV_OPENLLMETRY},
+    {"llm.request.type", FB_OPERATION, SN_CONV_OPENLLMETRY},
+    {"gen_ai.usage.cache_read_input_tokens", FB_CACHE_READ, SN_CONV_OPENLLMETRY},
+    {"gen_ai.usage.cache_creation_input_tokens", FB_CACHE_WRITE, SN_CONV_OPENLLMETRY},
+    {"llm.usage.prompt_tokens", FB_INPUT, SN_CONV_OPENLLMETRY},
+    {"llm.usage.completion_tokens", FB_OUTPUT, SN_CONV_OPENLLMETRY},
+    {"gen_ai.usage.reasoning_tokens", FB_REASONING, SN_CONV_OPENLLMETRY},
+    {"gen_ai.completion.0.finish_reason", FB_FINISH, SN_CONV_OPENLLMETRY},
+    {"llm.user", FB_USER, 0},
+    {"traceloop.span.kind", FB_KIND, 0},
+    {"user.id", FB_USER, 0},
+    {"enduser.id", FB_USER, 0},
+};
+enum { N_SPAN_KEYS = sizeof span_keys / sizeof span_keys[0] };
+
+static bool is_span_key(const char *key, size_t keylen)
+{
+    for (size_t i = 0; i < N_SPAN_KEYS; i++) {
+        if (strlen(span_keys[i].key) == keylen && memcmp(span_keys[i].key, key, keylen) == 0)
+            return true;
+    }
+    return false;
+}
+
+START_TEST(every_span_key_maps_to_its_fact)
+{
+    ck_assert_int_eq(N_SPAN_KEYS, 42); /* every row of genai.c's attrs[] table (A_COUNT - 1) */
+    for (size_t i = 0; i < N_SPAN_KEYS; i++) {
+        bool claimed = false;
+        uint32_t marked = 0;
+        const char *k = span_keys[i].key;
+        unsigned m = probe_key(k, strlen(k), &claimed, &marked);
+        ck_assert_msg(m == span_keys[i].field, "%s sets fields 0x%x, want 0x%x", k, m,
+                      span_keys[i].field);
+        ck_assert_msg(claimed == (span_keys[i].conv != 0), "%s: claimed %d", k, claimed);
+        ck_assert_msg(marked == span_keys[i].conv, "%s: conventions 0x%x", k, (unsigned)marked);
+        /* The key is read by its length, not up to a NUL: a longer buffer matches too. */
+        char buf[128];
+        snprintf(buf, sizeof buf, "%s.tail", k);
+        ck_assert_uint_eq(probe_key(buf, strlen(k), &claimed, &marked), span_keys[i].field);
+    }
+}
+END_TEST
+
+/* Checks that a key that is not in the table sets nothing and claims nothing. */
+static void assert_no_fact(const char *key, size_t keylen, const char *from)
+{
+    if (is_span_key(key, keylen))
+        return; /* a near miss of one key that is another key */
+    bool claimed = true;
+    uint32_t marked = 1;
+    unsigned m = probe_key(key, keylen, &claimed, &marked);
+    ck_assert_msg(m == 0 && !claimed && marked == 0, "near miss '%.*s' of %s sets 0x%x",
+                  (int)keylen, key, from, m);
+}
+
+START_TEST(near_miss_span_keys_map_to_nothing)
+{
+    for (size_t i = 0; i < N_SPAN_KEYS; i++) {
+        const char *k = span_keys[i].key;
+        size_t n = strlen(k);
+        char buf[128];
+        ck_assert_uint_lt(n + 2, sizeof buf);
+        /* One character longer (at the end and at the start), one shorter (either end). */
+        snprintf(buf, sizeof buf, "%sx", k);
+        assert_no_fact(buf, n + 1, k);
+        snprintf(buf, sizeof buf, "x%s", k);
+        assert_no_fact(buf, n + 1, k);
+        assert_no_fact(k, n - 1, k);
+        assert_no_fact(k + 1, n - 1, k);
+        /* One character different, at every position; and upper case at every position. */
+        for (size_t j = 0; j < n; j++) {
+            memcpy(buf, k, n + 1);
+            buf[j] = buf[j] == '#' ? '$' : '#';
+            assert_no_fact(buf, n, k);
+            memcpy(buf, k, n + 1);
+            if (buf[j] >= 'a' && buf[j] <= 'z') {
+                buf[j] = (char)(buf[j] - 'a' + 'A');
+                assert_no_fact(buf, n, k);
+            }
+        }
+        /* The whole key in upper case. */
+        for (size_t j = 0; j <= n; j++)
+            buf[j] = (k[j] >= 'a' && k[j] <= 'z') ? (char)(k[j] - 'a' + 'A') : k[j];
+        assert_no_fact(buf, n, k);
+    }
+    assert_no_fact("", 0, "the empty key");
+}
+END_TEST
+
+START_TEST(resource_keys_exact_and_near_misses)
+{
+    static const char *keys[] = {"service.name", "service.version", "cloud.region", "k8s.pod.name"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const char *k = keys[i];
+        size_t n = strlen(k);
+        sn_attr_value v = {.type = SN_ATTR_STRING, .str = "x1", .len = 2};
+        sn_event ev = fresh(), f = fresh();
+        sn_genai_resource_attr(&ev, k, n, &v);
+        unsigned set = (strcmp(ev.service, "x1") == 0) + (strcmp(ev.service_version, "x1") == 0) +
+                       (strcmp(ev.region, "x1") == 0) + (strcmp(ev.pod, "x1") == 0);
+        ck_assert_msg(set == 1, "%s sets %u fields", k, set);
+        char buf[64];
+        const char *variants[4];
+        size_t lens[4] = {n + 1, n - 1, n, n};
+        snprintf(buf, sizeof buf, "%sx", k);
+        char upper[64], other[64];
+        for (size_t j = 0; j <= n; j++) {
+            upper[j] = (k[j] >= 'a' && k[j] <= 'z') ? (char)(k[j] - 'a' + 'A') : k[j];
+            other[j] = k[j];
+        }
+        other[n / 2] = '#';
+        variants[0] = buf;
+        variants[1] = k;
+        variants[2] = upper;
+        variants[3] = other;
+        for (size_t j = 0; j < 4; j++) {
+            ev = fresh();
+            sn_genai_resource_attr(&ev, variants[j], lens[j], &v);
+            ck_assert_msg(strcmp(ev.service, f.service) == 0 &&
+                              strcmp(ev.service_version, f.service_version) == 0 &&
+                              strcmp(ev.region, f.region) == 0 && strcmp(ev.pod, f.pod) == 0,
+                          "near miss '%.*s' of %s sets a field", (int)lens[j], variants[j], k);
+        }
+    }
+}
+END_TEST
+
 /* --- providers --- */
 
 START_TEST(provider_normalisation_table)
@@ -536,6 +767,12 @@ START_TEST(provider_normalisation_table)
         {"  Cohere ", "cohere"},
         {"groq", "groq"},
         {"my-gateway", "my-gateway"},
+        /* Near misses of aliases (a prefix, one more character) are kept as they are. */
+        {"azur", "azur"},
+        {"azure_", "azure_"},
+        {"Bedrock2", "bedrock2"},
+        {"gemin", "gemin"},
+        {"ibm.watsonx.a", "ibm.watsonx.a"},
         {"", ""},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -701,6 +938,9 @@ static Suite *genai_suite(void)
     tcase_add_test(tc, openinference_every_attribute);
     tcase_add_test(tc, openllmetry_every_attribute);
     tcase_add_test(tc, resource_attributes);
+    tcase_add_test(tc, every_span_key_maps_to_its_fact);
+    tcase_add_test(tc, near_miss_span_keys_map_to_nothing);
+    tcase_add_test(tc, resource_keys_exact_and_near_misses);
     suite_add_tcase(s, tc);
     tc = tcase_create("precedence");
     tcase_add_test(tc, response_model_beats_request_model_in_any_order);
