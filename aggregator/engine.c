@@ -176,6 +176,8 @@ struct sn_engine {
     sn_ensemble_config ens[SN_METRIC_COUNT]; /* per-call detectors (CUSUM off: see drift) */
     uint64_t agree;                          /* detect.min_agree: the spike rule's agreement */
     bool drift_on[SN_METRIC_COUNT];          /* CUSUM enabled: run it on interval means */
+    /* ens[m] passed sn_ensemble_config_validate when derive set it: evaluated unchecked */
+    bool ens_valid[SN_METRIC_COUNT];
     sn_drift_config drift[SN_METRIC_COUNT];
     int64_t persist[SN_METRIC_COUNT][SN_DETECT_KIND_COUNT];
     budget_rule rules[SN_ENGINE_BUDGETS_MAX];
@@ -696,6 +698,8 @@ static void derive(sn_engine *e)
         for (int i = 0; i < 4; i++)
             if (!isnan(*lv[i]))
                 *lv[i] = to_model(e, (sn_metric)m, *lv[i]);
+        /* Checked once here so that every value can skip the check (metric_observe). */
+        e->ens_valid[m] = sn_ensemble_config_validate(&e->ens[m], NULL) == NULL;
     }
     e->agree = e->cfg.detect.min_agree;
     e->nrules = 0;
@@ -1781,7 +1785,10 @@ static void metric_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_m
     sn_ensemble st; /* CUSUM is off in ec: no state to keep */
     sn_ensemble_init(&st);
     sn_ensemble_result res;
-    sn_ensemble_evaluate(&st, ec, sum, y, &res);
+    if (e->ens_valid[m])
+        sn_ensemble_evaluate_valid(&st, ec, sum, y, &res);
+    else
+        sn_ensemble_evaluate(&st, ec, sum, y, &res); /* not ready: no verdicts, as before */
 
     const int64_t *persist = e->persist[m];
     bool passing[SN_DETECT_KIND_COUNT] = {false};

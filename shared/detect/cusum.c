@@ -65,11 +65,11 @@ static void accumulate(double *s, uint64_t *n, double inc)
     }
 }
 
-bool sn_cusum_step(sn_cusum *st, const sn_cusum_config *cfg, const sn_summary *b, double x,
-                   sn_verdict *out)
+bool sn__cusum_step_valid(sn_cusum *st, const sn_cusum_config *cfg, const sn_summary *b, double x,
+                          sn_verdict *out)
 {
     sn_verdict_init(out, SN_DETECT_CUSUM, x);
-    if (sn_cusum_config_validate(cfg) != NULL || b->n < cfg->min_samples)
+    if (b->n < cfg->min_samples)
         return false;
     if (!sn__finite3(x, b->mean, b->stddev) || b->stddev < 0.0)
         return false;
@@ -111,4 +111,14 @@ bool sn_cusum_step(sn_cusum *st, const sn_cusum_config *cfg, const sn_summary *b
         st->n_lo = 0;
     }
     return out->anomaly;
+}
+
+bool sn_cusum_step(sn_cusum *st, const sn_cusum_config *cfg, const sn_summary *b, double x,
+                   sn_verdict *out)
+{
+    if (sn_cusum_config_validate(cfg) != NULL) {
+        sn_verdict_init(out, SN_DETECT_CUSUM, x);
+        return false;
+    }
+    return sn__cusum_step_valid(st, cfg, b, x, out);
 }

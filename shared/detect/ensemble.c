@@ -3,6 +3,7 @@
  * ensemble.h for the rules).
  */
 #include "detect/ensemble.h"
+#include "detect/internal.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -66,25 +67,46 @@ static bool stronger(const sn_verdict *a, const sn_verdict *b)
 bool sn_ensemble_evaluate(sn_ensemble *st, const sn_ensemble_config *cfg, const sn_summary *b,
                           double x, sn_ensemble_result *out)
 {
+    if (sn_ensemble_config_validate(cfg, NULL) != NULL) {
+        out->ready = 0;
+        out->fired = 0;
+        out->agreed = 0;
+        for (int k = 0; k < SN_DETECT_KIND_COUNT; k++)
+            sn_verdict_init(&out->each[k], (sn_detector_kind)k, x);
+        sn_verdict_init(&out->best, SN_DETECT_ZSCORE, x);
+        return false;
+    }
+    return sn_ensemble_evaluate_valid(st, cfg, b, x, out);
+}
+
+bool sn_ensemble_evaluate_valid(sn_ensemble *st, const sn_ensemble_config *cfg, const sn_summary *b,
+                                double x, sn_ensemble_result *out)
+{
     out->ready = 0;
     out->fired = 0;
     out->agreed = 0;
-    for (int k = 0; k < SN_DETECT_KIND_COUNT; k++)
-        sn_verdict_init(&out->each[k], (sn_detector_kind)k, x);
-    sn_verdict_init(&out->best, SN_DETECT_ZSCORE, x);
-    if (sn_ensemble_config_validate(cfg, NULL) != NULL)
-        return false;
-
+    /* Each enabled detector fills its own verdict; only the others are reset here. */
     if (cfg->zscore_enabled)
-        sn_zscore_score(&cfg->zscore, b, x, &out->each[SN_DETECT_ZSCORE]);
+        sn__zscore_score_valid(&cfg->zscore, b, x, &out->each[SN_DETECT_ZSCORE]);
+    else
+        sn_verdict_init(&out->each[SN_DETECT_ZSCORE], SN_DETECT_ZSCORE, x);
     if (cfg->iqr_enabled)
-        sn_iqr_score(&cfg->iqr, b, x, &out->each[SN_DETECT_IQR]);
+        sn__iqr_score_valid(&cfg->iqr, b, x, &out->each[SN_DETECT_IQR]);
+    else
+        sn_verdict_init(&out->each[SN_DETECT_IQR], SN_DETECT_IQR, x);
     if (cfg->mad_enabled)
-        sn_mad_score(&cfg->mad, b, x, &out->each[SN_DETECT_MAD]);
+        sn__mad_score_valid(&cfg->mad, b, x, &out->each[SN_DETECT_MAD]);
+    else
+        sn_verdict_init(&out->each[SN_DETECT_MAD], SN_DETECT_MAD, x);
     if (cfg->cusum_enabled)
-        sn_cusum_step(&st->cusum, &cfg->cusum, b, x, &out->each[SN_DETECT_CUSUM]);
+        sn__cusum_step_valid(&st->cusum, &cfg->cusum, b, x, &out->each[SN_DETECT_CUSUM]);
+    else
+        sn_verdict_init(&out->each[SN_DETECT_CUSUM], SN_DETECT_CUSUM, x);
     if (cfg->threshold_enabled)
-        sn_threshold_check(&cfg->threshold, x, &out->each[SN_DETECT_THRESHOLD]);
+        sn__threshold_check_valid(&cfg->threshold, x, &out->each[SN_DETECT_THRESHOLD]);
+    else
+        sn_verdict_init(&out->each[SN_DETECT_THRESHOLD], SN_DETECT_THRESHOLD, x);
+    sn_verdict_init(&out->each[SN_DETECT_BUDGET], SN_DETECT_BUDGET, x);
 
     const sn_verdict *best = NULL;
     for (int k = 0; k < SN_DETECT_KIND_COUNT; k++) {
@@ -97,8 +119,10 @@ bool sn_ensemble_evaluate(sn_ensemble *st, const sn_ensemble_config *cfg, const 
         if (best == NULL || stronger(v, best))
             best = v;
     }
-    if (best == NULL)
+    if (best == NULL) {
+        sn_verdict_init(&out->best, SN_DETECT_ZSCORE, x);
         return false;
+    }
     out->best = *best;
     if (!best->anomaly)
         return false;

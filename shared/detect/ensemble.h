@@ -76,4 +76,12 @@ void sn_ensemble_init(sn_ensemble *st);
 bool sn_ensemble_evaluate(sn_ensemble *st, const sn_ensemble_config *cfg, const sn_summary *b,
                           double x, sn_ensemble_result *out);
 
+/* sn_ensemble_evaluate for a cfg the caller has already validated: precondition,
+ * sn_ensemble_config_validate(cfg, NULL) returned NULL and cfg has not changed since (the
+ * engine checks its resolved configs once when they are set). Neither the ensemble nor its
+ * detectors check cfg again, which is most of the per-value cost; the results are identical.
+ * With an invalid cfg the result is undefined. Ownership as in sn_ensemble_evaluate. */
+bool sn_ensemble_evaluate_valid(sn_ensemble *st, const sn_ensemble_config *cfg, const sn_summary *b,
+                                double x, sn_ensemble_result *out);
+
 #endif

@@ -5,7 +5,12 @@
 #ifndef SN_DETECT_INTERNAL_H
 #define SN_DETECT_INTERNAL_H
 
+#include "detect/cusum.h"
 #include "detect/detect.h"
+#include "detect/iqr.h"
+#include "detect/mad.h"
+#include "detect/threshold.h"
+#include "detect/zscore.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -36,5 +41,18 @@ sn_severity sn__band(double m, double high, double critical);
 /* Fills the common fields of a ready verdict: score from r = m / threshold, anomaly and
  * confidence when m > threshold (strictly), severity from sn__band. */
 void sn__judge(sn_verdict *v, double m, double threshold, double high, double critical);
+
+/* The scoring calls for a config the caller has already validated (sn_X_config_validate
+ * returned NULL for it and it has not changed since): the same verdicts as the public calls,
+ * without checking cfg again. With an invalid cfg the result is undefined. The ensemble uses
+ * them after validating once per value, or never (sn_ensemble_evaluate_valid). Ownership as in
+ * the public calls: st, when present, and *out are the caller's; cfg and b are only read. */
+bool sn__zscore_score_valid(const sn_zscore_config *cfg, const sn_summary *b, double x,
+                            sn_verdict *out);
+bool sn__iqr_score_valid(const sn_iqr_config *cfg, const sn_summary *b, double x, sn_verdict *out);
+bool sn__mad_score_valid(const sn_mad_config *cfg, const sn_summary *b, double x, sn_verdict *out);
+bool sn__cusum_step_valid(sn_cusum *st, const sn_cusum_config *cfg, const sn_summary *b, double x,
+                          sn_verdict *out);
+bool sn__threshold_check_valid(const sn_threshold_config *cfg, double x, sn_verdict *out);
 
 #endif

@@ -41,10 +41,10 @@ const char *sn_iqr_config_validate(const sn_iqr_config *cfg)
     return NULL;
 }
 
-bool sn_iqr_score(const sn_iqr_config *cfg, const sn_summary *b, double x, sn_verdict *out)
+bool sn__iqr_score_valid(const sn_iqr_config *cfg, const sn_summary *b, double x, sn_verdict *out)
 {
     sn_verdict_init(out, SN_DETECT_IQR, x);
-    if (sn_iqr_config_validate(cfg) != NULL || b->n < cfg->min_samples)
+    if (b->n < cfg->min_samples)
         return false;
     if (!sn__finite3(x, b->q1, b->q3) || !isfinite(b->median) || b->q1 > b->q3)
         return false;
@@ -81,4 +81,13 @@ bool sn_iqr_score(const sn_iqr_config *cfg, const sn_summary *b, double x, sn_ve
         return false;
     sn__judge(out, d, cfg->k, cfg->high_k, cfg->critical_k);
     return out->anomaly;
+}
+
+bool sn_iqr_score(const sn_iqr_config *cfg, const sn_summary *b, double x, sn_verdict *out)
+{
+    if (sn_iqr_config_validate(cfg) != NULL) {
+        sn_verdict_init(out, SN_DETECT_IQR, x);
+        return false;
+    }
+    return sn__iqr_score_valid(cfg, b, x, out);
 }

@@ -55,10 +55,10 @@ static double robust_sigma(const sn_summary *b)
     return 0.0;
 }
 
-bool sn_mad_score(const sn_mad_config *cfg, const sn_summary *b, double x, sn_verdict *out)
+bool sn__mad_score_valid(const sn_mad_config *cfg, const sn_summary *b, double x, sn_verdict *out)
 {
     sn_verdict_init(out, SN_DETECT_MAD, x);
-    if (sn_mad_config_validate(cfg) != NULL || b->n < cfg->min_samples)
+    if (b->n < cfg->min_samples)
         return false;
     if (!sn__finite3(x, b->median, b->mad) || b->mad < 0.0)
         return false;
@@ -82,4 +82,13 @@ bool sn_mad_score(const sn_mad_config *cfg, const sn_summary *b, double x, sn_ve
         return false;
     sn__judge(out, fabs(m), cfg->threshold, cfg->high, cfg->critical);
     return out->anomaly;
+}
+
+bool sn_mad_score(const sn_mad_config *cfg, const sn_summary *b, double x, sn_verdict *out)
+{
+    if (sn_mad_config_validate(cfg) != NULL) {
+        sn_verdict_init(out, SN_DETECT_MAD, x);
+        return false;
+    }
+    return sn__mad_score_valid(cfg, b, x, out);
 }

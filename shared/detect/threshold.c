@@ -81,10 +81,10 @@ static double level_ratio(double x, double level, int dir)
     return r > 0.0 ? r : 0.0;
 }
 
-bool sn_threshold_check(const sn_threshold_config *cfg, double x, sn_verdict *out)
+bool sn__threshold_check_valid(const sn_threshold_config *cfg, double x, sn_verdict *out)
 {
     sn_verdict_init(out, SN_DETECT_THRESHOLD, x);
-    if (sn_threshold_config_validate(cfg) != NULL || !isfinite(x))
+    if (!isfinite(x))
         return false;
     /* The first level on each side is the one reached first: warn if set, else critical. */
     double up0 = is_set(cfg->upper_warn) ? cfg->upper_warn : cfg->upper_critical;
@@ -321,4 +321,13 @@ bool sn_budget_add(sn_budget *st, const sn_budget_config *cfg, int64_t t_unix_ns
     out->anomaly = true;
     out->confidence = 0.99;
     return true;
+}
+
+bool sn_threshold_check(const sn_threshold_config *cfg, double x, sn_verdict *out)
+{
+    if (sn_threshold_config_validate(cfg) != NULL) {
+        sn_verdict_init(out, SN_DETECT_THRESHOLD, x);
+        return false;
+    }
+    return sn__threshold_check_valid(cfg, x, out);
 }

@@ -38,10 +38,11 @@ const char *sn_zscore_config_validate(const sn_zscore_config *cfg)
     return NULL;
 }
 
-bool sn_zscore_score(const sn_zscore_config *cfg, const sn_summary *b, double x, sn_verdict *out)
+bool sn__zscore_score_valid(const sn_zscore_config *cfg, const sn_summary *b, double x,
+                            sn_verdict *out)
 {
     sn_verdict_init(out, SN_DETECT_ZSCORE, x);
-    if (sn_zscore_config_validate(cfg) != NULL || b->n < cfg->min_samples)
+    if (b->n < cfg->min_samples)
         return false;
     if (!sn__finite3(x, b->mean, b->stddev) || b->stddev < 0.0)
         return false;
@@ -62,4 +63,13 @@ bool sn_zscore_score(const sn_zscore_config *cfg, const sn_summary *b, double x,
         return false; /* the other side is never anomalous: score stays 0 */
     sn__judge(out, fabs(z), cfg->threshold, cfg->high, cfg->critical);
     return out->anomaly;
+}
+
+bool sn_zscore_score(const sn_zscore_config *cfg, const sn_summary *b, double x, sn_verdict *out)
+{
+    if (sn_zscore_config_validate(cfg) != NULL) {
+        sn_verdict_init(out, SN_DETECT_ZSCORE, x);
+        return false;
+    }
+    return sn__zscore_score_valid(cfg, b, x, out);
 }

@@ -258,6 +258,85 @@ START_TEST(labelled_series)
 }
 END_TEST
 
+/* Doubles equal, NaN equal to NaN (unset baselines and thresholds are NaN). */
+static bool same_double(double a, double b)
+{
+    return (isnan(a) && isnan(b)) || a == b;
+}
+
+static bool same_verdict(const sn_verdict *a, const sn_verdict *b)
+{
+    return a->method == b->method && a->ready == b->ready && a->anomaly == b->anomaly &&
+           a->severity == b->severity && same_double(a->score, b->score) &&
+           same_double(a->confidence, b->confidence) && same_double(a->value, b->value) &&
+           same_double(a->baseline, b->baseline) && same_double(a->threshold, b->threshold) &&
+           same_double(a->deviation, b->deviation) && a->direction == b->direction;
+}
+
+START_TEST(valid_variant_matches_checked)
+{
+    /* sn_ensemble_evaluate_valid gives exactly what the checked call gives, for every detector
+     * mix, with the CUSUM sums stepping alike. */
+    sn_ensemble_config cs[5];
+    for (int i = 0; i < 5; i++)
+        cs[i] = cfg;
+    cs[1].threshold_enabled = true;
+    cs[1].threshold.upper_warn = 150.0;
+    cs[1].threshold.upper_critical = 200.0;
+    cs[1].threshold.lower_warn = 20.0;
+    cs[2].zscore_enabled = false;
+    cs[2].iqr_enabled = false;
+    cs[3].min_agree = 3;
+    cs[3].zscore.direction = SN_DIR_UPPER;
+    cs[4].zscore_enabled = cs[4].iqr_enabled = cs[4].mad_enabled = cs[4].cusum_enabled = false;
+    cs[4].threshold_enabled = true;
+    cs[4].threshold.lower_critical = 50.0;
+    sn_summary good = normal_baseline(), cold = normal_baseline();
+    cold.n = 3;
+    const sn_summary *bs[] = {&good, &cold};
+    double xs[] = {100.0,    131.0,   145.0,    175.0, 260.0, 60.0,  10.0,  99.0, NAN,
+                   INFINITY, DBL_MAX, -DBL_MAX, 128.0, 129.0, 130.0, 131.0, 132.0};
+    int fired = 0;
+    for (int c = 0; c < 5; c++) {
+        ck_assert_ptr_null(sn_ensemble_config_validate(&cs[c], NULL));
+        sn_ensemble a, v;
+        sn_ensemble_init(&a);
+        sn_ensemble_init(&v);
+        for (int bi = 0; bi < 2; bi++) {
+            for (size_t i = 0; i < sizeof xs / sizeof xs[0]; i++) {
+                sn_ensemble_result ra, rv;
+                memset(&rv, 0xa5, sizeof rv); /* every field must be written */
+                bool fa = sn_ensemble_evaluate(&a, &cs[c], bs[bi], xs[i], &ra);
+                bool fv = sn_ensemble_evaluate_valid(&v, &cs[c], bs[bi], xs[i], &rv);
+                ck_assert(fa == fv);
+                fired += fa;
+                ck_assert_uint_eq(ra.ready, rv.ready);
+                ck_assert_uint_eq(ra.fired, rv.fired);
+                ck_assert_uint_eq(ra.agreed, rv.agreed);
+                ck_assert(same_verdict(&ra.best, &rv.best));
+                for (int k = 0; k < SN_DETECT_KIND_COUNT; k++)
+                    ck_assert(same_verdict(&ra.each[k], &rv.each[k]));
+                ck_assert(memcmp(&a, &v, sizeof a) == 0);
+            }
+        }
+    }
+    ck_assert_int_gt(fired, 10); /* the anomalous paths were taken too */
+
+    /* The checked call still refuses an invalid config: nothing ready, CUSUM untouched. */
+    sn_ensemble_config bad = cfg;
+    bad.zscore.threshold = -1.0;
+    sn_ensemble s0;
+    sn_ensemble_init(&s0);
+    sn_ensemble_result r;
+    ck_assert(!sn_ensemble_evaluate(&s0, &bad, &good, 1e6, &r));
+    ck_assert(!r.best.ready);
+    ck_assert_uint_eq(r.ready, 0);
+    for (int k = 0; k < SN_DETECT_KIND_COUNT; k++)
+        ck_assert(!r.each[k].ready && r.each[k].method == (sn_detector_kind)k);
+    ck_assert_uint_eq(s0.cusum.steps, 0);
+}
+END_TEST
+
 static Suite *ensemble_suite(void)
 {
     Suite *s = suite_create("detect_ensemble");
@@ -272,6 +351,7 @@ static Suite *ensemble_suite(void)
     tcase_add_test(tc, cold_start_and_non_finite);
     tcase_add_test(tc, huge_values);
     tcase_add_test(tc, labelled_series);
+    tcase_add_test(tc, valid_variant_matches_checked);
     suite_add_tcase(s, tc);
     return s;
 }
