@@ -817,6 +817,8 @@ static int read_batch(decode_ctx *c, const uint8_t *data, size_t len)
 {
     batch_hdr *b = &c->b;
     memset(b, 0, sizeof *b);
+    if (len == 0)
+        return 0; /* an empty Batch (data may be NULL then: no pointer arithmetic on it) */
     pbr r = {data, data + len};
     while (r.p < r.end) {
         uint32_t f;
