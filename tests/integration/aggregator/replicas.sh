@@ -207,7 +207,7 @@ for i in $(seq 1 40); do
         fail "solo batch $i to b"
 done
 merged=""
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
     if [ "$(view "$B_HTTP" share-svc)" = "2 80 40" ] && [ "$(view "$A_HTTP" share-svc)" = "2 80 40" ]; then
         merged=yes
         break
@@ -252,7 +252,7 @@ budget_total() { # the shared total of gbudget-svc this month ("" before the fir
 }
 total_is() { awk -v t="$(budget_total)" -v w="$1" 'BEGIN { exit !(t != "" && t > w - 0.001 && t < w + 0.001) }'; }
 wait_total() {
-    for _ in $(seq 1 50); do
+    for _ in $(seq 1 150); do
         total_is "$1" && return 0
         sleep 0.1
     done
@@ -278,7 +278,7 @@ kill -KILL "$VICTIM"
 wait "$VICTIM" 2>/dev/null
 if [ "$VICTIM" = "$A_PID" ]; then A_PID=""; else B_PID=""; fi
 took=""
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
     if [ "$(rcli get sentinel:leader)" = "$OTHER" ]; then
         took=$((($(date +%s%N) - t0) / 1000000))
         break
@@ -286,8 +286,9 @@ for _ in $(seq 1 100); do
     sleep 0.05
 done
 [ -n "$took" ] || fail "$OTHER did not take the lease over"
-# ttl plus one renewal tick (1 s) plus scheduling slack.
-[ "$took" -le $((TTL_S * 1000 + 1500)) ] || fail "takeover took $took ms (ttl ${TTL_S}s)"
+# ttl plus one renewal tick (1 s) plus generous scheduling slack for a loaded CI machine (the
+# takeover time itself is reported, not judged finely: timing belongs to benchmarks).
+[ "$took" -le $((TTL_S * 1000 + 5000)) ] || fail "takeover took $took ms (ttl ${TTL_S}s)"
 echo "takeover by $OTHER after $took ms (lease ttl ${TTL_S}s)"
 
 # ---- 5. restart both (Redis): sequences survive in Redis, alerts in SQLite -------------------------
