@@ -101,11 +101,9 @@ typedef struct scratch {
 typedef struct work {
     struct work *next;
     const scratch *req; /* a trace request, decoded, borrowed from the transport thread */
-    /* A metrics request (req NULL): its body, checked well-formed on the transport thread and
-     * borrowed from it, holding n_facts GenAI points; the loop turns them into aggregates. */
-    const uint8_t *body;
-    size_t body_len;
-    sn_otlp_encoding encoding;
+    /* A metrics request (req NULL): its n_facts GenAI points, decoded once on the transport
+     * thread and borrowed from it; the loop turns them into aggregates. */
+    const sn_metric_fact *facts;
     size_t n_facts;
     enum work_state state;
     sn_otlp_result result;
@@ -867,7 +865,7 @@ static void journal_fact(const sn_metric_fact *f, void *ud)
     if (p->m_error != 0)
         return;
     if (p->n_m >= p->m_cap) {
-        p->m_error = -EIO; /* more points than the check on the transport thread counted */
+        p->m_error = -EIO; /* cannot happen: the arrays were reserved for every point */
         return;
     }
     sn_aggregate g;
@@ -911,14 +909,9 @@ static void process_metrics(sn_pipeline *p, work *w)
     p->n_m = 0;
     p->m_error = 0;
     p->m_now = now_ns();
-    char err[SN_OTLP_ERR_MAX];
-    int rc =
-        w->encoding == SN_OTLP_JSON
-            ? sn_otlp_decode_metrics_json(w->body, w->body_len, journal_fact, p, NULL, err,
-                                          sizeof err)
-            : sn_otlp_decode_metrics(w->body, w->body_len, journal_fact, p, NULL, err, sizeof err);
-    if (rc == 0)
-        rc = p->m_error;
+    for (size_t i = 0; i < w->n_facts && p->m_error == 0; i++)
+        journal_fact(&w->facts[i], p);
+    int rc = p->m_error;
     size_t n_aggs = 0;
     for (size_t i = 0; i < p->n_m; i++)
         n_aggs += p->mout[i] == SN_METRIC_FEED_QUEUED;
@@ -1498,29 +1491,63 @@ static void note_rejected(sn_pipeline *p, sn_otlp_result *res, uint64_t rejected
     sn_counter_add(p->rejected_spans, rejected);
 }
 
-/* Checks a metrics request on the transport thread; one with GenAI points goes to the loop,
- * which journals their aggregates (process_metrics) before the answer. */
+/* The GenAI points of one metrics request, collected by the transport thread's decode. */
+typedef struct fact_buf {
+    sn_metric_fact *facts; /* malloc'ed; freed by the handler */
+    size_t n, cap, max;    /* max: more are not kept (the request is too large anyway) */
+    bool oom;
+} fact_buf;
+
+/* The metrics decoder's callback on the transport thread: keeps a copy of the point. */
+static void collect_fact(const sn_metric_fact *f, void *ud)
+{
+    fact_buf *fb = ud;
+    if (fb->oom || fb->n >= fb->max)
+        return;
+    if (fb->n == fb->cap) {
+        size_t cap = fb->cap == 0 ? 16 : fb->cap * 2;
+        if (cap > fb->max)
+            cap = fb->max;
+        sn_metric_fact *nf = realloc(fb->facts, cap * sizeof *nf);
+        if (nf == NULL) {
+            fb->oom = true;
+            return;
+        }
+        fb->facts = nf;
+        fb->cap = cap;
+    }
+    fb->facts[fb->n++] = *f;
+}
+
+/* Decodes a metrics request once, on the transport thread, keeping a copy of its GenAI points
+ * (at most batch.max_events of them; a request with more is answered too large); one with
+ * points goes to the loop, which journals their aggregates (process_metrics) before the
+ * answer. A point array that cannot be allocated is a retryable refusal. */
 static void handle_metrics(sn_pipeline *p, sn_otlp_encoding encoding, const uint8_t *body,
                            size_t len, sn_otlp_result *res)
 {
     sn_otlp_metric_stats st;
     char err[SN_OTLP_ERR_MAX];
+    fact_buf fb = {.max = p->cfg.max_batch_events};
     int rc = encoding == SN_OTLP_JSON
-                 ? sn_otlp_decode_metrics_json(body, len, NULL, NULL, &st, err, sizeof err)
-                 : sn_otlp_decode_metrics(body, len, NULL, NULL, &st, err, sizeof err);
+                 ? sn_otlp_decode_metrics_json(body, len, collect_fact, &fb, &st, err, sizeof err)
+                 : sn_otlp_decode_metrics(body, len, collect_fact, &fb, &st, err, sizeof err);
     if (rc != 0) {
         res->outcome = SN_OTLP_INVALID;
         snprintf(res->message, sizeof res->message, "%s", err);
-        return;
+        goto out_free;
     }
     if (too_large(p, res, st.facts, "GenAI data points"))
-        return;
+        goto out_free;
     if (st.facts > 0) {
-        /* Well-formed: the loop's second pass cannot fail half way. */
-        work w = {.body = body, .body_len = len, .encoding = encoding, .n_facts = st.facts};
+        if (fb.oom) {
+            answer_refusal(p, res, REFUSED_QUEUE_FULL);
+            goto out_free;
+        }
+        work w = {.facts = fb.facts, .n_facts = fb.n};
         submit_and_wait(p, &w, res);
         if (res->outcome != SN_OTLP_OK)
-            return;
+            goto out_free;
     }
     sn_counter_add(p->metric_points, st.data_points);
     sn_counter_add(p->metric_facts, st.facts);
@@ -1529,6 +1556,8 @@ static void handle_metrics(sn_pipeline *p, sn_otlp_encoding encoding, const uint
         snprintf(res->message, sizeof res->message, "%" PRIu64 " GenAI data points rejected",
                  st.rejected);
     }
+out_free:
+    free(fb.facts);
 }
 
 static void handle_logs(sn_pipeline *p, sn_otlp_encoding encoding, const uint8_t *body, size_t len,
