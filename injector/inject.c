@@ -52,7 +52,14 @@ typedef struct pod_settings {
     const char *log_level;
     const char *threshold[sizeof thresholds / sizeof thresholds[0]];
     const char *otel_containers; /* comma-separated names, or NULL = every app container */
+    char memory_env[24]; /* SENTINEL_MEMORY_LIMIT in bytes, or "" to keep the sidecar's own */
 } pod_settings;
+
+/* The sidecar's own hard limit (limits.memory) as a share of its container's memory limit: the
+ * rest is headroom for what the kernel charges to the container besides the resident set (page
+ * cache of the spool, kernel buffers). The sidecar refuses limits below 40 MiB. */
+#define SIDECAR_LIMIT_SHARE 0.875
+#define SIDECAR_MIN_LIMIT   (40.0 * 1024 * 1024)
 
 /* Appends a formatted warning to arr (best effort: a warning that cannot be stored is lost). */
 static void warn(json_t *arr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -341,6 +348,29 @@ static bool has_container(const json_t *arr, const char *name)
     return false;
 }
 
+/* Sets ps->memory_env from the container's memory limit, so the sidecar refuses load before
+ * the kernel would kill it: SIDECAR_LIMIT_SHARE of the limit, at least the sidecar's minimum
+ * (with a warning when the container limit is too small for it). No limit: left empty. */
+static void derive_memory_env(pod_settings *ps, json_t *warnings)
+{
+    double limit;
+    ps->memory_env[0] = '\0';
+    if (ps->memory_limit == NULL || ps->memory_limit[0] == '\0' ||
+        sn_inject_parse_quantity(ps->memory_limit, &limit) != 0 || !(limit > 0.0))
+        return;
+    double own = limit * SIDECAR_LIMIT_SHARE;
+    if (own < SIDECAR_MIN_LIMIT) {
+        warn(warnings,
+             "sidecar memory limit %s is below the sidecar's minimum of 46Mi (40Mi for itself and "
+             "headroom); it may be killed under load",
+             ps->memory_limit);
+        own = SIDECAR_MIN_LIMIT;
+    }
+    if (own > 1099511627776.0) /* the sidecar's largest limits.memory (1 TiB) */
+        own = 1099511627776.0;
+    snprintf(ps->memory_env, sizeof ps->memory_env, "%llu", (unsigned long long)own);
+}
+
 /* Reads the per-pod overrides from the annotations into ps (starting from the config),
  * reporting every invalid or unknown one in warnings. */
 static void read_overrides(const sn_inject_config *cfg, const json_t *annotations,
@@ -444,6 +474,7 @@ static void read_overrides(const sn_inject_config *cfg, const json_t *annotation
         if (!request_fits(ps->memory_request, ps->memory_limit))
             ps->memory_limit = cfg->memory_limit;
     }
+    derive_memory_env(ps, warnings);
     if (ps->otel_containers != NULL) {
         /* every name must be an app container */
         char name[256];
@@ -486,6 +517,8 @@ static json_t *sidecar_container(const sn_inject_config *cfg, const pod_settings
         return NULL;
     if (ps->log_level != NULL)
         json_array_append_new(env, env_var("SENTINEL_LOG_LEVEL", ps->log_level));
+    if (ps->memory_env[0] != '\0')
+        json_array_append_new(env, env_var("SENTINEL_MEMORY_LIMIT", ps->memory_env));
     for (size_t i = 0; i < sizeof thresholds / sizeof thresholds[0]; i++)
         if (ps->threshold[i] != NULL)
             json_array_append_new(env, env_var(thresholds[i].env, ps->threshold[i]));

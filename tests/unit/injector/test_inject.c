@@ -129,6 +129,8 @@ START_TEST(regular_injection_adds_everything_once)
                      "/var/lib/sentinel/spool");
     ck_assert_str_eq(json_string_value(sn_jsonpointer_get(sc, "/resources/limits/memory")),
                      "128Mi");
+    /* the sidecar's own limit: 7/8 of the container's 128Mi = 112 MiB */
+    ck_assert_str_eq(env_of(sc, "SENTINEL_MEMORY_LIMIT"), "117440512");
     json_t *app = container(pod, "/spec/containers", "app");
     ck_assert_str_eq(env_of(app, "OTEL_EXPORTER_OTLP_ENDPOINT"), "http://localhost:4317");
     ck_assert_str_eq(env_of(app, "OTEL_EXPORTER_OTLP_PROTOCOL"), "grpc");
@@ -325,6 +327,29 @@ START_TEST(overrides_and_warnings)
     sc = container(pod, "/spec/containers", "sentinel-sidecar");
     ck_assert_str_eq(json_string_value(sn_jsonpointer_get(sc, "/resources/requests/cpu")), "50m");
     ck_assert(warned(&res, "above the limit"));
+    sn_inject_result_cleanup(&res);
+    json_decref(pod);
+
+    /* the sidecar's own limit follows the container's: 7/8 of 1Gi; a limit too small for the
+     * sidecar's 40 MiB minimum gets the minimum and a warning */
+    pod = run(&cfg,
+              "{" metadata ":{" annotations ":{" sentinel.llm - devops.io / memory -
+                  limit ":" 1Gi "}},"
+                                "" spec ":{" containers ":[{" name ":" a "}]}}",
+              "apps", SN_INJECT_ENABLED, &res);
+    sc = container(pod, "/spec/containers", "sentinel-sidecar");
+    ck_assert_str_eq(env_of(sc, "SENTINEL_MEMORY_LIMIT"), "939524096");
+    ck_assert_int_eq(json_array_size(res.warnings), 0);
+    sn_inject_result_cleanup(&res);
+    json_decref(pod);
+    pod = run(&cfg,
+              "{" metadata ":{" annotations ":{" sentinel.llm - devops.io / memory -
+                  limit ":" 40Mi "}},"
+                                 "" spec ":{" containers ":[{" name ":" a "}]}}",
+              "apps", SN_INJECT_ENABLED, &res);
+    sc = container(pod, "/spec/containers", "sentinel-sidecar");
+    ck_assert_str_eq(env_of(sc, "SENTINEL_MEMORY_LIMIT"), "41943040");
+    ck_assert(warned(&res, "below the sidecar's minimum"));
     sn_inject_result_cleanup(&res);
     json_decref(pod);
 }
