@@ -294,6 +294,9 @@ static void digest_config(size_t i, sn_local_detect_config *cfg)
         cfg->zscore.critical = 3.0;
         cfg->zscore.min_samples = 3;
         break;
+    case 5: /* 500 (service, model) pairs, more than the detector's pair cache has slots */
+        cfg->window = 100;
+        break;
     default:
         break;
     }
@@ -302,7 +305,7 @@ static void digest_config(size_t i, sn_local_detect_config *cfg)
 /* Every alert field is what main's straightforward code gave before the per-event work was cut
  * (one look-up per (service, model), units only for anomalies, no unused table statistics): the
  * digests below fold the count and every field, bit for bit, of each event's alerts over a
- * seeded stream with spikes (tests/tools/local_stream.h) in five configurations. Recorded by
+ * seeded stream with spikes (tests/tools/local_stream.h) in six configurations. Recorded by
  * running this test at commit 66f3694 (local_detect.c before the change, this test and
  * local_stream.c as they are) with the expectations at 0: each case's failure message printed
  * the digest. A change to local_stream.c or to the alert fields needs them recorded again, from
@@ -315,6 +318,7 @@ START_TEST(alerts_are_identical_to_the_straightforward_code)
         {"exact window 2000", 10000, 4, SN_METRIC_COUNT, 0x8047d779a42828d6ull},
         {"eviction", 30000, 5, SN_METRIC_COUNT, 0x2c02266b2deb7191ull},
         {"touchy, window 50, room for 2", 30000, 4, 2, 0x4944b3f8f16eec40ull},
+        {"500 pairs", 40000, 100, SN_METRIC_COUNT, 0x4d667d3d8b831eacull},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         sn_local_detect_config cfg;
