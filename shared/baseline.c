@@ -354,13 +354,18 @@ int sn_baseline_observe(sn_baseline *b, sn_baseline_entry *e, double x, int64_t 
     sn_welford_add(&e->all, x);
     sn_ewma_add(&e->ewma, x);
     e->seen++;
+    sn_baseline_touch(b, e, now);
+    return 0;
+}
+
+void sn_baseline_touch(sn_baseline *b, sn_baseline_entry *e, int64_t now)
+{
     if (now > e->last_seen)
         e->last_seen = now;
     if (b->newest != e) {
         lru_unlink(b, e);
         lru_append(b, e);
     }
-    return 0;
 }
 
 void sn_baseline_summary(sn_baseline *b, const sn_baseline_entry *e, sn_summary *out)

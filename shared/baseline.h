@@ -111,6 +111,13 @@ sn_baseline_entry *sn_baseline_find(const sn_baseline *b, const char *service, c
  * allocates. */
 int sn_baseline_observe(sn_baseline *b, sn_baseline_entry *e, double x, int64_t now);
 
+/* Marks the entry updated at `now` without a sample: last seen moves forward (never back) and
+ * the entry becomes the most recently updated -- what sn_baseline_observe does for the LRU order
+ * and expiry -- while its window, Welford moments, EWMA and seen count stay as they are. For an
+ * owner that keeps a key's statistics in the entry's user area and never reads the table's.
+ * Never fails, never allocates. */
+void sn_baseline_touch(sn_baseline *b, sn_baseline_entry *e, int64_t now);
+
 /* Fills *out from the entry's rolling window: exact in EXACT mode; in COMPACT mode n, mean,
  * stddev, min and max are exact over the sketches' samples and the quantiles and MAD are sketch
  * estimates. Uses scratch space inside the table (so it takes the table), never allocates, and

@@ -6,7 +6,15 @@
  * keeps them itself, in the entry's user area: a ring of the samples as floats and sums over
  * them, so a sample costs O(1) instead of a sorted insert into an exact window and a full
  * summary (order statistics and MAD) per score. The table still owns keys, LRU order and the
- * memory budget; its own window is then one sample. Larger windows use the table's exact window.
+ * memory budget; its own window is then one sample, and since nothing reads it (nor its Welford
+ * moments or EWMA) a normal sample only touches the entry (sn_baseline_touch: last seen and LRU
+ * order). Larger windows use the table's exact window.
+ *
+ * Per event the cost is kept to what the verdicts need (docs/benchmarks.md, "Sidecar local
+ * detection"): one look-up per (service, model) in a small cache of the pair's entries instead
+ * of one hashed table look-up per metric; a cheap test of the Z-score before the full verdict
+ * (most values are nowhere near the threshold); static levels only for metrics that have some;
+ * units converted back (expm1) only for an anomaly. The alerts are the same, field for field.
  */
 #include "local_detect.h"
 
@@ -35,16 +43,39 @@ typedef struct ring_hdr {
 
 #define RING_MAX_WINDOW ((SN_BASELINE_USER_MAX - sizeof(ring_hdr)) / sizeof(float))
 
+/* The pair cache: PAIR_SLOTS slots (a power of two), each the table's entries of one (service,
+ * model) by metric, found by a hash of the two names. A slot holds only pointers: an entry the
+ * table drops is cleared from it (on_drop), and a pair whose slot another pair took simply looks
+ * its entries up again. 256 slots cost 18 KiB per detector, outside the baselines' budget. */
+#define PAIR_SLOTS 256u
+
+typedef struct pair_slot {
+    uint64_t hash;
+    sn_baseline_entry *e[SN_METRIC_COUNT];
+} pair_slot;
+
 struct sn_local_detect {
     sn_local_detect_config cfg;
     sn_zscore_config zscore[SN_METRIC_COUNT]; /* cfg.zscore with each metric's direction */
+    bool levels[SN_METRIC_COUNT];             /* the metric has a static level */
     sn_baseline *baselines;
     bool ring; /* moments in the entries' user areas (window <= RING_MAX_WINDOW) */
+    uint64_t seed;
+    pair_slot pairs[PAIR_SLOTS];
 };
 
 static float *ring_samples(ring_hdr *h)
 {
     return (float *)(h + 1);
+}
+
+/* The mean and standard deviation of a ring with h->n > 0 samples. */
+static void ring_moments(const ring_hdr *h, double *mean, double *stddev)
+{
+    double n = (double)h->n;
+    *mean = h->ref + h->sum / n;
+    double var = h->n > 1 ? (h->sumsq - h->sum * h->sum / n) / (n - 1.0) : 0.0;
+    *stddev = var > 0.0 ? sqrt(var) : 0.0;
 }
 
 /* The count, mean and standard deviation of the ring; the order statistics are NAN (the Z-score
@@ -57,10 +88,7 @@ static void ring_summary(const ring_hdr *h, sn_summary *s)
         s->mean = s->stddev = NAN;
         return;
     }
-    double n = (double)h->n;
-    s->mean = h->ref + h->sum / n;
-    double var = h->n > 1 ? (h->sumsq - h->sum * h->sum / n) / (n - 1.0) : 0.0;
-    s->stddev = var > 0.0 ? sqrt(var) : 0.0;
+    ring_moments(h, &s->mean, &s->stddev);
 }
 
 /* Adds x to the ring of `window` samples, replacing the oldest when full. */
@@ -133,6 +161,119 @@ static double from_scale(const sn_local_detect *ld, sn_metric m, double y)
     return x > 0.0 ? x : 0.0;
 }
 
+/* Folds n bytes of p into h, eight at a time (a multiply-xorshift step per word). */
+static uint64_t hash_bytes(uint64_t h, const char *p, size_t n)
+{
+    const uint64_t k = 0x9fb21c651e98df25ull;
+    uint64_t w;
+    for (; n >= 8; p += 8, n -= 8) {
+        memcpy(&w, p, 8);
+        h = (h ^ w) * k;
+        h ^= h >> 29;
+    }
+    w = 0;
+    memcpy(&w, p, n);
+    h = (h ^ w ^ ((uint64_t)n << 59)) * k;
+    return h ^ (h >> 32);
+}
+
+/* The pair cache's hash of (service, model), seeded so that crafted names cannot pile into one
+ * slot (a collision only costs look-ups, never a wrong entry: slots are checked by name). */
+static uint64_t pair_hash(uint64_t seed, const char *service, size_t slen, const char *model,
+                          size_t mlen)
+{
+    uint64_t h = hash_bytes(seed ^ (uint64_t)slen, service, slen);
+    return hash_bytes(h, model, mlen);
+}
+
+/* Whether slot p caches the pair (service, model): its first entry has these names. A slot with
+ * no entry caches nothing. */
+static bool slot_holds(const pair_slot *p, const char *service, const char *model)
+{
+    for (int m = 0; m < SN_METRIC_COUNT; m++) {
+        if (p->e[m] != NULL)
+            return strcmp(sn_baseline_entry_service(p->e[m]), service) == 0 &&
+                   strcmp(sn_baseline_entry_model(p->e[m]), model) == 0;
+    }
+    return false;
+}
+
+/* The cache slot of the event's (service, model), taken over (emptied) when another pair had
+ * it; NULL when the names are no table key (no service, or a name too long): then no metric of
+ * the event has a baseline. The slot belongs to ld. */
+static pair_slot *pair_for(sn_local_detect *ld, const sn_event *ev)
+{
+    size_t slen = strnlen(ev->service, sizeof ev->service);
+    size_t mlen = strnlen(ev->model, sizeof ev->model);
+    if (slen == 0 || slen >= sizeof ev->service || mlen >= sizeof ev->model)
+        return NULL;
+    uint64_t h = pair_hash(ld->seed, ev->service, slen, ev->model, mlen);
+    pair_slot *p = &ld->pairs[h & (PAIR_SLOTS - 1)];
+    if (p->hash != h || !slot_holds(p, ev->service, ev->model)) {
+        memset(p, 0, sizeof(*p));
+        p->hash = h;
+    }
+    return p;
+}
+
+/* The table's on_drop: forgets an evicted entry's place in the pair cache. */
+static void forget_entry(const sn_baseline_entry *e, void *ud)
+{
+    sn_local_detect *ld = ud;
+    const char *service = sn_baseline_entry_service(e), *model = sn_baseline_entry_model(e);
+    uint64_t h = pair_hash(ld->seed, service, strlen(service), model, strlen(model));
+    pair_slot *p = &ld->pairs[h & (PAIR_SLOTS - 1)];
+    sn_metric m = sn_baseline_entry_metric(e);
+    if (p->e[m] == e)
+        p->e[m] = NULL;
+}
+
+/* False only when sn_zscore_score(cfg, {mean, sd}, y) cannot be an anomaly: the Z-score with the
+ * detector's floored scale, computed as the detector does, is within the threshold -- less a
+ * margin of 1e-6 so that no rounding could matter -- or on the side the direction ignores. A NaN
+ * score (no verdict there either) is false too. Most values stop here, before the full verdict. */
+static bool may_exceed(const sn_zscore_config *cfg, double mean, double sd, double y)
+{
+    double s = sd > 0.0 ? sd : 0.0;
+    if (cfg->min_stddev > s)
+        s = cfg->min_stddev;
+    double rel = cfg->min_stddev_rel * fabs(mean);
+    if (rel > s && isfinite(rel))
+        s = rel;
+    double z = (y * 0.5 - mean * 0.5) / s * 2.0;
+    double cut = cfg->threshold * (1.0 - 1e-6);
+    switch (cfg->direction) {
+    case SN_DIR_UPPER:
+        return z > cut;
+    case SN_DIR_LOWER:
+        return z < -cut;
+    case SN_DIR_BOTH:
+        break;
+    }
+    return fabs(z) > cut;
+}
+
+/* The Z-score verdict on y (the scale's value) of metric m against entry e -- its ring h in ring
+ * mode, else NULL -- in *v, when it is an anomaly (true); false when there is no verdict or no
+ * anomaly (*v then undefined). */
+static bool zscore_anomaly(sn_local_detect *ld, sn_metric m, sn_baseline_entry *e,
+                           const ring_hdr *h, double y, sn_verdict *v)
+{
+    sn_summary s;
+    if (h != NULL) {
+        if (h->n < ld->zscore[m].min_samples)
+            return false; /* cold start */
+        double mean, sd;
+        ring_moments(h, &mean, &sd);
+        if (!may_exceed(&ld->zscore[m], mean, sd, y))
+            return false;
+        ring_summary(h, &s);
+    } else {
+        sn_baseline_summary(ld->baselines, e, &s);
+    }
+    return sn_zscore_score(&ld->zscore[m], &s, y, v);
+}
+
 void sn_local_detect_config_defaults(sn_local_detect_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -174,9 +315,13 @@ int sn_local_detect_create(const sn_local_detect_config *cfg, uint64_t hash_seed
     if (ld == NULL)
         return -ENOMEM;
     ld->cfg = *cfg;
+    ld->seed = hash_seed;
     for (int m = 0; m < SN_METRIC_COUNT; m++) {
+        const sn_threshold_config *t = &cfg->thresholds[m];
         ld->zscore[m] = cfg->zscore;
         ld->zscore[m].direction = metric_rule[m].dir;
+        ld->levels[m] = !isnan(t->upper_warn) || !isnan(t->upper_critical) ||
+                        !isnan(t->lower_warn) || !isnan(t->lower_critical);
     }
     sn_baseline_config bc;
     sn_baseline_config_init(&bc);
@@ -189,6 +334,8 @@ int sn_local_detect_create(const sn_local_detect_config *cfg, uint64_t hash_seed
     }
     bc.memory_budget = (size_t)cfg->max_bytes;
     bc.hash_seed = hash_seed;
+    bc.on_drop = forget_entry;
+    bc.on_drop_ud = ld;
     int rc = sn_baseline_create(&ld->baselines, &bc);
     if (rc != 0)
         goto out_free_ld;
@@ -208,16 +355,12 @@ void sn_local_detect_destroy(sn_local_detect *ld)
     free(ld);
 }
 
-/* Keeps the stronger of two verdicts in *best (anomalies first, then severity, then score). */
-static void keep_stronger(sn_verdict *best, const sn_verdict *v)
+/* Whether the anomaly v beats the verdict *best so far (an anomaly when have is true): any anomaly
+ * beats none; between anomalies the higher severity, then the higher score. */
+static bool beats(const sn_verdict *v, const sn_verdict *best, bool have)
 {
-    if (!v->ready)
-        return;
-    if (!best->ready || (v->anomaly && !best->anomaly) ||
-        (v->anomaly == best->anomaly &&
-         (v->severity > best->severity ||
-          (v->severity == best->severity && v->score > best->score))))
-        *best = *v;
+    return !have || v->severity > best->severity ||
+           (v->severity == best->severity && v->score > best->score);
 }
 
 size_t sn_local_detect_event(sn_local_detect *ld, const sn_event *ev, sn_local_alert *alerts,
@@ -226,39 +369,48 @@ size_t sn_local_detect_event(sn_local_detect *ld, const sn_event *ev, sn_local_a
     size_t found = 0;
     if (!ld->cfg.enabled)
         return 0;
+    pair_slot *pair = pair_for(ld, ev);
     for (int i = 0; i < SN_METRIC_COUNT; i++) {
         sn_metric m = (sn_metric)i;
         double x;
         if (!sn_event_metric(ev, m, &x))
             continue;
         sn_verdict best, v;
-        sn_verdict_init(&best, SN_DETECT_ZSCORE, x);
-        sn_threshold_check(&ld->cfg.thresholds[m], x, &v);
-        keep_stronger(&best, &v);
+        bool anomaly = false;
+        if (ld->levels[m])
+            anomaly = sn_threshold_check(&ld->cfg.thresholds[m], x, &best);
         sn_baseline_entry *e = NULL;
-        double y = to_scale(ld, m, x);
-        if (metric_rule[m].scored && isfinite(y) &&
-            sn_baseline_get(ld->baselines, ev->service, ev->model, m, ev->end_unix_nano, &e) == 0) {
-            sn_summary s;
-            if (ld->ring)
-                ring_summary(sn_baseline_entry_user(e), &s);
-            else
-                sn_baseline_summary(ld->baselines, e, &s);
-            sn_zscore_score(&ld->zscore[m], &s, y, &v);
-            /* the alert speaks the metric's unit; the deviation stays in sigmas */
-            v.value = x;
-            v.baseline = from_scale(ld, m, v.baseline);
-            v.threshold = from_scale(ld, m, v.threshold);
-            keep_stronger(&best, &v);
+        double y = 0.0;
+        if (metric_rule[m].scored && pair != NULL) {
+            y = to_scale(ld, m, x);
+            /* The entry is looked up again per metric: creating one may evict another. */
+            if (isfinite(y) && pair->e[m] == NULL &&
+                sn_baseline_get(ld->baselines, ev->service, ev->model, m, ev->end_unix_nano,
+                                &pair->e[m]) != 0)
+                pair->e[m] = NULL;
+            e = isfinite(y) ? pair->e[m] : NULL;
         }
-        if (best.anomaly) {
+        ring_hdr *h = e != NULL && ld->ring ? sn_baseline_entry_user(e) : NULL;
+        if (e != NULL && zscore_anomaly(ld, m, e, h, y, &v) && beats(&v, &best, anomaly)) {
+            /* the alert speaks the metric's unit; the deviation stays in sigmas */
+            best = v;
+            best.value = x;
+            best.baseline = from_scale(ld, m, v.baseline);
+            best.threshold = from_scale(ld, m, v.threshold);
+            anomaly = true;
+        }
+        if (anomaly) {
             if (found < max)
                 sn_local_alert_fill(&alerts[found], ev, m, &best, NULL);
             found++;
         } else if (e != NULL) {
             /* Refusals (a value past 1e100) are not worth an error: no verdict next time. */
-            if (sn_baseline_observe(ld->baselines, e, y, ev->end_unix_nano) == 0 && ld->ring)
-                ring_add(sn_baseline_entry_user(e), (uint32_t)ld->cfg.window, y);
+            if (h == NULL) {
+                sn_baseline_observe(ld->baselines, e, y, ev->end_unix_nano);
+            } else if (sn_stats_sample_ok(y)) {
+                sn_baseline_touch(ld->baselines, e, ev->end_unix_nano);
+                ring_add(h, (uint32_t)ld->cfg.window, y);
+            }
         }
     }
     return found;

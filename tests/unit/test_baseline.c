@@ -323,6 +323,41 @@ START_TEST(budget_evicts_least_recently_updated)
 }
 END_TEST
 
+/* A touch keeps the key in the LRU order like an observe, moves last seen forward only, and
+ * leaves the statistics and the seen count alone. */
+START_TEST(touch_updates_order_and_time_not_statistics)
+{
+    sn_baseline *b = make(SN_BASELINE_EXACT, 10, 64 * 1024);
+    sn_baseline_entry *first, *e;
+    ck_assert_int_eq(sn_baseline_get(b, "first", "m", SN_METRIC_LATENCY_MS, 5, &first), 0);
+    ck_assert_int_eq(sn_baseline_observe(b, first, 7.0, 5), 0);
+    sn_summary before, after;
+    sn_baseline_summary(b, first, &before);
+    char svc[32];
+    for (int i = 0; i < 200; i++) {
+        snprintf(svc, sizeof svc, "s%03d", i);
+        ck_assert_int_eq(sn_baseline_get(b, svc, "m", SN_METRIC_LATENCY_MS, 10 + i, &e), 0);
+        first = sn_baseline_find(b, "first", "m", SN_METRIC_LATENCY_MS);
+        ck_assert_ptr_nonnull(first); /* touched after every new key: never the oldest */
+        sn_baseline_touch(b, first, 10 + i);
+    }
+    sn_baseline_stats st;
+    sn_baseline_get_stats(b, &st);
+    ck_assert_uint_gt(st.evicted, 0);
+    sn_baseline_touch(b, first, 3); /* an older time does not move last seen back */
+    ck_assert_int_eq(sn_baseline_entry_last_seen(first), 209);
+    ck_assert_uint_eq(sn_baseline_entry_seen(first), 1);
+    ck_assert_uint_eq(sn_baseline_entry_welford(first)->n, 1);
+    sn_baseline_summary(b, first, &after);
+    ck_assert_uint_eq(after.n, 1);
+    ck_assert_double_eq(after.mean, before.mean);
+    /* Idle for more than 791 at 1000: every key but "first" and the newest (both seen at 209). */
+    ck_assert_uint_eq(sn_baseline_expire(b, 1000, 791), st.keys - 2);
+    ck_assert_ptr_nonnull(sn_baseline_find(b, "first", "m", SN_METRIC_LATENCY_MS));
+    sn_baseline_destroy(b);
+}
+END_TEST
+
 static int count_visit(const sn_baseline_entry *e, void *arg)
 {
     int64_t *state = arg; /* [0] = visits, [1] = last "last seen", [2] = stop after */
@@ -557,6 +592,7 @@ static Suite *baseline_suite(void)
     tcase_add_test(tc, compact_mode_rolls_and_approximates);
     tcase_add_test(tc, summary_without_mad);
     tcase_add_test(tc, budget_evicts_least_recently_updated);
+    tcase_add_test(tc, touch_updates_order_and_time_not_statistics);
     tcase_add_test(tc, expire_and_iterate);
     tcase_add_test(tc, compact_bytes_per_key);
     tcase_add_test(tc, user_area_per_entry);
