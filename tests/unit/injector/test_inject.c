@@ -333,9 +333,8 @@ START_TEST(overrides_and_warnings)
     /* the sidecar's own limit follows the container's: 7/8 of 1Gi; a limit too small for the
      * sidecar's 40 MiB minimum gets the minimum and a warning */
     pod = run(&cfg,
-              "{" metadata ":{" annotations ":{" sentinel.llm - devops.io / memory -
-                  limit ":" 1Gi "}},"
-                                "" spec ":{" containers ":[{" name ":" a "}]}}",
+              "{\"metadata\":{\"annotations\":{\"sentinel.llm-devops.io/memory-limit\":\"1Gi\"}},"
+              "\"spec\":{\"containers\":[{\"name\":\"a\"}]}}",
               "apps", SN_INJECT_ENABLED, &res);
     sc = container(pod, "/spec/containers", "sentinel-sidecar");
     ck_assert_str_eq(env_of(sc, "SENTINEL_MEMORY_LIMIT"), "939524096");
@@ -343,9 +342,8 @@ START_TEST(overrides_and_warnings)
     sn_inject_result_cleanup(&res);
     json_decref(pod);
     pod = run(&cfg,
-              "{" metadata ":{" annotations ":{" sentinel.llm - devops.io / memory -
-                  limit ":" 40Mi "}},"
-                                 "" spec ":{" containers ":[{" name ":" a "}]}}",
+              "{\"metadata\":{\"annotations\":{\"sentinel.llm-devops.io/memory-limit\":\"40Mi\"}},"
+              "\"spec\":{\"containers\":[{\"name\":\"a\"}]}}",
               "apps", SN_INJECT_ENABLED, &res);
     sc = container(pod, "/spec/containers", "sentinel-sidecar");
     ck_assert_str_eq(env_of(sc, "SENTINEL_MEMORY_LIMIT"), "41943040");
