@@ -492,10 +492,29 @@ static bool set_request_type(sn_event *ev, const sn_attr_value *v)
     return true;
 }
 
+int sn_genai_span_key(const char *key, size_t keylen)
+{
+    attr_id id = attr_lookup(key, keylen);
+    /* Of the known keys only OpenLLMetry's gen_ai.completion.0.finish_reason lies under a content
+     * prefix (test_genai checks every key of docs/llm-facts.md against sn_genai_is_content_key). */
+    if (id != A_NONE && id != A_OLL_FINISH_REASON)
+        return (int)id;
+    if (sn_genai_is_content_key(key, keylen))
+        return SN_GENAI_KEY_CONTENT;
+    return (int)id;
+}
+
 bool sn_genai_span_attr(sn_event *ev, const char *key, size_t keylen, const sn_attr_value *v)
 {
     attr_id id = attr_lookup(key, keylen);
     if (id == A_NONE)
+        return false;
+    return sn_genai_span_attr_id(ev, (int)id, v);
+}
+
+bool sn_genai_span_attr_id(sn_event *ev, int id, const sn_attr_value *v)
+{
+    if (id <= A_NONE || id >= A_COUNT)
         return false;
     const attr_def *a = &attrs[id];
     bool marks = a->conv != 0;
@@ -801,7 +820,59 @@ bool sn_genai_model_from_response(const sn_event *ev)
     return rank_of(ev, F_MODEL) >= attrs[A_OI_MODEL_NAME].rank;
 }
 
+void sn_genai_memo_init(sn_genai_memo *m)
+{
+    m->provider_ok = false;
+    m->rule_ok = false;
+}
+
+/* The provider's normalisation through the memo: copied when the raw name is the last one. */
+static void normalize_provider_memo(sn_event *ev, sn_genai_memo *m)
+{
+    size_t n = strnlen(ev->provider, sizeof ev->provider - 1);
+    if (m->provider_ok && n == m->raw_len && memcmp(ev->provider, m->raw, n) == 0) {
+        memcpy(ev->provider, m->norm, (size_t)m->norm_len + 1);
+        return;
+    }
+    _Static_assert(sizeof m->raw == sizeof ev->provider && sizeof m->norm == sizeof ev->provider,
+                   "the memo holds any provider name");
+    memcpy(m->raw, ev->provider, n);
+    m->raw[n] = '\0';
+    m->raw_len = (uint8_t)n;
+    sn_genai_normalize_provider(ev->provider, sizeof ev->provider);
+    m->norm_len = (uint8_t)strnlen(ev->provider, sizeof ev->provider - 1);
+    memcpy(m->norm, ev->provider, (size_t)m->norm_len + 1);
+    m->provider_ok = true;
+}
+
+/* The price rule of the event's (model, provider) through the memo; -1 when none. */
+static int32_t price_rule_memo(const sn_event *ev, const sn_price_table *prices, sn_genai_memo *m)
+{
+    size_t mn = strnlen(ev->model, sizeof ev->model - 1);
+    size_t pn = strnlen(ev->provider, sizeof ev->provider - 1);
+    if (m->rule_ok && m->prices == prices && mn == m->model_len && pn == m->provider_len &&
+        memcmp(ev->model, m->model, mn) == 0 && memcmp(ev->provider, m->provider, pn) == 0)
+        return m->rule;
+    _Static_assert(sizeof m->model == sizeof ev->model && sizeof m->provider == sizeof ev->provider,
+                   "the memo holds any model and provider");
+    memcpy(m->model, ev->model, mn);
+    m->model[mn] = '\0';
+    memcpy(m->provider, ev->provider, pn);
+    m->provider[pn] = '\0';
+    m->model_len = (uint8_t)mn;
+    m->provider_len = (uint8_t)pn;
+    m->prices = prices;
+    m->rule = sn_price_rule(prices, m->model, m->provider);
+    m->rule_ok = true;
+    return m->rule;
+}
+
 bool sn_genai_finish(sn_event *ev, const sn_price_table *prices)
+{
+    return sn_genai_finish_memo(ev, prices, NULL);
+}
+
+bool sn_genai_finish_memo(sn_event *ev, const sn_price_table *prices, sn_genai_memo *memo)
 {
     if (rank_of(ev, F_KIND) == KIND_NOT_LLM) {
         ev->conventions = 0;
@@ -812,7 +883,10 @@ bool sn_genai_finish(sn_event *ev, const sn_price_table *prices)
 
     if (ev->start_unix_nano > 0 && ev->end_unix_nano >= ev->start_unix_nano)
         ev->latency_ms = (double)(ev->end_unix_nano - ev->start_unix_nano) / 1e6;
-    sn_genai_normalize_provider(ev->provider, sizeof ev->provider);
+    if (memo)
+        normalize_provider_memo(ev, memo);
+    else
+        sn_genai_normalize_provider(ev->provider, sizeof ev->provider);
     if (ev->error_type[0] != '\0')
         ev->is_error = true;
     if (ev->total_tokens < 0 && ev->input_tokens >= 0 && ev->output_tokens >= 0 &&
@@ -820,8 +894,11 @@ bool sn_genai_finish(sn_event *ev, const sn_price_table *prices)
         ev->total_tokens = ev->input_tokens + ev->output_tokens;
 
     if (ev->cost_source != SN_COST_SPAN && prices != NULL && ev->model[0] != '\0') {
-        sn_price p;
-        if (sn_price_lookup(prices, ev->model, ev->provider, ev->end_unix_nano, &p)) {
+        int32_t rule = memo ? price_rule_memo(ev, prices, memo)
+                            : sn_price_rule(prices, ev->model, ev->provider);
+        if (rule >= 0) {
+            sn_price p;
+            sn_price_rule_price(prices, rule, ev->end_unix_nano, &p);
             double cost = sn_price_cost(&p, ev->input_tokens, ev->output_tokens,
                                         ev->cache_read_tokens, ev->cache_write_tokens);
             if (!isnan(cost)) {

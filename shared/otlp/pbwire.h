@@ -166,12 +166,14 @@ sn_pbw_status sn_pbw_skip_scalar(sn_pbw *r, uint32_t wt);
 /* ---------------------------------------------------------------- KeyValue and AnyValue
  *
  * The one reader of OTLP attributes (common.proto KeyValue / AnyValue / ArrayValue) for the
- * trace, metrics and logs decoders. A KeyValue's key is read into a bounded buffer (a key of
- * SN_PBW_KEY_MAX bytes or more is skipped with its value, counted); its value, when the caller
- * wants it, is delivered member by member as sn_attr_value (strings and bytes cut at
- * SN_PBW_VALUE_MAX, counted; scalars keep their presence: an int 0 is a value). A key/value
- * list, and an array inside an array, are skipped unread (counted), so the depth is fixed by
- * the schema. A value before its key is read in a second pass over the same bytes.
+ * trace, metrics and logs decoders. Nothing is copied: a KeyValue's key and a string value are
+ * handed to the caller as pointers into the message bytes. A key of SN_PBW_KEY_MAX bytes or more
+ * is skipped with its value (counted); the value, when the caller wants it, is delivered member
+ * by member as sn_attr_value (strings and bytes cut at SN_PBW_VALUE_MAX, counted; scalars keep
+ * their presence: an int 0 is a value). A key/value list, and an array inside an array, are
+ * skipped unread (counted), so the depth is fixed by the schema. A value before its key is read
+ * in a second pass over the same bytes. The common layout (key, then value, nothing else, one-
+ * byte lengths) takes a fast path that gives the same results as the general one.
  * Errors ("attribute", "attribute key", "attribute value", "attribute array" + what + where):
  * a key or value that is not length-delimited, an AnyValue member or array element of the wrong
  * wire type, and everything the wire reader refuses.
@@ -183,8 +185,8 @@ struct sn_attr_value;
 
 typedef struct sn_pbw_kv {
     /* Set by the caller. want may be NULL (every value is read); it is asked when a value is
-     * about to be read, with its key. deliver receives each value; key and value are borrowed
-     * for the call only. */
+     * about to be read, with its key. deliver receives each value; key and value point into the
+     * message bytes and are borrowed for the call only (not NUL-terminated). */
     bool (*want)(void *ud, const char *key, size_t keylen);
     void (*deliver)(void *ud, const char *key, size_t keylen, const struct sn_attr_value *v);
     void *ud;
@@ -197,16 +199,15 @@ typedef struct sn_pbw_kv {
     const char *what;
     const uint8_t *at;
 
-    /* The reader's own. */
+    /* The reader's own: the current key (into the message bytes). */
     int key_state;
     bool value_before_key;
+    const char *key;
     size_t keylen;
-    char keybuf[SN_PBW_KEY_MAX];
-    char valbuf[SN_PBW_VALUE_MAX];
 } sn_pbw_kv;
 
 /* Reads one KeyValue (r covers exactly its bytes). Returns false on malformed input, with
- * k->where / what / at set. */
+ * k->where / what / at set. Nothing is allocated; the caller's bytes must outlive the call. */
 bool sn_pbw_kv_read(sn_pbw_kv *k, sn_pbw r);
 
 #endif

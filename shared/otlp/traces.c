@@ -79,7 +79,9 @@ typedef struct decoder {
 
     /* KeyValue level */
     attr_target target;
+    int span_key; /* sn_genai_span_key() of the current span attribute's key */
     sn_pbw_kv kv;
+    sn_genai_memo memo; /* provider normalisation and price rule of the spans before */
 
     /* The first failure: what, where, and the byte offset when known. */
     const char *fail;
@@ -151,11 +153,16 @@ static bool read_fixed64(decoder *d, sn_pbw *r, uint32_t wt, const char *level, 
 }
 
 /* The attribute reader's questions: is this value read (never for prompt or response text of a
- * span), and where does it go (resource template or current span). */
+ * span), and where does it go (resource template or current span). A span attribute's key is
+ * classified once, here; a key that names no fact still has its value read (and checked, as
+ * nanopb did) but delivers nothing. */
 static bool want_value(void *ud, const char *key, size_t keylen)
 {
-    const decoder *d = ud;
-    return d->target == TARGET_RESOURCE || !sn_genai_is_content_key(key, keylen);
+    decoder *d = ud;
+    if (d->target == TARGET_RESOURCE)
+        return true;
+    d->span_key = sn_genai_span_key(key, keylen);
+    return d->span_key != SN_GENAI_KEY_CONTENT;
 }
 
 static void deliver(void *ud, const char *key, size_t keylen, const sn_attr_value *v)
@@ -163,8 +170,8 @@ static void deliver(void *ud, const char *key, size_t keylen, const sn_attr_valu
     decoder *d = ud;
     if (d->target == TARGET_RESOURCE)
         sn_genai_resource_attr(&d->tmpl, key, keylen, v);
-    else
-        sn_genai_span_attr(&d->ev, key, keylen, v);
+    else if (d->span_key > SN_GENAI_KEY_OTHER)
+        sn_genai_span_attr_id(&d->ev, d->span_key, v);
 }
 
 /* One KeyValue of a resource or a span (d->target says which), by the shared reader. */
@@ -313,7 +320,7 @@ static bool read_span(decoder *d, sn_pbw *r)
     if (status_code == STATUS_CODE_ERROR)
         d->ev.is_error = true;
 
-    if (!sn_genai_finish(&d->ev, d->prices))
+    if (!sn_genai_finish_memo(&d->ev, d->prices, &d->memo))
         return true; /* not an LLM call */
     if (d->ev.end_unix_nano < d->ev.start_unix_nano) {
         reject(d, SN_OTLP_REJECT_TIME);
@@ -425,6 +432,8 @@ int sn_otlp_decode_traces(const uint8_t *buf, size_t len, const sn_price_table *
     d.where = NULL;
     d.fail_at = -1;
     d.target = TARGET_RESOURCE;
+    d.span_key = SN_GENAI_KEY_OTHER;
+    sn_genai_memo_init(&d.memo);
     d.kv.want = want_value;
     d.kv.deliver = deliver;
     d.kv.ud = &d;
