@@ -327,23 +327,12 @@ static bool kv_fields(sn_pbw_kv *k, sn_pbw *r, bool values_only)
 
 bool sn_pbw_kv_read(sn_pbw_kv *k, sn_pbw r)
 {
-    /* The common layout: tag 1, a key of under 128 bytes, tag 2, a value of under 128 bytes
-     * that ends the message. The general path would read it the same way. */
-    const uint8_t *p = r.p;
-    size_t left = sn_pbw_left(&r);
-    if (left >= 4 && p[0] == (KV_KEY << 3 | SN_PBW_LEN) && p[1] < 0x80 &&
-        (size_t)p[1] + 4 <= left) {
-        const uint8_t *v = p + 2 + p[1];
-        if (v[0] == (KV_VALUE << 3 | SN_PBW_LEN) && v[1] < 0x80 &&
-            (size_t)(r.end - v) == (size_t)v[1] + 2) {
-            k->key = (const char *)p + 2;
-            k->keylen = p[1];
-            k->key_state = KEY_OK;
-            if (k->want && !k->want(k->ud, k->key, k->keylen))
-                return true;
-            sn_pbw sub = {v + 2, r.end};
-            return kv_any(k, &sub, false);
-        }
+    sn_pbw sub;
+    if (sn_pbw_kv_simple(r, &k->key, &k->keylen, &sub)) { /* the general path reads it so too */
+        k->key_state = KEY_OK;
+        if (k->want && !k->want(k->ud, k->key, k->keylen))
+            return true;
+        return kv_any(k, &sub, false);
     }
     sn_pbw again = r;
     k->key_state = KEY_NONE;

@@ -206,6 +206,26 @@ typedef struct sn_pbw_kv {
     size_t keylen;
 } sn_pbw_kv;
 
+/* The common layout of a KeyValue, for callers with a fast path of their own: tag 1, a key of
+ * under 128 bytes, tag 2, a value of under 128 bytes that ends the message. Returns true with
+ * the key and the value's bytes (pointers into r's bytes) when r is exactly that; then
+ * sn_pbw_kv_read() would read the same key and the same value. False: use sn_pbw_kv_read(). */
+static inline bool sn_pbw_kv_simple(sn_pbw r, const char **key, size_t *keylen, sn_pbw *value)
+{
+    const uint8_t *p = r.p;
+    size_t left = sn_pbw_left(&r);
+    if (left < 4 || p[0] != 0x0A || p[1] >= 0x80 || (size_t)p[1] + 4 > left)
+        return false;
+    const uint8_t *v = p + 2 + p[1];
+    if (v[0] != 0x12 || v[1] >= 0x80 || (size_t)(r.end - v) != (size_t)v[1] + 2)
+        return false;
+    *key = (const char *)p + 2;
+    *keylen = p[1];
+    value->p = v + 2;
+    value->end = r.end;
+    return true;
+}
+
 /* Reads one KeyValue (r covers exactly its bytes). Returns false on malformed input, with
  * k->where / what / at set. Nothing is allocated; the caller's bytes must outlive the call. */
 bool sn_pbw_kv_read(sn_pbw_kv *k, sn_pbw r);

@@ -54,6 +54,17 @@ enum {
 enum { STATUS_CODE = 3, STATUS_CODE_ERROR = 2 };
 typedef enum attr_target { TARGET_RESOURCE, TARGET_SPAN } attr_target;
 
+/* Span attribute keys already classified in this request, direct-mapped by a hash of the key's
+ * length, last four and middle bytes; a slot names the key's bytes by their offset in the
+ * request, which outlives the call. */
+#define KEY_MEMO_BITS  7
+#define KEY_MEMO_SLOTS (1u << KEY_MEMO_BITS)
+typedef struct key_memo {
+    uint32_t off; /* the key's offset in the request */
+    uint16_t len; /* 0: empty slot */
+    int16_t cls;  /* sn_genai_span_key() */
+} key_memo;
+
 _Static_assert(SN_OTLP_KEY_MAX == SN_PBW_KEY_MAX && SN_OTLP_VALUE_MAX == SN_PBW_VALUE_MAX,
                "traces.h documents the attribute reader's bounds");
 
@@ -80,6 +91,7 @@ typedef struct decoder {
     /* KeyValue level */
     attr_target target;
     int span_key; /* sn_genai_span_key() of the current span attribute's key */
+    key_memo keys[KEY_MEMO_SLOTS];
     sn_pbw_kv kv;
     sn_genai_memo memo; /* provider normalisation and price rule of the spans before */
 
@@ -152,6 +164,28 @@ static bool read_fixed64(decoder *d, sn_pbw *r, uint32_t wt, const char *level, 
     return st == SN_PBW_OK || fail_wire(d, r, level, st);
 }
 
+/* sn_genai_span_key() of a span attribute's key, through the request's memo: the spans of one
+ * request mostly repeat the same keys. */
+static int span_key_class(decoder *d, const char *key, size_t len)
+{
+    size_t off = (size_t)((const uint8_t *)key - d->buf);
+    if (len < 4 || len > UINT16_MAX || off > UINT32_MAX)
+        return sn_genai_span_key(key, len);
+    uint32_t tail;
+    memcpy(&tail, key + len - 4, sizeof tail);
+    uint32_t h =
+        (tail ^ (uint32_t)len * 0x9E3779B1u ^ (uint32_t)(unsigned char)key[len / 2] * 0x85EBCA6Bu) *
+        0x9E3779B1u;
+    key_memo *m = &d->keys[h >> (32 - KEY_MEMO_BITS)];
+    if (m->len == len && memcmp(d->buf + m->off, key, len) == 0)
+        return m->cls;
+    int cls = sn_genai_span_key(key, len);
+    m->off = (uint32_t)off;
+    m->len = (uint16_t)len;
+    m->cls = (int16_t)cls;
+    return cls;
+}
+
 /* The attribute reader's questions: is this value read (never for prompt or response text of a
  * span), and where does it go (resource template or current span). A span attribute's key is
  * classified once, here; a key that names no fact still has its value read (and checked, as
@@ -161,7 +195,7 @@ static bool want_value(void *ud, const char *key, size_t keylen)
     decoder *d = ud;
     if (d->target == TARGET_RESOURCE)
         return true;
-    d->span_key = sn_genai_span_key(key, keylen);
+    d->span_key = span_key_class(d, key, keylen);
     return d->span_key != SN_GENAI_KEY_CONTENT;
 }
 
@@ -180,6 +214,62 @@ static bool read_attribute(decoder *d, const sn_pbw *s)
     if (sn_pbw_kv_read(&d->kv, *s))
         return true;
     return fail(d, d->kv.at, d->kv.where, d->kv.what);
+}
+
+/* An AnyValue (r holds exactly its bytes) that is one scalar member in the usual encoding: a
+ * string of under 128 bytes, a bool, an int or a double. Returns true with *v as the attribute
+ * reader would deliver it, false for anything else (then the reader is used). */
+static inline bool any_scalar(sn_pbw r, sn_attr_value *v)
+{
+    if (!sn_pbw_more(&r))
+        return false;
+    uint8_t tag = *r.p++;
+    uint64_t u;
+    switch (tag) {
+    case 0x0A: /* string_value */
+        if (!sn_pbw_more(&r) || *r.p >= 0x80 || sn_pbw_left(&r) != (size_t)*r.p + 1)
+            return false;
+        *v = (sn_attr_value){.type = SN_ATTR_STRING, .str = (const char *)r.p + 1, .len = *r.p};
+        return true;
+    case 0x10: /* bool_value */
+    case 0x18: /* int_value */
+        if (sn_pbw_varint(&r, &u) != SN_PBW_OK || sn_pbw_more(&r))
+            return false;
+        if (tag == 0x10)
+            *v = (sn_attr_value){.type = SN_ATTR_BOOL, .b = u != 0};
+        else /* int64 is two's complement on the wire */
+            *v = (sn_attr_value){.type = SN_ATTR_INT, .i = (int64_t)u};
+        return true;
+    case 0x21: /* double_value */
+        if (sn_pbw_left(&r) != 8 || sn_pbw_fixed64(&r, &u) != SN_PBW_OK)
+            return false;
+        *v = (sn_attr_value){.type = SN_ATTR_DOUBLE};
+        memcpy(&v->d, &u, sizeof(v->d));
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* One KeyValue of a span: a key/value of one scalar in the usual encoding is read here (what
+ * the shared reader would deliver, without its callbacks); anything else by the reader. */
+static bool read_span_attribute(decoder *d, const sn_pbw *s)
+{
+    const char *key;
+    size_t keylen;
+    sn_pbw val;
+    sn_attr_value v;
+    if (sn_pbw_kv_simple(*s, &key, &keylen, &val)) {
+        int cls = span_key_class(d, key, keylen);
+        if (cls == SN_GENAI_KEY_CONTENT)
+            return true; /* prompt or response text: never read */
+        if (any_scalar(val, &v)) {
+            if (cls > SN_GENAI_KEY_OTHER)
+                sn_genai_span_attr_id(&d->ev, cls, &v);
+            return true;
+        }
+    }
+    return read_attribute(d, s);
 }
 
 /* Span.trace_id / Span.span_id: kept when exactly the right size and not all zero. */
@@ -253,7 +343,7 @@ static bool read_span_fields(decoder *d, sn_pbw *r, uint64_t *start, uint64_t *e
                 return false;
             break;
         case SPAN_ATTRIBUTES:
-            if (!field_bytes(d, r, wt, L, "attribute", &sub) || !read_attribute(d, &sub))
+            if (!field_bytes(d, r, wt, L, "attribute", &sub) || !read_span_attribute(d, &sub))
                 return false;
             break;
         case SPAN_KIND:
@@ -433,6 +523,7 @@ int sn_otlp_decode_traces(const uint8_t *buf, size_t len, const sn_price_table *
     d.fail_at = -1;
     d.target = TARGET_RESOURCE;
     d.span_key = SN_GENAI_KEY_OTHER;
+    memset(d.keys, 0, sizeof(d.keys));
     sn_genai_memo_init(&d.memo);
     d.kv.want = want_value;
     d.kv.deliver = deliver;
