@@ -75,21 +75,31 @@ static inline size_t sn_pbw_left(const sn_pbw *r)
     return (size_t)(r->end - r->p);
 }
 
-/* A varint that must fit 32 bits (tags and lengths). */
+/* A varint that must fit 32 bits (tags and lengths). One and two bytes inline. */
 static inline sn_pbw_status sn_pbw_varint32(sn_pbw *r, uint32_t *out)
 {
     if (r->p < r->end && !(*r->p & 0x80)) {
         *out = *r->p++;
         return SN_PBW_OK;
     }
+    if (r->end - r->p >= 2 && !(r->p[1] & 0x80)) {
+        *out = (uint32_t)(r->p[0] & 0x7F) | (uint32_t)r->p[1] << 7;
+        r->p += 2;
+        return SN_PBW_OK;
+    }
     return sn_pbw_varint32_slow(r, out);
 }
 
-/* A 64-bit varint value. */
+/* A 64-bit varint value. One and two bytes inline. */
 static inline sn_pbw_status sn_pbw_varint(sn_pbw *r, uint64_t *out)
 {
     if (r->p < r->end && !(*r->p & 0x80)) {
         *out = *r->p++;
+        return SN_PBW_OK;
+    }
+    if (r->end - r->p >= 2 && !(r->p[1] & 0x80)) {
+        *out = (uint64_t)(r->p[0] & 0x7F) | (uint64_t)r->p[1] << 7;
+        r->p += 2;
         return SN_PBW_OK;
     }
     return sn_pbw_varint_slow(r, out);
