@@ -54,11 +54,11 @@ enum {
 enum { STATUS_CODE = 3, STATUS_CODE_ERROR = 2 };
 typedef enum attr_target { TARGET_RESOURCE, TARGET_SPAN } attr_target;
 
-/* Span attribute keys already classified in this request, direct-mapped by a hash of the key's
- * length, last four and middle bytes; a slot names the key's bytes by their offset in the
- * request, which outlives the call. */
-#define KEY_MEMO_BITS  7
-#define KEY_MEMO_SLOTS (1u << KEY_MEMO_BITS)
+/* The keys of the previous span's attributes, by position, with their sn_genai_span_key(): the
+ * spans of one request mostly repeat the same keys in the same order, so an attribute's key is
+ * first compared with the key at its position in the span before. A slot names the key's bytes
+ * by their offset in the request, which outlives the call. */
+#define KEY_MEMO_SLOTS 64
 typedef struct key_memo {
     uint32_t off; /* the key's offset in the request */
     uint16_t len; /* 0: empty slot */
@@ -92,6 +92,7 @@ typedef struct decoder {
     attr_target target;
     int span_key; /* sn_genai_span_key() of the current span attribute's key */
     key_memo keys[KEY_MEMO_SLOTS];
+    size_t attr_pos; /* the current attribute's position in its span */
     sn_pbw_kv kv;
     sn_genai_memo memo; /* provider normalisation and price rule of the spans before */
 
@@ -164,20 +165,32 @@ static bool read_fixed64(decoder *d, sn_pbw *r, uint32_t wt, const char *level, 
     return st == SN_PBW_OK || fail_wire(d, r, level, st);
 }
 
-/* sn_genai_span_key() of a span attribute's key, through the request's memo: the spans of one
- * request mostly repeat the same keys. */
+/* a[0..n) == b[0..n), in 8-byte words when n >= 8 (keys are 10 to 45 bytes long). */
+static inline bool same_bytes(const char *a, const char *b, size_t n)
+{
+    uint64_t x, y;
+    if (n < 8)
+        return memcmp(a, b, n) == 0;
+    for (size_t i = 0; i + 8 < n; i += 8) {
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        if (x != y)
+            return false;
+    }
+    memcpy(&x, a + n - 8, 8);
+    memcpy(&y, b + n - 8, 8);
+    return x == y;
+}
+
+/* sn_genai_span_key() of the key of the span's attribute at position d->attr_pos, through the
+ * memo of the previous span's keys. */
 static int span_key_class(decoder *d, const char *key, size_t len)
 {
     size_t off = (size_t)((const uint8_t *)key - d->buf);
-    if (len < 4 || len > UINT16_MAX || off > UINT32_MAX)
+    if (d->attr_pos >= KEY_MEMO_SLOTS || len == 0 || len > UINT16_MAX || off > UINT32_MAX)
         return sn_genai_span_key(key, len);
-    uint32_t tail;
-    memcpy(&tail, key + len - 4, sizeof tail);
-    uint32_t h =
-        (tail ^ (uint32_t)len * 0x9E3779B1u ^ (uint32_t)(unsigned char)key[len / 2] * 0x85EBCA6Bu) *
-        0x9E3779B1u;
-    key_memo *m = &d->keys[h >> (32 - KEY_MEMO_BITS)];
-    if (m->len == len && memcmp(d->buf + m->off, key, len) == 0)
+    key_memo *m = &d->keys[d->attr_pos];
+    if (m->len == len && same_bytes(key, (const char *)d->buf + m->off, len))
         return m->cls;
     int cls = sn_genai_span_key(key, len);
     m->off = (uint32_t)off;
@@ -259,17 +272,22 @@ static bool read_span_attribute(decoder *d, const sn_pbw *s)
     size_t keylen;
     sn_pbw val;
     sn_attr_value v;
+    bool ok = true;
     if (sn_pbw_kv_simple(*s, &key, &keylen, &val)) {
         int cls = span_key_class(d, key, keylen);
-        if (cls == SN_GENAI_KEY_CONTENT)
-            return true; /* prompt or response text: never read */
-        if (any_scalar(val, &v)) {
+        if (cls == SN_GENAI_KEY_CONTENT) {
+            /* prompt or response text: never read */
+        } else if (any_scalar(val, &v)) {
             if (cls > SN_GENAI_KEY_OTHER)
                 sn_genai_span_attr_id(&d->ev, cls, &v);
-            return true;
+        } else {
+            ok = read_attribute(d, s);
         }
+    } else {
+        ok = read_attribute(d, s);
     }
-    return read_attribute(d, s);
+    d->attr_pos++;
+    return ok;
 }
 
 /* Span.trace_id / Span.span_id: kept when exactly the right size and not all zero. */
@@ -388,6 +406,7 @@ static bool read_span(decoder *d, sn_pbw *r)
     d->trace_id_ok = false;
     d->span_id_ok = false;
     d->target = TARGET_SPAN;
+    d->attr_pos = 0;
     uint64_t start = 0, end = 0;
     uint32_t status_code = 0;
     if (!read_span_fields(d, r, &start, &end, &status_code))
@@ -524,6 +543,7 @@ int sn_otlp_decode_traces(const uint8_t *buf, size_t len, const sn_price_table *
     d.target = TARGET_RESOURCE;
     d.span_key = SN_GENAI_KEY_OTHER;
     memset(d.keys, 0, sizeof(d.keys));
+    d.attr_pos = 0;
     sn_genai_memo_init(&d.memo);
     d.kv.want = want_value;
     d.kv.deliver = deliver;
