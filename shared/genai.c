@@ -18,6 +18,7 @@
 #include "genai.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -386,52 +387,48 @@ static bool value_is(const sn_attr_value *v, const char *lit)
     return true;
 }
 
+/* Where a fact is kept in the event: a string field (size > 0) or a count field (count). */
+#define STRING_FACT(f, field)                                                                      \
+    [f] = {offsetof(sn_event, field), sizeof(((sn_event *)0)->field), false}
+#define COUNT_FACT(f, field) [f] = {offsetof(sn_event, field), 0, true}
+static const struct {
+    uint16_t off;
+    uint8_t size;
+    bool count;
+} fact_fields[F_COUNT] = {
+    STRING_FACT(F_MODEL, model),
+    STRING_FACT(F_PROVIDER, provider),
+    STRING_FACT(F_OPERATION, operation),
+    STRING_FACT(F_USER, user),
+    STRING_FACT(F_FINISH, finish_reason),
+    STRING_FACT(F_ERROR, error_type),
+    COUNT_FACT(F_INPUT, input_tokens),
+    COUNT_FACT(F_OUTPUT, output_tokens),
+    COUNT_FACT(F_TOTAL, total_tokens),
+    COUNT_FACT(F_CACHE_READ, cache_read_tokens),
+    COUNT_FACT(F_CACHE_WRITE, cache_write_tokens),
+    COUNT_FACT(F_REASONING, reasoning_tokens),
+};
+#undef STRING_FACT
+#undef COUNT_FACT
+_Static_assert(SN_NAME_MAX <= UINT8_MAX && sizeof(sn_event) <= UINT16_MAX,
+               "fact_fields holds the event's offsets and sizes");
+
 /* The string field of the event a string fact is kept in, and its size. */
 static char *string_field(sn_event *ev, unsigned f, size_t *size)
 {
-    switch (f) {
-    case F_MODEL:
-        *size = sizeof ev->model;
-        return ev->model;
-    case F_PROVIDER:
-        *size = sizeof ev->provider;
-        return ev->provider;
-    case F_OPERATION:
-        *size = sizeof ev->operation;
-        return ev->operation;
-    case F_USER:
-        *size = sizeof ev->user;
-        return ev->user;
-    case F_FINISH:
-        *size = sizeof ev->finish_reason;
-        return ev->finish_reason;
-    case F_ERROR:
-        *size = sizeof ev->error_type;
-        return ev->error_type;
-    default:
+    if (f >= F_COUNT || fact_fields[f].size == 0)
         return NULL;
-    }
+    *size = fact_fields[f].size;
+    return (char *)ev + fact_fields[f].off;
 }
 
 /* The count field of the event a count fact is kept in. */
 static int64_t *count_field(sn_event *ev, unsigned f)
 {
-    switch (f) {
-    case F_INPUT:
-        return &ev->input_tokens;
-    case F_OUTPUT:
-        return &ev->output_tokens;
-    case F_TOTAL:
-        return &ev->total_tokens;
-    case F_CACHE_READ:
-        return &ev->cache_read_tokens;
-    case F_CACHE_WRITE:
-        return &ev->cache_write_tokens;
-    case F_REASONING:
-        return &ev->reasoning_tokens;
-    default:
+    if (f >= F_COUNT || !fact_fields[f].count)
         return NULL;
-    }
+    return (int64_t *)(void *)((char *)ev + fact_fields[f].off);
 }
 
 /* Copies a string value into a fact's field (an INT too, for user ids). Returns false for other

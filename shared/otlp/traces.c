@@ -59,6 +59,7 @@ typedef enum attr_target { TARGET_RESOURCE, TARGET_SPAN } attr_target;
  * first compared with the key at its position in the span before. A slot names the key's bytes
  * by their offset in the request, which outlives the call. */
 #define KEY_MEMO_SLOTS 64
+_Static_assert(SN_GENAI_KEY_OTHER == 0, "a zeroed key_memo slot is empty and names nothing");
 typedef struct key_memo {
     uint32_t off; /* the key's offset in the request */
     uint16_t len; /* 0: empty slot */
@@ -182,21 +183,30 @@ static inline bool same_bytes(const char *a, const char *b, size_t n)
     return x == y;
 }
 
-/* sn_genai_span_key() of the key of the span's attribute at position d->attr_pos, through the
- * memo of the previous span's keys. */
-static int span_key_class(decoder *d, const char *key, size_t len)
+/* sn_genai_span_key() of a key that missed the memo, kept in slot m when it can be named. */
+static int span_key_miss(decoder *d, key_memo *m, const char *key, size_t len)
 {
+    int cls = sn_genai_span_key(key, len);
     size_t off = (size_t)((const uint8_t *)key - d->buf);
-    if (d->attr_pos >= KEY_MEMO_SLOTS || len == 0 || len > UINT16_MAX || off > UINT32_MAX)
+    if (len <= UINT16_MAX && off <= UINT32_MAX) {
+        m->off = (uint32_t)off;
+        m->len = (uint16_t)len;
+        m->cls = (int16_t)cls;
+    }
+    return cls;
+}
+
+/* sn_genai_span_key() of the key of the span's attribute at position d->attr_pos, through the
+ * memo of the previous span's keys. An empty slot (len 0, class SN_GENAI_KEY_OTHER) also answers
+ * for an empty key, rightly: an empty key names nothing. */
+static inline int span_key_class(decoder *d, const char *key, size_t len)
+{
+    if (d->attr_pos >= KEY_MEMO_SLOTS)
         return sn_genai_span_key(key, len);
     key_memo *m = &d->keys[d->attr_pos];
     if (m->len == len && same_bytes(key, (const char *)d->buf + m->off, len))
         return m->cls;
-    int cls = sn_genai_span_key(key, len);
-    m->off = (uint32_t)off;
-    m->len = (uint16_t)len;
-    m->cls = (int16_t)cls;
-    return cls;
+    return span_key_miss(d, m, key, len);
 }
 
 /* The attribute reader's questions: is this value read (never for prompt or response text of a
@@ -264,8 +274,38 @@ static inline bool any_scalar(sn_pbw r, sn_attr_value *v)
     }
 }
 
-/* One KeyValue of a span: a key/value of one scalar in the usual encoding is read here (what
- * the shared reader would deliver, without its callbacks); anything else by the reader. */
+/* An AnyValue (r holds exactly its bytes) that is an array of scalars in the usual encoding
+ * (gen_ai.response.finish_reasons): each element, as any_scalar() reads it, is applied under
+ * span key cls. The elements are all checked before the first is applied. Returns false, having
+ * applied nothing, for anything else (then the reader is used). */
+static bool any_scalar_array(decoder *d, int cls, sn_pbw r)
+{
+    size_t left = sn_pbw_left(&r);
+    if (left < 2 || r.p[0] != 0x2A || r.p[1] >= 0x80 || left != (size_t)r.p[1] + 2)
+        return false;
+    sn_attr_value v;
+    for (int pass = 0; pass < 2; pass++) {
+        sn_pbw a = {r.p + 2, r.end};
+        while (sn_pbw_more(&a)) {
+            left = sn_pbw_left(&a);
+            if (left < 2 || a.p[0] != 0x0A || a.p[1] >= 0x80 || left < (size_t)a.p[1] + 2)
+                return false;
+            sn_pbw e = {a.p + 2, a.p + 2 + a.p[1]};
+            if (!any_scalar(e, &v))
+                return false;
+            if (pass == 1)
+                sn_genai_span_attr_id(&d->ev, cls, &v);
+            a.p = e.end;
+        }
+        if (cls <= SN_GENAI_KEY_OTHER)
+            break;
+    }
+    return true;
+}
+
+/* One KeyValue of a span: a key/value of one scalar, or an array of scalars, in the usual
+ * encoding is read here (what the shared reader would deliver, without its callbacks); anything
+ * else by the reader. */
 static bool read_span_attribute(decoder *d, const sn_pbw *s)
 {
     const char *key;
@@ -280,7 +320,7 @@ static bool read_span_attribute(decoder *d, const sn_pbw *s)
         } else if (any_scalar(val, &v)) {
             if (cls > SN_GENAI_KEY_OTHER)
                 sn_genai_span_attr_id(&d->ev, cls, &v);
-        } else {
+        } else if (!any_scalar_array(d, cls, val)) {
             ok = read_attribute(d, s);
         }
     } else {
@@ -542,7 +582,7 @@ int sn_otlp_decode_traces(const uint8_t *buf, size_t len, const sn_price_table *
     d.fail_at = -1;
     d.target = TARGET_RESOURCE;
     d.span_key = SN_GENAI_KEY_OTHER;
-    memset(d.keys, 0, sizeof(d.keys));
+    memset(d.keys, 0, sizeof(d.keys)); /* every slot empty: len 0, SN_GENAI_KEY_OTHER (0) */
     d.attr_pos = 0;
     sn_genai_memo_init(&d.memo);
     d.kv.want = want_value;
