@@ -401,8 +401,15 @@ static bool read_span_fields(decoder *d, sn_pbw *r, uint64_t *start, uint64_t *e
                 return false;
             break;
         case SPAN_ATTRIBUTES:
-            if (!field_bytes(d, r, wt, L, "attribute", &sub) || !read_span_attribute(d, &sub))
-                return false;
+            /* Attributes usually follow each other: their one-byte tag is taken here. */
+            for (;;) {
+                if (!field_bytes(d, r, wt, L, "attribute", &sub) || !read_span_attribute(d, &sub))
+                    return false;
+                if (r->p == r->end || *r->p != (SPAN_ATTRIBUTES << 3 | SN_PBW_LEN))
+                    break;
+                r->p++;
+                wt = SN_PBW_LEN;
+            }
             break;
         case SPAN_KIND:
         case SPAN_DROPPED_ATTRIBUTES:
