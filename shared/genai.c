@@ -826,11 +826,12 @@ void sn_genai_memo_init(sn_genai_memo *m)
 /* The provider's normalisation through the memo: copied when the raw name is the last one. */
 static void normalize_provider_memo(sn_event *ev, sn_genai_memo *m)
 {
-    size_t n = strnlen(ev->provider, sizeof ev->provider - 1);
-    if (m->provider_ok && n == m->raw_len && memcmp(ev->provider, m->raw, n) == 0) {
+    /* The same string: the same bytes up to and with the memo's NUL (raw_len < the size). */
+    if (m->provider_ok && memcmp(ev->provider, m->raw, (size_t)m->raw_len + 1) == 0) {
         memcpy(ev->provider, m->norm, (size_t)m->norm_len + 1);
         return;
     }
+    size_t n = strnlen(ev->provider, sizeof ev->provider - 1);
     _Static_assert(sizeof m->raw == sizeof ev->provider && sizeof m->norm == sizeof ev->provider,
                    "the memo holds any provider name");
     memcpy(m->raw, ev->provider, n);
@@ -845,11 +846,12 @@ static void normalize_provider_memo(sn_event *ev, sn_genai_memo *m)
 /* The price rule of the event's (model, provider) through the memo; -1 when none. */
 static int32_t price_rule_memo(const sn_event *ev, const sn_price_table *prices, sn_genai_memo *m)
 {
+    if (m->rule_ok && m->prices == prices &&
+        memcmp(ev->model, m->model, (size_t)m->model_len + 1) == 0 &&
+        memcmp(ev->provider, m->provider, (size_t)m->provider_len + 1) == 0)
+        return m->rule;
     size_t mn = strnlen(ev->model, sizeof ev->model - 1);
     size_t pn = strnlen(ev->provider, sizeof ev->provider - 1);
-    if (m->rule_ok && m->prices == prices && mn == m->model_len && pn == m->provider_len &&
-        memcmp(ev->model, m->model, mn) == 0 && memcmp(ev->provider, m->provider, pn) == 0)
-        return m->rule;
     _Static_assert(sizeof m->model == sizeof ev->model && sizeof m->provider == sizeof ev->provider,
                    "the memo holds any model and provider");
     memcpy(m->model, ev->model, mn);
