@@ -445,7 +445,12 @@ static bool set_string(sn_event *ev, unsigned f, const sn_attr_value *v)
     }
     if (v->type != SN_ATTR_STRING || v->str == NULL || v->len == 0)
         return false;
-    sn_copy_truncated(dst, size, v->str, v->len);
+    if (v->len < size) { /* fits: what sn_copy_truncated does then */
+        memcpy(dst, v->str, v->len);
+        dst[v->len] = '\0';
+    } else {
+        sn_copy_truncated(dst, size, v->str, v->len);
+    }
     return true;
 }
 

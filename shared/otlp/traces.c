@@ -7,8 +7,11 @@
  *                                              -> ScopeSpans -> Span -> trace_id, span_id, times,
  *                                                                       status, KeyValue...
  *   KeyValue => sn_pbw_kv_read (pbwire.h, shared with the metrics and logs decoders):
- *               key (bounded buffer), value -> AnyValue -> string/bool/int/double/bytes, or
+ *               key (in place), value -> AnyValue -> string/bool/int/double/bytes, or
  *               ArrayValue -> AnyValue...
+ *   A span's KeyValue in the usual encoding (key then value, one-byte lengths, a scalar or an
+ *   array of scalars) is read here without the reader's callbacks (read_span_attribute), with
+ *   the same result; anything else goes to sn_pbw_kv_read.
  *
  * The rules are those of the nanopb decoder this replaced (kept as the test reference in
  * tests/tools/otlp_ref_nanopb.c), so the same bytes give the same events, counts and errors:
