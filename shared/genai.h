@@ -78,6 +78,7 @@ typedef struct sn_genai_memo {
     int32_t rule; /* sn_price_rule() of model and provider: -1 none */
 } sn_genai_memo;
 
+/* Empties a memo (the caller's storage; nothing is allocated, nothing to free). */
 void sn_genai_memo_init(sn_genai_memo *m);
 
 /* Completes an event after all attributes: latency from start/end, provider normalisation,
