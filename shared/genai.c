@@ -18,6 +18,7 @@
 #include "genai.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -386,52 +387,48 @@ static bool value_is(const sn_attr_value *v, const char *lit)
     return true;
 }
 
+/* Where a fact is kept in the event: a string field (size > 0) or a count field (count). */
+#define STRING_FACT(f, field)                                                                      \
+    [f] = {offsetof(sn_event, field), sizeof(((sn_event *)0)->field), false}
+#define COUNT_FACT(f, field) [f] = {offsetof(sn_event, field), 0, true}
+static const struct {
+    uint16_t off;
+    uint8_t size;
+    bool count;
+} fact_fields[F_COUNT] = {
+    STRING_FACT(F_MODEL, model),
+    STRING_FACT(F_PROVIDER, provider),
+    STRING_FACT(F_OPERATION, operation),
+    STRING_FACT(F_USER, user),
+    STRING_FACT(F_FINISH, finish_reason),
+    STRING_FACT(F_ERROR, error_type),
+    COUNT_FACT(F_INPUT, input_tokens),
+    COUNT_FACT(F_OUTPUT, output_tokens),
+    COUNT_FACT(F_TOTAL, total_tokens),
+    COUNT_FACT(F_CACHE_READ, cache_read_tokens),
+    COUNT_FACT(F_CACHE_WRITE, cache_write_tokens),
+    COUNT_FACT(F_REASONING, reasoning_tokens),
+};
+#undef STRING_FACT
+#undef COUNT_FACT
+_Static_assert(SN_NAME_MAX <= UINT8_MAX && sizeof(sn_event) <= UINT16_MAX,
+               "fact_fields holds the event's offsets and sizes");
+
 /* The string field of the event a string fact is kept in, and its size. */
 static char *string_field(sn_event *ev, unsigned f, size_t *size)
 {
-    switch (f) {
-    case F_MODEL:
-        *size = sizeof ev->model;
-        return ev->model;
-    case F_PROVIDER:
-        *size = sizeof ev->provider;
-        return ev->provider;
-    case F_OPERATION:
-        *size = sizeof ev->operation;
-        return ev->operation;
-    case F_USER:
-        *size = sizeof ev->user;
-        return ev->user;
-    case F_FINISH:
-        *size = sizeof ev->finish_reason;
-        return ev->finish_reason;
-    case F_ERROR:
-        *size = sizeof ev->error_type;
-        return ev->error_type;
-    default:
+    if (f >= F_COUNT || fact_fields[f].size == 0)
         return NULL;
-    }
+    *size = fact_fields[f].size;
+    return (char *)ev + fact_fields[f].off;
 }
 
 /* The count field of the event a count fact is kept in. */
 static int64_t *count_field(sn_event *ev, unsigned f)
 {
-    switch (f) {
-    case F_INPUT:
-        return &ev->input_tokens;
-    case F_OUTPUT:
-        return &ev->output_tokens;
-    case F_TOTAL:
-        return &ev->total_tokens;
-    case F_CACHE_READ:
-        return &ev->cache_read_tokens;
-    case F_CACHE_WRITE:
-        return &ev->cache_write_tokens;
-    case F_REASONING:
-        return &ev->reasoning_tokens;
-    default:
+    if (f >= F_COUNT || !fact_fields[f].count)
         return NULL;
-    }
+    return (int64_t *)(void *)((char *)ev + fact_fields[f].off);
 }
 
 /* Copies a string value into a fact's field (an INT too, for user ids). Returns false for other
@@ -448,7 +445,12 @@ static bool set_string(sn_event *ev, unsigned f, const sn_attr_value *v)
     }
     if (v->type != SN_ATTR_STRING || v->str == NULL || v->len == 0)
         return false;
-    sn_copy_truncated(dst, size, v->str, v->len);
+    if (v->len < size) { /* fits: what sn_copy_truncated does then */
+        memcpy(dst, v->str, v->len);
+        dst[v->len] = '\0';
+    } else {
+        sn_copy_truncated(dst, size, v->str, v->len);
+    }
     return true;
 }
 
@@ -492,10 +494,29 @@ static bool set_request_type(sn_event *ev, const sn_attr_value *v)
     return true;
 }
 
+int sn_genai_span_key(const char *key, size_t keylen)
+{
+    attr_id id = attr_lookup(key, keylen);
+    /* Of the known keys only OpenLLMetry's gen_ai.completion.0.finish_reason lies under a content
+     * prefix (test_genai checks every key of docs/llm-facts.md against sn_genai_is_content_key). */
+    if (id != A_NONE && id != A_OLL_FINISH_REASON)
+        return (int)id;
+    if (sn_genai_is_content_key(key, keylen))
+        return SN_GENAI_KEY_CONTENT;
+    return (int)id;
+}
+
 bool sn_genai_span_attr(sn_event *ev, const char *key, size_t keylen, const sn_attr_value *v)
 {
     attr_id id = attr_lookup(key, keylen);
     if (id == A_NONE)
+        return false;
+    return sn_genai_span_attr_id(ev, (int)id, v);
+}
+
+bool sn_genai_span_attr_id(sn_event *ev, int id, const sn_attr_value *v)
+{
+    if (id <= A_NONE || id >= A_COUNT)
         return false;
     const attr_def *a = &attrs[id];
     bool marks = a->conv != 0;
@@ -801,7 +822,61 @@ bool sn_genai_model_from_response(const sn_event *ev)
     return rank_of(ev, F_MODEL) >= attrs[A_OI_MODEL_NAME].rank;
 }
 
+void sn_genai_memo_init(sn_genai_memo *m)
+{
+    m->provider_ok = false;
+    m->rule_ok = false;
+}
+
+/* The provider's normalisation through the memo: copied when the raw name is the last one. */
+static void normalize_provider_memo(sn_event *ev, sn_genai_memo *m)
+{
+    /* The same string: the same bytes up to and with the memo's NUL (raw_len < the size). */
+    if (m->provider_ok && memcmp(ev->provider, m->raw, (size_t)m->raw_len + 1) == 0) {
+        memcpy(ev->provider, m->norm, (size_t)m->norm_len + 1);
+        return;
+    }
+    size_t n = strnlen(ev->provider, sizeof ev->provider - 1);
+    _Static_assert(sizeof m->raw == sizeof ev->provider && sizeof m->norm == sizeof ev->provider,
+                   "the memo holds any provider name");
+    memcpy(m->raw, ev->provider, n);
+    m->raw[n] = '\0';
+    m->raw_len = (uint8_t)n;
+    sn_genai_normalize_provider(ev->provider, sizeof ev->provider);
+    m->norm_len = (uint8_t)strnlen(ev->provider, sizeof ev->provider - 1);
+    memcpy(m->norm, ev->provider, (size_t)m->norm_len + 1);
+    m->provider_ok = true;
+}
+
+/* The price rule of the event's (model, provider) through the memo; -1 when none. */
+static int32_t price_rule_memo(const sn_event *ev, const sn_price_table *prices, sn_genai_memo *m)
+{
+    if (m->rule_ok && m->prices == prices &&
+        memcmp(ev->model, m->model, (size_t)m->model_len + 1) == 0 &&
+        memcmp(ev->provider, m->provider, (size_t)m->provider_len + 1) == 0)
+        return m->rule;
+    size_t mn = strnlen(ev->model, sizeof ev->model - 1);
+    size_t pn = strnlen(ev->provider, sizeof ev->provider - 1);
+    _Static_assert(sizeof m->model == sizeof ev->model && sizeof m->provider == sizeof ev->provider,
+                   "the memo holds any model and provider");
+    memcpy(m->model, ev->model, mn);
+    m->model[mn] = '\0';
+    memcpy(m->provider, ev->provider, pn);
+    m->provider[pn] = '\0';
+    m->model_len = (uint8_t)mn;
+    m->provider_len = (uint8_t)pn;
+    m->prices = prices;
+    m->rule = sn_price_rule(prices, m->model, m->provider);
+    m->rule_ok = true;
+    return m->rule;
+}
+
 bool sn_genai_finish(sn_event *ev, const sn_price_table *prices)
+{
+    return sn_genai_finish_memo(ev, prices, NULL);
+}
+
+bool sn_genai_finish_memo(sn_event *ev, const sn_price_table *prices, sn_genai_memo *memo)
 {
     if (rank_of(ev, F_KIND) == KIND_NOT_LLM) {
         ev->conventions = 0;
@@ -812,7 +887,10 @@ bool sn_genai_finish(sn_event *ev, const sn_price_table *prices)
 
     if (ev->start_unix_nano > 0 && ev->end_unix_nano >= ev->start_unix_nano)
         ev->latency_ms = (double)(ev->end_unix_nano - ev->start_unix_nano) / 1e6;
-    sn_genai_normalize_provider(ev->provider, sizeof ev->provider);
+    if (memo)
+        normalize_provider_memo(ev, memo);
+    else
+        sn_genai_normalize_provider(ev->provider, sizeof ev->provider);
     if (ev->error_type[0] != '\0')
         ev->is_error = true;
     if (ev->total_tokens < 0 && ev->input_tokens >= 0 && ev->output_tokens >= 0 &&
@@ -820,8 +898,11 @@ bool sn_genai_finish(sn_event *ev, const sn_price_table *prices)
         ev->total_tokens = ev->input_tokens + ev->output_tokens;
 
     if (ev->cost_source != SN_COST_SPAN && prices != NULL && ev->model[0] != '\0') {
-        sn_price p;
-        if (sn_price_lookup(prices, ev->model, ev->provider, ev->end_unix_nano, &p)) {
+        int32_t rule = memo ? price_rule_memo(ev, prices, memo)
+                            : sn_price_rule(prices, ev->model, ev->provider);
+        if (rule >= 0) {
+            sn_price p;
+            sn_price_rule_price(prices, rule, ev->end_unix_nano, &p);
             double cost = sn_price_cost(&p, ev->input_tokens, ev->output_tokens,
                                         ev->cache_read_tokens, ev->cache_write_tokens);
             if (!isnan(cost)) {

@@ -43,19 +43,53 @@ typedef struct sn_attr_value {
 
 /* Applies one resource attribute (service.name, service.version, cloud.region, k8s.pod.name) to
  * a template event that every span of that resource starts from. Unknown keys are ignored. */
-void sn_genai_resource_attr(sn_event *tmpl, const char *key, size_t keylen,
-                            const sn_attr_value *v);
+void sn_genai_resource_attr(sn_event *tmpl, const char *key, size_t keylen, const sn_attr_value *v);
 
 /* Applies one span attribute. Returns true when the key belongs to an LLM convention (the bit is
  * then set in ev->conventions). Values of the wrong type that can be read sensibly are converted
  * (an integer-valued string for a token count, an int for a double); others are ignored. */
 bool sn_genai_span_attr(sn_event *ev, const char *key, size_t keylen, const sn_attr_value *v);
 
+/* A span attribute key classified once, for decoders that see every key: SN_GENAI_KEY_CONTENT
+ * when sn_genai_is_content_key() holds (the value must not be read), SN_GENAI_KEY_OTHER when the
+ * key names no LLM fact (sn_genai_span_attr would ignore it), else a positive id to pass to
+ * sn_genai_span_attr_id(), which then does what sn_genai_span_attr() does for that key without
+ * looking the key up again. */
+enum { SN_GENAI_KEY_CONTENT = -1, SN_GENAI_KEY_OTHER = 0 };
+int sn_genai_span_key(const char *key, size_t keylen);
+
+/* sn_genai_span_attr() for a key already classified by sn_genai_span_key() (id > 0). */
+bool sn_genai_span_attr_id(sn_event *ev, int id, const sn_attr_value *v);
+
+/* What sn_genai_finish_memo() remembers between the spans of one request: the last provider
+ * name and its normalised form, and the price rule of the last (model, provider). A plain value
+ * (no pointers into spans, nothing allocated); zero it with sn_genai_memo_init() before the first
+ * span, and keep it no longer than the price table it was used with. One thread at a time. */
+typedef struct sn_genai_memo {
+    bool provider_ok; /* raw/norm hold a normalisation */
+    uint8_t raw_len, norm_len;
+    char raw[SN_SHORT_MAX];  /* a provider name as the span gave it */
+    char norm[SN_SHORT_MAX]; /* sn_genai_normalize_provider() of it */
+    bool rule_ok;            /* the fields below hold a price rule look-up */
+    const sn_price_table *prices;
+    uint8_t model_len, provider_len;
+    char model[SN_NAME_MAX];
+    char provider[SN_SHORT_MAX];
+    int32_t rule; /* sn_price_rule() of model and provider: -1 none */
+} sn_genai_memo;
+
+/* Empties a memo (the caller's storage; nothing is allocated, nothing to free). */
+void sn_genai_memo_init(sn_genai_memo *m);
+
 /* Completes an event after all attributes: latency from start/end, provider normalisation,
  * total tokens when only parts are known, the model from request/response names, and cost from
  * the price table when the span carried none (prices may be NULL: cost stays unknown).
  * Returns true when the span is an LLM call (some convention was seen). */
 bool sn_genai_finish(sn_event *ev, const sn_price_table *prices);
+
+/* sn_genai_finish() with a memo (may be NULL) of the request's earlier spans: the same result,
+ * without normalising a provider name or resolving a price rule seen just before. */
+bool sn_genai_finish_memo(sn_event *ev, const sn_price_table *prices, sn_genai_memo *memo);
 
 /* Normalises a provider name in place ("az.ai.openai" -> "azure.ai.openai",
  * "vertex_ai" -> "gcp.vertex_ai", ...). */

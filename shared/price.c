@@ -723,26 +723,37 @@ static int32_t find_rule(const sn_price_table *t, const char *model, const char 
     return r;
 }
 
-bool sn_price_lookup(const sn_price_table *t, const char *model, const char *provider,
-                     int64_t time_unix_nano, sn_price *out)
+int32_t sn_price_rule(const sn_price_table *t, const char *model, const char *provider)
 {
     if (t == NULL || model == NULL || model[0] == '\0')
-        return false;
-    int32_t r = find_rule(t, model, provider ? provider : "");
-    if (r < 0)
-        return false;
-    const price_rule *rule = &t->rules[r];
-    const price_version *vs = &t->versions[rule->first];
+        return -1;
+    return find_rule(t, model, provider ? provider : "");
+}
+
+void sn_price_rule_price(const sn_price_table *t, int32_t rule, int64_t time_unix_nano,
+                         sn_price *out)
+{
+    const price_rule *r = &t->rules[rule];
+    const price_version *vs = &t->versions[r->first];
     /* Latest date at or before the call; the first price for earlier calls; the last for 0. */
-    size_t pick = rule->count - 1;
+    size_t pick = r->count - 1;
     if (time_unix_nano != 0) {
         pick = 0;
-        for (size_t i = 1; i < rule->count; i++) {
+        for (size_t i = 1; i < r->count; i++) {
             if (vs[i].price.effective_unix_nano <= time_unix_nano)
                 pick = i;
         }
     }
     *out = vs[pick].price;
+}
+
+bool sn_price_lookup(const sn_price_table *t, const char *model, const char *provider,
+                     int64_t time_unix_nano, sn_price *out)
+{
+    int32_t r = sn_price_rule(t, model, provider);
+    if (r < 0)
+        return false;
+    sn_price_rule_price(t, r, time_unix_nano, out);
     return true;
 }
 

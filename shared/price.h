@@ -79,6 +79,14 @@ size_t sn_price_table_entries(const sn_price_table *t);
 bool sn_price_lookup(const sn_price_table *t, const char *model, const char *provider,
                      int64_t time_unix_nano, sn_price *out);
 
+/* sn_price_lookup() in two steps, for callers that remember the rule of a (model, provider)
+ * across calls with the same table: the rule's index (through the calling thread's cache), or -1
+ * when none matches or model is empty; then the price of a rule (index >= 0 from this table) at
+ * time_unix_nano, by sn_price_lookup()'s date rules. */
+int32_t sn_price_rule(const sn_price_table *t, const char *model, const char *provider);
+void sn_price_rule_price(const sn_price_table *t, int32_t rule, int64_t time_unix_nano,
+                         sn_price *out);
+
 /* The cost in USD of one call at price p. Token counts below 0 are unknown. input counts every
  * input token, cached ones included (the OpenTelemetry GenAI rule); cache reads and cache writes
  * are taken out of it and charged at their own prices (the input price when p lists none), so no

@@ -173,23 +173,21 @@ static size_t utf8_whole(const char *buf, size_t n)
     return n - (lead - 1) < want ? lead - 1 : n;
 }
 
-/* A string/bytes member into the bounded value buffer, delivered. */
+/* A string/bytes member delivered straight from the message bytes, cut at SN_PBW_VALUE_MAX. */
 static bool kv_string(sn_pbw_kv *k, sn_pbw *r, sn_attr_type type)
 {
     sn_pbw sub;
     if (!kv_ok(k, r, "attribute value", sn_pbw_len(r, &sub)))
         return false;
     size_t n = sn_pbw_left(&sub);
-    bool cut = n > sizeof(k->valbuf);
-    if (cut) {
-        n = sizeof(k->valbuf);
+    if (n > SN_PBW_VALUE_MAX) {
+        n = SN_PBW_VALUE_MAX;
         ++*k->values_truncated;
+        if (type == SN_ATTR_STRING && k->utf8_cut)
+            n = utf8_whole((const char *)sub.p, n);
     }
-    memcpy(k->valbuf, sub.p, n);
-    if (cut && type == SN_ATTR_STRING && k->utf8_cut)
-        n = utf8_whole(k->valbuf, n);
-    sn_attr_value v = {.type = type, .str = k->valbuf, .len = n};
-    k->deliver(k->ud, k->keybuf, k->keylen, &v);
+    sn_attr_value v = {.type = type, .str = (const char *)sub.p, .len = n};
+    k->deliver(k->ud, k->key, k->keylen, &v);
     return true;
 }
 
@@ -242,7 +240,7 @@ static bool kv_any(sn_pbw_kv *k, sn_pbw *r, bool in_array)
         }
         if (wt != expect[field])
             return kv_fail(k, r->p, "attribute value", "wrong wire type for an AnyValue member");
-        sn_attr_value v = {0};
+        sn_attr_value v;
         uint64_t u;
         switch (field) {
         case ANY_STRING:
@@ -254,19 +252,16 @@ static bool kv_any(sn_pbw_kv *k, sn_pbw *r, bool in_array)
         case ANY_INT:
             if (!kv_ok(k, r, "attribute value", sn_pbw_varint(r, &u)))
                 return false;
-            if (field == ANY_BOOL) {
-                v.type = SN_ATTR_BOOL;
-                v.b = u != 0;
-            } else {
-                v.type = SN_ATTR_INT;
-                v.i = (int64_t)u; /* int64 is two's complement on the wire */
-            }
+            if (field == ANY_BOOL)
+                v = (sn_attr_value){.type = SN_ATTR_BOOL, .b = u != 0};
+            else /* int64 is two's complement on the wire */
+                v = (sn_attr_value){.type = SN_ATTR_INT, .i = (int64_t)u};
             break;
         case ANY_DOUBLE:
             if (!kv_ok(k, r, "attribute value", sn_pbw_fixed64(r, &u)))
                 return false;
+            v = (sn_attr_value){.type = SN_ATTR_DOUBLE};
             memcpy(&v.d, &u, sizeof(v.d));
-            v.type = SN_ATTR_DOUBLE;
             break;
         case ANY_ARRAY: {
             if (in_array || !k->arrays) { /* carries no fact */
@@ -284,7 +279,7 @@ static bool kv_any(sn_pbw_kv *k, sn_pbw *r, bool in_array)
                 return false;
             continue;
         }
-        k->deliver(k->ud, k->keybuf, k->keylen, &v);
+        k->deliver(k->ud, k->key, k->keylen, &v);
     }
     return true;
 }
@@ -312,18 +307,17 @@ static bool kv_fields(sn_pbw_kv *k, sn_pbw *r, bool values_only)
             return false;
         size_t n = sn_pbw_left(&sub);
         if (field == KV_KEY) {
-            if (n >= sizeof(k->keybuf)) { /* no convention has such a key */
+            if (n >= SN_PBW_KEY_MAX) { /* no convention has such a key */
                 k->key_state = KEY_SKIP;
                 ++*k->keys_skipped;
                 continue;
             }
-            memcpy(k->keybuf, sub.p, n);
-            k->keybuf[n] = '\0';
+            k->key = (const char *)sub.p;
             k->keylen = n;
             k->key_state = KEY_OK;
         } else if (k->key_state == KEY_NONE) {
             k->value_before_key = true;
-        } else if (k->key_state == KEY_OK && (!k->want || k->want(k->ud, k->keybuf, k->keylen)) &&
+        } else if (k->key_state == KEY_OK && (!k->want || k->want(k->ud, k->key, k->keylen)) &&
                    !kv_any(k, &sub, false)) {
             return false;
         }
@@ -333,6 +327,13 @@ static bool kv_fields(sn_pbw_kv *k, sn_pbw *r, bool values_only)
 
 bool sn_pbw_kv_read(sn_pbw_kv *k, sn_pbw r)
 {
+    sn_pbw sub;
+    if (sn_pbw_kv_simple(r, &k->key, &k->keylen, &sub)) { /* the general path reads it so too */
+        k->key_state = KEY_OK;
+        if (k->want && !k->want(k->ud, k->key, k->keylen))
+            return true;
+        return kv_any(k, &sub, false);
+    }
     sn_pbw again = r;
     k->key_state = KEY_NONE;
     k->value_before_key = false;

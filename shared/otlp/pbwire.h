@@ -75,21 +75,31 @@ static inline size_t sn_pbw_left(const sn_pbw *r)
     return (size_t)(r->end - r->p);
 }
 
-/* A varint that must fit 32 bits (tags and lengths). */
+/* A varint that must fit 32 bits (tags and lengths). One and two bytes inline. */
 static inline sn_pbw_status sn_pbw_varint32(sn_pbw *r, uint32_t *out)
 {
     if (r->p < r->end && !(*r->p & 0x80)) {
         *out = *r->p++;
         return SN_PBW_OK;
     }
+    if (r->end - r->p >= 2 && !(r->p[1] & 0x80)) {
+        *out = (uint32_t)(r->p[0] & 0x7F) | (uint32_t)r->p[1] << 7;
+        r->p += 2;
+        return SN_PBW_OK;
+    }
     return sn_pbw_varint32_slow(r, out);
 }
 
-/* A 64-bit varint value. */
+/* A 64-bit varint value. One and two bytes inline. */
 static inline sn_pbw_status sn_pbw_varint(sn_pbw *r, uint64_t *out)
 {
     if (r->p < r->end && !(*r->p & 0x80)) {
         *out = *r->p++;
+        return SN_PBW_OK;
+    }
+    if (r->end - r->p >= 2 && !(r->p[1] & 0x80)) {
+        *out = (uint64_t)(r->p[0] & 0x7F) | (uint64_t)r->p[1] << 7;
+        r->p += 2;
         return SN_PBW_OK;
     }
     return sn_pbw_varint_slow(r, out);
@@ -166,12 +176,14 @@ sn_pbw_status sn_pbw_skip_scalar(sn_pbw *r, uint32_t wt);
 /* ---------------------------------------------------------------- KeyValue and AnyValue
  *
  * The one reader of OTLP attributes (common.proto KeyValue / AnyValue / ArrayValue) for the
- * trace, metrics and logs decoders. A KeyValue's key is read into a bounded buffer (a key of
- * SN_PBW_KEY_MAX bytes or more is skipped with its value, counted); its value, when the caller
- * wants it, is delivered member by member as sn_attr_value (strings and bytes cut at
- * SN_PBW_VALUE_MAX, counted; scalars keep their presence: an int 0 is a value). A key/value
- * list, and an array inside an array, are skipped unread (counted), so the depth is fixed by
- * the schema. A value before its key is read in a second pass over the same bytes.
+ * trace, metrics and logs decoders. Nothing is copied: a KeyValue's key and a string value are
+ * handed to the caller as pointers into the message bytes. A key of SN_PBW_KEY_MAX bytes or more
+ * is skipped with its value (counted); the value, when the caller wants it, is delivered member
+ * by member as sn_attr_value (strings and bytes cut at SN_PBW_VALUE_MAX, counted; scalars keep
+ * their presence: an int 0 is a value). A key/value list, and an array inside an array, are
+ * skipped unread (counted), so the depth is fixed by the schema. A value before its key is read
+ * in a second pass over the same bytes. The common layout (key, then value, nothing else, one-
+ * byte lengths) takes a fast path that gives the same results as the general one.
  * Errors ("attribute", "attribute key", "attribute value", "attribute array" + what + where):
  * a key or value that is not length-delimited, an AnyValue member or array element of the wrong
  * wire type, and everything the wire reader refuses.
@@ -183,8 +195,8 @@ struct sn_attr_value;
 
 typedef struct sn_pbw_kv {
     /* Set by the caller. want may be NULL (every value is read); it is asked when a value is
-     * about to be read, with its key. deliver receives each value; key and value are borrowed
-     * for the call only. */
+     * about to be read, with its key. deliver receives each value; key and value point into the
+     * message bytes and are borrowed for the call only (not NUL-terminated). */
     bool (*want)(void *ud, const char *key, size_t keylen);
     void (*deliver)(void *ud, const char *key, size_t keylen, const struct sn_attr_value *v);
     void *ud;
@@ -197,16 +209,35 @@ typedef struct sn_pbw_kv {
     const char *what;
     const uint8_t *at;
 
-    /* The reader's own. */
+    /* The reader's own: the current key (into the message bytes). */
     int key_state;
     bool value_before_key;
+    const char *key;
     size_t keylen;
-    char keybuf[SN_PBW_KEY_MAX];
-    char valbuf[SN_PBW_VALUE_MAX];
 } sn_pbw_kv;
 
+/* The common layout of a KeyValue, for callers with a fast path of their own: tag 1, a key of
+ * under 128 bytes, tag 2, a value of under 128 bytes that ends the message. Returns true with
+ * the key and the value's bytes (pointers into r's bytes) when r is exactly that; then
+ * sn_pbw_kv_read() would read the same key and the same value. False: use sn_pbw_kv_read(). */
+static inline bool sn_pbw_kv_simple(sn_pbw r, const char **key, size_t *keylen, sn_pbw *value)
+{
+    const uint8_t *p = r.p;
+    size_t left = sn_pbw_left(&r);
+    if (left < 4 || p[0] != 0x0A || p[1] >= 0x80 || (size_t)p[1] + 4 > left)
+        return false;
+    const uint8_t *v = p + 2 + p[1];
+    if (v[0] != 0x12 || v[1] >= 0x80 || (size_t)(r.end - v) != (size_t)v[1] + 2)
+        return false;
+    *key = (const char *)p + 2;
+    *keylen = p[1];
+    value->p = v + 2;
+    value->end = r.end;
+    return true;
+}
+
 /* Reads one KeyValue (r covers exactly its bytes). Returns false on malformed input, with
- * k->where / what / at set. */
+ * k->where / what / at set. Nothing is allocated; the caller's bytes must outlive the call. */
 bool sn_pbw_kv_read(sn_pbw_kv *k, sn_pbw r);
 
 #endif

@@ -7,8 +7,11 @@
  *                                              -> ScopeSpans -> Span -> trace_id, span_id, times,
  *                                                                       status, KeyValue...
  *   KeyValue => sn_pbw_kv_read (pbwire.h, shared with the metrics and logs decoders):
- *               key (bounded buffer), value -> AnyValue -> string/bool/int/double/bytes, or
+ *               key (in place), value -> AnyValue -> string/bool/int/double/bytes, or
  *               ArrayValue -> AnyValue...
+ *   A span's KeyValue in the usual encoding (key then value, one-byte lengths, a scalar or an
+ *   array of scalars) is read here without the reader's callbacks (read_span_attribute), with
+ *   the same result; anything else goes to sn_pbw_kv_read.
  *
  * The rules are those of the nanopb decoder this replaced (kept as the test reference in
  * tests/tools/otlp_ref_nanopb.c), so the same bytes give the same events, counts and errors:
@@ -54,6 +57,18 @@ enum {
 enum { STATUS_CODE = 3, STATUS_CODE_ERROR = 2 };
 typedef enum attr_target { TARGET_RESOURCE, TARGET_SPAN } attr_target;
 
+/* The keys of the previous span's attributes, by position, with their sn_genai_span_key(): the
+ * spans of one request mostly repeat the same keys in the same order, so an attribute's key is
+ * first compared with the key at its position in the span before. A slot names the key's bytes
+ * by their offset in the request, which outlives the call. */
+#define KEY_MEMO_SLOTS 64
+_Static_assert(SN_GENAI_KEY_OTHER == 0, "a zeroed key_memo slot is empty and names nothing");
+typedef struct key_memo {
+    uint32_t off; /* the key's offset in the request */
+    uint16_t len; /* 0: empty slot */
+    int16_t cls;  /* sn_genai_span_key() */
+} key_memo;
+
 _Static_assert(SN_OTLP_KEY_MAX == SN_PBW_KEY_MAX && SN_OTLP_VALUE_MAX == SN_PBW_VALUE_MAX,
                "traces.h documents the attribute reader's bounds");
 
@@ -79,7 +94,11 @@ typedef struct decoder {
 
     /* KeyValue level */
     attr_target target;
+    int span_key; /* sn_genai_span_key() of the current span attribute's key */
+    key_memo keys[KEY_MEMO_SLOTS];
+    size_t attr_pos; /* the current attribute's position in its span */
     sn_pbw_kv kv;
+    sn_genai_memo memo; /* provider normalisation and price rule of the spans before */
 
     /* The first failure: what, where, and the byte offset when known. */
     const char *fail;
@@ -150,12 +169,60 @@ static bool read_fixed64(decoder *d, sn_pbw *r, uint32_t wt, const char *level, 
     return st == SN_PBW_OK || fail_wire(d, r, level, st);
 }
 
+/* a[0..n) == b[0..n), in 8-byte words when n >= 8 (keys are 10 to 45 bytes long). */
+static inline bool same_bytes(const char *a, const char *b, size_t n)
+{
+    uint64_t x, y;
+    if (n < 8)
+        return memcmp(a, b, n) == 0;
+    for (size_t i = 0; i + 8 < n; i += 8) {
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        if (x != y)
+            return false;
+    }
+    memcpy(&x, a + n - 8, 8);
+    memcpy(&y, b + n - 8, 8);
+    return x == y;
+}
+
+/* sn_genai_span_key() of a key that missed the memo, kept in slot m when it can be named. */
+static int span_key_miss(decoder *d, key_memo *m, const char *key, size_t len)
+{
+    int cls = sn_genai_span_key(key, len);
+    size_t off = (size_t)((const uint8_t *)key - d->buf);
+    if (len <= UINT16_MAX && off <= UINT32_MAX) {
+        m->off = (uint32_t)off;
+        m->len = (uint16_t)len;
+        m->cls = (int16_t)cls;
+    }
+    return cls;
+}
+
+/* sn_genai_span_key() of the key of the span's attribute at position d->attr_pos, through the
+ * memo of the previous span's keys. An empty slot (len 0, class SN_GENAI_KEY_OTHER) also answers
+ * for an empty key, rightly: an empty key names nothing. */
+static inline int span_key_class(decoder *d, const char *key, size_t len)
+{
+    if (d->attr_pos >= KEY_MEMO_SLOTS)
+        return sn_genai_span_key(key, len);
+    key_memo *m = &d->keys[d->attr_pos];
+    if (m->len == len && same_bytes(key, (const char *)d->buf + m->off, len))
+        return m->cls;
+    return span_key_miss(d, m, key, len);
+}
+
 /* The attribute reader's questions: is this value read (never for prompt or response text of a
- * span), and where does it go (resource template or current span). */
+ * span), and where does it go (resource template or current span). A span attribute's key is
+ * classified once, here; a key that names no fact still has its value read (and checked, as
+ * nanopb did) but delivers nothing. */
 static bool want_value(void *ud, const char *key, size_t keylen)
 {
-    const decoder *d = ud;
-    return d->target == TARGET_RESOURCE || !sn_genai_is_content_key(key, keylen);
+    decoder *d = ud;
+    if (d->target == TARGET_RESOURCE)
+        return true;
+    d->span_key = span_key_class(d, key, keylen);
+    return d->span_key != SN_GENAI_KEY_CONTENT;
 }
 
 static void deliver(void *ud, const char *key, size_t keylen, const sn_attr_value *v)
@@ -163,8 +230,8 @@ static void deliver(void *ud, const char *key, size_t keylen, const sn_attr_valu
     decoder *d = ud;
     if (d->target == TARGET_RESOURCE)
         sn_genai_resource_attr(&d->tmpl, key, keylen, v);
-    else
-        sn_genai_span_attr(&d->ev, key, keylen, v);
+    else if (d->span_key > SN_GENAI_KEY_OTHER)
+        sn_genai_span_attr_id(&d->ev, d->span_key, v);
 }
 
 /* One KeyValue of a resource or a span (d->target says which), by the shared reader. */
@@ -173,6 +240,97 @@ static bool read_attribute(decoder *d, const sn_pbw *s)
     if (sn_pbw_kv_read(&d->kv, *s))
         return true;
     return fail(d, d->kv.at, d->kv.where, d->kv.what);
+}
+
+/* An AnyValue (r holds exactly its bytes) that is one scalar member in the usual encoding: a
+ * string of under 128 bytes, a bool, an int or a double. Returns true with *v as the attribute
+ * reader would deliver it, false for anything else (then the reader is used). */
+static inline bool any_scalar(sn_pbw r, sn_attr_value *v)
+{
+    if (!sn_pbw_more(&r))
+        return false;
+    uint8_t tag = *r.p++;
+    uint64_t u;
+    switch (tag) {
+    case 0x0A: /* string_value */
+        if (!sn_pbw_more(&r) || *r.p >= 0x80 || sn_pbw_left(&r) != (size_t)*r.p + 1)
+            return false;
+        *v = (sn_attr_value){.type = SN_ATTR_STRING, .str = (const char *)r.p + 1, .len = *r.p};
+        return true;
+    case 0x10: /* bool_value */
+    case 0x18: /* int_value */
+        if (sn_pbw_varint(&r, &u) != SN_PBW_OK || sn_pbw_more(&r))
+            return false;
+        if (tag == 0x10)
+            *v = (sn_attr_value){.type = SN_ATTR_BOOL, .b = u != 0};
+        else /* int64 is two's complement on the wire */
+            *v = (sn_attr_value){.type = SN_ATTR_INT, .i = (int64_t)u};
+        return true;
+    case 0x21: /* double_value */
+        if (sn_pbw_left(&r) != 8 || sn_pbw_fixed64(&r, &u) != SN_PBW_OK)
+            return false;
+        *v = (sn_attr_value){.type = SN_ATTR_DOUBLE};
+        memcpy(&v->d, &u, sizeof(v->d));
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* An AnyValue (r holds exactly its bytes) that is an array of scalars in the usual encoding
+ * (gen_ai.response.finish_reasons): each element, as any_scalar() reads it, is applied under
+ * span key cls. The elements are all checked before the first is applied. Returns false, having
+ * applied nothing, for anything else (then the reader is used). */
+static bool any_scalar_array(decoder *d, int cls, sn_pbw r)
+{
+    size_t left = sn_pbw_left(&r);
+    if (left < 2 || r.p[0] != 0x2A || r.p[1] >= 0x80 || left != (size_t)r.p[1] + 2)
+        return false;
+    sn_attr_value v;
+    for (int pass = 0; pass < 2; pass++) {
+        sn_pbw a = {r.p + 2, r.end};
+        while (sn_pbw_more(&a)) {
+            left = sn_pbw_left(&a);
+            if (left < 2 || a.p[0] != 0x0A || a.p[1] >= 0x80 || left < (size_t)a.p[1] + 2)
+                return false;
+            sn_pbw e = {a.p + 2, a.p + 2 + a.p[1]};
+            if (!any_scalar(e, &v))
+                return false;
+            if (pass == 1)
+                sn_genai_span_attr_id(&d->ev, cls, &v);
+            a.p = e.end;
+        }
+        if (cls <= SN_GENAI_KEY_OTHER)
+            break;
+    }
+    return true;
+}
+
+/* One KeyValue of a span: a key/value of one scalar, or an array of scalars, in the usual
+ * encoding is read here (what the shared reader would deliver, without its callbacks); anything
+ * else by the reader. */
+static bool read_span_attribute(decoder *d, const sn_pbw *s)
+{
+    const char *key;
+    size_t keylen;
+    sn_pbw val;
+    sn_attr_value v;
+    bool ok = true;
+    if (sn_pbw_kv_simple(*s, &key, &keylen, &val)) {
+        int cls = span_key_class(d, key, keylen);
+        if (cls == SN_GENAI_KEY_CONTENT) {
+            /* prompt or response text: never read */
+        } else if (any_scalar(val, &v)) {
+            if (cls > SN_GENAI_KEY_OTHER)
+                sn_genai_span_attr_id(&d->ev, cls, &v);
+        } else if (!any_scalar_array(d, cls, val)) {
+            ok = read_attribute(d, s);
+        }
+    } else {
+        ok = read_attribute(d, s);
+    }
+    d->attr_pos++;
+    return ok;
 }
 
 /* Span.trace_id / Span.span_id: kept when exactly the right size and not all zero. */
@@ -246,8 +404,15 @@ static bool read_span_fields(decoder *d, sn_pbw *r, uint64_t *start, uint64_t *e
                 return false;
             break;
         case SPAN_ATTRIBUTES:
-            if (!field_bytes(d, r, wt, L, "attribute", &sub) || !read_attribute(d, &sub))
-                return false;
+            /* Attributes usually follow each other: their one-byte tag is taken here. */
+            for (;;) {
+                if (!field_bytes(d, r, wt, L, "attribute", &sub) || !read_span_attribute(d, &sub))
+                    return false;
+                if (r->p == r->end || *r->p != (SPAN_ATTRIBUTES << 3 | SN_PBW_LEN))
+                    break;
+                r->p++;
+                wt = SN_PBW_LEN;
+            }
             break;
         case SPAN_KIND:
         case SPAN_DROPPED_ATTRIBUTES:
@@ -291,6 +456,7 @@ static bool read_span(decoder *d, sn_pbw *r)
     d->trace_id_ok = false;
     d->span_id_ok = false;
     d->target = TARGET_SPAN;
+    d->attr_pos = 0;
     uint64_t start = 0, end = 0;
     uint32_t status_code = 0;
     if (!read_span_fields(d, r, &start, &end, &status_code))
@@ -313,7 +479,7 @@ static bool read_span(decoder *d, sn_pbw *r)
     if (status_code == STATUS_CODE_ERROR)
         d->ev.is_error = true;
 
-    if (!sn_genai_finish(&d->ev, d->prices))
+    if (!sn_genai_finish_memo(&d->ev, d->prices, &d->memo))
         return true; /* not an LLM call */
     if (d->ev.end_unix_nano < d->ev.start_unix_nano) {
         reject(d, SN_OTLP_REJECT_TIME);
@@ -425,6 +591,10 @@ int sn_otlp_decode_traces(const uint8_t *buf, size_t len, const sn_price_table *
     d.where = NULL;
     d.fail_at = -1;
     d.target = TARGET_RESOURCE;
+    d.span_key = SN_GENAI_KEY_OTHER;
+    memset(d.keys, 0, sizeof(d.keys)); /* every slot empty: len 0, SN_GENAI_KEY_OTHER (0) */
+    d.attr_pos = 0;
+    sn_genai_memo_init(&d.memo);
     d.kv.want = want_value;
     d.kv.deliver = deliver;
     d.kv.ud = &d;

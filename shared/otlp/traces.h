@@ -6,14 +6,18 @@
  * and keeps only what becomes an LLM fact: resource attributes, span ids, times, status and
  * attributes. Everything else (names, events, links, scopes, nested key/value lists) is skipped
  * on the wire without being decoded. No object tree is built and nothing is allocated: the event
- * being filled lives on the stack, attribute keys and string values are read into bounded
- * buffers, and the recursion depth is fixed by the schema (nested values are skipped, not
- * descended into), so no input can grow the stack.
+ * being filled lives on the stack, attribute keys and string values are read in place from the
+ * request (a string is cut at SN_OTLP_VALUE_MAX; only what becomes a fact is copied, bounded,
+ * into the event), and the recursion depth is fixed by the schema (nested values are skipped,
+ * not descended into), so no input can grow the stack.
  *
  * For each span: the resource's template event (sn_genai_resource_attr) is copied, span
- * attributes are applied (sn_genai_span_attr; an array value is one call per element), ids,
- * times and status are set, and sn_genai_finish() decides whether it is an LLM call. If it is,
- * the caller's callback receives the event.
+ * attributes are applied (sn_genai_span_key / sn_genai_span_attr_id; an array value is one call
+ * per element), ids, times and status are set, and sn_genai_finish_memo() decides whether it is
+ * an LLM call. If it is, the caller's callback receives the event. Within one call the decoder
+ * remembers (bounded, on the stack) the key classes of the previous span's attributes by
+ * position, and the last provider normalisation and price rule: the spans of one request mostly
+ * repeat them.
  *
  * Thread safety: the decoder has no global state; any number of threads may decode at once.
  */

@@ -8,6 +8,10 @@
  * and prints nanoseconds per span for each, as one JSON line per decoder.
  *
  *   sentinel-bench-decode [--spans 512] [--iterations 2000] [--decoder hand|nanopb|both]
+ *                         [--prices]
+ *
+ * --prices passes the built-in price table, as the sidecar does, so each span's cost is looked up
+ * (without it the table is NULL and the cost stays unknown).
  *
  * For exact, load-independent numbers count instructions of the timed loop only:
  *   valgrind --tool=callgrind --toggle-collect=bench_loop sentinel-bench-decode \
@@ -15,10 +19,12 @@
  * (instructions per span = the reported total / (20 * 512)). docs/benchmarks.md has results.
  */
 #include "otlp/traces.h"
+#include "price.h"
 #include "otlp_ref.h"
 
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,14 +206,14 @@ static void count_event(const sn_event *ev, void *ud)
 
 /* The timed loop (callgrind: --toggle-collect=bench_loop). Returns events seen, or 0 on error. */
 __attribute__((noinline)) uint64_t bench_loop(decode_fn fn, const uint8_t *buf, size_t len,
-                                              long iterations);
+                                              const sn_price_table *prices, long iterations);
 __attribute__((noinline)) uint64_t bench_loop(decode_fn fn, const uint8_t *buf, size_t len,
-                                              long iterations)
+                                              const sn_price_table *prices, long iterations)
 {
     uint64_t events = 0;
     char err[SN_OTLP_ERR_MAX];
     for (long i = 0; i < iterations; i++) {
-        if (fn(buf, len, NULL, count_event, &events, NULL, err, sizeof err) != 0) {
+        if (fn(buf, len, prices, count_event, &events, NULL, err, sizeof err) != 0) {
             fprintf(stderr, "decode failed: %s\n", err);
             return 0;
         }
@@ -223,11 +229,11 @@ static double now_s(void)
 }
 
 static int run(const char *name, decode_fn fn, const uint8_t *buf, size_t len, size_t nspans,
-               long iterations)
+               const sn_price_table *prices, long iterations)
 {
-    bench_loop(fn, buf, len, iterations / 10 + 1); /* warm up */
+    bench_loop(fn, buf, len, prices, iterations / 10 + 1); /* warm up */
     double t0 = now_s();
-    uint64_t events = bench_loop(fn, buf, len, iterations);
+    uint64_t events = bench_loop(fn, buf, len, prices, iterations);
     double dt = now_s() - t0;
     if (events != (uint64_t)iterations * nspans) {
         fprintf(stderr, "%s: %llu events, expected %llu\n", name, (unsigned long long)events,
@@ -236,8 +242,8 @@ static int run(const char *name, decode_fn fn, const uint8_t *buf, size_t len, s
     }
     double spans = (double)iterations * (double)nspans;
     printf("{\"decoder\":\"%s\",\"spans_per_request\":%zu,\"request_bytes\":%zu,"
-           "\"iterations\":%ld,\"ns_per_span\":%.1f,\"spans_per_s\":%.0f}\n",
-           name, nspans, len, iterations, dt * 1e9 / spans, spans / dt);
+           "\"iterations\":%ld,\"prices\":%s,\"ns_per_span\":%.1f,\"spans_per_s\":%.0f}\n",
+           name, nspans, len, iterations, prices ? "true" : "false", dt * 1e9 / spans, spans / dt);
     return 0;
 }
 
@@ -257,6 +263,7 @@ int main(int argc, char **argv)
 {
     long nspans = 512, iterations = 2000;
     const char *which = "both";
+    bool with_prices = false;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(argv[i], "--spans") == 0)
@@ -265,8 +272,12 @@ int main(int argc, char **argv)
             iterations = parse_count(argv[i], v), i++;
         else if (strcmp(argv[i], "--decoder") == 0 && v)
             which = v, i++;
+        else if (strcmp(argv[i], "--prices") == 0)
+            with_prices = true;
         else {
-            fprintf(stderr, "usage: %s [--spans N] [--iterations N] [--decoder hand|nanopb|both]\n",
+            fprintf(stderr,
+                    "usage: %s [--spans N] [--iterations N] [--decoder hand|nanopb|both] "
+                    "[--prices]\n",
                     argv[0]);
             return 2;
         }
@@ -278,10 +289,23 @@ int main(int argc, char **argv)
         return 1;
     }
     int rc = 0;
+    sn_price_table *prices = NULL;
+    if (with_prices) {
+        char err[256];
+        prices = sn_price_table_default(err, sizeof err);
+        if (!prices) {
+            fprintf(stderr, "price table: %s\n", err);
+            rc = 1;
+            goto out;
+        }
+    }
     if (strcmp(which, "hand") == 0 || strcmp(which, "both") == 0)
-        rc |= run("hand", sn_otlp_decode_traces, buf, len, (size_t)nspans, iterations);
+        rc |= run("hand", sn_otlp_decode_traces, buf, len, (size_t)nspans, prices, iterations);
     if (strcmp(which, "nanopb") == 0 || strcmp(which, "both") == 0)
-        rc |= run("nanopb", sn_ref_decode_traces_nanopb, buf, len, (size_t)nspans, iterations);
+        rc |= run("nanopb", sn_ref_decode_traces_nanopb, buf, len, (size_t)nspans, prices,
+                  iterations);
+out:
+    sn_price_table_destroy(prices);
     free(buf);
     return rc == 0 ? 0 : 1;
 }

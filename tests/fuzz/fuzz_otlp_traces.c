@@ -46,18 +46,23 @@ static void differ(const char *what, const char *detail)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static record hand, ref; /* large: not on the stack */
+    /* Both decoders price the spans with the built-in table (the sidecar's default), so the
+     * hand decoder's per-request memo of price rules is compared with plain look-ups. */
+    static sn_price_table *prices;
+    if (!prices && !(prices = sn_price_table_default(NULL, 0)))
+        abort();
     sn_otlp_trace_stats st, ref_st;
     char err[SN_OTLP_ERR_MAX], ref_err[SN_OTLP_ERR_MAX];
     const char *field = "";
     hand.n = hand.kept = ref.n = ref.kept = 0;
     err[0] = ref_err[0] = '\0';
-    int rc = sn_otlp_decode_traces(data, size, NULL, check_event, &hand, &st, err, sizeof(err));
+    int rc = sn_otlp_decode_traces(data, size, prices, check_event, &hand, &st, err, sizeof(err));
     if (rc != 0 && (rc != -1 || err[0] == '\0'))
         abort();
     if (hand.n != st.llm_events)
         abort();
 
-    int ref_rc = sn_ref_decode_traces_nanopb(data, size, NULL, check_event, &ref, &ref_st, ref_err,
+    int ref_rc = sn_ref_decode_traces_nanopb(data, size, prices, check_event, &ref, &ref_st, ref_err,
                                              sizeof(ref_err));
     if (rc != ref_rc)
         differ("result:", rc == 0 ? ref_err : err);

@@ -699,6 +699,84 @@ START_TEST(near_miss_span_keys_map_to_nothing)
 }
 END_TEST
 
+/* sn_genai_span_key() + sn_genai_span_attr_id() must do what sn_genai_span_attr() does, and a
+ * content key must be classified as content (the trace decoder then never reads its value). */
+static void check_span_key(const char *key, size_t keylen)
+{
+    int id = sn_genai_span_key(key, keylen);
+    if (sn_genai_is_content_key(key, keylen)) {
+        ck_assert_msg(id == SN_GENAI_KEY_CONTENT, "'%.*s': content, got %d", (int)keylen, key, id);
+        return;
+    }
+    ck_assert_msg(id != SN_GENAI_KEY_CONTENT, "'%.*s' is not content", (int)keylen, key);
+    ck_assert_msg((id > SN_GENAI_KEY_OTHER) == is_span_key(key, keylen), "'%.*s': id %d",
+                  (int)keylen, key, id);
+    sn_attr_value vals[] = {
+        {.type = SN_ATTR_STRING, .str = "llm", .len = 3},
+        {.type = SN_ATTR_STRING, .str = "12", .len = 2},
+        {.type = SN_ATTR_INT, .i = 7},
+        {.type = SN_ATTR_DOUBLE, .d = 0.5},
+        {.type = SN_ATTR_BOOL, .b = true},
+    };
+    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
+        sn_event a = fresh(), b = fresh();
+        bool ra = sn_genai_span_attr(&a, key, keylen, &vals[i]);
+        bool rb = id > SN_GENAI_KEY_OTHER && sn_genai_span_attr_id(&b, id, &vals[i]);
+        ck_assert_msg(ra == rb, "'%.*s' value %zu: %d vs %d", (int)keylen, key, i, ra, rb);
+        ck_assert_msg(memcmp(&a, &b, sizeof a) == 0, "'%.*s' value %zu: events differ", (int)keylen,
+                      key, i);
+    }
+}
+
+START_TEST(span_key_classification_matches_the_lookup)
+{
+    static const char *const others[] = {
+        "",
+        "g",
+        "gen_ai.",
+        "gen_ai.prompt",
+        "gen_ai.prompt.0.content",
+        "gen_ai.promptx",
+        "gen_ai.completion",
+        "gen_ai.completion.0.content",
+        "gen_ai.input.messages",
+        "gen_ai.content.prompt",
+        "llm.input_messages.0.message.content",
+        "llm.prompts",
+        "input.value",
+        "output.value",
+        "retrieval.documents.0.document.content",
+        "tool.parameters",
+        "traceloop.entity.input",
+        "embedding.embeddings.0.embedding.text",
+        "server.address",
+        "http.response.status_code",
+        "gen_ai.response.id",
+        "gen_ai.conversation.id",
+        "gen_ai.output.type",
+    };
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
+        check_span_key(others[i], strlen(others[i]));
+    for (size_t i = 0; i < N_SPAN_KEYS; i++) {
+        const char *k = span_keys[i].key;
+        size_t n = strlen(k);
+        char buf[128];
+        check_span_key(k, n);
+        check_span_key(k, n - 1);
+        snprintf(buf, sizeof buf, "%s.0", k);
+        check_span_key(buf, strlen(buf));
+        memcpy(buf, k, n + 1);
+        buf[n - 1] = '#';
+        check_span_key(buf, n);
+    }
+    /* gen_ai.completion.0.finish_reason is a key of the table under a content prefix. */
+    ck_assert_int_eq(sn_genai_span_key("gen_ai.completion.0.finish_reason", 33),
+                     SN_GENAI_KEY_CONTENT);
+    ck_assert(!sn_genai_span_attr_id(NULL, SN_GENAI_KEY_OTHER, NULL));
+    ck_assert(!sn_genai_span_attr_id(NULL, 1000, NULL));
+}
+END_TEST
+
 START_TEST(resource_keys_exact_and_near_misses)
 {
     static const char *keys[] = {"service.name", "service.version", "cloud.region", "k8s.pod.name"};
@@ -929,6 +1007,53 @@ START_TEST(finish_derives_latency_total_and_cost)
 }
 END_TEST
 
+/* sn_genai_finish_memo() over a run of spans must give what sn_genai_finish() gives each. */
+START_TEST(finish_memo_matches_finish)
+{
+    sn_price_table *t = prices();
+    static const struct {
+        const char *model, *provider;
+    } runs[] = {
+        {"gpt-4o", "openai"},
+        {"gpt-4o", "openai"},
+        {"gpt-4o", " OpenAI "},
+        {"gpt-4o", "az.ai.openai"},
+        {"gpt-4o", "azure"},
+        {"gpt-4o-mini", "azure"},
+        {"claude-3-5-sonnet-20241022", "anthropic"},
+        {"claude-3-5-sonnet-20241022", ""},
+        {"my-private-finetune", "openai"},
+        {"gpt-4o", ""},
+        {"gpt-4o", "openai"},
+        {"gemini-1.5-pro", "vertex_ai"},
+        {"gemini-1.5-pro", "VERTEX_AI"},
+        {"", "openai"},
+    };
+    sn_genai_memo memo;
+    sn_genai_memo_init(&memo);
+    for (int round = 0; round < 2; round++) {
+        for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+            sn_event a = fresh();
+            if (runs[i].model[0])
+                s_attr(&a, "gen_ai.request.model", runs[i].model);
+            if (runs[i].provider[0])
+                s_attr(&a, "gen_ai.provider.name", runs[i].provider);
+            else
+                s_attr(&a, "gen_ai.operation.name", "chat");
+            i_attr(&a, "gen_ai.usage.input_tokens", 1000 + (int64_t)i);
+            i_attr(&a, "gen_ai.usage.output_tokens", 100);
+            sn_event b = a;
+            /* The second round without a table: the memo must not price from the first. */
+            const sn_price_table *pt = round == 0 ? t : NULL;
+            ck_assert(sn_genai_finish(&a, pt) == sn_genai_finish_memo(&b, pt, &memo));
+            ck_assert_msg(memcmp(&a, &b, sizeof a) == 0, "run %zu round %d: events differ", i,
+                          round);
+        }
+    }
+    sn_price_table_destroy(t);
+}
+END_TEST
+
 static Suite *genai_suite(void)
 {
     Suite *s = suite_create("genai");
@@ -941,6 +1066,8 @@ static Suite *genai_suite(void)
     tcase_add_test(tc, every_span_key_maps_to_its_fact);
     tcase_add_test(tc, near_miss_span_keys_map_to_nothing);
     tcase_add_test(tc, resource_keys_exact_and_near_misses);
+    tcase_add_test(tc, span_key_classification_matches_the_lookup);
+    tcase_add_test(tc, finish_memo_matches_finish);
     suite_add_tcase(s, tc);
     tc = tcase_create("precedence");
     tcase_add_test(tc, response_model_beats_request_model_in_any_order);

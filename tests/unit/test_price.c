@@ -260,6 +260,24 @@ START_TEST(later_effective_dates_supersede)
     ck_assert_double_eq(p.input, 10.0);
     ck_assert(sn_price_lookup(t, "o3", NULL, 0, &p));
     ck_assert_double_eq(p.input, 1.0);
+    /* The two-step look-up (rule, then its price at a time) gives the same prices. */
+    int32_t rule = sn_price_rule(t, "o3", NULL);
+    ck_assert_int_ge(rule, 0);
+    const int64_t times[] = {0,
+                             day(2024, 1, 1),
+                             day(2025, 5, 1),
+                             day(2025, 6, 10) - 1,
+                             day(2025, 6, 10),
+                             day(2026, 3, 1)};
+    for (size_t i = 0; i < sizeof times / sizeof times[0]; i++) {
+        sn_price q;
+        ck_assert(sn_price_lookup(t, "o3", NULL, times[i], &p));
+        sn_price_rule_price(t, rule, times[i], &q);
+        ck_assert(memcmp(&p, &q, sizeof p) == 0);
+    }
+    ck_assert_int_eq(sn_price_rule(t, "o4", NULL), -1);
+    ck_assert_int_eq(sn_price_rule(t, "", NULL), -1);
+    ck_assert_int_eq(sn_price_rule(NULL, "o3", NULL), -1);
     sn_price_table_destroy(t);
 
     /* The shipped table's own history: gpt-4o's alias price cut of 2024-10-02. */

@@ -183,6 +183,53 @@ START_TEST(kv_arrays_value_first_and_want)
 }
 END_TEST
 
+/* The usual layout (key, then value, one-byte lengths, nothing else) is recognised, read in
+ * place, and gives what the general reader gives; any other layout is left to it. */
+START_TEST(kv_simple_layout)
+{
+    static const uint8_t simple[] = {0x0A, 0x01, 'k', 0x12, 0x03, 0x0A, 0x01, 'v'};
+    const char *key = NULL;
+    size_t keylen = 0;
+    sn_pbw val;
+    ck_assert(sn_pbw_kv_simple(sn_pbw_init(simple, sizeof simple), &key, &keylen, &val));
+    ck_assert_ptr_eq(key, (const char *)simple + 2);
+    ck_assert_uint_eq(keylen, 1);
+    ck_assert_ptr_eq(val.p, simple + 5);
+    ck_assert_ptr_eq(val.end, simple + sizeof simple);
+    sn_pbw_kv k;
+    seen s;
+    reader(&k, &s, true, true);
+    ck_assert(sn_pbw_kv_read(&k, sn_pbw_init(simple, sizeof simple)));
+    ck_assert_int_eq(s.n, 1);
+    ck_assert_str_eq(s.key, "k");
+    ck_assert_int_eq(s.v[0].type, SN_ATTR_STRING);
+    ck_assert_ptr_eq(s.v[0].str, (const char *)simple + 7); /* not copied */
+    ck_assert_uint_eq(s.v[0].len, 1);
+
+    static const uint8_t value_first[] = {0x12, 0x03, 0x0A, 0x01, 'v', 0x0A, 0x01, 'k'};
+    static const uint8_t extra_field[] = {0x0A, 0x01, 'k', 0x12, 0x03, 0x0A, 0x01, 'v', 0x18, 0x01};
+    static const uint8_t long_length[] = {0x0A, 0x81, 0x00, 'k', 0x12, 0x03, 0x0A, 0x01, 'v'};
+    static const uint8_t value_short[] = {0x0A, 0x01, 'k', 0x12, 0x04, 0x0A, 0x01, 'v'};
+    static const uint8_t key_past_end[] = {0x0A, 0x07, 'k', 0x12};
+    const struct {
+        const uint8_t *b;
+        size_t n;
+    } others[] = {{value_first, sizeof value_first},   {extra_field, sizeof extra_field},
+                  {long_length, sizeof long_length},   {value_short, sizeof value_short},
+                  {key_past_end, sizeof key_past_end}, {simple, 3}};
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
+        ck_assert_msg(!sn_pbw_kv_simple(sn_pbw_init(others[i].b, others[i].n), &key, &keylen, &val),
+                      "layout %zu", i);
+    /* The general reader still reads the unusual layouts that are well-formed. */
+    reader(&k, &s, true, true);
+    ck_assert(sn_pbw_kv_read(&k, sn_pbw_init(long_length, sizeof long_length)));
+    ck_assert_int_eq(s.n, 1);
+    ck_assert_str_eq(s.key, "k");
+    reader(&k, &s, true, true);
+    ck_assert(!sn_pbw_kv_read(&k, sn_pbw_init(value_short, sizeof value_short)));
+}
+END_TEST
+
 START_TEST(kv_bounds_and_errors)
 {
     sn_pbw_kv k;
@@ -243,6 +290,7 @@ static Suite *pbwire_suite(void)
     tcase_add_test(tc, tags_lengths_and_skips);
     tcase_add_test(tc, kv_arrays_value_first_and_want);
     tcase_add_test(tc, kv_bounds_and_errors);
+    tcase_add_test(tc, kv_simple_layout);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -479,6 +479,83 @@ START_TEST(price_table_is_passed_through)
 }
 END_TEST
 
+/* The decoder remembers, across the spans of a request, each attribute position's key class and
+ * the last provider and price rule. Spans whose keys at a position differ in bytes but not in
+ * length (gen_ai.request.model / gen_ai.provider.name, gen_ai.system / gen_ai.prompt), whose
+ * providers and models alternate, and whose attribute counts differ must each decode as they do
+ * alone. */
+START_TEST(request_memo_gives_each_span_its_own_facts)
+{
+    char perr[256];
+    sn_price_table *prices = sn_price_table_default(perr, sizeof(perr));
+    ck_assert_msg(prices != NULL, "%s", perr);
+    AnyValue *reasons[] = {v_str("length"), v_str("stop")};
+    KeyValue *a0[] = {
+        kv("gen_ai.request.model", v_str("gpt-4o")), kv("gen_ai.provider.name", v_str(" OpenAI ")),
+        kv("gen_ai.usage.input_tokens", v_int(1000)), kv("gen_ai.usage.output_tokens", v_int(10))};
+    KeyValue *a1[] = {kv("gen_ai.provider.name", v_str("anthropic")),
+                      kv("gen_ai.request.model", v_str("claude-3-5-sonnet-20241022")),
+                      kv("gen_ai.usage.input_tokens", v_int(2000)),
+                      kv("gen_ai.usage.output_tokens", v_int(20)),
+                      kv("gen_ai.response.finish_reasons", v_array(2, reasons))};
+    KeyValue *a2[] = {kv("gen_ai.system", v_str("az.ai.openai")),
+                      kv("gen_ai.request.model", v_str("gpt-4o-mini")),
+                      kv("gen_ai.usage.input_tokens", v_int(3000))};
+    KeyValue *a3[] = {kv("gen_ai.prompt", v_str("not a provider")),
+                      kv("gen_ai.request.model", v_str("gpt-4o-mini")),
+                      kv("gen_ai.usage.input_tokens", v_str("4000"))};
+    KeyValue *a4[] = {
+        kv("gen_ai.request.model", v_str("gpt-4o")), kv("gen_ai.provider.name", v_str(" OpenAI ")),
+        kv("gen_ai.usage.input_tokens", v_int(5000)), kv("gen_ai.usage.output_tokens", v_int(50))};
+    Span *sp[] = {span(1, T0, T0 + 1000, 0, 4, a0), span(2, T0, T0 + 1000, 0, 5, a1),
+                  span(3, T0, T0 + 1000, 0, 3, a2), span(4, T0, T0 + 1000, 0, 3, a3),
+                  span(5, T0, T0 + 1000, 0, 4, a4)};
+    enum { N = sizeof sp / sizeof sp[0] };
+    ScopeSpans *sc[] = {scope(N, sp)};
+    ResourceSpans *rs[] = {rspans(resource("svc", "r"), 1, sc)};
+    size_t len;
+    uint8_t *buf = pack(1, rs, &len);
+    static sink all, one;
+    char err[SN_OTLP_ERR_MAX];
+    ck_assert_int_eq(sn_otlp_decode_traces(buf, len, prices, collect, &all, NULL, err, sizeof err),
+                     0);
+    ck_assert_uint_eq(all.n, N);
+    for (size_t i = 0; i < N; i++) {
+        ScopeSpans *sc1[] = {scope(1, &sp[i])};
+        ResourceSpans *rs1[] = {rspans(resource("svc", "r"), 1, sc1)};
+        uint8_t *buf1 = pack(1, rs1, &len);
+        memset(&one, 0, sizeof one);
+        ck_assert_int_eq(
+            sn_otlp_decode_traces(buf1, len, prices, collect, &one, NULL, err, sizeof err), 0);
+        ck_assert_uint_eq(one.n, 1);
+        const sn_event *x = &all.ev[i], *y = &one.ev[0];
+        ck_assert_str_eq(x->model, y->model);
+        ck_assert_str_eq(x->provider, y->provider);
+        ck_assert_str_eq(x->finish_reason, y->finish_reason);
+        ck_assert_int_eq(x->input_tokens, y->input_tokens);
+        ck_assert_int_eq(x->output_tokens, y->output_tokens);
+        ck_assert_int_eq(x->cost_source, y->cost_source);
+        if (isnan(y->cost_usd))
+            ck_assert(isnan(x->cost_usd));
+        else
+            ck_assert_double_eq(x->cost_usd, y->cost_usd);
+    }
+    /* And what each is. */
+    ck_assert_str_eq(all.ev[0].provider, "openai");
+    ck_assert_str_eq(all.ev[1].provider, "anthropic");
+    ck_assert_str_eq(all.ev[1].model, "claude-3-5-sonnet-20241022");
+    ck_assert_str_eq(all.ev[1].finish_reason, "length");
+    ck_assert_str_eq(all.ev[2].provider, "azure.ai.openai");
+    ck_assert_str_eq(all.ev[3].provider, ""); /* gen_ai.prompt is content, never a fact */
+    ck_assert_int_eq(all.ev[3].input_tokens, 4000);
+    ck_assert_str_eq(all.ev[4].provider, "openai");
+    ck_assert_int_eq(all.ev[0].cost_source, SN_COST_PRICE_TABLE);
+    ck_assert_int_eq(all.ev[1].cost_source, SN_COST_PRICE_TABLE);
+    ck_assert(all.ev[4].cost_usd > all.ev[0].cost_usd);
+    sn_price_table_destroy(prices);
+}
+END_TEST
+
 START_TEST(refused_spans_are_counted_by_reason)
 {
     Span *short_tid = genai_span(1, "m", 1, 1, 0);
@@ -965,6 +1042,7 @@ static Suite *traces_suite(void)
     tcase_add_test(ok, status_error_marks_the_event);
     tcase_add_test(ok, other_conventions_and_value_types);
     tcase_add_test(ok, price_table_is_passed_through);
+    tcase_add_test(ok, request_memo_gives_each_span_its_own_facts);
     tcase_add_test(ok, refused_spans_are_counted_by_reason);
     tcase_add_test(ok, long_keys_and_values_are_bounded);
     tcase_add_test(ok, nested_values_are_ignored);
