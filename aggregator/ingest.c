@@ -377,6 +377,11 @@ static inline bool pbr_varint(pbr *r, uint64_t *out, int max_bytes)
         *out = *r->p++;
         return true;
     }
+    if (max_bytes >= 2 && r->end - r->p >= 2 && r->p[1] < 0x80) { /* token counts, most often */
+        *out = (uint64_t)(r->p[0] & 0x7f) | (uint64_t)r->p[1] << 7;
+        r->p += 2;
+        return true;
+    }
     return pbr_varint_long(r, out, max_bytes);
 }
 
@@ -478,27 +483,58 @@ static double as_double(uint64_t bits)
     return d;
 }
 
-/* copy_field for a string that fits, 8 bytes at a time, into a field that is all zero (as
+/* The high bit of each zero byte of w; the lowest one set marks the first zero byte. */
+static inline uint64_t zero_bytes(uint64_t w)
+{
+    return (w - UINT64_C(0x0101010101010101)) & ~w & UINT64_C(0x8080808080808080);
+}
+
+/* The low k bytes of a word, k = 0..8. */
+static const uint64_t low_bytes[9] = {
+    0,
+    UINT64_C(0xff),
+    UINT64_C(0xffff),
+    UINT64_C(0xffffff),
+    UINT64_C(0xffffffff),
+    UINT64_C(0xffffffffff),
+    UINT64_C(0xffffffffffff),
+    UINT64_C(0xffffffffffffff),
+    UINT64_MAX,
+};
+
+/* copy_field for a string that fits, a word at a time, into a field that is all zero (as
  * sn_event_init leaves it): the same bytes as copy_field, with no call and no second pass for
- * the NUL. size must be a multiple of 8 and src[0..len+7) readable (the loads may pass the
- * string, never the buffer). Returns false, having written nothing, when len >= size (the
- * string may need truncating: copy_field's job). */
+ * the NUL. size must be a multiple of 8, at least 16, and src[0..len+16) readable (the loads may
+ * pass the string, never the buffer). Returns false, having written nothing, when len >= size
+ * (the string may need truncating) or when a string of up to 16 bytes holds a NUL: copy_field's
+ * job then. */
 static inline bool copy_field_words(char *dst, size_t size, const uint8_t *src, size_t len)
 {
+    if (len <= 16) { /* most names: two words, no loop */
+        uint64_t w0, w1;
+        memcpy(&w0, src, 8);
+        memcpy(&w1, src + 8, 8);
+        uint64_t k0 = low_bytes[len < 8 ? len : 8], k1 = low_bytes[len > 8 ? len - 8 : 0];
+        if (((zero_bytes(w0) & k0) | (zero_bytes(w1) & k1)) != 0)
+            return false;
+        w0 &= k0;
+        w1 &= k1;
+        memcpy(dst, &w0, 8);
+        memcpy(dst + 8, &w1, 8);
+        return true;
+    }
     if (len >= size)
         return false;
     for (size_t i = 0; i < len; i += 8) {
         uint64_t w;
         memcpy(&w, src + i, 8);
-        /* the high bit of each zero byte; the lowest one set is the first NUL */
-        uint64_t z = (w - UINT64_C(0x0101010101010101)) & ~w & UINT64_C(0x8080808080808080);
+        uint64_t z = zero_bytes(w);
         if (len - i < 8) { /* the last, partial word: only its first len - i bytes count */
-            uint64_t keep = (UINT64_C(1) << (8 * (len - i))) - 1;
-            w &= keep;
-            z &= keep;
+            w &= low_bytes[len - i];
+            z &= low_bytes[len - i];
         }
         if (z != 0) /* a NUL: the string ends there (protobuf-c's strings are C strings) */
-            w &= (UINT64_C(1) << (8 * ((unsigned)__builtin_ctzll(z) / 8))) - 1;
+            w &= low_bytes[(unsigned)__builtin_ctzll(z) / 8];
         memcpy(dst + i, &w, 8); /* i + 8 <= size: i < len < size, both multiples of 8 */
         if (z != 0)
             break;
@@ -524,8 +560,15 @@ static const event_str event_strs[11] = {
     [10] = {offsetof(sn_event, finish_reason), SN_SHORT_MAX},
 };
 
-_Static_assert(SN_NAME_MAX % 8 == 0 && SN_SHORT_MAX % 8 == 0,
+_Static_assert(SN_NAME_MAX % 8 == 0 && SN_SHORT_MAX % 8 == 0 && SN_SHORT_MAX >= 16,
                "copy_field_words writes whole words inside the field");
+
+/* Where the LlmEvent's count fields 17..22 go in sn_event. */
+static const uint16_t event_counts[6] = {
+    offsetof(sn_event, input_tokens),       offsetof(sn_event, output_tokens),
+    offsetof(sn_event, total_tokens),       offsetof(sn_event, cache_read_tokens),
+    offsetof(sn_event, cache_write_tokens), offsetof(sn_event, reasoning_tokens),
+};
 
 /* Reads one LlmEvent from data[0..len) into ev; buf_end is the end of the buffer data lies in
  * (strings are read a word at a time when the buffer goes on far enough). Returns 1 when the
@@ -542,9 +585,8 @@ static int read_event(const uint8_t *data, size_t len, const uint8_t *buf_end, s
     size_t trace_len = 0, span_len = 0;
     bool has_cost = false;
     double cost = 0;
-    unsigned has_count = 0; /* bit i: count[i] was set */
-    int64_t count[6];
-    uint32_t seen = 0; /* bit f: string field f was met before */
+    unsigned negative = 0; /* bit i: count field 17 + i was last set to a negative value */
+    uint32_t seen = 0;     /* bit f: string field f was met before */
     int32_t cost_source = 0;
     while (r.p < r.end) {
         uint32_t f;
@@ -572,7 +614,7 @@ static int read_event(const uint8_t *data, size_t len, const uint8_t *buf_end, s
             if (seen & (1u << f))
                 memset(dst, 0, size); /* a repeated field: the last value, alone */
             seen |= 1u << f;
-            if (!SN_INGEST_LITTLE_ENDIAN || (size_t)(buf_end - d) < n + 7 ||
+            if (!SN_INGEST_LITTLE_ENDIAN || (size_t)(buf_end - d) < n + 16 ||
                 !copy_field_words(dst, size, d, n))
                 copy_field(dst, size, d, n);
             break;
@@ -615,8 +657,9 @@ static int read_event(const uint8_t *data, size_t len, const uint8_t *buf_end, s
             if (wt != WT_VARINT || !pbr_varint(&r, &v, 10))
                 return 1;
             if (f <= 22) {
-                has_count |= 1u << (f - 17);
-                count[f - 17] = (int64_t)v;
+                int64_t *dst = (int64_t *)(void *)((char *)ev + event_counts[f - 17]);
+                *dst = (int64_t)v;
+                negative = (negative & ~(1u << (f - 17))) | ((int64_t)v < 0 ? 1u << (f - 17) : 0);
             } else if (f == 24) {
                 cost_source = (int32_t)(uint32_t)v;
             } else {
@@ -655,18 +698,9 @@ static int read_event(const uint8_t *data, size_t len, const uint8_t *buf_end, s
         *why = "latency_ms and ttft_ms must not be negative";
         return 0;
     }
-    if (has_count != 0) {
-        int64_t *dst[6] = {&ev->input_tokens,      &ev->output_tokens,      &ev->total_tokens,
-                           &ev->cache_read_tokens, &ev->cache_write_tokens, &ev->reasoning_tokens};
-        for (int i = 0; i < 6; i++) {
-            if (!(has_count & (1u << i)))
-                continue;
-            if (count[i] < 0) {
-                *why = "token counts must not be negative";
-                return 0;
-            }
-            *dst[i] = count[i];
-        }
+    if (negative != 0) {
+        *why = "token counts must not be negative";
+        return 0;
     }
     switch (cost_source) {
     case SENTINEL__V1__COST_SOURCE__COST_SOURCE_UNKNOWN:
