@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -340,12 +341,20 @@ static bool copy_pb_id(uint8_t *dst, size_t n, const ProtobufCBinaryData *src)
 
 enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
 
+/* Fixed64 fields and strings are read a machine word at a time on little-endian hosts. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define SN_INGEST_LITTLE_ENDIAN 1
+#else
+#define SN_INGEST_LITTLE_ENDIAN 0
+#endif
+
 typedef struct pbr {
     const uint8_t *p, *end;
 } pbr;
 
-/* A varint of at most max_bytes bytes. Returns false when malformed. */
-static bool pbr_varint(pbr *r, uint64_t *out, int max_bytes)
+/* A varint of more than one byte (or none left), at most max_bytes bytes. Returns false when
+ * malformed. */
+static bool pbr_varint_long(pbr *r, uint64_t *out, int max_bytes)
 {
     uint64_t v = 0;
     for (int i = 0; i < max_bytes && r->p < r->end; i++) {
@@ -360,20 +369,40 @@ static bool pbr_varint(pbr *r, uint64_t *out, int max_bytes)
     return false;
 }
 
-static bool pbr_fixed64(pbr *r, uint64_t *out)
+/* A varint of at most max_bytes bytes. Returns false when malformed. One byte (most lengths,
+ * enums and small counts) is read inline. */
+static inline bool pbr_varint(pbr *r, uint64_t *out, int max_bytes)
+{
+    if (r->p < r->end && *r->p < 0x80) {
+        *out = *r->p++;
+        return true;
+    }
+    if (max_bytes >= 2 && r->end - r->p >= 2 && r->p[1] < 0x80) { /* token counts, most often */
+        *out = (uint64_t)(r->p[0] & 0x7f) | (uint64_t)r->p[1] << 7;
+        r->p += 2;
+        return true;
+    }
+    return pbr_varint_long(r, out, max_bytes);
+}
+
+static inline bool pbr_fixed64(pbr *r, uint64_t *out)
 {
     if (r->end - r->p < 8)
         return false;
+#if SN_INGEST_LITTLE_ENDIAN
+    memcpy(out, r->p, 8);
+#else
     uint64_t v = 0;
     for (int i = 7; i >= 0; i--)
         v = (v << 8) | r->p[i];
-    r->p += 8;
     *out = v;
+#endif
+    r->p += 8;
     return true;
 }
 
 /* A length-delimited field's bytes. */
-static bool pbr_len(pbr *r, const uint8_t **data, size_t *len)
+static inline bool pbr_len(pbr *r, const uint8_t **data, size_t *len)
 {
     uint64_t n;
     if (!pbr_varint(r, &n, 5) || n > (uint64_t)(r->end - r->p))
@@ -384,15 +413,22 @@ static bool pbr_len(pbr *r, const uint8_t **data, size_t *len)
     return true;
 }
 
-/* The next tag: field number and wire type. */
-static bool pbr_tag(pbr *r, uint32_t *field, int *wt)
+/* The next tag: field number and wire type. Tags of one and two bytes (fields up to 2047) are
+ * read inline. */
+static inline bool pbr_tag(pbr *r, uint32_t *field, int *wt)
 {
     uint64_t t;
-    /* protobuf-c refuses a tag whose first byte holds no field bits and no continuation */
-    if (r->p < r->end && (*r->p & 0xf8) == 0)
+    if (r->p < r->end && *r->p < 0x80) {
+        /* protobuf-c refuses a tag whose first byte holds no field bits and no continuation */
+        if (*r->p < 8)
+            return false;
+        t = *r->p++;
+    } else if (r->end - r->p >= 2 && r->p[1] < 0x80) {
+        t = (uint64_t)(r->p[0] & 0x7f) | (uint64_t)r->p[1] << 7;
+        r->p += 2;
+    } else if (!pbr_varint_long(r, &t, 5)) {
         return false;
-    if (!pbr_varint(r, &t, 5))
-        return false;
+    }
     *field = (uint32_t)(t >> 3);
     *wt = (int)(t & 7);
     return true;
@@ -447,28 +483,111 @@ static double as_double(uint64_t bits)
     return d;
 }
 
-/* Reads one LlmEvent from data[0..len) into ev. Returns 1 when the bytes are malformed, else 0
- * with *why NULL or a static reason for refusing the batch (the event breaks a rule). */
-static int read_event(const uint8_t *data, size_t len, sn_event *ev, const char **why)
+/* The high bit of each zero byte of w; the lowest one set marks the first zero byte. */
+static inline uint64_t zero_bytes(uint64_t w)
+{
+    return (w - UINT64_C(0x0101010101010101)) & ~w & UINT64_C(0x8080808080808080);
+}
+
+/* The low k bytes of a word, k = 0..8. */
+static const uint64_t low_bytes[9] = {
+    0,
+    UINT64_C(0xff),
+    UINT64_C(0xffff),
+    UINT64_C(0xffffff),
+    UINT64_C(0xffffffff),
+    UINT64_C(0xffffffffff),
+    UINT64_C(0xffffffffffff),
+    UINT64_C(0xffffffffffffff),
+    UINT64_MAX,
+};
+
+/* copy_field for a string that fits, a word at a time, into a field that is all zero (as
+ * sn_event_init leaves it): the same bytes as copy_field, with no call and no second pass for
+ * the NUL. size must be a multiple of 8, at least 16, and src[0..len+16) readable (the loads may
+ * pass the string, never the buffer). Returns false, having written nothing, when len >= size
+ * (the string may need truncating) or when a string of up to 16 bytes holds a NUL: copy_field's
+ * job then. */
+static inline bool copy_field_words(char *dst, size_t size, const uint8_t *src, size_t len)
+{
+    if (len <= 16) { /* most names: two words, no loop */
+        uint64_t w0, w1;
+        memcpy(&w0, src, 8);
+        memcpy(&w1, src + 8, 8);
+        uint64_t k0 = low_bytes[len < 8 ? len : 8], k1 = low_bytes[len > 8 ? len - 8 : 0];
+        if (((zero_bytes(w0) & k0) | (zero_bytes(w1) & k1)) != 0)
+            return false;
+        w0 &= k0;
+        w1 &= k1;
+        memcpy(dst, &w0, 8);
+        memcpy(dst + 8, &w1, 8);
+        return true;
+    }
+    if (len >= size)
+        return false;
+    for (size_t i = 0; i < len; i += 8) {
+        uint64_t w;
+        memcpy(&w, src + i, 8);
+        uint64_t z = zero_bytes(w);
+        if (len - i < 8) { /* the last, partial word: only its first len - i bytes count */
+            w &= low_bytes[len - i];
+            z &= low_bytes[len - i];
+        }
+        if (z != 0) /* a NUL: the string ends there (protobuf-c's strings are C strings) */
+            w &= low_bytes[(unsigned)__builtin_ctzll(z) / 8];
+        memcpy(dst + i, &w, 8); /* i + 8 <= size: i < len < size, both multiples of 8 */
+        if (z != 0)
+            break;
+    }
+    return true;
+}
+
+/* Where each of the LlmEvent's string fields 1..10 goes in sn_event, and its size. */
+typedef struct event_str {
+    uint16_t off, size;
+} event_str;
+
+static const event_str event_strs[11] = {
+    [1] = {offsetof(sn_event, service), SN_NAME_MAX},
+    [2] = {offsetof(sn_event, model), SN_NAME_MAX},
+    [3] = {offsetof(sn_event, provider), SN_SHORT_MAX},
+    [4] = {offsetof(sn_event, operation), SN_SHORT_MAX},
+    [5] = {offsetof(sn_event, region), SN_SHORT_MAX},
+    [6] = {offsetof(sn_event, service_version), SN_SHORT_MAX},
+    [7] = {offsetof(sn_event, pod), SN_SHORT_MAX},
+    [8] = {offsetof(sn_event, user), SN_SHORT_MAX},
+    [9] = {offsetof(sn_event, error_type), SN_SHORT_MAX},
+    [10] = {offsetof(sn_event, finish_reason), SN_SHORT_MAX},
+};
+
+_Static_assert(SN_NAME_MAX % 8 == 0 && SN_SHORT_MAX % 8 == 0 && SN_SHORT_MAX >= 16,
+               "copy_field_words writes whole words inside the field");
+
+/* Where the LlmEvent's count fields 17..22 go in sn_event. */
+static const uint16_t event_counts[6] = {
+    offsetof(sn_event, input_tokens),       offsetof(sn_event, output_tokens),
+    offsetof(sn_event, total_tokens),       offsetof(sn_event, cache_read_tokens),
+    offsetof(sn_event, cache_write_tokens), offsetof(sn_event, reasoning_tokens),
+};
+
+/* Reads one LlmEvent from data[0..len) into ev; buf_end is the end of the buffer data lies in
+ * (strings are read a word at a time when the buffer goes on far enough). Returns 1 when the
+ * bytes are malformed, else 0 with *why NULL or a static reason for refusing the batch (the
+ * event breaks a rule). Every byte of ev is what sn_event_init and copy_field make of the last
+ * value of each field. */
+static int read_event(const uint8_t *data, size_t len, const uint8_t *buf_end, sn_event *ev,
+                      const char **why)
 {
     sn_event_init(ev);
     *why = NULL;
     pbr r = {data, data + len};
     const uint8_t *trace = NULL, *span = NULL;
     size_t trace_len = 0, span_len = 0;
-    bool has_lat = false, has_ttft = false, has_cost = false;
-    double lat = 0, ttft = 0, cost = 0;
-    bool has_count[6] = {false};
-    int64_t count[6] = {0};
+    bool has_cost = false;
+    double cost = 0;
+    unsigned negative = 0; /* bit i: count field 17 + i was last set to a negative value */
+    uint32_t seen = 0;     /* bit f: string field f was met before */
     int32_t cost_source = 0;
-    char *const strs[10] = {ev->service,    ev->model,           ev->provider, ev->operation,
-                            ev->region,     ev->service_version, ev->pod,      ev->user,
-                            ev->error_type, ev->finish_reason};
-    const size_t sizes[10] = {sizeof ev->service,    sizeof ev->model,
-                              sizeof ev->provider,   sizeof ev->operation,
-                              sizeof ev->region,     sizeof ev->service_version,
-                              sizeof ev->pod,        sizeof ev->user,
-                              sizeof ev->error_type, sizeof ev->finish_reason};
     while (r.p < r.end) {
         uint32_t f;
         int wt;
@@ -477,16 +596,43 @@ static int read_event(const uint8_t *data, size_t len, sn_event *ev, const char 
         size_t n;
         if (!pbr_tag(&r, &f, &wt))
             return 1;
-        if (f >= 1 && f <= 12) {
+        switch (f) {
+        case 1:
+        case 2:
+        case 3:
+        case 4:
+        case 5:
+        case 6:
+        case 7:
+        case 8:
+        case 9:
+        case 10: {
             if (wt != WT_LEN || !pbr_len(&r, &d, &n))
                 return 1;
-            if (f <= 10)
-                copy_field(strs[f - 1], sizes[f - 1], d, n);
-            else if (f == 11)
+            char *dst = (char *)ev + event_strs[f].off;
+            size_t size = event_strs[f].size;
+            if (seen & (1u << f))
+                memset(dst, 0, size); /* a repeated field: the last value, alone */
+            seen |= 1u << f;
+            if (!SN_INGEST_LITTLE_ENDIAN || (size_t)(buf_end - d) < n + 16 ||
+                !copy_field_words(dst, size, d, n))
+                copy_field(dst, size, d, n);
+            break;
+        }
+        case 11:
+        case 12:
+            if (wt != WT_LEN || !pbr_len(&r, &d, &n))
+                return 1;
+            if (f == 11)
                 trace = d, trace_len = n;
             else
                 span = d, span_len = n;
-        } else if (f == 13 || f == 14 || f == 15 || f == 16 || f == 23) {
+            break;
+        case 13:
+        case 14:
+        case 15:
+        case 16:
+        case 23:
             if (wt != WT_I64 || !pbr_fixed64(&r, &v))
                 return 1;
             if (f == 13)
@@ -494,12 +640,33 @@ static int read_event(const uint8_t *data, size_t len, sn_event *ev, const char 
             else if (f == 14)
                 ev->end_unix_nano = (int64_t)v;
             else if (f == 15)
-                has_lat = true, lat = as_double(v);
+                ev->latency_ms = as_double(v);
             else if (f == 16)
-                has_ttft = true, ttft = as_double(v);
+                ev->ttft_ms = as_double(v);
             else
                 has_cost = true, cost = as_double(v);
-        } else if (f == 25) {
+            break;
+        case 17:
+        case 18:
+        case 19:
+        case 20:
+        case 21:
+        case 22:
+        case 24:
+        case 26:
+            if (wt != WT_VARINT || !pbr_varint(&r, &v, 10))
+                return 1;
+            if (f <= 22) {
+                int64_t *dst = (int64_t *)(void *)((char *)ev + event_counts[f - 17]);
+                *dst = (int64_t)v;
+                negative = (negative & ~(1u << (f - 17))) | ((int64_t)v < 0 ? 1u << (f - 17) : 0);
+            } else if (f == 24) {
+                cost_source = (int32_t)(uint32_t)v;
+            } else {
+                ev->conventions = (uint32_t)v;
+            }
+            break;
+        case 25: {
             /* protobuf-c reads a bool from any wire type: true when any byte of the field's
              * value (a length prefix included) has a low bit set */
             const uint8_t *from = r.p;
@@ -509,19 +676,11 @@ static int read_event(const uint8_t *data, size_t len, sn_event *ev, const char 
             for (const uint8_t *q = from; q < r.p && !set; q++)
                 set = (*q & 0x7f) != 0;
             ev->is_error = set;
-        } else if (f >= 17 && f <= 26 && f != 23) {
-            if (wt != WT_VARINT || !pbr_varint(&r, &v, 10))
+            break;
+        }
+        default:
+            if (!pbr_skip(&r, wt))
                 return 1;
-            if (f <= 22) {
-                has_count[f - 17] = true;
-                count[f - 17] = (int64_t)v;
-            } else if (f == 24) {
-                cost_source = (int32_t)(uint32_t)v;
-            } else {
-                ev->conventions = (uint32_t)v;
-            }
-        } else if (!pbr_skip(&r, wt)) {
-            return 1;
         }
     }
 
@@ -534,25 +693,14 @@ static int read_event(const uint8_t *data, size_t len, sn_event *ev, const char 
         *why = "span_id must be empty or 8 bytes";
         return 0;
     }
-    if (has_lat)
-        ev->latency_ms = lat;
-    if (has_ttft)
-        ev->ttft_ms = ttft;
     if ((!isnan(ev->latency_ms) && ev->latency_ms < 0) ||
         (!isnan(ev->ttft_ms) && ev->ttft_ms < 0)) {
         *why = "latency_ms and ttft_ms must not be negative";
         return 0;
     }
-    int64_t *dst[6] = {&ev->input_tokens,      &ev->output_tokens,      &ev->total_tokens,
-                       &ev->cache_read_tokens, &ev->cache_write_tokens, &ev->reasoning_tokens};
-    for (int i = 0; i < 6; i++) {
-        if (!has_count[i])
-            continue;
-        if (count[i] < 0) {
-            *why = "token counts must not be negative";
-            return 0;
-        }
-        *dst[i] = count[i];
+    if (negative != 0) {
+        *why = "token counts must not be negative";
+        return 0;
     }
     switch (cost_source) {
     case SENTINEL__V1__COST_SOURCE__COST_SOURCE_UNKNOWN:
@@ -863,7 +1011,7 @@ static int read_batch(decode_ctx *c, const uint8_t *data, size_t len)
                 ev = &(*c->events)[i];
             }
             const char *why;
-            if (read_event(d, n, ev, &why) != 0)
+            if (read_event(d, n, r.end, ev, &why) != 0)
                 return -EBADMSG;
             if (why != NULL && b->event_why == NULL) {
                 b->event_why = why;

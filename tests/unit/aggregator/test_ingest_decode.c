@@ -218,6 +218,9 @@ static void same_event(const sn_event *a, const sn_event *b)
     ck_assert_int_eq(a->cost_source, b->cost_source);
     ck_assert_int_eq(a->is_error, b->is_error);
     ck_assert_uint_eq(a->conventions, b->conventions);
+    /* and every byte: the reader copies strings a word at a time into a zeroed event, so the
+     * bytes after each string's NUL must stay zero as sn_event_init left them */
+    ck_assert_mem_eq(a, b, sizeof *a);
 }
 
 static unsigned n_ok, n_malformed, n_rule;
