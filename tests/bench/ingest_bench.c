@@ -137,7 +137,8 @@ static unsigned long long emitted;
 
 /* --prefetch D: the engine's prefetch hints D events ahead (0: none) */
 static unsigned prefetch_ahead;
-static bool prefetch_ab; /* --ab: alternate runs without and with the hints */
+static bool prefetch_ab;    /* --ab: alternate runs without and with the hints */
+static bool prefetch_given; /* without --prefetch: as the service does (8 from 1024 pairs on) */
 static uint64_t hints[16384];
 
 static void count(const sn_anomaly *an, void *ud)
@@ -314,6 +315,8 @@ static int cmp_double(const void *a, const void *b)
 static void throughput(scenario *s, unsigned runs, unsigned events)
 {
     unsigned nb = (events + BATCH - 1) / BATCH;
+    if (!prefetch_given) /* aggregator/main.c: PREFETCH_AHEAD, PREFETCH_MIN_PAIRS */
+        prefetch_ahead = s->pairs >= 1024 ? 8 : 0;
     unsigned ahead[2] = {prefetch_ab ? 0 : prefetch_ahead, prefetch_ahead};
     unsigned nvar = prefetch_ab ? 2 : 1;
     double rate[2][MAX_RUNS];
@@ -413,6 +416,7 @@ int main(int argc, char **argv)
             prefetch_ab = true;
         } else if (strcmp(argv[i], "--prefetch") == 0 && i + 1 < argc) {
             prefetch_ahead = parse_uint(argv[++i], 0, 64);
+            prefetch_given = true;
         } else if (strcmp(argv[i], "--scenario") == 0 && i + 1 < argc) {
             which = argv[++i];
         } else {
