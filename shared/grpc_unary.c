@@ -778,7 +778,8 @@ static void on_new_call(sn_grpc_unary *s, sn_grpc_call *c)
     bool gated = method >= 0 && s->cfg.admit != NULL && !s->cfg.admit(s->cfg.admit_ud);
     bool over_budget = false;
     if (method >= 0 && !gated && s->cfg.budget.reserve != NULL) {
-        size_t est = atomic_load(&s->msg_estimate);
+        /* gRPC's buffers for a message being read: the message and its read chunks' slack. */
+        size_t est = 2 * atomic_load(&s->msg_estimate);
         if (s->cfg.budget.reserve(s->cfg.budget.ud, est, 0) == 0)
             c->reserved = est;
         else
@@ -826,8 +827,9 @@ static void on_new_call(sn_grpc_unary *s, sn_grpc_call *c)
         release_call(s, c);
 }
 
-/* CQ thread: the message arrived; its call's reservation becomes twice its length (gRPC's
- * buffer and our copy; once gRPC's is freed, the decoded data) instead of the estimate, and the
+/* CQ thread: the message arrived; its call's reservation becomes three times its length (gRPC's
+ * buffers with their slack and our copy; once gRPC's are freed, the decoded data) instead of
+ * the estimate, and the
  * estimate for the next calls follows the sizes of the messages that fit (the largest recent
  * one, decaying by an eighth per message, at least SN_BUF_MIN; one that never fits does not
  * count, so the estimate stays within the budget). Returns the budget's answer (0, -EAGAIN,
@@ -835,7 +837,7 @@ static void on_new_call(sn_grpc_unary *s, sn_grpc_call *c)
 static int reserve_message(sn_grpc_unary *s, sn_grpc_call *c)
 {
     size_t len = c->request_len;
-    size_t want = len > SIZE_MAX / 2 ? SIZE_MAX : 2 * len;
+    size_t want = len > SIZE_MAX / 3 ? SIZE_MAX : 3 * len;
     if (want <= c->reserved) {
         s->cfg.budget.release(s->cfg.budget.ud, c->reserved - want);
     } else {
@@ -1068,7 +1070,10 @@ int sn_grpc_unary_create(const sn_grpc_unary_config *cfg_in, sn_grpc_unary **out
     memset(args, 0, sizeof args);
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[0].value.integer = (int)cfg.max_message_bytes;
+    size_t receive_max = cfg.max_message_bytes;
+    if (cfg.budget.reserve != NULL && cfg.budget.total > 0 && cfg.budget.total / 3 < receive_max)
+        receive_max = cfg.budget.total / 3 < SN_BUF_MIN ? SN_BUF_MIN : cfg.budget.total / 3;
+    args[0].value.integer = (int)receive_max;
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION;
     args[1].value.integer = 0; /* core's decompression has no output limit: we do it */

@@ -97,6 +97,10 @@ typedef struct sn_grpc_budget {
     void (*release)(void *ud, size_t bytes);
     size_t (*available)(void *ud);
     void *ud;
+    /* The whole budget (0: unknown). gRPC reads a message whole before it can be refused, so
+     * its receive limit is lowered to a third of this (a message that needs more than the
+     * budget could never be taken): a message gRPC buffers is then at most total / 3. */
+    size_t total;
 } sn_grpc_budget;
 
 /* Called on the handler thread for every admitted, decompressed request. `method` is the index
@@ -127,9 +131,10 @@ typedef struct sn_grpc_unary_config {
     void *handler_ud;
     sn_grpc_unary_admit admit; /* optional gate for new calls */
     void *admit_ud;
-    /* Optional (reserve NULL: none). A new call reserves an estimate of its message (the
-     * recent messages' size, at least 64 KiB) before the message is read; when the message
-     * has arrived, twice its length (gRPC's copy and ours, later the decoded data); a
+    /* Optional (reserve NULL: none). A new call reserves twice an estimate of its message (the
+     * largest recent message, decaying, at least 64 KiB: gRPC's buffers while it reads) before
+     * the message is read, and is refused when that does not fit; when the message has
+     * arrived, three times its length (gRPC's buffers and our copy, later the decoded data); a
      * compressed one also its output, charged as the output buffer grows (so decompression
      * stops where the budget ends), plus half of it for decoding. Released when the call is
      * answered. */

@@ -459,7 +459,8 @@ static int start(sidecar *sc)
         gc.admit = grpc_admit;
         gc.admit_ud = sc;
         gc.budget = (sn_grpc_budget){sn_memguard_reserve_grpc, sn_memguard_release_cb,
-                                     sn_memguard_available_cb, sc->memguard};
+                                     sn_memguard_available_cb, sc->memguard,
+                                     sn_memguard_budget(sc->memguard)};
         if ((rc = sn_grpc_server_create(&gc, &sc->grpc, err, sizeof err)) != 0 ||
             (rc = sn_grpc_server_start(sc->grpc)) != 0) {
             sn_log_error("cannot serve OTLP/gRPC", SN_LOG_STR("listen", addr),

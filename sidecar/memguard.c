@@ -205,7 +205,7 @@ static void set_budget(sn_memguard *g, uint64_t rss)
         return;
     }
     uint64_t above = g->limit > rss ? g->limit - rss : 0;
-    g->margin = above / 4 > SN_MEMGUARD_MIN_MARGIN ? above / 4 : SN_MEMGUARD_MIN_MARGIN;
+    g->margin = above / 3 > SN_MEMGUARD_MIN_MARGIN ? above / 3 : SN_MEMGUARD_MIN_MARGIN;
     g->budget = above > g->margin ? above - g->margin : 0;
     atomic_init(&g->budget_now, g->budget);
 }

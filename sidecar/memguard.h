@@ -67,7 +67,7 @@ bool sn_memguard_admit(sn_memguard *g, sn_memguard_protocol protocol);
 /* The request budget: what the transports may hold for requests at once. At create the guard
  * reads the resident set (the baseline: libraries, threads, the pipeline's tables); then
  *
- *     budget     = limit - baseline - margin,      margin = max(8 MiB, (limit - baseline) / 4)
+ *     budget     = limit - baseline - margin,      margin = max(8 MiB, (limit - baseline) / 3)
  *     budget_now = min(budget, limit - unaccounted - margin)
  *
  * where `unaccounted` is what the resident set holds besides the reservations -- gRPC's
