@@ -488,8 +488,8 @@ static int request_reserve(sn_http_request *req, size_t need)
     size_t cap = req->cap ? req->cap : INITIAL_BUFFER;
     while (cap < need)
         cap = (cap > req->limit / 2) ? req->limit : cap * 2;
-    if (!req->gzip && req->declared >= need && req->declared < cap)
-        cap = req->declared; /* an identity body of known length: exactly that */
+    if (!req->gzip && req->declared >= need)
+        cap = req->declared; /* an identity body of known length: exactly that, at once */
     if (cap > req->limit)
         cap = req->limit;
     int brc = request_budget(req, budget_for(req, cap));
