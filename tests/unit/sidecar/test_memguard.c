@@ -4,6 +4,7 @@
 #include "memguard.h"
 
 #include <check.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -42,22 +43,31 @@ static void run_for(uv_loop_t *loop, unsigned ms)
     uv_run(loop, UV_RUN_NOWAIT);
 }
 
-/* Closes the guard and lets the loop free it. */
-static void close_guard(uv_loop_t *loop, sn_memguard *g)
+static uv_loop_t g_loop;
+
+/* Starts a guard on g_loop: limit 0, or 48 MiB above the resident set now, refusing from pct. */
+static sn_memguard *open_guard(bool limited, unsigned pct)
+{
+    uv_loop_init(&g_loop);
+    sn_memguard_config cfg = {.limit_bytes = limited ? rss_now() + 48 * (uint64_t)MIB : 0,
+                              .refuse_percent = pct};
+    sn_memguard *g = NULL;
+    char err[128];
+    ck_assert_int_eq(sn_memguard_create(&cfg, &g_loop, &g, err, sizeof err), 0);
+    return g;
+}
+
+/* Closes the guard, lets the loop free it and closes the loop. */
+static void close_guard(sn_memguard *g)
 {
     sn_memguard_close(g);
-    uv_run(loop, UV_RUN_DEFAULT);
+    uv_run(&g_loop, UV_RUN_DEFAULT);
+    ck_assert_int_eq(uv_loop_close(&g_loop), 0);
 }
 
 START_TEST(reservations_fit_the_budget_and_come_back)
 {
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    uint64_t limit = rss_now() + 48 * (uint64_t)MIB;
-    sn_memguard_config cfg = {.limit_bytes = limit, .refuse_percent = 100};
-    sn_memguard *g = NULL;
-    char err[128];
-    ck_assert_int_eq(sn_memguard_create(&cfg, &loop, &g, err, sizeof err), 0);
+    sn_memguard *g = open_guard(true, 100);
     size_t budget = sn_memguard_budget(g);
     /* limit - baseline is about 48 MiB; the margin a third of it. */
     ck_assert_uint_gt(budget, 28 * MIB);
@@ -83,27 +93,20 @@ START_TEST(reservations_fit_the_budget_and_come_back)
     ck_assert_int_eq(sn_memguard_reserve(g, SN_MEMGUARD_GRPC, 0, 0), 0);
     ck_assert_uint_eq(sn_memguard_available(g), budget);
     ck_assert(!sn_memguard_over(g));
-    close_guard(&loop, g);
-    ck_assert_int_eq(uv_loop_close(&loop), 0);
+    close_guard(g);
 }
 END_TEST
 
 START_TEST(no_limit_no_budget)
 {
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    sn_memguard_config cfg = {.limit_bytes = 0};
-    sn_memguard *g = NULL;
-    char err[128];
-    ck_assert_int_eq(sn_memguard_create(&cfg, &loop, &g, err, sizeof err), 0);
+    sn_memguard *g = open_guard(false, 0);
     ck_assert_uint_eq(sn_memguard_budget(g), SIZE_MAX);
     ck_assert_int_eq(sn_memguard_reserve(g, SN_MEMGUARD_HTTP, (size_t)1 << 40, 0), 0);
     ck_assert_uint_eq(sn_memguard_available(g), SIZE_MAX);
     sn_memguard_release(g, (size_t)1 << 40);
-    run_for(&loop, 50);
+    run_for(&g_loop, 50);
     ck_assert(sn_memguard_admit(g, SN_MEMGUARD_GRPC));
-    close_guard(&loop, g);
-    ck_assert_int_eq(uv_loop_close(&loop), 0);
+    close_guard(g);
 }
 END_TEST
 
@@ -111,15 +114,9 @@ END_TEST
  * off what requests may reserve at the next check, and given back when it is freed. */
 START_TEST(unaccounted_memory_shrinks_the_budget)
 {
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    uint64_t limit = rss_now() + 48 * (uint64_t)MIB;
-    sn_memguard_config cfg = {.limit_bytes = limit, .refuse_percent = 100};
-    sn_memguard *g = NULL;
-    char err[128];
-    ck_assert_int_eq(sn_memguard_create(&cfg, &loop, &g, err, sizeof err), 0);
+    sn_memguard *g = open_guard(true, 100);
     size_t budget = sn_memguard_budget(g);
-    run_for(&loop, 50);
+    run_for(&g_loop, 50);
     ck_assert_uint_gt(sn_memguard_available(g), budget - 2 * MIB);
 
     /* mmap, not malloc: a sanitizer's quarantine would keep freed pages resident. */
@@ -128,34 +125,27 @@ START_TEST(unaccounted_memory_shrinks_the_budget)
     ck_assert(hog != MAP_FAILED);
     memset(hog, 0x5a, n);
     __asm__ volatile("" : : "r"(hog) : "memory"); /* the compiler must not drop the pages */
-    run_for(&loop, 50);
+    run_for(&g_loop, 50);
     ck_assert_uint_lt(sn_memguard_available(g), budget - 14 * MIB);
     /* A reservation the old budget allowed no longer fits. */
     ck_assert_int_eq(sn_memguard_reserve(g, SN_MEMGUARD_HTTP, budget - 8 * MIB, 0), -EAGAIN);
     munmap(hog, n);
     /* The maximum decays by 1/16 per check: back within about a second. */
-    run_for(&loop, 1500);
+    run_for(&g_loop, 1500);
     ck_assert_uint_gt(sn_memguard_available(g), budget - 4 * MIB);
-    close_guard(&loop, g);
-    ck_assert_int_eq(uv_loop_close(&loop), 0);
+    close_guard(g);
 }
 END_TEST
 
 /* Over the resident-set threshold every reservation and admission is refused (retryable). */
 START_TEST(over_the_threshold_everything_is_refused)
 {
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    sn_memguard_config cfg = {.limit_bytes = rss_now() + 48 * (uint64_t)MIB, .refuse_percent = 1};
-    sn_memguard *g = NULL;
-    char err[128];
-    ck_assert_int_eq(sn_memguard_create(&cfg, &loop, &g, err, sizeof err), 0);
-    run_for(&loop, 50);
+    sn_memguard *g = open_guard(true, 1);
+    run_for(&g_loop, 50);
     ck_assert(sn_memguard_over(g));
     ck_assert(!sn_memguard_admit(g, SN_MEMGUARD_GRPC));
     ck_assert_int_eq(sn_memguard_reserve(g, SN_MEMGUARD_HTTP, 1, 0), -EAGAIN);
-    close_guard(&loop, g);
-    ck_assert_int_eq(uv_loop_close(&loop), 0);
+    close_guard(g);
 }
 END_TEST
 
