@@ -82,6 +82,8 @@ typedef struct sn_grpc_call {
     grpc_metadata_array request_md;
     grpc_byte_buffer *request;
     size_t request_len;
+    bool compressed; /* the message is gzip / deflate / zstd: its output is reserved in serve */
+    size_t reserved; /* bytes of cfg.budget this call holds */
     grpc_byte_buffer *response;
     grpc_slice status_message;
     grpc_metadata trailer;
@@ -89,18 +91,27 @@ typedef struct sn_grpc_call {
     int cancelled;
 } sn_grpc_call;
 
+/* A call's share of cfg.budget, charged while a handler-thread buffer grows for it. */
+typedef struct sn_charge {
+    const sn_grpc_budget *budget;
+    size_t *held; /* the call's reservation, grown by each charge */
+    int refused;  /* the budget's answer that stopped a growth (0: none) */
+} sn_charge;
+
 /* A growable byte buffer with a hard ceiling, owned by the handler thread. */
 typedef struct sn_buf {
     uint8_t *data;
     size_t len;
     size_t cap;
+    sn_charge *charge; /* NULL: growth is not charged to a budget */
 } sn_buf;
 
 typedef enum sn_body_rc {
     SN_BODY_OK = 0,
     SN_BODY_TOO_LARGE,
     SN_BODY_CORRUPT,
-    SN_BODY_NOMEM
+    SN_BODY_NOMEM,
+    SN_BODY_OVER_BUDGET /* larger than the memory budget has left: retryable */
 } sn_body_rc;
 
 struct sn_grpc_unary {
@@ -129,6 +140,7 @@ struct sn_grpc_unary {
     sn_grpc_call *q_head;
     sn_grpc_call *q_tail;
     size_t queued_bytes;
+    _Atomic size_t msg_estimate; /* cfg.budget: what a new call reserves before its message */
     bool shutting_down;
     bool server_done;
     bool worker_stop;
@@ -140,6 +152,7 @@ struct sn_grpc_unary {
     _Atomic uint64_t st_bytes_out;
     _Atomic uint64_t st_busy;
     _Atomic uint64_t st_gate;
+    _Atomic uint64_t st_budget;
     _Atomic uint64_t st_too_large;
     _Atomic uint64_t st_bad_encoding;
     _Atomic uint64_t st_unimplemented;
@@ -224,8 +237,9 @@ static size_t encode_status_details(uint8_t *out, size_t cap, grpc_status_code c
 
 /* ---- request bodies: copy out of gRPC and decompress with a ceiling --------------------- */
 
-/* Makes room for at least `need` bytes, growing geometrically but never past `ceiling`.
- * Returns 0, or -1 if `need` is above the ceiling or memory is short (the buffer is kept). */
+/* Makes room for at least `need` bytes, growing geometrically but never past `ceiling`, and
+ * charges the growth to b->charge when set. Returns 0, or -1 if `need` is above the ceiling,
+ * memory is short or the budget refused (b->charge->refused; the buffer is kept). */
 static int buf_reserve(sn_buf *b, size_t need, size_t ceiling)
 {
     if (need <= b->cap)
@@ -237,6 +251,15 @@ static int buf_reserve(sn_buf *b, size_t need, size_t ceiling)
         cap = cap > ceiling / 2 ? ceiling : cap * 2;
     if (cap > ceiling)
         cap = ceiling;
+    if (b->charge != NULL) {
+        sn_charge *ch = b->charge;
+        int rc = ch->budget->reserve(ch->budget->ud, cap - b->cap, *ch->held);
+        if (rc != 0) {
+            ch->refused = rc;
+            return -1;
+        }
+        *ch->held += cap - b->cap;
+    }
     uint8_t *p = realloc(b->data, cap);
     if (p == NULL)
         return -1;
@@ -409,34 +432,63 @@ static sn_body_rc unzstd_message(const sn_buf *in, size_t limit, ZSTD_DCtx **dct
  * handler-thread buffers. gzip and deflate come from grpc-encoding (core decompression is
  * off, so the byte buffer keeps its algorithm); zstd, unknown to this gRPC core, arrives as a
  * plain message and is recognised by its frame magic (see docs/otlp-receiver.md). */
-static sn_body_rc request_body(sn_grpc_unary *s, grpc_byte_buffer *bb, sn_buf *a, sn_buf *b,
+static sn_body_rc request_body(sn_grpc_unary *s, sn_grpc_call *c, sn_buf *a, sn_buf *b,
                                ZSTD_DCtx **dctx, const uint8_t **body, size_t *len)
 {
     static const uint8_t empty[1] = {0};
+    grpc_byte_buffer *bb = c->request;
     size_t limit = s->cfg.max_message_bytes;
+    /* Decompressed output is charged to the call as the buffer grows, and bounded at once by
+     * what the budget has left. */
+    sn_charge ch = {&s->cfg.budget, &c->reserved, 0};
+    sn_charge *charge = s->cfg.budget.reserve != NULL ? &ch : NULL;
+    size_t dlimit = limit;
+    if (charge != NULL) {
+        size_t left = s->cfg.budget.available(s->cfg.budget.ud);
+        size_t room = a->cap + b->cap + left; /* the kept buffers are the handler's own */
+        if (room >= left && room < dlimit)
+            dlimit = room;
+    }
     sn_body_rc rc;
     sn_buf *res = a;
 
     switch (bb->data.raw.compression) {
     case GRPC_COMPRESS_GZIP:
-        rc = inflate_message(bb, 15 + 16, limit, a);
-        break;
     case GRPC_COMPRESS_DEFLATE:
-        rc = inflate_message(bb, 15, limit, a);
+        c->compressed = true;
+        a->charge = charge;
+        rc = inflate_message(bb, bb->data.raw.compression == GRPC_COMPRESS_GZIP ? 15 + 16 : 15,
+                             dlimit, a);
+        a->charge = NULL;
         break;
     default:
-        rc = copy_message(bb, limit, a);
+        rc = copy_message(bb, limit, a); /* charged with the message (reserve_message) */
         if (rc == SN_BODY_OK && s->cfg.accept_zstd && looks_like_zstd(a->data, a->len)) {
-            rc = unzstd_message(a, limit, dctx, b);
+            b->charge = charge;
+            rc = unzstd_message(a, dlimit, dctx, b);
+            b->charge = NULL;
             if (rc == SN_BODY_OK)
                 res = b;
             else if (rc == SN_BODY_CORRUPT)
                 rc = SN_BODY_OK; /* not zstd after all: hand over the bytes as they came */
+            else
+                c->compressed = true;
+            if (rc == SN_BODY_OK && res == b)
+                c->compressed = true;
         }
         break;
     }
+    if (ch.refused != 0 || (rc == SN_BODY_TOO_LARGE && dlimit < limit))
+        return ch.refused == -E2BIG ? SN_BODY_TOO_LARGE : SN_BODY_OVER_BUDGET;
     if (rc != SN_BODY_OK)
         return rc;
+    if (charge != NULL && c->compressed) {
+        /* Half the output again for the decoded data. */
+        int brc = s->cfg.budget.reserve(s->cfg.budget.ud, res->len / 2, c->reserved);
+        if (brc != 0)
+            return brc == -E2BIG ? SN_BODY_TOO_LARGE : SN_BODY_OVER_BUDGET;
+        c->reserved += res->len / 2;
+    }
     *body = res->len > 0 ? res->data : empty;
     *len = res->len;
     return SN_BODY_OK;
@@ -487,6 +539,8 @@ static void release_call(sn_grpc_unary *s, sn_grpc_call *c)
     if (c->call != NULL)
         grpc_call_unref(c->call);
     bool admitted = c->admitted;
+    if (c->reserved > 0)
+        s->cfg.budget.release(s->cfg.budget.ud, c->reserved);
     memset(c, 0, sizeof *c);
     c->srv = s;
     c->status_message = grpc_empty_slice();
@@ -586,6 +640,24 @@ static void answer_busy(sn_grpc_unary *s, sn_grpc_call *c)
            (int64_t)s->cfg.busy_retry_ms, NULL, 0);
 }
 
+/* Refuses a call larger than the whole of cfg.budget: RESOURCE_EXHAUSTED, no RetryInfo (a
+ * retry would be refused the same way). */
+static void answer_too_big(sn_grpc_unary *s, sn_grpc_call *c)
+{
+    atomic_fetch_add(&s->st_too_large, 1);
+    answer(s, c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+           "request larger than the receiver's memory limit allows", -1, NULL, 0);
+}
+
+/* Refuses a call whose bytes do not fit in cfg.budget: UNAVAILABLE with RetryInfo. Nothing of
+ * the request is kept, so the client's retry is no duplicate. */
+static void answer_budget(sn_grpc_unary *s, sn_grpc_call *c)
+{
+    atomic_fetch_add(&s->st_budget, 1);
+    answer(s, c, GRPC_STATUS_UNAVAILABLE, "receiver over its memory limit; retry later",
+           (int64_t)s->cfg.busy_retry_ms, NULL, 0);
+}
+
 /* Handler thread: turns one queued call into an answer. The request byte buffer is freed as
  * soon as its bytes are copied out. */
 static void serve(sn_grpc_unary *s, sn_grpc_call *c, sn_buf *a, sn_buf *b, ZSTD_DCtx **dctx)
@@ -606,7 +678,7 @@ static void serve(sn_grpc_unary *s, sn_grpc_call *c, sn_buf *a, sn_buf *b, ZSTD_
     }
     const uint8_t *body = NULL;
     size_t len = 0;
-    sn_body_rc rc = request_body(s, c->request, a, b, dctx, &body, &len);
+    sn_body_rc rc = request_body(s, c, a, b, dctx, &body, &len);
     grpc_byte_buffer_destroy(c->request);
     c->request = NULL;
     switch (rc) {
@@ -622,6 +694,9 @@ static void serve(sn_grpc_unary *s, sn_grpc_call *c, sn_buf *a, sn_buf *b, ZSTD_
         atomic_fetch_add(&s->st_bad_encoding, 1);
         answer(s, c, GRPC_STATUS_INVALID_ARGUMENT, "request message cannot be decompressed", -1,
                NULL, 0);
+        return;
+    case SN_BODY_OVER_BUDGET:
+        answer_budget(s, c);
         return;
     case SN_BODY_NOMEM:
     default:
@@ -659,7 +734,7 @@ void sn_grpc_unary_finish(sn_grpc_pending *later, sn_grpc_reply *reply)
 static void *worker_main(void *arg)
 {
     sn_grpc_unary *s = arg;
-    sn_buf a = {NULL, 0, 0}, b = {NULL, 0, 0};
+    sn_buf a = {NULL, 0, 0, NULL}, b = {NULL, 0, 0, NULL};
     ZSTD_DCtx *dctx = NULL;
 
     pthread_setname_np(pthread_self(), "sn-grpc-handler");
@@ -701,6 +776,16 @@ static void on_new_call(sn_grpc_unary *s, sn_grpc_call *c)
         }
     }
     bool gated = method >= 0 && s->cfg.admit != NULL && !s->cfg.admit(s->cfg.admit_ud);
+    bool over_budget = false;
+    if (method >= 0 && !gated && s->cfg.budget.reserve != NULL) {
+        /* gRPC's buffers for a message being read: the message and its read chunks' slack. */
+        size_t est = 2 * atomic_load(&s->msg_estimate);
+        if (s->cfg.budget.reserve(s->cfg.budget.ud, est, 0) == 0)
+            c->reserved = est;
+        else
+            over_budget = true;
+    }
+    gated = gated || over_budget;
     pthread_mutex_lock(&s->mu);
     s->waiting--;
     s->live++;
@@ -715,6 +800,10 @@ static void on_new_call(sn_grpc_unary *s, sn_grpc_call *c)
     if (method < 0) {
         atomic_fetch_add(&s->st_unimplemented, 1);
         answer(s, c, GRPC_STATUS_UNIMPLEMENTED, "unknown method", -1, NULL, 0);
+        return;
+    }
+    if (over_budget) {
+        answer_budget(s, c); /* before the message is read, like the gate */
         return;
     }
     if (gated) {
@@ -738,6 +827,38 @@ static void on_new_call(sn_grpc_unary *s, sn_grpc_call *c)
         release_call(s, c);
 }
 
+/* CQ thread: the message arrived; its call's reservation becomes three times its length (gRPC's
+ * buffers with their slack and our copy; once gRPC's are freed, the decoded data) instead of
+ * the estimate, and the
+ * estimate for the next calls follows the sizes of the messages that fit (the largest recent
+ * one, decaying by an eighth per message, at least SN_BUF_MIN; one that never fits does not
+ * count, so the estimate stays within the budget). Returns the budget's answer (0, -EAGAIN,
+ * -E2BIG). */
+static int reserve_message(sn_grpc_unary *s, sn_grpc_call *c)
+{
+    size_t len = c->request_len;
+    size_t want = len > SIZE_MAX / 3 ? SIZE_MAX : 3 * len;
+    if (want <= c->reserved) {
+        s->cfg.budget.release(s->cfg.budget.ud, c->reserved - want);
+    } else {
+        int rc = s->cfg.budget.reserve(s->cfg.budget.ud, want - c->reserved, c->reserved);
+        if (rc == -E2BIG)
+            return rc;
+        if (rc != 0)
+            goto out_estimate;
+    }
+    c->reserved = want;
+out_estimate:;
+    size_t est = atomic_load(&s->msg_estimate);
+    est -= est / 8;
+    if (est < len)
+        est = len;
+    if (est < SN_BUF_MIN)
+        est = SN_BUF_MIN;
+    atomic_store(&s->msg_estimate, est);
+    return c->reserved == want ? 0 : -EAGAIN;
+}
+
 /* CQ thread: the request message (or its absence) arrived; queue it for the handler. */
 static void on_message(sn_grpc_unary *s, sn_grpc_call *c, bool ok)
 {
@@ -748,6 +869,16 @@ static void on_message(sn_grpc_unary *s, sn_grpc_call *c, bool ok)
         return;
     }
     c->request_len = grpc_byte_buffer_length(c->request);
+    int brc = s->cfg.budget.reserve != NULL ? reserve_message(s, c) : 0;
+    if (brc != 0) {
+        grpc_byte_buffer_destroy(c->request);
+        c->request = NULL;
+        if (brc == -E2BIG)
+            answer_too_big(s, c);
+        else
+            answer_budget(s, c);
+        return;
+    }
     pthread_mutex_lock(&s->mu);
     if (s->q_head != NULL && s->queued_bytes + c->request_len > s->cfg.max_queued_bytes) {
         pthread_mutex_unlock(&s->mu);
@@ -883,6 +1014,11 @@ static int check_config(sn_grpc_unary_config *cfg, char *err, size_t errlen)
     }
     if (cfg->busy_retry_ms == 0)
         cfg->busy_retry_ms = SN_UNARY_DEFAULT_RETRY_MS;
+    if (cfg->budget.reserve != NULL &&
+        (cfg->budget.release == NULL || cfg->budget.available == NULL)) {
+        snprintf(err, errlen, "%s: a memory budget needs reserve, release and available", name);
+        return -EINVAL;
+    }
     return 0;
 }
 
@@ -927,13 +1063,17 @@ int sn_grpc_unary_create(const sn_grpc_unary_config *cfg_in, sn_grpc_unary **out
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     atomic_init(&s->cancel_all, false);
+    atomic_init(&s->msg_estimate, (size_t)SN_BUF_MIN);
 
     grpc_init();
     grpc_arg args[8];
     memset(args, 0, sizeof args);
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[0].value.integer = (int)cfg.max_message_bytes;
+    size_t receive_max = cfg.max_message_bytes;
+    if (cfg.budget.reserve != NULL && cfg.budget.total > 0 && cfg.budget.total / 3 < receive_max)
+        receive_max = cfg.budget.total / 3 < SN_BUF_MIN ? SN_BUF_MIN : cfg.budget.total / 3;
+    args[0].value.integer = (int)receive_max;
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION;
     args[1].value.integer = 0; /* core's decompression has no output limit: we do it */
@@ -1125,6 +1265,7 @@ void sn_grpc_unary_stats_get(const sn_grpc_unary *s, sn_grpc_unary_stats *out)
         out->answers[i] = atomic_load(&m->st_answers[i]);
     out->refused_busy = atomic_load(&m->st_busy);
     out->refused_gate = atomic_load(&m->st_gate);
+    out->refused_budget = atomic_load(&m->st_budget);
     out->refused_too_large = atomic_load(&m->st_too_large);
     out->refused_bad_encoding = atomic_load(&m->st_bad_encoding);
     out->unimplemented = atomic_load(&m->st_unimplemented);

@@ -86,6 +86,23 @@ typedef struct sn_grpc_reply {
  * is over a memory limit. Must be fast and thread-safe. */
 typedef bool (*sn_grpc_unary_admit)(void *ud);
 
+/* An optional memory budget shared with other transports (the sidecar's sidecar/memguard.h).
+ * reserve(ud, more, held): may a call that holds `held` bytes hold `more` besides? 0 reserves
+ * them; -EAGAIN refuses the call for now (UNAVAILABLE + RetryInfo, nothing kept); -E2BIG refuses
+ * it for good (larger than the whole budget: RESOURCE_EXHAUSTED without RetryInfo).
+ * release(ud, bytes) gives back what a call reserved, when it is answered. available(ud): what
+ * is not reserved now (bounds decompression). All three: any thread, fast, no blocking. */
+typedef struct sn_grpc_budget {
+    int (*reserve)(void *ud, size_t more, size_t held);
+    void (*release)(void *ud, size_t bytes);
+    size_t (*available)(void *ud);
+    void *ud;
+    /* The whole budget (0: unknown). gRPC reads a message whole before it can be refused, so
+     * its receive limit is lowered to a third of this (a message that needs more than the
+     * budget could never be taken): a message gRPC buffers is then at most total / 3. */
+    size_t total;
+} sn_grpc_budget;
+
 /* Called on the handler thread for every admitted, decompressed request. `method` is the index
  * of the call's path in the method table; `body` is borrowed for the call only. Handlers run
  * one at a time (never concurrently with each other) and may block, which delays the calls
@@ -114,6 +131,14 @@ typedef struct sn_grpc_unary_config {
     void *handler_ud;
     sn_grpc_unary_admit admit; /* optional gate for new calls */
     void *admit_ud;
+    /* Optional (reserve NULL: none). A new call reserves twice an estimate of its message (the
+     * largest recent message, decaying, at least 64 KiB: gRPC's buffers while it reads) before
+     * the message is read, and is refused when that does not fit; when the message has
+     * arrived, three times its length (gRPC's buffers and our copy, later the decoded data); a
+     * compressed one also its output, charged as the output buffer grows (so decompression
+     * stops where the budget ends), plus half of it for decoding. Released when the call is
+     * answered. */
+    sn_grpc_budget budget;
 } sn_grpc_unary_config;
 
 /* Counters, read with sn_grpc_unary_stats_get; each only grows. */
@@ -122,6 +147,7 @@ typedef struct sn_grpc_unary_stats {
     uint64_t answers[SN_GRPC_CODE_COUNT];         /* handler answers by status code */
     uint64_t refused_busy;                        /* UNAVAILABLE: over max_calls / queued bytes */
     uint64_t refused_gate;                        /* UNAVAILABLE: refused by cfg.admit */
+    uint64_t refused_budget;                      /* UNAVAILABLE: over cfg.budget */
     uint64_t refused_too_large;                   /* RESOURCE_EXHAUSTED after decompression */
     uint64_t refused_bad_encoding;                /* undecodable compressed message */
     uint64_t unimplemented;                       /* unknown method */

@@ -458,6 +458,9 @@ static int start(sidecar *sc)
         gc.handler_ud = sn_pipeline_handler_ud(sc->pipeline, SN_PIPELINE_GRPC);
         gc.admit = grpc_admit;
         gc.admit_ud = sc;
+        gc.budget = (sn_grpc_budget){sn_memguard_reserve_grpc, sn_memguard_release_cb,
+                                     sn_memguard_available_cb, sc->memguard,
+                                     sn_memguard_budget(sc->memguard)};
         if ((rc = sn_grpc_server_create(&gc, &sc->grpc, err, sizeof err)) != 0 ||
             (rc = sn_grpc_server_start(sc->grpc)) != 0) {
             sn_log_error("cannot serve OTLP/gRPC", SN_LOG_STR("listen", addr),
@@ -477,6 +480,7 @@ static int start(sidecar *sc)
             .max_buffered_bytes = (size_t)s->max_inflight_bytes,
             .handler = http_handler,
             .handler_ud = sc,
+            .budget = {sn_memguard_reserve_http, sn_memguard_release_cb, sc->memguard},
         };
         if ((rc = sn_http_server_create(&hc, &sc->http, err, sizeof err)) != 0 ||
             (rc = sn_http_server_start(sc->http, err, sizeof err)) != 0) {

@@ -9,12 +9,14 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define SN_MEMGUARD_TRIM_GROWTH (1024u * 1024u) /* idle trim only after this much new anon */
+#define SN_MEMGUARD_TRIM_GROWTH   (1024u * 1024u) /* idle trim only after this much new anon */
+#define SN_MEMGUARD_TRIM_INTERVAL 100u            /* ms between trim decisions */
 
 static const char *const protocol_names[SN_MEMGUARD_PROTOCOLS] = {"grpc", "http"};
 
@@ -25,11 +27,20 @@ struct sn_memguard {
     uint64_t limit;
     uint64_t refuse_at; /* bytes of resident set */
     atomic_bool over;
-    _Atomic uint64_t admitted; /* requests let in, for the idle check */
-    uint64_t admitted_seen;    /* at the previous tick (loop thread) */
-    uint64_t anon_trimmed;     /* anonymous bytes after the last trim (loop thread) */
+    uint64_t baseline;           /* resident bytes at create */
+    uint64_t margin;             /* the limit's part no request may use */
+    uint64_t budget;             /* request bytes at once, at most (UINT64_MAX: no limit) */
+    _Atomic uint64_t budget_now; /* request bytes at once, now: budget less unaccounted growth */
+    uint64_t unaccounted;        /* resident bytes no reservation stands for (decaying maximum) */
+    _Atomic uint64_t reserved;   /* request bytes reserved now */
+    unsigned ticks, trim_every;  /* trims are considered every trim_every ticks */
+    _Atomic uint64_t admitted;   /* requests let in, for the idle check */
+    uint64_t admitted_seen;      /* at the previous tick (loop thread) */
+    uint64_t anon_trimmed;       /* anonymous bytes after the last trim (loop thread) */
     sn_counter *refused[SN_MEMGUARD_PROTOCOLS];
     sn_gauge *over_gauge;
+    sn_gauge *reserved_gauge;
+    sn_gauge *budget_gauge;
     sn_counter *trims;
 };
 
@@ -69,23 +80,62 @@ static void trim(sn_memguard *g)
     sn_counter_inc(g->trims);
 }
 
+/* Follows what the resident set holds besides the reservations (gRPC's stream buffers, kept
+ * scratch and malloc arenas, batches): its maximum, decaying by 1/16 per tick, never below the
+ * baseline; and shrinks the budget by what it grew since the start. */
+static void update_budget(sn_memguard *g, uint64_t rss)
+{
+    if (g->limit == 0)
+        return;
+    uint64_t reserved = atomic_load(&g->reserved);
+    uint64_t now = rss > reserved ? rss - reserved : 0;
+    uint64_t u = g->unaccounted - g->unaccounted / 16;
+    if (u < now)
+        u = now;
+    if (u < g->baseline)
+        u = g->baseline;
+    g->unaccounted = u;
+    uint64_t b = g->limit > u + g->margin ? g->limit - u - g->margin : 0;
+    if (b > g->budget)
+        b = g->budget;
+    atomic_store(&g->budget_now, b);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     sn_memguard *g = t->data;
     uint64_t rss = 0, anon = 0;
     if (!read_statm(g, &rss, &anon))
         return;
-    uint64_t admitted = atomic_load(&g->admitted);
-    bool idle = admitted == g->admitted_seen;
-    g->admitted_seen = admitted;
     bool over = g->limit > 0 && rss >= g->refuse_at;
-    if (over || (idle && anon > g->anon_trimmed + SN_MEMGUARD_TRIM_GROWTH)) {
-        trim(g);
-        if (over && read_statm(g, &rss, &anon))
-            over = rss >= g->refuse_at;
+    if (++g->ticks >= g->trim_every) { /* the trim policy runs at SN_MEMGUARD_TRIM_INTERVAL */
+        g->ticks = 0;
+        uint64_t admitted = atomic_load(&g->admitted);
+        bool idle = admitted == g->admitted_seen;
+        g->admitted_seen = admitted;
+        if (over || (idle && anon > g->anon_trimmed + SN_MEMGUARD_TRIM_GROWTH)) {
+            trim(g);
+            if (read_statm(g, &rss, &anon))
+                over = g->limit > 0 && rss >= g->refuse_at;
+        }
     }
+    update_budget(g, rss);
     atomic_store(&g->over, over);
     sn_gauge_set(g->over_gauge, over ? 1.0 : 0.0);
+    sn_gauge_set(g->reserved_gauge, (double)atomic_load(&g->reserved));
+    sn_gauge_set(g->budget_gauge, g->limit > 0 ? (double)atomic_load(&g->budget_now) : 0.0);
+}
+
+/* Registers a gauge without labels and returns it in *out. Returns 0 or the registry's error. */
+static int register_gauge(sn_metrics *m, const char *name, const char *help, sn_gauge **out,
+                          char *err, size_t errlen)
+{
+    sn_metrics_family *f = NULL;
+    sn_metrics_desc d = {.type = SN_METRICS_GAUGE, .name = name, .help = help};
+    int rc = sn_metrics_register(m, &d, &f, err, errlen);
+    if (rc != 0)
+        return rc;
+    return (*out = sn_metrics_gauge(f, NULL)) == NULL ? -ENOMEM : 0;
 }
 
 /* Registers the guard's metrics. Returns 0 or the registry's error. */
@@ -127,7 +177,37 @@ static int register_metrics(sn_memguard *g, sn_metrics *m, char *err, size_t err
         return rc;
     if ((g->trims = sn_metrics_counter(f, NULL)) == NULL)
         return -ENOMEM;
+    sn_gauge *baseline = NULL;
+    if ((rc = register_gauge(m, "sentinel_sidecar_memory_budget_bytes",
+                             "request bytes the transports may hold at once now (limits.memory "
+                             "minus the memory no request holds and a margin; 0: no limit)",
+                             &g->budget_gauge, err, errlen)) != 0 ||
+        (rc = register_gauge(m, "sentinel_sidecar_memory_baseline_bytes",
+                             "resident set when the memory guard started", &baseline, err,
+                             errlen)) != 0 ||
+        (rc = register_gauge(m, "sentinel_sidecar_memory_reserved_bytes",
+                             "request bytes reserved against the budget (sampled every check)",
+                             &g->reserved_gauge, err, errlen)) != 0)
+        return rc;
+    sn_gauge_set(g->budget_gauge, g->limit > 0 ? (double)g->budget : 0.0);
+    sn_gauge_set(baseline, (double)g->baseline);
     return 0;
+}
+
+/* Sets the baseline from the resident set now and derives the request budget (memguard.h). */
+static void set_budget(sn_memguard *g, uint64_t rss)
+{
+    g->baseline = rss;
+    g->unaccounted = rss;
+    if (g->limit == 0) {
+        g->budget = UINT64_MAX;
+        atomic_init(&g->budget_now, UINT64_MAX);
+        return;
+    }
+    uint64_t above = g->limit > rss ? g->limit - rss : 0;
+    g->margin = above / 3 > SN_MEMGUARD_MIN_MARGIN ? above / 3 : SN_MEMGUARD_MIN_MARGIN;
+    g->budget = above > g->margin ? above - g->margin : 0;
+    atomic_init(&g->budget_now, g->budget);
 }
 
 int sn_memguard_create(const sn_memguard_config *cfg, uv_loop_t *loop, sn_memguard **out, char *err,
@@ -149,8 +229,10 @@ int sn_memguard_create(const sn_memguard_config *cfg, uv_loop_t *loop, sn_memgua
     g->page = page > 0 ? (uint64_t)page : 4096u;
     g->limit = cfg->limit_bytes;
     g->refuse_at = cfg->limit_bytes / 100u * pct;
+    g->trim_every = interval < SN_MEMGUARD_TRIM_INTERVAL ? SN_MEMGUARD_TRIM_INTERVAL / interval : 1;
     atomic_init(&g->over, false);
     atomic_init(&g->admitted, 0);
+    atomic_init(&g->reserved, 0);
     int rc;
     g->fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
     if (g->fd < 0) {
@@ -158,10 +240,11 @@ int sn_memguard_create(const sn_memguard_config *cfg, uv_loop_t *loop, sn_memgua
         snprintf(err, errlen, "memory guard: cannot open /proc/self/statm: %s", strerror(errno));
         goto out_free;
     }
-    if (cfg->metrics != NULL && (rc = register_metrics(g, cfg->metrics, err, errlen)) != 0)
-        goto out_close;
     uint64_t rss = 0;
     (void)read_statm(g, &rss, &g->anon_trimmed);
+    set_budget(g, rss);
+    if (cfg->metrics != NULL && (rc = register_metrics(g, cfg->metrics, err, errlen)) != 0)
+        goto out_close;
     uv_timer_init(loop, &g->timer);
     g->timer.data = g;
     uv_timer_start(&g->timer, on_tick, interval, interval);
@@ -184,6 +267,72 @@ bool sn_memguard_admit(sn_memguard *g, sn_memguard_protocol protocol)
     }
     atomic_fetch_add(&g->admitted, 1);
     return true;
+}
+
+int sn_memguard_reserve(sn_memguard *g, sn_memguard_protocol protocol, size_t more, size_t held)
+{
+    int rc = -EAGAIN;
+    if (more == 0)
+        return 0;
+    if (g->limit > 0 && (held > g->budget || more > g->budget - held)) {
+        rc = -E2BIG;
+        goto refuse;
+    }
+    if (atomic_load(&g->over))
+        goto refuse;
+    uint64_t before = atomic_fetch_add(&g->reserved, (uint64_t)more);
+    if (g->limit > 0 && before + more > atomic_load(&g->budget_now)) {
+        atomic_fetch_sub(&g->reserved, (uint64_t)more);
+        goto refuse;
+    }
+    if (held == 0)
+        atomic_fetch_add(&g->admitted, 1);
+    return 0;
+
+refuse:
+    sn_counter_inc(g->refused[protocol]);
+    return rc;
+}
+
+void sn_memguard_release(sn_memguard *g, size_t bytes)
+{
+    if (bytes > 0)
+        atomic_fetch_sub(&g->reserved, (uint64_t)bytes);
+}
+
+size_t sn_memguard_available(const sn_memguard *g)
+{
+    uint64_t used = atomic_load(&((sn_memguard *)g)->reserved);
+    if (g->limit == 0)
+        return SIZE_MAX;
+    uint64_t now = atomic_load(&((sn_memguard *)g)->budget_now);
+    uint64_t left = used < now ? now - used : 0;
+    return left > SIZE_MAX ? SIZE_MAX : (size_t)left;
+}
+
+size_t sn_memguard_budget(const sn_memguard *g)
+{
+    return g->budget > SIZE_MAX ? SIZE_MAX : (size_t)g->budget;
+}
+
+int sn_memguard_reserve_grpc(void *ud, size_t more, size_t held)
+{
+    return sn_memguard_reserve(ud, SN_MEMGUARD_GRPC, more, held);
+}
+
+int sn_memguard_reserve_http(void *ud, size_t more, size_t held)
+{
+    return sn_memguard_reserve(ud, SN_MEMGUARD_HTTP, more, held);
+}
+
+void sn_memguard_release_cb(void *ud, size_t bytes)
+{
+    sn_memguard_release(ud, bytes);
+}
+
+size_t sn_memguard_available_cb(void *ud)
+{
+    return sn_memguard_available(ud);
 }
 
 bool sn_memguard_over(const sn_memguard *g)

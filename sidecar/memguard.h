@@ -2,23 +2,29 @@
  * memguard.h -- the sidecar's hard memory limit (`limits.memory`).
  *
  * A timer on the loop reads the process's resident set from /proc/self/statm (one pread, no
- * parsing of /proc/self/status) every `interval_ms`. While it is at or above `refuse_percent`
- * of the limit, sn_memguard_admit answers false and the transports refuse new requests with a
- * retryable status (gRPC UNAVAILABLE + RetryInfo, HTTP 503 + Retry-After) until the resident
- * set is back under; the rest of the limit is headroom for the requests already admitted, which
- * the transports and the pipeline bound by themselves (otlp.max_inflight_bytes per stage).
+ * parsing of /proc/self/status) every `interval_ms` (20 ms). While it is at or above
+ * `refuse_percent` of the limit, sn_memguard_admit answers false and the transports refuse new
+ * requests with a retryable status (gRPC UNAVAILABLE + RetryInfo, HTTP 503 + Retry-After) until the
+ * resident set is back under; the rest of the limit is headroom for the requests already admitted,
+ * which the transports and the pipeline bound by themselves (otlp.max_inflight_bytes per stage).
  *
- * Giving memory back: while over, and once after a burst when no request arrived for one tick,
+ * Giving memory back: while over, and once after a burst when no request arrived for 100 ms,
  * the timer calls malloc_trim(0) (so freed request buffers leave the process instead of staying
- * in malloc's arenas); at most once per tick, and the idle trim only when the anonymous memory
+ * in malloc's arenas); at most once per 100 ms, and the idle trim only when the anonymous memory
  * grew by more than 1 MiB since the last trim.
+ *
+ * Besides the resident set, the guard keeps a request budget (below) that the transports reserve
+ * from before they hold a request's bytes, so a burst admitted before the timer's next look
+ * cannot overshoot the limit.
  *
  * Metrics (when a registry is given): sentinel_sidecar_memory_refused_total{protocol},
  * sentinel_sidecar_memory_limit_bytes, sentinel_sidecar_memory_over_limit (0/1),
- * sentinel_sidecar_memory_trims_total. See docs/sidecar.md, "Memory".
+ * sentinel_sidecar_memory_trims_total, sentinel_sidecar_memory_budget_bytes,
+ * sentinel_sidecar_memory_reserved_bytes, sentinel_sidecar_memory_baseline_bytes. See
+ * docs/sidecar.md, "Memory".
  *
- * Threads: create, the timer and close on the loop thread; sn_memguard_admit and
- * sn_memguard_over from any thread (one atomic load, one atomic add).
+ * Threads: create, the timer and close on the loop thread; sn_memguard_admit, sn_memguard_over,
+ * sn_memguard_reserve and sn_memguard_release from any thread (atomics only).
  */
 #ifndef SN_SIDECAR_MEMGUARD_H
 #define SN_SIDECAR_MEMGUARD_H
@@ -31,7 +37,7 @@
 #include <uv.h>
 
 #define SN_MEMGUARD_DEFAULT_PERCENT  75u
-#define SN_MEMGUARD_DEFAULT_INTERVAL 100u /* ms */
+#define SN_MEMGUARD_DEFAULT_INTERVAL 20u /* ms */
 
 typedef struct sn_memguard sn_memguard;
 
@@ -57,6 +63,52 @@ int sn_memguard_create(const sn_memguard_config *cfg, uv_loop_t *loop, sn_memgua
 /* True when a new request may be taken; false (and counted for `protocol`) while the resident
  * set is over the refusal threshold. Any thread. */
 bool sn_memguard_admit(sn_memguard *g, sn_memguard_protocol protocol);
+
+/* The request budget: what the transports may hold for requests at once. At create the guard
+ * reads the resident set (the baseline: libraries, threads, the pipeline's tables); then
+ *
+ *     budget     = limit - baseline - margin,      margin = max(8 MiB, (limit - baseline) / 3)
+ *     budget_now = min(budget, limit - unaccounted - margin)
+ *
+ * where `unaccounted` is what the resident set holds besides the reservations -- gRPC's
+ * per-connection and per-stream buffers, the pipeline's kept scratch buffers, batches, malloc's
+ * arenas --, measured on every check (resident set minus reserved bytes; its maximum, decaying
+ * by 1/16 per check, never below the baseline). Memory that no reservation counts thus shrinks
+ * what requests may reserve, and the margin covers what grows between two checks.
+ *
+ * A transport reserves a request's bytes before it holds them (an HTTP body's Content-Length
+ * before reading it, or each growth of its buffer; a gRPC message's estimated size before
+ * reading it, its real size and its decompressed output as they arrive) and releases them when
+ * the request is answered. A reservation that does not fit is refused, and the transport
+ * answers with a retryable refusal, so the reservations never exceed budget_now. A request that
+ * would not fit even alone (larger than `budget`) is refused as too large (413 /
+ * RESOURCE_EXHAUSTED, not retryable): under a small limit the largest request taken is below
+ * otlp.max_message_bytes. No limit: every reservation fits. See docs/sidecar.md, "Memory". */
+#define SN_MEMGUARD_MIN_MARGIN (8u * 1024u * 1024u)
+
+/* Reserves `more` bytes for a request of `protocol` that already holds `held` bytes of the
+ * budget. Returns 0 when they fit (the caller then owns them and gives them back with
+ * sn_memguard_release); -EAGAIN while over the resident-set threshold or when they do not fit
+ * now; -E2BIG when held + more is above the whole budget (the request never fits). Refusals are
+ * counted in sentinel_sidecar_memory_refused_total{protocol}. Any thread (atomics, no lock). */
+int sn_memguard_reserve(sn_memguard *g, sn_memguard_protocol protocol, size_t more, size_t held);
+
+/* Gives back `bytes` reserved with sn_memguard_reserve. Any thread. */
+void sn_memguard_release(sn_memguard *g, size_t bytes);
+
+/* What may still be reserved now, e.g. to bound a decompression: the budget not reserved, or
+ * SIZE_MAX without a limit. Any thread. */
+size_t sn_memguard_available(const sn_memguard *g);
+
+/* The largest budget, with nothing unaccounted beyond the baseline (SIZE_MAX without a limit). */
+size_t sn_memguard_budget(const sn_memguard *g);
+
+/* Callback adapters for the transports' reservation hooks (grpc_unary.h, http_server.h); `ud`
+ * is the sn_memguard. */
+int sn_memguard_reserve_grpc(void *ud, size_t more, size_t held);
+int sn_memguard_reserve_http(void *ud, size_t more, size_t held);
+void sn_memguard_release_cb(void *ud, size_t bytes);
+size_t sn_memguard_available_cb(void *ud);
 
 /* True while over the refusal threshold (for /readyz). Any thread. */
 bool sn_memguard_over(const sn_memguard *g);

@@ -218,6 +218,7 @@ int sn_grpc_server_create(const sn_grpc_server_config *cfg, sn_grpc_server **out
     u.handler_ud = s;
     u.admit = cfg->admit;
     u.admit_ud = cfg->admit_ud;
+    u.budget = cfg->budget;
     int rc = sn_grpc_unary_create(&u, &s->unary, err, errlen);
     if (rc != 0) {
         free(s);
@@ -254,6 +255,7 @@ void sn_grpc_server_stats_get(const sn_grpc_server *s, sn_grpc_server_stats *out
         out->outcomes[i] = atomic_load(&m->st_outcomes[i]);
     out->refused_busy = u.refused_busy;
     out->refused_gate = u.refused_gate;
+    out->refused_budget = u.refused_budget;
     out->refused_too_large = u.refused_too_large;
     out->refused_bad_encoding = u.refused_bad_encoding;
     out->unimplemented = u.unimplemented;

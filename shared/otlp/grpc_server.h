@@ -17,6 +17,7 @@
 #ifndef SN_OTLP_GRPC_SERVER_H
 #define SN_OTLP_GRPC_SERVER_H
 
+#include "grpc_unary.h"
 #include "otlp/receiver.h"
 
 #include <stdbool.h>
@@ -49,6 +50,7 @@ typedef struct sn_grpc_server_config {
     bool (*admit)(void *ud); /* optional: false refuses a new call before its message is read
                                 (UNAVAILABLE + RetryInfo), e.g. over a memory limit */
     void *admit_ud;
+    sn_grpc_budget budget; /* optional request-memory budget (grpc_unary.h) */
 } sn_grpc_server_config;
 
 /* Counters, read with sn_grpc_server_stats; each only grows. */
@@ -57,6 +59,7 @@ typedef struct sn_grpc_server_stats {
     uint64_t outcomes[SN_OTLP_INTERNAL + 1]; /* handler answers by sn_otlp_outcome */
     uint64_t refused_busy;                   /* UNAVAILABLE: over max_calls */
     uint64_t refused_gate;                   /* UNAVAILABLE: refused by cfg.admit */
+    uint64_t refused_budget;                 /* UNAVAILABLE: over cfg.budget */
     uint64_t refused_too_large;              /* RESOURCE_EXHAUSTED after decompression */
     uint64_t refused_bad_encoding;           /* undecodable compressed message */
     uint64_t unimplemented;                  /* unknown method */

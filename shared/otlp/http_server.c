@@ -62,7 +62,8 @@ typedef enum req_fault {
     FAULT_TOO_LARGE, /* 413 */
     FAULT_BAD_GZIP,  /* 400 */
     FAULT_NO_MEMORY, /* 503, retryable */
-    FAULT_BUSY       /* 503, retryable: max_buffered_bytes reached */
+    FAULT_BUSY,      /* 503, retryable: max_buffered_bytes reached */
+    FAULT_MEMORY     /* 503, retryable: over the memory budget (cfg.budget) */
 } req_fault;
 
 typedef struct sn_http_request {
@@ -80,6 +81,8 @@ typedef struct sn_http_request {
     uint8_t *buf;   /* the (decompressed) body; freed by request_free() */
     size_t len;
     size_t cap;
+    size_t declared; /* Content-Length (0: none) */
+    size_t reserved; /* bytes of cfg.budget this request holds */
     z_stream z;
 } sn_http_request;
 
@@ -414,6 +417,37 @@ static enum MHD_Result answer_result(struct MHD_Connection *conn, const sn_http_
 
 /* ---------------------------------------------------------------- request bodies */
 
+/* Makes the request's share of the memory budget `want` bytes (growing only). Returns 0 (also
+ * without a budget), or the budget's refusal: -EAGAIN (not now), -E2BIG (never). */
+static int request_budget(sn_http_request *req, size_t want)
+{
+    const sn_http_budget *b = &req->srv->cfg.budget;
+    if (b->reserve == NULL || want <= req->reserved)
+        return 0;
+    int rc = b->reserve(b->ud, want - req->reserved, req->reserved);
+    if (rc != 0)
+        return rc == -E2BIG ? -E2BIG : -EAGAIN;
+    req->reserved = want;
+    return 0;
+}
+
+/* The budget a body buffer of `cap` bytes stands for: the buffer and the decoder's memory (a
+ * JSON document is parsed into a tree about twice its size, protobuf into events about half). */
+static size_t budget_for(const sn_http_request *req, size_t cap)
+{
+    if (cap > SIZE_MAX / 3)
+        return SIZE_MAX;
+    return req->encoding == SN_OTLP_JSON ? 3 * cap : cap + cap / 2;
+}
+
+/* Gives the request's share of the memory budget back. */
+static void request_unbudget(sn_http_request *req)
+{
+    if (req->reserved > 0)
+        req->srv->cfg.budget.release(req->srv->cfg.budget.ud, req->reserved);
+    req->reserved = 0;
+}
+
 /* Frees a request and everything it holds. NULL is allowed. */
 static void request_free(sn_http_request *req)
 {
@@ -423,6 +457,7 @@ static void request_free(sn_http_request *req)
         inflateEnd(&req->z);
     if (req->cap > 0)
         atomic_fetch_sub(&req->srv->buffered, req->cap);
+    request_unbudget(req);
     free(req->buf);
     free(req);
 }
@@ -433,6 +468,7 @@ static void request_fault(sn_http_request *req, req_fault fault)
     req->fault = fault;
     if (req->cap > 0)
         atomic_fetch_sub(&req->srv->buffered, req->cap);
+    request_unbudget(req);
     free(req->buf);
     req->buf = NULL;
     req->len = req->cap = 0;
@@ -440,8 +476,9 @@ static void request_fault(sn_http_request *req, req_fault fault)
 
 /* Makes room for `need` bytes in the body buffer, doubling from INITIAL_BUFFER and never past
  * the request's limit, nor the server's max_buffered_bytes over all requests (the growth is
- * charged first). Returns 0, -E2BIG when need exceeds the limit, -EBUSY over the server's
- * budget, -ENOMEM. */
+ * charged first), nor the memory budget (cfg.budget: the buffer and half again for decoding).
+ * Returns 0, -E2BIG when need exceeds the limit, -EBUSY over the server's max_buffered_bytes,
+ * -ENOSPC over the memory budget, -ENOMEM. */
 static int request_reserve(sn_http_request *req, size_t need)
 {
     if (need <= req->cap)
@@ -451,8 +488,13 @@ static int request_reserve(sn_http_request *req, size_t need)
     size_t cap = req->cap ? req->cap : INITIAL_BUFFER;
     while (cap < need)
         cap = (cap > req->limit / 2) ? req->limit : cap * 2;
+    if (!req->gzip && req->declared >= need)
+        cap = req->declared; /* an identity body of known length: exactly that, at once */
     if (cap > req->limit)
         cap = req->limit;
+    int brc = request_budget(req, budget_for(req, cap));
+    if (brc != 0)
+        return brc == -E2BIG ? -E2BIG : -ENOSPC;
     size_t grow = cap - req->cap, budget = req->srv->cfg.max_buffered_bytes;
     size_t before = atomic_fetch_add(&req->srv->buffered, grow);
     if (budget > 0 && before + grow > budget && before > req->cap) { /* others hold bytes */
@@ -474,9 +516,10 @@ static void request_append(sn_http_request *req, const char *data, size_t n)
 {
     int rc = request_reserve(req, req->len + n);
     if (rc != 0) {
-        request_fault(req, rc == -E2BIG   ? FAULT_TOO_LARGE
-                           : rc == -EBUSY ? FAULT_BUSY
-                                          : FAULT_NO_MEMORY);
+        request_fault(req, rc == -E2BIG    ? FAULT_TOO_LARGE
+                           : rc == -EBUSY  ? FAULT_BUSY
+                           : rc == -ENOSPC ? FAULT_MEMORY
+                                           : FAULT_NO_MEMORY);
         return;
     }
     memcpy(req->buf + req->len, data, n);
@@ -504,8 +547,10 @@ static void request_inflate(sn_http_request *req, const char *data, size_t n)
         bool at_limit = false;
         if (req->len == req->cap) {
             int rc = request_reserve(req, req->len + 1);
-            if (rc == -ENOMEM || rc == -EBUSY) {
-                request_fault(req, rc == -EBUSY ? FAULT_BUSY : FAULT_NO_MEMORY);
+            if (rc == -ENOMEM || rc == -EBUSY || rc == -ENOSPC) {
+                request_fault(req, rc == -EBUSY    ? FAULT_BUSY
+                                   : rc == -ENOSPC ? FAULT_MEMORY
+                                                   : FAULT_NO_MEMORY);
                 return;
             }
             at_limit = rc != 0;
@@ -557,6 +602,24 @@ static bool otlp_route(const char *url, sn_otlp_signal *signal)
     return false;
 }
 
+/* True when the client waits for "100 Continue" before sending its body. */
+static bool expects_continue(struct MHD_Connection *conn)
+{
+    const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    return v != NULL && strncasecmp(v, "100-continue", 12) == 0;
+}
+
+/* The retryable refusal of a request over the memory budget: 503 + Retry-After. */
+static enum MHD_Result answer_memory(sn_http_server *s, struct MHD_Connection *conn, bool is_otlp,
+                                     sn_otlp_encoding enc)
+{
+    if (!is_otlp)
+        return answer_route_error(s, conn, MHD_HTTP_SERVICE_UNAVAILABLE,
+                                  "server over its memory limit", 1);
+    return answer_status(conn, MHD_HTTP_SERVICE_UNAVAILABLE, enc, RPC_UNAVAILABLE,
+                         "receiver over its memory limit, retry later", 1);
+}
+
 /* First call of a request: everything decidable from the headers. Either queues a refusal
  * (*req_cls stays NULL) or allocates the request state. */
 static enum MHD_Result begin_request(sn_http_server *s, struct MHD_Connection *conn,
@@ -604,6 +667,7 @@ static enum MHD_Result begin_request(sn_http_server *s, struct MHD_Connection *c
 
     const char *cl =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    size_t declared = 0; /* Content-Length, 0 when absent */
     if (cl != NULL) {
         unsigned long long v = 0;
         bool over = false;
@@ -621,6 +685,7 @@ static enum MHD_Result begin_request(sn_http_server *s, struct MHD_Connection *c
             return answer_route_error(s, conn, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large",
                                       0);
         }
+        declared = (size_t)v;
     }
 
     sn_http_request *req = calloc(1, sizeof *req);
@@ -632,9 +697,31 @@ static enum MHD_Result begin_request(sn_http_server *s, struct MHD_Connection *c
     req->encoding = enc;
     req->gzip = gzip;
     req->limit = s->cfg.max_body_bytes;
+    req->declared = declared;
+    /* The body and the decoded data (a gzip body's output: at least twice the wire bytes),
+     * reserved before a byte of the body is read. */
+    int brc = request_budget(
+        req, budget_for(req, gzip && declared < SIZE_MAX / 2 ? 2 * declared : declared));
+    if (brc != 0) {
+        req->fault = brc == -E2BIG ? FAULT_TOO_LARGE : FAULT_MEMORY;
+        if (expects_continue(conn)) {
+            free(req); /* the client sends no body: answer now */
+            if (brc == -E2BIG)
+                return is_otlp ? answer_status(conn, MHD_HTTP_CONTENT_TOO_LARGE, enc,
+                                               RPC_RESOURCE_EXHAUSTED,
+                                               "request body larger than the receiver's "
+                                               "memory limit allows",
+                                               0)
+                               : answer_route_error(s, conn, MHD_HTTP_CONTENT_TOO_LARGE,
+                                                    "request body too large", 0);
+            return answer_memory(s, conn, is_otlp, enc);
+        }
+        *req_cls = req; /* the body is read and thrown away, then refused */
+        return MHD_YES;
+    }
     if (gzip) {
         if (inflateInit2(&req->z, 16 + MAX_WBITS) != Z_OK) {
-            free(req);
+            request_free(req);
             return MHD_NO;
         }
         req->z_ready = true;
@@ -700,6 +787,8 @@ static enum MHD_Result finish_request(sn_http_server *s, struct MHD_Connection *
         case FAULT_BUSY:
             return answer_route_error(s, conn, MHD_HTTP_SERVICE_UNAVAILABLE,
                                       "server busy: too many request bytes in progress", 1);
+        case FAULT_MEMORY:
+            return answer_memory(s, conn, false, req->encoding);
         case FAULT_NONE:
             break;
         }
@@ -741,6 +830,8 @@ static enum MHD_Result finish_request(sn_http_server *s, struct MHD_Connection *
     case FAULT_BUSY:
         return answer_status(conn, MHD_HTTP_SERVICE_UNAVAILABLE, req->encoding, RPC_UNAVAILABLE,
                              "receiver busy: too many request bytes in progress, retry later", 1);
+    case FAULT_MEMORY:
+        return answer_memory(s, conn, true, req->encoding);
     case FAULT_NONE:
         break;
     }
@@ -894,6 +985,11 @@ int sn_http_server_create(const sn_http_server_config *cfg, sn_http_server **out
         set_err(err, errlen,
                 "OTLP/HTTP limits out of range (body <= 1 GiB, threads <= 256, "
                 "threads <= connections <= 65536)");
+        rc = -EINVAL;
+        goto out_free_server;
+    }
+    if (s->cfg.budget.reserve != NULL && s->cfg.budget.release == NULL) {
+        set_err(err, errlen, "HTTP server: a memory budget needs reserve and release");
         rc = -EINVAL;
         goto out_free_server;
     }

@@ -21,6 +21,9 @@
  * connection is closed) and the answer is 413. The handler never sees an oversized body.
  * (A refusal from the headers closes the connection with the body unread: a client that sends a
  * large body without "Expect: 100-continue" may see a reset instead of the 413.)
+ *
+ * Memory: with a budget (sn_http_server_config.budget) every request reserves its bytes before
+ * holding them and is refused (503 + Retry-After) when they do not fit; see the field.
  */
 #ifndef SN_OTLP_HTTP_SERVER_H
 #define SN_OTLP_HTTP_SERVER_H
@@ -102,6 +105,17 @@ const char *sn_http_request_header(const char *name);
 typedef bool (*sn_http_arg_fn)(const char *key, const char *value, void *ud);
 int sn_http_request_args(sn_http_arg_fn fn, void *ud);
 
+/* An optional memory budget shared with other transports (the sidecar's sidecar/memguard.h):
+ * reserve(ud, more, held) -- may a request holding `held` bytes hold `more` besides? 0 reserves
+ * them, -EAGAIN refuses for now (503 + Retry-After), -E2BIG for good (the request is larger
+ * than the whole budget: 413); release(ud, bytes) gives them back. Any thread, fast, no
+ * blocking. */
+typedef struct sn_http_budget {
+    int (*reserve)(void *ud, size_t more, size_t held);
+    void (*release)(void *ud, size_t bytes);
+    void *ud;
+} sn_http_budget;
+
 typedef struct sn_http_server_config {
     const char *listen;            /* "host:port", "[v6addr]:port" or ":port"; port 0 = any */
     size_t max_body_bytes;         /* 0: SN_HTTP_DEFAULT_MAX_BODY */
@@ -121,6 +135,14 @@ typedef struct sn_http_server_config {
      * connections go to upgrade(..., upgrade_ud). */
     sn_http_upgrade_fn upgrade;
     void *upgrade_ud;
+    /* Optional (reserve NULL: none). A request reserves its Content-Length and the decoder's
+     * share (half of it for protobuf, twice it for JSON, which is parsed into a tree) from the
+     * headers, before its body is read -- a gzip body twice that -- and more as its buffer grows
+     * past it (chunked bodies, inflated gzip); released when the request ends. A reservation that
+     * does not fit answers 503 + Retry-After (413 when the request would not fit even alone): at
+     * once when the client sent "Expect: 100-continue" (it then never sends the body), else after
+     * reading and throwing away the body, which is never buffered. */
+    sn_http_budget budget;
 } sn_http_server_config;
 
 /* Validates the configuration and copies it (the listen string included) into a new server,

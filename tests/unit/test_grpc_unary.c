@@ -403,6 +403,116 @@ START_TEST(admit_gate_refuses_before_the_handler_and_small_windows_carry_large_m
 }
 END_TEST
 
+/* A memory budget for the tests: `cap` bytes at once, `used` reserved now. */
+static atomic_size_t g_used;
+static const size_t g_cap = 1024 * 1024;
+
+static int budget_reserve(void *ud, size_t more, size_t held)
+{
+    (void)ud;
+    if (held + more > g_cap)
+        return -E2BIG;
+    size_t before = atomic_fetch_add(&g_used, more);
+    if (before + more > g_cap) {
+        atomic_fetch_sub(&g_used, more);
+        return -EAGAIN;
+    }
+    return 0;
+}
+
+static void budget_release(void *ud, size_t bytes)
+{
+    (void)ud;
+    ck_assert_uint_ge(atomic_load(&g_used), bytes);
+    atomic_fetch_sub(&g_used, bytes);
+}
+
+static size_t budget_available(void *ud)
+{
+    (void)ud;
+    size_t used = atomic_load(&g_used);
+    return used < g_cap ? g_cap - used : 0;
+}
+
+/* Waits (up to 2 s) until the budget's use is back to `want`: a call's reservation is released
+ * when gRPC reports its answer sent, just after the client has it. */
+static void wait_used(size_t want)
+{
+    for (int i = 0; i < 200 && atomic_load(&g_used) != want; i++) {
+        struct timespec ts = {0, 10000000L};
+        nanosleep(&ts, NULL);
+    }
+    ck_assert_uint_eq(atomic_load(&g_used), want);
+}
+
+/* With a memory budget: a call reserves before its message is read and is refused (retryable)
+ * when that does not fit; a message larger than the budget allows is refused for good; a zstd
+ * message's output is charged as it is decompressed; everything comes back after the answer. */
+START_TEST(memory_budget_refuses_before_reading_and_bounds_decompression)
+{
+    sn_grpc_unary_config cfg;
+    base_config(&cfg, handler, &g_seen);
+    cfg.budget = (sn_grpc_budget){budget_reserve, budget_release, budget_available, NULL, g_cap};
+    atomic_store(&g_used, 0);
+    start_config(&cfg);
+
+    size_t n = 100 * 1024;
+    uint8_t *body = calloc(1, 400 * 1024);
+    grpc_test_reply r = call(methods[0], body, n);
+    ck_assert_int_eq(r.grpc_status, SN_GRPC_OK);
+    grpc_test_reply_free(&r);
+    ck_assert_int_eq(g_seen.calls, 1);
+    wait_used(0);
+
+    /* 900 KiB held elsewhere: refused before the message is read, with RetryInfo. */
+    atomic_store(&g_used, 900 * 1024);
+    r = call(methods[0], body, n);
+    ck_assert_int_eq(r.grpc_status, SN_GRPC_UNAVAILABLE);
+    ck_assert(strstr(r.details, "memory") != NULL);
+    ck_assert_int_eq(retry_ms_of(&r), 1000);
+    grpc_test_reply_free(&r);
+    ck_assert_int_eq(g_seen.calls, 1);
+    wait_used(900 * 1024);
+    atomic_store(&g_used, 0);
+
+    /* 400 KiB needs 1.2 MiB: never (gRPC's own receive limit is a third of the budget). */
+    r = call(methods[0], body, 400 * 1024);
+    ck_assert_int_eq(r.grpc_status, SN_GRPC_RESOURCE_EXHAUSTED);
+    ck_assert_int_eq(retry_ms_of(&r), -1);
+    grpc_test_reply_free(&r);
+    ck_assert_int_eq(g_seen.calls, 1);
+    wait_used(0);
+
+    /* 300 KiB of zeros in a small zstd frame: refused (retryable) when the output does not
+     * fit in what is left -- decompression stops there -- ... */
+    size_t zcap = ZSTD_compressBound(300 * 1024);
+    uint8_t *z = malloc(zcap);
+    size_t zl = ZSTD_compress(z, zcap, body, 300 * 1024, 3);
+    ck_assert(!ZSTD_isError(zl));
+    atomic_store(&g_used, 600 * 1024);
+    r = call(methods[0], z, zl);
+    ck_assert_int_eq(r.grpc_status, SN_GRPC_UNAVAILABLE);
+    ck_assert_int_eq(retry_ms_of(&r), 1000);
+    grpc_test_reply_free(&r);
+    ck_assert_int_eq(g_seen.calls, 1);
+    wait_used(600 * 1024);
+    atomic_store(&g_used, 0);
+    /* ... and decompressed when the budget is free. */
+    r = call(methods[0], z, zl);
+    ck_assert_int_eq(r.grpc_status, SN_GRPC_OK);
+    grpc_test_reply_free(&r);
+    ck_assert_int_eq(g_seen.calls, 2);
+    ck_assert_uint_eq(g_seen.len, 300 * 1024);
+    wait_used(0);
+
+    sn_grpc_unary_stats st;
+    sn_grpc_unary_stats_get(g_srv, &st);
+    ck_assert_uint_eq(st.refused_budget, 2);
+    free(z);
+    free(body);
+}
+END_TEST
+
 START_TEST(bad_config_is_refused_with_the_name)
 {
     sn_grpc_unary_config cfg;
@@ -463,6 +573,7 @@ static Suite *grpc_unary_suite(void)
     tcase_add_test(tc, deferred_answers_come_from_another_thread);
     tcase_add_test(tc,
                    admit_gate_refuses_before_the_handler_and_small_windows_carry_large_messages);
+    tcase_add_test(tc, memory_budget_refuses_before_reading_and_bounds_decompression);
     tcase_add_test(tc, bad_config_is_refused_with_the_name);
     suite_add_tcase(s, tc);
     return s;

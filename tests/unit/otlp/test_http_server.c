@@ -797,6 +797,116 @@ START_TEST(buffered_bytes_budget_refuses_retryable)
 }
 END_TEST
 
+/* A memory budget for the tests: `cap` bytes at once, `used` of them reserved now. */
+typedef struct fake_budget {
+    atomic_size_t used;
+    size_t cap;
+    atomic_int refused;
+} fake_budget;
+
+static int fake_reserve(void *ud, size_t more, size_t held)
+{
+    fake_budget *b = ud;
+    if (held + more > b->cap) {
+        atomic_fetch_add(&b->refused, 1);
+        return -E2BIG;
+    }
+    size_t before = atomic_fetch_add(&b->used, more);
+    if (before + more > b->cap) {
+        atomic_fetch_sub(&b->used, more);
+        atomic_fetch_add(&b->refused, 1);
+        return -EAGAIN;
+    }
+    return 0;
+}
+
+static void fake_release(void *ud, size_t bytes)
+{
+    fake_budget *b = ud;
+    ck_assert_uint_ge(atomic_load(&b->used), bytes);
+    atomic_fetch_sub(&b->used, bytes);
+}
+
+/* With a memory budget a request reserves its Content-Length and the decoder's share (half for
+ * protobuf, twice for JSON) before its body is read: over what is left it gets 503 +
+ * Retry-After without the handler running (with and without "Expect: 100-continue"), over the
+ * whole budget 413; what it reserved comes back when it is answered. */
+START_TEST(memory_budget_refuses_before_the_body)
+{
+    sn_http_server_destroy(g_srv);
+    free(g_seen.body);
+    g_seen.body = NULL;
+    static fake_budget fb;
+    atomic_store(&fb.used, 0);
+    atomic_store(&fb.refused, 0);
+    fb.cap = 100 * 1024;
+    memset(&g_seen, 0, sizeof g_seen);
+    pthread_mutex_init(&g_seen.mu, NULL);
+    pthread_cond_init(&g_seen.cv, NULL);
+    sn_http_server_config cfg = {
+        .listen = "127.0.0.1:0",
+        .max_body_bytes = 1024 * 1024,
+        .threads = 2,
+        .handler = test_handler,
+        .handler_ud = &g_seen,
+        .budget = {fake_reserve, fake_release, &fb},
+    };
+    char err[256];
+    ck_assert_int_eq(sn_http_server_create(&cfg, &g_srv, err, sizeof err), 0);
+    ck_assert_msg(sn_http_server_start(g_srv, err, sizeof err) == 0, "%s", err);
+    g_port = sn_http_server_port(g_srv);
+
+    uint8_t *body = calloc(1, 80 * 1024);
+    /* 60 KiB of protobuf: 90 KiB reserved, fits; released after the answer. */
+    reply r = post("/v1/traces", "application/x-protobuf", body, 60 * 1024);
+    ck_assert_int_eq(r.status, 200);
+    reply_free(&r);
+    ck_assert_int_eq(atomic_load(&g_seen.calls), 1);
+    ck_assert_uint_eq(atomic_load(&fb.used), 0);
+
+    /* 50 KiB held elsewhere: the same request does not fit now. */
+    atomic_store(&fb.used, 50 * 1024);
+    for (int expect = 0; expect < 2; expect++) {
+        g_expect_continue = expect == 1;
+        r = post("/v1/traces", "application/x-protobuf", body, 60 * 1024);
+        ck_assert_int_eq(r.status, 503);
+        ck_assert_str_eq(r.retry_after, "1");
+        int code = 0;
+        char msg[256];
+        decode_status(r.body, r.len, &code, msg, sizeof msg);
+        ck_assert_int_eq(code, 14); /* UNAVAILABLE */
+        ck_assert_ptr_nonnull(strstr(msg, "memory"));
+        reply_free(&r);
+    }
+    g_expect_continue = false;
+    ck_assert_int_eq(atomic_load(&g_seen.calls), 1);
+    ck_assert_uint_eq(atomic_load(&fb.used), 50 * 1024);
+    atomic_store(&fb.used, 0);
+
+    /* JSON reserves three times its length: 40 KiB never fits (413), 30 KiB does. */
+    memset(body, ' ', 40 * 1024);
+    body[0] = '{';
+    body[40 * 1024 - 1] = '}';
+    r = post("/v1/traces", "application/json", body, 40 * 1024);
+    ck_assert_int_eq(r.status, 413);
+    reply_free(&r);
+    body[30 * 1024 - 1] = '}';
+    r = post("/v1/traces", "application/json", body, 30 * 1024);
+    ck_assert_int_eq(r.status, 200);
+    reply_free(&r);
+    ck_assert_int_eq(atomic_load(&g_seen.calls), 2);
+
+    /* A chunked body reserves as its buffer grows: 80 KiB of protobuf passes the budget. */
+    r = request("POST", "/v1/traces", "application/x-protobuf", NULL, NULL, 0, 80 * 1024);
+    ck_assert_int_eq(r.status, 413);
+    reply_free(&r);
+    ck_assert_int_eq(atomic_load(&g_seen.calls), 2);
+    ck_assert_uint_eq(atomic_load(&fb.used), 0);
+    ck_assert_int_ge(atomic_load(&fb.refused), 4);
+    free(body);
+}
+END_TEST
+
 START_TEST(stop_with_requests_in_flight)
 {
     g_seen.sleep_ms = 200;
@@ -926,6 +1036,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, malformed_requests_on_raw_sockets);
     tcase_add_test(tc, many_concurrent_requests);
     tcase_add_test(tc, buffered_bytes_budget_refuses_retryable);
+    tcase_add_test(tc, memory_budget_refuses_before_the_body);
     tcase_add_test(tc, stop_with_requests_in_flight);
     tcase_add_test(tc, server_without_otlp_routes);
     tcase_add_test(tc, configuration_errors);

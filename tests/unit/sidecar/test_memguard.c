@@ -1,0 +1,172 @@
+/* Unit tests for sidecar/memguard.c: the request budget (reserve / release, refusals for now and
+ * for good, no limit), the budget shrinking by memory that no reservation counts, and the
+ * resident-set threshold refusing everything. */
+#include "memguard.h"
+
+#include <check.h>
+#include <stdbool.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include <uv.h>
+
+#define MIB (1024u * 1024u)
+
+/* The resident set of this process now, in bytes. */
+static uint64_t rss_now(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    ck_assert_ptr_nonnull(f);
+    unsigned long long size = 0, resident = 0;
+    ck_assert_int_eq(fscanf(f, "%llu %llu", &size, &resident), 2);
+    fclose(f);
+    return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static void on_stop(uv_timer_t *t)
+{
+    uv_stop(t->loop);
+}
+
+/* Runs the loop for `ms` milliseconds (the guard's checks run every 20 ms). */
+static void run_for(uv_loop_t *loop, unsigned ms)
+{
+    uv_timer_t t;
+    uv_timer_init(loop, &t);
+    uv_timer_start(&t, on_stop, ms, 0);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+}
+
+static uv_loop_t g_loop;
+
+/* Starts a guard on g_loop: limit 0, or 48 MiB above the resident set now, refusing from pct. */
+static sn_memguard *open_guard(bool limited, unsigned pct)
+{
+    uv_loop_init(&g_loop);
+    sn_memguard_config cfg = {.limit_bytes = limited ? rss_now() + 48 * (uint64_t)MIB : 0,
+                              .refuse_percent = pct};
+    sn_memguard *g = NULL;
+    char err[128];
+    ck_assert_int_eq(sn_memguard_create(&cfg, &g_loop, &g, err, sizeof err), 0);
+    return g;
+}
+
+/* Closes the guard, lets the loop free it and closes the loop. */
+static void close_guard(sn_memguard *g)
+{
+    sn_memguard_close(g);
+    uv_run(&g_loop, UV_RUN_DEFAULT);
+    ck_assert_int_eq(uv_loop_close(&g_loop), 0);
+}
+
+START_TEST(reservations_fit_the_budget_and_come_back)
+{
+    sn_memguard *g = open_guard(true, 100);
+    size_t budget = sn_memguard_budget(g);
+    /* limit - baseline is about 48 MiB; the margin a third of it. */
+    ck_assert_uint_gt(budget, 28 * MIB);
+    ck_assert_uint_lt(budget, 34 * MIB);
+    ck_assert_uint_eq(sn_memguard_available(g), budget);
+
+    size_t half = budget / 2;
+    ck_assert_int_eq(sn_memguard_reserve(g, SN_MEMGUARD_HTTP, half, 0), 0);
+    ck_assert_uint_eq(sn_memguard_available(g), budget - half);
+    ck_assert_int_eq(sn_memguard_reserve(g, SN_MEMGUARD_GRPC, budget - half, 0), 0);
+    ck_assert_uint_eq(sn_memguard_available(g), 0);
+    /* Full: not now; a request that grows is refused the same way. */
+    ck_assert_int_eq(sn_memguard_reserve(g, SN_MEMGUARD_HTTP, 1, 0), -EAGAIN);
+    ck_assert_int_eq(sn_memguard_reserve(g, SN_MEMGUARD_HTTP, 1, half), -EAGAIN);
+    sn_memguard_release(g, budget - half);
+    ck_assert_int_eq(sn_memguard_reserve(g, SN_MEMGUARD_HTTP, 1024, half), 0);
+    sn_memguard_release(g, half + 1024);
+    ck_assert_uint_eq(sn_memguard_available(g), budget);
+
+    /* Larger than the whole budget: never, even alone. */
+    ck_assert_int_eq(sn_memguard_reserve(g, SN_MEMGUARD_HTTP, budget + 1, 0), -E2BIG);
+    ck_assert_int_eq(sn_memguard_reserve(g, SN_MEMGUARD_GRPC, 16, budget - 8), -E2BIG);
+    ck_assert_int_eq(sn_memguard_reserve(g, SN_MEMGUARD_GRPC, 0, 0), 0);
+    ck_assert_uint_eq(sn_memguard_available(g), budget);
+    ck_assert(!sn_memguard_over(g));
+    close_guard(g);
+}
+END_TEST
+
+START_TEST(no_limit_no_budget)
+{
+    sn_memguard *g = open_guard(false, 0);
+    ck_assert_uint_eq(sn_memguard_budget(g), SIZE_MAX);
+    ck_assert_int_eq(sn_memguard_reserve(g, SN_MEMGUARD_HTTP, (size_t)1 << 40, 0), 0);
+    ck_assert_uint_eq(sn_memguard_available(g), SIZE_MAX);
+    sn_memguard_release(g, (size_t)1 << 40);
+    run_for(&g_loop, 50);
+    ck_assert(sn_memguard_admit(g, SN_MEMGUARD_GRPC));
+    close_guard(g);
+}
+END_TEST
+
+/* Memory the process holds outside any reservation (here: 16 MiB touched by the test) is taken
+ * off what requests may reserve at the next check, and given back when it is freed. */
+START_TEST(unaccounted_memory_shrinks_the_budget)
+{
+    sn_memguard *g = open_guard(true, 100);
+    size_t budget = sn_memguard_budget(g);
+    run_for(&g_loop, 50);
+    ck_assert_uint_gt(sn_memguard_available(g), budget - 2 * MIB);
+
+    /* mmap, not malloc: a sanitizer's quarantine would keep freed pages resident. */
+    size_t n = 16 * MIB;
+    char *hog = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert(hog != MAP_FAILED);
+    memset(hog, 0x5a, n);
+    __asm__ volatile("" : : "r"(hog) : "memory"); /* the compiler must not drop the pages */
+    run_for(&g_loop, 50);
+    ck_assert_uint_lt(sn_memguard_available(g), budget - 14 * MIB);
+    /* A reservation the old budget allowed no longer fits. */
+    ck_assert_int_eq(sn_memguard_reserve(g, SN_MEMGUARD_HTTP, budget - 8 * MIB, 0), -EAGAIN);
+    munmap(hog, n);
+    /* The maximum decays by 1/16 per check: back within about a second. */
+    run_for(&g_loop, 1500);
+    ck_assert_uint_gt(sn_memguard_available(g), budget - 4 * MIB);
+    close_guard(g);
+}
+END_TEST
+
+/* Over the resident-set threshold every reservation and admission is refused (retryable). */
+START_TEST(over_the_threshold_everything_is_refused)
+{
+    sn_memguard *g = open_guard(true, 1);
+    run_for(&g_loop, 50);
+    ck_assert(sn_memguard_over(g));
+    ck_assert(!sn_memguard_admit(g, SN_MEMGUARD_GRPC));
+    ck_assert_int_eq(sn_memguard_reserve(g, SN_MEMGUARD_HTTP, 1, 0), -EAGAIN);
+    close_guard(g);
+}
+END_TEST
+
+static Suite *memguard_suite(void)
+{
+    Suite *s = suite_create("memguard");
+    TCase *tc = tcase_create("budget");
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, reservations_fit_the_budget_and_come_back);
+    tcase_add_test(tc, no_limit_no_budget);
+    tcase_add_test(tc, unaccounted_memory_shrinks_the_budget);
+    tcase_add_test(tc, over_the_threshold_everything_is_refused);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(memguard_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
