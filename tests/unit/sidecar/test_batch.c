@@ -451,7 +451,7 @@ START_TEST(bad_batches_are_refused_with_a_reason)
 
     sn_batch b = {.sidecar_id = ID, .sequence = 0};
     ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err), -EINVAL);
-    ck_assert_str_eq(err, "batch: sequence must be >= 1");
+    ck_assert_str_eq(err, "batch: sequence must be >= 1 (0: alerts only)");
     b = (sn_batch){.sidecar_id = "", .sequence = 1};
     ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err), -EINVAL);
     ck_assert_str_eq(err, "batch: sidecar_id must be 1 to 128 bytes");
