@@ -84,7 +84,12 @@ await run('sidecar_alert_ahead', async () => {
   const copies = lines.filter((l) => l.type === 'alert' && l.alert_id === local.alert_id);
   check(copies.length === 1 && copies[0].sequence === 0,
     `event log alert lines for ${local.alert_id}: ${JSON.stringify(copies)}, want one with sequence 0`);
-  m = await metrics(sc.adminPort);
+  // The sidecar counts it once the answer is back (the aggregator logs before it answers).
+  for (let i = 0; i < 50; i++) {
+    m = await metrics(sc.adminPort);
+    if (m.sentinel_sidecar_local_alerts_ahead_total === 1) break;
+    await sleep(100);
+  }
   check(m.sentinel_sidecar_local_alerts_ahead_total === 1,
     `sentinel_sidecar_local_alerts_ahead_total = ${m.sentinel_sidecar_local_alerts_ahead_total}, want 1`);
   check(m.sentinel_sidecar_spool_batches >= 2, `spool already down to ${m.sentinel_sidecar_spool_batches} batches`);
