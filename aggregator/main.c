@@ -526,9 +526,10 @@ static void on_alert_change(sn_alert_change change, const sn_alert *al, void *ud
 }
 
 /* Loop thread: marks in skip[] the local alerts of b whose alert_id was applied before (a copy:
- * every local alert comes ahead of its batch, sequence 0, and in it). A store error is logged
- * and the alert taken as new (applying a copy twice beats losing an alert). Returns how many
- * are marked. */
+ * every local alert comes ahead of its batch, sequence 0, and in it) -- by this replica (the
+ * store) or, with Redis, by any replica. A store or Redis error is logged or counted and the
+ * alert taken as new (applying a copy twice beats losing an alert). Returns how many are
+ * marked. */
 static size_t mark_alert_copies(aggregator *a, const sn_ingest_batch *b, bool *skip)
 {
     size_t n = 0;
@@ -538,6 +539,8 @@ static size_t mark_alert_copies(aggregator *a, const sn_ingest_batch *b, bool *s
         if (seen < 0)
             sn_log_error("cannot look up a local alert id", SN_LOG_STR("alert_id", id),
                          SN_LOG_STR("error", sn_store_errmsg(a->store)));
+        if (seen != 1 && id[0] != '\0' && a->shared != NULL)
+            seen = sn_shared_local_alert_seen(a->shared, id); /* another replica's copy */
         skip[i] = seen == 1;
         n += skip[i];
     }
@@ -554,6 +557,9 @@ static void apply_local_alert(aggregator *a, const sn_ingest_batch *b, size_t i,
     int emitted = sn_engine_local_alert(a->engine, al, now, on_anomaly, a);
     if (al->alert_id[0] == '\0' || (b->sequence == 0 && emitted == 0))
         return;
+    if (a->shared != NULL)
+        (void)sn_shared_local_alert_claim(a->shared, al->alert_id,
+                                          (int64_t)SN_STORE_LAID_DAYS * 86400 * SN_NS_PER_SEC);
     if (sn_store_local_alert_claim(a->store, al->alert_id, now) < 0) {
         a->store_errors++;
         sn_log_error("cannot store a local alert id", SN_LOG_STR("alert_id", al->alert_id),
