@@ -362,8 +362,7 @@ int sn_alert_ship_create(const sn_alert_ship_config *cfg, uv_loop_t *loop, sn_al
     if ((rc = sn_ship_create(&cfg->ship, loop, &as->ship, err, errlen)) != 0)
         goto fail_encoder;
     uv_timer_init(loop, as->timer);
-    as->timer->data = as;
-    uv_unref((uv_handle_t *)as->timer); /* a pending retry does not keep the loop alive */
+    as->timer->data = as; /* active (keeping the loop alive) only while a retry waits */
     update_gauge(as);
     *out = as;
     return 0;
