@@ -335,9 +335,12 @@ int sn_alert_ship_create(const sn_alert_ship_config *cfg, uv_loop_t *loop, sn_al
     int rc = check_config(cfg, err, errlen);
     if (rc != 0)
         return rc;
+    rc = -ENOMEM;
     sn_alert_ship *as = calloc(1, sizeof *as);
-    if (as == NULL)
-        goto fail_nomem;
+    if (as == NULL) {
+        set_err(err, errlen, "alert ship: out of memory");
+        return rc;
+    }
     as->cfg = *cfg;
     memcpy(as->sidecar_id, cfg->sidecar_id, strnlen(cfg->sidecar_id, SN_BATCH_ID_MAX - 1));
     as->cfg.sidecar_id = as->sidecar_id;
@@ -346,10 +349,12 @@ int sn_alert_ship_create(const sn_alert_ship_config *cfg, uv_loop_t *loop, sn_al
     as->ring = calloc(cfg->max_pending, sizeof *as->ring);
     as->scratch = calloc(cfg->max_per_call, sizeof *as->scratch);
     as->timer = calloc(1, sizeof *as->timer);
-    if (as->ring == NULL || as->scratch == NULL || as->timer == NULL)
+    if (as->ring == NULL || as->scratch == NULL || as->timer == NULL) {
+        set_err(err, errlen, "alert ship: out of memory");
         goto fail_free;
+    }
     if ((rc = register_metrics(as, err, errlen)) != 0)
-        goto fail_free_rc;
+        goto fail_free;
     sn_batch_config bc;
     sn_batch_config_init(&bc);
     bc.zstd_level = 0; /* a few alerts: compression would cost more than it saves */
@@ -358,7 +363,7 @@ int sn_alert_ship_create(const sn_alert_ship_config *cfg, uv_loop_t *loop, sn_al
     bc.max_message_bytes = cfg->ship.max_message_bytes > 4096 ? cfg->ship.max_message_bytes - 4096
                                                               : cfg->ship.max_message_bytes;
     if ((rc = sn_batch_encoder_create(&bc, &as->enc, err, errlen)) != 0)
-        goto fail_free_rc;
+        goto fail_free;
     if ((rc = sn_ship_create(&cfg->ship, loop, &as->ship, err, errlen)) != 0)
         goto fail_encoder;
     uv_timer_init(loop, as->timer);
@@ -369,20 +374,12 @@ int sn_alert_ship_create(const sn_alert_ship_config *cfg, uv_loop_t *loop, sn_al
 
 fail_encoder:
     sn_batch_encoder_destroy(as->enc);
-fail_free_rc:
-    free(as->ring);
-    free(as->scratch);
-    free(as->timer);
-    free(as);
-    return rc;
 fail_free:
     free(as->ring);
     free(as->scratch);
     free(as->timer);
     free(as);
-fail_nomem:
-    set_err(err, errlen, "alert ship: out of memory");
-    return -ENOMEM;
+    return rc;
 }
 
 void sn_alert_ship_destroy(sn_alert_ship *as)

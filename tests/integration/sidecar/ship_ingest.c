@@ -203,21 +203,31 @@ static sn_ship_result ship_once(sn_ship *ship, uv_loop_t *loop, const uint8_t *r
     return d.res;
 }
 
-START_TEST(batches_reach_the_aggregator_intact_once_and_in_order)
+/* Starts the real Ingest service on a free loopback port, applying into ap; target gets its
+ * "127.0.0.1:port" (64 bytes). Free with sn_ingest_destroy. */
+static sn_ingest *start_ingest(applied *ap, uint32_t retry_after_ms, size_t max_alerts,
+                               char *target)
 {
-    static applied ap = {.mu = PTHREAD_MUTEX_INITIALIZER};
     sn_ingest_config icfg;
     sn_ingest_config_init(&icfg);
     icfg.listen = "127.0.0.1:0";
-    icfg.retry_after_ms = 250;
+    icfg.retry_after_ms = retry_after_ms;
+    icfg.max_batch_alerts = max_alerts;
     icfg.apply = apply;
-    icfg.apply_ud = &ap;
+    icfg.apply_ud = ap;
     sn_ingest *in = NULL;
     char err[256];
     ck_assert_msg(sn_ingest_create(&icfg, &in, err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(sn_ingest_start(in), 0);
-    char target[64];
-    snprintf(target, sizeof target, "127.0.0.1:%d", sn_ingest_port(in));
+    snprintf(target, 64, "127.0.0.1:%d", sn_ingest_port(in));
+    return in;
+}
+
+START_TEST(batches_reach_the_aggregator_intact_once_and_in_order)
+{
+    static applied ap = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    char target[64], err[256];
+    sn_ingest *in = start_ingest(&ap, 250, SN_INGEST_DEFAULT_MAX_ALERTS, target);
 
     uv_loop_t loop;
     ck_assert_int_eq(uv_loop_init(&loop), 0);
@@ -334,6 +344,14 @@ START_TEST(batches_reach_the_aggregator_intact_once_and_in_order)
 }
 END_TEST
 
+/* Sets what apply answers from now on. */
+static void set_rc(applied *ap, int rc)
+{
+    pthread_mutex_lock(&ap->mu);
+    ap->rc = rc;
+    pthread_mutex_unlock(&ap->mu);
+}
+
 /* Runs the loop until the alert sender has nothing pending (polled: the loop may have nothing
  * referenced between a push and its call), at most ~10 s. */
 #define run_until_sent(loop, as) run_until_sent_at(loop, as, __LINE__)
@@ -368,19 +386,9 @@ static double series(sn_metrics *m, const char *name)
 START_TEST(local_alerts_go_ahead_alone_and_fall_back_when_refused)
 {
     static applied ap = {.mu = PTHREAD_MUTEX_INITIALIZER};
-    sn_ingest_config icfg;
-    sn_ingest_config_init(&icfg);
-    icfg.listen = "127.0.0.1:0";
-    icfg.retry_after_ms = 50;
-    icfg.max_batch_alerts = 1; /* two alerts in one call: refused for good (no retry delay) */
-    icfg.apply = apply;
-    icfg.apply_ud = &ap;
-    sn_ingest *in = NULL;
-    char err[256];
-    ck_assert_msg(sn_ingest_create(&icfg, &in, err, sizeof err) == 0, "%s", err);
-    ck_assert_int_eq(sn_ingest_start(in), 0);
-    char target[64];
-    snprintf(target, sizeof target, "127.0.0.1:%d", sn_ingest_port(in));
+    char target[64], err[256];
+    /* At most one alert per batch: two alerts in one call are refused for good (no delay). */
+    sn_ingest *in = start_ingest(&ap, 50, 1, target);
 
     uv_loop_t loop;
     ck_assert_int_eq(uv_loop_init(&loop), 0);
@@ -412,34 +420,26 @@ START_TEST(local_alerts_go_ahead_alone_and_fall_back_when_refused)
     ck_assert_double_eq(series(m, "sentinel_sidecar_local_alerts_ahead_total"), 1);
 
     /* RETRY_AFTER: resent after the delay, then applied. */
-    pthread_mutex_lock(&ap.mu);
-    ap.rc = -EAGAIN;
-    pthread_mutex_unlock(&ap.mu);
+    set_rc(&ap, -EAGAIN);
     sn_alert_ship_push(as, &al[1]);
     for (int i = 0; i < 2000 && ap.calls < 2; i++) {
         uv_run(&loop, UV_RUN_NOWAIT);
         struct timespec d = {0, 1000 * 1000};
         nanosleep(&d, NULL);
     }
-    pthread_mutex_lock(&ap.mu);
-    ap.rc = 0;
-    pthread_mutex_unlock(&ap.mu);
+    set_rc(&ap, 0);
     run_until_sent(&loop, as);
     ck_assert_int_ge(ap.calls, 3);
     same_alert(&ap.alerts[0], &al[1]);
     ck_assert_double_eq(series(m, "sentinel_sidecar_local_alerts_ahead_total"), 2);
 
     /* Applied before (the batch copy won): DUPLICATE, counted as fallen back. */
-    pthread_mutex_lock(&ap.mu);
-    ap.rc = -EALREADY;
-    pthread_mutex_unlock(&ap.mu);
+    set_rc(&ap, -EALREADY);
     sn_alert_ship_push(as, &al[0]);
     run_until_sent(&loop, as);
     ck_assert_double_eq(
         series(m, "sentinel_sidecar_local_alerts_fallback_total{reason=\"batch_first\"}"), 1);
-    pthread_mutex_lock(&ap.mu);
-    ap.rc = 0;
-    pthread_mutex_unlock(&ap.mu);
+    set_rc(&ap, 0);
 
     /* Refused for good (here two alerts over the aggregator's limit of one; an older aggregator
      * refuses sequence 0 with INVALID_ARGUMENT the same way): dropped, left to the batches. */
