@@ -50,9 +50,9 @@ static int apply(const sn_ingest_batch *b, void *ud)
         a->dropped = b->dropped_events;
         a->nevents = b->nevents;
         a->nalerts = b->nalerts;
-        if (b->nevents <= NE)
+        if (b->nevents > 0 && b->nevents <= NE) /* alerts ahead: no events, NULL */
             memcpy(a->events, b->events, b->nevents * sizeof *b->events);
-        if (b->nalerts <= NA)
+        if (b->nalerts > 0 && b->nalerts <= NA)
             memcpy(a->alerts, b->alerts, b->nalerts * sizeof *b->alerts);
     }
     pthread_mutex_unlock(&a->mu);
