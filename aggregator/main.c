@@ -448,7 +448,10 @@ static int log_batch(FILE *f, const sn_ingest_batch *b, const bool *skip)
         json_object_set_new(o, "created_unix_nano", json_integer(b->created_unix_nano));
         json_object_set_new(o, "dropped_events", json_integer((json_int_t)b->dropped_events));
         json_object_set_new(o, "events", json_integer((json_int_t)b->nevents));
-        json_object_set_new(o, "alerts", json_integer((json_int_t)b->nalerts));
+        size_t nalerts = 0;
+        for (size_t i = 0; i < b->nalerts; i++)
+            nalerts += skip == NULL || !skip[i];
+        json_object_set_new(o, "alerts", json_integer((json_int_t)nalerts));
         json_object_set_new(o, "aggregates", json_integer((json_int_t)b->naggregates));
     }
     int rc = b->sequence > 0 ? write_line(f, o) : 0;
