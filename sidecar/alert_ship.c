@@ -364,7 +364,9 @@ int sn_alert_ship_create(const sn_alert_ship_config *cfg, uv_loop_t *loop, sn_al
                                                               : cfg->ship.max_message_bytes;
     if ((rc = sn_batch_encoder_create(&bc, &as->enc, err, errlen)) != 0)
         goto fail_free;
-    if ((rc = sn_ship_create(&cfg->ship, loop, &as->ship, err, errlen)) != 0)
+    sn_ship_config sc = cfg->ship;
+    sc.own_connection = true; /* never behind a large batch on a shared connection */
+    if ((rc = sn_ship_create(&sc, loop, &as->ship, err, errlen)) != 0)
         goto fail_encoder;
     uv_timer_init(loop, as->timer);
     as->timer->data = as; /* active (keeping the loop alive) only while a retry waits */
