@@ -129,7 +129,6 @@ enum {
     S_BUDGET_PURGE,
     S_LAID_SEEN,
     S_LAID_CLAIM,
-    S_LAID_FORGET,
     S_PURGE_LAIDS,
     S_COUNT
 };
@@ -203,7 +202,6 @@ static const char *const g_sql[S_COUNT] = {
     [S_LAID_SEEN] = "SELECT 1 FROM local_alert_ids WHERE alert_id = ?1",
     [S_LAID_CLAIM] = "INSERT INTO local_alert_ids (alert_id, seen_at) VALUES (?1, ?2) "
                      "ON CONFLICT (alert_id) DO NOTHING",
-    [S_LAID_FORGET] = "DELETE FROM local_alert_ids WHERE alert_id = ?1",
     [S_PURGE_LAIDS] = "DELETE FROM local_alert_ids WHERE seen_at < ?1",
 };
 
@@ -1070,15 +1068,6 @@ int sn_store_local_alert_claim(sn_store *st, const char *alert_id, int64_t now_n
     if (e != 0)
         return e;
     return sqlite3_changes(st->db) == 1 ? 1 : 0;
-}
-
-int sn_store_local_alert_forget(sn_store *st, const char *alert_id)
-{
-    if (alert_id == NULL || alert_id[0] == '\0')
-        return fail(st, -EINVAL, "local alert id empty");
-    sqlite3_stmt *s = st->stmt[S_LAID_FORGET];
-    bind_text(s, 1, alert_id);
-    return run(st, S_LAID_FORGET, "forgetting a local alert id");
 }
 
 int sn_store_seq_put(sn_store *st, const char *sidecar_id, uint64_t seq, int64_t last_seen_ns)

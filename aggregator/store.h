@@ -222,10 +222,6 @@ int sn_store_local_alert_seen(sn_store *st, const char *alert_id);
 /* Records alert_id as applied at now_ns. Returns 1 when it is new, 0 when it was there already,
  * or a negative errno. */
 int sn_store_local_alert_claim(sn_store *st, const char *alert_id, int64_t now_ns);
-
-/* Forgets alert_id (a copy that was judged but not applied, so the next copy is judged again).
- * Returns 0 or a negative errno. */
-int sn_store_local_alert_forget(sn_store *st, const char *alert_id);
 int sn_store_seq_put_cb(const char *sidecar_id, uint64_t seq, int64_t last_seen_ns, void *store);
 
 /* Calls cb for every entry, oldest first (the order sn_ingest_sequences_import wants). Stops at
