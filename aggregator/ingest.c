@@ -89,6 +89,7 @@ struct sn_ingest {
     _Atomic uint64_t st_events;
     _Atomic uint64_t st_alerts;
     _Atomic uint64_t st_duplicates;
+    _Atomic uint64_t st_alerts_ahead;
     _Atomic uint64_t st_refused[SN_INGEST_REFUSED_COUNT];
     _Atomic uint64_t st_bytes_in;
     _Atomic uint64_t st_bytes_out;
@@ -1125,9 +1126,10 @@ static int check_batch(decode_ctx *c)
     if (b->id_len == 0 || b->id_len > SN_SEQ_ID_MAX)
         return fail(c, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT,
                     "batch: sidecar_id must be 1 to %u bytes", SN_SEQ_ID_MAX);
-    if (b->sequence == 0)
+    if (b->sequence == 0 && (b->n_events > 0 || b->n_aggregates > 0 || b->n_alerts == 0))
         return fail(c, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT,
-                    "batch: sequence must be >= 1");
+                    "batch: sequence must be >= 1 (0 only for alerts ahead of their batch: "
+                    "at least one alert, no events, no aggregates)");
     if (b->n_events > c->max_events || b->n_alerts > c->max_alerts ||
         b->n_aggregates > c->max_events)
         return fail(c, SN_INGEST_REFUSED_TOO_LARGE, SN_GRPC_RESOURCE_EXHAUSTED,
@@ -1172,6 +1174,47 @@ static void refuse_decode(sn_ingest *in, sn_grpc_reply *reply, const decode_ctx 
         reply->retry = true;
 }
 
+/* Local alerts sent ahead of their batch (sequence 0, alerts only; check_batch made sure): applied
+ * without touching the sequence table -- the same alerts come again in their sequenced batch and
+ * apply skips the alert_ids it has applied. OK (DUPLICATE when apply says every alert was applied
+ * before) with the sidecar's acknowledged sequence as it stands. */
+static void handle_alerts_ahead(sn_ingest *in, decode_ctx *c, sn_grpc_reply *reply)
+{
+    const batch_hdr *b = &c->b;
+    if (convert_batch(c) != 0) {
+        refuse_decode(in, reply, c);
+        return;
+    }
+    pthread_mutex_lock(&in->seq_mu);
+    uint64_t last = sn_seqtab_get(in->seq, b->sidecar_id, b->id_len, now_ns());
+    pthread_mutex_unlock(&in->seq_mu);
+    sn_ingest_batch batch = {.sidecar_id = b->sidecar_id,
+                             .sequence = 0,
+                             .created_unix_nano = b->created_unix_nano,
+                             .alerts = in->dec.alerts,
+                             .nalerts = b->n_alerts};
+    int rc = in->cfg.apply(&batch, in->cfg.apply_ud);
+    if (rc == -EAGAIN) {
+        atomic_fetch_add(&in->st_refused[SN_INGEST_REFUSED_RETRY], 1);
+        respond(reply, SENTINEL__V1__INGEST_STATUS__INGEST_STATUS_RETRY_AFTER, last,
+                in->cfg.retry_after_ms, "aggregator busy");
+        return;
+    }
+    if (rc != 0 && rc != -EALREADY) {
+        refuse(in, reply, SN_INGEST_REFUSED_INTERNAL, SN_GRPC_INTERNAL,
+               "alerts could not be applied: %s", strerror(-rc));
+        return;
+    }
+    atomic_fetch_add(&in->st_alerts_ahead, 1);
+    if (rc == -EALREADY) {
+        respond(reply, SENTINEL__V1__INGEST_STATUS__INGEST_STATUS_DUPLICATE, last, 0,
+                "alerts already applied");
+        return;
+    }
+    atomic_fetch_add(&in->st_alerts, b->n_alerts);
+    respond(reply, SENTINEL__V1__INGEST_STATUS__INGEST_STATUS_OK, last, 0, "");
+}
+
 /* Validates, de-duplicates, converts and applies the decoded Batch in c; fills reply. */
 static void handle_batch(sn_ingest *in, decode_ctx *c, sn_grpc_reply *reply)
 {
@@ -1181,6 +1224,10 @@ static void handle_batch(sn_ingest *in, decode_ctx *c, sn_grpc_reply *reply)
         return;
     }
     size_t idlen = b->id_len;
+    if (b->sequence == 0) {
+        handle_alerts_ahead(in, c, reply);
+        return;
+    }
 
     /* A replay is answered before its events are judged (they were read with the Batch). */
     int64_t now = now_ns();
@@ -1358,6 +1405,7 @@ void sn_ingest_stats_get(sn_ingest *in, sn_ingest_stats *out)
     out->events = atomic_load(&in->st_events);
     out->alerts = atomic_load(&in->st_alerts);
     out->duplicates = atomic_load(&in->st_duplicates);
+    out->alerts_ahead = atomic_load(&in->st_alerts_ahead);
     for (int i = 0; i < SN_INGEST_REFUSED_COUNT; i++)
         out->refused[i] = atomic_load(&in->st_refused[i]);
     out->bytes_in = atomic_load(&in->st_bytes_in);

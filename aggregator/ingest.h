@@ -13,7 +13,9 @@
  *      budget; validated and converted into sn_event / sn_local_alert arrays (strings
  *      truncated to the event's fields);
  *   4. de-duplication on (sidecar_id, sequence) (sequences.h): a sequence at or below the highest
- *      applied for that id is answered DUPLICATE and not applied again;
+ *      applied for that id is answered DUPLICATE and not applied again. Sequence 0 is a sidecar's
+ *      local alerts sent ahead of their batch: alerts only (else INVALID_ARGUMENT), applied
+ *      without touching the table, answered OK with the id's acknowledged sequence as it is;
  *   5. apply: the batch is handed to the program (usually to its loop thread); the answer waits
  *      until apply returns. 0: the sequence is recorded, OK + acknowledged_sequence; -EAGAIN:
  *      RETRY_AFTER (not applied, nothing recorded); anything else: gRPC INTERNAL.
@@ -47,7 +49,10 @@ typedef struct sn_ingest sn_ingest;
 /* One accepted batch, as apply sees it. Everything is borrowed for the apply call only. */
 typedef struct sn_ingest_batch {
     const char *sidecar_id; /* NUL-terminated, 1..SN_SEQ_ID_MAX bytes */
-    uint64_t sequence;      /* >= 1, above every sequence applied before for sidecar_id */
+    /* >= 1, above every sequence applied before for sidecar_id; or 0: local alerts sent ahead
+     * of their batch (no events, no aggregates, >= 1 alert), which come again in their
+     * sequenced batch -- apply each alert_id once */
+    uint64_t sequence;
     int64_t created_unix_nano;
     uint64_t dropped_events;
     const sn_event *events;
@@ -60,8 +65,8 @@ typedef struct sn_ingest_batch {
 
 /* Applies a batch; returns only once it was applied (or refused). 0: applied; -EAGAIN: not now
  * (overload), the sidecar retries later; -EALREADY: already applied elsewhere (another replica,
- * aggregator/shared_state.h), recorded and answered DUPLICATE; any other negative errno:
- * failed, answered INTERNAL.
+ * aggregator/shared_state.h), recorded and answered DUPLICATE (for sequence 0: every alert was
+ * applied before); any other negative errno: failed, answered INTERNAL.
  * Called on the gRPC handler thread, one batch at a time. */
 typedef int (*sn_ingest_apply_fn)(const sn_ingest_batch *b, void *ud);
 
@@ -95,6 +100,7 @@ typedef struct sn_ingest_stats {
     uint64_t events;     /* in applied batches */
     uint64_t alerts;     /* in applied batches */
     uint64_t duplicates; /* answered DUPLICATE */
+    uint64_t alerts_ahead; /* alert-only batches (sequence 0) applied or answered DUPLICATE */
     uint64_t refused[SN_INGEST_REFUSED_COUNT];
     uint64_t bytes_in;  /* payload bytes received (compressed), every decoded envelope */
     uint64_t bytes_out; /* the same payloads after decompression */

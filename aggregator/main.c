@@ -64,6 +64,7 @@ typedef struct agg_settings {
     int64_t retry_after_ns;
     int64_t shutdown_grace_ns;
     char event_log[1024];
+    int64_t ingest_delay_ns;
     char data_dir[1024];
     int64_t retention_days;
     int64_t snapshot_interval_ns;
@@ -121,6 +122,11 @@ static const sn_config_desc descriptors[] = {
     SN_CFG_STRING("debug.event_log", agg_settings, event_log, "",
                   "debugging aid: append every applied event and alert as a JSON line to this "
                   "file (empty: off)"),
+    SN_CFG_DURATION("debug.ingest_delay", agg_settings, ingest_delay_ns, "0s", 0,
+                    60 * SN_NS_PER_SEC,
+                    "testing aid: hold every sequenced batch this long before applying it (a slow "
+                    "aggregator; alerts ahead of their batch are not held, but wait behind the "
+                    "batch in flight)"),
     {SN__CFG("state.data_dir", SN_CONFIG_STRING, agg_settings, data_dir, "/var/lib/sentinel",
              "directory of the embedded state (state.db: alerts, de-duplication, history)"),
      .env = "SENTINEL_DATA_DIR"},
@@ -259,6 +265,8 @@ typedef struct aggregator {
     uint64_t batches;
     uint64_t events;
     uint64_t local_alerts;
+    uint64_t local_alerts_ahead; /* alerts applied from alert-only batches (sequence 0) */
+    uint64_t local_alert_copies; /* alert copies skipped: their alert_id was applied before */
     uint64_t anomalies;
     uint64_t store_errors;
 } aggregator;
@@ -427,10 +435,12 @@ static int write_line(FILE *f, json_t *o)
     return rc;
 }
 
-/* Appends a batch line, then one line per event and per alert, and flushes. */
-static int log_batch(FILE *f, const sn_ingest_batch *b)
+/* Appends a batch line, then one line per event and per alert (but the alerts skip[] marks:
+ * copies of alerts applied before; skip may be NULL), and flushes. Alerts ahead of their batch
+ * (sequence 0) have no batch line: only their alert lines, with sequence 0. */
+static int log_batch(FILE *f, const sn_ingest_batch *b, const bool *skip)
 {
-    json_t *o = json_object();
+    json_t *o = b->sequence > 0 ? json_object() : NULL;
     if (o != NULL) {
         json_object_set_new(o, "type", json_string("batch"));
         json_object_set_new(o, "sidecar_id", jstr(b->sidecar_id));
@@ -438,14 +448,18 @@ static int log_batch(FILE *f, const sn_ingest_batch *b)
         json_object_set_new(o, "created_unix_nano", json_integer(b->created_unix_nano));
         json_object_set_new(o, "dropped_events", json_integer((json_int_t)b->dropped_events));
         json_object_set_new(o, "events", json_integer((json_int_t)b->nevents));
-        json_object_set_new(o, "alerts", json_integer((json_int_t)b->nalerts));
+        size_t nalerts = 0;
+        for (size_t i = 0; i < b->nalerts; i++)
+            nalerts += skip == NULL || !skip[i];
+        json_object_set_new(o, "alerts", json_integer((json_int_t)nalerts));
         json_object_set_new(o, "aggregates", json_integer((json_int_t)b->naggregates));
     }
-    int rc = write_line(f, o);
+    int rc = b->sequence > 0 ? write_line(f, o) : 0;
     for (size_t i = 0; rc == 0 && i < b->nevents; i++)
         rc = write_line(f, event_json(b, i));
     for (size_t i = 0; rc == 0 && i < b->nalerts; i++)
-        rc = write_line(f, alert_json(b, i));
+        if (skip == NULL || !skip[i])
+            rc = write_line(f, alert_json(b, i));
     for (size_t i = 0; rc == 0 && i < b->naggregates; i++)
         rc = write_line(f, aggregate_json(b, i));
     if (rc == 0 && fflush(f) != 0)
@@ -552,14 +566,53 @@ static void observe_events(aggregator *a, const sn_ingest_batch *b)
     }
 }
 
-/* Loop thread: applies one batch -- detection on every event and local alert, the alerts that
- * follow and the sidecar's sequence stored in one transaction (and, with debug.event_log, the
- * batch logged). Returns 0 or a negative errno (answered INTERNAL, so the sidecar resends). */
-static int apply_on_loop(aggregator *a, const sn_ingest_batch *b)
+/* Loop thread: marks in skip[] the local alerts of b whose alert_id was applied before (a copy:
+ * every local alert comes ahead of its batch, sequence 0, and in it) -- by this replica (the
+ * store) or, with Redis, by any replica. A store or Redis error is logged or counted and the
+ * alert taken as new (applying a copy twice beats losing an alert). Returns how many are
+ * marked. */
+static size_t mark_alert_copies(aggregator *a, const sn_ingest_batch *b, bool *skip)
 {
-    int64_t now = now_ns();
+    size_t n = 0;
+    for (size_t i = 0; i < b->nalerts; i++) {
+        const char *id = b->alerts[i].alert_id;
+        int seen = id[0] != '\0' ? sn_store_local_alert_seen(a->store, id) : 0;
+        if (seen < 0)
+            sn_log_error("cannot look up a local alert id", SN_LOG_STR("alert_id", id),
+                         SN_LOG_STR("error", sn_store_errmsg(a->store)));
+        if (seen != 1 && id[0] != '\0' && a->shared != NULL)
+            seen = sn_shared_local_alert_seen(a->shared, id); /* another replica's copy */
+        skip[i] = seen == 1;
+        n += skip[i];
+    }
+    return n;
+}
+
+/* Loop thread, in the batch's transaction: judges local alert i of b (not a copy) and records
+ * its alert_id as applied -- except for an alert ahead of its batch (sequence 0) that the
+ * engine did not confirm: judged before its batch's events were observed, it is judged again
+ * when the batch brings it. */
+static void apply_local_alert(aggregator *a, const sn_ingest_batch *b, size_t i, int64_t now)
+{
+    const sn_local_alert *al = &b->alerts[i];
+    int emitted = sn_engine_local_alert(a->engine, al, now, on_anomaly, a);
+    if (al->alert_id[0] == '\0' || (b->sequence == 0 && emitted == 0))
+        return;
+    if (a->shared != NULL)
+        (void)sn_shared_local_alert_claim(a->shared, al->alert_id,
+                                          (int64_t)SN_STORE_LAID_DAYS * 86400 * SN_NS_PER_SEC);
+    if (sn_store_local_alert_claim(a->store, al->alert_id, now) < 0) {
+        a->store_errors++;
+        sn_log_error("cannot store a local alert id", SN_LOG_STR("alert_id", al->alert_id),
+                     SN_LOG_STR("error", sn_store_errmsg(a->store)));
+    }
+}
+
+/* apply_on_loop's work once the alert copies are marked in skip[]. */
+static int apply_marked(aggregator *a, const sn_ingest_batch *b, const bool *skip, int64_t now)
+{
     if (a->event_log != NULL) {
-        int rc = log_batch(a->event_log, b);
+        int rc = log_batch(a->event_log, b, skip);
         if (rc != 0) {
             sn_log_error("cannot write the event log", SN_LOG_STR("path", a->set->event_log),
                          SN_LOG_ERRNO(rc));
@@ -574,10 +627,11 @@ static int apply_on_loop(aggregator *a, const sn_ingest_batch *b)
     }
     observe_events(a, b);
     for (size_t i = 0; i < b->nalerts; i++)
-        sn_engine_local_alert(a->engine, &b->alerts[i], now, on_anomaly, a);
+        if (!skip[i])
+            apply_local_alert(a, b, i, now);
     for (size_t i = 0; i < b->naggregates; i++)
         sn_engine_aggregate(a->engine, &b->aggregates[i], on_anomaly, a);
-    rc = sn_store_seq_put(a->store, b->sidecar_id, b->sequence, now);
+    rc = b->sequence > 0 ? sn_store_seq_put(a->store, b->sidecar_id, b->sequence, now) : 0;
     if (rc == 0)
         rc = sn_store_commit(a->store);
     if (rc == 0 && a->deliver != NULL)
@@ -590,10 +644,38 @@ static int apply_on_loop(aggregator *a, const sn_ingest_batch *b)
                      SN_LOG_STR("error", sn_store_errmsg(a->store)));
         sn_store_rollback(a->store);
     }
-    a->batches++;
+    a->batches += b->sequence > 0;
     a->events += b->nevents;
-    a->local_alerts += b->nalerts;
+    for (size_t i = 0; i < b->nalerts; i++)
+        a->local_alerts += !skip[i];
     sn_agg_metrics_batch(a->agg_metrics, (double)(now_ns() - now) / 1e9);
+    return 0;
+}
+
+/* Loop thread: applies one batch -- detection on every event and local alert (each alert_id
+ * once, whichever copy comes first), the alerts that follow, the applied alert ids and the
+ * sidecar's sequence (not for sequence 0: alerts ahead of their batch) stored in one transaction
+ * (and, with debug.event_log, the batch logged, without the alert copies). Returns 0, -EALREADY
+ * for an alert-only batch whose every alert was applied before, or a negative errno (answered
+ * INTERNAL, so the sidecar resends). */
+static int apply_on_loop(aggregator *a, const sn_ingest_batch *b)
+{
+    int64_t now = now_ns();
+    bool skip_one, *skip = b->nalerts <= 1 ? &skip_one : malloc(b->nalerts * sizeof *skip);
+    if (skip == NULL)
+        return -ENOMEM;
+    size_t copies = mark_alert_copies(a, b, skip);
+    int rc = apply_marked(a, b, skip, now);
+    if (skip != &skip_one)
+        free(skip);
+    if (rc != 0)
+        return rc;
+    a->local_alert_copies += copies;
+    if (b->sequence == 0) {
+        a->local_alerts_ahead += b->nalerts - copies;
+        if (copies == b->nalerts)
+            return -EALREADY;
+    }
     return 0;
 }
 
@@ -945,6 +1027,12 @@ static int apply_from_ingest(const sn_ingest_batch *b, void *ud)
 {
     aggregator *a = ud;
     pending_apply p = {.batch = b, .state = APPLY_QUEUED, .rc = 0, .next = NULL};
+    if (a->set->ingest_delay_ns > 0 && b->sequence > 0) {
+        struct timespec d = {(time_t)(a->set->ingest_delay_ns / SN_NS_PER_SEC),
+                             (long)(a->set->ingest_delay_ns % SN_NS_PER_SEC)};
+        while (nanosleep(&d, &d) != 0 && errno == EINTR) {
+        }
+    }
 
     struct timespec until;
     clock_gettime(CLOCK_MONOTONIC, &until);
@@ -1005,6 +1093,8 @@ static int apply_from_ingest(const sn_ingest_batch *b, void *ud)
 static int apply_claimed(const sn_ingest_batch *b, void *ud)
 {
     aggregator *a = ud;
+    if (b->sequence == 0)
+        return apply_from_ingest(b, ud); /* alerts ahead of their batch: no sequence to claim */
     uint64_t applied = 0;
     int claim = sn_shared_seq_claim(a->shared, b->sidecar_id, b->sequence, &applied);
     if (claim == 1)
@@ -1298,6 +1388,12 @@ static int api_summary(void *ud, json_t **out)
                      "detection_delay_seconds", "p50", jnum(dl.p50), "p95", jnum(dl.p95), "p99",
                      jnum(dl.p99), "count", (json_int_t)dl.count, "window", (json_int_t)dl.window,
                      "sinks", sinks_json(a->deliver));
+    if (*out != NULL) {
+        json_object_set_new(*out, "local_alerts_ahead",
+                            json_integer((json_int_t)a->local_alerts_ahead));
+        json_object_set_new(*out, "local_alert_copies_skipped",
+                            json_integer((json_int_t)a->local_alert_copies));
+    }
     return *out == NULL ? -ENOMEM : 0;
 }
 
@@ -1807,8 +1903,10 @@ int main(int argc, char **argv)
     sn_ingest_stats st;
     sn_ingest_stats_get(a.ingest, &st);
     sn_log_info("stopped", SN_LOG_UINT("batches", a.batches), SN_LOG_UINT("events", a.events),
-                SN_LOG_UINT("alerts", a.local_alerts), SN_LOG_UINT("anomalies", a.anomalies),
-                SN_LOG_UINT("store_errors", a.store_errors),
+                SN_LOG_UINT("alerts", a.local_alerts),
+                SN_LOG_UINT("alerts_ahead", a.local_alerts_ahead),
+                SN_LOG_UINT("alert_copies_skipped", a.local_alert_copies),
+                SN_LOG_UINT("anomalies", a.anomalies), SN_LOG_UINT("store_errors", a.store_errors),
                 SN_LOG_UINT("duplicates", st.duplicates),
                 SN_LOG_UINT("refused_malformed", st.refused[SN_INGEST_REFUSED_MALFORMED]),
                 SN_LOG_UINT("refused_invalid", st.refused[SN_INGEST_REFUSED_INVALID]),

@@ -75,6 +75,14 @@ static const char RELEASE_LUA[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then
                                   "  return redis.call('DEL', KEYS[1]) end\n"
                                   "return 0\n";
 
+/* KEYS[1] key; ARGV[1] our id, ARGV[2] ttl ms. 1: set now, 0: it was there already. */
+static const char ONCE_LUA[] =
+    "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end\n"
+    "return 0\n";
+
+/* KEYS[1] key. 1: it exists, 0: it does not. */
+static const char EXISTS_LUA[] = "return redis.call('EXISTS', KEYS[1])\n";
+
 typedef enum shared_count {
     C_SEQ_CLAIMED,
     C_SEQ_DUPLICATES,
@@ -547,6 +555,39 @@ int sn_shared_alert_claim(sn_shared *s, const char *service, const char *model, 
     else
         count(s, C_FAIL_OPEN);
     return rc;
+}
+
+/* Runs script (ONCE_LUA or EXISTS_LUA) on the key of a local alert id. 1, 0, or a negative
+ * errno (counted as fail-open). */
+static int local_alert_op(sn_shared *s, const char *script, const char *alert_id, int64_t ttl_ns)
+{
+    char key[KEY_MAX];
+    if (make_key(s, key, sizeof key, "lalert", alert_id, NULL, NULL) != 0)
+        return -ENAMETOOLONG;
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%" PRId64, ttl_ns / NS_PER_MS > 0 ? ttl_ns / NS_PER_MS : 1);
+    const char *args[] = {key, s->id, ttl};
+    pthread_mutex_lock(&s->loop.mu);
+    redisReply *rep = eval(s, &s->loop, script, 1, script == ONCE_LUA ? 3 : 1, args);
+    int rc = rep == NULL                        ? -ENOTCONN
+             : rep->type == REDIS_REPLY_INTEGER ? (rep->integer == 1 ? 1 : 0)
+                                                : -EPROTO;
+    if (rep != NULL)
+        freeReplyObject(rep);
+    pthread_mutex_unlock(&s->loop.mu);
+    if (rc < 0)
+        count(s, C_FAIL_OPEN);
+    return rc;
+}
+
+int sn_shared_local_alert_seen(sn_shared *s, const char *alert_id)
+{
+    return local_alert_op(s, EXISTS_LUA, alert_id, 0);
+}
+
+int sn_shared_local_alert_claim(sn_shared *s, const char *alert_id, int64_t ttl_ns)
+{
+    return local_alert_op(s, ONCE_LUA, alert_id, ttl_ns);
 }
 
 int sn_shared_lease_tick(sn_shared *s)

@@ -9,6 +9,8 @@
  *                          on some replica (retry later), or claimed (in flight here). After
  *                          the apply, a second EVAL raises the applied sequence (commit); a
  *                          failed apply ends the claim (release) so the resend is applied.
+ *   local alerts applied   sentinel:lalert:<alert_id> = replica id, SET NX with PX 7 days: the
+ *                          local alert was applied by some replica (its other copy is skipped).
  *   alert de-duplication   sentinel:alert:<service>:<model>:<anomaly type> = replica id, SET
  *                          only when absent (or renewed by its holder) with PX = the dedup
  *                          window: the replica holding it owns the alert, the others ignore
@@ -118,6 +120,14 @@ int sn_shared_seq_get(sn_shared *s, const char *sidecar_id, uint64_t *out);
  * a negative errno when Redis could not answer (fail open: raise it locally; counted). */
 int sn_shared_alert_claim(sn_shared *s, const char *service, const char *model, const char *type,
                           int64_t window_ns);
+
+/* Local alerts applied, by the sidecar's alert_id (a local alert comes twice: ahead of its batch
+ * and in it; docs/aggregator.md, "Local alerts ahead of their batch"). seen: 1 when some replica
+ * recorded alert_id, 0 when none did. claim: records it for ttl_ns (SET NX); 1 when this call
+ * recorded it, 0 when it was there already. Both: a negative errno when Redis could not answer
+ * (fail open: the caller's own table decides; counted). Loop connection. */
+int sn_shared_local_alert_seen(sn_shared *s, const char *alert_id);
+int sn_shared_local_alert_claim(sn_shared *s, const char *alert_id, int64_t ttl_ns);
 
 /* Takes or renews the lease; call about once a second (well within lease_ttl). Returns 1 when
  * this replica leads, 0 when another one does, or a negative errno (then not leader). Logs

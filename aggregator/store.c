@@ -84,6 +84,13 @@ static const char *const g_migrations[SN_STORE_SCHEMA_VERSION] = {
     "  updated_at INTEGER NOT NULL,"
     "  PRIMARY KEY (rule_service, period, per_user, service, user)"
     ") WITHOUT ROWID;",
+    /* 3: sidecar local alerts applied, by the sidecar's alert_id: a local alert arrives twice
+     * (ahead of its batch, sequence 0, and in the batch) and is applied once */
+    "CREATE TABLE local_alert_ids ("
+    "  alert_id TEXT PRIMARY KEY NOT NULL,"
+    "  seen_at INTEGER NOT NULL" /* ns since the epoch */
+    ") WITHOUT ROWID;"
+    "CREATE INDEX local_alert_ids_by_time ON local_alert_ids (seen_at);",
 };
 
 /* ---- prepared statements ---- */
@@ -120,6 +127,9 @@ enum {
     S_BUDGET_PUT,
     S_BUDGET_ALL,
     S_BUDGET_PURGE,
+    S_LAID_SEEN,
+    S_LAID_CLAIM,
+    S_PURGE_LAIDS,
     S_COUNT
 };
 
@@ -189,6 +199,10 @@ static const char *const g_sql[S_COUNT] = {
     [S_BUDGET_ALL] = "SELECT rule_service, period, per_user, service, user, period_index, spent, "
                      "soft_fired, hard_fired, updated_at FROM budget_spend",
     [S_BUDGET_PURGE] = "DELETE FROM budget_spend WHERE updated_at < ?1",
+    [S_LAID_SEEN] = "SELECT 1 FROM local_alert_ids WHERE alert_id = ?1",
+    [S_LAID_CLAIM] = "INSERT INTO local_alert_ids (alert_id, seen_at) VALUES (?1, ?2) "
+                     "ON CONFLICT (alert_id) DO NOTHING",
+    [S_PURGE_LAIDS] = "DELETE FROM local_alert_ids WHERE seen_at < ?1",
 };
 
 struct sn_store {
@@ -812,10 +826,14 @@ int sn_store_purge(sn_store *st, int64_t now_ns, unsigned days, sn_store_purged 
     int e = sn_store_begin(st);
     if (e != 0)
         return e;
-    static const int which[3] = {S_PURGE_ALERTS, S_PURGE_DELIVERIES, S_PURGE_SEQUENCES};
-    uint64_t *counts[3] = {&p.alerts, &p.deliveries, &p.sequences};
-    for (int i = 0; i < 3 && e == 0; i++) {
-        sqlite3_bind_int64(st->stmt[which[i]], 1, cutoff);
+    /* Local alert ids matter only while a copy of the alert may still come: SN_STORE_LAID_DAYS. */
+    unsigned laid_days = days < SN_STORE_LAID_DAYS ? days : SN_STORE_LAID_DAYS;
+    int64_t laid_cutoff = now_ns - (int64_t)laid_days * 86400 * INT64_C(1000000000);
+    static const int which[4] = {S_PURGE_ALERTS, S_PURGE_DELIVERIES, S_PURGE_SEQUENCES,
+                                 S_PURGE_LAIDS};
+    uint64_t *counts[4] = {&p.alerts, &p.deliveries, &p.sequences, &p.local_alert_ids};
+    for (int i = 0; i < 4 && e == 0; i++) {
+        sqlite3_bind_int64(st->stmt[which[i]], 1, which[i] == S_PURGE_LAIDS ? laid_cutoff : cutoff);
         e = run(st, which[i], "purging");
         if (e == 0)
             *counts[i] = (uint64_t)sqlite3_changes(st->db);
@@ -1024,6 +1042,33 @@ int sn_store_config_history(sn_store *st, unsigned limit, sn_store_config_visit 
 }
 
 /* ---- ingest de-duplication table ---- */
+
+int sn_store_local_alert_seen(sn_store *st, const char *alert_id)
+{
+    if (alert_id == NULL || alert_id[0] == '\0')
+        return fail(st, -EINVAL, "local alert id empty");
+    sqlite3_stmt *s = st->stmt[S_LAID_SEEN];
+    bind_text(s, 1, alert_id);
+    int rc = sqlite3_step(s);
+    int e = rc == SQLITE_ROW    ? 1
+            : rc == SQLITE_DONE ? 0
+                                : fail_db(st, rc, "reading a local alert id");
+    done(s);
+    return e;
+}
+
+int sn_store_local_alert_claim(sn_store *st, const char *alert_id, int64_t now_ns)
+{
+    if (alert_id == NULL || alert_id[0] == '\0')
+        return fail(st, -EINVAL, "local alert id empty");
+    sqlite3_stmt *s = st->stmt[S_LAID_CLAIM];
+    bind_text(s, 1, alert_id);
+    sqlite3_bind_int64(s, 2, now_ns);
+    int e = run(st, S_LAID_CLAIM, "storing a local alert id");
+    if (e != 0)
+        return e;
+    return sqlite3_changes(st->db) == 1 ? 1 : 0;
+}
 
 int sn_store_seq_put(sn_store *st, const char *sidecar_id, uint64_t seq, int64_t last_seen_ns)
 {

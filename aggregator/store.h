@@ -28,7 +28,7 @@
 #include <stdint.h>
 
 #define SN_STORE_FILE                "state.db"
-#define SN_STORE_SCHEMA_VERSION      2
+#define SN_STORE_SCHEMA_VERSION      3
 #define SN_STORE_DEFAULT_RETENTION   365 /* days */
 #define SN_STORE_DEFAULT_QUEUE_MAX   100000u
 #define SN_STORE_DEFAULT_ATTEMPTS    0u /* 0: the caller decides when to dead-letter */
@@ -135,6 +135,7 @@ typedef struct sn_store_purged {
     uint64_t alerts;     /* last seen before the cut-off */
     uint64_t deliveries; /* delivered or dead, last changed before the cut-off */
     uint64_t sequences;  /* sidecar ids last seen before the cut-off */
+    uint64_t local_alert_ids; /* applied local alert ids older than min(days, LAID_DAYS) */
 } sn_store_purged;
 
 /* Deletes what is older than `days` (0: the option's retention_days) before now_ns. Pending
@@ -207,6 +208,20 @@ int sn_store_budget_purge(sn_store *st, int64_t before_ns, uint64_t *removed);
  * sn_seqtab_visit's, so sn_ingest_sequences_export(in, sn_store_seq_put_cb, store) persists the
  * table. */
 int sn_store_seq_put(sn_store *st, const char *sidecar_id, uint64_t seq, int64_t last_seen_ns);
+
+/* ---- local alerts applied (by the sidecar's alert_id) ----
+ * A sidecar sends each local alert twice: ahead of its batch (an alert-only Batch, sequence 0)
+ * and in its sequenced batch. The aggregator applies whichever copy comes first and remembers
+ * its alert_id here, in the batch's transaction, so the other copy is skipped -- also after a
+ * restart. Ids are purged after SN_STORE_LAID_DAYS (a copy older than that is not expected). */
+#define SN_STORE_LAID_DAYS 7u
+
+/* 1 when alert_id was applied before, 0 when not, or a negative errno. */
+int sn_store_local_alert_seen(sn_store *st, const char *alert_id);
+
+/* Records alert_id as applied at now_ns. Returns 1 when it is new, 0 when it was there already,
+ * or a negative errno. */
+int sn_store_local_alert_claim(sn_store *st, const char *alert_id, int64_t now_ns);
 int sn_store_seq_put_cb(const char *sidecar_id, uint64_t seq, int64_t last_seen_ns, void *store);
 
 /* Calls cb for every entry, oldest first (the order sn_ingest_sequences_import wants). Stops at

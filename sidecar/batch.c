@@ -493,8 +493,10 @@ static int check_batch(const sn_batch_encoder *enc, const sn_batch *b, char *err
         set_err(err, errlen, "batch: sidecar_id must be 1 to 128 bytes");
         return -EINVAL;
     }
-    if (b->sequence == 0) {
-        set_err(err, errlen, "batch: sequence must be >= 1");
+    /* Sequence 0: local alerts sent ahead of their batch (alert_ship.h), alerts only. */
+    if (b->sequence == 0 &&
+        (b->n_events > 0 || b->records_len > 0 || b->n_aggregates > 0 || b->n_alerts == 0)) {
+        set_err(err, errlen, "batch: sequence must be >= 1 (0: alerts only)");
         return -EINVAL;
     }
     if ((b->n_events > 0 && b->events == NULL) || (b->n_alerts > 0 && b->alerts == NULL)) {

@@ -69,7 +69,7 @@ typedef struct sn_batch_config {
 /* One batch to seal. Everything is borrowed for the duration of sn_batch_encode. */
 typedef struct sn_batch {
     const char *sidecar_id; /* "<pod or host>/<random hex>", 1..128 bytes, UTF-8 */
-    uint64_t sequence;      /* >= 1 */
+    uint64_t sequence;      /* >= 1; 0 only for alerts ahead of their batch (alerts only) */
     const sn_event *events; /* n_events of them (may be NULL when n_events is 0) */
     size_t n_events;
     /* Events and aggregates already encoded: the concatenation of journal records
@@ -111,7 +111,8 @@ void sn_batch_encoder_destroy(sn_batch_encoder *enc);
  * which belong to the encoder and stay valid until the next sn_batch_encode or destroy (copy
  * them -- the spool does -- before encoding again). *batch_len (may be NULL) gets the size of
  * the serialized Batch before compression. Errors, with a one-line reason in err:
- *   -EINVAL    bad batch: empty or too long sidecar_id, sequence 0, more than max_events
+ *   -EINVAL    bad batch: empty or too long sidecar_id, sequence 0 with events, aggregates or
+ *              no alert, more than max_events
  *              events, max_events aggregates or max_alerts alerts, NULL arrays with a count, an
  *              invalid alert or aggregate (the message names its index);
  *   -EMSGSIZE  the Batch or the IngestRequest would be larger than max_message_bytes (seal

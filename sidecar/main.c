@@ -78,6 +78,9 @@ typedef struct sidecar_settings {
     int64_t drain_timeout;
     sn_local_detect_config local;
     int64_t alert_interval;
+    bool alerts_ahead;
+    int64_t alerts_ahead_queue;
+    int64_t alerts_ahead_max_age;
     int64_t metrics_span_cover;
     sn_cli_log_settings log;
 } sidecar_settings;
@@ -162,6 +165,14 @@ static const sn_config_desc descriptors[] = {
                     3600LL * 1000000000,
                     "at most one local alert per (service, model, metric, anomaly type) this "
                     "often; the ones held back are counted (0: no limit)"),
+    SN_CFG_BOOL("local.send_ahead", sidecar_settings, alerts_ahead, "true",
+                "send each new local alert to the aggregator at once in its own Ingest call, "
+                "ahead of the batches (it also travels in its batch, as always)"),
+    SN_CFG_INT("local.send_ahead_queue", sidecar_settings, alerts_ahead_queue, "256", 1, 65536,
+               "local alerts waiting to be sent ahead; more go in their batches only"),
+    SN_CFG_DURATION("local.send_ahead_max_age", sidecar_settings, alerts_ahead_max_age, "60s",
+                    1000000, 3600LL * 1000000000,
+                    "a local alert not delivered ahead this long is left to its batch"),
     SN_CFG_DURATION("metrics.span_cover", sidecar_settings, metrics_span_cover, "5m", 1000000000LL,
                     86400LL * 1000000000,
                     "GenAI metric points of a (service, model) that sent spans this recently are "
@@ -212,6 +223,7 @@ typedef struct sidecar {
     sn_spool *spool;
     sn_batch_encoder *encoder;
     sn_ship *ship;
+    sn_alert_ship *alert_ship; /* NULL: local.send_ahead off */
     sn_local_detect *detect;
     sn_tee *tee;
     sn_metrics *metrics;
@@ -272,7 +284,9 @@ static void on_drained(void *ud)
     if (rc != 0)
         sn_log_error("final spool fsync failed", SN_LOG_ERRNO(rc));
     sn_log_info("drained", SN_LOG_UINT("batches_left", sn_spool_count(sc->spool)));
-    /* The shipper first: its last callback still finds the pipeline. */
+    /* The shippers first: their last callbacks still find the pipeline. */
+    sn_alert_ship_destroy(sc->alert_ship);
+    sc->alert_ship = NULL;
     sn_ship_destroy(sc->ship);
     sc->ship = NULL;
     sn_pipeline_destroy(sc->pipeline);
@@ -406,6 +420,23 @@ static int start(sidecar *sc)
     pc.max_pending_bytes = (size_t)s->max_inflight_bytes;
     pc.alert_interval_ms = (uint64_t)(s->alert_interval / 1000000);
     pc.metric_cover_ns = s->metrics_span_cover;
+    if (s->alerts_ahead) {
+        sn_alert_ship_config ac;
+        sn_alert_ship_config_init(&ac);
+        ac.sidecar_id = sidecar_id;
+        sn_config_format_address(&s->aggregator, addr, sizeof addr);
+        ac.ship = shc;
+        ac.ship.aggregator = addr; /* copied by create */
+        ac.max_pending = (size_t)s->alerts_ahead_queue;
+        if (ac.max_per_call > ac.max_pending)
+            ac.max_per_call = ac.max_pending;
+        ac.max_age_ms = (uint64_t)(s->alerts_ahead_max_age / 1000000);
+        ac.metrics = sc->metrics;
+        if ((rc = sn_alert_ship_create(&ac, &sc->loop, &sc->alert_ship, err, sizeof err)) != 0) {
+            sn_log_error("cannot create the alert sender", SN_LOG_STR("error", err));
+            return 1;
+        }
+    }
     sn_pipeline_deps deps = {
         .loop = &sc->loop,
         .spool = sc->spool,
@@ -415,6 +446,7 @@ static int start(sidecar *sc)
         .tee = sc->tee,
         .metrics = sc->metrics,
         .prices = sc->prices,
+        .alert_ship = sc->alert_ship,
     };
     if ((rc = sn_pipeline_create(&pc, &deps, &sc->pipeline, err, sizeof err)) != 0) {
         sn_log_error("cannot start the pipeline", SN_LOG_STR("error", err));
@@ -514,6 +546,8 @@ static void teardown(sidecar *sc)
         sn_http_server_destroy(sc->http);
     if (sc->admin != NULL)
         sn_admin_destroy(sc->admin);
+    sn_alert_ship_destroy(sc->alert_ship);
+    sc->alert_ship = NULL;
     if (sc->ship != NULL)
         sn_ship_destroy(sc->ship);
     if (sc->pipeline != NULL)

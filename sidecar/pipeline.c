@@ -728,6 +728,8 @@ static void take_alerts(sn_pipeline *p, const sn_local_alert *found, size_t n)
                     SN_LOG_DBL("value", a->value), SN_LOG_DBL("baseline", a->baseline),
                     SN_LOG_DBL("threshold", a->threshold), SN_LOG_UINT("suppressed", held));
         p->urgent = true;
+        if (p->d.alert_ship != NULL) /* and ahead of the batch (alert_ship.h) */
+            sn_alert_ship_push(p->d.alert_ship, a);
     }
 }
 

@@ -22,6 +22,7 @@
 #define SN_SIDECAR_PIPELINE_H
 
 #include "alert_limit.h"
+#include "alert_ship.h"
 #include "batch.h"
 #include "local_detect.h"
 #include "metric_feed.h"
@@ -59,7 +60,8 @@ typedef struct sn_pipeline_config {
                                    recently are not facts (metric_feed.h); 0: default 5 min */
 } sn_pipeline_config;
 
-/* What the pipeline uses; all borrowed, all outliving the pipeline. tee may be NULL. */
+/* What the pipeline uses; all borrowed, all outliving the pipeline. tee and alert_ship may be
+ * NULL. */
 typedef struct sn_pipeline_deps {
     uv_loop_t *loop;
     sn_spool *spool;
@@ -69,6 +71,7 @@ typedef struct sn_pipeline_deps {
     sn_tee *tee;
     sn_metrics *metrics;
     const sn_price_table *prices;
+    sn_alert_ship *alert_ship; /* new local alerts also go ahead of their batch; may be NULL */
 } sn_pipeline_deps;
 
 /* The protocol a handler wrapper serves, for the requests metric's label. */

@@ -453,12 +453,12 @@ int sn_ship_create(const sn_ship_config *cfg, uv_loop_t *loop, sn_ship **out, ch
     pthread_mutex_init(&ship->mu, NULL);
 
     grpc_init();
-    grpc_arg args[7];
+    grpc_arg args[8];
     memset(args, 0, sizeof args);
     const struct {
         const char *key;
         int value;
-    } ints[7] = {
+    } ints[8] = {
         {GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, (int)cfg->max_message_bytes},
         {GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)SN_SHIP_RESPONSE_MAX},
         {GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, (int)cfg->reconnect_initial_ms},
@@ -466,13 +466,15 @@ int sn_ship_create(const sn_ship_config *cfg, uv_loop_t *loop, sn_ship **out, ch
         {GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, (int)cfg->reconnect_max_ms},
         {GRPC_ARG_ENABLE_RETRIES, 0}, /* the pipeline retries, with its own backoff */
         {GRPC_ARG_ENABLE_PER_MESSAGE_COMPRESSION, 0}, /* the payload is zstd already */
+        {GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, cfg->own_connection ? 1 : 0},
     };
-    for (size_t i = 0; i < 7; i++) {
+    size_t nargs = cfg->own_connection ? 8 : 7;
+    for (size_t i = 0; i < nargs; i++) {
         args[i].type = GRPC_ARG_INTEGER;
         args[i].key = (char *)ints[i].key;
         args[i].value.integer = ints[i].value;
     }
-    grpc_channel_args chargs = {7, args};
+    grpc_channel_args chargs = {nargs, args};
     grpc_channel_credentials *creds = grpc_insecure_credentials_create();
     ship->channel = grpc_channel_create(ship->target, creds, &chargs);
     grpc_channel_credentials_release(creds);

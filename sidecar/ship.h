@@ -48,6 +48,10 @@ typedef struct sn_ship_config {
     size_t max_message_bytes;      /* largest request sent, 1 KiB..256 MiB */
     uint32_t reconnect_initial_ms; /* channel reconnect backoff, first delay (>= 100) */
     uint32_t reconnect_max_ms;     /* channel reconnect backoff, cap (>= initial) */
+    /* Its own TCP connection (a local subchannel pool) instead of sharing one with other
+     * channels to the same aggregator: the alert sender's calls then never queue behind a large
+     * batch on a shared connection. Default false. */
+    bool own_connection;
 } sn_ship_config;
 
 typedef enum sn_ship_outcome {

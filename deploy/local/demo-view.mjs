@@ -142,7 +142,9 @@ function flushFolded(onlyKey, now, all = false) {
 function onAggregatorAlert(j, ms) {
   aggregatorAlertLines++;
   const status = j.status === 'resolved' ? 'resolved' : 'firing';
-  alerts.push({ source: 'aggregator', time: ms, ...j, status });
+  // The aggregator's alert, whichever detected it first (j.source: "sidecar" when a local alert
+  // sent ahead of its batch raised it before the engine saw the events).
+  alerts.push({ ...j, source: 'aggregator', detected_by: j.source, time: ms, status });
   const tag = status === 'firing' ? paint(RED, 'FIRING   ') : paint(GREEN, 'RESOLVED ');
   const extra = [j.detection_method, j.occurrences > 1 ? `x${j.occurrences}` : null].filter(Boolean).join(', ');
   say(ms, tag, `${String(j.anomaly_type).padEnd(16)} ${where(j)}  ${j.severity ?? ''}  ${vsBaseline(j)}${extra ? `  (${extra})` : ''}`);

@@ -4,6 +4,9 @@
  * shell integration tests (tests/integration/aggregator/restart.sh).
  *
  * Usage: ingest_send HOST:PORT SIDECAR_ID SEQUENCE SERVICE MODEL LATENCY_MS [COST_USD]
+ * With INGEST_SEND_ALERT_ID=<uuid> in the environment the batch also carries one local alert
+ * with that alert_id (a critical latency_spike of SERVICE/MODEL at LATENCY_MS); with SEQUENCE 0
+ * it carries that alert only (an alert ahead of its batch).
  * Exit status: 0 when an IngestResponse arrived, 1 otherwise, 2 on bad usage.
  */
 #include "ingest_rpc.h"
@@ -82,8 +85,29 @@ int main(int argc, char **argv)
     b.sidecar_id = argv[2];
     b.sequence = seq;
     b.created_unix_nano = now;
-    b.n_events = 1;
+    b.n_events = seq > 0 ? 1 : 0;
     b.events = evp;
+    Sentinel__V1__LocalAlert al;
+    Sentinel__V1__LocalAlert *alp[1] = {&al};
+    const char *alert_id = getenv("INGEST_SEND_ALERT_ID");
+    if (alert_id != NULL && alert_id[0] != '\0') {
+        sentinel__v1__local_alert__init(&al);
+        al.alert_id = (char *)alert_id;
+        al.detector = "z_score";
+        al.metric = "latency_ms";
+        al.anomaly_type = "latency_spike";
+        al.severity = SENTINEL__V1__SEVERITY__SEVERITY_CRITICAL;
+        al.value = latency;
+        al.baseline = latency / 10;
+        al.threshold = latency / 5;
+        al.deviation = 8;
+        al.confidence = 0.9;
+        al.time_unix_nano = now;
+        al.service = argv[4];
+        al.model = argv[5];
+        b.n_alerts = 1;
+        b.alerts = alp;
+    }
 
     grpc_init();
     size_t len;

@@ -16,6 +16,8 @@
 #   3c. one budget across replicas: $0.45 spent on a and $0.45 on b make a shared total of $0.90
 #      in Redis; $0.01 more on b fires the soft budget alert ($0.80 of $1) with $0.91 spent,
 #      which neither replica's own spend would;
+#   3d. a local alert ahead of its batch (sequence 0) applied by a, then its batch copy sent to b:
+#      applied once across the replicas (b skips the copy: sentinel:lalert:<id> in Redis);
 #   4. the leader is killed (SIGKILL): the other takes the lease over within the lease ttl;
 #   5. restart (Redis): both replicas restart on their data dirs; a batch replayed to the
 #      replica that never saw it is still answered DUPLICATE (the sequence lives in Redis), the
@@ -185,6 +187,21 @@ ALERT_ID=$ALL
 for h in "$A_HTTP" "$B_HTTP"; do
     [ "$(seen "$h" spike-svc)" = 31 ] || fail "a replica did not learn its 31 samples"
 done
+
+# ---- 3d. a local alert ahead of its batch on a, its batch copy on b: applied once --------------
+AID=5c0ffee0-0000-4000-8000-00000000a11e
+[ "$(INGEST_SEND_ALERT_ID=$AID send 127.0.0.1:"$A_INGEST" sc-ahead 0 ahead-svc gpt-4o 20000)" = "OK 0" ] ||
+    fail "the alert ahead of its batch was not answered OK 0 by a"
+[ "$(rcli exists "sentinel:lalert:$AID")" = 1 ] || fail "sentinel:lalert:$AID is not in Redis"
+[ "$(INGEST_SEND_ALERT_ID=$AID send 127.0.0.1:"$B_INGEST" sc-ahead 1 ahead-svc gpt-4o 20000)" = "OK 1" ] ||
+    fail "the alert's batch was not answered OK 1 by b"
+[ "$(api "$A_HTTP" /api/v1/statistics/summary | jq .local_alerts_ahead)" = 1 ] ||
+    fail "a did not apply the alert ahead of its batch"
+[ "$(api "$B_HTTP" /api/v1/statistics/summary | jq .local_alert_copies_skipped)" = 1 ] ||
+    fail "b did not skip the batch copy of the alert a applied"
+# (its acknowledged_sequence is a's own table's: 0, as a never saw the batch; the sidecar ignores it)
+[ "$(INGEST_SEND_ALERT_ID=$AID send 127.0.0.1:"$A_INGEST" sc-ahead 0 ahead-svc gpt-4o 20000)" = "DUPLICATE 0" ] ||
+    fail "the alert sent ahead again was not answered DUPLICATE 0"
 
 # ---- 3b. shared baselines: a merged view scored by b -----------------------------------------------
 # latency_ms baseline of SERVICE on HTTP as "replicas samples local_samples".

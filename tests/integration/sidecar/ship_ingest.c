@@ -3,9 +3,12 @@
  * (aggregator/ingest.c: protobuf-c decoding, zstd, validation, de-duplication). Every event
  * and alert the aggregator applies must equal what the sidecar sealed; replays are DUPLICATE;
  * an aggregator that cannot apply now answers RETRY_AFTER and the resend of the same bytes is
- * applied once. */
+ * applied once. Local alerts sent ahead by sidecar/alert_ship.c arrive alone with sequence 0,
+ * are retried after RETRY_AFTER, and fall back to their batches (counted) when refused. */
+#include "alert_ship.h"
 #include "batch.h"
 #include "ingest.h"
+#include "metrics.h"
 #include "ship.h"
 
 #include <check.h>
@@ -15,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define ID "pod-a/00c0ffee00c0ffee"
 #define NE 6
@@ -46,9 +50,9 @@ static int apply(const sn_ingest_batch *b, void *ud)
         a->dropped = b->dropped_events;
         a->nevents = b->nevents;
         a->nalerts = b->nalerts;
-        if (b->nevents <= NE)
+        if (b->nevents > 0 && b->nevents <= NE) /* alerts ahead: no events, NULL */
             memcpy(a->events, b->events, b->nevents * sizeof *b->events);
-        if (b->nalerts <= NA)
+        if (b->nalerts > 0 && b->nalerts <= NA)
             memcpy(a->alerts, b->alerts, b->nalerts * sizeof *b->alerts);
     }
     pthread_mutex_unlock(&a->mu);
@@ -199,21 +203,31 @@ static sn_ship_result ship_once(sn_ship *ship, uv_loop_t *loop, const uint8_t *r
     return d.res;
 }
 
-START_TEST(batches_reach_the_aggregator_intact_once_and_in_order)
+/* Starts the real Ingest service on a free loopback port, applying into ap; target gets its
+ * "127.0.0.1:port" (64 bytes). Free with sn_ingest_destroy. */
+static sn_ingest *start_ingest(applied *ap, uint32_t retry_after_ms, size_t max_alerts,
+                               char *target)
 {
-    static applied ap = {.mu = PTHREAD_MUTEX_INITIALIZER};
     sn_ingest_config icfg;
     sn_ingest_config_init(&icfg);
     icfg.listen = "127.0.0.1:0";
-    icfg.retry_after_ms = 250;
+    icfg.retry_after_ms = retry_after_ms;
+    icfg.max_batch_alerts = max_alerts;
     icfg.apply = apply;
-    icfg.apply_ud = &ap;
+    icfg.apply_ud = ap;
     sn_ingest *in = NULL;
     char err[256];
     ck_assert_msg(sn_ingest_create(&icfg, &in, err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(sn_ingest_start(in), 0);
-    char target[64];
-    snprintf(target, sizeof target, "127.0.0.1:%d", sn_ingest_port(in));
+    snprintf(target, 64, "127.0.0.1:%d", sn_ingest_port(in));
+    return in;
+}
+
+START_TEST(batches_reach_the_aggregator_intact_once_and_in_order)
+{
+    static applied ap = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    char target[64], err[256];
+    sn_ingest *in = start_ingest(&ap, 250, SN_INGEST_DEFAULT_MAX_ALERTS, target);
 
     uv_loop_t loop;
     ck_assert_int_eq(uv_loop_init(&loop), 0);
@@ -330,12 +344,140 @@ START_TEST(batches_reach_the_aggregator_intact_once_and_in_order)
 }
 END_TEST
 
+/* Sets what apply answers from now on. */
+static void set_rc(applied *ap, int rc)
+{
+    pthread_mutex_lock(&ap->mu);
+    ap->rc = rc;
+    pthread_mutex_unlock(&ap->mu);
+}
+
+/* Runs the loop until the alert sender has nothing pending (polled: the loop may have nothing
+ * referenced between a push and its call), at most ~10 s. */
+#define run_until_sent(loop, as) run_until_sent_at(loop, as, __LINE__)
+static void run_until_sent_at(uv_loop_t *loop, sn_alert_ship *as, int line)
+{
+    for (int i = 0; i < 2000 && sn_alert_ship_pending(as) > 0; i++) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        struct timespec d = {0, 5 * 1000 * 1000};
+        nanosleep(&d, NULL);
+    }
+    ck_assert_msg(sn_alert_ship_pending(as) == 0, "line %d: %zu alerts still pending", line,
+                  sn_alert_ship_pending(as));
+}
+
+/* The value of one series in the exposition, or -1. */
+static double series(sn_metrics *m, const char *name)
+{
+    char *text;
+    size_t len;
+    ck_assert_int_eq(sn_metrics_render_alloc(m, &text, &len), 0);
+    double v = -1;
+    size_t n = strlen(name);
+    for (const char *p = text; (p = strstr(p, name)) != NULL; p += n)
+        if ((p == text || p[-1] == '\n') && p[n] == ' ') {
+            v = strtod(p + n + 1, NULL);
+            break;
+        }
+    free(text);
+    return v;
+}
+
+START_TEST(local_alerts_go_ahead_alone_and_fall_back_when_refused)
+{
+    static applied ap = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    char target[64], err[256];
+    /* At most one alert per batch: two alerts in one call are refused for good (no delay). */
+    sn_ingest *in = start_ingest(&ap, 50, 1, target);
+
+    uv_loop_t loop;
+    ck_assert_int_eq(uv_loop_init(&loop), 0);
+    sn_metrics *m = NULL;
+    ck_assert_int_eq(sn_metrics_create(NULL, &m, err, sizeof err), 0);
+    sn_alert_ship_config acfg;
+    sn_alert_ship_config_init(&acfg);
+    acfg.sidecar_id = ID;
+    acfg.ship.aggregator = target;
+    acfg.metrics = m;
+    sn_alert_ship *as = NULL;
+    ck_assert_msg(sn_alert_ship_create(&acfg, &loop, &as, err, sizeof err) == 0, "%s", err);
+
+    sn_event ev[NE];
+    make_events(ev);
+    sn_local_alert al[NA];
+    make_alerts(al, ev);
+
+    /* Sent at once, alone: sequence 0, the alert as raised, nothing else. */
+    sn_alert_ship_push(as, &al[0]);
+    ck_assert_uint_eq(sn_alert_ship_pending(as), 1);
+    run_until_sent(&loop, as);
+    ck_assert_int_eq(ap.calls, 1);
+    ck_assert_str_eq(ap.sidecar_id, ID);
+    ck_assert_uint_eq(ap.sequence, 0);
+    ck_assert_uint_eq(ap.nevents, 0);
+    ck_assert_uint_eq(ap.nalerts, 1);
+    same_alert(&ap.alerts[0], &al[0]);
+    ck_assert_double_eq(series(m, "sentinel_sidecar_local_alerts_ahead_total"), 1);
+
+    /* RETRY_AFTER: resent after the delay, then applied. */
+    set_rc(&ap, -EAGAIN);
+    sn_alert_ship_push(as, &al[1]);
+    for (int i = 0; i < 2000 && ap.calls < 2; i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        struct timespec d = {0, 1000 * 1000};
+        nanosleep(&d, NULL);
+    }
+    set_rc(&ap, 0);
+    run_until_sent(&loop, as);
+    ck_assert_int_ge(ap.calls, 3);
+    same_alert(&ap.alerts[0], &al[1]);
+    ck_assert_double_eq(series(m, "sentinel_sidecar_local_alerts_ahead_total"), 2);
+
+    /* Applied before (the batch copy won): DUPLICATE, counted as fallen back. */
+    set_rc(&ap, -EALREADY);
+    sn_alert_ship_push(as, &al[0]);
+    run_until_sent(&loop, as);
+    ck_assert_double_eq(
+        series(m, "sentinel_sidecar_local_alerts_fallback_total{reason=\"batch_first\"}"), 1);
+    set_rc(&ap, 0);
+
+    /* Refused for good (here two alerts over the aggregator's limit of one; an older aggregator
+     * refuses sequence 0 with INVALID_ARGUMENT the same way): dropped, left to the batches. */
+    int calls = ap.calls;
+    sn_alert_ship_push(as, &al[0]); /* in flight alone */
+    sn_alert_ship_push(as, &al[1]); /* these two wait, then go together */
+    sn_alert_ship_push(as, &al[0]);
+    run_until_sent(&loop, as);
+    ck_assert_int_eq(ap.calls, calls + 1);
+    ck_assert_double_eq(series(m, "sentinel_sidecar_local_alerts_ahead_total"), 3);
+    ck_assert_double_eq(
+        series(m, "sentinel_sidecar_local_alerts_fallback_total{reason=\"refused\"}"), 2);
+
+    /* The sequence table was never touched. */
+    sn_ingest_stats st;
+    sn_ingest_stats_get(in, &st);
+    ck_assert_uint_eq(st.batches, 0);
+    ck_assert_uint_eq(st.sidecars, 0);
+
+    /* Destroy drops what waits (the aggregator is gone: the call fails and is retried). */
+    sn_ingest_destroy(in);
+    sn_alert_ship_push(as, &al[0]);
+    sn_alert_ship_destroy(as);
+    ck_assert_double_eq(
+        series(m, "sentinel_sidecar_local_alerts_fallback_total{reason=\"stopped\"}"), 1);
+    ck_assert_int_eq(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ck_assert_int_eq(uv_loop_close(&loop), 0);
+    sn_metrics_destroy(m);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("sidecar_ship_ingest");
     TCase *tc = tcase_create("contract");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, batches_reach_the_aggregator_intact_once_and_in_order);
+    tcase_add_test(tc, local_alerts_go_ahead_alone_and_fall_back_when_refused);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -782,6 +782,32 @@ START_TEST(sequences_never_go_down_and_load_oldest_first)
 }
 END_TEST
 
+START_TEST(local_alert_ids_are_applied_once_survive_and_expire)
+{
+    static const char id1[] = "5c0ffee0-0000-4000-8000-000000000001";
+    static const char id2[] = "5c0ffee0-0000-4000-8000-000000000002";
+    sn_store *st = open_store(NULL);
+    ck_assert_int_eq(sn_store_local_alert_seen(st, id1), 0);
+    ck_assert_int_eq(sn_store_local_alert_claim(st, id1, T0), 1);
+    ck_assert_int_eq(sn_store_local_alert_claim(st, id1, T0 + SEC), 0); /* the other copy */
+    ck_assert_int_eq(sn_store_local_alert_seen(st, id1), 1);
+    ck_assert_int_eq(sn_store_local_alert_seen(st, id2), 0);
+    ck_assert_int_eq(sn_store_local_alert_claim(st, id2, T0 + 6 * DAY), 1);
+    ck_assert_int_eq(sn_store_local_alert_seen(st, ""), -EINVAL);
+    ck_assert_int_eq(sn_store_local_alert_claim(st, NULL, T0), -EINVAL);
+    sn_store_close(st);
+    /* Kept across a restart; purged after SN_STORE_LAID_DAYS whatever the retention. */
+    st = open_store(NULL);
+    ck_assert_int_eq(sn_store_local_alert_seen(st, id1), 1);
+    sn_store_purged p;
+    ck_assert_int_eq(sn_store_purge(st, T0 + 8 * DAY, 0, &p), 0);
+    ck_assert_uint_eq(p.local_alert_ids, 1);
+    ck_assert_int_eq(sn_store_local_alert_seen(st, id1), 0);
+    ck_assert_int_eq(sn_store_local_alert_seen(st, id2), 1);
+    sn_store_close(st);
+}
+END_TEST
+
 /* ---- delivery queue ---- */
 
 START_TEST(delivery_queue_state_machine)
@@ -1003,6 +1029,7 @@ static Suite *store_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, open_creates_a_wal_database);
+    tcase_add_test(tc, local_alert_ids_are_applied_once_survive_and_expire);
     tcase_add_test(tc, open_migrates_an_empty_database);
     tcase_add_test(tc, open_refuses_a_corrupt_file);
     tcase_add_test(tc, open_refuses_a_newer_schema);

@@ -451,7 +451,25 @@ START_TEST(bad_batches_are_refused_with_a_reason)
 
     sn_batch b = {.sidecar_id = ID, .sequence = 0};
     ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err), -EINVAL);
-    ck_assert_str_eq(err, "batch: sequence must be >= 1");
+    ck_assert_str_eq(err, "batch: sequence must be >= 1 (0: alerts only)");
+    /* Sequence 0 with alerts only: alerts ahead of their batch (alert_ship.h). */
+    sn_local_alert ahead;
+    memset(&ahead, 0, sizeof ahead);
+    snprintf(ahead.alert_id, sizeof ahead.alert_id, "%s", "5c0ffee0-0000-4000-8000-000000000001");
+    snprintf(ahead.service, sizeof ahead.service, "%s", "svc");
+    ahead.metric = SN_METRIC_LATENCY_MS;
+    ahead.anomaly_type = SN_ANOMALY_LATENCY_SPIKE;
+    ahead.detector = SN_DETECT_ZSCORE;
+    ahead.severity = SN_SEV_HIGH;
+    b = (sn_batch){.sidecar_id = ID, .sequence = 0, .alerts = &ahead, .n_alerts = 1};
+    ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err), 0);
+    ck_assert_uint_gt(len, 0);
+    b.events = ev;
+    b.n_events = 1;
+    ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err), -EINVAL);
+    ck_assert_str_eq(err, "batch: sequence must be >= 1 (0: alerts only)");
+    out = (const uint8_t *)"untouched";
+    len = 0;
     b = (sn_batch){.sidecar_id = "", .sequence = 1};
     ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err), -EINVAL);
     ck_assert_str_eq(err, "batch: sidecar_id must be 1 to 128 bytes");
