@@ -2464,9 +2464,12 @@ int sn_engine_restore(sn_engine *e, const char *key, const void *blob, size_t le
     if (rc != 0)
         return rc;
     sn_baseline_entry *en;
-    rc = sn_baseline_restore(table, blob, len, 0, &en);
-    if (rc != 0)
+    /* A snapshot written with another key_state size (an older version) keeps its learned
+     * statistics; the detectors' own state starts afresh (all zero, as a new key's). */
+    rc = sn_baseline_restore_ex(table, blob, len, 0, SN_BASELINE_RESTORE_STATS_ONLY, &en);
+    if (rc < 0)
         return rc;
+    bool stats_only = rc == 1;
     key_state *ks = sn_baseline_entry_user(en);
     /* The list fields came from the blob: this entry is on no list. */
     ks->dirty = 0;
@@ -2486,6 +2489,10 @@ int sn_engine_restore(sn_engine *e, const char *key, const void *blob, size_t le
     ks->view = 0;
     ks->since_summary = 0;
     ks->stored = 1;
+    if (stats_only) {
+        key_dirty(e, table, en, ks); /* rewritten in this version's format at the next snapshot */
+        return 1;
+    }
     return 0;
 }
 

@@ -306,11 +306,14 @@ int sn_engine_snapshot(sn_engine *e, bool all, size_t max_keys, sn_engine_snapsh
                        sn_engine_snapshot_result *res);
 
 /* Restores one key from a snapshot written by sn_engine_snapshot. The key is restored not
- * dirty. Returns 0; -EBADMSG for a corrupt blob, a key text that does not parse or does not
- * match the blob, or detector state out of range; -EPROTO for a blob this configuration cannot
- * hold (mode, sketch alpha, window, seasonal baselines off, another format version);
- * -EEXIST when the key is already there; -ENOMEM. Nothing changes on failure. Restore before
- * the first event: restoring may evict keys like any new key. */
+ * dirty. Returns 0; 1 when the snapshot came from a version with another per-key detector
+ * state (its size differs): the learned statistics are restored, the detector state (streaks,
+ * drift reference) starts afresh, and the key is dirty so the next snapshot rewrites it; -EBADMSG
+ * for a corrupt blob, a key text that does not parse or does not match the blob, or detector state
+ * out of range; -EPROTO for a blob this configuration cannot hold (mode, sketch alpha, window,
+ * seasonal baselines off, another format version); -EEXIST when the key is already there; -ENOMEM.
+ * Nothing changes on failure. Restore before the first event: restoring may evict keys like any new
+ * key. */
 int sn_engine_restore(sn_engine *e, const char *key, const void *blob, size_t len);
 
 /* Whether a snapshot key names a key the engine holds now (for a full clean-up of stored

@@ -918,7 +918,7 @@ static void snapshot_final(aggregator *a)
 /* Store visitor at start: restores one key, counting the outcome; never stops the walk. */
 typedef struct restore_counts {
     aggregator *a;
-    uint64_t restored, corrupt, incompatible, other;
+    uint64_t restored, upgraded, corrupt, incompatible, other;
 } restore_counts;
 
 static int restore_baseline(const char *key, const void *blob, size_t len, int64_t updated_ns,
@@ -927,8 +927,9 @@ static int restore_baseline(const char *key, const void *blob, size_t len, int64
     (void)updated_ns;
     restore_counts *c = ud;
     int rc = sn_engine_restore(c->a->engine, key, blob, len);
-    if (rc == 0) {
+    if (rc >= 0) {
         c->restored++;
+        c->upgraded += rc == 1;
         return 0;
     }
     uint64_t *n = rc == -EBADMSG ? &c->corrupt : rc == -EPROTO ? &c->incompatible : &c->other;
@@ -948,8 +949,8 @@ static void restore_baselines(aggregator *a)
         sn_log_error("cannot read the baseline snapshots",
                      SN_LOG_STR("error", sn_store_errmsg(a->store)));
     sn_log_info("baselines restored", SN_LOG_UINT("keys", c.restored),
-                SN_LOG_UINT("corrupt", c.corrupt), SN_LOG_UINT("incompatible", c.incompatible),
-                SN_LOG_UINT("failed", c.other),
+                SN_LOG_UINT("from_older_format", c.upgraded), SN_LOG_UINT("corrupt", c.corrupt),
+                SN_LOG_UINT("incompatible", c.incompatible), SN_LOG_UINT("failed", c.other),
                 SN_LOG_DBL("seconds", (double)(now_ns() - t0) / 1e9));
     a->next_snapshot_ns = now_ns() + a->set->snapshot_interval_ns;
 }

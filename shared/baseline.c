@@ -607,6 +607,12 @@ static int read_sketch(const uint8_t *p, size_t end, size_t *off, sn_sketch **ou
 int sn_baseline_restore(sn_baseline *b, const void *blob, size_t len, int64_t now,
                         sn_baseline_entry **out)
 {
+    return sn_baseline_restore_ex(b, blob, len, now, 0, out);
+}
+
+int sn_baseline_restore_ex(sn_baseline *b, const void *blob, size_t len, int64_t now,
+                           unsigned flags_in, sn_baseline_entry **out)
+{
     const uint8_t *p = blob;
     if (blob == NULL || len < BLOB_HEADER + BLOB_CRC || sn_le_get_u32(p) != BLOB_MAGIC)
         return -EBADMSG;
@@ -635,10 +641,12 @@ int sn_baseline_restore(sn_baseline *b, const void *blob, size_t len, int64_t no
         return -EBADMSG;
     if (end - BLOB_HEADER < slen + mlen)
         return -EBADMSG;
-    if (ulen != b->cfg.user_bytes)
-        return ulen > end - BLOB_HEADER - slen - mlen ? -EBADMSG : -EPROTO;
     if (end - BLOB_HEADER - slen - mlen < ulen)
         return -EBADMSG;
+    /* Another user area size: its owner's format changed. Statistics only, when asked. */
+    bool user_kept = ulen == b->cfg.user_bytes;
+    if (!user_kept && !(flags_in & SN_BASELINE_RESTORE_STATS_ONLY))
+        return -EPROTO;
     char service[SN_NAME_MAX], model[SN_NAME_MAX];
     const uint8_t *names = p + BLOB_HEADER;
     if (memchr(names, '\0', slen + mlen) != NULL)
@@ -695,7 +703,7 @@ int sn_baseline_restore(sn_baseline *b, const void *blob, size_t len, int64_t no
     e->all = all;
     e->ewma = ew;
     e->ewma.alpha = b->cfg.ewma_alpha; /* the table's smoothing from now on */
-    if (ulen > 0)
+    if (user_kept && ulen > 0)
         memcpy((char *)e + e->user_off, user, ulen);
     if (mode == SN_BASELINE_EXACT) {
         uint32_t skip = nsamples > b->cfg.window ? nsamples - b->cfg.window : 0;
@@ -709,7 +717,7 @@ int sn_baseline_restore(sn_baseline *b, const void *blob, size_t len, int64_t no
     }
     if (out != NULL)
         *out = e;
-    rc = 0;
+    rc = user_kept ? 0 : 1;
 
 out_free_sketches:
     sn_sketch_destroy(sk[1]);

@@ -213,4 +213,16 @@ int sn_baseline_entry_serialize(const sn_baseline *b, const sn_baseline_entry *e
 int sn_baseline_restore(sn_baseline *b, const void *blob, size_t len, int64_t now,
                         sn_baseline_entry **out);
 
+/* sn_baseline_restore_ex flag: a blob whose user area has another size than this table's (its
+ * owner changed the area's format) still restores the statistics -- samples or sketches,
+ * moments, counts, times -- and leaves the entry's user area zeroed, as a new entry's, for the
+ * owner to start afresh. */
+#define SN_BASELINE_RESTORE_STATS_ONLY 0x1u
+
+/* sn_baseline_restore with flags (SN_BASELINE_RESTORE_STATS_ONLY or 0). Returns what
+ * sn_baseline_restore returns, and 1 (success) when the user area was not restored because of
+ * SN_BASELINE_RESTORE_STATS_ONLY. */
+int sn_baseline_restore_ex(sn_baseline *b, const void *blob, size_t len, int64_t now,
+                           unsigned flags, sn_baseline_entry **out);
+
 #endif

@@ -156,6 +156,24 @@ START_TEST(incompatible_tables_refuse)
     sn_baseline *other_user = table(SN_BASELINE_EXACT, 100, 16);
     ck_assert_int_eq(sn_baseline_restore(compact, blob, len, 0, NULL), -EPROTO);
     ck_assert_int_eq(sn_baseline_restore(other_user, blob, len, 0, NULL), -EPROTO);
+    /* ... unless only the statistics are wanted: the user area then starts zeroed */
+    sn_baseline_entry *oe;
+    ck_assert_int_eq(
+        sn_baseline_restore_ex(other_user, blob, len, 0, SN_BASELINE_RESTORE_STATS_ONLY, &oe), 1);
+    ck_assert_uint_eq(sn_baseline_entry_seen(oe), 30);
+    sn_summary os;
+    sn_baseline_summary(other_user, oe, &os);
+    ck_assert_uint_eq(os.n, 30);
+    ck_assert_double_eq(os.max, 129.0); /* samples 0..29 -> 100..129 */
+    const uint8_t *ou = sn_baseline_entry_user(oe);
+    for (int i = 0; i < 16; i++)
+        ck_assert_uint_eq(ou[i], 0);
+    /* the same size with the flag: everything restored, 0 */
+    sn_baseline *same = table(SN_BASELINE_EXACT, 100, 8);
+    ck_assert_int_eq(
+        sn_baseline_restore_ex(same, blob, len, 0, SN_BASELINE_RESTORE_STATS_ONLY, &oe), 0);
+    ck_assert_uint_eq(((const uint8_t *)sn_baseline_entry_user(oe))[0], 0xA0);
+    sn_baseline_destroy(same);
     /* A smaller exact window keeps the newest samples. */
     sn_baseline *small = table(SN_BASELINE_EXACT, 10, 8);
     sn_baseline_entry *e;

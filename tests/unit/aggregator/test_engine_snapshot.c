@@ -1,5 +1,6 @@
 /* Unit tests for the engine's snapshots (aggregator/engine.c): dirty tracking, bounded steps,
  * deletions of dropped keys, restore into a new engine without a cold start, refusals. */
+#include "bytes.h"
 #include "engine.h"
 
 #include <check.h>
@@ -173,6 +174,71 @@ START_TEST(restored_engine_is_warm)
 }
 END_TEST
 
+/* blob (sn_baseline_entry_serialize's format, baseline.h) rewritten as an older version would
+ * have written it: a user area (key_state) of `ulen` bytes instead of its own, the rest as it
+ * is. Returns a malloc'd blob (the caller frees it) of *outlen bytes. */
+static uint8_t *with_user_size(const uint8_t *blob, size_t len, size_t ulen, size_t *outlen)
+{
+    size_t names = 108 + sn_le_get_u16(blob + 8) + sn_le_get_u16(blob + 10);
+    size_t old_ulen = sn_le_get_u32(blob + 104);
+    ck_assert_uint_ge(old_ulen, ulen);
+    size_t rest = len - 4 - names - old_ulen; /* the statistics, without the CRC */
+    *outlen = names + ulen + rest + 4;
+    uint8_t *out = malloc(*outlen);
+    ck_assert_ptr_nonnull(out);
+    memcpy(out, blob, names);
+    memcpy(out + names, blob + names, ulen);
+    memcpy(out + names + ulen, blob + names + old_ulen, rest);
+    sn_le_put_u32(out + 104, (uint32_t)ulen);
+    sn_le_put_u32(out + *outlen - 4, sn_crc32(0, out, *outlen - 4));
+    return out;
+}
+
+START_TEST(older_format_keeps_statistics)
+{
+    sn_engine *e = engine();
+    store s;
+    memset(&s, 0, sizeof s);
+    s.fail_at = -1;
+    warm(e, "svc", 1000 * SEC);
+    ck_assert_int_eq(sn_engine_snapshot(e, false, 0, put, &s, NULL), 0);
+    ck_assert_uint_ge(s.n, 1);
+    sn_engine *back = engine(), *cold = engine();
+    for (unsigned i = 0; i < s.n; i++) {
+        size_t olen;
+        uint8_t *old = with_user_size(s.blob[i], s.len[i], 152, &olen); /* key_state of 0.1 */
+        ck_assert_int_eq(sn_engine_restore(back, s.key[i], old, olen), 1);
+        free(old);
+    }
+    sn_engine_stats st;
+    sn_engine_get_stats(back, &st);
+    ck_assert_uint_eq(st.keys, s.n);
+    /* rewritten in the current format at the next snapshot, every key */
+    store s2;
+    memset(&s2, 0, sizeof s2);
+    s2.fail_at = -1;
+    sn_engine_snapshot_result r;
+    ck_assert_int_eq(sn_engine_snapshot(back, false, 0, put, &s2, &r), 0);
+    ck_assert_uint_eq(r.written, s.n);
+    ck_assert_uint_eq(s2.len[0], s.len[0]);
+    /* the learned statistics came along: a spike is judged at once, as by a warm engine
+     * (two calls: the first starts the detectors' fresh streaks) */
+    anomalies = 0;
+    for (int i = 0; i < 4; i++)
+        observe(back, "svc", 1100 * SEC + i * SEC, 30000.0);
+    ck_assert_uint_ge(anomalies, 1);
+    anomalies = 0;
+    for (int i = 0; i < 4; i++)
+        observe(cold, "svc", 1100 * SEC + i * SEC, 30000.0);
+    ck_assert_uint_eq(anomalies, 0);
+    store_free(&s2);
+    store_free(&s);
+    sn_engine_destroy(cold);
+    sn_engine_destroy(back);
+    sn_engine_destroy(e);
+}
+END_TEST
+
 START_TEST(restore_refuses_bad_input)
 {
     sn_engine *e = engine();
@@ -335,6 +401,7 @@ static Suite *snapshot_suite(void)
     tcase_add_test(tc, dirty_keys_only_and_bounded_steps);
     tcase_add_test(tc, restored_engine_is_warm);
     tcase_add_test(tc, restore_refuses_bad_input);
+    tcase_add_test(tc, older_format_keeps_statistics);
     tcase_add_test(tc, expired_keys_are_handed_out_for_deletion);
     tcase_add_test(tc, evicted_dirty_keys_leave_the_list);
     tcase_add_test(tc, seasonal_keys_round_trip);
