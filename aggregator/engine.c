@@ -78,9 +78,10 @@ typedef struct key_state {
     sn_baseline_entry *dprev, *dnext; /* the engine's dirty list (oldest change first) */
 } key_state;
 
-/* The user area (and so every stored snapshot) has this size; snapshots of another size are
- * refused as incompatible at restore (a cold start for those keys), so a change here is a
- * format change: 152 bytes with the per-call CUSUM, 216 with the interval-mean drift state. */
+/* The user area (and so every stored snapshot) has this size; a snapshot of another size (an
+ * older version's) restores its statistics only and the key's detector state starts afresh
+ * (sn_engine_restore returns 1), so a change here is a format change: 152 bytes with the
+ * per-call CUSUM, 216 with the interval-mean drift state. */
 _Static_assert(sizeof(key_state) == 216, "key_state size is part of the snapshot format");
 
 /* ---- keyed tables with an update-ordered list ----------------------------------------------- */
