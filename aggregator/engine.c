@@ -1782,6 +1782,19 @@ static void metric_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_m
         sum = &ssum;
     }
 
+    /* Most values are normal: when no detector fires, only the counters of the ready ones and
+     * their streaks change (what the full path below does then), without building verdicts. */
+    unsigned quiet_ready;
+    if (e->ens_valid[m] && sn_ensemble_quiet_valid(ec, sum, y, &quiet_ready)) {
+        for (int k = 0; k < SN_DETECT_KIND_COUNT; k++) {
+            if (quiet_ready & (1u << k)) {
+                e->st.evaluations[k]++;
+                ks->streak[k] = 0;
+            }
+        }
+        goto learn;
+    }
+
     sn_ensemble st; /* CUSUM is off in ec: no state to keep */
     sn_ensemble_init(&st);
     sn_ensemble_result res;
@@ -1862,6 +1875,7 @@ static void metric_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_m
         e->st.suppressed++;
     }
 
+learn:
     if (e->drift_on[m])
         drift_observe(e, ev, m, gks, y, out);
 
