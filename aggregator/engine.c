@@ -1738,19 +1738,20 @@ static void drift_observe(sn_engine *e, const sn_event *ev, sn_metric m, key_sta
              (long long)(e->drift[m].interval / SN_NS_PER_SEC));
 }
 
-/* Scores one value of metric m; fills *out when an anomaly passed persistence. Returns true
- * when the value was anomalous (emitted or held back). */
-static void metric_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_metric m, double x,
-                           pending *out, sn_summary *gsum_out)
+/* Scores one value of metric m; fills *out when an anomaly passed persistence. Returns the value
+ * in the metric's scoring space (to_model; NAN or out of range when it was not scored), which
+ * the caller may reuse instead of transforming x again. */
+static double metric_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_metric m, double x,
+                             pending *out, sn_summary *gsum_out)
 {
     int64_t t = ev->end_unix_nano;
     double y = to_model(e, m, x);
     if (!sn_stats_sample_ok(y))
-        return;
+        return y;
     sn_baseline_entry *gen;
     if (global_entry(e, p, ev, m, t, &gen) != 0) {
         e->st.refused++;
-        return;
+        return y;
     }
     e->st.values++;
     key_state *gks = sn_baseline_entry_user(gen);
@@ -1901,6 +1902,7 @@ learn:
          * a daily peak the global baseline flags would never get a baseline of its own. */
         key_learn(e, e->seasonal, sen, sks, m, x, y, t);
     }
+    return y;
 }
 
 static void relate(pending *pd, const char *metric)
@@ -1930,6 +1932,7 @@ unsigned sn_engine_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn e
     sn_summary input_sum;
     sn_summary_clear(&input_sum);
     bool have_input = false;
+    double input_y = NAN; /* the input tokens in their scoring space */
     for (int m = 0; m < SN_METRIC_COUNT; m++) {
         pd[m].fire = false;
         pd[m].drift_fire = false;
@@ -1937,9 +1940,12 @@ unsigned sn_engine_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn e
         if (m == SN_METRIC_ERROR_RATE || !e->cfg.metrics[m].enabled ||
             !sn_event_metric(ev, (sn_metric)m, &x))
             continue;
-        metric_observe(e, p, ev, (sn_metric)m, x, &pd[m],
-                       m == SN_METRIC_INPUT_TOKENS ? &input_sum : NULL);
-        have_input = have_input || m == SN_METRIC_INPUT_TOKENS;
+        double y = metric_observe(e, p, ev, (sn_metric)m, x, &pd[m],
+                                  m == SN_METRIC_INPUT_TOKENS ? &input_sum : NULL);
+        if (m == SN_METRIC_INPUT_TOKENS) {
+            have_input = true;
+            input_y = y;
+        }
     }
     /* The error rate baseline learns every call unless the window is elevated. */
     sn_baseline_entry *en;
@@ -1973,10 +1979,8 @@ unsigned sn_engine_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn e
     budget_observe(e, ev, emit, ud, &count);
     if (p != NULL) {
         if (e->cfg.drift_enabled) {
-            double x;
-            if (have_input && sn_event_metric(ev, SN_METRIC_INPUT_TOKENS, &x))
-                psi_observe(e, p, &input_sum, to_model(e, SN_METRIC_INPUT_TOKENS, x), t, emit, ud,
-                            &count);
+            if (have_input)
+                psi_observe(e, p, &input_sum, input_y, t, emit, ud, &count);
             finish_observe(e, p, ev, emit, ud, &count);
         }
         if (e->cfg.throughput_enabled)
