@@ -179,6 +179,7 @@ struct sn_engine {
     /* ens[m] passed sn_ensemble_config_validate when derive set it: evaluated unchecked */
     bool ens_valid[SN_METRIC_COUNT];
     sn_drift_config drift[SN_METRIC_COUNT];
+    bool drift_valid[SN_METRIC_COUNT]; /* drift[m] passed sn_drift_config_validate in derive */
     int64_t persist[SN_METRIC_COUNT][SN_DETECT_KIND_COUNT];
     budget_rule rules[SN_ENGINE_BUDGETS_MAX];
     unsigned nrules;
@@ -692,6 +693,7 @@ static void derive(sn_engine *e)
         e->drift[m].interval = e->cfg.drift_interval;
         e->drift[m].min_calls = (uint32_t)e->cfg.drift_min_calls;
         e->drift[m].ref_intervals = (uint32_t)e->cfg.drift_reference;
+        e->drift_valid[m] = sn_drift_config_validate(&e->drift[m]) == NULL;
         /* Static levels are written in the metric's unit; the ensemble scores in its space. */
         sn_threshold_config *th = &e->ens[m].threshold;
         double *lv[] = {&th->upper_warn, &th->upper_critical, &th->lower_warn, &th->lower_critical};
@@ -1712,7 +1714,9 @@ static void drift_observe(sn_engine *e, const sn_event *ev, sn_metric m, key_sta
                           pending *out)
 {
     sn_verdict v;
-    bool scored = sn_drift_add(&ks->drift, &e->drift[m], ev->end_unix_nano, y, &v);
+    bool scored = e->drift_valid[m]
+                      ? sn_drift_add_valid(&ks->drift, &e->drift[m], ev->end_unix_nano, y, &v)
+                      : sn_drift_add(&ks->drift, &e->drift[m], ev->end_unix_nano, y, &v);
     if (out->fire)
         sn_drift_explain(&ks->drift);
     if (!scored)
