@@ -370,7 +370,7 @@ void sn_engine_config_defaults(sn_engine_config *cfg)
     cfg->drift_reference = 60;
     cfg->resume_learning = 50;
     cfg->warmup = 100;
-    cfg->summary_refresh = 16;
+    cfg->summary_refresh = 32;
     for (int m = 0; m < SN_METRIC_COUNT; m++) {
         sn_engine_metric_config *mc = &cfg->metrics[m];
         mc->enabled = true;

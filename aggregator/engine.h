@@ -112,7 +112,7 @@ typedef struct sn_engine_config {
     int64_t warmup;          /* a key with fewer samples learns every value, even reported
                                 ones; default 100 */
     int64_t summary_refresh; /* recompute a key's summary every this many samples after its
-                                warm-up (every sample before); default 16 */
+                                warm-up (every sample before); default 32 */
     sn_engine_metric_config metrics[SN_METRIC_COUNT];
     /* Error rate per (service, model). */
     bool error_enabled;
@@ -584,7 +584,7 @@ extern const char *const sn_engine_seasonal_names[];  /* "hour_of_week", "hour_o
                     "anomalous values in a row after which a key learns them (new normal)"),       \
         SN__ENG_INT(P ".detect.warmup", T, F.warmup, "100", 0, 100000000,                          \
                     "a key with fewer samples learns every value, anomalous or not"),              \
-        SN__ENG_INT(P ".detect.summary_refresh", T, F.summary_refresh, "16", 1, 1000,              \
+        SN__ENG_INT(P ".detect.summary_refresh", T, F.summary_refresh, "32", 1, 1000,              \
                     "recompute a key's baseline summary every this many samples after warm-up"),   \
         SN__ENG_METRIC(P, T, F, "latency_ms", SN_METRIC_LATENCY_MS, "upper", "log", "inherit",     \
                        "true"),                                                                    \
