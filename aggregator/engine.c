@@ -35,6 +35,8 @@
 #define DRIFT_EPS    1e-4
 #define HOUR_NS      (INT64_C(3600) * SN_NS_PER_SEC)
 #define KT_MAX_SLOTS (1u << 20)
+#define PREFETCH_MIN_PAIRS                                                                         \
+    1024 /* from this many pairs (~8 K keys, ~15 MB) prefetch the pair's entries */
 
 const char *const sn_engine_tristate_names[] = {"inherit", "true", "false", NULL};
 const char *const sn_engine_direction_names[] = {"inherit", "both", "upper", "lower", NULL};
@@ -1929,6 +1931,13 @@ unsigned sn_engine_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn e
     }
     int64_t t = ev->end_unix_nano;
     pair_state *p = pair_get(e, ev->service, ev->model, t);
+    /* With many keys the pair's baseline entries are cold: start loading all of them now, so
+     * that their cache misses overlap (and overlap the error and throughput work below) instead
+     * of stalling each metric in turn. Few keys stay cached: no hint needed there. */
+    if (p != NULL && e->pairs.count >= PREFETCH_MIN_PAIRS)
+        for (int m = 0; m < SN_METRIC_COUNT; m++)
+            if (p->ent[m] != NULL)
+                sn_baseline_entry_prefetch(e->global, p->ent[m]);
     if (p != NULL && e->cfg.error_enabled)
         error_observe(e, p, ev, emit, ud, &count);
 
