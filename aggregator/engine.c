@@ -28,13 +28,14 @@
 #include "detect/drift.h"
 #include "detect/threshold.h"
 
-#define ERR_SLOTS    6   /* the error window is six buckets */
-#define TP_SLOTS     8   /* open throughput buckets per pair */
-#define TP_LEARN_CAP 1.5 /* a bucket learnt into the throughput baseline counts at most this x */
-#define PSI_EDGES    (SN_ENGINE_DRIFT_BINS - 1)
-#define DRIFT_EPS    1e-4
-#define HOUR_NS      (INT64_C(3600) * SN_NS_PER_SEC)
-#define KT_MAX_SLOTS (1u << 20)
+#define ERR_SLOTS      6   /* the error window is six buckets */
+#define TP_SLOTS       8   /* open throughput buckets per pair */
+#define TP_LEARN_CAP   1.5 /* a bucket learnt into the throughput baseline counts at most this x */
+#define PSI_EDGES      (SN_ENGINE_DRIFT_BINS - 1)
+#define DRIFT_EPS      1e-4
+#define HOUR_NS        (INT64_C(3600) * SN_NS_PER_SEC)
+#define KT_MAX_SLOTS   (1u << 20)
+#define PREFETCH_AHEAD 2 /* sn_engine_observe_batch: events between the pipeline's stages */
 #define PREFETCH_MIN_PAIRS                                                                         \
     1024 /* from this many pairs (~8 K keys, ~15 MB) prefetch the pair's entries */
 
@@ -1025,10 +1026,20 @@ static int global_entry(sn_engine *e, pair_state *p, const sn_event *ev, sn_metr
 
 /* Finds or creates the pair state of (service, model). NULL when the table is full (counted)
  * or allocation fails. */
+static inline pair_state *pair_get_hashed(sn_engine *e, const char *service, size_t slen,
+                                          const char *model, size_t mlen, uint64_t h, int64_t t);
+
 static inline pair_state *pair_get(sn_engine *e, const char *service, const char *model, int64_t t)
 {
     size_t slen = strnlen(service, SN_NAME_MAX), mlen = strnlen(model, SN_NAME_MAX);
-    uint64_t h = pair_hash(e, service, slen, model, mlen);
+    return pair_get_hashed(e, service, slen, model, mlen, pair_hash(e, service, slen, model, mlen),
+                           t);
+}
+
+/* pair_get for names of lengths slen, mlen whose pair_hash is h. */
+static inline pair_state *pair_get_hashed(sn_engine *e, const char *service, size_t slen,
+                                          const char *model, size_t mlen, uint64_t h, int64_t t)
+{
     pair_state *found = pair_lookup(e, h, service, model);
     if (found != NULL) {
         kt_touch(&e->pairs, &found->node, t);
@@ -1920,17 +1931,90 @@ static void relate(pending *pd, const char *metric)
     pd->a.confidence = agree_confidence(pd->a.confidence, 2);
 }
 
+/* An event's names and pair hash, found before it is observed (sn_engine_observe_batch reads
+ * them a few events ahead to start loading the pair). ok = false: the names are refused. */
+typedef struct event_key {
+    bool ok;
+    size_t slen, mlen;
+    uint64_t h;
+} event_key;
+
+static event_key event_key_of(const sn_engine *e, const sn_event *ev)
+{
+    event_key k = {.ok = false};
+    if (ev->service[0] == '\0')
+        return k;
+    k.slen = strnlen(ev->service, SN_NAME_MAX);
+    k.mlen = strnlen(ev->model, SN_NAME_MAX);
+    if (k.slen >= SN_NAME_MAX || k.mlen >= SN_NAME_MAX)
+        return k;
+    k.ok = true;
+    k.h = pair_hash(e, ev->service, k.slen, ev->model, k.mlen);
+    return k;
+}
+
+static unsigned observe_keyed(sn_engine *e, const sn_event *ev, const event_key *k,
+                              sn_engine_emit_fn emit, void *ud);
+
 unsigned sn_engine_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn emit, void *ud)
+{
+    event_key k = event_key_of(e, ev);
+    return observe_keyed(e, ev, &k, emit, ud);
+}
+
+unsigned sn_engine_observe_batch(sn_engine *e, const sn_event *evs, size_t n,
+                                 sn_engine_emit_fn emit, void *ud)
+{
+    /* Three stages, PREFETCH_AHEAD events apart: hash the event and prefetch its index slot;
+     * read the slot (cached by then) and prefetch the first pair in it; observe (the pair is
+     * cached, and observe prefetches its entries). A pair table this small stays cached: no
+     * pipeline, the same work as sn_engine_observe. */
+    if (e->pairs.count < PREFETCH_MIN_PAIRS) {
+        unsigned count = 0;
+        for (size_t i = 0; i < n; i++)
+            count += sn_engine_observe(e, &evs[i], emit, ud);
+        return count;
+    }
+    /* keys of events i - 2 * PREFETCH_AHEAD .. i: one more than the pipeline's depth */
+    enum { RING = 2 * PREFETCH_AHEAD + 1 };
+    event_key ring[RING];
+    unsigned count = 0;
+    for (size_t i = 0; i < n + 2 * PREFETCH_AHEAD; i++) {
+        if (i < n) {
+            event_key *k = &ring[i % RING];
+            *k = event_key_of(e, &evs[i]);
+            if (k->ok)
+                __builtin_prefetch(&e->pairs.index[k->h & e->pairs.mask]);
+        }
+        if (i >= PREFETCH_AHEAD && i - PREFETCH_AHEAD < n) {
+            const event_key *k = &ring[(i - PREFETCH_AHEAD) % RING];
+            const knode *head = k->ok ? e->pairs.index[k->h & e->pairs.mask] : NULL;
+            if (head != NULL) {
+                const pair_state *hp = (const pair_state *)head;
+                __builtin_prefetch(hp);
+                __builtin_prefetch(&hp->ent[0]);
+            }
+        }
+        if (i >= 2 * PREFETCH_AHEAD) {
+            size_t j = i - 2 * PREFETCH_AHEAD;
+            count += observe_keyed(e, &evs[j], &ring[j % RING], emit, ud);
+        }
+    }
+    return count;
+}
+
+/* sn_engine_observe with the event's names and hash already found (k). */
+static unsigned observe_keyed(sn_engine *e, const sn_event *ev, const event_key *k,
+                              sn_engine_emit_fn emit, void *ud)
 {
     unsigned count = 0;
     e->st.events++;
-    if (ev->service[0] == '\0' || strnlen(ev->service, SN_NAME_MAX) >= SN_NAME_MAX ||
-        strnlen(ev->model, SN_NAME_MAX) >= SN_NAME_MAX) {
+    if (!k->ok) {
         e->st.refused++;
         return 0;
     }
     int64_t t = ev->end_unix_nano;
-    pair_state *p = pair_get(e, ev->service, ev->model, t);
+    pair_state *p = pair_get_hashed(e, ev->service, k->slen, ev->model, k->mlen, k->h, t);
     /* With many keys the pair's baseline entries are cold: start loading all of them now, so
      * that their cache misses overlap (and overlap the error and throughput work below) instead
      * of stalling each metric in turn. Few keys stay cached: no hint needed there. */

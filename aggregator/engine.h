@@ -232,6 +232,13 @@ const sn_engine_config *sn_engine_get_config(const sn_engine *e);
  * Returns the number of anomalies emitted. Allocates only to create keys. */
 unsigned sn_engine_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn emit, void *ud);
 
+/* sn_engine_observe on evs[0..n) in order -- the same results, anomalies and counters -- for a
+ * caller with a batch at hand (an ingest request): with many (service, model) pairs it finds
+ * each event's pair a few events ahead and starts loading the pair's state while earlier events
+ * are scored, so the cache misses of a large table overlap. Returns the anomalies emitted. */
+unsigned sn_engine_observe_batch(sn_engine *e, const sn_event *evs, size_t n,
+                                 sn_engine_emit_fn emit, void *ud);
+
 /* Applies one GenAI metric aggregate (aggregate.h: one histogram point of a (service, model)
  * that sent no spans; docs/aggregator.md, "GenAI metrics"):
  *   latency_ms points (operation duration, one value per call) -- count calls and error_count

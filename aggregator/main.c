@@ -534,8 +534,9 @@ static int apply_on_loop(aggregator *a, const sn_ingest_batch *b)
                      SN_LOG_STR("error", sn_store_errmsg(a->store)));
         return rc;
     }
+    /* the whole batch at once: with many keys the engine loads pairs a few events ahead */
+    sn_engine_observe_batch(a->engine, b->events, b->nevents, on_anomaly, a);
     for (size_t i = 0; i < b->nevents; i++) {
-        sn_engine_observe(a->engine, &b->events[i], on_anomaly, a);
         if (a->recent != NULL)
             sn_recent_add_event(a->recent, &b->events[i]);
         if (a->bshare != NULL)
