@@ -1150,7 +1150,9 @@ static void key_learn(sn_engine *e, sn_baseline *b, sn_baseline_entry *en, key_s
         /* exact mean and population variance for the first samples, then an EWMA spanning
          * about a window */
         uint64_t n = sn_baseline_entry_seen(en);
-        double a = fmax(1.0 / (double)n, 2.0 / ((double)e->cfg.window + 1.0));
+        double a = 1.0 / (double)n, floor_a = 2.0 / ((double)e->cfg.window + 1.0);
+        if (a < floor_a) /* fmax of two positive numbers, without the call */
+            a = floor_a;
         double d = y - ks->lmean;
         ks->lmean += a * d;
         ks->lvar = (1.0 - a) * (ks->lvar + a * d * d);

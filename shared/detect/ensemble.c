@@ -156,8 +156,12 @@ bool sn_ensemble_quiet_valid(const sn_ensemble_config *cfg, const sn_summary *b,
     if (cfg->cusum_enabled)
         return false;
     unsigned r = 0;
+    if (!isfinite(x)) { /* no detector has a verdict for it */
+        *ready = 0;
+        return true;
+    }
     if (cfg->zscore_enabled) {
-        double s = sn__zscore_scale(&cfg->zscore, b, x);
+        double s = sn__zscore_scale(&cfg->zscore, b);
         if (s > 0.0) {
             double z = sn__standardise(x, b->mean, s);
             if (fires(fabs(z), cfg->zscore.threshold, cfg->zscore.direction, z < 0.0 ? -1 : 1))
@@ -166,7 +170,7 @@ bool sn_ensemble_quiet_valid(const sn_ensemble_config *cfg, const sn_summary *b,
         }
     }
     if (cfg->iqr_enabled) {
-        double iqr = sn__iqr_scale(&cfg->iqr, b, x);
+        double iqr = sn__iqr_scale(&cfg->iqr, b);
         if (iqr > 0.0) {
             int dir;
             double d = sn__iqr_beyond(b, iqr, x, &dir);
@@ -176,7 +180,7 @@ bool sn_ensemble_quiet_valid(const sn_ensemble_config *cfg, const sn_summary *b,
         }
     }
     if (cfg->mad_enabled) {
-        double s = sn__mad_scale(&cfg->mad, b, x);
+        double s = sn__mad_scale(&cfg->mad, b);
         if (s > 0.0) {
             double m = sn__standardise(x, b->median, s);
             if (fires(fabs(m), cfg->mad.threshold, cfg->mad.direction, m < 0.0 ? -1 : 1))

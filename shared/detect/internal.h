@@ -102,22 +102,22 @@ static inline void sn__judge(sn_verdict *v, double m, double threshold, double h
 #define SN__IQR_PER_SIGMA 1.3489795003921634
 
 /* Each detector's first step, shared by its scoring call and sn_ensemble_quiet_valid: the
- * scale x is measured in for baseline b, or 0 when there is no verdict (fewer than min_samples,
- * a non-finite x or baseline, no usable scale). Never NaN. cfg must be valid. */
+ * scale a value is measured in for baseline b, or 0 when there is no verdict (fewer than
+ * min_samples, a non-finite baseline, no usable scale). Never NaN. cfg must be valid. A
+ * non-finite value gets no verdict either: the caller checks it first. */
 
 /* Z-score: the stddev, floored. */
-static inline double sn__zscore_scale(const sn_zscore_config *cfg, const sn_summary *b, double x)
+static inline double sn__zscore_scale(const sn_zscore_config *cfg, const sn_summary *b)
 {
-    if (b->n < cfg->min_samples || !sn__finite3(x, b->mean, b->stddev) || b->stddev < 0.0)
+    if (b->n < cfg->min_samples || !isfinite(b->mean) || !isfinite(b->stddev) || b->stddev < 0.0)
         return 0.0;
     return sn__floor_scale(b->stddev, b->mean, cfg->min_stddev, cfg->min_stddev_rel);
 }
 
 /* IQR: q3 - q1 (stddev x 1.349 when that is 0), floored. */
-static inline double sn__iqr_scale(const sn_iqr_config *cfg, const sn_summary *b, double x)
+static inline double sn__iqr_scale(const sn_iqr_config *cfg, const sn_summary *b)
 {
-    if (b->n < cfg->min_samples || !sn__finite3(x, b->q1, b->q3) || !isfinite(b->median) ||
-        b->q1 > b->q3)
+    if (b->n < cfg->min_samples || !sn__finite3(b->q1, b->q3, b->median) || b->q1 > b->q3)
         return 0.0;
     /* q3 - q1 of two finite doubles can overflow: halve first. */
     double half = b->q3 * 0.5 - b->q1 * 0.5;
@@ -145,9 +145,9 @@ static inline double sn__iqr_beyond(const sn_summary *b, double iqr, double x, i
 }
 
 /* MAD: the sigma estimate MAD / 0.6745, else IQR / 1.349, else stddev; floored. */
-static inline double sn__mad_scale(const sn_mad_config *cfg, const sn_summary *b, double x)
+static inline double sn__mad_scale(const sn_mad_config *cfg, const sn_summary *b)
 {
-    if (b->n < cfg->min_samples || !sn__finite3(x, b->median, b->mad) || b->mad < 0.0)
+    if (b->n < cfg->min_samples || !isfinite(b->median) || !isfinite(b->mad) || b->mad < 0.0)
         return 0.0;
     double s = 0.0;
     if (b->mad > 0.0)

@@ -41,7 +41,9 @@ const char *sn_iqr_config_validate(const sn_iqr_config *cfg)
 bool sn__iqr_score_valid(const sn_iqr_config *cfg, const sn_summary *b, double x, sn_verdict *out)
 {
     sn_verdict_init(out, SN_DETECT_IQR, x);
-    double iqr = sn__iqr_scale(cfg, b, x);
+    if (!isfinite(x))
+        return false;
+    double iqr = sn__iqr_scale(cfg, b);
     if (!(iqr > 0.0))
         return false;
 

@@ -42,7 +42,9 @@ const char *sn_mad_config_validate(const sn_mad_config *cfg)
 bool sn__mad_score_valid(const sn_mad_config *cfg, const sn_summary *b, double x, sn_verdict *out)
 {
     sn_verdict_init(out, SN_DETECT_MAD, x);
-    double s = sn__mad_scale(cfg, b, x);
+    if (!isfinite(x))
+        return false;
+    double s = sn__mad_scale(cfg, b);
     if (!(s > 0.0))
         return false;
 

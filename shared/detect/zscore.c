@@ -42,7 +42,9 @@ bool sn__zscore_score_valid(const sn_zscore_config *cfg, const sn_summary *b, do
                             sn_verdict *out)
 {
     sn_verdict_init(out, SN_DETECT_ZSCORE, x);
-    double s = sn__zscore_scale(cfg, b, x);
+    if (!isfinite(x))
+        return false;
+    double s = sn__zscore_scale(cfg, b);
     if (!(s > 0.0))
         return false;
 
