@@ -150,6 +150,14 @@ static bool fires(double m, double threshold, sn_direction allowed, int dir)
     return m > threshold && sn__direction_allows(allowed, dir);
 }
 
+/* The Z-score's and the MAD's rule: x standardised around centre by scale s (> 0) is beyond
+ * threshold on a reported side. */
+static bool centred_fires(double x, double centre, double s, double threshold, sn_direction d)
+{
+    double z = sn__standardise(x, centre, s);
+    return fires(fabs(z), threshold, d, z < 0.0 ? -1 : 1);
+}
+
 bool sn_ensemble_quiet_valid(const sn_ensemble_config *cfg, const sn_summary *b, double x,
                              unsigned *ready)
 {
@@ -163,8 +171,7 @@ bool sn_ensemble_quiet_valid(const sn_ensemble_config *cfg, const sn_summary *b,
     if (cfg->zscore_enabled) {
         double s = sn__zscore_scale(&cfg->zscore, b);
         if (s > 0.0) {
-            double z = sn__standardise(x, b->mean, s);
-            if (fires(fabs(z), cfg->zscore.threshold, cfg->zscore.direction, z < 0.0 ? -1 : 1))
+            if (centred_fires(x, b->mean, s, cfg->zscore.threshold, cfg->zscore.direction))
                 return false;
             r |= 1u << SN_DETECT_ZSCORE;
         }
@@ -182,8 +189,7 @@ bool sn_ensemble_quiet_valid(const sn_ensemble_config *cfg, const sn_summary *b,
     if (cfg->mad_enabled) {
         double s = sn__mad_scale(&cfg->mad, b);
         if (s > 0.0) {
-            double m = sn__standardise(x, b->median, s);
-            if (fires(fabs(m), cfg->mad.threshold, cfg->mad.direction, m < 0.0 ? -1 : 1))
+            if (centred_fires(x, b->median, s, cfg->mad.threshold, cfg->mad.direction))
                 return false;
             r |= 1u << SN_DETECT_MAD;
         }

@@ -273,11 +273,10 @@ static bool same_verdict(const sn_verdict *a, const sn_verdict *b)
            same_double(a->deviation, b->deviation) && a->direction == b->direction;
 }
 
-START_TEST(valid_variant_matches_checked)
+/* Five detector mixes from the defaults: all, with static levels, MAD and CUSUM only, min_agree
+ * 3 with an upper-only Z-score, the static threshold alone. */
+static void detector_mixes(sn_ensemble_config cs[5])
 {
-    /* sn_ensemble_evaluate_valid gives exactly what the checked call gives, for every detector
-     * mix, with the CUSUM sums stepping alike. */
-    sn_ensemble_config cs[5];
     for (int i = 0; i < 5; i++)
         cs[i] = cfg;
     cs[1].threshold_enabled = true;
@@ -291,6 +290,14 @@ START_TEST(valid_variant_matches_checked)
     cs[4].zscore_enabled = cs[4].iqr_enabled = cs[4].mad_enabled = cs[4].cusum_enabled = false;
     cs[4].threshold_enabled = true;
     cs[4].threshold.lower_critical = 50.0;
+}
+
+START_TEST(valid_variant_matches_checked)
+{
+    /* sn_ensemble_evaluate_valid gives exactly what the checked call gives, for every detector
+     * mix, with the CUSUM sums stepping alike. */
+    sn_ensemble_config cs[5];
+    detector_mixes(cs);
     sn_summary good = normal_baseline(), cold = normal_baseline();
     cold.n = 3;
     const sn_summary *bs[] = {&good, &cold};
@@ -344,22 +351,12 @@ START_TEST(quiet_matches_full_evaluation)
      * directions, cold/flat/spread-less baselines and a dense sweep of values through every
      * threshold (both sides, with the boundaries themselves). */
     sn_ensemble_config cs[6];
-    for (int i = 0; i < 6; i++) {
-        cs[i] = cfg;
-        cs[i].cusum_enabled = false;
-    }
-    cs[1].threshold_enabled = true;
-    cs[1].threshold.upper_warn = 150.0;
-    cs[1].threshold.upper_critical = 200.0;
-    cs[1].threshold.lower_warn = 20.0;
-    cs[2].zscore_enabled = false;
-    cs[2].iqr_enabled = false;
-    cs[3].zscore.direction = SN_DIR_UPPER;
+    detector_mixes(cs);
+    cs[5] = cfg;
+    for (int i = 0; i < 6; i++)
+        cs[i].cusum_enabled = false; /* CUSUM keeps state: not answered (checked below) */
     cs[3].iqr.direction = SN_DIR_LOWER;
     cs[3].mad.direction = SN_DIR_UPPER;
-    cs[4].zscore_enabled = cs[4].iqr_enabled = cs[4].mad_enabled = false;
-    cs[4].threshold_enabled = true;
-    cs[4].threshold.lower_critical = 50.0;
     cs[5].zscore.threshold = 1.0;
     cs[5].iqr.k = 0.25;
     cs[5].mad.threshold = 1.0;
