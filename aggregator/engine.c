@@ -28,13 +28,16 @@
 #include "detect/drift.h"
 #include "detect/threshold.h"
 
-#define ERR_SLOTS    6   /* the error window is six buckets */
-#define TP_SLOTS     8   /* open throughput buckets per pair */
-#define TP_LEARN_CAP 1.5 /* a bucket learnt into the throughput baseline counts at most this x */
-#define PSI_EDGES    (SN_ENGINE_DRIFT_BINS - 1)
-#define DRIFT_EPS    1e-4
-#define HOUR_NS      (INT64_C(3600) * SN_NS_PER_SEC)
-#define KT_MAX_SLOTS (1u << 20)
+#define ERR_SLOTS      6   /* the error window is six buckets */
+#define TP_SLOTS       8   /* open throughput buckets per pair */
+#define TP_LEARN_CAP   1.5 /* a bucket learnt into the throughput baseline counts at most this x */
+#define PSI_EDGES      (SN_ENGINE_DRIFT_BINS - 1)
+#define DRIFT_EPS      1e-4
+#define HOUR_NS        (INT64_C(3600) * SN_NS_PER_SEC)
+#define KT_MAX_SLOTS   (1u << 20)
+#define PREFETCH_AHEAD 2 /* sn_engine_observe_batch: events between the pipeline's stages */
+#define PREFETCH_MIN_PAIRS                                                                         \
+    1024 /* from this many pairs (~8 K keys, ~15 MB) prefetch the pair's entries */
 
 const char *const sn_engine_tristate_names[] = {"inherit", "true", "false", NULL};
 const char *const sn_engine_direction_names[] = {"inherit", "both", "upper", "lower", NULL};
@@ -180,6 +183,7 @@ struct sn_engine {
     /* ens[m] passed sn_ensemble_config_validate when derive set it: evaluated unchecked */
     bool ens_valid[SN_METRIC_COUNT];
     sn_drift_config drift[SN_METRIC_COUNT];
+    bool drift_valid[SN_METRIC_COUNT]; /* drift[m] passed sn_drift_config_validate in derive */
     int64_t persist[SN_METRIC_COUNT][SN_DETECT_KIND_COUNT];
     budget_rule rules[SN_ENGINE_BUDGETS_MAX];
     unsigned nrules;
@@ -370,7 +374,7 @@ void sn_engine_config_defaults(sn_engine_config *cfg)
     cfg->drift_reference = 60;
     cfg->resume_learning = 50;
     cfg->warmup = 100;
-    cfg->summary_refresh = 16;
+    cfg->summary_refresh = 32;
     for (int m = 0; m < SN_METRIC_COUNT; m++) {
         sn_engine_metric_config *mc = &cfg->metrics[m];
         mc->enabled = true;
@@ -693,6 +697,7 @@ static void derive(sn_engine *e)
         e->drift[m].interval = e->cfg.drift_interval;
         e->drift[m].min_calls = (uint32_t)e->cfg.drift_min_calls;
         e->drift[m].ref_intervals = (uint32_t)e->cfg.drift_reference;
+        e->drift_valid[m] = sn_drift_config_validate(&e->drift[m]) == NULL;
         /* Static levels are written in the metric's unit; the ensemble scores in its space. */
         sn_threshold_config *th = &e->ens[m].threshold;
         double *lv[] = {&th->upper_warn, &th->upper_critical, &th->lower_warn, &th->lower_critical};
@@ -1022,10 +1027,20 @@ static int global_entry(sn_engine *e, pair_state *p, const sn_event *ev, sn_metr
 
 /* Finds or creates the pair state of (service, model). NULL when the table is full (counted)
  * or allocation fails. */
+static inline pair_state *pair_get_hashed(sn_engine *e, const char *service, size_t slen,
+                                          const char *model, size_t mlen, uint64_t h, int64_t t);
+
 static inline pair_state *pair_get(sn_engine *e, const char *service, const char *model, int64_t t)
 {
     size_t slen = strnlen(service, SN_NAME_MAX), mlen = strnlen(model, SN_NAME_MAX);
-    uint64_t h = pair_hash(e, service, slen, model, mlen);
+    return pair_get_hashed(e, service, slen, model, mlen, pair_hash(e, service, slen, model, mlen),
+                           t);
+}
+
+/* pair_get for names of lengths slen, mlen whose pair_hash is h. */
+static inline pair_state *pair_get_hashed(sn_engine *e, const char *service, size_t slen,
+                                          const char *model, size_t mlen, uint64_t h, int64_t t)
+{
     pair_state *found = pair_lookup(e, h, service, model);
     if (found != NULL) {
         kt_touch(&e->pairs, &found->node, t);
@@ -1136,7 +1151,9 @@ static void key_learn(sn_engine *e, sn_baseline *b, sn_baseline_entry *en, key_s
         /* exact mean and population variance for the first samples, then an EWMA spanning
          * about a window */
         uint64_t n = sn_baseline_entry_seen(en);
-        double a = fmax(1.0 / (double)n, 2.0 / ((double)e->cfg.window + 1.0));
+        double a = 1.0 / (double)n, floor_a = 2.0 / ((double)e->cfg.window + 1.0);
+        if (a < floor_a) /* fmax of two positive numbers, without the call */
+            a = floor_a;
         double d = y - ks->lmean;
         ks->lmean += a * d;
         ks->lvar = (1.0 - a) * (ks->lvar + a * d * d);
@@ -1713,7 +1730,9 @@ static void drift_observe(sn_engine *e, const sn_event *ev, sn_metric m, key_sta
                           pending *out)
 {
     sn_verdict v;
-    bool scored = sn_drift_add(&ks->drift, &e->drift[m], ev->end_unix_nano, y, &v);
+    bool scored = e->drift_valid[m]
+                      ? sn_drift_add_valid(&ks->drift, &e->drift[m], ev->end_unix_nano, y, &v)
+                      : sn_drift_add(&ks->drift, &e->drift[m], ev->end_unix_nano, y, &v);
     if (out->fire)
         sn_drift_explain(&ks->drift);
     if (!scored)
@@ -1739,19 +1758,20 @@ static void drift_observe(sn_engine *e, const sn_event *ev, sn_metric m, key_sta
              (long long)(e->drift[m].interval / SN_NS_PER_SEC));
 }
 
-/* Scores one value of metric m; fills *out when an anomaly passed persistence. Returns true
- * when the value was anomalous (emitted or held back). */
-static void metric_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_metric m, double x,
-                           pending *out, sn_summary *gsum_out)
+/* Scores one value of metric m; fills *out when an anomaly passed persistence. Returns the value
+ * in the metric's scoring space (to_model; NAN or out of range when it was not scored), which
+ * the caller may reuse instead of transforming x again. */
+static double metric_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_metric m, double x,
+                             pending *out, sn_summary *gsum_out)
 {
     int64_t t = ev->end_unix_nano;
     double y = to_model(e, m, x);
     if (!sn_stats_sample_ok(y))
-        return;
+        return y;
     sn_baseline_entry *gen;
     if (global_entry(e, p, ev, m, t, &gen) != 0) {
         e->st.refused++;
-        return;
+        return y;
     }
     e->st.values++;
     key_state *gks = sn_baseline_entry_user(gen);
@@ -1781,6 +1801,19 @@ static void metric_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_m
     if (sen != NULL && ssum.n >= ec->zscore.min_samples) {
         ks = sks;
         sum = &ssum;
+    }
+
+    /* Most values are normal: when no detector fires, only the counters of the ready ones and
+     * their streaks change (what the full path below does then), without building verdicts. */
+    unsigned quiet_ready;
+    if (e->ens_valid[m] && sn_ensemble_quiet_valid(ec, sum, y, &quiet_ready)) {
+        for (int k = 0; k < SN_DETECT_KIND_COUNT; k++) {
+            if (quiet_ready & (1u << k)) {
+                e->st.evaluations[k]++;
+                ks->streak[k] = 0;
+            }
+        }
+        goto learn;
     }
 
     sn_ensemble st; /* CUSUM is off in ec: no state to keep */
@@ -1863,6 +1896,7 @@ static void metric_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_m
         e->st.suppressed++;
     }
 
+learn:
     if (e->drift_on[m])
         drift_observe(e, ev, m, gks, y, out);
 
@@ -1888,6 +1922,7 @@ static void metric_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_m
          * a daily peak the global baseline flags would never get a baseline of its own. */
         key_learn(e, e->seasonal, sen, sks, m, x, y, t);
     }
+    return y;
 }
 
 static void relate(pending *pd, const char *metric)
@@ -1899,17 +1934,97 @@ static void relate(pending *pd, const char *metric)
     pd->a.confidence = agree_confidence(pd->a.confidence, 2);
 }
 
+/* An event's names and pair hash, found before it is observed (sn_engine_observe_batch reads
+ * them a few events ahead to start loading the pair). ok = false: the names are refused. */
+typedef struct event_key {
+    bool ok;
+    size_t slen, mlen;
+    uint64_t h;
+} event_key;
+
+static event_key event_key_of(const sn_engine *e, const sn_event *ev)
+{
+    event_key k = {.ok = false};
+    if (ev->service[0] == '\0')
+        return k;
+    k.slen = strnlen(ev->service, SN_NAME_MAX);
+    k.mlen = strnlen(ev->model, SN_NAME_MAX);
+    if (k.slen >= SN_NAME_MAX || k.mlen >= SN_NAME_MAX)
+        return k;
+    k.ok = true;
+    k.h = pair_hash(e, ev->service, k.slen, ev->model, k.mlen);
+    return k;
+}
+
+static unsigned observe_keyed(sn_engine *e, const sn_event *ev, const event_key *k,
+                              sn_engine_emit_fn emit, void *ud);
+
 unsigned sn_engine_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn emit, void *ud)
+{
+    event_key k = event_key_of(e, ev);
+    return observe_keyed(e, ev, &k, emit, ud);
+}
+
+unsigned sn_engine_observe_batch(sn_engine *e, const sn_event *evs, size_t n,
+                                 sn_engine_emit_fn emit, void *ud)
+{
+    /* Three stages, PREFETCH_AHEAD events apart: hash the event and prefetch its index slot;
+     * read the slot (cached by then) and prefetch the first pair in it; observe (the pair is
+     * cached, and observe prefetches its entries). A pair table this small stays cached: no
+     * pipeline, the same work as sn_engine_observe. */
+    if (e->pairs.count < PREFETCH_MIN_PAIRS) {
+        unsigned count = 0;
+        for (size_t i = 0; i < n; i++)
+            count += sn_engine_observe(e, &evs[i], emit, ud);
+        return count;
+    }
+    /* keys of events i - 2 * PREFETCH_AHEAD .. i: one more than the pipeline's depth */
+    enum { RING = 2 * PREFETCH_AHEAD + 1 };
+    event_key ring[RING];
+    unsigned count = 0;
+    for (size_t i = 0; i < n + 2 * PREFETCH_AHEAD; i++) {
+        if (i < n) {
+            event_key *k = &ring[i % RING];
+            *k = event_key_of(e, &evs[i]);
+            if (k->ok)
+                __builtin_prefetch(&e->pairs.index[k->h & e->pairs.mask]);
+        }
+        if (i >= PREFETCH_AHEAD && i - PREFETCH_AHEAD < n) {
+            const event_key *k = &ring[(i - PREFETCH_AHEAD) % RING];
+            const knode *head = k->ok ? e->pairs.index[k->h & e->pairs.mask] : NULL;
+            if (head != NULL) {
+                const pair_state *hp = (const pair_state *)head;
+                __builtin_prefetch(hp);
+                __builtin_prefetch(&hp->ent[0]);
+            }
+        }
+        if (i >= 2 * PREFETCH_AHEAD) {
+            size_t j = i - 2 * PREFETCH_AHEAD;
+            count += observe_keyed(e, &evs[j], &ring[j % RING], emit, ud);
+        }
+    }
+    return count;
+}
+
+/* sn_engine_observe with the event's names and hash already found (k). */
+static unsigned observe_keyed(sn_engine *e, const sn_event *ev, const event_key *k,
+                              sn_engine_emit_fn emit, void *ud)
 {
     unsigned count = 0;
     e->st.events++;
-    if (ev->service[0] == '\0' || strnlen(ev->service, SN_NAME_MAX) >= SN_NAME_MAX ||
-        strnlen(ev->model, SN_NAME_MAX) >= SN_NAME_MAX) {
+    if (!k->ok) {
         e->st.refused++;
         return 0;
     }
     int64_t t = ev->end_unix_nano;
-    pair_state *p = pair_get(e, ev->service, ev->model, t);
+    pair_state *p = pair_get_hashed(e, ev->service, k->slen, ev->model, k->mlen, k->h, t);
+    /* With many keys the pair's baseline entries are cold: start loading all of them now, so
+     * that their cache misses overlap (and overlap the error and throughput work below) instead
+     * of stalling each metric in turn. Few keys stay cached: no hint needed there. */
+    if (p != NULL && e->pairs.count >= PREFETCH_MIN_PAIRS)
+        for (int m = 0; m < SN_METRIC_COUNT; m++)
+            if (p->ent[m] != NULL)
+                sn_baseline_entry_prefetch(e->global, p->ent[m]);
     if (p != NULL && e->cfg.error_enabled)
         error_observe(e, p, ev, emit, ud, &count);
 
@@ -1917,6 +2032,7 @@ unsigned sn_engine_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn e
     sn_summary input_sum;
     sn_summary_clear(&input_sum);
     bool have_input = false;
+    double input_y = NAN; /* the input tokens in their scoring space */
     for (int m = 0; m < SN_METRIC_COUNT; m++) {
         pd[m].fire = false;
         pd[m].drift_fire = false;
@@ -1924,9 +2040,12 @@ unsigned sn_engine_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn e
         if (m == SN_METRIC_ERROR_RATE || !e->cfg.metrics[m].enabled ||
             !sn_event_metric(ev, (sn_metric)m, &x))
             continue;
-        metric_observe(e, p, ev, (sn_metric)m, x, &pd[m],
-                       m == SN_METRIC_INPUT_TOKENS ? &input_sum : NULL);
-        have_input = have_input || m == SN_METRIC_INPUT_TOKENS;
+        double y = metric_observe(e, p, ev, (sn_metric)m, x, &pd[m],
+                                  m == SN_METRIC_INPUT_TOKENS ? &input_sum : NULL);
+        if (m == SN_METRIC_INPUT_TOKENS) {
+            have_input = true;
+            input_y = y;
+        }
     }
     /* The error rate baseline learns every call unless the window is elevated. */
     sn_baseline_entry *en;
@@ -1960,10 +2079,8 @@ unsigned sn_engine_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn e
     budget_observe(e, ev, emit, ud, &count);
     if (p != NULL) {
         if (e->cfg.drift_enabled) {
-            double x;
-            if (have_input && sn_event_metric(ev, SN_METRIC_INPUT_TOKENS, &x))
-                psi_observe(e, p, &input_sum, to_model(e, SN_METRIC_INPUT_TOKENS, x), t, emit, ud,
-                            &count);
+            if (have_input)
+                psi_observe(e, p, &input_sum, input_y, t, emit, ud, &count);
             finish_observe(e, p, ev, emit, ud, &count);
         }
         if (e->cfg.throughput_enabled)

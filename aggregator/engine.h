@@ -112,7 +112,7 @@ typedef struct sn_engine_config {
     int64_t warmup;          /* a key with fewer samples learns every value, even reported
                                 ones; default 100 */
     int64_t summary_refresh; /* recompute a key's summary every this many samples after its
-                                warm-up (every sample before); default 16 */
+                                warm-up (every sample before); default 32 */
     sn_engine_metric_config metrics[SN_METRIC_COUNT];
     /* Error rate per (service, model). */
     bool error_enabled;
@@ -231,6 +231,13 @@ const sn_engine_config *sn_engine_get_config(const sn_engine *e);
  * that pass persistence filtering. Events with an empty service are counted and ignored.
  * Returns the number of anomalies emitted. Allocates only to create keys. */
 unsigned sn_engine_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn emit, void *ud);
+
+/* sn_engine_observe on evs[0..n) in order -- the same results, anomalies and counters -- for a
+ * caller with a batch at hand (an ingest request): with many (service, model) pairs it finds
+ * each event's pair a few events ahead and starts loading the pair's state while earlier events
+ * are scored, so the cache misses of a large table overlap. Returns the anomalies emitted. */
+unsigned sn_engine_observe_batch(sn_engine *e, const sn_event *evs, size_t n,
+                                 sn_engine_emit_fn emit, void *ud);
 
 /* Applies one GenAI metric aggregate (aggregate.h: one histogram point of a (service, model)
  * that sent no spans; docs/aggregator.md, "GenAI metrics"):
@@ -587,7 +594,7 @@ extern const char *const sn_engine_seasonal_names[];  /* "hour_of_week", "hour_o
                     "anomalous values in a row after which a key learns them (new normal)"),       \
         SN__ENG_INT(P ".detect.warmup", T, F.warmup, "100", 0, 100000000,                          \
                     "a key with fewer samples learns every value, anomalous or not"),              \
-        SN__ENG_INT(P ".detect.summary_refresh", T, F.summary_refresh, "16", 1, 1000,              \
+        SN__ENG_INT(P ".detect.summary_refresh", T, F.summary_refresh, "32", 1, 1000,              \
                     "recompute a key's baseline summary every this many samples after warm-up"),   \
         SN__ENG_METRIC(P, T, F, "latency_ms", SN_METRIC_LATENCY_MS, "upper", "log", "inherit",     \
                        "true"),                                                                    \

@@ -528,44 +528,6 @@ static void on_alert_change(sn_alert_change change, const sn_alert *al, void *ud
     sn_live_publish(a->live, change, al);
 }
 
-/* Prefetching the engine's state for events PREFETCH_AHEAD ahead pays once the state no longer
- * fits in the caches (many pairs: ~1.2x at 100 K keys, docs/benchmarks.md) and costs ~2 % when
- * it does, so it is used from PREFETCH_MIN_PAIRS pairs on. */
-#define PREFETCH_AHEAD     8
-#define PREFETCH_RING      32 /* > 3 * PREFETCH_AHEAD: the hints of the events in the pipeline */
-#define PREFETCH_MIN_PAIRS 1024
-
-/* Loop thread: observes every event of b, in order, with the engine's prefetch hints when the
- * engine is large (hints change no result, only what is in the cache). */
-static void observe_events(aggregator *a, const sn_ingest_batch *b)
-{
-    sn_engine_stats st;
-    sn_engine_get_stats(a->engine, &st);
-    const size_t d = PREFETCH_AHEAD, ne = b->nevents;
-    bool pf = st.pairs >= PREFETCH_MIN_PAIRS && ne > d;
-    uint64_t hint[PREFETCH_RING];
-    for (size_t j = 0; pf && j < ne && j < 3 * d; j++)
-        hint[j % PREFETCH_RING] = sn_engine_pair_hint(a->engine, &b->events[j]);
-    for (size_t i = 0; i < ne; i++) {
-        if (pf) {
-            if (i + 3 * d < ne) {
-                hint[(i + 3 * d) % PREFETCH_RING] =
-                    sn_engine_pair_hint(a->engine, &b->events[i + 3 * d]);
-                sn_engine_prefetch(a->engine, hint[(i + 3 * d) % PREFETCH_RING], 0);
-            }
-            if (i + 2 * d < ne)
-                sn_engine_prefetch(a->engine, hint[(i + 2 * d) % PREFETCH_RING], 1);
-            if (i + d < ne)
-                sn_engine_prefetch(a->engine, hint[(i + d) % PREFETCH_RING], 2);
-        }
-        sn_engine_observe(a->engine, &b->events[i], on_anomaly, a);
-        if (a->recent != NULL)
-            sn_recent_add_event(a->recent, &b->events[i]);
-        if (a->bshare != NULL)
-            sn_bshare_touch(a->bshare, b->events[i].service, b->events[i].model);
-    }
-}
-
 /* Loop thread: marks in skip[] the local alerts of b whose alert_id was applied before (a copy:
  * every local alert comes ahead of its batch, sequence 0, and in it) -- by this replica (the
  * store) or, with Redis, by any replica. A store or Redis error is logged or counted and the
@@ -625,7 +587,14 @@ static int apply_marked(aggregator *a, const sn_ingest_batch *b, const bool *ski
                      SN_LOG_STR("error", sn_store_errmsg(a->store)));
         return rc;
     }
-    observe_events(a, b);
+    /* the whole batch at once: with many keys the engine loads pairs a few events ahead */
+    sn_engine_observe_batch(a->engine, b->events, b->nevents, on_anomaly, a);
+    for (size_t i = 0; i < b->nevents; i++) {
+        if (a->recent != NULL)
+            sn_recent_add_event(a->recent, &b->events[i]);
+        if (a->bshare != NULL)
+            sn_bshare_touch(a->bshare, b->events[i].service, b->events[i].model);
+    }
     for (size_t i = 0; i < b->nalerts; i++)
         if (!skip[i])
             apply_local_alert(a, b, i, now);

@@ -467,6 +467,20 @@ size_t sn_baseline_entry_bytes(const sn_baseline_entry *e)
     return e->bytes;
 }
 
+void sn_baseline_entry_prefetch(const sn_baseline *b, const sn_baseline_entry *e)
+{
+    const char *p = (const char *)e;
+    __builtin_prefetch(p);
+    /* header and names, then the user area: contiguous up to stats_off */
+    for (size_t off = 64; off < e->stats_off; off += 64)
+        __builtin_prefetch(p + off);
+    if (b->cfg.mode != SN_BASELINE_EXACT) {
+        const char *sk = (const char *)entry_sketch(b, e, e->cur);
+        __builtin_prefetch(sk);
+        __builtin_prefetch(sk + 64);
+    }
+}
+
 void *sn_baseline_entry_user(sn_baseline_entry *e)
 {
     if (e->user_off == e->stats_off)

@@ -160,6 +160,13 @@ size_t sn_baseline_entry_bytes(const sn_baseline_entry *e); /* accounted bytes o
  * and dies with the entry -- eviction and expiry drop it without telling the caller. */
 void *sn_baseline_entry_user(sn_baseline_entry *e);
 
+/* A hint, no effect on any state: asks the CPU to start loading the memory that
+ * sn_baseline_observe, a summary and the caller's user area will touch first -- the entry's
+ * header, names and user area, and (COMPACT) the current sketch's header. For a caller about to
+ * use several entries whose memory is likely cold (a table far larger than the caches): their
+ * misses then overlap instead of coming one after the other. */
+void sn_baseline_entry_prefetch(const sn_baseline *b, const sn_baseline_entry *e);
+
 /* Merges the entry's rolling window (COMPACT: both sketches) into the caller's sketch acc, for
  * building a merged view of one key across several tables (replicas). The entry is unchanged.
  * Returns 0; -EPROTO in EXACT mode (windows of samples are not merged); -EINVAL when acc's

@@ -207,7 +207,9 @@ int sn_sketch_add(sn_sketch *s, double x)
     } else {
         store *st = x > 0.0 ? &s->pos : &s->neg;
         int32_t i = bucket_index(s, ax);
-        store_reserve(s, st, i, i);
+        /* Most samples land inside the store's range: store_reserve would return at once. */
+        if (st->len == 0 || i < st->lo || (int64_t)i - st->lo >= (int64_t)st->len)
+            store_reserve(s, st, i, i);
         store_add(s, st, i, 1);
     }
     s->sum += x;
@@ -232,6 +234,16 @@ static void merge_store(sn_sketch *dst, store *dt, const sn_sketch *src, const s
     /* dst == src: re-read the base after the (no-op) reserve; each counter is read before it
      * is written, so merging a sketch into itself doubles it. */
     sb = store_cbase(src, st);
+    int32_t from = st->lo + (int32_t)first;
+    if (from >= dt->lo) {
+        /* The usual case: dst now covers the whole range, so the counters add one to one (what
+         * store_add would do for each, without its collapse check and base look-up). */
+        uint32_t *db = store_base(dst, dt) + (from - dt->lo);
+        const uint32_t *sk = sb + first;
+        for (uint32_t k = 0; k < last - first; k++)
+            db[k] += sk[k];
+        return;
+    }
     for (uint32_t k = first; k < last; k++)
         if (sb[k] != 0)
             store_add(dst, dt, st->lo + (int32_t)k, sb[k]);

@@ -30,29 +30,6 @@ void sn_welford_init(sn_welford *w)
     w->max = NAN;
 }
 
-int sn_welford_add(sn_welford *w, double x)
-{
-    if (!sn_stats_sample_ok(x))
-        return -EINVAL;
-    if (w->n == 0) {
-        w->n = 1;
-        w->mean = x;
-        w->m2 = 0.0;
-        w->min = x;
-        w->max = x;
-        return 0;
-    }
-    w->n++;
-    double d = x - w->mean;
-    w->mean += d / (double)w->n;
-    w->m2 += d * (x - w->mean);
-    if (x < w->min)
-        w->min = x;
-    if (x > w->max)
-        w->max = x;
-    return 0;
-}
-
 void sn_welford_merge(sn_welford *dst, const sn_welford *src)
 {
     if (src->n == 0)
@@ -101,21 +78,6 @@ int sn_ewma_init(sn_ewma *e, double alpha)
     e->mean = NAN;
     e->var = 0.0;
     e->n = 0;
-    return 0;
-}
-
-int sn_ewma_add(sn_ewma *e, double x)
-{
-    if (!sn_stats_sample_ok(x))
-        return -EINVAL;
-    if (e->n++ == 0) {
-        e->mean = x;
-        e->var = 0.0;
-        return 0;
-    }
-    double d = x - e->mean;
-    e->mean += e->alpha * d;
-    e->var = (1.0 - e->alpha) * (e->var + e->alpha * d * d);
     return 0;
 }
 

@@ -14,6 +14,7 @@
 #ifndef SN_STATS_H
 #define SN_STATS_H
 
+#include <errno.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -28,8 +29,8 @@ typedef struct sn_summary {
     double min;
     double max;
     double median;
-    double q1;  /* 25th percentile */
-    double q3;  /* 75th percentile */
+    double q1; /* 25th percentile */
+    double q3; /* 75th percentile */
     double p95;
     double p99;
     double mad; /* median absolute deviation from the median, unscaled */
@@ -59,8 +60,30 @@ typedef struct sn_welford {
 /* Resets w to the empty accumulator. Cannot fail. */
 void sn_welford_init(sn_welford *w);
 
-/* Adds sample x. Returns 0, or -EINVAL (w unchanged) when !sn_stats_sample_ok(x). O(1). */
-int sn_welford_add(sn_welford *w, double x);
+/* Adds sample x. Returns 0, or -EINVAL (w unchanged) when !sn_stats_sample_ok(x). O(1).
+ * Inline: baselines add every value of every key twice (window and all-time moments). */
+static inline int sn_welford_add(sn_welford *w, double x)
+{
+    if (!sn_stats_sample_ok(x))
+        return -EINVAL;
+    if (w->n == 0) {
+        w->n = 1;
+        w->mean = x;
+        w->m2 = 0.0;
+        w->min = x;
+        w->max = x;
+        return 0;
+    }
+    w->n++;
+    double d = x - w->mean;
+    w->mean += d / (double)w->n;
+    w->m2 += d * (x - w->mean);
+    if (x < w->min)
+        w->min = x;
+    if (x > w->max)
+        w->max = x;
+    return 0;
+}
 
 /* Folds src into dst so dst describes the union of both sample sets (Chan's parallel formula).
  * src is not modified and may be empty; dst == src is allowed (doubles every sample). */
@@ -91,8 +114,22 @@ typedef struct sn_ewma {
  * 0 < alpha <= 1. */
 int sn_ewma_init(sn_ewma *e, double alpha);
 
-/* Adds sample x. Returns 0, or -EINVAL (e unchanged) when !sn_stats_sample_ok(x). O(1). */
-int sn_ewma_add(sn_ewma *e, double x);
+/* Adds sample x. Returns 0, or -EINVAL (e unchanged) when !sn_stats_sample_ok(x). O(1).
+ * Inline, like sn_welford_add. */
+static inline int sn_ewma_add(sn_ewma *e, double x)
+{
+    if (!sn_stats_sample_ok(x))
+        return -EINVAL;
+    if (e->n++ == 0) {
+        e->mean = x;
+        e->var = 0.0;
+        return 0;
+    }
+    double d = x - e->mean;
+    e->mean += e->alpha * d;
+    e->var = (1.0 - e->alpha) * (e->var + e->alpha * d * d);
+    return 0;
+}
 
 /* The weighted standard deviation sqrt(var); 0 before the second sample. */
 double sn_ewma_stddev(const sn_ewma *e);

@@ -98,12 +98,11 @@ static bool close_interval(sn_drift *st, const sn_drift_config *cfg, sn_verdict 
     return out->ready;
 }
 
-bool sn_drift_add(sn_drift *st, const sn_drift_config *cfg, int64_t t, double y, sn_verdict *out)
+/* Adds finite y under a valid cfg; *out is written only when an interval closed. */
+static bool add_checked(sn_drift *st, const sn_drift_config *cfg, int64_t t, double y,
+                        sn_verdict *out)
 {
     bool scored = false;
-    sn_verdict_init(out, SN_DETECT_CUSUM, y);
-    if (!isfinite(y) || sn_drift_config_validate(cfg) != NULL)
-        return false;
     if (st->open && st->n >= cfg->min_calls && t - st->start >= cfg->interval) {
         scored = close_interval(st, cfg, out);
         st->open = 0;
@@ -122,4 +121,20 @@ bool sn_drift_add(sn_drift *st, const sn_drift_config *cfg, int64_t t, double y,
     if (st->n < UINT32_MAX)
         st->n++;
     return scored;
+}
+
+bool sn_drift_add(sn_drift *st, const sn_drift_config *cfg, int64_t t, double y, sn_verdict *out)
+{
+    sn_verdict_init(out, SN_DETECT_CUSUM, y);
+    if (!isfinite(y) || sn_drift_config_validate(cfg) != NULL)
+        return false;
+    return add_checked(st, cfg, t, y, out);
+}
+
+bool sn_drift_add_valid(sn_drift *st, const sn_drift_config *cfg, int64_t t, double y,
+                        sn_verdict *out)
+{
+    if (!isfinite(y))
+        return false;
+    return add_checked(st, cfg, t, y, out);
 }

@@ -70,6 +70,13 @@ void sn_drift_init(sn_drift *st);
  * cfg only read. */
 bool sn_drift_add(sn_drift *st, const sn_drift_config *cfg, int64_t t, double y, sn_verdict *out);
 
+/* sn_drift_add for a cfg that passed sn_drift_config_validate and has not changed since (the
+ * engine checks its configs once when they are set): no check per value, and *out is written
+ * only when an interval was closed (when it returns true it holds the ready verdict, as
+ * sn_drift_add's would; when false it may be untouched). State changes are identical. */
+bool sn_drift_add_valid(sn_drift *st, const sn_drift_config *cfg, int64_t t, double y,
+                        sn_verdict *out);
+
 /* Marks the open interval as explained by another anomaly of the key: it will be dropped. */
 void sn_drift_explain(sn_drift *st);
 

@@ -142,3 +142,65 @@ bool sn_ensemble_evaluate_valid(sn_ensemble *st, const sn_ensemble_config *cfg, 
     out->best.confidence = c > 0.99 ? 0.99 : (c < 0.5 ? 0.5 : c);
     return true;
 }
+
+/* True when detector deviation m on side dir is beyond threshold and that side is reported:
+ * the anomaly condition of sn__judge after the direction check. */
+static bool fires(double m, double threshold, sn_direction allowed, int dir)
+{
+    return m > threshold && sn__direction_allows(allowed, dir);
+}
+
+/* The Z-score's and the MAD's rule: x standardised around centre by scale s (> 0) is beyond
+ * threshold on a reported side. */
+static bool centred_fires(double x, double centre, double s, double threshold, sn_direction d)
+{
+    double z = sn__standardise(x, centre, s);
+    return fires(fabs(z), threshold, d, z < 0.0 ? -1 : 1);
+}
+
+bool sn_ensemble_quiet_valid(const sn_ensemble_config *cfg, const sn_summary *b, double x,
+                             unsigned *ready)
+{
+    if (cfg->cusum_enabled)
+        return false;
+    unsigned r = 0;
+    if (!isfinite(x)) { /* no detector has a verdict for it */
+        *ready = 0;
+        return true;
+    }
+    if (cfg->zscore_enabled) {
+        double s = sn__zscore_scale(&cfg->zscore, b);
+        if (s > 0.0) {
+            if (centred_fires(x, b->mean, s, cfg->zscore.threshold, cfg->zscore.direction))
+                return false;
+            r |= 1u << SN_DETECT_ZSCORE;
+        }
+    }
+    if (cfg->iqr_enabled) {
+        double iqr = sn__iqr_scale(&cfg->iqr, b);
+        if (iqr > 0.0) {
+            int dir;
+            double d = sn__iqr_beyond(b, iqr, x, &dir);
+            if (fires(d, cfg->iqr.k, cfg->iqr.direction, dir))
+                return false;
+            r |= 1u << SN_DETECT_IQR;
+        }
+    }
+    if (cfg->mad_enabled) {
+        double s = sn__mad_scale(&cfg->mad, b);
+        if (s > 0.0) {
+            if (centred_fires(x, b->median, s, cfg->mad.threshold, cfg->mad.direction))
+                return false;
+            r |= 1u << SN_DETECT_MAD;
+        }
+    }
+    if (cfg->threshold_enabled) {
+        sn_verdict v;
+        if (sn__threshold_check_valid(&cfg->threshold, x, &v))
+            return false;
+        if (v.ready)
+            r |= 1u << SN_DETECT_THRESHOLD;
+    }
+    *ready = r;
+    return true;
+}

@@ -84,4 +84,16 @@ bool sn_ensemble_evaluate(sn_ensemble *st, const sn_ensemble_config *cfg, const 
 bool sn_ensemble_evaluate_valid(sn_ensemble *st, const sn_ensemble_config *cfg, const sn_summary *b,
                                 double x, sn_ensemble_result *out);
 
+/* The common case of sn_ensemble_evaluate_valid without its verdicts: returns true when the
+ * call would find no detector anomalous -- every enabled detector either not ready or ready and
+ * within its threshold -- and then sets *ready to the detectors that would be ready (bit
+ * 1 << sn_detector_kind each). Returns false (*ready untouched) when some detector would fire,
+ * or when CUSUM is enabled (it keeps state): the caller then runs sn_ensemble_evaluate_valid
+ * for the verdicts. Exact, not an estimate: each detector's scale and deviation are computed
+ * by the same code as its scoring call. About a fifth of the cost of the full call, which
+ * fills and ranks six verdicts. Same precondition as sn_ensemble_evaluate_valid (cfg valid);
+ * cfg and b are only read. */
+bool sn_ensemble_quiet_valid(const sn_ensemble_config *cfg, const sn_summary *b, double x,
+                             unsigned *ready);
+
 #endif

@@ -8,9 +8,6 @@
 #include <math.h>
 #include <stddef.h>
 
-/* For normally distributed data IQR = 1.349 sigma. */
-#define IQR_PER_SIGMA 1.3489795003921634
-
 void sn_iqr_config_defaults(sn_iqr_config *cfg)
 {
     cfg->k = 1.5;
@@ -44,35 +41,18 @@ const char *sn_iqr_config_validate(const sn_iqr_config *cfg)
 bool sn__iqr_score_valid(const sn_iqr_config *cfg, const sn_summary *b, double x, sn_verdict *out)
 {
     sn_verdict_init(out, SN_DETECT_IQR, x);
-    if (b->n < cfg->min_samples)
+    if (!isfinite(x))
         return false;
-    if (!sn__finite3(x, b->q1, b->q3) || !isfinite(b->median) || b->q1 > b->q3)
-        return false;
-    /* q3 - q1 of two finite doubles can overflow: halve first. */
-    double half = b->q3 * 0.5 - b->q1 * 0.5;
-    double iqr = half > DBL_MAX / 2.0 ? DBL_MAX : half * 2.0;
-    if (!(iqr > 0.0) && isfinite(b->stddev) && b->stddev > 0.0)
-        iqr = b->stddev > DBL_MAX / IQR_PER_SIGMA ? DBL_MAX : b->stddev * IQR_PER_SIGMA;
-    iqr = sn__floor_scale(iqr, b->median, cfg->min_iqr, cfg->min_iqr_rel);
+    double iqr = sn__iqr_scale(cfg, b);
     if (!(iqr > 0.0))
         return false;
 
     int dir;
-    double d;
-    if (x > b->q3) {
-        dir = 1;
-        d = sn__standardise(x, b->q3, iqr);
-    } else if (x < b->q1) {
-        dir = -1;
-        d = -sn__standardise(x, b->q1, iqr);
-    } else {
-        dir = x < b->median ? -1 : 1;
-        d = 0.0;
-    }
+    double d = sn__iqr_beyond(b, iqr, x, &dir);
     out->ready = true;
     out->baseline = b->median;
     out->direction = dir;
-    out->deviation = sn__standardise(x, b->median, iqr / IQR_PER_SIGMA);
+    out->deviation = sn__standardise(x, b->median, iqr / SN__IQR_PER_SIGMA);
     double fence = dir > 0 ? b->q3 + cfg->k * iqr : b->q1 - cfg->k * iqr;
     if (!isfinite(fence))
         fence = dir > 0 ? DBL_MAX : -DBL_MAX;

@@ -9,8 +9,6 @@
 #include <math.h>
 #include <stddef.h>
 
-#define IQR_PER_SIGMA 1.3489795003921634
-
 void sn_mad_config_defaults(sn_mad_config *cfg)
 {
     cfg->threshold = 3.5;
@@ -41,31 +39,12 @@ const char *sn_mad_config_validate(const sn_mad_config *cfg)
     return NULL;
 }
 
-/* The sigma estimate before flooring: MAD / 0.6745, else IQR / 1.349, else stddev, else 0. */
-static double robust_sigma(const sn_summary *b)
-{
-    if (b->mad > 0.0)
-        return b->mad / SN_MAD_SIGMA;
-    if (isfinite(b->q1) && isfinite(b->q3) && b->q3 > b->q1) {
-        double half = b->q3 * 0.5 - b->q1 * 0.5;
-        return half / (IQR_PER_SIGMA * 0.5);
-    }
-    if (isfinite(b->stddev) && b->stddev > 0.0)
-        return b->stddev;
-    return 0.0;
-}
-
 bool sn__mad_score_valid(const sn_mad_config *cfg, const sn_summary *b, double x, sn_verdict *out)
 {
     sn_verdict_init(out, SN_DETECT_MAD, x);
-    if (b->n < cfg->min_samples)
+    if (!isfinite(x))
         return false;
-    if (!sn__finite3(x, b->median, b->mad) || b->mad < 0.0)
-        return false;
-    double s = robust_sigma(b);
-    if (!isfinite(s))
-        s = DBL_MAX;
-    s = sn__floor_scale(s, b->median, cfg->min_scale, cfg->min_scale_rel);
+    double s = sn__mad_scale(cfg, b);
     if (!(s > 0.0))
         return false;
 

@@ -42,11 +42,9 @@ bool sn__zscore_score_valid(const sn_zscore_config *cfg, const sn_summary *b, do
                             sn_verdict *out)
 {
     sn_verdict_init(out, SN_DETECT_ZSCORE, x);
-    if (b->n < cfg->min_samples)
+    if (!isfinite(x))
         return false;
-    if (!sn__finite3(x, b->mean, b->stddev) || b->stddev < 0.0)
-        return false;
-    double s = sn__floor_scale(b->stddev, b->mean, cfg->min_stddev, cfg->min_stddev_rel);
+    double s = sn__zscore_scale(cfg, b);
     if (!(s > 0.0))
         return false;
 

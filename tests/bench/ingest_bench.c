@@ -135,10 +135,10 @@ static void make_event(sn_event *ev, unsigned pair, unsigned models_per_service,
 
 static unsigned long long emitted;
 
-/* --prefetch D: the engine's prefetch hints D events ahead (0: none) */
+/* --prefetch D: the engine's caller-side prefetch hints D events ahead, event by event, instead
+ * of sn_engine_observe_batch (the service's way, which looks pairs up ahead itself; 0: that) */
 static unsigned prefetch_ahead;
-static bool prefetch_ab;    /* --ab: alternate runs without and with the hints */
-static bool prefetch_given; /* without --prefetch: as the service does (8 from 1024 pairs on) */
+static bool prefetch_ab; /* --ab: alternate runs without and with the hints */
 static uint64_t hints[16384];
 
 static void count(const sn_anomaly *an, void *ud)
@@ -254,10 +254,9 @@ static uint64_t run_batches(scenario *s, unsigned nb)
                 sn_engine_observe(s->engine, &evs[i], count, NULL);
             }
         } else {
-            for (size_t i = 0; i < b->nevents; i++) {
+            for (size_t i = 0; i < b->nevents; i++)
                 evs[i].end_unix_nano += s->shift;
-                sn_engine_observe(s->engine, &evs[i], count, NULL);
-            }
+            sn_engine_observe_batch(s->engine, evs, b->nevents, count, NULL); /* as the service */
         }
         n += b->nevents;
     }
@@ -315,8 +314,6 @@ static int cmp_double(const void *a, const void *b)
 static void throughput(scenario *s, unsigned runs, unsigned events)
 {
     unsigned nb = (events + BATCH - 1) / BATCH;
-    if (!prefetch_given) /* aggregator/main.c: PREFETCH_AHEAD, PREFETCH_MIN_PAIRS */
-        prefetch_ahead = s->pairs >= 1024 ? 8 : 0;
     unsigned ahead[2] = {prefetch_ab ? 0 : prefetch_ahead, prefetch_ahead};
     unsigned nvar = prefetch_ab ? 2 : 1;
     double rate[2][MAX_RUNS];
@@ -416,7 +413,6 @@ int main(int argc, char **argv)
             prefetch_ab = true;
         } else if (strcmp(argv[i], "--prefetch") == 0 && i + 1 < argc) {
             prefetch_ahead = parse_uint(argv[++i], 0, 64);
-            prefetch_given = true;
         } else if (strcmp(argv[i], "--scenario") == 0 && i + 1 < argc) {
             which = argv[++i];
         } else {

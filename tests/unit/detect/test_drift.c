@@ -5,6 +5,7 @@
 
 #include <check.h>
 #include <math.h>
+#include <string.h>
 
 #define SEC INT64_C(1000000000)
 
@@ -166,6 +167,47 @@ START_TEST(quiet_keys_and_cold_start)
 }
 END_TEST
 
+/* sn_drift_add_valid steps the state exactly as sn_drift_add does and returns the same verdict
+ * whenever an interval is scored: in control, a ramp, explained bursts and non-finite values. */
+START_TEST(valid_variant_matches_checked)
+{
+    helper_rng r = {21};
+    sn_drift a, b;
+    memset(&a, 0, sizeof a); /* padding too: the states are compared bytewise */
+    memset(&b, 0, sizeof b);
+    sn_drift_init(&a);
+    sn_drift_init(&b);
+    ck_assert_ptr_null(sn_drift_config_validate(&cfg));
+    int64_t t = 1000 * SEC;
+    unsigned scored = 0, fired = 0;
+    for (int i = 0; i < 36000; i++, t += SEC / 10) {
+        double y =
+            7.5 + (i > 24000 ? log(3.0) * (i - 24000) / 6000.0 : 0.0) + 0.35 * rng_normal(&r);
+        if (i % 997 == 0)
+            y = NAN;
+        if (i % 5000 == 17) {
+            sn_drift_explain(&a);
+            sn_drift_explain(&b);
+        }
+        sn_verdict va, vb;
+        bool sa = sn_drift_add(&a, &cfg, t, y, &va);
+        bool sb = sn_drift_add_valid(&b, &cfg, t, y, &vb);
+        ck_assert(sa == sb);
+        ck_assert(memcmp(&a, &b, sizeof a) == 0);
+        if (sa) {
+            scored++;
+            fired += va.anomaly;
+            ck_assert(va.anomaly == vb.anomaly && va.severity == vb.severity);
+            ck_assert(va.value == vb.value && va.baseline == vb.baseline);
+            ck_assert(va.deviation == vb.deviation && va.confidence == vb.confidence);
+            ck_assert_int_eq(va.direction, vb.direction);
+        }
+    }
+    ck_assert_uint_gt(scored, 20);
+    ck_assert_uint_gt(fired, 0);
+}
+END_TEST
+
 static Suite *drift_suite(void)
 {
     Suite *s = suite_create("detect_drift");
@@ -177,6 +219,7 @@ static Suite *drift_suite(void)
     tcase_add_test(tc, explained_intervals_are_dropped);
     tcase_add_test(tc, an_unexplained_burst_is_a_drift);
     tcase_add_test(tc, quiet_keys_and_cold_start);
+    tcase_add_test(tc, valid_variant_matches_checked);
     suite_add_tcase(s, tc);
     return s;
 }

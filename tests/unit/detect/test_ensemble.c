@@ -273,11 +273,10 @@ static bool same_verdict(const sn_verdict *a, const sn_verdict *b)
            same_double(a->deviation, b->deviation) && a->direction == b->direction;
 }
 
-START_TEST(valid_variant_matches_checked)
+/* Five detector mixes from the defaults: all, with static levels, MAD and CUSUM only, min_agree
+ * 3 with an upper-only Z-score, the static threshold alone. */
+static void detector_mixes(sn_ensemble_config cs[5])
 {
-    /* sn_ensemble_evaluate_valid gives exactly what the checked call gives, for every detector
-     * mix, with the CUSUM sums stepping alike. */
-    sn_ensemble_config cs[5];
     for (int i = 0; i < 5; i++)
         cs[i] = cfg;
     cs[1].threshold_enabled = true;
@@ -291,6 +290,14 @@ START_TEST(valid_variant_matches_checked)
     cs[4].zscore_enabled = cs[4].iqr_enabled = cs[4].mad_enabled = cs[4].cusum_enabled = false;
     cs[4].threshold_enabled = true;
     cs[4].threshold.lower_critical = 50.0;
+}
+
+START_TEST(valid_variant_matches_checked)
+{
+    /* sn_ensemble_evaluate_valid gives exactly what the checked call gives, for every detector
+     * mix, with the CUSUM sums stepping alike. */
+    sn_ensemble_config cs[5];
+    detector_mixes(cs);
     sn_summary good = normal_baseline(), cold = normal_baseline();
     cold.n = 3;
     const sn_summary *bs[] = {&good, &cold};
@@ -337,6 +344,67 @@ START_TEST(valid_variant_matches_checked)
 }
 END_TEST
 
+START_TEST(quiet_matches_full_evaluation)
+{
+    /* sn_ensemble_quiet_valid says "quiet" exactly when the full call finds no detector
+     * anomalous, and then names the detectors the full call has ready: over detector mixes,
+     * directions, cold/flat/spread-less baselines and a dense sweep of values through every
+     * threshold (both sides, with the boundaries themselves). */
+    sn_ensemble_config cs[6];
+    detector_mixes(cs);
+    cs[5] = cfg;
+    for (int i = 0; i < 6; i++)
+        cs[i].cusum_enabled = false; /* CUSUM keeps state: not answered (checked below) */
+    cs[3].iqr.direction = SN_DIR_LOWER;
+    cs[3].mad.direction = SN_DIR_UPPER;
+    cs[5].zscore.threshold = 1.0;
+    cs[5].iqr.k = 0.25;
+    cs[5].mad.threshold = 1.0;
+    sn_summary good = normal_baseline(), cold = normal_baseline();
+    cold.n = 3;
+    sn_summary flat = mk_summary(1000, 100.0, 0.0, 100.0, 100.0, 100.0, 0.0);
+    sn_summary nomad = mk_summary(1000, 100.0, 10.0, 100.0, 93.255, 106.745, 0.0);
+    const sn_summary *bs[] = {&good, &cold, &flat, &nomad};
+    double edges[] = {NAN,   INFINITY, -INFINITY, DBL_MAX, -DBL_MAX, 130.0, 70.0,
+                      126.5, 73.5,     135.0,     65.0,    99.0,     101.0, 100.0};
+    unsigned quiet = 0, loud = 0;
+    for (int c = 0; c < 6; c++) {
+        ck_assert_ptr_null(sn_ensemble_config_validate(&cs[c], NULL));
+        for (int bi = 0; bi < 4; bi++) {
+            for (int i = 0; i < 1400 + (int)(sizeof edges / sizeof edges[0]); i++) {
+                double x = i < 1400 ? (double)i * 0.25 - 50.0 : edges[i - 1400];
+                sn_ensemble es;
+                sn_ensemble_init(&es);
+                sn_ensemble_result r;
+                sn_ensemble_evaluate_valid(&es, &cs[c], bs[bi], x, &r);
+                unsigned want = 0;
+                bool any = false;
+                for (int k = 0; k < SN_DETECT_KIND_COUNT; k++) {
+                    want |= r.each[k].ready ? 1u << k : 0u;
+                    any = any || r.each[k].anomaly;
+                }
+                unsigned got = 0xdead;
+                bool q = sn_ensemble_quiet_valid(&cs[c], bs[bi], x, &got);
+                ck_assert_msg(q == !any, "config %d baseline %d x %g", c, bi, x);
+                if (q)
+                    ck_assert_uint_eq(got, want);
+                else
+                    ck_assert_uint_eq(got, 0xdead);
+                quiet += q;
+                loud += !q;
+            }
+        }
+    }
+    ck_assert_uint_gt(quiet, 1000); /* both answers were exercised */
+    ck_assert_uint_gt(loud, 1000);
+
+    /* CUSUM keeps state: never answered here. */
+    unsigned got = 0;
+    sn_summary b = normal_baseline();
+    ck_assert(!sn_ensemble_quiet_valid(&cfg, &b, 100.0, &got));
+}
+END_TEST
+
 static Suite *ensemble_suite(void)
 {
     Suite *s = suite_create("detect_ensemble");
@@ -352,6 +420,7 @@ static Suite *ensemble_suite(void)
     tcase_add_test(tc, huge_values);
     tcase_add_test(tc, labelled_series);
     tcase_add_test(tc, valid_variant_matches_checked);
+    tcase_add_test(tc, quiet_matches_full_evaluation);
     suite_add_tcase(s, tc);
     return s;
 }
