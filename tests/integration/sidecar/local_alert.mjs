@@ -52,7 +52,9 @@ await run('sidecar_local_alert', async () => {
   const total = latencyAlerts(m).reduce((a, [, v]) => a + v, 0);
   check(total === 1, `latency_spike alerts over all severities: ${total}, want 1`);
 
-  const lines = await waitEventLog(eventLog, (ls) => ls.some((l) => l.type === 'alert' && l.anomaly_type === 'latency_spike'), 10000);
+  // The alert comes ahead of its batch (sequence 0): wait for both, the alert and the spike event.
+  const lines = await waitEventLog(eventLog, (ls) => ls.some((l) => l.type === 'alert' && l.anomaly_type === 'latency_spike') &&
+    ls.some((l) => l.type === 'event' && l.span_id === spike.spanId), 10000);
   const alerts = lines.filter((l) => l.type === 'alert' && l.anomaly_type === 'latency_spike');
   if (check(alerts.length === 1, `${alerts.length} latency_spike alerts in the event log, want 1`)) {
     const a = alerts[0];
