@@ -339,6 +339,9 @@ static int start(sidecar *sc)
         return 1;
     }
 
+    /* Ack rewrites, deletions and the interval's fsyncs on the spool's own thread, never in
+     * front of an answer on the loop (docs/sidecar.md, "What happens to a request"). */
+    s->spool.background_io = true;
     if ((rc = sn_spool_open(s->spool_dir, &s->spool, &sc->spool, err, sizeof err)) != 0) {
         sn_log_error("cannot open the spool", SN_LOG_STR("dir", s->spool_dir),
                      SN_LOG_STR("error", err));
