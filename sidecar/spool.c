@@ -1837,15 +1837,21 @@ int sn_spool_recover_journal(sn_spool *s, sn_spool_journal_fn fn, void *ud)
 
 /* ---- durability ---- */
 
-/* After a failed background sync: every open file is synced again. */
-static void mark_all_dirty(sn_spool *s)
+/* Marks every open segment and journal file as written since the last sync (dirty) or not. */
+static void set_files_dirty(sn_spool *s, bool dirty)
 {
     for (size_t i = 0; i < s->nsegs; i++)
         if (s->segs[i].fd >= 0)
-            s->segs[i].dirty = true;
-    s->jdirty = true;
+            s->segs[i].dirty = dirty;
+    s->jdirty = dirty;
     for (size_t i = 0; i < s->ndetached; i++)
-        s->detached[i].dirty = true;
+        s->detached[i].dirty = dirty;
+}
+
+/* After a failed background sync: every open file and the directory are synced again. */
+static void mark_all_dirty(sn_spool *s)
+{
+    set_files_dirty(s, true);
     s->dir_dirty = true;
 }
 
@@ -1891,12 +1897,7 @@ static int bg_sync_start(sn_spool *s)
         return rc;
     }
     /* Nothing can fail from here on: the flags are cleared for what the op now carries. */
-    for (size_t i = 0; i < s->nsegs; i++)
-        if (s->segs[i].fd >= 0)
-            s->segs[i].dirty = false;
-    s->jdirty = false;
-    for (size_t i = 0; i < s->ndetached; i++)
-        s->detached[i].dirty = false;
+    set_files_dirty(s, false);
     memcpy(op->fds + op->nfds, s->handoff, s->nhandoff * sizeof(int));
     op->nfds += s->nhandoff;
     s->nhandoff = 0;
