@@ -701,6 +701,7 @@ static void ack_pop(sn_spool *s)
     bg_op local = {.kind = BG_ACK, .id = s->acked_id, .gen = s->acked_gen};
     bg_op *op = s->bg_started ? malloc(sizeof *op) : NULL;
     if (op == NULL) {
+        bg_wait_idle(s);   /* no memory: after what is queued, to keep the order */
         bg_run(s, &local); /* no thread, or no memory: here */
         if (atomic_exchange(&s->bg_dir_dirty, false))
             s->dir_dirty = true;
@@ -718,6 +719,7 @@ static void remove_file(sn_spool *s, const char *name)
     snprintf(local.name, sizeof local.name, "%s", name);
     bg_op *op = s->bg_started ? malloc(sizeof *op) : NULL;
     if (op == NULL) {
+        bg_wait_idle(s); /* without the thread a no-op; without memory it keeps the order */
         bg_run(s, &local);
         if (atomic_exchange(&s->bg_dir_dirty, false))
             s->dir_dirty = true;
