@@ -51,7 +51,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SN_BATCH_ZSTD_LEVEL_DEFAULT  3
+#define SN_BATCH_ZSTD_LEVEL_DEFAULT  1
 #define SN_BATCH_MAX_EVENTS_DEFAULT  10000u
 #define SN_BATCH_MAX_ALERTS_DEFAULT  1000u
 #define SN_BATCH_MAX_MESSAGE_DEFAULT ((size_t)16 << 20) /* 16 MiB */
@@ -95,7 +95,7 @@ typedef struct sn_batch {
 
 typedef struct sn_batch_encoder sn_batch_encoder;
 
-/* Fills cfg with the defaults: zstd level 3, 10000 events, 1000 alerts, 16 MiB. */
+/* Fills cfg with the defaults: zstd level 1, 10000 events, 1000 alerts, 16 MiB. */
 void sn_batch_config_init(sn_batch_config *cfg);
 
 /* Creates an encoder (with its zstd context) for cfg, which is copied. Returns 0 and sets *out,

@@ -149,7 +149,7 @@ static const sn_config_desc descriptors[] = {
                     60LL * 1000000000, "seal and ship the open batch this often"),
     SN_CFG_INT("batch.max_events", sidecar_settings, batch_max_events, "2000", 1, 100000,
                "LLM events per batch (and per OTLP request)"),
-    SN_CFG_INT("batch.zstd_level", sidecar_settings, zstd_level, "3", 0, 19,
+    SN_CFG_INT("batch.zstd_level", sidecar_settings, zstd_level, "1", 0, 19,
                "zstd level of batches (0: uncompressed)"),
     {SN__CFG("sidecar.name", SN_CONFIG_STRING, sidecar_settings, name, "",
              "this sidecar's name in batches (default: $POD_NAME, else the host name)"),
@@ -353,6 +353,9 @@ static int start(sidecar *sc)
         return 1;
     }
 
+    /* Ack rewrites, deletions and the interval's fsyncs on the spool's own thread, never in
+     * front of an answer on the loop (docs/sidecar.md, "What happens to a request"). */
+    s->spool.background_io = true;
     if ((rc = sn_spool_open(s->spool_dir, &s->spool, &sc->spool, err, sizeof err)) != 0) {
         sn_log_error("cannot open the spool", SN_LOG_STR("dir", s->spool_dir),
                      SN_LOG_STR("error", err));

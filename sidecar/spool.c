@@ -19,11 +19,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -38,6 +42,8 @@
 #define ACK_SIZE       32u
 #define SCRATCH_BYTES  65536u /* recovery reads payloads in chunks of this size */
 #define PENDING_MAX    32u    /* journal files waiting for a sync before deletion */
+#define HANDOFF_MAX    16u    /* closed segments' descriptors waiting for the next sync */
+#define BG_QUEUE_MAX   256u   /* background operations queued; past it the caller waits */
 #define NAME_DIGITS    20u    /* decimal digits of a uint64_t in file names */
 #define NAME_MAX_LEN   40u
 #define ACK_NAME       "ack"
@@ -80,6 +86,24 @@ typedef struct jdetached {
     bool dirty;
 } jdetached;
 
+/* One operation for the background thread (background_io), run in the order queued. */
+typedef enum bg_kind {
+    BG_ACK,    /* rewrite the ack file with id/gen */
+    BG_UNLINK, /* delete the file `name` */
+    BG_SYNC    /* fdatasync and close fds, fsync the directory, then delete the gens' journals */
+} bg_kind;
+
+typedef struct bg_op {
+    struct bg_op *next;
+    bg_kind kind;
+    uint64_t id, gen;        /* BG_ACK */
+    char name[NAME_MAX_LEN]; /* BG_UNLINK */
+    bool dir;                /* BG_SYNC: fsync the directory too */
+    size_t nfds, ngens;      /* BG_SYNC: the arrays below */
+    int *fds;                /* BG_SYNC: descriptors the op owns (dup'ed or handed over) */
+    uint64_t *gens;          /* BG_SYNC: covered journal generations deleted after the syncs */
+} bg_op;
+
 struct sn_spool {
     sn_spool_config cfg;
     char *dir; /* for messages */
@@ -114,8 +138,24 @@ struct sn_spool {
     size_t npending;
     bool dir_dirty;    /* entries created, renamed or removed since the last directory fsync */
     bool keep_covered; /* a recovered segment could not be synced: keep covered journals */
+    int handoff[HANDOFF_MAX]; /* descriptors of full segments, synced and closed by the next sync */
+    size_t nhandoff;
+
+    /* The background thread (cfg.background_io): bg_mu guards the queue, bg_syncs and bg_stop. */
+    pthread_t bg_thread;
+    bool bg_started;
+    pthread_mutex_t bg_mu;
+    pthread_cond_t bg_cv, bg_idle_cv;
+    bg_op *bg_head, *bg_tail;
+    size_t bg_queued;
+    size_t bg_syncs; /* BG_SYNC ops queued or running: segments are not durable before */
+    bool bg_running; /* an op is being run */
+    bool bg_stop;
+    atomic_bool bg_dir_dirty; /* the thread renamed or deleted entries since its last dir fsync */
+    atomic_bool bg_resync;    /* a background sync failed: the next one syncs every open file */
 
     sn_spool_stats st;
+    atomic_uint_least64_t fsyncs, ack_errors; /* counted on both threads */
 };
 
 /* ---- small helpers ---- */
@@ -224,7 +264,7 @@ static int pwrite2(int fd, const void *a, size_t alen, const void *b, size_t ble
 /* fdatasync (or fsync for directories) counted in the stats. Returns 0 or a negative errno. */
 static int sync_fd(sn_spool *s, int fd, bool full)
 {
-    s->st.fsyncs++;
+    atomic_fetch_add(&s->fsyncs, 1);
     int rc = full ? fsync(fd) : fdatasync(fd);
     return rc == 0 ? 0 : -errno;
 }
@@ -324,6 +364,7 @@ void sn_spool_config_defaults(sn_spool_config *cfg)
     cfg->max_record_bytes = SN_SPOOL_DEFAULT_MAX_RECORD;
     cfg->journal_max_bytes = SN_SPOOL_DEFAULT_JOURNAL_MAX;
     cfg->fsync = SN_SPOOL_FSYNC_INTERVAL;
+    cfg->background_io = false;
 }
 
 /* Checks one setting's range. Returns 0 or -EINVAL with err naming it. */
@@ -363,6 +404,8 @@ static int check_config(const sn_spool_config *c, char *err, size_t errlen)
 
 /* ---- segments ---- */
 
+static void remove_file(sn_spool *s, const char *name);
+
 /* Opens segment i's file if it is closed. Returns 0 or a negative errno. */
 static int seg_open(sn_spool *s, seg *g)
 {
@@ -383,10 +426,7 @@ static void drop_head_segment(sn_spool *s)
     seg_name(name, sizeof name, g->base);
     if (g->fd >= 0)
         close(g->fd);
-    if (unlinkat(s->dirfd, name, 0) != 0 && errno != ENOENT)
-        sn_log_warn("spool: cannot delete segment", SN_LOG_STR("dir", s->dir),
-                    SN_LOG_STR("file", name), SN_LOG_ERRNO(errno));
-    s->dir_dirty = true;
+    remove_file(s, name);
     memmove(&s->segs[0], &s->segs[1], (s->nsegs - 1) * sizeof s->segs[0]);
     s->nsegs--;
     s->peeked = false;
@@ -447,14 +487,18 @@ static void seg_uncreate(sn_spool *s)
 
 /* ---- ack file ---- */
 
-/* Rewrites the ack file (write to ack.tmp, rename). Returns 0 or a negative errno. */
-static int write_ack(sn_spool *s)
+/* Rewrites the ack file with id and gen (write to ack.tmp, rename); in "always" mode the file
+ * and the directory are fsynced, and *dir_synced says whether the rename is durable. Touches no
+ * other state of s: runs on the loop or on the background thread. Returns 0 or a negative
+ * errno. */
+static int write_ack_file(sn_spool *s, uint64_t id, uint64_t gen, bool *dir_synced)
 {
+    *dir_synced = false;
     uint8_t b[ACK_SIZE] = {0};
     put_u32(b, ACK_MAGIC);
     put_u32(b + 4, FORMAT_VERSION);
-    put_u64(b + 8, s->acked_id);
-    put_u64(b + 16, s->acked_gen);
+    put_u64(b + 8, id);
+    put_u64(b + 16, gen);
     put_u32(b + 28, crc_update(0, b, 28));
     int fd = openat(s->dirfd, ACK_TMP_NAME, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (fd < 0)
@@ -469,10 +513,220 @@ static int write_ack(sn_spool *s)
         unlinkat(s->dirfd, ACK_TMP_NAME, 0);
         return rc;
     }
-    s->dir_dirty = true;
     if (s->cfg.fsync == SN_SPOOL_FSYNC_ALWAYS && sync_fd(s, s->dirfd, true) == 0)
-        s->dir_dirty = false;
+        *dir_synced = true;
     return 0;
+}
+
+/* ---- background I/O (cfg.background_io) ----
+ *
+ * What nobody has to wait for runs on the spool's own thread ("sn-spool-io"), in the order it
+ * was queued: rewriting the ack file after a pop, deleting popped segments and covered journal
+ * files, and the interval's fdatasyncs (sn_spool_sync_start). Each may block for milliseconds
+ * on a busy disk (a rename or an fsync waits for the file system's journal commit); on the
+ * loop that delayed every answer behind it. The loop hands over what an operation needs --
+ * values, file names, dup'ed descriptors -- so the thread reads no loop state; it reports back
+ * through atomics (bg_dir_dirty, bg_resync, the counters) and bg_syncs. FIFO order keeps the
+ * rules of the synchronous code: the ack file is rewritten before the segments it passed are
+ * deleted, and a covered journal file is deleted only by the sync that made the segment
+ * holding its sealed record durable (the sync op carries the generations it may delete). The
+ * queue holds at most BG_QUEUE_MAX operations; the loop waits for room past that. */
+
+static void journal_name(char *buf, size_t len, uint64_t gen);
+
+/* Deletes a file of the spool directory; any thread. */
+static void unlink_file(sn_spool *s, const char *name, const char *what)
+{
+    if (unlinkat(s->dirfd, name, 0) != 0 && errno != ENOENT)
+        sn_log_warn(what, SN_LOG_STR("dir", s->dir), SN_LOG_STR("file", name), SN_LOG_ERRNO(errno));
+}
+
+/* Runs one operation on the calling thread (the background thread, or the loop when the
+ * thread is not running); frees nothing. */
+static void bg_run(sn_spool *s, bg_op *op)
+{
+    switch (op->kind) {
+    case BG_ACK: {
+        bool dir_synced;
+        int rc = write_ack_file(s, op->id, op->gen, &dir_synced);
+        if (rc != 0) {
+            atomic_fetch_add(&s->ack_errors, 1);
+            sn_log_warn("spool: cannot write the ack file; the record may be sent again after a "
+                        "restart",
+                        SN_LOG_STR("dir", s->dir), SN_LOG_UINT("id", op->id), SN_LOG_ERRNO(rc));
+        } else if (!dir_synced) {
+            atomic_store(&s->bg_dir_dirty, true);
+        }
+        break;
+    }
+    case BG_UNLINK:
+        unlink_file(s, op->name,
+                    strncmp(op->name, SEG_PREFIX, strlen(SEG_PREFIX)) == 0
+                        ? "spool: cannot delete segment"
+                        : "spool: cannot delete a covered journal file");
+        atomic_store(&s->bg_dir_dirty, true);
+        break;
+    case BG_SYNC: {
+        int first = 0;
+        for (size_t i = 0; i < op->nfds; i++) {
+            int rc = sync_fd(s, op->fds[i], false);
+            if (rc != 0 && first == 0)
+                first = rc;
+            close(op->fds[i]);
+        }
+        if (op->dir || atomic_exchange(&s->bg_dir_dirty, false)) {
+            int rc = sync_fd(s, s->dirfd, true);
+            if (rc != 0) {
+                atomic_store(&s->bg_dir_dirty, true);
+                if (first == 0)
+                    first = rc;
+            }
+        }
+        if (first != 0) {
+            /* Covered journal files stay (discarded at the next start); every open file is
+             * synced again by the next sync. */
+            atomic_store(&s->bg_resync, true);
+            sn_log_error("spool fsync failed", SN_LOG_STR("dir", s->dir), SN_LOG_ERRNO(first));
+            break;
+        }
+        for (size_t i = 0; i < op->ngens; i++) {
+            char name[NAME_MAX_LEN];
+            journal_name(name, sizeof name, op->gens[i]);
+            unlink_file(s, name, "spool: cannot delete a covered journal file");
+            atomic_store(&s->bg_dir_dirty, true);
+        }
+        break;
+    }
+    }
+}
+
+/* The background thread: runs the queued operations in order until told to stop with the
+ * queue empty. */
+static void *bg_main(void *arg)
+{
+    sn_spool *s = arg;
+    pthread_setname_np(pthread_self(), "sn-spool-io");
+    /* Mostly waiting for the disk; what little CPU it uses gives way to the answering threads
+     * (a failure to lower it changes nothing). */
+    (void)setpriority(PRIO_PROCESS, (id_t)gettid(), 5);
+    pthread_mutex_lock(&s->bg_mu);
+    for (;;) {
+        while (s->bg_head == NULL && !s->bg_stop)
+            pthread_cond_wait(&s->bg_cv, &s->bg_mu);
+        bg_op *op = s->bg_head;
+        if (op == NULL)
+            break;
+        s->bg_head = op->next;
+        if (s->bg_head == NULL)
+            s->bg_tail = NULL;
+        s->bg_queued--;
+        s->bg_running = true;
+        pthread_mutex_unlock(&s->bg_mu);
+        bg_run(s, op);
+        pthread_mutex_lock(&s->bg_mu);
+        if (op->kind == BG_SYNC)
+            s->bg_syncs--;
+        s->bg_running = false;
+        free(op);
+        pthread_cond_broadcast(&s->bg_idle_cv);
+    }
+    pthread_mutex_unlock(&s->bg_mu);
+    return NULL;
+}
+
+/* Queues op for the background thread (which frees it), waiting while the queue is full; without
+ * the thread, runs it here and frees it. */
+static void bg_submit(sn_spool *s, bg_op *op)
+{
+    if (!s->bg_started) {
+        bg_run(s, op);
+        if (atomic_exchange(&s->bg_dir_dirty, false))
+            s->dir_dirty = true;
+        free(op);
+        return;
+    }
+    op->next = NULL;
+    pthread_mutex_lock(&s->bg_mu);
+    while (s->bg_queued >= BG_QUEUE_MAX)
+        pthread_cond_wait(&s->bg_idle_cv, &s->bg_mu);
+    if (op->kind == BG_SYNC)
+        s->bg_syncs++;
+    if (s->bg_tail != NULL)
+        s->bg_tail->next = op;
+    else
+        s->bg_head = op;
+    s->bg_tail = op;
+    s->bg_queued++;
+    pthread_cond_signal(&s->bg_cv);
+    pthread_mutex_unlock(&s->bg_mu);
+}
+
+/* Waits until every queued operation has run. */
+static void bg_wait_idle(sn_spool *s)
+{
+    if (!s->bg_started)
+        return;
+    pthread_mutex_lock(&s->bg_mu);
+    while (s->bg_head != NULL || s->bg_running)
+        pthread_cond_wait(&s->bg_idle_cv, &s->bg_mu);
+    pthread_mutex_unlock(&s->bg_mu);
+}
+
+/* Whether a background sync is queued or running. */
+static bool bg_syncing(sn_spool *s)
+{
+    if (!s->bg_started)
+        return false;
+    pthread_mutex_lock(&s->bg_mu);
+    bool busy = s->bg_syncs > 0;
+    pthread_mutex_unlock(&s->bg_mu);
+    return busy;
+}
+
+/* Records a pop in the ack file: queued (a queued ack not yet written is just updated), or
+ * written here without the thread. A failure is logged and counted. */
+static void ack_pop(sn_spool *s)
+{
+    if (s->bg_started) {
+        pthread_mutex_lock(&s->bg_mu);
+        bg_op *t = s->bg_tail;
+        if (t != NULL && t->kind == BG_ACK) {
+            t->id = s->acked_id;
+            t->gen = s->acked_gen;
+            pthread_mutex_unlock(&s->bg_mu);
+            return;
+        }
+        pthread_mutex_unlock(&s->bg_mu);
+    }
+    bg_op local = {.kind = BG_ACK, .id = s->acked_id, .gen = s->acked_gen};
+    bg_op *op = s->bg_started ? malloc(sizeof *op) : NULL;
+    if (op == NULL) {
+        bg_wait_idle(s);   /* no memory: after what is queued, to keep the order */
+        bg_run(s, &local); /* no thread, or no memory: here */
+        if (atomic_exchange(&s->bg_dir_dirty, false))
+            s->dir_dirty = true;
+        return;
+    }
+    *op = local;
+    bg_submit(s, op);
+}
+
+/* Deletes a file of the spool directory: queued behind what is already queued, or here without
+ * the thread. */
+static void remove_file(sn_spool *s, const char *name)
+{
+    bg_op local = {.kind = BG_UNLINK};
+    snprintf(local.name, sizeof local.name, "%s", name);
+    bg_op *op = s->bg_started ? malloc(sizeof *op) : NULL;
+    if (op == NULL) {
+        bg_wait_idle(s); /* without the thread a no-op; without memory it keeps the order */
+        bg_run(s, &local);
+        if (atomic_exchange(&s->bg_dir_dirty, false))
+            s->dir_dirty = true;
+        return;
+    }
+    *op = local;
+    bg_submit(s, op);
 }
 
 /* Reads the ack file into acked_id/acked_gen; a missing file means nothing was popped, a bad one
@@ -533,14 +787,12 @@ static int journal_create(sn_spool *s, uint64_t gen, int *fd_out)
     return 0;
 }
 
-/* Deletes the journal file of a covered generation. */
+/* Deletes the journal file of a covered generation (queued with background_io). */
 static void journal_unlink(sn_spool *s, uint64_t gen)
 {
     char name[NAME_MAX_LEN];
     journal_name(name, sizeof name, gen);
-    if (unlinkat(s->dirfd, name, 0) != 0 && errno != ENOENT)
-        sn_log_warn("spool: cannot delete a covered journal file", SN_LOG_STR("dir", s->dir),
-                    SN_LOG_STR("file", name), SN_LOG_ERRNO(errno));
+    remove_file(s, name);
 }
 
 /* fdatasyncs the segments written since the last sync. Returns 0 or the first error. */
@@ -560,13 +812,17 @@ static int sync_segments(sn_spool *s)
     return first;
 }
 
-static bool segments_durable(const sn_spool *s)
+/* Whether every sealed record appended so far is durable: no segment written since the last
+ * sync, no full segment's descriptor waiting for one, no background sync still to finish. */
+static bool segments_durable(sn_spool *s)
 {
     for (size_t i = 0; i < s->nsegs; i++)
         if (s->segs[i].dirty)
             return false;
-    return true;
+    return s->nhandoff == 0 && !bg_syncing(s);
 }
+
+static int bg_sync_start(sn_spool *s);
 
 /* Deletes the journal files waiting for the segments to be durable. */
 static void delete_pending(sn_spool *s)
@@ -583,6 +839,10 @@ static void journal_retire(sn_spool *s, uint64_t gen)
 {
     if (segments_durable(s)) {
         journal_unlink(s, gen);
+        return;
+    }
+    if (s->npending == PENDING_MAX && s->bg_started && bg_sync_start(s) == 0) {
+        s->pending[s->npending++] = gen; /* the list went with that sync */
         return;
     }
     if (s->npending == PENDING_MAX) {
@@ -1140,6 +1400,9 @@ int sn_spool_open(const char *dir, const sn_spool_config *cfg, sn_spool **out, c
         goto out_nomem;
     s->cfg = *cfg;
     s->dirfd = s->lockfd = s->jfd = -1;
+    pthread_mutex_init(&s->bg_mu, NULL);
+    pthread_cond_init(&s->bg_cv, NULL);
+    pthread_cond_init(&s->bg_idle_cv, NULL);
     s->next_id = 1;
     s->dir = strdup(dir);
     if (s->dir == NULL)
@@ -1170,6 +1433,18 @@ int sn_spool_open(const char *dir, const sn_spool_config *cfg, sn_spool **out, c
                     "aggregator has taken enough",
                     SN_LOG_STR("dir", s->dir), SN_LOG_UINT("bytes", s->bytes),
                     SN_LOG_INT("max_bytes", s->cfg.max_bytes));
+    if (s->cfg.background_io && s->cfg.fsync == SN_SPOOL_FSYNC_INTERVAL) {
+        /* The thread takes no signals: they belong to the owner's loop. Without it (it could
+         * not be created) everything runs on the caller's thread, as without background_io. */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        s->bg_started = pthread_create(&s->bg_thread, NULL, bg_main, s) == 0;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (!s->bg_started)
+            sn_log_warn("spool: no background thread; syncs and deletions run on the loop",
+                        SN_LOG_STR("dir", s->dir));
+    }
     sn_log_info("spool: opened", SN_LOG_STR("dir", s->dir), SN_LOG_UINT("records", s->count),
                 SN_LOG_UINT("bytes", s->bytes), SN_LOG_UINT("segments", s->nsegs),
                 SN_LOG_UINT("journal_generation", s->jgen),
@@ -1204,6 +1479,8 @@ static void spool_free(sn_spool *s)
         close(s->jfd);
     for (size_t i = 0; i < s->ndetached; i++)
         close(s->detached[i].fd);
+    for (size_t i = 0; i < s->nhandoff; i++)
+        close(s->handoff[i]);
     if (s->lockfd >= 0)
         close(s->lockfd); /* releases the flock */
     if (s->dirfd >= 0)
@@ -1212,6 +1489,9 @@ static void spool_free(sn_spool *s)
     free(s->recovered);
     free(s->buf);
     free(s->dir);
+    pthread_cond_destroy(&s->bg_idle_cv);
+    pthread_cond_destroy(&s->bg_cv);
+    pthread_mutex_destroy(&s->bg_mu);
     free(s);
 }
 
@@ -1219,6 +1499,15 @@ void sn_spool_close(sn_spool *s)
 {
     if (s == NULL)
         return;
+    if (s->bg_started) {
+        /* The thread runs what is queued, then exits; the final sync runs here. */
+        pthread_mutex_lock(&s->bg_mu);
+        s->bg_stop = true;
+        pthread_cond_signal(&s->bg_cv);
+        pthread_mutex_unlock(&s->bg_mu);
+        pthread_join(s->bg_thread, NULL);
+        s->bg_started = false;
+    }
     if (s->lockfd >= 0 && s->jfd >= 0) {
         int rc = sn_spool_sync(s);
         if (rc != 0)
@@ -1246,8 +1535,16 @@ int sn_spool_append(sn_spool *s, const uint8_t *data, size_t len, uint64_t journ
     bool created = false;
     seg *g = s->nsegs > 0 ? &s->segs[s->nsegs - 1] : NULL;
     if (g == NULL || g->broken || (g->size > 0 && g->size + rec > (uint64_t)s->cfg.segment_bytes)) {
-        /* Close the full segment: make it durable now so sync only looks at the last one, and
+        /* Close the full segment: make it durable now so sync only looks at the last one (with
+         * background_io: hand a duplicate of its descriptor to the next sync instead), and
          * keep its file open only if it is the head. */
+        if (g != NULL && g->dirty && !g->broken && s->bg_started && s->nhandoff < HANDOFF_MAX) {
+            int dfd = fcntl(g->fd, F_DUPFD_CLOEXEC, 0);
+            if (dfd >= 0) {
+                s->handoff[s->nhandoff++] = dfd;
+                g->dirty = false;
+            }
+        }
         if (g != NULL && g->dirty && !g->broken) {
             if ((rc = sync_fd(s, g->fd, false)) != 0)
                 return rc;
@@ -1392,14 +1689,9 @@ int sn_spool_pop(sn_spool *s)
     if (s->peek_gen > s->acked_gen)
         s->acked_gen = s->peek_gen;
     s->peeked = false;
-    /* The ack file goes first: a segment is deleted only once the ack file is past it. */
-    int rc = write_ack(s);
-    if (rc != 0) {
-        s->st.ack_write_errors++;
-        sn_log_warn("spool: cannot write the ack file; the record may be sent again after a "
-                    "restart",
-                    SN_LOG_STR("dir", s->dir), SN_LOG_UINT("id", s->acked_id), SN_LOG_ERRNO(rc));
-    }
+    /* The ack file goes first: a segment is deleted only once the ack file is past it (with
+     * background_io both are queued, in that order). */
+    ack_pop(s);
     if (g->nrec == 0)
         drop_head_segment(s);
     return 0;
@@ -1547,10 +1839,105 @@ int sn_spool_recover_journal(sn_spool *s, sn_spool_journal_fn fn, void *ud)
 
 /* ---- durability ---- */
 
+/* Marks every open segment and journal file as written since the last sync (dirty) or not. */
+static void set_files_dirty(sn_spool *s, bool dirty)
+{
+    for (size_t i = 0; i < s->nsegs; i++)
+        if (s->segs[i].fd >= 0)
+            s->segs[i].dirty = dirty;
+    s->jdirty = dirty;
+    for (size_t i = 0; i < s->ndetached; i++)
+        s->detached[i].dirty = dirty;
+}
+
+/* After a failed background sync: every open file and the directory are synced again. */
+static void mark_all_dirty(sn_spool *s)
+{
+    set_files_dirty(s, true);
+    s->dir_dirty = true;
+}
+
+/* Adds a duplicate of fd to op's descriptors (op has room). Returns false when dup fails. */
+static bool add_dup(bg_op *op, int fd)
+{
+    int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (d < 0)
+        return false;
+    op->fds[op->nfds++] = d;
+    return true;
+}
+
+/* Queues a sync of everything written so far (see sn_spool_sync_start) for the background
+ * thread: duplicates of the dirty descriptors, the full segments' handed-over ones, the
+ * directory, and the journal generations it may then delete. Returns 0, or -ENOMEM / -EMFILE
+ * with nothing changed. */
+static int bg_sync_start(sn_spool *s)
+{
+    if (atomic_exchange(&s->bg_resync, false))
+        mark_all_dirty(s);
+    size_t maxfds = s->nsegs + 1 + s->ndetached + s->nhandoff;
+    bg_op *op = calloc(1, sizeof *op + maxfds * sizeof(int) + PENDING_MAX * sizeof(uint64_t));
+    if (op == NULL)
+        return -ENOMEM;
+    op->kind = BG_SYNC;
+    op->gens = (uint64_t *)(op + 1);
+    op->fds = (int *)(op->gens + PENDING_MAX);
+    bool ok = true;
+    for (size_t i = 0; ok && i < s->nsegs; i++)
+        if (s->segs[i].dirty && s->segs[i].fd >= 0)
+            ok = add_dup(op, s->segs[i].fd);
+    if (ok && s->jdirty)
+        ok = add_dup(op, s->jfd);
+    for (size_t i = 0; ok && i < s->ndetached; i++)
+        if (s->detached[i].dirty)
+            ok = add_dup(op, s->detached[i].fd);
+    if (!ok) {
+        int rc = -errno;
+        for (size_t i = 0; i < op->nfds; i++)
+            close(op->fds[i]);
+        free(op);
+        return rc;
+    }
+    /* Nothing can fail from here on: the flags are cleared for what the op now carries. */
+    set_files_dirty(s, false);
+    memcpy(op->fds + op->nfds, s->handoff, s->nhandoff * sizeof(int));
+    op->nfds += s->nhandoff;
+    s->nhandoff = 0;
+    op->dir = s->dir_dirty;
+    s->dir_dirty = false;
+    memcpy(op->gens, s->pending, s->npending * sizeof(uint64_t));
+    op->ngens = s->npending;
+    s->npending = 0;
+    bg_submit(s, op);
+    return 0;
+}
+
+int sn_spool_sync_start(sn_spool *s)
+{
+    if (!s->bg_started)
+        return sn_spool_sync(s);
+    if (bg_sync_start(s) == 0)
+        return 0;
+    return sn_spool_sync(s); /* no memory or descriptors for the copy: here, as without it */
+}
+
 int sn_spool_sync(sn_spool *s)
 {
-    int first = sync_segments(s);
+    int first = 0;
     int rc;
+    bg_wait_idle(s);
+    if (atomic_exchange(&s->bg_resync, false))
+        mark_all_dirty(s);
+    if (atomic_exchange(&s->bg_dir_dirty, false))
+        s->dir_dirty = true;
+    for (size_t i = 0; i < s->nhandoff; i++) {
+        if ((rc = sync_fd(s, s->handoff[i], false)) != 0 && first == 0)
+            first = rc;
+        close(s->handoff[i]);
+    }
+    s->nhandoff = 0;
+    if ((rc = sync_segments(s)) != 0 && first == 0)
+        first = rc;
     if (s->jdirty) {
         if ((rc = sync_fd(s, s->jfd, false)) == 0)
             s->jdirty = false;
@@ -1571,14 +1958,17 @@ int sn_spool_sync(sn_spool *s)
         else if (first == 0)
             first = rc;
     }
-    if (segments_durable(s))
+    if (first == 0 && segments_durable(s))
         delete_pending(s);
+    bg_wait_idle(s); /* the deletions delete_pending queued */
     return first;
 }
 
 void sn_spool_get_stats(const sn_spool *s, sn_spool_stats *out)
 {
     *out = s->st;
+    out->fsyncs = atomic_load(&((sn_spool *)s)->fsyncs);
+    out->ack_write_errors = atomic_load(&((sn_spool *)s)->ack_errors);
     out->count = s->count;
     out->bytes = s->bytes;
     out->segments = s->nsegs;

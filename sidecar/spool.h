@@ -21,8 +21,10 @@
  * covers are handed back by sn_spool_recover_journal(), so they are sealed again; covered ones
  * are discarded.
  *
- * Durability: every append, journal append and pop is a write(2) into the page cache before the
- * call returns, so it survives kill -9 of the process. sn_spool_sync() makes what was written
+ * Durability: every append and journal append is a write(2) into the page cache before the
+ * call returns, so it survives kill -9 of the process; so is a pop's ack file, except with
+ * background_io, where it is rewritten moments later (a record popped just before kill -9 may be
+ * sent again: the aggregator de-duplicates). sn_spool_sync() makes what was written
  * durable against power loss (the pipeline calls it on a timer); fsync "always" does that in
  * every call instead.
  *
@@ -31,7 +33,9 @@
  * -EMSGSIZE), never dropped. Memory: a segment index (one entry per segment file) and one read
  * buffer no larger than the largest record read.
  *
- * Not thread-safe: a spool has one owner, the loop thread.
+ * Not thread-safe: a spool has one owner, the loop thread. With background_io the spool runs
+ * one thread of its own for disk work nobody waits for (see sn_spool_config.background_io); it
+ * touches only what the owner hands it.
  */
 #ifndef SN_SIDECAR_SPOOL_H
 #define SN_SIDECAR_SPOOL_H
@@ -74,6 +78,11 @@ typedef struct sn_spool_config {
     int64_t max_record_bytes;  /* largest sealed or journal record; larger: -EMSGSIZE */
     int64_t journal_max_bytes; /* journal files of uncovered generations; over it: -ENOSPC */
     int fsync;                 /* sn_spool_fsync */
+    /* Not a setting (the sidecar sets it): with fsync "interval", the spool starts a thread
+     * of its own for the disk work nobody waits for -- ack file rewrites after sn_spool_pop,
+     * deleting popped segments and covered journal files, and sn_spool_sync_start's syncs --
+     * so that they never block the caller's loop. false (the default): all on the caller. */
+    bool background_io;
 } sn_spool_config;
 
 /* Counters and gauges for metrics and tests, read with sn_spool_get_stats. */
@@ -177,9 +186,19 @@ int sn_spool_journal_reset(sn_spool *s);
 int sn_spool_recover_journal(sn_spool *s, sn_spool_journal_fn fn, void *ud);
 
 /* fdatasyncs the segment and journal files written since the last sync and the directory when
- * files were created, renamed or removed, then deletes the journal files waiting for it.
+ * files were created, renamed or removed, then deletes the journal files waiting for it. With
+ * background_io it first waits for the background thread's queue, and returns with it empty.
  * Returns 0 or the first error (-EIO...); what failed stays dirty for the next call. */
 int sn_spool_sync(sn_spool *s);
+
+/* The periodic sync without waiting for it: with background_io, queues for the spool's thread
+ * a sync of everything written so far (duplicates of the dirty descriptors; the journal files
+ * the synced segments cover are deleted after it), and returns. What was written before the
+ * call is durable once the thread has run it; a failure there is logged, every open file is
+ * synced again by the next sync, and the covered journal files it would have deleted stay
+ * until the next start (they are discarded then). Without background_io (or when the copies
+ * cannot be made) it is sn_spool_sync. Returns 0 or sn_spool_sync's error. */
+int sn_spool_sync_start(sn_spool *s);
 
 /* Fills out with the current counters. */
 void sn_spool_get_stats(const sn_spool *s, sn_spool_stats *out);

@@ -8,7 +8,8 @@
 #   (a) the most spans/s over OTLP/gRPC with 512-span requests, for the sidecar, the do-nothing
 #       server on the project's gRPC transport and on plain gRPC core (ratios within the run);
 #       the same over OTLP/HTTP against the do-nothing server on the project's HTTP transport;
-#   (b) the sidecar's peak RSS (VmHWM) under that load;
+#   (b) the sidecar's peak RSS (VmHWM) under that load, and the do-nothing servers' under theirs
+#       (what gRPC core or libmicrohttpd alone needs: the floor for the RSS goal);
 #   (c) Export latency p50/p99 at a fixed 10 000 spans/s (sidecar, and the do-nothing server);
 #   (d) the sidecar's CPU use at 1 000 spans/s (utime+stime from /proc/PID/stat over the run).
 # Every figure is the median of --runs runs. Prints a table and appends a dated section to
@@ -264,9 +265,12 @@ for run in $(seq 1 "$runs"); do
     # (a) flat out over OTLP/gRPC: the two do-nothing servers, then the sidecar.
     start_null grpc
     load null_grpc grpc "$null_port" 0 "$null_pid"
+    # (b) what the do-nothing servers need under the same flood: the floor for the RSS goal
+    record rss_null_grpc_kib "$(vm_kib "$null_pid" VmHWM)"
     stop "$null_pid"
     start_null grpc-raw
     load raw_grpc grpc "$null_port" 0 "$null_pid"
+    record rss_raw_grpc_kib "$(vm_kib "$null_pid" VmHWM)"
     stop "$null_pid"
     start_sidecar
     load sidecar_grpc grpc "$sidecar_grpc" 0 "$sidecar_pid"
@@ -283,6 +287,7 @@ for run in $(seq 1 "$runs"); do
     # (a) flat out over OTLP/HTTP
     start_null http
     load null_http http "$null_port" 0 "$null_pid"
+    record rss_null_http_kib "$(vm_kib "$null_pid" VmHWM)"
     stop "$null_pid"
     start_sidecar
     load sidecar_http http "$sidecar_http" 0 "$sidecar_pid"
@@ -375,6 +380,7 @@ table=$(
 | ratio sidecar / do-nothing (HTTP) | $(m ratio_http) | |
 | sidecar retryable refusals per flat-out run (gRPC / HTTP) | $(m retry_sidecar_grpc) / $(m retry_sidecar_http) | |
 | sidecar peak RSS (VmHWM), gRPC / HTTP flat out | $rss_grpc / $rss_http MiB | <= 16 MiB: **$goal_rss** |
+| do-nothing servers' peak RSS (VmHWM) under the same floods: gRPC project transport / plain gRPC core / HTTP | $(kib2mib "$(m rss_null_grpc_kib)") / $(kib2mib "$(m rss_raw_grpc_kib)") / $(kib2mib "$(m rss_null_http_kib)") MiB | |
 | Export latency at $lat_rate spans/s, sidecar | p50 $(m p50_sidecar_lat) ms, p99 $p99_lat ms | p99 <= 1 ms: **$goal_lat** |
 | Export latency at $lat_rate spans/s, do-nothing server | p50 $(m p50_null_lat) ms, p99 $(m p99_null_lat) ms | |
 | Export latency at $lat_rate spans/s in $small_batch-span requests, sidecar | p50 $(m p50_sidecar_lat_small) ms, p99 $(m p99_sidecar_lat_small) ms | |
@@ -422,7 +428,9 @@ below. Newest last. Numbers are only comparable between sections taken on the sa
   wall-clock figure. Ratios compare the sidecar with the do-nothing server of the same run.
 - **Memory** is the sidecar's peak resident set (VmHWM from `/proc/PID/status`) after the
   flat-out run, with its anonymous part (RssAnon: heap, stacks; the rest is mapped shared
-  libraries), the resident set at start (idle) and after the low-rate run.
+  libraries), the resident set at start (idle) and after the low-rate run; next to it, the
+  do-nothing servers' peak resident set after their flat-out runs (what the transport alone
+  needs under the same flood).
 - **Latency** is the Export round trip seen by the client (request handed to the transport to
   the answer), at a fixed 10 000 spans/s, from a log-linear histogram (about 3 % bucket width):
   in 512-span requests (20 requests/s) and in 32-span requests (about 310 requests/s).

@@ -231,7 +231,7 @@ START_TEST(defaults_are_the_documented_ones)
 {
     sn_batch_config cfg;
     sn_batch_config_init(&cfg);
-    ck_assert_int_eq(cfg.zstd_level, 3);
+    ck_assert_int_eq(cfg.zstd_level, 1);
     ck_assert_uint_eq(cfg.max_message_bytes, 16u << 20);
     ck_assert_uint_eq(cfg.max_events, 10000);
     ck_assert_uint_eq(cfg.max_alerts, 1000);

@@ -1196,6 +1196,50 @@ END_TEST
 
 /* ---- sync modes ---- */
 
+START_TEST(background_io_keeps_the_rules)
+{
+    /* With background_io the ack rewrites, the deletions and the interval's syncs run on the
+     * spool's thread. After sn_spool_sync (which waits for that thread) the directory is what
+     * the synchronous code leaves, and a reopen finds every record not popped, once. */
+    sn_spool_config c = small_cfg(); /* 4 KiB segments: the appends roll over many times */
+    c.background_io = true;
+    sn_spool *s = open_ok(&c);
+    uint64_t popped = 0;
+    for (uint64_t i = 1; i <= 40; i++) {
+        journal_rec(s, i);
+        append_rec(s, i, sn_spool_journal_generation(s));
+        ck_assert_int_eq(sn_spool_journal_reset(s), 0);
+        if (i % 2 == 0) {
+            expect_pop(s, popped + 1, popped + 1);
+            popped++;
+        }
+        if (i % 5 == 0)
+            ck_assert_int_eq(sn_spool_sync_start(s), 0);
+    }
+    ck_assert_int_eq(sn_spool_sync(s), 0);
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_gt(st.segments, 2);
+    ck_assert_int_eq(count_files("seg-"), (int)st.segments); /* popped segments are gone */
+    ck_assert_int_eq(count_files("journal-"), 1);            /* covered generations too */
+    char path[256];
+    ck_assert(exists(path_in(path, sizeof path, "ack")));
+    ck_assert_uint_gt(st.fsyncs, 0);
+    ck_assert_uint_eq(st.ack_write_errors, 0);
+    /* A sync queued just before close still runs: close waits for the thread. */
+    append_rec(s, 41, 0);
+    ck_assert_int_eq(sn_spool_sync_start(s), 0);
+    sn_spool_close(s);
+
+    c.background_io = false;
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_count(s), 41 - popped);
+    for (uint64_t i = popped + 1; i <= 41; i++)
+        expect_pop(s, i, i);
+    sn_spool_close(s);
+}
+END_TEST
+
 START_TEST(interval_mode_syncs_on_request)
 {
     sn_spool_config c = small_cfg();
@@ -1345,6 +1389,7 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, lost_sealed_record_uncovers_journals);
     tcase_add_test(tc, second_open_is_refused);
     tcase_add_test(tc, interval_mode_syncs_on_request);
+    tcase_add_test(tc, background_io_keeps_the_rules);
     tcase_add_test(tc, always_mode_syncs_every_write);
     tcase_add_test(tc, directory_is_a_file);
     tcase_add_test(tc, directory_without_permission);
