@@ -98,11 +98,21 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/sentinel-bench.XXXXXX")
 pids=()
 cleanup() {
-    local p
-    for p in "${pids[@]}"; do
+    local p i
+    for p in "${pids[@]+"${pids[@]}"}"; do
         kill -TERM "$p" 2> /dev/null || true
     done
-    for p in "${pids[@]}"; do
+    # A program that does not exit within 10 s of SIGTERM is killed: never hang here.
+    for i in $(seq 1 100); do
+        local alive=0
+        for p in "${pids[@]+"${pids[@]}"}"; do
+            kill -0 "$p" 2> /dev/null && alive=1
+        done
+        [ "$alive" = 0 ] && break
+        sleep 0.1
+    done
+    for p in "${pids[@]+"${pids[@]}"}"; do
+        kill -KILL "$p" 2> /dev/null || true
         wait "$p" 2> /dev/null || true
     done
     rm -rf "$work"
