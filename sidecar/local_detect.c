@@ -47,12 +47,13 @@ typedef struct ring_hdr {
 /* The pair cache: PAIR_SLOTS slots (a power of two), each the table's entries of one (service,
  * model) by metric, found by a hash of the two names. A slot holds only pointers: an entry the
  * table drops is cleared from it (on_drop), and a pair whose slot another pair took simply looks
- * its entries up again. 256 slots cost 18 KiB per detector, outside the baselines' budget. */
+ * its entries up again. 256 slots cost 34 KiB per detector, outside the baselines' budget. */
 #define PAIR_SLOTS 256u
 
 typedef struct pair_slot {
     uint64_t hash;
     sn_baseline_entry *e[SN_METRIC_COUNT];
+    ring_hdr *h[SN_METRIC_COUNT]; /* e[m]'s ring in ring mode, else NULL */
 } pair_slot;
 
 struct sn_local_detect {
@@ -248,8 +249,10 @@ static void forget_entry(const sn_baseline_entry *e, void *ud)
     uint64_t h = pair_hash(ld->seed, service, strlen(service), model, strlen(model));
     pair_slot *p = &ld->pairs[h & (PAIR_SLOTS - 1)];
     sn_metric m = sn_baseline_entry_metric(e);
-    if (p->e[m] == e)
+    if (p->e[m] == e) {
         p->e[m] = NULL;
+        p->h[m] = NULL;
+    }
 }
 
 /* False only when sn_zscore_score(cfg, {mean, sd}, y) cannot be an anomaly: the Z-score with the
@@ -406,17 +409,23 @@ size_t sn_local_detect_event(sn_local_detect *ld, const sn_event *ev, sn_local_a
         if (ld->levels[m])
             anomaly = sn_threshold_check(&ld->cfg.thresholds[m], x, &best);
         sn_baseline_entry *e = NULL;
+        ring_hdr *h = NULL; /* e's ring in ring mode */
         double y = 0.0;
         if (metric_rule[m].scored && pair != NULL) {
             y = to_scale(ld, m, x);
             /* The entry is looked up again per metric: creating one may evict another. */
-            if (isfinite(y) && pair->e[m] == NULL &&
-                sn_baseline_get(ld->baselines, ev->service, ev->model, m, ev->end_unix_nano,
-                                &pair->e[m]) != 0)
-                pair->e[m] = NULL;
-            e = isfinite(y) ? pair->e[m] : NULL;
+            if (isfinite(y) && pair->e[m] == NULL) {
+                if (sn_baseline_get(ld->baselines, ev->service, ev->model, m, ev->end_unix_nano,
+                                    &pair->e[m]) != 0)
+                    pair->e[m] = NULL;
+                else if (ld->ring)
+                    pair->h[m] = sn_baseline_entry_user(pair->e[m]);
+            }
+            if (isfinite(y)) {
+                e = pair->e[m];
+                h = pair->h[m];
+            }
         }
-        ring_hdr *h = e != NULL && ld->ring ? sn_baseline_entry_user(e) : NULL;
         if (e != NULL && zscore_anomaly(ld, m, e, h, y, &v) && beats(&v, &best, anomaly)) {
             /* the alert speaks the metric's unit; the deviation stays in sigmas */
             best = v;
