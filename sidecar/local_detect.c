@@ -186,29 +186,41 @@ static double from_scale(const sn_local_detect *ld, sn_metric m, double y)
     return x > 0.0 ? x : 0.0;
 }
 
-/* Folds n bytes of p into h, eight at a time (a multiply-xorshift step per word). */
-static uint64_t hash_bytes(uint64_t h, const char *p, size_t n)
+/* Folds n bytes of p into h, eight at a time (a multiply-xorshift step per word). `avail` bytes
+ * from p may be read (avail >= n); when the last partial word's eight bytes are among them it is
+ * read whole and masked (on little-endian machines), which gives the same hash as copying its
+ * bytes. */
+static uint64_t hash_bytes(uint64_t h, const char *p, size_t n, size_t avail)
 {
     const uint64_t k = 0x9fb21c651e98df25ull;
     uint64_t w;
-    for (; n >= 8; p += 8, n -= 8) {
+    for (; n >= 8; p += 8, n -= 8, avail -= 8) {
         memcpy(&w, p, 8);
         h = (h ^ w) * k;
         h ^= h >> 29;
     }
-    w = 0;
-    memcpy(&w, p, n);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (avail >= 8) {
+        memcpy(&w, p, 8);
+        w &= n == 0 ? 0 : ~0ull >> (64 - 8 * n);
+    } else
+#endif
+    {
+        w = 0;
+        memcpy(&w, p, n);
+    }
     h = (h ^ w ^ ((uint64_t)n << 59)) * k;
     return h ^ (h >> 32);
 }
 
-/* The pair cache's hash of (service, model), seeded so that crafted names cannot pile into one
- * slot (a collision only costs look-ups, never a wrong entry: slots are checked by name). */
-static uint64_t pair_hash(uint64_t seed, const char *service, size_t slen, const char *model,
-                          size_t mlen)
+/* The pair cache's hash of (service, model) (slen and mlen bytes, of which savail and mavail
+ * may be read), seeded so that crafted names cannot pile into one slot (a collision only costs
+ * look-ups, never a wrong entry: slots are checked by name). */
+static uint64_t pair_hash(uint64_t seed, const char *service, size_t slen, size_t savail,
+                          const char *model, size_t mlen, size_t mavail)
 {
-    uint64_t h = hash_bytes(seed ^ (uint64_t)slen, service, slen);
-    return hash_bytes(h, model, mlen);
+    uint64_t h = hash_bytes(seed ^ (uint64_t)slen, service, slen, savail);
+    return hash_bytes(h, model, mlen, mavail);
 }
 
 /* Whether slot p caches the pair (service, model): its first entry has these names. A slot with
@@ -232,7 +244,8 @@ static pair_slot *pair_for(sn_local_detect *ld, const sn_event *ev)
     size_t mlen = strnlen(ev->model, sizeof ev->model);
     if (slen == 0 || slen >= sizeof ev->service || mlen >= sizeof ev->model)
         return NULL;
-    uint64_t h = pair_hash(ld->seed, ev->service, slen, ev->model, mlen);
+    uint64_t h = pair_hash(ld->seed, ev->service, slen, sizeof ev->service, ev->model, mlen,
+                           sizeof ev->model);
     pair_slot *p = &ld->pairs[h & (PAIR_SLOTS - 1)];
     if (p->hash != h || !slot_holds(p, ev->service, ev->model)) {
         memset(p, 0, sizeof(*p));
@@ -246,7 +259,8 @@ static void forget_entry(const sn_baseline_entry *e, void *ud)
 {
     sn_local_detect *ld = ud;
     const char *service = sn_baseline_entry_service(e), *model = sn_baseline_entry_model(e);
-    uint64_t h = pair_hash(ld->seed, service, strlen(service), model, strlen(model));
+    size_t slen = strlen(service), mlen = strlen(model);
+    uint64_t h = pair_hash(ld->seed, service, slen, slen, model, mlen, mlen);
     pair_slot *p = &ld->pairs[h & (PAIR_SLOTS - 1)];
     sn_metric m = sn_baseline_entry_metric(e);
     if (p->e[m] == e) {
