@@ -64,7 +64,7 @@ bool sn_genai_span_attr_id(sn_event *ev, int id, const sn_attr_value *v);
 /* What sn_genai_finish_memo() remembers between the spans of one request: the last
  * SN_GENAI_MEMO_WAYS provider names with their normalised forms, and the price rules of the last
  * SN_GENAI_MEMO_WAYS (model, provider) pairs (a request mixes a few models; the oldest entry is
- * replaced). A plain value (no pointers into spans, nothing allocated; about 2.7 KiB); empty it
+ * replaced). A plain value (no pointers into spans, nothing allocated; about 2.6 KiB); empty it
  * with sn_genai_memo_init() before the first span, and keep it no longer than the price table it
  * was used with. One thread at a time. */
 #define SN_GENAI_MEMO_WAYS 8
