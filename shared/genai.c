@@ -824,51 +824,96 @@ bool sn_genai_model_from_response(const sn_event *ev)
 
 void sn_genai_memo_init(sn_genai_memo *m)
 {
-    m->provider_ok = false;
-    m->rule_ok = false;
+    m->nprov = m->prov_last = m->prov_next = 0;
+    m->nrule = m->rule_last = m->rule_next = 0;
+    m->prices = NULL;
 }
 
-/* The provider's normalisation through the memo: copied when the raw name is the last one. */
+/* The slot for a new memo entry among *used of SN_GENAI_MEMO_WAYS: a free one, else the oldest
+ * (round robin through *next). */
+static uint8_t memo_slot(uint8_t *used, uint8_t *next)
+{
+    if (*used < SN_GENAI_MEMO_WAYS)
+        return (*used)++;
+    uint8_t i = *next;
+    *next = (uint8_t)((i + 1) % SN_GENAI_MEMO_WAYS);
+    return i;
+}
+
+/* The provider's normalisation through the memo: copied when the raw name is a remembered one
+ * (the last hit is tried first, without measuring the name). */
 static void normalize_provider_memo(sn_event *ev, sn_genai_memo *m)
 {
-    /* The same string: the same bytes up to and with the memo's NUL (raw_len < the size). */
-    if (m->provider_ok && memcmp(ev->provider, m->raw, (size_t)m->raw_len + 1) == 0) {
-        memcpy(ev->provider, m->norm, (size_t)m->norm_len + 1);
+    _Static_assert(sizeof m->prov[0].raw == sizeof ev->provider &&
+                       sizeof m->prov[0].norm == sizeof ev->provider,
+                   "the memo holds any provider name");
+    _Static_assert(SN_GENAI_MEMO_WAYS < 256, "memo indexes are bytes");
+    const sn_genai_memo_provider *e = &m->prov[m->prov_last];
+    /* The same string: the same bytes up to and with the entry's NUL (raw_len < the size). */
+    if (m->nprov > 0 && memcmp(ev->provider, e->raw, (size_t)e->raw_len + 1) == 0) {
+        memcpy(ev->provider, e->norm, (size_t)e->norm_len + 1);
         return;
     }
     size_t n = strnlen(ev->provider, sizeof ev->provider - 1);
-    _Static_assert(sizeof m->raw == sizeof ev->provider && sizeof m->norm == sizeof ev->provider,
-                   "the memo holds any provider name");
-    memcpy(m->raw, ev->provider, n);
-    m->raw[n] = '\0';
-    m->raw_len = (uint8_t)n;
+    for (uint8_t i = 0; i < m->nprov; i++) {
+        e = &m->prov[i];
+        if (e->raw_len == n && memcmp(ev->provider, e->raw, n + 1) == 0) {
+            m->prov_last = i;
+            memcpy(ev->provider, e->norm, (size_t)e->norm_len + 1);
+            return;
+        }
+    }
+    uint8_t i = memo_slot(&m->nprov, &m->prov_next);
+    sn_genai_memo_provider *w = &m->prov[i];
+    memcpy(w->raw, ev->provider, n);
+    w->raw[n] = '\0';
+    w->raw_len = (uint8_t)n;
     sn_genai_normalize_provider(ev->provider, sizeof ev->provider);
-    m->norm_len = (uint8_t)strnlen(ev->provider, sizeof ev->provider - 1);
-    memcpy(m->norm, ev->provider, (size_t)m->norm_len + 1);
-    m->provider_ok = true;
+    w->norm_len = (uint8_t)strnlen(ev->provider, sizeof ev->provider - 1);
+    memcpy(w->norm, ev->provider, (size_t)w->norm_len + 1);
+    m->prov_last = i;
+}
+
+/* Whether memo entry e holds the rule of the event's (model, provider): the same bytes up to and
+ * with the entry's NULs. */
+static bool rule_entry_is(const sn_genai_memo_rule *e, const sn_event *ev)
+{
+    return memcmp(ev->model, e->model, (size_t)e->model_len + 1) == 0 &&
+           memcmp(ev->provider, e->provider, (size_t)e->provider_len + 1) == 0;
 }
 
 /* The price rule of the event's (model, provider) through the memo; -1 when none. */
 static int32_t price_rule_memo(const sn_event *ev, const sn_price_table *prices, sn_genai_memo *m)
 {
-    if (m->rule_ok && m->prices == prices &&
-        memcmp(ev->model, m->model, (size_t)m->model_len + 1) == 0 &&
-        memcmp(ev->provider, m->provider, (size_t)m->provider_len + 1) == 0)
-        return m->rule;
+    _Static_assert(sizeof m->rules[0].model == sizeof ev->model &&
+                       sizeof m->rules[0].provider == sizeof ev->provider,
+                   "the memo holds any model and provider");
+    if (m->prices != prices) {
+        m->nrule = m->rule_last = m->rule_next = 0;
+        m->prices = prices;
+    }
+    if (m->nrule > 0 && rule_entry_is(&m->rules[m->rule_last], ev))
+        return m->rules[m->rule_last].rule;
     size_t mn = strnlen(ev->model, sizeof ev->model - 1);
     size_t pn = strnlen(ev->provider, sizeof ev->provider - 1);
-    _Static_assert(sizeof m->model == sizeof ev->model && sizeof m->provider == sizeof ev->provider,
-                   "the memo holds any model and provider");
-    memcpy(m->model, ev->model, mn);
-    m->model[mn] = '\0';
-    memcpy(m->provider, ev->provider, pn);
-    m->provider[pn] = '\0';
-    m->model_len = (uint8_t)mn;
-    m->provider_len = (uint8_t)pn;
-    m->prices = prices;
-    m->rule = sn_price_rule(prices, m->model, m->provider);
-    m->rule_ok = true;
-    return m->rule;
+    for (uint8_t i = 0; i < m->nrule; i++) {
+        const sn_genai_memo_rule *e = &m->rules[i];
+        if (e->model_len == mn && e->provider_len == pn && rule_entry_is(e, ev)) {
+            m->rule_last = i;
+            return e->rule;
+        }
+    }
+    uint8_t i = memo_slot(&m->nrule, &m->rule_next);
+    sn_genai_memo_rule *w = &m->rules[i];
+    memcpy(w->model, ev->model, mn);
+    w->model[mn] = '\0';
+    memcpy(w->provider, ev->provider, pn);
+    w->provider[pn] = '\0';
+    w->model_len = (uint8_t)mn;
+    w->provider_len = (uint8_t)pn;
+    w->rule = sn_price_rule(prices, w->model, w->provider);
+    m->rule_last = i;
+    return w->rule;
 }
 
 bool sn_genai_finish(sn_event *ev, const sn_price_table *prices)

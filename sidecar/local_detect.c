@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <float.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,12 +47,13 @@ typedef struct ring_hdr {
 /* The pair cache: PAIR_SLOTS slots (a power of two), each the table's entries of one (service,
  * model) by metric, found by a hash of the two names. A slot holds only pointers: an entry the
  * table drops is cleared from it (on_drop), and a pair whose slot another pair took simply looks
- * its entries up again. 256 slots cost 18 KiB per detector, outside the baselines' budget. */
+ * its entries up again. 256 slots cost 34 KiB per detector, outside the baselines' budget. */
 #define PAIR_SLOTS 256u
 
 typedef struct pair_slot {
     uint64_t hash;
     sn_baseline_entry *e[SN_METRIC_COUNT];
+    ring_hdr *h[SN_METRIC_COUNT]; /* e[m]'s ring in ring mode, else NULL */
 } pair_slot;
 
 struct sn_local_detect {
@@ -144,11 +146,34 @@ static double log_unit(sn_metric m)
     return m == SN_METRIC_COST_USD ? 1e-6 : 1.0;
 }
 
+/* log1p(n) for the token counts n < LOG1P_TABLE (most calls' counts): read from a table that
+ * log1p itself filled, so the values are the same bits. 32 KiB, shared by all detectors, filled
+ * once (pthread_once) by the first sn_local_detect_create. */
+#define LOG1P_TABLE 4096u
+
+static double log1p_table[LOG1P_TABLE];
+static pthread_once_t log1p_once = PTHREAD_ONCE_INIT;
+
+static void log1p_table_fill(void)
+{
+    for (uint32_t i = 0; i < LOG1P_TABLE; i++)
+        log1p_table[i] = log1p((double)i);
+}
+
+/* Whether metric m's values are whole numbers (token counts: see sn_event_metric). */
+static bool is_count(sn_metric m)
+{
+    return m == SN_METRIC_INPUT_TOKENS || m == SN_METRIC_OUTPUT_TOKENS ||
+           m == SN_METRIC_TOTAL_TOKENS;
+}
+
 /* The value scored for metric m: x, or ln(1 + x / unit) on the log scale (NAN for x < 0). */
 static double to_scale(const sn_local_detect *ld, sn_metric m, double x)
 {
     if (!ld->cfg.log_scale)
         return x;
+    if (is_count(m) && x >= 0.0 && x < (double)LOG1P_TABLE)
+        return log1p_table[(uint32_t)x]; /* x is a whole count; its unit is 1 */
     return x >= 0.0 ? log1p(x / log_unit(m)) : NAN;
 }
 
@@ -161,29 +186,41 @@ static double from_scale(const sn_local_detect *ld, sn_metric m, double y)
     return x > 0.0 ? x : 0.0;
 }
 
-/* Folds n bytes of p into h, eight at a time (a multiply-xorshift step per word). */
-static uint64_t hash_bytes(uint64_t h, const char *p, size_t n)
+/* Folds n bytes of p into h, eight at a time (a multiply-xorshift step per word). `avail` bytes
+ * from p may be read (avail >= n); when the last partial word's eight bytes are among them it is
+ * read whole and masked (on little-endian machines), which gives the same hash as copying its
+ * bytes. */
+static uint64_t hash_bytes(uint64_t h, const char *p, size_t n, size_t avail)
 {
     const uint64_t k = 0x9fb21c651e98df25ull;
     uint64_t w;
-    for (; n >= 8; p += 8, n -= 8) {
+    for (; n >= 8; p += 8, n -= 8, avail -= 8) {
         memcpy(&w, p, 8);
         h = (h ^ w) * k;
         h ^= h >> 29;
     }
-    w = 0;
-    memcpy(&w, p, n);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (avail >= 8) {
+        memcpy(&w, p, 8);
+        w &= n == 0 ? 0 : ~0ull >> (64 - 8 * n);
+    } else
+#endif
+    {
+        w = 0;
+        memcpy(&w, p, n);
+    }
     h = (h ^ w ^ ((uint64_t)n << 59)) * k;
     return h ^ (h >> 32);
 }
 
-/* The pair cache's hash of (service, model), seeded so that crafted names cannot pile into one
- * slot (a collision only costs look-ups, never a wrong entry: slots are checked by name). */
-static uint64_t pair_hash(uint64_t seed, const char *service, size_t slen, const char *model,
-                          size_t mlen)
+/* The pair cache's hash of (service, model) (slen and mlen bytes, of which savail and mavail
+ * may be read), seeded so that crafted names cannot pile into one slot (a collision only costs
+ * look-ups, never a wrong entry: slots are checked by name). */
+static uint64_t pair_hash(uint64_t seed, const char *service, size_t slen, size_t savail,
+                          const char *model, size_t mlen, size_t mavail)
 {
-    uint64_t h = hash_bytes(seed ^ (uint64_t)slen, service, slen);
-    return hash_bytes(h, model, mlen);
+    uint64_t h = hash_bytes(seed ^ (uint64_t)slen, service, slen, savail);
+    return hash_bytes(h, model, mlen, mavail);
 }
 
 /* Whether slot p caches the pair (service, model): its first entry has these names. A slot with
@@ -207,7 +244,8 @@ static pair_slot *pair_for(sn_local_detect *ld, const sn_event *ev)
     size_t mlen = strnlen(ev->model, sizeof ev->model);
     if (slen == 0 || slen >= sizeof ev->service || mlen >= sizeof ev->model)
         return NULL;
-    uint64_t h = pair_hash(ld->seed, ev->service, slen, ev->model, mlen);
+    uint64_t h = pair_hash(ld->seed, ev->service, slen, sizeof ev->service, ev->model, mlen,
+                           sizeof ev->model);
     pair_slot *p = &ld->pairs[h & (PAIR_SLOTS - 1)];
     if (p->hash != h || !slot_holds(p, ev->service, ev->model)) {
         memset(p, 0, sizeof(*p));
@@ -221,11 +259,14 @@ static void forget_entry(const sn_baseline_entry *e, void *ud)
 {
     sn_local_detect *ld = ud;
     const char *service = sn_baseline_entry_service(e), *model = sn_baseline_entry_model(e);
-    uint64_t h = pair_hash(ld->seed, service, strlen(service), model, strlen(model));
+    size_t slen = strlen(service), mlen = strlen(model);
+    uint64_t h = pair_hash(ld->seed, service, slen, slen, model, mlen, mlen);
     pair_slot *p = &ld->pairs[h & (PAIR_SLOTS - 1)];
     sn_metric m = sn_baseline_entry_metric(e);
-    if (p->e[m] == e)
+    if (p->e[m] == e) {
         p->e[m] = NULL;
+        p->h[m] = NULL;
+    }
 }
 
 /* False only when sn_zscore_score(cfg, {mean, sd}, y) cannot be an anomaly: the Z-score with the
@@ -311,6 +352,8 @@ int sn_local_detect_create(const sn_local_detect_config *cfg, uint64_t hash_seed
     sn_config_error err;
     if (sn_local_detect_config_validate(cfg, "local", &err) != 0)
         return -EINVAL;
+    if (pthread_once(&log1p_once, log1p_table_fill) != 0)
+        return -EAGAIN;
     sn_local_detect *ld = calloc(1, sizeof(*ld));
     if (ld == NULL)
         return -ENOMEM;
@@ -380,17 +423,23 @@ size_t sn_local_detect_event(sn_local_detect *ld, const sn_event *ev, sn_local_a
         if (ld->levels[m])
             anomaly = sn_threshold_check(&ld->cfg.thresholds[m], x, &best);
         sn_baseline_entry *e = NULL;
+        ring_hdr *h = NULL; /* e's ring in ring mode */
         double y = 0.0;
         if (metric_rule[m].scored && pair != NULL) {
             y = to_scale(ld, m, x);
             /* The entry is looked up again per metric: creating one may evict another. */
-            if (isfinite(y) && pair->e[m] == NULL &&
-                sn_baseline_get(ld->baselines, ev->service, ev->model, m, ev->end_unix_nano,
-                                &pair->e[m]) != 0)
-                pair->e[m] = NULL;
-            e = isfinite(y) ? pair->e[m] : NULL;
+            if (isfinite(y) && pair->e[m] == NULL) {
+                if (sn_baseline_get(ld->baselines, ev->service, ev->model, m, ev->end_unix_nano,
+                                    &pair->e[m]) != 0)
+                    pair->e[m] = NULL;
+                else if (ld->ring)
+                    pair->h[m] = sn_baseline_entry_user(pair->e[m]);
+            }
+            if (isfinite(y)) {
+                e = pair->e[m];
+                h = pair->h[m];
+            }
         }
-        ring_hdr *h = e != NULL && ld->ring ? sn_baseline_entry_user(e) : NULL;
         if (e != NULL && zscore_anomaly(ld, m, e, h, y, &v) && beats(&v, &best, anomaly)) {
             /* the alert speaks the metric's unit; the deviation stays in sigmas */
             best = v;

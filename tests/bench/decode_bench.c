@@ -8,10 +8,12 @@
  * and prints nanoseconds per span for each, as one JSON line per decoder.
  *
  *   sentinel-bench-decode [--spans 512] [--iterations 2000] [--decoder hand|nanopb|both]
- *                         [--prices]
+ *                         [--prices] [--models 1..5]
  *
  * --prices passes the built-in price table, as the sidecar does, so each span's cost is looked up
- * (without it the table is NULL and the cost stays unknown).
+ * (without it the table is NULL and the cost stays unknown). --models N gives the spans N of
+ * loadgen's five (provider, model) pairs in a pseudo-random order, as sentinel-loadgen mixes them
+ * (default 1: every span is the first pair's).
  *
  * For exact, load-independent numbers count instructions of the timed loop only:
  *   valgrind --tool=callgrind --toggle-collect=bench_loop sentinel-bench-decode \
@@ -74,6 +76,18 @@ static const attr_spec resource_attrs[] = {
     {"telemetry.sdk.language", 's', "python", 0, 0},
     {"telemetry.sdk.version", 's', "1.29.0", 0, 0},
 };
+/* loadgen's models (tests/load/loadgen.c): provider, request and response model, server. */
+static const struct {
+    const char *provider, *request, *response, *server;
+} models[] = {
+    {"openai", "gpt-4o", "gpt-4o-2024-08-06", "api.openai.com"},
+    {"openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18", "api.openai.com"},
+    {"anthropic", "claude-sonnet-4", "claude-sonnet-4-20250514", "api.anthropic.com"},
+    {"gcp.gemini", "gemini-2.0-flash", "gemini-2.0-flash-001", "generativelanguage.googleapis.com"},
+    {"aws.bedrock", "meta.llama3-1-70b-instruct", "meta.llama3-1-70b-instruct-v1:0",
+     "bedrock-runtime.us-east-1.amazonaws.com"},
+};
+#define NMODELS     (sizeof models / sizeof *models)
 #define NSPAN_ATTRS (sizeof span_attrs / sizeof *span_attrs)
 #define NRES_ATTRS  (sizeof resource_attrs / sizeof *resource_attrs)
 
@@ -112,9 +126,11 @@ typedef struct span_parts {
     uint8_t ids[32];
 } span_parts;
 
-/* Encodes the request; returns a malloc'd buffer (the caller frees it) or NULL. */
-static uint8_t *build_request(size_t nspans, size_t *len)
+/* Encodes the request, its spans of nmodels (1..NMODELS) models; returns a malloc'd buffer (the
+ * caller frees it) or NULL. */
+static uint8_t *build_request(size_t nspans, size_t nmodels, size_t *len)
 {
+    uint32_t rng = 12345;
     uint8_t *buf = NULL;
     span_parts *parts = calloc(nspans, sizeof *parts);
     Opentelemetry__Proto__Trace__V1__Span **spanp = calloc(nspans, sizeof *spanp);
@@ -136,6 +152,14 @@ static uint8_t *build_request(size_t nspans, size_t *len)
         s->end_time_unix_nano = 1764200000000000000ULL + i * 1000000ULL;
         s->start_time_unix_nano = s->end_time_unix_nano - 850000000ULL;
         fill_attrs(span_attrs, NSPAN_ATTRS, p->kv, p->val, p->kvp);
+        if (nmodels > 1) {
+            rng = rng * 1103515245u + 12345u;
+            size_t mi = (rng >> 16) % nmodels;
+            p->val[1].string_value = (char *)models[mi].provider;
+            p->val[2].string_value = (char *)models[mi].request;
+            p->val[3].string_value = (char *)models[mi].response;
+            p->val[15].string_value = (char *)models[mi].server;
+        }
         /* gen_ai.response.finish_reasons: an array of one string */
         KeyValue *fr = &p->kv[NSPAN_ATTRS];
         opentelemetry__proto__common__v1__key_value__init(fr);
@@ -261,7 +285,7 @@ static long parse_count(const char *opt, const char *v)
 
 int main(int argc, char **argv)
 {
-    long nspans = 512, iterations = 2000;
+    long nspans = 512, iterations = 2000, nmodels = 1;
     const char *which = "both";
     bool with_prices = false;
     for (int i = 1; i < argc; i++) {
@@ -274,16 +298,18 @@ int main(int argc, char **argv)
             which = v, i++;
         else if (strcmp(argv[i], "--prices") == 0)
             with_prices = true;
+        else if (strcmp(argv[i], "--models") == 0 && v && parse_count(argv[i], v) <= (long)NMODELS)
+            nmodels = parse_count(argv[i], v), i++;
         else {
             fprintf(stderr,
                     "usage: %s [--spans N] [--iterations N] [--decoder hand|nanopb|both] "
-                    "[--prices]\n",
+                    "[--prices] [--models 1..5]\n",
                     argv[0]);
             return 2;
         }
     }
     size_t len;
-    uint8_t *buf = build_request((size_t)nspans, &len);
+    uint8_t *buf = build_request((size_t)nspans, (size_t)nmodels, &len);
     if (!buf) {
         fprintf(stderr, "out of memory\n");
         return 1;

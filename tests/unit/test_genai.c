@@ -1054,6 +1054,56 @@ START_TEST(finish_memo_matches_finish)
 }
 END_TEST
 
+/* A request mixing more (model, provider) pairs and provider names than the memo holds, in an
+ * order that hits entries other than the last and replaces the oldest: the same events as
+ * sn_genai_finish(), and a second table drops the first table's rules. */
+START_TEST(finish_memo_with_many_pairs_matches_finish)
+{
+    sn_price_table *t = prices(), *t2 = prices();
+    static const char *const models[] = {
+        "gpt-4o",
+        "gpt-4o-mini",
+        "claude-3-5-sonnet-20241022",
+        "gemini-1.5-pro",
+        "gpt-4o-2024-08-06",
+        "o1-mini",
+        "gpt-4-turbo",
+        "claude-3-haiku",
+        "my-finetune",
+        "gemini-2.0-flash",
+        "gpt-4o-mini-2024-07-18",
+    };
+    static const char *const providers[] = {
+        "openai", "az.ai.openai", "anthropic", "vertex_ai",  "gcp.gemini", "aws.bedrock",
+        "azure",  "OPENAI",       "cohere",    "mistral_ai", "",
+    };
+    enum { NM = sizeof models / sizeof *models, NP = sizeof providers / sizeof *providers };
+    ck_assert_int_gt(NM, SN_GENAI_MEMO_WAYS);
+    ck_assert_int_gt(NP, SN_GENAI_MEMO_WAYS);
+    sn_genai_memo memo;
+    sn_genai_memo_init(&memo);
+    for (int i = 0; i < 400; i++) {
+        /* runs of a few spans on a small set, then a drift to other pairs */
+        int m = (i / 3 + (i % 3) * 2 + i / 50) % NM, p = (i / 5 + i % 2 + i / 40) % NP;
+        sn_event a = fresh();
+        s_attr(&a, "gen_ai.request.model", models[m]);
+        if (providers[p][0])
+            s_attr(&a, "gen_ai.provider.name", providers[p]);
+        else
+            s_attr(&a, "gen_ai.operation.name", "chat");
+        i_attr(&a, "gen_ai.usage.input_tokens", 1000 + i);
+        i_attr(&a, "gen_ai.usage.output_tokens", 100);
+        sn_event b = a;
+        const sn_price_table *pt = i < 300 ? t : t2;
+        ck_assert(sn_genai_finish(&a, pt) == sn_genai_finish_memo(&b, pt, &memo));
+        ck_assert_msg(memcmp(&a, &b, sizeof a) == 0, "span %d (%s, %s): events differ", i,
+                      models[m], providers[p]);
+    }
+    sn_price_table_destroy(t2);
+    sn_price_table_destroy(t);
+}
+END_TEST
+
 static Suite *genai_suite(void)
 {
     Suite *s = suite_create("genai");
@@ -1068,6 +1118,7 @@ static Suite *genai_suite(void)
     tcase_add_test(tc, resource_keys_exact_and_near_misses);
     tcase_add_test(tc, span_key_classification_matches_the_lookup);
     tcase_add_test(tc, finish_memo_matches_finish);
+    tcase_add_test(tc, finish_memo_with_many_pairs_matches_finish);
     suite_add_tcase(s, tc);
     tc = tcase_create("precedence");
     tcase_add_test(tc, response_model_beats_request_model_in_any_order);
