@@ -1420,21 +1420,27 @@ static void tp_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_engin
 
 /* ---- drift ----------------------------------------------------------------------------------- */
 
+/* The category of finish reason r (case-insensitive; 4 = other). Only the names of r's length
+ * are compared: most calls compare one or two names, not up to 25. */
 static int finish_category(const char *r)
 {
-    static const char *const stop[] = {"stop", "end_turn", "stop_sequence", "complete",
-                                       "eos",  "finished", "end",           NULL};
-    static const char *const length[] = {"length",     "max_tokens",  "max_output_tokens",
-                                         "max_length", "token_limit", NULL};
-    static const char *const tools[] = {"tool_calls", "tool_use",       "function_call",
-                                        "tool_call",  "function_calls", NULL};
-    static const char *const filter[] = {"content_filter",     "safety", "recitation", "blocklist",
-                                         "prohibited_content", "spii",   "refusal",    NULL};
-    const char *const *sets[] = {stop, length, tools, filter};
-    for (int c = 0; c < 4; c++)
-        for (int i = 0; sets[c][i] != NULL; i++)
-            if (strcasecmp(r, sets[c][i]) == 0)
-                return c;
+    static const struct {
+        const char *name;
+        uint8_t len, cat;
+    } names[] = {
+        {"stop", 4, 0},           {"end_turn", 8, 0},       {"stop_sequence", 13, 0},
+        {"complete", 8, 0},       {"eos", 3, 0},            {"finished", 8, 0},
+        {"end", 3, 0},            {"length", 6, 1},         {"max_tokens", 10, 1},
+        {"max_output_tokens", 17, 1}, {"max_length", 10, 1}, {"token_limit", 11, 1},
+        {"tool_calls", 10, 2},    {"tool_use", 8, 2},       {"function_call", 13, 2},
+        {"tool_call", 9, 2},      {"function_calls", 14, 2}, {"content_filter", 14, 3},
+        {"safety", 6, 3},         {"recitation", 10, 3},    {"blocklist", 9, 3},
+        {"prohibited_content", 18, 3}, {"spii", 4, 3},      {"refusal", 7, 3},
+    };
+    size_t n = strnlen(r, SN_SHORT_MAX);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (names[i].len == n && strcasecmp(r, names[i].name) == 0)
+            return names[i].cat;
     return 4;
 }
 
