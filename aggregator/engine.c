@@ -973,11 +973,34 @@ static const char *pair_service(const pair_state *p)
     return (const char *)(p + 1);
 }
 
+/* Mixes n bytes of s into h eight at a time (a trailing partial word byte by byte), then the
+ * length, so that ("ab", "c") and ("a", "bc") differ. Only the pair index uses it: where a pair
+ * sits in the index changes nothing else (look-ups compare the names; every walk over the pairs
+ * follows the LRU list), so any good mix will do; this one costs about a third of hash_bytes'
+ * byte loop for the usual names. */
+static uint64_t hash_words(uint64_t h, const char *s, size_t n)
+{
+    const uint64_t k = 0x9e3779b97f4a7c15ull;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        h = (h ^ w) * k;
+        h ^= h >> 32;
+    }
+    uint64_t w = 0;
+    for (unsigned sh = 0; i < n; i++, sh += 8)
+        w |= (uint64_t)(unsigned char)s[i] << sh;
+    h = (h ^ w) * k;
+    h ^= h >> 32;
+    return (h ^ n) * k;
+}
+
 static uint64_t pair_hash(const sn_engine *e, const char *service, size_t slen, const char *model,
                           size_t mlen)
 {
-    uint64_t h = hash_bytes(hash_seed(e->seed), service, slen);
-    return hash_final(hash_bytes(h, model, mlen));
+    uint64_t h = hash_words(hash_seed(e->seed), service, slen);
+    return hash_final(hash_words(h, model, mlen));
 }
 
 /* The pair state of (service, model) whose pair_hash is h, or NULL. */
@@ -1428,14 +1451,30 @@ static int finish_category(const char *r)
         const char *name;
         uint8_t len, cat;
     } names[] = {
-        {"stop", 4, 0},           {"end_turn", 8, 0},       {"stop_sequence", 13, 0},
-        {"complete", 8, 0},       {"eos", 3, 0},            {"finished", 8, 0},
-        {"end", 3, 0},            {"length", 6, 1},         {"max_tokens", 10, 1},
-        {"max_output_tokens", 17, 1}, {"max_length", 10, 1}, {"token_limit", 11, 1},
-        {"tool_calls", 10, 2},    {"tool_use", 8, 2},       {"function_call", 13, 2},
-        {"tool_call", 9, 2},      {"function_calls", 14, 2}, {"content_filter", 14, 3},
-        {"safety", 6, 3},         {"recitation", 10, 3},    {"blocklist", 9, 3},
-        {"prohibited_content", 18, 3}, {"spii", 4, 3},      {"refusal", 7, 3},
+        {"stop", 4, 0},
+        {"end_turn", 8, 0},
+        {"stop_sequence", 13, 0},
+        {"complete", 8, 0},
+        {"eos", 3, 0},
+        {"finished", 8, 0},
+        {"end", 3, 0},
+        {"length", 6, 1},
+        {"max_tokens", 10, 1},
+        {"max_output_tokens", 17, 1},
+        {"max_length", 10, 1},
+        {"token_limit", 11, 1},
+        {"tool_calls", 10, 2},
+        {"tool_use", 8, 2},
+        {"function_call", 13, 2},
+        {"tool_call", 9, 2},
+        {"function_calls", 14, 2},
+        {"content_filter", 14, 3},
+        {"safety", 6, 3},
+        {"recitation", 10, 3},
+        {"blocklist", 9, 3},
+        {"prohibited_content", 18, 3},
+        {"spii", 4, 3},
+        {"refusal", 7, 3},
     };
     size_t n = strnlen(r, SN_SHORT_MAX);
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
@@ -2219,18 +2258,12 @@ int sn_engine_local_alert(sn_engine *e, const sn_local_alert *a, int64_t now,
     unsigned agreed = 1;
     if (m == SN_METRIC_ERROR_RATE) {
         /* An error alert is judged by the pair's error window. */
-        size_t slen = strnlen(a->service, SN_NAME_MAX), mlen = strnlen(a->model, SN_NAME_MAX);
-        uint64_t h = hash_bytes(hash_seed(e->seed), a->service, slen);
-        h = hash_final(hash_bytes(h, a->model, mlen));
-        for (knode *n = e->pairs.index[h & e->pairs.mask]; n != NULL; n = n->hnext) {
-            pair_state *p = (pair_state *)n;
-            if (n->hash == h && strcmp(pair_service(p), a->service) == 0 &&
-                strcmp(pair_model(p), a->model) == 0) {
-                cold = false;
-                confirmed = p->err_elevated;
-                gconf = 0.5;
-                agreed = 2;
-            }
+        const pair_state *p = pair_find(e, a->service, a->model);
+        if (p != NULL) {
+            cold = false;
+            confirmed = p->err_elevated;
+            gconf = 0.5;
+            agreed = 2;
         }
     } else if (!e->cfg.metrics[m].enabled) {
         /* The engine does not alert on this metric's single calls (tokens_per_second by
