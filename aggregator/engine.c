@@ -973,24 +973,36 @@ static const char *pair_service(const pair_state *p)
     return (const char *)(p + 1);
 }
 
-/* Mixes n bytes of s into h eight at a time (a trailing partial word byte by byte), then the
- * length, so that ("ab", "c") and ("a", "bc") differ. Only the pair index uses it: where a pair
- * sits in the index changes nothing else (look-ups compare the names; every walk over the pairs
- * follows the LRU list), so any good mix will do; this one costs about a third of hash_bytes'
- * byte loop for the usual names. */
+/* Mixes n bytes of s into h eight at a time, then the length, so that ("ab", "c") and ("a",
+ * "bc") differ. A trailing partial word is read as the last eight bytes (overlapping the word
+ * before), a string of 4-7 bytes as two overlapping 4-byte loads, a shorter one byte by byte:
+ * no byte-at-a-time loop. Only the pair index uses it: where a pair sits in the index changes
+ * nothing else (look-ups compare the names; every walk over the pairs follows the LRU list), so
+ * any good mix will do. */
 static uint64_t hash_words(uint64_t h, const char *s, size_t n)
 {
     const uint64_t k = 0x9e3779b97f4a7c15ull;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, s + i, 8);
-        h = (h ^ w) * k;
-        h ^= h >> 32;
+    uint64_t w;
+    if (n >= 8) {
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            memcpy(&w, s + i, 8);
+            h = (h ^ w) * k;
+            h ^= h >> 32;
+        }
+        if (i == n)
+            return (h ^ n) * k;
+        memcpy(&w, s + n - 8, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        w = a | (uint64_t)b << 32;
+    } else {
+        w = 0;
+        for (size_t i = 0; i < n; i++)
+            w |= (uint64_t)(unsigned char)s[i] << (8 * i);
     }
-    uint64_t w = 0;
-    for (unsigned sh = 0; i < n; i++, sh += 8)
-        w |= (uint64_t)(unsigned char)s[i] << sh;
     h = (h ^ w) * k;
     h ^= h >> 32;
     return (h ^ n) * k;
