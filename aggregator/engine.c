@@ -1270,12 +1270,13 @@ static inline void error_add(sn_engine *e, pair_state *p, int64_t t, uint32_t ca
         etype_add(p, error_type, (float)errors);
     }
 
+    /* A slot is in the window when its index is above lo; an unused slot's INT64_MIN never is. */
     uint64_t n = 0, errs = 0;
+    const int64_t lo = p->err_head - ERR_SLOTS;
     for (int i = 0; i < ERR_SLOTS; i++) {
-        if (p->err[i].idx != INT64_MIN && p->err[i].idx > p->err_head - ERR_SLOTS) {
-            n += p->err[i].calls;
-            errs += p->err[i].errors;
-        }
+        bool in = p->err[i].idx > lo;
+        n += in ? p->err[i].calls : 0;
+        errs += in ? p->err[i].errors : 0;
     }
     if (n < (uint64_t)e->cfg.error_min_calls) {
         p->err_elevated = false;
