@@ -185,6 +185,7 @@ struct sn_engine {
     sn_drift_config drift[SN_METRIC_COUNT];
     bool drift_valid[SN_METRIC_COUNT]; /* drift[m] passed sn_drift_config_validate in derive */
     int64_t persist[SN_METRIC_COUNT][SN_DETECT_KIND_COUNT];
+    double learn_floor_a; /* 2 / (window + 1): the log-space EWMA's weight floor (key_learn) */
     budget_rule rules[SN_ENGINE_BUDGETS_MAX];
     unsigned nrules;
     sn_baseline *global;
@@ -708,6 +709,7 @@ static void derive(sn_engine *e)
         e->ens_valid[m] = sn_ensemble_config_validate(&e->ens[m], NULL) == NULL;
     }
     e->agree = e->cfg.detect.min_agree;
+    e->learn_floor_a = 2.0 / ((double)e->cfg.window + 1.0);
     e->nrules = 0;
     for (uint32_t i = 0; i < e->cfg.budgets.count; i++)
         if (parse_budget(e->cfg.budgets.items[i], e->cfg.budget_soft_ratio, &e->rules[e->nrules]) ==
@@ -1186,9 +1188,9 @@ static void key_learn(sn_engine *e, sn_baseline *b, sn_baseline_entry *en, key_s
         /* exact mean and population variance for the first samples, then an EWMA spanning
          * about a window */
         uint64_t n = sn_baseline_entry_seen(en);
-        double a = 1.0 / (double)n, floor_a = 2.0 / ((double)e->cfg.window + 1.0);
-        if (a < floor_a) /* fmax of two positive numbers, without the call */
-            a = floor_a;
+        double a = 1.0 / (double)n;
+        if (a < e->learn_floor_a) /* fmax of two positive numbers, without the call */
+            a = e->learn_floor_a;
         double d = y - ks->lmean;
         ks->lmean += a * d;
         ks->lvar = (1.0 - a) * (ks->lvar + a * d * d);
