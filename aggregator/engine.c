@@ -185,6 +185,7 @@ struct sn_engine {
     sn_drift_config drift[SN_METRIC_COUNT];
     bool drift_valid[SN_METRIC_COUNT]; /* drift[m] passed sn_drift_config_validate in derive */
     int64_t persist[SN_METRIC_COUNT][SN_DETECT_KIND_COUNT];
+    double learn_floor_a; /* 2 / (window + 1): the log-space EWMA's weight floor (key_learn) */
     budget_rule rules[SN_ENGINE_BUDGETS_MAX];
     unsigned nrules;
     sn_baseline *global;
@@ -708,6 +709,7 @@ static void derive(sn_engine *e)
         e->ens_valid[m] = sn_ensemble_config_validate(&e->ens[m], NULL) == NULL;
     }
     e->agree = e->cfg.detect.min_agree;
+    e->learn_floor_a = 2.0 / ((double)e->cfg.window + 1.0);
     e->nrules = 0;
     for (uint32_t i = 0; i < e->cfg.budgets.count; i++)
         if (parse_budget(e->cfg.budgets.items[i], e->cfg.budget_soft_ratio, &e->rules[e->nrules]) ==
@@ -973,11 +975,46 @@ static const char *pair_service(const pair_state *p)
     return (const char *)(p + 1);
 }
 
+/* Mixes n bytes of s into h eight at a time, then the length, so that ("ab", "c") and ("a",
+ * "bc") differ. A trailing partial word is read as the last eight bytes (overlapping the word
+ * before), a string of 4-7 bytes as two overlapping 4-byte loads, a shorter one byte by byte:
+ * no byte-at-a-time loop. Only the pair index uses it: where a pair sits in the index changes
+ * nothing else (look-ups compare the names; every walk over the pairs follows the LRU list), so
+ * any good mix will do. */
+static uint64_t hash_words(uint64_t h, const char *s, size_t n)
+{
+    const uint64_t k = 0x9e3779b97f4a7c15ull;
+    uint64_t w;
+    if (n >= 8) {
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            memcpy(&w, s + i, 8);
+            h = (h ^ w) * k;
+            h ^= h >> 32;
+        }
+        if (i == n)
+            return (h ^ n) * k;
+        memcpy(&w, s + n - 8, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        w = a | (uint64_t)b << 32;
+    } else {
+        w = 0;
+        for (size_t i = 0; i < n; i++)
+            w |= (uint64_t)(unsigned char)s[i] << (8 * i);
+    }
+    h = (h ^ w) * k;
+    h ^= h >> 32;
+    return (h ^ n) * k;
+}
+
 static uint64_t pair_hash(const sn_engine *e, const char *service, size_t slen, const char *model,
                           size_t mlen)
 {
-    uint64_t h = hash_bytes(hash_seed(e->seed), service, slen);
-    return hash_final(hash_bytes(h, model, mlen));
+    uint64_t h = hash_words(hash_seed(e->seed), service, slen);
+    return hash_final(hash_words(h, model, mlen));
 }
 
 /* The pair state of (service, model) whose pair_hash is h, or NULL. */
@@ -1151,9 +1188,9 @@ static void key_learn(sn_engine *e, sn_baseline *b, sn_baseline_entry *en, key_s
         /* exact mean and population variance for the first samples, then an EWMA spanning
          * about a window */
         uint64_t n = sn_baseline_entry_seen(en);
-        double a = 1.0 / (double)n, floor_a = 2.0 / ((double)e->cfg.window + 1.0);
-        if (a < floor_a) /* fmax of two positive numbers, without the call */
-            a = floor_a;
+        double a = 1.0 / (double)n;
+        if (a < e->learn_floor_a) /* fmax of two positive numbers, without the call */
+            a = e->learn_floor_a;
         double d = y - ks->lmean;
         ks->lmean += a * d;
         ks->lvar = (1.0 - a) * (ks->lvar + a * d * d);
@@ -1235,12 +1272,13 @@ static inline void error_add(sn_engine *e, pair_state *p, int64_t t, uint32_t ca
         etype_add(p, error_type, (float)errors);
     }
 
+    /* A slot is in the window when its index is above lo; an unused slot's INT64_MIN never is. */
     uint64_t n = 0, errs = 0;
+    const int64_t lo = p->err_head - ERR_SLOTS;
     for (int i = 0; i < ERR_SLOTS; i++) {
-        if (p->err[i].idx != INT64_MIN && p->err[i].idx > p->err_head - ERR_SLOTS) {
-            n += p->err[i].calls;
-            errs += p->err[i].errors;
-        }
+        bool in = p->err[i].idx > lo;
+        n += in ? p->err[i].calls : 0;
+        errs += in ? p->err[i].errors : 0;
     }
     if (n < (uint64_t)e->cfg.error_min_calls) {
         p->err_elevated = false;
@@ -1420,21 +1458,43 @@ static void tp_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_engin
 
 /* ---- drift ----------------------------------------------------------------------------------- */
 
+/* The category of finish reason r (case-insensitive; 4 = other). Only the names of r's length
+ * are compared: most calls compare one or two names, not up to 25. */
 static int finish_category(const char *r)
 {
-    static const char *const stop[] = {"stop", "end_turn", "stop_sequence", "complete",
-                                       "eos",  "finished", "end",           NULL};
-    static const char *const length[] = {"length",     "max_tokens",  "max_output_tokens",
-                                         "max_length", "token_limit", NULL};
-    static const char *const tools[] = {"tool_calls", "tool_use",       "function_call",
-                                        "tool_call",  "function_calls", NULL};
-    static const char *const filter[] = {"content_filter",     "safety", "recitation", "blocklist",
-                                         "prohibited_content", "spii",   "refusal",    NULL};
-    const char *const *sets[] = {stop, length, tools, filter};
-    for (int c = 0; c < 4; c++)
-        for (int i = 0; sets[c][i] != NULL; i++)
-            if (strcasecmp(r, sets[c][i]) == 0)
-                return c;
+    static const struct {
+        const char *name;
+        uint8_t len, cat;
+    } names[] = {
+        {"stop", 4, 0},
+        {"end_turn", 8, 0},
+        {"stop_sequence", 13, 0},
+        {"complete", 8, 0},
+        {"eos", 3, 0},
+        {"finished", 8, 0},
+        {"end", 3, 0},
+        {"length", 6, 1},
+        {"max_tokens", 10, 1},
+        {"max_output_tokens", 17, 1},
+        {"max_length", 10, 1},
+        {"token_limit", 11, 1},
+        {"tool_calls", 10, 2},
+        {"tool_use", 8, 2},
+        {"function_call", 13, 2},
+        {"tool_call", 9, 2},
+        {"function_calls", 14, 2},
+        {"content_filter", 14, 3},
+        {"safety", 6, 3},
+        {"recitation", 10, 3},
+        {"blocklist", 9, 3},
+        {"prohibited_content", 18, 3},
+        {"spii", 4, 3},
+        {"refusal", 7, 3},
+    };
+    size_t n = strnlen(r, SN_SHORT_MAX);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (names[i].len == n && strcasecmp(r, names[i].name) == 0)
+            return names[i].cat;
     return 4;
 }
 
@@ -2213,18 +2273,12 @@ int sn_engine_local_alert(sn_engine *e, const sn_local_alert *a, int64_t now,
     unsigned agreed = 1;
     if (m == SN_METRIC_ERROR_RATE) {
         /* An error alert is judged by the pair's error window. */
-        size_t slen = strnlen(a->service, SN_NAME_MAX), mlen = strnlen(a->model, SN_NAME_MAX);
-        uint64_t h = hash_bytes(hash_seed(e->seed), a->service, slen);
-        h = hash_final(hash_bytes(h, a->model, mlen));
-        for (knode *n = e->pairs.index[h & e->pairs.mask]; n != NULL; n = n->hnext) {
-            pair_state *p = (pair_state *)n;
-            if (n->hash == h && strcmp(pair_service(p), a->service) == 0 &&
-                strcmp(pair_model(p), a->model) == 0) {
-                cold = false;
-                confirmed = p->err_elevated;
-                gconf = 0.5;
-                agreed = 2;
-            }
+        const pair_state *p = pair_find(e, a->service, a->model);
+        if (p != NULL) {
+            cold = false;
+            confirmed = p->err_elevated;
+            gconf = 0.5;
+            agreed = 2;
         }
     } else if (!e->cfg.metrics[m].enabled) {
         /* The engine does not alert on this metric's single calls (tokens_per_second by

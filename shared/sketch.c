@@ -345,7 +345,13 @@ static void values_at_ranks(const sn_sketch *s, const uint64_t *r, double *out, 
 {
     uint64_t cum = 0;
     uint32_t p = 0, len = ordered_len(s);
+    /* positive buckets from ordered position pos0 on: walked straight over their counts */
+    const uint32_t pos0 = s->neg.len + 1;
+    const uint32_t *pc = s->counts;
     double scale = value_scale(s);
+    /* neighbouring ranks often share a bucket: its value is computed once */
+    uint32_t have_p = UINT32_MAX;
+    double have_v = 0.0;
     for (int j = 0; j < k; j++) {
         if (r[j] == 0) {
             out[j] = s->w.min;
@@ -355,9 +361,21 @@ static void values_at_ranks(const sn_sketch *s, const uint64_t *r, double *out, 
             out[j] = s->w.max;
             continue;
         }
-        while (p < len && cum + ordered_count(s, p) <= r[j])
+        while (p < pos0 && p < len && cum + ordered_count(s, p) <= r[j])
             cum += ordered_count(s, p++);
-        out[j] = p < len ? ordered_value(s, p, scale) : s->w.max;
+        if (p >= pos0) {
+            while (p < len && cum + pc[p - pos0] <= r[j])
+                cum += pc[p++ - pos0];
+        }
+        if (p >= len) {
+            out[j] = s->w.max;
+            continue;
+        }
+        if (p != have_p) {
+            have_v = ordered_value(s, p, scale);
+            have_p = p;
+        }
+        out[j] = have_v;
     }
 }
 

@@ -1217,6 +1217,35 @@ static sn_local_alert local(const char *svc, sn_metric m, double value, double c
     return a;
 }
 
+/* An error-rate alert is judged by its pair's error window: a known pair whose window is not
+ * elevated discards it, an unknown pair trusts it (the pair look-up by name). */
+START_TEST(local_error_alert_judged_by_pair_window)
+{
+    seed(15);
+    sn_engine *e = make(NULL);
+    sink s;
+    sink_reset(&s);
+    int64_t t = T0;
+    warm(e, "chatbot", &t, 600, SEC, &s);
+    unsigned before = s.total;
+
+    sn_local_alert a = local("chatbot", SN_METRIC_ERROR_RATE, 0.5, 0.7);
+    a.anomaly_type = SN_ANOMALY_ERROR_RATE;
+    ck_assert_int_eq(sn_engine_local_alert(e, &a, t, collect, &s), 0);
+    a = local("new-service", SN_METRIC_ERROR_RATE, 0.5, 0.7);
+    a.anomaly_type = SN_ANOMALY_ERROR_RATE;
+    ck_assert_int_eq(sn_engine_local_alert(e, &a, t, collect, &s), 1);
+    ck_assert_uint_eq(s.total, before + 1);
+
+    sn_engine_stats st;
+    sn_engine_get_stats(e, &st);
+    ck_assert_uint_eq(st.local_discarded, 1);
+    ck_assert_uint_eq(st.local_trusted, 1);
+    ck_assert_uint_eq(st.local_confirmed, 0);
+    sn_engine_destroy(e);
+}
+END_TEST
+
 START_TEST(local_alerts_confirmed_discarded_or_trusted)
 {
     seed(14);
@@ -1517,6 +1546,7 @@ int main(void)
     tcase_add_test(det, token_distribution_drift);
     tcase_add_test(det, finish_reason_drift);
     tcase_add_test(det, local_alerts_confirmed_discarded_or_trusted);
+    tcase_add_test(det, local_error_alert_judged_by_pair_window);
     tcase_add_test(det, seasonal_baselines_keep_daily_cycles_quiet);
     suite_add_tcase(s, det);
     TCase *mem = tcase_create("memory");
