@@ -2928,34 +2928,3 @@ void sn_engine_budgets_sync_apply(sn_engine *e, const sn_engine_budget_sync *s, 
     b->synced_period = b->st.period;
     b->unsynced = false;
 }
-
-/* ---- prefetch hints (engine.h) ----------------------------------------------------------- */
-
-uint64_t sn_engine_pair_hint(const sn_engine *e, const sn_event *ev)
-{
-    size_t slen = strnlen(ev->service, SN_NAME_MAX), mlen = strnlen(ev->model, SN_NAME_MAX);
-    return pair_hash(e, ev->service, slen, ev->model, mlen);
-}
-
-void sn_engine_prefetch(const sn_engine *e, uint64_t hint, unsigned stage)
-{
-    knode *const *slot = &e->pairs.index[hint & e->pairs.mask];
-    if (stage == 0) {
-        __builtin_prefetch(slot);
-        return;
-    }
-    const knode *n = *slot;
-    while (n != NULL && n->hash != hint)
-        n = n->hnext;
-    if (n == NULL)
-        return;
-    const pair_state *p = (const pair_state *)n;
-    if (stage == 1) {
-        __builtin_prefetch(p);
-        __builtin_prefetch(&p->ent[0]);
-        return;
-    }
-    for (int m = 0; m < SN_METRIC_COUNT; m++)
-        if (p->ent[m] != NULL)
-            __builtin_prefetch(p->ent[m]);
-}

@@ -658,15 +658,4 @@ extern const char *const sn_engine_seasonal_names[];  /* "hour_of_week", "hour_o
         SN__ENG_DBL(P ".local_alerts.cold_trust", T, F.cold_trust, "0.8", 0.0, 1.0,                \
                     "confidence factor of a local alert the global baseline cannot judge yet")
 
-/* Prefetch hints for a caller that knows which events come next (a decoded batch): they pull
- * into the cache what sn_engine_observe reads first, change nothing, and cost a hash of service
- * and model (sn_engine_pair_hint) and a few loads. sn_engine_pair_hint returns the event's pair
- * hash; sn_engine_prefetch then, for that hash: stage 0 fetches the pair's index slot; stage 1
- * reads the slot (fetched by an earlier stage 0) and fetches the first pair state there; stage 2
- * reads that pair state (fetched by an earlier stage 1) and fetches its global baseline
- * entries. A caller d events ahead calls stage 0 for event i + 3d, 1 for i + 2d and 2 for
- * i + d before observing event i. Any thread that may read the engine; never fails. */
-uint64_t sn_engine_pair_hint(const sn_engine *e, const sn_event *ev);
-void sn_engine_prefetch(const sn_engine *e, uint64_t hint, unsigned stage);
-
 #endif

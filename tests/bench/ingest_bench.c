@@ -135,12 +135,6 @@ static void make_event(sn_event *ev, unsigned pair, unsigned models_per_service,
 
 static unsigned long long emitted;
 
-/* --prefetch D: the engine's caller-side prefetch hints D events ahead, event by event, instead
- * of sn_engine_observe_batch (the service's way, which looks pairs up ahead itself; 0: that) */
-static unsigned prefetch_ahead;
-static bool prefetch_ab; /* --ab: alternate runs without and with the hints */
-static uint64_t hints[16384];
-
 static void count(const sn_anomaly *an, void *ud)
 {
     (void)an;
@@ -239,25 +233,9 @@ static uint64_t run_batches(scenario *s, unsigned nb)
                                      sizeof err) != 0)
             die(err);
         sn_event *evs = (sn_event *)b->events; /* the decoder's array, ours until the next call */
-        if (prefetch_ahead > 0) {
-            size_t d = prefetch_ahead, ne = b->nevents;
-            for (size_t i = 0; i < ne; i++)
-                hints[i] = sn_engine_pair_hint(s->engine, &evs[i]);
-            for (size_t i = 0; i < ne; i++) {
-                if (i + 3 * d < ne)
-                    sn_engine_prefetch(s->engine, hints[i + 3 * d], 0);
-                if (i + 2 * d < ne)
-                    sn_engine_prefetch(s->engine, hints[i + 2 * d], 1);
-                if (i + d < ne)
-                    sn_engine_prefetch(s->engine, hints[i + d], 2);
-                evs[i].end_unix_nano += s->shift;
-                sn_engine_observe(s->engine, &evs[i], count, NULL);
-            }
-        } else {
-            for (size_t i = 0; i < b->nevents; i++)
-                evs[i].end_unix_nano += s->shift;
-            sn_engine_observe_batch(s->engine, evs, b->nevents, count, NULL); /* as the service */
-        }
+        for (size_t i = 0; i < b->nevents; i++)
+            evs[i].end_unix_nano += s->shift;
+        sn_engine_observe_batch(s->engine, evs, b->nevents, count, NULL); /* as the service */
         n += b->nevents;
     }
     /* the next call starts a new replay of the ring */
@@ -309,41 +287,30 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Median of `runs` timed runs of about `events` events each; with --ab, runs without the
- * prefetch hints and with them alternate (same process, same engine) and each gets a line. */
+/* Median of `runs` timed runs of about `events` events each. */
 static void throughput(scenario *s, unsigned runs, unsigned events)
 {
     unsigned nb = (events + BATCH - 1) / BATCH;
-    unsigned ahead[2] = {prefetch_ab ? 0 : prefetch_ahead, prefetch_ahead};
-    unsigned nvar = prefetch_ab ? 2 : 1;
-    double rate[2][MAX_RUNS];
-    unsigned long long anomalies[2] = {0, 0}, total[2] = {0, 0};
+    double rate[MAX_RUNS];
+    unsigned long long anomalies = 0, total = 0;
     for (unsigned r = 0; r < runs; r++) {
-        for (unsigned v = 0; v < nvar; v++) {
-            prefetch_ahead = ahead[v];
-            emitted = 0;
-            double t0 = cpu_s();
-            uint64_t n = timed_batches(s, nb);
-            double dt = cpu_s() - t0;
-            rate[v][r] = (double)n / dt;
-            anomalies[v] += emitted;
-            total[v] += n;
-        }
+        emitted = 0;
+        double t0 = cpu_s();
+        uint64_t n = timed_batches(s, nb);
+        double dt = cpu_s() - t0;
+        rate[r] = (double)n / dt;
+        anomalies += emitted;
+        total += n;
     }
     sn_engine_stats st;
     sn_engine_get_stats(s->engine, &st);
-    for (unsigned v = 0; v < nvar; v++) {
-        double *rt = rate[v];
-        qsort(rt, runs, sizeof rt[0], cmp_double);
-        printf("ingest %-5s pairs=%-6u keys=%-7llu prefetch=%u runs=%u events/run=%u  median %.0f "
-               "events/s per CPU-second (%.0f ns/event; min %.0f max %.0f)  anomalies %.3f%%  "
-               "zstd %.1f B/event (raw %.1f)\n",
-               s->name, s->pairs, (unsigned long long)st.keys, ahead[v], runs, nb * BATCH,
-               rt[runs / 2], 1e9 / rt[runs / 2], rt[0], rt[runs - 1],
-               100.0 * (double)anomalies[v] / (double)total[v],
-               (double)s->zstd_bytes / (s->nring * BATCH),
-               (double)s->raw_bytes / (s->nring * BATCH));
-    }
+    qsort(rate, runs, sizeof rate[0], cmp_double);
+    printf("ingest %-5s pairs=%-6u keys=%-7llu runs=%u events/run=%u  median %.0f events/s per "
+           "CPU-second (%.0f ns/event; min %.0f max %.0f)  anomalies %.3f%%  zstd %.1f B/event "
+           "(raw %.1f)\n",
+           s->name, s->pairs, (unsigned long long)st.keys, runs, nb * BATCH, rate[runs / 2],
+           1e9 / rate[runs / 2], rate[0], rate[runs - 1], 100.0 * (double)anomalies / (double)total,
+           (double)s->zstd_bytes / (s->nring * BATCH), (double)s->raw_bytes / (s->nring * BATCH));
 }
 
 /* Resident bytes of this process (/proc/self/statm), or 0 when unknown. */
@@ -409,15 +376,11 @@ int main(int argc, char **argv)
             events = parse_uint(argv[++i], BATCH, 1000000000);
         } else if (strcmp(argv[i], "--keys") == 0 && i + 1 < argc) {
             keys = parse_uint(argv[++i], 8, 100000000);
-        } else if (strcmp(argv[i], "--ab") == 0) {
-            prefetch_ab = true;
-        } else if (strcmp(argv[i], "--prefetch") == 0 && i + 1 < argc) {
-            prefetch_ahead = parse_uint(argv[++i], 0, 64);
         } else if (strcmp(argv[i], "--scenario") == 0 && i + 1 < argc) {
             which = argv[++i];
         } else {
             fprintf(stderr, "usage: sentinel-bench-ingest [--quick] [--runs N] [--events N] "
-                            "[--scenario few|many|all] [--prefetch D [--ab]] [--memory] "
+                            "[--scenario few|many|all] [--memory] "
                             "[--keys N]\n");
             return 2;
         }
