@@ -819,7 +819,7 @@ static bool segments_durable(sn_spool *s)
     for (size_t i = 0; i < s->nsegs; i++)
         if (s->segs[i].dirty)
             return false;
-    return s->nhandoff == 0 && !bg_syncing(s);
+    return s->nhandoff == 0 && !bg_syncing(s) && !atomic_load(&s->bg_resync);
 }
 
 static int bg_sync_start(sn_spool *s);
@@ -846,7 +846,9 @@ static void journal_retire(sn_spool *s, uint64_t gen)
         return;
     }
     if (s->npending == PENDING_MAX) {
-        if (sync_segments(s) == 0)
+        /* segments_durable also covers the full segments handed to the background thread and
+         * a background sync still running or failed, which sync_segments does not sync. */
+        if (sync_segments(s) == 0 && segments_durable(s))
             delete_pending(s);
         else
             /* Keep the file: it is discarded at open as covered, so keeping it is safe. */
@@ -869,6 +871,10 @@ static void retire_detached(sn_spool *s, uint64_t upto)
             continue;
         }
         close(d->fd);
+        /* Still inside detached[0..ndetached): a sync started by journal_retire must not take
+         * the closed descriptor. */
+        d->fd = -1;
+        d->dirty = false;
         s->jbytes -= d->size;
         journal_retire(s, d->gen);
     }
