@@ -2662,6 +2662,18 @@ int sn_engine_restore(sn_engine *e, const char *key, const void *blob, size_t le
     ks->since_summary = 0;
     ks->stored = 1;
     if (stats_only) {
+        /* The log-space moments were detector state too: seeded from the restored window
+         * (mean from the median, standard deviation from the IQR of a normal), not zero, which
+         * would put every value many deviations away until they re-learned. */
+        if (e->cfg.metrics[m].transform == SN_TRANSFORM_LOG) {
+            sn_summary r;
+            sn_baseline_summary_mad(table, en, &r, false);
+            if (r.n > 0) {
+                double sd = (to_model(e, m, r.q3) - to_model(e, m, r.q1)) / 1.349;
+                ks->lmean = to_model(e, m, r.median);
+                ks->lvar = isfinite(sd) ? sd * sd : 0.0;
+            }
+        }
         key_dirty(e, table, en, ks); /* rewritten in this version's format at the next snapshot */
         return 1;
     }

@@ -221,6 +221,15 @@ START_TEST(older_format_keeps_statistics)
     ck_assert_int_eq(sn_engine_snapshot(back, false, 0, put, &s2, &r), 0);
     ck_assert_uint_eq(r.written, s.n);
     ck_assert_uint_eq(s2.len[0], s.len[0]);
+    /* normal values stay normal: the fresh detector state starts from the restored window
+     * (no Z-score violation), as in the engine that wrote the snapshots */
+    sn_engine_stats before, after;
+    sn_engine_get_stats(back, &before);
+    for (int i = 0; i < 20; i++)
+        observe(back, "svc", 1050 * SEC + i * SEC / 10, 800.0 + (double)((i * 37) % 41) - 20.0);
+    sn_engine_get_stats(back, &after);
+    ck_assert_uint_gt(after.evaluations[SN_CHECK_ZSCORE], before.evaluations[SN_CHECK_ZSCORE]);
+    ck_assert_uint_eq(after.violations[SN_CHECK_ZSCORE], before.violations[SN_CHECK_ZSCORE]);
     /* the learned statistics came along: a spike is judged at once, as by a warm engine
      * (two calls: the first starts the detectors' fresh streaks) */
     anomalies = 0;
