@@ -561,7 +561,8 @@ static const event_str event_strs[11] = {
     [10] = {offsetof(sn_event, finish_reason), SN_SHORT_MAX},
 };
 
-_Static_assert(SN_NAME_MAX % 8 == 0 && SN_SHORT_MAX % 8 == 0 && SN_SHORT_MAX >= 16,
+_Static_assert(SN_NAME_MAX % 8 == 0 && SN_SHORT_MAX % 8 == 0 && SN_SHORT_MAX > 16 &&
+                   SN_NAME_MAX > 16,
                "copy_field_words writes whole words inside the field");
 
 /* Where the LlmEvent's count fields 17..22 go in sn_event. */
@@ -1184,6 +1185,15 @@ static void handle_alerts_ahead(sn_ingest *in, decode_ctx *c, sn_grpc_reply *rep
     if (convert_batch(c) != 0) {
         refuse_decode(in, reply, c);
         return;
+    }
+    /* An alert without an id could not be told from its copy in the batch: applied twice. */
+    for (size_t i = 0; i < b->n_alerts; i++) {
+        if (in->dec.alerts[i].alert_id[0] == '\0') {
+            (void)fail(c, SN_INGEST_REFUSED_INVALID, SN_GRPC_INVALID_ARGUMENT,
+                       "batch: an alert ahead of its batch (sequence 0) needs an alert_id");
+            refuse_decode(in, reply, c);
+            return;
+        }
     }
     pthread_mutex_lock(&in->seq_mu);
     uint64_t last = sn_seqtab_get(in->seq, b->sidecar_id, b->id_len, now_ns());

@@ -499,6 +499,11 @@ START_TEST(alerts_ahead_leave_the_sequence_table_alone)
     assert_refused(&r, GRPC_INVALID_ARGUMENT, "0 only for alerts ahead");
     r = send_batch(small_batch(&bb, "sidecar-A", 0, 0), true);
     assert_refused(&r, GRPC_INVALID_ARGUMENT, "at least one alert");
+    /* An alert ahead without an alert_id could not be told from its batch's copy. */
+    alerts_ahead(&bb, "sidecar-A");
+    bb.al[0].alert_id = "";
+    r = send_batch(&bb.b, true);
+    assert_refused(&r, GRPC_INVALID_ARGUMENT, "needs an alert_id");
     ck_assert_int_eq(apply_calls(), 7);
 
     sn_ingest_stats st;
