@@ -9,6 +9,8 @@
  */
 #include "ingest.h"
 
+#include "bytes.h"
+
 #include "grpc_unary.h"
 #include "log.h"
 #include "sentinel/v1/sentinel.pb-c.h"
@@ -342,7 +344,7 @@ static bool copy_pb_id(uint8_t *dst, size_t n, const ProtobufCBinaryData *src)
 
 enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
 
-/* Fixed64 fields and strings are read a machine word at a time on little-endian hosts. */
+/* Strings are read a machine word at a time on little-endian hosts. */
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define SN_INGEST_LITTLE_ENDIAN 1
 #else
@@ -390,14 +392,7 @@ static inline bool pbr_fixed64(pbr *r, uint64_t *out)
 {
     if (r->end - r->p < 8)
         return false;
-#if SN_INGEST_LITTLE_ENDIAN
-    memcpy(out, r->p, 8);
-#else
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | r->p[i];
-    *out = v;
-#endif
+    *out = sn_le_get_u64(r->p);
     r->p += 8;
     return true;
 }

@@ -51,8 +51,12 @@ static inline uint32_t sn_le_get_u32(const uint8_t *p)
 static inline uint64_t sn_le_get_u64(const uint8_t *p)
 {
     uint64_t v = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(&v, p, 8); /* one load where the host's order is the format's */
+#else
     for (int i = 0; i < 8; i++)
         v |= (uint64_t)p[i] << (8 * i);
+#endif
     return v;
 }
 
