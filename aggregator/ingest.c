@@ -10,7 +10,6 @@
 #include "ingest.h"
 
 #include "bytes.h"
-
 #include "grpc_unary.h"
 #include "log.h"
 #include "sentinel/v1/sentinel.pb-c.h"
