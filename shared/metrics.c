@@ -701,6 +701,17 @@ sn_gauge *sn_metrics_gauge(sn_metrics_family *f, const char *const *values)
     return (sn_gauge *)series_get(f, SN_METRICS_GAUGE, values);
 }
 
+int sn_metrics_register_gauge(sn_metrics *m, const char *name, const char *help, sn_gauge **out,
+                              char *err, size_t errlen)
+{
+    sn_metrics_family *f = NULL;
+    sn_metrics_desc d = {.type = SN_METRICS_GAUGE, .name = name, .help = help};
+    int rc = sn_metrics_register(m, &d, &f, err, errlen);
+    if (rc != 0)
+        return rc;
+    return (*out = sn_metrics_gauge(f, NULL)) == NULL ? -ENOMEM : 0;
+}
+
 sn_histogram *sn_metrics_histogram(sn_metrics_family *f, const char *const *values)
 {
     return (sn_histogram *)series_get(f, SN_METRICS_HISTOGRAM, values);

@@ -109,6 +109,11 @@ void sn_metrics_destroy(sn_metrics *m);
 int sn_metrics_register(sn_metrics *m, const sn_metrics_desc *desc, sn_metrics_family **out,
                         char *err, size_t errlen);
 
+/* Registers an unlabelled gauge family and stores its one series in *out (owned by the
+ * registry). Returns 0, sn_metrics_register's error (message in err) or -ENOMEM. */
+int sn_metrics_register_gauge(sn_metrics *m, const char *name, const char *help, sn_gauge **out,
+                              char *err, size_t errlen);
+
 /* Registers the process families, whose values are read from /proc when rendered:
  * process_cpu_seconds_total, process_resident_memory_bytes, process_virtual_memory_bytes,
  * process_open_fds, process_max_fds and process_start_time_seconds (Unix time). A value that

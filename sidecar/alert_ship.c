@@ -123,12 +123,9 @@ static int register_metrics(sn_alert_ship *as, char *err, size_t errlen)
         if ((as->fallback[i] = sn_metrics_counter(f, v)) == NULL)
             return -ENOMEM;
     }
-    d = (sn_metrics_desc){.type = SN_METRICS_GAUGE,
-                          .name = "sentinel_sidecar_local_alerts_ahead_pending",
-                          .help = "local alerts waiting to be sent ahead of their batch"};
-    if ((rc = sn_metrics_register(m, &d, &f, err, errlen)) != 0)
-        return rc;
-    return (as->pending_gauge = sn_metrics_gauge(f, NULL)) == NULL ? -ENOMEM : 0;
+    return sn_metrics_register_gauge(m, "sentinel_sidecar_local_alerts_ahead_pending",
+                                     "local alerts waiting to be sent ahead of their batch",
+                                     &as->pending_gauge, err, errlen);
 }
 
 /* ---- the queue --------------------------------------------------------------------------- */

@@ -126,18 +126,6 @@ static void on_tick(uv_timer_t *t)
     sn_gauge_set(g->budget_gauge, g->limit > 0 ? (double)atomic_load(&g->budget_now) : 0.0);
 }
 
-/* Registers a gauge without labels and returns it in *out. Returns 0 or the registry's error. */
-static int register_gauge(sn_metrics *m, const char *name, const char *help, sn_gauge **out,
-                          char *err, size_t errlen)
-{
-    sn_metrics_family *f = NULL;
-    sn_metrics_desc d = {.type = SN_METRICS_GAUGE, .name = name, .help = help};
-    int rc = sn_metrics_register(m, &d, &f, err, errlen);
-    if (rc != 0)
-        return rc;
-    return (*out = sn_metrics_gauge(f, NULL)) == NULL ? -ENOMEM : 0;
-}
-
 /* Registers the guard's metrics. Returns 0 or the registry's error. */
 static int register_metrics(sn_memguard *g, sn_metrics *m, char *err, size_t errlen)
 {
@@ -145,7 +133,8 @@ static int register_metrics(sn_memguard *g, sn_metrics *m, char *err, size_t err
     int rc;
     sn_metrics_desc rd = {.type = SN_METRICS_COUNTER,
                           .name = "sentinel_sidecar_memory_refused_total",
-                          .help = "requests refused (retryable) while over limits.memory",
+                          .help = "requests refused while over limits.memory or the request budget "
+                                  "(retryable), or too large for the budget",
                           .labels = {"protocol"}};
     if ((rc = sn_metrics_register(m, &rd, &f, err, errlen)) != 0)
         return rc;
@@ -154,22 +143,14 @@ static int register_metrics(sn_memguard *g, sn_metrics *m, char *err, size_t err
         if ((g->refused[i] = sn_metrics_counter(f, v)) == NULL)
             return -ENOMEM;
     }
-    sn_metrics_desc ld = {.type = SN_METRICS_GAUGE,
-                          .name = "sentinel_sidecar_memory_limit_bytes",
-                          .help = "limits.memory (0: none)"};
-    if ((rc = sn_metrics_register(m, &ld, &f, err, errlen)) != 0)
+    sn_gauge *limit = NULL;
+    if ((rc = sn_metrics_register_gauge(m, "sentinel_sidecar_memory_limit_bytes",
+                                        "limits.memory (0: none)", &limit, err, errlen)) != 0 ||
+        (rc = sn_metrics_register_gauge(m, "sentinel_sidecar_memory_over_limit",
+                                        "1 while the resident set is over the refusal threshold",
+                                        &g->over_gauge, err, errlen)) != 0)
         return rc;
-    sn_gauge *limit = sn_metrics_gauge(f, NULL);
-    if (limit == NULL)
-        return -ENOMEM;
     sn_gauge_set(limit, (double)g->limit);
-    sn_metrics_desc od = {.type = SN_METRICS_GAUGE,
-                          .name = "sentinel_sidecar_memory_over_limit",
-                          .help = "1 while the resident set is over the refusal threshold"};
-    if ((rc = sn_metrics_register(m, &od, &f, err, errlen)) != 0)
-        return rc;
-    if ((g->over_gauge = sn_metrics_gauge(f, NULL)) == NULL)
-        return -ENOMEM;
     sn_metrics_desc td = {.type = SN_METRICS_COUNTER,
                           .name = "sentinel_sidecar_memory_trims_total",
                           .help = "malloc_trim calls (over the threshold, or idle after a burst)"};
@@ -178,16 +159,18 @@ static int register_metrics(sn_memguard *g, sn_metrics *m, char *err, size_t err
     if ((g->trims = sn_metrics_counter(f, NULL)) == NULL)
         return -ENOMEM;
     sn_gauge *baseline = NULL;
-    if ((rc = register_gauge(m, "sentinel_sidecar_memory_budget_bytes",
-                             "request bytes the transports may hold at once now (limits.memory "
-                             "minus the memory no request holds and a margin; 0: no limit)",
-                             &g->budget_gauge, err, errlen)) != 0 ||
-        (rc = register_gauge(m, "sentinel_sidecar_memory_baseline_bytes",
-                             "resident set when the memory guard started", &baseline, err,
-                             errlen)) != 0 ||
-        (rc = register_gauge(m, "sentinel_sidecar_memory_reserved_bytes",
-                             "request bytes reserved against the budget (sampled every check)",
-                             &g->reserved_gauge, err, errlen)) != 0)
+    if ((rc = sn_metrics_register_gauge(
+             m, "sentinel_sidecar_memory_budget_bytes",
+             "request bytes the transports may hold at once now (limits.memory "
+             "minus the memory no request holds and a margin; 0: no limit)",
+             &g->budget_gauge, err, errlen)) != 0 ||
+        (rc = sn_metrics_register_gauge(m, "sentinel_sidecar_memory_baseline_bytes",
+                                        "resident set when the memory guard started", &baseline,
+                                        err, errlen)) != 0 ||
+        (rc = sn_metrics_register_gauge(
+             m, "sentinel_sidecar_memory_reserved_bytes",
+             "request bytes reserved against the budget (sampled every check)", &g->reserved_gauge,
+             err, errlen)) != 0)
         return rc;
     sn_gauge_set(g->budget_gauge, g->limit > 0 ? (double)g->budget : 0.0);
     sn_gauge_set(baseline, (double)g->baseline);

@@ -311,18 +311,6 @@ static int register_counter(sn_pipeline *p, const char *name, const char *help, 
     return *out == NULL ? -ENOMEM : 0;
 }
 
-static int register_gauge(sn_pipeline *p, const char *name, const char *help, sn_gauge **out,
-                          char *err, size_t errlen)
-{
-    sn_metrics_family *f;
-    sn_metrics_desc d = {.type = SN_METRICS_GAUGE, .name = name, .help = help};
-    int rc = sn_metrics_register(p->d.metrics, &d, &f, err, errlen);
-    if (rc != 0)
-        return rc;
-    *out = sn_metrics_gauge(f, NULL);
-    return *out == NULL ? -ENOMEM : 0;
-}
-
 /* Registers every family and resolves the series used on hot paths. */
 static int register_metrics(sn_pipeline *p, char *err, size_t errlen)
 {
@@ -437,7 +425,8 @@ static int register_metrics(sn_pipeline *p, char *err, size_t errlen)
         {"sentinel_sidecar_pending_requests", "requests waiting for the loop", &p->pending_gauge},
     };
     for (size_t i = 0; i < sizeof gauges / sizeof gauges[0]; i++)
-        if ((rc = register_gauge(p, gauges[i].name, gauges[i].help, gauges[i].g, err, errlen)) != 0)
+        if ((rc = sn_metrics_register_gauge(p->d.metrics, gauges[i].name, gauges[i].help,
+                                            gauges[i].g, err, errlen)) != 0)
             return rc;
     return 0;
 }
