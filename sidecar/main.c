@@ -427,9 +427,7 @@ static int start(sidecar *sc)
         sn_alert_ship_config ac;
         sn_alert_ship_config_init(&ac);
         ac.sidecar_id = sidecar_id;
-        sn_config_format_address(&s->aggregator, addr, sizeof addr);
-        ac.ship = shc;
-        ac.ship.aggregator = addr; /* copied by create */
+        ac.ship = shc; /* its aggregator is addr, copied by create */
         ac.max_pending = (size_t)s->alerts_ahead_queue;
         if (ac.max_per_call > ac.max_pending)
             ac.max_per_call = ac.max_pending;

@@ -468,7 +468,7 @@ int sn_ship_create(const sn_ship_config *cfg, uv_loop_t *loop, sn_ship **out, ch
         {GRPC_ARG_ENABLE_PER_MESSAGE_COMPRESSION, 0}, /* the payload is zstd already */
         {GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, cfg->own_connection ? 1 : 0},
     };
-    size_t nargs = cfg->own_connection ? 8 : 7;
+    size_t nargs = sizeof ints / sizeof ints[0]; /* a shared subchannel pool (0) is the default */
     for (size_t i = 0; i < nargs; i++) {
         args[i].type = GRPC_ARG_INTEGER;
         args[i].key = (char *)ints[i].key;
