@@ -5,6 +5,8 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <sys/random.h>
+#include <time.h>
 
 void sn_backoff_config_defaults(sn_backoff_config *cfg)
 {
@@ -57,4 +59,15 @@ uint32_t sn_backoff_next(sn_backoff *st, const sn_backoff_config *cfg, uint64_t 
         st->ceiling_ms = cap;
     uint64_t span = (uint64_t)(st->ceiling_ms - lo) + 1u;
     return lo + (uint32_t)(random % span);
+}
+
+uint64_t sn_backoff_random(void)
+{
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        r = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) * 0x9E3779B97F4A7C15ull;
+    }
+    return r;
 }

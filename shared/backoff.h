@@ -2,9 +2,10 @@
  * backoff.h -- exponential backoff with full jitter, as a pure function.
  *
  * Used by everything that retries a remote peer: the sidecar's shipper (batches to the
- * aggregator), the OTLP tee and alert delivery. The module reads no clock and draws no random
- * numbers: the caller passes 64 random bits to each sn_backoff_next and sleeps (arms a timer)
- * for the delay it returns, so tests are exact and the same code serves every thread.
+ * aggregator), the OTLP tee and alert delivery. sn_backoff_next reads no clock and draws no
+ * random numbers: the caller passes 64 random bits to each call (sn_backoff_random gives some)
+ * and sleeps (arms a timer) for the delay it returns, so tests are exact and the same code
+ * serves every thread.
  *
  * The schedule is "full jitter" (AWS Architecture Blog, "Exponential Backoff And Jitter") with
  * a floor: after the n-th consecutive failure the ceiling is
@@ -56,5 +57,9 @@ void sn_backoff_reset(sn_backoff *st);
  * values are clamped (initial 0 -> 1, max < initial -> initial, multiplier < 1 -> 1) rather
  * than failing: a retry loop always gets a usable delay. Never fails. */
 uint32_t sn_backoff_next(sn_backoff *st, const sn_backoff_config *cfg, uint64_t random);
+
+/* 64 random bits for sn_backoff_next (or any jitter): from getrandom without blocking, else the
+ * clock scrambled. Any thread; never fails. */
+uint64_t sn_backoff_random(void);
 
 #endif

@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 #define MAX_PENDING_LIMIT 65536u
@@ -58,17 +57,6 @@ static void set_err(char *err, size_t errlen, const char *msg)
 {
     if (err != NULL && errlen > 0)
         snprintf(err, errlen, "%s", msg);
-}
-
-static uint64_t random_u64(void)
-{
-    uint64_t r = 0;
-    if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        r = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) * 0x9E3779B97F4A7C15ull;
-    }
-    return r;
 }
 
 void sn_alert_ship_config_init(sn_alert_ship_config *cfg)
@@ -170,7 +158,7 @@ static void on_timer(uv_timer_t *t)
 static void wait_then_send(sn_alert_ship *as, uint32_t delay_ms)
 {
     if (delay_ms == 0)
-        delay_ms = sn_backoff_next(&as->backoff, &as->backoff_cfg, random_u64());
+        delay_ms = sn_backoff_next(&as->backoff, &as->backoff_cfg, sn_backoff_random());
     as->waiting = true;
     uv_timer_start(as->timer, on_timer, delay_ms, 0);
 }

@@ -58,7 +58,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -269,14 +268,6 @@ static int64_t now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static uint64_t random_u64(void)
-{
-    uint64_t r = 0;
-    if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r)
-        r = (uint64_t)now_ns() * 0x9E3779B97F4A7C15ull;
-    return r;
 }
 
 void sn_pipeline_config_defaults(sn_pipeline_config *cfg)
@@ -713,7 +704,7 @@ static void take_alerts(sn_pipeline *p, const sn_local_alert *found, size_t n)
         *a = found[i];
         a->suppressed = held;
         uint8_t r[16];
-        uint64_t r1 = random_u64(), r2 = random_u64();
+        uint64_t r1 = sn_backoff_random(), r2 = sn_backoff_random();
         memcpy(r, &r1, 8);
         memcpy(r + 8, &r2, 8);
         sn_uuid_format(r, a->alert_id);
@@ -1042,7 +1033,7 @@ static void on_ship_done(sn_ship *ship, const sn_ship_result *r, void *ud)
         sn_counter_inc(p->shipped[SHIP_RETRY_AFTER]);
         wait_then_ship(p, r->retry_after_ms > 0
                               ? r->retry_after_ms
-                              : sn_backoff_next(&p->backoff, &p->backoff_cfg, random_u64()));
+                              : sn_backoff_next(&p->backoff, &p->backoff_cfg, sn_backoff_random()));
         break;
     default:
         sn_counter_inc(p->shipped[SHIP_FAILED]);
@@ -1065,7 +1056,7 @@ static void on_ship_done(sn_ship *ship, const sn_ship_result *r, void *ud)
         if (p->backoff.attempts == 0)
             sn_log_warn("cannot reach the aggregator; spooling and retrying",
                         SN_LOG_STR("error", r->message));
-        wait_then_ship(p, sn_backoff_next(&p->backoff, &p->backoff_cfg, random_u64()));
+        wait_then_ship(p, sn_backoff_next(&p->backoff, &p->backoff_cfg, sn_backoff_random()));
         break;
     }
     update_gauges(p);
@@ -1086,13 +1077,13 @@ static void ship_kick(sn_pipeline *p)
     }
     if (rc != 0) {
         sn_log_error("cannot read the spool", SN_LOG_ERRNO(rc));
-        wait_then_ship(p, sn_backoff_next(&p->backoff, &p->backoff_cfg, random_u64()));
+        wait_then_ship(p, sn_backoff_next(&p->backoff, &p->backoff_cfg, sn_backoff_random()));
         return;
     }
     rc = sn_ship_send(p->d.ship, data, len, on_ship_done, p);
     if (rc != 0) {
         sn_log_error("cannot start an Ingest call", SN_LOG_ERRNO(rc));
-        wait_then_ship(p, sn_backoff_next(&p->backoff, &p->backoff_cfg, random_u64()));
+        wait_then_ship(p, sn_backoff_next(&p->backoff, &p->backoff_cfg, sn_backoff_random()));
         return;
     }
     p->in_flight = true;
@@ -1720,7 +1711,7 @@ int sn_pipeline_create(const sn_pipeline_config *cfg, const sn_pipeline_deps *de
         goto out_free;
     }
     if ((rc = sn_alert_limit_create(SN_ALERT_LIMIT_SLOTS_DEFAULT, cfg->alert_interval_ms,
-                                    random_u64(), &p->limit)) != 0) {
+                                    sn_backoff_random(), &p->limit)) != 0) {
         snprintf(err, errlen, "cannot create the local alert limit: %s", strerror(-rc));
         goto out_free;
     }
