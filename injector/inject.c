@@ -361,9 +361,10 @@ static void derive_memory_env(pod_settings *ps, json_t *warnings)
     double own = limit * SIDECAR_LIMIT_SHARE;
     if (own < SIDECAR_MIN_LIMIT) {
         warn(warnings,
-             "sidecar memory limit %s is below the sidecar's minimum of 46Mi (40Mi for itself and "
-             "headroom); it may be killed under load",
-             ps->memory_limit);
+             "sidecar memory limit %s is below the sidecar's minimum of %.0fMi (%.0fMi for itself "
+             "and headroom); it may be killed under load",
+             ps->memory_limit, SIDECAR_MIN_LIMIT / SIDECAR_LIMIT_SHARE / (1024.0 * 1024.0),
+             SIDECAR_MIN_LIMIT / (1024.0 * 1024.0));
         own = SIDECAR_MIN_LIMIT;
     }
     if (own > 1099511627776.0) /* the sidecar's largest limits.memory (1 TiB) */
