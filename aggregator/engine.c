@@ -2240,16 +2240,19 @@ static bool local_confirms(const sn_engine *e, sn_metric m, const key_state *ks,
     return false;
 }
 
-int sn_engine_local_alert(sn_engine *e, const sn_local_alert *a, int64_t now,
-                          sn_engine_emit_fn emit, void *ud)
+/* sn_engine_local_alert, or with `tentative` sn_engine_local_alert_ahead: then nothing is
+ * counted unless the alert is emitted (its batch's copy is judged and counted otherwise). */
+static int local_alert(sn_engine *e, const sn_local_alert *a, bool tentative,
+                       sn_engine_emit_fn emit, void *ud)
 {
-    (void)now;
     unsigned count = 0;
-    e->st.evaluations[SN_CHECK_LOCAL]++;
-    e->st.local_suppressed += a->suppressed;
+    if (!tentative) {
+        e->st.evaluations[SN_CHECK_LOCAL]++;
+        e->st.local_suppressed += a->suppressed;
+    }
     sn_metric m = a->metric;
     if (a->service[0] == '\0' || (int)m < 0 || m >= SN_METRIC_COUNT) {
-        e->st.refused++;
+        e->st.refused += !tentative;
         return 0;
     }
     sn_anomaly an;
@@ -2325,13 +2328,31 @@ int sn_engine_local_alert(sn_engine *e, const sn_local_alert *a, int64_t now,
         an.agreed = agreed;
         an.confidence = agree_confidence(fmax(gconf, a->confidence), agreed);
     } else {
-        e->st.local_discarded++;
+        e->st.local_discarded += !tentative;
         return 0;
+    }
+    if (tentative) {
+        e->st.evaluations[SN_CHECK_LOCAL]++;
+        e->st.local_suppressed += a->suppressed;
     }
     if (an.severity == SN_SEV_NONE)
         an.severity = SN_SEV_MEDIUM;
     emit_one(e, SN_CHECK_LOCAL, &an, emit, ud, &count);
     return 1;
+}
+
+int sn_engine_local_alert(sn_engine *e, const sn_local_alert *a, int64_t now,
+                          sn_engine_emit_fn emit, void *ud)
+{
+    (void)now;
+    return local_alert(e, a, false, emit, ud);
+}
+
+int sn_engine_local_alert_ahead(sn_engine *e, const sn_local_alert *a, int64_t now,
+                                sn_engine_emit_fn emit, void *ud)
+{
+    (void)now;
+    return local_alert(e, a, true, emit, ud);
 }
 
 /* ---- tick ------------------------------------------------------------------------------------ */

@@ -263,6 +263,13 @@ unsigned sn_engine_aggregate(sn_engine *e, const sn_aggregate *g, sn_engine_emit
 int sn_engine_local_alert(sn_engine *e, const sn_local_alert *a, int64_t now,
                           sn_engine_emit_fn emit, void *ud);
 
+/* sn_engine_local_alert for a copy sent ahead of its batch (sequence 0): judged the same way,
+ * but an alert that is not emitted leaves every counter alone -- its copy in the batch is judged
+ * again, against the batch's events, and counted then. Counted once when emitted (the batch's
+ * copy is then skipped by the caller). */
+int sn_engine_local_alert_ahead(sn_engine *e, const sn_local_alert *a, int64_t now,
+                                sn_engine_emit_fn emit, void *ud);
+
 /* Periodic work, every second from the loop: closes throughput buckets that ended before
  * now - tp_grace and fires throughput drops (silence included); removes idle keys and states.
  * Returns the number of anomalies emitted. */

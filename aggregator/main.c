@@ -553,13 +553,17 @@ static size_t mark_alert_copies(aggregator *a, const sn_ingest_batch *b, bool *s
 /* Loop thread, in the batch's transaction: judges local alert i of b (not a copy) and records
  * its alert_id as applied -- except for an alert ahead of its batch (sequence 0) that the
  * engine did not confirm: judged before its batch's events were observed, it is judged again
- * when the batch brings it. */
-static void apply_local_alert(aggregator *a, const sn_ingest_batch *b, size_t i, int64_t now)
+ * (and counted, sn_engine_local_alert_ahead) when the batch brings it. Returns whether the alert
+ * counts as applied (false for that unconfirmed early copy). */
+static bool apply_local_alert(aggregator *a, const sn_ingest_batch *b, size_t i, int64_t now)
 {
     const sn_local_alert *al = &b->alerts[i];
-    int emitted = sn_engine_local_alert(a->engine, al, now, on_anomaly, a);
-    if (al->alert_id[0] == '\0' || (b->sequence == 0 && emitted == 0))
-        return;
+    int emitted = b->sequence == 0 ? sn_engine_local_alert_ahead(a->engine, al, now, on_anomaly, a)
+                                   : sn_engine_local_alert(a->engine, al, now, on_anomaly, a);
+    if (b->sequence == 0 && emitted == 0)
+        return false;
+    if (al->alert_id[0] == '\0')
+        return true;
     if (a->shared != NULL)
         (void)sn_shared_local_alert_claim(a->shared, al->alert_id,
                                           (int64_t)SN_STORE_LAID_DAYS * 86400 * SN_NS_PER_SEC);
@@ -568,20 +572,28 @@ static void apply_local_alert(aggregator *a, const sn_ingest_batch *b, size_t i,
         sn_log_error("cannot store a local alert id", SN_LOG_STR("alert_id", al->alert_id),
                      SN_LOG_STR("error", sn_store_errmsg(a->store)));
     }
+    return true;
 }
 
-/* apply_on_loop's work once the alert copies are marked in skip[]. */
-static int apply_marked(aggregator *a, const sn_ingest_batch *b, const bool *skip, int64_t now)
+/* Writes b to debug.event_log without the alerts marked in skip. Returns 0 or the error. */
+static int log_marked(aggregator *a, const sn_ingest_batch *b, const bool *skip)
 {
-    if (a->event_log != NULL) {
-        int rc = log_batch(a->event_log, b, skip);
-        if (rc != 0) {
-            sn_log_error("cannot write the event log", SN_LOG_STR("path", a->set->event_log),
-                         SN_LOG_ERRNO(rc));
-            return rc;
-        }
-    }
-    int rc = sn_store_begin(a->store);
+    int rc = log_batch(a->event_log, b, skip);
+    if (rc != 0)
+        sn_log_error("cannot write the event log", SN_LOG_STR("path", a->set->event_log),
+                     SN_LOG_ERRNO(rc));
+    return rc;
+}
+
+/* apply_on_loop's work once the alert copies are marked in skip[]. A batch is logged (with
+ * debug.event_log) before it is applied; alerts ahead of their batch (sequence 0) after, without
+ * the ones not applied (those are logged with their batch). */
+static int apply_marked(aggregator *a, const sn_ingest_batch *b, bool *skip, int64_t now)
+{
+    int rc;
+    if (a->event_log != NULL && b->sequence > 0 && (rc = log_marked(a, b, skip)) != 0)
+        return rc;
+    rc = sn_store_begin(a->store);
     if (rc != 0) {
         sn_log_error("cannot begin a store transaction",
                      SN_LOG_STR("error", sn_store_errmsg(a->store)));
@@ -595,9 +607,15 @@ static int apply_marked(aggregator *a, const sn_ingest_batch *b, const bool *ski
         if (a->bshare != NULL)
             sn_bshare_touch(a->bshare, b->events[i].service, b->events[i].model);
     }
-    for (size_t i = 0; i < b->nalerts; i++)
-        if (!skip[i])
-            apply_local_alert(a, b, i, now);
+    size_t applied = 0;
+    for (size_t i = 0; i < b->nalerts; i++) {
+        if (skip[i])
+            continue;
+        bool ok = apply_local_alert(a, b, i, now);
+        applied += ok;
+        if (b->sequence == 0)
+            skip[i] = !ok;
+    }
     for (size_t i = 0; i < b->naggregates; i++)
         sn_engine_aggregate(a->engine, &b->aggregates[i], on_anomaly, a);
     rc = b->sequence > 0 ? sn_store_seq_put(a->store, b->sidecar_id, b->sequence, now) : 0;
@@ -615,8 +633,11 @@ static int apply_marked(aggregator *a, const sn_ingest_batch *b, const bool *ski
     }
     a->batches += b->sequence > 0;
     a->events += b->nevents;
-    for (size_t i = 0; i < b->nalerts; i++)
-        a->local_alerts += !skip[i];
+    a->local_alerts += applied;
+    if (b->sequence == 0)
+        a->local_alerts_ahead += applied;
+    if (a->event_log != NULL && b->sequence == 0)
+        (void)log_marked(a, b, skip); /* applied already: a resend would find copies */
     sn_agg_metrics_batch(a->agg_metrics, (double)(now_ns() - now) / 1e9);
     return 0;
 }
@@ -640,11 +661,8 @@ static int apply_on_loop(aggregator *a, const sn_ingest_batch *b)
     if (rc != 0)
         return rc;
     a->local_alert_copies += copies;
-    if (b->sequence == 0) {
-        a->local_alerts_ahead += b->nalerts - copies;
-        if (copies == b->nalerts)
-            return -EALREADY;
-    }
+    if (b->sequence == 0 && copies == b->nalerts)
+        return -EALREADY;
     return 0;
 }
 

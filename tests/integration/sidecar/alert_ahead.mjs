@@ -73,7 +73,8 @@ await run('sidecar_alert_ahead', async () => {
     (j) => j.msg === 'alert' && j.change === 'fired' && j.service === service && j.anomaly_type === 'latency_spike',
     5000, 'the alert at the aggregator');
   const ms = performance.now() - t0;
-  lines = readEventLog(eventLog);
+  // The event log gets an alert ahead of its batch once it is applied (just after "fired").
+  lines = await waitEventLog(eventLog, (ls) => ls.some((l) => l.type === 'alert' && l.alert_id === local.alert_id), 5000);
   const applied = appliedSeq(lines, sc.sidecarId);
   log(`span -> alert at the aggregator: ${ms.toFixed(1)} ms (measured behind a slow backlog: ` +
       `one held batch of 300 ms may be in flight); applied sequence ${applied} of ${backlog}`);

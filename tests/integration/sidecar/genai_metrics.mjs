@@ -228,10 +228,14 @@ await run('sidecar_genai_metrics', async () => {
     check(heldAlert.occurrences >= 4, `occurrences ${heldAlert.occurrences}, want >= 4 (2 shipped + 2 held back)`);
   }
   // Every held-back count the sidecar shipped (other keys' alerts, e.g. throughput, included).
-  const shipped = readEventLog(eventLog).filter((l) => l.type === 'alert').reduce((n, l) => n + l.suppressed, 0);
+  // Both are read again until they agree: an alert ahead of its batch is counted when applied
+  // and logged just after, and /metrics refreshes on its own clock.
+  const shippedNow = () => readEventLog(eventLog).filter((l) => l.type === 'alert').reduce((n, l) => n + l.suppressed, 0);
+  let shipped = shippedNow();
   am = await until(async () => {
     const x = await metrics(restPort);
-    return x.sentinel_local_alerts_held_back_total >= shipped ? x : null;
+    shipped = shippedNow();
+    return x.sentinel_local_alerts_held_back_total === shipped ? x : null;
   }, 5000) ?? (await metrics(restPort));
   check(am.sentinel_local_alerts_held_back_total === shipped,
     `held back total ${am.sentinel_local_alerts_held_back_total}, want ${shipped} (the event log's sum)`);

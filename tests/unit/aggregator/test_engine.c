@@ -1290,6 +1290,27 @@ START_TEST(local_alerts_confirmed_discarded_or_trusted)
     ck_assert_uint_eq(st.local_discarded, 1);
     ck_assert_uint_eq(st.local_trusted, 2);
     ck_assert_uint_eq(st.anomalies[SN_CHECK_LOCAL], 3);
+
+    /* A copy ahead of its batch: judged alike, but counted only when emitted (its batch's copy
+     * is judged and counted otherwise). */
+    a = local("chatbot", SN_METRIC_LATENCY_MS, 2400, 0.7);
+    a.suppressed = 5;
+    ck_assert_int_eq(sn_engine_local_alert_ahead(e, &a, t, collect, &s), 0);
+    a = local("chatbot", SN_METRIC_COUNT, 1, 0.9);
+    ck_assert_int_eq(sn_engine_local_alert_ahead(e, &a, t, collect, &s), 0);
+    sn_engine_stats st2;
+    sn_engine_get_stats(e, &st2);
+    ck_assert_uint_eq(st2.evaluations[SN_CHECK_LOCAL], st.evaluations[SN_CHECK_LOCAL]);
+    ck_assert_uint_eq(st2.local_suppressed, st.local_suppressed);
+    ck_assert_uint_eq(st2.local_discarded, st.local_discarded);
+    ck_assert_uint_eq(st2.refused, st.refused);
+    a = local("chatbot", SN_METRIC_LATENCY_MS, 12000, 0.7);
+    a.suppressed = 5;
+    ck_assert_int_eq(sn_engine_local_alert_ahead(e, &a, t, collect, &s), 1);
+    sn_engine_get_stats(e, &st2);
+    ck_assert_uint_eq(st2.evaluations[SN_CHECK_LOCAL], st.evaluations[SN_CHECK_LOCAL] + 1);
+    ck_assert_uint_eq(st2.local_suppressed, st.local_suppressed + 5);
+    ck_assert_uint_eq(st2.local_confirmed, st.local_confirmed + 1);
     sn_engine_destroy(e);
 }
 END_TEST
