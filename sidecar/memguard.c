@@ -70,14 +70,17 @@ static bool read_statm(sn_memguard *g, uint64_t *rss, uint64_t *anon)
     return true;
 }
 
-/* Gives freed heap memory back to the system and remembers the anonymous size after it. */
-static void trim(sn_memguard *g)
+/* Gives freed heap memory back to the system and remembers the anonymous size after it; the
+ * resident and anonymous sizes after it are in *rss and *anon (unchanged when unreadable).
+ * Returns whether they were read. */
+static bool trim(sn_memguard *g, uint64_t *rss, uint64_t *anon)
 {
-    uint64_t rss = 0, anon = 0;
     malloc_trim(0);
-    if (read_statm(g, &rss, &anon))
-        g->anon_trimmed = anon;
     sn_counter_inc(g->trims);
+    if (!read_statm(g, rss, anon))
+        return false;
+    g->anon_trimmed = *anon;
+    return true;
 }
 
 /* Follows what the resident set holds besides the reservations (gRPC's stream buffers, kept
@@ -114,8 +117,7 @@ static void on_tick(uv_timer_t *t)
         bool idle = admitted == g->admitted_seen;
         g->admitted_seen = admitted;
         if (over || (idle && anon > g->anon_trimmed + SN_MEMGUARD_TRIM_GROWTH)) {
-            trim(g);
-            if (read_statm(g, &rss, &anon))
+            if (trim(g, &rss, &anon))
                 over = g->limit > 0 && rss >= g->refuse_at;
         }
     }
