@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_c_literalCompressionMode (a parameter value only) */
 #include <zstd.h>
 
 /* Same nanopb build settings as Debian's libprotobuf-nanopb.a (see proto/CMakeLists.txt). */
@@ -414,9 +415,34 @@ static bool decode_event_cb(pb_istream_t *s, const pb_field_t *f, void **arg)
 void sn_batch_config_init(sn_batch_config *cfg)
 {
     cfg->zstd_level = SN_BATCH_ZSTD_LEVEL_DEFAULT;
+    cfg->zstd_raw_literals = SN_BATCH_ZSTD_RAW_LITERALS_DEFAULT;
+    cfg->zstd_hash_log = 0;
     cfg->max_events = SN_BATCH_MAX_EVENTS_DEFAULT;
     cfg->max_alerts = SN_BATCH_MAX_ALERTS_DEFAULT;
     cfg->max_message_bytes = SN_BATCH_MAX_MESSAGE_DEFAULT;
+}
+
+/* Sets cfg's compression parameters on z once: they stay for every frame ZSTD_compress2 makes
+ * (it resets the session, not the parameters). Frames record their content size (the
+ * aggregator checks it and decompresses them in one pass) and carry no checksum (gRPC's
+ * transport and the spool's record CRC cover the bytes). The hash log overrides only the
+ * level's table size; window, search and match length stay the level's for the batch's size.
+ * Returns 0 or a zstd error code. */
+static size_t set_zstd_params(ZSTD_CCtx *z, const sn_batch_config *cfg)
+{
+    int hash_log = cfg->zstd_hash_log;
+    if (hash_log == 0 && cfg->zstd_level == 1)
+        hash_log = SN_BATCH_ZSTD_HASH_LOG_FAST;
+    size_t r = ZSTD_CCtx_setParameter(z, ZSTD_c_compressionLevel, cfg->zstd_level);
+    if (!ZSTD_isError(r))
+        r = ZSTD_CCtx_setParameter(z, ZSTD_c_contentSizeFlag, 1);
+    if (!ZSTD_isError(r))
+        r = ZSTD_CCtx_setParameter(z, ZSTD_c_checksumFlag, 0);
+    if (!ZSTD_isError(r) && cfg->zstd_raw_literals)
+        r = ZSTD_CCtx_setParameter(z, ZSTD_c_literalCompressionMode, ZSTD_ps_disable);
+    if (!ZSTD_isError(r) && hash_log > 0)
+        r = ZSTD_CCtx_setParameter(z, ZSTD_c_hashLog, hash_log);
+    return r;
 }
 
 int sn_batch_encoder_create(const sn_batch_config *cfg, sn_batch_encoder **out, char *err,
@@ -425,6 +451,13 @@ int sn_batch_encoder_create(const sn_batch_config *cfg, sn_batch_encoder **out, 
     if (cfg->zstd_level < 0 || cfg->zstd_level > ZSTD_maxCLevel()) {
         if (err != NULL && errlen > 0)
             snprintf(err, errlen, "batch: zstd_level must be 0 (none) to %d", ZSTD_maxCLevel());
+        return -EINVAL;
+    }
+    if (cfg->zstd_hash_log != 0 && (cfg->zstd_hash_log < SN_BATCH_ZSTD_HASH_LOG_MIN ||
+                                    cfg->zstd_hash_log > SN_BATCH_ZSTD_HASH_LOG_MAX)) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "batch: zstd_hash_log must be 0 (automatic) or %d to %d",
+                     SN_BATCH_ZSTD_HASH_LOG_MIN, SN_BATCH_ZSTD_HASH_LOG_MAX);
         return -EINVAL;
     }
     if (cfg->max_events < 1 || cfg->max_events > SN_BATCH_MAX_COUNT_LIMIT) {
@@ -447,6 +480,14 @@ int sn_batch_encoder_create(const sn_batch_config *cfg, sn_batch_encoder **out, 
         enc->zctx = ZSTD_createCCtx();
         if (enc->zctx == NULL)
             goto out_free_enc;
+        size_t zr = set_zstd_params(enc->zctx, cfg);
+        if (ZSTD_isError(zr)) {
+            if (err != NULL && errlen > 0)
+                snprintf(err, errlen, "batch: zstd parameters refused: %s", ZSTD_getErrorName(zr));
+            ZSTD_freeCCtx(enc->zctx);
+            free(enc);
+            return -EINVAL;
+        }
     }
     *out = enc;
     return 0;
@@ -600,8 +641,7 @@ int sn_batch_encode(sn_batch_encoder *enc, const sn_batch *b, const uint8_t **ou
             set_err(err, errlen, "batch: out of memory");
             return -ENOMEM;
         }
-        size_t zn = ZSTD_compressCCtx(enc->zctx, enc->z_buf, bound, enc->batch_buf, blen,
-                                      enc->cfg.zstd_level);
+        size_t zn = ZSTD_compress2(enc->zctx, enc->z_buf, bound, enc->batch_buf, blen);
         if (ZSTD_isError(zn)) {
             if (err != NULL && errlen > 0)
                 snprintf(err, errlen, "batch: zstd: %s", ZSTD_getErrorName(zn));

@@ -31,6 +31,7 @@
 #include <string.h>
 #include <time.h>
 #include <zlib.h>
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_c_literalCompressionMode (parameter values only) */
 #include <zstd.h>
 
 #ifndef SN_BENCH_SCENARIO
@@ -44,18 +45,49 @@
 static const size_t batch_sizes[] = {64, 512, 2000};
 
 typedef enum { M_ZSTD, M_GZIP } cb_kind;
+/* One way to compress. For zstd, the advanced parameters are 0 for "the level's own value";
+ * raw_literals sets ZSTD_c_literalCompressionMode to ZSTD_ps_disable; checksum adds the frame
+ * checksum. */
 typedef struct cb_method {
     const char *name;
     cb_kind kind;
     int level;
+    bool raw_literals;
+    int hash_log, window_log, min_match, target_length;
+    bool checksum;
 } cb_method;
 
-/* zstd's fast (negative) levels, 1 to 3, 6, and gzip; the row of the sidecar's default level
- * (SN_BATCH_ZSTD_LEVEL_DEFAULT) is marked in the table. */
+#define Z(lvl) .kind = M_ZSTD, .level = (lvl)
+/* zstd's fast (negative) levels, 1 to 3, 6, level 1 with advanced parameters, and gzip; the
+ * rows of the sidecar's default (SN_BATCH_ZSTD_LEVEL_DEFAULT, SN_BATCH_ZSTD_LITERALS_DEFAULT)
+ * are marked in the table. */
 static const cb_method methods[] = {
-    {"zstd--5", M_ZSTD, -5}, {"zstd--1", M_ZSTD, -1}, {"zstd-1", M_ZSTD, 1}, {"zstd-2", M_ZSTD, 2},
-    {"zstd-3", M_ZSTD, 3},   {"zstd-6", M_ZSTD, 6},   {"gzip-6", M_GZIP, 6},
+    {"zstd--5", Z(-5)},
+    {"zstd--1", Z(-1)},
+    {"zstd-1", Z(1)},
+    {"zstd-1 raw-lit", Z(1), .raw_literals = true},
+    {"zstd-1 hlog12", Z(1), .hash_log = 12},
+    {"zstd-1 hlog11", Z(1), .hash_log = 11},
+    {"zstd-1 hlog10", Z(1), .hash_log = 10},
+    {"zstd-1 hlog13 raw-lit", Z(1), .hash_log = 13, .raw_literals = true},
+    {"zstd-1 hlog12 raw-lit", Z(1), .hash_log = 12, .raw_literals = true},
+    {"zstd-1 wlog17", Z(1), .window_log = 17},
+    {"zstd-1 mml4", Z(1), .min_match = 4},
+    {"zstd-1 mml5", Z(1), .min_match = 5},
+    {"zstd-1 mml6", Z(1), .min_match = 6},
+    {"zstd-1 mml7", Z(1), .min_match = 7},
+    {"zstd-1 mml5 raw-lit", Z(1), .min_match = 5, .raw_literals = true},
+    {"zstd-1 tlen2", Z(1), .target_length = 2},
+    {"zstd-1 tlen4", Z(1), .target_length = 4},
+    {"zstd-1 checksum", Z(1), .checksum = true},
+    {"zstd-2", Z(2)},
+    {"zstd-2 raw-lit", Z(2), .raw_literals = true},
+    {"zstd-3", Z(3)},
+    {"zstd-3 raw-lit", Z(3), .raw_literals = true},
+    {"zstd-6", Z(6)},
+    {"gzip-6", .kind = M_GZIP, .level = 6},
 };
+#undef Z
 
 /* The compressors' state, reused from batch to batch as the sidecar reuses its context. */
 typedef struct cb_codec {
@@ -79,12 +111,55 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* The row of the sidecar's default batch settings (sn_batch_config_init). */
+static const cb_method *sidecar_default(void)
+{
+    for (size_t k = 0; k < sizeof methods / sizeof methods[0]; k++) {
+        const cb_method *m = &methods[k];
+        if (m->kind == M_ZSTD && m->level == SN_BATCH_ZSTD_LEVEL_DEFAULT &&
+            m->raw_literals == SN_BATCH_ZSTD_RAW_LITERALS_DEFAULT &&
+            m->hash_log == (SN_BATCH_ZSTD_LEVEL_DEFAULT == 1 ? SN_BATCH_ZSTD_HASH_LOG_FAST : 0) &&
+            m->window_log == 0 && m->min_match == 0 && m->target_length == 0 && !m->checksum)
+            return m;
+    }
+    return NULL;
+}
+
+/* Sets m's parameters on c's zstd context (sticky, as the sidecar sets them once). Returns 0,
+ * or -1 when zstd refuses one. No-op for gzip. */
+static int set_params(cb_codec *c, const cb_method *m)
+{
+    if (m->kind != M_ZSTD)
+        return 0;
+    ZSTD_CCtx *z = c->zc;
+    size_t r = ZSTD_CCtx_reset(z, ZSTD_reset_session_and_parameters);
+    if (!ZSTD_isError(r))
+        r = ZSTD_CCtx_setParameter(z, ZSTD_c_compressionLevel, m->level);
+    if (!ZSTD_isError(r) && m->raw_literals)
+        r = ZSTD_CCtx_setParameter(z, ZSTD_c_literalCompressionMode, ZSTD_ps_disable);
+    if (!ZSTD_isError(r) && m->hash_log > 0)
+        r = ZSTD_CCtx_setParameter(z, ZSTD_c_hashLog, m->hash_log);
+    if (!ZSTD_isError(r) && m->window_log > 0)
+        r = ZSTD_CCtx_setParameter(z, ZSTD_c_windowLog, m->window_log);
+    if (!ZSTD_isError(r) && m->min_match > 0)
+        r = ZSTD_CCtx_setParameter(z, ZSTD_c_minMatch, m->min_match);
+    if (!ZSTD_isError(r) && m->target_length > 0)
+        r = ZSTD_CCtx_setParameter(z, ZSTD_c_targetLength, m->target_length);
+    if (!ZSTD_isError(r) && m->checksum)
+        r = ZSTD_CCtx_setParameter(z, ZSTD_c_checksumFlag, 1);
+    if (ZSTD_isError(r)) {
+        fprintf(stderr, "sentinel-bench-compress: %s: %s\n", m->name, ZSTD_getErrorName(r));
+        return -1;
+    }
+    return 0;
+}
+
 /* Compresses src[0..n) with m into dst (cap bytes). Returns the compressed size, or 0 on error. */
 static size_t compress_one(cb_codec *c, const cb_method *m, const uint8_t *src, size_t n,
                            uint8_t *dst, size_t cap)
 {
     if (m->kind == M_ZSTD) {
-        size_t r = ZSTD_compressCCtx(c->zc, dst, cap, src, n, m->level);
+        size_t r = ZSTD_compress2(c->zc, dst, cap, src, n);
         return ZSTD_isError(r) ? 0 : r;
     }
     if (deflateReset(&c->gz) != Z_OK)
@@ -188,11 +263,13 @@ static size_t encode_batch(const sn_event *evs, size_t n, uint8_t **raw, cb_code
         goto fail;
     }
     memcpy(*raw, bytes + len - blen, blen);
-    size_t zn = ZSTD_compressCCtx(c->zc, ref, ZSTD_compressBound(blen), *raw, blen,
-                                  SN_BATCH_ZSTD_LEVEL_DEFAULT);
+    const cb_method *dflt = sidecar_default();
+    size_t zn = dflt != NULL && set_params(c, dflt) == 0
+                    ? compress_one(c, dflt, *raw, blen, ref, ZSTD_compressBound(blen))
+                    : 0;
     if (sn_batch_encode(zenc, &b, &bytes, &len, NULL, err, sizeof err) != 0)
         goto fail;
-    if (ZSTD_isError(zn) || zn > len || memcmp(bytes + len - zn, ref, zn) != 0) {
+    if (zn == 0 || zn > len || memcmp(bytes + len - zn, ref, zn) != 0) {
         snprintf(err, sizeof err, "the sidecar's zstd payload differs from this benchmark's");
         goto fail;
     }
@@ -209,6 +286,22 @@ done:
     return out;
 }
 
+/* The timed calls, apart from the checks' (for callgrind: --toggle-collect=timed_compress
+ * --toggle-collect=timed_decompress with --reps N --runs 1 counts exactly N calls of each). */
+__attribute__((noinline)) static size_t timed_compress(cb_codec *c, const cb_method *m,
+                                                       const uint8_t *src, size_t n, uint8_t *dst,
+                                                       size_t cap)
+{
+    return compress_one(c, m, src, n, dst, cap);
+}
+
+__attribute__((noinline)) static size_t timed_decompress(cb_codec *c, const cb_method *m,
+                                                         const uint8_t *src, size_t n, uint8_t *dst,
+                                                         size_t cap)
+{
+    return decompress_one(c, m, src, n, dst, cap);
+}
+
 /* Seconds of CPU per call of compress (decomp false) or decompress (true): the median of runs
  * runs of reps repetitions (reps 0: as many as take CB_MIN_CPU_S, found in the first run).
  * Every decompression is compared with raw. Returns -1 on an error or a mismatch. */
@@ -222,9 +315,9 @@ static double time_op(cb_codec *c, const cb_method *m, bool decomp, const uint8_
         double t0 = cpu_s(), t;
         do {
             if (decomp) {
-                if (decompress_one(c, m, comp, clen, buf, cap) != n || memcmp(buf, raw, n) != 0)
+                if (timed_decompress(c, m, comp, clen, buf, cap) != n || memcmp(buf, raw, n) != 0)
                     return -1;
-            } else if (compress_one(c, m, raw, n, buf, cap) != clen) {
+            } else if (timed_compress(c, m, raw, n, buf, cap) != clen) {
                 return -1;
             }
             done++;
@@ -236,31 +329,51 @@ static double time_op(cb_codec *c, const cb_method *m, bool decomp, const uint8_
     return per[runs / 2];
 }
 
+/* Parses a decimal in [lo, hi] into *v. Returns 0, or -1. */
+static int parse_long(const char *s, long lo, long hi, long *v)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || x < lo || x > hi)
+        return -1;
+    *v = x;
+    return 0;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: sentinel-bench-compress [--quick] [--runs N (1..%d)] "
-            "[--scenario FILE]\n",
-            CB_MAX_RUNS);
+            "usage: sentinel-bench-compress [--quick] [--runs N (1..%d)] [--reps N] "
+            "[--events N (1..%d)] [--method NAME] [--scenario FILE]\n",
+            CB_MAX_RUNS, CB_MAX_EVENTS);
 }
 
 int main(int argc, char **argv)
 {
     bool quick = false;
-    int runs = 5;
-    const char *scenario = SN_BENCH_SCENARIO;
+    long runs = 5, reps = 0, events = 0;
+    const char *scenario = SN_BENCH_SCENARIO, *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             quick = true;
         } else if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc) {
-            char *end;
-            errno = 0;
-            long v = strtol(argv[++i], &end, 10);
-            if (errno != 0 || *end != '\0' || v < 1 || v > CB_MAX_RUNS) {
+            if (parse_long(argv[++i], 1, CB_MAX_RUNS, &runs) != 0) {
                 usage();
                 return 2;
             }
-            runs = (int)v;
+        } else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc) {
+            if (parse_long(argv[++i], 1, 1000000, &reps) != 0) {
+                usage();
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--events") == 0 && i + 1 < argc) {
+            if (parse_long(argv[++i], 1, CB_MAX_EVENTS, &events) != 0) {
+                usage();
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--method") == 0 && i + 1 < argc) {
+            only = argv[++i];
         } else if (strcmp(argv[i], "--scenario") == 0 && i + 1 < argc) {
             scenario = argv[++i];
         } else {
@@ -268,8 +381,10 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (quick)
+    if (quick) {
         runs = 1;
+        reps = 1;
+    }
 
     int status = 1;
     cb_codec c;
@@ -289,8 +404,9 @@ int main(int argc, char **argv)
     printf("| events | Batch bytes | bytes/event | method | compressed | ratio | compress MB/s | "
            "us/batch | decompress MB/s | us/batch |\n");
     printf("|---|---|---|---|---|---|---|---|---|---|\n");
-    for (size_t b = 0; b < sizeof batch_sizes / sizeof batch_sizes[0]; b++) {
-        size_t n = batch_sizes[b];
+    size_t n_sizes = events > 0 ? 1 : sizeof batch_sizes / sizeof batch_sizes[0];
+    for (size_t b = 0; b < n_sizes; b++) {
+        size_t n = events > 0 ? (size_t)events : batch_sizes[b];
         uint8_t *raw = NULL;
         size_t blen = encode_batch(evs, n, &raw, &c);
         if (blen == 0)
@@ -300,20 +416,26 @@ int main(int argc, char **argv)
         bool ok = comp != NULL && buf != NULL;
         for (size_t k = 0; ok && k < sizeof methods / sizeof methods[0]; k++) {
             const cb_method *m = &methods[k];
+            if (only != NULL && strcmp(only, m->name) != 0)
+                continue;
+            if (set_params(&c, m) != 0) {
+                ok = false;
+                break;
+            }
             size_t clen = compress_one(&c, m, raw, blen, comp, cap);
-            double tc = clen > 0 ? time_op(&c, m, false, raw, blen, comp, clen, buf, cap, runs,
-                                           quick ? 1 : 0)
-                                 : -1;
-            double td =
-                tc >= 0 ? time_op(&c, m, true, raw, blen, comp, clen, buf, cap, runs, quick ? 1 : 0)
-                        : -1;
+            double tc =
+                clen > 0 ? time_op(&c, m, false, raw, blen, comp, clen, buf, cap, (int)runs, reps)
+                         : -1;
+            double td = tc >= 0
+                            ? time_op(&c, m, true, raw, blen, comp, clen, buf, cap, (int)runs, reps)
+                            : -1;
             if (tc < 0 || td < 0) {
                 fprintf(stderr, "sentinel-bench-compress: %s on %zu events: %s\n", m->name, n,
                         clen == 0 ? "compression failed" : "round trip failed");
                 ok = false;
                 break;
             }
-            bool dflt = m->kind == M_ZSTD && m->level == SN_BATCH_ZSTD_LEVEL_DEFAULT;
+            bool dflt = m == sidecar_default();
             printf("| %zu | %zu | %.1f | %s%s | %zu | %.2f | %.0f | %.1f | %.0f | %.1f |\n", n,
                    blen, (double)blen / (double)n, m->name, dflt ? " (sidecar default)" : "", clen,
                    (double)blen / (double)clen, (double)blen / tc / 1e6, tc * 1e6,
@@ -326,7 +448,7 @@ int main(int argc, char **argv)
             goto out;
     }
     fflush(stdout);
-    fprintf(stderr, "sentinel-bench-compress: %s: every round trip matched (%d run(s) each)\n",
+    fprintf(stderr, "sentinel-bench-compress: %s: every round trip matched (%ld run(s) each)\n",
             scenario, runs);
     status = 0;
 out:
