@@ -232,6 +232,8 @@ START_TEST(defaults_are_the_documented_ones)
     sn_batch_config cfg;
     sn_batch_config_init(&cfg);
     ck_assert_int_eq(cfg.zstd_level, 1);
+    ck_assert(cfg.zstd_raw_literals);
+    ck_assert_int_eq(cfg.zstd_hash_log, 0);
     ck_assert_uint_eq(cfg.max_message_bytes, 16u << 20);
     ck_assert_uint_eq(cfg.max_events, 10000);
     ck_assert_uint_eq(cfg.max_alerts, 1000);
@@ -412,6 +414,203 @@ START_TEST(level_zero_sends_the_batch_uncompressed)
     check_event(pb->events[0], &ev[0]);
     check_event(pb->events[1], &ev[1]);
     sentinel__v1__batch__free_unpacked(pb, NULL);
+    sn_batch_encoder_destroy(enc);
+}
+END_TEST
+
+/* ---- zstd parameters ---- */
+
+enum { ZN = 300 }; /* events in the zstd parameter tests: about 60 KB of Batch */
+
+/* What the zstd frame f[0..n) is made of: the frame header descriptor, the number of compressed
+ * blocks and their literals sections by type (0 raw, 1 RLE, 2 Huffman, 3 Huffman with the
+ * previous table; RFC 8878, 3.1.1 and 3.1.1.3.1). Asserts the frame is whole. */
+typedef struct zframe_shape {
+    uint8_t descriptor;
+    unsigned compressed_blocks;
+    unsigned literals[4];
+} zframe_shape;
+
+static zframe_shape zframe(const uint8_t *f, size_t n)
+{
+    zframe_shape z = {0};
+    ck_assert_uint_ge(n, 6);
+    ck_assert_uint_eq(f[0] | (uint32_t)f[1] << 8 | (uint32_t)f[2] << 16 | (uint32_t)f[3] << 24,
+                      ZSTD_MAGICNUMBER);
+    z.descriptor = f[4];
+    unsigned fcs_flag = z.descriptor >> 6, single = (z.descriptor >> 5) & 1,
+             did_flag = z.descriptor & 3;
+    static const size_t did_size[4] = {0, 1, 2, 4}, fcs_size[4] = {0, 2, 4, 8};
+    size_t pos = 5 + (single ? 0 : 1) + did_size[did_flag] +
+                 (fcs_flag == 0 && single ? 1 : fcs_size[fcs_flag]);
+    bool last = false;
+    while (!last) {
+        ck_assert_uint_le(pos + 3, n);
+        uint32_t h = f[pos] | (uint32_t)f[pos + 1] << 8 | (uint32_t)f[pos + 2] << 16;
+        last = h & 1;
+        unsigned type = (h >> 1) & 3;
+        size_t size = h >> 3;
+        pos += 3;
+        if (type == 2) {
+            ck_assert_uint_ge(size, 1);
+            ck_assert_uint_lt(pos, n);
+            z.compressed_blocks++;
+            z.literals[f[pos] & 3]++;
+        }
+        pos += type == 1 ? 1 : size;
+    }
+    pos += (z.descriptor & 4) ? 4 : 0; /* content checksum */
+    ck_assert_uint_eq(pos, n);
+    return z;
+}
+
+/* ZN events with random trace and span ids (as real ones are) and repeated strings. */
+static sn_event *zstd_events(void)
+{
+    sn_event *ev = calloc(ZN, sizeof *ev);
+    ck_assert_ptr_nonnull(ev);
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < ZN; i++) {
+        full_event(&ev[i], 1 + i % 7);
+        for (int k = 0; k < 16; k++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ev[i].trace_id[k] = (uint8_t)(x >> 24);
+            if (k < 8)
+                ev[i].span_id[k] = (uint8_t)(x >> 40);
+        }
+        ev[i].input_tokens = 100 + (int64_t)(x % 5000);
+        ev[i].latency_ms = 100.0 + (double)(x % 100000) / 37.0;
+        /* Text no match covers, of a small alphabet: what Huffman coding shrinks. */
+        snprintf(ev[i].user, sizeof ev[i].user, "user-%llu", (unsigned long long)(x % 99999991));
+        snprintf(ev[i].pod, sizeof ev[i].pod, "chat-api-%c%c%c%c%c", 'a' + (int)(x % 7),
+                 'a' + (int)(x / 7 % 11), 'a' + (int)(x / 77 % 13), 'a' + (int)(x / 1001 % 5),
+                 'a' + (int)(x / 5005 % 9));
+    }
+    return ev;
+}
+
+/* Encodes ev[0..ZN) with cfg, checks the round trip field by field, and returns a copy of the
+ * zstd payload (malloc'd; the caller frees it) with its size in *zlen and the Batch's in *blen. */
+static uint8_t *zstd_payload(const sn_batch_config *cfg, const sn_event *ev, size_t *zlen,
+                             size_t *blen)
+{
+    sn_batch_encoder *enc = NULL;
+    char err[128] = "";
+    ck_assert_int_eq(sn_batch_encoder_create(cfg, &enc, err, sizeof err), 0);
+    sn_batch b = {.sidecar_id = ID, .sequence = 3, .events = ev, .n_events = ZN};
+    const uint8_t *out;
+    size_t len;
+    ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, blen, err, sizeof err), 0);
+    Sentinel__V1__Batch *pb =
+        open_request(out, len, SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD, *blen);
+    ck_assert_uint_eq(pb->n_events, ZN);
+    for (int i = 0; i < ZN; i++)
+        check_event(pb->events[i], &ev[i]);
+    sentinel__v1__batch__free_unpacked(pb, NULL);
+    Sentinel__V1__IngestRequest *r = sentinel__v1__ingest_request__unpack(NULL, len, out);
+    ck_assert_ptr_nonnull(r);
+    uint8_t *copy = malloc(r->payload.len);
+    ck_assert_ptr_nonnull(copy);
+    memcpy(copy, r->payload.data, r->payload.len);
+    *zlen = r->payload.len;
+    sentinel__v1__ingest_request__free_unpacked(r, NULL);
+    sn_batch_encoder_destroy(enc);
+    return copy;
+}
+
+START_TEST(zstd_literals_setting_is_honoured)
+{
+    sn_event *ev = zstd_events();
+    sn_batch_config cfg;
+    sn_batch_config_init(&cfg);
+    size_t raw_len, huf_len, blen, blen2;
+
+    /* Default: raw literals -- no compressed block Huffman-codes its literals. */
+    uint8_t *raw = zstd_payload(&cfg, ev, &raw_len, &blen);
+    zframe_shape z = zframe(raw, raw_len);
+    ck_assert_uint_gt(z.compressed_blocks, 0);
+    ck_assert_uint_eq(z.literals[2] + z.literals[3], 0);
+    ck_assert_uint_eq(z.descriptor & 4, 0);                            /* no checksum */
+    ck_assert_uint_ne(z.descriptor >> 6 | (z.descriptor >> 5 & 1), 0); /* content size */
+
+    /* huffman: zstd's own literals, Huffman-coded and smaller on this data. */
+    cfg.zstd_raw_literals = false;
+    uint8_t *huf = zstd_payload(&cfg, ev, &huf_len, &blen2);
+    ck_assert_uint_eq(blen2, blen);
+    z = zframe(huf, huf_len);
+    ck_assert_uint_gt(z.literals[2] + z.literals[3], 0);
+    ck_assert_uint_lt(huf_len, raw_len);
+    ck_assert_uint_lt(raw_len, blen / 2); /* raw literals still compress the Batch */
+    free(huf);
+    free(raw);
+    free(ev);
+}
+END_TEST
+
+START_TEST(zstd_hash_log_setting_is_honoured)
+{
+    sn_event *ev = zstd_events();
+    sn_batch_config cfg;
+    sn_batch_config_init(&cfg);
+    size_t auto_len, twelve_len, len, blen;
+
+    /* 0 at level 1 is 12: the same bytes as asking for 12. */
+    uint8_t *dflt = zstd_payload(&cfg, ev, &auto_len, &blen);
+    cfg.zstd_hash_log = 12;
+    uint8_t *twelve = zstd_payload(&cfg, ev, &twelve_len, &blen);
+    ck_assert_uint_eq(twelve_len, auto_len);
+    ck_assert_mem_eq(twelve, dflt, auto_len);
+
+    /* The extremes round trip exactly (checked inside zstd_payload); 6 compresses worse. */
+    cfg.zstd_hash_log = SN_BATCH_ZSTD_HASH_LOG_MIN;
+    uint8_t *p = zstd_payload(&cfg, ev, &len, &blen);
+    ck_assert_uint_gt(len, auto_len);
+    free(p);
+    cfg.zstd_hash_log = SN_BATCH_ZSTD_HASH_LOG_MAX;
+    p = zstd_payload(&cfg, ev, &len, &blen);
+    free(p);
+
+    /* Above level 1, 0 leaves zstd's own parameters: level 3 with Huffman literals is exactly
+     * ZSTD_compress at level 3 (what older sidecars sent at that level). */
+    cfg.zstd_hash_log = 0;
+    cfg.zstd_level = 3;
+    cfg.zstd_raw_literals = false;
+    p = zstd_payload(&cfg, ev, &len, &blen);
+    uint8_t *plain = malloc(blen), *ref = malloc(ZSTD_compressBound(blen));
+    ck_assert_ptr_nonnull(plain);
+    ck_assert_ptr_nonnull(ref);
+    ck_assert_uint_eq(ZSTD_decompress(plain, blen, p, len), blen);
+    size_t rn = ZSTD_compress(ref, ZSTD_compressBound(blen), plain, blen, 3);
+    ck_assert(!ZSTD_isError(rn));
+    ck_assert_uint_eq(rn, len);
+    ck_assert_mem_eq(ref, p, len);
+    free(ref);
+    free(plain);
+    free(p);
+    free(twelve);
+    free(dflt);
+    free(ev);
+}
+END_TEST
+
+START_TEST(zstd_hash_log_is_validated)
+{
+    sn_batch_config cfg;
+    sn_batch_encoder *enc = NULL;
+    char err[128];
+    static const int bad[] = {-1, 1, SN_BATCH_ZSTD_HASH_LOG_MIN - 1,
+                              SN_BATCH_ZSTD_HASH_LOG_MAX + 1};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sn_batch_config_init(&cfg);
+        cfg.zstd_hash_log = bad[i];
+        ck_assert_int_eq(sn_batch_encoder_create(&cfg, &enc, err, sizeof err), -EINVAL);
+        ck_assert_str_eq(err, "batch: zstd_hash_log must be 0 (automatic) or 6 to 20");
+        ck_assert_ptr_null(enc);
+    }
+    cfg.zstd_hash_log = SN_BATCH_ZSTD_HASH_LOG_MIN;
+    ck_assert_int_eq(sn_batch_encoder_create(&cfg, &enc, err, sizeof err), 0);
     sn_batch_encoder_destroy(enc);
 }
 END_TEST
@@ -1001,6 +1200,9 @@ static Suite *batch_suite(void)
     tcase_add_test(tc, full_batch_matches_protoc_c_field_by_field);
     tcase_add_test(tc, unknown_facts_are_absent_and_zero_is_a_value);
     tcase_add_test(tc, level_zero_sends_the_batch_uncompressed);
+    tcase_add_test(tc, zstd_literals_setting_is_honoured);
+    tcase_add_test(tc, zstd_hash_log_setting_is_honoured);
+    tcase_add_test(tc, zstd_hash_log_is_validated);
     tcase_add_test(tc, empty_batch_carries_id_and_sequence);
     tcase_add_test(tc, bad_batches_are_refused_with_a_reason);
     tcase_add_test(tc, config_is_validated);
