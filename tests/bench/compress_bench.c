@@ -2,20 +2,28 @@
  * compress_bench.c -- sentinel-bench-compress: how well and how fast the sidecar's event batches
  * compress, with zstd at several levels and gzip for comparison.
  *
- *   sentinel-bench-compress [--quick] [--runs N] [--scenario FILE]
+ *   sentinel-bench-compress [--quick] [--runs N] [--reps N] [--events N] [--method NAME]
+ *                           [--scenario FILE]
  *
  * The batches are the real wire format: sentinel.v1.Batch messages made by the sidecar's own
  * encoder (sidecar/batch.h, sn_batch_encode with compression off) from 64, 512 and 2000
  * consecutive events of a labelled scenario (default tests/data/scenarios/mixed.json: two
  * services, three models, heavy-tailed tokens, incidents), each event given the pod and service
  * version a real sidecar takes from the span's resource. For every batch and method (zstd's fast
- * levels -5 and -1; levels 1 = the sidecar's default batch.zstd_level, 2, 3 and 6; gzip level 6
- * through zlib) it reports the compressed size and ratio, and compress / decompress speed in
- * MB/s of uncompressed Batch and microseconds per batch: the median of --runs runs (default 5),
- * each timing enough repetitions to take about 50 ms of this thread's CPU time (CPU time, not wall
- * time: the machine may be shared). Every decompression is compared with the original bytes, and
- * the sidecar encoder's own zstd output at its default level is checked to be byte for byte what
- * this benchmark compresses, so the figures are those of the sidecar's batches.
+ * levels -5 and -1; levels 1, 2, 3 and 6; level 1 with advanced parameters -- raw literals, hash
+ * log, window log, minimum match, target length, checksum -- set once on the context as the
+ * sidecar sets them; gzip level 6 through zlib) it reports the compressed size and ratio, and
+ * compress / decompress speed in MB/s of uncompressed Batch and microseconds per batch: the
+ * median of --runs runs (default 5), each timing enough repetitions to take about 50 ms of this
+ * thread's CPU time (CPU time, not wall time: the machine may be shared), or exactly --reps
+ * repetitions. Every decompression is compared with the original bytes, and the sidecar
+ * encoder's own zstd output with its default settings (the row marked "sidecar default") is
+ * checked to be byte for byte what this benchmark compresses, so the figures are those of the
+ * sidecar's batches.
+ *
+ * --events N: only batches of N events; --method NAME: only that row. For exact instruction
+ * counts: valgrind --tool=callgrind --toggle-collect='timed_compress*'
+ * --toggle-collect='timed_decompress*' with --reps N --runs 1 (N calls of each).
  *
  * --quick: one repetition of each (no timing worth reading), same checks. Prints a Markdown
  * table on stdout. Exit status: 0, 1 when a round trip or a check fails, 2 on bad usage.
@@ -77,6 +85,7 @@ static const cb_method methods[] = {
     {"zstd-1 mml6", Z(1), .min_match = 6},
     {"zstd-1 mml7", Z(1), .min_match = 7},
     {"zstd-1 mml5 raw-lit", Z(1), .min_match = 5, .raw_literals = true},
+    {"zstd-1 hlog12 mml5 raw-lit", Z(1), .hash_log = 12, .min_match = 5, .raw_literals = true},
     {"zstd-1 tlen2", Z(1), .target_length = 2},
     {"zstd-1 tlen4", Z(1), .target_length = 4},
     {"zstd-1 checksum", Z(1), .checksum = true},
