@@ -464,9 +464,11 @@ static zframe_shape zframe(const uint8_t *f, size_t n)
     return z;
 }
 
-/* ZN events with random trace and span ids (as real ones are) and repeated strings. */
-static sn_event *zstd_events(void)
+/* ZN events with random trace and span ids (as real ones are) and repeated strings (calloc'd:
+ * the caller frees them); *cfg gets the default batch config. */
+static sn_event *zstd_events(sn_batch_config *cfg)
 {
+    sn_batch_config_init(cfg);
     sn_event *ev = calloc(ZN, sizeof *ev);
     ck_assert_ptr_nonnull(ev);
     uint64_t x = 0x9e3779b97f4a7c15ull;
@@ -522,9 +524,8 @@ static uint8_t *zstd_payload(const sn_batch_config *cfg, const sn_event *ev, siz
 
 START_TEST(zstd_literals_setting_is_honoured)
 {
-    sn_event *ev = zstd_events();
     sn_batch_config cfg;
-    sn_batch_config_init(&cfg);
+    sn_event *ev = zstd_events(&cfg);
     size_t raw_len, huf_len, blen, blen2;
 
     /* Default: raw literals -- no compressed block Huffman-codes its literals. */
@@ -551,9 +552,8 @@ END_TEST
 
 START_TEST(zstd_hash_log_setting_is_honoured)
 {
-    sn_event *ev = zstd_events();
     sn_batch_config cfg;
-    sn_batch_config_init(&cfg);
+    sn_event *ev = zstd_events(&cfg);
     size_t auto_len, twelve_len, len, blen;
 
     /* 0 at level 1 is 12: the same bytes as asking for 12. */
