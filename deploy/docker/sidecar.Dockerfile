@@ -17,13 +17,16 @@ RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DSENTINEL_BUILD_TESTS=OFF \
  && install -d -m 0750 /out/var/lib/sentinel
 
 # ---- runtime: only the shared libraries the program links (checked by integration.deploy_images) ----
+# The sidecar is linked from its libraries' static archives (SENTINEL_SIDECAR_STATIC, the default):
+# it needs libuv, and libp11-kit and libunistring for GnuTLS; libcurl4 is loaded (dlopen) only for
+# an HTTP tee, ca-certificates for an https one.
 FROM debian:12-slim AS runtime
 ARG VERSION=dev
 LABEL org.opencontainers.image.title="sentinel-sidecar" \
       org.opencontainers.image.description="LLM-Sentinel per-pod OTLP receiver: LLM facts, local detection, batches to the aggregator" \
       org.opencontainers.image.version="${VERSION}"
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates libatomic1 libcurl4 libgrpc29 libjansson4 libmicrohttpd12 libuv1 libyaml-0-2 libzstd1 zlib1g \
+ && apt-get install -y --no-install-recommends ca-certificates libcurl4 libp11-kit0 libunistring2 libuv1 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/usr/local/bin/sentinel-sidecar /usr/local/bin/sentinel-sidecar
 COPY --from=build --chown=65532:65532 /out/var/lib/sentinel /var/lib/sentinel

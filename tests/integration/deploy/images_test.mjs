@@ -2,7 +2,8 @@
 // links: the program's DT_NEEDED entries are resolved (ldd) to files and the files to Debian
 // packages (dpkg -S) on this Debian 12 machine, and each package must be in the stage's
 // `apt-get install` list (or be part of debian:12-slim itself). Programs not built are skipped.
-// A control checks that a list without libgrpc29 is caught.
+// A control checks that a list without one of the sidecar's packages (libuv1; libgrpc29 when
+// it is linked against the shared gRPC) is caught.
 //   node images_test.mjs --root REPO --program NAME=BIN [--program NAME=BIN ...]
 import { readFileSync, realpathSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -24,7 +25,10 @@ const IN_BASE = new Set(['libc6', 'libgcc-s1', 'libstdc++6', 'zlib1g']);
 /** Debian packages that own the libraries `bin` names in DT_NEEDED. */
 function neededPackages(bin) {
     const dyn = execFileSync('readelf', ['-d', bin], { encoding: 'utf8' });
-    const needed = [...dyn.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1]);
+    // The dynamic loader (ld-linux*, part of libc6) may be named too -- a static libgcc's unwinder
+    // calls its _dl_find_object -- and ldd prints it without "=>": it needs no package of its own.
+    const needed = [...dyn.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1])
+        .filter((lib) => !/^ld-linux/.test(lib));
     const ldd = execFileSync('ldd', [bin], { encoding: 'utf8' });
     const where = Object.fromEntries([...ldd.matchAll(/^\s*(\S+) => (\S+)/gm)].map((m) => [m[1], m[2]]));
     // Debian 12 is usr-merged: dpkg may know a file under /lib or /usr/lib. One dpkg -S for all.
@@ -119,9 +123,13 @@ for (const { name, bin } of programs) {
     check(miss.length === 0, `${name}.Dockerfile: runtime stage lacks ${miss.join(', ')}`);
     console.log(`${name}: links ${[...new Set(pkgs.values())].sort().join(' ')}`);
     if (name === 'sidecar') {
-        // Control: the same check on a list without gRPC must report it.
-        const without = new Set([...listed].filter((p) => p !== 'libgrpc29'));
-        check(missing(pkgs, without).some((m) => m.startsWith('libgrpc29')), 'control: a missing libgrpc29 is caught');
+        // Control: the same check on a list without a package the program links (gRPC when it is
+        // linked against the shared libraries; the static build links libuv) must report it.
+        const linked = new Set(pkgs.values());
+        const probe = linked.has('libgrpc29') ? 'libgrpc29' : 'libuv1';
+        check(linked.has(probe), `control: the sidecar links ${probe}`);
+        const without = new Set([...listed].filter((p) => p !== probe));
+        check(missing(pkgs, without).some((m) => m.startsWith(probe)), `control: a missing ${probe} is caught`);
     }
 }
 check(checkedPrograms === programs.length && checkedPrograms >= 2, `${checkedPrograms} of ${programs.length} programs checked`);

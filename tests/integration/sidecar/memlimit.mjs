@@ -1,5 +1,5 @@
 // integration.sidecar_memlimit: the hard memory limit holds under three floods at once.
-// A sidecar with limits.memory=48MiB (and the aggregator running) takes one request of each kind,
+// A sidecar with limits.memory=44MiB (and the aggregator running) takes one request of each kind,
 // then gets, at the same time and for at most FLOOD_MS (and a bounded number of requests per
 // flood):
 //   - OTLP/gRPC: GRPC_CONNS separate connections, each with GRPC_INFLIGHT calls of 512 large spans,
@@ -24,7 +24,10 @@ import {
   startAggregator, startSidecar, tempDir, waitEventLog,
 } from './lib.mjs';
 
-const LIMIT_MIB = SANITIZED ? 128 : 48;
+// 44 MiB: with the static sidecar (baseline ~12.5 MiB) the request budget is about what a
+// 48 MiB limit gave the dynamically linked one (baseline ~17.6 MiB), so every flood still meets
+// refusals; at 48 MiB the protobuf flood sometimes got none.
+const LIMIT_MIB = SANITIZED ? 128 : 44;
 const FLOOD_MS = 6000;
 const GRPC_CONNS = 4;
 const GRPC_INFLIGHT = 8;
