@@ -275,16 +275,22 @@ static void *race(void *arg)
     return NULL;
 }
 
+/* Runs fn on x and on y at the same time, each in a thread of its own. */
+static void race_both(void *(*fn)(void *), racer *x, racer *y)
+{
+    pthread_t tx, ty;
+    pthread_create(&tx, NULL, fn, x);
+    pthread_create(&ty, NULL, fn, y);
+    pthread_join(tx, NULL);
+    pthread_join(ty, NULL);
+}
+
 START_TEST(two_replicas_race_one_wins)
 {
     redis_proc r = {0};
     redis_start(&r);
     racer x = {.s = replica(r.port, "a", 0)}, y = {.s = replica(r.port, "b", 0)};
-    pthread_t tx, ty;
-    pthread_create(&tx, NULL, race, &x);
-    pthread_create(&ty, NULL, race, &y);
-    pthread_join(tx, NULL);
-    pthread_join(ty, NULL);
+    race_both(race, &x, &y);
     unsigned wins = 0;
     for (int i = 1; i <= 400; i++) {
         ck_assert_msg(!(x.won[i] && y.won[i]), "sequence %d claimed by both replicas", i);
@@ -504,14 +510,9 @@ START_TEST(local_alert_claims)
 }
 END_TEST
 
-typedef struct alert_racer {
-    sn_shared *s;
-    unsigned char won[300];
-} alert_racer;
-
 static void *race_alerts(void *arg)
 {
-    alert_racer *x = arg;
+    racer *x = arg;
     for (int i = 0; i < 300; i++) {
         char id[32];
         snprintf(id, sizeof id, "raced-%d", i);
@@ -525,12 +526,8 @@ START_TEST(two_replicas_claim_a_local_alert_once)
     /* Both replicas get every alert at the same moment: each is claimed exactly once. */
     redis_proc r = {0};
     redis_start(&r);
-    alert_racer x = {.s = replica(r.port, "a", 0)}, y = {.s = replica(r.port, "b", 0)};
-    pthread_t tx, ty;
-    pthread_create(&tx, NULL, race_alerts, &x);
-    pthread_create(&ty, NULL, race_alerts, &y);
-    pthread_join(tx, NULL);
-    pthread_join(ty, NULL);
+    racer x = {.s = replica(r.port, "a", 0)}, y = {.s = replica(r.port, "b", 0)};
+    race_both(race_alerts, &x, &y);
     for (int i = 0; i < 300; i++)
         ck_assert_msg(x.won[i] + y.won[i] == 1, "alert %d claimed %d times", i,
                       x.won[i] + y.won[i]);
