@@ -26,8 +26,9 @@
 #   5. restart (Redis): both replicas restart on their data dirs; a batch replayed to the
 #      replica that never saw it is still answered DUPLICATE (the sequence lives in Redis), the
 #      alert is still listed by its replica (SQLite);
-#   6. Redis stopped: ingest fails open to the local table (a new batch is applied, OK), and the
-#      shared baselines fall back to local ones (logged).
+#   6. Redis stopped: ingest fails open to the local table (a new batch is applied, OK; a local
+#      alert ahead of its batch too, and its copy is a DUPLICATE), and the shared baselines fall
+#      back to local ones (logged).
 #
 # Usage: replicas.sh AGGREGATOR INGEST_SEND. Exit 0 when everything held.
 set -u -o pipefail
@@ -379,6 +380,12 @@ REDIS_PID=""
     fail "with Redis down, a new batch was not applied"
 [ "$(send 127.0.0.1:"$A_INGEST" sc-replay 2 replay-svc gpt-4o 500)" = "DUPLICATE 2" ] ||
     fail "with Redis down, the local table did not catch the replay"
+# a local alert ahead of its batch is applied on the local table's word (fail open), once
+AID4=5c0ffee0-0000-4000-8000-00000000a14e
+[ "$(INGEST_SEND_ALERT_ID=$AID4 send 127.0.0.1:"$A_INGEST" sc-down 0 down-svc gpt-4o 20000)" = "OK 0" ] ||
+    fail "with Redis down, a local alert ahead of its batch was not applied"
+[ "$(INGEST_SEND_ALERT_ID=$AID4 send 127.0.0.1:"$A_INGEST" sc-down 0 down-svc gpt-4o 20000)" = "DUPLICATE 0" ] ||
+    fail "with Redis down, the local table did not catch the alert's copy"
 grep -q 'Redis unavailable' "$TMP/a.log" || fail "the fallback was not logged"
 for _ in $(seq 1 50); do
     grep -q 'scoring on local baselines' "$TMP/a.log" && break
