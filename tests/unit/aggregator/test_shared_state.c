@@ -445,9 +445,14 @@ START_TEST(local_alert_claims)
     const int64_t ttl = 60000 * MS;
     char v[128];
 
-    /* batch copies: one claim wins, the other replica's copy is skipped */
+    /* batch copies: one claim wins, the other replica's copy is skipped; one round trip each */
+    redisContext *c = raw(r.port);
+    ck_assert_ptr_nonnull(c);
+    freeReplyObject(redisCommand(c, "CONFIG RESETSTAT"));
     ck_assert_int_eq(sn_shared_local_alert_claim(a, "id-1", false, ttl), 1);
+    ck_assert_int_eq(evals(r.port), 1);
     ck_assert_int_eq(sn_shared_local_alert_claim(b, "id-1", false, ttl), 0);
+    ck_assert_int_eq(evals(r.port), 2);
     ck_assert_int_eq(sn_shared_local_alert_claim(b, "id-1", true, ttl), 0);
     raw_get(r.port, "sentinel:lalert:id-1", v, sizeof v);
     ck_assert_str_eq(v, "a");
@@ -483,8 +488,6 @@ START_TEST(local_alert_claims)
     ck_assert_str_eq(v, "a");
 
     /* ttls: an applied claim lives ttl, a pending one inflight_ttl (30 s by default) */
-    redisContext *c = raw(r.port);
-    ck_assert_ptr_nonnull(c);
     redisReply *rep = redisCommand(c, "PTTL sentinel:lalert:id-1");
     ck_assert(rep->integer > 50000 && rep->integer <= 60000);
     freeReplyObject(rep);
