@@ -528,22 +528,54 @@ static void on_alert_change(sn_alert_change change, const sn_alert *al, void *ud
     sn_live_publish(a->live, change, al);
 }
 
+/* How a local alert of a batch stands in Redis (shared state) while the batch is applied. */
+typedef enum lalert_claim {
+    LALERT_UNCLAIMED = 0, /* no claim of ours: no Redis, a copy, or Redis failed (fail open) */
+    LALERT_CLAIMED,       /* claimed as applied (a copy in its batch) */
+    LALERT_PENDING        /* claimed pending (a copy ahead of its batch): confirm or release */
+} lalert_claim;
+
+#define LALERT_TTL_NS ((int64_t)SN_STORE_LAID_DAYS * 86400 * SN_NS_PER_SEC)
+
+/* Gives back the Redis claims in claim[] (a batch not applied), so its resend can claim them. */
+static void release_alert_claims(aggregator *a, const sn_ingest_batch *b, uint8_t *claim)
+{
+    for (size_t i = 0; i < b->nalerts; i++) {
+        if (claim[i] != LALERT_UNCLAIMED)
+            (void)sn_shared_local_alert_release(a->shared, b->alerts[i].alert_id,
+                                                claim[i] == LALERT_PENDING);
+        claim[i] = LALERT_UNCLAIMED;
+    }
+}
+
 /* Loop thread: marks in skip[] the local alerts of b whose alert_id was applied before (a copy:
  * every local alert comes ahead of its batch, sequence 0, and in it) -- by this replica (the
- * store) or, with Redis, by any replica. A store or Redis error is logged or counted and the
- * alert taken as new (applying a copy twice beats losing an alert). Returns how many are
- * marked. */
-static size_t mark_alert_copies(aggregator *a, const sn_ingest_batch *b, bool *skip)
+ * store) or, with Redis, by any replica: there each other alert is claimed in one atomic round
+ * trip (claim[] says which; a copy ahead of its batch as pending). A store or Redis error is
+ * logged or counted and the alert taken as new (applying a copy twice beats losing an alert).
+ * Returns how many are marked, or -EAGAIN (claims given back) when a copy ahead of its batch is
+ * being judged on another replica: answered RETRY_AFTER, its outcome decides the resend. */
+static int mark_alert_copies(aggregator *a, const sn_ingest_batch *b, bool *skip, uint8_t *claim)
 {
-    size_t n = 0;
+    int n = 0;
     for (size_t i = 0; i < b->nalerts; i++) {
         const char *id = b->alerts[i].alert_id;
+        claim[i] = LALERT_UNCLAIMED;
         int seen = id[0] != '\0' ? sn_store_local_alert_seen(a->store, id) : 0;
         if (seen < 0)
             sn_log_error("cannot look up a local alert id", SN_LOG_STR("alert_id", id),
                          SN_LOG_STR("error", sn_store_errmsg(a->store)));
-        if (seen != 1 && id[0] != '\0' && a->shared != NULL)
-            seen = sn_shared_local_alert_seen(a->shared, id); /* another replica's copy */
+        if (seen != 1 && id[0] != '\0' && a->shared != NULL) {
+            bool ahead = b->sequence == 0;
+            int c = sn_shared_local_alert_claim(a->shared, id, ahead, LALERT_TTL_NS);
+            if (c == 2) {
+                release_alert_claims(a, b, claim);
+                return -EAGAIN;
+            }
+            seen = c == 0; /* another replica's copy */
+            if (c == 1)
+                claim[i] = ahead ? LALERT_PENDING : LALERT_CLAIMED;
+        }
         skip[i] = seen == 1;
         n += skip[i];
     }
@@ -553,20 +585,29 @@ static size_t mark_alert_copies(aggregator *a, const sn_ingest_batch *b, bool *s
 /* Loop thread, in the batch's transaction: judges local alert i of b (not a copy) and records
  * its alert_id as applied -- except for an alert ahead of its batch (sequence 0) that the
  * engine did not confirm: judged before its batch's events were observed, it is judged again
- * (and counted, sn_engine_local_alert_ahead) when the batch brings it. Returns whether the alert
+ * (and counted, sn_engine_local_alert_ahead) when the batch brings it, so its pending claim in
+ * Redis is released; a confirmed one's is made an applied claim. Returns whether the alert
  * counts as applied (false for that unconfirmed early copy). */
-static bool apply_local_alert(aggregator *a, const sn_ingest_batch *b, size_t i, int64_t now)
+static bool apply_local_alert(aggregator *a, const sn_ingest_batch *b, size_t i, uint8_t *claim,
+                              int64_t now)
 {
     const sn_local_alert *al = &b->alerts[i];
     int emitted = b->sequence == 0 ? sn_engine_local_alert_ahead(a->engine, al, now, on_anomaly, a)
                                    : sn_engine_local_alert(a->engine, al, now, on_anomaly, a);
-    if (b->sequence == 0 && emitted == 0)
+    if (b->sequence == 0 && emitted == 0) {
+        if (claim[i] == LALERT_PENDING)
+            (void)sn_shared_local_alert_release(a->shared, al->alert_id, true);
+        claim[i] = LALERT_UNCLAIMED;
         return false;
+    }
     if (al->alert_id[0] == '\0')
         return true;
-    if (a->shared != NULL)
-        (void)sn_shared_local_alert_claim(a->shared, al->alert_id,
-                                          (int64_t)SN_STORE_LAID_DAYS * 86400 * SN_NS_PER_SEC);
+    if (claim[i] == LALERT_PENDING &&
+        sn_shared_local_alert_confirm(a->shared, al->alert_id, LALERT_TTL_NS) == 0)
+        sn_log_warn("the Redis claim of a local alert ahead of its batch expired before it was "
+                    "confirmed; its batch copy may be applied again elsewhere",
+                    SN_LOG_STR("alert_id", al->alert_id));
+    claim[i] = LALERT_UNCLAIMED; /* settled: stays */
     if (sn_store_local_alert_claim(a->store, al->alert_id, now) < 0) {
         a->store_errors++;
         sn_log_error("cannot store a local alert id", SN_LOG_STR("alert_id", al->alert_id),
@@ -588,7 +629,8 @@ static int log_marked(aggregator *a, const sn_ingest_batch *b, const bool *skip)
 /* apply_on_loop's work once the alert copies are marked in skip[]. A batch is logged (with
  * debug.event_log) before it is applied; alerts ahead of their batch (sequence 0) after, without
  * the ones not applied (those are logged with their batch). */
-static int apply_marked(aggregator *a, const sn_ingest_batch *b, bool *skip, int64_t now)
+static int apply_marked(aggregator *a, const sn_ingest_batch *b, bool *skip, uint8_t *claim,
+                        int64_t now)
 {
     int rc;
     if (a->event_log != NULL && b->sequence > 0 && (rc = log_marked(a, b, skip)) != 0)
@@ -611,7 +653,7 @@ static int apply_marked(aggregator *a, const sn_ingest_batch *b, bool *skip, int
     for (size_t i = 0; i < b->nalerts; i++) {
         if (skip[i])
             continue;
-        bool ok = apply_local_alert(a, b, i, now);
+        bool ok = apply_local_alert(a, b, i, claim, now);
         applied += ok;
         if (b->sequence == 0)
             skip[i] = !ok;
@@ -646,22 +688,31 @@ static int apply_marked(aggregator *a, const sn_ingest_batch *b, bool *skip, int
  * once, whichever copy comes first), the alerts that follow, the applied alert ids and the
  * sidecar's sequence (not for sequence 0: alerts ahead of their batch) stored in one transaction
  * (and, with debug.event_log, the batch logged, without the alert copies). Returns 0, -EALREADY
- * for an alert-only batch whose every alert was applied before, or a negative errno (answered
- * INTERNAL, so the sidecar resends). */
+ * for an alert-only batch whose every alert was applied before, -EAGAIN (RETRY_AFTER) when a
+ * copy of one of its alerts is being judged ahead of its batch on another replica, or a
+ * negative errno (answered INTERNAL, so the sidecar resends). */
 static int apply_on_loop(aggregator *a, const sn_ingest_batch *b)
 {
     int64_t now = now_ns();
-    bool skip_one, *skip = b->nalerts <= 1 ? &skip_one : malloc(b->nalerts * sizeof *skip);
-    if (skip == NULL)
-        return -ENOMEM;
-    size_t copies = mark_alert_copies(a, b, skip);
-    int rc = apply_marked(a, b, skip, now);
+    bool skip_one, *skip = &skip_one;
+    uint8_t claim_one, *claim = &claim_one;
+    if (b->nalerts > 1) {
+        /* one block: the flags, then the claims */
+        skip = malloc(b->nalerts * (sizeof *skip + sizeof *claim));
+        if (skip == NULL)
+            return -ENOMEM;
+        claim = (uint8_t *)(skip + b->nalerts);
+    }
+    int copies = mark_alert_copies(a, b, skip, claim);
+    int rc = copies < 0 ? copies : apply_marked(a, b, skip, claim, now);
+    if (rc != 0 && copies >= 0)
+        release_alert_claims(a, b, claim); /* not applied: the resend claims them again */
     if (skip != &skip_one)
         free(skip);
     if (rc != 0)
         return rc;
-    a->local_alert_copies += copies;
-    if (b->sequence == 0 && copies == b->nalerts)
+    a->local_alert_copies += (uint64_t)copies;
+    if (b->sequence == 0 && (size_t)copies == b->nalerts)
         return -EALREADY;
     return 0;
 }
@@ -1910,6 +1961,8 @@ int main(int argc, char **argv)
                     SN_LOG_UINT("claims_released", sst.seq_released),
                     SN_LOG_UINT("alerts_owned", sst.alert_owned),
                     SN_LOG_UINT("alerts_left_to_replicas", sst.alert_foreign),
+                    SN_LOG_UINT("local_alerts_claimed", sst.local_alert_claimed),
+                    SN_LOG_UINT("local_alert_copies_from_replicas", sst.local_alert_copies),
                     SN_LOG_UINT("silence_anomalies_left_to_leader", a.tick_anomalies_skipped),
                     SN_LOG_UINT("leader_acquired", sst.leader_acquired),
                     SN_LOG_UINT("leader_lost", sst.leader_lost),

@@ -75,13 +75,23 @@ static const char RELEASE_LUA[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then
                                   "  return redis.call('DEL', KEYS[1]) end\n"
                                   "return 0\n";
 
-/* KEYS[1] key; ARGV[1] our id, ARGV[2] ttl ms. 1: set now, 0: it was there already. */
-static const char ONCE_LUA[] =
+/* Local alert ids. KEYS[1] lalert:<alert_id>; ARGV[1] the claim's value (our id, or "ahead " ..
+ * our id for a copy ahead of its batch, not yet confirmed), ARGV[2] its ttl ms, ARGV[3] our
+ * pending value. 1: claimed by this call (SET NX, or our own stale pending claim taken again);
+ * 2: a copy is being judged ahead of its batch on another replica; 0: applied by some replica. */
+static const char LALERT_CLAIM_LUA[] =
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end\n"
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if v == ARGV[3] then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end\n"
+    "if v and string.sub(v, 1, 6) == 'ahead ' then return 2 end\n"
     "return 0\n";
 
-/* KEYS[1] key. 1: it exists, 0: it does not. */
-static const char EXISTS_LUA[] = "return redis.call('EXISTS', KEYS[1])\n";
+/* KEYS[1] lalert:<alert_id>; ARGV[1] our pending value, ARGV[2] our id, ARGV[3] ttl ms. Turns
+ * our pending claim into an applied one. 1: done, 0: the claim was no longer ours. */
+static const char LALERT_CONFIRM_LUA[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+    "  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end\n"
+    "return 0\n";
 
 typedef enum shared_count {
     C_SEQ_CLAIMED,
@@ -99,6 +109,10 @@ typedef enum shared_count {
     C_BASELINE_READ,
     C_BASELINE_EXPIRED,
     C_BUDGET_ADDED,
+    C_LALERT_CLAIMED,
+    C_LALERT_COPIES,
+    C_LALERT_IN_FLIGHT,
+    C_LALERT_RELEASED,
     C_COUNT
 } shared_count;
 
@@ -119,6 +133,10 @@ static const char *const count_labels[C_COUNT][2] = {
     [C_BASELINE_READ] = {"baseline", "read"},
     [C_BASELINE_EXPIRED] = {"baseline", "expired"},
     [C_BUDGET_ADDED] = {"budget", "added"},
+    [C_LALERT_CLAIMED] = {"local_alert", "claimed"},
+    [C_LALERT_COPIES] = {"local_alert", "copy"},
+    [C_LALERT_IN_FLIGHT] = {"local_alert", "in_flight"},
+    [C_LALERT_RELEASED] = {"local_alert", "released"},
 };
 
 /* One connection and the mutex that serialises its users. */
@@ -557,20 +575,22 @@ int sn_shared_alert_claim(sn_shared *s, const char *service, const char *model, 
     return rc;
 }
 
-/* Runs script (ONCE_LUA or EXISTS_LUA) on the key of a local alert id. 1, 0, or a negative
- * errno (counted as fail-open). */
-static int local_alert_op(sn_shared *s, const char *script, const char *alert_id, int64_t ttl_ns)
+/* The key of a local alert id and this replica's pending value ("ahead <id>") into key and
+ * pending (KEY_MAX and SN_SHARED_ID_MAX + 7 bytes). 0 or -ENAMETOOLONG. */
+static int lalert_key(const sn_shared *s, const char *alert_id, char *key, char *pending)
 {
-    char key[KEY_MAX];
-    if (make_key(s, key, sizeof key, "lalert", alert_id, NULL, NULL) != 0)
-        return -ENAMETOOLONG;
-    char ttl[24];
-    snprintf(ttl, sizeof ttl, "%" PRId64, ttl_ns / NS_PER_MS > 0 ? ttl_ns / NS_PER_MS : 1);
-    const char *args[] = {key, s->id, ttl};
+    snprintf(pending, SN_SHARED_ID_MAX + 7, "ahead %s", s->id);
+    return make_key(s, key, KEY_MAX, "lalert", alert_id, NULL, NULL);
+}
+
+/* Runs one local-alert script on the loop connection: its integer answer, or a negative errno
+ * (counted as fail-open). */
+static int lalert_eval(sn_shared *s, const char *script, int argc, const char **args)
+{
     pthread_mutex_lock(&s->loop.mu);
-    redisReply *rep = eval(s, &s->loop, script, 1, script == ONCE_LUA ? 3 : 1, args);
+    redisReply *rep = eval(s, &s->loop, script, 1, argc, args);
     int rc = rep == NULL                        ? -ENOTCONN
-             : rep->type == REDIS_REPLY_INTEGER ? (rep->integer == 1 ? 1 : 0)
+             : rep->type == REDIS_REPLY_INTEGER ? (int)rep->integer
                                                 : -EPROTO;
     if (rep != NULL)
         freeReplyObject(rep);
@@ -580,14 +600,43 @@ static int local_alert_op(sn_shared *s, const char *script, const char *alert_id
     return rc;
 }
 
-int sn_shared_local_alert_seen(sn_shared *s, const char *alert_id)
+int sn_shared_local_alert_claim(sn_shared *s, const char *alert_id, bool ahead, int64_t ttl_ns)
 {
-    return local_alert_op(s, EXISTS_LUA, alert_id, 0);
+    char key[KEY_MAX], pending[SN_SHARED_ID_MAX + 7], ttl[24];
+    if (lalert_key(s, alert_id, key, pending) != 0)
+        return -ENAMETOOLONG;
+    int64_t ms = (ahead ? s->inflight_ttl_ns : ttl_ns) / NS_PER_MS;
+    snprintf(ttl, sizeof ttl, "%" PRId64, ms > 0 ? ms : 1);
+    const char *args[] = {key, ahead ? pending : s->id, ttl, pending};
+    int rc = lalert_eval(s, LALERT_CLAIM_LUA, 4, args);
+    if (rc > 2)
+        rc = -EPROTO;
+    if (rc >= 0)
+        count(s, rc == 1 ? C_LALERT_CLAIMED : rc == 2 ? C_LALERT_IN_FLIGHT : C_LALERT_COPIES);
+    return rc;
 }
 
-int sn_shared_local_alert_claim(sn_shared *s, const char *alert_id, int64_t ttl_ns)
+int sn_shared_local_alert_confirm(sn_shared *s, const char *alert_id, int64_t ttl_ns)
 {
-    return local_alert_op(s, ONCE_LUA, alert_id, ttl_ns);
+    char key[KEY_MAX], pending[SN_SHARED_ID_MAX + 7], ttl[24];
+    if (lalert_key(s, alert_id, key, pending) != 0)
+        return -ENAMETOOLONG;
+    snprintf(ttl, sizeof ttl, "%" PRId64, ttl_ns / NS_PER_MS > 0 ? ttl_ns / NS_PER_MS : 1);
+    const char *args[] = {key, pending, s->id, ttl};
+    int rc = lalert_eval(s, LALERT_CONFIRM_LUA, 4, args);
+    return rc < 0 ? rc : rc == 1 ? 1 : 0;
+}
+
+int sn_shared_local_alert_release(sn_shared *s, const char *alert_id, bool ahead)
+{
+    char key[KEY_MAX], pending[SN_SHARED_ID_MAX + 7];
+    if (lalert_key(s, alert_id, key, pending) != 0)
+        return -ENAMETOOLONG;
+    const char *args[] = {key, ahead ? pending : s->id};
+    int rc = lalert_eval(s, RELEASE_LUA, 2, args);
+    if (rc == 1)
+        count(s, C_LALERT_RELEASED);
+    return rc < 0 ? rc : rc == 1 ? 1 : 0;
 }
 
 int sn_shared_lease_tick(sn_shared *s)
@@ -652,15 +701,20 @@ void sn_shared_stats_get(sn_shared *s, sn_shared_stats *out)
     out->baseline_read = atomic_load(&s->st[C_BASELINE_READ]);
     out->baseline_expired = atomic_load(&s->st[C_BASELINE_EXPIRED]);
     out->budget_added = atomic_load(&s->st[C_BUDGET_ADDED]);
+    out->local_alert_claimed = atomic_load(&s->st[C_LALERT_CLAIMED]);
+    out->local_alert_copies = atomic_load(&s->st[C_LALERT_COPIES]);
+    out->local_alert_in_flight = atomic_load(&s->st[C_LALERT_IN_FLIGHT]);
+    out->local_alert_released = atomic_load(&s->st[C_LALERT_RELEASED]);
 }
 
 int sn_shared_register_metrics(sn_shared *s, sn_metrics *m, char *err, size_t errlen)
 {
-    sn_metrics_desc cd = {.type = SN_METRICS_COUNTER,
-                          .name = "sentinel_aggregator_shared_state_total",
-                          .help = "shared-state decisions in Redis by operation (seq, alert, "
-                                  "lease, connect, any) and outcome; fail_open: answered locally",
-                          .labels = {"operation", "outcome"}};
+    sn_metrics_desc cd = {
+        .type = SN_METRICS_COUNTER,
+        .name = "sentinel_aggregator_shared_state_total",
+        .help = "shared-state decisions in Redis by operation (seq, alert, "
+                "local_alert, lease, connect, any) and outcome; fail_open: answered locally",
+        .labels = {"operation", "outcome"}};
     sn_metrics_desc gd = {.type = SN_METRICS_GAUGE,
                           .name = "sentinel_aggregator_leader",
                           .help = "1 while this replica holds the leadership lease in Redis"};

@@ -9,8 +9,12 @@
  *                          on some replica (retry later), or claimed (in flight here). After
  *                          the apply, a second EVAL raises the applied sequence (commit); a
  *                          failed apply ends the claim (release) so the resend is applied.
- *   local alerts applied   sentinel:lalert:<alert_id> = replica id, SET NX with PX 7 days: the
- *                          local alert was applied by some replica (its other copy is skipped).
+ *   local alerts applied   sentinel:lalert:<alert_id> = replica id (applied; PX 7 days) or
+ *                          "ahead <replica id>" (a copy ahead of its batch being judged; PX
+ *                          inflight_ttl). One EVAL per copy claims it atomically (SET NX): a
+ *                          claimed copy is applied, a copy applied elsewhere is skipped, and a
+ *                          copy meeting another replica's judgement ahead is retried later. An
+ *                          early copy is then confirmed (made an applied claim) or released.
  *   alert de-duplication   sentinel:alert:<service>:<model>:<anomaly type> = replica id, SET
  *                          only when absent (or renewed by its holder) with PX = the dedup
  *                          window: the replica holding it owns the alert, the others ignore
@@ -66,21 +70,25 @@ typedef struct sn_shared_config {
 } sn_shared_config;
 
 typedef struct sn_shared_stats {
-    uint64_t seq_claimed;        /* batches this replica claimed */
-    uint64_t seq_duplicates;     /* batches another claim already covered */
-    uint64_t seq_released;       /* claims given back after a failed apply */
-    uint64_t seq_in_flight;      /* batches another claim had in flight (answered retry) */
-    uint64_t alert_owned;        /* anomalies whose de-dup key is ours */
-    uint64_t alert_foreign;      /* anomalies ignored: another replica owns the alert */
-    uint64_t leader_acquired;    /* times the lease was taken */
-    uint64_t leader_lost;        /* times it was lost (taken over, or not renewable) */
-    uint64_t fail_open;          /* calls answered locally because Redis failed */
-    uint64_t connects;           /* successful connections */
-    uint64_t connect_failures;   /* failed connection attempts */
-    uint64_t baseline_published; /* baseline keys written (and read back) */
-    uint64_t baseline_read;      /* other replicas' blobs received */
-    uint64_t baseline_expired;   /* stale replica fields deleted */
-    uint64_t budget_added;       /* budget spend added to the shared totals */
+    uint64_t seq_claimed;           /* batches this replica claimed */
+    uint64_t seq_duplicates;        /* batches another claim already covered */
+    uint64_t seq_released;          /* claims given back after a failed apply */
+    uint64_t seq_in_flight;         /* batches another claim had in flight (answered retry) */
+    uint64_t alert_owned;           /* anomalies whose de-dup key is ours */
+    uint64_t alert_foreign;         /* anomalies ignored: another replica owns the alert */
+    uint64_t leader_acquired;       /* times the lease was taken */
+    uint64_t leader_lost;           /* times it was lost (taken over, or not renewable) */
+    uint64_t fail_open;             /* calls answered locally because Redis failed */
+    uint64_t connects;              /* successful connections */
+    uint64_t connect_failures;      /* failed connection attempts */
+    uint64_t baseline_published;    /* baseline keys written (and read back) */
+    uint64_t baseline_read;         /* other replicas' blobs received */
+    uint64_t baseline_expired;      /* stale replica fields deleted */
+    uint64_t budget_added;          /* budget spend added to the shared totals */
+    uint64_t local_alert_claimed;   /* local alert copies this replica claimed */
+    uint64_t local_alert_copies;    /* copies another claim had applied (skipped) */
+    uint64_t local_alert_in_flight; /* copies met while an early copy was judged elsewhere */
+    uint64_t local_alert_released;  /* claims given back (early copy not confirmed, failed batch) */
 } sn_shared_stats;
 
 /* Fills the defaults above. Never fails. */
@@ -122,12 +130,23 @@ int sn_shared_alert_claim(sn_shared *s, const char *service, const char *model, 
                           int64_t window_ns);
 
 /* Local alerts applied, by the sidecar's alert_id (a local alert comes twice: ahead of its batch
- * and in it; docs/aggregator.md, "Local alerts ahead of their batch"). seen: 1 when some replica
- * recorded alert_id, 0 when none did. claim: records it for ttl_ns (SET NX); 1 when this call
- * recorded it, 0 when it was there already. Both: a negative errno when Redis could not answer
- * (fail open: the caller's own table decides; counted). Loop connection. */
-int sn_shared_local_alert_seen(sn_shared *s, const char *alert_id);
-int sn_shared_local_alert_claim(sn_shared *s, const char *alert_id, int64_t ttl_ns);
+ * and in it; docs/aggregator.md, "Local alerts ahead of their batch"). All on the loop
+ * connection; a negative errno when Redis could not answer (fail open: the caller's own table
+ * decides; counted).
+ *
+ * claim: one atomic claim of a copy before it is applied. A copy in a batch (ahead false) is
+ * claimed as applied for ttl_ns; a copy ahead of its batch (ahead true) as pending for
+ * inflight_ttl, until confirm or release. Returns 1 when this call claimed it (apply it), 0
+ * when some replica applied it (skip the copy), 2 when a copy ahead of its batch is being
+ * judged on another replica (answer retry later: its outcome decides).
+ * confirm: the copy ahead was emitted: our pending claim becomes an applied one for ttl_ns.
+ *   1, or 0 when the claim was no longer ours (it had expired).
+ * release: the claimed copy was not applied (an early copy the baseline did not confirm, or a
+ *   batch that failed): deletes the claim if it is still ours, so a later copy can claim it.
+ *   1 when deleted, 0 when it was not ours. */
+int sn_shared_local_alert_claim(sn_shared *s, const char *alert_id, bool ahead, int64_t ttl_ns);
+int sn_shared_local_alert_confirm(sn_shared *s, const char *alert_id, int64_t ttl_ns);
+int sn_shared_local_alert_release(sn_shared *s, const char *alert_id, bool ahead);
 
 /* Takes or renews the lease; call about once a second (well within lease_ttl). Returns 1 when
  * this replica leads, 0 when another one does, or a negative errno (then not leader). Logs

@@ -252,10 +252,12 @@ struct sn_pipeline {
     sn_counter *refused[REFUSED_COUNT];
     sn_counter *shipped[SHIP_COUNT];
     sn_counter *spans, *rejected_spans, *llm_events, *metric_points, *metric_facts, *log_records,
-        *genai_log_events, *sealed, *journal_errors, *alerts_suppressed;
+        *genai_log_events, *sealed, *journal_errors, *alerts_suppressed, *spool_sync_failures;
+    uint64_t spool_sync_failures_seen; /* the spool's count already added to the counter */
     sn_metrics_family *alerts_family;
     sn_counter *metric_outcomes[SN_METRIC_FEED_OUTCOME_COUNT];
-    sn_gauge *spool_bytes, *spool_batches, *journal_bytes, *baseline_keys, *pending_gauge;
+    sn_gauge *spool_bytes, *spool_batches, *journal_bytes, *baseline_keys, *pending_gauge,
+        *spool_unsynced;
     sn_histogram *ship_seconds;
 };
 
@@ -396,6 +398,9 @@ static int register_metrics(sn_pipeline *p, char *err, size_t errlen)
         {"sentinel_sidecar_local_alerts_suppressed_total",
          "local alerts held back: one per (service, model, metric, anomaly type) per interval",
          &p->alerts_suppressed},
+        {"sentinel_sidecar_spool_sync_failures_total",
+         "spool fsync/fdatasync calls that failed (retried; docs/spool.md, Failed syncs)",
+         &p->spool_sync_failures},
     };
     for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
         if ((rc = register_counter(p, counters[i].name, counters[i].help, counters[i].c, err,
@@ -414,6 +419,9 @@ static int register_metrics(sn_pipeline *p, char *err, size_t errlen)
         {"sentinel_sidecar_baseline_keys", "local baselines (service, model, metric)",
          &p->baseline_keys},
         {"sentinel_sidecar_pending_requests", "requests waiting for the loop", &p->pending_gauge},
+        {"sentinel_sidecar_spool_unsynced_segments",
+         "full spool segments whose failed sync is being retried (not durable yet)",
+         &p->spool_unsynced},
     };
     for (size_t i = 0; i < sizeof gauges / sizeof gauges[0]; i++)
         if ((rc = sn_metrics_register_gauge(p->d.metrics, gauges[i].name, gauges[i].help,
@@ -430,6 +438,11 @@ static void update_gauges(sn_pipeline *p)
     sn_gauge_set(p->spool_bytes, (double)st.bytes);
     sn_gauge_set(p->spool_batches, (double)st.count);
     sn_gauge_set(p->journal_bytes, (double)st.journal_bytes);
+    sn_gauge_set(p->spool_unsynced, (double)st.unsynced_segments);
+    if (st.sync_failures > p->spool_sync_failures_seen) {
+        sn_counter_add(p->spool_sync_failures, st.sync_failures - p->spool_sync_failures_seen);
+        p->spool_sync_failures_seen = st.sync_failures;
+    }
     uint64_t keys, bytes;
     sn_local_detect_usage(p->d.detect, &keys, &bytes);
     sn_gauge_set(p->baseline_keys, (double)keys);
@@ -1618,6 +1631,10 @@ bool sn_pipeline_ready(char *reason, size_t reasonlen, void *ud)
     }
     if (atomic_load(&p->spool_full)) {
         snprintf(reason, reasonlen, "spool full: the aggregator is unreachable or slow");
+        return false;
+    }
+    if (sn_spool_sync_failing(p->d.spool)) {
+        snprintf(reason, reasonlen, "spool disk failing: its fsyncs keep failing");
         return false;
     }
     return true;

@@ -44,7 +44,12 @@
 #define PENDING_MAX    32u    /* journal files waiting for a sync before deletion */
 #define HANDOFF_MAX    16u    /* closed segments' descriptors waiting for the next sync */
 #define BG_QUEUE_MAX   256u   /* background operations queued; past it the caller waits */
-#define NAME_DIGITS    20u    /* decimal digits of a uint64_t in file names */
+#define RETRY_MAX      32u    /* handed-off segments whose failed sync is being retried */
+#define RETRY_FIRST_NS ((int64_t)100000000)   /* first retry 100 ms after the failure, */
+#define RETRY_CAP_NS   ((int64_t)30000000000) /* doubling up to every 30 s */
+#define FAILING_AFTER  5u /* failed sync attempts in a row: the disk is failing (sync_failing) */
+#define NO_SEGMENT     UINT64_MAX /* bg_op.bases: the descriptor is not a handed-off segment */
+#define NAME_DIGITS    20u        /* decimal digits of a uint64_t in file names */
 #define NAME_MAX_LEN   40u
 #define ACK_NAME       "ack"
 #define ACK_TMP_NAME   "ack.tmp"
@@ -101,8 +106,20 @@ typedef struct bg_op {
     bool dir;                /* BG_SYNC: fsync the directory too */
     size_t nfds, ngens;      /* BG_SYNC: the arrays below */
     int *fds;                /* BG_SYNC: descriptors the op owns (dup'ed or handed over) */
+    uint64_t *bases;         /* BG_SYNC: per fd, the handed-off segment's base or NO_SEGMENT */
+    bool retry_all;          /* BG_SYNC: retry every failed segment now, not when due */
     uint64_t *gens;          /* BG_SYNC: covered journal generations deleted after the syncs */
 } bg_op;
+
+/* A closed (handed-off) segment whose background fdatasync failed: its descriptor is kept and
+ * the sync retried -- the file rewritten from what it holds, then fdatasync'ed -- with backoff,
+ * until it works or the segment is deleted (every record popped). Background thread only. */
+typedef struct sync_retry {
+    int fd;
+    uint64_t base;
+    unsigned attempts; /* failed retries so far */
+    int64_t due_ns;    /* monotonic: next attempt */
+} sync_retry;
 
 struct sn_spool {
     sn_spool_config cfg;
@@ -153,6 +170,16 @@ struct sn_spool {
     bool bg_stop;
     atomic_bool bg_dir_dirty; /* the thread renamed or deleted entries since its last dir fsync */
     atomic_bool bg_resync;    /* a background sync failed: the next one syncs every open file */
+    uint64_t handoff_base[HANDOFF_MAX]; /* the segment of each handoff[] descriptor */
+    sync_retry retry[RETRY_MAX];        /* the background thread's (the owner's after close) */
+    size_t nretry;
+    atomic_uint_least64_t unsynced;        /* nretry, for other threads */
+    atomic_uint_least64_t sync_failures;   /* failed fdatasync/fsync calls */
+    atomic_uint_least64_t sync_retries;    /* retried syncs of handed-off segments */
+    atomic_uint fail_streak;               /* failed sync attempts since the last good one */
+    atomic_bool sync_lost;                 /* a segment's sync was given up (retry list full) */
+    _Atomic(sn_spool_sync_hook) sync_hook; /* tests: replaces fsync/fdatasync */
+    void *sync_hook_ud;
 
     sn_spool_stats st;
     atomic_uint_least64_t fsyncs, ack_errors; /* counted on both threads */
@@ -265,8 +292,13 @@ static int pwrite2(int fd, const void *a, size_t alen, const void *b, size_t ble
 static int sync_fd(sn_spool *s, int fd, bool full)
 {
     atomic_fetch_add(&s->fsyncs, 1);
-    int rc = full ? fsync(fd) : fdatasync(fd);
-    return rc == 0 ? 0 : -errno;
+    sn_spool_sync_hook hook = atomic_load(&s->sync_hook);
+    int rc = hook != NULL ? hook(fd, full, s->sync_hook_ud) : (full ? fsync(fd) : fdatasync(fd));
+    if (hook == NULL && rc != 0)
+        rc = -errno;
+    if (rc != 0)
+        atomic_fetch_add(&s->sync_failures, 1);
+    return rc;
 }
 
 static void seg_name(char *buf, size_t len, uint64_t base)
@@ -541,6 +573,122 @@ static void unlink_file(sn_spool *s, const char *name, const char *what)
         sn_log_warn(what, SN_LOG_STR("dir", s->dir), SN_LOG_STR("file", name), SN_LOG_ERRNO(errno));
 }
 
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Makes a closed segment durable again after a failed fdatasync: a second fdatasync on the
+ * same open file could answer 0 without writing anything (Linux reports a writeback error
+ * once and may have marked the pages clean), so the file's bytes -- the page cache's, which
+ * are what peek reads and sends -- are written back first, then fdatasync'ed. The loop no
+ * longer writes a closed segment. Returns 0 or a negative errno. */
+static int resync_segment(sn_spool *s, int fd)
+{
+    uint64_t size = file_size(fd);
+    uint8_t *b = malloc(SCRATCH_BYTES);
+    if (b == NULL)
+        return -ENOMEM;
+    int rc = 0;
+    for (uint64_t off = 0; rc == 0 && off < size; off += SCRATCH_BYTES) {
+        size_t n = size - off < SCRATCH_BYTES ? (size_t)(size - off) : SCRATCH_BYTES;
+        ssize_t got = pread_full(fd, b, n, off);
+        if (got < 0)
+            rc = (int)got;
+        else if (got > 0)
+            rc = pwrite2(fd, b, (size_t)got, NULL, 0, off);
+        if (got >= 0 && (size_t)got < n)
+            break; /* shorter than it was: the rest is gone */
+    }
+    free(b);
+    return rc != 0 ? rc : sync_fd(s, fd, false);
+}
+
+/* Drops retry entry i (closing its descriptor). */
+static void retry_drop(sn_spool *s, size_t i)
+{
+    close(s->retry[i].fd);
+    s->retry[i] = s->retry[--s->nretry];
+    atomic_store(&s->unsynced, s->nretry);
+}
+
+/* Keeps the descriptor of handed-off segment base, whose sync failed, for retries. Without room
+ * the segment's durability is given up (logged; the spool reports failing until a restart,
+ * whose recovery syncs every segment). */
+static void retry_add(sn_spool *s, int fd, uint64_t base)
+{
+    char name[NAME_MAX_LEN];
+    seg_name(name, sizeof name, base);
+    if (s->nretry == RETRY_MAX) {
+        close(fd);
+        atomic_store(&s->sync_lost, true);
+        sn_log_error("spool: too many segments wait for a retried sync; this one is not retried",
+                     SN_LOG_STR("dir", s->dir), SN_LOG_STR("file", name));
+        return;
+    }
+    s->retry[s->nretry++] =
+        (sync_retry){.fd = fd, .base = base, .attempts = 0, .due_ns = mono_ns() + RETRY_FIRST_NS};
+    atomic_store(&s->unsynced, s->nretry);
+    sn_log_warn("spool: a full segment's sync failed; retrying", SN_LOG_STR("dir", s->dir),
+                SN_LOG_STR("file", name));
+}
+
+/* Retries the segments whose sync is due (all with force). Returns whether every attempt
+ * made worked (true when none was due). */
+static bool retry_run(sn_spool *s, bool force)
+{
+    bool ok = true;
+    int64_t now = mono_ns();
+    for (size_t i = 0; i < s->nretry;) {
+        sync_retry *r = &s->retry[i];
+        if (!force && now < r->due_ns) {
+            i++;
+            continue;
+        }
+        atomic_fetch_add(&s->sync_retries, 1);
+        char name[NAME_MAX_LEN];
+        seg_name(name, sizeof name, r->base);
+        int rc = resync_segment(s, r->fd);
+        if (rc == 0) {
+            sn_log_info("spool: segment synced after a failed sync", SN_LOG_STR("dir", s->dir),
+                        SN_LOG_STR("file", name), SN_LOG_UINT("retries", r->attempts + 1));
+            retry_drop(s, i);
+            continue;
+        }
+        ok = false;
+        r->attempts++;
+        int64_t wait = RETRY_FIRST_NS << (r->attempts < 16 ? r->attempts : 16);
+        r->due_ns = now + (wait < RETRY_CAP_NS ? wait : RETRY_CAP_NS);
+        sn_log_error("spool: retried segment sync failed", SN_LOG_STR("dir", s->dir),
+                     SN_LOG_STR("file", name), SN_LOG_UINT("retries", r->attempts),
+                     SN_LOG_INT("next_retry_ms", (r->due_ns - now) / 1000000), SN_LOG_ERRNO(rc));
+        i++;
+    }
+    return ok;
+}
+
+/* The earliest retry due (INT64_MAX: none). */
+static int64_t retry_next_due(const sn_spool *s)
+{
+    int64_t due = INT64_MAX;
+    for (size_t i = 0; i < s->nretry; i++)
+        if (s->retry[i].due_ns < due)
+            due = s->retry[i].due_ns;
+    return due;
+}
+
+/* Counts one sync attempt's outcome for sync_failing: a failure lengthens the streak; success
+ * ends it once no segment waits for a retry. */
+static void note_sync(sn_spool *s, bool ok)
+{
+    if (!ok)
+        atomic_fetch_add(&s->fail_streak, 1);
+    else if (s->nretry == 0)
+        atomic_store(&s->fail_streak, 0);
+}
+
 /* Runs one operation on the calling thread (the background thread, or the loop when the
  * thread is not running); frees nothing. */
 static void bg_run(sn_spool *s, bg_op *op)
@@ -560,6 +708,14 @@ static void bg_run(sn_spool *s, bg_op *op)
         break;
     }
     case BG_UNLINK:
+        for (size_t i = 0; i < s->nretry; i++) {
+            char name[NAME_MAX_LEN];
+            seg_name(name, sizeof name, s->retry[i].base);
+            if (strcmp(name, op->name) == 0) { /* popped: nothing in it needs to be durable */
+                retry_drop(s, i);
+                break;
+            }
+        }
         unlink_file(s, op->name,
                     strncmp(op->name, SEG_PREFIX, strlen(SEG_PREFIX)) == 0
                         ? "spool: cannot delete segment"
@@ -572,7 +728,10 @@ static void bg_run(sn_spool *s, bg_op *op)
             int rc = sync_fd(s, op->fds[i], false);
             if (rc != 0 && first == 0)
                 first = rc;
-            close(op->fds[i]);
+            if (rc != 0 && op->bases[i] != NO_SEGMENT)
+                retry_add(s, op->fds[i], op->bases[i]); /* closed by the loop: retried here */
+            else
+                close(op->fds[i]);
         }
         if (op->dir || atomic_exchange(&s->bg_dir_dirty, false)) {
             int rc = sync_fd(s, s->dirfd, true);
@@ -582,11 +741,16 @@ static void bg_run(sn_spool *s, bg_op *op)
                     first = rc;
             }
         }
-        if (first != 0) {
-            /* Covered journal files stay (discarded at the next start); every open file is
-             * synced again by the next sync. */
-            atomic_store(&s->bg_resync, true);
-            sn_log_error("spool fsync failed", SN_LOG_STR("dir", s->dir), SN_LOG_ERRNO(first));
+        bool retried = retry_run(s, op->retry_all);
+        note_sync(s, first == 0 && retried);
+        if (first != 0 || s->nretry > 0) {
+            /* Covered journal files stay (discarded at the next start) while a segment is not
+             * durable; every open file is synced again by the next sync, handed-off segments
+             * by their retries. */
+            if (first != 0) {
+                atomic_store(&s->bg_resync, true);
+                sn_log_error("spool fsync failed", SN_LOG_STR("dir", s->dir), SN_LOG_ERRNO(first));
+            }
             break;
         }
         for (size_t i = 0; i < op->ngens; i++) {
@@ -611,8 +775,25 @@ static void *bg_main(void *arg)
     (void)setpriority(PRIO_PROCESS, (id_t)gettid(), 5);
     pthread_mutex_lock(&s->bg_mu);
     for (;;) {
-        while (s->bg_head == NULL && !s->bg_stop)
-            pthread_cond_wait(&s->bg_cv, &s->bg_mu);
+        if (s->bg_head == NULL && !s->bg_stop) {
+            /* Idle: wait for work, or until a failed segment's retry is due. */
+            int64_t due = retry_next_due(s);
+            if (due == INT64_MAX) {
+                pthread_cond_wait(&s->bg_cv, &s->bg_mu);
+            } else if (mono_ns() < due) {
+                struct timespec ts = {.tv_sec = (time_t)(due / 1000000000),
+                                      .tv_nsec = (long)(due % 1000000000)};
+                pthread_cond_timedwait(&s->bg_cv, &s->bg_mu, &ts);
+            } else {
+                s->bg_running = true;
+                pthread_mutex_unlock(&s->bg_mu);
+                note_sync(s, retry_run(s, false));
+                pthread_mutex_lock(&s->bg_mu);
+                s->bg_running = false;
+                pthread_cond_broadcast(&s->bg_idle_cv);
+            }
+            continue;
+        }
         bg_op *op = s->bg_head;
         if (op == NULL)
             break;
@@ -819,10 +1000,11 @@ static bool segments_durable(sn_spool *s)
     for (size_t i = 0; i < s->nsegs; i++)
         if (s->segs[i].dirty)
             return false;
-    return s->nhandoff == 0 && !bg_syncing(s) && !atomic_load(&s->bg_resync);
+    return s->nhandoff == 0 && !bg_syncing(s) && !atomic_load(&s->bg_resync) &&
+           atomic_load(&s->unsynced) == 0;
 }
 
-static int bg_sync_start(sn_spool *s);
+static int bg_sync_start(sn_spool *s, bool retry_all);
 
 /* Deletes the journal files waiting for the segments to be durable. */
 static void delete_pending(sn_spool *s)
@@ -841,7 +1023,7 @@ static void journal_retire(sn_spool *s, uint64_t gen)
         journal_unlink(s, gen);
         return;
     }
-    if (s->npending == PENDING_MAX && s->bg_started && bg_sync_start(s) == 0) {
+    if (s->npending == PENDING_MAX && s->bg_started && bg_sync_start(s, false) == 0) {
         s->pending[s->npending++] = gen; /* the list went with that sync */
         return;
     }
@@ -1407,7 +1589,11 @@ int sn_spool_open(const char *dir, const sn_spool_config *cfg, sn_spool **out, c
     s->cfg = *cfg;
     s->dirfd = s->lockfd = s->jfd = -1;
     pthread_mutex_init(&s->bg_mu, NULL);
-    pthread_cond_init(&s->bg_cv, NULL);
+    pthread_condattr_t ca; /* bg_cv times retries on the monotonic clock */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->bg_cv, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_cond_init(&s->bg_idle_cv, NULL);
     s->next_id = 1;
     s->dir = strdup(dir);
@@ -1487,6 +1673,8 @@ static void spool_free(sn_spool *s)
         close(s->detached[i].fd);
     for (size_t i = 0; i < s->nhandoff; i++)
         close(s->handoff[i]);
+    for (size_t i = 0; i < s->nretry; i++)
+        close(s->retry[i].fd);
     if (s->lockfd >= 0)
         close(s->lockfd); /* releases the flock */
     if (s->dirfd >= 0)
@@ -1547,6 +1735,7 @@ int sn_spool_append(sn_spool *s, const uint8_t *data, size_t len, uint64_t journ
         if (g != NULL && g->dirty && !g->broken && s->bg_started && s->nhandoff < HANDOFF_MAX) {
             int dfd = fcntl(g->fd, F_DUPFD_CLOEXEC, 0);
             if (dfd >= 0) {
+                s->handoff_base[s->nhandoff] = g->base;
                 s->handoff[s->nhandoff++] = dfd;
                 g->dirty = false;
             }
@@ -1877,17 +2066,22 @@ static bool add_dup(bg_op *op, int fd)
  * thread: duplicates of the dirty descriptors, the full segments' handed-over ones, the
  * directory, and the journal generations it may then delete. Returns 0, or -ENOMEM / -EMFILE
  * with nothing changed. */
-static int bg_sync_start(sn_spool *s)
+static int bg_sync_start(sn_spool *s, bool retry_all)
 {
     if (atomic_exchange(&s->bg_resync, false))
         mark_all_dirty(s);
     size_t maxfds = s->nsegs + 1 + s->ndetached + s->nhandoff;
-    bg_op *op = calloc(1, sizeof *op + maxfds * sizeof(int) + PENDING_MAX * sizeof(uint64_t));
+    bg_op *op =
+        calloc(1, sizeof *op + (PENDING_MAX + maxfds) * sizeof(uint64_t) + maxfds * sizeof(int));
     if (op == NULL)
         return -ENOMEM;
     op->kind = BG_SYNC;
+    op->retry_all = retry_all;
     op->gens = (uint64_t *)(op + 1);
-    op->fds = (int *)(op->gens + PENDING_MAX);
+    op->bases = op->gens + PENDING_MAX;
+    op->fds = (int *)(op->bases + maxfds);
+    for (size_t i = 0; i < maxfds; i++)
+        op->bases[i] = NO_SEGMENT;
     bool ok = true;
     for (size_t i = 0; ok && i < s->nsegs; i++)
         if (s->segs[i].dirty && s->segs[i].fd >= 0)
@@ -1907,6 +2101,7 @@ static int bg_sync_start(sn_spool *s)
     /* Nothing can fail from here on: the flags are cleared for what the op now carries. */
     set_files_dirty(s, false);
     memcpy(op->fds + op->nfds, s->handoff, s->nhandoff * sizeof(int));
+    memcpy(op->bases + op->nfds, s->handoff_base, s->nhandoff * sizeof(uint64_t));
     op->nfds += s->nhandoff;
     s->nhandoff = 0;
     op->dir = s->dir_dirty;
@@ -1922,7 +2117,7 @@ int sn_spool_sync_start(sn_spool *s)
 {
     if (!s->bg_started)
         return sn_spool_sync(s);
-    if (bg_sync_start(s) == 0)
+    if (bg_sync_start(s, false) == 0)
         return 0;
     return sn_spool_sync(s); /* no memory or descriptors for the copy: here, as without it */
 }
@@ -1931,7 +2126,14 @@ int sn_spool_sync(sn_spool *s)
 {
     int first = 0;
     int rc;
+    /* Handed-off segments, and those whose failed sync is retried, are the thread's: it syncs
+     * them (every retry now), then the rest is synced here. Without the thread (after close),
+     * the retries run here. */
+    if (s->bg_started && (s->nhandoff > 0 || atomic_load(&s->unsynced) > 0))
+        (void)bg_sync_start(s, true); /* failing that, the handed-off ones are synced below */
     bg_wait_idle(s);
+    if (!s->bg_started && s->nretry > 0)
+        note_sync(s, retry_run(s, true));
     if (atomic_exchange(&s->bg_resync, false))
         mark_all_dirty(s);
     if (atomic_exchange(&s->bg_dir_dirty, false))
@@ -1967,6 +2169,8 @@ int sn_spool_sync(sn_spool *s)
     if (first == 0 && segments_durable(s))
         delete_pending(s);
     bg_wait_idle(s); /* the deletions delete_pending queued */
+    if (first == 0 && atomic_load(&s->unsynced) > 0)
+        first = -EIO; /* a full segment is still not durable (its retries go on) */
     return first;
 }
 
@@ -1975,6 +2179,10 @@ void sn_spool_get_stats(const sn_spool *s, sn_spool_stats *out)
     *out = s->st;
     out->fsyncs = atomic_load(&((sn_spool *)s)->fsyncs);
     out->ack_write_errors = atomic_load(&((sn_spool *)s)->ack_errors);
+    out->sync_failures = atomic_load(&((sn_spool *)s)->sync_failures);
+    out->sync_retries = atomic_load(&((sn_spool *)s)->sync_retries);
+    out->unsynced_segments = atomic_load(&((sn_spool *)s)->unsynced);
+    out->sync_failing = sn_spool_sync_failing(s);
     out->count = s->count;
     out->bytes = s->bytes;
     out->segments = s->nsegs;
@@ -1983,4 +2191,16 @@ void sn_spool_get_stats(const sn_spool *s, sn_spool_stats *out)
     for (size_t i = 0; i < s->ndetached; i++)
         out->journal_records += s->detached[i].records;
     out->journal_generation = s->jgen;
+}
+
+bool sn_spool_sync_failing(const sn_spool *s)
+{
+    sn_spool *m = (sn_spool *)s; /* atomics only */
+    return atomic_load(&m->fail_streak) >= FAILING_AFTER || atomic_load(&m->sync_lost);
+}
+
+void sn_spool_set_sync_hook(sn_spool *s, sn_spool_sync_hook hook, void *ud)
+{
+    s->sync_hook_ud = ud;
+    atomic_store(&s->sync_hook, hook);
 }

@@ -103,6 +103,10 @@ typedef struct sn_spool_stats {
     uint64_t refused_full;       /* appends and journal appends refused with -ENOSPC */
     uint64_t ack_write_errors;   /* pops whose ack file could not be written */
     uint64_t fsyncs;             /* fsync/fdatasync calls made */
+    uint64_t sync_failures;      /* of those, the ones that failed */
+    uint64_t sync_retries;       /* retried syncs of full segments whose background sync failed */
+    uint64_t unsynced_segments;  /* full segments not durable yet: their sync is being retried */
+    bool sync_failing;           /* sn_spool_sync_failing() */
 } sn_spool_stats;
 
 /* Called by sn_spool_recover_journal for each recovered journal record, oldest first. data is
@@ -188,7 +192,8 @@ int sn_spool_recover_journal(sn_spool *s, sn_spool_journal_fn fn, void *ud);
 /* fdatasyncs the segment and journal files written since the last sync and the directory when
  * files were created, renamed or removed, then deletes the journal files waiting for it. With
  * background_io it first waits for the background thread's queue, and returns with it empty.
- * Returns 0 or the first error (-EIO...); what failed stays dirty for the next call. */
+ * Returns 0 or the first error (-EIO...; -EIO too while a full segment's retried sync has
+ * not worked yet); what failed stays dirty for the next call. */
 int sn_spool_sync(sn_spool *s);
 
 /* The periodic sync without waiting for it: with background_io, queues for the spool's thread
@@ -196,12 +201,28 @@ int sn_spool_sync(sn_spool *s);
  * the synced segments cover are deleted after it), and returns. What was written before the
  * call is durable once the thread has run it; a failure there is logged, every open file is
  * synced again by the next sync, and the covered journal files it would have deleted stay
- * until the next start (they are discarded then). Without background_io (or when the copies
+ * until the next start (they are discarded then). A full segment whose background sync failed
+ * (its descriptor was handed over; the loop closed its own) is rewritten and synced again by
+ * the thread 100 ms later, then with doubling backoff up to every 30 s, until that works or
+ * the segment is popped (sn_spool_sync retries it at once, and fails while it is not durable).
+ * Without background_io (or when the copies
  * cannot be made) it is sn_spool_sync. Returns 0 or sn_spool_sync's error. */
 int sn_spool_sync_start(sn_spool *s);
 
 /* Fills out with the current counters. */
 void sn_spool_get_stats(const sn_spool *s, sn_spool_stats *out);
+
+/* Whether the disk looks failing for good: the last 5 sync attempts in a row failed (background
+ * syncs and retries of full segments, see docs/spool.md "Failed syncs"), or a full segment's
+ * sync had to be given up. Cleared by a good sync once no segment waits for a retry. Any
+ * thread (for /readyz). */
+bool sn_spool_sync_failing(const sn_spool *s);
+
+/* Tests only: hook is called instead of fdatasync(fd) (full false) and fsync(fd) (full true),
+ * on whichever thread syncs, and returns 0 or a negative errno. NULL restores the real calls.
+ * Set it while no other call on s runs. */
+typedef int (*sn_spool_sync_hook)(int fd, bool full, void *ud);
+void sn_spool_set_sync_hook(sn_spool *s, sn_spool_sync_hook hook, void *ud);
 
 /* Descriptor initialisers (config.h) binding the spool settings under prefix P to an
  * sn_spool_config member F of the program's config struct T; expanding them needs config.h.

@@ -18,12 +18,17 @@
 #      which neither replica's own spend would;
 #   3d. a local alert ahead of its batch (sequence 0) applied by a, then its batch copy sent to b:
 #      applied once across the replicas (b skips the copy: sentinel:lalert:<id> in Redis);
+#   3e. one atomic claim per copy: a batch copy meeting an early copy judged elsewhere (pending
+#      claim) is answered RETRY_AFTER, then claimed; an early copy the baseline does not confirm
+#      gives its claim back and its batch copy is claimed by the other replica; the same alerts
+#      sent to both replicas at once are applied once each;
 #   4. the leader is killed (SIGKILL): the other takes the lease over within the lease ttl;
 #   5. restart (Redis): both replicas restart on their data dirs; a batch replayed to the
 #      replica that never saw it is still answered DUPLICATE (the sequence lives in Redis), the
 #      alert is still listed by its replica (SQLite);
-#   6. Redis stopped: ingest fails open to the local table (a new batch is applied, OK), and the
-#      shared baselines fall back to local ones (logged).
+#   6. Redis stopped: ingest fails open to the local table (a new batch is applied, OK; a local
+#      alert ahead of its batch too, and its copy is a DUPLICATE), and the shared baselines fall
+#      back to local ones (logged).
 #
 # Usage: replicas.sh AGGREGATOR INGEST_SEND. Exit 0 when everything held.
 set -u -o pipefail
@@ -192,7 +197,7 @@ done
 AID=5c0ffee0-0000-4000-8000-00000000a11e
 [ "$(INGEST_SEND_ALERT_ID=$AID send 127.0.0.1:"$A_INGEST" sc-ahead 0 ahead-svc gpt-4o 20000)" = "OK 0" ] ||
     fail "the alert ahead of its batch was not answered OK 0 by a"
-[ "$(rcli exists "sentinel:lalert:$AID")" = 1 ] || fail "sentinel:lalert:$AID is not in Redis"
+[ "$(rcli get "sentinel:lalert:$AID")" = agg-a ] || fail "sentinel:lalert:$AID is not agg-a's applied claim"
 [ "$(INGEST_SEND_ALERT_ID=$AID send 127.0.0.1:"$B_INGEST" sc-ahead 1 ahead-svc gpt-4o 20000)" = "OK 1" ] ||
     fail "the alert's batch was not answered OK 1 by b"
 [ "$(api "$A_HTTP" /api/v1/statistics/summary | jq .local_alerts_ahead)" = 1 ] ||
@@ -202,6 +207,50 @@ AID=5c0ffee0-0000-4000-8000-00000000a11e
 # (its acknowledged_sequence is a's own table's: 0, as a never saw the batch; the sidecar ignores it)
 [ "$(INGEST_SEND_ALERT_ID=$AID send 127.0.0.1:"$A_INGEST" sc-ahead 0 ahead-svc gpt-4o 20000)" = "DUPLICATE 0" ] ||
     fail "the alert sent ahead again was not answered DUPLICATE 0"
+
+# ---- 3e. one atomic claim per copy ---------------------------------------------------------------
+# A copy ahead of its batch being judged on another replica (its pending claim): the batch copy is
+# answered RETRY_AFTER, and claimed once the pending claim is gone.
+AID2=5c0ffee0-0000-4000-8000-00000000a12e
+rcli set "sentinel:lalert:$AID2" "ahead agg-gone" px 60000 >/dev/null
+[ "$(INGEST_SEND_ALERT_ID=$AID2 send 127.0.0.1:"$B_INGEST" sc-pend 1 ahead-svc gpt-4o 20000)" = "RETRY_AFTER 0" ] ||
+    fail "a batch copy met a pending early copy and was not answered RETRY_AFTER"
+rcli del "sentinel:lalert:$AID2" >/dev/null
+[ "$(INGEST_SEND_ALERT_ID=$AID2 send 127.0.0.1:"$B_INGEST" sc-pend 1 ahead-svc gpt-4o 20000)" = "OK 1" ] ||
+    fail "the batch copy was not applied once the pending claim was gone"
+[ "$(rcli get "sentinel:lalert:$AID2")" = agg-b ] || fail "b did not claim the batch copy"
+[ -z "$(rcli get sentinel:inflight:sc-pend)" ] || fail "the batch's sequence claim was left behind"
+# An early copy the warm baseline does not confirm (500 ms is normal for spike-svc) gives its
+# claim back: its batch copy, sent to the other replica, is claimed and judged there.
+AID3=5c0ffee0-0000-4000-8000-00000000a13e
+[ "$(INGEST_SEND_ALERT_ID=$AID3 send 127.0.0.1:"$A_INGEST" sc-quiet 0 spike-svc gpt-4o 500)" = "OK 0" ] ||
+    fail "the unconfirmed early copy was not answered OK 0"
+[ -z "$(rcli get "sentinel:lalert:$AID3")" ] || fail "an unconfirmed early copy kept its claim"
+[ "$(INGEST_SEND_ALERT_ID=$AID3 send 127.0.0.1:"$B_INGEST" sc-quiet 1 spike-svc gpt-4o 500)" = "OK 1" ] ||
+    fail "the batch copy of an unconfirmed early copy was not applied"
+[ "$(rcli get "sentinel:lalert:$AID3")" = agg-b ] || fail "b did not claim the unconfirmed alert's batch copy"
+# Both replicas get the same alerts at the same moment: each is applied once.
+ahead_total() {
+    echo $(($(api "$A_HTTP" /api/v1/statistics/summary | jq .local_alerts_ahead) +
+        $(api "$B_HTTP" /api/v1/statistics/summary | jq .local_alerts_ahead)))
+}
+before=$(ahead_total)
+for k in 1 2 3 4 5; do
+    id=5c0ffee0-0000-4000-8000-0000000b000$k
+    INGEST_SEND_ALERT_ID=$id send 127.0.0.1:"$A_INGEST" sc-both 0 both-svc gpt-4o 20000 >"$TMP/both-a.$k" &
+    pa=$!
+    INGEST_SEND_ALERT_ID=$id send 127.0.0.1:"$B_INGEST" sc-both 0 both-svc gpt-4o 20000 >"$TMP/both-b.$k" &
+    pb=$!
+    wait "$pa" "$pb"
+    answers=$(cat "$TMP/both-a.$k" "$TMP/both-b.$k" | sort | tr '\n' ' ')
+    case "$answers" in
+    "DUPLICATE 0 OK 0 " | "OK 0 RETRY_AFTER 0 ") ;;
+    *) fail "alert $k sent to both replicas at once was answered '$answers'" ;;
+    esac
+    [ -n "$(rcli get "sentinel:lalert:$id")" ] || fail "alert $k has no claim in Redis"
+done
+[ "$(ahead_total)" = $((before + 5)) ] || fail "5 alerts sent to both replicas were applied $(($(ahead_total) - before)) times"
+echo "local alerts: one atomic claim per copy; 5 alerts sent to both replicas at once, applied once each"
 
 # ---- 3b. shared baselines: a merged view scored by b -----------------------------------------------
 # latency_ms baseline of SERVICE on HTTP as "replicas samples local_samples".
@@ -331,6 +380,12 @@ REDIS_PID=""
     fail "with Redis down, a new batch was not applied"
 [ "$(send 127.0.0.1:"$A_INGEST" sc-replay 2 replay-svc gpt-4o 500)" = "DUPLICATE 2" ] ||
     fail "with Redis down, the local table did not catch the replay"
+# a local alert ahead of its batch is applied on the local table's word (fail open), once
+AID4=5c0ffee0-0000-4000-8000-00000000a14e
+[ "$(INGEST_SEND_ALERT_ID=$AID4 send 127.0.0.1:"$A_INGEST" sc-down 0 down-svc gpt-4o 20000)" = "OK 0" ] ||
+    fail "with Redis down, a local alert ahead of its batch was not applied"
+[ "$(INGEST_SEND_ALERT_ID=$AID4 send 127.0.0.1:"$A_INGEST" sc-down 0 down-svc gpt-4o 20000)" = "DUPLICATE 0" ] ||
+    fail "with Redis down, the local table did not catch the alert's copy"
 grep -q 'Redis unavailable' "$TMP/a.log" || fail "the fallback was not logged"
 for _ in $(seq 1 50); do
     grep -q 'scoring on local baselines' "$TMP/a.log" && break

@@ -275,16 +275,22 @@ static void *race(void *arg)
     return NULL;
 }
 
+/* Runs fn on x and on y at the same time, each in a thread of its own. */
+static void race_both(void *(*fn)(void *), racer *x, racer *y)
+{
+    pthread_t tx, ty;
+    pthread_create(&tx, NULL, fn, x);
+    pthread_create(&ty, NULL, fn, y);
+    pthread_join(tx, NULL);
+    pthread_join(ty, NULL);
+}
+
 START_TEST(two_replicas_race_one_wins)
 {
     redis_proc r = {0};
     redis_start(&r);
     racer x = {.s = replica(r.port, "a", 0)}, y = {.s = replica(r.port, "b", 0)};
-    pthread_t tx, ty;
-    pthread_create(&tx, NULL, race, &x);
-    pthread_create(&ty, NULL, race, &y);
-    pthread_join(tx, NULL);
-    pthread_join(ty, NULL);
+    race_both(race, &x, &y);
     unsigned wins = 0;
     for (int i = 1; i <= 400; i++) {
         ck_assert_msg(!(x.won[i] && y.won[i]), "sequence %d claimed by both replicas", i);
@@ -429,6 +435,111 @@ START_TEST(lease_acquire_renew_expire_takeover)
 }
 END_TEST
 
+START_TEST(local_alert_claims)
+{
+    /* One atomic claim per copy: the first replica claims, the other skips; a copy ahead of its
+     * batch is pending until confirmed (then a copy) or released (then claimable again). */
+    redis_proc r = {0};
+    redis_start(&r);
+    sn_shared *a = replica(r.port, "a", 0), *b = replica(r.port, "b", 0);
+    const int64_t ttl = 60000 * MS;
+    char v[128];
+
+    /* batch copies: one claim wins, the other replica's copy is skipped; one round trip each */
+    redisContext *c = raw(r.port);
+    ck_assert_ptr_nonnull(c);
+    freeReplyObject(redisCommand(c, "CONFIG RESETSTAT"));
+    ck_assert_int_eq(sn_shared_local_alert_claim(a, "id-1", false, ttl), 1);
+    ck_assert_int_eq(evals(r.port), 1);
+    ck_assert_int_eq(sn_shared_local_alert_claim(b, "id-1", false, ttl), 0);
+    ck_assert_int_eq(evals(r.port), 2);
+    ck_assert_int_eq(sn_shared_local_alert_claim(b, "id-1", true, ttl), 0);
+    raw_get(r.port, "sentinel:lalert:id-1", v, sizeof v);
+    ck_assert_str_eq(v, "a");
+    ck_assert_int_eq(sn_shared_local_alert_release(b, "id-1", false), 0); /* not b's */
+    raw_get(r.port, "sentinel:lalert:id-1", v, sizeof v);
+    ck_assert_str_eq(v, "a");
+
+    /* ahead, confirmed: pending while judged (the other copy is told to retry), then applied */
+    ck_assert_int_eq(sn_shared_local_alert_claim(a, "id-2", true, ttl), 1);
+    raw_get(r.port, "sentinel:lalert:id-2", v, sizeof v);
+    ck_assert_str_eq(v, "ahead a");
+    ck_assert_int_eq(sn_shared_local_alert_claim(b, "id-2", false, ttl), 2);
+    ck_assert_int_eq(sn_shared_local_alert_claim(b, "id-2", true, ttl), 2);
+    ck_assert_int_eq(sn_shared_local_alert_confirm(b, "id-2", ttl), 0); /* not b's claim */
+    ck_assert_int_eq(sn_shared_local_alert_confirm(a, "id-2", ttl), 1);
+    raw_get(r.port, "sentinel:lalert:id-2", v, sizeof v);
+    ck_assert_str_eq(v, "a");
+    ck_assert_int_eq(sn_shared_local_alert_claim(b, "id-2", false, ttl), 0);
+
+    /* ahead, not confirmed: released, so the batch copy is claimed (by any replica) */
+    ck_assert_int_eq(sn_shared_local_alert_claim(a, "id-3", true, ttl), 1);
+    ck_assert_int_eq(sn_shared_local_alert_release(b, "id-3", true), 0);
+    ck_assert_int_eq(sn_shared_local_alert_release(a, "id-3", true), 1);
+    raw_get(r.port, "sentinel:lalert:id-3", v, sizeof v);
+    ck_assert_str_eq(v, "");
+    ck_assert_int_eq(sn_shared_local_alert_claim(b, "id-3", false, ttl), 1);
+    ck_assert_int_eq(sn_shared_local_alert_claim(a, "id-3", false, ttl), 0);
+
+    /* our own pending claim left behind (its settling failed) does not block us */
+    ck_assert_int_eq(sn_shared_local_alert_claim(a, "id-4", true, ttl), 1);
+    ck_assert_int_eq(sn_shared_local_alert_claim(a, "id-4", false, ttl), 1);
+    raw_get(r.port, "sentinel:lalert:id-4", v, sizeof v);
+    ck_assert_str_eq(v, "a");
+
+    /* ttls: an applied claim lives ttl, a pending one inflight_ttl (30 s by default) */
+    redisReply *rep = redisCommand(c, "PTTL sentinel:lalert:id-1");
+    ck_assert(rep->integer > 50000 && rep->integer <= 60000);
+    freeReplyObject(rep);
+    ck_assert_int_eq(sn_shared_local_alert_claim(a, "id-5", true, ttl), 1);
+    rep = redisCommand(c, "PTTL sentinel:lalert:id-5");
+    ck_assert(rep->integer > 20000 && rep->integer <= 30000);
+    freeReplyObject(rep);
+    redisFree(c);
+
+    sn_shared_stats sa, sb;
+    sn_shared_stats_get(a, &sa);
+    sn_shared_stats_get(b, &sb);
+    ck_assert_uint_eq(sa.local_alert_claimed, 6);
+    ck_assert_uint_eq(sa.local_alert_copies, 1);
+    ck_assert_uint_eq(sa.local_alert_released, 1);
+    ck_assert_uint_eq(sb.local_alert_claimed, 1);
+    ck_assert_uint_eq(sb.local_alert_copies, 3);
+    ck_assert_uint_eq(sb.local_alert_in_flight, 2);
+    ck_assert_uint_eq(sa.fail_open + sb.fail_open, 0);
+    sn_shared_destroy(a);
+    sn_shared_destroy(b);
+    redis_stop(&r);
+}
+END_TEST
+
+static void *race_alerts(void *arg)
+{
+    racer *x = arg;
+    for (int i = 0; i < 300; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "raced-%d", i);
+        x->won[i] = sn_shared_local_alert_claim(x->s, id, false, 60000 * MS) == 1;
+    }
+    return NULL;
+}
+
+START_TEST(two_replicas_claim_a_local_alert_once)
+{
+    /* Both replicas get every alert at the same moment: each is claimed exactly once. */
+    redis_proc r = {0};
+    redis_start(&r);
+    racer x = {.s = replica(r.port, "a", 0)}, y = {.s = replica(r.port, "b", 0)};
+    race_both(race_alerts, &x, &y);
+    for (int i = 0; i < 300; i++)
+        ck_assert_msg(x.won[i] + y.won[i] == 1, "alert %d claimed %d times", i,
+                      x.won[i] + y.won[i]);
+    sn_shared_destroy(x.s);
+    sn_shared_destroy(y.s);
+    redis_stop(&r);
+}
+END_TEST
+
 START_TEST(fail_open_when_redis_is_down)
 {
     int port = free_port(); /* nothing listens there */
@@ -437,6 +548,7 @@ START_TEST(fail_open_when_redis_is_down)
     ck_assert_int_lt(sn_shared_seq_claim(a, "sc", 1, &prev), 0);
     ck_assert_uint_eq(prev, 0);
     ck_assert_int_lt(sn_shared_alert_claim(a, "s", "m", "latency_spike", 1000 * MS), 0);
+    ck_assert_int_lt(sn_shared_local_alert_claim(a, "id", false, 1000 * MS), 0);
     ck_assert_int_lt(sn_shared_lease_tick(a), 0);
     ck_assert(!sn_shared_is_leader(a));
     /* Within reconnect_ns no new attempt is made: answered at once. */
@@ -448,7 +560,7 @@ START_TEST(fail_open_when_redis_is_down)
     ck_assert_int_lt((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000, 40);
     sn_shared_stats st;
     sn_shared_stats_get(a, &st);
-    ck_assert_uint_eq(st.fail_open, 103);
+    ck_assert_uint_eq(st.fail_open, 104);
     ck_assert_uint_ge(st.connect_failures, 2); /* the ingest and the loop connection */
     ck_assert_uint_eq(st.connects, 0);
     ck_assert_uint_eq(st.seq_claimed, 0);
@@ -733,6 +845,8 @@ static Suite *shared_suite(void)
     tcase_add_test(tc, a_dead_replicas_claim_expires);
     tcase_add_test(tc, two_replicas_race_one_wins);
     tcase_add_test(tc, alert_keys_have_one_owner_per_window);
+    tcase_add_test(tc, local_alert_claims);
+    tcase_add_test(tc, two_replicas_claim_a_local_alert_once);
     tcase_add_test(tc, a_burst_of_anomalies_costs_one_round_trip);
     tcase_add_test(tc, lease_acquire_renew_expire_takeover);
     tcase_add_test(tc, fail_open_when_redis_is_down);

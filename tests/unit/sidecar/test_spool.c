@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1240,6 +1241,161 @@ START_TEST(background_io_keeps_the_rules)
 }
 END_TEST
 
+/* The injected fsync/fdatasync: -EIO while `fail` is set; otherwise the real call, counting the
+ * good fdatasyncs of the file with inode `watch`. */
+typedef struct sync_fault {
+    atomic_bool fail;
+    atomic_int failed, good_watched;
+    _Atomic ino_t watch;
+} sync_fault;
+
+static int faulty_sync(int fd, bool full, void *ud)
+{
+    sync_fault *f = ud;
+    if (atomic_load(&f->fail)) {
+        atomic_fetch_add(&f->failed, 1);
+        return -EIO;
+    }
+    int rc = full ? fsync(fd) : fdatasync(fd);
+    struct stat st;
+    if (rc == 0 && !full && fstat(fd, &st) == 0 && st.st_ino == atomic_load(&f->watch))
+        atomic_fetch_add(&f->good_watched, 1);
+    return rc == 0 ? 0 : -errno;
+}
+
+/* Appends records from *n + 1 on until a new segment was started (the full one is handed to the
+ * next background sync). Returns the full segment's inode. */
+static ino_t fill_segment(sn_spool *s, uint64_t *n)
+{
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    if (st.segments == 0) { /* the first append creates the first segment */
+        ++*n;
+        append_rec(s, *n, 0);
+        sn_spool_get_stats(s, &st);
+    }
+    uint64_t segs = st.segments;
+    do {
+        ++*n;
+        append_rec(s, *n, 0);
+        sn_spool_get_stats(s, &st);
+    } while (st.segments == segs);
+    /* the segment before the last one */
+    DIR *d = opendir(g_dir);
+    ck_assert_ptr_nonnull(d);
+    char names[2][64] = {"", ""}; /* segment names are 28 characters */
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t l = strnlen(e->d_name, sizeof names[0] - 1);
+        if (strncmp(e->d_name, "seg-", 4) != 0)
+            continue;
+        if (strcmp(e->d_name, names[1]) > 0) {
+            memcpy(names[0], names[1], sizeof names[0]);
+            memcpy(names[1], e->d_name, l);
+            names[1][l] = '\0';
+        } else if (strcmp(e->d_name, names[0]) > 0) {
+            memcpy(names[0], e->d_name, l);
+            names[0][l] = '\0';
+        }
+    }
+    closedir(d);
+    char path[256];
+    struct stat sb;
+    ck_assert_int_eq(stat(path_in(path, sizeof path, names[0]), &sb), 0);
+    return sb.st_ino;
+}
+
+/* Polls the stats (up to 10 s: the thread's retry is due 100 ms after a failure) until the
+ * number of segments waiting for a retried sync is want. */
+static void wait_unsynced(sn_spool *s, uint64_t want)
+{
+    sn_spool_stats st;
+    for (int i = 0; i < 1000; i++) {
+        sn_spool_get_stats(s, &st);
+        if (st.unsynced_segments == want)
+            return;
+        usleep(10000);
+    }
+    ck_abort_msg("unsynced_segments stayed %llu, want %llu",
+                 (unsigned long long)st.unsynced_segments, (unsigned long long)want);
+}
+
+START_TEST(failed_background_sync_of_a_full_segment_is_retried)
+{
+    /* A full segment's descriptor goes to the background sync and the loop closes its own: when
+     * that fdatasync fails, the thread keeps the descriptor and retries (rewrite + fdatasync)
+     * with backoff until it works; the failures are counted, the disk is reported failing after
+     * several in a row, and nothing is lost. */
+    sn_spool_config c = small_cfg();
+    c.background_io = true;
+    sn_spool *s = open_ok(&c);
+    static sync_fault f;
+    atomic_store(&f.fail, true);
+    atomic_store(&f.failed, 0);
+    atomic_store(&f.good_watched, 0);
+    sn_spool_set_sync_hook(s, faulty_sync, &f);
+    uint64_t n = 0;
+    atomic_store(&f.watch, fill_segment(s, &n));
+    ck_assert_int_eq(sn_spool_sync_start(s), 0);
+    wait_unsynced(s, 1); /* the background sync failed: kept for a retry */
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_ge(st.sync_failures, 1);
+    ck_assert(!st.sync_failing); /* one failure is not a failing disk */
+
+    /* The disk works again: the thread's own retry makes the segment durable. */
+    atomic_store(&f.fail, false);
+    wait_unsynced(s, 0);
+    ck_assert_int_ge(atomic_load(&f.good_watched), 1);
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_ge(st.sync_retries, 1);
+    ck_assert(!sn_spool_sync_failing(s));
+    ck_assert_int_eq(sn_spool_sync(s), 0);
+    expect_pop(s, 1, 1); /* acknowledged: popped */
+
+    /* A disk failing for good: every sync fails, sn_spool_sync says so and retries at once,
+     * and after 5 failed attempts in a row the spool reports failing (for /readyz). */
+    atomic_store(&f.fail, true);
+    atomic_store(&f.watch, fill_segment(s, &n));
+    for (int i = 0; i < 6; i++)
+        ck_assert_int_eq(sn_spool_sync(s), -EIO);
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.unsynced_segments, 1);
+    ck_assert(st.sync_failing);
+    ck_assert(sn_spool_sync_failing(s));
+    /* ... and recovering: the next sync retries the segment, and all is well again */
+    atomic_store(&f.fail, false);
+    int good = atomic_load(&f.good_watched);
+    ck_assert_int_eq(sn_spool_sync(s), 0);
+    ck_assert_int_gt(atomic_load(&f.good_watched), good);
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.unsynced_segments, 0);
+    ck_assert(!st.sync_failing);
+
+    /* A segment popped while its sync is retried needs no retry any more. */
+    atomic_store(&f.fail, true);
+    (void)fill_segment(s, &n);
+    ck_assert_int_eq(sn_spool_sync(s), -EIO);
+    atomic_store(&f.fail, false);
+    sn_spool_set_sync_hook(s, NULL, NULL);
+    for (uint64_t i = 2; i <= n; i++)
+        expect_pop(s, i, i);
+    ck_assert_int_eq(sn_spool_sync(s), 0);
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.unsynced_segments, 0);
+    ck_assert_int_gt(atomic_load(&f.failed), 0);
+
+    /* Nothing acknowledged or not is lost: a record appended now is found after a reopen. */
+    append_rec(s, n + 1, 0);
+    sn_spool_close(s);
+    c.background_io = false;
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_count(s), 1);
+    expect_pop(s, n + 1, n + 1);
+    sn_spool_close(s);
+}
+END_TEST
+
 START_TEST(interval_mode_syncs_on_request)
 {
     sn_spool_config c = small_cfg();
@@ -1390,6 +1546,7 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, second_open_is_refused);
     tcase_add_test(tc, interval_mode_syncs_on_request);
     tcase_add_test(tc, background_io_keeps_the_rules);
+    tcase_add_test(tc, failed_background_sync_of_a_full_segment_is_retried);
     tcase_add_test(tc, always_mode_syncs_every_write);
     tcase_add_test(tc, directory_is_a_file);
     tcase_add_test(tc, directory_without_permission);
