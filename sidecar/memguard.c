@@ -107,8 +107,9 @@ static bool trim(sn_memguard *g, uint64_t *rss, uint64_t *anon)
  * floor: it follows a lower sample at once, a higher one by an eighth per check); the largest
  * request is the budget less the floor's growth, and the budget of the moment never exceeds it,
  * so "too large" and "not now" are judged against the same memory. `kept` is the holders' kept
- * memory now. */
-static void update_budget(sn_memguard *g, uint64_t rss, uint64_t kept)
+ * memory now; `trimmed`: the heap has not grown since the last trim (freed request buffers that
+ * the next trim gives back are no floor -- a floor too high would refuse requests for good). */
+static void update_budget(sn_memguard *g, uint64_t rss, uint64_t kept, bool trimmed)
 {
     if (g->limit == 0)
         return;
@@ -120,7 +121,7 @@ static void update_budget(sn_memguard *g, uint64_t rss, uint64_t kept)
     if (u < g->baseline)
         u = g->baseline;
     g->unaccounted = u;
-    if (reserved == 0) {
+    if (reserved == 0 && trimmed) {
         uint64_t sample = now > kept ? now - kept : 0;
         if (sample < g->baseline)
             sample = g->baseline;
@@ -185,7 +186,8 @@ static void on_tick(uv_timer_t *t)
                 over = g->limit > 0 && rss >= g->refuse_at;
         }
     }
-    update_budget(g, rss, g->kept != NULL ? g->kept(g->kept_ud) : 0);
+    update_budget(g, rss, g->kept != NULL ? g->kept(g->kept_ud) : 0,
+                  anon <= g->anon_trimmed + SN_MEMGUARD_TRIM_GROWTH);
     atomic_store(&g->over, over);
     sn_gauge_set(g->over_gauge, over ? 1.0 : 0.0);
     sn_gauge_set(g->reserved_gauge, (double)atomic_load(&g->reserved));

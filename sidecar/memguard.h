@@ -12,10 +12,11 @@
  * resident set is back under; the rest of the limit is headroom for the requests already admitted,
  * which the transports and the pipeline bound by themselves (otlp.max_inflight_bytes per stage).
  *
- * Giving memory back: while over, and once after a burst when no request arrived for 100 ms,
- * the timer calls malloc_trim(0) (so freed request buffers leave the process instead of staying
- * in malloc's arenas); at most once per 100 ms, and the idle trim only when the anonymous memory
- * grew by more than 1 MiB since the last trim.
+ * Giving memory back: while over, after a reservation was refused for now, and once after a
+ * burst when no request arrived for 100 ms, the timer calls malloc_trim(0) (so freed request
+ * buffers leave the process instead of staying in malloc's arenas); while over and after a
+ * refusal it first has the kept memory freed (config.reclaim); at most once per 100 ms, and the
+ * idle trim only when the anonymous memory grew by more than 1 MiB since the last trim.
  *
  * Besides the resident set, the guard keeps a request budget (below) that the transports reserve
  * from before they hold a request's bytes, so a burst admitted before the timer's next look
