@@ -18,6 +18,8 @@
 #define SN_MEMGUARD_TRIM_GROWTH   (1024u * 1024u) /* idle trim only after this much new anon */
 #define SN_MEMGUARD_TRIM_INTERVAL 100u            /* ms between trim decisions */
 #define SN_MEMGUARD_SETTLED_SLACK (1024u * 1024u) /* unaccounted within this of now: settled */
+#define SN_MEMGUARD_FLOOR_SLOTS   8u              /* the floor: lowest idle reading of 8 slots */
+#define SN_MEMGUARD_FLOOR_SLOT_MS 500u            /* of 500 ms each (a 4 s window) */
 
 static const char *const protocol_names[SN_MEMGUARD_PROTOCOLS] = {"grpc", "http"};
 
@@ -38,8 +40,10 @@ struct sn_memguard {
     uint64_t unaccounted;        /* resident bytes no reservation stands for (decaying maximum) */
     uint64_t floor;              /* resident bytes besides kept memory with nothing reserved */
     uint64_t floor_sample;       /* the last sample of it */
-    _Atomic uint64_t reserved;   /* request bytes reserved now */
-    size_t (*kept)(void *ud);    /* memory kept for reuse that reclaim frees (optional) */
+    uint64_t floor_min[SN_MEMGUARD_FLOOR_SLOTS]; /* lowest sample per slot (UINT64_MAX: none) */
+    uint64_t floor_slot;                         /* loop time / SN_MEMGUARD_FLOOR_SLOT_MS */
+    _Atomic uint64_t reserved;                   /* request bytes reserved now */
+    size_t (*kept)(void *ud); /* memory kept for reuse that reclaim frees (optional) */
     void (*reclaim)(void *ud);
     void *kept_ud;
     atomic_bool want_reclaim;  /* a reservation was refused for now: free the kept memory */
@@ -104,12 +108,15 @@ static bool trim(sn_memguard *g, uint64_t *rss, uint64_t *anon)
  * scratch and malloc arenas, batches): its maximum, decaying by 1/16 per check, never below the
  * baseline; and shrinks the budget by what it grew since the start. With nothing reserved, the
  * resident set less the kept memory (which a reclaim frees) is what no request can use (the
- * floor: it follows a lower sample at once, a higher one by an eighth per check); the largest
- * request is the budget less the floor's growth, and the budget of the moment never exceeds it,
+ * floor: the lowest such reading of the last 4 s, so memory that stays only for a while -- a
+ * shipping backlog, batches being sealed -- does not make requests too large); the largest
+ * request is the budget less the floor's growth (but at least a quarter of the budget: with
+ * less, memory is short for every request, which is "not now"), and the budget of the moment
+ * never exceeds it,
  * so "too large" and "not now" are judged against the same memory. `kept` is the holders' kept
  * memory now; `trimmed`: the heap has not grown since the last trim (freed request buffers that
  * the next trim gives back are no floor -- a floor too high would refuse requests for good). */
-static void update_budget(sn_memguard *g, uint64_t rss, uint64_t kept, bool trimmed)
+static void update_budget(sn_memguard *g, uint64_t rss, uint64_t kept, bool trimmed, uint64_t ms)
 {
     if (g->limit == 0)
         return;
@@ -121,16 +128,32 @@ static void update_budget(sn_memguard *g, uint64_t rss, uint64_t kept, bool trim
     if (u < g->baseline)
         u = g->baseline;
     g->unaccounted = u;
+    uint64_t slot = ms / SN_MEMGUARD_FLOOR_SLOT_MS;
+    if (slot - g->floor_slot >= SN_MEMGUARD_FLOOR_SLOTS) { /* the whole window passed */
+        for (unsigned i = 0; i < SN_MEMGUARD_FLOOR_SLOTS; i++)
+            g->floor_min[i] = UINT64_MAX;
+        g->floor_slot = slot;
+    }
+    while (g->floor_slot < slot) /* slots the clock has entered start empty */
+        g->floor_min[++g->floor_slot % SN_MEMGUARD_FLOOR_SLOTS] = UINT64_MAX;
     if (reserved == 0 && trimmed) {
         uint64_t sample = now > kept ? now - kept : 0;
         if (sample < g->baseline)
             sample = g->baseline;
-        g->floor = sample <= g->floor ? sample : g->floor + (sample - g->floor + 7) / 8;
+        uint64_t *m = &g->floor_min[slot % SN_MEMGUARD_FLOOR_SLOTS];
+        if (sample < *m)
+            *m = sample;
         g->floor_sample = sample;
+        uint64_t f = UINT64_MAX;
+        for (unsigned i = 0; i < SN_MEMGUARD_FLOOR_SLOTS; i++)
+            f = g->floor_min[i] < f ? g->floor_min[i] : f;
+        g->floor = f;
     }
     uint64_t c = g->limit > g->floor + g->margin ? g->limit - g->floor - g->margin : 0;
     if (c > g->budget)
         c = g->budget;
+    if (c < g->budget / 4) /* below: memory is short for every request, which is "not now" */
+        c = g->budget / 4;
     uint64_t b = g->limit > u + g->margin ? g->limit - u - g->margin : 0;
     if (b > c)
         b = c;
@@ -187,7 +210,7 @@ static void on_tick(uv_timer_t *t)
         }
     }
     update_budget(g, rss, g->kept != NULL ? g->kept(g->kept_ud) : 0,
-                  anon <= g->anon_trimmed + SN_MEMGUARD_TRIM_GROWTH);
+                  anon <= g->anon_trimmed + SN_MEMGUARD_TRIM_GROWTH, ms);
     atomic_store(&g->over, over);
     sn_gauge_set(g->over_gauge, over ? 1.0 : 0.0);
     sn_gauge_set(g->reserved_gauge, (double)atomic_load(&g->reserved));
@@ -284,6 +307,8 @@ static void set_budget(sn_memguard *g, uint64_t rss)
     g->baseline = rss;
     g->unaccounted = rss;
     g->floor = g->floor_sample = rss;
+    for (unsigned i = 0; i < SN_MEMGUARD_FLOOR_SLOTS; i++)
+        g->floor_min[i] = UINT64_MAX;
     if (g->limit == 0) {
         g->budget = UINT64_MAX;
         atomic_init(&g->budget_now, UINT64_MAX);
@@ -340,6 +365,8 @@ int sn_memguard_create(const sn_memguard_config *cfg, uv_loop_t *loop, sn_memgua
     uint64_t rss = 0;
     (void)read_statm(g, &rss, &g->anon_trimmed);
     set_budget(g, rss);
+    g->floor_slot = uv_now(loop) / SN_MEMGUARD_FLOOR_SLOT_MS;
+    g->floor_min[g->floor_slot % SN_MEMGUARD_FLOOR_SLOTS] = rss;
     if (cfg->metrics != NULL && (rc = register_metrics(g, cfg->metrics, err, errlen)) != 0)
         goto out_close;
     if ((rc = uv_async_init(loop, &g->wake, on_wake)) != 0) {
@@ -381,13 +408,19 @@ int sn_memguard_reserve(sn_memguard *g, sn_memguard_protocol protocol, size_t mo
     if (more == 0)
         return 0;
     wake(g);
-    uint64_t ceiling = atomic_load(&g->ceiling);
-    if (g->limit > 0 && (held > ceiling || more > ceiling - held)) {
+    /* Never, not even at start; not now while over the threshold; never while the process
+     * holds what it holds with nothing reserved (the ceiling); not now (the budget of now). */
+    if (g->limit > 0 && (held > g->budget || more > g->budget - held)) {
         rc = -E2BIG;
         goto refuse;
     }
     if (atomic_load(&g->over))
         goto refuse;
+    uint64_t ceiling = atomic_load(&g->ceiling);
+    if (g->limit > 0 && (held > ceiling || more > ceiling - held)) {
+        rc = -E2BIG;
+        goto refuse;
+    }
     uint64_t before = atomic_fetch_add(&g->reserved, (uint64_t)more);
     if (g->limit > 0 && before + more > atomic_load(&g->budget_now)) {
         atomic_fetch_sub(&g->reserved, (uint64_t)more);

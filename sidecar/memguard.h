@@ -96,13 +96,17 @@ bool sn_memguard_admit(sn_memguard *g, sn_memguard_protocol protocol);
  * (at most 100 ms later). What remains with nothing reserved -- the resident set less the kept
  * memory, never below the baseline -- is the floor, which no request can use:
  *
- *     ceiling    = min(budget, limit - floor - margin)      (the largest request)
+ *     ceiling    = max(budget / 4, min(budget, limit - floor - margin))  (the largest request)
  *     budget_now = min(ceiling, limit - unaccounted - margin)
  *
- * A request larger than the ceiling is refused as too large at once; one that fits it is
- * refused for now only while others hold reservations or memory the next checks give back
- * (budget_now returns to the ceiling when the process is idle), so its retries get in. The
- * floor follows a lower sample at once and a higher one by an eighth per idle check.
+ * A request larger than the ceiling is refused as too large at once (but while over the
+ * resident-set threshold every request is refused for now); one that fits it is refused for
+ * now only while others hold reservations or memory the next checks give back (budget_now
+ * returns to the ceiling when the process is idle), so its retries get in. The floor is the
+ * lowest reading of the last 4 s (taken with nothing reserved and nothing left to trim), so
+ * memory held only for a while does not make requests too large. The exception: while the
+ * floor leaves less than a quarter of the budget, requests between the two are refused for
+ * now (memory is short for everyone, and it may come back).
  *
  * A transport reserves a request's bytes before it holds them (an HTTP body's Content-Length
  * before reading it, or each growth of its buffer; a gRPC message's estimated size before
@@ -118,9 +122,9 @@ bool sn_memguard_admit(sn_memguard *g, sn_memguard_protocol protocol);
  * budget. Returns 0 when they fit (the caller then owns them and gives them back with
  * sn_memguard_release); -EAGAIN while over the resident-set threshold or when they do not fit
  * now (and asks for a reclaim); -E2BIG when held + more is above the ceiling (the request does
- * not fit even with nothing else reserved). Refusals are counted in
- * sentinel_sidecar_memory_refused_total{protocol}. Any thread (atomics, no lock; the first
- * request after an idle stretch also wakes the timer). */
+ * not fit even with nothing else reserved) or the start budget (then also while over). Refusals are
+ * counted in sentinel_sidecar_memory_refused_total{protocol}. Any thread (atomics, no lock; the
+ * first request after an idle stretch also wakes the timer). */
 int sn_memguard_reserve(sn_memguard *g, sn_memguard_protocol protocol, size_t more, size_t held);
 
 /* Gives back `bytes` reserved with sn_memguard_reserve. Any thread. */

@@ -170,15 +170,16 @@ START_TEST(unaccounted_memory_shrinks_the_budget_and_the_largest_request)
     char *p = hog(n);
     run_for(&g_loop, 50);
     ck_assert_uint_lt(sn_memguard_available(g), budget - 14 * MIB);
-    /* Nothing reserved: after a few checks the floor holds the 16 MiB, and a reservation the
+    /* Nothing reserved: once the 16 MiB stayed for the floor's window (4 s), a reservation the
      * old budget allowed is too large, at once and on every retry. */
-    run_for(&g_loop, 600);
+    run_for(&g_loop, 4600);
     ck_assert_int_eq(sn_memguard_reserve(g, SN_MEMGUARD_HTTP, budget - 8 * MIB, 0), -E2BIG);
     ck_assert_int_eq(sn_memguard_reserve(g, SN_MEMGUARD_HTTP, budget - 8 * MIB, 0), -E2BIG);
     ck_assert_int_eq(sn_memguard_reserve(g, SN_MEMGUARD_HTTP, budget - 20 * MIB, 0), 0);
     sn_memguard_release(g, budget - 20 * MIB);
     munmap(p, n);
-    /* The maximum decays by 1/16 per check, the floor follows at once: back within a second. */
+    /* The maximum decays by 1/16 per check, the floor follows a lower reading at once: back
+     * within a second. */
     run_for(&g_loop, 1500);
     ck_assert_uint_gt(sn_memguard_available(g), budget - 4 * MIB);
     ck_assert_int_eq(sn_memguard_reserve(g, SN_MEMGUARD_HTTP, budget - 8 * MIB, 0), 0);
