@@ -56,6 +56,7 @@ struct sn_memguard {
     uint64_t admitted_seen;    /* at the previous trim decision (loop thread) */
     uint64_t admitted_tick;    /* at the previous tick (loop thread) */
     uint64_t anon_trimmed;     /* anonymous bytes after the last trim (loop thread) */
+    bool trim_due;             /* requests came since the last trim with the process idle */
     sn_counter *refused[SN_MEMGUARD_PROTOCOLS];
     sn_gauge *over_gauge;
     sn_gauge *reserved_gauge;
@@ -170,7 +171,7 @@ static bool quiet(sn_memguard *g, uint64_t rss, uint64_t anon, bool over)
     g->admitted_tick = admitted;
     uint64_t reserved = atomic_load(&g->reserved);
     uint64_t now = rss > reserved ? rss - reserved : 0;
-    return idle && !over && reserved == 0 && !atomic_load(&g->want_reclaim) &&
+    return idle && !over && reserved == 0 && !atomic_load(&g->want_reclaim) && !g->trim_due &&
            anon <= g->anon_trimmed + SN_MEMGUARD_TRIM_GROWTH &&
            (g->limit == 0 || (g->unaccounted <= now + SN_MEMGUARD_SETTLED_SLACK &&
                               g->floor_sample <= g->floor + SN_MEMGUARD_SETTLED_SLACK));
@@ -204,13 +205,20 @@ static void on_tick(uv_timer_t *t)
         bool reclaim = atomic_exchange(&g->want_reclaim, false) || over;
         if (reclaim && g->reclaim != NULL)
             g->reclaim(g->kept_ud);
-        if (reclaim || (idle && anon > g->anon_trimmed + SN_MEMGUARD_TRIM_GROWTH)) {
+        /* Once idle after requests (a trim under load, for a refusal, leaves the buffers
+         * freed after it), or when the heap grew without requests. */
+        bool settle = idle && (g->trim_due || anon > g->anon_trimmed + SN_MEMGUARD_TRIM_GROWTH);
+        if (!idle)
+            g->trim_due = true;
+        if (reclaim || settle) {
             if (trim(g, &rss, &anon))
                 over = g->limit > 0 && rss >= g->refuse_at;
+            if (idle)
+                g->trim_due = false;
         }
     }
     update_budget(g, rss, g->kept != NULL ? g->kept(g->kept_ud) : 0,
-                  anon <= g->anon_trimmed + SN_MEMGUARD_TRIM_GROWTH, ms);
+                  !g->trim_due && anon <= g->anon_trimmed + SN_MEMGUARD_TRIM_GROWTH, ms);
     atomic_store(&g->over, over);
     sn_gauge_set(g->over_gauge, over ? 1.0 : 0.0);
     sn_gauge_set(g->reserved_gauge, (double)atomic_load(&g->reserved));
