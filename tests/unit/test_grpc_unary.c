@@ -517,6 +517,19 @@ START_TEST(memory_budget_refuses_before_reading_and_bounds_decompression)
 }
 END_TEST
 
+/* Starts a client call with `body` on its own thread and waits until the deferring handler
+ * holds it (the handler's `n`-th call). */
+static void call_held(client_call *c, const char *body, int n)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->body, sizeof c->body, "%s", body);
+    ck_assert_int_eq(pthread_create(&c->th, NULL, client_main, c), 0);
+    pthread_mutex_lock(&g_def.mu);
+    while (g_def.n < n)
+        pthread_cond_wait(&g_def.cv, &g_def.mu);
+    pthread_mutex_unlock(&g_def.mu);
+}
+
 /* One admission decision per call, max_calls first: with one call held by the handler, a second
  * is refused as busy without asking the budget; with the held one answered, the next call
  * reserves once and gets in. A budget and an admit gate together are refused at create. */
@@ -541,13 +554,7 @@ START_TEST(max_calls_is_judged_before_the_budget_once)
     start_config(&cfg);
 
     client_call c;
-    memset(&c, 0, sizeof c);
-    snprintf(c.body, sizeof c.body, "held");
-    ck_assert_int_eq(pthread_create(&c.th, NULL, client_main, &c), 0);
-    pthread_mutex_lock(&g_def.mu);
-    while (g_def.n < 1)
-        pthread_cond_wait(&g_def.cv, &g_def.mu);
-    pthread_mutex_unlock(&g_def.mu);
+    call_held(&c, "held", 1);
     ck_assert_int_eq(atomic_load(&g_reserves), 1);
     size_t held = atomic_load(&g_used);
     ck_assert_uint_gt(held, 0);
@@ -576,13 +583,7 @@ START_TEST(max_calls_is_judged_before_the_budget_once)
     ck_assert(strstr(r.details, "memory") != NULL);
     grpc_test_reply_free(&r);
     atomic_store(&g_used, 0);
-    memset(&c, 0, sizeof c);
-    snprintf(c.body, sizeof c.body, "next");
-    ck_assert_int_eq(pthread_create(&c.th, NULL, client_main, &c), 0);
-    pthread_mutex_lock(&g_def.mu);
-    while (g_def.n < 2)
-        pthread_cond_wait(&g_def.cv, &g_def.mu);
-    pthread_mutex_unlock(&g_def.mu);
+    call_held(&c, "next", 2);
     sn_grpc_unary_finish(g_def.later[1], &reply);
     pthread_join(c.th, NULL);
     ck_assert_int_eq(c.r.grpc_status, 0);
