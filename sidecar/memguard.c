@@ -62,6 +62,7 @@ struct sn_memguard {
     sn_gauge *reserved_gauge;
     sn_gauge *budget_gauge;
     sn_gauge *ceiling_gauge;
+    sn_gauge *kept_gauge;
     sn_counter *trims;
 };
 
@@ -217,8 +218,10 @@ static void on_tick(uv_timer_t *t)
                 g->trim_due = false;
         }
     }
-    update_budget(g, rss, g->kept != NULL ? g->kept(g->kept_ud) : 0,
-                  !g->trim_due && anon <= g->anon_trimmed + SN_MEMGUARD_TRIM_GROWTH, ms);
+    uint64_t kept = g->kept != NULL ? g->kept(g->kept_ud) : 0;
+    sn_gauge_set(g->kept_gauge, (double)kept);
+    update_budget(g, rss, kept, !g->trim_due && anon <= g->anon_trimmed + SN_MEMGUARD_TRIM_GROWTH,
+                  ms);
     atomic_store(&g->over, over);
     sn_gauge_set(g->over_gauge, over ? 1.0 : 0.0);
     sn_gauge_set(g->reserved_gauge, (double)atomic_load(&g->reserved));
@@ -298,6 +301,11 @@ static int register_metrics(sn_memguard *g, sn_metrics *m, char *err, size_t err
              "the largest request reservation taken now: the budget less the memory no request "
              "can use (more is refused as too large; 0: no limit)",
              &g->ceiling_gauge, err, errlen)) != 0 ||
+        (rc = sn_metrics_register_gauge(
+             m, "sentinel_sidecar_memory_kept_bytes",
+             "memory kept for reuse between requests (idle request scratches), freed when a "
+             "request needs the room",
+             &g->kept_gauge, err, errlen)) != 0 ||
         (rc = sn_metrics_register_gauge(
              m, "sentinel_sidecar_memory_reserved_bytes",
              "request bytes reserved against the budget (sampled every check)", &g->reserved_gauge,

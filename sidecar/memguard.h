@@ -26,7 +26,8 @@
  * sentinel_sidecar_memory_limit_bytes, sentinel_sidecar_memory_over_limit (0/1),
  * sentinel_sidecar_memory_trims_total, sentinel_sidecar_memory_budget_bytes,
  * sentinel_sidecar_memory_reserved_bytes, sentinel_sidecar_memory_baseline_bytes,
- * sentinel_sidecar_memory_request_max_bytes (the ceiling, below). See
+ * sentinel_sidecar_memory_request_max_bytes (the ceiling, below),
+ * sentinel_sidecar_memory_kept_bytes (config.kept). See
  * docs/sidecar.md, "Memory".
  *
  * Threads: create, the timer and close on the loop thread; sn_memguard_admit, sn_memguard_over,

@@ -353,7 +353,8 @@ await run('sidecar_memlimit', async () => {
   const now = m1.sentinel_sidecar_memory_budget_bytes;
   const ceiling = m1.sentinel_sidecar_memory_request_max_bytes;
   log(`idle after the floods: largest request ${ceiling} (start ${start}), budget now ${now}, ` +
-    `RSS ${sc.rssKiB()} KiB`);
+    `kept ${m1.sentinel_sidecar_memory_kept_bytes}, RSS ${sc.rssKiB()} KiB`);
+  check(m1.sentinel_sidecar_memory_kept_bytes >= 0, 'no sentinel_sidecar_memory_kept_bytes');
   check(start > 0 && ceiling >= start / 4 - 1 && ceiling <= start && now <= ceiling,
     `largest request ${ceiling} (start ${start}), budget now ${now}`);
   const between = Math.floor((Math.min(now, ceiling) + start) / 2);
