@@ -268,12 +268,12 @@ static int buf_reserve(sn_buf *b, size_t need, size_t ceiling)
     return 0;
 }
 
-/* Frees the buffer's memory if it grew past SN_BUF_KEEP, so one huge request does not pin
- * memory for the life of the server. */
-static void buf_trim(sn_buf *b)
+/* Frees the buffer's memory if it grew past `keep`, so one huge request does not pin memory
+ * for the life of the server. */
+static void buf_trim(sn_buf *b, size_t keep)
 {
     b->len = 0;
-    if (b->cap > SN_BUF_KEEP) {
+    if (b->cap > keep) {
         free(b->data);
         b->data = NULL;
         b->cap = 0;
@@ -755,8 +755,11 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&s->mu);
 
         serve(s, c, &a, &b, &dctx);
-        buf_trim(&a);
-        buf_trim(&b);
+        /* With a memory budget the buffers belong to the call that grew them: what it reserved
+         * for them is released with it, so they go too (down to SN_BUF_MIN). */
+        size_t keep = s->cfg.budget.reserve != NULL ? SN_BUF_MIN : SN_BUF_KEEP;
+        buf_trim(&a, keep);
+        buf_trim(&b, keep);
     }
     free(a.data);
     free(b.data);
@@ -775,21 +778,14 @@ static void on_new_call(sn_grpc_unary *s, sn_grpc_call *c)
             break;
         }
     }
-    bool gated = method >= 0 && s->cfg.admit != NULL && !s->cfg.admit(s->cfg.admit_ud);
-    bool over_budget = false;
-    if (method >= 0 && !gated && s->cfg.budget.reserve != NULL) {
-        /* gRPC's buffers for a message being read: the message and its read chunks' slack. */
-        size_t est = 2 * atomic_load(&s->msg_estimate);
-        if (s->cfg.budget.reserve(s->cfg.budget.ud, est, 0) == 0)
-            c->reserved = est;
-        else
-            over_budget = true;
-    }
-    gated = gated || over_budget;
+    /* One admission decision, in this order: a known method, a max_calls slot, then memory --
+     * the budget's reservation (which also refuses while over its resident-set threshold), or
+     * the admit gate when there is no budget. A call refused for max_calls takes no budget; one
+     * refused for memory gives its slot back at once. */
     pthread_mutex_lock(&s->mu);
     s->waiting--;
     s->live++;
-    bool admit = method >= 0 && !gated && s->admitted < s->cfg.max_calls;
+    bool admit = method >= 0 && s->admitted < s->cfg.max_calls;
     if (admit) {
         s->admitted++;
         c->admitted = true;
@@ -802,19 +798,35 @@ static void on_new_call(sn_grpc_unary *s, sn_grpc_call *c)
         answer(s, c, GRPC_STATUS_UNIMPLEMENTED, "unknown method", -1, NULL, 0);
         return;
     }
-    if (over_budget) {
-        answer_budget(s, c); /* before the message is read, like the gate */
-        return;
-    }
-    if (gated) {
-        /* Before the message is read: the refusal costs no request buffer. */
-        atomic_fetch_add(&s->st_gate, 1);
-        answer(s, c, GRPC_STATUS_UNAVAILABLE, "receiver over its memory limit; retry later",
-               (int64_t)s->cfg.busy_retry_ms, NULL, 0);
-        return;
-    }
     if (!admit) {
         answer_busy(s, c);
+        return;
+    }
+    int brc = 0;
+    if (s->cfg.budget.reserve != NULL) {
+        /* gRPC's buffers for a message being read: the message and its read chunks' slack. */
+        size_t est = 2 * atomic_load(&s->msg_estimate);
+        brc = s->cfg.budget.reserve(s->cfg.budget.ud, est, 0);
+        if (brc == 0)
+            c->reserved = est;
+    } else if (s->cfg.admit != NULL && !s->cfg.admit(s->cfg.admit_ud)) {
+        brc = -EPERM;
+    }
+    if (brc != 0) {
+        /* Before the message is read: the refusal costs no request buffer. */
+        pthread_mutex_lock(&s->mu);
+        s->admitted--;
+        c->admitted = false;
+        pthread_mutex_unlock(&s->mu);
+        if (brc == -E2BIG) {
+            answer_too_big(s, c);
+        } else if (brc == -EPERM) {
+            atomic_fetch_add(&s->st_gate, 1);
+            answer(s, c, GRPC_STATUS_UNAVAILABLE, "receiver over its memory limit; retry later",
+                   (int64_t)s->cfg.busy_retry_ms, NULL, 0);
+        } else {
+            answer_budget(s, c);
+        }
         return;
     }
     c->method = (unsigned)method;
@@ -1017,6 +1029,11 @@ static int check_config(sn_grpc_unary_config *cfg, char *err, size_t errlen)
     if (cfg->budget.reserve != NULL &&
         (cfg->budget.release == NULL || cfg->budget.available == NULL)) {
         snprintf(err, errlen, "%s: a memory budget needs reserve, release and available", name);
+        return -EINVAL;
+    }
+    if (cfg->budget.reserve != NULL && cfg->admit != NULL) {
+        snprintf(err, errlen, "%s: a memory budget decides admission: set it or admit, not both",
+                 name);
         return -EINVAL;
     }
     return 0;

@@ -81,9 +81,11 @@ typedef struct sn_grpc_reply {
     bool deferred;
 } sn_grpc_reply;
 
-/* Called on the completion-queue thread for every new call before its message is read: false
- * refuses the call at once with UNAVAILABLE + RetryInfo (busy_retry_ms), e.g. while the process
- * is over a memory limit. Must be fast and thread-safe. */
+/* Called on the completion-queue thread for every new call that got a max_calls slot, before
+ * its message is read: false refuses the call at once with UNAVAILABLE + RetryInfo
+ * (busy_retry_ms), e.g. while the process is over a memory limit. For servers without a memory
+ * budget (with one, the budget's reservation is the admission decision). Must be fast and
+ * thread-safe. */
 typedef bool (*sn_grpc_unary_admit)(void *ud);
 
 /* An optional memory budget shared with other transports (the sidecar's sidecar/memguard.h).
@@ -129,15 +131,18 @@ typedef struct sn_grpc_unary_config {
     bool allow_deferred;           /* handlers may answer later (sn_grpc_reply.later) */
     sn_grpc_unary_handler handler; /* required */
     void *handler_ud;
-    sn_grpc_unary_admit admit; /* optional gate for new calls */
+    sn_grpc_unary_admit admit; /* optional gate for new calls; not with a budget (-EINVAL) */
     void *admit_ud;
-    /* Optional (reserve NULL: none). A new call reserves twice an estimate of its message (the
-     * largest recent message, decaying, at least 64 KiB: gRPC's buffers while it reads) before
-     * the message is read, and is refused when that does not fit; when the message has
+    /* Optional (reserve NULL: none). A new call that got a max_calls slot reserves twice an
+     * estimate of its message (the largest recent message, decaying, at least 64 KiB: gRPC's
+     * buffers while it reads) before the message is read -- the one admission decision: a call
+     * refused for max_calls takes no budget, one refused here gives its slot back -- and is
+     * refused when that does not fit; when the message has
      * arrived, three times its length (gRPC's buffers and our copy, later the decoded data); a
      * compressed one also its output, charged as the output buffer grows (so decompression
      * stops where the budget ends), plus half of it for decoding. Released when the call is
-     * answered. */
+     * answered; the handler thread's buffers then shrink back to 64 KiB (without a budget they
+     * keep up to 1 MiB). */
     sn_grpc_budget budget;
 } sn_grpc_unary_config;
 

@@ -246,11 +246,16 @@ typedef struct sidecar {
     bool shutting_down;
 } sidecar;
 
-/* The gRPC transport's gate for new calls: refused while over limits.memory. */
-static bool grpc_admit(void *ud)
+/* The memory guard's view of the pipeline's idle request scratches (memguard.h, `kept`). */
+static size_t scratch_kept(void *ud)
 {
-    sidecar *sc = ud;
-    return sc->memguard == NULL || sn_memguard_admit(sc->memguard, SN_MEMGUARD_GRPC);
+    return sn_pipeline_scratch_kept(ud);
+}
+
+/* Frees them when the guard needs the room (memguard.h, `reclaim`). */
+static void scratch_reclaim(void *ud)
+{
+    sn_pipeline_scratch_reclaim(ud);
 }
 
 /* The OTLP/HTTP handler: a retryable refusal while over limits.memory (the body is bounded by
@@ -468,7 +473,10 @@ static int start(sidecar *sc)
 
     sn_memguard_config mc = {.limit_bytes = (uint64_t)s->memory_limit,
                              .refuse_percent = (unsigned)s->memory_refuse_percent,
-                             .metrics = sc->metrics};
+                             .metrics = sc->metrics,
+                             .kept = scratch_kept,
+                             .reclaim = scratch_reclaim,
+                             .kept_ud = sc->pipeline};
     if ((rc = sn_memguard_create(&mc, &sc->loop, &sc->memguard, err, sizeof err)) != 0) {
         sn_log_error("cannot watch the memory limit", SN_LOG_STR("error", err));
         return 1;
@@ -501,8 +509,8 @@ static int start(sidecar *sc)
         gc.max_queued_bytes = (size_t)s->max_inflight_bytes;
         gc.handler = sn_pipeline_otlp_handler;
         gc.handler_ud = sn_pipeline_handler_ud(sc->pipeline, SN_PIPELINE_GRPC);
-        gc.admit = grpc_admit;
-        gc.admit_ud = sc;
+        /* One admission decision per call: the budget's reservation, which also refuses while
+         * over the resident-set threshold (no separate admit gate). */
         gc.budget = (sn_grpc_budget){sn_memguard_reserve_grpc, sn_memguard_release_cb,
                                      sn_memguard_available_cb, sc->memguard,
                                      sn_memguard_budget(sc->memguard)};

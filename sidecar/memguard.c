@@ -17,12 +17,17 @@
 
 #define SN_MEMGUARD_TRIM_GROWTH   (1024u * 1024u) /* idle trim only after this much new anon */
 #define SN_MEMGUARD_TRIM_INTERVAL 100u            /* ms between trim decisions */
+#define SN_MEMGUARD_SETTLED_SLACK (1024u * 1024u) /* unaccounted within this of now: settled */
+#define SN_MEMGUARD_FLOOR_SLOTS   8u              /* the floor: lowest idle reading of 8 slots */
+#define SN_MEMGUARD_FLOOR_SLOT_MS 500u            /* of 500 ms each (a 4 s window) */
 
 static const char *const protocol_names[SN_MEMGUARD_PROTOCOLS] = {"grpc", "http"};
 
 struct sn_memguard {
     uv_timer_t timer;
-    int fd; /* /proc/self/statm */
+    uv_async_t wake;  /* another thread's first request after an idle stretch */
+    int open_handles; /* the guard is freed when both handles are closed */
+    int fd;           /* /proc/self/statm */
     uint64_t page;
     uint64_t limit;
     uint64_t refuse_at; /* bytes of resident set */
@@ -31,16 +36,33 @@ struct sn_memguard {
     uint64_t margin;             /* the limit's part no request may use */
     uint64_t budget;             /* request bytes at once, at most (UINT64_MAX: no limit) */
     _Atomic uint64_t budget_now; /* request bytes at once, now: budget less unaccounted growth */
+    _Atomic uint64_t ceiling;    /* the largest request: budget less what no request can use */
     uint64_t unaccounted;        /* resident bytes no reservation stands for (decaying maximum) */
-    _Atomic uint64_t reserved;   /* request bytes reserved now */
-    unsigned ticks, trim_every;  /* trims are considered every trim_every ticks */
-    _Atomic uint64_t admitted;   /* requests let in, for the idle check */
-    uint64_t admitted_seen;      /* at the previous tick (loop thread) */
-    uint64_t anon_trimmed;       /* anonymous bytes after the last trim (loop thread) */
+    uint64_t floor;              /* resident bytes besides kept memory with nothing reserved */
+    uint64_t floor_sample;       /* the last sample of it */
+    uint64_t floor_min[SN_MEMGUARD_FLOOR_SLOTS]; /* lowest sample per slot (UINT64_MAX: none) */
+    uint64_t floor_slot;                         /* loop time / SN_MEMGUARD_FLOOR_SLOT_MS */
+    _Atomic uint64_t reserved;                   /* request bytes reserved now */
+    size_t (*kept)(void *ud); /* memory kept for reuse that reclaim frees (optional) */
+    void (*reclaim)(void *ud);
+    void *kept_ud;
+    atomic_bool want_reclaim;  /* a reservation was refused for now: free the kept memory */
+    unsigned interval;         /* ms between checks while there is traffic */
+    unsigned period;           /* ms between checks now: interval, doubling while idle */
+    atomic_bool asleep;        /* period > interval: the next request wakes the timer */
+    uint64_t trim_checked;     /* loop time (ms) of the last trim decision */
+    _Atomic uint64_t samples;  /* resident-set reads */
+    _Atomic uint64_t admitted; /* requests let in, for the idle check */
+    uint64_t admitted_seen;    /* at the previous trim decision (loop thread) */
+    uint64_t admitted_tick;    /* at the previous tick (loop thread) */
+    uint64_t anon_trimmed;     /* anonymous bytes after the last trim (loop thread) */
+    bool trim_due;             /* requests came since the last trim with the process idle */
     sn_counter *refused[SN_MEMGUARD_PROTOCOLS];
     sn_gauge *over_gauge;
     sn_gauge *reserved_gauge;
     sn_gauge *budget_gauge;
+    sn_gauge *ceiling_gauge;
+    sn_gauge *kept_gauge;
     sn_counter *trims;
 };
 
@@ -49,6 +71,7 @@ struct sn_memguard {
 static bool read_statm(sn_memguard *g, uint64_t *rss, uint64_t *anon)
 {
     char buf[128];
+    atomic_fetch_add(&g->samples, 1);
     ssize_t n = pread(g->fd, buf, sizeof buf - 1, 0);
     if (n <= 0)
         return false;
@@ -84,9 +107,18 @@ static bool trim(sn_memguard *g, uint64_t *rss, uint64_t *anon)
 }
 
 /* Follows what the resident set holds besides the reservations (gRPC's stream buffers, kept
- * scratch and malloc arenas, batches): its maximum, decaying by 1/16 per tick, never below the
- * baseline; and shrinks the budget by what it grew since the start. */
-static void update_budget(sn_memguard *g, uint64_t rss)
+ * scratch and malloc arenas, batches): its maximum, decaying by 1/16 per check, never below the
+ * baseline; and shrinks the budget by what it grew since the start. With nothing reserved, the
+ * resident set less the kept memory (which a reclaim frees) is what no request can use (the
+ * floor: the lowest such reading of the last 4 s, so memory that stays only for a while -- a
+ * shipping backlog, batches being sealed -- does not make requests too large); the largest
+ * request is the budget less the floor's growth (but at least a quarter of the budget: with
+ * less, memory is short for every request, which is "not now"), and the budget of the moment
+ * never exceeds it,
+ * so "too large" and "not now" are judged against the same memory. `kept` is the holders' kept
+ * memory now; `trimmed`: the heap has not grown since the last trim (freed request buffers that
+ * the next trim gives back are no floor -- a floor too high would refuse requests for good). */
+static void update_budget(sn_memguard *g, uint64_t rss, uint64_t kept, bool trimmed, uint64_t ms)
 {
     if (g->limit == 0)
         return;
@@ -98,10 +130,62 @@ static void update_budget(sn_memguard *g, uint64_t rss)
     if (u < g->baseline)
         u = g->baseline;
     g->unaccounted = u;
+    uint64_t slot = ms / SN_MEMGUARD_FLOOR_SLOT_MS;
+    if (slot - g->floor_slot >= SN_MEMGUARD_FLOOR_SLOTS) { /* the whole window passed */
+        for (unsigned i = 0; i < SN_MEMGUARD_FLOOR_SLOTS; i++)
+            g->floor_min[i] = UINT64_MAX;
+        g->floor_slot = slot;
+    }
+    while (g->floor_slot < slot) /* slots the clock has entered start empty */
+        g->floor_min[++g->floor_slot % SN_MEMGUARD_FLOOR_SLOTS] = UINT64_MAX;
+    if (reserved == 0 && trimmed) {
+        uint64_t sample = now > kept ? now - kept : 0;
+        if (sample < g->baseline)
+            sample = g->baseline;
+        uint64_t *m = &g->floor_min[slot % SN_MEMGUARD_FLOOR_SLOTS];
+        if (sample < *m)
+            *m = sample;
+        g->floor_sample = sample;
+        uint64_t f = UINT64_MAX;
+        for (unsigned i = 0; i < SN_MEMGUARD_FLOOR_SLOTS; i++)
+            f = g->floor_min[i] < f ? g->floor_min[i] : f;
+        g->floor = f;
+    }
+    uint64_t c = g->limit > g->floor + g->margin ? g->limit - g->floor - g->margin : 0;
+    if (c > g->budget)
+        c = g->budget;
+    if (c < g->budget / 4) /* below: memory is short for every request, which is "not now" */
+        c = g->budget / 4;
     uint64_t b = g->limit > u + g->margin ? g->limit - u - g->margin : 0;
-    if (b > g->budget)
-        b = g->budget;
+    if (b > c)
+        b = c;
+    atomic_store(&g->ceiling, c);
     atomic_store(&g->budget_now, b);
+}
+
+/* True when the next check can wait longer: no request since the last one, nothing reserved,
+ * under the threshold, no reclaim or idle trim pending and the unaccounted maximum settled. */
+static bool quiet(sn_memguard *g, uint64_t rss, uint64_t anon, bool over)
+{
+    uint64_t admitted = atomic_load(&g->admitted);
+    bool idle = admitted == g->admitted_tick;
+    g->admitted_tick = admitted;
+    uint64_t reserved = atomic_load(&g->reserved);
+    uint64_t now = rss > reserved ? rss - reserved : 0;
+    return idle && !over && reserved == 0 && !atomic_load(&g->want_reclaim) && !g->trim_due &&
+           anon <= g->anon_trimmed + SN_MEMGUARD_TRIM_GROWTH &&
+           (g->limit == 0 || (g->unaccounted <= now + SN_MEMGUARD_SETTLED_SLACK &&
+                              g->floor_sample <= g->floor + SN_MEMGUARD_SETTLED_SLACK));
+}
+
+static void on_tick(uv_timer_t *t);
+
+/* Sets the timer to check every `period` ms, the first check after `first` ms. */
+static void set_period(sn_memguard *g, unsigned period, unsigned first)
+{
+    g->period = period;
+    atomic_store(&g->asleep, period > g->interval);
+    uv_timer_start(&g->timer, on_tick, first, period);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -111,21 +195,64 @@ static void on_tick(uv_timer_t *t)
     if (!read_statm(g, &rss, &anon))
         return;
     bool over = g->limit > 0 && rss >= g->refuse_at;
-    if (++g->ticks >= g->trim_every) { /* the trim policy runs at SN_MEMGUARD_TRIM_INTERVAL */
-        g->ticks = 0;
+    /* The trim policy (and a reclaim) runs at most every SN_MEMGUARD_TRIM_INTERVAL. */
+    uint64_t ms = uv_now(t->loop);
+    if (ms - g->trim_checked >= SN_MEMGUARD_TRIM_INTERVAL) {
+        g->trim_checked = ms;
         uint64_t admitted = atomic_load(&g->admitted);
         bool idle = admitted == g->admitted_seen;
         g->admitted_seen = admitted;
-        if (over || (idle && anon > g->anon_trimmed + SN_MEMGUARD_TRIM_GROWTH)) {
+        /* A refusal for now, or over the threshold: free the kept memory first. */
+        bool reclaim = atomic_exchange(&g->want_reclaim, false) || over;
+        if (reclaim && g->reclaim != NULL)
+            g->reclaim(g->kept_ud);
+        /* Once idle after requests (a trim under load, for a refusal, leaves the buffers
+         * freed after it), or when the heap grew without requests. */
+        bool settle = idle && (g->trim_due || anon > g->anon_trimmed + SN_MEMGUARD_TRIM_GROWTH);
+        if (!idle)
+            g->trim_due = true;
+        if (reclaim || settle) {
             if (trim(g, &rss, &anon))
                 over = g->limit > 0 && rss >= g->refuse_at;
+            if (idle)
+                g->trim_due = false;
         }
     }
-    update_budget(g, rss);
+    uint64_t kept = g->kept != NULL ? g->kept(g->kept_ud) : 0;
+    sn_gauge_set(g->kept_gauge, (double)kept);
+    update_budget(g, rss, kept, !g->trim_due && anon <= g->anon_trimmed + SN_MEMGUARD_TRIM_GROWTH,
+                  ms);
     atomic_store(&g->over, over);
     sn_gauge_set(g->over_gauge, over ? 1.0 : 0.0);
     sn_gauge_set(g->reserved_gauge, (double)atomic_load(&g->reserved));
     sn_gauge_set(g->budget_gauge, g->limit > 0 ? (double)atomic_load(&g->budget_now) : 0.0);
+    sn_gauge_set(g->ceiling_gauge, g->limit > 0 ? (double)atomic_load(&g->ceiling) : 0.0);
+    /* Idle: the period doubles up to SN_MEMGUARD_IDLE_INTERVAL; any traffic brings it back. */
+    unsigned period = g->interval;
+    if (quiet(g, rss, anon, over)) {
+        period =
+            g->period >= SN_MEMGUARD_IDLE_INTERVAL / 2 ? SN_MEMGUARD_IDLE_INTERVAL : 2 * g->period;
+        if (period < g->interval)
+            period = g->interval;
+    }
+    if (period != g->period)
+        set_period(g, period, period);
+}
+
+/* The loop side of a wake-up: a request arrived while the checks were spaced out; check now
+ * and every interval_ms from then on. */
+static void on_wake(uv_async_t *a)
+{
+    sn_memguard *g = a->data;
+    if (g->period != g->interval || atomic_load(&g->want_reclaim))
+        set_period(g, g->interval, 0);
+}
+
+/* Any thread: brings the checks back to interval_ms if they were spaced out while idle. */
+static void wake(sn_memguard *g)
+{
+    if (atomic_load(&g->asleep) && atomic_exchange(&g->asleep, false))
+        uv_async_send(&g->wake);
 }
 
 /* Registers the guard's metrics. Returns 0 or the registry's error. */
@@ -170,11 +297,22 @@ static int register_metrics(sn_memguard *g, sn_metrics *m, char *err, size_t err
                                         "resident set when the memory guard started", &baseline,
                                         err, errlen)) != 0 ||
         (rc = sn_metrics_register_gauge(
+             m, "sentinel_sidecar_memory_request_max_bytes",
+             "the largest request reservation taken now: the budget less the memory no request "
+             "can use (more is refused as too large; 0: no limit)",
+             &g->ceiling_gauge, err, errlen)) != 0 ||
+        (rc = sn_metrics_register_gauge(
+             m, "sentinel_sidecar_memory_kept_bytes",
+             "memory kept for reuse between requests (idle request scratches), freed when a "
+             "request needs the room",
+             &g->kept_gauge, err, errlen)) != 0 ||
+        (rc = sn_metrics_register_gauge(
              m, "sentinel_sidecar_memory_reserved_bytes",
              "request bytes reserved against the budget (sampled every check)", &g->reserved_gauge,
              err, errlen)) != 0)
         return rc;
     sn_gauge_set(g->budget_gauge, g->limit > 0 ? (double)g->budget : 0.0);
+    sn_gauge_set(g->ceiling_gauge, g->limit > 0 ? (double)g->budget : 0.0);
     sn_gauge_set(baseline, (double)g->baseline);
     return 0;
 }
@@ -184,15 +322,20 @@ static void set_budget(sn_memguard *g, uint64_t rss)
 {
     g->baseline = rss;
     g->unaccounted = rss;
+    g->floor = g->floor_sample = rss;
+    for (unsigned i = 0; i < SN_MEMGUARD_FLOOR_SLOTS; i++)
+        g->floor_min[i] = UINT64_MAX;
     if (g->limit == 0) {
         g->budget = UINT64_MAX;
         atomic_init(&g->budget_now, UINT64_MAX);
+        atomic_init(&g->ceiling, UINT64_MAX);
         return;
     }
     uint64_t above = g->limit > rss ? g->limit - rss : 0;
     g->margin = above / 3 > SN_MEMGUARD_MIN_MARGIN ? above / 3 : SN_MEMGUARD_MIN_MARGIN;
     g->budget = above > g->margin ? above - g->margin : 0;
     atomic_init(&g->budget_now, g->budget);
+    atomic_init(&g->ceiling, g->budget);
 }
 
 int sn_memguard_create(const sn_memguard_config *cfg, uv_loop_t *loop, sn_memguard **out, char *err,
@@ -205,6 +348,10 @@ int sn_memguard_create(const sn_memguard_config *cfg, uv_loop_t *loop, sn_memgua
         snprintf(err, errlen, "memory guard: refusal threshold above 100 %%");
         return -EINVAL;
     }
+    if ((cfg->kept == NULL) != (cfg->reclaim == NULL)) {
+        snprintf(err, errlen, "memory guard: kept memory needs both kept and reclaim");
+        return -EINVAL;
+    }
     sn_memguard *g = calloc(1, sizeof *g);
     if (g == NULL) {
         snprintf(err, errlen, "memory guard: out of memory");
@@ -214,7 +361,13 @@ int sn_memguard_create(const sn_memguard_config *cfg, uv_loop_t *loop, sn_memgua
     g->page = page > 0 ? (uint64_t)page : 4096u;
     g->limit = cfg->limit_bytes;
     g->refuse_at = cfg->limit_bytes / 100u * pct;
-    g->trim_every = interval < SN_MEMGUARD_TRIM_INTERVAL ? SN_MEMGUARD_TRIM_INTERVAL / interval : 1;
+    g->interval = g->period = interval;
+    g->kept = cfg->kept;
+    g->reclaim = cfg->reclaim;
+    g->kept_ud = cfg->kept_ud;
+    atomic_init(&g->want_reclaim, false);
+    atomic_init(&g->asleep, false);
+    atomic_init(&g->samples, 0);
     atomic_init(&g->over, false);
     atomic_init(&g->admitted, 0);
     atomic_init(&g->reserved, 0);
@@ -228,10 +381,20 @@ int sn_memguard_create(const sn_memguard_config *cfg, uv_loop_t *loop, sn_memgua
     uint64_t rss = 0;
     (void)read_statm(g, &rss, &g->anon_trimmed);
     set_budget(g, rss);
+    g->floor_slot = uv_now(loop) / SN_MEMGUARD_FLOOR_SLOT_MS;
+    g->floor_min[g->floor_slot % SN_MEMGUARD_FLOOR_SLOTS] = rss;
     if (cfg->metrics != NULL && (rc = register_metrics(g, cfg->metrics, err, errlen)) != 0)
         goto out_close;
+    if ((rc = uv_async_init(loop, &g->wake, on_wake)) != 0) {
+        snprintf(err, errlen, "memory guard: %s", uv_strerror(rc));
+        goto out_close;
+    }
+    g->wake.data = g;
+    uv_unref((uv_handle_t *)&g->wake);
     uv_timer_init(loop, &g->timer);
     g->timer.data = g;
+    g->open_handles = 2;
+    g->trim_checked = uv_now(loop);
     uv_timer_start(&g->timer, on_tick, interval, interval);
     uv_unref((uv_handle_t *)&g->timer); /* never keeps the loop alive on its own */
     *out = g;
@@ -246,6 +409,7 @@ out_free:
 
 bool sn_memguard_admit(sn_memguard *g, sn_memguard_protocol protocol)
 {
+    wake(g);
     if (atomic_load(&g->over)) {
         sn_counter_inc(g->refused[protocol]);
         return false;
@@ -259,15 +423,26 @@ int sn_memguard_reserve(sn_memguard *g, sn_memguard_protocol protocol, size_t mo
     int rc = -EAGAIN;
     if (more == 0)
         return 0;
+    wake(g);
+    /* Never, not even at start; not now while over the threshold; never while the process
+     * holds what it holds with nothing reserved (the ceiling); not now (the budget of now). */
     if (g->limit > 0 && (held > g->budget || more > g->budget - held)) {
         rc = -E2BIG;
         goto refuse;
     }
     if (atomic_load(&g->over))
         goto refuse;
+    uint64_t ceiling = atomic_load(&g->ceiling);
+    if (g->limit > 0 && (held > ceiling || more > ceiling - held)) {
+        rc = -E2BIG;
+        goto refuse;
+    }
     uint64_t before = atomic_fetch_add(&g->reserved, (uint64_t)more);
     if (g->limit > 0 && before + more > atomic_load(&g->budget_now)) {
         atomic_fetch_sub(&g->reserved, (uint64_t)more);
+        /* It fits the ceiling: a retry fits once the requests in flight are answered and
+         * the kept memory is freed (the next trim decision reclaims and trims). */
+        atomic_store(&g->want_reclaim, true);
         goto refuse;
     }
     if (held == 0)
@@ -325,10 +500,17 @@ bool sn_memguard_over(const sn_memguard *g)
     return atomic_load(&((sn_memguard *)g)->over);
 }
 
-/* The timer's close callback: frees the guard. */
+uint64_t sn_memguard_samples(const sn_memguard *g)
+{
+    return atomic_load(&((sn_memguard *)g)->samples);
+}
+
+/* The handles' close callback: frees the guard after the second. */
 static void on_closed(uv_handle_t *h)
 {
     sn_memguard *g = h->data;
+    if (--g->open_handles > 0)
+        return;
     close(g->fd);
     free(g);
 }
@@ -339,4 +521,5 @@ void sn_memguard_close(sn_memguard *g)
         return;
     uv_timer_stop(&g->timer);
     uv_close((uv_handle_t *)&g->timer, on_closed);
+    uv_close((uv_handle_t *)&g->wake, on_closed);
 }

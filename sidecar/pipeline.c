@@ -205,10 +205,12 @@ struct sn_pipeline {
     uv_timer_t flush_timer, sync_timer, ship_timer, drain_timer;
     int open_handles;
 
-    /* Idle request scratches, under pool_mu. */
+    /* Idle request scratches, under pool_mu; pool_bytes (their memory) is also read without
+     * it (sn_pipeline_scratch_kept). */
     pthread_mutex_t pool_mu;
     scratch *pool;
     size_t pool_n;
+    _Atomic size_t pool_bytes;
 
     /* The open batch (loop thread). */
     uint8_t *open; /* journal-record bytes of its events */
@@ -1306,6 +1308,7 @@ static scratch *scratch_take(sn_pipeline *p)
     if (s != NULL) {
         p->pool = s->next;
         p->pool_n--;
+        atomic_fetch_sub(&p->pool_bytes, scratch_bytes(s));
     }
     pthread_mutex_unlock(&p->pool_mu);
     if (s == NULL && (s = calloc(1, sizeof *s)) == NULL)
@@ -1343,11 +1346,32 @@ static void scratch_put(sn_pipeline *p, scratch *s)
         s->next = p->pool;
         p->pool = s;
         p->pool_n++;
+        atomic_fetch_add(&p->pool_bytes, scratch_bytes(s));
         s = NULL;
     }
     pthread_mutex_unlock(&p->pool_mu);
     if (s != NULL)
         scratch_free(s);
+}
+
+size_t sn_pipeline_scratch_kept(const sn_pipeline *p)
+{
+    return atomic_load(&((sn_pipeline *)p)->pool_bytes);
+}
+
+void sn_pipeline_scratch_reclaim(sn_pipeline *p)
+{
+    pthread_mutex_lock(&p->pool_mu);
+    scratch *s = p->pool;
+    p->pool = NULL;
+    p->pool_n = 0;
+    atomic_store(&p->pool_bytes, 0);
+    pthread_mutex_unlock(&p->pool_mu);
+    while (s != NULL) {
+        scratch *next = s->next;
+        scratch_free(s);
+        s = next;
+    }
 }
 
 /* Makes an array of elem-sized entries hold at least need of them (doubling, from 64). */
@@ -1718,6 +1742,7 @@ int sn_pipeline_create(const sn_pipeline_config *cfg, const sn_pipeline_deps *de
     p->backoff_cfg.initial_ms = cfg->backoff_initial_ms;
     p->backoff_cfg.max_ms = cfg->backoff_max_ms;
     pthread_mutex_init(&p->pool_mu, NULL);
+    atomic_init(&p->pool_bytes, 0);
     pthread_mutex_init(&p->seal_mu, NULL);
     pthread_cond_init(&p->seal_cv, NULL);
     sn_event_init(&p->det_ev);

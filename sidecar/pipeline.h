@@ -95,6 +95,11 @@ void *sn_pipeline_handler_ud(sn_pipeline *p, sn_pipeline_protocol protocol);
  * pipeline is stopping. */
 bool sn_pipeline_ready(char *reason, size_t reasonlen, void *ud);
 
+/* The memory of the idle request scratches the pipeline keeps for reuse (the memory guard's
+ * `kept`), and freeing them (its `reclaim`; the next requests grow new ones). Any thread. */
+size_t sn_pipeline_scratch_kept(const sn_pipeline *p);
+void sn_pipeline_scratch_reclaim(sn_pipeline *p);
+
 /* Starts the drain on the loop thread: new requests are refused (retryable), the open batch is
  * sealed, and shipping goes on until the spool is empty or timeout_ms passed; then `done` is
  * called on the loop thread. Whatever is not shipped stays in the spool for the next start. */

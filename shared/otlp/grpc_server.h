@@ -48,7 +48,8 @@ typedef struct sn_grpc_server_config {
     sn_otlp_handler handler;  /* required */
     void *handler_ud;
     bool (*admit)(void *ud); /* optional: false refuses a new call before its message is read
-                                (UNAVAILABLE + RetryInfo), e.g. over a memory limit */
+                                (UNAVAILABLE + RetryInfo), e.g. over a memory limit; not with a
+                                budget, which then decides admission */
     void *admit_ud;
     sn_grpc_budget budget; /* optional request-memory budget (grpc_unary.h) */
 } sn_grpc_server_config;

@@ -407,9 +407,13 @@ END_TEST
 static atomic_size_t g_used;
 static const size_t g_cap = 1024 * 1024;
 
+static atomic_int g_reserves; /* reserve calls with held == 0: new calls asking for budget */
+
 static int budget_reserve(void *ud, size_t more, size_t held)
 {
     (void)ud;
+    if (held == 0)
+        atomic_fetch_add(&g_reserves, 1);
     if (held + more > g_cap)
         return -E2BIG;
     size_t before = atomic_fetch_add(&g_used, more);
@@ -513,6 +517,90 @@ START_TEST(memory_budget_refuses_before_reading_and_bounds_decompression)
 }
 END_TEST
 
+/* Starts a client call with `body` on its own thread and waits until the deferring handler
+ * holds it (the handler's `n`-th call). */
+static void call_held(client_call *c, const char *body, int n)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->body, sizeof c->body, "%s", body);
+    ck_assert_int_eq(pthread_create(&c->th, NULL, client_main, c), 0);
+    pthread_mutex_lock(&g_def.mu);
+    while (g_def.n < n)
+        pthread_cond_wait(&g_def.cv, &g_def.mu);
+    pthread_mutex_unlock(&g_def.mu);
+}
+
+/* One admission decision per call, max_calls first: with one call held by the handler, a second
+ * is refused as busy without asking the budget; with the held one answered, the next call
+ * reserves once and gets in. A budget and an admit gate together are refused at create. */
+START_TEST(max_calls_is_judged_before_the_budget_once)
+{
+    memset(&g_def, 0, sizeof g_def);
+    pthread_mutex_init(&g_def.mu, NULL);
+    pthread_cond_init(&g_def.cv, NULL);
+    sn_grpc_unary_config cfg;
+    base_config(&cfg, deferring_handler, &g_def);
+    cfg.allow_deferred = true;
+    cfg.max_calls = 1;
+    cfg.budget = (sn_grpc_budget){budget_reserve, budget_release, budget_available, NULL, g_cap};
+    cfg.admit = gate;
+    sn_grpc_unary *s = NULL;
+    char err[256];
+    ck_assert_int_eq(sn_grpc_unary_create(&cfg, &s, err, sizeof err), -EINVAL);
+    ck_assert(strstr(err, "admit") != NULL);
+    cfg.admit = NULL;
+    atomic_store(&g_used, 0);
+    atomic_store(&g_reserves, 0);
+    start_config(&cfg);
+
+    client_call c;
+    call_held(&c, "held", 1);
+    ck_assert_int_eq(atomic_load(&g_reserves), 1);
+    size_t held = atomic_load(&g_used);
+    ck_assert_uint_gt(held, 0);
+
+    grpc_test_reply r = call(methods[0], "q", 1);
+    ck_assert_int_eq(r.grpc_status, SN_GRPC_UNAVAILABLE);
+    ck_assert(strstr(r.details, "busy") != NULL);
+    grpc_test_reply_free(&r);
+    ck_assert_int_eq(atomic_load(&g_reserves), 1); /* the busy call asked nothing */
+    ck_assert_uint_eq(atomic_load(&g_used), held);
+
+    sn_grpc_reply reply;
+    memset(&reply, 0, sizeof reply);
+    reply.code = SN_GRPC_OK;
+    sn_grpc_unary_finish(g_def.later[0], &reply);
+    pthread_join(c.th, NULL);
+    ck_assert_int_eq(c.rc, 0);
+    ck_assert_int_eq(c.r.grpc_status, 0);
+    grpc_test_reply_free(&c.r);
+    wait_used(0);
+
+    /* A call refused by the budget gives its slot back: the next one gets in. */
+    atomic_store(&g_used, g_cap);
+    r = call(methods[0], "q", 1);
+    ck_assert_int_eq(r.grpc_status, SN_GRPC_UNAVAILABLE);
+    ck_assert(strstr(r.details, "memory") != NULL);
+    grpc_test_reply_free(&r);
+    atomic_store(&g_used, 0);
+    call_held(&c, "next", 2);
+    sn_grpc_unary_finish(g_def.later[1], &reply);
+    pthread_join(c.th, NULL);
+    ck_assert_int_eq(c.r.grpc_status, 0);
+    grpc_test_reply_free(&c.r);
+    wait_used(0);
+
+    sn_grpc_unary_stats st;
+    sn_grpc_unary_stats_get(g_srv, &st);
+    ck_assert_uint_eq(st.refused_busy, 1);
+    ck_assert_uint_eq(st.refused_budget, 1);
+    ck_assert_uint_eq(st.refused_gate, 0);
+    ck_assert_int_eq(atomic_load(&g_reserves), 3);
+    pthread_cond_destroy(&g_def.cv);
+    pthread_mutex_destroy(&g_def.mu);
+}
+END_TEST
+
 START_TEST(bad_config_is_refused_with_the_name)
 {
     sn_grpc_unary_config cfg;
@@ -574,6 +662,7 @@ static Suite *grpc_unary_suite(void)
     tcase_add_test(tc,
                    admit_gate_refuses_before_the_handler_and_small_windows_carry_large_messages);
     tcase_add_test(tc, memory_budget_refuses_before_reading_and_bounds_decompression);
+    tcase_add_test(tc, max_calls_is_judged_before_the_budget_once);
     tcase_add_test(tc, bad_config_is_refused_with_the_name);
     suite_add_tcase(s, tc);
     return s;

@@ -12,6 +12,11 @@
 // Retry-After, gRPC UNAVAILABLE/RESOURCE_EXHAUSTED with google.rpc.RetryInfo) and counted in
 // sentinel_sidecar_memory_refused_total for both protocols; the bombs get no success; and every
 // span of an accepted request arrives at the aggregator exactly once, none of a refused one.
+// Then, idle after the floods (whose memory the process partly keeps), "too large" and "retry"
+// agree: a request between the budget of the moment and the start budget is, within the retries
+// of a few seconds, either refused as too large (413, if the memory kept is no request's) or taken
+// -- not refused as retryable for good -- and one above the largest request is refused as too
+// large at once.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -140,6 +145,37 @@ function post(agent, port, urlPath, headers, body) {
     req.on('error', (e) => resolve({ error: e }));
     req.end(body);
   });
+}
+
+// POSTs `len` zero bytes as OTLP/HTTP protobuf with Expect: 100-continue: the sidecar judges
+// the Content-Length before the body is sent. Resolves with the status (400 when the body was
+// taken and decoded: zeros are no protobuf).
+function postExpect(port, len) {
+  return new Promise((resolve) => {
+    const req = http.request({
+      host: '127.0.0.1', port, method: 'POST', path: '/v1/traces', agent: false, timeout: 30000,
+      headers: { 'Content-Type': 'application/x-protobuf', 'Content-Length': len, Expect: '100-continue' },
+    }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+    });
+    req.on('continue', () => req.end(Buffer.alloc(len)));
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', (e) => resolve(e.message));
+  });
+}
+
+// The answers to a request whose protobuf body reserves about `reserve` bytes (1.5 times its
+// length), retried like a client (up to `tries` times, 300 ms apart) while refused as retryable.
+async function judged(port, reserve, tries) {
+  const answers = [];
+  for (let i = 0; i < tries; i++) {
+    const st = await postExpect(port, Math.floor(reserve / 1.5));
+    answers.push(st);
+    if (st !== 503) break;
+    await sleep(300);
+  }
+  return answers;
 }
 
 const hasRetryInfo = (err) => {
@@ -312,6 +348,33 @@ await run('sidecar_memlimit', async () => {
   const events = (await waitEventLog(eventLog, () => true, 0)).filter((l) => l.type === 'event');
   log(`aggregator: ${events.length} events for ${accepted.length} accepted spans (${refused.length} refused)`);
   checkExactlyOnce(events, accepted, refused);
+
+  // Idle now: the two judgements agree.
+  await sleep(1500);
+  const m1 = await metrics(sc.adminPort);
+  const start = m0.sentinel_sidecar_memory_request_max_bytes;
+  const now = m1.sentinel_sidecar_memory_budget_bytes;
+  const ceiling = m1.sentinel_sidecar_memory_request_max_bytes;
+  log(`idle after the floods: largest request ${ceiling} (start ${start}), budget now ${now}, ` +
+    `kept ${m1.sentinel_sidecar_memory_kept_bytes}, RSS ${sc.rssKiB()} KiB`);
+  check(m1.sentinel_sidecar_memory_kept_bytes >= 0, 'no sentinel_sidecar_memory_kept_bytes');
+  check(start > 0 && ceiling >= start / 4 - 1 && ceiling <= start && now <= ceiling,
+    `largest request ${ceiling} (start ${start}), budget now ${now}`);
+  const between = Math.floor((Math.min(now, ceiling) + start) / 2);
+  const mid = await judged(sc.httpPort, between, 30);
+  log(`a request reserving ${between} bytes: ${mid.join(', ')}`);
+  const last = mid[mid.length - 1];
+  // (Sanitizer builds: the idle RSS may be over the threshold, where every request is "not now".)
+  if (!SANITIZED || m1.sentinel_sidecar_memory_over_limit === 0) {
+    check(last === 413 || last === 400, `a request under the start budget was refused as retryable for good: ${mid.join(', ')}`);
+  }
+  const m2 = await metrics(sc.adminPort);
+  const over = m2.sentinel_sidecar_memory_request_max_bytes + (1 << 20);
+  const big = await judged(sc.httpPort, over, 1);
+  if (m2.sentinel_sidecar_memory_over_limit === 0) {
+    check(big[0] === 413, `a request above the largest one (${over} bytes) answered ${big[0]}, not 413 at once`);
+  }
+
   check((await sc.kill('SIGTERM')).code === 0, 'sidecar exit status after SIGTERM');
   check((await agg.kill('SIGTERM')).code === 0, 'aggregator exit status after SIGTERM');
 });
