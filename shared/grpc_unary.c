@@ -144,6 +144,7 @@ struct sn_grpc_unary {
     bool shutting_down;
     bool server_done;
     bool worker_stop;
+    bool worker_idle; /* the handler thread sleeps on cv (on_message signals only then) */
     atomic_bool cancel_all;
 
     _Atomic uint64_t st_requests[SN_GRPC_UNARY_MAX_METHODS];
@@ -740,8 +741,11 @@ static void *worker_main(void *arg)
     pthread_setname_np(pthread_self(), "sn-grpc-handler");
     for (;;) {
         pthread_mutex_lock(&s->mu);
-        while (s->q_head == NULL && !s->worker_stop)
+        while (s->q_head == NULL && !s->worker_stop) {
+            s->worker_idle = true;
             pthread_cond_wait(&s->cv, &s->mu);
+        }
+        s->worker_idle = false;
         sn_grpc_call *c = s->q_head;
         if (c == NULL) {
             pthread_mutex_unlock(&s->mu);
@@ -906,8 +910,12 @@ static void on_message(sn_grpc_unary *s, sn_grpc_call *c, bool ok)
     else
         s->q_head = c;
     s->q_tail = c;
-    pthread_cond_broadcast(&s->cv);
+    bool idle = s->worker_idle;
     pthread_mutex_unlock(&s->mu);
+    /* After the unlock, so the woken handler thread does not run into s->mu still held here;
+     * and only when it sleeps (a busy handler thread drains the FIFO before it sleeps again). */
+    if (idle)
+        pthread_cond_broadcast(&s->cv);
 }
 
 /* Handles one completion-queue event. Returns false on the queue's final event. */

@@ -53,6 +53,9 @@ static const char *const mode_names[] = {"sidecar", NULL};
 /* batch.zstd_literals: raw (no Huffman coding of literals, the default) or huffman (zstd's own). */
 static const char *const zstd_literal_names[] = {"raw", "huffman", NULL};
 
+/* gRPC core's poll engines (GRPC_POLL_STRATEGY); the index is sidecar_settings.poll_strategy. */
+static const char *const poll_names[] = {"poll", "epoll1", NULL};
+
 typedef struct sidecar_settings {
     int mode;
     sn_config_address otlp_grpc;
@@ -65,6 +68,7 @@ typedef struct sidecar_settings {
     int64_t memory_limit;
     int64_t memory_refuse_percent;
     int64_t malloc_arenas;
+    int poll_strategy;
     sn_config_address admin;
     sn_config_address aggregator;
     int64_t ship_deadline;
@@ -130,6 +134,11 @@ static const sn_config_desc descriptors[] = {
     SN_CFG_INT("limits.malloc_arenas", sidecar_settings, malloc_arenas, "2", 0, 64,
                "malloc arenas (M_ARENA_MAX); fewer arenas keep less freed memory per thread "
                "(0: glibc's default, 8 per core)"),
+    SN_CFG_ENUM("grpc.poll_strategy", sidecar_settings, poll_strategy, "poll", poll_names,
+                "gRPC core's poll engine for the OTLP receiver and the shippers: poll (each "
+                "completion queue thread reads its own connections) or epoll1 (gRPC's default: "
+                "any gRPC thread reads any connection and hands the request over); "
+                "GRPC_POLL_STRATEGY in the environment wins"),
     {SN__CFG("admin.endpoint", SN_CONFIG_ADDRESS, sidecar_settings, admin, "0.0.0.0:8081",
              "/healthz, /readyz and /metrics listen address (off to disable)"),
      .env = "SENTINEL_ADMIN_ENDPOINT", .flags = SN_CONFIG_OPTIONAL | SN_CONFIG_ANY_PORT},
@@ -328,6 +337,14 @@ static void on_signal(uv_signal_t *h, int signum)
         sn_http_server_stop(sc->http);
     if (sc->admin != NULL)
         sn_admin_stop(sc->admin);
+}
+
+/* The poll engine gRPC core was told to use (GRPC_POLL_STRATEGY, set from grpc.poll_strategy
+ * unless the environment had it); a static or environment string, not to be freed. */
+static const char *poll_in_effect(void)
+{
+    const char *v = getenv("GRPC_POLL_STRATEGY");
+    return v != NULL && v[0] != '\0' ? v : "default";
 }
 
 /* "<name>/<16 hex digits>": a new id per start, so sequences restart at 1 without colliding
@@ -554,7 +571,8 @@ static int start(sidecar *sc)
     sn_log_info("sentinel-sidecar started", SN_LOG_STR("version", SENTINEL_VERSION),
                 SN_LOG_STR("sidecar_id", sidecar_id), SN_LOG_STR("aggregator", addr),
                 SN_LOG_STR("spool", s->spool_dir),
-                SN_LOG_UINT("spooled_batches", sn_spool_count(sc->spool)));
+                SN_LOG_UINT("spooled_batches", sn_spool_count(sc->spool)),
+                SN_LOG_STR("grpc_poll_strategy", poll_in_effect()));
     return 0;
 }
 
@@ -612,6 +630,9 @@ int main(int argc, char **argv)
     /* Before any thread exists; MALLOC_ARENA_MAX in the environment wins. */
     if (sc.s.malloc_arenas > 0 && getenv("MALLOC_ARENA_MAX") == NULL)
         (void)mallopt(M_ARENA_MAX, (int)sc.s.malloc_arenas);
+    /* Before the first grpc_init, which reads it (docs/sidecar.md, "Threads and latency"). */
+    if (getenv("GRPC_POLL_STRATEGY") == NULL)
+        (void)setenv("GRPC_POLL_STRATEGY", poll_names[sc.s.poll_strategy], 0);
 
     int rc = 1;
     if (uv_loop_init(&sc.loop) != 0) {

@@ -1184,9 +1184,10 @@ static void answer_refusal(sn_pipeline *p, sn_otlp_result *res, enum refusal why
     sn_counter_inc(p->refused[why]);
 }
 
-/* Appends an item to the loop's queue and wakes the loop when the queue was empty. Caller holds
- * p->mu. */
-static void enqueue_locked(sn_pipeline *p, work *w)
+/* Appends an item to the loop's queue. Returns true when the queue was empty: the loop must then
+ * be woken (uv_async_send; the loop takes every queued item per wake-up, so one wake-up covers
+ * the items queued behind it). Caller holds p->mu. */
+static bool enqueue_locked(sn_pipeline *p, work *w)
 {
     bool was_empty = p->head == NULL;
     if (p->tail != NULL)
@@ -1195,8 +1196,7 @@ static void enqueue_locked(sn_pipeline *p, work *w)
         p->head = w;
     p->tail = w;
     p->pending++;
-    if (was_empty)
-        uv_async_send(&p->wake);
+    return was_empty;
 }
 
 /* The memory a scratch holds. */
@@ -1236,8 +1236,14 @@ static bool submit_later(sn_pipeline *p, sn_pipeline_protocol protocol, scratch 
         return false;
     }
     p->pending_bytes += w->bytes;
-    enqueue_locked(p, w);
+    bool wake = enqueue_locked(p, w);
     pthread_mutex_unlock(&p->mu);
+    /* Woken after the unlock, so the loop does not run into p->mu still held here (on one core
+     * that is two more context switches). The handle outlives this call: the pipeline is
+     * destroyed on the loop thread, whose handle close callbacks run only after the transports
+     * (and so this thread) have stopped. */
+    if (wake)
+        uv_async_send(&p->wake);
     res->deferred = true;
     return true;
 }
@@ -1262,7 +1268,9 @@ static void submit_and_wait(sn_pipeline *p, work *w, sn_otlp_result *res)
         answer_refusal(p, res, REFUSED_QUEUE_FULL);
         goto out_destroy_cond;
     }
-    enqueue_locked(p, w);
+    /* Woken under the lock: this thread sleeps on w->cond right after, which unlocks. */
+    if (enqueue_locked(p, w))
+        uv_async_send(&p->wake);
 
     struct timespec deadline;
     clock_gettime(CLOCK_MONOTONIC, &deadline);

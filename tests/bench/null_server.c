@@ -44,6 +44,8 @@ typedef struct null_settings {
     sn_config_address listen;
     int64_t max_message_bytes;
     int64_t max_calls;
+    int64_t max_streams;
+    int64_t window;
     sn_cli_log_settings log;
 } null_settings;
 
@@ -57,6 +59,12 @@ static const sn_config_desc descriptors[] = {
                 (int64_t)256 << 20, "largest request accepted (as the sidecar's default)"),
     SN_CFG_INT("null.max_calls", null_settings, max_calls, "64", 1, 10000,
                "requests in progress at once (as the sidecar's default)"),
+    SN_CFG_INT(
+        "null.max_streams", null_settings, max_streams, "100", 1, 1000,
+        "grpc: HTTP/2 streams per connection (the sidecar's otlp.grpc.max_concurrent_streams)"),
+    SN_CFG_SIZE("null.window", null_settings, window, "0", 0, (int64_t)64 << 20,
+                "grpc: fixed flow-control window per stream (the sidecar's otlp.grpc.window); 0: "
+                "gRPC's own (BDP probing)"),
     SN_CLI_LOG_DESCRIPTORS(null_settings, log),
 };
 
@@ -303,6 +311,8 @@ int main(int argc, char **argv)
         gc.listen = addr;
         gc.max_message_bytes = (size_t)s.max_message_bytes;
         gc.max_calls = (unsigned)s.max_calls;
+        gc.max_streams = (unsigned)s.max_streams;
+        gc.window_bytes = (size_t)s.window;
         gc.handler = null_handler;
         if ((rc = sn_grpc_server_create(&gc, &grpc, err, sizeof err)) == 0 &&
             (rc = sn_grpc_server_start(grpc)) == 0)

@@ -238,7 +238,7 @@ export async function startAggregator({ port = 0, eventLog, extra = [], prefix, 
 
 // Starts sentinel-sidecar on any free loopback ports; resolves with .grpcPort, .httpPort,
 // .adminPort and .sidecarId once it has started.
-export async function startSidecar({ aggregatorPort, spoolDir, extra = [], prefix, grpcPort = 0, httpPort = 0, waitMs = 20000 } = {}) {
+export async function startSidecar({ aggregatorPort, spoolDir, extra = [], prefix, env = {}, grpcPort = 0, httpPort = 0, waitMs = 20000 } = {}) {
   const s = new Proc('sidecar', SIDECAR, [
     '--aggregator', `127.0.0.1:${aggregatorPort}`,
     '--spool-dir', spoolDir,
@@ -247,8 +247,9 @@ export async function startSidecar({ aggregatorPort, spoolDir, extra = [], prefi
     '--set', 'admin.endpoint=127.0.0.1:0',
     '--set', 'sidecar.name=it-sidecar',
     ...extra,
-  ], { prefix });
+  ], { prefix, env });
   const started = await s.waitLog((j) => j.msg === 'sentinel-sidecar started', waitMs, 'started');
+  s.started = started;
   s.sidecarId = started.sidecar_id;
   s.grpcPort = s.logs.find((j) => j.msg === 'OTLP/gRPC listening').port;
   s.httpPort = s.logs.find((j) => j.msg === 'OTLP/HTTP listening').port;
