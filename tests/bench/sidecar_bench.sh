@@ -207,7 +207,7 @@ start_null() {
     pids+=("$null_pid")
     local i
     for i in $(seq 1 200); do
-        null_port=$(sed -n 's/^port=//p' "$out" 2> /dev/null)
+        null_port=$(sed -n 's/^port=//p' "$out" 2> /dev/null || true)
         [ -n "$null_port" ] && return 0
         sleep 0.1
     done

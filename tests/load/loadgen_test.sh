@@ -47,8 +47,9 @@ start() {
     server_pid=$!
     server_out=$out
     port=""
+    # The shell creates the output file in the child: it may not exist yet on the first look.
     for _ in $(seq 1 300); do
-        port=$(sed -n 's/^port=//p' "$out")
+        port=$(sed -n 's/^port=//p' "$out" 2> /dev/null || true)
         [ -n "$port" ] && return 0
         sleep 0.1
     done
