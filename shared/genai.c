@@ -825,8 +825,6 @@ bool sn_genai_model_from_response(const sn_event *ev)
 void sn_genai_memo_init(sn_genai_memo *m)
 {
     m->nprov = m->prov_last = m->prov_next = 0;
-    m->nrule = m->rule_last = m->rule_next = 0;
-    m->prices = NULL;
 }
 
 /* The slot for a new memo entry among *used of SN_GENAI_MEMO_WAYS: a free one, else the oldest
@@ -841,8 +839,8 @@ static uint8_t memo_slot(uint8_t *used, uint8_t *next)
 }
 
 /* The provider's normalisation through the memo: copied when the raw name is a remembered one
- * (the last hit is tried first, without measuring the name). */
-static void normalize_provider_memo(sn_event *ev, sn_genai_memo *m)
+ * (the last hit is tried first, without measuring the name). Returns the normalised length. */
+static size_t normalize_provider_memo(sn_event *ev, sn_genai_memo *m)
 {
     _Static_assert(sizeof m->prov[0].raw == sizeof ev->provider &&
                        sizeof m->prov[0].norm == sizeof ev->provider,
@@ -852,7 +850,7 @@ static void normalize_provider_memo(sn_event *ev, sn_genai_memo *m)
     /* The same string: the same bytes up to and with the entry's NUL (raw_len < the size). */
     if (m->nprov > 0 && memcmp(ev->provider, e->raw, (size_t)e->raw_len + 1) == 0) {
         memcpy(ev->provider, e->norm, (size_t)e->norm_len + 1);
-        return;
+        return e->norm_len;
     }
     size_t n = strnlen(ev->provider, sizeof ev->provider - 1);
     for (uint8_t i = 0; i < m->nprov; i++) {
@@ -860,7 +858,7 @@ static void normalize_provider_memo(sn_event *ev, sn_genai_memo *m)
         if (e->raw_len == n && memcmp(ev->provider, e->raw, n + 1) == 0) {
             m->prov_last = i;
             memcpy(ev->provider, e->norm, (size_t)e->norm_len + 1);
-            return;
+            return e->norm_len;
         }
     }
     uint8_t i = memo_slot(&m->nprov, &m->prov_next);
@@ -872,48 +870,7 @@ static void normalize_provider_memo(sn_event *ev, sn_genai_memo *m)
     w->norm_len = (uint8_t)strnlen(ev->provider, sizeof ev->provider - 1);
     memcpy(w->norm, ev->provider, (size_t)w->norm_len + 1);
     m->prov_last = i;
-}
-
-/* Whether memo entry e holds the rule of the event's (model, provider): the same bytes up to and
- * with the entry's NULs. */
-static bool rule_entry_is(const sn_genai_memo_rule *e, const sn_event *ev)
-{
-    return memcmp(ev->model, e->model, (size_t)e->model_len + 1) == 0 &&
-           memcmp(ev->provider, e->provider, (size_t)e->provider_len + 1) == 0;
-}
-
-/* The price rule of the event's (model, provider) through the memo; -1 when none. */
-static int32_t price_rule_memo(const sn_event *ev, const sn_price_table *prices, sn_genai_memo *m)
-{
-    _Static_assert(sizeof m->rules[0].model == sizeof ev->model &&
-                       sizeof m->rules[0].provider == sizeof ev->provider,
-                   "the memo holds any model and provider");
-    if (m->prices != prices) {
-        m->nrule = m->rule_last = m->rule_next = 0;
-        m->prices = prices;
-    }
-    if (m->nrule > 0 && rule_entry_is(&m->rules[m->rule_last], ev))
-        return m->rules[m->rule_last].rule;
-    size_t mn = strnlen(ev->model, sizeof ev->model - 1);
-    size_t pn = strnlen(ev->provider, sizeof ev->provider - 1);
-    for (uint8_t i = 0; i < m->nrule; i++) {
-        const sn_genai_memo_rule *e = &m->rules[i];
-        if (e->model_len == mn && e->provider_len == pn && rule_entry_is(e, ev)) {
-            m->rule_last = i;
-            return e->rule;
-        }
-    }
-    uint8_t i = memo_slot(&m->nrule, &m->rule_next);
-    sn_genai_memo_rule *w = &m->rules[i];
-    memcpy(w->model, ev->model, mn);
-    w->model[mn] = '\0';
-    memcpy(w->provider, ev->provider, pn);
-    w->provider[pn] = '\0';
-    w->model_len = (uint8_t)mn;
-    w->provider_len = (uint8_t)pn;
-    w->rule = sn_price_rule(prices, w->model, w->provider);
-    m->rule_last = i;
-    return w->rule;
+    return w->norm_len;
 }
 
 bool sn_genai_finish(sn_event *ev, const sn_price_table *prices)
@@ -932,10 +889,13 @@ bool sn_genai_finish_memo(sn_event *ev, const sn_price_table *prices, sn_genai_m
 
     if (ev->start_unix_nano > 0 && ev->end_unix_nano >= ev->start_unix_nano)
         ev->latency_ms = (double)(ev->end_unix_nano - ev->start_unix_nano) / 1e6;
-    if (memo)
-        normalize_provider_memo(ev, memo);
-    else
+    size_t plen;
+    if (memo) {
+        plen = normalize_provider_memo(ev, memo);
+    } else {
         sn_genai_normalize_provider(ev->provider, sizeof ev->provider);
+        plen = strnlen(ev->provider, sizeof ev->provider - 1);
+    }
     if (ev->error_type[0] != '\0')
         ev->is_error = true;
     if (ev->total_tokens < 0 && ev->input_tokens >= 0 && ev->output_tokens >= 0 &&
@@ -943,8 +903,9 @@ bool sn_genai_finish_memo(sn_event *ev, const sn_price_table *prices, sn_genai_m
         ev->total_tokens = ev->input_tokens + ev->output_tokens;
 
     if (ev->cost_source != SN_COST_SPAN && prices != NULL && ev->model[0] != '\0') {
-        int32_t rule = memo ? price_rule_memo(ev, prices, memo)
-                            : sn_price_rule(prices, ev->model, ev->provider);
+        /* Both strings end inside their fields (set_string, normalisation). */
+        int32_t rule = sn_price_rule_n(prices, ev->model, strnlen(ev->model, sizeof ev->model),
+                                       ev->provider, plen);
         if (rule >= 0) {
             sn_price p;
             sn_price_rule_price(prices, rule, ev->end_unix_nano, &p);
