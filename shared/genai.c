@@ -521,6 +521,30 @@ bool sn_genai_span_attr_id(sn_event *ev, int id, const sn_attr_value *v)
     const attr_def *a = &attrs[id];
     bool marks = a->conv != 0;
 
+    /* The usual cases first, as the general code below treats them: a token count sent as an int,
+     * and a string fact sent as a string that fits its field. */
+    if (a->kind == V_COUNT && v->type == SN_ATTR_INT) {
+        ev->conventions |= a->conv;
+        if (v->i >= 0 && a->rank > rank_of(ev, a->fact)) {
+            *(int64_t *)(void *)((char *)ev + fact_fields[a->fact].off) = v->i;
+            set_rank(ev, a->fact, a->rank);
+        }
+        return marks;
+    }
+    if (a->kind == V_STRING && v->type == SN_ATTR_STRING && v->str != NULL && v->len > 0 &&
+        v->len < fact_fields[a->fact].size) {
+        ev->conventions |= a->conv;
+        if (a->rank > rank_of(ev, a->fact)) {
+            char *dst = (char *)ev + fact_fields[a->fact].off;
+            memcpy(dst, v->str, v->len);
+            dst[v->len] = '\0';
+            if (a->fact == F_ERROR)
+                ev->is_error = true;
+            set_rank(ev, a->fact, a->rank);
+        }
+        return marks;
+    }
+
     if (a->kind == V_OI_KIND || a->kind == V_TL_KIND) {
         span_kind(ev, (value_kind)a->kind, v);
         /* The kind marks the span as OpenInference only when it names a model call; a CHAIN
