@@ -72,6 +72,7 @@ typedef struct cache_slot {
 } cache_slot;
 
 static _Thread_local cache_slot cache_slots[SN_PRICE_CACHE_SLOTS];
+static _Thread_local cache_slot *cache_last; /* the slot of the last look-up, or NULL */
 static _Thread_local sn_price_cache_stats cache_stats;
 static atomic_uint_fast64_t next_table_id = 1;
 
@@ -727,6 +728,17 @@ static int32_t match_rule(const sn_price_table *t, const char *model, const char
     return -1;
 }
 
+/* Whether slot s holds the rule of (model, provider) in table t: the same model bytes, the
+ * provider in any case (usually the same bytes: normalised names; else strncasecmp). */
+static inline bool slot_holds(const cache_slot *s, const sn_price_table *t, const char *model,
+                              size_t mlen, const char *provider, size_t plen)
+{
+    return s->table_id == t->id && s->model_len == mlen && s->provider_len == plen &&
+           memcmp(s->key, model, mlen) == 0 &&
+           (memcmp(s->key + mlen, provider, plen) == 0 ||
+            strncasecmp(s->key + mlen, provider, plen) == 0);
+}
+
 /* The rule for (model, provider) through the thread's cache; -1 when none matches. mlen and plen
  * are their lengths. */
 static int32_t find_rule(const sn_price_table *t, const char *model, size_t mlen,
@@ -736,13 +748,16 @@ static int32_t find_rule(const sn_price_table *t, const char *model, size_t mlen
         cache_stats.misses++;
         return match_rule(t, model, provider);
     }
+    /* The slot of the last look-up first: runs of one model cost no hash. */
+    cache_slot *s = cache_last;
+    if (s != NULL && slot_holds(s, t, model, mlen, provider, plen)) {
+        cache_stats.hits++;
+        return s->rule;
+    }
     uint32_t h = key_hash(model, mlen, provider, plen);
-    cache_slot *s = &cache_slots[h % SN_PRICE_CACHE_SLOTS];
-    /* The provider in any case: usually the same bytes (normalised names), else strncasecmp. */
-    if (s->table_id == t->id && s->hash == h && s->model_len == mlen && s->provider_len == plen &&
-        memcmp(s->key, model, mlen) == 0 &&
-        (memcmp(s->key + mlen, provider, plen) == 0 ||
-         strncasecmp(s->key + mlen, provider, plen) == 0)) {
+    s = &cache_slots[h % SN_PRICE_CACHE_SLOTS];
+    cache_last = s;
+    if (s->hash == h && slot_holds(s, t, model, mlen, provider, plen)) {
         cache_stats.hits++;
         return s->rule;
     }
@@ -830,5 +845,6 @@ sn_price_cache_stats sn_price_cache_stats_get(void)
 void sn_price_cache_reset(void)
 {
     memset(cache_slots, 0, sizeof cache_slots);
+    cache_last = NULL;
     memset(&cache_stats, 0, sizeof cache_stats);
 }
