@@ -30,6 +30,17 @@ static sn_price_table *parse(const char *yaml, char *err, size_t errsize)
     return sn_price_table_parse(yaml, strlen(yaml), "test.yaml", err, errsize);
 }
 
+/* Parses yaml that must load (the test fails otherwise) and empties the thread's cache. The
+ * caller frees the table. */
+static sn_price_table *parse_fresh(const char *yaml)
+{
+    char err[256];
+    sn_price_table *t = parse(yaml, err, sizeof err);
+    ck_assert_msg(t != NULL, "%s", err);
+    sn_price_cache_reset();
+    return t;
+}
+
 /* Parses yaml that must fail; checks the message starts with "test.yaml:<line>:" and names
  * field. */
 static void expect_error(const char *yaml, int line, const char *field)
@@ -468,9 +479,7 @@ START_TEST(cache_is_bounded_and_correct_beyond_its_size)
                        "  - {model: '^odd-[0-9]*[13579]$', input: 1, output: 1, "
                        "effective: 2025-01-01}\n";
     char err[256];
-    sn_price_table *t = parse(yaml, err, sizeof err);
-    ck_assert_msg(t != NULL, "%s", err);
-    sn_price_cache_reset();
+    sn_price_table *t = parse_fresh(yaml);
 
     enum { MODELS = SN_PRICE_CACHE_SLOTS * 4 };
     char name[32];
@@ -542,10 +551,7 @@ START_TEST(cache_keys_ignore_provider_case_and_rule_n_agrees)
         "  - {model: '^a', input: 2, output: 2, effective: 2025-01-01}\n"
         "  - {model: '^gpt', provider: azure.ai.openai, input: 3, output: 3, "
         "effective: 2025-01-01}\n";
-    char err[256];
-    sn_price_table *t = parse(yaml, err, sizeof err);
-    ck_assert_msg(t != NULL, "%s", err);
-    sn_price_cache_reset();
+    sn_price_table *t = parse_fresh(yaml);
     static const char *models[] = {"a",
                                    "ab",
                                    "abc",
