@@ -531,7 +531,18 @@ bool sn_genai_span_attr_id(sn_event *ev, int id, const sn_attr_value *v)
         }
         return marks;
     }
-    if (a->kind == V_STRING && v->type == SN_ATTR_STRING && v->str != NULL && v->len > 0 &&
+    if (a->kind == V_SECONDS && v->type == SN_ATTR_DOUBLE) { /* read_real() of a DOUBLE */
+        ev->conventions |= a->conv;
+        if (a->rank > rank_of(ev, a->fact) && isfinite(v->d) && v->d >= 0.0 && v->d <= 86400.0) {
+            ev->ttft_ms = v->d * 1000.0;
+            set_rank(ev, a->fact, a->rank);
+        }
+        return marks;
+    }
+    /* An operation name of another length than the agent and tool operations' 12 bytes is
+     * just a string here (see below). */
+    if ((a->kind == V_STRING || (a->kind == V_OPERATION && v->len != 12)) &&
+        v->type == SN_ATTR_STRING && v->str != NULL && v->len > 0 &&
         v->len < fact_fields[a->fact].size) {
         ev->conventions |= a->conv;
         if (a->rank > rank_of(ev, a->fact)) {
@@ -555,6 +566,9 @@ bool sn_genai_span_attr_id(sn_event *ev, int id, const sn_attr_value *v)
     }
     if (marks)
         ev->conventions |= a->conv;
+    _Static_assert(sizeof "execute_tool" == 13 && sizeof "invoke_agent" == 13 &&
+                       sizeof "create_agent" == 13,
+                   "the fast path above takes operation names of other lengths");
     if (a->kind == V_OPERATION && v->type == SN_ATTR_STRING &&
         (value_is(v, "execute_tool") || value_is(v, "invoke_agent") || value_is(v, "create_agent")))
         set_rank(ev, F_KIND, KIND_NOT_LLM);
@@ -873,7 +887,8 @@ static size_t normalize_provider_memo(sn_event *ev, sn_genai_memo *m)
     const sn_genai_memo_provider *e = &m->prov[m->prov_last];
     /* The same string: the same bytes up to and with the entry's NUL (raw_len < the size). */
     if (m->nprov > 0 && memcmp(ev->provider, e->raw, (size_t)e->raw_len + 1) == 0) {
-        memcpy(ev->provider, e->norm, (size_t)e->norm_len + 1);
+        if (!e->same)
+            memcpy(ev->provider, e->norm, (size_t)e->norm_len + 1);
         return e->norm_len;
     }
     size_t n = strnlen(ev->provider, sizeof ev->provider - 1);
@@ -881,7 +896,8 @@ static size_t normalize_provider_memo(sn_event *ev, sn_genai_memo *m)
         e = &m->prov[i];
         if (e->raw_len == n && memcmp(ev->provider, e->raw, n + 1) == 0) {
             m->prov_last = i;
-            memcpy(ev->provider, e->norm, (size_t)e->norm_len + 1);
+            if (!e->same)
+                memcpy(ev->provider, e->norm, (size_t)e->norm_len + 1);
             return e->norm_len;
         }
     }
@@ -893,6 +909,7 @@ static size_t normalize_provider_memo(sn_event *ev, sn_genai_memo *m)
     sn_genai_normalize_provider(ev->provider, sizeof ev->provider);
     w->norm_len = (uint8_t)strnlen(ev->provider, sizeof ev->provider - 1);
     memcpy(w->norm, ev->provider, (size_t)w->norm_len + 1);
+    w->same = w->norm_len == n && memcmp(w->norm, w->raw, n) == 0;
     m->prov_last = i;
     return w->norm_len;
 }

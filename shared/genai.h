@@ -70,6 +70,7 @@ bool sn_genai_span_attr_id(sn_event *ev, int id, const sn_attr_value *v);
 
 typedef struct sn_genai_memo_provider {
     uint8_t raw_len, norm_len;
+    bool same;               /* norm is raw: nothing to copy */
     char raw[SN_SHORT_MAX];  /* a provider name as the span gave it */
     char norm[SN_SHORT_MAX]; /* sn_genai_normalize_provider() of it */
 } sn_genai_memo_provider;
