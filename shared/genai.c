@@ -521,6 +521,41 @@ bool sn_genai_span_attr_id(sn_event *ev, int id, const sn_attr_value *v)
     const attr_def *a = &attrs[id];
     bool marks = a->conv != 0;
 
+    /* The usual cases first, as the general code below treats them: a token count sent as an int,
+     * and a string fact sent as a string that fits its field. */
+    if (a->kind == V_COUNT && v->type == SN_ATTR_INT) {
+        ev->conventions |= a->conv;
+        if (v->i >= 0 && a->rank > rank_of(ev, a->fact)) {
+            *(int64_t *)(void *)((char *)ev + fact_fields[a->fact].off) = v->i;
+            set_rank(ev, a->fact, a->rank);
+        }
+        return marks;
+    }
+    if (a->kind == V_SECONDS && v->type == SN_ATTR_DOUBLE) { /* read_real() of a DOUBLE */
+        ev->conventions |= a->conv;
+        if (a->rank > rank_of(ev, a->fact) && isfinite(v->d) && v->d >= 0.0 && v->d <= 86400.0) {
+            ev->ttft_ms = v->d * 1000.0;
+            set_rank(ev, a->fact, a->rank);
+        }
+        return marks;
+    }
+    /* An operation name of another length than the agent and tool operations' 12 bytes is
+     * just a string here (see below). */
+    if ((a->kind == V_STRING || (a->kind == V_OPERATION && v->len != 12)) &&
+        v->type == SN_ATTR_STRING && v->str != NULL && v->len > 0 &&
+        v->len < fact_fields[a->fact].size) {
+        ev->conventions |= a->conv;
+        if (a->rank > rank_of(ev, a->fact)) {
+            char *dst = (char *)ev + fact_fields[a->fact].off;
+            memcpy(dst, v->str, v->len);
+            dst[v->len] = '\0';
+            if (a->fact == F_ERROR)
+                ev->is_error = true;
+            set_rank(ev, a->fact, a->rank);
+        }
+        return marks;
+    }
+
     if (a->kind == V_OI_KIND || a->kind == V_TL_KIND) {
         span_kind(ev, (value_kind)a->kind, v);
         /* The kind marks the span as OpenInference only when it names a model call; a CHAIN
@@ -531,6 +566,9 @@ bool sn_genai_span_attr_id(sn_event *ev, int id, const sn_attr_value *v)
     }
     if (marks)
         ev->conventions |= a->conv;
+    _Static_assert(sizeof "execute_tool" == 13 && sizeof "invoke_agent" == 13 &&
+                       sizeof "create_agent" == 13,
+                   "the fast path above takes operation names of other lengths");
     if (a->kind == V_OPERATION && v->type == SN_ATTR_STRING &&
         (value_is(v, "execute_tool") || value_is(v, "invoke_agent") || value_is(v, "create_agent")))
         set_rank(ev, F_KIND, KIND_NOT_LLM);
@@ -825,8 +863,6 @@ bool sn_genai_model_from_response(const sn_event *ev)
 void sn_genai_memo_init(sn_genai_memo *m)
 {
     m->nprov = m->prov_last = m->prov_next = 0;
-    m->nrule = m->rule_last = m->rule_next = 0;
-    m->prices = NULL;
 }
 
 /* The slot for a new memo entry among *used of SN_GENAI_MEMO_WAYS: a free one, else the oldest
@@ -841,8 +877,8 @@ static uint8_t memo_slot(uint8_t *used, uint8_t *next)
 }
 
 /* The provider's normalisation through the memo: copied when the raw name is a remembered one
- * (the last hit is tried first, without measuring the name). */
-static void normalize_provider_memo(sn_event *ev, sn_genai_memo *m)
+ * (the last hit is tried first, without measuring the name). Returns the normalised length. */
+static size_t normalize_provider_memo(sn_event *ev, sn_genai_memo *m)
 {
     _Static_assert(sizeof m->prov[0].raw == sizeof ev->provider &&
                        sizeof m->prov[0].norm == sizeof ev->provider,
@@ -851,16 +887,18 @@ static void normalize_provider_memo(sn_event *ev, sn_genai_memo *m)
     const sn_genai_memo_provider *e = &m->prov[m->prov_last];
     /* The same string: the same bytes up to and with the entry's NUL (raw_len < the size). */
     if (m->nprov > 0 && memcmp(ev->provider, e->raw, (size_t)e->raw_len + 1) == 0) {
-        memcpy(ev->provider, e->norm, (size_t)e->norm_len + 1);
-        return;
+        if (!e->same)
+            memcpy(ev->provider, e->norm, (size_t)e->norm_len + 1);
+        return e->norm_len;
     }
     size_t n = strnlen(ev->provider, sizeof ev->provider - 1);
     for (uint8_t i = 0; i < m->nprov; i++) {
         e = &m->prov[i];
         if (e->raw_len == n && memcmp(ev->provider, e->raw, n + 1) == 0) {
             m->prov_last = i;
-            memcpy(ev->provider, e->norm, (size_t)e->norm_len + 1);
-            return;
+            if (!e->same)
+                memcpy(ev->provider, e->norm, (size_t)e->norm_len + 1);
+            return e->norm_len;
         }
     }
     uint8_t i = memo_slot(&m->nprov, &m->prov_next);
@@ -871,49 +909,9 @@ static void normalize_provider_memo(sn_event *ev, sn_genai_memo *m)
     sn_genai_normalize_provider(ev->provider, sizeof ev->provider);
     w->norm_len = (uint8_t)strnlen(ev->provider, sizeof ev->provider - 1);
     memcpy(w->norm, ev->provider, (size_t)w->norm_len + 1);
+    w->same = w->norm_len == n && memcmp(w->norm, w->raw, n) == 0;
     m->prov_last = i;
-}
-
-/* Whether memo entry e holds the rule of the event's (model, provider): the same bytes up to and
- * with the entry's NULs. */
-static bool rule_entry_is(const sn_genai_memo_rule *e, const sn_event *ev)
-{
-    return memcmp(ev->model, e->model, (size_t)e->model_len + 1) == 0 &&
-           memcmp(ev->provider, e->provider, (size_t)e->provider_len + 1) == 0;
-}
-
-/* The price rule of the event's (model, provider) through the memo; -1 when none. */
-static int32_t price_rule_memo(const sn_event *ev, const sn_price_table *prices, sn_genai_memo *m)
-{
-    _Static_assert(sizeof m->rules[0].model == sizeof ev->model &&
-                       sizeof m->rules[0].provider == sizeof ev->provider,
-                   "the memo holds any model and provider");
-    if (m->prices != prices) {
-        m->nrule = m->rule_last = m->rule_next = 0;
-        m->prices = prices;
-    }
-    if (m->nrule > 0 && rule_entry_is(&m->rules[m->rule_last], ev))
-        return m->rules[m->rule_last].rule;
-    size_t mn = strnlen(ev->model, sizeof ev->model - 1);
-    size_t pn = strnlen(ev->provider, sizeof ev->provider - 1);
-    for (uint8_t i = 0; i < m->nrule; i++) {
-        const sn_genai_memo_rule *e = &m->rules[i];
-        if (e->model_len == mn && e->provider_len == pn && rule_entry_is(e, ev)) {
-            m->rule_last = i;
-            return e->rule;
-        }
-    }
-    uint8_t i = memo_slot(&m->nrule, &m->rule_next);
-    sn_genai_memo_rule *w = &m->rules[i];
-    memcpy(w->model, ev->model, mn);
-    w->model[mn] = '\0';
-    memcpy(w->provider, ev->provider, pn);
-    w->provider[pn] = '\0';
-    w->model_len = (uint8_t)mn;
-    w->provider_len = (uint8_t)pn;
-    w->rule = sn_price_rule(prices, w->model, w->provider);
-    m->rule_last = i;
-    return w->rule;
+    return w->norm_len;
 }
 
 bool sn_genai_finish(sn_event *ev, const sn_price_table *prices)
@@ -932,10 +930,13 @@ bool sn_genai_finish_memo(sn_event *ev, const sn_price_table *prices, sn_genai_m
 
     if (ev->start_unix_nano > 0 && ev->end_unix_nano >= ev->start_unix_nano)
         ev->latency_ms = (double)(ev->end_unix_nano - ev->start_unix_nano) / 1e6;
-    if (memo)
-        normalize_provider_memo(ev, memo);
-    else
+    size_t plen;
+    if (memo) {
+        plen = normalize_provider_memo(ev, memo);
+    } else {
         sn_genai_normalize_provider(ev->provider, sizeof ev->provider);
+        plen = strnlen(ev->provider, sizeof ev->provider - 1);
+    }
     if (ev->error_type[0] != '\0')
         ev->is_error = true;
     if (ev->total_tokens < 0 && ev->input_tokens >= 0 && ev->output_tokens >= 0 &&
@@ -943,8 +944,9 @@ bool sn_genai_finish_memo(sn_event *ev, const sn_price_table *prices, sn_genai_m
         ev->total_tokens = ev->input_tokens + ev->output_tokens;
 
     if (ev->cost_source != SN_COST_SPAN && prices != NULL && ev->model[0] != '\0') {
-        int32_t rule = memo ? price_rule_memo(ev, prices, memo)
-                            : sn_price_rule(prices, ev->model, ev->provider);
+        /* Both strings end inside their fields (set_string, normalisation). */
+        int32_t rule = sn_price_rule_n(prices, ev->model, strnlen(ev->model, sizeof ev->model),
+                                       ev->provider, plen);
         if (rule >= 0) {
             sn_price p;
             sn_price_rule_price(prices, rule, ev->end_unix_nano, &p);

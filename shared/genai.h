@@ -62,32 +62,22 @@ int sn_genai_span_key(const char *key, size_t keylen);
 bool sn_genai_span_attr_id(sn_event *ev, int id, const sn_attr_value *v);
 
 /* What sn_genai_finish_memo() remembers between the spans of one request: the last
- * SN_GENAI_MEMO_WAYS provider names with their normalised forms, and the price rules of the last
- * SN_GENAI_MEMO_WAYS (model, provider) pairs (a request mixes a few models; the oldest entry is
- * replaced). A plain value (no pointers into spans, nothing allocated; about 2.6 KiB); empty it
- * with sn_genai_memo_init() before the first span, and keep it no longer than the price table it
- * was used with. One thread at a time. */
+ * SN_GENAI_MEMO_WAYS provider names with their normalised forms (a request mixes a few; the
+ * oldest entry is replaced). Price rules are not kept here: sn_price_rule()'s per-thread cache
+ * remembers them. A plain value (no pointers into spans, nothing allocated; about 1 KiB); empty
+ * it with sn_genai_memo_init() before the first span. One thread at a time. */
 #define SN_GENAI_MEMO_WAYS 8
 
 typedef struct sn_genai_memo_provider {
     uint8_t raw_len, norm_len;
+    bool same;               /* norm is raw: nothing to copy */
     char raw[SN_SHORT_MAX];  /* a provider name as the span gave it */
     char norm[SN_SHORT_MAX]; /* sn_genai_normalize_provider() of it */
 } sn_genai_memo_provider;
 
-typedef struct sn_genai_memo_rule {
-    int32_t rule; /* sn_price_rule() of model and provider: -1 none */
-    uint8_t model_len, provider_len;
-    char model[SN_NAME_MAX];
-    char provider[SN_SHORT_MAX];
-} sn_genai_memo_rule;
-
 typedef struct sn_genai_memo {
     uint8_t nprov, prov_last, prov_next; /* entries used, the last hit, the next to replace */
-    uint8_t nrule, rule_last, rule_next;
-    const sn_price_table *prices; /* the table of rules[] */
     sn_genai_memo_provider prov[SN_GENAI_MEMO_WAYS];
-    sn_genai_memo_rule rules[SN_GENAI_MEMO_WAYS];
 } sn_genai_memo;
 
 /* Empties a memo (the caller's storage; nothing is allocated, nothing to free). */
@@ -100,7 +90,7 @@ void sn_genai_memo_init(sn_genai_memo *m);
 bool sn_genai_finish(sn_event *ev, const sn_price_table *prices);
 
 /* sn_genai_finish() with a memo (may be NULL) of the request's earlier spans: the same result,
- * without normalising a provider name or resolving a price rule seen just before. */
+ * without normalising a provider name seen just before. */
 bool sn_genai_finish_memo(sn_event *ev, const sn_price_table *prices, sn_genai_memo *memo);
 
 /* Normalises a provider name in place ("az.ai.openai" -> "azure.ai.openai",

@@ -72,6 +72,7 @@ typedef struct cache_slot {
 } cache_slot;
 
 static _Thread_local cache_slot cache_slots[SN_PRICE_CACHE_SLOTS];
+static _Thread_local cache_slot *cache_last; /* the slot of the last look-up, or NULL */
 static _Thread_local sn_price_cache_stats cache_stats;
 static atomic_uint_fast64_t next_table_id = 1;
 
@@ -667,16 +668,50 @@ size_t sn_price_table_entries(const sn_price_table *t)
 
 /* --- lookup --- */
 
-/* FNV-1a over the model, a separator, and the provider. */
+/* One step of the cache's hash: a word folded in (a multiply-xorshift). */
+static inline uint64_t hash_word(uint64_t h, uint64_t w)
+{
+    h = (h ^ w) * 0x9fb21c651e98df25ull;
+    return h ^ (h >> 29);
+}
+
+/* Folds n bytes of p into h, a word at a time; the last word overlaps the one before (n >= 8)
+ * or is read as two halves or three bytes (n < 8), so no byte past p[n - 1] is read. Every
+ * byte of a word is or-ed with fold (0, or 0x20 to make the two cases of a letter one). */
+static inline uint64_t hash_part(uint64_t h, const char *p, size_t n, uint64_t fold)
+{
+    uint64_t w;
+    if (n >= 8) {
+        for (; n > 8; p += 8, n -= 8) {
+            memcpy(&w, p, 8);
+            h = hash_word(h, w | fold);
+        }
+        memcpy(&w, p + n - 8, 8);
+        return hash_word(h, w | fold);
+    }
+    if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, p, 4);
+        memcpy(&b, p + n - 4, 4);
+        w = ((uint64_t)a << 32 | b) | fold;
+    } else if (n > 0) {
+        w = ((uint64_t)(unsigned char)p[0] << 16 | (uint64_t)(unsigned char)p[n / 2] << 8 |
+             (unsigned char)p[n - 1]) |
+            (fold & 0xFFFFFF);
+    } else {
+        w = 0;
+    }
+    return hash_word(h, w);
+}
+
+/* The cache's hash of a model (mlen bytes, exact) and a provider (plen bytes, any case: or-ing
+ * 0x20 into each byte makes the cases of a letter one, and a few other pairs too, which only
+ * costs a comparison). */
 static uint32_t key_hash(const char *model, size_t mlen, const char *provider, size_t plen)
 {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < mlen; i++)
-        h = (h ^ (unsigned char)model[i]) * 16777619u;
-    h = (h ^ 0x1fu) * 16777619u;
-    for (size_t i = 0; i < plen; i++)
-        h = (h ^ (unsigned char)tolower((unsigned char)provider[i])) * 16777619u;
-    return h;
+    uint64_t h = hash_part((uint64_t)mlen << 32 | plen, model, mlen, 0);
+    h = hash_part(h, provider, plen, 0x2020202020202020ull);
+    return (uint32_t)(h ^ (h >> 32));
 }
 
 /* Runs the patterns: the first rule whose provider (if any) equals provider and whose pattern
@@ -693,19 +728,36 @@ static int32_t match_rule(const sn_price_table *t, const char *model, const char
     return -1;
 }
 
-/* The rule for (model, provider) through the thread's cache; -1 when none matches. */
-static int32_t find_rule(const sn_price_table *t, const char *model, const char *provider)
+/* Whether slot s holds the rule of (model, provider) in table t: the same model bytes, the
+ * provider in any case (usually the same bytes: normalised names; else strncasecmp). */
+static inline bool slot_holds(const cache_slot *s, const sn_price_table *t, const char *model,
+                              size_t mlen, const char *provider, size_t plen)
 {
-    size_t mlen = strnlen(model, CACHE_MODEL_MAX);
-    size_t plen = strnlen(provider, PROVIDER_MAX);
+    return s->table_id == t->id && s->model_len == mlen && s->provider_len == plen &&
+           memcmp(s->key, model, mlen) == 0 &&
+           (memcmp(s->key + mlen, provider, plen) == 0 ||
+            strncasecmp(s->key + mlen, provider, plen) == 0);
+}
+
+/* The rule for (model, provider) through the thread's cache; -1 when none matches. mlen and plen
+ * are their lengths. */
+static int32_t find_rule(const sn_price_table *t, const char *model, size_t mlen,
+                         const char *provider, size_t plen)
+{
     if (mlen >= CACHE_MODEL_MAX || plen >= PROVIDER_MAX) {
         cache_stats.misses++;
         return match_rule(t, model, provider);
     }
+    /* The slot of the last look-up first: runs of one model cost no hash. */
+    cache_slot *s = cache_last;
+    if (s != NULL && slot_holds(s, t, model, mlen, provider, plen)) {
+        cache_stats.hits++;
+        return s->rule;
+    }
     uint32_t h = key_hash(model, mlen, provider, plen);
-    cache_slot *s = &cache_slots[h % SN_PRICE_CACHE_SLOTS];
-    if (s->table_id == t->id && s->hash == h && s->model_len == mlen && s->provider_len == plen &&
-        memcmp(s->key, model, mlen) == 0 && strncasecmp(s->key + mlen, provider, plen) == 0) {
+    s = &cache_slots[h % SN_PRICE_CACHE_SLOTS];
+    cache_last = s;
+    if (s->hash == h && slot_holds(s, t, model, mlen, provider, plen)) {
         cache_stats.hits++;
         return s->rule;
     }
@@ -727,7 +779,18 @@ int32_t sn_price_rule(const sn_price_table *t, const char *model, const char *pr
 {
     if (t == NULL || model == NULL || model[0] == '\0')
         return -1;
-    return find_rule(t, model, provider ? provider : "");
+    if (provider == NULL)
+        provider = "";
+    return find_rule(t, model, strnlen(model, CACHE_MODEL_MAX), provider,
+                     strnlen(provider, PROVIDER_MAX));
+}
+
+int32_t sn_price_rule_n(const sn_price_table *t, const char *model, size_t mlen,
+                        const char *provider, size_t plen)
+{
+    if (t == NULL || mlen == 0)
+        return -1;
+    return find_rule(t, model, mlen, provider, plen);
 }
 
 void sn_price_rule_price(const sn_price_table *t, int32_t rule, int64_t time_unix_nano,
@@ -782,5 +845,6 @@ sn_price_cache_stats sn_price_cache_stats_get(void)
 void sn_price_cache_reset(void)
 {
     memset(cache_slots, 0, sizeof cache_slots);
+    cache_last = NULL;
     memset(&cache_stats, 0, sizeof cache_stats);
 }

@@ -87,6 +87,12 @@ int32_t sn_price_rule(const sn_price_table *t, const char *model, const char *pr
 void sn_price_rule_price(const sn_price_table *t, int32_t rule, int64_t time_unix_nano,
                          sn_price *out);
 
+/* sn_price_rule() for a caller that knows the lengths: model and provider (both non-NULL,
+ * NUL-terminated) with mlen == strlen(model) and plen == strlen(provider). The same result, without
+ * measuring them again. */
+int32_t sn_price_rule_n(const sn_price_table *t, const char *model, size_t mlen,
+                        const char *provider, size_t plen);
+
 /* The cost in USD of one call at price p. Token counts below 0 are unknown. input counts every
  * input token, cached ones included (the OpenTelemetry GenAI rule); cache reads and cache writes
  * are taken out of it and charged at their own prices (the input price when p lists none), so no

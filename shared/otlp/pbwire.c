@@ -3,8 +3,6 @@
  */
 #include "otlp/pbwire.h"
 
-#include "genai.h"
-
 const char *sn_pbw_strerror(sn_pbw_status st)
 {
     switch (st) {
@@ -134,10 +132,10 @@ sn_pbw_status sn_pbw_skip_scalar(sn_pbw *r, uint32_t wt)
 /* Field numbers of common.proto. */
 enum { KV_KEY = 1, KV_VALUE = 2 };
 enum {
-    ANY_STRING = 1,
-    ANY_BOOL = 2,
-    ANY_INT = 3,
-    ANY_DOUBLE = 4,
+    ANY_STRING = SN_PBW_ANY_STRING,
+    ANY_BOOL = SN_PBW_ANY_BOOL,
+    ANY_INT = SN_PBW_ANY_INT,
+    ANY_DOUBLE = SN_PBW_ANY_DOUBLE,
     ANY_ARRAY = 5,
     ANY_KVLIST = 6,
     ANY_BYTES = 7,
@@ -252,16 +250,12 @@ static bool kv_any(sn_pbw_kv *k, sn_pbw *r, bool in_array)
         case ANY_INT:
             if (!kv_ok(k, r, "attribute value", sn_pbw_varint(r, &u)))
                 return false;
-            if (field == ANY_BOOL)
-                v = (sn_attr_value){.type = SN_ATTR_BOOL, .b = u != 0};
-            else /* int64 is two's complement on the wire */
-                v = (sn_attr_value){.type = SN_ATTR_INT, .i = (int64_t)u};
+            v = sn_pbw_scalar_value(field, u);
             break;
         case ANY_DOUBLE:
             if (!kv_ok(k, r, "attribute value", sn_pbw_fixed64(r, &u)))
                 return false;
-            v = (sn_attr_value){.type = SN_ATTR_DOUBLE};
-            memcpy(&v.d, &u, sizeof(v.d));
+            v = sn_pbw_scalar_value(field, u);
             break;
         case ANY_ARRAY: {
             if (in_array || !k->arrays) { /* carries no fact */

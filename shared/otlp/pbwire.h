@@ -25,6 +25,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "genai.h" /* sn_attr_value */
+
 typedef enum sn_pbw_wt {
     SN_PBW_VARINT = 0,
     SN_PBW_I64 = 1,
@@ -191,14 +193,12 @@ sn_pbw_status sn_pbw_skip_scalar(sn_pbw *r, uint32_t wt);
 #define SN_PBW_KEY_MAX   256
 #define SN_PBW_VALUE_MAX 1024
 
-struct sn_attr_value;
-
 typedef struct sn_pbw_kv {
     /* Set by the caller. want may be NULL (every value is read); it is asked when a value is
      * about to be read, with its key. deliver receives each value; key and value point into the
      * message bytes and are borrowed for the call only (not NUL-terminated). */
     bool (*want)(void *ud, const char *key, size_t keylen);
-    void (*deliver)(void *ud, const char *key, size_t keylen, const struct sn_attr_value *v);
+    void (*deliver)(void *ud, const char *key, size_t keylen, const sn_attr_value *v);
     void *ud;
     bool arrays;   /* an ArrayValue's elements are delivered (true) or it is skipped (false) */
     bool utf8_cut; /* a cut string also drops a UTF-8 sequence the cut split */
@@ -234,6 +234,57 @@ static inline bool sn_pbw_kv_simple(sn_pbw r, const char **key, size_t *keylen, 
     value->p = v + 2;
     value->end = r.end;
     return true;
+}
+
+/* AnyValue's scalar members (common.proto): field numbers and their wire types. */
+enum { SN_PBW_ANY_STRING = 1, SN_PBW_ANY_BOOL = 2, SN_PBW_ANY_INT = 3, SN_PBW_ANY_DOUBLE = 4 };
+
+/* The value of a bool or int member (a varint u) or a double member (its bits u), as the
+ * attribute reader delivers it. */
+static inline sn_attr_value sn_pbw_scalar_value(uint32_t field, uint64_t u)
+{
+    sn_attr_value v;
+    if (field == SN_PBW_ANY_BOOL) {
+        v = (sn_attr_value){.type = SN_ATTR_BOOL, .b = u != 0};
+    } else if (field == SN_PBW_ANY_INT) { /* int64 is two's complement on the wire */
+        v = (sn_attr_value){.type = SN_ATTR_INT, .i = (int64_t)u};
+    } else {
+        v = (sn_attr_value){.type = SN_ATTR_DOUBLE};
+        memcpy(&v.d, &u, sizeof(v.d));
+    }
+    return v;
+}
+
+/* An AnyValue (r covers exactly its bytes) that is one scalar member in the usual encoding: a
+ * string of under 128 bytes, a bool, an int or a double, nothing else. Returns true with *v as
+ * sn_pbw_kv_read() would deliver it (a string points into r's bytes); false for anything else
+ * (then use sn_pbw_kv_read()). For callers with a fast path of their own. */
+static inline bool sn_pbw_any_scalar(sn_pbw r, sn_attr_value *v)
+{
+    if (!sn_pbw_more(&r))
+        return false;
+    uint8_t tag = *r.p++;
+    uint64_t u;
+    switch (tag) {
+    case SN_PBW_ANY_STRING << 3 | SN_PBW_LEN:
+        if (!sn_pbw_more(&r) || *r.p >= 0x80 || sn_pbw_left(&r) != (size_t)*r.p + 1)
+            return false;
+        *v = (sn_attr_value){.type = SN_ATTR_STRING, .str = (const char *)r.p + 1, .len = *r.p};
+        return true;
+    case SN_PBW_ANY_BOOL << 3 | SN_PBW_VARINT:
+    case SN_PBW_ANY_INT << 3 | SN_PBW_VARINT:
+        if (sn_pbw_varint(&r, &u) != SN_PBW_OK || sn_pbw_more(&r))
+            return false;
+        *v = sn_pbw_scalar_value(tag >> 3, u);
+        return true;
+    case SN_PBW_ANY_DOUBLE << 3 | SN_PBW_I64:
+        if (sn_pbw_left(&r) != 8 || sn_pbw_fixed64(&r, &u) != SN_PBW_OK)
+            return false;
+        *v = sn_pbw_scalar_value(SN_PBW_ANY_DOUBLE, u);
+        return true;
+    default:
+        return false;
+    }
 }
 
 /* Reads one KeyValue (r covers exactly its bytes). Returns false on malformed input, with

@@ -242,43 +242,8 @@ static bool read_attribute(decoder *d, const sn_pbw *s)
     return fail(d, d->kv.at, d->kv.where, d->kv.what);
 }
 
-/* An AnyValue (r holds exactly its bytes) that is one scalar member in the usual encoding: a
- * string of under 128 bytes, a bool, an int or a double. Returns true with *v as the attribute
- * reader would deliver it, false for anything else (then the reader is used). */
-static inline bool any_scalar(sn_pbw r, sn_attr_value *v)
-{
-    if (!sn_pbw_more(&r))
-        return false;
-    uint8_t tag = *r.p++;
-    uint64_t u;
-    switch (tag) {
-    case 0x0A: /* string_value */
-        if (!sn_pbw_more(&r) || *r.p >= 0x80 || sn_pbw_left(&r) != (size_t)*r.p + 1)
-            return false;
-        *v = (sn_attr_value){.type = SN_ATTR_STRING, .str = (const char *)r.p + 1, .len = *r.p};
-        return true;
-    case 0x10: /* bool_value */
-    case 0x18: /* int_value */
-        if (sn_pbw_varint(&r, &u) != SN_PBW_OK || sn_pbw_more(&r))
-            return false;
-        if (tag == 0x10)
-            *v = (sn_attr_value){.type = SN_ATTR_BOOL, .b = u != 0};
-        else /* int64 is two's complement on the wire */
-            *v = (sn_attr_value){.type = SN_ATTR_INT, .i = (int64_t)u};
-        return true;
-    case 0x21: /* double_value */
-        if (sn_pbw_left(&r) != 8 || sn_pbw_fixed64(&r, &u) != SN_PBW_OK)
-            return false;
-        *v = (sn_attr_value){.type = SN_ATTR_DOUBLE};
-        memcpy(&v->d, &u, sizeof(v->d));
-        return true;
-    default:
-        return false;
-    }
-}
-
 /* An AnyValue (r holds exactly its bytes) that is an array of scalars in the usual encoding
- * (gen_ai.response.finish_reasons): each element, as any_scalar() reads it, is applied under
+ * (gen_ai.response.finish_reasons): each element, as sn_pbw_any_scalar() reads it, is applied under
  * span key cls. The elements are all checked before the first is applied. Returns false, having
  * applied nothing, for anything else (then the reader is used). */
 static bool any_scalar_array(decoder *d, int cls, sn_pbw r)
@@ -294,7 +259,7 @@ static bool any_scalar_array(decoder *d, int cls, sn_pbw r)
             if (left < 2 || a.p[0] != 0x0A || a.p[1] >= 0x80 || left < (size_t)a.p[1] + 2)
                 return false;
             sn_pbw e = {a.p + 2, a.p + 2 + a.p[1]};
-            if (!any_scalar(e, &v))
+            if (!sn_pbw_any_scalar(e, &v))
                 return false;
             if (pass == 1)
                 sn_genai_span_attr_id(&d->ev, cls, &v);
@@ -320,7 +285,7 @@ static bool read_span_attribute(decoder *d, const sn_pbw *s)
         int cls = span_key_class(d, key, keylen);
         if (cls == SN_GENAI_KEY_CONTENT) {
             /* prompt or response text: never read */
-        } else if (any_scalar(val, &v)) {
+        } else if (sn_pbw_any_scalar(val, &v)) {
             if (cls > SN_GENAI_KEY_OTHER)
                 sn_genai_span_attr_id(&d->ev, cls, &v);
         } else if (!any_scalar_array(d, cls, val)) {

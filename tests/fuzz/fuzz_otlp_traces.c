@@ -47,7 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static record hand, ref; /* large: not on the stack */
     /* Both decoders price the spans with the built-in table (the sidecar's default), so the
-     * hand decoder's per-request memo of price rules is compared with plain look-ups. */
+     * hand decoder's per-request memo of provider names is compared with plain normalisation. */
     static sn_price_table *prices;
     if (!prices && !(prices = sn_price_table_default(NULL, 0)))
         abort();

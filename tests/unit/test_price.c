@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #define NS_PER_DAY (86400 * INT64_C(1000000000))
@@ -27,6 +28,17 @@ static int64_t day(int y, int m, int d)
 static sn_price_table *parse(const char *yaml, char *err, size_t errsize)
 {
     return sn_price_table_parse(yaml, strlen(yaml), "test.yaml", err, errsize);
+}
+
+/* Parses yaml that must load (the test fails otherwise) and empties the thread's cache. The
+ * caller frees the table. */
+static sn_price_table *parse_fresh(const char *yaml)
+{
+    char err[256];
+    sn_price_table *t = parse(yaml, err, sizeof err);
+    ck_assert_msg(t != NULL, "%s", err);
+    sn_price_cache_reset();
+    return t;
 }
 
 /* Parses yaml that must fail; checks the message starts with "test.yaml:<line>:" and names
@@ -467,9 +479,7 @@ START_TEST(cache_is_bounded_and_correct_beyond_its_size)
                        "  - {model: '^odd-[0-9]*[13579]$', input: 1, output: 1, "
                        "effective: 2025-01-01}\n";
     char err[256];
-    sn_price_table *t = parse(yaml, err, sizeof err);
-    ck_assert_msg(t != NULL, "%s", err);
-    sn_price_cache_reset();
+    sn_price_table *t = parse_fresh(yaml);
 
     enum { MODELS = SN_PRICE_CACHE_SLOTS * 4 };
     char name[32];
@@ -530,6 +540,64 @@ START_TEST(cache_is_bounded_and_correct_beyond_its_size)
 }
 END_TEST
 
+/* The cache takes a provider in any case (the patterns' rule, strcasecmp), and sn_price_rule_n
+ * answers what sn_price_rule answers, for names of every length class of the cache's hash (under
+ * 4, 4 to 7, 8 and over bytes), with and without providers. */
+START_TEST(cache_keys_ignore_provider_case_and_rule_n_agrees)
+{
+    const char *yaml =
+        "version: v\nprices:\n"
+        "  - {model: '^a', provider: openai, input: 1, output: 1, effective: 2025-01-01}\n"
+        "  - {model: '^a', input: 2, output: 2, effective: 2025-01-01}\n"
+        "  - {model: '^gpt', provider: azure.ai.openai, input: 3, output: 3, "
+        "effective: 2025-01-01}\n";
+    sn_price_table *t = parse_fresh(yaml);
+    static const char *models[] = {"a",
+                                   "ab",
+                                   "abc",
+                                   "abcd",
+                                   "abcdefg",
+                                   "abcdefgh",
+                                   "abcdefghijklmnopq",
+                                   "gpt-4o",
+                                   "gpt-4o-2024-08-06",
+                                   "zz"};
+    static const char *providers[] = {"",
+                                      "x",
+                                      "openai",
+                                      "OpenAI",
+                                      "OPENAI",
+                                      "azure.ai.openai",
+                                      "Azure.AI.OpenAI",
+                                      "azure_ai_openai"};
+    for (int round = 0; round < 2; round++) {
+        for (size_t m = 0; m < sizeof models / sizeof *models; m++) {
+            for (size_t p = 0; p < sizeof providers / sizeof *providers; p++) {
+                int32_t r = sn_price_rule(t, models[m], providers[p]);
+                ck_assert_int_eq(sn_price_rule_n(t, models[m], strlen(models[m]), providers[p],
+                                                 strlen(providers[p])),
+                                 r);
+                int32_t want = models[m][0] == 'a'
+                                   ? (strcasecmp(providers[p], "openai") == 0 ? 0 : 1)
+                               : strncmp(models[m], "gpt", 3) == 0 &&
+                                       strcasecmp(providers[p], "azure.ai.openai") == 0
+                                   ? 2
+                                   : -1;
+                ck_assert_msg(r == want, "%s/%s: %d, want %d", models[m], providers[p], (int)r,
+                              (int)want);
+            }
+        }
+    }
+    /* "openai" in another case is the same key: served from the cache once it was asked. */
+    ck_assert_int_eq(sn_price_rule(t, "a", "openai"), 0);
+    sn_price_cache_stats s = sn_price_cache_stats_get();
+    ck_assert_int_eq(sn_price_rule(t, "a", "oPeNaI"), 0);
+    ck_assert_uint_eq(sn_price_cache_stats_get().hits, s.hits + 1);
+    ck_assert_int_eq(sn_price_rule_n(t, "", 0, "openai", 6), -1);
+    sn_price_table_destroy(t);
+}
+END_TEST
+
 /* Threads share one table; each has its own cache. */
 static void *lookup_worker(void *arg)
 {
@@ -581,6 +649,7 @@ static Suite *price_suite(void)
     tcase_add_test(tc, dates_past_int64_nanoseconds_are_refused);
     tcase_add_test(tc, errors_quoting_line_breaks_stay_one_line);
     tcase_add_test(tc, cache_is_bounded_and_correct_beyond_its_size);
+    tcase_add_test(tc, cache_keys_ignore_provider_case_and_rule_n_agrees);
     tcase_add_test(tc, threads_share_a_table_with_their_own_caches);
     suite_add_tcase(s, tc);
     return s;

@@ -364,6 +364,7 @@ static Suite *local_detect_suite(void)
 {
     Suite *s = suite_create("local_detect");
     TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 60); /* the digest cases take seconds under ASan on a loaded machine */
     tcase_add_test(tc, quiet_during_cold_start_and_on_normal_traffic);
     tcase_add_test(tc, zscore_baseline_is_the_mean_and_sd_of_the_last_window);
     tcase_add_test(tc, log_scale_keeps_log_normal_traffic_quiet);
