@@ -741,6 +741,9 @@ int sn_engine_create(sn_engine **out, const sn_engine_config *cfg, uint64_t seed
     int rc = sn_engine_config_validate(cfg, "engine", err);
     if (rc != 0)
         return rc;
+    /* The log transform reads whole values (token counts) from the shared table (to_model). */
+    if (sn_stats_log1p_init() != 0)
+        return -EAGAIN;
     sn_engine *e = calloc(1, sizeof(*e));
     if (e == NULL)
         return -ENOMEM;
@@ -904,10 +907,13 @@ static double log_unit(sn_metric m)
     return m == SN_METRIC_COST_USD ? 1e-6 : 1.0;
 }
 
+/* The value scored for x: x, or ln(1 + x / unit) on the log scale (NAN for x < 0). log1p's bits
+ * either way: whole values below SN_STATS_LOG1P_TABLE (token counts) come from the shared table
+ * that sn_engine_create set up. */
 static double to_model(const sn_engine *e, sn_metric m, double x)
 {
     if (e->cfg.metrics[m].transform == SN_TRANSFORM_LOG)
-        return x >= 0.0 ? log1p(x / log_unit(m)) : NAN;
+        return x >= 0.0 ? sn_stats_log1p(x / log_unit(m)) : NAN;
     return x;
 }
 

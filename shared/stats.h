@@ -134,4 +134,30 @@ static inline int sn_ewma_add(sn_ewma *e, double x)
 /* The weighted standard deviation sqrt(var); 0 before the second sample. */
 double sn_ewma_stddev(const sn_ewma *e);
 
+/* log1p of the whole numbers below SN_STATS_LOG1P_TABLE (token counts: most calls' counts), read
+ * from a table that log1p itself filled, so sn_stats_log1p returns the same bits as log1p for
+ * every argument. 32 KiB, shared by the whole program, filled once. */
+#define SN_STATS_LOG1P_TABLE 4096u
+
+/* The table; read it only through sn_stats_log1p. Filled by sn_stats_log1p_init. */
+extern double sn_stats_log1p_table[SN_STATS_LOG1P_TABLE];
+
+/* Fills the table on its first call (pthread_once; any thread, any number of calls). Returns 0,
+ * or -EAGAIN when pthread_once failed (the table is then unusable: do not call sn_stats_log1p).
+ * Call it before the first sn_stats_log1p, e.g. where the user of the table is created. Nothing
+ * to free. */
+int sn_stats_log1p_init(void);
+
+/* log1p(x), bit for bit, for every x (NaN, negative and infinite ones included); whole x below
+ * SN_STATS_LOG1P_TABLE come from the table. Only after sn_stats_log1p_init() returned 0. */
+static inline double sn_stats_log1p(double x)
+{
+    if (x >= 0.0 && x < (double)SN_STATS_LOG1P_TABLE) {
+        uint32_t i = (uint32_t)x;
+        if ((double)i == x)
+            return sn_stats_log1p_table[i];
+    }
+    return log1p(x);
+}
+
 #endif
