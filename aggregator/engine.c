@@ -742,7 +742,7 @@ int sn_engine_create(sn_engine **out, const sn_engine_config *cfg, uint64_t seed
     if (rc != 0)
         return rc;
     /* The log transform reads whole values (token counts) from the shared table (to_model). */
-    if (sn_stats_log1p_init() != 0)
+    if (sn_stats_tables_init() != 0)
         return -EAGAIN;
     sn_engine *e = calloc(1, sizeof(*e));
     if (e == NULL)
@@ -908,7 +908,7 @@ static double log_unit(sn_metric m)
 }
 
 /* The value scored for x: x, or ln(1 + x / unit) on the log scale (NAN for x < 0). log1p's bits
- * either way: whole values below SN_STATS_LOG1P_TABLE (token counts) come from the shared table
+ * either way: whole values below SN_STATS_LOG_TABLE (token counts) come from the shared table
  * that sn_engine_create set up. */
 static double to_model(const sn_engine *e, sn_metric m, double x)
 {

@@ -1,5 +1,5 @@
 /*
- * stats.c -- Welford and EWMA accumulators; the log1p table.
+ * stats.c -- Welford and EWMA accumulators; the log1p and log tables.
  */
 #include "stats.h"
 
@@ -87,16 +87,19 @@ double sn_ewma_stddev(const sn_ewma *e)
     return e->var > 0.0 ? sqrt(e->var) : 0.0;
 }
 
-double sn_stats_log1p_table[SN_STATS_LOG1P_TABLE];
-static pthread_once_t log1p_once = PTHREAD_ONCE_INIT;
+double sn_stats_log1p_table[SN_STATS_LOG_TABLE];
+double sn_stats_log_table[SN_STATS_LOG_TABLE];
+static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
 
-static void log1p_table_fill(void)
+static void tables_fill(void)
 {
-    for (uint32_t i = 0; i < SN_STATS_LOG1P_TABLE; i++)
+    for (uint32_t i = 0; i < SN_STATS_LOG_TABLE; i++) {
         sn_stats_log1p_table[i] = log1p((double)i);
+        sn_stats_log_table[i] = log((double)i);
+    }
 }
 
-int sn_stats_log1p_init(void)
+int sn_stats_tables_init(void)
 {
-    return pthread_once(&log1p_once, log1p_table_fill) == 0 ? 0 : -EAGAIN;
+    return pthread_once(&tables_once, tables_fill) == 0 ? 0 : -EAGAIN;
 }

@@ -337,7 +337,7 @@ int sn_local_detect_create(const sn_local_detect_config *cfg, uint64_t hash_seed
     sn_config_error err;
     if (sn_local_detect_config_validate(cfg, "local", &err) != 0)
         return -EINVAL;
-    if (sn_stats_log1p_init() != 0)
+    if (sn_stats_tables_init() != 0)
         return -EAGAIN;
     sn_local_detect *ld = calloc(1, sizeof(*ld));
     if (ld == NULL)
