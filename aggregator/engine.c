@@ -1294,6 +1294,10 @@ static inline void error_add(sn_engine *e, pair_state *p, int64_t t, uint32_t ca
     double base = p->err_base_n >= ERR_SLOTS ? p->err_base : 0.0;
     double p0 = fmax(e->cfg.error_floor, e->cfg.error_k * base);
     double rate = (double)errs / (double)n;
+    if (!(rate > p0)) { /* most calls: no z (a division and a square root) to compute */
+        p->err_elevated = false;
+        return;
+    }
     double z;
     if (p0 >= 1.0) {
         z = 0.0;
@@ -1302,7 +1306,7 @@ static inline void error_add(sn_engine *e, pair_state *p, int64_t t, uint32_t ca
     } else {
         z = ((double)errs - (double)n * p0) / sqrt((double)n * p0 * (1.0 - p0));
     }
-    bool high = rate > p0 && z > e->cfg.error_z;
+    bool high = z > e->cfg.error_z; /* and rate > p0 */
     if (!high) {
         p->err_elevated = false;
         return;
