@@ -741,6 +741,9 @@ int sn_engine_create(sn_engine **out, const sn_engine_config *cfg, uint64_t seed
     int rc = sn_engine_config_validate(cfg, "engine", err);
     if (rc != 0)
         return rc;
+    /* The log transform reads whole values (token counts) from the shared table (to_model). */
+    if (sn_stats_tables_init() != 0)
+        return -EAGAIN;
     sn_engine *e = calloc(1, sizeof(*e));
     if (e == NULL)
         return -ENOMEM;
@@ -904,10 +907,13 @@ static double log_unit(sn_metric m)
     return m == SN_METRIC_COST_USD ? 1e-6 : 1.0;
 }
 
+/* The value scored for x: x, or ln(1 + x / unit) on the log scale (NAN for x < 0). log1p's bits
+ * either way: whole values below SN_STATS_LOG_TABLE (token counts) come from the shared table
+ * that sn_engine_create set up. */
 static double to_model(const sn_engine *e, sn_metric m, double x)
 {
     if (e->cfg.metrics[m].transform == SN_TRANSFORM_LOG)
-        return x >= 0.0 ? log1p(x / log_unit(m)) : NAN;
+        return x >= 0.0 ? sn_stats_log1p(x / log_unit(m)) : NAN;
     return x;
 }
 
@@ -1288,6 +1294,10 @@ static inline void error_add(sn_engine *e, pair_state *p, int64_t t, uint32_t ca
     double base = p->err_base_n >= ERR_SLOTS ? p->err_base : 0.0;
     double p0 = fmax(e->cfg.error_floor, e->cfg.error_k * base);
     double rate = (double)errs / (double)n;
+    if (!(rate > p0)) { /* most calls: no z (a division and a square root) to compute */
+        p->err_elevated = false;
+        return;
+    }
     double z;
     if (p0 >= 1.0) {
         z = 0.0;
@@ -1296,7 +1306,7 @@ static inline void error_add(sn_engine *e, pair_state *p, int64_t t, uint32_t ca
     } else {
         z = ((double)errs - (double)n * p0) / sqrt((double)n * p0 * (1.0 - p0));
     }
-    bool high = rate > p0 && z > e->cfg.error_z;
+    bool high = z > e->cfg.error_z; /* and rate > p0 */
     if (!high) {
         p->err_elevated = false;
         return;

@@ -58,6 +58,8 @@ int sn_sketch_init(sn_sketch *mem, double alpha, uint32_t max_buckets)
 {
     if (!alpha_ok(alpha) || sn_sketch_size(max_buckets) == 0)
         return -EINVAL;
+    if (sn_stats_tables_init() != 0) /* bucket_index reads whole values' logs from a table */
+        return -EAGAIN;
     mem->alpha = alpha;
     mem->log_gamma = log1p(2.0 * alpha / (1.0 - alpha));
     mem->inv_log_gamma = 1.0 / mem->log_gamma;
@@ -73,7 +75,11 @@ int sn_sketch_create(sn_sketch **out, double alpha, uint32_t max_buckets)
     sn_sketch *s = malloc(sn_sketch_size(max_buckets));
     if (s == NULL)
         return -ENOMEM;
-    sn_sketch_init(s, alpha, max_buckets);
+    int rc = sn_sketch_init(s, alpha, max_buckets);
+    if (rc != 0) {
+        free(s);
+        return rc;
+    }
     *out = s;
     return 0;
 }
@@ -93,10 +99,11 @@ void sn_sketch_clear(sn_sketch *s)
     s->collapsed = 0;
 }
 
-/* Bucket index of a positive, normal x: ceil(log_gamma(x)). */
+/* Bucket index of a positive, normal x: ceil(log_gamma(x)). log's bits: whole x (token counts)
+ * come from the shared table. */
 static int32_t bucket_index(const sn_sketch *s, double x)
 {
-    return (int32_t)ceil(log(x) * s->inv_log_gamma);
+    return (int32_t)ceil(sn_stats_log(x) * s->inv_log_gamma);
 }
 
 /* 2 / (gamma + 1): the factor of every bucket value (bucket_value), computed once per walk. */

@@ -1,10 +1,11 @@
 /*
- * stats.c -- Welford and EWMA accumulators.
+ * stats.c -- Welford and EWMA accumulators; the log1p and log tables.
  */
 #include "stats.h"
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 
 void sn_summary_clear(sn_summary *s)
 {
@@ -84,4 +85,21 @@ int sn_ewma_init(sn_ewma *e, double alpha)
 double sn_ewma_stddev(const sn_ewma *e)
 {
     return e->var > 0.0 ? sqrt(e->var) : 0.0;
+}
+
+double sn_stats_log1p_table[SN_STATS_LOG_TABLE];
+double sn_stats_log_table[SN_STATS_LOG_TABLE];
+static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
+
+static void tables_fill(void)
+{
+    for (uint32_t i = 0; i < SN_STATS_LOG_TABLE; i++) {
+        sn_stats_log1p_table[i] = log1p((double)i);
+        sn_stats_log_table[i] = log((double)i);
+    }
+}
+
+int sn_stats_tables_init(void)
+{
+    return pthread_once(&tables_once, tables_fill) == 0 ? 0 : -EAGAIN;
 }

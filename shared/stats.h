@@ -134,4 +134,47 @@ static inline int sn_ewma_add(sn_ewma *e, double x)
 /* The weighted standard deviation sqrt(var); 0 before the second sample. */
 double sn_ewma_stddev(const sn_ewma *e);
 
+/* log1p and log of the whole numbers below SN_STATS_LOG_TABLE (token counts: most calls' counts),
+ * read from tables that log1p and log themselves filled, so sn_stats_log1p and sn_stats_log return
+ * the same bits as log1p and log for every argument. 2 x 32 KiB, shared by the whole program,
+ * filled once. */
+#define SN_STATS_LOG_TABLE 4096u
+
+/* The tables; read them only through sn_stats_log1p and sn_stats_log. Filled by
+ * sn_stats_tables_init. */
+extern double sn_stats_log1p_table[SN_STATS_LOG_TABLE];
+extern double sn_stats_log_table[SN_STATS_LOG_TABLE];
+
+/* Fills the tables on its first call (pthread_once; any thread, any number of calls). Returns 0,
+ * or -EAGAIN when pthread_once failed (the tables are then unusable: do not call sn_stats_log1p
+ * or sn_stats_log). Call it before the first of those, e.g. where their user is created (the
+ * sketch, the engine and the sidecar's local detection do). Nothing to free. */
+int sn_stats_tables_init(void);
+
+/* Whether x is a whole number in [0, SN_STATS_LOG_TABLE), -0 excluded (log1p(-0) is -0); its
+ * index in *i. */
+static inline bool sn_stats_table_index(double x, uint32_t *i)
+{
+    if (!(x >= 0.0 && x < (double)SN_STATS_LOG_TABLE))
+        return false;
+    *i = (uint32_t)x;
+    return (double)*i == x && (*i != 0 || !signbit(x));
+}
+
+/* log1p(x), bit for bit, for every x (NaN, negative and infinite ones included); whole x below
+ * SN_STATS_LOG_TABLE come from the table. Only after sn_stats_tables_init() returned 0. */
+static inline double sn_stats_log1p(double x)
+{
+    uint32_t i;
+    return sn_stats_table_index(x, &i) ? sn_stats_log1p_table[i] : log1p(x);
+}
+
+/* log(x), bit for bit, for every x; whole x below SN_STATS_LOG_TABLE come from the table (log(0)
+ * is -Inf there too). Only after sn_stats_tables_init() returned 0. */
+static inline double sn_stats_log(double x)
+{
+    uint32_t i;
+    return sn_stats_table_index(x, &i) ? sn_stats_log_table[i] : log(x);
+}
+
 #endif

@@ -24,7 +24,6 @@
 #include <errno.h>
 #include <float.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,20 +145,6 @@ static double log_unit(sn_metric m)
     return m == SN_METRIC_COST_USD ? 1e-6 : 1.0;
 }
 
-/* log1p(n) for the token counts n < LOG1P_TABLE (most calls' counts): read from a table that
- * log1p itself filled, so the values are the same bits. 32 KiB, shared by all detectors, filled
- * once (pthread_once) by the first sn_local_detect_create. */
-#define LOG1P_TABLE 4096u
-
-static double log1p_table[LOG1P_TABLE];
-static pthread_once_t log1p_once = PTHREAD_ONCE_INIT;
-
-static void log1p_table_fill(void)
-{
-    for (uint32_t i = 0; i < LOG1P_TABLE; i++)
-        log1p_table[i] = log1p((double)i);
-}
-
 /* Whether metric m's values are whole numbers (token counts: see sn_event_metric). */
 static bool is_count(sn_metric m)
 {
@@ -172,8 +157,8 @@ static double to_scale(const sn_local_detect *ld, sn_metric m, double x)
 {
     if (!ld->cfg.log_scale)
         return x;
-    if (is_count(m) && x >= 0.0 && x < (double)LOG1P_TABLE)
-        return log1p_table[(uint32_t)x]; /* x is a whole count; its unit is 1 */
+    if (is_count(m) && x >= 0.0)
+        return sn_stats_log1p(x); /* a whole count, its unit is 1: mostly from the table */
     return x >= 0.0 ? log1p(x / log_unit(m)) : NAN;
 }
 
@@ -352,7 +337,7 @@ int sn_local_detect_create(const sn_local_detect_config *cfg, uint64_t hash_seed
     sn_config_error err;
     if (sn_local_detect_config_validate(cfg, "local", &err) != 0)
         return -EINVAL;
-    if (pthread_once(&log1p_once, log1p_table_fill) != 0)
+    if (sn_stats_tables_init() != 0)
         return -EAGAIN;
     sn_local_detect *ld = calloc(1, sizeof(*ld));
     if (ld == NULL)

@@ -154,6 +154,12 @@ static bool fires(double m, double threshold, sn_direction allowed, int dir)
  * threshold on a reported side. */
 static bool centred_fires(double x, double centre, double s, double threshold, sn_direction d)
 {
+    /* A value on a side that is not reported never fires, so the division is skipped there.
+     * Exact: x <= centre gives z <= 0 (halving and dividing by s > 0 keep the order), which is
+     * the lower side or 0, and 0 > threshold is false (threshold > 0: the config is valid);
+     * x >= centre gives z >= 0, the upper side. */
+    if ((d == SN_DIR_UPPER && !(x > centre)) || (d == SN_DIR_LOWER && !(x < centre)))
+        return false;
     double z = sn__standardise(x, centre, s);
     return fires(fabs(z), threshold, d, z < 0.0 ? -1 : 1);
 }

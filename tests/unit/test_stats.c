@@ -3,8 +3,11 @@
 
 #include <check.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "stats_testutil.h"
 
@@ -209,6 +212,51 @@ START_TEST(summary_clear_means_no_data)
 }
 END_TEST
 
+/* Whether a and b are the same bits (NaN payloads, the sign of zero). */
+static bool same_bits(double a, double b)
+{
+    uint64_t ua, ub;
+    memcpy(&ua, &a, sizeof ua);
+    memcpy(&ub, &b, sizeof ub);
+    return ua == ub;
+}
+
+START_TEST(log_tables_match_libm)
+{
+    ck_assert_int_eq(sn_stats_tables_init(), 0);
+    ck_assert_int_eq(sn_stats_tables_init(), 0); /* any number of calls */
+    /* every table entry, and the whole numbers just past it (libm again) */
+    for (uint32_t i = 0; i < SN_STATS_LOG_TABLE + 64; i++) {
+        double x = (double)i;
+        ck_assert_msg(same_bits(sn_stats_log1p(x), log1p(x)), "log1p(%u)", i);
+        ck_assert_msg(same_bits(sn_stats_log(x), log(x)), "log(%u)", i);
+    }
+    /* values that are not whole numbers below the table's end */
+    const double odd[] = {-0.0,      -1.0,     -0.5,      -1e-300,     0.5,      1e-300,
+                          4e-320,    2.999999, 3.000001,  4095.5,      4095.999, 4096.0,
+                          1e6 + 0.5, 1e100,    INFINITY,  -INFINITY,   NAN,      -NAN,
+                          DBL_MAX,   1e-6,     1234.5678, 0.999999999, 1.0 / 3.0};
+    for (size_t k = 0; k < sizeof odd / sizeof odd[0]; k++) {
+        double x = odd[k];
+        ck_assert_msg(same_bits(sn_stats_log1p(x), log1p(x)) ||
+                          (isnan(log1p(x)) && isnan(sn_stats_log1p(x))),
+                      "log1p(%a)", x);
+        ck_assert_msg(same_bits(sn_stats_log(x), log(x)) ||
+                          (isnan(log(x)) && isnan(sn_stats_log(x))),
+                      "log(%a)", x);
+    }
+    /* the sign of zero survives: log1p(-0) is -0 */
+    ck_assert(signbit(sn_stats_log1p(-0.0)));
+    ck_assert(!signbit(sn_stats_log1p(0.0)));
+    /* a dense sweep of small fractions and whole numbers */
+    for (uint32_t i = 0; i < 20000; i++) {
+        double x = (double)i * 0.25;
+        ck_assert(same_bits(sn_stats_log1p(x), log1p(x)));
+        ck_assert(same_bits(sn_stats_log(x), log(x)));
+    }
+}
+END_TEST
+
 static Suite *stats_suite(void)
 {
     Suite *s = suite_create("stats");
@@ -222,6 +270,7 @@ static Suite *stats_suite(void)
     tcase_add_test(tc, ewma_rejects_bad_input);
     tcase_add_test(tc, extremes_stay_finite);
     tcase_add_test(tc, summary_clear_means_no_data);
+    tcase_add_test(tc, log_tables_match_libm);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -350,10 +350,19 @@ START_TEST(quiet_matches_full_evaluation)
      * anomalous, and then names the detectors the full call has ready: over detector mixes,
      * directions, cold/flat/spread-less baselines and a dense sweep of values through every
      * threshold (both sides, with the boundaries themselves). */
-    sn_ensemble_config cs[6];
+    sn_ensemble_config cs[8];
     detector_mixes(cs);
     cs[5] = cfg;
-    for (int i = 0; i < 6; i++)
+    /* one-sided Z-score and MAD both ways: the quiet check skips the unreported side */
+    cs[6] = cfg;
+    cs[6].zscore.direction = SN_DIR_LOWER;
+    cs[6].mad.direction = SN_DIR_LOWER;
+    cs[7] = cfg;
+    cs[7].zscore.direction = SN_DIR_UPPER;
+    cs[7].mad.direction = SN_DIR_LOWER;
+    cs[7].zscore.threshold = 0.5;
+    cs[7].mad.threshold = 0.5;
+    for (int i = 0; i < 8; i++)
         cs[i].cusum_enabled = false; /* CUSUM keeps state: not answered (checked below) */
     cs[3].iqr.direction = SN_DIR_LOWER;
     cs[3].mad.direction = SN_DIR_UPPER;
@@ -368,7 +377,7 @@ START_TEST(quiet_matches_full_evaluation)
     double edges[] = {NAN,   INFINITY, -INFINITY, DBL_MAX, -DBL_MAX, 130.0, 70.0,
                       126.5, 73.5,     135.0,     65.0,    99.0,     101.0, 100.0};
     unsigned quiet = 0, loud = 0;
-    for (int c = 0; c < 6; c++) {
+    for (int c = 0; c < 8; c++) {
         ck_assert_ptr_null(sn_ensemble_config_validate(&cs[c], NULL));
         for (int bi = 0; bi < 4; bi++) {
             for (int i = 0; i < 1400 + (int)(sizeof edges / sizeof edges[0]); i++) {
