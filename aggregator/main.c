@@ -695,10 +695,12 @@ static int apply_on_loop(aggregator *a, const sn_ingest_batch *b)
 {
     int64_t now = now_ns();
     bool skip_one, *skip = &skip_one;
-    uint8_t claim_one, *claim = &claim_one;
+    uint8_t claim_one = 0, *claim = &claim_one;
     if (b->nalerts > 1) {
-        /* one block: the flags, then the claims */
-        skip = malloc(b->nalerts * (sizeof *skip + sizeof *claim));
+        /* one block: the flags, then the claims -- zeroed: a refusal part way through
+         * (mark_alert_copies stops at the first copy pending elsewhere) releases every claim
+         * set, so the ones after it must read as "not claimed" */
+        skip = calloc(b->nalerts, sizeof *skip + sizeof *claim);
         if (skip == NULL)
             return -ENOMEM;
         claim = (uint8_t *)(skip + b->nalerts);
