@@ -262,7 +262,7 @@ static bool decode_response(grpc_byte_buffer *bb, sentinel_v1_IngestResponse *m,
     }
     long n = flatten(bb, buf, len);
     if (n < 0) {
-        set_message(r, "IngestResponse too large", strlen("IngestResponse too large"));
+        set_message(r, "bad IngestResponse", strlen("bad IngestResponse"));
         goto out;
     }
     m->message.funcs.decode = decode_message_cb;

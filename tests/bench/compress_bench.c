@@ -67,7 +67,7 @@ typedef struct cb_method {
 
 #define Z(lvl) .kind = M_ZSTD, .level = (lvl)
 /* zstd's fast (negative) levels, 1 to 3, 6, level 1 with advanced parameters, and gzip; the
- * rows of the sidecar's default (SN_BATCH_ZSTD_LEVEL_DEFAULT, SN_BATCH_ZSTD_LITERALS_DEFAULT)
+ * rows of the sidecar's default (SN_BATCH_ZSTD_LEVEL_DEFAULT, SN_BATCH_ZSTD_RAW_LITERALS_DEFAULT)
  * are marked in the table. */
 static const cb_method methods[] = {
     {"zstd--5", Z(-5)},
@@ -273,7 +273,11 @@ static size_t encode_batch(const sn_event *evs, size_t n, uint8_t **raw, cb_code
     }
     memcpy(*raw, bytes + len - blen, blen);
     const cb_method *dflt = sidecar_default();
-    size_t zn = dflt != NULL && set_params(c, dflt) == 0
+    if (dflt == NULL) {
+        snprintf(err, sizeof err, "no row of this benchmark has the sidecar's default parameters");
+        goto fail;
+    }
+    size_t zn = set_params(c, dflt) == 0
                     ? compress_one(c, dflt, *raw, blen, ref, ZSTD_compressBound(blen))
                     : 0;
     if (sn_batch_encode(zenc, &b, &bytes, &len, NULL, err, sizeof err) != 0)
@@ -423,10 +427,12 @@ int main(int argc, char **argv)
         size_t cap = ZSTD_compressBound(blen) + compressBound((uLong)blen) + 64;
         uint8_t *comp = malloc(cap), *buf = malloc(cap);
         bool ok = comp != NULL && buf != NULL;
+        size_t rows = 0;
         for (size_t k = 0; ok && k < sizeof methods / sizeof methods[0]; k++) {
             const cb_method *m = &methods[k];
             if (only != NULL && strcmp(only, m->name) != 0)
                 continue;
+            rows++;
             if (set_params(&c, m) != 0) {
                 ok = false;
                 break;
@@ -453,6 +459,10 @@ int main(int argc, char **argv)
         free(buf);
         free(comp);
         free(raw);
+        if (ok && rows == 0) {
+            fprintf(stderr, "sentinel-bench-compress: no method named %s\n", only);
+            ok = false;
+        }
         if (!ok)
             goto out;
     }
