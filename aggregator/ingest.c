@@ -198,6 +198,7 @@ static void respond(sn_grpc_reply *reply, Sentinel__V1__IngestStatus status, uin
     resp.acknowledged_sequence = ack;
     resp.retry_after_ms = retry_ms;
     resp.message = (char *)msg;
+    resp.features = SENTINEL__V1__FEATURE__FEATURE_GROUPS; /* Batch.groups is read */
     size_t n = sentinel__v1__ingest_response__get_packed_size(&resp);
     if (n > reply->response_cap) { /* cannot happen: the message is short */
         reply->code = SN_GRPC_INTERNAL;
@@ -566,15 +567,24 @@ static const uint16_t event_counts[6] = {
     offsetof(sn_event, cache_write_tokens), offsetof(sn_event, reasoning_tokens),
 };
 
+/* The resource string fields of an LlmEvent (service 1, region 5, service_version 6, pod 7),
+ * as bits of read_event's `seen`: an event inside a group must not set them. */
+#define RESOURCE_FIELDS ((1u << 1) | (1u << 5) | (1u << 6) | (1u << 7))
+
 /* Reads one LlmEvent from data[0..len) into ev; buf_end is the end of the buffer data lies in
- * (strings are read a word at a time when the buffer goes on far enough). Returns 1 when the
+ * (strings are read a word at a time when the buffer goes on far enough). group: NULL for a
+ * Batch.events entry; for an EventGroup's event, an event holding only the group's resource
+ * strings (as sn_event_init and copy_field make them), which ev starts as. Returns 1 when the
  * bytes are malformed, else 0 with *why NULL or a static reason for refusing the batch (the
  * event breaks a rule). Every byte of ev is what sn_event_init and copy_field make of the last
- * value of each field. */
+ * value of each field (and of the group's strings). */
 static int read_event(const uint8_t *data, size_t len, const uint8_t *buf_end, sn_event *ev,
-                      const char **why)
+                      const sn_event *group, const char **why)
 {
-    sn_event_init(ev);
+    if (group != NULL)
+        memcpy(ev, group, sizeof *ev);
+    else
+        sn_event_init(ev);
     *why = NULL;
     pbr r = {data, data + len};
     const uint8_t *trace = NULL, *span = NULL;
@@ -607,7 +617,7 @@ static int read_event(const uint8_t *data, size_t len, const uint8_t *buf_end, s
                 return 1;
             char *dst = (char *)ev + event_strs[f].off;
             size_t size = event_strs[f].size;
-            if (seen & (1u << f))
+            if ((seen & (1u << f)) || (group != NULL && ((1u << f) & RESOURCE_FIELDS)))
                 memset(dst, 0, size); /* a repeated field: the last value, alone */
             seen |= 1u << f;
             if (!SN_INGEST_LITTLE_ENDIAN || (size_t)(buf_end - d) < n + 16 ||
@@ -681,6 +691,10 @@ static int read_event(const uint8_t *data, size_t len, const uint8_t *buf_end, s
     }
 
     /* The rules, in the order the batch's refusal names the first broken one. */
+    if (group != NULL && (seen & RESOURCE_FIELDS) != 0) {
+        *why = "an event in a group must not set service, region, service_version or pod";
+        return 0;
+    }
     if (!copy_id(ev->trace_id, sizeof ev->trace_id, trace, trace_len)) {
         *why = "trace_id must be empty or 16 bytes";
         return 0;
@@ -953,6 +967,84 @@ static void note_why(const char *why, size_t i, const char **first_why, size_t *
     }
 }
 
+/* Reads one LlmEvent (data[0..len) in a buffer ending at buf_end) into the next slot of the
+ * events array, or a scratch past max_events; group as read_event's. Returns 0, -EBADMSG or
+ * -ENOMEM. */
+static int take_event(decode_ctx *c, const uint8_t *data, size_t len, const uint8_t *buf_end,
+                      const sn_event *group)
+{
+    batch_hdr *b = &c->b;
+    size_t i = b->n_events++;
+    sn_event scratch, *ev = &scratch;
+    if (i < c->max_events) {
+        if (grow((void **)c->events, c->events_cap, i, c->max_events, sizeof **c->events))
+            return -ENOMEM;
+        ev = &(*c->events)[i];
+    }
+    const char *why;
+    if (read_event(data, len, buf_end, ev, group, &why) != 0)
+        return -EBADMSG;
+    note_why(why, i, &b->event_why, &b->event_bad);
+    return 0;
+}
+
+/* Reads one EventGroup (data[0..len) in a buffer ending at buf_end): its resource strings (the
+ * last value of each; they may come after the events), then each of its events, numbered with
+ * the batch's events. Unknown fields are skipped, known ones need their wire type. Returns 0,
+ * -EBADMSG or -ENOMEM. */
+static int read_group(decode_ctx *c, const uint8_t *data, size_t len, const uint8_t *buf_end)
+{
+    /* Where each of the group's strings 1..4 goes in sn_event. */
+    static const event_str group_strs[5] = {
+        [1] = {offsetof(sn_event, service), SN_NAME_MAX},
+        [2] = {offsetof(sn_event, region), SN_SHORT_MAX},
+        [3] = {offsetof(sn_event, service_version), SN_SHORT_MAX},
+        [4] = {offsetof(sn_event, pod), SN_SHORT_MAX},
+    };
+    sn_event group;
+    sn_event_init(&group);
+    pbr r = {data, data + len};
+    while (r.p < r.end) {
+        uint32_t f;
+        int wt;
+        const uint8_t *d;
+        size_t n;
+        if (!pbr_tag(&r, &f, &wt))
+            return -EBADMSG;
+        if (f >= 1 && f <= 5) {
+            if (wt != WT_LEN || !pbr_len(&r, &d, &n))
+                return -EBADMSG;
+            if (f <= 4) {
+                char *dst = (char *)&group + group_strs[f].off;
+                memset(dst, 0, group_strs[f].size); /* the last value, alone */
+                copy_field(dst, group_strs[f].size, d, n);
+            }
+        } else if (!pbr_skip(&r, wt)) {
+            return -EBADMSG;
+        }
+    }
+    r = (pbr){data, data + len};
+    while (r.p < r.end) {
+        uint32_t f;
+        int wt;
+        const uint8_t *d;
+        size_t n;
+        if (!pbr_tag(&r, &f, &wt))
+            return -EBADMSG;
+        if (f != 5) {
+            if (!pbr_skip(&r, wt))
+                return -EBADMSG;
+            continue;
+        }
+        if (!pbr_len(&r, &d, &n))
+            return -EBADMSG;
+        int rc = take_event(c, d, n, buf_end, &group);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 /* Reads the Batch in data[0..len) into c->b and the arrays: events read by hand (read_event),
  * alerts with protobuf-c from the arena. Items past the count limits are read (the bytes must
  * be well formed) but not kept; check_batch refuses the batch for them. Returns 0, -EBADMSG
@@ -964,6 +1056,7 @@ static int read_batch(decode_ctx *c, const uint8_t *data, size_t len)
     if (len == 0)
         return 0; /* an empty Batch (data may be NULL then: no pointer arithmetic on it) */
     pbr r = {data, data + len};
+    int rc;
     while (r.p < r.end) {
         uint32_t f;
         int wt;
@@ -996,25 +1089,18 @@ static int read_batch(decode_ctx *c, const uint8_t *data, size_t len)
                 return -EBADMSG;
             b->created_unix_nano = (int64_t)v;
             break;
-        case 3: {
+        case 3:
             if (wt != WT_LEN || !pbr_len(&r, &d, &n))
                 return -EBADMSG;
-            size_t i = b->n_events++;
-            sn_event scratch, *ev = &scratch;
-            if (i < c->max_events) {
-                if (grow((void **)c->events, c->events_cap, i, c->max_events, sizeof **c->events))
-                    return -ENOMEM;
-                ev = &(*c->events)[i];
-            }
-            const char *why;
-            if (read_event(d, n, r.end, ev, &why) != 0)
-                return -EBADMSG;
-            if (why != NULL && b->event_why == NULL) {
-                b->event_why = why;
-                b->event_bad = i;
-            }
+            if ((rc = take_event(c, d, n, r.end, NULL)) != 0)
+                return rc;
             break;
-        }
+        case 8:
+            if (wt != WT_LEN || !pbr_len(&r, &d, &n))
+                return -EBADMSG;
+            if ((rc = read_group(c, d, n, r.end)) != 0)
+                return rc;
+            break;
         case 4: {
             if (wt != WT_LEN || !pbr_len(&r, &d, &n))
                 return -EBADMSG;
@@ -1066,12 +1152,14 @@ static int decode_payload(decode_ctx *c, const uint8_t *body, size_t len)
     c->bytes_in = plen;
     switch (req->compression) {
     case SENTINEL__V1__COMPRESSION__COMPRESSION_NONE:
+    case SENTINEL__V1__COMPRESSION__COMPRESSION_NONE_GROUPS: /* groups are read either way */
         if (req->uncompressed_size != 0 && req->uncompressed_size != plen)
             return fail(c, SN_INGEST_REFUSED_DECOMPRESS, SN_GRPC_INVALID_ARGUMENT,
                         "uncompressed_size %llu differs from the payload's %zu bytes",
                         (unsigned long long)req->uncompressed_size, plen);
         break;
-    case SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD: {
+    case SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD:
+    case SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD_GROUPS: {
         if (req->uncompressed_size == 0)
             return fail(c, SN_INGEST_REFUSED_DECOMPRESS, SN_GRPC_INVALID_ARGUMENT,
                         "uncompressed_size is required with zstd");
