@@ -988,41 +988,92 @@ static int take_event(decode_ctx *c, const uint8_t *data, size_t len, const uint
     return 0;
 }
 
-/* Reads one EventGroup (data[0..len) in a buffer ending at buf_end): its resource strings (the
- * last value of each; they may come after the events), then each of its events, numbered with
- * the batch's events. Unknown fields are skipped, known ones need their wire type. Returns 0,
- * -EBADMSG or -ENOMEM. */
-static int read_group(decode_ctx *c, const uint8_t *data, size_t len, const uint8_t *buf_end)
+/* Where each of an EventGroup's strings 1..4 goes in sn_event. */
+static const event_str group_strs[5] = {
+    [1] = {offsetof(sn_event, service), SN_NAME_MAX},
+    [2] = {offsetof(sn_event, region), SN_SHORT_MAX},
+    [3] = {offsetof(sn_event, service_version), SN_SHORT_MAX},
+    [4] = {offsetof(sn_event, pod), SN_SHORT_MAX},
+};
+
+/* Reads an EventGroup's fields from r on: its strings into *group (the last value of each);
+ * with events, each of them (take_event, starting as *group). Stops before the first event
+ * when events is false. Returns 0, 1 when a string came after an event (the events read have
+ * the wrong strings: the caller reads the group again), -EBADMSG or -ENOMEM. */
+static int group_fields(decode_ctx *c, pbr *r, const uint8_t *buf_end, sn_event *group, bool events)
 {
-    /* Where each of the group's strings 1..4 goes in sn_event. */
-    static const event_str group_strs[5] = {
-        [1] = {offsetof(sn_event, service), SN_NAME_MAX},
-        [2] = {offsetof(sn_event, region), SN_SHORT_MAX},
-        [3] = {offsetof(sn_event, service_version), SN_SHORT_MAX},
-        [4] = {offsetof(sn_event, pod), SN_SHORT_MAX},
-    };
-    sn_event group;
-    sn_event_init(&group);
-    pbr r = {data, data + len};
-    while (r.p < r.end) {
+    bool had_event = false;
+    while (r->p < r->end) {
+        const uint8_t *at = r->p;
         uint32_t f;
         int wt;
         const uint8_t *d;
         size_t n;
-        if (!pbr_tag(&r, &f, &wt))
+        if (!pbr_tag(r, &f, &wt))
             return -EBADMSG;
-        if (f >= 1 && f <= 5) {
-            if (wt != WT_LEN || !pbr_len(&r, &d, &n))
+        if (f < 1 || f > 5) {
+            if (!pbr_skip(r, wt))
                 return -EBADMSG;
-            if (f <= 4) {
-                char *dst = (char *)&group + group_strs[f].off;
-                memset(dst, 0, group_strs[f].size); /* the last value, alone */
-                copy_field(dst, group_strs[f].size, d, n);
-            }
-        } else if (!pbr_skip(&r, wt)) {
+            continue;
+        }
+        if (f == 5 && !events) {
+            r->p = at; /* the first event: read from here */
+            return 0;
+        }
+        if (wt != WT_LEN || !pbr_len(r, &d, &n))
             return -EBADMSG;
+        if (f == 5) {
+            int rc = take_event(c, d, n, buf_end, group);
+            if (rc != 0)
+                return rc;
+            had_event = true;
+        } else if (had_event) {
+            return 1;
+        } else {
+            char *dst = (char *)group + group_strs[f].off;
+            memset(dst, 0, group_strs[f].size); /* the last value, alone */
+            copy_field(dst, group_strs[f].size, d, n);
         }
     }
+    return 0;
+}
+
+/* Reads one EventGroup (data[0..len) in a buffer ending at buf_end): its resource strings, then
+ * each of its events, numbered with the batch's events. The sidecar writes the strings first,
+ * which one pass reads; strings after events (any order is valid) make it read the group again:
+ * all its strings first, then its events. Unknown fields are skipped, known ones need their
+ * wire type. Returns 0, -EBADMSG or -ENOMEM. */
+static int read_group(decode_ctx *c, const uint8_t *data, size_t len, const uint8_t *buf_end)
+{
+    batch_hdr *b = &c->b;
+    size_t first = b->n_events, bad = b->event_bad;
+    const char *why = b->event_why;
+    sn_event group;
+    sn_event_init(&group);
+    pbr r = {data, data + len};
+    int rc = group_fields(c, &r, buf_end, &group, false);
+    if (rc == 0)
+        rc = group_fields(c, &r, buf_end, &group, true);
+    if (rc != 1)
+        return rc;
+    /* A string after an event: every string first, then the events again. */
+    b->n_events = first;
+    b->event_why = why;
+    b->event_bad = bad;
+    sn_event_init(&group);
+    r = (pbr){data, data + len};
+    rc = group_fields(c, &r, buf_end, &group, false);
+    while (rc == 0 && r.p < r.end) { /* the strings between and after the events */
+        rc = group_fields(c, &r, buf_end, &group, false);
+        if (rc == 0 && r.p < r.end) { /* at an event: skip it */
+            uint32_t f;
+            int wt;
+            if (!pbr_tag(&r, &f, &wt) || !pbr_skip(&r, wt))
+                return -EBADMSG;
+        }
+    }
+    if (rc != 0)
+        return rc;
     r = (pbr){data, data + len};
     while (r.p < r.end) {
         uint32_t f;
@@ -1036,9 +1087,9 @@ static int read_group(decode_ctx *c, const uint8_t *data, size_t len, const uint
                 return -EBADMSG;
             continue;
         }
-        if (!pbr_len(&r, &d, &n))
+        if (wt != WT_LEN || !pbr_len(&r, &d, &n))
             return -EBADMSG;
-        int rc = take_event(c, d, n, buf_end, &group);
+        rc = take_event(c, d, n, buf_end, &group);
         if (rc != 0)
             return rc;
     }

@@ -969,10 +969,36 @@ START_TEST(groups_give_their_events_the_resource_strings)
                    "event 2: an event in a group must not set service, region, service_version "
                    "or pod");
     gev[1].pod = "";
-    /* Group events count towards max_batch_events with the flat ones. */
     b->sequence = 5;
     r = send_batch(b, true);
     assert_status(&r, ST_OK, 5);
+
+    /* A group whose strings come after its events (any order is valid): each event takes the
+     * group's last value of each string. Batch {1 id, 2 seq, 8 {5 ev, 1 "late", 5 ev, 4 "p"}}. */
+    uint8_t evb[64];
+    size_t evn = sentinel__v1__llm_event__pack(&gev[0], evb); /* model only */
+    ck_assert_uint_lt(evn, 60);
+    uint8_t raw[256], *q = raw;
+    *q++ = 0x0a, *q++ = 7, memcpy(q, "pod-g/1", 7), q += 7;
+    *q++ = 0x10, *q++ = 6;
+    uint8_t grp[200], *gq = grp;
+    *gq++ = 0x2a, *gq++ = (uint8_t)evn, memcpy(gq, evb, evn), gq += evn;
+    *gq++ = 0x0a, *gq++ = 5, memcpy(gq, "first", 5), gq += 5;
+    *gq++ = 0x0a, *gq++ = 4, memcpy(gq, "late", 4), gq += 4;
+    *gq++ = 0x2a, *gq++ = (uint8_t)evn, memcpy(gq, evb, evn), gq += evn;
+    *gq++ = 0x22, *gq++ = 1, *gq++ = 'p';
+    *q++ = 0x42, *q++ = (uint8_t)(gq - grp), memcpy(q, grp, (size_t)(gq - grp)), q += gq - grp;
+    r = send_envelope(SENTINEL__V1__COMPRESSION__COMPRESSION_NONE, (uint64_t)(q - raw), raw,
+                      (size_t)(q - raw));
+    assert_status(&r, ST_OK, 6);
+    pthread_mutex_lock(&g_app.mu);
+    ck_assert_uint_eq(g_app.nevents, 2);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_str_eq(g_app.events[i].service, "late");
+        ck_assert_str_eq(g_app.events[i].pod, "p");
+        ck_assert_str_eq(g_app.events[i].model, "gpt-4o");
+    }
+    pthread_mutex_unlock(&g_app.mu);
 }
 END_TEST
 
