@@ -1103,6 +1103,52 @@ static bool same_resource(const sn_batch_grouper *g, const sn_event *ev)
            same_str(g->pod, ev->pod, sizeof g->pod);
 }
 
+/* Rewrites the group of one event that starts at buf[at] (its length not yet written) and ends
+ * at *len as one flat events entry: tag, length, the group's strings under the event's field
+ * numbers, the event's bytes. Everything moves left, so it fits in place. Returns 0 or -EINVAL
+ * (not a group of one event). */
+static int group_of_one_to_flat(uint8_t *buf, size_t at, size_t *len)
+{
+    const uint8_t *body = buf + at + 1 + SN_GROUP_LEN_ROOM, *end = buf + *len;
+    sn_cursor c = {body, end};
+    const uint8_t *ev = NULL;
+    size_t evlen = 0, slen = 0;
+    uint32_t field;
+    const uint8_t *v;
+    size_t vlen;
+    while (c.p < c.end) { /* the strings, then the event (as sn_batch_append_grouped_event wrote) */
+        if (!next_entry(&c, &field, &v, &vlen))
+            return -EINVAL;
+        if (field == sentinel_v1_EventGroup_events_tag) {
+            if (ev != NULL || c.p != c.end)
+                return -EINVAL;
+            ev = v;
+            evlen = vlen;
+        } else if (field >= 1 && field <= 4 && ev == NULL) {
+            slen = (size_t)(c.p - body);
+        } else {
+            return -EINVAL;
+        }
+    }
+    if (ev == NULL)
+        return -EINVAL;
+    uint8_t *p = buf + at;
+    *p++ = (uint8_t)((sentinel_v1_Batch_events_tag << 3) | PB_WT_STRING);
+    p = put_varint(p, slen + evlen); /* at most 3 bytes: it never passes body */
+    memmove(p, body, slen);
+    for (c = (sn_cursor){p, p + slen};
+         c.p < c.end;) { /* the group's field numbers -> the event's */
+        uint8_t *tag = (uint8_t *)c.p;
+        if (!next_entry(&c, &field, &v, &vlen))
+            return -EINVAL;
+        *tag = (uint8_t)((group_to_event_field[field] << 3) | PB_WT_STRING);
+    }
+    p += slen;
+    memmove(p, ev, evlen);
+    *len = (size_t)(p + evlen - buf);
+    return 0;
+}
+
 int sn_batch_grouper_close(sn_batch_grouper *g, uint8_t *buf, size_t *len)
 {
     if (g == NULL || buf == NULL)
@@ -1113,6 +1159,10 @@ int sn_batch_grouper_close(sn_batch_grouper *g, uint8_t *buf, size_t *len)
     if (*len < body)
         return -EINVAL;
     size_t content = *len - body;
+    if (g->events == 1) {
+        g->start = SIZE_MAX;
+        return group_of_one_to_flat(buf, body - 1 - SN_GROUP_LEN_ROOM, len);
+    }
     uint8_t *lp = buf + g->start + 1;
     size_t k = (size_t)(put_varint(lp, content) - lp); /* content <= SN_GROUP_CONTENT_MAX */
     if (k < SN_GROUP_LEN_ROOM) {
@@ -1143,6 +1193,7 @@ int sn_batch_append_grouped_event(sn_batch_grouper *g, const sn_event *ev, uint8
                  sizeof ev->service_version);
         copy_str(g->pod, sizeof g->pod, ev->pod, sizeof ev->pod);
         g->start = *len;
+        g->events = 0;
         uint8_t *p = buf + *len;
         *p++ = (uint8_t)((sentinel_v1_Batch_groups_tag << 3) | PB_WT_STRING);
         p += SN_GROUP_LEN_ROOM;
@@ -1156,6 +1207,7 @@ int sn_batch_append_grouped_event(sn_batch_grouper *g, const sn_event *ev, uint8
         return -ENOBUFS;
     }
     *len += put_event_entry(buf + *len, sentinel_v1_EventGroup_events_tag, ev, false);
+    g->events++;
     return 0;
 }
 

@@ -153,7 +153,8 @@ int sn_batch_append_event_record(const sn_event *ev, uint8_t *buf, size_t cap, s
 /* The open group of a journal record being built (sn_batch_append_grouped_event). One per
  * record; sn_batch_grouper_init before the first event. */
 typedef struct sn_batch_grouper {
-    size_t start; /* offset of the open group's entry in the record; SIZE_MAX: none */
+    size_t start;  /* offset of the open group's entry in the record; SIZE_MAX: none */
+    size_t events; /* events in the open group */
     char service[SN_NAME_MAX];
     char region[SN_SHORT_MAX];
     char service_version[SN_SHORT_MAX];
@@ -176,8 +177,10 @@ size_t sn_batch_grouped_record_bound(size_t n);
 int sn_batch_append_grouped_event(sn_batch_grouper *g, const sn_event *ev, uint8_t *buf, size_t cap,
                                   size_t *len);
 
-/* Closes the open group, if any: writes its length (shortening the record by up to three bytes).
- * Returns 0, or -EINVAL for NULL arguments or a buffer that does not hold the group. */
+/* Closes the open group, if any: writes its length (shortening the record by up to three bytes),
+ * or, when it holds one event, rewrites it as a flat events entry with the strings in the event
+ * (a group of one costs its reader more than the strings it saves). Returns 0, or -EINVAL for
+ * NULL arguments or a buffer that does not hold the group. */
 int sn_batch_grouper_close(sn_batch_grouper *g, uint8_t *buf, size_t *len);
 
 /* Checks a journal record read back from disk without keeping what it holds: every top-level
