@@ -571,20 +571,61 @@ static const uint16_t event_counts[6] = {
  * as bits of read_event's `seen`: an event inside a group must not set them. */
 #define RESOURCE_FIELDS ((1u << 1) | (1u << 5) | (1u << 6) | (1u << 7))
 
+/* Where each of an EventGroup's strings 1..4 goes in sn_event. */
+static const event_str group_strs[5] = {
+    [1] = {offsetof(sn_event, service), SN_NAME_MAX},
+    [2] = {offsetof(sn_event, region), SN_SHORT_MAX},
+    [3] = {offsetof(sn_event, service_version), SN_SHORT_MAX},
+    [4] = {offsetof(sn_event, pod), SN_SHORT_MAX},
+};
+
+/* The EventGroup being read: its strings, and from its second event on an event holding only
+ * them, which each event starts as (a copy instead of sn_event_init and four strings). */
+typedef struct group_src {
+    const uint8_t *d[5]; /* strings 1..4: the last value of each (NULL: unset) */
+    size_t n[5];
+    const uint8_t *buf_end; /* of the buffer the strings lie in */
+    unsigned events;        /* events read so far */
+    bool have_tmpl;
+    sn_event tmpl;
+} group_src;
+
+/* Copies a string field into a zeroed field of ev (copy_field's bytes, a word at a time when the
+ * buffer goes on far enough). */
+static inline void put_field(char *dst, size_t size, const uint8_t *d, size_t n,
+                             const uint8_t *buf_end)
+{
+    if (!SN_INGEST_LITTLE_ENDIAN || (size_t)(buf_end - d) < n + 16 ||
+        !copy_field_words(dst, size, d, n))
+        copy_field(dst, size, d, n);
+}
+
+/* Writes the group's strings into ev, whose four fields are zero. */
+static void group_strings(sn_event *ev, const group_src *g)
+{
+    for (int f = 1; f <= 4; f++)
+        if (g->n[f] > 0)
+            put_field((char *)ev + group_strs[f].off, group_strs[f].size, g->d[f], g->n[f],
+                      g->buf_end);
+}
+
 /* Reads one LlmEvent from data[0..len) into ev; buf_end is the end of the buffer data lies in
  * (strings are read a word at a time when the buffer goes on far enough). group: NULL for a
- * Batch.events entry; for an EventGroup's event, an event holding only the group's resource
- * strings (as sn_event_init and copy_field make them), which ev starts as. Returns 1 when the
- * bytes are malformed, else 0 with *why NULL or a static reason for refusing the batch (the
- * event breaks a rule). Every byte of ev is what sn_event_init and copy_field make of the last
- * value of each field (and of the group's strings). */
+ * Batch.events entry; for an EventGroup's event, the group, whose strings ev starts with.
+ * Returns 1 when the bytes are malformed, else 0 with *why NULL or a static reason for refusing
+ * the batch (the event breaks a rule). Every byte of ev is what sn_event_init and copy_field
+ * make of the last value of each field (and of the group's strings). */
 static int read_event(const uint8_t *data, size_t len, const uint8_t *buf_end, sn_event *ev,
-                      const sn_event *group, const char **why)
+                      const group_src *group, const char **why)
 {
-    if (group != NULL)
-        memcpy(ev, group, sizeof *ev);
-    else
+    if (group == NULL) {
         sn_event_init(ev);
+    } else if (group->have_tmpl) {
+        memcpy(ev, &group->tmpl, sizeof *ev);
+    } else {
+        sn_event_init(ev);
+        group_strings(ev, group);
+    }
     *why = NULL;
     pbr r = {data, data + len};
     const uint8_t *trace = NULL, *span = NULL;
@@ -620,9 +661,7 @@ static int read_event(const uint8_t *data, size_t len, const uint8_t *buf_end, s
             if ((seen & (1u << f)) || (group != NULL && ((1u << f) & RESOURCE_FIELDS)))
                 memset(dst, 0, size); /* a repeated field: the last value, alone */
             seen |= 1u << f;
-            if (!SN_INGEST_LITTLE_ENDIAN || (size_t)(buf_end - d) < n + 16 ||
-                !copy_field_words(dst, size, d, n))
-                copy_field(dst, size, d, n);
+            put_field(dst, size, d, n, buf_end);
             break;
         }
         case 11:
@@ -971,9 +1010,14 @@ static void note_why(const char *why, size_t i, const char **first_why, size_t *
  * events array, or a scratch past max_events; group as read_event's. Returns 0, -EBADMSG or
  * -ENOMEM. */
 static int take_event(decode_ctx *c, const uint8_t *data, size_t len, const uint8_t *buf_end,
-                      const sn_event *group)
+                      group_src *group)
 {
     batch_hdr *b = &c->b;
+    if (group != NULL && group->events++ == 1) { /* the second event: worth a template */
+        sn_event_init(&group->tmpl);
+        group_strings(&group->tmpl, group);
+        group->have_tmpl = true;
+    }
     size_t i = b->n_events++;
     sn_event scratch, *ev = &scratch;
     if (i < c->max_events) {
@@ -988,19 +1032,12 @@ static int take_event(decode_ctx *c, const uint8_t *data, size_t len, const uint
     return 0;
 }
 
-/* Where each of an EventGroup's strings 1..4 goes in sn_event. */
-static const event_str group_strs[5] = {
-    [1] = {offsetof(sn_event, service), SN_NAME_MAX},
-    [2] = {offsetof(sn_event, region), SN_SHORT_MAX},
-    [3] = {offsetof(sn_event, service_version), SN_SHORT_MAX},
-    [4] = {offsetof(sn_event, pod), SN_SHORT_MAX},
-};
-
 /* Reads an EventGroup's fields from r on: its strings into *group (the last value of each);
- * with events, each of them (take_event, starting as *group). Stops before the first event
- * when events is false. Returns 0, 1 when a string came after an event (the events read have
- * the wrong strings: the caller reads the group again), -EBADMSG or -ENOMEM. */
-static int group_fields(decode_ctx *c, pbr *r, const uint8_t *buf_end, sn_event *group, bool events)
+ * with events, each of them (take_event, with the group's strings). Stops before the first
+ * event when events is false. Returns 0, 1 when a string came after an event (the events read
+ * have the wrong strings: the caller reads the group again), -EBADMSG or -ENOMEM. */
+static int group_fields(decode_ctx *c, pbr *r, const uint8_t *buf_end, group_src *group,
+                        bool events)
 {
     bool had_event = false;
     while (r->p < r->end) {
@@ -1030,9 +1067,8 @@ static int group_fields(decode_ctx *c, pbr *r, const uint8_t *buf_end, sn_event 
         } else if (had_event) {
             return 1;
         } else {
-            char *dst = (char *)group + group_strs[f].off;
-            memset(dst, 0, group_strs[f].size); /* the last value, alone */
-            copy_field(dst, group_strs[f].size, d, n);
+            group->d[f] = d; /* the last value wins */
+            group->n[f] = n;
         }
     }
     return 0;
@@ -1048,8 +1084,11 @@ static int read_group(decode_ctx *c, const uint8_t *data, size_t len, const uint
     batch_hdr *b = &c->b;
     size_t first = b->n_events, bad = b->event_bad;
     const char *why = b->event_why;
-    sn_event group;
-    sn_event_init(&group);
+    group_src group;
+    group.buf_end = buf_end;
+    memset(group.n, 0, sizeof group.n);
+    group.events = 0;
+    group.have_tmpl = false;
     pbr r = {data, data + len};
     int rc = group_fields(c, &r, buf_end, &group, false);
     if (rc == 0)
@@ -1060,7 +1099,9 @@ static int read_group(decode_ctx *c, const uint8_t *data, size_t len, const uint
     b->n_events = first;
     b->event_why = why;
     b->event_bad = bad;
-    sn_event_init(&group);
+    memset(group.n, 0, sizeof group.n);
+    group.events = 0;
+    group.have_tmpl = false;
     r = (pbr){data, data + len};
     rc = group_fields(c, &r, buf_end, &group, false);
     while (rc == 0 && r.p < r.end) { /* the strings between and after the events */
