@@ -1032,12 +1032,20 @@ static int take_event(decode_ctx *c, const uint8_t *data, size_t len, const uint
     return 0;
 }
 
-/* Reads an EventGroup's fields from r on: its strings into *group (the last value of each);
- * with events, each of them (take_event, with the group's strings). Stops before the first
- * event when events is false. Returns 0, 1 when a string came after an event (the events read
- * have the wrong strings: the caller reads the group again), -EBADMSG or -ENOMEM. */
+/* What group_fields reads of an EventGroup. */
+enum group_pass {
+    GROUP_HEAD,    /* its strings, up to its first event */
+    GROUP_REST,    /* its events and strings; a string after an event stops it (1) */
+    GROUP_STRINGS, /* all its strings (events skipped) */
+    GROUP_EVENTS,  /* all its events (strings skipped) */
+};
+
+/* Reads an EventGroup's fields from r on: its strings into *group (the last value of each), its
+ * events with take_event, as `pass` says; field 5 and the strings must be length-delimited,
+ * unknown fields are skipped. Returns 0, 1 when GROUP_REST met a string after an event (the
+ * events read have the wrong strings: the caller reads the group again), -EBADMSG or -ENOMEM. */
 static int group_fields(decode_ctx *c, pbr *r, const uint8_t *buf_end, group_src *group,
-                        bool events)
+                        enum group_pass pass)
 {
     bool had_event = false;
     while (r->p < r->end) {
@@ -1053,17 +1061,21 @@ static int group_fields(decode_ctx *c, pbr *r, const uint8_t *buf_end, group_src
                 return -EBADMSG;
             continue;
         }
-        if (f == 5 && !events) {
+        if (f == 5 && pass == GROUP_HEAD) {
             r->p = at; /* the first event: read from here */
             return 0;
         }
         if (wt != WT_LEN || !pbr_len(r, &d, &n))
             return -EBADMSG;
         if (f == 5) {
+            if (pass == GROUP_STRINGS)
+                continue;
             int rc = take_event(c, d, n, buf_end, group);
             if (rc != 0)
                 return rc;
             had_event = true;
+        } else if (pass == GROUP_EVENTS) {
+            continue;
         } else if (had_event) {
             return 1;
         } else {
@@ -1077,8 +1089,7 @@ static int group_fields(decode_ctx *c, pbr *r, const uint8_t *buf_end, group_src
 /* Reads one EventGroup (data[0..len) in a buffer ending at buf_end): its resource strings, then
  * each of its events, numbered with the batch's events. The sidecar writes the strings first,
  * which one pass reads; strings after events (any order is valid) make it read the group again:
- * all its strings first, then its events. Unknown fields are skipped, known ones need their
- * wire type. Returns 0, -EBADMSG or -ENOMEM. */
+ * all its strings first, then its events. Returns 0, -EBADMSG or -ENOMEM. */
 static int read_group(decode_ctx *c, const uint8_t *data, size_t len, const uint8_t *buf_end)
 {
     batch_hdr *b = &c->b;
@@ -1090,9 +1101,9 @@ static int read_group(decode_ctx *c, const uint8_t *data, size_t len, const uint
     group.events = 0;
     group.have_tmpl = false;
     pbr r = {data, data + len};
-    int rc = group_fields(c, &r, buf_end, &group, false);
+    int rc = group_fields(c, &r, buf_end, &group, GROUP_HEAD);
     if (rc == 0)
-        rc = group_fields(c, &r, buf_end, &group, true);
+        rc = group_fields(c, &r, buf_end, &group, GROUP_REST);
     if (rc != 1)
         return rc;
     /* A string after an event: every string first, then the events again. */
@@ -1103,38 +1114,11 @@ static int read_group(decode_ctx *c, const uint8_t *data, size_t len, const uint
     group.events = 0;
     group.have_tmpl = false;
     r = (pbr){data, data + len};
-    rc = group_fields(c, &r, buf_end, &group, false);
-    while (rc == 0 && r.p < r.end) { /* the strings between and after the events */
-        rc = group_fields(c, &r, buf_end, &group, false);
-        if (rc == 0 && r.p < r.end) { /* at an event: skip it */
-            uint32_t f;
-            int wt;
-            if (!pbr_tag(&r, &f, &wt) || !pbr_skip(&r, wt))
-                return -EBADMSG;
-        }
-    }
+    rc = group_fields(c, &r, buf_end, &group, GROUP_STRINGS);
     if (rc != 0)
         return rc;
     r = (pbr){data, data + len};
-    while (r.p < r.end) {
-        uint32_t f;
-        int wt;
-        const uint8_t *d;
-        size_t n;
-        if (!pbr_tag(&r, &f, &wt))
-            return -EBADMSG;
-        if (f != 5) {
-            if (!pbr_skip(&r, wt))
-                return -EBADMSG;
-            continue;
-        }
-        if (wt != WT_LEN || !pbr_len(&r, &d, &n))
-            return -EBADMSG;
-        rc = take_event(c, d, n, buf_end, &group);
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
+    return group_fields(c, &r, buf_end, &group, GROUP_EVENTS);
 }
 
 /* Reads the Batch in data[0..len) into c->b and the arrays: events read by hand (read_event),

@@ -442,22 +442,68 @@ static bool write_group_flat(pb_ostream_t *s, const uint8_t *g, size_t glen)
     return true;
 }
 
-/* Writes journal-record bytes with every groups entry as flat events entries (the others
- * unchanged). */
-static bool write_records_flat(pb_ostream_t *s, const uint8_t *rec, size_t len)
+/* A varint of at most 10 bytes. Returns false when malformed. */
+static bool get_varint64(sn_cursor *c, uint64_t *out)
 {
-    sn_cursor c = {rec, rec + len};
+    uint64_t v = 0;
+    for (int i = 0; i < 10 && c->p < c->end; i++) {
+        uint8_t b = *c->p++;
+        v |= (uint64_t)(b & 0x7f) << (7 * i);
+        if ((b & 0x80) == 0) {
+            *out = v;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Skips the value of a field of wire type wt; returns false when malformed. */
+static bool skip_value(sn_cursor *c, uint32_t wt)
+{
+    uint64_t v;
+    size_t n;
+    switch (wt) {
+    case PB_WT_VARINT:
+        return get_varint64(c, &v);
+    case PB_WT_64BIT:
+        n = 8;
+        break;
+    case PB_WT_32BIT:
+        n = 4;
+        break;
+    case PB_WT_STRING:
+        if (!get_varint64(c, &v) || v > (uint64_t)(c->end - c->p))
+            return false;
+        n = (size_t)v;
+        break;
+    default:
+        return false;
+    }
+    if (n > (size_t)(c->end - c->p))
+        return false;
+    c->p += n;
+    return true;
+}
+
+/* Writes the Batch in b[0..len) -- or journal-record bytes, a part of one -- with each groups
+ * entry as flat events entries, every other field unchanged. */
+static bool write_batch_flat(pb_ostream_t *s, const uint8_t *b, size_t len)
+{
+    sn_cursor c = {b, b + len};
     while (c.p < c.end) {
         const uint8_t *start = c.p;
         uint32_t tag;
-        const uint8_t *v;
-        size_t vlen;
-        if (!next_entry(&c, &tag, &v, &vlen))
-            PB_RETURN_ERROR(s, "malformed journal record");
-        if (tag == sentinel_v1_Batch_groups_tag) {
-            if (!write_group_flat(s, v, vlen))
-                PB_RETURN_ERROR(s, "malformed event group");
-        } else if (!pb_write(s, start, (size_t)(v + vlen - start))) {
+        if (!get_varint32(&c, &tag))
+            return false;
+        const uint8_t *val = c.p;
+        if (!skip_value(&c, tag & 7))
+            return false;
+        if ((tag >> 3) == sentinel_v1_Batch_groups_tag && (tag & 7) == PB_WT_STRING) {
+            sn_cursor lc = {val, c.p};
+            uint32_t n;
+            if (!get_varint32(&lc, &n) || !write_group_flat(s, lc.p, n))
+                return false;
+        } else if (!pb_write(s, start, (size_t)(c.p - start))) {
             return false;
         }
     }
@@ -494,7 +540,7 @@ static bool encode_events_cb(pb_ostream_t *s, const pb_field_t *f, void *const *
      * included): copied unchanged -- a repeated field may come in any number of runs -- or,
      * for an aggregator that does not read groups, with each group written as flat events. */
     if (it->records_len > 0 && !(it->groups ? pb_write(s, it->records, it->records_len)
-                                            : write_records_flat(s, it->records, it->records_len)))
+                                            : write_batch_flat(s, it->records, it->records_len)))
         return false;
     return true;
 }
@@ -1335,74 +1381,6 @@ int sn_batch_append_aggregate_record(const sn_aggregate *g, uint8_t *buf, size_t
 }
 
 /* ---- a grouped request for an aggregator that does not read groups ------------------------ */
-
-/* A varint of at most 10 bytes. Returns false when malformed. */
-static bool get_varint64(sn_cursor *c, uint64_t *out)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 10 && c->p < c->end; i++) {
-        uint8_t b = *c->p++;
-        v |= (uint64_t)(b & 0x7f) << (7 * i);
-        if ((b & 0x80) == 0) {
-            *out = v;
-            return true;
-        }
-    }
-    return false;
-}
-
-/* Skips the value of a field of wire type wt; returns false when malformed. */
-static bool skip_value(sn_cursor *c, uint32_t wt)
-{
-    uint64_t v;
-    size_t n;
-    switch (wt) {
-    case PB_WT_VARINT:
-        return get_varint64(c, &v);
-    case PB_WT_64BIT:
-        n = 8;
-        break;
-    case PB_WT_32BIT:
-        n = 4;
-        break;
-    case PB_WT_STRING:
-        if (!get_varint64(c, &v) || v > (uint64_t)(c->end - c->p))
-            return false;
-        n = (size_t)v;
-        break;
-    default:
-        return false;
-    }
-    if (n > (size_t)(c->end - c->p))
-        return false;
-    c->p += n;
-    return true;
-}
-
-/* Writes the Batch in b[0..len) with each groups entry as flat events entries, every other
- * field unchanged. */
-static bool write_batch_flat(pb_ostream_t *s, const uint8_t *b, size_t len)
-{
-    sn_cursor c = {b, b + len};
-    while (c.p < c.end) {
-        const uint8_t *start = c.p;
-        uint32_t tag;
-        if (!get_varint32(&c, &tag))
-            return false;
-        const uint8_t *val = c.p;
-        if (!skip_value(&c, tag & 7))
-            return false;
-        if ((tag >> 3) == sentinel_v1_Batch_groups_tag && (tag & 7) == PB_WT_STRING) {
-            sn_cursor lc = {val, c.p};
-            uint32_t n;
-            if (!get_varint32(&lc, &n) || !write_group_flat(s, lc.p, n))
-                return false;
-        } else if (!pb_write(s, start, (size_t)(c.p - start))) {
-            return false;
-        }
-    }
-    return true;
-}
 
 int sn_batch_flatten_request(const uint8_t *req, size_t len, size_t max_message, uint8_t **out,
                              size_t *out_len, char *err, size_t errlen)
