@@ -34,6 +34,7 @@ _Static_assert(sizeof(((sentinel_v1_LocalAlert *)0)->region) == SN_SHORT_MAX, "r
 /* One event in a record: tag (1 byte) + length (2 bytes, < 16384) + the message. */
 _Static_assert(sentinel_v1_LlmEvent_size < 16384, "event length takes two varint bytes");
 _Static_assert(SN_BATCH_FEATURE_GROUPS == sentinel_v1_Feature_FEATURE_GROUPS, "feature bit");
+_Static_assert(SN_NAME_MAX <= 256 && SN_SHORT_MAX <= 256, "sn_batch_grouper.len holds a length");
 _Static_assert(sentinel_v1_LlmAggregate_size < 16384, "aggregate length takes two varint bytes");
 #define SN_RECORD_PER_EVENT (sentinel_v1_LlmEvent_size + 3u)
 
@@ -1114,8 +1115,7 @@ int sn_batch_append_event_record(const sn_event *ev, uint8_t *buf, size_t cap, s
  *
  * A groups entry is written as: tag (1 byte), a length of SN_GROUP_LEN_ROOM bytes reserved
  * while the group is open, the resource strings, then one EventGroup.events entry per event.
- * Closing writes the real length (shortest varint) and moves the content back over the unused
- * length bytes. */
+ * Closing writes the length as a four-byte varint, in place. */
 
 #define SN_GROUP_LEN_ROOM    4u                      /* a group's content is below 2^28 bytes */
 #define SN_GROUP_CONTENT_MAX (((size_t)1 << 28) - 1) /* what four varint bytes hold */
@@ -1135,18 +1135,21 @@ size_t sn_batch_grouped_record_bound(size_t n)
     return n * per;
 }
 
-static bool same_str(const char *a, const char *b, size_t size)
+/* Whether the string s of a field of `size` bytes (at most size - 1 of them count, as put_str
+ * sends them) is the group's string gs of glen bytes: its bytes and, when shorter than the field
+ * allows, its NUL. */
+static bool same_str(const char *gs, size_t glen, const char *s, size_t size)
 {
-    return strncmp(a, b, size - 1) == 0;
+    return memcmp(gs, s, glen < size - 1 ? glen + 1 : glen) == 0;
 }
 
 /* Whether ev belongs to the open group. */
 static bool same_resource(const sn_batch_grouper *g, const sn_event *ev)
 {
-    return same_str(g->service, ev->service, sizeof g->service) &&
-           same_str(g->region, ev->region, sizeof g->region) &&
-           same_str(g->service_version, ev->service_version, sizeof g->service_version) &&
-           same_str(g->pod, ev->pod, sizeof g->pod);
+    return same_str(g->pod, g->len[3], ev->pod, sizeof ev->pod) &&
+           same_str(g->service, g->len[0], ev->service, sizeof ev->service) &&
+           same_str(g->region, g->len[1], ev->region, sizeof ev->region) &&
+           same_str(g->service_version, g->len[2], ev->service_version, sizeof ev->service_version);
 }
 
 /* Rewrites the group of one event that starts at buf[at] (its length not yet written) and ends
@@ -1209,12 +1212,14 @@ int sn_batch_grouper_close(sn_batch_grouper *g, uint8_t *buf, size_t *len)
         g->start = SIZE_MAX;
         return group_of_one_to_flat(buf, body - 1 - SN_GROUP_LEN_ROOM, len);
     }
+    /* The length as a varint of exactly four bytes (content <= SN_GROUP_CONTENT_MAX): a longer
+     * encoding than needed, which every protobuf reader takes (the aggregator's, protobuf-c and
+     * nanopb read up to five bytes), so the group's bytes need not move. */
     uint8_t *lp = buf + g->start + 1;
-    size_t k = (size_t)(put_varint(lp, content) - lp); /* content <= SN_GROUP_CONTENT_MAX */
-    if (k < SN_GROUP_LEN_ROOM) {
-        memmove(lp + k, buf + body, content);
-        *len -= SN_GROUP_LEN_ROOM - k;
-    }
+    lp[0] = (uint8_t)(0x80 | (content & 0x7f));
+    lp[1] = (uint8_t)(0x80 | ((content >> 7) & 0x7f));
+    lp[2] = (uint8_t)(0x80 | ((content >> 14) & 0x7f));
+    lp[3] = (uint8_t)((content >> 21) & 0x7f);
     g->start = SIZE_MAX;
     return 0;
 }
@@ -1238,6 +1243,10 @@ int sn_batch_append_grouped_event(sn_batch_grouper *g, const sn_event *ev, uint8
         copy_str(g->service_version, sizeof g->service_version, ev->service_version,
                  sizeof ev->service_version);
         copy_str(g->pod, sizeof g->pod, ev->pod, sizeof ev->pod);
+        g->len[0] = (uint8_t)strlen(g->service); /* < SN_NAME_MAX: copy_str terminates */
+        g->len[1] = (uint8_t)strlen(g->region);
+        g->len[2] = (uint8_t)strlen(g->service_version);
+        g->len[3] = (uint8_t)strlen(g->pod);
         g->start = *len;
         g->events = 0;
         uint8_t *p = buf + *len;

@@ -159,6 +159,7 @@ typedef struct sn_batch_grouper {
     char region[SN_SHORT_MAX];
     char service_version[SN_SHORT_MAX];
     char pod[SN_SHORT_MAX];
+    uint8_t len[4]; /* their lengths (service, region, service_version, pod) */
 } sn_batch_grouper;
 
 /* Starts with no open group. */
@@ -177,7 +178,7 @@ size_t sn_batch_grouped_record_bound(size_t n);
 int sn_batch_append_grouped_event(sn_batch_grouper *g, const sn_event *ev, uint8_t *buf, size_t cap,
                                   size_t *len);
 
-/* Closes the open group, if any: writes its length (shortening the record by up to three bytes),
+/* Closes the open group, if any: writes its length (a four-byte varint, so nothing moves),
  * or, when it holds one event, rewrites it as a flat events entry with the strings in the event
  * (a group of one costs its reader more than the strings it saves). Returns 0, or -EINVAL for
  * NULL arguments or a buffer that does not hold the group. */
