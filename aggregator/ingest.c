@@ -198,6 +198,7 @@ static void respond(sn_grpc_reply *reply, Sentinel__V1__IngestStatus status, uin
     resp.acknowledged_sequence = ack;
     resp.retry_after_ms = retry_ms;
     resp.message = (char *)msg;
+    resp.features = SENTINEL__V1__FEATURE__FEATURE_GROUPS; /* Batch.groups is read */
     size_t n = sentinel__v1__ingest_response__get_packed_size(&resp);
     if (n > reply->response_cap) { /* cannot happen: the message is short */
         reply->code = SN_GRPC_INTERNAL;
@@ -566,15 +567,65 @@ static const uint16_t event_counts[6] = {
     offsetof(sn_event, cache_write_tokens), offsetof(sn_event, reasoning_tokens),
 };
 
-/* Reads one LlmEvent from data[0..len) into ev; buf_end is the end of the buffer data lies in
- * (strings are read a word at a time when the buffer goes on far enough). Returns 1 when the
- * bytes are malformed, else 0 with *why NULL or a static reason for refusing the batch (the
- * event breaks a rule). Every byte of ev is what sn_event_init and copy_field make of the last
- * value of each field. */
-static int read_event(const uint8_t *data, size_t len, const uint8_t *buf_end, sn_event *ev,
-                      const char **why)
+/* The resource string fields of an LlmEvent (service 1, region 5, service_version 6, pod 7),
+ * as bits of read_event's `seen`: an event inside a group must not set them. */
+#define RESOURCE_FIELDS ((1u << 1) | (1u << 5) | (1u << 6) | (1u << 7))
+
+/* Where each of an EventGroup's strings 1..4 goes in sn_event. */
+static const event_str group_strs[5] = {
+    [1] = {offsetof(sn_event, service), SN_NAME_MAX},
+    [2] = {offsetof(sn_event, region), SN_SHORT_MAX},
+    [3] = {offsetof(sn_event, service_version), SN_SHORT_MAX},
+    [4] = {offsetof(sn_event, pod), SN_SHORT_MAX},
+};
+
+/* The EventGroup being read: its strings, and from its second event on an event holding only
+ * them, which each event starts as (a copy instead of sn_event_init and four strings). */
+typedef struct group_src {
+    const uint8_t *d[5]; /* strings 1..4: the last value of each (NULL: unset) */
+    size_t n[5];
+    const uint8_t *buf_end; /* of the buffer the strings lie in */
+    unsigned events;        /* events read so far */
+    bool have_tmpl;
+    sn_event tmpl;
+} group_src;
+
+/* Copies a string field into a zeroed field of ev (copy_field's bytes, a word at a time when the
+ * buffer goes on far enough). */
+static inline void put_field(char *dst, size_t size, const uint8_t *d, size_t n,
+                             const uint8_t *buf_end)
 {
-    sn_event_init(ev);
+    if (!SN_INGEST_LITTLE_ENDIAN || (size_t)(buf_end - d) < n + 16 ||
+        !copy_field_words(dst, size, d, n))
+        copy_field(dst, size, d, n);
+}
+
+/* Writes the group's strings into ev, whose four fields are zero. */
+static void group_strings(sn_event *ev, const group_src *g)
+{
+    for (int f = 1; f <= 4; f++)
+        if (g->n[f] > 0)
+            put_field((char *)ev + group_strs[f].off, group_strs[f].size, g->d[f], g->n[f],
+                      g->buf_end);
+}
+
+/* Reads one LlmEvent from data[0..len) into ev; buf_end is the end of the buffer data lies in
+ * (strings are read a word at a time when the buffer goes on far enough). group: NULL for a
+ * Batch.events entry; for an EventGroup's event, the group, whose strings ev starts with.
+ * Returns 1 when the bytes are malformed, else 0 with *why NULL or a static reason for refusing
+ * the batch (the event breaks a rule). Every byte of ev is what sn_event_init and copy_field
+ * make of the last value of each field (and of the group's strings). */
+static int read_event(const uint8_t *data, size_t len, const uint8_t *buf_end, sn_event *ev,
+                      const group_src *group, const char **why)
+{
+    if (group == NULL) {
+        sn_event_init(ev);
+    } else if (group->have_tmpl) {
+        memcpy(ev, &group->tmpl, sizeof *ev);
+    } else {
+        sn_event_init(ev);
+        group_strings(ev, group);
+    }
     *why = NULL;
     pbr r = {data, data + len};
     const uint8_t *trace = NULL, *span = NULL;
@@ -607,12 +658,10 @@ static int read_event(const uint8_t *data, size_t len, const uint8_t *buf_end, s
                 return 1;
             char *dst = (char *)ev + event_strs[f].off;
             size_t size = event_strs[f].size;
-            if (seen & (1u << f))
+            if ((seen & (1u << f)) || (group != NULL && ((1u << f) & RESOURCE_FIELDS)))
                 memset(dst, 0, size); /* a repeated field: the last value, alone */
             seen |= 1u << f;
-            if (!SN_INGEST_LITTLE_ENDIAN || (size_t)(buf_end - d) < n + 16 ||
-                !copy_field_words(dst, size, d, n))
-                copy_field(dst, size, d, n);
+            put_field(dst, size, d, n, buf_end);
             break;
         }
         case 11:
@@ -681,6 +730,10 @@ static int read_event(const uint8_t *data, size_t len, const uint8_t *buf_end, s
     }
 
     /* The rules, in the order the batch's refusal names the first broken one. */
+    if (group != NULL && (seen & RESOURCE_FIELDS) != 0) {
+        *why = "an event in a group must not set service, region, service_version or pod";
+        return 0;
+    }
     if (!copy_id(ev->trace_id, sizeof ev->trace_id, trace, trace_len)) {
         *why = "trace_id must be empty or 16 bytes";
         return 0;
@@ -953,6 +1006,121 @@ static void note_why(const char *why, size_t i, const char **first_why, size_t *
     }
 }
 
+/* Reads one LlmEvent (data[0..len) in a buffer ending at buf_end) into the next slot of the
+ * events array, or a scratch past max_events; group as read_event's. Returns 0, -EBADMSG or
+ * -ENOMEM. */
+static int take_event(decode_ctx *c, const uint8_t *data, size_t len, const uint8_t *buf_end,
+                      group_src *group)
+{
+    batch_hdr *b = &c->b;
+    if (group != NULL && group->events++ == 1) { /* the second event: worth a template */
+        sn_event_init(&group->tmpl);
+        group_strings(&group->tmpl, group);
+        group->have_tmpl = true;
+    }
+    size_t i = b->n_events++;
+    sn_event scratch, *ev = &scratch;
+    if (i < c->max_events) {
+        if (grow((void **)c->events, c->events_cap, i, c->max_events, sizeof **c->events))
+            return -ENOMEM;
+        ev = &(*c->events)[i];
+    }
+    const char *why;
+    if (read_event(data, len, buf_end, ev, group, &why) != 0)
+        return -EBADMSG;
+    note_why(why, i, &b->event_why, &b->event_bad);
+    return 0;
+}
+
+/* What group_fields reads of an EventGroup. */
+enum group_pass {
+    GROUP_HEAD,    /* its strings, up to its first event */
+    GROUP_REST,    /* its events and strings; a string after an event stops it (1) */
+    GROUP_STRINGS, /* all its strings (events skipped) */
+    GROUP_EVENTS,  /* all its events (strings skipped) */
+};
+
+/* Reads an EventGroup's fields from r on: its strings into *group (the last value of each), its
+ * events with take_event, as `pass` says; field 5 and the strings must be length-delimited,
+ * unknown fields are skipped. Returns 0, 1 when GROUP_REST met a string after an event (the
+ * events read have the wrong strings: the caller reads the group again), -EBADMSG or -ENOMEM. */
+static int group_fields(decode_ctx *c, pbr *r, const uint8_t *buf_end, group_src *group,
+                        enum group_pass pass)
+{
+    bool had_event = false;
+    while (r->p < r->end) {
+        const uint8_t *at = r->p;
+        uint32_t f;
+        int wt;
+        const uint8_t *d;
+        size_t n;
+        if (!pbr_tag(r, &f, &wt))
+            return -EBADMSG;
+        if (f < 1 || f > 5) {
+            if (!pbr_skip(r, wt))
+                return -EBADMSG;
+            continue;
+        }
+        if (f == 5 && pass == GROUP_HEAD) {
+            r->p = at; /* the first event: read from here */
+            return 0;
+        }
+        if (wt != WT_LEN || !pbr_len(r, &d, &n))
+            return -EBADMSG;
+        if (f == 5) {
+            if (pass == GROUP_STRINGS)
+                continue;
+            int rc = take_event(c, d, n, buf_end, group);
+            if (rc != 0)
+                return rc;
+            had_event = true;
+        } else if (pass == GROUP_EVENTS) {
+            continue;
+        } else if (had_event) {
+            return 1;
+        } else {
+            group->d[f] = d; /* the last value wins */
+            group->n[f] = n;
+        }
+    }
+    return 0;
+}
+
+/* Reads one EventGroup (data[0..len) in a buffer ending at buf_end): its resource strings, then
+ * each of its events, numbered with the batch's events. The sidecar writes the strings first,
+ * which one pass reads; strings after events (any order is valid) make it read the group again:
+ * all its strings first, then its events. Returns 0, -EBADMSG or -ENOMEM. */
+static int read_group(decode_ctx *c, const uint8_t *data, size_t len, const uint8_t *buf_end)
+{
+    batch_hdr *b = &c->b;
+    size_t first = b->n_events, bad = b->event_bad;
+    const char *why = b->event_why;
+    group_src group;
+    group.buf_end = buf_end;
+    memset(group.n, 0, sizeof group.n);
+    group.events = 0;
+    group.have_tmpl = false;
+    pbr r = {data, data + len};
+    int rc = group_fields(c, &r, buf_end, &group, GROUP_HEAD);
+    if (rc == 0)
+        rc = group_fields(c, &r, buf_end, &group, GROUP_REST);
+    if (rc != 1)
+        return rc;
+    /* A string after an event: every string first, then the events again. */
+    b->n_events = first;
+    b->event_why = why;
+    b->event_bad = bad;
+    memset(group.n, 0, sizeof group.n);
+    group.events = 0;
+    group.have_tmpl = false;
+    r = (pbr){data, data + len};
+    rc = group_fields(c, &r, buf_end, &group, GROUP_STRINGS);
+    if (rc != 0)
+        return rc;
+    r = (pbr){data, data + len};
+    return group_fields(c, &r, buf_end, &group, GROUP_EVENTS);
+}
+
 /* Reads the Batch in data[0..len) into c->b and the arrays: events read by hand (read_event),
  * alerts with protobuf-c from the arena. Items past the count limits are read (the bytes must
  * be well formed) but not kept; check_batch refuses the batch for them. Returns 0, -EBADMSG
@@ -964,6 +1132,7 @@ static int read_batch(decode_ctx *c, const uint8_t *data, size_t len)
     if (len == 0)
         return 0; /* an empty Batch (data may be NULL then: no pointer arithmetic on it) */
     pbr r = {data, data + len};
+    int rc;
     while (r.p < r.end) {
         uint32_t f;
         int wt;
@@ -996,25 +1165,18 @@ static int read_batch(decode_ctx *c, const uint8_t *data, size_t len)
                 return -EBADMSG;
             b->created_unix_nano = (int64_t)v;
             break;
-        case 3: {
+        case 3:
             if (wt != WT_LEN || !pbr_len(&r, &d, &n))
                 return -EBADMSG;
-            size_t i = b->n_events++;
-            sn_event scratch, *ev = &scratch;
-            if (i < c->max_events) {
-                if (grow((void **)c->events, c->events_cap, i, c->max_events, sizeof **c->events))
-                    return -ENOMEM;
-                ev = &(*c->events)[i];
-            }
-            const char *why;
-            if (read_event(d, n, r.end, ev, &why) != 0)
-                return -EBADMSG;
-            if (why != NULL && b->event_why == NULL) {
-                b->event_why = why;
-                b->event_bad = i;
-            }
+            if ((rc = take_event(c, d, n, r.end, NULL)) != 0)
+                return rc;
             break;
-        }
+        case 8:
+            if (wt != WT_LEN || !pbr_len(&r, &d, &n))
+                return -EBADMSG;
+            if ((rc = read_group(c, d, n, r.end)) != 0)
+                return rc;
+            break;
         case 4: {
             if (wt != WT_LEN || !pbr_len(&r, &d, &n))
                 return -EBADMSG;
@@ -1066,12 +1228,14 @@ static int decode_payload(decode_ctx *c, const uint8_t *body, size_t len)
     c->bytes_in = plen;
     switch (req->compression) {
     case SENTINEL__V1__COMPRESSION__COMPRESSION_NONE:
+    case SENTINEL__V1__COMPRESSION__COMPRESSION_NONE_GROUPS: /* groups are read either way */
         if (req->uncompressed_size != 0 && req->uncompressed_size != plen)
             return fail(c, SN_INGEST_REFUSED_DECOMPRESS, SN_GRPC_INVALID_ARGUMENT,
                         "uncompressed_size %llu differs from the payload's %zu bytes",
                         (unsigned long long)req->uncompressed_size, plen);
         break;
-    case SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD: {
+    case SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD:
+    case SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD_GROUPS: {
         if (req->uncompressed_size == 0)
             return fail(c, SN_INGEST_REFUSED_DECOMPRESS, SN_GRPC_INVALID_ARGUMENT,
                         "uncompressed_size is required with zstd");

@@ -34,6 +34,8 @@ _Static_assert(sizeof(((sentinel_v1_LocalAlert *)0)->alert_id) == SN_ALERT_ID_LE
 _Static_assert(sizeof(((sentinel_v1_LocalAlert *)0)->region) == SN_SHORT_MAX, "region size");
 /* One event in a record: tag (1 byte) + length (2 bytes, < 16384) + the message. */
 _Static_assert(sentinel_v1_LlmEvent_size < 16384, "event length takes two varint bytes");
+_Static_assert(SN_BATCH_FEATURE_GROUPS == sentinel_v1_Feature_FEATURE_GROUPS, "feature bit");
+_Static_assert(SN_NAME_MAX <= 256 && SN_SHORT_MAX <= 256, "sn_batch_grouper.len holds a length");
 _Static_assert(sentinel_v1_LlmAggregate_size < 16384, "aggregate length takes two varint bytes");
 #define SN_RECORD_PER_EVENT (sentinel_v1_LlmEvent_size + 3u)
 
@@ -54,6 +56,7 @@ typedef struct sn_items {
     size_t n_events;
     const uint8_t *records; /* already-encoded events entries, written as they are */
     size_t records_len;
+    bool groups; /* records' groups go as they are; false: as flat events (write_records) */
     const sn_local_alert *alerts;
     size_t n_alerts;
     const sn_aggregate *aggregates;
@@ -68,6 +71,7 @@ typedef struct sn_record_sink {
     bool overflow;
     const char *why;     /* a static reason when a decoded event is invalid */
     size_t n_aggregates; /* aggregates counted by the scan */
+    bool scan;           /* events are checked into events[0] and counted, not kept */
 } sn_record_sink;
 
 typedef struct sn_bytes {
@@ -98,6 +102,8 @@ static bool all_zero(const uint8_t *p, size_t n)
             return false;
     return true;
 }
+
+static uint8_t *put_varint(uint8_t *p, uint64_t v);
 
 /* ---- sn_event <-> LlmEvent ---------------------------------------------------------------- */
 
@@ -339,6 +345,189 @@ static bool encode_bytes_cb(pb_ostream_t *s, const pb_field_t *f, void *const *a
     return pb_encode_tag_for_field(s, f) && pb_encode_string(s, b->data, b->len);
 }
 
+/* ---- groups written as flat events ------------------------------------------------------
+ *
+ * For an aggregator that does not read groups, each event of a group becomes a Batch.events
+ * entry: tag, length, the group's resource strings as the event's own fields (service 1, region
+ * 5, service_version 6, pod 7), then the event's bytes. Fields may come in any order, so the
+ * event's bytes are copied unchanged. Records are the sidecar's own (or checked by
+ * sn_batch_scan_record), so a malformed one fails the encoding rather than being repaired. */
+
+/* The event field each EventGroup string becomes (index: the group's field number). */
+static const uint8_t group_to_event_field[5] = {
+    0, sentinel_v1_LlmEvent_service_tag, sentinel_v1_LlmEvent_region_tag,
+    sentinel_v1_LlmEvent_service_version_tag, sentinel_v1_LlmEvent_pod_tag};
+
+/* The longest resource prefix: service (tag, two-byte length, 127 bytes) and three short
+ * strings (tag, length, 63 bytes). */
+#define SN_GROUP_RESOURCE_MAX                                                                      \
+    ((1u + 2u + (SN_NAME_MAX - 1u)) + 3u * (1u + 1u + (SN_SHORT_MAX - 1u)))
+
+/* A cursor over length-delimited entries (journal records and groups). */
+typedef struct sn_cursor {
+    const uint8_t *p, *end;
+} sn_cursor;
+
+/* A varint of at most 5 bytes (tags and lengths) below 2^32. Returns false when malformed. */
+static bool get_varint32(sn_cursor *c, uint32_t *out)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 5 && c->p < c->end; i++) {
+        uint8_t b = *c->p++;
+        v |= (uint64_t)(b & 0x7f) << (7 * i);
+        if ((b & 0x80) == 0) {
+            if (v > UINT32_MAX)
+                return false;
+            *out = (uint32_t)v;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The next length-delimited entry: its field number and value bytes. Returns false when
+ * malformed or of another wire type. */
+static bool next_entry(sn_cursor *c, uint32_t *field, const uint8_t **val, size_t *vlen)
+{
+    uint32_t tag, n;
+    if (!get_varint32(c, &tag) || (tag & 7) != PB_WT_STRING || !get_varint32(c, &n) ||
+        n > (size_t)(c->end - c->p))
+        return false;
+    *field = tag >> 3;
+    *val = c->p;
+    *vlen = n;
+    c->p += n;
+    return true;
+}
+
+/* Writes the events of the EventGroup in g[0..glen) as Batch.events entries. */
+static bool write_group_flat(pb_ostream_t *s, const uint8_t *g, size_t glen)
+{
+    uint8_t res[SN_GROUP_RESOURCE_MAX];
+    const uint8_t *str[5] = {NULL};
+    size_t slen[5] = {0};
+    uint32_t tag;
+    const uint8_t *v;
+    size_t vlen;
+    /* 1. The resource strings (the last value of each, as a reader would take it). */
+    sn_cursor c = {g, g + glen};
+    while (c.p < c.end) {
+        if (!next_entry(&c, &tag, &v, &vlen))
+            return false;
+        if (tag >= 1 && tag <= 4)
+            str[tag] = v, slen[tag] = vlen;
+    }
+    uint8_t *p = res;
+    for (uint32_t f = 1; f <= 4; f++) {
+        size_t max = (f == 1 ? SN_NAME_MAX : SN_SHORT_MAX) - 1;
+        if (slen[f] == 0)
+            continue;
+        if (slen[f] > max)
+            return false;
+        *p++ = (uint8_t)((group_to_event_field[f] << 3) | PB_WT_STRING);
+        p = put_varint(p, slen[f]);
+        memcpy(p, str[f], slen[f]);
+        p += slen[f];
+    }
+    size_t rlen = (size_t)(p - res);
+    /* 2. Each event: the prefix, then its own fields. */
+    c = (sn_cursor){g, g + glen};
+    while (c.p < c.end) {
+        if (!next_entry(&c, &tag, &v, &vlen))
+            return false;
+        if (tag != sentinel_v1_EventGroup_events_tag)
+            continue;
+        if (!pb_encode_tag(s, PB_WT_STRING, sentinel_v1_Batch_events_tag) ||
+            !pb_encode_varint(s, rlen + vlen) || !pb_write(s, res, rlen) || !pb_write(s, v, vlen))
+            return false;
+    }
+    return true;
+}
+
+/* A varint of at most 10 bytes. Returns false when malformed. */
+static bool get_varint64(sn_cursor *c, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 10 && c->p < c->end; i++) {
+        uint8_t b = *c->p++;
+        v |= (uint64_t)(b & 0x7f) << (7 * i);
+        if ((b & 0x80) == 0) {
+            *out = v;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Skips the value of a field of wire type wt; returns false when malformed. */
+static bool skip_value(sn_cursor *c, uint32_t wt)
+{
+    uint64_t v;
+    size_t n;
+    switch (wt) {
+    case PB_WT_VARINT:
+        return get_varint64(c, &v);
+    case PB_WT_64BIT:
+        n = 8;
+        break;
+    case PB_WT_32BIT:
+        n = 4;
+        break;
+    case PB_WT_STRING:
+        if (!get_varint64(c, &v) || v > (uint64_t)(c->end - c->p))
+            return false;
+        n = (size_t)v;
+        break;
+    default:
+        return false;
+    }
+    if (n > (size_t)(c->end - c->p))
+        return false;
+    c->p += n;
+    return true;
+}
+
+/* Writes the Batch in b[0..len) -- or journal-record bytes, a part of one -- with each groups
+ * entry as flat events entries, every other field unchanged. */
+static bool write_batch_flat(pb_ostream_t *s, const uint8_t *b, size_t len)
+{
+    sn_cursor c = {b, b + len};
+    while (c.p < c.end) {
+        const uint8_t *start = c.p;
+        uint32_t tag;
+        if (!get_varint32(&c, &tag))
+            return false;
+        const uint8_t *val = c.p;
+        if (!skip_value(&c, tag & 7))
+            return false;
+        if ((tag >> 3) == sentinel_v1_Batch_groups_tag && (tag & 7) == PB_WT_STRING) {
+            sn_cursor lc = {val, c.p};
+            uint32_t n;
+            if (!get_varint32(&lc, &n) || !write_group_flat(s, lc.p, n))
+                return false;
+        } else if (!pb_write(s, start, (size_t)(c.p - start))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Whether journal-record bytes hold a groups entry (top-level entries only are stepped). */
+static bool records_have_groups(const uint8_t *rec, size_t len)
+{
+    sn_cursor c = {rec, rec + len};
+    while (c.p < c.end) {
+        uint32_t tag;
+        const uint8_t *v;
+        size_t vlen;
+        if (!next_entry(&c, &tag, &v, &vlen))
+            return false;
+        if (tag == sentinel_v1_Batch_groups_tag)
+            return true;
+    }
+    return false;
+}
+
 static bool encode_events_cb(pb_ostream_t *s, const pb_field_t *f, void *const *arg)
 {
     const sn_items *it = *arg;
@@ -349,9 +538,11 @@ static bool encode_events_cb(pb_ostream_t *s, const pb_field_t *f, void *const *
             !pb_encode_submessage(s, sentinel_v1_LlmEvent_fields, &m))
             return false;
     }
-    /* Journal records are runs of complete events and aggregates entries (tags included):
-     * copied unchanged -- a repeated field may come in any number of runs. */
-    if (it->records_len > 0 && !pb_write(s, it->records, it->records_len))
+    /* Journal records are runs of complete events, aggregates and groups entries (tags
+     * included): copied unchanged -- a repeated field may come in any number of runs -- or,
+     * for an aggregator that does not read groups, with each group written as flat events. */
+    if (it->records_len > 0 && !(it->groups ? pb_write(s, it->records, it->records_len)
+                                            : write_batch_flat(s, it->records, it->records_len)))
         return false;
     return true;
 }
@@ -389,24 +580,70 @@ static bool encode_aggregates_cb(pb_ostream_t *s, const pb_field_t *f, void *con
     return true;
 }
 
-/* Called once per events element: decodes one LlmEvent into the next slot. */
-static bool decode_event_cb(pb_istream_t *s, const pb_field_t *f, void **arg)
+/* The reason an event inside a group is refused when it sets a resource field. */
+static const char group_event_why[] =
+    "an event in a group must not set service, region, service_version or pod";
+
+/* Decodes one LlmEvent element into the next slot (or, scanning, into the scratch slot 0 and
+ * counts it). in_group: it must leave the resource strings unset (its group's are filled in by
+ * decode_group_cb). */
+static bool take_event(pb_istream_t *s, sn_record_sink *sink, bool in_group)
 {
-    (void)f;
-    sn_record_sink *sink = *arg;
-    if (sink->n >= sink->cap) {
+    if (!sink->scan && sink->n >= sink->cap) {
         sink->overflow = true;
         PB_RETURN_ERROR(s, "too many events");
     }
     sentinel_v1_LlmEvent m = sentinel_v1_LlmEvent_init_zero;
     if (!pb_decode(s, sentinel_v1_LlmEvent_fields, &m))
         return false;
-    const char *why = event_from_pb(&sink->events[sink->n], &m);
+    const char *why = NULL;
+    if (in_group && (m.service[0] != '\0' || m.region[0] != '\0' || m.service_version[0] != '\0' ||
+                     m.pod[0] != '\0'))
+        why = group_event_why;
+    if (why == NULL)
+        why = event_from_pb(&sink->events[sink->scan ? 0 : sink->n], &m);
     if (why != NULL) {
         sink->why = why;
         PB_RETURN_ERROR(s, "invalid event");
     }
     sink->n++;
+    return true;
+}
+
+/* Called once per events element: decodes one LlmEvent into the next slot. */
+static bool decode_event_cb(pb_istream_t *s, const pb_field_t *f, void **arg)
+{
+    (void)f;
+    return take_event(s, *arg, false);
+}
+
+/* Called once per EventGroup.events element. */
+static bool decode_group_event_cb(pb_istream_t *s, const pb_field_t *f, void **arg)
+{
+    (void)f;
+    return take_event(s, *arg, true);
+}
+
+/* Called once per groups element: its events, then its resource strings into each of them
+ * (the strings may come after the events on the wire). */
+static bool decode_group_cb(pb_istream_t *s, const pb_field_t *f, void **arg)
+{
+    (void)f;
+    sn_record_sink *sink = *arg;
+    size_t first = sink->n;
+    sentinel_v1_EventGroup g = sentinel_v1_EventGroup_init_zero;
+    g.events.funcs.decode = decode_group_event_cb;
+    g.events.arg = sink;
+    if (!pb_decode(s, sentinel_v1_EventGroup_fields, &g))
+        return false;
+    for (size_t i = first; !sink->scan && i < sink->n; i++) {
+        sn_event *ev = &sink->events[i];
+        copy_str(ev->service, sizeof ev->service, g.service, sizeof g.service);
+        copy_str(ev->region, sizeof ev->region, g.region, sizeof g.region);
+        copy_str(ev->service_version, sizeof ev->service_version, g.service_version,
+                 sizeof g.service_version);
+        copy_str(ev->pod, sizeof ev->pod, g.pod, sizeof g.pod);
+    }
     return true;
 }
 
@@ -593,8 +830,11 @@ int sn_batch_encode(sn_batch_encoder *enc, const sn_batch *b, const uint8_t **ou
         return rc;
     size_t max = enc->cfg.max_message_bytes;
 
-    sn_items items = {b->events, b->n_events, b->records,    b->records_len,
+    sn_items items = {b->events, b->n_events, b->records,    b->records_len, b->groups,
                       b->alerts, b->n_alerts, b->aggregates, b->n_aggregates};
+    /* A Batch with groups goes with the *_GROUPS compression an older aggregator refuses. */
+    bool grouped =
+        b->groups && b->records_len > 0 && records_have_groups(b->records, b->records_len);
     sentinel_v1_Batch msg = sentinel_v1_Batch_init_zero;
     msg.sidecar_id.funcs.encode = encode_string_cb;
     msg.sidecar_id.arg = (void *)b->sidecar_id;
@@ -633,7 +873,8 @@ int sn_batch_encode(sn_batch_encoder *enc, const sn_batch *b, const uint8_t **ou
     /* 2. The payload: the Batch itself or one zstd frame of it (with its content size). */
     sn_bytes payload = {enc->batch_buf, blen};
     sentinel_v1_IngestRequest req = sentinel_v1_IngestRequest_init_zero;
-    req.compression = sentinel_v1_Compression_COMPRESSION_NONE;
+    req.compression = grouped ? sentinel_v1_Compression_COMPRESSION_NONE_GROUPS
+                              : sentinel_v1_Compression_COMPRESSION_NONE;
     req.uncompressed_size = blen;
     if (enc->zctx != NULL) {
         size_t bound = ZSTD_compressBound(blen);
@@ -649,7 +890,8 @@ int sn_batch_encode(sn_batch_encoder *enc, const sn_batch *b, const uint8_t **ou
         }
         payload.data = enc->z_buf;
         payload.len = zn;
-        req.compression = sentinel_v1_Compression_COMPRESSION_ZSTD;
+        req.compression = grouped ? sentinel_v1_Compression_COMPRESSION_ZSTD_GROUPS
+                                  : sentinel_v1_Compression_COMPRESSION_ZSTD;
     }
     req.payload.funcs.encode = encode_bytes_cb;
     req.payload.arg = &payload;
@@ -697,7 +939,7 @@ int sn_batch_encode_event_record(const sn_event *events, size_t n, uint8_t *buf,
 {
     if (n > 0 && events == NULL)
         return -EINVAL;
-    sn_items items = {events, n, NULL, 0, NULL, 0, NULL, 0};
+    sn_items items = {events, n, NULL, 0, false, NULL, 0, NULL, 0};
     sentinel_v1_Batch msg = sentinel_v1_Batch_init_zero;
     msg.events.funcs.encode = encode_events_cb;
     msg.events.arg = &items;
@@ -717,10 +959,12 @@ int sn_batch_encode_event_record(const sn_event *events, size_t n, uint8_t *buf,
 int sn_batch_decode_event_record(const uint8_t *buf, size_t len, sn_event *events, size_t cap,
                                  size_t *n, char *err, size_t errlen)
 {
-    sn_record_sink sink = {events, cap, 0, false, NULL, 0};
+    sn_record_sink sink = {events, cap, 0, false, NULL, 0, false};
     sentinel_v1_Batch msg = sentinel_v1_Batch_init_zero;
     msg.events.funcs.decode = decode_event_cb;
     msg.events.arg = &sink;
+    msg.groups.funcs.decode = decode_group_cb;
+    msg.groups.arg = &sink;
     /* sidecar_id and alerts have no decode callback: nanopb skips them. */
     pb_istream_t is = pb_istream_from_buffer(buf, len);
     if (!pb_decode(&is, sentinel_v1_Batch_fields, &msg)) {
@@ -811,16 +1055,20 @@ static uint8_t *put_id(uint8_t *p, uint32_t field, const uint8_t *id, size_t n)
             (p) = put_double((p), (f), (ev)->name);                                                \
     } while (0)
 
-/* Writes ev as an LlmEvent message at p; returns the end. */
-static uint8_t *put_event(uint8_t *p, const sn_event *ev)
+/* Writes ev as an LlmEvent message at p; returns the end. resource: with service, region,
+ * service_version and pod (false inside a group, which carries them). */
+static uint8_t *put_event(uint8_t *p, const sn_event *ev, bool resource)
 {
-    PUT_STR(p, sentinel_v1_LlmEvent_service_tag, ev, service);
+    if (resource)
+        PUT_STR(p, sentinel_v1_LlmEvent_service_tag, ev, service);
     PUT_STR(p, sentinel_v1_LlmEvent_model_tag, ev, model);
     PUT_STR(p, sentinel_v1_LlmEvent_provider_tag, ev, provider);
     PUT_STR(p, sentinel_v1_LlmEvent_operation_tag, ev, operation);
-    PUT_STR(p, sentinel_v1_LlmEvent_region_tag, ev, region);
-    PUT_STR(p, sentinel_v1_LlmEvent_service_version_tag, ev, service_version);
-    PUT_STR(p, sentinel_v1_LlmEvent_pod_tag, ev, pod);
+    if (resource) {
+        PUT_STR(p, sentinel_v1_LlmEvent_region_tag, ev, region);
+        PUT_STR(p, sentinel_v1_LlmEvent_service_version_tag, ev, service_version);
+        PUT_STR(p, sentinel_v1_LlmEvent_pod_tag, ev, pod);
+    }
     PUT_STR(p, sentinel_v1_LlmEvent_user_tag, ev, user);
     PUT_STR(p, sentinel_v1_LlmEvent_error_type_tag, ev, error_type);
     PUT_STR(p, sentinel_v1_LlmEvent_finish_reason_tag, ev, finish_reason);
@@ -857,6 +1105,24 @@ static uint8_t *put_event(uint8_t *p, const sn_event *ev)
     return p;
 }
 
+/* Writes one entry of field `field` holding ev (see put_event) at `at`, which has
+ * SN_RECORD_PER_EVENT bytes of room. Returns its size. */
+static size_t put_event_entry(uint8_t *at, uint32_t field, const sn_event *ev, bool resource)
+{
+    /* The message after room for the tag and a two-byte length; then the tag and length go in
+     * front of it (moving it back a byte when the length takes one). */
+    size_t size = (size_t)(put_event(at + 3, ev, resource) - (at + 3));
+    at[0] = (uint8_t)((field << 3) | PB_WT_STRING);
+    if (size < 128) {
+        at[1] = (uint8_t)size;
+        memmove(at + 2, at + 3, size);
+        return 2 + size;
+    }
+    at[1] = (uint8_t)(0x80 | (size & 0x7f));
+    at[2] = (uint8_t)(size >> 7); /* < 128: sentinel_v1_LlmEvent_size < 16384 */
+    return 3 + size;
+}
+
 int sn_batch_append_event_record(const sn_event *ev, uint8_t *buf, size_t cap, size_t *len)
 {
     if (ev == NULL || buf == NULL || *len > cap)
@@ -864,19 +1130,7 @@ int sn_batch_append_event_record(const sn_event *ev, uint8_t *buf, size_t cap, s
     uint8_t *at = buf + *len;
     size_t room = cap - *len;
     if (room >= SN_RECORD_PER_EVENT) {
-        /* The message after room for the tag and a two-byte length; then the tag and length go
-         * in front of it (moving it back a byte when the length takes one). */
-        size_t size = (size_t)(put_event(at + 3, ev) - (at + 3));
-        at[0] = (uint8_t)((sentinel_v1_Batch_events_tag << 3) | PB_WT_STRING);
-        if (size < 128) {
-            at[1] = (uint8_t)size;
-            memmove(at + 2, at + 3, size);
-            *len += 2 + size;
-        } else {
-            at[1] = (uint8_t)(0x80 | (size & 0x7f));
-            at[2] = (uint8_t)(size >> 7); /* < 128: sentinel_v1_LlmEvent_size < 16384 */
-            *len += 3 + size;
-        }
+        *len += put_event_entry(at, sentinel_v1_Batch_events_tag, ev, true);
         return 0;
     }
     /* Tight on room: nanopb, which says exactly whether the event fits. */
@@ -897,22 +1151,159 @@ int sn_batch_append_event_record(const sn_event *ev, uint8_t *buf, size_t cap, s
     return 0;
 }
 
-/* Called once per events element while scanning: decodes it into a scratch event (checked like
- * decode_event_cb, kept nowhere) and counts it. */
-static bool scan_event_cb(pb_istream_t *s, const pb_field_t *f, void **arg)
+/* ---- events as groups in journal records ----------------------------------------------------
+ *
+ * A groups entry is written as: tag (1 byte), a length of SN_GROUP_LEN_ROOM bytes reserved
+ * while the group is open, the resource strings, then one EventGroup.events entry per event.
+ * Closing writes the length as a four-byte varint, in place. */
+
+#define SN_GROUP_LEN_ROOM    4u                      /* a group's content is below 2^28 bytes */
+#define SN_GROUP_CONTENT_MAX (((size_t)1 << 28) - 1) /* what four varint bytes hold */
+#define SN_GROUP_HEAD        (1u + SN_GROUP_LEN_ROOM + SN_GROUP_RESOURCE_MAX)
+
+void sn_batch_grouper_init(sn_batch_grouper *g)
 {
-    (void)f;
-    sn_record_sink *sink = *arg;
-    sentinel_v1_LlmEvent m = sentinel_v1_LlmEvent_init_zero;
-    if (!pb_decode(s, sentinel_v1_LlmEvent_fields, &m))
-        return false;
-    const char *why = event_from_pb(sink->events, &m);
-    if (why != NULL) {
-        sink->why = why;
-        PB_RETURN_ERROR(s, "invalid event");
+    memset(g, 0, sizeof *g);
+    g->start = SIZE_MAX;
+}
+
+size_t sn_batch_grouped_record_bound(size_t n)
+{
+    const size_t per = SN_RECORD_PER_EVENT + SN_GROUP_HEAD; /* each event in its own group */
+    if (n > SIZE_MAX / per)
+        return SIZE_MAX;
+    return n * per;
+}
+
+/* Whether the string s of a field of `size` bytes (at most size - 1 of them count, as put_str
+ * sends them) is the group's string gs of glen bytes: its bytes and, when shorter than the field
+ * allows, its NUL. */
+static bool same_str(const char *gs, size_t glen, const char *s, size_t size)
+{
+    return memcmp(gs, s, glen < size - 1 ? glen + 1 : glen) == 0;
+}
+
+/* Whether ev belongs to the open group. */
+static bool same_resource(const sn_batch_grouper *g, const sn_event *ev)
+{
+    return same_str(g->pod, g->len[3], ev->pod, sizeof ev->pod) &&
+           same_str(g->service, g->len[0], ev->service, sizeof ev->service) &&
+           same_str(g->region, g->len[1], ev->region, sizeof ev->region) &&
+           same_str(g->service_version, g->len[2], ev->service_version, sizeof ev->service_version);
+}
+
+/* Rewrites the group of one event that starts at buf[at] (its length not yet written) and ends
+ * at *len as one flat events entry: tag, length, the group's strings under the event's field
+ * numbers, the event's bytes. Everything moves left, so it fits in place. Returns 0 or -EINVAL
+ * (not a group of one event). */
+static int group_of_one_to_flat(uint8_t *buf, size_t at, size_t *len)
+{
+    const uint8_t *body = buf + at + 1 + SN_GROUP_LEN_ROOM, *end = buf + *len;
+    sn_cursor c = {body, end};
+    const uint8_t *ev = NULL;
+    size_t evlen = 0, slen = 0;
+    uint32_t field;
+    const uint8_t *v;
+    size_t vlen;
+    while (c.p < c.end) { /* the strings, then the event (as sn_batch_append_grouped_event wrote) */
+        if (!next_entry(&c, &field, &v, &vlen))
+            return -EINVAL;
+        if (field == sentinel_v1_EventGroup_events_tag) {
+            if (ev != NULL || c.p != c.end)
+                return -EINVAL;
+            ev = v;
+            evlen = vlen;
+        } else if (field >= 1 && field <= 4 && ev == NULL) {
+            slen = (size_t)(c.p - body);
+        } else {
+            return -EINVAL;
+        }
     }
-    sink->n++;
-    return true;
+    if (ev == NULL)
+        return -EINVAL;
+    uint8_t *p = buf + at;
+    *p++ = (uint8_t)((sentinel_v1_Batch_events_tag << 3) | PB_WT_STRING);
+    p = put_varint(p, slen + evlen); /* at most 3 bytes: it never passes body */
+    memmove(p, body, slen);
+    for (c = (sn_cursor){p, p + slen};
+         c.p < c.end;) { /* the group's field numbers -> the event's */
+        uint8_t *tag = (uint8_t *)c.p;
+        if (!next_entry(&c, &field, &v, &vlen))
+            return -EINVAL;
+        *tag = (uint8_t)((group_to_event_field[field] << 3) | PB_WT_STRING);
+    }
+    p += slen;
+    memmove(p, ev, evlen);
+    *len = (size_t)(p + evlen - buf);
+    return 0;
+}
+
+int sn_batch_grouper_close(sn_batch_grouper *g, uint8_t *buf, size_t *len)
+{
+    if (g == NULL || buf == NULL)
+        return -EINVAL;
+    if (g->start == SIZE_MAX)
+        return 0;
+    size_t body = g->start + 1 + SN_GROUP_LEN_ROOM;
+    if (*len < body)
+        return -EINVAL;
+    size_t content = *len - body;
+    if (g->events == 1) {
+        g->start = SIZE_MAX;
+        return group_of_one_to_flat(buf, body - 1 - SN_GROUP_LEN_ROOM, len);
+    }
+    /* The length as a varint of exactly four bytes (content <= SN_GROUP_CONTENT_MAX): a longer
+     * encoding than needed, which every protobuf reader takes (the aggregator's, protobuf-c and
+     * nanopb read up to five bytes), so the group's bytes need not move. */
+    uint8_t *lp = buf + g->start + 1;
+    lp[0] = (uint8_t)(0x80 | (content & 0x7f));
+    lp[1] = (uint8_t)(0x80 | ((content >> 7) & 0x7f));
+    lp[2] = (uint8_t)(0x80 | ((content >> 14) & 0x7f));
+    lp[3] = (uint8_t)((content >> 21) & 0x7f);
+    g->start = SIZE_MAX;
+    return 0;
+}
+
+int sn_batch_append_grouped_event(sn_batch_grouper *g, const sn_event *ev, uint8_t *buf, size_t cap,
+                                  size_t *len)
+{
+    if (g == NULL || ev == NULL || buf == NULL || *len > cap)
+        return -EINVAL;
+    bool join =
+        g->start != SIZE_MAX && same_resource(g, ev) &&
+        *len - (g->start + 1 + SN_GROUP_LEN_ROOM) <= SN_GROUP_CONTENT_MAX - SN_RECORD_PER_EVENT;
+    if (!join) {
+        if (cap - *len < SN_GROUP_HEAD + SN_RECORD_PER_EVENT)
+            return -ENOBUFS; /* checked first: *len untouched (closing only shrinks it) */
+        int rc = sn_batch_grouper_close(g, buf, len);
+        if (rc != 0)
+            return rc;
+        copy_str(g->service, sizeof g->service, ev->service, sizeof ev->service);
+        copy_str(g->region, sizeof g->region, ev->region, sizeof ev->region);
+        copy_str(g->service_version, sizeof g->service_version, ev->service_version,
+                 sizeof ev->service_version);
+        copy_str(g->pod, sizeof g->pod, ev->pod, sizeof ev->pod);
+        g->len[0] = (uint8_t)strlen(g->service); /* < SN_NAME_MAX: copy_str terminates */
+        g->len[1] = (uint8_t)strlen(g->region);
+        g->len[2] = (uint8_t)strlen(g->service_version);
+        g->len[3] = (uint8_t)strlen(g->pod);
+        g->start = *len;
+        g->events = 0;
+        uint8_t *p = buf + *len;
+        *p++ = (uint8_t)((sentinel_v1_Batch_groups_tag << 3) | PB_WT_STRING);
+        p += SN_GROUP_LEN_ROOM;
+        p = put_str(p, sentinel_v1_EventGroup_service_tag, g->service, sizeof g->service);
+        p = put_str(p, sentinel_v1_EventGroup_region_tag, g->region, sizeof g->region);
+        p = put_str(p, sentinel_v1_EventGroup_service_version_tag, g->service_version,
+                    sizeof g->service_version);
+        p = put_str(p, sentinel_v1_EventGroup_pod_tag, g->pod, sizeof g->pod);
+        *len = (size_t)(p - buf);
+    } else if (cap - *len < SN_RECORD_PER_EVENT) {
+        return -ENOBUFS;
+    }
+    *len += put_event_entry(buf + *len, sentinel_v1_EventGroup_events_tag, ev, false);
+    g->events++;
+    return 0;
 }
 
 /* Whether a set oneof real is one the aggregator accepts (finite and >= 0). */
@@ -972,10 +1363,12 @@ int sn_batch_scan_record(const uint8_t *buf, size_t len, size_t *n_events, size_
             set_err(err, errlen, "journal record: bad tag");
             return -EINVAL;
         }
-        if ((tag != sentinel_v1_Batch_events_tag && tag != sentinel_v1_Batch_aggregates_tag) ||
+        if ((tag != sentinel_v1_Batch_events_tag && tag != sentinel_v1_Batch_aggregates_tag &&
+             tag != sentinel_v1_Batch_groups_tag) ||
             wt != PB_WT_STRING) {
             if (err != NULL && errlen > 0)
-                snprintf(err, errlen, "journal record: field %u is not an event or an aggregate",
+                snprintf(err, errlen,
+                         "journal record: field %u is not an event, an aggregate or a group",
                          (unsigned)tag);
             return -EINVAL;
         }
@@ -985,10 +1378,12 @@ int sn_batch_scan_record(const uint8_t *buf, size_t len, size_t *n_events, size_
         }
     }
     sn_event scratch;
-    sn_record_sink sink = {&scratch, 1, 0, false, NULL, 0};
+    sn_record_sink sink = {&scratch, 1, 0, false, NULL, 0, true};
     sentinel_v1_Batch msg = sentinel_v1_Batch_init_zero;
-    msg.events.funcs.decode = scan_event_cb;
+    msg.events.funcs.decode = decode_event_cb;
     msg.events.arg = &sink;
+    msg.groups.funcs.decode = decode_group_cb;
+    msg.groups.arg = &sink;
     msg.aggregates.funcs.decode = scan_aggregate_cb;
     msg.aggregates.arg = &sink;
     is = pb_istream_from_buffer(buf, len);
@@ -1032,4 +1427,135 @@ int sn_batch_append_aggregate_record(const sn_aggregate *g, uint8_t *buf, size_t
         return -EIO;
     *len += os.bytes_written;
     return 0;
+}
+
+/* ---- a grouped request for an aggregator that does not read groups ------------------------ */
+
+int sn_batch_flatten_request(const uint8_t *req, size_t len, size_t max_message, uint8_t **out,
+                             size_t *out_len, char *err, size_t errlen)
+{
+    uint64_t compression = 0, declared = 0;
+    const uint8_t *payload = NULL;
+    size_t plen = 0;
+    uint8_t *plain = NULL, *flat = NULL, *res = NULL;
+    int rc = -EINVAL;
+    sn_cursor c = {req, req + len};
+    while (c.p < c.end) {
+        uint32_t tag;
+        if (!get_varint32(&c, &tag))
+            goto bad;
+        const uint8_t *val = c.p;
+        if ((tag >> 3) == sentinel_v1_IngestRequest_compression_tag && (tag & 7) == PB_WT_VARINT) {
+            if (!get_varint64(&c, &compression))
+                goto bad;
+        } else if ((tag >> 3) == sentinel_v1_IngestRequest_uncompressed_size_tag &&
+                   (tag & 7) == PB_WT_VARINT) {
+            if (!get_varint64(&c, &declared))
+                goto bad;
+        } else {
+            if (!skip_value(&c, tag & 7))
+                goto bad;
+            if ((tag >> 3) == sentinel_v1_IngestRequest_payload_tag && (tag & 7) == PB_WT_STRING) {
+                sn_cursor lc = {val, c.p};
+                uint32_t n;
+                if (!get_varint32(&lc, &n))
+                    goto bad;
+                payload = lc.p;
+                plen = n;
+            }
+        }
+    }
+    if (compression != sentinel_v1_Compression_COMPRESSION_NONE_GROUPS &&
+        compression != sentinel_v1_Compression_COMPRESSION_ZSTD_GROUPS) {
+        set_err(err, errlen, "batch: the request holds no groups");
+        return -ENOENT;
+    }
+    bool zstd = compression == sentinel_v1_Compression_COMPRESSION_ZSTD_GROUPS;
+    const uint8_t *batch = payload;
+    size_t blen = plen;
+    if (zstd) {
+        if (declared == 0 || declared > max_message) {
+            set_err(err, errlen, "batch: uncompressed_size missing or over the limit");
+            goto out;
+        }
+        plain = malloc((size_t)declared);
+        if (plain == NULL)
+            goto nomem;
+        size_t n = ZSTD_decompress(plain, (size_t)declared, payload != NULL ? payload : req, plen);
+        if (ZSTD_isError(n) || n != declared) {
+            set_err(err, errlen, "batch: the payload does not decompress to uncompressed_size");
+            goto out;
+        }
+        batch = plain;
+        blen = n;
+    }
+    /* The flat Batch: sized, then written. */
+    pb_ostream_t sz = PB_OSTREAM_SIZING;
+    if (blen > 0 && !write_batch_flat(&sz, batch, blen))
+        goto bad;
+    size_t flen = sz.bytes_written;
+    if (flen > max_message) {
+        set_err(err, errlen, "batch: the flat batch is over max_message_bytes");
+        rc = -EMSGSIZE;
+        goto out;
+    }
+    flat = malloc(flen > 0 ? flen : 1);
+    if (flat == NULL)
+        goto nomem;
+    pb_ostream_t os = pb_ostream_from_buffer(flat, flen);
+    if (flen > 0 && (!write_batch_flat(&os, batch, blen) || os.bytes_written != flen))
+        goto bad;
+    const uint8_t *pl = flat;
+    size_t pl_len = flen;
+    uint8_t *z = NULL;
+    if (zstd) {
+        size_t bound = ZSTD_compressBound(flen);
+        z = malloc(bound);
+        if (z == NULL)
+            goto nomem;
+        size_t zn = ZSTD_compress(z, bound, flat, flen, SN_BATCH_ZSTD_LEVEL_DEFAULT);
+        if (ZSTD_isError(zn)) {
+            free(z);
+            set_err(err, errlen, "batch: zstd failed");
+            rc = -EIO;
+            goto out;
+        }
+        pl = z;
+        pl_len = zn;
+    }
+    /* The envelope: compression, uncompressed_size, payload. */
+    res = malloc(pl_len + 32);
+    if (res == NULL) {
+        free(z);
+        goto nomem;
+    }
+    uint8_t *p = res;
+    if (zstd) {
+        p = put_tag(p, sentinel_v1_IngestRequest_compression_tag, PB_WT_VARINT);
+        p = put_varint(p, sentinel_v1_Compression_COMPRESSION_ZSTD);
+    }
+    p = put_tag(p, sentinel_v1_IngestRequest_uncompressed_size_tag, PB_WT_VARINT);
+    p = put_varint(p, flen);
+    p = put_tag(p, sentinel_v1_IngestRequest_payload_tag, PB_WT_STRING);
+    p = put_varint(p, pl_len);
+    memcpy(p, pl, pl_len);
+    p += pl_len;
+    free(z);
+    *out = res;
+    *out_len = (size_t)(p - res);
+    res = NULL;
+    rc = 0;
+    goto out;
+nomem:
+    set_err(err, errlen, "batch: out of memory");
+    rc = -ENOMEM;
+    goto out;
+bad:
+    set_err(err, errlen, "batch: malformed grouped request");
+    rc = -EINVAL;
+out:
+    free(res);
+    free(flat);
+    free(plain);
+    return rc;
 }

@@ -12,11 +12,17 @@
  *                                 concatenate: a record is a run of events entries).
  *   sn_batch_append_aggregate_record  one GenAI metric aggregate appended to a record (a
  *                                 Batch.aggregates entry, the bytes sn_batch_encode writes).
+ *   sn_batch_append_grouped_event events appended to a record as Batch.groups entries: one
+ *   sn_batch_grouper_close        EventGroup per run of events with the same resource strings
+ *                                 (service, region, service_version, pod), written once.
  *   sn_batch_scan_record          checks a record read back from disk; counts its events and
- *                                 aggregates (a record may hold both).
+ *                                 aggregates (a record may hold events, groups and aggregates).
  *
  * A sealed batch may take its events and aggregates as journal-record bytes (sn_batch.records):
- * they are copied into the Batch unchanged, so each is encoded once, when it is accepted.
+ * they are copied into the Batch unchanged, so each is encoded once, when it is accepted. Groups
+ * are copied unchanged only for an aggregator that reads them (sn_batch.groups; the Batch then
+ * goes with COMPRESSION_ZSTD_GROUPS / NONE_GROUPS); otherwise each group's events are written as
+ * flat events entries (tag, length, the group's four strings, the event's own bytes).
  *
  * Mapping (proto/sentinel/v1/sentinel.proto): every sn_event and sn_local_alert field has a
  * wire field of the same name. What the event does not know is absent on the wire, never 0:
@@ -62,6 +68,8 @@
 #define SN_BATCH_MAX_MESSAGE_DEFAULT       ((size_t)16 << 20) /* 16 MiB */
 #define SN_BATCH_MAX_MESSAGE_LIMIT         ((size_t)256 << 20)
 #define SN_BATCH_MAX_COUNT_LIMIT           1000000u /* max_events, max_alerts */
+/* IngestResponse.features bit: the aggregator reads Batch.groups (sentinel_v1_FEATURE_GROUPS). */
+#define SN_BATCH_FEATURE_GROUPS            1u
 #define SN_BATCH_ID_MAX                    129u /* sidecar_id bytes, NUL included (aggregator: 1..128) */
 
 typedef struct sn_batch_config {
@@ -95,6 +103,9 @@ typedef struct sn_batch {
     size_t records_len;
     size_t n_record_events;
     size_t n_record_aggregates;
+    /* Whether the aggregator reads groups (it announced FEATURE_GROUPS): the records' groups
+     * entries are then copied as they are; false writes each as flat events. */
+    bool groups;
     const sn_local_alert *alerts;
     size_t n_alerts;
     int64_t created_unix_nano; /* when the batch was sealed */
@@ -152,9 +163,44 @@ int sn_batch_encode_event_record(const sn_event *events, size_t n, uint8_t *buf,
  * -EIO on an encoder failure. Allocates nothing; thread-safe. */
 int sn_batch_append_event_record(const sn_event *ev, uint8_t *buf, size_t cap, size_t *len);
 
+/* The open group of a journal record being built (sn_batch_append_grouped_event). One per
+ * record; sn_batch_grouper_init before the first event. */
+typedef struct sn_batch_grouper {
+    size_t start;  /* offset of the open group's entry in the record; SIZE_MAX: none */
+    size_t events; /* events in the open group */
+    char service[SN_NAME_MAX];
+    char region[SN_SHORT_MAX];
+    char service_version[SN_SHORT_MAX];
+    char pod[SN_SHORT_MAX];
+    uint8_t len[4]; /* their lengths (service, region, service_version, pod) */
+} sn_batch_grouper;
+
+/* Starts with no open group. */
+void sn_batch_grouper_init(sn_batch_grouper *g);
+
+/* The most bytes n events appended with sn_batch_append_grouped_event can need (each in its own
+ * group: about 1 280 per event; real records are far smaller). */
+size_t sn_batch_grouped_record_bound(size_t n);
+
+/* Appends ev to the journal record being built in buf[*len..cap): to the open group when ev has
+ * its resource strings (service, region, service_version, pod), else the open group is closed
+ * and a new groups entry begins with ev's. The record is complete only after
+ * sn_batch_grouper_close. Returns 0 and advances *len; -ENOBUFS when
+ * sn_batch_grouped_record_bound(1) bytes are not free (*len untouched: grow buf, keeping its
+ * bytes, and call again); -EINVAL for NULL arguments. Allocates nothing; thread-safe. */
+int sn_batch_append_grouped_event(sn_batch_grouper *g, const sn_event *ev, uint8_t *buf, size_t cap,
+                                  size_t *len);
+
+/* Closes the open group, if any: writes its length (a four-byte varint, so nothing moves),
+ * or, when it holds one event, rewrites it as a flat events entry with the strings in the event
+ * (a group of one costs its reader more than the strings it saves). Returns 0, or -EINVAL for
+ * NULL arguments or a buffer that does not hold the group. */
+int sn_batch_grouper_close(sn_batch_grouper *g, uint8_t *buf, size_t *len);
+
 /* Checks a journal record read back from disk without keeping what it holds: every top-level
- * field is an events entry that decodes as an LlmEvent sn_batch_decode_event_record would accept
- * or an aggregates entry the aggregator would accept. Returns 0 and sets *n_events and
+ * field is an events entry that decodes as an LlmEvent sn_batch_decode_event_record would accept,
+ * a groups entry whose events do (and leave the resource strings to the group), or an
+ * aggregates entry the aggregator would accept. Returns 0 and sets *n_events and
  * *n_aggregates, or -EINVAL with a one-line reason in err (err may be NULL). Allocates nothing;
  * thread-safe. */
 int sn_batch_scan_record(const uint8_t *buf, size_t len, size_t *n_events, size_t *n_aggregates,
@@ -171,12 +217,24 @@ size_t sn_batch_aggregate_record_bound(size_t n);
  * an encoder failure. Allocates nothing; thread-safe. */
 int sn_batch_append_aggregate_record(const sn_aggregate *g, uint8_t *buf, size_t cap, size_t *len);
 
-/* Decodes a journal record into events[0..cap) (aggregates entries are skipped). Returns 0 and sets
+/* Decodes a journal record into events[0..cap) (aggregates entries are skipped; a group's events
+ * get its resource strings), in wire order. Returns 0 and sets
  * *n; every event is fully initialised (unknown facts as sn_event_init leaves them). -ENOBUFS when
  * the record holds more than cap events, -EINVAL when it is malformed (one-line reason in err; err
  * may be NULL). On error the contents of events[] are unspecified and *n is untouched. Allocates
  * nothing. */
 int sn_batch_decode_event_record(const uint8_t *buf, size_t len, sn_event *events, size_t cap,
                                  size_t *n, char *err, size_t errlen);
+
+/* Converts an IngestRequest whose Batch carries groups (compression NONE_GROUPS or ZSTD_GROUPS:
+ * what sn_batch_encode writes with sn_batch.groups) into the same batch with flat events, for an
+ * aggregator that refused it because it does not read groups (a downgrade): each group's events
+ * become events entries holding the group's strings; every other field is kept; zstd at the
+ * default level when the original was compressed. Returns 0 and sets *out (malloc'd, the caller
+ * frees) and *out_len; -ENOENT when the request holds no groups (nothing to convert); -EINVAL
+ * when malformed or its declared size is over max_message; -EMSGSIZE when the flat Batch would
+ * be over max_message; -ENOMEM; -EIO. A one-line reason in err. Thread-safe; allocates. */
+int sn_batch_flatten_request(const uint8_t *req, size_t len, size_t max_message, uint8_t **out,
+                             size_t *out_len, char *err, size_t errlen);
 
 #endif

@@ -94,8 +94,9 @@ typedef struct det_ident {
 typedef struct scratch {
     struct scratch *next; /* in the pool */
     size_t max_events;
-    uint8_t *rec; /* the journal record: one events entry per LLM event */
+    uint8_t *rec; /* the journal record: the LLM events as groups entries (one per resource run) */
     size_t rec_len, rec_cap;
+    sn_batch_grouper grouper; /* the record's open group */
     det_item *items;
     size_t n_items, items_cap;
     det_ident *idents;
@@ -137,6 +138,7 @@ typedef struct seal_job {
     size_t n_aggs; /* aggregates among its records */
     uint64_t sequence;
     uint64_t journal_gen; /* the generation its records are in; the append covers it */
+    bool groups;          /* the aggregator reads groups: the records' groups go as they are */
     /* Set by the sealer. */
     int rc;
     const uint8_t *out; /* the IngestRequest, in the encoder's buffer */
@@ -239,6 +241,13 @@ struct sn_pipeline {
 
     /* Shipping (loop thread). */
     bool in_flight;
+    /* The latest aggregator answer announced FEATURE_GROUPS: batches are sealed with groups
+     * (false until an answer says so, and after a downgrade). */
+    bool agg_groups;
+    /* The spool's oldest record converted to flat events after an aggregator that does not read
+     * groups refused it (malloc'd; sent instead of the record until it is popped). */
+    uint8_t *flat;
+    size_t flat_len;
     uint64_t ship_started; /* uv_hrtime() of the call in flight */
     bool waiting;          /* a backoff or retry-after timer runs */
     sn_backoff backoff;
@@ -489,6 +498,7 @@ static void seal_take(sn_pipeline *p, uint64_t journal_gen)
     p->n_aggs = 0;
     j->sequence = p->next_seq;
     j->journal_gen = journal_gen;
+    j->groups = p->agg_groups;
     p->open_len = 0;
     p->n_events = 0;
     p->n_alerts = 0;
@@ -506,6 +516,7 @@ static void seal_encode(sn_pipeline *p, seal_job *j)
         .records_len = j->records_len,
         .n_record_events = j->n_events,
         .n_record_aggregates = j->n_aggs,
+        .groups = j->groups,
         .alerts = j->alerts,
         .n_alerts = j->n_alerts,
         .created_unix_nano = now_ns(),
@@ -1026,17 +1037,62 @@ static void wait_then_ship(sn_pipeline *p, uint64_t delay_ms)
     uv_timer_start(&p->ship_timer, on_ship_timer, delay_ms, 0);
 }
 
+/* Remembers whether the aggregator's latest answer announced FEATURE_GROUPS (the next seal
+ * writes groups or flat events accordingly). */
+static void note_features(sn_pipeline *p, uint32_t features)
+{
+    bool groups = (features & SN_BATCH_FEATURE_GROUPS) != 0;
+    if (groups != p->agg_groups)
+        sn_log_info(groups ? "the aggregator reads event groups: sealing batches with groups"
+                           : "the aggregator does not read event groups: sealing flat events");
+    p->agg_groups = groups;
+}
+
+/* Drops the spool's oldest record (acknowledged, or refused for good) and its flat copy. */
+static void ship_pop(sn_pipeline *p)
+{
+    sn_spool_pop(p->d.spool);
+    free(p->flat);
+    p->flat = NULL;
+    p->flat_len = 0;
+}
+
+/* After an INVALID_ARGUMENT: when the spool's oldest record carries groups, the aggregator does
+ * not read them (a downgrade): converts the record to flat events (p->flat, sent instead of it)
+ * and seals flat from now on. Returns whether there is a flat copy to resend. */
+static bool flatten_head(sn_pipeline *p)
+{
+    const uint8_t *data;
+    size_t len;
+    if (sn_spool_peek(p->d.spool, &data, &len, NULL) != 0)
+        return false;
+    char err[256];
+    int rc = sn_batch_flatten_request(data, len, SN_BATCH_MAX_MESSAGE_LIMIT, &p->flat, &p->flat_len,
+                                      err, sizeof err);
+    if (rc == -ENOENT)
+        return false;
+    if (rc != 0) {
+        sn_log_error("cannot convert a grouped batch to flat events", SN_LOG_STR("error", err));
+        return false;
+    }
+    note_features(p, 0);
+    sn_log_warn("the aggregator refused a batch with event groups; resending it as flat events");
+    return true;
+}
+
 static void on_ship_done(sn_ship *ship, const sn_ship_result *r, void *ud)
 {
     (void)ship;
     sn_pipeline *p = ud;
     p->in_flight = false;
     sn_histogram_observe(p->ship_seconds, (double)(uv_hrtime() - p->ship_started) / 1e9);
+    if (r->outcome != SN_SHIP_FAILED)
+        note_features(p, r->features);
     switch (r->outcome) {
     case SN_SHIP_ACKED:
     case SN_SHIP_DUPLICATE:
         sn_counter_inc(p->shipped[r->outcome == SN_SHIP_ACKED ? SHIP_ACKED : SHIP_DUPLICATE]);
-        sn_spool_pop(p->d.spool);
+        ship_pop(p);
         sn_backoff_reset(&p->backoff);
         if (atomic_load(&p->spool_full) && seal_sync(p) == 0) {
             atomic_store(&p->spool_full, false);
@@ -1052,6 +1108,10 @@ static void on_ship_done(sn_ship *ship, const sn_ship_result *r, void *ud)
         break;
     default:
         sn_counter_inc(p->shipped[SHIP_FAILED]);
+        if (r->grpc_status == 3 /* INVALID_ARGUMENT */ && p->flat == NULL && flatten_head(p)) {
+            ship_kick(p); /* resent with flat events */
+            break;
+        }
         if (r->grpc_status == 3 /* INVALID_ARGUMENT */ ||
             (r->grpc_status == 8 /* RESOURCE_EXHAUSTED */ && r->retry_after_ms == 0)) {
             /* Refused for good: resending the same bytes can never succeed, and keeping the
@@ -1060,7 +1120,7 @@ static void on_ship_done(sn_ship *ship, const sn_ship_result *r, void *ud)
             sn_log_error("the aggregator refused a batch for good; dropping it from the spool",
                          SN_LOG_INT("grpc_status", r->grpc_status),
                          SN_LOG_STR("error", r->message));
-            sn_spool_pop(p->d.spool);
+            ship_pop(p);
             ship_kick(p);
             break;
         }
@@ -1094,6 +1154,10 @@ static void ship_kick(sn_pipeline *p)
         sn_log_error("cannot read the spool", SN_LOG_ERRNO(rc));
         wait_then_ship(p, sn_backoff_next(&p->backoff, &p->backoff_cfg, sn_backoff_random()));
         return;
+    }
+    if (p->flat != NULL) { /* the oldest record, converted to flat events (flatten_head) */
+        data = p->flat;
+        len = p->flat_len;
     }
     rc = sn_ship_send(p->d.ship, data, len, on_ship_done, p);
     if (rc != 0) {
@@ -1324,6 +1388,7 @@ static scratch *scratch_take(sn_pipeline *p)
     s->next = NULL;
     s->max_events = p->cfg.max_batch_events;
     s->rec_len = s->n_items = s->n_idents = 0;
+    sn_batch_grouper_init(&s->grouper);
     s->error = 0;
     return s;
 }
@@ -1437,18 +1502,19 @@ static int scratch_ident(scratch *s, const sn_event *ev, uint32_t *out)
     return 0;
 }
 
-/* The decoder's callback on the transport thread: one LLM event becomes an events entry of the
- * request's journal record and a det_item. Past max_events nothing is kept (the request is
- * refused as too large); a failure is kept in s->error and stops the collection. */
+/* The decoder's callback on the transport thread: one LLM event joins the request's journal
+ * record (in the group of its resource: a ResourceSpans gives one run; collect_done closes the
+ * last group) and becomes a det_item. Past max_events nothing is kept (the request is refused
+ * as too large); a failure is kept in s->error and stops the collection. */
 static void collect_event(const sn_event *ev, void *ud)
 {
     scratch *s = ud;
     if (s->error != 0 || s->n_items >= s->max_events)
         return;
-    size_t per = sn_batch_event_record_bound(1);
+    size_t per = sn_batch_grouped_record_bound(1);
     int rc = reserve_bytes(&s->rec, &s->rec_cap, s->rec_len + per);
     if (rc == 0)
-        rc = sn_batch_append_event_record(ev, s->rec, s->rec_cap, &s->rec_len);
+        rc = sn_batch_append_grouped_event(&s->grouper, ev, s->rec, s->rec_cap, &s->rec_len);
     if (rc == 0)
         rc = reserve_array((void **)&s->items, &s->items_cap, s->n_items + 1, sizeof *s->items);
     uint32_t ident = 0;
@@ -1470,6 +1536,16 @@ static void collect_event(const sn_event *ev, void *ud)
     it->input_tokens = ev->input_tokens;
     it->output_tokens = ev->output_tokens;
     it->total_tokens = ev->total_tokens;
+}
+
+/* Completes the journal record of a decoded request: closes its last group. */
+static void collect_done(scratch *s)
+{
+    if (s->error == 0) {
+        int rc = sn_batch_grouper_close(&s->grouper, s->rec, &s->rec_len);
+        if (rc != 0)
+            s->error = rc;
+    }
 }
 
 /* Answers a request holding n items (what names them) as too large when n is more than a batch
@@ -1502,6 +1578,7 @@ static void handle_traces(sn_pipeline *p, sn_pipeline_protocol protocol, sn_otlp
                                               sizeof err)
                  : sn_otlp_decode_traces(body, len, p->d.prices, collect_event, req, &st, err,
                                          sizeof err);
+    collect_done(req);
     if (rc != 0) {
         res->outcome = SN_OTLP_INVALID;
         snprintf(res->message, sizeof res->message, "%s", err);
@@ -1735,6 +1812,7 @@ static void free_pipeline(sn_pipeline *p)
     free(p->alerts);
     free(p->job.records);
     free(p->job.alerts);
+    free(p->flat);
     free(p);
 }
 

@@ -306,6 +306,7 @@ static void parse_result(const sn_ship_call *c, bool batch_ok, sn_ship_result *r
     if (!decode_response(c->response, &m, r))
         return;
     r->acknowledged_sequence = m.acknowledged_sequence;
+    r->features = m.features;
     switch (m.status) {
     case sentinel_v1_IngestStatus_INGEST_STATUS_OK:
         r->outcome = SN_SHIP_ACKED;
@@ -321,6 +322,7 @@ static void parse_result(const sn_ship_call *c, bool batch_ok, sn_ship_result *r
         break;
     }
     r->acknowledged_sequence = 0;
+    r->features = 0;
     snprintf(r->message, sizeof r->message, "IngestResponse with status %d", (int)m.status);
 }
 

@@ -64,6 +64,9 @@ typedef enum sn_ship_outcome {
 typedef struct sn_ship_result {
     sn_ship_outcome outcome;
     uint64_t acknowledged_sequence; /* from the response (0 when FAILED) */
+    /* IngestResponse.features: the sentinel_v1_Feature bits the aggregator reads (bit 1:
+     * Batch.groups); 0 when FAILED or from an aggregator older than the field. */
+    uint32_t features;
     /* With RETRY_AFTER: the aggregator's delay (may be 0). With FAILED: the delay of a
      * google.rpc.RetryInfo in the trailers (a busy aggregator's UNAVAILABLE), else 0. */
     uint32_t retry_after_ms;

@@ -9,7 +9,7 @@
  *   -> anomalies counted by the emit callback.
  *
  *   sentinel-bench-ingest [--quick] [--runs N] [--events N] [--scenario few|many|all]
- *                         [--memory] [--keys N]
+ *                         [--memory] [--keys N] [--flat]
  *
  * Scenarios: "few" is 3 services x 3 models (9 pairs, 72 baseline keys), "many" is 12 500
  * (service, model) pairs (100 000 baseline keys). Events are realistic LLM calls: log-normal
@@ -18,6 +18,12 @@
  * past its warm-up before timing. A ring of encoded requests (64; 1024 for "many") is replayed;
  * each replay shifts the decoded events' times by the ring's span (one addition per event) so time
  * keeps moving forward. The timed function is timed_batches (for callgrind's --toggle-collect).
+ *
+ * Each batch is built as the sidecar builds one: its events ordered by resource (service,
+ * region, service_version, pod; a stable sort, so times stay in order within a resource) and
+ * journaled as event groups (sn_batch_append_grouped_event), sealed with groups (COMPRESSION_
+ * ZSTD_GROUPS) -- or, with --flat, sealed as flat events (what an aggregator that does not
+ * announce groups gets): the A/B of docs/benchmarks.md, "Event groups".
  *
  * --memory: bytes per baseline key at 1 K, 100 K and 1 M keys (--keys N for one count): the
  * engine's own accounting and the process's RSS growth (/proc/self/statm) while the keys were
@@ -134,6 +140,32 @@ static void make_event(sn_event *ev, unsigned pair, unsigned models_per_service,
 }
 
 static unsigned long long emitted;
+static bool flat_batches; /* --flat: seal flat events instead of groups */
+
+/* Orders events by resource, then by their place in the batch (a stable sort). */
+typedef struct ordered {
+    const sn_event *ev;
+    unsigned i;
+} ordered;
+
+static bool same_resource(const sn_event *a, const sn_event *b)
+{
+    return strcmp(a->service, b->service) == 0 && strcmp(a->region, b->region) == 0 &&
+           strcmp(a->service_version, b->service_version) == 0 && strcmp(a->pod, b->pod) == 0;
+}
+
+static int cmp_resource(const void *a, const void *b)
+{
+    const ordered *x = a, *y = b;
+    int c = strcmp(x->ev->service, y->ev->service);
+    if (c == 0)
+        c = strcmp(x->ev->region, y->ev->region);
+    if (c == 0)
+        c = strcmp(x->ev->service_version, y->ev->service_version);
+    if (c == 0)
+        c = strcmp(x->ev->pod, y->ev->pod);
+    return c != 0 ? c : (x->i > y->i) - (x->i < y->i);
+}
 
 static void count(const sn_anomaly *an, void *ud)
 {
@@ -171,8 +203,9 @@ typedef struct scenario {
     request ring[RING_MAX];
     unsigned nring;
     size_t raw_bytes, zstd_bytes;
-    int64_t t0;   /* time of the ring's first event */
-    int64_t span; /* time the ring covers */
+    size_t groups; /* resource runs over the ring (groups when sealed with groups) */
+    int64_t t0;    /* time of the ring's first event */
+    int64_t span;  /* time the ring covers */
     int64_t shift;
 } scenario;
 
@@ -188,18 +221,37 @@ static void build_ring(scenario *s, int64_t t0, int64_t step)
     if (sn_batch_encoder_create(&bc, &enc, err, sizeof err) != 0)
         die(err);
     sn_event *evs = malloc(BATCH * sizeof *evs);
-    if (evs == NULL)
+    ordered *ord = malloc(BATCH * sizeof *ord);
+    size_t rec_cap = sn_batch_grouped_record_bound(BATCH);
+    uint8_t *rec = malloc(rec_cap);
+    if (evs == NULL || ord == NULL || rec == NULL)
         die("out of memory");
     int64_t t = t0;
     for (unsigned r = 0; r < s->nring; r++) {
         for (unsigned i = 0; i < BATCH; i++) {
             make_event(&evs[i], (unsigned)(next_u64() % s->pairs), s->models_per_service, t);
+            ord[i] = (ordered){&evs[i], i};
             t += step;
         }
+        /* The journal record of the batch, as the sidecar writes it: runs of one resource. */
+        qsort(ord, BATCH, sizeof *ord, cmp_resource);
+        sn_batch_grouper g;
+        sn_batch_grouper_init(&g);
+        size_t rec_len = 0;
+        for (unsigned i = 0; i < BATCH; i++) {
+            if (sn_batch_append_grouped_event(&g, ord[i].ev, rec, rec_cap, &rec_len) != 0)
+                die("cannot build a record");
+            if (i + 1 == BATCH || !same_resource(ord[i].ev, ord[i + 1].ev))
+                s->groups++; /* a run ends here */
+        }
+        if (sn_batch_grouper_close(&g, rec, &rec_len) != 0)
+            die("cannot close a record");
         sn_batch b = {.sidecar_id = "bench-pod/0123abcd",
                       .sequence = r + 1,
-                      .events = evs,
-                      .n_events = BATCH,
+                      .records = rec,
+                      .records_len = rec_len,
+                      .n_record_events = BATCH,
+                      .groups = !flat_batches,
                       .created_unix_nano = t};
         const uint8_t *out;
         size_t len, raw;
@@ -215,6 +267,8 @@ static void build_ring(scenario *s, int64_t t0, int64_t step)
     }
     s->t0 = t0;
     s->span = t - t0;
+    free(rec);
+    free(ord);
     free(evs);
     sn_batch_encoder_destroy(enc);
 }
@@ -307,10 +361,11 @@ static void throughput(scenario *s, unsigned runs, unsigned events)
     qsort(rate, runs, sizeof rate[0], cmp_double);
     printf("ingest %-5s pairs=%-6u keys=%-7llu runs=%u events/run=%u  median %.0f events/s per "
            "CPU-second (%.0f ns/event; min %.0f max %.0f)  anomalies %.3f%%  zstd %.1f B/event "
-           "(raw %.1f)\n",
+           "(raw %.1f)  %s, %.1f events per resource run\n",
            s->name, s->pairs, (unsigned long long)st.keys, runs, nb * BATCH, rate[runs / 2],
            1e9 / rate[runs / 2], rate[0], rate[runs - 1], 100.0 * (double)anomalies / (double)total,
-           (double)s->zstd_bytes / (s->nring * BATCH), (double)s->raw_bytes / (s->nring * BATCH));
+           (double)s->zstd_bytes / (s->nring * BATCH), (double)s->raw_bytes / (s->nring * BATCH),
+           flat_batches ? "flat" : "groups", (double)(s->nring * BATCH) / (double)s->groups);
 }
 
 /* Resident bytes of this process (/proc/self/statm), or 0 when unknown. */
@@ -368,6 +423,8 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) {
             quick = true;
+        } else if (strcmp(argv[i], "--flat") == 0) {
+            flat_batches = true;
         } else if (strcmp(argv[i], "--memory") == 0) {
             mem = true;
         } else if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc) {
@@ -381,7 +438,7 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr, "usage: sentinel-bench-ingest [--quick] [--runs N] [--events N] "
                             "[--scenario few|many|all] [--memory] "
-                            "[--keys N]\n");
+                            "[--keys N] [--flat]\n");
             return 2;
         }
     }

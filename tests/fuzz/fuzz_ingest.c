@@ -7,7 +7,9 @@
  * must be accepted or refused with a reason and a one-line message, without a sanitizer finding
  * or a leak, and never allocate for a payload larger than the limit (run-fuzzer.sh makes any
  * allocation over 256 MiB a finding). An accepted batch keeps the
- * service's promises: an id of 1..128 bytes, a sequence >= 1, counts within the limits, events
+ * service's promises: an id of 1..128 bytes, a sequence >= 1 (or 0 with alerts only: alerts
+ * ahead of their batch; found by the fuzzer on a seed with event groups), counts within the
+ * limits, events
  * and alerts with terminated strings, known enums, and no negative latency or count.
  */
 #include "fuzz_common.h"
@@ -36,7 +38,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     const sn_ingest_batch *b = &d.batch;
     size_t idlen = strnlen(b->sidecar_id, sizeof d.sidecar_id);
-    if (idlen == 0 || idlen > SN_SEQ_ID_MAX || b->sequence == 0 ||
+    /* Sequence 0 is a batch of local alerts ahead of their batch: alerts only. */
+    bool ahead_ok = b->nevents == 0 && b->naggregates == 0 && b->nalerts >= 1;
+    if (idlen == 0 || idlen > SN_SEQ_ID_MAX || (b->sequence == 0 && !ahead_ok) ||
         b->nevents > cfg.max_batch_events || b->nalerts > cfg.max_batch_alerts)
         abort();
     for (size_t i = 0; i < b->nevents; i++) {

@@ -1,8 +1,10 @@
 /*
  * seeds.c -- writes the binary seed corpora of the fuzz targets with the project's own
  * encoders, so the seeds follow the formats as they change: fuzz_seeds OUT_DIR writes
- *   OUT_DIR/batch_record/  journal records (sn_batch_encode_event_record) of 0, 1 and 3 events
- *   OUT_DIR/ingest/        IngestRequests (sn_batch_encode), zstd and uncompressed
+ *   OUT_DIR/batch_record/  journal records (sn_batch_encode_event_record) of 0, 1 and 3 events,
+ *                          and 3 events as event groups (sn_batch_append_grouped_event)
+ *   OUT_DIR/ingest/        IngestRequests (sn_batch_encode), zstd and uncompressed, with flat
+ *                          events and with event groups
  *   OUT_DIR/sketch/        serialized sketches: empty, small, two-sided, collapsed
  *   OUT_DIR/spool/         spool directories in fuzz_spool.c's input format, made by a real spool
  * Exits 0, or 1 with a message on stderr.
@@ -75,7 +77,19 @@ static void make_events(sn_event *ev, size_t n)
     }
 }
 
-/* Journal records of 0, 1 and 3 events. */
+/* Events 0..n) as a journal record of event groups (runs of one resource). Returns 0 or -1. */
+static int grouped_record(const sn_event *ev, size_t n, uint8_t *buf, size_t cap, size_t *len)
+{
+    sn_batch_grouper g;
+    sn_batch_grouper_init(&g);
+    *len = 0;
+    for (size_t i = 0; i < n; i++)
+        if (sn_batch_append_grouped_event(&g, &ev[i], buf, cap, len) != 0)
+            return -1;
+    return sn_batch_grouper_close(&g, buf, len) != 0 ? -1 : 0;
+}
+
+/* Journal records of 0, 1 and 3 events, and 3 events as groups. */
 static int batch_record_seeds(void)
 {
     sn_event ev[3];
@@ -91,14 +105,24 @@ static int batch_record_seeds(void)
         if (write_seed("batch_record", name, buf, len) != 0)
             return -1;
     }
+    size_t len = 0;
+    if (grouped_record(ev, 3, buf, sizeof buf, &len) != 0 ||
+        write_seed("batch_record", "groups-3.bin", buf, len) != 0)
+        return -1;
     return 0;
 }
 
-/* IngestRequests with events and an alert, zstd-compressed and not. */
+/* IngestRequests with events and an alert, zstd-compressed and not; the same with the events as
+ * event groups (two runs: the third event has another pod). */
 static int ingest_seeds(void)
 {
     sn_event ev[3];
     make_events(ev, 3);
+    snprintf(ev[2].pod, sizeof ev[2].pod, "chatbot-other");
+    static uint8_t rec[8192];
+    size_t rec_len = 0;
+    if (grouped_record(ev, 3, rec, sizeof rec, &rec_len) != 0)
+        return -1;
     sn_local_alert al;
     memset(&al, 0, sizeof al);
     snprintf(al.alert_id, sizeof al.alert_id, "6f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f");
@@ -124,24 +148,35 @@ static int ingest_seeds(void)
             fprintf(stderr, "fuzz_seeds: %s\n", err);
             return -1;
         }
-        sn_batch b = {.sidecar_id = "pod-a/0123abcd",
-                      .sequence = 7,
-                      .events = ev,
-                      .n_events = 3,
-                      .alerts = &al,
-                      .n_alerts = 1,
-                      .created_unix_nano = ev[2].end_unix_nano,
-                      .dropped_events = 2};
-        const uint8_t *out;
-        size_t len;
-        int rc = sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err);
-        if (rc == 0)
-            rc = write_seed("ingest", level ? "zstd.bin" : "none.bin", out, len);
-        else
-            fprintf(stderr, "fuzz_seeds: %s\n", err);
+        for (int grouped = 0; grouped <= 1; grouped++) {
+            sn_batch b = {.sidecar_id = "pod-a/0123abcd",
+                          .sequence = 7,
+                          .events = grouped ? NULL : ev,
+                          .n_events = grouped ? 0 : 3,
+                          .records = grouped ? rec : NULL,
+                          .records_len = grouped ? rec_len : 0,
+                          .n_record_events = grouped ? 3 : 0,
+                          .groups = grouped,
+                          .alerts = &al,
+                          .n_alerts = 1,
+                          .created_unix_nano = ev[2].end_unix_nano,
+                          .dropped_events = 2};
+            const uint8_t *out;
+            size_t len;
+            char name[32];
+            snprintf(name, sizeof name, "%s%s.bin", level ? "zstd" : "none",
+                     grouped ? "-groups" : "");
+            int rc = sn_batch_encode(enc, &b, &out, &len, NULL, err, sizeof err);
+            if (rc == 0)
+                rc = write_seed("ingest", name, out, len);
+            else
+                fprintf(stderr, "fuzz_seeds: %s\n", err);
+            if (rc != 0) {
+                sn_batch_encoder_destroy(enc);
+                return -1;
+            }
+        }
         sn_batch_encoder_destroy(enc);
-        if (rc != 0)
-            return -1;
     }
     return 0;
 }

@@ -135,6 +135,7 @@ int ingest_rpc_call(const char *target, const void *req, size_t len, int timeout
             out->status = resp->status;
             out->ack = resp->acknowledged_sequence;
             out->retry_after_ms = resp->retry_after_ms;
+            out->features = resp->features;
             snprintf(out->message, sizeof out->message, "%s", resp->message);
             sentinel__v1__ingest_response__free_unpacked(resp, NULL);
         }

@@ -20,6 +20,7 @@ typedef struct ingest_rpc_result {
     uint64_t ack;      /* acknowledged_sequence */
     uint32_t retry_after_ms;
     char message[256];
+    uint32_t features; /* IngestResponse.features */
 } ingest_rpc_result;
 
 /* The raw answer of one unary call. */

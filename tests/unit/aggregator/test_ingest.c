@@ -882,6 +882,126 @@ END_TEST
 /* ---------------------------------------------------------------- the pure decoder */
 
 /* sn_ingest_decode_request gives what apply would see, for plain and zstd requests, and owns it. */
+/* Batch.groups: each group's events take its resource strings, numbered with Batch.events in
+ * wire order; an event in a group that sets one of them is refused; every answer announces
+ * FEATURE_GROUPS; the *_GROUPS compressions are read like NONE and ZSTD. */
+START_TEST(groups_give_their_events_the_resource_strings)
+{
+    start_default();
+    batch_buf bb;
+    Sentinel__V1__Batch *b = small_batch(&bb, "pod-g/1", 1, 1); /* one flat event, "svc" */
+    Sentinel__V1__LlmEvent gev[3], *gevp[3];
+    for (int i = 0; i < 3; i++) {
+        sentinel__v1__llm_event__init(&gev[i]);
+        gev[i].model = i == 1 ? "claude" : "gpt-4o";
+        gevp[i] = &gev[i];
+    }
+    full_event(&gev[2]);
+    gev[2].service = gev[2].region = gev[2].service_version = gev[2].pod = ""; /* the group's */
+    Sentinel__V1__EventGroup g[2], *gp[2] = {&g[0], &g[1]};
+    for (int i = 0; i < 2; i++)
+        sentinel__v1__event_group__init(&g[i]);
+    g[0].service = "checkout";
+    g[0].region = "eu-west-1";
+    g[0].service_version = "2.0.1";
+    g[0].pod = "checkout-7d9f";
+    g[0].n_events = 2;
+    g[0].events = gevp;
+    g[1].service = "search"; /* region, version and pod empty */
+    g[1].n_events = 1;
+    g[1].events = gevp + 2;
+    b->n_groups = 2;
+    b->groups = gp;
+    for (int zstd = 0; zstd <= 1; zstd++) {
+        set_answer(0);
+        b->sequence = 1 + (uint64_t)zstd;
+        ingest_rpc_result r = send_batch(b, zstd);
+        assert_status(&r, ST_OK, b->sequence);
+        ck_assert_uint_eq(r.features & SENTINEL__V1__FEATURE__FEATURE_GROUPS, 1);
+        pthread_mutex_lock(&g_app.mu);
+        ck_assert_uint_eq(g_app.nevents, 4);
+        ck_assert_str_eq(g_app.events[0].service, "svc");
+        ck_assert_str_eq(g_app.events[0].region, "");
+        ck_assert_str_eq(g_app.events[1].service, "checkout");
+        ck_assert_str_eq(g_app.events[1].region, "eu-west-1");
+        ck_assert_str_eq(g_app.events[1].service_version, "2.0.1");
+        ck_assert_str_eq(g_app.events[1].pod, "checkout-7d9f");
+        ck_assert_str_eq(g_app.events[1].model, "gpt-4o");
+        ck_assert_str_eq(g_app.events[2].service, "checkout");
+        ck_assert_str_eq(g_app.events[2].pod, "checkout-7d9f");
+        ck_assert_str_eq(g_app.events[2].model, "claude");
+        ck_assert_str_eq(g_app.events[3].service, "search");
+        ck_assert_str_eq(g_app.events[3].pod, "");
+        ck_assert_str_eq(g_app.events[3].model, "gpt-4o");
+        ck_assert_int_eq(g_app.events[3].input_tokens, gev[2].input_tokens);
+        ck_assert_int_eq(memcmp(g_app.events[3].trace_id, trace_bytes, 16), 0);
+        pthread_mutex_unlock(&g_app.mu);
+    }
+
+    /* The *_GROUPS compressions: the same batch. */
+    size_t plen = sentinel__v1__batch__get_packed_size(b);
+    uint8_t *plain = malloc(plen);
+    b->sequence = 3;
+    plen = sentinel__v1__batch__pack(b, plain);
+    ingest_rpc_result r =
+        send_envelope(SENTINEL__V1__COMPRESSION__COMPRESSION_NONE_GROUPS, plen, plain, plen);
+    assert_status(&r, ST_OK, 3);
+    b->sequence = 4;
+    plen = sentinel__v1__batch__pack(b, plain);
+    size_t zcap = ZSTD_compressBound(plen);
+    uint8_t *z = malloc(zcap);
+    size_t zlen = ZSTD_compress(z, zcap, plain, plen, 1);
+    ck_assert(!ZSTD_isError(zlen));
+    r = send_envelope(SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD_GROUPS, plen, z, zlen);
+    assert_status(&r, ST_OK, 4);
+    pthread_mutex_lock(&g_app.mu);
+    ck_assert_uint_eq(g_app.nevents, 4);
+    ck_assert_str_eq(g_app.events[2].pod, "checkout-7d9f");
+    pthread_mutex_unlock(&g_app.mu);
+    free(z);
+    free(plain);
+
+    /* An event in a group that names its own pod: refused, by its index in the batch. */
+    gev[1].pod = "other-pod";
+    b->sequence = 5;
+    r = send_batch(b, true);
+    assert_refused(&r, GRPC_INVALID_ARGUMENT,
+                   "event 2: an event in a group must not set service, region, service_version "
+                   "or pod");
+    gev[1].pod = "";
+    b->sequence = 5;
+    r = send_batch(b, true);
+    assert_status(&r, ST_OK, 5);
+
+    /* A group whose strings come after its events (any order is valid): each event takes the
+     * group's last value of each string. Batch {1 id, 2 seq, 8 {5 ev, 1 "late", 5 ev, 4 "p"}}. */
+    uint8_t evb[64];
+    size_t evn = sentinel__v1__llm_event__pack(&gev[0], evb); /* model only */
+    ck_assert_uint_lt(evn, 60);
+    uint8_t raw[256], *q = raw;
+    *q++ = 0x0a, *q++ = 7, memcpy(q, "pod-g/1", 7), q += 7;
+    *q++ = 0x10, *q++ = 6;
+    uint8_t grp[200], *gq = grp;
+    *gq++ = 0x2a, *gq++ = (uint8_t)evn, memcpy(gq, evb, evn), gq += evn;
+    *gq++ = 0x0a, *gq++ = 5, memcpy(gq, "first", 5), gq += 5;
+    *gq++ = 0x0a, *gq++ = 4, memcpy(gq, "late", 4), gq += 4;
+    *gq++ = 0x2a, *gq++ = (uint8_t)evn, memcpy(gq, evb, evn), gq += evn;
+    *gq++ = 0x22, *gq++ = 1, *gq++ = 'p';
+    *q++ = 0x42, *q++ = (uint8_t)(gq - grp), memcpy(q, grp, (size_t)(gq - grp)), q += gq - grp;
+    r = send_envelope(SENTINEL__V1__COMPRESSION__COMPRESSION_NONE, (uint64_t)(q - raw), raw,
+                      (size_t)(q - raw));
+    assert_status(&r, ST_OK, 6);
+    pthread_mutex_lock(&g_app.mu);
+    ck_assert_uint_eq(g_app.nevents, 2);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_str_eq(g_app.events[i].service, "late");
+        ck_assert_str_eq(g_app.events[i].pod, "p");
+        ck_assert_str_eq(g_app.events[i].model, "gpt-4o");
+    }
+    pthread_mutex_unlock(&g_app.mu);
+}
+END_TEST
+
 START_TEST(decode_request_gives_the_batch_apply_sees)
 {
     sn_ingest_config cfg;
@@ -981,6 +1101,7 @@ static Suite *ingest_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, ok_converts_every_field);
+    tcase_add_test(tc, groups_give_their_events_the_resource_strings);
     tcase_add_test(tc, long_strings_are_truncated_at_utf8_boundaries);
     tcase_add_test(tc, replays_are_duplicates_and_new_ids_start_fresh);
     tcase_add_test(tc, alerts_ahead_leave_the_sequence_table_alone);

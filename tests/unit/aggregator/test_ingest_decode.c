@@ -26,7 +26,7 @@ static uint64_t next_u64(void)
 
 /* A Batch of n events (every field of the first ones set, fewer later) and two alerts,
  * serialized with protobuf-c into a malloc'ed buffer (*len bytes). */
-static uint8_t *base_batch(size_t n, size_t *len)
+static uint8_t *base_batch_of(size_t n, bool grouped, size_t *len)
 {
     static Sentinel__V1__LlmEvent ev[8];
     static Sentinel__V1__LlmEvent *evp[8];
@@ -101,6 +101,28 @@ static uint8_t *base_batch(size_t n, size_t *len)
     b.sequence = 42;
     b.n_events = n;
     b.events = evp;
+    /* Grouped: events 2.. in two groups (2..4 and 5..), which carry their resource strings. */
+    static Sentinel__V1__EventGroup g[2];
+    static Sentinel__V1__EventGroup *gp[2] = {&g[0], &g[1]};
+    if (grouped && n > 2) {
+        b.n_events = 2;
+        size_t split = n < 5 ? n : 5;
+        for (int k = 0; k < 2; k++) {
+            sentinel__v1__event_group__init(&g[k]);
+            g[k].service = k ? "svc-group-b" : "svc-group-a";
+            g[k].region = "eu-west-1";
+            g[k].service_version = k ? "" : "2.0.0";
+            g[k].pod = "pod-b";
+        }
+        g[0].events = evp + 2;
+        g[0].n_events = split - 2;
+        g[1].events = evp + split;
+        g[1].n_events = n - split;
+        for (size_t i = 2; i < n; i++)
+            ev[i].service = ev[i].region = ev[i].service_version = ev[i].pod = "";
+        b.n_groups = n > split ? 2 : 1;
+        b.groups = gp;
+    }
     b.n_alerts = 2;
     b.alerts = alp;
     b.created_unix_nano = INT64_C(1767225601000000000);
@@ -249,12 +271,34 @@ static void compare(const uint8_t *payload, size_t plen)
     ck_assert_msg(rc == 0 || why != SN_INGEST_REFUSED_MALFORMED,
                   "the reader refused a payload protobuf-c took: %s", err);
     /* the rules on protobuf-c's message */
+    /* Events in wire order: the flat ones, then the groups' (the base writes them so; a
+     * mutation that interleaves them would make the comparison below fail, loudly). */
+    size_t n_all = ref->n_events;
+    for (size_t k = 0; k < ref->n_groups; k++)
+        n_all += ref->groups[k]->n_events;
     bool valid = strlen(ref->sidecar_id) >= 1 && strlen(ref->sidecar_id) <= SN_SEQ_ID_MAX &&
-                 ref->sequence >= 1 && ref->n_events <= cfg.max_batch_events &&
+                 ref->sequence >= 1 && n_all <= cfg.max_batch_events &&
                  ref->n_alerts <= cfg.max_batch_alerts;
     static sn_event want[64];
     for (size_t i = 0; valid && i < ref->n_events && i < 64; i++)
         valid = ref_event(ref->events[i], &want[i]);
+    size_t w = ref->n_events;
+    for (size_t k = 0; valid && k < ref->n_groups; k++) {
+        const Sentinel__V1__EventGroup *g = ref->groups[k];
+        for (size_t i = 0; valid && i < g->n_events && w < 64; i++) {
+            Sentinel__V1__LlmEvent e = *g->events[i];
+            if (e.service[0] != '\0' || e.region[0] != '\0' || e.service_version[0] != '\0' ||
+                e.pod[0] != '\0') {
+                valid = false; /* an event in a group names its resource */
+                break;
+            }
+            e.service = g->service;
+            e.region = g->region;
+            e.service_version = g->service_version;
+            e.pod = g->pod;
+            valid = ref_event(&e, &want[w++]);
+        }
+    }
     if (valid && rc != 0 && strstr(err, "alert") != NULL)
         valid = false; /* an alert broke a rule: the alert conversion is shared, not re-derived */
     ck_assert_msg((rc == 0) == valid, "reader rc %d (%s), rules say %s", rc, err,
@@ -264,9 +308,9 @@ static void compare(const uint8_t *payload, size_t plen)
         ck_assert_uint_eq(d.batch.sequence, ref->sequence);
         ck_assert_int_eq(d.batch.created_unix_nano, ref->created_unix_nano);
         ck_assert_uint_eq(d.batch.dropped_events, ref->dropped_events);
-        ck_assert_uint_eq(d.batch.nevents, ref->n_events);
+        ck_assert_uint_eq(d.batch.nevents, n_all);
         ck_assert_uint_eq(d.batch.nalerts, ref->n_alerts);
-        for (size_t i = 0; i < ref->n_events; i++)
+        for (size_t i = 0; i < n_all; i++)
             same_event(&d.batch.events[i], &want[i]);
         sn_ingest_decoded_free(&d);
         n_ok++;
@@ -279,13 +323,15 @@ static void compare(const uint8_t *payload, size_t plen)
 
 START_TEST(valid_batches_decode_like_protobuf_c)
 {
-    for (size_t n = 0; n <= 7; n++) {
-        size_t len;
-        uint8_t *p = base_batch(n, &len);
-        n_ok = 0;
-        compare(p, len);
-        ck_assert_uint_eq(n_ok, 1);
-        free(p);
+    for (int grouped = 0; grouped <= 1; grouped++) {
+        for (size_t n = 0; n <= 7; n++) {
+            size_t len;
+            uint8_t *p = base_batch_of(n, grouped, &len);
+            n_ok = 0;
+            compare(p, len);
+            ck_assert_uint_eq(n_ok, 1);
+            free(p);
+        }
     }
 }
 END_TEST
@@ -318,10 +364,11 @@ START_TEST(protobuf_c_corners)
 }
 END_TEST
 
+/* Mutations of a flat batch (_i 0) and of one with event groups (_i 1). */
 START_TEST(mutated_batches_decode_like_protobuf_c)
 {
     size_t len;
-    uint8_t *base = base_batch(7, &len);
+    uint8_t *base = base_batch_of(7, _i == 1, &len);
     uint8_t *buf = malloc(len + 64);
     ck_assert_ptr_nonnull(buf);
     n_ok = n_malformed = n_rule = 0;
@@ -374,7 +421,7 @@ int main(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, valid_batches_decode_like_protobuf_c);
     tcase_add_test(tc, protobuf_c_corners);
-    tcase_add_test(tc, mutated_batches_decode_like_protobuf_c);
+    tcase_add_loop_test(tc, mutated_batches_decode_like_protobuf_c, 0, 2);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

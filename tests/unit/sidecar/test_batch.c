@@ -89,7 +89,8 @@ static Sentinel__V1__Batch *open_request(const uint8_t *req, size_t len, int wan
     uint8_t *plain = malloc(want_batch_len + 1);
     ck_assert_ptr_nonnull(plain);
     size_t plain_len;
-    if (want_compression == SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD) {
+    if (want_compression == SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD ||
+        want_compression == SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD_GROUPS) {
         /* One frame that records its content size. */
         ck_assert_uint_eq(ZSTD_getFrameContentSize(r->payload.data, r->payload.len),
                           want_batch_len);
@@ -1053,6 +1054,187 @@ START_TEST(sealing_journal_records_equals_encoding_the_events)
 }
 END_TEST
 
+/* Events of one resource, for the group tests: events 0..2 share one, 3 has another, 4 is back
+ * to the first (a new run, so a new group). */
+static void grouped_events(sn_event *ev, int n)
+{
+    for (int i = 0; i < n; i++) {
+        full_event(&ev[i], i + 1);
+        int res = i == 3 ? 2 : 1;
+        snprintf(ev[i].service, sizeof ev[i].service, "checkout-%d", res);
+        snprintf(ev[i].region, sizeof ev[i].region, "eu-west-%d", res);
+        snprintf(ev[i].service_version, sizeof ev[i].service_version, "2.0.%d", res);
+        snprintf(ev[i].pod, sizeof ev[i].pod, res == 2 ? "" : "checkout-7d9f"); /* may be empty */
+    }
+}
+
+START_TEST(grouped_records_seal_as_groups_or_as_the_same_flat_events)
+{
+    enum { NE = 5 };
+    sn_event ev[NE];
+    grouped_events(ev, NE);
+    size_t cap = sn_batch_grouped_record_bound(NE);
+    uint8_t *rec = malloc(cap);
+    size_t len = 0;
+    sn_batch_grouper g;
+    sn_batch_grouper_init(&g);
+    for (int i = 0; i < NE; i++)
+        ck_assert_int_eq(sn_batch_append_grouped_event(&g, &ev[i], rec, cap, &len), 0);
+    ck_assert_int_eq(sn_batch_grouper_close(&g, rec, &len), 0);
+    ck_assert_int_eq(sn_batch_grouper_close(&g, rec, &len), 0); /* nothing open: no-op */
+
+    /* Smaller than the flat record: the strings once per run. */
+    size_t flat_cap = sn_batch_event_record_bound(NE), flat_len = 0;
+    uint8_t *flat = malloc(flat_cap);
+    ck_assert_int_eq(sn_batch_encode_event_record(ev, NE, flat, flat_cap, &flat_len), 0);
+    ck_assert_uint_lt(len, flat_len);
+
+    /* protoc-c sees one group (the run of three) whose events carry no resource strings, and
+     * the runs of one event as flat events (a group of one is written flat). */
+    Sentinel__V1__Batch *pb = sentinel__v1__batch__unpack(NULL, len, rec);
+    ck_assert_ptr_nonnull(pb);
+    ck_assert_uint_eq(pb->n_groups, 1);
+    ck_assert_uint_eq(pb->groups[0]->n_events, 3);
+    ck_assert_str_eq(pb->groups[0]->service, "checkout-1");
+    ck_assert_str_eq(pb->groups[0]->pod, "checkout-7d9f");
+    ck_assert_str_eq(pb->groups[0]->events[1]->service, "");
+    ck_assert_str_eq(pb->groups[0]->events[1]->pod, "");
+    ck_assert_str_eq(pb->groups[0]->events[1]->model, ev[1].model);
+    ck_assert_uint_eq(pb->n_events, 2);
+    check_event(pb->events[0], &ev[3]);
+    check_event(pb->events[1], &ev[4]);
+    sentinel__v1__batch__free_unpacked(pb, NULL);
+
+    /* Decoded and scanned like flat events. */
+    sn_event back[NE];
+    size_t n = 0, n_aggs = 9;
+    char err[256];
+    ck_assert_int_eq(sn_batch_decode_event_record(rec, len, back, NE, &n, err, sizeof err), 0);
+    ck_assert_uint_eq(n, NE);
+    for (int i = 0; i < NE; i++)
+        check_same_event(&back[i], &ev[i]);
+    ck_assert_int_eq(sn_batch_decode_event_record(rec, len, back, NE - 1, &n, err, sizeof err),
+                     -ENOBUFS);
+    ck_assert_int_eq(sn_batch_scan_record(rec, len, &n, &n_aggs, err, sizeof err), 0);
+    ck_assert_uint_eq(n, NE);
+    ck_assert_uint_eq(n_aggs, 0);
+
+    /* Sealed for an aggregator that reads groups: copied, marked NONE_GROUPS / ZSTD_GROUPS. */
+    for (int level = 0; level <= 1; level++) {
+        sn_batch_encoder *enc = encoder(level, 100, SN_BATCH_MAX_MESSAGE_DEFAULT);
+        sn_batch b = {.sidecar_id = ID,
+                      .sequence = 4,
+                      .records = rec,
+                      .records_len = len,
+                      .n_record_events = NE,
+                      .groups = true,
+                      .created_unix_nano = 1700000001000000000};
+        const uint8_t *out;
+        size_t out_len, blen;
+        ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &out_len, &blen, err, sizeof err), 0);
+        pb = open_request(out, out_len,
+                          level == 0 ? SENTINEL__V1__COMPRESSION__COMPRESSION_NONE_GROUPS
+                                     : SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD_GROUPS,
+                          blen);
+        ck_assert_uint_eq(pb->n_groups, 1);
+        ck_assert_uint_eq(pb->n_events, 2);
+        sentinel__v1__batch__free_unpacked(pb, NULL);
+
+        /* A downgrade: the same request converted to flat events, which protoc-c reads with
+         * the group's strings in each event (fields out of order) -- every field as sent. */
+        uint8_t *conv = NULL;
+        size_t conv_len = 0;
+        ck_assert_int_eq(sn_batch_flatten_request(out, out_len, SN_BATCH_MAX_MESSAGE_DEFAULT, &conv,
+                                                  &conv_len, err, sizeof err),
+                         0);
+        Sentinel__V1__IngestRequest *r = sentinel__v1__ingest_request__unpack(NULL, conv_len, conv);
+        ck_assert_ptr_nonnull(r);
+        size_t conv_blen = r->uncompressed_size;
+        sentinel__v1__ingest_request__free_unpacked(r, NULL);
+        pb = open_request(conv, conv_len,
+                          level == 0 ? SENTINEL__V1__COMPRESSION__COMPRESSION_NONE
+                                     : SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD,
+                          conv_blen);
+        ck_assert_str_eq(pb->sidecar_id, ID);
+        ck_assert_uint_eq(pb->sequence, 4);
+        ck_assert_int_eq(pb->created_unix_nano, 1700000001000000000);
+        ck_assert_uint_eq(pb->n_groups, 0);
+        ck_assert_uint_eq(pb->n_events, NE);
+        for (int i = 0; i < NE; i++)
+            check_event(pb->events[i], &ev[i]);
+        sentinel__v1__batch__free_unpacked(pb, NULL);
+        /* A flat request has nothing to convert. */
+        uint8_t *none = NULL;
+        size_t none_len = 0;
+        ck_assert_int_eq(sn_batch_flatten_request(conv, conv_len, SN_BATCH_MAX_MESSAGE_DEFAULT,
+                                                  &none, &none_len, err, sizeof err),
+                         -ENOENT);
+        ck_assert_ptr_null(none);
+        free(conv);
+
+        /* Sealed for an aggregator that does not announce groups: the same bytes as the flat
+         * record's batch. */
+        b.groups = false;
+        ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &out_len, &blen, err, sizeof err), 0);
+        pb = open_request(out, out_len,
+                          level == 0 ? SENTINEL__V1__COMPRESSION__COMPRESSION_NONE
+                                     : SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD,
+                          blen);
+        ck_assert_uint_eq(pb->n_groups, 0);
+        ck_assert_uint_eq(pb->n_events, NE);
+        for (int i = 0; i < NE; i++)
+            check_event(pb->events[i], &ev[i]);
+        sentinel__v1__batch__free_unpacked(pb, NULL);
+        sn_batch_encoder_destroy(enc);
+    }
+
+    /* Too small a buffer: -ENOBUFS, the record untouched, the group still open. */
+    sn_batch_grouper_init(&g);
+    size_t small = 0;
+    ck_assert_int_eq(sn_batch_append_grouped_event(&g, &ev[0], rec, 10, &small), -ENOBUFS);
+    ck_assert_uint_eq(small, 0);
+    ck_assert_int_eq(sn_batch_append_grouped_event(NULL, &ev[0], rec, cap, &small), -EINVAL);
+    free(flat);
+    free(rec);
+}
+END_TEST
+
+START_TEST(an_event_in_a_group_may_not_name_its_resource)
+{
+    sn_event ev[2];
+    grouped_events(ev, 2);
+    size_t cap = sn_batch_grouped_record_bound(2);
+    uint8_t *rec = malloc(cap);
+    size_t len = 0;
+    sn_batch_grouper g;
+    sn_batch_grouper_init(&g);
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(sn_batch_append_grouped_event(&g, &ev[i], rec, cap, &len), 0);
+    ck_assert_int_eq(sn_batch_grouper_close(&g, rec, &len), 0);
+    /* A group holding an event that sets its own service (field 1). */
+    Sentinel__V1__Batch *pb = sentinel__v1__batch__unpack(NULL, len, rec);
+    ck_assert_ptr_nonnull(pb);
+    pb->groups[0]->events[1]->service = "intruder";
+    size_t blen = sentinel__v1__batch__get_packed_size(pb);
+    uint8_t *bad = malloc(blen);
+    sentinel__v1__batch__pack(pb, bad);
+    pb->groups[0]->events[1]->service = NULL; /* not ours to free */
+    sentinel__v1__batch__free_unpacked(pb, NULL);
+    size_t n = 0, n_aggs = 0;
+    char err[256];
+    ck_assert_int_eq(sn_batch_scan_record(bad, blen, &n, &n_aggs, err, sizeof err), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "must not set service, region, service_version or pod"));
+    sn_event back[2];
+    ck_assert_int_eq(sn_batch_decode_event_record(bad, blen, back, 2, &n, err, sizeof err),
+                     -EINVAL);
+    /* Truncated group records are refused, never read past. */
+    for (size_t cut = 1; cut < len; cut++)
+        ck_assert_int_eq(sn_batch_scan_record(rec, cut, &n, &n_aggs, NULL, 0), -EINVAL);
+    free(bad);
+    free(rec);
+}
+END_TEST
+
 START_TEST(scanning_a_record_counts_and_refuses_what_is_not_an_event)
 {
     sn_event ev[3];
@@ -1113,7 +1295,7 @@ START_TEST(scanning_a_record_counts_and_refuses_what_is_not_an_event)
     bm.sequence = 5;
     size_t plen = sentinel__v1__batch__pack(&bm, buf);
     ck_assert_int_eq(sn_batch_scan_record(buf, plen, &n, &na, err, sizeof err), -EINVAL);
-    ck_assert_str_eq(err, "journal record: field 2 is not an event or an aggregate");
+    ck_assert_str_eq(err, "journal record: field 2 is not an event, an aggregate or a group");
     bm.sequence = 0;
     bm.sidecar_id = "x/1";
     plen = sentinel__v1__batch__pack(&bm, buf);
@@ -1213,6 +1395,8 @@ static Suite *batch_suite(void)
     tcase_add_test(tc, sealing_journal_records_equals_encoding_the_events);
     tcase_add_test(tc, hand_encoded_events_are_nanopbs_bytes);
     tcase_add_test(tc, scanning_a_record_counts_and_refuses_what_is_not_an_event);
+    tcase_add_test(tc, grouped_records_seal_as_groups_or_as_the_same_flat_events);
+    tcase_add_test(tc, an_event_in_a_group_may_not_name_its_resource);
     suite_add_tcase(s, tc);
     return s;
 }
