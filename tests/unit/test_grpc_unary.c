@@ -420,6 +420,15 @@ static size_t budget_available(void *ud)
     return used < g_cap ? g_cap - used : 0;
 }
 
+/* The test server's configuration with the test budget: nothing used, the ceiling at cap. */
+static void budget_config(sn_grpc_unary_config *cfg, sn_grpc_unary_handler h, void *ud)
+{
+    base_config(cfg, h, ud);
+    cfg->budget = (sn_grpc_budget){budget_reserve, budget_release, budget_available, NULL, g_cap};
+    atomic_store(&g_used, 0);
+    atomic_store(&g_ceiling, g_cap);
+}
+
 /* Waits (up to 2 s) until the budget's use is back to `want`: a call's reservation is released
  * when gRPC reports its answer sent, just after the client has it. */
 static void wait_used(size_t want)
@@ -437,10 +446,7 @@ static void wait_used(size_t want)
 START_TEST(memory_budget_refuses_before_reading_and_bounds_decompression)
 {
     sn_grpc_unary_config cfg;
-    base_config(&cfg, handler, &g_seen);
-    cfg.budget = (sn_grpc_budget){budget_reserve, budget_release, budget_available, NULL, g_cap};
-    atomic_store(&g_used, 0);
-    atomic_store(&g_ceiling, g_cap);
+    budget_config(&cfg, handler, &g_seen);
     start_config(&cfg);
 
     size_t n = 100 * 1024;
@@ -522,12 +528,9 @@ START_TEST(max_calls_is_judged_before_the_budget_once)
     pthread_mutex_init(&g_def.mu, NULL);
     pthread_cond_init(&g_def.cv, NULL);
     sn_grpc_unary_config cfg;
-    base_config(&cfg, deferring_handler, &g_def);
+    budget_config(&cfg, deferring_handler, &g_def);
     cfg.allow_deferred = true;
     cfg.max_calls = 1;
-    cfg.budget = (sn_grpc_budget){budget_reserve, budget_release, budget_available, NULL, g_cap};
-    atomic_store(&g_used, 0);
-    atomic_store(&g_ceiling, g_cap);
     atomic_store(&g_reserves, 0);
     start_config(&cfg);
 
@@ -586,10 +589,7 @@ END_TEST
 START_TEST(an_estimate_above_a_lowered_ceiling_refuses_nothing_for_good)
 {
     sn_grpc_unary_config cfg;
-    base_config(&cfg, handler, &g_seen);
-    cfg.budget = (sn_grpc_budget){budget_reserve, budget_release, budget_available, NULL, g_cap};
-    atomic_store(&g_used, 0);
-    atomic_store(&g_ceiling, g_cap);
+    budget_config(&cfg, handler, &g_seen);
     start_config(&cfg);
 
     uint8_t *body = calloc(1, 300 * 1024);
