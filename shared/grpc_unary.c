@@ -152,7 +152,6 @@ struct sn_grpc_unary {
     _Atomic uint64_t st_bytes_in;
     _Atomic uint64_t st_bytes_out;
     _Atomic uint64_t st_busy;
-    _Atomic uint64_t st_gate;
     _Atomic uint64_t st_budget;
     _Atomic uint64_t st_too_large;
     _Atomic uint64_t st_bad_encoding;
@@ -771,6 +770,29 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* CQ thread: reserves gRPC's buffers for a new call's message before it is read (twice the
+ * estimate: the message and its read chunks' slack) and sets c->reserved. The estimate comes
+ * from earlier messages and may exceed what one request may take now (the budget's largest
+ * request can fall below it), so a "too large" answer here says nothing about this call: the
+ * estimate is halved (down to SN_BUF_MIN) until it fits, and only the message's real size
+ * (reserve_message) can refuse the call for good. Returns 0, or -EAGAIN when even the least
+ * estimate does not fit now (refused for now: UNAVAILABLE + RetryInfo). */
+static int reserve_estimate(sn_grpc_unary *s, sn_grpc_call *c)
+{
+    size_t est = atomic_load(&s->msg_estimate);
+    for (;;) {
+        int rc = s->cfg.budget.reserve(s->cfg.budget.ud, 2 * est, 0);
+        if (rc == 0) {
+            c->reserved = 2 * est;
+            return 0;
+        }
+        if (rc != -E2BIG || est <= SN_BUF_MIN)
+            return -EAGAIN;
+        est = est / 2 > SN_BUF_MIN ? est / 2 : SN_BUF_MIN;
+        atomic_store(&s->msg_estimate, est); /* the next calls start below the ceiling */
+    }
+}
+
 /* CQ thread: a new call arrived. Unknown methods are answered UNIMPLEMENTED; calls over
  * max_calls are refused; the rest start reading their message. */
 static void on_new_call(sn_grpc_unary *s, sn_grpc_call *c)
@@ -783,9 +805,9 @@ static void on_new_call(sn_grpc_unary *s, sn_grpc_call *c)
         }
     }
     /* One admission decision, in this order: a known method, a max_calls slot, then memory --
-     * the budget's reservation (which also refuses while over its resident-set threshold), or
-     * the admit gate when there is no budget. A call refused for max_calls takes no budget; one
-     * refused for memory gives its slot back at once. */
+     * the budget's reservation (which also refuses while over its resident-set threshold). A
+     * call refused for max_calls takes no budget; one refused for memory gives its slot back at
+     * once. */
     pthread_mutex_lock(&s->mu);
     s->waiting--;
     s->live++;
@@ -806,31 +828,13 @@ static void on_new_call(sn_grpc_unary *s, sn_grpc_call *c)
         answer_busy(s, c);
         return;
     }
-    int brc = 0;
-    if (s->cfg.budget.reserve != NULL) {
-        /* gRPC's buffers for a message being read: the message and its read chunks' slack. */
-        size_t est = 2 * atomic_load(&s->msg_estimate);
-        brc = s->cfg.budget.reserve(s->cfg.budget.ud, est, 0);
-        if (brc == 0)
-            c->reserved = est;
-    } else if (s->cfg.admit != NULL && !s->cfg.admit(s->cfg.admit_ud)) {
-        brc = -EPERM;
-    }
-    if (brc != 0) {
+    if (s->cfg.budget.reserve != NULL && reserve_estimate(s, c) != 0) {
         /* Before the message is read: the refusal costs no request buffer. */
         pthread_mutex_lock(&s->mu);
         s->admitted--;
         c->admitted = false;
         pthread_mutex_unlock(&s->mu);
-        if (brc == -E2BIG) {
-            answer_too_big(s, c);
-        } else if (brc == -EPERM) {
-            atomic_fetch_add(&s->st_gate, 1);
-            answer(s, c, GRPC_STATUS_UNAVAILABLE, "receiver over its memory limit; retry later",
-                   (int64_t)s->cfg.busy_retry_ms, NULL, 0);
-        } else {
-            answer_budget(s, c);
-        }
+        answer_budget(s, c);
         return;
     }
     c->method = (unsigned)method;
@@ -1037,11 +1041,6 @@ static int check_config(sn_grpc_unary_config *cfg, char *err, size_t errlen)
     if (cfg->budget.reserve != NULL &&
         (cfg->budget.release == NULL || cfg->budget.available == NULL)) {
         snprintf(err, errlen, "%s: a memory budget needs reserve, release and available", name);
-        return -EINVAL;
-    }
-    if (cfg->budget.reserve != NULL && cfg->admit != NULL) {
-        snprintf(err, errlen, "%s: a memory budget decides admission: set it or admit, not both",
-                 name);
         return -EINVAL;
     }
     return 0;
@@ -1289,7 +1288,6 @@ void sn_grpc_unary_stats_get(const sn_grpc_unary *s, sn_grpc_unary_stats *out)
     for (unsigned i = 0; i < SN_GRPC_CODE_COUNT; i++)
         out->answers[i] = atomic_load(&m->st_answers[i]);
     out->refused_busy = atomic_load(&m->st_busy);
-    out->refused_gate = atomic_load(&m->st_gate);
     out->refused_budget = atomic_load(&m->st_budget);
     out->refused_too_large = atomic_load(&m->st_too_large);
     out->refused_bad_encoding = atomic_load(&m->st_bad_encoding);

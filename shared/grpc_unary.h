@@ -81,13 +81,6 @@ typedef struct sn_grpc_reply {
     bool deferred;
 } sn_grpc_reply;
 
-/* Called on the completion-queue thread for every new call that got a max_calls slot, before
- * its message is read: false refuses the call at once with UNAVAILABLE + RetryInfo
- * (busy_retry_ms), e.g. while the process is over a memory limit. For servers without a memory
- * budget (with one, the budget's reservation is the admission decision). Must be fast and
- * thread-safe. */
-typedef bool (*sn_grpc_unary_admit)(void *ud);
-
 /* An optional memory budget shared with other transports (the sidecar's sidecar/memguard.h).
  * reserve(ud, more, held): may a call that holds `held` bytes hold `more` besides? 0 reserves
  * them; -EAGAIN refuses the call for now (UNAVAILABLE + RetryInfo, nothing kept); -E2BIG refuses
@@ -131,13 +124,13 @@ typedef struct sn_grpc_unary_config {
     bool allow_deferred;           /* handlers may answer later (sn_grpc_reply.later) */
     sn_grpc_unary_handler handler; /* required */
     void *handler_ud;
-    sn_grpc_unary_admit admit; /* optional gate for new calls; not with a budget (-EINVAL) */
-    void *admit_ud;
     /* Optional (reserve NULL: none). A new call that got a max_calls slot reserves twice an
      * estimate of its message (the largest recent message, decaying, at least 64 KiB: gRPC's
      * buffers while it reads) before the message is read -- the one admission decision: a call
      * refused for max_calls takes no budget, one refused here gives its slot back -- and is
-     * refused when that does not fit; when the message has
+     * refused for now when that does not fit (an estimate answered -E2BIG is halved and tried
+     * again, down to 64 KiB: only a message's real size is ever refused as too large); when
+     * the message has
      * arrived, three times its length (gRPC's buffers and our copy, later the decoded data); a
      * compressed one also its output, charged as the output buffer grows (so decompression
      * stops where the budget ends), plus half of it for decoding. Released when the call is
@@ -151,7 +144,6 @@ typedef struct sn_grpc_unary_stats {
     uint64_t requests[SN_GRPC_UNARY_MAX_METHODS]; /* handed to the handler, by method */
     uint64_t answers[SN_GRPC_CODE_COUNT];         /* handler answers by status code */
     uint64_t refused_busy;                        /* UNAVAILABLE: over max_calls / queued bytes */
-    uint64_t refused_gate;                        /* UNAVAILABLE: refused by cfg.admit */
     uint64_t refused_budget;                      /* UNAVAILABLE: over cfg.budget */
     uint64_t refused_too_large;                   /* RESOURCE_EXHAUSTED after decompression */
     uint64_t refused_bad_encoding;                /* undecodable compressed message */

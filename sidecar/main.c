@@ -251,7 +251,6 @@ typedef struct sidecar {
     sn_grpc_server *grpc;
     sn_http_server *http;
     sn_memguard *memguard;
-    void *http_ud; /* the pipeline's handler data for OTLP/HTTP */
     bool shutting_down;
 } sidecar;
 
@@ -265,21 +264,6 @@ static size_t scratch_kept(void *ud)
 static void scratch_reclaim(void *ud)
 {
     sn_pipeline_scratch_reclaim(ud);
-}
-
-/* The OTLP/HTTP handler: a retryable refusal while over limits.memory (the body is bounded by
- * otlp.max_inflight_bytes over all connections), else the pipeline's handler. */
-static void http_handler(sn_otlp_signal signal, sn_otlp_encoding encoding, const uint8_t *body,
-                         size_t len, sn_otlp_result *res, void *ud)
-{
-    sidecar *sc = ud;
-    if (sc->memguard != NULL && !sn_memguard_admit(sc->memguard, SN_MEMGUARD_HTTP)) {
-        res->outcome = SN_OTLP_RETRY;
-        res->retry_after_ms = 1000;
-        snprintf(res->message, sizeof res->message, "sidecar over its memory limit; retry later");
-        return;
-    }
-    sn_pipeline_otlp_handler(signal, encoding, body, len, res, sc->http_ud);
 }
 
 /* /readyz: not ready while over limits.memory, else the pipeline's readiness. */
@@ -542,14 +526,16 @@ static int start(sidecar *sc)
     }
     if (s->otlp_http.host[0] != '\0') {
         sn_config_format_address(&s->otlp_http, addr, sizeof addr);
-        sc->http_ud = sn_pipeline_handler_ud(sc->pipeline, SN_PIPELINE_HTTP);
         sn_http_server_config hc = {
             .listen = addr,
             .max_body_bytes = (size_t)s->max_message_bytes,
             .max_connections = (unsigned)s->max_requests,
             .max_buffered_bytes = (size_t)s->max_inflight_bytes,
-            .handler = http_handler,
-            .handler_ud = sc,
+            /* One admission decision per request, as for gRPC: the body's reservation (which
+             * also refuses while over the resident-set threshold). An empty body reserves
+             * nothing and holds no memory: it is answered whatever the limit. */
+            .handler = sn_pipeline_otlp_handler,
+            .handler_ud = sn_pipeline_handler_ud(sc->pipeline, SN_PIPELINE_HTTP),
             .budget = {sn_memguard_reserve_http, sn_memguard_release_cb, sc->memguard},
         };
         if ((rc = sn_http_server_create(&hc, &sc->http, err, sizeof err)) != 0 ||

@@ -110,12 +110,12 @@ static bool trim(sn_memguard *g, uint64_t *rss, uint64_t *anon)
  * scratch and malloc arenas, batches): its maximum, decaying by 1/16 per check, never below the
  * baseline; and shrinks the budget by what it grew since the start. With nothing reserved, the
  * resident set less the kept memory (which a reclaim frees) is what no request can use (the
- * floor: the lowest such reading of the last 4 s, so memory that stays only for a while -- a
- * shipping backlog, batches being sealed -- does not make requests too large); the largest
- * request is the budget less the floor's growth (but at least a quarter of the budget: with
- * less, memory is short for every request, which is "not now"), and the budget of the moment
- * never exceeds it,
- * so "too large" and "not now" are judged against the same memory. `kept` is the holders' kept
+ * floor: the lowest such reading of the last 4 s, the baseline when there was none, so memory
+ * that stays only for a while -- a shipping backlog, batches being sealed -- does not make
+ * requests too large); the largest request is the budget less the floor's growth (but at least
+ * a quarter of the budget: with less, memory is short for every request, which is "not now"),
+ * and the budget of the moment never exceeds it, so "too large" and "not now" are judged
+ * against the same memory. `kept` is the holders' kept
  * memory now; `trimmed`: the heap has not grown since the last trim (freed request buffers that
  * the next trim gives back are no floor -- a floor too high would refuse requests for good). */
 static void update_budget(sn_memguard *g, uint64_t rss, uint64_t kept, bool trimmed, uint64_t ms)
@@ -146,11 +146,14 @@ static void update_budget(sn_memguard *g, uint64_t rss, uint64_t kept, bool trim
         if (sample < *m)
             *m = sample;
         g->floor_sample = sample;
-        uint64_t f = UINT64_MAX;
-        for (unsigned i = 0; i < SN_MEMGUARD_FLOOR_SLOTS; i++)
-            f = g->floor_min[i] < f ? g->floor_min[i] : f;
-        g->floor = f;
     }
+    /* The lowest sample still in the window; none (continuous traffic leaves no moment with
+     * nothing reserved): the baseline -- a floor nobody measured must not refuse requests for
+     * good, and memory that is really held keeps `unaccounted` (so budget_now) down: "not now". */
+    uint64_t f = UINT64_MAX;
+    for (unsigned i = 0; i < SN_MEMGUARD_FLOOR_SLOTS; i++)
+        f = g->floor_min[i] < f ? g->floor_min[i] : f;
+    g->floor = f != UINT64_MAX ? f : g->baseline;
     uint64_t c = g->limit > g->floor + g->margin ? g->limit - g->floor - g->margin : 0;
     if (c > g->budget)
         c = g->budget;
@@ -407,17 +410,6 @@ out_free:
     return rc;
 }
 
-bool sn_memguard_admit(sn_memguard *g, sn_memguard_protocol protocol)
-{
-    wake(g);
-    if (atomic_load(&g->over)) {
-        sn_counter_inc(g->refused[protocol]);
-        return false;
-    }
-    atomic_fetch_add(&g->admitted, 1);
-    return true;
-}
-
 int sn_memguard_reserve(sn_memguard *g, sn_memguard_protocol protocol, size_t more, size_t held)
 {
     int rc = -EAGAIN;
@@ -440,9 +432,13 @@ int sn_memguard_reserve(sn_memguard *g, sn_memguard_protocol protocol, size_t mo
     uint64_t before = atomic_fetch_add(&g->reserved, (uint64_t)more);
     if (g->limit > 0 && before + more > atomic_load(&g->budget_now)) {
         atomic_fetch_sub(&g->reserved, (uint64_t)more);
-        /* It fits the ceiling: a retry fits once the requests in flight are answered and
-         * the kept memory is freed (the next trim decision reclaims and trims). */
-        atomic_store(&g->want_reclaim, true);
+        /* It fits the ceiling: a retry fits once the requests in flight are answered or the
+         * memory outside the reservations shrinks. Only in the second case -- it would fit
+         * now beside the others' reservations if that memory were back at the floor -- does
+         * freeing the kept memory help (the next trim decision reclaims and trims); a refusal
+         * because others hold the budget asks for nothing. */
+        if (before + more <= ceiling)
+            atomic_store(&g->want_reclaim, true);
         goto refuse;
     }
     if (held == 0)

@@ -5,17 +5,19 @@
  * parsing of /proc/self/status) every `interval_ms` (20 ms) while there is traffic; once a check
  * finds nothing to follow (no request since the previous one, nothing reserved, under the
  * threshold, no trim pending), the next waits twice as long, up to SN_MEMGUARD_IDLE_INTERVAL
- * (1 s), and the first request after that (sn_memguard_admit or sn_memguard_reserve, any
- * thread) wakes the timer through a uv_async for a check at once. While it is at or above
- * `refuse_percent` of the limit, sn_memguard_admit answers false and the transports refuse new
- * requests with a retryable status (gRPC UNAVAILABLE + RetryInfo, HTTP 503 + Retry-After) until the
- * resident set is back under; the rest of the limit is headroom for the requests already admitted,
- * which the transports and the pipeline bound by themselves (otlp.max_inflight_bytes per stage).
+ * (1 s), and the first request after that (sn_memguard_reserve, any thread) wakes the timer
+ * through a uv_async for a check at once. While it is at or above `refuse_percent` of the
+ * limit, every reservation is refused for now and the transports refuse new requests (and
+ * requests that grow) with a retryable status (gRPC UNAVAILABLE + RetryInfo, HTTP 503 +
+ * Retry-After) until the resident set is back under; the rest of the limit is headroom for the
+ * requests already admitted, which the transports and the pipeline bound by themselves
+ * (otlp.max_inflight_bytes per stage).
  *
  * Giving memory back: while over, after a reservation was refused for now, and once after a
  * burst when no request arrived for 100 ms, the timer calls malloc_trim(0) (so freed request
  * buffers leave the process instead of staying in malloc's arenas); while over and after a
- * refusal it first has the kept memory freed (config.reclaim); at most once per 100 ms, and the
+ * refusal that freeing it can help (below) it first has the kept memory freed
+ * (config.reclaim); at most once per 100 ms, and the
  * idle trim only when the anonymous memory grew by more than 1 MiB since the last trim.
  *
  * Besides the resident set, the guard keeps a request budget (below) that the transports reserve
@@ -30,8 +32,8 @@
  * sentinel_sidecar_memory_kept_bytes (config.kept). See
  * docs/sidecar.md, "Memory".
  *
- * Threads: create, the timer and close on the loop thread; sn_memguard_admit, sn_memguard_over,
- * sn_memguard_reserve and sn_memguard_release from any thread (atomics only).
+ * Threads: create, the timer and close on the loop thread; sn_memguard_over, sn_memguard_reserve
+ * and sn_memguard_release from any thread (atomics only).
  */
 #ifndef SN_SIDECAR_MEMGUARD_H
 #define SN_SIDECAR_MEMGUARD_H
@@ -75,10 +77,6 @@ typedef struct sn_memguard_config {
 int sn_memguard_create(const sn_memguard_config *cfg, uv_loop_t *loop, sn_memguard **out, char *err,
                        size_t errlen);
 
-/* True when a new request may be taken; false (and counted for `protocol`) while the resident
- * set is over the refusal threshold. Any thread. */
-bool sn_memguard_admit(sn_memguard *g, sn_memguard_protocol protocol);
-
 /* The request budget: what the transports may hold for requests at once. At create the guard
  * reads the resident set (the baseline: libraries, threads, the pipeline's tables); then
  *
@@ -93,9 +91,12 @@ bool sn_memguard_admit(sn_memguard *g, sn_memguard_protocol protocol);
  *
  * "Too large" and "not now" are judged against the same memory. The kept memory (config.kept:
  * scratch grown by earlier requests, and malloc's free arenas) is given back on demand: a
- * reservation refused for now asks for a reclaim and a malloc_trim at the next trim decision
- * (at most 100 ms later). What remains with nothing reserved -- the resident set less the kept
- * memory, never below the baseline -- is the floor, which no request can use:
+ * reservation refused for now that would fit beside the others' reservations if the memory
+ * outside them were back at the floor (reserved + more <= ceiling) asks for a reclaim and a
+ * malloc_trim at the next trim decision (at most 100 ms later); one refused because the others'
+ * reservations fill the ceiling asks for nothing (freeing kept memory would not help it). What
+ * remains with nothing reserved -- the resident set less the kept memory, never below the baseline
+ * -- is the floor, which no request can use:
  *
  *     ceiling    = max(budget / 4, min(budget, limit - floor - margin))  (the largest request)
  *     budget_now = min(ceiling, limit - unaccounted - margin)
@@ -105,9 +106,11 @@ bool sn_memguard_admit(sn_memguard *g, sn_memguard_protocol protocol);
  * now only while others hold reservations or memory the next checks give back (budget_now
  * returns to the ceiling when the process is idle), so its retries get in. The floor is the
  * lowest reading of the last 4 s (taken with nothing reserved and nothing left to trim), so
- * memory held only for a while does not make requests too large. The exception: while the
- * floor leaves less than a quarter of the budget, requests between the two are refused for
- * now (memory is short for everyone, and it may come back).
+ * memory held only for a while does not make requests too large; a 4 s window without such a
+ * reading (continuous traffic) returns it to the baseline, so a request up to the start budget
+ * is then judged by budget_now alone (refused for now while memory is held, never too large). The
+ * exception: while the floor leaves less than a quarter of the budget, requests between the two are
+ * refused for now (memory is short for everyone, and it may come back).
  *
  * A transport reserves a request's bytes before it holds them (an HTTP body's Content-Length
  * before reading it, or each growth of its buffer; a gRPC message's estimated size before
@@ -122,10 +125,10 @@ bool sn_memguard_admit(sn_memguard *g, sn_memguard_protocol protocol);
 /* Reserves `more` bytes for a request of `protocol` that already holds `held` bytes of the
  * budget. Returns 0 when they fit (the caller then owns them and gives them back with
  * sn_memguard_release); -EAGAIN while over the resident-set threshold or when they do not fit
- * now (and asks for a reclaim); -E2BIG when held + more is above the ceiling (the request does
- * not fit even with nothing else reserved) or the start budget (then also while over). Refusals are
- * counted in sentinel_sidecar_memory_refused_total{protocol}. Any thread (atomics, no lock; the
- * first request after an idle stretch also wakes the timer). */
+ * now (and asks for a reclaim when that can help, above); -E2BIG when held + more is above the
+ * ceiling (the request does not fit even with nothing else reserved) or the start budget (then also
+ * while over). Refusals are counted in sentinel_sidecar_memory_refused_total{protocol}. Any thread
+ * (atomics, no lock; the first request after an idle stretch also wakes the timer). */
 int sn_memguard_reserve(sn_memguard *g, sn_memguard_protocol protocol, size_t more, size_t held);
 
 /* Gives back `bytes` reserved with sn_memguard_reserve. Any thread. */

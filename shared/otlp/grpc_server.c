@@ -216,8 +216,6 @@ int sn_grpc_server_create(const sn_grpc_server_config *cfg, sn_grpc_server **out
     u.allow_deferred = cfg->allow_deferred;
     u.handler = otlp_unary_handler;
     u.handler_ud = s;
-    u.admit = cfg->admit;
-    u.admit_ud = cfg->admit_ud;
     u.budget = cfg->budget;
     int rc = sn_grpc_unary_create(&u, &s->unary, err, errlen);
     if (rc != 0) {
@@ -254,7 +252,6 @@ void sn_grpc_server_stats_get(const sn_grpc_server *s, sn_grpc_server_stats *out
     for (int i = 0; i <= SN_OTLP_INTERNAL; i++)
         out->outcomes[i] = atomic_load(&m->st_outcomes[i]);
     out->refused_busy = u.refused_busy;
-    out->refused_gate = u.refused_gate;
     out->refused_budget = u.refused_budget;
     out->refused_too_large = u.refused_too_large;
     out->refused_bad_encoding = u.refused_bad_encoding;

@@ -47,10 +47,6 @@ typedef struct sn_grpc_server_config {
                                  handler thread then goes on to the next request at once */
     sn_otlp_handler handler;  /* required */
     void *handler_ud;
-    bool (*admit)(void *ud); /* optional: false refuses a new call before its message is read
-                                (UNAVAILABLE + RetryInfo), e.g. over a memory limit; not with a
-                                budget, which then decides admission */
-    void *admit_ud;
     sn_grpc_budget budget; /* optional request-memory budget (grpc_unary.h) */
 } sn_grpc_server_config;
 
@@ -59,7 +55,6 @@ typedef struct sn_grpc_server_stats {
     uint64_t requests[SN_OTLP_SIGNAL_COUNT]; /* handed to the handler */
     uint64_t outcomes[SN_OTLP_INTERNAL + 1]; /* handler answers by sn_otlp_outcome */
     uint64_t refused_busy;                   /* UNAVAILABLE: over max_calls */
-    uint64_t refused_gate;                   /* UNAVAILABLE: refused by cfg.admit */
     uint64_t refused_budget;                 /* UNAVAILABLE: over cfg.budget */
     uint64_t refused_too_large;              /* RESOURCE_EXHAUSTED after decompression */
     uint64_t refused_bad_encoding;           /* undecodable compressed message */

@@ -355,39 +355,20 @@ START_TEST(zstd_sniffing_follows_accept_zstd)
 }
 END_TEST
 
-/* The admit gate: toggled by the test. */
-static atomic_bool g_gate_open;
-
-static bool gate(void *ud)
-{
-    (void)ud;
-    return atomic_load(&g_gate_open);
-}
-
-START_TEST(admit_gate_refuses_before_the_handler_and_small_windows_carry_large_messages)
+/* A small window: a message 16 times the window arrives whole. */
+START_TEST(small_windows_carry_large_messages)
 {
     sn_grpc_unary_config cfg;
     base_config(&cfg, handler, &g_seen);
     cfg.max_streams = 2;
     cfg.window_bytes = 1000; /* raised to the HTTP/2 initial window, 65535 */
-    cfg.admit = gate;
     start_config(&cfg);
 
-    atomic_store(&g_gate_open, false);
-    grpc_test_reply r = call(methods[0], "q", 1);
-    ck_assert_int_eq(r.grpc_status, SN_GRPC_UNAVAILABLE);
-    ck_assert(strstr(r.details, "memory") != NULL);
-    ck_assert_int_eq(retry_ms_of(&r), 1000);
-    grpc_test_reply_free(&r);
-    ck_assert_int_eq(g_seen.calls, 0);
-
-    /* Open again: a message 16 times the window arrives whole. */
-    atomic_store(&g_gate_open, true);
     size_t big = 1024 * 1024;
     uint8_t *body = malloc(big);
     ck_assert_ptr_nonnull(body);
     memset(body, 'b', big);
-    r = call(methods[0], body, big);
+    grpc_test_reply r = call(methods[0], body, big);
     ck_assert_int_eq(r.grpc_status, SN_GRPC_OK);
     ck_assert_uint_eq(r.message_len, 64);
     grpc_test_reply_free(&r);
@@ -397,15 +378,16 @@ START_TEST(admit_gate_refuses_before_the_handler_and_small_windows_carry_large_m
 
     sn_grpc_unary_stats st;
     sn_grpc_unary_stats_get(g_srv, &st);
-    ck_assert_uint_eq(st.refused_gate, 1);
     ck_assert_uint_eq(st.refused_busy, 0);
     ck_assert_uint_eq(st.requests[0], 1);
 }
 END_TEST
 
-/* A memory budget for the tests: `cap` bytes at once, `used` reserved now. */
+/* A memory budget for the tests: `cap` bytes at once, `used` reserved now, the largest request
+ * `ceiling` (at most cap; lowered by a test, as the sidecar's memory guard lowers it). */
 static atomic_size_t g_used;
 static const size_t g_cap = 1024 * 1024;
+static atomic_size_t g_ceiling;
 
 static atomic_int g_reserves; /* reserve calls with held == 0: new calls asking for budget */
 
@@ -414,7 +396,7 @@ static int budget_reserve(void *ud, size_t more, size_t held)
     (void)ud;
     if (held == 0)
         atomic_fetch_add(&g_reserves, 1);
-    if (held + more > g_cap)
+    if (held + more > atomic_load(&g_ceiling))
         return -E2BIG;
     size_t before = atomic_fetch_add(&g_used, more);
     if (before + more > g_cap) {
@@ -438,6 +420,15 @@ static size_t budget_available(void *ud)
     return used < g_cap ? g_cap - used : 0;
 }
 
+/* The test server's configuration with the test budget: nothing used, the ceiling at cap. */
+static void budget_config(sn_grpc_unary_config *cfg, sn_grpc_unary_handler h, void *ud)
+{
+    base_config(cfg, h, ud);
+    cfg->budget = (sn_grpc_budget){budget_reserve, budget_release, budget_available, NULL, g_cap};
+    atomic_store(&g_used, 0);
+    atomic_store(&g_ceiling, g_cap);
+}
+
 /* Waits (up to 2 s) until the budget's use is back to `want`: a call's reservation is released
  * when gRPC reports its answer sent, just after the client has it. */
 static void wait_used(size_t want)
@@ -455,9 +446,7 @@ static void wait_used(size_t want)
 START_TEST(memory_budget_refuses_before_reading_and_bounds_decompression)
 {
     sn_grpc_unary_config cfg;
-    base_config(&cfg, handler, &g_seen);
-    cfg.budget = (sn_grpc_budget){budget_reserve, budget_release, budget_available, NULL, g_cap};
-    atomic_store(&g_used, 0);
+    budget_config(&cfg, handler, &g_seen);
     start_config(&cfg);
 
     size_t n = 100 * 1024;
@@ -532,24 +521,16 @@ static void call_held(client_call *c, const char *body, int n)
 
 /* One admission decision per call, max_calls first: with one call held by the handler, a second
  * is refused as busy without asking the budget; with the held one answered, the next call
- * reserves once and gets in. A budget and an admit gate together are refused at create. */
+ * reserves once and gets in. */
 START_TEST(max_calls_is_judged_before_the_budget_once)
 {
     memset(&g_def, 0, sizeof g_def);
     pthread_mutex_init(&g_def.mu, NULL);
     pthread_cond_init(&g_def.cv, NULL);
     sn_grpc_unary_config cfg;
-    base_config(&cfg, deferring_handler, &g_def);
+    budget_config(&cfg, deferring_handler, &g_def);
     cfg.allow_deferred = true;
     cfg.max_calls = 1;
-    cfg.budget = (sn_grpc_budget){budget_reserve, budget_release, budget_available, NULL, g_cap};
-    cfg.admit = gate;
-    sn_grpc_unary *s = NULL;
-    char err[256];
-    ck_assert_int_eq(sn_grpc_unary_create(&cfg, &s, err, sizeof err), -EINVAL);
-    ck_assert(strstr(err, "admit") != NULL);
-    cfg.admit = NULL;
-    atomic_store(&g_used, 0);
     atomic_store(&g_reserves, 0);
     start_config(&cfg);
 
@@ -594,10 +575,64 @@ START_TEST(max_calls_is_judged_before_the_budget_once)
     sn_grpc_unary_stats_get(g_srv, &st);
     ck_assert_uint_eq(st.refused_busy, 1);
     ck_assert_uint_eq(st.refused_budget, 1);
-    ck_assert_uint_eq(st.refused_gate, 0);
     ck_assert_int_eq(atomic_load(&g_reserves), 3);
     pthread_cond_destroy(&g_def.cv);
     pthread_mutex_destroy(&g_def.mu);
+}
+END_TEST
+
+/* The estimate a new call reserves before its message (twice the largest recent message) may
+ * exceed a largest request lowered since: it is no reason to refuse the call for good -- a
+ * small message still gets in (the estimate shrinks until it fits), only a message whose real
+ * size does not fit is RESOURCE_EXHAUSTED, and with not even the least estimate fitting the
+ * call is refused for now (RetryInfo). */
+START_TEST(an_estimate_above_a_lowered_ceiling_refuses_nothing_for_good)
+{
+    sn_grpc_unary_config cfg;
+    budget_config(&cfg, handler, &g_seen);
+    start_config(&cfg);
+
+    uint8_t *body = calloc(1, 300 * 1024);
+    ck_assert_ptr_nonnull(body);
+    grpc_test_reply r = call(methods[0], body, 300 * 1024); /* the estimate: 300 KiB */
+    ck_assert_int_eq(r.grpc_status, SN_GRPC_OK);
+    grpc_test_reply_free(&r);
+    wait_used(0);
+
+    /* The largest request drops to 400 KiB: twice the estimate no longer fits. */
+    atomic_store(&g_ceiling, 400 * 1024);
+    for (int i = 0; i < 2; i++) {
+        atomic_store(&g_reserves, 0);
+        r = call(methods[0], "q", 1);
+        ck_assert_int_eq(r.grpc_status, SN_GRPC_OK);
+        grpc_test_reply_free(&r);
+        wait_used(0);
+        /* The first call tries the old estimate once more; the next starts below the ceiling. */
+        ck_assert_int_eq(atomic_load(&g_reserves), i == 0 ? 2 : 1);
+    }
+    ck_assert_int_eq(g_seen.calls, 3);
+
+    /* 200 KiB needs 600 KiB: its real size is too large, for good. */
+    r = call(methods[0], body, 200 * 1024);
+    ck_assert_int_eq(r.grpc_status, SN_GRPC_RESOURCE_EXHAUSTED);
+    ck_assert_int_eq(retry_ms_of(&r), -1);
+    grpc_test_reply_free(&r);
+    wait_used(0);
+
+    /* Not even the least estimate (2 x 64 KiB) fits: not now. */
+    atomic_store(&g_ceiling, 64 * 1024);
+    r = call(methods[0], "q", 1);
+    ck_assert_int_eq(r.grpc_status, SN_GRPC_UNAVAILABLE);
+    ck_assert_int_eq(retry_ms_of(&r), 1000);
+    grpc_test_reply_free(&r);
+    wait_used(0);
+    ck_assert_int_eq(g_seen.calls, 3);
+
+    sn_grpc_unary_stats st;
+    sn_grpc_unary_stats_get(g_srv, &st);
+    ck_assert_uint_eq(st.refused_too_large, 1);
+    ck_assert_uint_eq(st.refused_budget, 1);
+    free(body);
 }
 END_TEST
 
@@ -659,10 +694,10 @@ static Suite *grpc_unary_suite(void)
     tcase_add_test(tc, reply_over_capacity_is_internal);
     tcase_add_test(tc, zstd_sniffing_follows_accept_zstd);
     tcase_add_test(tc, deferred_answers_come_from_another_thread);
-    tcase_add_test(tc,
-                   admit_gate_refuses_before_the_handler_and_small_windows_carry_large_messages);
+    tcase_add_test(tc, small_windows_carry_large_messages);
     tcase_add_test(tc, memory_budget_refuses_before_reading_and_bounds_decompression);
     tcase_add_test(tc, max_calls_is_judged_before_the_budget_once);
+    tcase_add_test(tc, an_estimate_above_a_lowered_ceiling_refuses_nothing_for_good);
     tcase_add_test(tc, bad_config_is_refused_with_the_name);
     suite_add_tcase(s, tc);
     return s;
