@@ -39,7 +39,8 @@
 #define JFILE_MAGIC    0x314a4e53u
 #define ACK_MAGIC      0x31414e53u
 #define FORMAT_VERSION 1u
-#define ACK_SIZE       32u
+#define ACK_SIZE       32u    /* one slot of the ack file */
+#define ACK_SLOTS      2u     /* written in turn, in place; the newest good one counts */
 #define SCRATCH_BYTES  65536u /* recovery reads payloads in chunks of this size */
 #define PENDING_MAX    32u    /* journal files waiting for a sync before deletion */
 #define HANDOFF_MAX    16u    /* closed segments' descriptors waiting for the next sync */
@@ -126,6 +127,8 @@ struct sn_spool {
     char *dir; /* for messages */
     int dirfd;
     int lockfd;
+    int ackfd;    /* the ack file, opened at its first write; -1 until then */
+    int ack_slot; /* the slot the next ack write goes to (the other holds the newest) */
 
     seg *segs;
     size_t nsegs, capsegs;
@@ -169,6 +172,7 @@ struct sn_spool {
     bool bg_running; /* an op is being run */
     bool bg_stop;
     atomic_bool bg_dir_dirty; /* the thread renamed or deleted entries since its last dir fsync */
+    atomic_bool ack_dirty;    /* an ack slot was written since the ack file's last fdatasync */
     atomic_bool bg_resync;    /* a background sync failed: the next one syncs every open file */
     uint64_t handoff_base[HANDOFF_MAX]; /* the segment of each handoff[] descriptor */
     sync_retry retry[RETRY_MAX];        /* the background thread's (the owner's after close) */
@@ -519,35 +523,62 @@ static void seg_uncreate(sn_spool *s)
 
 /* ---- ack file ---- */
 
-/* Rewrites the ack file with id and gen (write to ack.tmp, rename); in "always" mode the file
- * and the directory are fsynced, and *dir_synced says whether the rename is durable. Touches no
- * other state of s: runs on the loop or on the background thread. Returns 0 or a negative
- * errno. */
+/* Writes id and gen into the ack file's next slot, in place (one pwrite; the other slot keeps
+ * the previous value, so a torn write leaves one good version); the file is opened -- created
+ * the first time -- on the first write and stays open (closed by spool_free). In "always" mode
+ * the slot is fdatasync'ed, and the directory fsync'ed when the file was created here.
+ * *dir_synced is false only when the file was created and the directory not synced. Touches
+ * only ackfd/ack_slot of s, which no other code uses: runs on the loop or on the background
+ * thread, never both at once (the queue orders them). Returns 0 or a negative errno. */
 static int write_ack_file(sn_spool *s, uint64_t id, uint64_t gen, bool *dir_synced)
 {
-    *dir_synced = false;
+    *dir_synced = true;
     uint8_t b[ACK_SIZE] = {0};
     put_u32(b, ACK_MAGIC);
     put_u32(b + 4, FORMAT_VERSION);
     put_u64(b + 8, id);
     put_u64(b + 16, gen);
     put_u32(b + 28, crc_update(0, b, 28));
-    int fd = openat(s->dirfd, ACK_TMP_NAME, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0)
-        return -errno;
-    int rc = pwrite2(fd, b, sizeof b, NULL, 0, 0);
-    if (rc == 0 && s->cfg.fsync == SN_SPOOL_FSYNC_ALWAYS)
-        rc = sync_fd(s, fd, false);
-    close(fd);
-    if (rc == 0 && renameat(s->dirfd, ACK_TMP_NAME, s->dirfd, ACK_NAME) != 0)
-        rc = -errno;
-    if (rc != 0) {
-        unlinkat(s->dirfd, ACK_TMP_NAME, 0);
-        return rc;
+    bool created = false;
+    if (s->ackfd < 0) {
+        int fd = openat(s->dirfd, ACK_NAME, O_RDWR | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT) {
+            fd = openat(s->dirfd, ACK_NAME, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+            created = fd >= 0;
+        }
+        if (fd < 0)
+            return -errno;
+        s->ackfd = fd;
     }
-    if (s->cfg.fsync == SN_SPOOL_FSYNC_ALWAYS && sync_fd(s, s->dirfd, true) == 0)
-        *dir_synced = true;
+    int rc = pwrite2(s->ackfd, b, sizeof b, NULL, 0, (uint64_t)s->ack_slot * ACK_SIZE);
+    if (rc == 0 && s->cfg.fsync == SN_SPOOL_FSYNC_ALWAYS)
+        rc = sync_fd(s, s->ackfd, false);
+    if (rc != 0)
+        return rc; /* the slot may be torn; the other one still holds the last good value, and
+                    * the next write goes to this slot again */
+    s->ack_slot = (s->ack_slot + 1) % (int)ACK_SLOTS;
+    if (s->cfg.fsync != SN_SPOOL_FSYNC_ALWAYS)
+        atomic_store(&s->ack_dirty, true);
+    if (created)
+        *dir_synced = s->cfg.fsync == SN_SPOOL_FSYNC_ALWAYS && sync_fd(s, s->dirfd, true) == 0;
     return 0;
+}
+
+/* fdatasyncs the ack file if a slot was written since its last sync ("interval" mode), on the
+ * thread that writes it (the background thread's sync, or sn_spool_sync with that thread
+ * idle). A failure is logged and the file synced again next time; it does not hold back
+ * anything else (a lost ack only sends records again). */
+static void sync_ack(sn_spool *s)
+{
+    if (s->ackfd < 0 || !atomic_exchange(&s->ack_dirty, false))
+        return;
+    int rc = sync_fd(s, s->ackfd, false);
+    if (rc != 0) {
+        atomic_store(&s->ack_dirty, true);
+        sn_log_warn("spool: cannot sync the ack file; the last popped records may be sent again "
+                    "after a power loss",
+                    SN_LOG_STR("dir", s->dir), SN_LOG_ERRNO(rc));
+    }
 }
 
 /* ---- background I/O (cfg.background_io) ----
@@ -724,6 +755,7 @@ static void bg_run(sn_spool *s, bg_op *op)
         break;
     case BG_SYNC: {
         int first = 0;
+        sync_ack(s);
         for (size_t i = 0; i < op->nfds; i++) {
             int rc = sync_fd(s, op->fds[i], false);
             if (rc != 0 && first == 0)
@@ -910,11 +942,13 @@ static void remove_file(sn_spool *s, const char *name)
     bg_submit(s, op);
 }
 
-/* Reads the ack file into acked_id/acked_gen; a missing file means nothing was popped, a bad one
- * is logged and treated the same (records are then sent again, never lost). */
+/* Reads the ack file into acked_id/acked_gen: of its slots (one in a file written before the
+ * slots, two since; a slot cut short does not count) the good one with the highest id counts,
+ * and the next write goes to the other. A missing file means nothing was popped; one with no good
+ * slot is logged and treated the same (records are then sent again, never lost). */
 static void read_ack(sn_spool *s)
 {
-    uint8_t b[ACK_SIZE];
+    uint8_t b[ACK_SIZE * ACK_SLOTS];
     int fd = openat(s->dirfd, ACK_NAME, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         if (errno != ENOENT)
@@ -924,15 +958,24 @@ static void read_ack(sn_spool *s)
     }
     ssize_t n = pread_full(fd, b, sizeof b, 0);
     close(fd);
-    if (n != (ssize_t)sizeof b || get_u32(b) != ACK_MAGIC || get_u32(b + 4) != FORMAT_VERSION ||
-        get_u32(b + 28) != crc_update(0, b, 28) || get_u64(b + 8) > SPOOL_COUNTER_MAX ||
-        get_u64(b + 16) > SPOOL_COUNTER_MAX) {
+    int best = -1;
+    for (unsigned i = 0; i < ACK_SLOTS && n >= 0 && (size_t)n >= (i + 1) * ACK_SIZE; i++) {
+        const uint8_t *p = b + i * ACK_SIZE;
+        if (get_u32(p) != ACK_MAGIC || get_u32(p + 4) != FORMAT_VERSION ||
+            get_u32(p + 28) != crc_update(0, p, 28) || get_u64(p + 8) > SPOOL_COUNTER_MAX ||
+            get_u64(p + 16) > SPOOL_COUNTER_MAX)
+            continue;
+        if (best < 0 || get_u64(p + 8) > get_u64(b + (size_t)best * ACK_SIZE + 8))
+            best = (int)i;
+    }
+    if (best < 0) {
         sn_log_warn("spool: bad ack file ignored; records are sent again from the oldest",
                     SN_LOG_STR("dir", s->dir), SN_LOG_INT("size", n));
         return;
     }
-    s->acked_id = get_u64(b + 8);
-    s->acked_gen = get_u64(b + 16);
+    s->acked_id = get_u64(b + (size_t)best * ACK_SIZE + 8);
+    s->acked_gen = get_u64(b + (size_t)best * ACK_SIZE + 16);
+    s->ack_slot = (best + 1) % (int)ACK_SLOTS;
 }
 
 /* ---- journal ---- */
@@ -1587,7 +1630,7 @@ int sn_spool_open(const char *dir, const sn_spool_config *cfg, sn_spool **out, c
     if (s == NULL)
         goto out_nomem;
     s->cfg = *cfg;
-    s->dirfd = s->lockfd = s->jfd = -1;
+    s->dirfd = s->lockfd = s->jfd = s->ackfd = -1;
     pthread_mutex_init(&s->bg_mu, NULL);
     pthread_condattr_t ca; /* bg_cv times retries on the monotonic clock */
     pthread_condattr_init(&ca);
@@ -1675,6 +1718,8 @@ static void spool_free(sn_spool *s)
         close(s->handoff[i]);
     for (size_t i = 0; i < s->nretry; i++)
         close(s->retry[i].fd);
+    if (s->ackfd >= 0)
+        close(s->ackfd);
     if (s->lockfd >= 0)
         close(s->lockfd); /* releases the flock */
     if (s->dirfd >= 0)
@@ -2138,6 +2183,7 @@ int sn_spool_sync(sn_spool *s)
         mark_all_dirty(s);
     if (atomic_exchange(&s->bg_dir_dirty, false))
         s->dir_dirty = true;
+    sync_ack(s);
     for (size_t i = 0; i < s->nhandoff; i++) {
         if ((rc = sync_fd(s, s->handoff[i], false)) != 0 && first == 0)
             first = rc;

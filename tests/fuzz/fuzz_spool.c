@@ -121,9 +121,9 @@ static void fix_crcs(int kind, uint8_t *p, size_t len)
         fix_records(p + SN_SPOOL_JOURNAL_FILE_HEADER, len - SN_SPOOL_JOURNAL_FILE_HEADER,
                     SN_SPOOL_JOURNAL_HEADER, 12);
         break;
-    case 2:
-        if (len >= 32)
-            put_u32(p + 28, crc2(p, 28, NULL, 0));
+    case 2: /* two 32-byte slots */
+        for (size_t at = 0; at + 32 <= len && at < 64; at += 32)
+            put_u32(p + at + 28, crc2(p + at, 28, NULL, 0));
         break;
     default:
         break;

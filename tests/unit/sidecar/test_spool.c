@@ -447,7 +447,8 @@ START_TEST(bad_ack_file_sends_again)
         expect_pop(s, i, i);
     sn_spool_close(s);
     char path[256];
-    flip_byte(path_in(path, sizeof path, "ack"), 9);
+    flip_byte(path_in(path, sizeof path, "ack"), 9); /* both slots bad */
+    flip_byte(path_in(path, sizeof path, "ack"), 41);
     s = open_ok(&c);
     /* Records not yet deleted come back (sent again, de-duplicated upstream); none is lost. */
     ck_assert_uint_ge(sn_spool_count(s), 7);
@@ -802,6 +803,70 @@ START_TEST(generation_at_the_counter_limit_is_corrupt)
     ck_assert_uint_eq(sn_spool_count(s), 2);
     expect_pop(s, 1, 1);
     expect_pop(s, 2, 2);
+    sn_spool_close(s);
+}
+END_TEST
+
+/* Writes an ack file as the spool did before its slots: one 32-byte slot, popped id `id`. */
+static void write_old_ack_file(uint64_t id)
+{
+    uint8_t ack[32] = {'S', 'N', 'A', '1', 1};
+    le64(ack + 8, id);
+    le64(ack + 16, 0);
+    uint32_t crc = (uint32_t)crc32(0L, ack, 28);
+    for (int k = 0; k < 4; k++)
+        ack[28 + k] = (uint8_t)(crc >> (8 * k));
+    char path[256];
+    int fd = open(path_in(path, sizeof path, "ack"), O_WRONLY | O_CREAT | O_TRUNC, 0640);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, ack, sizeof ack), (ssize_t)sizeof ack);
+    close(fd);
+}
+
+/* The ack file is written in place, its two slots in turn (no ack.tmp, no rename): the newest
+ * good slot counts, a torn newest slot falls back to the previous one (that record is sent
+ * again), and a file of the old one-slot format is read and then continued in slots. */
+START_TEST(ack_slots_in_place_and_old_format)
+{
+    sn_spool_config c = small_cfg();
+    sn_spool *s = open_ok(&c);
+    for (uint64_t i = 1; i <= 10; i++)
+        append_rec(s, i, 0);
+    expect_pop(s, 1, 1);
+    char path[256];
+    struct stat st0, st;
+    ck_assert_int_eq(stat(path_in(path, sizeof path, "ack"), &st0), 0);
+    expect_pop(s, 2, 2);
+    expect_pop(s, 3, 3); /* slots: 0 = id 3, 1 = id 2 */
+    sn_spool_close(s);
+    ck_assert_int_eq(stat(path_in(path, sizeof path, "ack"), &st), 0);
+    ck_assert_uint_eq(st.st_ino, st0.st_ino); /* the same file: rewritten in place */
+    ck_assert_int_eq(st.st_size, 64);
+    ck_assert(!exists(path_in(path, sizeof path, "ack.tmp")));
+
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_count(s), 7);
+    sn_spool_close(s);
+
+    flip_byte(path_in(path, sizeof path, "ack"), 9); /* the newest slot torn */
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_count(s), 8); /* from slot 1: record 3 comes again */
+    expect_pop(s, 3, 3);                     /* rewrites slot 0 */
+    sn_spool_close(s);
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_count(s), 7);
+    sn_spool_close(s);
+
+    write_old_ack_file(5);
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_count(s), 5); /* records 6..10 */
+    expect_pop(s, 6, 6);                     /* goes to slot 1; slot 0 keeps id 5 */
+    sn_spool_close(s);
+    ck_assert_int_eq(size_of(path_in(path, sizeof path, "ack")), 64);
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_count(s), 4);
+    for (uint64_t i = 7; i <= 10; i++)
+        expect_pop(s, i, i);
     sn_spool_close(s);
 }
 END_TEST
@@ -1527,6 +1592,7 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, journal_limit);
     tcase_add_test(tc, restart_keeps_order_and_pops);
     tcase_add_test(tc, bad_ack_file_sends_again);
+    tcase_add_test(tc, ack_slots_in_place_and_old_format);
     tcase_add_test(tc, kill9_loses_nothing_reported);
     tcase_add_test(tc, kill9_journal_comes_back);
     tcase_add_test(tc, journal_next_keeps_the_detached_generation_until_covered);
