@@ -10,8 +10,9 @@
 //     backlog's last, and the sidecar counts it in sentinel_sidecar_local_alerts_ahead_total.
 //  4. The aggregator is restarted (its state kept), the backlog drains, and the spike's own
 //     batch brings the alert's second copy: the event log holds the alert once, the REST API
-//     one latency_spike alert for the service, and the restarted aggregator counts one copy
-//     skipped (local_alert_copies_skipped: the applied alert_id survived the restart).
+//     one latency_spike alert for the service, and the restarted aggregator counts a copy skipped
+//     for each alert applied ahead (local_alert_copies_skipped: the applied alert_ids survived
+//     the restart).
 // The span -> alert-at-the-aggregator time is printed (measured, not asserted).
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -85,14 +86,20 @@ await run('sidecar_alert_ahead', async () => {
   const copies = lines.filter((l) => l.type === 'alert' && l.alert_id === local.alert_id);
   check(copies.length === 1 && copies[0].sequence === 0,
     `event log alert lines for ${local.alert_id}: ${JSON.stringify(copies)}, want one with sequence 0`);
-  // The sidecar counts it once the answer is back (the aggregator logs before it answers).
+  // The sidecar counts it once the answer is back (the aggregator logs before it answers). The
+  // spike's call raises a second local alert besides its latency_spike (its tokens per second
+  // fall as far); the two may go ahead in one call or two: every local alert goes ahead, so the
+  // count is the number of local alerts the sidecar logged.
+  const localIds = () => new Set(sc.logs.filter((j) => j.msg === 'local alert').map((j) => j.alert_id));
   for (let i = 0; i < 50; i++) {
     m = await metrics(sc.adminPort);
-    if (m.sentinel_sidecar_local_alerts_ahead_total === 1) break;
+    if (m.sentinel_sidecar_local_alerts_ahead_total === localIds().size) break;
     await sleep(100);
   }
-  check(m.sentinel_sidecar_local_alerts_ahead_total === 1,
-    `sentinel_sidecar_local_alerts_ahead_total = ${m.sentinel_sidecar_local_alerts_ahead_total}, want 1`);
+  const nLocal = localIds().size;
+  log(`local alerts raised by the spike: ${JSON.stringify(sc.logs.filter((j) => j.msg === 'local alert').map((j) => [j.anomaly_type, j.metric]))}`);
+  check(m.sentinel_sidecar_local_alerts_ahead_total === nLocal,
+    `sentinel_sidecar_local_alerts_ahead_total = ${m.sentinel_sidecar_local_alerts_ahead_total}, want ${nLocal} (the local alerts logged)`);
   check(m.sentinel_sidecar_spool_batches >= 2, `spool already down to ${m.sentinel_sidecar_spool_batches} batches`);
 
   // 4. Restart the aggregator (state kept), no delay: the backlog and the spike's batch drain.
@@ -107,7 +114,15 @@ await run('sidecar_alert_ahead', async () => {
   const all = lines.filter((l) => l.type === 'alert' && l.alert_id === local.alert_id);
   check(all.length === 1, `the alert was applied ${all.length} times (event log), want 1`);
   const sum = await apiGet(apiPort, '/api/v1/statistics/summary');
-  check(sum.local_alert_copies_skipped === 1, `copies skipped after the restart: ${sum.local_alert_copies_skipped}, want 1`);
+  // A copy applied ahead (its event log line has sequence 0) is remembered, so its batch copy is
+  // skipped; one the aggregator's baseline did not confirm (the per-call throughput drop, which
+  // the aggregator judges over an interval) was not applied ahead and is judged again.
+  const ids = localIds();
+  const aheadApplied = new Set(lines.filter((l) => l.type === 'alert' && l.sequence === 0 && ids.has(l.alert_id))
+    .map((l) => l.alert_id)).size;
+  check(aheadApplied >= 1, 'no local alert was applied ahead of its batch');
+  check(sum.local_alert_copies_skipped === aheadApplied,
+    `copies skipped after the restart: ${sum.local_alert_copies_skipped}, want ${aheadApplied} (the copies applied ahead)`);
   check(sum.local_alerts_ahead === 0, `alerts ahead after the restart: ${sum.local_alerts_ahead}, want 0`);
   const an = await apiGet(apiPort, `/api/v1/anomalies?service=${service}&anomaly_type=latency_spike`);
   check(an.total === 1, `${an.total} latency_spike alerts for ${service} in the store, want 1`);
