@@ -74,6 +74,7 @@ typedef struct seg {
     uint64_t last_id;   /* id of the last readable record */
     bool broken;        /* takes no appends: a bad record was skipped or a write not undone */
     bool dirty;         /* written since the last fdatasync */
+    bool rewrite;       /* a sync failed: rewritten before the next sync counts (sync_file) */
 } seg;
 
 typedef struct jfile {
@@ -89,6 +90,7 @@ typedef struct jdetached {
     uint64_t size;
     uint64_t records;
     bool dirty;
+    bool rewrite; /* as seg.rewrite */
 } jdetached;
 
 /* One operation for the background thread (background_io), run in the order queued. */
@@ -148,6 +150,7 @@ struct sn_spool {
     uint64_t jbytes;   /* bytes in files of uncovered generations (limit: journal_max_bytes) */
     uint64_t jrecords; /* records in them */
     bool jdirty;       /* current file written since the last fdatasync */
+    bool jrewrite;     /* as seg.rewrite, for the current file */
     int jstale;        /* non-zero: a reset failed with this error and must be redone */
     jfile *recovered;  /* files of uncovered generations found at open, oldest first */
     size_t nrecovered;
@@ -587,12 +590,14 @@ static int64_t mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Makes a closed segment durable again after a failed fdatasync: a second fdatasync on the
- * same open file could answer 0 without writing anything (Linux reports a writeback error
- * once and may have marked the pages clean), so the file's bytes -- the page cache's, which
- * are what peek reads and sends -- are written back first, then fdatasync'ed. The loop no
- * longer writes a closed segment. Returns 0 or a negative errno. */
-static int resync_segment(sn_spool *s, int fd)
+/* Writes a file's bytes back over themselves, making every page dirty again. After a failed
+ * fdatasync a second one on the same file could answer 0 without writing anything (Linux
+ * reports a writeback error once and may have marked the pages clean), so a file whose sync
+ * failed is rewritten from the page cache's bytes -- what peek reads and sends, and what a
+ * journal replay would read -- before its next sync counts. Only the writer of the file may
+ * call it: the loop for open files, the background thread for handed-off segments (which the
+ * loop no longer writes). Returns 0 or a negative errno. */
+static int rewrite_file(int fd)
 {
     uint64_t size = file_size(fd);
     uint8_t *b = malloc(SCRATCH_BYTES);
@@ -610,7 +615,27 @@ static int resync_segment(sn_spool *s, int fd)
             break; /* shorter than it was: the rest is gone */
     }
     free(b);
+    return rc;
+}
+
+/* Makes a closed segment durable again after a failed fdatasync: rewrite_file, then
+ * fdatasync. Returns 0 or a negative errno. */
+static int resync_segment(sn_spool *s, int fd)
+{
+    int rc = rewrite_file(fd);
     return rc != 0 ? rc : sync_fd(s, fd, false);
+}
+
+/* fdatasyncs an open file of the loop's; *rewrite (the file's flag) says a sync of it failed
+ * before, so it is rewritten first, and is set again when this one fails. Loop only. Returns 0
+ * or a negative errno. */
+static int sync_file(sn_spool *s, int fd, bool *rewrite)
+{
+    int rc = *rewrite ? rewrite_file(fd) : 0;
+    if (rc == 0)
+        rc = sync_fd(s, fd, false);
+    *rewrite = rc != 0;
+    return rc;
 }
 
 /* Drops retry entry i (closing its descriptor). */
@@ -1054,7 +1079,7 @@ static int sync_segments(sn_spool *s)
         seg *g = &s->segs[i];
         if (!g->dirty || g->fd < 0)
             continue;
-        int rc = sync_fd(s, g->fd, false);
+        int rc = sync_file(s, g->fd, &g->rewrite);
         if (rc == 0)
             g->dirty = false;
         else if (first == 0)
@@ -1093,7 +1118,8 @@ static void journal_retire(sn_spool *s, uint64_t gen)
         journal_unlink(s, gen);
         return;
     }
-    if (s->npending == PENDING_MAX && s->bg_started && bg_sync_start(s, false) == 0) {
+    if (s->npending == PENDING_MAX && s->bg_started && bg_sync_start(s, false) == 0 &&
+        s->npending < PENDING_MAX) {
         s->pending[s->npending++] = gen; /* the list went with that sync */
         return;
     }
@@ -1160,6 +1186,7 @@ static int journal_rotate(sn_spool *s)
     s->jbytes = SN_SPOOL_JOURNAL_FILE_HEADER;
     s->jrecords = 0;
     s->jdirty = s->cfg.fsync != SN_SPOOL_FSYNC_ALWAYS;
+    s->jrewrite = false;
     s->jstale = 0;
     return 0;
 }
@@ -1802,16 +1829,18 @@ int sn_spool_append(sn_spool *s, const uint8_t *data, size_t len, uint64_t journ
         /* Close the full segment: make it durable now so sync only looks at the last one (with
          * background_io: hand a duplicate of its descriptor to the next sync instead), and
          * keep its file open only if it is the head. */
-        if (g != NULL && g->dirty && !g->broken && s->bg_started && s->nhandoff < HANDOFF_MAX) {
+        if (g != NULL && g->dirty && !g->broken && s->bg_started && s->nhandoff < HANDOFF_MAX &&
+            (!g->rewrite || rewrite_file(g->fd) == 0)) {
             int dfd = fcntl(g->fd, F_DUPFD_CLOEXEC, 0);
             if (dfd >= 0) {
                 s->handoff_base[s->nhandoff] = g->base;
                 s->handoff[s->nhandoff++] = dfd;
                 g->dirty = false;
+                g->rewrite = false; /* rewritten: the handed-off sync counts */
             }
         }
         if (g != NULL && g->dirty && !g->broken) {
-            if ((rc = sync_fd(s, g->fd, false)) != 0)
+            if ((rc = sync_file(s, g->fd, &g->rewrite)) != 0)
                 return rc;
             g->dirty = false;
         }
@@ -2038,14 +2067,19 @@ int sn_spool_journal_next(sn_spool *s)
                      SN_LOG_UINT("generation", s->jgen + 1), SN_LOG_ERRNO(rc));
         return rc;
     }
-    s->detached[s->ndetached++] = (jdetached){
-        .gen = s->jgen, .fd = s->jfd, .size = s->jsize, .records = s->jrecords, .dirty = s->jdirty};
+    s->detached[s->ndetached++] = (jdetached){.gen = s->jgen,
+                                              .fd = s->jfd,
+                                              .size = s->jsize,
+                                              .records = s->jrecords,
+                                              .dirty = s->jdirty,
+                                              .rewrite = s->jrewrite};
     s->jfd = fd;
     s->jgen++;
     s->jsize = SN_SPOOL_JOURNAL_FILE_HEADER;
     s->jbytes += SN_SPOOL_JOURNAL_FILE_HEADER;
     s->jrecords = 0;
     s->jdirty = s->cfg.fsync != SN_SPOOL_FSYNC_ALWAYS;
+    s->jrewrite = false;
     return 0;
 }
 
@@ -2115,11 +2149,42 @@ static void set_files_dirty(sn_spool *s, bool dirty)
         s->detached[i].dirty = dirty;
 }
 
-/* After a failed background sync: every open file and the directory are synced again. */
+/* After a failed background sync (which file failed is not known here): every open file is
+ * rewritten and synced again, and the directory synced again. */
 static void mark_all_dirty(sn_spool *s)
 {
     set_files_dirty(s, true);
+    for (size_t i = 0; i < s->nsegs; i++)
+        if (s->segs[i].fd >= 0)
+            s->segs[i].rewrite = true;
+    s->jrewrite = true;
+    for (size_t i = 0; i < s->ndetached; i++)
+        s->detached[i].rewrite = true;
     s->dir_dirty = true;
+}
+
+/* Rewrites (rewrite_file) the open files whose flag is set, here on the loop -- their writer --
+ * before their descriptors go to a background sync, and clears the flags of those done.
+ * Returns false when one could not be rewritten (its flag stays). */
+static bool rewrite_flagged(sn_spool *s)
+{
+    bool ok = true;
+    for (size_t i = 0; i < s->nsegs; i++) {
+        seg *g = &s->segs[i];
+        if (g->rewrite && g->fd >= 0 && g->dirty)
+            g->rewrite = rewrite_file(g->fd) != 0;
+        ok = ok && !(g->rewrite && g->fd >= 0 && g->dirty);
+    }
+    if (s->jrewrite && s->jdirty)
+        s->jrewrite = rewrite_file(s->jfd) != 0;
+    ok = ok && !(s->jrewrite && s->jdirty);
+    for (size_t i = 0; i < s->ndetached; i++) {
+        jdetached *d = &s->detached[i];
+        if (d->rewrite && d->dirty)
+            d->rewrite = rewrite_file(d->fd) != 0;
+        ok = ok && !(d->rewrite && d->dirty);
+    }
+    return ok;
 }
 
 /* Adds a duplicate of fd to op's descriptors (op has room). Returns false when dup fails. */
@@ -2141,6 +2206,13 @@ static int bg_sync_start(sn_spool *s, bool retry_all)
     bool resynced = atomic_exchange(&s->bg_resync, false);
     if (resynced)
         mark_all_dirty(s);
+    /* A file that could not be rewritten keeps its flag, and its sync does not count: the
+     * covered journal generations stay pending, and a resync is tried again next time. */
+    bool rewritten = rewrite_flagged(s);
+    if (!rewritten && resynced) {
+        atomic_store(&s->bg_resync, true);
+        resynced = false;
+    }
     size_t maxfds = s->nsegs + 1 + s->ndetached + s->nhandoff;
     bg_op *op =
         calloc(1, sizeof *op + (PENDING_MAX + maxfds) * sizeof(uint64_t) + maxfds * sizeof(int));
@@ -2183,9 +2255,11 @@ static int bg_sync_start(sn_spool *s, bool retry_all)
     s->nhandoff = 0;
     op->dir = s->dir_dirty;
     s->dir_dirty = false;
-    memcpy(op->gens, s->pending, s->npending * sizeof(uint64_t));
-    op->ngens = s->npending;
-    s->npending = 0;
+    if (rewritten) {
+        memcpy(op->gens, s->pending, s->npending * sizeof(uint64_t));
+        op->ngens = s->npending;
+        s->npending = 0;
+    }
     bg_submit(s, op);
     return 0;
 }
@@ -2228,7 +2302,7 @@ int sn_spool_sync(sn_spool *s)
     if ((rc = sync_segments(s)) != 0 && first == 0)
         first = rc;
     if (s->jdirty) {
-        if ((rc = sync_fd(s, s->jfd, false)) == 0)
+        if ((rc = sync_file(s, s->jfd, &s->jrewrite)) == 0)
             s->jdirty = false;
         else if (first == 0)
             first = rc;
@@ -2236,7 +2310,7 @@ int sn_spool_sync(sn_spool *s)
     for (size_t i = 0; i < s->ndetached; i++) {
         if (!s->detached[i].dirty)
             continue;
-        if ((rc = sync_fd(s, s->detached[i].fd, false)) == 0)
+        if ((rc = sync_file(s, s->detached[i].fd, &s->detached[i].rewrite)) == 0)
             s->detached[i].dirty = false;
         else if (first == 0)
             first = rc;
@@ -2247,8 +2321,10 @@ int sn_spool_sync(sn_spool *s)
         else if (first == 0)
             first = rc;
     }
-    if (first == 0 && resynced)
+    if (resynced && first == 0)
         atomic_store(&s->bg_tainted, false);
+    else if (resynced)
+        atomic_store(&s->bg_resync, true); /* not done: the next sync resyncs every file again */
     if (first == 0 && segments_durable(s))
         delete_pending(s);
     bg_wait_idle(s); /* the deletions delete_pending queued */

@@ -1539,6 +1539,101 @@ START_TEST(journal_kept_when_an_earlier_sync_fails_later)
 }
 END_TEST
 
+/* Bytes this process has passed to write(2) and friends so far (/proc/self/io wchar; 0 when
+ * unreadable). No ck_assert inside: in fork mode every check writes its location to a file. */
+static uint64_t bytes_written(void)
+{
+    FILE *f = fopen("/proc/self/io", "r");
+    if (f == NULL)
+        return 0;
+    char line[128];
+    uint64_t n = 0;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (strncmp(line, "wchar: ", 7) == 0)
+            n = strtoull(line + 7, NULL, 10);
+    fclose(f);
+    return n;
+}
+
+/* Runs sn_spool_sync and returns its result; *written gets the bytes written meanwhile. */
+static int sync_counting(sn_spool *s, uint64_t *written)
+{
+    uint64_t w0 = bytes_written();
+    int rc = sn_spool_sync(s);
+    *written = bytes_written() - w0;
+    return rc;
+}
+
+START_TEST(failed_sync_rewrites_the_file_before_the_next)
+{
+    /* After a failed fdatasync a second one could answer 0 without writing: an open file whose
+     * sync failed (the journal here; open segments alike) is rewritten from its bytes before
+     * the next sync counts -- after a failure on the loop, and after a background one (which
+     * file failed is not known there: every open file is rewritten). */
+    sn_spool_config c = small_cfg();
+    c.segment_bytes = 1 << 20;
+    c.background_io = true;
+    sn_spool *s = open_ok(&c);
+    static sync_fault f;
+    fault_install(s, &f);
+    uint64_t gen = sn_spool_journal_generation(s);
+    for (uint64_t i = 1; i <= 8; i++) {
+        journal_rec(s, i);
+        append_rec(s, i, 0);
+    }
+    ck_assert_uint_gt(bytes_written(), 0); /* /proc/self/io is there */
+    char path[256];
+    struct stat sb;
+    ck_assert_int_eq(stat(journal_path(path, sizeof path, gen), &sb), 0);
+    uint64_t jsize = (uint64_t)sb.st_size;
+    atomic_store(&f.watch, sb.st_ino);
+    atomic_store(&f.only_watched, true);
+    atomic_store(&f.fail, true);
+
+    ck_assert_int_eq(sn_spool_sync_start(s), 0); /* the background sync of the journal fails */
+    uint64_t w0 = bytes_written();
+    ck_assert_int_eq(sn_spool_sync(s), -EIO); /* every open file rewritten, the journal fails */
+    ck_assert_uint_ge(bytes_written() - w0, jsize + 8 * SN_SPOOL_RECORD_HEADER);
+    int failed = atomic_load(&f.failed);
+    ck_assert_int_ge(failed, 2);
+
+    atomic_store(&f.fail, false);
+    w0 = bytes_written();
+    ck_assert_int_eq(sn_spool_sync_start(s), 0); /* rewritten here, synced by the thread */
+    ck_assert_uint_ge(bytes_written() - w0, jsize);
+    ck_assert_int_eq(sn_spool_sync(s), 0);
+    ck_assert_int_ge(atomic_load(&f.good_watched), 1);
+    ck_assert_int_eq(atomic_load(&f.failed), failed);
+
+    /* All good again: a sync writes nothing. */
+    journal_rec(s, 9);
+    uint64_t written = 1;
+    ck_assert_int_eq(sync_counting(s, &written), 0);
+    ck_assert_uint_eq(written, 0);
+    sn_spool_close(s);
+
+    /* Without the thread: a failed sync of the journal, then the next one rewrites it. */
+    c.background_io = false;
+    s = open_ok(&c);
+    fault_install(s, &f);
+    journal_rec(s, 10);
+    ck_assert_int_eq(stat(journal_path(path, sizeof path, sn_spool_journal_generation(s)), &sb), 0);
+    atomic_store(&f.watch, sb.st_ino);
+    atomic_store(&f.only_watched, true);
+    atomic_store(&f.fail, true);
+    ck_assert_int_eq(sn_spool_sync(s), -EIO);
+    atomic_store(&f.fail, false);
+    w0 = bytes_written();
+    ck_assert_int_eq(sn_spool_sync(s), 0);
+    ck_assert_uint_ge(bytes_written() - w0, (uint64_t)sb.st_size);
+    ck_assert_int_ge(atomic_load(&f.good_watched), 1);
+    journal_rec(s, 11);
+    ck_assert_int_eq(sync_counting(s, &written), 0);
+    ck_assert_uint_eq(written, 0); /* the flag was cleared: a plain sync */
+    sn_spool_close(s);
+}
+END_TEST
+
 START_TEST(interval_mode_syncs_on_request)
 {
     sn_spool_config c = small_cfg();
@@ -1693,6 +1788,7 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, segment_popped_before_its_failed_sync_is_not_retried);
     tcase_add_test(tc, covered_journals_wait_for_a_retried_sync);
     tcase_add_test(tc, journal_kept_when_an_earlier_sync_fails_later);
+    tcase_add_test(tc, failed_sync_rewrites_the_file_before_the_next);
     tcase_add_test(tc, always_mode_syncs_every_write);
     tcase_add_test(tc, directory_is_a_file);
     tcase_add_test(tc, directory_without_permission);
