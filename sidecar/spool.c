@@ -2138,28 +2138,29 @@ int sn_spool_recover_journal(sn_spool *s, sn_spool_journal_fn fn, void *ud)
 
 /* ---- durability ---- */
 
-/* Marks every open segment and journal file as written since the last sync (dirty) or not. */
-static void set_files_dirty(sn_spool *s, bool dirty)
+/* Marks every open segment and journal file as written since the last sync (dirty) or not;
+ * with rewrite, also as to be rewritten before their next sync counts (other flags stay). */
+static void set_files_dirty(sn_spool *s, bool dirty, bool rewrite)
 {
-    for (size_t i = 0; i < s->nsegs; i++)
-        if (s->segs[i].fd >= 0)
+    for (size_t i = 0; i < s->nsegs; i++) {
+        if (s->segs[i].fd >= 0) {
             s->segs[i].dirty = dirty;
+            s->segs[i].rewrite |= rewrite;
+        }
+    }
     s->jdirty = dirty;
-    for (size_t i = 0; i < s->ndetached; i++)
+    s->jrewrite |= rewrite;
+    for (size_t i = 0; i < s->ndetached; i++) {
         s->detached[i].dirty = dirty;
+        s->detached[i].rewrite |= rewrite;
+    }
 }
 
 /* After a failed background sync (which file failed is not known here): every open file is
  * rewritten and synced again, and the directory synced again. */
 static void mark_all_dirty(sn_spool *s)
 {
-    set_files_dirty(s, true);
-    for (size_t i = 0; i < s->nsegs; i++)
-        if (s->segs[i].fd >= 0)
-            s->segs[i].rewrite = true;
-    s->jrewrite = true;
-    for (size_t i = 0; i < s->ndetached; i++)
-        s->detached[i].rewrite = true;
+    set_files_dirty(s, true, true);
     s->dir_dirty = true;
 }
 
@@ -2248,7 +2249,7 @@ static int bg_sync_start(sn_spool *s, bool retry_all)
         return rc;
     }
     /* Nothing can fail from here on: the flags are cleared for what the op now carries. */
-    set_files_dirty(s, false);
+    set_files_dirty(s, false, false);
     memcpy(op->fds + op->nfds, s->handoff, s->nhandoff * sizeof(int));
     memcpy(op->bases + op->nfds, s->handoff_base, s->nhandoff * sizeof(uint64_t));
     op->nfds += s->nhandoff;

@@ -1410,21 +1410,30 @@ START_TEST(failed_background_sync_of_a_full_segment_is_retried)
 }
 END_TEST
 
+/* Opens a spool with background_io and f installed, fills a segment (records 1..*n-1; the
+ * full one is handed to the next background sync) and makes every sync of that segment fail. */
+static sn_spool *open_failing_full_segment(sync_fault *f, uint64_t *n)
+{
+    sn_spool_config c = small_cfg();
+    c.background_io = true;
+    sn_spool *s = open_ok(&c);
+    fault_install(s, f);
+    *n = 0;
+    atomic_store(&f->watch, fill_segment(s, n));
+    atomic_store(&f->only_watched, true);
+    atomic_store(&f->fail, true);
+    return s;
+}
+
 START_TEST(segment_popped_before_its_failed_sync_is_not_retried)
 {
     /* A full segment popped before the background sync carrying its descriptor ran: the
      * deletion is queued first, so the sync meets a deleted file. Its failure needs no retry
      * (nothing in it must be durable); a retry would fail for ever and hold sn_spool_sync at
      * -EIO. */
-    sn_spool_config c = small_cfg();
-    c.background_io = true;
-    sn_spool *s = open_ok(&c);
     static sync_fault f;
-    fault_install(s, &f);
-    uint64_t n = 0;
-    atomic_store(&f.watch, fill_segment(s, &n)); /* records 1..n-1 are in the full segment */
-    atomic_store(&f.only_watched, true);
-    atomic_store(&f.fail, true);
+    uint64_t n;
+    sn_spool *s = open_failing_full_segment(&f, &n);
     for (uint64_t i = 1; i < n; i++)
         expect_pop(s, i, i);
     ck_assert_int_eq(sn_spool_sync_start(s), 0); /* carries the handed-off descriptor */
@@ -1446,15 +1455,9 @@ START_TEST(covered_journals_wait_for_a_retried_sync)
 {
     /* A covered journal file whose sync op ran while a full segment's sync was being retried is
      * kept by the thread and deleted once the retry worked (not forgotten until a restart). */
-    sn_spool_config c = small_cfg();
-    c.background_io = true;
-    sn_spool *s = open_ok(&c);
     static sync_fault f;
-    fault_install(s, &f);
-    uint64_t n = 0;
-    atomic_store(&f.watch, fill_segment(s, &n));
-    atomic_store(&f.only_watched, true);
-    atomic_store(&f.fail, true);
+    uint64_t n;
+    sn_spool *s = open_failing_full_segment(&f, &n);
     ck_assert_int_eq(sn_spool_sync_start(s), 0);
     wait_unsynced(s, 1);
 
@@ -1494,15 +1497,22 @@ static int held_sync(int fd, bool full, void *ud)
     return (full ? fsync(fd) : fdatasync(fd)) == 0 ? 0 : -errno;
 }
 
+/* small_cfg with background_io and segments large enough to hold a whole test's records. */
+static sn_spool_config one_segment_cfg(void)
+{
+    sn_spool_config c = small_cfg();
+    c.segment_bytes = 1 << 20;
+    c.background_io = true;
+    return c;
+}
+
 START_TEST(journal_kept_when_an_earlier_sync_fails_later)
 {
     /* A covered journal generation retired while the background sync carrying its sealed record
      * runs goes with the next sync. Should the first one then fail, the second one working does
      * not make the record durable (it was not dirty any more): the file is kept (discarded at
      * the next start), and the record is not lost. */
-    sn_spool_config c = small_cfg();
-    c.segment_bytes = 1 << 20;
-    c.background_io = true;
+    sn_spool_config c = one_segment_cfg();
     sn_spool *s = open_ok(&c);
     static atomic_int state;
     atomic_store(&state, 0);
@@ -1570,9 +1580,7 @@ START_TEST(failed_sync_rewrites_the_file_before_the_next)
      * sync failed (the journal here; open segments alike) is rewritten from its bytes before
      * the next sync counts -- after a failure on the loop, and after a background one (which
      * file failed is not known there: every open file is rewritten). */
-    sn_spool_config c = small_cfg();
-    c.segment_bytes = 1 << 20;
-    c.background_io = true;
+    sn_spool_config c = one_segment_cfg();
     sn_spool *s = open_ok(&c);
     static sync_fault f;
     fault_install(s, &f);
