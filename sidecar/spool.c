@@ -13,6 +13,7 @@
  */
 #include "spool.h"
 
+#include "backoff.h"
 #include "log.h"
 
 #include <dirent.h>
@@ -46,8 +47,7 @@
 #define HANDOFF_MAX    16u    /* closed segments' descriptors waiting for the next sync */
 #define BG_QUEUE_MAX   256u   /* background operations queued; past it the caller waits */
 #define RETRY_MAX      32u    /* handed-off segments whose failed sync is being retried */
-#define RETRY_FIRST_NS ((int64_t)100000000)   /* first retry 100 ms after the failure, */
-#define RETRY_CAP_NS   ((int64_t)30000000000) /* doubling up to every 30 s */
+#define DEFERRED_MAX   64u    /* covered journal files waiting for the retries to finish */
 #define FAILING_AFTER  5u /* failed sync attempts in a row: the disk is failing (sync_failing) */
 #define NO_SEGMENT     UINT64_MAX /* bg_op.bases: the descriptor is not a handed-off segment */
 #define NAME_DIGITS    20u        /* decimal digits of a uint64_t in file names */
@@ -75,6 +75,7 @@ typedef struct seg {
     uint64_t last_id;   /* id of the last readable record */
     bool broken;        /* takes no appends: a bad record was skipped or a write not undone */
     bool dirty;         /* written since the last fdatasync */
+    bool rewrite;       /* a sync failed: rewritten before the next sync counts (sync_file) */
 } seg;
 
 typedef struct jfile {
@@ -90,6 +91,7 @@ typedef struct jdetached {
     uint64_t size;
     uint64_t records;
     bool dirty;
+    bool rewrite; /* as seg.rewrite */
 } jdetached;
 
 /* One operation for the background thread (background_io), run in the order queued. */
@@ -109,17 +111,19 @@ typedef struct bg_op {
     int *fds;                /* BG_SYNC: descriptors the op owns (dup'ed or handed over) */
     uint64_t *bases;         /* BG_SYNC: per fd, the handed-off segment's base or NO_SEGMENT */
     bool retry_all;          /* BG_SYNC: retry every failed segment now, not when due */
+    bool resynced;           /* BG_SYNC: carries every open file (after a failed sync) */
     uint64_t *gens;          /* BG_SYNC: covered journal generations deleted after the syncs */
 } bg_op;
 
 /* A closed (handed-off) segment whose background fdatasync failed: its descriptor is kept and
- * the sync retried -- the file rewritten from what it holds, then fdatasync'ed -- with backoff,
- * until it works or the segment is deleted (every record popped). Background thread only. */
+ * the sync retried -- the file rewritten from what it holds, then fdatasync'ed -- with backoff
+ * (shared/backoff.h: 100 ms, then up to 30 s with full jitter), until it works or the segment's
+ * file is found deleted (every record popped). Background thread only. */
 typedef struct sync_retry {
     int fd;
     uint64_t base;
-    unsigned attempts; /* failed retries so far */
-    int64_t due_ns;    /* monotonic: next attempt */
+    sn_backoff backoff; /* failures so far (the first is the background sync's) */
+    int64_t due_ns;     /* monotonic: next attempt */
 } sync_retry;
 
 struct sn_spool {
@@ -149,6 +153,7 @@ struct sn_spool {
     uint64_t jbytes;   /* bytes in files of uncovered generations (limit: journal_max_bytes) */
     uint64_t jrecords; /* records in them */
     bool jdirty;       /* current file written since the last fdatasync */
+    bool jrewrite;     /* as seg.rewrite, for the current file */
     int jstale;        /* non-zero: a reset failed with this error and must be redone */
     jfile *recovered;  /* files of uncovered generations found at open, oldest first */
     size_t nrecovered;
@@ -177,6 +182,11 @@ struct sn_spool {
     uint64_t handoff_base[HANDOFF_MAX]; /* the segment of each handoff[] descriptor */
     sync_retry retry[RETRY_MAX];        /* the background thread's (the owner's after close) */
     size_t nretry;
+    uint64_t deferred[DEFERRED_MAX]; /* covered journal generations deleted when nretry is 0 */
+    size_t ndeferred;                /* (the background thread's, like retry[]) */
+    /* A background sync failed: the thread deletes no covered journal file until a sync of
+     * every open file works (a BG_SYNC with resynced, or sn_spool_sync on the loop). */
+    atomic_bool bg_tainted;
     atomic_uint_least64_t unsynced;        /* nretry, for other threads */
     atomic_uint_least64_t sync_failures;   /* failed fdatasync/fsync calls */
     atomic_uint_least64_t sync_retries;    /* retried syncs of handed-off segments */
@@ -611,12 +621,14 @@ static int64_t mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Makes a closed segment durable again after a failed fdatasync: a second fdatasync on the
- * same open file could answer 0 without writing anything (Linux reports a writeback error
- * once and may have marked the pages clean), so the file's bytes -- the page cache's, which
- * are what peek reads and sends -- are written back first, then fdatasync'ed. The loop no
- * longer writes a closed segment. Returns 0 or a negative errno. */
-static int resync_segment(sn_spool *s, int fd)
+/* Writes a file's bytes back over themselves, making every page dirty again. After a failed
+ * fdatasync a second one on the same file could answer 0 without writing anything (Linux
+ * reports a writeback error once and may have marked the pages clean), so a file whose sync
+ * failed is rewritten from the page cache's bytes -- what peek reads and sends, and what a
+ * journal replay would read -- before its next sync counts. Only the writer of the file may
+ * call it: the loop for open files, the background thread for handed-off segments (which the
+ * loop no longer writes). Returns 0 or a negative errno. */
+static int rewrite_file(int fd)
 {
     uint64_t size = file_size(fd);
     uint8_t *b = malloc(SCRATCH_BYTES);
@@ -634,7 +646,27 @@ static int resync_segment(sn_spool *s, int fd)
             break; /* shorter than it was: the rest is gone */
     }
     free(b);
+    return rc;
+}
+
+/* Makes a closed segment durable again after a failed fdatasync: rewrite_file, then
+ * fdatasync. Returns 0 or a negative errno. */
+static int resync_segment(sn_spool *s, int fd)
+{
+    int rc = rewrite_file(fd);
     return rc != 0 ? rc : sync_fd(s, fd, false);
+}
+
+/* fdatasyncs an open file of the loop's; *rewrite (the file's flag) says a sync of it failed
+ * before, so it is rewritten first, and is set again when this one fails. Loop only. Returns 0
+ * or a negative errno. */
+static int sync_file(sn_spool *s, int fd, bool *rewrite)
+{
+    int rc = *rewrite ? rewrite_file(fd) : 0;
+    if (rc == 0)
+        rc = sync_fd(s, fd, false);
+    *rewrite = rc != 0;
+    return rc;
 }
 
 /* Drops retry entry i (closing its descriptor). */
@@ -645,9 +677,30 @@ static void retry_drop(sn_spool *s, size_t i)
     atomic_store(&s->unsynced, s->nretry);
 }
 
+/* Whether the file open as fd has no name left: a segment deleted after its last record was
+ * popped, which nothing needs to be durable any more. Any thread (fstat only). */
+static bool file_deleted(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && st.st_nlink == 0;
+}
+
+/* The retry schedule: shared/backoff.h's defaults (100 ms, doubling up to 30 s, full jitter). */
+static const sn_backoff_config retry_backoff = {.initial_ms = SN_BACKOFF_INITIAL_MS_DEFAULT,
+                                                .max_ms = SN_BACKOFF_MAX_MS_DEFAULT,
+                                                .multiplier = SN_BACKOFF_MULTIPLIER_DEFAULT};
+
+/* Records one more failure of r and sets when it is tried next. Returns the delay in ms. */
+static uint32_t retry_schedule(sync_retry *r, int64_t now)
+{
+    uint32_t ms = sn_backoff_next(&r->backoff, &retry_backoff, sn_backoff_random());
+    r->due_ns = now + (int64_t)ms * 1000000;
+    return ms;
+}
+
 /* Keeps the descriptor of handed-off segment base, whose sync failed, for retries. Without room
  * the segment's durability is given up (logged; the spool reports failing until a restart,
- * whose recovery syncs every segment). */
+ * whose recovery syncs every segment). Background thread (or the owner after close). */
 static void retry_add(sn_spool *s, int fd, uint64_t base)
 {
     char name[NAME_MAX_LEN];
@@ -659,15 +712,43 @@ static void retry_add(sn_spool *s, int fd, uint64_t base)
                      SN_LOG_STR("dir", s->dir), SN_LOG_STR("file", name));
         return;
     }
-    s->retry[s->nretry++] =
-        (sync_retry){.fd = fd, .base = base, .attempts = 0, .due_ns = mono_ns() + RETRY_FIRST_NS};
+    sync_retry *r = &s->retry[s->nretry++];
+    *r = (sync_retry){.fd = fd, .base = base};
+    (void)retry_schedule(r, mono_ns());
     atomic_store(&s->unsynced, s->nretry);
     sn_log_warn("spool: a full segment's sync failed; retrying", SN_LOG_STR("dir", s->dir),
                 SN_LOG_STR("file", name));
 }
 
-/* Retries the segments whose sync is due (all with force). Returns whether every attempt
- * made worked (true when none was due). */
+/* Deletes the covered journal files of generations gens[0..n). Background thread (or the owner
+ * after close). */
+static void unlink_journals(sn_spool *s, const uint64_t *gens, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char name[NAME_MAX_LEN];
+        journal_name(name, sizeof name, gens[i]);
+        unlink_file(s, name, "spool: cannot delete a covered journal file");
+        atomic_store(&s->bg_dir_dirty, true);
+    }
+}
+
+/* Keeps covered journal generations gens[0..n) until no segment waits for a retried sync; past
+ * DEFERRED_MAX the rest stay on disk until the next start (discarded there as covered). */
+static void defer_journals(sn_spool *s, const uint64_t *gens, size_t n)
+{
+    size_t room = DEFERRED_MAX - s->ndeferred;
+    size_t take = n < room ? n : room;
+    memcpy(s->deferred + s->ndeferred, gens, take * sizeof *gens);
+    s->ndeferred += take;
+    if (take < n)
+        sn_log_warn("spool: too many covered journal files wait for a retried sync; the rest "
+                    "are deleted at the next start",
+                    SN_LOG_STR("dir", s->dir), SN_LOG_UINT("files", n - take));
+}
+
+/* Retries the segments whose sync is due (all with force); a segment whose file was deleted
+ * meanwhile (popped) is dropped without a retry. Once none is left, the deferred journal files
+ * are deleted. Returns whether every attempt made worked (true when none was due). */
 static bool retry_run(sn_spool *s, bool force)
 {
     bool ok = true;
@@ -678,24 +759,32 @@ static bool retry_run(sn_spool *s, bool force)
             i++;
             continue;
         }
-        atomic_fetch_add(&s->sync_retries, 1);
         char name[NAME_MAX_LEN];
         seg_name(name, sizeof name, r->base);
+        if (file_deleted(r->fd)) {
+            sn_log_info("spool: segment popped while its sync was retried; retry dropped",
+                        SN_LOG_STR("dir", s->dir), SN_LOG_STR("file", name));
+            retry_drop(s, i);
+            continue;
+        }
+        atomic_fetch_add(&s->sync_retries, 1);
         int rc = resync_segment(s, r->fd);
         if (rc == 0) {
             sn_log_info("spool: segment synced after a failed sync", SN_LOG_STR("dir", s->dir),
-                        SN_LOG_STR("file", name), SN_LOG_UINT("retries", r->attempts + 1));
+                        SN_LOG_STR("file", name), SN_LOG_UINT("retries", r->backoff.attempts));
             retry_drop(s, i);
             continue;
         }
         ok = false;
-        r->attempts++;
-        int64_t wait = RETRY_FIRST_NS << (r->attempts < 16 ? r->attempts : 16);
-        r->due_ns = now + (wait < RETRY_CAP_NS ? wait : RETRY_CAP_NS);
+        uint32_t ms = retry_schedule(r, now);
         sn_log_error("spool: retried segment sync failed", SN_LOG_STR("dir", s->dir),
-                     SN_LOG_STR("file", name), SN_LOG_UINT("retries", r->attempts),
-                     SN_LOG_INT("next_retry_ms", (r->due_ns - now) / 1000000), SN_LOG_ERRNO(rc));
+                     SN_LOG_STR("file", name), SN_LOG_UINT("retries", r->backoff.attempts - 1),
+                     SN_LOG_UINT("next_retry_ms", ms), SN_LOG_ERRNO(rc));
         i++;
+    }
+    if (s->nretry == 0 && s->ndeferred > 0) {
+        unlink_journals(s, s->deferred, s->ndeferred);
+        s->ndeferred = 0;
     }
     return ok;
 }
@@ -720,8 +809,58 @@ static void note_sync(sn_spool *s, bool ok)
         atomic_store(&s->fail_streak, 0);
 }
 
+/* Runs a BG_SYNC op (see bg_run). A handed-off segment whose fdatasync fails goes to the retry
+ * list (unless its file is gone: popped meanwhile); any other failure (a dup'ed open file, the
+ * directory) sets bg_resync so that the loop's next sync carries every open file, and taints the
+ * thread: no covered journal file is deleted until such a sync works. The op's journal
+ * generations are deleted when all is durable, deferred while only retried segments are not,
+ * and left on disk (discarded at the next start) when tainted. */
+static void bg_run_sync(sn_spool *s, bg_op *op)
+{
+    int first = 0; /* first failure not handled by a retry */
+    bool ok = true;
+    sync_ack(s);
+    for (size_t i = 0; i < op->nfds; i++) {
+        int rc = sync_fd(s, op->fds[i], false);
+        if (rc != 0 && op->bases[i] != NO_SEGMENT && file_deleted(op->fds[i]))
+            rc = 0; /* popped before its sync ran: nothing in it needs to be durable */
+        if (rc != 0)
+            ok = false;
+        if (rc != 0 && op->bases[i] != NO_SEGMENT)
+            retry_add(s, op->fds[i], op->bases[i]); /* closed by the loop: retried here */
+        else
+            close(op->fds[i]);
+        if (rc != 0 && op->bases[i] == NO_SEGMENT && first == 0)
+            first = rc;
+    }
+    if (op->dir || atomic_exchange(&s->bg_dir_dirty, false)) {
+        int rc = sync_fd(s, s->dirfd, true);
+        if (rc != 0) {
+            atomic_store(&s->bg_dir_dirty, true);
+            if (first == 0)
+                first = rc;
+        }
+    }
+    if (first != 0) {
+        atomic_store(&s->bg_tainted, true);
+        atomic_store(&s->bg_resync, true);
+        sn_log_error("spool fsync failed", SN_LOG_STR("dir", s->dir), SN_LOG_ERRNO(first));
+    } else if (op->resynced) {
+        atomic_store(&s->bg_tainted, false);
+    }
+    bool retried = retry_run(s, op->retry_all);
+    note_sync(s, ok && first == 0 && retried);
+    if (atomic_load(&s->bg_tainted))
+        return; /* the op's covered journal files stay until the next start */
+    if (s->nretry > 0)
+        defer_journals(s, op->gens, op->ngens);
+    else
+        unlink_journals(s, op->gens, op->ngens);
+}
+
 /* Runs one operation on the calling thread (the background thread, or the loop when the
- * thread is not running); frees nothing. */
+ * thread is not running); frees nothing. BG_UNLINK touches no thread state (the loop may run
+ * it while the thread retries). */
 static void bg_run(sn_spool *s, bg_op *op)
 {
     switch (op->kind) {
@@ -739,60 +878,16 @@ static void bg_run(sn_spool *s, bg_op *op)
         break;
     }
     case BG_UNLINK:
-        for (size_t i = 0; i < s->nretry; i++) {
-            char name[NAME_MAX_LEN];
-            seg_name(name, sizeof name, s->retry[i].base);
-            if (strcmp(name, op->name) == 0) { /* popped: nothing in it needs to be durable */
-                retry_drop(s, i);
-                break;
-            }
-        }
+        /* A segment whose sync is retried is dropped by retry_run when it finds the file gone. */
         unlink_file(s, op->name,
                     strncmp(op->name, SEG_PREFIX, strlen(SEG_PREFIX)) == 0
                         ? "spool: cannot delete segment"
                         : "spool: cannot delete a covered journal file");
         atomic_store(&s->bg_dir_dirty, true);
         break;
-    case BG_SYNC: {
-        int first = 0;
-        sync_ack(s);
-        for (size_t i = 0; i < op->nfds; i++) {
-            int rc = sync_fd(s, op->fds[i], false);
-            if (rc != 0 && first == 0)
-                first = rc;
-            if (rc != 0 && op->bases[i] != NO_SEGMENT)
-                retry_add(s, op->fds[i], op->bases[i]); /* closed by the loop: retried here */
-            else
-                close(op->fds[i]);
-        }
-        if (op->dir || atomic_exchange(&s->bg_dir_dirty, false)) {
-            int rc = sync_fd(s, s->dirfd, true);
-            if (rc != 0) {
-                atomic_store(&s->bg_dir_dirty, true);
-                if (first == 0)
-                    first = rc;
-            }
-        }
-        bool retried = retry_run(s, op->retry_all);
-        note_sync(s, first == 0 && retried);
-        if (first != 0 || s->nretry > 0) {
-            /* Covered journal files stay (discarded at the next start) while a segment is not
-             * durable; every open file is synced again by the next sync, handed-off segments
-             * by their retries. */
-            if (first != 0) {
-                atomic_store(&s->bg_resync, true);
-                sn_log_error("spool fsync failed", SN_LOG_STR("dir", s->dir), SN_LOG_ERRNO(first));
-            }
-            break;
-        }
-        for (size_t i = 0; i < op->ngens; i++) {
-            char name[NAME_MAX_LEN];
-            journal_name(name, sizeof name, op->gens[i]);
-            unlink_file(s, name, "spool: cannot delete a covered journal file");
-            atomic_store(&s->bg_dir_dirty, true);
-        }
+    case BG_SYNC:
+        bg_run_sync(s, op);
         break;
-    }
     }
 }
 
@@ -1027,7 +1122,7 @@ static int sync_segments(sn_spool *s)
         seg *g = &s->segs[i];
         if (!g->dirty || g->fd < 0)
             continue;
-        int rc = sync_fd(s, g->fd, false);
+        int rc = sync_file(s, g->fd, &g->rewrite);
         if (rc == 0)
             g->dirty = false;
         else if (first == 0)
@@ -1066,7 +1161,8 @@ static void journal_retire(sn_spool *s, uint64_t gen)
         journal_unlink(s, gen);
         return;
     }
-    if (s->npending == PENDING_MAX && s->bg_started && bg_sync_start(s, false) == 0) {
+    if (s->npending == PENDING_MAX && s->bg_started && bg_sync_start(s, false) == 0 &&
+        s->npending < PENDING_MAX) {
         s->pending[s->npending++] = gen; /* the list went with that sync */
         return;
     }
@@ -1133,6 +1229,7 @@ static int journal_rotate(sn_spool *s)
     s->jbytes = SN_SPOOL_JOURNAL_FILE_HEADER;
     s->jrecords = 0;
     s->jdirty = s->cfg.fsync != SN_SPOOL_FSYNC_ALWAYS;
+    s->jrewrite = false;
     s->jstale = 0;
     return 0;
 }
@@ -1777,16 +1874,18 @@ int sn_spool_append(sn_spool *s, const uint8_t *data, size_t len, uint64_t journ
         /* Close the full segment: make it durable now so sync only looks at the last one (with
          * background_io: hand a duplicate of its descriptor to the next sync instead), and
          * keep its file open only if it is the head. */
-        if (g != NULL && g->dirty && !g->broken && s->bg_started && s->nhandoff < HANDOFF_MAX) {
+        if (g != NULL && g->dirty && !g->broken && s->bg_started && s->nhandoff < HANDOFF_MAX &&
+            (!g->rewrite || rewrite_file(g->fd) == 0)) {
             int dfd = fcntl(g->fd, F_DUPFD_CLOEXEC, 0);
             if (dfd >= 0) {
                 s->handoff_base[s->nhandoff] = g->base;
                 s->handoff[s->nhandoff++] = dfd;
                 g->dirty = false;
+                g->rewrite = false; /* rewritten: the handed-off sync counts */
             }
         }
         if (g != NULL && g->dirty && !g->broken) {
-            if ((rc = sync_fd(s, g->fd, false)) != 0)
+            if ((rc = sync_file(s, g->fd, &g->rewrite)) != 0)
                 return rc;
             g->dirty = false;
         }
@@ -2013,14 +2112,19 @@ int sn_spool_journal_next(sn_spool *s)
                      SN_LOG_UINT("generation", s->jgen + 1), SN_LOG_ERRNO(rc));
         return rc;
     }
-    s->detached[s->ndetached++] = (jdetached){
-        .gen = s->jgen, .fd = s->jfd, .size = s->jsize, .records = s->jrecords, .dirty = s->jdirty};
+    s->detached[s->ndetached++] = (jdetached){.gen = s->jgen,
+                                              .fd = s->jfd,
+                                              .size = s->jsize,
+                                              .records = s->jrecords,
+                                              .dirty = s->jdirty,
+                                              .rewrite = s->jrewrite};
     s->jfd = fd;
     s->jgen++;
     s->jsize = SN_SPOOL_JOURNAL_FILE_HEADER;
     s->jbytes += SN_SPOOL_JOURNAL_FILE_HEADER;
     s->jrecords = 0;
     s->jdirty = s->cfg.fsync != SN_SPOOL_FSYNC_ALWAYS;
+    s->jrewrite = false;
     return 0;
 }
 
@@ -2079,22 +2183,54 @@ int sn_spool_recover_journal(sn_spool *s, sn_spool_journal_fn fn, void *ud)
 
 /* ---- durability ---- */
 
-/* Marks every open segment and journal file as written since the last sync (dirty) or not. */
-static void set_files_dirty(sn_spool *s, bool dirty)
+/* Marks every open segment and journal file as written since the last sync (dirty) or not;
+ * with rewrite, also as to be rewritten before their next sync counts (other flags stay). */
+static void set_files_dirty(sn_spool *s, bool dirty, bool rewrite)
 {
-    for (size_t i = 0; i < s->nsegs; i++)
-        if (s->segs[i].fd >= 0)
+    for (size_t i = 0; i < s->nsegs; i++) {
+        if (s->segs[i].fd >= 0) {
             s->segs[i].dirty = dirty;
+            s->segs[i].rewrite |= rewrite;
+        }
+    }
     s->jdirty = dirty;
-    for (size_t i = 0; i < s->ndetached; i++)
+    s->jrewrite |= rewrite;
+    for (size_t i = 0; i < s->ndetached; i++) {
         s->detached[i].dirty = dirty;
+        s->detached[i].rewrite |= rewrite;
+    }
 }
 
-/* After a failed background sync: every open file and the directory are synced again. */
+/* After a failed background sync (which file failed is not known here): every open file is
+ * rewritten and synced again, and the directory synced again. */
 static void mark_all_dirty(sn_spool *s)
 {
-    set_files_dirty(s, true);
+    set_files_dirty(s, true, true);
     s->dir_dirty = true;
+}
+
+/* Rewrites (rewrite_file) the open files whose flag is set, here on the loop -- their writer --
+ * before their descriptors go to a background sync, and clears the flags of those done.
+ * Returns false when one could not be rewritten (its flag stays). */
+static bool rewrite_flagged(sn_spool *s)
+{
+    bool ok = true;
+    for (size_t i = 0; i < s->nsegs; i++) {
+        seg *g = &s->segs[i];
+        if (g->rewrite && g->fd >= 0 && g->dirty)
+            g->rewrite = rewrite_file(g->fd) != 0;
+        ok = ok && !(g->rewrite && g->fd >= 0 && g->dirty);
+    }
+    if (s->jrewrite && s->jdirty)
+        s->jrewrite = rewrite_file(s->jfd) != 0;
+    ok = ok && !(s->jrewrite && s->jdirty);
+    for (size_t i = 0; i < s->ndetached; i++) {
+        jdetached *d = &s->detached[i];
+        if (d->rewrite && d->dirty)
+            d->rewrite = rewrite_file(d->fd) != 0;
+        ok = ok && !(d->rewrite && d->dirty);
+    }
+    return ok;
 }
 
 /* Adds a duplicate of fd to op's descriptors (op has room). Returns false when dup fails. */
@@ -2113,15 +2249,27 @@ static bool add_dup(bg_op *op, int fd)
  * with nothing changed. */
 static int bg_sync_start(sn_spool *s, bool retry_all)
 {
-    if (atomic_exchange(&s->bg_resync, false))
+    bool resynced = atomic_exchange(&s->bg_resync, false);
+    if (resynced)
         mark_all_dirty(s);
+    /* A file that could not be rewritten keeps its flag, and its sync does not count: the
+     * covered journal generations stay pending, and a resync is tried again next time. */
+    bool rewritten = rewrite_flagged(s);
+    if (!rewritten && resynced) {
+        atomic_store(&s->bg_resync, true);
+        resynced = false;
+    }
     size_t maxfds = s->nsegs + 1 + s->ndetached + s->nhandoff;
     bg_op *op =
         calloc(1, sizeof *op + (PENDING_MAX + maxfds) * sizeof(uint64_t) + maxfds * sizeof(int));
-    if (op == NULL)
+    if (op == NULL) {
+        if (resynced)
+            atomic_store(&s->bg_resync, true);
         return -ENOMEM;
+    }
     op->kind = BG_SYNC;
     op->retry_all = retry_all;
+    op->resynced = resynced;
     op->gens = (uint64_t *)(op + 1);
     op->bases = op->gens + PENDING_MAX;
     op->fds = (int *)(op->bases + maxfds);
@@ -2141,19 +2289,23 @@ static int bg_sync_start(sn_spool *s, bool retry_all)
         for (size_t i = 0; i < op->nfds; i++)
             close(op->fds[i]);
         free(op);
+        if (resynced)
+            atomic_store(&s->bg_resync, true);
         return rc;
     }
     /* Nothing can fail from here on: the flags are cleared for what the op now carries. */
-    set_files_dirty(s, false);
+    set_files_dirty(s, false, false);
     memcpy(op->fds + op->nfds, s->handoff, s->nhandoff * sizeof(int));
     memcpy(op->bases + op->nfds, s->handoff_base, s->nhandoff * sizeof(uint64_t));
     op->nfds += s->nhandoff;
     s->nhandoff = 0;
     op->dir = s->dir_dirty;
     s->dir_dirty = false;
-    memcpy(op->gens, s->pending, s->npending * sizeof(uint64_t));
-    op->ngens = s->npending;
-    s->npending = 0;
+    if (rewritten) {
+        memcpy(op->gens, s->pending, s->npending * sizeof(uint64_t));
+        op->ngens = s->npending;
+        s->npending = 0;
+    }
     bg_submit(s, op);
     return 0;
 }
@@ -2179,7 +2331,11 @@ int sn_spool_sync(sn_spool *s)
     bg_wait_idle(s);
     if (!s->bg_started && s->nretry > 0)
         note_sync(s, retry_run(s, true));
-    if (atomic_exchange(&s->bg_resync, false))
+    /* After a failed background sync every open file is synced here; that working ends the
+     * thread's hold on covered journal files. No BG_SYNC runs meanwhile (only the loop queues
+     * them). */
+    bool resynced = atomic_exchange(&s->bg_resync, false);
+    if (resynced)
         mark_all_dirty(s);
     if (atomic_exchange(&s->bg_dir_dirty, false))
         s->dir_dirty = true;
@@ -2193,7 +2349,7 @@ int sn_spool_sync(sn_spool *s)
     if ((rc = sync_segments(s)) != 0 && first == 0)
         first = rc;
     if (s->jdirty) {
-        if ((rc = sync_fd(s, s->jfd, false)) == 0)
+        if ((rc = sync_file(s, s->jfd, &s->jrewrite)) == 0)
             s->jdirty = false;
         else if (first == 0)
             first = rc;
@@ -2201,7 +2357,7 @@ int sn_spool_sync(sn_spool *s)
     for (size_t i = 0; i < s->ndetached; i++) {
         if (!s->detached[i].dirty)
             continue;
-        if ((rc = sync_fd(s, s->detached[i].fd, false)) == 0)
+        if ((rc = sync_file(s, s->detached[i].fd, &s->detached[i].rewrite)) == 0)
             s->detached[i].dirty = false;
         else if (first == 0)
             first = rc;
@@ -2212,6 +2368,10 @@ int sn_spool_sync(sn_spool *s)
         else if (first == 0)
             first = rc;
     }
+    if (resynced && first == 0)
+        atomic_store(&s->bg_tainted, false);
+    else if (resynced)
+        atomic_store(&s->bg_resync, true); /* not done: the next sync resyncs every file again */
     if (first == 0 && segments_durable(s))
         delete_pending(s);
     bg_wait_idle(s); /* the deletions delete_pending queued */
@@ -2228,7 +2388,6 @@ void sn_spool_get_stats(const sn_spool *s, sn_spool_stats *out)
     out->sync_failures = atomic_load(&((sn_spool *)s)->sync_failures);
     out->sync_retries = atomic_load(&((sn_spool *)s)->sync_retries);
     out->unsynced_segments = atomic_load(&((sn_spool *)s)->unsynced);
-    out->sync_failing = sn_spool_sync_failing(s);
     out->count = s->count;
     out->bytes = s->bytes;
     out->segments = s->nsegs;

@@ -106,7 +106,6 @@ typedef struct sn_spool_stats {
     uint64_t sync_failures;      /* of those, the ones that failed */
     uint64_t sync_retries;       /* retried syncs of full segments whose background sync failed */
     uint64_t unsynced_segments;  /* full segments not durable yet: their sync is being retried */
-    bool sync_failing;           /* sn_spool_sync_failing() */
 } sn_spool_stats;
 
 /* Called by sn_spool_recover_journal for each recovered journal record, oldest first. data is
@@ -200,13 +199,14 @@ int sn_spool_sync(sn_spool *s);
  * a sync of everything written so far (duplicates of the dirty descriptors; the journal files
  * the synced segments cover are deleted after it), and returns. What was written before the
  * call is durable once the thread has run it; a failure there is logged, every open file is
- * synced again by the next sync, and the covered journal files it would have deleted stay
- * until the next start (they are discarded then). A full segment whose background sync failed
- * (its descriptor was handed over; the loop closed its own) is rewritten and synced again by
- * the thread 100 ms later, then with doubling backoff up to every 30 s, until that works or
- * the segment is popped (sn_spool_sync retries it at once, and fails while it is not durable).
- * Without background_io (or when the copies
- * cannot be made) it is sn_spool_sync. Returns 0 or sn_spool_sync's error. */
+ * rewritten (here, on the caller's thread) and synced again by the next sync, and the covered
+ * journal files it would have deleted stay until the next start (they are discarded then). A
+ * full segment whose background sync failed (its descriptor was handed over; the loop closed
+ * its own) is rewritten and synced again by the thread 100 ms later, then with shared/backoff.h's
+ * backoff up to every 30 s, until that works or its file is found deleted (popped); covered
+ * journal files wait for that (sn_spool_sync retries it at once, and fails while it is not
+ * durable). Without background_io (or when the copies cannot be made) it is sn_spool_sync.
+ * Returns 0 or sn_spool_sync's error. */
 int sn_spool_sync_start(sn_spool *s);
 
 /* Fills out with the current counters. */

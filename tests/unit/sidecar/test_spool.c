@@ -1306,10 +1306,11 @@ START_TEST(background_io_keeps_the_rules)
 }
 END_TEST
 
-/* The injected fsync/fdatasync: -EIO while `fail` is set; otherwise the real call, counting the
- * good fdatasyncs of the file with inode `watch`. */
+/* The injected fsync/fdatasync: -EIO while `fail` is set (with `only_watched`, only for the
+ * file with inode `watch`); otherwise the real call, counting the good fdatasyncs of the file
+ * with inode `watch`. */
 typedef struct sync_fault {
-    atomic_bool fail;
+    atomic_bool fail, only_watched;
     atomic_int failed, good_watched;
     _Atomic ino_t watch;
 } sync_fault;
@@ -1317,15 +1318,27 @@ typedef struct sync_fault {
 static int faulty_sync(int fd, bool full, void *ud)
 {
     sync_fault *f = ud;
-    if (atomic_load(&f->fail)) {
+    struct stat st;
+    bool watched = !full && fstat(fd, &st) == 0 && st.st_ino == atomic_load(&f->watch);
+    if (atomic_load(&f->fail) && (watched || !atomic_load(&f->only_watched))) {
         atomic_fetch_add(&f->failed, 1);
         return -EIO;
     }
     int rc = full ? fsync(fd) : fdatasync(fd);
-    struct stat st;
-    if (rc == 0 && !full && fstat(fd, &st) == 0 && st.st_ino == atomic_load(&f->watch))
+    if (rc == 0 && watched)
         atomic_fetch_add(&f->good_watched, 1);
     return rc == 0 ? 0 : -errno;
+}
+
+/* Sets f to its start (nothing fails) and installs it on s. */
+static void fault_install(sn_spool *s, sync_fault *f)
+{
+    atomic_store(&f->fail, false);
+    atomic_store(&f->only_watched, false);
+    atomic_store(&f->failed, 0);
+    atomic_store(&f->good_watched, 0);
+    atomic_store(&f->watch, 0);
+    sn_spool_set_sync_hook(s, faulty_sync, f);
 }
 
 /* Appends records from *n + 1 on until a new segment was started (the full one is handed to the
@@ -1395,10 +1408,8 @@ START_TEST(failed_background_sync_of_a_full_segment_is_retried)
     c.background_io = true;
     sn_spool *s = open_ok(&c);
     static sync_fault f;
+    fault_install(s, &f);
     atomic_store(&f.fail, true);
-    atomic_store(&f.failed, 0);
-    atomic_store(&f.good_watched, 0);
-    sn_spool_set_sync_hook(s, faulty_sync, &f);
     uint64_t n = 0;
     atomic_store(&f.watch, fill_segment(s, &n));
     ck_assert_int_eq(sn_spool_sync_start(s), 0);
@@ -1406,7 +1417,7 @@ START_TEST(failed_background_sync_of_a_full_segment_is_retried)
     sn_spool_stats st;
     sn_spool_get_stats(s, &st);
     ck_assert_uint_ge(st.sync_failures, 1);
-    ck_assert(!st.sync_failing); /* one failure is not a failing disk */
+    ck_assert(!sn_spool_sync_failing(s)); /* one failure is not a failing disk */
 
     /* The disk works again: the thread's own retry makes the segment durable. */
     atomic_store(&f.fail, false);
@@ -1426,7 +1437,6 @@ START_TEST(failed_background_sync_of_a_full_segment_is_retried)
         ck_assert_int_eq(sn_spool_sync(s), -EIO);
     sn_spool_get_stats(s, &st);
     ck_assert_uint_eq(st.unsynced_segments, 1);
-    ck_assert(st.sync_failing);
     ck_assert(sn_spool_sync_failing(s));
     /* ... and recovering: the next sync retries the segment, and all is well again */
     atomic_store(&f.fail, false);
@@ -1435,20 +1445,24 @@ START_TEST(failed_background_sync_of_a_full_segment_is_retried)
     ck_assert_int_gt(atomic_load(&f.good_watched), good);
     sn_spool_get_stats(s, &st);
     ck_assert_uint_eq(st.unsynced_segments, 0);
-    ck_assert(!st.sync_failing);
+    ck_assert(!sn_spool_sync_failing(s));
 
-    /* A segment popped while its sync is retried needs no retry any more. */
+    /* A segment popped while its sync is retried needs no retry any more: with every sync still
+     * failing, the retry finds the file deleted and drops it (a retry cannot have worked). */
     atomic_store(&f.fail, true);
     (void)fill_segment(s, &n);
     ck_assert_int_eq(sn_spool_sync(s), -EIO);
-    atomic_store(&f.fail, false);
-    sn_spool_set_sync_hook(s, NULL, NULL);
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.unsynced_segments, 1);
     for (uint64_t i = 2; i <= n; i++)
         expect_pop(s, i, i);
+    wait_unsynced(s, 0); /* the thread's next retry, due within a second */
+    ck_assert_int_gt(atomic_load(&f.failed), 0);
+    atomic_store(&f.fail, false);
+    sn_spool_set_sync_hook(s, NULL, NULL);
     ck_assert_int_eq(sn_spool_sync(s), 0);
     sn_spool_get_stats(s, &st);
     ck_assert_uint_eq(st.unsynced_segments, 0);
-    ck_assert_int_gt(atomic_load(&f.failed), 0);
 
     /* Nothing acknowledged or not is lost: a record appended now is found after a reopen. */
     append_rec(s, n + 1, 0);
@@ -1457,6 +1471,238 @@ START_TEST(failed_background_sync_of_a_full_segment_is_retried)
     s = open_ok(&c);
     ck_assert_uint_eq(sn_spool_count(s), 1);
     expect_pop(s, n + 1, n + 1);
+    sn_spool_close(s);
+}
+END_TEST
+
+/* Opens a spool with background_io and f installed, fills a segment (records 1..*n-1; the
+ * full one is handed to the next background sync) and makes every sync of that segment fail. */
+static sn_spool *open_failing_full_segment(sync_fault *f, uint64_t *n)
+{
+    sn_spool_config c = small_cfg();
+    c.background_io = true;
+    sn_spool *s = open_ok(&c);
+    fault_install(s, f);
+    *n = 0;
+    atomic_store(&f->watch, fill_segment(s, n));
+    atomic_store(&f->only_watched, true);
+    atomic_store(&f->fail, true);
+    return s;
+}
+
+START_TEST(segment_popped_before_its_failed_sync_is_not_retried)
+{
+    /* A full segment popped before the background sync carrying its descriptor ran: the
+     * deletion is queued first, so the sync meets a deleted file. Its failure needs no retry
+     * (nothing in it must be durable); a retry would fail for ever and hold sn_spool_sync at
+     * -EIO. */
+    static sync_fault f;
+    uint64_t n;
+    sn_spool *s = open_failing_full_segment(&f, &n);
+    for (uint64_t i = 1; i < n; i++)
+        expect_pop(s, i, i);
+    ck_assert_int_eq(sn_spool_sync_start(s), 0); /* carries the handed-off descriptor */
+    ck_assert_int_eq(sn_spool_sync(s), 0);
+    ck_assert_int_gt(atomic_load(&f.failed), 0); /* its sync was tried, and failed */
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.unsynced_segments, 0);
+    char path[256];
+    ck_assert(!exists(seg_path(path, sizeof path, 1)));
+    atomic_store(&f.watch, 0);
+    sn_spool_set_sync_hook(s, NULL, NULL);
+    expect_pop(s, n, n);
+    sn_spool_close(s);
+}
+END_TEST
+
+START_TEST(covered_journals_wait_for_a_retried_sync)
+{
+    /* A covered journal file whose sync op ran while a full segment's sync was being retried is
+     * kept by the thread and deleted once the retry worked (not forgotten until a restart). */
+    static sync_fault f;
+    uint64_t n;
+    sn_spool *s = open_failing_full_segment(&f, &n);
+    ck_assert_int_eq(sn_spool_sync_start(s), 0);
+    wait_unsynced(s, 1);
+
+    uint64_t gen = sn_spool_journal_generation(s);
+    journal_rec(s, n + 1);
+    append_rec(s, n + 1, gen); /* covers gen */
+    ck_assert_int_eq(sn_spool_journal_reset(s), 0);
+    char path[256];
+    journal_path(path, sizeof path, gen);
+    ck_assert(exists(path));
+    ck_assert_int_eq(sn_spool_sync(s), -EIO); /* the segment's retry fails */
+    ck_assert(exists(path));                  /* so the covered file stays */
+
+    atomic_store(&f.fail, false);
+    ck_assert_int_eq(sn_spool_sync(s), 0); /* the retry works: the file goes */
+    ck_assert_int_ge(atomic_load(&f.good_watched), 1);
+    ck_assert(!exists(path));
+    ck_assert_int_eq(count_files("journal-"), 1);
+    sn_spool_set_sync_hook(s, NULL, NULL);
+    for (uint64_t i = 1; i <= n + 1; i++)
+        expect_pop(s, i, i);
+    sn_spool_close(s);
+}
+END_TEST
+
+/* A sync hook that holds the first sync made while `state` is 1 (state 2 while held) until the
+ * test sets 3, then fails it; every other call is the real one. */
+static int held_sync(int fd, bool full, void *ud)
+{
+    atomic_int *state = ud;
+    int armed = 1;
+    if (atomic_compare_exchange_strong(state, &armed, 2)) {
+        while (atomic_load(state) != 3)
+            usleep(1000);
+        return -EIO;
+    }
+    return (full ? fsync(fd) : fdatasync(fd)) == 0 ? 0 : -errno;
+}
+
+/* small_cfg with background_io and segments large enough to hold a whole test's records. */
+static sn_spool_config one_segment_cfg(void)
+{
+    sn_spool_config c = small_cfg();
+    c.segment_bytes = 1 << 20;
+    c.background_io = true;
+    return c;
+}
+
+START_TEST(journal_kept_when_an_earlier_sync_fails_later)
+{
+    /* A covered journal generation retired while the background sync carrying its sealed record
+     * runs goes with the next sync. Should the first one then fail, the second one working does
+     * not make the record durable (it was not dirty any more): the file is kept (discarded at
+     * the next start), and the record is not lost. */
+    sn_spool_config c = one_segment_cfg();
+    sn_spool *s = open_ok(&c);
+    static atomic_int state;
+    atomic_store(&state, 0);
+    sn_spool_set_sync_hook(s, held_sync, &state);
+    ck_assert_int_eq(sn_spool_sync(s), 0);
+    uint64_t gen = sn_spool_journal_generation(s);
+    journal_rec(s, 1);
+    append_rec(s, 1, gen); /* covers gen */
+    atomic_store(&state, 1);
+    ck_assert_int_eq(sn_spool_sync_start(s), 0); /* the segment's sync: held, then fails */
+    while (atomic_load(&state) != 2)
+        usleep(1000);
+    ck_assert_int_eq(sn_spool_journal_reset(s), 0); /* gen waits for the next sync */
+    ck_assert_int_eq(sn_spool_sync_start(s), 0);    /* carries gen, not the segment */
+    atomic_store(&state, 3);
+    ck_assert_int_eq(sn_spool_sync(s), 0); /* every open file synced again here */
+    char path[256];
+    ck_assert(exists(journal_path(path, sizeof path, gen)));
+    sn_spool_set_sync_hook(s, NULL, NULL);
+    /* Once all is durable again, covered files go as before. */
+    journal_rec(s, 2);
+    append_rec(s, 2, sn_spool_journal_generation(s));
+    ck_assert_int_eq(sn_spool_journal_reset(s), 0);
+    ck_assert_int_eq(sn_spool_sync_start(s), 0);
+    ck_assert_int_eq(sn_spool_sync(s), 0);
+    ck_assert(!exists(journal_path(path, sizeof path, gen + 1)));
+    sn_spool_close(s);
+    c.background_io = false;
+    s = open_ok(&c);
+    ck_assert(!exists(journal_path(path, sizeof path, gen))); /* discarded as covered */
+    expect_pop(s, 1, 1);
+    expect_pop(s, 2, 2);
+    sn_spool_close(s);
+}
+END_TEST
+
+/* Bytes this process has passed to write(2) and friends so far (/proc/self/io wchar; 0 when
+ * unreadable). No ck_assert inside: in fork mode every check writes its location to a file. */
+static uint64_t bytes_written(void)
+{
+    FILE *f = fopen("/proc/self/io", "r");
+    if (f == NULL)
+        return 0;
+    char line[128];
+    uint64_t n = 0;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (strncmp(line, "wchar: ", 7) == 0)
+            n = strtoull(line + 7, NULL, 10);
+    fclose(f);
+    return n;
+}
+
+/* Runs sn_spool_sync and returns its result; *written gets the bytes written meanwhile. */
+static int sync_counting(sn_spool *s, uint64_t *written)
+{
+    uint64_t w0 = bytes_written();
+    int rc = sn_spool_sync(s);
+    *written = bytes_written() - w0;
+    return rc;
+}
+
+START_TEST(failed_sync_rewrites_the_file_before_the_next)
+{
+    /* After a failed fdatasync a second one could answer 0 without writing: an open file whose
+     * sync failed (the journal here; open segments alike) is rewritten from its bytes before
+     * the next sync counts -- after a failure on the loop, and after a background one (which
+     * file failed is not known there: every open file is rewritten). */
+    sn_spool_config c = one_segment_cfg();
+    sn_spool *s = open_ok(&c);
+    static sync_fault f;
+    fault_install(s, &f);
+    uint64_t gen = sn_spool_journal_generation(s);
+    for (uint64_t i = 1; i <= 8; i++) {
+        journal_rec(s, i);
+        append_rec(s, i, 0);
+    }
+    ck_assert_uint_gt(bytes_written(), 0); /* /proc/self/io is there */
+    char path[256];
+    struct stat sb;
+    ck_assert_int_eq(stat(journal_path(path, sizeof path, gen), &sb), 0);
+    uint64_t jsize = (uint64_t)sb.st_size;
+    atomic_store(&f.watch, sb.st_ino);
+    atomic_store(&f.only_watched, true);
+    atomic_store(&f.fail, true);
+
+    ck_assert_int_eq(sn_spool_sync_start(s), 0); /* the background sync of the journal fails */
+    uint64_t w0 = bytes_written();
+    ck_assert_int_eq(sn_spool_sync(s), -EIO); /* every open file rewritten, the journal fails */
+    ck_assert_uint_ge(bytes_written() - w0, jsize + 8 * SN_SPOOL_RECORD_HEADER);
+    int failed = atomic_load(&f.failed);
+    ck_assert_int_ge(failed, 2);
+
+    atomic_store(&f.fail, false);
+    w0 = bytes_written();
+    ck_assert_int_eq(sn_spool_sync_start(s), 0); /* rewritten here, synced by the thread */
+    ck_assert_uint_ge(bytes_written() - w0, jsize);
+    ck_assert_int_eq(sn_spool_sync(s), 0);
+    ck_assert_int_ge(atomic_load(&f.good_watched), 1);
+    ck_assert_int_eq(atomic_load(&f.failed), failed);
+
+    /* All good again: a sync writes nothing. */
+    journal_rec(s, 9);
+    uint64_t written = 1;
+    ck_assert_int_eq(sync_counting(s, &written), 0);
+    ck_assert_uint_eq(written, 0);
+    sn_spool_close(s);
+
+    /* Without the thread: a failed sync of the journal, then the next one rewrites it. */
+    c.background_io = false;
+    s = open_ok(&c);
+    fault_install(s, &f);
+    journal_rec(s, 10);
+    ck_assert_int_eq(stat(journal_path(path, sizeof path, sn_spool_journal_generation(s)), &sb), 0);
+    atomic_store(&f.watch, sb.st_ino);
+    atomic_store(&f.only_watched, true);
+    atomic_store(&f.fail, true);
+    ck_assert_int_eq(sn_spool_sync(s), -EIO);
+    atomic_store(&f.fail, false);
+    w0 = bytes_written();
+    ck_assert_int_eq(sn_spool_sync(s), 0);
+    ck_assert_uint_ge(bytes_written() - w0, (uint64_t)sb.st_size);
+    ck_assert_int_ge(atomic_load(&f.good_watched), 1);
+    journal_rec(s, 11);
+    ck_assert_int_eq(sync_counting(s, &written), 0);
+    ck_assert_uint_eq(written, 0); /* the flag was cleared: a plain sync */
     sn_spool_close(s);
 }
 END_TEST
@@ -1613,6 +1859,10 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, interval_mode_syncs_on_request);
     tcase_add_test(tc, background_io_keeps_the_rules);
     tcase_add_test(tc, failed_background_sync_of_a_full_segment_is_retried);
+    tcase_add_test(tc, segment_popped_before_its_failed_sync_is_not_retried);
+    tcase_add_test(tc, covered_journals_wait_for_a_retried_sync);
+    tcase_add_test(tc, journal_kept_when_an_earlier_sync_fails_later);
+    tcase_add_test(tc, failed_sync_rewrites_the_file_before_the_next);
     tcase_add_test(tc, always_mode_syncs_every_write);
     tcase_add_test(tc, directory_is_a_file);
     tcase_add_test(tc, directory_without_permission);
