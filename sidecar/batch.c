@@ -426,7 +426,8 @@ void sn_batch_config_init(sn_batch_config *cfg)
  * (it resets the session, not the parameters). Frames record their content size (the
  * aggregator checks it and decompresses them in one pass) and carry no checksum (gRPC's
  * transport and the spool's record CRC cover the bytes). The hash log overrides only the
- * level's table size; window, search and match length stay the level's for the batch's size.
+ * level's table size; at level 1 the window is SN_BATCH_ZSTD_WINDOW_LOG_FAST (the context's
+ * size follows it); search and match length stay the level's for the batch's size.
  * Returns 0 or a zstd error code. */
 static size_t set_zstd_params(ZSTD_CCtx *z, const sn_batch_config *cfg)
 {
@@ -442,6 +443,8 @@ static size_t set_zstd_params(ZSTD_CCtx *z, const sn_batch_config *cfg)
         r = ZSTD_CCtx_setParameter(z, ZSTD_c_literalCompressionMode, ZSTD_ps_disable);
     if (!ZSTD_isError(r) && hash_log > 0)
         r = ZSTD_CCtx_setParameter(z, ZSTD_c_hashLog, hash_log);
+    if (!ZSTD_isError(r) && cfg->zstd_level == 1)
+        r = ZSTD_CCtx_setParameter(z, ZSTD_c_windowLog, SN_BATCH_ZSTD_WINDOW_LOG_FAST);
     return r;
 }
 
