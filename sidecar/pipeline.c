@@ -107,7 +107,7 @@ typedef struct scratch {
 #define SCRATCH_KEEP_BYTES (512u * 1024u) /* an idle scratch's buffers above this are freed */
 /* The idle scratches' memory at most: under steady load one or two are in use at a time, and
  * what a burst of concurrent large requests grew goes back to malloc (the idle trim returns it)
- * instead of staying here for good (0.5 MB per 512-span request). */
+ * instead of staying here for good (about 0.2 MB per 512-span request). */
 #define SCRATCH_POOL_BYTES (1024u * 1024u)
 
 typedef struct work {
