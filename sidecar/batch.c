@@ -44,11 +44,15 @@ struct sn_batch_encoder {
     ZSTD_CCtx *zctx; /* NULL when zstd_level is 0 */
     uint8_t *batch_buf;
     size_t batch_cap;
-    uint8_t *z_buf;
-    size_t z_cap;
+    /* The IngestRequest; compressed, zstd writes the payload into it straight after room for
+     * the envelope's fields (ENVELOPE_MAX), which go in front of it (no second buffer). */
     uint8_t *req_buf;
     size_t req_cap;
 };
+
+/* The IngestRequest's fields before the payload's bytes: compression (tag and a varint enum),
+ * uncompressed_size (tag, varint), the payload's tag and length (varint). */
+#define ENVELOPE_MAX (1u + 10u + 1u + 10u + 1u + 10u)
 
 /* What the events and alerts callbacks iterate. */
 typedef struct sn_items {
@@ -663,7 +667,8 @@ void sn_batch_config_init(sn_batch_config *cfg)
  * (it resets the session, not the parameters). Frames record their content size (the
  * aggregator checks it and decompresses them in one pass) and carry no checksum (gRPC's
  * transport and the spool's record CRC cover the bytes). The hash log overrides only the
- * level's table size; window, search and match length stay the level's for the batch's size.
+ * level's table size; at level 1 the window is SN_BATCH_ZSTD_WINDOW_LOG_FAST (the context's
+ * size follows it); search and match length stay the level's for the batch's size.
  * Returns 0 or a zstd error code. */
 static size_t set_zstd_params(ZSTD_CCtx *z, const sn_batch_config *cfg)
 {
@@ -679,6 +684,8 @@ static size_t set_zstd_params(ZSTD_CCtx *z, const sn_batch_config *cfg)
         r = ZSTD_CCtx_setParameter(z, ZSTD_c_literalCompressionMode, ZSTD_ps_disable);
     if (!ZSTD_isError(r) && hash_log > 0)
         r = ZSTD_CCtx_setParameter(z, ZSTD_c_hashLog, hash_log);
+    if (!ZSTD_isError(r) && cfg->zstd_level == 1)
+        r = ZSTD_CCtx_setParameter(z, ZSTD_c_windowLog, SN_BATCH_ZSTD_WINDOW_LOG_FAST);
     return r;
 }
 
@@ -742,7 +749,6 @@ void sn_batch_encoder_destroy(sn_batch_encoder *enc)
         return;
     ZSTD_freeCCtx(enc->zctx);
     free(enc->batch_buf);
-    free(enc->z_buf);
     free(enc->req_buf);
     free(enc);
 }
@@ -762,6 +768,55 @@ static bool reserve(uint8_t **buf, size_t *cap, size_t need)
     *buf = p;
     *cap = want;
     return true;
+}
+
+/* The compressed IngestRequest of the blen-byte Batch in enc->batch_buf: zstd writes the frame
+ * into req_buf after ENVELOPE_MAX bytes, the envelope's fields (the same bytes nanopb writes for
+ * req with the payload) go right in front of it, and *out points at the first. Returns 0,
+ * -ENOMEM, -EIO or -EMSGSIZE (with err). The output lives in the encoder. */
+static int encode_zstd(sn_batch_encoder *enc, sentinel_v1_IngestRequest *req, size_t blen,
+                       size_t max, const uint8_t **out, size_t *out_len, size_t *batch_len,
+                       char *err, size_t errlen)
+{
+    size_t bound = ZSTD_compressBound(blen);
+    if (bound > SIZE_MAX - ENVELOPE_MAX ||
+        !reserve(&enc->req_buf, &enc->req_cap, ENVELOPE_MAX + bound)) {
+        set_err(err, errlen, "batch: out of memory");
+        return -ENOMEM;
+    }
+    size_t zn = ZSTD_compress2(enc->zctx, enc->req_buf + ENVELOPE_MAX, bound, enc->batch_buf, blen);
+    if (ZSTD_isError(zn)) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "batch: zstd: %s", ZSTD_getErrorName(zn));
+        return -EIO;
+    }
+    req->compression = req->compression == sentinel_v1_Compression_COMPRESSION_NONE_GROUPS
+                           ? sentinel_v1_Compression_COMPRESSION_ZSTD_GROUPS
+                           : sentinel_v1_Compression_COMPRESSION_ZSTD;
+    req->payload.funcs.encode = NULL; /* the fields before it only */
+    uint8_t head[ENVELOPE_MAX];
+    pb_ostream_t os = pb_ostream_from_buffer(head, sizeof head);
+    if (!pb_encode(&os, sentinel_v1_IngestRequest_fields, req) ||
+        !pb_encode_tag(&os, PB_WT_STRING, sentinel_v1_IngestRequest_payload_tag) ||
+        !pb_encode_varint(&os, zn)) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "batch: encoding the request failed: %s", PB_GET_ERROR(&os));
+        return -EIO;
+    }
+    size_t hlen = os.bytes_written;
+    if (hlen + zn > max) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "batch: request of %zu bytes, over max_message_bytes %zu",
+                     hlen + zn, max);
+        return -EMSGSIZE;
+    }
+    uint8_t *start = enc->req_buf + ENVELOPE_MAX - hlen;
+    memcpy(start, head, hlen);
+    *out = start;
+    *out_len = hlen + zn;
+    if (batch_len != NULL)
+        *batch_len = blen;
+    return 0;
 }
 
 static int check_batch(const sn_batch_encoder *enc, const sn_batch *b, char *err, size_t errlen)
@@ -876,23 +931,8 @@ int sn_batch_encode(sn_batch_encoder *enc, const sn_batch *b, const uint8_t **ou
     req.compression = grouped ? sentinel_v1_Compression_COMPRESSION_NONE_GROUPS
                               : sentinel_v1_Compression_COMPRESSION_NONE;
     req.uncompressed_size = blen;
-    if (enc->zctx != NULL) {
-        size_t bound = ZSTD_compressBound(blen);
-        if (!reserve(&enc->z_buf, &enc->z_cap, bound)) {
-            set_err(err, errlen, "batch: out of memory");
-            return -ENOMEM;
-        }
-        size_t zn = ZSTD_compress2(enc->zctx, enc->z_buf, bound, enc->batch_buf, blen);
-        if (ZSTD_isError(zn)) {
-            if (err != NULL && errlen > 0)
-                snprintf(err, errlen, "batch: zstd: %s", ZSTD_getErrorName(zn));
-            return -EIO;
-        }
-        payload.data = enc->z_buf;
-        payload.len = zn;
-        req.compression = grouped ? sentinel_v1_Compression_COMPRESSION_ZSTD_GROUPS
-                                  : sentinel_v1_Compression_COMPRESSION_ZSTD;
-    }
+    if (enc->zctx != NULL)
+        return encode_zstd(enc, &req, blen, max, out, out_len, batch_len, err, errlen);
     req.payload.funcs.encode = encode_bytes_cb;
     req.payload.arg = &payload;
 

@@ -106,6 +106,10 @@ typedef struct scratch {
 
 #define SCRATCH_POOL_MAX   16             /* idle scratches kept; more are freed */
 #define SCRATCH_KEEP_BYTES (512u * 1024u) /* an idle scratch's buffers above this are freed */
+/* The idle scratches' memory at most: under steady load one or two are in use at a time, and
+ * what a burst of concurrent large requests grew goes back to malloc (the idle trim returns it)
+ * instead of staying here for good (about 0.2 MB per 512-span request). */
+#define SCRATCH_POOL_BYTES (1024u * 1024u)
 
 typedef struct work {
     struct work *next;
@@ -1401,7 +1405,8 @@ static void scratch_free(scratch *s)
     free(s);
 }
 
-/* Gives a scratch back to the pool (freed when the pool holds enough). */
+/* Gives a scratch back to the pool (freed when the pool holds enough: SCRATCH_POOL_MAX
+ * scratches or SCRATCH_POOL_BYTES). */
 static void scratch_put(sn_pipeline *p, scratch *s)
 {
     if (s->rec_cap > SCRATCH_KEEP_BYTES) {
@@ -1414,12 +1419,13 @@ static void scratch_put(sn_pipeline *p, scratch *s)
         s->items = NULL;
         s->items_cap = 0;
     }
+    size_t bytes = scratch_bytes(s);
     pthread_mutex_lock(&p->pool_mu);
-    if (p->pool_n < SCRATCH_POOL_MAX) {
+    if (p->pool_n < SCRATCH_POOL_MAX && atomic_load(&p->pool_bytes) + bytes <= SCRATCH_POOL_BYTES) {
         s->next = p->pool;
         p->pool = s;
         p->pool_n++;
-        atomic_fetch_add(&p->pool_bytes, scratch_bytes(s));
+        atomic_fetch_add(&p->pool_bytes, bytes);
         s = NULL;
     }
     pthread_mutex_unlock(&p->pool_mu);

@@ -67,7 +67,8 @@ typedef struct cb_method {
 
 #define Z(lvl) .kind = M_ZSTD, .level = (lvl)
 /* zstd's fast (negative) levels, 1 to 3, 6, level 1 with advanced parameters, and gzip; the
- * rows of the sidecar's default (SN_BATCH_ZSTD_LEVEL_DEFAULT, SN_BATCH_ZSTD_RAW_LITERALS_DEFAULT)
+ * rows of the sidecar's default (SN_BATCH_ZSTD_LEVEL_DEFAULT, SN_BATCH_ZSTD_RAW_LITERALS_DEFAULT,
+ * the level-1 hash and window logs)
  * are marked in the table. */
 static const cb_method methods[] = {
     {"zstd--5", Z(-5)},
@@ -80,6 +81,8 @@ static const cb_method methods[] = {
     {"zstd-1 hlog13 raw-lit", Z(1), .hash_log = 13, .raw_literals = true},
     {"zstd-1 hlog12 raw-lit", Z(1), .hash_log = 12, .raw_literals = true},
     {"zstd-1 wlog17", Z(1), .window_log = 17},
+    {"zstd-1 hlog12 raw-lit wlog16", Z(1), .hash_log = 12, .raw_literals = true, .window_log = 16},
+    {"zstd-1 hlog12 raw-lit wlog15", Z(1), .hash_log = 12, .raw_literals = true, .window_log = 15},
     {"zstd-1 mml4", Z(1), .min_match = 4},
     {"zstd-1 mml5", Z(1), .min_match = 5},
     {"zstd-1 mml6", Z(1), .min_match = 6},
@@ -128,7 +131,9 @@ static const cb_method *sidecar_default(void)
         if (m->kind == M_ZSTD && m->level == SN_BATCH_ZSTD_LEVEL_DEFAULT &&
             m->raw_literals == SN_BATCH_ZSTD_RAW_LITERALS_DEFAULT &&
             m->hash_log == (SN_BATCH_ZSTD_LEVEL_DEFAULT == 1 ? SN_BATCH_ZSTD_HASH_LOG_FAST : 0) &&
-            m->window_log == 0 && m->min_match == 0 && m->target_length == 0 && !m->checksum)
+            m->window_log ==
+                (SN_BATCH_ZSTD_LEVEL_DEFAULT == 1 ? SN_BATCH_ZSTD_WINDOW_LOG_FAST : 0) &&
+            m->min_match == 0 && m->target_length == 0 && !m->checksum)
             return m;
     }
     return NULL;

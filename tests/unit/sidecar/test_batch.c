@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_getFrameHeader */
 #include <zstd.h>
 
 #define ID "pod-a/0123456789abcdef"
@@ -593,6 +594,48 @@ START_TEST(zstd_hash_log_setting_is_honoured)
     free(twelve);
     free(dflt);
     free(ev);
+}
+END_TEST
+
+/* Level 1 compresses with a 64 KiB window (the encoder's context follows it): a Batch above
+ * that says so in its frame header; level 3 keeps zstd's own (larger) window. */
+START_TEST(zstd_window_is_64k_at_level_1)
+{
+    sn_batch_config cfg;
+    sn_event *one = zstd_events(&cfg);
+    enum { COPIES = 4 };
+    sn_event *ev = calloc(COPIES * ZN, sizeof *ev);
+    ck_assert_ptr_nonnull(ev);
+    for (int c = 0; c < COPIES; c++)
+        memcpy(ev + c * ZN, one, ZN * sizeof *ev);
+    for (int level = 1; level <= 3; level += 2) {
+        cfg.zstd_level = level;
+        sn_batch_encoder *enc = NULL;
+        char err[128] = "";
+        ck_assert_int_eq(sn_batch_encoder_create(&cfg, &enc, err, sizeof err), 0);
+        sn_batch b = {.sidecar_id = ID, .sequence = 3, .events = ev, .n_events = COPIES * ZN};
+        const uint8_t *out;
+        size_t len, blen;
+        ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &len, &blen, err, sizeof err), 0);
+        ck_assert_uint_gt(blen, 1u << SN_BATCH_ZSTD_WINDOW_LOG_FAST);
+        Sentinel__V1__IngestRequest *r = sentinel__v1__ingest_request__unpack(NULL, len, out);
+        ck_assert_ptr_nonnull(r);
+        ZSTD_frameHeader fh;
+        ck_assert_uint_eq(ZSTD_getFrameHeader(&fh, r->payload.data, r->payload.len), 0);
+        if (level == 1)
+            ck_assert_uint_eq(fh.windowSize, 1ull << SN_BATCH_ZSTD_WINDOW_LOG_FAST);
+        else
+            ck_assert_uint_gt(fh.windowSize, 1ull << SN_BATCH_ZSTD_WINDOW_LOG_FAST);
+        sentinel__v1__ingest_request__free_unpacked(r, NULL);
+        Sentinel__V1__Batch *pb =
+            open_request(out, len, SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD, blen);
+        ck_assert_uint_eq(pb->n_events, COPIES * ZN);
+        check_event(pb->events[COPIES * ZN - 1], &ev[COPIES * ZN - 1]);
+        sentinel__v1__batch__free_unpacked(pb, NULL);
+        sn_batch_encoder_destroy(enc);
+    }
+    free(ev);
+    free(one);
 }
 END_TEST
 
@@ -1385,6 +1428,7 @@ static Suite *batch_suite(void)
     tcase_add_test(tc, zstd_literals_setting_is_honoured);
     tcase_add_test(tc, zstd_hash_log_setting_is_honoured);
     tcase_add_test(tc, zstd_hash_log_is_validated);
+    tcase_add_test(tc, zstd_window_is_64k_at_level_1);
     tcase_add_test(tc, empty_batch_carries_id_and_sequence);
     tcase_add_test(tc, bad_batches_are_refused_with_a_reason);
     tcase_add_test(tc, config_is_validated);
