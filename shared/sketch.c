@@ -202,12 +202,10 @@ static void store_add(sn_sketch *s, store *st, int32_t i, uint32_t c)
     store_base(s, st)[i - st->lo] += c;
 }
 
-int sn_sketch_add(sn_sketch *s, double x)
+/* Adds x, which sn_stats_sample_ok accepted, to a sketch holding fewer than SN_SKETCH_MAX_COUNT
+ * samples. */
+static inline void add_valid(sn_sketch *s, double x)
 {
-    if (!sn_stats_sample_ok(x))
-        return -EINVAL;
-    if (s->w.n >= SN_SKETCH_MAX_COUNT)
-        return -EOVERFLOW;
     double ax = fabs(x);
     if (ax < DBL_MIN) {
         s->zero++;
@@ -221,6 +219,23 @@ int sn_sketch_add(sn_sketch *s, double x)
     }
     s->sum += x;
     sn_welford_add(&s->w, x);
+}
+
+int sn_sketch_add(sn_sketch *s, double x)
+{
+    if (!sn_stats_sample_ok(x))
+        return -EINVAL;
+    if (s->w.n >= SN_SKETCH_MAX_COUNT)
+        return -EOVERFLOW;
+    add_valid(s, x);
+    return 0;
+}
+
+int sn_sketch_add_below(sn_sketch *s, double x, uint64_t limit)
+{
+    if (s->w.n >= limit || s->w.n >= SN_SKETCH_MAX_COUNT)
+        return 1;
+    add_valid(s, x);
     return 0;
 }
 

@@ -499,6 +499,51 @@ START_TEST(deserialize_survives_garbage)
 }
 END_TEST
 
+/* sn_sketch_add_below (the baseline's path) leaves every byte of the sketch as sn_sketch_add
+ * does, and refuses exactly when the sketch holds limit samples. */
+START_TEST(add_below_equals_add)
+{
+    static uint8_t buf[SN_SKETCH_MAX_SERIALIZED], buf2[SN_SKETCH_MAX_SERIALIZED];
+    static const double odd[] = {0.0,    -0.0,   1e-310, -1e-310, DBL_MIN, -3.5,
+                                 4095.0, 4096.0, 0.25,   1e100,   -1e100,  7.0};
+    for (int dist = 0; dist < TU_DIST_COUNT; dist++) {
+        sn_sketch *a, *b;
+        uint32_t buckets = dist == TU_LOGNORMAL ? 64 : 1024; /* lognormal: collapses */
+        ck_assert_int_eq(sn_sketch_create(&a, 0.01, buckets), 0);
+        ck_assert_int_eq(sn_sketch_create(&b, 0.01, buckets), 0);
+        tu_rng r = {.s = 7u + (uint64_t)dist};
+        for (int i = 0; i < 3000; i++) {
+            double x =
+                i % 50 == 0 ? odd[(i / 50) % (sizeof odd / sizeof odd[0])] : tu_sample(&r, dist);
+            ck_assert_int_eq(sn_sketch_add(a, x), 0);
+            ck_assert_int_eq(sn_sketch_add_below(b, x, UINT64_MAX), 0);
+        }
+        size_t len = 0, len2 = 0;
+        ck_assert_int_eq(sn_sketch_serialize(a, buf, sizeof buf, &len), 0);
+        ck_assert_int_eq(sn_sketch_serialize(b, buf2, sizeof buf2, &len2), 0);
+        ck_assert_uint_eq(len, len2);
+        ck_assert_mem_eq(buf, buf2, len);
+        sn_summary sa, sb;
+        sn_sketch_summary(a, &sa);
+        sn_sketch_summary(b, &sb);
+        ck_assert_mem_eq(&sa, &sb, sizeof sa);
+
+        /* full at limit: refused, nothing changes */
+        ck_assert_int_eq(sn_sketch_add_below(b, 5.0, 3000), 1);
+        ck_assert_int_eq(sn_sketch_add_below(b, 5.0, 0), 1);
+        ck_assert_int_eq(sn_sketch_serialize(b, buf2, sizeof buf2, &len2), 0);
+        ck_assert_uint_eq(len, len2);
+        ck_assert_mem_eq(buf, buf2, len);
+        ck_assert_uint_eq(sn_sketch_count(b), 3000);
+        ck_assert_int_eq(sn_sketch_add_below(b, 5.0, 3001), 0);
+        ck_assert_uint_eq(sn_sketch_count(b), 3001);
+        ck_assert_int_eq(sn_sketch_add_below(b, 5.0, 3001), 1);
+        sn_sketch_destroy(a);
+        sn_sketch_destroy(b);
+    }
+}
+END_TEST
+
 static Suite *sketch_suite(void)
 {
     Suite *s = suite_create("sketch");
@@ -513,6 +558,7 @@ static Suite *sketch_suite(void)
     tcase_add_test(tc, serialize_round_trip);
     tcase_add_test(tc, deserialize_rejects_corruption);
     tcase_add_test(tc, deserialize_survives_garbage);
+    tcase_add_test(tc, add_below_equals_add);
     suite_add_tcase(s, tc);
     return s;
 }
