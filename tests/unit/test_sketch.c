@@ -544,6 +544,43 @@ START_TEST(add_below_equals_add)
 }
 END_TEST
 
+/* The bucket index is ceil(log(x) / ln(gamma)) exactly, above and below 1 and at whole numbers:
+ * two values share a bucket (one bucket spanned) exactly when their ceilings, computed here
+ * with libm's ceil from the same factors, are equal. Values step through a few ulps around
+ * bucket boundaries gamma^k, where a wrong rounding would show. */
+START_TEST(bucket_index_is_ceil)
+{
+    static const double alphas[] = {SN_SKETCH_MIN_ALPHA, 0.01, 0.05, SN_SKETCH_MAX_ALPHA};
+    for (size_t a = 0; a < sizeof alphas / sizeof alphas[0]; a++) {
+        double lg = log1p(2.0 * alphas[a] / (1.0 - alphas[a])), inv = 1.0 / lg;
+        int checked = 0;
+        for (int k = -300; k <= 300; k += 7) {
+            double edge = exp((double)k * lg);
+            if (!(edge >= DBL_MIN && edge <= SN_STATS_MAX_ABS))
+                continue;
+            double x = edge;
+            for (int u = 0; u < 3; u++)
+                x = nextafter(x, 0.0);
+            for (int u = 0; u < 7; u++, x = nextafter(x, INFINITY)) {
+                double ys[3] = {edge, floor(x) >= 1.0 ? floor(x) : x * 0.999, x * 1.0001};
+                for (int j = 0; j < 3; j++) {
+                    sn_sketch *s;
+                    ck_assert_int_eq(sn_sketch_create(&s, alphas[a], 1024), 0);
+                    ck_assert_int_eq(sn_sketch_add(s, x), 0);
+                    ck_assert_int_eq(sn_sketch_add(s, ys[j]), 0);
+                    double cx = ceil(log(x) * inv), cy = ceil(log(ys[j]) * inv);
+                    uint32_t want = (uint32_t)fabs(cx - cy) + 1;
+                    ck_assert_uint_eq(sn_sketch_buckets_used(s), want);
+                    sn_sketch_destroy(s);
+                    checked++;
+                }
+            }
+        }
+        ck_assert_int_gt(checked, 100);
+    }
+}
+END_TEST
+
 static Suite *sketch_suite(void)
 {
     Suite *s = suite_create("sketch");
@@ -559,6 +596,7 @@ static Suite *sketch_suite(void)
     tcase_add_test(tc, deserialize_rejects_corruption);
     tcase_add_test(tc, deserialize_survives_garbage);
     tcase_add_test(tc, add_below_equals_add);
+    tcase_add_test(tc, bucket_index_is_ceil);
     suite_add_tcase(s, tc);
     return s;
 }
