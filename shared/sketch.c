@@ -223,7 +223,7 @@ static inline void add_valid(sn_sketch *s, double x)
         store_add(s, st, i, 1);
     }
     s->sum += x;
-    sn_welford_add(&s->w, x);
+    sn_welford_add_valid(&s->w, x);
 }
 
 int sn_sketch_add(sn_sketch *s, double x)
