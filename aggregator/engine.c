@@ -1156,8 +1156,8 @@ static void cache_summary(key_state *ks, const sn_summary *r)
  * recomputed every summary_refresh samples (every sample while the key is in its warm-up,
  * where each sample still moves the statistics). A merged view of several replicas
  * (ks->view) stays the cached summary until the next merge replaces or removes it. */
-static void key_summary(sn_engine *e, sn_baseline *b, sn_baseline_entry *en, key_state *ks,
-                        sn_metric m, sn_summary *out)
+static inline void key_summary(sn_engine *e, sn_baseline *b, sn_baseline_entry *en, key_state *ks,
+                               sn_metric m, sn_summary *out)
 {
     if (ks->view == 0 && (!ks->summary_ok || sn_baseline_entry_seen(en) < (uint64_t)e->cfg.warmup ||
                           ks->since_summary >= (uint64_t)e->cfg.summary_refresh)) {
@@ -1183,8 +1183,8 @@ static void key_summary(sn_engine *e, sn_baseline *b, sn_baseline_entry *en, key
 static void key_dirty(sn_engine *e, const sn_baseline *b, sn_baseline_entry *en, key_state *ks);
 
 /* Learns raw value x (scored as y) into the key. */
-static void key_learn(sn_engine *e, sn_baseline *b, sn_baseline_entry *en, key_state *ks,
-                      sn_metric m, double x, double y, int64_t t)
+static inline void key_learn(sn_engine *e, sn_baseline *b, sn_baseline_entry *en, key_state *ks,
+                             sn_metric m, double x, double y, int64_t t)
 {
     if (sn_baseline_observe(b, en, x, t) != 0)
         return;

@@ -343,13 +343,14 @@ int sn_baseline_observe(sn_baseline *b, sn_baseline_entry *e, double x, int64_t 
     if (b->cfg.mode == SN_BASELINE_EXACT) {
         sn_window_add(entry_window(e), x);
     } else {
-        sn_sketch *cur = entry_sketch(b, e, e->cur);
-        if (sn_sketch_count(cur) >= b->cfg.window / 2) {
+        /* the current sketch holds window/2 samples: the other one, emptied, becomes current
+         * (cannot overflow: window/2 < SN_SKETCH_MAX_COUNT) */
+        if (sn_sketch_add_below(entry_sketch(b, e, e->cur), x, b->cfg.window / 2) != 0) {
             e->cur ^= 1;
-            cur = entry_sketch(b, e, e->cur);
+            sn_sketch *cur = entry_sketch(b, e, e->cur);
             sn_sketch_clear(cur);
+            sn_sketch_add_below(cur, x, UINT64_MAX);
         }
-        sn_sketch_add(cur, x); /* cannot overflow: window/2 < SN_SKETCH_MAX_COUNT */
     }
     sn_welford_add(&e->all, x);
     sn_ewma_add(&e->ewma, x);

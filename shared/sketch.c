@@ -100,10 +100,15 @@ void sn_sketch_clear(sn_sketch *s)
 }
 
 /* Bucket index of a positive, normal x: ceil(log_gamma(x)). log's bits: whole x (token counts)
- * come from the shared table. */
+ * come from the shared table. The ceiling is taken by truncating and stepping up (fewer
+ * instructions than ceil without SSE4.1), which is ceil exactly: |v| < 4e6 here (x in
+ * [DBL_MIN, SN_STATS_MAX_ABS] and 1 / ln(gamma) < 5001 at the smallest alpha), so the int32
+ * conversion is exact and a truncated v below it rounds up. */
 static int32_t bucket_index(const sn_sketch *s, double x)
 {
-    return (int32_t)ceil(sn_stats_log(x) * s->inv_log_gamma);
+    double v = sn_stats_log(x) * s->inv_log_gamma;
+    int32_t i = (int32_t)v;
+    return i + ((double)i < v);
 }
 
 /* 2 / (gamma + 1): the factor of every bucket value (bucket_value), computed once per walk. */
@@ -202,12 +207,10 @@ static void store_add(sn_sketch *s, store *st, int32_t i, uint32_t c)
     store_base(s, st)[i - st->lo] += c;
 }
 
-int sn_sketch_add(sn_sketch *s, double x)
+/* Adds x, which sn_stats_sample_ok accepted, to a sketch holding fewer than SN_SKETCH_MAX_COUNT
+ * samples. */
+static inline void add_valid(sn_sketch *s, double x)
 {
-    if (!sn_stats_sample_ok(x))
-        return -EINVAL;
-    if (s->w.n >= SN_SKETCH_MAX_COUNT)
-        return -EOVERFLOW;
     double ax = fabs(x);
     if (ax < DBL_MIN) {
         s->zero++;
@@ -220,7 +223,24 @@ int sn_sketch_add(sn_sketch *s, double x)
         store_add(s, st, i, 1);
     }
     s->sum += x;
-    sn_welford_add(&s->w, x);
+    sn_welford_add_valid(&s->w, x);
+}
+
+int sn_sketch_add(sn_sketch *s, double x)
+{
+    if (!sn_stats_sample_ok(x))
+        return -EINVAL;
+    if (s->w.n >= SN_SKETCH_MAX_COUNT)
+        return -EOVERFLOW;
+    add_valid(s, x);
+    return 0;
+}
+
+int sn_sketch_add_below(sn_sketch *s, double x, uint64_t limit)
+{
+    if (s->w.n >= limit || s->w.n >= SN_SKETCH_MAX_COUNT)
+        return 1;
+    add_valid(s, x);
     return 0;
 }
 

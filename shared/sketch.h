@@ -76,6 +76,12 @@ void sn_sketch_clear(sn_sketch *s);
  * O(1) except when the bucket range grows (a memmove of at most max_buckets counters). */
 int sn_sketch_add(sn_sketch *s, double x);
 
+/* sn_sketch_add for a caller that has checked sn_stats_sample_ok(x) (not checked again), and
+ * that rotates sketches by their count: adds x and returns 0 when the sketch holds fewer than
+ * limit (and fewer than SN_SKETCH_MAX_COUNT) samples, else returns 1 and leaves it unchanged --
+ * one call instead of sn_sketch_count and sn_sketch_add. Never allocates. */
+int sn_sketch_add_below(sn_sketch *s, double x, uint64_t limit);
+
 /* Adds every sample of src to dst (src unchanged; dst == src doubles it). Returns 0; -EINVAL
  * when the alphas differ; -EOVERFLOW when the total would exceed SN_SKETCH_MAX_COUNT. dst is
  * unchanged on failure. dst keeps its own max_buckets and collapses if the union needs more. */

@@ -60,19 +60,17 @@ typedef struct sn_welford {
 /* Resets w to the empty accumulator. Cannot fail. */
 void sn_welford_init(sn_welford *w);
 
-/* Adds sample x. Returns 0, or -EINVAL (w unchanged) when !sn_stats_sample_ok(x). O(1).
- * Inline: baselines add every value of every key twice (window and all-time moments). */
-static inline int sn_welford_add(sn_welford *w, double x)
+/* sn_welford_add for a sample the caller has checked with sn_stats_sample_ok (not checked
+ * again). */
+static inline void sn_welford_add_valid(sn_welford *w, double x)
 {
-    if (!sn_stats_sample_ok(x))
-        return -EINVAL;
     if (w->n == 0) {
         w->n = 1;
         w->mean = x;
         w->m2 = 0.0;
         w->min = x;
         w->max = x;
-        return 0;
+        return;
     }
     w->n++;
     double d = x - w->mean;
@@ -82,6 +80,15 @@ static inline int sn_welford_add(sn_welford *w, double x)
         w->min = x;
     if (x > w->max)
         w->max = x;
+}
+
+/* Adds sample x. Returns 0, or -EINVAL (w unchanged) when !sn_stats_sample_ok(x). O(1).
+ * Inline: baselines add every value of every key twice (window and all-time moments). */
+static inline int sn_welford_add(sn_welford *w, double x)
+{
+    if (!sn_stats_sample_ok(x))
+        return -EINVAL;
+    sn_welford_add_valid(w, x);
     return 0;
 }
 

@@ -499,6 +499,88 @@ START_TEST(deserialize_survives_garbage)
 }
 END_TEST
 
+/* sn_sketch_add_below (the baseline's path) leaves every byte of the sketch as sn_sketch_add
+ * does, and refuses exactly when the sketch holds limit samples. */
+START_TEST(add_below_equals_add)
+{
+    static uint8_t buf[SN_SKETCH_MAX_SERIALIZED], buf2[SN_SKETCH_MAX_SERIALIZED];
+    static const double odd[] = {0.0,    -0.0,   1e-310, -1e-310, DBL_MIN, -3.5,
+                                 4095.0, 4096.0, 0.25,   1e100,   -1e100,  7.0};
+    for (int dist = 0; dist < TU_DIST_COUNT; dist++) {
+        sn_sketch *a, *b;
+        uint32_t buckets = dist == TU_LOGNORMAL ? 64 : 1024; /* lognormal: collapses */
+        ck_assert_int_eq(sn_sketch_create(&a, 0.01, buckets), 0);
+        ck_assert_int_eq(sn_sketch_create(&b, 0.01, buckets), 0);
+        tu_rng r = {.s = 7u + (uint64_t)dist};
+        for (int i = 0; i < 3000; i++) {
+            double x =
+                i % 50 == 0 ? odd[(i / 50) % (sizeof odd / sizeof odd[0])] : tu_sample(&r, dist);
+            ck_assert_int_eq(sn_sketch_add(a, x), 0);
+            ck_assert_int_eq(sn_sketch_add_below(b, x, UINT64_MAX), 0);
+        }
+        size_t len = 0, len2 = 0;
+        ck_assert_int_eq(sn_sketch_serialize(a, buf, sizeof buf, &len), 0);
+        ck_assert_int_eq(sn_sketch_serialize(b, buf2, sizeof buf2, &len2), 0);
+        ck_assert_uint_eq(len, len2);
+        ck_assert_mem_eq(buf, buf2, len);
+        sn_summary sa, sb;
+        sn_sketch_summary(a, &sa);
+        sn_sketch_summary(b, &sb);
+        ck_assert_mem_eq(&sa, &sb, sizeof sa);
+
+        /* full at limit: refused, nothing changes */
+        ck_assert_int_eq(sn_sketch_add_below(b, 5.0, 3000), 1);
+        ck_assert_int_eq(sn_sketch_add_below(b, 5.0, 0), 1);
+        ck_assert_int_eq(sn_sketch_serialize(b, buf2, sizeof buf2, &len2), 0);
+        ck_assert_uint_eq(len, len2);
+        ck_assert_mem_eq(buf, buf2, len);
+        ck_assert_uint_eq(sn_sketch_count(b), 3000);
+        ck_assert_int_eq(sn_sketch_add_below(b, 5.0, 3001), 0);
+        ck_assert_uint_eq(sn_sketch_count(b), 3001);
+        ck_assert_int_eq(sn_sketch_add_below(b, 5.0, 3001), 1);
+        sn_sketch_destroy(a);
+        sn_sketch_destroy(b);
+    }
+}
+END_TEST
+
+/* The bucket index is ceil(log(x) / ln(gamma)) exactly, above and below 1 and at whole numbers:
+ * two values share a bucket (one bucket spanned) exactly when their ceilings, computed here
+ * with libm's ceil from the same factors, are equal. Values step through a few ulps around
+ * bucket boundaries gamma^k, where a wrong rounding would show. */
+START_TEST(bucket_index_is_ceil)
+{
+    static const double alphas[] = {SN_SKETCH_MIN_ALPHA, 0.01, 0.05, SN_SKETCH_MAX_ALPHA};
+    for (size_t a = 0; a < sizeof alphas / sizeof alphas[0]; a++) {
+        double lg = log1p(2.0 * alphas[a] / (1.0 - alphas[a])), inv = 1.0 / lg;
+        int checked = 0;
+        for (int k = -300; k <= 300; k += 7) {
+            double edge = exp((double)k * lg);
+            if (!(edge >= DBL_MIN && edge <= SN_STATS_MAX_ABS))
+                continue;
+            double x = edge;
+            for (int u = 0; u < 3; u++)
+                x = nextafter(x, 0.0);
+            for (int u = 0; u < 7; u++, x = nextafter(x, INFINITY)) {
+                double ys[3] = {edge, floor(x) >= 1.0 ? floor(x) : x * 0.999, x * 1.0001};
+                for (int j = 0; j < 3; j++) {
+                    sn_sketch *s;
+                    ck_assert_int_eq(sn_sketch_create(&s, alphas[a], 1024), 0);
+                    ck_assert_int_eq(sn_sketch_add(s, x), 0);
+                    ck_assert_int_eq(sn_sketch_add(s, ys[j]), 0);
+                    double cx = ceil(log(x) * inv), cy = ceil(log(ys[j]) * inv);
+                    uint32_t want = (uint32_t)fabs(cx - cy) + 1;
+                    ck_assert_uint_eq(sn_sketch_buckets_used(s), want);
+                    sn_sketch_destroy(s);
+                    checked++;
+                }
+            }
+        }
+        ck_assert_int_gt(checked, 100);
+    }
+}
+END_TEST
+
 static Suite *sketch_suite(void)
 {
     Suite *s = suite_create("sketch");
@@ -513,6 +595,8 @@ static Suite *sketch_suite(void)
     tcase_add_test(tc, serialize_round_trip);
     tcase_add_test(tc, deserialize_rejects_corruption);
     tcase_add_test(tc, deserialize_survives_garbage);
+    tcase_add_test(tc, add_below_equals_add);
+    tcase_add_test(tc, bucket_index_is_ceil);
     suite_add_tcase(s, tc);
     return s;
 }
