@@ -31,7 +31,7 @@ AGG_PID=""
 SC_PID=""
 
 cleanup() {
-    [ -n "$HOOK_PID" ] && kill "$HOOK_PID" 2>/dev/null && wait "$HOOK_PID" 2>/dev/null
+    [ -n "${HOOK_PID:-}" ] && kill "$HOOK_PID" 2>/dev/null && wait "$HOOK_PID" 2>/dev/null
     [ -n "$SC_PID" ] && kill "$SC_PID" 2>/dev/null && wait "$SC_PID" 2>/dev/null
     [ -n "$AGG_PID" ] && kill "$AGG_PID" 2>/dev/null && wait "$AGG_PID" 2>/dev/null
     rm -rf "$TMP"
@@ -47,15 +47,26 @@ fail() {
     exit 1
 }
 
+# free_port NAME: sets NAME to a free loopback port, never one this script got before (the
+# kernel may give a port just closed to the next bind, so two calls could otherwise return the
+# same port). Not in a $(...) subshell, so the ports given are remembered.
+GIVEN_PORTS=" "
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    local port i
+    for i in $(seq 1 20); do
+        port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        case "$GIVEN_PORTS" in *" $port "*) continue ;; esac
+        break
+    done
+    GIVEN_PORTS="$GIVEN_PORTS$port "
+    printf -v "$1" '%s' "$port"
 }
-INGEST=$(free_port)
-HTTP=$(free_port)
-OTLP_HTTP=$(free_port)
-OTLP_GRPC=$(free_port)
-ADMIN=$(free_port)
-HOOK=$(free_port) # the webhook receiver: down until after the restart
+free_port INGEST
+free_port HTTP
+free_port OTLP_HTTP
+free_port OTLP_GRPC
+free_port ADMIN
+free_port HOOK # the webhook receiver: down until after the restart
 
 # api PATH [curl args...]: the REST API with the token; prints the body.
 api() {

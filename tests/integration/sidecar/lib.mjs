@@ -209,15 +209,24 @@ export class Proc {
 }
 
 // A loopback port that was free a moment ago (bound to port 0, then closed).
+// Ports this process handed out: the kernel may give a port just closed to the next bind(0),
+// so two calls could return the same port (seen: a sidecar's gRPC and HTTP ports equal).
+const portsGiven = new Set();
 export async function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
+  for (let attempt = 0; ; attempt++) {
+    const port = await new Promise((resolve, reject) => {
+      const s = net.createServer();
+      s.on('error', reject);
+      s.listen(0, '127.0.0.1', () => {
+        const { port: p } = s.address();
+        s.close(() => resolve(p));
+      });
     });
-  });
+    if (!portsGiven.has(port) || attempt >= 20) {
+      portsGiven.add(port);
+      return port;
+    }
+  }
 }
 
 // Starts sentinel-aggregator on 127.0.0.1:port (0: any) with an event log; resolves when it listens.
