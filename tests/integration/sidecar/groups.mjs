@@ -13,43 +13,12 @@
 //      seals flat from then on.
 import {
   check, httpRequest, log, makeSpan, readEventLog, run, sdk, sleep, startAggregator, startSidecar,
-  tempDir, waitEventLog, checkExactlyOnce,
+  tempDir, waitEventLog, checkExactlyOnce, pbFields,
 } from './lib.mjs';
 
 const METHOD = '/sentinel.v1.Aggregator/Ingest';
 const same = (b) => b;
 
-// Protobuf fields of a message: [{field, wire, start, end, value}] (varint values as BigInt).
-function fields(buf) {
-  const out = [];
-  let i = 0;
-  const varint = () => {
-    let v = 0n;
-    let shift = 0n;
-    for (;;) {
-      const b = buf[i++];
-      v |= BigInt(b & 0x7f) << shift;
-      if (!(b & 0x80)) return v;
-      shift += 7n;
-    }
-  };
-  while (i < buf.length) {
-    const start = i;
-    const key = Number(varint());
-    const wire = key & 7;
-    let value = null;
-    if (wire === 0) value = varint();
-    else if (wire === 1) i += 8;
-    else if (wire === 5) i += 4;
-    else if (wire === 2) {
-      const n = Number(varint());
-      value = buf.subarray(i, i + n);
-      i += n;
-    } else throw new Error(`wire type ${wire}`);
-    out.push({ field: key >> 3, wire, start, end: i, value });
-  }
-  return out;
-}
 
 // Resources of the test: every request carries spans of both.
 const RESOURCES = [
@@ -100,7 +69,7 @@ await run('sidecar_groups', async () => {
   }, {
     Ingest: (call, cb) => {
       const req = call.request;
-      const c = fields(req).find((f) => f.field === 1);
+      const c = pbFields(req).find((f) => f.field === 1);
       const compression = c ? Number(c.value) : 0;
       proxy.seen.push({ old: proxy.old, compression });
       if (proxy.old && compression >= 2) {
@@ -112,7 +81,7 @@ await run('sidecar_groups', async () => {
       client.makeUnaryRequest(METHOD, same, same, req, (err, resp) => {
         if (err) return cb(err);
         // An old aggregator's answer has no features field.
-        if (old) resp = Buffer.concat(fields(resp).filter((f) => f.field !== 5).map((f) => resp.subarray(f.start, f.end)));
+        if (old) resp = Buffer.concat(pbFields(resp).filter((f) => f.field !== 5).map((f) => resp.subarray(f.start, f.end)));
         cb(null, resp);
       });
     },

@@ -438,8 +438,9 @@ export function otlpProto(s, service = 'load-api') {
   return pb.bytes(1, Buffer.concat([resource, scopeSpans]));
 }
 
-// Reads field 2 (message) of a google.rpc.Status {code = 1, message = 2} protobuf body.
-export function statusMessage(buf) {
+// Protobuf fields of a message: [{field, wire, start, end, value}] (varint values as BigInt).
+export function pbFields(buf) {
+  const out = [];
   let i = 0;
   const varint = () => {
     let v = 0n;
@@ -451,18 +452,39 @@ export function statusMessage(buf) {
       shift += 7n;
     }
   };
+  while (i < buf.length) {
+    const start = i;
+    const key = Number(varint());
+    const wire = key & 7;
+    let value = null;
+    if (wire === 0) value = varint();
+    else if (wire === 1) i += 8;
+    else if (wire === 5) i += 4;
+    else if (wire === 2) {
+      const n = Number(varint());
+      value = buf.subarray(i, i + n);
+      i += n;
+    } else throw new Error(`wire type ${wire}`);
+    out.push({ field: key >> 3, wire, start, end: i, value });
+  }
+  return out;
+}
+
+// Reads field 2 (message) of a google.rpc.Status {code = 1, message = 2} protobuf body; `bad`
+// when it holds a field that is neither a varint nor length-delimited.
+export function statusMessage(buf) {
   let code = null;
   let message = null;
-  while (i < buf.length) {
-    const key = Number(varint());
-    if ((key & 7) === 0) {
-      const v = varint();
-      if (key >> 3 === 1) code = Number(v);
-    } else if ((key & 7) === 2) {
-      const n = Number(varint());
-      if (key >> 3 === 2) message = buf.subarray(i, i + n).toString();
-      i += n;
-    } else return { code, message, bad: true };
+  let all;
+  try {
+    all = pbFields(buf);
+  } catch {
+    return { code, message, bad: true };
+  }
+  for (const f of all) {
+    if (f.wire === 0 && f.field === 1) code = Number(f.value);
+    else if (f.wire === 2 && f.field === 2) message = f.value.toString();
+    else if (f.wire !== 0 && f.wire !== 2) return { code, message, bad: true };
   }
   return { code, message };
 }
