@@ -741,9 +741,6 @@ int sn_engine_create(sn_engine **out, const sn_engine_config *cfg, uint64_t seed
     int rc = sn_engine_config_validate(cfg, "engine", err);
     if (rc != 0)
         return rc;
-    /* The log transform reads whole values (token counts) from the shared table (to_model). */
-    if (sn_stats_tables_init() != 0)
-        return -EAGAIN;
     sn_engine *e = calloc(1, sizeof(*e));
     if (e == NULL)
         return -ENOMEM;

@@ -211,8 +211,7 @@ void sn_engine_config_resolve(const sn_engine_config *cfg, sn_metric m, sn_ensem
 
 /* Creates an engine with a copy of cfg and stores it in *out (the caller destroys it). seed
  * is mixed into the key hashes (pass random bytes). Returns 0, -EINVAL with err filled for a
- * bad config, -ENOMEM, or -EAGAIN when the shared log tables could not be set up
- * (sn_stats_tables_init). *out is untouched on failure. */
+ * bad config, or -ENOMEM. *out is untouched on failure. */
 int sn_engine_create(sn_engine **out, const sn_engine_config *cfg, uint64_t seed,
                      sn_config_error *err);
 

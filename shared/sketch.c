@@ -58,8 +58,6 @@ int sn_sketch_init(sn_sketch *mem, double alpha, uint32_t max_buckets)
 {
     if (!alpha_ok(alpha) || sn_sketch_size(max_buckets) == 0)
         return -EINVAL;
-    if (sn_stats_tables_init() != 0) /* bucket_index reads whole values' logs from a table */
-        return -EAGAIN;
     mem->alpha = alpha;
     mem->log_gamma = log1p(2.0 * alpha / (1.0 - alpha));
     mem->inv_log_gamma = 1.0 / mem->log_gamma;

@@ -54,8 +54,7 @@ size_t sn_sketch_size(uint32_t max_buckets);
 
 /* Allocates an empty sketch with relative accuracy alpha and at most max_buckets buckets, and
  * stores it in *out. Returns 0; -EINVAL when alpha is not in [SN_SKETCH_MIN_ALPHA,
- * SN_SKETCH_MAX_ALPHA] or max_buckets is out of range; -ENOMEM when allocation fails; -EAGAIN
- * when the shared log table could not be set up (sn_stats_tables_init; *out is untouched on
+ * SN_SKETCH_MAX_ALPHA] or max_buckets is out of range; -ENOMEM when allocation fails (*out is untouched on
  * failure). The caller frees it with sn_sketch_destroy. */
 int sn_sketch_create(sn_sketch **out, double alpha, uint32_t max_buckets);
 

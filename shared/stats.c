@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <pthread.h>
 
 void sn_summary_clear(sn_summary *s)
 {
@@ -89,17 +88,12 @@ double sn_ewma_stddev(const sn_ewma *e)
 
 double sn_stats_log1p_table[SN_STATS_LOG_TABLE];
 double sn_stats_log_table[SN_STATS_LOG_TABLE];
-static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
-
-static void tables_fill(void)
+/* Filled when the program is loaded (the tables are defined here, so every program that reads
+ * them links this file and runs this before main): no caller has to set them up. */
+__attribute__((constructor)) static void tables_fill(void)
 {
     for (uint32_t i = 0; i < SN_STATS_LOG_TABLE; i++) {
         sn_stats_log1p_table[i] = log1p((double)i);
         sn_stats_log_table[i] = log((double)i);
     }
-}
-
-int sn_stats_tables_init(void)
-{
-    return pthread_once(&tables_once, tables_fill) == 0 ? 0 : -EAGAIN;
 }

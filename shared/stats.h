@@ -147,16 +147,10 @@ double sn_ewma_stddev(const sn_ewma *e);
  * filled once. */
 #define SN_STATS_LOG_TABLE 4096u
 
-/* The tables; read them only through sn_stats_log1p and sn_stats_log. Filled by
- * sn_stats_tables_init. */
+/* The tables; read them only through sn_stats_log1p and sn_stats_log. Filled when the program
+ * is loaded (a constructor in stats.c), before main. */
 extern double sn_stats_log1p_table[SN_STATS_LOG_TABLE];
 extern double sn_stats_log_table[SN_STATS_LOG_TABLE];
-
-/* Fills the tables on its first call (pthread_once; any thread, any number of calls). Returns 0,
- * or -EAGAIN when pthread_once failed (the tables are then unusable: do not call sn_stats_log1p
- * or sn_stats_log). Call it before the first of those, e.g. where their user is created (the
- * sketch, the engine and the sidecar's local detection do). Nothing to free. */
-int sn_stats_tables_init(void);
 
 /* Whether x is a whole number in [0, SN_STATS_LOG_TABLE), -0 excluded (log1p(-0) is -0); its
  * index in *i. */
@@ -169,7 +163,7 @@ static inline bool sn_stats_table_index(double x, uint32_t *i)
 }
 
 /* log1p(x), bit for bit, for every x (NaN, negative and infinite ones included); whole x below
- * SN_STATS_LOG_TABLE come from the table. Only after sn_stats_tables_init() returned 0. */
+ * SN_STATS_LOG_TABLE come from the table. */
 static inline double sn_stats_log1p(double x)
 {
     uint32_t i;
@@ -177,7 +171,7 @@ static inline double sn_stats_log1p(double x)
 }
 
 /* log(x), bit for bit, for every x; whole x below SN_STATS_LOG_TABLE come from the table (log(0)
- * is -Inf there too). Only after sn_stats_tables_init() returned 0. */
+ * is -Inf there too). */
 static inline double sn_stats_log(double x)
 {
     uint32_t i;

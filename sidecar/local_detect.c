@@ -145,21 +145,13 @@ static double log_unit(sn_metric m)
     return m == SN_METRIC_COST_USD ? 1e-6 : 1.0;
 }
 
-/* Whether metric m's values are whole numbers (token counts: see sn_event_metric). */
-static bool is_count(sn_metric m)
-{
-    return m == SN_METRIC_INPUT_TOKENS || m == SN_METRIC_OUTPUT_TOKENS ||
-           m == SN_METRIC_TOTAL_TOKENS;
-}
-
 /* The value scored for metric m: x, or ln(1 + x / unit) on the log scale (NAN for x < 0). */
 static double to_scale(const sn_local_detect *ld, sn_metric m, double x)
 {
     if (!ld->cfg.log_scale)
         return x;
-    if (is_count(m) && x >= 0.0)
-        return sn_stats_log1p(x); /* a whole count, its unit is 1: mostly from the table */
-    return x >= 0.0 ? log1p(x / log_unit(m)) : NAN;
+    /* whole token counts (unit 1) come from sn_stats_log1p's table, the same bits as log1p */
+    return x >= 0.0 ? sn_stats_log1p(x / log_unit(m)) : NAN;
 }
 
 /* Back to the metric's unit (the alert reports real units). */
@@ -337,8 +329,6 @@ int sn_local_detect_create(const sn_local_detect_config *cfg, uint64_t hash_seed
     sn_config_error err;
     if (sn_local_detect_config_validate(cfg, "local", &err) != 0)
         return -EINVAL;
-    if (sn_stats_tables_init() != 0)
-        return -EAGAIN;
     sn_local_detect *ld = calloc(1, sizeof(*ld));
     if (ld == NULL)
         return -ENOMEM;
