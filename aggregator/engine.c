@@ -1295,14 +1295,9 @@ static inline void error_add(sn_engine *e, pair_state *p, int64_t t, uint32_t ca
         p->err_elevated = false;
         return;
     }
-    double z;
-    if (p0 >= 1.0) {
-        z = 0.0;
-    } else if (p0 <= 0.0) {
-        z = errs > 0 ? INFINITY : 0.0;
-    } else {
-        z = ((double)errs - (double)n * p0) / sqrt((double)n * p0 * (1.0 - p0));
-    }
+    /* here 0 <= p0 < rate <= 1 (so errs > 0): z is infinite only when nothing was expected */
+    double z =
+        p0 <= 0.0 ? INFINITY : ((double)errs - (double)n * p0) / sqrt((double)n * p0 * (1.0 - p0));
     bool high = z > e->cfg.error_z; /* and rate > p0 */
     if (!high) {
         p->err_elevated = false;
