@@ -2340,12 +2340,20 @@ int sn_spool_sync(sn_spool *s)
     if (atomic_exchange(&s->bg_dir_dirty, false))
         s->dir_dirty = true;
     sync_ack(s);
+    /* A handed-off segment whose sync fails here keeps its descriptor (and keeps the segments
+     * from counting as durable, so the journal files covering it stay) for the next sync. */
+    size_t kept = 0;
     for (size_t i = 0; i < s->nhandoff; i++) {
-        if ((rc = sync_fd(s, s->handoff[i], false)) != 0 && first == 0)
-            first = rc;
+        if ((rc = sync_fd(s, s->handoff[i], false)) != 0) {
+            if (first == 0)
+                first = rc;
+            s->handoff_base[kept] = s->handoff_base[i];
+            s->handoff[kept++] = s->handoff[i];
+            continue;
+        }
         close(s->handoff[i]);
     }
-    s->nhandoff = 0;
+    s->nhandoff = kept;
     if ((rc = sync_segments(s)) != 0 && first == 0)
         first = rc;
     if (s->jdirty) {
