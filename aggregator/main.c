@@ -607,7 +607,9 @@ static bool apply_local_alert(aggregator *a, const sn_ingest_batch *b, size_t i,
         sn_log_warn("the Redis claim of a local alert ahead of its batch expired before it was "
                     "confirmed; its batch copy may be applied again elsewhere",
                     SN_LOG_STR("alert_id", al->alert_id));
-    claim[i] = LALERT_UNCLAIMED; /* settled: stays */
+    /* settled: the claim stays even if the batch's commit fails after this -- the engine has
+     * emitted the alert, so its resend must skip this copy, not apply it again */
+    claim[i] = LALERT_UNCLAIMED;
     if (sn_store_local_alert_claim(a->store, al->alert_id, now) < 0) {
         a->store_errors++;
         sn_log_error("cannot store a local alert id", SN_LOG_STR("alert_id", al->alert_id),
@@ -708,7 +710,8 @@ static int apply_on_loop(aggregator *a, const sn_ingest_batch *b)
     int copies = mark_alert_copies(a, b, skip, claim);
     int rc = copies < 0 ? copies : apply_marked(a, b, skip, claim, now);
     if (rc != 0 && copies >= 0)
-        release_alert_claims(a, b, claim); /* not applied: the resend claims them again */
+        /* not applied: the resend claims them again (alerts already emitted stay claimed) */
+        release_alert_claims(a, b, claim);
     if (skip != &skip_one)
         free(skip);
     if (rc != 0)
