@@ -36,6 +36,9 @@ _Static_assert(sizeof(((sentinel_v1_LocalAlert *)0)->region) == SN_SHORT_MAX, "r
 _Static_assert(sentinel_v1_LlmEvent_size < 16384, "event length takes two varint bytes");
 _Static_assert(SN_BATCH_FEATURE_GROUPS == sentinel_v1_Feature_FEATURE_GROUPS, "feature bit");
 _Static_assert(SN_NAME_MAX <= 256 && SN_SHORT_MAX <= 256, "sn_batch_grouper.len holds a length");
+/* A group's short strings (region, version, pod) are written with a one-byte length, the service
+ * with at most two (SN_GROUP_RESOURCE_MAX, write_group_flat). */
+_Static_assert(SN_SHORT_MAX <= 128 && SN_NAME_MAX <= 16384, "resource string lengths");
 _Static_assert(sentinel_v1_LlmAggregate_size < 16384, "aggregate length takes two varint bytes");
 #define SN_RECORD_PER_EVENT (sentinel_v1_LlmEvent_size + 3u)
 
