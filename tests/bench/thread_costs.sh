@@ -32,7 +32,7 @@ fi
 snapshot() {
     local t name cs rest
     for t in /proc/"$pid"/task/*; do
-        name=$(tr ' ' '_' < "$t/comm" 2> /dev/null) || continue
+        name=$(tr ' ' '_' 2> /dev/null < "$t/comm") || continue
         cs=$(awk '/^(non)?voluntary_ctxt_switches/ { n += $2 } END { print n + 0 }' \
             "$t/status" 2> /dev/null) || continue
         rest=$(sed 's/.*) //' "$t/stat" 2> /dev/null) || continue
