@@ -51,6 +51,7 @@ typedef struct ring_hdr {
 
 typedef struct pair_slot {
     uint64_t hash;
+    uint64_t gen; /* the detector's count of take-overs when this pair took the slot */
     sn_baseline_entry *e[SN_METRIC_COUNT];
     ring_hdr *h[SN_METRIC_COUNT]; /* e[m]'s ring in ring mode, else NULL */
 } pair_slot;
@@ -62,6 +63,7 @@ struct sn_local_detect {
     sn_baseline *baselines;
     bool ring; /* moments in the entries' user areas (window <= RING_MAX_WINDOW) */
     uint64_t seed;
+    uint64_t gens; /* slots taken over so far (a pair token's generation) */
     pair_slot pairs[PAIR_SLOTS];
 };
 
@@ -227,8 +229,23 @@ static pair_slot *pair_for(sn_local_detect *ld, const sn_event *ev)
     if (p->hash != h || !slot_holds(p, ev->service, ev->model)) {
         memset(p, 0, sizeof(*p));
         p->hash = h;
+        p->gen = ++ld->gens;
     }
     return p;
+}
+
+/* A pair token: the slot's generation and index, never 0. */
+static uint64_t pair_token(const sn_local_detect *ld, const pair_slot *p)
+{
+    return p->gen * PAIR_SLOTS + (uint64_t)(p - ld->pairs);
+}
+
+/* The slot a pair token names while that slot still caches the token's pair (no other pair took
+ * it over since), else NULL. */
+static pair_slot *pair_of_token(sn_local_detect *ld, uint64_t token)
+{
+    pair_slot *p = &ld->pairs[token & (PAIR_SLOTS - 1)];
+    return token != 0 && p->gen == token / PAIR_SLOTS ? p : NULL;
 }
 
 /* The table's on_drop: forgets an evicted entry's place in the pair cache. */
@@ -381,18 +398,19 @@ static bool beats(const sn_verdict *v, const sn_verdict *best, bool have)
            (v->severity == best->severity && v->score > best->score);
 }
 
-size_t sn_local_detect_event(sn_local_detect *ld, const sn_event *ev, sn_local_alert *alerts,
-                             size_t max)
+/* Scores and learns every metric of ev against the entries of its pair's slot (NULL when the
+ * names are no table key): sn_local_detect_event's work once the slot is known. */
+static size_t detect_in(sn_local_detect *ld, const sn_event *ev, pair_slot *pair,
+                        sn_local_alert *alerts, size_t max)
 {
     size_t found = 0;
-    if (!ld->cfg.enabled)
-        return 0;
-    pair_slot *pair = pair_for(ld, ev);
+    double xs[SN_METRIC_COUNT];
+    unsigned have = sn_event_metrics(ev, xs);
     for (int i = 0; i < SN_METRIC_COUNT; i++) {
-        sn_metric m = (sn_metric)i;
-        double x;
-        if (!sn_event_metric(ev, m, &x))
+        if (!(have & (1u << i)))
             continue;
+        sn_metric m = (sn_metric)i;
+        double x = xs[i];
         sn_verdict best, v;
         bool anomaly = false;
         if (ld->levels[m])
@@ -402,15 +420,15 @@ size_t sn_local_detect_event(sn_local_detect *ld, const sn_event *ev, sn_local_a
         double y = 0.0;
         if (metric_rule[m].scored && pair != NULL) {
             y = to_scale(ld, m, x);
-            /* The entry is looked up again per metric: creating one may evict another. */
-            if (isfinite(y) && pair->e[m] == NULL) {
-                if (sn_baseline_get(ld->baselines, ev->service, ev->model, m, ev->end_unix_nano,
-                                    &pair->e[m]) != 0)
-                    pair->e[m] = NULL;
-                else if (ld->ring)
-                    pair->h[m] = sn_baseline_entry_user(pair->e[m]);
-            }
             if (isfinite(y)) {
+                /* The entry is looked up again per metric: creating one may evict another. */
+                if (pair->e[m] == NULL) {
+                    if (sn_baseline_get(ld->baselines, ev->service, ev->model, m, ev->end_unix_nano,
+                                        &pair->e[m]) != 0)
+                        pair->e[m] = NULL;
+                    else if (ld->ring)
+                        pair->h[m] = sn_baseline_entry_user(pair->e[m]);
+                }
                 e = pair->e[m];
                 h = pair->h[m];
             }
@@ -438,6 +456,27 @@ size_t sn_local_detect_event(sn_local_detect *ld, const sn_event *ev, sn_local_a
         }
     }
     return found;
+}
+
+size_t sn_local_detect_event(sn_local_detect *ld, const sn_event *ev, sn_local_alert *alerts,
+                             size_t max)
+{
+    if (!ld->cfg.enabled)
+        return 0;
+    return detect_in(ld, ev, pair_for(ld, ev), alerts, max);
+}
+
+size_t sn_local_detect_event_pair(sn_local_detect *ld, const sn_event *ev, uint64_t *pair,
+                                  sn_local_alert *alerts, size_t max)
+{
+    if (!ld->cfg.enabled)
+        return 0;
+    pair_slot *p = pair_of_token(ld, *pair);
+    if (p == NULL) {
+        p = pair_for(ld, ev);
+        *pair = p != NULL ? pair_token(ld, p) : 0;
+    }
+    return detect_in(ld, ev, p, alerts, max);
 }
 
 void sn_local_detect_usage(const sn_local_detect *ld, uint64_t *keys, uint64_t *bytes)
