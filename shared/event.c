@@ -78,6 +78,29 @@ bool sn_event_metric(const sn_event *ev, sn_metric m, double *out)
     return false;
 }
 
+unsigned sn_event_metrics(const sn_event *ev, double out[SN_METRIC_COUNT])
+{
+    unsigned have = 0;
+    have |= (unsigned)real_metric(ev->latency_ms, &out[SN_METRIC_LATENCY_MS])
+            << SN_METRIC_LATENCY_MS;
+    have |= (unsigned)real_metric(ev->ttft_ms, &out[SN_METRIC_TTFT_MS]) << SN_METRIC_TTFT_MS;
+    have |= (unsigned)count_metric(ev->input_tokens, &out[SN_METRIC_INPUT_TOKENS])
+            << SN_METRIC_INPUT_TOKENS;
+    have |= (unsigned)count_metric(ev->output_tokens, &out[SN_METRIC_OUTPUT_TOKENS])
+            << SN_METRIC_OUTPUT_TOKENS;
+    have |= (unsigned)count_metric(ev->total_tokens, &out[SN_METRIC_TOTAL_TOKENS])
+            << SN_METRIC_TOTAL_TOKENS;
+    if (ev->cost_source != SN_COST_UNKNOWN)
+        have |= (unsigned)real_metric(ev->cost_usd, &out[SN_METRIC_COST_USD]) << SN_METRIC_COST_USD;
+    out[SN_METRIC_ERROR_RATE] = ev->is_error ? 1.0 : 0.0;
+    have |= 1u << SN_METRIC_ERROR_RATE;
+    if (ev->output_tokens >= 0 && isfinite(ev->latency_ms) && ev->latency_ms > 0.0) {
+        out[SN_METRIC_TOKENS_PER_SECOND] = (double)ev->output_tokens * 1000.0 / ev->latency_ms;
+        have |= 1u << SN_METRIC_TOKENS_PER_SECOND;
+    }
+    return have;
+}
+
 const char *sn_metric_name(sn_metric m)
 {
     if ((int)m < 0 || m >= SN_METRIC_COUNT)

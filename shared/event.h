@@ -86,6 +86,11 @@ void sn_event_init(sn_event *ev);
  * output tokens over latency. */
 bool sn_event_metric(const sn_event *ev, sn_metric m, double *out);
 
+/* The values of every metric at once, as sn_event_metric gives them: bit m of the result is set
+ * when the event knows metric m, and then out[m] holds its value (the other slots are left
+ * alone). One call instead of SN_METRIC_COUNT for callers that want them all. */
+unsigned sn_event_metrics(const sn_event *ev, double out[SN_METRIC_COUNT]);
+
 /* The metric's wire and API name ("latency_ms", ...); "unknown" when m is out of range. */
 const char *sn_metric_name(sn_metric m);
 

@@ -19,6 +19,7 @@
 #include "local_detect.h"
 
 #include "baseline.h"
+#include "bytes.h"
 #include "detect/settings.h"
 
 #include <errno.h>
@@ -44,13 +45,17 @@ typedef struct ring_hdr {
 #define RING_MAX_WINDOW ((SN_BASELINE_USER_MAX - sizeof(ring_hdr)) / sizeof(float))
 
 /* The pair cache: PAIR_SLOTS slots (a power of two), each the table's entries of one (service,
- * model) by metric, found by a hash of the two names. A slot holds only pointers: an entry the
- * table drops is cleared from it (on_drop), and a pair whose slot another pair took simply looks
- * its entries up again. 256 slots cost 34 KiB per detector, outside the baselines' budget. */
+ * model) by metric, found by a hash of the two names in one of two slots (a set: the slot of
+ * the hash with its low bit cleared, and the next), so that two busy pairs whose hashes meet
+ * do not keep taking each other's slot. A slot holds only pointers: an entry the table drops is
+ * cleared from it (on_drop), and a pair whose slot another pair took simply looks its entries up
+ * again. 256 slots cost 36 KiB per detector, outside the baselines' budget. */
 #define PAIR_SLOTS 256u
 
 typedef struct pair_slot {
     uint64_t hash;
+    uint64_t gen; /* the detector's count of take-overs when this pair took the slot */
+    bool recent;  /* the set's slot found last (the other is taken over first) */
     sn_baseline_entry *e[SN_METRIC_COUNT];
     ring_hdr *h[SN_METRIC_COUNT]; /* e[m]'s ring in ring mode, else NULL */
 } pair_slot;
@@ -62,6 +67,7 @@ struct sn_local_detect {
     sn_baseline *baselines;
     bool ring; /* moments in the entries' user areas (window <= RING_MAX_WINDOW) */
     uint64_t seed;
+    uint64_t gens; /* slots taken over so far (a pair token's generation) */
     pair_slot pairs[PAIR_SLOTS];
 };
 
@@ -163,41 +169,15 @@ static double from_scale(const sn_local_detect *ld, sn_metric m, double y)
     return x > 0.0 ? x : 0.0;
 }
 
-/* Folds n bytes of p into h, eight at a time (a multiply-xorshift step per word). `avail` bytes
- * from p may be read (avail >= n); when the last partial word's eight bytes are among them it is
- * read whole and masked (on little-endian machines), which gives the same hash as copying its
- * bytes. */
-static uint64_t hash_bytes(uint64_t h, const char *p, size_t n, size_t avail)
+/* The pair cache's hash of (service, model) (slen and mlen bytes), seeded so that crafted names
+ * cannot pile into one slot (a collision only costs look-ups, never a wrong entry: slots are
+ * checked by name). */
+static uint64_t pair_hash(uint64_t seed, const char *service, size_t slen, const char *model,
+                          size_t mlen)
 {
-    const uint64_t k = 0x9fb21c651e98df25ull;
-    uint64_t w;
-    for (; n >= 8; p += 8, n -= 8, avail -= 8) {
-        memcpy(&w, p, 8);
-        h = (h ^ w) * k;
-        h ^= h >> 29;
-    }
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    if (avail >= 8) {
-        memcpy(&w, p, 8);
-        w &= n == 0 ? 0 : ~0ull >> (64 - 8 * n);
-    } else
-#endif
-    {
-        w = 0;
-        memcpy(&w, p, n);
-    }
-    h = (h ^ w ^ ((uint64_t)n << 59)) * k;
+    uint64_t h = sn_hash_bytes(seed ^ ((uint64_t)slen << 32 | mlen), service, slen, 0);
+    h = sn_hash_bytes(h, model, mlen, 0);
     return h ^ (h >> 32);
-}
-
-/* The pair cache's hash of (service, model) (slen and mlen bytes, of which savail and mavail
- * may be read), seeded so that crafted names cannot pile into one slot (a collision only costs
- * look-ups, never a wrong entry: slots are checked by name). */
-static uint64_t pair_hash(uint64_t seed, const char *service, size_t slen, size_t savail,
-                          const char *model, size_t mlen, size_t mavail)
-{
-    uint64_t h = hash_bytes(seed ^ (uint64_t)slen, service, slen, savail);
-    return hash_bytes(h, model, mlen, mavail);
 }
 
 /* Whether slot p caches the pair (service, model): its first entry has these names. A slot with
@@ -212,23 +192,56 @@ static bool slot_holds(const pair_slot *p, const char *service, const char *mode
     return false;
 }
 
-/* The cache slot of the event's (service, model), taken over (emptied) when another pair had
- * it; NULL when the names are no table key (no service, or a name too long): then no metric of
- * the event has a baseline. The slot belongs to ld. */
+/* Whether slot p caches no entry. */
+static bool slot_empty(const pair_slot *p)
+{
+    for (int m = 0; m < SN_METRIC_COUNT; m++) {
+        if (p->e[m] != NULL)
+            return false;
+    }
+    return true;
+}
+
+/* The cache slot of the event's (service, model): one of its set, taken over (emptied) when
+ * neither caches the pair; NULL when the names are no table key (no service, or a name too long):
+ * then no metric of the event has a baseline. The slot belongs to ld. */
 static pair_slot *pair_for(sn_local_detect *ld, const sn_event *ev)
 {
     size_t slen = strnlen(ev->service, sizeof ev->service);
     size_t mlen = strnlen(ev->model, sizeof ev->model);
     if (slen == 0 || slen >= sizeof ev->service || mlen >= sizeof ev->model)
         return NULL;
-    uint64_t h = pair_hash(ld->seed, ev->service, slen, sizeof ev->service, ev->model, mlen,
-                           sizeof ev->model);
-    pair_slot *p = &ld->pairs[h & (PAIR_SLOTS - 1)];
-    if (p->hash != h || !slot_holds(p, ev->service, ev->model)) {
-        memset(p, 0, sizeof(*p));
-        p->hash = h;
+    uint64_t h = pair_hash(ld->seed, ev->service, slen, ev->model, mlen);
+    pair_slot *set = &ld->pairs[h & (PAIR_SLOTS - 2)];
+    int k = 0;
+    for (; k < 2; k++) {
+        if (set[k].hash == h && slot_holds(&set[k], ev->service, ev->model))
+            break;
     }
-    return p;
+    if (k == 2) {
+        /* Taken over: a slot caching nothing, else the one found less recently. */
+        k = slot_empty(&set[0]) ? 0 : slot_empty(&set[1]) ? 1 : set[0].recent ? 1 : 0;
+        memset(&set[k], 0, sizeof set[k]);
+        set[k].hash = h;
+        set[k].gen = ++ld->gens;
+    }
+    set[k].recent = true;
+    set[k ^ 1].recent = false;
+    return &set[k];
+}
+
+/* A pair token: the slot's generation and index, never 0. */
+static uint64_t pair_token(const sn_local_detect *ld, const pair_slot *p)
+{
+    return p->gen * PAIR_SLOTS + (uint64_t)(p - ld->pairs);
+}
+
+/* The slot a pair token names while that slot still caches the token's pair (no other pair took
+ * it over since), else NULL. */
+static pair_slot *pair_of_token(sn_local_detect *ld, uint64_t token)
+{
+    pair_slot *p = &ld->pairs[token & (PAIR_SLOTS - 1)];
+    return token != 0 && p->gen == token / PAIR_SLOTS ? p : NULL;
 }
 
 /* The table's on_drop: forgets an evicted entry's place in the pair cache. */
@@ -237,12 +250,14 @@ static void forget_entry(const sn_baseline_entry *e, void *ud)
     sn_local_detect *ld = ud;
     const char *service = sn_baseline_entry_service(e), *model = sn_baseline_entry_model(e);
     size_t slen = strlen(service), mlen = strlen(model);
-    uint64_t h = pair_hash(ld->seed, service, slen, slen, model, mlen, mlen);
-    pair_slot *p = &ld->pairs[h & (PAIR_SLOTS - 1)];
+    uint64_t h = pair_hash(ld->seed, service, slen, model, mlen);
+    pair_slot *set = &ld->pairs[h & (PAIR_SLOTS - 2)];
     sn_metric m = sn_baseline_entry_metric(e);
-    if (p->e[m] == e) {
-        p->e[m] = NULL;
-        p->h[m] = NULL;
+    for (int k = 0; k < 2; k++) {
+        if (set[k].e[m] == e) {
+            set[k].e[m] = NULL;
+            set[k].h[m] = NULL;
+        }
     }
 }
 
@@ -381,18 +396,19 @@ static bool beats(const sn_verdict *v, const sn_verdict *best, bool have)
            (v->severity == best->severity && v->score > best->score);
 }
 
-size_t sn_local_detect_event(sn_local_detect *ld, const sn_event *ev, sn_local_alert *alerts,
-                             size_t max)
+/* Scores and learns every metric of ev against the entries of its pair's slot (NULL when the
+ * names are no table key): sn_local_detect_event's work once the slot is known. */
+static size_t detect_in(sn_local_detect *ld, const sn_event *ev, pair_slot *pair,
+                        sn_local_alert *alerts, size_t max)
 {
     size_t found = 0;
-    if (!ld->cfg.enabled)
-        return 0;
-    pair_slot *pair = pair_for(ld, ev);
+    double xs[SN_METRIC_COUNT];
+    unsigned have = sn_event_metrics(ev, xs);
     for (int i = 0; i < SN_METRIC_COUNT; i++) {
-        sn_metric m = (sn_metric)i;
-        double x;
-        if (!sn_event_metric(ev, m, &x))
+        if (!(have & (1u << i)))
             continue;
+        sn_metric m = (sn_metric)i;
+        double x = xs[i];
         sn_verdict best, v;
         bool anomaly = false;
         if (ld->levels[m])
@@ -402,15 +418,15 @@ size_t sn_local_detect_event(sn_local_detect *ld, const sn_event *ev, sn_local_a
         double y = 0.0;
         if (metric_rule[m].scored && pair != NULL) {
             y = to_scale(ld, m, x);
-            /* The entry is looked up again per metric: creating one may evict another. */
-            if (isfinite(y) && pair->e[m] == NULL) {
-                if (sn_baseline_get(ld->baselines, ev->service, ev->model, m, ev->end_unix_nano,
-                                    &pair->e[m]) != 0)
-                    pair->e[m] = NULL;
-                else if (ld->ring)
-                    pair->h[m] = sn_baseline_entry_user(pair->e[m]);
-            }
             if (isfinite(y)) {
+                /* The entry is looked up again per metric: creating one may evict another. */
+                if (pair->e[m] == NULL) {
+                    if (sn_baseline_get(ld->baselines, ev->service, ev->model, m, ev->end_unix_nano,
+                                        &pair->e[m]) != 0)
+                        pair->e[m] = NULL;
+                    else if (ld->ring)
+                        pair->h[m] = sn_baseline_entry_user(pair->e[m]);
+                }
                 e = pair->e[m];
                 h = pair->h[m];
             }
@@ -438,6 +454,27 @@ size_t sn_local_detect_event(sn_local_detect *ld, const sn_event *ev, sn_local_a
         }
     }
     return found;
+}
+
+size_t sn_local_detect_event(sn_local_detect *ld, const sn_event *ev, sn_local_alert *alerts,
+                             size_t max)
+{
+    if (!ld->cfg.enabled)
+        return 0;
+    return detect_in(ld, ev, pair_for(ld, ev), alerts, max);
+}
+
+size_t sn_local_detect_event_pair(sn_local_detect *ld, const sn_event *ev, uint64_t *pair,
+                                  sn_local_alert *alerts, size_t max)
+{
+    if (!ld->cfg.enabled)
+        return 0;
+    pair_slot *p = pair_of_token(ld, *pair);
+    if (p == NULL) {
+        p = pair_for(ld, ev);
+        *pair = p != NULL ? pair_token(ld, p) : 0;
+    }
+    return detect_in(ld, ev, p, alerts, max);
 }
 
 void sn_local_detect_usage(const sn_local_detect *ld, uint64_t *keys, uint64_t *bytes)

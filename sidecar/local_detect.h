@@ -63,6 +63,16 @@ void sn_local_detect_destroy(sn_local_detect *ld);
 size_t sn_local_detect_event(sn_local_detect *ld, const sn_event *ev, sn_local_alert *alerts,
                              size_t max);
 
+/* sn_local_detect_event for callers that score many events of few (service, model) pairs:
+ * *pair keeps where the pair's baselines sit in the detector's cache, so that the next events of
+ * the same pair skip the look-up by name. Start with *pair = 0 for each pair; pass a token again
+ * only with events of the pair it was made for (another pair's token scores against that pair's
+ * baselines). A token the cache no longer honours (another pair took the place) is renewed by a
+ * look-up; *pair stays 0 for names that are no baseline key. The results are those of
+ * sn_local_detect_event. */
+size_t sn_local_detect_event_pair(sn_local_detect *ld, const sn_event *ev, uint64_t *pair,
+                                  sn_local_alert *alerts, size_t max);
+
 /* Keys in the baseline table and the bytes they use. */
 void sn_local_detect_usage(const sn_local_detect *ld, uint64_t *keys, uint64_t *bytes);
 

@@ -87,6 +87,7 @@ typedef struct det_ident {
     char service[SN_NAME_MAX];
     char model[SN_NAME_MAX];
     char region[SN_SHORT_MAX];
+    uint64_t pair; /* local detection's token for (service, model): 0 until detection runs */
 } det_ident;
 
 /* One request decoded on a transport thread. Buffers grow to the largest request seen (bounded
@@ -755,7 +756,8 @@ static void take_alerts(sn_pipeline *p, const sn_local_alert *found, size_t n)
     }
 }
 
-/* Runs local detection over a request's events, in order. */
+/* Runs local detection over a request's events, in order; each ident keeps its pair token for
+ * the next of its events. */
 static void detect_request(sn_pipeline *p, const scratch *req)
 {
     sn_event *ev = &p->det_ev;
@@ -780,7 +782,8 @@ static void detect_request(sn_pipeline *p, const scratch *req)
         ev->input_tokens = it->input_tokens;
         ev->output_tokens = it->output_tokens;
         ev->total_tokens = it->total_tokens;
-        size_t n = sn_local_detect_event(p->d.detect, ev, p->scratch_alerts, max_found);
+        size_t n = sn_local_detect_event_pair(p->d.detect, ev, &req->idents[it->ident].pair,
+                                              p->scratch_alerts, max_found);
         if (n > 0)
             take_alerts(p, p->scratch_alerts, n < max_found ? n : max_found);
     }
@@ -1504,6 +1507,7 @@ static int scratch_ident(scratch *s, const sn_event *ev, uint32_t *out)
     memcpy(id->service, ev->service, sizeof id->service);
     memcpy(id->model, ev->model, sizeof id->model);
     memcpy(id->region, ev->region, sizeof id->region);
+    id->pair = 0;
     *out = (uint32_t)s->n_idents++;
     return 0;
 }

@@ -80,12 +80,57 @@ START_TEST(truncation_keeps_utf8_whole)
 }
 END_TEST
 
+/* sn_event_metrics gives, for every metric, what sn_event_metric gives: known or not, and the
+ * same bits -- over events that miss each metric in every way (unknown, negative, NaN, Inf,
+ * zero latency, a cost with no source). */
+START_TEST(metrics_at_once_agree_with_one_at_a_time)
+{
+    static const double reals[] = {NAN, INFINITY, -INFINITY, 0.0, -3.5, 0.25, 1234.5678};
+    static const int64_t counts[] = {SN_UNKNOWN_COUNT, -7, 0, 1, 4096};
+    const size_t nr = sizeof reals / sizeof reals[0], nc = sizeof counts / sizeof counts[0];
+    unsigned seen_known = 0, seen_unknown = 0;
+    for (size_t k = 0; k < nr * nr * nc * nc * 3; k++) {
+        size_t r = k;
+        sn_event ev;
+        sn_event_init(&ev);
+        ev.latency_ms = reals[r % nr];
+        r /= nr;
+        ev.ttft_ms = ev.cost_usd = reals[r % nr];
+        r /= nr;
+        ev.input_tokens = ev.total_tokens = counts[r % nc];
+        r /= nc;
+        ev.output_tokens = counts[r % nc];
+        r /= nc;
+        ev.cost_source = r == 0 ? SN_COST_UNKNOWN : SN_COST_PRICE_TABLE;
+        ev.is_error = r == 2;
+        double all[SN_METRIC_COUNT];
+        unsigned have = sn_event_metrics(&ev, all);
+        ck_assert_uint_eq(have >> SN_METRIC_COUNT, 0);
+        for (int m = 0; m < SN_METRIC_COUNT; m++) {
+            double one = -1.0;
+            bool known = sn_event_metric(&ev, (sn_metric)m, &one);
+            ck_assert_int_eq(known, (have >> m) & 1u);
+            if (known) {
+                ck_assert_mem_eq(&all[m], &one, sizeof one);
+                seen_known |= 1u << m;
+            } else {
+                seen_unknown |= 1u << m;
+            }
+        }
+    }
+    /* every metric was seen known, and every one but error_rate unknown */
+    ck_assert_uint_eq(seen_known, (1u << SN_METRIC_COUNT) - 1);
+    ck_assert_uint_eq(seen_unknown, ((1u << SN_METRIC_COUNT) - 1) & ~(1u << SN_METRIC_ERROR_RATE));
+}
+END_TEST
+
 static Suite *event_suite(void)
 {
     Suite *s = suite_create("event");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, init_marks_everything_unknown);
     tcase_add_test(tc, metrics_read_the_fields);
+    tcase_add_test(tc, metrics_at_once_agree_with_one_at_a_time);
     tcase_add_test(tc, metric_names_round_trip);
     tcase_add_test(tc, truncation_keeps_utf8_whole);
     suite_add_tcase(s, tc);

@@ -255,6 +255,30 @@ START_TEST(log_scale_keeps_log_normal_traffic_quiet)
 }
 END_TEST
 
+/* The pair tokens of sn_local_detect_event_pair by (service, model), as a caller keeps them. */
+typedef struct pair_tokens {
+    size_t n;
+    struct {
+        char service[SN_NAME_MAX];
+        char model[SN_NAME_MAX];
+        uint64_t token;
+    } e[600];
+} pair_tokens;
+
+/* The token slot of ev's (service, model) in t, added (token 0) when new. */
+static uint64_t *token_of(pair_tokens *t, const sn_event *ev)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        if (strcmp(t->e[i].service, ev->service) == 0 && strcmp(t->e[i].model, ev->model) == 0)
+            return &t->e[i].token;
+    }
+    ck_assert_uint_lt(t->n, sizeof t->e / sizeof t->e[0]);
+    memcpy(t->e[t->n].service, ev->service, sizeof ev->service);
+    memcpy(t->e[t->n].model, ev->model, sizeof ev->model);
+    t->e[t->n].token = 0;
+    return &t->e[t->n++].token;
+}
+
 /* One configuration of the digest test below. */
 typedef struct digest_case {
     const char *name;
@@ -309,7 +333,10 @@ static void digest_config(size_t i, sn_local_detect_config *cfg)
  * running this test at commit 66f3694 (local_detect.c before the change, this test and
  * local_stream.c as they are) with the expectations at 0: each case's failure message printed
  * the digest. A change to local_stream.c or to the alert fields needs them recorded again, from
- * a build of the old local_detect.c. */
+ * a build of the old local_detect.c. Each case runs twice: through sn_local_detect_event, and
+ * through sn_local_detect_event_pair with one token per (service, model) kept for the whole
+ * stream (with 500 pairs in 256 cache slots, and under eviction, tokens go stale and are
+ * renewed) -- the same digests. */
 START_TEST(alerts_are_identical_to_the_straightforward_code)
 {
     static const digest_case cases[] = {
@@ -320,7 +347,11 @@ START_TEST(alerts_are_identical_to_the_straightforward_code)
         {"touchy, window 50, room for 2", 30000, 4, 2, 0x4944b3f8f16eec40ull},
         {"500 pairs", 40000, 100, SN_METRIC_COUNT, 0x4d667d3d8b831eacull},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    static pair_tokens tokens;
+    for (size_t run = 0; run < 2 * sizeof cases / sizeof cases[0]; run++) {
+        size_t i = run / 2;
+        bool by_pair = run % 2 == 1;
+        tokens.n = 0;
         sn_local_detect_config cfg;
         digest_config(i, &cfg);
         sn_local_detect *ld = make(&cfg);
@@ -332,7 +363,9 @@ START_TEST(alerts_are_identical_to_the_straightforward_code)
         uint64_t h = LOCAL_STREAM_DIGEST_INIT, found = 0;
         for (size_t k = 0; k < cases[i].events; k++) {
             local_stream_next(&st, &ev);
-            size_t n = sn_local_detect_event(ld, &ev, a, cases[i].max_alerts);
+            size_t n = by_pair ? sn_local_detect_event_pair(ld, &ev, token_of(&tokens, &ev), a,
+                                                            cases[i].max_alerts)
+                               : sn_local_detect_event(ld, &ev, a, cases[i].max_alerts);
             found += n;
             h = local_stream_digest(h, n, a, cases[i].max_alerts);
         }
@@ -344,9 +377,9 @@ START_TEST(alerts_are_identical_to_the_straightforward_code)
         ck_assert_msg(record || (found > cases[i].events / 1000 && found < cases[i].events / 2),
                       "%s: %llu alerts", cases[i].name, (unsigned long long)found);
         ck_assert_msg(record || h == cases[i].expect,
-                      "%s: digest %#018llx, expected %#018llx (%llu alerts)", cases[i].name,
-                      (unsigned long long)h, (unsigned long long)cases[i].expect,
-                      (unsigned long long)found);
+                      "%s%s: digest %#018llx, expected %#018llx (%llu alerts)", cases[i].name,
+                      by_pair ? " (pair tokens)" : "", (unsigned long long)h,
+                      (unsigned long long)cases[i].expect, (unsigned long long)found);
         uint64_t keys, bytes;
         sn_local_detect_usage(ld, &keys, &bytes);
         if (record)
