@@ -494,18 +494,26 @@ static bool skip_value(sn_cursor *c, uint32_t wt)
     return true;
 }
 
+/* Steps over the next field of any wire type: *start at its tag, *val at its value, the cursor
+ * after it. Returns false when malformed. */
+static bool next_field(sn_cursor *c, uint32_t *tag, const uint8_t **start, const uint8_t **val)
+{
+    *start = c->p;
+    if (!get_varint32(c, tag))
+        return false;
+    *val = c->p;
+    return skip_value(c, *tag & 7);
+}
+
 /* Writes the Batch in b[0..len) -- or journal-record bytes, a part of one -- with each groups
  * entry as flat events entries, every other field unchanged. */
 static bool write_batch_flat(pb_ostream_t *s, const uint8_t *b, size_t len)
 {
     sn_cursor c = {b, b + len};
     while (c.p < c.end) {
-        const uint8_t *start = c.p;
+        const uint8_t *start, *val;
         uint32_t tag;
-        if (!get_varint32(&c, &tag))
-            return false;
-        const uint8_t *val = c.p;
-        if (!skip_value(&c, tag & 7))
+        if (!next_field(&c, &tag, &start, &val))
             return false;
         if ((tag >> 3) == sentinel_v1_Batch_groups_tag && (tag & 7) == PB_WT_STRING) {
             sn_cursor lc = {val, c.p};
@@ -1530,12 +1538,9 @@ static bool flat_fields(const uint8_t *b, size_t len, sn_flat_fields *ff)
     memset(ff, 0, sizeof *ff);
     sn_cursor c = {b, b + len};
     while (c.p < c.end) {
-        const uint8_t *start = c.p;
+        const uint8_t *start, *val;
         uint32_t tag;
-        if (!get_varint32(&c, &tag))
-            return false;
-        const uint8_t *val = c.p;
-        if (!skip_value(&c, tag & 7))
+        if (!next_field(&c, &tag, &start, &val))
             return false;
         size_t n = (size_t)(c.p - start);
         if (is_entry(tag)) {
@@ -1579,10 +1584,9 @@ static size_t write_part(uint8_t *out, const uint8_t *b, size_t len, const sn_fl
     sn_cursor c = {b, b + len};
     size_t e = 0;
     while (c.p < c.end) { /* flat_fields checked the bytes */
-        const uint8_t *start = c.p;
+        const uint8_t *start, *val;
         uint32_t tag = 0;
-        (void)get_varint32(&c, &tag);
-        (void)skip_value(&c, tag & 7);
+        (void)next_field(&c, &tag, &start, &val);
         size_t sz = (size_t)(c.p - start);
         bool copy;
         if (is_entry(tag)) {
@@ -1767,10 +1771,9 @@ int sn_batch_flatten_request(const uint8_t *req, size_t len, const sn_batch_conf
             starts[0] = 0;
         c = (sn_cursor){flat, flat + flen};
         while (c.p < c.end) {
-            const uint8_t *start = c.p;
+            const uint8_t *start, *val;
             uint32_t tag = 0;
-            (void)get_varint32(&c, &tag); /* flat_fields checked the bytes */
-            (void)skip_value(&c, tag & 7);
+            (void)next_field(&c, &tag, &start, &val); /* flat_fields checked the bytes */
             if (!is_entry(tag))
                 continue;
             size_t n = (size_t)(c.p - start);
