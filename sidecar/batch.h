@@ -265,8 +265,9 @@ void sn_batch_parts_free(sn_batch_parts *parts);
  *
  * Returns 0 and fills *out (the caller frees it with sn_batch_parts_free); -ENOENT when the
  * request holds no groups (nothing to convert); -EINVAL when malformed or its declared size is
- * over the limit; -EMSGSIZE when an event, alert or aggregate alone cannot go in a request under
- * the limit, or the id is too long for the part suffix (the batch cannot be delivered flat);
+ * over SN_BATCH_MAX_MESSAGE_LIMIT (a batch sealed under a larger max_message_bytes than cfg's is
+ * split like any other); -EMSGSIZE when an event, alert or aggregate alone cannot go in a request
+ * under the limit, or the id is too long for the part suffix (the batch cannot be delivered flat);
  * -ENOMEM; -EIO. A one-line reason in err. Thread-safe; allocates. */
 int sn_batch_flatten_request(const uint8_t *req, size_t len, const sn_batch_config *cfg,
                              sn_batch_parts *out, char *err, size_t errlen);
