@@ -1755,7 +1755,10 @@ int sn_batch_flatten_request(const uint8_t *req, size_t len, const sn_batch_conf
     /* Too big for one request: the entries, in order, packed into as many parts as needed,
      * each with the id (its suffix included), the sequence and -- counted in every part, written
      * in the last -- the other fields. */
-    size_t fixed = 1 + 1 + (SN_BATCH_ID_MAX - 1) + 1 + 10 + ff.tail;
+    size_t digits = 1;
+    for (size_t v = ff.n_entries; v >= 10; v /= 10)
+        digits++; /* of the largest part number: there are at most n_entries parts */
+    size_t fixed = 1 + 1 + ff.idlen + (sizeof SN_BATCH_PART_SUFFIX - 1) + digits + 1 + 10 + ff.tail;
     if (budget <= fixed || ff.max_entry > budget - fixed) {
         if (err != NULL && errlen > 0)
             snprintf(err, errlen,
