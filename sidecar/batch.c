@@ -494,18 +494,26 @@ static bool skip_value(sn_cursor *c, uint32_t wt)
     return true;
 }
 
+/* Steps over the next field of any wire type: *start at its tag, *val at its value, the cursor
+ * after it. Returns false when malformed. */
+static bool next_field(sn_cursor *c, uint32_t *tag, const uint8_t **start, const uint8_t **val)
+{
+    *start = c->p;
+    if (!get_varint32(c, tag))
+        return false;
+    *val = c->p;
+    return skip_value(c, *tag & 7);
+}
+
 /* Writes the Batch in b[0..len) -- or journal-record bytes, a part of one -- with each groups
  * entry as flat events entries, every other field unchanged. */
 static bool write_batch_flat(pb_ostream_t *s, const uint8_t *b, size_t len)
 {
     sn_cursor c = {b, b + len};
     while (c.p < c.end) {
-        const uint8_t *start = c.p;
+        const uint8_t *start, *val;
         uint32_t tag;
-        if (!get_varint32(&c, &tag))
-            return false;
-        const uint8_t *val = c.p;
-        if (!skip_value(&c, tag & 7))
+        if (!next_field(&c, &tag, &start, &val))
             return false;
         if ((tag >> 3) == sentinel_v1_Batch_groups_tag && (tag & 7) == PB_WT_STRING) {
             sn_cursor lc = {val, c.p};
@@ -1474,13 +1482,181 @@ int sn_batch_append_aggregate_record(const sn_aggregate *g, uint8_t *buf, size_t
 
 /* ---- a grouped request for an aggregator that does not read groups ------------------------ */
 
-int sn_batch_flatten_request(const uint8_t *req, size_t len, size_t max_message, uint8_t **out,
-                             size_t *out_len, char *err, size_t errlen)
+const sn_batch_config *sn_batch_encoder_config(const sn_batch_encoder *enc)
+{
+    return &enc->cfg;
+}
+
+void sn_batch_parts_free(sn_batch_parts *parts)
+{
+    if (parts == NULL)
+        return;
+    free(parts->data);
+    free(parts->end);
+    parts->data = NULL;
+    parts->end = NULL;
+    parts->n = 0;
+}
+
+/* A part's sidecar id: "<id>/part<k>" (SN_BATCH_PART_SUFFIX) for all parts but the last, which
+ * keeps the batch's own id. Returns the length, or 0 when it would be over 128 bytes. */
+static size_t part_id(char *out, const uint8_t *id, size_t idlen, size_t k, size_t n)
+{
+    if (k + 1 == n) {
+        memcpy(out, id, idlen);
+        return idlen;
+    }
+    char suffix[32];
+    int sl = snprintf(suffix, sizeof suffix, SN_BATCH_PART_SUFFIX "%zu", k + 1);
+    if (sl < 0 || idlen + (size_t)sl >= SN_BATCH_ID_MAX)
+        return 0;
+    memcpy(out, id, idlen);
+    memcpy(out + idlen, suffix, (size_t)sl);
+    return idlen + (size_t)sl;
+}
+
+/* What flatten_pack builds the parts from: the flat Batch's top-level fields, sorted. */
+typedef struct sn_flat_fields {
+    const uint8_t *id; /* sidecar_id's value */
+    size_t idlen;
+    uint64_t sequence;
+    size_t tail;      /* bytes of the other non-entry fields (created, dropped, unknown) */
+    size_t max_entry; /* the largest events / alerts / aggregates entry, tag included */
+    size_t n_entries;
+} sn_flat_fields;
+
+static bool is_entry(uint32_t tag)
+{
+    uint32_t f = tag >> 3;
+    return (tag & 7) == PB_WT_STRING &&
+           (f == sentinel_v1_Batch_events_tag || f == sentinel_v1_Batch_alerts_tag ||
+            f == sentinel_v1_Batch_aggregates_tag);
+}
+
+static bool flat_fields(const uint8_t *b, size_t len, sn_flat_fields *ff)
+{
+    memset(ff, 0, sizeof *ff);
+    sn_cursor c = {b, b + len};
+    while (c.p < c.end) {
+        const uint8_t *start, *val;
+        uint32_t tag;
+        if (!next_field(&c, &tag, &start, &val))
+            return false;
+        size_t n = (size_t)(c.p - start);
+        if (is_entry(tag)) {
+            ff->n_entries++;
+            if (n > ff->max_entry)
+                ff->max_entry = n;
+        } else if ((tag >> 3) == sentinel_v1_Batch_sidecar_id_tag && (tag & 7) == PB_WT_STRING) {
+            sn_cursor lc = {val, c.p};
+            uint32_t l;
+            if (!get_varint32(&lc, &l))
+                return false;
+            ff->id = lc.p;
+            ff->idlen = l;
+        } else if ((tag >> 3) == sentinel_v1_Batch_sequence_tag && (tag & 7) == PB_WT_VARINT) {
+            sn_cursor lc = {val, c.p};
+            if (!get_varint64(&lc, &ff->sequence))
+                return false;
+        } else {
+            ff->tail += n;
+        }
+    }
+    return ff->idlen > 0 && ff->idlen < SN_BATCH_ID_MAX;
+}
+
+/* Writes part k of the flat Batch b: its id and sequence, the entries [from, to) (counted in
+ * entries), and, for the last part, the other fields. Returns the bytes written to out. */
+static size_t write_part(uint8_t *out, const uint8_t *b, size_t len, const sn_flat_fields *ff,
+                         size_t k, size_t n, size_t from, size_t to)
+{
+    char id[SN_BATCH_ID_MAX];
+    size_t idlen = part_id(id, ff->id, ff->idlen, k, n);
+    uint8_t *p = out;
+    p = put_tag(p, sentinel_v1_Batch_sidecar_id_tag, PB_WT_STRING);
+    p = put_varint(p, idlen);
+    memcpy(p, id, idlen);
+    p += idlen;
+    if (ff->sequence != 0) {
+        p = put_tag(p, sentinel_v1_Batch_sequence_tag, PB_WT_VARINT);
+        p = put_varint(p, ff->sequence);
+    }
+    sn_cursor c = {b, b + len};
+    size_t e = 0;
+    while (c.p < c.end) { /* flat_fields checked the bytes */
+        const uint8_t *start, *val;
+        uint32_t tag = 0;
+        (void)next_field(&c, &tag, &start, &val);
+        size_t sz = (size_t)(c.p - start);
+        bool copy;
+        if (is_entry(tag)) {
+            copy = e >= from && e < to;
+            e++;
+        } else {
+            copy = k + 1 == n && (tag >> 3) != sentinel_v1_Batch_sidecar_id_tag &&
+                   (tag >> 3) != sentinel_v1_Batch_sequence_tag;
+        }
+        if (copy) {
+            memcpy(p, start, sz);
+            p += sz;
+        }
+    }
+    return (size_t)(p - out);
+}
+
+/* Appends one IngestRequest holding the Batch b[0..blen) to parts (compressed with z when not
+ * NULL). Returns 0, -ENOMEM, -EIO or -EMSGSIZE (the request over max). */
+static int append_request(sn_batch_parts *parts, size_t *cap, ZSTD_CCtx *z, const uint8_t *b,
+                          size_t blen, size_t max, char *err, size_t errlen)
+{
+    size_t bound = z != NULL ? ZSTD_compressBound(blen) : blen;
+    size_t used = parts->n > 0 ? parts->end[parts->n - 1] : 0;
+    if (!reserve(&parts->data, cap, used + ENVELOPE_MAX + bound)) {
+        set_err(err, errlen, "batch: out of memory");
+        return -ENOMEM;
+    }
+    uint8_t head[ENVELOPE_MAX], *h = head;
+    uint8_t *dst = parts->data + used + ENVELOPE_MAX;
+    size_t pl = blen;
+    if (z != NULL) {
+        pl = ZSTD_compress2(z, dst, bound, b, blen);
+        if (ZSTD_isError(pl)) {
+            if (err != NULL && errlen > 0)
+                snprintf(err, errlen, "batch: zstd: %s", ZSTD_getErrorName(pl));
+            return -EIO;
+        }
+        h = put_tag(h, sentinel_v1_IngestRequest_compression_tag, PB_WT_VARINT);
+        h = put_varint(h, sentinel_v1_Compression_COMPRESSION_ZSTD);
+    } else {
+        memcpy(dst, b, blen);
+    }
+    h = put_tag(h, sentinel_v1_IngestRequest_uncompressed_size_tag, PB_WT_VARINT);
+    h = put_varint(h, blen);
+    h = put_tag(h, sentinel_v1_IngestRequest_payload_tag, PB_WT_STRING);
+    h = put_varint(h, pl);
+    size_t hlen = (size_t)(h - head);
+    if (hlen + pl > max) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "batch: flat request of %zu bytes, over max_message_bytes %zu",
+                     hlen + pl, max);
+        return -EMSGSIZE;
+    }
+    memmove(parts->data + used + hlen, dst, pl);
+    memcpy(parts->data + used, head, hlen);
+    parts->end[parts->n++] = used + hlen + pl;
+    return 0;
+}
+
+int sn_batch_flatten_request(const uint8_t *req, size_t len, const sn_batch_config *cfg,
+                             sn_batch_parts *out, char *err, size_t errlen)
 {
     uint64_t compression = 0, declared = 0;
     const uint8_t *payload = NULL;
-    size_t plen = 0;
-    uint8_t *plain = NULL, *flat = NULL, *res = NULL;
+    size_t plen = 0, max = cfg->max_message_bytes, cap = 0;
+    size_t *starts = NULL; /* the entry index each part begins at */
+    uint8_t *plain = NULL, *flat = NULL, *part = NULL;
+    ZSTD_CCtx *z = NULL;
+    sn_batch_parts res = {NULL, NULL, 0};
     int rc = -EINVAL;
     sn_cursor c = {req, req + len};
     while (c.p < c.end) {
@@ -1513,12 +1689,13 @@ int sn_batch_flatten_request(const uint8_t *req, size_t len, size_t max_message,
         set_err(err, errlen, "batch: the request holds no groups");
         return -ENOENT;
     }
-    bool zstd = compression == sentinel_v1_Compression_COMPRESSION_ZSTD_GROUPS;
     const uint8_t *batch = payload;
     size_t blen = plen;
-    if (zstd) {
-        if (declared == 0 || declared > max_message) {
-            set_err(err, errlen, "batch: uncompressed_size missing or over the limit");
+    if (compression == sentinel_v1_Compression_COMPRESSION_ZSTD_GROUPS) {
+        /* The spool's own (checked) bytes, sealed under the limit of their day: a limit lowered
+         * since then splits them, it does not make them undeliverable. */
+        if (declared == 0 || declared > SN_BATCH_MAX_MESSAGE_LIMIT) {
+            set_err(err, errlen, "batch: uncompressed_size missing or over 256 MiB");
             goto out;
         }
         plain = malloc((size_t)declared);
@@ -1537,57 +1714,110 @@ int sn_batch_flatten_request(const uint8_t *req, size_t len, size_t max_message,
     if (blen > 0 && !write_batch_flat(&sz, batch, blen))
         goto bad;
     size_t flen = sz.bytes_written;
-    if (flen > max_message) {
-        set_err(err, errlen, "batch: the flat batch is over max_message_bytes");
-        rc = -EMSGSIZE;
-        goto out;
-    }
     flat = malloc(flen > 0 ? flen : 1);
     if (flat == NULL)
         goto nomem;
     pb_ostream_t os = pb_ostream_from_buffer(flat, flen);
     if (flen > 0 && (!write_batch_flat(&os, batch, blen) || os.bytes_written != flen))
         goto bad;
-    const uint8_t *pl = flat;
-    size_t pl_len = flen;
-    uint8_t *z = NULL;
-    if (zstd) {
-        size_t bound = ZSTD_compressBound(flen);
-        z = malloc(bound);
+    free(plain);
+    plain = NULL;
+    sn_flat_fields ff;
+    if (!flat_fields(flat, flen, &ff))
+        goto bad;
+    if (cfg->zstd_level > 0) {
+        z = ZSTD_createCCtx();
         if (z == NULL)
             goto nomem;
-        size_t zn = ZSTD_compress(z, bound, flat, flen, SN_BATCH_ZSTD_LEVEL_DEFAULT);
-        if (ZSTD_isError(zn)) {
-            free(z);
-            set_err(err, errlen, "batch: zstd failed");
-            rc = -EIO;
+        size_t zr = set_zstd_params(z, cfg);
+        if (ZSTD_isError(zr)) {
+            if (err != NULL && errlen > 0)
+                snprintf(err, errlen, "batch: zstd parameters refused: %s", ZSTD_getErrorName(zr));
+            rc = -EINVAL;
             goto out;
         }
-        pl = z;
-        pl_len = zn;
     }
-    /* The envelope: compression, uncompressed_size, payload. */
-    res = malloc(pl_len + 32);
-    if (res == NULL) {
-        free(z);
-        goto nomem;
+    /* Every part holds at most `budget` Batch bytes: its request then fits max whatever zstd
+     * makes of it (ZSTD_compressBound(x) - x grows with x). */
+    size_t slack = ENVELOPE_MAX + (z != NULL ? ZSTD_compressBound(max) - max : 0);
+    size_t budget = max > slack ? max - slack : 0;
+    /* The common case: one request, the flat Batch as it is. */
+    if (flen <= max) {
+        res.end = malloc(sizeof *res.end);
+        if (res.end == NULL)
+            goto nomem;
+        rc = append_request(&res, &cap, z, flat, flen, max, err, errlen);
+        if (rc != -EMSGSIZE)
+            goto done;
+        sn_batch_parts_free(&res);
+        cap = 0;
     }
-    uint8_t *p = res;
-    if (zstd) {
-        p = put_tag(p, sentinel_v1_IngestRequest_compression_tag, PB_WT_VARINT);
-        p = put_varint(p, sentinel_v1_Compression_COMPRESSION_ZSTD);
+    /* Too big for one request: the entries, in order, packed into as many parts as needed,
+     * each with the id (its suffix included), the sequence and -- counted in every part, written
+     * in the last -- the other fields. */
+    size_t digits = 1;
+    for (size_t v = ff.n_entries; v >= 10; v /= 10)
+        digits++; /* of the largest part number: there are at most n_entries parts */
+    size_t fixed = 1 + 1 + ff.idlen + (sizeof SN_BATCH_PART_SUFFIX - 1) + digits + 1 + 10 + ff.tail;
+    if (budget <= fixed || ff.max_entry > budget - fixed) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen,
+                     "batch: an entry of %zu bytes cannot go in a request under "
+                     "max_message_bytes %zu",
+                     ff.max_entry, max);
+        rc = -EMSGSIZE;
+        goto out;
     }
-    p = put_tag(p, sentinel_v1_IngestRequest_uncompressed_size_tag, PB_WT_VARINT);
-    p = put_varint(p, flen);
-    p = put_tag(p, sentinel_v1_IngestRequest_payload_tag, PB_WT_STRING);
-    p = put_varint(p, pl_len);
-    memcpy(p, pl, pl_len);
-    p += pl_len;
-    free(z);
-    *out = res;
-    *out_len = (size_t)(p - res);
-    res = NULL;
+    size_t room = budget - fixed, nparts = 0;
+    /* Counted first, then the part boundaries (entry indexes) kept: the same walk twice. */
+    for (int pass = 0; pass < 2; pass++) {
+        size_t k = 0, used = 0, e = 0;
+        if (pass == 1)
+            starts[0] = 0;
+        c = (sn_cursor){flat, flat + flen};
+        while (c.p < c.end) {
+            const uint8_t *start, *val;
+            uint32_t tag = 0;
+            (void)next_field(&c, &tag, &start, &val); /* flat_fields checked the bytes */
+            if (!is_entry(tag))
+                continue;
+            size_t n = (size_t)(c.p - start);
+            if (used + n > room) {
+                k++;
+                used = 0;
+                if (pass == 1)
+                    starts[k] = e;
+            }
+            used += n;
+            e++;
+        }
+        if (pass == 0) {
+            nparts = k + 1;
+            starts = malloc((nparts + 1) * sizeof *starts);
+            res.end = malloc(nparts * sizeof *res.end);
+            part = malloc(budget);
+            if (starts == NULL || res.end == NULL || part == NULL)
+                goto nomem;
+        } else {
+            starts[nparts] = e;
+        }
+    }
+    char probe[SN_BATCH_ID_MAX];
+    if (nparts > 1 && part_id(probe, ff.id, ff.idlen, nparts - 2, nparts) == 0) {
+        set_err(err, errlen, "batch: sidecar_id too long to name the parts of a split batch");
+        rc = -EMSGSIZE;
+        goto out;
+    }
     rc = 0;
+    for (size_t k = 0; k < nparts && rc == 0; k++) {
+        size_t pl = write_part(part, flat, flen, &ff, k, nparts, starts[k], starts[k + 1]);
+        rc = append_request(&res, &cap, z, part, pl, max, err, errlen);
+    }
+done:
+    if (rc != 0)
+        goto out;
+    *out = res;
+    res = (sn_batch_parts){NULL, NULL, 0};
     goto out;
 nomem:
     set_err(err, errlen, "batch: out of memory");
@@ -1597,7 +1827,10 @@ bad:
     set_err(err, errlen, "batch: malformed grouped request");
     rc = -EINVAL;
 out:
-    free(res);
+    sn_batch_parts_free(&res);
+    ZSTD_freeCCtx(z);
+    free(starts);
+    free(part);
     free(flat);
     free(plain);
     return rc;

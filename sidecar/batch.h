@@ -230,15 +230,46 @@ int sn_batch_append_aggregate_record(const sn_aggregate *g, uint8_t *buf, size_t
 int sn_batch_decode_event_record(const uint8_t *buf, size_t len, sn_event *events, size_t cap,
                                  size_t *n, char *err, size_t errlen);
 
+/* The config an encoder was created with (immutable: any thread may read it). */
+const sn_batch_config *sn_batch_encoder_config(const sn_batch_encoder *enc);
+
+/* The flat requests a grouped one becomes (sn_batch_flatten_request): request i is
+ * data[i == 0 ? 0 : end[i - 1] .. end[i]). Free with sn_batch_parts_free. */
+typedef struct sn_batch_parts {
+    uint8_t *data;
+    size_t *end;
+    size_t n;
+} sn_batch_parts;
+
+/* Frees a parts' buffers and zeroes it (NULL or an empty one: no-op). */
+void sn_batch_parts_free(sn_batch_parts *parts);
+
+/* The sidecar id of every part of a split batch but the last: "<id>" SN_BATCH_PART_SUFFIX "<k>". */
+#define SN_BATCH_PART_SUFFIX "/part"
+
 /* Converts an IngestRequest whose Batch carries groups (compression NONE_GROUPS or ZSTD_GROUPS:
  * what sn_batch_encode writes with sn_batch.groups) into the same batch with flat events, for an
  * aggregator that refused it because it does not read groups (a downgrade): each group's events
- * become events entries holding the group's strings; every other field is kept; zstd at the
- * default level when the original was compressed. Returns 0 and sets *out (malloc'd, the caller
- * frees) and *out_len; -ENOENT when the request holds no groups (nothing to convert); -EINVAL
- * when malformed or its declared size is over max_message; -EMSGSIZE when the flat Batch would
- * be over max_message; -ENOMEM; -EIO. A one-line reason in err. Thread-safe; allocates. */
-int sn_batch_flatten_request(const uint8_t *req, size_t len, size_t max_message, uint8_t **out,
-                             size_t *out_len, char *err, size_t errlen);
+ * become events entries holding the group's strings; every other field is kept. It is compressed
+ * as cfg says (zstd_level, zstd_raw_literals, zstd_hash_log: as sealing does), and each request
+ * and its Batch are at most cfg->max_message_bytes.
+ *
+ * Usually that is one request. When the flat batch does not fit (the group's strings are now in
+ * every event), its events, alerts and aggregates are split, in order, over n requests that each
+ * fit: the last carries the batch's own sidecar_id and sequence (and created_unix_nano and
+ * dropped_events); part k < n carries the same sequence under the sidecar id
+ * "<sidecar_id>/part<k>" (k from 1). The aggregator's (sidecar id, sequence) de-duplication then
+ * applies each part exactly once, also when they are all sent again after a restart (the split
+ * depends only on the request and cfg). Send them in order and drop the spool's record after the
+ * last is acknowledged.
+ *
+ * Returns 0 and fills *out (the caller frees it with sn_batch_parts_free); -ENOENT when the
+ * request holds no groups (nothing to convert); -EINVAL when malformed or its declared size is
+ * over SN_BATCH_MAX_MESSAGE_LIMIT (a batch sealed under a larger max_message_bytes than cfg's is
+ * split like any other); -EMSGSIZE when an event, alert or aggregate alone cannot go in a request
+ * under the limit, or the id is too long for the part suffix (the batch cannot be delivered flat);
+ * -ENOMEM; -EIO. A one-line reason in err. Thread-safe; allocates. */
+int sn_batch_flatten_request(const uint8_t *req, size_t len, const sn_batch_config *cfg,
+                             sn_batch_parts *out, char *err, size_t errlen);
 
 #endif

@@ -173,10 +173,11 @@ enum ship_result {
     SHIP_RETRY_AFTER,
     SHIP_FAILED,
     SHIP_REJECTED,
+    SHIP_UNDELIVERABLE, /* a grouped batch that cannot be converted for an older aggregator */
     SHIP_COUNT
 };
-static const char *const ship_result_names[SHIP_COUNT] = {"acked", "duplicate", "retry_after",
-                                                          "failed", "rejected"};
+static const char *const ship_result_names[SHIP_COUNT] = {"acked",  "duplicate", "retry_after",
+                                                          "failed", "rejected",  "undeliverable"};
 static const char *const signal_names[SN_OTLP_SIGNAL_COUNT] = {"traces", "metrics", "logs"};
 static const char *const protocol_names[2] = {"grpc", "http"};
 static const char *const outcome_names[N_OUTCOMES] = {
@@ -250,9 +251,11 @@ struct sn_pipeline {
      * (false until an answer says so, and after a downgrade). */
     bool agg_groups;
     /* The spool's oldest record converted to flat events after an aggregator that does not read
-     * groups refused it (malloc'd; sent instead of the record until it is popped). */
-    uint8_t *flat;
-    size_t flat_len;
+     * groups refused it: one request or more (a split batch), sent in order instead of the
+     * record -- flat_next is the next to send -- until the last is acknowledged and the record
+     * popped. flat.n is 0 when there is none. */
+    sn_batch_parts flat;
+    size_t flat_next;
     uint64_t ship_started; /* uv_hrtime() of the call in flight */
     bool waiting;          /* a backoff or retry-after timer runs */
     sn_backoff backoff;
@@ -1059,32 +1062,63 @@ static void note_features(sn_pipeline *p, uint32_t features)
 static void ship_pop(sn_pipeline *p)
 {
     sn_spool_pop(p->d.spool);
-    free(p->flat);
-    p->flat = NULL;
-    p->flat_len = 0;
+    sn_batch_parts_free(&p->flat);
+    p->flat_next = 0;
 }
 
+/* The spool's oldest record is done with (acknowledged, or refused for good): with a flat copy
+ * in parts, the next part is sent; after the last (or without parts) the record is popped. */
+static void ship_advance(sn_pipeline *p)
+{
+    if (p->flat.n > 0 && p->flat_next + 1 < p->flat.n)
+        p->flat_next++;
+    else
+        ship_pop(p);
+}
+
+/* What flatten_head did. */
+enum flatten_outcome {
+    FLAT_NONE,         /* the record holds no groups: the refusal was about something else */
+    FLAT_READY,        /* p->flat holds the record as flat events: send it */
+    FLAT_RETRY,        /* out of memory: try again after a backoff (the record stays) */
+    FLAT_UNDELIVERABLE /* cannot be converted: dropped, logged and counted */
+};
+
 /* After an INVALID_ARGUMENT: when the spool's oldest record carries groups, the aggregator does
- * not read them (a downgrade): converts the record to flat events (p->flat, sent instead of it)
- * and seals flat from now on. Returns whether there is a flat copy to resend. */
-static bool flatten_head(sn_pipeline *p)
+ * not read them (a downgrade): converts the record to flat events (p->flat, sent instead of it;
+ * split over several requests when the flat batch is over max_message_bytes, see
+ * sn_batch_flatten_request) and seals flat from now on. A record that cannot be converted (an
+ * event alone over the limit; malformed) would be refused again forever and block the spool: it
+ * is dropped with an error and counted as undeliverable. */
+static enum flatten_outcome flatten_head(sn_pipeline *p)
 {
     const uint8_t *data;
     size_t len;
     if (sn_spool_peek(p->d.spool, &data, &len, NULL) != 0)
-        return false;
+        return FLAT_NONE;
     char err[256];
-    int rc = sn_batch_flatten_request(data, len, SN_BATCH_MAX_MESSAGE_LIMIT, &p->flat, &p->flat_len,
+    int rc = sn_batch_flatten_request(data, len, sn_batch_encoder_config(p->d.encoder), &p->flat,
                                       err, sizeof err);
     if (rc == -ENOENT)
-        return false;
-    if (rc != 0) {
-        sn_log_error("cannot convert a grouped batch to flat events", SN_LOG_STR("error", err));
-        return false;
-    }
+        return FLAT_NONE;
     note_features(p, 0);
-    sn_log_warn("the aggregator refused a batch with event groups; resending it as flat events");
-    return true;
+    if (rc == -ENOMEM) {
+        sn_log_error("out of memory converting a grouped batch to flat events; retrying",
+                     SN_LOG_STR("error", err));
+        return FLAT_RETRY;
+    }
+    if (rc != 0) {
+        sn_counter_inc(p->shipped[SHIP_UNDELIVERABLE]);
+        sn_log_error("the aggregator does not read event groups and this batch cannot be sent as "
+                     "flat events; dropping it from the spool",
+                     SN_LOG_STR("error", err));
+        ship_pop(p);
+        return FLAT_UNDELIVERABLE;
+    }
+    p->flat_next = 0;
+    sn_log_warn("the aggregator refused a batch with event groups; resending it as flat events",
+                SN_LOG_UINT("requests", p->flat.n));
+    return FLAT_READY;
 }
 
 static void on_ship_done(sn_ship *ship, const sn_ship_result *r, void *ud)
@@ -1099,7 +1133,7 @@ static void on_ship_done(sn_ship *ship, const sn_ship_result *r, void *ud)
     case SN_SHIP_ACKED:
     case SN_SHIP_DUPLICATE:
         sn_counter_inc(p->shipped[r->outcome == SN_SHIP_ACKED ? SHIP_ACKED : SHIP_DUPLICATE]);
-        ship_pop(p);
+        ship_advance(p);
         sn_backoff_reset(&p->backoff);
         if (atomic_load(&p->spool_full) && seal_sync(p) == 0) {
             atomic_store(&p->spool_full, false);
@@ -1115,9 +1149,17 @@ static void on_ship_done(sn_ship *ship, const sn_ship_result *r, void *ud)
         break;
     default:
         sn_counter_inc(p->shipped[SHIP_FAILED]);
-        if (r->grpc_status == 3 /* INVALID_ARGUMENT */ && p->flat == NULL && flatten_head(p)) {
-            ship_kick(p); /* resent with flat events */
-            break;
+        if (r->grpc_status == 3 /* INVALID_ARGUMENT */ && p->flat.n == 0) {
+            enum flatten_outcome fo = flatten_head(p);
+            if (fo == FLAT_READY || fo == FLAT_UNDELIVERABLE) {
+                ship_kick(p); /* resent with flat events, or the next record */
+                break;
+            }
+            if (fo == FLAT_RETRY) {
+                wait_then_ship(p,
+                               sn_backoff_next(&p->backoff, &p->backoff_cfg, sn_backoff_random()));
+                break;
+            }
         }
         if (r->grpc_status == 3 /* INVALID_ARGUMENT */ ||
             (r->grpc_status == 8 /* RESOURCE_EXHAUSTED */ && r->retry_after_ms == 0)) {
@@ -1125,9 +1167,9 @@ static void on_ship_done(sn_ship *ship, const sn_ship_result *r, void *ud)
              * record would block every batch behind it. */
             sn_counter_inc(p->shipped[SHIP_REJECTED]);
             sn_log_error("the aggregator refused a batch for good; dropping it from the spool",
-                         SN_LOG_INT("grpc_status", r->grpc_status),
-                         SN_LOG_STR("error", r->message));
-            ship_pop(p);
+                         SN_LOG_INT("grpc_status", r->grpc_status), SN_LOG_STR("error", r->message),
+                         SN_LOG_UINT("part", p->flat_next + 1), SN_LOG_UINT("parts", p->flat.n));
+            ship_advance(p);
             ship_kick(p);
             break;
         }
@@ -1162,9 +1204,10 @@ static void ship_kick(sn_pipeline *p)
         wait_then_ship(p, sn_backoff_next(&p->backoff, &p->backoff_cfg, sn_backoff_random()));
         return;
     }
-    if (p->flat != NULL) { /* the oldest record, converted to flat events (flatten_head) */
-        data = p->flat;
-        len = p->flat_len;
+    if (p->flat.n > 0) { /* the oldest record, converted to flat events (flatten_head) */
+        size_t from = p->flat_next > 0 ? p->flat.end[p->flat_next - 1] : 0;
+        data = p->flat.data + from;
+        len = p->flat.end[p->flat_next] - from;
     }
     rc = sn_ship_send(p->d.ship, data, len, on_ship_done, p);
     if (rc != 0) {
@@ -1822,7 +1865,7 @@ static void free_pipeline(sn_pipeline *p)
     free(p->alerts);
     free(p->job.records);
     free(p->job.alerts);
-    free(p->flat);
+    sn_batch_parts_free(&p->flat);
     free(p);
 }
 

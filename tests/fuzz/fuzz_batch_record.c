@@ -9,7 +9,8 @@
  * it accepts (it may refuse more: any field but events and aggregates, an aggregate the
  * aggregator would refuse; the decoder skips aggregates). Events appended one by one with the
  * hand-written encoder are byte for byte the record nanopb writes; written as event groups they
- * decode to the same events.
+ * decode to the same events. Sealed with groups and flattened under a small limit (48 to 239
+ * bytes, so that the fuzzer's small events are split), every flat request stays within it.
  */
 #include "batch.h"
 #include "fuzz_common.h"
@@ -114,5 +115,43 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (sn_batch_scan_record(grouped, glen, &scanned, &scanned_aggs, serr, sizeof serr) != 0 ||
         scanned != n)
         abort();
+
+    /* Sealed with groups and flattened for an older aggregator under a small limit: one request
+     * or several (a split batch), each within the limit; or -EMSGSIZE (an event alone too big). */
+    static sn_batch_encoder *enc;
+    if (enc == NULL) {
+        sn_batch_config cfg;
+        sn_batch_config_init(&cfg);
+        cfg.max_events = FUZZ_CAP;
+        cfg.max_message_bytes = SN_BATCH_MAX_MESSAGE_DEFAULT;
+        if (sn_batch_encoder_create(&cfg, &enc, err, sizeof err) != 0)
+            abort();
+    }
+    sn_batch b = {.sidecar_id = "fuzz/0123456789abcdef",
+                  .sequence = 1,
+                  .records = grouped,
+                  .records_len = glen,
+                  .n_record_events = n,
+                  .groups = true};
+    const uint8_t *req;
+    size_t req_len;
+    if (sn_batch_encode(enc, &b, &req, &req_len, NULL, err, sizeof err) != 0)
+        abort();
+    sn_batch_config small = *sn_batch_encoder_config(enc);
+    /* Limits below the configurable 1 KiB, uncompressed or not: more splits. */
+    small.zstd_level = (int)(size & 1);
+    small.max_message_bytes = 48 + size % 192;
+    sn_batch_parts parts = {NULL, NULL, 0};
+    rc = sn_batch_flatten_request(req, req_len, &small, &parts, err, sizeof err);
+    if (rc == -ENOENT || rc == -EMSGSIZE) { /* no group (events of one resource each); too big */
+        sn_fuzz_check_err(err, sizeof err);
+        return 0;
+    }
+    if (rc != 0 || parts.n == 0)
+        abort();
+    for (size_t k = 0; k < parts.n; k++)
+        if (parts.end[k] - (k > 0 ? parts.end[k - 1] : 0) > small.max_message_bytes)
+            abort();
+    sn_batch_parts_free(&parts);
     return 0;
 }

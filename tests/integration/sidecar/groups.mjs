@@ -11,6 +11,11 @@
 //   3. downgrade: the proxy turns old again. The next batch, sealed with groups, is refused;
 //      the sidecar converts it to flat events and resends it: nothing is lost or doubled, and it
 //      seals flat from then on.
+//   4. split: a second sidecar (otlp.max_message_bytes 64 KiB, uncompressed batches so the proxy
+//      can read them) seals one grouped batch of events with long resource strings: under the
+//      limit with groups, far over it flat. Refused by the old aggregator, it is split into
+//      several flat requests under the limit ("<id>/part<k>" and then the batch's own id, all
+//      with its sequence): every event arrives exactly once.
 import {
   check, httpRequest, log, makeSpan, readEventLog, run, sdk, sleep, startAggregator, startSidecar,
   tempDir, waitEventLog, checkExactlyOnce, pbFields,
@@ -24,15 +29,18 @@ const same = (b) => b;
 const RESOURCES = [
   { service: 'checkout', region: 'eu-west-1', version: '2.0.1', pod: 'checkout-7d9f-abcde' },
   { service: 'search', region: 'us-east-2', version: '0.9.0', pod: 'search-55c4-xyz12' },
+  // The longest strings an event keeps (service 127 bytes, the others 63): phase 4.
+  { service: 'L'.repeat(127), region: 'r'.repeat(63), version: 'v'.repeat(63), pod: 'p'.repeat(63) },
 ];
 
-function requestJson(spansByResource) {
+// spansByResource[i] are spans of RESOURCES[res[i]].
+function requestJson(spansByResource, res = spansByResource.map((_, r) => r)) {
   const kv = (key, v) => ({ key, value: { stringValue: v } });
   return JSON.stringify({
-    resourceSpans: spansByResource.map((spans, r) => ({
+    resourceSpans: spansByResource.map((spans, i) => ({
       resource: {
-        attributes: [kv('service.name', RESOURCES[r].service), kv('cloud.region', RESOURCES[r].region),
-          kv('service.version', RESOURCES[r].version), kv('k8s.pod.name', RESOURCES[r].pod)],
+        attributes: [kv('service.name', RESOURCES[res[i]].service), kv('cloud.region', RESOURCES[res[i]].region),
+          kv('service.version', RESOURCES[res[i]].version), kv('k8s.pod.name', RESOURCES[res[i]].pod)],
       },
       scopeSpans: [{
         scope: { name: 'groups-it' },
@@ -71,7 +79,13 @@ await run('sidecar_groups', async () => {
       const req = call.request;
       const c = pbFields(req).find((f) => f.field === 1);
       const compression = c ? Number(c.value) : 0;
-      proxy.seen.push({ old: proxy.old, compression });
+      let id = '';
+      if (compression === 0 || compression === 2) { // uncompressed: the Batch's sidecar_id
+        const pl = pbFields(req).find((f) => f.field === 3);
+        const idf = pl ? pbFields(pl.value).find((f) => f.field === 1) : null;
+        if (idf) id = idf.value.toString();
+      }
+      proxy.seen.push({ old: proxy.old, compression, id, bytes: req.length });
       if (proxy.old && compression >= 2) {
         proxy.refusedGrouped++;
         cb({ code: grpc.status.INVALID_ARGUMENT, details: `unknown compression ${compression}` });
@@ -134,6 +148,47 @@ await run('sidecar_groups', async () => {
     `downgrade: flat batches after the refusal (${JSON.stringify(phase3)})`);
   check(sidecar.logs.some((j) => j.msg === 'the aggregator refused a batch with event groups; resending it as flat events'),
     'downgrade: the sidecar said it resent the batch flat');
+
+  // 4. Split: one grouped batch whose flat copy is over the 64 KiB limit.
+  const small = await startSidecar({
+    aggregatorPort: proxyPort, spoolDir: `${dir}/spool2`,
+    extra: ['--set', 'otlp.max_message_bytes=65536', '--set', 'batch.zstd_level=0',
+      '--set', 'batch.flush_interval=3s', '--set', 'batch.max_events=1000'],
+  });
+  proxy.old = false;
+  const learn = [makeSpan('gpt-4o', 700)];
+  learn.forEach((s) => sent.set(s.spanId, 0));
+  let res = await httpRequest(small.httpPort, 'POST', '/v1/traces',
+    { headers: { 'Content-Type': 'application/json' }, body: requestJson([learn]) });
+  check(res.status === 200, `split: first request answered ${res.status}`);
+  await waitEventLog(eventLog, (ls) => ls.some((l) => l.type === 'event' && l.span_id === learn[0].spanId), 15000);
+  await small.waitLog((j) => j.msg === 'the aggregator reads event groups: sealing batches with groups', 10000, 'groups');
+  proxy.old = true;
+  const splitFrom = proxy.seen.length;
+  const bigIds = [];
+  for (let i = 0; i < 3; i++) { // 3 x 80 events in one batch (the flush interval is 3 s)
+    const spans = Array.from({ length: 80 }, () => makeSpan('gpt-4o', 900));
+    spans.forEach((s) => { sent.set(s.spanId, 2); bigIds.push(s.spanId); });
+    const body = requestJson([spans], [2]);
+    check(body.length < 65536, `split: request ${i} of ${body.length} bytes fits the OTLP limit`);
+    res = await httpRequest(small.httpPort, 'POST', '/v1/traces', { headers: { 'Content-Type': 'application/json' }, body });
+    check(res.status === 200, `split: request ${i} answered ${res.status}`);
+  }
+  const got = await waitEventLog(eventLog, (ls) => {
+    const have = new Set(ls.filter((l) => l.type === 'event').map((l) => l.span_id));
+    return bigIds.every((id) => have.has(id));
+  }, 20000);
+  const haveBig = new Set(got.filter((l) => l.type === 'event').map((l) => l.span_id));
+  check(bigIds.every((id) => haveBig.has(id)), 'split: every event of the big batch arrived');
+  const resent = small.logs.find((j) => j.msg === 'the aggregator refused a batch with event groups; resending it as flat events');
+  check(resent && resent.requests >= 2, `split: the flat copy went as several requests (${JSON.stringify(resent)})`);
+  const calls = proxy.seen.slice(splitFrom);
+  const parts = calls.filter((c) => c.compression === 0 && c.id.startsWith(`${small.sidecarId}/part`));
+  check(parts.length >= 1 && parts.every((c) => c.bytes <= 65536),
+    `split: parts under "<id>/part<k>", each at most 64 KiB: ${JSON.stringify(calls.map(({ id, bytes, compression }) => ({ id, bytes, compression })))}`);
+  check(calls.some((c) => c.compression === 0 && c.id === small.sidecarId), 'split: the last part under the batch\'s own id');
+  check(calls.some((c) => c.compression === 2), 'split: the grouped batch was refused first');
+  log(`split: ${resent ? resent.requests : 0} flat requests for one grouped batch of ${bigIds.length} events`);
 
   // Every acknowledged span exactly once, each with its own resource's strings.
   await sleep(500);

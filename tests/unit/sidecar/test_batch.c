@@ -1185,11 +1185,14 @@ START_TEST(grouped_records_seal_as_groups_or_as_the_same_flat_events)
 
         /* A downgrade: the same request converted to flat events, which protoc-c reads with
          * the group's strings in each event (fields out of order) -- every field as sent. */
-        uint8_t *conv = NULL;
-        size_t conv_len = 0;
-        ck_assert_int_eq(sn_batch_flatten_request(out, out_len, SN_BATCH_MAX_MESSAGE_DEFAULT, &conv,
-                                                  &conv_len, err, sizeof err),
-                         0);
+        sn_batch_config fc;
+        sn_batch_config_init(&fc);
+        fc.zstd_level = level;
+        sn_batch_parts parts = {NULL, NULL, 0};
+        ck_assert_int_eq(sn_batch_flatten_request(out, out_len, &fc, &parts, err, sizeof err), 0);
+        ck_assert_uint_eq(parts.n, 1);
+        uint8_t *conv = parts.data;
+        size_t conv_len = parts.end[0];
         Sentinel__V1__IngestRequest *r = sentinel__v1__ingest_request__unpack(NULL, conv_len, conv);
         ck_assert_ptr_nonnull(r);
         size_t conv_blen = r->uncompressed_size;
@@ -1207,13 +1210,11 @@ START_TEST(grouped_records_seal_as_groups_or_as_the_same_flat_events)
             check_event(pb->events[i], &ev[i]);
         sentinel__v1__batch__free_unpacked(pb, NULL);
         /* A flat request has nothing to convert. */
-        uint8_t *none = NULL;
-        size_t none_len = 0;
-        ck_assert_int_eq(sn_batch_flatten_request(conv, conv_len, SN_BATCH_MAX_MESSAGE_DEFAULT,
-                                                  &none, &none_len, err, sizeof err),
+        sn_batch_parts none = {NULL, NULL, 0};
+        ck_assert_int_eq(sn_batch_flatten_request(conv, conv_len, &fc, &none, err, sizeof err),
                          -ENOENT);
-        ck_assert_ptr_null(none);
-        free(conv);
+        ck_assert_ptr_null(none.data);
+        sn_batch_parts_free(&parts);
 
         /* Sealed for an aggregator that does not announce groups: the same bytes as the flat
          * record's batch. */
@@ -1417,6 +1418,202 @@ START_TEST(hand_encoded_events_are_nanopbs_bytes)
 }
 END_TEST
 
+/* A grouped record of n events of one resource with the longest resource strings (what the
+ * flat copy repeats in every event), for the flattening tests; the caller frees it. */
+static uint8_t *long_resource_record(sn_event *ev, int n, size_t *len)
+{
+    for (int i = 0; i < n; i++) {
+        full_event(&ev[i], i + 1);
+        memset(ev[i].service, 's', SN_NAME_MAX - 1);
+        memset(ev[i].region, 'r', SN_SHORT_MAX - 1);
+        memset(ev[i].service_version, 'v', SN_SHORT_MAX - 1);
+        memset(ev[i].pod, 'p', SN_SHORT_MAX - 1);
+    }
+    size_t cap = sn_batch_grouped_record_bound((size_t)n);
+    uint8_t *rec = malloc(cap);
+    ck_assert_ptr_nonnull(rec);
+    sn_batch_grouper g;
+    sn_batch_grouper_init(&g);
+    *len = 0;
+    for (int i = 0; i < n; i++)
+        ck_assert_int_eq(sn_batch_append_grouped_event(&g, &ev[i], rec, cap, len), 0);
+    ck_assert_int_eq(sn_batch_grouper_close(&g, rec, len), 0);
+    return rec;
+}
+
+/* The flat copy of a grouped request is compressed as sealing compresses (zstd_level,
+ * zstd_literals, zstd_hash_log): byte for byte the request sealing the same events flat makes. */
+START_TEST(flattening_uses_the_configured_zstd_parameters)
+{
+    enum { NE = 5 };
+    sn_event ev[NE];
+    grouped_events(ev, NE);
+    size_t cap = sn_batch_grouped_record_bound(NE), len = 0;
+    uint8_t *rec = malloc(cap);
+    sn_batch_grouper g;
+    sn_batch_grouper_init(&g);
+    for (int i = 0; i < NE; i++)
+        ck_assert_int_eq(sn_batch_append_grouped_event(&g, &ev[i], rec, cap, &len), 0);
+    ck_assert_int_eq(sn_batch_grouper_close(&g, rec, &len), 0);
+    struct {
+        int level;
+        bool raw;
+        int hash_log;
+    } cases[] = {{1, true, 0}, {1, false, 14}, {3, false, 0}, {5, true, 8}, {0, true, 0}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        sn_batch_config cfg;
+        sn_batch_config_init(&cfg);
+        cfg.zstd_level = cases[k].level;
+        cfg.zstd_raw_literals = cases[k].raw;
+        cfg.zstd_hash_log = cases[k].hash_log;
+        sn_batch_encoder *enc = NULL;
+        char err[256];
+        ck_assert_int_eq(sn_batch_encoder_create(&cfg, &enc, err, sizeof err), 0);
+        ck_assert_int_eq(sn_batch_encoder_config(enc)->zstd_hash_log, cases[k].hash_log);
+        sn_batch b = {.sidecar_id = ID,
+                      .sequence = 9,
+                      .records = rec,
+                      .records_len = len,
+                      .n_record_events = NE,
+                      .groups = true,
+                      .created_unix_nano = 1700000002000000000};
+        const uint8_t *out;
+        size_t out_len;
+        ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &out_len, NULL, err, sizeof err), 0);
+        sn_batch_parts parts = {NULL, NULL, 0};
+        ck_assert_int_eq(sn_batch_flatten_request(out, out_len, sn_batch_encoder_config(enc),
+                                                  &parts, err, sizeof err),
+                         0);
+        ck_assert_uint_eq(parts.n, 1);
+        b.groups = false;
+        ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &out_len, NULL, err, sizeof err), 0);
+        ck_assert_uint_eq(parts.end[0], out_len);
+        ck_assert_mem_eq(parts.data, out, out_len);
+        sn_batch_parts_free(&parts);
+        sn_batch_parts_free(&parts); /* freed: a no-op */
+        sn_batch_encoder_destroy(enc);
+    }
+    free(rec);
+}
+END_TEST
+
+/* A grouped batch under max_message_bytes whose flat copy is over it: split, in order, into
+ * requests that each fit -- the last under the batch's own id, the others under "<id>/part<k>",
+ * all with its sequence -- holding every event and alert once; the same parts each time. */
+START_TEST(a_flat_copy_over_the_limit_is_split_into_requests_under_it)
+{
+    enum { NE = 60, NA = 3 };
+    sn_event ev[NE];
+    size_t len;
+    uint8_t *rec = long_resource_record(ev, NE, &len);
+    sn_local_alert al[NA];
+    for (int i = 0; i < NA; i++)
+        full_alert(&al[i], i);
+    for (int level = 0; level <= 1; level++) {
+        sn_batch_encoder *enc = encoder(level, 100, SN_BATCH_MAX_MESSAGE_DEFAULT);
+        sn_batch b = {.sidecar_id = ID,
+                      .sequence = 12,
+                      .records = rec,
+                      .records_len = len,
+                      .n_record_events = NE,
+                      .groups = true,
+                      .alerts = al,
+                      .n_alerts = NA,
+                      .dropped_events = 7,
+                      .created_unix_nano = 1700000003000000000};
+        const uint8_t *out;
+        size_t out_len, glen, blen, flat_blen;
+        char err[256];
+        ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &glen, &blen, err, sizeof err), 0);
+        uint8_t *grouped = malloc(glen);
+        memcpy(grouped, out, glen);
+        b.groups = false;
+        ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &out_len, &flat_blen, err, sizeof err), 0);
+
+        /* The limit: the grouped Batch fits, the flat one (the strings in every event) not; or
+         * (lowered since the batch was sealed) neither does. */
+        for (int lim = 0; lim < 2; lim++) {
+            sn_batch_config cfg = *sn_batch_encoder_config(enc);
+            cfg.max_message_bytes = lim == 0 ? blen + 256 : blen / 2;
+            ck_assert_uint_gt(flat_blen, 2 * cfg.max_message_bytes);
+            sn_batch_parts parts = {NULL, NULL, 0}, again = {NULL, NULL, 0};
+            ck_assert_int_eq(sn_batch_flatten_request(grouped, glen, &cfg, &parts, err, sizeof err),
+                             0);
+            ck_assert_uint_ge(parts.n, 3);
+            int next_event = 0, alerts = 0;
+            for (size_t k = 0; k < parts.n; k++) {
+                size_t from = k > 0 ? parts.end[k - 1] : 0, plen = parts.end[k] - from;
+                ck_assert_uint_le(plen, cfg.max_message_bytes);
+                Sentinel__V1__IngestRequest *r =
+                    sentinel__v1__ingest_request__unpack(NULL, plen, parts.data + from);
+                ck_assert_ptr_nonnull(r);
+                size_t pblen = r->uncompressed_size;
+                sentinel__v1__ingest_request__free_unpacked(r, NULL);
+                ck_assert_uint_le(pblen, cfg.max_message_bytes);
+                Sentinel__V1__Batch *pb =
+                    open_request(parts.data + from, plen,
+                                 level == 0 ? SENTINEL__V1__COMPRESSION__COMPRESSION_NONE
+                                            : SENTINEL__V1__COMPRESSION__COMPRESSION_ZSTD,
+                                 pblen);
+                char want_id[SN_BATCH_ID_MAX];
+                if (k + 1 < parts.n)
+                    snprintf(want_id, sizeof want_id, "%s" SN_BATCH_PART_SUFFIX "%zu", ID, k + 1);
+                else
+                    snprintf(want_id, sizeof want_id, "%s", ID);
+                ck_assert_str_eq(pb->sidecar_id, want_id);
+                ck_assert_uint_eq(pb->sequence, 12);
+                ck_assert_uint_eq(pb->n_groups, 0);
+                /* created and dropped once, in the last part */
+                ck_assert_uint_eq(pb->dropped_events, k + 1 == parts.n ? 7 : 0);
+                ck_assert_int_eq(pb->created_unix_nano, k + 1 == parts.n ? 1700000003000000000 : 0);
+                for (size_t i = 0; i < pb->n_events; i++) {
+                    ck_assert_int_lt(next_event, NE);
+                    check_event(pb->events[i], &ev[next_event++]);
+                }
+                for (size_t i = 0; i < pb->n_alerts; i++)
+                    check_alert(pb->alerts[i], &al[alerts++]);
+                sentinel__v1__batch__free_unpacked(pb, NULL);
+            }
+            ck_assert_int_eq(next_event, NE);
+            ck_assert_int_eq(alerts, NA);
+            /* Deterministic: sent again after a restart, the parts are the same (de-duplicated). */
+            ck_assert_int_eq(sn_batch_flatten_request(grouped, glen, &cfg, &again, err, sizeof err),
+                             0);
+            ck_assert_uint_eq(again.n, parts.n);
+            ck_assert_mem_eq(again.data, parts.data, parts.end[parts.n - 1]);
+            sn_batch_parts_free(&parts);
+            sn_batch_parts_free(&again);
+        }
+        sn_batch_config cfg = *sn_batch_encoder_config(enc);
+        cfg.max_message_bytes = blen + 256;
+
+        /* An id too long for the part suffix: the batch cannot be delivered flat, -EMSGSIZE. */
+        char long_id[SN_BATCH_ID_MAX];
+        memset(long_id, 'i', SN_BATCH_ID_MAX - 2);
+        long_id[SN_BATCH_ID_MAX - 2] = '\0';
+        b.sidecar_id = long_id;
+        b.groups = true;
+        ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &out_len, NULL, err, sizeof err), 0);
+        sn_batch_parts none = {NULL, NULL, 0};
+        ck_assert_int_eq(sn_batch_flatten_request(out, out_len, &cfg, &none, err, sizeof err),
+                         -EMSGSIZE);
+        ck_assert_ptr_null(none.data);
+        ck_assert_ptr_nonnull(strstr(err, "sidecar_id"));
+        /* With room for it, one request as before. */
+        cfg.max_message_bytes = SN_BATCH_MAX_MESSAGE_DEFAULT;
+        ck_assert_int_eq(sn_batch_flatten_request(out, out_len, &cfg, &none, err, sizeof err), 0);
+        ck_assert_uint_eq(none.n, 1);
+        sn_batch_parts_free(&none);
+        /* Truncated: malformed, -EINVAL. */
+        ck_assert_int_eq(sn_batch_flatten_request(out, out_len - 1, &cfg, &none, err, sizeof err),
+                         -EINVAL);
+        free(grouped);
+        sn_batch_encoder_destroy(enc);
+    }
+    free(rec);
+}
+END_TEST
+
 static Suite *batch_suite(void)
 {
     Suite *s = suite_create("batch");
@@ -1441,6 +1638,8 @@ static Suite *batch_suite(void)
     tcase_add_test(tc, scanning_a_record_counts_and_refuses_what_is_not_an_event);
     tcase_add_test(tc, grouped_records_seal_as_groups_or_as_the_same_flat_events);
     tcase_add_test(tc, an_event_in_a_group_may_not_name_its_resource);
+    tcase_add_test(tc, flattening_uses_the_configured_zstd_parameters);
+    tcase_add_test(tc, a_flat_copy_over_the_limit_is_split_into_requests_under_it);
     suite_add_tcase(s, tc);
     return s;
 }
