@@ -106,6 +106,7 @@ typedef struct sn_spool_stats {
     uint64_t sync_failures;      /* of those, the ones that failed */
     uint64_t sync_retries;       /* retried syncs of full segments whose background sync failed */
     uint64_t unsynced_segments;  /* full segments not durable yet: their sync is being retried */
+    uint64_t journal_recycled;   /* journal generations started in a reused (spare) file */
 } sn_spool_stats;
 
 /* Called by sn_spool_recover_journal for each recovered journal record, oldest first. data is

@@ -1017,6 +1017,146 @@ START_TEST(torn_journal_tail)
 }
 END_TEST
 
+/* Writes v little-endian into p (le64: above). */
+static void le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Covered journal files become spares that later generations reuse; a reused file holds only
+ * its new generation's records, across a crash, and records left over from the file's earlier
+ * generation (as after a power loss that kept the header write but not the emptying) never read
+ * as the new generation's. */
+START_TEST(journal_files_are_recycled)
+{
+    sn_spool_config c = small_cfg();
+    c.max_bytes = 8 << 20;
+    sn_spool *s = open_ok(&c);
+    char path[256];
+    /* Generation 1's records, kept to be planted into a later generation's file below. */
+    for (uint64_t i = 1; i <= 3; i++)
+        journal_rec(s, i);
+    uint8_t old[8192];
+    int fd = open(journal_path(path, sizeof path, 1), O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    ssize_t oldn = pread(fd, old, sizeof old, SN_SPOOL_JOURNAL_FILE_HEADER);
+    close(fd);
+    ck_assert_int_gt(oldn, 0);
+    for (uint64_t g = 1; g <= 10; g++) {
+        if (g > 1)
+            journal_rec(s, 10 * g);
+        append_rec(s, 1000 + g, g);
+        ck_assert_int_eq(sn_spool_journal_reset(s), 0);
+        ck_assert_int_eq(sn_spool_sync(s), 0); /* the covered file is dropped: a spare */
+    }
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    /* Generation 2 needed a new file (no spare yet); 3..11 reused the covered ones. */
+    ck_assert_uint_eq(sn_spool_journal_generation(s), 11);
+    ck_assert_uint_ge(st.journal_recycled, 8);
+    ck_assert_int_eq(count_files("journal-"), 1);
+    ck_assert_int_le(count_files("spare-"), 2);
+    journal_rec(s, 111);
+    /* Stopped with the reused file of generation 11 holding one record (a close leaves the
+     * journal as a kill would); generation 1's records are planted after it, as a reused file
+     * whose emptying was lost would hold them. Only record 111 may come back. */
+    sn_spool_close(s);
+    journal_path(path, sizeof path, 11);
+    off_t good = size_of(path);
+    fd = open(path, O_WRONLY);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(pwrite(fd, old, (size_t)oldn, good), oldn);
+    close(fd);
+    s = open_ok(&c);
+    ck_assert_int_eq(count_files("spare-"), 0); /* spares are dropped at open */
+    collected col = {0};
+    ck_assert_int_eq(sn_spool_recover_journal(s, collect, &col), 0);
+    ck_assert_uint_eq(col.n, 1);
+    ck_assert_uint_eq(col.idx[0], 111);
+    ck_assert_uint_eq(col.gen[0], 11);
+    ck_assert(!col.bad);
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.torn_tails, 0); /* the old records end the file quietly */
+    /* Appends go after the good record, over the old ones. */
+    journal_rec(s, 112);
+    sn_spool_close(s);
+    s = open_ok(&c);
+    collected col2 = {0};
+    ck_assert_int_eq(sn_spool_recover_journal(s, collect, &col2), 0);
+    ck_assert_uint_eq(col2.n, 2);
+    ck_assert_uint_eq(col2.idx[1], 112);
+    ck_assert(!col2.bad);
+    sn_spool_close(s);
+}
+END_TEST
+
+/* A journal file in the format before recycling (version 1: untagged records, CRC without the
+ * generation) is replayed, and appends to it keep its format. */
+START_TEST(old_format_journal_is_replayed)
+{
+    ck_assert_int_eq(mkdir(g_dir, 0750), 0);
+    char path[256];
+    uint8_t file[4096] = {0};
+    le32(file, 0x314a4e53u); /* SNJ1 */
+    le32(file + 4, 1);
+    le64(file + 8, 7);
+    le32(file + 20, (uint32_t)crc32(0L, file, 20));
+    size_t off = SN_SPOOL_JOURNAL_FILE_HEADER;
+    for (uint64_t i = 1; i <= 2; i++) {
+        uint8_t *r = file + off;
+        size_t n = rec_len(i);
+        le32(r, 0x31524e4au); /* JNR1 */
+        le32(r + 4, (uint32_t)n);
+        rec_fill(r + SN_SPOOL_JOURNAL_HEADER, i);
+        le32(r + 12, (uint32_t)crc32(crc32(0L, r, 12), r + SN_SPOOL_JOURNAL_HEADER, (uInt)n));
+        off += SN_SPOOL_JOURNAL_HEADER + n;
+    }
+    int fd = open(journal_path(path, sizeof path, 7), O_WRONLY | O_CREAT | O_EXCL, 0640);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, file, off), (ssize_t)off);
+    close(fd);
+
+    sn_spool_config c = small_cfg();
+    sn_spool *s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_journal_generation(s), 7);
+    collected col = {0};
+    ck_assert_int_eq(sn_spool_recover_journal(s, collect, &col), 0);
+    ck_assert_uint_eq(col.n, 2);
+    ck_assert_uint_eq(col.idx[1], 2);
+    ck_assert(!col.bad);
+    journal_rec(s, 3);
+    sn_spool_close(s);
+    /* Still version 1, and an untagged record (reserved 0) after the old ones. */
+    uint8_t h[SN_SPOOL_JOURNAL_HEADER];
+    fd = open(path, O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(pread(fd, h, 8, 0), 8);
+    ck_assert_uint_eq(h[4], 1);
+    ck_assert_int_eq(pread(fd, h, sizeof h, (off_t)off), (ssize_t)sizeof h);
+    ck_assert_uint_eq(h[8] | h[9] | h[10] | h[11], 0);
+    close(fd);
+    s = open_ok(&c);
+    collected col2 = {0};
+    ck_assert_int_eq(sn_spool_recover_journal(s, collect, &col2), 0);
+    ck_assert_uint_eq(col2.n, 3);
+    ck_assert_uint_eq(col2.idx[2], 3);
+    ck_assert(!col2.bad);
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.torn_tails, 0);
+    /* Sealed and reset: the next generation is a new-format file. */
+    append_rec(s, 900, 7);
+    ck_assert_int_eq(sn_spool_journal_reset(s), 0);
+    sn_spool_close(s);
+    fd = open(journal_path(path, sizeof path, 8), O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(pread(fd, h, 8, 0), 8);
+    ck_assert_uint_eq(h[4], 2);
+    close(fd);
+}
+END_TEST
+
 /* ---- journal generations ---- */
 
 static int stop_at_two(void *ud, const uint8_t *data, size_t len, uint64_t gen)
@@ -1851,6 +1991,8 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, corruption_found_by_peek);
     tcase_add_test(tc, torn_journal_tail);
     tcase_add_test(tc, journal_uncovered_comes_back);
+    tcase_add_test(tc, journal_files_are_recycled);
+    tcase_add_test(tc, old_format_journal_is_replayed);
     tcase_add_test(tc, journal_covered_by_sealed_record_is_discarded);
     tcase_add_test(tc, journal_covered_by_popped_record_is_discarded);
     tcase_add_test(tc, journal_reset_then_crash);
