@@ -33,6 +33,10 @@
 #include <sys/uio.h>
 #include <unistd.h>
 #include <zlib.h>
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#define SPOOL_CRC32C_HW 1
+#endif
 
 /* "SPR1", "JNR1", "SNJ1", "SNA1" as little-endian 32-bit words. */
 #define SEG_MAGIC      0x31525053u
@@ -251,8 +255,85 @@ static uint32_t crc_update(uint32_t crc, const uint8_t *p, size_t n)
     return (uint32_t)crc32_z(crc, p, n);
 }
 
-/* The CRC of a journal record: over its first 12 header bytes and the payload, preceded in a
- * version 2 (tagged) file by the 8-byte generation. */
+/* ---- CRC-32C (Castagnoli), the checksum of version 2 journal records ---- */
+
+#define CRC32C_POLY 0x82f63b78u /* reflected */
+
+static uint32_t crc32c_tab[8][256]; /* slicing-by-8 tables, filled once */
+static bool crc32c_hw_ok;           /* the CPU has SSE4.2's crc32 instruction */
+static pthread_once_t crc32c_once = PTHREAD_ONCE_INIT;
+
+static void crc32c_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = (c & 1) ? (c >> 1) ^ CRC32C_POLY : c >> 1;
+        crc32c_tab[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; i++)
+        for (int k = 1; k < 8; k++)
+            crc32c_tab[k][i] =
+                (crc32c_tab[k - 1][i] >> 8) ^ crc32c_tab[0][crc32c_tab[k - 1][i] & 0xff];
+#ifdef SPOOL_CRC32C_HW
+    __builtin_cpu_init();
+    crc32c_hw_ok = __builtin_cpu_supports("sse4.2");
+#endif
+}
+
+uint32_t sn_spool_crc32c_portable(uint32_t crc, const void *buf, size_t n)
+{
+    pthread_once(&crc32c_once, crc32c_init);
+    const uint8_t *p = buf;
+    uint32_t c = ~crc;
+    for (; n >= 8; p += 8, n -= 8) {
+        uint32_t lo = get_u32(p) ^ c, hi = get_u32(p + 4);
+        c = crc32c_tab[7][lo & 0xff] ^ crc32c_tab[6][(lo >> 8) & 0xff] ^
+            crc32c_tab[5][(lo >> 16) & 0xff] ^ crc32c_tab[4][lo >> 24] ^ crc32c_tab[3][hi & 0xff] ^
+            crc32c_tab[2][(hi >> 8) & 0xff] ^ crc32c_tab[1][(hi >> 16) & 0xff] ^
+            crc32c_tab[0][hi >> 24];
+    }
+    while (n-- > 0)
+        c = crc32c_tab[0][(c ^ *p++) & 0xff] ^ (c >> 8);
+    return ~c;
+}
+
+#ifdef SPOOL_CRC32C_HW
+/* One stream of SSE4.2 crc32 instructions, 8 bytes at a time. */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const uint8_t *p,
+                                                            size_t n)
+{
+    uint64_t c = ~crc;
+    for (; n >= 8; p += 8, n -= 8) {
+        uint64_t w;
+        memcpy(&w, p, sizeof w);
+        c = _mm_crc32_u64(c, w);
+    }
+    uint32_t c32 = (uint32_t)c;
+    while (n-- > 0)
+        c32 = _mm_crc32_u8(c32, *p++);
+    return ~c32;
+}
+#endif
+
+uint32_t sn_spool_crc32c(uint32_t crc, const void *buf, size_t n)
+{
+    pthread_once(&crc32c_once, crc32c_init);
+#ifdef SPOOL_CRC32C_HW
+    if (crc32c_hw_ok)
+        return crc32c_hw(crc, buf, n);
+#endif
+    return sn_spool_crc32c_portable(crc, buf, n);
+}
+
+/* Continues a journal record's CRC over p[0..n): CRC-32C in a version 2 file, else zlib's. */
+static uint32_t jcrc_update(uint32_t version, uint32_t crc, const uint8_t *p, size_t n)
+{
+    return version == JOURNAL_VERSION_TAGGED ? sn_spool_crc32c(crc, p, n) : crc_update(crc, p, n);
+}
+
+/* The CRC of a journal record: over its first 12 header bytes and the payload; in a version 2
+ * (tagged) file CRC-32C, preceded by the 8-byte generation. */
 static uint32_t jrec_crc(uint32_t version, uint64_t gen, const uint8_t *h, const uint8_t *data,
                          size_t len)
 {
@@ -260,10 +341,10 @@ static uint32_t jrec_crc(uint32_t version, uint64_t gen, const uint8_t *h, const
     if (version == JOURNAL_VERSION_TAGGED) {
         uint8_t g[8];
         put_u64(g, gen);
-        crc = crc_update(crc, g, sizeof g);
+        crc = jcrc_update(version, crc, g, sizeof g);
     }
-    crc = crc_update(crc, h, 12);
-    return len > 0 ? crc_update(crc, data, len) : crc;
+    crc = jcrc_update(version, crc, h, 12);
+    return len > 0 ? jcrc_update(version, crc, data, len) : crc;
 }
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -394,9 +475,11 @@ static int buf_reserve(sn_spool *s, size_t len)
     return 0;
 }
 
-/* CRC over len bytes of fd at off, continued from crc, read through scratch. Returns 0, 1 when
+/* CRC over len bytes of fd at off, continued from crc, read through scratch (jcrc_update: zlib's
+ * CRC-32 for version 1 and sealed records, CRC-32C for version 2 journals). Returns 0, 1 when
  * the file ends first, or a negative errno. */
-static int crc_file_range(int fd, uint64_t off, uint64_t len, uint32_t *crc, uint8_t *scratch)
+static int crc_file_range(int fd, uint64_t off, uint64_t len, uint32_t *crc, uint8_t *scratch,
+                          uint32_t version)
 {
     while (len > 0) {
         size_t chunk = len > SCRATCH_BYTES ? SCRATCH_BYTES : (size_t)len;
@@ -405,7 +488,7 @@ static int crc_file_range(int fd, uint64_t off, uint64_t len, uint32_t *crc, uin
             return (int)n;
         if ((size_t)n < chunk)
             return 1;
-        *crc = crc_update(*crc, scratch, chunk);
+        *crc = jcrc_update(version, *crc, scratch, chunk);
         off += chunk;
         len -= chunk;
     }
@@ -1380,7 +1463,7 @@ static int scan_seg_record(int fd, uint64_t off, uint64_t size, uint64_t prev_id
         return SCAN_SHORT;
     }
     uint32_t crc = crc_update(0, h, 28);
-    int rc = crc_file_range(fd, off + SN_SPOOL_RECORD_HEADER, *len, &crc, scratch);
+    int rc = crc_file_range(fd, off + SN_SPOOL_RECORD_HEADER, *len, &crc, scratch, FORMAT_VERSION);
     if (rc < 0)
         return rc;
     if (rc == 1) {
@@ -1520,7 +1603,7 @@ static int recover_journal_file(sn_spool *s, int fd, uint64_t gen, uint8_t *scra
             break;
         }
         uint32_t crc = jrec_crc(*version, gen, r, NULL, 0);
-        int rc = crc_file_range(fd, off + SN_SPOOL_JOURNAL_HEADER, len, &crc, scratch);
+        int rc = crc_file_range(fd, off + SN_SPOOL_JOURNAL_HEADER, len, &crc, scratch, *version);
         if (rc < 0)
             return rc;
         if (rc == 1 || crc != get_u32(r + 12)) {
