@@ -1017,11 +1017,25 @@ START_TEST(torn_journal_tail)
 }
 END_TEST
 
-/* Writes v little-endian into p (le64: above). */
+/* Writes v little-endian into p[0..4) (through le64, above). */
 static void le32(uint8_t *p, uint32_t v)
 {
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
+    uint8_t b[8];
+    le64(b, v);
+    memcpy(p, b, 4);
+}
+
+/* Opens the spool and checks that its journal replays n good records, the last being record
+ * last. Returns the open spool (caller closes). */
+static sn_spool *open_expect_journal(const sn_spool_config *c, uint64_t n, uint64_t last)
+{
+    sn_spool *s = open_ok(c);
+    collected col = {0};
+    ck_assert_int_eq(sn_spool_recover_journal(s, collect, &col), 0);
+    ck_assert_uint_eq(col.n, n);
+    ck_assert_uint_eq(col.idx[n - 1], last);
+    ck_assert(!col.bad);
+    return s;
 }
 
 /* Covered journal files become spares that later generations reuse; a reused file holds only
@@ -1081,13 +1095,7 @@ START_TEST(journal_files_are_recycled)
     /* Appends go after the good record, over the old ones. */
     journal_rec(s, 112);
     sn_spool_close(s);
-    s = open_ok(&c);
-    collected col2 = {0};
-    ck_assert_int_eq(sn_spool_recover_journal(s, collect, &col2), 0);
-    ck_assert_uint_eq(col2.n, 2);
-    ck_assert_uint_eq(col2.idx[1], 112);
-    ck_assert(!col2.bad);
-    sn_spool_close(s);
+    sn_spool_close(open_expect_journal(&c, 2, 112));
 }
 END_TEST
 
@@ -1178,12 +1186,7 @@ START_TEST(old_format_journal_is_replayed)
     ck_assert_int_eq(pread(fd, h, sizeof h, (off_t)off), (ssize_t)sizeof h);
     ck_assert_uint_eq(h[8] | h[9] | h[10] | h[11], 0);
     close(fd);
-    s = open_ok(&c);
-    collected col2 = {0};
-    ck_assert_int_eq(sn_spool_recover_journal(s, collect, &col2), 0);
-    ck_assert_uint_eq(col2.n, 3);
-    ck_assert_uint_eq(col2.idx[2], 3);
-    ck_assert(!col2.bad);
+    s = open_expect_journal(&c, 3, 3);
     sn_spool_stats st;
     sn_spool_get_stats(s, &st);
     ck_assert_uint_eq(st.torn_tails, 0);
