@@ -33,6 +33,10 @@
 #include <sys/uio.h>
 #include <unistd.h>
 #include <zlib.h>
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#define SPOOL_CRC32C_HW 1
+#endif
 
 /* "SPR1", "JNR1", "SNJ1", "SNA1" as little-endian 32-bit words. */
 #define SEG_MAGIC      0x31525053u
@@ -40,24 +44,30 @@
 #define JFILE_MAGIC    0x314a4e53u
 #define ACK_MAGIC      0x31414e53u
 #define FORMAT_VERSION 1u
-#define ACK_SIZE       32u    /* one slot of the ack file */
-#define ACK_SLOTS      2u     /* written in turn, in place; the newest good one counts */
-#define SCRATCH_BYTES  65536u /* recovery reads payloads in chunks of this size */
-#define PENDING_MAX    32u    /* journal files waiting for a sync before deletion */
-#define HANDOFF_MAX    16u    /* closed segments' descriptors waiting for the next sync */
-#define BG_QUEUE_MAX   256u   /* background operations queued; past it the caller waits */
-#define RETRY_MAX      32u    /* handed-off segments whose failed sync is being retried */
-#define DEFERRED_MAX   64u    /* covered journal files waiting for the retries to finish */
-#define FAILING_AFTER  5u /* failed sync attempts in a row: the disk is failing (sync_failing) */
-#define NO_SEGMENT     UINT64_MAX /* bg_op.bases: the descriptor is not a handed-off segment */
-#define NAME_DIGITS    20u        /* decimal digits of a uint64_t in file names */
-#define NAME_MAX_LEN   40u
-#define ACK_NAME       "ack"
-#define ACK_TMP_NAME   "ack.tmp"
-#define LOCK_NAME      "LOCK"
-#define SEG_PREFIX     "seg-"
-#define SEG_SUFFIX     ".log"
-#define JOURNAL_PREFIX "journal-"
+/* Journal files written since recycling: each record carries its generation's low 32 bits and
+ * its CRC starts with the 8-byte generation, so records left over from the file's earlier life
+ * (a recycled spare) never read as records of the new generation. Version 1 files are read. */
+#define JOURNAL_VERSION_TAGGED 2u
+#define ACK_SIZE               32u    /* one slot of the ack file */
+#define ACK_SLOTS              2u     /* written in turn, in place; the newest good one counts */
+#define SCRATCH_BYTES          65536u /* recovery reads payloads in chunks of this size */
+#define PENDING_MAX            32u    /* journal files waiting for a sync before deletion */
+#define HANDOFF_MAX            16u    /* closed segments' descriptors waiting for the next sync */
+#define BG_QUEUE_MAX           256u   /* background operations queued; past it the caller waits */
+#define RETRY_MAX              32u    /* handed-off segments whose failed sync is being retried */
+#define DEFERRED_MAX           64u    /* covered journal files waiting for the retries to finish */
+#define SPARE_MAX              128u /* covered journal files kept (emptied, renamed spare-*) for reuse */
+#define FAILING_AFTER          5u /* failed sync attempts in a row: the disk is failing (sync_failing) */
+#define NO_SEGMENT             UINT64_MAX /* bg_op.bases: the descriptor is not a handed-off segment */
+#define NAME_DIGITS            20u        /* decimal digits of a uint64_t in file names */
+#define NAME_MAX_LEN           40u
+#define ACK_NAME               "ack"
+#define ACK_TMP_NAME           "ack.tmp"
+#define LOCK_NAME              "LOCK"
+#define SEG_PREFIX             "seg-"
+#define SEG_SUFFIX             ".log"
+#define JOURNAL_PREFIX         "journal-"
+#define SPARE_PREFIX           "spare-"
 /* Record ids and journal generations on disk go up to this; a larger one is corrupt (its
  * successor could wrap to 0, which means "none"). 2^63 appends are never reached. */
 #define SPOOL_COUNTER_MAX ((uint64_t)INT64_MAX)
@@ -80,7 +90,8 @@ typedef struct seg {
 
 typedef struct jfile {
     uint64_t gen;
-    uint64_t end; /* bytes recovered at open: the records sn_spool_recover_journal replays */
+    uint32_t version; /* FORMAT_VERSION or JOURNAL_VERSION_TAGGED */
+    uint64_t end;     /* bytes recovered at open: the records sn_spool_recover_journal replays */
 } jfile;
 
 /* A generation sn_spool_journal_next rotated out before a sealed record covered it: its file
@@ -98,13 +109,14 @@ typedef struct jdetached {
 typedef enum bg_kind {
     BG_ACK,    /* rewrite the ack file with id/gen */
     BG_UNLINK, /* delete the file `name` */
+    BG_DROP,   /* keep the covered journal file of generation `gen` as a spare, or delete it */
     BG_SYNC    /* fdatasync and close fds, fsync the directory, then delete the gens' journals */
 } bg_kind;
 
 typedef struct bg_op {
     struct bg_op *next;
     bg_kind kind;
-    uint64_t id, gen;        /* BG_ACK */
+    uint64_t id, gen;        /* BG_ACK; gen also BG_DROP */
     char name[NAME_MAX_LEN]; /* BG_UNLINK */
     bool dir;                /* BG_SYNC: fsync the directory too */
     size_t nfds, ngens;      /* BG_SYNC: the arrays below */
@@ -149,6 +161,7 @@ struct sn_spool {
 
     uint64_t jgen;     /* current generation */
     int jfd;           /* its file */
+    uint32_t jversion; /* its format version (an old file recovered at open keeps its own) */
     uint64_t jsize;    /* bytes in its file */
     uint64_t jbytes;   /* bytes in files of uncovered generations (limit: journal_max_bytes) */
     uint64_t jrecords; /* records in them */
@@ -164,6 +177,13 @@ struct sn_spool {
     bool dir_dirty;    /* entries created, renamed or removed since the last directory fsync */
     bool keep_covered; /* a recovered segment could not be synced: keep covered journals */
     int handoff[HANDOFF_MAX]; /* descriptors of full segments, synced and closed by the next sync */
+
+    /* Spare journal files (spare-<old generation>): covered files whose deletion was due, kept
+     * for journal_create to reuse -- no inode allocated and freed per generation. Filled by
+     * whichever thread drops covered files, taken by the loop; spare_mu guards the three. */
+    pthread_mutex_t spare_mu;
+    uint64_t spares[SPARE_MAX];
+    size_t nspares, spare_reserved; /* reserved: slots held for a rename in progress */
     size_t nhandoff;
 
     /* The background thread (cfg.background_io): bg_mu guards the queue, bg_syncs and bg_stop. */
@@ -233,6 +253,98 @@ static uint64_t get_u64(const uint8_t *p)
 static uint32_t crc_update(uint32_t crc, const uint8_t *p, size_t n)
 {
     return (uint32_t)crc32_z(crc, p, n);
+}
+
+/* ---- CRC-32C (Castagnoli), the checksum of version 2 journal records ---- */
+
+#define CRC32C_POLY 0x82f63b78u /* reflected */
+
+static uint32_t crc32c_tab[8][256]; /* slicing-by-8 tables, filled once */
+static bool crc32c_hw_ok;           /* the CPU has SSE4.2's crc32 instruction */
+static pthread_once_t crc32c_once = PTHREAD_ONCE_INIT;
+
+static void crc32c_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = (c & 1) ? (c >> 1) ^ CRC32C_POLY : c >> 1;
+        crc32c_tab[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; i++)
+        for (int k = 1; k < 8; k++)
+            crc32c_tab[k][i] =
+                (crc32c_tab[k - 1][i] >> 8) ^ crc32c_tab[0][crc32c_tab[k - 1][i] & 0xff];
+#ifdef SPOOL_CRC32C_HW
+    __builtin_cpu_init();
+    crc32c_hw_ok = __builtin_cpu_supports("sse4.2");
+#endif
+}
+
+uint32_t sn_spool_crc32c_portable(uint32_t crc, const void *buf, size_t n)
+{
+    pthread_once(&crc32c_once, crc32c_init);
+    const uint8_t *p = buf;
+    uint32_t c = ~crc;
+    for (; n >= 8; p += 8, n -= 8) {
+        uint32_t lo = get_u32(p) ^ c, hi = get_u32(p + 4);
+        c = crc32c_tab[7][lo & 0xff] ^ crc32c_tab[6][(lo >> 8) & 0xff] ^
+            crc32c_tab[5][(lo >> 16) & 0xff] ^ crc32c_tab[4][lo >> 24] ^ crc32c_tab[3][hi & 0xff] ^
+            crc32c_tab[2][(hi >> 8) & 0xff] ^ crc32c_tab[1][(hi >> 16) & 0xff] ^
+            crc32c_tab[0][hi >> 24];
+    }
+    while (n-- > 0)
+        c = crc32c_tab[0][(c ^ *p++) & 0xff] ^ (c >> 8);
+    return ~c;
+}
+
+#ifdef SPOOL_CRC32C_HW
+/* One stream of SSE4.2 crc32 instructions, 8 bytes at a time. */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const uint8_t *p,
+                                                            size_t n)
+{
+    uint64_t c = ~crc;
+    for (; n >= 8; p += 8, n -= 8) {
+        uint64_t w;
+        memcpy(&w, p, sizeof w);
+        c = _mm_crc32_u64(c, w);
+    }
+    uint32_t c32 = (uint32_t)c;
+    while (n-- > 0)
+        c32 = _mm_crc32_u8(c32, *p++);
+    return ~c32;
+}
+#endif
+
+uint32_t sn_spool_crc32c(uint32_t crc, const void *buf, size_t n)
+{
+    pthread_once(&crc32c_once, crc32c_init);
+#ifdef SPOOL_CRC32C_HW
+    if (crc32c_hw_ok)
+        return crc32c_hw(crc, buf, n);
+#endif
+    return sn_spool_crc32c_portable(crc, buf, n);
+}
+
+/* Continues a journal record's CRC over p[0..n): CRC-32C in a version 2 file, else zlib's. */
+static uint32_t jcrc_update(uint32_t version, uint32_t crc, const uint8_t *p, size_t n)
+{
+    return version == JOURNAL_VERSION_TAGGED ? sn_spool_crc32c(crc, p, n) : crc_update(crc, p, n);
+}
+
+/* The CRC of a journal record: over its first 12 header bytes and the payload; in a version 2
+ * (tagged) file CRC-32C, preceded by the 8-byte generation. */
+static uint32_t jrec_crc(uint32_t version, uint64_t gen, const uint8_t *h, const uint8_t *data,
+                         size_t len)
+{
+    uint32_t crc = 0;
+    if (version == JOURNAL_VERSION_TAGGED) {
+        uint8_t g[8];
+        put_u64(g, gen);
+        crc = jcrc_update(version, crc, g, sizeof g);
+    }
+    crc = jcrc_update(version, crc, h, 12);
+    return len > 0 ? jcrc_update(version, crc, data, len) : crc;
 }
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -325,6 +437,11 @@ static void journal_name(char *buf, size_t len, uint64_t gen)
     snprintf(buf, len, JOURNAL_PREFIX "%020" PRIu64, gen);
 }
 
+static void spare_name(char *buf, size_t len, uint64_t gen)
+{
+    snprintf(buf, len, SPARE_PREFIX "%020" PRIu64, gen);
+}
+
 /* Parses exactly NAME_DIGITS decimal digits at p into a value up to SPOOL_COUNTER_MAX. Returns 0
  * or -1. */
 static int parse_digits(const char *p, uint64_t *out)
@@ -358,9 +475,11 @@ static int buf_reserve(sn_spool *s, size_t len)
     return 0;
 }
 
-/* CRC over len bytes of fd at off, continued from crc, read through scratch. Returns 0, 1 when
+/* CRC over len bytes of fd at off, continued from crc, read through scratch (jcrc_update: zlib's
+ * CRC-32 for version 1 and sealed records, CRC-32C for version 2 journals). Returns 0, 1 when
  * the file ends first, or a negative errno. */
-static int crc_file_range(int fd, uint64_t off, uint64_t len, uint32_t *crc, uint8_t *scratch)
+static int crc_file_range(int fd, uint64_t off, uint64_t len, uint32_t *crc, uint8_t *scratch,
+                          uint32_t version)
 {
     while (len > 0) {
         size_t chunk = len > SCRATCH_BYTES ? SCRATCH_BYTES : (size_t)len;
@@ -369,7 +488,7 @@ static int crc_file_range(int fd, uint64_t off, uint64_t len, uint32_t *crc, uin
             return (int)n;
         if ((size_t)n < chunk)
             return 1;
-        *crc = crc_update(*crc, scratch, chunk);
+        *crc = jcrc_update(version, *crc, scratch, chunk);
         off += chunk;
         len -= chunk;
     }
@@ -614,6 +733,38 @@ static void unlink_file(sn_spool *s, const char *name, const char *what)
         sn_log_warn(what, SN_LOG_STR("dir", s->dir), SN_LOG_STR("file", name), SN_LOG_ERRNO(errno));
 }
 
+/* Drops the file of covered journal generation gen, whose deletion is due: emptied and renamed
+ * to a spare for journal_create to reuse while fewer than SPARE_MAX wait, else deleted. A spare
+ * is never read as a journal (at open spares are deleted), and emptying a covered file is as
+ * safe as deleting it, so this keeps the deletion's rules. Any thread; the truncate and rename
+ * run without spare_mu (a slot is reserved first). */
+static void journal_drop(sn_spool *s, uint64_t gen)
+{
+    char name[NAME_MAX_LEN], spare[NAME_MAX_LEN];
+    journal_name(name, sizeof name, gen);
+    pthread_mutex_lock(&s->spare_mu);
+    bool keep = s->nspares + s->spare_reserved < SPARE_MAX;
+    if (keep)
+        s->spare_reserved++;
+    pthread_mutex_unlock(&s->spare_mu);
+    if (keep) {
+        /* Emptied first: what a reuse appends is then all the file holds. */
+        int fd = openat(s->dirfd, name, O_WRONLY | O_TRUNC | O_CLOEXEC);
+        spare_name(spare, sizeof spare, gen);
+        keep = fd >= 0 && renameat(s->dirfd, name, s->dirfd, spare) == 0;
+        if (fd >= 0)
+            close(fd);
+        pthread_mutex_lock(&s->spare_mu);
+        s->spare_reserved--;
+        if (keep)
+            s->spares[s->nspares++] = gen;
+        pthread_mutex_unlock(&s->spare_mu);
+    }
+    if (!keep)
+        unlink_file(s, name, "spool: cannot delete a covered journal file");
+    atomic_store(&s->bg_dir_dirty, true);
+}
+
 static int64_t mono_ns(void)
 {
     struct timespec ts;
@@ -724,12 +875,8 @@ static void retry_add(sn_spool *s, int fd, uint64_t base)
  * after close). */
 static void unlink_journals(sn_spool *s, const uint64_t *gens, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        char name[NAME_MAX_LEN];
-        journal_name(name, sizeof name, gens[i]);
-        unlink_file(s, name, "spool: cannot delete a covered journal file");
-        atomic_store(&s->bg_dir_dirty, true);
-    }
+    for (size_t i = 0; i < n; i++)
+        journal_drop(s, gens[i]);
 }
 
 /* Keeps covered journal generations gens[0..n) until no segment waits for a retried sync; past
@@ -879,11 +1026,11 @@ static void bg_run(sn_spool *s, bg_op *op)
     }
     case BG_UNLINK:
         /* A segment whose sync is retried is dropped by retry_run when it finds the file gone. */
-        unlink_file(s, op->name,
-                    strncmp(op->name, SEG_PREFIX, strlen(SEG_PREFIX)) == 0
-                        ? "spool: cannot delete segment"
-                        : "spool: cannot delete a covered journal file");
+        unlink_file(s, op->name, "spool: cannot delete segment");
         atomic_store(&s->bg_dir_dirty, true);
+        break;
+    case BG_DROP:
+        journal_drop(s, op->gen);
         break;
     case BG_SYNC:
         bg_run_sync(s, op);
@@ -942,17 +1089,10 @@ static void *bg_main(void *arg)
     return NULL;
 }
 
-/* Queues op for the background thread (which frees it), waiting while the queue is full; without
- * the thread, runs it here and frees it. */
+/* Queues op (malloc'ed) for the background thread, which frees it, waiting while the queue is
+ * full. Only with the thread running (callers without it run their operation themselves). */
 static void bg_submit(sn_spool *s, bg_op *op)
 {
-    if (!s->bg_started) {
-        bg_run(s, op);
-        if (atomic_exchange(&s->bg_dir_dirty, false))
-            s->dir_dirty = true;
-        free(op);
-        return;
-    }
     op->next = NULL;
     pthread_mutex_lock(&s->bg_mu);
     while (s->bg_queued >= BG_QUEUE_MAX)
@@ -991,6 +1131,23 @@ static bool bg_syncing(sn_spool *s)
     return busy;
 }
 
+/* Queues a copy of the BG_ACK, BG_UNLINK or BG_DROP operation *local (the caller keeps local),
+ * or runs it here: without the thread, or without memory for the copy (then after what is
+ * queued, to keep the order). */
+static void bg_queue(sn_spool *s, bg_op *local)
+{
+    bg_op *op = s->bg_started ? malloc(sizeof *op) : NULL;
+    if (op == NULL) {
+        bg_wait_idle(s); /* without the thread a no-op */
+        bg_run(s, local);
+        if (atomic_exchange(&s->bg_dir_dirty, false))
+            s->dir_dirty = true;
+        return;
+    }
+    *op = *local;
+    bg_submit(s, op);
+}
+
 /* Records a pop in the ack file: queued (a queued ack not yet written is just updated), or
  * written here without the thread. A failure is logged and counted. */
 static void ack_pop(sn_spool *s)
@@ -1006,17 +1163,7 @@ static void ack_pop(sn_spool *s)
         }
         pthread_mutex_unlock(&s->bg_mu);
     }
-    bg_op local = {.kind = BG_ACK, .id = s->acked_id, .gen = s->acked_gen};
-    bg_op *op = s->bg_started ? malloc(sizeof *op) : NULL;
-    if (op == NULL) {
-        bg_wait_idle(s);   /* no memory: after what is queued, to keep the order */
-        bg_run(s, &local); /* no thread, or no memory: here */
-        if (atomic_exchange(&s->bg_dir_dirty, false))
-            s->dir_dirty = true;
-        return;
-    }
-    *op = local;
-    bg_submit(s, op);
+    bg_queue(s, &(bg_op){.kind = BG_ACK, .id = s->acked_id, .gen = s->acked_gen});
 }
 
 /* Deletes a file of the spool directory: queued behind what is already queued, or here without
@@ -1025,16 +1172,7 @@ static void remove_file(sn_spool *s, const char *name)
 {
     bg_op local = {.kind = BG_UNLINK};
     snprintf(local.name, sizeof local.name, "%s", name);
-    bg_op *op = s->bg_started ? malloc(sizeof *op) : NULL;
-    if (op == NULL) {
-        bg_wait_idle(s); /* without the thread a no-op; without memory it keeps the order */
-        bg_run(s, &local);
-        if (atomic_exchange(&s->bg_dir_dirty, false))
-            s->dir_dirty = true;
-        return;
-    }
-    *op = local;
-    bg_submit(s, op);
+    bg_queue(s, &local);
 }
 
 /* Reads the ack file into acked_id/acked_gen: of its slots (one in a file written before the
@@ -1075,7 +1213,52 @@ static void read_ack(sn_spool *s)
 
 /* ---- journal ---- */
 
-/* Creates the file of generation gen with its header and opens it for appends into s->jfd.
+/* Makes a spare file the file of generation gen: its header rewritten (what follows is left:
+ * records of its earlier generation, which do not read as gen's), then renamed (never over an
+ * existing file). Returns the descriptor, or -1 when no spare is left or reusing it failed (the
+ * spare is then deleted). */
+static int journal_reuse_spare(sn_spool *s, uint64_t gen, const uint8_t *h, size_t hlen)
+{
+    uint64_t old;
+    pthread_mutex_lock(&s->spare_mu);
+    bool have = s->nspares > 0;
+    if (have)
+        old = s->spares[--s->nspares];
+    pthread_mutex_unlock(&s->spare_mu);
+    if (!have)
+        return -1;
+    char name[NAME_MAX_LEN], spare[NAME_MAX_LEN];
+    journal_name(name, sizeof name, gen);
+    spare_name(spare, sizeof spare, old);
+    int fd = openat(s->dirfd, spare, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    /* In fsync "always" the header is durable before the name: a crash never shows the new
+     * name over the old header (which would read as a bad header and be reset -- also safe). */
+    int rc = pwrite2(fd, h, hlen, NULL, 0, 0);
+    if (rc == 0 && s->cfg.fsync == SN_SPOOL_FSYNC_ALWAYS)
+        rc = sync_fd(s, fd, false);
+    if (rc == 0 && renameat2(s->dirfd, spare, s->dirfd, name, RENAME_NOREPLACE) != 0)
+        rc = -errno;
+    if (rc != 0) {
+        close(fd);
+        unlinkat(s->dirfd, spare, 0);
+        s->dir_dirty = true;
+        return -1;
+    }
+    if (s->cfg.fsync == SN_SPOOL_FSYNC_ALWAYS && sync_fd(s, s->dirfd, true) != 0) {
+        close(fd); /* the new name may not be durable: as a failed creation */
+        unlinkat(s->dirfd, name, 0);
+        s->dir_dirty = true;
+        return -1;
+    }
+    if (s->cfg.fsync != SN_SPOOL_FSYNC_ALWAYS)
+        s->dir_dirty = true;
+    s->st.journal_recycled++;
+    return fd;
+}
+
+/* Opens the file of generation gen for appends, with its header: a spare reused, or a new file.
  * Returns 0 or a negative errno (no file left behind). */
 static int journal_create(sn_spool *s, uint64_t gen, int *fd_out)
 {
@@ -1083,10 +1266,15 @@ static int journal_create(sn_spool *s, uint64_t gen, int *fd_out)
     journal_name(name, sizeof name, gen);
     uint8_t h[SN_SPOOL_JOURNAL_FILE_HEADER] = {0};
     put_u32(h, JFILE_MAGIC);
-    put_u32(h + 4, FORMAT_VERSION);
+    put_u32(h + 4, JOURNAL_VERSION_TAGGED);
     put_u64(h + 8, gen);
     put_u32(h + 20, crc_update(0, h, 20));
-    int fd = openat(s->dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    int fd = journal_reuse_spare(s, gen, h, sizeof h);
+    if (fd >= 0) {
+        *fd_out = fd;
+        return 0;
+    }
+    fd = openat(s->dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
     if (fd < 0)
         return -errno;
     int rc = pwrite2(fd, h, sizeof h, NULL, 0, 0);
@@ -1106,12 +1294,10 @@ static int journal_create(sn_spool *s, uint64_t gen, int *fd_out)
     return 0;
 }
 
-/* Deletes the journal file of a covered generation (queued with background_io). */
+/* Drops the journal file of a covered generation (journal_drop; queued with background_io). */
 static void journal_unlink(sn_spool *s, uint64_t gen)
 {
-    char name[NAME_MAX_LEN];
-    journal_name(name, sizeof name, gen);
-    remove_file(s, name);
+    bg_queue(s, &(bg_op){.kind = BG_DROP, .gen = gen});
 }
 
 /* fdatasyncs the segments written since the last sync. Returns 0 or the first error. */
@@ -1181,10 +1367,12 @@ static void journal_retire(sn_spool *s, uint64_t gen)
         s->pending[s->npending++] = gen;
 }
 
-/* Retires the detached generations <= upto (a sealed record covers them now). */
+/* Retires the detached generations <= upto (a sealed record covers them now): detached[] is
+ * compacted first, so that a sync journal_retire may start sees only the generations kept. */
 static void retire_detached(sn_spool *s, uint64_t upto)
 {
-    size_t keep = 0;
+    uint64_t gens[SN_SPOOL_DETACHED_MAX];
+    size_t keep = 0, nretired = 0;
     for (size_t i = 0; i < s->ndetached; i++) {
         jdetached *d = &s->detached[i];
         if (d->gen > upto) {
@@ -1192,14 +1380,12 @@ static void retire_detached(sn_spool *s, uint64_t upto)
             continue;
         }
         close(d->fd);
-        /* Still inside detached[0..ndetached): a sync started by journal_retire must not take
-         * the closed descriptor. */
-        d->fd = -1;
-        d->dirty = false;
         s->jbytes -= d->size;
-        journal_retire(s, d->gen);
+        gens[nretired++] = d->gen;
     }
     s->ndetached = keep;
+    for (size_t i = 0; i < nretired; i++)
+        journal_retire(s, gens[i]);
 }
 
 /* Starts generation jgen + 1 with an empty file and retires the covered files. On failure the
@@ -1224,6 +1410,7 @@ static int journal_rotate(sn_spool *s)
     journal_retire(s, s->jgen);
     retire_detached(s, s->covered_gen);
     s->jfd = fd;
+    s->jversion = JOURNAL_VERSION_TAGGED;
     s->jgen++;
     s->jsize = SN_SPOOL_JOURNAL_FILE_HEADER;
     s->jbytes = SN_SPOOL_JOURNAL_FILE_HEADER;
@@ -1276,7 +1463,7 @@ static int scan_seg_record(int fd, uint64_t off, uint64_t size, uint64_t prev_id
         return SCAN_SHORT;
     }
     uint32_t crc = crc_update(0, h, 28);
-    int rc = crc_file_range(fd, off + SN_SPOOL_RECORD_HEADER, *len, &crc, scratch);
+    int rc = crc_file_range(fd, off + SN_SPOOL_RECORD_HEADER, *len, &crc, scratch, FORMAT_VERSION);
     if (rc < 0)
         return rc;
     if (rc == 1) {
@@ -1371,7 +1558,7 @@ static int recover_segment(sn_spool *s, seg *g, bool is_last, uint64_t *prev_id,
  * truncates it at the first bad one. Returns 0 and the file's good length, or a negative errno.
  * A file too short for its header (a crash while it was created) gets its header rewritten. */
 static int recover_journal_file(sn_spool *s, int fd, uint64_t gen, uint8_t *scratch, uint64_t *end,
-                                uint64_t *records)
+                                uint64_t *records, uint32_t *version)
 {
     char name[NAME_MAX_LEN];
     journal_name(name, sizeof name, gen);
@@ -1386,10 +1573,13 @@ static int recover_journal_file(sn_spool *s, int fd, uint64_t gen, uint8_t *scra
     if ((size_t)n < sizeof h) {
         why = "short file header";
         off = 0;
-    } else if (get_u32(h) != JFILE_MAGIC || get_u32(h + 4) != FORMAT_VERSION ||
+    } else if (get_u32(h) != JFILE_MAGIC ||
+               (get_u32(h + 4) != FORMAT_VERSION && get_u32(h + 4) != JOURNAL_VERSION_TAGGED) ||
                get_u64(h + 8) != gen || get_u32(h + 20) != crc_update(0, h, 20)) {
         why = "bad file header";
         off = 0;
+    } else {
+        *version = get_u32(h + 4);
     }
     while (why == NULL && off < size) {
         uint8_t r[SN_SPOOL_JOURNAL_HEADER];
@@ -1401,6 +1591,9 @@ static int recover_journal_file(sn_spool *s, int fd, uint64_t gen, uint8_t *scra
             break;
         }
         uint32_t len = get_u32(r + 4);
+        if (*version == JOURNAL_VERSION_TAGGED && get_u32(r) == JREC_MAGIC &&
+            get_u32(r + 8) != (uint32_t)gen)
+            break; /* a record of the file's earlier life (a reused spare): the end, not damage */
         if (get_u32(r) != JREC_MAGIC || len > SN_SPOOL_MAX_RECORD) {
             why = "bad header";
             break;
@@ -1409,8 +1602,8 @@ static int recover_journal_file(sn_spool *s, int fd, uint64_t gen, uint8_t *scra
             why = "short record";
             break;
         }
-        uint32_t crc = crc_update(0, r, 12);
-        int rc = crc_file_range(fd, off + SN_SPOOL_JOURNAL_HEADER, len, &crc, scratch);
+        uint32_t crc = jrec_crc(*version, gen, r, NULL, 0);
+        int rc = crc_file_range(fd, off + SN_SPOOL_JOURNAL_HEADER, len, &crc, scratch, *version);
         if (rc < 0)
             return rc;
         if (rc == 1 || crc != get_u32(r + 12)) {
@@ -1429,8 +1622,9 @@ static int recover_journal_file(sn_spool *s, int fd, uint64_t gen, uint8_t *scra
         s->st.torn_tails++;
         s->st.truncated_bytes += size - off;
         if (off == 0) {
+            *version = JOURNAL_VERSION_TAGGED;
             put_u32(h, JFILE_MAGIC);
-            put_u32(h + 4, FORMAT_VERSION);
+            put_u32(h + 4, JOURNAL_VERSION_TAGGED);
             put_u64(h + 8, gen);
             put_u32(h + 16, 0);
             put_u32(h + 20, crc_update(0, h, 20));
@@ -1484,8 +1678,10 @@ static int list_dir(sn_spool *s, uint64_t **segs, size_t *nsegs, uint64_t **gens
                    memcmp(e->d_name, JOURNAL_PREFIX, strlen(JOURNAL_PREFIX)) == 0 &&
                    parse_digits(e->d_name + strlen(JOURNAL_PREFIX), &v) == 0) {
             arr = gens, n = ngens, cap = &cg;
-        } else if (strcmp(e->d_name, ACK_TMP_NAME) == 0) {
-            unlinkat(s->dirfd, ACK_TMP_NAME, 0);
+        } else if (strcmp(e->d_name, ACK_TMP_NAME) == 0 ||
+                   (nl == strlen(SPARE_PREFIX) + NAME_DIGITS &&
+                    memcmp(e->d_name, SPARE_PREFIX, strlen(SPARE_PREFIX)) == 0)) {
+            unlinkat(s->dirfd, e->d_name, 0); /* spares are made again as files are covered */
         }
         if (arr != NULL) {
             if (*n == *cap) {
@@ -1612,19 +1808,21 @@ static int recover_journals(sn_spool *s, const uint64_t *gens, size_t n, uint8_t
             return e;
         }
         uint64_t end = 0, records = 0;
-        int rc = recover_journal_file(s, fd, gen, scratch, &end, &records);
+        uint32_t version = FORMAT_VERSION;
+        int rc = recover_journal_file(s, fd, gen, scratch, &end, &records, &version);
         if (rc != 0) {
             close(fd);
             set_err(err, errlen, "spool: cannot recover journal %s in %s: %s", name, s->dir,
                     strerror(-rc));
             return rc;
         }
-        s->recovered[s->nrecovered++] = (jfile){.gen = gen, .end = end};
+        s->recovered[s->nrecovered++] = (jfile){.gen = gen, .version = version, .end = end};
         s->jbytes += end;
         s->jrecords += records;
         s->st.recovered_journal += records;
         if (i + 1 == n) {
             s->jfd = fd;
+            s->jversion = version;
             s->jgen = gen;
             s->jsize = end;
         } else {
@@ -1644,6 +1842,7 @@ static int recover_journals(sn_spool *s, const uint64_t *gens, size_t n, uint8_t
         return rc;
     }
     s->jgen = maxgen + 1;
+    s->jversion = JOURNAL_VERSION_TAGGED;
     s->jsize = SN_SPOOL_JOURNAL_FILE_HEADER;
     s->jbytes = SN_SPOOL_JOURNAL_FILE_HEADER;
     return 0;
@@ -1729,6 +1928,7 @@ int sn_spool_open(const char *dir, const sn_spool_config *cfg, sn_spool **out, c
     s->cfg = *cfg;
     s->dirfd = s->lockfd = s->jfd = s->ackfd = -1;
     pthread_mutex_init(&s->bg_mu, NULL);
+    pthread_mutex_init(&s->spare_mu, NULL);
     pthread_condattr_t ca; /* bg_cv times retries on the monotonic clock */
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1828,6 +2028,7 @@ static void spool_free(sn_spool *s)
     pthread_cond_destroy(&s->bg_idle_cv);
     pthread_cond_destroy(&s->bg_cv);
     pthread_mutex_destroy(&s->bg_mu);
+    pthread_mutex_destroy(&s->spare_mu);
     free(s);
 }
 
@@ -2065,10 +2266,9 @@ int sn_spool_journal_append(sn_spool *s, const uint8_t *data, size_t len)
     uint8_t h[SN_SPOOL_JOURNAL_HEADER] = {0};
     put_u32(h, JREC_MAGIC);
     put_u32(h + 4, (uint32_t)len);
-    uint32_t crc = crc_update(0, h, 12);
-    if (len > 0)
-        crc = crc_update(crc, data, len);
-    put_u32(h + 12, crc);
+    if (s->jversion == JOURNAL_VERSION_TAGGED)
+        put_u32(h + 8, (uint32_t)s->jgen);
+    put_u32(h + 12, jrec_crc(s->jversion, s->jgen, h, data, len));
     rc = pwrite2(s->jfd, h, sizeof h, data, len, s->jsize);
     if (rc == 0 && s->cfg.fsync == SN_SPOOL_FSYNC_ALWAYS)
         rc = sync_fd(s, s->jfd, false);
@@ -2119,6 +2319,7 @@ int sn_spool_journal_next(sn_spool *s)
                                               .dirty = s->jdirty,
                                               .rewrite = s->jrewrite};
     s->jfd = fd;
+    s->jversion = JOURNAL_VERSION_TAGGED;
     s->jgen++;
     s->jsize = SN_SPOOL_JOURNAL_FILE_HEADER;
     s->jbytes += SN_SPOOL_JOURNAL_FILE_HEADER;
@@ -2166,7 +2367,7 @@ int sn_spool_recover_journal(sn_spool *s, sn_spool_journal_fn fn, void *ud)
                 break;
             n = pread_full(fd, s->buf, len, off + sizeof h);
             if (n != (ssize_t)len ||
-                crc_update(crc_update(0, h, 12), s->buf, len) != get_u32(h + 12)) {
+                jrec_crc(f->version, f->gen, h, s->buf, len) != get_u32(h + 12)) {
                 rc = n < 0 ? (int)n : -EIO;
                 break;
             }

@@ -106,6 +106,7 @@ typedef struct sn_spool_stats {
     uint64_t sync_failures;      /* of those, the ones that failed */
     uint64_t sync_retries;       /* retried syncs of full segments whose background sync failed */
     uint64_t unsynced_segments;  /* full segments not durable yet: their sync is being retried */
+    uint64_t journal_recycled;   /* journal generations started in a reused (spare) file */
 } sn_spool_stats;
 
 /* Called by sn_spool_recover_journal for each recovered journal record, oldest first. data is
@@ -211,6 +212,13 @@ int sn_spool_sync_start(sn_spool *s);
 
 /* Fills out with the current counters. */
 void sn_spool_get_stats(const sn_spool *s, sn_spool_stats *out);
+
+/* CRC-32C (Castagnoli; initial and final value inverted, as in iSCSI and ext4) of buf[0..n),
+ * continued from crc (0 to start): the checksum of version 2 journal records (docs/spool.md).
+ * sn_spool_crc32c uses SSE4.2's crc32 instruction when the CPU has it (checked once at run
+ * time), else the portable table version, which gives the same values. Any thread. */
+uint32_t sn_spool_crc32c(uint32_t crc, const void *buf, size_t n);
+uint32_t sn_spool_crc32c_portable(uint32_t crc, const void *buf, size_t n);
 
 /* Whether the disk looks failing for good: the last 5 sync attempts in a row failed (background
  * syncs and retries of full segments, see docs/spool.md "Failed syncs"), or a full segment's

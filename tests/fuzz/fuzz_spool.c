@@ -94,15 +94,25 @@ static uint32_t crc2(const uint8_t *a, size_t alen, const uint8_t *b, size_t ble
 }
 
 /* Rewrites the CRC of every record in a run of records (header hlen bytes, length at 4, CRC at
- * crc_at over the header before it and the payload), stopping at the first that does not fit. */
-static void fix_records(uint8_t *p, size_t len, size_t hlen, size_t crc_at)
+ * crc_at over the header before it and the payload: zlib's CRC-32, or with a seed CRC-32C over
+ * seed[0..seedlen) first, as in version 2 journals), stopping at the first that does not fit. */
+static void fix_records(uint8_t *p, size_t len, size_t hlen, size_t crc_at, const uint8_t *seed,
+                        size_t seedlen)
 {
     size_t off = 0;
     while (len - off >= hlen) {
         uint32_t n = get_u32(p + off + 4);
         if (n > len - off - hlen)
             return;
-        put_u32(p + off + crc_at, crc2(p + off, crc_at, p + off + hlen, n));
+        uint32_t c;
+        if (seed != NULL) { /* a version 2 journal: CRC-32C from the generation on */
+            c = sn_spool_crc32c(0, seed, seedlen);
+            c = sn_spool_crc32c(c, p + off, crc_at);
+            c = sn_spool_crc32c(c, p + off + hlen, n);
+        } else {
+            c = crc2(p + off, crc_at, p + off + hlen, n);
+        }
+        put_u32(p + off + crc_at, c);
         off += hlen + n;
     }
 }
@@ -112,14 +122,15 @@ static void fix_crcs(int kind, uint8_t *p, size_t len)
 {
     switch (kind) {
     case 0:
-        fix_records(p, len, SN_SPOOL_RECORD_HEADER, 28);
+        fix_records(p, len, SN_SPOOL_RECORD_HEADER, 28, NULL, 0);
         break;
     case 1:
         if (len < SN_SPOOL_JOURNAL_FILE_HEADER)
             return;
         put_u32(p + 20, crc2(p, 20, NULL, 0));
+        /* Version 2 files: CRC-32C, seeded with the generation (bytes 8-15). */
         fix_records(p + SN_SPOOL_JOURNAL_FILE_HEADER, len - SN_SPOOL_JOURNAL_FILE_HEADER,
-                    SN_SPOOL_JOURNAL_HEADER, 12);
+                    SN_SPOOL_JOURNAL_HEADER, 12, get_u32(p + 4) == 2 ? p + 8 : NULL, 8);
         break;
     case 2: /* two 32-byte slots */
         for (size_t at = 0; at + 32 <= len && at < 64; at += 32)
