@@ -66,10 +66,11 @@ size_t sn_local_detect_event(sn_local_detect *ld, const sn_event *ev, sn_local_a
 /* sn_local_detect_event for callers that score many events of few (service, model) pairs:
  * *pair keeps where the pair's baselines sit in the detector's cache, so that the next events of
  * the same pair skip the look-up by name. Start with *pair = 0 for each pair; pass a token again
- * only with events of the pair it was made for (another pair's token scores against that pair's
- * baselines). A token the cache no longer honours (another pair took the place) is renewed by a
- * look-up; *pair stays 0 for names that are no baseline key. The results are those of
- * sn_local_detect_event. */
+ * only with events of the pair it was made for (another pair's token would leave the other
+ * pair's entries in this pair's cache slot, where an eviction does not clear them: a use after
+ * free; debug builds assert it). A token the cache no longer honours (another pair took the place)
+ * is renewed by a look-up; *pair stays 0 for names that are no baseline key. The results are those
+ * of sn_local_detect_event. */
 size_t sn_local_detect_event_pair(sn_local_detect *ld, const sn_event *ev, uint64_t *pair,
                                   sn_local_alert *alerts, size_t max);
 

@@ -760,7 +760,8 @@ static void take_alerts(sn_pipeline *p, const sn_local_alert *found, size_t n)
 }
 
 /* Runs local detection over a request's events, in order; each ident keeps its pair token for
- * the next of its events. */
+ * the next of its events (written into req's idents: the request is borrowed from the transport
+ * thread, which waits meanwhile, so only the loop touches it). */
 static void detect_request(sn_pipeline *p, const scratch *req)
 {
     sn_event *ev = &p->det_ev;
