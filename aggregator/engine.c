@@ -37,7 +37,9 @@
 #define KT_MAX_SLOTS   (1u << 20)
 #define PREFETCH_AHEAD 2 /* sn_engine_observe_batch: events between the pipeline's stages */
 #define PREFETCH_MIN_PAIRS                                                                         \
-    1024 /* from this many pairs (~8 K keys, ~15 MB) prefetch the pair's entries */
+    1024               /* from this many pairs (~8 K keys, ~15 MB) prefetch the pair's entries */
+#define QUIET_BITS  10 /* the quiet ranges' table (quiet_check): 1 024 slots, 64 KiB */
+#define QUIET_SLOTS (1u << QUIET_BITS)
 
 const char *const sn_engine_tristate_names[] = {"inherit", "true", "false", NULL};
 const char *const sn_engine_direction_names[] = {"inherit", "both", "upper", "lower", NULL};
@@ -86,6 +88,19 @@ typedef struct key_state {
  * (sn_engine_restore returns 1), so a change here is a format change: 152 bytes with the
  * per-call CUSUM, 216 with the interval-mean drift state. */
 _Static_assert(sizeof(key_state) == 216, "key_state size is part of the snapshot format");
+/* quiet_check copies and compares the cached summary and its n as one run of bytes. */
+_Static_assert(offsetof(key_state, cache_n) == offsetof(key_state, cache) + 10 * sizeof(float),
+               "key_state's cache_n must follow its cache");
+#define QUIET_SUM_BYTES (10 * sizeof(float) + sizeof(uint32_t))
+
+/* A range of values known to be quiet (sn_ensemble_quiet_valid true, with the same ready
+ * detectors) for one cached summary and metric: see quiet_check. */
+typedef struct quiet_slot {
+    unsigned char sum[QUIET_SUM_BYTES]; /* a copy of the key's cache and cache_n */
+    uint8_t metric;                     /* the metric + 1; 0 = an empty slot */
+    uint8_t ready;                      /* the ready detectors' bits */
+    double lo, hi;                      /* every value in [lo, hi] is quiet */
+} quiet_slot;
 
 /* ---- keyed tables with an update-ordered list ----------------------------------------------- */
 
@@ -207,6 +222,8 @@ struct sn_engine {
      * blobs and the sketch their windows are merged into */
     sn_baseline *view_table;
     sn_sketch *view_acc;
+    /* quiet ranges of recently scored keys' summaries (quiet_check); cleared by derive */
+    quiet_slot quiet[QUIET_SLOTS];
 };
 
 /* glibc malloc chunk of a request of n bytes (as shared/baseline.c counts). */
@@ -708,6 +725,7 @@ static void derive(sn_engine *e)
         /* Checked once here so that every value can skip the check (metric_observe). */
         e->ens_valid[m] = sn_ensemble_config_validate(&e->ens[m], NULL) == NULL;
     }
+    memset(e->quiet, 0, sizeof e->quiet); /* they were found with the old ensembles */
     e->agree = e->cfg.detect.min_agree;
     e->learn_floor_a = 2.0 / ((double)e->cfg.window + 1.0);
     e->nrules = 0;
@@ -1823,6 +1841,88 @@ static void drift_observe(sn_engine *e, const sn_event *ev, sn_metric m, key_sta
 /* Scores one value of metric m; fills *out when an anomaly passed persistence. Returns the value
  * in the metric's scoring space (to_model; NAN or out of range when it was not scored), which
  * the caller may reuse instead of transforming x again. */
+/* A value beyond y on side `side` (+1 above, -1 below) near where ensemble ec's detectors stop
+ * being quiet for summary b -- each one's threshold times its raw scale (the floors only widen
+ * the real range), the nearest, pulled 0.1 % towards y: a guess that quiet_check widens a quiet
+ * range to only after sn_ensemble_quiet_valid confirms it. NAN when there is none. */
+static double quiet_guess(const sn_ensemble_config *ec, const sn_summary *b, double y, int side)
+{
+    double g = side * INFINITY, c;
+    if (ec->zscore_enabled && b->stddev > 0.0) {
+        c = b->mean + side * ec->zscore.threshold * b->stddev;
+        g = side > 0 ? fmin(g, c) : fmax(g, c);
+    }
+    if (ec->iqr_enabled && b->q3 > b->q1) {
+        c = (side > 0 ? b->q3 : b->q1) + side * ec->iqr.k * (b->q3 - b->q1);
+        g = side > 0 ? fmin(g, c) : fmax(g, c);
+    }
+    if (ec->mad_enabled && b->mad > 0.0) {
+        c = b->median + side * ec->mad.threshold * (b->mad / SN_MAD_SIGMA);
+        g = side > 0 ? fmin(g, c) : fmax(g, c);
+    }
+    if (ec->threshold_enabled) {
+        const sn_threshold_config *th = &ec->threshold;
+        double lv[2] = {side > 0 ? th->upper_warn : th->lower_warn,
+                        side > 0 ? th->upper_critical : th->lower_critical};
+        for (int i = 0; i < 2; i++)
+            if (!isnan(lv[i]))
+                g = side > 0 ? fmin(g, lv[i]) : fmax(g, lv[i]);
+    }
+    if (!isfinite(g))
+        return NAN;
+    g = y + (g - y) * 0.999;
+    return isfinite(g) && (side > 0 ? g > y : g < y) ? g : NAN;
+}
+
+/* sn_ensemble_quiet_valid(&e->ens[m], sum, y, ready) -- the same answer and *ready -- where
+ * sum is the summary key_summary built from ks's cache for metric m and e->ens_valid[m].
+ * Each detector's quiet values form an interval (its deviation is monotonic in the value:
+ * halving, subtracting the centre and dividing by a positive scale all keep the order; the
+ * threshold's levels likewise), so the values quiet for all of them do too: a range [lo, hi]
+ * whose ends were both found quiet for this very summary holds only quiet values, with the
+ * same ready detectors (those depend on the summary alone for a finite value), and a value in
+ * it is answered without the check. A slot is found by the key's address but matched by the
+ * summary's bytes and the metric, so a key freed and reused, restored, merged or refreshed is
+ * never answered from another summary's range. en is ks's entry: once it is out of its warm-up
+ * the summary stays for the next values, so a new range is widened to guesses at its ends. */
+static inline bool quiet_check(sn_engine *e, const key_state *ks, const sn_baseline_entry *en,
+                               sn_metric m, const sn_summary *sum, double y, unsigned *ready)
+{
+    uint64_t h = (uint64_t)(uintptr_t)ks * 0x9E3779B97F4A7C15ull;
+    quiet_slot *q = &e->quiet[h >> (64 - QUIET_BITS)];
+    bool same = q->metric == (uint8_t)(m + 1) && memcmp(q->sum, ks->cache, QUIET_SUM_BYTES) == 0;
+    if (same && y >= q->lo && y <= q->hi) {
+        *ready = q->ready;
+        return true;
+    }
+    const sn_ensemble_config *ec = &e->ens[m];
+    if (!sn_ensemble_quiet_valid(ec, sum, y, ready))
+        return false;
+    if (!isfinite(y)) /* quiet with no detector ready: not a range's end */
+        return true;
+    if (same) {
+        if (y < q->lo)
+            q->lo = y;
+        else
+            q->hi = y;
+        return true;
+    }
+    memcpy(q->sum, ks->cache, QUIET_SUM_BYTES);
+    q->metric = (uint8_t)(m + 1);
+    q->ready = (uint8_t)*ready;
+    q->lo = q->hi = y;
+    if (sn_baseline_entry_seen(en) >= (uint64_t)e->cfg.warmup) {
+        unsigned r;
+        double g = quiet_guess(ec, sum, y, -1);
+        if (!isnan(g) && sn_ensemble_quiet_valid(ec, sum, g, &r) && r == *ready)
+            q->lo = g;
+        g = quiet_guess(ec, sum, y, 1);
+        if (!isnan(g) && sn_ensemble_quiet_valid(ec, sum, g, &r) && r == *ready)
+            q->hi = g;
+    }
+    return true;
+}
+
 static double metric_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_metric m, double x,
                              pending *out, sn_summary *gsum_out)
 {
@@ -1868,7 +1968,7 @@ static double metric_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn
     /* Most values are normal: when no detector fires, only the counters of the ready ones and
      * their streaks change (what the full path below does then), without building verdicts. */
     unsigned quiet_ready;
-    if (e->ens_valid[m] && sn_ensemble_quiet_valid(ec, sum, y, &quiet_ready)) {
+    if (e->ens_valid[m] && quiet_check(e, ks, ks == sks ? sen : gen, m, sum, y, &quiet_ready)) {
         for (int k = 0; k < SN_DETECT_KIND_COUNT; k++) {
             if (quiet_ready & (1u << k)) {
                 e->st.evaluations[k]++;
