@@ -1170,16 +1170,17 @@ static void cache_summary(key_state *ks, const sn_summary *r)
  * sketches keep their resolution and the API shows real units. Cached as floats in the key and
  * recomputed every summary_refresh samples (every sample while the key is in its warm-up,
  * where each sample still moves the statistics). A merged view of several replicas
- * (ks->view) stays the cached summary until the next merge replaces or removes it. */
+ * (ks->view) stays the cached summary until the next merge replaces or removes it. seen is
+ * sn_baseline_entry_seen(en), passed in: the caller keeps it for the key's other uses. */
 static inline void key_summary(sn_engine *e, sn_baseline *b, sn_baseline_entry *en, key_state *ks,
-                               sn_metric m, sn_summary *out)
+                               sn_metric m, uint64_t seen, sn_summary *out)
 {
-    if (ks->view == 0 && (!ks->summary_ok || sn_baseline_entry_seen(en) < (uint64_t)e->cfg.warmup ||
+    if (ks->view == 0 && (!ks->summary_ok || seen < (uint64_t)e->cfg.warmup ||
                           ks->since_summary >= (uint64_t)e->cfg.summary_refresh)) {
         sn_summary r;
         bool log_space = e->cfg.metrics[m].transform == SN_TRANSFORM_LOG;
         sn_baseline_summary_mad(b, en, &r, !log_space); /* log space: MAD from the quartiles */
-        scoring_summary(e, m, &r, ks->lmean, ks->lvar, sn_baseline_entry_seen(en));
+        scoring_summary(e, m, &r, ks->lmean, ks->lvar, seen);
         cache_summary(ks, &r);
     }
     out->n = ks->cache_n;
@@ -1197,9 +1198,10 @@ static inline void key_summary(sn_engine *e, sn_baseline *b, sn_baseline_entry *
 
 static void key_dirty(sn_engine *e, const sn_baseline *b, sn_baseline_entry *en, key_state *ks);
 
-/* Learns raw value x (scored as y) into the key. */
+/* Learns raw value x (scored as y) into the key; seen is sn_baseline_entry_seen(en) before it
+ * (a value learnt adds one). */
 static inline void key_learn(sn_engine *e, sn_baseline *b, sn_baseline_entry *en, key_state *ks,
-                             sn_metric m, double x, double y, int64_t t)
+                             sn_metric m, uint64_t seen, double x, double y, int64_t t)
 {
     if (sn_baseline_observe(b, en, x, t) != 0)
         return;
@@ -1208,7 +1210,7 @@ static inline void key_learn(sn_engine *e, sn_baseline *b, sn_baseline_entry *en
     if (e->cfg.metrics[m].transform == SN_TRANSFORM_LOG) {
         /* exact mean and population variance for the first samples, then an EWMA spanning
          * about a window */
-        uint64_t n = sn_baseline_entry_seen(en);
+        uint64_t n = seen + 1; /* sn_baseline_observe counted x */
         double a = 1.0 / (double)n;
         if (a < e->learn_floor_a) /* fmax of two positive numbers, without the call */
             a = e->learn_floor_a;
@@ -1883,10 +1885,11 @@ static double quiet_guess(const sn_ensemble_config *ec, const sn_summary *b, dou
  * same ready detectors (those depend on the summary alone for a finite value), and a value in
  * it is answered without the check. A slot is found by the key's address but matched by the
  * summary's bytes and the metric, so a key freed and reused, restored, merged or refreshed is
- * never answered from another summary's range. en is ks's entry: once it is out of its warm-up
- * the summary stays for the next values, so a new range is widened to guesses at its ends. */
-static inline bool quiet_check(sn_engine *e, const key_state *ks, const sn_baseline_entry *en,
-                               sn_metric m, const sn_summary *sum, double y, unsigned *ready)
+ * never answered from another summary's range. seen is the count of ks's entry: once it is out
+ * of its warm-up the summary stays for the next values, so a new range is widened to guesses at
+ * its ends. */
+static inline bool quiet_check(sn_engine *e, const key_state *ks, uint64_t seen, sn_metric m,
+                               const sn_summary *sum, double y, unsigned *ready)
 {
     uint64_t h = (uint64_t)(uintptr_t)ks * 0x9E3779B97F4A7C15ull;
     quiet_slot *q = &e->quiet[h >> (64 - QUIET_BITS)];
@@ -1911,7 +1914,7 @@ static inline bool quiet_check(sn_engine *e, const key_state *ks, const sn_basel
     q->metric = (uint8_t)(m + 1);
     q->ready = (uint8_t)*ready;
     q->lo = q->hi = y;
-    if (sn_baseline_entry_seen(en) >= (uint64_t)e->cfg.warmup) {
+    if (seen >= (uint64_t)e->cfg.warmup) {
         unsigned r;
         double g = quiet_guess(ec, sum, y, -1);
         if (!isnan(g) && sn_ensemble_quiet_valid(ec, sum, g, &r) && r == *ready)
@@ -1939,7 +1942,8 @@ static double metric_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn
     key_state *gks = sn_baseline_entry_user(gen);
     key_dirty(e, e->global, gen, gks); /* scoring steps CUSUM and streaks, learnt or not */
     sn_summary gsum, ssum;
-    key_summary(e, e->global, gen, gks, m, &gsum);
+    uint64_t gseen = sn_baseline_entry_seen(gen), sseen = 0;
+    key_summary(e, e->global, gen, gks, m, gseen, &gsum);
     if (gsum_out != NULL)
         *gsum_out = gsum;
     const sn_ensemble_config *ec = &e->ens[m];
@@ -1953,7 +1957,8 @@ static double metric_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn
             sn_baseline_get(e->seasonal, ev->service, smodel, m, t, &sen) == 0) {
             sks = sn_baseline_entry_user(sen);
             key_dirty(e, e->seasonal, sen, sks);
-            key_summary(e, e->seasonal, sen, sks, m, &ssum);
+            sseen = sn_baseline_entry_seen(sen);
+            key_summary(e, e->seasonal, sen, sks, m, sseen, &ssum);
         } else {
             sen = NULL;
         }
@@ -1968,7 +1973,7 @@ static double metric_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn
     /* Most values are normal: when no detector fires, only the counters of the ready ones and
      * their streaks change (what the full path below does then), without building verdicts. */
     unsigned quiet_ready;
-    if (e->ens_valid[m] && quiet_check(e, ks, ks == sks ? sen : gen, m, sum, y, &quiet_ready)) {
+    if (e->ens_valid[m] && quiet_check(e, ks, ks == sks ? sseen : gseen, m, sum, y, &quiet_ready)) {
         for (int k = 0; k < SN_DETECT_KIND_COUNT; k++) {
             if (quiet_ready & (1u << k)) {
                 e->st.evaluations[k]++;
@@ -2072,17 +2077,17 @@ learn:
         ks->anomalous_run++;
     else if (!reported)
         ks->anomalous_run = 0;
-    bool young = sn_baseline_entry_seen(gen) < (uint64_t)e->cfg.warmup;
+    bool young = gseen < (uint64_t)e->cfg.warmup;
     if (!reported || young || ks->anomalous_run >= (uint64_t)e->cfg.resume_learning) {
         if (reported && !young && ks->anomalous_run == (uint64_t)e->cfg.resume_learning)
             e->st.relearned++;
-        key_learn(e, e->global, gen, gks, m, x, y, t);
+        key_learn(e, e->global, gen, gks, m, gseen, x, y, t);
         if (sen != NULL)
-            key_learn(e, e->seasonal, sen, sks, m, x, y, t);
+            key_learn(e, e->seasonal, sen, sks, m, sseen, x, y, t);
     } else if (sen != NULL && ks != sks) {
         /* Judged by the global baseline while the slot was cold: the slot learns it anyway, or
          * a daily peak the global baseline flags would never get a baseline of its own. */
-        key_learn(e, e->seasonal, sen, sks, m, x, y, t);
+        key_learn(e, e->seasonal, sen, sks, m, sseen, x, y, t);
     }
     return y;
 }
@@ -2214,7 +2219,8 @@ static unsigned observe_keyed(sn_engine *e, const sn_event *ev, const event_key 
     if (!(p != NULL && p->err_elevated) &&
         global_entry(e, p, ev, SN_METRIC_ERROR_RATE, t, &en) == 0)
         key_learn(e, e->global, en, sn_baseline_entry_user(en), SN_METRIC_ERROR_RATE,
-                  ev->is_error ? 1.0 : 0.0, ev->is_error ? 1.0 : 0.0, t);
+                  sn_baseline_entry_seen(en), ev->is_error ? 1.0 : 0.0, ev->is_error ? 1.0 : 0.0,
+                  t);
 
     /* Related metrics raise confidence. */
     bool err_high = p != NULL && p->err_elevated;
@@ -2395,7 +2401,7 @@ static int local_alert(sn_engine *e, const sn_local_alert *a, bool tentative,
         if (en != NULL && sn_stats_sample_ok(y)) {
             key_state *ks = sn_baseline_entry_user(en);
             sn_summary sm;
-            key_summary(e, e->global, en, ks, m, &sm);
+            key_summary(e, e->global, en, ks, m, sn_baseline_entry_seen(en), &sm);
             const sn_summary *s = &sm;
             sn_ensemble_config ec = e->ens[m];
             ec.cusum_enabled = false; /* one value says nothing about drift; sums untouched */
