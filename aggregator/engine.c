@@ -1885,12 +1885,15 @@ static double quiet_guess(const sn_ensemble_config *ec, const sn_summary *b, dou
  * same ready detectors (those depend on the summary alone for a finite value), and a value in
  * it is answered without the check. A slot is found by the key's address but matched by the
  * summary's bytes and the metric, so a key freed and reused, restored, merged or refreshed is
- * never answered from another summary's range. seen is the count of ks's entry: once it is out
- * of its warm-up the summary stays for the next values, so a new range is widened to guesses at
- * its ends. */
+ * never answered from another summary's range. seen is the count of ks's entry: in its
+ * warm-up (and not a merged view) the summary changes with every value, so no range is kept;
+ * after it a new range is widened to guesses at its ends at once. */
 static inline bool quiet_check(sn_engine *e, const key_state *ks, uint64_t seen, sn_metric m,
                                const sn_summary *sum, double y, unsigned *ready)
 {
+    const sn_ensemble_config *ec = &e->ens[m];
+    if (seen < (uint64_t)e->cfg.warmup && ks->view == 0) /* a new summary for every value */
+        return sn_ensemble_quiet_valid(ec, sum, y, ready);
     uint64_t h = (uint64_t)(uintptr_t)ks * 0x9E3779B97F4A7C15ull;
     quiet_slot *q = &e->quiet[h >> (64 - QUIET_BITS)];
     bool same = q->metric == (uint8_t)(m + 1) && memcmp(q->sum, ks->cache, QUIET_SUM_BYTES) == 0;
@@ -1898,7 +1901,6 @@ static inline bool quiet_check(sn_engine *e, const key_state *ks, uint64_t seen,
         *ready = q->ready;
         return true;
     }
-    const sn_ensemble_config *ec = &e->ens[m];
     if (!sn_ensemble_quiet_valid(ec, sum, y, ready))
         return false;
     if (!isfinite(y)) /* quiet with no detector ready: not a range's end */
@@ -1914,15 +1916,13 @@ static inline bool quiet_check(sn_engine *e, const key_state *ks, uint64_t seen,
     q->metric = (uint8_t)(m + 1);
     q->ready = (uint8_t)*ready;
     q->lo = q->hi = y;
-    if (seen >= (uint64_t)e->cfg.warmup) {
-        unsigned r;
-        double g = quiet_guess(ec, sum, y, -1);
-        if (!isnan(g) && sn_ensemble_quiet_valid(ec, sum, g, &r) && r == *ready)
-            q->lo = g;
-        g = quiet_guess(ec, sum, y, 1);
-        if (!isnan(g) && sn_ensemble_quiet_valid(ec, sum, g, &r) && r == *ready)
-            q->hi = g;
-    }
+    unsigned r;
+    double g = quiet_guess(ec, sum, y, -1);
+    if (!isnan(g) && sn_ensemble_quiet_valid(ec, sum, g, &r) && r == *ready)
+        q->lo = g;
+    g = quiet_guess(ec, sum, y, 1);
+    if (!isnan(g) && sn_ensemble_quiet_valid(ec, sum, g, &r) && r == *ready)
+        q->hi = g;
     return true;
 }
 
