@@ -37,7 +37,9 @@
 #define KT_MAX_SLOTS   (1u << 20)
 #define PREFETCH_AHEAD 2 /* sn_engine_observe_batch: events between the pipeline's stages */
 #define PREFETCH_MIN_PAIRS                                                                         \
-    1024 /* from this many pairs (~8 K keys, ~15 MB) prefetch the pair's entries */
+    1024               /* from this many pairs (~8 K keys, ~15 MB) prefetch the pair's entries */
+#define QUIET_BITS  10 /* the quiet ranges' table (quiet_check): 1 024 slots, 64 KiB */
+#define QUIET_SLOTS (1u << QUIET_BITS)
 
 const char *const sn_engine_tristate_names[] = {"inherit", "true", "false", NULL};
 const char *const sn_engine_direction_names[] = {"inherit", "both", "upper", "lower", NULL};
@@ -86,6 +88,19 @@ typedef struct key_state {
  * (sn_engine_restore returns 1), so a change here is a format change: 152 bytes with the
  * per-call CUSUM, 216 with the interval-mean drift state. */
 _Static_assert(sizeof(key_state) == 216, "key_state size is part of the snapshot format");
+/* quiet_check copies and compares the cached summary and its n as one run of bytes. */
+_Static_assert(offsetof(key_state, cache_n) == offsetof(key_state, cache) + 10 * sizeof(float),
+               "key_state's cache_n must follow its cache");
+#define QUIET_SUM_BYTES (10 * sizeof(float) + sizeof(uint32_t))
+
+/* A range of values known to be quiet (sn_ensemble_quiet_valid true, with the same ready
+ * detectors) for one cached summary and metric: see quiet_check. */
+typedef struct quiet_slot {
+    unsigned char sum[QUIET_SUM_BYTES]; /* a copy of the key's cache and cache_n */
+    uint8_t metric;                     /* the metric + 1; 0 = an empty slot */
+    uint8_t ready;                      /* the ready detectors' bits */
+    double lo, hi;                      /* every value in [lo, hi] is quiet */
+} quiet_slot;
 
 /* ---- keyed tables with an update-ordered list ----------------------------------------------- */
 
@@ -207,6 +222,8 @@ struct sn_engine {
      * blobs and the sketch their windows are merged into */
     sn_baseline *view_table;
     sn_sketch *view_acc;
+    /* quiet ranges of recently scored keys' summaries (quiet_check); cleared by derive */
+    quiet_slot quiet[QUIET_SLOTS];
 };
 
 /* glibc malloc chunk of a request of n bytes (as shared/baseline.c counts). */
@@ -708,6 +725,7 @@ static void derive(sn_engine *e)
         /* Checked once here so that every value can skip the check (metric_observe). */
         e->ens_valid[m] = sn_ensemble_config_validate(&e->ens[m], NULL) == NULL;
     }
+    memset(e->quiet, 0, sizeof e->quiet); /* they were found with the old ensembles */
     e->agree = e->cfg.detect.min_agree;
     e->learn_floor_a = 2.0 / ((double)e->cfg.window + 1.0);
     e->nrules = 0;
@@ -1152,16 +1170,17 @@ static void cache_summary(key_state *ks, const sn_summary *r)
  * sketches keep their resolution and the API shows real units. Cached as floats in the key and
  * recomputed every summary_refresh samples (every sample while the key is in its warm-up,
  * where each sample still moves the statistics). A merged view of several replicas
- * (ks->view) stays the cached summary until the next merge replaces or removes it. */
+ * (ks->view) stays the cached summary until the next merge replaces or removes it. seen is
+ * sn_baseline_entry_seen(en), passed in: the caller keeps it for the key's other uses. */
 static inline void key_summary(sn_engine *e, sn_baseline *b, sn_baseline_entry *en, key_state *ks,
-                               sn_metric m, sn_summary *out)
+                               sn_metric m, uint64_t seen, sn_summary *out)
 {
-    if (ks->view == 0 && (!ks->summary_ok || sn_baseline_entry_seen(en) < (uint64_t)e->cfg.warmup ||
+    if (ks->view == 0 && (!ks->summary_ok || seen < (uint64_t)e->cfg.warmup ||
                           ks->since_summary >= (uint64_t)e->cfg.summary_refresh)) {
         sn_summary r;
         bool log_space = e->cfg.metrics[m].transform == SN_TRANSFORM_LOG;
         sn_baseline_summary_mad(b, en, &r, !log_space); /* log space: MAD from the quartiles */
-        scoring_summary(e, m, &r, ks->lmean, ks->lvar, sn_baseline_entry_seen(en));
+        scoring_summary(e, m, &r, ks->lmean, ks->lvar, seen);
         cache_summary(ks, &r);
     }
     out->n = ks->cache_n;
@@ -1179,9 +1198,10 @@ static inline void key_summary(sn_engine *e, sn_baseline *b, sn_baseline_entry *
 
 static void key_dirty(sn_engine *e, const sn_baseline *b, sn_baseline_entry *en, key_state *ks);
 
-/* Learns raw value x (scored as y) into the key. */
+/* Learns raw value x (scored as y) into the key; seen is sn_baseline_entry_seen(en) before it
+ * (a value learnt adds one). */
 static inline void key_learn(sn_engine *e, sn_baseline *b, sn_baseline_entry *en, key_state *ks,
-                             sn_metric m, double x, double y, int64_t t)
+                             sn_metric m, uint64_t seen, double x, double y, int64_t t)
 {
     if (sn_baseline_observe(b, en, x, t) != 0)
         return;
@@ -1190,7 +1210,7 @@ static inline void key_learn(sn_engine *e, sn_baseline *b, sn_baseline_entry *en
     if (e->cfg.metrics[m].transform == SN_TRANSFORM_LOG) {
         /* exact mean and population variance for the first samples, then an EWMA spanning
          * about a window */
-        uint64_t n = sn_baseline_entry_seen(en);
+        uint64_t n = seen + 1; /* sn_baseline_observe counted x */
         double a = 1.0 / (double)n;
         if (a < e->learn_floor_a) /* fmax of two positive numbers, without the call */
             a = e->learn_floor_a;
@@ -1823,6 +1843,89 @@ static void drift_observe(sn_engine *e, const sn_event *ev, sn_metric m, key_sta
 /* Scores one value of metric m; fills *out when an anomaly passed persistence. Returns the value
  * in the metric's scoring space (to_model; NAN or out of range when it was not scored), which
  * the caller may reuse instead of transforming x again. */
+/* A value beyond y on side `side` (+1 above, -1 below) near where ensemble ec's detectors stop
+ * being quiet for summary b -- each one's threshold times its raw scale (the floors only widen
+ * the real range), the nearest, pulled 0.1 % towards y: a guess that quiet_check widens a quiet
+ * range to only after sn_ensemble_quiet_valid confirms it. NAN when there is none. */
+static double quiet_guess(const sn_ensemble_config *ec, const sn_summary *b, double y, int side)
+{
+    double g = side * INFINITY, c;
+    if (ec->zscore_enabled && b->stddev > 0.0) {
+        c = b->mean + side * ec->zscore.threshold * b->stddev;
+        g = side > 0 ? fmin(g, c) : fmax(g, c);
+    }
+    if (ec->iqr_enabled && b->q3 > b->q1) {
+        c = (side > 0 ? b->q3 : b->q1) + side * ec->iqr.k * (b->q3 - b->q1);
+        g = side > 0 ? fmin(g, c) : fmax(g, c);
+    }
+    if (ec->mad_enabled && b->mad > 0.0) {
+        c = b->median + side * ec->mad.threshold * (b->mad / SN_MAD_SIGMA);
+        g = side > 0 ? fmin(g, c) : fmax(g, c);
+    }
+    if (ec->threshold_enabled) {
+        const sn_threshold_config *th = &ec->threshold;
+        double lv[2] = {side > 0 ? th->upper_warn : th->lower_warn,
+                        side > 0 ? th->upper_critical : th->lower_critical};
+        for (int i = 0; i < 2; i++)
+            if (!isnan(lv[i]))
+                g = side > 0 ? fmin(g, lv[i]) : fmax(g, lv[i]);
+    }
+    if (!isfinite(g))
+        return NAN;
+    g = y + (g - y) * 0.999;
+    return isfinite(g) && (side > 0 ? g > y : g < y) ? g : NAN;
+}
+
+/* sn_ensemble_quiet_valid(&e->ens[m], sum, y, ready) -- the same answer and *ready -- where
+ * sum is the summary key_summary built from ks's cache for metric m and e->ens_valid[m].
+ * Each detector's quiet values form an interval (its deviation is monotonic in the value:
+ * halving, subtracting the centre and dividing by a positive scale all keep the order; the
+ * threshold's levels likewise), so the values quiet for all of them do too: a range [lo, hi]
+ * whose ends were both found quiet for this very summary holds only quiet values, with the
+ * same ready detectors (those depend on the summary alone for a finite value), and a value in
+ * it is answered without the check. A slot is found by the key's address but matched by the
+ * summary's bytes and the metric, so a key freed and reused, restored, merged or refreshed is
+ * never answered from another summary's range. seen is the count of ks's entry: in its
+ * warm-up (and not a merged view) the summary changes with every value, so no range is kept;
+ * after it a new range is widened to guesses at its ends at once. */
+static inline bool quiet_check(sn_engine *e, const key_state *ks, uint64_t seen, sn_metric m,
+                               const sn_summary *sum, double y, unsigned *ready)
+{
+    const sn_ensemble_config *ec = &e->ens[m];
+    if (seen < (uint64_t)e->cfg.warmup && ks->view == 0) /* a new summary for every value */
+        return sn_ensemble_quiet_valid(ec, sum, y, ready);
+    uint64_t h = (uint64_t)(uintptr_t)ks * 0x9E3779B97F4A7C15ull;
+    quiet_slot *q = &e->quiet[h >> (64 - QUIET_BITS)];
+    bool same = q->metric == (uint8_t)(m + 1) && memcmp(q->sum, ks->cache, QUIET_SUM_BYTES) == 0;
+    if (same && y >= q->lo && y <= q->hi) {
+        *ready = q->ready;
+        return true;
+    }
+    if (!sn_ensemble_quiet_valid(ec, sum, y, ready))
+        return false;
+    if (!isfinite(y)) /* quiet with no detector ready: not a range's end */
+        return true;
+    if (same) {
+        if (y < q->lo)
+            q->lo = y;
+        else
+            q->hi = y;
+        return true;
+    }
+    memcpy(q->sum, ks->cache, QUIET_SUM_BYTES);
+    q->metric = (uint8_t)(m + 1);
+    q->ready = (uint8_t)*ready;
+    q->lo = q->hi = y;
+    unsigned r;
+    double g = quiet_guess(ec, sum, y, -1);
+    if (!isnan(g) && sn_ensemble_quiet_valid(ec, sum, g, &r) && r == *ready)
+        q->lo = g;
+    g = quiet_guess(ec, sum, y, 1);
+    if (!isnan(g) && sn_ensemble_quiet_valid(ec, sum, g, &r) && r == *ready)
+        q->hi = g;
+    return true;
+}
+
 static double metric_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn_metric m, double x,
                              pending *out, sn_summary *gsum_out)
 {
@@ -1839,7 +1942,8 @@ static double metric_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn
     key_state *gks = sn_baseline_entry_user(gen);
     key_dirty(e, e->global, gen, gks); /* scoring steps CUSUM and streaks, learnt or not */
     sn_summary gsum, ssum;
-    key_summary(e, e->global, gen, gks, m, &gsum);
+    uint64_t gseen = sn_baseline_entry_seen(gen), sseen = 0;
+    key_summary(e, e->global, gen, gks, m, gseen, &gsum);
     if (gsum_out != NULL)
         *gsum_out = gsum;
     const sn_ensemble_config *ec = &e->ens[m];
@@ -1853,7 +1957,8 @@ static double metric_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn
             sn_baseline_get(e->seasonal, ev->service, smodel, m, t, &sen) == 0) {
             sks = sn_baseline_entry_user(sen);
             key_dirty(e, e->seasonal, sen, sks);
-            key_summary(e, e->seasonal, sen, sks, m, &ssum);
+            sseen = sn_baseline_entry_seen(sen);
+            key_summary(e, e->seasonal, sen, sks, m, sseen, &ssum);
         } else {
             sen = NULL;
         }
@@ -1868,7 +1973,7 @@ static double metric_observe(sn_engine *e, pair_state *p, const sn_event *ev, sn
     /* Most values are normal: when no detector fires, only the counters of the ready ones and
      * their streaks change (what the full path below does then), without building verdicts. */
     unsigned quiet_ready;
-    if (e->ens_valid[m] && sn_ensemble_quiet_valid(ec, sum, y, &quiet_ready)) {
+    if (e->ens_valid[m] && quiet_check(e, ks, ks == sks ? sseen : gseen, m, sum, y, &quiet_ready)) {
         for (int k = 0; k < SN_DETECT_KIND_COUNT; k++) {
             if (quiet_ready & (1u << k)) {
                 e->st.evaluations[k]++;
@@ -1972,17 +2077,17 @@ learn:
         ks->anomalous_run++;
     else if (!reported)
         ks->anomalous_run = 0;
-    bool young = sn_baseline_entry_seen(gen) < (uint64_t)e->cfg.warmup;
+    bool young = gseen < (uint64_t)e->cfg.warmup;
     if (!reported || young || ks->anomalous_run >= (uint64_t)e->cfg.resume_learning) {
         if (reported && !young && ks->anomalous_run == (uint64_t)e->cfg.resume_learning)
             e->st.relearned++;
-        key_learn(e, e->global, gen, gks, m, x, y, t);
+        key_learn(e, e->global, gen, gks, m, gseen, x, y, t);
         if (sen != NULL)
-            key_learn(e, e->seasonal, sen, sks, m, x, y, t);
+            key_learn(e, e->seasonal, sen, sks, m, sseen, x, y, t);
     } else if (sen != NULL && ks != sks) {
         /* Judged by the global baseline while the slot was cold: the slot learns it anyway, or
          * a daily peak the global baseline flags would never get a baseline of its own. */
-        key_learn(e, e->seasonal, sen, sks, m, x, y, t);
+        key_learn(e, e->seasonal, sen, sks, m, sseen, x, y, t);
     }
     return y;
 }
@@ -2114,7 +2219,8 @@ static unsigned observe_keyed(sn_engine *e, const sn_event *ev, const event_key 
     if (!(p != NULL && p->err_elevated) &&
         global_entry(e, p, ev, SN_METRIC_ERROR_RATE, t, &en) == 0)
         key_learn(e, e->global, en, sn_baseline_entry_user(en), SN_METRIC_ERROR_RATE,
-                  ev->is_error ? 1.0 : 0.0, ev->is_error ? 1.0 : 0.0, t);
+                  sn_baseline_entry_seen(en), ev->is_error ? 1.0 : 0.0, ev->is_error ? 1.0 : 0.0,
+                  t);
 
     /* Related metrics raise confidence. */
     bool err_high = p != NULL && p->err_elevated;
@@ -2295,7 +2401,7 @@ static int local_alert(sn_engine *e, const sn_local_alert *a, bool tentative,
         if (en != NULL && sn_stats_sample_ok(y)) {
             key_state *ks = sn_baseline_entry_user(en);
             sn_summary sm;
-            key_summary(e, e->global, en, ks, m, &sm);
+            key_summary(e, e->global, en, ks, m, sn_baseline_entry_seen(en), &sm);
             const sn_summary *s = &sm;
             sn_ensemble_config ec = e->ens[m];
             ec.cusum_enabled = false; /* one value says nothing about drift; sums untouched */

@@ -344,13 +344,9 @@ START_TEST(valid_variant_matches_checked)
 }
 END_TEST
 
-START_TEST(quiet_matches_full_evaluation)
+/* The quiet tests' configs: detector mixes, one-sided and narrow detectors, CUSUM off. */
+static void quiet_configs(sn_ensemble_config cs[8])
 {
-    /* sn_ensemble_quiet_valid says "quiet" exactly when the full call finds no detector
-     * anomalous, and then names the detectors the full call has ready: over detector mixes,
-     * directions, cold/flat/spread-less baselines and a dense sweep of values through every
-     * threshold (both sides, with the boundaries themselves). */
-    sn_ensemble_config cs[8];
     detector_mixes(cs);
     cs[5] = cfg;
     /* one-sided Z-score and MAD both ways: the quiet check skips the unreported side */
@@ -369,11 +365,29 @@ START_TEST(quiet_matches_full_evaluation)
     cs[5].zscore.threshold = 1.0;
     cs[5].iqr.k = 0.25;
     cs[5].mad.threshold = 1.0;
-    sn_summary good = normal_baseline(), cold = normal_baseline();
-    cold.n = 3;
-    sn_summary flat = mk_summary(1000, 100.0, 0.0, 100.0, 100.0, 100.0, 0.0);
-    sn_summary nomad = mk_summary(1000, 100.0, 10.0, 100.0, 93.255, 106.745, 0.0);
-    const sn_summary *bs[] = {&good, &cold, &flat, &nomad};
+}
+
+/* The quiet tests' baselines: normal, cold, flat and without a MAD. */
+static void quiet_baselines(sn_summary bs[4])
+{
+    bs[0] = normal_baseline();
+    bs[1] = normal_baseline();
+    bs[1].n = 3;
+    bs[2] = mk_summary(1000, 100.0, 0.0, 100.0, 100.0, 100.0, 0.0);
+    bs[3] = mk_summary(1000, 100.0, 10.0, 100.0, 93.255, 106.745, 0.0);
+}
+
+START_TEST(quiet_matches_full_evaluation)
+{
+    /* sn_ensemble_quiet_valid says "quiet" exactly when the full call finds no detector
+     * anomalous, and then names the detectors the full call has ready: over detector mixes,
+     * directions, cold/flat/spread-less baselines and a dense sweep of values through every
+     * threshold (both sides, with the boundaries themselves). */
+    sn_ensemble_config cs[8];
+    quiet_configs(cs);
+    sn_summary sums[4];
+    quiet_baselines(sums);
+    const sn_summary *bs[] = {&sums[0], &sums[1], &sums[2], &sums[3]};
     double edges[] = {NAN,   INFINITY, -INFINITY, DBL_MAX, -DBL_MAX, 130.0, 70.0,
                       126.5, 73.5,     135.0,     65.0,    99.0,     101.0, 100.0};
     unsigned quiet = 0, loud = 0;
@@ -414,6 +428,56 @@ START_TEST(quiet_matches_full_evaluation)
 }
 END_TEST
 
+START_TEST(quiet_values_form_one_range)
+{
+    /* The aggregator answers values between two quiet ones without asking (engine.c,
+     * quiet_check): that holds only while every summary's quiet values form one range, with
+     * the same ready detectors throughout. Values in increasing order, each grid point with the
+     * next double above it: once quiet and then loud, no value is quiet again. */
+    sn_ensemble_config cs[8];
+    quiet_configs(cs);
+    sn_summary bs[4];
+    quiet_baselines(bs);
+    double xs[2 * 1400 + 6];
+    size_t nx = 0;
+    xs[nx++] = -DBL_MAX;
+    xs[nx++] = -1e300;
+    xs[nx++] = -1e6;
+    for (int i = 0; i < 1400; i++) {
+        xs[nx] = (double)i * 0.25 - 50.0;
+        xs[nx + 1] = nextafter(xs[nx], INFINITY);
+        nx += 2;
+    }
+    xs[nx++] = 1e6;
+    xs[nx++] = 1e300;
+    xs[nx++] = DBL_MAX;
+    unsigned bounded = 0;
+    for (int c = 0; c < 8; c++) {
+        for (int bi = 0; bi < 4; bi++) {
+            int phase = 0; /* 0: before the quiet range, 1: in it, 2: after it */
+            unsigned ready = 0, got;
+            bool loud_before = false;
+            for (size_t i = 0; i < nx; i++) {
+                bool q = sn_ensemble_quiet_valid(&cs[c], &bs[bi], xs[i], &got);
+                if (q && phase == 0) {
+                    phase = 1;
+                    ready = got;
+                } else if (q) {
+                    ck_assert_msg(phase == 1, "config %d baseline %d: %.17g quiet again", c, bi,
+                                  xs[i]);
+                    ck_assert_uint_eq(got, ready);
+                } else if (phase == 1) {
+                    phase = 2;
+                    bounded += loud_before;
+                }
+                loud_before = loud_before || (!q && phase == 0);
+            }
+        }
+    }
+    ck_assert_uint_gt(bounded, 10); /* ranges with a loud side below and above were seen */
+}
+END_TEST
+
 static Suite *ensemble_suite(void)
 {
     Suite *s = suite_create("detect_ensemble");
@@ -430,6 +494,7 @@ static Suite *ensemble_suite(void)
     tcase_add_test(tc, labelled_series);
     tcase_add_test(tc, valid_variant_matches_checked);
     tcase_add_test(tc, quiet_matches_full_evaluation);
+    tcase_add_test(tc, quiet_values_form_one_range);
     suite_add_tcase(s, tc);
     return s;
 }
