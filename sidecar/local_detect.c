@@ -16,13 +16,13 @@
  * (most values are nowhere near the threshold); static levels only for metrics that have some;
  * units converted back (expm1) only for an anomaly. The alerts are the same, field for field.
  */
-#include <assert.h>
 #include "local_detect.h"
 
 #include "baseline.h"
 #include "bytes.h"
 #include "detect/settings.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <float.h>
 #include <math.h>
