@@ -31,8 +31,12 @@ typedef struct insn {
     uint16_t y;
 } insn;
 
+#define LITERAL_MAX 32 /* bytes of the literal every match contains */
+
 struct sn_pattern {
     bool anchored; /* the program starts with OP_BOL on every path: try only position 0 */
+    uint8_t litlen;
+    char lit[LITERAL_MAX]; /* lower-case bytes every match contains in a row (a quick reject) */
     uint16_t ninsns;
     uint16_t nclasses;
     insn *insns;
@@ -399,6 +403,49 @@ static bool starts_anchored(const parser *p, int i)
     }
 }
 
+typedef struct literal_run {
+    char cur[LITERAL_MAX], best[LITERAL_MAX];
+    int curlen, bestlen;
+} literal_run;
+
+/* Walks the top-level concatenation of node i in order, keeping the longest run of plain
+ * characters (each must appear, in a row, in every match); anything else ends a run. */
+static void find_literal(const parser *p, int i, literal_run *r)
+{
+    const node *n = &p->nodes[i];
+    if (n->kind == N_CAT) {
+        find_literal(p, n->a, r);
+        find_literal(p, n->b, r);
+        return;
+    }
+    if (n->kind == N_CHAR && r->curlen < LITERAL_MAX) {
+        r->cur[r->curlen++] = (char)n->c;
+    } else {
+        r->curlen = 0;
+        if (n->kind == N_CHAR)
+            r->cur[r->curlen++] = (char)n->c;
+    }
+    if (r->curlen > r->bestlen) {
+        memcpy(r->best, r->cur, (size_t)r->curlen);
+        r->bestlen = r->curlen;
+    }
+}
+
+/* Whether s (len bytes) contains lit (n lower-case bytes) ignoring ASCII case. */
+static bool contains_literal(const char *s, size_t len, const char *lit, size_t n)
+{
+    for (size_t i = 0; i + n <= len; i++) {
+        if (lower((unsigned char)s[i]) != (unsigned char)lit[0])
+            continue;
+        size_t k = 1;
+        while (k < n && lower((unsigned char)s[i + k]) == (unsigned char)lit[k])
+            k++;
+        if (k == n)
+            return true;
+    }
+    return false;
+}
+
 sn_pattern *sn_pattern_compile(const char *re)
 {
     sn_pattern *pat = NULL;
@@ -430,6 +477,10 @@ sn_pattern *sn_pattern_compile(const char *re)
     pat->ninsns = (uint16_t)g->n;
     pat->nclasses = (uint16_t)p->nclasses;
     pat->anchored = starts_anchored(p, root);
+    literal_run run = {.curlen = 0, .bestlen = 0};
+    find_literal(p, root, &run);
+    memcpy(pat->lit, run.best, (size_t)run.bestlen);
+    pat->litlen = (uint8_t)run.bestlen;
 out:
     free(g);
     free(p);
@@ -492,6 +543,8 @@ bool sn_pattern_match(const sn_pattern *pat, const char *s, size_t len)
     int counts[2] = {0, 0};
     int cur = 0;
 
+    if (pat->litlen > 0 && !contains_literal(s, len, pat->lit, pat->litlen))
+        return false;
     memset(m.mark, 0, (size_t)pat->ninsns * sizeof m.mark[0]);
     m.pat = pat;
     m.len = len;

@@ -726,22 +726,29 @@ static void *client_thread(void *p)
     return NULL;
 }
 
-START_TEST(many_concurrent_requests)
+/* Runs `threads` clients (at most 16) of `each` small requests at once; asserts that every one
+ * was answered 200 and reached the handler. */
+static void concurrent_clients(int threads, int each)
 {
-    enum { THREADS = 16, EACH = 25 };
-    pthread_t th[THREADS];
-    client_arg args[THREADS];
-    for (int i = 0; i < THREADS; i++) {
-        args[i] = (client_arg){EACH, 0};
+    pthread_t th[16];
+    client_arg args[16];
+    ck_assert_int_le(threads, 16);
+    for (int i = 0; i < threads; i++) {
+        args[i] = (client_arg){each, 0};
         ck_assert_int_eq(pthread_create(&th[i], NULL, client_thread, &args[i]), 0);
     }
     int ok = 0;
-    for (int i = 0; i < THREADS; i++) {
+    for (int i = 0; i < threads; i++) {
         pthread_join(th[i], NULL);
         ok += args[i].ok;
     }
-    ck_assert_int_eq(ok, THREADS * EACH);
-    ck_assert_int_eq(atomic_load(&g_seen.calls), THREADS * EACH);
+    ck_assert_int_eq(ok, threads * each);
+    ck_assert_int_eq(atomic_load(&g_seen.calls), threads * each);
+}
+
+START_TEST(many_concurrent_requests)
+{
+    concurrent_clients(16, 25);
 }
 END_TEST
 
@@ -987,20 +994,7 @@ START_TEST(body_slots_hold_requests_back_without_refusing)
 
     /* small requests from many clients at once all get through one slot too */
     start_server_slots(1, 2, &fb);
-    enum { THREADS = 8, EACH = 10 };
-    pthread_t ct[THREADS];
-    client_arg args[THREADS];
-    for (int i = 0; i < THREADS; i++) {
-        args[i] = (client_arg){EACH, 0};
-        ck_assert_int_eq(pthread_create(&ct[i], NULL, client_thread, &args[i]), 0);
-    }
-    int ok = 0;
-    for (int i = 0; i < THREADS; i++) {
-        pthread_join(ct[i], NULL);
-        ok += args[i].ok;
-    }
-    ck_assert_int_eq(ok, THREADS * EACH);
-    ck_assert_int_eq(atomic_load(&g_seen.calls), THREADS * EACH);
+    concurrent_clients(8, 10);
 }
 END_TEST
 
