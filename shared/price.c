@@ -5,7 +5,8 @@
  * Shape of a loaded table (immutable after sn_price_table_parse returns):
  *
  *   rules[0..nrules)        one per distinct (pattern, provider), in order of first appearance;
- *                           each owns a compiled regex and a slice of versions
+ *                           each owns a compiled sn_pattern (or a regex_t for a pattern
+ *                           outside its subset) and a slice of versions
  *   versions[0..nentries)   every file entry, grouped by rule, each rule's slice sorted by
  *                           effective date, no two with the same date
  *
@@ -14,6 +15,8 @@
  * so a destroyed table's slots can never be hit by a later table at the same address.
  */
 #include "price.h"
+
+#include "pattern.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -43,6 +46,7 @@ typedef struct price_version {
 typedef struct price_rule {
     char pattern[SN_PRICE_MAX_PATTERN + 1];
     char provider[PROVIDER_MAX]; /* "" matches any provider */
+    sn_pattern *pat;             /* the pattern in sn_pattern's subset, or NULL: re is used */
     regex_t re;
     bool re_compiled;
     uint32_t first; /* first index of this rule's versions */
@@ -383,6 +387,7 @@ static bool parse_entry(parse_ctx *c, const yaml_node_t *n, size_t i, raw_entry 
 static void free_contents(sn_price_table *t)
 {
     for (size_t r = 0; r < t->nrules; r++) {
+        sn_pattern_free(t->rules[r].pat);
         if (t->rules[r].re_compiled)
             regfree(&t->rules[r].re);
     }
@@ -427,7 +432,13 @@ static bool build_rules(parse_ctx *c, sn_price_table *t, const raw_entry *e, siz
                           "bad regular expression \"%s\": %s", e[i].pattern, msg);
                 goto out_free_rule_of;
             }
-            rule->re_compiled = true;
+            /* regcomp() above checked the pattern (its errors are the ones users see); a pattern
+             * in sn_pattern's subset is matched by it instead, which keeps no DFA tables. */
+            rule->pat = sn_pattern_compile(rule->pattern);
+            if (rule->pat != NULL)
+                regfree(&rule->re);
+            else
+                rule->re_compiled = true;
             t->nrules++;
         }
         rule_of[i] = (uint32_t)r;
@@ -722,7 +733,8 @@ static int32_t match_rule(const sn_price_table *t, const char *model, const char
         const price_rule *rule = &t->rules[r];
         if (rule->provider[0] != '\0' && strcasecmp(rule->provider, provider) != 0)
             continue;
-        if (regexec(&rule->re, model, 0, NULL, 0) == 0)
+        if (rule->pat != NULL ? sn_pattern_match(rule->pat, model, strlen(model))
+                              : regexec(&rule->re, model, 0, NULL, 0) == 0)
             return (int32_t)r;
     }
     return -1;

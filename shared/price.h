@@ -5,9 +5,11 @@
  * shared/data/prices.yaml built into the library) and is immutable afterwards, so one table may be
  * shared by every thread. It is a list of rules; a rule is a POSIX extended regular expression on
  * the model name (matched case-insensitively, anchored only as written), an optional provider, and
- * one or more prices each with the date from which it applies. The first rule in file order whose
- * pattern (and provider) matches decides; within it the latest price whose effective date is at or
- * before the event's time applies.
+ * one or more prices each with the date from which it applies. Patterns are checked with regcomp()
+ * at load; those in the subset of shared/pattern.h (the shipped table's all are) are then matched
+ * by sn_pattern, which keeps none of glibc's DFA tables, the rest by regexec(). The first rule in
+ * file order whose pattern (and provider) matches decides; within it the latest price whose
+ * effective date is at or before the event's time applies.
  *
  * Looking a model up would mean running every pattern on every event; each thread instead keeps a
  * small fixed-size cache (SN_PRICE_CACHE_SLOTS entries, direct-mapped by a hash of model and

@@ -65,6 +65,7 @@ typedef struct sidecar_settings {
     int64_t max_inflight_bytes;
     int64_t grpc_streams;
     int64_t grpc_window;
+    int64_t http_bodies;
     int64_t memory_limit;
     int64_t memory_refuse_percent;
     int64_t malloc_arenas;
@@ -118,6 +119,9 @@ static const sn_config_desc descriptors[] = {
     SN_CFG_INT("otlp.grpc.max_concurrent_streams", sidecar_settings, grpc_streams, "8", 1, 1000,
                "HTTP/2 streams a client may have open at once on one gRPC connection; a client "
                "with more in flight queues them on its side"),
+    SN_CFG_INT("otlp.http.max_concurrent_bodies", sidecar_settings, http_bodies, "8", 0, 10000,
+               "OTLP/HTTP request bodies read at once; further requests wait, their bodies unread "
+               "in the connection, until one is answered (0: no limit)"),
     SN_CFG_SIZE("otlp.grpc.window", sidecar_settings, grpc_window, "256KiB", 0, (int64_t)64 << 20,
                 "gRPC flow-control window per stream (and TCP read size); 0: gRPC's own, which "
                 "grows to megabytes per stream"),
@@ -538,6 +542,7 @@ static int start(sidecar *sc)
             .max_body_bytes = (size_t)s->max_message_bytes,
             .max_connections = (unsigned)s->max_requests,
             .max_buffered_bytes = (size_t)s->max_inflight_bytes,
+            .max_bodies = (unsigned)s->http_bodies,
             /* One admission decision per request, as for gRPC: the body's reservation (which
              * also refuses while over the resident-set threshold). An empty body reserves
              * nothing and holds no memory: it is answered whatever the limit. */

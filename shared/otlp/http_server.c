@@ -25,6 +25,7 @@
 #include <stdatomic.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,14 @@ struct sn_http_server {
     int listen_fd;
     uint16_t port;
     _Atomic size_t buffered; /* body buffer bytes of all requests (cfg.max_buffered_bytes) */
+    /* Body slots (cfg.max_bodies), under slot_mu: requests holding one, and the requests that
+     * wait for one, suspended, in a ring of max_connections entries (each connection carries at
+     * most one request). stopping: no more waiting (the server is being stopped). */
+    pthread_mutex_t slot_mu;
+    unsigned bodies;
+    struct sn_http_request **waiting;
+    unsigned wait_head, wait_count;
+    bool stopping;
 };
 
 typedef enum req_kind { REQ_OTLP = 0, REQ_ROUTE } req_kind;
@@ -81,8 +90,12 @@ typedef struct sn_http_request {
     uint8_t *buf;   /* the (decompressed) body; freed by request_free() */
     size_t len;
     size_t cap;
-    size_t declared; /* Content-Length (0: none) */
-    size_t reserved; /* bytes of cfg.budget this request holds */
+    size_t declared;             /* Content-Length (0: none) */
+    size_t reserved;             /* bytes of cfg.budget this request holds */
+    bool slot;                   /* holds one of cfg.max_bodies (under srv->slot_mu) */
+    bool waiting;                /* suspended until a slot is handed to it */
+    bool continue_expected;      /* the client sent "Expect: 100-continue" */
+    struct MHD_Connection *conn; /* while waiting */
     z_stream z;
 } sn_http_request;
 
@@ -417,6 +430,98 @@ static enum MHD_Result answer_result(struct MHD_Connection *conn, const sn_http_
 
 /* ---------------------------------------------------------------- request bodies */
 
+/* ---------------------------------------------------------------- body slots */
+
+/* Takes a body slot for req, or queues it and suspends conn (a call of the access handler, the
+ * only place libmicrohttpd allows that). Returns true when req holds a slot (also without a
+ * limit, and while stopping), false when it waits: it is resumed holding one. */
+static bool slot_take(sn_http_server *s, sn_http_request *req, struct MHD_Connection *conn)
+{
+    if (s->cfg.max_bodies == 0)
+        return true;
+    bool taken = true;
+    pthread_mutex_lock(&s->slot_mu);
+    if (req->slot) {
+        req->waiting = false; /* handed over while it waited */
+    } else if (s->bodies < s->cfg.max_bodies || s->stopping ||
+               s->wait_count >= s->cfg.max_connections) {
+        s->bodies++;
+        req->slot = true;
+        req->waiting = false;
+    } else {
+        s->waiting[(s->wait_head + s->wait_count) % s->cfg.max_connections] = req;
+        s->wait_count++;
+        req->waiting = true;
+        req->conn = conn;
+        /* Under slot_mu, so no release can resume conn before it is suspended. (libmicrohttpd
+         * takes its own lock inside; it calls us under none of its locks.) */
+        MHD_suspend_connection(conn);
+        taken = false;
+    }
+    pthread_mutex_unlock(&s->slot_mu);
+    return taken;
+}
+
+/* Gives req's slot back, or hands it to the request that waited longest and resumes that one.
+ * A request still waiting (its client gone) leaves the queue. */
+static void slot_release(sn_http_server *s, sn_http_request *req)
+{
+    if (s->cfg.max_bodies == 0 || (!req->slot && !req->waiting))
+        return;
+    struct MHD_Connection *resume = NULL;
+    pthread_mutex_lock(&s->slot_mu);
+    if (req->waiting) {
+        for (unsigned i = 0; i < s->wait_count; i++) {
+            unsigned at = (s->wait_head + i) % s->cfg.max_connections;
+            if (s->waiting[at] != req)
+                continue;
+            for (unsigned j = i; j + 1 < s->wait_count; j++)
+                s->waiting[(s->wait_head + j) % s->cfg.max_connections] =
+                    s->waiting[(s->wait_head + j + 1) % s->cfg.max_connections];
+            s->wait_count--;
+            break;
+        }
+        req->waiting = false;
+    }
+    if (req->slot) {
+        req->slot = false;
+        if (s->wait_count > 0) {
+            sn_http_request *next = s->waiting[s->wait_head];
+            s->wait_head = (s->wait_head + 1) % s->cfg.max_connections;
+            s->wait_count--;
+            next->slot = true; /* bodies unchanged: the slot changes hands */
+            resume = next->conn;
+        } else {
+            s->bodies--;
+        }
+    }
+    pthread_mutex_unlock(&s->slot_mu);
+    if (resume != NULL)
+        MHD_resume_connection(resume);
+}
+
+/* Stops all waiting: every queued request is resumed holding a slot (over the limit), and no
+ * request waits from now on, so libmicrohttpd can be stopped with none suspended. */
+static void slots_stop(sn_http_server *s)
+{
+    if (s->cfg.max_bodies == 0)
+        return;
+    pthread_mutex_lock(&s->slot_mu);
+    s->stopping = true;
+    while (s->wait_count > 0) {
+        sn_http_request *next = s->waiting[s->wait_head];
+        s->wait_head = (s->wait_head + 1) % s->cfg.max_connections;
+        s->wait_count--;
+        next->slot = true;
+        s->bodies++;
+        struct MHD_Connection *conn = next->conn;
+        pthread_mutex_unlock(&s->slot_mu); /* libmicrohttpd is never called under slot_mu */
+        MHD_resume_connection(conn);
+        pthread_mutex_lock(&s->slot_mu);
+    }
+    pthread_mutex_unlock(&s->slot_mu);
+}
+
 /* Makes the request's share of the memory budget `want` bytes (growing only). Returns 0 (also
  * without a budget), or the budget's refusal: -EAGAIN (not now), -E2BIG (never). */
 static int request_budget(sn_http_request *req, size_t want)
@@ -458,6 +563,7 @@ static void request_free(sn_http_request *req)
     if (req->cap > 0)
         atomic_fetch_sub(&req->srv->buffered, req->cap);
     request_unbudget(req);
+    slot_release(req->srv, req);
     free(req->buf);
     free(req);
 }
@@ -620,6 +726,9 @@ static enum MHD_Result answer_memory(sn_http_server *s, struct MHD_Connection *c
                          "receiver over its memory limit, retry later", 1);
 }
 
+static enum MHD_Result start_body(sn_http_server *s, struct MHD_Connection *conn,
+                                  sn_http_request *req, void **req_cls);
+
 /* First call of a request: everything decidable from the headers. Either queues a refusal
  * (*req_cls stays NULL) or allocates the request state. */
 static enum MHD_Result begin_request(sn_http_server *s, struct MHD_Connection *conn,
@@ -698,14 +807,32 @@ static enum MHD_Result begin_request(sn_http_server *s, struct MHD_Connection *c
     req->gzip = gzip;
     req->limit = s->cfg.max_body_bytes;
     req->declared = declared;
+    req->continue_expected = expects_continue(conn);
+    *req_cls = req;
+    /* An OTLP body waits for a slot (cfg.max_bodies) before anything is reserved for it. */
+    if (is_otlp && (cl == NULL || declared > 0) && !slot_take(s, req, conn))
+        return MHD_YES;
+    return start_body(s, conn, req, req_cls);
+}
+
+/* Once req may read its body (a slot, when there are slots): reserves its memory and prepares
+ * gzip. Either queues a refusal (freeing req and clearing *req_cls when the client waits for
+ * "100 Continue" and so sends no body) or leaves req to read the body. */
+static enum MHD_Result start_body(sn_http_server *s, struct MHD_Connection *conn,
+                                  sn_http_request *req, void **req_cls)
+{
+    bool is_otlp = req->kind == REQ_OTLP, gzip = req->gzip;
+    sn_otlp_encoding enc = req->encoding;
+    size_t declared = req->declared;
     /* The body and the decoded data (a gzip body's output: at least twice the wire bytes),
      * reserved before a byte of the body is read. */
     int brc = request_budget(
         req, budget_for(req, gzip && declared < SIZE_MAX / 2 ? 2 * declared : declared));
     if (brc != 0) {
         req->fault = brc == -E2BIG ? FAULT_TOO_LARGE : FAULT_MEMORY;
-        if (expects_continue(conn)) {
-            free(req); /* the client sends no body: answer now */
+        if (req->continue_expected) {
+            *req_cls = NULL;
+            request_free(req); /* the client sends no body: answer now */
             if (brc == -E2BIG)
                 return is_otlp ? answer_status(conn, MHD_HTTP_CONTENT_TOO_LARGE, enc,
                                                RPC_RESOURCE_EXHAUSTED,
@@ -716,17 +843,16 @@ static enum MHD_Result begin_request(sn_http_server *s, struct MHD_Connection *c
                                                     "request body too large", 0);
             return answer_memory(s, conn, is_otlp, enc);
         }
-        *req_cls = req; /* the body is read and thrown away, then refused */
-        return MHD_YES;
+        return MHD_YES; /* the body is read and thrown away, then refused */
     }
     if (gzip) {
         if (inflateInit2(&req->z, 16 + MAX_WBITS) != Z_OK) {
+            *req_cls = NULL;
             request_free(req);
             return MHD_NO;
         }
         req->z_ready = true;
     }
-    *req_cls = req;
     return MHD_YES;
 }
 
@@ -839,6 +965,7 @@ static enum MHD_Result finish_request(sn_http_server *s, struct MHD_Connection *
     memset(&res, 0, sizeof res);
     s->cfg.handler(req->signal, req->encoding, req->buf ? req->buf : empty, req->len, &res,
                    s->cfg.handler_ud);
+    slot_release(s, req); /* the next body may be read while this answer goes out */
     res.message[sizeof res.message - 1] = '\0';
     return answer_result(conn, req, &res);
 }
@@ -885,6 +1012,20 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
     sn_http_request *req = *req_cls;
     if (req == NULL)
         return begin_request(s, conn, url, method, req_cls);
+    if (req->waiting) {
+        /* Resumed holding a slot (or, should libmicrohttpd call while suspended, not yet: the
+         * data stays unread). */
+        if (!slot_take(s, req, conn))
+            return MHD_YES;
+        enum MHD_Result q = start_body(s, conn, req, req_cls);
+        if (q != MHD_YES || *req_cls == NULL)
+            return q;
+        /* A call without data right after the resume repeats the headers' call (the one that
+         * was suspended), not the end of the body: the body is read next. Were it the end (an
+         * empty chunked body), libmicrohttpd calls again. */
+        if (*upload_data_size == 0)
+            return MHD_YES;
+    }
 
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
@@ -972,6 +1113,7 @@ int sn_http_server_create(const sn_http_server_config *cfg, sn_http_server **out
     }
     s->listen_fd = -1;
     s->cfg = *cfg;
+    pthread_mutex_init(&s->slot_mu, NULL);
     if (s->cfg.max_body_bytes == 0)
         s->cfg.max_body_bytes = SN_HTTP_DEFAULT_MAX_BODY;
     if (s->cfg.max_connections == 0)
@@ -992,6 +1134,14 @@ int sn_http_server_create(const sn_http_server_config *cfg, sn_http_server **out
         set_err(err, errlen, "HTTP server: a memory budget needs reserve and release");
         rc = -EINVAL;
         goto out_free_server;
+    }
+    if (s->cfg.max_bodies > 0) {
+        s->waiting = calloc(s->cfg.max_connections, sizeof *s->waiting);
+        if (s->waiting == NULL) {
+            set_err(err, errlen, "out of memory");
+            rc = -ENOMEM;
+            goto out_free_server;
+        }
     }
     s->listen_copy = strdup(cfg->listen);
     if (s->listen_copy == NULL) {
@@ -1077,6 +1227,8 @@ int sn_http_server_start(sn_http_server *s, char *err, size_t errlen)
         flags |= MHD_USE_IPv6;
     if (s->cfg.upgrade != NULL)
         flags |= MHD_ALLOW_UPGRADE;
+    if (s->cfg.max_bodies > 0)
+        flags |= MHD_ALLOW_SUSPEND_RESUME;
     struct MHD_OptionItem pool[] = {
         {s->cfg.threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, s->cfg.threads, NULL},
         {MHD_OPTION_END, 0, NULL}};
@@ -1106,8 +1258,13 @@ void sn_http_server_stop(sn_http_server *s)
     if (s == NULL || s->daemon == NULL)
         return;
     MHD_socket fd = MHD_quiesce_daemon(s->daemon);
+    slots_stop(s); /* libmicrohttpd must not be stopped with connections suspended */
     MHD_stop_daemon(s->daemon);
     s->daemon = NULL;
+    pthread_mutex_lock(&s->slot_mu);
+    s->stopping = false; /* every request has ended: none holds or waits for a slot */
+    s->bodies = 0;
+    pthread_mutex_unlock(&s->slot_mu);
     /* After quiescing the listening socket is ours again; without it MHD closed it. */
     if (fd != MHD_INVALID_SOCKET)
         close(fd);
@@ -1120,6 +1277,8 @@ void sn_http_server_destroy(sn_http_server *s)
     if (s == NULL)
         return;
     sn_http_server_stop(s);
+    pthread_mutex_destroy(&s->slot_mu);
+    free(s->waiting);
     free(s->host);
     free(s->listen_copy);
     free(s);

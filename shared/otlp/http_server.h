@@ -117,11 +117,16 @@ typedef struct sn_http_budget {
 } sn_http_budget;
 
 typedef struct sn_http_server_config {
-    const char *listen;            /* "host:port", "[v6addr]:port" or ":port"; port 0 = any */
-    size_t max_body_bytes;         /* 0: SN_HTTP_DEFAULT_MAX_BODY */
-    unsigned max_connections;      /* 0: SN_HTTP_DEFAULT_CONNECTIONS */
-    size_t max_buffered_bytes;     /* body buffers of all requests at once; growing past it gets
-                                      503 + Retry-After (one request always fits); 0: no limit */
+    const char *listen;        /* "host:port", "[v6addr]:port" or ":port"; port 0 = any */
+    size_t max_body_bytes;     /* 0: SN_HTTP_DEFAULT_MAX_BODY */
+    unsigned max_connections;  /* 0: SN_HTTP_DEFAULT_CONNECTIONS */
+    size_t max_buffered_bytes; /* body buffers of all requests at once; growing past it gets
+                                  503 + Retry-After (one request always fits); 0: no limit */
+    /* OTLP requests whose bodies are read at once; past it a request waits before its body is
+     * read (its connection is suspended and the body stays in the socket, so the client is held
+     * back by TCP, as gRPC's stream limit does) until one ends, oldest first. Nothing is refused
+     * for it. Must be at least `threads` when set; 0: no limit. */
+    unsigned max_bodies;
     unsigned connection_timeout_s; /* idle connection timeout; 0: SN_HTTP_DEFAULT_TIMEOUT_S */
     unsigned threads;              /* worker threads; 0: SN_HTTP_DEFAULT_THREADS */
     sn_otlp_handler handler;       /* NULL: no OTLP routes, every path goes to `route` */

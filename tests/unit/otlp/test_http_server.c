@@ -726,22 +726,29 @@ static void *client_thread(void *p)
     return NULL;
 }
 
-START_TEST(many_concurrent_requests)
+/* Runs `threads` clients (at most 16) of `each` small requests at once; asserts that every one
+ * was answered 200 and reached the handler. */
+static void concurrent_clients(int threads, int each)
 {
-    enum { THREADS = 16, EACH = 25 };
-    pthread_t th[THREADS];
-    client_arg args[THREADS];
-    for (int i = 0; i < THREADS; i++) {
-        args[i] = (client_arg){EACH, 0};
+    pthread_t th[16];
+    client_arg args[16];
+    ck_assert_int_le(threads, 16);
+    for (int i = 0; i < threads; i++) {
+        args[i] = (client_arg){each, 0};
         ck_assert_int_eq(pthread_create(&th[i], NULL, client_thread, &args[i]), 0);
     }
     int ok = 0;
-    for (int i = 0; i < THREADS; i++) {
+    for (int i = 0; i < threads; i++) {
         pthread_join(th[i], NULL);
         ok += args[i].ok;
     }
-    ck_assert_int_eq(ok, THREADS * EACH);
-    ck_assert_int_eq(atomic_load(&g_seen.calls), THREADS * EACH);
+    ck_assert_int_eq(ok, threads * each);
+    ck_assert_int_eq(atomic_load(&g_seen.calls), threads * each);
+}
+
+START_TEST(many_concurrent_requests)
+{
+    concurrent_clients(16, 25);
 }
 END_TEST
 
@@ -919,6 +926,108 @@ START_TEST(memory_budget_refuses_before_the_body)
 }
 END_TEST
 
+/* Starts g_srv with max_bodies body slots and the memory budget fb (large: it only counts). */
+static void start_server_slots(unsigned max_bodies, unsigned threads, fake_budget *fb)
+{
+    sn_http_server_destroy(g_srv);
+    free(g_seen.body);
+    memset(&g_seen, 0, sizeof g_seen);
+    pthread_mutex_init(&g_seen.mu, NULL);
+    pthread_cond_init(&g_seen.cv, NULL);
+    atomic_store(&fb->used, 0);
+    atomic_store(&fb->refused, 0);
+    fb->cap = 64 * 1024 * 1024;
+    sn_http_server_config cfg = {
+        .listen = "127.0.0.1:0",
+        .max_body_bytes = 1024 * 1024,
+        .max_bodies = max_bodies,
+        .threads = threads,
+        .handler = test_handler,
+        .handler_ud = &g_seen,
+        .budget = {fake_reserve, fake_release, fb},
+    };
+    char err[256];
+    ck_assert_int_eq(sn_http_server_create(&cfg, &g_srv, err, sizeof err), 0);
+    ck_assert_msg(sn_http_server_start(g_srv, err, sizeof err) == 0, "%s", err);
+    g_port = sn_http_server_port(g_srv);
+}
+
+/* max_bodies: with 2 slots and the handler held, of 6 requests only 2 reserve memory (one of
+ * them in the handler; the other's body may wait for the held worker thread); the others wait
+ * with their bodies unread (nothing reserved, nothing refused), and all 6 are answered 200 with
+ * their whole bodies once the handler goes on. */
+START_TEST(body_slots_hold_requests_back_without_refusing)
+{
+    static fake_budget fb;
+    start_server_slots(2, 2, &fb);
+    g_seen.gated = true;
+    enum { N = 6, LEN = 100 * 1024 };
+    big_post posts[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        posts[i] = (big_post){.len = LEN};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, big_post_thread, &posts[i]), 0);
+    }
+    while (atomic_load(&g_seen.in_handler) < 1) {
+        struct timespec ts = {0, 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    struct timespec settle = {0, 300 * 1000000L};
+    nanosleep(&settle, NULL);
+    ck_assert_int_le(atomic_load(&g_seen.in_handler), 2);
+    /* two bodies and their decoders' share (protobuf: half again), no more */
+    ck_assert_uint_eq(atomic_load(&fb.used), 2 * (LEN + LEN / 2));
+
+    pthread_mutex_lock(&g_seen.mu);
+    g_seen.open = true;
+    pthread_cond_broadcast(&g_seen.cv);
+    pthread_mutex_unlock(&g_seen.mu);
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(posts[i].r.status, 200);
+        reply_free(&posts[i].r);
+    }
+    ck_assert_int_eq(atomic_load(&g_seen.calls), N);
+    ck_assert_uint_eq(g_seen.len, LEN);
+    ck_assert_int_eq(atomic_load(&fb.refused), 0);
+    ck_assert_uint_eq(wait_used(&fb, 0), 0);
+
+    /* small requests from many clients at once all get through one slot too */
+    start_server_slots(1, 2, &fb);
+    concurrent_clients(8, 10);
+}
+END_TEST
+
+/* Stopping the server while requests wait for a body slot: they are let go (answered or cut
+ * off), no client hangs, and the server starts again. */
+START_TEST(stop_with_requests_waiting_for_a_slot)
+{
+    static fake_budget fb;
+    start_server_slots(1, 2, &fb);
+    g_seen.sleep_ms = 200;
+    enum { THREADS = 5 };
+    pthread_t th[THREADS];
+    client_arg args[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        args[i] = (client_arg){2, 0};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, client_thread, &args[i]), 0);
+    }
+    struct timespec ts = {0, 300 * 1000000L};
+    nanosleep(&ts, NULL);
+    sn_http_server_stop(g_srv);
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(th[i], NULL);
+    g_seen.sleep_ms = 0;
+    char err[128];
+    ck_assert_int_eq(sn_http_server_start(g_srv, err, sizeof err), 0);
+    g_port = sn_http_server_port(g_srv);
+    reply r = post("/v1/traces", "application/json", "{}", 2);
+    ck_assert_int_eq(r.status, 200);
+    reply_free(&r);
+    ck_assert_uint_eq(wait_used(&fb, 0), 0);
+}
+END_TEST
+
 START_TEST(stop_with_requests_in_flight)
 {
     g_seen.sleep_ms = 200;
@@ -1049,6 +1158,8 @@ static Suite *http_suite(void)
     tcase_add_test(tc, many_concurrent_requests);
     tcase_add_test(tc, buffered_bytes_budget_refuses_retryable);
     tcase_add_test(tc, memory_budget_refuses_before_the_body);
+    tcase_add_test(tc, body_slots_hold_requests_back_without_refusing);
+    tcase_add_test(tc, stop_with_requests_waiting_for_a_slot);
     tcase_add_test(tc, stop_with_requests_in_flight);
     tcase_add_test(tc, server_without_otlp_routes);
     tcase_add_test(tc, configuration_errors);
