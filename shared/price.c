@@ -16,6 +16,7 @@
  */
 #include "price.h"
 
+#include "bytes.h"
 #include "pattern.h"
 
 #include <ctype.h>
@@ -679,49 +680,13 @@ size_t sn_price_table_entries(const sn_price_table *t)
 
 /* --- lookup --- */
 
-/* One step of the cache's hash: a word folded in (a multiply-xorshift). */
-static inline uint64_t hash_word(uint64_t h, uint64_t w)
-{
-    h = (h ^ w) * 0x9fb21c651e98df25ull;
-    return h ^ (h >> 29);
-}
-
-/* Folds n bytes of p into h, a word at a time; the last word overlaps the one before (n >= 8)
- * or is read as two halves or three bytes (n < 8), so no byte past p[n - 1] is read. Every
- * byte of a word is or-ed with fold (0, or 0x20 to make the two cases of a letter one). */
-static inline uint64_t hash_part(uint64_t h, const char *p, size_t n, uint64_t fold)
-{
-    uint64_t w;
-    if (n >= 8) {
-        for (; n > 8; p += 8, n -= 8) {
-            memcpy(&w, p, 8);
-            h = hash_word(h, w | fold);
-        }
-        memcpy(&w, p + n - 8, 8);
-        return hash_word(h, w | fold);
-    }
-    if (n >= 4) {
-        uint32_t a, b;
-        memcpy(&a, p, 4);
-        memcpy(&b, p + n - 4, 4);
-        w = ((uint64_t)a << 32 | b) | fold;
-    } else if (n > 0) {
-        w = ((uint64_t)(unsigned char)p[0] << 16 | (uint64_t)(unsigned char)p[n / 2] << 8 |
-             (unsigned char)p[n - 1]) |
-            (fold & 0xFFFFFF);
-    } else {
-        w = 0;
-    }
-    return hash_word(h, w);
-}
-
 /* The cache's hash of a model (mlen bytes, exact) and a provider (plen bytes, any case: or-ing
  * 0x20 into each byte makes the cases of a letter one, and a few other pairs too, which only
  * costs a comparison). */
 static uint32_t key_hash(const char *model, size_t mlen, const char *provider, size_t plen)
 {
-    uint64_t h = hash_part((uint64_t)mlen << 32 | plen, model, mlen, 0);
-    h = hash_part(h, provider, plen, 0x2020202020202020ull);
+    uint64_t h = sn_hash_bytes((uint64_t)mlen << 32 | plen, model, mlen, 0);
+    h = sn_hash_bytes(h, provider, plen, 0x2020202020202020ull);
     return (uint32_t)(h ^ (h >> 32));
 }
 
