@@ -260,7 +260,9 @@ static uint32_t crc_update(uint32_t crc, const uint8_t *p, size_t n)
 #define CRC32C_POLY 0x82f63b78u /* reflected */
 
 static uint32_t crc32c_tab[8][256]; /* slicing-by-8 tables, filled once */
-static bool crc32c_hw_ok;           /* the CPU has SSE4.2's crc32 instruction */
+#ifdef SPOOL_CRC32C_HW
+static bool crc32c_hw_ok; /* the CPU has SSE4.2's crc32 instruction */
+#endif
 static pthread_once_t crc32c_once = PTHREAD_ONCE_INIT;
 
 static void crc32c_init(void)

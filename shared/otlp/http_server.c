@@ -441,7 +441,9 @@ static bool slot_take(sn_http_server *s, sn_http_request *req, struct MHD_Connec
         return true;
     bool taken = true;
     pthread_mutex_lock(&s->slot_mu);
-    if (req->slot) {
+    if (req->waiting && !req->slot) {
+        taken = false; /* still queued (libmicrohttpd does not call a suspended connection) */
+    } else if (req->slot) {
         req->waiting = false; /* handed over while it waited */
     } else if (s->bodies < s->cfg.max_bodies || s->stopping ||
                s->wait_count >= s->cfg.max_connections) {
@@ -454,7 +456,8 @@ static bool slot_take(sn_http_server *s, sn_http_request *req, struct MHD_Connec
         req->waiting = true;
         req->conn = conn;
         /* Under slot_mu, so no release can resume conn before it is suspended. (libmicrohttpd
-         * takes its own lock inside; it calls us under none of its locks.) */
+         * takes its own lock inside; it calls us under none of its locks, so slot_mu is always
+         * taken first.) */
         MHD_suspend_connection(conn);
         taken = false;
     }
@@ -468,7 +471,6 @@ static void slot_release(sn_http_server *s, sn_http_request *req)
 {
     if (s->cfg.max_bodies == 0 || (!req->slot && !req->waiting))
         return;
-    struct MHD_Connection *resume = NULL;
     pthread_mutex_lock(&s->slot_mu);
     if (req->waiting) {
         for (unsigned i = 0; i < s->wait_count; i++) {
@@ -490,14 +492,15 @@ static void slot_release(sn_http_server *s, sn_http_request *req)
             s->wait_head = (s->wait_head + 1) % s->cfg.max_connections;
             s->wait_count--;
             next->slot = true; /* bodies unchanged: the slot changes hands */
-            resume = next->conn;
+            /* Under slot_mu (the order slot_take suspends in): once slots_stop holds the lock,
+             * every connection handed a slot is already flagged for resumption, so
+             * MHD_stop_daemon never meets one still suspended. */
+            MHD_resume_connection(next->conn);
         } else {
             s->bodies--;
         }
     }
     pthread_mutex_unlock(&s->slot_mu);
-    if (resume != NULL)
-        MHD_resume_connection(resume);
 }
 
 /* Stops all waiting: every queued request is resumed holding a slot (over the limit), and no
@@ -514,10 +517,7 @@ static void slots_stop(sn_http_server *s)
         s->wait_count--;
         next->slot = true;
         s->bodies++;
-        struct MHD_Connection *conn = next->conn;
-        pthread_mutex_unlock(&s->slot_mu); /* libmicrohttpd is never called under slot_mu */
-        MHD_resume_connection(conn);
-        pthread_mutex_lock(&s->slot_mu);
+        MHD_resume_connection(next->conn); /* under slot_mu, as in slot_release */
     }
     pthread_mutex_unlock(&s->slot_mu);
 }
