@@ -95,10 +95,7 @@ static bool printable(unsigned char c)
 
 static void class_add(uint32_t *set, unsigned char c)
 {
-    unsigned char l = lower(c), u = upper(c);
     set[c >> 5] |= 1u << (c & 31);
-    set[l >> 5] |= 1u << (l & 31);
-    set[u >> 5] |= 1u << (u & 31);
 }
 
 /* Parses a bracket expression after its '['. Returns its node, or -1 when outside the subset. */
@@ -140,6 +137,15 @@ static int parse_bracket(parser *p)
         for (int i = 0; i < 8; i++)
             set[i] = ~set[i];
         set[0] &= ~1u; /* never NUL */
+    }
+    /* glibc tests the input upper-cased against the set so read: a lower-case letter is in the
+     * class exactly when its capital is ("[_-~]" holds '{' but neither 'a' nor 'A'). */
+    for (unsigned v = 'a'; v <= 'z'; v++) {
+        unsigned u = v - 32;
+        if (set[u >> 5] & (1u << (u & 31)))
+            set[v >> 5] |= 1u << (v & 31);
+        else
+            set[v >> 5] &= ~(1u << (v & 31));
     }
     int n = new_node(p, N_CLASS, -1, -1);
     if (n < 0)

@@ -691,14 +691,15 @@ static uint32_t key_hash(const char *model, size_t mlen, const char *provider, s
 }
 
 /* Runs the patterns: the first rule whose provider (if any) equals provider and whose pattern
- * matches model. Returns its index or -1. */
-static int32_t match_rule(const sn_price_table *t, const char *model, const char *provider)
+ * matches model (mlen bytes, NUL-terminated). Returns its index or -1. */
+static int32_t match_rule(const sn_price_table *t, const char *model, size_t mlen,
+                          const char *provider)
 {
     for (size_t r = 0; r < t->nrules; r++) {
         const price_rule *rule = &t->rules[r];
         if (rule->provider[0] != '\0' && strcasecmp(rule->provider, provider) != 0)
             continue;
-        if (rule->pat != NULL ? sn_pattern_match(rule->pat, model, strlen(model))
+        if (rule->pat != NULL ? sn_pattern_match(rule->pat, model, mlen)
                               : regexec(&rule->re, model, 0, NULL, 0) == 0)
             return (int32_t)r;
     }
@@ -722,8 +723,8 @@ static int32_t find_rule(const sn_price_table *t, const char *model, size_t mlen
                          const char *provider, size_t plen)
 {
     if (mlen >= CACHE_MODEL_MAX || plen >= PROVIDER_MAX) {
-        cache_stats.misses++;
-        return match_rule(t, model, provider);
+        cache_stats.misses++; /* mlen may be capped (sn_price_rule): the whole name */
+        return match_rule(t, model, strlen(model), provider);
     }
     /* The slot of the last look-up first: runs of one model cost no hash. */
     cache_slot *s = cache_last;
@@ -741,7 +742,7 @@ static int32_t find_rule(const sn_price_table *t, const char *model, size_t mlen
     cache_stats.misses++;
     if (s->table_id != 0)
         cache_stats.evictions++;
-    int32_t r = match_rule(t, model, provider);
+    int32_t r = match_rule(t, model, mlen, provider);
     s->table_id = t->id;
     s->hash = h;
     s->rule = r;

@@ -125,7 +125,7 @@ typedef struct sn_http_server_config {
     /* OTLP requests whose bodies are read at once; past it a request waits before its body is
      * read (its connection is suspended and the body stays in the socket, so the client is held
      * back by TCP, as gRPC's stream limit does) until one ends, oldest first. Nothing is refused
-     * for it. Must be at least `threads` when set; 0: no limit. */
+     * for it. 0: no limit. */
     unsigned max_bodies;
     unsigned connection_timeout_s; /* idle connection timeout; 0: SN_HTTP_DEFAULT_TIMEOUT_S */
     unsigned threads;              /* worker threads; 0: SN_HTTP_DEFAULT_THREADS */
