@@ -220,7 +220,11 @@ START_TEST(edge_cases_agree_with_regexec)
                                        "^[0-9]{2}$",
                                        "o1(-preview)?(-[0-9]{2})?$",
                                        "([a-z0-9_.-]+/)?gpt$",
-                                       "((a|b)(c|d))+e"};
+                                       "((a|b)(c|d))+e",
+                                       "[_-~]",
+                                       "^[ -~]+$",
+                                       "^[!-~]$",
+                                       "^[^_-~]$"};
     static const char *const subjects[] = {
         "",       "a",          "A",      "b",      "B",       "c",     "ab",    "AB",
         "aB",     "abb",        "aabb",   "babb",   "abc",     "aXc",   "a.c",   ".",
@@ -229,7 +233,7 @@ START_TEST(edge_cases_agree_with_regexec)
         "-",      "^",          "[",      "\\",     "\\\\",    "_",     "`",     "Z",
         "z",      "/x",         ".x",     "12",     "1",       "123",   "o1",    "o1-preview-12",
         "o1-12",  "us.meta.x1", "meta.x", "gpt",    "a/b/gpt", "A/GPT", "ace",   "bde",
-        "acbde",  "e",          "~"};
+        "acbde",  "e",          "~",      "{",      "Ab{"};
     for (size_t i = 0; i < sizeof pats / sizeof pats[0]; i++) {
         regex_t rx;
         ck_assert_msg(regcomp(&rx, pats[i], REG_EXTENDED | REG_ICASE | REG_NOSUB) == 0, "%s",
@@ -256,8 +260,8 @@ static void append(char *out, size_t cap, const char *str)
 /* Appends a random expression of about depth levels to out (at most cap bytes with the NUL). */
 static void random_expr(char *out, size_t cap, int depth)
 {
-    static const char *const atoms[] = {"a",     "b",     "A",   "-", ".",    "[ab]", "[^a]",
-                                        "[a-c]", "[A-B]", "\\.", "/", "[-.]", "[b-C]"};
+    static const char *const atoms[] = {"a",     "b",     "A",   "-", ".",    "[ab]",  "[^a]",
+                                        "[a-c]", "[A-B]", "\\.", "/", "[-.]", "[b-C]", "[_-~]"};
     static const char *const quants[] = {"", "", "", "*", "+", "?", "{2}", "{0,2}", "{1,}"};
     int parts = 1 + (int)rnd(3);
     for (int i = 0; i < parts; i++) {
