@@ -41,7 +41,7 @@ sn_pattern *sn_pattern_compile(const char *re);
  * caller's stack (about 6 KiB at most). */
 bool sn_pattern_match(const sn_pattern *p, const char *s, size_t len);
 
-/* The bytes p holds on the heap (for tests and the memory accounting of the price table). */
+/* The bytes p holds on the heap (for the memory measurements of the tests). */
 size_t sn_pattern_size(const sn_pattern *p);
 
 /* Frees p; NULL is allowed. */
