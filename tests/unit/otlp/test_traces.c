@@ -556,6 +556,53 @@ START_TEST(request_memo_gives_each_span_its_own_facts)
 }
 END_TEST
 
+/* The key memo compares a key with the previous span's key at its position word by word from
+ * both ends: a key that differs from it in any one byte (at every position, for keys of each
+ * length class: up to 16, 32 and 48 bytes) is not taken for it, and the key itself after such a
+ * key is still recognised. */
+START_TEST(key_memo_sees_a_difference_at_every_byte)
+{
+    static const char *const keys[] = {"gen_ai.system", "gen_ai.usage.input_tokens",
+                                       "gen_ai.usage.cache_creation.input_tokens"};
+    char err[SN_OTLP_ERR_MAX];
+    static sink k;
+    for (size_t ki = 0; ki < sizeof keys / sizeof keys[0]; ki++) {
+        size_t n = strlen(keys[ki]);
+        for (size_t i = 0; i < n; i++) {
+            char *bad = palloc(n + 1);
+            memcpy(bad, keys[ki], n + 1);
+            bad[i] = '#';
+            Span *sp[3];
+            for (int j = 0; j < 3; j++) {
+                const char *key = j == 1 ? bad : keys[ki];
+                AnyValue *v = ki == 0 ? v_str("anthropic") : v_int(9);
+                KeyValue *a[] = {kv("gen_ai.request.model", v_str("m")), kv(key, v)};
+                sp[j] = span((uint8_t)(j + 1), T0, T0 + 1000, 0, 2, a);
+            }
+            ScopeSpans *sc[] = {scope(3, sp)};
+            ResourceSpans *rs[] = {rspans(resource("svc", "r"), 1, sc)};
+            size_t len;
+            uint8_t *buf = pack(1, rs, &len);
+            ck_assert_int_eq(decode(buf, len, &k, NULL, err), 0);
+            ck_assert_uint_eq(k.n, 3);
+            for (int j = 0; j < 3; j++) {
+                bool hit = j != 1;
+                if (ki == 0)
+                    ck_assert_msg(strcmp(k.ev[j].provider, hit ? "anthropic" : "") == 0,
+                                  "key %s byte %zu span %d: provider '%s'", keys[ki], i, j,
+                                  k.ev[j].provider);
+                else if (ki == 1)
+                    ck_assert_msg((k.ev[j].input_tokens == 9) == hit, "key %s byte %zu span %d",
+                                  keys[ki], i, j);
+                else
+                    ck_assert_msg((k.ev[j].cache_write_tokens == 9) == hit,
+                                  "key %s byte %zu span %d", keys[ki], i, j);
+            }
+        }
+    }
+}
+END_TEST
+
 START_TEST(refused_spans_are_counted_by_reason)
 {
     Span *short_tid = genai_span(1, "m", 1, 1, 0);
@@ -1043,6 +1090,7 @@ static Suite *traces_suite(void)
     tcase_add_test(ok, other_conventions_and_value_types);
     tcase_add_test(ok, price_table_is_passed_through);
     tcase_add_test(ok, request_memo_gives_each_span_its_own_facts);
+    tcase_add_test(ok, key_memo_sees_a_difference_at_every_byte);
     tcase_add_test(ok, refused_spans_are_counted_by_reason);
     tcase_add_test(ok, long_keys_and_values_are_bounded);
     tcase_add_test(ok, nested_values_are_ignored);
