@@ -1679,6 +1679,12 @@ static int append_request(sn_batch_parts *parts, size_t *cap, ZSTD_CCtx *z, cons
 int sn_batch_flatten_request(const uint8_t *req, size_t len, const sn_batch_config *cfg,
                              sn_batch_parts *out, char *err, size_t errlen)
 {
+    return sn_batch_flatten_request_floor(req, len, cfg, SN_BATCH_PART_FLOOR, out, err, errlen);
+}
+
+int sn_batch_flatten_request_floor(const uint8_t *req, size_t len, const sn_batch_config *cfg,
+                                   size_t floor, sn_batch_parts *out, char *err, size_t errlen)
+{
     uint64_t compression = 0, declared = 0;
     const uint8_t *payload = NULL;
     size_t plen = 0, max = cfg->max_message_bytes, cap = 0;
@@ -1772,11 +1778,12 @@ int sn_batch_flatten_request(const uint8_t *req, size_t len, const sn_batch_conf
     /* The split is a function of the record alone, never of a setting (max_message_bytes, zstd
      * on or off may change across a restart while a split batch is half sent; the same parts
      * must then be made again). Every part holds at most `budget` Batch bytes, from the grouped
-     * Batch's own size (sealed under the limit of its day), at least SN_BATCH_PART_FLOOR: its
-     * request is then at most that size whatever zstd makes of it (ZSTD_compressBound(x) - x
+     * Batch's own size (sealed under the limit of its day), at least floor (SN_BATCH_PART_FLOOR):
+     * its request is then at most that size whatever zstd makes of it (ZSTD_compressBound(x) - x
      * grows with x). Whether each request fits today's limit is checked (append_request). */
-    size_t unit = blen > SN_BATCH_PART_FLOOR ? blen : SN_BATCH_PART_FLOOR;
-    size_t budget = unit - ENVELOPE_MAX - (ZSTD_compressBound(unit) - unit);
+    size_t unit = blen > floor ? blen : floor;
+    size_t grow = ENVELOPE_MAX + (ZSTD_compressBound(unit) - unit);
+    size_t budget = unit > grow ? unit - grow : 0;
     /* The common case: one request, the flat Batch as it is. */
     if (flen <= budget) {
         res.end = malloc(sizeof *res.end);

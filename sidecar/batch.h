@@ -282,4 +282,9 @@ void sn_batch_parts_free(sn_batch_parts *parts);
 int sn_batch_flatten_request(const uint8_t *req, size_t len, const sn_batch_config *cfg,
                              sn_batch_parts *out, char *err, size_t errlen);
 
+/* sn_batch_flatten_request with `floor` in place of SN_BATCH_PART_FLOOR: for tests and the
+ * fuzzer, which reach splits with small batches this way. The sidecar never calls it. */
+int sn_batch_flatten_request_floor(const uint8_t *req, size_t len, const sn_batch_config *cfg,
+                                   size_t floor, sn_batch_parts *out, char *err, size_t errlen);
+
 #endif
