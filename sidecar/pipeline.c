@@ -1091,10 +1091,12 @@ enum flatten_outcome {
 
 /* After an INVALID_ARGUMENT: when the spool's oldest record carries groups, the aggregator does
  * not read them (a downgrade): converts the record to flat events (p->flat, sent instead of it;
- * split over several requests when the flat batch is over max_message_bytes, see
- * sn_batch_flatten_request) and seals flat from now on. A record that cannot be converted (an
- * event alone over the limit; malformed) would be refused again forever and block the spool: it
- * is dropped with an error and counted as undeliverable. */
+ * split over several requests when the flat batch is over the part budget, which depends on the
+ * record alone, see sn_batch_flatten_request) and seals flat from now on. A record that cannot be
+ * converted (an event alone over the part budget; a request over today's max_message_bytes;
+ * malformed) would be refused again forever and block the spool: it is dropped with an error and
+ * counted as undeliverable. Out of memory: FLAT_RETRY, p->flat_retry set (ship_kick converts
+ * again). */
 static enum flatten_outcome flatten_head(sn_pipeline *p)
 {
     const uint8_t *data;
