@@ -1498,32 +1498,33 @@ void sn_batch_parts_free(sn_batch_parts *parts)
     parts->n = 0;
 }
 
-/* A part's sidecar id: "<id>/part<k>" (SN_BATCH_PART_SUFFIX) for all parts but the last, which
- * keeps the batch's own id. Returns the length, or 0 when it would be over 128 bytes. */
-static size_t part_id(char *out, const uint8_t *id, size_t idlen, size_t k, size_t n)
-{
-    if (k + 1 == n) {
-        memcpy(out, id, idlen);
-        return idlen;
-    }
-    char suffix[32];
-    int sl = snprintf(suffix, sizeof suffix, SN_BATCH_PART_SUFFIX "%zu", k + 1);
-    if (sl < 0 || idlen + (size_t)sl >= SN_BATCH_ID_MAX)
-        return 0;
-    memcpy(out, id, idlen);
-    memcpy(out + idlen, suffix, (size_t)sl);
-    return idlen + (size_t)sl;
-}
+/* A top-level field of the flat Batch: its bytes b[off .. off + len), tag included. */
+typedef struct sn_span {
+    size_t off;
+    size_t len;
+} sn_span;
 
-/* What flatten_pack builds the parts from: the flat Batch's top-level fields, sorted. */
+/* What the parts are built from: the flat Batch's top-level fields, sorted. */
 typedef struct sn_flat_fields {
     const uint8_t *id; /* sidecar_id's value */
     size_t idlen;
     uint64_t sequence;
-    size_t tail;      /* bytes of the other non-entry fields (created, dropped, unknown) */
-    size_t max_entry; /* the largest events / alerts / aggregates entry, tag included */
+    sn_span *entries; /* the events / alerts / aggregates entries, in order (malloc'd) */
     size_t n_entries;
+    sn_span *tails; /* the other fields but id and sequence: created, dropped, unknown (malloc'd) */
+    size_t n_tails;
+    size_t tail;      /* their bytes */
+    size_t max_entry; /* the largest entry */
 } sn_flat_fields;
+
+/* Frees the spans flat_fields allocated. */
+static void flat_fields_free(sn_flat_fields *ff)
+{
+    free(ff->entries);
+    free(ff->tails);
+    ff->entries = NULL;
+    ff->tails = NULL;
+}
 
 static bool is_entry(uint32_t tag)
 {
@@ -1533,77 +1534,105 @@ static bool is_entry(uint32_t tag)
             f == sentinel_v1_Batch_aggregates_tag);
 }
 
-static bool flat_fields(const uint8_t *b, size_t len, sn_flat_fields *ff)
+/* Reads the flat Batch b into *ff (the spans malloc'd: the caller frees them with
+ * flat_fields_free, also on failure): counted in a first walk, recorded in a second. Returns 0,
+ * -EINVAL (malformed, or no sidecar_id of 1..128 bytes) or -ENOMEM. */
+static int flat_fields(const uint8_t *b, size_t len, sn_flat_fields *ff)
 {
     memset(ff, 0, sizeof *ff);
-    sn_cursor c = {b, b + len};
-    while (c.p < c.end) {
-        const uint8_t *start, *val;
-        uint32_t tag;
-        if (!next_field(&c, &tag, &start, &val))
-            return false;
-        size_t n = (size_t)(c.p - start);
-        if (is_entry(tag)) {
-            ff->n_entries++;
-            if (n > ff->max_entry)
-                ff->max_entry = n;
-        } else if ((tag >> 3) == sentinel_v1_Batch_sidecar_id_tag && (tag & 7) == PB_WT_STRING) {
-            sn_cursor lc = {val, c.p};
-            uint32_t l;
-            if (!get_varint32(&lc, &l))
-                return false;
-            ff->id = lc.p;
-            ff->idlen = l;
-        } else if ((tag >> 3) == sentinel_v1_Batch_sequence_tag && (tag & 7) == PB_WT_VARINT) {
-            sn_cursor lc = {val, c.p};
-            if (!get_varint64(&lc, &ff->sequence))
-                return false;
-        } else {
-            ff->tail += n;
+    size_t ne = 0, nt = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            ff->entries = malloc((ne > 0 ? ne : 1) * sizeof *ff->entries);
+            ff->tails = malloc((nt > 0 ? nt : 1) * sizeof *ff->tails);
+            if (ff->entries == NULL || ff->tails == NULL)
+                return -ENOMEM;
+        }
+        sn_cursor c = {b, b + len};
+        while (c.p < c.end) {
+            const uint8_t *start, *val;
+            uint32_t tag;
+            if (!next_field(&c, &tag, &start, &val))
+                return -EINVAL;
+            sn_span s = {(size_t)(start - b), (size_t)(c.p - start)};
+            if (is_entry(tag)) {
+                if (pass == 0)
+                    ne++;
+                else
+                    ff->entries[ff->n_entries++] = s;
+                if (s.len > ff->max_entry)
+                    ff->max_entry = s.len;
+            } else if ((tag >> 3) == sentinel_v1_Batch_sidecar_id_tag &&
+                       (tag & 7) == PB_WT_STRING) {
+                sn_cursor lc = {val, c.p};
+                uint32_t l;
+                if (!get_varint32(&lc, &l))
+                    return -EINVAL;
+                ff->id = lc.p;
+                ff->idlen = l;
+            } else if ((tag >> 3) == sentinel_v1_Batch_sequence_tag && (tag & 7) == PB_WT_VARINT) {
+                sn_cursor lc = {val, c.p};
+                if (!get_varint64(&lc, &ff->sequence))
+                    return -EINVAL;
+            } else if (pass == 0) {
+                nt++;
+                ff->tail += s.len;
+            } else {
+                ff->tails[ff->n_tails++] = s;
+            }
         }
     }
-    return ff->idlen > 0 && ff->idlen < SN_BATCH_ID_MAX;
+    return ff->idlen > 0 && ff->idlen < SN_BATCH_ID_MAX ? 0 : -EINVAL;
 }
 
-/* Writes part k of the flat Batch b: its id and sequence, the entries [from, to) (counted in
- * entries), and, for the last part, the other fields. Returns the bytes written to out. */
-static size_t write_part(uint8_t *out, const uint8_t *b, size_t len, const sn_flat_fields *ff,
-                         size_t k, size_t n, size_t from, size_t to)
+/* The most a part's sidecar_id and sequence fields take (tags and lengths included). */
+#define PART_HEAD_MAX (1u + 1u + SN_BATCH_ID_MAX + 1u + 10u)
+
+/* A part's sidecar id and sequence: every part but the last goes under "<id>/part"
+ * (SN_BATCH_PART_SUFFIX) with sequence (S << SN_BATCH_PART_BITS) | k, k = 1.., the last under the
+ * batch's own id and sequence S. Returns the id's length (out holds SN_BATCH_ID_MAX bytes). */
+static size_t part_id(char *out, const sn_flat_fields *ff, size_t k, size_t n, uint64_t *seq)
+{
+    memcpy(out, ff->id, ff->idlen);
+    if (k + 1 == n) {
+        *seq = ff->sequence;
+        return ff->idlen;
+    }
+    memcpy(out + ff->idlen, SN_BATCH_PART_SUFFIX, sizeof SN_BATCH_PART_SUFFIX - 1);
+    *seq = (ff->sequence << SN_BATCH_PART_BITS) | (uint64_t)(k + 1);
+    return ff->idlen + sizeof SN_BATCH_PART_SUFFIX - 1;
+}
+
+/* Writes part k of n of the flat Batch b: its id and sequence (part_id), the entries [from, to)
+ * and, for the last part, the other fields. Returns the bytes written to out (at most
+ * PART_HEAD_MAX + the entries' and, for the last, the other fields' bytes). */
+static size_t write_part(uint8_t *out, const uint8_t *b, const sn_flat_fields *ff,
+                         const sn_span *entries, size_t k, size_t n, size_t from, size_t to)
 {
     char id[SN_BATCH_ID_MAX];
-    size_t idlen = part_id(id, ff->id, ff->idlen, k, n);
+    uint64_t seq;
+    size_t idlen = part_id(id, ff, k, n, &seq);
     uint8_t *p = out;
     p = put_tag(p, sentinel_v1_Batch_sidecar_id_tag, PB_WT_STRING);
     p = put_varint(p, idlen);
     memcpy(p, id, idlen);
     p += idlen;
-    if (ff->sequence != 0) {
+    if (seq != 0) {
         p = put_tag(p, sentinel_v1_Batch_sequence_tag, PB_WT_VARINT);
-        p = put_varint(p, ff->sequence);
+        p = put_varint(p, seq);
     }
-    sn_cursor c = {b, b + len};
-    size_t e = 0;
-    while (c.p < c.end) { /* flat_fields checked the bytes */
-        const uint8_t *start, *val;
-        uint32_t tag = 0;
-        (void)next_field(&c, &tag, &start, &val);
-        size_t sz = (size_t)(c.p - start);
-        bool copy;
-        if (is_entry(tag)) {
-            copy = e >= from && e < to;
-            e++;
-        } else {
-            copy = k + 1 == n && (tag >> 3) != sentinel_v1_Batch_sidecar_id_tag &&
-                   (tag >> 3) != sentinel_v1_Batch_sequence_tag;
-        }
-        if (copy) {
-            memcpy(p, start, sz);
-            p += sz;
+    for (size_t e = from; e < to; e++) {
+        memcpy(p, b + entries[e].off, entries[e].len);
+        p += entries[e].len;
+    }
+    if (k + 1 == n) {
+        for (size_t t = 0; t < ff->n_tails; t++) {
+            memcpy(p, b + ff->tails[t].off, ff->tails[t].len);
+            p += ff->tails[t].len;
         }
     }
     return (size_t)(p - out);
 }
-
 /* Appends one IngestRequest holding the Batch b[0..blen) to parts (compressed with z when not
  * NULL). Returns 0, -ENOMEM, -EIO or -EMSGSIZE (the request over max). */
 static int append_request(sn_batch_parts *parts, size_t *cap, ZSTD_CCtx *z, const uint8_t *b,
@@ -1650,6 +1679,12 @@ static int append_request(sn_batch_parts *parts, size_t *cap, ZSTD_CCtx *z, cons
 int sn_batch_flatten_request(const uint8_t *req, size_t len, const sn_batch_config *cfg,
                              sn_batch_parts *out, char *err, size_t errlen)
 {
+    return sn_batch_flatten_request_floor(req, len, cfg, SN_BATCH_PART_FLOOR, out, err, errlen);
+}
+
+int sn_batch_flatten_request_floor(const uint8_t *req, size_t len, const sn_batch_config *cfg,
+                                   size_t floor, sn_batch_parts *out, char *err, size_t errlen)
+{
     uint64_t compression = 0, declared = 0;
     const uint8_t *payload = NULL;
     size_t plen = 0, max = cfg->max_message_bytes, cap = 0;
@@ -1657,6 +1692,7 @@ int sn_batch_flatten_request(const uint8_t *req, size_t len, const sn_batch_conf
     uint8_t *plain = NULL, *flat = NULL, *part = NULL;
     ZSTD_CCtx *z = NULL;
     sn_batch_parts res = {NULL, NULL, 0};
+    sn_flat_fields ff = {0};
     int rc = -EINVAL;
     sn_cursor c = {req, req + len};
     while (c.p < c.end) {
@@ -1722,8 +1758,10 @@ int sn_batch_flatten_request(const uint8_t *req, size_t len, const sn_batch_conf
         goto bad;
     free(plain);
     plain = NULL;
-    sn_flat_fields ff;
-    if (!flat_fields(flat, flen, &ff))
+    rc = flat_fields(flat, flen, &ff);
+    if (rc == -ENOMEM)
+        goto nomem;
+    if (rc != 0)
         goto bad;
     if (cfg->zstd_level > 0) {
         z = ZSTD_createCCtx();
@@ -1737,80 +1775,71 @@ int sn_batch_flatten_request(const uint8_t *req, size_t len, const sn_batch_conf
             goto out;
         }
     }
-    /* Every part holds at most `budget` Batch bytes: its request then fits max whatever zstd
-     * makes of it (ZSTD_compressBound(x) - x grows with x). */
-    size_t slack = ENVELOPE_MAX + (z != NULL ? ZSTD_compressBound(max) - max : 0);
-    size_t budget = max > slack ? max - slack : 0;
+    /* The split is a function of the record alone, never of a setting (max_message_bytes, zstd
+     * on or off may change across a restart while a split batch is half sent; the same parts
+     * must then be made again). Every part holds at most `budget` Batch bytes, from the grouped
+     * Batch's own size (sealed under the limit of its day), at least floor (SN_BATCH_PART_FLOOR):
+     * its request is then at most that size whatever zstd makes of it (ZSTD_compressBound(x) - x
+     * grows with x). Whether each request fits today's limit is checked (append_request). */
+    size_t unit = blen > floor ? blen : floor;
+    size_t grow = ENVELOPE_MAX + (ZSTD_compressBound(unit) - unit);
+    size_t budget = unit > grow ? unit - grow : 0;
     /* The common case: one request, the flat Batch as it is. */
-    if (flen <= max) {
+    if (flen <= budget) {
         res.end = malloc(sizeof *res.end);
         if (res.end == NULL)
             goto nomem;
         rc = append_request(&res, &cap, z, flat, flen, max, err, errlen);
-        if (rc != -EMSGSIZE)
-            goto done;
-        sn_batch_parts_free(&res);
-        cap = 0;
+        goto done;
     }
-    /* Too big for one request: the entries, in order, packed into as many parts as needed,
-     * each with the id (its suffix included), the sequence and -- counted in every part, written
-     * in the last -- the other fields. */
-    size_t digits = 1;
-    for (size_t v = ff.n_entries; v >= 10; v /= 10)
-        digits++; /* of the largest part number: there are at most n_entries parts */
-    size_t fixed = 1 + 1 + ff.idlen + (sizeof SN_BATCH_PART_SUFFIX - 1) + digits + 1 + 10 + ff.tail;
-    if (budget <= fixed || ff.max_entry > budget - fixed) {
-        if (err != NULL && errlen > 0)
-            snprintf(err, errlen,
-                     "batch: an entry of %zu bytes cannot go in a request under "
-                     "max_message_bytes %zu",
-                     ff.max_entry, max);
-        rc = -EMSGSIZE;
-        goto out;
-    }
-    size_t room = budget - fixed, nparts = 0;
-    /* Counted first, then the part boundaries (entry indexes) kept: the same walk twice. */
-    for (int pass = 0; pass < 2; pass++) {
-        size_t k = 0, used = 0, e = 0;
-        if (pass == 1)
-            starts[0] = 0;
-        c = (sn_cursor){flat, flat + flen};
-        while (c.p < c.end) {
-            const uint8_t *start, *val;
-            uint32_t tag = 0;
-            (void)next_field(&c, &tag, &start, &val); /* flat_fields checked the bytes */
-            if (!is_entry(tag))
-                continue;
-            size_t n = (size_t)(c.p - start);
-            if (used + n > room) {
-                k++;
-                used = 0;
-                if (pass == 1)
-                    starts[k] = e;
-            }
-            used += n;
-            e++;
-        }
-        if (pass == 0) {
-            nparts = k + 1;
-            starts = malloc((nparts + 1) * sizeof *starts);
-            res.end = malloc(nparts * sizeof *res.end);
-            part = malloc(budget);
-            if (starts == NULL || res.end == NULL || part == NULL)
-                goto nomem;
-        } else {
-            starts[nparts] = e;
-        }
-    }
-    char probe[SN_BATCH_ID_MAX];
-    if (nparts > 1 && part_id(probe, ff.id, ff.idlen, nparts - 2, nparts) == 0) {
+    /* Too big for one request: the entries, in order, packed into as many parts as needed, each
+     * with the id (its suffix included), the sequence and -- counted in every part, written in
+     * the last -- the other fields. Part boundaries recorded in one walk, slices copied. */
+    if (ff.idlen + sizeof SN_BATCH_PART_SUFFIX - 1 >= SN_BATCH_ID_MAX) {
         set_err(err, errlen, "batch: sidecar_id too long to name the parts of a split batch");
         rc = -EMSGSIZE;
         goto out;
     }
+    if (ff.sequence >> (64 - SN_BATCH_PART_BITS) != 0) {
+        set_err(err, errlen, "batch: sequence too large to number the parts of a split batch");
+        rc = -EMSGSIZE;
+        goto out;
+    }
+    size_t fixed = PART_HEAD_MAX + ff.tail;
+    if (budget <= fixed || ff.max_entry > budget - fixed) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen,
+                     "batch: an entry of %zu bytes cannot go in a part of a split batch "
+                     "(%zu bytes, from the batch's own size)",
+                     ff.max_entry, budget);
+        rc = -EMSGSIZE;
+        goto out;
+    }
+    size_t room = budget - fixed, nparts = 1, used = 0;
+    starts = malloc((ff.n_entries + 1) * sizeof *starts); /* at most one part per entry */
+    if (starts == NULL)
+        goto nomem;
+    starts[0] = 0;
+    for (size_t e = 0; e < ff.n_entries; e++) {
+        if (used + ff.entries[e].len > room) {
+            starts[nparts++] = e;
+            used = 0;
+        }
+        used += ff.entries[e].len;
+    }
+    starts[nparts] = ff.n_entries;
+    if (nparts - 1 >= ((size_t)1 << SN_BATCH_PART_BITS)) {
+        set_err(err, errlen, "batch: too many parts for a split batch");
+        rc = -EMSGSIZE;
+        goto out;
+    }
+    res.end = malloc(nparts * sizeof *res.end);
+    part = malloc(budget + PART_HEAD_MAX); /* a margin over what write_part writes */
+    if (res.end == NULL || part == NULL)
+        goto nomem;
     rc = 0;
     for (size_t k = 0; k < nparts && rc == 0; k++) {
-        size_t pl = write_part(part, flat, flen, &ff, k, nparts, starts[k], starts[k + 1]);
+        size_t pl = write_part(part, flat, &ff, ff.entries, k, nparts, starts[k], starts[k + 1]);
         rc = append_request(&res, &cap, z, part, pl, max, err, errlen);
     }
 done:
@@ -1828,6 +1857,7 @@ bad:
     rc = -EINVAL;
 out:
     sn_batch_parts_free(&res);
+    flat_fields_free(&ff);
     ZSTD_freeCCtx(z);
     free(starts);
     free(part);

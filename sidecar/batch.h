@@ -244,8 +244,13 @@ typedef struct sn_batch_parts {
 /* Frees a parts' buffers and zeroes it (NULL or an empty one: no-op). */
 void sn_batch_parts_free(sn_batch_parts *parts);
 
-/* The sidecar id of every part of a split batch but the last: "<id>" SN_BATCH_PART_SUFFIX "<k>". */
+/* The sidecar id of every part of a split batch but the last: "<id>" SN_BATCH_PART_SUFFIX, with
+ * sequence (S << SN_BATCH_PART_BITS) | k for part k = 1.. of the batch of sequence S. */
 #define SN_BATCH_PART_SUFFIX "/part"
+#define SN_BATCH_PART_BITS   20
+/* The least part budget of a split (see sn_batch_flatten_request): a flat batch of up to about
+ * this many bytes is never split. */
+#define SN_BATCH_PART_FLOOR ((size_t)64 << 10)
 
 /* Converts an IngestRequest whose Batch carries groups (compression NONE_GROUPS or ZSTD_GROUPS:
  * what sn_batch_encode writes with sn_batch.groups) into the same batch with flat events, for an
@@ -254,22 +259,32 @@ void sn_batch_parts_free(sn_batch_parts *parts);
  * as cfg says (zstd_level, zstd_raw_literals, zstd_hash_log: as sealing does), and each request
  * and its Batch are at most cfg->max_message_bytes.
  *
- * Usually that is one request. When the flat batch does not fit (the group's strings are now in
- * every event), its events, alerts and aggregates are split, in order, over n requests that each
- * fit: the last carries the batch's own sidecar_id and sequence (and created_unix_nano and
- * dropped_events); part k < n carries the same sequence under the sidecar id
- * "<sidecar_id>/part<k>" (k from 1). The aggregator's (sidecar id, sequence) de-duplication then
- * applies each part exactly once, also when they are all sent again after a restart (the split
- * depends only on the request and cfg). Send them in order and drop the spool's record after the
- * last is acknowledged.
+ * Usually that is one request. When the flat batch is over the part budget (the group's strings
+ * are now in every event), its events, alerts and aggregates are split, in order, over n parts.
+ * The split is a function of the record alone, never of cfg, so that a restart while a split
+ * batch is half sent makes exactly the same parts again: the budget is U - ENVELOPE - (zstd's
+ * worst-case growth of U) Batch bytes per part, U the grouped Batch's own (uncompressed) size
+ * or SN_BATCH_PART_FLOOR if larger -- so each part's request is at most U, which fitted the limit
+ * the record was sealed under. The last part carries the batch's own sidecar_id and sequence S
+ * (and created_unix_nano and dropped_events); part k < n goes under "<sidecar_id>/part" with
+ * sequence (S << SN_BATCH_PART_BITS) | k (k from 1): one extra de-dup entry per sidecar, rising
+ * in sending order across batches. The aggregator's (sidecar id, sequence) de-duplication then
+ * applies each part exactly once, also when they are all sent again after a restart. Send them
+ * in order and drop the spool's record after the last is acknowledged.
  *
  * Returns 0 and fills *out (the caller frees it with sn_batch_parts_free); -ENOENT when the
  * request holds no groups (nothing to convert); -EINVAL when malformed or its declared size is
- * over SN_BATCH_MAX_MESSAGE_LIMIT (a batch sealed under a larger max_message_bytes than cfg's is
- * split like any other); -EMSGSIZE when an event, alert or aggregate alone cannot go in a request
- * under the limit, or the id is too long for the part suffix (the batch cannot be delivered flat);
- * -ENOMEM; -EIO. A one-line reason in err. Thread-safe; allocates. */
+ * over SN_BATCH_MAX_MESSAGE_LIMIT; -EMSGSIZE when a request is over today's
+ * cfg->max_message_bytes (lowered since the record was sealed), an event, alert or aggregate
+ * alone is over the part budget, the id is too long for the part suffix, S is 2^44 or more, or
+ * there would be 2^20 parts or more (the batch cannot be delivered flat); -ENOMEM; -EIO. A
+ * one-line reason in err. Thread-safe; allocates; linear in the request's size. */
 int sn_batch_flatten_request(const uint8_t *req, size_t len, const sn_batch_config *cfg,
                              sn_batch_parts *out, char *err, size_t errlen);
+
+/* sn_batch_flatten_request with `floor` in place of SN_BATCH_PART_FLOOR: for tests and the
+ * fuzzer, which reach splits with small batches this way. The sidecar never calls it. */
+int sn_batch_flatten_request_floor(const uint8_t *req, size_t len, const sn_batch_config *cfg,
+                                   size_t floor, sn_batch_parts *out, char *err, size_t errlen);
 
 #endif

@@ -256,6 +256,9 @@ struct sn_pipeline {
      * popped. flat.n is 0 when there is none. */
     sn_batch_parts flat;
     size_t flat_next;
+    /* Converting the oldest record failed for want of memory (FLAT_RETRY): the next ship_kick
+     * converts it again rather than resending the grouped record the aggregator refused. */
+    bool flat_retry;
     uint64_t ship_started; /* uv_hrtime() of the call in flight */
     bool waiting;          /* a backoff or retry-after timer runs */
     sn_backoff backoff;
@@ -1065,6 +1068,7 @@ static void ship_pop(sn_pipeline *p)
     sn_spool_pop(p->d.spool);
     sn_batch_parts_free(&p->flat);
     p->flat_next = 0;
+    p->flat_retry = false;
 }
 
 /* The spool's oldest record is done with (acknowledged, or refused for good): with a flat copy
@@ -1087,10 +1091,12 @@ enum flatten_outcome {
 
 /* After an INVALID_ARGUMENT: when the spool's oldest record carries groups, the aggregator does
  * not read them (a downgrade): converts the record to flat events (p->flat, sent instead of it;
- * split over several requests when the flat batch is over max_message_bytes, see
- * sn_batch_flatten_request) and seals flat from now on. A record that cannot be converted (an
- * event alone over the limit; malformed) would be refused again forever and block the spool: it
- * is dropped with an error and counted as undeliverable. */
+ * split over several requests when the flat batch is over the part budget, which depends on the
+ * record alone, see sn_batch_flatten_request) and seals flat from now on. A record that cannot be
+ * converted (an event alone over the part budget; a request over today's max_message_bytes;
+ * malformed) would be refused again forever and block the spool: it is dropped with an error and
+ * counted as undeliverable. Out of memory: FLAT_RETRY, p->flat_retry set (ship_kick converts
+ * again). */
 static enum flatten_outcome flatten_head(sn_pipeline *p)
 {
     const uint8_t *data;
@@ -1106,8 +1112,10 @@ static enum flatten_outcome flatten_head(sn_pipeline *p)
     if (rc == -ENOMEM) {
         sn_log_error("out of memory converting a grouped batch to flat events; retrying",
                      SN_LOG_STR("error", err));
+        p->flat_retry = true;
         return FLAT_RETRY;
     }
+    p->flat_retry = false;
     if (rc != 0) {
         sn_counter_inc(p->shipped[SHIP_UNDELIVERABLE]);
         sn_log_error("the aggregator does not read event groups and this batch cannot be sent as "
@@ -1204,6 +1212,23 @@ static void ship_kick(sn_pipeline *p)
         sn_log_error("cannot read the spool", SN_LOG_ERRNO(rc));
         wait_then_ship(p, sn_backoff_next(&p->backoff, &p->backoff_cfg, sn_backoff_random()));
         return;
+    }
+    if (p->flat_retry && p->flat.n == 0) { /* a conversion to retry (FLAT_RETRY) */
+        enum flatten_outcome fo = flatten_head(p);
+        if (fo == FLAT_RETRY) {
+            wait_then_ship(p, sn_backoff_next(&p->backoff, &p->backoff_cfg, sn_backoff_random()));
+            return;
+        }
+        p->flat_retry = false;
+        if (fo == FLAT_UNDELIVERABLE) { /* popped: the next record */
+            ship_kick(p);
+            return;
+        }
+        rc = sn_spool_peek(p->d.spool, &data, &len, NULL);
+        if (rc != 0) {
+            ship_kick(p);
+            return;
+        }
     }
     if (p->flat.n > 0) { /* the oldest record, converted to flat events (flatten_head) */
         size_t from = p->flat_next > 0 ? p->flat.end[p->flat_next - 1] : 0;

@@ -9,19 +9,103 @@
  * it accepts (it may refuse more: any field but events and aggregates, an aggregate the
  * aggregator would refuse; the decoder skips aggregates). Events appended one by one with the
  * hand-written encoder are byte for byte the record nanopb writes; written as event groups they
- * decode to the same events. Sealed with groups and flattened under a small limit (48 to 239
- * bytes, so that the fuzzer's small events are split), every flat request stays within it.
+ * decode to the same events. Sealed with groups and flattened with a small part budget (a floor
+ * of 200 to 399 bytes, so that the fuzzer's small batches are split), zstd on or off: every flat
+ * request stays within the limit, and unpacked, the parts hold every event once, in order.
  */
 #include "batch.h"
 #include "fuzz_common.h"
 
 #include <errno.h>
+#include <zstd.h>
 
 #define FUZZ_CAP 64
 
 static sn_event events[FUZZ_CAP];
 static sn_event again[FUZZ_CAP];
 static uint8_t buf[FUZZ_CAP * 1024];
+static uint8_t flat_events[FUZZ_CAP * 2048]; /* the parts' events fields, concatenated */
+static uint8_t plain[FUZZ_CAP * 2048 + 4096];
+
+/* Reads a varint at *p (before end); 0 when truncated. */
+static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    *v = 0;
+    for (int shift = 0; *p < end && shift < 64; shift += 7) {
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return 1;
+    }
+    return 0;
+}
+
+/* Appends the events fields (Batch field 3, tag included) of one flat request to
+ * flat_events[*used..]: aborts when the request is not one the flattening writes. */
+static void collect_events(const uint8_t *req, size_t len, size_t *used)
+{
+    const uint8_t *p = req, *end = req + len, *payload = NULL;
+    uint64_t compression = 0, tag, v, plen = 0, declared = 0;
+    while (p < end) {
+        if (!read_varint(&p, end, &tag))
+            abort();
+        if ((tag & 7) == 0) {
+            if (!read_varint(&p, end, &v))
+                abort();
+            if (tag >> 3 == 1)
+                compression = v;
+            else if (tag >> 3 == 2)
+                declared = v;
+        } else if ((tag & 7) == 2) {
+            if (!read_varint(&p, end, &v) || v > (uint64_t)(end - p))
+                abort();
+            if (tag >> 3 == 3) {
+                payload = p;
+                plen = v;
+            }
+            p += v;
+        } else {
+            abort();
+        }
+    }
+    const uint8_t *b = payload;
+    size_t blen = (size_t)plen;
+    if (compression == 1) { /* ZSTD */
+        if (declared > sizeof plain)
+            abort();
+        size_t n = ZSTD_decompress(plain, sizeof plain, payload, (size_t)plen);
+        if (ZSTD_isError(n) || n != declared)
+            abort();
+        b = plain;
+        blen = n;
+    } else if (compression != 0) {
+        abort();
+    }
+    p = b;
+    end = b + blen;
+    while (p < end) {
+        const uint8_t *start = p;
+        if (!read_varint(&p, end, &tag))
+            abort();
+        if ((tag & 7) == 2) {
+            if (!read_varint(&p, end, &v) || v > (uint64_t)(end - p))
+                abort();
+            p += v;
+        } else if ((tag & 7) == 0) {
+            if (!read_varint(&p, end, &v))
+                abort();
+        } else {
+            abort();
+        }
+        if (tag == (3u << 3 | 2u)) {
+            size_t n = (size_t)(p - start);
+            if (n > sizeof flat_events - *used)
+                abort();
+            memcpy(flat_events + *used, start, n);
+            *used += n;
+        }
+    }
+}
 
 /* Compares two events field by field (NAN equal to NAN; the bookkeeping is not on the wire). */
 static int same_event(const sn_event *a, const sn_event *b)
@@ -138,19 +222,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (sn_batch_encode(enc, &b, &req, &req_len, NULL, err, sizeof err) != 0)
         abort();
     sn_batch_config small = *sn_batch_encoder_config(enc);
-    /* Limits below the configurable 1 KiB, uncompressed or not: more splits. */
+    /* A part budget of 200 to 399 bytes, uncompressed or not: splits of the small batches. */
     small.zstd_level = (int)(size & 1);
-    small.max_message_bytes = 48 + size % 192;
     sn_batch_parts parts = {NULL, NULL, 0};
-    rc = sn_batch_flatten_request(req, req_len, &small, &parts, err, sizeof err);
+    rc = sn_batch_flatten_request_floor(req, req_len, &small, 200 + size % 200, &parts, err,
+                                        sizeof err);
     if (rc == -ENOENT || rc == -EMSGSIZE) { /* no group (events of one resource each); too big */
         sn_fuzz_check_err(err, sizeof err);
         return 0;
     }
     if (rc != 0 || parts.n == 0)
         abort();
-    for (size_t k = 0; k < parts.n; k++)
-        if (parts.end[k] - (k > 0 ? parts.end[k - 1] : 0) > small.max_message_bytes)
+    size_t used = 0;
+    for (size_t k = 0; k < parts.n; k++) {
+        size_t from = k > 0 ? parts.end[k - 1] : 0;
+        if (parts.end[k] - from > small.max_message_bytes)
+            abort();
+        collect_events(parts.data + from, parts.end[k] - from, &used);
+    }
+    /* Every event once, in order. */
+    if (sn_batch_decode_event_record(flat_events, used, again, FUZZ_CAP, &n2, err, sizeof err) !=
+            0 ||
+        n2 != n)
+        abort();
+    for (size_t i = 0; i < n; i++)
+        if (!same_event(&events[i], &again[i]))
             abort();
     sn_batch_parts_free(&parts);
     return 0;

@@ -14,8 +14,8 @@
 //   4. split: a second sidecar (otlp.max_message_bytes 64 KiB, uncompressed batches so the proxy
 //      can read them) seals one grouped batch of events with long resource strings: under the
 //      limit with groups, far over it flat. Refused by the old aggregator, it is split into
-//      several flat requests under the limit ("<id>/part<k>" and then the batch's own id, all
-//      with its sequence): every event arrives exactly once.
+//      several flat requests under the limit ("<id>/part" with sequence (S << 20) | k, then the
+//      batch's own id with its sequence S): every event arrives exactly once.
 import {
   check, httpRequest, log, makeSpan, readEventLog, run, sdk, sleep, startAggregator, startSidecar,
   tempDir, waitEventLog, checkExactlyOnce, pbFields,
@@ -80,12 +80,16 @@ await run('sidecar_groups', async () => {
       const c = pbFields(req).find((f) => f.field === 1);
       const compression = c ? Number(c.value) : 0;
       let id = '';
-      if (compression === 0 || compression === 2) { // uncompressed: the Batch's sidecar_id
+      let seq = null;
+      if (compression === 0 || compression === 2) { // uncompressed: the Batch's sidecar_id, sequence
         const pl = pbFields(req).find((f) => f.field === 3);
-        const idf = pl ? pbFields(pl.value).find((f) => f.field === 1) : null;
+        const fields = pl ? pbFields(pl.value) : [];
+        const idf = fields.find((f) => f.field === 1);
         if (idf) id = idf.value.toString();
+        const sf = fields.find((f) => f.field === 2);
+        if (sf) seq = BigInt(sf.value);
       }
-      proxy.seen.push({ old: proxy.old, compression, id, bytes: req.length });
+      proxy.seen.push({ old: proxy.old, compression, id, seq, bytes: req.length });
       if (proxy.old && compression >= 2) {
         proxy.refusedGrouped++;
         cb({ code: grpc.status.INVALID_ARGUMENT, details: `unknown compression ${compression}` });
@@ -180,13 +184,21 @@ await run('sidecar_groups', async () => {
   }, 20000);
   const haveBig = new Set(got.filter((l) => l.type === 'event').map((l) => l.span_id));
   check(bigIds.every((id) => haveBig.has(id)), 'split: every event of the big batch arrived');
-  const resent = small.logs.find((j) => j.msg === 'the aggregator refused a batch with event groups; resending it as flat events');
+  // The flush timer may seal the events as more than one batch: some batch went as several parts.
+  const resent = small.logs.filter((j) => j.msg === 'the aggregator refused a batch with event groups; resending it as flat events')
+    .reduce((a, j) => (a && a.requests >= j.requests ? a : j), null);
   check(resent && resent.requests >= 2, `split: the flat copy went as several requests (${JSON.stringify(resent)})`);
   const calls = proxy.seen.slice(splitFrom);
+  const shown = JSON.stringify(calls.map(({ id, seq, bytes, compression }) => ({ id, seq: String(seq), bytes, compression })));
   const parts = calls.filter((c) => c.compression === 0 && c.id.startsWith(`${small.sidecarId}/part`));
-  check(parts.length >= 1 && parts.every((c) => c.bytes <= 65536),
-    `split: parts under "<id>/part<k>", each at most 64 KiB: ${JSON.stringify(calls.map(({ id, bytes, compression }) => ({ id, bytes, compression })))}`);
-  check(calls.some((c) => c.compression === 0 && c.id === small.sidecarId), 'split: the last part under the batch\'s own id');
+  check(parts.length >= 1 && parts.every((c) => c.bytes <= 65536 && c.id === `${small.sidecarId}/part`),
+    `split: parts under "<id>/part", each at most 64 KiB: ${shown}`);
+  const lasts = calls.filter((c) => c.compression === 0 && c.id === small.sidecarId);
+  check(lasts.length >= 1, 'split: the last part under the batch\'s own id');
+  // Each part's sequence is (S << 20) | k, k = 1.. in sending order, S the last part's sequence.
+  const bySeq = parts.every((c) => lasts.some((l) => l.seq === c.seq >> 20n) && (c.seq & 0xfffffn) >= 1n);
+  const rising = parts.every((c, i) => i === 0 || c.seq > parts[i - 1].seq);
+  check(bySeq && rising, `split: part sequences (S << 20) | k, rising: ${shown}`);
   check(calls.some((c) => c.compression === 2), 'split: the grouped batch was refused first');
   log(`split: ${resent ? resent.requests : 0} flat requests for one grouped batch of ${bigIds.length} events`);
 
