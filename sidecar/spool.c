@@ -1594,8 +1594,14 @@ static int recover_journal_file(sn_spool *s, int fd, uint64_t gen, uint8_t *scra
         }
         uint32_t len = get_u32(r + 4);
         if (*version == JOURNAL_VERSION_TAGGED && get_u32(r) == JREC_MAGIC &&
-            get_u32(r + 8) != (uint32_t)gen)
-            break; /* a record of the file's earlier life (a reused spare): the end, not damage */
+            get_u32(r + 8) != (uint32_t)gen) {
+            /* A record of the file's earlier life (a reused spare): the end, not damage. Cut
+             * off quietly, so that a later append shorter than what it covers leaves no stale
+             * bytes behind it (which the next open would report as a torn tail). */
+            if (ftruncate(fd, (off_t)off) != 0)
+                return -errno;
+            break;
+        }
         if (get_u32(r) != JREC_MAGIC || len > SN_SPOOL_MAX_RECORD) {
             why = "bad header";
             break;
