@@ -283,10 +283,9 @@ static void crc32c_init(void)
 #endif
 }
 
-uint32_t sn_spool_crc32c_portable(uint32_t crc, const void *buf, size_t n)
+/* The table path; the tables must be filled (crc32c_once). */
+static uint32_t crc32c_sw(uint32_t crc, const uint8_t *p, size_t n)
 {
-    pthread_once(&crc32c_once, crc32c_init);
-    const uint8_t *p = buf;
     uint32_t c = ~crc;
     for (; n >= 8; p += 8, n -= 8) {
         uint32_t lo = get_u32(p) ^ c, hi = get_u32(p + 4);
@@ -318,20 +317,33 @@ __attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const 
 }
 #endif
 
+/* CRC-32C without the once-check: sn_spool_open fills the tables (and the CPU flag) before any
+ * spool computes one, so the record paths pay no pthread_once per call. */
+static uint32_t crc32c_fast(uint32_t crc, const uint8_t *p, size_t n)
+{
+#ifdef SPOOL_CRC32C_HW
+    if (crc32c_hw_ok)
+        return crc32c_hw(crc, p, n);
+#endif
+    return crc32c_sw(crc, p, n);
+}
+
+uint32_t sn_spool_crc32c_portable(uint32_t crc, const void *buf, size_t n)
+{
+    pthread_once(&crc32c_once, crc32c_init);
+    return crc32c_sw(crc, buf, n);
+}
+
 uint32_t sn_spool_crc32c(uint32_t crc, const void *buf, size_t n)
 {
     pthread_once(&crc32c_once, crc32c_init);
-#ifdef SPOOL_CRC32C_HW
-    if (crc32c_hw_ok)
-        return crc32c_hw(crc, buf, n);
-#endif
-    return sn_spool_crc32c_portable(crc, buf, n);
+    return crc32c_fast(crc, buf, n);
 }
 
 /* Continues a journal record's CRC over p[0..n): CRC-32C in a version 2 file, else zlib's. */
 static uint32_t jcrc_update(uint32_t version, uint32_t crc, const uint8_t *p, size_t n)
 {
-    return version == JOURNAL_VERSION_TAGGED ? sn_spool_crc32c(crc, p, n) : crc_update(crc, p, n);
+    return version == JOURNAL_VERSION_TAGGED ? crc32c_fast(crc, p, n) : crc_update(crc, p, n);
 }
 
 /* The CRC of a journal record: over its first 12 header bytes and the payload; in a version 2
@@ -1930,6 +1942,7 @@ int sn_spool_open(const char *dir, const sn_spool_config *cfg, sn_spool **out, c
     }
     if ((rc = check_config(cfg, err, errlen)) != 0)
         return rc;
+    pthread_once(&crc32c_once, crc32c_init); /* before any record's CRC-32C (crc32c_fast) */
     sn_spool *s = calloc(1, sizeof *s);
     if (s == NULL)
         goto out_nomem;
