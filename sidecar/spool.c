@@ -1420,7 +1420,12 @@ static int journal_rotate(sn_spool *s)
     free(s->recovered);
     s->recovered = NULL;
     s->nrecovered = 0;
+    /* The closed descriptor is gone before a sync journal_retire may start: nothing of it may
+     * be duplicated (its number may be reused already); its file is covered, no sync needed. */
     close(s->jfd);
+    s->jfd = -1;
+    s->jdirty = false;
+    s->jrewrite = false;
     journal_retire(s, s->jgen);
     retire_detached(s, s->covered_gen);
     s->jfd = fd;
@@ -2415,8 +2420,10 @@ static void set_files_dirty(sn_spool *s, bool dirty, bool rewrite)
             s->segs[i].rewrite |= rewrite;
         }
     }
-    s->jdirty = dirty;
-    s->jrewrite |= rewrite;
+    if (s->jfd >= 0) {
+        s->jdirty = dirty;
+        s->jrewrite |= rewrite;
+    }
     for (size_t i = 0; i < s->ndetached; i++) {
         s->detached[i].dirty = dirty;
         s->detached[i].rewrite |= rewrite;
