@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -1105,6 +1106,88 @@ START_TEST(journal_files_are_recycled)
 }
 END_TEST
 
+/* renameat2, interposed for the spool's calls: with g_noreplace_einval, RENAME_NOREPLACE fails
+ * with EINVAL as on a filesystem without it. Every call is counted. */
+static bool g_noreplace_einval;
+static int g_renameat2_calls;
+
+int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
+              unsigned int flags)
+{
+    g_renameat2_calls++;
+    if (g_noreplace_einval && (flags & RENAME_NOREPLACE) != 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    return (int)syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, flags);
+}
+
+/* Starts generations 2..n+1: a journal record, a sealed record covering it, a reset and a sync
+ * (which drops the covered file) each. */
+static void cycle_generations(sn_spool *s, uint64_t from, uint64_t n)
+{
+    for (uint64_t g = from; g < from + n; g++) {
+        journal_rec(s, 10 * g);
+        append_rec(s, 1000 + g, g);
+        ck_assert_int_eq(sn_spool_journal_reset(s), 0);
+        ck_assert_int_eq(sn_spool_sync(s), 0);
+    }
+}
+
+/* Where renameat2(RENAME_NOREPLACE) fails with EINVAL, the first failed reuse stops spares:
+ * the waiting ones are deleted, covered files deleted from then on, no rename tried again. */
+START_TEST(spares_stop_without_rename_noreplace)
+{
+    g_noreplace_einval = true;
+    sn_spool_config c = small_cfg();
+    c.max_bytes = 8 << 20;
+    sn_spool *s = open_ok(&c);
+    cycle_generations(s, 1, 10);
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(sn_spool_journal_generation(s), 11);
+    ck_assert_uint_eq(st.journal_recycled, 0);
+    ck_assert_int_eq(g_renameat2_calls, 1);
+    ck_assert_int_eq(count_files("spare-"), 0);
+    ck_assert_int_eq(count_files("journal-"), 1);
+    journal_rec(s, 111);
+    sn_spool_close(s);
+    sn_spool_close(open_expect_journal(&c, 1, 111));
+}
+END_TEST
+
+/* A spare that cannot be opened (here a dangling symlink in its place) is deleted, and the
+ * generation gets a new file. */
+START_TEST(unopenable_spare_is_deleted)
+{
+    sn_spool_config c = small_cfg();
+    c.max_bytes = 8 << 20;
+    sn_spool *s = open_ok(&c);
+    cycle_generations(s, 1, 1);
+    ck_assert_int_eq(count_files("spare-"), 1);
+    DIR *d = opendir(g_dir);
+    ck_assert_ptr_nonnull(d);
+    char path[256] = "";
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (strncmp(e->d_name, "spare-", 6) == 0)
+            snprintf(path, sizeof path, "%s/%.64s", g_dir, e->d_name);
+    closedir(d);
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(symlink("no-such-file", path), 0);
+    cycle_generations(s, 2, 1);
+    struct stat st;
+    ck_assert_int_ne(lstat(path, &st), 0); /* the symlink is gone */
+    sn_spool_stats ss;
+    sn_spool_get_stats(s, &ss);
+    ck_assert_uint_eq(ss.journal_recycled, 0);
+    ck_assert_uint_eq(sn_spool_journal_generation(s), 3);
+    journal_rec(s, 31);
+    sn_spool_close(s);
+    sn_spool_close(open_expect_journal(&c, 1, 31));
+}
+END_TEST
+
 /* CRC-32C: the known check value, and the SSE4.2 path (where the CPU has it), the portable
  * table path and a bit-at-a-time reference agree on every length and alignment, continued or
  * in one go. */
@@ -2043,6 +2126,8 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, torn_journal_tail);
     tcase_add_test(tc, journal_uncovered_comes_back);
     tcase_add_test(tc, journal_files_are_recycled);
+    tcase_add_test(tc, spares_stop_without_rename_noreplace);
+    tcase_add_test(tc, unopenable_spare_is_deleted);
     tcase_add_test(tc, old_format_journal_is_replayed);
     tcase_add_test(tc, crc32c_matches_the_reference);
     tcase_add_test(tc, journal_covered_by_sealed_record_is_discarded);
