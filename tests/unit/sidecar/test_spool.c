@@ -1139,6 +1139,7 @@ static void cycle_generations(sn_spool *s, uint64_t from, uint64_t n)
 START_TEST(spares_stop_without_rename_noreplace)
 {
     g_noreplace_einval = true;
+    g_renameat2_calls = 0;
     sn_spool_config c = small_cfg();
     c.max_bytes = 8 << 20;
     sn_spool *s = open_ok(&c);
@@ -1153,6 +1154,7 @@ START_TEST(spares_stop_without_rename_noreplace)
     journal_rec(s, 111);
     sn_spool_close(s);
     sn_spool_close(open_expect_journal(&c, 1, 111));
+    g_noreplace_einval = false;
 }
 END_TEST
 
@@ -1822,6 +1824,55 @@ START_TEST(covered_journals_wait_for_a_retried_sync)
 }
 END_TEST
 
+/* A sync hook that counts the syncs of the file with inode g_watch_ino. */
+static ino_t g_watch_ino;
+static atomic_int g_watch_syncs;
+
+static int count_watched_syncs(int fd, bool full, void *ud)
+{
+    (void)ud;
+    struct stat st;
+    if (fstat(fd, &st) == 0 && st.st_ino == g_watch_ino)
+        atomic_fetch_add(&g_watch_syncs, 1);
+    return full ? fsync(fd) : fdatasync(fd);
+}
+
+/* A rotation that finds the pending list full hands it to a background sync, which must carry
+ * only live descriptors: the journal file just closed is left out (its number, free again, was
+ * taken by the duplicate of the segment's descriptor, so the segment was synced twice). */
+START_TEST(rotation_with_a_full_pending_list_syncs_live_descriptors)
+{
+    sn_spool_config c = small_cfg();
+    c.max_bytes = 8 << 20;
+    c.segment_bytes = 1 << 20; /* no segment fills (a full one would start a sync) */
+    c.background_io = true;
+    sn_spool *s = open_ok(&c);
+    journal_rec(s, 1);
+    append_rec(s, 1, 1);
+    char path[256];
+    struct stat st;
+    ck_assert_int_eq(stat(path_in(path, sizeof path, "seg-00000000000000000001.log"), &st), 0);
+    g_watch_ino = st.st_ino;
+    atomic_store(&g_watch_syncs, 0);
+    sn_spool_set_sync_hook(s, count_watched_syncs, NULL);
+    /* 32 covered generations wait for the segment's sync; the 33rd finds the list full. */
+    ck_assert_int_eq(sn_spool_journal_reset(s), 0);
+    for (uint64_t g = 2; g <= 33; g++) {
+        journal_rec(s, g);
+        append_rec(s, g, g);
+        ck_assert_int_eq(sn_spool_journal_reset(s), 0);
+    }
+    ck_assert_int_eq(sn_spool_sync(s), 0);
+    int syncs = atomic_load(&g_watch_syncs);
+    ck_assert_int_eq(syncs, 1);
+    ck_assert_int_eq(count_files("journal-"), 1);
+    sn_spool_set_sync_hook(s, NULL, NULL);
+    for (uint64_t i = 1; i <= 33; i++)
+        expect_pop(s, i, 0);
+    sn_spool_close(s);
+}
+END_TEST
+
 /* A sync hook that holds the first sync made while `state` is 1 (state 2 while held) until the
  * test sets 3, then fails it; every other call is the real one. */
 static int held_sync(int fd, bool full, void *ud)
@@ -2140,6 +2191,7 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, failed_background_sync_of_a_full_segment_is_retried);
     tcase_add_test(tc, segment_popped_before_its_failed_sync_is_not_retried);
     tcase_add_test(tc, covered_journals_wait_for_a_retried_sync);
+    tcase_add_test(tc, rotation_with_a_full_pending_list_syncs_live_descriptors);
     tcase_add_test(tc, journal_kept_when_an_earlier_sync_fails_later);
     tcase_add_test(tc, failed_sync_rewrites_the_file_before_the_next);
     tcase_add_test(tc, always_mode_syncs_every_write);
