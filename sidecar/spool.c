@@ -184,6 +184,7 @@ struct sn_spool {
     pthread_mutex_t spare_mu;
     uint64_t spares[SPARE_MAX];
     size_t nspares, spare_reserved; /* reserved: slots held for a rename in progress */
+    bool spares_off; /* renameat2(RENAME_NOREPLACE) unsupported here: covered files deleted */
     size_t nhandoff;
 
     /* The background thread (cfg.background_io): bg_mu guards the queue, bg_syncs and bg_stop. */
@@ -283,10 +284,9 @@ static void crc32c_init(void)
 #endif
 }
 
-uint32_t sn_spool_crc32c_portable(uint32_t crc, const void *buf, size_t n)
+/* The table path; the tables must be filled (crc32c_once). */
+static uint32_t crc32c_sw(uint32_t crc, const uint8_t *p, size_t n)
 {
-    pthread_once(&crc32c_once, crc32c_init);
-    const uint8_t *p = buf;
     uint32_t c = ~crc;
     for (; n >= 8; p += 8, n -= 8) {
         uint32_t lo = get_u32(p) ^ c, hi = get_u32(p + 4);
@@ -318,20 +318,33 @@ __attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const 
 }
 #endif
 
+/* CRC-32C without the once-check: sn_spool_open fills the tables (and the CPU flag) before any
+ * spool computes one, so the record paths pay no pthread_once per call. */
+static uint32_t crc32c_fast(uint32_t crc, const uint8_t *p, size_t n)
+{
+#ifdef SPOOL_CRC32C_HW
+    if (crc32c_hw_ok)
+        return crc32c_hw(crc, p, n);
+#endif
+    return crc32c_sw(crc, p, n);
+}
+
+uint32_t sn_spool_crc32c_portable(uint32_t crc, const void *buf, size_t n)
+{
+    pthread_once(&crc32c_once, crc32c_init);
+    return crc32c_sw(crc, buf, n);
+}
+
 uint32_t sn_spool_crc32c(uint32_t crc, const void *buf, size_t n)
 {
     pthread_once(&crc32c_once, crc32c_init);
-#ifdef SPOOL_CRC32C_HW
-    if (crc32c_hw_ok)
-        return crc32c_hw(crc, buf, n);
-#endif
-    return sn_spool_crc32c_portable(crc, buf, n);
+    return crc32c_fast(crc, buf, n);
 }
 
 /* Continues a journal record's CRC over p[0..n): CRC-32C in a version 2 file, else zlib's. */
 static uint32_t jcrc_update(uint32_t version, uint32_t crc, const uint8_t *p, size_t n)
 {
-    return version == JOURNAL_VERSION_TAGGED ? sn_spool_crc32c(crc, p, n) : crc_update(crc, p, n);
+    return version == JOURNAL_VERSION_TAGGED ? crc32c_fast(crc, p, n) : crc_update(crc, p, n);
 }
 
 /* The CRC of a journal record: over its first 12 header bytes and the payload; in a version 2
@@ -745,7 +758,7 @@ static void journal_drop(sn_spool *s, uint64_t gen)
     char name[NAME_MAX_LEN], spare[NAME_MAX_LEN];
     journal_name(name, sizeof name, gen);
     pthread_mutex_lock(&s->spare_mu);
-    bool keep = s->nspares + s->spare_reserved < SPARE_MAX;
+    bool keep = !s->spares_off && s->nspares + s->spare_reserved < SPARE_MAX;
     if (keep)
         s->spare_reserved++;
     pthread_mutex_unlock(&s->spare_mu);
@@ -1215,85 +1228,112 @@ static void read_ack(sn_spool *s)
 
 /* ---- journal ---- */
 
-/* Makes a spare file the file of generation gen: its header rewritten (what follows is left:
- * records of its earlier generation, which do not read as gen's), then renamed (never over an
- * existing file). Returns the descriptor, or -1 when no spare is left or reusing it failed (the
- * spare is then deleted). */
-static int journal_reuse_spare(sn_spool *s, uint64_t gen, const uint8_t *h, size_t hlen)
+/* Takes a spare file for reuse: opened, its name in spare[0..len). Returns the descriptor, or -1
+ * when none is left (a spare that cannot be opened is deleted). The caller owns the descriptor
+ * and the spare file. */
+static int spare_take(sn_spool *s, char *spare, size_t len)
 {
-    uint64_t old;
-    pthread_mutex_lock(&s->spare_mu);
-    bool have = s->nspares > 0;
-    if (have)
-        old = s->spares[--s->nspares];
-    pthread_mutex_unlock(&s->spare_mu);
-    if (!have)
-        return -1;
-    char name[NAME_MAX_LEN], spare[NAME_MAX_LEN];
-    journal_name(name, sizeof name, gen);
-    spare_name(spare, sizeof spare, old);
-    int fd = openat(s->dirfd, spare, O_RDWR | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    /* In fsync "always" the header is durable before the name: a crash never shows the new
-     * name over the old header (which would read as a bad header and be reset -- also safe). */
-    int rc = pwrite2(fd, h, hlen, NULL, 0, 0);
-    if (rc == 0 && s->cfg.fsync == SN_SPOOL_FSYNC_ALWAYS)
-        rc = sync_fd(s, fd, false);
-    if (rc == 0 && renameat2(s->dirfd, spare, s->dirfd, name, RENAME_NOREPLACE) != 0)
-        rc = -errno;
-    if (rc != 0) {
-        close(fd);
-        unlinkat(s->dirfd, spare, 0);
+    for (;;) {
+        uint64_t old = 0;
+        pthread_mutex_lock(&s->spare_mu);
+        bool have = s->nspares > 0;
+        if (have)
+            old = s->spares[--s->nspares];
+        pthread_mutex_unlock(&s->spare_mu);
+        if (!have)
+            return -1;
+        spare_name(spare, len, old);
+        int fd = openat(s->dirfd, spare, O_RDWR | O_CLOEXEC);
+        if (fd >= 0)
+            return fd;
+        unlink_file(s, spare, "spool: cannot delete a spare journal file");
         s->dir_dirty = true;
-        return -1;
     }
-    if (s->cfg.fsync == SN_SPOOL_FSYNC_ALWAYS && sync_fd(s, s->dirfd, true) != 0) {
-        close(fd); /* the new name may not be durable: as a failed creation */
-        unlinkat(s->dirfd, name, 0);
-        s->dir_dirty = true;
-        return -1;
-    }
-    if (s->cfg.fsync != SN_SPOOL_FSYNC_ALWAYS)
-        s->dir_dirty = true;
-    s->st.journal_recycled++;
-    return fd;
 }
 
-/* Opens the file of generation gen for appends, with its header: a spare reused, or a new file.
- * Returns 0 or a negative errno (no file left behind). */
+/* The filesystem lacks renameat2(RENAME_NOREPLACE) (EINVAL): logs it once, stops keeping spares
+ * and deletes the ones waiting -- covered files are deleted from then on, as before recycling. */
+static void spares_disable(sn_spool *s)
+{
+    uint64_t gens[SPARE_MAX];
+    pthread_mutex_lock(&s->spare_mu);
+    bool was_off = s->spares_off;
+    s->spares_off = true;
+    size_t n = s->nspares;
+    memcpy(gens, s->spares, n * sizeof gens[0]);
+    s->nspares = 0;
+    pthread_mutex_unlock(&s->spare_mu);
+    if (!was_off)
+        sn_log_warn("spool: the filesystem cannot rename without replacing; covered journal "
+                    "files are deleted, not reused",
+                    SN_LOG_STR("dir", s->dir));
+    char spare[NAME_MAX_LEN];
+    for (size_t i = 0; i < n; i++) {
+        spare_name(spare, sizeof spare, gens[i]);
+        unlink_file(s, spare, "spool: cannot delete a spare journal file");
+    }
+    s->dir_dirty = true;
+}
+
+/* Makes fd the file of generation gen: the header h written (in fsync "always" made durable, then
+ * the directory). fd is a new file named `name`, or with spare != NULL a spare file renamed to
+ * `name` after the header (never over an existing file) -- what follows the header is left:
+ * records of its earlier generation, which do not read as gen's. In fsync "always" the header is
+ * durable before the new name: a crash never shows the new name over the old header. Returns 0,
+ * or a negative errno with fd closed and its file deleted. */
+static int journal_setup(sn_spool *s, int fd, const char *name, const char *spare, const uint8_t *h,
+                         size_t hlen)
+{
+    bool always = s->cfg.fsync == SN_SPOOL_FSYNC_ALWAYS;
+    bool named = spare == NULL;
+    int rc = pwrite2(fd, h, hlen, NULL, 0, 0);
+    if (rc == 0 && always)
+        rc = sync_fd(s, fd, false);
+    if (rc == 0 && !named) {
+        if (renameat2(s->dirfd, spare, s->dirfd, name, RENAME_NOREPLACE) == 0)
+            named = true;
+        else
+            rc = -errno;
+        if (rc == -EINVAL)
+            spares_disable(s);
+    }
+    if (rc == 0 && always)
+        rc = sync_fd(s, s->dirfd, true); /* else the new name may not be durable: a failure */
+    if (rc != 0) {
+        close(fd);
+        unlinkat(s->dirfd, named ? name : spare, 0);
+        s->dir_dirty = true;
+        return rc;
+    }
+    if (!always)
+        s->dir_dirty = true;
+    return 0;
+}
+
+/* Opens the file of generation gen for appends, with its header: a spare reused (a failed reuse
+ * falls back to a new file), or a new file. Returns 0 or a negative errno (no file left behind). */
 static int journal_create(sn_spool *s, uint64_t gen, int *fd_out)
 {
-    char name[NAME_MAX_LEN];
+    char name[NAME_MAX_LEN], spare[NAME_MAX_LEN];
     journal_name(name, sizeof name, gen);
     uint8_t h[SN_SPOOL_JOURNAL_FILE_HEADER] = {0};
     put_u32(h, JFILE_MAGIC);
     put_u32(h + 4, JOURNAL_VERSION_TAGGED);
     put_u64(h + 8, gen);
     put_u32(h + 20, crc_update(0, h, 20));
-    int fd = journal_reuse_spare(s, gen, h, sizeof h);
-    if (fd >= 0) {
+    int fd = spare_take(s, spare, sizeof spare);
+    if (fd >= 0 && journal_setup(s, fd, name, spare, h, sizeof h) == 0) {
+        s->st.journal_recycled++;
         *fd_out = fd;
         return 0;
     }
     fd = openat(s->dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
     if (fd < 0)
         return -errno;
-    int rc = pwrite2(fd, h, sizeof h, NULL, 0, 0);
-    if (rc == 0 && s->cfg.fsync == SN_SPOOL_FSYNC_ALWAYS) {
-        rc = sync_fd(s, fd, false);
-        if (rc == 0)
-            rc = sync_fd(s, s->dirfd, true);
-    }
-    if (rc != 0) {
-        close(fd);
-        unlinkat(s->dirfd, name, 0);
-        return rc;
-    }
-    if (s->cfg.fsync != SN_SPOOL_FSYNC_ALWAYS)
-        s->dir_dirty = true;
-    *fd_out = fd;
-    return 0;
+    int rc = journal_setup(s, fd, name, NULL, h, sizeof h);
+    if (rc == 0)
+        *fd_out = fd;
+    return rc;
 }
 
 /* Drops the journal file of a covered generation (journal_drop; queued with background_io). */
@@ -1408,7 +1448,12 @@ static int journal_rotate(sn_spool *s)
     free(s->recovered);
     s->recovered = NULL;
     s->nrecovered = 0;
+    /* The closed descriptor is gone before a sync journal_retire may start: nothing of it may
+     * be duplicated (its number may be reused already); its file is covered, no sync needed. */
     close(s->jfd);
+    s->jfd = -1;
+    s->jdirty = false;
+    s->jrewrite = false;
     journal_retire(s, s->jgen);
     retire_detached(s, s->covered_gen);
     s->jfd = fd;
@@ -1594,8 +1639,14 @@ static int recover_journal_file(sn_spool *s, int fd, uint64_t gen, uint8_t *scra
         }
         uint32_t len = get_u32(r + 4);
         if (*version == JOURNAL_VERSION_TAGGED && get_u32(r) == JREC_MAGIC &&
-            get_u32(r + 8) != (uint32_t)gen)
-            break; /* a record of the file's earlier life (a reused spare): the end, not damage */
+            get_u32(r + 8) != (uint32_t)gen) {
+            /* A record of the file's earlier life (a reused spare): the end, not damage. Cut
+             * off quietly, so that a later append shorter than what it covers leaves no stale
+             * bytes behind it (which the next open would report as a torn tail). */
+            if (ftruncate(fd, (off_t)off) != 0)
+                return -errno;
+            break;
+        }
         if (get_u32(r) != JREC_MAGIC || len > SN_SPOOL_MAX_RECORD) {
             why = "bad header";
             break;
@@ -1924,6 +1975,7 @@ int sn_spool_open(const char *dir, const sn_spool_config *cfg, sn_spool **out, c
     }
     if ((rc = check_config(cfg, err, errlen)) != 0)
         return rc;
+    pthread_once(&crc32c_once, crc32c_init); /* before any record's CRC-32C (crc32c_fast) */
     sn_spool *s = calloc(1, sizeof *s);
     if (s == NULL)
         goto out_nomem;
@@ -2396,8 +2448,10 @@ static void set_files_dirty(sn_spool *s, bool dirty, bool rewrite)
             s->segs[i].rewrite |= rewrite;
         }
     }
-    s->jdirty = dirty;
-    s->jrewrite |= rewrite;
+    if (s->jfd >= 0) {
+        s->jdirty = dirty;
+        s->jrewrite |= rewrite;
+    }
     for (size_t i = 0; i < s->ndetached; i++) {
         s->detached[i].dirty = dirty;
         s->detached[i].rewrite |= rewrite;

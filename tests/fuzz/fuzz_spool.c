@@ -6,8 +6,10 @@
  *   kind (1 byte: 0 segment, 1 journal, 2 ack, 3 a stray "seg-" name), number (1 byte: the
  *   segment's first id or the journal's generation), length (2 bytes, little-endian), bytes
  * after one flags byte (bit 0: fix every CRC-32 the format has, so the fuzzer gets past the
- * checksums into the field checks). The files are written into a fresh temp directory and the
- * spool opened with its smallest limits.
+ * checksums into the field checks; bit 1, with bit 0: leave the generation tags of version 2
+ * journal records as they are, else write the file's generation there too, so that the records
+ * pass the tag check -- with the bit, a tag of another generation ends the file). The files are
+ * written into a fresh temp directory and the spool opened with its smallest limits.
  *
  * Open must succeed or fail with a negative errno and a one-line message, without a sanitizer
  * finding or a leak. An opened spool must hand back its journal and its records within the
@@ -95,9 +97,10 @@ static uint32_t crc2(const uint8_t *a, size_t alen, const uint8_t *b, size_t ble
 
 /* Rewrites the CRC of every record in a run of records (header hlen bytes, length at 4, CRC at
  * crc_at over the header before it and the payload: zlib's CRC-32, or with a seed CRC-32C over
- * seed[0..seedlen) first, as in version 2 journals), stopping at the first that does not fit. */
+ * seed[0..seedlen) first, as in version 2 journals), stopping at the first that does not fit.
+ * With a seed and tag, the generation tag at byte 8 is set to the seed's low 32 bits first. */
 static void fix_records(uint8_t *p, size_t len, size_t hlen, size_t crc_at, const uint8_t *seed,
-                        size_t seedlen)
+                        size_t seedlen, bool tag)
 {
     size_t off = 0;
     while (len - off >= hlen) {
@@ -106,6 +109,8 @@ static void fix_records(uint8_t *p, size_t len, size_t hlen, size_t crc_at, cons
             return;
         uint32_t c;
         if (seed != NULL) { /* a version 2 journal: CRC-32C from the generation on */
+            if (tag)
+                put_u32(p + off + 8, get_u32(seed));
             c = sn_spool_crc32c(0, seed, seedlen);
             c = sn_spool_crc32c(c, p + off, crc_at);
             c = sn_spool_crc32c(c, p + off + hlen, n);
@@ -117,12 +122,13 @@ static void fix_records(uint8_t *p, size_t len, size_t hlen, size_t crc_at, cons
     }
 }
 
-/* Fixes the checksums of one file of the given kind (see the layout in docs/spool.md). */
-static void fix_crcs(int kind, uint8_t *p, size_t len)
+/* Fixes the checksums of one file of the given kind (see the layout in docs/spool.md), and with
+ * tags the generation tags of version 2 journal records. */
+static void fix_crcs(int kind, uint8_t *p, size_t len, bool tags)
 {
     switch (kind) {
     case 0:
-        fix_records(p, len, SN_SPOOL_RECORD_HEADER, 28, NULL, 0);
+        fix_records(p, len, SN_SPOOL_RECORD_HEADER, 28, NULL, 0, false);
         break;
     case 1:
         if (len < SN_SPOOL_JOURNAL_FILE_HEADER)
@@ -130,7 +136,7 @@ static void fix_crcs(int kind, uint8_t *p, size_t len)
         put_u32(p + 20, crc2(p, 20, NULL, 0));
         /* Version 2 files: CRC-32C, seeded with the generation (bytes 8-15). */
         fix_records(p + SN_SPOOL_JOURNAL_FILE_HEADER, len - SN_SPOOL_JOURNAL_FILE_HEADER,
-                    SN_SPOOL_JOURNAL_HEADER, 12, get_u32(p + 4) == 2 ? p + 8 : NULL, 8);
+                    SN_SPOOL_JOURNAL_HEADER, 12, get_u32(p + 4) == 2 ? p + 8 : NULL, 8, tags);
         break;
     case 2: /* two 32-byte slots */
         for (size_t at = 0; at + 32 <= len && at < 64; at += 32)
@@ -146,6 +152,7 @@ static void write_files(const uint8_t *data, size_t size)
 {
     static uint8_t buf[65536];
     bool fix = size > 0 && (data[0] & 1);
+    bool tags = size > 0 && !(data[0] & 2);
     size_t off = size > 0 ? 1 : 0;
     for (int f = 0; f < FUZZ_MAX_FILES && size - off >= 4; f++) {
         int kind = data[off] & 3;
@@ -157,7 +164,7 @@ static void write_files(const uint8_t *data, size_t size)
         memcpy(buf, data + off, len);
         off += len;
         if (fix)
-            fix_crcs(kind, buf, len);
+            fix_crcs(kind, buf, len, tags);
         char name[64];
         switch (kind) {
         case 0:

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -1092,10 +1093,100 @@ START_TEST(journal_files_are_recycled)
     ck_assert(!col.bad);
     sn_spool_get_stats(s, &st);
     ck_assert_uint_eq(st.torn_tails, 0); /* the old records end the file quietly */
-    /* Appends go after the good record, over the old ones. */
-    journal_rec(s, 112);
+    /* Appends go after the good record, over the old ones, which that open cut off: a record
+     * shorter than what it covers (rec_len(900) is 8) leaves no stale bytes behind it, and the
+     * next open finds no torn tail. */
+    journal_rec(s, 900);
     sn_spool_close(s);
-    sn_spool_close(open_expect_journal(&c, 2, 112));
+    ck_assert_int_eq(size_of(path), good + SN_SPOOL_JOURNAL_HEADER + 8);
+    s = open_expect_journal(&c, 2, 900);
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.torn_tails, 0);
+    sn_spool_close(s);
+}
+END_TEST
+
+/* renameat2, interposed for the spool's calls: with g_noreplace_einval, RENAME_NOREPLACE fails
+ * with EINVAL as on a filesystem without it. Every call is counted. */
+static bool g_noreplace_einval;
+static int g_renameat2_calls;
+
+int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
+              unsigned int flags)
+{
+    g_renameat2_calls++;
+    if (g_noreplace_einval && (flags & RENAME_NOREPLACE) != 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    return (int)syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, flags);
+}
+
+/* Starts generations 2..n+1: a journal record, a sealed record covering it, a reset and a sync
+ * (which drops the covered file) each. */
+static void cycle_generations(sn_spool *s, uint64_t from, uint64_t n)
+{
+    for (uint64_t g = from; g < from + n; g++) {
+        journal_rec(s, 10 * g);
+        append_rec(s, 1000 + g, g);
+        ck_assert_int_eq(sn_spool_journal_reset(s), 0);
+        ck_assert_int_eq(sn_spool_sync(s), 0);
+    }
+}
+
+/* Where renameat2(RENAME_NOREPLACE) fails with EINVAL, the first failed reuse stops spares:
+ * the waiting ones are deleted, covered files deleted from then on, no rename tried again. */
+START_TEST(spares_stop_without_rename_noreplace)
+{
+    g_noreplace_einval = true;
+    g_renameat2_calls = 0;
+    sn_spool_config c = small_cfg();
+    c.max_bytes = 8 << 20;
+    sn_spool *s = open_ok(&c);
+    cycle_generations(s, 1, 10);
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(sn_spool_journal_generation(s), 11);
+    ck_assert_uint_eq(st.journal_recycled, 0);
+    ck_assert_int_eq(g_renameat2_calls, 1);
+    ck_assert_int_eq(count_files("spare-"), 0);
+    ck_assert_int_eq(count_files("journal-"), 1);
+    journal_rec(s, 111);
+    sn_spool_close(s);
+    sn_spool_close(open_expect_journal(&c, 1, 111));
+    g_noreplace_einval = false;
+}
+END_TEST
+
+/* A spare that cannot be opened (here a dangling symlink in its place) is deleted, and the
+ * generation gets a new file. */
+START_TEST(unopenable_spare_is_deleted)
+{
+    sn_spool_config c = small_cfg();
+    c.max_bytes = 8 << 20;
+    sn_spool *s = open_ok(&c);
+    cycle_generations(s, 1, 1);
+    ck_assert_int_eq(count_files("spare-"), 1);
+    DIR *d = opendir(g_dir);
+    ck_assert_ptr_nonnull(d);
+    char path[256] = "";
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (strncmp(e->d_name, "spare-", 6) == 0)
+            snprintf(path, sizeof path, "%s/%.64s", g_dir, e->d_name);
+    closedir(d);
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(symlink("no-such-file", path), 0);
+    cycle_generations(s, 2, 1);
+    struct stat st;
+    ck_assert_int_ne(lstat(path, &st), 0); /* the symlink is gone */
+    sn_spool_stats ss;
+    sn_spool_get_stats(s, &ss);
+    ck_assert_uint_eq(ss.journal_recycled, 0);
+    ck_assert_uint_eq(sn_spool_journal_generation(s), 3);
+    journal_rec(s, 31);
+    sn_spool_close(s);
+    sn_spool_close(open_expect_journal(&c, 1, 31));
 }
 END_TEST
 
@@ -1733,6 +1824,55 @@ START_TEST(covered_journals_wait_for_a_retried_sync)
 }
 END_TEST
 
+/* A sync hook that counts the syncs of the file with inode g_watch_ino. */
+static ino_t g_watch_ino;
+static atomic_int g_watch_syncs;
+
+static int count_watched_syncs(int fd, bool full, void *ud)
+{
+    (void)ud;
+    struct stat st;
+    if (fstat(fd, &st) == 0 && st.st_ino == g_watch_ino)
+        atomic_fetch_add(&g_watch_syncs, 1);
+    return full ? fsync(fd) : fdatasync(fd);
+}
+
+/* A rotation that finds the pending list full hands it to a background sync, which must carry
+ * only live descriptors: the journal file just closed is left out (its number, free again, was
+ * taken by the duplicate of the segment's descriptor, so the segment was synced twice). */
+START_TEST(rotation_with_a_full_pending_list_syncs_live_descriptors)
+{
+    sn_spool_config c = small_cfg();
+    c.max_bytes = 8 << 20;
+    c.segment_bytes = 1 << 20; /* no segment fills (a full one would start a sync) */
+    c.background_io = true;
+    sn_spool *s = open_ok(&c);
+    journal_rec(s, 1);
+    append_rec(s, 1, 1);
+    char path[256];
+    struct stat st;
+    ck_assert_int_eq(stat(path_in(path, sizeof path, "seg-00000000000000000001.log"), &st), 0);
+    g_watch_ino = st.st_ino;
+    atomic_store(&g_watch_syncs, 0);
+    sn_spool_set_sync_hook(s, count_watched_syncs, NULL);
+    /* 32 covered generations wait for the segment's sync; the 33rd finds the list full. */
+    ck_assert_int_eq(sn_spool_journal_reset(s), 0);
+    for (uint64_t g = 2; g <= 33; g++) {
+        journal_rec(s, g);
+        append_rec(s, g, g);
+        ck_assert_int_eq(sn_spool_journal_reset(s), 0);
+    }
+    ck_assert_int_eq(sn_spool_sync(s), 0);
+    int syncs = atomic_load(&g_watch_syncs);
+    ck_assert_int_eq(syncs, 1);
+    ck_assert_int_eq(count_files("journal-"), 1);
+    sn_spool_set_sync_hook(s, NULL, NULL);
+    for (uint64_t i = 1; i <= 33; i++)
+        expect_pop(s, i, 0);
+    sn_spool_close(s);
+}
+END_TEST
+
 /* A sync hook that holds the first sync made while `state` is 1 (state 2 while held) until the
  * test sets 3, then fails it; every other call is the real one. */
 static int held_sync(int fd, bool full, void *ud)
@@ -2037,6 +2177,8 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, torn_journal_tail);
     tcase_add_test(tc, journal_uncovered_comes_back);
     tcase_add_test(tc, journal_files_are_recycled);
+    tcase_add_test(tc, spares_stop_without_rename_noreplace);
+    tcase_add_test(tc, unopenable_spare_is_deleted);
     tcase_add_test(tc, old_format_journal_is_replayed);
     tcase_add_test(tc, crc32c_matches_the_reference);
     tcase_add_test(tc, journal_covered_by_sealed_record_is_discarded);
@@ -2049,6 +2191,7 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, failed_background_sync_of_a_full_segment_is_retried);
     tcase_add_test(tc, segment_popped_before_its_failed_sync_is_not_retried);
     tcase_add_test(tc, covered_journals_wait_for_a_retried_sync);
+    tcase_add_test(tc, rotation_with_a_full_pending_list_syncs_live_descriptors);
     tcase_add_test(tc, journal_kept_when_an_earlier_sync_fails_later);
     tcase_add_test(tc, failed_sync_rewrites_the_file_before_the_next);
     tcase_add_test(tc, always_mode_syncs_every_write);
