@@ -25,6 +25,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "bytes.h"
 #include "detect/drift.h"
 #include "detect/threshold.h"
 
@@ -117,6 +118,7 @@ typedef struct ktable {
     uint64_t count, max;
     size_t bytes; /* index + nodes */
     knode *oldest, *newest;
+    uint64_t removed; /* nodes kt_remove has freed: a change tells a cached node pointer is stale */
 } ktable;
 
 typedef struct err_slot {
@@ -316,6 +318,7 @@ static void kt_remove(ktable *t, knode *n)
     kt_unlink_lru(t, n);
     t->count--;
     t->bytes -= n->bytes;
+    t->removed++;
     free(n);
 }
 
@@ -996,46 +999,17 @@ static const char *pair_service(const pair_state *p)
     return (const char *)(p + 1);
 }
 
-/* Mixes n bytes of s into h eight at a time, then the length, so that ("ab", "c") and ("a",
- * "bc") differ. A trailing partial word is read as the last eight bytes (overlapping the word
- * before), a string of 4-7 bytes as two overlapping 4-byte loads, a shorter one byte by byte:
- * no byte-at-a-time loop. Only the pair index uses it: where a pair sits in the index changes
+/* The pair index's hash of (service, model): sn_hash_bytes of both names, seeded with both
+ * lengths (sn_hash_bytes alone lets strings of different lengths collide, and ("ab", "c") must
+ * differ from ("a", "bc")). Only the pair index uses it: where a pair sits in the index changes
  * nothing else (look-ups compare the names; every walk over the pairs follows the LRU list), so
  * any good mix will do. */
-static uint64_t hash_words(uint64_t h, const char *s, size_t n)
-{
-    const uint64_t k = 0x9e3779b97f4a7c15ull;
-    uint64_t w;
-    if (n >= 8) {
-        size_t i = 0;
-        for (; i + 8 <= n; i += 8) {
-            memcpy(&w, s + i, 8);
-            h = (h ^ w) * k;
-            h ^= h >> 32;
-        }
-        if (i == n)
-            return (h ^ n) * k;
-        memcpy(&w, s + n - 8, 8);
-    } else if (n >= 4) {
-        uint32_t a, b;
-        memcpy(&a, s, 4);
-        memcpy(&b, s + n - 4, 4);
-        w = a | (uint64_t)b << 32;
-    } else {
-        w = 0;
-        for (size_t i = 0; i < n; i++)
-            w |= (uint64_t)(unsigned char)s[i] << (8 * i);
-    }
-    h = (h ^ w) * k;
-    h ^= h >> 32;
-    return (h ^ n) * k;
-}
-
 static uint64_t pair_hash(const sn_engine *e, const char *service, size_t slen, const char *model,
                           size_t mlen)
 {
-    uint64_t h = hash_words(hash_seed(e->seed), service, slen);
-    return hash_final(hash_words(h, model, mlen));
+    uint64_t h = sn_hash_word(hash_seed(e->seed), (uint64_t)slen << 32 | mlen);
+    h = sn_hash_bytes(h, service, slen, 0);
+    return hash_final(sn_hash_bytes(h, model, mlen, 0));
 }
 
 /* The pair state of (service, model) whose pair_hash is h, or NULL. */
@@ -2102,16 +2076,17 @@ static void relate(pending *pd, const char *metric)
 }
 
 /* An event's names and pair hash, found before it is observed (sn_engine_observe_batch reads
- * them a few events ahead to start loading the pair). ok = false: the names are refused. */
+ * them a few events ahead to start loading the pair). ok = false: the names are refused. same:
+ * the names are the batch's previous event's (whose pair observe_keyed may reuse). */
 typedef struct event_key {
-    bool ok;
+    bool ok, same;
     size_t slen, mlen;
     uint64_t h;
 } event_key;
 
 static event_key event_key_of(const sn_engine *e, const sn_event *ev)
 {
-    event_key k = {.ok = false};
+    event_key k = {.ok = false, .same = false};
     if (ev->service[0] == '\0')
         return k;
     k.slen = strnlen(ev->service, SN_NAME_MAX);
@@ -2123,42 +2098,94 @@ static event_key event_key_of(const sn_engine *e, const sn_event *ev)
     return k;
 }
 
-static unsigned observe_keyed(sn_engine *e, const sn_event *ev, const event_key *k,
+/* Whether the n bytes of a and b agree, a word at a time with no call: both are name fields of
+ * SN_NAME_MAX bytes and n < SN_NAME_MAX, so every load stays inside them. */
+static inline bool same_bytes(const char *a, const char *b, size_t n)
+{
+    uint64_t x, y;
+    if (n < 8) {
+        memcpy(&x, a, 8);
+        memcpy(&y, b, 8);
+        return ((x ^ y) & (n == 0 ? 0 : UINT64_MAX >> (64 - 8 * n))) == 0;
+    }
+    for (size_t i = 0; i + 8 < n; i += 8) {
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        if (x != y)
+            return false;
+    }
+    memcpy(&x, a + n - 8, 8); /* the last word, overlapping the one before */
+    memcpy(&y, b + n - 8, 8);
+    return x == y;
+}
+
+_Static_assert(SN_NAME_MAX >= 16, "same_bytes reads a whole word of a name field");
+
+/* The key of ev, which follows prev (whose key is pk) in a batch: pk's, marked same, when the
+ * names are prev's (a sidecar sends a (service, model)'s events in runs); else event_key_of. */
+static inline event_key event_key_after(const sn_engine *e, const sn_event *ev,
+                                        const sn_event *prev, const event_key *pk)
+{
+    if (pk->ok && ev->service[pk->slen] == '\0' && ev->model[pk->mlen] == '\0' &&
+        same_bytes(ev->service, prev->service, pk->slen) &&
+        same_bytes(ev->model, prev->model, pk->mlen)) {
+        event_key k = *pk;
+        k.same = true;
+        return k;
+    }
+    return event_key_of(e, ev);
+}
+
+/* The pair observe_keyed used last in a batch, for the next event of the same names (key.same):
+ * no hash, no look-up. Valid while the pair table has removed nothing since (pairs only leave
+ * it through kt_remove, which counts). */
+typedef struct pair_memo {
+    pair_state *p; /* NULL: none (also after a refusal) */
+    uint64_t removed;
+} pair_memo;
+
+static unsigned observe_keyed(sn_engine *e, const sn_event *ev, const event_key *k, pair_memo *memo,
                               sn_engine_emit_fn emit, void *ud);
 
 unsigned sn_engine_observe(sn_engine *e, const sn_event *ev, sn_engine_emit_fn emit, void *ud)
 {
     event_key k = event_key_of(e, ev);
-    return observe_keyed(e, ev, &k, emit, ud);
+    return observe_keyed(e, ev, &k, NULL, emit, ud);
 }
 
 unsigned sn_engine_observe_batch(sn_engine *e, const sn_event *evs, size_t n,
                                  sn_engine_emit_fn emit, void *ud)
 {
-    /* Three stages, PREFETCH_AHEAD events apart: hash the event and prefetch its index slot;
-     * read the slot (cached by then) and prefetch the first pair in it; observe (the pair is
-     * cached, and observe prefetches its entries). A pair table this small stays cached: no
-     * pipeline, the same work as sn_engine_observe. */
+    pair_memo memo = {NULL, 0};
+    unsigned count = 0;
+    /* A pair table this small stays cached: no pipeline, the same work as sn_engine_observe,
+     * with the key of a run of events with the same names found once. */
     if (e->pairs.count < PREFETCH_MIN_PAIRS) {
-        unsigned count = 0;
-        for (size_t i = 0; i < n; i++)
-            count += sn_engine_observe(e, &evs[i], emit, ud);
+        event_key k = {.ok = false};
+        for (size_t i = 0; i < n; i++) {
+            k = i > 0 ? event_key_after(e, &evs[i], &evs[i - 1], &k) : event_key_of(e, &evs[i]);
+            count += observe_keyed(e, &evs[i], &k, &memo, emit, ud);
+        }
         return count;
     }
+    /* Three stages, PREFETCH_AHEAD events apart: hash the event and prefetch its index slot;
+     * read the slot (cached by then) and prefetch the first pair in it; observe (the pair is
+     * cached, and observe prefetches its entries). An event with its predecessor's names needs
+     * neither: its pair is the one observed just before. */
     /* keys of events i - 2 * PREFETCH_AHEAD .. i: one more than the pipeline's depth */
     enum { RING = 2 * PREFETCH_AHEAD + 1 };
     event_key ring[RING];
-    unsigned count = 0;
     for (size_t i = 0; i < n + 2 * PREFETCH_AHEAD; i++) {
         if (i < n) {
             event_key *k = &ring[i % RING];
-            *k = event_key_of(e, &evs[i]);
-            if (k->ok)
+            *k = i > 0 ? event_key_after(e, &evs[i], &evs[i - 1], &ring[(i - 1) % RING])
+                       : event_key_of(e, &evs[i]);
+            if (k->ok && !k->same)
                 __builtin_prefetch(&e->pairs.index[k->h & e->pairs.mask]);
         }
         if (i >= PREFETCH_AHEAD && i - PREFETCH_AHEAD < n) {
             const event_key *k = &ring[(i - PREFETCH_AHEAD) % RING];
-            const knode *head = k->ok ? e->pairs.index[k->h & e->pairs.mask] : NULL;
+            const knode *head = k->ok && !k->same ? e->pairs.index[k->h & e->pairs.mask] : NULL;
             if (head != NULL) {
                 const pair_state *hp = (const pair_state *)head;
                 __builtin_prefetch(hp);
@@ -2167,14 +2194,15 @@ unsigned sn_engine_observe_batch(sn_engine *e, const sn_event *evs, size_t n,
         }
         if (i >= 2 * PREFETCH_AHEAD) {
             size_t j = i - 2 * PREFETCH_AHEAD;
-            count += observe_keyed(e, &evs[j], &ring[j % RING], emit, ud);
+            count += observe_keyed(e, &evs[j], &ring[j % RING], &memo, emit, ud);
         }
     }
     return count;
 }
 
-/* sn_engine_observe with the event's names and hash already found (k). */
-static unsigned observe_keyed(sn_engine *e, const sn_event *ev, const event_key *k,
+/* sn_engine_observe with the event's names and hash already found (k). memo: NULL, or the pair
+ * of the batch's previous event, reused when k->same and still valid, then set to this one's. */
+static unsigned observe_keyed(sn_engine *e, const sn_event *ev, const event_key *k, pair_memo *memo,
                               sn_engine_emit_fn emit, void *ud)
 {
     unsigned count = 0;
@@ -2184,7 +2212,17 @@ static unsigned observe_keyed(sn_engine *e, const sn_event *ev, const event_key 
         return 0;
     }
     int64_t t = ev->end_unix_nano;
-    pair_state *p = pair_get_hashed(e, ev->service, k->slen, ev->model, k->mlen, k->h, t);
+    pair_state *p;
+    if (memo != NULL && k->same && memo->p != NULL && memo->removed == e->pairs.removed) {
+        p = memo->p;
+        kt_touch(&e->pairs, &p->node, t);
+    } else {
+        p = pair_get_hashed(e, ev->service, k->slen, ev->model, k->mlen, k->h, t);
+        if (memo != NULL) {
+            memo->p = p;
+            memo->removed = e->pairs.removed;
+        }
+    }
     /* With many keys the pair's baseline entries are cold: start loading all of them now, so
      * that their cache misses overlap (and overlap the error and throughput work below) instead
      * of stalling each metric in turn. Few keys stay cached: no hint needed there. */

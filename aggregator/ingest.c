@@ -634,6 +634,8 @@ static int read_event(const uint8_t *data, size_t len, const uint8_t *buf_end, s
     double cost = 0;
     unsigned negative = 0; /* bit i: count field 17 + i was last set to a negative value */
     uint32_t seen = 0;     /* bit f: string field f was met before */
+    /* bit f: string field f may hold bytes (met before, or the group's): clear it before a copy */
+    uint32_t dirty = group != NULL ? RESOURCE_FIELDS : 0;
     int32_t cost_source = 0;
     while (r.p < r.end) {
         uint32_t f;
@@ -658,8 +660,9 @@ static int read_event(const uint8_t *data, size_t len, const uint8_t *buf_end, s
                 return 1;
             char *dst = (char *)ev + event_strs[f].off;
             size_t size = event_strs[f].size;
-            if ((seen & (1u << f)) || (group != NULL && ((1u << f) & RESOURCE_FIELDS)))
+            if (dirty & (1u << f))
                 memset(dst, 0, size); /* a repeated field: the last value, alone */
+            dirty |= 1u << f;
             seen |= 1u << f;
             put_field(dst, size, d, n, buf_end);
             break;

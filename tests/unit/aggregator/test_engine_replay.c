@@ -101,6 +101,8 @@ typedef struct regime {
     unsigned batch;        /* > 0: events go through sn_engine_observe_batch in runs of this
                               many (cut short at every tick); 0: sn_engine_observe each */
     bool refusals;         /* every 997th event has an empty service (refused) */
+    unsigned run;          /* > 1: a pair speaks for this many events in a row (as a sidecar's
+                              batch groups them), so a batch's events share their names */
 } regime;
 
 #define BATCH_MAX 512
@@ -135,7 +137,7 @@ static void replay(const regime *r, digest *d, sn_engine_stats *out)
     int64_t t = T0, last_tick = T0;
     ck_assert_uint_le(r->batch, BATCH_MAX);
     sn_event *buf = r->batch > 0 ? calloc(BATCH_MAX, sizeof *buf) : NULL;
-    unsigned nbuf = 0;
+    unsigned nbuf = 0, last_p = 0;
     for (unsigned k = 0; k < r->events; k++) {
         t += r->step;
         if (t - last_tick >= SEC) {
@@ -143,15 +145,23 @@ static void replay(const regime *r, digest *d, sn_engine_stats *out)
             flush(e, buf, &nbuf, d);
             sn_engine_tick(e, t, on_anomaly, d);
         }
-        unsigned p = (unsigned)(next_u64() % r->pairs);
+        unsigned p = r->run > 1 && k % r->run != 0 ? last_p : (unsigned)(next_u64() % r->pairs);
+        last_p = p;
         bool quiet_period = ((t - T0) / (60 * SEC)) % 2 == 1;
         if (r->bursts && p >= r->pairs / 2 && quiet_period)
             continue;
         double phase = (double)k / r->events;
         sn_event ev;
         sn_event_init(&ev);
-        snprintf(ev.service, sizeof ev.service, "svc-%u", p / 4);
-        snprintf(ev.model, sizeof ev.model, "model-%u", p % 4);
+        if (r->run > 1) { /* names of 1..30 bytes: every length case of the name comparison */
+            snprintf(ev.service, sizeof ev.service, "%.*s%u", (int)(p % 23),
+                     "checkout-api-service-", p / 4);
+            snprintf(ev.model, sizeof ev.model, "%.*s%u", (int)(p % 29), "gpt-4o-mini-2024-07-18-x",
+                     p % 4);
+        } else {
+            snprintf(ev.service, sizeof ev.service, "svc-%u", p / 4);
+            snprintf(ev.model, sizeof ev.model, "model-%u", p % 4);
+        }
         snprintf(ev.region, sizeof ev.region, "eu-west-1");
         double lat = 1500.0 * (1.0 + 0.2 * (p % 3)) * exp(0.3 * normal());
         double in = 600.0 * exp(0.4 * normal()), out_tok = 200.0 * exp(0.4 * normal());
@@ -265,18 +275,24 @@ END_TEST
 
 /* sn_engine_observe_batch gives exactly what sn_engine_observe gives event by event: with few
  * pairs (no pipeline) and with more than the 1 024 pairs from which it looks ahead, in batches of
- * 512, of 7 and of 1, refused events included. */
+ * 512, of 7 and of 1, refused events included; with each event's pair drawn anew, and in runs of
+ * 6 events of one pair (whose key the batch finds once), refusals inside the runs. */
 START_TEST(batches_give_the_same_results)
 {
-    const unsigned pairs[] = {48, 3000};
+    const unsigned pairs[] = {48, 3000, 48, 3000};
+    const unsigned runs[] = {0, 0, 6, 6};
     const unsigned batches[] = {512, 7, 1};
-    for (int pi = 0; pi < 2; pi++) {
-        regime r = {.pairs = pairs[pi], .events = 60000, .step = 5 * SEC / 1000, .refusals = true};
+    for (int pi = 0; pi < 4; pi++) {
+        regime r = {.pairs = pairs[pi],
+                    .events = 60000,
+                    .step = 5 * SEC / 1000,
+                    .refusals = true,
+                    .run = runs[pi]};
         digest want, got;
         sn_engine_stats wst, gst;
         replay(&r, &want, &wst);
         ck_assert_uint_gt(wst.refused, 50);
-        if (pi == 1)
+        if (pairs[pi] > 2048)
             ck_assert_uint_ge(wst.pairs, 2048); /* the look-ahead path ran */
         for (int bi = 0; bi < 3; bi++) {
             r.batch = batches[bi];
