@@ -20,6 +20,7 @@
 #include <microhttpd.h>
 #include <zlib.h>
 
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -94,7 +95,6 @@ typedef struct sn_http_request {
     size_t reserved;             /* bytes of cfg.budget this request holds */
     bool slot;                   /* holds one of cfg.max_bodies (under srv->slot_mu) */
     bool waiting;                /* suspended until a slot is handed to it */
-    bool continue_expected;      /* the client sent "Expect: 100-continue" */
     struct MHD_Connection *conn; /* while waiting */
     z_stream z;
 } sn_http_request;
@@ -807,7 +807,6 @@ static enum MHD_Result begin_request(sn_http_server *s, struct MHD_Connection *c
     req->gzip = gzip;
     req->limit = s->cfg.max_body_bytes;
     req->declared = declared;
-    req->continue_expected = expects_continue(conn);
     *req_cls = req;
     /* An OTLP body waits for a slot (cfg.max_bodies) before anything is reserved for it. */
     if (is_otlp && (cl == NULL || declared > 0) && !slot_take(s, req, conn))
@@ -830,7 +829,7 @@ static enum MHD_Result start_body(sn_http_server *s, struct MHD_Connection *conn
         req, budget_for(req, gzip && declared < SIZE_MAX / 2 ? 2 * declared : declared));
     if (brc != 0) {
         req->fault = brc == -E2BIG ? FAULT_TOO_LARGE : FAULT_MEMORY;
-        if (req->continue_expected) {
+        if (expects_continue(conn)) {
             *req_cls = NULL;
             request_free(req); /* the client sends no body: answer now */
             if (brc == -E2BIG)
@@ -1263,7 +1262,7 @@ void sn_http_server_stop(sn_http_server *s)
     s->daemon = NULL;
     pthread_mutex_lock(&s->slot_mu);
     s->stopping = false; /* every request has ended: none holds or waits for a slot */
-    s->bodies = 0;
+    assert(s->bodies == 0 && s->wait_count == 0);
     pthread_mutex_unlock(&s->slot_mu);
     /* After quiescing the listening socket is ours again; without it MHD closed it. */
     if (fd != MHD_INVALID_SOCKET)
