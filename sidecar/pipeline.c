@@ -256,6 +256,7 @@ struct sn_pipeline {
      * popped. flat.n is 0 when there is none. */
     sn_batch_parts flat;
     size_t flat_next;
+    uint64_t split_resumed; /* the record resume_split converted (or gave up on): not again */
     /* Converting the oldest record failed for want of memory (FLAT_RETRY): the next ship_kick
      * converts it again rather than resending the grouped record the aggregator refused. */
     bool flat_retry;
@@ -1101,7 +1102,8 @@ static enum flatten_outcome flatten_head(sn_pipeline *p)
 {
     const uint8_t *data;
     size_t len;
-    if (sn_spool_peek(p->d.spool, &data, &len, NULL) != 0)
+    uint64_t id;
+    if (sn_spool_peek(p->d.spool, &data, &len, &id) != 0)
         return FLAT_NONE;
     char err[256];
     int rc = sn_batch_flatten_request(data, len, sn_batch_encoder_config(p->d.encoder), &p->flat,
@@ -1127,7 +1129,38 @@ static enum flatten_outcome flatten_head(sn_pipeline *p)
     p->flat_next = 0;
     sn_log_warn("the aggregator refused a batch with event groups; resending it as flat events",
                 SN_LOG_UINT("requests", p->flat.n));
+    /* Parts are applied one by one: a restart half-way must send the same parts again, not the
+     * record whole (which an aggregator upgraded meanwhile would apply on top of them). */
+    if (p->flat.n > 1 && (rc = sn_spool_mark_split(p->d.spool, id)) != 0)
+        sn_log_warn("cannot note in the spool that a batch is sent in parts; after a restart "
+                    "before its last part, an upgraded aggregator may apply the first parts twice",
+                    SN_LOG_ERRNO(rc));
     return FLAT_READY;
+}
+
+/* After a restart: the spool's oldest record (id) was being sent in parts when the sidecar
+ * stopped (sn_spool_mark_split), so it is converted again -- the same parts, a function of the
+ * record alone -- and sent from its first part on; the aggregator skips the parts it applied.
+ * Returns 0 when p->flat holds the parts (or the record is to go whole after all: a conversion
+ * that fails now, logged -- the old behaviour, never a loss), -ENOMEM to retry later. */
+static int resume_split(sn_pipeline *p, const uint8_t *data, size_t len, uint64_t id)
+{
+    char err[256];
+    int rc = sn_batch_flatten_request(data, len, sn_batch_encoder_config(p->d.encoder), &p->flat,
+                                      err, sizeof err);
+    if (rc == -ENOMEM)
+        return rc;
+    p->split_resumed = id;
+    if (rc != 0) {
+        sn_log_warn("a batch sent in parts before the restart cannot be split again; sending it "
+                    "whole",
+                    SN_LOG_UINT("record", id), SN_LOG_STR("error", err));
+        return 0;
+    }
+    p->flat_next = 0;
+    sn_log_info("resuming a batch that was being sent in parts before the restart",
+                SN_LOG_UINT("record", id), SN_LOG_UINT("requests", p->flat.n));
+    return 0;
 }
 
 static void on_ship_done(sn_ship *ship, const sn_ship_result *r, void *ud)
@@ -1203,7 +1236,8 @@ static void ship_kick(sn_pipeline *p)
         return;
     const uint8_t *data;
     size_t len;
-    int rc = sn_spool_peek(p->d.spool, &data, &len, NULL);
+    uint64_t id;
+    int rc = sn_spool_peek(p->d.spool, &data, &len, &id);
     if (rc == -ENOENT) {
         maybe_finish_drain(p);
         return;
@@ -1224,11 +1258,16 @@ static void ship_kick(sn_pipeline *p)
             ship_kick(p);
             return;
         }
-        rc = sn_spool_peek(p->d.spool, &data, &len, NULL);
+        rc = sn_spool_peek(p->d.spool, &data, &len, &id);
         if (rc != 0) {
             ship_kick(p);
             return;
         }
+    }
+    if (p->flat.n == 0 && !p->flat_retry && id != p->split_resumed &&
+        id == sn_spool_split_mark(p->d.spool) && resume_split(p, data, len, id) != 0) {
+        wait_then_ship(p, sn_backoff_next(&p->backoff, &p->backoff_cfg, sn_backoff_random()));
+        return;
     }
     if (p->flat.n > 0) { /* the oldest record, converted to flat events (flatten_head) */
         size_t from = p->flat_next > 0 ? p->flat.end[p->flat_next - 1] : 0;

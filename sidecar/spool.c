@@ -64,6 +64,9 @@
 #define ACK_NAME               "ack"
 #define ACK_TMP_NAME           "ack.tmp"
 #define LOCK_NAME              "LOCK"
+#define SPLIT_NAME             "split"
+#define SPLIT_MAGIC            0x50534e53u /* "SNSP" */
+#define SPLIT_SIZE             24u
 #define SEG_PREFIX             "seg-"
 #define SEG_SUFFIX             ".log"
 #define JOURNAL_PREFIX         "journal-"
@@ -151,6 +154,7 @@ struct sn_spool {
     uint64_t count, bytes;
     uint64_t next_id;
     uint64_t acked_id, acked_gen; /* what the ack file says (or will say) */
+    uint64_t split_id;            /* the record being sent in parts (the split file), 0 for none */
     uint64_t covered_gen;
 
     uint8_t *buf; /* peek and journal replay buffer, grown to the largest record read */
@@ -1226,6 +1230,71 @@ static void read_ack(sn_spool *s)
     s->ack_slot = (best + 1) % (int)ACK_SLOTS;
 }
 
+/* ---- split marker ---- */
+
+/* Reads the split file into split_id: the record an earlier run was sending in parts. A missing
+ * file, a bad one (torn, foreign) or a record already popped means none; a bad file is logged. */
+static void read_split(sn_spool *s)
+{
+    uint8_t b[SPLIT_SIZE];
+    int fd = openat(s->dirfd, SPLIT_NAME, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno != ENOENT)
+            sn_log_warn("spool: cannot read the split file", SN_LOG_STR("dir", s->dir),
+                        SN_LOG_ERRNO(errno));
+        return;
+    }
+    ssize_t n = pread_full(fd, b, sizeof b, 0);
+    close(fd);
+    if (n != (ssize_t)sizeof b || get_u32(b) != SPLIT_MAGIC || get_u32(b + 4) != FORMAT_VERSION ||
+        get_u32(b + 20) != crc_update(0, b, 20) || get_u64(b + 8) > SPOOL_COUNTER_MAX) {
+        sn_log_warn("spool: bad split file ignored", SN_LOG_STR("dir", s->dir),
+                    SN_LOG_INT("size", n));
+        return;
+    }
+    uint64_t id = get_u64(b + 8);
+    s->split_id = id > s->acked_id ? id : 0;
+}
+
+int sn_spool_mark_split(sn_spool *s, uint64_t id)
+{
+    if (id == 0 || id > SPOOL_COUNTER_MAX)
+        return -EINVAL;
+    if (s->split_id == id)
+        return 0;
+    uint8_t b[SPLIT_SIZE] = {0};
+    put_u32(b, SPLIT_MAGIC);
+    put_u32(b + 4, FORMAT_VERSION);
+    put_u64(b + 8, id);
+    put_u32(b + 20, crc_update(0, b, 20));
+    bool created = false;
+    int fd = openat(s->dirfd, SPLIT_NAME, O_RDWR | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        fd = openat(s->dirfd, SPLIT_NAME, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+        created = fd >= 0;
+    }
+    if (fd < 0)
+        return -errno;
+    int rc = pwrite2(fd, b, sizeof b, NULL, 0, 0);
+    if (rc == 0 && s->cfg.fsync == SN_SPOOL_FSYNC_ALWAYS) {
+        rc = sync_fd(s, fd, false);
+        if (rc == 0 && created)
+            rc = sync_fd(s, s->dirfd, true);
+    }
+    close(fd);
+    if (rc != 0)
+        return rc;
+    if (created && s->cfg.fsync != SN_SPOOL_FSYNC_ALWAYS)
+        s->dir_dirty = true;
+    s->split_id = id;
+    return 0;
+}
+
+uint64_t sn_spool_split_mark(const sn_spool *s)
+{
+    return s->split_id > s->acked_id ? s->split_id : 0;
+}
+
 /* ---- journal ---- */
 
 /* Takes a spare file for reuse: opened, its name in spare[0..len). Returns the descriptor, or -1
@@ -1997,6 +2066,7 @@ int sn_spool_open(const char *dir, const sn_spool_config *cfg, sn_spool **out, c
         goto out_close_spool;
 
     read_ack(s);
+    read_split(s);
     s->covered_gen = s->acked_gen;
     if (s->acked_id >= s->next_id)
         s->next_id = s->acked_id + 1;

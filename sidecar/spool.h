@@ -152,6 +152,17 @@ int sn_spool_peek(sn_spool *s, const uint8_t **data, size_t *len, uint64_t *id);
  * returned: the record may then be sent again after a restart (the aggregator de-duplicates). */
 int sn_spool_pop(sn_spool *s);
 
+/* Notes that the record id (the head, from sn_spool_peek) is being sent in parts -- converted
+ * to several requests, some of which the receiver may already have applied -- in the `split`
+ * file, so that a restart sends the same parts again instead of the record whole (see
+ * docs/spool.md). Written at once (fdatasync'ed in "always" mode; else it is as durable as the
+ * journal). Returns 0, -EINVAL for id 0, or the file's write error (nothing noted). Loop only. */
+int sn_spool_mark_split(sn_spool *s, uint64_t id);
+
+/* The record id noted by sn_spool_mark_split (in this run or, read at open, an earlier one)
+ * while that record is not popped yet; 0 otherwise. */
+uint64_t sn_spool_split_mark(const sn_spool *s);
+
 /* Size of the records not yet popped, headers included, and their number. */
 uint64_t sn_spool_bytes(const sn_spool *s);
 uint64_t sn_spool_count(const sn_spool *s);

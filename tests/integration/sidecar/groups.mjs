@@ -16,6 +16,11 @@
 //      limit with groups, far over it flat. Refused by the old aggregator, it is split into
 //      several flat requests under the limit ("<id>/part" with sequence (S << 20) | k, then the
 //      batch's own id with its sequence S): every event arrives exactly once.
+//   5. restart mid-split: a third sidecar's grouped batch is split the same way; the proxy applies
+//      its first part and keeps refusing the next (retryably); the sidecar is killed (-9), the
+//      aggregator "upgraded" (groups passed through) and the sidecar restarted on its spool: it
+//      sends the same parts again (the first one a duplicate) instead of the batch whole, which
+//      would apply the first part's events a second time.
 import {
   check, httpRequest, log, makeSpan, readEventLog, run, sdk, sleep, startAggregator, startSidecar,
   tempDir, waitEventLog, checkExactlyOnce, pbFields,
@@ -66,7 +71,9 @@ await run('sidecar_groups', async () => {
   const agg = await startAggregator({ eventLog });
 
   // The proxy: forwards each Ingest call's bytes to the aggregator and its answer back.
-  const proxy = { old: true, seen: [], refusedGrouped: 0 };
+  // partsFor/partsLeft: flat Ingest calls of sidecar partsFor (its parts and its own batches)
+  // forwarded before the proxy refuses the next ones with UNAVAILABLE (phase 5).
+  const proxy = { old: true, seen: [], refusedGrouped: 0, partsFor: null, partsLeft: 0 };
   const client = new grpc.Client(`127.0.0.1:${agg.port}`, grpc.credentials.createInsecure());
   const server = new grpc.Server();
   server.addService({
@@ -94,6 +101,13 @@ await run('sidecar_groups', async () => {
         proxy.refusedGrouped++;
         cb({ code: grpc.status.INVALID_ARGUMENT, details: `unknown compression ${compression}` });
         return;
+      }
+      if (proxy.partsFor !== null && compression === 0 && (id === proxy.partsFor || id === `${proxy.partsFor}/part`)) {
+        if (proxy.partsLeft === 0) {
+          cb({ code: grpc.status.UNAVAILABLE, details: 'held back by the test' });
+          return;
+        }
+        proxy.partsLeft--;
       }
       const old = proxy.old;
       client.makeUnaryRequest(METHOD, same, same, req, (err, resp) => {
@@ -201,6 +215,50 @@ await run('sidecar_groups', async () => {
   check(bySeq && rising, `split: part sequences (S << 20) | k, rising: ${shown}`);
   check(calls.some((c) => c.compression === 2), 'split: the grouped batch was refused first');
   log(`split: ${resent ? resent.requests : 0} flat requests for one grouped batch of ${bigIds.length} events`);
+
+  // 5. Restart mid-split with the aggregator upgraded meanwhile.
+  const splitArgs = ['--set', 'otlp.max_message_bytes=65536', '--set', 'batch.zstd_level=0',
+    '--set', 'batch.flush_interval=3s', '--set', 'batch.max_events=1000'];
+  const third = await startSidecar({ aggregatorPort: proxyPort, spoolDir: `${dir}/spool3`, extra: splitArgs });
+  proxy.old = false;
+  const learn3 = [makeSpan('gpt-4o', 700)];
+  learn3.forEach((s) => sent.set(s.spanId, 0));
+  res = await httpRequest(third.httpPort, 'POST', '/v1/traces',
+    { headers: { 'Content-Type': 'application/json' }, body: requestJson([learn3]) });
+  check(res.status === 200, `restart mid-split: first request answered ${res.status}`);
+  await third.waitLog((j) => j.msg === 'the aggregator reads event groups: sealing batches with groups', 10000, 'groups');
+  await waitEventLog(eventLog, (ls) => ls.some((l) => l.type === 'event' && l.span_id === learn3[0].spanId), 15000);
+  proxy.old = true;
+  proxy.partsFor = third.sidecarId;
+  proxy.partsLeft = 1;
+  const midIds = [];
+  for (let i = 0; i < 3; i++) {
+    const spans = Array.from({ length: 80 }, () => makeSpan('gpt-4o', 900));
+    spans.forEach((s) => { sent.set(s.spanId, 2); midIds.push(s.spanId); });
+    res = await httpRequest(third.httpPort, 'POST', '/v1/traces',
+      { headers: { 'Content-Type': 'application/json' }, body: requestJson([spans], [2]) });
+    check(res.status === 200, `restart mid-split: request ${i} answered ${res.status}`);
+  }
+  // The first part is applied: some of the batch's events are in the aggregator, not all.
+  const partial = await waitEventLog(eventLog, (ls) => ls.some((l) => l.type === 'event' && midIds.includes(l.span_id)), 20000);
+  const applied = partial.filter((l) => l.type === 'event' && midIds.includes(l.span_id)).length;
+  check(applied > 0 && applied < midIds.length, `restart mid-split: the first part applied ${applied} of ${midIds.length} events`);
+  await third.kill('SIGKILL');
+  proxy.old = false; // upgraded: groups would now be accepted whole
+  proxy.partsFor = null;
+  const upgradedFrom = proxy.seen.length;
+  const third2 = await startSidecar({ aggregatorPort: proxyPort, spoolDir: `${dir}/spool3`, extra: splitArgs });
+  const got5 = await waitEventLog(eventLog, (ls) => {
+    const have = new Set(ls.filter((l) => l.type === 'event').map((l) => l.span_id));
+    return midIds.every((id) => have.has(id));
+  }, 20000);
+  const have5 = new Set(got5.filter((l) => l.type === 'event').map((l) => l.span_id));
+  check(midIds.every((id) => have5.has(id)), 'restart mid-split: every event of the batch arrived');
+  check(third2.logs.some((j) => j.msg === 'resuming a batch that was being sent in parts before the restart' && j.requests >= 2),
+    'restart mid-split: the restarted sidecar resumed the parts');
+  const after = proxy.seen.slice(upgradedFrom);
+  check(after.some((c) => c.id === `${third.sidecarId}/part`),
+    `restart mid-split: the parts were sent again, not the batch whole: ${JSON.stringify(after.map(({ id, compression }) => ({ id, compression })))}`);
 
   // Every acknowledged span exactly once, each with its own resource's strings.
   await sleep(500);

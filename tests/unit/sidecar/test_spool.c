@@ -465,6 +465,40 @@ START_TEST(bad_ack_file_sends_again)
 }
 END_TEST
 
+/* The split marker: kept across a restart while its record is not popped, gone once it is;
+ * a torn or foreign file means none; 0 is refused. */
+START_TEST(split_marker_survives_restart_until_popped)
+{
+    sn_spool_config c = small_cfg();
+    sn_spool *s = open_ok(&c);
+    for (uint64_t i = 1; i <= 3; i++)
+        append_rec(s, i, 0);
+    ck_assert_uint_eq(sn_spool_split_mark(s), 0);
+    ck_assert_int_eq(sn_spool_mark_split(s, 0), -EINVAL);
+    expect_pop(s, 1, 1);
+    ck_assert_int_eq(sn_spool_mark_split(s, 2), 0);
+    ck_assert_uint_eq(sn_spool_split_mark(s), 2);
+    sn_spool_close(s);
+
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_split_mark(s), 2); /* read back at open */
+    expect_pop(s, 2, 2);
+    ck_assert_uint_eq(sn_spool_split_mark(s), 0); /* popped: no longer marked */
+    sn_spool_close(s);
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_split_mark(s), 0); /* nor after a restart */
+    ck_assert_int_eq(sn_spool_mark_split(s, 3), 0);
+    sn_spool_close(s);
+
+    char path[256];
+    flip_byte(path_in(path, sizeof path, "split"), 9); /* torn: its CRC no longer matches */
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_split_mark(s), 0);
+    expect_pop(s, 3, 3);
+    sn_spool_close(s);
+}
+END_TEST
+
 /* ---- crash ---- */
 
 typedef struct progress {
@@ -2163,6 +2197,7 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, journal_limit);
     tcase_add_test(tc, restart_keeps_order_and_pops);
     tcase_add_test(tc, bad_ack_file_sends_again);
+    tcase_add_test(tc, split_marker_survives_restart_until_popped);
     tcase_add_test(tc, ack_slots_in_place_and_old_format);
     tcase_add_test(tc, kill9_loses_nothing_reported);
     tcase_add_test(tc, kill9_journal_comes_back);
