@@ -21,6 +21,7 @@
 #include <string.h>
 #define ZSTD_STATIC_LINKING_ONLY /* ZSTD_c_literalCompressionMode (a parameter value only) */
 #include <zstd.h>
+#include <zstd_errors.h>
 
 /* Same nanopb build settings as Debian's libprotobuf-nanopb.a (see proto/CMakeLists.txt). */
 #if defined(PB_FIELD_32BIT) || defined(PB_NO_ERRMSG) || defined(PB_BUFFER_ONLY)
@@ -1652,7 +1653,8 @@ static int append_request(sn_batch_parts *parts, size_t *cap, ZSTD_CCtx *z, cons
         if (ZSTD_isError(pl)) {
             if (err != NULL && errlen > 0)
                 snprintf(err, errlen, "batch: zstd: %s", ZSTD_getErrorName(pl));
-            return -EIO;
+            /* zstd's own workspace allocation failed: retried like any out-of-memory */
+            return ZSTD_getErrorCode(pl) == ZSTD_error_memory_allocation ? -ENOMEM : -EIO;
         }
         h = put_tag(h, sentinel_v1_IngestRequest_compression_tag, PB_WT_VARINT);
         h = put_varint(h, sentinel_v1_Compression_COMPRESSION_ZSTD);
@@ -1682,6 +1684,15 @@ int sn_batch_flatten_request(const uint8_t *req, size_t len, const sn_batch_conf
     return sn_batch_flatten_request_floor(req, len, cfg, SN_BATCH_PART_FLOOR, out, err, errlen);
 }
 
+/* sn_batch_flatten_alloc_for_tests: zstd's allocator for the flattener's contexts. */
+static ZSTD_customMem g_flatten_mem; /* all NULL: zstd's default */
+
+void sn_batch_flatten_alloc_for_tests(sn_batch_alloc_fn alloc, sn_batch_release_fn release,
+                                      void *ud)
+{
+    g_flatten_mem = alloc != NULL ? (ZSTD_customMem){alloc, release, ud} : (ZSTD_customMem){0};
+}
+
 int sn_batch_flatten_request_floor(const uint8_t *req, size_t len, const sn_batch_config *cfg,
                                    size_t floor, sn_batch_parts *out, char *err, size_t errlen)
 {
@@ -1691,6 +1702,7 @@ int sn_batch_flatten_request_floor(const uint8_t *req, size_t len, const sn_batc
     size_t *starts = NULL; /* the entry index each part begins at */
     uint8_t *plain = NULL, *flat = NULL, *part = NULL;
     ZSTD_CCtx *z = NULL;
+    ZSTD_DCtx *dctx = NULL;
     sn_batch_parts res = {NULL, NULL, 0};
     sn_flat_fields ff = {0};
     int rc = -EINVAL;
@@ -1735,15 +1747,22 @@ int sn_batch_flatten_request_floor(const uint8_t *req, size_t len, const sn_batc
             goto out;
         }
         plain = malloc((size_t)declared);
-        if (plain == NULL)
+        dctx =
+            ZSTD_createDCtx_advanced(g_flatten_mem); /* its allocation failing: -ENOMEM, retried */
+        if (plain == NULL || dctx == NULL)
             goto nomem;
-        size_t n = ZSTD_decompress(plain, (size_t)declared, payload != NULL ? payload : req, plen);
+        size_t n = ZSTD_decompressDCtx(dctx, plain, (size_t)declared,
+                                       payload != NULL ? payload : req, plen);
+        if (ZSTD_isError(n) && ZSTD_getErrorCode(n) == ZSTD_error_memory_allocation)
+            goto nomem;
         if (ZSTD_isError(n) || n != declared) {
             set_err(err, errlen, "batch: the payload does not decompress to uncompressed_size");
             goto out;
         }
         batch = plain;
         blen = n;
+        ZSTD_freeDCtx(dctx);
+        dctx = NULL;
     }
     /* The flat Batch: sized, then written. */
     pb_ostream_t sz = PB_OSTREAM_SIZING;
@@ -1764,7 +1783,7 @@ int sn_batch_flatten_request_floor(const uint8_t *req, size_t len, const sn_batc
     if (rc != 0)
         goto bad;
     if (cfg->zstd_level > 0) {
-        z = ZSTD_createCCtx();
+        z = ZSTD_createCCtx_advanced(g_flatten_mem);
         if (z == NULL)
             goto nomem;
         size_t zr = set_zstd_params(z, cfg);
@@ -1859,6 +1878,7 @@ out:
     sn_batch_parts_free(&res);
     flat_fields_free(&ff);
     ZSTD_freeCCtx(z);
+    ZSTD_freeDCtx(dctx);
     free(starts);
     free(part);
     free(flat);

@@ -282,6 +282,14 @@ void sn_batch_parts_free(sn_batch_parts *parts);
 int sn_batch_flatten_request(const uint8_t *req, size_t len, const sn_batch_config *cfg,
                              sn_batch_parts *out, char *err, size_t errlen);
 
+/* Tests only: the zstd contexts sn_batch_flatten_request creates from now on allocate through
+ * alloc/release with ud (NULL alloc: zstd's own malloc), so a test can make them fail. Set it
+ * while nothing flattens. */
+typedef void *(*sn_batch_alloc_fn)(void *ud, size_t n);
+typedef void (*sn_batch_release_fn)(void *ud, void *p);
+void sn_batch_flatten_alloc_for_tests(sn_batch_alloc_fn alloc, sn_batch_release_fn release,
+                                      void *ud);
+
 /* sn_batch_flatten_request with `floor` in place of SN_BATCH_PART_FLOOR: for tests and the
  * fuzzer, which reach splits with small batches this way. The sidecar never calls it. */
 int sn_batch_flatten_request_floor(const uint8_t *req, size_t len, const sn_batch_config *cfg,

@@ -241,6 +241,15 @@ static int validate_settings(void *config, sn_config_error *err)
         snprintf(err->msg, sizeof err->msg, "config: spool.dir: must not be empty");
         return -EINVAL;
     }
+    if (s->spool.max_record_bytes < (int64_t)SN_BATCH_PART_FLOOR) {
+        /* A batch is sealed under min(otlp.max_message_bytes, this); converted to flat events
+         * for an older aggregator, it is split into parts of up to 64 KiB (a function of the
+         * batch alone): a smaller limit could refuse a part and lose its events. */
+        snprintf(err->msg, sizeof err->msg,
+                 "config: spool.max_record_bytes: at least 64KiB (the smallest "
+                 "otlp.max_message_bytes)");
+        return -EINVAL;
+    }
     return sn_local_detect_config_validate(&s->local, "local", err);
 }
 

@@ -21,8 +21,9 @@
 //      aggregator "upgraded" (groups passed through) and the sidecar restarted on its spool: it
 //      sends the same parts again (the first one a duplicate) instead of the batch whole, which
 //      would apply the first part's events a second time.
+import { spawnSync } from 'node:child_process';
 import {
-  check, httpRequest, log, makeSpan, readEventLog, run, sdk, sleep, startAggregator, startSidecar,
+  SIDECAR, check, httpRequest, log, makeSpan, readEventLog, run, sdk, sleep, startAggregator, startSidecar,
   tempDir, waitEventLog, checkExactlyOnce, pbFields,
 } from './lib.mjs';
 
@@ -166,6 +167,13 @@ await run('sidecar_groups', async () => {
     `downgrade: flat batches after the refusal (${JSON.stringify(phase3)})`);
   check(sidecar.logs.some((j) => j.msg === 'the aggregator refused a batch with event groups; resending it as flat events'),
     'downgrade: the sidecar said it resent the batch flat');
+
+  // Parts are cut at up to 64 KiB: a record limit under that could refuse a part (and lose its
+  // events), so the sidecar does not start with one.
+  const under = spawnSync(SIDECAR, ['--spool-dir', `${dir}/spool-under`, '--set', 'spool.max_record_bytes=32KiB'],
+    { encoding: 'utf8', timeout: 20000 });
+  check(under.status === 2 && /spool\.max_record_bytes: at least 64KiB/.test(under.stderr + under.stdout),
+    `spool.max_record_bytes=32KiB refused at start (status ${under.status}: ${under.stderr}${under.stdout})`);
 
   // 4. Split: one grouped batch whose flat copy is over the 64 KiB limit.
   const small = await startSidecar({

@@ -1497,6 +1497,67 @@ START_TEST(flattening_uses_the_configured_zstd_parameters)
 }
 END_TEST
 
+/* The flattener's zstd allocations fail after `left` of them: -ENOMEM (retried by the
+ * pipeline), never an error that drops the batch. */
+static int g_allocs_left;
+
+static void *limited_alloc(void *ud, size_t n)
+{
+    (void)ud;
+    if (g_allocs_left == 0)
+        return NULL;
+    g_allocs_left--;
+    return malloc(n);
+}
+
+static void limited_release(void *ud, void *p)
+{
+    (void)ud;
+    free(p);
+}
+
+START_TEST(flattening_out_of_zstd_memory_is_enomem)
+{
+    enum { NE = 40 };
+    sn_event ev[NE];
+    size_t len = 0;
+    uint8_t *rec = long_resource_record(ev, NE, &len);
+    sn_batch_config cfg;
+    sn_batch_config_init(&cfg); /* zstd level 1: decompress, then compress */
+    sn_batch_encoder *enc = NULL;
+    char err[256];
+    ck_assert_int_eq(sn_batch_encoder_create(&cfg, &enc, err, sizeof err), 0);
+    sn_batch b = {.sidecar_id = ID,
+                  .sequence = 3,
+                  .records = rec,
+                  .records_len = len,
+                  .n_record_events = NE,
+                  .groups = true};
+    const uint8_t *out;
+    size_t out_len;
+    ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &out_len, NULL, err, sizeof err), 0);
+    int enomem = 0, ok_at = -1;
+    for (int left = 0; left < 64 && ok_at < 0; left++) {
+        g_allocs_left = left;
+        sn_batch_flatten_alloc_for_tests(limited_alloc, limited_release, NULL);
+        sn_batch_parts parts = {NULL, NULL, 0};
+        int rc = sn_batch_flatten_request(out, out_len, &cfg, &parts, err, sizeof err);
+        sn_batch_flatten_alloc_for_tests(NULL, NULL, NULL);
+        ck_assert_msg(rc == 0 || rc == -ENOMEM, "%d allocations: rc %d (%s)", left, rc, err);
+        if (rc == -ENOMEM)
+            enomem++;
+        else
+            ok_at = left;
+        sn_batch_parts_free(&parts);
+    }
+    /* the decompression context, the compression context and its workspace each failed once */
+    ck_assert_int_ge(enomem, 3);
+    ck_assert_int_ge(ok_at, 3);
+    sn_batch_encoder_destroy(enc);
+    free(rec);
+}
+END_TEST
+
 /* Checks the parts of the split of the batch of sequence 12 holding ev[0..ne) and al[0..na):
  * "<id>/part" with sequence (12 << 20) | k but the last, under id and 12; every event and alert
  * once, in order; each request at most `most` bytes. Returns the number of parts. */
@@ -1680,6 +1741,7 @@ static Suite *batch_suite(void)
     tcase_add_test(tc, grouped_records_seal_as_groups_or_as_the_same_flat_events);
     tcase_add_test(tc, an_event_in_a_group_may_not_name_its_resource);
     tcase_add_test(tc, flattening_uses_the_configured_zstd_parameters);
+    tcase_add_test(tc, flattening_out_of_zstd_memory_is_enomem);
     tcase_add_test(tc, a_flat_copy_over_the_part_budget_is_split_the_same_whatever_the_settings);
     suite_add_tcase(s, tc);
     return s;
