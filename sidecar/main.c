@@ -66,6 +66,7 @@ typedef struct sidecar_settings {
     int64_t grpc_streams;
     int64_t grpc_window;
     int64_t http_bodies;
+    int64_t http_body_wait, http_body_time; /* ns */
     int64_t memory_limit;
     int64_t memory_refuse_percent;
     int64_t malloc_arenas;
@@ -122,6 +123,13 @@ static const sn_config_desc descriptors[] = {
     SN_CFG_INT("otlp.http.max_concurrent_bodies", sidecar_settings, http_bodies, "8", 0, 10000,
                "OTLP/HTTP request bodies read at once; further requests wait, their bodies unread "
                "in the connection, until one is answered (0: no limit)"),
+    SN_CFG_DURATION("otlp.http.body_wait", sidecar_settings, http_body_wait, "5s", 1000000,
+                    3600LL * 1000000000,
+                    "longest wait of an OTLP/HTTP request for a body slot; then 503 + Retry-After"),
+    SN_CFG_DURATION("otlp.http.body_time", sidecar_settings, http_body_time, "30s", 1000000,
+                    3600LL * 1000000000,
+                    "longest arrival of an OTLP/HTTP body once it holds a slot; then the "
+                    "connection is closed"),
     SN_CFG_SIZE("otlp.grpc.window", sidecar_settings, grpc_window, "256KiB", 0, (int64_t)64 << 20,
                 "gRPC flow-control window per stream (and TCP read size); 0: gRPC's own, which "
                 "grows to megabytes per stream"),
@@ -270,9 +278,36 @@ typedef struct sidecar {
     sn_admin *admin;
     sn_grpc_server *grpc;
     sn_http_server *http;
+    sn_counter *http_timeouts[2]; /* [0] a body arrived too slowly, [1] a slot wait expired */
     sn_memguard *memguard;
     bool shutting_down;
 } sidecar;
+
+/* The OTLP/HTTP server's slot timeouts (on_timeout): counted by kind. */
+static void count_http_timeout(void *ud, bool waited)
+{
+    sidecar *sc = ud;
+    sn_counter_inc(sc->http_timeouts[waited ? 1 : 0]);
+}
+
+/* Registers sentinel_sidecar_http_body_timeouts_total{kind}. Returns 0 or a negative errno. */
+static int register_http_timeouts(sidecar *sc, char *err, size_t errlen)
+{
+    sn_metrics_desc d = {.type = SN_METRICS_COUNTER,
+                         .name = "sentinel_sidecar_http_body_timeouts_total",
+                         .help = "OTLP/HTTP requests cut for a body arriving too slowly (slow) or "
+                                 "refused for waiting too long for a body slot (wait)",
+                         .labels = {"kind"}};
+    sn_metrics_family *f;
+    int rc = sn_metrics_register(sc->metrics, &d, &f, err, errlen);
+    if (rc != 0)
+        return rc;
+    static const char *const kinds[2] = {"slow", "wait"};
+    for (int k = 0; k < 2; k++)
+        if ((sc->http_timeouts[k] = sn_metrics_counter(f, &kinds[k])) == NULL)
+            return -ENOMEM;
+    return 0;
+}
 
 /* The memory guard's view of the pipeline's idle request scratches (memguard.h, `kept`). */
 static size_t scratch_kept(void *ud)
@@ -558,7 +593,15 @@ static int start(sidecar *sc)
             .handler = sn_pipeline_otlp_handler,
             .handler_ud = sn_pipeline_handler_ud(sc->pipeline, SN_PIPELINE_HTTP),
             .budget = {sn_memguard_reserve_http, sn_memguard_release_cb, sc->memguard},
+            .body_wait_ms = (unsigned)(s->http_body_wait / 1000000),
+            .body_time_ms = (unsigned)(s->http_body_time / 1000000),
+            .on_timeout = count_http_timeout,
+            .timeout_ud = sc,
         };
+        if ((rc = register_http_timeouts(sc, err, sizeof err)) != 0) {
+            sn_log_error("cannot register metrics", SN_LOG_STR("error", err));
+            return 1;
+        }
         if ((rc = sn_http_server_create(&hc, &sc->http, err, sizeof err)) != 0 ||
             (rc = sn_http_server_start(sc->http, err, sizeof err)) != 0) {
             sn_log_error("cannot serve OTLP/HTTP", SN_LOG_STR("listen", addr),

@@ -32,6 +32,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define INITIAL_BUFFER  (16u * 1024u)
@@ -63,6 +64,11 @@ struct sn_http_server {
     struct sn_http_request **waiting;
     unsigned wait_head, wait_count;
     bool stopping;
+    /* The watchdog thread (with slots): answers the requests that waited body_wait_ms. It
+     * sleeps on wd_cv (CLOCK_MONOTONIC) while nothing waits; wd_stop ends it. Under slot_mu. */
+    pthread_t wd_thread;
+    pthread_cond_t wd_cv;
+    bool wd_started, wd_stop;
 };
 
 typedef enum req_kind { REQ_OTLP = 0, REQ_ROUTE } req_kind;
@@ -73,7 +79,8 @@ typedef enum req_fault {
     FAULT_BAD_GZIP,  /* 400 */
     FAULT_NO_MEMORY, /* 503, retryable */
     FAULT_BUSY,      /* 503, retryable: max_buffered_bytes reached */
-    FAULT_MEMORY     /* 503, retryable: over the memory budget (cfg.budget) */
+    FAULT_MEMORY,    /* 503, retryable: over the memory budget (cfg.budget) */
+    FAULT_WAIT       /* 503, retryable: waited body_wait_ms for a body slot */
 } req_fault;
 
 typedef struct sn_http_request {
@@ -95,6 +102,9 @@ typedef struct sn_http_request {
     size_t reserved;             /* bytes of cfg.budget this request holds */
     bool slot;                   /* holds one of cfg.max_bodies (under srv->slot_mu) */
     bool waiting;                /* suspended until a slot is handed to it */
+    bool expired;                /* waited body_wait_ms: resumed without a slot, refused */
+    uint64_t wait_since_ms;      /* when it began to wait (monotonic) */
+    uint64_t slot_since_ms;      /* when it got its slot (monotonic) */
     struct MHD_Connection *conn; /* while waiting */
     z_stream z;
 } sn_http_request;
@@ -432,17 +442,31 @@ static enum MHD_Result answer_result(struct MHD_Connection *conn, const sn_http_
 
 /* ---------------------------------------------------------------- body slots */
 
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* What slot_take decided. */
+typedef enum slot_state { SLOT_HELD = 0, SLOT_WAIT, SLOT_EXPIRED } slot_state;
+
 /* Takes a body slot for req, or queues it and suspends conn (a call of the access handler, the
- * only place libmicrohttpd allows that). Returns true when req holds a slot (also without a
- * limit, and while stopping), false when it waits: it is resumed holding one. */
-static bool slot_take(sn_http_server *s, sn_http_request *req, struct MHD_Connection *conn)
+ * only place libmicrohttpd allows that). Returns SLOT_HELD when req holds a slot (also without
+ * a limit, and while stopping), SLOT_WAIT when it waits: it is resumed holding one, or
+ * SLOT_EXPIRED when the watchdog gave up its wait (to be refused). */
+static slot_state slot_take(sn_http_server *s, sn_http_request *req, struct MHD_Connection *conn)
 {
     if (s->cfg.max_bodies == 0)
-        return true;
-    bool taken = true;
+        return SLOT_HELD;
+    slot_state st = SLOT_HELD;
     pthread_mutex_lock(&s->slot_mu);
-    if (req->waiting && !req->slot) {
-        taken = false; /* still queued (libmicrohttpd does not call a suspended connection) */
+    if (req->expired) {
+        req->waiting = false;
+        st = SLOT_EXPIRED;
+    } else if (req->waiting && !req->slot) {
+        st = SLOT_WAIT; /* still queued (libmicrohttpd does not call a suspended connection) */
     } else if (req->slot) {
         req->waiting = false; /* handed over while it waited */
     } else if (s->bodies < s->cfg.max_bodies || s->stopping ||
@@ -450,19 +474,54 @@ static bool slot_take(sn_http_server *s, sn_http_request *req, struct MHD_Connec
         s->bodies++;
         req->slot = true;
         req->waiting = false;
+        req->slot_since_ms = now_ms();
     } else {
         s->waiting[(s->wait_head + s->wait_count) % s->cfg.max_connections] = req;
-        s->wait_count++;
+        if (s->wait_count++ == 0)
+            pthread_cond_signal(&s->wd_cv); /* the watchdog sleeps while nothing waits */
         req->waiting = true;
+        req->wait_since_ms = now_ms();
         req->conn = conn;
         /* Under slot_mu, so no release can resume conn before it is suspended. (libmicrohttpd
          * takes its own lock inside; it calls us under none of its locks, so slot_mu is always
          * taken first.) */
         MHD_suspend_connection(conn);
-        taken = false;
+        st = SLOT_WAIT;
     }
     pthread_mutex_unlock(&s->slot_mu);
-    return taken;
+    return st;
+}
+
+/* The watchdog: resumes, without a slot (expired), every request that has waited
+ * body_wait_ms -- the oldest are at the head of the ring -- so that it is refused with a
+ * retryable status instead of waiting for clients that hold the slots by sending slowly. */
+static void *slot_watchdog(void *arg)
+{
+    sn_http_server *s = arg;
+    pthread_mutex_lock(&s->slot_mu);
+    while (!s->wd_stop) {
+        if (s->wait_count == 0) {
+            pthread_cond_wait(&s->wd_cv, &s->slot_mu);
+            continue;
+        }
+        sn_http_request *head = s->waiting[s->wait_head];
+        uint64_t due = head->wait_since_ms + s->cfg.body_wait_ms, now = now_ms();
+        if (now < due) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            uint64_t ns = (uint64_t)ts.tv_nsec + (due - now) * 1000000u;
+            ts.tv_sec += (time_t)(ns / 1000000000u);
+            ts.tv_nsec = (long)(ns % 1000000000u);
+            pthread_cond_timedwait(&s->wd_cv, &s->slot_mu, &ts);
+            continue;
+        }
+        s->wait_head = (s->wait_head + 1) % s->cfg.max_connections;
+        s->wait_count--;
+        head->expired = true;
+        MHD_resume_connection(head->conn); /* under slot_mu, as in slot_release */
+    }
+    pthread_mutex_unlock(&s->slot_mu);
+    return NULL;
 }
 
 /* Gives req's slot back, or hands it to the request that waited longest and resumes that one.
@@ -492,6 +551,7 @@ static void slot_release(sn_http_server *s, sn_http_request *req)
             s->wait_head = (s->wait_head + 1) % s->cfg.max_connections;
             s->wait_count--;
             next->slot = true; /* bodies unchanged: the slot changes hands */
+            next->slot_since_ms = now_ms();
             /* Under slot_mu (the order slot_take suspends in): once slots_stop holds the lock,
              * every connection handed a slot is already flagged for resumption, so
              * MHD_stop_daemon never meets one still suspended. */
@@ -715,6 +775,13 @@ static bool expects_continue(struct MHD_Connection *conn)
     return v != NULL && strncasecmp(v, "100-continue", 12) == 0;
 }
 
+/* The refusal of an OTLP request that waited body_wait_ms for a body slot: 503 + Retry-After. */
+static enum MHD_Result answer_wait(struct MHD_Connection *conn, sn_otlp_encoding enc)
+{
+    return answer_status(conn, MHD_HTTP_SERVICE_UNAVAILABLE, enc, RPC_UNAVAILABLE,
+                         "receiver busy: no request body slot came free in time, retry later", 1);
+}
+
 /* The retryable refusal of a request over the memory budget: 503 + Retry-After. */
 static enum MHD_Result answer_memory(sn_http_server *s, struct MHD_Connection *conn, bool is_otlp,
                                      sn_otlp_encoding enc)
@@ -809,7 +876,7 @@ static enum MHD_Result begin_request(sn_http_server *s, struct MHD_Connection *c
     req->declared = declared;
     *req_cls = req;
     /* An OTLP body waits for a slot (cfg.max_bodies) before anything is reserved for it. */
-    if (is_otlp && (cl == NULL || declared > 0) && !slot_take(s, req, conn))
+    if (is_otlp && (cl == NULL || declared > 0) && slot_take(s, req, conn) != SLOT_HELD)
         return MHD_YES;
     return start_body(s, conn, req, req_cls);
 }
@@ -914,6 +981,7 @@ static enum MHD_Result finish_request(sn_http_server *s, struct MHD_Connection *
                                       "server busy: too many request bytes in progress", 1);
         case FAULT_MEMORY:
             return answer_memory(s, conn, false, req->encoding);
+        case FAULT_WAIT: /* routes take no body slot */
         case FAULT_NONE:
             break;
         }
@@ -957,6 +1025,8 @@ static enum MHD_Result finish_request(sn_http_server *s, struct MHD_Connection *
                              "receiver busy: too many request bytes in progress, retry later", 1);
     case FAULT_MEMORY:
         return answer_memory(s, conn, true, req->encoding);
+    case FAULT_WAIT:
+        return answer_wait(conn, req->encoding);
     case FAULT_NONE:
         break;
     }
@@ -1013,9 +1083,24 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         return begin_request(s, conn, url, method, req_cls);
     if (req->waiting) {
         /* Resumed holding a slot (or, should libmicrohttpd call while suspended, not yet: the
-         * data stays unread). */
-        if (!slot_take(s, req, conn))
+         * data stays unread), or after waiting too long: refused as from the headers (the
+         * body unread, the connection closed after the answer; req freed by the completion). */
+        slot_state st = slot_take(s, req, conn);
+        if (st == SLOT_WAIT)
             return MHD_YES;
+        if (st == SLOT_EXPIRED) {
+            if (s->cfg.on_timeout != NULL)
+                s->cfg.on_timeout(s->cfg.timeout_ud, true);
+            req->fault = FAULT_WAIT;
+            if (expects_continue(conn)) { /* the client sends no body: answer now */
+                sn_otlp_encoding enc = req->encoding;
+                *req_cls = NULL;
+                request_free(req);
+                return answer_wait(conn, enc);
+            }
+            return MHD_YES; /* the body is read and thrown away (no slot, no buffer), then
+                             * refused: the client gets the 503, not a reset */
+        }
         enum MHD_Result q = start_body(s, conn, req, req_cls);
         if (q != MHD_YES || *req_cls == NULL)
             return q;
@@ -1033,6 +1118,14 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
             req->drained += n;
             /* Bounded discard: a client that keeps sending loses its connection. */
             return req->drained > req->limit ? MHD_NO : MHD_YES;
+        }
+        if (req->slot && now_ms() - req->slot_since_ms > s->cfg.body_time_ms) {
+            /* Too slow: the slot goes to the next request, the connection is closed. */
+            if (s->cfg.on_timeout != NULL)
+                s->cfg.on_timeout(s->cfg.timeout_ud, false);
+            request_fault(req, FAULT_NO_MEMORY);
+            slot_release(s, req);
+            return MHD_NO;
         }
         req->wire += n;
         if (req->wire > req->limit) {
@@ -1113,6 +1206,15 @@ int sn_http_server_create(const sn_http_server_config *cfg, sn_http_server **out
     s->listen_fd = -1;
     s->cfg = *cfg;
     pthread_mutex_init(&s->slot_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->wd_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (s->cfg.body_wait_ms == 0)
+        s->cfg.body_wait_ms = SN_HTTP_DEFAULT_BODY_WAIT_MS;
+    if (s->cfg.body_time_ms == 0)
+        s->cfg.body_time_ms = SN_HTTP_DEFAULT_BODY_TIME_MS;
     if (s->cfg.max_body_bytes == 0)
         s->cfg.max_body_bytes = SN_HTTP_DEFAULT_MAX_BODY;
     if (s->cfg.max_connections == 0)
@@ -1244,6 +1346,16 @@ int sn_http_server_start(sn_http_server *s, char *err, size_t errlen)
     }
     s->listen_fd = fd;
     s->port = port;
+    if (s->cfg.max_bodies > 0) {
+        int trc = pthread_create(&s->wd_thread, NULL, slot_watchdog, s);
+        if (trc != 0) {
+            sn_http_server_stop(s);
+            set_err(err, errlen, "cannot start the OTLP/HTTP body-slot thread: %s", strerror(trc));
+            return -trc;
+        }
+        pthread_setname_np(s->wd_thread, "sn-http-slots");
+        s->wd_started = true;
+    }
     return 0;
 }
 
@@ -1258,6 +1370,15 @@ void sn_http_server_stop(sn_http_server *s)
         return;
     MHD_socket fd = MHD_quiesce_daemon(s->daemon);
     slots_stop(s); /* libmicrohttpd must not be stopped with connections suspended */
+    if (s->wd_started) {
+        pthread_mutex_lock(&s->slot_mu);
+        s->wd_stop = true;
+        pthread_cond_signal(&s->wd_cv);
+        pthread_mutex_unlock(&s->slot_mu);
+        pthread_join(s->wd_thread, NULL);
+        s->wd_started = false;
+        s->wd_stop = false;
+    }
     MHD_stop_daemon(s->daemon);
     s->daemon = NULL;
     pthread_mutex_lock(&s->slot_mu);
@@ -1276,6 +1397,7 @@ void sn_http_server_destroy(sn_http_server *s)
     if (s == NULL)
         return;
     sn_http_server_stop(s);
+    pthread_cond_destroy(&s->wd_cv);
     pthread_mutex_destroy(&s->slot_mu);
     free(s->waiting);
     free(s->host);

@@ -38,6 +38,8 @@
 #define SN_HTTP_DEFAULT_CONNECTIONS    64u
 #define SN_HTTP_DEFAULT_TIMEOUT_S      30u
 #define SN_HTTP_DEFAULT_THREADS        2u
+#define SN_HTTP_DEFAULT_BODY_WAIT_MS   5000u  /* longest wait for a body slot */
+#define SN_HTTP_DEFAULT_BODY_TIME_MS   30000u /* a body's whole arrival, once it holds a slot */
 #define SN_HTTP_REPLY_CONTENT_TYPE_MAX 64
 
 #define SN_HTTP_REPLY_HEADERS_MAX 4u
@@ -125,8 +127,18 @@ typedef struct sn_http_server_config {
     /* OTLP requests whose bodies are read at once; past it a request waits before its body is
      * read (its connection is suspended and the body stays in the socket, so the client is held
      * back by TCP, as gRPC's stream limit does) until one ends, oldest first. Nothing is refused
-     * for it. 0: no limit. */
+     * for it -- unless it waits longer than body_wait_ms: then it is answered 503 +
+     * Retry-After (its body read and thrown away, unless it awaits "100 Continue"), so clients that
+     * hold every slot by sending slowly cannot stall the others. A request holding a slot whose
+     * body has not arrived body_time_ms after it got it loses its connection (at its next bytes; a
+     * silent one at the idle timeout), freeing the slot. 0: no limit. */
     unsigned max_bodies;
+    unsigned body_wait_ms; /* 0: SN_HTTP_DEFAULT_BODY_WAIT_MS */
+    unsigned body_time_ms; /* 0: SN_HTTP_DEFAULT_BODY_TIME_MS */
+    /* Optional: called (on a server thread) once per request refused for waiting too long for
+     * a slot (waited true), and once per connection closed for a body arriving too slowly. */
+    void (*on_timeout)(void *ud, bool waited);
+    void *timeout_ud;
     unsigned connection_timeout_s; /* idle connection timeout; 0: SN_HTTP_DEFAULT_TIMEOUT_S */
     unsigned threads;              /* worker threads; 0: SN_HTTP_DEFAULT_THREADS */
     sn_otlp_handler handler;       /* NULL: no OTLP routes, every path goes to `route` */

@@ -926,6 +926,15 @@ START_TEST(memory_budget_refuses_before_the_body)
 }
 END_TEST
 
+static unsigned g_body_wait_ms, g_body_time_ms; /* for start_server_slots; 0: defaults */
+static atomic_int g_timeouts[2];                /* on_timeout calls: [0] slow, [1] waited */
+
+static void count_timeout(void *ud, bool waited)
+{
+    (void)ud;
+    atomic_fetch_add(&g_timeouts[waited ? 1 : 0], 1);
+}
+
 /* Starts g_srv with max_bodies body slots and the memory budget fb (large: it only counts). */
 static void start_server_slots(unsigned max_bodies, unsigned threads, fake_budget *fb)
 {
@@ -945,12 +954,69 @@ static void start_server_slots(unsigned max_bodies, unsigned threads, fake_budge
         .handler = test_handler,
         .handler_ud = &g_seen,
         .budget = {fake_reserve, fake_release, fb},
+        .body_wait_ms = g_body_wait_ms,
+        .body_time_ms = g_body_time_ms,
+        .on_timeout = count_timeout,
     };
     char err[256];
     ck_assert_int_eq(sn_http_server_create(&cfg, &g_srv, err, sizeof err), 0);
     ck_assert_msg(sn_http_server_start(g_srv, err, sizeof err) == 0, "%s", err);
     g_port = sn_http_server_port(g_srv);
 }
+
+/* A raw connection that sends the headers of a 1 000-byte OTLP/JSON body and its first 10
+ * bytes, then nothing: it holds a body slot. The caller closes it. */
+static int slow_client(void)
+{
+    static const char head[] = "POST /v1/traces HTTP/1.1\r\nHost: x\r\n"
+                               "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                               "{\"resourceS";
+    int fd = raw_connect();
+    ck_assert_int_eq(send(fd, head, strlen(head), MSG_NOSIGNAL), (ssize_t)strlen(head));
+    return fd;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* A client that holds the only slot by sending slowly stalls nobody for long: a request
+ * waiting for the slot longer than body_wait_ms is refused retryably (503 + Retry-After) with
+ * its body unread, and the slow one loses its connection at its next bytes after body_time_ms,
+ * after which the next request gets the slot. */
+START_TEST(slow_bodies_do_not_hold_the_slots_for_ever)
+{
+    static fake_budget fb;
+    g_body_wait_ms = 300;
+    g_body_time_ms = 600;
+    atomic_store(&g_timeouts[0], 0);
+    atomic_store(&g_timeouts[1], 0);
+    start_server_slots(1, 2, &fb);
+    int slow = slow_client();
+    sleep_ms(100); /* its headers are in: it holds the slot */
+
+    reply r = post("/v1/traces", "application/json", "{}", 2);
+    ck_assert_int_eq(r.status, 503);
+    ck_assert_str_eq(r.retry_after, "1");
+    reply_free(&r);
+    ck_assert_int_eq(atomic_load(&g_timeouts[1]), 1);
+    ck_assert_int_eq(atomic_load(&g_seen.calls), 0);
+
+    sleep_ms(600); /* past body_time_ms: its next bytes cost it the connection */
+    ck_assert_int_eq(send(slow, "pans\":[", 7, MSG_NOSIGNAL), 7);
+    char buf[64];
+    ck_assert_int_le(recv(slow, buf, sizeof buf, 0), 0);
+    close(slow);
+    ck_assert_int_eq(atomic_load(&g_timeouts[0]), 1);
+    r = post("/v1/traces", "application/json", "{}", 2);
+    ck_assert_int_eq(r.status, 200);
+    reply_free(&r);
+    ck_assert_uint_eq(wait_used(&fb, 0), 0);
+    g_body_wait_ms = g_body_time_ms = 0;
+}
+END_TEST
 
 /* max_bodies: with 2 slots and the handler held, of 6 requests only 2 reserve memory (one of
  * them in the handler; the other's body may wait for the held worker thread); the others wait
@@ -1160,6 +1226,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, memory_budget_refuses_before_the_body);
     tcase_add_test(tc, body_slots_hold_requests_back_without_refusing);
     tcase_add_test(tc, stop_with_requests_waiting_for_a_slot);
+    tcase_add_test(tc, slow_bodies_do_not_hold_the_slots_for_ever);
     tcase_add_test(tc, stop_with_requests_in_flight);
     tcase_add_test(tc, server_without_otlp_routes);
     tcase_add_test(tc, configuration_errors);
