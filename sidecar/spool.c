@@ -181,6 +181,8 @@ struct sn_spool {
     bool dir_dirty;    /* entries created, renamed or removed since the last directory fsync */
     bool keep_covered; /* a recovered segment could not be synced: keep covered journals */
     int handoff[HANDOFF_MAX]; /* descriptors of full segments, synced and closed by the next sync */
+    bool handoff_rewrite[HANDOFF_MAX]; /* its sync failed: rewritten (rewrite_file) before the next
+                                        */
 
     /* Spare journal files (spare-<old generation>): covered files whose deletion was due, kept
      * for journal_create to reuse -- no inode allocated and freed per generation. Filled by
@@ -1320,8 +1322,9 @@ static int spare_take(sn_spool *s, char *spare, size_t len)
     }
 }
 
-/* The filesystem lacks renameat2(RENAME_NOREPLACE) (EINVAL): logs it once, stops keeping spares
- * and deletes the ones waiting -- covered files are deleted from then on, as before recycling. */
+/* renameat2(RENAME_NOREPLACE) is not to be had (EINVAL, ENOSYS, EPERM, EOPNOTSUPP): logs it once,
+ * stops keeping spares and deletes the ones waiting -- covered files are deleted from then on, as
+ * before recycling. */
 static void spares_disable(sn_spool *s)
 {
     uint64_t gens[SPARE_MAX];
@@ -1363,8 +1366,13 @@ static int journal_setup(sn_spool *s, int fd, const char *name, const char *spar
             named = true;
         else
             rc = -errno;
-        if (rc == -EINVAL)
+        /* EINVAL: the filesystem lacks RENAME_NOREPLACE; ENOSYS, EPERM, EOPNOTSUPP: the kernel
+         * or a seccomp profile refuses renameat2 -- every reuse would fail the same way. */
+        if (rc == -EINVAL || rc == -ENOSYS || rc == -EPERM || rc == -EOPNOTSUPP)
             spares_disable(s);
+        else if (rc != 0)
+            sn_log_warn("spool: cannot rename a spare journal file; creating a new one",
+                        SN_LOG_STR("dir", s->dir), SN_LOG_STR("file", spare), SN_LOG_ERRNO(rc));
     }
     if (rc == 0 && always)
         rc = sync_fd(s, s->dirfd, true); /* else the new name may not be durable: a failure */
@@ -2204,6 +2212,7 @@ int sn_spool_append(sn_spool *s, const uint8_t *data, size_t len, uint64_t journ
             int dfd = fcntl(g->fd, F_DUPFD_CLOEXEC, 0);
             if (dfd >= 0) {
                 s->handoff_base[s->nhandoff] = g->base;
+                s->handoff_rewrite[s->nhandoff] = false;
                 s->handoff[s->nhandoff++] = dfd;
                 g->dirty = false;
                 g->rewrite = false; /* rewritten: the handed-off sync counts */
@@ -2557,6 +2566,13 @@ static bool rewrite_flagged(sn_spool *s)
             d->rewrite = rewrite_file(d->fd) != 0;
         ok = ok && !(d->rewrite && d->dirty);
     }
+    /* Full segments still the loop's (sn_spool_sync's own sync of them failed): one that cannot
+     * be rewritten is not handed over (bg_sync_start keeps it). */
+    for (size_t i = 0; i < s->nhandoff; i++) {
+        if (s->handoff_rewrite[i])
+            s->handoff_rewrite[i] = rewrite_file(s->handoff[i]) != 0;
+        ok = ok && !s->handoff_rewrite[i];
+    }
     return ok;
 }
 
@@ -2622,10 +2638,18 @@ static int bg_sync_start(sn_spool *s, bool retry_all)
     }
     /* Nothing can fail from here on: the flags are cleared for what the op now carries. */
     set_files_dirty(s, false, false);
-    memcpy(op->fds + op->nfds, s->handoff, s->nhandoff * sizeof(int));
-    memcpy(op->bases + op->nfds, s->handoff_base, s->nhandoff * sizeof(uint64_t));
-    op->nfds += s->nhandoff;
-    s->nhandoff = 0;
+    size_t kept = 0; /* a segment rewrite_flagged could not rewrite stays the loop's */
+    for (size_t i = 0; i < s->nhandoff; i++) {
+        if (s->handoff_rewrite[i]) {
+            s->handoff_base[kept] = s->handoff_base[i];
+            s->handoff_rewrite[kept] = true;
+            s->handoff[kept++] = s->handoff[i];
+            continue;
+        }
+        op->fds[op->nfds] = s->handoff[i];
+        op->bases[op->nfds++] = s->handoff_base[i];
+    }
+    s->nhandoff = kept;
     op->dir = s->dir_dirty;
     s->dir_dirty = false;
     if (rewritten) {
@@ -2668,17 +2692,20 @@ int sn_spool_sync(sn_spool *s)
         s->dir_dirty = true;
     sync_ack(s);
     /* A handed-off segment whose sync fails here keeps its descriptor (and keeps the segments
-     * from counting as durable, so the journal files covering it stay) for the next sync. */
+     * from counting as durable, so the journal files covering it stay) for the next sync, which
+     * rewrites it first: a second fdatasync could report success without writing anything. */
     size_t kept = 0;
     for (size_t i = 0; i < s->nhandoff; i++) {
-        if ((rc = sync_fd(s, s->handoff[i], false)) != 0) {
+        int fd = s->handoff[i];
+        if ((rc = s->handoff_rewrite[i] ? resync_segment(s, fd) : sync_fd(s, fd, false)) != 0) {
             if (first == 0)
                 first = rc;
             s->handoff_base[kept] = s->handoff_base[i];
-            s->handoff[kept++] = s->handoff[i];
+            s->handoff_rewrite[kept] = true;
+            s->handoff[kept++] = fd;
             continue;
         }
-        close(s->handoff[i]);
+        close(fd);
     }
     s->nhandoff = kept;
     if ((rc = sync_segments(s)) != 0 && first == 0)

@@ -15,9 +15,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -1140,17 +1142,18 @@ START_TEST(journal_files_are_recycled)
 }
 END_TEST
 
-/* renameat2, interposed for the spool's calls: with g_noreplace_einval, RENAME_NOREPLACE fails
- * with EINVAL as on a filesystem without it. Every call is counted. */
-static bool g_noreplace_einval;
+/* renameat2, interposed for the spool's calls: with g_noreplace_errno, RENAME_NOREPLACE fails
+ * with it (EINVAL as on a filesystem without it, ENOSYS/EPERM as under a seccomp profile). Every
+ * call is counted. */
+static int g_noreplace_errno;
 static int g_renameat2_calls;
 
 int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
               unsigned int flags)
 {
     g_renameat2_calls++;
-    if (g_noreplace_einval && (flags & RENAME_NOREPLACE) != 0) {
-        errno = EINVAL;
+    if (g_noreplace_errno != 0 && (flags & RENAME_NOREPLACE) != 0) {
+        errno = g_noreplace_errno;
         return -1;
     }
     return (int)syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, flags);
@@ -1168,27 +1171,33 @@ static void cycle_generations(sn_spool *s, uint64_t from, uint64_t n)
     }
 }
 
-/* Where renameat2(RENAME_NOREPLACE) fails with EINVAL, the first failed reuse stops spares:
- * the waiting ones are deleted, covered files deleted from then on, no rename tried again. */
+/* Where renameat2(RENAME_NOREPLACE) fails for good (EINVAL, ENOSYS, EPERM, EOPNOTSUPP), the
+ * first failed reuse stops spares: the waiting ones are deleted, covered files deleted from
+ * then on, no rename tried again. */
 START_TEST(spares_stop_without_rename_noreplace)
 {
-    g_noreplace_einval = true;
-    g_renameat2_calls = 0;
-    sn_spool_config c = small_cfg();
-    c.max_bytes = 8 << 20;
-    sn_spool *s = open_ok(&c);
-    cycle_generations(s, 1, 10);
-    sn_spool_stats st;
-    sn_spool_get_stats(s, &st);
-    ck_assert_uint_eq(sn_spool_journal_generation(s), 11);
-    ck_assert_uint_eq(st.journal_recycled, 0);
-    ck_assert_int_eq(g_renameat2_calls, 1);
-    ck_assert_int_eq(count_files("spare-"), 0);
-    ck_assert_int_eq(count_files("journal-"), 1);
-    journal_rec(s, 111);
-    sn_spool_close(s);
-    sn_spool_close(open_expect_journal(&c, 1, 111));
-    g_noreplace_einval = false;
+    static const int errs[] = {EINVAL, ENOSYS, EPERM, EOPNOTSUPP};
+    for (size_t e = 0; e < sizeof errs / sizeof errs[0]; e++) {
+        teardown();
+        setup();
+        g_noreplace_errno = errs[e];
+        g_renameat2_calls = 0;
+        sn_spool_config c = small_cfg();
+        c.max_bytes = 8 << 20;
+        sn_spool *s = open_ok(&c);
+        cycle_generations(s, 1, 10);
+        sn_spool_stats st;
+        sn_spool_get_stats(s, &st);
+        ck_assert_uint_eq(sn_spool_journal_generation(s), 11);
+        ck_assert_uint_eq(st.journal_recycled, 0);
+        ck_assert_msg(g_renameat2_calls == 1, "errno %d: %d renames", errs[e], g_renameat2_calls);
+        ck_assert_int_eq(count_files("spare-"), 0);
+        ck_assert_int_eq(count_files("journal-"), 1);
+        journal_rec(s, 111);
+        sn_spool_close(s);
+        sn_spool_close(open_expect_journal(&c, 1, 111));
+        g_noreplace_errno = 0;
+    }
 }
 END_TEST
 
@@ -1826,6 +1835,62 @@ START_TEST(segment_popped_before_its_failed_sync_is_not_retried)
 }
 END_TEST
 
+/* The mtime of the file with inode ino in the spool directory (0 when none). */
+static struct timespec mtime_of_inode(ino_t ino)
+{
+    struct timespec t = {0, 0};
+    DIR *d = opendir(g_dir);
+    ck_assert_ptr_nonnull(d);
+    struct dirent *e;
+    char path[512];
+    while ((e = readdir(d)) != NULL) {
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/%s", g_dir, e->d_name);
+        if (stat(path, &sb) == 0 && sb.st_ino == ino)
+            t = sb.st_mtim;
+    }
+    closedir(d);
+    return t;
+}
+
+START_TEST(handed_off_segment_is_rewritten_after_a_failed_sync)
+{
+    /* No background sync can be started (no descriptor left for its copies), so sn_spool_sync
+     * syncs the handed-off segment itself, and that fails. The next sync must write the
+     * segment's bytes again before it counts: a second fdatasync after a failed one can report
+     * success without writing anything. */
+    static sync_fault f;
+    uint64_t n;
+    sn_spool *s = open_failing_full_segment(&f, &n);
+    ino_t ino = (ino_t)atomic_load(&f.watch);
+    struct rlimit old;
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    int top = open("/dev/null", O_RDONLY); /* the lowest free descriptor: the limit */
+    ck_assert_int_ge(top, 0);
+    close(top);
+    struct rlimit low = {(rlim_t)top, old.rlim_max};
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+    ck_assert_int_ne(sn_spool_sync(s), 0); /* its own sync of the segment failed */
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+    ck_assert_int_gt(atomic_load(&f.failed), 0);
+
+    struct timespec before = mtime_of_inode(ino);
+    struct timespec pause = {0, 20 * 1000000L}; /* a later mtime shows the rewrite */
+    nanosleep(&pause, NULL);
+    atomic_store(&f.fail, false);
+    ck_assert_int_eq(sn_spool_sync(s), 0);
+    ck_assert_int_ge(atomic_load(&f.good_watched), 1);
+    struct timespec after = mtime_of_inode(ino);
+    ck_assert_msg(after.tv_sec > before.tv_sec ||
+                      (after.tv_sec == before.tv_sec && after.tv_nsec > before.tv_nsec),
+                  "the segment was synced again without being rewritten");
+    sn_spool_set_sync_hook(s, NULL, NULL);
+    for (uint64_t i = 1; i <= n; i++)
+        expect_pop(s, i, i);
+    sn_spool_close(s);
+}
+END_TEST
+
 START_TEST(covered_journals_wait_for_a_retried_sync)
 {
     /* A covered journal file whose sync op ran while a full segment's sync was being retried is
@@ -2226,6 +2291,7 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, failed_background_sync_of_a_full_segment_is_retried);
     tcase_add_test(tc, segment_popped_before_its_failed_sync_is_not_retried);
     tcase_add_test(tc, covered_journals_wait_for_a_retried_sync);
+    tcase_add_test(tc, handed_off_segment_is_rewritten_after_a_failed_sync);
     tcase_add_test(tc, rotation_with_a_full_pending_list_syncs_live_descriptors);
     tcase_add_test(tc, journal_kept_when_an_earlier_sync_fails_later);
     tcase_add_test(tc, failed_sync_rewrites_the_file_before_the_next);
