@@ -1497,6 +1497,48 @@ START_TEST(flattening_uses_the_configured_zstd_parameters)
 }
 END_TEST
 
+/* The split is a wire contract between sidecar versions: a sidecar restarted (or upgraded)
+ * while a split batch is half sent makes the parts again from the record, and the aggregator
+ * skips the ones it applied by their (id, sequence) -- so the same record must give the same
+ * parts in every version. This pins the boundaries of one fixed record (uncompressed, so only
+ * the project's own encoding counts). A change that moves them is a format change
+ * (docs/wire-formats.md): a new sidecar must keep splitting marked records the old way. */
+START_TEST(split_boundaries_are_pinned)
+{
+    enum { NE = 40 };
+    sn_event ev[NE];
+    size_t len = 0;
+    uint8_t *rec = long_resource_record(ev, NE, &len);
+    sn_batch_config cfg;
+    sn_batch_config_init(&cfg);
+    cfg.zstd_level = 0;
+    sn_batch_encoder *enc = NULL;
+    char err[256];
+    ck_assert_int_eq(sn_batch_encoder_create(&cfg, &enc, err, sizeof err), 0);
+    sn_batch b = {.sidecar_id = ID,
+                  .sequence = 77,
+                  .records = rec,
+                  .records_len = len,
+                  .n_record_events = NE,
+                  .groups = true,
+                  .created_unix_nano = 1700000003000000000};
+    const uint8_t *out;
+    size_t out_len;
+    ck_assert_int_eq(sn_batch_encode(enc, &b, &out, &out_len, NULL, err, sizeof err), 0);
+    sn_batch_parts parts = {NULL, NULL, 0};
+    ck_assert_int_eq(
+        sn_batch_flatten_request_floor(out, out_len, &cfg, 4096, &parts, err, sizeof err), 0);
+    static const size_t want[] = {6387, 12789, 19194, 19723};
+    ck_assert_uint_eq(parts.n, sizeof want / sizeof want[0]);
+    for (size_t i = 0; i < parts.n; i++)
+        ck_assert_msg(parts.end[i] == want[i], "part %zu ends at %zu, pinned %zu", i, parts.end[i],
+                      want[i]);
+    sn_batch_parts_free(&parts);
+    sn_batch_encoder_destroy(enc);
+    free(rec);
+}
+END_TEST
+
 /* The flattener's zstd allocations fail after `left` of them: -ENOMEM (retried by the
  * pipeline), never an error that drops the batch. */
 static int g_allocs_left;
@@ -1742,6 +1784,7 @@ static Suite *batch_suite(void)
     tcase_add_test(tc, an_event_in_a_group_may_not_name_its_resource);
     tcase_add_test(tc, flattening_uses_the_configured_zstd_parameters);
     tcase_add_test(tc, flattening_out_of_zstd_memory_is_enomem);
+    tcase_add_test(tc, split_boundaries_are_pinned);
     tcase_add_test(tc, a_flat_copy_over_the_part_budget_is_split_the_same_whatever_the_settings);
     suite_add_tcase(s, tc);
     return s;
