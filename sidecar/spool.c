@@ -1678,6 +1678,32 @@ static int recover_segment(sn_spool *s, seg *g, bool is_last, uint64_t *prev_id,
     return 0;
 }
 
+/* Whether the version 2 journal record whose header r is at off in a file of generation gen,
+ * tagged with another generation, is a whole record of an earlier generation (a reused spare's
+ * old content): its tag below gen's low 32 bits (the earlier generation is the same high half,
+ * or the one before) and its checksum good for that generation. Returns 1, 0 (not: damage), or
+ * a negative errno from reading. */
+static int stale_record(int fd, uint64_t gen, const uint8_t *r, uint64_t off, uint64_t size,
+                        uint8_t *scratch)
+{
+    uint32_t tag = get_u32(r + 8), len = get_u32(r + 4);
+    uint64_t hi = gen & ~(uint64_t)UINT32_MAX;
+    uint64_t old = hi | tag;
+    if (tag >= (uint32_t)gen) {
+        if (hi == 0)
+            return 0;
+        old -= (uint64_t)1 << 32;
+    }
+    if (len > SN_SPOOL_MAX_RECORD || size - off - SN_SPOOL_JOURNAL_HEADER < len)
+        return 0;
+    uint32_t crc = jrec_crc(JOURNAL_VERSION_TAGGED, old, r, NULL, 0);
+    int rc = crc_file_range(fd, off + SN_SPOOL_JOURNAL_HEADER, len, &crc, scratch,
+                            JOURNAL_VERSION_TAGGED);
+    if (rc < 0)
+        return rc;
+    return rc == 0 && crc == get_u32(r + 12);
+}
+
 /* Reads the journal file of an uncovered generation: checks its header, counts its records and
  * truncates it at the first bad one. Returns 0 and the file's good length, or a negative errno.
  * A file too short for its header (a crash while it was created) gets its header rewritten. */
@@ -1717,9 +1743,18 @@ static int recover_journal_file(sn_spool *s, int fd, uint64_t gen, uint8_t *scra
         uint32_t len = get_u32(r + 4);
         if (*version == JOURNAL_VERSION_TAGGED && get_u32(r) == JREC_MAGIC &&
             get_u32(r + 8) != (uint32_t)gen) {
-            /* A record of the file's earlier life (a reused spare): the end, not damage. Cut
-             * off quietly, so that a later append shorter than what it covers leaves no stale
-             * bytes behind it (which the next open would report as a torn tail). */
+            /* A record of the file's earlier life (a reused spare): the end, not damage -- if it
+             * is one: an earlier generation's tag and a checksum good for that generation.
+             * Cut off quietly, so that a later append shorter than what it covers leaves no
+             * stale bytes behind it (which the next open would report as a torn tail). Else
+             * (a damaged tag of a current record) it is a torn tail like any other. */
+            int old = stale_record(fd, gen, r, off, size, scratch);
+            if (old < 0)
+                return old;
+            if (old == 0) {
+                why = "bad generation tag";
+                break;
+            }
             if (ftruncate(fd, (off_t)off) != 0)
                 return -errno;
             break;

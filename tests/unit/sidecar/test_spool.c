@@ -1054,6 +1054,31 @@ START_TEST(torn_journal_tail)
 }
 END_TEST
 
+/* A current record whose generation tag was damaged is not taken for a reused file's old
+ * content (cut quietly): it ends the journal as a torn tail, counted and logged. */
+START_TEST(damaged_generation_tag_is_a_torn_tail)
+{
+    sn_spool *s = open_ok(NULL);
+    for (uint64_t i = 1; i <= 3; i++)
+        journal_rec(s, i);
+    sn_spool_close(s);
+    char path[256];
+    journal_path(path, sizeof path, 1);
+    /* the tag of record 2: after the file header and record 1 */
+    off_t tag = (off_t)(SN_SPOOL_JOURNAL_FILE_HEADER + SN_SPOOL_JOURNAL_HEADER + rec_len(1) + 8);
+    flip_byte(path, tag);
+    s = open_ok(NULL);
+    collected col = {0};
+    ck_assert_int_eq(sn_spool_recover_journal(s, collect, &col), 0);
+    ck_assert_uint_eq(col.n, 1);
+    ck_assert_uint_eq(col.idx[0], 1);
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.torn_tails, 1);
+    sn_spool_close(s);
+}
+END_TEST
+
 /* Writes v little-endian into p[0..4) (through le64, above). */
 static void le32(uint8_t *p, uint32_t v)
 {
@@ -2275,6 +2300,7 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, corrupt_middle_of_last_segment);
     tcase_add_test(tc, corruption_found_by_peek);
     tcase_add_test(tc, torn_journal_tail);
+    tcase_add_test(tc, damaged_generation_tag_is_a_torn_tail);
     tcase_add_test(tc, journal_uncovered_comes_back);
     tcase_add_test(tc, journal_files_are_recycled);
     tcase_add_test(tc, spares_stop_without_rename_noreplace);
