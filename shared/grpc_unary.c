@@ -89,6 +89,8 @@ typedef struct sn_grpc_call {
     grpc_metadata trailer;
     bool has_trailer;
     int cancelled;
+    /* Stage timing (cfg.stage_seconds), CLOCK_MONOTONIC ns; 0 = not reached. */
+    int64_t t_new, t_message, t_handle, t_answer;
 } sn_grpc_call;
 
 /* A call's share of cfg.budget, charged while a handler-thread buffer grows for it. */
@@ -145,6 +147,11 @@ struct sn_grpc_unary {
     bool server_done;
     bool worker_stop;
     bool worker_idle; /* the handler thread sleeps on cv (on_message signals only then) */
+    bool timed;       /* some cfg.stage_seconds entry is set */
+    /* The completion-queue thread's buffers for requests it handles itself
+     * (cfg.inline_max_bytes). */
+    sn_buf inl_a, inl_b;
+    ZSTD_DCtx *inl_dctx;
     atomic_bool cancel_all;
 
     _Atomic uint64_t st_requests[SN_GRPC_UNARY_MAX_METHODS];
@@ -158,6 +165,39 @@ struct sn_grpc_unary {
     _Atomic uint64_t st_unimplemented;
     _Atomic uint64_t st_expired;
 };
+
+const char *const sn_grpc_stage_names[SN_GRPC_STAGE_COUNT] = {
+    "grpc_read", "grpc_queue", "grpc_handle", "grpc_send", "grpc_total"};
+
+/* CLOCK_MONOTONIC in ns, for stage timing; 0 when the server times nothing. */
+static int64_t stage_now(const sn_grpc_unary *s)
+{
+    if (!s->timed)
+        return 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Observes `to - from` ns in the stage's histogram, when both ends were reached. */
+static void stage_observe(const sn_grpc_unary *s, sn_grpc_stage st, int64_t from, int64_t to)
+{
+    if (from != 0 && to >= from)
+        sn_histogram_observe(s->cfg.stage_seconds[st], (double)(to - from) * 1e-9);
+}
+
+/* CQ thread: a call's answer completed; observes every stage it went through. */
+static void stage_observe_call(const sn_grpc_unary *s, const sn_grpc_call *c)
+{
+    if (!s->timed || c->t_handle == 0)
+        return;
+    int64_t now = stage_now(s);
+    stage_observe(s, SN_GRPC_STAGE_READ, c->t_new, c->t_message);
+    stage_observe(s, SN_GRPC_STAGE_QUEUE, c->t_message, c->t_handle);
+    stage_observe(s, SN_GRPC_STAGE_HANDLE, c->t_handle, c->t_answer);
+    stage_observe(s, SN_GRPC_STAGE_SEND, c->t_answer, now);
+    stage_observe(s, SN_GRPC_STAGE_TOTAL, c->t_message, now);
+}
 
 /* ---- a tiny bounded protobuf writer ---------------------------------------------------- */
 
@@ -603,6 +643,7 @@ static void answer(sn_grpc_unary *s, sn_grpc_call *c, grpc_status_code status, c
     n++;
 
     c->phase = SN_CALL_ANSWERING;
+    c->t_answer = stage_now(s);
     if (grpc_call_start_batch(c->call, ops, n, c, NULL) != GRPC_CALL_OK)
         release_call(s, c);
 }
@@ -663,6 +704,7 @@ static void answer_budget(sn_grpc_unary *s, sn_grpc_call *c)
 static void serve(sn_grpc_unary *s, sn_grpc_call *c, sn_buf *a, sn_buf *b, ZSTD_DCtx **dctx)
 {
     char msg[96];
+    c->t_handle = stage_now(s);
     if (atomic_load(&s->cancel_all)) {
         answer(s, c, GRPC_STATUS_UNAVAILABLE, "receiver shutting down",
                (int64_t)s->cfg.busy_retry_ms, NULL, 0);
@@ -797,6 +839,7 @@ static int reserve_estimate(sn_grpc_unary *s, sn_grpc_call *c)
  * max_calls are refused; the rest start reading their message. */
 static void on_new_call(sn_grpc_unary *s, sn_grpc_call *c)
 {
+    c->t_new = stage_now(s);
     int method = -1;
     for (unsigned i = 0; i < s->cfg.nmethods; i++) {
         if (grpc_slice_str_cmp(c->details.method, s->cfg.methods[i]) == 0) {
@@ -879,7 +922,27 @@ out_estimate:;
     return c->reserved == want ? 0 : -EAGAIN;
 }
 
-/* CQ thread: the request message (or its absence) arrived; queue it for the handler. */
+/* CQ thread: may this call's request be handled on the completion-queue thread
+ * (cfg.inline_max_bytes)? Small, of an inline method, and plainly uncompressed: neither
+ * grpc-encoding nor a zstd frame, whose output could be far larger than the message. */
+static bool inline_wanted(const sn_grpc_unary *s, const sn_grpc_call *c)
+{
+    if (s->cfg.inline_max_bytes == 0 || c->request_len > s->cfg.inline_max_bytes ||
+        (s->cfg.inline_methods >> c->method & 1u) == 0)
+        return false;
+    const grpc_byte_buffer *bb = c->request;
+    if (bb->type != GRPC_BB_RAW || bb->data.raw.compression != GRPC_COMPRESS_NONE)
+        return false;
+    if (!s->cfg.accept_zstd || c->request_len == 0)
+        return true;
+    const grpc_slice_buffer *sb = &bb->data.raw.slice_buffer;
+    if (sb->count == 0 || GRPC_SLICE_LENGTH(sb->slices[0]) < 4)
+        return false; /* cannot tell cheaply: the handler thread looks */
+    return !looks_like_zstd(GRPC_SLICE_START_PTR(sb->slices[0]), 4);
+}
+
+/* CQ thread: the request message (or its absence) arrived; handle it here (inline_wanted) or
+ * queue it for the handler thread. */
 static void on_message(sn_grpc_unary *s, sn_grpc_call *c, bool ok)
 {
     if (!ok || c->request == NULL) {
@@ -888,6 +951,7 @@ static void on_message(sn_grpc_unary *s, sn_grpc_call *c, bool ok)
         answer(s, c, GRPC_STATUS_INVALID_ARGUMENT, "expected one request message", -1, NULL, 0);
         return;
     }
+    c->t_message = stage_now(s);
     c->request_len = grpc_byte_buffer_length(c->request);
     int brc = s->cfg.budget.reserve != NULL ? reserve_message(s, c) : 0;
     if (brc != 0) {
@@ -905,6 +969,16 @@ static void on_message(sn_grpc_unary *s, sn_grpc_call *c, bool ok)
         grpc_byte_buffer_destroy(c->request);
         c->request = NULL;
         answer_busy(s, c);
+        return;
+    }
+    if (s->q_head == NULL && s->worker_idle && inline_wanted(s, c)) {
+        /* Nothing is queued and the handler thread sleeps: only this thread queues, so it stays
+         * asleep while this request is handled here, and handlers still run one at a time. */
+        pthread_mutex_unlock(&s->mu);
+        serve(s, c, &s->inl_a, &s->inl_b, &s->inl_dctx);
+        size_t keep = s->cfg.budget.reserve != NULL ? SN_BUF_MIN : SN_BUF_KEEP;
+        buf_trim(&s->inl_a, keep);
+        buf_trim(&s->inl_b, keep);
         return;
     }
     c->phase = SN_CALL_QUEUED;
@@ -948,6 +1022,7 @@ static bool dispatch(sn_grpc_unary *s, grpc_event ev)
         on_message(s, c, ev.success != 0);
         break;
     case SN_CALL_ANSWERING:
+        stage_observe_call(s, c);
         release_call(s, c);
         break;
     default:
@@ -1088,6 +1163,9 @@ int sn_grpc_unary_create(const sn_grpc_unary_config *cfg_in, sn_grpc_unary **out
     pthread_cond_init(&s->cv, NULL);
     atomic_init(&s->cancel_all, false);
     atomic_init(&s->msg_estimate, (size_t)SN_BUF_MIN);
+    for (unsigned i = 0; i < SN_GRPC_STAGE_COUNT; i++)
+        if (cfg.stage_seconds[i] != NULL)
+            s->timed = true;
 
     grpc_init();
     grpc_arg args[8];
@@ -1308,6 +1386,9 @@ void sn_grpc_unary_destroy(sn_grpc_unary *s)
     pthread_mutex_destroy(&s->mu);
     free(s->pool);
     free(s->reply_buf);
+    free(s->inl_a.data);
+    free(s->inl_b.data);
+    ZSTD_freeDCtx(s->inl_dctx);
     free(s->name);
     free(s->listen);
     free(s);

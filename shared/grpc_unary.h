@@ -25,6 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "metrics.h"
+
 #define SN_GRPC_UNARY_MAX_METHODS   16u
 #define SN_GRPC_UNARY_MESSAGE_MAX   256u /* status message bytes, NUL included */
 #define SN_GRPC_UNARY_DEFAULT_REPLY 4096u
@@ -105,6 +107,25 @@ typedef struct sn_grpc_budget {
 typedef void (*sn_grpc_unary_handler)(unsigned method, const uint8_t *body, size_t len,
                                       sn_grpc_reply *reply, void *ud);
 
+/* The stages of a call that the server can time (sn_grpc_unary_config.stage_seconds), each from
+ * CLOCK_MONOTONIC readings taken where the stage starts and ends, observed when the answer's
+ * batch completes. Only calls whose message reached handling are timed (not refusals). */
+typedef enum sn_grpc_stage {
+    SN_GRPC_STAGE_READ = 0, /* gRPC's new-call event to the whole message (the client's send,
+                               flow control, the completion-queue thread's wake-ups) */
+    SN_GRPC_STAGE_QUEUE,    /* message to the start of its handling: the hand-off to the
+                               handler thread and the requests ahead in its FIFO (0 inline) */
+    SN_GRPC_STAGE_HANDLE,   /* the start of its handling (decompression, the handler) to the
+                               answer handed to gRPC; for a deferred call up to
+                               sn_grpc_unary_finish, so the other thread's work included */
+    SN_GRPC_STAGE_SEND,     /* the answer handed to gRPC to its batch's completion (written) */
+    SN_GRPC_STAGE_TOTAL,    /* message to the answer's completion: the server's share */
+    SN_GRPC_STAGE_COUNT
+} sn_grpc_stage;
+
+/* Label values for the stages ("grpc_read", ...), index = sn_grpc_stage. */
+extern const char *const sn_grpc_stage_names[SN_GRPC_STAGE_COUNT];
+
 typedef struct sn_grpc_unary_config {
     const char *name;              /* prefix of error messages ("otlp grpc"); NULL = "grpc" */
     const char *listen;            /* "host:port" (IPv6 as "[::1]:4317"); port 0 picks a free one */
@@ -137,6 +158,19 @@ typedef struct sn_grpc_unary_config {
      * answered; the handler thread's buffers then shrink back to 64 KiB (without a budget they
      * keep up to 1 MiB). */
     sn_grpc_budget budget;
+    /* Optional: per stage, a histogram (seconds) that every timed call is observed in; NULL
+     * entries are not timed. Not owned; they must outlive the server. Cost: one clock read
+     * per stage boundary (vDSO, tens of nanoseconds) and one observation per stage. */
+    sn_histogram *stage_seconds[SN_GRPC_STAGE_COUNT];
+    /* Requests of the methods in inline_methods (bit i: method i) whose message is at most
+     * inline_max_bytes, arrives uncompressed (no grpc-encoding, no zstd frame) and finds the
+     * handler thread idle with nothing queued are handled on the completion-queue thread
+     * itself: one thread hand-off less. Larger ones, or any while the handler thread is busy,
+     * go to the handler thread, so the completion-queue thread keeps accepting calls. Handlers
+     * still run one at a time, in arrival order; an inline handler should not block (it holds
+     * up every call's progress meanwhile). 0 (the default): never. */
+    size_t inline_max_bytes;
+    uint32_t inline_methods;
 } sn_grpc_unary_config;
 
 /* Counters, read with sn_grpc_unary_stats_get; each only grows. */

@@ -65,6 +65,7 @@ typedef struct sidecar_settings {
     int64_t max_inflight_bytes;
     int64_t grpc_streams;
     int64_t grpc_window;
+    int64_t grpc_inline;
     int64_t http_bodies;
     int64_t http_body_wait, http_body_time; /* ns */
     int64_t memory_limit;
@@ -133,6 +134,11 @@ static const sn_config_desc descriptors[] = {
     SN_CFG_SIZE("otlp.grpc.window", sidecar_settings, grpc_window, "256KiB", 0, (int64_t)64 << 20,
                 "gRPC flow-control window per stream (and TCP read size); 0: gRPC's own, which "
                 "grows to megabytes per stream"),
+    SN_CFG_SIZE("otlp.grpc.inline_decode", sidecar_settings, grpc_inline, "64KiB", 0,
+                (int64_t)16 << 20,
+                "uncompressed trace requests up to this size are decoded on gRPC's "
+                "completion-queue thread when the handler thread is idle (one thread hand-off "
+                "less); larger ones go to the handler thread; 0: always the handler thread"),
     {SN__CFG("limits.memory", SN_CONFIG_SIZE, sidecar_settings, memory_limit,
              SIDECAR_DEFAULT_MEMORY_LIMIT,
              "hard limit of the resident set; from limits.memory_refuse_percent of it on, new "
@@ -561,6 +567,9 @@ static int start(sidecar *sc)
         gc.max_calls = (unsigned)s->max_requests;
         gc.max_streams = (unsigned)s->grpc_streams;
         gc.window_bytes = (size_t)s->grpc_window;
+        gc.inline_max_bytes = (size_t)s->grpc_inline;
+        for (unsigned i = 0; i < SN_GRPC_STAGE_COUNT; i++)
+            gc.stage_seconds[i] = sn_pipeline_stage_histogram(sc->pipeline, sn_grpc_stage_names[i]);
         gc.allow_deferred = true; /* the loop answers; the handler thread decodes the next one */
         gc.max_queued_bytes = (size_t)s->max_inflight_bytes;
         gc.handler = sn_pipeline_otlp_handler;

@@ -129,6 +129,7 @@ typedef struct work {
     uint64_t rejected; /* spans rejected, for the partial success */
     size_t bytes;      /* memory it holds, counted in pending_bytes */
     sn_pipeline_protocol protocol;
+    int64_t t_submit; /* CLOCK_MONOTONIC ns when queued for the loop (answered later only) */
 } work;
 
 /* A batch being sealed off the loop: the loop hands the open batch's buffers over (swapping
@@ -157,6 +158,19 @@ typedef struct proto_ud {
 } proto_ud;
 
 #define N_OUTCOMES (SN_OTLP_INTERNAL + 1)
+
+/* The pipeline's stages of a trace request answered later (docs/sidecar.md, "Threads and
+ * latency"). */
+enum stage {
+    STAGE_DECODE = 0, /* the transport thread: decode, until queued for the loop */
+    STAGE_LOOP_WAIT,  /* queued until the loop takes the queue */
+    STAGE_LOOP_AHEAD, /* taken until its turn: the requests ahead of it in the same take */
+    STAGE_JOURNAL,    /* its turn until answered: journal write (and a seal wait, if any) */
+    STAGE_SEAL_WAIT,  /* the loop waiting for the sealer (a full batch), when it does */
+    STAGE_COUNT
+};
+static const char *const stage_names[STAGE_COUNT] = {"decode", "loop_wait", "loop_ahead", "journal",
+                                                     "seal_wait"};
 
 enum refusal {
     REFUSED_SPOOL_FULL = 0,
@@ -282,11 +296,30 @@ struct sn_pipeline {
     sn_gauge *spool_bytes, *spool_batches, *journal_bytes, *baseline_keys, *pending_gauge,
         *spool_unsynced;
     sn_histogram *ship_seconds;
+    /* sentinel_sidecar_export_stage_seconds: the loop's stages of a trace request answered
+     * later; the transport's stages are series of the same family (sn_pipeline_stage_histogram). */
+    sn_metrics_family *stage_family;
+    sn_histogram *stage[STAGE_COUNT];
 };
 
 static void ship_kick(sn_pipeline *p);
 static int seal(sn_pipeline *p, uint64_t journal_gen);
 static int reserve_array(void **arr, size_t *cap, size_t need, size_t elem);
+
+/* CLOCK_MONOTONIC in ns, for the stage histograms. */
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Observes `to - from` ns in a stage's histogram. */
+static void stage_observe(sn_pipeline *p, enum stage st, int64_t from, int64_t to)
+{
+    if (to >= from)
+        sn_histogram_observe(p->stage[st], (double)(to - from) * 1e-9);
+}
 
 static int64_t now_ns(void)
 {
@@ -397,6 +430,23 @@ static int register_metrics(sn_pipeline *p, char *err, size_t errlen)
         return rc;
     if ((p->ship_seconds = sn_metrics_histogram(f, NULL)) == NULL)
         return -ENOMEM;
+    static const double stage_buckets[] = {0.00001, 0.000025, 0.00005, 0.0001, 0.00025,
+                                           0.0005,  0.001,    0.0025,  0.005,  0.01,
+                                           0.025,   0.05,     0.1,     0.25,   1};
+    sn_metrics_desc ss = {
+        .type = SN_METRICS_HISTOGRAM,
+        .name = "sentinel_sidecar_export_stage_seconds",
+        .help = "time of an OTLP trace export request in each stage on its way to the answer",
+        .labels = {"stage"},
+        .buckets = stage_buckets,
+        .bucket_count = sizeof stage_buckets / sizeof stage_buckets[0]};
+    if ((rc = sn_metrics_register(p->d.metrics, &ss, &p->stage_family, err, errlen)) != 0)
+        return rc;
+    for (int i = 0; i < STAGE_COUNT; i++) {
+        const char *v[1] = {stage_names[i]};
+        if ((p->stage[i] = sn_metrics_histogram(p->stage_family, v)) == NULL)
+            return -ENOMEM;
+    }
 
     struct {
         const char *name, *help;
@@ -666,8 +716,12 @@ static int seal_wait(sn_pipeline *p)
     if (!p->sealing)
         return 0;
     pthread_mutex_lock(&p->seal_mu);
-    while (!p->done)
-        pthread_cond_wait(&p->seal_cv, &p->seal_mu);
+    if (!p->done) {
+        int64_t t0 = mono_ns();
+        while (!p->done)
+            pthread_cond_wait(&p->seal_cv, &p->seal_mu);
+        stage_observe(p, STAGE_SEAL_WAIT, t0, mono_ns());
+    }
     pthread_mutex_unlock(&p->seal_mu);
     return seal_finish(p);
 }
@@ -1012,13 +1066,21 @@ static void on_wake(uv_async_t *h)
         w->state = W_TAKEN;
     pthread_mutex_unlock(&p->mu);
 
+    int64_t t_take = mono_ns();
     while (list != NULL) {
         work *w = list;
         list = w->next;
-        if (w->req != NULL)
+        if (w->later != NULL) {
+            int64_t t_turn = mono_ns();
+            stage_observe(p, STAGE_LOOP_WAIT, w->t_submit, t_take);
+            stage_observe(p, STAGE_LOOP_AHEAD, t_take, t_turn);
             process_traces(p, w);
-        else
+            stage_observe(p, STAGE_JOURNAL, t_turn, mono_ns());
+        } else if (w->req != NULL) {
+            process_traces(p, w);
+        } else {
             process_metrics(p, w);
+        }
         /* A waiting transport thread frees the scratch once answered: detect first. */
         if (w->later == NULL && w->req != NULL && w->result.outcome == SN_OTLP_OK)
             detect_accepted(p, w->req);
@@ -1389,7 +1451,7 @@ static size_t scratch_bytes(const scratch *s)
  * queued (res->deferred set); false when refused at once (res filled, `req` still the
  * caller's). Bounded by max_pending items and max_pending_bytes of scratch memory. */
 static bool submit_later(sn_pipeline *p, sn_pipeline_protocol protocol, scratch *req,
-                         uint64_t rejected, sn_otlp_result *res)
+                         uint64_t rejected, int64_t t_start, sn_otlp_result *res)
 {
     work *w = calloc(1, sizeof *w);
     if (w == NULL) {
@@ -1415,6 +1477,8 @@ static bool submit_later(sn_pipeline *p, sn_pipeline_protocol protocol, scratch 
         return false;
     }
     p->pending_bytes += w->bytes;
+    int64_t t_submit = mono_ns();
+    w->t_submit = t_submit;
     bool wake = enqueue_locked(p, w);
     pthread_mutex_unlock(&p->mu);
     /* Woken after the unlock, so the loop does not run into p->mu still held here (on one core
@@ -1423,6 +1487,7 @@ static bool submit_later(sn_pipeline *p, sn_pipeline_protocol protocol, scratch 
      * (and so this thread) have stopped. */
     if (wake)
         uv_async_send(&p->wake);
+    stage_observe(p, STAGE_DECODE, t_start, t_submit); /* w may be the loop's, or gone */
     res->deferred = true;
     return true;
 }
@@ -1684,6 +1749,7 @@ static bool too_large(sn_pipeline *p, sn_otlp_result *res, uint64_t n, const cha
 static void handle_traces(sn_pipeline *p, sn_pipeline_protocol protocol, sn_otlp_encoding encoding,
                           const uint8_t *body, size_t len, sn_otlp_result *res)
 {
+    int64_t t_start = res->later != NULL ? mono_ns() : 0;
     scratch *req = scratch_take(p);
     if (req == NULL) {
         answer_refusal(p, res, REFUSED_QUEUE_FULL);
@@ -1718,7 +1784,7 @@ static void handle_traces(sn_pipeline *p, sn_pipeline_protocol protocol, sn_otlp
     /* Answered by the loop when the transport can (the tee needs the body after the answer,
      * which only a waiting transport thread still has). */
     if (req->n_items > 0 && res->later != NULL && p->d.tee == NULL) {
-        if (submit_later(p, protocol, req, st.rejected, res))
+        if (submit_later(p, protocol, req, st.rejected, t_start, res))
             return; /* req is the loop's now */
         goto out_put_scratch;
     }
@@ -1855,6 +1921,12 @@ void sn_pipeline_otlp_handler(sn_otlp_signal signal, sn_otlp_encoding encoding, 
     /* The user's collector gets what we accepted, unchanged; a refused request comes back. */
     if (p->d.tee != NULL && res->outcome == SN_OTLP_OK)
         (void)sn_tee_submit(p->d.tee, signal, encoding, body, len);
+}
+
+sn_histogram *sn_pipeline_stage_histogram(sn_pipeline *p, const char *stage)
+{
+    const char *v[1] = {stage};
+    return sn_metrics_histogram(p->stage_family, v);
 }
 
 void *sn_pipeline_handler_ud(sn_pipeline *p, sn_pipeline_protocol protocol)

@@ -91,6 +91,11 @@ void sn_pipeline_otlp_handler(sn_otlp_signal signal, sn_otlp_encoding encoding, 
                               size_t len, sn_otlp_result *res, void *ud);
 void *sn_pipeline_handler_ud(sn_pipeline *p, sn_pipeline_protocol protocol);
 
+/* The series of sentinel_sidecar_export_stage_seconds for `stage` (a transport's own stage,
+ * e.g. one of sn_grpc_stage_names), created on first use; owned by the metrics registry. NULL
+ * when the family is full or memory is short. Any thread (takes the registry mutex). */
+sn_histogram *sn_pipeline_stage_histogram(sn_pipeline *p, const char *stage);
+
 /* Readiness for /readyz (thread-safe): false with a reason while the spool is full or the
  * pipeline is stopping. */
 bool sn_pipeline_ready(char *reason, size_t reasonlen, void *ud);

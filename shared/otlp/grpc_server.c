@@ -217,6 +217,9 @@ int sn_grpc_server_create(const sn_grpc_server_config *cfg, sn_grpc_server **out
     u.handler = otlp_unary_handler;
     u.handler_ud = s;
     u.budget = cfg->budget;
+    memcpy(u.stage_seconds, cfg->stage_seconds, sizeof u.stage_seconds);
+    u.inline_max_bytes = cfg->inline_max_bytes;
+    u.inline_methods = 1u << SN_OTLP_TRACES;
     int rc = sn_grpc_unary_create(&u, &s->unary, err, errlen);
     if (rc != 0) {
         free(s);

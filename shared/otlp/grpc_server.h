@@ -48,6 +48,13 @@ typedef struct sn_grpc_server_config {
     sn_otlp_handler handler;  /* required */
     void *handler_ud;
     sn_grpc_budget budget; /* optional request-memory budget (grpc_unary.h) */
+    /* Optional per-stage histograms (grpc_unary.h, sn_grpc_stage); NULL entries untimed. */
+    sn_histogram *stage_seconds[SN_GRPC_STAGE_COUNT];
+    /* Trace Export requests of at most this many uncompressed bytes are decoded on the
+     * completion-queue thread when the handler thread is idle (grpc_unary.h,
+     * inline_max_bytes); 0: never. Metrics and logs always go to the handler thread (a
+     * metrics request may wait for the sidecar's loop). */
+    size_t inline_max_bytes;
 } sn_grpc_server_config;
 
 /* Counters, read with sn_grpc_server_stats; each only grows. */

@@ -327,6 +327,158 @@ START_TEST(deferred_answers_come_from_another_thread)
 }
 END_TEST
 
+/* Records the thread each call is handled on, and echoes the body (inline handling). */
+typedef struct where {
+    pthread_mutex_t mu;
+    char thread[16];
+    size_t len;
+} where;
+
+static where g_where;
+
+static void where_handler(unsigned method, const uint8_t *body, size_t len, sn_grpc_reply *reply,
+                          void *ud)
+{
+    where *w = ud;
+    (void)method;
+    pthread_mutex_lock(&w->mu);
+    pthread_getname_np(pthread_self(), w->thread, sizeof w->thread);
+    w->len = len;
+    pthread_mutex_unlock(&w->mu);
+    size_t n = len < reply->response_cap ? len : reply->response_cap;
+    memcpy(reply->response, body, n);
+    reply->response_len = n;
+}
+
+/* One call; checks the echo and returns the thread that handled it in `thread`. */
+static void call_where(unsigned method, const void *body, size_t len, size_t want_len, char *thread,
+                       size_t cap)
+{
+    grpc_test_reply r = call(methods[method], body, len);
+    ck_assert_int_eq(r.grpc_status, 0);
+    size_t echo = want_len < 64 ? want_len : 64;
+    ck_assert_uint_eq(r.message_len, echo);
+    grpc_test_reply_free(&r);
+    pthread_mutex_lock(&g_where.mu);
+    ck_assert_uint_eq(g_where.len, want_len);
+    snprintf(thread, cap, "%s", g_where.thread);
+    pthread_mutex_unlock(&g_where.mu);
+}
+
+/* inline_max_bytes: a small plain request of an inline method is handled on the
+ * completion-queue thread; a larger one, one of another method and a zstd one go to the
+ * handler thread -- with the same results; 0 sends every request to the handler thread. */
+START_TEST(small_plain_requests_are_handled_inline)
+{
+    memset(&g_where, 0, sizeof g_where);
+    pthread_mutex_init(&g_where.mu, NULL);
+    uint8_t big[400], small[100];
+    memset(big, 'b', sizeof big);
+    memset(small, 's', sizeof small);
+    size_t zcap = ZSTD_compressBound(sizeof big);
+    uint8_t *z = malloc(zcap);
+    size_t zl = ZSTD_compress(z, zcap, big, sizeof big, 3);
+    ck_assert(!ZSTD_isError(zl) && zl <= 200);
+
+    for (int inl = 1; inl >= 0; inl--) {
+        sn_grpc_unary_config cfg;
+        base_config(&cfg, where_handler, &g_where);
+        cfg.allow_deferred = true; /* handlers may still answer at once */
+        cfg.inline_max_bytes = inl ? 200 : 0;
+        cfg.inline_methods = 1u << 0;
+        start_config(&cfg);
+        const char *small_on = inl ? "sn-grpc-cq" : "sn-grpc-handler";
+        char th[16];
+        for (int round = 0; round < 3; round++) { /* the handler thread is idle between calls */
+            call_where(0, small, sizeof small, sizeof small, th, sizeof th);
+            ck_assert_str_eq(th, small_on);
+            call_where(0, big, sizeof big, sizeof big, th, sizeof th);
+            ck_assert_str_eq(th, "sn-grpc-handler");
+            call_where(1, small, sizeof small, sizeof small, th, sizeof th);
+            ck_assert_str_eq(th, "sn-grpc-handler");
+            call_where(0, z, zl, sizeof big, th, sizeof th); /* small, but zstd: decompressed */
+            ck_assert_str_eq(th, "sn-grpc-handler");
+            call_where(0, "", 0, 0, th, sizeof th);
+            ck_assert_str_eq(th, small_on);
+        }
+        sn_grpc_unary_stats st;
+        sn_grpc_unary_stats_get(g_srv, &st);
+        ck_assert_uint_eq(st.requests[0], 12);
+        ck_assert_uint_eq(st.requests[1], 3);
+        ck_assert_uint_eq(st.answers[SN_GRPC_OK], 15);
+        sn_grpc_unary_destroy(g_srv);
+        g_srv = NULL;
+    }
+    free(z);
+    pthread_mutex_destroy(&g_where.mu);
+}
+END_TEST
+
+/* stage_seconds: every handled call, answered at once or later, is observed once in each
+ * stage's histogram; a refused call (unknown method) in none. */
+START_TEST(stage_histograms_count_every_handled_call)
+{
+    char err[256];
+    sn_metrics *m = NULL;
+    ck_assert_int_eq(sn_metrics_create(NULL, &m, err, sizeof err), 0);
+    static const double buckets[] = {0.001, 1};
+    sn_metrics_desc d = {.type = SN_METRICS_HISTOGRAM,
+                         .name = "test_stage_seconds",
+                         .help = "stages",
+                         .labels = {"stage"},
+                         .buckets = buckets,
+                         .bucket_count = 2};
+    sn_metrics_family *f = NULL;
+    ck_assert_int_eq(sn_metrics_register(m, &d, &f, err, sizeof err), 0);
+
+    memset(&g_def, 0, sizeof g_def);
+    pthread_mutex_init(&g_def.mu, NULL);
+    pthread_cond_init(&g_def.cv, NULL);
+    sn_grpc_unary_config cfg;
+    base_config(&cfg, deferring_handler, &g_def);
+    cfg.allow_deferred = true;
+    sn_histogram *h[SN_GRPC_STAGE_COUNT];
+    for (unsigned i = 0; i < SN_GRPC_STAGE_COUNT; i++) {
+        const char *v[1] = {sn_grpc_stage_names[i]};
+        h[i] = cfg.stage_seconds[i] = sn_metrics_histogram(f, v);
+        ck_assert_ptr_nonnull(h[i]);
+    }
+    start_config(&cfg);
+    client_call c[N_DEFERRED];
+    memset(c, 0, sizeof c);
+    for (int i = 0; i < N_DEFERRED; i++) {
+        snprintf(c[i].body, sizeof c[i].body, "call-%d", i);
+        ck_assert_int_eq(pthread_create(&c[i].th, NULL, client_main, &c[i]), 0);
+    }
+    pthread_mutex_lock(&g_def.mu);
+    while (g_def.n < N_DEFERRED)
+        pthread_cond_wait(&g_def.cv, &g_def.mu);
+    pthread_mutex_unlock(&g_def.mu);
+    for (int i = 0; i < N_DEFERRED; i++) {
+        sn_grpc_reply reply;
+        memset(&reply, 0, sizeof reply);
+        reply.code = SN_GRPC_OK;
+        sn_grpc_unary_finish(g_def.later[i], &reply);
+    }
+    for (int i = 0; i < N_DEFERRED; i++) {
+        pthread_join(c[i].th, NULL);
+        ck_assert_int_eq(c[i].r.grpc_status, 0);
+        grpc_test_reply_free(&c[i].r);
+    }
+    grpc_test_reply r = call("/test.v1.Nope/Call", "x", 1);
+    ck_assert_int_eq(r.grpc_status, SN_GRPC_UNIMPLEMENTED);
+    grpc_test_reply_free(&r);
+    sn_grpc_unary_destroy(g_srv); /* every completion has been seen */
+    g_srv = NULL;
+    for (unsigned i = 0; i < SN_GRPC_STAGE_COUNT; i++)
+        ck_assert_msg(sn_histogram_count(h[i]) == N_DEFERRED, "stage %s: %llu observations",
+                      sn_grpc_stage_names[i], (unsigned long long)sn_histogram_count(h[i]));
+    sn_metrics_destroy(m);
+    pthread_cond_destroy(&g_def.cv);
+    pthread_mutex_destroy(&g_def.mu);
+}
+END_TEST
+
 START_TEST(zstd_sniffing_follows_accept_zstd)
 {
     size_t n = 5000;
@@ -699,6 +851,8 @@ static Suite *grpc_unary_suite(void)
     tcase_add_test(tc, max_calls_is_judged_before_the_budget_once);
     tcase_add_test(tc, an_estimate_above_a_lowered_ceiling_refuses_nothing_for_good);
     tcase_add_test(tc, bad_config_is_refused_with_the_name);
+    tcase_add_test(tc, small_plain_requests_are_handled_inline);
+    tcase_add_test(tc, stage_histograms_count_every_handled_call);
     suite_add_tcase(s, tc);
     return s;
 }
