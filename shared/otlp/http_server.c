@@ -55,11 +55,13 @@ struct sn_http_server {
     int listen_fd;
     uint16_t port;
     _Atomic size_t buffered; /* body buffer bytes of all requests (cfg.max_buffered_bytes) */
-    /* Body slots (cfg.max_bodies), under slot_mu: requests holding one, and the requests that
-     * wait for one, suspended, in a ring of max_connections entries (each connection carries at
-     * most one request). stopping: no more waiting (the server is being stopped). */
+    /* Body slots (cfg.max_bodies, cfg.max_bodies_bytes), under slot_mu: requests holding one and
+     * the bytes they count, and the requests that wait for one, suspended, in a ring of
+     * max_connections entries (each connection carries at most one request). stopping: no more
+     * waiting (the server is being stopped). */
     pthread_mutex_t slot_mu;
     unsigned bodies;
+    size_t body_bytes;
     struct sn_http_request **waiting;
     unsigned wait_head, wait_count;
     bool stopping;
@@ -94,6 +96,7 @@ typedef struct sn_http_request {
     size_t declared;             /* Content-Length (0: none) */
     size_t reserved;             /* bytes of cfg.budget this request holds */
     bool slot;                   /* holds one of cfg.max_bodies (under srv->slot_mu) */
+    size_t slot_bytes;           /* what it counts against cfg.max_bodies_bytes (slot_need) */
     bool waiting;                /* suspended until a slot is handed to it */
     struct MHD_Connection *conn; /* while waiting */
     z_stream z;
@@ -432,9 +435,38 @@ static enum MHD_Result answer_result(struct MHD_Connection *conn, const sn_http_
 
 /* ---------------------------------------------------------------- body slots */
 
+/* What req counts against cfg.max_bodies_bytes: its Content-Length, or for a body of unknown
+ * length (chunked) the whole bound, so it is read alone. */
+static size_t slot_need(const sn_http_server *s, const sn_http_request *req)
+{
+    return req->declared > 0 ? req->declared : s->cfg.max_bodies_bytes;
+}
+
+/* Whether a body of `need` bytes may be read now beside the bodies being read (under slot_mu):
+ * fewer than cfg.max_bodies, and their bytes within cfg.max_bodies_bytes -- but one body is
+ * always read, whatever its size. */
+static bool slot_fits(const sn_http_server *s, size_t need)
+{
+    if (s->bodies >= s->cfg.max_bodies)
+        return false;
+    return s->cfg.max_bodies_bytes == 0 || s->bodies == 0 ||
+           (s->body_bytes <= s->cfg.max_bodies_bytes &&
+            need <= s->cfg.max_bodies_bytes - s->body_bytes);
+}
+
+/* Gives req a slot (under slot_mu). */
+static void slot_grant(sn_http_server *s, sn_http_request *req)
+{
+    req->slot_bytes = slot_need(s, req);
+    s->bodies++;
+    s->body_bytes += req->slot_bytes;
+    req->slot = true;
+}
+
 /* Takes a body slot for req, or queues it and suspends conn (a call of the access handler, the
- * only place libmicrohttpd allows that). Returns true when req holds a slot (also without a
- * limit, and while stopping), false when it waits: it is resumed holding one. */
+ * only place libmicrohttpd allows that). Requests get slots in the order they arrive: one that
+ * fits waits while older ones wait. Returns true when req holds a slot (also without a limit,
+ * and while stopping), false when it waits: it is resumed holding one. */
 static bool slot_take(sn_http_server *s, sn_http_request *req, struct MHD_Connection *conn)
 {
     if (s->cfg.max_bodies == 0)
@@ -445,10 +477,9 @@ static bool slot_take(sn_http_server *s, sn_http_request *req, struct MHD_Connec
         taken = false; /* still queued (libmicrohttpd does not call a suspended connection) */
     } else if (req->slot) {
         req->waiting = false; /* handed over while it waited */
-    } else if (s->bodies < s->cfg.max_bodies || s->stopping ||
+    } else if ((s->wait_count == 0 && slot_fits(s, slot_need(s, req))) || s->stopping ||
                s->wait_count >= s->cfg.max_connections) {
-        s->bodies++;
-        req->slot = true;
+        slot_grant(s, req);
         req->waiting = false;
     } else {
         s->waiting[(s->wait_head + s->wait_count) % s->cfg.max_connections] = req;
@@ -465,8 +496,9 @@ static bool slot_take(sn_http_server *s, sn_http_request *req, struct MHD_Connec
     return taken;
 }
 
-/* Gives req's slot back, or hands it to the request that waited longest and resumes that one.
- * A request still waiting (its client gone) leaves the queue. */
+/* Gives req's slot back, and hands slots to the requests that waited longest, oldest first, as
+ * long as the next one fits, resuming them. A request still waiting (its client gone) leaves
+ * the queue. */
 static void slot_release(sn_http_server *s, sn_http_request *req)
 {
     if (s->cfg.max_bodies == 0 || (!req->slot && !req->waiting))
@@ -487,18 +519,19 @@ static void slot_release(sn_http_server *s, sn_http_request *req)
     }
     if (req->slot) {
         req->slot = false;
-        if (s->wait_count > 0) {
-            sn_http_request *next = s->waiting[s->wait_head];
-            s->wait_head = (s->wait_head + 1) % s->cfg.max_connections;
-            s->wait_count--;
-            next->slot = true; /* bodies unchanged: the slot changes hands */
-            /* Under slot_mu (the order slot_take suspends in): once slots_stop holds the lock,
-             * every connection handed a slot is already flagged for resumption, so
-             * MHD_stop_daemon never meets one still suspended. */
-            MHD_resume_connection(next->conn);
-        } else {
-            s->bodies--;
-        }
+        s->bodies--;
+        s->body_bytes -= req->slot_bytes;
+        req->slot_bytes = 0;
+    }
+    while (s->wait_count > 0 && slot_fits(s, slot_need(s, s->waiting[s->wait_head]))) {
+        sn_http_request *next = s->waiting[s->wait_head];
+        s->wait_head = (s->wait_head + 1) % s->cfg.max_connections;
+        s->wait_count--;
+        slot_grant(s, next);
+        /* Under slot_mu (the order slot_take suspends in): once slots_stop holds the lock, every
+         * connection handed a slot is already flagged for resumption, so MHD_stop_daemon never
+         * meets one still suspended. */
+        MHD_resume_connection(next->conn);
     }
     pthread_mutex_unlock(&s->slot_mu);
 }
@@ -515,8 +548,7 @@ static void slots_stop(sn_http_server *s)
         sn_http_request *next = s->waiting[s->wait_head];
         s->wait_head = (s->wait_head + 1) % s->cfg.max_connections;
         s->wait_count--;
-        next->slot = true;
-        s->bodies++;
+        slot_grant(s, next);
         MHD_resume_connection(next->conn); /* under slot_mu, as in slot_release */
     }
     pthread_mutex_unlock(&s->slot_mu);
@@ -1262,7 +1294,7 @@ void sn_http_server_stop(sn_http_server *s)
     s->daemon = NULL;
     pthread_mutex_lock(&s->slot_mu);
     s->stopping = false; /* every request has ended: none holds or waits for a slot */
-    assert(s->bodies == 0 && s->wait_count == 0);
+    assert(s->bodies == 0 && s->body_bytes == 0 && s->wait_count == 0);
     pthread_mutex_unlock(&s->slot_mu);
     /* After quiescing the listening socket is ours again; without it MHD closed it. */
     if (fd != MHD_INVALID_SOCKET)
