@@ -66,6 +66,8 @@ typedef struct sidecar_settings {
     int64_t grpc_streams;
     int64_t grpc_window;
     int64_t grpc_inline;
+
+    int64_t http_body_bytes;
     int64_t http_bodies;
     int64_t http_body_wait, http_body_time; /* ns */
     int64_t memory_limit;
@@ -119,8 +121,9 @@ static const sn_config_desc descriptors[] = {
                 "HTTP bodies, decoded requests waiting for the loop; past it new requests get "
                 "a retryable refusal (one request always fits)"),
     SN_CFG_INT("otlp.grpc.max_concurrent_streams", sidecar_settings, grpc_streams, "8", 1, 1000,
-               "HTTP/2 streams a client may have open at once on one gRPC connection; a client "
-               "with more in flight queues them on its side"),
+               "HTTP/2 streams a client may have open at once on one gRPC connection (gRPC holds "
+               "a whole message per open stream); a client with more in flight queues them on "
+               "its side"),
     SN_CFG_INT("otlp.http.max_concurrent_bodies", sidecar_settings, http_bodies, "8", 0, 10000,
                "OTLP/HTTP request bodies read at once; further requests wait, their bodies unread "
                "in the connection, until one is answered (0: no limit)"),
@@ -131,6 +134,12 @@ static const sn_config_desc descriptors[] = {
                     3600LL * 1000000000,
                     "longest arrival of an OTLP/HTTP body once it holds a slot; then the "
                     "connection is closed"),
+
+    SN_CFG_SIZE("otlp.http.max_concurrent_body_bytes", sidecar_settings, http_body_bytes, "1MiB", 0,
+                (int64_t)1 << 30,
+                "and their bytes at once (Content-Length; a body of unknown length counts as all "
+                "of it): past it a request waits as for max_concurrent_bodies, one body is always "
+                "read (0: no byte bound)"),
     SN_CFG_SIZE("otlp.grpc.window", sidecar_settings, grpc_window, "256KiB", 0, (int64_t)64 << 20,
                 "gRPC flow-control window per stream (and TCP read size); 0: gRPC's own, which "
                 "grows to megabytes per stream"),
@@ -586,7 +595,8 @@ static int start(sidecar *sc)
             return 1;
         }
         sn_log_info("OTLP/gRPC listening", SN_LOG_STR("listen", addr),
-                    SN_LOG_INT("port", sn_grpc_server_port(sc->grpc)));
+                    SN_LOG_INT("port", sn_grpc_server_port(sc->grpc)),
+                    SN_LOG_INT("max_streams", s->grpc_streams));
     }
     if (s->otlp_http.host[0] != '\0') {
         sn_config_format_address(&s->otlp_http, addr, sizeof addr);
@@ -596,6 +606,7 @@ static int start(sidecar *sc)
             .max_connections = (unsigned)s->max_requests,
             .max_buffered_bytes = (size_t)s->max_inflight_bytes,
             .max_bodies = (unsigned)s->http_bodies,
+            .max_bodies_bytes = (size_t)s->http_body_bytes,
             /* One admission decision per request, as for gRPC: the body's reservation (which
              * also refuses while over the resident-set threshold). An empty body reserves
              * nothing and holds no memory: it is answered whatever the limit. */
@@ -618,7 +629,9 @@ static int start(sidecar *sc)
             return 1;
         }
         sn_log_info("OTLP/HTTP listening", SN_LOG_STR("listen", addr),
-                    SN_LOG_UINT("port", sn_http_server_port(sc->http)));
+                    SN_LOG_UINT("port", sn_http_server_port(sc->http)),
+                    SN_LOG_INT("max_bodies", s->http_bodies),
+                    SN_LOG_INT("max_body_bytes", s->http_body_bytes));
     }
 
     uv_signal_init(&sc->loop, &sc->sigterm);

@@ -56,11 +56,13 @@ struct sn_http_server {
     int listen_fd;
     uint16_t port;
     _Atomic size_t buffered; /* body buffer bytes of all requests (cfg.max_buffered_bytes) */
-    /* Body slots (cfg.max_bodies), under slot_mu: requests holding one, and the requests that
-     * wait for one, suspended, in a ring of max_connections entries (each connection carries at
-     * most one request). stopping: no more waiting (the server is being stopped). */
+    /* Body slots (cfg.max_bodies, cfg.max_bodies_bytes), under slot_mu: requests holding one and
+     * the bytes they count, and the requests that wait for one, suspended, in a ring of
+     * max_connections entries (each connection carries at most one request). stopping: no more
+     * waiting (the server is being stopped). */
     pthread_mutex_t slot_mu;
     unsigned bodies;
+    size_t body_bytes;
     struct sn_http_request **waiting;
     unsigned wait_head, wait_count;
     bool stopping;
@@ -101,6 +103,7 @@ typedef struct sn_http_request {
     size_t declared;             /* Content-Length (0: none) */
     size_t reserved;             /* bytes of cfg.budget this request holds */
     bool slot;                   /* holds one of cfg.max_bodies (under srv->slot_mu) */
+    size_t slot_bytes;           /* what it counts against cfg.max_bodies_bytes (slot_need) */
     bool waiting;                /* suspended until a slot is handed to it */
     bool expired;                /* waited body_wait_ms: resumed without a slot, refused */
     uint64_t wait_since_ms;      /* when it began to wait (monotonic) */
@@ -452,9 +455,55 @@ static uint64_t now_ms(void)
 /* What slot_take decided. */
 typedef enum slot_state { SLOT_HELD = 0, SLOT_WAIT, SLOT_EXPIRED } slot_state;
 
+/* What req counts against cfg.max_bodies_bytes: its Content-Length, or for a body of unknown
+ * length (chunked) the whole bound, so it is read alone. */
+static size_t slot_need(const sn_http_server *s, const sn_http_request *req)
+{
+    return req->declared > 0 ? req->declared : s->cfg.max_bodies_bytes;
+}
+
+/* Whether a body of `need` bytes may be read now beside the bodies being read (under slot_mu):
+ * fewer than cfg.max_bodies, and their bytes within cfg.max_bodies_bytes -- but one body is
+ * always read, whatever its size. */
+static bool slot_fits(const sn_http_server *s, size_t need)
+{
+    if (s->bodies >= s->cfg.max_bodies)
+        return false;
+    return s->cfg.max_bodies_bytes == 0 || s->bodies == 0 ||
+           (s->body_bytes <= s->cfg.max_bodies_bytes &&
+            need <= s->cfg.max_bodies_bytes - s->body_bytes);
+}
+
+/* Gives req a slot (under slot_mu). */
+static void slot_grant(sn_http_server *s, sn_http_request *req)
+{
+    req->slot_bytes = slot_need(s, req);
+    s->bodies++;
+    s->body_bytes += req->slot_bytes;
+    req->slot = true;
+    req->slot_since_ms = now_ms();
+}
+
+/* Hands slots to the requests that waited longest, oldest first, as long as the next one fits,
+ * resuming them (under slot_mu). */
+static void grant_waiting(sn_http_server *s)
+{
+    while (s->wait_count > 0 && slot_fits(s, slot_need(s, s->waiting[s->wait_head]))) {
+        sn_http_request *next = s->waiting[s->wait_head];
+        s->wait_head = (s->wait_head + 1) % s->cfg.max_connections;
+        s->wait_count--;
+        slot_grant(s, next);
+        /* Under slot_mu (the order slot_take suspends in): once slots_stop holds the lock, every
+         * connection handed a slot is already flagged for resumption, so MHD_stop_daemon never
+         * meets one still suspended. */
+        MHD_resume_connection(next->conn);
+    }
+}
+
 /* Takes a body slot for req, or queues it and suspends conn (a call of the access handler, the
- * only place libmicrohttpd allows that). Returns SLOT_HELD when req holds a slot (also without
- * a limit, and while stopping), SLOT_WAIT when it waits: it is resumed holding one, or
+ * only place libmicrohttpd allows that). Requests get slots in the order they arrive: one that
+ * fits waits while older ones wait. Returns SLOT_HELD when req holds a slot (also without a
+ * limit, and while stopping), SLOT_WAIT when it waits: it is resumed holding one, or
  * SLOT_EXPIRED when the watchdog gave up its wait (to be refused). */
 static slot_state slot_take(sn_http_server *s, sn_http_request *req, struct MHD_Connection *conn)
 {
@@ -469,12 +518,10 @@ static slot_state slot_take(sn_http_server *s, sn_http_request *req, struct MHD_
         st = SLOT_WAIT; /* still queued (libmicrohttpd does not call a suspended connection) */
     } else if (req->slot) {
         req->waiting = false; /* handed over while it waited */
-    } else if (s->bodies < s->cfg.max_bodies || s->stopping ||
+    } else if ((s->wait_count == 0 && slot_fits(s, slot_need(s, req))) || s->stopping ||
                s->wait_count >= s->cfg.max_connections) {
-        s->bodies++;
-        req->slot = true;
+        slot_grant(s, req);
         req->waiting = false;
-        req->slot_since_ms = now_ms();
     } else {
         s->waiting[(s->wait_head + s->wait_count) % s->cfg.max_connections] = req;
         if (s->wait_count++ == 0)
@@ -519,13 +566,15 @@ static void *slot_watchdog(void *arg)
         s->wait_count--;
         head->expired = true;
         MHD_resume_connection(head->conn); /* under slot_mu, as in slot_release */
+        grant_waiting(s); /* the next ones may fit where it did not (max_bodies_bytes) */
     }
     pthread_mutex_unlock(&s->slot_mu);
     return NULL;
 }
 
-/* Gives req's slot back, or hands it to the request that waited longest and resumes that one.
- * A request still waiting (its client gone) leaves the queue. */
+/* Gives req's slot back, and hands slots to the requests that waited longest, oldest first, as
+ * long as the next one fits, resuming them. A request still waiting (its client gone) leaves
+ * the queue. */
 static void slot_release(sn_http_server *s, sn_http_request *req)
 {
     if (s->cfg.max_bodies == 0 || (!req->slot && !req->waiting))
@@ -546,20 +595,11 @@ static void slot_release(sn_http_server *s, sn_http_request *req)
     }
     if (req->slot) {
         req->slot = false;
-        if (s->wait_count > 0) {
-            sn_http_request *next = s->waiting[s->wait_head];
-            s->wait_head = (s->wait_head + 1) % s->cfg.max_connections;
-            s->wait_count--;
-            next->slot = true; /* bodies unchanged: the slot changes hands */
-            next->slot_since_ms = now_ms();
-            /* Under slot_mu (the order slot_take suspends in): once slots_stop holds the lock,
-             * every connection handed a slot is already flagged for resumption, so
-             * MHD_stop_daemon never meets one still suspended. */
-            MHD_resume_connection(next->conn);
-        } else {
-            s->bodies--;
-        }
+        s->bodies--;
+        s->body_bytes -= req->slot_bytes;
+        req->slot_bytes = 0;
     }
+    grant_waiting(s);
     pthread_mutex_unlock(&s->slot_mu);
 }
 
@@ -575,8 +615,7 @@ static void slots_stop(sn_http_server *s)
         sn_http_request *next = s->waiting[s->wait_head];
         s->wait_head = (s->wait_head + 1) % s->cfg.max_connections;
         s->wait_count--;
-        next->slot = true;
-        s->bodies++;
+        slot_grant(s, next);
         MHD_resume_connection(next->conn); /* under slot_mu, as in slot_release */
     }
     pthread_mutex_unlock(&s->slot_mu);
@@ -1383,7 +1422,7 @@ void sn_http_server_stop(sn_http_server *s)
     s->daemon = NULL;
     pthread_mutex_lock(&s->slot_mu);
     s->stopping = false; /* every request has ended: none holds or waits for a slot */
-    assert(s->bodies == 0 && s->wait_count == 0);
+    assert(s->bodies == 0 && s->body_bytes == 0 && s->wait_count == 0);
     pthread_mutex_unlock(&s->slot_mu);
     /* After quiescing the listening socket is ours again; without it MHD closed it. */
     if (fd != MHD_INVALID_SOCKET)

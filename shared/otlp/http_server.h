@@ -139,6 +139,11 @@ typedef struct sn_http_server_config {
      * a slot (waited true), and once per connection closed for a body arriving too slowly. */
     void (*on_timeout)(void *ud, bool waited);
     void *timeout_ud;
+    /* And their bytes at once (Content-Length; a body of unknown length counts as all of it):
+     * past it a request waits as for max_bodies, but one body is always read. With request
+     * sizes that vary, this holds a few large bodies at once and many small ones. 0: no byte
+     * bound (max_bodies alone); used only with max_bodies. */
+    size_t max_bodies_bytes;
     unsigned connection_timeout_s; /* idle connection timeout; 0: SN_HTTP_DEFAULT_TIMEOUT_S */
     unsigned threads;              /* worker threads; 0: SN_HTTP_DEFAULT_THREADS */
     sn_otlp_handler handler;       /* NULL: no OTLP routes, every path goes to `route` */

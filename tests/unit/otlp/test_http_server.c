@@ -935,8 +935,10 @@ static void count_timeout(void *ud, bool waited)
     atomic_fetch_add(&g_timeouts[waited ? 1 : 0], 1);
 }
 
-/* Starts g_srv with max_bodies body slots and the memory budget fb (large: it only counts). */
-static void start_server_slots(unsigned max_bodies, unsigned threads, fake_budget *fb)
+/* Starts g_srv with max_bodies body slots of max_bytes together (0: no byte bound) and the
+ * memory budget fb (large: it only counts). */
+static void start_server_slot_bytes(unsigned max_bodies, size_t max_bytes, unsigned threads,
+                                    fake_budget *fb)
 {
     sn_http_server_destroy(g_srv);
     free(g_seen.body);
@@ -950,6 +952,7 @@ static void start_server_slots(unsigned max_bodies, unsigned threads, fake_budge
         .listen = "127.0.0.1:0",
         .max_body_bytes = 1024 * 1024,
         .max_bodies = max_bodies,
+        .max_bodies_bytes = max_bytes,
         .threads = threads,
         .handler = test_handler,
         .handler_ud = &g_seen,
@@ -962,6 +965,11 @@ static void start_server_slots(unsigned max_bodies, unsigned threads, fake_budge
     ck_assert_int_eq(sn_http_server_create(&cfg, &g_srv, err, sizeof err), 0);
     ck_assert_msg(sn_http_server_start(g_srv, err, sizeof err) == 0, "%s", err);
     g_port = sn_http_server_port(g_srv);
+}
+
+static void start_server_slots(unsigned max_bodies, unsigned threads, fake_budget *fb)
+{
+    start_server_slot_bytes(max_bodies, 0, threads, fb);
 }
 
 /* A raw connection that sends the headers of a 1 000-byte OTLP/JSON body and its first 10
@@ -1018,48 +1026,79 @@ START_TEST(slow_bodies_do_not_hold_the_slots_for_ever)
 }
 END_TEST
 
-/* max_bodies: with 2 slots and the handler held, of 6 requests only 2 reserve memory (one of
- * them in the handler; the other's body may wait for the held worker thread); the others wait
- * with their bodies unread (nothing reserved, nothing refused), and all 6 are answered 200 with
- * their whole bodies once the handler goes on. */
-START_TEST(body_slots_hold_requests_back_without_refusing)
+enum { HELD_POSTS = 6, HELD_LEN = 100 * 1024 };
+
+/* With the handler held, posts HELD_POSTS bodies of HELD_LEN at once to the started server and
+ * checks that exactly 2 are read -- 2 reservations of a body and its decoder's share (protobuf:
+ * half again), at most 2 in the handler (the other's body may wait for the held worker thread)
+ * -- while the others wait unread (nothing reserved, nothing refused); then lets the handler go
+ * on and checks that all are answered 200 with their whole bodies and every byte released. */
+static void check_two_bodies_read_at_once(fake_budget *fb)
 {
-    static fake_budget fb;
-    start_server_slots(2, 2, &fb);
     g_seen.gated = true;
-    enum { N = 6, LEN = 100 * 1024 };
-    big_post posts[N];
-    pthread_t th[N];
-    for (int i = 0; i < N; i++) {
-        posts[i] = (big_post){.len = LEN};
+    big_post posts[HELD_POSTS];
+    pthread_t th[HELD_POSTS];
+    for (int i = 0; i < HELD_POSTS; i++) {
+        posts[i] = (big_post){.len = HELD_LEN};
         ck_assert_int_eq(pthread_create(&th[i], NULL, big_post_thread, &posts[i]), 0);
     }
-    while (atomic_load(&g_seen.in_handler) < 1) {
+    while (atomic_load(&fb->used) < 2 * (HELD_LEN + HELD_LEN / 2)) {
         struct timespec ts = {0, 1000000L};
         nanosleep(&ts, NULL);
     }
     struct timespec settle = {0, 300 * 1000000L};
     nanosleep(&settle, NULL);
     ck_assert_int_le(atomic_load(&g_seen.in_handler), 2);
-    /* two bodies and their decoders' share (protobuf: half again), no more */
-    ck_assert_uint_eq(atomic_load(&fb.used), 2 * (LEN + LEN / 2));
+    ck_assert_uint_eq(atomic_load(&fb->used), 2 * (HELD_LEN + HELD_LEN / 2));
 
     pthread_mutex_lock(&g_seen.mu);
     g_seen.open = true;
     pthread_cond_broadcast(&g_seen.cv);
     pthread_mutex_unlock(&g_seen.mu);
-    for (int i = 0; i < N; i++) {
+    for (int i = 0; i < HELD_POSTS; i++) {
         pthread_join(th[i], NULL);
         ck_assert_int_eq(posts[i].r.status, 200);
         reply_free(&posts[i].r);
     }
-    ck_assert_int_eq(atomic_load(&g_seen.calls), N);
-    ck_assert_uint_eq(g_seen.len, LEN);
-    ck_assert_int_eq(atomic_load(&fb.refused), 0);
-    ck_assert_uint_eq(wait_used(&fb, 0), 0);
+    ck_assert_int_eq(atomic_load(&g_seen.calls), HELD_POSTS);
+    ck_assert_uint_eq(g_seen.len, HELD_LEN);
+    ck_assert_int_eq(atomic_load(&fb->refused), 0);
+    ck_assert_uint_eq(wait_used(fb, 0), 0);
+}
+
+/* max_bodies: with 2 slots, of 6 requests only 2 are read at once, all are answered
+ * (check_two_bodies_read_at_once); small requests from many clients get through one slot. */
+START_TEST(body_slots_hold_requests_back_without_refusing)
+{
+    static fake_budget fb;
+    start_server_slots(2, 2, &fb);
+    check_two_bodies_read_at_once(&fb);
 
     /* small requests from many clients at once all get through one slot too */
     start_server_slots(1, 2, &fb);
+    concurrent_clients(8, 10);
+}
+END_TEST
+
+/* max_bodies_bytes: 8 slots of 250 KiB together (and 4 worker threads): of 6 bodies of 100 KiB
+ * only 2 are read at once (a third would pass the bytes), all are answered; a body larger than
+ * the bound is still read (alone); small requests from many clients all get through. */
+START_TEST(body_slots_bound_the_bytes_read_at_once)
+{
+    static fake_budget fb;
+    start_server_slot_bytes(8, 250 * 1024, 4, &fb);
+    check_two_bodies_read_at_once(&fb);
+
+    /* a body over the bound alone is read and answered */
+    start_server_slot_bytes(8, 64 * 1024, 2, &fb);
+    big_post one = {.len = HELD_LEN};
+    big_post_thread(&one);
+    ck_assert_int_eq(one.r.status, 200);
+    reply_free(&one.r);
+    ck_assert_int_eq(atomic_load(&g_seen.calls), 1);
+
+    /* small requests from many clients at once all get through */
+    start_server_slot_bytes(8, 64 * 1024, 2, &fb);
     concurrent_clients(8, 10);
 }
 END_TEST
@@ -1225,6 +1264,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, buffered_bytes_budget_refuses_retryable);
     tcase_add_test(tc, memory_budget_refuses_before_the_body);
     tcase_add_test(tc, body_slots_hold_requests_back_without_refusing);
+    tcase_add_test(tc, body_slots_bound_the_bytes_read_at_once);
     tcase_add_test(tc, stop_with_requests_waiting_for_a_slot);
     tcase_add_test(tc, slow_bodies_do_not_hold_the_slots_for_ever);
     tcase_add_test(tc, stop_with_requests_in_flight);
