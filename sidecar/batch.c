@@ -679,24 +679,28 @@ void sn_batch_config_init(sn_batch_config *cfg)
  * (it resets the session, not the parameters). Frames record their content size (the
  * aggregator checks it and decompresses them in one pass) and carry no checksum (gRPC's
  * transport and the spool's record CRC cover the bytes). The hash log overrides only the
- * level's table size; at level 1 the window is SN_BATCH_ZSTD_WINDOW_LOG_FAST (the context's
- * size follows it); search and match length stay the level's for the batch's size.
+ * level's table size; at level 1 and the fast (negative) levels the window is
+ * SN_BATCH_ZSTD_WINDOW_LOG_FAST (the context's size follows it); search, match length and a
+ * fast level's acceleration stay the level's for the batch's size. cfg->zstd_level is not 0.
  * Returns 0 or a zstd error code. */
 static size_t set_zstd_params(ZSTD_CCtx *z, const sn_batch_config *cfg)
 {
+    bool fast = cfg->zstd_level <= 1; /* level 1 or a fast (negative) level */
     int hash_log = cfg->zstd_hash_log;
-    if (hash_log == 0 && cfg->zstd_level == 1)
+    if (hash_log == 0 && fast)
         hash_log = SN_BATCH_ZSTD_HASH_LOG_FAST;
     size_t r = ZSTD_CCtx_setParameter(z, ZSTD_c_compressionLevel, cfg->zstd_level);
     if (!ZSTD_isError(r))
         r = ZSTD_CCtx_setParameter(z, ZSTD_c_contentSizeFlag, 1);
     if (!ZSTD_isError(r))
         r = ZSTD_CCtx_setParameter(z, ZSTD_c_checksumFlag, 0);
-    if (!ZSTD_isError(r) && cfg->zstd_raw_literals)
-        r = ZSTD_CCtx_setParameter(z, ZSTD_c_literalCompressionMode, ZSTD_ps_disable);
+    /* Set either way: zstd's own choice at the fast levels is raw, and huffman means Huffman. */
+    if (!ZSTD_isError(r))
+        r = ZSTD_CCtx_setParameter(z, ZSTD_c_literalCompressionMode,
+                                   cfg->zstd_raw_literals ? ZSTD_ps_disable : ZSTD_ps_enable);
     if (!ZSTD_isError(r) && hash_log > 0)
         r = ZSTD_CCtx_setParameter(z, ZSTD_c_hashLog, hash_log);
-    if (!ZSTD_isError(r) && cfg->zstd_level == 1)
+    if (!ZSTD_isError(r) && fast)
         r = ZSTD_CCtx_setParameter(z, ZSTD_c_windowLog, SN_BATCH_ZSTD_WINDOW_LOG_FAST);
     return r;
 }
@@ -704,9 +708,10 @@ static size_t set_zstd_params(ZSTD_CCtx *z, const sn_batch_config *cfg)
 int sn_batch_encoder_create(const sn_batch_config *cfg, sn_batch_encoder **out, char *err,
                             size_t errlen)
 {
-    if (cfg->zstd_level < 0 || cfg->zstd_level > ZSTD_maxCLevel()) {
+    if (cfg->zstd_level < SN_BATCH_ZSTD_LEVEL_MIN || cfg->zstd_level > ZSTD_maxCLevel()) {
         if (err != NULL && errlen > 0)
-            snprintf(err, errlen, "batch: zstd_level must be 0 (none) to %d", ZSTD_maxCLevel());
+            snprintf(err, errlen, "batch: zstd_level must be %d to %d (0: none)",
+                     SN_BATCH_ZSTD_LEVEL_MIN, ZSTD_maxCLevel());
         return -EINVAL;
     }
     if (cfg->zstd_hash_log != 0 && (cfg->zstd_hash_log < SN_BATCH_ZSTD_HASH_LOG_MIN ||
@@ -732,7 +737,7 @@ int sn_batch_encoder_create(const sn_batch_config *cfg, sn_batch_encoder **out, 
     if (enc == NULL)
         goto out_nomem;
     enc->cfg = *cfg;
-    if (cfg->zstd_level > 0) {
+    if (cfg->zstd_level != 0) {
         enc->zctx = ZSTD_createCCtx();
         if (enc->zctx == NULL)
             goto out_free_enc;
@@ -1782,7 +1787,7 @@ int sn_batch_flatten_request_floor(const uint8_t *req, size_t len, const sn_batc
         goto nomem;
     if (rc != 0)
         goto bad;
-    if (cfg->zstd_level > 0) {
+    if (cfg->zstd_level != 0) {
         z = ZSTD_createCCtx_advanced(g_flatten_mem);
         if (z == NULL)
             goto nomem;

@@ -58,12 +58,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SN_BATCH_ZSTD_LEVEL_DEFAULT        1
+#define SN_BATCH_ZSTD_LEVEL_DEFAULT (-2)
+/* zstd's fast levels: -N skips ahead faster through bytes without a match (acceleration N, raw
+ * literals), cheaper to compress for fewer matches found (docs/benchmarks.md, "h/cpu"). */
+#define SN_BATCH_ZSTD_LEVEL_MIN            (-7)
 #define SN_BATCH_ZSTD_RAW_LITERALS_DEFAULT true
-#define SN_BATCH_ZSTD_HASH_LOG_FAST        12 /* zstd_hash_log 0 at level 1: a 16 KiB table (L1-sized) */
-/* At level 1 the window is 64 KiB: zstd's blocks, and with them the sequence and literal buffers
- * of its context, are as large as the window (128 KiB otherwise): a 0.33 MB context instead of
- * 0.58 MB, for 0.7 % larger batches (docs/benchmarks.md, "Steady-load memory"). */
+#define SN_BATCH_ZSTD_HASH_LOG_FAST                                                                \
+    12 /* zstd_hash_log 0 at level <= 1: a 16 KiB table (L1-sized) */
+/* At level 1 and the fast levels the window is 64 KiB: zstd's blocks, and with them the sequence
+ * and literal buffers of its context, are as large as the window (128 KiB otherwise): a 0.33 MB
+ * context instead of 0.58 MB, for 0.7 % larger batches (docs/benchmarks.md, "Steady-load memory").
+ */
 #define SN_BATCH_ZSTD_WINDOW_LOG_FAST 16
 #define SN_BATCH_ZSTD_HASH_LOG_MIN    6
 #define SN_BATCH_ZSTD_HASH_LOG_MAX    20
@@ -77,13 +82,15 @@
 #define SN_BATCH_ID_MAX         129u /* sidecar_id bytes, NUL included (aggregator: 1..128) */
 
 typedef struct sn_batch_config {
-    int zstd_level; /* 0: COMPRESSION_NONE; 1..ZSTD_maxCLevel(): zstd at that level */
+    /* 0: COMPRESSION_NONE; SN_BATCH_ZSTD_LEVEL_MIN..-1 (zstd's fast levels) or
+     * 1..ZSTD_maxCLevel(): zstd at that level */
+    int zstd_level;
     /* Literals (the bytes no match covers: ids, numbers) stored as they are, not Huffman-coded:
      * about 19 % fewer instructions to compress and a third fewer to decompress for about 7 %
      * more bytes on our events (docs/benchmarks.md, "zstd parameters"). */
     bool zstd_raw_literals;
     /* log2 of zstd's match-finder hash table: 0 = automatic (SN_BATCH_ZSTD_HASH_LOG_FAST at
-     * level 1, the level's own above), else SN_BATCH_ZSTD_HASH_LOG_MIN..MAX. */
+     * level 1 and the fast levels, the level's own above), else SN_BATCH_ZSTD_HASH_LOG_MIN..MAX. */
     int zstd_hash_log;
     size_t max_events;        /* events per batch, 1..SN_BATCH_MAX_COUNT_LIMIT */
     size_t max_alerts;        /* alerts per batch, 0..SN_BATCH_MAX_COUNT_LIMIT */

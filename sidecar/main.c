@@ -196,14 +196,15 @@ static const sn_config_desc descriptors[] = {
                     60LL * 1000000000, "seal and ship the open batch this often"),
     SN_CFG_INT("batch.max_events", sidecar_settings, batch_max_events, "2000", 1, 100000,
                "LLM events per batch (and per OTLP request)"),
-    SN_CFG_INT("batch.zstd_level", sidecar_settings, zstd_level, "1", 0, 19,
-               "zstd level of batches (0: uncompressed)"),
+    SN_CFG_INT("batch.zstd_level", sidecar_settings, zstd_level, "-2", SN_BATCH_ZSTD_LEVEL_MIN, 19,
+               "zstd level of batches (0: uncompressed; -1..-7: zstd's fast levels)"),
     SN_CFG_ENUM("batch.zstd_literals", sidecar_settings, zstd_literals, "raw", zstd_literal_names,
                 "zstd literals of batches: raw (cheaper on both sides, ~7 % more bytes) or "
                 "huffman"),
     SN_CFG_INT("batch.zstd_hash_log", sidecar_settings, zstd_hash_log, "0", 0,
                SN_BATCH_ZSTD_HASH_LOG_MAX,
-               "log2 of zstd's hash table (0: 12 at level 1, the level's own above; else 6..20)"),
+               "log2 of zstd's hash table (0: 12 at level 1 and below, the level's own above; else "
+               "6..20)"),
     {SN__CFG("sidecar.name", SN_CONFIG_STRING, sidecar_settings, name, "",
              "this sidecar's name in batches (default: $POD_NAME, else the host name)"),
      .env = "SENTINEL_SIDECAR_NAME"},

@@ -38,8 +38,9 @@
 #define SPOOL_CRC32C_HW 1
 #endif
 
-/* "SPR1", "JNR1", "SNJ1", "SNA1" as little-endian 32-bit words. */
-#define SEG_MAGIC      0x31525053u
+/* "SPR1", "SPR2", "JNR1", "SNJ1", "SNA1" as little-endian 32-bit words. */
+#define SEG_MAGIC      0x31525053u /* a sealed record checked with zlib's CRC-32 (read only) */
+#define SEG_MAGIC_C    0x32525053u /* a sealed record checked with CRC-32C (what appends write) */
 #define JREC_MAGIC     0x31524e4au
 #define JFILE_MAGIC    0x314a4e53u
 #define ACK_MAGIC      0x31414e53u
@@ -347,10 +348,23 @@ uint32_t sn_spool_crc32c(uint32_t crc, const void *buf, size_t n)
     return crc32c_fast(crc, buf, n);
 }
 
+/* Continues a CRC over p[0..n): CRC-32C when castagnoli, else zlib's CRC-32. */
+static uint32_t crc_any_update(bool castagnoli, uint32_t crc, const uint8_t *p, size_t n)
+{
+    return castagnoli ? crc32c_fast(crc, p, n) : crc_update(crc, p, n);
+}
+
 /* Continues a journal record's CRC over p[0..n): CRC-32C in a version 2 file, else zlib's. */
 static uint32_t jcrc_update(uint32_t version, uint32_t crc, const uint8_t *p, size_t n)
 {
-    return version == JOURNAL_VERSION_TAGGED ? crc32c_fast(crc, p, n) : crc_update(crc, p, n);
+    return crc_any_update(version == JOURNAL_VERSION_TAGGED, crc, p, n);
+}
+
+/* True when magic starts a sealed record ("SPR1" or "SPR2"); *castagnoli says which CRC it has. */
+static bool seg_magic_ok(uint32_t magic, bool *castagnoli)
+{
+    *castagnoli = magic == SEG_MAGIC_C;
+    return magic == SEG_MAGIC || magic == SEG_MAGIC_C;
 }
 
 /* The CRC of a journal record: over its first 12 header bytes and the payload; in a version 2
@@ -496,11 +510,11 @@ static int buf_reserve(sn_spool *s, size_t len)
     return 0;
 }
 
-/* CRC over len bytes of fd at off, continued from crc, read through scratch (jcrc_update: zlib's
- * CRC-32 for version 1 and sealed records, CRC-32C for version 2 journals). Returns 0, 1 when
- * the file ends first, or a negative errno. */
+/* CRC over len bytes of fd at off, continued from crc, read through scratch (CRC-32C when
+ * castagnoli: version 2 journals and "SPR2" sealed records; else zlib's CRC-32). Returns 0, 1
+ * when the file ends first, or a negative errno. */
 static int crc_file_range(int fd, uint64_t off, uint64_t len, uint32_t *crc, uint8_t *scratch,
-                          uint32_t version)
+                          bool castagnoli)
 {
     while (len > 0) {
         size_t chunk = len > SCRATCH_BYTES ? SCRATCH_BYTES : (size_t)len;
@@ -509,7 +523,7 @@ static int crc_file_range(int fd, uint64_t off, uint64_t len, uint32_t *crc, uin
             return (int)n;
         if ((size_t)n < chunk)
             return 1;
-        *crc = jcrc_update(version, *crc, scratch, chunk);
+        *crc = crc_any_update(castagnoli, *crc, scratch, chunk);
         off += chunk;
         len -= chunk;
     }
@@ -1567,7 +1581,8 @@ static int scan_seg_record(int fd, uint64_t off, uint64_t size, uint64_t prev_id
         *why = "short header";
         return SCAN_SHORT;
     }
-    if (get_u32(h) != SEG_MAGIC) {
+    bool castagnoli;
+    if (!seg_magic_ok(get_u32(h), &castagnoli)) {
         *why = "bad magic";
         return SCAN_BAD;
     }
@@ -1586,8 +1601,8 @@ static int scan_seg_record(int fd, uint64_t off, uint64_t size, uint64_t prev_id
         *why = "short record";
         return SCAN_SHORT;
     }
-    uint32_t crc = crc_update(0, h, 28);
-    int rc = crc_file_range(fd, off + SN_SPOOL_RECORD_HEADER, *len, &crc, scratch, FORMAT_VERSION);
+    uint32_t crc = crc_any_update(castagnoli, 0, h, 28);
+    int rc = crc_file_range(fd, off + SN_SPOOL_RECORD_HEADER, *len, &crc, scratch, castagnoli);
     if (rc < 0)
         return rc;
     if (rc == 1) {
@@ -1768,7 +1783,8 @@ static int recover_journal_file(sn_spool *s, int fd, uint64_t gen, uint8_t *scra
             break;
         }
         uint32_t crc = jrec_crc(*version, gen, r, NULL, 0);
-        int rc = crc_file_range(fd, off + SN_SPOOL_JOURNAL_HEADER, len, &crc, scratch, *version);
+        int rc = crc_file_range(fd, off + SN_SPOOL_JOURNAL_HEADER, len, &crc, scratch,
+                                *version == JOURNAL_VERSION_TAGGED);
         if (rc < 0)
             return rc;
         if (rc == 1 || crc != get_u32(r + 12)) {
@@ -2272,13 +2288,13 @@ int sn_spool_append(sn_spool *s, const uint8_t *data, size_t len, uint64_t journ
     }
 
     uint8_t h[SN_SPOOL_RECORD_HEADER] = {0};
-    put_u32(h, SEG_MAGIC);
+    put_u32(h, SEG_MAGIC_C);
     put_u32(h + 4, (uint32_t)len);
     put_u64(h + 8, s->next_id);
     put_u64(h + 16, journal_gen);
-    uint32_t crc = crc_update(0, h, 28);
+    uint32_t crc = crc32c_fast(0, h, 28);
     if (len > 0)
-        crc = crc_update(crc, data, len);
+        crc = crc32c_fast(crc, data, len);
     put_u32(h + 28, crc);
 
     rc = pwrite2(g->fd, h, sizeof h, data, len, g->size);
@@ -2339,9 +2355,10 @@ int sn_spool_peek(sn_spool *s, const uint8_t **data, size_t *len, uint64_t *id)
                 return (int)n;
             uint32_t rlen = get_u32(h + 4);
             const char *why = NULL;
+            bool castagnoli = false;
             if ((size_t)n < sizeof h || off + sizeof h > g->end)
                 why = "short header";
-            else if (get_u32(h) != SEG_MAGIC)
+            else if (!seg_magic_ok(get_u32(h), &castagnoli))
                 why = "bad magic";
             else if (rlen > g->end - off - sizeof h)
                 why = "bad length";
@@ -2353,7 +2370,8 @@ int sn_spool_peek(sn_spool *s, const uint8_t **data, size_t *len, uint64_t *id)
                     return (int)n;
                 if ((size_t)n < rlen)
                     why = "short record";
-                else if (crc_update(crc_update(0, h, 28), s->buf, rlen) != get_u32(h + 28))
+                else if (crc_any_update(castagnoli, crc_any_update(castagnoli, 0, h, 28), s->buf,
+                                        rlen) != get_u32(h + 28))
                     why = "bad checksum";
                 else if (get_u64(h + 8) <= s->acked_id)
                     why = "record id out of order";

@@ -66,9 +66,10 @@ typedef struct cb_method {
 } cb_method;
 
 #define Z(lvl) .kind = M_ZSTD, .level = (lvl)
-/* zstd's fast (negative) levels, 1 to 3, 6, level 1 with advanced parameters, and gzip; the
- * rows of the sidecar's default (SN_BATCH_ZSTD_LEVEL_DEFAULT, SN_BATCH_ZSTD_RAW_LITERALS_DEFAULT,
- * the level-1 hash and window logs)
+/* zstd's fast (negative) levels (also with the sidecar's hash and window logs for them), 1 to 3,
+ * 6, level 1 with advanced parameters, and gzip; the rows of the sidecar's default
+ * (SN_BATCH_ZSTD_LEVEL_DEFAULT, SN_BATCH_ZSTD_RAW_LITERALS_DEFAULT, the hash and window logs of
+ * level 1 and the fast levels)
  * are marked in the table. */
 static const cb_method methods[] = {
     {"zstd--5", Z(-5)},
@@ -89,6 +90,14 @@ static const cb_method methods[] = {
     {"zstd-1 mml7", Z(1), .min_match = 7},
     {"zstd-1 mml5 raw-lit", Z(1), .min_match = 5, .raw_literals = true},
     {"zstd-1 hlog12 mml5 raw-lit", Z(1), .hash_log = 12, .min_match = 5, .raw_literals = true},
+    {"zstd--1 hlog12 wlog16", Z(-1), .hash_log = 12, .window_log = 16, .raw_literals = true},
+    {"zstd--2 hlog12 wlog16", Z(-2), .hash_log = 12, .window_log = 16, .raw_literals = true},
+    {"zstd--3 hlog12 wlog16", Z(-3), .hash_log = 12, .window_log = 16, .raw_literals = true},
+    {"zstd--2 hlog12 wlog16 mml6", Z(-2), .hash_log = 12, .window_log = 16, .raw_literals = true,
+     .min_match = 6},
+    {"zstd--2 hlog12 wlog16 mml4", Z(-2), .hash_log = 12, .window_log = 16, .raw_literals = true,
+     .min_match = 4},
+    {"zstd--4 hlog12 wlog16", Z(-4), .hash_log = 12, .window_log = 16, .raw_literals = true},
     {"zstd-1 tlen2", Z(1), .target_length = 2},
     {"zstd-1 tlen4", Z(1), .target_length = 4},
     {"zstd-1 checksum", Z(1), .checksum = true},
@@ -130,9 +139,9 @@ static const cb_method *sidecar_default(void)
         const cb_method *m = &methods[k];
         if (m->kind == M_ZSTD && m->level == SN_BATCH_ZSTD_LEVEL_DEFAULT &&
             m->raw_literals == SN_BATCH_ZSTD_RAW_LITERALS_DEFAULT &&
-            m->hash_log == (SN_BATCH_ZSTD_LEVEL_DEFAULT == 1 ? SN_BATCH_ZSTD_HASH_LOG_FAST : 0) &&
+            m->hash_log == (SN_BATCH_ZSTD_LEVEL_DEFAULT <= 1 ? SN_BATCH_ZSTD_HASH_LOG_FAST : 0) &&
             m->window_log ==
-                (SN_BATCH_ZSTD_LEVEL_DEFAULT == 1 ? SN_BATCH_ZSTD_WINDOW_LOG_FAST : 0) &&
+                (SN_BATCH_ZSTD_LEVEL_DEFAULT <= 1 ? SN_BATCH_ZSTD_WINDOW_LOG_FAST : 0) &&
             m->min_match == 0 && m->target_length == 0 && !m->checksum)
             return m;
     }

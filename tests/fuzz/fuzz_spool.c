@@ -5,7 +5,8 @@
  * The input describes the files of a spool directory, each as
  *   kind (1 byte: 0 segment, 1 journal, 2 ack, 3 a stray "seg-" name), number (1 byte: the
  *   segment's first id or the journal's generation), length (2 bytes, little-endian), bytes
- * after one flags byte (bit 0: fix every CRC-32 the format has, so the fuzzer gets past the
+ * after one flags byte (bit 0: fix every checksum the format has (a sealed record's by its magic:
+ * zlib's CRC-32 for "SPR1", CRC-32C for "SPR2"), so the fuzzer gets past the
  * checksums into the field checks; bit 1, with bit 0: leave the generation tags of version 2
  * journal records as they are, else write the file's generation there too, so that the records
  * pass the tag check -- with the bit, a tag of another generation ends the file). The files are
@@ -97,10 +98,11 @@ static uint32_t crc2(const uint8_t *a, size_t alen, const uint8_t *b, size_t ble
 
 /* Rewrites the CRC of every record in a run of records (header hlen bytes, length at 4, CRC at
  * crc_at over the header before it and the payload: zlib's CRC-32, or with a seed CRC-32C over
- * seed[0..seedlen) first, as in version 2 journals), stopping at the first that does not fit.
- * With a seed and tag, the generation tag at byte 8 is set to the seed's low 32 bits first. */
+ * seed[0..seedlen) first, as in version 2 journals; in segments (seg), CRC-32C without a seed
+ * for the records whose magic is "SPR2"), stopping at the first that does not fit. With a seed
+ * and tag, the generation tag at byte 8 is set to the seed's low 32 bits first. */
 static void fix_records(uint8_t *p, size_t len, size_t hlen, size_t crc_at, const uint8_t *seed,
-                        size_t seedlen, bool tag)
+                        size_t seedlen, bool tag, bool seg)
 {
     size_t off = 0;
     while (len - off >= hlen) {
@@ -114,6 +116,8 @@ static void fix_records(uint8_t *p, size_t len, size_t hlen, size_t crc_at, cons
             c = sn_spool_crc32c(0, seed, seedlen);
             c = sn_spool_crc32c(c, p + off, crc_at);
             c = sn_spool_crc32c(c, p + off + hlen, n);
+        } else if (seg && get_u32(p + off) == 0x32525053u) { /* SPR2: CRC-32C */
+            c = sn_spool_crc32c(sn_spool_crc32c(0, p + off, crc_at), p + off + hlen, n);
         } else {
             c = crc2(p + off, crc_at, p + off + hlen, n);
         }
@@ -128,7 +132,7 @@ static void fix_crcs(int kind, uint8_t *p, size_t len, bool tags)
 {
     switch (kind) {
     case 0:
-        fix_records(p, len, SN_SPOOL_RECORD_HEADER, 28, NULL, 0, false);
+        fix_records(p, len, SN_SPOOL_RECORD_HEADER, 28, NULL, 0, false, true);
         break;
     case 1:
         if (len < SN_SPOOL_JOURNAL_FILE_HEADER)
@@ -136,7 +140,8 @@ static void fix_crcs(int kind, uint8_t *p, size_t len, bool tags)
         put_u32(p + 20, crc2(p, 20, NULL, 0));
         /* Version 2 files: CRC-32C, seeded with the generation (bytes 8-15). */
         fix_records(p + SN_SPOOL_JOURNAL_FILE_HEADER, len - SN_SPOOL_JOURNAL_FILE_HEADER,
-                    SN_SPOOL_JOURNAL_HEADER, 12, get_u32(p + 4) == 2 ? p + 8 : NULL, 8, tags);
+                    SN_SPOOL_JOURNAL_HEADER, 12, get_u32(p + 4) == 2 ? p + 8 : NULL, 8, tags,
+                    false);
         break;
     case 2: /* two 32-byte slots */
         for (size_t at = 0; at + 32 <= len && at < 64; at += 32)

@@ -233,7 +233,7 @@ START_TEST(defaults_are_the_documented_ones)
 {
     sn_batch_config cfg;
     sn_batch_config_init(&cfg);
-    ck_assert_int_eq(cfg.zstd_level, 1);
+    ck_assert_int_eq(cfg.zstd_level, -2);
     ck_assert(cfg.zstd_raw_literals);
     ck_assert_int_eq(cfg.zstd_hash_log, 0);
     ck_assert_uint_eq(cfg.max_message_bytes, 16u << 20);
@@ -597,8 +597,9 @@ START_TEST(zstd_hash_log_setting_is_honoured)
 }
 END_TEST
 
-/* Level 1 compresses with a 64 KiB window (the encoder's context follows it): a Batch above
- * that says so in its frame header; level 3 keeps zstd's own (larger) window. */
+/* Level 1 and the fast levels (the default -2) compress with a 64 KiB window (the encoder's
+ * context follows it): a Batch above that says so in its frame header; level 3 keeps zstd's own
+ * (larger) window. */
 START_TEST(zstd_window_is_64k_at_level_1)
 {
     sn_batch_config cfg;
@@ -608,7 +609,9 @@ START_TEST(zstd_window_is_64k_at_level_1)
     ck_assert_ptr_nonnull(ev);
     for (int c = 0; c < COPIES; c++)
         memcpy(ev + c * ZN, one, ZN * sizeof *ev);
-    for (int level = 1; level <= 3; level += 2) {
+    static const int levels[] = {SN_BATCH_ZSTD_LEVEL_MIN, -2, 1, 3};
+    for (size_t k = 0; k < sizeof levels / sizeof levels[0]; k++) {
+        int level = levels[k];
         cfg.zstd_level = level;
         sn_batch_encoder *enc = NULL;
         char err[128] = "";
@@ -622,7 +625,7 @@ START_TEST(zstd_window_is_64k_at_level_1)
         ck_assert_ptr_nonnull(r);
         ZSTD_frameHeader fh;
         ck_assert_uint_eq(ZSTD_getFrameHeader(&fh, r->payload.data, r->payload.len), 0);
-        if (level == 1)
+        if (level <= 1)
             ck_assert_uint_eq(fh.windowSize, 1ull << SN_BATCH_ZSTD_WINDOW_LOG_FAST);
         else
             ck_assert_uint_gt(fh.windowSize, 1ull << SN_BATCH_ZSTD_WINDOW_LOG_FAST);
@@ -766,9 +769,15 @@ START_TEST(config_is_validated)
     sn_batch_encoder *enc = NULL;
     char err[128];
     sn_batch_config_init(&cfg);
-    cfg.zstd_level = -1;
+    cfg.zstd_level = SN_BATCH_ZSTD_LEVEL_MIN - 1;
     ck_assert_int_eq(sn_batch_encoder_create(&cfg, &enc, err, sizeof err), -EINVAL);
     ck_assert_ptr_nonnull(strstr(err, "zstd_level"));
+    for (int level = SN_BATCH_ZSTD_LEVEL_MIN; level <= 0; level++) { /* zstd's fast levels */
+        cfg.zstd_level = level;
+        ck_assert_int_eq(sn_batch_encoder_create(&cfg, &enc, err, sizeof err), 0);
+        sn_batch_encoder_destroy(enc);
+        enc = NULL;
+    }
     cfg.zstd_level = ZSTD_maxCLevel() + 1;
     ck_assert_int_eq(sn_batch_encoder_create(&cfg, &enc, err, sizeof err), -EINVAL);
     sn_batch_config_init(&cfg);
@@ -1459,7 +1468,13 @@ START_TEST(flattening_uses_the_configured_zstd_parameters)
         int level;
         bool raw;
         int hash_log;
-    } cases[] = {{1, true, 0}, {1, false, 14}, {3, false, 0}, {5, true, 8}, {0, true, 0}};
+    } cases[] = {{1, true, 0},
+                 {1, false, 14},
+                 {3, false, 0},
+                 {5, true, 8},
+                 {0, true, 0},
+                 {-2, true, 0},
+                 {SN_BATCH_ZSTD_LEVEL_MIN, false, 13}};
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         sn_batch_config cfg;
         sn_batch_config_init(&cfg);

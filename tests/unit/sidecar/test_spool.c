@@ -813,7 +813,8 @@ START_TEST(generation_at_the_counter_limit_is_corrupt)
     ck_assert_int_ge(fd, 0);
     ck_assert_int_eq(pread(fd, rec, len, off), (ssize_t)len);
     le64(rec + 16, UINT64_MAX);
-    uLong crc = crc32(crc32(0L, rec, 28), rec + SN_SPOOL_RECORD_HEADER, (uInt)rec_len(3));
+    uint32_t crc = sn_spool_crc32c(sn_spool_crc32c(0, rec, 28), rec + SN_SPOOL_RECORD_HEADER,
+                                   rec_len(3)); /* an "SPR2" record */
     for (int k = 0; k < 4; k++)
         rec[28 + k] = (uint8_t)(crc >> (8 * k));
     ck_assert_int_eq(pwrite(fd, rec, len, off), (ssize_t)len);
@@ -822,7 +823,7 @@ START_TEST(generation_at_the_counter_limit_is_corrupt)
     uint8_t ack[32] = {'S', 'N', 'A', '1', 1};
     le64(ack + 8, 1);
     le64(ack + 16, UINT64_MAX);
-    crc = crc32(0L, ack, 28);
+    crc = (uint32_t)crc32(0L, ack, 28);
     for (int k = 0; k < 4; k++)
         ack[28 + k] = (uint8_t)(crc >> (8 * k));
     path_in(path, sizeof path, "ack");
@@ -1358,6 +1359,89 @@ START_TEST(old_format_journal_is_replayed)
     ck_assert_int_eq(pread(fd, h, 8, 0), 8);
     ck_assert_uint_eq(h[4], 2);
     close(fd);
+}
+END_TEST
+
+/* Sealed records in the format before CRC-32C ("SPR1", zlib's CRC-32) are still read, at open
+ * and at peek; appends write "SPR2" records with CRC-32C, also after old ones in one segment.
+ * An "SPR1" record with a CRC-32C checksum (or the reverse) is bad. */
+START_TEST(old_format_segment_is_read)
+{
+    ck_assert_int_eq(mkdir(g_dir, 0750), 0);
+    uint8_t file[4096] = {0};
+    size_t off = 0, offs[4];
+    for (uint64_t i = 1; i <= 3; i++) {
+        uint8_t *r = file + off;
+        size_t n = rec_len(i);
+        offs[i] = off;
+        le32(r, 0x31525053u); /* SPR1 */
+        le32(r + 4, (uint32_t)n);
+        le64(r + 8, i);
+        le64(r + 16, 0);
+        rec_fill(r + SN_SPOOL_RECORD_HEADER, i);
+        uint32_t crc = i == 3
+                           ? sn_spool_crc32c(sn_spool_crc32c(0, r, 28), r + SN_SPOOL_RECORD_HEADER,
+                                             n) /* wrong kind */
+                           : (uint32_t)crc32(crc32(0L, r, 28), r + SN_SPOOL_RECORD_HEADER, (uInt)n);
+        le32(r + 28, crc);
+        off += SN_SPOOL_RECORD_HEADER + n;
+    }
+    char path[256];
+    int fd = open(seg_path(path, sizeof path, 1), O_WRONLY | O_CREAT | O_EXCL, 0640);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, file, off), (ssize_t)off);
+    close(fd);
+
+    sn_spool_config c = small_cfg();
+    c.segment_bytes = 1 << 20;
+    sn_spool *s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_count(s), 2); /* record 3 is a torn tail: cut off */
+    sn_spool_stats st;
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.torn_tails, 1);
+    append_rec(s, 4, 0); /* id 3, after the old records in the same segment */
+    ck_assert_uint_eq(sn_spool_count(s), 3);
+    sn_spool_close(s);
+
+    /* On disk: the new record is "SPR2" with CRC-32C over bytes 0-27 and the payload. */
+    uint8_t h[SN_SPOOL_RECORD_HEADER + 1024];
+    size_t n4 = SN_SPOOL_RECORD_HEADER + rec_len(4);
+    fd = open(path, O_RDONLY);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(pread(fd, h, n4, (off_t)offs[3]), (ssize_t)n4);
+    close(fd);
+    ck_assert_mem_eq(h, "SPR2", 4);
+    uint32_t want =
+        sn_spool_crc32c(sn_spool_crc32c(0, h, 28), h + SN_SPOOL_RECORD_HEADER, rec_len(4));
+    ck_assert_uint_eq((uint32_t)h[28] | (uint32_t)h[29] << 8 | (uint32_t)h[30] << 16 |
+                          (uint32_t)h[31] << 24,
+                      want);
+
+    /* Both kinds read back at open and at peek, in order. */
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_count(s), 3);
+    expect_pop(s, 1, 1);
+    expect_pop(s, 2, 2);
+    expect_pop(s, 4, 3);
+    sn_spool_close(s);
+
+    /* A damaged old record is found by peek (zlib's CRC-32 checked there too). */
+    unlink(path); /* every record was popped: normally gone already */
+    ck_assert_int_eq(unlink(path_in(path, sizeof path, "ack")), 0);
+    fd = open(seg_path(path, sizeof path, 1), O_WRONLY | O_CREAT | O_EXCL, 0640);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, file, offs[3]), (ssize_t)offs[3]);
+    close(fd);
+    s = open_ok(&c);
+    ck_assert_uint_eq(sn_spool_count(s), 2);
+    flip_byte(path, (off_t)(offs[1] + SN_SPOOL_RECORD_HEADER + 3));
+    const uint8_t *d;
+    size_t len;
+    uint64_t id;
+    ck_assert_int_eq(sn_spool_peek(s, &d, &len, &id), -ENOENT);
+    sn_spool_get_stats(s, &st);
+    ck_assert_uint_eq(st.corrupt_segments, 1);
+    sn_spool_close(s);
 }
 END_TEST
 
@@ -2306,6 +2390,7 @@ static Suite *spool_suite(void)
     tcase_add_test(tc, spares_stop_without_rename_noreplace);
     tcase_add_test(tc, unopenable_spare_is_deleted);
     tcase_add_test(tc, old_format_journal_is_replayed);
+    tcase_add_test(tc, old_format_segment_is_read);
     tcase_add_test(tc, crc32c_matches_the_reference);
     tcase_add_test(tc, journal_covered_by_sealed_record_is_discarded);
     tcase_add_test(tc, journal_covered_by_popped_record_is_discarded);
