@@ -14,6 +14,12 @@
  * DEFERRED (allow_deferred): the handler took sn_grpc_reply.later and returned; no batch is
  * outstanding until sn_grpc_unary_finish, called from whatever thread finished the work.
  *
+ * cfg.max_held_bytes: an admitted call enters READING with its RECV_MESSAGE batch only while
+ * the messages held (received, not yet copied out by serve) and the reads under way stay under
+ * the bound; otherwise it waits in the parked FIFO with no batch outstanding (gRPC keeps its
+ * data within the stream window) until unhold or on_message makes room (resume_parked), or
+ * shutdown starts every waiting read.
+ *
  * Call structs come from a pool sized at create (2 x max_calls + SN_ACCEPT_SLOTS), so the
  * number of calls this module holds is bounded; when the pool is empty no new call is
  * requested and gRPC keeps further streams waiting (bounded per connection by max_streams).
