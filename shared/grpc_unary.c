@@ -14,6 +14,12 @@
  * DEFERRED (allow_deferred): the handler took sn_grpc_reply.later and returned; no batch is
  * outstanding until sn_grpc_unary_finish, called from whatever thread finished the work.
  *
+ * cfg.max_held_bytes: an admitted call enters READING with its RECV_MESSAGE batch only while
+ * the messages held (received, not yet copied out by serve) and the reads under way stay under
+ * the bound; otherwise it waits in the parked FIFO with no batch outstanding (gRPC keeps its
+ * data within the stream window) until unhold or on_message makes room (resume_parked), or
+ * shutdown starts every waiting read.
+ *
  * Call structs come from a pool sized at create (2 x max_calls + SN_ACCEPT_SLOTS), so the
  * number of calls this module holds is bounded; when the pool is empty no new call is
  * requested and gRPC keeps further streams waiting (bounded per connection by max_streams).
@@ -82,6 +88,7 @@ typedef struct sn_grpc_call {
     grpc_metadata_array request_md;
     grpc_byte_buffer *request;
     size_t request_len;
+    size_t held;     /* request_len while counted in held_bytes (cfg.max_held_bytes) */
     bool compressed; /* the message is gzip / deflate / zstd: its output is reserved in serve */
     size_t reserved; /* bytes of cfg.budget this call holds */
     grpc_byte_buffer *response;
@@ -142,6 +149,12 @@ struct sn_grpc_unary {
     sn_grpc_call *q_head;
     sn_grpc_call *q_tail;
     size_t queued_bytes;
+    /* cfg.max_held_bytes: messages received and not yet copied out (held_bytes), calls whose
+     * message gRPC is reading (reading), and admitted calls whose read waits (parked FIFO). */
+    size_t held_bytes;
+    unsigned reading;
+    sn_grpc_call *parked_head;
+    sn_grpc_call *parked_tail;
     _Atomic size_t msg_estimate; /* cfg.budget: what a new call reserves before its message */
     bool shutting_down;
     bool server_done;
@@ -164,6 +177,8 @@ struct sn_grpc_unary {
     _Atomic uint64_t st_bad_encoding;
     _Atomic uint64_t st_unimplemented;
     _Atomic uint64_t st_expired;
+    _Atomic uint64_t st_read_waits;
+    unsigned parked; /* calls in the parked FIFO (under mu) */
 };
 
 const char *const sn_grpc_stage_names[SN_GRPC_STAGE_COUNT] = {
@@ -562,11 +577,78 @@ static void post_requests_locked(sn_grpc_unary *s)
     }
 }
 
+/* Starts reading a call's message (RECV_MESSAGE); the call was counted in s->reading. A batch
+ * gRPC refuses releases the call. Any thread; not under s->mu. */
+static void release_call(sn_grpc_unary *s, sn_grpc_call *c);
+static void start_read(sn_grpc_unary *s, sn_grpc_call *c)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->request;
+    c->phase = SN_CALL_READING;
+    if (grpc_call_start_batch(c->call, &op, 1, c, NULL) != GRPC_CALL_OK) {
+        pthread_mutex_lock(&s->mu);
+        s->reading--;
+        pthread_mutex_unlock(&s->mu);
+        release_call(s, c);
+    }
+}
+
+/* May one more call start reading (cfg.max_held_bytes)? Yes when nothing is held or read
+ * (so one call always proceeds), or while the held bytes and the reads under way (each
+ * counted at the message estimate) stay under the bound, or when shutting down. Caller holds
+ * s->mu. */
+static bool read_allowed_locked(const sn_grpc_unary *s)
+{
+    if (s->cfg.max_held_bytes == 0 || s->shutting_down)
+        return true;
+    size_t pending = s->held_bytes + (size_t)s->reading * atomic_load(&s->msg_estimate);
+    return (s->held_bytes == 0 && s->reading == 0) || pending < s->cfg.max_held_bytes;
+}
+
+/* Starts the reads of parked calls while read_allowed_locked. Any thread; takes s->mu. */
+static void resume_parked(sn_grpc_unary *s)
+{
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        sn_grpc_call *c = s->parked_head;
+        if (c == NULL || !read_allowed_locked(s)) {
+            pthread_mutex_unlock(&s->mu);
+            return;
+        }
+        s->parked_head = c->next;
+        if (s->parked_head == NULL)
+            s->parked_tail = NULL;
+        s->parked--;
+        c->next = NULL;
+        s->reading++;
+        pthread_mutex_unlock(&s->mu);
+        start_read(s, c);
+    }
+}
+
+/* The call's message no longer counts as held (its bytes were copied out or dropped); parked
+ * reads may start. Any thread; takes s->mu. No-op for a call not counted. */
+static void unhold(sn_grpc_unary *s, sn_grpc_call *c)
+{
+    if (c->held == 0)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->held_bytes -= c->held;
+    c->held = 0;
+    bool parked = s->parked_head != NULL;
+    pthread_mutex_unlock(&s->mu);
+    if (parked)
+        resume_parked(s);
+}
+
 /* Frees everything a call holds (gRPC call, metadata, buffers, slices), returns the struct
  * to the pool and tops up the waiting requests. Any thread; takes s->mu. */
 static void release_call(sn_grpc_unary *s, sn_grpc_call *c)
 {
     sn_call_phase phase = c->phase;
+    unhold(s, c);
     if (c->request != NULL)
         grpc_byte_buffer_destroy(c->request);
     if (c->response != NULL)
@@ -723,6 +805,7 @@ static void serve(sn_grpc_unary *s, sn_grpc_call *c, sn_buf *a, sn_buf *b, ZSTD_
     sn_body_rc rc = request_body(s, c, a, b, dctx, &body, &len);
     grpc_byte_buffer_destroy(c->request);
     c->request = NULL;
+    unhold(s, c);
     switch (rc) {
     case SN_BODY_OK:
         break;
@@ -881,13 +964,25 @@ static void on_new_call(sn_grpc_unary *s, sn_grpc_call *c)
         return;
     }
     c->method = (unsigned)method;
-    grpc_op op;
-    memset(&op, 0, sizeof op);
-    op.op = GRPC_OP_RECV_MESSAGE;
-    op.data.recv_message.recv_message = &c->request;
-    c->phase = SN_CALL_READING;
-    if (grpc_call_start_batch(c->call, &op, 1, c, NULL) != GRPC_CALL_OK)
-        release_call(s, c);
+    /* cfg.max_held_bytes: over the bound the read waits (gRPC does not assemble the message;
+     * its bytes stay within the stream window) until held messages are copied out. */
+    pthread_mutex_lock(&s->mu);
+    if (s->parked_head != NULL || !read_allowed_locked(s)) {
+        c->phase = SN_CALL_READING; /* no batch outstanding until resume_parked */
+        if (s->parked_tail != NULL)
+            s->parked_tail->next = c;
+        else
+            s->parked_head = c;
+        s->parked_tail = c;
+        s->parked++;
+        pthread_mutex_unlock(&s->mu);
+        atomic_fetch_add(&s->st_read_waits, 1);
+        resume_parked(s); /* a call released meanwhile may have made room */
+        return;
+    }
+    s->reading++;
+    pthread_mutex_unlock(&s->mu);
+    start_read(s, c);
 }
 
 /* CQ thread: the message arrived; its call's reservation becomes three times its length (gRPC's
@@ -945,7 +1040,15 @@ static bool inline_wanted(const sn_grpc_unary *s, const sn_grpc_call *c)
  * queue it for the handler thread. */
 static void on_message(sn_grpc_unary *s, sn_grpc_call *c, bool ok)
 {
+    pthread_mutex_lock(&s->mu);
+    s->reading--;
+    if (ok && c->request != NULL) {
+        c->held = grpc_byte_buffer_length(c->request);
+        s->held_bytes += c->held;
+    }
+    pthread_mutex_unlock(&s->mu);
     if (!ok || c->request == NULL) {
+        resume_parked(s);
         /* Cancelled, refused by gRPC (e.g. over the wire size limit: gRPC has already sent
          * RESOURCE_EXHAUSTED) or half-closed without a message. */
         answer(s, c, GRPC_STATUS_INVALID_ARGUMENT, "expected one request message", -1, NULL, 0);
@@ -957,6 +1060,7 @@ static void on_message(sn_grpc_unary *s, sn_grpc_call *c, bool ok)
     if (brc != 0) {
         grpc_byte_buffer_destroy(c->request);
         c->request = NULL;
+        unhold(s, c);
         if (brc == -E2BIG)
             answer_too_big(s, c);
         else
@@ -968,6 +1072,7 @@ static void on_message(sn_grpc_unary *s, sn_grpc_call *c, bool ok)
         pthread_mutex_unlock(&s->mu);
         grpc_byte_buffer_destroy(c->request);
         c->request = NULL;
+        unhold(s, c);
         answer_busy(s, c);
         return;
     }
@@ -994,6 +1099,7 @@ static void on_message(sn_grpc_unary *s, sn_grpc_call *c, bool ok)
      * and only when it sleeps (a busy handler thread drains the FIFO before it sleeps again). */
     if (idle)
         pthread_cond_broadcast(&s->cv);
+    resume_parked(s); /* the message may be smaller than the estimate it was read at */
 }
 
 /* Handles one completion-queue event. Returns false on the queue's final event. */
@@ -1314,6 +1420,7 @@ void sn_grpc_unary_shutdown(sn_grpc_unary *s, uint32_t grace_ms)
     }
     s->shutting_down = true;
     pthread_mutex_unlock(&s->mu);
+    resume_parked(s); /* parked calls read now (or fail once cancelled) and are answered */
 
     bool threads = s->started;
     grpc_server_shutdown_and_notify(s->server, s->cq, &s->shutdown_tag);
@@ -1373,6 +1480,11 @@ void sn_grpc_unary_stats_get(const sn_grpc_unary *s, sn_grpc_unary_stats *out)
     out->expired = atomic_load(&m->st_expired);
     out->bytes_in = atomic_load(&m->st_bytes_in);
     out->bytes_out = atomic_load(&m->st_bytes_out);
+    out->read_waits = atomic_load(&m->st_read_waits);
+    pthread_mutex_lock(&m->mu);
+    out->held_bytes = m->held_bytes;
+    out->reads_parked = m->parked;
+    pthread_mutex_unlock(&m->mu);
 }
 
 void sn_grpc_unary_destroy(sn_grpc_unary *s)

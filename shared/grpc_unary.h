@@ -136,6 +136,12 @@ typedef struct sn_grpc_unary_config {
     size_t max_queued_bytes;       /* received bytes waiting for the handler; a message that would
                                       go over it is refused (one message is always let in) */
     unsigned max_streams;          /* HTTP/2 concurrent streams per connection */
+    size_t max_held_bytes;         /* 0: off. Otherwise an admitted call's message is read (gRPC
+                                      assembles it whole) only while the messages received and
+                                      not yet copied out, plus the reads under way at the message
+                                      estimate, are under this; the others wait unrefused (their
+                                      bytes stay within the stream window) in arrival order. One
+                                      read is always let in. */
     size_t window_bytes;           /* 0: gRPC's flow control (BDP probing grows a stream's window
                                       to megabytes); > 0: BDP probing off, a stream's lookahead and
                                       the TCP read chunk capped at this (see otlp-receiver.md) */
@@ -183,8 +189,12 @@ typedef struct sn_grpc_unary_stats {
     uint64_t refused_bad_encoding;                /* undecodable compressed message */
     uint64_t unimplemented;                       /* unknown method */
     uint64_t expired;                             /* deadline passed before the handler ran */
-    uint64_t bytes_in;  /* request bytes as received (compressed), handled requests */
-    uint64_t bytes_out; /* the same requests after decompression */
+    uint64_t bytes_in;   /* request bytes as received (compressed), handled requests */
+    uint64_t bytes_out;  /* the same requests after decompression */
+    uint64_t read_waits; /* calls whose read waited for cfg.max_held_bytes */
+    /* Gauges, as of the call: */
+    uint64_t held_bytes;   /* messages received and not yet copied out */
+    uint64_t reads_parked; /* admitted calls whose read waits now */
 } sn_grpc_unary_stats;
 
 /* Fills `cfg` with the defaults: 16 MiB messages, 64 calls, 4 x max_message queued, 100

@@ -65,6 +65,7 @@ typedef struct sidecar_settings {
     int64_t max_inflight_bytes;
     int64_t grpc_streams;
     int64_t grpc_window;
+    int64_t grpc_held;
     int64_t grpc_inline;
 
     int64_t http_body_bytes;
@@ -143,6 +144,11 @@ static const sn_config_desc descriptors[] = {
     SN_CFG_SIZE("otlp.grpc.window", sidecar_settings, grpc_window, "256KiB", 0, (int64_t)64 << 20,
                 "gRPC flow-control window per stream (and TCP read size); 0: gRPC's own, which "
                 "grows to megabytes per stream"),
+    SN_CFG_SIZE("otlp.grpc.max_held_bytes", sidecar_settings, grpc_held, "1MiB", 0,
+                (int64_t)1 << 30,
+                "request messages received and not yet decoded, at most: past it a call's message "
+                "is not read yet (the call waits, its data within the stream window), one is "
+                "always read (0: no bound)"),
     SN_CFG_SIZE("otlp.grpc.inline_decode", sidecar_settings, grpc_inline, "64KiB", 0,
                 (int64_t)16 << 20,
                 "uncompressed trace requests up to this size are decoded on gRPC's "
@@ -577,6 +583,7 @@ static int start(sidecar *sc)
         gc.max_calls = (unsigned)s->max_requests;
         gc.max_streams = (unsigned)s->grpc_streams;
         gc.window_bytes = (size_t)s->grpc_window;
+        gc.max_held_bytes = (size_t)s->grpc_held;
         gc.inline_max_bytes = (size_t)s->grpc_inline;
         for (unsigned i = 0; i < SN_GRPC_STAGE_COUNT; i++)
             gc.stage_seconds[i] = sn_pipeline_stage_histogram(sc->pipeline, sn_grpc_stage_names[i]);

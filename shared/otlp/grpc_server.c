@@ -178,6 +178,7 @@ void sn_grpc_server_config_init(sn_grpc_server_config *cfg)
     cfg->max_calls = u.max_calls;
     cfg->max_queued_bytes = u.max_queued_bytes;
     cfg->max_streams = u.max_streams;
+    cfg->max_held_bytes = SN_GRPC_DEFAULT_HELD_BYTES;
     cfg->window_bytes = u.window_bytes;
     cfg->busy_retry_ms = u.busy_retry_ms;
     cfg->accept_zstd = true;
@@ -209,6 +210,7 @@ int sn_grpc_server_create(const sn_grpc_server_config *cfg, sn_grpc_server **out
     u.max_calls = cfg->max_calls;
     u.max_queued_bytes = cfg->max_queued_bytes;
     u.max_streams = cfg->max_streams;
+    u.max_held_bytes = cfg->max_held_bytes;
     u.window_bytes = cfg->window_bytes;
     u.max_reply_bytes = SN_OTLP_RESPONSE_MAX;
     u.busy_retry_ms = cfg->busy_retry_ms;

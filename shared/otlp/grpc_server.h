@@ -28,6 +28,7 @@
 #define SN_GRPC_DEFAULT_MAX_CALLS   64u
 #define SN_GRPC_DEFAULT_RETRY_MS    1000u
 #define SN_GRPC_DEFAULT_STREAMS     100u
+#define SN_GRPC_DEFAULT_HELD_BYTES  (1024u * 1024u)
 
 typedef struct sn_grpc_server sn_grpc_server;
 
@@ -38,6 +39,8 @@ typedef struct sn_grpc_server_config {
     size_t max_queued_bytes;  /* received bytes waiting for the handler; a message that would
                                  go over it is refused (one message is always let in) */
     unsigned max_streams;     /* HTTP/2 concurrent streams per connection */
+    size_t max_held_bytes;    /* bound on messages held before handling; 0: off
+                                 (sn_grpc_unary_config.max_held_bytes; default 1 MiB) */
     size_t window_bytes;      /* 0: gRPC's own flow control; > 0: a fixed per-stream window
                                  without BDP probing (sn_grpc_unary_config.window_bytes) */
     uint32_t busy_retry_ms;   /* RetryInfo delay when refused for max_calls, and the default

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <zstd.h>
 
 #include <grpc/grpc.h>
@@ -788,6 +789,179 @@ START_TEST(an_estimate_above_a_lowered_ceiling_refuses_nothing_for_good)
 }
 END_TEST
 
+/* A handler that blocks its first call until `open` and records the first byte of each body. */
+typedef struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool open;
+    int n;
+    uint8_t order[4];
+} gate;
+
+static gate g_gate;
+
+static void gate_handler(unsigned method, const uint8_t *body, size_t len, sn_grpc_reply *reply,
+                         void *ud)
+{
+    gate *g = ud;
+    (void)method;
+    pthread_mutex_lock(&g->mu);
+    if (g->n < (int)sizeof g->order)
+        g->order[g->n] = len > 0 ? body[0] : 0;
+    g->n++;
+    pthread_cond_broadcast(&g->cv);
+    while (!g->open)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+    reply->code = SN_GRPC_OK;
+}
+
+typedef struct big_call {
+    pthread_t th;
+    uint8_t *body;
+    size_t len;
+    grpc_test_reply r;
+    int rc;
+} big_call;
+
+static void *big_client_main(void *arg)
+{
+    big_call *c = arg;
+    c->rc = grpc_test_call(g_target, methods[0], c->body, c->len, 10000, &c->r);
+    return NULL;
+}
+
+/* Polls the stats until `pred` holds (bounded: 10 s). */
+static void wait_stats(bool (*pred)(const sn_grpc_unary_stats *))
+{
+    for (int i = 0; i < 1000; i++) {
+        sn_grpc_unary_stats st;
+        sn_grpc_unary_stats_get(g_srv, &st);
+        if (pred(&st))
+            return;
+        nanosleep(&(struct timespec){0, 10000000L}, NULL);
+    }
+    ck_abort_msg("stats condition not reached");
+}
+
+static bool one_held(const sn_grpc_unary_stats *st)
+{
+    return st->held_bytes == 100 * 1024;
+}
+
+static bool one_parked(const sn_grpc_unary_stats *st)
+{
+    return st->reads_parked == 1;
+}
+
+/* cfg.max_held_bytes: with the handler busy and a 100 KiB message held in the queue (over the
+ * 64 KiB bound), the next call's read waits -- not refused, not answered -- and proceeds once
+ * the held message is copied out; the calls are handled in arrival order. */
+START_TEST(a_read_waits_while_held_messages_pass_the_bound)
+{
+    memset(&g_gate, 0, sizeof g_gate);
+    pthread_mutex_init(&g_gate.mu, NULL);
+    pthread_cond_init(&g_gate.cv, NULL);
+    sn_grpc_unary_config cfg;
+    base_config(&cfg, gate_handler, &g_gate);
+    cfg.max_held_bytes = 64 * 1024;
+    start_config(&cfg);
+
+    big_call c[3];
+    memset(c, 0, sizeof c);
+    for (int i = 0; i < 3; i++) {
+        c[i].len = i == 1 ? 100 * 1024 : 1;
+        c[i].body = malloc(c[i].len);
+        ck_assert_ptr_nonnull(c[i].body);
+        memset(c[i].body, 'a' + i, c[i].len);
+    }
+    /* a: in the handler (its message copied out, nothing held). */
+    ck_assert_int_eq(pthread_create(&c[0].th, NULL, big_client_main, &c[0]), 0);
+    pthread_mutex_lock(&g_gate.mu);
+    while (g_gate.n < 1)
+        pthread_cond_wait(&g_gate.cv, &g_gate.mu);
+    pthread_mutex_unlock(&g_gate.mu);
+    /* b: read (nothing held) and queued: 100 KiB held. */
+    ck_assert_int_eq(pthread_create(&c[1].th, NULL, big_client_main, &c[1]), 0);
+    wait_stats(one_held);
+    /* c: its read waits. */
+    ck_assert_int_eq(pthread_create(&c[2].th, NULL, big_client_main, &c[2]), 0);
+    wait_stats(one_parked);
+    nanosleep(&(struct timespec){0, 100000000L}, NULL);
+    sn_grpc_unary_stats st;
+    sn_grpc_unary_stats_get(g_srv, &st);
+    ck_assert_uint_eq(st.read_waits, 1);
+    ck_assert_uint_eq(st.reads_parked, 1);
+    ck_assert_uint_eq(st.held_bytes, 100 * 1024);
+    ck_assert_uint_eq(st.refused_busy + st.refused_budget, 0);
+    for (unsigned i = 0; i < SN_GRPC_CODE_COUNT; i++)
+        ck_assert_uint_eq(st.answers[i], 0);
+
+    pthread_mutex_lock(&g_gate.mu);
+    g_gate.open = true;
+    pthread_cond_broadcast(&g_gate.cv);
+    pthread_mutex_unlock(&g_gate.mu);
+    for (int i = 0; i < 3; i++) {
+        pthread_join(c[i].th, NULL);
+        ck_assert_int_eq(c[i].rc, 0);
+        ck_assert_int_eq(c[i].r.grpc_status, SN_GRPC_OK);
+        grpc_test_reply_free(&c[i].r);
+        free(c[i].body);
+    }
+    ck_assert_int_eq(g_gate.n, 3);
+    ck_assert_mem_eq(g_gate.order, "abc", 3);
+    sn_grpc_unary_stats_get(g_srv, &st);
+    ck_assert_uint_eq(st.answers[SN_GRPC_OK], 3);
+    ck_assert_uint_eq(st.read_waits, 1);
+    ck_assert_uint_eq(st.reads_parked, 0);
+    ck_assert_uint_eq(st.held_bytes, 0);
+    pthread_cond_destroy(&g_gate.cv);
+    pthread_mutex_destroy(&g_gate.mu);
+}
+END_TEST
+
+/* Shutting down with a read waiting: the parked call is read and answered, nothing hangs. */
+START_TEST(a_waiting_read_is_answered_at_shutdown)
+{
+    memset(&g_gate, 0, sizeof g_gate);
+    pthread_mutex_init(&g_gate.mu, NULL);
+    pthread_cond_init(&g_gate.cv, NULL);
+    sn_grpc_unary_config cfg;
+    base_config(&cfg, gate_handler, &g_gate);
+    cfg.max_held_bytes = 64 * 1024;
+    start_config(&cfg);
+    big_call c[3];
+    memset(c, 0, sizeof c);
+    for (int i = 0; i < 3; i++) {
+        c[i].len = i == 1 ? 100 * 1024 : 1;
+        c[i].body = calloc(1, c[i].len);
+        ck_assert_ptr_nonnull(c[i].body);
+    }
+    ck_assert_int_eq(pthread_create(&c[0].th, NULL, big_client_main, &c[0]), 0);
+    pthread_mutex_lock(&g_gate.mu);
+    while (g_gate.n < 1)
+        pthread_cond_wait(&g_gate.cv, &g_gate.mu);
+    pthread_mutex_unlock(&g_gate.mu);
+    ck_assert_int_eq(pthread_create(&c[1].th, NULL, big_client_main, &c[1]), 0);
+    wait_stats(one_held);
+    ck_assert_int_eq(pthread_create(&c[2].th, NULL, big_client_main, &c[2]), 0);
+    wait_stats(one_parked);
+    pthread_mutex_lock(&g_gate.mu);
+    g_gate.open = true; /* the shutdown below waits for the handler */
+    pthread_cond_broadcast(&g_gate.cv);
+    pthread_mutex_unlock(&g_gate.mu);
+    sn_grpc_unary_shutdown(g_srv, 2000);
+    for (int i = 0; i < 3; i++) {
+        pthread_join(c[i].th, NULL);
+        ck_assert_int_eq(c[i].rc, 0);
+        grpc_test_reply_free(&c[i].r);
+        free(c[i].body);
+    }
+    pthread_cond_destroy(&g_gate.cv);
+    pthread_mutex_destroy(&g_gate.mu);
+}
+END_TEST
+
 START_TEST(bad_config_is_refused_with_the_name)
 {
     sn_grpc_unary_config cfg;
@@ -851,6 +1025,8 @@ static Suite *grpc_unary_suite(void)
     tcase_add_test(tc, max_calls_is_judged_before_the_budget_once);
     tcase_add_test(tc, an_estimate_above_a_lowered_ceiling_refuses_nothing_for_good);
     tcase_add_test(tc, bad_config_is_refused_with_the_name);
+    tcase_add_test(tc, a_read_waits_while_held_messages_pass_the_bound);
+    tcase_add_test(tc, a_waiting_read_is_answered_at_shutdown);
     tcase_add_test(tc, small_plain_requests_are_handled_inline);
     tcase_add_test(tc, stage_histograms_count_every_handled_call);
     suite_add_tcase(s, tc);
