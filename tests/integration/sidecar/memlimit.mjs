@@ -191,7 +191,11 @@ await run('sidecar_memlimit', async () => {
   const sc = await startSidecar({
     aggregatorPort: agg.port,
     spoolDir: path.join(dir, 'spool'),
-    extra: ['--set', `limits.memory=${LIMIT_MIB}MiB`],
+    // The byte bounds on gRPC messages held and HTTP bodies read at once keep a flood's
+    // memory down by making requests wait; off here, so that the floods reach the hard limit
+    // itself -- its worst case -- and are refused by it.
+    extra: ['--set', `limits.memory=${LIMIT_MIB}MiB`, '--set', 'otlp.grpc.max_held_bytes=0',
+      '--set', 'otlp.http.max_concurrent_body_bytes=0'],
   });
   const m0 = await metrics(sc.adminPort);
   log(`sidecar idle: RSS ${sc.rssKiB()} KiB, budget ${m0.sentinel_sidecar_memory_budget_bytes} bytes ` +
