@@ -1484,6 +1484,7 @@ void sn_grpc_unary_stats_get(const sn_grpc_unary *s, sn_grpc_unary_stats *out)
     pthread_mutex_lock(&m->mu);
     out->held_bytes = m->held_bytes;
     out->reads_parked = m->parked;
+    out->handler_idle = m->worker_idle ? 1 : 0;
     pthread_mutex_unlock(&m->mu);
 }
 

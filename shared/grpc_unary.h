@@ -195,6 +195,8 @@ typedef struct sn_grpc_unary_stats {
     /* Gauges, as of the call: */
     uint64_t held_bytes;   /* messages received and not yet copied out */
     uint64_t reads_parked; /* admitted calls whose read waits now */
+    uint64_t handler_idle; /* 1 while the handler thread sleeps waiting for work (only then
+                            * may a small request be handled inline, cfg.inline_max_bytes) */
 } sn_grpc_unary_stats;
 
 /* Fills `cfg` with the defaults: 16 MiB messages, 64 calls, 4 x max_message queued, 100

@@ -366,6 +366,20 @@ static void call_where(unsigned method, const void *body, size_t len, size_t wan
     pthread_mutex_unlock(&g_where.mu);
 }
 
+/* Waits (at most 10 s) until the handler thread sleeps: after answering a call it goes back
+ * to sleep a moment after the answer may have reached the client. */
+static void wait_handler_idle(void)
+{
+    for (int i = 0; i < 10000; i++) {
+        sn_grpc_unary_stats st;
+        sn_grpc_unary_stats_get(g_srv, &st);
+        if (st.handler_idle)
+            return;
+        nanosleep(&(struct timespec){0, 1000000L}, NULL);
+    }
+    ck_abort_msg("the handler thread never went back to sleep");
+}
+
 /* inline_max_bytes: a small plain request of an inline method is handled on the
  * completion-queue thread; a larger one, one of another method and a zstd one go to the
  * handler thread -- with the same results; 0 sends every request to the handler thread. */
@@ -390,7 +404,10 @@ START_TEST(small_plain_requests_are_handled_inline)
         start_config(&cfg);
         const char *small_on = inl ? "sn-grpc-cq" : "sn-grpc-handler";
         char th[16];
-        for (int round = 0; round < 3; round++) { /* the handler thread is idle between calls */
+        for (int round = 0; round < 3; round++) {
+            /* Inline only while the handler thread sleeps: wait for it before each call that
+             * may be handled inline. */
+            wait_handler_idle();
             call_where(0, small, sizeof small, sizeof small, th, sizeof th);
             ck_assert_str_eq(th, small_on);
             call_where(0, big, sizeof big, sizeof big, th, sizeof th);
@@ -399,6 +416,7 @@ START_TEST(small_plain_requests_are_handled_inline)
             ck_assert_str_eq(th, "sn-grpc-handler");
             call_where(0, z, zl, sizeof big, th, sizeof th); /* small, but zstd: decompressed */
             ck_assert_str_eq(th, "sn-grpc-handler");
+            wait_handler_idle();
             call_where(0, "", 0, 0, th, sizeof th);
             ck_assert_str_eq(th, small_on);
         }
