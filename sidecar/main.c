@@ -11,6 +11,7 @@
 #include "admin.h"
 #include "batch.h"
 #include "cli.h"
+#include "codepages.h"
 #include "local_detect.h"
 #include "log.h"
 #include "memguard.h"
@@ -75,6 +76,7 @@ typedef struct sidecar_settings {
     int64_t memory_refuse_percent;
     int64_t malloc_arenas;
     int64_t malloc_mmap_threshold;
+    bool release_startup_pages;
     int poll_strategy;
     sn_config_address admin;
     sn_config_address aggregator;
@@ -174,6 +176,9 @@ static const sn_config_desc descriptors[] = {
                 "(M_MMAP_THRESHOLD, fixed): less memory under steady load, a page fault per 4 KiB "
                 "of every request-sized buffer; 0: glibc's, which rises to the largest block "
                 "freed so far and keeps request-sized buffers in the heap for reuse"),
+    SN_CFG_BOOL("limits.release_startup_pages", sidecar_settings, release_startup_pages, "true",
+                "once started, drop the program's and libraries' code and read-only data pages "
+                "from the resident set (madvise); what runs later faults back in what it uses"),
     SN_CFG_ENUM("grpc.poll_strategy", sidecar_settings, poll_strategy, "poll", poll_names,
                 "gRPC core's poll engine for the OTLP receiver and the shippers: poll (each "
                 "completion queue thread reads its own connections) or epoll1 (gRPC's default: "
@@ -653,6 +658,12 @@ static int start(sidecar *sc)
                 SN_LOG_STR("spool", s->spool_dir),
                 SN_LOG_UINT("spooled_batches", sn_spool_count(sc->spool)),
                 SN_LOG_STR("grpc_poll_strategy", poll_in_effect()));
+    if (s->release_startup_pages) {
+        size_t advised = 0;
+        rc = sn_codepages_release(&advised);
+        if (rc != 0)
+            sn_log_warn("cannot drop the start-up code pages", SN_LOG_STR("error", strerror(-rc)));
+    }
     return 0;
 }
 
