@@ -1,8 +1,9 @@
 #!/bin/sh
 # hot_profile.sh -- regenerates sidecar/hot_sections.ld: relinks sentinel-sidecar with a link
 # map, runs it under callgrind against loopback OTLP/gRPC and OTLP/HTTP load (its own
-# aggregator receiving the batches), instruments only while the load runs (not start-up or
-# shutdown), and turns the executed addresses into the linker script (tests/bench/hot_layout.sh).
+# aggregator receiving the batches), instruments 3 s of idle after it listens, then the load
+# (not start-up or shutdown), and turns the executed addresses into the linker script
+# (tests/bench/hot_layout.sh).
 #
 # Usage: tests/bench/hot_profile.sh BUILD_DIR OUT_LD
 #
@@ -64,8 +65,10 @@ done
 gport=$(grep '"OTLP/gRPC listening"' "$w/sidecar.log" | sed 's/.*"port":\([0-9]*\).*/\1/')
 hport=$(grep '"OTLP/HTTP listening"' "$w/sidecar.log" | sed 's/.*"port":\([0-9]*\).*/\1/')
 base=$(awk -v b="$bin" '$6 == b { split($1, r, "-"); print "0x" r[1]; exit }' "/proc/$sc/maps")
-sleep 2
+# idle: the first 3 s after it listens (what runs after start-up dropped its pages)
 callgrind_control -i on "$sc" > /dev/null
+sleep 3
+callgrind_control -d "$sc" > /dev/null # callgrind.out.1
 lg=$build/tests/load/sentinel-loadgen
 for proto in grpc http; do
     port=$gport
@@ -81,7 +84,7 @@ callgrind_control -i off "$sc" > /dev/null
 kill -TERM "$sc"
 wait "$sc" || true
 ls "$w"/callgrind.out*
-"$here/hot_layout.sh" "$w/map" "$base" "$w"/callgrind.out* > "$out_ld"
+"$here/hot_layout.sh" "$w/map" "$base" "$w/callgrind.out.1" "$w/callgrind.out" > "$out_ld"
 trap - EXIT
 cleanup
 [ "${HOT_PROFILE_KEEP:-0}" = 1 ] || rm -rf "$w"
