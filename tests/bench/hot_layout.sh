@@ -1,0 +1,149 @@
+#!/bin/sh
+# hot_layout.sh -- the input sections of sentinel-sidecar that run under load, as a linker
+# script that groups them at the start of the program's code (sidecar/hot_sections.ld; see
+# docs/benchmarks.md, "Hot code grouped at link time", for how it was measured).
+#
+# Usage: tests/bench/hot_layout.sh MAP BASE IDLE_OUT CALLGRIND_OUT...
+#
+#   MAP           the GNU ld map (-Wl,-Map=MAP) of the binary that was profiled
+#   BASE          the address (hex) the binary was loaded at in the profiled run (the start of
+#                 its first mapping in /proc/PID/maps). Once linked with hot_sections.ld, the
+#                 binary's code is not attributed to it by valgrind 3.19 (ob=???) and its
+#                 addresses come absolute: they are taken minus BASE
+#   IDLE_OUT      a callgrind output of the same run while idle (the first seconds after it
+#                 listens): the sections run then come first, so that while idle only the
+#                 first few hundred KB of the hot code are faulted in
+#   CALLGRIND_OUT callgrind outputs of that binary (valgrind --tool=callgrind --dump-instr=yes
+#                 --compress-strings=no --compress-pos=no), collected under load only; callgrind
+#                 gives a PIE's addresses relative to its load address, as the map has them
+#
+# Prints the linker script on stdout: an output section .text.sn_hot, inserted before .text,
+# that takes every input section of .text with at least one executed instruction, those run
+# while idle first, then the others, each group hottest (most instructions under load) first, named by archive:member (or by object file) and section
+# name; and .rodata.sn_hot, inserted after .rodata (in the read-only segment), with the
+# .rodata* sections of the same objects. A pattern that matches nothing (a member another
+# Debian point release lacks or renamed) does not fail the link; the section then stays where
+# it was. A summary (hot code sections, bytes) goes to stderr. Exit status 0, 2 on bad usage.
+set -eu
+if [ $# -lt 4 ]; then
+    echo "usage: hot_layout.sh MAP BASE IDLE_OUT CALLGRIND_OUT..." >&2
+    exit 2
+fi
+map=$1
+base=$2
+idle=$3
+shift 2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# Executed addresses of the program's own object: "vma count idle" (count: instructions under
+# load; idle: 1 if it ran while idle). The cost line after a calls= line is the call's
+# inclusive cost: its address counts as executed, its cost does not.
+awk -v base="$base" -v idle="$idle" '
+function hex(s,   i, c, v) {
+    s = tolower(s); sub(/^0x/, "", s); v = 0
+    for (i = 1; i <= length(s); i++) {
+        c = index("0123456789abcdef", substr(s, i, 1)) - 1
+        v = v * 16 + c
+    }
+    return v
+}
+BEGIN { b = hex(base) }
+FNR == 1 { col = 2; call = 0 }
+/^positions:/ { col = NF; next }             # "positions: instr [line]": the cost follows
+/^ob=/ { own = ($0 ~ /sentinel-sidecar$/) ? 1 : ($0 == "ob=???") ? 2 : 0; next }
+/^calls=/ { call = 1; next }
+/^0x/ {
+    a = hex($1)
+    if (own == 2) a -= b
+    if (own && a >= 0) {
+        if (FILENAME == idle) { id[a] = 1; n[a] += 0 }
+        else n[a] += call ? 1 : $(col + 1)
+    }
+    call = 0
+    next
+}
+END { for (a in n) printf "%.0f %.0f %d\n", a, n[a], (a in id) }
+' "$@" | sort -n > "$tmp/exec"
+
+# Input sections of the output section .text: "start size section file".
+awk '
+function hex(s,   i, c, v) {
+    s = tolower(s); sub(/^0x/, "", s); v = 0
+    for (i = 1; i <= length(s); i++) {
+        c = index("0123456789abcdef", substr(s, i, 1)) - 1
+        v = v * 16 + c
+    }
+    return v
+}
+/^Linker script and memory map/ { on = 1; next }
+!on { next }
+/^[^ ]/ { out = $1; pend = ""; next }      # an output section (or a statement)
+out != ".text" && out != ".text.sn_hot" { next }
+/^ \.[^ ]+$/ { pend = $1; next }             # a long section name, its numbers on the next line
+/^ \.[^ ]+ +0x[0-9a-f]+ +0x[0-9a-f]+ / {
+    name = $1; addr = $2; size = $3; $1 = $2 = $3 = ""; file = substr($0, 4)
+    pend = ""
+    if (hex(size) > 0) printf "%.0f %.0f %s %s\n", hex(addr), hex(size), name, file
+    next
+}
+pend != "" && /^ +0x[0-9a-f]+ +0x[0-9a-f]+ / {
+    addr = $1; size = $2; $1 = $2 = ""; file = substr($0, 3)
+    if (hex(size) > 0) printf "%.0f %.0f %s %s\n", hex(addr), hex(size), pend, file
+    pend = ""
+    next
+}
+{ pend = "" }
+' "$map" | sort -n > "$tmp/sections"
+
+# Join (both sorted by address): per input section, whether it ran while idle and the
+# instructions executed under load: "idle count size section file", in the order to lay out.
+awk '
+NR == FNR { s[NR] = $1; z[NR] = $2; nm[NR] = $3; $1 = $2 = $3 = ""; f[NR] = substr($0, 4); ns = NR; next }
+{
+    while (i < ns && s[i + 1] <= $1) i++
+    if (i > 0 && $1 < s[i] + z[i]) { cnt[i] += $2; if ($3) id[i] = 1 }
+}
+END { for (k in cnt) printf "%d %.0f %s %s %s\n", (k in id), cnt[k], z[k], nm[k], f[k] }
+' "$tmp/sections" "$tmp/exec" | sort -k1,1nr -k2,2nr > "$tmp/hot"
+
+echo "/* Generated by tests/bench/hot_layout.sh from a callgrind profile under load: the input"
+echo " * sections of the sidecar's code that ran, those run while idle first, each group hottest"
+echo " * first, grouped ahead of .text"
+echo " * (docs/benchmarks.md, \"Hot code grouped at link time\"). Patterns that match nothing are"
+echo " * ignored by the linker. */"
+echo "SECTIONS"
+echo "{"
+echo "  .text.sn_hot :"
+echo "  {"
+awk '
+{
+    sec = $4; file = $5
+    if (file ~ /\.a\(.*\)$/) {
+        arch = file; sub(/\(.*$/, "", arch); sub(/.*\//, "", arch)
+        mem = file; sub(/^[^(]*\(/, "", mem); sub(/\)$/, "", mem)
+        pat = "*" arch ":" mem
+    } else {
+        pat = file; sub(/.*\//, "", pat); pat = "*/" pat
+    }
+    key = pat "(" sec ")"
+    if (!(key in seen)) { seen[key] = 1; printf "    %s(%s)\n", pat, sec }
+}
+' "$tmp/hot" | tee "$tmp/script"
+echo "  }"
+echo "}"
+echo "INSERT BEFORE .text;"
+echo
+echo "/* The read-only data of the same objects (callgrind does not see data addresses: the"
+echo " * objects whose code runs are assumed to be the ones whose constants are read). */"
+echo "SECTIONS"
+echo "{"
+echo "  .rodata.sn_hot :"
+echo "  {"
+sed -n 's/^    \([^(]*\)(.*/\1/p' "$tmp/script" | awk '!seen[$0]++ { printf "    %s(.rodata .rodata.*)\n", $0 }'
+echo "  }"
+echo "}"
+echo "INSERT AFTER .rodata;"
+awk '{ n++; b += $3; if ($1) { ni++; bi += $3 } } END {
+    printf "hot_layout.sh: %d input sections, %d bytes (run while idle: %d, %d bytes)\n", n, b, ni, bi > "/dev/stderr"
+}' "$tmp/hot"
