@@ -193,9 +193,11 @@ await run('sidecar_memlimit', async () => {
     spoolDir: path.join(dir, 'spool'),
     // The byte bounds on gRPC messages held and HTTP bodies read at once keep a flood's
     // memory down by making requests wait; off here, so that the floods reach the hard limit
-    // itself -- its worst case -- and are refused by it.
+    // itself -- its worst case -- and are refused by it. The start-up pages stay resident too
+    // (the limit was sized with them: under ASan dropping them frees ~14 MiB of headroom, and
+    // a flood then fitted under the limit without a refusal).
     extra: ['--set', `limits.memory=${LIMIT_MIB}MiB`, '--set', 'otlp.grpc.max_held_bytes=0',
-      '--set', 'otlp.http.max_concurrent_body_bytes=0'],
+      '--set', 'otlp.http.max_concurrent_body_bytes=0', '--set', 'limits.release_startup_pages=false'],
   });
   const m0 = await metrics(sc.adminPort);
   log(`sidecar idle: RSS ${sc.rssKiB()} KiB, budget ${m0.sentinel_sidecar_memory_budget_bytes} bytes ` +
