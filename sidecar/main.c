@@ -78,6 +78,7 @@ typedef struct sidecar_settings {
     int64_t malloc_mmap_threshold;
     bool release_startup_pages;
     int poll_strategy;
+    bool grpc_read_chunks;
     sn_config_address admin;
     sn_config_address aggregator;
     int64_t ship_deadline;
@@ -143,9 +144,9 @@ static const sn_config_desc descriptors[] = {
                 "and their bytes at once (Content-Length; a body of unknown length counts as all "
                 "of it): past it a request waits as for max_concurrent_bodies, one body is always "
                 "read (0: no byte bound)"),
-    SN_CFG_SIZE("otlp.grpc.window", sidecar_settings, grpc_window, "256KiB", 0, (int64_t)64 << 20,
-                "gRPC flow-control window per stream (and TCP read size); 0: gRPC's own, which "
-                "grows to megabytes per stream"),
+    SN_CFG_SIZE("otlp.grpc.window", sidecar_settings, grpc_window, "64KiB", 0, (int64_t)64 << 20,
+                "gRPC flow-control window per stream and largest TCP read (at least 65535); 0: "
+                "gRPC's own, which grows to megabytes per stream"),
     SN_CFG_SIZE("otlp.grpc.max_held_bytes", sidecar_settings, grpc_held, "1MiB", 0,
                 (int64_t)1 << 30,
                 "request messages received and not yet decoded, at most: past it a call's message "
@@ -184,6 +185,11 @@ static const sn_config_desc descriptors[] = {
                 "completion queue thread reads its own connections) or epoll1 (gRPC's default: "
                 "any gRPC thread reads any connection and hands the request over); "
                 "GRPC_POLL_STRATEGY in the environment wins"),
+    SN_CFG_BOOL("grpc.tcp_read_chunks", sidecar_settings, grpc_read_chunks, "false",
+                "gRPC core's tcp_read_chunks experiment (on in gRPC 1.51): each socket read gets "
+                "buffers for the largest recent burst, megabytes under a flood whatever "
+                "otlp.grpc.window says; off: reads of at most otlp.grpc.window; entries of "
+                "GRPC_EXPERIMENTS in the environment win"),
     {SN__CFG("admin.endpoint", SN_CONFIG_ADDRESS, sidecar_settings, admin, "0.0.0.0:8081",
              "/healthz, /readyz and /metrics listen address (off to disable)"),
      .env = "SENTINEL_ADMIN_ENDPOINT", .flags = SN_CONFIG_OPTIONAL | SN_CONFIG_ANY_PORT},
@@ -411,6 +417,27 @@ static const char *poll_in_effect(void)
 {
     const char *v = getenv("GRPC_POLL_STRATEGY");
     return v != NULL && v[0] != '\0' ? v : "default";
+}
+
+/* The GRPC_EXPERIMENTS gRPC core reads at its first grpc_init: "-tcp_read_chunks" (unless
+ * grpc.tcp_read_chunks is on) ahead of the environment's own list, whose entries come later and
+ * so win. Sets the environment; returns 0, or -1 when it cannot (out of memory). */
+static int set_grpc_experiments(bool read_chunks)
+{
+    if (read_chunks)
+        return 0;
+    static const char ours[] = "-tcp_read_chunks";
+    const char *env = getenv("GRPC_EXPERIMENTS");
+    if (env == NULL || env[0] == '\0')
+        return setenv("GRPC_EXPERIMENTS", ours, 1);
+    size_t len = sizeof ours + 1 + strlen(env);
+    char *v = malloc(len);
+    if (v == NULL)
+        return -1;
+    snprintf(v, len, "%s,%s", ours, env);
+    int rc = setenv("GRPC_EXPERIMENTS", v, 1); /* setenv copies */
+    free(v);
+    return rc;
 }
 
 /* "<name>/<16 hex digits>": a new id per start, so sequences restart at 1 without colliding
@@ -657,7 +684,9 @@ static int start(sidecar *sc)
                 SN_LOG_STR("sidecar_id", sidecar_id), SN_LOG_STR("aggregator", addr),
                 SN_LOG_STR("spool", s->spool_dir),
                 SN_LOG_UINT("spooled_batches", sn_spool_count(sc->spool)),
-                SN_LOG_STR("grpc_poll_strategy", poll_in_effect()));
+                SN_LOG_STR("grpc_poll_strategy", poll_in_effect()),
+                SN_LOG_STR("grpc_experiments",
+                           getenv("GRPC_EXPERIMENTS") != NULL ? getenv("GRPC_EXPERIMENTS") : ""));
     if (s->release_startup_pages) {
         size_t advised = 0;
         rc = sn_codepages_release(&advised);
@@ -730,6 +759,11 @@ int main(int argc, char **argv)
     /* Before the first grpc_init, which reads it (docs/sidecar.md, "Threads and latency"). */
     if (getenv("GRPC_POLL_STRATEGY") == NULL)
         (void)setenv("GRPC_POLL_STRATEGY", poll_names[sc.s.poll_strategy], 0);
+    /* Also before it: gRPC reads its experiments once (docs/sidecar.md, "Memory"). */
+    if (set_grpc_experiments(sc.s.grpc_read_chunks) != 0) {
+        fprintf(stderr, "sentinel-sidecar: cannot set GRPC_EXPERIMENTS: %s\n", strerror(errno));
+        return 1;
+    }
 
     int rc = 1;
     if (uv_loop_init(&sc.loop) != 0) {

@@ -195,9 +195,12 @@ await run('sidecar_memlimit', async () => {
     // memory down by making requests wait; off here, so that the floods reach the hard limit
     // itself -- its worst case -- and are refused by it. The start-up pages stay resident too
     // (the limit was sized with them: under ASan dropping them frees ~14 MiB of headroom, and
-    // a flood then fitted under the limit without a refusal).
+    // a flood then fitted under the limit without a refusal). So do gRPC's large read buffers
+    // (gRPC's tcp_read_chunks, 256 KiB windows): with the default 64 KiB reads the gRPC flood
+    // left the protobuf flood room to fit under ASan's limit.
     extra: ['--set', `limits.memory=${LIMIT_MIB}MiB`, '--set', 'otlp.grpc.max_held_bytes=0',
-      '--set', 'otlp.http.max_concurrent_body_bytes=0', '--set', 'limits.release_startup_pages=false'],
+      '--set', 'otlp.http.max_concurrent_body_bytes=0', '--set', 'limits.release_startup_pages=false',
+      '--set', 'grpc.tcp_read_chunks=true', '--set', 'otlp.grpc.window=256KiB'],
   });
   const m0 = await metrics(sc.adminPort);
   log(`sidecar idle: RSS ${sc.rssKiB()} KiB, budget ${m0.sentinel_sidecar_memory_budget_bytes} bytes ` +
