@@ -124,7 +124,7 @@ static const sn_config_desc descriptors[] = {
                 "request memory at once, per stage: gRPC's buffers, gRPC messages waiting, "
                 "HTTP bodies, decoded requests waiting for the loop; past it new requests get "
                 "a retryable refusal (one request always fits)"),
-    SN_CFG_INT("otlp.grpc.max_concurrent_streams", sidecar_settings, grpc_streams, "8", 1, 1000,
+    SN_CFG_INT("otlp.grpc.max_concurrent_streams", sidecar_settings, grpc_streams, "6", 1, 1000,
                "HTTP/2 streams a client may have open at once on one gRPC connection (gRPC holds "
                "a whole message per open stream); a client with more in flight queues them on "
                "its side"),
@@ -147,7 +147,7 @@ static const sn_config_desc descriptors[] = {
     SN_CFG_SIZE("otlp.grpc.window", sidecar_settings, grpc_window, "64KiB", 0, (int64_t)64 << 20,
                 "gRPC flow-control window per stream and largest TCP read (at least 65535); 0: "
                 "gRPC's own, which grows to megabytes per stream"),
-    SN_CFG_SIZE("otlp.grpc.max_held_bytes", sidecar_settings, grpc_held, "1MiB", 0,
+    SN_CFG_SIZE("otlp.grpc.max_held_bytes", sidecar_settings, grpc_held, "512KiB", 0,
                 (int64_t)1 << 30,
                 "request messages received and not yet decoded, at most: past it a call's message "
                 "is not read yet (the call waits, its data within the stream window), one is "

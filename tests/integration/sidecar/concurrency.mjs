@@ -1,6 +1,6 @@
 // integration.sidecar_concurrency: the OTLP receivers' concurrency defaults, which bound what a
 // flood holds in memory (docs/sidecar.md, "Memory"), reach the transports and are logged:
-//   - default: "OTLP/gRPC listening" says max_streams 8 (otlp.grpc.max_concurrent_streams) and
+//   - default: "OTLP/gRPC listening" says max_streams 6 (otlp.grpc.max_concurrent_streams) and
 //     "OTLP/HTTP listening" max_bodies 8 and max_body_bytes 1 MiB (otlp.http.max_concurrent_bodies,
 //     otlp.http.max_concurrent_body_bytes);
 //   - set to 2, 0 and 0 (no byte or body limit), the log says so;
@@ -46,7 +46,7 @@ await run('sidecar_concurrency', async () => {
   const sc = await startSidecar({ aggregatorPort: agg.port, spoolDir: path.join(dir, 'default') });
   const def = limits(sc);
   log(`defaults: ${JSON.stringify(def)}`);
-  check(def.streams === 8, `default max_streams ${def.streams}, want 8`);
+  check(def.streams === 6, `default max_streams ${def.streams}, want 6`);
   check(def.bodies === 8, `default max_bodies ${def.bodies}, want 8`);
   check(def.bodyBytes === 1048576, `default max_body_bytes ${def.bodyBytes}, want 1 MiB`);
 
