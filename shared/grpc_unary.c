@@ -1151,6 +1151,24 @@ static void *cq_main(void *arg)
 
 /* ---- public API -------------------------------------------------------------------------- */
 
+int sn_grpc_unary_read_chunks(bool on)
+{
+    if (on)
+        return 0;
+    static const char ours[] = "-tcp_read_chunks";
+    const char *env = getenv("GRPC_EXPERIMENTS");
+    if (env == NULL || env[0] == '\0')
+        return setenv("GRPC_EXPERIMENTS", ours, 1);
+    size_t len = sizeof ours + 1 + strlen(env);
+    char *v = malloc(len);
+    if (v == NULL)
+        return -1;
+    snprintf(v, len, "%s,%s", ours, env);
+    int rc = setenv("GRPC_EXPERIMENTS", v, 1); /* setenv copies */
+    free(v);
+    return rc;
+}
+
 void sn_grpc_unary_config_init(sn_grpc_unary_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);

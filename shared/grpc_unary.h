@@ -144,7 +144,9 @@ typedef struct sn_grpc_unary_config {
                                       read is always let in. */
     size_t window_bytes;           /* 0: gRPC's flow control (BDP probing grows a stream's window
                                       to megabytes); > 0: BDP probing off, a stream's lookahead and
-                                      the TCP read chunk capped at this (see otlp-receiver.md) */
+                                      the TCP read chunk capped at this -- the read cap only once
+                                      the process turned gRPC's tcp_read_chunks experiment off
+                                      (sn_grpc_unary_read_chunks; see otlp-receiver.md) */
     size_t max_reply_bytes;        /* capacity of sn_grpc_reply.response */
     uint32_t busy_retry_ms;        /* RetryInfo delay for busy refusals and retry_after_ms == 0 */
     bool accept_zstd;              /* decode request messages that start with a zstd frame magic */
@@ -198,6 +200,13 @@ typedef struct sn_grpc_unary_stats {
     uint64_t handler_idle; /* 1 while the handler thread sleeps waiting for work (only then
                             * may a small request be handled inline, cfg.inline_max_bytes) */
 } sn_grpc_unary_stats;
+
+/* gRPC 1.51's tcp_read_chunks experiment (on by default) sizes every socket read's buffers by
+ * the largest recent burst, ignoring the read cap of window_bytes. With `on` false this puts
+ * "-tcp_read_chunks" in GRPC_EXPERIMENTS ahead of the environment's own entries (which come
+ * later and so win); with `on` true it changes nothing. Process-wide: call it before the first
+ * grpc_init (gRPC reads its experiments once). Returns 0, or -1 with errno set (ENOMEM). */
+int sn_grpc_unary_read_chunks(bool on);
 
 /* Fills `cfg` with the defaults: 16 MiB messages, 64 calls, 4 x max_message queued, 100
  * streams, gRPC's own flow control (window_bytes 0), 4 KiB replies, 1 s retry, accept_zstd

@@ -419,27 +419,6 @@ static const char *poll_in_effect(void)
     return v != NULL && v[0] != '\0' ? v : "default";
 }
 
-/* The GRPC_EXPERIMENTS gRPC core reads at its first grpc_init: "-tcp_read_chunks" (unless
- * grpc.tcp_read_chunks is on) ahead of the environment's own list, whose entries come later and
- * so win. Sets the environment; returns 0, or -1 when it cannot (out of memory). */
-static int set_grpc_experiments(bool read_chunks)
-{
-    if (read_chunks)
-        return 0;
-    static const char ours[] = "-tcp_read_chunks";
-    const char *env = getenv("GRPC_EXPERIMENTS");
-    if (env == NULL || env[0] == '\0')
-        return setenv("GRPC_EXPERIMENTS", ours, 1);
-    size_t len = sizeof ours + 1 + strlen(env);
-    char *v = malloc(len);
-    if (v == NULL)
-        return -1;
-    snprintf(v, len, "%s,%s", ours, env);
-    int rc = setenv("GRPC_EXPERIMENTS", v, 1); /* setenv copies */
-    free(v);
-    return rc;
-}
-
 /* "<name>/<16 hex digits>": a new id per start, so sequences restart at 1 without colliding
  * with batches an earlier run left in the spool. */
 static void make_sidecar_id(const char *name, char *out, size_t len)
@@ -760,7 +739,7 @@ int main(int argc, char **argv)
     if (getenv("GRPC_POLL_STRATEGY") == NULL)
         (void)setenv("GRPC_POLL_STRATEGY", poll_names[sc.s.poll_strategy], 0);
     /* Also before it: gRPC reads its experiments once (docs/sidecar.md, "Memory"). */
-    if (set_grpc_experiments(sc.s.grpc_read_chunks) != 0) {
+    if (sn_grpc_unary_read_chunks(sc.s.grpc_read_chunks) != 0) {
         fprintf(stderr, "sentinel-sidecar: cannot set GRPC_EXPERIMENTS: %s\n", strerror(errno));
         return 1;
     }

@@ -1027,6 +1027,40 @@ START_TEST(bad_config_is_refused_with_the_name)
 }
 END_TEST
 
+/* sn_grpc_unary_read_chunks: off puts -tcp_read_chunks ahead of the environment's entries (which
+ * come later and win); on leaves GRPC_EXPERIMENTS alone. Only the environment is checked here:
+ * gRPC read it at this process's first grpc_init (integration.sidecar_read_chunks checks that
+ * gRPC obeys). */
+START_TEST(read_chunks_sets_grpc_experiments)
+{
+    const char *old = getenv("GRPC_EXPERIMENTS");
+    char *saved = old != NULL ? strdup(old) : NULL;
+
+    ck_assert_int_eq(unsetenv("GRPC_EXPERIMENTS"), 0);
+    ck_assert_int_eq(sn_grpc_unary_read_chunks(true), 0);
+    ck_assert_ptr_null(getenv("GRPC_EXPERIMENTS"));
+    ck_assert_int_eq(sn_grpc_unary_read_chunks(false), 0);
+    ck_assert_str_eq(getenv("GRPC_EXPERIMENTS"), "-tcp_read_chunks");
+
+    ck_assert_int_eq(setenv("GRPC_EXPERIMENTS", "tcp_read_chunks,event_engine_client", 1), 0);
+    ck_assert_int_eq(sn_grpc_unary_read_chunks(true), 0);
+    ck_assert_str_eq(getenv("GRPC_EXPERIMENTS"), "tcp_read_chunks,event_engine_client");
+    ck_assert_int_eq(sn_grpc_unary_read_chunks(false), 0);
+    ck_assert_str_eq(getenv("GRPC_EXPERIMENTS"),
+                     "-tcp_read_chunks,tcp_read_chunks,event_engine_client");
+
+    ck_assert_int_eq(setenv("GRPC_EXPERIMENTS", "", 1), 0);
+    ck_assert_int_eq(sn_grpc_unary_read_chunks(false), 0);
+    ck_assert_str_eq(getenv("GRPC_EXPERIMENTS"), "-tcp_read_chunks");
+
+    if (saved != NULL)
+        setenv("GRPC_EXPERIMENTS", saved, 1);
+    else
+        unsetenv("GRPC_EXPERIMENTS");
+    free(saved);
+}
+END_TEST
+
 static Suite *grpc_unary_suite(void)
 {
     Suite *s = suite_create("grpc_unary");
@@ -1047,6 +1081,7 @@ static Suite *grpc_unary_suite(void)
     tcase_add_test(tc, a_waiting_read_is_answered_at_shutdown);
     tcase_add_test(tc, small_plain_requests_are_handled_inline);
     tcase_add_test(tc, stage_histograms_count_every_handled_call);
+    tcase_add_test(tc, read_chunks_sets_grpc_experiments);
     suite_add_tcase(s, tc);
     return s;
 }
