@@ -11,13 +11,17 @@
 #   (b) the sidecar's peak RSS (VmHWM) under that load, and the do-nothing servers' under theirs
 #       (what gRPC core or libmicrohttpd alone needs: the floor for the RSS goal);
 #   (c) Export latency p50/p99 at a fixed 10 000 spans/s (sidecar, and the do-nothing server);
-#   (d) the sidecar's CPU use at 1 000 spans/s (utime+stime from /proc/PID/stat over the run).
+#   (d) the sidecar's CPU use at 1 000 spans/s (utime+stime from /proc/PID/stat over the run);
+#   (e) the machine's own floor, with no gRPC and none of our code (sentinel-bench-machine, same
+#       pinning): a loopback TCP request of 512-span / 32-span / 64 bytes answered by another
+#       process, a thread wake-up on the other CPU and on the same one, an anonymous page fault.
 # Every figure is the median of --runs runs. Prints a table and appends a dated section to
 # docs/benchmarks.md (full mode). --quick runs each step for about a second, checks that every
 # tool worked end to end (answers, events counted by the sidecar) and asserts nothing about time.
 #
 # Usage: tests/bench/sidecar_bench.sh [--quick] [--runs N] [--seconds S] [--build-dir DIR]
-#          [--sidecar P --aggregator P --loadgen P --null P] [--no-append] [--docs FILE]
+#          [--sidecar P --aggregator P --loadgen P --null P --machine P] [--no-append]
+#          [--docs FILE]
 # Exit status: 0 when every step worked, 1 when a step failed, 2 on bad usage.
 set -euo pipefail
 
@@ -27,7 +31,7 @@ quick=0
 runs=3
 seconds=10
 build_dir=""
-sidecar="" aggregator="" loadgen="" null=""
+sidecar="" aggregator="" loadgen="" null="" machine=""
 append=1
 docs="$repo/docs/benchmarks.md"
 batch=512
@@ -52,6 +56,7 @@ while [ $# -gt 0 ]; do
     --aggregator) aggregator=${2:?}; shift ;;
     --loadgen) loadgen=${2:?}; shift ;;
     --null) null=${2:?}; shift ;;
+    --machine) machine=${2:?}; shift ;;
     --no-append) append=0 ;;
     --docs) docs=${2:?}; shift ;;
     -h | --help)
@@ -79,7 +84,8 @@ fi
 : "${aggregator:=$build_dir/aggregator/sentinel-aggregator}"
 : "${loadgen:=$build_dir/tests/load/sentinel-loadgen}"
 : "${null:=$build_dir/tests/bench/sentinel-bench-null}"
-for b in "$sidecar" "$aggregator" "$loadgen" "$null"; do
+: "${machine:=$build_dir/tests/bench/sentinel-bench-machine}"
+for b in "$sidecar" "$aggregator" "$loadgen" "$null" "$machine"; do
     [ -x "$b" ] || die_usage "not an executable: $b (build it, or pass --build-dir)"
 done
 
@@ -88,10 +94,12 @@ ncpu=$(nproc)
 if command -v taskset > /dev/null && [ "$ncpu" -ge 2 ]; then
     pin_server="taskset -c 0"
     pin_load="taskset -c 1"
+    cpu_server=0 cpu_load=1
     pinning="receiver on CPU 0; loadgen and aggregator on CPU 1"
 else
     pin_server=""
     pin_load=""
+    cpu_server=-1 cpu_load=-1
     pinning="none (taskset missing or a single CPU)"
 fi
 
@@ -269,8 +277,32 @@ load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "sentinel sidecar benchmark: $runs run(s) of ${seconds}s per step, $batch spans/request," \
     "$flat_concurrency in flight flat out, $concurrency at a fixed rate; pinning: $pinning" >&2
 
+# probe_val FILE KEY STAT: STAT (p50, p99) of KEY in sentinel-bench-machine's JSON line: in ms
+# (the probe reports us), but a page fault in us.
+probe_val() {
+    local div=1000
+    [ "$2" = fault_us_per_page ] && div=1
+    sed -n "s/.*\"$2\":{[^}]*\"$3\":\([0-9.]*\).*/\1/p" "$1" |
+        awk -v d="$div" '{ printf "%.3f", $1 / d }'
+}
+
 for run in $(seq 1 "$runs"); do
     echo "run $run/$runs" >&2
+
+    # (e) the machine's floor first, while nothing of ours runs.
+    mq=""
+    [ "$quick" = 1 ] && mq=--quick
+    "$machine" $mq --json --server-cpu "$cpu_server" --client-cpu "$cpu_load" \
+        > "$work/machine.json" \
+        2> "$work/machine.err" || fail "sentinel-bench-machine: $(tail -n 3 "$work/machine.err")"
+    for k in tcp_459000_us tcp_29000_us tcp_64_us wake_other_cpu_us wake_same_cpu_us \
+        fault_us_per_page; do
+        for q in p50 p99; do
+            v=$(probe_val "$work/machine.json" "$k" "$q")
+            [ -n "$v" ] || fail "sentinel-bench-machine: no $k $q in $(cat "$work/machine.json")"
+            record "machine_${k}_$q" "$v"
+        done
+    done
 
     # (a) flat out over OTLP/gRPC: the two do-nothing servers, then the sidecar.
     start_null grpc
@@ -399,6 +431,8 @@ table=$(
 | sidecar anonymous memory after the gRPC flat-out run (RssAnon) | $(kib2mib "$(m anon_grpc_kib)") MiB | |
 | sidecar RSS at start, idle (VmRSS; of it mapped files, i.e. shared libraries) | $(kib2mib "$(m rss_start_kib)") MiB ($(kib2mib "$(m file_start_kib)") MiB) | |
 | sidecar RSS after the $cpu_rate spans/s run (VmRSS) | $(kib2mib "$(m rss_idle_kib)") MiB | |
+| machine floor, no gRPC and none of our code (\`sentinel-bench-machine\`): loopback TCP request answered by another process, 459 KB / 29 KB / 64 B | p50 $(m machine_tcp_459000_us_p50) / $(m machine_tcp_29000_us_p50) / $(m machine_tcp_64_us_p50) ms, p99 $(m machine_tcp_459000_us_p99) / $(m machine_tcp_29000_us_p99) / $(m machine_tcp_64_us_p99) ms | |
+| machine floor: a thread wake-up on the other CPU / on the same CPU; an anonymous page fault | p50 $(m machine_wake_other_cpu_us_p50) / $(m machine_wake_same_cpu_us_p50) ms, p99 $(m machine_wake_other_cpu_us_p99) / $(m machine_wake_same_cpu_us_p99) ms; $(m machine_fault_us_per_page_p50) us per page | |
 EOF
 )
 
