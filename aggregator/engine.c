@@ -93,6 +93,8 @@ _Static_assert(sizeof(key_state) == 216, "key_state size is part of the snapshot
 _Static_assert(offsetof(key_state, cache_n) == offsetof(key_state, cache) + 10 * sizeof(float),
                "key_state's cache_n must follow its cache");
 #define QUIET_SUM_BYTES (10 * sizeof(float) + sizeof(uint32_t))
+/* The run of bytes itself: taken from the struct, not from the cache array, which it outlasts. */
+#define QUIET_SUM_OF(ks) ((const unsigned char *)(ks) + offsetof(key_state, cache))
 
 /* A range of values known to be quiet (sn_ensemble_quiet_valid true, with the same ready
  * detectors) for one cached summary and metric: see quiet_check. */
@@ -1870,7 +1872,8 @@ static inline bool quiet_check(sn_engine *e, const key_state *ks, uint64_t seen,
         return sn_ensemble_quiet_valid(ec, sum, y, ready);
     uint64_t h = (uint64_t)(uintptr_t)ks * 0x9E3779B97F4A7C15ull;
     quiet_slot *q = &e->quiet[h >> (64 - QUIET_BITS)];
-    bool same = q->metric == (uint8_t)(m + 1) && memcmp(q->sum, ks->cache, QUIET_SUM_BYTES) == 0;
+    bool same =
+        q->metric == (uint8_t)(m + 1) && memcmp(q->sum, QUIET_SUM_OF(ks), QUIET_SUM_BYTES) == 0;
     if (same && y >= q->lo && y <= q->hi) {
         *ready = q->ready;
         return true;
@@ -1886,7 +1889,7 @@ static inline bool quiet_check(sn_engine *e, const key_state *ks, uint64_t seen,
             q->hi = y;
         return true;
     }
-    memcpy(q->sum, ks->cache, QUIET_SUM_BYTES);
+    memcpy(q->sum, QUIET_SUM_OF(ks), QUIET_SUM_BYTES);
     q->metric = (uint8_t)(m + 1);
     q->ready = (uint8_t)*ready;
     q->lo = q->hi = y;

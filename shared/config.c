@@ -83,7 +83,7 @@ static void echo_value(const char *text, char *buf, size_t len)
     size_t pos = 0;
     appendf(buf, len, &pos, "\"");
     size_t i;
-    for (i = 0; text[i] != '\0' && i < ECHO_MAX; i++) {
+    for (i = 0; i < ECHO_MAX && text[i] != '\0'; i++) {
         unsigned char c = (unsigned char)text[i];
         if (c == '"' || c == '\\')
             appendf(buf, len, &pos, "\\%c", c);
