@@ -1407,7 +1407,12 @@ void sn_http_server_stop(sn_http_server *s)
 {
     if (s == NULL || s->daemon == NULL)
         return;
-    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
+    /* No MHD_quiesce_daemon() first: on an epoll daemon with a thread pool (MHD_USE_AUTO picks
+     * epoll on Linux) it removes the listening socket from each worker's epoll set while the
+     * worker, seeing the daemon quiesced, may remove it too, and libmicrohttpd 0.9.75 aborts the
+     * process when it loses that race ("Failed to remove listen FD from epoll set"). Nothing
+     * needs it: once slots_stop() has run no connection is suspended any more nor will be, and
+     * MHD_stop_daemon() stops accepting and closes the listening socket itself. */
     slots_stop(s); /* libmicrohttpd must not be stopped with connections suspended */
     if (s->wd_started) {
         pthread_mutex_lock(&s->slot_mu);
@@ -1424,10 +1429,7 @@ void sn_http_server_stop(sn_http_server *s)
     s->stopping = false; /* every request has ended: none holds or waits for a slot */
     assert(s->bodies == 0 && s->body_bytes == 0 && s->wait_count == 0);
     pthread_mutex_unlock(&s->slot_mu);
-    /* After quiescing the listening socket is ours again; without it MHD closed it. */
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
-    s->listen_fd = -1;
+    s->listen_fd = -1; /* closed by MHD_stop_daemon() */
     s->port = 0;
 }
 
