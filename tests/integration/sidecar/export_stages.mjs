@@ -50,8 +50,7 @@ async function switchesAsleep(pid, name) {
   let last = null;
   while (Date.now() < deadline) {
     const t = thread(pid, name);
-    if (t === null) return -1;
-    if (t.state === 'S' && last !== null && last.state === 'S' && t.switches === last.switches) return t.switches;
+    if (t !== null && t.state === 'S' && last !== null && last.state === 'S' && t.switches === last.switches) return t.switches;
     last = t;
     await sleep(20);
   }
