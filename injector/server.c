@@ -389,11 +389,16 @@ static void request_done(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
 }
 
-/* Starts a daemon on the listening socket with pair p. NULL on failure. */
+/* Starts a daemon on the listening socket with pair p. NULL on failure. poll(), not epoll
+ * (MHD_USE_AUTO's choice on Linux): the daemon is quiesced (certificate reload, stop), and
+ * libmicrohttpd 0.9.75 quiescing an epoll daemon with a thread pool races its workers, which
+ * take the listening socket out of their epoll sets too, and aborts the process when it loses
+ * ("Failed to remove listen FD from epoll set"); with poll() the workers are told through
+ * their ITC channel instead. An admission webhook has few connections. */
 static struct MHD_Daemon *start_daemon(sn_injector_server *s, const cert_pair *p)
 {
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_TLS | MHD_USE_ITC |
-                     MHD_USE_ERROR_LOG | MHD_USE_AUTO;
+                     MHD_USE_ERROR_LOG | MHD_USE_POLL;
     return MHD_start_daemon(
         flags, 0, NULL, NULL, handle, s, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)s->fd,
         MHD_OPTION_HTTPS_MEM_CERT, p->cert, MHD_OPTION_HTTPS_MEM_KEY, p->key,

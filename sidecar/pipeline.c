@@ -129,7 +129,9 @@ typedef struct work {
     uint64_t rejected; /* spans rejected, for the partial success */
     size_t bytes;      /* memory it holds, counted in pending_bytes */
     sn_pipeline_protocol protocol;
-    int64_t t_submit; /* CLOCK_MONOTONIC ns when queued for the loop (answered later only) */
+    /* CLOCK_MONOTONIC ns (answered later only): when the transport thread began decoding it
+     * and when it queued it for the loop. */
+    int64_t t_start, t_submit;
 } work;
 
 /* A batch being sealed off the loop: the loop hands the open batch's buffers over (swapping
@@ -1072,6 +1074,10 @@ static void on_wake(uv_async_t *h)
         list = w->next;
         if (w->later != NULL) {
             int64_t t_turn = mono_ns();
+            /* Every stage of the item is observed here, before its answer: a client that has
+             * its answer finds it counted in each (the transport thread, once it queued the
+             * item, may not run again before the answer is out). */
+            stage_observe(p, STAGE_DECODE, w->t_start, w->t_submit);
             stage_observe(p, STAGE_LOOP_WAIT, w->t_submit, t_take);
             stage_observe(p, STAGE_LOOP_AHEAD, t_take, t_turn);
             process_traces(p, w);
@@ -1477,17 +1483,16 @@ static bool submit_later(sn_pipeline *p, sn_pipeline_protocol protocol, scratch 
         return false;
     }
     p->pending_bytes += w->bytes;
-    int64_t t_submit = mono_ns();
-    w->t_submit = t_submit;
+    w->t_start = t_start;
+    w->t_submit = mono_ns();
     bool wake = enqueue_locked(p, w);
-    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&p->mu); /* w may be the loop's from here on, or gone */
     /* Woken after the unlock, so the loop does not run into p->mu still held here (on one core
      * that is two more context switches). The handle outlives this call: the pipeline is
      * destroyed on the loop thread, whose handle close callbacks run only after the transports
      * (and so this thread) have stopped. */
     if (wake)
         uv_async_send(&p->wake);
-    stage_observe(p, STAGE_DECODE, t_start, t_submit); /* w may be the loop's, or gone */
     res->deferred = true;
     return true;
 }

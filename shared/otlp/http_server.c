@@ -667,16 +667,23 @@ static void request_free(sn_http_request *req)
     free(req);
 }
 
-/* Marks a request as failed: the body is dropped now and the rest of the upload discarded. */
-static void request_fault(sn_http_request *req, req_fault fault)
+/* Frees the request's body buffer and gives back what it held: its share of
+ * max_buffered_bytes and of the memory budget. */
+static void request_drop_body(sn_http_request *req)
 {
-    req->fault = fault;
     if (req->cap > 0)
         atomic_fetch_sub(&req->srv->buffered, req->cap);
     request_unbudget(req);
     free(req->buf);
     req->buf = NULL;
     req->len = req->cap = 0;
+}
+
+/* Marks a request as failed: the body is dropped now and the rest of the upload discarded. */
+static void request_fault(sn_http_request *req, req_fault fault)
+{
+    req->fault = fault;
+    request_drop_body(req);
 }
 
 /* Makes room for `need` bytes in the body buffer, doubling from INITIAL_BUFFER and never past
@@ -1030,6 +1037,7 @@ static enum MHD_Result finish_request(sn_http_server *s, struct MHD_Connection *
         bool found = s->cfg.route(method, url, req->buf ? req->buf : empty, req->len, &reply,
                                   s->cfg.route_ud);
         t_route_conn = NULL;
+        request_drop_body(req); /* as for OTLP requests below */
         if (!found) {
             free(reply.body);
             return answer_route_error(s, conn, MHD_HTTP_NOT_FOUND, "not found", 0);
@@ -1074,6 +1082,10 @@ static enum MHD_Result finish_request(sn_http_server *s, struct MHD_Connection *
     s->cfg.handler(req->signal, req->encoding, req->buf ? req->buf : empty, req->len, &res,
                    s->cfg.handler_ud);
     slot_release(s, req); /* the next body may be read while this answer goes out */
+    /* The body's bytes are free again before the answer goes out (not only once the request
+     * completes, after it is sent): a client that has its answer finds them back in
+     * max_buffered_bytes and the memory budget. */
+    request_drop_body(req);
     res.message[sizeof res.message - 1] = '\0';
     return answer_result(conn, req, &res);
 }
@@ -1407,7 +1419,12 @@ void sn_http_server_stop(sn_http_server *s)
 {
     if (s == NULL || s->daemon == NULL)
         return;
-    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
+    /* No MHD_quiesce_daemon() first: on an epoll daemon with a thread pool (MHD_USE_AUTO picks
+     * epoll on Linux) it removes the listening socket from each worker's epoll set while the
+     * worker, seeing the daemon quiesced, may remove it too, and libmicrohttpd 0.9.75 aborts the
+     * process when it loses that race ("Failed to remove listen FD from epoll set"). Nothing
+     * needs it: once slots_stop() has run no connection is suspended any more nor will be, and
+     * MHD_stop_daemon() stops accepting and closes the listening socket itself. */
     slots_stop(s); /* libmicrohttpd must not be stopped with connections suspended */
     if (s->wd_started) {
         pthread_mutex_lock(&s->slot_mu);
@@ -1424,10 +1441,7 @@ void sn_http_server_stop(sn_http_server *s)
     s->stopping = false; /* every request has ended: none holds or waits for a slot */
     assert(s->bodies == 0 && s->body_bytes == 0 && s->wait_count == 0);
     pthread_mutex_unlock(&s->slot_mu);
-    /* After quiescing the listening socket is ours again; without it MHD closed it. */
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
-    s->listen_fd = -1;
+    s->listen_fd = -1; /* closed by MHD_stop_daemon() */
     s->port = 0;
 }
 

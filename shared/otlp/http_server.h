@@ -122,8 +122,9 @@ typedef struct sn_http_server_config {
     const char *listen;        /* "host:port", "[v6addr]:port" or ":port"; port 0 = any */
     size_t max_body_bytes;     /* 0: SN_HTTP_DEFAULT_MAX_BODY */
     unsigned max_connections;  /* 0: SN_HTTP_DEFAULT_CONNECTIONS */
-    size_t max_buffered_bytes; /* body buffers of all requests at once; growing past it gets
-                                  503 + Retry-After (one request always fits); 0: no limit */
+    size_t max_buffered_bytes; /* body buffers of all requests at once (a body's until its
+                                  handler or route returns); growing past it gets 503 +
+                                  Retry-After (one request always fits); 0: no limit */
     /* OTLP requests whose bodies are read at once; past it a request waits before its body is
      * read (its connection is suspended and the body stays in the socket, so the client is held
      * back by TCP, as gRPC's stream limit does) until one ends, oldest first. Nothing is refused
@@ -160,7 +161,8 @@ typedef struct sn_http_server_config {
     /* Optional (reserve NULL: none). A request reserves its Content-Length and the decoder's
      * share (half of it for protobuf, twice it for JSON, which is parsed into a tree) from the
      * headers, before its body is read -- a gzip body twice that -- and more as its buffer grows
-     * past it (chunked bodies, inflated gzip); released when the request ends. A reservation that
+     * past it (chunked bodies, inflated gzip); released once the handler or route has returned,
+     * before the answer is sent (or when the request ends, if sooner). A reservation that
      * does not fit answers 503 + Retry-After (413 when the request would not fit even alone): at
      * once when the client sent "Expect: 100-continue" (it then never sends the body), else after
      * reading and throwing away the body, which is never buffered. */

@@ -11,8 +11,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import {
-  check, checkExactlyOnce, log, makeSpan, metrics, otlpProto, run, sdk, startAggregator,
-  startSidecar, tempDir, waitEventLog,
+  check, checkExactlyOnce, log, makeSpan, metrics, otlpProto, run, sdk, sleep, startAggregator,
+  startSidecar, tempDir, waitEventLog, SLOW,
 } from './lib.mjs';
 
 const EXPORT = '/opentelemetry.proto.collector.trace.v1.TraceService/Export';
@@ -22,18 +22,52 @@ const LARGE_SPANS = 400; // about 100 KB: over the 64 KiB inline limit
 const STAGES = ['grpc_read', 'grpc_queue', 'grpc_handle', 'grpc_send', 'grpc_total', 'decode',
   'loop_wait', 'loop_ahead', 'journal'];
 
-// Voluntary context switches of the sidecar's thread named `name` (-1 when there is none).
-function switches(pid, name) {
+// The sidecar's thread named `name`: its state letter (R, S, ...) and voluntary context
+// switches; null when there is none.
+function thread(pid, name) {
   for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
     try {
       if (fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() !== name) continue;
-      const m = /voluntary_ctxt_switches:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'));
-      return Number(m[1]);
+      const status = fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+      return {
+        state: /State:\s+(\S)/.exec(status)[1],
+        switches: Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(status)[1]),
+      };
     } catch {
       /* gone meanwhile */
     }
   }
+  return null;
+}
+
+// Voluntary context switches of the sidecar's thread `name` once it sleeps: an answer reaches
+// the client before the thread that sent it has gone back to sleep (its last switch still to
+// come), and a thread started at the sidecar's start may not have slept yet at all. Asleep: in
+// state S with the same count twice in a row (nothing else wakes it while no request is sent).
+// -1 when there is no such thread or it does not sleep within the deadline.
+async function switchesAsleep(pid, name) {
+  const deadline = Date.now() + 10000 * SLOW;
+  let last = null;
+  while (Date.now() < deadline) {
+    const t = thread(pid, name);
+    if (t !== null && t.state === 'S' && last !== null && last.state === 'S' && t.switches === last.switches) return t.switches;
+    last = t;
+    await sleep(20);
+  }
   return -1;
+}
+
+// The sidecar's metrics once every stage's count is at least `want` (or the deadline passed): a
+// request's grpc_* stages are observed when gRPC completes its answer, which may come after the
+// client has the answer.
+async function stageMetrics(adminPort, want) {
+  const deadline = Date.now() + 10000 * SLOW;
+  for (;;) {
+    const m = await metrics(adminPort);
+    const low = STAGES.some((st) => !(m[`sentinel_sidecar_export_stage_seconds_count{stage="${st}"}`] >= want));
+    if (!low || Date.now() > deadline) return m;
+    await sleep(20);
+  }
 }
 
 await run('sidecar_export_stages', async () => {
@@ -48,36 +82,44 @@ await run('sidecar_export_stages', async () => {
     const client = new grpc.Client(`127.0.0.1:${sc.grpcPort}`, grpc.credentials.createInsecure());
     const exp = (buf) => new Promise((resolve) =>
       client.makeUnaryRequest(EXPORT, (b) => b, (b) => b, buf, (e) => resolve(e)));
-    // One request first: the handler thread has started and sleeps before the count.
+    // The handler thread's wake-ups by one export: counted from its sleep before the request to
+    // its sleep after it (it takes requests inline only while it sleeps, and the answer may
+    // reach us before it has gone back to sleep).
+    async function wakes(what, body) {
+      const idle = await switchesAsleep(sc.pid, 'sn-grpc-handler');
+      const err = await exp(body);
+      const after = await switchesAsleep(sc.pid, 'sn-grpc-handler');
+      check(idle >= 0 && after >= 0, `${label}: the handler thread does not sleep around ${what}`);
+      check(!err, `${label}: ${what}: ${err && err.message}`);
+      return after - idle;
+    }
     const first = makeSpan('gpt-4o-mini', 300);
     check(!(await exp(otlpProto(first))), `${label}: first export refused`);
     sent.push(first.spanId);
-    const before = switches(sc.pid, 'sn-grpc-handler');
+    let small = 0;
     for (let i = 0; i < SMALL; i++) {
       const s = makeSpan('gpt-4o-mini', 300 + i);
-      const err = await exp(otlpProto(s));
-      if (check(!err, `${label}: small export ${i}: ${err && err.message}`)) sent.push(s.spanId);
+      small += await wakes(`small export ${i}`, otlpProto(s));
+      sent.push(s.spanId);
     }
-    const afterSmall = switches(sc.pid, 'sn-grpc-handler');
+    let large = 0;
     for (let i = 0; i < LARGE; i++) {
       const spans = Array.from({ length: LARGE_SPANS }, (_, k) => makeSpan('gpt-4o', 500 + k));
       const body = Buffer.concat(spans.map((s) => otlpProto(s)));
       check(body.length > 64 * 1024, `large request is ${body.length} bytes`);
-      const err = await exp(body);
-      if (check(!err, `${label}: large export ${i}: ${err && err.message}`)) sent.push(...spans.map((s) => s.spanId));
+      large += await wakes(`large export ${i}`, body);
+      sent.push(...spans.map((s) => s.spanId));
     }
-    const afterLarge = switches(sc.pid, 'sn-grpc-handler');
-    const m = await metrics(sc.adminPort);
     const total = 1 + SMALL + LARGE;
+    const m = await stageMetrics(sc.adminPort, total);
     for (const st of STAGES) {
       const n = m[`sentinel_sidecar_export_stage_seconds_count{stage="${st}"}`];
       check(n === total, `${label}: stage ${st} counted ${n} requests, want ${total}`);
     }
-    log(`${label}: handler thread switches: ${afterSmall - before} for ${SMALL} small, ` +
-      `${afterLarge - afterSmall} for ${LARGE} large requests`);
+    log(`${label}: handler thread switches: ${small} for ${SMALL} small, ${large} for ${LARGE} large requests`);
     client.close();
-    await sc.kill();
-    return { small: afterSmall - before, large: afterLarge - afterSmall };
+    check((await sc.kill()).code === 0, `${label}: sidecar exit status after SIGTERM`);
+    return { small, large };
   }
 
   const inl = await mode('inline', []);

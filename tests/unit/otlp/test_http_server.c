@@ -85,7 +85,7 @@ static bool test_route(const char *method, const char *path, const uint8_t *body
 }
 
 static sn_http_server *g_srv;
-static uint16_t g_port;
+static _Atomic uint16_t g_port; /* read by client threads while a test restarts the server */
 /* Send "Expect: 100-continue" (curl's default for large bodies) instead of suppressing it. */
 static bool g_expect_continue;
 
@@ -1165,6 +1165,67 @@ START_TEST(stop_with_requests_in_flight)
 }
 END_TEST
 
+/* A connection attempt to 127.0.0.1:port: 0 when accepted (a listening socket, even one no
+ * thread serves any more, takes it into its backlog), else the connect errno. */
+static int connect_errno(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int rc = connect(fd, (struct sockaddr *)&a, sizeof a) == 0 ? 0 : errno;
+    close(fd);
+    return rc;
+}
+
+/* Posts until told to stop, to whatever port the server has now; counts the answers. */
+typedef struct hammer {
+    atomic_bool stop;
+    atomic_int answered;
+} hammer;
+
+static void *hammer_thread(void *p)
+{
+    hammer *h = p;
+    while (!atomic_load(&h->stop)) {
+        reply r = post("/v1/traces", "application/x-protobuf", "x", 1);
+        if (r.rc == CURLE_OK && r.status == 200)
+            atomic_fetch_add(&h->answered, 1);
+        reply_free(&r);
+    }
+    return NULL;
+}
+
+/* Stopping while the worker threads are busy with connections (accepting, answering, closing):
+ * the stop never races them (libmicrohttpd aborts the process when its listening socket is
+ * taken out of a worker's epoll set by the stop and the worker at once), each stop closes the
+ * listening socket, and the server answers again after each start. */
+START_TEST(stop_while_busy)
+{
+    char err[128];
+    hammer h = {.stop = false, .answered = 0};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, hammer_thread, &h), 0);
+    for (int i = 0; i < 300; i++) {
+        int before = atomic_load(&h.answered);
+        for (int spin = 0; spin < 100000 && atomic_load(&h.answered) < before + 2; spin++) {
+            struct timespec ts = {0, 100 * 1000L};
+            nanosleep(&ts, NULL);
+        }
+        uint16_t port = g_port;
+        sn_http_server_stop(g_srv);
+        ck_assert_int_eq(connect_errno(port), ECONNREFUSED);
+        ck_assert_int_eq(sn_http_server_start(g_srv, err, sizeof err), 0);
+        g_port = sn_http_server_port(g_srv);
+    }
+    atomic_store(&h.stop, true);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    ck_assert_int_ge(atomic_load(&h.answered), 600);
+}
+END_TEST
+
 /* A route for a server without OTLP handler: it claims /v1/traces, which it can only see
  * because there are no OTLP routes, and answers 405 with an Allow header. */
 static bool route_only(const char *method, const char *path, const uint8_t *body, size_t len,
@@ -1268,6 +1329,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, stop_with_requests_waiting_for_a_slot);
     tcase_add_test(tc, slow_bodies_do_not_hold_the_slots_for_ever);
     tcase_add_test(tc, stop_with_requests_in_flight);
+    tcase_add_test(tc, stop_while_busy);
     tcase_add_test(tc, server_without_otlp_routes);
     tcase_add_test(tc, configuration_errors);
     suite_add_tcase(s, tc);
