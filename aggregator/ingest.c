@@ -1536,6 +1536,7 @@ int sn_ingest_create(const sn_ingest_config *cfg, sn_ingest **out, char *err, si
     u.nmethods = 1;
     u.max_message_bytes = in->cfg.max_message_bytes;
     u.max_calls = cfg->max_calls;
+    u.window_bytes = cfg->window_bytes;
     u.busy_retry_ms = in->cfg.retry_after_ms;
     u.accept_zstd = false; /* zstd travels inside the IngestRequest envelope */
     u.handler = ingest_handler;

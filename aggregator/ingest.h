@@ -85,6 +85,8 @@ typedef struct sn_ingest_config {
     const char *listen;       /* "host:port"; port 0 picks a free one */
     size_t max_message_bytes; /* request on the wire, and the decompressed payload */
     unsigned max_calls;       /* calls admitted at once (see grpc_unary.h) */
+    size_t window_bytes;      /* 0: gRPC's flow control; > 0: a fixed per-stream window and TCP
+                                 read cap (sn_grpc_unary_config.window_bytes) */
     size_t max_batch_events;  /* events in one batch (and, separately, aggregates) */
     size_t max_batch_alerts;  /* alerts in one batch */
     size_t max_sidecars;      /* de-duplication table entries */
@@ -96,10 +98,10 @@ typedef struct sn_ingest_config {
 
 /* Counters; each only grows except `sidecars`. */
 typedef struct sn_ingest_stats {
-    uint64_t batches;    /* applied (OK) */
-    uint64_t events;     /* in applied batches */
-    uint64_t alerts;     /* in applied batches */
-    uint64_t duplicates; /* answered DUPLICATE */
+    uint64_t batches;      /* applied (OK) */
+    uint64_t events;       /* in applied batches */
+    uint64_t alerts;       /* in applied batches */
+    uint64_t duplicates;   /* answered DUPLICATE */
     uint64_t alerts_ahead; /* alert-only batches (sequence 0) applied or answered DUPLICATE */
     uint64_t refused[SN_INGEST_REFUSED_COUNT];
     uint64_t bytes_in;  /* payload bytes received (compressed), every decoded envelope */

@@ -28,6 +28,7 @@
 #include "dashboard.h"
 #include "deliver/deliver.h"
 #include "engine.h"
+#include "grpc_unary.h" /* sn_grpc_unary_read_chunks */
 #include "ingest.h"
 #include "live.h"
 #include "log.h"
@@ -56,6 +57,8 @@ typedef struct agg_settings {
     sn_config_address ingest_endpoint;
     int64_t max_message_bytes;
     int64_t max_calls;
+    int64_t grpc_window;
+    bool grpc_read_chunks;
     int64_t max_batch_events;
     int64_t max_batch_alerts;
     int64_t max_sidecars;
@@ -101,6 +104,10 @@ static const sn_config_desc descriptors[] = {
                 INT64_C(1) << 30, "largest ingest request, on the wire and after decompression"),
     SN_CFG_INT("ingest.max_calls", agg_settings, max_calls, "64", 1, 65536,
                "ingest calls admitted at once; more are refused with UNAVAILABLE + RetryInfo"),
+    SN_CFG_SIZE("ingest.window", agg_settings, grpc_window, "64KiB", 0, INT64_C(64) << 20,
+                "gRPC flow-control window per stream and largest TCP read (at least 65535; the "
+                "read cap only with grpc.tcp_read_chunks false); a call moves at most this much "
+                "per network round trip; 0: gRPC's own, which grows to megabytes per stream"),
     SN_CFG_INT("ingest.max_batch_events", agg_settings, max_batch_events, "16384", 1, 1 << 24,
                "most events in one batch"),
     SN_CFG_INT("ingest.max_batch_alerts", agg_settings, max_batch_alerts, "4096", 1, 1 << 24,
@@ -119,6 +126,11 @@ static const sn_config_desc descriptors[] = {
     SN_CFG_DURATION("ingest.shutdown_grace", agg_settings, shutdown_grace_ns, "10s", 0,
                     600 * SN_NS_PER_SEC,
                     "on SIGTERM, how long calls in flight may take before they are cancelled"),
+    SN_CFG_BOOL("grpc.tcp_read_chunks", agg_settings, grpc_read_chunks, "false",
+                "gRPC core's tcp_read_chunks experiment (on in gRPC 1.51): each socket read gets "
+                "buffers for the largest recent burst, megabytes under load whatever "
+                "ingest.window says; off: reads of at most ingest.window (4 MiB with window 0); "
+                "entries of GRPC_EXPERIMENTS in the environment win"),
     SN_CFG_STRING("debug.event_log", agg_settings, event_log, "",
                   "debugging aid: append every applied event and alert as a JSON line to this "
                   "file (empty: off)"),
@@ -1849,6 +1861,7 @@ static int start_ingest(aggregator *a)
     cfg.listen = addr;
     cfg.max_message_bytes = (size_t)s->max_message_bytes;
     cfg.max_calls = (unsigned)s->max_calls;
+    cfg.window_bytes = (size_t)s->grpc_window;
     cfg.max_batch_events = (size_t)s->max_batch_events;
     cfg.max_batch_alerts = (size_t)s->max_batch_alerts;
     cfg.max_sidecars = (size_t)s->max_sidecars;
@@ -1874,7 +1887,9 @@ static int start_ingest(aggregator *a)
         return 1;
     }
     sn_log_info("ingest listening", SN_LOG_STR("host", s->ingest_endpoint.host),
-                SN_LOG_INT("port", sn_ingest_port(a->ingest)));
+                SN_LOG_INT("port", sn_ingest_port(a->ingest)), SN_LOG_INT("window", s->grpc_window),
+                SN_LOG_STR("grpc_experiments",
+                           getenv("GRPC_EXPERIMENTS") != NULL ? getenv("GRPC_EXPERIMENTS") : ""));
     return 0;
 }
 
@@ -1896,6 +1911,13 @@ int main(int argc, char **argv)
                               sizeof descriptors / sizeof descriptors[0], &s, &res);
     if (outcome != SN_CLI_RUN)
         return sn_cli_exit_status(outcome);
+    /* Before the ingest service's grpc_init: gRPC reads its experiments once (docs/aggregator.md,
+     * "gRPC's read buffers"). */
+    if (sn_grpc_unary_read_chunks(s.grpc_read_chunks) != 0) {
+        fprintf(stderr, "sentinel-aggregator: cannot set GRPC_EXPERIMENTS: %s\n", strerror(errno));
+        sn_cli_result_cleanup(&res);
+        return 1;
+    }
 
     int rc = 1;
     a.set = &s;

@@ -229,8 +229,9 @@ export async function freePort() {
   }
 }
 
-// Starts sentinel-aggregator on 127.0.0.1:port (0: any) with an event log; resolves when it listens.
-export async function startAggregator({ port = 0, eventLog, extra = [], prefix, waitMs = 15000 } = {}) {
+// Starts sentinel-aggregator on 127.0.0.1:port (0: any) with an event log; resolves when it listens
+// (.port; .listening: the "ingest listening" log line).
+export async function startAggregator({ port = 0, eventLog, extra = [], prefix, env = {}, waitMs = 15000 } = {}) {
   const a = new Proc('aggregator', AGGREGATOR, [
     '--set', `ingest.endpoint=127.0.0.1:${port}`,
     '--set', `debug.event_log=${eventLog}`,
@@ -239,9 +240,10 @@ export async function startAggregator({ port = 0, eventLog, extra = [], prefix, 
     '--set', `state.data_dir=${eventLog}.state`,
     '--set', 'http.endpoint=127.0.0.1:0',
     ...extra,
-  ], { prefix });
+  ], { prefix, env });
   const l = await a.waitLog((j) => j.msg === 'ingest listening', waitMs, 'ingest listening');
   a.port = l.port;
+  a.listening = l;
   return a;
 }
 
