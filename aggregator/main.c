@@ -28,7 +28,7 @@
 #include "dashboard.h"
 #include "deliver/deliver.h"
 #include "engine.h"
-#include "grpc_unary.h" /* sn_grpc_unary_read_chunks */
+#include "grpc_unary.h" /* sn_grpc_unary_read_chunks, sn_grpc_unary_route_logs */
 #include "ingest.h"
 #include "live.h"
 #include "log.h"
@@ -1911,8 +1911,9 @@ int main(int argc, char **argv)
                               sizeof descriptors / sizeof descriptors[0], &s, &res);
     if (outcome != SN_CLI_RUN)
         return sn_cli_exit_status(outcome);
-    /* Before the ingest service's grpc_init: gRPC reads its experiments once (docs/aggregator.md,
-     * "gRPC's read buffers"). */
+    /* Before the ingest service's grpc_init: gRPC's own log lines become ours (JSON, msg
+     * "grpc"), and gRPC reads its experiments once (docs/aggregator.md, "gRPC's read buffers"). */
+    sn_grpc_unary_route_logs();
     if (sn_grpc_unary_read_chunks(s.grpc_read_chunks) != 0) {
         fprintf(stderr, "sentinel-aggregator: cannot set GRPC_EXPERIMENTS: %s\n", strerror(errno));
         sn_cli_result_cleanup(&res);

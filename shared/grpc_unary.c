@@ -28,6 +28,7 @@
  * gRPC calls (start_batch, request_call) are thread-safe and are made from both threads.
  */
 #include "grpc_unary.h"
+#include "log.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -47,6 +48,7 @@
 #include <grpc/grpc_security.h>
 #pragma GCC diagnostic pop
 #include <grpc/slice.h>
+#include <grpc/support/log.h>
 #include <grpc/support/time.h>
 #include <zlib.h>
 #include <zstd.h>
@@ -1167,6 +1169,19 @@ int sn_grpc_unary_read_chunks(bool on)
     int rc = setenv("GRPC_EXPERIMENTS", v, 1); /* setenv copies */
     free(v);
     return rc;
+}
+
+/* gpr_log_func: gRPC's line, as one of ours. */
+static void route_log(gpr_log_func_args *args)
+{
+    sn_log_level lvl = args->severity == GPR_LOG_SEVERITY_ERROR ? SN_LOG_WARN : SN_LOG_DEBUG;
+    sn_log(lvl, "grpc", SN_LOG_STR("message", args->message), SN_LOG_STR("file", args->file),
+           SN_LOG_INT("line", args->line));
+}
+
+void sn_grpc_unary_route_logs(void)
+{
+    gpr_set_log_function(route_log);
 }
 
 void sn_grpc_unary_config_init(sn_grpc_unary_config *cfg)

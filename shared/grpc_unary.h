@@ -208,6 +208,12 @@ typedef struct sn_grpc_unary_stats {
  * grpc_init (gRPC reads its experiments once). Returns 0, or -1 with errno set (ENOMEM). */
 int sn_grpc_unary_read_chunks(bool on);
 
+/* Sends gRPC core's own log lines (and its GRPC_TRACE output) through the project's logger:
+ * one JSON line each with msg "grpc" and the fields message, file and line; gRPC's errors at
+ * warn, the rest at debug (so a trace needs log.level=debug too). Process-wide; call it before
+ * grpc_init. Never fails. */
+void sn_grpc_unary_route_logs(void);
+
 /* Fills `cfg` with the defaults: 16 MiB messages, 64 calls, 4 x max_message queued, 100
  * streams, gRPC's own flow control (window_bytes 0), 4 KiB replies, 1 s retry, accept_zstd
  * true; no listen address, methods or handler. Never fails. */

@@ -25,7 +25,6 @@
 #include "tee.h"
 
 #include <errno.h>
-#include <grpc/support/log.h>
 #include <inttypes.h>
 #include <malloc.h>
 #include <signal.h>
@@ -366,13 +365,6 @@ static bool sidecar_ready(char *reason, size_t reasonlen, void *ud)
 }
 
 /* gRPC's own log lines, as ours (it logs e.g. unknown grpc-encoding values at ERROR). */
-static void grpc_log(gpr_log_func_args *args)
-{
-    sn_log_level lvl = args->severity == GPR_LOG_SEVERITY_ERROR ? SN_LOG_WARN : SN_LOG_DEBUG;
-    sn_log(lvl, "grpc", SN_LOG_STR("message", args->message), SN_LOG_STR("file", args->file),
-           SN_LOG_INT("line", args->line));
-}
-
 static void on_drained(void *ud)
 {
     sidecar *sc = ud;
@@ -725,7 +717,7 @@ int main(int argc, char **argv)
     if (outcome != SN_CLI_RUN)
         return sn_cli_exit_status(outcome);
     signal(SIGPIPE, SIG_IGN);
-    gpr_set_log_function(grpc_log);
+    sn_grpc_unary_route_logs();
     /* Before any thread exists; MALLOC_ARENA_MAX in the environment wins. */
     if (sc.s.malloc_arenas > 0 && getenv("MALLOC_ARENA_MAX") == NULL)
         (void)mallopt(M_ARENA_MAX, (int)sc.s.malloc_arenas);

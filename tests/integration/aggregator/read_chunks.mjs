@@ -3,7 +3,8 @@
 // experiment (on in gRPC) sizes every read's buffers by the largest recent burst -- megabytes
 // under load, whatever the read-size cap says; the aggregator turns it off by default
 // (GRPC_EXPERIMENTS=-tcp_read_chunks), as the sidecar does. gRPC's tcp tracer (GRPC_TRACE=tcp,
-// on the aggregator only; gRPC's own log lines on its stderr) logs "alloc_slices ... max_chunk=N"
+// on the aggregator only; gRPC's own log lines come as the aggregator's JSON lines with msg
+// "grpc" at debug) logs "alloc_slices ... max_chunk=N"
 // for every read buffer on the capped path only, so, with a real sidecar shipping one batch of
 // SPANS events to a fresh aggregator per mode:
 //   - default: "ingest listening" says grpc_experiments "-tcp_read_chunks" and the batch is read
@@ -34,7 +35,9 @@ await run('aggregator_read_chunks', async () => {
   // experiments and the read caps gRPC traced, stops both.
   async function mode(label, { extra = [], env = {} } = {}) {
     const eventLog = path.join(dir, `${label}.jsonl`);
-    const agg = await startAggregator({ eventLog, extra, env: { ...traceEnv, ...env } });
+    const agg = await startAggregator({
+      eventLog, extra: ['--set', 'log.level=debug', ...extra], env: { ...traceEnv, ...env },
+    });
     const sc = await startSidecar({ aggregatorPort: agg.port, spoolDir: path.join(dir, label) });
     const spans = [];
     for (let i = 0; i < SPANS; i++) spans.push(makeSpan('gpt-4o-mini', 300 + (i % 50)));
@@ -51,9 +54,11 @@ await run('aggregator_read_chunks', async () => {
     check(missing === 0, `${label}: ${missing} of ${SPANS} spans did not reach the aggregator`);
     await sc.kill();
     await agg.kill();
+    // gRPC's lines come through the aggregator's own logger (JSON, msg "grpc"): a raw line
+    // on stderr would not count, so a lost routing fails the checks below too.
     const caps = new Set();
-    for (const line of agg.lines) {
-      const m = /alloc_slices;.*max_chunk=(\d+)/.exec(line);
+    for (const j of agg.logs) {
+      const m = j.msg === 'grpc' && /alloc_slices;.*max_chunk=(\d+)/.exec(j.message || '');
       if (m) caps.add(Number(m[1]));
     }
     const seen = { experiments: agg.listening.grpc_experiments, caps: [...caps].sort((a, b) => a - b) };
