@@ -1415,6 +1415,14 @@ uint16_t sn_http_server_port(const sn_http_server *s)
     return s->daemon != NULL ? s->port : 0;
 }
 
+void sn_http_server_slots(sn_http_server *s, unsigned *holding, unsigned *waiting)
+{
+    pthread_mutex_lock(&s->slot_mu);
+    *holding = (unsigned)s->bodies;
+    *waiting = (unsigned)s->wait_count;
+    pthread_mutex_unlock(&s->slot_mu);
+}
+
 void sn_http_server_stop(sn_http_server *s)
 {
     if (s == NULL || s->daemon == NULL)

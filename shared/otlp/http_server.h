@@ -184,6 +184,11 @@ int sn_http_server_start(sn_http_server *s, char *err, size_t errlen);
 /* The bound TCP port once started (the real port when the configured one was 0); 0 before. */
 uint16_t sn_http_server_port(const sn_http_server *s);
 
+/* The body slots (max_bodies) as of the call: requests that hold one (reading their body or in
+ * the handler) in *holding, requests waiting for one in *waiting. Both 0 without slots. Any
+ * thread. */
+void sn_http_server_slots(sn_http_server *s, unsigned *holding, unsigned *waiting);
+
 /* Stops accepting, closes every connection and joins the worker threads. A handler call in
  * progress finishes first; requests not yet answered are dropped with their connection, which
  * OTLP clients retry. Safe to call when not started or already stopped. Not to be called from a
