@@ -34,6 +34,7 @@
 #include "engine.h"
 #include "ingest.h"
 
+#include "test_rand.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,25 +47,7 @@
 #define RING_MAX 1024 /* encoded requests replayed */
 #define MAX_RUNS 15
 
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-
-static uint64_t next_u64(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-
-static double uniform(void)
-{
-    return ((double)(next_u64() >> 11) + 0.5) / 9007199254740992.0;
-}
-
-static double normal(void)
-{
-    return sqrt(-2.0 * log(uniform())) * cos(6.283185307179586 * uniform());
-}
+static sn_test_rand rng = {0x9e3779b97f4a7c15ull};
 
 /* CPU time of this process: the machine is shared, wall time would count other work. */
 static double cpu_s(void)
@@ -113,30 +96,31 @@ static void make_event(sn_event *ev, unsigned pair, unsigned models_per_service,
     snprintf(ev->operation, sizeof ev->operation, "chat");
     snprintf(ev->region, sizeof ev->region, "%s", regions[pair % 3]);
     snprintf(ev->service_version, sizeof ev->service_version, "1.4.%u", pair % 7);
-    snprintf(ev->pod, sizeof ev->pod, "pod-%u-%c", pair % 50, (char)('a' + next_u64() % 4));
-    snprintf(ev->user, sizeof ev->user, "user-%u", (unsigned)(next_u64() % 1000));
-    uint64_t a = next_u64(), b = next_u64(), c = next_u64();
+    snprintf(ev->pod, sizeof ev->pod, "pod-%u-%c", pair % 50,
+             (char)('a' + sn_test_rand_u64(&rng) % 4));
+    snprintf(ev->user, sizeof ev->user, "user-%u", (unsigned)(sn_test_rand_u64(&rng) % 1000));
+    uint64_t a = sn_test_rand_u64(&rng), b = sn_test_rand_u64(&rng), c = sn_test_rand_u64(&rng);
     memcpy(ev->trace_id, &a, 8);
     memcpy(ev->trace_id + 8, &b, 8);
     memcpy(ev->span_id, &c, 8);
-    ev->latency_ms = mp->latency_ms * exp(0.3 * normal());
-    ev->ttft_ms = mp->ttft_ms * exp(0.3 * normal());
+    ev->latency_ms = mp->latency_ms * exp(0.3 * sn_test_rand_normal(&rng));
+    ev->ttft_ms = mp->ttft_ms * exp(0.3 * sn_test_rand_normal(&rng));
     ev->start_unix_nano = t - (int64_t)(ev->latency_ms * 1e6);
     ev->end_unix_nano = t;
-    ev->input_tokens = (int64_t)(mp->input * exp(0.4 * normal())) + 1;
-    ev->output_tokens = (int64_t)(mp->output * exp(0.4 * normal())) + 1;
+    ev->input_tokens = (int64_t)(mp->input * exp(0.4 * sn_test_rand_normal(&rng))) + 1;
+    ev->output_tokens = (int64_t)(mp->output * exp(0.4 * sn_test_rand_normal(&rng))) + 1;
     ev->total_tokens = ev->input_tokens + ev->output_tokens;
     ev->cost_usd =
         (double)ev->input_tokens * mp->in_price + (double)ev->output_tokens * mp->out_price;
     ev->cost_source = SN_COST_PRICE_TABLE;
     ev->conventions = SN_CONV_GENAI;
-    ev->is_error = uniform() < 0.01;
+    ev->is_error = sn_test_rand_unit(&rng) < 0.01;
     if (ev->is_error)
-        snprintf(ev->error_type, sizeof ev->error_type, "%s", errors[next_u64() % 3]);
+        snprintf(ev->error_type, sizeof ev->error_type, "%s", errors[sn_test_rand_u64(&rng) % 3]);
     snprintf(ev->finish_reason, sizeof ev->finish_reason, "%s",
-             ev->is_error      ? ""
-             : uniform() < 0.9 ? "stop"
-                               : "length");
+             ev->is_error                    ? ""
+             : sn_test_rand_unit(&rng) < 0.9 ? "stop"
+                                             : "length");
 }
 
 static unsigned long long emitted;
@@ -229,7 +213,8 @@ static void build_ring(scenario *s, int64_t t0, int64_t step)
     int64_t t = t0;
     for (unsigned r = 0; r < s->nring; r++) {
         for (unsigned i = 0; i < BATCH; i++) {
-            make_event(&evs[i], (unsigned)(next_u64() % s->pairs), s->models_per_service, t);
+            make_event(&evs[i], (unsigned)(sn_test_rand_u64(&rng) % s->pairs),
+                       s->models_per_service, t);
             ord[i] = (ordered){&evs[i], i};
             t += step;
         }

@@ -29,6 +29,7 @@
 #include "event.h"
 #include "sentinel/v1/sentinel.pb-c.h"
 
+#include "test_rand.h"
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -64,25 +65,7 @@ typedef struct client {
     grpc_slice details;
 } client;
 
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-
-static uint64_t next_u64(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-
-static double uniform(void)
-{
-    return ((double)(next_u64() >> 11) + 0.5) / 9007199254740992.0;
-}
-
-static double normal(void)
-{
-    return sqrt(-2.0 * log(uniform())) * cos(6.283185307179586 * uniform());
-}
+static sn_test_rand rng = {0x9e3779b97f4a7c15ull};
 
 static double now_s(void)
 {
@@ -113,22 +96,22 @@ static void make_event(sn_event *ev, unsigned i, int64_t t)
     snprintf(ev->region, sizeof ev->region, "us-east-1");
     snprintf(ev->service_version, sizeof ev->service_version, "1.4.2");
     snprintf(ev->pod, sizeof ev->pod, "pod-%02u", (i / 64) % 16);
-    snprintf(ev->user, sizeof ev->user, "user-%u", (unsigned)(next_u64() % 1000));
-    uint64_t a = next_u64(), b = next_u64(), c = next_u64();
+    snprintf(ev->user, sizeof ev->user, "user-%u", (unsigned)(sn_test_rand_u64(&rng) % 1000));
+    uint64_t a = sn_test_rand_u64(&rng), b = sn_test_rand_u64(&rng), c = sn_test_rand_u64(&rng);
     memcpy(ev->trace_id, &a, 8);
     memcpy(ev->trace_id + 8, &b, 8);
     memcpy(ev->span_id, &c, 8);
-    ev->latency_ms = model_latency[m] * exp(0.3 * normal());
+    ev->latency_ms = model_latency[m] * exp(0.3 * sn_test_rand_normal(&rng));
     ev->ttft_ms = ev->latency_ms / 6.0;
     ev->start_unix_nano = t - (int64_t)(ev->latency_ms * 1e6);
     ev->end_unix_nano = t;
-    ev->input_tokens = (int64_t)(800 * exp(0.4 * normal())) + 1;
-    ev->output_tokens = (int64_t)(220 * exp(0.4 * normal())) + 1;
+    ev->input_tokens = (int64_t)(800 * exp(0.4 * sn_test_rand_normal(&rng))) + 1;
+    ev->output_tokens = (int64_t)(220 * exp(0.4 * sn_test_rand_normal(&rng))) + 1;
     ev->total_tokens = ev->input_tokens + ev->output_tokens;
     ev->cost_usd = (double)ev->input_tokens * 2.5e-6 + (double)ev->output_tokens * 10e-6;
     ev->cost_source = SN_COST_PRICE_TABLE;
     ev->conventions = SN_CONV_GENAI;
-    ev->is_error = uniform() < 0.01;
+    ev->is_error = sn_test_rand_unit(&rng) < 0.01;
     if (ev->is_error)
         snprintf(ev->error_type, sizeof ev->error_type, "timeout");
     snprintf(ev->finish_reason, sizeof ev->finish_reason, "%s", ev->is_error ? "" : "stop");

@@ -17,6 +17,7 @@
  */
 #include "engine.h"
 
+#include "test_rand.h"
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
@@ -26,25 +27,7 @@
 #define SEC INT64_C(1000000000)
 #define T0  (INT64_C(1767225600) * SEC)
 
-static uint64_t rng;
-
-static uint64_t next_u64(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-
-static double uniform(void)
-{
-    return ((double)(next_u64() >> 11) + 0.5) / 9007199254740992.0;
-}
-
-static double normal(void)
-{
-    return sqrt(-2.0 * log(uniform())) * cos(6.283185307179586 * uniform());
-}
+static sn_test_rand rng;
 
 typedef struct digest {
     uint64_t h;
@@ -131,7 +114,7 @@ static void replay(const regime *r, digest *d, sn_engine_stats *out)
     sn_engine *e = NULL;
     sn_config_error err = {{0}};
     ck_assert_int_eq(sn_engine_create(&e, &c, 42, &err), 0);
-    rng = 0x2545f4914f6cdd1dull;
+    rng.s = 0x2545f4914f6cdd1dull;
     d->h = 0xcbf29ce484222325ull;
     d->anomalies = 0;
     int64_t t = T0, last_tick = T0;
@@ -145,7 +128,8 @@ static void replay(const regime *r, digest *d, sn_engine_stats *out)
             flush(e, buf, &nbuf, d);
             sn_engine_tick(e, t, on_anomaly, d);
         }
-        unsigned p = r->run > 1 && k % r->run != 0 ? last_p : (unsigned)(next_u64() % r->pairs);
+        unsigned p =
+            r->run > 1 && k % r->run != 0 ? last_p : (unsigned)(sn_test_rand_u64(&rng) % r->pairs);
         last_p = p;
         bool quiet_period = ((t - T0) / (60 * SEC)) % 2 == 1;
         if (r->bursts && p >= r->pairs / 2 && quiet_period)
@@ -163,8 +147,9 @@ static void replay(const regime *r, digest *d, sn_engine_stats *out)
             snprintf(ev.model, sizeof ev.model, "model-%u", p % 4);
         }
         snprintf(ev.region, sizeof ev.region, "eu-west-1");
-        double lat = 1500.0 * (1.0 + 0.2 * (p % 3)) * exp(0.3 * normal());
-        double in = 600.0 * exp(0.4 * normal()), out_tok = 200.0 * exp(0.4 * normal());
+        double lat = 1500.0 * (1.0 + 0.2 * (p % 3)) * exp(0.3 * sn_test_rand_normal(&rng));
+        double in = 600.0 * exp(0.4 * sn_test_rand_normal(&rng)),
+               out_tok = 200.0 * exp(0.4 * sn_test_rand_normal(&rng));
         /* incidents, each on one pair for a slice of the stream */
         if (p == 3 && phase > 0.50 && phase < 0.53)
             lat *= 6.0; /* latency spike */
@@ -186,13 +171,14 @@ static void replay(const regime *r, digest *d, sn_engine_stats *out)
         ev.cost_usd = (double)ev.input_tokens * 2.5e-6 + (double)ev.output_tokens * 1e-5;
         ev.cost_source = SN_COST_PRICE_TABLE;
         double perr = (p == 5 && phase > 0.30 && phase < 0.34) ? 0.5 : 0.01;
-        ev.is_error = uniform() < perr;
+        ev.is_error = sn_test_rand_unit(&rng) < perr;
         if (ev.is_error)
-            snprintf(ev.error_type, sizeof ev.error_type, "%s", errs[next_u64() % 3]);
-        bool length = (p == 13 && phase > 0.55) ? uniform() < 0.8 : uniform() < 0.1;
+            snprintf(ev.error_type, sizeof ev.error_type, "%s", errs[sn_test_rand_u64(&rng) % 3]);
+        bool length = (p == 13 && phase > 0.55) ? sn_test_rand_unit(&rng) < 0.8
+                                                : sn_test_rand_unit(&rng) < 0.1;
         if (!ev.is_error)
             snprintf(ev.finish_reason, sizeof ev.finish_reason, "%s", length ? "length" : "stop");
-        snprintf(ev.user, sizeof ev.user, "u%u", (unsigned)(next_u64() % 5));
+        snprintf(ev.user, sizeof ev.user, "u%u", (unsigned)(sn_test_rand_u64(&rng) % 5));
         if (r->refusals && k % 997 == 0)
             ev.service[0] = '\0';
         if (buf == NULL) {
