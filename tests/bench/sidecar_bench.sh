@@ -15,7 +15,7 @@
 #   (e) the machine's own floor, with no gRPC and none of our code (sentinel-bench-machine, same
 #       pinning): a loopback TCP request of 512-span / 32-span / 64 bytes answered by another
 #       process, a thread wake-up on the other CPU and on the same one, an anonymous page fault.
-# Every figure is the median of --runs runs. Prints a table and appends a dated section to
+# Every figure is the median of --runs runs (the main rows list each run's value too). Prints a table and appends a dated section to
 # docs/benchmarks.md (full mode). --quick runs each step for about a second, checks that every
 # tool worked end to end (answers, events counted by the sidecar) and asserts nothing about time.
 #
@@ -272,6 +272,15 @@ median() {
         if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
+# each KEY [mib] [LABEL]: " (LABEL runs: a / b / c)", the values of KEY in run order (KiB shown
+# as MiB with mib), when there was more than one run; nothing otherwise. Medians hide the spread.
+each() {
+    [ "$runs" -gt 1 ] || return 0
+    awk -v mib="${2:-}" -v label="${3:+$3 }" '{ v = (mib != "" ? sprintf("%.1f", $1 / 1024) : $1)
+        out = (NR == 1 ? v : out " / " v) } END { if (NR > 0) printf " (%sruns: %s)", label, out }' \
+        "$work/values.$1"
+}
+
 hz=$(getconf CLK_TCK)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "sentinel sidecar benchmark: $runs run(s) of ${seconds}s per step, $batch spans/request," \
@@ -410,28 +419,28 @@ table=$(
     cat << EOF
 | measure | value (median of $runs) | goal |
 |---|---|---|
-| OTLP/gRPC, sidecar, flat out | $(fmt0 "$sps_sc") spans/s, $(fmt0 "$(m spc_sidecar_grpc)") per CPU-second (busy $(m cpu_pct_sidecar_grpc) %) | >= 500 000 spans/s per core: **$goal_tput** |
+| OTLP/gRPC, sidecar, flat out | $(fmt0 "$sps_sc") spans/s, $(fmt0 "$(m spc_sidecar_grpc)") per CPU-second$(each spc_sidecar_grpc) (busy $(m cpu_pct_sidecar_grpc) %) | >= 500 000 spans/s per core: **$goal_tput** |
 | OTLP/gRPC, do-nothing server (project transport) | $(fmt0 "$(m sps_null_grpc)") spans/s, $(fmt0 "$(m spc_null_grpc)") per CPU-second (busy $(m cpu_pct_null_grpc) %) | |
 | OTLP/gRPC, do-nothing server (plain gRPC core) | $(fmt0 "$(m sps_raw_grpc)") spans/s, $(fmt0 "$(m spc_raw_grpc)") per CPU-second (busy $(m cpu_pct_raw_grpc) %) | |
 | ratio sidecar / do-nothing (project transport), spans/s | $(m ratio_grpc) | |
 | ratio sidecar / do-nothing (project transport), spans per CPU-second | $(m ratio_cpu_grpc) | |
 | ratio sidecar / plain gRPC core | $(m ratio_grpc_raw) | |
 | ratio project transport / plain gRPC core | $(m ratio_null_raw) | |
-| OTLP/HTTP, sidecar, flat out | $(fmt0 "$(m sps_sidecar_http)") spans/s, $(fmt0 "$(m spc_sidecar_http)") per CPU-second (busy $(m cpu_pct_sidecar_http) %) | |
+| OTLP/HTTP, sidecar, flat out | $(fmt0 "$(m sps_sidecar_http)") spans/s, $(fmt0 "$(m spc_sidecar_http)") per CPU-second$(each spc_sidecar_http) (busy $(m cpu_pct_sidecar_http) %) | |
 | OTLP/HTTP, do-nothing server (project transport) | $(fmt0 "$(m sps_null_http)") spans/s, $(fmt0 "$(m spc_null_http)") per CPU-second (busy $(m cpu_pct_null_http) %) | |
 | ratio sidecar / do-nothing (HTTP) | $(m ratio_http) | |
 | sidecar retryable refusals per flat-out run (gRPC / HTTP) | $(m retry_sidecar_grpc) / $(m retry_sidecar_http) | |
-| sidecar peak RSS (VmHWM), gRPC / HTTP flat out | $rss_grpc / $rss_http MiB | <= 16 MiB: **$goal_rss** |
+| sidecar peak RSS (VmHWM), gRPC / HTTP flat out | $rss_grpc / $rss_http MiB$(each rss_grpc_kib mib gRPC)$(each rss_http_kib mib HTTP) | <= 16 MiB: **$goal_rss** |
 | do-nothing servers' peak RSS (VmHWM) under the same floods: gRPC project transport / plain gRPC core / HTTP | $(kib2mib "$(m rss_null_grpc_kib)") / $(kib2mib "$(m rss_raw_grpc_kib)") / $(kib2mib "$(m rss_null_http_kib)") MiB | |
-| Export latency at $lat_rate spans/s, sidecar | p50 $(m p50_sidecar_lat) ms, p99 $p99_lat ms | p99 <= 1 ms: **$goal_lat** |
-| Export latency at $lat_rate spans/s, do-nothing server | p50 $(m p50_null_lat) ms, p99 $(m p99_null_lat) ms | |
-| Export latency at $lat_rate spans/s in $small_batch-span requests, sidecar | p50 $(m p50_sidecar_lat_small) ms, p99 $(m p99_sidecar_lat_small) ms | |
-| Export latency at $lat_rate spans/s in $small_batch-span requests, do-nothing server | p50 $(m p50_null_lat_small) ms, p99 $(m p99_null_lat_small) ms | |
+| Export latency at $lat_rate spans/s, sidecar | p50 $(m p50_sidecar_lat) ms, p99 $p99_lat ms$(each p99_sidecar_lat) | p99 <= 1 ms: **$goal_lat** |
+| Export latency at $lat_rate spans/s, do-nothing server | p50 $(m p50_null_lat) ms, p99 $(m p99_null_lat) ms$(each p99_null_lat) | |
+| Export latency at $lat_rate spans/s in $small_batch-span requests, sidecar | p50 $(m p50_sidecar_lat_small) ms, p99 $(m p99_sidecar_lat_small) ms$(each p99_sidecar_lat_small) | |
+| Export latency at $lat_rate spans/s in $small_batch-span requests, do-nothing server | p50 $(m p50_null_lat_small) ms, p99 $(m p99_null_lat_small) ms$(each p99_null_lat_small) | |
 | sidecar CPU at $cpu_rate spans/s | $(m cpu_pct_sidecar_cpu) % of one core | |
 | sidecar anonymous memory after the gRPC flat-out run (RssAnon) | $(kib2mib "$(m anon_grpc_kib)") MiB | |
 | sidecar RSS at start, idle (VmRSS; of it mapped files, i.e. shared libraries) | $(kib2mib "$(m rss_start_kib)") MiB ($(kib2mib "$(m file_start_kib)") MiB) | |
 | sidecar RSS after the $cpu_rate spans/s run (VmRSS) | $(kib2mib "$(m rss_idle_kib)") MiB | |
-| machine floor, no gRPC and none of our code (\`sentinel-bench-machine\`): loopback TCP request answered by another process, 459 KB / 29 KB / 64 B | p50 $(m machine_tcp_459000_us_p50) / $(m machine_tcp_29000_us_p50) / $(m machine_tcp_64_us_p50) ms, p99 $(m machine_tcp_459000_us_p99) / $(m machine_tcp_29000_us_p99) / $(m machine_tcp_64_us_p99) ms | |
+| machine floor, no gRPC and none of our code (\`sentinel-bench-machine\`): loopback TCP request answered by another process, 459 KB / 29 KB / 64 B | p50 $(m machine_tcp_459000_us_p50) / $(m machine_tcp_29000_us_p50) / $(m machine_tcp_64_us_p50) ms, p99 $(m machine_tcp_459000_us_p99) / $(m machine_tcp_29000_us_p99) / $(m machine_tcp_64_us_p99) ms; 64 B p99$(each machine_tcp_64_us_p99) | |
 | machine floor: a thread wake-up on the other CPU / on the same CPU; an anonymous page fault | p50 $(m machine_wake_other_cpu_us_p50) / $(m machine_wake_same_cpu_us_p50) ms, p99 $(m machine_wake_other_cpu_us_p99) / $(m machine_wake_same_cpu_us_p99) ms; $(m machine_fault_us_per_page_p50) us per page | |
 EOF
 )
