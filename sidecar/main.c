@@ -364,7 +364,6 @@ static bool sidecar_ready(char *reason, size_t reasonlen, void *ud)
     return sn_pipeline_ready(reason, reasonlen, sc->pipeline);
 }
 
-/* gRPC's own log lines, as ours (it logs e.g. unknown grpc-encoding values at ERROR). */
 static void on_drained(void *ud)
 {
     sidecar *sc = ud;
@@ -717,7 +716,7 @@ int main(int argc, char **argv)
     if (outcome != SN_CLI_RUN)
         return sn_cli_exit_status(outcome);
     signal(SIGPIPE, SIG_IGN);
-    sn_grpc_unary_route_logs();
+    sn_grpc_unary_route_logs(); /* gRPC's own lines as ours (e.g. unknown grpc-encoding values) */
     /* Before any thread exists; MALLOC_ARENA_MAX in the environment wins. */
     if (sc.s.malloc_arenas > 0 && getenv("MALLOC_ARENA_MAX") == NULL)
         (void)mallopt(M_ARENA_MAX, (int)sc.s.malloc_arenas);

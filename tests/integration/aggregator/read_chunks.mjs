@@ -17,7 +17,7 @@
 import path from 'node:path';
 
 import {
-  check, httpRequest, log, makeSpan, otlpProto, run, startAggregator, startSidecar, tempDir,
+  check, grpcReadCaps, httpRequest, log, makeSpan, otlpProto, run, startAggregator, startSidecar, tempDir,
   waitEventLog,
 } from '../sidecar/lib.mjs';
 
@@ -56,12 +56,7 @@ await run('aggregator_read_chunks', async () => {
     await agg.kill();
     // gRPC's lines come through the aggregator's own logger (JSON, msg "grpc"): a raw line
     // on stderr would not count, so a lost routing fails the checks below too.
-    const caps = new Set();
-    for (const j of agg.logs) {
-      const m = j.msg === 'grpc' && /alloc_slices;.*max_chunk=(\d+)/.exec(j.message || '');
-      if (m) caps.add(Number(m[1]));
-    }
-    const seen = { experiments: agg.listening.grpc_experiments, caps: [...caps].sort((a, b) => a - b) };
+    const seen = { experiments: agg.listening.grpc_experiments, caps: grpcReadCaps(agg.logs) };
     log(`${label}: GRPC_EXPERIMENTS "${seen.experiments}", read caps [${seen.caps.join(', ')}]`);
     return seen;
   }

@@ -229,6 +229,17 @@ export async function freePort() {
   }
 }
 
+// The read-buffer caps gRPC's tcp tracer (GRPC_TRACE=tcp) reported in a program's JSON log lines
+// (msg "grpc", "alloc_slices ... max_chunk=N": the capped read path only), sorted, each once.
+export function grpcReadCaps(logs) {
+  const caps = new Set();
+  for (const j of logs) {
+    const m = j.msg === 'grpc' && /alloc_slices;.*max_chunk=(\d+)/.exec(j.message || '');
+    if (m) caps.add(Number(m[1]));
+  }
+  return [...caps].sort((a, b) => a - b);
+}
+
 // Starts sentinel-aggregator on 127.0.0.1:port (0: any) with an event log; resolves when it listens
 // (.port; .listening: the "ingest listening" log line).
 export async function startAggregator({ port = 0, eventLog, extra = [], prefix, env = {}, waitMs = 15000 } = {}) {

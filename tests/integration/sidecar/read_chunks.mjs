@@ -14,7 +14,8 @@
 import path from 'node:path';
 
 import {
-  check, log, makeSpan, otlpProto, run, sdk, startAggregator, startSidecar, tempDir, waitEventLog,
+  check, grpcReadCaps, log, makeSpan, otlpProto, run, sdk, startAggregator, startSidecar, tempDir,
+  waitEventLog,
 } from './lib.mjs';
 
 const EXPORT = '/opentelemetry.proto.collector.trace.v1.TraceService/Export';
@@ -51,12 +52,7 @@ await run('sidecar_read_chunks', async () => {
       for (const s of spans) sent.push(s.spanId);
     }
     client.close();
-    const caps = new Set();
-    for (const j of sc.logs) {
-      const m = j.msg === 'grpc' && /alloc_slices;.*max_chunk=(\d+)/.exec(j.message || '');
-      if (m) caps.add(Number(m[1]));
-    }
-    const seen = { experiments: sc.started.grpc_experiments, caps: [...caps].sort((a, b) => a - b) };
+    const seen = { experiments: sc.started.grpc_experiments, caps: grpcReadCaps(sc.logs) };
     log(`${label}: GRPC_EXPERIMENTS "${seen.experiments}", read caps [${seen.caps.join(', ')}]`);
     await sc.kill();
     return seen;
