@@ -16,8 +16,9 @@
 #       pinning): a loopback TCP request of 512-span / 32-span / 64 bytes answered by another
 #       process, a thread wake-up on the other CPU and on the same one, an anonymous page fault.
 # Every figure is the median of --runs runs (the main rows list each run's value too). Prints a
-# table and appends a dated section to docs/benchmarks.md (full mode). --quick runs each step for about a second, checks that every
-# tool worked end to end (answers, events counted by the sidecar) and asserts nothing about time.
+# table and appends a dated section to docs/benchmarks.md (full mode). --quick runs each step for
+# about a second, checks that every tool worked end to end (answers, events counted by the
+# sidecar) and asserts nothing about time.
 #
 # Usage: tests/bench/sidecar_bench.sh [--quick] [--runs N] [--seconds S] [--build-dir DIR]
 #          [--sidecar P --aggregator P --loadgen P --null P --machine P] [--no-append]
